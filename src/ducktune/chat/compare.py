@@ -1,0 +1,76 @@
+"""Base vs tuned answers, side by side."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import textwrap
+from pathlib import Path
+
+from ducktune.errors import UserError
+
+
+def _wrap(text: str, width: int, max_lines: int = 14) -> list[str]:
+    lines: list[str] = []
+    for paragraph in (text.strip() or "(empty)").splitlines():
+        wrapped = textwrap.wrap(paragraph, width=width, replace_whitespace=False, drop_whitespace=True) or [""]
+        if wrapped == [""] and lines and lines[-1] == "":
+            continue  # collapse runs of blank lines
+        lines += wrapped
+    if len(lines) > max_lines:
+        lines = lines[: max_lines - 1] + ["[...]"]
+    return lines
+
+
+def side_by_side(rows: list[dict], width: int | None = None) -> str:
+    """A plain-text table: prompt, then base and tuned answers in two columns."""
+    width = width or min(shutil.get_terminal_size((110, 24)).columns, 160)
+    col = max(20, (width - 3) // 2)
+    out = []
+    rule = "-" * (col * 2 + 3)
+    for row in rows:
+        out.append(rule)
+        out.append(f"Q: {row['prompt']}")
+        left, right = _wrap(row["base"], col), _wrap(row["tuned"], col)
+        out.append(f"{'base':<{col}} | tuned")
+        for i in range(max(len(left), len(right))):
+            a = left[i] if i < len(left) else ""
+            b = right[i] if i < len(right) else ""
+            out.append(f"{a:<{col}} | {b}")
+    out.append(rule)
+    return "\n".join(out)
+
+
+def print_side_by_side(rows: list[dict]) -> None:
+    print(side_by_side(rows))
+
+
+def read_prompts(path: str) -> list[str]:
+    file = Path(path)
+    if not file.is_file():
+        raise UserError(f"{path}: prompts file not found")
+    prompts = [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    if not prompts:
+        raise UserError(f"{path}: no prompts (one per line)")
+    return prompts
+
+
+def run_compare(run_dir: str, prompts_file: str | None = None, max_new_tokens: int = 128, as_json: bool = False) -> list[dict]:
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.rundir import RunDir
+    from ducktune.train.recipe import compare_answers
+
+    run = RunDir(run_dir)
+    info = run.info()
+    prompts = read_prompts(prompts_file) if prompts_file else info.get("probe_prompts") or []
+    if not prompts:
+        raise UserError(f"{run_dir}: the run has no probe prompts; pass --prompts FILE")
+    engine = ChatEngine.from_run(run_dir)
+    if not engine.has_adapter:
+        raise UserError(f"{run_dir}: a full fine-tune has no adapter to switch off; compare needs a LoRA run")
+    rows = compare_answers(engine, prompts, max_new_tokens)
+    if as_json:
+        print(json.dumps(rows, ensure_ascii=False, indent=2))
+    else:
+        print_side_by_side(rows)
+    return rows

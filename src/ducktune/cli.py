@@ -1,0 +1,80 @@
+"""The `ducktune` command line.
+
+Subcommands live in `ducktune.commands.*`; heavy libraries (torch, transformers) are
+imported inside their handlers, so `ducktune --help` answers instantly. User mistakes
+(`UserError`) print one line per problem and exit with code 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+EXAMPLES = """\
+examples:
+  ducktune quickstart                              fine-tune the built-in model on a persona, compare, export
+  ducktune train my.yaml --set train.learning_rate=1e-4
+  ducktune chat runs/my-run                        chat with the tuned model (streaming, multi-turn)
+  ducktune compare runs/my-run --prompts q.txt     base vs tuned, side by side
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ducktune import __version__
+    from ducktune.commands import MODULES
+
+    parser = argparse.ArgumentParser(
+        prog="ducktune",
+        description="Fine-tune small chat models with LoRA on a laptop, a Mac or one small GPU, and ship them to Ollama.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"ducktune {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    _quiet_libraries()
+    from ducktune.errors import UserError
+
+    try:
+        return args.func(args) or 0
+    except UserError as exc:
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"error: {line}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # `ducktune ... | head`: the reader went away; not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _quiet_libraries() -> None:
+    """Library chatter (weight-loading bars, deprecation notices) hides ducktune's own output."""
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for module in ("transformers", "peft", "torch", "accelerate", "trl"):
+        warnings.filterwarnings("ignore", category=FutureWarning, module=module)
+        warnings.filterwarnings("ignore", category=UserWarning, module=module)
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,17 @@
+"""CLI subcommands. Each module defines `register(subparsers)` and keeps heavy imports
+inside its handlers, so building the parser (and `ducktune --help`) stays instant."""
+
+import argparse
+
+# Order = order in `ducktune --help`.
+MODULES = [
+    "ducktune.commands.quickstart",
+    "ducktune.commands.train",
+    "ducktune.commands.chat",
+]
+
+
+def add_parser(sub, name: str, help: str, description: str, examples: str) -> argparse.ArgumentParser:
+    """A subcommand parser whose --help ends with examples."""
+    return sub.add_parser(name, help=help, description=description, epilog="examples:\n" + examples,
+                          formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,0 +1,58 @@
+from ducktune.commands import add_parser
+from ducktune.errors import UserError
+
+
+def register(sub) -> None:
+    p = add_parser(sub, "train", "train a LoRA / QLoRA / full fine-tune from a YAML config",
+                   "Train from a YAML config (every option: --help-config). Rerunning the same command on the "
+                   "same output directory resumes from the latest complete checkpoint with the same data order.",
+                   "  ducktune train examples/identity.yaml\n"
+                   "  ducktune train my.yaml --set train.max_steps=100 --set lora.r=8\n"
+                   "  ducktune train --set data.datasets=[data.json] -o runs/mine\n"
+                   "  ducktune train --help-config")
+    p.add_argument("config", nargs="?", help="YAML config file")
+    add_set_argument(p)
+    p.add_argument("--output", "-o", help="run directory (same as --set output.dir=...)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", dest="resume", action="store_true", default=None,
+                       help="continue the run in the output directory (the default when it holds an unfinished run)")
+    group.add_argument("--overwrite", dest="resume", action="store_false",
+                       help="start afresh (the previous run is moved aside, not deleted)")
+    p.add_argument("--skip-bad", action="store_true", help="train on the good records and report how many were skipped")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--help-config", action="store_true", help="list every config option with its documentation")
+    p.set_defaults(func=run)
+
+
+def add_set_argument(p) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
+
+
+def run(args) -> int:
+    from ducktune.config import describe_options, load_config
+
+    if args.help_config:
+        for key, type_name, default, description in describe_options():
+            print(f"{key} ({type_name}, default {default!r})\n    {description}")
+        return 0
+    overrides = list(args.overrides)
+    if args.resume is False:
+        overrides.append("output.overwrite=true")
+    if args.skip_bad:
+        overrides.append("data.skip_bad=true")
+    if args.output:
+        overrides.append(f"output.dir={args.output}")
+    if args.config is None and not overrides:
+        raise UserError("ducktune train: give a config file (see examples/) or --set options")
+    config = load_config(args.config, overrides)
+
+    from ducktune.chat.compare import print_side_by_side
+    from ducktune.train.recipe import train
+
+    result = train(config, progress=not args.no_progress)
+    if result.comparison:
+        print_side_by_side(result.comparison)
+    print(f"\nRun directory: {result.run_dir}\n  chat:    ducktune chat {result.run_dir}\n"
+          f"  export:  ducktune export {result.run_dir}")
+    return 0

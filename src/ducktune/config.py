@@ -1,0 +1,346 @@
+"""The one configuration schema behind YAML files, `--set` flags and the web UI.
+
+Every option is documented here, where it is defined (`Field(description=...)`); the CLI's
+`ducktune train --help-config` and the web UI's form are generated from these descriptions.
+Unknown keys are errors with a "did you mean" suggestion.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ducktune.errors import ConfigError
+
+BUILTIN_MODEL = "smollm2-135m"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    name_or_path: str = Field(
+        BUILTIN_MODEL,
+        description=(
+            "Base model: 'smollm2-135m' (built in, offline), a local folder, a Hugging Face id "
+            "('Qwen/Qwen2.5-0.5B-Instruct'; honours HF_ENDPOINT and HF_HOME) or a ModelScope id "
+            "('modelscope:qwen/Qwen2.5-0.5B-Instruct')."
+        ),
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) to download.")
+    trust_remote_code: bool = Field(
+        False, description="Run Python code shipped with the model. Off unless you trust the model's author."
+    )
+    device: Literal["auto", "cuda", "mps", "cpu"] = Field(
+        "auto", description="Where to train and generate: auto picks CUDA, then Apple MPS, then CPU."
+    )
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = Field(
+        "auto",
+        description=(
+            "Weight and compute dtype. auto: bf16 on CUDA that supports it, else fp16 on CUDA; "
+            "fp32 on MPS for models under 1B parameters (fp16 above, never bf16); fp32 on CPU."
+        ),
+    )
+    chat_template: str | None = Field(
+        None,
+        description=(
+            "Jinja chat template to use instead of the model's own (a template string or a path "
+            "to a .jinja file). Training, chat, serving and export all use the same one."
+        ),
+    )
+    system_prompt: str | None = Field(
+        None,
+        description=(
+            "Default system prompt added to conversations that have none, in training and at "
+            "inference; written to the Ollama Modelfile as SYSTEM."
+        ),
+    )
+
+
+class DatasetSpec(_Section):
+    path: str = Field(
+        ...,
+        description=(
+            "A .json/.jsonl/.csv/.tsv/.parquet/.txt file, a folder of such files, a dataset name "
+            "registered in a LLaMA-Factory dataset_info.json, or 'hf:org/name' for a Hugging Face dataset."
+        ),
+    )
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "text", "preference"] = Field(
+        "auto", description="Record format; auto detects it from the fields of the records."
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Field renames for files whose fields have other names, e.g. {instruction: question, output: answer}.",
+    )
+    repeat: float = Field(
+        1.0,
+        gt=0,
+        description="How many times this dataset is used per epoch (2 = twice; 0.5 = a random half).",
+    )
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many records of this dataset.")
+    split: str = Field("train", description="Split to read for Hugging Face datasets.")
+
+
+class DataConfig(_Section):
+    datasets: list[DatasetSpec] = Field(
+        default_factory=list, description="Training datasets; several are mixed (see each one's repeat)."
+    )
+    cutoff_len: int = Field(
+        1024, gt=8, description="Maximum tokens per sample; longer samples are truncated (and counted in the log)."
+    )
+    val_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Fraction of samples held out for evaluation (0 = none)."
+    )
+    val_file: str | None = Field(None, description="A separate validation file (instead of val_ratio).")
+    train_on: Literal["assistant", "last_assistant", "all"] = Field(
+        "assistant",
+        description=(
+            "Which tokens carry the loss: every assistant turn (default), only the last assistant "
+            "turn, or every token (continued pre-training)."
+        ),
+    )
+    shuffle: bool = Field(True, description="Shuffle the mixed samples (deterministically, by train.seed).")
+    dedupe: bool = Field(False, description="Drop exact duplicate conversations before repeating.")
+    skip_bad: bool = Field(
+        False, description="Train on the good records and report how many bad ones were skipped, instead of refusing."
+    )
+    max_samples: int | None = Field(None, gt=0, description="Use at most this many samples in total after mixing.")
+
+    @field_validator("datasets", mode="before")
+    @classmethod
+    def _accept_plain_paths(cls, value: Any) -> Any:
+        # `datasets: [a.json, b.jsonl]` is shorthand for `[{path: a.json}, {path: b.jsonl}]`.
+        if isinstance(value, (str, dict)):
+            value = [value]
+        if isinstance(value, list):
+            return [{"path": item} if isinstance(item, str) else item for item in value]
+        return value
+
+
+class LoraConfig(_Section):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r, or alpha / sqrt(r) with rsLoRA).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear",
+        description="Modules that get adapters; all-linear finds every linear projection of the architecture (not the LM head).",
+    )
+    use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class TrainConfig(_Section):
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="lora: adapters on frozen weights; qlora: adapters on 4-bit weights (bitsandbytes); full: all weights."
+    )
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    num_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    batch_size: int = Field(4, gt=0, description="Samples per device per forward pass.")
+    grad_accum: int = Field(1, gt=0, description="Forward passes per optimizer step (global batch = batch_size x grad_accum x devices).")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
+    warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")
+    scheduler: Literal["cosine", "linear", "constant_with_warmup", "constant"] = Field(
+        "cosine", description="Learning-rate schedule after warm-up."
+    )
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adafactor"] = Field(
+        "adamw_torch", description="Optimizer (transformers' names)."
+    )
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
+    seed: int = Field(42, description="Seed for initialisation, shuffling and data order.")
+    logging_steps: int = Field(1, gt=0, description="Log loss, lr, grad norm and tokens/s every N steps.")
+    save_steps: int = Field(50, gt=0, description="Save a checkpoint every N steps.")
+    save_total_limit: int = Field(2, gt=0, description="Keep only the last K checkpoints.")
+    eval_steps: int | None = Field(None, gt=0, description="Evaluate every N steps (default: save_steps) when there is validation data.")
+    gradient_checkpointing: Literal["auto", "on", "off"] = Field(
+        "auto", description="Recompute activations to save memory; auto lets the memory plan decide."
+    )
+    packing: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Pack several samples per row with attention kept inside each sample; auto turns it on when it is safe.",
+    )
+    loss_chunk_size: int = Field(
+        1024, gt=0, description="Tokens per chunk of the chunked cross-entropy (the full logits are never materialized)."
+    )
+    memory_budget: str | None = Field(
+        None, description="Memory to plan for, e.g. '11GB'; default: the device's free memory (RAM on CPU)."
+    )
+    num_threads: int | None = Field(None, gt=0, description="CPU threads for PyTorch (default: PyTorch's choice).")
+
+
+class OutputConfig(_Section):
+    dir: str = Field("runs/run", description="Run directory: config, adapter, checkpoints, metrics, report.")
+    overwrite: bool = Field(False, description="Start afresh in an existing run directory instead of resuming it.")
+
+
+class EvalConfig(_Section):
+    probe_prompts: list[str] = Field(
+        default_factory=list,
+        description="Prompts answered by the base and the tuned model in the report (default: the first training questions).",
+    )
+    max_new_tokens: int = Field(128, gt=0, description="Token limit for answers in the report and compare.")
+
+
+class RunConfig(_Section):
+    """A whole training run."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "RunConfig":
+        if self.data.val_file and self.data.val_ratio:
+            raise ValueError("data: set val_ratio or val_file, not both")
+        return self
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _suggest(word: str, choices: list[str]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1, cutoff=0.5)
+    return f" (did you mean '{match[0]}'?)" if match else f" (known keys: {', '.join(sorted(choices))})"
+
+
+def _model_at(loc: tuple, root: type[BaseModel] = RunConfig) -> type[BaseModel] | None:
+    """The pydantic model that owns the field at `loc` (skipping list indices)."""
+    model: Any = root
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            model = annotation
+        elif inner and any(isinstance(a, type) and issubclass(a, BaseModel) for a in inner):
+            model = next(a for a in inner if isinstance(a, type) and issubclass(a, BaseModel))
+        else:
+            return None
+    return model
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    """One line per problem: `source: key.path: message`."""
+    lines = []
+    for item in err.errors():
+        loc = tuple(item["loc"])
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            owner = _model_at(loc[:-1])
+            choices = list(owner.model_fields) if owner else []
+            lines.append(f"{source}: {dotted}: unknown key{_suggest(str(loc[-1]), choices)}")
+        else:
+            message = item["msg"].removeprefix("Value error, ")
+            got = item.get("input")
+            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+            lines.append(f"{source}: {dotted}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.learning_rate=1e-4` -> (['train', 'learning_rate'], 0.0001). Values are YAML scalars."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text}: expected key=value, e.g. --set train.learning_rate=1e-4")
+    key, raw = text.split("=", 1)
+    keys = [k for k in key.strip().split(".") if k]
+    if not keys:
+        raise ConfigError(f"--set {text}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = data
+        for key in keys[:-1]:
+            child = node.get(key)
+            if not isinstance(child, dict):
+                child = {}
+                node[key] = child
+            node = child
+        node[keys[-1]] = value
+    return data
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}{where}: invalid YAML: {problem}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections (model, data, lora, train, output)")
+    return data
+
+
+def build_config(data: dict, source: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or start from defaults), apply `key=value` overrides, validate."""
+    data = read_yaml(path) if path else {}
+    apply_overrides(data, overrides or [])
+    source = str(path) if path else "--set"
+    config = build_config(data, source)
+    # Relative data paths in a YAML file are relative to that file, so configs can move with their data.
+    if path:
+        base = Path(path).resolve().parent
+        for spec in config.data.datasets:
+            spec.path = _resolve_relative(spec.path, base)
+        if config.data.val_file:
+            config.data.val_file = _resolve_relative(config.data.val_file, base)
+    return config
+
+
+def _resolve_relative(value: str, base: Path) -> str:
+    if ":" in value.split("/")[0] or Path(value).is_absolute():
+        return value
+    candidate = base / value
+    return str(candidate) if candidate.exists() else value
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+def describe_options(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, description) for every option, for `--help-config` and the web UI."""
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            rows.extend(describe_options(annotation, key + "."))
+            continue
+        default = field.get_default(call_default_factory=True)
+        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        rows.append((key, type_name, default, field.description or ""))
+    return rows

@@ -1,0 +1,1 @@
+"""Data: read files in the formats people have, validate them, normalize to chats, template and mask."""

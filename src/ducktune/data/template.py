@@ -1,0 +1,255 @@
+"""Chat templates and loss masks: the part most fine-tuning tutorials get wrong.
+
+One `ChatFormat` wraps the tokenizer's own Jinja chat template and is used by training,
+chat, serving and export alike, so a model is always prompted exactly as it was trained.
+
+Masking works for any template (no per-model registry). The conversation is rendered
+once with the template; the character span of every assistant answer is located in that
+text, extended over the template's end-of-turn token, and the rendered text is tokenized
+once with offsets: tokens starting inside an assistant span are trained, all others
+(system, user, role headers, the generation prompt) get label -100.
+
+Spans are found by prefix rendering: the text the model must generate for assistant turn
+i is what `render(messages[:i+1])` adds after `render(messages[:i], add_generation_prompt=True)`.
+Templates that rewrite history (e.g. drop reasoning from earlier turns) break the prefix
+property; then the answer is searched for in the full rendering after its generation prompt.
+
+The end-of-turn marker is discovered by rendering a probe conversation. If a template
+emits no end-of-turn token after an answer, the tokenizer's EOS is inserted, so a tuned
+model always learns to stop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ducktune.data.schema import Sample
+from ducktune.errors import DataError, ModelError
+
+IGNORE_INDEX = -100
+_PROBE_ANSWER = "DUCKTUNEPROBEANSWER"
+_PROBE_QUESTION = "DUCKTUNEPROBEQUESTION"
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    truncated: bool
+    where: str = ""
+
+    @property
+    def n_trained(self) -> int:
+        return sum(1 for label in self.labels if label != IGNORE_INDEX)
+
+
+def read_template(value: str) -> str:
+    """`model.chat_template` may be the template itself or a path to a .jinja file."""
+    if "{%" in value or "{{" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model.chat_template: {value}: file not found (and not a Jinja template)")
+    return path.read_text(encoding="utf-8")
+
+
+class ChatFormat:
+    """Renders conversations with the tokenizer's chat template and builds loss masks."""
+
+    def __init__(self, tokenizer, system_prompt: str | None = None):
+        if not getattr(tokenizer, "chat_template", None):
+            raise ModelError(
+                "the model's tokenizer has no chat template; set model.chat_template "
+                "(a Jinja template or a path to a .jinja file)"
+            )
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+        self.turn_suffix, self.eot_token = self._discover_turn_end()
+        # If the template ends answers with no special token, EOS is inserted after each answer.
+        self.inserted_eos = None if self.eot_token else tokenizer.eos_token
+        if self.eot_token is None and not tokenizer.eos_token:
+            raise ModelError("the chat template ends answers with no special token and the tokenizer has no EOS token")
+        self.generation_prompt = self._discover_generation_prompt()
+
+    # -------------------------------------------------------------- discovery
+
+    def _render_raw(self, messages: list[dict], add_generation_prompt: bool) -> str:
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+            )
+        except Exception as exc:  # jinja2 errors: templates raise on unsupported role orders
+            raise DataError(f"the chat template refused this conversation: {exc}") from None
+
+    def special_tokens(self) -> list[str]:
+        tokens = set(self.tokenizer.all_special_tokens)
+        for token in self.tokenizer.added_tokens_decoder.values():
+            if token.special:
+                tokens.add(token.content)
+        return sorted(tokens, key=len, reverse=True)
+
+    def _discover_turn_end(self) -> tuple[str, str | None]:
+        """Text between an answer and the end of its turn marker, and that marker (or None)."""
+        probe = [{"role": "user", "content": _PROBE_QUESTION}, {"role": "assistant", "content": _PROBE_ANSWER}]
+        text = self._render_raw(probe, False)
+        at = text.find(_PROBE_ANSWER)
+        if at < 0:
+            raise ModelError("the chat template does not include the assistant's answer in its output")
+        after = text[at + len(_PROBE_ANSWER):]
+        best = None
+        for token in self.special_tokens():
+            pos = after.find(token)
+            if pos >= 0 and (best is None or pos < best[0]):
+                best = (pos, token)
+        # Only a marker that directly follows the answer (after whitespace at most) ends the turn.
+        if best is not None and not after[: best[0]].strip():
+            return after[: best[0] + len(best[1])], best[1]
+        return "", None
+
+    def _discover_generation_prompt(self) -> str:
+        messages = [{"role": "user", "content": _PROBE_QUESTION}]
+        with_prompt = self._render_raw(messages, True)
+        without = self._render_raw(messages, False)
+        return with_prompt[len(without):] if with_prompt.startswith(without) else ""
+
+    # -------------------------------------------------------------- public API
+
+    @property
+    def stop_tokens(self) -> list[str]:
+        """Every token that ends an assistant turn: the template's marker and EOS."""
+        tokens = []
+        for token in (self.eot_token, self.tokenizer.eos_token):
+            if token and token not in tokens:
+                tokens.append(token)
+        return tokens
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        ids = []
+        for token in self.stop_tokens:
+            token_id = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(token_id, int) and token_id >= 0 and token_id not in ids:
+                ids.append(token_id)
+        return ids
+
+    def with_system(self, messages: list[dict]) -> list[dict]:
+        if self.system_prompt and not (messages and messages[0]["role"] == "system"):
+            return [{"role": "system", "content": self.system_prompt}] + list(messages)
+        return list(messages)
+
+    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+        return self._render_raw(self.with_system(messages), add_generation_prompt)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        """Token ids of a conversation ready for the assistant's next answer (inference)."""
+        text = self.render(messages, add_generation_prompt=True)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -------------------------------------------------------------- training
+
+    def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered conversation and the character span of each assistant answer (with its end-of-turn)."""
+        full = self._render_raw(messages, False)
+        spans: list[tuple[int, int]] = []
+        cursor = 0
+        for i, message in enumerate(messages):
+            if message["role"] != "assistant":
+                continue
+            start = self._answer_start(messages, i, full, cursor)
+            content = message["content"]
+            end = self._content_end(full, start, content)
+            if end is None:
+                raise DataError("the chat template changes the assistant's text in a way ducktune cannot follow; "
+                                "set model.chat_template to a template that keeps answers verbatim")
+            if self.eot_token:
+                if full.startswith(self.turn_suffix, end):
+                    end += len(self.turn_suffix)
+            else:
+                full = full[:end] + self.inserted_eos + full[end:]
+                end += len(self.inserted_eos)
+            spans.append((start, end))
+            cursor = end
+        return full, spans
+
+    def _answer_start(self, messages: list[dict], i: int, full: str, cursor: int) -> int:
+        prefix = self._render_raw(messages[:i], True) if i else self.generation_prompt
+        if i and full.startswith(prefix) and len(prefix) >= cursor:
+            return len(prefix)
+        # History-rewriting template: search for the generation prompt followed by the answer.
+        content = messages[i]["content"]
+        for needle in (self.generation_prompt + content, self.generation_prompt + content.strip()):
+            if self.generation_prompt:
+                at = full.find(needle, cursor)
+                if at >= 0:
+                    return at + len(self.generation_prompt)
+        for needle in (content, content.strip()):
+            at = full.find(needle, cursor)
+            if at >= 0:
+                return at
+        raise DataError("the chat template does not reproduce an assistant answer verbatim; "
+                        "set model.chat_template to a template that does")
+
+    @staticmethod
+    def _content_end(full: str, start: int, content: str) -> int | None:
+        for candidate in (content, content.strip(), content.rstrip()):
+            if candidate and full.startswith(candidate, start):
+                return start + len(candidate)
+        # Templates may put whitespace (or a marker) before the answer; allow a short gap.
+        stripped = content.strip()
+        at = full.find(stripped, start, start + len(stripped) + 16)
+        return at + len(stripped) if stripped and at >= 0 else None
+
+    def encode(self, sample: Sample, cutoff: int, train_on: str = "assistant") -> Encoded:
+        """Token ids and labels for one sample, truncated to `cutoff` tokens."""
+        tok = self.tokenizer
+        if sample.kind == "text":
+            ids = tok(sample.text, add_special_tokens=True)["input_ids"]
+            if tok.eos_token_id is not None:
+                ids = ids + [tok.eos_token_id]
+            labels = list(ids)
+        else:
+            messages = self.with_system(sample.message_dicts())
+            text, spans = self.assistant_spans(messages)
+            if train_on == "last_assistant":
+                spans = spans[-1:]
+            encoding = tok(text, add_special_tokens=False, return_offsets_mapping=True)
+            ids = encoding["input_ids"]
+            if train_on == "all":
+                labels = list(ids)
+            else:
+                labels = _labels_from_spans(ids, encoding["offset_mapping"], spans)
+        truncated = len(ids) > cutoff
+        return Encoded(ids[:cutoff], labels[:cutoff], truncated, sample.where)
+
+    def decode_spans(self, encoded: Encoded) -> list[tuple[str, bool]]:
+        """(text, trained) runs of a sample, for previews that highlight the trained tokens."""
+        runs: list[tuple[str, bool]] = []
+        current: list[int] = []
+        state = None
+        for token_id, label in zip(encoded.input_ids, encoded.labels):
+            trained = label != IGNORE_INDEX
+            if state is not None and trained != state:
+                runs.append((self.tokenizer.decode(current), state))
+                current = []
+            current.append(token_id)
+            state = trained
+        if current:
+            runs.append((self.tokenizer.decode(current), bool(state)))
+        return runs
+
+
+def _labels_from_spans(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:
+    labels = [IGNORE_INDEX] * len(ids)
+    if not spans:
+        return labels
+    span_index = 0
+    for t, (start, end) in enumerate(offsets):
+        while span_index < len(spans) and start >= spans[span_index][1]:
+            span_index += 1
+        if span_index == len(spans):
+            break
+        s, e = spans[span_index]
+        if s <= start < e and end > start:
+            labels[t] = ids[t]
+    return labels

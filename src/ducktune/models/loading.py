@@ -1,0 +1,82 @@
+"""Load a resolved model folder: tokenizer (with the run's chat template) and weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ducktune.errors import ModelError
+from ducktune.models.device import Placement
+
+
+def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    from ducktune.data.template import read_template
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        raise ModelError(f"{folder}: cannot load the tokenizer: {exc}") from None
+    if chat_template:
+        tokenizer.chat_template = read_template(chat_template)
+    if tokenizer.pad_token is None:
+        # Padding positions are always masked out, so reusing EOS as pad is safe.
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def model_config(folder: str | Path) -> dict:
+    path = Path(folder) / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the model config: {exc}") from None
+
+
+def estimate_params(config: dict) -> int:
+    """Parameter count of a decoder-only transformer from its config (no weights loaded)."""
+    text = config.get("text_config", config)
+    h = text.get("hidden_size", 0)
+    n_layers = text.get("num_hidden_layers", 0)
+    vocab = text.get("vocab_size", 0)
+    inter = text.get("intermediate_size", 4 * h)
+    heads = text.get("num_attention_heads", 1) or 1
+    kv = text.get("num_key_value_heads", heads) or heads
+    head_dim = text.get("head_dim") or h // heads
+    attn = h * heads * head_dim * 2 + h * kv * head_dim * 2
+    mlp = 3 * h * inter
+    embed = vocab * h * (1 if text.get("tie_word_embeddings", config.get("tie_word_embeddings", False)) else 2)
+    return n_layers * (attn + mlp + 2 * h) + embed + h
+
+
+def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = False, trust_remote_code: bool = False):
+    """Load weights (safetensors only) onto the placement's device.
+
+    No `device_map` on MPS/CPU: it can leave meta tensors behind on MPS. 4-bit loading uses
+    bitsandbytes (CUDA, and its CPU backend).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    kwargs = dict(dtype=placement.torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
+    if quantize_4bit:
+        try:
+            from transformers import BitsAndBytesConfig
+            import bitsandbytes  # noqa: F401
+        except ImportError:
+            raise ModelError("QLoRA needs bitsandbytes: pip install 'ducktune[qlora]'") from None
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=placement.torch_dtype,
+        )
+        kwargs["device_map"] = {"": 0} if placement.device == "cuda" else {"": "cpu"}
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
+    except OSError as exc:
+        raise ModelError(f"{folder}: cannot load the model weights: {exc}") from None
+    if not quantize_4bit and placement.device != "cpu":
+        model = model.to(torch.device(placement.device))
+    return model

@@ -1,0 +1,1 @@
+"""ducktune.serve"""

@@ -1,0 +1,1 @@
+"""Training: the recipe (recipe.py) reads top to bottom; the rest are its parts."""

@@ -1,0 +1,93 @@
+"""Trainer callbacks: a progress bar with ETA and loss, and metrics.jsonl."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+def _clean(value):
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    return value
+
+
+class MetricsWriter(TrainerCallback):
+    """Append one JSON line per log event to metrics.jsonl (flushed, so a crash keeps what was logged)."""
+
+    KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "eval_loss": "eval_loss",
+            "tokens_per_s": "tokens_per_s", "trained_tokens": "trained_tokens", "epoch": "epoch"}
+
+    def __init__(self, path: Path, resume_step: int = 0):
+        self.path = path
+        self._truncate_after(resume_step)
+
+    def _truncate_after(self, step: int) -> None:
+        """On resume, drop lines logged after the checkpoint we resume from (they will be logged again)."""
+        if not self.path.is_file():
+            return
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if row.get("step", 0) <= step:
+                keep.append(line)
+        from ducktune.io import write_text
+
+        write_text(self.path, "".join(line + "\n" for line in keep))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        row = {"step": state.global_step, "time": round(time.time(), 3)}
+        for key, name in self.KEYS.items():
+            if key in logs:
+                value = logs[key]
+                row[name] = _clean(float(value)) if isinstance(value, (int, float)) else value
+        if len(row) <= 3:  # only step/time/epoch: end-of-training summary, not a metrics row
+            return
+        with open(self.path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class ProgressBar(TrainerCallback):
+    """A tqdm bar over optimizer steps, with ETA and the latest loss."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.bar = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.enabled and state.is_world_process_zero:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="training", unit="step",
+                            dynamic_ncols=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if self.bar is None or not logs:
+            return
+        shown = {}
+        if "loss" in logs:
+            shown["loss"] = f"{logs['loss']:.4f}"
+        if "eval_loss" in logs:
+            shown["eval"] = f"{logs['eval_loss']:.4f}"
+        if "tokens_per_s" in logs:
+            shown["tok/s"] = f"{logs['tokens_per_s']:.0f}"
+        if shown:
+            self.bar.set_postfix(shown, refresh=False)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None

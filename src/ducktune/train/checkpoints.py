@@ -1,0 +1,55 @@
+"""Checkpoints that a crash cannot poison.
+
+transformers' Trainer writes `checkpoint-N/` file by file and writes `trainer_state.json`
+last (after weights, optimizer, scheduler and RNG state). A checkpoint is complete when that
+file parses and names step N. Incomplete ones (a crash mid-save) are renamed aside, so
+neither resume nor the Trainer's rotation ever picks them; nothing is deleted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def checkpoint_step(path: Path) -> int | None:
+    match = _CHECKPOINT.match(path.name)
+    return int(match.group(1)) if match else None
+
+
+def is_complete(path: Path) -> bool:
+    step = checkpoint_step(path)
+    state = path / "trainer_state.json"
+    if step is None or not state.is_file():
+        return False
+    try:
+        data = json.loads(state.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    has_weights = any(path.glob("*.safetensors"))
+    return data.get("global_step") == step and has_weights
+
+
+def latest_complete(folder: Path, quarantine: bool = True) -> Path | None:
+    """The newest complete checkpoint; incomplete ones are renamed `checkpoint-N.incomplete`."""
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        step = checkpoint_step(path)
+        if step is None or not path.is_dir():
+            continue
+        if is_complete(path):
+            found.append((step, path))
+        elif quarantine:
+            target = path.with_name(path.name + ".incomplete")
+            n = 1
+            while target.exists():
+                n += 1
+                target = path.with_name(f"{path.name}.incomplete{n}")
+            os.replace(path, target)
+    return max(found)[1] if found else None

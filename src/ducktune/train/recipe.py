@@ -1,0 +1,331 @@
+"""One training run, top to bottom.
+
+    config -> run directory -> device/dtype -> base model folder -> tokenizer + chat format
+    -> data (load, validate, mix) -> tokens + loss masks -> model + LoRA -> Trainer
+    -> (resume from the last complete checkpoint) -> train -> adapter -> report
+
+Each step is a plain function call into the module that owns it; the Trainer loop itself is
+transformers' own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ducktune.config import RunConfig, dump_config, load_config
+from ducktune.errors import ConfigError, DataError, UserError
+from ducktune.io import atomic_dir, write_json, write_text
+from ducktune.rundir import RunDir
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    info: dict
+    comparison: list[dict]
+
+
+# ----------------------------------------------------------------------------- run directory
+
+def _config_differences(old: RunConfig, new: RunConfig) -> list[str]:
+    a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
+    for cfg in (a, b):
+        cfg["output"].pop("overwrite", None)
+    diffs = []
+
+    def walk(x, y, prefix):
+        if isinstance(x, dict) and isinstance(y, dict):
+            for key in sorted(set(x) | set(y)):
+                walk(x.get(key), y.get(key), f"{prefix}{key}.")
+        elif x != y:
+            diffs.append(f"{prefix[:-1]}: {x!r} -> {y!r}")
+
+    walk(a, b, "")
+    return diffs
+
+
+def prepare_run_dir(config: RunConfig, log=print) -> tuple[RunDir, bool]:
+    """Create the run directory, or decide to resume the run already in it. Returns (run, resuming)."""
+    run = RunDir(config.output.dir)
+    if not run.path.exists() or not any(run.path.iterdir()) or config.output.overwrite:
+        if run.path.exists() and config.output.overwrite and any(run.path.iterdir()):
+            # Keep the old run until the new one replaces it: move it aside, never delete on the user's behalf.
+            aside = run.path.with_name(f"{run.path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            run.path.rename(aside)
+            log(f"Moved the previous run aside to {aside}")
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run, False
+    if not run.exists():
+        raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
+    info = run.info()
+    if info.get("status") == "completed":
+        raise UserError(f"{run.path}: already holds a finished run; set output.overwrite=true or choose another output.dir")
+    previous = load_config(run.config_yaml)
+    diffs = _config_differences(previous, config)
+    if diffs:
+        raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
+                          "set output.overwrite=true or choose another output.dir")
+    return run, True
+
+
+# ----------------------------------------------------------------------------- data -> tokens
+
+@dataclass
+class TokenizedData:
+    train: list[dict]
+    val: list[dict]
+    stats: dict
+
+
+def tokenize_samples(samples, chat_format, cutoff: int, train_on: str, skip_bad: bool) -> tuple[list[dict], dict, list[str]]:
+    rows, problems = [], []
+    truncated = dropped = 0
+    for sample in samples:
+        try:
+            encoded = chat_format.encode(sample, cutoff, train_on)
+        except DataError as exc:
+            problems.append(f"{sample.where}: messages: {exc.message}")
+            continue
+        truncated += encoded.truncated
+        if encoded.n_trained == 0:
+            dropped += 1  # everything trainable was cut off by the cutoff
+            continue
+        rows.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
+    if problems and not skip_bad:
+        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
+        raise DataError("\n".join(shown + [f"{len(problems)} samples cannot be rendered with the chat template; "
+                                          "fix them or pass --skip-bad"]))
+    lengths = sorted(len(r["input_ids"]) for r in rows)
+    stats = {
+        "samples": len(rows),
+        "truncated": truncated,
+        "dropped": dropped,
+        "template_errors": len(problems),
+        "tokens": sum(lengths),
+        "trained_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
+        "max_len": lengths[-1] if lengths else 0,
+        "median_len": lengths[len(lengths) // 2] if lengths else 0,
+    }
+    return rows, stats, problems
+
+
+class ListDataset:
+    """The minimal map-style dataset the Trainer needs."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
+
+
+def probe_prompts(config: RunConfig, samples, limit: int = 5) -> list[str]:
+    if config.eval.probe_prompts:
+        return list(config.eval.probe_prompts)
+    prompts: list[str] = []
+    for sample in samples:
+        users = [m.content for m in sample.messages if m.role == "user"]
+        if users and users[-1] not in prompts:
+            prompts.append(users[-1])
+        if len(prompts) >= limit:
+            break
+    return prompts
+
+
+# ----------------------------------------------------------------------------- the run
+
+def train(config: RunConfig, log=print, progress: bool = True, compare: bool = True) -> TrainResult:
+    import torch
+    from transformers import TrainingArguments, set_seed
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ducktune.data.loader import load_data
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.device import choose_placement
+    from ducktune.models.loading import estimate_params, load_model, load_tokenizer, model_config
+    from ducktune.models.sources import resolve_model
+    from ducktune.train.callbacks import MetricsWriter, ProgressBar
+    from ducktune.train.checkpoints import checkpoint_step, latest_complete
+    from ducktune.train.collator import PaddingCollator
+    from ducktune.train.lora import attach_lora
+    from ducktune.train.report import plot_loss, write_report
+    from ducktune.train.trainer import DucktuneTrainer
+
+    tc = config.train
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    set_seed(tc.seed)
+
+    # 1. Base model folder, device and dtype, tokenizer and chat format.
+    base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
+    n_params = estimate_params(model_config(base_folder))
+    placement = choose_placement(config.model.device, config.model.dtype, n_params)
+    tokenizer = load_tokenizer(base_folder, config.model.chat_template, config.model.trust_remote_code)
+    chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+
+    # 2. Data: every problem is reported before anything is written or loaded.
+    data = load_data(config.data, seed=tc.seed)
+    train_rows, train_stats, problems = tokenize_samples(
+        data.train, chat_format, config.data.cutoff_len, config.data.train_on, config.data.skip_bad)
+    val_rows, val_stats, _ = tokenize_samples(
+        data.val, chat_format, config.data.cutoff_len, config.data.train_on, config.data.skip_bad)
+    if not train_rows:
+        raise DataError("no training samples left after templating and the cutoff "
+                        f"(data.cutoff_len={config.data.cutoff_len}); raise the cutoff or check the data")
+    log(f"Data: {len(train_rows)} train / {len(val_rows)} validation samples, {train_stats['trained_tokens']} trained tokens"
+        + (f"; {train_stats['truncated']} truncated at {config.data.cutoff_len} tokens" if train_stats["truncated"] else "")
+        + (f"; {data.skipped + len(problems)} bad records skipped" if data.skipped or problems else ""))
+
+    # 3. Run directory (after validation, so bad input leaves nothing behind).
+    run, resuming = prepare_run_dir(config, log=log)
+    write_text(run.config_yaml, dump_config(config))
+    info = {
+        "status": "running",
+        "method": tc.method,
+        "base_model": {"name_or_path": config.model.name_or_path, "resolved": str(base_folder), "params": n_params},
+        "placement": {"device": placement.device, "dtype": placement.dtype, "reason": placement.reason},
+        "chat_format": {"stop_tokens": chat_format.stop_tokens, "eot_token": chat_format.eot_token,
+                        "inserted_eos": chat_format.inserted_eos, "system_prompt": config.model.system_prompt},
+        "data": {"train_samples": len(train_rows), "val_samples": len(val_rows), "cutoff_len": config.data.cutoff_len,
+                 "truncated": train_stats["truncated"], "dropped": train_stats["dropped"],
+                 "skipped_bad": data.skipped + len(problems), "duplicates_removed": data.duplicates_removed,
+                 "trained_tokens": train_stats["trained_tokens"], "tokens": train_stats["tokens"]},
+        "probe_prompts": probe_prompts(config, data.train),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    write_json(run.run_json, info)
+
+    # 4. Model and adapters.
+    log(f"Loading {config.model.name_or_path} on {placement.device} ({placement.dtype}: {placement.reason})")
+    model = load_model(base_folder, placement, quantize_4bit=tc.method == "qlora",
+                       trust_remote_code=config.model.trust_remote_code)
+    gradient_checkpointing = tc.gradient_checkpointing == "on"
+    if tc.method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+    if tc.method in ("lora", "qlora"):
+        model, targets = attach_lora(model, config.lora)
+        info["lora_targets"] = targets
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        log(f"LoRA r={config.lora.r} on {', '.join(targets)}: {trainable:,} trainable parameters")
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+
+    # 5. The Trainer, configured from the one schema.
+    half = {"bf16": placement.dtype == "bfloat16", "fp16": placement.dtype == "float16" and placement.device == "cuda"}
+    has_val = bool(val_rows)
+    args = TrainingArguments(
+        output_dir=str(run.checkpoints),
+        per_device_train_batch_size=tc.batch_size,
+        per_device_eval_batch_size=tc.batch_size,
+        gradient_accumulation_steps=tc.grad_accum,
+        learning_rate=tc.learning_rate,
+        num_train_epochs=tc.num_epochs,
+        max_steps=tc.max_steps or -1,
+        lr_scheduler_type=tc.scheduler,
+        warmup_steps=tc.warmup_steps if tc.warmup_steps is not None else tc.warmup_ratio,
+        weight_decay=tc.weight_decay,
+        max_grad_norm=tc.max_grad_norm,
+        optim=tc.optimizer,
+        seed=tc.seed,
+        data_seed=tc.seed,
+        logging_steps=tc.logging_steps,
+        save_strategy="steps",
+        save_steps=tc.save_steps,
+        save_total_limit=tc.save_total_limit,
+        eval_strategy="steps" if has_val else "no",
+        eval_steps=(tc.eval_steps or tc.save_steps) if has_val else None,
+        gradient_checkpointing=gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        use_cpu=placement.device == "cpu",
+        report_to=[],
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        **half,
+    )
+    resume_from = latest_complete(run.checkpoints) if resuming else None
+    if resuming:
+        log(f"Resuming from {resume_from}" if resume_from else "No complete checkpoint yet: starting this run from step 0")
+    trainer = DucktuneTrainer(
+        model=model,
+        args=args,
+        train_dataset=ListDataset(train_rows),
+        eval_dataset=ListDataset(val_rows) if has_val else None,
+        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        callbacks=[MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
+                   ProgressBar(enabled=progress)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+    # 6. Train. An interruption leaves the last complete checkpoint to resume from.
+    started = time.perf_counter()
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    except KeyboardInterrupt:
+        info["status"] = "interrupted"
+        write_json(run.run_json, info)
+        raise UserError(f"interrupted; rerun the same command to resume {run.path} from its last checkpoint") from None
+    except BaseException:
+        info["status"] = "failed"
+        write_json(run.run_json, info)
+        raise
+    train_seconds = time.perf_counter() - started
+
+    # 7. Save the adapter (or full model) with the tokenizer and chat template, atomically.
+    target = run.full_model if tc.method == "full" else run.adapter
+    with atomic_dir(target) as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+
+    metrics = run.read_metrics()
+    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+    evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
+    if has_val:
+        evals.append(trainer.evaluate()["eval_loss"])
+    info["result"] = {
+        "global_step": trainer.state.global_step,
+        "final_loss": losses[-1] if losses else output.training_loss,
+        "first_loss": losses[0] if losses else None,
+        "eval_loss": evals[-1] if evals else None,
+        "train_seconds": train_seconds,
+        "trained_tokens": trainer._trained_tokens,
+        "tokens_per_s": trainer._trained_tokens / train_seconds if train_seconds else 0.0,
+    }
+    plot_loss(metrics, run.loss_png)
+
+    # 8. Base vs tuned answers on the probe prompts, into the report.
+    comparison = []
+    if compare and info["probe_prompts"] and tc.method != "full":
+        from ducktune.chat.engine import ChatEngine
+
+        engine = ChatEngine(trainer.model, tokenizer, chat_format, name=run.path.name, has_adapter=True)
+        comparison = compare_answers(engine, info["probe_prompts"], config.eval.max_new_tokens)
+        write_json(run.path / "comparison.json", comparison)
+    info["status"] = "completed"
+    info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_json(run.run_json, info)
+    write_report(run.report, info, dump_config(config), comparison)
+    log(f"Done: {run.path} (final loss {info['result']['final_loss']:.4f}, {train_seconds:.0f} s)")
+    return TrainResult(run.path, info, comparison)
+
+
+def compare_answers(engine, prompts: list[str], max_new_tokens: int) -> list[dict]:
+    """Greedy answers of the base model (adapter disabled) and the tuned model to each prompt."""
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    with engine.adapter_disabled():
+        base = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
+    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
+    return [{"prompt": p, "base": b.text, "tuned": t.text} for p, b, t in zip(prompts, base, tuned)]
+
+
+def read_run_info(path: str | Path) -> dict:
+    return json.loads((Path(path) / "run.json").read_text(encoding="utf-8"))

@@ -1,0 +1,73 @@
+"""What a run leaves for people to read: loss.png and report.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ducktune.io import atomic_file, write_text
+
+
+def plot_loss(metrics: list[dict], path: Path) -> bool:
+    train = [(m["step"], m["loss"]) for m in metrics if m.get("loss") is not None]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if m.get("eval_loss") is not None]
+    if not train and not evals:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if train:
+        ax.plot(*zip(*train), label="train loss", color="#e0a100", linewidth=1.8)
+    if evals:
+        ax.plot(*zip(*evals), "o-", label="eval loss", color="#2a6fdb")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_file(path, "wb") as handle:
+        fig.savefig(handle, format="png")
+    plt.close(fig)
+    return True
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", "<br>").strip() or "(empty)"
+
+
+def comparison_table(rows: list[dict]) -> str:
+    lines = ["| prompt | base | tuned |", "|---|---|---|"]
+    for row in rows:
+        lines.append(f"| {_cell(row['prompt'])} | {_cell(row['base'])} | {_cell(row['tuned'])} |")
+    return "\n".join(lines)
+
+
+def write_report(path: Path, info: dict, config_yaml: str, comparison: list[dict] | None) -> None:
+    data = info.get("data", {})
+    result = info.get("result", {})
+    parts = [
+        f"# ducktune run: {path.parent.name}",
+        "",
+        f"- base model: `{info['base_model']['name_or_path']}`",
+        f"- method: {info['method']}, device: {info['placement']['device']} ({info['placement']['dtype']})",
+        f"- samples: {data.get('train_samples', 0)} train, {data.get('val_samples', 0)} validation; "
+        f"{data.get('truncated', 0)} truncated at {data.get('cutoff_len')} tokens, {data.get('dropped', 0)} dropped, "
+        f"{data.get('skipped_bad', 0)} bad records skipped",
+        f"- trained tokens: {result.get('trained_tokens', 'n/a')}, steps: {result.get('global_step', 'n/a')}, "
+        f"time: {result.get('train_seconds', 0):.0f} s, {result.get('tokens_per_s', 0):.0f} trained tokens/s",
+        f"- final train loss: {_fmt(result.get('final_loss'))}, eval loss: {_fmt(result.get('eval_loss'))}",
+        f"- stop tokens: {', '.join('`' + t + '`' for t in info['chat_format']['stop_tokens'])}",
+        "",
+        "![loss](loss.png)",
+        "",
+    ]
+    if comparison:
+        parts += ["## Base vs tuned (greedy)", "", comparison_table(comparison), ""]
+    parts += ["## Config", "", "```yaml", config_yaml.rstrip(), "```", ""]
+    write_text(path, "\n".join(parts))
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny locally built models (no hub), one thread, an isolated cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+# Tests run single-threaded: on 2 shared cores, 2 threads can be many times slower.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _torch_threads():
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _build(cache: Path, name: str, **kwargs) -> Path:
+    from ducktune.models.tiny import build_tiny_model
+
+    target = cache / name
+    if not (target / "config.json").exists():
+        build_tiny_model(target, **kwargs)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("tiny-models")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen(tiny_cache) -> Path:
+    """Qwen2-shaped, ChatML template, byte-level BPE (vocab 1024)."""
+    return _build(tiny_cache, "tiny-qwen2", arch="qwen2", template="chatml")
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tiny_cache) -> Path:
+    """Llama-shaped, Llama 3 template (<|eot_id|> ends turns, EOS differs)."""
+    return _build(tiny_cache, "tiny-llama", arch="llama", template="llama3")
+
+
+@pytest.fixture
+def tiny_qwen_copy(tiny_qwen, tmp_path) -> Path:
+    target = tmp_path / "model"
+    shutil.copytree(tiny_qwen, target)
+    return target
+
+
+def write_jsonl(path: Path, records: list) -> Path:
+    import json
+
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
