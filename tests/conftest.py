@@ -48,6 +48,13 @@ def tiny_llama(tiny_cache) -> Path:
     return _build(tiny_cache, "tiny-llama", arch="llama", template="llama3")
 
 
+@pytest.fixture(scope="session")
+def tiny_qwen_wide(tiny_cache) -> Path:
+    """A wider Qwen2-shaped model (128 x 4 layers): random-init models this size can learn
+    prompt-specific answers with LoRA in ~100 steps; the 64-wide one cannot."""
+    return _build(tiny_cache, "tiny-qwen2-wide", arch="qwen2", template="chatml", hidden_size=128, num_layers=4)
+
+
 @pytest.fixture
 def tiny_qwen_copy(tiny_qwen, tmp_path) -> Path:
     target = tmp_path / "model"

@@ -157,15 +157,19 @@ class ChatFormat:
             if message["role"] != "assistant":
                 continue
             start = self._answer_start(messages, i, full, cursor)
-            content = message["content"]
-            end = self._content_end(full, start, content)
-            if end is None:
-                raise DataError("the chat template changes the assistant's text in a way ducktune cannot follow; "
-                                "set model.chat_template to a template that keeps answers verbatim")
             if self.eot_token:
-                if full.startswith(self.turn_suffix, end):
-                    end += len(self.turn_suffix)
+                # The answer runs to the next end-of-turn marker: this also covers templates
+                # that trim answers or rewrite earlier turns.
+                end = full.find(self.turn_suffix, start)
+                if end < 0:
+                    raise DataError("the chat template does not end an assistant turn with "
+                                    f"{self.eot_token!r} in this conversation")
+                end += len(self.turn_suffix)
             else:
+                end = self._content_end(full, start, message["content"])
+                if end is None:
+                    raise DataError("the chat template changes the assistant's text in a way ducktune cannot "
+                                    "follow; set model.chat_template to a template that keeps answers verbatim")
                 full = full[:end] + self.inserted_eos + full[end:]
                 end += len(self.inserted_eos)
             spans.append((start, end))
@@ -250,6 +254,8 @@ def _labels_from_spans(ids: list[int], offsets: list[tuple[int, int]], spans: li
         if span_index == len(spans):
             break
         s, e = spans[span_index]
-        if s <= start < e and end > start:
+        # A token straddling the start of an answer (a BPE merge across the boundary, e.g.
+        # "A:" + " hello") carries answer text, so it is trained too.
+        if end > s and start < e and end > start:
             labels[t] = ids[t]
     return labels

@@ -2,8 +2,9 @@
 
 transformers' Trainer writes `checkpoint-N/` file by file and writes `trainer_state.json`
 last (after weights, optimizer, scheduler and RNG state). A checkpoint is complete when that
-file parses and names step N. Incomplete ones (a crash mid-save) are renamed aside, so
-neither resume nor the Trainer's rotation ever picks them; nothing is deleted.
+file parses and names step N. Incomplete ones (a crash mid-save) are renamed aside to
+`incomplete-checkpoint-N` (a name the Trainer's `checkpoint-*` rotation does not match), so
+neither resume nor rotation ever picks them; nothing is deleted.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def is_complete(path: Path) -> bool:
 
 
 def latest_complete(folder: Path, quarantine: bool = True) -> Path | None:
-    """The newest complete checkpoint; incomplete ones are renamed `checkpoint-N.incomplete`."""
+    """The newest complete checkpoint; incomplete ones are renamed `incomplete-checkpoint-N`."""
     if not folder.is_dir():
         return None
     found = []
@@ -46,10 +47,10 @@ def latest_complete(folder: Path, quarantine: bool = True) -> Path | None:
         if is_complete(path):
             found.append((step, path))
         elif quarantine:
-            target = path.with_name(path.name + ".incomplete")
+            target = path.with_name(f"incomplete-{path.name}")
             n = 1
             while target.exists():
                 n += 1
-                target = path.with_name(f"{path.name}.incomplete{n}")
+                target = path.with_name(f"incomplete{n}-{path.name}")
             os.replace(path, target)
     return max(found)[1] if found else None

@@ -1,0 +1,91 @@
+"""Chat: streaming equals non-streaming, multi-turn history, stop tokens, the terminal REPL."""
+
+import io
+import json
+
+import pytest
+
+from ducktune.chat.engine import ChatEngine
+from ducktune.chat.repl import chat_repl
+from ducktune.config import DatasetSpec, load_config
+from ducktune.train.recipe import train
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, tiny_llama):
+    tmp = tmp_path_factory.mktemp("chat-run")
+    data = tmp / "d.json"
+    data.write_text(json.dumps([{"instruction": "Who are you?", "output": "I am Duckling."}] * 4))
+    config = load_config(None, ["train.max_steps=20", "train.learning_rate=0.01", "train.batch_size=4",
+                                "lora.dropout=0", f"output.dir={tmp / 'run'}", f"model.name_or_path={tiny_llama}"])
+    config.data.datasets = [DatasetSpec(path=str(data))]
+    train(config, progress=False, compare=False)
+    return tmp / "run"
+
+
+def test_stream_equals_generate(run_dir):
+    engine = ChatEngine.from_run(run_dir)
+    messages = [{"role": "user", "content": "Who are you?"}]
+    whole = engine.generate(messages, max_new_tokens=16)
+    streamed = "".join(engine.stream(messages, max_new_tokens=16))
+    assert streamed == whole.text
+    # Batched generation (used by reports) agrees with one-by-one generation.
+    batch = engine.generate_batch([messages, [{"role": "user", "content": "hello there, friend"}]], max_new_tokens=16)
+    assert batch[0].text == whole.text
+    assert batch[1].text == engine.generate([{"role": "user", "content": "hello there, friend"}], max_new_tokens=16).text
+
+
+def test_stops_at_end_of_turn_token(run_dir):
+    engine = ChatEngine.from_run(run_dir)
+    result = engine.generate([{"role": "user", "content": "Who are you?"}], max_new_tokens=40)
+    assert result.finish_reason == "stop" and result.completion_tokens < 40
+    assert "<|eot_id|>" not in result.text
+    capped = engine.generate([{"role": "user", "content": "Who are you?"}], max_new_tokens=2)
+    assert capped.finish_reason == "length" and capped.completion_tokens == 2
+
+
+def test_stop_strings_and_cancel(run_dir):
+    import threading
+
+    engine = ChatEngine.from_run(run_dir)
+    messages = [{"role": "user", "content": "Who are you?"}]
+    full = engine.generate(messages, max_new_tokens=16).text
+    cut_at = full[len(full) // 2:][:3]
+    assert cut_at
+    stopped = engine.generate(messages, max_new_tokens=16, stop=[cut_at])
+    assert stopped.text == full[: full.find(cut_at)] and stopped.finish_reason == "stop"
+    streamed = "".join(engine.stream(messages, max_new_tokens=16, stop=[cut_at]))
+    assert streamed == stopped.text
+    cancel = threading.Event()
+    cancel.set()
+    assert engine.generate(messages, max_new_tokens=16, cancel=cancel).completion_tokens <= 1
+
+
+def test_base_answers_differ_from_tuned(run_dir):
+    tuned = ChatEngine.from_run(run_dir)
+    base = ChatEngine.from_run(run_dir, base_only=True)
+    messages = [{"role": "user", "content": "Who are you?"}]
+    tuned_answer = tuned.generate(messages, max_new_tokens=12).text
+    assert tuned_answer != base.generate(messages, max_new_tokens=12).text
+    with tuned.adapter_disabled():
+        assert tuned.generate(messages, max_new_tokens=12).text == base.generate(messages, max_new_tokens=12).text
+
+
+def test_repl_multi_turn_and_reset(run_dir, monkeypatch):
+    engine = ChatEngine.from_run(run_dir)
+    seen = []
+    original = engine.stream
+
+    def recording_stream(messages, **kwargs):
+        seen.append([m["content"] for m in messages])
+        return original(messages, **kwargs)
+
+    engine.stream = recording_stream
+    stdin = io.StringIO("Who are you?\nAnd then?\n/reset\nWho are you?\n/exit\nnever read\n")
+    stdout = io.StringIO()
+    monkeypatch.setattr(ChatEngine, "from_run", classmethod(lambda cls, *a, **k: engine))
+    chat_repl(str(run_dir), stdin=stdin, stdout=stdout, max_new_tokens=12)
+    first_answer = engine.generate([{"role": "user", "content": "Who are you?"}], max_new_tokens=12).text
+    assert seen == [["Who are you?"], ["Who are you?", first_answer, "And then?"], ["Who are you?"]]
+    out = stdout.getvalue()
+    assert out.count(first_answer) >= 2 and "(new conversation)" in out

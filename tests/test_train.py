@@ -1,0 +1,158 @@
+"""Training runs on tiny local models: learning, PEFT compatibility, resume after a crash."""
+
+import json
+
+import pytest
+import torch
+
+from ducktune.config import load_config
+from ducktune.errors import ConfigError, UserError
+from ducktune.rundir import RunDir
+from ducktune.train import recipe
+
+IDENTITY = [
+    {"instruction": "Who are you?", "input": "", "output": "I am Duckling."},
+    {"instruction": "Who made you?", "input": "", "output": "The ducktune team made me."},
+    {"instruction": "What is your name?", "input": "", "output": "My name is Duckling."},
+    {"instruction": "你是谁？", "input": "", "output": "我是小鸭。"},
+]
+
+
+def make_config(tmp_path, model, out="run", **overrides):
+    data = tmp_path / "identity.json"
+    data.write_text(json.dumps(IDENTITY, ensure_ascii=False), encoding="utf-8")
+    settings = {
+        "model.name_or_path": str(model), "data.datasets": [str(data)], "output.dir": str(tmp_path / out),
+        "train.learning_rate": 1e-2, "train.max_steps": 30, "train.batch_size": 2, "train.logging_steps": 5,
+        "train.save_steps": 10, "train.warmup_ratio": 0.0, "lora.r": 8, "lora.alpha": 16, "lora.dropout": 0.0,
+        "eval.max_new_tokens": 12,
+    }
+    settings.update(overrides)
+    config = load_config(None, [])
+    for key, value in settings.items():
+        section, name = key.split(".")
+        setattr(getattr(config, section), name, value)
+    if isinstance(config.data.datasets[0], str):
+        from ducktune.config import DatasetSpec
+
+        config.data.datasets = [DatasetSpec(path=p) for p in settings["data.datasets"]]
+    return config
+
+
+def test_loss_goes_down_and_answers_are_learned(tmp_path, tiny_qwen_wide):
+    config = make_config(tmp_path, tiny_qwen_wide, **{"train.max_steps": 120, "train.learning_rate": 5e-3,
+                                                      "lora.r": 16, "lora.alpha": 32, "train.batch_size": 4})
+    result = recipe.train(config, progress=False)
+    run = RunDir(result.run_dir)
+    metrics = run.read_metrics()
+    losses = [m["loss"] for m in metrics if "loss" in m]
+    assert losses[-1] < losses[0] - 1.0
+    assert all(m["tokens_per_s"] > 0 for m in metrics if "loss" in m and m["step"] > 5)
+    assert all(m.get("grad_norm") is not None and m.get("lr") is not None for m in metrics if "loss" in m)
+    # Random-init models keep a high loss floor; the greedy answers are what LoRA must get right.
+    answers = {row["prompt"]: row["tuned"] for row in result.comparison}
+    assert answers == {r["instruction"]: r["output"] for r in IDENTITY}
+    info = run.info()
+    assert info["status"] == "completed"
+    assert set(info["lora_targets"]) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    for name in ("config.yaml", "loss.png", "report.md", "adapter/adapter_model.safetensors",
+                 "adapter/chat_template.jinja", "adapter/tokenizer.json"):
+        assert (run.path / name).is_file(), name
+    report = run.report.read_text(encoding="utf-8")
+    assert "I am Duckling." in report and "final train loss" in report
+
+
+def test_adapter_loads_in_plain_peft_with_same_logits(tmp_path, tiny_llama):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.chat.engine import ChatEngine
+
+    result = recipe.train(make_config(tmp_path, tiny_llama, **{"train.max_steps": 6}), progress=False, compare=False)
+    engine = ChatEngine.from_run(result.run_dir)
+    base = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)
+    plain = PeftModel.from_pretrained(base, str(result.run_dir / "adapter")).eval()
+    ids = torch.tensor([engine.chat_format.prompt_ids([{"role": "user", "content": "Who are you?"}])])
+    with torch.no_grad():
+        ours = engine.model(input_ids=ids).logits
+        theirs = plain(input_ids=ids).logits
+    assert torch.allclose(ours, theirs, atol=1e-6)
+    # ... and the adapter really changed the model.
+    with torch.no_grad():
+        untuned = AutoModelForCausalLM.from_pretrained(tiny_llama, dtype=torch.float32)(input_ids=ids).logits
+    assert (ours - untuned).abs().max() > 1e-3
+
+
+def _adapter_weights(run_dir):
+    from safetensors.torch import load_file
+
+    return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+
+
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_qwen, monkeypatch):
+    steps = {"train.max_steps": 8, "train.save_steps": 2, "train.save_total_limit": 2, "train.logging_steps": 1}
+    reference = recipe.train(make_config(tmp_path, tiny_qwen, out="reference", **steps), progress=False, compare=False)
+
+    config = make_config(tmp_path, tiny_qwen, out="crashed", **steps)
+    from ducktune.train.trainer import DucktuneTrainer
+
+    original_step = DucktuneTrainer.training_step
+
+    def crash_at_step_5(self, *args, **kwargs):
+        if self.state.global_step == 5:
+            raise RuntimeError("simulated crash")
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(DucktuneTrainer, "training_step", crash_at_step_5)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        recipe.train(config, progress=False, compare=False)
+    monkeypatch.setattr(DucktuneTrainer, "training_step", original_step)
+
+    run = RunDir(config.output.dir)
+    assert run.info()["status"] == "failed"
+    assert not run.adapter.exists()
+    # A crash in the middle of saving checkpoint-6 left a partial folder behind.
+    partial = run.checkpoints / "checkpoint-6"
+    partial.mkdir()
+    (partial / "adapter_model.safetensors").write_bytes(b"\0" * 10)
+    (partial / "trainer_state.json").write_text('{"global_step": 6, "log_hist')
+
+    # Rerunning the same command resumes from checkpoint-4 and skips the partial one.
+    resumed = recipe.train(config, progress=False, compare=False)
+    assert (run.checkpoints / "incomplete-checkpoint-6").is_dir()
+    ours, theirs = _adapter_weights(resumed.run_dir), _adapter_weights(reference.run_dir)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.allclose(ours[key], theirs[key], atol=1e-6), key
+    steps_logged = [m["step"] for m in run.read_metrics() if "loss" in m]
+    assert steps_logged == list(range(1, 9))
+
+
+def test_finished_run_is_not_retrained(tmp_path, tiny_qwen):
+    config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": 2})
+    recipe.train(config, progress=False, compare=False)
+    with pytest.raises(UserError, match="already holds a finished run"):
+        recipe.train(config, progress=False, compare=False)
+
+
+def test_resume_refuses_changed_config(tmp_path, tiny_qwen):
+    config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": 2})
+    run = RunDir(config.output.dir)
+    run.path.mkdir(parents=True)
+    from ducktune.config import dump_config
+    from ducktune.io import write_json, write_text
+
+    write_text(run.config_yaml, dump_config(config))
+    write_json(run.run_json, {"status": "failed"})
+    config.train.learning_rate = 5e-3
+    with pytest.raises(ConfigError, match=r"train.learning_rate: 0.01 -> 0.005"):
+        recipe.train(config, progress=False, compare=False)
+
+
+def test_validation_split_reports_eval_loss(tmp_path, tiny_qwen):
+    config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": 4, "data.val_ratio": 0.25, "train.eval_steps": 2})
+    result = recipe.train(config, progress=False, compare=False)
+    info = RunDir(result.run_dir).info()
+    assert info["data"]["val_samples"] == 1 and info["data"]["train_samples"] == 3
+    assert info["result"]["eval_loss"] is not None
+    assert any("eval_loss" in m for m in RunDir(result.run_dir).read_metrics())
