@@ -156,3 +156,10 @@ def test_validation_split_reports_eval_loss(tmp_path, tiny_qwen):
     assert info["data"]["val_samples"] == 1 and info["data"]["train_samples"] == 3
     assert info["result"]["eval_loss"] is not None
     assert any("eval_loss" in m for m in RunDir(result.run_dir).read_metrics())
+
+
+def test_explicit_resume_needs_an_unfinished_run(tmp_path, tiny_qwen):
+    config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": 2})
+    with pytest.raises(UserError, match="no unfinished run to resume"):
+        recipe.train(config, progress=False, compare=False, require_resume=True)
+    assert not (tmp_path / "run").exists()

@@ -15,7 +15,8 @@ def register(sub) -> None:
     p.add_argument("--output", "-o", help="run directory (same as --set output.dir=...)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", dest="resume", action="store_true", default=None,
-                       help="continue the run in the output directory (the default when it holds an unfinished run)")
+                       help="continue the unfinished run in the output directory (an error if there is none; "
+                            "rerunning without --resume also resumes an unfinished run)")
     group.add_argument("--overwrite", dest="resume", action="store_false",
                        help="start afresh (the previous run is moved aside, not deleted)")
     p.add_argument("--skip-bad", action="store_true", help="train on the good records and report how many were skipped")
@@ -50,7 +51,7 @@ def run(args) -> int:
     from ducktune.chat.compare import print_side_by_side
     from ducktune.train.recipe import train
 
-    result = train(config, progress=not args.no_progress)
+    result = train(config, progress=not args.no_progress, require_resume=bool(args.resume))
     if result.comparison:
         print_side_by_side(result.comparison)
     print(f"\nRun directory: {result.run_dir}\n  chat:    ducktune chat {result.run_dir}\n"

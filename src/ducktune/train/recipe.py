@@ -47,10 +47,13 @@ def _config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     return diffs
 
 
-def prepare_run_dir(config: RunConfig, log=print) -> tuple[RunDir, bool]:
+def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False) -> tuple[RunDir, bool]:
     """Create the run directory, or decide to resume the run already in it. Returns (run, resuming)."""
     run = RunDir(config.output.dir)
-    if not run.path.exists() or not any(run.path.iterdir()) or config.output.overwrite:
+    fresh = not run.path.exists() or not any(run.path.iterdir())
+    if require_resume and (fresh or config.output.overwrite or not run.exists()):
+        raise UserError(f"{run.path}: no unfinished run to resume; drop --resume to start one")
+    if fresh or config.output.overwrite:
         if run.path.exists() and config.output.overwrite and any(run.path.iterdir()):
             # Keep the old run until the new one replaces it: move it aside, never delete on the user's behalf.
             aside = run.path.with_name(f"{run.path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -140,7 +143,8 @@ def probe_prompts(config: RunConfig, samples, limit: int = 5) -> list[str]:
 
 # ----------------------------------------------------------------------------- the run
 
-def train(config: RunConfig, log=print, progress: bool = True, compare: bool = True) -> TrainResult:
+def train(config: RunConfig, log=print, progress: bool = True, compare: bool = True,
+          require_resume: bool = False) -> TrainResult:
     import torch
     from transformers import TrainingArguments, set_seed
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -183,7 +187,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         + (f"; {data.skipped + len(problems)} bad records skipped" if data.skipped or problems else ""))
 
     # 3. Run directory (after validation, so bad input leaves nothing behind).
-    run, resuming = prepare_run_dir(config, log=log)
+    run, resuming = prepare_run_dir(config, log=log, require_resume=require_resume)
     write_text(run.config_yaml, dump_config(config))
     info = {
         "status": "running",
