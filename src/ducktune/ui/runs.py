@@ -82,9 +82,12 @@ def report_html(path: Path, name: str) -> str:
         return ""
     import markdown
 
-    source = html.escape(run.report.read_text(encoding="utf-8"), quote=False).replace("&lt;br&gt;", "<br>")
+    text = run.report.read_text(encoding="utf-8").replace("![loss](loss.png)", "")  # the page draws the curve itself
+    source = html.escape(text, quote=False).replace("&lt;br&gt;", "<br>")
     rendered = markdown.markdown(source, extensions=["tables", "fenced_code"])
-    return rendered.replace('src="loss.png"', f'src="api/runs/{name}/files/loss.png"')
+    # The full config is long: folded, one click away.
+    head, marker, config = rendered.partition("<h2>Config</h2>")
+    return head + (f"<details><summary>config.yaml</summary>{config}</details>" if marker else "")
 
 
 def export_files(path: Path) -> list[Path]:
