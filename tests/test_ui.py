@@ -34,7 +34,7 @@ def runs_dir(tmp_path, trained):
 
 @pytest.fixture
 def client(runs_dir):
-    with TestClient(create_ui_app(runs_dir)) as test_client:
+    with TestClient(create_ui_app(runs_dir), base_url="http://127.0.0.1:7860") as test_client:
         yield test_client
 
 
@@ -128,6 +128,7 @@ def test_runs_list_detail_and_report_escaping(client, runs_dir):
     assert "<table>" in detail["report_html"] and "<details>" in detail["report_html"]
     assert "<script>" not in detail["report_html"] and "<img" not in detail["report_html"]
     assert "&lt;script&gt;" in detail["report_html"]
+    assert "<code>&lt;|im_end|&gt;</code>" in detail["report_html"]  # stop tokens shown once escaped, not twice
     assert len(detail["metrics"]) == 60
     assert client.get("/api/runs/duckling/files/config.yaml").text == (runs_dir / "duckling" / "config.yaml").read_text()
     for bad in ("/api/runs/duckling/files/../../../etc/passwd", "/api/runs/duckling/files/%2e%2e/%2e%2e/etc/passwd",
@@ -198,3 +199,14 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
     assert info["status"] == "interrupted"  # Ctrl-C semantics: resumable with the same command
     assert (run_dir / "config.yaml").read_text() == saved.read_text()
     assert yaml.safe_load(saved.read_text())["output"]["dir"] == str(run_dir)
+
+
+def test_other_sites_cannot_drive_the_ui(client):
+    """CSRF and DNS rebinding: a page from another origin must not start training."""
+    values = {"train.max_steps": 1}
+    assert client.post("/api/config/validate", json=values, headers={"Origin": "http://127.0.0.1:7860"}).status_code == 200
+    refused = client.post("/api/train/start", json=values, headers={"Origin": "http://evil.example"})
+    assert refused.status_code == 403 and "cross-origin" in error_of(refused)
+    rebound = client.get("/api/info", headers={"Host": "evil.example:7860"})
+    assert rebound.status_code == 403
+    assert client.get("/api/info", headers={"Host": "localhost:7860"}).status_code == 200

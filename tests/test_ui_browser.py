@@ -150,6 +150,7 @@ def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     # Chat: tuned and base side by side; the tuned model answers what it learned.
     page.click(".tabs button[data-tab=chat]")
     page.select_option("#chat-run", "duckling")
+    page.fill("#chat-max-tokens", "40")
     page.fill("#chat-input", QA[0][0])
     page.press("#chat-input", "Enter")
     page.wait_for_selector("#messages-tuned .msg.assistant[data-done]", timeout=120_000)

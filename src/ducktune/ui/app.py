@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ducktune.errors import UserError
 from ducktune.io import atomic_file, write_text
-from ducktune.serve.app import build_router, install_error_handlers, read_body
+from ducktune.serve.app import build_router, install_error_handlers
 from ducktune.serve.protocol import APIError
 from ducktune.serve.registry import RunsRegistry
 from ducktune.ui import data_view, runs
@@ -27,6 +27,8 @@ from ducktune.ui.jobs import JobSlot
 
 STATIC = Path(__file__).parent / "static"
 _SAFE_NAME = re.compile(r"[^\w.\-]+")
+MAX_UPLOAD_BYTES = 4 * 1024 ** 3
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 
 def safe_name(name: str) -> str:
@@ -54,7 +56,19 @@ class Workspace:
                 for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]
 
 
-def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto") -> FastAPI:
+def foreign_request(request: Request, loopback_only: bool) -> str | None:
+    """Why a request must be refused, or None: a Host that is not this machine, or a foreign Origin."""
+    host = request.headers.get("host", "")
+    hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    if loopback_only and hostname not in LOOPBACK_NAMES:
+        return f"Host '{host}' is not this machine; open the UI at http://127.0.0.1 or http://localhost"
+    origin = request.headers.get("origin")
+    if origin and request.method not in ("GET", "HEAD", "OPTIONS") and origin.split("://", 1)[-1] != host:
+        return f"cross-origin request from {origin} refused"
+    return None
+
+
+def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_only: bool = True) -> FastAPI:
     from ducktune import __version__
     from ducktune.config import BUILTIN_MODEL, dump_config
     from ducktune.data.readers import SUPPORTED_SUFFIXES
@@ -66,6 +80,15 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto") -> FastAP
 
     app = FastAPI(title="ducktune", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def same_origin_only(request: Request, call_next):
+        # The UI can start training (and, with trust_remote_code, run a model's code): another web
+        # site open in the same browser must not be able to drive it (CSRF, DNS rebinding).
+        problem = foreign_request(request, loopback_only)
+        if problem:
+            return JSONResponse(APIError(403, problem).body(), status_code=403)
+        return await call_next(request)
 
     @app.exception_handler(UserError)
     async def user_error(request: Request, exc: UserError):
@@ -82,7 +105,9 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto") -> FastAP
 
     @app.get("/api/info")
     def info() -> dict:
+        recent = list(dict.fromkeys(r["base_model"] for r in runs.list_runs(space.runs_dir) if r.get("base_model")))
         return {"version": __version__, "runs_dir": str(space.runs_dir), "builtin_models": [BUILTIN_MODEL],
+                "recent_models": [m for m in recent if m != BUILTIN_MODEL][:10],
                 "export_available": runs.export_available(), "suffixes": list(SUPPORTED_SUFFIXES),
                 "default_run_dir": str(space.runs_dir / time.strftime("run-%Y%m%d-%H%M%S"))}
 
@@ -102,9 +127,14 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto") -> FastAP
         if Path(filename).suffix.lower() not in SUPPORTED_SUFFIXES:
             raise UserError(f"{name}: unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
         target = space.uploads / filename
-        body = await read_body(request)
-        with atomic_file(target, "wb") as handle:
-            handle.write(body)
+        written = 0
+        with atomic_file(target, "wb") as handle:  # streamed to disk: datasets can be large
+            async for chunk in request.stream():
+                written += len(chunk)
+                if written > MAX_UPLOAD_BYTES:
+                    raise UserError(f"{name}: larger than {MAX_UPLOAD_BYTES // 1024 ** 3} GiB; "
+                                    "put it on this machine and give its path in the Train form instead")
+                handle.write(chunk)
         return {"path": str(target), "name": filename}
 
     @app.post("/api/data/check")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import json
+import re
 from pathlib import Path
 
 from ducktune.errors import UserError
@@ -14,6 +15,7 @@ from ducktune.rundir import RunDir
 EXPORT_PATTERNS = ("*.gguf", "Modelfile")
 EXPORT_REPORTS = ("verification.md", "verify.md", "export.md", "README.md")
 SKIP_DIRS = {"checkpoints", "adapter", "model"}
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
 
 
 def _read_info(path: Path) -> dict | None:
@@ -83,7 +85,10 @@ def report_html(path: Path, name: str) -> str:
     import markdown
 
     text = run.report.read_text(encoding="utf-8").replace("![loss](loss.png)", "")  # the page draws the curve itself
-    source = html.escape(text, quote=False).replace("&lt;br&gt;", "<br>")
+    # Markdown escapes code itself; everything else is escaped here so no raw HTML gets through.
+    parts = _CODE.split(text)
+    source = "".join(part if i % 2 else html.escape(part, quote=False) for i, part in enumerate(parts))
+    source = source.replace("&lt;br&gt;", "<br>")
     rendered = markdown.markdown(source, extensions=["tables", "fenced_code"])
     # The full config is long: folded, one click away.
     head, marker, config = rendered.partition("<h2>Config</h2>")

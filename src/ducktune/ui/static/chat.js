@@ -61,8 +61,8 @@ async function answer(column, model, settings) {
       }
     }
     clearTimeout(placeholder);
-    node.textContent = text || t("chat.empty_answer");
-    node.classList.toggle("empty-answer", !text);
+    node.textContent = text.trim() ? text : t("chat.empty_answer");
+    node.classList.toggle("empty-answer", !text.trim());
     node.classList.remove("pending");
     node.dataset.done = "1";
     const seconds = (performance.now() - started) / 1000;

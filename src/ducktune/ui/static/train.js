@@ -90,7 +90,9 @@ export async function initTrain(shared) {
     if (!section.fields.some((f) => f.essential)) fieldset.classList.add("advanced-section");
     form.append(fieldset);
   }
-  $("#model-choices").replaceChildren(...info.builtin_models.map((m) => el("option", { value: m })));
+  // Built-in model first, then the base models of earlier runs; any folder path or hub id can be typed.
+  $("#model-choices").replaceChildren(...info.builtin_models.concat(info.recent_models || [])
+    .map((m) => el("option", { value: m })));
   $("#show-advanced").addEventListener("change", (e) => form.classList.toggle("show-all", e.target.checked));
   form.addEventListener("submit", (e) => e.preventDefault());
 
