@@ -243,3 +243,15 @@ def test_serve_refuses_a_folder_that_is_no_model(tmp_path):
     result = subprocess.run([sys.executable, "-m", "ducktune", "serve", str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "not a run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_says_when_the_port_is_taken(run_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "ducktune", "serve", str(run_dir), "--port", str(port)],
+                                capture_output=True, text=True)
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr

@@ -176,8 +176,9 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
     saved = Path(started["yaml_path"])
     assert load_config(saved).train.max_steps == 2000
     assert client.get(f"/api/configs/{started['yaml_name']}").text == saved.read_text()
-    second = client.post("/api/train/start", json=values)
+    second = client.post("/api/train/start", json={**values, "train.max_steps": 5})
     assert second.status_code == 400 and "already running" in error_of(second)
+    assert load_config(saved).train.max_steps == 2000  # the running job's YAML is left as it runs
 
     deadline = time.monotonic() + 240
     status = client.get("/api/train/status").json()
@@ -195,6 +196,8 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
         time.sleep(0.3)
     status = client.get("/api/train/status").json()
     assert status["state"] == "stopped"
+    finished = client.post("/api/train/start", json={**values, "output.dir": str(runs_dir / "duckling")})
+    assert finished.status_code == 400 and error_of(finished).startswith("form: output.dir:")
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "interrupted"  # Ctrl-C semantics: resumable with the same command
     assert (run_dir / "config.yaml").read_text() == saved.read_text()

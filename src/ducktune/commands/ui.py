@@ -17,9 +17,10 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ducktune.serve.server import check_server_deps, is_loopback, run_uvicorn
+    from ducktune.serve.server import check_port_free, check_server_deps, is_loopback, run_uvicorn
 
     check_server_deps("ui")
+    check_port_free(args.host, args.port)
     from ducktune.ui.app import create_ui_app
 
     if not is_loopback(args.host):

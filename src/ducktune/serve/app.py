@@ -122,6 +122,10 @@ async def wait_for(future: asyncio.Future, request: Request, control: RequestCon
             return None
 
 
+def model_not_found(model_id: str) -> APIError:
+    return APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+
+
 def build_router(registry, api_key: str | None = None) -> APIRouter:
     async def authorize(request: Request) -> None:
         if not api_key:
@@ -136,7 +140,7 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
     async def find_model(model_id: str):
         served = await run_in_threadpool(registry.get, model_id)  # may load a run: off the event loop
         if served is None:
-            raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+            raise model_not_found(model_id)
         return served
 
     @router.get("/v1/models")
@@ -147,7 +151,7 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
     async def get_model(model_id: str) -> dict:
         found = next((m for m in registry.list() if m["id"] == model_id), None)
         if found is None:
-            raise APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
+            raise model_not_found(model_id)
         return found
 
     @router.get("/health")

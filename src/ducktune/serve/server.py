@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import sys
 
 from ducktune.errors import UserError
@@ -25,6 +26,17 @@ def check_server_deps(extra: str) -> None:
         raise UserError(f"this command needs FastAPI and uvicorn: pip install 'ducktune[{extra}]'") from None
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line before loading a model, rather than after, when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port") from None
+
+
 def run_uvicorn(app, host: str, port: int) -> None:
     import uvicorn
 
@@ -38,6 +50,7 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
     from ducktune.serve.app import create_app
     from ducktune.serve.registry import StaticRegistry, load_path
 
+    check_port_free(host, port)
     if not is_loopback(host) and not api_key:
         print(f"warning: serving on {host} without --api-key: anyone who can reach this machine can use the model",
               file=sys.stderr)

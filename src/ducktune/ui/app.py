@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from ducktune.errors import UserError
 from ducktune.io import atomic_file, write_text
+from ducktune.rundir import RunDir
 from ducktune.serve.app import build_router, install_error_handlers
 from ducktune.serve.protocol import APIError
 from ducktune.serve.registry import RunsRegistry
@@ -155,17 +156,21 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
 
     @app.post("/api/train/start")
     def train_start(values: dict[str, Any] = Body(...)) -> dict:
+        train_slot.ensure_free()  # before writing anything: the running job's YAML must stay as it ran
         config = config_from_form(values)
         out = Path(config.output.dir).expanduser()
         if not out.is_absolute():
             config.output.dir = str((Path.cwd() / out).resolve())
+        existing = RunDir(config.output.dir)
+        if existing.exists() and existing.info().get("status") == "completed" and not config.output.overwrite:
+            raise UserError(f"form: output.dir: {config.output.dir} already holds a finished run; choose another "
+                            "folder (or set output.overwrite)")
         name = safe_name(Path(config.output.dir).name)
         yaml_path = space.configs / f"{name}.yaml"
         write_text(yaml_path, dump_config(config))
-        registry_name = Path(config.output.dir).name
         job = train_slot.start(["train", str(yaml_path)], space.logs / f"train-{name}.log", config.output.dir)
         return {"yaml_path": str(yaml_path), "yaml_name": yaml_path.name, "run_dir": config.output.dir,
-                "run_name": registry_name, "pid": job.process.pid}
+                "run_name": Path(config.output.dir).name, "pid": job.process.pid}
 
     @app.post("/api/train/stop")
     def train_stop() -> dict:
@@ -250,7 +255,5 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
 
 
 def _metrics(path: Path) -> list[dict]:
-    from ducktune.rundir import RunDir
-
     keep = ("step", "loss", "eval_loss", "lr", "tokens_per_s", "epoch")
     return [{k: row[k] for k in keep if k in row} for row in RunDir(path).read_metrics()]

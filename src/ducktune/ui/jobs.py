@@ -121,10 +121,13 @@ class JobSlot:
         self.job: Job | None = None
         self._lock = threading.Lock()
 
+    def ensure_free(self) -> None:
+        if self.job is not None and self.job.returncode is None:
+            raise UserError(f"a {self.kind} job is already running ({self.job.target}); stop it first")
+
     def start(self, args: list[str], log_path: Path, target: str, cwd: str | None = None) -> Job:
         with self._lock:
-            if self.job is not None and self.job.returncode is None:
-                raise UserError(f"a {self.kind} job is already running ({self.job.target}); stop it first")
+            self.ensure_free()
             self.job = Job(self.kind, args, log_path, target, cwd)
             return self.job
 
