@@ -160,6 +160,7 @@ def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     page.fill("#chat-input", QA[4][0])
     page.press("#chat-input", "Enter")
     page.wait_for_selector("#messages-tuned .msg.assistant[data-done] >> nth=1", timeout=120_000)
+    page.wait_for_selector("#messages-base .msg.assistant[data-done] >> nth=1", timeout=120_000)
     assert page.locator("#messages-tuned .msg.user").count() == 2
     save_shots(page, shots, "ui-chat")
 

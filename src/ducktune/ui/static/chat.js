@@ -56,7 +56,7 @@ async function answer(column, model, settings) {
       const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
       if (delta && delta.content) {
         text += delta.content;
-        node.textContent = text;
+        node.textContent = text.trim() ? text : "";  // leading blank lines: just the cursor until there is text
         node.parentElement.scrollTop = node.parentElement.scrollHeight;
       }
     }
