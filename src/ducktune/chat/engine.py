@@ -11,7 +11,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ducktune.data.template import ChatFormat
 
@@ -185,21 +185,29 @@ class ChatEngine:
 
     def stream(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: list[str] | None = None,
-               cancel: threading.Event | None = None) -> Iterator[str]:
-        """Yield text pieces as they are generated. Setting `cancel` (or closing the iterator) stops generation."""
+               cancel: threading.Event | None = None,
+               on_finish: Callable[[Generation], None] | None = None) -> Iterator[str]:
+        """Yield text pieces as they are generated. Setting `cancel` (or closing the iterator) stops generation.
+
+        `on_finish` receives the whole Generation (token counts, finish reason) once the model
+        has stopped: servers report usage and finish_reason for streamed answers too.
+        """
         import torch
         from transformers import TextIteratorStreamer
 
         cancel = cancel or threading.Event()
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         errors: list[BaseException] = []
+        outputs: list = []
 
         def work():
             try:
                 with torch.inference_mode():
                     inputs = self._inputs(messages)
-                    self.model.generate(**inputs, streamer=streamer,
-                                        **self._generate_kwargs(max_new_tokens, temperature, top_p, seed, stop, cancel))
+                    output = self.model.generate(**inputs, streamer=streamer,
+                                                 **self._generate_kwargs(max_new_tokens, temperature, top_p, seed, stop, cancel))
+                    n_prompt = inputs["input_ids"].shape[1]
+                    outputs.append((n_prompt, output[0, n_prompt:].tolist()))
             except BaseException as exc:  # surfaced in the consumer thread
                 errors.append(exc)
                 streamer.end()
@@ -222,7 +230,14 @@ class ChatEngine:
                     if piece:
                         yield piece
             finally:
+                stopped_by_string = cancel.is_set() and bool(stop)
                 cancel.set()
                 thread.join()
         if errors:
             raise errors[0]
+        if on_finish is not None and outputs:
+            n_prompt, new = outputs[0]
+            result = self._finish(n_prompt, new, max_new_tokens, stop)
+            if stopped_by_string:
+                result.finish_reason = "stop"
+            on_finish(result)

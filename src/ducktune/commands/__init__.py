@@ -8,6 +8,8 @@ MODULES = [
     "ducktune.commands.quickstart",
     "ducktune.commands.train",
     "ducktune.commands.chat",
+    "ducktune.commands.serve",
+    "ducktune.commands.ui",
 ]
 
 

@@ -1,1 +1,1 @@
-"""ducktune.serve"""
+"""`ducktune serve`: an OpenAI-compatible API (FastAPI + uvicorn) over ChatEngine."""

@@ -1,0 +1,184 @@
+"""Which models a server answers for, and how each is loaded.
+
+`ducktune serve` loads one folder up front (`StaticRegistry`): a run directory (base +
+adapter, unmerged), a plain Hugging Face model folder, or an export folder holding one in
+`merged/`. The web UI serves every finished run of its runs folder (`RunsRegistry`),
+loading a run's model on first use and keeping the few most recently used.
+
+For a LoRA run the untuned base model is the same weights with the adapter switched off,
+so `NAME-base` costs no memory; it shares the tuned model's worker (one generation at a
+time on those weights).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from ducktune.errors import UserError
+from ducktune.serve.worker import GenerationWorker
+
+BASE_SUFFIX = "-base"
+DEFAULT_CONTEXT = 2048
+
+
+@dataclass
+class ServedModel:
+    id: str
+    engine: object  # ducktune.chat.engine.ChatEngine
+    worker: GenerationWorker
+    base: bool  # answer with the adapter switched off
+    created: int
+    max_context: int
+
+    def describe(self) -> dict:
+        return {"id": self.id, "object": "model", "created": self.created, "owned_by": "ducktune"}
+
+
+def context_length(engine) -> int:
+    """The longest sequence the model was built for (prompt + answer)."""
+    config = getattr(engine.model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return DEFAULT_CONTEXT
+
+
+def served_models(engine, model_id: str, with_base: bool, base_engine=None, max_queue: int = 64,
+                  created: int | None = None) -> list[ServedModel]:
+    """The tuned model as `model_id`, and with `with_base` the untuned one as `model_id-base`."""
+    created = created or int(time.time())
+    worker = GenerationWorker(model_id, max_queue)
+    models = [ServedModel(model_id, engine, worker, False, created, context_length(engine))]
+    if with_base:
+        if base_engine is not None:  # full fine-tune: the base is other weights
+            base_worker = GenerationWorker(model_id + BASE_SUFFIX, max_queue)
+            models.append(ServedModel(model_id + BASE_SUFFIX, base_engine, base_worker, False, created,
+                                      context_length(base_engine)))
+        elif getattr(engine, "has_adapter", False):
+            models.append(ServedModel(model_id + BASE_SUFFIX, engine, worker, True, created, context_length(engine)))
+    return models
+
+
+def model_folder(path: Path) -> tuple[str, Path]:
+    """('run', path) for a run directory, ('model', folder) for a HF folder or an export's merged/ folder."""
+    if (path / "run.json").is_file():
+        return "run", path
+    if (path / "config.json").is_file():
+        return "model", path
+    if (path / "merged" / "config.json").is_file():
+        return "model", path / "merged"
+    raise UserError(f"{path}: not a run directory (run.json), a model folder (config.json) "
+                    "or an export folder (merged/config.json)")
+
+
+def load_path(path: str | Path, with_base: bool = False, name: str | None = None, device: str = "auto",
+              max_queue: int = 64, log=print) -> list[ServedModel]:
+    """Load what `ducktune serve PATH` serves."""
+    from ducktune.chat.engine import ChatEngine
+
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    kind, folder = model_folder(path)
+    model_id = name or path.resolve().name
+    if kind == "run":
+        engine = ChatEngine.from_run(path, device=device, log=log)
+        base_engine = None
+        if with_base and not engine.has_adapter:
+            base_engine = ChatEngine.from_run(path, base_only=True, device=device, log=log)
+        return served_models(engine, model_id, with_base, base_engine, max_queue)
+    if with_base:
+        raise UserError(f"{path}: --base needs a run directory (a merged model folder has no separate base)")
+    engine = ChatEngine.from_model_dir(folder, device=device)
+    return served_models(engine, model_id, False, max_queue=max_queue)
+
+
+class StaticRegistry:
+    """A fixed set of models loaded before the server starts."""
+
+    def __init__(self, models: list[ServedModel]):
+        self._models = {m.id: m for m in models}
+
+    def list(self) -> list[dict]:
+        return [m.describe() for m in self._models.values()]
+
+    def get(self, model_id: str) -> ServedModel | None:
+        return self._models.get(model_id)
+
+    def stats(self) -> dict:
+        # Keyed by worker: a LoRA run's tuned and base models share one.
+        return {m.worker.name: m.worker.stats() for m in self._models.values()}
+
+
+class RunsRegistry:
+    """Every finished run under `runs_dir`, as `RUN` (tuned) and `RUN-base`; loaded on first use."""
+
+    def __init__(self, runs_dir: str | Path, keep_loaded: int = 2, device: str = "auto", max_queue: int = 64):
+        self.runs_dir = Path(runs_dir)
+        self.keep_loaded = keep_loaded
+        self.device = device
+        self.max_queue = max_queue
+        # run name -> (run.json mtime when loaded, its served models)
+        self._loaded: OrderedDict[str, tuple[float, list[ServedModel]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def run_names(self) -> list[str]:
+        if not self.runs_dir.is_dir():
+            return []
+        names = []
+        for child in sorted(self.runs_dir.iterdir()):
+            if child.name.startswith(".") or not (child / "run.json").is_file():
+                continue
+            if (child / "adapter").is_dir() or (child / "model").is_dir():
+                names.append(child.name)
+        return names
+
+    def list(self) -> list[dict]:
+        rows = []
+        for name in self.run_names():
+            created = int((self.runs_dir / name / "run.json").stat().st_mtime)
+            rows.append({"id": name, "object": "model", "created": created, "owned_by": "ducktune"})
+            rows.append({"id": name + BASE_SUFFIX, "object": "model", "created": created, "owned_by": "ducktune"})
+        return rows
+
+    def _split(self, model_id: str) -> tuple[str, bool] | None:
+        names = set(self.run_names())
+        if model_id in names:
+            return model_id, False
+        if model_id.endswith(BASE_SUFFIX) and model_id[: -len(BASE_SUFFIX)] in names:
+            return model_id[: -len(BASE_SUFFIX)], True
+        return None
+
+    def get(self, model_id: str) -> ServedModel | None:
+        """The served model for `model_id`, loading its run if needed (slow: call off the event loop)."""
+        split = self._split(model_id)
+        if split is None:
+            return None
+        run_name, _ = split
+        stamp = (self.runs_dir / run_name / "run.json").stat().st_mtime
+        with self._lock:
+            loaded = self._loaded.get(run_name)
+            if loaded is not None and loaded[0] != stamp:  # retrained since: load the new weights
+                self._drop(run_name)
+                loaded = None
+            if loaded is None:
+                models = load_path(self.runs_dir / run_name, with_base=True, device=self.device,
+                                   max_queue=self.max_queue, log=lambda *a, **k: None)
+                loaded = self._loaded[run_name] = (stamp, models)
+                while len(self._loaded) > self.keep_loaded:
+                    self._drop(next(iter(self._loaded)))
+            self._loaded.move_to_end(run_name)
+        return next((m for m in loaded[1] if m.id == model_id), None)
+
+    def _drop(self, run_name: str) -> None:
+        for m in self._loaded.pop(run_name, (0, []))[1]:
+            m.worker.shutdown()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {m.worker.name: m.worker.stats() for _, models in self._loaded.values() for m in models}

@@ -1,0 +1,62 @@
+"""Start the API server: load the models, then hand the app to uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import sys
+
+from ducktune.errors import UserError
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_server_deps(extra: str) -> None:
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError:
+        raise UserError(f"this command needs FastAPI and uvicorn: pip install 'ducktune[{extra}]'") from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail in one line before loading a model, rather than after, when the port is taken."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UserError(f"cannot listen on {host}:{port}: {exc.strerror}; pick another --port") from None
+
+
+def run_uvicorn(app, host: str, port: int) -> None:
+    import uvicorn
+
+    # Single process, no reload: the models live in this process's memory.
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
+
+
+def serve(path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          with_base: bool = False, name: str | None = None, device: str = "auto", max_queue: int = 64) -> None:
+    check_server_deps("serve")
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import StaticRegistry, load_path
+
+    check_port_free(host, port)
+    if not is_loopback(host) and not api_key:
+        print(f"warning: serving on {host} without --api-key: anyone who can reach this machine can use the model",
+              file=sys.stderr)
+    models = load_path(path, with_base=with_base, name=name, device=device, max_queue=max_queue)
+    registry = StaticRegistry(models)
+    shown = "localhost" if host in ("127.0.0.1", "::1") else host
+    print(f"Serving {', '.join(m.id for m in models)} (OpenAI-compatible) at http://{shown}:{port}/v1"
+          + (" (API key required)" if api_key else ""), flush=True)
+    run_uvicorn(create_app(registry, api_key=api_key), host, port)

@@ -1,0 +1,259 @@
+"""`ducktune ui`: one FastAPI app serving a static page, its JSON endpoints and the OpenAI API.
+
+The page (static/index.html + app.js + style.css) has no build step and loads nothing
+from the internet. Its Chat tab talks to the same OpenAI-compatible `/v1` API that
+`ducktune serve` offers, over every finished run in the runs folder. Training and export
+run as `ducktune train/export` subprocesses (see jobs.py).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from fastapi import Body, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
+
+from ducktune.errors import UserError
+from ducktune.io import atomic_file, write_text
+from ducktune.rundir import RunDir
+from ducktune.serve.app import build_router, install_error_handlers
+from ducktune.serve.protocol import APIError
+from ducktune.serve.registry import RunsRegistry
+from ducktune.ui import data_view, runs
+from ducktune.ui.jobs import JobSlot
+
+STATIC = Path(__file__).parent / "static"
+_SAFE_NAME = re.compile(r"[^\w.\-]+")
+MAX_UPLOAD_BYTES = 4 * 1024 ** 3
+LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]", "::1"}
+
+
+def safe_name(name: str) -> str:
+    cleaned = _SAFE_NAME.sub("_", Path(name).name).strip("._")
+    return cleaned or "data"
+
+
+class Workspace:
+    """The runs folder and the UI's own files inside it (.ui/: uploads, saved configs, logs)."""
+
+    def __init__(self, runs_dir: str | Path):
+        self.runs_dir = Path(runs_dir).resolve()
+        self.ui_dir = self.runs_dir / ".ui"
+        self.uploads = self.ui_dir / "uploads"
+        self.configs = self.ui_dir / "configs"
+        self.logs = self.ui_dir / "logs"
+
+    def datasets(self) -> list[dict]:
+        from ducktune.data.readers import SUPPORTED_SUFFIXES
+
+        if not self.uploads.is_dir():
+            return []
+        files = [p for p in self.uploads.iterdir() if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES]
+        return [{"name": p.name, "path": str(p), "bytes": p.stat().st_size}
+                for p in sorted(files, key=lambda p: p.stat().st_mtime, reverse=True)]
+
+
+def foreign_request(request: Request, loopback_only: bool) -> str | None:
+    """Why a request must be refused, or None: a Host that is not this machine, or a foreign Origin."""
+    host = request.headers.get("host", "")
+    hostname = host.rsplit(":", 1)[0] if not host.startswith("[") else host.split("]")[0] + "]"
+    if loopback_only and hostname not in LOOPBACK_NAMES:
+        return f"Host '{host}' is not this machine; open the UI at http://127.0.0.1 or http://localhost"
+    origin = request.headers.get("origin")
+    if origin and request.method not in ("GET", "HEAD", "OPTIONS") and origin.split("://", 1)[-1] != host:
+        return f"cross-origin request from {origin} refused"
+    return None
+
+
+def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_only: bool = True) -> FastAPI:
+    from ducktune import __version__
+    from ducktune.config import BUILTIN_MODEL, dump_config
+    from ducktune.data.readers import SUPPORTED_SUFFIXES
+    from ducktune.ui.form import config_from_form, form_schema
+
+    space = Workspace(runs_dir)
+    registry = RunsRegistry(space.runs_dir, device=device)
+    train_slot, export_slot = JobSlot("train"), JobSlot("export")
+
+    app = FastAPI(title="ducktune", docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def same_origin_only(request: Request, call_next):
+        # The UI can start training (and, with trust_remote_code, run a model's code): another web
+        # site open in the same browser must not be able to drive it (CSRF, DNS rebinding).
+        problem = foreign_request(request, loopback_only)
+        if problem:
+            return JSONResponse(APIError(403, problem).body(), status_code=403)
+        return await call_next(request)
+
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError):
+        return JSONResponse(APIError(400, exc.message).body(), status_code=400)
+
+    app.include_router(build_router(registry))
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/")
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    # ------------------------------------------------------------------ overview
+
+    @app.get("/api/info")
+    def info() -> dict:
+        recent = list(dict.fromkeys(r["base_model"] for r in runs.list_runs(space.runs_dir) if r.get("base_model")))
+        return {"version": __version__, "runs_dir": str(space.runs_dir), "builtin_models": [BUILTIN_MODEL],
+                "recent_models": [m for m in recent if m != BUILTIN_MODEL][:10],
+                "export_available": runs.export_available(), "suffixes": list(SUPPORTED_SUFFIXES),
+                "default_run_dir": str(space.runs_dir / time.strftime("run-%Y%m%d-%H%M%S"))}
+
+    @app.get("/api/schema")
+    def schema() -> list[dict]:
+        return form_schema()
+
+    # ------------------------------------------------------------------ data
+
+    @app.get("/api/data/files")
+    def data_files() -> list[dict]:
+        return space.datasets()
+
+    @app.put("/api/data/upload")
+    async def upload(request: Request, name: str) -> dict:
+        filename = safe_name(name)
+        if Path(filename).suffix.lower() not in SUPPORTED_SUFFIXES:
+            raise UserError(f"{name}: unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
+        target = space.uploads / filename
+        written = 0
+        with atomic_file(target, "wb") as handle:  # streamed to disk: datasets can be large
+            async for chunk in request.stream():
+                written += len(chunk)
+                if written > MAX_UPLOAD_BYTES:
+                    raise UserError(f"{name}: larger than {MAX_UPLOAD_BYTES // 1024 ** 3} GiB; "
+                                    "put it on this machine and give its path in the Train form instead")
+                handle.write(chunk)
+        return {"path": str(target), "name": filename}
+
+    @app.post("/api/data/check")
+    def check(path: str = Body(...), format: str = Body("auto")) -> dict:
+        return data_view.check_dataset(path, format)
+
+    @app.post("/api/data/preview")
+    def preview(payload: dict = Body(...)) -> dict:
+        allowed = {"path", "model", "fmt", "chat_template", "system_prompt", "cutoff_len", "train_on", "start", "count"}
+        return data_view.preview_samples(**{k: v for k, v in payload.items() if k in allowed})
+
+    # ------------------------------------------------------------------ train
+
+    @app.post("/api/config/validate")
+    def validate(values: dict[str, Any] = Body(...)) -> dict:
+        config = config_from_form(values)
+        return {"yaml": dump_config(config), "output_dir": config.output.dir}
+
+    @app.post("/api/train/start")
+    def train_start(values: dict[str, Any] = Body(...)) -> dict:
+        train_slot.ensure_free()  # before writing anything: the running job's YAML must stay as it ran
+        config = config_from_form(values)
+        out = Path(config.output.dir).expanduser()
+        if not out.is_absolute():
+            config.output.dir = str((Path.cwd() / out).resolve())
+        existing = RunDir(config.output.dir)
+        if existing.exists() and existing.info().get("status") == "completed" and not config.output.overwrite:
+            raise UserError(f"form: output.dir: {config.output.dir} already holds a finished run; choose another "
+                            "folder (or set output.overwrite)")
+        name = safe_name(Path(config.output.dir).name)
+        yaml_path = space.configs / f"{name}.yaml"
+        write_text(yaml_path, dump_config(config))
+        job = train_slot.start(["train", str(yaml_path)], space.logs / f"train-{name}.log", config.output.dir)
+        return {"yaml_path": str(yaml_path), "yaml_name": yaml_path.name, "run_dir": config.output.dir,
+                "run_name": Path(config.output.dir).name, "pid": job.process.pid}
+
+    @app.post("/api/train/stop")
+    def train_stop() -> dict:
+        if train_slot.job:
+            train_slot.job.stop()
+        return train_slot.status()
+
+    @app.get("/api/train/status")
+    def train_status() -> dict:
+        status = train_slot.status()
+        if train_slot.job:
+            status["metrics"] = _metrics(Path(train_slot.job.target))
+            status["run_name"] = Path(train_slot.job.target).name
+        return status
+
+    @app.get("/api/configs/{name}")
+    def config_download(name: str):
+        path = runs.safe_file(space.configs, safe_name(name))
+        return FileResponse(path, media_type="application/x-yaml", filename=path.name)
+
+    # ------------------------------------------------------------------ runs
+
+    @app.get("/api/runs")
+    def run_list() -> list[dict]:
+        return runs.list_runs(space.runs_dir)
+
+    @app.get("/api/runs/{name}")
+    def run_detail(name: str) -> dict:
+        path = runs.run_path(space.runs_dir, name)
+        summary = runs.run_summary(path)
+        summary["metrics"] = _metrics(path)
+        summary["report_html"] = runs.report_html(path, name)
+        return summary
+
+    @app.get("/api/runs/{name}/metrics")
+    def run_metrics(name: str) -> list[dict]:
+        return _metrics(runs.run_path(space.runs_dir, name))
+
+    @app.get("/api/runs/{name}/files/{relative:path}")
+    def run_file(name: str, relative: str):
+        path = runs.safe_file(runs.run_path(space.runs_dir, name), relative)
+        if path.suffix == ".png":
+            return FileResponse(path, media_type="image/png")
+        return FileResponse(path, filename=path.name)
+
+    # ------------------------------------------------------------------ export
+
+    @app.post("/api/export/start")
+    def export_start(name: str = Body(..., embed=True)) -> dict:
+        if not runs.export_available():
+            raise UserError("export is not available in this build (no `ducktune export` command)")
+        path = runs.run_path(space.runs_dir, name)
+        export_slot.start(["export", str(path)], space.logs / f"export-{safe_name(name)}.log", str(path))
+        return export_slot.status()
+
+    @app.get("/api/export/status")
+    def export_status() -> dict:
+        status = export_slot.status()
+        if export_slot.job:
+            path = Path(export_slot.job.target)
+            status["files"] = _export_listing(path)
+            status["report"] = runs.export_report(path)
+        return status
+
+    @app.get("/api/export/{name}")
+    def export_listing(name: str) -> dict:
+        path = runs.run_path(space.runs_dir, name)
+        return {"files": _export_listing(path), "report": runs.export_report(path)}
+
+    def _export_listing(path: Path) -> list[dict]:
+        return [{"name": f.name, "relative": str(f.relative_to(path)), "bytes": f.stat().st_size,
+                 "url": f"api/runs/{path.name}/files/{f.relative_to(path)}"} for f in runs.export_files(path)]
+
+    @app.get("/api/log/{kind}", response_class=PlainTextResponse)
+    def full_log(kind: str) -> str:
+        slot = {"train": train_slot, "export": export_slot}.get(kind)
+        if slot is None or slot.job is None:
+            raise UserError(f"no {kind} log")
+        return slot.job.log_tail(limit=10 * 1024 * 1024)
+
+    return app
+
+
+def _metrics(path: Path) -> list[dict]:
+    keep = ("step", "loss", "eval_loss", "lr", "tokens_per_s", "epoch")
+    return [{k: row[k] for k in keep if k in row} for row in RunDir(path).read_metrics()]

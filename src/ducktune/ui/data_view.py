@@ -1,0 +1,77 @@
+"""The Data tab: check a dataset file and preview how samples are templated and masked.
+
+Seam for `ducktune data check / preview`: `check_dataset` and `preview_samples` are the
+only two functions the page needs; when the data commands land, they can return those
+commands' results instead (the JSON shapes below are what the page renders).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from functools import lru_cache
+from pathlib import Path
+
+from ducktune.errors import DataError
+
+MAX_ISSUES = 200
+_tokenizer_lock = threading.Lock()
+
+
+def check_dataset(path: str | Path, fmt: str = "auto") -> dict:
+    """Format, record and sample counts, and every problem as `file:line: field: what`."""
+    from ducktune.data.loader import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    data = load_file(path, fmt)
+    kinds = Counter(s.kind for s in data.samples)
+    turns = [len(s.messages) for s in data.samples if s.kind == "chat"]
+    return {
+        "path": str(path),
+        "name": path.name,
+        "format": data.format,
+        "records": data.records,
+        "samples": len(data.samples),
+        "kinds": dict(kinds),
+        "max_turns": max(turns) if turns else 0,
+        "issues": [str(i) for i in data.issues[:MAX_ISSUES]],
+        "issue_count": len(data.issues),
+        "ok": not data.issues and bool(data.samples),
+    }
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(model: str, chat_template: str | None):
+    from ducktune.models.loading import load_tokenizer
+    from ducktune.models.sources import resolve_model
+
+    return load_tokenizer(resolve_model(model, log=lambda *a, **k: None), chat_template)
+
+
+def preview_samples(path: str | Path, model: str, fmt: str = "auto", chat_template: str | None = None,
+                    system_prompt: str | None = None, cutoff_len: int = 1024, train_on: str = "assistant",
+                    start: int = 0, count: int = 3) -> dict:
+    """Samples rendered with the model's chat template, as (text, trained) runs."""
+    from ducktune.data.loader import load_file
+    from ducktune.data.template import ChatFormat
+
+    data = load_file(Path(path), fmt)
+    with _tokenizer_lock:  # one tokenizer object is not safe to use from two threads at once
+        chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None)
+        rows = []
+        for index, sample in enumerate(data.samples[start:start + count], start=start):
+            if sample.kind == "preference":
+                rows.append({"index": index, "where": sample.where, "error": "preference pair: not used for SFT"})
+                continue
+            try:
+                encoded = chat_format.encode(sample, cutoff_len, train_on)
+            except DataError as exc:
+                rows.append({"index": index, "where": sample.where, "error": exc.message})
+                continue
+            rows.append({"index": index, "where": sample.where, "tokens": len(encoded.input_ids),
+                         "trained": encoded.n_trained, "truncated": encoded.truncated,
+                         "spans": [[text, trained] for text, trained in chat_format.decode_spans(encoded)]})
+    return {"total": len(data.samples), "start": start, "rows": rows,
+            "stop_tokens": chat_format.stop_tokens}

@@ -1,0 +1,122 @@
+"""The Runs and Export tabs: what is in a runs folder, read from the run-directory contract."""
+
+from __future__ import annotations
+
+import html
+import importlib.util
+import json
+import re
+from pathlib import Path
+
+from ducktune.errors import UserError
+from ducktune.rundir import RunDir
+
+# Files an export leaves that a person downloads (GGUF weights, the Ollama Modelfile).
+EXPORT_PATTERNS = ("*.gguf", "Modelfile")
+EXPORT_REPORTS = ("verification.md", "verify.md", "export.md", "README.md")
+SKIP_DIRS = {"checkpoints", "adapter", "model"}
+_CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
+
+
+def _read_info(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def run_summary(path: Path) -> dict | None:
+    info = _read_info(path)
+    if info is None:
+        return None
+    result = info.get("result") or {}
+    run = RunDir(path)
+    metrics = run.read_metrics()
+    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+    weights = run.full_model if info.get("method") == "full" else run.adapter
+    return {
+        "name": path.name,
+        "path": str(path),
+        "status": info.get("status", "unknown"),
+        "method": info.get("method"),
+        "base_model": (info.get("base_model") or {}).get("name_or_path"),
+        "started": info.get("started"),
+        "finished": info.get("finished"),
+        "steps": result.get("global_step") or (metrics[-1]["step"] if metrics else 0),
+        "final_loss": result.get("final_loss", losses[-1] if losses else None),
+        "first_loss": result.get("first_loss", losses[0] if losses else None),
+        "eval_loss": result.get("eval_loss"),
+        "train_seconds": result.get("train_seconds"),
+        "train_samples": (info.get("data") or {}).get("train_samples"),
+        "chat_ready": weights.is_dir(),
+        "has_report": run.report.is_file(),
+        "exports": [str(p.relative_to(path)) for p in export_files(path)],
+    }
+
+
+def list_runs(runs_dir: Path) -> list[dict]:
+    if not runs_dir.is_dir():
+        return []
+    rows = [run_summary(child) for child in runs_dir.iterdir() if child.is_dir() and not child.name.startswith(".")]
+    rows = [r for r in rows if r is not None]
+    return sorted(rows, key=lambda r: r.get("started") or "", reverse=True)
+
+
+def run_path(runs_dir: Path, name: str) -> Path:
+    path = (runs_dir / name).resolve()
+    if path.parent != runs_dir.resolve() or not (path / "run.json").is_file():
+        raise UserError(f"{name}: no such run in {runs_dir}")
+    return path
+
+
+def safe_file(root: Path, relative: str) -> Path:
+    """A file inside `root` (no escaping it with .. or symlinks)."""
+    target = (root / relative).resolve()
+    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        raise UserError(f"{relative}: no such file")
+    return target
+
+
+def report_html(path: Path, name: str) -> str:
+    """report.md as HTML. Everything in it is escaped first: answers and prompts are untrusted text."""
+    run = RunDir(path)
+    if not run.report.is_file():
+        return ""
+    import markdown
+
+    text = run.report.read_text(encoding="utf-8").replace("![loss](loss.png)", "")  # the page draws the curve itself
+    # Markdown escapes code itself; everything else is escaped here so no raw HTML gets through.
+    parts = _CODE.split(text)
+    source = "".join(part if i % 2 else html.escape(part, quote=False) for i, part in enumerate(parts))
+    source = source.replace("&lt;br&gt;", "<br>")
+    rendered = markdown.markdown(source, extensions=["tables", "fenced_code"])
+    # The full config is long: folded, one click away.
+    head, marker, config = rendered.partition("<h2>Config</h2>")
+    return head + (f"<details><summary>config.yaml</summary>{config}</details>" if marker else "")
+
+
+def export_files(path: Path) -> list[Path]:
+    """GGUF files and Modelfiles anywhere in the run folder except training state."""
+    found = []
+    for pattern in EXPORT_PATTERNS:
+        for file in path.rglob(pattern):
+            if not SKIP_DIRS & set(file.relative_to(path).parts[:-1]) and file.is_file():
+                found.append(file)
+    return sorted(set(found))
+
+
+def export_report(path: Path) -> str:
+    """The export's verification report, when it left one next to its files."""
+    for file in export_files(path):
+        for name in EXPORT_REPORTS:
+            candidate = file.parent / name
+            if candidate.is_file():
+                return candidate.read_text(encoding="utf-8")
+    return ""
+
+
+def export_available() -> bool:
+    """`ducktune export` exists in this build (the export feature may land separately)."""
+    from ducktune.commands import MODULES
+
+    return "ducktune.commands.export" in MODULES and importlib.util.find_spec("ducktune.commands.export") is not None

@@ -1,0 +1,117 @@
+// Data tab: upload or pick a dataset, check it, preview the templated samples with trained tokens marked.
+import { t } from "./i18n.js";
+import { $, api, el, toast } from "./util.js";
+import { showTab, onTab } from "./app.js";
+
+const PAGE = 3;
+let previewStart = 0;
+let lastCheck = null;
+
+export function initData(shared) {
+  const pick = $("#data-pick");
+  const fileInput = $("#data-file");
+  const drop = $("#drop-zone");
+
+  async function refreshFiles(selected) {
+    const files = await api("api/data/files");
+    pick.replaceChildren(el("option", { value: "", text: "—" }),
+      ...files.map((f) => el("option", { value: f.path, text: `${f.name} (${Math.ceil(f.bytes / 1024)} KB)` })));
+    if (selected) pick.value = selected;
+  }
+
+  async function upload(file) {
+    try {
+      const saved = await api(`api/data/upload?name=${encodeURIComponent(file.name)}`, { method: "PUT", body: file });
+      toast(`${t("data.uploaded")}: ${saved.name}`);
+      await refreshFiles(saved.path);
+      await check();
+    } catch (err) { toast(err.message, true); }
+  }
+
+  async function check() {
+    const path = pick.value;
+    if (!path) { toast(t("data.choose_first"), true); return; }
+    try {
+      lastCheck = await api("api/data/check", { json: { path, format: $("#data-format").value } });
+    } catch (err) { toast(err.message, true); return; }
+    shared.dataset = lastCheck.path;
+    $("#data-use").disabled = !lastCheck.samples;
+    renderCheck();
+    previewStart = 0;
+    $("#preview-samples").replaceChildren();
+    updatePreviewPosition();
+    await preview();
+  }
+
+  function renderCheck() {
+    const c = lastCheck;
+    if (!c) return;
+    const stat = (value, label, cls = "") => el("div", { class: `stat ${cls}` }, el("b", { text: String(value) }), el("span", { text: label }));
+    const summary = $("#data-summary");
+    summary.className = "";
+    summary.replaceChildren(...[
+      el("div", { class: "stats" },
+        stat(c.format || "?", t("data.format_found")), stat(c.records, t("data.records")),
+        stat(c.samples, t("data.samples")), stat(c.issue_count, t("data.problems"))),
+      el("div", { class: `badge ${c.ok ? "ok" : "bad"}`, id: "data-verdict",
+        text: c.ok ? `✓ ${t("data.ok")}` : `${c.issue_count} ${t("data.problems")}` }),
+      c.issue_count ? el("p", { class: "hint", text: t("data.has_problems") }) : null].filter(Boolean));
+    $("#data-issues").replaceChildren(...c.issues.map((line) => el("li", { text: line })));
+  }
+
+  function updatePreviewPosition() {
+    const total = lastCheck ? lastCheck.samples : 0;
+    $("#preview-pos").textContent = total ? `${Math.min(previewStart + 1, total)}–${Math.min(previewStart + PAGE, total)} / ${total}` : "";
+    $("#preview-model").textContent = shared.formModel();
+  }
+
+  async function preview() {
+    if (!lastCheck || !lastCheck.samples) return;
+    const form = shared.formValues ? shared.formValues() : {};
+    const box = $("#preview-samples");
+    box.replaceChildren(el("p", { class: "muted", text: t("data.loading_model") }));
+    updatePreviewPosition();
+    try {
+      const result = await api("api/data/preview", { json: {
+        path: lastCheck.path, fmt: $("#data-format").value, model: shared.formModel(),
+        chat_template: form["model.chat_template"] || null, system_prompt: form["model.system_prompt"] || null,
+        cutoff_len: Number(form["data.cutoff_len"]) || 1024, train_on: form["data.train_on"] || "assistant",
+        start: previewStart, count: PAGE } });
+      box.replaceChildren(...result.rows.map(renderSample));
+    } catch (err) {
+      box.replaceChildren(el("p", { class: "errors", text: err.message }));
+    }
+  }
+
+  function renderSample(row) {
+    const head = el("div", { class: "sample-head" }, el("span", { title: row.where, text: `#${row.index + 1} · ${row.where.split("/").pop()}` }),
+      row.error ? null : el("span", { text: `${row.tokens} ${t("data.tokens")} · ${row.trained} ${t("data.trained")}` +
+        (row.truncated ? ` · ${t("data.truncated")}` : "") }));
+    if (row.error) return el("div", { class: "sample" }, head, el("pre", { class: "errors", text: row.error }));
+    const pre = el("pre", {}, ...row.spans.map(([text, trained]) => el("span", { class: trained ? "tok trained" : "tok", text })));
+    return el("div", { class: "sample" }, head, pre);
+  }
+
+  fileInput.addEventListener("change", () => fileInput.files[0] && upload(fileInput.files[0]));
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files[0]) upload(e.dataTransfer.files[0]);
+  });
+  $("#data-check").addEventListener("click", check);
+  pick.addEventListener("change", () => pick.value && check());
+  $("#preview-run").addEventListener("click", preview);
+  $("#preview-prev").addEventListener("click", () => { previewStart = Math.max(0, previewStart - PAGE); preview(); });
+  $("#preview-next").addEventListener("click", () => {
+    if (lastCheck && previewStart + PAGE < lastCheck.samples) { previewStart += PAGE; preview(); }
+  });
+  $("#data-use").addEventListener("click", () => {
+    if (!shared.dataset) return;
+    shared.setDataset(shared.dataset);
+    showTab("train");
+  });
+  document.addEventListener("languagechange", () => { renderCheck(); updatePreviewPosition(); });
+  onTab("data", updatePreviewPosition);
+  refreshFiles().catch((err) => toast(err.message, true));
+}

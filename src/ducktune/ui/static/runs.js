@@ -1,0 +1,95 @@
+// Runs tab (past runs, their loss and report) and Export tab (`ducktune export` as a subprocess).
+import { t } from "./i18n.js";
+import { $, api, drawLossChart, el, fmt, toast } from "./util.js";
+import { onTab, showTab } from "./app.js";
+
+let runs = [];
+let selected = null;
+let exportTimer = null;
+
+function sizeText(bytes) {
+  const units = ["B", "KB", "MB", "GB"];
+  let i = 0;
+  while (bytes >= 1024 && i < units.length - 1) { bytes /= 1024; i++; }
+  return `${bytes.toFixed(i ? 1 : 0)} ${units[i]}`;
+}
+
+async function refreshRuns() {
+  try { runs = await api("api/runs"); } catch (err) { toast(err.message, true); return; }
+  const body = $("#runs-table tbody");
+  body.replaceChildren(...runs.map((r) => el("tr", { "data-run": r.name, class: r.name === selected ? "selected" : "",
+      onclick: () => openRun(r.name) },
+    el("td", {}, el("b", { text: r.name })),
+    el("td", {}, el("span", { class: `badge ${r.status}`, text: t(`state.${r.status}`) })),
+    el("td", { class: "mono", text: r.base_model || "" }),
+    el("td", { text: String(r.steps ?? "") }),
+    el("td", { text: `${fmt(r.first_loss)} → ${fmt(r.final_loss)}` }),
+    el("td", { text: fmt(r.eval_loss) }),
+    el("td", { class: "muted", text: (r.finished || "").replace("T", " ") }))));
+  $("#runs-empty").classList.toggle("hidden", runs.length > 0);
+  const exportSelect = $("#export-run");
+  const keep = exportSelect.value;
+  exportSelect.replaceChildren(...runs.filter((r) => r.chat_ready).map((r) => el("option", { value: r.name, text: r.name })));
+  if (keep) exportSelect.value = keep;
+}
+
+async function openRun(name) {
+  selected = name;
+  document.querySelectorAll("#runs-table tbody tr").forEach((tr) => tr.classList.toggle("selected", tr.dataset.run === name));
+  let detail;
+  try { detail = await api(`api/runs/${encodeURIComponent(name)}`); } catch (err) { toast(err.message, true); return; }
+  $("#run-detail").classList.remove("hidden");
+  $("#run-detail-name").textContent = name;
+  drawLossChart($("#run-chart"), detail.metrics, "");
+  $("#run-report").innerHTML = detail.report_html;  // escaped server-side before markdown rendering
+  $("#run-config").href = `api/runs/${encodeURIComponent(name)}/files/config.yaml`;
+  $("#run-chat").disabled = !detail.chat_ready;
+  $("#run-export").disabled = !detail.chat_ready;
+}
+
+function renderExport(status, files, report) {
+  const badge = $("#export-state");
+  badge.className = `badge ${status.state}`;
+  badge.textContent = t(`state.${status.state}`);
+  $("#export-start").disabled = status.state === "running";
+  $("#export-command").textContent = status.command || "";
+  $("#export-log").textContent = status.log || "";
+  const list = $("#export-files");
+  list.replaceChildren(...(files || []).map((f) => el("li", {},
+    el("a", { href: f.url, download: f.name, text: f.relative }), el("span", { class: "muted", text: sizeText(f.bytes) }))));
+  if (!files || !files.length) list.append(el("li", { class: "muted", text: t("export.no_files") }));
+  $("#export-report").replaceChildren(report ? el("pre", { text: report }) : el("p", { class: "muted", text: t("export.no_report") }));
+}
+
+async function pollExport() {
+  clearTimeout(exportTimer);
+  const status = await api("api/export/status");
+  const name = $("#export-run").value;
+  if (status.state === "idle" || (status.target && !status.target.endsWith(`/${name}`))) {
+    const listing = name ? await api(`api/export/${encodeURIComponent(name)}`) : { files: [], report: "" };
+    renderExport({ state: status.state === "running" ? "running" : "idle" }, listing.files, listing.report);
+  } else {
+    renderExport(status, status.files, status.report);
+  }
+  if (status.state === "running") exportTimer = setTimeout(pollExport, 1000);
+}
+
+export function initRuns(shared) {
+  $("#runs-dir").textContent = shared.info.runs_dir;
+  const available = shared.info.export_available;
+  $("#export-unavailable").classList.toggle("hidden", available);
+  $("#export-available").classList.toggle("hidden", !available);
+  $("#runs-refresh").addEventListener("click", refreshRuns);
+  $("#run-chat").addEventListener("click", async () => { showTab("chat"); await shared.chatWith(selected); });
+  $("#run-export").addEventListener("click", () => { showTab("export"); $("#export-run").value = selected; pollExport(); });
+  $("#export-start").addEventListener("click", async () => {
+    try { await api("api/export/start", { json: { name: $("#export-run").value } }); } catch (err) { toast(err.message, true); }
+    pollExport();
+  });
+  $("#export-run").addEventListener("change", pollExport);
+  document.addEventListener("runschanged", refreshRuns);
+  document.addEventListener("languagechange", () => { refreshRuns(); if (selected) openRun(selected); });
+  onTab("runs", refreshRuns);
+  onTab("export", async () => { await refreshRuns(); if (available) pollExport(); });
+  refreshRuns();
+}

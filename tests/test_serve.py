@@ -1,0 +1,257 @@
+"""`ducktune serve` against the official openai client: a real server process on 127.0.0.1
+running a tiny trained run; answers equal `ducktune chat`'s; every malformed request gets
+its 4xx; the API key is enforced; a bounded load test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import httpx
+import openai
+import pytest
+
+from web_helpers import QA, cli_server, free_port, shared_trained_run
+
+KEY = "sk-ducktune-test"
+MAX_TOKENS = 32
+CONVERSATION = ["Who are you?", "What do ducks say?", "Tell me something new."]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_qwen, tmp_path_factory):
+    return shared_trained_run(tiny_qwen, tmp_path_factory)
+
+
+def chat_cli(run_dir, lines: list[str], max_new_tokens: int) -> subprocess.Popen:
+    """`ducktune chat RUN` with the prompts piped on stdin (one answer per line)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.Popen([sys.executable, "-m", "ducktune", "chat", str(run_dir), "--max-new-tokens",
+                             str(max_new_tokens)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.fixture(scope="module")
+def server(run_dir, tmp_path_factory):
+    """The server process, plus `ducktune chat`'s answers computed meanwhile in another process."""
+    chat = chat_cli(run_dir, CONVERSATION, MAX_TOKENS)
+    port = free_port()
+    log = tmp_path_factory.mktemp("serve-log") / "server.log"
+    with cli_server(["serve", str(run_dir), "--port", str(port), "--api-key", KEY, "--base"], port, log,
+                    headers={"Authorization": f"Bearer {KEY}"}) as url:
+        out, err = chat.communicate("\n".join(CONVERSATION) + "\n", timeout=300)
+        assert chat.returncode == 0, err
+        answers = out.splitlines()
+        assert len(answers) == len(CONVERSATION), out
+        yield {"url": url, "log": log, "chat_answers": answers}
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=server["url"] + "/v1", api_key=KEY, max_retries=0, timeout=120)
+
+
+def history_upto(answers: list[str], turn: int) -> list[dict]:
+    messages = []
+    for i in range(turn):
+        messages += [{"role": "user", "content": CONVERSATION[i]}, {"role": "assistant", "content": answers[i]}]
+    return messages + [{"role": "user", "content": CONVERSATION[turn]}]
+
+
+def test_models_lists_tuned_and_base(client):
+    ids = sorted(m.id for m in client.models.list().data)
+    assert ids == ["duckling", "duckling-base"]
+
+
+def test_answers_equal_ducktune_chat_nonstreaming_and_streaming(server, client):
+    answers = server["chat_answers"]
+    assert answers[0] == QA[0][1]  # the tiny run learned its data: the comparison below is not empty vs empty
+    for turn in range(len(CONVERSATION)):
+        messages = history_upto(answers, turn)
+        reply = client.chat.completions.create(model="duckling", messages=messages, max_tokens=MAX_TOKENS, temperature=0)
+        assert reply.choices[0].message.content == answers[turn]
+        assert reply.choices[0].finish_reason in ("stop", "length")
+        pieces, finish, usage = [], None, None
+        stream = client.chat.completions.create(model="duckling", messages=messages, max_tokens=MAX_TOKENS,
+                                                stream=True, stream_options={"include_usage": True})
+        for chunk in stream:
+            if chunk.usage:
+                usage = chunk.usage
+            for choice in chunk.choices:
+                pieces.append(choice.delta.content or "")
+                finish = choice.finish_reason or finish
+        assert "".join(pieces) == answers[turn]
+        assert finish == reply.choices[0].finish_reason
+        assert usage.prompt_tokens == reply.usage.prompt_tokens
+        assert usage.completion_tokens == reply.usage.completion_tokens
+        assert reply.usage.total_tokens == reply.usage.prompt_tokens + reply.usage.completion_tokens
+
+
+def test_usage_counts_match_the_tokenizer(run_dir, client):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(run_dir / "adapter"))
+    messages = [{"role": "user", "content": QA[1][0]}]
+    reply = client.chat.completions.create(model="duckling", messages=messages)
+    prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert reply.usage.prompt_tokens == len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    answer_tokens = len(tokenizer(QA[1][1], add_special_tokens=False)["input_ids"])
+    assert reply.choices[0].message.content == QA[1][1]
+    assert reply.usage.completion_tokens == answer_tokens + 1  # + the end-of-turn token
+    assert reply.choices[0].finish_reason == "stop"
+
+
+def test_base_model_answers_differently(client):
+    messages = [{"role": "user", "content": QA[0][0]}]
+    tuned = client.chat.completions.create(model="duckling", messages=messages, max_tokens=16).choices[0].message.content
+    base = client.chat.completions.create(model="duckling-base", messages=messages, max_tokens=16).choices[0].message.content
+    assert tuned == QA[0][1] and base != tuned
+
+
+def test_max_tokens_stop_seed_and_top_p(client):
+    messages = [{"role": "user", "content": QA[0][0]}]
+    short = client.chat.completions.create(model="duckling", messages=messages, max_tokens=2)
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
+    assert QA[0][1].startswith(short.choices[0].message.content)
+    cut = client.chat.completions.create(model="duckling", messages=messages, stop=["Duck"])
+    assert cut.choices[0].message.content == "I am " and cut.choices[0].finish_reason == "stop"
+    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+        model="duckling", messages=messages, stop="Duck", stream=True) if c.choices)
+    assert streamed == "I am "
+    sampled = [client.chat.completions.create(model="duckling-base", messages=[{"role": "user", "content": "Tell me"}],
+                                              temperature=1.5, top_p=0.95, seed=seed, max_tokens=12)
+               .choices[0].message.content for seed in (7, 7, 8)]
+    assert sampled[0] == sampled[1]  # the same seed samples the same answer
+
+
+def test_malformed_requests_get_openai_errors(server, client):
+    url = server["url"] + "/v1/chat/completions"
+    auth = {"Authorization": f"Bearer {KEY}"}
+    ok = {"model": "duckling", "messages": [{"role": "user", "content": "hi"}]}
+    cases = [  # (body: raw bytes, or a dict sent both plain and with stream=true), status, code, param
+        (b"{bad json", 400, "invalid_json", None),
+        (b"", 400, None, None),
+        (b"[1, 2]", 400, None, None),
+        ({"model": "duckling"}, 400, "missing_required_parameter", "messages"),
+        ({**ok, "messages": "hi"}, 400, "invalid_value", "messages"),
+        ({**ok, "messages": []}, 400, "invalid_value", "messages"),
+        ({**ok, "messages": [{"role": "robot", "content": "hi"}]}, 400, "invalid_value", "messages.0.role"),
+        ({**ok, "messages": [{"role": "user"}]}, 400, "missing_required_parameter", "messages.0.content"),
+        ({**ok, "messages": [{"role": "user", "content": 7}]}, 400, "invalid_value", "messages.0.content"),
+        ({**ok, "temperature": "hot"}, 400, "invalid_value", "temperature"),
+        ({**ok, "temperature": 3}, 400, "invalid_value", "temperature"),
+        ({**ok, "top_p": 0}, 400, "invalid_value", "top_p"),
+        ({**ok, "max_tokens": 1.5}, 400, "invalid_value", "max_tokens"),
+        ({**ok, "max_tokens": 0}, 400, "invalid_value", "max_tokens"),
+        ({**ok, "seed": "x"}, 400, "invalid_value", "seed"),
+        ({**ok, "stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_value", "stop"),
+        ({**ok, "n": 2}, 400, "invalid_value", "n"),
+        ({**ok, "model": "nope"}, 404, "model_not_found", "model"),
+        ({**ok, "model": 5}, 400, "invalid_value", "model"),
+        ({**ok, "max_tokens": 5000}, 400, "context_length_exceeded", "max_tokens"),
+        ({**ok, "messages": [{"role": "user", "content": "quack " * 5000}]}, 400, "context_length_exceeded", "messages"),
+        ({**ok, "messages": [{"role": "user", "content": "x" * (9 * 1024 * 1024)}]}, 413, "request_too_large", None),
+    ]
+    with httpx.Client(timeout=60, headers=auth) as http:
+        for body, status, code, param in cases:
+            bodies = [body] if isinstance(body, bytes) else [json.dumps(body).encode(),
+                                                             json.dumps({**body, "stream": True}).encode()]
+            for raw in bodies:
+                response = http.post(url, content=raw, headers={"Content-Type": "application/json"})
+                assert response.status_code == status, (raw[:80], response.text[:300])
+                error = response.json()["error"]
+                assert error["message"] and error["type"]
+                assert code is None or error["code"] == code, (raw[:80], error)
+                assert param is None or error["param"] == param, (raw[:80], error)
+        assert http.post(url, json={**ok, "stream": "yes"}).status_code == 400
+        assert http.get(server["url"] + "/v1/nothing").json()["error"]["code"] == "not_found"
+        assert http.get(url).status_code == 405
+    # The official client surfaces them as its typed errors.
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
+    assert info.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="duckling", messages=[{"role": "user", "content": "quack " * 5000}])
+    assert info.value.code == "context_length_exceeded"
+    # The server is still healthy after all of that.
+    assert client.chat.completions.create(model="duckling", messages=[{"role": "user", "content": QA[2][0]}]) \
+        .choices[0].message.content == QA[2][1]
+
+
+def test_api_key_required(server):
+    bad = openai.OpenAI(base_url=server["url"] + "/v1", api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+    with pytest.raises(openai.AuthenticationError):
+        bad.chat.completions.create(model="duckling", messages=[{"role": "user", "content": "hi"}])
+    for path, method in (("/v1/models", "GET"), ("/v1/chat/completions", "POST"), ("/health", "GET")):
+        response = httpx.request(method, server["url"] + path, json={"model": "duckling", "messages": []})
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_load_200_requests_16_concurrent(server, capsys):
+    """Bounded load: every request succeeds with the right answer; the server logs no error."""
+    total, concurrency = 200, 16
+    log_before = server["log"].read_text()
+
+    async def main():
+        client = openai.AsyncOpenAI(base_url=server["url"] + "/v1", api_key=KEY, max_retries=0, timeout=300)
+        gate = asyncio.Semaphore(concurrency)
+        latencies, wrong = [], []
+
+        async def one(i):
+            question, answer = QA[i % len(QA)]
+            async with gate:
+                started = time.perf_counter()
+                if i % 4 == 0:  # a quarter of them streamed
+                    stream = await client.chat.completions.create(
+                        model="duckling", messages=[{"role": "user", "content": question}], max_tokens=24, stream=True)
+                    text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+                else:
+                    reply = await client.chat.completions.create(
+                        model="duckling", messages=[{"role": "user", "content": question}], max_tokens=24)
+                    text = reply.choices[0].message.content
+                latencies.append(time.perf_counter() - started)
+                if text != answer:
+                    wrong.append((question, text))
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(i) for i in range(total)))
+        await client.close()
+        return time.perf_counter() - started, latencies, wrong
+
+    wall, latencies, wrong = asyncio.run(main())
+    assert not wrong, wrong[:3]
+    assert len(latencies) == total
+    latencies.sort()
+    with capsys.disabled():
+        print(f"\n[serve load] {total} requests, {concurrency} concurrent, tiny model: {wall:.1f} s, "
+              f"{total / wall:.1f} req/s, latency p50 {statistics.median(latencies):.2f} s, "
+              f"p95 {latencies[int(0.95 * total) - 1]:.2f} s, max {latencies[-1]:.2f} s")
+    new_log = server["log"].read_text()[len(log_before):]
+    assert "ERROR" not in new_log and "Traceback" not in new_log, new_log[-2000:]
+    assert new_log.count('"POST /v1/chat/completions HTTP/1.1" 200') == total
+
+
+def test_serve_refuses_a_folder_that_is_no_model(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "ducktune", "serve", str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "not a run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_serve_says_when_the_port_is_taken(run_dir):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "ducktune", "serve", str(run_dir), "--port", str(port)],
+                                capture_output=True, text=True)
+    assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr

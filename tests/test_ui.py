@@ -1,0 +1,215 @@
+"""The UI's JSON endpoints (in process): the form is the config schema, the saved YAML is what
+`ducktune train` reads, data checks report file:line problems, the preview marks exactly the
+trained tokens, runs and reports are listed safely, training starts and stops as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from fastapi.testclient import TestClient
+
+from ducktune.config import describe_options, load_config
+from ducktune.ui.app import create_ui_app
+from ducktune.ui.form import form_schema
+from web_helpers import QA, shared_trained_run, write_dataset
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_qwen, tmp_path_factory):
+    return shared_trained_run(tiny_qwen, tmp_path_factory)
+
+
+@pytest.fixture
+def runs_dir(tmp_path, trained):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    shutil.copytree(trained, runs / "duckling")
+    return runs
+
+
+@pytest.fixture
+def client(runs_dir):
+    with TestClient(create_ui_app(runs_dir), base_url="http://127.0.0.1:7860") as test_client:
+        yield test_client
+
+
+def error_of(response) -> str:
+    return response.json()["error"]["message"]
+
+
+def test_form_has_every_config_option_once_with_its_documentation():
+    fields = [f for section in form_schema() for f in section["fields"]]
+    keys = [f["key"] for f in fields]
+    options = describe_options()
+    assert keys == [key for key, *_ in options]
+    by_key = {f["key"]: f for f in fields}
+    for key, _, default, description in options:
+        assert by_key[key]["description"] == description and by_key[key]["default"] == default
+    assert by_key["train.method"]["widget"] == "select" and by_key["train.method"]["choices"] == ["lora", "qlora", "full"]
+    assert by_key["train.max_steps"]["widget"] == "integer" and by_key["train.max_steps"]["nullable"]
+    assert by_key["train.learning_rate"]["widget"] == "number"
+    assert by_key["data.shuffle"]["widget"] == "checkbox"
+    assert by_key["data.datasets"]["widget"] == "yaml" and by_key["lora.target_modules"]["widget"] == "yaml"
+
+
+def test_form_values_become_the_yaml_that_train_reads(client, tmp_path):
+    values = {"model.name_or_path": "smollm2-135m", "data.datasets": "- a.json\n- path: b.jsonl\n  repeat: 2",
+              "train.learning_rate": 1e-4, "train.max_steps": 7, "data.shuffle": False,
+              "lora.target_modules": "[q_proj, v_proj]", "model.system_prompt": None, "output.dir": "runs/x"}
+    response = client.post("/api/config/validate", json=values)
+    assert response.status_code == 200
+    text = response.json()["yaml"]
+    path = tmp_path / "saved.yaml"
+    path.write_text(text)
+    config = load_config(path)
+    assert config.train.learning_rate == 1e-4 and config.train.max_steps == 7 and config.data.shuffle is False
+    assert [d.path for d in config.data.datasets] == ["a.json", "b.jsonl"] and config.data.datasets[1].repeat == 2
+    assert config.lora.target_modules == ["q_proj", "v_proj"]
+    assert config.train.batch_size == 4  # untouched options keep the schema's default
+
+
+def test_form_errors_name_the_option(client):
+    response = client.post("/api/config/validate", json={"train.learning_rate": -1, "train.method": "magic",
+                                                          "lora.target_modules": "[unclosed"})
+    assert response.status_code == 400
+    message = error_of(response)
+    assert "form: lora.target_modules: invalid YAML" in message
+    response = client.post("/api/config/validate", json={"train.learning_rate": -1, "train.method": "magic"})
+    lines = error_of(response).splitlines()
+    assert any(line.startswith("form: train.learning_rate:") for line in lines)
+    assert any(line.startswith("form: train.method:") for line in lines)
+    assert error_of(client.post("/api/config/validate", json={"train.speed": 3})).startswith("form: train.speed: unknown")
+
+
+def test_upload_and_check_report_every_problem(client, runs_dir, tmp_path):
+    good = write_dataset(tmp_path / "good.json").read_bytes()
+    saved = client.put("/api/data/upload?name=../../evil name.json", content=good).json()
+    assert Path(saved["path"]).parent == runs_dir / ".ui" / "uploads" and saved["name"] == "evil_name.json"
+    check = client.post("/api/data/check", json={"path": saved["path"]}).json()
+    assert check == {**check, "format": "alpaca", "records": len(QA), "samples": len(QA), "issue_count": 0, "ok": True}
+    bad = '{"instruction": "q1", "output": "a1"}\n{"instruction": "q2"}\n{"instruction": "", "output": "a3"}\nnot json\n'
+    saved = client.put("/api/data/upload?name=bad.jsonl", content=bad.encode()).json()
+    check = client.post("/api/data/check", json={"path": saved["path"]}).json()
+    assert not check["ok"] and check["issue_count"] == len(check["issues"]) >= 2
+    # Every problem names the file and the line: the record without an output, the line that is not JSON.
+    assert all(issue.startswith(saved["path"] + ":") for issue in check["issues"])
+    assert {2, 4} <= {int(issue[len(saved["path"]) + 1:].split(":")[0]) for issue in check["issues"]}
+    assert [f["name"] for f in client.get("/api/data/files").json()] == ["bad.jsonl", "evil_name.json"]
+    response = client.put("/api/data/upload?name=x.exe", content=b"MZ")
+    assert response.status_code == 400 and "unsupported file type" in error_of(response)
+
+
+def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):
+    path = write_dataset(tmp_path / "d.json")
+    result = client.post("/api/data/preview", json={"path": str(path), "model": str(tiny_qwen), "start": 1, "count": 2}).json()
+    assert result["total"] == len(QA) and [r["index"] for r in result["rows"]] == [1, 2]
+    for row, (question, answer) in zip(result["rows"], QA[1:3]):
+        trained = "".join(text for text, is_trained in row["spans"] if is_trained)
+        context = "".join(text for text, is_trained in row["spans"] if not is_trained)
+        assert trained == answer + "<|im_end|>"  # the answer and its end-of-turn, nothing else
+        assert question in context and answer not in context
+        assert row["trained"] < row["tokens"] and not row["truncated"]
+
+
+def test_runs_list_detail_and_report_escaping(client, runs_dir):
+    runs = client.get("/api/runs").json()
+    assert [r["name"] for r in runs] == ["duckling"]
+    run = runs[0]
+    assert run["status"] == "completed" and run["steps"] == 60 and run["chat_ready"]
+    assert run["final_loss"] < run["first_loss"]
+    report = runs_dir / "duckling" / "report.md"
+    report.write_text(report.read_text() + "\n| <script>alert(1)</script> | <img src=x onerror=alert(2)> | ok |\n")
+    detail = client.get("/api/runs/duckling").json()
+    assert "<table>" in detail["report_html"] and "<details>" in detail["report_html"]
+    assert "<script>" not in detail["report_html"] and "<img" not in detail["report_html"]
+    assert "&lt;script&gt;" in detail["report_html"]
+    assert "<code>&lt;|im_end|&gt;</code>" in detail["report_html"]  # stop tokens shown once escaped, not twice
+    assert len(detail["metrics"]) == 60
+    assert client.get("/api/runs/duckling/files/config.yaml").text == (runs_dir / "duckling" / "config.yaml").read_text()
+    for bad in ("/api/runs/duckling/files/../../../etc/passwd", "/api/runs/duckling/files/%2e%2e/%2e%2e/etc/passwd",
+                "/api/runs/..%2Fetc/files/passwd", "/api/runs/nope"):
+        assert client.get(bad).status_code in (400, 404), bad
+
+
+def test_chat_api_serves_each_run_tuned_and_base(client):
+    ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert ids == ["duckling", "duckling-base"]
+    reply = client.post("/v1/chat/completions", json={"model": "duckling", "max_tokens": 24,
+                                                      "messages": [{"role": "user", "content": QA[0][0]}]}).json()
+    assert reply["choices"][0]["message"]["content"] == QA[0][1]
+    assert client.post("/v1/chat/completions", json={"model": "other", "messages": [{"role": "user", "content": "x"}]}
+                       ).status_code == 404
+
+
+def test_export_state_and_seam(client, runs_dir):
+    from ducktune.ui import runs
+
+    assert client.get("/api/info").json()["export_available"] is runs.export_available()
+    if not runs.export_available():
+        response = client.post("/api/export/start", json={"name": "duckling"})
+        assert response.status_code == 400 and "not available in this build" in error_of(response)
+    # Whatever the export command writes, its GGUF files, Modelfile and report are found and downloadable.
+    out = runs_dir / "duckling" / "export"
+    out.mkdir()
+    (out / "duckling-q4_k_m.gguf").write_bytes(b"GGUF" + bytes(60))
+    (out / "Modelfile").write_text("FROM ./duckling-q4_k_m.gguf\n")
+    (out / "verification.md").write_text("| check | result |\n|---|---|\n| top-1 agreement | 1.00 |\n")
+    listing = client.get("/api/export/duckling").json()
+    assert sorted(f["relative"] for f in listing["files"]) == ["export/Modelfile", "export/duckling-q4_k_m.gguf"]
+    assert "top-1 agreement" in listing["report"]
+    gguf = next(f for f in listing["files"] if f["name"].endswith(".gguf"))
+    assert client.get("/" + gguf["url"]).content == b"GGUF" + bytes(60)
+
+
+def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs_dir, tiny_qwen, tmp_path):
+    data = write_dataset(tmp_path / "d.json")
+    run_dir = runs_dir / "ui-run"
+    values = {"model.name_or_path": str(tiny_qwen), "data.datasets": f"- {data}", "train.max_steps": 2000,
+              "train.save_steps": 5, "output.dir": str(run_dir), "train.batch_size": 2}
+    started = client.post("/api/train/start", json=values).json()
+    assert started["run_dir"] == str(run_dir)
+    saved = Path(started["yaml_path"])
+    assert load_config(saved).train.max_steps == 2000
+    assert client.get(f"/api/configs/{started['yaml_name']}").text == saved.read_text()
+    second = client.post("/api/train/start", json={**values, "train.max_steps": 5})
+    assert second.status_code == 400 and "already running" in error_of(second)
+    assert load_config(saved).train.max_steps == 2000  # the running job's YAML is left as it runs
+
+    deadline = time.monotonic() + 240
+    status = client.get("/api/train/status").json()
+    while time.monotonic() < deadline and not (status.get("progress") and len(status.get("metrics", [])) >= 6):
+        assert status["state"] == "running", status.get("log", "")[-2000:]
+        time.sleep(0.5)
+        status = client.get("/api/train/status").json()
+    assert status["progress"]["total"] == 2000 and status["progress"]["step"] >= 1
+    assert status["command"] == f"ducktune train {saved}"
+    assert [m["step"] for m in status["metrics"]][:3] == [1, 2, 3]
+
+    client.post("/api/train/stop")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and client.get("/api/train/status").json()["state"] == "stopping":
+        time.sleep(0.3)
+    status = client.get("/api/train/status").json()
+    assert status["state"] == "stopped"
+    finished = client.post("/api/train/start", json={**values, "output.dir": str(runs_dir / "duckling")})
+    assert finished.status_code == 400 and error_of(finished).startswith("form: output.dir:")
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["status"] == "interrupted"  # Ctrl-C semantics: resumable with the same command
+    assert (run_dir / "config.yaml").read_text() == saved.read_text()
+    assert yaml.safe_load(saved.read_text())["output"]["dir"] == str(run_dir)
+
+
+def test_other_sites_cannot_drive_the_ui(client):
+    """CSRF and DNS rebinding: a page from another origin must not start training."""
+    values = {"train.max_steps": 1}
+    assert client.post("/api/config/validate", json=values, headers={"Origin": "http://127.0.0.1:7860"}).status_code == 200
+    refused = client.post("/api/train/start", json=values, headers={"Origin": "http://evil.example"})
+    assert refused.status_code == 403 and "cross-origin" in error_of(refused)
+    rebound = client.get("/api/info", headers={"Host": "evil.example:7860"})
+    assert rebound.status_code == 403
+    assert client.get("/api/info", headers={"Host": "localhost:7860"}).status_code == 200

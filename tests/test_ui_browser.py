@@ -1,0 +1,183 @@
+"""The web UI in a real headless Chromium (Debian's), driven by Playwright: upload a dataset,
+check and preview it, train a tiny model from the generated form, watch the loss chart fill,
+chat with the tuned model, and save screenshots.
+
+Set DUCKTUNE_SCREENSHOTS=docs to also write the screenshots used by the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from web_helpers import QA, cli_server, free_port, shared_trained_run, thread_server, write_dataset
+
+CHROMIUM = "/usr/bin/chromium"
+LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(),
+                                reason="Debian chromium is not installed (apt-get install chromium chromium-driver)")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def ui(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    port = free_port()
+    with cli_server(["ui", "--port", str(port), "--runs-dir", str(root / "runs")], port, root / "ui.log",
+                    ready_path="/api/info", cwd=root) as url:
+        yield {"url": url, "root": root, "log": root / "ui.log"}
+
+
+def save_shots(page, shots: dict[str, Path], name: str, full_page: bool = False) -> None:
+    path = shots["dir"] / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    if shots.get("docs"):
+        shutil.copy(path, shots["docs"] / path.name)
+
+
+def open_page(browser, url: str):
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: problems.append(f"console: {msg.text}") if msg.type == "error" else None)
+    page.goto(url + "/")
+    page.wait_for_selector("body[data-ready='1']")
+    return page, problems
+
+
+def test_page_checks_previews_and_chats_in_both_languages(browser, tiny_qwen, tmp_path_factory, tmp_path):
+    """Fast tier: an in-process UI over an already trained run (no training here)."""
+    from ducktune.ui.app import create_ui_app
+
+    runs = tmp_path / "runs"
+    shutil.copytree(shared_trained_run(tiny_qwen, tmp_path_factory), runs / "duckling")
+    dataset = write_dataset(tmp_path / "duckling.json")
+    with thread_server(create_ui_app(runs), free_port()) as url:
+        page, problems = open_page(browser, url)
+        page.click(".tabs button[data-tab=train]")
+        assert page.locator("#train-form .opt").count() > 40  # the whole schema, folded
+        page.fill("#opt-model\\.name_or_path", str(tiny_qwen))
+        page.click(".tabs button[data-tab=data]")
+        page.set_input_files("#data-file", str(dataset))
+        page.wait_for_selector("#data-verdict.ok")
+        page.wait_for_selector("#preview-samples .sample .tok.trained")
+        assert page.locator("#preview-samples .sample").count() == 3
+        page.click(".tabs button[data-tab=chat]")
+        page.wait_for_selector("#chat-run option[value=duckling]", state="attached")
+        page.fill("#chat-input", QA[1][0])
+        page.click("#chat-send")
+        page.wait_for_selector("#messages-tuned .msg.assistant[data-done]", timeout=60_000)
+        page.wait_for_selector("#messages-base .msg.assistant[data-done]", timeout=60_000)
+        assert page.inner_text("#messages-tuned .msg.assistant").startswith(QA[1][1])
+        page.click(".tabs button[data-tab=runs]")
+        page.wait_for_selector("#runs-table tbody tr[data-run=duckling]")
+        page.click(".lang button[data-lang=zh]")
+        assert page.inner_text(".tabs button[data-tab=chat]") == "对话"
+        assert page.inner_text("#runs-table thead th >> nth=0") == "运行"
+        page.click(".lang button[data-lang=en]")
+        assert page.inner_text(".tabs button[data-tab=chat]") == "Chat"
+        page.screenshot(path=str(tmp_path / "ui-runs.png"))
+        assert not problems, problems
+
+
+@pytest.mark.slow
+def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
+    shots = {"dir": tmp_path}
+    if os.environ.get("DUCKTUNE_SCREENSHOTS"):
+        shots["docs"] = Path(os.environ["DUCKTUNE_SCREENSHOTS"]).resolve()
+        shots["docs"].mkdir(parents=True, exist_ok=True)
+    dataset = write_dataset(tmp_path / "duckling.json")
+    page, problems = open_page(browser, ui["url"])
+
+    # Train tab first: the model picker takes a local folder (the tiny model).
+    page.click(".tabs button[data-tab=train]")
+    page.fill("#opt-model\\.name_or_path", str(tiny_qwen))
+
+    # Data: upload, check, templated preview with the trained tokens marked.
+    page.click(".tabs button[data-tab=data]")
+    page.set_input_files("#data-file", str(dataset))
+    page.wait_for_selector("#data-verdict.ok")
+    assert page.inner_text("#data-summary .stats").split() == ["alpaca", "format", "5", "records", "5", "samples",
+                                                                "0", "problems"]
+    page.wait_for_selector("#preview-samples .sample .tok.trained")
+    trained = page.locator("#preview-samples .sample").first.locator(".tok.trained").all_inner_texts()
+    context = page.locator("#preview-samples .sample").first.locator(".tok:not(.trained)").all_inner_texts()
+    assert "".join(trained).startswith(QA[0][1]) and QA[0][0] in "".join(context)
+    assert QA[0][1] not in "".join(context)
+    save_shots(page, shots, "ui-data")
+    page.click("#data-use")
+
+    # Train: the generated form, with a few settings for a quick tiny run.
+    uploaded = ui["root"] / "runs" / ".ui" / "uploads" / dataset.name
+    assert uploaded.read_bytes() == dataset.read_bytes()
+    assert page.input_value("#opt-data\\.datasets").strip() == f"- {uploaded}"
+    page.check("#show-advanced")
+    for key, value in {"train.max_steps": "60", "train.learning_rate": "0.01", "train.batch_size": "5",
+                       "train.warmup_ratio": "0", "train.save_steps": "1000", "lora.dropout": "0",
+                       "eval.max_new_tokens": "24", "output.dir": str(ui["root"] / "runs" / "duckling")}.items():
+        page.fill(f"#opt-{key.replace('.', chr(92) + '.')}", value)
+    page.uncheck("#show-advanced")
+    page.click("#train-start")
+    page.wait_for_selector("#train-chart circle.pt >> nth=2", timeout=180_000)  # live points while training
+    page.wait_for_selector("#train-state.completed", timeout=300_000)
+    points = page.locator("#train-chart circle.pt").count()
+    assert points == 60
+    assert "60 / 60" in page.inner_text("#train-steps")
+    save_shots(page, shots, "ui-train")
+
+    # The YAML the UI saved and ran is downloadable and is exactly the run's config.
+    href = page.get_attribute("#train-download", "href")
+    saved_yaml = httpx.get(f"{ui['url']}/{href}").text
+    run_dir = ui["root"] / "runs" / "duckling"
+    assert saved_yaml == (run_dir / "config.yaml").read_text()
+    assert yaml.safe_load(saved_yaml)["train"]["max_steps"] == 60
+
+    # Chat: tuned and base side by side; the tuned model answers what it learned.
+    page.click(".tabs button[data-tab=chat]")
+    page.select_option("#chat-run", "duckling")
+    page.fill("#chat-max-tokens", "40")
+    page.fill("#chat-input", QA[0][0])
+    page.press("#chat-input", "Enter")
+    page.wait_for_selector("#messages-tuned .msg.assistant[data-done]", timeout=120_000)
+    page.wait_for_selector("#messages-base .msg.assistant[data-done]", timeout=120_000)
+    assert page.inner_text("#messages-tuned .msg.assistant").startswith(QA[0][1])
+    # A second turn: the conversation goes on (multi-turn history is sent).
+    page.fill("#chat-input", QA[4][0])
+    page.press("#chat-input", "Enter")
+    page.wait_for_selector("#messages-tuned .msg.assistant[data-done] >> nth=1", timeout=120_000)
+    page.wait_for_selector("#messages-base .msg.assistant[data-done] >> nth=1", timeout=120_000)
+    assert page.locator("#messages-tuned .msg.user").count() == 2
+    save_shots(page, shots, "ui-chat")
+
+    # Runs: the finished run with its loss and report; Export: a clear state either way.
+    page.click(".tabs button[data-tab=runs]")
+    page.click("#runs-table tbody tr[data-run=duckling]")
+    page.wait_for_selector("#run-report table")
+    assert page.locator("#run-chart circle.pt").count() == 60
+    save_shots(page, shots, "ui-runs")
+    page.click(".tabs button[data-tab=export]")
+    assert page.is_visible("#export-unavailable") or page.is_visible("#export-available")
+
+    # Chinese labels.
+    page.click(".lang button[data-lang=zh]")
+    assert page.inner_text(".tabs button[data-tab=train]") == "训练"
+    page.click(".tabs button[data-tab=chat]")
+    save_shots(page, shots, "ui-chat-zh")
+    assert not problems, problems
+    log = ui["log"].read_text()
+    assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
