@@ -34,7 +34,7 @@ def plot_loss(metrics: list[dict], path: Path) -> bool:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", "<br>").strip() or "(empty)"
+    return text.strip().replace("|", "\\|").replace("\n", "<br>") or "(empty)"
 
 
 def comparison_table(rows: list[dict]) -> str:
