@@ -49,3 +49,11 @@ def test_nothing_to_preview_is_an_error(tmp_path, tiny_qwen, capsys):
     assert code == 2
     assert err.splitlines() == [f"error: {path}:1: messages[1]: empty assistant answer",
                                 "error: no usable samples to preview (after skipping 0)"]
+
+
+def test_preference_pair_previews_the_chosen_answer(tmp_path, tiny_qwen, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}])
+    code, out, _ = run_cli(capsys, "data", "preview", path, "--model", tiny_qwen)
+    assert code == 0
+    assert "preference pair: the prompt with the chosen answer" in out
+    assert "«Hello!<|im_end|>»" in out and "Go away." not in out

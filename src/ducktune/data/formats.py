@@ -317,9 +317,11 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
             else:
                 issues.append(record.issue(f"{where}.{rk}", f"unknown role {raw_role!r} (use system, user or assistant)"))
             return None
-        content = _text(turn.get(ck), record, f"{where}.{ck}", issues)
-        if content is None:
-            return None
+        content = turn.get(ck)
+        if type(content) is not str:  # the common case skips the general path (and its field name)
+            content = _text(content, record, f"{where}.{ck}", issues)
+            if content is None:
+                return None
         messages.append(Message(role, content))
         fields.append(where)
     return messages, fields
