@@ -30,7 +30,7 @@ CASES = {
         ["d.jsonl:2: (record): does not fit the alpaca format: no 'instruction'/'input' and 'output' fields"]),
     "missing assistant answer (messages)": (
         "d.jsonl", '{"messages": [{"role": "user", "content": "q"}]}\n',
-        ["d.jsonl:1: messages: no assistant answer: the last turn (messages[0]) is from the user"]),
+        ["d.jsonl:1: messages: no assistant answer: the last turn is from the user"]),
     "empty assistant answer": (
         "d.jsonl", f'{GOOD}\n{{"instruction": "q", "output": "  "}}\n',
         ["d.jsonl:2: output: empty assistant answer"]),

@@ -203,7 +203,7 @@ def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt
         issues.append(record.issue(field, "no user turn"))
         return None
     if messages[last].role != "assistant":
-        issues.append(record.issue(field, f"no assistant answer: the last turn ({fields[last]}) is from the user"))
+        issues.append(record.issue(field, "no assistant answer: the last turn is from the user"))
         return None
     if options.require_alternation:
         turns = [i for i, m in enumerate(messages) if m.role != "system"]

@@ -49,6 +49,11 @@ def read_datasets(config: DataConfig, options: NormalizeOptions = DEFAULT_OPTION
     return [read_dataset(spec, config.dataset_dir, options) for spec in config.datasets]
 
 
+def load_file(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> FileData:
+    """One file read and normalized, problems collected (the web UI's Data tab uses this)."""
+    return read_spec(DatasetSpec(path=str(path), format=fmt, columns=columns or {}))[0]
+
+
 def load_data(config: DataConfig, seed: int = 42, skip_bad: bool | None = None, chat_format=None,
               options: NormalizeOptions | None = None) -> LoadedData:
     """Load, validate and mix every dataset. Raises DataError listing every problem when unusable.
