@@ -128,4 +128,4 @@ def test_unreadable_file_is_not_skipped_by_skip_bad(in_tmp, capsys):
     (in_tmp / "a.json").write_text(f'[\n{GOOD},\n{{"instruction": "q", "output": }}\n]\n')
     code, out, _ = run_cli(capsys, "data", "check", "a.json", "--no-tokens", "--skip-bad")
     assert code == 2
-    assert "make whole files unreadable" in out
+    assert "make a whole file or dataset unreadable" in out

@@ -130,7 +130,7 @@ def build_config(args, sources: list[str]):
     """A RunConfig from --config/--set, with the command line's sources and options applied."""
     from pydantic import ValidationError
 
-    from ducktune.config import DatasetSpec, format_validation_error, load_config
+    from ducktune.config import TAG_NAMES, DatasetSpec, format_validation_error, load_config
     from ducktune.errors import ConfigError
 
     overrides = list(getattr(args, "overrides", []))
@@ -148,6 +148,9 @@ def build_config(args, sources: list[str]):
         shaping["columns"] = _pairs(args.column, "--column")
     if args.tag:
         shaping["tags"] = _pairs(args.tag, "--tag")
+        unknown = sorted(set(shaping["tags"]) - set(TAG_NAMES))
+        if unknown:
+            raise UserError(f"--tag {unknown[0]}: unknown tag (known: {', '.join(TAG_NAMES)})")
     try:
         if sources:
             config.data.datasets = [DatasetSpec(path=source, **shaping) for source in sources]
@@ -155,8 +158,7 @@ def build_config(args, sources: list[str]):
             config.data.datasets = [DatasetSpec(**{**spec.model_dump(exclude_unset=True), **shaping})
                                     for spec in config.data.datasets]
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, "command line").replace("command line: ", "command line: --", 1)
-                          ) from None
+        raise ConfigError(format_validation_error(err, "command line")) from None
     if not config.data.datasets:
         raise UserError("give a data file (or a dataset name), or --config with data.datasets")
     return config

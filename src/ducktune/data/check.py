@@ -116,7 +116,8 @@ def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool,
     issues = report.issues
     n = f"{len(issues):,} problem{'s' if len(issues) != 1 else ''}"
     if any(i.fatal for i in issues):
-        report.verdict = f"{n}; some make whole files unreadable: fix those (--skip-bad skips bad records, not files)"
+        report.verdict = (f"{n}; some make a whole file or dataset unreadable: fix those "
+                          "(--skip-bad skips bad records, not files)")
         return
     if issues and not skip_bad:
         good = report.samples - sum(1 for i in issues if i.field == "(template)")
