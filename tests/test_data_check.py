@@ -8,7 +8,8 @@ import pytest
 
 from data_support import chat, problem_lines, run_cli, write_json, write_jsonl
 from ducktune.config import load_config
-from ducktune.data.check import ShapeRenderer, check_data, percentile
+from ducktune.data.check import check_data
+from ducktune.data.lengths import ShapeRenderer, percentile
 from ducktune.data.loader import read_datasets
 from ducktune.data.template import ChatFormat
 from ducktune.models.loading import load_tokenizer
