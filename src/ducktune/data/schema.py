@@ -15,7 +15,7 @@ from typing import Literal
 ROLES = ("system", "user", "assistant")
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     role: str
     content: str
@@ -24,7 +24,7 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     kind: Literal["chat", "text", "preference"]
     messages: list[Message] = field(default_factory=list)
