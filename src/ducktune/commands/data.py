@@ -134,14 +134,17 @@ def build_config(args, sources: list[str]):
     from ducktune.errors import ConfigError
 
     overrides = list(getattr(args, "overrides", []))
-    for option, key in (("model", "model.name_or_path"), ("cutoff", "data.cutoff_len"), ("train_on", "data.train_on"),
-                        ("dataset_dir", "data.dataset_dir")):
+    for option, key in (("cutoff", "data.cutoff_len"), ("train_on", "data.train_on")):
         value = getattr(args, option, None)
         if value is not None:
             overrides.append(f"{key}={value}")
     config = load_config(getattr(args, "config", None), overrides)
-    if getattr(args, "chat_template", None):
-        config.model.chat_template = args.chat_template  # a template string must not go through YAML parsing
+    # Names, paths and templates are set as given: YAML parsing could turn them into numbers or mappings.
+    for option, section, key in (("model", config.model, "name_or_path"), ("chat_template", config.model, "chat_template"),
+                                 ("dataset_dir", config.data, "dataset_dir")):
+        value = getattr(args, option, None)
+        if value:
+            setattr(section, key, value)
     shaping = {"format": args.format, "text_unit": args.text_unit}
     shaping = {k: v for k, v in shaping.items() if v is not None}
     if args.column:
@@ -181,7 +184,7 @@ def check(args) -> int:
     if args.json:
         print(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:
-        print(render_report(report, args.max_problems, args.skip_bad))
+        print(render_report(report, args.max_problems))
     return 0 if report.usable else 2
 
 

@@ -116,7 +116,7 @@ def _counter(counter: Counter, order: tuple = ()) -> str:
     return " · ".join(f"{k} {_count(counter[k])}" for k in keys) or "none"
 
 
-def render_report(report: CheckReport, max_problems: int = 50, skip_bad: bool = False) -> str:
+def render_report(report: CheckReport, max_problems: int = 50) -> str:
     lines = []
     files = report.files
     lines.append(f"Checked {len(files)} file{'s' if len(files) != 1 else ''}: {_count(report.records)} records")
