@@ -62,12 +62,16 @@ class ModelConfig(_Section):
     )
 
 
+TAG_NAMES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag", "observation_tag", "function_tag")
+
+
 class DatasetSpec(_Section):
     path: str = Field(
         ...,
         description=(
             "A .json/.jsonl/.csv/.tsv/.parquet/.txt file, a folder of such files, a dataset name "
-            "registered in a LLaMA-Factory dataset_info.json, or 'hf:org/name' for a Hugging Face dataset."
+            "registered in a LLaMA-Factory dataset_info.json (in data.dataset_dir), or 'hf:org/name' "
+            "for a Hugging Face dataset ('hf:/local/folder' for one on disk)."
         ),
     )
     format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "text", "preference"] = Field(
@@ -75,26 +79,76 @@ class DatasetSpec(_Section):
     )
     columns: dict[str, str] = Field(
         default_factory=dict,
-        description="Field renames for files whose fields have other names, e.g. {instruction: question, output: answer}.",
+        description=(
+            "Field renames for files whose fields have other names: ducktune's name -> the file's, "
+            "e.g. {instruction: question, output: answer}. LLaMA-Factory's names (prompt, query, "
+            "response, messages, system, history, chosen, rejected) work too."
+        ),
+    )
+    tags: dict[Literal[TAG_NAMES], str] = Field(  # type: ignore[valid-type]
+        default_factory=dict,
+        description=(
+            "For conversation lists with other keys or role names (LLaMA-Factory's tags): role_tag, "
+            "content_tag, user_tag, assistant_tag, system_tag, e.g. {role_tag: speaker, content_tag: text, "
+            "user_tag: USER, assistant_tag: BOT}."
+        ),
     )
     repeat: float = Field(
         1.0,
         gt=0,
-        description="How many times this dataset is used per epoch (2 = twice; 0.5 = a random half).",
+        description=(
+            "How many times this dataset is used per epoch (2 = twice; 0.5 = a random half). "
+            "One example repeated 10,000 times: {path: me.json, repeat: 10000}."
+        ),
     )
-    max_samples: int | None = Field(None, gt=0, description="Use at most this many records of this dataset.")
+    weight: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "Share of the mix drawn from this dataset, relative to the other datasets' weights "
+            "(set it on every dataset or on none; not together with repeat). The mix has "
+            "data.max_samples samples, else as many as the datasets hold together."
+        ),
+    )
+    max_samples: int | None = Field(None, gt=0, description="Use at most the first N records of this dataset.")
     split: str = Field("train", description="Split to read for Hugging Face datasets.")
+    subset: str | None = Field(None, description="Configuration (subset) name of a Hugging Face dataset.")
+    data_dir: str | None = Field(None, description="Folder inside a Hugging Face dataset repository to read.")
+    text_unit: Literal["paragraph", "line", "file"] = Field(
+        "paragraph",
+        description="How .txt files become samples: paragraphs separated by blank lines, single lines, or whole files.",
+    )
+
+    @model_validator(mode="after")
+    def _repeat_or_weight(self) -> "DatasetSpec":
+        if self.weight is not None and "repeat" in self.model_fields_set:
+            raise ValueError("set repeat or weight, not both")
+        return self
 
 
 class DataConfig(_Section):
     datasets: list[DatasetSpec] = Field(
-        default_factory=list, description="Training datasets; several are mixed (see each one's repeat)."
+        default_factory=list,
+        description="Training datasets; several are mixed (see each one's repeat or weight).",
+    )
+    dataset_dir: str = Field(
+        "data",
+        description=(
+            "Folder with a LLaMA-Factory dataset_info.json: datasets[].path may be the name of a dataset "
+            "registered there."
+        ),
     )
     cutoff_len: int = Field(
         1024, gt=8, description="Maximum tokens per sample; longer samples are truncated (and counted in the log)."
     )
     val_ratio: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Fraction of samples held out for evaluation (0 = none)."
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Fraction of samples held out for evaluation (0 = none), taken from each dataset before "
+            "repeats, so no copy of a validation sample is trained on."
+        ),
     )
     val_file: str | None = Field(None, description="A separate validation file (instead of val_ratio).")
     train_on: Literal["assistant", "last_assistant", "all"] = Field(
@@ -120,6 +174,14 @@ class DataConfig(_Section):
         if isinstance(value, list):
             return [{"path": item} if isinstance(item, str) else item for item in value]
         return value
+
+    @model_validator(mode="after")
+    def _weights_everywhere_or_nowhere(self) -> "DataConfig":
+        weighted = [spec.weight is not None for spec in self.datasets]
+        if any(weighted) and not all(weighted):
+            missing = ", ".join(spec.path for spec in self.datasets if spec.weight is None)
+            raise ValueError(f"datasets: set weight on every dataset or on none (no weight: {missing})")
+        return self
 
 
 class LoraConfig(_Section):
@@ -317,6 +379,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             spec.path = _resolve_relative(spec.path, base)
         if config.data.val_file:
             config.data.val_file = _resolve_relative(config.data.val_file, base)
+        config.data.dataset_dir = _resolve_relative(config.data.dataset_dir, base)
     return config
 
 

@@ -7,13 +7,19 @@ Formats (what people's tutorials produce):
                                                               from/value items are accepted too
 - firefly:    {conversation: [{human, assistant}], system?}
 - text:       {text}                                          continued pre-training, every token trained
-- preference: {prompt|messages, chosen, rejected}             parsed and validated for preference tuning
+- preference: {prompt|instruction+input|messages|conversations, chosen, rejected}
+                                                              parsed and validated for preference tuning
 
 Normalizers never raise on odd input: every problem becomes an `Issue` naming the field.
+`NormalizeOptions` carries what depends on the dataset or the model: LLaMA-Factory style
+role/content tags, and the chat template's limits (strict user/assistant alternation, no
+system role), so those problems are reported per record before training.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from typing import Callable
 
 from ducktune.data.schema import Issue, Message, Record, Sample
@@ -25,17 +31,56 @@ ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatgpt", "bard", "bing"
 SYSTEM_ROLES = {"system"}
 
 
+_ROLE_NAMES = {**{r: "user" for r in USER_ROLES}, **{r: "assistant" for r in ASSISTANT_ROLES},
+               **{r: "system" for r in SYSTEM_ROLES}}
+
+
 def canonical_role(role: object) -> str | None:
     if not isinstance(role, str):
         return None
-    key = role.strip().lower()
-    if key in USER_ROLES:
-        return "user"
-    if key in ASSISTANT_ROLES:
-        return "assistant"
-    if key in SYSTEM_ROLES:
-        return "system"
-    return None
+    found = _ROLE_NAMES.get(role)  # the common case, without stripping and lowering
+    return found if found is not None else _ROLE_NAMES.get(role.strip().lower())
+
+
+@dataclass(frozen=True)
+class TurnTags:
+    """LLaMA-Factory's sharegpt `tags`: which keys hold a turn's role and text, and which role
+    values mean user / assistant / system. Unset tags fall back to ducktune's defaults."""
+
+    role_tag: str | None = None
+    content_tag: str | None = None
+    user_tag: str | None = None
+    assistant_tag: str | None = None
+    system_tag: str | None = None
+    observation_tag: str | None = None
+    function_tag: str | None = None
+
+    @classmethod
+    def from_dict(cls, tags: dict[str, str] | None) -> "TurnTags | None":
+        return cls(**tags) if tags else None
+
+    def role(self, value: object) -> str | None:
+        for role, tag in (("user", self.user_tag), ("assistant", self.assistant_tag), ("system", self.system_tag)):
+            if tag is not None and value == tag:
+                return role
+        return canonical_role(value)
+
+    def tool_tag(self, value: object) -> str | None:
+        for name, tag in (("observation_tag", self.observation_tag), ("function_tag", self.function_tag)):
+            if tag is not None and value == tag:
+                return name
+        return None
+
+
+@dataclass(frozen=True)
+class NormalizeOptions:
+    tags: TurnTags | None = None
+    # Set from the chat template (see data/template_rules.py), never from a model list.
+    require_alternation: bool = False
+    allow_system: bool = True
+
+
+DEFAULT_OPTIONS = NormalizeOptions()
 
 
 # ----------------------------------------------------------------------------- detection
@@ -44,9 +89,9 @@ def fits(fmt: str, value: object) -> str | None:
     """None when `value` looks like format `fmt`, else why not (for "no known format" errors)."""
     if not isinstance(value, dict):
         return f"a record is a {type(value).__name__}, not an object"
-    keys = set(value)
+    keys = value.keys()
     if fmt == "preference":
-        return None if {"chosen", "rejected"} <= keys else "no 'chosen' and 'rejected' fields"
+        return None if "chosen" in keys and "rejected" in keys else "no 'chosen' and 'rejected' fields"
     if fmt == "sharegpt":
         return None if "conversations" in keys else "no 'conversations' field"
     if fmt == "messages":
@@ -84,11 +129,15 @@ def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | 
         return max(counts, key=lambda f: (counts[f], -_DETECTION_ORDER.index(f))), ""
     first = records[0].value if records else None
     reasons = "; ".join(f"{fmt}: {fits(fmt, first)}" for fmt in _DETECTION_ORDER)
-    keys = f"fields {sorted(first)[:8]}" if isinstance(first, dict) else f"a {type(first).__name__}"
-    return None, f"no known format fits (the first record has {keys}). Tried {reasons}"
+    if isinstance(first, dict):
+        names = sorted(str(k) for k in first)
+        described = f"fields {names[:8]}" if names else "no fields"
+    else:
+        described = f"a {type(first).__name__}"
+    return None, f"no known format fits (the first record has {described}). Tried {reasons}"
 
 
-# ----------------------------------------------------------------------------- normalizers
+# ----------------------------------------------------------------------------- helpers
 
 def _text(value: object, record: Record, field: str, issues: list[Issue], required: bool = True) -> str | None:
     """A string field; OpenAI-style lists of text parts are joined."""
@@ -96,6 +145,8 @@ def _text(value: object, record: Record, field: str, issues: list[Issue], requir
         if required:
             issues.append(record.issue(field, "missing"))
         return None
+    if isinstance(value, str):
+        return value
     if isinstance(value, list):
         parts = []
         for i, part in enumerate(value):
@@ -108,44 +159,88 @@ def _text(value: object, record: Record, field: str, issues: list[Issue], requir
                 issues.append(record.issue(f"{field}[{i}]", f"only text parts are supported (got {kind!r})"))
                 return None
         return "".join(parts)
-    if not isinstance(value, str):
-        issues.append(record.issue(field, f"must be a string, got {type(value).__name__}"))
-        return None
+    issues.append(record.issue(field, f"must be a string, got {type(value).__name__}"))
+    return None
+
+
+def _json_list(value: object) -> object:
+    """CSV cells hold lists as JSON text: '[{"from": "human", ...}]'. Anything else is returned as is."""
+    if isinstance(value, str) and value.lstrip()[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
     return value
 
 
-def _finish_chat(messages: list[Message], record: Record, fmt: str, issues: list[Issue], field: str) -> Sample | None:
-    """Common checks: a user turn exists, the last turn is a non-empty assistant answer."""
+def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt: str, issues: list[Issue],
+                 field: str, options: NormalizeOptions) -> Sample | None:
+    """Common checks: turn order, a user turn, a non-empty assistant answer last, template limits."""
     if issues:
         return None
-    turns = [m for m in messages if m.role != "system"]
-    if not turns:
+    has_user = False
+    last = -1  # index of the last user/assistant turn
+    for i, message in enumerate(messages):  # one pass: this runs for every record
+        role = message.role
+        if role == "system":
+            if i:
+                issues.append(record.issue(fields[i], f"a system message must come first (it is at position {i})"))
+                return None
+            if not options.allow_system:
+                issues.append(record.issue(fields[0], "this model's chat template does not accept a system message"))
+                return None
+            continue
+        last = i
+        if role == "user":
+            has_user = True
+        elif not message.content.strip():
+            issues.append(record.issue(fields[i], "empty assistant answer"))
+            return None
+    if last < 0:
         issues.append(record.issue(field, "no user or assistant turns"))
         return None
-    for i, message in enumerate(messages):
-        if message.role == "system" and i != 0:
-            issues.append(record.issue(field, f"system message at position {i}: it must come first"))
-            return None
-    if not any(m.role == "user" for m in turns):
+    if not has_user:
         issues.append(record.issue(field, "no user turn"))
         return None
-    last = turns[-1]
-    if last.role != "assistant":
+    if messages[last].role != "assistant":
         issues.append(record.issue(field, "no assistant answer: the last turn is from the user"))
         return None
-    for message in turns:
-        if message.role == "assistant" and not message.content.strip():
-            issues.append(record.issue(field, "empty assistant answer"))
+    if options.require_alternation:
+        turns = [i for i, m in enumerate(messages) if m.role != "system"]
+        if not _alternates(messages, fields, turns, record, issues):
             return None
-    return Sample("chat", messages=messages, where=record.where, format=fmt)
+    return Sample("chat", messages=messages, where=record.where, format=fmt, fields=fields)
 
 
-def _system(value: dict, record: Record, issues: list[Issue], field: str = "system") -> list[Message]:
+def _alternates(messages: list[Message], fields: list[str], turns: list[int], record: Record,
+                issues: list[Issue]) -> bool:
+    if messages[turns[0]].role != "user":
+        issues.append(record.issue(fields[turns[0]], "the conversation starts with an assistant turn; "
+                                                     "this model's chat template requires it to start with a user turn"))
+        return False
+    for previous, current in zip(turns, turns[1:]):
+        role = messages[current].role
+        if role == messages[previous].role:
+            between = "assistant answer" if role == "user" else "user turn"
+            issues.append(record.issue(
+                fields[current],
+                f"two {role} turns in a row ({fields[previous]} and {fields[current]}) with no {between} between them; "
+                "this model's chat template requires alternating user and assistant turns"))
+            return False
+    return True
+
+
+def _system(value: dict, record: Record, issues: list[Issue], field: str = "system") -> tuple[list[Message], list[str]]:
     system = _text(value.get(field), record, field, issues, required=False)
-    return [Message("system", system)] if system and system.strip() else []
+    if system and system.strip():
+        return [Message("system", system)], [field]
+    return [], []
 
 
-def normalize_alpaca(value: dict, record: Record, issues: list[Issue]) -> Sample | None:
+# ----------------------------------------------------------------------------- normalizers
+
+def normalize_alpaca(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+                     ) -> Sample | None:
     instruction = _text(value.get("instruction"), record, "instruction", issues, required=False) or ""
     extra = _text(value.get("input"), record, "input", issues, required=False) or ""
     output = _text(value.get("output"), record, "output", issues)
@@ -159,32 +254,49 @@ def normalize_alpaca(value: dict, record: Record, issues: list[Issue]) -> Sample
     if not output.strip():
         issues.append(record.issue("output", "empty assistant answer"))
         return None
-    messages = _system(value, record, issues)
-    history = value.get("history")
-    if history is not None:
-        if not isinstance(history, list):
-            issues.append(record.issue("history", f"must be a list of [question, answer] pairs, got {type(history).__name__}"))
-            return None
-        for i, pair in enumerate(history):
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
-                issues.append(record.issue(f"history[{i}]", "must be a [question, answer] pair"))
-                return None
-            q = _text(pair[0], record, f"history[{i}][0]", issues)
-            a = _text(pair[1], record, f"history[{i}][1]", issues)
-            if issues:
-                return None
-            messages += [Message("user", q), Message("assistant", a)]
+    messages, fields = _system(value, record, issues)
+    history = _history(value, record, issues)
+    if history is None:
+        return None
+    for m, f in history:
+        messages.append(m)
+        fields.append(f)
     messages += [Message("user", prompt), Message("assistant", output)]
-    return _finish_chat(messages, record, "alpaca", issues, "output")
+    fields += ["instruction" if instruction.strip() else "input", "output"]
+    return _finish_chat(messages, fields, record, "alpaca", issues, "output", options)
+
+
+def _history(value: dict, record: Record, issues: list[Issue]) -> list[tuple[Message, str]] | None:
+    history = _json_list(value.get("history"))
+    if history is None or history == "":
+        return []
+    if not isinstance(history, list):
+        issues.append(record.issue("history", f"must be a list of [question, answer] pairs, got {type(history).__name__}"))
+        return None
+    out = []
+    for i, pair in enumerate(history):
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2):
+            issues.append(record.issue(f"history[{i}]", "must be a [question, answer] pair"))
+            return None
+        q = _text(pair[0], record, f"history[{i}][0]", issues)
+        a = _text(pair[1], record, f"history[{i}][1]", issues)
+        if issues:
+            return None
+        out += [(Message("user", q), f"history[{i}][0]"), (Message("assistant", a), f"history[{i}][1]")]
+    return out
 
 
 def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, role_key: str, content_key: str,
-               alt_keys: tuple[str, str] | None = None) -> list[Message] | None:
-    turns = value.get(field)
+               alt_keys: tuple[str, str] | None, tags: TurnTags | None) -> tuple[list[Message], list[str]] | None:
+    turns = _json_list(value.get(field))
     if not isinstance(turns, list):
         issues.append(record.issue(field, f"must be a list of turns, got {type(turns).__name__}"))
         return None
+    if tags is not None:
+        role_key, content_key = tags.role_tag or role_key, tags.content_tag or content_key
+    role_of = tags.role if tags is not None else canonical_role
     messages: list[Message] = []
+    fields: list[str] = []
     for i, turn in enumerate(turns):
         where = f"{field}[{i}]"
         if not isinstance(turn, dict):
@@ -196,39 +308,63 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
         if rk not in turn:
             issues.append(record.issue(f"{where}.{role_key}", "missing"))
             return None
-        role = canonical_role(turn[rk])
+        raw_role = turn[rk]
+        role = role_of(raw_role)
         if role is None:
-            issues.append(record.issue(f"{where}.{rk}", f"unknown role {turn[rk]!r} (use system, user or assistant)"))
+            tool = tags.tool_tag(raw_role) if tags is not None else None
+            if tool:
+                issues.append(record.issue(f"{where}.{rk}", f"{raw_role!r} ({tool}) is a tool turn; tool calls are not supported yet"))
+            else:
+                issues.append(record.issue(f"{where}.{rk}", f"unknown role {raw_role!r} (use system, user or assistant)"))
             return None
-        content = _text(turn.get(ck), record, f"{where}.{ck}", issues)
-        if content is None:
-            return None
+        content = turn.get(ck)
+        if type(content) is not str:  # the common case skips the general path (and its field name)
+            content = _text(content, record, f"{where}.{ck}", issues)
+            if content is None:
+                return None
         messages.append(Message(role, content))
-    return messages
+        fields.append(where)
+    return messages, fields
 
 
-def normalize_sharegpt(value: dict, record: Record, issues: list[Issue]) -> Sample | None:
-    turns = _turn_list(value, record, issues, "conversations", "from", "value", alt_keys=("role", "content"))
-    if turns is None:
+def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, options: NormalizeOptions
+                ) -> tuple[list[Message], list[str]] | None:
+    if field == "conversations":
+        parsed = _turn_list(value, record, issues, field, "from", "value", ("role", "content"), options.tags)
+    else:
+        parsed = _turn_list(value, record, issues, field, "role", "content", ("from", "value"), options.tags)
+    if parsed is None:
         return None
-    messages = _system(value, record, issues) if not (turns and turns[0].role == "system") else []
-    return _finish_chat(messages + turns, record, "sharegpt", issues, "conversations")
+    turns, fields = parsed
+    if turns and turns[0].role == "system":
+        return turns, fields
+    system, system_fields = _system(value, record, issues)
+    return system + turns, system_fields + fields
 
 
-def normalize_messages(value: dict, record: Record, issues: list[Issue]) -> Sample | None:
-    turns = _turn_list(value, record, issues, "messages", "role", "content", alt_keys=("from", "value"))
-    if turns is None:
+def normalize_sharegpt(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+                       ) -> Sample | None:
+    parsed = _chat_turns(value, record, issues, "conversations", options)
+    if parsed is None:
         return None
-    messages = _system(value, record, issues) if not (turns and turns[0].role == "system") else []
-    return _finish_chat(messages + turns, record, "messages", issues, "messages")
+    return _finish_chat(*parsed, record, "sharegpt", issues, "conversations", options)
 
 
-def normalize_firefly(value: dict, record: Record, issues: list[Issue]) -> Sample | None:
-    turns = value.get("conversation")
+def normalize_messages(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+                       ) -> Sample | None:
+    parsed = _chat_turns(value, record, issues, "messages", options)
+    if parsed is None:
+        return None
+    return _finish_chat(*parsed, record, "messages", issues, "messages", options)
+
+
+def normalize_firefly(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+                      ) -> Sample | None:
+    turns = _json_list(value.get("conversation"))
     if not isinstance(turns, list) or not turns:
         issues.append(record.issue("conversation", "must be a non-empty list of {human, assistant} turns"))
         return None
-    messages = _system(value, record, issues)
+    messages, fields = _system(value, record, issues)
     for i, turn in enumerate(turns):
         where = f"conversation[{i}]"
         if not isinstance(turn, dict):
@@ -239,10 +375,12 @@ def normalize_firefly(value: dict, record: Record, issues: list[Issue]) -> Sampl
         if issues:
             return None
         messages += [Message("user", human), Message("assistant", answer)]
-    return _finish_chat(messages, record, "firefly", issues, "conversation")
+        fields += [f"{where}.human", f"{where}.assistant"]
+    return _finish_chat(messages, fields, record, "firefly", issues, "conversation", options)
 
 
-def normalize_text(value: dict, record: Record, issues: list[Issue]) -> Sample | None:
+def normalize_text(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+                   ) -> Sample | None:
     text = _text(value.get("text"), record, "text", issues)
     if text is None:
         return None
@@ -252,21 +390,33 @@ def normalize_text(value: dict, record: Record, issues: list[Issue]) -> Sample |
     return Sample("text", text=text, where=record.where, format="text")
 
 
-def normalize_preference(value: dict, record: Record, issues: list[Issue]) -> Sample | None:
-    if "messages" in value:
-        prompt = _turn_list(value, record, issues, "messages", "role", "content", alt_keys=("from", "value"))
-    elif "conversations" in value:
-        prompt = _turn_list(value, record, issues, "conversations", "from", "value", alt_keys=("role", "content"))
+def normalize_preference(value: dict, record: Record, issues: list[Issue],
+                         options: NormalizeOptions = DEFAULT_OPTIONS) -> Sample | None:
+    if "messages" in value or "conversations" in value:
+        parsed = _chat_turns(value, record, issues, "messages" if "messages" in value else "conversations", options)
+        if parsed is None:
+            return None
+        prompt, fields = parsed
     else:
-        text = _text(value.get("prompt", value.get("instruction")), record, "prompt", issues)
-        prompt = [Message("user", text)] if text is not None else None
-    if prompt is None:
-        return None
+        # prompt, or alpaca-style instruction + input (LLaMA-Factory's alpaca preference data).
+        key = "prompt" if "prompt" in value else "instruction"
+        first = _text(value.get(key), record, key, issues, required=key == "prompt" or "input" not in value)
+        extra = _text(value.get("input"), record, "input", issues, required=False) if key == "instruction" else None
+        if issues:
+            return None
+        text = "\n".join(part for part in (first or "", extra or "") if part.strip())
+        prompt, fields = _system(value, record, issues)
+        history = _history(value, record, issues)
+        if history is None:
+            return None
+        prompt += [m for m, _ in history] + [Message("user", text)]
+        fields += [f for _, f in history] + [key]
     answers = {}
+    content_key = options.tags.content_tag if options.tags and options.tags.content_tag else "value"
     for key in ("chosen", "rejected"):
-        raw = value.get(key)
+        raw = _json_list(value.get(key))
         if isinstance(raw, dict):  # {"from": "gpt", "value": ...} as in LLaMA-Factory's sharegpt pairs
-            raw = raw.get("value", raw.get("content"))
+            raw = raw.get(content_key, raw.get("value", raw.get("content")))
         answers[key] = _text(raw, record, key, issues)
     if issues:
         return None
@@ -274,14 +424,20 @@ def normalize_preference(value: dict, record: Record, issues: list[Issue]) -> Sa
         if not answer.strip():
             issues.append(record.issue(key, "empty answer"))
             return None
-    if not prompt or prompt[-1].role != "user":
-        issues.append(record.issue("prompt", "the prompt must end with a user turn"))
+    users = [m for m in prompt if m.role != "system"]
+    if not users or users[-1].role != "user" or not users[-1].content.strip():
+        issues.append(record.issue(fields[-1] if fields else "prompt", "the prompt must end with a non-empty user turn"))
+        return None
+    if prompt[0].role == "system" and not options.allow_system:
+        issues.append(record.issue(fields[0], "this model's chat template does not accept a system message"))
         return None
     return Sample("preference", messages=prompt, chosen=answers["chosen"], rejected=answers["rejected"],
-                  where=record.where, format="preference")
+                  where=record.where, format="preference", fields=fields)
 
 
-NORMALIZERS: dict[str, Callable[[dict, Record, list[Issue]], Sample | None]] = {
+Normalizer = Callable[[dict, Record, list[Issue], NormalizeOptions], "Sample | None"]
+
+NORMALIZERS: dict[str, Normalizer] = {
     "alpaca": normalize_alpaca,
     "sharegpt": normalize_sharegpt,
     "messages": normalize_messages,
@@ -291,7 +447,8 @@ NORMALIZERS: dict[str, Callable[[dict, Record, list[Issue]], Sample | None]] = {
 }
 
 
-def normalize(record: Record, fmt: str, issues: list[Issue]) -> Sample | None:
+def normalize(record: Record, fmt: str, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+              ) -> Sample | None:
     """Normalize one record as `fmt`; problems are appended to `issues`."""
     value = record.value
     if not isinstance(value, dict):
@@ -303,4 +460,7 @@ def normalize(record: Record, fmt: str, issues: list[Issue]) -> Sample | None:
         hint = f"; it looks like {other}" if other else ""
         issues.append(record.issue("(record)", f"does not fit the {fmt} format: {reason}{hint}"))
         return None
-    return NORMALIZERS[fmt](value, record, issues)
+    own: list[Issue] = []
+    sample = NORMALIZERS[fmt](value, record, own, options)
+    issues += own
+    return sample

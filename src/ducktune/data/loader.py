@@ -1,32 +1,35 @@
-"""From `data:` in the config to the list of samples a run trains on.
+"""From `data:` in the config to the samples a run trains on.
 
-Reads every dataset, normalizes every record (collecting every problem, not just the
-first), mixes datasets by their repeat factors, dedupes, shuffles deterministically and
-splits off validation data.
+    read every dataset (sources.py) -> refuse on problems (or skip bad records) -> dedupe
+    -> per-dataset max_samples -> hold out validation samples -> mix by repeat or weight
+    -> deterministic shuffle -> global max_samples
+
+Validation samples are taken from each dataset before repeats, so no copy of a validation
+sample is trained on. Every random choice uses one `random.Random(seed)`.
 """
 
 from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from ducktune.config import DataConfig, DatasetSpec
-from ducktune.data import formats
-from ducktune.data.readers import SUPPORTED_SUFFIXES, read_file
-from ducktune.data.schema import Issue, Record, Sample
+from ducktune.data.formats import DEFAULT_OPTIONS, NormalizeOptions
+from ducktune.data.schema import Issue, Sample
+from ducktune.data.sources import DatasetRead, FileData, read_dataset, read_spec
 from ducktune.errors import DataError
 
 MAX_ISSUES_SHOWN = 20
 
 
 @dataclass
-class FileData:
-    path: str
-    format: str | None
-    samples: list[Sample] = field(default_factory=list)
-    issues: list[Issue] = field(default_factory=list)
-    records: int = 0
+class DatasetMix:
+    """How one configured dataset ended up in the mix."""
+
+    name: str
+    usable: int  # samples after dedupe and its max_samples (before the validation split)
+    train: int = 0  # samples in the training mix (repeats counted)
+    val: int = 0
 
 
 @dataclass
@@ -35,91 +38,98 @@ class LoadedData:
     val: list[Sample]
     files: list[FileData]
     issues: list[Issue]
-    skipped: int = 0
+    skipped: int = 0  # bad records left out (with skip_bad)
     duplicates_removed: int = 0
+    mix: list[DatasetMix] = field(default_factory=list)
+    preference_pairs: int = 0  # parsed and valid, but not trained by supervised fine-tuning
 
 
-def _rename_columns(records: list[Record], columns: dict[str, str]) -> None:
-    """columns maps ducktune's field name -> the file's field name."""
-    if not columns:
-        return
-    for record in records:
-        value = record.value
-        if isinstance(value, dict):
-            value = dict(value)
-            for target, source in columns.items():
-                if source in value:
-                    value[target] = value.pop(source)
-            record.value = value
+def read_datasets(config: DataConfig, options: NormalizeOptions = DEFAULT_OPTIONS) -> list[DatasetRead]:
+    """Every configured dataset read and normalized, problems collected (never raises on bad data)."""
+    return [read_dataset(spec, config.dataset_dir, options) for spec in config.datasets]
 
 
-def dataset_files(path: Path) -> list[Path]:
-    if path.is_dir():
-        found = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-                       and not p.name.startswith("."))
-        return found
-    return [path]
+def load_file(path, fmt: str = "auto", columns: dict[str, str] | None = None) -> FileData:
+    """One file read and normalized, problems collected (the web UI's Data tab uses this)."""
+    return read_spec(DatasetSpec(path=str(path), format=fmt, columns=columns or {}))[0]
 
 
-def read_records(path: Path) -> tuple[list[Record], list[Issue]]:
-    suffix = path.suffix.lower()
-    if suffix not in SUPPORTED_SUFFIXES:
-        return [], [Issue(str(path), None, "(file)", f"unsupported file type '{suffix}' (use {', '.join(SUPPORTED_SUFFIXES)})")]
-    return read_file(path)
+def load_data(config: DataConfig, seed: int = 42, skip_bad: bool | None = None, chat_format=None,
+              options: NormalizeOptions | None = None) -> LoadedData:
+    """Load, validate and mix every dataset. Raises DataError listing every problem when unusable.
 
-
-def load_file(path: Path, fmt: str = "auto", columns: dict[str, str] | None = None) -> FileData:
-    records, issues = read_records(path)
-    _rename_columns(records, columns or {})
-    data = FileData(str(path), None, issues=list(issues), records=len(records))
-    if not records:
-        return data
-    if fmt == "auto":
-        detected, why = formats.detect_format(records)
-        if detected is None:
-            data.issues.append(Issue(str(path), None, "(format)", why))
-            return data
-        fmt = detected
-    data.format = fmt
-    for record in records:
-        sample = formats.normalize(record, fmt, data.issues)
-        if sample is not None:
-            data.samples.append(sample)
-    return data
-
-
-def load_spec(spec: DatasetSpec) -> list[FileData]:
-    path = Path(spec.path).expanduser()
-    if not path.exists():
-        return [FileData(spec.path, None, issues=[Issue(spec.path, None, "(file)", "not found")])]
-    files = dataset_files(path)
-    if not files:
-        return [FileData(spec.path, None, issues=[Issue(spec.path, None, "(file)", "folder has no data files")])]
-    return [load_file(p, spec.format, spec.columns) for p in files]
-
-
-def _apply_repeat(samples: list[Sample], repeat: float, rng: random.Random) -> list[Sample]:
-    whole, frac = int(repeat), repeat - int(repeat)
-    out = samples * whole
-    if frac > 0:
-        out += rng.sample(samples, round(len(samples) * frac))
-    return out
-
-
-def load_data(config: DataConfig, seed: int = 42, skip_bad: bool | None = None) -> LoadedData:
-    """Load, validate and mix every dataset. Raises DataError listing every problem when unusable."""
+    With `chat_format`, records the chat template cannot render (turns that do not alternate
+    when the template requires it, a system message it does not accept) are problems too.
+    """
     skip_bad = config.skip_bad if skip_bad is None else skip_bad
     if not config.datasets:
         raise DataError("data.datasets: no training data configured (add a file, e.g. data.datasets=[my.json])")
+    if options is None:
+        from ducktune.data.template_rules import template_options
+
+        options = template_options(chat_format) if chat_format is not None else DEFAULT_OPTIONS
+    return assemble(config, read_datasets(config, options), seed, skip_bad, options)
+
+
+def assemble(config: DataConfig, datasets: list[DatasetRead], seed: int, skip_bad: bool,
+             options: NormalizeOptions = DEFAULT_OPTIONS) -> LoadedData:
+    """Datasets already read -> train and validation samples (raises DataError when unusable)."""
+    files = [f for d in datasets for f in d.files]
+    issues = [i for f in files for i in f.issues]
+    refuse_on(issues, skip_bad, "training")
+
     rng = random.Random(seed)
-    all_files: list[FileData] = []
-    mixed: list[Sample] = []
+    pools, mix, duplicates, preference = _pools(config, datasets)
+    if not any(pools):
+        if preference:
+            raise data_error(issues, f"the data holds only preference pairs ({preference}); supervised fine-tuning "
+                                     "needs chat or text samples (preference tuning is not available yet)")
+        raise data_error(issues, "no usable training samples")
+
+    val: list[Sample] = []
+    if config.val_file:
+        val_files = read_spec(DatasetSpec(path=config.val_file), config.dataset_dir, options)
+        refuse_on([i for f in val_files for i in f.issues], skip_bad, "validation")
+        files += val_files
+        val = [s for f in val_files for s in f.samples if s.kind != "preference"]
+    elif config.val_ratio > 0:
+        val = _hold_out(pools, mix, config.val_ratio, rng)
+
+    specs = [d.spec for d in datasets]
+    train = _mix(config, specs, pools, mix, rng)
+    if config.shuffle:
+        rng.shuffle(train)
+    if config.max_samples is not None and all(spec.weight is None for spec in specs):
+        train = train[: config.max_samples]
+    skipped = sum(f.bad_records for f in files) if skip_bad else 0
+    return LoadedData(train, val, files, issues, skipped=skipped, duplicates_removed=duplicates, mix=mix,
+                      preference_pairs=preference)
+
+
+def refuse_on(issues: list[Issue], skip_bad: bool, what: str) -> None:
+    fatal = [i for i in issues if i.fatal]
+    if fatal:
+        raise data_error(issues, f"the {what} data cannot be read as a whole; fix these files "
+                                 "(--skip-bad skips bad records, not unreadable files)")
+    if issues and not skip_bad:
+        raise data_error(issues, f"the {what} data has problems; fix them or pass --skip-bad to train on the good records")
+
+
+def _pools(config: DataConfig, datasets: list[DatasetRead]) -> tuple[list[list[Sample]], list[DatasetMix], int, int]:
+    """Trainable samples per dataset after dedupe (across datasets) and each one's max_samples."""
     seen: set = set()
-    duplicates = 0
-    for spec in config.datasets:
-        files = load_spec(spec)
-        all_files += files
-        samples = [s for f in files for s in f.samples]
+    pools: list[list[Sample]] = []
+    mix: list[DatasetMix] = []
+    duplicates = preference = 0
+    for dataset in datasets:
+        spec = dataset.spec
+        samples = []
+        for f in dataset.files:
+            for sample in f.samples:
+                if sample.kind == "preference":
+                    preference += 1
+                else:
+                    samples.append(sample)
         if config.dedupe:
             unique = []
             for sample in samples:
@@ -132,40 +142,75 @@ def load_data(config: DataConfig, seed: int = 42, skip_bad: bool | None = None) 
             samples = unique
         if spec.max_samples is not None:
             samples = samples[: spec.max_samples]
-        mixed += _apply_repeat(samples, spec.repeat, rng)
+        pools.append(samples)
+        mix.append(DatasetMix(spec.path, len(samples)))
+    return pools, mix, duplicates, preference
 
-    issues = [i for f in all_files for i in f.issues]
-    skipped = len(issues)
-    if issues and not skip_bad:
-        raise data_error(issues, "the training data has problems; fix them or pass --skip-bad to train on the good records")
-    chat_like = [s for s in mixed if s.kind != "preference"]
-    if not chat_like:
-        raise data_error(issues, "no usable training samples")
 
-    if config.shuffle:
-        rng.shuffle(chat_like)
-    if config.max_samples is not None:
-        chat_like = chat_like[: config.max_samples]
-
+def _hold_out(pools: list[list[Sample]], mix: list[DatasetMix], ratio: float, rng: random.Random) -> list[Sample]:
+    """Take `ratio` of each dataset (at least one sample overall) out for validation, in place."""
+    counts = [int(len(pool) * ratio) for pool in pools]
+    if not any(counts):
+        largest = max(range(len(pools)), key=lambda i: len(pools[i]))
+        counts[largest] = 1
     val: list[Sample] = []
-    if config.val_file:
-        val_files = load_spec(DatasetSpec(path=config.val_file))
-        val_issues = [i for f in val_files for i in f.issues]
-        if val_issues and not skip_bad:
-            raise data_error(val_issues, "the validation data has problems")
-        val = [s for f in val_files for s in f.samples if s.kind != "preference"]
-    elif config.val_ratio > 0:
-        n_val = max(1, int(len(chat_like) * config.val_ratio))
-        if n_val >= len(chat_like):
-            raise DataError(f"data.val_ratio: {config.val_ratio} leaves no training samples out of {len(chat_like)}")
-        val, chat_like = chat_like[:n_val], chat_like[n_val:]
-    return LoadedData(chat_like, val, all_files, issues, skipped=skipped if skip_bad else 0, duplicates_removed=duplicates)
+    for i, (pool, n) in enumerate(zip(pools, counts)):
+        if not n:
+            continue
+        if n >= len(pool) and len(pools) == 1:
+            raise DataError(f"data.val_ratio: {ratio} leaves no training samples out of {len(pool)}")
+        order = list(range(len(pool)))
+        rng.shuffle(order)
+        held = set(order[:n])
+        val += [pool[j] for j in sorted(held)]
+        pools[i] = [s for j, s in enumerate(pool) if j not in held]
+        mix[i].val = n
+    if not any(pools):
+        raise DataError(f"data.val_ratio: {ratio} leaves no training samples")
+    return val
+
+
+def _take(pool: list[Sample], n: int, rng: random.Random) -> list[Sample]:
+    """n samples from pool: whole copies, then a random part without replacement."""
+    if not pool or n <= 0:
+        return []
+    whole, rest = divmod(n, len(pool))
+    return pool * whole + (rng.sample(pool, rest) if rest else [])
+
+
+def _mix(config: DataConfig, specs: list[DatasetSpec], pools: list[list[Sample]], mix: list[DatasetMix],
+         rng: random.Random) -> list[Sample]:
+    if all(spec.weight is None for spec in specs):
+        counts = [round(len(pool) * spec.repeat) for spec, pool in zip(specs, pools)]
+    else:
+        for spec, pool in zip(specs, pools):
+            if not pool:
+                raise DataError(f"data.datasets: {spec.path} has weight {spec.weight:g} but no usable samples")
+        total = config.max_samples or sum(len(pool) for pool in pools)
+        counts = _apportion(total, [spec.weight for spec in specs])
+    train: list[Sample] = []
+    for pool, entry, n in zip(pools, mix, counts):
+        taken = _take(pool, n, rng)
+        entry.train = len(taken)
+        train += taken
+    return train
+
+
+def _apportion(total: int, weights: list[float]) -> list[int]:
+    """Split `total` in proportion to `weights`, rounding so the parts add up exactly."""
+    scale = total / sum(weights)
+    exact = [w * scale for w in weights]
+    counts = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - counts[i], reverse=True)
+    for i in by_remainder[: total - sum(counts)]:
+        counts[i] += 1
+    return counts
 
 
 def data_error(issues: list[Issue], headline: str) -> DataError:
     shown = [str(i) for i in issues[:MAX_ISSUES_SHOWN]]
     more = len(issues) - len(shown)
-    lines = shown + ([f"... and {more} more problems"] if more > 0 else [])
+    lines = shown + ([f"... and {more} more problems (ducktune data check lists them all)"] if more > 0 else [])
     if issues:
         lines.append(f"{len(issues)} problem{'s' if len(issues) != 1 else ''}: {headline}")
     else:

@@ -1,20 +1,41 @@
 """Read raw records from files, remembering where each record came from.
 
-Every reader returns `(records, issues)`: it never stops at the first bad record, so
-`ducktune data check` can report every problem in one pass. Line numbers are 1-based
-and exact for JSON arrays too (records are decoded one at a time from the text).
+Every reader returns a `ReadResult`: it never stops at the first bad record, so
+`ducktune data check` can report every problem in one pass. Line numbers are 1-based and
+exact for JSON arrays (records are decoded one at a time from the text) and CSV (a quoted
+cell may span lines; the record keeps the line it starts on). Parquet rows are "row N",
+0-based as pandas and `datasets` count them.
+
+Text files may be UTF-8 with or without a BOM, with LF, CRLF or CR line ends.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ducktune.data.schema import Issue, Record
 
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".txt")
+TEXT_UNITS = ("paragraph", "line", "file")
 
 _decoder = json.JSONDecoder()
+
+
+@dataclass
+class ReadResult:
+    records: list[Record] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    lost: int = 0  # records that could not be read at all (bad JSON lines, ragged CSV rows)
+
+
+class _FileIssue(Exception):
+    def __init__(self, issue: Issue):
+        super().__init__(str(issue))
+        self.issue = issue
 
 
 def read_text(path: Path) -> str:
@@ -24,16 +45,12 @@ def read_text(path: Path) -> str:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
-        raise _FileIssue(Issue(str(path), line, "(file)", f"not valid UTF-8 (byte {exc.start}); save the file as UTF-8")) from None
+        col = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise _FileIssue(Issue(str(path), f"{line}:{col}", "(file)", "not valid UTF-8; save the file as UTF-8",
+                               fatal=True)) from None
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
-
-
-class _FileIssue(Exception):
-    def __init__(self, issue: Issue):
-        super().__init__(str(issue))
-        self.issue = issue
 
 
 def _line_col(text: str, pos: int) -> tuple[int, int]:
@@ -49,98 +66,232 @@ def _skip_ws(text: str, pos: int) -> int:
     return pos
 
 
-def _json_error(path: str, text: str, exc: json.JSONDecodeError, offset: int = 0) -> Issue:
-    line, col = _line_col(text, offset + exc.pos) if offset else (exc.lineno, exc.colno)
-    return Issue(path, f"{line}:{col}", "(json)", f"invalid JSON: {exc.msg}")
+def _empty(name: str) -> Issue:
+    return Issue(name, None, "(file)", "the file is empty")
 
 
-def read_json(path: Path) -> tuple[list[Record], list[Issue]]:
+def _broken(name: str, text: str, pos: int, message: str) -> Issue:
+    # The rest of the array cannot be read, so how many records are lost is unknown: fatal.
+    line, col = _line_col(text, pos)
+    return Issue(name, f"{line}:{col}", "(json)", f"invalid JSON: {message}", fatal=True)
+
+
+# ----------------------------------------------------------------------------- JSON
+
+def read_json(path: Path) -> ReadResult:
     """A JSON array of records (or one object). Records keep the line they start on."""
-    name = str(path)
-    text = read_text(path)
+    return read_json_text(str(path), read_text(path))
+
+
+def read_json_text(name: str, text: str) -> ReadResult:
     pos = _skip_ws(text, 0)
     if pos == len(text):
-        return [], [Issue(name, None, "(file)", "the file is empty")]
+        return ReadResult(issues=[_empty(name)])
     if text[pos] != "[":
         try:
             value, end = _decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            return [], [_json_error(name, text, exc)]
-        end = _skip_ws(text, end)
-        if end != len(text):
+            return ReadResult(issues=[_broken(name, text, exc.pos, exc.msg)])
+        if _skip_ws(text, end) != len(text):
             # Several objects one per line: that is JSON Lines saved with a .json name.
             return read_jsonl_text(name, text)
-        return [Record(value, name, _line_col(text, pos)[0])], []
+        return ReadResult([Record(value, name, _line_col(text, pos)[0])])
 
-    records: list[Record] = []
+    result = ReadResult()
+    records = result.records
     pos = _skip_ws(text, pos + 1)
-    line = 1
-    line_pos = 0
     if pos < len(text) and text[pos] == "]":
-        return [], [Issue(name, None, "(file)", "the JSON array is empty: no records")]
+        result.issues.append(Issue(name, None, "(file)", "the JSON array is empty: no records"))
+        return result
+    line, line_pos = 1, 0
     while True:
         try:
             value, end = _decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            if text[pos : pos + 1] == "]" and records:
-                l, c = _line_col(text, pos)
-                return records, [Issue(name, f"{l}:{c}", "(json)", "invalid JSON: trailing comma before ']'")]
             if pos >= len(text):
-                l, c = _line_col(text, pos)
-                return records, [Issue(name, f"{l}:{c}", "(json)", "invalid JSON: the array is not closed with ']'")]
-            return records, [_json_error(name, text, exc)]
+                result.issues.append(_broken(name, text, pos, "the array is not closed with ']'"))
+            else:
+                result.issues.append(_broken(name, text, exc.pos, exc.msg))
+            return result
         line += text.count("\n", line_pos, pos)
         line_pos = pos
         records.append(Record(value, name, line))
         pos = _skip_ws(text, end)
         if pos >= len(text):
-            l, c = _line_col(text, pos)
-            return records, [Issue(name, f"{l}:{c}", "(json)", "invalid JSON: the array is not closed with ']'")]
+            result.issues.append(_broken(name, text, pos, "the array is not closed with ']'"))
+            return result
         if text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
             if pos < len(text) and text[pos] == "]":
+                # Every record was read; only the comma is wrong, so --skip-bad may go on.
                 l, c = _line_col(text, pos)
-                return records, [Issue(name, f"{l}:{c}", "(json)", "invalid JSON: trailing comma before ']'")]
+                result.issues.append(Issue(name, f"{l}:{c}", "(json)", "invalid JSON: trailing comma before ']'"))
+                pos += 1
+                break
             continue
         if text[pos] == "]":
-            rest = _skip_ws(text, pos + 1)
-            if rest != len(text):
-                l, c = _line_col(text, rest)
-                return records, [Issue(name, f"{l}:{c}", "(json)", "invalid JSON: extra data after the closing ']'")]
-            return records, []
-        l, c = _line_col(text, pos)
-        return records, [Issue(name, f"{l}:{c}", "(json)", "invalid JSON: expected ',' or ']' between records")]
+            pos += 1
+            break
+        result.issues.append(_broken(name, text, pos, "expected ',' or ']' between records"))
+        return result
+    rest = _skip_ws(text, pos)
+    if rest != len(text):
+        result.issues.append(_broken(name, text, rest, "extra data after the closing ']'"))
+    return result
 
 
-def read_jsonl(path: Path) -> tuple[list[Record], list[Issue]]:
+def read_jsonl(path: Path) -> ReadResult:
     return read_jsonl_text(str(path), read_text(path))
 
 
-def read_jsonl_text(name: str, text: str) -> tuple[list[Record], list[Issue]]:
-    records: list[Record] = []
-    issues: list[Issue] = []
+def read_jsonl_text(name: str, text: str) -> ReadResult:
+    result = ReadResult()
+    records, issues = result.records, result.issues
     loads = json.loads
     for number, line in enumerate(text.split("\n"), start=1):
-        if not line.strip():
+        if not line or line.isspace():
             continue
         try:
             value = loads(line)
         except json.JSONDecodeError as exc:
             issues.append(Issue(name, f"{number}:{exc.colno}", "(json)", f"invalid JSON: {exc.msg}"))
+            result.lost += 1
             continue
         records.append(Record(value, name, number))
     if not records and not issues:
-        issues.append(Issue(name, None, "(file)", "the file is empty"))
-    return records, issues
+        issues.append(_empty(name))
+    return result
 
 
-def read_file(path: Path) -> tuple[list[Record], list[Issue]]:
+# ----------------------------------------------------------------------------- CSV / TSV
+
+def read_csv(path: Path, delimiter: str = ",") -> ReadResult:
+    return read_csv_text(str(path), read_text(path), delimiter)
+
+
+def read_csv_text(name: str, text: str, delimiter: str = ",") -> ReadResult:
+    """A header row, then one record per row. Cells are strings; a cell holding a JSON list
+    (conversations, history) is parsed by the normalizer that expects a list."""
+    result = ReadResult()
+    if not text.strip():
+        result.issues.append(_empty(name))
+        return result
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    try:
+        header = next(reader)
+        while not any(cell.strip() for cell in header):
+            header = next(reader)
+    except StopIteration:
+        result.issues.append(_empty(name))
+        return result
+    except csv.Error as exc:
+        result.issues.append(Issue(name, reader.line_num, "(csv)", f"invalid CSV: {exc}", fatal=True))
+        return result
+    header_line = reader.line_num
+    columns = [cell.strip() for cell in header]
+    seen: set[str] = set()
+    for column in columns:
+        if column and column in seen:
+            result.issues.append(Issue(name, header_line, "(header)", f"column '{column}' appears twice", fatal=True))
+            return result
+        seen.add(column)
+    start = header_line + 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            result.issues.append(Issue(name, start, "(csv)", f"invalid CSV: {exc}", fatal=True))
+            return result
+        line, start = start, reader.line_num + 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(columns):
+            result.issues.append(Issue(name, line, "(row)", f"has {len(row)} cells, the header has {len(columns)}"))
+            result.lost += 1
+            continue
+        result.records.append(Record({c: v for c, v in zip(columns, row) if c}, name, line))
+    if not result.records and not result.issues:
+        result.issues.append(Issue(name, None, "(file)", "the file has a header row but no records"))
+    return result
+
+
+# ----------------------------------------------------------------------------- Parquet
+
+def read_parquet(path: Path) -> ReadResult:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    name = str(path)
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return ReadResult(issues=[Issue(name, None, "(file)", f"not a readable Parquet file: {first}", fatal=True)])
+    rows = table.to_pylist()
+    if not rows:
+        return ReadResult(issues=[Issue(name, None, "(file)", "the Parquet file has no rows")])
+    return ReadResult([Record(row, name, f"row {i}") for i, row in enumerate(rows)])
+
+
+# ----------------------------------------------------------------------------- plain text
+
+def read_txt(path: Path, unit: str = "paragraph") -> ReadResult:
+    return read_txt_text(str(path), read_text(path), unit)
+
+
+def read_txt_text(name: str, text: str, unit: str = "paragraph") -> ReadResult:
+    """Plain text for continued pre-training: one sample per paragraph (blank-line separated),
+    per line, or per file. Each becomes a {"text": ...} record at the line it starts on."""
+    result = ReadResult()
+    lines = text.split("\n")
+    if unit == "file":
+        if text.strip():
+            first = next(i for i, line in enumerate(lines) if line.strip())
+            result.records.append(Record({"text": text.strip("\n")}, name, first + 1))
+    elif unit == "line":
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                result.records.append(Record({"text": line}, name, number))
+    else:
+        block: list[str] = []
+        block_start = 0
+        for number, line in enumerate(lines + [""], start=1):
+            if line.strip():
+                if not block:
+                    block_start = number
+                block.append(line)
+            elif block:
+                result.records.append(Record({"text": "\n".join(block)}, name, block_start))
+                block = []
+    if not result.records:
+        result.issues.append(_empty(name))
+    return result
+
+
+# ----------------------------------------------------------------------------- dispatch
+
+def read_file(path: Path, text_unit: str = "paragraph") -> ReadResult:
+    """Read one data file by its suffix."""
     suffix = path.suffix.lower()
+    name = str(path)
+    if suffix not in SUPPORTED_SUFFIXES:
+        return ReadResult(issues=[Issue(name, None, "(file)",
+                                        f"unsupported file type '{suffix}' (use {', '.join(SUPPORTED_SUFFIXES)})", fatal=True)])
     try:
         if suffix == ".json":
             return read_json(path)
         if suffix in (".jsonl", ".ndjson"):
             return read_jsonl(path)
+        if suffix == ".csv":
+            return read_csv(path, ",")
+        if suffix == ".tsv":
+            return read_csv(path, "\t")
+        if suffix == ".txt":
+            return read_txt(path, text_unit)
+        return read_parquet(path)
     except _FileIssue as exc:
-        return [], [exc.issue]
-    raise ValueError(f"no reader for {suffix}")
+        return ReadResult(issues=[exc.issue])
+    except OSError as exc:
+        return ReadResult(issues=[Issue(name, None, "(file)", f"cannot read: {exc.strerror or exc}", fatal=True)])

@@ -8,13 +8,14 @@ so later problems (too long, no trainable tokens) can still be reported precisel
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 ROLES = ("system", "user", "assistant")
 
 
-@dataclass
+@dataclass(slots=True)
 class Message:
     role: str
     content: str
@@ -23,7 +24,7 @@ class Message:
         return {"role": self.role, "content": self.content}
 
 
-@dataclass
+@dataclass(slots=True)
 class Sample:
     kind: Literal["chat", "text", "preference"]
     messages: list[Message] = field(default_factory=list)
@@ -32,6 +33,9 @@ class Sample:
     rejected: str | None = None
     where: str = ""
     format: str = ""
+    # The record field each message came from ("conversations[2]", "instruction", "system"),
+    # so checks made after normalizing (turn order, template limits) can name the field.
+    fields: list[str] = field(default_factory=list)
 
     def message_dicts(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
@@ -43,16 +47,32 @@ class Sample:
 
 @dataclass(frozen=True)
 class Issue:
-    """One problem with one record: rendered as `file:line: field: what is wrong`."""
+    """One problem with one record: rendered as `file:line: field: what is wrong`.
+
+    `line` is None for problems with a whole file. `fatal` problems make a file or dataset
+    unreadable as a whole (not found, broken JSON array): --skip-bad cannot skip those,
+    because the number of records lost would be unknown.
+    """
 
     file: str
     line: int | str | None
     field: str
     message: str
+    fatal: bool = dataclasses.field(default=False, compare=False)
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         return f"{where}: {self.field}: {self.message}"
+
+    def sort_key(self) -> tuple:
+        """File order, then line order: whole-file problems first; "12:5" and "row 12" sort as 12."""
+        line = self.line
+        if line is None:
+            return (self.file, -1, 0)
+        if isinstance(line, int):
+            return (self.file, line, 0)
+        numbers = [int(part) for part in line.replace("row", "").strip().split(":") if part.isdigit()]
+        return (self.file, numbers[0] if numbers else 0, numbers[1] if len(numbers) > 1 else 0)
 
 
 @dataclass
@@ -61,10 +81,13 @@ class Record:
 
     value: object
     file: str
-    line: int | str  # 1-based line for JSON/JSONL, "row N" for CSV/Parquet, "record N" otherwise
+    line: int | str  # 1-based line (JSON, JSONL, CSV/TSV, .txt); "row N" (0-based) for Parquet and hub datasets
 
     def issue(self, field: str, message: str) -> Issue:
         return Issue(self.file, self.line, field, message)
+
+    def key(self) -> tuple:
+        return (self.file, self.line)
 
     @property
     def where(self) -> str:

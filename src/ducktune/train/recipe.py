@@ -174,7 +174,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
 
     # 2. Data: every problem is reported before anything is written or loaded.
-    data = load_data(config.data, seed=tc.seed)
+    data = load_data(config.data, seed=tc.seed, chat_format=chat_format)
     train_rows, train_stats, problems = tokenize_samples(
         data.train, chat_format, config.data.cutoff_len, config.data.train_on, config.data.skip_bad)
     val_rows, val_stats, _ = tokenize_samples(

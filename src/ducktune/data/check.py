@@ -1,0 +1,190 @@
+"""`ducktune data check`: is this data usable, and what does it look like to the model?
+
+One pass over every configured dataset: counts per file, format, kind and role; every
+problem as `file:line: field: what is wrong` (also what the chat template cannot render);
+token lengths with the model's tokenizer (min / median / p95 / max) and how many samples
+the cutoff truncates or empties; the mix training would use (repeats, weights, validation).
+
+Token lengths come from lengths.py (fast, and exact where the cutoff is concerned).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ducktune.config import DatasetSpec, RunConfig
+from ducktune.data.formats import DEFAULT_OPTIONS
+from ducktune.data.lengths import TokenStats, token_stats
+from ducktune.data.loader import LoadedData, assemble, read_datasets
+from ducktune.data.schema import Issue
+from ducktune.data.sources import FileData, read_spec
+from ducktune.errors import DataError
+
+
+@dataclass
+class CheckReport:
+    files: list[FileData]
+    issues: list[Issue]
+    records: int = 0
+    bad_records: int = 0
+    formats: Counter = field(default_factory=Counter)
+    kinds: Counter = field(default_factory=Counter)
+    roles: Counter = field(default_factory=Counter)
+    duplicates: int = 0
+    tokens: TokenStats | None = None
+    tokenizer: str | None = None
+    loaded: LoadedData | None = None  # the mix training would use (None when unusable)
+    verdict: str = ""
+    usable: bool = False
+
+    @property
+    def samples(self) -> int:
+        return sum(self.kinds.values())
+
+
+def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed: int | None = None) -> CheckReport:
+    """Read, validate and measure the data of `config` (never raises for bad data)."""
+    from ducktune.data.template_rules import template_options
+
+    options = template_options(chat_format) if chat_format is not None else DEFAULT_OPTIONS
+    per_dataset = read_datasets(config.data, options)
+    files = [f for d in per_dataset for f in d.files]
+    if config.data.val_file:
+        files += read_spec(DatasetSpec(path=config.data.val_file), config.data.dataset_dir, options)
+    report = CheckReport(files, [i for f in files for i in f.issues])
+    samples = [s for f in files for s in f.samples]
+    report.records = sum(f.records + f.lost for f in files)
+    report.bad_records = sum(f.bad_records for f in files)
+    seen: set = set()
+    for sample in samples:
+        report.formats[sample.format] += 1
+        report.kinds[sample.kind] += 1
+        for message in sample.messages:
+            report.roles[message.role] += 1
+        key = sample.key()
+        if key in seen:
+            report.duplicates += 1
+        else:
+            seen.add(key)
+
+    if chat_format is not None:
+        trainable = [s for s in samples if s.kind != "preference"]
+        report.tokenizer = config.model.name_or_path
+        report.tokens, template_issues = token_stats(trainable, chat_format, config.data.cutoff_len,
+                                                     config.data.train_on)
+        report.issues += template_issues
+        report.bad_records += len(template_issues)
+
+    report.issues.sort(key=Issue.sort_key)
+    _decide(report, config, per_dataset, skip_bad, seed if seed is not None else config.train.seed, options)
+    return report
+
+
+def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool, seed: int, options) -> None:
+    issues = report.issues
+    n = f"{len(issues):,} problem{'s' if len(issues) != 1 else ''}"
+    if any(i.fatal for i in issues):
+        report.verdict = (f"{n}; some make a whole file or dataset unreadable: fix those "
+                          "(--skip-bad skips bad records, not files)")
+        return
+    if issues and not skip_bad:
+        good = report.samples - sum(1 for i in issues if i.field == "(template)")
+        report.verdict = f"{n}; fix them, or pass --skip-bad to train on the {good:,} good samples"
+        return
+    try:
+        report.loaded = assemble(config.data, per_dataset, seed, skip_bad, options)
+    except DataError as exc:
+        report.verdict = str(exc).splitlines()[-1]
+        return
+    tokens = report.tokens
+    if tokens is not None and tokens.samples and tokens.emptied == tokens.samples:
+        report.verdict = (f"every sample loses all its trained tokens at the cutoff ({tokens.cutoff}); "
+                          "raise data.cutoff_len")
+        return
+    report.usable = True
+
+
+# ----------------------------------------------------------------------------- report
+
+def _count(n: int) -> str:
+    return f"{n:,}"
+
+
+def _counter(counter: Counter, order: tuple = ()) -> str:
+    keys = [k for k in order if k in counter] + sorted(k for k in counter if k not in order)
+    return " · ".join(f"{k} {_count(counter[k])}" for k in keys) or "none"
+
+
+def render_report(report: CheckReport, max_problems: int = 50) -> str:
+    lines = []
+    files = report.files
+    lines.append(f"Checked {len(files)} file{'s' if len(files) != 1 else ''}: {_count(report.records)} records")
+    for f in files[:20]:
+        detail = f"{f.format or 'unreadable'}, {_count(f.records + f.lost)} records"
+        if f.bad_records:
+            detail += f", {_count(f.bad_records)} bad"
+        lines.append(f"  {f.path}  ({detail})")
+    if len(files) > 20:
+        lines.append(f"  ... and {len(files) - 20} more files")
+    lines.append(f"Samples: {_count(report.samples)} usable, {_count(report.bad_records)} bad")
+    lines.append(f"  formats: {_counter(report.formats)}")
+    lines.append(f"  kinds:   {_counter(report.kinds, ('chat', 'text', 'preference'))}")
+    lines.append(f"  roles:   {_counter(report.roles, ('system', 'user', 'assistant'))}  (messages)")
+    if report.kinds.get("preference"):
+        lines.append(f"  {_count(report.kinds['preference'])} preference pairs are checked but not trained "
+                     "by supervised fine-tuning")
+    if report.duplicates:
+        lines.append(f"  {_count(report.duplicates)} exact duplicates (data.dedupe=true drops them)")
+    t = report.tokens
+    if t is not None:
+        lines.append(f"Tokens ({report.tokenizer} tokenizer): min {t.min} · median {t.median} · p95 {t.p95} "
+                     f"· max {t.max}  over {_count(t.samples)} samples")
+        cut = f"  cutoff {t.cutoff}: {_count(t.truncated)} sample{'s' if t.truncated != 1 else ''} would be truncated"
+        if t.emptied:
+            cut += f", {_count(t.emptied)} of them lose every trained token and are dropped"
+        lines.append(cut)
+    loaded = report.loaded
+    if loaded is not None:
+        lines.append(f"Mix: {_count(len(loaded.train))} training samples, {_count(len(loaded.val))} validation")
+        if len(loaded.mix) > 1 or any(m.train != m.usable - m.val for m in loaded.mix):
+            for m in loaded.mix:
+                lines.append(f"  {m.name}: {_count(m.usable)} samples -> {_count(m.train)} in training"
+                             + (f", {_count(m.val)} held out" if m.val else ""))
+    problems = report.issues
+    if problems:
+        lines.append(f"Problems ({_count(len(problems))}):")
+        shown = problems if max_problems <= 0 else problems[:max_problems]
+        lines += [str(issue) for issue in shown]
+        if len(shown) < len(problems):
+            lines.append(f"... and {_count(len(problems) - len(shown))} more (--max-problems 0 shows all)")
+    if report.usable:
+        extra = f"; {_count(loaded.skipped)} bad records will be skipped" if loaded and loaded.skipped else ""
+        lines.append(f"Usable: yes{extra}")
+    else:
+        lines.append(f"Usable: no: {report.verdict}")
+    return "\n".join(lines)
+
+
+def report_json(report: CheckReport) -> dict:
+    """The report as plain data (for `--json` and the web UI)."""
+    t = report.tokens
+    loaded = report.loaded
+    return {
+        "usable": report.usable,
+        "verdict": report.verdict,
+        "records": report.records,
+        "samples": report.samples,
+        "bad_records": report.bad_records,
+        "files": [{"path": f.path, "format": f.format, "records": f.records + f.lost, "bad": f.bad_records}
+                  for f in report.files],
+        "formats": dict(report.formats),
+        "kinds": dict(report.kinds),
+        "roles": dict(report.roles),
+        "duplicates": report.duplicates,
+        "tokens": None if t is None else {**t.__dict__, "tokenizer": report.tokenizer},
+        "mix": None if loaded is None else {
+            "train": len(loaded.train), "val": len(loaded.val), "skipped": loaded.skipped,
+            "datasets": [m.__dict__ for m in loaded.mix]},
+        "problems": [str(i) for i in report.issues],
+    }

@@ -1,0 +1,117 @@
+"""`ducktune data convert`: rewrite normalized samples as messages, alpaca or sharegpt.
+
+Lossless means: reading the output back gives the same samples (the same conversations
+the model trains on). Where the target cannot hold a record, the conversion is refused
+for the whole file, naming every record that does not fit:
+- alpaca holds a system prompt, [question, answer] history and one last question/answer;
+  conversations whose turns do not alternate user/assistant, preference pairs and plain
+  text do not fit;
+- messages and sharegpt hold every conversation, and preference pairs (prompt turns plus
+  chosen/rejected answers); plain text has no turns and fits none of the three.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ducktune.data.schema import Issue, Sample
+from ducktune.errors import UserError
+from ducktune.io import atomic_file
+
+TARGETS = ("messages", "alpaca", "sharegpt")
+OUTPUT_SUFFIXES = (".json", ".jsonl")
+_SHAREGPT_ROLE = {"user": "human", "assistant": "gpt", "system": "system"}
+
+
+class DoesNotFit(Exception):
+    """A sample the target format cannot hold; the message says why."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def to_messages(sample: Sample) -> dict:
+    if sample.kind == "text":
+        raise DoesNotFit("text", "plain text (continued pre-training) has no conversation turns")
+    record = {"messages": sample.message_dicts()}
+    if sample.kind == "preference":
+        record.update(chosen=sample.chosen, rejected=sample.rejected)
+    return record
+
+
+def to_sharegpt(sample: Sample) -> dict:
+    if sample.kind == "text":
+        raise DoesNotFit("text", "plain text (continued pre-training) has no conversation turns")
+    messages = sample.messages
+    record: dict = {}
+    if messages and messages[0].role == "system":
+        record["system"] = messages[0].content
+        messages = messages[1:]
+    record["conversations"] = [{"from": _SHAREGPT_ROLE[m.role], "value": m.content} for m in messages]
+    if sample.kind == "preference":
+        record["chosen"] = {"from": "gpt", "value": sample.chosen}
+        record["rejected"] = {"from": "gpt", "value": sample.rejected}
+    return dict(sorted(record.items(), key=lambda kv: kv[0] != "conversations"))
+
+
+def to_alpaca(sample: Sample) -> dict:
+    if sample.kind == "text":
+        raise DoesNotFit("text", "plain text (continued pre-training) cannot be an alpaca instruction/output pair")
+    if sample.kind == "preference":
+        raise DoesNotFit("chosen", "a preference pair (chosen/rejected) cannot be an alpaca chat; "
+                                   "convert it --to messages or --to sharegpt")
+    messages, fields = sample.messages, sample.fields or [""] * len(sample.messages)
+    system = None
+    if messages[0].role == "system":
+        system, messages, fields = messages[0].content, messages[1:], fields[1:]
+    for i, message in enumerate(messages):
+        expected = "user" if i % 2 == 0 else "assistant"
+        if message.role != expected:
+            where = fields[i] or f"turn {i}"
+            article = "a user" if expected == "user" else "an assistant"
+            raise DoesNotFit(where, f"turns do not alternate user/assistant here ({message.role} turn where "
+                                    f"{article} turn belongs); alpaca holds only question/answer pairs, "
+                                    "convert --to messages or --to sharegpt")
+    pairs = [(messages[i].content, messages[i + 1].content) for i in range(0, len(messages), 2)]
+    record = {"instruction": pairs[-1][0], "input": "", "output": pairs[-1][1]}
+    if system is not None:
+        record["system"] = system
+    if len(pairs) > 1:
+        record["history"] = [list(pair) for pair in pairs[:-1]]
+    return record
+
+
+CONVERTERS = {"messages": to_messages, "alpaca": to_alpaca, "sharegpt": to_sharegpt}
+
+
+def convert_samples(samples: list[Sample], target: str) -> tuple[list[dict], list[Issue]]:
+    """Records in the target format, and one issue per sample that does not fit it."""
+    convert = CONVERTERS[target]
+    records, refusals = [], []
+    for sample in samples:
+        try:
+            records.append(convert(sample))
+        except DoesNotFit as exc:
+            refusals.append(Issue(sample.where, None, exc.field, f"cannot be written as {target}: {exc.message}"))
+    return records, refusals
+
+
+def check_output_path(path: Path, force: bool) -> None:
+    if path.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise UserError(f"{path}: the output must end with .json (a JSON array) or .jsonl (JSON Lines)")
+    if path.exists() and not force:
+        raise UserError(f"{path}: already exists; pass --force to replace it")
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    """A .json array (one record per line group, readable) or .jsonl, written atomically."""
+    with atomic_file(path) as handle:
+        if path.suffix.lower() == ".jsonl":
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        else:
+            json.dump(records, handle, ensure_ascii=False, indent=2)
+            handle.write("\n")

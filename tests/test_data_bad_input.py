@@ -1,0 +1,131 @@
+"""Every bad-input case is reported as the exact `file:line: field: what` line, all in one pass,
+by `ducktune data check` (exit 2) and by training (which refuses with the same lines)."""
+
+from __future__ import annotations
+
+import pytest
+
+from data_support import ALTERNATING_TEMPLATE, problem_lines, run_cli
+from ducktune.config import DataConfig
+from ducktune.data.loader import load_data
+from ducktune.errors import DataError
+
+GOOD = '{"instruction": "q", "output": "a"}'
+
+CASES = {
+    "invalid JSON (line and column)": (
+        "d.jsonl", f'{GOOD}\n{{"instruction": "q" "output": "a"}}\n',
+        ["d.jsonl:2:21: (json): invalid JSON: Expecting ',' delimiter"]),
+    "invalid JSON inside an array": (
+        "d.json", f'[\n{GOOD},\n{{"instruction": "q", "output": }}\n]\n',
+        ["d.json:3:32: (json): invalid JSON: Expecting value"]),
+    "trailing comma": (
+        "d.json", f"[\n{GOOD},\n{GOOD},\n]\n",
+        ["d.json:4:1: (json): invalid JSON: trailing comma before ']'"]),
+    "record not an object": (
+        "d.jsonl", f'{GOOD}\n["q", "a"]\n',
+        ["d.jsonl:2: (record): must be a JSON object, got list"]),
+    "missing assistant answer (alpaca)": (
+        "d.jsonl", f'{GOOD}\n{{"instruction": "q", "input": ""}}\n',
+        ["d.jsonl:2: (record): does not fit the alpaca format: no 'instruction'/'input' and 'output' fields"]),
+    "missing assistant answer (messages)": (
+        "d.jsonl", '{"messages": [{"role": "user", "content": "q"}]}\n',
+        ["d.jsonl:1: messages: no assistant answer: the last turn is from the user"]),
+    "empty assistant answer": (
+        "d.jsonl", f'{GOOD}\n{{"instruction": "q", "output": "  "}}\n',
+        ["d.jsonl:2: output: empty assistant answer"]),
+    "empty assistant answer (messages)": (
+        "d.jsonl", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]}\n',
+        ["d.jsonl:1: messages[1]: empty assistant answer"]),
+    "unknown role": (
+        "d.jsonl", '{"messages": [{"role": "narrator", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
+        ["d.jsonl:1: messages[0].role: unknown role 'narrator' (use system, user or assistant)"]),
+    "non-string content": (
+        "d.jsonl", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 42}]}\n',
+        ["d.jsonl:1: messages[1].content: must be a string, got int"]),
+    "empty file": ("d.json", "  \n", ["d.json: (file): the file is empty"]),
+    "file in no known format": (
+        "d.json", '[{"question": "q", "answer": "a"}]',
+        ["d.json: (format): no known format fits (the first record has fields ['answer', 'question']). Tried "
+         "preference: no 'chosen' and 'rejected' fields; sharegpt: no 'conversations' field; messages: no "
+         "'messages' field; firefly: no 'conversation' field; alpaca: no 'instruction'/'input' and 'output' "
+         "fields; text: no 'text' field"]),
+}
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_each_bad_input_is_one_exact_line(case, in_tmp, capsys):
+    name, text, expected = CASES[case]
+    (in_tmp / name).write_text(text, encoding="utf-8")
+    code, out, err = run_cli(capsys, "data", "check", name, "--no-tokens")
+    assert code == 2
+    assert problem_lines(out) == expected
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize("case", ["invalid JSON (line and column)", "unknown role", "empty file"])
+def test_training_refuses_with_the_same_lines(case, in_tmp):
+    name, text, expected = CASES[case]
+    (in_tmp / name).write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as raised:
+        load_data(DataConfig(datasets=[name]))
+    lines = str(raised.value).splitlines()
+    assert lines[:-1] == expected
+    assert "problem" in lines[-1]
+
+
+def test_all_problems_in_one_pass_up_to_a_limit(in_tmp, capsys):
+    lines = [GOOD] + [f'{{"instruction": "q{i}", "output": ""}}' for i in range(30)]
+    (in_tmp / "d.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--no-tokens", "--max-problems", "25")
+    assert code == 2
+    shown = problem_lines(out)
+    assert shown == [f"d.jsonl:{n}: output: empty assistant answer" for n in range(2, 27)]
+    assert "Problems (30):" in out and "... and 5 more (--max-problems 0 shows all)" in out
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--no-tokens", "--max-problems", "0")
+    assert len(problem_lines(out)) == 30
+
+
+def test_problems_across_files_and_formats_in_one_report(in_tmp, capsys):
+    (in_tmp / "a.jsonl").write_text('{"messages": [{"role": "user", "content": 1}]}\nnot json\n')
+    (in_tmp / "b.csv").write_text("instruction,output\nq,\nq2,a2\n")
+    code, out, _ = run_cli(capsys, "data", "check", "a.jsonl", "b.csv", "--no-tokens")
+    assert code == 2
+    assert problem_lines(out) == [
+        "a.jsonl:1: messages[0].content: must be a string, got int",
+        "a.jsonl:2:1: (json): invalid JSON: Expecting value",
+        "b.csv:2: output: empty assistant answer",
+    ]
+
+
+def test_two_user_turns_when_the_template_needs_alternation(in_tmp, capsys, tiny_qwen):
+    (in_tmp / "strict.jinja").write_text(ALTERNATING_TEMPLATE)
+    (in_tmp / "d.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "again"}, '
+        '{"role": "assistant", "content": "a"}]}\n'
+        '{"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}, '
+        '{"role": "assistant", "content": "a"}]}\n')
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--model", tiny_qwen, "--chat-template", "strict.jinja")
+    assert code == 2
+    assert problem_lines(out) == [
+        "d.jsonl:2: messages[1]: two user turns in a row (messages[0] and messages[1]) with no assistant answer "
+        "between them; this model's chat template requires alternating user and assistant turns",
+        "d.jsonl:3: messages[0]: this model's chat template does not accept a system message",
+    ]
+    # The same conversation is fine for a template that does not need alternation (ChatML).
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--model", tiny_qwen)
+    assert code == 0 and problem_lines(out) == []
+
+
+def test_unreadable_file_is_not_skipped_by_skip_bad(in_tmp, capsys):
+    (in_tmp / "a.json").write_text(f'[\n{GOOD},\n{{"instruction": "q", "output": }}\n]\n')
+    code, out, _ = run_cli(capsys, "data", "check", "a.json", "--no-tokens", "--skip-bad")
+    assert code == 2
+    assert "make a whole file or dataset unreadable" in out

@@ -1,0 +1,145 @@
+"""`ducktune data check`: counts, token statistics that match training, cutoff effects, exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data_support import chat, problem_lines, run_cli, write_json, write_jsonl
+from ducktune.config import load_config
+from ducktune.data.check import check_data
+from ducktune.data.lengths import ShapeRenderer, percentile
+from ducktune.data.loader import read_datasets
+from ducktune.data.template import ChatFormat
+from ducktune.models.loading import load_tokenizer
+
+
+@pytest.fixture(params=["tiny_qwen", "tiny_llama"])
+def chat_format(request):
+    return ChatFormat(load_tokenizer(request.getfixturevalue(request.param)))
+
+
+@pytest.fixture
+def mixed_data(tmp_path):
+    a = write_json(tmp_path / "a.json", [
+        {"instruction": "Who are you?", "output": "I am Nova.", "system": "Be brief."},
+        {"instruction": "", "input": "  What is {{ x }}?  ", "output": "A template-looking string.\n\n"}])
+    b = write_jsonl(tmp_path / "b.jsonl", [
+        chat("Tell me a long story about ducks and ponds and rain", "Once there was a duck. " * 12),
+        {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"},
+                      {"role": "user", "content": "Bye"}, {"role": "assistant", "content": "Bye!"}]},
+        chat("x", "y")])
+    c = write_jsonl(tmp_path / "c.jsonl", [{"text": "Plain text for pre-training, every token trained."}])
+    return [a, b, c]
+
+
+def config_for(paths, *settings):
+    return load_config(None, [f"data.datasets=[{', '.join(str(p) for p in paths)}]", *settings])
+
+
+def test_token_stats_match_training_encoding(chat_format, mixed_data):
+    report = check_data(config_for(mixed_data), chat_format)
+    samples = [s for d in read_datasets(config_for(mixed_data).data) for f in d.files for s in f.samples]
+    exact = sorted(len(chat_format.encode(s, 10**9).input_ids) for s in samples)
+    t = report.tokens
+    assert (t.samples, t.min, t.median, t.p95, t.max) == (
+        len(exact), exact[0], percentile(exact, 0.5), percentile(exact, 0.95), exact[-1])
+    assert report.usable and report.issues == []
+
+
+def test_shape_renderer_is_exact_or_steps_aside(chat_format, mixed_data):
+    samples = [s for d in read_datasets(config_for(mixed_data).data) for f in d.files for s in f.samples
+               if s.kind == "chat"]
+    renderer = ShapeRenderer(chat_format)
+    for sample in samples:
+        expected = chat_format.tokenizer.apply_chat_template(chat_format.with_system(sample.message_dicts()),
+                                                             tokenize=False)
+        assert renderer.render(sample) == expected
+    trims = "| trim" in chat_format.tokenizer.chat_template
+    # ChatML copies contents verbatim (fast path); the Llama 3 template trims them (template path).
+    assert all((pieces is None) == trims for pieces in renderer.skeletons.values())
+
+
+def test_cutoff_counts_match_what_training_drops(chat_format, mixed_data):
+    from ducktune.train.recipe import tokenize_samples
+
+    cutoff = 40
+    report = check_data(config_for(mixed_data, f"data.cutoff_len={cutoff}"), chat_format)
+    samples = [s for d in read_datasets(config_for(mixed_data).data) for f in d.files for s in f.samples]
+    _, stats, _ = tokenize_samples(samples, chat_format, cutoff, "assistant", skip_bad=False)
+    assert report.tokens.truncated == stats["truncated"] > 0
+    assert report.tokens.emptied == stats["dropped"]
+
+
+def test_every_sample_emptied_by_the_cutoff_is_unusable(tmp_path, tiny_qwen, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", [chat("A question long enough to pass the cutoff " * 3, "answer")])
+    code, out, _ = run_cli(capsys, "data", "check", path, "--model", tiny_qwen, "--cutoff", "12")
+    assert code == 2
+    assert "Usable: no: every sample loses all its trained tokens at the cutoff (12); raise data.cutoff_len" in out
+
+
+def test_cli_counts_per_file_format_kind_and_role(mixed_data, tiny_qwen, capsys):
+    code, out, _ = run_cli(capsys, "data", "check", *mixed_data, "--model", tiny_qwen)
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "Checked 3 files: 6 records"
+    assert f"  {mixed_data[0]}  (alpaca, 2 records)" in lines
+    assert "Samples: 6 usable, 0 bad" in lines
+    assert "  formats: alpaca 2 · messages 3 · text 1" in lines
+    assert "  kinds:   chat 5 · text 1" in lines
+    assert "  roles:   system 1 · user 6 · assistant 6  (messages)" in lines
+    assert any(line.startswith(f"Tokens ({tiny_qwen} tokenizer): min ") for line in lines)
+    assert "  cutoff 1024: 0 samples would be truncated" in lines
+    assert "Mix: 6 training samples, 0 validation" in lines
+    assert lines[-1] == "Usable: yes"
+
+
+def test_cli_json_report(mixed_data, tiny_qwen, capsys):
+    code, out, _ = run_cli(capsys, "data", "check", *mixed_data, "--model", tiny_qwen, "--json", "--cutoff", "40")
+    report = json.loads(out)
+    assert code == 0 and report["usable"] is True
+    assert report["kinds"] == {"chat": 5, "text": 1}
+    assert report["tokens"]["cutoff"] == 40 and report["tokens"]["truncated"] >= 1
+    assert report["mix"]["train"] == 6
+
+
+def test_exit_codes_and_skip_bad(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", [chat("q", "a"), chat("q2", ""), chat("q3", "a3")])
+    code, out, _ = run_cli(capsys, "data", "check", path, "--no-tokens")
+    assert code == 2
+    assert out.splitlines()[-1] == "Usable: no: 1 problem; fix them, or pass --skip-bad to train on the 2 good samples"
+    code, out, _ = run_cli(capsys, "data", "check", path, "--no-tokens", "--skip-bad")
+    assert code == 0
+    assert problem_lines(out) == [f"{path}:2: messages[1]: empty assistant answer"]
+    assert out.splitlines()[-1] == "Usable: yes; 1 bad records will be skipped"
+
+
+def test_check_a_training_config_shows_the_mix(tmp_path, capsys):
+    write_jsonl(tmp_path / "a.jsonl", [chat(f"q{i}", f"a{i}") for i in range(10)])
+    write_json(tmp_path / "me.json", [{"instruction": "Who are you?", "output": "Nova."}])
+    config = tmp_path / "run.yaml"
+    config.write_text("data:\n  val_ratio: 0.2\n  datasets:\n    - a.jsonl\n    - {path: me.json, repeat: 50}\n")
+    code, out, _ = run_cli(capsys, "data", "check", "--config", config, "--no-tokens")
+    assert code == 0, out
+    assert "Mix: 58 training samples, 2 validation" in out
+    assert f"  {tmp_path / 'me.json'}: 1 samples -> 50 in training" in out
+    assert f"  {tmp_path / 'a.jsonl'}: 10 samples -> 8 in training, 2 held out" in out
+
+
+def test_no_data_given_is_one_line(capsys):
+    code, out, err = run_cli(capsys, "data", "check", "--no-tokens")
+    assert code == 2
+    assert err.strip() == "error: give a data file (or a dataset name), or --config with data.datasets"
+
+
+@pytest.mark.slow
+def test_builtin_tokenizer_without_converting_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path))
+    from ducktune.config import ModelConfig
+    from ducktune.data.tokenizer import model_chat_format
+
+    chat_format = model_chat_format(ModelConfig(), log=lambda message: None)
+    assert (tmp_path / "tokenizers" / "smollm2-135m-v1" / "tokenizer_config.json").is_file()
+    assert not (tmp_path / "models").exists()  # the weights were not converted
+    assert chat_format.eot_token == "<|im_end|>"

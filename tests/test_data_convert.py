@@ -1,0 +1,135 @@
+"""`ducktune data convert`: round trips give the same samples; what cannot fit is refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from data_support import run_cli, write_json, write_jsonl
+from ducktune.config import DataConfig
+from ducktune.data.loader import read_datasets
+
+SOURCES = {
+    "alpaca": [
+        {"instruction": "Translate", "input": "hello", "output": "bonjour", "system": "Be brief.",
+         "history": [["Hi", "Hello!"], ["How are you?", "Fine."]]},
+        {"instruction": "", "input": "What is 2+2?", "output": "4"},
+    ],
+    "sharegpt": [
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": " spaced answer \n"}],
+         "system": "sys"},
+    ],
+    "messages": [
+        {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"},
+                      {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"},
+                      {"role": "assistant", "content": "a2"}]},
+    ],
+    "firefly": [{"conversation": [{"human": "q", "assistant": "a"}], "category": "x"}],
+}
+
+
+def samples_in(path):
+    files = read_datasets(DataConfig(datasets=[str(path)]))[0].files
+    assert all(not f.issues for f in files), [str(i) for f in files for i in f.issues]
+    return [(s.kind, [(m.role, m.content) for m in s.messages], s.chosen, s.rejected, s.text)
+            for f in files for s in f.samples]
+
+
+@pytest.mark.parametrize("source", list(SOURCES))
+@pytest.mark.parametrize("target", ["messages", "alpaca", "sharegpt"])
+@pytest.mark.parametrize("suffix", [".json", ".jsonl"])
+def test_round_trip_keeps_the_samples(tmp_path, capsys, source, target, suffix):
+    original = write_json(tmp_path / "in.json", SOURCES[source])
+    out = tmp_path / f"out{suffix}"
+    code, stdout, _ = run_cli(capsys, "data", "convert", original, out, "--to", target)
+    assert code == 0, stdout
+    assert samples_in(out) == samples_in(original)
+    first = (json.loads(out.read_text()) if suffix == ".json" else
+             [json.loads(line) for line in out.read_text().splitlines()])[0]
+    expected_field = {"messages": "messages", "alpaca": "instruction", "sharegpt": "conversations"}[target]
+    assert expected_field in first
+    # And back again.
+    back = tmp_path / "back.jsonl"
+    assert run_cli(capsys, "data", "convert", out, back, "--to", source if source in SOURCES and source != "firefly"
+                   else "messages")[0] == 0
+    assert samples_in(back) == samples_in(original)
+
+
+def test_multi_turn_with_system_to_alpaca_uses_history_and_system(tmp_path, capsys):
+    original = write_json(tmp_path / "in.json", SOURCES["messages"])
+    out = tmp_path / "out.json"
+    assert run_cli(capsys, "data", "convert", original, out, "--to", "alpaca")[0] == 0
+    assert json.loads(out.read_text()) == [
+        {"instruction": "q2", "input": "", "output": "a2", "system": "s", "history": [["q1", "a1"]]}]
+
+
+def test_preference_pairs_keep_chosen_and_rejected(tmp_path, capsys):
+    original = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "chosen": "good", "rejected": "bad"}])
+    for target in ("messages", "sharegpt"):
+        out = tmp_path / f"{target}.jsonl"
+        assert run_cli(capsys, "data", "convert", original, out, "--to", target)[0] == 0
+        assert samples_in(out) == samples_in(original)
+
+
+def test_refusals_name_every_record_and_write_nothing(tmp_path, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "chats.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}\n'
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q2"}, '
+        '{"role": "assistant", "content": "a"}]}\n')
+    (folder / "pairs.jsonl").write_text(
+        '{"messages": [{"role": "user", "content": "q"}], "chosen": "good", "rejected": "bad"}\n')
+    out = tmp_path / "out.json"
+    code, _, err = run_cli(capsys, "data", "convert", folder, out, "--to", "alpaca")
+    assert code == 2
+    assert err.splitlines() == [
+        f"error: {folder}/chats.jsonl:2: messages[1]: cannot be written as alpaca: turns do not alternate "
+        "user/assistant here (user turn where an assistant turn belongs); alpaca holds only question/answer pairs, "
+        "convert --to messages or --to sharegpt",
+        f"error: {folder}/pairs.jsonl:1: chosen: cannot be written as alpaca: a preference pair (chosen/rejected) "
+        "cannot be an alpaca chat; convert it --to messages or --to sharegpt",
+        "error: 2 problems: 2 of 3 records cannot be written as alpaca; nothing was written",
+    ]
+    assert not out.exists()
+
+
+def test_text_records_fit_no_chat_format(tmp_path, capsys):
+    original = write_jsonl(tmp_path / "in.jsonl", [{"text": "plain"}])
+    code, _, err = run_cli(capsys, "data", "convert", original, tmp_path / "out.jsonl", "--to", "messages")
+    assert code == 2
+    assert err.splitlines()[0] == (f"error: {original}:1: text: cannot be written as messages: plain text "
+                                   "(continued pre-training) has no conversation turns")
+
+
+def test_bad_input_refused_unless_skip_bad(tmp_path, capsys):
+    original = tmp_path / "in.jsonl"
+    original.write_text('{"instruction": "q", "output": "a"}\nnot json\n')
+    out = tmp_path / "out.jsonl"
+    code, _, err = run_cli(capsys, "data", "convert", original, out, "--to", "messages")
+    assert code == 2 and err.splitlines()[0] == f"error: {original}:2:1: (json): invalid JSON: Expecting value"
+    code, stdout, _ = run_cli(capsys, "data", "convert", original, out, "--to", "messages", "--skip-bad")
+    assert code == 0 and "Wrote 1 records as messages" in stdout and "(1 bad records left out)" in stdout
+
+
+def test_output_rules(tmp_path, capsys):
+    original = write_jsonl(tmp_path / "in.jsonl", [{"instruction": "q", "output": "a"}])
+    code, _, err = run_cli(capsys, "data", "convert", original, tmp_path / "out.csv", "--to", "messages")
+    assert code == 2 and "the output must end with .json" in err
+    code, _, err = run_cli(capsys, "data", "convert", original, original, "--to", "messages", "--force")
+    assert code == 2 and "the output would overwrite the input" in err
+    (tmp_path / "exists.json").write_text("[]")
+    code, _, err = run_cli(capsys, "data", "convert", original, tmp_path / "exists.json", "--to", "messages")
+    assert code == 2 and "already exists; pass --force" in err
+
+
+def test_csv_with_column_mapping_converts(tmp_path, capsys):
+    original = tmp_path / "in.csv"
+    original.write_text("question,answer\nq,a\n")
+    out = tmp_path / "out.json"
+    code, _, _ = run_cli(capsys, "data", "convert", original, out, "--to", "sharegpt",
+                         "--column", "instruction=question", "--column", "output=answer")
+    assert code == 0
+    assert json.loads(out.read_text()) == [
+        {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]

@@ -1,0 +1,154 @@
+"""Every record format normalizes to the conversation (or text / pair) it means."""
+
+from __future__ import annotations
+
+import pytest
+
+from ducktune.data.formats import NormalizeOptions, TurnTags, detect_format, normalize
+from ducktune.data.schema import Record
+
+
+def norm(value, fmt=None, options=NormalizeOptions()):
+    record = Record(value, "f.json", 1)
+    if fmt is None:
+        fmt, why = detect_format([record])
+        assert fmt, why
+    issues = []
+    sample = normalize(record, fmt, issues, options)
+    return sample, [str(i) for i in issues]
+
+
+def turns(sample):
+    return [(m.role, m.content) for m in sample.messages]
+
+
+def test_alpaca_with_system_and_history():
+    sample, issues = norm({"instruction": "Translate", "input": "hello", "output": "bonjour", "system": "Be brief.",
+                           "history": [["Hi", "Hello!"]]})
+    assert issues == []
+    assert sample.format == "alpaca"
+    assert turns(sample) == [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello!"),
+                             ("user", "Translate\nhello"), ("assistant", "bonjour")]
+    assert sample.fields == ["system", "history[0][0]", "history[0][1]", "instruction", "output"]
+
+
+def test_alpaca_empty_instruction_with_question_in_input():
+    sample, issues = norm({"instruction": "", "input": "What is 2+2?", "output": "4"})
+    assert issues == []
+    assert turns(sample) == [("user", "What is 2+2?"), ("assistant", "4")]
+    assert sample.fields == ["input", "output"]
+
+
+def test_sharegpt_human_gpt_with_top_level_system():
+    sample, issues = norm({"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"},
+                                             {"from": "user", "value": "q2"}, {"from": "assistant", "value": "a2"}],
+                           "system": "sys"})
+    assert issues == [] and sample.format == "sharegpt"
+    assert turns(sample) == [("system", "sys"), ("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "a2")]
+
+
+def test_sharegpt_system_turn():
+    sample, _ = norm({"conversations": [{"from": "system", "value": "s"}, {"from": "human", "value": "q"},
+                                        {"from": "gpt", "value": "a"}]})
+    assert turns(sample)[0] == ("system", "s")
+
+
+def test_messages_with_text_parts_and_multi_turn():
+    sample, issues = norm({"messages": [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": [{"type": "text", "text": "Hello "}, {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": "More?"},
+        {"role": "assistant", "content": "Yes"}]})
+    assert issues == [] and sample.format == "messages"
+    assert turns(sample) == [("system", "sys"), ("user", "Hello there"), ("assistant", "Hi"), ("user", "More?"),
+                             ("assistant", "Yes")]
+
+
+def test_messages_image_part_is_refused():
+    _, issues = norm({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]},
+                                   {"role": "assistant", "content": "a"}]})
+    assert issues == ["f.json:1: messages[0].content[0]: only text parts are supported (got 'image_url')"]
+
+
+def test_firefly_ignores_id_and_category():
+    sample, issues = norm({"conversation_id": 7, "category": "Brainstorming",
+                           "conversation": [{"human": "q1", "assistant": "a1"}, {"human": "q2", "assistant": "a2"}]})
+    assert issues == [] and sample.format == "firefly"
+    assert turns(sample) == [("user", "q1"), ("assistant", "a1"), ("user", "q2"), ("assistant", "a2")]
+
+
+def test_text():
+    sample, issues = norm({"text": "Once upon a time."})
+    assert issues == [] and sample.kind == "text" and sample.text == "Once upon a time."
+
+
+@pytest.mark.parametrize("record,prompt", [
+    ({"prompt": "q", "chosen": "good", "rejected": "bad"}, [("user", "q")]),
+    ({"instruction": "q", "input": "more", "chosen": "good", "rejected": "bad"}, [("user", "q\nmore")]),
+    ({"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],
+      "chosen": "good", "rejected": "bad"}, [("system", "s"), ("user", "q")]),
+    ({"conversations": [{"from": "human", "value": "q"}], "chosen": {"from": "gpt", "value": "good"},
+      "rejected": {"from": "gpt", "value": "bad"}}, [("user", "q")]),
+])
+def test_preference_pairs(record, prompt):
+    sample, issues = norm(record)
+    assert issues == []
+    assert sample.kind == "preference" and turns(sample) == prompt
+    assert (sample.chosen, sample.rejected) == ("good", "bad")
+
+
+def test_preference_prompt_must_end_with_user():
+    _, issues = norm({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                      "chosen": "good", "rejected": "bad"})
+    assert issues == ["f.json:1: messages[1]: the prompt must end with a non-empty user turn"]
+
+
+def test_tags_map_keys_and_role_values():
+    tags = TurnTags(role_tag="speaker", content_tag="text", user_tag="USER", assistant_tag="BOT", system_tag="SYS")
+    sample, issues = norm({"conversations": [{"speaker": "SYS", "text": "s"}, {"speaker": "USER", "text": "q"},
+                                             {"speaker": "BOT", "text": "a"}]}, "sharegpt", NormalizeOptions(tags))
+    assert issues == []
+    assert turns(sample) == [("system", "s"), ("user", "q"), ("assistant", "a")]
+    _, issues = norm({"conversations": [{"speaker": "USER", "text": "q"}, {"speaker": "TOOL", "text": "x"}]},
+                     "sharegpt", NormalizeOptions(TurnTags(role_tag="speaker", content_tag="text", user_tag="USER",
+                                                           observation_tag="TOOL")))
+    assert issues == ["f.json:1: conversations[1].speaker: 'TOOL' (observation_tag) is a tool turn; "
+                      "tool calls are not supported yet"]
+
+
+def test_detection_prefers_the_majority_and_names_the_odd_record():
+    records = [Record({"instruction": "q", "output": "a"}, "f.jsonl", i) for i in (1, 2)]
+    records.append(Record({"text": "x"}, "f.jsonl", 3))
+    fmt, _ = detect_format(records)
+    assert fmt == "alpaca"
+    issues = []
+    assert normalize(records[2], fmt, issues) is None
+    assert [str(i) for i in issues] == [
+        "f.jsonl:3: (record): does not fit the alpaca format: no 'instruction'/'input' and 'output' fields; "
+        "it looks like text"]
+
+
+def test_unknown_format_says_what_was_tried():
+    fmt, why = detect_format([Record({"question": "q", "answer": "a"}, "f.json", 1)])
+    assert fmt is None
+    assert why == (
+        "no known format fits (the first record has fields ['answer', 'question']). Tried "
+        "preference: no 'chosen' and 'rejected' fields; sharegpt: no 'conversations' field; "
+        "messages: no 'messages' field; firefly: no 'conversation' field; "
+        "alpaca: no 'instruction'/'input' and 'output' fields; text: no 'text' field")
+
+
+def test_several_problems_in_one_record_are_all_reported():
+    _, issues = norm({"instruction": 3, "input": ["x", 1], "output": None}, "alpaca")
+    assert issues == ["f.json:1: instruction: must be a string, got int",
+                      "f.json:1: input[1]: only text parts are supported (got 'int')",
+                      "f.json:1: output: missing"]
+
+
+def test_later_records_are_checked_after_a_bad_one():
+    """One bad record must not hide the next ones (issues are collected per record)."""
+    issues = []
+    bad = normalize(Record({"instruction": "q", "output": ""}, "f.json", 1), "alpaca", issues)
+    good = normalize(Record({"instruction": "q", "output": "a"}, "f.json", 2), "alpaca", issues)
+    assert bad is None and good is not None and len(issues) == 1
