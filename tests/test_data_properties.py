@@ -58,7 +58,10 @@ def _check(body, suffix, chat_format=None, as_bytes=False):
         else:
             path.write_text(body, encoding="utf-8")
         report = check_data(load_config(None, [f"data.datasets=[{path}]", "data.cutoff_len=64"]), chat_format)
-    assert report.usable == (not report.issues and report.samples > 0 and report.loaded is not None)
+    # Usable exactly when nothing is wrong, something is left, and the cutoff does not empty every sample.
+    all_emptied = report.tokens is not None and report.tokens.samples and report.tokens.emptied == report.tokens.samples
+    assert report.usable == (not report.issues and report.samples > 0 and report.loaded is not None
+                             and not all_emptied)
     for issue in report.issues:
         assert str(issue).startswith(str(path))
 
