@@ -8,6 +8,7 @@ MODULES = [
     "ducktune.commands.quickstart",
     "ducktune.commands.train",
     "ducktune.commands.chat",
+    "ducktune.commands.export",
 ]
 
 
