@@ -114,38 +114,27 @@ class TurnLayout:
     def go_template(self, include_prefix: bool = True) -> str:
         """The Ollama TEMPLATE. Every literal is a quoted Go string, so whitespace trimming
         markers ({{- -}}) used for readability never eat template text."""
-        q = go_string
         lines = []
         if include_prefix and self.prefix:
-            lines.append("{{- " + q(self.prefix) + " }}")
+            lines.append("{{- " + go_string(self.prefix) + " }}")
+        content = "{{ .Content }}"
         if self.system_in_last_user:
-            lines += [
-                "{{- range $i, $m := .Messages }}",
-                "{{- $last := eq (len (slice $.Messages $i)) 1 }}",
-                "{{- if eq .Role \"user\" }}" + _lit(self.user_open)
-                + "{{ if and $last $.System }}{{ $.System }}" + _lit(self.system_separator) + "{{ end }}"
-                + "{{ .Content }}" + _lit(self.user_close),
-                "{{- else if eq .Role \"assistant\" }}" + _lit(self.assistant_open) + "{{ .Content }}"
-                + "{{ if not $last }}" + _lit(self.assistant_close) + "{{ end }}",
-                "{{- end }}",
-                "{{- if and $last (ne .Role \"assistant\") }}" + _lit(self.generation_prompt) + "{{ end }}",
-                "{{- end }}",
-            ]
-            return "\n".join(lines)
-        if self.default_system is not None:
-            lines.append("{{- if or (not .Messages) (ne (index .Messages 0).Role \"system\") }}"
-                         + _lit(self.system_open + self.default_system + self.system_close) + "{{ end }}")
-        lines += [
-            "{{- range $i, $m := .Messages }}",
-            "{{- $last := eq (len (slice $.Messages $i)) 1 }}",
-            "{{- if eq .Role \"system\" }}" + _lit(self.system_open) + "{{ .Content }}" + _lit(self.system_close),
-            "{{- else if eq .Role \"user\" }}" + _lit(self.user_open) + "{{ .Content }}" + _lit(self.user_close),
-            "{{- else if eq .Role \"assistant\" }}" + _lit(self.assistant_open) + "{{ .Content }}"
-            + "{{ if not $last }}" + _lit(self.assistant_close) + "{{ end }}",
-            "{{- end }}",
-            "{{- if and $last (ne .Role \"assistant\") }}" + _lit(self.generation_prompt) + "{{ end }}",
-            "{{- end }}",
-        ]
+            system = "{{ if and $last $.System }}{{ $.System }}" + _lit(self.system_separator) + "{{ end }}"
+            branches = [("user", _lit(self.user_open) + system + content + _lit(self.user_close))]
+        else:
+            if self.default_system is not None:
+                lines.append("{{- if or (not .Messages) (ne (index .Messages 0).Role \"system\") }}"
+                             + _lit(self.system_open + self.default_system + self.system_close) + "{{ end }}")
+            branches = [("system", _lit(self.system_open) + content + _lit(self.system_close)),
+                        ("user", _lit(self.user_open) + content + _lit(self.user_close))]
+        branches.append(("assistant", _lit(self.assistant_open) + content
+                         + "{{ if not $last }}" + _lit(self.assistant_close) + "{{ end }}"))
+        lines += ["{{- range $i, $m := .Messages }}", "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
+        for i, (role, body) in enumerate(branches):
+            lines.append(("{{- if" if i == 0 else "{{- else if") + f' eq .Role "{role}" ' + "}}" + body)
+        lines += ["{{- end }}",
+                  "{{- if and $last (ne .Role \"assistant\") }}" + _lit(self.generation_prompt) + "{{ end }}",
+                  "{{- end }}"]
         return "\n".join(lines)
 
 
