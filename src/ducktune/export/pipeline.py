@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from ducktune.errors import UserError
 from ducktune.export import verify as checks_mod
 from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
 from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
-from ducktune.io import atomic_file, write_json, write_text
+from ducktune.io import atomic_dir, atomic_file, write_json, write_text
 
 TARGETS = ("merged", "gguf", "ollama")
 MAX_NUM_CTX = 4096
@@ -116,10 +117,8 @@ def export_run(run_path: str | Path, to=None, quants=None, out: str | Path | Non
 
 
 def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
-    from ducktune.export.gguf_file import adds_special, read_config, write_gguf
     from ducktune.export.gotemplate import derive_layout
-    from ducktune.export.merge import check_adapter, merge_run, open_run
-    from ducktune.export.quantize import quantize_gguf
+    from ducktune.export.merge import check_adapter, open_run
 
     started = time.perf_counter()
     targets = parse_targets(to)
@@ -132,11 +131,37 @@ def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
         check_adapter(source.weights, source.base_folder)
     layout = derive_layout(source.chat_format) if "ollama" in targets else None
 
+    if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / "export.json").is_file():
+        raise UserError(f"{export_dir}: exists and is not a ducktune export folder; choose another --out")
+
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
-    export_dir.mkdir(parents=True, exist_ok=True)
     result = ExportResult(export_dir, name)
-    merge = merge_run(source, export_dir / "merged", log=log)
+    # Built in a temporary folder that replaces the previous export in one rename: an
+    # interrupted export leaves the last complete one, and no stale files survive a new one.
+    with atomic_dir(export_dir) as work:
+        merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
+                                                           layout, result, log)
+
+    log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
+    reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, source.probe_prompts,
+                                     manifest["max_new_tokens"])
+    merge_check = checks_mod.Check(**manifest["merge_check"])
+    result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config)
+    result.seconds = time.perf_counter() - started
+    finish(result, manifest, source.run.report, log=log)
+    if result.ollama_command:
+        offer_ollama_create(result.ollama_command, create, log=log)
+    return result
+
+
+def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, layout, result, log):
+    """Merged model, GGUFs, Modelfile and manifest, written into `work` (renamed to `export_dir` after)."""
+    from ducktune.export.gguf_file import adds_special, read_config, write_gguf
+    from ducktune.export.merge import merge_run
+    from ducktune.export.quantize import quantize_gguf
+
+    merge = merge_run(source, work / "merged", log=log)
     result.files["merged"] = "merged"
     merge_check = _merge_check(merge, len(source.probe_prompts))
 
@@ -146,15 +171,15 @@ def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
         eot = source.chat_format.eot_token
         direct = [q for q in quant_list if q in DIRECT_QUANTS]
         k_quants = [q for q in quant_list if q in K_QUANTS]
-        f16_path = export_dir / f"{name}-f16.gguf"
+        f16_path = work / f"{name}-f16.gguf"
         temporary_f16 = bool(k_quants) and "f16" not in direct
         for quant in direct + (["f16"] if temporary_f16 else []):
-            path = export_dir / f"{name}-{quant}.gguf"
+            path = work / f"{name}-{quant}.gguf"
             log(f"Writing {path.name}")
             summaries[quant] = write_gguf(merge.merged_dir, path, quant, name, tokenizer, eot, log=log)
         try:
             for quant in k_quants:
-                path = export_dir / f"{name}-{quant}.gguf"
+                path = work / f"{name}-{quant}.gguf"
                 log(f"Quantizing {path.name} with llama.cpp")
                 quantize_gguf(f16_path, path, quant)
                 summaries[quant] = None
@@ -170,7 +195,7 @@ def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
     if layout is not None:
         result.files["modelfile"] = "Modelfile"
         modelfile_quant = next(q for q in MODELFILE_PREFERENCE if q in quant_list)
-        _write_modelfile(export_dir, name, modelfile_quant, layout, source, config, add_bos)
+        _write_modelfile(work, export_dir, name, modelfile_quant, layout, source, config, add_bos)
         result.ollama_command = ollama_command(name, export_dir, only_f16=quant_list == ["f16"])
 
     manifest = {
@@ -192,17 +217,8 @@ def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
         "merge_check": merge_check.to_dict(),
         "ollama_command": result.ollama_command,
     }
-    write_json(export_dir / "export.json", manifest)
-
-    log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
-    reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, source.probe_prompts,
-                                     manifest["max_new_tokens"])
-    result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config)
-    result.seconds = time.perf_counter() - started
-    finish(result, manifest, source.run.report, log=log)
-    if result.ollama_command:
-        offer_ollama_create(result.ollama_command, create, log=log)
-    return result
+    write_json(work / "export.json", manifest)
+    return merge, summaries, manifest, config
 
 
 def _merge_check(merge, n_prompts: int) -> checks_mod.Check:
@@ -217,7 +233,8 @@ def _merge_check(merge, n_prompts: int) -> checks_mod.Check:
                             {"max_abs_diff": merge.max_diff, "prompts": n_prompts})
 
 
-def _write_modelfile(export_dir: Path, name: str, quant: str, layout, source, config: dict, add_bos: bool) -> None:
+def _write_modelfile(work: Path, export_dir: Path, name: str, quant: str, layout, source, config: dict,
+                     add_bos: bool) -> None:
     from ducktune.export.modelfile import ModelfileSpec, render_modelfile
 
     bos = source.tokenizer.bos_token
@@ -234,12 +251,12 @@ def _write_modelfile(export_dir: Path, name: str, quant: str, layout, source, co
     header = (f"{name}: fine-tuned from {source.config.model.name_or_path} with ducktune\n"
               f"chat template family: {layout.family}; build with:\n"
               f"  {ollama_command(name, export_dir, only_f16=quant == 'f16')}")
-    write_text(export_dir / "Modelfile", render_modelfile(spec, header))
+    write_text(work / "Modelfile", render_modelfile(spec, header))
 
 
 def ollama_command(name: str, export_dir: Path, only_f16: bool = False) -> str:
-    command = f"ollama create {name} -f {export_dir / 'Modelfile'}"
-    return command + (" --quantize q4_K_M" if only_f16 else "")
+    words = ["ollama", "create", name, "-f", str(export_dir / "Modelfile")]
+    return shlex.join(words + (["--quantize", "q4_K_M"] if only_f16 else []))
 
 
 def run_checks(export_dir: Path, manifest: dict, reference, summaries: dict | None = None,
@@ -310,7 +327,7 @@ def offer_ollama_create(command: str, create: bool | None, log=print) -> None:
         answer = input("Ollama is installed: run this now? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             return
-    subprocess.run(command.split(" "), check=False)
+    subprocess.run(shlex.split(command), check=False)
 
 
 def verify_export(export_dir: str | Path, log=print) -> ExportResult:

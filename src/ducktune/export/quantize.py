@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,14 @@ def llama_cpp_quantizer(threads: int | None = None) -> Quantizer:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{K_QUANTS[quant]}")
         params.nthread = threads or min(4, os.cpu_count() or 1)
-        return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
+        # llama-cpp-python routes llama.cpp's log through this logger: keep errors, drop the per-tensor chatter.
+        chatter = logging.getLogger("llama-cpp-python")
+        level = chatter.level
+        chatter.setLevel(logging.ERROR)
+        try:
+            return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
+        finally:
+            chatter.setLevel(level)
 
     return quantize
 
