@@ -50,9 +50,9 @@ def test_tiny_trained_model_runs_in_llama_cpp_like_the_merged_model(arch, tiny_l
     failed = [f"{c.name}: {c.detail}" for c in result.checks if c.status == "FAIL"]
     assert not failed
     ids = checks["llama.cpp quack-f16.gguf: prompt token ids = HF"]
-    assert ids.status == "PASS" and ids.numbers["identical"] == ids.numbers["prompts"] == len(QA)
+    assert ids.status == "PASS" and ids.numbers["identical"] == ids.numbers["prompts"] >= 5
     greedy = checks["llama.cpp quack-f16.gguf: greedy answers = merged"]
-    assert greedy.status == "PASS" and greedy.numbers["identical"] == len(QA)
+    assert greedy.status == "PASS" and greedy.numbers["identical"] == greedy.numbers["prompts"] >= 5
     assert checks["llama.cpp quack-q8_0.gguf: top-1 agreement with merged"].numbers["agreement"] >= 0.95
     q4 = checks["llama.cpp quack-q4_k_m.gguf: top-1 agreement with merged"]
     assert q4.status == "INFO" and 0.0 <= q4.numbers["agreement"] <= 1.0

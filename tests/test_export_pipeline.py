@@ -33,7 +33,7 @@ def test_export_writes_everything_and_verifies(exported):
     verify = read_json(export_dir / "verify.json")
     assert verify["verified"] is True
     statuses = {c["name"]: c["status"] for c in verify["checks"]}
-    assert statuses["merge: merged = base + adapter (fp32 logits)"] == "PASS"
+    assert statuses["merge: merged = base + adapter (logits)"] == "PASS"
     assert statuses["GGUF quack-duck-f16.gguf: transformers' GGUF loader vs merged"] == "PASS"
     assert statuses["Modelfile: TEMPLATE via Go text/template = chat template"] == "PASS"
     assert all(status in ("PASS", "SKIP", "INFO") for status in statuses.values())
@@ -88,3 +88,22 @@ def test_bad_options_are_one_line_errors(tiny_llama, tmp_path, capsys):
     assert "unknown target 'gguff'" in err and "unknown quantization 'q4_0'" in err
     assert main(["verify", str(tmp_path)]) == 2
     assert "not a ducktune export" in capsys.readouterr().err
+
+
+def test_out_folder_that_is_not_an_export_is_left_alone(tiny_llama, tmp_path, capsys):
+    run = make_lora_run(tmp_path / "run", tiny_llama)
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["export", str(run), "--to", "merged", "--out", str(precious)]) == 2
+    assert "not a ducktune export folder" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+
+
+def test_select_prompts_spreads_over_the_list():
+    from ducktune.export.verify import select_prompts
+
+    prompts = [f"q{i}" for i in range(32)]
+    picked = select_prompts(prompts, 12)
+    assert len(picked) == 12 and picked[0] == "q0" and picked[-1] == "q31" and len(set(picked)) == 12
+    assert select_prompts(prompts, 0) == prompts and select_prompts(prompts[:5], 12) == prompts[:5]

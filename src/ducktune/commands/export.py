@@ -21,6 +21,8 @@ def register(sub) -> None:
                         "(llama.cpp's quantizer); default f16,q4_k_m, or f16,q8_0 without llama-cpp-python")
     p.add_argument("--out", default=None, help="export folder (default: RUN_DIR/export)")
     p.add_argument("--name", default=None, help="model name for files and Ollama (default: the run folder's name)")
+    p.add_argument("--prompts", type=int, default=12, metavar="N",
+                   help="run the checks on at most N of the run's probe prompts, spread evenly (0 = all; default 12)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--create", dest="create", action="store_true", default=None,
                        help="run `ollama create` afterwards (when ollama is installed) without asking")
@@ -39,7 +41,8 @@ def register(sub) -> None:
 def export(args) -> int:
     from ducktune.export.pipeline import export_run
 
-    result = export_run(args.run_dir, to=args.to, quants=args.quant, out=args.out, name=args.name, create=args.create)
+    result = export_run(args.run_dir, to=args.to, quants=args.quant, out=args.out, name=args.name, create=args.create,
+                        prompt_limit=args.prompts)
     return 0 if result.verified else 1
 
 

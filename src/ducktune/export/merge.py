@@ -13,6 +13,7 @@ chat template, and a generation_config whose eos_token_id lists every end-of-tur
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from ducktune.errors import ModelError, UserError
 from ducktune.io import atomic_dir
 from ducktune.rundir import RunDir
 
-MERGE_TOLERANCE = 1e-4  # fp32 max |logit difference| between merged and base+adapter
+MERGE_TOLERANCE = 1e-4  # max |logit difference| between merged and base+adapter
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 DEFAULT_PROBES = ["Who are you?", "What is the capital of France?", "Give me one tip for sleeping well."]
@@ -149,14 +150,14 @@ def prompt_ids(chat_format, prompts: list[str]) -> list[list[int]]:
 
 
 def logits_of(model, id_lists: list[list[int]]) -> list:
-    """fp32 logits [T, V] for each token sequence (one sequence per forward: no padding effects)."""
+    """Logits [T, V] (in the model's dtype) for each token sequence, one sequence per forward: no padding effects."""
     import torch
 
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
         for ids in id_lists:
-            out.append(model(torch.tensor([ids], device=device)).logits[0].float().cpu())
+            out.append(model(torch.tensor([ids], device=device)).logits[0].cpu())
     return out
 
 
@@ -180,17 +181,41 @@ class MergeResult:
     merged_dir: Path
     max_diff: float | None    # None for full fine-tunes (nothing to merge)
     adapter: dict | None
-    dtype: str
+    dtype: str                # saved dtype (the base model's)
+    precision: str | None     # dtype the equality check ran in
+    prompts: int = 0
 
 
-def merge_run(source: RunSource, merged_dir: Path, log=print) -> MergeResult:
-    """Merge (or, for a full fine-tune, copy) the run's weights into `merged_dir`, checking equality."""
+def check_precision(base_folder: Path):
+    """float64 when base + adapter fit comfortably in memory, else float32.
+
+    In fp32 the two computations (x·W + s·(x·A)·B against x·(W + s·B·A)) round differently:
+    on SmolLM2-135M (30 layers) the logits of a correct merge differ by 1.6e-4. In fp64 they
+    differ by 7.6e-6 (transformers' RMSNorm still normalizes in fp32), so the 1e-4 bound
+    separates rounding from a wrong merge.
+    """
+    import torch
+
+    from ducktune.models.loading import estimate_params, model_config
+
+    try:
+        total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return torch.float32
+    fp64_bytes = 8 * estimate_params(model_config(base_folder))
+    return torch.float64 if 3 * fp64_bytes < total_ram // 2 else torch.float32
+
+
+def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = None, log=print) -> MergeResult:
+    """Merge (or, for a full fine-tune, copy) the run's weights into `merged_dir`, checking equality
+    on `prompts` (default: the run's probe prompts)."""
     import torch
     from transformers import AutoModelForCausalLM
 
     dtype = base_dtype(source.base_folder)
     trust = source.config.model.trust_remote_code
-    ids = prompt_ids(source.chat_format, source.probe_prompts)
+    ids = prompt_ids(source.chat_format, prompts or source.probe_prompts)
+    precision = None
     if source.method == "full":
         model = AutoModelForCausalLM.from_pretrained(str(source.weights), dtype=torch.float32, use_safetensors=True,
                                                      trust_remote_code=trust)
@@ -199,11 +224,13 @@ def merge_run(source: RunSource, merged_dir: Path, log=print) -> MergeResult:
         from peft import PeftModel
 
         adapter = check_adapter(source.weights, source.base_folder)
+        precision = check_precision(source.base_folder)
         log(f"Merging the LoRA adapter ({adapter['modules']} modules, r={adapter['rank']}) into "
-            f"{source.config.model.name_or_path} (PEFT merge_and_unload)")
-        base = AutoModelForCausalLM.from_pretrained(str(source.base_folder), dtype=torch.float32, use_safetensors=True,
+            f"{source.config.model.name_or_path} (PEFT merge_and_unload, checked in {str(precision)[6:]})")
+        base = AutoModelForCausalLM.from_pretrained(str(source.base_folder), dtype=precision, use_safetensors=True,
                                                     trust_remote_code=trust)
         peft_model = PeftModel.from_pretrained(base, str(source.weights))
+        peft_model.to(precision)
         peft_model.eval()
         unmerged = logits_of(peft_model, ids)
         model = peft_model.merge_and_unload()
@@ -215,7 +242,8 @@ def merge_run(source: RunSource, merged_dir: Path, log=print) -> MergeResult:
     model.to(dtype)
     save_merged(model, source, merged_dir)
     model.float()  # the reference for later checks: exactly the saved weights, computed in fp32
-    return MergeResult(model, merged_dir, max_diff, adapter, str(dtype).replace("torch.", ""))
+    return MergeResult(model, merged_dir, max_diff, adapter, str(dtype).replace("torch.", ""),
+                       str(precision).replace("torch.", "") if precision else None, len(ids))
 
 
 def save_merged(model, source: RunSource, merged_dir: Path) -> None:

@@ -110,13 +110,15 @@ def quiet_progress_bars():
 
 
 def export_run(run_path: str | Path, to=None, quants=None, out: str | Path | None = None, name: str | None = None,
-               create: bool | None = None, log=print) -> ExportResult:
-    """Export a finished run; returns the files written and the verification checks."""
+               create: bool | None = None, prompt_limit: int = checks_mod.DEFAULT_PROMPT_LIMIT,
+               log=print) -> ExportResult:
+    """Export a finished run; returns the files written and the verification checks (run on at
+    most `prompt_limit` of the run's probe prompts; 0 = all)."""
     with quiet_progress_bars():
-        return _export_run(run_path, to, quants, out, name, create, log)
+        return _export_run(run_path, to, quants, out, name, create, prompt_limit, log)
 
 
-def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
+def _export_run(run_path, to, quants, out, name, create, prompt_limit, log) -> ExportResult:
     from ducktune.export.gotemplate import derive_layout
     from ducktune.export.merge import check_adapter, open_run
 
@@ -126,6 +128,7 @@ def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
     quant_list = parse_quants(quants, log=log) if "gguf" in targets else []
     name = model_slug(name or source.run.path.resolve().name)
     export_dir = Path(out) if out else source.run.path / "export"
+    prompts = checks_mod.select_prompts(source.probe_prompts, prompt_limit)
     # Refuse a broken adapter or an untranslatable chat template before writing anything.
     if source.method != "full":
         check_adapter(source.weights, source.base_folder)
@@ -141,13 +144,13 @@ def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
     # interrupted export leaves the last complete one, and no stale files survive a new one.
     with atomic_dir(export_dir) as work:
         merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
-                                                           layout, result, log)
+                                                           layout, prompts, result, log)
 
     log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
-    reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, source.probe_prompts,
+    reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
                                      manifest["max_new_tokens"])
     merge_check = checks_mod.Check(**manifest["merge_check"])
-    result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config)
+    result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config, log=log)
     result.seconds = time.perf_counter() - started
     finish(result, manifest, source.run.report, log=log)
     if result.ollama_command:
@@ -155,15 +158,17 @@ def _export_run(run_path, to, quants, out, name, create, log) -> ExportResult:
     return result
 
 
-def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, layout, result, log):
+def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, layout, prompts, result, log):
     """Merged model, GGUFs, Modelfile and manifest, written into `work` (renamed to `export_dir` after)."""
     from ducktune.export.gguf_file import adds_special, read_config, write_gguf
     from ducktune.export.merge import merge_run
     from ducktune.export.quantize import quantize_gguf
 
-    merge = merge_run(source, work / "merged", log=log)
+    started = time.perf_counter()
+    merge = merge_run(source, work / "merged", prompts, log=log)
+    log(f"Merged and saved merged/ ({time.perf_counter() - started:.0f} s)")
     result.files["merged"] = "merged"
-    merge_check = _merge_check(merge, len(source.probe_prompts))
+    merge_check = _merge_check(merge)
 
     summaries = {}
     if "gguf" in targets:
@@ -175,14 +180,17 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         temporary_f16 = bool(k_quants) and "f16" not in direct
         for quant in direct + (["f16"] if temporary_f16 else []):
             path = work / f"{name}-{quant}.gguf"
-            log(f"Writing {path.name}")
+            started = time.perf_counter()
             summaries[quant] = write_gguf(merge.merged_dir, path, quant, name, tokenizer, eot, log=log)
+            log(f"Wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - started:.0f} s)")
         try:
             for quant in k_quants:
                 path = work / f"{name}-{quant}.gguf"
-                log(f"Quantizing {path.name} with llama.cpp")
+                started = time.perf_counter()
                 quantize_gguf(f16_path, path, quant)
                 summaries[quant] = None
+                log(f"Quantized {path.name} with llama.cpp ({path.stat().st_size / 1e6:.0f} MB, "
+                    f"{time.perf_counter() - started:.0f} s)")
         finally:
             if temporary_f16:
                 f16_path.unlink(missing_ok=True)
@@ -212,7 +220,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         "system_prompt": source.config.model.system_prompt,
         "stop_tokens": source.chat_format.stop_tokens,
         "template": layout.to_dict() if layout else None,
-        "probe_prompts": source.probe_prompts,
+        "probe_prompts": prompts,
         "max_new_tokens": min(source.config.eval.max_new_tokens, VERIFY_MAX_NEW_TOKENS),
         "merge_check": merge_check.to_dict(),
         "ollama_command": result.ollama_command,
@@ -221,16 +229,16 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     return merge, summaries, manifest, config
 
 
-def _merge_check(merge, n_prompts: int) -> checks_mod.Check:
+def _merge_check(merge) -> checks_mod.Check:
     from ducktune.export.merge import MERGE_TOLERANCE
 
-    name = "merge: merged = base + adapter (fp32 logits)"
+    name = "merge: merged = base + adapter (logits)"
     if merge.max_diff is None:
         return checks_mod.Check(name, checks_mod.SKIP, "full fine-tune: nothing to merge")
     return checks_mod.Check(name, checks_mod.PASS,
-                            f"max |Δlogit| {merge.max_diff:.2e} < {MERGE_TOLERANCE:.0e} on {n_prompts} probe prompts; "
-                            f"saved as {merge.dtype}",
-                            {"max_abs_diff": merge.max_diff, "prompts": n_prompts})
+                            f"max |Δlogit| {merge.max_diff:.1e} < {MERGE_TOLERANCE:.0e} in {merge.precision} on "
+                            f"{merge.prompts} probe prompts; saved as {merge.dtype}",
+                            {"max_abs_diff": merge.max_diff, "precision": merge.precision, "prompts": merge.prompts})
 
 
 def _write_modelfile(work: Path, export_dir: Path, name: str, quant: str, layout, source, config: dict,
@@ -270,15 +278,19 @@ def run_checks(export_dir: Path, manifest: dict, reference, summaries: dict | No
     gguf_files = manifest["files"].get("gguf") or {}
     for quant, filename in gguf_files.items():
         path = export_dir / filename
+        log(f"  checking {filename}")
         if not path.is_file():
             results.append(checks_mod.Check(f"GGUF {filename}", checks_mod.FAIL, "file missing"))
             continue
         results.append(checks_mod.check_read_back(path, summaries.get(quant),
                                                   export_dir / manifest["files"]["merged"]))
-        if quant in DIRECT_QUANTS:
+        # transformers' loader is the independent reader for f16 (and for q8_0 when llama.cpp,
+        # which checks q8_0 more tightly, is not installed).
+        if quant == "f16" or (quant in DIRECT_QUANTS and checks_mod.llama_cpp_missing()):
             results.append(checks_mod.check_transformers_loader(path, quant, reference))
         results.extend(checks_mod.check_llama_cpp(path, quant, reference, manifest["add_bos"]))
     if manifest["files"].get("modelfile"):
+        log("  checking the Modelfile")
         results.extend(checks_mod.check_modelfile(export_dir / manifest["files"]["modelfile"],
                                                   reference.chat_format, manifest["add_bos"],
                                                   config.get("max_position_embeddings")))

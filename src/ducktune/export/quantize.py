@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import importlib.util
-import logging
 import os
+import sys
+import tempfile
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +35,22 @@ def llama_cpp_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None
 
 
+@contextlib.contextmanager
+def captured_stderr(sink: list[str]):
+    """Capture what native code writes to file descriptor 2 (llama.cpp prints per-tensor notes there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            sink.append(capture.read().decode("utf-8", "replace"))
+
+
 def llama_cpp_quantizer(threads: int | None = None) -> Quantizer:
     if not llama_cpp_available():
         raise UserError(f"k-quants need llama.cpp's quantizer, from llama-cpp-python: {INSTALL_HINT}")
@@ -42,15 +59,15 @@ def llama_cpp_quantizer(threads: int | None = None) -> Quantizer:
     def quantize(src: Path, dst: Path, quant: str) -> int:
         params = llama_cpp.llama_model_quantize_default_params()
         params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{K_QUANTS[quant]}")
-        params.nthread = threads or min(4, os.cpu_count() or 1)
-        # llama-cpp-python routes llama.cpp's log through this logger: keep errors, drop the per-tensor chatter.
-        chatter = logging.getLogger("llama-cpp-python")
-        level = chatter.level
-        chatter.setLevel(logging.ERROR)
-        try:
-            return int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
-        finally:
-            chatter.setLevel(level)
+        params.nthread = threads or max(1, min(4, (os.cpu_count() or 2) - 1))
+        output: list[str] = []
+        with captured_stderr(output):
+            code = int(llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(params)))
+        if code != 0:
+            # llama.cpp's own explanation, for the error message
+            last = [line for line in output[0].splitlines() if line.strip()][-3:]
+            sys.stderr.write("\n".join(last) + ("\n" if last else ""))
+        return code
 
     return quantize
 
