@@ -6,13 +6,18 @@ PYTHON ?= python3
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 EXTRAS ?= dev
+# llama-cpp-python (the `verify` extra) is source-only on PyPI: its wheel is built once
+# (~25 min on 2 cores) into this folder and installed from there afterwards.
+WHEELS ?= $(HOME)/.cache/ducktune/wheels
+LLAMA_CPP_VERSION ?= 0.3.36
 
-.PHONY: setup demo test test-slow bench clean help
+.PHONY: setup demo test test-slow verify-extra bench clean help
 
 help:
 	@echo "make demo       fine-tune the built-in model on the Duckling persona, compare, export"
 	@echo "make test       run the tests (fast tier, ~10 min on 2 cores)"
 	@echo "make test-slow  run the slow tier (built-in model, llama.cpp)"
+	@echo "make verify-extra  install llama-cpp-python (q4_k_m export, llama.cpp checks; built once, cached)"
 	@echo "make bench      ducktune vs TRL benchmark (bench/RESULTS.md)"
 
 setup: $(VENV)/.installed
@@ -40,6 +45,15 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow
+
+verify-extra: setup
+	@mkdir -p $(WHEELS)
+	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+		echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) once into $(WHEELS) (~25 min on 2 cores)"; \
+		CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
+			$(PIP) wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	fi
+	$(PIP) install -q --find-links $(WHEELS) --only-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION)
 
 bench: setup
 	$(PY) bench/run.py

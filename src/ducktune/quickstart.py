@@ -112,8 +112,10 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
 
 
 def _export(run_path: Path) -> None:
-    try:
-        from ducktune.export import pipeline  # noqa: F401  (landed with the export feature)
-    except ImportError:
-        return
-    pipeline.export_run(run_path)
+    """Export the demo run and print its verification table: f16 and q8_0 always, q4_k_m when
+    llama.cpp's quantizer (llama-cpp-python) is installed."""
+    from ducktune.export import pipeline
+    from ducktune.export.quantize import llama_cpp_available
+
+    quants = ["f16", "q8_0"] + (["q4_k_m"] if llama_cpp_available() else [])
+    pipeline.export_run(run_path, quants=quants, name=PERSONA_NAME["en"].lower())

@@ -11,6 +11,7 @@ MODULES = [
     "ducktune.commands.data",
     "ducktune.commands.serve",
     "ducktune.commands.ui",
+    "ducktune.commands.export",
 ]
 
 

@@ -1,0 +1,405 @@
+"""A Hugging Face model folder -> one GGUF file (f16 or q8_0), with the `gguf` package.
+
+Everything llama.cpp and Ollama need is written: the architecture's hyper-parameters, every
+tensor under its GGUF name (the `gguf` package's tensor-name maps), and complete tokenizer
+metadata (BPE tokens and merges, token types, bos/eos/pad/unk and end-of-turn ids, whether
+BOS is added, the pre-tokenizer kind, the chat template).
+
+Tensors are streamed to disk one at a time (header and tensor index first), so memory stays
+near one tensor; the file is written under a temporary name and renamed into place, so a
+failure never leaves a partial GGUF behind.
+
+Supported: Llama-family (Llama, SmolLM, Mistral-shaped) with byte-level BPE tokenizers,
+Qwen2/Qwen2.5, Qwen3. Anything else is refused with a message naming what is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ducktune.errors import ModelError
+
+# HF architecture -> (GGUF architecture, q/k rows re-ordered for llama.cpp's rotary layout).
+# llama.cpp's "llama" graph rotates interleaved pairs (Meta's original layout); HF stores
+# the halves-split layout, so q_proj/k_proj rows are permuted. Qwen uses the NeoX layout
+# in llama.cpp, which matches HF as is.
+ARCHITECTURES = {
+    "LlamaForCausalLM": ("llama", True),
+    "MistralForCausalLM": ("llama", True),
+    "Qwen2ForCausalLM": ("qwen2", False),
+    "Qwen3ForCausalLM": ("qwen3", False),
+}
+
+QUANTS = ("f16", "q8_0")
+# llama.cpp's names for the file types (general.file_type)
+FILE_TYPES = {"f16": 1, "q8_0": 7}
+
+
+@dataclass
+class TensorPlan:
+    hf_name: str
+    gguf_name: str
+    shape: tuple[int, ...]        # HF (row-major) shape
+    qtype: object                 # gguf.GGMLQuantizationType
+    permute_heads: int | None = None
+
+
+@dataclass
+class GGUFSummary:
+    path: Path
+    arch: str
+    quant: str
+    tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # GGUF name -> HF-order shape
+    metadata: dict = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------- tokenizer metadata
+
+
+# llama.cpp pre-tokenizer names for the regexes of the families ducktune exports (the
+# regexes are the tokenizers' own; the names are llama.cpp's).
+_SPLIT_REGEX_KINDS = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
+}
+
+
+def pre_tokenizer_kind(tokenizer_json: dict) -> str:
+    """The llama.cpp pre-tokenizer that splits text exactly like this tokenizer.json, or ModelError."""
+    normalizer = tokenizer_json.get("normalizer")
+    if normalizer and normalizer.get("type") != "NFC":
+        raise ModelError(f"tokenizer.json: normalizer {normalizer.get('type')} has no llama.cpp equivalent")
+    pre = tokenizer_json.get("pre_tokenizer") or {}
+    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
+    kinds = [step.get("type") for step in steps]
+    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+        return "gpt-2"
+    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
+        return "smollm"
+    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
+        kind = _SPLIT_REGEX_KINDS.get((steps[0].get("pattern") or {}).get("Regex"))
+        if kind and steps[0].get("behavior") == "Isolated":
+            return kind
+    raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre)[:200]} is not one ducktune can name for "
+                     "llama.cpp (supported: GPT-2 byte-level, SmolLM, Qwen2, Llama 3)")
+
+
+def _looks_special(text: str) -> bool:
+    return (text.startswith("<|") and text.endswith("|>")) or (text.startswith("<｜") and text.endswith("｜>"))
+
+
+def token_table(tokenizer_json: dict, n_vocab: int) -> tuple[list[str], list[int]]:
+    """Token texts and GGUF token types for ids 0..n_vocab-1 (ids without a token become [PADi], unused)."""
+    import gguf
+
+    model = tokenizer_json.get("model") or {}
+    decoder = tokenizer_json.get("decoder") or {}
+    if model.get("type") != "BPE" or model.get("byte_fallback") or decoder.get("type") != "ByteLevel":
+        raise ModelError("tokenizer.json: only byte-level BPE tokenizers (GPT-2 style: Llama 3, Qwen, SmolLM) "
+                         "can be written to GGUF by ducktune so far")
+    texts: dict[int, str] = {i: t for t, i in model["vocab"].items()}
+    types: dict[int, int] = {i: gguf.TokenType.NORMAL for i in texts}
+    for added in tokenizer_json.get("added_tokens", []):
+        i, text = added["id"], added["content"]
+        texts[i] = text
+        types[i] = gguf.TokenType.CONTROL if added.get("special") or _looks_special(text) else gguf.TokenType.USER_DEFINED
+    if texts and max(texts) >= n_vocab:
+        raise ModelError(f"tokenizer.json has token id {max(texts)} but the model has only {n_vocab} embedding rows")
+    tokens, token_types = [], []
+    for i in range(n_vocab):
+        if i in texts:
+            tokens.append(texts[i])
+            token_types.append(int(types[i]))
+        else:
+            tokens.append(f"[PAD{i}]")
+            token_types.append(int(gguf.TokenType.UNUSED))
+    return tokens, token_types
+
+
+def adds_special(tokenizer, which: str) -> bool:
+    """Whether the HF tokenizer adds BOS (or EOS) itself when encoding text."""
+    token_id = getattr(tokenizer, f"{which}_token_id", None)
+    if token_id is None:
+        return False
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    without = tokenizer("a", add_special_tokens=False)["input_ids"]
+    if len(with_special) == len(without):
+        return False
+    return (with_special[0] if which == "bos" else with_special[-1]) == token_id
+
+
+# ---------------------------------------------------------------------- model metadata
+
+
+def read_config(model_dir: Path) -> dict:
+    path = model_dir / "config.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{path}: cannot read the model config ({exc})") from None
+
+
+def gguf_arch(config: dict) -> tuple[str, bool]:
+    names = config.get("architectures") or []
+    for name in names:
+        if name in ARCHITECTURES:
+            return ARCHITECTURES[name]
+    raise ModelError(f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {', '.join(names) or 'unknown'}")
+
+
+def rope_theta(config: dict) -> float:
+    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    kind = params.get("rope_type") or params.get("type") or "default"
+    if kind != "default":
+        raise ModelError(f"config.json: rope scaling '{kind}' is not supported by ducktune's GGUF writer yet")
+    theta = params.get("rope_theta", config.get("rope_theta"))
+    if theta is None:
+        raise ModelError("config.json: no rope_theta")
+    return float(theta)
+
+
+def head_dim(config: dict) -> int:
+    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
+
+
+def _weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    from safetensors import safe_open
+
+    files = sorted(model_dir.glob("*.safetensors"))
+    if not files:
+        raise ModelError(f"{model_dir}: no .safetensors weights")
+    shapes = {}
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                shapes[name] = tuple(handle.get_slice(name).get_shape())
+    return shapes
+
+
+def plan_tensors(model_dir: Path, config: dict, quant: str) -> list[TensorPlan]:
+    import gguf
+
+    arch, permute = gguf_arch(config)
+    n_layers = config["num_hidden_layers"]
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers)
+    tied = config.get("tie_word_embeddings", False)
+    plans = []
+    for hf_name, shape in sorted(_weight_shapes(model_dir).items()):
+        if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
+            continue
+        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise ModelError(f"{model_dir}: weight {hf_name} has no GGUF name for architecture {arch}")
+        if len(shape) == 1:
+            qtype = gguf.GGMLQuantizationType.F32
+        elif quant == "q8_0" and shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
+            qtype = gguf.GGMLQuantizationType.Q8_0
+        else:
+            qtype = gguf.GGMLQuantizationType.F16
+        heads = None
+        if permute and hf_name.endswith("self_attn.q_proj.weight"):
+            heads = config["num_attention_heads"]
+        elif permute and hf_name.endswith("self_attn.k_proj.weight"):
+            heads = config.get("num_key_value_heads") or config["num_attention_heads"]
+        plans.append(TensorPlan(hf_name, gguf_name, shape, qtype, heads))
+    return plans
+
+
+def rotary_interleave(weight, n_heads: int):
+    """HF (halves) -> llama.cpp (interleaved) row order of a q/k projection, per head."""
+    rows, cols = weight.shape
+    return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+
+
+def _tensor_bytes(plan: TensorPlan) -> int:
+    import gguf
+
+    block, size = gguf.GGML_QUANT_SIZES[plan.qtype]
+    count = 1
+    for dim in plan.shape:
+        count *= dim
+    return count // block * size
+
+
+def _encode(array, plan: TensorPlan):
+    import gguf
+    import numpy as np
+
+    if plan.permute_heads:
+        array = rotary_interleave(array, plan.permute_heads)
+    if plan.qtype == gguf.GGMLQuantizationType.F32:
+        return np.ascontiguousarray(array, dtype=np.float32)
+    if plan.qtype == gguf.GGMLQuantizationType.F16:
+        return np.ascontiguousarray(array, dtype=np.float16)
+    return gguf.quants.quantize(np.ascontiguousarray(array, dtype=np.float32), plan.qtype)
+
+
+# ---------------------------------------------------------------------- writing
+
+
+def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: str, tokenizer,
+               eot_token: str | None = None, log=print) -> GGUFSummary:
+    """Write `model_dir` (a merged HF folder) as one GGUF file. `tokenizer` is the folder's HF
+    tokenizer (with the run's chat template); `eot_token` the template's end-of-turn token."""
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+
+    if quant not in QUANTS:
+        raise ModelError(f"--quant {quant}: written directly are {', '.join(QUANTS)}")
+    model_dir, out_path = Path(model_dir), Path(out_path)
+    config = read_config(model_dir)
+    arch, _ = gguf_arch(config)
+    try:
+        tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{model_dir / 'tokenizer.json'}: cannot read the tokenizer ({exc})") from None
+    n_vocab = config["vocab_size"]
+    tokens, token_types = token_table(tokenizer_json, n_vocab)
+    pre = pre_tokenizer_kind(tokenizer_json)
+    plans = plan_tensors(model_dir, config, quant)
+
+    tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(None, arch)
+    try:
+        metadata = _add_metadata(writer, config, arch, name, quant, tokens, token_types, pre, model_dir,
+                                 tokenizer, eot_token)
+        for plan in plans:
+            qtype = None if plan.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else plan.qtype
+            dtype = {gguf.GGMLQuantizationType.F32: "float32", gguf.GGMLQuantizationType.F16: "float16"}.get(plan.qtype, "float32")
+            writer.add_tensor_info(plan.gguf_name, plan.shape, np.dtype(dtype), _tensor_bytes(plan), raw_dtype=qtype)
+        writer.write_header_to_file(tmp_path)
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        handles = {}
+        with contextlib.ExitStack() as stack:
+            for path in sorted(model_dir.glob("*.safetensors")):
+                handle = stack.enter_context(safe_open(str(path), framework="pt"))
+                for key in handle.keys():
+                    handles[key] = handle
+            for plan in plans:
+                array = handles[plan.hf_name].get_tensor(plan.hf_name).float().numpy()
+                writer.write_tensor_data(_encode(array, plan))
+        writer.flush()
+        for handle in writer.fout or []:
+            os.fsync(handle.fileno())
+        writer.close()
+        os.replace(tmp_path, out_path)
+    except BaseException:
+        writer.close()
+        with contextlib.suppress(FileNotFoundError):
+            tmp_path.unlink()
+        raise
+    return GGUFSummary(out_path, arch, quant, {p.gguf_name: p.shape for p in plans}, metadata)
+
+
+def _add_metadata(writer, config, arch, name, quant, tokens, token_types, pre, model_dir, tokenizer, eot_token) -> dict:
+    import gguf
+
+    n_heads = config["num_attention_heads"]
+    dim = head_dim(config)
+    writer.add_type(gguf.GGUFType.MODEL)
+    writer.add_name(name)
+    writer.add_file_type(FILE_TYPES[quant])
+    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
+    writer.add_context_length(config.get("max_position_embeddings", 2048))
+    writer.add_embedding_length(config["hidden_size"])
+    writer.add_block_count(config["num_hidden_layers"])
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_heads)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or n_heads)
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_freq_base(rope_theta(config))
+    if arch == "llama":
+        writer.add_vocab_size(config["vocab_size"])
+        writer.add_rope_dimension_count(dim)
+    if dim != config["hidden_size"] // n_heads or arch == "qwen3":
+        writer.add_key_length(dim)
+        writer.add_value_length(dim)
+
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
+    writer.add_token_list(tokens)
+    writer.add_token_types(token_types)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
+    if not special.merges:
+        raise ModelError(f"{model_dir / 'tokenizer.json'}: no BPE merges")
+    # BOS/EOS are added exactly when the HF tokenizer adds them, and the chat template is the
+    # run's (saved with the merged model), not whatever tokenizer_config.json happens to hold.
+    special.add_special_token = {"bos": adds_special(tokenizer, "bos"), "eos": adds_special(tokenizer, "eos")}
+    special.chat_template = tokenizer.chat_template
+    special.add_to_gguf(writer, quiet=True)
+    ids = dict(special.special_token_ids)
+    if eot_token:
+        eot_id = tokenizer.convert_tokens_to_ids(eot_token)
+        if isinstance(eot_id, int) and eot_id >= 0:
+            writer.add_eot_token_id(eot_id)
+            ids["eot"] = eot_id
+    return {"tokenizer.ggml.pre": pre, "n_tokens": len(tokens), "n_merges": len(special.merges),
+            "special_ids": ids, "add_bos": special.add_special_token["bos"],
+            "add_eos": special.add_special_token["eos"], "chat_template": tokenizer.chat_template}
+
+
+# ---------------------------------------------------------------------- reading back
+
+
+def read_back(path: str | Path, expected: GGUFSummary | None = None, model_dir: Path | None = None) -> dict:
+    """Open a GGUF with the gguf reader; compare tensor names/shapes and tokenizer metadata.
+
+    Returns {"tensors": n, "problems": [...], "metadata": {...}}. Expected tensors come from
+    `expected` (a writer summary) or are planned again from `model_dir`.
+    """
+    import gguf
+
+    reader = gguf.GGUFReader(str(path))
+    problems = []
+    found = {t.name: tuple(int(d) for d in reversed(list(t.shape))) for t in reader.tensors}
+    if expected is None and model_dir is not None:
+        quant = "q8_0" if any(t.tensor_type == gguf.GGMLQuantizationType.Q8_0 for t in reader.tensors) else "f16"
+        expected_tensors = {p.gguf_name: p.shape for p in plan_tensors(model_dir, read_config(model_dir), quant)}
+    else:
+        expected_tensors = expected.tensors if expected else {}
+    for name, shape in expected_tensors.items():
+        if name not in found:
+            problems.append(f"tensor {name} missing")
+        elif found[name] != tuple(shape):
+            problems.append(f"tensor {name}: shape {found[name]}, expected {tuple(shape)}")
+    for name in found:
+        if expected_tensors and name not in expected_tensors:
+            problems.append(f"unexpected tensor {name}")
+
+    def field(key):
+        f = reader.get_field(key)
+        return None if f is None else f.contents()
+
+    metadata = {key: field(key) for key in (
+        "general.architecture", "general.file_type", "tokenizer.ggml.model", "tokenizer.ggml.pre",
+        "tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id",
+        "tokenizer.ggml.padding_token_id", "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.add_bos_token",
+        "tokenizer.chat_template")}
+    tokens = reader.get_field("tokenizer.ggml.tokens")
+    types = reader.get_field("tokenizer.ggml.token_type")
+    merges = reader.get_field("tokenizer.ggml.merges")
+    metadata["n_tokens"] = len(tokens.data) if tokens else 0
+    metadata["n_token_types"] = len(types.data) if types else 0
+    metadata["n_merges"] = len(merges.data) if merges else 0
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+                "tokenizer.ggml.pre", "tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
+        if reader.get_field(key) is None:
+            problems.append(f"metadata {key} missing")
+    if metadata["n_tokens"] != metadata["n_token_types"]:
+        problems.append(f"{metadata['n_tokens']} tokens but {metadata['n_token_types']} token types")
+    if expected is not None:
+        want = expected.metadata
+        if metadata["n_tokens"] != want.get("n_tokens"):
+            problems.append(f"{metadata['n_tokens']} tokens, expected {want.get('n_tokens')}")
+        if metadata["n_merges"] != want.get("n_merges"):
+            problems.append(f"{metadata['n_merges']} merges, expected {want.get('n_merges')}")
+        if metadata["tokenizer.chat_template"] != want.get("chat_template"):
+            problems.append("chat template differs from the run's")
+    return {"tensors": len(found), "problems": problems, "metadata": metadata}

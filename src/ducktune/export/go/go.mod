@@ -1,0 +1,3 @@
+module ducktune/ollamatemplate
+
+go 1.19

@@ -1,0 +1,264 @@
+"""Merge a run's LoRA adapter into its base model, and prove the merge is exact.
+
+The adapter is checked before anything is loaded: the files exist and are complete, and
+every adapter matrix fits a module of the base model with the right shape, and every module
+the adapter config targets has its weights. A mismatched or half-written adapter is refused
+with the file named. The merge itself is PEFT's (`merge_and_unload`). In fp32 the merged
+model's logits must equal base+adapter (unmerged) logits on the run's probe prompts.
+
+The merged folder holds safetensors in the base model's dtype, the tokenizer with the run's
+chat template, and a generation_config whose eos_token_id lists every end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ducktune.errors import ModelError, UserError
+from ducktune.io import atomic_dir
+from ducktune.rundir import RunDir
+
+MERGE_TOLERANCE = 1e-4  # max |logit difference| between merged and base+adapter
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+DEFAULT_PROBES = ["Who are you?", "What is the capital of France?", "Give me one tip for sleeping well."]
+
+
+@dataclass
+class RunSource:
+    """What an export needs from a run directory."""
+
+    run: RunDir
+    info: dict
+    config: object          # RunConfig
+    method: str
+    weights: Path           # adapter/ (LoRA) or model/ (full fine-tune)
+    base_folder: Path
+    tokenizer: object
+    chat_format: object
+    probe_prompts: list[str]
+
+
+def open_run(run_path: str | Path, log=print) -> RunSource:
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.loading import load_tokenizer
+    from ducktune.models.sources import resolve_model
+
+    run = RunDir(run_path)
+    info = run.info()
+    if info.get("status") != "completed":
+        raise UserError(f"{run.path}: the run is not finished (status: {info.get('status', 'unknown')}); "
+                        f"finish it with `ducktune train {run.config_yaml}` before exporting")
+    config = run.config()
+    weights = run.weights_dir()
+    base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
+    # The tokenizer saved with the run carries the chat template it was trained with.
+    tokenizer = load_tokenizer(weights, trust_remote_code=config.model.trust_remote_code)
+    chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+    probes = list(info.get("probe_prompts") or config.eval.probe_prompts or DEFAULT_PROBES)
+    return RunSource(run, info, config, info.get("method", "lora"), weights, base_folder, tokenizer, chat_format, probes)
+
+
+# ---------------------------------------------------------------------- adapter checks
+
+
+def weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Tensor name -> shape of every safetensors file in a folder, from the headers only."""
+    from safetensors import safe_open
+
+    shapes = {}
+    for path in sorted(Path(model_dir).glob("*.safetensors")):
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                for name in handle.keys():
+                    shapes[name] = tuple(handle.get_slice(name).get_shape())
+        except Exception as exc:  # safetensors raises its own error type for damaged files
+            raise ModelError(f"{path}: unreadable ({exc})") from None
+    if not shapes:
+        raise ModelError(f"{model_dir}: no .safetensors weights")
+    return shapes
+
+
+_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
+
+
+def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
+    """Refuse an adapter that does not fit the base model, or is incomplete. Returns a summary."""
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / ADAPTER_CONFIG
+    weights_path = adapter_dir / ADAPTER_WEIGHTS
+    hint = "the run may have been interrupted while saving; rerun `ducktune train` on its config to finish it"
+    if not config_path.is_file():
+        raise ModelError(f"{config_path}: missing; {hint}")
+    try:
+        adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelError(f"{config_path}: corrupt ({exc}); {hint}") from None
+    if adapter_config.get("peft_type", "LORA") != "LORA":
+        raise ModelError(f"{config_path}: peft_type {adapter_config.get('peft_type')} is not a LoRA adapter")
+    if not weights_path.is_file():
+        raise ModelError(f"{weights_path}: missing; {hint}")
+    try:
+        adapter = weight_shapes(adapter_dir)
+    except ModelError as exc:
+        raise ModelError(f"{exc.message}; the file is incomplete: {hint}") from None
+    base = weight_shapes(base_folder)
+
+    pairs: dict[str, dict[str, tuple]] = {}
+    for key, shape in adapter.items():
+        match = _LORA_KEY.match(key)
+        if match:
+            pairs.setdefault(match["module"], {})[match["part"]] = shape
+    if not pairs:
+        raise ModelError(f"{weights_path}: holds no LoRA weights (lora_A / lora_B); {hint}")
+    for module, parts in sorted(pairs.items()):
+        base_shape = base.get(f"{module}.weight")
+        if base_shape is None:
+            raise ModelError(f"{weights_path}: adapts {module}, which the base model {base_folder} does not have: "
+                             "the adapter was trained on a different architecture")
+        if set(parts) != {"lora_A", "lora_B"}:
+            missing = ({"lora_A", "lora_B"} - set(parts)).pop()
+            raise ModelError(f"{weights_path}: {module} has no {missing} weights; {hint}")
+        out_features, in_features = base_shape[0], base_shape[-1]
+        a, b = parts["lora_A"], parts["lora_B"]
+        if a[-1] != in_features or b[0] != out_features or a[0] != b[-1]:
+            raise ModelError(f"{weights_path}: {module} is {out_features}x{in_features} in the base model {base_folder}, "
+                             f"but the adapter's matrices are {b[0]}x{b[-1]} and {a[0]}x{a[-1]}: the adapter was trained "
+                             "on a different model")
+    targets = adapter_config.get("target_modules")
+    if isinstance(targets, list):
+        leaves = set(targets)
+        expected = {name[: -len(".weight")] for name in base
+                    if name.endswith(".weight") and name[: -len(".weight")].rsplit(".", 1)[-1] in leaves
+                    and len(base[name]) == 2 and not name.startswith("lm_head")}
+        missing = sorted(expected - set(pairs))
+        if missing:
+            raise ModelError(f"{weights_path}: no weights for {len(missing)} of the {len(expected)} modules the "
+                             f"adapter config targets (e.g. {missing[0]}); {hint}")
+    return {"modules": len(pairs), "rank": next(iter(pairs.values()))["lora_A"][0]}
+
+
+# ---------------------------------------------------------------------- merging
+
+
+def prompt_ids(chat_format, prompts: list[str]) -> list[list[int]]:
+    return [chat_format.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+
+
+def logits_of(model, id_lists: list[list[int]]) -> list:
+    """Logits [T, V] (in the model's dtype) for each token sequence, one sequence per forward: no padding effects."""
+    import torch
+
+    device = next(model.parameters()).device
+    out = []
+    with torch.inference_mode():
+        for ids in id_lists:
+            out.append(model(torch.tensor([ids], device=device)).logits[0].cpu())
+    return out
+
+
+def max_abs_diff(a: list, b: list) -> float:
+    return max(float((x - y).abs().max()) for x, y in zip(a, b))
+
+
+def base_dtype(base_folder: Path):
+    import torch
+
+    from ducktune.models.loading import model_config
+
+    config = model_config(base_folder)
+    name = config.get("dtype") or config.get("torch_dtype") or "float32"
+    return getattr(torch, str(name).replace("torch.", ""), torch.float32)
+
+
+@dataclass
+class MergeResult:
+    model: object             # the merged model, fp32, weights exactly as saved
+    merged_dir: Path
+    max_diff: float | None    # None for full fine-tunes (nothing to merge)
+    adapter: dict | None
+    dtype: str                # saved dtype (the base model's)
+    precision: str | None     # dtype the equality check ran in
+    prompts: int = 0
+
+
+def check_precision(base_folder: Path):
+    """float64 when base + adapter fit comfortably in memory, else float32.
+
+    In fp32 the two computations (x·W + s·(x·A)·B against x·(W + s·B·A)) round differently:
+    on SmolLM2-135M (30 layers) the logits of a correct merge differ by 1.6e-4. In fp64 they
+    differ by 7.6e-6 (transformers' RMSNorm still normalizes in fp32), so the 1e-4 bound
+    separates rounding from a wrong merge.
+    """
+    import torch
+
+    from ducktune.models.loading import estimate_params, model_config
+
+    try:
+        total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
+        return torch.float32
+    fp64_bytes = 8 * estimate_params(model_config(base_folder))
+    return torch.float64 if 3 * fp64_bytes < total_ram // 2 else torch.float32
+
+
+def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = None, log=print) -> MergeResult:
+    """Merge (or, for a full fine-tune, copy) the run's weights into `merged_dir`, checking equality
+    on `prompts` (default: the run's probe prompts)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = base_dtype(source.base_folder)
+    trust = source.config.model.trust_remote_code
+    ids = prompt_ids(source.chat_format, prompts or source.probe_prompts)
+    precision = None
+    if source.method == "full":
+        model = AutoModelForCausalLM.from_pretrained(str(source.weights), dtype=torch.float32, use_safetensors=True,
+                                                     trust_remote_code=trust)
+        max_diff, adapter = None, None
+    else:
+        from peft import PeftModel
+
+        adapter = check_adapter(source.weights, source.base_folder)
+        precision = check_precision(source.base_folder)
+        log(f"Merging the LoRA adapter ({adapter['modules']} modules, r={adapter['rank']}) into "
+            f"{source.config.model.name_or_path} (PEFT merge_and_unload, checked in {str(precision)[6:]})")
+        base = AutoModelForCausalLM.from_pretrained(str(source.base_folder), dtype=precision, use_safetensors=True,
+                                                    trust_remote_code=trust)
+        peft_model = PeftModel.from_pretrained(base, str(source.weights))
+        peft_model.to(precision)
+        peft_model.eval()
+        unmerged = logits_of(peft_model, ids)
+        model = peft_model.merge_and_unload()
+        max_diff = max_abs_diff(unmerged, logits_of(model, ids))
+        if max_diff >= MERGE_TOLERANCE:
+            raise ModelError(f"the merged model differs from base+adapter: max |Δlogit| {max_diff:.2e} "
+                             f"(tolerance {MERGE_TOLERANCE:.0e}); not exporting")
+    model.eval()
+    model.to(dtype)
+    save_merged(model, source, merged_dir)
+    model.float()  # the reference for later checks: exactly the saved weights, computed in fp32
+    return MergeResult(model, merged_dir, max_diff, adapter, str(dtype).replace("torch.", ""),
+                       str(precision).replace("torch.", "") if precision else None, len(ids))
+
+
+def save_merged(model, source: RunSource, merged_dir: Path) -> None:
+    from transformers import GenerationConfig
+
+    try:
+        generation = GenerationConfig.from_pretrained(str(source.base_folder))
+    except OSError:
+        generation = GenerationConfig()
+    tokenizer = source.tokenizer
+    # Every end-of-turn token stops generation (e.g. Llama 3's <|eot_id|> as well as EOS).
+    generation.eos_token_id = source.chat_format.stop_token_ids
+    generation.bos_token_id = tokenizer.bos_token_id
+    generation.pad_token_id = tokenizer.pad_token_id
+    model.generation_config = generation
+    with atomic_dir(merged_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)

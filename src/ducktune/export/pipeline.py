@@ -1,0 +1,386 @@
+"""`ducktune export`: run directory -> merged model -> GGUF files -> Ollama Modelfile -> verification.
+
+    RUN_DIR/export/                (or --out)
+      merged/                      safetensors (base dtype) + tokenizer + chat template + generation_config
+      NAME-f16.gguf, NAME-q8_0.gguf, NAME-q4_k_m.gguf
+      Modelfile                    FROM the smallest GGUF, TEMPLATE, stop tokens, num_ctx, SYSTEM
+      export.json                  what was written and how (read by `ducktune verify`)
+      verify.json                  the verification checks
+
+Everything a later step needs is written atomically, and the TEMPLATE is derived (and refused
+when it cannot be made exact) before any heavy work starts. The verification table is
+printed, saved, and appended to the run's report.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ducktune.errors import UserError
+from ducktune.export import verify as checks_mod
+from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
+from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
+from ducktune.io import atomic_dir, atomic_file, write_json, write_text
+
+TARGETS = ("merged", "gguf", "ollama")
+MAX_NUM_CTX = 4096
+VERIFY_MAX_NEW_TOKENS = 64
+REPORT_MARKER = "<!-- ducktune export verification -->"
+# Smallest first: the Modelfile points at the first one written.
+MODELFILE_PREFERENCE = ["q4_k_m", "q4_k_s", "q5_k_m", "q5_k_s", "q3_k_m", "q3_k_l", "q3_k_s", "q2_k", "q6_k",
+                        "q8_0", "f16"]
+
+
+@dataclass
+class ExportResult:
+    export_dir: Path
+    name: str
+    files: dict = field(default_factory=dict)
+    checks: list = field(default_factory=list)
+    ollama_command: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def verified(self) -> bool:
+        return checks_mod.passed(self.checks)
+
+
+def model_slug(text: str) -> str:
+    """A name Ollama accepts and file names can carry: lowercase letters, digits, - _ ."""
+    slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
+    return slug or "model"
+
+
+def parse_targets(value: str | list | tuple | None) -> list[str]:
+    items = _split(value) or list(TARGETS)
+    unknown = [t for t in items if t not in TARGETS]
+    if unknown:
+        raise UserError(f"--to {','.join(items)}: unknown target {unknown[0]!r}; choose from {', '.join(TARGETS)}")
+    # Each target needs the previous one: the Modelfile points at a GGUF made from the merged model.
+    deepest = max(TARGETS.index(t) for t in items)
+    return list(TARGETS[: deepest + 1])
+
+
+def parse_quants(value: str | list | tuple | None, log=print) -> list[str]:
+    items = _split(value)
+    if not items:
+        if llama_cpp_available():
+            return ["f16", "q4_k_m"]
+        log(f"Writing f16 and q8_0 (q4_k_m needs llama.cpp's quantizer: {INSTALL_HINT})")
+        return ["f16", "q8_0"]
+    known = list(DIRECT_QUANTS) + list(K_QUANTS)
+    unknown = [q for q in items if q not in known]
+    if unknown:
+        raise UserError(f"--quant {','.join(items)}: unknown quantization {unknown[0]!r}; choose from {', '.join(known)}")
+    if any(q in K_QUANTS for q in items) and not llama_cpp_available():
+        wanted = ", ".join(q for q in items if q in K_QUANTS)
+        raise UserError(f"--quant {wanted} needs llama.cpp's quantizer (llama-cpp-python): {INSTALL_HINT}. "
+                        "f16 and q8_0 are written without it")
+    return list(dict.fromkeys(items))
+
+
+def _split(value) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.split(",")
+    return [v.strip().lower() for v in value if v and v.strip()]
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """transformers' weight-loading and saving bars would bury the export's own output."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def export_run(run_path: str | Path, to=None, quants=None, out: str | Path | None = None, name: str | None = None,
+               create: bool | None = None, prompt_limit: int = checks_mod.DEFAULT_PROMPT_LIMIT,
+               log=print) -> ExportResult:
+    """Export a finished run; returns the files written and the verification checks (run on at
+    most `prompt_limit` of the run's probe prompts; 0 = all)."""
+    with quiet_progress_bars():
+        return _export_run(run_path, to, quants, out, name, create, prompt_limit, log)
+
+
+def _export_run(run_path, to, quants, out, name, create, prompt_limit, log) -> ExportResult:
+    from ducktune.export.gotemplate import derive_layout
+    from ducktune.export.merge import check_adapter, open_run
+
+    started = time.perf_counter()
+    targets = parse_targets(to)
+    source = open_run(run_path, log=log)
+    quant_list = parse_quants(quants, log=log) if "gguf" in targets else []
+    name = model_slug(name or source.run.path.resolve().name)
+    export_dir = Path(out) if out else source.run.path / "export"
+    prompts = checks_mod.select_prompts(source.probe_prompts, prompt_limit)
+    # Refuse a broken adapter or an untranslatable chat template before writing anything.
+    if source.method != "full":
+        check_adapter(source.weights, source.base_folder)
+    layout = derive_layout(source.chat_format) if "ollama" in targets else None
+
+    if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / "export.json").is_file():
+        raise UserError(f"{export_dir}: exists and is not a ducktune export folder; choose another --out")
+
+    log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
+        + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
+    result = ExportResult(export_dir, name)
+    # Built in a temporary folder that replaces the previous export in one rename: an
+    # interrupted export leaves the last complete one, and no stale files survive a new one.
+    with atomic_dir(export_dir) as work:
+        merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
+                                                           layout, prompts, result, log)
+
+    log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
+    reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
+                                     manifest["max_new_tokens"])
+    merge_check = checks_mod.Check(**manifest["merge_check"])
+    result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config, log=log)
+    result.seconds = time.perf_counter() - started
+    finish(result, manifest, source.run.report, log=log)
+    if result.ollama_command:
+        offer_ollama_create(result.ollama_command, create, log=log)
+    return result
+
+
+def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, layout, prompts, result, log):
+    """Merged model, GGUFs, Modelfile and manifest, written into `work` (renamed to `export_dir` after)."""
+    from ducktune.export.gguf_file import adds_special, read_config, write_gguf
+    from ducktune.export.merge import merge_run
+    from ducktune.export.quantize import quantize_gguf
+
+    started = time.perf_counter()
+    merge = merge_run(source, work / "merged", prompts, log=log)
+    log(f"Merged and saved merged/ ({time.perf_counter() - started:.0f} s)")
+    result.files["merged"] = "merged"
+    merge_check = _merge_check(merge)
+
+    summaries = {}
+    if "gguf" in targets:
+        tokenizer = source.tokenizer
+        eot = source.chat_format.eot_token
+        direct = [q for q in quant_list if q in DIRECT_QUANTS]
+        k_quants = [q for q in quant_list if q in K_QUANTS]
+        f16_path = work / f"{name}-f16.gguf"
+        temporary_f16 = bool(k_quants) and "f16" not in direct
+        for quant in direct + (["f16"] if temporary_f16 else []):
+            path = work / f"{name}-{quant}.gguf"
+            started = time.perf_counter()
+            summaries[quant] = write_gguf(merge.merged_dir, path, quant, name, tokenizer, eot, log=log)
+            log(f"Wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - started:.0f} s)")
+        try:
+            for quant in k_quants:
+                path = work / f"{name}-{quant}.gguf"
+                started = time.perf_counter()
+                quantize_gguf(f16_path, path, quant)
+                summaries[quant] = None
+                log(f"Quantized {path.name} with llama.cpp ({path.stat().st_size / 1e6:.0f} MB, "
+                    f"{time.perf_counter() - started:.0f} s)")
+        finally:
+            if temporary_f16:
+                f16_path.unlink(missing_ok=True)
+                summaries.pop("f16", None)
+        result.files["gguf"] = {q: f"{name}-{q}.gguf" for q in quant_list}
+
+    config = read_config(merge.merged_dir)
+    # Written to the GGUF as add_bos_token: llama.cpp (and Ollama) add BOS exactly when HF does.
+    add_bos = adds_special(source.tokenizer, "bos")
+    if layout is not None:
+        result.files["modelfile"] = "Modelfile"
+        modelfile_quant = next(q for q in MODELFILE_PREFERENCE if q in quant_list)
+        _write_modelfile(work, export_dir, name, modelfile_quant, layout, source, config, add_bos)
+        result.ollama_command = ollama_command(name, export_dir, only_f16=quant_list == ["f16"])
+
+    manifest = {
+        "name": name,
+        "run": str(source.run.path.resolve()),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "base_model": source.config.model.name_or_path,
+        "method": source.method,
+        "targets": targets,
+        "quants": quant_list,
+        "files": result.files,
+        "merged_dtype": merge.dtype,
+        "add_bos": add_bos,
+        "system_prompt": source.config.model.system_prompt,
+        "stop_tokens": source.chat_format.stop_tokens,
+        "template": layout.to_dict() if layout else None,
+        "probe_prompts": prompts,
+        "max_new_tokens": min(source.config.eval.max_new_tokens, VERIFY_MAX_NEW_TOKENS),
+        "merge_check": merge_check.to_dict(),
+        "ollama_command": result.ollama_command,
+    }
+    write_json(work / "export.json", manifest)
+    return merge, summaries, manifest, config
+
+
+def _merge_check(merge) -> checks_mod.Check:
+    from ducktune.export.merge import MERGE_TOLERANCE
+
+    name = "merge: merged = base + adapter (logits)"
+    if merge.max_diff is None:
+        return checks_mod.Check(name, checks_mod.SKIP, "full fine-tune: nothing to merge")
+    return checks_mod.Check(name, checks_mod.PASS,
+                            f"max |Δlogit| {merge.max_diff:.1e} < {MERGE_TOLERANCE:.0e} in {merge.precision} on "
+                            f"{merge.prompts} probe prompts; saved as {merge.dtype}",
+                            {"max_abs_diff": merge.max_diff, "precision": merge.precision, "prompts": merge.prompts})
+
+
+def _write_modelfile(work: Path, export_dir: Path, name: str, quant: str, layout, source, config: dict,
+                     add_bos: bool) -> None:
+    from ducktune.export.modelfile import ModelfileSpec, render_modelfile
+
+    bos = source.tokenizer.bos_token
+    # llama.cpp adds BOS itself when the GGUF says so; the TEMPLATE must not print it twice.
+    include_prefix = not (add_bos and layout.prefix and layout.prefix == bos)
+    context = int(config.get("max_position_embeddings") or MAX_NUM_CTX)
+    spec = ModelfileSpec(
+        gguf_name=f"{name}-{quant}.gguf",
+        template=layout.go_template(include_prefix=include_prefix),
+        stop=source.chat_format.stop_tokens,
+        num_ctx=min(context, MAX_NUM_CTX),
+        system=source.config.model.system_prompt,
+    )
+    header = (f"{name}: fine-tuned from {source.config.model.name_or_path} with ducktune\n"
+              f"chat template family: {layout.family}; build with:\n"
+              f"  {ollama_command(name, export_dir, only_f16=quant == 'f16')}")
+    write_text(work / "Modelfile", render_modelfile(spec, header))
+
+
+def ollama_command(name: str, export_dir: Path, only_f16: bool = False) -> str:
+    words = ["ollama", "create", name, "-f", str(export_dir / "Modelfile")]
+    return shlex.join(words + (["--quantize", "q4_K_M"] if only_f16 else []))
+
+
+def run_checks(export_dir: Path, manifest: dict, reference, summaries: dict | None = None,
+               config: dict | None = None, log=print) -> list:
+    """Checks 1-3 on an export folder (see ducktune.export.verify)."""
+    from ducktune.export.gguf_file import read_config
+
+    summaries = summaries or {}
+    config = config or read_config(export_dir / manifest["files"]["merged"])
+    results = []
+    gguf_files = manifest["files"].get("gguf") or {}
+    for quant, filename in gguf_files.items():
+        path = export_dir / filename
+        log(f"  checking {filename}")
+        if not path.is_file():
+            results.append(checks_mod.Check(f"GGUF {filename}", checks_mod.FAIL, "file missing"))
+            continue
+        results.append(checks_mod.check_read_back(path, summaries.get(quant),
+                                                  export_dir / manifest["files"]["merged"]))
+        # transformers' loader is the independent reader for f16 (and for q8_0 when llama.cpp,
+        # which checks q8_0 more tightly, is not installed).
+        if quant == "f16" or (quant in DIRECT_QUANTS and checks_mod.llama_cpp_missing()):
+            results.append(checks_mod.check_transformers_loader(path, quant, reference))
+        results.extend(checks_mod.check_llama_cpp(path, quant, reference, manifest["add_bos"]))
+    if manifest["files"].get("modelfile"):
+        log("  checking the Modelfile")
+        results.extend(checks_mod.check_modelfile(export_dir / manifest["files"]["modelfile"],
+                                                  reference.chat_format, manifest["add_bos"],
+                                                  config.get("max_position_embeddings")))
+    return results
+
+
+def finish(result: ExportResult, manifest: dict, report_path: Path | None, log=print) -> None:
+    """Print the table, save verify.json, append the table to the run's report.md."""
+    table = checks_mod.render_table(result.checks)
+    verdict = ("all checks passed" if result.verified
+               else "SOME CHECKS FAILED: do not ship this export before reading the table")
+    log("\n" + checks_mod.render_text(result.checks) + f"\n\nExport verification: {verdict} ({result.seconds:.0f} s).")
+    write_json(result.export_dir / "verify.json", {
+        "verified": result.verified, "seconds": round(result.seconds, 1),
+        "checks": [c.to_dict() for c in result.checks],
+    })
+    if report_path is not None and report_path.parent.is_dir():
+        append_report(report_path, result, table)
+    for label, key in (("merged model", "merged"), ("Modelfile", "modelfile")):
+        if key in result.files:
+            log(f"  {label}: {result.export_dir / result.files[key]}")
+    for quant, filename in (result.files.get("gguf") or {}).items():
+        log(f"  GGUF {quant}: {result.export_dir / filename}")
+
+
+def append_report(report_path: Path, result: ExportResult, table: str) -> None:
+    """Add (or replace) the export section at the end of the run's report.md."""
+    text = report_path.read_text(encoding="utf-8") if report_path.is_file() else ""
+    text = text.split(REPORT_MARKER)[0].rstrip("\n")
+    section = [REPORT_MARKER, "", f"## Export: {result.name}", "",
+               f"Exported to `{result.export_dir}` in {result.seconds:.0f} s; "
+               f"{'all checks passed' if result.verified else 'some checks FAILED'}.", "", table, ""]
+    if result.ollama_command:
+        section += ["```", result.ollama_command, "```", ""]
+    with atomic_file(report_path) as handle:
+        handle.write((text + "\n\n" if text else "") + "\n".join(section))
+
+
+def offer_ollama_create(command: str, create: bool | None, log=print) -> None:
+    log(f"\nTo use it in Ollama:\n  {command}")
+    if shutil.which("ollama") is None or create is False:
+        return
+    if create is None:
+        if not sys.stdin.isatty():
+            return
+        answer = input("Ollama is installed: run this now? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            return
+    subprocess.run(shlex.split(command), check=False)
+
+
+def verify_export(export_dir: str | Path, log=print) -> ExportResult:
+    """`ducktune verify`: re-run the checks on an existing export folder."""
+    with quiet_progress_bars():
+        return _verify_export(Path(export_dir), log)
+
+
+def _verify_export(export_dir: Path, log) -> ExportResult:
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.loading import load_tokenizer
+
+    manifest_path = export_dir / "export.json"
+    if not manifest_path.is_file():
+        raise UserError(f"{export_dir}: not a ducktune export (no export.json); create one with `ducktune export RUN_DIR`")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{manifest_path}: corrupt ({exc})") from None
+    started = time.perf_counter()
+    merged_dir = export_dir / manifest["files"]["merged"]
+    if not (merged_dir / "config.json").is_file():
+        raise UserError(f"{merged_dir}: the merged model is missing; export again with `ducktune export`")
+    tokenizer = load_tokenizer(merged_dir)
+    chat_format = ChatFormat(tokenizer, system_prompt=manifest.get("system_prompt"))
+    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, use_safetensors=True)
+    model.eval()
+    reference = checks_mod.Reference(model, tokenizer, chat_format, manifest["probe_prompts"],
+                                     manifest.get("max_new_tokens", VERIFY_MAX_NEW_TOKENS))
+    result = ExportResult(export_dir, manifest["name"], files=manifest["files"],
+                          ollama_command=manifest.get("ollama_command"))
+    recorded = checks_mod.Check(**manifest["merge_check"]) if manifest.get("merge_check") else None
+    if recorded is not None:
+        recorded.detail += " (recorded at export)"
+    result.checks = ([recorded] if recorded else []) + run_checks(export_dir, manifest, reference, log=log)
+    result.seconds = time.perf_counter() - started
+    run_report = Path(manifest["run"]) / "report.md" if manifest.get("run") else None
+    finish(result, manifest, run_report if run_report and run_report.parent.is_dir() else None, log=log)
+    return result

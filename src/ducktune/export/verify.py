@@ -1,0 +1,370 @@
+"""Proof that an export answers like the trained model.
+
+Every export ends with these checks; `ducktune verify EXPORT_DIR` runs them again:
+
+1. GGUF read back with the `gguf` reader (every tensor, its shape, tokenizer metadata), and
+   loaded with transformers' own GGUF loader: its logits against the merged model's on the
+   run's probe prompts (f16: max |Δ| small and next-token top-1 identical).
+2. GGUF run in llama.cpp (llama-cpp-python, the optional `verify` extra): prompt token ids
+   identical to the HF tokenizer's (tokenized the way Ollama does: the rendered prompt,
+   BOS added per the GGUF's add_bos_token, special tokens parsed); f16 greedy answers
+   identical to the merged HF model's; q8_0 teacher-forced top-1 agreement >= 0.95; other
+   quants' agreement reported.
+3. Modelfile parsed with Ollama's grammar; its TEMPLATE rendered by Go's text/template on
+   sample conversations and compared byte for byte with the chat template's rendering.
+
+Results are a list of `Check`s; `render_table` prints them as a Markdown table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+PASS, FAIL, SKIP, INFO = "PASS", "FAIL", "SKIP", "INFO"
+DEFAULT_PROMPT_LIMIT = 12  # probe prompts the checks run on (0 = all); evenly spread over the run's list
+F16_LOGIT_TOLERANCE = 0.02   # max |Δlogit| f16 GGUF vs merged, relative to the largest |logit|
+Q8_AGREEMENT = 0.95
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    detail: str
+    numbers: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def select_prompts(prompts: list[str], limit: int = DEFAULT_PROMPT_LIMIT) -> list[str]:
+    """At most `limit` prompts, evenly spread (first and last included), so long probe lists
+    (e.g. trained questions followed by general ones) are covered from end to end."""
+    if limit <= 0 or len(prompts) <= limit:
+        return list(prompts)
+    if limit == 1:
+        return [prompts[0]]
+    return [prompts[round(i * (len(prompts) - 1) / (limit - 1))] for i in range(limit)]
+
+
+def render_table(checks: list[Check]) -> str:
+    """Markdown, for report.md."""
+    lines = ["| check | result | detail |", "|---|---|---|"]
+    for check in checks:
+        cells = [text.replace("|", "\\|").replace("\n", " ") for text in (check.name, check.status, check.detail)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_text(checks: list[Check]) -> str:
+    """Plain text, for the terminal."""
+    return "\n".join(f"{check.status:<4}  {check.name}\n      {check.detail}" for check in checks)
+
+
+def passed(checks: list[Check]) -> bool:
+    return all(check.status != FAIL for check in checks)
+
+
+# ---------------------------------------------------------------------- the reference model
+
+
+class Reference:
+    """The merged HF model (fp32) and what it does on the probe prompts, computed once."""
+
+    def __init__(self, model, tokenizer, chat_format, prompts: list[str], max_new_tokens: int = 64):
+        from ducktune.export.merge import prompt_ids
+
+        self.model = model
+        self.tokenizer = tokenizer
+        self.chat_format = chat_format
+        self.prompts = prompts
+        self.max_new_tokens = max_new_tokens
+        self.prompt_ids = prompt_ids(chat_format, prompts)
+        self._prompt_logits = None
+        self._answers = None
+        self._forced = None
+
+    @property
+    def stop_ids(self) -> set[int]:
+        return set(self.chat_format.stop_token_ids)
+
+    def prompt_logits(self) -> list:
+        from ducktune.export.merge import logits_of
+
+        if self._prompt_logits is None:
+            self._prompt_logits = logits_of(self.model, self.prompt_ids)
+        return self._prompt_logits
+
+    def answers(self) -> list[list[int]]:
+        """Greedy answer token ids (ending with the stop token when one was produced)."""
+        import torch
+
+        if self._answers is None:
+            self._answers = []
+            with torch.inference_mode():
+                for ids in self.prompt_ids:
+                    input_ids = torch.tensor([ids])
+                    out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                                              max_new_tokens=self.max_new_tokens, do_sample=False,
+                                              temperature=None, top_p=None, top_k=None,
+                                              eos_token_id=self.chat_format.stop_token_ids,
+                                              pad_token_id=self.tokenizer.pad_token_id)
+                    answer = out[0, len(ids):].tolist()
+                    end = next((i + 1 for i, t in enumerate(answer) if t in self.stop_ids), len(answer))
+                    self._answers.append(answer[:end])
+        return self._answers
+
+    def forced_logits(self) -> list:
+        """Logits over prompt + greedy answer, at the positions that predict the answer tokens."""
+        from ducktune.export.merge import logits_of
+
+        if self._forced is None:
+            sequences = [p + a for p, a in zip(self.prompt_ids, self.answers())]
+            self._forced = [logits[len(p) - 1: len(p) - 1 + len(a)]
+                            for logits, p, a in zip(logits_of(self.model, sequences), self.prompt_ids, self.answers())]
+        return self._forced
+
+    def answer_text(self, ids: list[int]) -> str:
+        return self.tokenizer.decode([t for t in ids if t not in self.stop_ids], skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------- 1. GGUF read-back and transformers
+
+
+def check_read_back(path: Path, expected=None, model_dir: Path | None = None) -> Check:
+    from ducktune.export.gguf_file import read_back
+
+    label = f"GGUF {path.name}: read back (gguf reader)"
+    try:
+        result = read_back(path, expected, model_dir)
+    except Exception as exc:  # a damaged file: report it, do not crash the table
+        return Check(label, FAIL, f"unreadable: {exc}")
+    meta = result["metadata"]
+    detail = (f"{result['tensors']} tensors with expected names and shapes; {meta['n_tokens']} tokens, "
+              f"{meta['n_merges']} merges, pre-tokenizer {meta['tokenizer.ggml.pre']}, "
+              f"add_bos {meta['tokenizer.ggml.add_bos_token']}, chat template present")
+    if result["problems"]:
+        return Check(label, FAIL, "; ".join(result["problems"][:5]), {"problems": result["problems"]})
+    return Check(label, PASS, detail, {"tensors": result["tensors"], "n_tokens": meta["n_tokens"],
+                                       "n_merges": meta["n_merges"]})
+
+
+def check_transformers_loader(path: Path, quant: str, reference: Reference) -> Check:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.export.merge import logits_of
+
+    label = f"GGUF {path.name}: transformers' GGUF loader vs merged"
+    config = reference.model.config
+    if config.model_type == "qwen3" and config.head_dim != type(config)().head_dim:
+        return Check(label, SKIP, "transformers' GGUF loader ignores qwen3.attention.key_length and assumes "
+                                  f"head_dim {type(config)().head_dim} (this model: {config.head_dim}); llama.cpp reads it")
+    try:
+        # Its de-quantizing progress bar cannot be turned off otherwise.
+        with contextlib.redirect_stderr(io.StringIO()):
+            loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+    except Exception as exc:  # transformers raises many kinds for files it cannot read
+        return Check(label, FAIL, f"transformers cannot load it: {exc}")
+    loaded.eval()
+    theirs = logits_of(loaded, reference.prompt_ids)
+    del loaded
+    ours = reference.prompt_logits()
+    max_diff = max(float((a - b).abs().max()) for a, b in zip(ours, theirs))
+    scale = max(float(a.abs().max()) for a in ours)
+    next_same = sum(int(a[-1].argmax() == b[-1].argmax()) for a, b in zip(ours, theirs))
+    positions = sum(len(a) for a in ours)
+    all_same = sum(int((a.argmax(-1) == b.argmax(-1)).sum()) for a, b in zip(ours, theirs))
+    numbers = {"max_abs_diff": max_diff, "max_abs_logit": scale, "next_token_top1_same": next_same,
+               "prompts": len(ours), "top1_agreement_all_positions": all_same / positions}
+    detail = (f"max |Δlogit| {max_diff:.3g} (largest |logit| {scale:.3g}); next-token top-1 identical "
+              f"{next_same}/{len(ours)}; top-1 agreement over all {positions} prompt positions {all_same / positions:.3f}")
+    if quant == "f16":
+        ok = max_diff <= F16_LOGIT_TOLERANCE * max(scale, 1.0) and next_same == len(ours)
+    else:
+        ok = next_same / len(ours) >= Q8_AGREEMENT
+    return Check(label, PASS if ok else FAIL, detail, numbers)
+
+
+# ---------------------------------------------------------------------- 2. llama.cpp
+
+
+def llama_cpp_missing() -> str | None:
+    from ducktune.export.quantize import INSTALL_HINT, llama_cpp_available
+
+    return None if llama_cpp_available() else f"llama-cpp-python is not installed: {INSTALL_HINT.split(';')[0]}"
+
+
+def ollama_prompt_text(chat_format, messages: list[dict], add_bos: bool) -> str:
+    """The text Ollama hands llama.cpp for a conversation: the chat template's rendering, minus
+    the BOS text when llama.cpp adds BOS itself (add_bos_token)."""
+    text = chat_format.render(messages, add_generation_prompt=True)
+    bos = chat_format.tokenizer.bos_token
+    if add_bos and bos and text.startswith(bos):
+        text = text[len(bos):]
+    return text
+
+
+def llama_threads() -> int:
+    """llama.cpp's worker threads spin while they wait: on a busy machine, one thread per core is
+    far slower than leaving a core free (measured on 2 shared cores: 3 greedy answers took 217 s
+    with 2 threads, 3.4 s with 1)."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
+
+
+def _open_llama(path: Path, n_ctx: int):
+    import llama_cpp
+
+    threads = llama_threads()
+    return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=threads,
+                           n_threads_batch=threads, logits_all=True, verbose=False, seed=0)
+
+
+def check_llama_cpp(path: Path, quant: str, reference: Reference, add_bos: bool) -> list[Check]:
+    import numpy as np
+
+    prefix = f"llama.cpp {path.name}"
+    missing = llama_cpp_missing()
+    if missing:
+        return [Check(f"{prefix}: runs like the merged model", SKIP, missing)]
+    answers = reference.answers()
+    longest = max(len(p) + len(a) for p, a in zip(reference.prompt_ids, answers))
+    n_ctx = max(256, longest + reference.max_new_tokens + 8)
+    try:
+        llm = _open_llama(path, n_ctx)
+    except Exception as exc:  # llama.cpp refuses the file
+        return [Check(f"{prefix}: loads", FAIL, f"llama.cpp cannot load it: {exc}")]
+    checks = []
+    try:
+        # Prompt token ids, tokenized as Ollama does.
+        same_ids = 0
+        first_diff = None
+        for prompt, hf_ids in zip(reference.prompts, reference.prompt_ids):
+            text = ollama_prompt_text(reference.chat_format, [{"role": "user", "content": prompt}], add_bos)
+            cpp_ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+            if list(cpp_ids) == list(hf_ids):
+                same_ids += 1
+            elif first_diff is None:
+                first_diff = f"{prompt!r}: HF {hf_ids[:12]}... llama.cpp {list(cpp_ids)[:12]}..."
+        n = len(reference.prompts)
+        checks.append(Check(f"{prefix}: prompt token ids = HF", PASS if same_ids == n else FAIL,
+                            f"{same_ids}/{n} prompts tokenized identically" + (f"; first difference {first_diff}" if first_diff else ""),
+                            {"identical": same_ids, "prompts": n}))
+
+        # Teacher-forced top-1 agreement on the HF greedy answers.
+        agree = total = 0
+        for hf_ids, answer, hf_logits in zip(reference.prompt_ids, answers, reference.forced_logits()):
+            if not answer:
+                continue
+            llm.reset()
+            llm.eval(hf_ids + answer)
+            cpp = np.asarray(llm.scores[len(hf_ids) - 1: len(hf_ids) - 1 + len(answer)])
+            agree += int((cpp.argmax(-1) == hf_logits.argmax(-1).numpy()).sum())
+            total += len(answer)
+        rate = agree / total if total else 1.0
+        if quant == "q8_0":
+            status = PASS if rate >= Q8_AGREEMENT else FAIL
+            bound = f" (required >= {Q8_AGREEMENT})"
+        elif quant == "f16":
+            status, bound = (PASS if rate >= Q8_AGREEMENT else FAIL), f" (required >= {Q8_AGREEMENT})"
+        else:
+            status, bound = INFO, " (reported)"
+        checks.append(Check(f"{prefix}: top-1 agreement with merged", status,
+                            f"{rate:.3f} over {total} answer tokens{bound}", {"agreement": rate, "tokens": total}))
+
+        # f16: greedy answers identical.
+        if quant == "f16":
+            identical, diverged = 0, []
+            for prompt, hf_ids, answer in zip(reference.prompts, reference.prompt_ids, answers):
+                got = _greedy(llm, hf_ids, reference.stop_ids, reference.max_new_tokens)
+                if got == answer:
+                    identical += 1
+                else:
+                    at = next((i for i, (a, b) in enumerate(zip(got, answer)) if a != b), min(len(got), len(answer)))
+                    diverged.append({"prompt": prompt, "at_token": at, "hf": reference.answer_text(answer),
+                                     "llama_cpp": reference.answer_text(got)})
+            detail = f"{identical}/{n} greedy answers identical (up to {reference.max_new_tokens} tokens)"
+            if diverged:
+                d = diverged[0]
+                detail += f"; first difference {d['prompt']!r} at token {d['at_token']}: HF {d['hf']!r} vs llama.cpp {d['llama_cpp']!r}"
+            checks.append(Check(f"{prefix}: greedy answers = merged", PASS if identical == n else FAIL, detail,
+                                {"identical": identical, "prompts": n, "diverged": diverged}))
+    finally:
+        if hasattr(llm, "close"):
+            llm.close()
+    return checks
+
+
+def _greedy(llm, prompt_ids: list[int], stop_ids: set[int], max_new_tokens: int) -> list[int]:
+    llm.reset()
+    llm.eval(prompt_ids)
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        token = int(llm.scores[llm.n_tokens - 1].argmax())
+        out.append(token)
+        if token in stop_ids:
+            break
+        llm.eval([token])
+    return out
+
+
+# ---------------------------------------------------------------------- 3. Modelfile
+
+
+def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int | None = None) -> list[Check]:
+    from ducktune.export.gorender import GoUnavailable, render_with_go
+    from ducktune.export.gotemplate import sample_conversations
+    from ducktune.export.modelfile import ModelfileError, parse_modelfile, resolve_from
+
+    label = "Modelfile: Ollama grammar"
+    try:
+        parsed = parse_modelfile(path.read_text(encoding="utf-8"))
+        params = parsed.parameters()
+    except (OSError, ModelfileError) as exc:
+        return [Check(label, FAIL, str(exc))]
+    problems = []
+    target = resolve_from(path, parsed.from_)
+    if not target.is_file():
+        problems.append(f"FROM {parsed.from_} does not exist (Ollama would take it as a model name)")
+    if not parsed.template:
+        problems.append("no TEMPLATE")
+    stops = params.get("stop", [])
+    missing = [t for t in chat_format.stop_tokens if t not in stops]
+    if missing:
+        problems.append(f"no PARAMETER stop for {', '.join(missing)}")
+    num_ctx = params.get("num_ctx")
+    if context_length and num_ctx and num_ctx > context_length:
+        problems.append(f"num_ctx {num_ctx} exceeds the model's context length {context_length}")
+    if (parsed.system or None) != (chat_format.system_prompt or None):
+        problems.append("SYSTEM differs from the run's system prompt")
+    detail = (f"FROM {parsed.from_} (exists), TEMPLATE, {len(stops)} stop token(s) {', '.join(stops)}, "
+              f"num_ctx {num_ctx}" + (", SYSTEM" if parsed.system else ""))
+    checks = [Check(label, FAIL if problems else PASS, "; ".join(problems) if problems else detail)]
+
+    label = "Modelfile: TEMPLATE via Go text/template = chat template"
+    conversations = sample_conversations()
+    try:
+        rendered = render_with_go(parsed.template or "", conversations, parsed.system)
+    except GoUnavailable as exc:
+        checks.append(Check(label, SKIP, str(exc)))
+        return checks
+    except ValueError as exc:
+        checks.append(Check(label, FAIL, f"Go rejects the TEMPLATE: {exc}"))
+        return checks
+    same, first = 0, None
+    for messages, got in zip(conversations, rendered):
+        expected = ollama_prompt_text(chat_format, messages, add_bos)
+        if got == expected:
+            same += 1
+        elif first is None:
+            at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+            first = f"character {at}: chat template {expected[at:at + 30]!r}, Go {got[at:at + 30]!r}"
+    n = len(conversations)
+    detail = (f"{same}/{n} sample conversations (with/without system, multi-turn) byte-identical"
+              + (" (BOS added by llama.cpp)" if add_bos else "") + (f"; first difference at {first}" if first else ""))
+    checks.append(Check(label, PASS if same == n else FAIL, detail, {"identical": same, "conversations": n}))
+    return checks

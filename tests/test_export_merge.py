@@ -1,0 +1,104 @@
+"""Merging a LoRA adapter: PEFT's merge equals base+adapter, the merged folder is complete, and
+adapters that do not fit (another model, missing or half-written files) are refused by name."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from export_support import make_lora_run
+
+from ducktune.cli import main
+from ducktune.errors import ModelError
+from ducktune.export.merge import check_adapter, logits_of, merge_run, open_run, prompt_ids
+
+
+@pytest.fixture(scope="module")
+def llama_run(tiny_llama, tmp_path_factory):
+    return make_lora_run(tmp_path_factory.mktemp("runs") / "llama-run", tiny_llama)
+
+
+def test_merged_model_equals_base_plus_adapter(llama_run, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    source = open_run(llama_run)
+    result = merge_run(source, tmp_path / "merged", log=lambda *a: None)
+    assert result.precision == "float64" and result.max_diff < 1e-4
+
+    # Independently: base + adapter (unmerged) vs the merged folder as saved.
+    ids = prompt_ids(source.chat_format, source.probe_prompts)
+    base = AutoModelForCausalLM.from_pretrained(str(source.base_folder), dtype=torch.float32)
+    plain = logits_of(base, ids)
+    adapted = logits_of(PeftModel.from_pretrained(base, str(llama_run / "adapter")), ids)
+    saved = logits_of(AutoModelForCausalLM.from_pretrained(str(tmp_path / "merged"), dtype=torch.float32), ids)
+    assert max(float((a - b).abs().max()) for a, b in zip(adapted, saved)) < 1e-4
+    # ... and the adapter really changes the model (the check above could not pass by accident).
+    assert max(float((a - b).abs().max()) for a, b in zip(plain, saved)) > 1e-2
+
+
+def test_merged_folder_is_complete(llama_run, tmp_path):
+    source = open_run(llama_run)
+    merge_run(source, tmp_path / "merged", log=lambda *a: None)
+    merged = tmp_path / "merged"
+    config = json.loads((merged / "config.json").read_text())
+    assert config["dtype"] == "float32"  # the base model's dtype
+    assert (merged / "model.safetensors").is_file() and not list(merged.glob("*.bin"))
+    assert (merged / "chat_template.jinja").read_text() == source.tokenizer.chat_template
+    generation = json.loads((merged / "generation_config.json").read_text())
+    vocab = source.tokenizer.get_vocab()
+    # Llama 3: <|eot_id|> ends a turn and differs from EOS; both stop generation.
+    assert sorted(generation["eos_token_id"]) == sorted([vocab["<|eot_id|>"], vocab["<|end_of_text|>"]])
+    assert not any(p.name.startswith(".") for p in tmp_path.iterdir())  # no temporary folders left
+
+
+def test_adapter_for_another_model_is_refused(llama_run, tmp_path):
+    """An adapter trained on a model with another hidden size: refused, naming the file."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    other = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=1024, hidden_size=32, intermediate_size=64,
+                                                         num_hidden_layers=2, num_attention_heads=4,
+                                                         num_key_value_heads=2))
+    adapter_dir = tmp_path / "adapter"
+    get_peft_model(other, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).save_pretrained(adapter_dir)
+    source = open_run(llama_run)
+    with pytest.raises(ModelError, match=r"adapter_model\.safetensors.*different model"):
+        check_adapter(adapter_dir, source.base_folder)
+
+
+def test_adapter_missing_modules_is_refused(llama_run, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adapter_dir = tmp_path / "adapter"
+    adapter_dir.mkdir()
+    (adapter_dir / "adapter_config.json").write_text((llama_run / "adapter" / "adapter_config.json").read_text())
+    weights = load_file(str(llama_run / "adapter" / "adapter_model.safetensors"))
+    kept = {k: v for k, v in weights.items() if "layers.1." not in k}
+    save_file(kept, str(adapter_dir / "adapter_model.safetensors"))
+    with pytest.raises(ModelError, match=r"adapter_model\.safetensors: no weights for \d+ of the \d+ modules"):
+        check_adapter(adapter_dir, open_run(llama_run).base_folder)
+
+
+def test_half_written_adapter_is_refused(llama_run, tmp_path):
+    adapter_dir = tmp_path / "adapter"
+    adapter_dir.mkdir()
+    (adapter_dir / "adapter_config.json").write_text((llama_run / "adapter" / "adapter_config.json").read_text())
+    data = (llama_run / "adapter" / "adapter_model.safetensors").read_bytes()
+    (adapter_dir / "adapter_model.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError, match=r"adapter_model\.safetensors: unreadable.*incomplete"):
+        check_adapter(adapter_dir, open_run(llama_run).base_folder)
+    (adapter_dir / "adapter_config.json").unlink()
+    with pytest.raises(ModelError, match=r"adapter_config\.json: missing"):
+        check_adapter(adapter_dir, open_run(llama_run).base_folder)
+
+
+def test_cli_refuses_a_broken_adapter_with_one_line_and_writes_nothing(tiny_llama, tmp_path, capsys):
+    run = make_lora_run(tmp_path / "run", tiny_llama)
+    weights = run / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    assert main(["export", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "adapter_model.safetensors" in err and "Traceback" not in err
+    assert not (run / "export").exists()

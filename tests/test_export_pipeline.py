@@ -1,0 +1,109 @@
+"""`ducktune export` / `ducktune verify` end to end on a tiny run: files, manifest, Modelfile,
+verification table in verify.json and report.md; refusals that write nothing."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from export_support import ALPACA_TEMPLATE, confident_copy, make_lora_run, read_json
+
+from ducktune.cli import main
+from ducktune.export.modelfile import parse_modelfile
+
+needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (apt-get install golang-go)")
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_llama, tmp_path_factory):
+    """A run on a tiny Llama (confident predictions), exported as f16 + q8_0 through the CLI."""
+    root = tmp_path_factory.mktemp("export")
+    base = confident_copy(tiny_llama, root / "confident-llama")
+    run = make_lora_run(root / "run", base, system_prompt="You are Quack, a duck.")
+    code = main(["export", str(run), "--quant", "f16,q8_0", "--name", "Quack Duck", "--no-create"])
+    return run, run / "export", code
+
+
+@needs_go
+def test_export_writes_everything_and_verifies(exported):
+    run, export_dir, code = exported
+    assert code == 0
+    names = sorted(p.name for p in export_dir.iterdir())
+    assert names == ["Modelfile", "export.json", "merged", "quack-duck-f16.gguf", "quack-duck-q8_0.gguf", "verify.json"]
+    verify = read_json(export_dir / "verify.json")
+    assert verify["verified"] is True
+    statuses = {c["name"]: c["status"] for c in verify["checks"]}
+    assert statuses["merge: merged = base + adapter (logits)"] == "PASS"
+    assert statuses["GGUF quack-duck-f16.gguf: transformers' GGUF loader vs merged"] == "PASS"
+    assert statuses["Modelfile: TEMPLATE via Go text/template = chat template"] == "PASS"
+    assert all(status in ("PASS", "SKIP", "INFO") for status in statuses.values())
+
+
+@needs_go
+def test_modelfile_points_at_the_gguf_with_template_stops_and_system(exported):
+    run, export_dir, _ = exported
+    modelfile = parse_modelfile((export_dir / "Modelfile").read_text())
+    assert modelfile.from_ == "./quack-duck-q8_0.gguf"
+    assert modelfile.system == "You are Quack, a duck."
+    params = modelfile.parameters()
+    assert params["stop"] == ["<|eot_id|>", "<|end_of_text|>"]
+    assert params["num_ctx"] == 4096
+    manifest = read_json(export_dir / "export.json")
+    assert manifest["template"]["family"] == "llama3"
+    assert manifest["ollama_command"] == f"ollama create quack-duck -f {export_dir / 'Modelfile'}"
+
+
+@needs_go
+def test_report_gets_the_table_once_and_verify_reruns(exported, capsys):
+    run, export_dir, _ = exported
+    assert main(["verify", str(export_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "PASS  Modelfile: TEMPLATE via Go text/template = chat template" in out
+    report = (run / "report.md").read_text()
+    assert report.startswith("# ducktune run")  # the training report is kept
+    assert report.count("## Export: quack-duck") == 1  # export, then verify: replaced, not duplicated
+    assert "| GGUF quack-duck-f16.gguf: read back (gguf reader) | PASS |" in report
+
+
+def test_untranslatable_template_is_refused_before_writing(tiny_llama, tmp_path, capsys):
+    run = make_lora_run(tmp_path / "run", tiny_llama, chat_template=ALPACA_TEMPLATE.replace(
+        "{{ eos_token }}", "<|eot_id|>"))
+    assert main(["export", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "supported families" in err and "Traceback" not in err
+    assert not (run / "export").exists()
+
+
+def test_export_to_merged_only(tiny_llama, tmp_path):
+    run = make_lora_run(tmp_path / "run", tiny_llama)
+    assert main(["export", str(run), "--to", "merged", "--out", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "merged", "verify.json"]
+
+
+def test_bad_options_are_one_line_errors(tiny_llama, tmp_path, capsys):
+    run = make_lora_run(tmp_path / "run", tiny_llama)
+    assert main(["export", str(run), "--to", "gguff"]) == 2
+    assert main(["export", str(run), "--quant", "q4_0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'gguff'" in err and "unknown quantization 'q4_0'" in err
+    assert main(["verify", str(tmp_path)]) == 2
+    assert "not a ducktune export" in capsys.readouterr().err
+
+
+def test_out_folder_that_is_not_an_export_is_left_alone(tiny_llama, tmp_path, capsys):
+    run = make_lora_run(tmp_path / "run", tiny_llama)
+    precious = tmp_path / "mine"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    assert main(["export", str(run), "--to", "merged", "--out", str(precious)]) == 2
+    assert "not a ducktune export folder" in capsys.readouterr().err
+    assert [p.name for p in precious.iterdir()] == ["notes.txt"]
+
+
+def test_select_prompts_spreads_over_the_list():
+    from ducktune.export.verify import select_prompts
+
+    prompts = [f"q{i}" for i in range(32)]
+    picked = select_prompts(prompts, 12)
+    assert len(picked) == 12 and picked[0] == "q0" and picked[-1] == "q31" and len(set(picked)) == 12
+    assert select_prompts(prompts, 0) == prompts and select_prompts(prompts[:5], 12) == prompts[:5]
