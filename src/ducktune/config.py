@@ -235,6 +235,12 @@ class TrainConfig(_Section):
     )
     num_threads: int | None = Field(None, gt=0, description="CPU threads for PyTorch (default: PyTorch's choice).")
 
+    @field_validator("packing", "gradient_checkpointing", mode="before")
+    @classmethod
+    def _on_off(cls, value: Any) -> Any:
+        # YAML reads bare on/off/yes/no as booleans: `--set train.packing=off` means "off".
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
 
 class OutputConfig(_Section):
     dir: str = Field("runs/run", description="Run directory: config, adapter, checkpoints, metrics, report.")

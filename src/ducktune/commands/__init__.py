@@ -7,6 +7,7 @@ import argparse
 MODULES = [
     "ducktune.commands.quickstart",
     "ducktune.commands.train",
+    "ducktune.commands.plan",
     "ducktune.commands.chat",
     "ducktune.commands.data",
     "ducktune.commands.serve",

@@ -1,8 +1,9 @@
 """One training run, top to bottom.
 
-    config -> run directory -> device/dtype -> base model folder -> tokenizer + chat format
-    -> data (load, validate, mix) -> tokens + loss masks -> model + LoRA -> Trainer
-    -> (resume from the last complete checkpoint) -> train -> adapter -> report
+    config -> device/dtype -> base model folder -> tokenizer + chat format
+    -> data (load, validate, mix) -> tokens + loss masks -> memory plan (refuse what cannot fit)
+    -> run directory -> model + LoRA -> batching (packed rows, proven isolated) + chunked loss
+    -> Trainer -> (resume from the last complete checkpoint) -> train -> adapter -> report
 
 Each step is a plain function call into the module that owns it; the Trainer loop itself is
 transformers' own.
@@ -16,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ducktune.config import RunConfig, dump_config, load_config
+from ducktune.data.template import IGNORE_INDEX
 from ducktune.errors import ConfigError, DataError, UserError
 from ducktune.io import atomic_dir, write_json, write_text
 from ducktune.rundir import RunDir
@@ -93,10 +95,11 @@ def tokenize_samples(samples, chat_format, cutoff: int, train_on: str, skip_bad:
             problems.append(f"{sample.where}: messages: {exc.message}")
             continue
         truncated += encoded.truncated
-        if encoded.n_trained == 0:
+        labels = [IGNORE_INDEX] + list(encoded.labels[1:])  # no position predicts the first token
+        if all(label == IGNORE_INDEX for label in labels):
             dropped += 1  # everything trainable was cut off by the cutoff
             continue
-        rows.append({"input_ids": encoded.input_ids, "labels": encoded.labels})
+        rows.append({"input_ids": encoded.input_ids, "labels": labels})
     if problems and not skip_bad:
         shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
         raise DataError("\n".join(shown + [f"{len(problems)} samples cannot be rendered with the chat template; "
@@ -115,19 +118,6 @@ def tokenize_samples(samples, chat_format, cutoff: int, train_on: str, skip_bad:
     return rows, stats, problems
 
 
-class ListDataset:
-    """The minimal map-style dataset the Trainer needs."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int) -> dict:
-        return self.rows[index]
-
-
 def probe_prompts(config: RunConfig, samples, limit: int = 5) -> list[str]:
     if config.eval.probe_prompts:
         return list(config.eval.probe_prompts)
@@ -139,6 +129,44 @@ def probe_prompts(config: RunConfig, samples, limit: int = 5) -> list[str]:
         if len(prompts) >= limit:
             break
     return prompts
+
+
+# ----------------------------------------------------------------------------- memory plan
+
+def plan_memory(config: RunConfig, base_folder: Path, placement, train_rows: list[dict], log=print):
+    """Plan this run's memory (train/plan.py) within train.memory_budget or the free memory.
+
+    A run being resumed keeps the micro-batch, accumulation and checkpointing it started with.
+    Raises ConfigError, in one line saying what to change, when nothing fits.
+    """
+    from ducktune.models.loading import model_config
+    from ducktune.train import plan
+
+    try:
+        budget = plan.parse_memory(config.train.memory_budget) if config.train.memory_budget \
+            else plan.available_memory(placement.device)
+    except ValueError as exc:
+        raise ConfigError(f"train.memory_budget: {exc}") from None
+    previous = _previous_plan(config)
+    memory = plan.plan_run(config, model_config(base_folder), placement.device, placement.dtype,
+                           train_rows, budget, keep=previous)
+    if not memory.fits:
+        raise ConfigError(f"memory plan: {memory.problem}")
+    log(memory.summary())
+    for note in memory.notes:
+        log(f"  {note}")
+    return memory
+
+
+def _previous_plan(config: RunConfig) -> dict | None:
+    run_json = Path(config.output.dir) / "run.json"
+    if config.output.overwrite or not run_json.is_file():
+        return None
+    try:
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return info.get("memory_plan") if info.get("status") != "completed" else None
 
 
 # ----------------------------------------------------------------------------- the run
@@ -156,8 +184,10 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     from ducktune.models.sources import resolve_model
     from ducktune.train.callbacks import MetricsWriter, ProgressBar
     from ducktune.train.checkpoints import checkpoint_step, latest_complete
-    from ducktune.train.collator import PaddingCollator
     from ducktune.train.lora import attach_lora
+    from ducktune.train.loss import choose_loss
+    from ducktune.train.packing import choose_batching, restore_attention
+    from ducktune.train.plan import peak_rss, return_freed_memory_to_os
     from ducktune.train.report import plot_loss, write_report
     from ducktune.train.trainer import DucktuneTrainer
 
@@ -170,6 +200,8 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
     n_params = estimate_params(model_config(base_folder))
     placement = choose_placement(config.model.device, config.model.dtype, n_params)
+    if placement.device == "cpu":
+        return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
     tokenizer = load_tokenizer(base_folder, config.model.chat_template, config.model.trust_remote_code)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
 
@@ -186,7 +218,13 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         + (f"; {train_stats['truncated']} truncated at {config.data.cutoff_len} tokens" if train_stats["truncated"] else "")
         + (f"; {data.skipped + len(problems)} bad records skipped" if data.skipped or problems else ""))
 
-    # 3. Run directory (after validation, so bad input leaves nothing behind).
+    # 3. Memory plan from the model's config: choose micro-batch / accumulation / checkpointing
+    #    within the budget, or refuse now rather than run out of memory an hour in.
+    memory = plan_memory(config, base_folder, placement, train_rows, log=log)
+    batch_size, grad_accum = memory.setup.batch_size, memory.setup.grad_accum
+    gradient_checkpointing = memory.setup.checkpointing
+
+    # 4. Run directory (after validation and planning, so refused input leaves nothing behind).
     run, resuming = prepare_run_dir(config, log=log, require_resume=require_resume)
     write_text(run.config_yaml, dump_config(config))
     info = {
@@ -201,15 +239,15 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
                  "skipped_bad": data.skipped + len(problems), "duplicates_removed": data.duplicates_removed,
                  "trained_tokens": train_stats["trained_tokens"], "tokens": train_stats["tokens"]},
         "probe_prompts": probe_prompts(config, data.train),
+        "memory_plan": memory.to_json(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     write_json(run.run_json, info)
 
-    # 4. Model and adapters.
+    # 5. Model and adapters.
     log(f"Loading {config.model.name_or_path} on {placement.device} ({placement.dtype}: {placement.reason})")
     model = load_model(base_folder, placement, quantize_4bit=tc.method == "qlora",
                        trust_remote_code=config.model.trust_remote_code)
-    gradient_checkpointing = tc.gradient_checkpointing == "on"
     if tc.method == "qlora":
         from peft import prepare_model_for_kbit_training
 
@@ -222,14 +260,24 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     if gradient_checkpointing:
         model.enable_input_require_grads()
 
-    # 5. The Trainer, configured from the one schema.
+    # 6. Batching and loss, each switched on only after it is proven exact on this very model:
+    #    packed rows (or padding-free batches) with attention confined to each sample, and the
+    #    chunked cross-entropy on trained positions only.
+    batching = choose_batching(model, tc.packing, placement.device, log=log)
+    loss_chunk_size = choose_loss(model, memory.setup.loss_chunk_size, log=log)
+    info["batching"] = {"mode": batching.mode, "reason": batching.reason, "chunked_loss": bool(loss_chunk_size)}
+    train_set = batching.dataset(train_rows, config.data.cutoff_len)
+    val_set = batching.dataset(val_rows, config.data.cutoff_len) if val_rows else None
+    write_json(run.run_json, info)
+
+    # 7. The Trainer, configured from the one schema.
     half = {"bf16": placement.dtype == "bfloat16", "fp16": placement.dtype == "float16" and placement.device == "cuda"}
     has_val = bool(val_rows)
     args = TrainingArguments(
         output_dir=str(run.checkpoints),
-        per_device_train_batch_size=tc.batch_size,
-        per_device_eval_batch_size=tc.batch_size,
-        gradient_accumulation_steps=tc.grad_accum,
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=batch_size,
+        gradient_accumulation_steps=grad_accum,
         learning_rate=tc.learning_rate,
         num_train_epochs=tc.num_epochs,
         max_steps=tc.max_steps or -1,
@@ -252,6 +300,8 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         report_to=[],
         disable_tqdm=True,
         remove_unused_columns=False,
+        prediction_loss_only=True,
+        train_sampling_strategy="group_by_length" if batching.mode == "padded" else "random",
         dataloader_num_workers=0,
         **half,
     )
@@ -261,16 +311,17 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     trainer = DucktuneTrainer(
         model=model,
         args=args,
-        train_dataset=ListDataset(train_rows),
-        eval_dataset=ListDataset(val_rows) if has_val else None,
-        data_collator=PaddingCollator(tokenizer.pad_token_id),
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=batching.collator(tokenizer.pad_token_id),
+        loss_chunk_size=loss_chunk_size,
         callbacks=[MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
                    ProgressBar(enabled=progress)],
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
 
-    # 6. Train. An interruption leaves the last complete checkpoint to resume from.
+    # 8. Train. An interruption leaves the last complete checkpoint to resume from.
     started = time.perf_counter()
     try:
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -283,8 +334,9 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         write_json(run.run_json, info)
         raise
     train_seconds = time.perf_counter() - started
+    restore_attention(trainer.model, batching.previous_attention)
 
-    # 7. Save the adapter (or full model) with the tokenizer and chat template, atomically.
+    # 9. Save the adapter (or full model) with the tokenizer and chat template, atomically.
     target = run.full_model if tc.method == "full" else run.adapter
     with atomic_dir(target) as tmp:
         trainer.model.save_pretrained(tmp, safe_serialization=True)
@@ -303,10 +355,11 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         "train_seconds": train_seconds,
         "trained_tokens": trainer._trained_tokens,
         "tokens_per_s": trainer._trained_tokens / train_seconds if train_seconds else 0.0,
+        "peak_rss_bytes": peak_rss() if placement.device == "cpu" else None,
     }
     plot_loss(metrics, run.loss_png)
 
-    # 8. Base vs tuned answers on the probe prompts, into the report.
+    # 10. Base vs tuned answers on the probe prompts, into the report.
     comparison = []
     if compare and info["probe_prompts"] and tc.method != "full":
         from ducktune.chat.engine import ChatEngine

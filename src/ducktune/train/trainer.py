@@ -1,7 +1,9 @@
 """transformers' Trainer, extended only through its documented hooks (compute_loss, log).
 
 Adds what the stock Trainer does not report: trained tokens (labels != -100) and trained
-tokens per second, the throughput figure that matters for fine-tuning.
+tokens per second, the throughput figure that matters for fine-tuning. With
+`loss_chunk_size` set, the loss is ducktune's chunked cross-entropy over trained positions
+(train/loss.py) instead of the model's full-logits loss.
 """
 
 from __future__ import annotations
@@ -14,8 +16,15 @@ from ducktune.data.template import IGNORE_INDEX
 
 
 class DucktuneTrainer(Trainer):
-    def __init__(self, *args, **kwargs):
+    # Both loss paths divide by the Trainer's token count over all accumulated micro-batches.
+    loss_is_scaled_for_ga = True
+
+    def __init__(self, *args, loss_chunk_size: int | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.loss_chunk_size = loss_chunk_size
+        # Makes the Trainer count trained tokens across gradient accumulation (num_items_in_batch),
+        # so a packed step weighs every trained token the same as an unpacked one.
+        self.model_accepts_loss_kwargs = True
         self._trained_tokens = 0
         self._tokens_since_log = 0
         self._last_log_time = None
@@ -27,7 +36,15 @@ class DucktuneTrainer(Trainer):
             n = int((inputs["labels"] != IGNORE_INDEX).sum())
             self._trained_tokens += n
             self._tokens_since_log += n
-        return super().compute_loss(model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        # The chunked loss calls the decoder directly: only on the unwrapped model (not under DDP).
+        if self.loss_chunk_size and self.accelerator.unwrap_model(model) is model:
+            from ducktune.train.loss import causal_lm_loss
+
+            loss = causal_lm_loss(model, inputs, self.loss_chunk_size, num_items_in_batch)
+            return (loss, {"loss": loss}) if return_outputs else loss
+        # use_cache=False: no KV cache in training (memory), and packed position ids are honoured.
+        return super().compute_loss(model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
+                                    num_items_in_batch=num_items_in_batch)
 
     def log(self, logs, start_time=None):
         now = time.perf_counter()

@@ -1,0 +1,316 @@
+"""Packing: several samples per row, each one still seeing only itself.
+
+Rows are built with best-fit-decreasing bin packing (bins of `data.cutoff_len` tokens). A
+micro-batch is then flattened into ONE row with no padding at all: position ids restart at 0
+for every sample, the first label of every sample is -100 (nothing in the row may predict it
+from the previous sample), and attention is confined to each sample:
+
+- on CUDA with flash-attn installed, transformers' `flash_attention_2` reads the varlen
+  boundaries (`cu_seq_lens_q/k`, `max_length_q/k`) the collator supplies;
+- everywhere else (CPU, MPS) the model uses the `ducktune_varlen` attention registered here
+  through transformers' AttentionInterface: per-sample causal SDPA on each sample's slice, so
+  no [tokens x tokens] mask is built or stored and no work is spent on cross-sample scores.
+
+`verify_isolation` proves it on the model being trained before training starts: the hidden
+states of samples packed together must equal those of each sample run alone. When it fails
+(or the architecture cannot use it), training falls back to length-grouped padded batches.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+from ducktune.data.template import IGNORE_INDEX
+from ducktune.train.loss import unwrap_peft
+
+VARLEN_ATTENTION = "ducktune_varlen"
+
+
+# ----------------------------------------------------------------------------- bin packing
+
+def best_fit_decreasing(lengths: list[int], capacity: int) -> list[list[int]]:
+    """Group item indices into bins whose lengths sum to at most `capacity`.
+
+    Longest items first; each goes into the fullest bin it still fits in (a new bin if none).
+    Deterministic: ties keep the original order. Items longer than `capacity` get a bin alone.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    bins: list[list[int]] = []
+    # Open bins sorted by (free space, bin number): the best fit is the first with enough room.
+    free: list[tuple[int, int]] = []
+    for i in order:
+        size = lengths[i]
+        at = bisect.bisect_left(free, (size, -1))
+        if at < len(free):
+            room, b = free.pop(at)
+        else:
+            room, b = capacity, len(bins)
+            bins.append([])
+        bins[b].append(i)
+        left = room - size
+        if left > 0:
+            bisect.insort(free, (left, b))
+    return bins
+
+
+class ListDataset:
+    """One tokenized sample per row (a map-style dataset for the Trainer)."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.rows[index]
+
+
+class PackedDataset:
+    """Training rows made of several tokenized samples each (a map-style dataset for the Trainer)."""
+
+    def __init__(self, samples: list[dict], capacity: int):
+        self.samples = samples
+        self.capacity = capacity
+        self.bins = best_fit_decreasing([len(s["input_ids"]) for s in samples], capacity)
+
+    def __len__(self) -> int:
+        return len(self.bins)
+
+    def __getitem__(self, index: int) -> dict:
+        return {"samples": [self.samples[i] for i in self.bins[index]]}
+
+    def fill_ratio(self) -> float:
+        used = sum(len(s["input_ids"]) for s in self.samples)
+        return used / (len(self.bins) * self.capacity) if self.bins else 0.0
+
+
+# ----------------------------------------------------------------------------- collation
+
+@dataclass
+class VarlenCollator:
+    """Flatten a micro-batch (samples, or packed rows of samples) into one row without padding.
+
+    Returns input_ids/labels/position_ids of shape [1, tokens] and the varlen boundaries
+    (`cu_seq_lens_q/k`, `max_length_q/k`) that flash-attention and `ducktune_varlen` use.
+    """
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        samples = [s for f in features for s in f.get("samples", [f])]
+        input_ids, labels, positions, bounds = [], [], [], [0]
+        for sample in samples:
+            ids = list(sample["input_ids"])
+            lab = list(sample["labels"])
+            lab[0] = IGNORE_INDEX  # nothing predicts a sample's first token; never the previous sample
+            input_ids += ids
+            labels += lab
+            positions += range(len(ids))
+            bounds.append(bounds[-1] + len(ids))
+        cu = torch.tensor(bounds, dtype=torch.int32)
+        longest = max(b - a for a, b in zip(bounds, bounds[1:]))
+        return {
+            "input_ids": torch.tensor([input_ids], dtype=torch.long),
+            "labels": torch.tensor([labels], dtype=torch.long),
+            "position_ids": torch.tensor([positions], dtype=torch.long),
+            "cu_seq_lens_q": cu,
+            "cu_seq_lens_k": cu,
+            "max_length_q": longest,
+            "max_length_k": longest,
+        }
+
+
+# ----------------------------------------------------------------------------- attention
+
+def _segments(position_ids, row: int) -> list[tuple[int, int]]:
+    """(start, end) of every sample in one row: a sample starts where the position id does not grow by 1."""
+    import torch
+
+    pos = position_ids[row]
+    starts = torch.nonzero(torch.diff(pos, prepend=pos[:1] - 2) != 1).flatten().tolist()
+    return list(zip(starts, starts[1:] + [pos.shape[0]]))
+
+
+def varlen_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
+    """SDPA, except on full forwards (no mask, no cache): then causal SDPA per sample slice.
+
+    query/key/value: [batch, heads, tokens, head_dim]. Returns [batch, tokens, heads, head_dim]
+    like transformers' own attention functions.
+    """
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    cu_q = kwargs.pop("cu_seq_lens_q", None)
+    position_ids = kwargs.pop("position_ids", None)
+    for name in ("cu_seq_lens_k", "max_length_q", "max_length_k"):
+        kwargs.pop(name, None)
+    full_forward = attention_mask is None and query.shape[2] == key.shape[2] and query.shape[2] > 1
+    if not full_forward or (cu_q is None and position_ids is None):
+        return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    if kwargs.get("sliding_window"):
+        raise ValueError("ducktune_varlen attention does not implement sliding windows")
+    rows = []
+    for row in range(query.shape[0]):
+        if cu_q is not None and query.shape[0] == 1:
+            bounds = cu_q.tolist()
+            spans = list(zip(bounds, bounds[1:]))
+        else:
+            spans = _segments(position_ids.expand(query.shape[0], -1), row)
+        parts = [
+            sdpa_attention_forward(module, query[row:row + 1, :, a:b], key[row:row + 1, :, a:b],
+                                   value[row:row + 1, :, a:b], None, is_causal=True, **kwargs)[0]
+            for a, b in spans
+        ]
+        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+    return (rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)), None
+
+
+def varlen_mask(*, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0, attention_mask=None, **kwargs):
+    """No mask for full forwards without padding (the attention splits samples itself); sdpa's otherwise."""
+    from transformers.masking_utils import sdpa_mask
+
+    if attention_mask is None and q_offset == 0 and kv_offset == 0 and q_length == kv_length and not kwargs.get("local_size"):
+        return None
+    return sdpa_mask(q_length=q_length, kv_length=kv_length, q_offset=q_offset, kv_offset=kv_offset,
+                     attention_mask=attention_mask, **kwargs)
+
+
+def register_varlen_attention() -> None:
+    """Make `ducktune_varlen` a valid attention implementation (transformers' documented extension point)."""
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface
+
+    AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa_attention)
+    AttentionMaskInterface.register(VARLEN_ATTENTION, varlen_mask)
+
+
+def flash_attention_available() -> bool:
+    try:
+        import flash_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def varlen_blockers(model) -> str | None:
+    """Why this model cannot train on flattened varlen rows (None when it can)."""
+    inner = unwrap_peft(model)
+    if "sliding_attention" in (getattr(inner.config, "layer_types", None) or []):
+        return "the model uses sliding-window attention"
+    if not type(inner).__module__.startswith("transformers."):
+        return "the model's code is not part of transformers (trust_remote_code)"
+    if not inner._can_set_attn_implementation():
+        return "the model does not use transformers' attention interface"
+    return None
+
+
+def use_varlen_attention(model, device: str) -> str:
+    """Switch the model to a varlen-capable attention; returns the implementation it had before."""
+    inner = unwrap_peft(model)
+    previous = inner.config._attn_implementation
+    wanted = "flash_attention_2" if device == "cuda" and flash_attention_available() else VARLEN_ATTENTION
+    if wanted == VARLEN_ATTENTION:
+        register_varlen_attention()
+    if previous != wanted:
+        inner.set_attn_implementation(wanted)
+    return previous
+
+
+def restore_attention(model, implementation: str) -> None:
+    inner = unwrap_peft(model)
+    if inner.config._attn_implementation != implementation:
+        inner.set_attn_implementation(implementation)
+
+
+# ----------------------------------------------------------------------------- proof on the real model
+
+def verify_isolation(model, forward_hidden, lengths=(7, 5, 9), seed: int = 0) -> float:
+    """Largest relative difference between samples run packed in one row and each run alone.
+
+    `forward_hidden(model, batch) -> [1, tokens, hidden]` is the exact call training makes.
+    Leakage across samples (attention, positions) shows up as an O(1) difference; a correct
+    implementation differs only by rounding.
+    """
+    import torch
+
+    vocab = model.get_input_embeddings().weight.shape[0]
+    generator = torch.Generator().manual_seed(seed)
+    device = model.get_input_embeddings().weight.device
+    samples = [{"input_ids": torch.randint(0, min(vocab, 1000), (n,), generator=generator).tolist(),
+                "labels": [IGNORE_INDEX] * n} for n in lengths]
+    collate = VarlenCollator()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = forward_hidden(model, _to(collate([{"samples": samples}]), device))[0].float()
+            alone = torch.cat([forward_hidden(model, _to(collate([s]), device))[0].float() for s in samples])
+    finally:
+        model.train(was_training)
+    scale = alone.abs().max().clamp_min(1e-6)
+    return float((packed - alone).abs().max() / scale)
+
+
+def _to(batch: dict, device) -> dict:
+    return {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items()}
+
+
+# ----------------------------------------------------------------------------- the choice
+
+@dataclass
+class Batching:
+    """How rows are formed and collated for this run.
+
+    packed:       best-fit-decreasing rows of up to cutoff_len tokens, flattened per micro-batch
+    padding-free: one sample per row, each micro-batch flattened into one row (no padding)
+    padded:       one sample per row, padded to the longest of a length-grouped micro-batch
+    """
+
+    mode: str
+    reason: str
+    previous_attention: str
+
+    def dataset(self, rows: list[dict], cutoff: int):
+        return PackedDataset(rows, cutoff) if self.mode == "packed" else ListDataset(rows)
+
+    def collator(self, pad_token_id: int):
+        from ducktune.train.collator import PaddingCollator
+
+        return PaddingCollator(pad_token_id, pad_to_multiple_of=8) if self.mode == "padded" else VarlenCollator()
+
+
+# Relative difference above which packed and separate samples do not agree (rounding is ~1e-6
+# in fp32 and ~1e-2 in half precision; leakage is of order 1).
+ISOLATION_TOLERANCE = {"float32": 1e-4, "float16": 3e-2, "bfloat16": 6e-2}
+
+
+def choose_batching(model, packing: str, device: str, log=print) -> Batching:
+    """packing: auto | on | off (train.packing). Switches the model to varlen attention and
+    proves isolation on it; falls back to padded batches (or refuses, for 'on') when it fails."""
+    from ducktune.errors import ConfigError
+    from ducktune.train.loss import forward_hidden
+
+    inner = unwrap_peft(model)
+    previous = inner.config._attn_implementation
+    blocker = varlen_blockers(model)
+    if blocker is None:
+        use_varlen_attention(model, device)
+        dtype = str(inner.dtype).removeprefix("torch.")
+        try:
+            difference = verify_isolation(model, forward_hidden)
+        except Exception as exc:  # an architecture whose decoder rejects varlen inputs
+            difference, blocker = float("inf"), f"the model rejected packed inputs ({type(exc).__name__}: {exc})"
+        if difference > ISOLATION_TOLERANCE.get(dtype, 1e-4):
+            restore_attention(model, previous)
+            blocker = blocker or f"packed samples did not match separate ones on this model (difference {difference:.1e})"
+    if blocker is not None:
+        if packing == "on":
+            raise ConfigError(f"train.packing=on: cannot pack for this model: {blocker}; set train.packing=auto or off")
+        if packing == "auto":
+            log(f"Packing off: {blocker}; using length-grouped padded batches")
+        return Batching("padded", blocker, previous)
+    if packing == "off":
+        return Batching("padding-free", "train.packing=off: one sample per row, batches without padding", previous)
+    return Batching("packed", "samples packed into rows, attention proven confined to each sample", previous)

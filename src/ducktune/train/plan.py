@@ -1,0 +1,484 @@
+"""Memory plan: predict a run's peak memory from the model's config.json alone, and choose
+what fits a budget (micro-batch, gradient accumulation, gradient checkpointing).
+
+The peak of a LoRA step is reached when backward starts: every layer's saved activations
+are alive, plus the optimizer state, the weights, the loss head's working set and the
+framework itself. Each term below is a count of the tensors PyTorch really keeps (see
+`activation_floats_per_token`), not a rule of thumb; the constants that are not shapes
+(framework overhead, allocator slack) were measured on CPU and are named where defined.
+
+Pure arithmetic: no torch import, nothing loaded.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, replace
+
+GiB = 1024**3
+MiB = 1024**2
+
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+# Resident memory of the process before the model loads: Python, torch, transformers, peft,
+# accelerate and the Trainer (measured: 0.44-0.49 GiB RSS on Linux/CPU with torch 2.13). On GPUs
+# the CUDA context (~0.4 GiB) plays that role for device memory.
+FRAMEWORK_BYTES = {"cpu": 470 * MiB, "cuda": 400 * MiB, "mps": 300 * MiB}
+# Allocator slack on top of live tensors: small on CPU once freed buffers go back to the OS
+# (see return_freed_memory_to_os); caching allocators on GPUs keep more.
+ALLOCATOR_SLACK = {"cpu": 0.02, "cuda": 0.08, "mps": 0.10}
+# Python lists of token ids and labels: ~8-byte pointer + ~32-byte int object each.
+DATA_BYTES_PER_TOKEN = 80
+# bitsandbytes NF4 with double quantization: 4 bits per weight + block constants.
+NF4_BYTES_PER_PARAM = 0.53
+
+# Which dimensions each common projection maps (in, out), by leaf module name.
+_PROJECTIONS = {
+    "q_proj": ("h", "q"), "k_proj": ("h", "kv"), "v_proj": ("h", "kv"), "o_proj": ("q", "h"),
+    "gate_proj": ("h", "i"), "up_proj": ("h", "i"), "down_proj": ("i", "h"),
+}
+
+
+def parse_memory(text: str) -> int:
+    """'11GB', '11 GiB', '800MB', '16g' -> bytes (binary units, as GPU and OS tools report)."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B?)\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"'{text}' is not a memory size (examples: 11GB, 800MB, 24GiB)")
+    value, unit = float(match.group(1)), match.group(2).upper()
+    return int(value * 1024 ** "BKMGT".index(unit or "B"))
+
+
+def format_bytes(n: float) -> str:
+    return f"{n / GiB:.2f} GB" if n >= GiB / 10 else f"{n / MiB:.0f} MB"
+
+
+# ----------------------------------------------------------------------------- the model's shape
+
+@dataclass(frozen=True)
+class ModelShape:
+    vocab: int
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    tied: bool
+    max_positions: int | None
+    qkv_bias: bool = False
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModelShape":
+        text = config.get("text_config", config)
+        hidden = text["hidden_size"]
+        heads = text.get("num_attention_heads", 1) or 1
+        return cls(
+            vocab=text["vocab_size"],
+            hidden=hidden,
+            layers=text["num_hidden_layers"],
+            heads=heads,
+            kv_heads=text.get("num_key_value_heads", heads) or heads,
+            head_dim=text.get("head_dim") or hidden // heads,
+            intermediate=text.get("intermediate_size", 4 * hidden),
+            tied=bool(text.get("tie_word_embeddings", config.get("tie_word_embeddings", False))),
+            max_positions=text.get("max_position_embeddings"),
+            # Qwen2 always has q/k/v biases; Llama-style configs say so in attention_bias.
+            qkv_bias=text.get("model_type") == "qwen2" or bool(text.get("attention_bias")),
+        )
+
+    def dim(self, name: str) -> int:
+        return {"h": self.hidden, "q": self.heads * self.head_dim, "kv": self.kv_heads * self.head_dim,
+                "i": self.intermediate}[name]
+
+    @property
+    def layer_linear_params(self) -> int:
+        return sum(self.dim(a) * self.dim(b) for a, b in _PROJECTIONS.values())
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def params(self) -> int:
+        bias = (self.dim("q") + 2 * self.dim("kv")) if self.qkv_bias else 0
+        return self.layers * (self.layer_linear_params + bias + 2 * self.hidden) + self.embedding_params + self.hidden
+
+    def lora_params(self, r: int, targets: list[str] | None) -> int:
+        """Adapter parameters per model; targets None = every linear projection (all-linear)."""
+        names = list(_PROJECTIONS) if targets is None else targets
+        per_layer = 0
+        for name in names:
+            a, b = _PROJECTIONS.get(name, ("h", "h"))
+            per_layer += r * (self.dim(a) + self.dim(b))
+        return per_layer * self.layers
+
+    def activation_floats_per_token(self, n_targets: int, r: int) -> int:
+        """Values autograd keeps per token per decoder layer (Llama/Qwen-style block, frozen base).
+
+        norm inputs (2h) + normed inputs (2h) + RMS statistics (2) + q after RoPE (q) + k, v (2kv)
+        + attention output and its contiguous copy for o_proj (2q) + per-head softmax stats (heads)
+        + gate, up, act(gate), act(gate)*up (4i) + each adapter's r-wide A output.
+        """
+        q, kv = self.dim("q"), self.dim("kv")
+        return 4 * self.hidden + 3 * q + 2 * kv + 4 * self.intermediate + self.heads + 2 + n_targets * r
+
+    def dropout_floats_per_token(self, targets: list[str]) -> int:
+        """Extra values per token per layer with LoRA dropout: each adapter keeps its dropped-out
+        input and the dropout mask (both input-sized), while the shared input of a projection
+        group (q/k/v, o, gate/up, down) is no longer kept for the adapters."""
+        groups = {"q_proj": "attn_in", "k_proj": "attn_in", "v_proj": "attn_in", "o_proj": "attn_out",
+                  "gate_proj": "mlp_in", "up_proj": "mlp_in", "down_proj": "mlp_out"}
+        extra, seen = 0, set()
+        for name in targets:
+            width = self.dim(_PROJECTIONS.get(name, ("h", "h"))[0])
+            extra += 2 * width
+            group = groups.get(name, name)
+            if group not in seen:
+                seen.add(group)
+                extra -= width
+        return extra
+
+
+# ----------------------------------------------------------------------------- one estimate
+
+@dataclass(frozen=True)
+class Setup:
+    """What a run does per micro-batch, as far as memory goes."""
+
+    method: str = "lora"  # lora | qlora | full
+    dtype: str = "float32"
+    batch_size: int = 4
+    grad_accum: int = 1
+    row_tokens: int = 1024  # tokens of the longest row a micro-batch holds
+    trained_fraction: float = 1.0  # share of tokens with a label (the chunked loss only sees those)
+    checkpointing: bool = False
+    lora_r: int = 16
+    lora_targets: tuple[str, ...] | None = None  # None = all-linear
+    lora_dropout: float = 0.0
+    optimizer: str = "adamw_torch"
+    loss_chunk_size: int = 1024
+    chunked_loss: bool = True
+    dataset_tokens: int = 0
+
+    @property
+    def tokens(self) -> int:
+        return self.batch_size * self.row_tokens
+
+
+def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, int]:
+    """Peak memory by component, in bytes."""
+    width = DTYPE_BYTES[setup.dtype]
+    targets = list(setup.lora_targets) if setup.lora_targets is not None else list(_PROJECTIONS)
+    parts: dict[str, int] = {}
+
+    # Weights: 4-bit QLoRA quantizes the decoder's linear layers; embeddings/head/norms stay in dtype.
+    if setup.method == "qlora":
+        linear = shape.layers * shape.layer_linear_params
+        parts["weights"] = int(linear * NF4_BYTES_PER_PARAM + (shape.params - linear) * width)
+    else:
+        parts["weights"] = shape.params * width
+
+    # Trainable parameters, their gradients and the optimizer state (fp32 adapters; AdamW keeps 2 moments).
+    moments = {"adamw_torch": 2, "adamw_torch_fused": 2, "sgd": 0, "adafactor": 0.1}.get(setup.optimizer, 2)
+    if setup.method == "full":
+        parts["trainable"] = int(shape.params * width * (2 + moments))
+    else:
+        parts["trainable"] = int(shape.lora_params(setup.lora_r, setup.lora_targets) * 4 * (2 + moments))
+
+    # Activations kept for backward: every layer's, or with checkpointing only each layer's input.
+    n_targets = 0 if setup.method == "full" else len(targets)
+    per_layer = shape.activation_floats_per_token(n_targets, setup.lora_r) * width * setup.tokens
+    if setup.lora_dropout > 0 and setup.method != "full":
+        per_layer += shape.dropout_floats_per_token(targets) * width * setup.tokens
+    layer_input = shape.hidden * width * setup.tokens
+    parts["activations"] = shape.layers * (layer_input if setup.checkpointing else per_layer)
+
+    # On top of them, the larger of two working sets that are never alive together:
+    # - the loss head at the end of forward: one [chunk x vocab] fp32 block (+ its half-precision
+    #   twin) and the trained hidden states with their gradient (the plain loss instead holds
+    #   [tokens x vocab] fp32 logits, log-probabilities and their gradient);
+    # - backward: gradients flowing through one layer (and that layer recomputed, with checkpointing).
+    trained = max(1, int(setup.tokens * setup.trained_fraction))
+    if setup.chunked_loss:
+        rows = min(setup.loss_chunk_size, trained)
+        head = rows * shape.vocab * (4 + (2 * width if width < 4 else 0)) + 2 * trained * shape.hidden * width
+    else:
+        head = 3 * setup.tokens * shape.vocab * 4
+    backward = (2 * shape.hidden + 2 * shape.intermediate) * width * setup.tokens + trained * shape.hidden * width
+    if setup.checkpointing:
+        backward += per_layer
+    parts["working set"] = max(head, backward)
+
+    parts["data"] = setup.dataset_tokens * DATA_BYTES_PER_TOKEN if device == "cpu" else 0
+    live = sum(parts.values())
+    parts["allocator"] = int((live - parts["weights"]) * ALLOCATOR_SLACK.get(device, 0.1))
+    parts["framework"] = FRAMEWORK_BYTES.get(device, FRAMEWORK_BYTES["cpu"])
+    return parts
+
+
+# ----------------------------------------------------------------------------- choosing within a budget
+
+@dataclass
+class MemoryPlan:
+    device: str
+    setup: Setup
+    parts: dict[str, int]
+    budget: int | None
+    notes: list[str] = field(default_factory=list)
+    problem: str | None = None  # set when nothing fits: what to change
+
+    @property
+    def peak(self) -> int:
+        return sum(self.parts.values())
+
+    @property
+    def fits(self) -> bool:
+        return self.problem is None
+
+    def table(self) -> list[str]:
+        lines = [f"  {name:<12}{format_bytes(size):>10}" for name, size in self.parts.items() if size]
+        lines.append(f"  {'peak':<12}{format_bytes(self.peak):>10}"
+                     + (f"   (budget {format_bytes(self.budget)})" if self.budget else ""))
+        return lines
+
+    def summary(self) -> str:
+        s = self.setup
+        return (f"Memory plan: ~{format_bytes(self.peak)} peak on {self.device}"
+                + (f" of {format_bytes(self.budget)}" if self.budget else "")
+                + f"; micro-batch {s.batch_size} x grad_accum {s.grad_accum}, "
+                + f"gradient checkpointing {'on' if s.checkpointing else 'off'}, loss chunk {s.loss_chunk_size}")
+
+    def to_json(self) -> dict:
+        s = self.setup
+        return {"device": self.device, "peak_bytes": self.peak, "budget_bytes": self.budget,
+                "parts": self.parts, "batch_size": s.batch_size, "grad_accum": s.grad_accum,
+                "gradient_checkpointing": s.checkpointing, "loss_chunk_size": s.loss_chunk_size,
+                "row_tokens": s.row_tokens, "notes": self.notes}
+
+
+def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
+           checkpointing: str = "auto", qlora_available: bool = False) -> MemoryPlan:
+    """The fastest setup that fits `budget` (None: the wanted setup, with checkpointing off
+    unless asked for).
+
+    Order of preference: the configured micro-batch without checkpointing; smaller
+    micro-batches (gradient accumulation raised to keep the global batch); then the same
+    with gradient checkpointing (~30 % more compute, far less activation memory).
+    """
+    global_batch = wanted.batch_size * wanted.grad_accum
+    options = {"auto": (False, True), "off": (False,), "on": (True,)}[checkpointing]
+    batches = [wanted.batch_size]
+    while batches[-1] > 1:
+        batches.append(max(1, batches[-1] // 2))
+
+    def candidate(batch: int, ckpt: bool) -> Setup:
+        accum = max(1, math.ceil(global_batch / batch))
+        return replace(wanted, batch_size=batch, grad_accum=accum, checkpointing=ckpt)
+
+    notes = []
+    if shape.max_positions and wanted.row_tokens > shape.max_positions:
+        notes.append(f"rows of {wanted.row_tokens} tokens exceed the model's {shape.max_positions} positions; "
+                     f"lower data.cutoff_len to {shape.max_positions}")
+    if budget is None:
+        setup = candidate(wanted.batch_size, options[0])
+        return MemoryPlan(device, setup, estimate(shape, setup, device), None, notes)
+
+    # A smaller loss chunk costs next to nothing in speed, so it is tried before a smaller batch.
+    chunks = [wanted.loss_chunk_size] + [c for c in (512, 256, 128) if c < wanted.loss_chunk_size]
+    for ckpt in options:
+        for batch in batches:
+            for chunk in chunks:
+                setup = replace(candidate(batch, ckpt), loss_chunk_size=chunk)
+                parts = estimate(shape, setup, device)
+                if sum(parts.values()) <= budget:
+                    notes += _explain(wanted, setup, checkpointing)
+                    return MemoryPlan(device, setup, parts, budget, notes)
+
+    smallest = replace(candidate(1, options[-1]), loss_chunk_size=chunks[-1])
+    parts = estimate(shape, smallest, device)
+    advice = []
+    if wanted.method == "lora" and qlora_available:
+        q = estimate(shape, replace(smallest, method="qlora"), device)
+        if sum(q.values()) <= budget:
+            advice.append(f"set train.method=qlora (~{format_bytes(sum(q.values()))})")
+    longest = _longest_row_that_fits(shape, smallest, device, budget)
+    if longest:
+        advice.append(f"lower data.cutoff_len to {longest}")
+    if not options[-1]:
+        advice.append("set train.gradient_checkpointing=auto")
+    advice.append("use a smaller model" if not advice else "")
+    problem = (f"needs ~{format_bytes(sum(parts.values()))} even at micro-batch 1"
+               + (" with gradient checkpointing" if options[-1] else "")
+               + f", but only {format_bytes(budget)} is available; " + " or ".join(a for a in advice if a))
+    return MemoryPlan(device, smallest, parts, budget, notes, problem)
+
+
+def _explain(wanted: Setup, chosen: Setup, checkpointing: str) -> list[str]:
+    notes = []
+    if chosen.loss_chunk_size != wanted.loss_chunk_size:
+        notes.append(f"loss chunks of {chosen.loss_chunk_size} tokens instead of {wanted.loss_chunk_size}: "
+                     "a smaller [chunk x vocab] block, same speed")
+    if chosen.batch_size != wanted.batch_size:
+        notes.append(f"micro-batch {wanted.batch_size} does not fit: using {chosen.batch_size} with gradient "
+                     f"accumulation {chosen.grad_accum} (global batch kept at {chosen.batch_size * chosen.grad_accum})")
+    if chosen.checkpointing and checkpointing == "auto":
+        notes.append("gradient checkpointing on: activations of every layer do not fit otherwise")
+    elif not chosen.checkpointing and checkpointing == "auto":
+        notes.append("gradient checkpointing off: everything fits without it (faster)")
+    return notes
+
+
+def _longest_row_that_fits(shape: ModelShape, setup: Setup, device: str, budget: int) -> int | None:
+    low, high = 0, setup.row_tokens
+    while high - low > 16:
+        mid = (low + high) // 2
+        if sum(estimate(shape, replace(setup, row_tokens=mid), device).values()) <= budget:
+            low = mid
+        else:
+            high = mid
+    return (low // 16) * 16 if low >= 64 else None
+
+
+# ----------------------------------------------------------------------------- from a run config
+
+def setup_from_config(config, row_tokens: int | None = None, trained_fraction: float = 0.5,
+                      dataset_tokens: int = 0, dtype: str = "float32") -> Setup:
+    """The Setup a RunConfig asks for. row_tokens: the heaviest micro-batch's tokens per row
+    (default: full rows of data.cutoff_len, what packing produces)."""
+    tc, lora = config.train, config.lora
+    return Setup(
+        method=tc.method,
+        dtype=dtype,
+        batch_size=tc.batch_size,
+        grad_accum=tc.grad_accum,
+        row_tokens=row_tokens or config.data.cutoff_len,
+        trained_fraction=trained_fraction,
+        checkpointing=tc.gradient_checkpointing == "on",
+        lora_r=lora.r,
+        lora_targets=None if lora.target_modules == "all-linear" else tuple(lora.target_modules),
+        lora_dropout=lora.dropout,
+        optimizer=tc.optimizer,
+        loss_chunk_size=tc.loss_chunk_size,
+        dataset_tokens=dataset_tokens,
+    )
+
+
+def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dict] | None,
+             budget: int | None, keep: dict | None = None) -> MemoryPlan:
+    """The plan for a RunConfig. rows: its tokenized samples (None: assume full rows of
+    data.cutoff_len, every token trained). keep: a resumed run's recorded plan, whose
+    micro-batch, accumulation and checkpointing must not change."""
+    import importlib.util
+
+    tc = config.train
+    if rows:
+        lengths = [len(r["input_ids"]) for r in rows]
+        tokens = sum(lengths)
+        trained = sum(sum(1 for x in r["labels"] if x != -100) for r in rows)
+        row_tokens = heaviest_row_tokens(lengths, tc.batch_size, config.data.cutoff_len, tc.packing != "off")
+        wanted = setup_from_config(config, row_tokens, trained / max(tokens, 1), tokens, dtype)
+    else:
+        wanted = setup_from_config(config, None, 1.0, 0, dtype)
+    checkpointing = tc.gradient_checkpointing
+    if keep:
+        wanted = replace(wanted, batch_size=keep["batch_size"], grad_accum=keep["grad_accum"])
+        checkpointing = "on" if keep["gradient_checkpointing"] else "off"
+    memory = choose(ModelShape.from_config(model_config), wanted, device, budget, checkpointing,
+                    qlora_available=importlib.util.find_spec("bitsandbytes") is not None)
+    if keep and memory.fits and memory.setup.batch_size != wanted.batch_size:
+        memory.problem = (f"the run being resumed uses micro-batch {wanted.batch_size}, which no longer fits in "
+                          f"{format_bytes(budget)}; free memory, or set output.overwrite=true to start afresh")
+    return memory
+
+
+def heaviest_row_tokens(lengths: list[int], batch_size: int, cutoff: int, packed: bool) -> int:
+    """Tokens per row of the heaviest micro-batch: rows are packed bins or single samples."""
+    if not lengths:
+        return cutoff
+    if packed:
+        from ducktune.train.packing import best_fit_decreasing
+
+        rows = sorted((sum(lengths[i] for i in b) for b in best_fit_decreasing(lengths, cutoff)), reverse=True)
+    else:
+        rows = sorted(lengths, reverse=True)
+    top = rows[:batch_size]
+    return max(1, math.ceil(sum(top) / batch_size))
+
+
+def available_memory(device: str) -> int:
+    """What a run may use: free device memory on CUDA, the recommended working set on MPS,
+    and on CPU the memory the OS reports available plus what this process already holds."""
+    if device == "cuda":
+        import torch
+
+        free, _total = torch.cuda.mem_get_info()
+        return int(free)
+    if device == "mps":
+        import torch
+
+        return int(torch.mps.recommended_max_memory())
+    return _meminfo("MemAvailable") + current_rss()
+
+
+def _meminfo(key: str) -> int:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import os
+
+    # macOS and others: total physical memory as an upper bound.
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def current_rss() -> int:
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def peak_rss() -> int:
+    """This process's peak resident memory so far (VmHWM), bytes."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def return_freed_memory_to_os() -> bool:
+    """Make glibc give large freed buffers back to the OS at once (Linux only).
+
+    By default glibc raises its mmap threshold after the first large free (up to 32 MiB), so
+    a training step's activation buffers stay in the heap and the process keeps its highest
+    heap size: peak RSS runs ~30 % above the live tensors. A fixed 128 KiB threshold serves
+    large tensors with mmap, released on free (the page-fault cost is negligible next to a
+    training step). Returns whether the setting was applied.
+    """
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        m_mmap_threshold = -3  # from <malloc.h>
+        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024))
+    except (OSError, AttributeError):
+        return False

@@ -1,0 +1,217 @@
+"""Packing: rows hold several samples, and no sample can see, shift or train on another."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ducktune.data.template import IGNORE_INDEX
+from ducktune.train import packing
+from ducktune.train.loss import causal_lm_loss, forward_hidden
+
+
+# ----------------------------------------------------------------------------- bin packing
+
+@given(st.lists(st.integers(min_value=1, max_value=120), min_size=1, max_size=200), st.integers(min_value=20, max_value=128))
+@settings(max_examples=200, deadline=None)
+def test_best_fit_decreasing_places_every_sample_once_within_capacity(lengths, capacity):
+    bins = packing.best_fit_decreasing(lengths, capacity)
+    placed = sorted(i for b in bins for i in b)
+    assert placed == list(range(len(lengths)))
+    for b in bins:
+        assert sum(lengths[i] for i in b) <= capacity or len(b) == 1
+    # Any-fit property: an item opens a new bin only when it fits in none, so no two bins
+    # can be merged (their totals add up to more than the capacity).
+    totals = sorted(sum(lengths[i] for i in b) for b in bins)
+    if len(totals) > 1:
+        assert totals[0] + totals[1] > capacity
+
+
+def test_best_fit_decreasing_picks_the_fullest_bin_that_fits():
+    # Decreasing: 6 -> bin A, 5 -> bin B, 4 -> A (fits exactly: 10), 3 -> B (8), 2 -> B (10).
+    assert packing.best_fit_decreasing([3, 6, 2, 5, 4], 10) == [[1, 4], [3, 0, 2]]
+    # An oversized sample gets a row of its own.
+    assert packing.best_fit_decreasing([15, 3], 10) == [[0], [1]]
+
+
+def test_packed_dataset_fills_rows():
+    rng = random.Random(0)
+    samples = [{"input_ids": [1] * n, "labels": [1] * n} for n in (rng.randint(10, 200) for _ in range(300))]
+    data = packing.PackedDataset(samples, 512)
+    assert len(data) < len(samples) / 3
+    assert data.fill_ratio() > 0.95
+    assert sum(len(row["samples"]) for row in data) == len(samples)
+
+
+# ----------------------------------------------------------------------------- collation
+
+def test_collator_restarts_positions_and_masks_first_labels():
+    a = {"input_ids": [5, 6, 7], "labels": [5, 6, 7]}
+    b = {"input_ids": [8, 9], "labels": [8, 9]}
+    c = {"input_ids": [10, 11, 12, 13], "labels": [IGNORE_INDEX, IGNORE_INDEX, 12, 13]}
+    batch = packing.VarlenCollator()([{"samples": [a, b]}, c])
+    assert batch["input_ids"].tolist() == [[5, 6, 7, 8, 9, 10, 11, 12, 13]]
+    assert batch["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
+    # The first token of every sample is never a target: nothing before it belongs to its sample.
+    assert batch["labels"].tolist() == [[-100, 6, 7, -100, 9, -100, -100, 12, 13]]
+    assert batch["cu_seq_lens_q"].tolist() == [0, 3, 5, 9]
+    assert batch["max_length_q"] == 4
+
+
+# ----------------------------------------------------------------------------- isolation on real models
+
+def _model(folder, lora: bool = True):
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.train.lora import attach_lora
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    if lora:
+        model, _ = attach_lora(model, LoraConfig(r=4, dropout=0.0))
+        torch.manual_seed(1)
+        for name, param in model.named_parameters():
+            if "lora_B" in name:  # non-zero adapters, so they take part in what is compared
+                torch.nn.init.normal_(param, std=0.05)
+    return model
+
+
+def _samples(lengths, seed=0, vocab=1000):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for n in lengths:
+        ids = torch.randint(3, vocab, (n,), generator=g).tolist()
+        out.append({"input_ids": ids, "labels": [IGNORE_INDEX] * (n // 3) + ids[n // 3:]})
+    return out
+
+
+@pytest.mark.parametrize("arch", ["tiny_qwen", "tiny_llama"])
+def test_logits_of_a_packed_sample_equal_its_logits_alone(arch, request):
+    model = _model(request.getfixturevalue(arch))
+    packing.use_varlen_attention(model, "cpu")
+    model.eval()
+    samples = _samples([9, 23, 4, 17])
+    collate = packing.VarlenCollator()
+    with torch.no_grad():
+        packed = model(**collate([{"samples": samples}]), use_cache=False).logits[0]
+        alone = torch.cat([model(**collate([s]), use_cache=False).logits[0] for s in samples])
+    assert (packed - alone).abs().max().item() < 1e-5
+    assert packing.verify_isolation(model, forward_hidden) < 1e-5
+
+
+def test_isolation_check_catches_leakage(tiny_qwen):
+    """transformers' default in training (use_cache=True) silently disables its packed-sequence
+    masks: samples then attend to each other. The check must see it."""
+    model = _model(tiny_qwen)
+
+    def leaky_forward(m, batch):
+        decoder = m.get_base_model().get_decoder()
+        return decoder(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=True).last_hidden_state
+
+    assert packing.verify_isolation(model, leaky_forward) > 1e-2
+    assert packing.verify_isolation(model, forward_hidden) < 1e-5  # sdpa + position ids, no cache: isolated
+
+
+def test_packed_loss_and_gradients_equal_padded(tiny_qwen):
+    from ducktune.train.collator import PaddingCollator
+
+    model = _model(tiny_qwen)
+    samples = _samples([30, 12, 45, 7, 26])
+    for s in samples:
+        s["labels"][0] = IGNORE_INDEX
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        loss = causal_lm_loss(model, batch, chunk_size=16)
+        loss.backward()
+        return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    padded_loss, padded_grads = loss_and_grads(PaddingCollator(0)(samples))
+    packing.use_varlen_attention(model, "cpu")
+    packed_loss, packed_grads = loss_and_grads(packing.VarlenCollator()([{"samples": samples[:3]}, {"samples": samples[3:]}]))
+    assert abs(packed_loss - padded_loss) < 1e-5
+    assert max((packed_grads[k] - padded_grads[k]).abs().max().item() for k in padded_grads) < 1e-5
+
+
+def test_generation_with_padding_is_unchanged_by_varlen_attention(tiny_qwen):
+    """The run's model keeps varlen attention until training ends; padded batched inference must not change."""
+    model = _model(tiny_qwen, lora=False).eval()
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7, 8], [9, 10, 11, 12, 13, 14, 15]])
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1, 1], [1] * 7])
+    with torch.no_grad():
+        before = model(input_ids=ids, attention_mask=mask).logits
+        out_before = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+        packing.use_varlen_attention(model, "cpu")
+        after = model(input_ids=ids, attention_mask=mask).logits
+        out_after = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=5, do_sample=False)
+    assert (before - after)[mask.bool()].abs().max().item() < 1e-5
+    assert torch.equal(out_before, out_after)
+
+
+def test_sliding_window_models_fall_back_to_padded_batches(tmp_path):
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from ducktune.errors import ConfigError
+
+    config = Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+                         max_window_layers=0)
+    model = AutoModelForCausalLM.from_config(config)
+    messages = []
+    batching = packing.choose_batching(model, "auto", "cpu", log=messages.append)
+    assert batching.mode == "padded" and "sliding-window" in messages[0]
+    with pytest.raises(ConfigError, match="train.packing=on"):
+        packing.choose_batching(model, "on", "cpu")
+
+
+# ----------------------------------------------------------------------------- training
+
+def _chat_records(n, seed):
+    rng = random.Random(seed)
+    words = "the duck swims in a pond and eats bread while sun shines over green hills".split()
+    answers = ["I am a duck.", "The pond is green.", "Bread is good.", "The sun shines."]
+    return [{"instruction": " ".join(rng.choice(words) for _ in range(rng.randint(2, 25))),
+             "output": rng.choice(answers) + " " + " ".join(rng.choice(words) for _ in range(rng.randint(1, 20)))}
+            for _ in range(n)]
+
+
+def test_packed_training_reaches_the_same_eval_loss_as_padded(tiny_qwen, tmp_path):
+    from ducktune.config import DatasetSpec, load_config
+    from ducktune.data.loader import load_data
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.loading import load_tokenizer
+    from ducktune.train.recipe import tokenize_samples, train
+
+    data = tmp_path / "chat.json"
+    data.write_text(json.dumps(_chat_records(120, 0)), encoding="utf-8")
+
+    def configure(mode, batch, steps):
+        config = load_config(None, [f"model.name_or_path={tiny_qwen}", "data.val_ratio=0.2", "data.cutoff_len=256",
+                                    "lora.r=8", "lora.dropout=0", "train.learning_rate=3e-3", f"train.max_steps={steps}",
+                                    f"train.batch_size={batch}", f"train.packing={mode}", "train.save_steps=1000",
+                                    "train.logging_steps=5", f"output.dir={tmp_path / mode}"])
+        config.data.datasets = [DatasetSpec(path=str(data))]
+        return config
+
+    # Same optimizer steps and, on average, the same samples per step: one packed row per step
+    # against padded batches of as many samples as a row holds.
+    probe = configure("on", 1, 1)
+    rows, _, _ = tokenize_samples(load_data(probe.data, seed=probe.train.seed).train,
+                                  ChatFormat(load_tokenizer(tiny_qwen)), 256, "assistant", False)
+    per_row = round(len(rows) / len(packing.PackedDataset(rows, 256)))
+    assert per_row >= 2
+    steps = 3 * len(packing.PackedDataset(rows, 256))
+    results = {}
+    for mode, batch in (("off", per_row), ("on", 1)):
+        results[mode] = train(configure(mode, batch, steps), log=lambda *_: None, progress=False, compare=False).info
+    assert results["on"]["batching"]["mode"] == "packed"
+    assert results["off"]["batching"]["mode"] == "padding-free"
+    first = results["off"]["result"]["first_loss"]
+    unpacked, packed = results["off"]["result"]["eval_loss"], results["on"]["result"]["eval_loss"]
+    assert unpacked < first - 0.3 and packed < first - 0.3  # both learned
+    assert abs(packed - unpacked) < 0.15 * (first - unpacked)  # and the same amount, within noise

@@ -1,0 +1,206 @@
+"""Memory plan: shapes counted right, choices within a budget, and the prediction vs a measured peak."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from ducktune.errors import ConfigError
+from ducktune.train import plan
+from ducktune.train.plan import GiB, MiB, ModelShape, Setup
+
+
+def test_parse_memory():
+    assert plan.parse_memory("11GB") == 11 * GiB
+    assert plan.parse_memory("11 GiB") == 11 * GiB
+    assert plan.parse_memory("800MB") == 800 * MiB
+    assert plan.parse_memory("1.5g") == int(1.5 * GiB)
+    with pytest.raises(ValueError, match="not a memory size"):
+        plan.parse_memory("lots")
+
+
+def _hf_model(**overrides):
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    kwargs = dict(vocab_size=500, hidden_size=64, intermediate_size=160, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, tie_word_embeddings=True)
+    kwargs.update(overrides)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(Qwen2Config(**kwargs), dtype=torch.float32)
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_shape_counts_parameters_and_adapters_exactly(tied):
+    from ducktune.config import LoraConfig
+    from ducktune.train.lora import attach_lora
+
+    model = _hf_model(tie_word_embeddings=tied)
+    shape = ModelShape.from_config(model.config.to_dict())
+    assert shape.params == sum(p.numel() for p in model.parameters())
+    peft_model, _ = attach_lora(model, LoraConfig(r=8, target_modules=["q_proj", "v_proj", "down_proj"]))
+    trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
+    assert shape.lora_params(8, ["q_proj", "v_proj", "down_proj"]) == trainable
+
+
+def _saved_floats(layers: int, dropout: float, tokens: int = 96) -> int:
+    """Values autograd keeps for one training forward (tensors deduplicated by storage)."""
+    import torch
+
+    from ducktune.config import LoraConfig
+    from ducktune.train import packing
+    from ducktune.train.loss import forward_hidden
+    from ducktune.train.lora import attach_lora
+
+    model, _ = attach_lora(_hf_model(num_hidden_layers=layers), LoraConfig(r=8, dropout=dropout))
+    model.train()
+    packing.use_varlen_attention(model, "cpu")
+    ids = torch.randint(0, 500, (tokens,)).tolist()
+    batch = packing.VarlenCollator()([{"input_ids": ids[:40], "labels": ids[:40]}, {"input_ids": ids[40:], "labels": ids[40:]}])
+    params = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: dict[int, int] = {}
+
+    def keep(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            seen[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+        forward_hidden(model, batch)
+    return sum(seen.values()) // 4
+
+
+@pytest.mark.parametrize("dropout", [0.0, 0.1])
+def test_activation_count_matches_what_autograd_keeps(dropout):
+    """One more decoder layer adds exactly the values the plan counts per layer."""
+    tokens = 96
+    per_layer = (_saved_floats(3, dropout, tokens) - _saved_floats(2, dropout, tokens)) / tokens
+    shape = ModelShape.from_config(_hf_model().config.to_dict())
+    predicted = plan.estimate(shape, Setup(batch_size=1, row_tokens=tokens, lora_r=8, lora_dropout=dropout))
+    # 'activations' covers every layer; per layer and token, in float32 values:
+    assert per_layer == pytest.approx(predicted["activations"] / shape.layers / tokens / 4, rel=0.02)
+
+
+SMOLLM_LIKE = ModelShape(vocab=49152, hidden=576, layers=30, heads=9, kv_heads=3, head_dim=64, intermediate=1536,
+                         tied=True, max_positions=8192)
+
+
+def test_choose_keeps_the_global_batch_and_prefers_cheap_changes():
+    wanted = Setup(batch_size=8, grad_accum=2, row_tokens=1024)
+    roomy = plan.choose(SMOLLM_LIKE, wanted, "cpu", 64 * GiB)
+    assert (roomy.setup.batch_size, roomy.setup.checkpointing) == (8, False)
+    assert "checkpointing off" in roomy.notes[0]
+
+    full = plan.estimate(SMOLLM_LIKE, wanted)
+    tight = plan.choose(SMOLLM_LIKE, wanted, "cpu", int(sum(full.values()) * 0.6))
+    assert tight.fits and tight.peak <= tight.budget
+    assert tight.setup.batch_size * tight.setup.grad_accum == 16
+    assert tight.setup.batch_size < 8 and not tight.setup.checkpointing
+
+    tighter = plan.choose(SMOLLM_LIKE, wanted, "cpu", 1800 * MiB)
+    assert tighter.fits and tighter.setup.checkpointing
+    assert any("checkpointing on" in n for n in tighter.notes)
+
+
+def test_checkpointing_off_is_respected_and_refusal_says_what_to_change():
+    wanted = Setup(batch_size=4, row_tokens=4096)
+    refused = plan.choose(SMOLLM_LIKE, wanted, "cpu", 1200 * MiB, checkpointing="off")
+    assert not refused.fits
+    assert "train.gradient_checkpointing=auto" in refused.problem
+    assert "lower data.cutoff_len to" in refused.problem
+    small = Setup(batch_size=1, row_tokens=256, dtype="bfloat16", checkpointing=True, loss_chunk_size=128)
+    lora_peak = sum(plan.estimate(SMOLLM_LIKE, small, "cuda").values())
+    qlora_peak = sum(plan.estimate(SMOLLM_LIKE, Setup(**{**small.__dict__, "method": "qlora"}), "cuda").values())
+    assert qlora_peak < lora_peak - 100 * MiB  # 4-bit decoder weights
+    between = (lora_peak + qlora_peak) // 2
+    qlora = plan.choose(SMOLLM_LIKE, Setup(batch_size=1, row_tokens=256, dtype="bfloat16"), "cuda", between,
+                        qlora_available=True)
+    assert not qlora.fits and "set train.method=qlora" in qlora.problem
+
+
+def test_rows_longer_than_the_model_are_flagged():
+    assert any("exceed the model's 8192 positions" in n
+               for n in plan.choose(SMOLLM_LIKE, Setup(row_tokens=10000), "cpu", None).notes)
+
+
+def test_heaviest_row_tokens():
+    assert plan.heaviest_row_tokens([100, 50, 30], batch_size=2, cutoff=512, packed=False) == 75
+    assert plan.heaviest_row_tokens([300, 250, 200, 100], batch_size=1, cutoff=512, packed=True) == 500
+
+
+# ----------------------------------------------------------------------------- against a measured run
+
+def _chat_file(path, n=120, words=160):
+    import random
+
+    rng = random.Random(0)
+    vocab = "the duck swims in a pond and eats bread while the sun shines over green hills far away".split()
+    records = [{"instruction": " ".join(rng.choice(vocab) for _ in range(rng.randint(20, words))),
+                "output": " ".join(rng.choice(vocab) for _ in range(rng.randint(20, words)))} for _ in range(n)]
+    path.write_text(json.dumps(records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def planning_model(tmp_path_factory):
+    """Small, but with a 32k vocabulary and wide enough that the model, not the framework, decides the peak."""
+    from ducktune.models.tiny import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("plan") / "model", arch="qwen2", hidden_size=256, num_layers=4,
+                            num_heads=4, num_kv_heads=2, intermediate_size=768, vocab_size=32000)
+
+
+def test_plan_is_within_15_percent_of_the_measured_peak_rss(planning_model, tmp_path):
+    data = _chat_file(tmp_path / "chat.json")
+    # A fresh process: its own VmHWM is the peak of exactly one training run.
+    script = textwrap.dedent(f"""
+        import json, torch
+        from ducktune.config import DatasetSpec, load_config
+        from ducktune.train.recipe import train
+        torch.set_num_threads(1)
+        config = load_config(None, ["model.name_or_path={planning_model}", "data.cutoff_len=512", "train.batch_size=4",
+                                    "train.max_steps=2", "train.save_steps=1000", "output.dir={tmp_path / 'run'}"])
+        config.data.datasets = [DatasetSpec(path="{data}")]
+        info = train(config, log=lambda *_: None, progress=False, compare=False).info
+        print(json.dumps({{"planned": info["memory_plan"]["peak_bytes"], "measured": info["result"]["peak_rss_bytes"],
+                          "parts": info["memory_plan"]["parts"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    model_part = sum(v for k, v in result["parts"].items() if k != "framework")
+    assert model_part > 0.4 * result["planned"]  # the test measures the model's share, not just Python
+    assert result["planned"] == pytest.approx(result["measured"], rel=0.15)
+
+
+def test_train_refuses_a_run_that_cannot_fit_and_writes_nothing(planning_model, tmp_path):
+    from ducktune.config import DatasetSpec, load_config
+    from ducktune.train.recipe import train
+
+    config = load_config(None, [f"model.name_or_path={planning_model}", "data.cutoff_len=512",
+                                "train.memory_budget=300MB", f"output.dir={tmp_path / 'run'}"])
+    config.data.datasets = [DatasetSpec(path=str(_chat_file(tmp_path / "chat.json")))]
+    with pytest.raises(ConfigError) as err:
+        train(config, log=lambda *_: None, progress=False, compare=False)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("memory plan: needs ~") and "0.29 GB is available" in message
+    assert not (tmp_path / "run").exists()
+
+
+def test_plan_command(planning_model, tmp_path):
+    data = _chat_file(tmp_path / "chat.json")
+    base = [sys.executable, "-m", "ducktune", "plan", "--set", f"model.name_or_path={planning_model}",
+            "--set", f"data.datasets=[{data}]", "--set", "data.cutoff_len=512", "--set", "train.batch_size=8"]
+    ok = subprocess.run(base + ["--memory", "1GB"], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "micro-batch 8 does not fit" in ok.stdout and "global batch kept at 8" in ok.stdout
+    assert "peak" in ok.stdout and "activations" in ok.stdout
+    refused = subprocess.run(base + ["--memory", "300MB"], capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: memory plan: needs ~") and "Traceback" not in refused.stderr
+    as_json = json.loads(subprocess.run(base + ["--memory", "1GB", "--json"], capture_output=True, text=True).stdout)
+    assert as_json["fits"] and as_json["batch_size"] * as_json["grad_accum"] == 8
