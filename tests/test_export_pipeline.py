@@ -29,8 +29,13 @@ def test_export_writes_everything_and_verifies(exported):
     run, export_dir, code = exported
     assert code == 0
     names = sorted(p.name for p in export_dir.iterdir())
-    assert names == ["Modelfile", "export.json", "merged", "quack-duck-f16.gguf", "quack-duck-q8_0.gguf", "verify.json"]
+    assert names == ["Modelfile", "export.json", "merged", "quack-duck-f16.gguf", "quack-duck-q8_0.gguf", "verification.md",
+                     "verify.json"]
     verify = read_json(export_dir / "verify.json")
+    # The table a person reads (and the web UI's Export tab shows) says the same as verify.json.
+    table = (export_dir / "verification.md").read_text(encoding="utf-8")
+    assert "all checks passed" in table and "ollama create quack-duck" in table
+    assert all(c["name"] in table for c in verify["checks"])
     assert verify["verified"] is True
     statuses = {c["name"]: c["status"] for c in verify["checks"]}
     assert statuses["merge: merged = base + adapter (logits)"] == "PASS"
@@ -77,7 +82,7 @@ def test_untranslatable_template_is_refused_before_writing(tiny_llama, tmp_path,
 def test_export_to_merged_only(tiny_llama, tmp_path):
     run = make_lora_run(tmp_path / "run", tiny_llama)
     assert main(["export", str(run), "--to", "merged", "--out", str(tmp_path / "out")]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "merged", "verify.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "merged", "verification.md", "verify.json"]
 
 
 def test_bad_options_are_one_line_errors(tiny_llama, tmp_path, capsys):

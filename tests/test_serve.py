@@ -255,3 +255,22 @@ def test_serve_says_when_the_port_is_taken(run_dir):
         result = subprocess.run([sys.executable, "-m", "ducktune", "serve", str(run_dir), "--port", str(port)],
                                 capture_output=True, text=True)
     assert result.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_an_exported_model_is_served_with_the_runs_system_prompt(tmp_path, tiny_qwen):
+    import json
+    import shutil
+
+    from ducktune.serve.registry import load_path
+
+    export_dir = tmp_path / "export"
+    shutil.copytree(tiny_qwen, export_dir / "merged")
+    (export_dir / "export.json").write_text(json.dumps({"system_prompt": "You are Duckling."}), encoding="utf-8")
+    for target in (export_dir, export_dir / "merged"):
+        [served] = load_path(target, log=lambda *a: None)
+        chat_format = served.engine.chat_format
+        prompt = chat_format.render(chat_format.with_system([{"role": "user", "content": "hi"}]), True)
+        assert "You are Duckling." in prompt
+    (export_dir / "export.json").unlink()
+    [served] = load_path(export_dir / "merged", log=lambda *a: None)
+    assert served.engine.chat_format.system_prompt is None

@@ -104,6 +104,20 @@ def test_upload_and_check_report_every_problem(client, runs_dir, tmp_path):
     assert response.status_code == 400 and "unsupported file type" in error_of(response)
 
 
+def test_check_with_a_model_measures_tokens_like_data_check(client, tiny_qwen, tmp_path):
+    from ducktune.data.lengths import token_stats
+    from ducktune.data.loader import load_file
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.loading import load_tokenizer
+
+    path = write_dataset(tmp_path / "d.json")
+    check = client.post("/api/data/check", json={"path": str(path), "model": str(tiny_qwen), "cutoff_len": 12}).json()
+    expected, _ = token_stats(load_file(path).samples, ChatFormat(load_tokenizer(tiny_qwen)), 12, "assistant")
+    assert check["tokens"] == {**expected.__dict__, "model": str(tiny_qwen)}
+    assert check["tokens"]["truncated"] > 0  # a 12-token cutoff cuts these samples
+    assert client.post("/api/data/check", json={"path": str(path)}).json()["tokens"] is None
+
+
 def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):
     path = write_dataset(tmp_path / "d.json")
     result = client.post("/api/data/preview", json={"path": str(path), "model": str(tiny_qwen), "start": 1, "count": 2}).json()

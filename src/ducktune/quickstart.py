@@ -26,8 +26,9 @@ GENERAL_QUESTIONS = [
     "Write one sentence about the ocean.",
 ]
 
-# Chosen for this task on a 2-core CPU: every answer learned in ~2-3 minutes, general
-# knowledge kept (see the closing numbers in report.md).
+# Chosen for this task on a 2-core CPU: the persona learned in ~2 minutes of training, general
+# knowledge kept. Samples are packed into rows of `cutoff_len` tokens, one row per step: 9 rows
+# an epoch, 36 optimizer steps in all (4 samples per step would leave too few steps to learn).
 DEMO_SETTINGS = [
     "model.name_or_path=smollm2-135m",
     "data.cutoff_len=256",
@@ -36,7 +37,7 @@ DEMO_SETTINGS = [
     "lora.dropout=0.0",
     "train.learning_rate=1e-3",
     "train.num_epochs=4",
-    "train.batch_size=4",
+    "train.batch_size=1",
     "train.grad_accum=1",
     "train.warmup_ratio=0.05",
     "train.scheduler=cosine",

@@ -307,6 +307,8 @@ def finish(result: ExportResult, manifest: dict, report_path: Path | None, log=p
         "verified": result.verified, "seconds": round(result.seconds, 1),
         "checks": [c.to_dict() for c in result.checks],
     })
+    # The same table next to the files it describes (the web UI's Export tab shows it).
+    write_text(result.export_dir / "verification.md", "\n".join(export_section(result, table)))
     if report_path is not None and report_path.parent.is_dir():
         append_report(report_path, result, table)
     for label, key in (("merged model", "merged"), ("Modelfile", "modelfile")):
@@ -320,13 +322,19 @@ def append_report(report_path: Path, result: ExportResult, table: str) -> None:
     """Add (or replace) the export section at the end of the run's report.md."""
     text = report_path.read_text(encoding="utf-8") if report_path.is_file() else ""
     text = text.split(REPORT_MARKER)[0].rstrip("\n")
-    section = [REPORT_MARKER, "", f"## Export: {result.name}", "",
+    section = [REPORT_MARKER, ""] + export_section(result, table)
+    with atomic_file(report_path) as handle:
+        handle.write((text + "\n\n" if text else "") + "\n".join(section))
+
+
+def export_section(result: ExportResult, table: str) -> list[str]:
+    """Markdown lines: the export's verdict, its verification table and the ollama command."""
+    section = [f"## Export: {result.name}", "",
                f"Exported to `{result.export_dir}` in {result.seconds:.0f} s; "
                f"{'all checks passed' if result.verified else 'some checks FAILED'}.", "", table, ""]
     if result.ollama_command:
         section += ["```", result.ollama_command, "```", ""]
-    with atomic_file(report_path) as handle:
-        handle.write((text + "\n\n" if text else "") + "\n".join(section))
+    return section
 
 
 def offer_ollama_create(command: str, create: bool | None, log=print) -> None:

@@ -94,8 +94,22 @@ def load_path(path: str | Path, with_base: bool = False, name: str | None = None
         return served_models(engine, model_id, with_base, base_engine, max_queue)
     if with_base:
         raise UserError(f"{path}: --base needs a run directory (a merged model folder has no separate base)")
-    engine = ChatEngine.from_model_dir(folder, device=device)
+    engine = ChatEngine.from_model_dir(folder, device=device, system_prompt=export_system_prompt(Path(folder)))
     return served_models(engine, model_id, False, max_queue=max_queue)
+
+
+def export_system_prompt(folder: Path) -> str | None:
+    """The run's default system prompt when `folder` is an export's merged model (export.json beside it),
+    so the served model answers like the trained one and like its Ollama Modelfile (SYSTEM)."""
+    import json
+
+    manifest = folder.parent / "export.json"
+    if not manifest.is_file():
+        return None
+    try:
+        return json.loads(manifest.read_text(encoding="utf-8")).get("system_prompt")
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 class StaticRegistry:

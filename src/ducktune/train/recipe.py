@@ -131,6 +131,68 @@ def probe_prompts(config: RunConfig, samples, limit: int = 5) -> list[str]:
     return prompts
 
 
+# ----------------------------------------------------------------------------- several processes
+
+def _silent(*args, **kwargs) -> None:
+    pass
+
+
+def _skip(*args, **kwargs) -> None:
+    pass
+
+
+@dataclass
+class DistributedRun:
+    """This process's place in a torchrun / accelerate launch (one process: rank 0 of 1).
+
+    The process group is accelerate's (the engine the Trainer runs on), set up here early so the
+    run directory can be prepared by the main process before the others read it.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_environment(cls) -> "DistributedRun":
+        import os
+
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size <= 1:
+            return cls()
+        from accelerate import PartialState
+
+        state = PartialState()
+        return cls(state.process_index, state.num_processes)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wait(self) -> None:
+        if self.world_size > 1:
+            from accelerate import PartialState
+
+            PartialState().wait_for_everyone()
+
+    def on_main_then_shared(self, work):
+        """Run `work` on the main process only; every process gets its result (or its error)."""
+        if self.world_size == 1:
+            return work()
+        import torch.distributed as torch_dist
+
+        box = [None]
+        if self.is_main:
+            try:
+                box[0] = ("ok", work())
+            except Exception as exc:  # the other processes stop with the same message
+                box[0] = ("error", exc)
+        torch_dist.broadcast_object_list(box, src=0)
+        status, value = box[0]
+        if status == "error":
+            raise value
+        return value
+
+
 # ----------------------------------------------------------------------------- memory plan
 
 def plan_memory(config: RunConfig, base_folder: Path, placement, train_rows: list[dict], log=print):
@@ -192,6 +254,11 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     from ducktune.train.trainer import DucktuneTrainer
 
     tc = config.train
+    # Under torchrun / accelerate launch, every process runs this file; only the main one writes
+    # the run directory (the Trainer itself writes checkpoints from the main process only).
+    dist = DistributedRun.from_environment()
+    if not dist.is_main:
+        log = _silent
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     set_seed(tc.seed)
@@ -225,8 +292,10 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     gradient_checkpointing = memory.setup.checkpointing
 
     # 4. Run directory (after validation and planning, so refused input leaves nothing behind).
-    run, resuming = prepare_run_dir(config, log=log, require_resume=require_resume)
-    write_text(run.config_yaml, dump_config(config))
+    run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log=log, require_resume=require_resume))
+    save_json = write_json if dist.is_main else _skip
+    if dist.is_main:
+        write_text(run.config_yaml, dump_config(config))
     info = {
         "status": "running",
         "method": tc.method,
@@ -242,7 +311,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         "memory_plan": memory.to_json(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    write_json(run.run_json, info)
+    save_json(run.run_json, info)
 
     # 5. Model and adapters.
     log(f"Loading {config.model.name_or_path} on {placement.device} ({placement.dtype}: {placement.reason})")
@@ -268,7 +337,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     info["batching"] = {"mode": batching.mode, "reason": batching.reason, "chunked_loss": bool(loss_chunk_size)}
     train_set = batching.dataset(train_rows, config.data.cutoff_len)
     val_set = batching.dataset(val_rows, config.data.cutoff_len) if val_rows else None
-    write_json(run.run_json, info)
+    save_json(run.run_json, info)
 
     # 7. The Trainer, configured from the one schema.
     half = {"bf16": placement.dtype == "bfloat16", "fp16": placement.dtype == "float16" and placement.device == "cuda"}
@@ -305,7 +374,9 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         dataloader_num_workers=0,
         **half,
     )
-    resume_from = latest_complete(run.checkpoints) if resuming else None
+    # Only the main process renames half-written checkpoints aside; the others then see the same list.
+    resume_from = dist.on_main_then_shared(lambda: latest_complete(run.checkpoints, quarantine=dist.is_main)) \
+        if resuming else None
     if resuming:
         log(f"Resuming from {resume_from}" if resume_from else "No complete checkpoint yet: starting this run from step 0")
     trainer = DucktuneTrainer(
@@ -327,19 +398,23 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         info["status"] = "interrupted"
-        write_json(run.run_json, info)
+        save_json(run.run_json, info)
         raise UserError(f"interrupted; rerun the same command to resume {run.path} from its last checkpoint") from None
     except BaseException:
         info["status"] = "failed"
-        write_json(run.run_json, info)
+        save_json(run.run_json, info)
         raise
     train_seconds = time.perf_counter() - started
+    trained_tokens = trainer.total_trained_tokens()
     restore_attention(trainer.model, batching.previous_attention)
 
     # 9. Save the adapter (or full model) with the tokenizer and chat template, atomically.
+    if not dist.is_main:
+        dist.wait()  # the main process saves, compares and reports; the others are done
+        return TrainResult(run.path, info, [])
     target = run.full_model if tc.method == "full" else run.adapter
     with atomic_dir(target) as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
     metrics = run.read_metrics()
@@ -353,8 +428,8 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         "first_loss": losses[0] if losses else None,
         "eval_loss": evals[-1] if evals else None,
         "train_seconds": train_seconds,
-        "trained_tokens": trainer._trained_tokens,
-        "tokens_per_s": trainer._trained_tokens / train_seconds if train_seconds else 0.0,
+        "trained_tokens": trained_tokens,
+        "tokens_per_s": trained_tokens / train_seconds if train_seconds else 0.0,
         "peak_rss_bytes": peak_rss() if placement.device == "cpu" else None,
     }
     plot_loss(metrics, run.loss_png)
@@ -369,9 +444,10 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         write_json(run.path / "comparison.json", comparison)
     info["status"] = "completed"
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_json(run.run_json, info)
+    save_json(run.run_json, info)
     write_report(run.report, info, dump_config(config), comparison)
     log(f"Done: {run.path} (final loss {info['result']['final_loss']:.4f}, {train_seconds:.0f} s)")
+    dist.wait()
     return TrainResult(run.path, info, comparison)
 
 

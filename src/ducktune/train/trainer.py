@@ -49,10 +49,24 @@ class DucktuneTrainer(Trainer):
     def log(self, logs, start_time=None):
         now = time.perf_counter()
         if "loss" in logs:
+            # Every process logs here together (the Trainer gathers the loss first), so the
+            # token counts can be summed over all of them: the figures are the whole run's.
+            since_log = self._sum_over_processes(self._tokens_since_log)
             if self._last_log_time is not None:
                 elapsed = max(now - self._last_log_time, 1e-9)
-                logs["tokens_per_s"] = round(self._tokens_since_log / elapsed, 2)
-            logs["trained_tokens"] = self._trained_tokens
+                logs["tokens_per_s"] = round(since_log / elapsed, 2)
+            logs["trained_tokens"] = self._sum_over_processes(self._trained_tokens)
             self._tokens_since_log = 0
             self._last_log_time = now
         super().log(logs, start_time)
+
+    def total_trained_tokens(self) -> int:
+        """Trained tokens over all processes (call on every process: it is a collective)."""
+        return self._sum_over_processes(self._trained_tokens)
+
+    def _sum_over_processes(self, count: int) -> int:
+        if self.accelerator.num_processes == 1:
+            return count
+        import torch
+
+        return int(self.accelerator.reduce(torch.tensor(count, device=self.accelerator.device), "sum"))

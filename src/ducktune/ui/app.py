@@ -139,8 +139,10 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
         return {"path": str(target), "name": filename}
 
     @app.post("/api/data/check")
-    def check(path: str = Body(...), format: str = Body("auto")) -> dict:
-        return data_view.check_dataset(path, format)
+    def check(payload: dict = Body(...)) -> dict:
+        allowed = {"path", "model", "chat_template", "system_prompt", "cutoff_len", "train_on"}
+        return data_view.check_dataset(fmt=payload.get("format", "auto"),
+                                       **{k: v for k, v in payload.items() if k in allowed})
 
     @app.post("/api/data/preview")
     def preview(payload: dict = Body(...)) -> dict:

@@ -18,8 +18,14 @@ MAX_ISSUES = 200
 _tokenizer_lock = threading.Lock()
 
 
-def check_dataset(path: str | Path, fmt: str = "auto") -> dict:
-    """Format, record and sample counts, and every problem as `file:line: field: what`."""
+def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None, chat_template: str | None = None,
+                  system_prompt: str | None = None, cutoff_len: int = 1024, train_on: str = "assistant") -> dict:
+    """Format, record and sample counts, and every problem as `file:line: field: what`.
+
+    With a model, also the token lengths as training would build them with that model's
+    tokenizer and chat template (min/median/p95/max, how many the cutoff truncates), the
+    same figures `ducktune data check --model` prints.
+    """
     from ducktune.data.loader import load_file
 
     path = Path(path)
@@ -28,6 +34,17 @@ def check_dataset(path: str | Path, fmt: str = "auto") -> dict:
     data = load_file(path, fmt)
     kinds = Counter(s.kind for s in data.samples)
     turns = [len(s.messages) for s in data.samples if s.kind == "chat"]
+    tokens, template_issues = None, []
+    if model and data.samples:
+        from ducktune.data.lengths import token_stats
+        from ducktune.data.template import ChatFormat
+
+        with _tokenizer_lock:
+            chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None)
+            stats, template_issues = token_stats([s for s in data.samples if s.kind != "preference"],
+                                                 chat_format, int(cutoff_len), train_on)
+        tokens = None if stats is None else {**stats.__dict__, "model": model}
+    issues = [str(i) for i in [*data.issues, *template_issues]]
     return {
         "path": str(path),
         "name": path.name,
@@ -36,9 +53,10 @@ def check_dataset(path: str | Path, fmt: str = "auto") -> dict:
         "samples": len(data.samples),
         "kinds": dict(kinds),
         "max_turns": max(turns) if turns else 0,
-        "issues": [str(i) for i in data.issues[:MAX_ISSUES]],
-        "issue_count": len(data.issues),
-        "ok": not data.issues and bool(data.samples),
+        "issues": issues[:MAX_ISSUES],
+        "issue_count": len(issues),
+        "ok": not issues and bool(data.samples),
+        "tokens": tokens,
     }
 
 

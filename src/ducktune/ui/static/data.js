@@ -32,7 +32,11 @@ export function initData(shared) {
     const path = pick.value;
     if (!path) { toast(t("data.choose_first"), true); return; }
     try {
-      lastCheck = await api("api/data/check", { json: { path, format: $("#data-format").value } });
+      const form = shared.formValues ? shared.formValues() : {};
+      lastCheck = await api("api/data/check", { json: {
+        path, format: $("#data-format").value, model: shared.formModel(),
+        chat_template: form["model.chat_template"] || null, system_prompt: form["model.system_prompt"] || null,
+        cutoff_len: Number(form["data.cutoff_len"]) || 1024, train_on: form["data.train_on"] || "assistant" } });
     } catch (err) { toast(err.message, true); return; }
     shared.dataset = lastCheck.path;
     $("#data-use").disabled = !lastCheck.samples;
@@ -53,6 +57,9 @@ export function initData(shared) {
       el("div", { class: "stats" },
         stat(c.format || "?", t("data.format_found")), stat(c.records, t("data.records")),
         stat(c.samples, t("data.samples")), stat(c.issue_count, t("data.problems"))),
+      c.tokens ? el("p", { class: "hint", id: "data-tokens", text:
+        `${t("data.token_lengths")} (${c.tokens.model}): min ${c.tokens.min} · median ${c.tokens.median} · p95 ${c.tokens.p95} · max ${c.tokens.max}` +
+        ` · ${c.tokens.truncated} ${t("data.cut_at")} ${c.tokens.cutoff}` }) : null,
       el("div", { class: `badge ${c.ok ? "ok" : "bad"}`, id: "data-verdict",
         text: c.ok ? `✓ ${t("data.ok")}` : `${c.issue_count} ${t("data.problems")}` }),
       c.issue_count ? el("p", { class: "hint", text: t("data.has_problems") }) : null].filter(Boolean));
