@@ -258,7 +258,7 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="tiny model, few samples: checks the script end to end")
     parser.add_argument("--models", nargs="+", choices=["qwen2-scaled", "smollm2-135m", "tiny"],
                         help="models to run (default: qwen2-scaled smollm2-135m; --quick: tiny)")
-    parser.add_argument("--samples", type=int, help="chats per model (default: 24 for qwen2-scaled, 16 for SmolLM2)")
+    parser.add_argument("--samples", type=int, help="chats per model (default: 12 for qwen2-scaled, 8 for SmolLM2)")
     parser.add_argument("--repeats", type=int, default=None, help="alternations per model (default: 2 for the main model, 1 for SmolLM2)")
     parser.add_argument("--cutoff", type=int, default=None, help="tokens per sample (default 512 on CPU, 2048 on CUDA)")
     parser.add_argument("--batch-size", type=int, default=4)
@@ -287,7 +287,7 @@ def main(argv=None) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
     args.cutoff = args.cutoff or (2048 if device == "cuda" else 512)
-    default_samples = {"qwen2-scaled": 24, "smollm2-135m": 16, "tiny": 16}
+    default_samples = {"qwen2-scaled": 12, "smollm2-135m": 8, "tiny": 16}
     log = lambda text: print(text, flush=True)  # noqa: E731
     started = time.perf_counter()
     for line in describe_machine(device, args.threads):
