@@ -152,16 +152,23 @@ class DistributedRun:
     rank: int = 0
     world_size: int = 1
 
-    @classmethod
-    def from_environment(cls) -> "DistributedRun":
+    @staticmethod
+    def rank_from_environment() -> int:
         import os
 
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size <= 1:
+        return int(os.environ.get("RANK", "0"))
+
+    @classmethod
+    def from_environment(cls, cpu: bool) -> "DistributedRun":
+        import os
+
+        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
             return cls()
         from accelerate import PartialState
 
-        state = PartialState()
+        # cpu=True as the Trainer will ask (use_cpu): without it accelerate sees no GPU and no
+        # process group, and every process would think it is the only one.
+        state = PartialState(cpu=cpu)
         return cls(state.process_index, state.num_processes)
 
     @property
@@ -172,7 +179,7 @@ class DistributedRun:
         if self.world_size > 1:
             from accelerate import PartialState
 
-            PartialState().wait_for_everyone()
+            PartialState().wait_for_everyone()  # the state set up in from_environment
 
     def on_main_then_shared(self, work):
         """Run `work` on the main process only; every process gets its result (or its error)."""
@@ -256,8 +263,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     tc = config.train
     # Under torchrun / accelerate launch, every process runs this file; only the main one writes
     # the run directory (the Trainer itself writes checkpoints from the main process only).
-    dist = DistributedRun.from_environment()
-    if not dist.is_main:
+    if DistributedRun.rank_from_environment() != 0:
         log = _silent
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
@@ -267,6 +273,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
     n_params = estimate_params(model_config(base_folder))
     placement = choose_placement(config.model.device, config.model.dtype, n_params)
+    dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
     if placement.device == "cpu":
         return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
     tokenizer = load_tokenizer(base_folder, config.model.chat_template, config.model.trust_remote_code)
