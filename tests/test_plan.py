@@ -204,3 +204,15 @@ def test_plan_command(planning_model, tmp_path):
     assert refused.stderr.startswith("error: memory plan: needs ~") and "Traceback" not in refused.stderr
     as_json = json.loads(subprocess.run(base + ["--memory", "1GB", "--json"], capture_output=True, text=True).stdout)
     assert as_json["fits"] and as_json["batch_size"] * as_json["grad_accum"] == 8
+
+
+def test_default_loss_chunk_keeps_one_chunk_of_logits_within_256_mib():
+    from ducktune.train.plan import LOSS_CHUNK_BYTES, auto_loss_chunk
+
+    assert auto_loss_chunk(151_936) == 256  # Qwen2.5: a 1024-row chunk alone would be 594 MiB
+    assert auto_loss_chunk(49_152) == 1024  # SmolLM2
+    assert auto_loss_chunk(32_000) == 2048
+    assert auto_loss_chunk(1_000) == 4096 and auto_loss_chunk(10_000_000) == 128
+    for vocab in (1_000, 32_000, 49_152, 128_256, 151_936):
+        chunk = auto_loss_chunk(vocab)
+        assert chunk * vocab * 4 <= LOSS_CHUNK_BYTES and (chunk == 4096 or 2 * chunk * vocab * 4 > LOSS_CHUNK_BYTES)

@@ -227,8 +227,11 @@ class TrainConfig(_Section):
         "auto",
         description="Pack several samples per row with attention kept inside each sample; auto turns it on when it is safe.",
     )
-    loss_chunk_size: int = Field(
-        1024, gt=0, description="Tokens per chunk of the chunked cross-entropy (the full logits are never materialized)."
+    loss_chunk_size: int | None = Field(
+        None, gt=0,
+        description="Tokens per chunk of the chunked cross-entropy (the full logits are never materialized). "
+                    "Default: sized so one chunk's fp32 logits stay within 256 MiB (1024 tokens for a 49k "
+                    "vocabulary, 256 for Qwen's 152k); the memory plan may lower it to fit a budget.",
     )
     memory_budget: str | None = Field(
         None, description="Memory to plan for, e.g. '11GB'; default: the device's free memory (RAM on CPU)."

@@ -342,6 +342,22 @@ def _longest_row_that_fits(shape: ModelShape, setup: Setup, device: str, budget:
 
 # ----------------------------------------------------------------------------- from a run config
 
+DEFAULT_LOSS_CHUNK = 1024
+LOSS_CHUNK_BYTES = 256 * 2 ** 20
+
+
+def auto_loss_chunk(vocab: int) -> int:
+    """The largest power of two (128..4096) whose [chunk x vocab] fp32 logits fit LOSS_CHUNK_BYTES.
+
+    Larger chunks only save a little Python overhead per chunk; past ~100 MB the block is a
+    noticeable share of a small model's peak (a 1024 x 151,936 block is 594 MiB).
+    """
+    chunk = 4096
+    while chunk > 128 and chunk * vocab * 4 > LOSS_CHUNK_BYTES:
+        chunk //= 2
+    return chunk
+
+
 def setup_from_config(config, row_tokens: int | None = None, trained_fraction: float = 0.5,
                       dataset_tokens: int = 0, dtype: str = "float32") -> Setup:
     """The Setup a RunConfig asks for. row_tokens: the heaviest micro-batch's tokens per row
@@ -359,7 +375,7 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
         lora_targets=None if lora.target_modules == "all-linear" else tuple(lora.target_modules),
         lora_dropout=lora.dropout,
         optimizer=tc.optimizer,
-        loss_chunk_size=tc.loss_chunk_size,
+        loss_chunk_size=tc.loss_chunk_size or DEFAULT_LOSS_CHUNK,
         dataset_tokens=dataset_tokens,
     )
 
@@ -380,11 +396,14 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
         wanted = setup_from_config(config, row_tokens, trained / max(tokens, 1), tokens, dtype)
     else:
         wanted = setup_from_config(config, None, 1.0, 0, dtype)
+    shape = ModelShape.from_config(model_config)
+    if tc.loss_chunk_size is None:
+        wanted = replace(wanted, loss_chunk_size=auto_loss_chunk(shape.vocab))
     checkpointing = tc.gradient_checkpointing
     if keep:
         wanted = replace(wanted, batch_size=keep["batch_size"], grad_accum=keep["grad_accum"])
         checkpointing = "on" if keep["gradient_checkpointing"] else "off"
-    memory = choose(ModelShape.from_config(model_config), wanted, device, budget, checkpointing,
+    memory = choose(shape, wanted, device, budget, checkpointing,
                     qlora_available=importlib.util.find_spec("bitsandbytes") is not None)
     if keep and memory.fits and memory.setup.batch_size != wanted.batch_size:
         memory.problem = (f"the run being resumed uses micro-batch {wanted.batch_size}, which no longer fits in "
