@@ -454,26 +454,27 @@ def _meminfo(key: str) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def current_rss() -> int:
+def _status_bytes(key: str) -> int | None:
+    """A kB field of /proc/self/status (Linux), in bytes; None where there is none."""
     try:
         with open("/proc/self/status", encoding="ascii") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
+                if line.startswith(f"{key}:"):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
-    return 0
+    return None
+
+
+def current_rss() -> int:
+    return _status_bytes("VmRSS") or 0
 
 
 def peak_rss() -> int:
     """This process's peak resident memory so far (VmHWM), bytes."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    peak = _status_bytes("VmHWM")
+    if peak is not None:
+        return peak
     import resource
     import sys
 

@@ -133,12 +133,8 @@ def probe_prompts(config: RunConfig, samples, limit: int = 5) -> list[str]:
 
 # ----------------------------------------------------------------------------- several processes
 
-def _silent(*args, **kwargs) -> None:
-    pass
-
-
-def _skip(*args, **kwargs) -> None:
-    pass
+def _do_nothing(*args, **kwargs) -> None:
+    """Stands in for `log` and `write_json` on processes other than the main one."""
 
 
 @dataclass
@@ -264,7 +260,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     # Under torchrun / accelerate launch, every process runs this file; only the main one writes
     # the run directory (the Trainer itself writes checkpoints from the main process only).
     if DistributedRun.rank_from_environment() != 0:
-        log = _silent
+        log = _do_nothing
     if tc.num_threads:
         torch.set_num_threads(tc.num_threads)
     set_seed(tc.seed)
@@ -300,7 +296,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
 
     # 4. Run directory (after validation and planning, so refused input leaves nothing behind).
     run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log=log, require_resume=require_resume))
-    save_json = write_json if dist.is_main else _skip
+    save_json = write_json if dist.is_main else _do_nothing
     if dist.is_main:
         write_text(run.config_yaml, dump_config(config))
     info = {
