@@ -12,7 +12,8 @@ import torch
 
 from ducktune.data.template import ChatFormat
 from ducktune.errors import ModelError, UserError
-from ducktune.export.gguf_file import pre_tokenizer_kind, read_back, write_gguf
+from ducktune.export.gguf_file import read_back, write_gguf
+from ducktune.export.gguf_vocab import pre_tokenizer_kind
 from ducktune.export.merge import logits_of, prompt_ids
 from ducktune.export.quantize import llama_cpp_available, quantize_gguf
 from ducktune.models.loading import load_tokenizer

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ducktune.errors import ModelError
+from ducktune.export.gguf_vocab import add_tokenizer_metadata
 
 # HF architecture -> (GGUF architecture, q/k rows re-ordered for llama.cpp's rotary layout).
 # llama.cpp's "llama" graph rotates interleaved pairs (Meta's original layout); HF stores
@@ -55,81 +56,6 @@ class GGUFSummary:
     quant: str
     tensors: dict[str, tuple[int, ...]] = field(default_factory=dict)  # GGUF name -> HF-order shape
     metadata: dict = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------- tokenizer metadata
-
-
-# llama.cpp pre-tokenizer names for the regexes of the families ducktune exports (the
-# regexes are the tokenizers' own; the names are llama.cpp's).
-_SPLIT_REGEX_KINDS = {
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+": "llama-bpe",
-}
-
-
-def pre_tokenizer_kind(tokenizer_json: dict) -> str:
-    """The llama.cpp pre-tokenizer that splits text exactly like this tokenizer.json, or ModelError."""
-    normalizer = tokenizer_json.get("normalizer")
-    if normalizer and normalizer.get("type") != "NFC":
-        raise ModelError(f"tokenizer.json: normalizer {normalizer.get('type')} has no llama.cpp equivalent")
-    pre = tokenizer_json.get("pre_tokenizer") or {}
-    steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
-    kinds = [step.get("type") for step in steps]
-    if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt-2"
-    if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
-        return "smollm"
-    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
-        kind = _SPLIT_REGEX_KINDS.get((steps[0].get("pattern") or {}).get("Regex"))
-        if kind and steps[0].get("behavior") == "Isolated":
-            return kind
-    raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre)[:200]} is not one ducktune can name for "
-                     "llama.cpp (supported: GPT-2 byte-level, SmolLM, Qwen2, Llama 3)")
-
-
-def _looks_special(text: str) -> bool:
-    return (text.startswith("<|") and text.endswith("|>")) or (text.startswith("<｜") and text.endswith("｜>"))
-
-
-def token_table(tokenizer_json: dict, n_vocab: int) -> tuple[list[str], list[int]]:
-    """Token texts and GGUF token types for ids 0..n_vocab-1 (ids without a token become [PADi], unused)."""
-    import gguf
-
-    model = tokenizer_json.get("model") or {}
-    decoder = tokenizer_json.get("decoder") or {}
-    if model.get("type") != "BPE" or model.get("byte_fallback") or decoder.get("type") != "ByteLevel":
-        raise ModelError("tokenizer.json: only byte-level BPE tokenizers (GPT-2 style: Llama 3, Qwen, SmolLM) "
-                         "can be written to GGUF by ducktune so far")
-    texts: dict[int, str] = {i: t for t, i in model["vocab"].items()}
-    types: dict[int, int] = {i: gguf.TokenType.NORMAL for i in texts}
-    for added in tokenizer_json.get("added_tokens", []):
-        i, text = added["id"], added["content"]
-        texts[i] = text
-        types[i] = gguf.TokenType.CONTROL if added.get("special") or _looks_special(text) else gguf.TokenType.USER_DEFINED
-    if texts and max(texts) >= n_vocab:
-        raise ModelError(f"tokenizer.json has token id {max(texts)} but the model has only {n_vocab} embedding rows")
-    tokens, token_types = [], []
-    for i in range(n_vocab):
-        if i in texts:
-            tokens.append(texts[i])
-            token_types.append(int(types[i]))
-        else:
-            tokens.append(f"[PAD{i}]")
-            token_types.append(int(gguf.TokenType.UNUSED))
-    return tokens, token_types
-
-
-def adds_special(tokenizer, which: str) -> bool:
-    """Whether the HF tokenizer adds BOS (or EOS) itself when encoding text."""
-    token_id = getattr(tokenizer, f"{which}_token_id", None)
-    if token_id is None:
-        return False
-    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
-    without = tokenizer("a", add_special_tokens=False)["input_ids"]
-    if len(with_special) == len(without):
-        return False
-    return (with_special[0] if which == "bos" else with_special[-1]) == token_id
 
 
 # ---------------------------------------------------------------------- model metadata
@@ -254,21 +180,13 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
     model_dir, out_path = Path(model_dir), Path(out_path)
     config = read_config(model_dir)
     arch, _ = gguf_arch(config)
-    try:
-        tokenizer_json = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{model_dir / 'tokenizer.json'}: cannot read the tokenizer ({exc})") from None
-    n_vocab = config["vocab_size"]
-    tokens, token_types = token_table(tokenizer_json, n_vocab)
-    pre = pre_tokenizer_kind(tokenizer_json)
     plans = plan_tensors(model_dir, config, quant)
 
     tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(None, arch)
     try:
-        metadata = _add_metadata(writer, config, arch, name, quant, tokens, token_types, pre, model_dir,
-                                 tokenizer, eot_token)
+        metadata = _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token)
         for plan in plans:
             qtype = None if plan.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else plan.qtype
             dtype = {gguf.GGMLQuantizationType.F32: "float32", gguf.GGMLQuantizationType.F16: "float16"}.get(plan.qtype, "float32")
@@ -298,7 +216,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
     return GGUFSummary(out_path, arch, quant, {p.gguf_name: p.shape for p in plans}, metadata)
 
 
-def _add_metadata(writer, config, arch, name, quant, tokens, token_types, pre, model_dir, tokenizer, eot_token) -> dict:
+def _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token) -> dict:
     import gguf
 
     n_heads = config["num_attention_heads"]
@@ -322,27 +240,7 @@ def _add_metadata(writer, config, arch, name, quant, tokens, token_types, pre, m
         writer.add_key_length(dim)
         writer.add_value_length(dim)
 
-    writer.add_tokenizer_model("gpt2")
-    writer.add_tokenizer_pre(pre)
-    writer.add_token_list(tokens)
-    writer.add_token_types(token_types)
-    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=len(tokens))
-    if not special.merges:
-        raise ModelError(f"{model_dir / 'tokenizer.json'}: no BPE merges")
-    # BOS/EOS are added exactly when the HF tokenizer adds them, and the chat template is the
-    # run's (saved with the merged model), not whatever tokenizer_config.json happens to hold.
-    special.add_special_token = {"bos": adds_special(tokenizer, "bos"), "eos": adds_special(tokenizer, "eos")}
-    special.chat_template = tokenizer.chat_template
-    special.add_to_gguf(writer, quiet=True)
-    ids = dict(special.special_token_ids)
-    if eot_token:
-        eot_id = tokenizer.convert_tokens_to_ids(eot_token)
-        if isinstance(eot_id, int) and eot_id >= 0:
-            writer.add_eot_token_id(eot_id)
-            ids["eot"] = eot_id
-    return {"tokenizer.ggml.pre": pre, "n_tokens": len(tokens), "n_merges": len(special.merges),
-            "special_ids": ids, "add_bos": special.add_special_token["bos"],
-            "add_eos": special.add_special_token["eos"], "chat_template": tokenizer.chat_template}
+    return add_tokenizer_metadata(writer, model_dir, tokenizer, eot_token, config["vocab_size"])
 
 
 # ---------------------------------------------------------------------- reading back

@@ -160,7 +160,8 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, log) -> E
 
 def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, layout, prompts, result, log):
     """Merged model, GGUFs, Modelfile and manifest, written into `work` (renamed to `export_dir` after)."""
-    from ducktune.export.gguf_file import adds_special, read_config, write_gguf
+    from ducktune.export.gguf_file import read_config, write_gguf
+    from ducktune.export.gguf_vocab import adds_special
     from ducktune.export.merge import merge_run
     from ducktune.export.quantize import quantize_gguf
 
