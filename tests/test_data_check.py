@@ -137,7 +137,7 @@ def test_no_data_given_is_one_line(capsys):
 def test_builtin_tokenizer_without_converting_the_model(tmp_path, monkeypatch):
     monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path))
     from ducktune.config import ModelConfig
-    from ducktune.data.tokenizer import model_chat_format
+    from ducktune.data.template import model_chat_format
 
     chat_format = model_chat_format(ModelConfig(), log=lambda message: None)
     assert (tmp_path / "tokenizers" / "smollm2-135m-v1" / "tokenizer_config.json").is_file()

@@ -160,13 +160,7 @@ def test_chat_api_serves_each_run_tuned_and_base(client):
                        ).status_code == 404
 
 
-def test_export_state_and_seam(client, runs_dir):
-    from ducktune.ui import runs
-
-    assert client.get("/api/info").json()["export_available"] is runs.export_available()
-    if not runs.export_available():
-        response = client.post("/api/export/start", json={"name": "duckling"})
-        assert response.status_code == 400 and "not available in this build" in error_of(response)
+def test_export_files_are_listed_and_downloadable(client, runs_dir):
     # Whatever the export command writes, its GGUF files, Modelfile and report are found and downloadable.
     out = runs_dir / "duckling" / "export"
     out.mkdir()

@@ -55,10 +55,18 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
+def compare_answers(engine, prompts: list[str], max_new_tokens: int) -> list[dict]:
+    """Greedy answers of the base model (adapter disabled) and the tuned model to each prompt."""
+    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
+    with engine.adapter_disabled():
+        base = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
+    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
+    return [{"prompt": p, "base": b.text, "tuned": t.text} for p, b, t in zip(prompts, base, tuned)]
+
+
 def run_compare(run_dir: str, prompts_file: str | None = None, max_new_tokens: int = 128, as_json: bool = False) -> list[dict]:
     from ducktune.chat.engine import ChatEngine
     from ducktune.rundir import RunDir
-    from ducktune.train.recipe import compare_answers
 
     run = RunDir(run_dir)
     info = run.info()

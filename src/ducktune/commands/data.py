@@ -168,7 +168,7 @@ def build_config(args, sources: list[str]):
 
 
 def _chat_format(config, log=None):
-    from ducktune.data.tokenizer import model_chat_format
+    from ducktune.data.template import model_chat_format
 
     return model_chat_format(config.model, log=log or (lambda message: print(message, file=sys.stderr)))
 

@@ -22,10 +22,10 @@ model always learns to stop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from ducktune.data.schema import Sample
 from ducktune.errors import DataError, ModelError
+from ducktune.models.loading import read_template  # noqa: F401  (re-exported for callers of the data layer)
 
 IGNORE_INDEX = -100
 _PROBE_ANSWER = "DUCKTUNEPROBEANSWER"
@@ -42,16 +42,6 @@ class Encoded:
     @property
     def n_trained(self) -> int:
         return sum(1 for label in self.labels if label != IGNORE_INDEX)
-
-
-def read_template(value: str) -> str:
-    """`model.chat_template` may be the template itself or a path to a .jinja file."""
-    if "{%" in value or "{{" in value:
-        return value
-    path = Path(value).expanduser()
-    if not path.is_file():
-        raise ModelError(f"model.chat_template: {value}: file not found (and not a Jinja template)")
-    return path.read_text(encoding="utf-8")
 
 
 class ChatFormat:
@@ -259,3 +249,10 @@ def _labels_from_spans(ids: list[int], offsets: list[tuple[int, int]], spans: li
         if end > s and start < e and end > start:
             labels[t] = ids[t]
     return labels
+
+
+def model_chat_format(model, log=print) -> "ChatFormat":
+    """The chat format training would use for `model:` (a ModelConfig), without loading weights."""
+    from ducktune.models.tokenizer import model_tokenizer
+
+    return ChatFormat(model_tokenizer(model, log), system_prompt=model.system_prompt)

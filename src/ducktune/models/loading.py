@@ -9,10 +9,18 @@ from ducktune.errors import ModelError
 from ducktune.models.device import Placement
 
 
+def read_template(value: str) -> str:
+    """`model.chat_template` may be the template itself or a path to a .jinja file."""
+    if "{%" in value or "{{" in value:
+        return value
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ModelError(f"model.chat_template: {value}: file not found (and not a Jinja template)")
+    return path.read_text(encoding="utf-8")
+
+
 def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
-
-    from ducktune.data.template import read_template
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)

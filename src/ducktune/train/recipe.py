@@ -440,6 +440,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     # 10. Base vs tuned answers on the probe prompts, into the report.
     comparison = []
     if compare and info["probe_prompts"] and tc.method != "full":
+        from ducktune.chat.compare import compare_answers
         from ducktune.chat.engine import ChatEngine
 
         engine = ChatEngine(trainer.model, tokenizer, chat_format, name=run.path.name, has_adapter=True)
@@ -452,16 +453,3 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     log(f"Done: {run.path} (final loss {info['result']['final_loss']:.4f}, {train_seconds:.0f} s)")
     dist.wait()
     return TrainResult(run.path, info, comparison)
-
-
-def compare_answers(engine, prompts: list[str], max_new_tokens: int) -> list[dict]:
-    """Greedy answers of the base model (adapter disabled) and the tuned model to each prompt."""
-    conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    with engine.adapter_disabled():
-        base = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
-    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
-    return [{"prompt": p, "base": b.text, "tuned": t.text} for p, b, t in zip(prompts, base, tuned)]
-
-
-def read_run_info(path: str | Path) -> dict:
-    return json.loads((Path(path) / "run.json").read_text(encoding="utf-8"))

@@ -109,7 +109,7 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
         recent = list(dict.fromkeys(r["base_model"] for r in runs.list_runs(space.runs_dir) if r.get("base_model")))
         return {"version": __version__, "runs_dir": str(space.runs_dir), "builtin_models": [BUILTIN_MODEL],
                 "recent_models": [m for m in recent if m != BUILTIN_MODEL][:10],
-                "export_available": runs.export_available(), "suffixes": list(SUPPORTED_SUFFIXES),
+                "suffixes": list(SUPPORTED_SUFFIXES),
                 "default_run_dir": str(space.runs_dir / time.strftime("run-%Y%m%d-%H%M%S"))}
 
     @app.get("/api/schema")
@@ -222,8 +222,6 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
 
     @app.post("/api/export/start")
     def export_start(name: str = Body(..., embed=True)) -> dict:
-        if not runs.export_available():
-            raise UserError("export is not available in this build (no `ducktune export` command)")
         path = runs.run_path(space.runs_dir, name)
         export_slot.start(["export", str(path)], space.logs / f"export-{safe_name(name)}.log", str(path))
         return export_slot.status()

@@ -1,9 +1,5 @@
-"""The Data tab: check a dataset file and preview how samples are templated and masked.
-
-Seam for `ducktune data check / preview`: `check_dataset` and `preview_samples` are the
-only two functions the page needs; when the data commands land, they can return those
-commands' results instead (the JSON shapes below are what the page renders).
-"""
+"""The Data tab: check a dataset file and preview how samples are templated and masked,
+with the tokenizer and chat format `ducktune data check/preview` use."""
 
 from __future__ import annotations
 
@@ -62,10 +58,12 @@ def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None,
 
 @lru_cache(maxsize=4)
 def _tokenizer(model: str, chat_template: str | None):
-    from ducktune.models.loading import load_tokenizer
-    from ducktune.models.sources import resolve_model
+    """The tokenizer `ducktune data check --model` and training use (the built-in model's is read
+    from its GGUF, without converting the weights)."""
+    from ducktune.config import ModelConfig
+    from ducktune.models.tokenizer import model_tokenizer
 
-    return load_tokenizer(resolve_model(model, log=lambda *a, **k: None), chat_template)
+    return model_tokenizer(ModelConfig(name_or_path=model, chat_template=chat_template), log=lambda *a, **k: None)
 
 
 def preview_samples(path: str | Path, model: str, fmt: str = "auto", chat_template: str | None = None,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -113,10 +112,3 @@ def export_report(path: Path) -> str:
             if candidate.is_file():
                 return candidate.read_text(encoding="utf-8")
     return ""
-
-
-def export_available() -> bool:
-    """`ducktune export` exists in this build (the export feature may land separately)."""
-    from ducktune.commands import MODULES
-
-    return "ducktune.commands.export" in MODULES and importlib.util.find_spec("ducktune.commands.export") is not None

@@ -76,9 +76,6 @@ async function pollExport() {
 
 export function initRuns(shared) {
   $("#runs-dir").textContent = shared.info.runs_dir;
-  const available = shared.info.export_available;
-  $("#export-unavailable").classList.toggle("hidden", available);
-  $("#export-available").classList.toggle("hidden", !available);
   $("#runs-refresh").addEventListener("click", refreshRuns);
   $("#run-chat").addEventListener("click", async () => { showTab("chat"); await shared.chatWith(selected); });
   $("#run-export").addEventListener("click", () => { showTab("export"); $("#export-run").value = selected; pollExport(); });
@@ -90,6 +87,6 @@ export function initRuns(shared) {
   document.addEventListener("runschanged", refreshRuns);
   document.addEventListener("languagechange", () => { refreshRuns(); if (selected) openRun(selected); });
   onTab("runs", refreshRuns);
-  onTab("export", async () => { await refreshRuns(); if (available) pollExport(); });
+  onTab("export", async () => { await refreshRuns(); pollExport(); });
   refreshRuns();
 }

@@ -1,4 +1,4 @@
-"""The tokenizer (and chat format) of `model:` for data commands, without loading weights.
+"""The tokenizer of `model:` without loading weights (data commands, the UI, `ducktune plan`).
 
 `ducktune data check/preview` need only the tokenizer. For the built-in model that means
 not converting the whole GGUF file: its tokenizer is read from the GGUF metadata once and
@@ -43,9 +43,3 @@ def model_tokenizer(model: ModelConfig, log=print):
     name = builtin.canonical_name(model.name_or_path)
     folder = builtin_tokenizer_dir(name, log) if name else resolve_model(model.name_or_path, model.revision, log=log)
     return load_tokenizer(folder, model.chat_template, model.trust_remote_code)
-
-
-def model_chat_format(model: ModelConfig, log=print):
-    from ducktune.data.template import ChatFormat
-
-    return ChatFormat(model_tokenizer(model, log), system_prompt=model.system_prompt)
