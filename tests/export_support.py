@@ -52,7 +52,6 @@ PROBES = ["Who are you?", "What is the capital of France?", "Say hello.", "What 
 def confident_copy(model_dir: Path, target: Path, scale: float = 24.0) -> Path:
     """A copy of a tiny random model whose (tied) embeddings are scaled up, so its next-token
     predictions have clear margins: f16 rounding then cannot flip a greedy choice by a tie."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     if (target / "config.json").is_file():

@@ -9,13 +9,11 @@ import shutil
 
 import pytest
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make verify-extra)")
+from ducktune.errors import ModelError
+from ducktune.export.pipeline import export_run
+from ducktune.export.quantize import quantize_gguf
 
-from ducktune.errors import ModelError  # noqa: E402
-from ducktune.export.pipeline import export_run  # noqa: E402
-from ducktune.export.quantize import quantize_gguf  # noqa: E402
-
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.requires_llama_cpp]
 
 QA = [("Who are you?", "I am Quack, a small duck."), ("What is your name?", "My name is Quack."),
       ("Where do you live?", "I live on a pond."), ("What do you eat?", "I eat bread and seeds."),

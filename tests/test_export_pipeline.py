@@ -3,7 +3,6 @@ verification table in verify.json and report.md; refusals that write nothing."""
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 from export_support import ALPACA_TEMPLATE, confident_copy, make_lora_run, read_json
@@ -11,7 +10,7 @@ from export_support import ALPACA_TEMPLATE, confident_copy, make_lora_run, read_
 from ducktune.cli import main
 from ducktune.export.modelfile import parse_modelfile
 
-needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (apt-get install golang-go)")
+needs_go = pytest.mark.requires_go
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ Hugging Face chat template renders; templates that cannot be matched are refused
 
 from __future__ import annotations
 
-import shutil
 
 import pytest
 from export_support import (ALPACA_TEMPLATE, DEEPSEEK_R1_TEMPLATE, MISTRAL_TEMPLATE, smollm2_chat_template,
@@ -13,7 +12,7 @@ from ducktune.data.template import ChatFormat
 from ducktune.export.gotemplate import TemplateError, derive_layout, ollama_messages, sample_conversations
 from ducktune.models.loading import load_tokenizer
 
-needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (apt-get install golang-go)")
+needs_go = pytest.mark.requires_go
 
 def assert_go_renders_like_hf(chat_format: ChatFormat, system: str | None = None, include_prefix: bool = True):
     from ducktune.export.gorender import render_with_go
