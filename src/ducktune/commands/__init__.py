@@ -13,6 +13,7 @@ MODULES = [
     "ducktune.commands.serve",
     "ducktune.commands.ui",
     "ducktune.commands.export",
+    "ducktune.commands.models",
 ]
 
 

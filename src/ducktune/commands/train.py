@@ -48,9 +48,14 @@ def run(args) -> int:
         raise UserError("ducktune train: give a config file (see examples/) or --set options")
     config = load_config(args.config, overrides)
 
+    import sys
+
     from ducktune.chat.compare import print_side_by_side
+    from ducktune.export.support import export_warnings
     from ducktune.train.recipe import train
 
+    for warning in export_warnings(config.model, log=lambda message: print(message, file=sys.stderr)):
+        print(f"warning: {warning}", file=sys.stderr)
     result = train(config, progress=not args.no_progress, require_resume=bool(args.resume))
     if result.comparison:
         print_side_by_side(result.comparison)

@@ -42,6 +42,32 @@ def model_config(folder: str | Path) -> dict:
         raise ModelError(f"{path}: cannot read the model config: {exc}") from None
 
 
+def training_support(config: dict, trust_remote_code: bool = False) -> str | None:
+    """Why transformers cannot build this model for training (None: it can)."""
+    import transformers
+
+    names = config.get("architectures") or []
+    if not names:
+        return "config.json names no architecture (\"architectures\" is missing)"
+    if any(hasattr(transformers, name) for name in names):
+        return None
+    if config.get("auto_map"):
+        if trust_remote_code:
+            return None
+        return (f"{names[0]} ships its own modelling code: set model.trust_remote_code: true "
+                "(it runs code from the model's repository)")
+    return f"transformers {transformers.__version__} has no {names[0]}; upgrade transformers or use another model"
+
+
+def qlora_support() -> str | None:
+    """Why 4-bit (QLoRA) loading is not possible here (None: it is)."""
+    import importlib.util
+
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "needs bitsandbytes: pip install 'ducktune[qlora]'"
+    return None
+
+
 def estimate_params(config: dict) -> int:
     """Parameter count of a decoder-only transformer from its config (no weights loaded)."""
     text = config.get("text_config", config)
@@ -69,11 +95,10 @@ def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = F
 
     kwargs = dict(dtype=placement.torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if quantize_4bit:
-        try:
-            from transformers import BitsAndBytesConfig
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise ModelError("QLoRA needs bitsandbytes: pip install 'ducktune[qlora]'") from None
+        if qlora_support():
+            raise ModelError(f"QLoRA {qlora_support()}")
+        from transformers import BitsAndBytesConfig
+
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
             bnb_4bit_quant_type="nf4",

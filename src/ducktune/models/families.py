@@ -1,0 +1,171 @@
+"""The model families people bring, and a tiny offline stand-in for each.
+
+A `Family` names what makes a family different for fine-tuning and export: its transformers
+class and config keys (`arch`, built by `standin_configs.tiny_config`), its tokenizer kind
+(`tokenizer`, built by `standin_tokenizers.build_tokenizer`: the family's real tokenizer model,
+normalizer, pre-tokenizer and decoder, with a small vocabulary trained here), its special tokens,
+and its published chat template (`resources/templates/<template>.jinja`, sources in SOURCES.md).
+
+A stand-in is a real Hugging Face folder with random weights, a few MB: everything downstream
+(templating, masks, training, merge, GGUF, llama.cpp, the Ollama TEMPLATE) treats it exactly
+like the downloaded model. What each family supports is not written here: `ducktune models`
+asks the code that decides it (see ducktune.export.support).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from ducktune.errors import ModelError
+from ducktune.io import atomic_dir
+
+
+@dataclass(frozen=True)
+class Family:
+    id: str
+    title: str                    # the models a user knows it by
+    model_class: str              # transformers class in config.json "architectures"
+    arch: str                     # stand-in config kind (standin_configs.tiny_config)
+    tokenizer: str                # stand-in tokenizer kind (standin_tokenizers.build_tokenizer)
+    template: str                 # resources/templates/<template>.jinja
+    specials: dict = field(default_factory=dict)  # bos/eos/pad/unk/additional, as the family's tokenizer has them
+    remote_code: bool = False     # needs trust_remote_code (no transformers class)
+    note: str = ""                # what a user should know
+
+
+def _specials(bos=None, eos=None, pad=None, unk=None, additional=()) -> dict:
+    return {"bos": bos, "eos": eos, "pad": pad, "unk": unk, "additional": list(additional)}
+
+
+_QWEN = _specials(eos="<|im_end|>", pad="<|endoftext|>", additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
+_SPM = _specials(bos="<s>", eos="</s>", unk="<unk>")
+
+FAMILIES: list[Family] = [
+    Family("qwen2.5", "Qwen1.5 / Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "qwen2", "qwen2", "qwen2.5", _QWEN),
+    Family("qwen3", "Qwen3", "Qwen3ForCausalLM", "qwen3", "qwen2", "qwen3",
+           {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}),
+    Family("deepseek-r1-distill-qwen", "DeepSeek-R1-Distill-Qwen", "Qwen2ForCausalLM", "qwen2", "deepseek-r1-qwen",
+           "deepseek-r1", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>",
+                                    pad="<｜end▁of▁sentence｜>", additional=["<｜User｜>", "<｜Assistant｜>",
+                                                                            "<think>", "</think>"])),
+    Family("llama3", "Llama-3 / 3.1 / 3.2", "LlamaForCausalLM", "llama3", "llama-bpe", "llama3",
+           _specials(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
+                     additional=["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
+                                 "<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>"])),
+    Family("llama2-chat", "Llama-2-chat", "LlamaForCausalLM", "llama", "llama-spm", "llama2", _SPM),
+    Family("tinyllama-chat", "TinyLlama-chat (Zephyr template)", "LlamaForCausalLM", "llama", "llama-spm", "zephyr",
+           _SPM),
+    Family("yi-1.5", "Yi-1.5-chat", "LlamaForCausalLM", "llama", "llama-spm", "chatml",
+           _specials(bos="<|startoftext|>", eos="<|im_end|>", pad="<unk>", unk="<unk>",
+                     additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"])),
+    Family("mistral-v0.1", "Mistral-7B-Instruct v0.1 / v0.2", "MistralForCausalLM", "mistral", "llama-spm",
+           "mistral-v1", _SPM, note="no system role: a system prompt is refused by the template"),
+    Family("mistral-v0.3", "Mistral-7B-Instruct v0.3", "MistralForCausalLM", "mistral", "mistral-v3-spm",
+           "mistral-v3", {**_SPM, "additional": ["[INST]", "[/INST]"]}),
+    Family("mistral-nemo", "Mistral-Nemo-Instruct", "MistralForCausalLM", "mistral-nemo", "tekken", "mistral-nemo",
+           {**_SPM, "additional": ["[INST]", "[/INST]"]}),
+    Family("gemma2", "Gemma 2", "Gemma2ForCausalLM", "gemma2", "gemma-spm", "gemma2",
+           _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
+                     additional=["<start_of_turn>", "<end_of_turn>"]),
+           note="no system role in the template"),
+    Family("gemma3", "Gemma 3 (text)", "Gemma3ForCausalLM", "gemma3", "gemma-spm", "gemma3",
+           _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
+                     additional=["<start_of_turn>", "<end_of_turn>"])),
+    Family("phi3", "Phi-3 / Phi-3.5", "Phi3ForCausalLM", "phi3", "phi3-spm", "phi3",
+           _specials(bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",
+                     additional=["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"])),
+    Family("phi4", "Phi-4", "Phi3ForCausalLM", "phi3", "phi4-bpe", "phi4",
+           _specials(bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>",
+                     additional=["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>"])),
+    Family("glm4", "GLM-4 (transformers-native)", "GlmForCausalLM", "glm", "glm4-bpe", "glm4",
+           _specials(eos="<|endoftext|>", pad="<|endoftext|>",
+                     additional=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
+                                 "<|user|>", "<|assistant|>", "<|observation|>"])),
+    Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
+           {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
+           note="its modelling code ships with the model (model.trust_remote_code: true)"),
+    Family("bloom", "BLOOM (Firefly)", "BloomForCausalLM", "bloom", "bloom", "firefly",
+           _specials(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
+           note="no chat template of its own: ducktune ships the Firefly format"),
+    Family("smollm2", "SmolLM2 (built in)", "LlamaForCausalLM", "llama", "smollm", "chatml-smollm2",
+           _specials(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>",
+                     additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])),
+]
+BY_ID = {family.id: family for family in FAMILIES}
+
+
+def family(family_id: str) -> Family:
+    try:
+        return BY_ID[family_id]
+    except KeyError:
+        raise ModelError(f"unknown model family {family_id!r}; known: {', '.join(BY_ID)}") from None
+
+
+def template_text(template_id: str) -> str:
+    """A chat template shipped with ducktune (resources/templates/<id>.jinja)."""
+    path = resources.files("ducktune.resources").joinpath("templates", f"{template_id}.jinja")
+    if not path.is_file():
+        raise ModelError(f"no bundled chat template {template_id!r}")
+    return path.read_text(encoding="utf-8")
+
+
+def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_scale: float = 8.0) -> Path:
+    """Write the family's tiny stand-in model folder (config, safetensors, tokenizer, chat template).
+
+    The output embeddings are scaled up (`embedding_scale`) so the random model's next-token choices have clear
+    margins: greedy answers then survive f16 rounding, and a mismatch in llama.cpp is a real fault,
+    not a near-tie (see shared/README.md).
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    from ducktune.models.standin_configs import tiny_config
+    from ducktune.models.standin_tokenizers import build_tokenizer
+
+    spec = family(family_id)
+    tokenizer = build_tokenizer(spec.tokenizer, spec.specials, template_text(spec.template))
+    ids = {name: tokenizer.convert_tokens_to_ids(spec.specials[name]) if spec.specials.get(name) else None
+           for name in ("bos", "eos", "pad")}
+    config = tiny_config(spec.arch, len(tokenizer), ids["bos"], ids["eos"], ids["pad"])
+    if spec.remote_code:
+        return _write_remote_code_standin(Path(out_dir), spec, config, tokenizer)
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    with torch.no_grad():
+        # Through the LM head (tied or not): input-side scaling would be undone by the first norm.
+        model.get_output_embeddings().weight.mul_(embedding_scale)
+    model.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+                                               pad_token_id=ids["pad"])
+    out = Path(out_dir)
+    with atomic_dir(out) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    return out
+
+
+def _write_remote_code_standin(out: Path, spec: Family, config, tokenizer) -> Path:
+    """Config and tokenizer only: the modelling code of a remote-code family lives in the model's
+    own repository (not reachable offline), so there are no weights transformers could load."""
+    import json
+
+    values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    values["architectures"] = [spec.model_class]
+    values["auto_map"] = {"AutoConfig": f"configuration_{spec.arch}.{spec.model_class.replace('ForCausalLM', 'Config')}",
+                          "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
+    with atomic_dir(out) as tmp:
+        tokenizer.save_pretrained(tmp)
+        (tmp / "config.json").write_text(json.dumps(values, indent=2), encoding="utf-8")
+    return out
+
+
+def standin_dir(family_id: str, cache: Path | None = None, log=print) -> Path:
+    """The family's stand-in in ducktune's cache (~/.cache/ducktune/standins), built on first use."""
+    from ducktune.models.builtin import cache_root
+
+    target = (cache or cache_root() / "standins") / family_id
+    if not (target / "config.json").is_file():
+        log(f"Building the {family_id} stand-in once: {target}")
+        build_standin(family_id, target)
+    return target
