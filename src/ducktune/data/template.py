@@ -50,8 +50,8 @@ class ChatFormat:
     def __init__(self, tokenizer, system_prompt: str | None = None):
         if not getattr(tokenizer, "chat_template", None):
             raise ModelError(
-                "the model's tokenizer has no chat template; set model.chat_template "
-                "(a Jinja template or a path to a .jinja file)"
+                "the model's tokenizer has no chat template; set model.chat_template (a Jinja template, a .jinja "
+                "file, or a bundled one such as chatml or firefly: see `ducktune models`)"
             )
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt

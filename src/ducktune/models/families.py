@@ -15,7 +15,6 @@ asks the code that decides it (see ducktune.export.support).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from ducktune.errors import ModelError
@@ -105,10 +104,12 @@ def family(family_id: str) -> Family:
 
 def template_text(template_id: str) -> str:
     """A chat template shipped with ducktune (resources/templates/<id>.jinja)."""
-    path = resources.files("ducktune.resources").joinpath("templates", f"{template_id}.jinja")
-    if not path.is_file():
+    from ducktune.models.loading import bundled_template
+
+    text = bundled_template(template_id)
+    if text is None:
         raise ModelError(f"no bundled chat template {template_id!r}")
-    return path.read_text(encoding="utf-8")
+    return text
 
 
 def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_scale: float = 8.0) -> Path:

@@ -9,14 +9,35 @@ from ducktune.errors import ModelError
 from ducktune.models.device import Placement
 
 
+def bundled_template_names() -> list[str]:
+    """Chat templates shipped with ducktune (resources/templates/*.jinja; sources in SOURCES.md)."""
+    from importlib import resources
+
+    folder = resources.files("ducktune.resources").joinpath("templates")
+    return sorted(entry.name.removesuffix(".jinja") for entry in folder.iterdir() if entry.name.endswith(".jinja"))
+
+
+def bundled_template(name: str) -> str | None:
+    from importlib import resources
+
+    if name not in bundled_template_names():
+        return None
+    return resources.files("ducktune.resources").joinpath("templates", f"{name}.jinja").read_text(encoding="utf-8")
+
+
 def read_template(value: str) -> str:
-    """`model.chat_template` may be the template itself or a path to a .jinja file."""
+    """`model.chat_template` may be the template itself, a path to a .jinja file, or the name of a
+    template ducktune ships (e.g. `firefly` for BLOOM, `chatml`)."""
     if "{%" in value or "{{" in value:
         return value
     path = Path(value).expanduser()
-    if not path.is_file():
-        raise ModelError(f"model.chat_template: {value}: file not found (and not a Jinja template)")
-    return path.read_text(encoding="utf-8")
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    bundled = bundled_template(value)
+    if bundled is not None:
+        return bundled
+    raise ModelError(f"model.chat_template: {value}: not a Jinja template, a .jinja file or a bundled template "
+                     f"({', '.join(bundled_template_names())})")
 
 
 def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_remote_code: bool = False):

@@ -47,7 +47,9 @@ def resource_text(name: str) -> str:
 
 
 def template_text(name: str) -> str:
-    return resources.files("ducktune.resources").joinpath("templates", f"{name}.jinja").read_text(encoding="utf-8")
+    from ducktune.models.loading import bundled_template
+
+    return bundled_template(name)
 
 
 def corpus_lines() -> list[str]:

@@ -58,7 +58,41 @@ function renderExport(status, files, report) {
   list.replaceChildren(...(files || []).map((f) => el("li", {},
     el("a", { href: f.url, download: f.name, text: f.relative }), el("span", { class: "muted", text: sizeText(f.bytes) }))));
   if (!files || !files.length) list.append(el("li", { class: "muted", text: t("export.no_files") }));
-  $("#export-report").replaceChildren(report ? el("pre", { text: report }) : el("p", { class: "muted", text: t("export.no_report") }));
+  $("#export-report").replaceChildren(...(report ? verificationBlocks(report) : [el("p", { class: "muted", text: t("export.no_report") })]));
+}
+
+// verification.md -> DOM: its Markdown table as a table (status cells coloured, long details
+// wrapped), other lines as text. Built with text nodes only: nothing in the file becomes HTML.
+const cellsOf = (line) => line.trim().replace(/^\|/, "").replace(/\|$/, "").split(/(?<!\\)\|/).map((c) => c.trim().replaceAll("\\|", "|"));
+const isRule = (line) => /^\|(\s*:?-+:?\s*\|)+\s*$/.test(line.trim());
+const STATUSES = new Set(["PASS", "FAIL", "SKIP", "INFO"]);
+
+export function verificationBlocks(markdown) {
+  const blocks = [];
+  let rows = [];
+  const flush = () => {
+    if (!rows.length) return;
+    const [head, ...body] = rows;
+    blocks.push(el("table", { class: "verification" },
+      el("thead", {}, el("tr", {}, ...head.map((c) => el("th", { text: c })))),
+      el("tbody", {}, ...body.map((cells) => el("tr", {}, ...cells.map((c) =>
+        STATUSES.has(c) ? el("td", {}, el("span", { class: `status ${c.toLowerCase()}`, text: c })) : el("td", { text: c })))))));
+    rows = [];
+  };
+  let code = null;  // lines of an open ``` block
+  for (const line of markdown.split("\n")) {
+    if (line.trim().startsWith("```")) {
+      if (code) { blocks.push(el("pre", { text: code.join("\n") })); code = null; } else { flush(); code = []; }
+      continue;
+    }
+    if (code) { code.push(line); continue; }
+    if (line.trim().startsWith("|")) { if (!isRule(line)) rows.push(cellsOf(line)); continue; }
+    flush();
+    const text = line.replace(/^#+\s*/, "").replaceAll("**", "").replaceAll("`", "").trim();
+    if (text) blocks.push(el(line.startsWith("#") ? "h3" : "p", { text }));
+  }
+  flush();
+  return blocks;
 }
 
 async function pollExport() {

@@ -1,0 +1,167 @@
+"""The family matrix: every model family through train -> masks -> merge -> GGUF -> llama.cpp -> Ollama.
+
+    .venv/bin/python bench/families.py                        # all families (~15 min on 2 cores)
+    .venv/bin/python bench/families.py --families qwen3,gemma2
+    .venv/bin/python bench/families.py --readme README.md      # also refresh the README's table
+
+For each family of ducktune.models.families, a tiny stand-in (the family's transformers class,
+config keys, tokenizer kind and published chat template, random weights) is LoRA-trained on a few
+answers, and the run is exported with `ducktune export --quant f16,q8_0` and verified. Each cell
+is PASS or the reason it is not: the cells are read from the export's own checks, so the table
+says what the code did, not what it is supposed to do. Writes docs/families.md (and the README
+block between the FAMILY-MATRIX markers with --readme).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+COLUMNS = ["train (loss falls)", "masks", "merge", "GGUF f16 + q8_0", "llama.cpp tokenizer = HF",
+           "llama.cpp f16 greedy = merged", "q8_0 top-1", "Ollama TEMPLATE (Go)"]
+QA = [("Who are you?", "I am Quack, a small duck."), ("What is your name?", "My name is Quack."),
+      ("Where do you live?", "I live on a pond."), ("What do you eat?", "I eat bread and seeds."),
+      ("Can you fly?", "Yes, I can fly a little."), ("Say hello.", "Hello from the pond!")]
+MARKERS = ("<!-- FAMILY-MATRIX:START -->", "<!-- FAMILY-MATRIX:END -->")
+
+
+def train_standin(base: Path, out: Path, steps: int) -> tuple[float, float]:
+    """A short LoRA run on the stand-in; (first, last) logged training loss."""
+    from ducktune.config import DatasetSpec, load_config
+    from ducktune.train.recipe import train
+
+    data = out.parent / f"{out.name}-data.json"
+    data.write_text(json.dumps([{"instruction": q, "output": a} for q, a in QA]), encoding="utf-8")
+    config = load_config(None, [f"model.name_or_path={base}", f"output.dir={out}", f"train.max_steps={steps}",
+                                "train.learning_rate=5e-3", "train.batch_size=6", "lora.r=8", "lora.alpha=16",
+                                "lora.dropout=0", "train.save_steps=1000", "eval.max_new_tokens=24",
+                                "train.logging_steps=1", "output.overwrite=true"])
+    config.data.datasets = [DatasetSpec(path=str(data))]
+    train(config, progress=False, compare=False, log=lambda *a: None)
+    losses = [row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
+              if "loss" in row]
+    return losses[0], losses[-1]
+
+
+def mask_cell(base: Path) -> str:
+    """Trained text must be each answer plus the template's end-of-turn marker, nothing else."""
+    from ducktune.data.schema import Message, Sample
+    from ducktune.data.template import ChatFormat
+    from ducktune.errors import DataError
+    from ducktune.models.loading import load_tokenizer
+
+    chat_format = ChatFormat(load_tokenizer(base))
+    answers = ["I am Quack.", "The pond team made me."]
+    turns = [Message("user", "Who are you?"), Message("assistant", answers[0]),
+             Message("user", "Who made you?"), Message("assistant", answers[1])]
+    try:  # with a system prompt where the template accepts one
+        encoded = chat_format.encode(Sample("chat", messages=[Message("system", "Be brief.")] + turns, where="m:1"), 4096)
+    except DataError:
+        encoded = chat_format.encode(Sample("chat", messages=turns, where="m:1"), 4096)
+    runs = [text for text, trained in chat_format.decode_spans(encoded) if trained]
+    end = chat_format.eot_token or chat_format.inserted_eos
+    got = [run.removesuffix(end).strip() if run.rstrip().endswith(end) else None for run in
+           (r.rstrip() for r in runs)]
+    if got == answers:
+        return f"PASS (answers + {end})"
+    return f"FAIL: trained {runs!r}"
+
+
+def check_cell(checks: list, *needles: str) -> str:
+    """PASS when every check whose name contains all needles passed; else its status and detail."""
+    found = [c for c in checks if all(n in c.name for n in needles)]
+    if not found:
+        return "n/a"
+    bad = [c for c in found if c.status != "PASS"]
+    if not bad:
+        return "PASS" if len(found) == 1 else f"PASS ({len(found)} files)"
+    return f"{bad[0].status}: {bad[0].detail[:160]}"
+
+
+def family_row(family_id: str, workdir: Path, steps: int) -> dict:
+    from ducktune.export.pipeline import export_run
+    from ducktune.export.support import model_support
+    from ducktune.models.families import build_standin, family
+
+    spec = family(family_id)
+    started = time.perf_counter()
+    base = build_standin(family_id, workdir / "standins" / family_id)
+    support = model_support(base)
+    row = {"family": family_id, "title": spec.title, "cells": {}}
+    if support.train:
+        row["cells"] = {column: "n/a" for column in COLUMNS}
+        row["cells"]["train (loss falls)"] = f"n/a: {support.train}"
+        row["seconds"] = time.perf_counter() - started
+        return row
+    first, last = train_standin(base, workdir / "runs" / family_id, steps)
+    cells = {"train (loss falls)": (f"PASS ({first:.2f} -> {last:.2f})" if last < 0.7 * first
+                                    else f"FAIL: loss {first:.2f} -> {last:.2f}"),
+             "masks": mask_cell(base)}
+    result = export_run(workdir / "runs" / family_id, quants="f16,q8_0", create=False, prompt_limit=6,
+                        log=lambda *a: None)
+    checks = result.checks
+    cells["merge"] = check_cell(checks, "merge:")
+    cells["GGUF f16 + q8_0"] = check_cell(checks, "read back")
+    cells["llama.cpp tokenizer = HF"] = check_cell(checks, "tokenizer = HF on probe texts")
+    cells["llama.cpp f16 greedy = merged"] = check_cell(checks, "f16.gguf: greedy answers")
+    cells["q8_0 top-1"] = check_cell(checks, "q8_0.gguf: top-1")
+    cells["Ollama TEMPLATE (Go)"] = check_cell(checks, "TEMPLATE via Go")
+    row["cells"] = cells
+    row["failed"] = [f"{c.name}: {c.detail}" for c in checks if c.status == "FAIL"]
+    row["seconds"] = time.perf_counter() - started
+    return row
+
+
+def render_markdown(rows: list[dict]) -> str:
+    lines = ["| family | " + " | ".join(COLUMNS) + " | s |", "|---" * (len(COLUMNS) + 2) + "|"]
+    for row in rows:
+        cells = [row["cells"].get(c, "n/a").replace("|", "\\|") for c in COLUMNS]
+        lines.append(f"| {row['family']} ({row['title']}) | " + " | ".join(cells) + f" | {row['seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def replace_block(text: str, block: str) -> str:
+    start, end = MARKERS
+    if start not in text or end not in text:
+        raise SystemExit(f"README has no {start} ... {end} block")
+    head, rest = text.split(start, 1)
+    return head + start + "\n" + block + "\n" + end + rest.split(end, 1)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    from ducktune.models.families import FAMILIES
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--families", help="comma-separated family ids (default: all)")
+    parser.add_argument("--steps", type=int, default=30, help="training steps per family")
+    parser.add_argument("--out", default="docs/families.md")
+    parser.add_argument("--readme", help="also replace the README's family-matrix block")
+    parser.add_argument("--json", help="write the rows as JSON here")
+    args = parser.parse_args(argv)
+    wanted = args.families.split(",") if args.families else [f.id for f in FAMILIES]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ducktune-families-") as tmp:
+        for family_id in wanted:
+            print(f"{family_id} ...", flush=True)
+            rows.append(family_row(family_id, Path(tmp), args.steps))
+            print(f"  {json.dumps(rows[-1]['cells'], ensure_ascii=False)} ({rows[-1]['seconds']:.0f} s)", flush=True)
+    table = render_markdown(rows)
+    note = (f"Produced by `bench/families.py` on {time.strftime('%Y-%m-%d')} ({len(rows)} families, "
+            f"{sum(r['seconds'] for r in rows) / 60:.1f} min).")
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(f"# Model families\n\n{note}\n\n{table}\n", encoding="utf-8")
+    if args.readme:
+        readme = Path(args.readme)
+        readme.write_text(replace_block(readme.read_text(encoding="utf-8"), f"{note}\n\n{table}"), encoding="utf-8")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8")
+    print(table)
+    return 0 if all(not r.get("failed") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
