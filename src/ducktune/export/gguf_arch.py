@@ -304,7 +304,9 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     for hf_name, shape in sorted(shapes.items()):
         if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and (tied or arch in GEMMA)):
             continue
-        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
+        lookup = hf_name.removeprefix("transformer.") if arch == "bloom" else hf_name
+        gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
         if arch == "internlm2" and ".attention.wqkv." in hf_name:
