@@ -304,14 +304,14 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     for hf_name, shape in sorted(shapes.items()):
         if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and (tied or arch in GEMMA)):
             continue
+        if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
+            plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
+            continue
         # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
         lookup = hf_name.removeprefix("transformer.") if arch == "bloom" else hf_name
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
-        if arch == "internlm2" and ".attention.wqkv." in hf_name:
-            plans += _internlm2_qkv_plans(hf_name, gguf_name, shape, config, quant)
-            continue
         transform = _tensor_transform(hf_name, shape, config, arch)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), _quant_type(shape, quant), transform))
     return plans + _computed_tensors(config, arch)
@@ -336,10 +336,10 @@ def bloom_qkv_to_blocks(array, heads: int):
     return per_head.swapaxes(0, 1).reshape(array.shape)
 
 
-def _internlm2_qkv_plans(hf_name: str, gguf_name: str, shape, config: dict, quant: str) -> list[TensorPlan]:
+def _internlm2_qkv_plans(hf_name: str, shape, config: dict, quant: str) -> list[TensorPlan]:
     """InternLM2's wqkv rows are grouped per KV head: [q * (heads/kv), k, v] x kv groups."""
     heads, kv, dim = n_heads(config), n_kv_heads(config), head_dim(config)
-    base = gguf_name.rsplit(".", 2)[0]  # blk.N
+    base = "blk." + hf_name.split(".layers.", 1)[1].split(".", 1)[0]
     suffix = hf_name.rsplit(".", 1)[1]
     plans = []
     for part, rows, rotary_heads in (("attn_q", heads * dim, heads), ("attn_k", kv * dim, kv), ("attn_v", kv * dim, None)):

@@ -111,3 +111,29 @@ def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None
                           eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     config.architectures = [class_name]
     return config
+
+
+def internlm2_config(vocab_size: int, bos_token_id=None, eos_token_id=None, pad_token_id=None) -> dict:
+    """config.json of a tiny InternLM2 (remote code: no transformers class, so a plain dict with the
+    keys of internlm/internlm2-chat-1_8b, whose published rope_scaling is dynamic NTK)."""
+    return {
+        "architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2",
+        "auto_map": {"AutoConfig": "configuration_internlm2.InternLM2Config",
+                     "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"},
+        "bias": False, "hidden_act": "silu", "hidden_size": HIDDEN, "intermediate_size": 128,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": 2,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-5, "rope_theta": 1000000,
+        "rope_scaling": {"type": "dynamic", "factor": 2.0}, "tie_word_embeddings": False,
+        "vocab_size": vocab_size, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id, "attn_implementation": "eager",
+    }
+
+
+def internlm2_weight_names(layers: int = LAYERS) -> list[str]:
+    """InternLM2's real safetensors tensor names (model.safetensors.index.json of internlm2-chat-7b)."""
+    names = ["model.tok_embeddings.weight", "model.norm.weight", "output.weight"]
+    for i in range(layers):
+        names += [f"model.layers.{i}.{part}.weight" for part in (
+            "attention.wqkv", "attention.wo", "attention_norm", "ffn_norm",
+            "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")]
+    return names
