@@ -15,9 +15,19 @@ import torch
 
 from ducktune.errors import ModelError
 from ducktune.export import gguf_arch
-from ducktune.export.gguf_arch import architecture_support, llama3_rope_factors, plan_from_shapes
+from ducktune.export.gguf_arch import (
+    architecture_support,
+    llama3_rope_factors,
+    plan_from_shapes,
+)
 from ducktune.export.gguf_file import read_back, write_gguf
-from ducktune.models.standin_configs import ARCH_IDS, MIRRORS, internlm2_config, internlm2_weight_names, tiny_config
+from ducktune.models.standin_configs import (
+    ARCH_IDS,
+    MIRRORS,
+    internlm2_config,
+    internlm2_weight_names,
+    tiny_config,
+)
 
 PROMPTS = [
     "The quick brown fox jumps over the lazy dog, and the duck swims in the pond while it rains.",
@@ -33,8 +43,8 @@ NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules t
 
 def _llama_cpp_missing() -> str | None:
     try:
-        import llama_cpp  # noqa: F401
-    except Exception as exc:  # an ImportError, or a wheel built for another CPU
+        import llama_cpp  # noqa: F401  (only whether it imports)
+    except Exception as exc:  # noqa: BLE001 (an ImportError, or a wheel that fails to load its library)
         return f"llama-cpp-python is not importable ({exc.__class__.__name__}: {exc})"
     return None
 
@@ -59,7 +69,12 @@ def tokenizer():
     """The tiny byte-level BPE (ChatML specials) from ducktune.models.tiny, shared by every stand-in."""
     from transformers import PreTrainedTokenizerFast
 
-    from ducktune.models.tiny import QWEN2_REGEX, TEMPLATES, template_text, train_tokenizer
+    from ducktune.models.tiny import (
+        QWEN2_REGEX,
+        TEMPLATES,
+        template_text,
+        train_tokenizer,
+    )
 
     spec = TEMPLATES["chatml"]
     tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer("chatml", 512, QWEN2_REGEX), bos_token=spec["bos"],
@@ -412,3 +427,94 @@ def test_gemma_query_scale_llama_cpp_cannot_express_is_refused(standin):
     _, model = standin("gemma2")
     config = {**model.config.to_dict(), "query_pre_attn_scalar": 99}
     assert "query_pre_attn_scalar" in architecture_support(config)
+
+
+# ---------------------------------------------------------------------- published configs, as published
+
+
+class RecordingWriter:
+    """Stands in for gguf.GGUFWriter: records every add_* call."""
+
+    def __init__(self):
+        self.calls = {}
+
+    def __getattr__(self, method):
+        return lambda value: self.calls.__setitem__(method.removeprefix("add_"), value)
+
+
+LLAMA_3_2_1B = {  # meta-llama/Llama-3.2-1B-Instruct config.json (rope_scaling as published, transformers 4 form)
+    "architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "head_dim": 64, "num_hidden_layers": 16, "intermediate_size": 8192, "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": True, "vocab_size": 128256,
+    "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+GEMMA_3_1B = {  # google/gemma-3-1b-it config.json
+    "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 1152, "num_attention_heads": 4,
+    "num_key_value_heads": 1, "head_dim": 256, "num_hidden_layers": 26, "intermediate_size": 6912,
+    "max_position_embeddings": 32768, "query_pre_attn_scalar": 256, "rms_norm_eps": 1e-06, "rope_local_base_freq": 10000,
+    "rope_theta": 1000000, "rope_scaling": None, "sliding_window": 512, "sliding_window_pattern": 6,
+    "final_logit_softcapping": None, "attn_logit_softcapping": None, "vocab_size": 262144}
+PHI_3_5_MINI = {  # microsoft/Phi-3.5-mini-instruct config.json (factor lists shortened to their length, 48)
+    "architectures": ["Phi3ForCausalLM"], "hidden_size": 3072, "num_attention_heads": 32, "num_key_value_heads": 32,
+    "num_hidden_layers": 32, "intermediate_size": 8192, "max_position_embeddings": 131072,
+    "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 262144,
+    "rope_scaling": {"type": "longrope", "long_factor": [1.0] * 48, "short_factor": [1.0] * 48}, "vocab_size": 32064}
+GLM_4_9B = {  # THUDM/glm-4-9b-chat-hf config.json
+    "architectures": ["GlmForCausalLM"], "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 2,
+    "head_dim": 128, "num_hidden_layers": 40, "intermediate_size": 13696, "max_position_embeddings": 131072,
+    "partial_rotary_factor": 0.5, "rms_norm_eps": 1.5625e-07, "rope_theta": 10000.0, "attention_bias": True,
+    "vocab_size": 151552}
+
+
+def test_published_llama_3_2_config_gets_its_rope_table():
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, LLAMA_3_2_1B, gguf_arch.gguf_arch(LLAMA_3_2_1B))
+    assert writer.calls["rope_freq_base"] == 500000.0 and writer.calls["rope_dimension_count"] == 64
+    plans = gguf_arch._computed_tensors(LLAMA_3_2_1B, "llama")
+    assert [(p.gguf_name, p.shape) for p in plans] == [("rope_freqs.weight", (32,))]
+    factors = plans[0].transform(None)
+    assert factors[0] == 1.0 and factors[-1] == 32.0 and any(1.0 < f < 32.0 for f in factors)  # kept, ramped, divided
+
+
+def test_published_gemma_3_config_names_each_layers_window_and_rope_base():
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, GEMMA_3_1B, gguf_arch.gguf_arch(GEMMA_3_1B))
+    calls = writer.calls
+    assert calls["sliding_window_pattern"] == ([True] * 5 + [False]) * 4 + [True, True]
+    assert calls["rope_freq_base"] == 1000000.0 and calls["rope_freq_base_swa"] == 10000.0
+    assert calls["sliding_window"] == 512 and calls["key_length"] == 256 and "final_logit_softcapping" not in calls
+
+
+def test_published_phi_3_5_config_gets_longrope_keys_and_tables():
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, PHI_3_5_MINI, gguf_arch.gguf_arch(PHI_3_5_MINI))
+    assert writer.calls["rope_scaling_orig_ctx_len"] == 4096 and writer.calls["rope_dimension_count"] == 96
+    assert writer.calls["rope_scaling_attn_factors"] == pytest.approx(math.sqrt(1 + math.log(32) / math.log(4096)))
+    names = [(p.gguf_name, p.shape) for p in gguf_arch._computed_tensors(PHI_3_5_MINI, "phi3")]
+    assert names == [("rope_factors_long.weight", (48,)), ("rope_factors_short.weight", (48,))]
+
+
+def test_published_glm_4_config_rotates_half_of_each_head():
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(GLM_4_9B) == "chatglm"
+    gguf_arch.add_hparams(writer, GLM_4_9B, "chatglm")
+    assert writer.calls["rope_dimension_count"] == 64 and writer.calls["head_count_kv"] == 2
+
+
+def test_gemma_2_27b_query_scale_is_the_one_llama_cpp_uses_for_it():
+    gemma_27b = {"architectures": ["Gemma2ForCausalLM"], "hidden_size": 4608, "num_attention_heads": 32, "head_dim": 128,
+                 "num_hidden_layers": 46, "query_pre_attn_scalar": 144}
+    assert architecture_support(gemma_27b) is None
+    assert "query_pre_attn_scalar" in architecture_support({**gemma_27b, "num_hidden_layers": 42})
+
+
+@_mark(*requires_llama_cpp)
+def test_phi3_in_the_name_does_not_break_loading_another_vocabulary(written, standin, tokenizer, tmp_path):
+    """llama.cpp looks up Phi-3's </s> <unk> <s> in any model named "...phi3..."; this vocabulary has none."""
+    import gguf
+
+    folder, _ = standin("phi3")
+    path = tmp_path / "named.gguf"
+    write_gguf(folder, path, "f16", "My-Phi3-tune", tokenizer, EOT, log=lambda *a: None)
+    assert gguf.GGUFReader(str(path)).get_field("general.name").contents() == "My-Phi_3-tune"
+    llama_cpp_logits(path, [[1, 2, 3]])  # loads

@@ -24,8 +24,8 @@ Per architecture, what differs from "read config, rename tensors":
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ducktune.errors import ModelError
 
