@@ -114,6 +114,8 @@ def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
     if params.get("rope_theta") is None:
         params["rope_theta"] = _first(config, theta_key, "rope_theta", default=10000.0)
     params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
+    if params["rope_type"] == "su":  # early Phi-3 128k configs' name for longrope
+        params["rope_type"] = "longrope"
     if params.get("partial_rotary_factor") is None:
         params["partial_rotary_factor"] = config.get("partial_rotary_factor", 1.0)
     if params.get("original_max_position_embeddings") is None and config.get("original_max_position_embeddings"):
