@@ -518,3 +518,16 @@ def test_phi3_in_the_name_does_not_break_loading_another_vocabulary(written, sta
     write_gguf(folder, path, "f16", "My-Phi3-tune", tokenizer, EOT, log=lambda *a: None)
     assert gguf.GGUFReader(str(path)).get_field("general.name").contents() == "My-Phi_3-tune"
     llama_cpp_logits(path, [[1, 2, 3]])  # loads
+
+
+def test_caveats_name_where_llama_cpp_differs(standin):
+    from ducktune.export.gguf_arch import gguf_caveats
+
+    def caveats(arch):
+        return " ".join(gguf_caveats(standin(arch)[1].config.to_dict()))
+
+    assert "sliding_window 4096" in caveats("mistral")  # v0.1: window 4096 < 32768 context
+    assert "sliding_window 2047" in caveats("phi3")
+    assert "longrope" in caveats("phi3-longrope")
+    assert caveats("qwen2") == "" and caveats("mistral-nemo") == "" and caveats("gemma2") == ""  # Gemma's windows are written
+    assert "dynamic rope" in " ".join(gguf_caveats(internlm2_config(100)))

@@ -171,6 +171,26 @@ def architecture_support(config: dict) -> str | None:
     return None
 
 
+def gguf_caveats(config: dict) -> list[str]:
+    """Where llama.cpp runs an exportable model differently from transformers (one line each)."""
+    arch = ARCHITECTURES.get(hf_architecture(config))
+    window, context = config.get("sliding_window"), context_length(config)
+    notes = []
+    uses_window = config.get("use_sliding_window", True) and window and int(window) < context
+    if arch in ("llama", "qwen2", "phi3") and uses_window:
+        notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
+                     f"so answers may differ from transformers beyond {window} tokens")
+    kind = rope_params(config)["rope_type"]
+    if kind == "dynamic":
+        notes.append("dynamic rope scaling: llama.cpp does not stretch rope past max_position_embeddings "
+                     f"({context}); keep contexts within it")
+    if arch == "phi3" and kind == "longrope":
+        original = rope_params(config).get("original_max_position_embeddings")
+        notes.append(f"longrope: llama.cpp picks the long factors for the whole run when its context exceeds {original} "
+                     "tokens, transformers per sequence length")
+    return notes
+
+
 def gguf_arch(config: dict) -> str:
     """llama.cpp's architecture name for this config, or a one-line ModelError saying what to do."""
     reason = architecture_support(config)
