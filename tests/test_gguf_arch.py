@@ -6,6 +6,7 @@ fake state dict built from a Llama's weights, so llama.cpp must reproduce the Ll
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 
@@ -43,7 +44,7 @@ NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules t
 
 def _llama_cpp_missing() -> str | None:
     try:
-        import llama_cpp  # noqa: F401  (only whether it imports)
+        importlib.import_module("llama_cpp")
     except Exception as exc:  # noqa: BLE001 (an ImportError, or a wheel that fails to load its library)
         return f"llama-cpp-python is not importable ({exc.__class__.__name__}: {exc})"
     return None
