@@ -368,8 +368,8 @@ def _internlm2_qkv_plans(hf_name: str, shape, config: dict, quant: str) -> list[
         out_shape = (rows, *shape[1:])
 
         def take(array, part=part, rotary_heads=rotary_heads):
-            return internlm2_split_qkv(array, heads, kv, dim)[part] if rotary_heads is None else \
-                rotary_interleave(internlm2_split_qkv(array, heads, kv, dim)[part], rotary_heads)
+            piece = internlm2_split_qkv(array, heads, kv, dim)[part]
+            return piece if rotary_heads is None else rotary_interleave(piece, rotary_heads)  # q, k: llama rotary
         plans.append(TensorPlan(hf_name, f"{base}.{part}.{suffix}", out_shape, _quant_type(out_shape, quant), take))
     return plans
 
