@@ -9,8 +9,9 @@ Tensors are streamed to disk one at a time (header and tensor index first), so m
 near one tensor; the file is written under a temporary name and renamed into place, so a
 failure never leaves a partial GGUF behind.
 
-Supported: Llama-family (Llama, SmolLM, Mistral-shaped) with byte-level BPE tokenizers,
-Qwen2/Qwen2.5, Qwen3. Anything else is refused with a message naming what is missing.
+Architectures (hyper-parameters, tensor names and layouts per llama.cpp architecture) live in
+export/gguf_arch.py: Llama (2, 3.x with llama3 rope), Mistral, Qwen2/2.5, Qwen3, Gemma 2/3, Phi-3,
+GLM-4, Bloom, InternLM2. Anything else is refused with a one-line reason (`architecture_support`).
 """
 
 from __future__ import annotations
@@ -22,31 +23,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ducktune.errors import ModelError
+from ducktune.export.gguf_arch import TensorPlan, add_hparams, gguf_arch, plan_from_shapes
 from ducktune.export.gguf_vocab import add_tokenizer_metadata
-
-# HF architecture -> (GGUF architecture, q/k rows re-ordered for llama.cpp's rotary layout).
-# llama.cpp's "llama" graph rotates interleaved pairs (Meta's original layout); HF stores
-# the halves-split layout, so q_proj/k_proj rows are permuted. Qwen uses the NeoX layout
-# in llama.cpp, which matches HF as is.
-ARCHITECTURES = {
-    "LlamaForCausalLM": ("llama", True),
-    "MistralForCausalLM": ("llama", True),
-    "Qwen2ForCausalLM": ("qwen2", False),
-    "Qwen3ForCausalLM": ("qwen3", False),
-}
 
 QUANTS = ("f16", "q8_0")
 # llama.cpp's names for the file types (general.file_type)
 FILE_TYPES = {"f16": 1, "q8_0": 7}
-
-
-@dataclass
-class TensorPlan:
-    hf_name: str
-    gguf_name: str
-    shape: tuple[int, ...]        # HF (row-major) shape
-    qtype: object                 # gguf.GGMLQuantizationType
-    permute_heads: int | None = None
 
 
 @dataclass
@@ -69,29 +51,6 @@ def read_config(model_dir: Path) -> dict:
         raise ModelError(f"{path}: cannot read the model config ({exc})") from None
 
 
-def gguf_arch(config: dict) -> tuple[str, bool]:
-    names = config.get("architectures") or []
-    for name in names:
-        if name in ARCHITECTURES:
-            return ARCHITECTURES[name]
-    raise ModelError(f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {', '.join(names) or 'unknown'}")
-
-
-def rope_theta(config: dict) -> float:
-    params = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    kind = params.get("rope_type") or params.get("type") or "default"
-    if kind != "default":
-        raise ModelError(f"config.json: rope scaling '{kind}' is not supported by ducktune's GGUF writer yet")
-    theta = params.get("rope_theta", config.get("rope_theta"))
-    if theta is None:
-        raise ModelError("config.json: no rope_theta")
-    return float(theta)
-
-
-def head_dim(config: dict) -> int:
-    return int(config.get("head_dim") or config["hidden_size"] // config["num_attention_heads"])
-
-
 def _weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     from safetensors import safe_open
 
@@ -107,38 +66,7 @@ def _weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
 
 
 def plan_tensors(model_dir: Path, config: dict, quant: str) -> list[TensorPlan]:
-    import gguf
-
-    arch, permute = gguf_arch(config)
-    n_layers = config["num_hidden_layers"]
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers)
-    tied = config.get("tie_word_embeddings", False)
-    plans = []
-    for hf_name, shape in sorted(_weight_shapes(model_dir).items()):
-        if hf_name.endswith("rotary_emb.inv_freq") or (tied and hf_name == "lm_head.weight"):
-            continue
-        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight", ".bias"))
-        if gguf_name is None:
-            raise ModelError(f"{model_dir}: weight {hf_name} has no GGUF name for architecture {arch}")
-        if len(shape) == 1:
-            qtype = gguf.GGMLQuantizationType.F32
-        elif quant == "q8_0" and shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
-            qtype = gguf.GGMLQuantizationType.Q8_0
-        else:
-            qtype = gguf.GGMLQuantizationType.F16
-        heads = None
-        if permute and hf_name.endswith("self_attn.q_proj.weight"):
-            heads = config["num_attention_heads"]
-        elif permute and hf_name.endswith("self_attn.k_proj.weight"):
-            heads = config.get("num_key_value_heads") or config["num_attention_heads"]
-        plans.append(TensorPlan(hf_name, gguf_name, shape, qtype, heads))
-    return plans
-
-
-def rotary_interleave(weight, n_heads: int):
-    """HF (halves) -> llama.cpp (interleaved) row order of a q/k projection, per head."""
-    rows, cols = weight.shape
-    return weight.reshape(n_heads, 2, rows // n_heads // 2, cols).swapaxes(1, 2).reshape(rows, cols)
+    return plan_from_shapes(_weight_shapes(model_dir), config, quant, where=str(model_dir))
 
 
 def _tensor_bytes(plan: TensorPlan) -> int:
@@ -155,8 +83,8 @@ def _encode(array, plan: TensorPlan):
     import gguf
     import numpy as np
 
-    if plan.permute_heads:
-        array = rotary_interleave(array, plan.permute_heads)
+    if plan.transform is not None:
+        array = plan.transform(array)
     if plan.qtype == gguf.GGMLQuantizationType.F32:
         return np.ascontiguousarray(array, dtype=np.float32)
     if plan.qtype == gguf.GGMLQuantizationType.F16:
@@ -179,7 +107,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
         raise ModelError(f"--quant {quant}: written directly are {', '.join(QUANTS)}")
     model_dir, out_path = Path(model_dir), Path(out_path)
     config = read_config(model_dir)
-    arch, _ = gguf_arch(config)
+    arch = gguf_arch(config)
     plans = plan_tensors(model_dir, config, quant)
 
     tmp_path = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
@@ -201,7 +129,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
                 for key in handle.keys():
                     handles[key] = handle
             for plan in plans:
-                array = handles[plan.hf_name].get_tensor(plan.hf_name).float().numpy()
+                array = None if plan.hf_name is None else handles[plan.hf_name].get_tensor(plan.hf_name).float().numpy()
                 writer.write_tensor_data(_encode(array, plan))
         writer.flush()
         for handle in writer.fout or []:
@@ -216,29 +144,29 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
     return GGUFSummary(out_path, arch, quant, {p.gguf_name: p.shape for p in plans}, metadata)
 
 
+# llama.cpp gives every model whose general.name contains "phi3" or "phi-3" Phi-3's token
+# attributes, looking these tokens up by text; a vocabulary without one of them fails to load.
+PHI3_NAME_TOKENS = ("</s>", "<unk>", "<s>", "<|endoftext|>")
+
+
+def general_name(name: str, tokenizer) -> str:
+    """`name`, with "phi3"/"phi-3" spelled "phi_3" when the vocabulary lacks Phi-3's tokens."""
+    import re
+
+    vocab = tokenizer.get_vocab()
+    if all(token in vocab for token in PHI3_NAME_TOKENS):
+        return name
+    return re.sub(r"(?i)(phi)-?(3)", r"\1_\2", name)
+
+
 def _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token) -> dict:
     import gguf
 
-    n_heads = config["num_attention_heads"]
-    dim = head_dim(config)
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(name)
+    writer.add_name(general_name(name, tokenizer))
     writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_context_length(config.get("max_position_embeddings", 2048))
-    writer.add_embedding_length(config["hidden_size"])
-    writer.add_block_count(config["num_hidden_layers"])
-    writer.add_feed_forward_length(config["intermediate_size"])
-    writer.add_head_count(n_heads)
-    writer.add_head_count_kv(config.get("num_key_value_heads") or n_heads)
-    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
-    writer.add_rope_freq_base(rope_theta(config))
-    if arch == "llama":
-        writer.add_vocab_size(config["vocab_size"])
-        writer.add_rope_dimension_count(dim)
-    if dim != config["hidden_size"] // n_heads or arch == "qwen3":
-        writer.add_key_length(dim)
-        writer.add_value_length(dim)
+    add_hparams(writer, config, arch)
 
     return add_tokenizer_metadata(writer, model_dir, tokenizer, eot_token, config["vocab_size"])
 

@@ -1,0 +1,412 @@
+"""What llama.cpp needs per model architecture: its architecture name, hyper-parameters and tensors.
+
+Learned from llama.cpp's own loaders (src/models/<arch>.cpp: which keys each architecture reads,
+which tensors it creates with which shapes, which rotary layout it uses) and its converter;
+written here from the Hugging Face config alone, so a model folder -> GGUF needs no llama.cpp.
+
+Per architecture, what differs from "read config, rename tensors":
+- llama / internlm2: llama.cpp rotates interleaved pairs, HF stores rotary halves -> q/k rows
+  (weights and biases) are re-ordered per head. Llama 3.1+ "llama3" rope scaling is a per-dim
+  frequency divisor table, written as the `rope_freqs` tensor.
+- internlm2: q/k/v are one grouped `wqkv` tensor ([q.. q, k, v] per KV group); llama.cpp wants
+  three tensors.
+- bloom: fused query_key_value is interleaved per head ([q, k, v] per head); llama.cpp wants
+  [all q; all k; all v]. Layer norms with biases, ALiBi (no rope).
+- gemma2 / gemma3: RMSNorm multiplies by (1 + w); llama.cpp multiplies by w -> every norm
+  weight is written +1. Sliding-window layers are named per layer; Gemma 3's local layers use
+  their own rope base.
+- phi3: fused qkv_proj / gate_up_proj stay fused (llama.cpp splits them itself); longrope's
+  long/short factor tables become tensors, its attention factor a key.
+- chatglm (GlmForCausalLM): partial rotary (interleaved pairs, as HF already stores), fused
+  gate_up_proj stays fused.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ducktune.errors import ModelError
+
+# HF architecture -> llama.cpp architecture
+ARCHITECTURES = {
+    "LlamaForCausalLM": "llama",
+    "MistralForCausalLM": "llama",
+    "Qwen2ForCausalLM": "qwen2",
+    "Qwen3ForCausalLM": "qwen3",
+    "Gemma2ForCausalLM": "gemma2",
+    "Gemma3ForCausalLM": "gemma3",
+    "Phi3ForCausalLM": "phi3",
+    "GlmForCausalLM": "chatglm",
+    "BloomForCausalLM": "bloom",
+    "InternLM2ForCausalLM": "internlm2",
+}
+# llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
+# are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
+ROTARY_PERMUTED = {"llama", "internlm2"}
+GEMMA = {"gemma2", "gemma3"}
+NO_ROPE = {"bloom"}
+# rope scaling kinds written (dynamic NTK only changes rope beyond the trained context, which
+# llama.cpp does not do; within it HF and llama.cpp agree)
+ROPE_KINDS = {
+    "default": None,
+    "linear": None,
+    "dynamic": None,
+    "llama3": {"llama"},
+    "longrope": {"phi3"},
+}
+
+
+@dataclass
+class TensorPlan:
+    hf_name: str | None           # source weight; None for a tensor computed from the config
+    gguf_name: str
+    shape: tuple[int, ...]        # written (HF row-major) shape, after `transform`
+    qtype: object                 # gguf.GGMLQuantizationType
+    transform: Callable | None = None   # numpy source array (or None) -> written array
+
+
+# ---------------------------------------------------------------------- config reading
+
+
+def _first(config: dict, *keys, default=None):
+    for key in keys:
+        if config.get(key) is not None:
+            return config[key]
+    return default
+
+
+def hidden_size(config: dict) -> int:
+    return int(_first(config, "hidden_size", "n_embed", "n_embd"))
+
+
+def n_layers(config: dict) -> int:
+    return int(_first(config, "num_hidden_layers", "n_layer"))
+
+
+def n_heads(config: dict) -> int:
+    return int(_first(config, "num_attention_heads", "n_head"))
+
+
+def n_kv_heads(config: dict) -> int:
+    return int(_first(config, "num_key_value_heads", "multi_query_group_num", default=n_heads(config)))
+
+
+def head_dim(config: dict) -> int:
+    return int(config.get("head_dim") or hidden_size(config) // n_heads(config))
+
+
+def context_length(config: dict) -> int:
+    return int(_first(config, "max_position_embeddings", "seq_length", "n_positions", default=2048))
+
+
+def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
+    """Rope settings of one layer kind, from transformers 5's `rope_parameters` (flat or per layer
+    kind, as Gemma 3 saves it) or a published config's `rope_theta` + `rope_scaling`."""
+    params = dict(config.get("rope_parameters") or {})
+    if "full_attention" in params or "sliding_attention" in params:
+        params = dict(params.get(layer_kind) or params.get("full_attention") or {})
+    if layer_kind == "full_attention":  # Gemma 3: rope_scaling applies to global layers only
+        for key, value in (config.get("rope_scaling") or {}).items():
+            params.setdefault(key, value)
+    theta_key = "rope_local_base_freq" if layer_kind == "sliding_attention" else "rope_theta"
+    if params.get("rope_theta") is None:
+        params["rope_theta"] = _first(config, theta_key, "rope_theta", default=10000.0)
+    params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
+    if params["rope_type"] == "su":  # early Phi-3 128k configs' name for longrope
+        params["rope_type"] = "longrope"
+    if params.get("partial_rotary_factor") is None:
+        params["partial_rotary_factor"] = config.get("partial_rotary_factor", 1.0)
+    if params.get("original_max_position_embeddings") is None and config.get("original_max_position_embeddings"):
+        params["original_max_position_embeddings"] = config["original_max_position_embeddings"]
+    return params
+
+
+def rotary_dims(config: dict) -> int:
+    return int(head_dim(config) * float(rope_params(config)["partial_rotary_factor"]))
+
+
+def layer_kinds(config: dict) -> list[str]:
+    """Per-layer attention kind ("sliding_attention" / "full_attention") as HF runs the model."""
+    kinds = config.get("layer_types")
+    if kinds:
+        return list(kinds)
+    count = n_layers(config)
+    pattern = _first(config, "sliding_window_pattern", "_sliding_window_pattern")
+    if config.get("model_type") == "gemma2":
+        pattern = 2
+    if not pattern or not config.get("sliding_window"):
+        return ["full_attention"] * count
+    return ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(count)]
+
+
+# ---------------------------------------------------------------------- support
+
+
+def hf_architecture(config: dict) -> str:
+    names = config.get("architectures") or []
+    return next((name for name in names if name in ARCHITECTURES), names[0] if names else "unknown")
+
+
+def architecture_support(config: dict) -> str | None:
+    """None when ducktune can write this model as a GGUF llama.cpp runs, else a one-line reason."""
+    name = hf_architecture(config)
+    arch = ARCHITECTURES.get(name)
+    if arch is None:
+        return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
+    kind = rope_params(config)["rope_type"]
+    if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3)"
+    if arch in GEMMA:
+        scalar = config.get("query_pre_attn_scalar")
+        # llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B shape
+        allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
+        if scalar is not None and int(scalar) not in allowed:
+            return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
+    if arch in ("phi3", "chatglm") and n_heads(config) * head_dim(config) != hidden_size(config):
+        return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
+    if arch == "bloom" and n_kv_heads(config) != n_heads(config):
+        return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
+    return None
+
+
+def gguf_caveats(config: dict) -> list[str]:
+    """Where llama.cpp runs an exportable model differently from transformers (one line each)."""
+    arch = ARCHITECTURES.get(hf_architecture(config))
+    window, context = config.get("sliding_window"), context_length(config)
+    notes = []
+    uses_window = config.get("use_sliding_window", True) and window and int(window) < context
+    if arch in ("llama", "qwen2", "phi3") and uses_window:
+        notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
+                     f"so answers may differ from transformers beyond {window} tokens")
+    kind = rope_params(config)["rope_type"]
+    if kind == "dynamic":
+        notes.append("dynamic rope scaling: llama.cpp does not stretch rope past max_position_embeddings "
+                     f"({context}); keep contexts within it")
+    if arch == "phi3" and kind == "longrope":
+        original = rope_params(config).get("original_max_position_embeddings")
+        notes.append(f"longrope: llama.cpp picks the long factors for the whole run when its context exceeds {original} "
+                     "tokens, transformers per sequence length")
+    return notes
+
+
+def gguf_arch(config: dict) -> str:
+    """llama.cpp's architecture name for this config, or a one-line ModelError saying what to do."""
+    reason = architecture_support(config)
+    if reason:
+        raise ModelError(f"config.json: {reason}. The merged Hugging Face folder is still exported; "
+                         "llama.cpp's convert_hf_to_gguf.py may convert it")
+    return ARCHITECTURES[hf_architecture(config)]
+
+
+# ---------------------------------------------------------------------- hyper-parameters
+
+
+def add_hparams(writer, config: dict, arch: str) -> dict:
+    """Write the `<arch>.*` keys llama.cpp reads for this architecture; returns them for reporting."""
+    written = {}
+
+    def put(method: str, value):
+        getattr(writer, method)(value)
+        written[method.removeprefix("add_")] = value
+
+    hidden, heads, dim = hidden_size(config), n_heads(config), head_dim(config)
+    put("add_context_length", context_length(config))
+    put("add_embedding_length", hidden)
+    put("add_block_count", n_layers(config))
+    put("add_feed_forward_length", int(_first(config, "intermediate_size", "ffn_hidden_size", default=4 * hidden)))
+    put("add_head_count", heads)
+    put("add_head_count_kv", n_kv_heads(config))
+    if arch == "bloom":
+        put("add_layer_norm_eps", float(config["layer_norm_epsilon"]))
+        put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
+        return written
+    put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "layernorm_epsilon", "layer_norm_eps")))
+    if dim != hidden // heads or arch in GEMMA or arch == "qwen3":
+        put("add_key_length", dim)
+        put("add_value_length", dim)
+    _add_rope_hparams(put, config, arch)
+    if arch == "llama":
+        put("add_vocab_size", int(config["vocab_size"]))
+    if arch in GEMMA:
+        _add_gemma_hparams(put, config, arch)
+    if arch == "phi3":
+        put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
+    return written
+
+
+def _add_rope_hparams(put, config: dict, arch: str) -> None:
+    import gguf
+
+    params = rope_params(config)
+    put("add_rope_freq_base", float(params["rope_theta"]))
+    put("add_rope_dimension_count", rotary_dims(config))
+    if params["rope_type"] == "linear":
+        put("add_rope_scaling_type", gguf.RopeScalingType.LINEAR)
+        put("add_rope_scaling_factor", float(params["factor"]))
+    if arch == "phi3":
+        original = int(params.get("original_max_position_embeddings") or context_length(config))
+        put("add_rope_scaling_orig_ctx_len", original)
+        if params["rope_type"] == "longrope":
+            put("add_rope_scaling_attn_factors", longrope_attention_factor(config))
+
+
+def _add_gemma_hparams(put, config: dict, arch: str) -> None:
+    kinds = layer_kinds(config)
+    if arch == "gemma2":
+        put("add_attn_logit_softcapping", float(config.get("attn_logit_softcapping") or 0.0))
+    if config.get("final_logit_softcapping"):
+        put("add_final_logit_softcapping", float(config["final_logit_softcapping"]))
+    if config.get("sliding_window") and "sliding_attention" in kinds:
+        put("add_sliding_window", int(config["sliding_window"]))
+        # the exact per-layer pattern, not llama.cpp's default period (2 for Gemma 2, 6 for Gemma 3)
+        put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in kinds])
+        put("add_rope_freq_base_swa", float(rope_params(config, "sliding_attention")["rope_theta"]))
+
+
+def longrope_attention_factor(config: dict) -> float:
+    params = rope_params(config)
+    if params.get("attention_factor") is not None:
+        return float(params["attention_factor"])
+    original = int(params.get("original_max_position_embeddings") or context_length(config))
+    scale = context_length(config) / original
+    return math.sqrt(1 + math.log(scale) / math.log(original)) if scale > 1.0 else 1.0
+
+
+def llama3_rope_factors(config: dict) -> list[float]:
+    """Per rotary pair, the divisor Llama 3.1's rope scaling applies to its frequency (Meta's
+    published scheme: high frequencies kept, low ones divided by `factor`, a smooth ramp between)."""
+    params = rope_params(config)
+    dims = rotary_dims(config)
+    factor = float(params["factor"])
+    low, high = float(params.get("low_freq_factor", 1.0)), float(params.get("high_freq_factor", 4.0))
+    original = float(params.get("original_max_position_embeddings", 8192))
+    factors = []
+    for i in range(0, dims, 2):
+        wavelength = 2 * math.pi * float(params["rope_theta"]) ** (i / dims)
+        if wavelength < original / high:
+            factors.append(1.0)
+        elif wavelength > original / low:
+            factors.append(factor)
+        else:
+            smooth = (original / wavelength - low) / (high - low)
+            factors.append(1.0 / ((1 - smooth) / factor + smooth))
+    return factors
+
+
+# ---------------------------------------------------------------------- tensors
+
+
+def rotary_interleave(weight, n_heads: int):
+    """HF (halves) -> llama.cpp (interleaved) row order of a q/k projection or bias, per head."""
+    rows = weight.shape[0]
+    rest = weight.shape[1:]
+    return weight.reshape(n_heads, 2, rows // n_heads // 2, *rest).swapaxes(1, 2).reshape(weight.shape)
+
+
+def _quant_type(shape: tuple[int, ...], quant: str):
+    import gguf
+
+    if len(shape) == 1:
+        return gguf.GGMLQuantizationType.F32
+    if quant == "q8_0" and shape[-1] % gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType.Q8_0][0] == 0:
+        return gguf.GGMLQuantizationType.Q8_0
+    return gguf.GGMLQuantizationType.F16
+
+
+def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: str, where: str = "model") -> list[TensorPlan]:
+    """Every GGUF tensor to write: name, shape, type and how to get it from the HF weights."""
+    import gguf
+
+    arch = gguf_arch(config)
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers(config))
+    tied = config.get("tie_word_embeddings", arch in GEMMA or arch == "bloom")
+    plans = []
+    for hf_name, shape in sorted(shapes.items()):
+        if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and (tied or arch in GEMMA)):
+            continue
+        if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
+            plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
+            continue
+        # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
+        lookup = hf_name.removeprefix("transformer.") if arch == "bloom" else hf_name
+        gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
+        if gguf_name is None:
+            raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
+        transform = _tensor_transform(hf_name, shape, config, arch)
+        plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), _quant_type(shape, quant), transform))
+    return plans + _computed_tensors(config, arch)
+
+
+def _tensor_transform(hf_name: str, shape, config: dict, arch: str) -> Callable | None:
+    if arch in ROTARY_PERMUTED and (".q_proj." in hf_name or ".k_proj." in hf_name):
+        heads = n_heads(config) if ".q_proj." in hf_name else n_kv_heads(config)
+        return lambda array: rotary_interleave(array, heads)
+    if arch in GEMMA and hf_name.endswith("norm.weight"):
+        return lambda array: array + 1.0
+    if arch == "bloom" and ".query_key_value." in hf_name:
+        heads = n_heads(config)
+        return lambda array: bloom_qkv_to_blocks(array, heads)
+    return None
+
+
+def bloom_qkv_to_blocks(array, heads: int):
+    """Bloom's fused qkv rows [q_h, k_h, v_h] per head -> [all q; all k; all v] (weight or bias)."""
+    rest = array.shape[1:]
+    per_head = array.reshape(heads, 3, array.shape[0] // heads // 3, *rest)
+    return per_head.swapaxes(0, 1).reshape(array.shape)
+
+
+def _internlm2_qkv_plans(hf_name: str, shape, config: dict, quant: str) -> list[TensorPlan]:
+    """InternLM2's wqkv rows are grouped per KV head: [q * (heads/kv), k, v] x kv groups."""
+    heads, kv, dim = n_heads(config), n_kv_heads(config), head_dim(config)
+    base = "blk." + hf_name.split(".layers.", 1)[1].split(".", 1)[0]
+    suffix = hf_name.rsplit(".", 1)[1]
+    plans = []
+    for part, rows, rotary_heads in (("attn_q", heads * dim, heads), ("attn_k", kv * dim, kv), ("attn_v", kv * dim, None)):
+        out_shape = (rows, *shape[1:])
+
+        def take(array, part=part, rotary_heads=rotary_heads):
+            piece = internlm2_split_qkv(array, heads, kv, dim)[part]
+            return piece if rotary_heads is None else rotary_interleave(piece, rotary_heads)  # q, k: llama rotary
+        plans.append(TensorPlan(hf_name, f"{base}.{part}.{suffix}", out_shape, _quant_type(out_shape, quant), take))
+    return plans
+
+
+def internlm2_split_qkv(array, heads: int, kv: int, dim: int) -> dict:
+    """Grouped wqkv -> {"attn_q", "attn_k", "attn_v"} in HF (rotate-half) row order."""
+    per_group = heads // kv
+    rest = array.shape[1:]
+    grouped = array.reshape(kv, per_group + 2, dim, *rest)
+    return {
+        "attn_q": grouped[:, :per_group].reshape(heads * dim, *rest),
+        "attn_k": grouped[:, -2].reshape(kv * dim, *rest),
+        "attn_v": grouped[:, -1].reshape(kv * dim, *rest),
+    }
+
+
+def _computed_tensors(config: dict, arch: str) -> list[TensorPlan]:
+    """Tensors llama.cpp wants that HF computes from the config: rope frequency tables."""
+    import gguf
+    import numpy as np
+
+    params = rope_params(config)
+    f32 = gguf.GGMLQuantizationType.F32
+
+    def table(values):
+        array = np.asarray(values, dtype=np.float32)
+        return lambda _unused: array
+
+    if arch == "llama" and params["rope_type"] == "llama3":
+        factors = llama3_rope_factors(config)
+        return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
+    if arch == "phi3" and params["rope_type"] == "longrope":
+        plans = []
+        for key, name in (("long_factor", "rope_factors_long.weight"), ("short_factor", "rope_factors_short.weight")):
+            values = params.get(key)
+            if not values or len(values) != rotary_dims(config) // 2:
+                raise ModelError(f"config.json: rope {key} must list {rotary_dims(config) // 2} factors")
+            plans.append(TensorPlan(None, name, (len(values),), f32, table(values)))
+        return plans
+    return []

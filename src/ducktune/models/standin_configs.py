@@ -1,0 +1,139 @@
+"""Tiny stand-in configs, one per GGUF architecture id: the real config keys and feature flags of a
+published model of the family (rope scaling kind, tied embeddings, sliding windows, softcapping,
+qk-norm, fused projections, partial rotary, ALiBi), shrunk to 2 layers and a hidden size of 64, so
+a random-weight model is a few MB and every code path of the family runs.
+
+`MIRRORS` names the published config each one copies (its non-size values are the published
+ones unless a comment says why not).
+"""
+
+from __future__ import annotations
+
+from ducktune.errors import ModelError
+
+MIRRORS = {
+    "llama": "meta-llama/Llama-2-7b-chat-hf",
+    "llama3": "meta-llama/Llama-3.2-1B-Instruct",
+    "mistral": "mistralai/Mistral-7B-Instruct-v0.1",
+    "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
+    "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
+    "qwen3": "Qwen/Qwen3-0.6B",
+    "gemma2": "google/gemma-2-2b-it",
+    "gemma3": "google/gemma-3-1b-it",
+    "phi3": "microsoft/Phi-3-mini-4k-instruct",
+    "phi3-longrope": "microsoft/Phi-3.5-mini-instruct",
+    "glm": "THUDM/glm-4-9b-chat-hf",
+    "bloom": "bigscience/bloom-560m (Firefly's base)",
+}
+ARCH_IDS = tuple(MIRRORS)
+
+HIDDEN, LAYERS, HEADS = 64, 2, 4
+# Phi-3.5's longrope tables have head_dim/2 entries; these 8 keep their shape (1.0 rising to a
+# few) so the tiny model's rotary frequencies really depend on them.
+_SHORT = [1.0, 1.0, 1.05, 1.1, 1.3, 1.6, 2.0, 2.4]
+_LONG = [1.0, 1.2, 1.6, 2.5, 4.0, 8.0, 16.0, 32.0]
+
+
+def _llama(**extra) -> tuple[str, dict]:
+    return "LlamaForCausalLM", dict(
+        hidden_size=HIDDEN, intermediate_size=172, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
+        hidden_act="silu", attention_bias=False, tie_word_embeddings=False, **extra)
+
+
+def _specs() -> dict[str, tuple[str, dict]]:
+    common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
+    return {
+        "llama": _llama(),
+        "llama3": ("LlamaForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, head_dim=16, max_position_embeddings=131072,
+            rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True, hidden_act="silu", attention_bias=False,
+            rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                          "original_max_position_embeddings": 8192})),
+        "mistral": ("MistralForCausalLM", dict(
+            common, intermediate_size=224, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
+            rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
+        "mistral-nemo": ("MistralForCausalLM", dict(
+            common, intermediate_size=224, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
+            max_position_embeddings=1024000, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
+            tie_word_embeddings=False, hidden_act="silu")),
+        "qwen2": ("Qwen2ForCausalLM", dict(
+            common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
+            max_window_layers=21, hidden_act="silu")),
+        "qwen3": ("Qwen3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
+            max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+            attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        "gemma2": ("Gemma2ForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=32,
+            max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=10000.0, attn_logit_softcapping=50.0,
+            final_logit_softcapping=30.0, sliding_window=8,  # 4096 published; 8 so test prompts cross it
+            hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True)),
+        "gemma3": ("Gemma3ForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=1, head_dim=32, query_pre_attn_scalar=32,
+            max_position_embeddings=32768, rms_norm_eps=1e-6, rope_theta=1000000.0, rope_local_base_freq=10000.0,
+            rope_scaling=None, sliding_window=8,  # 512 published; 8 so test prompts cross it
+            # the published 26 layers run 5 local : 1 global; 2 layers keep one of each
+            layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=None,
+            attn_logit_softcapping=None, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)),
+        "phi3": ("Phi3ForCausalLM", dict(
+            common, intermediate_size=172, num_key_value_heads=HEADS, max_position_embeddings=4096,
+            original_max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
+            sliding_window=2047, hidden_act="silu", tie_word_embeddings=False)),
+        "phi3-longrope": ("Phi3ForCausalLM", dict(
+            common, intermediate_size=172, num_key_value_heads=HEADS, max_position_embeddings=131072,
+            original_max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
+            rope_scaling={"type": "longrope", "short_factor": _SHORT, "long_factor": _LONG},
+            sliding_window=262143, hidden_act="silu", tie_word_embeddings=False)),
+        "glm": ("GlmForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
+            max_position_embeddings=131072, rms_norm_eps=1.5625e-07, rope_theta=10000.0, attention_bias=True,
+            hidden_act="silu", tie_word_embeddings=False)),
+        "bloom": ("BloomForCausalLM", dict(
+            hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
+            apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),
+    }
+
+
+def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None, pad_token_id=None):
+    """A tiny `transformers.PretrainedConfig` of GGUF architecture id `arch` (see `ARCH_IDS`)."""
+    import transformers
+
+    specs = _specs()
+    if arch not in specs:
+        raise ModelError(f"stand-in architecture {arch!r}: known are {', '.join(specs)}")
+    class_name, values = specs[arch]
+    config_class = getattr(transformers, class_name.replace("ForCausalLM", "Config"))
+    if class_name == "Gemma3ForCausalLM":
+        config_class = transformers.Gemma3TextConfig
+    config = config_class(**values, vocab_size=vocab_size, bos_token_id=bos_token_id,
+                          eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    config.architectures = [class_name]
+    return config
+
+
+def internlm2_config(vocab_size: int, bos_token_id=None, eos_token_id=None, pad_token_id=None) -> dict:
+    """config.json of a tiny InternLM2 (remote code: no transformers class, so a plain dict with the
+    keys of internlm/internlm2-chat-1_8b, whose published rope_scaling is dynamic NTK)."""
+    return {
+        "architectures": ["InternLM2ForCausalLM"], "model_type": "internlm2",
+        "auto_map": {"AutoConfig": "configuration_internlm2.InternLM2Config",
+                     "AutoModelForCausalLM": "modeling_internlm2.InternLM2ForCausalLM"},
+        "bias": False, "hidden_act": "silu", "hidden_size": HIDDEN, "intermediate_size": 128,
+        "num_hidden_layers": LAYERS, "num_attention_heads": HEADS, "num_key_value_heads": 2,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-5, "rope_theta": 1000000,
+        "rope_scaling": {"type": "dynamic", "factor": 2.0}, "tie_word_embeddings": False,
+        "vocab_size": vocab_size, "bos_token_id": bos_token_id, "eos_token_id": eos_token_id,
+        "pad_token_id": pad_token_id, "attn_implementation": "eager",
+    }
+
+
+def internlm2_weight_names(layers: int = LAYERS) -> list[str]:
+    """InternLM2's real safetensors tensor names (model.safetensors.index.json of internlm2-chat-7b)."""
+    names = ["model.tok_embeddings.weight", "model.norm.weight", "output.weight"]
+    for i in range(layers):
+        names += [f"model.layers.{i}.{part}.weight" for part in (
+            "attention.wqkv", "attention.wo", "attention_norm", "ffn_norm",
+            "feed_forward.w1", "feed_forward.w2", "feed_forward.w3")]
+    return names
