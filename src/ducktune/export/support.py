@@ -33,7 +33,7 @@ class Support:
 
 def gguf_support(model_dir: Path, config: dict) -> str | None:
     """Why `model_dir` cannot be written as GGUF (architecture first, then tokenizer), or None."""
-    from ducktune.export.gguf_file import architecture_support
+    from ducktune.export.gguf_arch import architecture_support
     from ducktune.export.gguf_vocab import tokenizer_support
 
     return architecture_support(config) or tokenizer_support(model_dir)
