@@ -35,7 +35,7 @@ from __future__ import annotations
 import unicodedata
 from dataclasses import asdict, dataclass
 
-from ducktune.errors import ModelError
+from ducktune.errors import ModelError, UserError
 
 _SYS, _U1, _A1, _U2 = "DUCKSYSPROBE", "DUCKUSERONE", "DUCKANSWERONE", "DUCKUSERTWO"
 # Where the system prompt goes, as measured.
@@ -386,7 +386,11 @@ def _shared_prefix(probe: _Probe, head_system: str, before_user: str, multi: str
 def check_layout(layout: TurnLayout, chat_format, system_prompt: str | None = None) -> None:
     """Refuse a layout that does not reproduce the chat template on the sample conversations."""
     for messages in renderable_samples(chat_format):
-        expected = chat_format.render(messages, add_generation_prompt=True)
+        try:
+            expected = chat_format.render(messages, add_generation_prompt=True)
+        except UserError as exc:  # the template refuses a plain sample conversation
+            raise TemplateError(f"the chat template refuses a sample conversation ({exc}); write the Modelfile "
+                                "TEMPLATE by hand") from None
         got = layout.render(ollama_messages(messages, system_prompt or chat_format.system_prompt))
         if got != expected:
             at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
@@ -411,6 +415,6 @@ def template_support(tokenizer) -> str | None:
 
     try:
         derive_layout(ChatFormat(tokenizer))
-    except ModelError as exc:
+    except UserError as exc:  # no chat template, or a template without an exact TEMPLATE
         return str(exc)
     return None
