@@ -16,16 +16,16 @@ from ducktune.models.loading import load_tokenizer
 
 needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (apt-get install golang-go)")
 
-def assert_go_renders_like_hf(chat_format: ChatFormat, system: str | None = None, include_prefix: bool = True):
+def assert_go_renders_like_hf(chat_format: ChatFormat, system: str | None = None, include_bos: bool = True):
     from ducktune.export.gorender import render_with_go
 
     layout = derive_layout(chat_format)
     conversations = sample_conversations()
-    rendered = render_with_go(layout.go_template(include_prefix=include_prefix), conversations, system)
+    rendered = render_with_go(layout.go_template(include_bos=include_bos), conversations, system)
     for messages, got in zip(conversations, rendered):
         expected = chat_format.render(messages, add_generation_prompt=True)
-        if not include_prefix:
-            expected = expected[len(layout.prefix):]
+        if not include_bos:
+            expected = expected[len(layout.bos):]
         assert got == expected
     return layout
 
@@ -43,7 +43,7 @@ def test_llama3_template_renders_identically_in_go(tiny_llama):
     assert layout.system_style == BLOCK
     assert layout.prefix == "<|begin_of_text|>"
     # When llama.cpp adds BOS itself (add_bos_token), the TEMPLATE leaves it out.
-    assert_go_renders_like_hf(ChatFormat(load_tokenizer(tiny_llama)), include_prefix=False)
+    assert_go_renders_like_hf(ChatFormat(load_tokenizer(tiny_llama)), include_bos=False)
 
 
 @needs_go

@@ -121,13 +121,14 @@ def test_go_renders_every_template_like_jinja(family_formats):
     for template_id, chat_format in sorted(family_formats.items()):
         layout = derive_layout(chat_format)
         conversations = renderable_samples(chat_format)
-        for include_prefix in (True, False):
-            rendered = render_with_go(layout.go_template(include_prefix=include_prefix), conversations)
+        for include_bos in (True, False):
+            rendered = render_with_go(layout.go_template(include_bos=include_bos), conversations)
             for messages, got in zip(conversations, rendered):
                 expected = chat_format.render(messages, add_generation_prompt=True)
-                if not include_prefix:
-                    expected = expected[len(layout.prefix):]
-                assert got == expected, f"{template_id} ({'with' if include_prefix else 'without'} prefix)"
+                if not include_bos:
+                    assert expected.startswith(layout.bos)
+                    expected = expected[len(layout.bos):]
+                assert got == expected, f"{template_id} ({'with' if include_bos else 'without'} BOS)"
                 compared += 1
     assert compared >= 2 * 4 * (len(FAMILIES) - 2)
 

@@ -96,6 +96,7 @@ class TurnLayout:
     assistant_open: str
     assistant_close: str        # after an answer that is not the last message
     generation_prompt: str
+    bos: str = ""               # the BOS text the prefix starts with, left out when llama.cpp adds BOS itself
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -105,10 +106,10 @@ class TurnLayout:
 
     # ------------------------------------------------------------------ Python rendering
 
-    def render(self, messages: list[dict], include_prefix: bool = True) -> str:
+    def render(self, messages: list[dict], include_bos: bool = True) -> str:
         """What the emitted Go template renders for `messages` as Ollama passes them (system
         first, if any; roles alternating). Mirrors go_template() step by step."""
-        out = [self.prefix if include_prefix else ""]
+        out = [self.prefix if include_bos else self.prefix[len(self.bos):]]
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")  # Ollama's .System
         if self.no_system_text and (not messages or messages[0]["role"] != "system"):
             out.append(self.no_system_text)
@@ -132,12 +133,13 @@ class TurnLayout:
 
     # ------------------------------------------------------------------ Go template
 
-    def go_template(self, include_prefix: bool = True) -> str:
+    def go_template(self, include_bos: bool = True) -> str:
         """The Ollama TEMPLATE. Every literal is a quoted Go string, so whitespace trimming
         markers ({{- -}}) used for readability never eat template text."""
         lines = []
-        if include_prefix and self.prefix:
-            lines.append("{{- " + go_string(self.prefix) + " }}")
+        prefix = self.prefix if include_bos else self.prefix[len(self.bos):]
+        if prefix:
+            lines.append("{{- " + go_string(prefix) + " }}")
         if self.no_system_text:
             lines.append("{{- if or (not .Messages) (ne (index .Messages 0).Role \"system\") }}"
                          + _lit(self.no_system_text) + "{{ end }}")
@@ -272,6 +274,7 @@ def derive_layout(chat_format) -> TurnLayout:
                             "they are, e.g. a case filter); write the Modelfile TEMPLATE by hand")
     turns = _measure_turns(probe, chat_format, user_only)
     layout = _measure_system(probe, user_only, turns)
+    layout.bos = probe.bos if probe.bos and layout.prefix.startswith(probe.bos) else ""
     check_layout(layout, chat_format)
     return layout
 

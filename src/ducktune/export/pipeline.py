@@ -267,13 +267,12 @@ def _write_modelfile(work: Path, export_dir: Path, name: str, quant: str, layout
                      add_bos: bool, template_omitted: str | None = None) -> None:
     from ducktune.export.modelfile import ModelfileSpec, render_modelfile
 
-    bos = source.tokenizer.bos_token
     # llama.cpp adds BOS itself when the GGUF says so; the TEMPLATE must not print it twice.
-    include_prefix = layout is not None and not (add_bos and layout.prefix and layout.prefix == bos)
+    include_bos = not (add_bos and layout is not None and layout.bos)
     context = int(config.get("max_position_embeddings") or MAX_NUM_CTX)
     spec = ModelfileSpec(
         gguf_name=f"{name}-{quant}.gguf",
-        template=layout.go_template(include_prefix=include_prefix) if layout else None,
+        template=layout.go_template(include_bos=include_bos) if layout else None,
         stop=source.chat_format.stop_tokens,
         num_ctx=min(context, MAX_NUM_CTX),
         system=source.config.model.system_prompt,
