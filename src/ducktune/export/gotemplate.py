@@ -152,9 +152,9 @@ class TurnLayout:
             user = "{{ if and $last $.System }}" + system_text + "{{ end }}" + content
         else:
             user = content
+        close = "{{ if not $last }}" + _lit(self.assistant_close) + "{{ end }}" if self.assistant_close else ""
         branches = [("user", _lit(self.user_open) + user + _lit(self.user_close)),
-                    ("assistant", _lit(self.assistant_open) + content
-                     + ("{{ if not $last }}" + _lit(self.assistant_close) + "{{ end }}" if self.assistant_close else ""))]
+                    ("assistant", _lit(self.assistant_open) + content + close)]
         if self.system_style == BLOCK:
             branches.insert(0, ("system", _lit(self.system_open) + content + _lit(self.system_close)))
         lines += ["{{- range $i, $m := .Messages }}", "{{- $last := eq (len (slice $.Messages $i)) 1 }}"]
