@@ -292,8 +292,11 @@ def _measure_turns(probe: _Probe, chat_format, user_only: str) -> dict:
     if not between_user_answer.startswith(user_close):
         raise TemplateError("the chat template closes a user turn differently before an answer than before the "
                             "generation prompt; write the Modelfile TEMPLATE by hand")
-    assistant_close, user_open = _split_after_answer(_between(multi, _A1, _U2), chat_format, probe.bos)
+    after_answer = _between(multi, _A1, _U2)
     head = user_only[: user_only.index(_U1)]
+    assistant_close, user_open = _split_after_answer(after_answer, chat_format, probe.bos)
+    if not head.endswith(user_open):
+        assistant_close, user_open = _split_by_first_turn(after_answer, head, probe.specials)
     if not head.endswith(user_open):
         raise TemplateError(f"the chat template opens the first user turn differently from later ones "
                             f"({head[-30:]!r} vs {user_open!r}); write the Modelfile TEMPLATE by hand")
@@ -318,6 +321,22 @@ def _split_after_answer(text: str, chat_format, bos: str) -> tuple[str, str]:
     if bos and user_open.startswith(bos):
         close, user_open = close + bos, user_open[len(bos):]
     return close, user_open
+
+
+def _split_by_first_turn(after_answer: str, head: str, specials: list[str]) -> tuple[str, str]:
+    """The fallback when the end-of-turn marker is not a special token ducktune knows: the user
+    turn's open is what the text after an answer shares with the first user turn's head (their
+    common end, starting on a whole special token)."""
+    n = 0
+    while n < min(len(after_answer), len(head)) and after_answer[-1 - n] == head[-1 - n]:
+        n += 1
+    start = len(after_answer) - n
+    for token in specials:  # do not start inside a token such as "<|assistant_end|>"
+        for j in range(1, len(token)):
+            if start - j >= 0 and after_answer.startswith(token, start - j):
+                start += len(token) - j
+                break
+    return after_answer[:start], after_answer[start:]
 
 
 def _measure_system(probe: _Probe, user_only: str, turns: dict) -> TurnLayout:
