@@ -202,3 +202,18 @@ def test_template_that_renders_later_turns_differently_is_refused_with_the_const
 def test_ollama_messages_prepend_system_like_the_server():
     messages = [{"role": "user", "content": "hi"}]
     assert ollama_messages(messages, "S")[0] == {"role": "system", "content": "S"}
+
+
+def test_qwen3_limits_are_the_documented_ones(family_formats):
+    """Qwen3: the generation prompt is the plain assistant header (thinking on by default), and
+    reasoning in an earlier answer is removed by Jinja but not by the TEMPLATE -- Ollama passes
+    reasoning separately from the content, so its history carries none."""
+    chat_format = family_formats["qwen3"]
+    layout = derive_layout(chat_format)
+    assert layout.generation_prompt == "<|im_start|>assistant\n"
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "<think>\nhm\n</think>\n\nHello"},
+               {"role": "user", "content": "Bye"}]
+    jinja = chat_format.render(history, add_generation_prompt=True)
+    assert "hm" not in jinja and "hm" in layout.render(history)
+    plain = [history[0], {"role": "assistant", "content": "Hello"}, history[2]]
+    assert layout.render(plain) == jinja
