@@ -53,7 +53,7 @@ def test_modelfile_points_at_the_gguf_with_template_stops_and_system(exported):
     assert params["stop"] == ["<|eot_id|>", "<|end_of_text|>"]
     assert params["num_ctx"] == 4096
     manifest = read_json(export_dir / "export.json")
-    assert manifest["template"]["family"] == "llama3"
+    assert manifest["template"]["system_style"] == "block" and manifest["template_omitted"] is None
     assert manifest["ollama_command"] == f"ollama create quack-duck -f {export_dir / 'Modelfile'}"
 
 
@@ -74,8 +74,23 @@ def test_untranslatable_template_is_refused_before_writing(tiny_llama, tmp_path,
         "{{ eos_token }}", "<|eot_id|>"))
     assert main(["export", str(run)]) == 2
     err = capsys.readouterr().err
-    assert "supported families" in err and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # one line: the construct, then the hint
+    assert "drops the system message" in last and "--allow-default-template" in last and "Traceback" not in err
     assert not (run / "export").exists()
+
+
+@needs_go
+def test_allow_default_template_writes_a_modelfile_without_template_and_says_so(tiny_llama, tmp_path):
+    run = make_lora_run(tmp_path / "run", tiny_llama, chat_template=ALPACA_TEMPLATE.replace(
+        "{{ eos_token }}", "<|eot_id|>"))
+    assert main(["export", str(run), "--quant", "f16", "--allow-default-template", "--no-create"]) == 0
+    modelfile = parse_modelfile((run / "export" / "Modelfile").read_text())
+    assert modelfile.template is None and modelfile.from_ == "./run-f16.gguf"
+    statuses = {c["name"]: (c["status"], c["detail"]) for c in read_json(run / "export" / "verify.json")["checks"]}
+    status, detail = statuses["Modelfile: TEMPLATE via Go text/template = chat template"]
+    assert status == "SKIP" and "--allow-default-template" in detail and "drops the system message" in detail
+    assert statuses["Modelfile: Ollama grammar"][0] == "PASS"
+    assert read_json(run / "export" / "export.json")["template"] is None
 
 
 def test_export_to_merged_only(tiny_llama, tmp_path):

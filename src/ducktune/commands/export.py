@@ -21,6 +21,9 @@ def register(sub) -> None:
                         "(llama.cpp's quantizer); default f16,q4_k_m, or f16,q8_0 without llama-cpp-python")
     p.add_argument("--out", default=None, help="export folder (default: RUN_DIR/export)")
     p.add_argument("--name", default=None, help="model name for files and Ollama (default: the run folder's name)")
+    p.add_argument("--allow-default-template", action="store_true",
+                   help="when the chat template has no exact Ollama TEMPLATE, write the Modelfile without one "
+                        "(Ollama then uses its default prompt format) instead of stopping")
     p.add_argument("--prompts", type=int, default=12, metavar="N",
                    help="run the checks on at most N of the run's probe prompts, spread evenly (0 = all; default 12)")
     group = p.add_mutually_exclusive_group()
@@ -42,7 +45,7 @@ def export(args) -> int:
     from ducktune.export.pipeline import export_run
 
     result = export_run(args.run_dir, to=args.to, quants=args.quant, out=args.out, name=args.name, create=args.create,
-                        prompt_limit=args.prompts)
+                        prompt_limit=args.prompts, allow_default_template=args.allow_default_template)
     return 0 if result.verified else 1
 
 

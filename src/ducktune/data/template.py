@@ -61,6 +61,8 @@ class ChatFormat:
         if self.eot_token is None and not tokenizer.eos_token:
             raise ModelError("the chat template ends answers with no special token and the tokenizer has no EOS token")
         self.generation_prompt = self._discover_generation_prompt()
+        if system_prompt:
+            self._check_system_role()
 
     # -------------------------------------------------------------- discovery
 
@@ -96,6 +98,19 @@ class ChatFormat:
         if best is not None and not after[: best[0]].strip():
             return after[: best[0] + len(best[1])], best[1]
         return "", None
+
+    def _check_system_role(self) -> None:
+        """Gemma 2 and Mistral v0.1 templates raise on a system message: a run's system prompt would
+        fail on every sample, so it is refused up front (and the Ollama TEMPLATE has no trained
+        system text to reproduce)."""
+        probe = [{"role": "system", "content": self.system_prompt}, {"role": "user", "content": _PROBE_QUESTION}]
+        try:
+            self.tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+        except Exception as exc:
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+            raise ModelError(f"model.system_prompt: this model's chat template has no system role ({reason}); "
+                             "remove model.system_prompt (put the instructions in the user messages) or set "
+                             "model.chat_template to a template with a system role") from None
 
     def _discover_generation_prompt(self) -> str:
         messages = [{"role": "user", "content": _PROBE_QUESTION}]

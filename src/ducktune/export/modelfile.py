@@ -221,7 +221,7 @@ def quote_value(value: str, what: str) -> str:
 @dataclass
 class ModelfileSpec:
     gguf_name: str            # relative to the Modelfile's folder
-    template: str
+    template: str | None      # None: no TEMPLATE line (export --allow-default-template)
     stop: list[str]
     num_ctx: int
     system: str | None = None
@@ -231,7 +231,8 @@ class ModelfileSpec:
 def render_modelfile(spec: ModelfileSpec, header: str = "") -> str:
     lines = [f"# {line}" if line else "#" for line in header.splitlines()]
     lines.append(f"FROM ./{spec.gguf_name}")
-    lines.append(f"TEMPLATE {quote_value(spec.template, 'TEMPLATE')}")
+    if spec.template is not None:
+        lines.append(f"TEMPLATE {quote_value(spec.template, 'TEMPLATE')}")
     if spec.system:
         lines.append(f"SYSTEM {quote_value(spec.system, 'SYSTEM')}")
     for token in spec.stop:

@@ -111,15 +111,32 @@ def quiet_progress_bars():
 
 def export_run(run_path: str | Path, to=None, quants=None, out: str | Path | None = None, name: str | None = None,
                create: bool | None = None, prompt_limit: int = checks_mod.DEFAULT_PROMPT_LIMIT,
-               log=print) -> ExportResult:
+               allow_default_template: bool = False, log=print) -> ExportResult:
     """Export a finished run; returns the files written and the verification checks (run on at
-    most `prompt_limit` of the run's probe prompts; 0 = all)."""
+    most `prompt_limit` of the run's probe prompts; 0 = all). With `allow_default_template`, a
+    chat template that has no exact Ollama TEMPLATE gives a Modelfile without TEMPLATE instead
+    of stopping the export."""
     with quiet_progress_bars():
-        return _export_run(run_path, to, quants, out, name, create, prompt_limit, log)
+        return _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_default_template, log)
 
 
-def _export_run(run_path, to, quants, out, name, create, prompt_limit, log) -> ExportResult:
-    from ducktune.export.gotemplate import derive_layout
+def ollama_layout(chat_format, allow_default_template: bool, log=print):
+    """(TurnLayout, None), or (None, the one-line reason) when the template cannot be expressed and
+    the user allowed a Modelfile without TEMPLATE; otherwise the reason stops the export."""
+    from ducktune.export.gotemplate import TemplateError, derive_layout
+
+    try:
+        return derive_layout(chat_format), None
+    except TemplateError as exc:
+        if not allow_default_template:
+            raise TemplateError(f"{exc}. To export anyway, pass --allow-default-template: the Modelfile is then "
+                                "written without TEMPLATE and Ollama prompts the model in its default format, "
+                                "not the one it was trained on") from None
+        log(f"Writing the Modelfile without TEMPLATE (--allow-default-template): {exc}")
+        return None, str(exc)
+
+
+def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_default_template, log) -> ExportResult:
     from ducktune.export.merge import check_adapter, open_run
 
     started = time.perf_counter()
@@ -132,7 +149,8 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, log) -> E
     # Refuse a broken adapter or an untranslatable chat template before writing anything.
     if source.method != "full":
         check_adapter(source.weights, source.base_folder)
-    layout = derive_layout(source.chat_format) if "ollama" in targets else None
+    layout, template_omitted = (ollama_layout(source.chat_format, allow_default_template, log=log)
+                                if "ollama" in targets else (None, None))
 
     if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / "export.json").is_file():
         raise UserError(f"{export_dir}: exists and is not a ducktune export folder; choose another --out")
@@ -144,7 +162,7 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, log) -> E
     # interrupted export leaves the last complete one, and no stale files survive a new one.
     with atomic_dir(export_dir) as work:
         merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
-                                                           layout, prompts, result, log)
+                                                           (layout, template_omitted), prompts, result, log)
 
     log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
     reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
@@ -158,8 +176,10 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, log) -> E
     return result
 
 
-def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, layout, prompts, result, log):
-    """Merged model, GGUFs, Modelfile and manifest, written into `work` (renamed to `export_dir` after)."""
+def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, template, prompts, result, log):
+    """Merged model, GGUFs, Modelfile and manifest, written into `work` (renamed to `export_dir` after).
+    `template` is (layout, None) or (None, why the Modelfile has no TEMPLATE)."""
+    layout, template_omitted = template
     from ducktune.export.gguf_file import read_config, write_gguf
     from ducktune.export.gguf_vocab import adds_special
     from ducktune.export.merge import merge_run
@@ -201,10 +221,10 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     config = read_config(merge.merged_dir)
     # Written to the GGUF as add_bos_token: llama.cpp (and Ollama) add BOS exactly when HF does.
     add_bos = adds_special(source.tokenizer, "bos")
-    if layout is not None:
+    if "ollama" in targets:
         result.files["modelfile"] = "Modelfile"
         modelfile_quant = next(q for q in MODELFILE_PREFERENCE if q in quant_list)
-        _write_modelfile(work, export_dir, name, modelfile_quant, layout, source, config, add_bos)
+        _write_modelfile(work, export_dir, name, modelfile_quant, layout, source, config, add_bos, template_omitted)
         result.ollama_command = ollama_command(name, export_dir, only_f16=quant_list == ["f16"])
 
     manifest = {
@@ -221,6 +241,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         "system_prompt": source.config.model.system_prompt,
         "stop_tokens": source.chat_format.stop_tokens,
         "template": layout.to_dict() if layout else None,
+        "template_omitted": template_omitted,
         "probe_prompts": prompts,
         "max_new_tokens": min(source.config.eval.max_new_tokens, VERIFY_MAX_NEW_TOKENS),
         "merge_check": merge_check.to_dict(),
@@ -243,22 +264,23 @@ def _merge_check(merge) -> checks_mod.Check:
 
 
 def _write_modelfile(work: Path, export_dir: Path, name: str, quant: str, layout, source, config: dict,
-                     add_bos: bool) -> None:
+                     add_bos: bool, template_omitted: str | None = None) -> None:
     from ducktune.export.modelfile import ModelfileSpec, render_modelfile
 
-    bos = source.tokenizer.bos_token
     # llama.cpp adds BOS itself when the GGUF says so; the TEMPLATE must not print it twice.
-    include_prefix = not (add_bos and layout.prefix and layout.prefix == bos)
+    include_bos = not (add_bos and layout is not None and layout.bos)
     context = int(config.get("max_position_embeddings") or MAX_NUM_CTX)
     spec = ModelfileSpec(
         gguf_name=f"{name}-{quant}.gguf",
-        template=layout.go_template(include_prefix=include_prefix),
+        template=layout.go_template(include_bos=include_bos) if layout else None,
         stop=source.chat_format.stop_tokens,
         num_ctx=min(context, MAX_NUM_CTX),
         system=source.config.model.system_prompt,
     )
     header = (f"{name}: fine-tuned from {source.config.model.name_or_path} with ducktune\n"
-              f"chat template family: {layout.family}; build with:\n"
+              + (f"chat template: {layout.describe()}" if layout else
+                 f"no TEMPLATE (--allow-default-template): {template_omitted}")
+              + "; build with:\n"
               f"  {ollama_command(name, export_dir, only_f16=quant == 'f16')}")
     write_text(work / "Modelfile", render_modelfile(spec, header))
 
@@ -294,7 +316,8 @@ def run_checks(export_dir: Path, manifest: dict, reference, summaries: dict | No
         log("  checking the Modelfile")
         results.extend(checks_mod.check_modelfile(export_dir / manifest["files"]["modelfile"],
                                                   reference.chat_format, manifest["add_bos"],
-                                                  config.get("max_position_embeddings")))
+                                                  config.get("max_position_embeddings"),
+                                                  manifest.get("template_omitted")))
     return results
 
 

@@ -366,9 +366,12 @@ def _greedy(llm, prompt_ids: list[int], stop_ids: set[int], max_new_tokens: int)
 # ---------------------------------------------------------------------- 3. Modelfile
 
 
-def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int | None = None) -> list[Check]:
+def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int | None = None,
+                    template_omitted: str | None = None) -> list[Check]:
+    """`template_omitted`: why the export wrote no TEMPLATE (--allow-default-template), shown as a
+    SKIP row instead of comparing renderings."""
     from ducktune.export.gorender import GoUnavailable, render_with_go
-    from ducktune.export.gotemplate import sample_conversations
+    from ducktune.export.gotemplate import renderable_samples
     from ducktune.export.modelfile import ModelfileError, parse_modelfile, resolve_from
 
     label = "Modelfile: Ollama grammar"
@@ -381,7 +384,7 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
     target = resolve_from(path, parsed.from_)
     if not target.is_file():
         problems.append(f"FROM {parsed.from_} does not exist (Ollama would take it as a model name)")
-    if not parsed.template:
+    if not parsed.template and not template_omitted:
         problems.append("no TEMPLATE")
     stops = params.get("stop", [])
     missing = [t for t in chat_format.stop_tokens if t not in stops]
@@ -392,12 +395,16 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
         problems.append(f"num_ctx {num_ctx} exceeds the model's context length {context_length}")
     if (parsed.system or None) != (chat_format.system_prompt or None):
         problems.append("SYSTEM differs from the run's system prompt")
-    detail = (f"FROM {parsed.from_} (exists), TEMPLATE, {len(stops)} stop token(s) {', '.join(stops)}, "
+    detail = (f"FROM {parsed.from_} (exists), {'TEMPLATE' if parsed.template else 'no TEMPLATE'}, {len(stops)} stop token(s) {', '.join(stops)}, "
               f"num_ctx {num_ctx}" + (", SYSTEM" if parsed.system else ""))
     checks = [Check(label, FAIL if problems else PASS, "; ".join(problems) if problems else detail)]
 
     label = "Modelfile: TEMPLATE via Go text/template = chat template"
-    conversations = sample_conversations()
+    if template_omitted:
+        checks.append(Check(label, SKIP, "no TEMPLATE written (--allow-default-template): Ollama prompts the model "
+                                         f"in its default format, not the trained one; {template_omitted}"))
+        return checks
+    conversations = renderable_samples(chat_format)
     try:
         rendered = render_with_go(parsed.template or "", conversations, parsed.system)
     except GoUnavailable as exc:
