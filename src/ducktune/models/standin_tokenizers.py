@@ -228,7 +228,8 @@ def _train_pieces(spec: KindSpec) -> tuple[list[str], list[str]]:
     model = json.loads(trainer_tok.to_str())["model"]
     merged = [a + b for a, b in (m if isinstance(m, list) else m.split(" ", 1) for m in model["merges"])]
     merged = list(dict.fromkeys(merged))
-    chars = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]) if t not in set(merged)]
+    merged_set = set(merged)
+    chars = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]) if t not in merged_set]
     return merged, chars
 
 
@@ -244,7 +245,7 @@ def spm_complete_merges(vocab: dict[str, int], pieces: list[str]) -> list[tuple[
 
 
 def _build_spm(spec: KindSpec, specials: dict):
-    from tokenizers import AddedToken, Tokenizer, decoders, models
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
     merged, chars = _train_pieces(spec)
     front = [specials.get(k) for k in spec.front_specials if specials.get(k)]
@@ -260,6 +261,9 @@ def _build_spm(spec: KindSpec, specials: dict):
     unk = specials.get("unk")
     tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
     tokenizer.normalizer = _spm_normalizer(spec)
+    if spec.normalizer == "replace":
+        # Gemma's published pre-tokenizer: a no-op after the normalizer replaced every space.
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
     decode_steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     if spec.normalizer == "prepend+replace":
         decode_steps.append(decoders.Strip(" ", 1, 0))   # drop the dummy prefix again
