@@ -18,6 +18,7 @@ from ducktune.export.gguf_vocab import (
     spm_scores,
     token_table,
     tokenizer_support,
+    whitespace_stripping,
 )
 from ducktune.models.standin_tokenizers import KINDS, build_tokenizer, default_specials, spm_complete_merges
 
@@ -67,11 +68,12 @@ def _special_probes(tokenizer) -> list[str]:
     return SPECIAL_PROBES + [joined, f"{specials[0]}Hello  世界 🦆{specials[-1]}  end"]
 
 
-def _write_vocab_gguf(folder, tokenizer, path) -> dict:
+def _write_vocab_gguf(folder, tokenizer, path, name: str = "vocab") -> dict:
     """A vocabulary-only GGUF: the tokenizer keys plus the few architecture keys llama.cpp reads."""
     import gguf
 
     writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(name)  # llama.cpp picks Phi-3's whitespace stripping by name
     writer.add_block_count(1)
     writer.add_context_length(512)
     writer.add_embedding_length(64)
@@ -101,7 +103,7 @@ def standins(tmp_path_factory):
             folder = root / kind
             build_tokenizer(kind, default_specials(kind), chat_template="{{ messages }}").save_pretrained(folder)
             tokenizer = AutoTokenizer.from_pretrained(folder)  # what export sees: the saved folder
-            metadata = _write_vocab_gguf(folder, tokenizer, folder / "vocab.gguf")
+            metadata = _write_vocab_gguf(folder, tokenizer, folder / "vocab.gguf", name=f"standin-{kind}")
             built[kind] = (tokenizer, folder, folder / "vocab.gguf", metadata)
         return built[kind]
 
@@ -200,6 +202,25 @@ def test_spm_space_prefix_follows_the_normalizer(standins):
     # "▁" only before the first fragment, while llama.cpp prefixes text after every special token.
     metaspace["pre_tokenizer"]["prepend_scheme"] = "first"
     assert "'first'" in tokenizer_support(metaspace)
+
+
+def test_phi3_whitespace_stripping_needs_a_phi3_name(standins, tmp_path):
+    tokenizer, folder, _, metadata = standins("phi3-spm")
+    assert metadata["whitespace_stripping"] == "phi3"
+    # <|end|> swallows the newline after it, in transformers as in llama.cpp for "phi3" models
+    assert tokenizer("<|end|>\nhi")["input_ids"] == tokenizer("<|end|>hi")["input_ids"]
+    with pytest.raises(ModelError, match="must contain 'phi3'"):
+        _write_vocab_gguf(folder, tokenizer, tmp_path / "a.gguf", name="my-bot")
+    llama = standins("llama-spm")
+    with pytest.raises(ModelError, match="contains 'phi3'"):
+        _write_vocab_gguf(llama[1], llama[0], tmp_path / "b.gguf", name="phi3-lookalike")
+    data = json.loads((folder / "tokenizer.json").read_text())
+    odd = copy.deepcopy(data)
+    next(t for t in odd["added_tokens"] if t["content"] == "<s>")["rstrip"] = True
+    with pytest.raises(ModelError, match="rstrip"):
+        whitespace_stripping(odd)
+    next(t for t in data["added_tokens"] if t["content"] == "<|end|>")["lstrip"] = True
+    assert "lstrip" in tokenizer_support(data)
 
 
 def test_incomplete_spm_merges_are_refused(standins):
@@ -311,7 +332,7 @@ def _hf_tokenizer_from_vocab_gguf(models_dir, name, folder):
 def test_real_vocabularies_round_trip_through_our_gguf(llama_cpp, tmp_path, name):
     models_dir = _real_vocab_dir()
     tokenizer = _hf_tokenizer_from_vocab_gguf(models_dir, name, tmp_path)
-    metadata = _write_vocab_gguf(tmp_path, tokenizer, tmp_path / "ours.gguf")
+    metadata = _write_vocab_gguf(tmp_path, tokenizer, tmp_path / "ours.gguf", name=name)
     llm = llama_cpp.Llama(str(tmp_path / "ours.gguf"), vocab_only=True, verbose=False)
     texts = (models_dir / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
     originals = (models_dir / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8").strip().split("\n")

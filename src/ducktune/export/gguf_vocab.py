@@ -192,6 +192,47 @@ def spm_scores(tokenizer_json: dict, tokens: list[str]) -> list[float]:
     return [-float(rank[t]) if t in rank else floor for t in tokens]
 
 
+# ---------------------------------------------------------------- special tokens that eat whitespace
+
+# llama.cpp strips the whitespace after special tokens only for models whose general.name
+# contains one of these, and then after every special token but these three (Phi-3's tokenizer).
+PHI3_NAME_PARTS = ("phi-3", "phi3")
+_PHI3_KEEPS_WHITESPACE = {"<unk>", "<s>", "<|endoftext|>"}
+
+
+def whitespace_stripping(tokenizer_json: dict) -> str | None:
+    """None when no added token strips whitespace; "phi3" when they strip exactly as llama.cpp
+    does for Phi-3 models (which then need "phi3" in general.name); otherwise ModelError."""
+    added = tokenizer_json.get("added_tokens", [])
+    lstrip = [t["content"] for t in added if t.get("lstrip")]
+    rstrip = {t["content"] for t in added if t.get("rstrip")}
+    if lstrip:
+        raise ModelError(f"tokenizer.json: token {lstrip[0]!r} strips the whitespace before it (lstrip), which "
+                         "llama.cpp does not do for these models")
+    if not rstrip:
+        return None
+    unk = (tokenizer_json.get("model") or {}).get("unk_token")
+    phi3 = {t["content"] for t in added} | ({unk} if unk else set())
+    if rstrip == phi3 - _PHI3_KEEPS_WHITESPACE:
+        return "phi3"
+    raise ModelError(f"tokenizer.json: tokens {sorted(rstrip)[:3]} strip the whitespace after them (rstrip); "
+                     "llama.cpp does that only Phi-3's way (after every special token but <unk> <s> <|endoftext|>)")
+
+
+def _check_name_for_stripping(writer, stripping: str | None) -> None:
+    """llama.cpp picks Phi-3's whitespace stripping by general.name: the name must say phi3 exactly
+    when the tokenizer strips that way."""
+    field = writer.kv_data[0].get("general.name") if getattr(writer, "kv_data", None) else None
+    name = str(field.value) if field is not None else ""
+    named_phi3 = any(part in name.lower() for part in PHI3_NAME_PARTS)
+    if stripping == "phi3" and not named_phi3:
+        raise ModelError(f"GGUF general.name {name!r}: must contain 'phi3' so that llama.cpp strips the whitespace "
+                         "after special tokens as this (Phi-3) tokenizer does")
+    if stripping is None and named_phi3:
+        raise ModelError(f"GGUF general.name {name!r}: contains 'phi3', so llama.cpp would strip whitespace after "
+                         "special tokens, which this tokenizer does not do")
+
+
 # ---------------------------------------------------------------- tokens and their types
 
 
@@ -249,6 +290,7 @@ def tokenizer_algorithm(tokenizer_json: dict) -> tuple[str, str, bool | None]:
     """(tokenizer.ggml.model, tokenizer.ggml.pre, add_space_prefix or None) for this
     tokenizer.json, or ModelError naming the part that has no llama.cpp equivalent."""
     model_kind = tokenizer_model_kind(tokenizer_json)
+    whitespace_stripping(tokenizer_json)
     if model_kind == "gpt2":
         return model_kind, pre_tokenizer_kind(tokenizer_json), None
     space_prefix = spm_add_space_prefix(tokenizer_json)
@@ -282,6 +324,8 @@ def add_tokenizer_metadata(writer, model_dir: Path, tokenizer, eot_token: str | 
 
     tokenizer_json = read_tokenizer_json(model_dir)
     model_kind, pre, space_prefix = tokenizer_algorithm(tokenizer_json)
+    stripping = whitespace_stripping(tokenizer_json)
+    _check_name_for_stripping(writer, stripping)
     tokens, token_types = token_table(tokenizer_json, n_vocab)
     writer.add_tokenizer_model(model_kind)
     writer.add_tokenizer_pre(pre)
@@ -308,4 +352,5 @@ def add_tokenizer_metadata(writer, model_dir: Path, tokenizer, eot_token: str | 
     return {"tokenizer.ggml.model": model_kind, "tokenizer.ggml.pre": pre, "n_tokens": len(tokens),
             "n_merges": len(special.merges), "special_ids": ids, "add_bos": special.add_special_token["bos"],
             "add_eos": special.add_special_token["eos"], "add_space_prefix": space_prefix,
+            "whitespace_stripping": stripping,
             "chat_template": tokenizer.chat_template}

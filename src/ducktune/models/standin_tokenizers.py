@@ -54,6 +54,9 @@ class KindSpec:
     ignore_merges: bool = False
     front_specials: tuple[str, ...] = ("unk", "bos", "eos")   # spm: specials laid out before the bytes
     additional_in_front: bool = False  # spm: family's extra control tokens sit before the bytes
+    # Special tokens that swallow the whitespace after them (Phi-3: every added special but
+    # <unk> <s> <|endoftext|>, which llama.cpp reproduces for models named "phi3"/"phi-3").
+    rstrip_except: tuple[str, ...] | None = None
     defaults: dict = field(default_factory=dict)  # a typical `specials` for tests and demos
 
 
@@ -118,11 +121,11 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "unk": "<unk>",
                   "additional": ["<mask>", "<start_of_turn>", "<end_of_turn>"]}),
     "phi3-spm": KindSpec(
-        "microsoft/Phi-3.5-mini-instruct: the Llama-2 pipeline with chat tokens appended after 32000; "
-        "add_bos_token false",
-        spm=True, adds_bos=False, normalizer="prepend+replace",
+        "microsoft/Phi-3.5-mini-instruct: the Llama-2 pipeline with chat tokens appended after 32000 "
+        "(rstrip: they swallow the whitespace after them, as does </s>); add_bos_token false",
+        spm=True, adds_bos=False, normalizer="prepend+replace", rstrip_except=("<unk>", "<s>", "<|endoftext|>"),
         defaults={"bos": "<s>", "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": "<unk>",
-                  "additional": ["<|endoftext|>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]}),
+                  "additional": ["</s>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]}),
     "internlm2-spm": KindSpec(
         "internlm/internlm2-chat-1_8b (InternLM2TokenizerFast, converted from its SentencePiece model): "
         "Llama-2 pipeline, BOS <s> added, chat tokens appended at the end",
@@ -268,7 +271,10 @@ def _build_spm(spec: KindSpec, specials: dict):
     if spec.normalizer == "prepend+replace":
         decode_steps.append(decoders.Strip(" ", 1, 0))   # drop the dummy prefix again
     tokenizer.decoder = decoders.Sequence(decode_steps)
-    tokenizer.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in _special_texts(specials)])
+    strip_exempt = spec.rstrip_except
+    tokenizer.add_special_tokens([
+        AddedToken(t, special=True, normalized=False, rstrip=strip_exempt is not None and t not in strip_exempt)
+        for t in _special_texts(specials)])
     return tokenizer
 
 
@@ -289,7 +295,9 @@ def _wrap(raw, specials: dict, chat_template: str | None):
 
     kwargs = {k + "_token": specials[k] for k in ("bos", "eos", "pad", "unk") if specials.get(k)}
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, clean_up_tokenization_spaces=False, **kwargs)
-    extra = [t for t in specials.get("additional") or [] if t not in kwargs.values()]
+    # Re-registering specials by text would reset their attributes (rstrip): pass the raw ones.
+    by_text = {t.content: t for t in raw.get_added_tokens_decoder().values()}
+    extra = [by_text.get(t, t) for t in specials.get("additional") or [] if t not in kwargs.values()]
     if extra:
         tokenizer.add_special_tokens({"additional_special_tokens": extra})
     if chat_template is not None:
