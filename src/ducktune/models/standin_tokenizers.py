@@ -1,9 +1,17 @@
 """Offline stand-in tokenizers, one per tokenizer kind of the families ducktune exports.
 
 Each stand-in has the published tokenizer's *pipeline* (normalizer, pre-tokenizer, model
-options, decoder, whether BOS is added) with a small vocabulary (~2k) trained here on the
-bundled corpus (English and Chinese), so tests exercise exactly the code paths the real
-tokenizer takes in transformers and in llama.cpp without any download.
+options, decoder, whether BOS is added, special tokens that strip whitespace) with a small
+vocabulary (1.4k-1.6k: the 2k target is capped by what the bundled English/Chinese corpus
+supports) trained here, so tests exercise the code paths the real tokenizer takes in
+transformers and in llama.cpp without any download. `KINDS[kind].mirrors` names the published
+tokenizer each kind copies.
+
+Load saved stand-ins (and real SentencePiece-family folders) with the folder's own
+tokenizer.json (`PreTrainedTokenizerFast.from_pretrained`, i.e. transformers 5's
+TokenizersBackend): transformers 5's LlamaTokenizer rebuilds the pipeline with
+Metaspace(prepend_scheme="first"), which tokenizes differently from the published
+tokenizer.json and from llama.cpp (ducktune's GGUF writer refuses it).
 
 Two families:
 
