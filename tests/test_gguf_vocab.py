@@ -347,3 +347,31 @@ def test_real_vocabularies_round_trip_through_our_gguf(llama_cpp, tmp_path, name
     # transformers' GGUF loader drops Llama 3's ignore_merges, so that tokenizer (named "dbrx" by
     # us, correctly) differs from the original on the one probe llama.cpp marks "llama-bpe fails".
     assert differ_from_original == ([] if name != "llama-bpe" else ["Cửa Việt"]), metadata["tokenizer.ggml.pre"]
+
+
+@pytest.mark.slow
+@pytest.mark.requires_llama_cpp
+@pytest.mark.parametrize("kind", ["llama-spm", "gemma-spm"])
+def test_tiny_model_with_sentencepiece_tokenizer_exports_and_runs(llama_cpp, tmp_path, kind):
+    """write_gguf + read_back for a whole (tiny, Llama-shaped) model with a SentencePiece tokenizer."""
+    from transformers import PreTrainedTokenizerFast
+
+    from ducktune.export.gguf_file import read_back, write_gguf
+    from ducktune.models.tiny import build_tiny_model
+
+    folder = tmp_path / "model"
+    build_tiny_model(folder, arch="llama", template="llama3", vocab_size=2048)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    build_tokenizer(kind, default_specials(kind), chat_template="{{ messages[0]['content'] }}").save_pretrained(folder)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(folder)
+    summary = write_gguf(folder, tmp_path / "m.gguf", "f16", f"tiny-{kind}", tokenizer, log=lambda *a: None)
+    back = read_back(tmp_path / "m.gguf", summary)
+    assert back["problems"] == []
+    assert back["metadata"]["tokenizer.ggml.model"] == "llama" and back["metadata"]["n_scores"] == 2048
+    llm = llama_cpp.Llama(str(tmp_path / "m.gguf"), n_ctx=64, verbose=False)
+    text = "Hello 你好 🦆  x"
+    ids = tokenizer(text)["input_ids"]
+    assert llm.tokenize(text.encode(), add_bos=True, special=True) == ids
+    # the weights load and run: a completion over exactly the HF prompt tokens
+    assert llm.create_completion(text, max_tokens=2, temperature=0)["usage"]["prompt_tokens"] == len(ids)
