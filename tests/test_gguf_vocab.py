@@ -20,7 +20,12 @@ from ducktune.export.gguf_vocab import (
     tokenizer_support,
     whitespace_stripping,
 )
-from ducktune.models.standin_tokenizers import KINDS, build_tokenizer, default_specials, spm_complete_merges
+from ducktune.models.standin_tokenizers import (
+    KINDS,
+    build_tokenizer,
+    default_specials,
+    spm_complete_merges,
+)
 
 # kind -> (tokenizer.ggml.model, tokenizer.ggml.pre, add_space_prefix) as llama.cpp's converter writes them
 EXPECTED = {
@@ -115,7 +120,7 @@ def standins(tmp_path_factory):
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
 def test_every_kind_gets_llama_cpps_names(standins, kind):
-    tokenizer, folder, _, metadata = standins(kind)
+    _, folder, _, metadata = standins(kind)
     model, pre, space_prefix = EXPECTED[kind]
     assert (metadata["tokenizer.ggml.model"], metadata["tokenizer.ggml.pre"]) == (model, pre)
     assert metadata["add_space_prefix"] == space_prefix
@@ -139,6 +144,15 @@ def test_bos_is_added_exactly_by_the_families_that_add_it(standins):
     assert standins("llama-bpe")[0]("hi")["input_ids"][0] == standins("llama-bpe")[0].bos_token_id
     qwen = standins("qwen2")[0]
     assert qwen("hi")["input_ids"] == qwen("hi", add_special_tokens=False)["input_ids"]
+
+
+def test_names_with_the_same_regex_follow_ignore_merges_and_specials(standins):
+    llama3 = json.loads((standins("llama-bpe")[1] / "tokenizer.json").read_text())
+    glm = json.loads((standins("glm4-bpe")[1] / "tokenizer.json").read_text())
+    assert pre_tokenizer_kind(llama3) == "llama-bpe" and pre_tokenizer_kind(glm) == "glm4"
+    for data in (llama3, glm):
+        data["model"]["ignore_merges"] = False  # llama.cpp's "llama-bpe" and "glm4" ignore merges
+    assert pre_tokenizer_kind(llama3) == "dbrx" and pre_tokenizer_kind(glm) == "chatglm-bpe"
 
 
 def test_spm_scores_follow_merge_ranks():
@@ -281,7 +295,7 @@ def test_llama_cpp_tokenizes_like_transformers(standins, llama_cpp, kind):
 @pytest.mark.requires_llama_cpp
 @pytest.mark.parametrize("kind", ["llama-spm", "gemma-spm", "qwen2", "tekken", "bloom"])
 def test_llama_cpp_round_trip_of_plain_text(standins, llama_cpp, kind):
-    tokenizer, _, path, _ = standins(kind)
+    _, _, path, _ = standins(kind)
     llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
     for text in PLAIN_PROBES:
         ids = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)

@@ -22,7 +22,12 @@ import json
 from pathlib import Path
 
 from ducktune.errors import ModelError
-from ducktune.models.standin_tokenizers import BLOOM_REGEX, CL100K_REGEX, QWEN2_REGEX, TEKKEN_REGEX
+from ducktune.models.standin_tokenizers import (
+    BLOOM_REGEX,
+    CL100K_REGEX,
+    QWEN2_REGEX,
+    TEKKEN_REGEX,
+)
 
 SPIECE_SPACE = "▁"
 

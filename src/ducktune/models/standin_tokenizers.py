@@ -197,7 +197,15 @@ def _byte_level_pre_tokenizer(spec: KindSpec):
 
 
 def _build_byte_level(spec: KindSpec, specials: dict):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
 
     tokenizer = Tokenizer(models.BPE())
     if spec.normalizer == "nfc":
