@@ -188,7 +188,7 @@ def test_token_types_of_bytes_specials_and_unknown(standins):
     assert tokens[-1].startswith("[PAD") and types[-1] == gguf.TokenType.UNUSED
 
 
-def test_unknown_pipelines_are_refused_with_one_line_reasons(standins):
+def test_unknown_pipelines_are_refused_with_one_line_reasons(standins, tmp_path):
     qwen = json.loads((standins("qwen2")[1] / "tokenizer.json").read_text())
     other_regex = copy.deepcopy(qwen)
     other_regex["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = r"\w+|\s+"
@@ -198,6 +198,10 @@ def test_unknown_pipelines_are_refused_with_one_line_reasons(standins):
     assert reason and "\n" not in reason and "pre-tokenizer" in reason
     wordpiece = {"model": {"type": "WordPiece", "vocab": {}}}
     assert "WordPiece" in tokenizer_support(wordpiece)
+    slow_only = tmp_path / "slow-only"
+    slow_only.mkdir()
+    (slow_only / "tokenizer.model").write_bytes(b"")
+    assert "tokenizer.model" in tokenizer_support(slow_only)
     lowercase = copy.deepcopy(qwen)
     lowercase["normalizer"] = {"type": "Lowercase"}
     assert "Lowercase" in tokenizer_support(lowercase)

@@ -35,6 +35,9 @@ SPIECE_SPACE = "▁"
 def read_tokenizer_json(model_dir: Path, path: Path | None = None) -> dict:
     """The parsed `model_dir/tokenizer.json` (or `path`), or a one-line ModelError."""
     path = path or model_dir / "tokenizer.json"
+    if not path.exists() and (path.parent / "tokenizer.model").exists():
+        raise ModelError(f"{path}: missing; a folder with only a SentencePiece tokenizer.model (a slow or remote-code "
+                         "tokenizer) cannot be written to GGUF by ducktune: save it as a fast tokenizer first")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -110,6 +113,8 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
     """The llama.cpp pre-tokenizer (`tokenizer.ggml.pre`) that splits text exactly like this
     byte-level tokenizer.json, or ModelError."""
     normalizer = tokenizer_json.get("normalizer")
+    # llama.cpp does not normalize; Qwen's NFC is accepted as llama.cpp's converter does (the
+    # two differ only on text that is not already NFC, e.g. decomposed accents).
     if normalizer and normalizer.get("type") != "NFC":
         raise ModelError(f"tokenizer.json: normalizer {normalizer.get('type')} has no llama.cpp equivalent")
     pre = tokenizer_json.get("pre_tokenizer") or {}
