@@ -44,7 +44,9 @@ def test_llama_gguf_roundtrip_f16(tiny_llama, tmp_path):
     assert back["problems"] == []
     meta = back["metadata"]
     assert meta["general.architecture"] == "llama" and meta["general.file_type"] == 1
-    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "llama-bpe"
+    # The tiny Llama-3-regex tokenizer does not set ignore_merges (real Llama 3 does): llama.cpp's
+    # exact equivalent is "dbrx" (same regex, merges applied), not "llama-bpe" (ignores merges).
+    assert meta["tokenizer.ggml.model"] == "gpt2" and meta["tokenizer.ggml.pre"] == "dbrx"
     assert meta["n_tokens"] == len(tokenizer) and meta["n_merges"] > 0
     assert meta["tokenizer.ggml.bos_token_id"] == tokenizer.convert_tokens_to_ids("<|begin_of_text|>")
     assert meta["tokenizer.ggml.eos_token_id"] == tokenizer.convert_tokens_to_ids("<|end_of_text|>")

@@ -214,12 +214,21 @@ def read_back(path: str | Path, expected: GGUFSummary | None = None, model_dir: 
     metadata["n_tokens"] = len(tokens.data) if tokens else 0
     metadata["n_token_types"] = len(types.data) if types else 0
     metadata["n_merges"] = len(merges.data) if merges else 0
-    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
-                "tokenizer.ggml.pre", "tokenizer.chat_template", "tokenizer.ggml.eos_token_id"):
+    scores = reader.get_field("tokenizer.ggml.scores")
+    metadata["n_scores"] = len(scores.data) if scores else 0
+    # Byte-level BPE ("gpt2") needs merges; SentencePiece ("llama") needs scores instead.
+    by_model = {"gpt2": ("tokenizer.ggml.merges",), "llama": ("tokenizer.ggml.scores",)}
+    if metadata["tokenizer.ggml.model"] not in by_model:
+        problems.append(f"tokenizer.ggml.model {metadata['tokenizer.ggml.model']!r} is not one ducktune writes")
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.pre",
+                "tokenizer.chat_template", "tokenizer.ggml.eos_token_id",
+                *by_model.get(metadata["tokenizer.ggml.model"], ())):
         if reader.get_field(key) is None:
             problems.append(f"metadata {key} missing")
     if metadata["n_tokens"] != metadata["n_token_types"]:
         problems.append(f"{metadata['n_tokens']} tokens but {metadata['n_token_types']} token types")
+    if metadata["tokenizer.ggml.model"] == "llama" and metadata["n_scores"] != metadata["n_tokens"]:
+        problems.append(f"{metadata['n_tokens']} tokens but {metadata['n_scores']} scores")
     if expected is not None:
         want = expected.metadata
         if metadata["n_tokens"] != want.get("n_tokens"):

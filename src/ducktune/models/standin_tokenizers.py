@@ -1,0 +1,321 @@
+"""Offline stand-in tokenizers, one per tokenizer kind of the families ducktune exports.
+
+Each stand-in has the published tokenizer's *pipeline* (normalizer, pre-tokenizer, model
+options, decoder, whether BOS is added, special tokens that strip whitespace) with a small
+vocabulary (1.4k-1.6k: the 2k target is capped by what the bundled English/Chinese corpus
+supports) trained here, so tests exercise the code paths the real tokenizer takes in
+transformers and in llama.cpp without any download. `KINDS[kind].mirrors` names the published
+tokenizer each kind copies.
+
+Load saved stand-ins (and real SentencePiece-family folders) with the folder's own
+tokenizer.json (`PreTrainedTokenizerFast.from_pretrained`, i.e. transformers 5's
+TokenizersBackend): transformers 5's LlamaTokenizer rebuilds the pipeline with
+Metaspace(prepend_scheme="first"), which tokenizes differently from the published
+tokenizer.json and from llama.cpp (ducktune's GGUF writer refuses it).
+
+Two families:
+
+* byte-level BPE (GPT-2 style, llama.cpp tokenizer model "gpt2"): the 256-symbol byte alphabet
+  makes any text encodable; the regex/pre-tokenizer decides which llama.cpp `tokenizer.ggml.pre`
+  matches. Trained with `tokenizers`' BpeTrainer.
+* SentencePiece-style BPE (llama.cpp tokenizer model "llama"): "▁" for spaces, `<0xXX>` byte
+  fallback tokens, no pre-tokenizer. We do not need the `sentencepiece` package: we train
+  pieces with `tokenizers` (words split before each "▁", as SentencePiece's
+  split_by_whitespace does), lay the vocabulary out like a SentencePiece model (specials,
+  256 byte pieces, merged pieces in merge order, then single characters) and write the merges
+  the way transformers' SentencePiece converter does: for every piece, every split of it into
+  two pieces, ordered by the piece's rank. With such "complete" merges HF's rank-ordered BPE and
+  llama.cpp's score-ordered SPM merging give the same tokens (ducktune's GGUF writer derives
+  the scores from the merge ranks).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from ducktune.errors import ModelError
+
+QWEN2_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+# Llama 3's regex is OpenAI's cl100k_base one, shared by Phi-4 and GLM-4 (and DBRX).
+CL100K_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+TEKKEN_REGEX = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+    r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+BLOOM_REGEX = r" ?[^(\s|[.,!?…。，、।۔،])]+"
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    mirrors: str                 # the published tokenizer.json whose pipeline this kind copies
+    spm: bool                    # SentencePiece-style (True) or byte-level BPE (False)
+    adds_bos: bool               # HF tokenizer prepends BOS when encoding
+    normalizer: str | None = None      # byte-level: "nfc" or None; spm: "prepend+replace" or "replace"
+    pre: str = "split"                 # byte-level: "split", "split-inverted", "digits+bytelevel"
+    regex: str | None = None
+    ignore_merges: bool = False
+    front_specials: tuple[str, ...] = ("unk", "bos", "eos")   # spm: specials laid out before the bytes
+    additional_in_front: bool = False  # spm: family's extra control tokens sit before the bytes
+    # Special tokens that swallow the whitespace after them (Phi-3: every added special but
+    # <unk> <s> <|endoftext|>, which llama.cpp reproduces for models named "phi3"/"phi-3").
+    rstrip_except: tuple[str, ...] | None = None
+    defaults: dict = field(default_factory=dict)  # a typical `specials` for tests and demos
+
+
+KINDS: dict[str, KindSpec] = {
+    "qwen2": KindSpec(
+        "Qwen/Qwen2.5-0.5B-Instruct (also Qwen3): NFC + Split(Qwen2 regex, isolated) + ByteLevel(use_regex=false)",
+        spm=False, adds_bos=False, normalizer="nfc", regex=QWEN2_REGEX,
+        defaults={"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None,
+                  "additional": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}),
+    "deepseek-r1-qwen": KindSpec(
+        "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B: Qwen2's pipeline, BOS <｜begin▁of▁sentence｜> added",
+        spm=False, adds_bos=True, normalizer="nfc", regex=QWEN2_REGEX,
+        defaults={"bos": "<｜begin▁of▁sentence｜>", "eos": "<｜end▁of▁sentence｜>", "pad": "<｜end▁of▁sentence｜>",
+                  "unk": None, "additional": ["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]}),
+    "llama-bpe": KindSpec(
+        "meta-llama/Llama-3.2-1B-Instruct: no normalizer, Split(cl100k regex) + ByteLevel, ignore_merges, BOS added",
+        spm=False, adds_bos=True, regex=CL100K_REGEX, ignore_merges=True,
+        defaults={"bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|finetune_right_pad_id|>", "unk": None,
+                  "additional": ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}),
+    "smollm": KindSpec(
+        "HuggingFaceTB/SmolLM2-135M-Instruct: Digits(individual) + ByteLevel(use_regex=true), no BOS",
+        spm=False, adds_bos=False, pre="digits+bytelevel",
+        defaults={"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|im_end|>", "unk": "<|endoftext|>",
+                  "additional": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}),
+    "tekken": KindSpec(
+        "mistralai/Mistral-Nemo-Instruct-2407: Split(Tekken regex) + ByteLevel, ignore_merges, BOS <s> added",
+        spm=False, adds_bos=True, regex=TEKKEN_REGEX, ignore_merges=True,
+        defaults={"bos": "<s>", "eos": "</s>", "pad": None, "unk": "<unk>", "additional": ["[INST]", "[/INST]"]}),
+    "phi4-bpe": KindSpec(
+        "microsoft/phi-4: tiktoken cl100k converted: Split(cl100k regex, removed, invert) + ByteLevel, no BOS",
+        spm=False, adds_bos=False, pre="split-inverted", regex=CL100K_REGEX,
+        defaults={"bos": "<|endoftext|>", "eos": "<|im_end|>", "pad": "<|dummy_85|>", "unk": "<|endoftext|>",
+                  "additional": ["<|im_start|>", "<|im_sep|>", "<|im_end|>"]}),
+    "glm4-bpe": KindSpec(
+        "THUDM/glm-4-9b-chat-hf: Split(cl100k regex) + ByteLevel, ignore_merges, [gMASK] specials; the chat "
+        "template writes [gMASK]<sop>, plain encoding adds nothing here",
+        spm=False, adds_bos=False, regex=CL100K_REGEX, ignore_merges=True,
+        defaults={"bos": None, "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": None,
+                  "additional": ["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
+                                 "<|assistant|>", "<|observation|>"]}),
+    "bloom": KindSpec(
+        "bigscience/bloom (Firefly fine-tunes): Split(Bloom regex) + ByteLevel(use_regex=false), no BOS",
+        spm=False, adds_bos=False, regex=BLOOM_REGEX,
+        defaults={"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>", "additional": []}),
+    "llama-spm": KindSpec(
+        "meta-llama/Llama-2-7b-chat-hf (also TinyLlama, Yi, Mistral v0.1/v0.2): Prepend(▁)+Replace(' ', ▁) "
+        "normalizer, BPE byte_fallback, BOS <s> added",
+        spm=True, adds_bos=True, normalizer="prepend+replace",
+        defaults={"bos": "<s>", "eos": "</s>", "pad": None, "unk": "<unk>", "additional": []}),
+    "mistral-v3-spm": KindSpec(
+        "mistralai/Mistral-7B-Instruct-v0.3: the Llama-2 pipeline (legacy normalizer) with control tokens "
+        "[INST] [/INST] ... laid out before the byte pieces",
+        spm=True, adds_bos=True, normalizer="prepend+replace", additional_in_front=True,
+        defaults={"bos": "<s>", "eos": "</s>", "pad": None, "unk": "<unk>",
+                  "additional": ["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                                 "[TOOL_RESULTS]", "[/TOOL_RESULTS]"]}),
+    "gemma-spm": KindSpec(
+        "google/gemma-2-2b-it (also Gemma 3): Replace(' ', ▁) normalizer without the dummy prefix, BPE "
+        "byte_fallback, BOS <bos> added",
+        spm=True, adds_bos=True, normalizer="replace", front_specials=("pad", "eos", "bos", "unk"),
+        additional_in_front=True,
+        defaults={"bos": "<bos>", "eos": "<eos>", "pad": "<pad>", "unk": "<unk>",
+                  "additional": ["<mask>", "<start_of_turn>", "<end_of_turn>"]}),
+    "phi3-spm": KindSpec(
+        "microsoft/Phi-3.5-mini-instruct: the Llama-2 pipeline with chat tokens appended after 32000 "
+        "(rstrip: they swallow the whitespace after them, as does </s>); add_bos_token false",
+        spm=True, adds_bos=False, normalizer="prepend+replace", rstrip_except=("<unk>", "<s>", "<|endoftext|>"),
+        defaults={"bos": "<s>", "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": "<unk>",
+                  "additional": ["</s>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]}),
+    "internlm2-spm": KindSpec(
+        "internlm/internlm2-chat-1_8b (InternLM2TokenizerFast, converted from its SentencePiece model): "
+        "Llama-2 pipeline, BOS <s> added, chat tokens appended at the end",
+        spm=True, adds_bos=True, normalizer="prepend+replace",
+        defaults={"bos": "<s>", "eos": "</s>", "pad": "</s>", "unk": "<unk>",
+                  "additional": ["<|im_start|>", "<|im_end|>", "<|action_start|>", "<|action_end|>",
+                                 "<|interpreter|>", "<|plugin|>"]}),
+}
+
+BYTE_LEVEL_VOCAB = 2000
+SPM_VOCAB = 2000
+
+
+def default_specials(kind: str) -> dict:
+    return json.loads(json.dumps(_spec(kind).defaults))
+
+
+def _spec(kind: str) -> KindSpec:
+    if kind not in KINDS:
+        raise ModelError(f"tokenizer kind {kind!r}: unknown (known: {', '.join(KINDS)})")
+    return KINDS[kind]
+
+
+def _special_texts(specials: dict) -> list[str]:
+    """Every special token text, first occurrence wins, in a stable order."""
+    texts = [specials.get(k) for k in ("unk", "bos", "eos", "pad")] + list(specials.get("additional") or [])
+    return list(dict.fromkeys(t for t in texts if t))
+
+
+def build_tokenizer(kind: str, specials: dict, chat_template: str | None = None):
+    """A transformers fast tokenizer of `kind` (see KINDS), trained on ducktune's bundled corpus."""
+    spec = _spec(kind)
+    if spec.adds_bos and not specials.get("bos"):
+        raise ModelError(f"tokenizer kind {kind}: specials has no 'bos' but the family adds BOS")
+    raw = _build_spm(spec, specials) if spec.spm else _build_byte_level(spec, specials)
+    if spec.adds_bos:
+        _add_bos_post_processor(raw, specials["bos"])
+    return _wrap(raw, specials, chat_template)
+
+
+def _training_text() -> list[str]:
+    from ducktune.models.tiny import corpus_lines
+
+    return corpus_lines() * 4
+
+
+def _byte_level_pre_tokenizer(spec: KindSpec):
+    from tokenizers import Regex, pre_tokenizers
+
+    if spec.pre == "digits+bytelevel":
+        return pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ])
+    if spec.pre == "split-inverted":
+        split = pre_tokenizers.Split(Regex(spec.regex), behavior="removed", invert=True)
+    else:
+        split = pre_tokenizers.Split(Regex(spec.regex), behavior="isolated", invert=False)
+    return pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False,
+                                                                    use_regex=False)])
+
+
+def _build_byte_level(spec: KindSpec, specials: dict):
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        normalizers,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+
+    tokenizer = Tokenizer(models.BPE())
+    if spec.normalizer == "nfc":
+        tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = _byte_level_pre_tokenizer(spec)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
+    trainer = trainers.BpeTrainer(vocab_size=BYTE_LEVEL_VOCAB, special_tokens=_special_texts(specials),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(_training_text(), trainer)
+    if spec.ignore_merges:
+        # The trainer rebuilds the model; set the published option on the trained one.
+        data = json.loads(tokenizer.to_str())
+        data["model"]["ignore_merges"] = True
+        tokenizer = Tokenizer.from_str(json.dumps(data))
+    return tokenizer
+
+
+def _spm_normalizer(spec: KindSpec):
+    from tokenizers import normalizers
+
+    replace = normalizers.Replace(" ", "▁")
+    if spec.normalizer == "replace":
+        return replace
+    return normalizers.Sequence([normalizers.Prepend("▁"), replace])
+
+
+def _train_pieces(spec: KindSpec) -> tuple[list[str], list[str]]:
+    """(merged pieces in merge order, single characters) learnt SentencePiece-style on the corpus."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    trainer_tok = Tokenizer(models.BPE())
+    trainer_tok.normalizer = _spm_normalizer(spec)
+    # SentencePiece's split_by_whitespace: pieces never cross the start of a word ("▁").
+    trainer_tok.pre_tokenizer = pre_tokenizers.Split("▁", behavior="merged_with_next")
+    n_specials = len(spec.front_specials) + 8
+    trainer = trainers.BpeTrainer(vocab_size=SPM_VOCAB - 256 - n_specials, show_progress=False)
+    trainer_tok.train_from_iterator(_training_text(), trainer)
+    model = json.loads(trainer_tok.to_str())["model"]
+    merged = [a + b for a, b in (m if isinstance(m, list) else m.split(" ", 1) for m in model["merges"])]
+    merged = list(dict.fromkeys(merged))
+    merged_set = set(merged)
+    chars = [t for t, _ in sorted(model["vocab"].items(), key=lambda kv: kv[1]) if t not in merged_set]
+    return merged, chars
+
+
+def spm_complete_merges(vocab: dict[str, int], pieces: list[str]) -> list[tuple[str, str]]:
+    """Every split of every piece into two vocabulary pieces, ordered by the piece's rank then by
+    the parts' ids — what transformers' SentencePiece converter writes."""
+    merges = []
+    for piece in pieces:
+        splits = [(piece[:i], piece[i:]) for i in range(1, len(piece))]
+        splits = [s for s in splits if s[0] in vocab and s[1] in vocab]
+        merges.extend(sorted(splits, key=lambda s: (vocab[s[0]], vocab[s[1]])))
+    return merges
+
+
+def _build_spm(spec: KindSpec, specials: dict):
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+
+    merged, chars = _train_pieces(spec)
+    front = [specials.get(k) for k in spec.front_specials if specials.get(k)]
+    additional = [t for t in _special_texts(specials) if t not in front]
+    layout = front + (additional if spec.additional_in_front else [])
+    layout += [f"<0x{b:02X}>" for b in range(256)] + merged + chars
+    if not spec.additional_in_front:
+        layout += additional
+    vocab = {}
+    for text in layout:
+        vocab.setdefault(text, len(vocab))
+    merges = spm_complete_merges(vocab, merged)
+    unk = specials.get("unk")
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True, byte_fallback=True))
+    tokenizer.normalizer = _spm_normalizer(spec)
+    if spec.normalizer == "replace":
+        # Gemma's published pre-tokenizer: a no-op after the normalizer replaced every space.
+        tokenizer.pre_tokenizer = pre_tokenizers.Split(" ", behavior="merged_with_previous")
+    decode_steps = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    if spec.normalizer == "prepend+replace":
+        decode_steps.append(decoders.Strip(" ", 1, 0))   # drop the dummy prefix again
+    tokenizer.decoder = decoders.Sequence(decode_steps)
+    strip_exempt = spec.rstrip_except
+    tokenizer.add_special_tokens([
+        AddedToken(t, special=True, normalized=False, rstrip=strip_exempt is not None and t not in strip_exempt)
+        for t in _special_texts(specials)])
+    return tokenizer
+
+
+def _add_bos_post_processor(tokenizer, bos: str) -> None:
+    from tokenizers import processors
+
+    bos_id = tokenizer.token_to_id(bos)
+    template = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                             special_tokens=[(bos, bos_id)])
+    if tokenizer.decoder is not None and type(tokenizer.decoder).__name__ == "ByteLevel":
+        tokenizer.post_processor = processors.Sequence([processors.ByteLevel(trim_offsets=False), template])
+    else:
+        tokenizer.post_processor = template
+
+
+def _wrap(raw, specials: dict, chat_template: str | None):
+    from transformers import PreTrainedTokenizerFast
+
+    kwargs = {k + "_token": specials[k] for k in ("bos", "eos", "pad", "unk") if specials.get(k)}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, clean_up_tokenization_spaces=False, **kwargs)
+    # Re-registering specials by text would reset their attributes (rstrip): pass the raw ones.
+    by_text = {t.content: t for t in raw.get_added_tokens_decoder().values()}
+    extra = [by_text.get(t, t) for t in specials.get("additional") or [] if t not in kwargs.values()]
+    if extra:
+        tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    if chat_template is not None:
+        tokenizer.chat_template = chat_template
+    return tokenizer
