@@ -32,6 +32,9 @@ class Family:
     specials: dict = field(default_factory=dict)  # bos/eos/pad/unk/additional, as the family's tokenizer has them
     remote_code: bool = False     # needs trust_remote_code (no transformers class)
     note: str = ""                # what a user should know
+    # tokenizer_config.json's class as published: transformers 5 picks its loading code by it (and
+    # some classes rebuild the tokenizer pipeline), so the stand-in must name the same one.
+    tokenizer_class: str = "PreTrainedTokenizerFast"
 
 
 def _specials(bos=None, eos=None, pad=None, unk=None, additional=()) -> dict:
@@ -42,42 +45,48 @@ _QWEN = _specials(eos="<|im_end|>", pad="<|endoftext|>", additional=["<|im_start
 _SPM = _specials(bos="<s>", eos="</s>", unk="<unk>")
 
 FAMILIES: list[Family] = [
-    Family("qwen2.5", "Qwen1.5 / Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "qwen2", "qwen2", "qwen2.5", _QWEN),
+    Family("qwen2.5", "Qwen1.5 / Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "qwen2", "qwen2", "qwen2.5", _QWEN,
+           tokenizer_class="Qwen2Tokenizer"),
     Family("qwen3", "Qwen3", "Qwen3ForCausalLM", "qwen3", "qwen2", "qwen3",
-           {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}),
+           {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
     Family("deepseek-r1-distill-qwen", "DeepSeek-R1-Distill-Qwen", "Qwen2ForCausalLM", "qwen2", "deepseek-r1-qwen",
            "deepseek-r1", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>",
                                     pad="<｜end▁of▁sentence｜>", additional=["<｜User｜>", "<｜Assistant｜>",
-                                                                            "<think>", "</think>"])),
+                                                                            "<think>", "</think>"]),
+           tokenizer_class="LlamaTokenizerFast"),
     Family("llama3", "Llama-3 / 3.1 / 3.2", "LlamaForCausalLM", "llama3", "llama-bpe", "llama3.1",
            _specials(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
                      additional=["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
                                  "<|eom_id|>", "<|python_tag|>", "<|finetune_right_pad_id|>"])),
-    Family("llama2-chat", "Llama-2-chat", "LlamaForCausalLM", "llama", "llama-spm", "llama2", _SPM),
+    Family("llama2-chat", "Llama-2-chat", "LlamaForCausalLM", "llama", "llama-spm", "llama2", _SPM,
+           tokenizer_class="LlamaTokenizer"),
     Family("tinyllama-chat", "TinyLlama-chat (Zephyr template)", "LlamaForCausalLM", "llama", "llama-spm", "zephyr",
-           _SPM),
+           _SPM, tokenizer_class="LlamaTokenizer"),
     Family("yi-1.5", "Yi-1.5-chat", "LlamaForCausalLM", "llama", "llama-spm", "yi",
            _specials(bos="<|startoftext|>", eos="<|im_end|>", pad="<unk>", unk="<unk>",
-                     additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"])),
+                     additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"]), tokenizer_class="LlamaTokenizer"),
     Family("mistral-v0.1", "Mistral-7B-Instruct v0.1 / v0.2", "MistralForCausalLM", "mistral", "llama-spm",
-           "mistral-v1", _SPM, note="no system role: a system prompt is refused by the template"),
+           "mistral-v1", _SPM, note="no system role: a system prompt is refused by the template",
+           tokenizer_class="LlamaTokenizer"),
     Family("mistral-v0.3", "Mistral-7B-Instruct v0.3", "MistralForCausalLM", "mistral", "mistral-v3-spm",
-           "mistral-v3", {**_SPM, "additional": ["[INST]", "[/INST]"]}),
+           "mistral-v3", {**_SPM, "additional": ["[INST]", "[/INST]"]}, tokenizer_class="LlamaTokenizer"),
     Family("mistral-nemo", "Mistral-Nemo-Instruct", "MistralForCausalLM", "mistral-nemo", "tekken", "mistral-nemo",
            {**_SPM, "additional": ["[INST]", "[/INST]"]}),
     Family("gemma2", "Gemma 2", "Gemma2ForCausalLM", "gemma2", "gemma-spm", "gemma2",
            _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
                      additional=["<start_of_turn>", "<end_of_turn>"]),
-           note="no system role in the template"),
+           note="no system role in the template", tokenizer_class="GemmaTokenizer"),
     Family("gemma3", "Gemma 3 (text)", "Gemma3ForCausalLM", "gemma3", "gemma-spm", "gemma3",
            _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
-                     additional=["<start_of_turn>", "<end_of_turn>"])),
+                     additional=["<start_of_turn>", "<end_of_turn>"]), tokenizer_class="GemmaTokenizer"),
     Family("phi3", "Phi-3 / Phi-3.5", "Phi3ForCausalLM", "phi3", "phi3-spm", "phi3",
            _specials(bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",
-                     additional=["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"])),
+                     additional=["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
+           tokenizer_class="LlamaTokenizer"),
     Family("phi4", "Phi-4", "Phi3ForCausalLM", "phi3", "phi4-bpe", "phi4",
            _specials(bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>",
-                     additional=["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>"])),
+                     additional=["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>"]),
+           tokenizer_class="GPT2Tokenizer"),
     Family("glm4", "GLM-4 (transformers-native)", "GlmForCausalLM", "glm", "glm4-bpe", "glm4",
            _specials(eos="<|endoftext|>", pad="<|endoftext|>",
                      additional=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
@@ -87,10 +96,11 @@ FAMILIES: list[Family] = [
            note="its modelling code ships with the model (model.trust_remote_code: true)"),
     Family("bloom", "BLOOM (Firefly)", "BloomForCausalLM", "bloom", "bloom", "firefly",
            _specials(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
-           note="no chat template of its own: ducktune ships the Firefly format"),
+           note="no chat template of its own: ducktune ships the Firefly format",
+           tokenizer_class="BloomTokenizerFast"),
     Family("smollm2", "SmolLM2 (built in)", "LlamaForCausalLM", "llama", "smollm", "chatml-smollm2",
            _specials(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>",
-                     additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"])),
+                     additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]), tokenizer_class="GPT2Tokenizer"),
 ]
 BY_ID = {family.id: family for family in FAMILIES}
 
@@ -122,16 +132,17 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
     import torch
     from transformers import AutoModelForCausalLM, GenerationConfig
 
-    from ducktune.models.standin_configs import tiny_config
+    from ducktune.models.standin_configs import internlm2_config, tiny_config
     from ducktune.models.standin_tokenizers import build_tokenizer
 
     spec = family(family_id)
     tokenizer = build_tokenizer(spec.tokenizer, spec.specials, template_text(spec.template))
     ids = {name: tokenizer.convert_tokens_to_ids(spec.specials[name]) if spec.specials.get(name) else None
            for name in ("bos", "eos", "pad")}
-    config = tiny_config(spec.arch, len(tokenizer), ids["bos"], ids["eos"], ids["pad"])
-    if spec.remote_code:
+    if spec.remote_code:  # only InternLM2 among the families
+        config = internlm2_config(len(tokenizer), ids["bos"], ids["eos"], ids["pad"])
         return _write_remote_code_standin(Path(out_dir), spec, config, tokenizer)
+    config = tiny_config(spec.arch, len(tokenizer), ids["bos"], ids["eos"], ids["pad"])
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     with torch.no_grad():
@@ -142,8 +153,18 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
+        _save_tokenizer(tokenizer, tmp, spec.tokenizer_class)
     return out
+
+
+def _save_tokenizer(tokenizer, folder: Path, tokenizer_class: str) -> None:
+    import json
+
+    tokenizer.save_pretrained(folder)
+    path = folder / "tokenizer_config.json"
+    values = json.loads(path.read_text(encoding="utf-8"))
+    values["tokenizer_class"] = tokenizer_class
+    path.write_text(json.dumps(values, indent=2, ensure_ascii=False), encoding="utf-8")
 
 
 def _write_remote_code_standin(out: Path, spec: Family, config, tokenizer) -> Path:
@@ -153,10 +174,11 @@ def _write_remote_code_standin(out: Path, spec: Family, config, tokenizer) -> Pa
 
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     values["architectures"] = [spec.model_class]
-    values["auto_map"] = {"AutoConfig": f"configuration_{spec.arch}.{spec.model_class.replace('ForCausalLM', 'Config')}",
+    config_class = spec.model_class.replace("ForCausalLM", "Config")
+    values["auto_map"] = {"AutoConfig": f"configuration_{spec.arch}.{config_class}",
                           "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
     with atomic_dir(out) as tmp:
-        tokenizer.save_pretrained(tmp)
+        _save_tokenizer(tokenizer, tmp, spec.tokenizer_class)
         (tmp / "config.json").write_text(json.dumps(values, indent=2), encoding="utf-8")
     return out
 

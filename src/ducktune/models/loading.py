@@ -45,6 +45,10 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
 
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+        if rebuilt_pipeline(tokenizer, Path(folder) / "tokenizer.json"):
+            tokenizer = _published_tokenizer(folder)
+    except ModelError:
+        raise
     except Exception as exc:
         raise ModelError(f"{folder}: cannot load the tokenizer: {exc}") from None
     if chat_template:
@@ -53,6 +57,39 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
         # Padding positions are always masked out, so reusing EOS as pad is safe.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+# Parts of tokenizer.json that decide how text becomes tokens (vocabulary and merges aside).
+_PIPELINE_KEYS = ("normalizer", "pre_tokenizer", "decoder")
+
+
+def rebuilt_pipeline(tokenizer, published: Path) -> list[str]:
+    """Which pipeline parts the loaded tokenizer has rebuilt differently from the folder's published
+    tokenizer.json. transformers 5's model-specific classes (LlamaTokenizer, GPT2Tokenizer,
+    Qwen2Tokenizer...) rebuild their normalizer and pre-tokenizer from code: for Llama-2/Mistral/
+    Phi-3 this changes the tokens (the space after special tokens), while the published file is
+    what the model was trained with, and what llama.cpp reproduces."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None or not published.is_file():
+        return []
+    try:
+        on_disk = json.loads(published.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    loaded = json.loads(backend.to_str())
+    differ = [key for key in _PIPELINE_KEYS if on_disk.get(key) != loaded.get(key)]
+    options = lambda model: {k: v for k, v in (model or {}).items() if k not in ("vocab", "merges")}  # noqa: E731
+    if options(on_disk.get("model")) != options(loaded.get("model")):
+        differ.append("model options")
+    return differ
+
+
+def _published_tokenizer(folder: str | Path):
+    """The folder's tokenizer.json exactly as published, with tokenizer_config.json's special tokens
+    and chat template."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(folder))
 
 
 def model_config(folder: str | Path) -> dict:
