@@ -35,6 +35,7 @@ def train_standin(base: Path, out: Path, steps: int) -> tuple[float, float]:
     from ducktune.train.recipe import train
 
     data = out.parent / f"{out.name}-data.json"
+    data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text(json.dumps([{"instruction": q, "output": a} for q, a in QA]), encoding="utf-8")
     config = load_config(None, [f"model.name_or_path={base}", f"output.dir={out}", f"train.max_steps={steps}",
                                 "train.learning_rate=5e-3", "train.batch_size=6", "lora.r=8", "lora.alpha=16",
@@ -47,14 +48,15 @@ def train_standin(base: Path, out: Path, steps: int) -> tuple[float, float]:
     return losses[0], losses[-1]
 
 
-def mask_cell(base: Path) -> str:
-    """Trained text must be each answer plus the template's end-of-turn marker, nothing else."""
+def mask_cell(run: Path) -> str:
+    """Trained text must be each answer plus the template's end-of-turn marker, nothing else (with
+    the run's own tokenizer and chat template, as training used them)."""
     from ducktune.data.schema import Message, Sample
     from ducktune.data.template import ChatFormat
     from ducktune.errors import DataError
     from ducktune.models.loading import load_tokenizer
 
-    chat_format = ChatFormat(load_tokenizer(base))
+    chat_format = ChatFormat(load_tokenizer(run / "adapter"))
     answers = ["I am Quack.", "The pond team made me."]
     turns = [Message("user", "Who are you?"), Message("assistant", answers[0]),
              Message("user", "Who made you?"), Message("assistant", answers[1])]
@@ -62,11 +64,18 @@ def mask_cell(base: Path) -> str:
         encoded = chat_format.encode(Sample("chat", messages=[Message("system", "Be brief.")] + turns, where="m:1"), 4096)
     except DataError:
         encoded = chat_format.encode(Sample("chat", messages=turns, where="m:1"), 4096)
-    runs = [text for text, trained in chat_format.decode_spans(encoded) if trained]
+    spans = chat_format.decode_spans(encoded)
+    runs = [text for text, trained in spans if trained]
+    before = [spans[i - 1][0] if i else "" for i, (_, trained) in enumerate(spans) if trained]
     end = chat_format.eot_token or chat_format.inserted_eos
-    got = [run.removesuffix(end).strip() if run.rstrip().endswith(end) else None for run in
-           (r.rstrip() for r in runs)]
-    if got == answers:
+    # Exactly the answer and the end marker, right after the generation prompt; only whitespace the
+    # template itself puts around the answer (GLM's "\n" after <|assistant|>, Llama 2's " </s>") may
+    # be trained with it, since the model has to generate that too.
+    got = [run.removesuffix(end).strip() if run.endswith(end) else None for run in runs]
+    # The last answer follows the generation prompt exactly as at inference; earlier ones may follow a
+    # shorter header where the template rewrites history (Qwen3 and DeepSeek-R1 drop <think> blocks).
+    prompt = chat_format.generation_prompt.rstrip()
+    if got == answers and before[-1].rstrip().endswith(prompt):
         return f"PASS (answers + {end})"
     return f"FAIL: trained {runs!r}"
 
@@ -75,7 +84,10 @@ def check_cell(checks: list, *needles: str) -> str:
     """PASS when every check whose name contains all needles passed; else its status and detail."""
     found = [c for c in checks if all(n in c.name for n in needles)]
     if not found:
-        return "n/a"
+        # A file llama.cpp could not load has one "loads" row instead of its other rows.
+        file_needles = [n for n in needles if n.endswith(".gguf:")]
+        failed = [c for c in checks if c.status == "FAIL" and file_needles and file_needles[0] in c.name]
+        return f"FAIL: {failed[0].detail[:160]}" if failed else "n/a"
     bad = [c for c in found if c.status != "PASS"]
     if not bad:
         return "PASS" if len(found) == 1 else f"PASS ({len(found)} files)"
@@ -100,15 +112,15 @@ def family_row(family_id: str, workdir: Path, steps: int) -> dict:
     first, last = train_standin(base, workdir / "runs" / family_id, steps)
     cells = {"train (loss falls)": (f"PASS ({first:.2f} -> {last:.2f})" if last < 0.7 * first
                                     else f"FAIL: loss {first:.2f} -> {last:.2f}"),
-             "masks": mask_cell(base)}
+             "masks": mask_cell(workdir / "runs" / family_id)}
     result = export_run(workdir / "runs" / family_id, quants="f16,q8_0", create=False, prompt_limit=6,
                         log=lambda *a: None)
     checks = result.checks
     cells["merge"] = check_cell(checks, "merge:")
     cells["GGUF f16 + q8_0"] = check_cell(checks, "read back")
-    cells["llama.cpp tokenizer = HF"] = check_cell(checks, "tokenizer = HF on probe texts")
-    cells["llama.cpp f16 greedy = merged"] = check_cell(checks, "f16.gguf: greedy answers")
-    cells["q8_0 top-1"] = check_cell(checks, "q8_0.gguf: top-1")
+    cells["llama.cpp tokenizer = HF"] = check_cell(checks, "llama.cpp", "f16.gguf:", "tokenizer = HF on probe texts")
+    cells["llama.cpp f16 greedy = merged"] = check_cell(checks, "llama.cpp", "f16.gguf:", "greedy answers")
+    cells["q8_0 top-1"] = check_cell(checks, "llama.cpp", "q8_0.gguf:", "top-1")
     cells["Ollama TEMPLATE (Go)"] = check_cell(checks, "TEMPLATE via Go")
     row["cells"] = cells
     row["failed"] = [f"{c.name}: {c.detail}" for c in checks if c.status == "FAIL"]
@@ -141,13 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="docs/families.md")
     parser.add_argument("--readme", help="also replace the README's family-matrix block")
     parser.add_argument("--json", help="write the rows as JSON here")
+    parser.add_argument("--workdir", help="keep stand-ins, runs and exports here (default: a temporary folder)")
     args = parser.parse_args(argv)
     wanted = args.families.split(",") if args.families else [f.id for f in FAMILIES]
     rows = []
     with tempfile.TemporaryDirectory(prefix="ducktune-families-") as tmp:
         for family_id in wanted:
             print(f"{family_id} ...", flush=True)
-            rows.append(family_row(family_id, Path(tmp), args.steps))
+            rows.append(family_row(family_id, Path(args.workdir or tmp), args.steps))
             print(f"  {json.dumps(rows[-1]['cells'], ensure_ascii=False)} ({rows[-1]['seconds']:.0f} s)", flush=True)
     table = render_markdown(rows)
     note = (f"Produced by `bench/families.py` on {time.strftime('%Y-%m-%d')} ({len(rows)} families, "

@@ -49,8 +49,19 @@ class ModelConfig(_Section):
     chat_template: str | None = Field(
         None,
         description=(
-            "Jinja chat template to use instead of the model's own (a template string or a path "
-            "to a .jinja file). Training, chat, serving and export all use the same one."
+            "Jinja chat template to use instead of the model's own (a template string, a path "
+            "to a .jinja file, or a template ducktune ships: see `ducktune models`, e.g. firefly "
+            "for BLOOM). Training, chat, serving and export all use the same one."
+        ),
+    )
+    enable_thinking: bool = Field(
+        False,
+        description=(
+            "For chat templates with a thinking switch (Qwen3's `enable_thinking`): false trains and "
+            "prompts in non-thinking mode (the template's empty <think></think> block belongs to the "
+            "prompt, so only the answer is trained); true keeps the template's thinking mode, for "
+            "data whose answers carry their reasoning. Baked into the run's template, so chat, "
+            "serving, GGUF and Ollama behave the same. No effect on other templates."
         ),
     )
     system_prompt: str | None = Field(

@@ -109,7 +109,8 @@ def _rows(config, folder) -> tuple[list[dict] | None, str]:
     from ducktune.models.loading import load_tokenizer
     from ducktune.train.recipe import tokenize_samples
 
-    tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code)
+    tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
+                               config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
     data = load_data(config.data, seed=config.train.seed)
     rows, stats, _ = tokenize_samples(data.train, chat_format, config.data.cutoff_len, config.data.train_on, True)

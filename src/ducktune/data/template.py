@@ -155,13 +155,16 @@ class ChatFormat:
 
     def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
         """The rendered conversation and the character span of each assistant answer (with its end-of-turn)."""
-        full = self._render_raw(messages, False)
+        raw = self._render_raw(messages, False)
+        full = raw
         spans: list[tuple[int, int]] = []
         cursor = 0
+        shift = 0  # characters of inserted EOS before `cursor`: full = raw + insertions
         for i, message in enumerate(messages):
             if message["role"] != "assistant":
                 continue
-            start = self._answer_start(messages, i, full, cursor)
+            # Located in the template's own rendering, so an inserted EOS never hides the prefix.
+            start = self._answer_start(messages, i, raw, cursor - shift) + shift
             if self.eot_token:
                 # The answer runs to the next end-of-turn marker: this also covers templates
                 # that trim answers or rewrite earlier turns.
@@ -177,6 +180,7 @@ class ChatFormat:
                                     "follow; set model.chat_template to a template that keeps answers verbatim")
                 full = full[:end] + self.inserted_eos + full[end:]
                 end += len(self.inserted_eos)
+                shift += len(self.inserted_eos)
             spans.append((start, end))
             cursor = end
         return full, spans

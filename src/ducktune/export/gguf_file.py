@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ducktune.errors import ModelError
 from ducktune.export.gguf_arch import TensorPlan, add_hparams, gguf_arch, plan_from_shapes
-from ducktune.export.gguf_vocab import add_tokenizer_metadata
+from ducktune.export.gguf_vocab import add_tokenizer_metadata, general_name, read_tokenizer_json
 
 QUANTS = ("f16", "q8_0")
 # llama.cpp's names for the file types (general.file_type)
@@ -144,26 +144,11 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
     return GGUFSummary(out_path, arch, quant, {p.gguf_name: p.shape for p in plans}, metadata)
 
 
-# llama.cpp gives every model whose general.name contains "phi3" or "phi-3" Phi-3's token
-# attributes, looking these tokens up by text; a vocabulary without one of them fails to load.
-PHI3_NAME_TOKENS = ("</s>", "<unk>", "<s>", "<|endoftext|>")
-
-
-def general_name(name: str, tokenizer) -> str:
-    """`name`, with "phi3"/"phi-3" spelled "phi_3" when the vocabulary lacks Phi-3's tokens."""
-    import re
-
-    vocab = tokenizer.get_vocab()
-    if all(token in vocab for token in PHI3_NAME_TOKENS):
-        return name
-    return re.sub(r"(?i)(phi)-?(3)", r"\1_\2", name)
-
-
 def _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token) -> dict:
     import gguf
 
     writer.add_type(gguf.GGUFType.MODEL)
-    writer.add_name(general_name(name, tokenizer))
+    writer.add_name(general_name(name, read_tokenizer_json(model_dir)))
     writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_hparams(writer, config, arch)

@@ -207,6 +207,7 @@ def spm_scores(tokenizer_json: dict, tokens: list[str]) -> list[float]:
 # llama.cpp strips the whitespace after special tokens only for models whose general.name
 # contains one of these, and then after every special token but these three (Phi-3's tokenizer).
 PHI3_NAME_PARTS = ("phi-3", "phi3")
+PHI3_LOOKED_UP = ("</s>", "<unk>", "<s>", "<|endoftext|>")  # by llama.cpp, for models named phi3
 _PHI3_KEEPS_WHITESPACE = {"<unk>", "<s>", "<|endoftext|>"}
 
 
@@ -227,6 +228,28 @@ def whitespace_stripping(tokenizer_json: dict) -> str | None:
         return "phi3"
     raise ModelError(f"tokenizer.json: tokens {sorted(rstrip)[:3]} strip the whitespace after them (rstrip); "
                      "llama.cpp does that only Phi-3's way (after every special token but <unk> <s> <|endoftext|>)")
+
+
+def general_name(name: str, tokenizer_json: dict) -> str:
+    """The GGUF general.name for an export called `name`. llama.cpp gives Phi-3's whitespace
+    stripping (and looks up Phi-3's tokens) exactly when the name contains phi3/phi-3, so the name
+    says so when the tokenizer strips that way, and is spelled phi_3 when it does not."""
+    import re
+
+    stripping = whitespace_stripping(tokenizer_json)
+    named_phi3 = any(part in name.lower() for part in PHI3_NAME_PARTS)
+    if stripping == "phi3":
+        texts = {t["content"] for t in tokenizer_json.get("added_tokens", [])} | set(
+            (tokenizer_json.get("model") or {}).get("vocab") or {})
+        missing = [t for t in PHI3_LOOKED_UP if t not in texts]
+        if missing:
+            raise ModelError(f"tokenizer.json: a Phi-3 tokenizer without {', '.join(missing)}, which llama.cpp "
+                             "looks up by text for Phi-3 models (it would fail to load the GGUF)")
+    if stripping == "phi3" and not named_phi3:
+        return f"{name} (phi3)"
+    if stripping is None and named_phi3:
+        return re.sub(r"(?i)(phi)-?(3)", r"\1_\2", name)
+    return name
 
 
 def _check_name_for_stripping(writer, stripping: str | None) -> None:

@@ -43,6 +43,9 @@ def _specials(bos=None, eos=None, pad=None, unk=None, additional=()) -> dict:
 
 _QWEN = _specials(eos="<|im_end|>", pad="<|endoftext|>", additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
 _SPM = _specials(bos="<s>", eos="</s>", unk="<unk>")
+# Gemma's vocabulary starts <pad> <eos> <bos> <unk> <mask>; GemmaTokenizer adds <mask> when it is missing.
+_GEMMA = _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
+                   additional=["<mask>", "<start_of_turn>", "<end_of_turn>"])
 
 FAMILIES: list[Family] = [
     Family("qwen2.5", "Qwen1.5 / Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "qwen2", "qwen2", "qwen2.5", _QWEN,
@@ -73,15 +76,13 @@ FAMILIES: list[Family] = [
     Family("mistral-nemo", "Mistral-Nemo-Instruct", "MistralForCausalLM", "mistral-nemo", "tekken", "mistral-nemo",
            {**_SPM, "additional": ["[INST]", "[/INST]"]}),
     Family("gemma2", "Gemma 2", "Gemma2ForCausalLM", "gemma2", "gemma-spm", "gemma2",
-           _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
-                     additional=["<start_of_turn>", "<end_of_turn>"]),
+           _GEMMA,
            note="no system role in the template", tokenizer_class="GemmaTokenizer"),
     Family("gemma3", "Gemma 3 (text)", "Gemma3ForCausalLM", "gemma3", "gemma-spm", "gemma3",
-           _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
-                     additional=["<start_of_turn>", "<end_of_turn>"]), tokenizer_class="GemmaTokenizer"),
+           _GEMMA, tokenizer_class="GemmaTokenizer"),
     Family("phi3", "Phi-3 / Phi-3.5", "Phi3ForCausalLM", "phi3", "phi3-spm", "phi3",
            _specials(bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",
-                     additional=["<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
+                     additional=["</s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
            tokenizer_class="LlamaTokenizer"),
     Family("phi4", "Phi-4", "Phi3ForCausalLM", "phi3", "phi4-bpe", "phi4",
            _specials(bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>",

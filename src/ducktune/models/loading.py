@@ -40,7 +40,10 @@ def read_template(value: str) -> str:
                      f"({', '.join(bundled_template_names())})")
 
 
-def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_remote_code: bool = False):
+def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_remote_code: bool = False,
+                   enable_thinking: bool | None = None):
+    """The folder's tokenizer with the run's chat template; `enable_thinking` (when not None) is
+    pinned into templates that have that switch (see ModelConfig.enable_thinking)."""
     from transformers import AutoTokenizer
 
     try:
@@ -53,10 +56,23 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
         raise ModelError(f"{folder}: cannot load the tokenizer: {exc}") from None
     if chat_template:
         tokenizer.chat_template = read_template(chat_template)
+    if enable_thinking is not None and tokenizer.chat_template:
+        tokenizer.chat_template = pin_thinking(tokenizer.chat_template, enable_thinking)
     if tokenizer.pad_token is None:
         # Padding positions are always masked out, so reusing EOS as pad is safe.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+_THINKING_PIN = "{%- if enable_thinking is not defined %}{%- set enable_thinking = %s %}{%- endif %}"
+
+
+def pin_thinking(template: str, enable_thinking: bool) -> str:
+    """`template` with its `enable_thinking` switch set by default (callers may still pass it).
+    Templates without the switch, or already pinned, are returned unchanged."""
+    if "enable_thinking" not in template or template.startswith("{%- if enable_thinking is not defined"):
+        return template
+    return _THINKING_PIN.replace("%s", "true" if enable_thinking else "false") + template
 
 
 # Parts of tokenizer.json that decide how text becomes tokens (vocabulary and merges aside).
@@ -126,9 +142,27 @@ def qlora_support() -> str | None:
     return None
 
 
+# Older config.json spellings of the standard keys (BLOOM, GPT-2, Falcon, ChatGLM...): transformers
+# maps them with each config class's attribute_map; ducktune reads config.json without the class.
+_KEY_ALIASES = {"num_hidden_layers": ("n_layer", "num_layers"), "num_attention_heads": ("n_head",),
+                "hidden_size": ("n_embd", "d_model"), "intermediate_size": ("ffn_hidden_size",),
+                "max_position_embeddings": ("n_positions", "seq_length")}
+
+
+def text_config(config: dict) -> dict:
+    """The language model's config (a multimodal config's text part) with the standard key names."""
+    text = dict(config.get("text_config", config))
+    for key, aliases in _KEY_ALIASES.items():
+        if key not in text:
+            found = next((text[a] for a in aliases if a in text), None)
+            if found is not None:
+                text[key] = found
+    return text
+
+
 def estimate_params(config: dict) -> int:
     """Parameter count of a decoder-only transformer from its config (no weights loaded)."""
-    text = config.get("text_config", config)
+    text = text_config(config)
     h = text.get("hidden_size", 0)
     n_layers = text.get("num_hidden_layers", 0)
     vocab = text.get("vocab_size", 0)

@@ -42,4 +42,4 @@ def model_tokenizer(model: ModelConfig, log=print):
 
     name = builtin.canonical_name(model.name_or_path)
     folder = builtin_tokenizer_dir(name, log) if name else resolve_model(model.name_or_path, model.revision, log=log)
-    return load_tokenizer(folder, model.chat_template, model.trust_remote_code)
+    return load_tokenizer(folder, model.chat_template, model.trust_remote_code, model.enable_thinking)

@@ -70,7 +70,9 @@ class ModelShape:
 
     @classmethod
     def from_config(cls, config: dict) -> "ModelShape":
-        text = config.get("text_config", config)
+        from ducktune.models.loading import text_config
+
+        text = text_config(config)
         hidden = text["hidden_size"]
         heads = text.get("num_attention_heads", 1) or 1
         return cls(

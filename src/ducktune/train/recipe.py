@@ -272,7 +272,8 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
     if placement.device == "cpu":
         return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
-    tokenizer = load_tokenizer(base_folder, config.model.chat_template, config.model.trust_remote_code)
+    tokenizer = load_tokenizer(base_folder, config.model.chat_template, config.model.trust_remote_code,
+                               config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
 
     # 2. Data: every problem is reported before anything is written or loaded.
