@@ -45,7 +45,7 @@ def tokenized(spec: dict, path: str):
     from ducktune.data.loader import load_data
     from ducktune.data.template import ChatFormat
     from ducktune.models.loading import load_tokenizer
-    from ducktune.train.recipe import tokenize_samples
+    from ducktune.train.tokenize import tokenize_samples
 
     tokenizer = load_tokenizer(spec["model"])
     chat_format = ChatFormat(tokenizer)
@@ -64,7 +64,7 @@ def peak_memory(device: str) -> int:
         import torch
 
         return int(torch.cuda.max_memory_allocated())
-    from ducktune.train.plan import peak_rss
+    from ducktune.train.memory_probe import peak_rss
 
     return peak_rss()
 

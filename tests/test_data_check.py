@@ -62,7 +62,7 @@ def test_shape_renderer_is_exact_or_steps_aside(chat_format, mixed_data):
 
 
 def test_cutoff_counts_match_what_training_drops(chat_format, mixed_data):
-    from ducktune.train.recipe import tokenize_samples
+    from ducktune.train.tokenize import tokenize_samples
 
     cutoff = 40
     report = check_data(config_for(mixed_data, f"data.cutoff_len={cutoff}"), chat_format)

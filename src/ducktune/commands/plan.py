@@ -29,12 +29,13 @@ def run(args) -> int:
     from ducktune.config import load_config
     from ducktune.errors import ConfigError
     from ducktune.train import plan
+    from ducktune.train.memory_probe import available_memory
 
     config = load_config(args.config, args.overrides)
     memory_text = args.memory or config.train.memory_budget
     device, dtype, local = _device_and_dtype(config, args.device, memory_text)
     try:
-        budget = plan.parse_memory(memory_text) if memory_text else plan.available_memory(device)
+        budget = plan.parse_memory(memory_text) if memory_text else available_memory(device)
     except ValueError as exc:
         raise ConfigError(f"--memory: {exc}") from None
     folder, model_cfg = _model_config(config)
@@ -107,7 +108,7 @@ def _rows(config, folder) -> tuple[list[dict] | None, str]:
     from ducktune.data.loader import load_data
     from ducktune.data.template import ChatFormat
     from ducktune.models.loading import load_tokenizer
-    from ducktune.train.recipe import tokenize_samples
+    from ducktune.train.tokenize import tokenize_samples
 
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)

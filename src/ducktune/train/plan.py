@@ -425,80 +425,42 @@ def heaviest_row_tokens(lengths: list[int], batch_size: int, cutoff: int, packed
     return max(1, math.ceil(sum(top) / batch_size))
 
 
-def available_memory(device: str) -> int:
-    """What a run may use: free device memory on CUDA, the recommended working set on MPS,
-    and on CPU the memory the OS reports available plus what this process already holds."""
-    if device == "cuda":
-        import torch
+# ----------------------------------------------------------------------------- for `ducktune train`
 
-        free, _total = torch.cuda.mem_get_info()
-        return int(free)
-    if device == "mps":
-        import torch
+def plan_memory(config, model_config: dict, placement, train_rows: list[dict], log=print) -> MemoryPlan:
+    """Plan this run's memory within train.memory_budget or the free memory.
 
-        return int(torch.mps.recommended_max_memory())
-    return _meminfo("MemAvailable") + current_rss()
-
-
-def _meminfo(key: str) -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    # macOS and others: total physical memory as an upper bound.
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _status_bytes(key: str) -> int | None:
-    """A kB field of /proc/self/status (Linux), in bytes; None where there is none."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(f"{key}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def current_rss() -> int:
-    return _status_bytes("VmRSS") or 0
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory so far (VmHWM), bytes."""
-    peak = _status_bytes("VmHWM")
-    if peak is not None:
-        return peak
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def return_freed_memory_to_os() -> bool:
-    """Make glibc give large freed buffers back to the OS at once (Linux only).
-
-    By default glibc raises its mmap threshold after the first large free (up to 32 MiB), so
-    a training step's activation buffers stay in the heap and the process keeps its highest
-    heap size: peak RSS runs ~30 % above the live tensors. A fixed 128 KiB threshold serves
-    large tensors with mmap, released on free (the page-fault cost is negligible next to a
-    training step). Returns whether the setting was applied.
+    A run being resumed keeps the micro-batch, accumulation and checkpointing it started with.
+    Raises ConfigError, in one line saying what to change, when nothing fits.
     """
-    import ctypes
-    import platform
+    from ducktune.errors import ConfigError
+    from ducktune.train.memory_probe import available_memory
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
     try:
-        libc = ctypes.CDLL(None)
-        m_mmap_threshold = -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024))
-    except (OSError, AttributeError):
-        return False
+        budget = parse_memory(config.train.memory_budget) if config.train.memory_budget \
+            else available_memory(placement.device)
+    except ValueError as exc:
+        raise ConfigError(f"train.memory_budget: {exc}") from None
+    memory = plan_run(config, model_config, placement.device, placement.dtype, train_rows, budget,
+                      keep=recorded_plan(config))
+    if not memory.fits:
+        raise ConfigError(f"memory plan: {memory.problem}")
+    log(memory.summary())
+    for note in memory.notes:
+        log(f"  {note}")
+    return memory
+
+
+def recorded_plan(config) -> dict | None:
+    """The memory plan recorded by an unfinished run in output.dir (None: nothing to resume)."""
+    import json
+    from pathlib import Path
+
+    run_json = Path(config.output.dir) / "run.json"
+    if config.output.overwrite or not run_json.is_file():
+        return None
+    try:
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return info.get("memory_plan") if info.get("status") != "completed" else None
