@@ -182,3 +182,21 @@ def test_training_arguments_follow_the_config_and_the_plan(tmp_path, tiny_qwen):
     packed = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=False), cpu, "packed", has_val=True)
     assert packed.eval_strategy == "steps" and packed.eval_steps == config.train.save_steps
     assert packed.train_sampling_strategy == "random" and not packed.activation_checkpointing
+
+
+def test_memory_is_planned_again_when_batching_falls_back_to_padded(tmp_path, tiny_qwen):
+    """A model that fails the packing proof trains on padded batches: the plan recorded (and
+    obeyed) is the one for padded rows, not the packed rows expected from config.json."""
+    from ducktune.train.loss import unwrap_peft
+    from ducktune.train.packing import Batching
+
+    def padded(model, packing, device, log):
+        return Batching("padded", "isolation failed (test)", unwrap_peft(model).config._attn_implementation)
+
+    messages = []
+    result = recipe.train(make_config(tmp_path, tiny_qwen, **{"train.max_steps": 2}), log=messages.append,
+                          progress=False, compare=False, choose_batching=padded)
+    info = RunDir(result.run_dir).info()
+    assert info["batching"]["mode"] == info["memory_plan"]["batching"] == "padded"
+    assert "Planning memory again for padded batches" in messages
+    assert info["memory_plan"]["row_tokens"] % 8 == 0  # rows padded to a multiple of 8

@@ -50,7 +50,7 @@ def run(args) -> int:
         lora = "full fine-tuning" if s.method == "full" else \
             f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}[s.method]} r={s.lora_r} on {', '.join(s.lora_targets) if s.lora_targets else 'all-linear'}"
         print(f"Memory plan: {config.model.name_or_path} on {device} ({dtype}), {lora}")
-        print(f"  rows: {rows_note}; heaviest micro-batch {s.batch_size} x {s.row_tokens} tokens, "
+        print(f"  rows: {rows_note}; {memory.batching} batches; heaviest micro-batch {s.batch_size} x {s.row_tokens} tokens, "
               f"{s.trained_fraction:.0%} trained")
         for line in memory.table():
             print(line)
@@ -114,5 +114,4 @@ def _rows(config, folder) -> tuple[list[dict] | None, str]:
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
     data = load_data(config.data, seed=config.train.seed)
     rows, stats, _ = tokenize_samples(data.train, chat_format, config.data.cutoff_len, config.data.train_on, True)
-    packed = "packed" if config.train.packing != "off" else "one sample per row"
-    return rows, f"{stats['samples']} samples, median {stats['median_len']} tokens, {packed}"
+    return rows, f"{stats['samples']} samples, median {stats['median_len']} tokens"

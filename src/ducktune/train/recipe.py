@@ -183,18 +183,29 @@ def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -
     return model, targets
 
 
-def _setup_batching_and_loss(model, config: RunConfig, device: str, loss_chunk_size: int, choose_batching,
-                             choose_loss, log):
+def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: list[dict], memory, keep: dict | None,
+                             choose_batching, choose_loss, log):
     """Batching and loss, each switched on only after it is proven exact on this very model:
     packed rows (or padding-free batches) with attention confined to each sample, and the
-    chunked cross-entropy on trained positions only. Returns (Batching, loss or None)."""
+    chunked cross-entropy on trained positions only. When the batching differs from the mode
+    the memory was planned for, plans again for it. Returns (Batching, loss or None, plan)."""
+    from ducktune.models.loading import model_config
+    from ducktune.train.plan import plan_memory
+
     if choose_batching is None:
         from ducktune.train.packing import choose_batching
     if choose_loss is None:
         from ducktune.train.loss import choose_loss
-    batching = choose_batching(model, config.train.packing, device, log=log)
-    loss = choose_loss(model, loss_chunk_size, log=log)
-    return batching, loss
+    batching = choose_batching(model, config.train.packing, base.placement.device, log=log)
+    if batching.mode != memory.batching:
+        log(f"Planning memory again for {batching.mode} batches")
+        checkpointing_was_planned = memory.setup.checkpointing
+        memory = plan_memory(config, model_config(base.folder), base.placement, rows, keep=keep,
+                             batching=batching.mode, log=log)
+        if memory.setup.checkpointing and not checkpointing_was_planned:
+            model.enable_input_require_grads()  # as _setup_model does for checkpointed runs
+    loss = choose_loss(model, memory.setup.loss_chunk_size, log=log)
+    return batching, loss, memory
 
 
 def training_arguments(config: RunConfig, output_dir: Path, setup, placement, batching_mode: str, has_val: bool):
@@ -344,7 +355,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     from ducktune.models.loading import model_config
     from ducktune.train.memory_probe import return_freed_memory_to_os
     from ducktune.train.packing import restore_attention
-    from ducktune.train.plan import plan_memory
+    from ducktune.train.plan import plan_memory, recorded_plan
     from ducktune.train.report import plot_loss, write_report
 
     tc = config.train
@@ -364,7 +375,8 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     data = _setup_data(config, base.chat_format, log)
     # Micro-batch / accumulation / checkpointing within the budget, or refuse now rather than
     # run out of memory an hour in.
-    memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, log=log)
+    keep = recorded_plan(config)  # a resumed run keeps its micro-batch, accumulation and checkpointing
+    memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, keep=keep, log=log)
 
     # The run directory only after validation and planning, so refused input leaves nothing behind.
     run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log=log, require_resume=require_resume))
@@ -377,8 +389,9 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     model, targets = _setup_model(config, base, memory.setup.checkpointing, log)
     if targets is not None:
         info["lora_targets"] = targets
-    batching, loss = _setup_batching_and_loss(model, config, placement.device, memory.setup.loss_chunk_size,
-                                              choose_batching, choose_loss, log)
+    batching, loss, memory = _setup_batching_and_loss(model, config, base, data.train_rows, memory, keep,
+                                                      choose_batching, choose_loss, log)
+    info["memory_plan"] = memory.to_json()
     info["batching"] = {"mode": batching.mode, "reason": batching.reason, "chunked_loss": loss is not None}
     save_json(run.run_json, info)
 
