@@ -69,7 +69,7 @@ def test_cutoff_counts_match_what_training_drops(chat_format, mixed_data):
     samples = [s for d in read_datasets(config_for(mixed_data).data) for f in d.files for s in f.samples]
     _, stats, _ = tokenize_samples(samples, chat_format, cutoff, "assistant", skip_bad=False)
     assert report.tokens.truncated == stats["truncated"] > 0
-    assert report.tokens.emptied == stats["dropped"]
+    assert report.tokens.dropped == stats["dropped"]
 
 
 def test_every_sample_emptied_by_the_cutoff_is_unusable(tmp_path, tiny_qwen, capsys):
