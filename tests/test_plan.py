@@ -279,3 +279,21 @@ def test_default_loss_chunk_keeps_one_chunk_of_logits_within_256_mib():
     for vocab in (1_000, 32_000, 49_152, 128_256, 151_936):
         chunk = auto_loss_chunk(vocab)
         assert chunk * vocab * 4 <= LOSS_CHUNK_BYTES and (chunk == 4096 or 2 * chunk * vocab * 4 > LOSS_CHUNK_BYTES)
+
+
+def test_plan_for_absent_hardware_uses_the_training_placement_rules(tmp_path):
+    """`ducktune plan --device mps` for a 1.5B model plans float16, as `ducktune train` would run
+    it on a Mac (models/device.py), not a dtype table of its own."""
+    folder = tmp_path / "qwen-1.5b-shape"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536, "num_hidden_layers": 28,
+        "num_attention_heads": 12, "num_key_value_heads": 2, "intermediate_size": 8960, "vocab_size": 151936,
+        "max_position_embeddings": 32768, "tie_word_embeddings": True}))
+    base = [sys.executable, "-m", "ducktune", "plan", "--set", f"model.name_or_path={folder}", "--json",
+            "--memory", "64GB"]
+    mps = subprocess.run(base + ["--device", "mps"], capture_output=True, text=True)
+    assert mps.returncode == 0, mps.stderr
+    assert json.loads(mps.stdout)["dtype"] == "float16"
+    cuda = subprocess.run(base + ["--device", "cuda"], capture_output=True, text=True)
+    assert json.loads(cuda.stdout)["dtype"] == "bfloat16"
