@@ -118,6 +118,20 @@ def test_check_with_a_model_measures_tokens_like_data_check(client, tiny_qwen, t
     assert client.post("/api/data/check", json={"path": str(path)}).json()["tokens"] is None
 
 
+def test_check_says_not_usable_where_data_check_does(client, tiny_qwen, tmp_path, capsys):
+    """A file without a single bad record, whose every sample loses all its trained tokens at
+    the cutoff: `ducktune data check` says "Usable: no", and so must the Data tab."""
+    from data_support import run_cli
+
+    path = tmp_path / "long-questions.json"
+    path.write_text(json.dumps([{"instruction": "A question long enough to pass the cutoff " * 3, "output": "answer"}]))
+    code, out, _ = run_cli(capsys, "data", "check", str(path), "--model", str(tiny_qwen), "--cutoff", "12")
+    assert code == 2 and "Usable: no: every sample loses all its trained tokens" in out
+    check = client.post("/api/data/check", json={"path": str(path), "model": str(tiny_qwen), "cutoff_len": 12}).json()
+    assert check["issue_count"] == 0 and not check["ok"]
+    assert out.splitlines()[-1] == f"Usable: no: {check['verdict']}"
+
+
 def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):
     path = write_dataset(tmp_path / "d.json")
     result = client.post("/api/data/preview", json={"path": str(path), "model": str(tiny_qwen), "start": 1, "count": 2}).json()
