@@ -188,6 +188,28 @@ def test_export_files_are_listed_and_downloadable(client, runs_dir):
     assert client.get("/" + gguf["url"]).content == b"GGUF" + bytes(60)
 
 
+@pytest.mark.requires_llama_cpp
+@pytest.mark.requires_go
+def test_export_started_from_the_ui_runs_to_completion(client, runs_dir):
+    """The Export tab's endpoints drive a real `ducktune export` of the tiny run: start, then
+    status and log polled until the subprocess ends, with its files and verification report."""
+    run = runs_dir / "duckling"
+    started = client.post("/api/export/start", json={"name": "duckling"}).json()
+    assert started["state"] == "running" and started["command"] == f"ducktune export {run}"
+    deadline = time.time() + 300
+    while (status := client.get("/api/export/status").json())["state"] == "running":
+        assert time.time() < deadline, status["log"][-3000:]
+        time.sleep(0.5)
+    assert status["state"] == "completed" and status["returncode"] == 0, status["log"][-3000:]
+    files = {f["relative"] for f in status["files"]}
+    assert {"export/Modelfile", "export/duckling-q4_k_m.gguf"} <= files
+    assert all((run / relative).is_file() for relative in files)
+    assert status["report"]
+    log = client.get("/api/log/export").text
+    assert "Export verification: all checks passed" in log
+    assert client.get("/api/export/duckling").json()["files"] == status["files"]
+
+
 def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs_dir, tiny_qwen, tmp_path):
     data = write_dataset(tmp_path / "d.json")
     run_dir = runs_dir / "ui-run"
