@@ -240,9 +240,9 @@ def describe_machine(device: str, threads: int) -> list[str]:
                 break
     except OSError:
         pass
-    from ducktune.train.plan import _meminfo
+    from ducktune.train.memory_probe import meminfo_bytes
 
-    lines = [f"CPU: {cpu}, {os.cpu_count()} logical cores, {_meminfo('MemTotal') / 2**30:.1f} GiB RAM; "
+    lines = [f"CPU: {cpu}, {os.cpu_count()} logical cores, {meminfo_bytes('MemTotal') / 2**30:.1f} GiB RAM; "
              f"torch threads: {threads}"]
     if device == "cuda":
         lines.append(f"GPU: {torch.cuda.get_device_name(0)}")

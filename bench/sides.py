@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from ducktune.data.template import IGNORE_INDEX
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -45,7 +47,7 @@ def tokenized(spec: dict, path: str):
     from ducktune.data.loader import load_data
     from ducktune.data.template import ChatFormat
     from ducktune.models.loading import load_tokenizer
-    from ducktune.train.recipe import tokenize_samples
+    from ducktune.train.tokenize import tokenize_samples
 
     tokenizer = load_tokenizer(spec["model"])
     chat_format = ChatFormat(tokenizer)
@@ -56,7 +58,9 @@ def tokenized(spec: dict, path: str):
 
 
 def trained_tokens(rows: list[dict]) -> int:
-    return sum(sum(1 for x in r["labels"] if x != -100) for r in rows)
+    from ducktune.train.tokenize import trained_token_count
+
+    return sum(trained_token_count(r["labels"]) for r in rows)
 
 
 def peak_memory(device: str) -> int:
@@ -64,7 +68,7 @@ def peak_memory(device: str) -> int:
         import torch
 
         return int(torch.cuda.max_memory_allocated())
-    from ducktune.train.plan import peak_rss
+    from ducktune.train.memory_probe import peak_rss
 
     return peak_rss()
 
@@ -81,7 +85,7 @@ def heldout_loss(model, rows: list[dict]) -> float:
         for row in rows:
             ids = torch.tensor([row["input_ids"]], device=device)
             labels = torch.tensor([row["labels"]], device=device)
-            n = int((labels[:, 1:] != -100).sum())
+            n = int((labels[:, 1:] != IGNORE_INDEX).sum())
             if n:
                 total += float(model(input_ids=ids, labels=labels, use_cache=False).loss) * n
                 count += n
@@ -126,7 +130,7 @@ def _adapter_model(spec: dict, adapter: Path):
 
 
 class TrainedTokenCounter:
-    """Wraps a collator and counts labels != -100 in what it hands out (as DucktuneTrainer does)."""
+    """Wraps a collator and counts labels != IGNORE_INDEX in what it hands out (as DucktuneTrainer does)."""
 
     def __init__(self, collator):
         self.collator = collator
@@ -134,7 +138,7 @@ class TrainedTokenCounter:
 
     def __call__(self, features):
         batch = self.collator(features)
-        self.trained += int((batch["labels"] != -100).sum())
+        self.trained += int((batch["labels"] != IGNORE_INDEX).sum())
         return batch
 
 

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import textwrap
 
 import pytest
 
@@ -92,9 +93,18 @@ def test_real_process_exit_code_and_no_traceback(tmp_path):
 
 
 def test_help_does_not_import_torch():
-    code = ("import sys, ducktune.cli as c; p = c.build_parser(); "
-            "[p.parse_args([cmd, '--help']) for cmd in []]; "
-            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, sorted(sys.modules)")
+    code = textwrap.dedent("""
+        import contextlib, io, sys
+        import ducktune.cli as c
+        parser = c.build_parser()
+        commands = next(a for a in parser._actions if a.dest == "command").choices
+        for cmd in commands:
+            with contextlib.redirect_stdout(io.StringIO()) as shown, contextlib.suppress(SystemExit):
+                parser.parse_args([cmd, "--help"])
+            assert "usage:" in shown.getvalue(), cmd
+        assert len(commands) >= 8, sorted(commands)
+        assert "torch" not in sys.modules and "transformers" not in sys.modules, sorted(sys.modules)
+    """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     proc = subprocess.run([sys.executable, "-m", "ducktune", "--help"], capture_output=True, text=True)
@@ -125,3 +135,13 @@ def test_train_chat_compare_end_to_end(tmp_path, capsys, tiny_qwen):
     rows = json.loads(out)
     assert code == 0 and [r["prompt"] for r in rows] == ["Who are you?", "hello"]
     assert all(set(r) == {"prompt", "base", "tuned"} for r in rows)
+    # Each column is that model's own greedy answer: the untouched base folder, and the run's adapter.
+    from ducktune.chat.engine import ChatEngine
+
+    base = ChatEngine.from_model_dir(tiny_qwen, device="cpu")
+    tuned = ChatEngine.from_run(run_dir, device="cpu", log=lambda *a: None)
+    for row in rows:
+        messages = [{"role": "user", "content": row["prompt"]}]
+        assert row["base"] == base.generate(messages, max_new_tokens=5).text
+        assert row["tuned"] == tuned.generate(messages, max_new_tokens=5).text
+    assert any(r["base"] != r["tuned"] for r in rows)  # the adapter changed something

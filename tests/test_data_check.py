@@ -62,14 +62,14 @@ def test_shape_renderer_is_exact_or_steps_aside(chat_format, mixed_data):
 
 
 def test_cutoff_counts_match_what_training_drops(chat_format, mixed_data):
-    from ducktune.train.recipe import tokenize_samples
+    from ducktune.train.tokenize import tokenize_samples
 
     cutoff = 40
     report = check_data(config_for(mixed_data, f"data.cutoff_len={cutoff}"), chat_format)
     samples = [s for d in read_datasets(config_for(mixed_data).data) for f in d.files for s in f.samples]
     _, stats, _ = tokenize_samples(samples, chat_format, cutoff, "assistant", skip_bad=False)
     assert report.tokens.truncated == stats["truncated"] > 0
-    assert report.tokens.emptied == stats["dropped"]
+    assert report.tokens.dropped == stats["dropped"]
 
 
 def test_every_sample_emptied_by_the_cutoff_is_unusable(tmp_path, tiny_qwen, capsys):

@@ -59,9 +59,9 @@ def _check(body, suffix, chat_format=None, as_bytes=False):
             path.write_text(body, encoding="utf-8")
         report = check_data(load_config(None, [f"data.datasets=[{path}]", "data.cutoff_len=64"]), chat_format)
     # Usable exactly when nothing is wrong, something is left, and the cutoff does not empty every sample.
-    all_emptied = report.tokens is not None and report.tokens.samples and report.tokens.emptied == report.tokens.samples
+    all_dropped = report.tokens is not None and report.tokens.samples and report.tokens.dropped == report.tokens.samples
     assert report.usable == (not report.issues and report.samples > 0 and report.loaded is not None
-                             and not all_emptied)
+                             and not all_dropped)
     for issue in report.issues:
         assert str(issue).startswith(str(path))
 

@@ -10,7 +10,7 @@ from data_support import write_json, write_jsonl
 from ducktune.config import DataConfig, DatasetSpec
 from ducktune.data.loader import read_datasets
 from ducktune.data.readers import read_file
-from ducktune.data.sources import read_spec
+from ducktune.data.dataset_files import read_spec
 
 
 def samples_of(path, **spec):

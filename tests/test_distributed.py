@@ -34,9 +34,11 @@ def test_torchrun_two_processes_share_one_run_directory(tmp_path, tiny_qwen):
     }
     config_file = tmp_path / "ddp.yaml"
     config_file.write_text(yaml.safe_dump(config), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # --standalone: torchrun's own rendezvous on a free local port (a fixed port collides with
+    # any other run on the machine).
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "ducktune.cli", "train", str(config_file)],
         capture_output=True, text=True, env=env, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

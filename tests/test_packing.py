@@ -185,7 +185,8 @@ def test_packed_training_reaches_the_same_eval_loss_as_padded(tiny_qwen, tmp_pat
     from ducktune.data.loader import load_data
     from ducktune.data.template import ChatFormat
     from ducktune.models.loading import load_tokenizer
-    from ducktune.train.recipe import tokenize_samples, train
+    from ducktune.train.recipe import train
+    from ducktune.train.tokenize import tokenize_samples
 
     data = tmp_path / "chat.json"
     data.write_text(json.dumps(_chat_records(120, 0)), encoding="utf-8")

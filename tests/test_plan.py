@@ -128,9 +128,28 @@ def test_rows_longer_than_the_model_are_flagged():
                for n in plan.choose(SMOLLM_LIKE, Setup(row_tokens=10000), "cpu", None).notes)
 
 
-def test_heaviest_row_tokens():
-    assert plan.heaviest_row_tokens([100, 50, 30], batch_size=2, cutoff=512, packed=False) == 75
-    assert plan.heaviest_row_tokens([300, 250, 200, 100], batch_size=1, cutoff=512, packed=True) == 500
+@pytest.mark.parametrize("mode", ["packed", "padding-free", "padded"])
+def test_heaviest_row_tokens_bound_what_the_collators_build(mode):
+    """The planned micro-batch holds at least as many tokens as the heaviest one the real
+    datasets and collators produce for that batching mode, and not a row more."""
+    import random
+
+    from ducktune.train.packing import Batching
+
+    rng = random.Random(1)
+    lengths = [rng.randint(5, 60) for _ in range(40)] + [300]  # one long sample among short ones
+    rows = [{"input_ids": [1] * n, "labels": [1] * n} for n in lengths]
+    batch_size, cutoff = 4, 512
+    batching = Batching(mode, "test", "sdpa")
+    dataset, collate = batching.dataset(rows, cutoff), batching.collator(pad_token_id=0)
+    # The heaviest micro-batch any sampler can form: the batch_size largest rows together
+    # (largest by the tokens a collated batch of them would hold).
+    items = sorted((dataset[i] for i in range(len(dataset))), key=lambda r: -collate([r])["input_ids"].numel())
+    heaviest = collate(items[:batch_size])["input_ids"].numel()
+    planned = batch_size * plan.heaviest_row_tokens(lengths, batch_size, cutoff, mode)
+    assert heaviest <= planned < heaviest + batch_size * (8 if mode == "padded" else 1)
+    if mode == "padded":  # every row padded to the long sample, not the mean of the top rows
+        assert planned >= batch_size * 300
 
 
 # ----------------------------------------------------------------------------- against a measured run
@@ -177,6 +196,50 @@ def test_plan_is_within_15_percent_of_the_measured_peak_rss(planning_model, tmp_
     assert result["planned"] == pytest.approx(result["measured"], rel=0.15)
 
 
+def _sliding_window_model(folder, destination):
+    """The planning model with sliding-window attention everywhere: it trains on padded batches."""
+    import shutil
+
+    shutil.copytree(folder, destination)
+    config = json.loads((destination / "config.json").read_text())
+    config.update(use_sliding_window=True, sliding_window=64, max_window_layers=0,
+                  layer_types=["sliding_attention"] * config["num_hidden_layers"])
+    (destination / "config.json").write_text(json.dumps(config))
+    return destination
+
+
+def test_plan_for_padded_batches_is_within_15_percent_of_the_measured_peak_rss(planning_model, tmp_path):
+    """Padded batches (sliding-window attention) pad every row to the longest: one 500-token
+    sample among short ones makes the heaviest micro-batch 4 x 504 tokens, not 4 x their mean."""
+    import random
+
+    rng = random.Random(0)
+    words = "the duck swims in a pond and eats bread".split()
+    records = [{"instruction": " ".join(rng.choice(words) for _ in range(8)), "output": "yes"} for _ in range(40)]
+    records.append({"instruction": "tell me", "output": " ".join(rng.choice(words) for _ in range(480))})
+    data = tmp_path / "chat.json"
+    data.write_text(json.dumps(records), encoding="utf-8")
+    model = _sliding_window_model(planning_model, tmp_path / "sliding")
+    script = textwrap.dedent(f"""
+        import json, torch
+        from ducktune.config import DatasetSpec, load_config
+        from ducktune.train.recipe import train
+        torch.set_num_threads(1)
+        config = load_config(None, ["model.name_or_path={model}", "data.cutoff_len=512", "train.batch_size=4",
+                                    "train.packing=off", "train.max_steps=2", "train.save_steps=1000",
+                                    "output.dir={tmp_path / 'run'}"])
+        config.data.datasets = [DatasetSpec(path="{data}")]
+        info = train(config, log=lambda *_: None, progress=False, compare=False).info
+        print(json.dumps({{"planned": info["memory_plan"]["peak_bytes"], "measured": info["result"]["peak_rss_bytes"],
+                          "plan": info["memory_plan"], "batching": info["batching"]["mode"]}}))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["batching"] == result["plan"]["batching"] == "padded"
+    assert result["plan"]["row_tokens"] >= 480
+    assert result["planned"] == pytest.approx(result["measured"], rel=0.15)
+
+
 def test_train_refuses_a_run_that_cannot_fit_and_writes_nothing(planning_model, tmp_path):
     from ducktune.config import DatasetSpec, load_config
     from ducktune.train.recipe import train
@@ -216,3 +279,21 @@ def test_default_loss_chunk_keeps_one_chunk_of_logits_within_256_mib():
     for vocab in (1_000, 32_000, 49_152, 128_256, 151_936):
         chunk = auto_loss_chunk(vocab)
         assert chunk * vocab * 4 <= LOSS_CHUNK_BYTES and (chunk == 4096 or 2 * chunk * vocab * 4 > LOSS_CHUNK_BYTES)
+
+
+def test_plan_for_absent_hardware_uses_the_training_placement_rules(tmp_path):
+    """`ducktune plan --device mps` for a 1.5B model plans float16, as `ducktune train` would run
+    it on a Mac (models/device.py), not a dtype table of its own."""
+    folder = tmp_path / "qwen-1.5b-shape"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 1536, "num_hidden_layers": 28,
+        "num_attention_heads": 12, "num_key_value_heads": 2, "intermediate_size": 8960, "vocab_size": 151936,
+        "max_position_embeddings": 32768, "tie_word_embeddings": True}))
+    base = [sys.executable, "-m", "ducktune", "plan", "--set", f"model.name_or_path={folder}", "--json",
+            "--memory", "64GB"]
+    mps = subprocess.run(base + ["--device", "mps"], capture_output=True, text=True)
+    assert mps.returncode == 0, mps.stderr
+    assert json.loads(mps.stdout)["dtype"] == "float16"
+    cuda = subprocess.run(base + ["--device", "cuda"], capture_output=True, text=True)
+    assert json.loads(cuda.stdout)["dtype"] == "bfloat16"

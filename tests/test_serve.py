@@ -123,10 +123,15 @@ def test_max_tokens_stop_seed_and_top_p(client):
     streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
         model="duckling", messages=messages, stop="Duck", stream=True) if c.choices)
     assert streamed == "I am "
-    sampled = [client.chat.completions.create(model="duckling-base", messages=[{"role": "user", "content": "Tell me"}],
+    tell_me = [{"role": "user", "content": "Tell me"}]
+    sampled = [client.chat.completions.create(model="duckling-base", messages=tell_me,
                                               temperature=1.5, top_p=0.95, seed=seed, max_tokens=12)
                .choices[0].message.content for seed in (7, 7, 8)]
+    greedy = client.chat.completions.create(model="duckling-base", messages=tell_me, temperature=0,
+                                            max_tokens=12).choices[0].message.content
     assert sampled[0] == sampled[1]  # the same seed samples the same answer
+    assert sampled[0] != sampled[2]  # another seed, another sample: the seed reaches the sampler
+    assert greedy not in sampled  # temperature 1.5 really samples (ignoring it would give the greedy answer)
 
 
 def test_malformed_requests_get_openai_errors(server, client):

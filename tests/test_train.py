@@ -89,24 +89,25 @@ def _adapter_weights(run_dir):
     return load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
 
 
-def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_qwen, monkeypatch):
+def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_qwen):
     steps = {"train.max_steps": 8, "train.save_steps": 2, "train.save_total_limit": 2, "train.logging_steps": 1}
     reference = recipe.train(make_config(tmp_path, tiny_qwen, out="reference", **steps), progress=False, compare=False)
 
     config = make_config(tmp_path, tiny_qwen, out="crashed", **steps)
-    from ducktune.train.trainer import DucktuneTrainer
+    from ducktune.train.loss import choose_loss
 
-    original_step = DucktuneTrainer.training_step
+    def loss_that_crashes_in_step_6(model, chunk_size, log):
+        loss, calls = choose_loss(model, chunk_size, log), []
 
-    def crash_at_step_5(self, *args, **kwargs):
-        if self.state.global_step == 5:
-            raise RuntimeError("simulated crash")
-        return original_step(self, *args, **kwargs)
+        def crash_at_call_6(model, inputs, num_items):  # one micro-batch per step here
+            calls.append(1)
+            if len(calls) == 6:
+                raise RuntimeError("simulated crash")
+            return loss(model, inputs, num_items)
+        return crash_at_call_6
 
-    monkeypatch.setattr(DucktuneTrainer, "training_step", crash_at_step_5)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        recipe.train(config, progress=False, compare=False)
-    monkeypatch.setattr(DucktuneTrainer, "training_step", original_step)
+        recipe.train(config, progress=False, compare=False, choose_loss=loss_that_crashes_in_step_6)
 
     run = RunDir(config.output.dir)
     assert run.info()["status"] == "failed"
@@ -163,3 +164,39 @@ def test_explicit_resume_needs_an_unfinished_run(tmp_path, tiny_qwen):
     with pytest.raises(UserError, match="no unfinished run to resume"):
         recipe.train(config, progress=False, compare=False, require_resume=True)
     assert not (tmp_path / "run").exists()
+
+
+def test_training_arguments_follow_the_config_and_the_plan(tmp_path, tiny_qwen):
+    """The Trainer's arguments come from the config and the memory plan, without loading a model."""
+    from ducktune.models.device import Placement
+    from ducktune.train.plan import Setup
+
+    config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": None, "train.warmup_steps": 3})
+    setup = Setup(batch_size=3, grad_accum=5, checkpointing=True)
+    cpu = Placement("cpu", "float32", "test")
+    args = recipe.training_arguments(config, tmp_path / "ckpt", setup, cpu, "padded", has_val=False)
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 5)
+    assert args.max_steps == -1 and args.warmup_steps == 3 and args.use_cpu and not args.bf16
+    assert args.eval_strategy == "no" and args.train_sampling_strategy == "group_by_length"
+    assert args.activation_checkpointing
+    packed = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=False), cpu, "packed", has_val=True)
+    assert packed.eval_strategy == "steps" and packed.eval_steps == config.train.save_steps
+    assert packed.train_sampling_strategy == "random" and not packed.activation_checkpointing
+
+
+def test_memory_is_planned_again_when_batching_falls_back_to_padded(tmp_path, tiny_qwen):
+    """A model that fails the packing proof trains on padded batches: the plan recorded (and
+    obeyed) is the one for padded rows, not the packed rows expected from config.json."""
+    from ducktune.train.loss import unwrap_peft
+    from ducktune.train.packing import Batching
+
+    def padded(model, packing, device, log):
+        return Batching("padded", "isolation failed (test)", unwrap_peft(model).config._attn_implementation)
+
+    messages = []
+    result = recipe.train(make_config(tmp_path, tiny_qwen, **{"train.max_steps": 2}), log=messages.append,
+                          progress=False, compare=False, choose_batching=padded)
+    info = RunDir(result.run_dir).info()
+    assert info["batching"]["mode"] == info["memory_plan"]["batching"] == "padded"
+    assert "Planning memory again for padded batches" in messages
+    assert info["memory_plan"]["row_tokens"] % 8 == 0  # rows padded to a multiple of 8

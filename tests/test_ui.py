@@ -118,6 +118,20 @@ def test_check_with_a_model_measures_tokens_like_data_check(client, tiny_qwen, t
     assert client.post("/api/data/check", json={"path": str(path)}).json()["tokens"] is None
 
 
+def test_check_says_not_usable_where_data_check_does(client, tiny_qwen, tmp_path, capsys):
+    """A file without a single bad record, whose every sample loses all its trained tokens at
+    the cutoff: `ducktune data check` says "Usable: no", and so must the Data tab."""
+    from data_support import run_cli
+
+    path = tmp_path / "long-questions.json"
+    path.write_text(json.dumps([{"instruction": "A question long enough to pass the cutoff " * 3, "output": "answer"}]))
+    code, out, _ = run_cli(capsys, "data", "check", str(path), "--model", str(tiny_qwen), "--cutoff", "12")
+    assert code == 2 and "Usable: no: every sample loses all its trained tokens" in out
+    check = client.post("/api/data/check", json={"path": str(path), "model": str(tiny_qwen), "cutoff_len": 12}).json()
+    assert check["issue_count"] == 0 and not check["ok"]
+    assert out.splitlines()[-1] == f"Usable: no: {check['verdict']}"
+
+
 def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):
     path = write_dataset(tmp_path / "d.json")
     result = client.post("/api/data/preview", json={"path": str(path), "model": str(tiny_qwen), "start": 1, "count": 2}).json()
@@ -172,6 +186,28 @@ def test_export_files_are_listed_and_downloadable(client, runs_dir):
     assert "top-1 agreement" in listing["report"]
     gguf = next(f for f in listing["files"] if f["name"].endswith(".gguf"))
     assert client.get("/" + gguf["url"]).content == b"GGUF" + bytes(60)
+
+
+@pytest.mark.requires_llama_cpp
+@pytest.mark.requires_go
+def test_export_started_from_the_ui_runs_to_completion(client, runs_dir):
+    """The Export tab's endpoints drive a real `ducktune export` of the tiny run: start, then
+    status and log polled until the subprocess ends, with its files and verification report."""
+    run = runs_dir / "duckling"
+    started = client.post("/api/export/start", json={"name": "duckling"}).json()
+    assert started["state"] == "running" and started["command"] == f"ducktune export {run}"
+    deadline = time.time() + 300
+    while (status := client.get("/api/export/status").json())["state"] == "running":
+        assert time.time() < deadline, status["log"][-3000:]
+        time.sleep(0.5)
+    assert status["state"] == "completed" and status["returncode"] == 0, status["log"][-3000:]
+    files = {f["relative"] for f in status["files"]}
+    assert {"export/Modelfile", "export/duckling-q4_k_m.gguf"} <= files
+    assert all((run / relative).is_file() for relative in files)
+    assert status["report"]
+    log = client.get("/api/log/export").text
+    assert "Export verification: all checks passed" in log
+    assert client.get("/api/export/duckling").json()["files"] == status["files"]
 
 
 def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs_dir, tiny_qwen, tmp_path):

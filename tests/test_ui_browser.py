@@ -164,14 +164,16 @@ def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     assert page.locator("#messages-tuned .msg.user").count() == 2
     save_shots(page, shots, "ui-chat")
 
-    # Runs: the finished run with its loss and report; Export: a clear state either way.
+    # Runs: the finished run with its loss and report; Export: the run offered, nothing exported yet.
     page.click(".tabs button[data-tab=runs]")
     page.click("#runs-table tbody tr[data-run=duckling]")
     page.wait_for_selector("#run-report table")
     assert page.locator("#run-chart circle.pt").count() == 60
     save_shots(page, shots, "ui-runs")
     page.click(".tabs button[data-tab=export]")
-    assert page.is_visible("#export-unavailable") or page.is_visible("#export-available")
+    page.wait_for_selector("#export-state.idle")
+    assert page.input_value("#export-run") == "duckling" and page.is_enabled("#export-start")
+    assert page.inner_text("#export-files") == "No exported files for this run yet."
 
     # Chinese labels.
     page.click(".lang button[data-lang=zh]")

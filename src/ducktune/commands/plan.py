@@ -28,16 +28,19 @@ def run(args) -> int:
 
     from ducktune.config import load_config
     from ducktune.errors import ConfigError
+    from ducktune.models.loading import estimate_params
+    from ducktune.models.sources import model_config_without_weights
     from ducktune.train import plan
+    from ducktune.train.memory_probe import available_memory
 
     config = load_config(args.config, args.overrides)
     memory_text = args.memory or config.train.memory_budget
-    device, dtype, local = _device_and_dtype(config, args.device, memory_text)
+    folder, model_cfg = model_config_without_weights(config.model.name_or_path, config.model.revision)
+    device, dtype, local = _device_and_dtype(config, args.device, memory_text, estimate_params(model_cfg))
     try:
-        budget = plan.parse_memory(memory_text) if memory_text else plan.available_memory(device)
+        budget = plan.parse_memory(memory_text) if memory_text else available_memory(device)
     except ValueError as exc:
         raise ConfigError(f"--memory: {exc}") from None
-    folder, model_cfg = _model_config(config)
     rows, rows_note = _rows(config, folder)
     memory = plan.plan_run(config, model_cfg, device, dtype, rows, budget)
 
@@ -49,7 +52,7 @@ def run(args) -> int:
         lora = "full fine-tuning" if s.method == "full" else \
             f"{ {'lora': 'LoRA', 'qlora': 'QLoRA'}[s.method]} r={s.lora_r} on {', '.join(s.lora_targets) if s.lora_targets else 'all-linear'}"
         print(f"Memory plan: {config.model.name_or_path} on {device} ({dtype}), {lora}")
-        print(f"  rows: {rows_note}; heaviest micro-batch {s.batch_size} x {s.row_tokens} tokens, "
+        print(f"  rows: {rows_note}; {memory.batching} batches; heaviest micro-batch {s.batch_size} x {s.row_tokens} tokens, "
               f"{s.trained_fraction:.0%} trained")
         for line in memory.table():
             print(line)
@@ -65,39 +68,19 @@ def run(args) -> int:
     return 0
 
 
-def _device_and_dtype(config, device: str | None, memory_text: str | None) -> tuple[str, str, bool]:
-    """(device, dtype, is this machine's device). Planning for absent hardware needs a budget."""
+def _device_and_dtype(config, device: str | None, memory_text: str | None, n_params: int) -> tuple[str, str, bool]:
+    """(device, dtype, is this machine's device), by `ducktune train`'s placement rules.
+    Planning for absent hardware needs a budget."""
     from ducktune.errors import ConfigError
-    from ducktune.models.device import available_devices, choose_placement
+    from ducktune.models.device import available_devices, choose_placement, placement_for
 
     wanted = device or config.model.device
-    present = available_devices()
-    if wanted == "auto" or wanted in present:
-        placement = choose_placement(wanted, config.model.dtype)
+    if wanted == "auto" or wanted in available_devices():
+        placement = choose_placement(wanted, config.model.dtype, n_params)
         return placement.device, placement.dtype, True
     if not memory_text:
         raise ConfigError(f"--device {wanted}: this machine has no {wanted}; give its memory with --memory, e.g. --memory 11GB")
-    dtype = config.model.dtype if config.model.dtype != "auto" else {"cuda": "bfloat16", "mps": "float32"}.get(wanted, "float32")
-    return wanted, dtype, False
-
-
-def _model_config(config):
-    """(local folder or None, config.json) without downloading weights."""
-    from pathlib import Path
-
-    from ducktune.models import builtin
-    from ducktune.models.loading import model_config
-    from ducktune.models.sources import resolve_model
-
-    name = config.model.name_or_path
-    hub_id = name.count("/") == 1 and ":" not in name and not name.startswith((".", "/", "~"))
-    if builtin.canonical_name(name) or Path(name).expanduser().is_dir() or not hub_id:
-        folder = resolve_model(name, config.model.revision)
-        return folder, model_config(folder)
-    from huggingface_hub import hf_hub_download
-
-    path = hf_hub_download(name, "config.json", revision=config.model.revision)
-    return None, model_config(Path(path).parent)
+    return wanted, placement_for(wanted, config.model.dtype, n_params).dtype, False
 
 
 def _rows(config, folder) -> tuple[list[dict] | None, str]:
@@ -107,12 +90,11 @@ def _rows(config, folder) -> tuple[list[dict] | None, str]:
     from ducktune.data.loader import load_data
     from ducktune.data.template import ChatFormat
     from ducktune.models.loading import load_tokenizer
-    from ducktune.train.recipe import tokenize_samples
+    from ducktune.train.tokenize import tokenize_samples
 
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
     data = load_data(config.data, seed=config.train.seed)
     rows, stats, _ = tokenize_samples(data.train, chat_format, config.data.cutoff_len, config.data.train_on, True)
-    packed = "packed" if config.train.packing != "off" else "one sample per row"
-    return rows, f"{stats['samples']} samples, median {stats['median_len']} tokens, {packed}"
+    return rows, f"{stats['samples']} samples, median {stats['median_len']} tokens"

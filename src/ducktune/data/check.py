@@ -18,7 +18,7 @@ from ducktune.data.formats import DEFAULT_OPTIONS
 from ducktune.data.lengths import TokenStats, token_stats
 from ducktune.data.loader import LoadedData, assemble, read_datasets
 from ducktune.data.schema import Issue
-from ducktune.data.sources import FileData, read_spec
+from ducktune.data.dataset_files import FileData, read_spec
 from ducktune.errors import DataError
 
 
@@ -98,7 +98,7 @@ def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool,
         report.verdict = str(exc).splitlines()[-1]
         return
     tokens = report.tokens
-    if tokens is not None and tokens.samples and tokens.emptied == tokens.samples:
+    if tokens is not None and tokens.samples and tokens.dropped == tokens.samples:
         report.verdict = (f"every sample loses all its trained tokens at the cutoff ({tokens.cutoff}); "
                           "raise data.cutoff_len")
         return
@@ -141,8 +141,8 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
         lines.append(f"Tokens ({report.tokenizer} tokenizer): min {t.min} · median {t.median} · p95 {t.p95} "
                      f"· max {t.max}  over {_count(t.samples)} samples")
         cut = f"  cutoff {t.cutoff}: {_count(t.truncated)} sample{'s' if t.truncated != 1 else ''} would be truncated"
-        if t.emptied:
-            cut += f", {_count(t.emptied)} of them lose every trained token and are dropped"
+        if t.dropped:
+            cut += f", {_count(t.dropped)} of them lose every trained token and are dropped"
         lines.append(cut)
     loaded = report.loaded
     if loaded is not None:

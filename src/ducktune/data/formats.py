@@ -85,8 +85,8 @@ DEFAULT_OPTIONS = NormalizeOptions()
 
 # ----------------------------------------------------------------------------- detection
 
-def fits(fmt: str, value: object) -> str | None:
-    """None when `value` looks like format `fmt`, else why not (for "no known format" errors)."""
+def mismatch(fmt: str, value: object) -> str | None:
+    """Why `value` does not look like format `fmt` (for "no known format" errors); None when it does."""
     if not isinstance(value, dict):
         return f"a record is a {type(value).__name__}, not an object"
     keys = value.keys()
@@ -113,7 +113,7 @@ _DETECTION_ORDER = ("preference", "sharegpt", "messages", "firefly", "alpaca", "
 
 def detect_record(value: object) -> str | None:
     for fmt in _DETECTION_ORDER:
-        if fits(fmt, value) is None:
+        if mismatch(fmt, value) is None:
             return fmt
     return None
 
@@ -128,7 +128,7 @@ def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | 
     if counts:
         return max(counts, key=lambda f: (counts[f], -_DETECTION_ORDER.index(f))), ""
     first = records[0].value if records else None
-    reasons = "; ".join(f"{fmt}: {fits(fmt, first)}" for fmt in _DETECTION_ORDER)
+    reasons = "; ".join(f"{fmt}: {mismatch(fmt, first)}" for fmt in _DETECTION_ORDER)
     if isinstance(first, dict):
         names = sorted(str(k) for k in first)
         described = f"fields {names[:8]}" if names else "no fields"
@@ -454,7 +454,7 @@ def normalize(record: Record, fmt: str, issues: list[Issue], options: NormalizeO
     if not isinstance(value, dict):
         issues.append(record.issue("(record)", f"must be a JSON object, got {type(value).__name__}"))
         return None
-    reason = fits(fmt, value)
+    reason = mismatch(fmt, value)
     if reason is not None:
         other = detect_record(value)
         hint = f"; it looks like {other}" if other else ""

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from ducktune.data.schema import Issue, Sample
+from ducktune.data.template import IGNORE_INDEX
 from ducktune.errors import DataError
 
 BATCH = 8192
@@ -33,7 +34,7 @@ class TokenStats:
     max: int
     cutoff: int
     truncated: int  # longer than the cutoff: cut to it in training
-    emptied: int  # truncated so far that no trained token is left: dropped in training
+    dropped: int  # truncated so far that no trained token is left: dropped in training
 
 
 def percentile(sorted_values: list[int], q: float) -> int:
@@ -172,7 +173,7 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
     if not lengths:
         return None, issues
 
-    truncated = emptied = 0
+    truncated = dropped = 0
     for i, (sample, n) in enumerate(zip(measured, lengths)):
         if n <= cutoff - EXACT_MARGIN:
             continue
@@ -184,9 +185,9 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
         lengths[i] = n = len(encoded.input_ids)
         if n > cutoff:
             truncated += 1
-            if all(label == -100 for label in encoded.labels[:cutoff]):
-                emptied += 1
+            if all(label == IGNORE_INDEX for label in encoded.labels[:cutoff]):
+                dropped += 1
     ordered = sorted(lengths)
     stats = TokenStats(len(ordered), ordered[0], percentile(ordered, 0.5), percentile(ordered, 0.95), ordered[-1],
-                       cutoff, truncated, emptied)
+                       cutoff, truncated, dropped)
     return stats, issues

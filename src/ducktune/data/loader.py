@@ -1,6 +1,6 @@
 """From `data:` in the config to the samples a run trains on.
 
-    read every dataset (sources.py) -> refuse on problems (or skip bad records) -> dedupe
+    read every dataset (dataset_files.py) -> refuse on problems (or skip bad records) -> dedupe
     -> per-dataset max_samples -> hold out validation samples -> mix by repeat or weight
     -> deterministic shuffle -> global max_samples
 
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from ducktune.config import DataConfig, DatasetSpec
 from ducktune.data.formats import DEFAULT_OPTIONS, NormalizeOptions
 from ducktune.data.schema import Issue, Sample
-from ducktune.data.sources import DatasetRead, FileData, read_dataset, read_spec
+from ducktune.data.dataset_files import DatasetRead, FileData, read_dataset, read_spec
 from ducktune.errors import DataError
 
 MAX_ISSUES_SHOWN = 20

@@ -40,28 +40,33 @@ def cuda_supports_bf16() -> bool:
 
 
 def choose_placement(device: str = "auto", dtype: str = "auto", n_params: int | None = None) -> Placement:
-    """Resolve `auto` device/dtype.
+    """Resolve `auto` device/dtype on this machine (placement_for's rules)."""
+    devices = available_devices()
+    if device == "auto":
+        device = devices[0]
+    elif device not in devices:
+        raise ConfigError(f"model.device: '{device}' is not available on this machine (available: {', '.join(devices)})")
+    return placement_for(device, dtype, n_params, cuda_bf16=device == "cuda" and cuda_supports_bf16())
+
+
+def placement_for(device: str, dtype: str = "auto", n_params: int | None = None, cuda_bf16: bool = True) -> Placement:
+    """The dtype rules for a device, present or not (`ducktune plan --device` plans for other
+    machines; cuda_bf16: whether that GPU supports bf16).
 
     - CUDA: bf16 where the GPU supports it (Ampere and newer), else fp16.
     - MPS: fp32 for models under 1B parameters (fast enough, and no fp16 overflow surprises),
       fp16 above; never bf16, which older macOS/MPS builds do not support.
     - CPU: fp32. CPUs without AMX/AVX-512-BF16 run bf16 matmuls ~100x slower than fp32.
     """
-    devices = available_devices()
-    if device == "auto":
-        device = devices[0]
-    elif device not in devices:
-        raise ConfigError(f"model.device: '{device}' is not available on this machine (available: {', '.join(devices)})")
-
     if dtype != "auto":
         if device == "mps" and dtype == "bfloat16":
             raise ConfigError("model.dtype: bfloat16 is not supported on Apple MPS; use float16 or float32")
-        if device == "cuda" and dtype == "bfloat16" and not cuda_supports_bf16():
+        if device == "cuda" and dtype == "bfloat16" and not cuda_bf16:
             raise ConfigError("model.dtype: this GPU does not support bfloat16; use float16")
         return Placement(device, dtype, "set in the config")
 
     if device == "cuda":
-        if cuda_supports_bf16():
+        if cuda_bf16:
             return Placement("cuda", "bfloat16", "CUDA GPU with bf16 support")
         return Placement("cuda", "float16", "CUDA GPU without bf16 support")
     if device == "mps":

@@ -47,6 +47,21 @@ def resolve_model(name_or_path: str, revision: str | None = None, log=print) -> 
     )
 
 
+def model_config_without_weights(name_or_path: str, revision: str | None = None) -> tuple[Path | None, dict]:
+    """(local folder or None, config.json) of `model.name_or_path`: a hub id fetches only its
+    config.json (for planning before a download); anything else resolves as resolve_model does."""
+    from ducktune.models.loading import model_config
+
+    local = builtin.canonical_name(name_or_path) or Path(name_or_path).expanduser().is_dir()
+    if not local and _HUB_ID.match(name_or_path):
+        from huggingface_hub import hf_hub_download
+
+        path = hf_hub_download(name_or_path, "config.json", revision=revision)
+        return None, model_config(Path(path).parent)
+    folder = resolve_model(name_or_path, revision)
+    return folder, model_config(folder)
+
+
 def _no_network(model_id: str) -> ModelError:
     return ModelError(f"cannot download {model_id}: no network; pass a local folder or use the built-in model (smollm2-135m)")
 

@@ -126,7 +126,8 @@ def model_not_found(model_id: str) -> APIError:
     return APIError(404, f"The model '{model_id}' does not exist", param="model", code="model_not_found")
 
 
-def build_router(registry, api_key: str | None = None) -> APIRouter:
+def bearer_auth(api_key: str | None):
+    """A dependency refusing requests without `Authorization: Bearer <api_key>` (none: all pass)."""
     async def authorize(request: Request) -> None:
         if not api_key:
             return
@@ -134,14 +135,12 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
         if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
             raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
                            code="invalid_api_key")
+    return authorize
 
-    router = APIRouter(dependencies=[Depends(authorize)])
 
-    async def find_model(model_id: str):
-        served = await run_in_threadpool(registry.get, model_id)  # may load a run: off the event loop
-        if served is None:
-            raise model_not_found(model_id)
-        return served
+def build_router(registry, api_key: str | None = None) -> APIRouter:
+    """The OpenAI-compatible routes over `registry`'s models."""
+    router = APIRouter(dependencies=[Depends(bearer_auth(api_key))])
 
     @router.get("/v1/models")
     async def list_models() -> dict:
@@ -161,77 +160,91 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         req = protocol.parse_chat_request(await read_body(request))
-        served = await find_model(req.model)
+        served = await run_in_threadpool(registry.get, req.model)  # may load a run: off the event loop
+        if served is None:
+            raise model_not_found(req.model)
         if req.stream:
-            return await start_stream(served, req, request)
-        control = RequestControl()
-        future = served.worker.submit(lambda: generate_job(served, req, control), control.gone)
-        try:
-            result = await wait_for(asyncio.wrap_future(future), request, control)
-        except Cancelled:
-            result = None
-        except BaseException as exc:
-            raise job_failure(exc, served.id) from None
-        if result is None:  # nobody is listening any more
-            return JSONResponse({"error": {"message": "client disconnected", "type": "cancelled"}}, status_code=499)
-        return protocol.completion_body(protocol.completion_id(), served.id, result.text, result.finish_reason,
-                                        result.prompt_tokens, result.completion_tokens)
-
-    async def start_stream(served, req, request: Request):
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue = asyncio.Queue()
-        control = RequestControl()
-
-        def emit(kind: str, value: Any = None) -> None:
-            try:
-                loop.call_soon_threadsafe(events.put_nowait, (kind, value))
-            except RuntimeError:  # the loop closed (server shutting down)
-                control.abandon()
-
-        future = served.worker.submit(lambda: stream_job(served, req, control, emit), control.gone)
-        future.add_done_callback(lambda f: emit("done", f))
-        # Wait for the prompt to be accepted, so a bad request still gets a 4xx status, not a 200 stream.
-        first = await wait_for(asyncio.ensure_future(events.get()), request, control)
-        if first is None:
-            return JSONResponse({"error": {"message": "client disconnected", "type": "cancelled"}}, status_code=499)
-        if first[0] == "done":
-            exc = first[1].exception() if not first[1].cancelled() else Cancelled()
-            raise job_failure(exc or RuntimeError("generation ended before it started"), served.id)
-        n_prompt = first[1]
-        cid, created = protocol.completion_id(), int(time.time())
-        include_usage = bool(req.stream_options and req.stream_options.include_usage)
-
-        async def body():
-            finish = None
-            try:
-                yield protocol.sse(protocol.chunk_body(cid, served.id, created, {"role": "assistant", "content": ""}))
-                while True:
-                    kind, value = await events.get()
-                    if kind == "piece":
-                        yield protocol.sse(protocol.chunk_body(cid, served.id, created, {"content": value}))
-                    elif kind == "finish":
-                        finish = value
-                    elif kind == "done":
-                        exc = value.exception() if not value.cancelled() else None
-                        if exc is not None and not isinstance(exc, Cancelled):
-                            yield protocol.sse(job_failure(exc, served.id).body())
-                        break
-                reason = finish.finish_reason if finish else "stop"
-                yield protocol.sse(protocol.chunk_body(cid, served.id, created, {}, reason))
-                if include_usage:
-                    completion = finish.completion_tokens if finish else 0
-                    yield protocol.sse({"id": cid, "object": "chat.completion.chunk", "created": created,
-                                        "model": served.id, "choices": [],
-                                        "usage": protocol.usage(n_prompt, completion)})
-                yield protocol.sse("[DONE]")
-            finally:
-                # Normal end: no effect. Client gone (the task was cancelled): stop generating now.
-                control.abandon()
-
-        return StreamingResponse(body(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return await stream_completion(served, req, request)
+        return await complete(served, req, request)
 
     return router
+
+
+def client_gone() -> JSONResponse:
+    return JSONResponse({"error": {"message": "client disconnected", "type": "cancelled"}}, status_code=499)
+
+
+async def complete(served, req, request: Request):
+    """One chat completion, answered when generation ends (499 when the client left first)."""
+    control = RequestControl()
+    future = served.worker.submit(lambda: generate_job(served, req, control), control.gone)
+    try:
+        result = await wait_for(asyncio.wrap_future(future), request, control)
+    except Cancelled:
+        result = None
+    except BaseException as exc:
+        raise job_failure(exc, served.id) from None
+    if result is None:  # nobody is listening any more
+        return client_gone()
+    return protocol.completion_body(protocol.completion_id(), served.id, result.text, result.finish_reason,
+                                    result.prompt_tokens, result.completion_tokens)
+
+
+async def stream_completion(served, req, request: Request):
+    """A chat completion as server-sent events, once the worker has accepted the prompt."""
+    loop = asyncio.get_running_loop()
+    events: asyncio.Queue = asyncio.Queue()
+    control = RequestControl()
+
+    def emit(kind: str, value: Any = None) -> None:
+        try:
+            loop.call_soon_threadsafe(events.put_nowait, (kind, value))
+        except RuntimeError:  # the loop closed (server shutting down)
+            control.abandon()
+
+    future = served.worker.submit(lambda: stream_job(served, req, control, emit), control.gone)
+    future.add_done_callback(lambda f: emit("done", f))
+    # Wait for the prompt to be accepted, so a bad request still gets a 4xx status, not a 200 stream.
+    first = await wait_for(asyncio.ensure_future(events.get()), request, control)
+    if first is None:
+        return client_gone()
+    if first[0] == "done":
+        exc = first[1].exception() if not first[1].cancelled() else Cancelled()
+        raise job_failure(exc or RuntimeError("generation ended before it started"), served.id)
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return StreamingResponse(sse_events(served.id, events, control, n_prompt=first[1], include_usage=include_usage),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def sse_events(model_id: str, events: asyncio.Queue, control: RequestControl, n_prompt: int,
+                     include_usage: bool):
+    """The stream's chunks from the worker's events (piece, finish, done), then [DONE]."""
+    cid, created = protocol.completion_id(), int(time.time())
+    finish = None
+    try:
+        yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"role": "assistant", "content": ""}))
+        while True:
+            kind, value = await events.get()
+            if kind == "piece":
+                yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"content": value}))
+            elif kind == "finish":
+                finish = value
+            elif kind == "done":
+                exc = value.exception() if not value.cancelled() else None
+                if exc is not None and not isinstance(exc, Cancelled):
+                    yield protocol.sse(job_failure(exc, model_id).body())
+                break
+        reason = finish.finish_reason if finish else "stop"
+        yield protocol.sse(protocol.chunk_body(cid, model_id, created, {}, reason))
+        if include_usage:
+            completion = finish.completion_tokens if finish else 0
+            yield protocol.sse({"id": cid, "object": "chat.completion.chunk", "created": created,
+                                "model": model_id, "choices": [], "usage": protocol.usage(n_prompt, completion)})
+        yield protocol.sse("[DONE]")
+    finally:
+        # Normal end: no effect. Client gone (the task was cancelled): stop generating now.
+        control.abandon()
 
 
 def install_error_handlers(app: FastAPI) -> None:

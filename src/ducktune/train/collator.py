@@ -1,4 +1,4 @@
-"""Batch tokenized samples: pad to the longest sample in the batch, labels padded with -100."""
+"""Batch tokenized samples: pad to the longest sample in the batch, labels padded with IGNORE_INDEX."""
 
 from __future__ import annotations
 

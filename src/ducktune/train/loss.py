@@ -16,6 +16,8 @@ The result equals the plain computation up to float rounding (tests/test_loss.py
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from ducktune.data.template import IGNORE_INDEX
@@ -146,9 +148,19 @@ def verify_head(model, n_tokens: int = 12, seed: int = 0) -> float:
 HEAD_TOLERANCE = {"float32": 1e-4, "float16": 2e-2, "bfloat16": 4e-2}
 
 
-def choose_loss(model, chunk_size: int, log=print) -> int | None:
-    """The chunk size for the chunked loss, or None when this model's logits are not
-    head(hidden) (soft-capping, scaling) and the model must compute its own loss."""
+@dataclass(frozen=True)
+class ChunkedLoss:
+    """The micro-batch loss the Trainer calls: chunked cross-entropy over trained positions."""
+
+    chunk_size: int
+
+    def __call__(self, model, batch: dict, num_items=None):
+        return causal_lm_loss(model, batch, self.chunk_size, num_items)
+
+
+def choose_loss(model, chunk_size: int, log=print) -> ChunkedLoss | None:
+    """The chunked loss for this model, or None when its logits are not head(hidden)
+    (soft-capping, scaling) and the model must compute its own loss."""
     dtype = str(unwrap_peft(model).dtype).removeprefix("torch.")
     try:
         difference = verify_head(model)
@@ -159,4 +171,4 @@ def choose_loss(model, chunk_size: int, log=print) -> int | None:
         log(f"Chunked loss off: this model's logits are not a plain LM head over its hidden states "
             f"(difference {difference:.1e}); using the model's own loss")
         return None
-    return chunk_size
+    return ChunkedLoss(chunk_size)

@@ -194,11 +194,14 @@ def flash_attention_available() -> bool:
     return True
 
 
+SLIDING_WINDOW_BLOCKER = "the model uses sliding-window attention"
+
+
 def varlen_blockers(model) -> str | None:
     """Why this model cannot train on flattened varlen rows (None when it can)."""
     inner = unwrap_peft(model)
     if "sliding_attention" in (getattr(inner.config, "layer_types", None) or []):
-        return "the model uses sliding-window attention"
+        return SLIDING_WINDOW_BLOCKER
     if not type(inner).__module__.startswith("transformers."):
         return "the model's code is not part of transformers (trust_remote_code)"
     if not inner._can_set_attn_implementation():
@@ -279,6 +282,17 @@ class Batching:
         from ducktune.train.collator import PaddingCollator
 
         return PaddingCollator(pad_token_id, pad_to_multiple_of=8) if self.mode == "padded" else VarlenCollator()
+
+
+def expected_batching(model_config: dict, packing: str, trust_remote_code: bool) -> str:
+    """The mode choose_batching is expected to pick, from config.json alone (before the model
+    is loaded, for the memory plan): padded for sliding-window attention or remote code, else
+    packed (padding-free with train.packing=off). The proof on the loaded model can still fall
+    back to padded; the recipe then plans again."""
+    remote_code = trust_remote_code and bool(model_config.get("auto_map"))
+    if "sliding_attention" in (model_config.get("layer_types") or []) or remote_code:
+        return "padded"
+    return "padding-free" if packing == "off" else "packed"
 
 
 # Relative difference above which packed and separate samples do not agree (rounding is ~1e-6

@@ -16,6 +16,8 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 
+from ducktune.train.tokenize import trained_token_count
+
 GiB = 1024**3
 MiB = 1024**2
 
@@ -229,6 +231,7 @@ class MemoryPlan:
     budget: int | None
     notes: list[str] = field(default_factory=list)
     problem: str | None = None  # set when nothing fits: what to change
+    batching: str = "packed"  # the batching mode whose rows were planned (train/packing.py Batching)
 
     @property
     def peak(self) -> int:
@@ -256,7 +259,7 @@ class MemoryPlan:
         return {"device": self.device, "peak_bytes": self.peak, "budget_bytes": self.budget,
                 "parts": self.parts, "batch_size": s.batch_size, "grad_accum": s.grad_accum,
                 "gradient_checkpointing": s.checkpointing, "loss_chunk_size": s.loss_chunk_size,
-                "row_tokens": s.row_tokens, "notes": self.notes}
+                "row_tokens": s.row_tokens, "batching": self.batching, "notes": self.notes}
 
 
 def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
@@ -383,18 +386,22 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
 
 
 def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dict] | None,
-             budget: int | None, keep: dict | None = None) -> MemoryPlan:
+             budget: int | None, keep: dict | None = None, batching: str | None = None) -> MemoryPlan:
     """The plan for a RunConfig. rows: its tokenized samples (None: assume full rows of
     data.cutoff_len, every token trained). keep: a resumed run's recorded plan, whose
-    micro-batch, accumulation and checkpointing must not change."""
+    micro-batch, accumulation and checkpointing must not change. batching: the mode rows are
+    batched in (packed | padding-free | padded; None: what config.json lets us expect)."""
     import importlib.util
 
+    from ducktune.train.packing import expected_batching
+
     tc = config.train
+    batching = batching or expected_batching(model_config, tc.packing, config.model.trust_remote_code)
     if rows:
         lengths = [len(r["input_ids"]) for r in rows]
         tokens = sum(lengths)
-        trained = sum(sum(1 for x in r["labels"] if x != -100) for r in rows)
-        row_tokens = heaviest_row_tokens(lengths, tc.batch_size, config.data.cutoff_len, tc.packing != "off")
+        trained = sum(trained_token_count(r["labels"]) for r in rows)
+        row_tokens = heaviest_row_tokens(lengths, tc.batch_size, config.data.cutoff_len, batching)
         wanted = setup_from_config(config, row_tokens, trained / max(tokens, 1), tokens, dtype)
     else:
         wanted = setup_from_config(config, None, 1.0, 0, dtype)
@@ -407,17 +414,29 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
         checkpointing = "on" if keep["gradient_checkpointing"] else "off"
     memory = choose(shape, wanted, device, budget, checkpointing,
                     qlora_available=importlib.util.find_spec("bitsandbytes") is not None)
+    memory.batching = batching
     if keep and memory.fits and memory.setup.batch_size != wanted.batch_size:
         memory.problem = (f"the run being resumed uses micro-batch {wanted.batch_size}, which no longer fits in "
                           f"{format_bytes(budget)}; free memory, or set output.overwrite=true to start afresh")
     return memory
 
 
-def heaviest_row_tokens(lengths: list[int], batch_size: int, cutoff: int, packed: bool) -> int:
-    """Tokens per row of the heaviest micro-batch: rows are packed bins or single samples."""
+# Padded batches are padded to a multiple of this (train/packing.py Batching.collator).
+PAD_TO_MULTIPLE_OF = 8
+
+
+def heaviest_row_tokens(lengths: list[int], batch_size: int, cutoff: int, batching: str) -> int:
+    """Tokens per row of the heaviest micro-batch (batch_size rows of this many tokens).
+
+    packed: rows are best-fit bins of samples; padding-free: one sample per row, flattened;
+    both hold the tokens of the batch_size largest rows. padded: every row is padded to the
+    longest sample (length-grouped batches put the longest ones together)."""
     if not lengths:
         return cutoff
-    if packed:
+    if batching == "padded":
+        m = PAD_TO_MULTIPLE_OF
+        return (max(lengths) + m - 1) // m * m
+    if batching == "packed":
         from ducktune.train.packing import best_fit_decreasing
 
         rows = sorted((sum(lengths[i] for i in b) for b in best_fit_decreasing(lengths, cutoff)), reverse=True)
@@ -427,80 +446,41 @@ def heaviest_row_tokens(lengths: list[int], batch_size: int, cutoff: int, packed
     return max(1, math.ceil(sum(top) / batch_size))
 
 
-def available_memory(device: str) -> int:
-    """What a run may use: free device memory on CUDA, the recommended working set on MPS,
-    and on CPU the memory the OS reports available plus what this process already holds."""
-    if device == "cuda":
-        import torch
+# ----------------------------------------------------------------------------- for `ducktune train`
 
-        free, _total = torch.cuda.mem_get_info()
-        return int(free)
-    if device == "mps":
-        import torch
-
-        return int(torch.mps.recommended_max_memory())
-    return _meminfo("MemAvailable") + current_rss()
-
-
-def _meminfo(key: str) -> int:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import os
-
-    # macOS and others: total physical memory as an upper bound.
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-
-
-def _status_bytes(key: str) -> int | None:
-    """A kB field of /proc/self/status (Linux), in bytes; None where there is none."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as handle:
-            for line in handle:
-                if line.startswith(f"{key}:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
-
-
-def current_rss() -> int:
-    return _status_bytes("VmRSS") or 0
-
-
-def peak_rss() -> int:
-    """This process's peak resident memory so far (VmHWM), bytes."""
-    peak = _status_bytes("VmHWM")
-    if peak is not None:
-        return peak
-    import resource
-    import sys
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
-
-
-def return_freed_memory_to_os() -> bool:
-    """Make glibc give large freed buffers back to the OS at once (Linux only).
-
-    By default glibc raises its mmap threshold after the first large free (up to 32 MiB), so
-    a training step's activation buffers stay in the heap and the process keeps its highest
-    heap size: peak RSS runs ~30 % above the live tensors. A fixed 128 KiB threshold serves
-    large tensors with mmap, released on free (the page-fault cost is negligible next to a
-    training step). Returns whether the setting was applied.
+def plan_memory(config, model_config: dict, placement, train_rows: list[dict], keep: dict | None = None,
+                batching: str | None = None, log=print) -> MemoryPlan:
+    """Plan this run's memory within train.memory_budget or the free memory (plan_run's
+    keep and batching). Raises ConfigError, in one line saying what to change, when nothing fits.
     """
-    import ctypes
-    import platform
+    from ducktune.errors import ConfigError
+    from ducktune.train.memory_probe import available_memory
 
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
     try:
-        libc = ctypes.CDLL(None)
-        m_mmap_threshold = -3  # from <malloc.h>
-        return bool(libc.mallopt(m_mmap_threshold, 128 * 1024))
-    except (OSError, AttributeError):
-        return False
+        budget = parse_memory(config.train.memory_budget) if config.train.memory_budget \
+            else available_memory(placement.device)
+    except ValueError as exc:
+        raise ConfigError(f"train.memory_budget: {exc}") from None
+    memory = plan_run(config, model_config, placement.device, placement.dtype, train_rows, budget,
+                      keep=keep, batching=batching)
+    if not memory.fits:
+        raise ConfigError(f"memory plan: {memory.problem}")
+    log(memory.summary())
+    for note in memory.notes:
+        log(f"  {note}")
+    return memory
+
+
+def recorded_plan(config) -> dict | None:
+    """The memory plan recorded by an unfinished run in output.dir (None: nothing to resume)."""
+    import json
+    from pathlib import Path
+
+    run_json = Path(config.output.dir) / "run.json"
+    if config.output.overwrite or not run_json.is_file():
+        return None
+    try:
+        info = json.loads(run_json.read_text(encoding="utf-8"))
+    except json.JSONDecodeError:
+        return None
+    return info.get("memory_plan") if info.get("status") != "completed" else None

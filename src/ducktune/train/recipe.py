@@ -5,22 +5,24 @@
     -> run directory -> model + LoRA -> batching (packed rows, proven isolated) + chunked loss
     -> Trainer -> (resume from the last complete checkpoint) -> train -> adapter -> report
 
-Each step is a plain function call into the module that owns it; the Trainer loop itself is
-transformers' own.
+`train()` is that list of steps; each `_setup_*` step takes what it needs as arguments and
+calls into the module that owns the work (tokenize.py, plan.py, packing.py, loss.py, ...).
+The Trainer loop itself is transformers' own. How rows are batched and the micro-batch loss
+are parameters (`choose_batching`, `choose_loss`), as mlx-lm's trainer takes
+`iterate_batches` and `loss`.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from ducktune.config import RunConfig, dump_config, load_config
-from ducktune.data.template import IGNORE_INDEX
 from ducktune.errors import ConfigError, DataError, UserError
 from ducktune.io import atomic_dir, write_json, write_text
 from ducktune.rundir import RunDir
+from ducktune.train.distributed import DistributedRun, do_nothing
 
 
 @dataclass
@@ -76,281 +78,150 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False) 
     return run, True
 
 
-# ----------------------------------------------------------------------------- data -> tokens
+# ----------------------------------------------------------------------------- the steps
 
 @dataclass
-class TokenizedData:
-    train: list[dict]
-    val: list[dict]
-    stats: dict
+class BaseModel:
+    """The resolved base model before any weights are loaded."""
+
+    folder: Path
+    params: int
+    placement: object  # models.device.Placement
+    tokenizer: object
+    chat_format: object  # data.template.ChatFormat
 
 
-def tokenize_samples(samples, chat_format, cutoff: int, train_on: str, skip_bad: bool) -> tuple[list[dict], dict, list[str]]:
-    rows, problems = [], []
-    truncated = dropped = 0
-    for sample in samples:
-        try:
-            encoded = chat_format.encode(sample, cutoff, train_on)
-        except DataError as exc:
-            problems.append(f"{sample.where}: messages: {exc.message}")
-            continue
-        truncated += encoded.truncated
-        labels = [IGNORE_INDEX] + list(encoded.labels[1:])  # no position predicts the first token
-        if all(label == IGNORE_INDEX for label in labels):
-            dropped += 1  # everything trainable was cut off by the cutoff
-            continue
-        rows.append({"input_ids": encoded.input_ids, "labels": labels})
-    if problems and not skip_bad:
-        shown = problems[:20] + ([f"... and {len(problems) - 20} more"] if len(problems) > 20 else [])
-        raise DataError("\n".join(shown + [f"{len(problems)} samples cannot be rendered with the chat template; "
-                                          "fix them or pass --skip-bad"]))
-    lengths = sorted(len(r["input_ids"]) for r in rows)
-    stats = {
-        "samples": len(rows),
-        "truncated": truncated,
-        "dropped": dropped,
-        "template_errors": len(problems),
-        "tokens": sum(lengths),
-        "trained_tokens": sum(sum(1 for x in r["labels"] if x != -100) for r in rows),
-        "max_len": lengths[-1] if lengths else 0,
-        "median_len": lengths[len(lengths) // 2] if lengths else 0,
-    }
-    return rows, stats, problems
+def _setup_base_model(config: RunConfig, log) -> BaseModel:
+    """Base model folder, device and dtype, tokenizer and chat format (no weights loaded).
 
-
-def probe_prompts(config: RunConfig, samples, limit: int = 5) -> list[str]:
-    if config.eval.probe_prompts:
-        return list(config.eval.probe_prompts)
-    prompts: list[str] = []
-    for sample in samples:
-        users = [m.content for m in sample.messages if m.role == "user"]
-        if users and users[-1] not in prompts:
-            prompts.append(users[-1])
-        if len(prompts) >= limit:
-            break
-    return prompts
-
-
-# ----------------------------------------------------------------------------- several processes
-
-def _do_nothing(*args, **kwargs) -> None:
-    """Stands in for `log` and `write_json` on processes other than the main one."""
-
-
-@dataclass
-class DistributedRun:
-    """This process's place in a torchrun / accelerate launch (one process: rank 0 of 1).
-
-    The process group is accelerate's (the engine the Trainer runs on), set up here early so the
-    run directory can be prepared by the main process before the others read it.
+    Checks that need only the resolved folder and tokenizer (e.g. whether the model can be
+    exported to GGUF) belong here, before data is read or anything is written.
     """
-
-    rank: int = 0
-    world_size: int = 1
-
-    @staticmethod
-    def rank_from_environment() -> int:
-        import os
-
-        return int(os.environ.get("RANK", "0"))
-
-    @classmethod
-    def from_environment(cls, cpu: bool) -> "DistributedRun":
-        import os
-
-        if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-            return cls()
-        from accelerate import PartialState
-
-        # cpu=True as the Trainer will ask (use_cpu): without it accelerate sees no GPU and no
-        # process group, and every process would think it is the only one.
-        state = PartialState(cpu=cpu)
-        return cls(state.process_index, state.num_processes)
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def wait(self) -> None:
-        if self.world_size > 1:
-            from accelerate import PartialState
-
-            PartialState().wait_for_everyone()  # the state set up in from_environment
-
-    def on_main_then_shared(self, work):
-        """Run `work` on the main process only; every process gets its result (or its error)."""
-        if self.world_size == 1:
-            return work()
-        import torch.distributed as torch_dist
-
-        box = [None]
-        if self.is_main:
-            try:
-                box[0] = ("ok", work())
-            except Exception as exc:  # the other processes stop with the same message
-                box[0] = ("error", exc)
-        torch_dist.broadcast_object_list(box, src=0)
-        status, value = box[0]
-        if status == "error":
-            raise value
-        return value
-
-
-# ----------------------------------------------------------------------------- memory plan
-
-def plan_memory(config: RunConfig, base_folder: Path, placement, train_rows: list[dict], log=print):
-    """Plan this run's memory (train/plan.py) within train.memory_budget or the free memory.
-
-    A run being resumed keeps the micro-batch, accumulation and checkpointing it started with.
-    Raises ConfigError, in one line saying what to change, when nothing fits.
-    """
-    from ducktune.models.loading import model_config
-    from ducktune.train import plan
-
-    try:
-        budget = plan.parse_memory(config.train.memory_budget) if config.train.memory_budget \
-            else plan.available_memory(placement.device)
-    except ValueError as exc:
-        raise ConfigError(f"train.memory_budget: {exc}") from None
-    previous = _previous_plan(config)
-    memory = plan.plan_run(config, model_config(base_folder), placement.device, placement.dtype,
-                           train_rows, budget, keep=previous)
-    if not memory.fits:
-        raise ConfigError(f"memory plan: {memory.problem}")
-    log(memory.summary())
-    for note in memory.notes:
-        log(f"  {note}")
-    return memory
-
-
-def _previous_plan(config: RunConfig) -> dict | None:
-    run_json = Path(config.output.dir) / "run.json"
-    if config.output.overwrite or not run_json.is_file():
-        return None
-    try:
-        info = json.loads(run_json.read_text(encoding="utf-8"))
-    except json.JSONDecodeError:
-        return None
-    return info.get("memory_plan") if info.get("status") != "completed" else None
-
-
-# ----------------------------------------------------------------------------- the run
-
-def train(config: RunConfig, log=print, progress: bool = True, compare: bool = True,
-          require_resume: bool = False) -> TrainResult:
-    import torch
-    from transformers import TrainingArguments, set_seed
-    from transformers.trainer_callback import PrinterCallback, ProgressCallback
-
-    from ducktune.data.loader import load_data
     from ducktune.data.template import ChatFormat
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import estimate_params, load_model, load_tokenizer, model_config
+    from ducktune.models.loading import estimate_params, load_tokenizer, model_config
     from ducktune.models.sources import resolve_model
-    from ducktune.train.callbacks import MetricsWriter, ProgressBar
-    from ducktune.train.checkpoints import checkpoint_step, latest_complete
-    from ducktune.train.lora import attach_lora
-    from ducktune.train.loss import choose_loss
-    from ducktune.train.packing import choose_batching, restore_attention
-    from ducktune.train.plan import peak_rss, return_freed_memory_to_os
-    from ducktune.train.report import plot_loss, write_report
-    from ducktune.train.trainer import DucktuneTrainer
 
-    tc = config.train
-    # Under torchrun / accelerate launch, every process runs this file; only the main one writes
-    # the run directory (the Trainer itself writes checkpoints from the main process only).
-    if DistributedRun.rank_from_environment() != 0:
-        log = _do_nothing
-    if tc.num_threads:
-        torch.set_num_threads(tc.num_threads)
-    set_seed(tc.seed)
-
-    # 1. Base model folder, device and dtype, tokenizer and chat format.
-    base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
-    n_params = estimate_params(model_config(base_folder))
-    placement = choose_placement(config.model.device, config.model.dtype, n_params)
-    dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
-    if placement.device == "cpu":
-        return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
-    tokenizer = load_tokenizer(base_folder, config.model.chat_template, config.model.trust_remote_code,
+    folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
+    params = estimate_params(model_config(folder))
+    placement = choose_placement(config.model.device, config.model.dtype, params)
+    tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+    return BaseModel(folder, params, placement, tokenizer, chat_format)
 
-    # 2. Data: every problem is reported before anything is written or loaded.
-    data = load_data(config.data, seed=tc.seed, chat_format=chat_format)
-    train_rows, train_stats, problems = tokenize_samples(
-        data.train, chat_format, config.data.cutoff_len, config.data.train_on, config.data.skip_bad)
-    val_rows, val_stats, _ = tokenize_samples(
-        data.val, chat_format, config.data.cutoff_len, config.data.train_on, config.data.skip_bad)
+
+@dataclass
+class PreparedData:
+    train_rows: list[dict]
+    val_rows: list[dict]
+    train_stats: dict
+    skipped: int  # bad records skipped while loading or templating
+    duplicates_removed: int
+    probe_prompts: list[str]
+
+
+def _setup_data(config: RunConfig, chat_format, log) -> PreparedData:
+    """Load, validate and tokenize the data: every problem is reported before anything is written."""
+    from ducktune.data.loader import load_data
+    from ducktune.train.tokenize import probe_prompts, tokenize_samples
+
+    dc = config.data
+    data = load_data(dc, seed=config.train.seed, chat_format=chat_format)
+    train_rows, train_stats, problems = tokenize_samples(data.train, chat_format, dc.cutoff_len, dc.train_on, dc.skip_bad)
+    val_rows, _, _ = tokenize_samples(data.val, chat_format, dc.cutoff_len, dc.train_on, dc.skip_bad)
     if not train_rows:
         raise DataError("no training samples left after templating and the cutoff "
-                        f"(data.cutoff_len={config.data.cutoff_len}); raise the cutoff or check the data")
+                        f"(data.cutoff_len={dc.cutoff_len}); raise the cutoff or check the data")
+    skipped = data.skipped + len(problems)
     log(f"Data: {len(train_rows)} train / {len(val_rows)} validation samples, {train_stats['trained_tokens']} trained tokens"
-        + (f"; {train_stats['truncated']} truncated at {config.data.cutoff_len} tokens" if train_stats["truncated"] else "")
-        + (f"; {data.skipped + len(problems)} bad records skipped" if data.skipped or problems else ""))
+        + (f"; {train_stats['truncated']} truncated at {dc.cutoff_len} tokens" if train_stats["truncated"] else "")
+        + (f"; {skipped} bad records skipped" if skipped else ""))
+    return PreparedData(train_rows, val_rows, train_stats, skipped, data.duplicates_removed,
+                        probe_prompts(config, data.train))
 
-    # 3. Memory plan from the model's config: choose micro-batch / accumulation / checkpointing
-    #    within the budget, or refuse now rather than run out of memory an hour in.
-    memory = plan_memory(config, base_folder, placement, train_rows, log=log)
-    batch_size, grad_accum = memory.setup.batch_size, memory.setup.grad_accum
-    gradient_checkpointing = memory.setup.checkpointing
 
-    # 4. Run directory (after validation and planning, so refused input leaves nothing behind).
-    run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log=log, require_resume=require_resume))
-    save_json = write_json if dist.is_main else _do_nothing
-    if dist.is_main:
-        write_text(run.config_yaml, dump_config(config))
-    info = {
+def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) -> dict:
+    """run.json at the start of a run (status running)."""
+    placement, chat_format, stats = base.placement, base.chat_format, data.train_stats
+    return {
         "status": "running",
-        "method": tc.method,
-        "base_model": {"name_or_path": config.model.name_or_path, "resolved": str(base_folder), "params": n_params},
+        "method": config.train.method,
+        "base_model": {"name_or_path": config.model.name_or_path, "resolved": str(base.folder), "params": base.params},
         "placement": {"device": placement.device, "dtype": placement.dtype, "reason": placement.reason},
         "chat_format": {"stop_tokens": chat_format.stop_tokens, "eot_token": chat_format.eot_token,
                         "inserted_eos": chat_format.inserted_eos, "system_prompt": config.model.system_prompt},
-        "data": {"train_samples": len(train_rows), "val_samples": len(val_rows), "cutoff_len": config.data.cutoff_len,
-                 "truncated": train_stats["truncated"], "dropped": train_stats["dropped"],
-                 "skipped_bad": data.skipped + len(problems), "duplicates_removed": data.duplicates_removed,
-                 "trained_tokens": train_stats["trained_tokens"], "tokens": train_stats["tokens"]},
-        "probe_prompts": probe_prompts(config, data.train),
+        "data": {"train_samples": len(data.train_rows), "val_samples": len(data.val_rows),
+                 "cutoff_len": config.data.cutoff_len, "truncated": stats["truncated"], "dropped": stats["dropped"],
+                 "skipped_bad": data.skipped, "duplicates_removed": data.duplicates_removed,
+                 "trained_tokens": stats["trained_tokens"], "tokens": stats["tokens"]},
+        "probe_prompts": data.probe_prompts,
         "memory_plan": memory.to_json(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    save_json(run.run_json, info)
 
-    # 5. Model and adapters.
+
+def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -> tuple[object, list[str] | None]:
+    """The base model on its device with LoRA attached (QLoRA: 4-bit first). Returns (model, LoRA targets)."""
+    from ducktune.models.loading import load_model
+    from ducktune.train.lora import attach_lora
+
+    method, placement = config.train.method, base.placement
     log(f"Loading {config.model.name_or_path} on {placement.device} ({placement.dtype}: {placement.reason})")
-    model = load_model(base_folder, placement, quantize_4bit=tc.method == "qlora",
+    model = load_model(base.folder, placement, quantize_4bit=method == "qlora",
                        trust_remote_code=config.model.trust_remote_code)
-    if tc.method == "qlora":
+    if method == "qlora":
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    if tc.method in ("lora", "qlora"):
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
+    targets = None
+    if method in ("lora", "qlora"):
         model, targets = attach_lora(model, config.lora)
-        info["lora_targets"] = targets
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"LoRA r={config.lora.r} on {', '.join(targets)}: {trainable:,} trainable parameters")
-    if gradient_checkpointing:
+    if checkpointing:
         model.enable_input_require_grads()
+    return model, targets
 
-    # 6. Batching and loss, each switched on only after it is proven exact on this very model:
-    #    packed rows (or padding-free batches) with attention confined to each sample, and the
-    #    chunked cross-entropy on trained positions only.
-    batching = choose_batching(model, tc.packing, placement.device, log=log)
-    loss_chunk_size = choose_loss(model, memory.setup.loss_chunk_size, log=log)
-    info["batching"] = {"mode": batching.mode, "reason": batching.reason, "chunked_loss": bool(loss_chunk_size)}
-    train_set = batching.dataset(train_rows, config.data.cutoff_len)
-    val_set = batching.dataset(val_rows, config.data.cutoff_len) if val_rows else None
-    save_json(run.run_json, info)
 
-    # 7. The Trainer, configured from the one schema.
+def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: list[dict], memory, keep: dict | None,
+                             choose_batching, choose_loss, log):
+    """Batching and loss, each switched on only after it is proven exact on this very model:
+    packed rows (or padding-free batches) with attention confined to each sample, and the
+    chunked cross-entropy on trained positions only. When the batching differs from the mode
+    the memory was planned for, plans again for it. Returns (Batching, loss or None, plan)."""
+    from ducktune.models.loading import model_config
+    from ducktune.train.plan import plan_memory
+
+    if choose_batching is None:
+        from ducktune.train.packing import choose_batching
+    if choose_loss is None:
+        from ducktune.train.loss import choose_loss
+    batching = choose_batching(model, config.train.packing, base.placement.device, log=log)
+    if batching.mode != memory.batching:
+        log(f"Planning memory again for {batching.mode} batches")
+        checkpointing_was_planned = memory.setup.checkpointing
+        memory = plan_memory(config, model_config(base.folder), base.placement, rows, keep=keep,
+                             batching=batching.mode, log=log)
+        if memory.setup.checkpointing and not checkpointing_was_planned:
+            model.enable_input_require_grads()  # as _setup_model does for checkpointed runs
+    loss = choose_loss(model, memory.setup.loss_chunk_size, log=log)
+    return batching, loss, memory
+
+
+def training_arguments(config: RunConfig, output_dir: Path, setup, placement, batching_mode: str, has_val: bool):
+    """transformers TrainingArguments for this run, from the one config schema and the memory
+    plan's Setup (micro-batch, accumulation, checkpointing). Needs no model."""
+    from transformers import TrainingArguments
+
+    tc = config.train
+    checkpointing = setup.checkpointing
     half = {"bf16": placement.dtype == "bfloat16", "fp16": placement.dtype == "float16" and placement.device == "cuda"}
-    has_val = bool(val_rows)
-    args = TrainingArguments(
-        output_dir=str(run.checkpoints),
-        per_device_train_batch_size=batch_size,
-        per_device_eval_batch_size=batch_size,
-        gradient_accumulation_steps=grad_accum,
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=setup.batch_size,
+        per_device_eval_batch_size=setup.batch_size,
+        gradient_accumulation_steps=setup.grad_accum,
         learning_rate=tc.learning_rate,
         num_train_epochs=tc.num_epochs,
         max_steps=tc.max_steps or -1,
@@ -367,36 +238,58 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         save_total_limit=tc.save_total_limit,
         eval_strategy="steps" if has_val else "no",
         eval_steps=(tc.eval_steps or tc.save_steps) if has_val else None,
-        activation_checkpointing=gradient_checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
+        activation_checkpointing=checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
         use_cpu=placement.device == "cpu",
         report_to=[],
         disable_tqdm=True,
         remove_unused_columns=False,
         prediction_loss_only=True,
-        train_sampling_strategy="group_by_length" if batching.mode == "padded" else "random",
+        train_sampling_strategy="group_by_length" if batching_mode == "padded" else "random",
         dataloader_num_workers=0,
         **half,
     )
-    # Only the main process renames half-written checkpoints aside; the others then see the same list.
-    resume_from = dist.on_main_then_shared(lambda: latest_complete(run.checkpoints, quarantine=dist.is_main)) \
-        if resuming else None
-    if resuming:
-        log(f"Resuming from {resume_from}" if resume_from else "No complete checkpoint yet: starting this run from step 0")
+
+
+def _setup_trainer(model, args, batching, loss, data: PreparedData, cutoff: int, pad_token_id: int, run: RunDir,
+                   resume_from: Path | None, progress: bool):
+    """The Trainer over this run's datasets, writing metrics.jsonl (continued when resuming)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    from ducktune.train.callbacks import MetricsWriter, ProgressBar
+    from ducktune.train.checkpoints import checkpoint_step
+    from ducktune.train.trainer import DucktuneTrainer
+
     trainer = DucktuneTrainer(
         model=model,
         args=args,
-        train_dataset=train_set,
-        eval_dataset=val_set,
-        data_collator=batching.collator(tokenizer.pad_token_id),
-        loss_chunk_size=loss_chunk_size,
+        train_dataset=batching.dataset(data.train_rows, cutoff),
+        eval_dataset=batching.dataset(data.val_rows, cutoff) if data.val_rows else None,
+        data_collator=batching.collator(pad_token_id),
+        loss=loss,
         callbacks=[MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
                    ProgressBar(enabled=progress)],
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    return trainer
 
-    # 8. Train. An interruption leaves the last complete checkpoint to resume from.
+
+def _resume_point(run: RunDir, resuming: bool, dist: DistributedRun, log) -> Path | None:
+    """The last complete checkpoint of a run being resumed (None: start from step 0)."""
+    if not resuming:
+        return None
+    # Only the main process renames half-written checkpoints aside; the others then see the same list.
+    from ducktune.train.checkpoints import latest_complete
+
+    resume_from = dist.on_main_then_shared(lambda: latest_complete(run.checkpoints, quarantine=dist.is_main))
+    log(f"Resuming from {resume_from}" if resume_from else "No complete checkpoint yet: starting this run from step 0")
+    return resume_from
+
+
+def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, save_json):
+    """Train; an interruption leaves the last complete checkpoint to resume from and marks run.json.
+    Returns (TrainOutput, seconds)."""
     started = time.perf_counter()
     try:
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
@@ -408,45 +301,120 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         info["status"] = "failed"
         save_json(run.run_json, info)
         raise
-    train_seconds = time.perf_counter() - started
-    trained_tokens = trainer.total_trained_tokens()
-    restore_attention(trainer.model, batching.previous_attention)
+    return output, time.perf_counter() - started
 
-    # 9. Save the adapter (or full model) with the tokenizer and chat template, atomically.
-    if not dist.is_main:
-        dist.wait()  # the main process saves, compares and reports; the others are done
-        return TrainResult(run.path, info, [])
-    target = run.full_model if tc.method == "full" else run.adapter
+
+def _save_model(trainer, tokenizer, target: Path) -> None:
+    """The adapter (or full model) with the tokenizer and chat template, atomically."""
     with atomic_dir(target) as tmp:
         trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
-    metrics = run.read_metrics()
+
+def _training_result(trainer, output, metrics: list[dict], has_val: bool, seconds: float, trained_tokens: int,
+                     device: str) -> dict:
+    """run.json's "result": steps, losses, throughput and peak memory."""
+    from ducktune.train.memory_probe import peak_rss
+
     losses = [m["loss"] for m in metrics if m.get("loss") is not None]
     evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
     if has_val:
         evals.append(trainer.evaluate()["eval_loss"])
-    info["result"] = {
+    return {
         "global_step": trainer.state.global_step,
         "final_loss": losses[-1] if losses else output.training_loss,
         "first_loss": losses[0] if losses else None,
         "eval_loss": evals[-1] if evals else None,
-        "train_seconds": train_seconds,
+        "train_seconds": seconds,
         "trained_tokens": trained_tokens,
-        "tokens_per_s": trained_tokens / train_seconds if train_seconds else 0.0,
-        "peak_rss_bytes": peak_rss() if placement.device == "cpu" else None,
+        "tokens_per_s": trained_tokens / seconds if seconds else 0.0,
+        "peak_rss_bytes": peak_rss() if device == "cpu" else None,
     }
-    plot_loss(metrics, run.loss_png)
 
-    # 10. Base vs tuned answers on the probe prompts, into the report.
+
+def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, prompts: list[str]) -> list[dict]:
+    """Base vs tuned answers on the probe prompts (written to comparison.json)."""
+    from ducktune.chat.compare import compare_answers
+    from ducktune.chat.engine import ChatEngine
+
+    engine = ChatEngine(trainer.model, base.tokenizer, base.chat_format, name=run.path.name, has_adapter=True)
+    comparison = compare_answers(engine, prompts, config.eval.max_new_tokens)
+    write_json(run.path / "comparison.json", comparison)
+    return comparison
+
+
+# ----------------------------------------------------------------------------- the run
+
+def train(config: RunConfig, log=print, progress: bool = True, compare: bool = True, require_resume: bool = False,
+          *, choose_batching=None, choose_loss=None) -> TrainResult:
+    """Run one training to completion (or resume it). choose_batching(model, packing, device, log)
+    -> Batching and choose_loss(model, chunk_size, log) -> loss | None default to
+    packing.choose_batching and loss.choose_loss."""
+    import torch
+    from transformers import set_seed
+
+    from ducktune.models.loading import model_config
+    from ducktune.train.memory_probe import return_freed_memory_to_os
+    from ducktune.train.packing import restore_attention
+    from ducktune.train.plan import plan_memory, recorded_plan
+    from ducktune.train.report import plot_loss, write_report
+
+    tc = config.train
+    # Under torchrun / accelerate launch, every process runs this file; only the main one writes
+    # the run directory (the Trainer itself writes checkpoints from the main process only).
+    if DistributedRun.rank_from_environment() != 0:
+        log = do_nothing
+    if tc.num_threads:
+        torch.set_num_threads(tc.num_threads)
+    set_seed(tc.seed)
+
+    base = _setup_base_model(config, log)
+    placement = base.placement
+    dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
+    if placement.device == "cpu":
+        return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
+    data = _setup_data(config, base.chat_format, log)
+    # Micro-batch / accumulation / checkpointing within the budget, or refuse now rather than
+    # run out of memory an hour in.
+    keep = recorded_plan(config)  # a resumed run keeps its micro-batch, accumulation and checkpointing
+    memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, keep=keep, log=log)
+
+    # The run directory only after validation and planning, so refused input leaves nothing behind.
+    run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log=log, require_resume=require_resume))
+    save_json = write_json if dist.is_main else do_nothing
+    if dist.is_main:
+        write_text(run.config_yaml, dump_config(config))
+    info = _run_info(config, base, data, memory)
+    save_json(run.run_json, info)
+
+    model, targets = _setup_model(config, base, memory.setup.checkpointing, log)
+    if targets is not None:
+        info["lora_targets"] = targets
+    batching, loss, memory = _setup_batching_and_loss(model, config, base, data.train_rows, memory, keep,
+                                                      choose_batching, choose_loss, log)
+    info["memory_plan"] = memory.to_json()
+    info["batching"] = {"mode": batching.mode, "reason": batching.reason, "chunked_loss": loss is not None}
+    save_json(run.run_json, info)
+
+    has_val = bool(data.val_rows)
+    args = training_arguments(config, run.checkpoints, memory.setup, placement, batching.mode, has_val)
+    resume_from = _resume_point(run, resuming, dist, log)
+    trainer = _setup_trainer(model, args, batching, loss, data, config.data.cutoff_len, base.tokenizer.pad_token_id,
+                             run, resume_from, progress)
+    output, train_seconds = _run_training(trainer, resume_from, run, info, save_json)
+    trained_tokens = trainer.total_trained_tokens()  # a collective: every process calls it
+    restore_attention(trainer.model, batching.previous_attention)
+
+    if not dist.is_main:
+        dist.wait()  # the main process saves, compares and reports; the others are done
+        return TrainResult(run.path, info, [])
+    _save_model(trainer, base.tokenizer, run.full_model if tc.method == "full" else run.adapter)
+    metrics = run.read_metrics()
+    info["result"] = _training_result(trainer, output, metrics, has_val, train_seconds, trained_tokens, placement.device)
+    plot_loss(metrics, run.loss_png)
     comparison = []
     if compare and info["probe_prompts"] and tc.method != "full":
-        from ducktune.chat.compare import compare_answers
-        from ducktune.chat.engine import ChatEngine
-
-        engine = ChatEngine(trainer.model, tokenizer, chat_format, name=run.path.name, has_adapter=True)
-        comparison = compare_answers(engine, info["probe_prompts"], config.eval.max_new_tokens)
-        write_json(run.path / "comparison.json", comparison)
+        comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"])
     info["status"] = "completed"
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save_json(run.run_json, info)

@@ -1,9 +1,10 @@
 """transformers' Trainer, extended only through its documented hooks (compute_loss, log).
 
 Adds what the stock Trainer does not report: trained tokens (labels != -100) and trained
-tokens per second, the throughput figure that matters for fine-tuning. With
-`loss_chunk_size` set, the loss is ducktune's chunked cross-entropy over trained positions
-(train/loss.py) instead of the model's full-logits loss.
+tokens per second, the throughput figure that matters for fine-tuning. The micro-batch loss
+is a parameter, `loss(model, inputs, num_items_in_batch)` (as mlx-lm's trainer takes one):
+ducktune passes its chunked cross-entropy over trained positions (train/loss.py); None keeps
+the model's own full-logits loss.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ class DucktuneTrainer(Trainer):
     # Both loss paths divide by the Trainer's token count over all accumulated micro-batches.
     loss_is_scaled_for_ga = True
 
-    def __init__(self, *args, loss_chunk_size: int | None = None, **kwargs):
+    def __init__(self, *args, loss=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.loss_chunk_size = loss_chunk_size
+        self.micro_batch_loss = loss
         # Makes the Trainer count trained tokens across gradient accumulation (num_items_in_batch),
         # so a packed step weighs every trained token the same as an unpacked one.
         self.model_accepts_loss_kwargs = True
@@ -37,10 +38,8 @@ class DucktuneTrainer(Trainer):
             self._trained_tokens += n
             self._tokens_since_log += n
         # The chunked loss calls the decoder directly: only on the unwrapped model (not under DDP).
-        if self.loss_chunk_size and self.accelerator.unwrap_model(model) is model:
-            from ducktune.train.loss import causal_lm_loss
-
-            loss = causal_lm_loss(model, inputs, self.loss_chunk_size, num_items_in_batch)
+        if self.micro_batch_loss is not None and self.accelerator.unwrap_model(model) is model:
+            loss = self.micro_batch_loss(model, inputs, num_items_in_batch)
             return (loss, {"loss": loss}) if return_outputs else loss
         # use_cache=False: no KV cache in training (memory), and packed position ids are honoured.
         return super().compute_loss(model, {**inputs, "use_cache": False}, return_outputs=return_outputs,

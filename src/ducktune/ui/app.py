@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import Body, FastAPI, Request
+from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -70,11 +70,7 @@ def foreign_request(request: Request, loopback_only: bool) -> str | None:
 
 
 def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_only: bool = True) -> FastAPI:
-    from ducktune import __version__
-    from ducktune.config import BUILTIN_MODEL, dump_config
-    from ducktune.data.readers import SUPPORTED_SUFFIXES
-    from ducktune.ui.form import config_from_form, form_schema
-
+    """The UI app: the page, one router per tab (overview, data, train, runs, export) and the OpenAI API."""
     space = Workspace(runs_dir)
     registry = RunsRegistry(space.runs_dir, device=device)
     train_slot, export_slot = JobSlot("train"), JobSlot("export")
@@ -102,9 +98,21 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
     def index():
         return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
 
-    # ------------------------------------------------------------------ overview
+    for router in (overview_router(space), data_router(space), train_router(space, train_slot), runs_router(space),
+                   export_router(space, export_slot), log_router({"train": train_slot, "export": export_slot})):
+        app.include_router(router)
+    return app
 
-    @app.get("/api/info")
+
+def overview_router(space: Workspace) -> APIRouter:
+    from ducktune import __version__
+    from ducktune.config import BUILTIN_MODEL
+    from ducktune.data.readers import SUPPORTED_SUFFIXES
+    from ducktune.ui.form import form_schema
+
+    router = APIRouter()
+
+    @router.get("/api/info")
     def info() -> dict:
         recent = list(dict.fromkeys(r["base_model"] for r in runs.list_runs(space.runs_dir) if r.get("base_model")))
         return {"version": __version__, "runs_dir": str(space.runs_dir), "builtin_models": [BUILTIN_MODEL],
@@ -112,17 +120,23 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
                 "suffixes": list(SUPPORTED_SUFFIXES),
                 "default_run_dir": str(space.runs_dir / time.strftime("run-%Y%m%d-%H%M%S"))}
 
-    @app.get("/api/schema")
+    @router.get("/api/schema")
     def schema() -> list[dict]:
         return form_schema()
 
-    # ------------------------------------------------------------------ data
+    return router
 
-    @app.get("/api/data/files")
+
+def data_router(space: Workspace) -> APIRouter:
+    from ducktune.data.readers import SUPPORTED_SUFFIXES
+
+    router = APIRouter()
+
+    @router.get("/api/data/files")
     def data_files() -> list[dict]:
         return space.datasets()
 
-    @app.put("/api/data/upload")
+    @router.put("/api/data/upload")
     async def upload(request: Request, name: str) -> dict:
         filename = safe_name(name)
         if Path(filename).suffix.lower() not in SUPPORTED_SUFFIXES:
@@ -138,25 +152,32 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
                 handle.write(chunk)
         return {"path": str(target), "name": filename}
 
-    @app.post("/api/data/check")
+    @router.post("/api/data/check")
     def check(payload: dict = Body(...)) -> dict:
         allowed = {"path", "model", "chat_template", "system_prompt", "cutoff_len", "train_on"}
         return data_view.check_dataset(fmt=payload.get("format", "auto"),
                                        **{k: v for k, v in payload.items() if k in allowed})
 
-    @app.post("/api/data/preview")
+    @router.post("/api/data/preview")
     def preview(payload: dict = Body(...)) -> dict:
         allowed = {"path", "model", "fmt", "chat_template", "system_prompt", "cutoff_len", "train_on", "start", "count"}
         return data_view.preview_samples(**{k: v for k, v in payload.items() if k in allowed})
 
-    # ------------------------------------------------------------------ train
+    return router
 
-    @app.post("/api/config/validate")
+
+def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
+    from ducktune.config import dump_config
+    from ducktune.ui.form import config_from_form
+
+    router = APIRouter()
+
+    @router.post("/api/config/validate")
     def validate(values: dict[str, Any] = Body(...)) -> dict:
         config = config_from_form(values)
         return {"yaml": dump_config(config), "output_dir": config.output.dir}
 
-    @app.post("/api/train/start")
+    @router.post("/api/train/start")
     def train_start(values: dict[str, Any] = Body(...)) -> dict:
         train_slot.ensure_free()  # before writing anything: the running job's YAML must stay as it ran
         config = config_from_form(values)
@@ -174,13 +195,13 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
         return {"yaml_path": str(yaml_path), "yaml_name": yaml_path.name, "run_dir": config.output.dir,
                 "run_name": Path(config.output.dir).name, "pid": job.process.pid}
 
-    @app.post("/api/train/stop")
+    @router.post("/api/train/stop")
     def train_stop() -> dict:
         if train_slot.job:
             train_slot.job.stop()
         return train_slot.status()
 
-    @app.get("/api/train/status")
+    @router.get("/api/train/status")
     def train_status() -> dict:
         status = train_slot.status()
         if train_slot.job:
@@ -188,18 +209,22 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
             status["run_name"] = Path(train_slot.job.target).name
         return status
 
-    @app.get("/api/configs/{name}")
+    @router.get("/api/configs/{name}")
     def config_download(name: str):
         path = runs.safe_file(space.configs, safe_name(name))
         return FileResponse(path, media_type="application/x-yaml", filename=path.name)
 
-    # ------------------------------------------------------------------ runs
+    return router
 
-    @app.get("/api/runs")
+
+def runs_router(space: Workspace) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/api/runs")
     def run_list() -> list[dict]:
         return runs.list_runs(space.runs_dir)
 
-    @app.get("/api/runs/{name}")
+    @router.get("/api/runs/{name}")
     def run_detail(name: str) -> dict:
         path = runs.run_path(space.runs_dir, name)
         summary = runs.run_summary(path)
@@ -207,26 +232,30 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
         summary["report_html"] = runs.report_html(path, name)
         return summary
 
-    @app.get("/api/runs/{name}/metrics")
+    @router.get("/api/runs/{name}/metrics")
     def run_metrics(name: str) -> list[dict]:
         return _metrics(runs.run_path(space.runs_dir, name))
 
-    @app.get("/api/runs/{name}/files/{relative:path}")
+    @router.get("/api/runs/{name}/files/{relative:path}")
     def run_file(name: str, relative: str):
         path = runs.safe_file(runs.run_path(space.runs_dir, name), relative)
         if path.suffix == ".png":
             return FileResponse(path, media_type="image/png")
         return FileResponse(path, filename=path.name)
 
-    # ------------------------------------------------------------------ export
+    return router
 
-    @app.post("/api/export/start")
+
+def export_router(space: Workspace, export_slot: JobSlot) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/api/export/start")
     def export_start(name: str = Body(..., embed=True)) -> dict:
         path = runs.run_path(space.runs_dir, name)
         export_slot.start(["export", str(path)], space.logs / f"export-{safe_name(name)}.log", str(path))
         return export_slot.status()
 
-    @app.get("/api/export/status")
+    @router.get("/api/export/status")
     def export_status() -> dict:
         status = export_slot.status()
         if export_slot.job:
@@ -235,23 +264,30 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
             status["report"] = runs.export_report(path)
         return status
 
-    @app.get("/api/export/{name}")
+    @router.get("/api/export/{name}")
     def export_listing(name: str) -> dict:
         path = runs.run_path(space.runs_dir, name)
         return {"files": _export_listing(path), "report": runs.export_report(path)}
 
-    def _export_listing(path: Path) -> list[dict]:
-        return [{"name": f.name, "relative": str(f.relative_to(path)), "bytes": f.stat().st_size,
-                 "url": f"api/runs/{path.name}/files/{f.relative_to(path)}"} for f in runs.export_files(path)]
+    return router
 
-    @app.get("/api/log/{kind}", response_class=PlainTextResponse)
+
+def _export_listing(path: Path) -> list[dict]:
+    return [{"name": f.name, "relative": str(f.relative_to(path)), "bytes": f.stat().st_size,
+             "url": f"api/runs/{path.name}/files/{f.relative_to(path)}"} for f in runs.export_files(path)]
+
+
+def log_router(slots: dict[str, JobSlot]) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/api/log/{kind}", response_class=PlainTextResponse)
     def full_log(kind: str) -> str:
-        slot = {"train": train_slot, "export": export_slot}.get(kind)
+        slot = slots.get(kind)
         if slot is None or slot.job is None:
             raise UserError(f"no {kind} log")
         return slot.job.log_tail(limit=10 * 1024 * 1024)
 
-    return app
+    return router
 
 
 def _metrics(path: Path) -> list[dict]:

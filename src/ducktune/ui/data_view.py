@@ -4,7 +4,6 @@ with the tokenizer and chat format `ducktune data check/preview` use."""
 from __future__ import annotations
 
 import threading
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,43 +15,42 @@ _tokenizer_lock = threading.Lock()
 
 def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None, chat_template: str | None = None,
                   system_prompt: str | None = None, cutoff_len: int = 1024, train_on: str = "assistant") -> dict:
-    """Format, record and sample counts, and every problem as `file:line: field: what`.
-
-    With a model, also the token lengths as training would build them with that model's
-    tokenizer and chat template (min/median/p95/max, how many the cutoff truncates), the
-    same figures `ducktune data check --model` prints.
+    """`ducktune data check` on one file (data/check.py: the same report and the same usable
+    decision), in the Data tab's shape: format, record and sample counts, every problem as
+    `file:line: field: what`, and with a model the token lengths as training builds them.
     """
-    from ducktune.data.loader import load_file
+    from ducktune.config import DatasetSpec, load_config
+    from ducktune.data.check import check_data
+    from ducktune.data.template import ChatFormat
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found")
-    data = load_file(path, fmt)
-    kinds = Counter(s.kind for s in data.samples)
-    turns = [len(s.messages) for s in data.samples if s.kind == "chat"]
-    tokens, template_issues = None, []
-    if model and data.samples:
-        from ducktune.data.lengths import token_stats
-        from ducktune.data.template import ChatFormat
-
-        with _tokenizer_lock:
-            chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None)
-            stats, template_issues = token_stats([s for s in data.samples if s.kind != "preference"],
-                                                 chat_format, int(cutoff_len), train_on)
-        tokens = None if stats is None else {**stats.__dict__, "model": model}
-    issues = [str(i) for i in [*data.issues, *template_issues]]
+    config = load_config(None, [])
+    config.data.datasets = [DatasetSpec(path=str(path), format=fmt)]
+    config.data.cutoff_len, config.data.train_on = int(cutoff_len), train_on
+    if model:
+        config.model.name_or_path = model
+    with _tokenizer_lock:  # one tokenizer object is not safe to use from two threads at once
+        chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None) \
+            if model else None
+        report = check_data(config, chat_format)
+    samples = [s for f in report.files for s in f.samples]
+    turns = [len(s.messages) for s in samples if s.kind == "chat"]
+    issues = [str(i) for i in report.issues]
     return {
         "path": str(path),
         "name": path.name,
-        "format": data.format,
-        "records": data.records,
-        "samples": len(data.samples),
-        "kinds": dict(kinds),
+        "format": report.files[0].format if report.files else None,
+        "records": report.records,
+        "samples": report.samples,
+        "kinds": dict(report.kinds),
         "max_turns": max(turns) if turns else 0,
         "issues": issues[:MAX_ISSUES],
         "issue_count": len(issues),
-        "ok": not issues and bool(data.samples),
-        "tokens": tokens,
+        "ok": report.usable,
+        "verdict": report.verdict,
+        "tokens": None if report.tokens is None else {**report.tokens.__dict__, "model": model},
     }
 
 

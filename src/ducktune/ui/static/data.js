@@ -61,7 +61,7 @@ export function initData(shared) {
         `${t("data.token_lengths")} (${c.tokens.model}): min ${c.tokens.min} · median ${c.tokens.median} · p95 ${c.tokens.p95} · max ${c.tokens.max}` +
         ` · ${c.tokens.truncated} ${t("data.cut_at")} ${c.tokens.cutoff}` }) : null,
       el("div", { class: `badge ${c.ok ? "ok" : "bad"}`, id: "data-verdict",
-        text: c.ok ? `✓ ${t("data.ok")}` : `${c.issue_count} ${t("data.problems")}` }),
+        text: c.ok ? `✓ ${t("data.ok")}` : (c.verdict || `${c.issue_count} ${t("data.problems")}`) }),
       c.issue_count ? el("p", { class: "hint", text: t("data.has_problems") }) : null].filter(Boolean));
     $("#data-issues").replaceChildren(...c.issues.map((line) => el("li", { text: line })));
   }

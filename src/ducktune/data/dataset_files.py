@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ducktune.config import DatasetSpec
-from ducktune.data import formats, registry
+from ducktune.data import dataset_info, formats
 from ducktune.data.columns import canonical_columns, file_field_names, rename_fields
 from ducktune.data.formats import NormalizeOptions, TurnTags
 from ducktune.data.hub import is_hub, read_hub
@@ -51,12 +51,12 @@ def resolve_spec(spec: DatasetSpec, dataset_dir: str) -> tuple[DatasetSpec | Non
     """The spec itself for files, folders and hub ids; the registry's entry for a dataset name."""
     if is_hub(spec.path) or Path(spec.path).expanduser().exists():
         return spec, []
-    fields, issues = registry.lookup(spec.path, dataset_dir)
+    fields, issues = dataset_info.lookup(spec.path, dataset_dir)
     if issues:
         return None, issues
     if fields is None:
-        registry_file = registry.registry_path(dataset_dir)
-        hint = (f", and no dataset named '{spec.path}' in {registry_file}{registry.suggest(spec.path, dataset_dir)}"
+        registry_file = dataset_info.registry_path(dataset_dir)
+        hint = (f", and no dataset named '{spec.path}' in {registry_file}{dataset_info.suggest(spec.path, dataset_dir)}"
                 if registry_file.is_file() else "")
         return None, [Issue(spec.path, None, "(file)", f"not found: no such file or folder{hint}", fatal=True)]
     # What the config sets explicitly wins over the registry entry.
