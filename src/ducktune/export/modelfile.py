@@ -115,9 +115,41 @@ def _go_trim(text: str) -> str:
     return text.strip(_GO_SPACE)
 
 
+_NIL, _NAME, _VALUE, _PARAM, _MESSAGE, _COMMENT = range(6)
+
+
+def _next_state(state: int, ch: str, space: bool, newline: bool, error) -> tuple[int, bool]:
+    """Ollama's parser: the state after character `ch`, and whether `ch` is kept in the buffer."""
+    NIL, NAME, VALUE, PARAM, MESSAGE, COMMENT = _NIL, _NAME, _VALUE, _PARAM, _MESSAGE, _COMMENT
+    if state == NIL:
+        nxt = COMMENT if ch == "#" else NIL if (space or newline) else NAME
+        keep = nxt == NAME
+    elif state == NAME:
+        if ch.isascii() and ch.isalpha():
+            nxt, keep = NAME, True
+        elif space:
+            nxt, keep = VALUE, False
+        else:
+            raise error("command must be one of " + ", ".join(sorted(COMMANDS)))
+    elif state == VALUE:
+        nxt, keep = (NIL, True) if (newline or space) else (VALUE, True)
+    elif state in (PARAM, MESSAGE):
+        ok = ch.isascii() and (ch.isalnum() or ch == "_") if state == PARAM else ch.isascii() and ch.isalpha()
+        if ok:
+            nxt, keep = state, True
+        elif space:
+            nxt, keep = VALUE, False
+        else:
+            raise error("unexpected end of a PARAMETER or MESSAGE name")
+    else:  # COMMENT
+        nxt, keep = (NIL, False) if newline else (COMMENT, False)
+
+    return nxt, keep
+
+
 def parse_modelfile(text: str) -> Modelfile:
     """Parse like Ollama's state machine (parser.ParseFile)."""
-    NIL, NAME, VALUE, PARAM, MESSAGE, COMMENT = range(6)
+    NIL, NAME, VALUE, PARAM, MESSAGE, COMMENT = _NIL, _NAME, _VALUE, _PARAM, _MESSAGE, _COMMENT
     state, line, buf = NIL, 1, []
     name, role = "", ""
     result = Modelfile()
@@ -131,30 +163,7 @@ def parse_modelfile(text: str) -> Modelfile:
         if ch in "\r\n":
             line += 1
         space, newline = ch in " \t", ch in "\r\n"
-        # next state for this character
-        if state == NIL:
-            nxt = COMMENT if ch == "#" else NIL if (space or newline) else NAME
-            keep = nxt == NAME
-        elif state == NAME:
-            if ch.isascii() and ch.isalpha():
-                nxt, keep = NAME, True
-            elif space:
-                nxt, keep = VALUE, False
-            else:
-                raise error("command must be one of " + ", ".join(sorted(COMMANDS)))
-        elif state == VALUE:
-            nxt, keep = (NIL, True) if (newline or space) else (VALUE, True)
-        elif state in (PARAM, MESSAGE):
-            ok = ch.isascii() and (ch.isalnum() or ch == "_") if state == PARAM else ch.isascii() and ch.isalpha()
-            if ok:
-                nxt, keep = state, True
-            elif space:
-                nxt, keep = VALUE, False
-            else:
-                raise error("unexpected end of a PARAMETER or MESSAGE name")
-        else:  # COMMENT
-            nxt, keep = (NIL, False) if newline else (COMMENT, False)
-
+        nxt, keep = _next_state(state, ch, space, newline, error)
         if nxt != state:
             word = "".join(buf)
             if state == NAME:
