@@ -95,7 +95,5 @@ def long_functions(src: Path = SRC) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(reason="issue 13: export/modelfile.py parse_modelfile (86 lines) belongs to the export "
-                          "helper: split it or mark it `# long:`, then drop this xfail", strict=False)
 def test_no_function_over_80_lines():
     assert long_functions() == []
