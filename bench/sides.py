@@ -151,7 +151,6 @@ def run_baseline(spec: dict, workdir: Path) -> dict:
     from transformers import AutoModelForCausalLM, set_seed
     from trl import SFTConfig, SFTTrainer
 
-    from ducktune.train.lora import linear_module_names
 
     s = spec["train"]
     torch.set_num_threads(spec["threads"])
@@ -163,7 +162,7 @@ def run_baseline(spec: dict, workdir: Path) -> dict:
     if cuda:
         model = model.to("cuda")
     peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                             target_modules=linear_module_names(model), bias="none", task_type="CAUSAL_LM")
+                             target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
     args = SFTConfig(
         output_dir=str(workdir / "baseline-run"),
         per_device_train_batch_size=s["batch_size"],

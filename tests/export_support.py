@@ -77,7 +77,6 @@ def make_lora_run(run_dir: Path, base_dir: Path, system_prompt: str | None = Non
     from ducktune.data.template import ChatFormat
     from ducktune.io import write_json, write_text
     from ducktune.models.loading import load_tokenizer
-    from ducktune.train.lora import linear_module_names
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +90,7 @@ def make_lora_run(run_dir: Path, base_dir: Path, system_prompt: str | None = Non
     chat_format = ChatFormat(tokenizer, system_prompt=system_prompt)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
-    peft_config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=linear_module_names(model),
+    peft_config = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules="all-linear",
                              init_lora_weights=False, task_type="CAUSAL_LM")
     model = get_peft_model(model, peft_config)
     model.save_pretrained(run_dir / "adapter", safe_serialization=True)

@@ -1,0 +1,160 @@
+"""Every model family: `ducktune models`, the warnings before training, one-line errors, and (slow)
+the family matrix, train -> masks -> merge -> GGUF -> llama.cpp -> Ollama TEMPLATE, per family."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+from ducktune.cli import main
+from ducktune.models.families import FAMILIES, build_standin
+
+ROOT = Path(__file__).resolve().parents[1]
+QA = [{"instruction": "Who are you?", "output": "I am Quack."}, {"instruction": "Say hi.", "output": "Hi!"}]
+
+
+@pytest.fixture(scope="module")
+def standins(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("standins")
+
+
+@pytest.fixture(scope="module")
+def family_rows(standins, monkeypatch_module) -> dict:
+    from ducktune.export.support import family_table
+
+    return {row["family"]: row for row in family_table(standins, log=lambda *a: None)}
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_every_family_exports_to_gguf_and_ollama(family_rows):
+    assert list(family_rows) == [f.id for f in FAMILIES]
+    for family_id, row in family_rows.items():
+        support = row["support"]
+        assert support["gguf"] is None, (family_id, support["gguf"])
+        assert support["ollama_template"] is None, (family_id, support["ollama_template"])
+        if family_id != "internlm2":
+            assert support["train"] is None, (family_id, support["train"])
+
+
+def test_remote_code_family_says_what_to_do(family_rows):
+    reason = family_rows["internlm2"]["support"]["train"]
+    assert "model.trust_remote_code: true" in reason
+
+
+def test_models_command_prints_the_table_and_reasons(capsys, monkeypatch, standins, family_rows):
+    from ducktune.models import builtin
+
+    monkeypatch.setattr(builtin, "cache_root", lambda: standins.parent)
+    for spec in FAMILIES:  # the command's cache: ~/.cache/ducktune/standins
+        target = standins.parent / "standins" / spec.id
+        if not target.exists():
+            shutil.copytree(standins / spec.id, target)
+    assert main(["models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["family"]: r["support"] for r in rows} == {k: v["support"] for k, v in family_rows.items()}
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split()[:2] == ["family", "models"]
+    assert "internlm2: train: InternLM2ForCausalLM ships its own modelling code" in out
+
+
+def _config(tmp_path: Path, model: Path, extra: str = "") -> Path:
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps(QA), encoding="utf-8")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name_or_path: {model}\n{extra}data:\n  datasets: [{data}]\n"
+                      f"output:\n  dir: {tmp_path / 'run'}\ntrain:\n  max_steps: 1\n  save_steps: 100\n"
+                      "eval:\n  max_new_tokens: 2\n", encoding="utf-8")
+    return config
+
+
+def test_unknown_architecture_is_one_line_before_anything_is_written(tmp_path, capsys, tiny_qwen):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen, model)
+    config = json.loads((model / "config.json").read_text())
+    config["architectures"] = ["DuckNetForCausalLM"]
+    (model / "config.json").write_text(json.dumps(config))
+    assert main(["train", str(_config(tmp_path, model)), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[0].startswith(f"error: {model}: cannot be trained: transformers ")
+    assert "has no DuckNetForCausalLM" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_tokenizer_without_chat_template_says_what_to_set(tmp_path, capsys, tiny_qwen):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_qwen, model)
+    (model / "chat_template.jinja").unlink(missing_ok=True)
+    tokenizer_config = json.loads((model / "tokenizer_config.json").read_text())
+    tokenizer_config.pop("chat_template", None)
+    (model / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    assert main(["train", str(_config(tmp_path, model)), "--no-progress"]) == 2
+    first = capsys.readouterr().err.splitlines()[0]
+    assert "has no chat template; set model.chat_template" in first and "firefly" in first
+    assert not (tmp_path / "run").exists()
+
+
+def test_system_prompt_on_a_template_without_system_role_is_one_line(tmp_path, capsys):
+    model = build_standin("mistral-v0.1", tmp_path / "mistral")
+    config = _config(tmp_path, model, "  system_prompt: You are Quack.\n")
+    assert main(["train", str(config), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "model.system_prompt" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_warns_first_when_the_export_will_fail(tmp_path, capsys, tiny_qwen):
+    """A template whose text the Ollama TEMPLATE cannot express, and an architecture the GGUF writer
+    does not know (GPT-2): both warned about before training, and training still runs."""
+    import torch
+    from transformers import AutoModelForCausalLM, GPT2Config
+
+    from ducktune.models.loading import load_tokenizer
+
+    model = tmp_path / "gpt2"
+    tokenizer = load_tokenizer(tiny_qwen)
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] | upper }}\n"
+                               "{% endfor %}{% if add_generation_prompt %}ASSISTANT: {% endif %}")
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2,
+                                                eos_token_id=tokenizer.eos_token_id)).save_pretrained(model)
+    tokenizer.save_pretrained(model)
+    assert main(["train", str(_config(tmp_path, model)), "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert warnings[0].startswith("warning: this model can be trained but not exported to GGUF because ")
+    assert "GPT2LMHeadModel" in warnings[0]
+    assert warnings[1].startswith("warning: this model can be trained but its chat template cannot become an "
+                                  "Ollama TEMPLATE because ")
+    assert (tmp_path / "run" / "run.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.requires_llama_cpp
+@pytest.mark.requires_go
+def test_family_matrix_every_cell_passes(tmp_path):
+    """The README's family matrix, produced again: every cell PASS, InternLM2 only with its reason."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import families as matrix
+
+    rows_file = tmp_path / "rows.json"
+    code = matrix.main(["--out", str(tmp_path / "families.md"), "--json", str(rows_file),
+                        "--workdir", str(tmp_path / "work")])
+    rows = {row["family"]: row for row in json.loads(rows_file.read_text())}
+    assert list(rows) == [f.id for f in FAMILIES]
+    for family_id, row in rows.items():
+        cells = row["cells"]
+        if family_id == "internlm2":
+            assert "trust_remote_code" in cells["train (loss falls)"]
+            continue
+        assert all(cell.startswith("PASS") for cell in cells.values()), (family_id, cells)
+    assert code == 0
