@@ -108,7 +108,8 @@ def test_system_prompt_on_a_template_without_system_role_is_one_line(tmp_path, c
     config = _config(tmp_path, model, "  system_prompt: You are Quack.\n")
     assert main(["train", str(config), "--no-progress"]) == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and "model.system_prompt" in err and "Traceback" not in err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "model.system_prompt" in errors[0] and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
@@ -122,8 +123,10 @@ def test_train_warns_first_when_the_export_will_fail(tmp_path, capsys, tiny_qwen
 
     model = tmp_path / "gpt2"
     tokenizer = load_tokenizer(tiny_qwen)
-    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] | upper }}: {{ m['content'] | upper }}\n"
-                               "{% endfor %}{% if add_generation_prompt %}ASSISTANT: {% endif %}")
+    # Trainable (answers verbatim) but not expressible in Go: the user's words are upper-cased.
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {% if m['role'] == 'user' %}"
+                               "{{ m['content'] | upper }}{% else %}{{ m['content'] }}{% endif %}\n"
+                               "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2,
                                                 eos_token_id=tokenizer.eos_token_id)).save_pretrained(model)

@@ -131,10 +131,12 @@ def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
                              "on a different model")
     targets = adapter_config.get("target_modules")
     if isinstance(targets, list):
-        leaves = set(targets)
-        expected = {name[: -len(".weight")] for name in base
-                    if name.endswith(".weight") and name[: -len(".weight")].rsplit(".", 1)[-1] in leaves
-                    and len(base[name]) == 2 and not name.startswith("lm_head")}
+        # PEFT matches each target as a whole module name or a dotted suffix of one ("q_proj", or the
+        # full "model.layers.0.self_attn.q_proj" its all-linear resolution saves).
+        matrices = [name[: -len(".weight")] for name in base
+                    if name.endswith(".weight") and len(base[name]) == 2 and not name.startswith("lm_head")]
+        expected = {module for module in matrices
+                    if any(module == t or module.endswith("." + t) for t in targets)}
         missing = sorted(expected - set(pairs))
         if missing:
             raise ModelError(f"{weights_path}: no weights for {len(missing)} of the {len(expected)} modules the "
