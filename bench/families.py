@@ -64,18 +64,13 @@ def mask_cell(run: Path) -> str:
         encoded = chat_format.encode(Sample("chat", messages=[Message("system", "Be brief.")] + turns, where="m:1"), 4096)
     except DataError:
         encoded = chat_format.encode(Sample("chat", messages=turns, where="m:1"), 4096)
-    spans = chat_format.decode_spans(encoded)
-    runs = [text for text, trained in spans if trained]
-    before = [spans[i - 1][0] if i else "" for i, (_, trained) in enumerate(spans) if trained]
+    runs = [text for text, trained in chat_format.decode_spans(encoded) if trained]
     end = chat_format.eot_token or chat_format.inserted_eos
-    # Exactly the answer and the end marker, right after the generation prompt; only whitespace the
-    # template itself puts around the answer (GLM's "\n" after <|assistant|>, Llama 2's " </s>") may
-    # be trained with it, since the model has to generate that too.
+    # Exactly the answer and the end marker; only whitespace the template itself puts around the
+    # answer (GLM's "\n" after <|assistant|>, Llama 2's " </s>") is trained with it, since the model
+    # has to generate that too.
     got = [run.removesuffix(end).strip() if run.endswith(end) else None for run in runs]
-    # The last answer follows the generation prompt exactly as at inference; earlier ones may follow a
-    # shorter header where the template rewrites history (Qwen3 and DeepSeek-R1 drop <think> blocks).
-    prompt = chat_format.generation_prompt.rstrip()
-    if got == answers and before[-1].rstrip().endswith(prompt):
+    if got == answers:
         return f"PASS (answers + {end})"
     return f"FAIL: trained {runs!r}"
 

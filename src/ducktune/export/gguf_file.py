@@ -96,9 +96,10 @@ def _encode(array, plan: TensorPlan):
 
 
 def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: str, tokenizer,
-               eot_token: str | None = None, log=print) -> GGUFSummary:
+               eot_token: str | None = None, log=print, add_bos: bool | None = None) -> GGUFSummary:
     """Write `model_dir` (a merged HF folder) as one GGUF file. `tokenizer` is the folder's HF
-    tokenizer (with the run's chat template); `eot_token` the template's end-of-turn token."""
+    tokenizer (with the run's chat template); `eot_token` the template's end-of-turn token;
+    `add_bos` whether llama.cpp must add BOS to prompts (None: as the HF tokenizer does)."""
     import gguf
     import numpy as np
     from safetensors import safe_open
@@ -114,7 +115,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
     out_path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(None, arch)
     try:
-        metadata = _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token)
+        metadata = _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token, add_bos)
         for plan in plans:
             qtype = None if plan.qtype in (gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16) else plan.qtype
             dtype = {gguf.GGMLQuantizationType.F32: "float32", gguf.GGMLQuantizationType.F16: "float16"}.get(plan.qtype, "float32")
@@ -144,7 +145,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
     return GGUFSummary(out_path, arch, quant, {p.gguf_name: p.shape for p in plans}, metadata)
 
 
-def _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token) -> dict:
+def _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_token, add_bos) -> dict:
     import gguf
 
     writer.add_type(gguf.GGUFType.MODEL)
@@ -153,7 +154,7 @@ def _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_t
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_hparams(writer, config, arch)
 
-    return add_tokenizer_metadata(writer, model_dir, tokenizer, eot_token, config["vocab_size"])
+    return add_tokenizer_metadata(writer, model_dir, tokenizer, eot_token, config["vocab_size"], add_bos)
 
 
 # ---------------------------------------------------------------------- reading back

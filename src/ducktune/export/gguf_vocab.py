@@ -304,6 +304,27 @@ def token_table(tokenizer_json: dict, n_vocab: int) -> tuple[list[str], list[int
     return tokens, token_types
 
 
+def prompt_starts_with_bos(tokenizer) -> bool:
+    """Whether llama.cpp (and Ollama) must add BOS to a prompt to reproduce ducktune's prompts.
+
+    ducktune trains and prompts on the chat template's rendering tokenized without added special
+    tokens, so a prompt starts with BOS exactly when the template prints it (Llama 2/3, Gemma);
+    the TEMPLATE then leaves it to llama.cpp. A tokenizer that would add BOS to plain text (TinyLlama
+    with the Zephyr template) does not make the trained prompts start with it, and EOS is never
+    added to a prompt. Without a chat template, the tokenizer's own behaviour is kept."""
+    bos = tokenizer.bos_token
+    if not getattr(tokenizer, "chat_template", None):
+        return adds_special(tokenizer, "bos")
+    if not bos:
+        return False
+    try:
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False,
+                                             add_generation_prompt=True)
+    except Exception:  # a template that refuses the probe: fall back to the tokenizer's behaviour
+        return adds_special(tokenizer, "bos")
+    return text.startswith(bos)
+
+
 def adds_special(tokenizer, which: str) -> bool:
     """Whether the HF tokenizer adds BOS (or EOS) itself when encoding text."""
     token_id = getattr(tokenizer, f"{which}_token_id", None)
@@ -350,7 +371,8 @@ def tokenizer_support(model_dir_or_tokenizer_json) -> str | None:
     return None
 
 
-def add_tokenizer_metadata(writer, model_dir: Path, tokenizer, eot_token: str | None, n_vocab: int) -> dict:
+def add_tokenizer_metadata(writer, model_dir: Path, tokenizer, eot_token: str | None, n_vocab: int,
+                           add_bos: bool | None = None) -> dict:
     """Write the tokenizer keys of `model_dir` (an HF folder whose tokenizer is `tokenizer`, carrying
     the run's chat template) to `writer`; return what was written, for the read-back check."""
     import gguf
@@ -371,9 +393,11 @@ def add_tokenizer_metadata(writer, model_dir: Path, tokenizer, eot_token: str | 
     special = gguf.SpecialVocab(model_dir, load_merges=model_kind == "gpt2", n_vocab=len(tokens))
     if model_kind == "gpt2" and not special.merges:
         raise ModelError(f"{model_dir / 'tokenizer.json'}: no BPE merges")
-    # BOS/EOS are added exactly when the HF tokenizer adds them, and the chat template is the
-    # run's (saved with the merged model), not whatever tokenizer_config.json happens to hold.
-    special.add_special_token = {"bos": adds_special(tokenizer, "bos"), "eos": adds_special(tokenizer, "eos")}
+    # An export says how its prompts start (`add_bos`, see prompt_starts_with_bos; EOS is never added
+    # to a prompt); otherwise BOS/EOS are added as the HF tokenizer adds them. The chat template is
+    # the run's (saved with the merged model), not whatever tokenizer_config.json holds.
+    special.add_special_token = ({"bos": adds_special(tokenizer, "bos"), "eos": adds_special(tokenizer, "eos")}
+                                 if add_bos is None else {"bos": add_bos, "eos": False})
     special.chat_template = tokenizer.chat_template
     special.add_to_gguf(writer, quiet=True)
     ids = dict(special.special_token_ids)

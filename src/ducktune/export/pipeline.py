@@ -181,7 +181,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     `template` is (layout, None) or (None, why the Modelfile has no TEMPLATE)."""
     layout, template_omitted = template
     from ducktune.export.gguf_file import read_config, write_gguf
-    from ducktune.export.gguf_vocab import adds_special
+    from ducktune.export.gguf_vocab import prompt_starts_with_bos
     from ducktune.export.merge import merge_run
     from ducktune.export.quantize import quantize_gguf
 
@@ -191,6 +191,9 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     result.files["merged"] = "merged"
     merge_check = _merge_check(merge)
 
+    # Written to the GGUF as add_bos_token: llama.cpp (and Ollama) add BOS exactly when the trained
+    # prompts start with it.
+    add_bos = prompt_starts_with_bos(source.tokenizer)
     summaries = {}
     if "gguf" in targets:
         tokenizer = source.tokenizer
@@ -202,7 +205,8 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         for quant in direct + (["f16"] if temporary_f16 else []):
             path = work / f"{name}-{quant}.gguf"
             started = time.perf_counter()
-            summaries[quant] = write_gguf(merge.merged_dir, path, quant, name, tokenizer, eot, log=log)
+            summaries[quant] = write_gguf(merge.merged_dir, path, quant, name, tokenizer, eot, log=log,
+                                          add_bos=add_bos)
             log(f"Wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - started:.0f} s)")
         try:
             for quant in k_quants:
@@ -219,8 +223,6 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         result.files["gguf"] = {q: f"{name}-{q}.gguf" for q in quant_list}
 
     config = read_config(merge.merged_dir)
-    # Written to the GGUF as add_bos_token: llama.cpp (and Ollama) add BOS exactly when HF does.
-    add_bos = adds_special(source.tokenizer, "bos")
     if "ollama" in targets:
         result.files["modelfile"] = "Modelfile"
         modelfile_quant = next(q for q in MODELFILE_PREFERENCE if q in quant_list)
