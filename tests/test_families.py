@@ -45,6 +45,20 @@ def test_every_family_exports_to_gguf_and_ollama(family_rows):
             assert support["train"] is None, (family_id, support["train"])
 
 
+def test_qlora_column_on_this_cpu(family_rows):
+    """bitsandbytes (a dev dependency) is installed and this machine trains on the CPU: QLoRA works
+    except where its CPU kernel meets linear biases (Qwen2's q/k/v, GLM, BLOOM)."""
+    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "glm4", "bloom"}
+    for family_id, row in family_rows.items():
+        reason = row["support"]["qlora"]
+        if family_id == "internlm2":
+            assert reason == row["support"]["train"]
+        elif family_id in biased:
+            assert reason and "linear layers with a bias" in reason, family_id
+        else:
+            assert reason is None, (family_id, reason)
+
+
 def test_remote_code_family_says_what_to_do(family_rows):
     reason = family_rows["internlm2"]["support"]["train"]
     assert "model.trust_remote_code: true" in reason
@@ -139,6 +153,35 @@ def test_train_warns_first_when_the_export_will_fail(tmp_path, capsys, tiny_qwen
     assert warnings[1].startswith("warning: this model can be trained but its chat template cannot become an "
                                   "Ollama TEMPLATE because ")
     assert (tmp_path / "run" / "run.json").is_file()
+
+
+@pytest.mark.requires_llama_cpp
+@pytest.mark.requires_go
+def test_qlora_on_the_cpu_trains_and_exports(tmp_path, capsys):
+    """QLoRA (4-bit NF4 base, bitsandbytes' CPU kernel) on a Llama 3 stand-in: the adapter merges into
+    the full-precision base and the f16 GGUF answers like the merged model."""
+    from ducktune.export.pipeline import export_run
+
+    model = build_standin("llama3", tmp_path / "llama3")
+    config = _config(tmp_path, model).read_text().replace("max_steps: 1", "max_steps: 4\n  method: qlora")
+    (tmp_path / "c.yaml").write_text(config)
+    assert main(["train", str(tmp_path / "c.yaml"), "--no-progress"]) == 0
+    run = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert run["method"] == "qlora" and run["status"] == "completed"
+    result = export_run(tmp_path / "run", quants="f16", create=False, prompt_limit=2, log=lambda *a: None)
+    checks = {c.name: c for c in result.checks}
+    assert checks["llama.cpp run-f16.gguf: greedy answers = merged"].status == "PASS"
+    assert [c.name for c in result.checks if c.status == "FAIL"] == []
+
+
+def test_qlora_on_the_cpu_refuses_biased_layers_before_anything_is_written(tmp_path, capsys):
+    model = build_standin("qwen2.5", tmp_path / "qwen")
+    config = _config(tmp_path, model, "").read_text().replace("max_steps: 1", "max_steps: 1\n  method: qlora")
+    (tmp_path / "c.yaml").write_text(config)
+    assert main(["train", str(tmp_path / "c.yaml"), "--no-progress"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "QLoRA bitsandbytes' 4-bit CPU kernel fails on linear layers with a bias" in errors[0]
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.slow

@@ -187,7 +187,7 @@ EXPECTED = {
                           "attention.sliding_window_pattern": [True, False], "attention.head_count_kv": 1},
                {"blk.0.attn_k_norm.weight": (32,), "blk.0.attn_q.weight": (128, 64)}, {"output.weight"}),
     "phi3": ("phi3", {"rope.scaling.original_context_length": 4096, "attention.sliding_window": 2047},
-             {"blk.0.attn_qkv.weight": (192, 64), "blk.0.ffn_up.weight": (344, 64)},
+             {"blk.0.attn_qkv.weight": (192, 64), "blk.0.ffn_up.weight": (384, 64)},
              {"blk.0.attn_q.weight", "rope_factors_long.weight"}),
     "phi3-longrope": ("phi3", {"context_length": 131072, "rope.scaling.original_context_length": 4096,
                                "rope.scaling.attn_factor": math.sqrt(1 + math.log(32) / math.log(4096))},

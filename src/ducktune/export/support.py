@@ -47,6 +47,12 @@ def k_quant_support(gguf_reason: str | None) -> str | None:
     return None if llama_cpp_available() else f"needs llama.cpp's quantizer: {INSTALL_HINT}"
 
 
+def _training_device() -> str:
+    from ducktune.models.device import choose_placement
+
+    return choose_placement("auto", "auto").device
+
+
 def model_support(model_dir: str | Path, tokenizer=None, trust_remote_code: bool = False) -> Support:
     """Every stage's answer for a local model folder. `tokenizer` (with the chat template training
     will use) is loaded from the folder when not given."""
@@ -59,7 +65,8 @@ def model_support(model_dir: str | Path, tokenizer=None, trust_remote_code: bool
     gguf = gguf_support(model_dir, config)
     if tokenizer is None:
         tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
-    return Support(train=train, qlora=train or qlora_support(), gguf=gguf, k_quants=k_quant_support(gguf),
+    return Support(train=train, qlora=train or qlora_support(config, _training_device()), gguf=gguf,
+                   k_quants=k_quant_support(gguf),
                    ollama_template=template_support(tokenizer))
 
 

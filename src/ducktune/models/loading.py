@@ -133,13 +133,25 @@ def training_support(config: dict, trust_remote_code: bool = False) -> str | Non
     return f"transformers {transformers.__version__} has no {names[0]}; upgrade transformers or use another model"
 
 
-def qlora_support() -> str | None:
-    """Why 4-bit (QLoRA) loading is not possible here (None: it is)."""
+def qlora_support(config: dict | None = None, device: str = "cpu") -> str | None:
+    """Why 4-bit (QLoRA) training is not possible here for this model (None: it is). bitsandbytes'
+    CPU kernel (0.50) fails on linear layers that carry a bias (Qwen2's q/k/v, BLOOM, GLM): such
+    models need LoRA on the CPU, or QLoRA on CUDA."""
     import importlib.util
 
     if importlib.util.find_spec("bitsandbytes") is None:
         return "needs bitsandbytes: pip install 'ducktune[qlora]'"
+    if config is not None and device == "cpu" and linear_biases(config):
+        return ("bitsandbytes' 4-bit CPU kernel fails on linear layers with a bias, which this model has: "
+                "use train.method=lora on the CPU, or QLoRA on a CUDA GPU")
     return None
+
+
+def linear_biases(config: dict) -> bool:
+    """Whether the model's attention/MLP linear layers carry biases (from config.json alone)."""
+    text = text_config(config)
+    return (text.get("model_type") in ("qwen2", "bloom", "gpt2", "falcon") or bool(text.get("attention_bias"))
+            or bool(text.get("mlp_bias")) or bool(text.get("add_qkv_bias")) or bool(text.get("bias")))
 
 
 # Older config.json spellings of the standard keys (BLOOM, GPT-2, Falcon, ChatGLM...): transformers
@@ -187,8 +199,9 @@ def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = F
 
     kwargs = dict(dtype=placement.torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if quantize_4bit:
-        if qlora_support():
-            raise ModelError(f"QLoRA {qlora_support()}")
+        problem = qlora_support(model_config(folder), placement.device)
+        if problem:
+            raise ModelError(f"{folder}: QLoRA {problem}")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(

@@ -28,6 +28,9 @@ MIRRORS = {
 ARCH_IDS = tuple(MIRRORS)
 
 HIDDEN, LAYERS, HEADS = 64, 2, 4
+# Every matrix dimension is a multiple of 64 (intermediate sizes rounded up from the published
+# ratios, e.g. Llama-2's 11008/4096 x 64 = 172 -> 192): bitsandbytes' 4-bit CPU kernel (QLoRA)
+# quantizes in blocks of 64, as real models' dimensions always allow.
 # Phi-3.5's longrope tables have head_dim/2 entries; these 8 keep their shape (1.0 rising to a
 # few) so the tiny model's rotary frequencies really depend on them.
 _SHORT = [1.0, 1.0, 1.05, 1.1, 1.3, 1.6, 2.0, 2.4]
@@ -36,7 +39,7 @@ _LONG = [1.0, 1.2, 1.6, 2.5, 4.0, 8.0, 16.0, 32.0]
 
 def _llama(**extra) -> tuple[str, dict]:
     return "LlamaForCausalLM", dict(
-        hidden_size=HIDDEN, intermediate_size=172, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+        hidden_size=HIDDEN, intermediate_size=192, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
         num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
         hidden_act="silu", attention_bias=False, tie_word_embeddings=False, **extra)
 
@@ -51,10 +54,10 @@ def _specs() -> dict[str, tuple[str, dict]]:
             rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                           "original_max_position_embeddings": 8192})),
         "mistral": ("MistralForCausalLM", dict(
-            common, intermediate_size=224, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
+            common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
             rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
         "mistral-nemo": ("MistralForCausalLM", dict(
-            common, intermediate_size=224, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
+            common, intermediate_size=256, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
             max_position_embeddings=1024000, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
             tie_word_embeddings=False, hidden_act="silu")),
         "qwen2": ("Qwen2ForCausalLM", dict(
@@ -78,11 +81,11 @@ def _specs() -> dict[str, tuple[str, dict]]:
             layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=None,
             attn_logit_softcapping=None, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)),
         "phi3": ("Phi3ForCausalLM", dict(
-            common, intermediate_size=172, num_key_value_heads=HEADS, max_position_embeddings=4096,
+            common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096,
             original_max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
             sliding_window=2047, hidden_act="silu", tie_word_embeddings=False)),
         "phi3-longrope": ("Phi3ForCausalLM", dict(
-            common, intermediate_size=172, num_key_value_heads=HEADS, max_position_embeddings=131072,
+            common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=131072,
             original_max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
             rope_scaling={"type": "longrope", "short_factor": _SHORT, "long_factor": _LONG},
             sliding_window=262143, hidden_act="silu", tie_word_embeddings=False)),

@@ -94,17 +94,22 @@ class BaseModel:
 def _setup_base_model(config: RunConfig, log) -> BaseModel:
     """Base model folder, device and dtype, tokenizer and chat format (no weights loaded).
 
-    Checks that need only the resolved folder and tokenizer (e.g. whether the model can be
-    exported to GGUF) belong here, before data is read or anything is written.
+    Checks that need only the resolved folder and tokenizer belong here, before data is read or
+    anything is written (whether the model exports to GGUF is asked by `ducktune train` before this:
+    the export layer sits beside this one).
     """
     from ducktune.data.template import ChatFormat
+    from ducktune.errors import ModelError
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import estimate_params, load_tokenizer, model_config
+    from ducktune.models.loading import estimate_params, load_tokenizer, model_config, qlora_support
     from ducktune.models.sources import resolve_model
 
     folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
-    params = estimate_params(model_config(folder))
+    model_json = model_config(folder)
+    params = estimate_params(model_json)
     placement = choose_placement(config.model.device, config.model.dtype, params)
+    if config.train.method == "qlora" and qlora_support(model_json, placement.device):
+        raise ModelError(f"{folder}: QLoRA {qlora_support(model_json, placement.device)}")
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
