@@ -35,6 +35,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return 0
+    from ducktune.models.device import choose_placement
+
+    print(f"On this machine ({choose_placement('auto', 'auto').device}; QLoRA and k-quants depend on it):\n")
     print(render_family_table(rows, STAGES, STAGE_TITLES))
     return 0
 
