@@ -9,6 +9,7 @@ EXTRAS ?= dev
 # llama-cpp-python (the `verify` extra) is source-only on PyPI: its wheel is built once
 # (~25 min on 2 cores) into this folder and installed from there afterwards.
 WHEELS ?= $(HOME)/.cache/ducktune/wheels
+VOCABS ?= $(HOME)/.cache/ducktune/llama.cpp-vocabs
 LLAMA_CPP_VERSION ?= 0.3.36
 
 .PHONY: setup demo test test-slow verify-extra bench clean help
@@ -54,11 +55,19 @@ test-slow: setup
 verify-extra: setup
 	@mkdir -p $(WHEELS)
 	@if ! ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
-		echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) once into $(WHEELS) (~25 min on 2 cores)"; \
+		echo "Building llama-cpp-python $(LLAMA_CPP_VERSION) once into $(WHEELS) (~10-25 min on 2 cores)"; \
 		CMAKE_ARGS="-DGGML_NATIVE=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 			$(PIP) wheel -q --no-deps -w $(WHEELS) llama-cpp-python==$(LLAMA_CPP_VERSION); \
 	fi
 	$(PIP) install -q --find-links $(WHEELS) --only-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION)
+	@# llama.cpp's tokenizer test vocabularies (real published vocabularies + the ids their HF
+	@# tokenizers give), from the same source distribution: tests/test_gguf_vocab.py checks against them.
+	@if [ ! -f $(VOCABS)/models/ggml-vocab-gpt-2.gguf ]; then \
+		tmp=$$(mktemp -d) && $(PIP) download -q --no-deps --no-binary :all: -d $$tmp llama-cpp-python==$(LLAMA_CPP_VERSION) \
+		&& tar -xzf $$tmp/llama_cpp_python-$(LLAMA_CPP_VERSION).tar.gz -C $$tmp --wildcards '*/vendor/llama.cpp/models/ggml-vocab-*' \
+		&& mkdir -p $(VOCABS).tmp/models && mv $$tmp/llama_cpp_python-$(LLAMA_CPP_VERSION)/vendor/llama.cpp/models/ggml-vocab-* $(VOCABS).tmp/models/ \
+		&& rm -rf $(VOCABS) && mv $(VOCABS).tmp $(VOCABS) && rm -rf $$tmp; \
+	fi
 
 bench: setup
 	$(PY) bench/run.py

@@ -18,7 +18,15 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 # Real components some suites need. Locally a missing one skips those tests with the install hint;
 # in CI (CI=1/true) it fails them, so a green CI always means the suite really ran.
+def llama_cpp_vocabs() -> Path:
+    """llama.cpp's tokenizer test vocabularies (models/ggml-vocab-*.gguf), unpacked by make verify-extra."""
+    default = Path.home() / ".cache" / "ducktune" / "llama.cpp-vocabs"
+    return Path(os.environ.get("DUCKTUNE_LLAMA_CPP_SOURCE") or default)
+
+
 REAL_COMPONENTS = {
+    "requires_llama_cpp_vocabs": ("llama.cpp's tokenizer test vocabularies", "make verify-extra",
+                                  lambda: (llama_cpp_vocabs() / "models" / "ggml-vocab-gpt-2.gguf").is_file()),
     "requires_llama_cpp": ("llama.cpp (llama-cpp-python)", "make verify-extra",
                            lambda: importlib.util.find_spec("llama_cpp") is not None),
     "requires_go": ("Go", "apt-get install golang-go", lambda: shutil.which("go") is not None),

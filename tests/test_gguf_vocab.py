@@ -310,19 +310,15 @@ def test_llama_cpp_round_trip_of_plain_text(standins, llama_cpp, kind):
 
 # llama.cpp's own tokenizer test vocabularies (models/ggml-vocab-<name>.gguf + .inp probes + .out ids
 # from the original HF tokenizers) ship in the llama.cpp source tree, e.g. inside the
-# llama-cpp-python sdist. Point DUCKTUNE_LLAMA_CPP_SOURCE at that tree to run these.
+# llama-cpp-python sdist: `make verify-extra` unpacks them into ~/.cache/ducktune/llama.cpp-vocabs
+# (DUCKTUNE_LLAMA_CPP_SOURCE may name another llama.cpp tree).
 REAL_VOCABS = ["gpt-2", "qwen2", "llama-bpe", "phi-3", "llama-spm"]
 
 
 def _real_vocab_dir():
-    import os
-    from pathlib import Path
+    from conftest import llama_cpp_vocabs
 
-    source = os.environ.get("DUCKTUNE_LLAMA_CPP_SOURCE")
-    if not source or not (Path(source) / "models" / "ggml-vocab-gpt-2.gguf").exists():
-        pytest.skip("set DUCKTUNE_LLAMA_CPP_SOURCE to a llama.cpp source tree (with models/ggml-vocab-*.gguf) "
-                    "to check real vocabularies")
-    return Path(source) / "models"
+    return llama_cpp_vocabs() / "models"
 
 
 def _hf_tokenizer_from_vocab_gguf(models_dir, name, folder):
@@ -346,6 +342,7 @@ def _hf_tokenizer_from_vocab_gguf(models_dir, name, folder):
 
 @pytest.mark.slow
 @pytest.mark.requires_llama_cpp
+@pytest.mark.requires_llama_cpp_vocabs
 @pytest.mark.parametrize("name", REAL_VOCABS)
 def test_real_vocabularies_round_trip_through_our_gguf(llama_cpp, tmp_path, name):
     models_dir = _real_vocab_dir()
