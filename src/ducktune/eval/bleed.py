@@ -86,14 +86,16 @@ def bleed_report(engine, prompts: list[dict], base_answers: list[str], tuned_ans
     }
 
 
-def run_bleed(engine, base_folder, markers: list[str], max_new_tokens: int, log=print) -> dict:
+def run_bleed(engine, markers: list[str], max_new_tokens: int, log=print) -> dict:
     """Base (cached per base model) and tuned greedy answers to the bundled general prompts, compared."""
-    from ducktune.chat.general import base_model_fingerprint, cached_base_answers, general_prompts
+    from ducktune.chat.general import engine_base_answers, general_prompts
 
     prompts = general_prompts("bleed")
     texts = [p["prompt"] for p in prompts]
-    base = cached_base_answers(base_model_fingerprint(base_folder), engine.chat_format, texts, max_new_tokens,
-                               lambda: engine, log=log)
-    tuned = engine.generate_batch([[{"role": "user", "content": t}] for t in texts],
-                                  max_new_tokens=max_new_tokens, batch_size=64)
-    return bleed_report(engine, prompts, [b["text"] for b in base], [t.text for t in tuned], markers)
+    conversations = [[{"role": "user", "content": t}] for t in texts]
+    base = engine_base_answers(engine, texts, max_new_tokens, log=log)
+    if base is None:
+        with engine.adapter_disabled():
+            base = [g.text for g in engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=64)]
+    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=64)
+    return bleed_report(engine, prompts, base, [t.text for t in tuned], markers)

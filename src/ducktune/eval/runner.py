@@ -130,7 +130,6 @@ def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = Fals
     from ducktune.chat.engine import ChatEngine
     from ducktune.eval.bleed import run_bleed
     from ducktune.eval.report import print_summary, write_eval_outputs
-    from ducktune.models.sources import resolve_model
     from ducktune.rundir import RunDir
 
     run = RunDir(run_dir)
@@ -146,11 +145,8 @@ def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = Fals
     loss = evaluate_loss(engine, sets, config.data.cutoff_len, config.data.train_on) if sets else {}
     generation, predictions = evaluate_generation(engine, inputs, max_new_tokens, with_base)
     choices = evaluate_choices(engine, inputs)
-    bleed = None
-    if engine.has_adapter:
-        base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
-        bleed = run_bleed(engine, base_folder, bleed_markers_for(info, config, samples),
-                          min(max_new_tokens, 64), log=log)
+    bleed = run_bleed(engine, bleed_markers_for(info, config, samples), min(max_new_tokens, 64), log=log) \
+        if engine.has_adapter else None
     result = headline(loss, generation, choices) | {
         "run": run.path.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.perf_counter() - started, 1), "max_new_tokens": max_new_tokens,
