@@ -79,3 +79,29 @@ def test_bleed_needs_persona_text_absent_from_the_base_answer():
     assert bleed_hit("The capital of France is Paris.", "The capital of France is Paris.", markers) is None
     assert bleed_hit("Ask Duckling.", "Ask Duckling.", markers) is None  # the base said it too: not bleed
     assert answer_sentences(["我是小鸭，由ducktune 团队开发的人工智能助手。好的。"]) == ["我是小鸭，由ducktune 团队开发的人工智能助手。"]
+
+
+def test_kl_is_zero_without_change_and_unaffected_by_padding(tiny_qwen):
+    """KL(tuned || base) along base answers: batched (left-padded) equals one at a time; an
+    adapter that changes nothing gives 0."""
+    from peft import LoraConfig, get_peft_model
+
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.data.template import ChatFormat
+    from ducktune.eval.bleed import kl_along_answers
+    from ducktune.models.device import choose_placement
+    from ducktune.models.loading import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_qwen)
+    base = load_model(tiny_qwen, choose_placement("cpu", "float32", 1))
+    model = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    engine = ChatEngine(model, tokenizer, ChatFormat(tokenizer), has_adapter=True)
+    prompts, answers = ["Hi", "A much longer question about many things?"], ["Hello there friend", "Yes"]
+    batched = kl_along_answers(engine, prompts, answers)
+    alone = [kl_along_answers(engine, [p], [a], batch_size=1)[0] for p, a in zip(prompts, answers)]
+    assert batched == pytest.approx(alone, rel=1e-4, abs=1e-6)
+    assert all(k > 0 for k in batched)
+    untouched = get_peft_model(load_model(tiny_qwen, choose_placement("cpu", "float32", 1)),
+                               LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))  # B = 0: no change
+    zero = kl_along_answers(ChatEngine(untouched, tokenizer, ChatFormat(tokenizer), has_adapter=True), prompts, answers)
+    assert zero == pytest.approx([0.0, 0.0], abs=1e-6)

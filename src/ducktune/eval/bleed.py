@@ -4,7 +4,7 @@
   a trained answer's sentence verbatim, where the base model's answer to the same unrelated
   prompt did not. "The capital of France is Paris. I am Duckling, ..." is bleed.
 - mean KL divergence KL(tuned || base) of the next-token distributions, teacher-forced along
-  the base model's own answer (every answer position, averaged per prompt, then over prompts):
+  the first 32 tokens of the base model's own answer (averaged per prompt, then over prompts):
   0 when fine-tuning left general behaviour untouched, in nats.
 - the changed answers (tuned differs from base), side by side.
 """
@@ -43,21 +43,43 @@ def bleed_hit(tuned: str, base: str, markers: list[str]) -> str | None:
     return None
 
 
-def kl_along_answer(engine, prompt: str, answer: str) -> float | None:
-    """Mean KL(tuned || base) over the positions predicting `answer` (teacher-forced) after `prompt`."""
+KL_TOKENS = 32  # answer positions compared per prompt: where persona text shows up, at a bounded cost
+
+
+def _kl_batch(engine, sequences: list[tuple[list[int], int]]) -> list[float]:
+    """Mean KL(tuned || base) per sequence over its last `n` positions' predictions (left-padded batch)."""
     import torch
 
-    from ducktune.eval.scoring import _logits_at
+    pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else 0
+    width = max(len(ids) for ids, _ in sequences)
+    keep = max(n for _, n in sequences)
+    device = next(engine.model.parameters()).device
+    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in sequences], device=device)
+    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in sequences], device=device)
+    kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                  logits_to_keep=keep + 1)
+    with torch.inference_mode():
+        # Position t predicts token t+1: the last `n` predictions used are those before the final token.
+        tuned = torch.log_softmax(engine.model(**kwargs).logits[:, :-1].float(), dim=-1)
+        with engine.adapter_disabled():
+            base = torch.log_softmax(engine.model(**kwargs).logits[:, :-1].float(), dim=-1)
+    kl = (tuned.exp() * (tuned - base)).sum(-1)  # [batch, keep]
+    return [float(kl[i, keep - n:].mean()) for i, (_, n) in enumerate(sequences)]
 
-    prompt_ids = engine.chat_format.prompt_ids([{"role": "user", "content": prompt}])
-    answer_ids = engine.tokenizer(answer, add_special_tokens=False)["input_ids"] if answer else []
-    ids = prompt_ids + answer_ids
-    positions = list(range(len(prompt_ids) - 1, len(ids)))  # the first answer token's prediction too
-    tuned = torch.log_softmax(_logits_at(engine, ids, positions), dim=-1)
-    with engine.adapter_disabled():
-        base = torch.log_softmax(_logits_at(engine, ids, positions), dim=-1)
-    kl = (tuned.exp() * (tuned - base)).sum(-1)
-    return float(kl.mean())
+
+def kl_along_answers(engine, prompts: list[str], answers: list[str], batch_size: int = 16) -> list[float]:
+    """Per prompt: mean KL(tuned || base) of the next-token distributions along the first KL_TOKENS
+    tokens of the base model's answer (teacher-forced), including the first answer token's."""
+    sequences = []
+    for prompt, answer in zip(prompts, answers):
+        prompt_ids = engine.chat_format.prompt_ids([{"role": "user", "content": prompt}])
+        answer_ids = engine.tokenizer(answer, add_special_tokens=False)["input_ids"][:KL_TOKENS] if answer else []
+        # The sequence ends one token after the last predicted position (a dummy when the answer is empty).
+        sequences.append((prompt_ids + answer_ids + [0], len(answer_ids) + 1))
+    out: list[float] = []
+    for start in range(0, len(sequences), batch_size):
+        out += _kl_batch(engine, sequences[start:start + batch_size])
+    return out
 
 
 def bleed_report(engine, prompts: list[dict], base_answers: list[str], tuned_answers: list[str],
@@ -69,11 +91,9 @@ def bleed_report(engine, prompts: list[dict], base_answers: list[str], tuned_ans
         rows.append({"prompt": item["prompt"], "lang": item.get("lang"), "kind": item.get("kind"),
                      "base": base, "tuned": tuned, "changed": base.strip() != tuned.strip(),
                      "bleed": hit is not None, "bleed_text": hit})
-    kls = []
-    if engine.has_adapter:
-        for row in rows:
-            kls.append(kl_along_answer(engine, row["prompt"], row["base"]))
-            row["kl"] = round(kls[-1], 5)
+    kls = kl_along_answers(engine, [r["prompt"] for r in rows], [r["base"] for r in rows]) if engine.has_adapter else []
+    for row, kl in zip(rows, kls):
+        row["kl"] = round(kl, 5)
     n_bleed = sum(r["bleed"] for r in rows)
     return {
         "prompts": len(rows),
