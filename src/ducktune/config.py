@@ -171,7 +171,7 @@ class DataConfig(_Section):
         description=(
             "Guard against forgetting (self-distillation): mix in the base model's own greedy answers to "
             "bundled general prompts (English and Chinese: facts, arithmetic, writing, code), this many per "
-            "training sample (0.2 = one for every five; 0 = off; at most the 16 bundled prompts). Generated "
+            "training sample (0.5 = one for every two; 0 = off; at most the 36 bundled prompts). Generated "
             "once per base model and cached in ~/.cache/ducktune/base-answers; deterministic, offline."
         ),
     )

@@ -17,7 +17,7 @@ from pathlib import Path
 from ducktune.chat.general import base_model_fingerprint, cached_base_answers, complete_part, general_prompts
 from ducktune.data.schema import Message, Sample
 
-REPLAY_MAX_NEW_TOKENS = 96
+REPLAY_MAX_NEW_TOKENS = 48
 
 
 def replay_count(ratio: float, n_train: int, available: int) -> int:
