@@ -74,11 +74,11 @@ def plot_eval(result: dict, path) -> bool:
     """Base vs tuned bars: per-subject multiple-choice accuracy and the percent metrics (a table of
     many subjects reads worse than bars)."""
     bars = [(label, result[key]) for key, label, _ in ROWS[2:] if (result.get(key) or {}).get("tuned") is not None]
-    for side_result in [(result.get("choices") or {}).get("tuned")]:
-        subjects = (side_result or {}).get("subjects") or {}
-        if len(subjects) > 1:
-            base_subjects = ((result.get("choices") or {}).get("base") or {}).get("subjects") or {}
-            bars += [(f"MC: {s}", {"tuned": v, "base": base_subjects.get(s)}) for s, v in subjects.items()]
+    choices = result.get("choices") or {}
+    subjects = (choices.get("tuned") or {}).get("subjects") or {}
+    if len(subjects) > 1:  # per subject only when there is more than one
+        base_subjects = (choices.get("base") or {}).get("subjects") or {}
+        bars += [(f"MC: {s}", {"tuned": v, "base": base_subjects.get(s)}) for s, v in subjects.items()]
     if result.get("bleed"):
         bars.append(("bleed %", {"base": 0.0, "tuned": result["bleed"]["bleed_rate"]}))
     if not bars:
@@ -113,7 +113,7 @@ def write_eval_outputs(run, result: dict, predictions: list[dict]) -> None:
     update_report(run.report, section(result, has_plot))
 
 
-def print_summary(result: dict, log=print) -> None:
+def print_summary(result: dict, folder, log=print) -> None:
     rows = metric_rows(result)
     if rows:
         width = max(len(r[0]) for r in rows)
@@ -124,4 +124,4 @@ def print_summary(result: dict, log=print) -> None:
     if bleed:
         log(f"Bleed: {bleed['bleed']}/{bleed['prompts']} general prompts ({bleed['bleed_rate']:.0f} %), "
             f"{bleed['changed']} answers changed, mean KL(tuned || base) {_fmt(bleed.get('mean_kl'), 4)}")
-    log(f"Written: {result['run']}/eval/eval.json, eval/predictions.jsonl; report.md has an Evaluation section")
+    log(f"Written: {folder}/eval.json, predictions.jsonl, eval.png; report.md has an Evaluation section")

@@ -157,7 +157,7 @@ def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = Fals
     if as_json:
         print(json.dumps(result, ensure_ascii=False, indent=2))
     else:
-        print_summary(result, log=log)
+        print_summary(result, run.path / "eval", log=log)
     return result
 
 
