@@ -54,7 +54,7 @@ function bleedBlock(bleed) {
   if (!bleed) return [];
   const summary = t("eval.bleed_summary").replace("{bleed}", bleed.bleed).replace("{prompts}", bleed.prompts)
     .replace("{rate}", num(bleed.bleed_rate, 0)).replace("{changed}", bleed.changed).replace("{kl}", num(bleed.mean_kl, 4));
-  const changed = bleed.rows.filter((r) => r.changed);
+  const changed = bleed.rows.filter((r) => r.changed).sort((a, b) => Number(b.bleed) - Number(a.bleed));  // bleed first
   const table = el("table", { class: "eval-bleed" },
     el("thead", {}, el("tr", {}, el("th", { text: t("eval.prompt") }), el("th", { text: t("chat.base") }),
       el("th", { text: t("chat.tuned") }), el("th", { text: t("eval.bleed") }))),
