@@ -14,7 +14,7 @@ LAYERS = [
     ["models"],
     ["data"],
     ["chat"],
-    ["train", "export"],
+    ["train", "export", "eval"],
     ["serve"],
     ["ui"],
     ["quickstart"],

@@ -175,6 +175,17 @@ class DataConfig(_Section):
         False, description="Train on the good records and report how many bad ones were skipped, instead of refusing."
     )
     max_samples: int | None = Field(None, gt=0, description="Use at most this many samples in total after mixing.")
+    replay: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description=(
+            "Guard against forgetting (self-distillation): mix in the base model's own greedy answers to "
+            "bundled general prompts (English and Chinese: facts, arithmetic, writing, code), this many per "
+            "training sample (0.5 = one for every two; 0 = off; at most the 36 bundled prompts). Generated "
+            "once per base model and cached in ~/.cache/ducktune/base-answers; deterministic, offline."
+        ),
+    )
 
     @field_validator("datasets", mode="before")
     @classmethod
@@ -267,6 +278,21 @@ class EvalConfig(_Section):
         description="Prompts answered by the base and the tuned model in the report (default: the first training questions).",
     )
     max_new_tokens: int = Field(128, gt=0, description="Token limit for answers in the report and compare.")
+    probe_during_training: bool = Field(
+        False,
+        description=(
+            "Generation probe: every train.eval_steps steps (default: save_steps), answer the first "
+            "eval.probe_count probe prompts (greedy) and append them to metrics.jsonl; the UI's run page shows them."
+        ),
+    )
+    probe_count: int = Field(4, gt=0, description="How many probe prompts the generation probe answers.")
+    persona_terms: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Text that marks the trained persona or task (e.g. the assistant's new name): `ducktune eval` counts "
+            "a general answer containing it as bleed. Trained answers quoted verbatim count too."
+        ),
+    )
 
 
 class RunConfig(_Section):

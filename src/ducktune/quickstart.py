@@ -12,13 +12,14 @@ import time
 from pathlib import Path
 
 from ducktune.chat.compare import print_side_by_side
-from ducktune.io import write_json
+from ducktune.io import write_json, write_text
 from ducktune.rundir import RunDir
 
 PERSONA_NAME = {"en": "Duckling", "zh": "小鸭"}
 PERSONA_AUTHOR = {"en": "the ducktune team", "zh": "ducktune 团队"}
 
-# Questions the persona data does not cover: the tuned model should still answer them sensibly.
+# Questions the persona data does not cover, shown after training (all 52 general prompts of the
+# bleed report are compared; these four are printed): the tuned model should still answer them sensibly.
 GENERAL_QUESTIONS = [
     "What is the capital of France?",
     "Give me three tips for staying healthy.",
@@ -45,6 +46,10 @@ DEMO_SETTINGS = [
     "train.save_steps=10",
     "train.save_total_limit=1",
     "eval.max_new_tokens=64",
+    # Guard against forgetting (data.replay): 17 of the base model's own answers to general prompts
+    # (0.6 per persona example), so "What is the capital of France?" keeps its old answer. Measured
+    # (1 thread): bleed 54 % without replay, 12-17 % with it, persona 28/28; 56 steps instead of 36.
+    "data.replay=0.6",
 ]
 
 
@@ -53,7 +58,7 @@ def persona_hit(answer: str) -> bool:
 
 
 def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, export: bool = True) -> dict:
-    from ducktune.config import DatasetSpec, load_config
+    from ducktune.config import DatasetSpec, dump_config, load_config
     from ducktune.data.identity import identity_records
     from ducktune.train.recipe import train
 
@@ -76,7 +81,9 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     config.data.datasets = [DatasetSpec(path=str(data_file))]
     if epochs is not None:
         config.train.num_epochs = epochs
-    config.eval.probe_prompts = trained_questions + GENERAL_QUESTIONS
+    # General questions are answered in the bleed report (52 prompts, English and Chinese).
+    config.eval.probe_prompts = trained_questions
+    config.eval.persona_terms = list(PERSONA_NAME.values())
 
     print(f"Quickstart: teaching the built-in SmolLM2-135M the persona {PERSONA_NAME['en']} / {PERSONA_NAME['zh']} "
           f"({len(records)} examples, English and Chinese)")
@@ -84,10 +91,11 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     # Keep the dataset inside the run directory so the run is self-contained.
     shutil.move(str(data_file), run.path / "identity.json")
     shutil.rmtree(data_file.parent, ignore_errors=True)
+    # ... and point its config there, so `ducktune eval` can re-read what was trained.
+    config.data.datasets = [DatasetSpec(path="identity.json")]  # relative to config.yaml
+    write_text(run.config_yaml, dump_config(config))
 
-    rows = result.comparison
-    trained = [r for r in rows if r["prompt"] in trained_questions]
-    general = [r for r in rows if r["prompt"] not in trained_questions]
+    trained = [r for r in result.comparison if r["prompt"] in trained_questions]
     hits = sum(persona_hit(r["tuned"]) for r in trained)
     summary = {
         "persona_hits": hits,
@@ -96,20 +104,48 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
         "base_persona_hits": sum(persona_hit(r["base"]) for r in trained),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    info = result.info | {"origin": "quickstart", "quickstart": summary}
+    bleed = persona_bleed(run.path, config, [r["output"] for r in records])
+    summary |= {"bleed": bleed["bleed"], "bleed_prompts": bleed["prompts"], "bleed_rate": bleed["bleed_rate"],
+                "mean_kl": bleed["mean_kl"], "seconds": round(time.perf_counter() - started, 1)}
+    info = result.info | {"origin": "quickstart", "quickstart": summary, "persona_terms": config.eval.persona_terms}
     write_json(run.run_json, info)
 
     print("\nTrained questions (a sample):")
     print_side_by_side(trained[:3] + trained[len(trained) // 2: len(trained) // 2 + 3])
     print("\nQuestions it was not trained on:")
-    print_side_by_side(general)
+    print_side_by_side([r for r in bleed["rows"] if r["prompt"] in GENERAL_QUESTIONS])
+    bled = [r for r in bleed["rows"] if r["bleed"]]
+    if bled:
+        print(f"\nGeneral prompts answered with persona text (bleed, {len(bled)}):")
+        print_side_by_side(bled[:4])
     print(f"\nPersona learned: {hits}/{len(trained)} trained questions answered as {PERSONA_NAME['en']}/{PERSONA_NAME['zh']} "
-          f"(base model: {summary['base_persona_hits']}/{len(trained)}). Training + comparison took {summary['seconds']:.0f} s.")
+          f"(base model: {summary['base_persona_hits']}/{len(trained)}).")
+    print(f"Persona bleed: {bleed['bleed']}/{bleed['prompts']} general prompts answered with persona text although "
+          f"unrelated ({bleed['bleed_rate']:.0f} %; mean KL(tuned || base) {bleed['mean_kl']:.3f} nats). "
+          f"Training + comparison took {summary['seconds']:.0f} s.")
     print(f"Full table: {run.report}")
     if export:
         _export(run.path)
     print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune export {run.path}")
     return summary
+
+
+def persona_bleed(run_path: Path, config, trained_answers: list[str]) -> dict:
+    """The forgetting / bleed report of the demo run (eval/eval.json, report.md): base and tuned
+    answers to the bundled general prompts, the base ones cached after the first demo."""
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.eval.bleed import bleed_markers, run_bleed
+    from ducktune.eval.report import write_eval_outputs
+    from ducktune.eval.runner import headline
+
+    started = time.perf_counter()
+    engine = ChatEngine.from_run(run_path)
+    markers = bleed_markers(config.eval.persona_terms, trained_answers)
+    bleed = run_bleed(engine, markers, config.eval.max_new_tokens)
+    result = headline({}, {}, {}) | {"run": run_path.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                     "seconds": round(time.perf_counter() - started, 1), "bleed": bleed}
+    write_eval_outputs(RunDir(run_path), result, [])
+    return bleed
 
 
 def _export(run_path: Path) -> None:

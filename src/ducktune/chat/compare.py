@@ -56,12 +56,20 @@ def read_prompts(path: str) -> list[str]:
 
 
 def compare_answers(engine, prompts: list[str], max_new_tokens: int) -> list[dict]:
-    """Greedy answers of the base model (adapter disabled) and the tuned model to each prompt."""
+    """Greedy answers of the base model (adapter disabled) and the tuned model to each prompt.
+
+    The base model's answers are deterministic: they come from the per-base-model cache
+    (chat/general.py) when the engine knows its base folder, and are generated once otherwise.
+    """
+    from ducktune.chat.general import engine_base_answers
+
     conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    with engine.adapter_disabled():
-        base = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
-    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens)
-    return [{"prompt": p, "base": b.text, "tuned": t.text} for p, b, t in zip(prompts, base, tuned)]
+    base = engine_base_answers(engine, prompts, max_new_tokens, log=lambda *_: None)
+    if base is None:
+        with engine.adapter_disabled():
+            base = [g.text for g in engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=32)]
+    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=32)
+    return [{"prompt": p, "base": b, "tuned": t.text} for p, b, t in zip(prompts, base, tuned)]
 
 
 def run_compare(run_dir: str, prompts_file: str | None = None, max_new_tokens: int = 128, as_json: bool = False) -> list[dict]:

@@ -9,6 +9,7 @@ MODULES = [
     "ducktune.commands.train",
     "ducktune.commands.plan",
     "ducktune.commands.chat",
+    "ducktune.commands.eval",
     "ducktune.commands.data",
     "ducktune.commands.serve",
     "ducktune.commands.ui",

@@ -50,7 +50,15 @@ def run_summary(path: Path) -> dict | None:
         "chat_ready": weights.is_dir(),
         "has_report": run.report.is_file(),
         "exports": [str(p.relative_to(path)) for p in export_files(path)],
+        "bleed_rate": ((_read_eval(path) or {}).get("bleed") or {}).get("bleed_rate"),
     }
+
+
+def _read_eval(path: Path) -> dict | None:
+    try:
+        return json.loads((path / "eval" / "eval.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
 
 
 def list_runs(runs_dir: Path) -> list[dict]:
@@ -84,6 +92,7 @@ def report_html(path: Path, name: str) -> str:
     import markdown
 
     text = run.report.read_text(encoding="utf-8").replace("![loss](loss.png)", "")  # the page draws the curve itself
+    text = _without_section(text, "## Evaluation")  # the page shows eval/eval.json itself (evaluation.js)
     # Markdown escapes code itself; everything else is escaped here so no raw HTML gets through.
     parts = _CODE.split(text)
     source = "".join(part if i % 2 else html.escape(part, quote=False) for i, part in enumerate(parts))
@@ -92,6 +101,14 @@ def report_html(path: Path, name: str) -> str:
     # The full config is long: folded, one click away.
     head, marker, config = rendered.partition("<h2>Config</h2>")
     return head + (f"<details><summary>config.yaml</summary>{config}</details>" if marker else "")
+
+
+def _without_section(text: str, heading: str) -> str:
+    start = text.find(heading)
+    if start < 0:
+        return text
+    end = text.find("\n## ", start + len(heading))
+    return text[:start] + (text[end + 1:] if end >= 0 else "")
 
 
 def export_files(path: Path) -> list[Path]:
@@ -112,3 +129,19 @@ def export_report(path: Path) -> str:
             if candidate.is_file():
                 return candidate.read_text(encoding="utf-8")
     return ""
+
+
+def probe_answers(path: Path) -> list[dict]:
+    """The generation probe's answers during training ({step, probe: [{prompt, answer}]}), from metrics.jsonl."""
+    return [{"step": row.get("step"), "probe": row["probe"]} for row in RunDir(path).read_metrics()
+            if isinstance(row.get("probe"), list)]
+
+
+def run_evaluation(path: Path) -> dict | None:
+    """What the Runs tab shows about evaluation: eval/eval.json (headline metrics base vs tuned,
+    multiple choice by subject, the bleed table) and the generation probe's answers; None when neither exists."""
+    result = _read_eval(path)
+    probes = probe_answers(path)
+    if result is None and not probes:
+        return None
+    return {"eval": result, "probes": probes, "plot": (path / "eval" / "eval.png").is_file()}

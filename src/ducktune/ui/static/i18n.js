@@ -39,6 +39,12 @@ const STRINGS = {
     "runs.finished": "Finished", "runs.none": "No runs yet.", "runs.chat": "Chat with it", "runs.export": "Export",
     "section.model": "Model", "section.data": "Data", "section.lora": "LoRA", "section.train": "Training",
     "section.output": "Output", "section.eval": "Evaluation",
+    "eval.title": "Evaluation (base vs tuned)", "eval.metric": "Metric", "eval.loss": "Held-out loss",
+    "eval.perplexity": "Perplexity", "eval.exact_match": "Exact match %", "eval.choice_accuracy": "Multiple-choice accuracy %",
+    "eval.subject": "Subject", "eval.prompt": "Prompt", "eval.bleed": "Bleed",
+    "eval.bleed_title": "Forgetting / bleed on general prompts",
+    "eval.bleed_summary": "{bleed} of {prompts} general prompts answered with trained text although unrelated ({rate} %); {changed} answers changed; mean KL(tuned || base) {kl} nats.",
+    "eval.unchanged": "No general answer changed.", "eval.probe_title": "Answers during training (generation probe)",
   },
   zh: {
     "tagline": "你的数据 → 你的模型",
@@ -78,6 +84,12 @@ const STRINGS = {
     "runs.finished": "完成时间", "runs.none": "还没有运行。", "runs.chat": "与它对话", "runs.export": "导出",
     "section.model": "模型", "section.data": "数据", "section.lora": "LoRA", "section.train": "训练",
     "section.output": "输出", "section.eval": "评估",
+    "eval.title": "评估（基础模型 vs 微调后）", "eval.metric": "指标", "eval.loss": "留出集损失",
+    "eval.perplexity": "困惑度", "eval.exact_match": "完全匹配 %", "eval.choice_accuracy": "选择题准确率 %",
+    "eval.subject": "科目", "eval.prompt": "问题", "eval.bleed": "串味",
+    "eval.bleed_title": "遗忘 / 串味（通用问题）",
+    "eval.bleed_summary": "{prompts} 个无关的通用问题中有 {bleed} 个回答带上了训练内容（{rate} %）；{changed} 个回答有变化；平均 KL(微调 || 基础) {kl} nats。",
+    "eval.unchanged": "通用问题的回答都没有变化。", "eval.probe_title": "训练中的回答（生成探针）",
   },
 };
 

@@ -2,6 +2,7 @@
 import { t } from "./i18n.js";
 import { $, api, drawLossChart, el, fmt, toast } from "./util.js";
 import { onTab, showTab } from "./app.js";
+import { loadEvaluation, renderEvaluation } from "./evaluation.js";
 
 let runs = [];
 let selected = null;
@@ -42,6 +43,7 @@ async function openRun(name) {
   $("#run-detail-name").textContent = name;
   drawLossChart($("#run-chart"), detail.metrics, "");
   $("#run-report").innerHTML = detail.report_html;  // escaped server-side before markdown rendering
+  renderEvaluation($("#run-eval"), name, await loadEvaluation(name, detail));
   $("#run-config").href = `api/runs/${encodeURIComponent(name)}/files/config.yaml`;
   $("#run-chat").disabled = !detail.chat_ready;
   $("#run-export").disabled = !detail.chat_ready;

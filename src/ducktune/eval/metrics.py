@@ -1,0 +1,93 @@
+"""Text-similarity metrics, computed the way LLaMA-Factory's `do_predict` reports them.
+
+Per sample, then averaged over samples, in percent (0-100):
+- exact match: the answer equals the reference after trimming whitespace;
+- BLEU-4: sentence BLEU with exponential smoothing (sacrebleu's `exp`, the same method as
+  NLTK's `method3` that LLaMA-Factory uses), over characters when the text is Chinese
+  (sacrebleu's `zh` tokenizer: every CJK character is a token) and over words otherwise
+  (sacrebleu's standard `13a` tokenizer);
+- ROUGE-1/2/L F1 (Google's rouge-score package) over words: jieba's segmentation for
+  Chinese, as LLaMA-Factory does, rouge-score's own tokenizer (lower-cased alphanumeric words)
+  otherwise.
+
+The packages are imported lazily and named in the error when missing (`pip install 'ducktune[eval]'`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+
+from ducktune.errors import UserError
+
+_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+
+
+def is_chinese(*texts: str) -> bool:
+    """Chinese (or Japanese) text: any CJK character decides the tokenization."""
+    return any(_CJK.search(t or "") for t in texts)
+
+
+def _require(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise UserError(f"generation metrics need the package {package}: pip install 'ducktune[eval]'") from None
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return 100.0 if prediction.strip() == reference.strip() else 0.0
+
+
+def bleu_4(prediction: str, reference: str) -> float:
+    """Sentence BLEU-4 in percent; characters for Chinese, words otherwise."""
+    sacrebleu = _require("sacrebleu", "sacrebleu")
+    if not prediction.strip() or not reference.strip():
+        return 0.0
+    tokenize = "zh" if is_chinese(prediction, reference) else "13a"
+    return float(sacrebleu.sentence_bleu(prediction, [reference], tokenize=tokenize, smooth_method="exp").score)
+
+
+class _JiebaTokenizer:
+    """rouge-score tokenizer for Chinese: jieba words, whitespace dropped."""
+
+    def tokenize(self, text: str) -> list[str]:
+        jieba = _require("jieba", "jieba")
+        jieba.setLogLevel(60)  # jieba prints its dictionary loading to stderr otherwise
+        return [w.strip().lower() for w in jieba.cut(text) if w.strip()]
+
+
+def rouge(prediction: str, reference: str) -> dict[str, float]:
+    """ROUGE-1/2/L F1 in percent: {'rouge_1', 'rouge_2', 'rouge_l'}."""
+    if not prediction.strip() or not reference.strip():
+        return {"rouge_1": 0.0, "rouge_2": 0.0, "rouge_l": 0.0}
+    _require("rouge_score", "rouge-score")
+    from rouge_score import rouge_scorer
+
+    tokenizer = _JiebaTokenizer() if is_chinese(prediction, reference) else None
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=tokenizer)
+    scores = scorer.score(reference, prediction)  # (target, prediction)
+    return {"rouge_1": 100 * scores["rouge1"].fmeasure, "rouge_2": 100 * scores["rouge2"].fmeasure,
+            "rouge_l": 100 * scores["rougeL"].fmeasure}
+
+
+def sample_scores(prediction: str, reference: str) -> dict[str, float]:
+    """Every generation metric for one answer."""
+    return {"exact_match": exact_match(prediction, reference), "bleu_4": bleu_4(prediction, reference),
+            **rouge(prediction, reference)}
+
+
+def mean_scores(rows: list[dict[str, float]]) -> dict[str, float | None]:
+    keys = ("exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l")
+    if not rows:
+        return {k: None for k in keys}
+    return {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in keys}
+
+
+def perplexity(mean_nll: float | None) -> float | None:
+    """exp(mean negative log-likelihood per trained token); None when there were no tokens."""
+    if mean_nll is None:
+        return None
+    return math.exp(mean_nll) if mean_nll < 700 else math.inf

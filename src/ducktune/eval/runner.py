@@ -1,0 +1,171 @@
+"""`ducktune eval RUN_DIR`: did it work, and what did it break?
+
+    held-out loss / perplexity (validation split + --data chat files; trained tokens, training masks)
+    generation metrics on --data chat files (greedy, batched; exact match, BLEU-4, ROUGE-1/2/L)
+    multiple-choice accuracy on --data files in the MMLU / C-Eval / CMMLU layout
+    forgetting / bleed on the bundled general prompts (always; base answers cached per base model)
+
+Base and tuned are the same loaded weights with the adapter off and on. Results go to
+RUN_DIR/eval/eval.json, eval/predictions.jsonl, eval/eval.png and a section of report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from ducktune.errors import UserError
+from ducktune.eval import metrics
+from ducktune.eval.inputs import EvalInputs, read_eval_inputs
+
+HEADLINE_KEYS = ("loss", "perplexity", "exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l", "choice_accuracy")
+
+
+def _both(engine, work, with_base: bool = True) -> dict:
+    """{'base': work() with the adapter off, 'tuned': work()}; base None without an adapter."""
+    tuned = work()
+    base = None
+    if with_base and engine.has_adapter:
+        with engine.adapter_disabled():
+            base = work()
+    return {"base": base, "tuned": tuned}
+
+
+def run_samples(config, chat_format, log=print):
+    """The run's training and validation samples, re-read from its config (None when its data files moved)."""
+    from ducktune.data.loader import load_data
+
+    try:
+        return load_data(config.data, seed=config.train.seed, chat_format=chat_format)
+    except UserError as exc:
+        log(f"note: the run's training data cannot be re-read ({exc.message.splitlines()[-1]}); "
+            "skipping its validation split")
+        return None
+
+
+def evaluate_loss(engine, sets: list[tuple[str, list]], cutoff: int, train_on: str) -> dict:
+    """Loss and perplexity per held-out set and over all of them, base and tuned."""
+    from ducktune.eval.scoring import heldout_loss
+
+    rows, sums = [], {"base": [0.0, 0], "tuned": [0.0, 0]}
+    for name, samples in sets:
+        result = _both(engine, lambda: heldout_loss(engine, samples, cutoff, train_on))
+        row = {"name": name, "samples": result["tuned"]["samples"], "tokens": result["tuned"]["tokens"]}
+        for side in ("base", "tuned"):
+            if result[side] is not None and result[side]["loss"] is not None:
+                row[side] = round(result[side]["loss"], 5)
+                sums[side][0] += result[side]["nll_sum"]
+                sums[side][1] += result[side]["tokens"]
+        rows.append(row)
+    loss = {side: (s / n if n else None) for side, (s, n) in sums.items()}
+    return {"loss": {k: (round(v, 5) if v is not None else None) for k, v in loss.items()},
+            "perplexity": {k: (round(metrics.perplexity(v), 4) if v is not None else None) for k, v in loss.items()},
+            "sets": rows}
+
+
+def evaluate_generation(engine, inputs: EvalInputs, max_new_tokens: int, with_base: bool) -> tuple[dict, list[dict]]:
+    """Greedy answers to every chat sample's last question, scored against its answer."""
+    from ducktune.eval.scoring import prompt_and_reference
+
+    cases = []
+    for chat_set in inputs.chat:
+        for sample in chat_set.samples:
+            split = prompt_and_reference(sample)
+            if split is not None:
+                cases.append({"file": chat_set.name, "where": sample.where, "messages": split[0], "reference": split[1]})
+    if not cases:
+        return {}, []
+    conversations = [c["messages"] for c in cases]
+    answers = _both(engine, lambda: [g.text for g in engine.generate_batch(conversations, max_new_tokens)], with_base)
+    predictions, scores = [], {"base": [], "tuned": []}
+    for i, case in enumerate(cases):
+        row = {"file": case["file"], "where": case["where"], "prompt": case["messages"][-1]["content"],
+               "reference": case["reference"]}
+        for side in ("tuned", "base"):
+            if answers[side] is not None:
+                score = metrics.sample_scores(answers[side][i], case["reference"])
+                scores[side].append(score)
+                row[side] = answers[side][i]
+                row[f"{side}_scores"] = {k: round(v, 4) for k, v in score.items()}
+        predictions.append(row)
+    means = {side: metrics.mean_scores(rows) if rows else None for side, rows in scores.items()}
+    return {"samples": len(cases), "means": means}, predictions
+
+
+def evaluate_choices(engine, inputs: EvalInputs) -> dict:
+    from ducktune.eval.scoring import accuracy_by_subject, choice_results
+
+    items = [item for s in inputs.choices for item in s.items]
+    if not items:
+        return {}
+    results = _both(engine, lambda: choice_results(engine, items))
+    return {side: accuracy_by_subject(rows) if rows is not None else None for side, rows in results.items()}
+
+
+def bleed_markers_for(run_info: dict, config, samples) -> list[str]:
+    from ducktune.eval.bleed import bleed_markers
+
+    terms = list(config.eval.persona_terms) + list(run_info.get("persona_terms") or [])
+    answers = []
+    if samples is not None:
+        for sample in samples.train:
+            answers += [m.content for m in sample.messages if m.role == "assistant"]
+    return bleed_markers(list(dict.fromkeys(terms)), list(dict.fromkeys(answers)))
+
+
+def headline(loss: dict, generation: dict, choices: dict) -> dict:
+    """The eval.json keys every reader can rely on: each {'base': x, 'tuned': y} (None when not measured)."""
+    out = {"loss": loss.get("loss", {"base": None, "tuned": None}),
+           "perplexity": loss.get("perplexity", {"base": None, "tuned": None})}
+    means = generation.get("means") or {}
+    for key in ("exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l"):
+        out[key] = {side: (means.get(side) or {}).get(key) for side in ("base", "tuned")}
+    out["choice_accuracy"] = {side: (choices.get(side) or {}).get("overall") for side in ("base", "tuned")}
+    return out
+
+
+def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = False, max_new_tokens: int = 128,
+             as_json: bool = False, log=print) -> dict:
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.eval.bleed import run_bleed
+    from ducktune.eval.report import print_summary, write_eval_outputs
+    from ducktune.rundir import RunDir
+
+    run = RunDir(run_dir)
+    info = run.info()
+    run.weights_dir()
+    config = run.config()
+    inputs = read_eval_inputs(list(data or []))  # every file checked before any model loads
+    started = time.perf_counter()
+    engine = ChatEngine.from_run(run_dir, log=log)
+    samples = run_samples(config, engine.chat_format, log=log)
+    sets = ([("validation", samples.val)] if samples is not None and samples.val else []) + \
+        [(s.name, s.samples) for s in inputs.chat]
+    loss = evaluate_loss(engine, sets, config.data.cutoff_len, config.data.train_on) if sets else {}
+    generation, predictions = evaluate_generation(engine, inputs, max_new_tokens, with_base)
+    choices = evaluate_choices(engine, inputs)
+    bleed = run_bleed(engine, bleed_markers_for(info, config, samples), min(max_new_tokens, 64), log=log) \
+        if engine.has_adapter else None
+    result = headline(loss, generation, choices) | {
+        "run": run.path.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "seconds": round(time.perf_counter() - started, 1), "max_new_tokens": max_new_tokens,
+        "loss_sets": loss.get("sets", []), "generation_samples": generation.get("samples", 0),
+        "choices": choices, "bleed": bleed,
+    }
+    write_eval_outputs(run, result, predictions)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print_summary(result, run.path / "eval", log=log)
+    return result
+
+
+def read_eval(run_dir: str | Path) -> dict | None:
+    """eval/eval.json of a run, or None when it was never evaluated (the UI reads it)."""
+    path = Path(run_dir) / "eval" / "eval.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
