@@ -46,18 +46,20 @@ DEMO_SETTINGS = [
     "train.save_steps=10",
     "train.save_total_limit=1",
     "eval.max_new_tokens=64",
-    # Guard against forgetting (data.replay): 17 of the base model's own answers to general prompts
-    # (0.6 per persona example), so "What is the capital of France?" keeps its old answer. Measured
-    # (1 thread): bleed 54 % without replay, 12-17 % with it, persona 28/28; 56 steps instead of 36.
-    "data.replay=0.6",
 ]
+# The guard against forgetting (data.replay, `ducktune quickstart --replay 0.6`): 17 of the base
+# model's own answers to general prompts mixed in, so "What is the capital of France?" keeps its old
+# answer. Measured (1 thread): bleed 54 % without replay, 12-17 % with it, persona 28/28, but 56
+# steps instead of 36 (+61 % quickstart time), so the default demo does not use it yet.
+GUARD_REPLAY = 0.6
 
 
 def persona_hit(answer: str) -> bool:
     return any(name in answer for name in PERSONA_NAME.values())
 
 
-def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, export: bool = True) -> dict:
+def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, export: bool = True,
+                   replay: float = 0.0) -> dict:
     from ducktune.config import DatasetSpec, dump_config, load_config
     from ducktune.data.identity import identity_records
     from ducktune.train.recipe import train
@@ -81,6 +83,7 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     config.data.datasets = [DatasetSpec(path=str(data_file))]
     if epochs is not None:
         config.train.num_epochs = epochs
+    config.data.replay = replay
     # General questions are answered in the bleed report (52 prompts, English and Chinese).
     config.eval.probe_prompts = trained_questions
     config.eval.persona_terms = list(PERSONA_NAME.values())

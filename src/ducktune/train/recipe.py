@@ -126,14 +126,19 @@ class PreparedData:
     probe_prompts: list[str]
 
 
-def _setup_data(config: RunConfig, chat_format, log) -> PreparedData:
-    """Load, validate and tokenize the data: every problem is reported before anything is written."""
+def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log) -> PreparedData:
+    """Load, validate and tokenize the data (plus data.replay's base-model answers): every problem is
+    reported before anything is written."""
     from ducktune.data.loader import load_data
+    from ducktune.train.replay import replay_samples
     from ducktune.train.tokenize import probe_prompts, tokenize_samples
 
-    dc = config.data
+    dc, chat_format = config.data, base.chat_format
     data = load_data(dc, seed=config.train.seed, chat_format=chat_format)
-    train_rows, train_stats, problems = tokenize_samples(data.train, chat_format, dc.cutoff_len, dc.train_on, dc.skip_bad)
+    # Generated once per base model and cached: the main process makes them, the others read them.
+    replay = dist.on_main_then_shared(lambda: replay_samples(config, len(data.train), base.folder, chat_format, log=log))
+    train_rows, train_stats, problems = tokenize_samples(data.train + replay, chat_format, dc.cutoff_len, dc.train_on,
+                                                         dc.skip_bad)
     val_rows, _, _ = tokenize_samples(data.val, chat_format, dc.cutoff_len, dc.train_on, dc.skip_bad)
     if not train_rows:
         raise DataError("no training samples left after templating and the cutoff "
@@ -256,24 +261,29 @@ def training_arguments(config: RunConfig, output_dir: Path, setup, placement, ba
     )
 
 
-def _setup_trainer(model, args, batching, loss, data: PreparedData, cutoff: int, pad_token_id: int, run: RunDir,
+def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunConfig, base: "BaseModel", run: RunDir,
                    resume_from: Path | None, progress: bool):
-    """The Trainer over this run's datasets, writing metrics.jsonl (continued when resuming)."""
+    """The Trainer over this run's datasets, writing metrics.jsonl (continued when resuming), with the
+    optional generation probe (eval.probe_during_training)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
     from ducktune.train.callbacks import MetricsWriter, ProgressBar
     from ducktune.train.checkpoints import checkpoint_step
+    from ducktune.train.probe import generation_probe
     from ducktune.train.trainer import DucktuneTrainer
+
+    probe = generation_probe(config, run.metrics, base.tokenizer, base.chat_format, data.probe_prompts)
+    cutoff = config.data.cutoff_len
 
     trainer = DucktuneTrainer(
         model=model,
         args=args,
         train_dataset=batching.dataset(data.train_rows, cutoff),
         eval_dataset=batching.dataset(data.val_rows, cutoff) if data.val_rows else None,
-        data_collator=batching.collator(pad_token_id),
+        data_collator=batching.collator(base.tokenizer.pad_token_id),
         loss=loss,
         callbacks=[MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
-                   ProgressBar(enabled=progress)],
+                   ProgressBar(enabled=progress)] + ([probe] if probe else []),
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
@@ -378,7 +388,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
     if placement.device == "cpu":
         return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
-    data = _setup_data(config, base.chat_format, log)
+    data = _setup_data(config, base, dist, log)
     # Micro-batch / accumulation / checkpointing within the budget, or refuse now rather than
     # run out of memory an hour in.
     keep = recorded_plan(config)  # a resumed run keeps its micro-batch, accumulation and checkpointing
@@ -404,8 +414,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     has_val = bool(data.val_rows)
     args = training_arguments(config, run.checkpoints, memory.setup, placement, batching.mode, has_val)
     resume_from = _resume_point(run, resuming, dist, log)
-    trainer = _setup_trainer(model, args, batching, loss, data, config.data.cutoff_len, base.tokenizer.pad_token_id,
-                             run, resume_from, progress)
+    trainer = _setup_trainer(model, args, batching, loss, data, config, base, run, resume_from, progress)
     output, train_seconds = _run_training(trainer, resume_from, run, info, save_json)
     trained_tokens = trainer.total_trained_tokens()  # a collective: every process calls it
     restore_attention(trainer.model, batching.previous_attention)

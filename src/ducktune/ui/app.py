@@ -230,6 +230,7 @@ def runs_router(space: Workspace) -> APIRouter:
         summary = runs.run_summary(path)
         summary["metrics"] = _metrics(path)
         summary["report_html"] = runs.report_html(path, name)
+        summary["evaluation"] = runs.run_evaluation(path)
         return summary
 
     @router.get("/api/runs/{name}/metrics")
