@@ -215,7 +215,9 @@ def test_plan_for_padded_batches_is_within_15_percent_of_the_measured_peak_rss(p
 
     rng = random.Random(0)
     words = "the duck swims in a pond and eats bread".split()
-    records = [{"instruction": " ".join(rng.choice(words) for _ in range(8)), "output": "yes"} for _ in range(40)]
+    # 7 short samples and the long one: the 2 steps are one whole epoch, so the heaviest micro-batch is
+    # surely drawn (with 40 short ones, 2 random steps could miss it and measure less than planned).
+    records = [{"instruction": " ".join(rng.choice(words) for _ in range(8)), "output": "yes"} for _ in range(7)]
     records.append({"instruction": "tell me", "output": " ".join(rng.choice(words) for _ in range(480))})
     data = tmp_path / "chat.json"
     data.write_text(json.dumps(records), encoding="utf-8")
