@@ -205,3 +205,17 @@ def test_family_matrix_every_cell_passes(tmp_path):
             continue
         assert all(cell.startswith("PASS") for cell in cells.values()), (family_id, cells)
     assert code == 0
+
+
+@pytest.mark.parametrize("family_id, expected", [
+    ("llama2-chat", True),      # the template prints <s> and the tokenizer adds it: llama.cpp adds it
+    ("gemma3", True),
+    ("tinyllama-chat", False),  # the tokenizer adds <s> to plain text, but the trained prompts lack it
+    ("smollm2", False),         # the template starts with <|im_start|>, which is also its BOS: printed, not added
+    ("qwen2.5", False),
+])
+def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
+    from ducktune.export.gguf_vocab import prompt_starts_with_bos
+    from ducktune.models.loading import load_tokenizer
+
+    assert prompt_starts_with_bos(load_tokenizer(build_standin(family_id, tmp_path / family_id))) is expected

@@ -308,10 +308,12 @@ def prompt_starts_with_bos(tokenizer) -> bool:
     """Whether llama.cpp (and Ollama) must add BOS to a prompt to reproduce ducktune's prompts.
 
     ducktune trains and prompts on the chat template's rendering tokenized without added special
-    tokens, so a prompt starts with BOS exactly when the template prints it (Llama 2/3, Gemma);
-    the TEMPLATE then leaves it to llama.cpp. A tokenizer that would add BOS to plain text (TinyLlama
-    with the Zephyr template) does not make the trained prompts start with it, and EOS is never
-    added to a prompt. Without a chat template, the tokenizer's own behaviour is kept."""
+    tokens, so llama.cpp adds BOS when the template prints it and the tokenizer is one that adds
+    BOS (Llama 2/3, Gemma); the TEMPLATE then leaves it to llama.cpp. A tokenizer that would add BOS
+    to plain text (TinyLlama with the Zephyr template) does not make the trained prompts start with
+    it; a template that merely starts with the token that happens to be BOS (SmolLM2's <|im_start|>)
+    prints it itself, so runners that render the embedded Jinja template do not get it twice. EOS is
+    never added to a prompt. Without a chat template, the tokenizer's own behaviour is kept."""
     bos = tokenizer.bos_token
     if not getattr(tokenizer, "chat_template", None):
         return adds_special(tokenizer, "bos")
@@ -322,7 +324,7 @@ def prompt_starts_with_bos(tokenizer) -> bool:
                                              add_generation_prompt=True)
     except Exception:  # a template that refuses the probe: fall back to the tokenizer's behaviour
         return adds_special(tokenizer, "bos")
-    return text.startswith(bos)
+    return text.startswith(bos) and adds_special(tokenizer, "bos")
 
 
 def adds_special(tokenizer, which: str) -> bool:
