@@ -172,6 +172,8 @@ def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     save_shots(page, shots, "ui-runs")
     page.click(".tabs button[data-tab=export]")
     page.wait_for_selector("#export-state.idle")
+    # The file listing arrives after the status (two requests): wait for it, then check what it says.
+    page.wait_for_selector("#export-files li")
     assert page.input_value("#export-run") == "duckling" and page.is_enabled("#export-start")
     assert page.inner_text("#export-files") == "No exported files for this run yet."
 
