@@ -70,12 +70,8 @@ def tokenizer():
     """The tiny byte-level BPE (ChatML specials) from ducktune.models.tiny, shared by every stand-in."""
     from transformers import PreTrainedTokenizerFast
 
-    from ducktune.models.tiny import (
-        QWEN2_REGEX,
-        TEMPLATES,
-        template_text,
-        train_tokenizer,
-    )
+    from ducktune.models.families import template_text
+    from ducktune.models.tiny import QWEN2_REGEX, TEMPLATES, train_tokenizer
 
     spec = TEMPLATES["chatml"]
     tok = PreTrainedTokenizerFast(tokenizer_object=train_tokenizer("chatml", 512, QWEN2_REGEX), bos_token=spec["bos"],

@@ -14,6 +14,8 @@ from ducktune.data.template import ChatFormat
 from ducktune.errors import ModelError
 from ducktune.export.gotemplate import (BLOCK, FIRST_USER, LAST_USER, NO_SYSTEM_ROLE, TemplateError, derive_layout,
                                         ollama_messages, renderable_samples, template_support)
+from ducktune.models.families import template_text
+from ducktune.models.loading import bundled_template_names as shipped_template_ids
 from ducktune.models.loading import load_tokenizer
 
 LLAMA_SPM = {"bos_token": "<s>", "eos_token": "</s>"}
@@ -57,13 +59,7 @@ requires_go = pytest.mark.requires_go
 needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (apt-get install golang-go)")
 
 
-def template_text(template_id: str) -> str:
-    return resources.files("ducktune.resources").joinpath("templates", f"{template_id}.jinja").read_text("utf-8")
 
-
-def shipped_template_ids() -> list[str]:
-    folder = resources.files("ducktune.resources").joinpath("templates")
-    return sorted(p.name[: -len(".jinja")] for p in folder.iterdir() if p.name.endswith(".jinja"))
 
 
 @pytest.fixture(scope="module")

@@ -230,6 +230,11 @@ def whitespace_stripping(tokenizer_json: dict) -> str | None:
                      "llama.cpp does that only Phi-3's way (after every special token but <unk> <s> <|endoftext|>)")
 
 
+def _named_phi3(name: str) -> bool:
+    """llama.cpp's test: a general.name containing phi3/phi-3 gets Phi-3's token handling."""
+    return any(part in name.lower() for part in PHI3_NAME_PARTS)
+
+
 def general_name(name: str, tokenizer_json: dict) -> str:
     """The GGUF general.name for an export called `name`. llama.cpp gives Phi-3's whitespace
     stripping (and looks up Phi-3's tokens) exactly when the name contains phi3/phi-3, so the name
@@ -237,7 +242,7 @@ def general_name(name: str, tokenizer_json: dict) -> str:
     import re
 
     stripping = whitespace_stripping(tokenizer_json)
-    named_phi3 = any(part in name.lower() for part in PHI3_NAME_PARTS)
+    named_phi3 = _named_phi3(name)
     if stripping == "phi3":
         texts = {t["content"] for t in tokenizer_json.get("added_tokens", [])} | set(
             (tokenizer_json.get("model") or {}).get("vocab") or {})
@@ -257,7 +262,7 @@ def _check_name_for_stripping(writer, stripping: str | None) -> None:
     when the tokenizer strips that way."""
     field = writer.kv_data[0].get("general.name") if getattr(writer, "kv_data", None) else None
     name = str(field.value) if field is not None else ""
-    named_phi3 = any(part in name.lower() for part in PHI3_NAME_PARTS)
+    named_phi3 = _named_phi3(name)
     if stripping == "phi3" and not named_phi3:
         raise ModelError(f"GGUF general.name {name!r}: must contain 'phi3' so that llama.cpp strips the whitespace "
                          "after special tokens as this (Phi-3) tokenizer does")

@@ -46,12 +46,6 @@ def resource_text(name: str) -> str:
     return resources.files("ducktune.resources").joinpath(name).read_text(encoding="utf-8")
 
 
-def template_text(name: str) -> str:
-    from ducktune.models.loading import bundled_template
-
-    return bundled_template(name)
-
-
 def corpus_lines() -> list[str]:
     lines = [line for line in resource_text("tiny_corpus.txt").splitlines() if line.strip()]
     identity = json.loads(resource_text("identity_template.json"))
@@ -117,6 +111,8 @@ def build_tiny_model(
         pad_token=spec["pad"],
         additional_special_tokens=[t for t in spec["specials"] if t not in (spec["bos"], spec["eos"], spec["pad"])],
     )
+    from ducktune.models.families import template_text
+
     tokenizer.chat_template = template_text(template)
     n_vocab = max(vocab_size or 0, len(tokenizer))
 

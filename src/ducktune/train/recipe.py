@@ -108,8 +108,9 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     model_json = model_config(folder)
     params = estimate_params(model_json)
     placement = choose_placement(config.model.device, config.model.dtype, params)
-    if config.train.method == "qlora" and qlora_support(model_json, placement.device):
-        raise ModelError(f"{folder}: QLoRA {qlora_support(model_json, placement.device)}")
+    problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" else None
+    if problem:
+        raise ModelError(f"{folder}: QLoRA {problem}")
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
