@@ -31,11 +31,11 @@ def trained(ids, labels):
     return [t for t, label in zip(ids, labels) if label != IGNORE_INDEX]
 
 
-def sft_trained(chat_format, sample, answer):
-    """The tokens supervised fine-tuning trains for the same conversation's last answer."""
+def sft_row(chat_format, sample, answer):
+    """The row supervised fine-tuning builds for the conversation, training its last answer."""
     chat = Sample("chat", messages=list(sample.messages) + [Message("assistant", answer)])
     encoded = chat_format.encode(chat, 10_000, "last_assistant")
-    return trained(encoded.input_ids[1:], encoded.labels[1:])
+    return encoded.input_ids, [IGNORE_INDEX] + encoded.labels[1:]
 
 
 def test_pair_rows_train_exactly_what_sft_trains_for_each_answer(chat_format):
@@ -47,11 +47,10 @@ def test_pair_rows_train_exactly_what_sft_trains_for_each_answer(chat_format):
         assert len(ids) == len(labels)
         assert labels[0] == IGNORE_INDEX
         assert all(label == IGNORE_INDEX for label in labels[: row["prompt_len"]])
-        assert trained(ids, labels) == sft_trained(chat_format, sample, getattr(sample, name))
+        assert (ids, labels) == sft_row(chat_format, sample, getattr(sample, name))
         text = chat_format.tokenizer.decode(trained(ids, labels))
         assert text.strip().startswith(getattr(sample, name).strip())
         assert text.endswith(chat_format.eot_token or chat_format.inserted_eos)
-        assert labels[-1] != IGNORE_INDEX  # nothing untrained after the end-of-turn token
 
 
 def test_prompt_is_the_rendered_prompt_once_and_shared(chat_format):
@@ -130,3 +129,14 @@ def test_chat_sample_is_not_a_preference_sample(chat_format):
     chat = Sample("chat", messages=[Message("user", "a"), Message("assistant", "b")])
     with pytest.raises(ValueError):
         encode_preference(chat_format, chat, 64)
+
+
+def test_answer_whose_first_token_merges_with_the_prompt_still_shares_the_prompt(chat_format):
+    # ChatML's "assistant\n" + "\nSure" can tokenize as one "\n\n": the prompt is what precedes both.
+    sample = pair(chosen="\n\nSure, it is Paris.", rejected="Lyon.")
+    row = encode_preference(chat_format, sample, 512)
+    n = row["prompt_len"]
+    assert row["chosen_input_ids"][:n] == row["rejected_input_ids"][:n]
+    assert all(label == IGNORE_INDEX for key in ("chosen_labels", "rejected_labels") for label in row[key][:n])
+    for name in ("chosen", "rejected"):
+        assert (row[f"{name}_input_ids"], row[f"{name}_labels"]) == sft_row(chat_format, sample, getattr(sample, name))

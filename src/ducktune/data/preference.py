@@ -9,9 +9,9 @@ The prompt is the same token prefix in every row of a sample (checked: a templat
 renders the prompt differently depending on the answer is an error naming the record).
 `prompt_len`: the tokens before it are identical in every row of the sample and untrained;
 the trained answer starts there (or one token later in a row whose answer's first token
-did not merge with the prompt's last one). Tokens after the last trained one (the
-newline some templates print after the end-of-turn marker) are dropped: they carry no loss
-and cannot change the log-probabilities of earlier tokens.
+did not merge with the prompt's last one). Like SFT rows, a row keeps what the template
+prints after the end-of-turn marker (ChatML's newline), untrained, so lengths, truncation
+counts and `ducktune data check` agree with supervised fine-tuning.
 
 Too long: the prompt is kept and the answers are cut at `cutoff_len`; when the prompt
 leaves no room for a single answer token the sample is dropped.
@@ -34,7 +34,7 @@ UNPAIRED_KEYS = ("completion_input_ids", "completion_labels", "label", "prompt_l
 
 
 def _answer_row(chat_format, sample: Sample, answer: str, name: str) -> tuple[list[int], list[int], int]:
-    """(ids, labels, prompt_len) of the prompt plus one answer, uncut; trailing untrained tokens removed."""
+    """(ids, labels, where the trained answer starts) of the prompt plus one answer, uncut."""
     chat = Sample("chat", messages=list(sample.messages) + [Message("assistant", answer)], where=sample.where)
     try:
         encoded = chat_format.encode(chat, 1 << 30, "last_assistant")
@@ -44,8 +44,7 @@ def _answer_row(chat_format, sample: Sample, answer: str, name: str) -> tuple[li
     trained = [i for i, label in enumerate(labels) if label != IGNORE_INDEX]
     if not trained:
         raise DataError(f"{sample.where}: {name}: the chat template leaves no trained token in this answer")
-    end = trained[-1] + 1
-    return list(encoded.input_ids[:end]), labels[:end], trained[0]
+    return list(encoded.input_ids), labels, trained[0]
 
 
 def _cut(ids: list[int], labels: list[int], cutoff_len: int) -> tuple[list[int], list[int], bool]:
