@@ -144,6 +144,16 @@ def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path
         assert row["trained"] < row["tokens"] and not row["truncated"]
 
 
+def test_preview_of_a_pair_shows_the_prompt_once_and_both_answers_trained(client, tiny_qwen, tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(json.dumps({"prompt": "Who are you?", "chosen": "I am Duckling.", "rejected": "I am a model."}) + "\n")
+    row = client.post("/api/data/preview", json={"path": str(path), "model": str(tiny_qwen)}).json()["rows"][0]
+    assert row["kind"] == "preference" and "Who are you?" in "".join(text for text, _ in row["spans"])
+    assert not any(trained for _, trained in row["spans"])  # the prompt is context only
+    trained = {a["name"]: "".join(text for text, t in a["spans"] if t) for a in row["answers"]}
+    assert trained == {"chosen": "I am Duckling.<|im_end|>", "rejected": "I am a model.<|im_end|>"}
+
+
 def test_runs_list_detail_and_report_escaping(client, runs_dir):
     runs = client.get("/api/runs").json()
     assert [r["name"] for r in runs] == ["duckling"]

@@ -69,6 +69,8 @@ def preview_samples(path: str | Path, model: str, fmt: str = "auto", chat_templa
                     start: int = 0, count: int = 3) -> dict:
     """Samples rendered with the model's chat template, as (text, trained) runs."""
     from ducktune.data.loader import load_file
+    from ducktune.data.preview import item_json
+    from ducktune.data.preview import preview_samples as preview_items
     from ducktune.data.template import ChatFormat
 
     data = load_file(Path(path), fmt)
@@ -76,16 +78,13 @@ def preview_samples(path: str | Path, model: str, fmt: str = "auto", chat_templa
         chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None)
         rows = []
         for index, sample in enumerate(data.samples[start:start + count], start=start):
-            if sample.kind == "preference":
-                rows.append({"index": index, "where": sample.where, "error": "preference pair: not used for SFT"})
-                continue
+            # The CLI's preview of one sample: chats with their trained spans, preference pairs with
+            # the prompt once and each answer's trained spans.
             try:
-                encoded = chat_format.encode(sample, cutoff_len, train_on)
+                item = preview_items([sample], chat_format, cutoff_len, train_on)[0]
             except DataError as exc:
                 rows.append({"index": index, "where": sample.where, "error": exc.message})
                 continue
-            rows.append({"index": index, "where": sample.where, "tokens": len(encoded.input_ids),
-                         "trained": encoded.n_trained, "truncated": encoded.truncated,
-                         "spans": [[text, trained] for text, trained in chat_format.decode_spans(encoded)]})
+            rows.append({"index": index, **item_json(item)})
     return {"total": len(data.samples), "start": start, "rows": rows,
             "stop_tokens": chat_format.stop_tokens}

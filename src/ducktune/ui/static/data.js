@@ -95,8 +95,14 @@ export function initData(shared) {
       row.error ? null : el("span", { text: `${row.tokens} ${t("data.tokens")} · ${row.trained} ${t("data.trained")}` +
         (row.truncated ? ` · ${t("data.truncated")}` : "") }));
     if (row.error) return el("div", { class: "sample" }, head, el("pre", { class: "errors", text: row.error }));
-    const pre = el("pre", {}, ...row.spans.map(([text, trained]) => el("span", { class: trained ? "tok trained" : "tok", text })));
-    return el("div", { class: "sample" }, head, pre);
+    const spans = (runs) => runs.map(([text, trained]) => el("span", { class: trained ? "tok trained" : "tok", text }));
+    const pre = el("pre", {}, ...spans(row.spans));
+    // Preference samples: the prompt once, then each answer (chosen / rejected, or a KTO completion).
+    const answers = (row.answers || []).map((a) => el("div", { class: "answer" },
+      el("div", { class: "sample-head" }, el("span", { text: a.name + (row.label === undefined ? "" : ` (${row.note})`) }),
+        el("span", { text: `${a.tokens} ${t("data.tokens")} · ${a.trained} ${t("data.trained")}` + (a.truncated ? ` · ${t("data.truncated")}` : "") })),
+      el("pre", {}, ...spans(a.spans))));
+    return el("div", { class: "sample" }, head, pre, ...answers);
   }
 
   fileInput.addEventListener("change", () => fileInput.files[0] && upload(fileInput.files[0]));
