@@ -382,10 +382,23 @@ def _training_result(trainer, output, metrics: list[dict], final_eval_loss: floa
     }
 
 
-def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, prompts: list[str]) -> list[dict]:
+def _collect_after_training(trainer, has_val: bool) -> tuple[int, float | None, dict]:
+    """What every process computes together after training, as each is a collective: the trained tokens
+    over all processes, the final evaluation loss (its losses are gathered) and the model's full state
+    dict (gathered from the shards under FSDP). Returns (trained_tokens, eval_loss or None, state_dict)."""
+    trained_tokens = trainer.total_trained_tokens()
+    final_eval_loss = trainer.evaluate()["eval_loss"] if has_val else None
+    return trained_tokens, final_eval_loss, trainer.accelerator.get_state_dict(trainer.model)
+
+
+def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, prompts: list[str], log) -> list[dict]:
     """Base vs tuned answers on the probe prompts (written to comparison.json)."""
     from ducktune.chat.compare import compare_answers
     from ducktune.chat.engine import ChatEngine
+
+    if trainer.is_fsdp_enabled:  # generating on the main process alone would wait for the other shards
+        log(f"Answers not compared in training (the model is sharded): `ducktune compare {run.path}` compares them")
+        return []
 
     engine = ChatEngine(trainer.model, base.tokenizer, base.chat_format, name=run.path.name, has_adapter=True)
     comparison = compare_answers(engine, prompts, config.eval.max_new_tokens)
@@ -452,12 +465,8 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     resume_from = _resume_point(run, resuming, dist, log)
     trainer = _setup_trainer(model, args, batching, loss, data, config, base, run, resume_from, progress, log)
     output, train_seconds = _run_training(trainer, resume_from, run, info, save_json)
-    # Collectives, so every process takes part: the token count, the final evaluation (its losses are
-    # gathered) and the full weights (gathered from the shards under FSDP).
-    trained_tokens = trainer.total_trained_tokens()
-    final_eval_loss = trainer.evaluate()["eval_loss"] if has_val else None
+    trained_tokens, final_eval_loss, state_dict = _collect_after_training(trainer, has_val)
     restore_attention(trainer.model, batching.previous_attention)
-    state_dict = trainer.accelerator.get_state_dict(trainer.model)
 
     if not dist.is_main:
         dist.wait()  # the main process saves, compares and reports; the others are done
@@ -470,10 +479,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     plot_loss(metrics, run.loss_png)
     comparison = []
     if compare and info["probe_prompts"] and tc.method != "full":
-        if trainer.is_fsdp_enabled:  # generating on the main process alone would wait for the other shards
-            log(f"Answers not compared in training (the model is sharded): ducktune compare {run.path} compares them")
-        else:
-            comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"])
+        comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"], log)
     info["status"] = "completed"
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save_json(run.run_json, info)
