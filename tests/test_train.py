@@ -248,3 +248,18 @@ def test_fsdp_checkpoints_count_as_complete(tmp_path):
     (weightless / "trainer_state.json").write_text(json.dumps({"global_step": 6}))
     assert latest_complete(tmp_path) == tmp_path / "checkpoint-4"
     assert (tmp_path / "incomplete-checkpoint-6").is_dir()
+
+
+def test_fsdp_is_refused_only_where_accelerate_would_not_shard(tmp_path, tiny_qwen):
+    """Over CPU processes accelerate drops FSDP and runs DDP: refused. One process, or GPUs: allowed."""
+    from ducktune.models.device import Placement
+    from ducktune.train.distributed import DistributedRun
+
+    config = make_config(tmp_path, tiny_qwen, **{"train.distributed": "fsdp"})
+    cpu, gpu = Placement("cpu", "float32", "test"), Placement("cuda", "bfloat16", "test")
+    with pytest.raises(ConfigError, match="train.distributed: fsdp runs on GPUs"):
+        recipe._check_sharding(config, cpu, DistributedRun(rank=1, world_size=2))
+    recipe._check_sharding(config, gpu, DistributedRun(rank=0, world_size=2))
+    recipe._check_sharding(config, cpu, DistributedRun())
+    config.train.distributed = "ddp"
+    recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
