@@ -2,9 +2,10 @@
 
 transformers' Trainer writes `checkpoint-N/` file by file and writes `trainer_state.json`
 last (after weights, optimizer, scheduler and RNG state). A checkpoint is complete when that
-file parses and names step N, next to weights (safetensors, or accelerate's FSDP files). Incomplete ones (a crash mid-save) are renamed aside to
-`incomplete-checkpoint-N` (a name the Trainer's `checkpoint-*` rotation does not match), so
-neither resume nor rotation ever picks them; nothing is deleted.
+file parses and names step N, next to weights (safetensors, or accelerate's FSDP files).
+Incomplete ones (a crash mid-save) are renamed aside to `incomplete-checkpoint-N` (a name the
+Trainer's `checkpoint-*` rotation does not match), so neither resume nor rotation ever picks
+them; nothing is deleted.
 """
 
 from __future__ import annotations
