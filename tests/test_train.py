@@ -250,8 +250,9 @@ def test_fsdp_checkpoints_count_as_complete(tmp_path):
     assert (tmp_path / "incomplete-checkpoint-6").is_dir()
 
 
-def test_fsdp_is_refused_only_where_accelerate_would_not_shard(tmp_path, tiny_qwen):
-    """Over CPU processes accelerate drops FSDP and runs DDP: refused. One process, or GPUs: allowed."""
+def test_fsdp_is_refused_only_where_accelerate_would_not_shard(tmp_path, tiny_qwen, monkeypatch):
+    """Over CPU processes accelerate drops FSDP and runs DDP: refused, whether train.distributed or an
+    `accelerate launch` FSDP config (ACCELERATE_USE_FSDP) asks for it. One process, or GPUs: allowed."""
     from ducktune.models.device import Placement
     from ducktune.train.distributed import DistributedRun
 
@@ -263,3 +264,9 @@ def test_fsdp_is_refused_only_where_accelerate_would_not_shard(tmp_path, tiny_qw
     recipe._check_sharding(config, cpu, DistributedRun())
     config.train.distributed = "ddp"
     recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
+    config.train.distributed = "auto"
+    recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with fsdp2.yaml sets
+    with pytest.raises(ConfigError, match="the accelerate config's FSDP runs on GPUs"):
+        recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
+    recipe._check_sharding(config, gpu, DistributedRun(rank=0, world_size=2))

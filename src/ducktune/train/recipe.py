@@ -353,12 +353,18 @@ def _save_model(trainer, tokenizer, target: Path, state_dict: dict) -> None:
 
 
 def _check_sharding(config: RunConfig, placement, dist: DistributedRun) -> None:
-    """Refuse, before anything is written, a sharding the engine would not do (train.distributed)."""
-    if config.train.distributed == "fsdp" and dist.world_size > 1 and placement.device == "cpu":
+    """Refuse, before anything is written, a sharding the engine would not do: FSDP asked by
+    train.distributed, or (auto) by an `accelerate launch` FSDP config, over CPU processes."""
+    import os
+
+    asked = config.train.distributed
+    from_launcher = asked == "auto" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if (asked == "fsdp" or from_launcher) and dist.world_size > 1 and placement.device == "cpu":
         # accelerate sets up FSDP only for accelerator devices; on CPU processes it drops the plugin and
         # the run would silently be DDP.
-        raise ConfigError("train.distributed: fsdp runs on GPUs (accelerate does not shard over CPU processes, "
-                          "it would silently fall back to DDP); use train.distributed: ddp on CPU")
+        where = "the accelerate config's FSDP" if from_launcher else "train.distributed: fsdp"
+        raise ConfigError(f"{where} runs on GPUs (accelerate does not shard over CPU processes, it would "
+                          "silently fall back to DDP); use train.distributed: ddp on CPU")
 
 
 def _training_result(trainer, output, metrics: list[dict], final_eval_loss: float | None, seconds: float,
