@@ -200,3 +200,73 @@ def test_memory_is_planned_again_when_batching_falls_back_to_padded(tmp_path, ti
     assert info["batching"]["mode"] == info["memory_plan"]["batching"] == "padded"
     assert "Planning memory again for padded batches" in messages
     assert info["memory_plan"]["row_tokens"] % 8 == 0  # rows padded to a multiple of 8
+
+
+def test_fsdp_maps_to_the_trainers_fsdp2_plugin_on_multi_process_runs(tmp_path, tiny_qwen):
+    """train.distributed=fsdp becomes the Trainer's FSDP2 settings (what accelerate shards with), with
+    activation checkpointing moved into FSDP's own; a single process or ddp gets none of it."""
+    from accelerate.utils import FullyShardedDataParallelPlugin
+
+    from ducktune.models.device import Placement
+    from ducktune.train.plan import Setup
+
+    config = make_config(tmp_path, tiny_qwen, **{"train.distributed": "fsdp"})
+    gpu = Placement("cuda", "float32", "test")
+    args = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=True), gpu, "packed",
+                                     has_val=False, processes=2)
+    assert args.fsdp and not args.activation_checkpointing
+    plugin_args = args.fsdp_plugin_args
+    assert plugin_args["fsdp_version"] == 2 and plugin_args["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    assert plugin_args["state_dict_type"] == "FULL_STATE_DICT"  # checkpoints and the adapter: whole weights
+    assert plugin_args["activation_checkpointing"] and plugin_args["cpu_ram_efficient_loading"] is False
+    plugin = FullyShardedDataParallelPlugin(**plugin_args)  # accelerate takes them as they are
+    assert plugin.fsdp_version == 2
+
+    alone = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=True), gpu, "packed",
+                                      has_val=False, processes=1)
+    config.train.distributed = "ddp"
+    ddp = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=True), gpu, "packed",
+                                    has_val=False, processes=2)
+    for plain in (alone, ddp):
+        assert not plain.fsdp and plain.fsdp_plugin_args is None and plain.activation_checkpointing
+
+
+def test_fsdp_checkpoints_count_as_complete(tmp_path):
+    """accelerate's FSDP checkpoint files are weights too: such a checkpoint is resumed, not set aside."""
+    from ducktune.train.checkpoints import latest_complete
+
+    for step, weights in ((2, "pytorch_model_fsdp.bin"), (4, "pytorch_model_fsdp_0")):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+        if weights.endswith(".bin"):
+            (folder / weights).write_bytes(b"\0")
+        else:
+            (folder / weights).mkdir()
+    weightless = tmp_path / "checkpoint-6"
+    weightless.mkdir()
+    (weightless / "trainer_state.json").write_text(json.dumps({"global_step": 6}))
+    assert latest_complete(tmp_path) == tmp_path / "checkpoint-4"
+    assert (tmp_path / "incomplete-checkpoint-6").is_dir()
+
+
+def test_fsdp_is_refused_only_where_accelerate_would_not_shard(tmp_path, tiny_qwen, monkeypatch):
+    """Over CPU processes accelerate drops FSDP and runs DDP: refused, whether train.distributed or an
+    `accelerate launch` FSDP config (ACCELERATE_USE_FSDP) asks for it. One process, or GPUs: allowed."""
+    from ducktune.models.device import Placement
+    from ducktune.train.distributed import DistributedRun
+
+    config = make_config(tmp_path, tiny_qwen, **{"train.distributed": "fsdp"})
+    cpu, gpu = Placement("cpu", "float32", "test"), Placement("cuda", "bfloat16", "test")
+    with pytest.raises(ConfigError, match="train.distributed: fsdp runs on GPUs"):
+        recipe._check_sharding(config, cpu, DistributedRun(rank=1, world_size=2))
+    recipe._check_sharding(config, gpu, DistributedRun(rank=0, world_size=2))
+    recipe._check_sharding(config, cpu, DistributedRun())
+    config.train.distributed = "ddp"
+    recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
+    config.train.distributed = "auto"
+    recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with fsdp2.yaml sets
+    with pytest.raises(ConfigError, match="the accelerate config's FSDP runs on GPUs"):
+        recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
+    recipe._check_sharding(config, gpu, DistributedRun(rank=0, world_size=2))

@@ -260,6 +260,13 @@ class TrainConfig(_Section):
         None, description="Memory to plan for, e.g. '11GB'; default: the device's free memory (RAM on CPU)."
     )
     num_threads: int | None = Field(None, gt=0, description="CPU threads for PyTorch (default: PyTorch's choice).")
+    distributed: Literal["auto", "ddp", "fsdp"] = Field(
+        "auto",
+        description="How a multi-process run (torchrun) splits the work: ddp keeps a whole model copy per process; "
+                    "fsdp shards weights, gradients and optimizer state over the processes (FSDP2, one shard unit "
+                    "per decoder layer); auto is ddp unless the launcher chose otherwise (accelerate launch with an "
+                    "FSDP or DeepSpeed config). Ignored by a single-process run.",
+    )
 
     @field_validator("packing", "gradient_checkpointing", mode="before")
     @classmethod

@@ -2,9 +2,10 @@
 
 transformers' Trainer writes `checkpoint-N/` file by file and writes `trainer_state.json`
 last (after weights, optimizer, scheduler and RNG state). A checkpoint is complete when that
-file parses and names step N. Incomplete ones (a crash mid-save) are renamed aside to
-`incomplete-checkpoint-N` (a name the Trainer's `checkpoint-*` rotation does not match), so
-neither resume nor rotation ever picks them; nothing is deleted.
+file parses and names step N, next to weights (safetensors, or accelerate's FSDP files).
+Incomplete ones (a crash mid-save) are renamed aside to `incomplete-checkpoint-N` (a name the
+Trainer's `checkpoint-*` rotation does not match), so neither resume nor rotation ever picks
+them; nothing is deleted.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ def is_complete(path: Path) -> bool:
         data = json.loads(state.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return False
-    has_weights = any(path.glob("*.safetensors"))
+    # Weights as save_pretrained writes them, or as accelerate's FSDP checkpointing does
+    # (pytorch_model_fsdp.bin, or the pytorch_model_fsdp_0/ folder of a sharded state dict).
+    has_weights = any(path.glob("*.safetensors")) or any(path.glob("pytorch_model_fsdp*"))
     return data.get("global_step") == step and has_weights
 
 

@@ -220,7 +220,26 @@ def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: li
     return batching, loss, memory
 
 
-def training_arguments(config: RunConfig, output_dir: Path, setup, placement, batching_mode: str, has_val: bool):
+def sharding_arguments(distributed: str, checkpointing: bool, processes: int) -> dict:
+    """TrainingArguments entries for how a multi-process run shards (train.distributed).
+
+    fsdp: FSDP2 (`fully_shard`) through the Trainer's accelerate plugin, one shard unit per
+    decoder layer (the model's `_no_split_modules`). Saving gathers a full state dict, so
+    checkpoints and the final adapter are ordinary files. Activation checkpointing is FSDP's
+    own there (the Trainer's would all-gather every layer a second time in backward).
+    """
+    checkpointing_args = {"activation_checkpointing": checkpointing,
+                          "activation_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None}
+    if distributed != "fsdp" or processes <= 1:
+        return checkpointing_args
+    return {"fsdp": True,
+            "fsdp_config": {"version": 2, "auto_wrap_policy": "TRANSFORMER_BASED_WRAP", "reshard_after_forward": True,
+                            "state_dict_type": "FULL_STATE_DICT", "cpu_ram_efficient_loading": False,
+                            "activation_checkpointing": checkpointing}}
+
+
+def training_arguments(config: RunConfig, output_dir: Path, setup, placement, batching_mode: str, has_val: bool,
+                       processes: int = 1):
     """transformers TrainingArguments for this run, from the one config schema and the memory
     plan's Setup (micro-batch, accumulation, checkpointing). Needs no model."""
     from transformers import TrainingArguments
@@ -249,8 +268,7 @@ def training_arguments(config: RunConfig, output_dir: Path, setup, placement, ba
         save_total_limit=tc.save_total_limit,
         eval_strategy="steps" if has_val else "no",
         eval_steps=(tc.eval_steps or tc.save_steps) if has_val else None,
-        activation_checkpointing=checkpointing,
-        activation_checkpointing_kwargs={"use_reentrant": False} if checkpointing else None,
+        **sharding_arguments(tc.distributed, checkpointing, processes),
         use_cpu=placement.device == "cpu",
         report_to=[],
         disable_tqdm=True,
@@ -263,7 +281,7 @@ def training_arguments(config: RunConfig, output_dir: Path, setup, placement, ba
 
 
 def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunConfig, base: "BaseModel", run: RunDir,
-                   resume_from: Path | None, progress: bool):
+                   resume_from: Path | None, progress: bool, log=print):
     """The Trainer over this run's datasets, writing metrics.jsonl (continued when resuming), with the
     optional generation probe (eval.probe_during_training)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -288,6 +306,10 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
     )
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if probe is not None and trainer.is_fsdp_enabled:
+        # The probe generates on the main process alone, which would wait forever for the other shards.
+        trainer.remove_callback(probe)
+        log("Generation probe off: the model is sharded (FSDP)")
     return trainer
 
 
@@ -320,22 +342,40 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
     return output, time.perf_counter() - started
 
 
-def _save_model(trainer, tokenizer, target: Path) -> None:
-    """The adapter (or full model) with the tokenizer and chat template, atomically."""
+def _save_model(trainer, tokenizer, target: Path, state_dict: dict) -> None:
+    """The adapter (or full model) with the tokenizer and chat template, atomically. `state_dict` is the
+    model's full one (accelerate's get_state_dict: gathered from the shards under FSDP); PEFT keeps the
+    adapter's entries of it."""
     with atomic_dir(target) as tmp:
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp, safe_serialization=True)
+        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp, state_dict=state_dict,
+                                                                        safe_serialization=True)
         tokenizer.save_pretrained(tmp)
 
 
-def _training_result(trainer, output, metrics: list[dict], has_val: bool, seconds: float, trained_tokens: int,
-                     device: str) -> dict:
+def _check_sharding(config: RunConfig, placement, dist: DistributedRun) -> None:
+    """Refuse, before anything is written, a sharding the engine would not do: FSDP asked by
+    train.distributed, or (auto) by an `accelerate launch` FSDP config, over CPU processes."""
+    import os
+
+    asked = config.train.distributed
+    from_launcher = asked == "auto" and os.environ.get("ACCELERATE_USE_FSDP", "").lower() == "true"
+    if (asked == "fsdp" or from_launcher) and dist.world_size > 1 and placement.device == "cpu":
+        # accelerate sets up FSDP only for accelerator devices; on CPU processes it drops the plugin and
+        # the run would silently be DDP.
+        where = "the accelerate config's FSDP" if from_launcher else "train.distributed: fsdp"
+        raise ConfigError(f"{where} runs on GPUs (accelerate does not shard over CPU processes, it would "
+                          "silently fall back to DDP); use train.distributed: ddp on CPU")
+
+
+def _training_result(trainer, output, metrics: list[dict], final_eval_loss: float | None, seconds: float,
+                     trained_tokens: int, device: str) -> dict:
     """run.json's "result": steps, losses, throughput and peak memory."""
     from ducktune.train.memory_probe import peak_rss
 
     losses = [m["loss"] for m in metrics if m.get("loss") is not None]
     evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
-    if has_val:
-        evals.append(trainer.evaluate()["eval_loss"])
+    if final_eval_loss is not None:
+        evals.append(final_eval_loss)
     return {
         "global_step": trainer.state.global_step,
         "final_loss": losses[-1] if losses else output.training_loss,
@@ -348,10 +388,23 @@ def _training_result(trainer, output, metrics: list[dict], has_val: bool, second
     }
 
 
-def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, prompts: list[str]) -> list[dict]:
+def _collect_after_training(trainer, has_val: bool) -> tuple[int, float | None, dict]:
+    """What every process computes together after training, as each is a collective: the trained tokens
+    over all processes, the final evaluation loss (its losses are gathered) and the model's full state
+    dict (gathered from the shards under FSDP). Returns (trained_tokens, eval_loss or None, state_dict)."""
+    trained_tokens = trainer.total_trained_tokens()
+    final_eval_loss = trainer.evaluate()["eval_loss"] if has_val else None
+    return trained_tokens, final_eval_loss, trainer.accelerator.get_state_dict(trainer.model)
+
+
+def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, prompts: list[str], log) -> list[dict]:
     """Base vs tuned answers on the probe prompts (written to comparison.json)."""
     from ducktune.chat.compare import compare_answers
     from ducktune.chat.engine import ChatEngine
+
+    if trainer.is_fsdp_enabled:  # generating on the main process alone would wait for the other shards
+        log(f"Answers not compared in training (the model is sharded): `ducktune compare {run.path}` compares them")
+        return []
 
     engine = ChatEngine(trainer.model, base.tokenizer, base.chat_format, name=run.path.name, has_adapter=True)
     comparison = compare_answers(engine, prompts, config.eval.max_new_tokens)
@@ -387,6 +440,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     base = _setup_base_model(config, log)
     placement = base.placement
     dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
+    _check_sharding(config, placement, dist)
     if placement.device == "cpu":
         return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
     data = _setup_data(config, base, dist, log)
@@ -413,23 +467,25 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     save_json(run.run_json, info)
 
     has_val = bool(data.val_rows)
-    args = training_arguments(config, run.checkpoints, memory.setup, placement, batching.mode, has_val)
+    args = training_arguments(config, run.checkpoints, memory.setup, placement, batching.mode, has_val, dist.world_size)
     resume_from = _resume_point(run, resuming, dist, log)
-    trainer = _setup_trainer(model, args, batching, loss, data, config, base, run, resume_from, progress)
+    trainer = _setup_trainer(model, args, batching, loss, data, config, base, run, resume_from, progress, log)
     output, train_seconds = _run_training(trainer, resume_from, run, info, save_json)
-    trained_tokens = trainer.total_trained_tokens()  # a collective: every process calls it
+    trained_tokens, final_eval_loss, state_dict = _collect_after_training(trainer, has_val)
     restore_attention(trainer.model, batching.previous_attention)
 
     if not dist.is_main:
         dist.wait()  # the main process saves, compares and reports; the others are done
         return TrainResult(run.path, info, [])
-    _save_model(trainer, base.tokenizer, run.full_model if tc.method == "full" else run.adapter)
+    _save_model(trainer, base.tokenizer, run.full_model if tc.method == "full" else run.adapter, state_dict)
+    del state_dict
     metrics = run.read_metrics()
-    info["result"] = _training_result(trainer, output, metrics, has_val, train_seconds, trained_tokens, placement.device)
+    info["result"] = _training_result(trainer, output, metrics, final_eval_loss, train_seconds, trained_tokens,
+                                      placement.device)
     plot_loss(metrics, run.loss_png)
     comparison = []
     if compare and info["probe_prompts"] and tc.method != "full":
-        comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"])
+        comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"], log)
     info["status"] = "completed"
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     save_json(run.run_json, info)

@@ -37,9 +37,16 @@ class DucktuneTrainer(Trainer):
             n = int((inputs["labels"] != IGNORE_INDEX).sum())
             self._trained_tokens += n
             self._tokens_since_log += n
-        # The chunked loss calls the decoder directly: only on the unwrapped model (not under DDP).
-        if self.micro_batch_loss is not None and self.accelerator.unwrap_model(model) is model:
+        # The chunked loss calls the decoder and reads the head's weight directly: only on the
+        # unwrapped model (not under DDP), and not under FSDP, whose weights are gathered only
+        # inside the wrapped model's own forward.
+        if (self.micro_batch_loss is not None and not self.is_fsdp_enabled
+                and self.accelerator.unwrap_model(model) is model):
             loss = self.micro_batch_loss(model, inputs, num_items_in_batch)
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                # The Trainer counts num_items_in_batch over every process (evaluation reaches this path
+                # under DDP too) and its own loss path multiplies by the process count to match; so here.
+                loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
         # use_cache=False: no KV cache in training (memory), and packed position ids are honoured.
         return super().compute_loss(model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
