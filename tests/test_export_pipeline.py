@@ -126,3 +126,44 @@ def test_select_prompts_spreads_over_the_list():
     picked = select_prompts(prompts, 12)
     assert len(picked) == 12 and picked[0] == "q0" and picked[-1] == "q31" and len(set(picked)) == 12
     assert select_prompts(prompts, 0) == prompts and select_prompts(prompts[:5], 12) == prompts[:5]
+
+
+def _reference(folder, prompts):
+    from ducktune.data.template import ChatFormat
+    from ducktune.export.verify import Reference
+    from ducktune.models.device import choose_placement
+    from ducktune.models.loading import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(folder)
+    model = load_model(folder, choose_placement("cpu", "float32", 1))
+    return Reference(model, tokenizer, ChatFormat(tokenizer), prompts, max_new_tokens=12)
+
+
+def test_reference_answers_are_the_unbatched_greedy_answers(tiny_llama):
+    import torch
+
+    prompts = ["Hi", "What is the capital of France, and why?", "2+2?", "A much longer question " * 4]
+    reference = _reference(tiny_llama, prompts)
+    answers = reference.answers()
+    for ids, answer in zip(reference.prompt_ids, answers):
+        alone = reference._generate([ids])[0]  # one sequence: no padding at all
+        assert answer == alone
+    forced = reference.forced_logits()
+    assert [len(f) for f in forced] == [len(a) for a in answers] and all(len(a) > 0 for a in answers)
+    assert all(torch.equal(f.argmax(-1), torch.tensor(a)) or a == reference._generate([p])[0]
+               for f, a, p in zip(forced, answers, reference.prompt_ids))
+
+
+def test_reference_repairs_an_answer_the_batch_got_wrong(tiny_llama):
+    reference = _reference(tiny_llama, ["Hi", "Tell me a story."])
+    right = [reference._generate([ids])[0] for ids in reference.prompt_ids]
+    batched = reference._generate
+
+    def wrong_in_batches(id_lists):
+        out = batched(id_lists)
+        if len(id_lists) > 1:
+            out[1] = [(out[1][0] + 1) % 50] + out[1][1:]  # a token the model would not pick
+        return out
+
+    reference._generate = wrong_in_batches
+    assert reference.answers() == right

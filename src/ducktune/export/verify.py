@@ -116,32 +116,53 @@ class Reference:
         return self._prompt_logits
 
     def answers(self) -> list[list[int]]:
-        """Greedy answer token ids (ending with the stop token when one was produced)."""
+        """Greedy answer token ids (ending with the stop token when one was produced).
+
+        Generated in one left-padded batch (a dozen answers cost little more than one on a CPU),
+        then each is checked against the model's own single-sequence forward: an answer whose every
+        token is the argmax of the unpadded logits is the greedy answer; one that parts from them
+        (padding moved a near-tie) is generated again alone, as an unbatched `generate` would.
+        """
+        if self._answers is None:
+            answers = self._generate(self.prompt_ids)
+            forced = self._forced_of(answers)
+            for i, (answer, logits) in enumerate(zip(answers, forced)):
+                if [int(t) for t in logits.argmax(-1)] != answer:
+                    answers[i] = self._generate([self.prompt_ids[i]])[0]
+                    forced[i] = self._forced_of([answers[i]], [self.prompt_ids[i]])[0]
+            self._answers, self._forced = answers, forced
+        return self._answers
+
+    def _generate(self, id_lists: list[list[int]]) -> list[list[int]]:
         import torch
 
-        if self._answers is None:
-            self._answers = []
-            with torch.inference_mode():
-                for ids in self.prompt_ids:
-                    input_ids = torch.tensor([ids])
-                    out = self.model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
-                                              max_new_tokens=self.max_new_tokens, do_sample=False,
-                                              temperature=None, top_p=None, top_k=None,
-                                              eos_token_id=self.chat_format.stop_token_ids,
-                                              pad_token_id=self.tokenizer.pad_token_id)
-                    answer = out[0, len(ids):].tolist()
-                    end = next((i + 1 for i, t in enumerate(answer) if t in self.stop_ids), len(answer))
-                    self._answers.append(answer[:end])
-        return self._answers
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.chat_format.stop_token_ids[0]
+        width = max(len(ids) for ids in id_lists)
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in id_lists])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in id_lists])
+        with torch.inference_mode():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention,
+                                      max_new_tokens=self.max_new_tokens, do_sample=False,
+                                      temperature=None, top_p=None, top_k=None,
+                                      eos_token_id=self.chat_format.stop_token_ids, pad_token_id=pad)
+        answers = []
+        for row in out[:, width:].tolist():
+            end = next((i + 1 for i, t in enumerate(row) if t in self.stop_ids), len(row))
+            answers.append(row[:end])
+        return answers
+
+    def _forced_of(self, answers: list[list[int]], prompts: list[list[int]] | None = None) -> list:
+        """Logits over prompt + answer at the positions that predict the answer tokens (unpadded)."""
+        from ducktune.export.merge import logits_of
+
+        prompts = self.prompt_ids if prompts is None else prompts
+        sequences = [p + a for p, a in zip(prompts, answers)]
+        return [logits[len(p) - 1: len(p) - 1 + len(a)]
+                for logits, p, a in zip(logits_of(self.model, sequences), prompts, answers)]
 
     def forced_logits(self) -> list:
         """Logits over prompt + greedy answer, at the positions that predict the answer tokens."""
-        from ducktune.export.merge import logits_of
-
-        if self._forced is None:
-            sequences = [p + a for p, a in zip(self.prompt_ids, self.answers())]
-            self._forced = [logits[len(p) - 1: len(p) - 1 + len(a)]
-                            for logits, p, a in zip(logits_of(self.model, sequences), self.prompt_ids, self.answers())]
+        self.answers()
         return self._forced
 
     def answer_text(self, ids: list[int]) -> str:
