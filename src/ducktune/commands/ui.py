@@ -1,3 +1,5 @@
+import sys
+
 from ducktune.commands import add_parser
 
 
@@ -25,7 +27,7 @@ def run(args) -> int:
 
     if not is_loopback(args.host):
         print(f"warning: the UI on {args.host} lets anyone who can reach this machine train and run models "
-              "(it has no login)", flush=True)
+              "(it has no login)", file=sys.stderr, flush=True)
     app = create_ui_app(args.runs_dir, device=args.device, loopback_only=is_loopback(args.host))
     shown = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
     print(f"ducktune UI at http://{shown}:{args.port}/  (runs folder: {args.runs_dir})", flush=True)
