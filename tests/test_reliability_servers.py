@@ -412,3 +412,32 @@ def test_load_and_abuse_run(tmp_path):
     assert serve["latency_s"]["p50"] <= serve["latency_s"]["p95"]
     assert all(row["passed"] == row["tried"] for row in result["rows"]), result["rows"]
     assert "p50" in proc.stdout and "p95" in proc.stdout
+
+
+def load_report_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("reliability_report", ROOT / "bench" / "reliability_report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reliability_page_is_rendered_from_the_json_parts(tmp_path):
+    """docs/RELIABILITY.md is what the renderer makes of docs/reliability/*.json (nobody typed it), and
+    parts written independently (servers, crash safety, ...) each get their own table."""
+    report = load_report_module()
+    assert report.main(["--check"]) == 0, "docs/RELIABILITY.md is stale: run python bench/reliability_report.py"
+    parts, page = tmp_path / "parts", tmp_path / "RELIABILITY.md"
+    report.write_part("b-servers", [{"check": "no 5xx", "tried": 10, "passed": 10, "detail": "p50 | 1 s"}],
+                      "Servers", "python bench/reliability.py", parts_dir=parts)
+    (parts / "a-crash.json").write_text(json.dumps([{"check": "kill -9", "tried": 3, "passed": 2, "detail": "x"}]))
+    assert report.main(["--parts", str(parts), "--out", str(page)]) == 0
+    text = page.read_text()
+    assert text.index("## a-crash") < text.index("## Servers")
+    assert "| kill -9 | 3 | 2 | ❌ 1 failed | x |" in text and "| no 5xx | 10 | 10 | ✅ | p50 \\| 1 s |" in text
+    assert report.main(["--parts", str(parts), "--out", str(page), "--check"]) == 0
+    (parts / "a-crash.json").write_text("[]")
+    assert report.main(["--parts", str(parts), "--out", str(page), "--check"]) == 1
+    with pytest.raises(ValueError, match="lacks passed"):
+        report.write_part("bad", [{"check": "x", "tried": 1, "detail": ""}], "t", "c", parts_dir=parts)

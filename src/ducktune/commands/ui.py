@@ -8,7 +8,8 @@ def register(sub) -> None:
                    "A web page for the whole pipeline: check and preview a dataset, train with a form generated "
                    "from the config schema (it saves the YAML and runs `ducktune train` on it), watch the loss, "
                    "chat with the base and tuned models side by side, export, and browse past runs. English and "
-                   "Chinese. Works offline; binds 127.0.0.1 unless --host says otherwise.",
+                   "Chinese. Works offline; binds 127.0.0.1 unless --host says otherwise. Dataset uploads up to 4 GiB, "
+                   "other request bodies up to 8 MiB (else 413); uploads only ever land in RUNS_DIR/.ui/uploads.",
                    "  ducktune ui\n  ducktune ui --port 8080 --runs-dir ~/ducktune-runs")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")

@@ -6,6 +6,11 @@ of it is read; a body without one (chunked) is counted as it arrives and refused
 as it passes the limit, whatever the route was doing with it (an upload being written is
 abandoned by its `atomic_file`, which leaves nothing behind).
 
+Before answering, the rest of the body is read and dropped (up to MAX_DRAIN_BYTES): a server
+that closes the connection on unread data makes the client see "connection reset" instead of
+the 413. A client that sent `Expect: 100-continue` (curl, for large bodies) has sent nothing
+yet and gets the 413 at once.
+
 Defaults: 8 MiB for JSON requests (a chat request with a long conversation is well under
 1 MiB), 4 GiB for the UI's dataset uploads (see ducktune/ui/app.py).
 """
@@ -15,6 +20,7 @@ from __future__ import annotations
 import json
 
 MAX_BODY_BYTES = 8 * 1024 ** 2
+MAX_DRAIN_BYTES = 64 * 1024 ** 2  # past this, answer and close: draining more would serve an abuser
 
 
 def human_bytes(n: int) -> str:
@@ -42,17 +48,21 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         limit, hint = self.per_path.get(scope["path"], (self.limit, ""))
-        declared = dict(scope["headers"]).get(b"content-length")
+        headers = dict(scope["headers"])
+        declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            if headers.get(b"expect", b"").lower() != b"100-continue" and int(declared) <= MAX_DRAIN_BYTES:
+                await self._drain(receive, int(declared))
             await self._refuse(send, limit, hint)
             return
-        received, over, started = 0, False, False
+        received, over, started, complete = 0, False, False, False
 
         async def counted_receive():
-            nonlocal received, over
+            nonlocal received, over, complete
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if received > limit:
                     over = True
                     raise BodyTooLarge()
@@ -73,7 +83,21 @@ class BodyLimit:
             if not over:
                 raise  # a real error: the server's own handler reports it
         if over and not started:
+            if not complete:  # (once the last chunk is in, another receive() would wait for the client to leave)
+                await self._drain(receive, MAX_DRAIN_BYTES - received)
             await self._refuse(send, limit, hint)
+
+    @staticmethod
+    async def _drain(receive, at_most: int) -> None:
+        """Read and drop the rest of the request body (at most `at_most` bytes)."""
+        dropped = 0
+        while dropped < at_most:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            dropped += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
 
     @staticmethod
     async def _refuse(send, limit: int, hint: str) -> None:
