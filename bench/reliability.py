@@ -434,13 +434,15 @@ def rows_for(name: str, f: dict, concurrency: int) -> list[dict]:
     rows = [
         {"check": f"{name}: requests answered without a 5xx", "tried": f["requests"],
          "passed": f["requests"] - f["status_5xx"] - f["no_answer"],
-         "detail": f"{concurrency} concurrent: {kinds}; {f['wall_s']} s; statuses {f['statuses']}"},
+         "detail": f"{concurrency} concurrent: {kinds}; {f['wall_s']} s; answers by status: "
+                   + ", ".join(f"{status} x{n}" for status, n in f["statuses"].items())},
         {"check": f"{name}: malformed requests answered with their 4xx and an error body", "tried": f["malformed"],
          "passed": f["malformed_4xx_with_body"], "detail": "; ".join(
              f"{o['status']}: {o['note']}" for o in f["unexpected_examples"] if o["kind"] == "malformed") or "all"},
         {"check": f"{name}: valid requests answered in full", "tried": sum(v["count"] for v in valid.values()),
          "passed": sum(v["ok"] for v in valid.values()),
-         "detail": f"latency p50 {f['latency_s']['p50']} s, p95 {f['latency_s']['p95']} s, max {f['latency_s']['max']} s"},
+         "detail": f"latency p50 {f['latency_s']['p50']:.3f} s, p95 {f['latency_s']['p95']:.3f} s, "
+                   f"max {f['latency_s']['max']:.3f} s"},
         {"check": f"{name}: RSS growth over the run < 10 %", "tried": 1, "passed": int(f["rss_growth_pct"] < 10),
          "detail": f"{f['rss_mib']['after_warmup']} MiB after warm-up -> {f['rss_mib']['halfway']} MiB halfway -> "
                    f"{f['rss_mib']['end']} MiB after the run ({f['rss_growth_pct']:+.1f} %); peak "
@@ -453,8 +455,9 @@ def rows_for(name: str, f: dict, concurrency: int) -> list[dict]:
         rows.insert(3, {"check": f"{name}: clients gone mid-stream: generation cancelled, nothing failed",
                         "tried": f["by_kind"]["disconnect"]["count"],
                         "passed": f["by_kind"]["disconnect"]["ok"] if w["failed"] == 0 else 0,
-                        "detail": f"{f['cut_mid_stream']} cut before [DONE]; worker: {w['completed']} completed, "
-                                  f"{w['cancelled']} cancelled, {w['failed']} failed"})
+                        "detail": f"{f['cut_mid_stream']} cut before [DONE]; the worker over the whole run, "
+                                  f"warm-up included: {w['completed']} completed, {w['cancelled']} cancelled, "
+                                  f"{w.get('refused', 0)} refused (over the context), {w['failed']} failed"})
     if "written_outside_uploads" in f:
         rows.insert(3, {"check": f"{name}: uploads named ../../x, /abs/x, ..\\x stay in the upload folder",
                         "tried": f["by_kind"].get("upload", {}).get("count", 0),
