@@ -278,6 +278,32 @@ def test_bodies_over_the_limit_get_413_and_leave_nothing(ui, tmp_path):
     assert api.post("/v1/chat/completions", json={"model": "m", "messages": []}).status_code == 400
 
 
+def test_413_reaches_real_clients_over_a_socket():
+    """Through uvicorn: a client that announced `Expect: 100-continue` gets the 413 without sending the
+    body; one that sends a 9 MiB body gets the 413 (the server reads and drops it first: under load,
+    answering before reading made clients see connection resets in bench/reliability.py)."""
+    import socket
+
+    from web_helpers import thread_server
+
+    with thread_server(create_app(StaticRegistry([])), free_port()) as url:
+        host, port = url.rsplit(":", 1)
+        head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {20 * 1024 ** 2}\r\nExpect: 100-continue\r\n\r\n").encode()
+        with socket.create_connection(("127.0.0.1", int(port)), timeout=10) as sock:
+            sock.sendall(head)
+            received = b""
+            while chunk := sock.recv(65536):  # the server closes the connection after its answer
+                received += chunk
+            answer = received.decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 413") and "request_too_large" in answer, answer[:300]
+        import httpx
+
+        response = httpx.post(url + "/v1/chat/completions", content=b"x" * (9 * 1024 ** 2),
+                              headers={"Content-Type": "application/json"}, timeout=30)
+        assert response.status_code == 413 and response.json()["error"]["code"] == "request_too_large"
+
+
 def test_uploads_cannot_write_outside_the_upload_folder(ui, tmp_path):
     client, runs = ui
     uploads = runs / ".ui" / "uploads"
