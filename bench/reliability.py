@@ -454,7 +454,9 @@ def rows_for(name: str, f: dict, concurrency: int) -> list[dict]:
         w = f["worker"]
         rows.insert(3, {"check": f"{name}: clients gone mid-stream: generation cancelled, nothing failed",
                         "tried": f["by_kind"]["disconnect"]["count"],
-                        "passed": f["by_kind"]["disconnect"]["ok"] if w["failed"] == 0 else 0,
+                        # the worker saw each cut (cancelled counts them, warm-up's too) and nothing failed
+                        "passed": f["by_kind"]["disconnect"]["ok"]
+                        if w["failed"] == 0 and w["cancelled"] >= f["cut_mid_stream"] else 0,
                         "detail": f"{f['cut_mid_stream']} cut before [DONE]; the worker over the whole run, "
                                   f"warm-up included: {w['completed']} completed, {w['cancelled']} cancelled, "
                                   f"{w.get('refused', 0)} refused (over the context), {w['failed']} failed"})
