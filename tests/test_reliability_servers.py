@@ -148,6 +148,11 @@ def fuzz_app(app, fill: dict[str, object], form_keys: dict[str, dict]) -> Record
 def fuzz_routes(app, record: Recorder, fill: dict[str, object], form_keys: dict[str, dict]) -> None:
     spec = app.openapi()
     ops = request_schemas(app)
+    for mount in (r for r in app.routes if type(r).__name__ == "Mount"):  # static files: traversal finds nothing
+        for value in HOSTILE + ["..%2f..%2fui%2fapp.py", "%2e%2e/app.py"]:
+            response = record.send("GET", f"{mount.path}/{value}")
+            if response.status_code == 200 and "import " in response.text:
+                record.broken.append(f"GET {mount.path}/{value} served Python source")
     for method, path, _ in routes(app):
         key = (method, path)
         op = ops.get(key, {})
