@@ -9,7 +9,8 @@ def register(sub) -> None:
                    "chat-completions API (GET /v1/models, POST /v1/chat/completions, streaming included), with "
                    "the run's chat template and stop tokens. Any OpenAI client works: the openai package, Dify, "
                    "Open WebUI. Answers are greedy unless a request sets temperature. Binds 127.0.0.1 unless "
-                   "--host says otherwise.",
+                   "--host says otherwise (with another host and no --api-key it warns). Request bodies over 8 MiB "
+                   "get 413; malformed requests get a 4xx with OpenAI's error body.",
                    "  ducktune serve runs/quickstart\n"
                    "  ducktune serve runs/quickstart --base --port 8001\n"
                    "  ducktune serve exports/quickstart --host 0.0.0.0 --api-key sk-my-secret\n"

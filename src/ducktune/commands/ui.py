@@ -1,3 +1,5 @@
+import sys
+
 from ducktune.commands import add_parser
 
 
@@ -6,7 +8,8 @@ def register(sub) -> None:
                    "A web page for the whole pipeline: check and preview a dataset, train with a form generated "
                    "from the config schema (it saves the YAML and runs `ducktune train` on it), watch the loss, "
                    "chat with the base and tuned models side by side, export, and browse past runs. English and "
-                   "Chinese. Works offline; binds 127.0.0.1 unless --host says otherwise.",
+                   "Chinese. Works offline; binds 127.0.0.1 unless --host says otherwise. Dataset uploads up to 4 GiB, "
+                   "other request bodies up to 8 MiB (else 413); uploads only ever land in RUNS_DIR/.ui/uploads.",
                    "  ducktune ui\n  ducktune ui --port 8080 --runs-dir ~/ducktune-runs")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
@@ -25,7 +28,7 @@ def run(args) -> int:
 
     if not is_loopback(args.host):
         print(f"warning: the UI on {args.host} lets anyone who can reach this machine train and run models "
-              "(it has no login)", flush=True)
+              "(it has no login)", file=sys.stderr, flush=True)
     app = create_ui_app(args.runs_dir, device=args.device, loopback_only=is_loopback(args.host))
     shown = "localhost" if args.host in ("127.0.0.1", "::1") else args.host
     print(f"ducktune UI at http://{shown}:{args.port}/  (runs folder: {args.runs_dir})", flush=True)

@@ -22,12 +22,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ducktune.errors import UserError
 from ducktune.serve import protocol
+from ducktune.serve.limits import MAX_BODY_BYTES, BodyLimit
 from ducktune.serve.protocol import APIError
 from ducktune.serve.worker import Cancelled
 
 log = logging.getLogger("ducktune.serve")
 
-MAX_BODY_BYTES = 8 * 1024 * 1024
 DEFAULT_MAX_TOKENS = 1024  # when a request names no max_tokens (bounded by the context left)
 POLL_SECONDS = 0.25
 
@@ -92,16 +92,6 @@ def stream_job(served, req, control: RequestControl, emit) -> None:
 
 # --------------------------------------------------------------------------- HTTP side (event loop)
 
-async def read_body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise APIError(413, f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB", code="request_too_large")
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
-        raise APIError(413, f"the request body is larger than {MAX_BODY_BYTES // (1024 * 1024)} MiB", code="request_too_large")
-    return body
-
-
 def job_failure(exc: BaseException, model_id: str) -> APIError:
     if isinstance(exc, APIError):
         return exc
@@ -159,7 +149,7 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
 
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request):
-        req = protocol.parse_chat_request(await read_body(request))
+        req = protocol.parse_chat_request(await request.body())  # size: BodyLimit
         served = await run_in_threadpool(registry.get, req.model)  # may load a run: off the event loop
         if served is None:
             raise model_not_found(req.model)
@@ -260,13 +250,45 @@ def install_error_handlers(app: FastAPI) -> None:
         error = APIError(exc.status_code, str(exc.detail), code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
         return JSONResponse(error.body(), status_code=exc.status_code)
 
+    @app.exception_handler(UserError)
+    async def user_error(request: Request, exc: UserError):
+        return JSONResponse(APIError(400, exc.message).body(), status_code=400)
+
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError):
-        return JSONResponse(APIError(400, str(exc.errors()[:1])).body(), status_code=400)
+        param, message = validation_message(exc.errors())
+        return JSONResponse(APIError(400, message, param=param, code="invalid_value").body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        # A bug, not a client mistake: still a 500 (Starlette re-raises it, so uvicorn logs the traceback
+        # and tests fail), but with the error body every client of this API knows how to show.
+        return JSONResponse(APIError(500, f"internal error ({type(exc).__name__}); see the server log",
+                                     type="server_error").body(), status_code=500)
 
 
-def create_app(registry, api_key: str | None = None) -> FastAPI:
+def validation_message(errors) -> tuple[str | None, str]:
+    """(param, one line) for FastAPI's validation errors: 'path: Field required (and 1 more problem)'."""
+    errors = list(errors)
+    if not errors:
+        return None, "invalid request"
+    first = errors[0]
+    loc = list(first.get("loc", ()))
+    where = loc[0] if loc and loc[0] in ("body", "query", "path", "header", "cookie") else None
+    param = ".".join(str(p) for p in loc[1 if where else 0:]) or None
+    what = str(first.get("msg", "invalid"))
+    if first.get("type") == "json_invalid":
+        param, what = None, f"not valid JSON ({(first.get('ctx') or {}).get('error', what)})"
+    # 'body: ...' when the whole body is wrong (e.g. a list where an object belongs), else the field.
+    message = f"{param or where or 'request'}: {what}"
+    if len(errors) > 1:
+        message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return param, message
+
+
+def create_app(registry, api_key: str | None = None, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     app = FastAPI(title="ducktune serve", docs_url=None, redoc_url=None, openapi_url=None)
     install_error_handlers(app)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     app.include_router(build_router(registry, api_key))
     return app

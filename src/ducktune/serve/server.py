@@ -18,6 +18,14 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, api_key: str | None, what: str = "serving") -> str | None:
+    """The warning a server bound beyond this machine without an API key prints, or None."""
+    if is_loopback(host) or api_key:
+        return None
+    return (f"warning: {what} on {host} without --api-key: anyone who can reach this machine "
+            "can use the model")
+
+
 def check_server_deps(extra: str) -> None:
     try:
         import fastapi  # noqa: F401
@@ -51,9 +59,9 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
     from ducktune.serve.registry import StaticRegistry, load_path
 
     check_port_free(host, port)
-    if not is_loopback(host) and not api_key:
-        print(f"warning: serving on {host} without --api-key: anyone who can reach this machine can use the model",
-              file=sys.stderr)
+    warning = exposure_warning(host, api_key)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     models = load_path(path, with_base=with_base, name=name, device=device, max_queue=max_queue)
     registry = StaticRegistry(models)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host

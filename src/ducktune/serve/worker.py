@@ -32,6 +32,7 @@ class GenerationWorker:
         self.running = 0
         self.completed = 0
         self.cancelled = 0
+        self.refused = 0  # the job found the request unanswerable (a 4xx, e.g. over the context length)
         self.failed = 0
 
     def submit(self, job: Callable[[], T], cancel: threading.Event) -> Future:
@@ -56,6 +57,9 @@ class GenerationWorker:
         except Cancelled:
             self._count("cancelled")
             raise
+        except APIError:
+            self._count("refused")
+            raise
         except BaseException:
             self._count("failed")
             raise
@@ -70,7 +74,7 @@ class GenerationWorker:
     def stats(self) -> dict:
         with self._guard:
             return {"waiting": self.waiting, "running": self.running, "completed": self.completed,
-                    "cancelled": self.cancelled, "failed": self.failed}
+                    "cancelled": self.cancelled, "refused": self.refused, "failed": self.failed}
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)

@@ -17,24 +17,32 @@ from fastapi import APIRouter, Body, FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
-from ducktune.errors import UserError
+from ducktune.errors import ConfigError, UserError
 from ducktune.io import atomic_file, write_text
 from ducktune.rundir import RunDir
 from ducktune.serve.app import build_router, install_error_handlers
+from ducktune.serve.limits import MAX_BODY_BYTES, BodyLimit
 from ducktune.serve.protocol import APIError
 from ducktune.serve.registry import RunsRegistry
 from ducktune.ui import data_view, runs
 from ducktune.ui.jobs import JobSlot
+from ducktune.ui.requests import CheckRequest, PreviewRequest
 
 STATIC = Path(__file__).parent / "static"
 _SAFE_NAME = re.compile(r"[^\w.\-]+")
 MAX_UPLOAD_BYTES = 4 * 1024 ** 3
+MAX_NAME_BYTES = 200  # under every file system's 255-byte limit, with room for atomic_file's temporary name
+UPLOAD_PATH = "/api/data/upload"
 LOOPBACK_NAMES = {"localhost", "127.0.0.1", "[::1]", "::1"}
 
 
 def safe_name(name: str) -> str:
-    cleaned = _SAFE_NAME.sub("_", Path(name).name).strip("._")
-    return cleaned or "data"
+    """A plain file name from any client-given one: no folders (../, /abs, C:\\), no odd characters, not too long."""
+    cleaned = _SAFE_NAME.sub("_", name.replace("\\", "/").rsplit("/", 1)[-1]).strip("._")
+    suffix = Path(cleaned).suffix[:16]
+    stem = cleaned[: len(cleaned) - len(suffix)]
+    stem = stem.encode()[: MAX_NAME_BYTES - len(suffix.encode())].decode("utf-8", "ignore")
+    return (stem + suffix).strip("._") or "data"
 
 
 class Workspace:
@@ -69,8 +77,10 @@ def foreign_request(request: Request, loopback_only: bool) -> str | None:
     return None
 
 
-def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_only: bool = True) -> FastAPI:
-    """The UI app: the page, one router per tab (overview, data, train, runs, export) and the OpenAI API."""
+def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_only: bool = True,
+                  max_upload_bytes: int = MAX_UPLOAD_BYTES) -> FastAPI:
+    """The UI app: the page, one router per tab (overview, data, train, runs, export) and the OpenAI API.
+    Request bodies: at most `max_upload_bytes` for a dataset upload, MAX_BODY_BYTES for the rest (else 413)."""
     space = Workspace(runs_dir)
     registry = RunsRegistry(space.runs_dir, device=device)
     train_slot, export_slot = JobSlot("train"), JobSlot("export")
@@ -87,9 +97,8 @@ def create_ui_app(runs_dir: str | Path = "runs", device: str = "auto", loopback_
             return JSONResponse(APIError(403, problem).body(), status_code=403)
         return await call_next(request)
 
-    @app.exception_handler(UserError)
-    async def user_error(request: Request, exc: UserError):
-        return JSONResponse(APIError(400, exc.message).body(), status_code=400)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, per_path={UPLOAD_PATH: (
+        max_upload_bytes, "put the file on this machine and give its path in the Train form instead")})
 
     app.include_router(build_router(registry))
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -136,34 +145,39 @@ def data_router(space: Workspace) -> APIRouter:
     def data_files() -> list[dict]:
         return space.datasets()
 
-    @router.put("/api/data/upload")
+    @router.put(UPLOAD_PATH)
     async def upload(request: Request, name: str) -> dict:
         filename = safe_name(name)
         if Path(filename).suffix.lower() not in SUPPORTED_SUFFIXES:
             raise UserError(f"{name}: unsupported file type (use {', '.join(SUPPORTED_SUFFIXES)})")
-        target = space.uploads / filename
-        written = 0
-        with atomic_file(target, "wb") as handle:  # streamed to disk: datasets can be large
+        target = upload_target(space, filename)
+        with atomic_file(target, "wb") as handle:  # streamed to disk: datasets can be large (size: BodyLimit)
             async for chunk in request.stream():
-                written += len(chunk)
-                if written > MAX_UPLOAD_BYTES:
-                    raise UserError(f"{name}: larger than {MAX_UPLOAD_BYTES // 1024 ** 3} GiB; "
-                                    "put it on this machine and give its path in the Train form instead")
                 handle.write(chunk)
         return {"path": str(target), "name": filename}
 
     @router.post("/api/data/check")
-    def check(payload: dict = Body(...)) -> dict:
-        allowed = {"path", "model", "chat_template", "system_prompt", "cutoff_len", "train_on"}
-        return data_view.check_dataset(fmt=payload.get("format", "auto"),
-                                       **{k: v for k, v in payload.items() if k in allowed})
+    def check(payload: CheckRequest) -> dict:
+        return data_view.check_dataset(**payload.arguments())
 
     @router.post("/api/data/preview")
-    def preview(payload: dict = Body(...)) -> dict:
-        allowed = {"path", "model", "fmt", "chat_template", "system_prompt", "cutoff_len", "train_on", "start", "count"}
-        return data_view.preview_samples(**{k: v for k, v in payload.items() if k in allowed})
+    def preview(payload: PreviewRequest) -> dict:
+        return data_view.preview_samples(**payload.arguments())
 
     return router
+
+
+def upload_target(space: Workspace, filename: str) -> Path:
+    """Where an upload named `filename` (already a plain name) is written: inside the upload folder,
+    never through a symbolic link (atomic_file's rename would replace the link, but say so instead)."""
+    space.uploads.mkdir(parents=True, exist_ok=True)
+    folder = space.uploads.resolve()
+    if not folder.is_relative_to(space.runs_dir):
+        raise UserError(f"{space.uploads} leads outside {space.runs_dir} (a symbolic link); not writing uploads there")
+    target = folder / filename
+    if target.is_symlink():
+        raise UserError(f"{filename}: {target} is a symbolic link; not writing through it (remove it first)")
+    return target
 
 
 def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
@@ -181,6 +195,8 @@ def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
     def train_start(values: dict[str, Any] = Body(...)) -> dict:
         train_slot.ensure_free()  # before writing anything: the running job's YAML must stay as it ran
         config = config_from_form(values)
+        if not config.data.datasets:  # `ducktune train` would fail a second later, in a job log
+            raise ConfigError("form: data.datasets: no training data given (add a file)")
         out = Path(config.output.dir).expanduser()
         if not out.is_absolute():
             config.output.dir = str((Path.cwd() / out).resolve())

@@ -70,17 +70,25 @@ def list_runs(runs_dir: Path) -> list[dict]:
 
 
 def run_path(runs_dir: Path, name: str) -> Path:
-    path = (runs_dir / name).resolve()
-    if path.parent != runs_dir.resolve() or not (path / "run.json").is_file():
-        raise UserError(f"{name}: no such run in {runs_dir}")
+    try:
+        path = (runs_dir / name).resolve()
+        found = path.parent == runs_dir.resolve() and (path / "run.json").is_file()
+    except (OSError, ValueError):  # a name no file system accepts (NUL byte, too long): no such run either
+        found = False
+    if not found:
+        raise UserError(f"{name[:200]}: no such run in {runs_dir}")
     return path
 
 
 def safe_file(root: Path, relative: str) -> Path:
     """A file inside `root` (no escaping it with .. or symlinks)."""
-    target = (root / relative).resolve()
-    if not target.is_relative_to(root.resolve()) or not target.is_file():
-        raise UserError(f"{relative}: no such file")
+    try:
+        target = (root / relative).resolve()
+        found = target.is_relative_to(root.resolve()) and target.is_file()
+    except (OSError, ValueError):  # NUL byte, name too long
+        found = False
+    if not found:
+        raise UserError(f"{relative[:200]}: no such file")
     return target
 
 
