@@ -2,15 +2,24 @@
 
 Files are written to a temporary sibling and renamed over the target (rename is atomic on
 POSIX within one filesystem). Folders are built under a temporary sibling name and renamed
-into place; an existing target is moved aside first and removed only after the swap.
+into place; an existing target is swapped with the new one in one step (Linux's
+renameat2(RENAME_EXCHANGE)), so the target is always one whole folder, the old or the new.
+Elsewhere the old folder is moved aside first, and a later write puts it back if a crash
+came between the two renames.
+
+Temporaries are named `.TARGET.PID.XXXXXXXX.tmp`: leftovers of a process that died (SIGKILL,
+power loss) are removed by the next write of the same target; a live writer's are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -30,7 +39,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     """Open a temporary file next to `path`; on success rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
@@ -64,7 +74,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_leftovers(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
     except BaseException:
@@ -75,6 +86,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 def replace_dir(src: Path, dst: Path) -> None:
     """Move folder `src` to `dst`, replacing an existing `dst` without a window where neither exists whole."""
+    sys.audit("ducktune.replace_dir", str(src), str(dst))  # where the crash tests cut in
+    if dst.exists() and _exchange(src, dst):
+        _fsync_dir(dst.parent)
+        shutil.rmtree(src, ignore_errors=True)  # now the previous folder
+        return
     old = None
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
@@ -85,3 +101,75 @@ def replace_dir(src: Path, dst: Path) -> None:
     _fsync_dir(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where that is unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without renameat2 (glibc < 2.28, musl < 1.2.5)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a filesystem or kernel without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+_LEFTOVER = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)\.[^.]+\.tmp|old-(?P<old_pid>\d+))$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that dead writers of `path` left beside it; returns what was removed.
+
+    A folder moved aside by a writer that died before moving the new one in is put back first.
+    """
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            match = _LEFTOVER.match(entry.name)
+            if not match or match["target"] != path.name or _alive(int(match["pid"] or match["old_pid"])):
+                continue
+            if match["old_pid"] and not path.exists():
+                os.replace(entry, path)  # the previous folder, whose replacement never arrived
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException) -> OSError | None:
+    """The no-space error behind `exc` (itself, its cause or context), if there is one."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None

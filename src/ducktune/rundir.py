@@ -11,11 +11,17 @@
       report.md        settings, final loss, base vs tuned answers
 
 `ducktune chat/compare/export/serve RUN_DIR` need nothing but this folder.
+
+One writer at a time: `ducktune train` and `ducktune export` hold `WriterLock` on the folder
+(an flock on the directory itself, so no lock file is written and the OS releases it when the
+holder dies, even by SIGKILL: a crashed run never blocks its rerun). A second writer is refused
+with one line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ducktune.errors import UserError
@@ -70,3 +76,44 @@ class RunDir:
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
         return rows
+
+
+class WriterLock:
+    """An exclusive, non-blocking lock on a run directory for one writing command.
+
+    `acquire(folder)` may be called again with another folder (the run directory recreated by
+    --overwrite): the new one is locked and the old one released. Without fcntl (Windows) it does nothing.
+    """
+
+    def __init__(self, action: str):
+        self.action = action
+        self._fd: int | None = None
+
+    def acquire(self, folder: str | Path) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(folder, os.O_RDONLY)
+        if self._fd is not None and os.path.sameopenfile(fd, self._fd):
+            os.close(fd)  # already ours
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another process holds it
+            os.close(fd)
+            raise UserError(f"{folder}: another ducktune process (a training or an export) is writing to this run "
+                            f"directory; wait for it to finish, or stop it, before running {self.action} on it") from None
+        self.release()
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "WriterLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -29,6 +29,7 @@ from ducktune.export import verify as checks_mod
 from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
 from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
 from ducktune.io import atomic_dir, atomic_file, write_json, write_text
+from ducktune.rundir import WriterLock
 
 TARGETS = ("merged", "gguf", "ollama")
 MAX_NUM_CTX = 4096
@@ -158,19 +159,21 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
     result = ExportResult(export_dir, name)
-    # Built in a temporary folder that replaces the previous export in one rename: an
-    # interrupted export leaves the last complete one, and no stale files survive a new one.
-    with atomic_dir(export_dir) as work:
-        merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
-                                                           (layout, template_omitted), prompts, result, log)
+    with WriterLock("export") as lock:  # one writer per run: not beside a training or another export
+        lock.acquire(source.run.path)
+        # Built in a temporary folder that replaces the previous export in one rename: an
+        # interrupted export leaves the last complete one, and no stale files survive a new one.
+        with atomic_dir(export_dir) as work:
+            merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
+                                                               (layout, template_omitted), prompts, result, log)
 
-    log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
-    reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
-                                     manifest["max_new_tokens"])
-    merge_check = checks_mod.Check(**manifest["merge_check"])
-    result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config, log=log)
-    result.seconds = time.perf_counter() - started
-    finish(result, manifest, source.run.report, log=log)
+        log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
+        reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
+                                         manifest["max_new_tokens"])
+        merge_check = checks_mod.Check(**manifest["merge_check"])
+        result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config, log=log)
+        result.seconds = time.perf_counter() - started
+        finish(result, manifest, source.run.report, log=log)
     if result.ollama_command:
         offer_ollama_create(result.ollama_command, create, log=log)
     return result
