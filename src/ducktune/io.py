@@ -164,12 +164,20 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
-def disk_full(exc: BaseException) -> OSError | None:
-    """The no-space error behind `exc` (itself, its cause or context), if there is one."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
-            return exc
-        exc = exc.__cause__ or exc.__context__
+def disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> OSError | None:
+    """The no-space error behind `exc` (itself, its cause or context), if there is one.
+
+    Some writers report a full disk without errno (torch.save: "unexpected pos"); with `where`, a
+    failure while the filesystem holding `where` has under 1 MiB left counts as a full disk too.
+    """
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL:
+            return current
+        current = current.__cause__ or current.__context__
+    if where is not None and isinstance(exc, Exception):
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(where).free < 1 << 20:
+                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
     return None

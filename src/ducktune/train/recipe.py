@@ -20,7 +20,7 @@ from pathlib import Path
 
 from ducktune.config import RunConfig, dump_config, load_config
 from ducktune.errors import ConfigError, DataError, UserError
-from ducktune.io import atomic_dir, write_json, write_text
+from ducktune.io import atomic_dir, disk_full, write_json, write_text
 from ducktune.rundir import RunDir, WriterLock
 from ducktune.train.distributed import DistributedRun, do_nothing
 
@@ -321,9 +321,16 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
         info["status"] = "interrupted"
         save_json(run.run_json, info)
         raise UserError(f"interrupted; rerun the same command to resume {run.path} from its last checkpoint") from None
-    except BaseException:
+    except BaseException as exc:
         info["status"] = "failed"
-        save_json(run.run_json, info)
+        full = disk_full(exc, run.path)  # torch.save reports a full disk without errno
+        try:
+            save_json(run.run_json, info)
+        except OSError:
+            if full is None:
+                raise
+        if full is not None and full is not exc:
+            raise full from exc
         raise
     return output, time.perf_counter() - started
 
