@@ -560,3 +560,22 @@ def _one_line_problems(outcome: Outcome, phrase: str) -> list[str]:
     if "Traceback" in outcome.err:
         problems.append("traceback printed")
     return problems
+
+
+if __name__ == "__main__":
+    # python tests/crash_harness.py docs/reliability/crash.json: the whole harness on a fresh tiny model
+    import tempfile
+
+    sys.path.insert(0, str(REPO / "src"))
+    from ducktune.io import write_text
+    from ducktune.models.tiny import build_tiny_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "tiny-qwen2"
+        build_tiny_model(model, arch="qwen2", template="chatml")
+        harness = Harness(Path(tmp), model)
+        rows = harness.run_all()
+    for row in rows:
+        print(f"{row['passed']}/{row['tried']}  {row['check']}")
+    if len(sys.argv) > 1:
+        write_text(sys.argv[1], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")

@@ -49,9 +49,10 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _name_the_target(exc, path)
         raise
 
 
@@ -78,10 +79,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_the_target(exc, path)
         raise
     replace_dir(tmp, path)
+
+
+def _name_the_target(exc: BaseException, path: Path) -> None:
+    # A write that fails for lack of space says nothing about which file (write() has no name).
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL and not exc.filename:
+        exc.filename = str(path)
 
 
 def replace_dir(src: Path, dst: Path) -> None:
