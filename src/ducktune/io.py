@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import struct
 import sys
 import tempfile
 from pathlib import Path
@@ -189,3 +190,32 @@ def disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> OSE
             if shutil.disk_usage(where).free < 1 << 20:
                 return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
     return None
+
+
+def safetensors_header(path: Path) -> tuple[dict, str | None]:
+    """A .safetensors file's header, and why the file is not whole (None: its size matches the header)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return {}, "truncated (no header)"
+            (length,) = struct.unpack("<Q", head)
+            if length > size - 8:
+                return {}, "truncated (header cut short)"
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}, "unreadable header"
+    if not isinstance(header, dict):
+        return {}, "unreadable header"
+    offsets = [entry.get("data_offsets") for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)]
+    ends = [pair[1] for pair in offsets if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int)]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        return header, f"truncated ({size} of {expected} bytes)"
+    return header, None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (None: it is as long as its header says)."""
+    return safetensors_header(path)[1]

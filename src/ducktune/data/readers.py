@@ -23,6 +23,7 @@ SUPPORTED_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", 
 TEXT_UNITS = ("paragraph", "line", "file")
 
 _decoder = json.JSONDecoder()
+TOO_DEEP = "nested too deeply to read"  # Python's JSON decoder recurses: thousands of '[' exhaust the stack
 
 
 @dataclass
@@ -92,6 +93,8 @@ def read_json_text(name: str, text: str) -> ReadResult:
             value, end = _decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             return ReadResult(issues=[_broken(name, text, exc.pos, exc.msg)])
+        except RecursionError:
+            return ReadResult(issues=[_broken(name, text, pos, TOO_DEEP)])
         if _skip_ws(text, end) != len(text):
             # Several objects one per line: that is JSON Lines saved with a .json name.
             return read_jsonl_text(name, text)
@@ -107,6 +110,9 @@ def read_json_text(name: str, text: str) -> ReadResult:
     while True:
         try:
             value, end = _decoder.raw_decode(text, pos)
+        except RecursionError:
+            result.issues.append(_broken(name, text, pos, TOO_DEEP))
+            return result
         except json.JSONDecodeError as exc:
             if pos >= len(text):
                 result.issues.append(_broken(name, text, pos, "the array is not closed with ']'"))
@@ -155,6 +161,10 @@ def read_jsonl_text(name: str, text: str) -> ReadResult:
             value = loads(line)
         except json.JSONDecodeError as exc:
             issues.append(Issue(name, f"{number}:{exc.colno}", "(json)", f"invalid JSON: {exc.msg}"))
+            result.lost += 1
+            continue
+        except RecursionError:
+            issues.append(Issue(name, f"{number}:1", "(json)", f"invalid JSON: {TOO_DEEP}"))
             result.lost += 1
             continue
         records.append(Record(value, name, number))

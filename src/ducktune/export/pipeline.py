@@ -402,7 +402,16 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     except json.JSONDecodeError as exc:
         raise UserError(f"{manifest_path}: corrupt ({exc})") from None
     started = time.perf_counter()
-    merged_dir = export_dir / manifest["files"]["merged"]
+    manifest = manifest if isinstance(manifest, dict) else {}
+    files = manifest.get("files")
+    for key, ok in (("files.merged", isinstance(files, dict) and isinstance(files.get("merged"), str)),
+                    ("name", "name" in manifest), ("probe_prompts", "probe_prompts" in manifest)):
+        if not ok:  # an edited or foreign export.json: one line, not a KeyError
+            raise UserError(f"{manifest_path}: {key}: missing or malformed; export again with `ducktune export`")
+    merged_dir = export_dir / files["merged"]
+    modelfile = files.get("modelfile")
+    if modelfile:
+        _refuse_unparsable_modelfile(export_dir / modelfile)
     if not (merged_dir / "config.json").is_file():
         raise UserError(f"{merged_dir}: the merged model is missing; export again with `ducktune export`")
     tokenizer = load_tokenizer(merged_dir)
@@ -421,3 +430,17 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     run_report = Path(manifest["run"]) / "report.md" if manifest.get("run") else None
     finish(result, manifest, run_report if run_report and run_report.parent.is_dir() else None, log=log)
     return result
+
+
+def _refuse_unparsable_modelfile(path: Path) -> None:
+    """A Modelfile Ollama's parser would reject is bad input (exit 2), found before any model loads."""
+    from ducktune.export.modelfile import ModelfileError, parse_modelfile
+
+    try:
+        parse_modelfile(path.read_text(encoding="utf-8")).parameters()
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; export again with `ducktune export`") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except (OSError, ModelfileError) as exc:
+        raise UserError(f"{path}: {exc}") from None

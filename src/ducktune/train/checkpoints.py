@@ -15,9 +15,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import struct
 import zipfile
 from pathlib import Path
+
+from ducktune.io import safetensors_problem
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 _TORCH_FILES = ("*.pt", "*.pth", "*.bin")
@@ -26,30 +27,6 @@ _TORCH_FILES = ("*.pt", "*.pth", "*.bin")
 def checkpoint_step(path: Path) -> int | None:
     match = _CHECKPOINT.match(path.name)
     return int(match.group(1)) if match else None
-
-
-def safetensors_problem(path: Path) -> str | None:
-    """Why a .safetensors file is not whole (None: its size matches its header)."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as handle:
-            head = handle.read(8)
-            if len(head) < 8:
-                return "truncated (no header)"
-            (length,) = struct.unpack("<Q", head)
-            if length > size - 8:
-                return "truncated (header cut short)"
-            header = json.loads(handle.read(length).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return "unreadable header"
-    if not isinstance(header, dict):
-        return "unreadable header"
-    offsets = [entry.get("data_offsets") for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)]
-    ends = [pair[1] for pair in offsets if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int)]
-    expected = 8 + length + max(ends, default=0)
-    if size < expected:
-        return f"truncated ({size} of {expected} bytes)"
-    return None
 
 
 def _torch_file_problem(path: Path) -> str | None:

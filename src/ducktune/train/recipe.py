@@ -56,6 +56,8 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
     """Create the run directory, or decide to resume the run already in it, holding `lock` on it
     (a second writer is refused). Returns (run, resuming)."""
     run = RunDir(config.output.dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
     if lock is not None and run.path.is_dir():
         lock.acquire(run.path)  # before looking inside
     fresh = not run.path.exists() or not any(run.path.iterdir())
@@ -109,11 +111,12 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     from ducktune.data.template import ChatFormat
     from ducktune.errors import ModelError
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import estimate_params, load_tokenizer, model_config, qlora_support
+    from ducktune.models.loading import check_weights, estimate_params, load_tokenizer, model_config, qlora_support
     from ducktune.models.sources import resolve_model
 
     folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
     model_json = model_config(folder)
+    check_weights(folder, config.model.trust_remote_code)
     params = estimate_params(model_json)
     placement = choose_placement(config.model.device, config.model.dtype, params)
     problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" else None
