@@ -34,9 +34,9 @@ def harness(tmp_path_factory, tiny_qwen):
     from crash_harness import Harness
 
     h = Harness(tmp_path_factory.mktemp("crash"), tiny_qwen)
-    rows = h.run_all()
+    h.run_all()
     REPORT.parent.mkdir(parents=True, exist_ok=True)
-    write_text(REPORT, json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    write_text(REPORT, json.dumps(h.report(), ensure_ascii=False, indent=1) + "\n")
     return h
 
 
@@ -53,6 +53,8 @@ def _row(harness, prefix: str) -> dict:
     "Disk full (ENOSPC)", "Disk full on a real tmpfs", "Two writers",
 ])
 def test_every_fault_is_survived(harness, check):
+    if check.startswith("Disk full on a real tmpfs") and any(note.startswith(check) for note in harness.skipped):
+        pytest.skip("no user namespaces here to mount a tmpfs")
     row = _row(harness, check)
     assert row["passed"] == row["tried"], row["detail"]
 

@@ -47,9 +47,12 @@ class RunDir:
         if not self.run_json.is_file():
             raise UserError(f"{self.path}: not a ducktune run directory (no run.json); train one with `ducktune train`")
         try:
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+            info = json.loads(self.run_json.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{self.run_json}: corrupt ({exc})") from None
+        if not isinstance(info, dict):
+            raise UserError(f"{self.run_json}: corrupt (not a JSON object)")
+        return info
 
     def weights_dir(self) -> Path:
         """The adapter (LoRA) or full model folder of a finished run."""
@@ -70,11 +73,13 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         rows = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
+            if isinstance(row, dict):
+                rows.append(row)
         return rows
 
 
