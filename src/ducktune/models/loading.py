@@ -248,8 +248,8 @@ def check_weights(folder: str | Path, trust_remote_code: bool = False) -> None:
     if not expected:
         return
 
-    def tail(key: str) -> str:  # checkpoints may be saved with or without the base model's prefix
-        return key.split(".", 1)[-1]
+    def tail(key: str) -> str:  # prefixes differ between checkpoints and classes ("model.", "language_model.")
+        return ".".join(key.split(".")[-4:])
     found = {tail(k) for k in names} & {tail(k) for k in expected}
     if len(found) < len(expected) / 2:
         example = sorted(names)[0] if names else "none"
