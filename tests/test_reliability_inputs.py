@@ -319,9 +319,11 @@ def report():
                  "detail": ("FAILED: " + "; ".join(failed)) if failed else
                  ", ".join(label.split(": ", 1)[-1] for label, (k, _) in RESULTS.items() if k == kind)}
                 for kind, (tried, passed, failed) in kinds.items()]
-        rows += [{"check": f"Fuzzed (hypothesis): {name}", "tried": count, "passed": count,
-                  "detail": "every generated input refused with a one-line error or accepted; no traceback"}
-                 for name, count in FUZZ.items()]  # a failing example fails its test, so these ran clean
+        rows += [{"check": f"Fuzzed (hypothesis): {name}", "tried": count, "passed": count - FUZZ_BAD.get(name, 0),
+                  "detail": (f"FAILED: {FUZZ_BAD[name]} generated inputs raised (see the test's falsifying example)"
+                             if FUZZ_BAD.get(name) else
+                             "every generated input refused with a one-line error or accepted; no traceback")}
+                 for name, count in FUZZ.items()]
         REPORT.parent.mkdir(parents=True, exist_ok=True)
         write_text(REPORT, json.dumps({
             "title": "Bad input: malformed files refused cleanly, readers fuzzed",
@@ -400,6 +402,8 @@ def test_corpus_is_large_and_covers_every_kind():
 
 # ----------------------------------------------------------------------------- fuzzing: no input gives a traceback
 
+import contextlib  # noqa: E402
+
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
@@ -417,8 +421,18 @@ yaml_values = st.recursive(yaml_scalars, lambda c: st.lists(c, max_size=3)
 configs = st.dictionaries(st.sampled_from(SECTION_KEYS), yaml_values, max_size=4)
 
 
-def _count(name: str) -> None:
+FUZZ_BAD: dict[str, int] = {}
+
+
+@contextlib.contextmanager
+def fuzzed(name: str):
+    """Counts one generated input, and whether it failed (a failing example also fails its test)."""
     FUZZ[name] = FUZZ.get(name, 0) + 1
+    try:
+        yield
+    except BaseException:
+        FUZZ_BAD[name] = FUZZ_BAD.get(name, 0) + 1
+        raise
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -433,11 +447,11 @@ def test_fuzz_config_loader(tmp_path_factory, config, as_bytes):
         path.write_text(config["__text__"], encoding="utf-8")
     else:
         path.write_bytes(yaml.safe_dump(config, allow_unicode=True).encode() + (as_bytes if len(as_bytes) < 5 else b""))
-    _count("config loader (YAML files)")
-    try:
-        load_config(path)
-    except UserError:
-        pass
+    with fuzzed("config loader (YAML files)"):
+        try:
+            load_config(path)
+        except UserError:
+            pass
 
 
 @settings(max_examples=200, deadline=None)
@@ -446,11 +460,11 @@ def test_fuzz_config_loader(tmp_path_factory, config, as_bytes):
 def test_fuzz_set_overrides(overrides):
     from ducktune.config import load_config
 
-    _count("config loader (--set overrides)")
-    try:
-        load_config(None, [f"{key}={value}" for key, value in overrides])
-    except UserError:
-        pass
+    with fuzzed("config loader (--set overrides)"):
+        try:
+            load_config(None, [f"{key}={value}" for key, value in overrides])
+        except UserError:
+            pass
 
 
 nested = st.integers(min_value=1, max_value=60_000).map(lambda n: "[" * n + "]" * n)
@@ -464,9 +478,9 @@ def test_fuzz_json_readers_with_brackets_and_depth(tmp_path_factory, body, suffi
 
     path = tmp_path_factory.mktemp("fz") / f"d{suffix}"
     path.write_text(body, encoding="utf-8")
-    _count("data readers (JSON brackets, deep nesting)")
-    report = check_data(load_config(None, [f"data.datasets=[{path}]"]), None)
-    assert all(str(issue).startswith(str(path)) for issue in report.issues)
+    with fuzzed("data readers (JSON brackets, deep nesting)"):
+        report = check_data(load_config(None, [f"data.datasets=[{path}]"]), None)
+        assert all(str(issue).startswith(str(path)) for issue in report.issues)
 
 
 files = st.sampled_from(["trainer_state.json", "adapter_model.safetensors", "optimizer.pt"])
@@ -482,10 +496,10 @@ def test_fuzz_checkpoint_reader(tmp_path_factory, damage):
     path.mkdir()
     for name, data in damage.items():
         (path / name).write_bytes(data)
-    _count("checkpoint reader (damaged files)")
-    problem = checkpoint_problem(path)
-    assert problem is None or isinstance(problem, str)
-    assert latest_complete(folder, log=lambda m: None) in (None, path)
+    with fuzzed("checkpoint reader (damaged files)"):
+        problem = checkpoint_problem(path)
+        assert problem is None or isinstance(problem, str)
+        assert latest_complete(folder, log=lambda m: None) in (None, path)
 
 
 @settings(max_examples=300, deadline=None)
@@ -502,9 +516,9 @@ def test_fuzz_verify_inputs(tmp_path_factory, text, manifest):
     good = {"name": "m", "files": {"merged": "merged", "modelfile": "Modelfile"}, "probe_prompts": []}
     (folder / "export.json").write_text(json.dumps(manifest if manifest is not None else good))
     (folder / "Modelfile").write_bytes(text if isinstance(text, bytes) else text.encode())
-    _count("verify (export.json and Modelfile)")
-    with pytest.raises(UserError):  # nothing here is a complete export: always refused, never a traceback
-        verify_export(folder, log=lambda m: None)
+    with fuzzed("verify (export.json and Modelfile)"):
+        with pytest.raises(UserError):  # nothing here is a complete export: always refused, never a traceback
+            verify_export(folder, log=lambda m: None)
 
 
 @settings(max_examples=200, deadline=None)
@@ -516,9 +530,9 @@ def test_fuzz_run_directory_reader(tmp_path_factory, run_json, metrics):
     (folder / "run.json").write_bytes(run_json)
     (folder / "metrics.jsonl").write_bytes(metrics)
     run = RunDir(folder)
-    _count("run directory reader (run.json, metrics.jsonl)")
-    assert all(isinstance(row, dict) for row in run.read_metrics())
-    try:
-        run.weights_dir()
-    except UserError:
-        pass
+    with fuzzed("run directory reader (run.json, metrics.jsonl)"):
+        assert all(isinstance(row, dict) for row in run.read_metrics())
+        try:
+            run.weights_dir()
+        except UserError:
+            pass

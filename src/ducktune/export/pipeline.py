@@ -405,6 +405,7 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     manifest = manifest if isinstance(manifest, dict) else {}
     files = manifest.get("files")
     for key, ok in (("files.merged", isinstance(files, dict) and isinstance(files.get("merged"), str)),
+                    ("files.modelfile", isinstance(files, dict) and isinstance(files.get("modelfile", ""), str)),
                     ("name", "name" in manifest), ("probe_prompts", "probe_prompts" in manifest)):
         if not ok:  # an edited or foreign export.json: one line, not a KeyError
             raise UserError(f"{manifest_path}: {key}: missing or malformed; export again with `ducktune export`")
