@@ -106,6 +106,7 @@ DATA = {
     "csv: header only": ({"d.csv": "instruction,output\n"}, ("d.csv",)),
     "csv: a 200 KB cell (over the csv module's field limit)": (
         {"d.csv": "instruction,output\nq,\"" + "a" * 200_000 + "\"\nq2,\"a\n"}, ("d.csv",)),
+    "csv: quote never closed": ({"d.csv": 'instruction,output\nq,a\nq2,"b\nq3,c\n'}, ("d.csv:3", "never closed")),
     "tsv: commas instead of tabs": ({"d.tsv": "instruction,output\nq,a\n"}, ("d.tsv",)),
     # Parquet
     "parquet: a text file": ({"d.parquet": "instruction,output\nq,a\n"}, ("d.parquet",)),

@@ -222,9 +222,24 @@ def read_csv_text(name: str, text: str, delimiter: str = ",") -> ReadResult:
             result.lost += 1
             continue
         result.records.append(Record({c: v for c, v in zip(columns, row) if c}, name, line))
+    if text.count('"') % 2 and _ends_inside_quotes(text, delimiter):
+        # The csv module reads an unclosed quote to the end of the file, silently merging every later row.
+        line = result.records[-1].line if result.records else header_line
+        result.issues.append(Issue(name, line, "(csv)", "a quoted cell opened in this row is never closed "
+                                   "(an odd number of '\"' in the file)", fatal=True))
+        return result
     if not result.records and not result.issues:
         result.issues.append(Issue(name, None, "(file)", "the file has a header row but no records"))
     return result
+
+
+def _ends_inside_quotes(text: str, delimiter: str) -> bool:
+    try:
+        for _ in csv.reader(io.StringIO(text), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 # ----------------------------------------------------------------------------- Parquet
