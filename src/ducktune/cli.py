@@ -2,7 +2,8 @@
 
 Subcommands live in `ducktune.commands.*`; heavy libraries (torch, transformers) are
 imported inside their handlers, so `ducktune --help` answers instantly. User mistakes
-(`UserError`) print one line per problem and exit with code 2, without a traceback.
+(`UserError`) print one line per problem and exit with code 2, without a traceback; so does
+a full disk (ENOSPC), whatever wrote.
 """
 
 from __future__ import annotations
@@ -60,6 +61,17 @@ def main(argv: list[str] | None = None) -> int:
         # `ducktune ... | head`: the reader went away; not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except Exception as exc:
+        from ducktune.io import disk_full
+
+        full = disk_full(exc)
+        if full is None:
+            raise
+        # A full disk is the user's to fix, not a bug: one line, and what to do next.
+        where = f"{full.filename}: " if full.filename else ""
+        print(f"error: {where}no space left on device; free some space and run the same command again "
+              "(an interrupted `ducktune train` resumes from its last complete checkpoint)", file=sys.stderr)
+        return 2
 
 
 def _quiet_libraries() -> None:

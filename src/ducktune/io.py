@@ -2,15 +2,25 @@
 
 Files are written to a temporary sibling and renamed over the target (rename is atomic on
 POSIX within one filesystem). Folders are built under a temporary sibling name and renamed
-into place; an existing target is moved aside first and removed only after the swap.
+into place; an existing target is swapped with the new one in one step (Linux's
+renameat2(RENAME_EXCHANGE)), so the target is always one whole folder, the old or the new.
+Elsewhere the old folder is moved aside first, and a later write puts it back if a crash
+came between the two renames.
+
+Temporaries are named `.TARGET.PID.XXXXXXXX.tmp`: leftovers of a process that died (SIGKILL,
+power loss) are removed by the next write of the same target; a live writer's are never touched.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
+import struct
+import sys
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -30,7 +40,8 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     """Open a temporary file next to `path`; on success rename it over `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    remove_leftovers(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     binary = "b" in mode
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:
@@ -39,9 +50,10 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         _fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        _name_the_target(exc, path)
         raise
 
 
@@ -64,17 +76,30 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    remove_leftovers(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        _name_the_target(exc, path)
         raise
     replace_dir(tmp, path)
 
 
+def _name_the_target(exc: BaseException, path: Path) -> None:
+    # A write that fails for lack of space says nothing about which file (write() has no name).
+    if isinstance(exc, OSError) and exc.errno in DISK_FULL and not exc.filename:
+        exc.filename = str(path)
+
+
 def replace_dir(src: Path, dst: Path) -> None:
     """Move folder `src` to `dst`, replacing an existing `dst` without a window where neither exists whole."""
+    sys.audit("ducktune.replace_dir", str(src), str(dst))  # where the crash tests cut in
+    if dst.exists() and _exchange(src, dst):
+        _fsync_dir(dst.parent)
+        shutil.rmtree(src, ignore_errors=True)  # now the previous folder
+        return
     old = None
     if dst.exists():
         old = dst.with_name(f".{dst.name}.old-{os.getpid()}")
@@ -85,3 +110,112 @@ def replace_dir(src: Path, dst: Path) -> None:
     _fsync_dir(dst.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where that is unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # a C library without renameat2 (glibc < 2.28, musl < 1.2.5)
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # a filesystem or kernel without it
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+_LEFTOVER = re.compile(r"^\.(?P<target>.+)\.(?:(?P<pid>\d+)\.[^.]+\.tmp|old-(?P<old_pid>\d+))$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_leftovers(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that dead writers of `path` left beside it; returns what was removed.
+
+    A folder moved aside by a writer that died before moving the new one in is put back first.
+    """
+    path = Path(path)
+    removed = []
+    with contextlib.suppress(OSError):
+        for entry in path.parent.iterdir():
+            match = _LEFTOVER.match(entry.name)
+            if not match or match["target"] != path.name or _alive(int(match["pid"] or match["old_pid"])):
+                continue
+            if match["old_pid"] and not path.exists():
+                os.replace(entry, path)  # the previous folder, whose replacement never arrived
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> OSError | None:
+    """The no-space error behind `exc` (itself, its cause or context), if there is one.
+
+    Some writers report a full disk without errno (torch.save: "unexpected pos"); with `where`, a
+    failure while the filesystem holding `where` has under 1 MiB left counts as a full disk too.
+    """
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in DISK_FULL:
+            return current
+        current = current.__cause__ or current.__context__
+    if where is not None and isinstance(exc, Exception):
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(where).free < 1 << 20:
+                return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+    return None
+
+
+def safetensors_header(path: Path) -> tuple[dict, str | None]:
+    """A .safetensors file's header, and why the file is not whole (None: its size matches the header)."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                return {}, "truncated (no header)"
+            (length,) = struct.unpack("<Q", head)
+            if length > size - 8:
+                return {}, "truncated (header cut short)"
+            header = json.loads(handle.read(length).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}, "unreadable header"
+    if not isinstance(header, dict):
+        return {}, "unreadable header"
+    offsets = [entry.get("data_offsets") for key, entry in header.items() if key != "__metadata__" and isinstance(entry, dict)]
+    ends = [pair[1] for pair in offsets if isinstance(pair, list) and len(pair) == 2 and isinstance(pair[1], int)]
+    expected = 8 + length + max(ends, default=0)
+    if size < expected:
+        return header, f"truncated ({size} of {expected} bytes)"
+    return header, None
+
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why a .safetensors file is not whole (None: it is as long as its header says)."""
+    return safetensors_header(path)[1]

@@ -11,11 +11,17 @@
       report.md        settings, final loss, base vs tuned answers
 
 `ducktune chat/compare/export/serve RUN_DIR` need nothing but this folder.
+
+One writer at a time: `ducktune train` and `ducktune export` hold `WriterLock` on the folder
+(an flock on the directory itself, so no lock file is written and the OS releases it when the
+holder dies, even by SIGKILL: a crashed run never blocks its rerun). A second writer is refused
+with one line.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from ducktune.errors import UserError
@@ -41,9 +47,12 @@ class RunDir:
         if not self.run_json.is_file():
             raise UserError(f"{self.path}: not a ducktune run directory (no run.json); train one with `ducktune train`")
         try:
-            return json.loads(self.run_json.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
+            info = json.loads(self.run_json.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise UserError(f"{self.run_json}: corrupt ({exc})") from None
+        if not isinstance(info, dict):
+            raise UserError(f"{self.run_json}: corrupt (not a JSON object)")
+        return info
 
     def weights_dir(self) -> Path:
         """The adapter (LoRA) or full model folder of a finished run."""
@@ -64,9 +73,52 @@ class RunDir:
         if not self.metrics.is_file():
             return []
         rows = []
-        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+        for line in self.metrics.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                rows.append(json.loads(line))
+                row = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut short by a crash
+            if isinstance(row, dict):
+                rows.append(row)
         return rows
+
+
+class WriterLock:
+    """An exclusive, non-blocking lock on a run directory for one writing command.
+
+    `acquire(folder)` may be called again with another folder (the run directory recreated by
+    --overwrite): the new one is locked and the old one released. Without fcntl (Windows) it does nothing.
+    """
+
+    def __init__(self, action: str):
+        self.action = action
+        self._fd: int | None = None
+
+    def acquire(self, folder: str | Path) -> None:
+        try:
+            import fcntl
+        except ImportError:
+            return
+        fd = os.open(folder, os.O_RDONLY)
+        if self._fd is not None and os.path.sameopenfile(fd, self._fd):
+            os.close(fd)  # already ours
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:  # BlockingIOError: another process holds it
+            os.close(fd)
+            raise UserError(f"{folder}: another ducktune process (a training or an export) is writing to this run "
+                            f"directory; wait for it to finish, or stop it, before running {self.action} on it") from None
+        self.release()
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "WriterLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

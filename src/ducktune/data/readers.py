@@ -23,6 +23,7 @@ SUPPORTED_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", 
 TEXT_UNITS = ("paragraph", "line", "file")
 
 _decoder = json.JSONDecoder()
+TOO_DEEP = "nested too deeply to read"  # Python's JSON decoder recurses: thousands of '[' exhaust the stack
 
 
 @dataclass
@@ -92,6 +93,8 @@ def read_json_text(name: str, text: str) -> ReadResult:
             value, end = _decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             return ReadResult(issues=[_broken(name, text, exc.pos, exc.msg)])
+        except RecursionError:
+            return ReadResult(issues=[_broken(name, text, pos, TOO_DEEP)])
         if _skip_ws(text, end) != len(text):
             # Several objects one per line: that is JSON Lines saved with a .json name.
             return read_jsonl_text(name, text)
@@ -107,6 +110,9 @@ def read_json_text(name: str, text: str) -> ReadResult:
     while True:
         try:
             value, end = _decoder.raw_decode(text, pos)
+        except RecursionError:
+            result.issues.append(_broken(name, text, pos, TOO_DEEP))
+            return result
         except json.JSONDecodeError as exc:
             if pos >= len(text):
                 result.issues.append(_broken(name, text, pos, "the array is not closed with ']'"))
@@ -155,6 +161,10 @@ def read_jsonl_text(name: str, text: str) -> ReadResult:
             value = loads(line)
         except json.JSONDecodeError as exc:
             issues.append(Issue(name, f"{number}:{exc.colno}", "(json)", f"invalid JSON: {exc.msg}"))
+            result.lost += 1
+            continue
+        except RecursionError:
+            issues.append(Issue(name, f"{number}:1", "(json)", f"invalid JSON: {TOO_DEEP}"))
             result.lost += 1
             continue
         records.append(Record(value, name, number))
@@ -212,9 +222,24 @@ def read_csv_text(name: str, text: str, delimiter: str = ",") -> ReadResult:
             result.lost += 1
             continue
         result.records.append(Record({c: v for c, v in zip(columns, row) if c}, name, line))
+    if text.count('"') % 2 and _ends_inside_quotes(text, delimiter):
+        # The csv module reads an unclosed quote to the end of the file, silently merging every later row.
+        line = result.records[-1].line if result.records else header_line
+        result.issues.append(Issue(name, line, "(csv)", "a quoted cell opened in this row is never closed "
+                                   "(an odd number of '\"' in the file)", fatal=True))
+        return result
     if not result.records and not result.issues:
         result.issues.append(Issue(name, None, "(file)", "the file has a header row but no records"))
     return result
+
+
+def _ends_inside_quotes(text: str, delimiter: str) -> bool:
+    try:
+        for _ in csv.reader(io.StringIO(text), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        return "unexpected end of data" in str(exc)
+    return False
 
 
 # ----------------------------------------------------------------------------- Parquet

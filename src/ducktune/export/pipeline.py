@@ -29,6 +29,7 @@ from ducktune.export import verify as checks_mod
 from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
 from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
 from ducktune.io import atomic_dir, atomic_file, write_json, write_text
+from ducktune.rundir import WriterLock
 
 TARGETS = ("merged", "gguf", "ollama")
 MAX_NUM_CTX = 4096
@@ -158,19 +159,21 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
     result = ExportResult(export_dir, name)
-    # Built in a temporary folder that replaces the previous export in one rename: an
-    # interrupted export leaves the last complete one, and no stale files survive a new one.
-    with atomic_dir(export_dir) as work:
-        merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
-                                                           (layout, template_omitted), prompts, result, log)
+    with WriterLock("export") as lock:  # one writer per run: not beside a training or another export
+        lock.acquire(source.run.path)
+        # Built in a temporary folder that replaces the previous export in one rename: an
+        # interrupted export leaves the last complete one, and no stale files survive a new one.
+        with atomic_dir(export_dir) as work:
+            merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
+                                                               (layout, template_omitted), prompts, result, log)
 
-    log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
-    reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
-                                     manifest["max_new_tokens"])
-    merge_check = checks_mod.Check(**manifest["merge_check"])
-    result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config, log=log)
-    result.seconds = time.perf_counter() - started
-    finish(result, manifest, source.run.report, log=log)
+        log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
+        reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
+                                         manifest["max_new_tokens"])
+        merge_check = checks_mod.Check(**manifest["merge_check"])
+        result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config, log=log)
+        result.seconds = time.perf_counter() - started
+        finish(result, manifest, source.run.report, log=log)
     if result.ollama_command:
         offer_ollama_create(result.ollama_command, create, log=log)
     return result
@@ -399,7 +402,17 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     except json.JSONDecodeError as exc:
         raise UserError(f"{manifest_path}: corrupt ({exc})") from None
     started = time.perf_counter()
-    merged_dir = export_dir / manifest["files"]["merged"]
+    manifest = manifest if isinstance(manifest, dict) else {}
+    files = manifest.get("files")
+    for key, ok in (("files.merged", isinstance(files, dict) and isinstance(files.get("merged"), str)),
+                    ("files.modelfile", isinstance(files, dict) and isinstance(files.get("modelfile", ""), str)),
+                    ("name", "name" in manifest), ("probe_prompts", "probe_prompts" in manifest)):
+        if not ok:  # an edited or foreign export.json: one line, not a KeyError
+            raise UserError(f"{manifest_path}: {key}: missing or malformed; export again with `ducktune export`")
+    merged_dir = export_dir / files["merged"]
+    modelfile = files.get("modelfile")
+    if modelfile:
+        _refuse_unparsable_modelfile(export_dir / modelfile)
     if not (merged_dir / "config.json").is_file():
         raise UserError(f"{merged_dir}: the merged model is missing; export again with `ducktune export`")
     tokenizer = load_tokenizer(merged_dir)
@@ -418,3 +431,17 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     run_report = Path(manifest["run"]) / "report.md" if manifest.get("run") else None
     finish(result, manifest, run_report if run_report and run_report.parent.is_dir() else None, log=log)
     return result
+
+
+def _refuse_unparsable_modelfile(path: Path) -> None:
+    """A Modelfile Ollama's parser would reject is bad input (exit 2), found before any model loads."""
+    from ducktune.export.modelfile import ModelfileError, parse_modelfile
+
+    try:
+        parse_modelfile(path.read_text(encoding="utf-8")).parameters()
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; export again with `ducktune export`") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    except (OSError, ModelfileError) as exc:
+        raise UserError(f"{path}: {exc}") from None

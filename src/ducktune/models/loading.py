@@ -218,3 +218,55 @@ def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = F
     if not quantize_4bit and placement.device != "cpu":
         model = model.to(torch.device(placement.device))
     return model
+
+
+def check_weights(folder: str | Path, trust_remote_code: bool = False) -> None:
+    """Refuse, before anything is written, weights that cannot be what config.json describes: none in
+    safetensors (pickled .bin files only: loading a pickle can run code), a safetensors file cut short,
+    or tensors that belong to another architecture (an encoder's weights under a decoder's config would
+    otherwise load as a randomly initialised model and train without complaint)."""
+    from ducktune.io import safetensors_header
+
+    folder = Path(folder)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in folder.iterdir() if p.suffix in (".bin", ".pt", ".pth", ".ckpt"))
+        if pickled:
+            raise ModelError(f"{folder / pickled[0]}: pickled weights only; ducktune loads safetensors (a pickle can run "
+                             "code): convert with transformers' save_pretrained(safe_serialization=True)")
+        raise ModelError(f"{folder}: no model weights (*.safetensors)")
+    names = set()
+    for file in files:
+        header, problem = safetensors_header(file)
+        if problem:
+            raise ModelError(f"{file}: {problem}; download or copy the model again")
+        names.update(key for key in header if key != "__metadata__")
+    config = model_config(folder)
+    if trust_remote_code or config.get("quantization_config"):
+        return  # their tensor names are the remote code's or the quantizer's business
+    expected = _expected_tensor_names(folder)
+    if not expected:
+        return
+
+    def tail(key: str) -> str:  # prefixes differ between checkpoints and classes ("model.", "language_model.")
+        return ".".join(key.split(".")[-4:])
+    found = {tail(k) for k in names} & {tail(k) for k in expected}
+    if len(found) < len(expected) / 2:
+        example = sorted(names)[0] if names else "none"
+        raise ModelError(f"{folder / 'config.json'}: model_type {config.get('model_type')!r}: the weights do not fit this "
+                         f"architecture ({len(found)} of {len(expected)} tensors found; the files hold e.g. {example})")
+
+
+def _expected_tensor_names(folder: Path) -> set[str]:
+    """The tensor names config.json's causal-LM architecture has (built on the meta device: no memory)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(folder))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # noqa: BLE001 - an architecture transformers cannot build: the loader reports it
+        return set()
+    tied = {key for key in model.state_dict() if key.startswith("lm_head")} if config.tie_word_embeddings else set()
+    return set(model.state_dict()) - tied

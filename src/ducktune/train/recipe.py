@@ -20,8 +20,8 @@ from pathlib import Path
 
 from ducktune.config import RunConfig, dump_config, load_config
 from ducktune.errors import ConfigError, DataError, UserError
-from ducktune.io import atomic_dir, write_json, write_text
-from ducktune.rundir import RunDir
+from ducktune.io import atomic_dir, disk_full, write_json, write_text
+from ducktune.rundir import RunDir, WriterLock
 from ducktune.train.distributed import DistributedRun, do_nothing
 
 
@@ -51,9 +51,15 @@ def _config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     return diffs
 
 
-def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False) -> tuple[RunDir, bool]:
-    """Create the run directory, or decide to resume the run already in it. Returns (run, resuming)."""
+def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
+                    lock: WriterLock | None = None) -> tuple[RunDir, bool]:
+    """Create the run directory, or decide to resume the run already in it, holding `lock` on it
+    (a second writer is refused). Returns (run, resuming)."""
     run = RunDir(config.output.dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
+    if lock is not None and run.path.is_dir():
+        lock.acquire(run.path)  # before looking inside
     fresh = not run.path.exists() or not any(run.path.iterdir())
     if require_resume and (fresh or config.output.overwrite or not run.exists()):
         raise UserError(f"{run.path}: no unfinished run to resume; drop --resume to start one")
@@ -64,6 +70,10 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False) 
             run.path.rename(aside)
             log(f"Moved the previous run aside to {aside}")
         run.path.mkdir(parents=True, exist_ok=True)
+        if lock is not None:
+            lock.acquire(run.path)
+            if any(run.path.iterdir()):
+                raise UserError(f"{run.path}: another process started writing to it at the same moment; run this again")
         return run, False
     if not run.exists():
         raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
@@ -101,11 +111,12 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     from ducktune.data.template import ChatFormat
     from ducktune.errors import ModelError
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import estimate_params, load_tokenizer, model_config, qlora_support
+    from ducktune.models.loading import check_weights, estimate_params, load_tokenizer, model_config, qlora_support
     from ducktune.models.sources import resolve_model
 
     folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
     model_json = model_config(folder)
+    check_weights(folder, config.model.trust_remote_code)
     params = estimate_params(model_json)
     placement = choose_placement(config.model.device, config.model.dtype, params)
     problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" else None
@@ -320,7 +331,7 @@ def _resume_point(run: RunDir, resuming: bool, dist: DistributedRun, log) -> Pat
     # Only the main process renames half-written checkpoints aside; the others then see the same list.
     from ducktune.train.checkpoints import latest_complete
 
-    resume_from = dist.on_main_then_shared(lambda: latest_complete(run.checkpoints, quarantine=dist.is_main))
+    resume_from = dist.on_main_then_shared(lambda: latest_complete(run.checkpoints, quarantine=dist.is_main, log=log))
     log(f"Resuming from {resume_from}" if resume_from else "No complete checkpoint yet: starting this run from step 0")
     return resume_from
 
@@ -335,9 +346,16 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
         info["status"] = "interrupted"
         save_json(run.run_json, info)
         raise UserError(f"interrupted; rerun the same command to resume {run.path} from its last checkpoint") from None
-    except BaseException:
+    except BaseException as exc:
         info["status"] = "failed"
-        save_json(run.run_json, info)
+        full = disk_full(exc, run.path)  # torch.save reports a full disk without errno
+        try:
+            save_json(run.run_json, info)
+        except OSError:
+            if full is None:
+                raise
+        if full is not None and full is not exc:
+            raise full from exc
         raise
     return output, time.perf_counter() - started
 
@@ -414,11 +432,21 @@ def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, p
 
 # ----------------------------------------------------------------------------- the run
 
-def train(config: RunConfig, log=print, progress: bool = True, compare: bool = True, require_resume: bool = False,
-          *, choose_batching=None, choose_loss=None) -> TrainResult:
-    """Run one training to completion (or resume it). choose_batching(model, packing, device, log)
-    -> Batching and choose_loss(model, chunk_size, log) -> loss | None default to
-    packing.choose_batching and loss.choose_loss."""
+def train(config: RunConfig, *args, **kwargs) -> TrainResult:
+    """Run one training to completion (or resume it); the arguments are `_train`'s. The run
+    directory's WriterLock is held from its preparation to the end: a second `ducktune train`
+    (or an export) on it is refused, and the OS releases the lock if this process dies."""
+    lock = WriterLock("train")
+    try:
+        return _train(config, *args, lock=lock, **kwargs)
+    finally:
+        lock.release()
+
+
+def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = True, require_resume: bool = False,
+           *, choose_batching=None, choose_loss=None, lock: WriterLock | None = None) -> TrainResult:
+    """choose_batching(model, packing, device, log) -> Batching and choose_loss(model, chunk_size, log)
+    -> loss | None default to packing.choose_batching and loss.choose_loss."""
     import torch
     from transformers import set_seed
 
@@ -450,7 +478,7 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
     memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, keep=keep, log=log)
 
     # The run directory only after validation and planning, so refused input leaves nothing behind.
-    run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log=log, require_resume=require_resume))
+    run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log, require_resume, lock))
     save_json = write_json if dist.is_main else do_nothing
     if dist.is_main:
         write_text(run.config_yaml, dump_config(config))
@@ -488,8 +516,10 @@ def train(config: RunConfig, log=print, progress: bool = True, compare: bool = T
         comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"], log)
     info["status"] = "completed"
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    save_json(run.run_json, info)
+    # The report before run.json says "completed": a crash between the two leaves a run that a rerun
+    # finishes, never a finished run without its report.
     write_report(run.report, info, dump_config(config), comparison)
+    save_json(run.run_json, info)
     log(f"Done: {run.path} (final loss {info['result']['final_loss']:.4f}, {train_seconds:.0f} s)")
     dist.wait()
     return TrainResult(run.path, info, comparison)
