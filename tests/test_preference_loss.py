@@ -101,9 +101,9 @@ def test_kto_equals_trl(weights):
     mask, per_token = answer_batch(n, width, seed=3)
     kl_mask, kl_per_token = answer_batch(n, kl_width, seed=4)
     gen = torch.Generator().manual_seed(5)
-    ref, ref_kl = -torch.rand(n, generator=gen) * 10, -torch.rand(n, generator=gen) * 10
-    # Shift the KL reference so that the KL estimate is positive (it is clamped at 0).
-    ref_kl = ref_kl - 2.0
+    ref = -torch.rand(n, generator=gen) * 10
+    # A reference below the policy on the mismatched pairs: a positive KL estimate (it is clamped at 0).
+    ref_kl = kl_per_token.sum(1) - 0.5 - torch.rand(n, generator=gen)
     desirable = torch.tensor([True, False, True, True, False, False])
     model = stand_in_model({width: per_token, kl_width: kl_per_token})
     trl = trl_namespace(model=model, beta=0.3, loss_type="kto", desirable_weight=weights[0],
