@@ -391,15 +391,19 @@ class RunConfig(_Section):
     def _check_consistency(self) -> "RunConfig":
         if self.data.val_file and self.data.val_ratio:
             raise ValueError("data: set val_ratio or val_file, not both")
-        problem = preference_problem(self.train, self.preference, self.model.adapter)
+        problem = preference_problem(self)
         if problem:
             raise ValueError(problem)
         return self
 
 
-def preference_problem(train: TrainConfig, pref: PreferenceConfig, adapter: str | None) -> str | None:
+def preference_problem(config: "RunConfig") -> str | None:
     """The one-line reason a train/preference combination cannot run, or None."""
+    train, pref, adapter = config.train, config.preference, config.model.adapter
     objective = train.objective
+    if objective != "sft" and config.data.replay:
+        return (f"data.replay mixes in supervised answers, which train.objective {objective} cannot use; "
+                "set data.replay to 0")
     if objective in REFERENCE_OBJECTIVES and train.method == "full":
         return (f"train.objective {objective} compares against the base model with the adapter switched off, and "
                 "method full has no adapter; use train.method lora or qlora (or objective orpo/simpo, which need no "

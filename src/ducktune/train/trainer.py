@@ -4,12 +4,17 @@ Adds what the stock Trainer does not report: trained tokens (labels != -100) and
 tokens per second, the throughput figure that matters for fine-tuning. The micro-batch loss
 is a parameter, `loss(model, inputs, num_items_in_batch)` (as mlx-lm's trainer takes one):
 ducktune passes its chunked cross-entropy over trained positions (train/loss.py); None keeps
-the model's own full-logits loss.
+the model's own full-logits loss. A loss may also return (loss, {metric: value}) (the
+preference objectives of train/preference.py): the metrics are averaged over each logging
+window, as TRL's trainers do, and logged with the loss (eval_-prefixed in evaluation). Such a
+loss says whether it is already scaled for gradient accumulation (`scaled_for_accumulation`)
+and whether it can be given a model wrapped for distributed training (`handles_wrapped_models`).
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 
 from transformers import Trainer
 
@@ -23,6 +28,9 @@ class DucktuneTrainer(Trainer):
     def __init__(self, *args, loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.micro_batch_loss = loss
+        # A per-micro-batch mean (preference losses) is divided by the accumulation steps by the Trainer.
+        self.loss_is_scaled_for_ga = getattr(loss, "scaled_for_accumulation", True)
+        self._loss_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         # Makes the Trainer count trained tokens across gradient accumulation (num_items_in_batch),
         # so a packed step weighs every trained token the same as an unpacked one.
         self.model_accepts_loss_kwargs = True
@@ -38,8 +46,14 @@ class DucktuneTrainer(Trainer):
             self._trained_tokens += n
             self._tokens_since_log += n
         # The chunked loss calls the decoder directly: only on the unwrapped model (not under DDP).
-        if self.micro_batch_loss is not None and self.accelerator.unwrap_model(model) is model:
+        usable = self.micro_batch_loss is not None and (getattr(self.micro_batch_loss, "handles_wrapped_models", False)
+                                                        or self.accelerator.unwrap_model(model) is model)
+        if usable:
             loss = self.micro_batch_loss(model, inputs, num_items_in_batch)
+            if isinstance(loss, tuple):
+                loss, metrics = loss
+                for key, value in metrics.items():
+                    self._loss_metrics["train" if model.training else "eval"][key].append(value)
             return (loss, {"loss": loss}) if return_outputs else loss
         # use_cache=False: no KV cache in training (memory), and packed position ids are honoured.
         return super().compute_loss(model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
@@ -47,6 +61,10 @@ class DucktuneTrainer(Trainer):
 
     def log(self, logs, start_time=None):
         now = time.perf_counter()
+        for mode, prefix, marker in (("train", "", "loss"), ("eval", "eval_", "eval_loss")):
+            if marker in logs and self._loss_metrics[mode]:
+                logs.update({prefix + key: sum(values) / len(values) for key, values in self._loss_metrics[mode].items()})
+                self._loss_metrics[mode].clear()
         if "loss" in logs:
             # Every process logs here together (the Trainer gathers the loss first), so the
             # token counts can be summed over all of them: the figures are the whole run's.
