@@ -77,9 +77,9 @@ class UnpairedCollator:
         for i, f in enumerate(features):
             other = features[i - 1]
             prompt = list(f["completion_input_ids"][:f["prompt_len"]])
-            answer = list(other["completion_input_ids"][other["prompt_len"]:])
-            kl_ids.append((prompt + answer)[:self.cutoff])
-            kl_labels.append(([IGNORE_INDEX] * len(prompt) + answer)[:self.cutoff])
+            start = other["prompt_len"]
+            kl_ids.append((prompt + list(other["completion_input_ids"][start:]))[:self.cutoff])
+            kl_labels.append(([IGNORE_INDEX] * len(prompt) + list(other["completion_labels"][start:]))[:self.cutoff])
         kl = _pad(kl_ids, kl_labels, self.pad_token_id)
         batch.update({f"kl_{k}": v for k, v in kl.items()})
         batch["desirable"] = torch.tensor([bool(f["label"]) for f in features])
@@ -274,16 +274,23 @@ def load_preference_samples(config, chat_format):
     """The configured data as preference samples (data.loader's preference mode)."""
     from ducktune.data.loader import load_data
 
-    return load_data(config.data, seed=config.train.seed, chat_format=chat_format, preference=True)
+    return load_data(config.data, seed=config.train.seed, chat_format=chat_format, objective="preference")
 
 
 def tokenize_preference_data(config, samples, chat_format, skip_bad: bool) -> tuple[list[dict], dict]:
     """(rows for the objective, stats). Raises DataError for unusable samples unless skip_bad."""
     from ducktune.data.preference import tokenize_preference
 
+    from ducktune.errors import DataError
+
     rows, stats, _ = tokenize_preference(samples, chat_format, config.data.cutoff_len, skip_bad)
     if config.train.objective == "kto":
         rows = unpaired_rows(rows)
+    else:
+        unpaired = sum(1 for r in rows if "chosen_input_ids" not in r)
+        if unpaired:
+            raise DataError(f"{unpaired} samples are single answers labelled good/bad (KTO data), but train.objective "
+                            f"{config.train.objective} needs chosen/rejected pairs; set train.objective=kto")
     return rows, pair_stats(rows, stats)
 
 
