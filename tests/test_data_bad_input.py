@@ -47,7 +47,8 @@ CASES = {
     "file in no known format": (
         "d.json", '[{"question": "q", "answer": "a"}]',
         ["d.json: (format): no known format fits (the first record has fields ['answer', 'question']). Tried "
-         "preference: no 'chosen' and 'rejected' fields; sharegpt: no 'conversations' field; messages: no "
+         "preference: no 'chosen' and 'rejected' fields; unpaired: no 'label' field with a 'completion' "
+         "(or 'messages'); sharegpt: no 'conversations' field; messages: no "
          "'messages' field; firefly: no 'conversation' field; alpaca: no 'instruction'/'input' and 'output' "
          "fields; text: no 'text' field"]),
 }

@@ -134,7 +134,8 @@ def test_unknown_format_says_what_was_tried():
     assert fmt is None
     assert why == (
         "no known format fits (the first record has fields ['answer', 'question']). Tried "
-        "preference: no 'chosen' and 'rejected' fields; sharegpt: no 'conversations' field; "
+        "preference: no 'chosen' and 'rejected' fields; unpaired: no 'label' field with a 'completion' "
+        "(or 'messages'); sharegpt: no 'conversations' field; "
         "messages: no 'messages' field; firefly: no 'conversation' field; "
         "alpaca: no 'instruction'/'input' and 'output' fields; text: no 'text' field")
 

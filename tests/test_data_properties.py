@@ -16,7 +16,8 @@ from ducktune.data.formats import FORMATS, NormalizeOptions, TurnTags, normalize
 from ducktune.data.schema import Record
 
 KEYS = ["instruction", "input", "output", "system", "history", "conversations", "messages", "conversation", "from",
-        "value", "role", "content", "human", "assistant", "gpt", "text", "prompt", "chosen", "rejected", "type", "user"]
+        "value", "role", "content", "human", "assistant", "gpt", "text", "prompt", "chosen", "rejected", "type", "user",
+        "completion", "label"]
 ROLES = ["user", "assistant", "system", "human", "gpt", "narrator", ""]
 
 scalars = (st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12)

@@ -93,8 +93,9 @@ class DatasetSpec(_Section):
             "for a Hugging Face dataset ('hf:/local/folder' for one on disk)."
         ),
     )
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "text", "preference"] = Field(
-        "auto", description="Record format; auto detects it from the fields of the records."
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "text", "preference", "unpaired"] = Field(
+        "auto", description="Record format; auto detects it from the fields of the records. preference: "
+                            "chosen/rejected pairs; unpaired: KTO samples with a true/false label."
     )
     columns: dict[str, str] = Field(
         default_factory=dict,

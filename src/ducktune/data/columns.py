@@ -13,9 +13,9 @@ import re
 from ducktune.data.schema import Issue, Record
 
 # LLaMA-Factory column name -> ducktune field name.
-LLAMA_FACTORY_ALIASES = {"prompt": "instruction", "query": "input", "response": "output"}
+LLAMA_FACTORY_ALIASES = {"prompt": "instruction", "query": "input", "response": "output", "kto_tag": "label"}
 # Columns LLaMA-Factory knows that ducktune cannot use (yet): reported, not silently dropped.
-UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio", "kto_tag": "KTO labels"}
+UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio"}
 
 _HEAD = re.compile(r"^[^\[.]+")
 

@@ -3,9 +3,9 @@
 A LLaMA-Factory user points ducktune at their data folder and names a dataset:
 `data.datasets: [{path: my_dataset}]` with `data.dataset_dir: data`, or
 `ducktune data check my_dataset --dataset-dir data`. Each entry's `file_name` (a file or
-folder in the data folder) or `hf_hub_url`, `formatting` (alpaca | sharegpt), `ranking`,
-`columns`, `tags`, `split`, `subset`, `folder` and `num_samples` are translated into the
-same options a ducktune config has (DatasetSpec), so everything downstream is shared.
+folder in the data folder) or `hf_hub_url`, `formatting` (alpaca | sharegpt), `ranking`
+(preference pairs), `columns` (a `kto_tag` column makes KTO data), `tags`, `split`, `subset`,
+`folder` and `num_samples` are translated into the same options a ducktune config has (DatasetSpec), so everything downstream is shared.
 """
 
 from __future__ import annotations
@@ -114,6 +114,8 @@ def entry_to_spec(dataset: str, entry: object, registry: Path) -> tuple[dict | N
 
     if entry.get("ranking"):
         spec["format"] = "preference"
+    elif "kto_tag" in columns:  # KTO: each record's kto_tag column says whether its answer is desirable
+        spec["format"] = "unpaired"
     elif formatting == "sharegpt":
         spec["format"] = "sharegpt"
     elif "prompt" in columns and not set(columns) & {"response", "query", "history"}:

@@ -7,8 +7,11 @@ Formats (what people's tutorials produce):
                                                               from/value items are accepted too
 - firefly:    {conversation: [{human, assistant}], system?}
 - text:       {text}                                          continued pre-training, every token trained
-- preference: {prompt|instruction+input|messages|conversations, chosen, rejected}
-                                                              parsed and validated for preference tuning
+- preference: {prompt|instruction+input|messages|conversations, chosen, rejected}, or chosen and
+              rejected as whole conversations (UltraFeedback)  pairs for DPO/ORPO/SimPO
+- unpaired:   {prompt, completion, label: true/false}, or {messages|conversations, label}
+                                                              KTO samples
+Pair and unpaired records are normalized in pair_formats.py.
 
 Normalizers never raise on odd input: every problem becomes an `Issue` naming the field.
 `NormalizeOptions` carries what depends on the dataset or the model: LLaMA-Factory style
@@ -24,7 +27,7 @@ from typing import Callable
 
 from ducktune.data.schema import Issue, Message, Record, Sample
 
-FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "text", "preference")
+FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "text", "preference", "unpaired")
 
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatgpt", "bard", "bing"}
@@ -85,13 +88,20 @@ DEFAULT_OPTIONS = NormalizeOptions()
 
 # ----------------------------------------------------------------------------- detection
 
-def mismatch(fmt: str, value: object) -> str | None:
-    """Why `value` does not look like format `fmt` (for "no known format" errors); None when it does."""
+def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
+    """Why `value` does not look like format `fmt` (for "no known format" errors); None when it does.
+    `detecting`: stricter where a format given by the user may be lenient (KTO labels)."""
     if not isinstance(value, dict):
         return f"a record is a {type(value).__name__}, not an object"
     keys = value.keys()
     if fmt == "preference":
-        return None if "chosen" in keys and "rejected" in keys else "no 'chosen' and 'rejected' fields"
+        # Either answer makes a pair record: the other one is then reported missing by name.
+        return None if "chosen" in keys or "rejected" in keys else "no 'chosen' and 'rejected' fields"
+    if fmt == "unpaired":
+        if not ("label" in keys and keys & {"completion", "messages", "conversations", "output"}):
+            return "no 'label' field with a 'completion' (or 'messages')"
+        # Only a true/false label makes a KTO record (a chat with "label": "positive" is a chat).
+        return "'label' is not true or false" if detecting and not _is_boolean_label(value["label"]) else None
     if fmt == "sharegpt":
         return None if "conversations" in keys else "no 'conversations' field"
     if fmt == "messages":
@@ -107,15 +117,20 @@ def mismatch(fmt: str, value: object) -> str | None:
     raise ValueError(fmt)
 
 
-# Order matters: preference records may also carry 'messages' or 'prompt'.
-_DETECTION_ORDER = ("preference", "sharegpt", "messages", "firefly", "alpaca", "text")
+# Order matters: preference records may also carry 'messages' or 'prompt'; KTO records are
+# chats or prompt/completion records with a true/false label.
+_DETECTION_ORDER = ("preference", "unpaired", "sharegpt", "messages", "firefly", "alpaca", "text")
 
 
 def detect_record(value: object) -> str | None:
     for fmt in _DETECTION_ORDER:
-        if mismatch(fmt, value) is None:
+        if mismatch(fmt, value, detecting=True) is None:
             return fmt
     return None
+
+
+def _is_boolean_label(value: object) -> bool:
+    return isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false"))
 
 
 def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | None, str]:
@@ -128,7 +143,7 @@ def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | 
     if counts:
         return max(counts, key=lambda f: (counts[f], -_DETECTION_ORDER.index(f))), ""
     first = records[0].value if records else None
-    reasons = "; ".join(f"{fmt}: {mismatch(fmt, first)}" for fmt in _DETECTION_ORDER)
+    reasons = "; ".join(f"{fmt}: {mismatch(fmt, first, detecting=True)}" for fmt in _DETECTION_ORDER)
     if isinstance(first, dict):
         names = sorted(str(k) for k in first)
         described = f"fields {names[:8]}" if names else "no fields"
@@ -392,47 +407,17 @@ def normalize_text(value: dict, record: Record, issues: list[Issue], options: No
 
 def normalize_preference(value: dict, record: Record, issues: list[Issue],
                          options: NormalizeOptions = DEFAULT_OPTIONS) -> Sample | None:
-    if "messages" in value or "conversations" in value:
-        parsed = _chat_turns(value, record, issues, "messages" if "messages" in value else "conversations", options)
-        if parsed is None:
-            return None
-        prompt, fields = parsed
-    else:
-        # prompt, or alpaca-style instruction + input (LLaMA-Factory's alpaca preference data).
-        key = "prompt" if "prompt" in value else "instruction"
-        first = _text(value.get(key), record, key, issues, required=key == "prompt" or "input" not in value)
-        extra = _text(value.get("input"), record, "input", issues, required=False) if key == "instruction" else None
-        if issues:
-            return None
-        text = "\n".join(part for part in (first or "", extra or "") if part.strip())
-        prompt, fields = _system(value, record, issues)
-        history = _history(value, record, issues)
-        if history is None:
-            return None
-        prompt += [m for m, _ in history] + [Message("user", text)]
-        fields += [f for _, f in history] + [key]
-    answers = {}
-    content_key = options.tags.content_tag if options.tags and options.tags.content_tag else "value"
-    for key in ("chosen", "rejected"):
-        raw = _json_list(value.get(key))
-        if isinstance(raw, dict):  # {"from": "gpt", "value": ...} as in LLaMA-Factory's sharegpt pairs
-            raw = raw.get(content_key, raw.get("value", raw.get("content")))
-        answers[key] = _text(raw, record, key, issues)
-    if issues:
-        return None
-    for key, answer in answers.items():
-        if not answer.strip():
-            issues.append(record.issue(key, "empty answer"))
-            return None
-    users = [m for m in prompt if m.role != "system"]
-    if not users or users[-1].role != "user" or not users[-1].content.strip():
-        issues.append(record.issue(fields[-1] if fields else "prompt", "the prompt must end with a non-empty user turn"))
-        return None
-    if prompt[0].role == "system" and not options.allow_system:
-        issues.append(record.issue(fields[0], "this model's chat template does not accept a system message"))
-        return None
-    return Sample("preference", messages=prompt, chosen=answers["chosen"], rejected=answers["rejected"],
-                  where=record.where, format="preference", fields=fields)
+    # Imported here: pair_formats builds on this module's helpers.
+    from ducktune.data.pair_formats import normalize_pair
+
+    return normalize_pair(value, record, issues, options)
+
+
+def normalize_unpaired(value: dict, record: Record, issues: list[Issue],
+                       options: NormalizeOptions = DEFAULT_OPTIONS) -> Sample | None:
+    from ducktune.data.pair_formats import normalize_unpaired as normalize
+
+    return normalize(value, record, issues, options)
 
 
 Normalizer = Callable[[dict, Record, list[Issue], NormalizeOptions], "Sample | None"]
@@ -444,6 +429,7 @@ NORMALIZERS: dict[str, Normalizer] = {
     "firefly": normalize_firefly,
     "text": normalize_text,
     "preference": normalize_preference,
+    "unpaired": normalize_unpaired,
 }
 
 

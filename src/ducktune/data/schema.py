@@ -1,8 +1,9 @@
 """The normalized form every input format is turned into.
 
 A `Sample` is either a chat (a list of system/user/assistant messages), plain text (for
-continued pre-training, every token trained) or a preference pair (a prompt conversation
-with a chosen and a rejected answer). `where` points back to the record ("file:line")
+continued pre-training, every token trained), a preference pair (a prompt conversation
+with a chosen and a rejected answer) or an unpaired preference sample for KTO (a prompt
+conversation with one completion labelled desirable or not). `where` points back to the record ("file:line")
 so later problems (too long, no trainable tokens) can still be reported precisely.
 """
 
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 ROLES = ("system", "user", "assistant")
+PREFERENCE_KINDS = ("preference", "unpaired")  # the sample kinds preference tuning trains on
 
 
 @dataclass(slots=True)
@@ -26,11 +28,13 @@ class Message:
 
 @dataclass(slots=True)
 class Sample:
-    kind: Literal["chat", "text", "preference"]
+    kind: Literal["chat", "text", "preference", "unpaired"]
     messages: list[Message] = field(default_factory=list)
     text: str | None = None
     chosen: str | None = None
     rejected: str | None = None
+    completion: str | None = None  # kind "unpaired": the answer to `messages` (the prompt)
+    label: bool | None = None  # kind "unpaired": True when the completion is desirable
     where: str = ""
     format: str = ""
     # The record field each message came from ("conversations[2]", "instruction", "system"),
@@ -42,7 +46,8 @@ class Sample:
 
     def key(self) -> tuple:
         """Identity for exact-duplicate removal."""
-        return (self.kind, tuple((m.role, m.content) for m in self.messages), self.text, self.chosen, self.rejected)
+        return (self.kind, tuple((m.role, m.content) for m in self.messages), self.text, self.chosen, self.rejected,
+                self.completion, self.label)
 
 
 @dataclass(frozen=True)

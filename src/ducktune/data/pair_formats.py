@@ -1,0 +1,253 @@
+"""Preference records -> `Sample`s: pairs (chosen/rejected) and unpaired KTO samples.
+
+Pair shapes (format "preference"):
+- TRL explicit prompt:   {prompt, chosen, rejected}; prompt a string or a message list, each
+                         answer a string, a message or [{"role": "assistant", ...}]
+- TRL implicit prompt / UltraFeedback: chosen and rejected are whole conversations sharing
+                         their prompt ([user, assistant] ...); the prompt is their common
+                         part, every turn but the last (a `prompt` string beside them is ignored)
+- LLaMA-Factory ranking: alpaca {instruction, input?, system?, history?, chosen, rejected};
+                         sharegpt {conversations, chosen: {from, value}, rejected: {...}}
+Unpaired shapes (format "unpaired", KTO):
+- TRL:                   {prompt, completion, label}; strings or message lists
+- LLaMA-Factory kto_tag: {messages|conversations: [..., assistant], label} (the last
+                         assistant turn is the completion); alpaca {instruction, output, label}
+
+Every problem is an `Issue` naming the field: a missing or empty answer, identical chosen
+and rejected, prompts that differ between the two conversations, wrong types.
+"""
+
+from __future__ import annotations
+
+from ducktune.data import formats
+from ducktune.data.formats import NormalizeOptions
+from ducktune.data.schema import Issue, Message, Record, Sample
+
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no"}
+_PROMPT_HINT = ("missing: add the question as 'prompt' (TRL), 'instruction' (alpaca) or 'conversations', "
+                "or give the answers as whole conversations")
+
+
+def boolean_label(value: object) -> bool | None:
+    """A KTO label: true/false (also "true"/"false" text from CSV files, and 1/0); None when not one."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+    return None
+
+
+def _role_key(turn: dict, options: NormalizeOptions) -> object:
+    tags = options.tags
+    for key in ((tags.role_tag,) if tags and tags.role_tag else ()) + ("role", "from"):
+        if key in turn:
+            return turn[key]
+    return None
+
+
+def _role(turn: object, options: NormalizeOptions) -> str | None:
+    if not isinstance(turn, dict):
+        return None
+    raw = _role_key(turn, options)
+    return options.tags.role(raw) if options.tags is not None else formats.canonical_role(raw)
+
+
+def is_conversation(raw: object, options: NormalizeOptions) -> bool:
+    """A whole conversation (its first non-system turn is the user's), not just an answer."""
+    raw = formats._json_list(raw)
+    if not isinstance(raw, list):
+        return False
+    roles = [_role(turn, options) for turn in raw]
+    return any(r == "user" for r in roles) and next((r for r in roles if r != "system"), None) == "user"
+
+
+def _message_list(raw: object, options: NormalizeOptions) -> bool:
+    """A non-empty list of turns with roles (not a list of text parts)."""
+    raw = formats._json_list(raw)
+    return isinstance(raw, list) and bool(raw) and all(isinstance(t, dict) and _role_key(t, options) is not None
+                                                       for t in raw)
+
+
+def _answer(value: dict, key: str, record: Record, issues: list[Issue], options: NormalizeOptions) -> str | None:
+    """One answer: a string, text parts, one message ({role, content} / {from, value}) or a list
+    holding one assistant message (TRL's conversational answers)."""
+    raw = formats._json_list(value.get(key))
+    if _message_list(raw, options):
+        if len(raw) != 1:
+            issues.append(record.issue(key, f"must hold one assistant message, got {len(raw)} messages"))
+            return None
+        raw, key = raw[0], f"{key}[0]"
+    if isinstance(raw, dict):
+        role = _role(raw, options)
+        if role != "assistant":
+            issues.append(record.issue(key, f"must be the assistant's answer, got role {_role_key(raw, options)!r}"))
+            return None
+        content_keys = ((options.tags.content_tag,) if options.tags and options.tags.content_tag else ()) \
+            + ("content", "value")
+        content_key = next((k for k in content_keys if k in raw), content_keys[0])
+        return formats._text(raw.get(content_key), record, f"{key}.{content_key}", issues)
+    if raw is not None and not isinstance(raw, (str, list)):
+        issues.append(record.issue(key, f"must be a string or an assistant message, got {type(raw).__name__}"))
+        return None
+    return formats._text(raw, record, key, issues)
+
+
+def _text_prompt(value: dict, key: str, record: Record, issues: list[Issue]) -> tuple[list[Message], list[str]] | None:
+    """A string prompt (`prompt`, or alpaca's instruction + input) with system and history."""
+    first = formats._text(value.get(key), record, key, issues, required=key == "prompt" or "input" not in value)
+    extra = formats._text(value.get("input"), record, "input", issues, required=False) if key == "instruction" else None
+    if issues:
+        return None
+    text = "\n".join(part for part in (first or "", extra or "") if part.strip())
+    messages, fields = formats._system(value, record, issues)
+    history = formats._history(value, record, issues)
+    if history is None:
+        return None
+    field = key if (first or "").strip() or not (extra or "").strip() else "input"
+    return messages + [m for m, _ in history] + [Message("user", text)], fields + [f for _, f in history] + [field]
+
+
+def _prompt(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions
+            ) -> tuple[list[Message], list[str]] | None:
+    """The prompt conversation of a record whose answers are separate fields."""
+    for key in ("messages", "conversations"):
+        if key in value:
+            return formats._chat_turns(value, record, issues, key, options)
+    for key in ("prompt", "instruction"):
+        if key in value:
+            if _message_list(value[key], options):
+                return formats._chat_turns(value, record, issues, key, options)
+            return _text_prompt(value, key, record, issues)
+    if "input" in value:
+        return _text_prompt(value, "instruction", record, issues)
+    issues.append(record.issue("prompt", _PROMPT_HINT))
+    return None
+
+
+def _split_conversation(value: dict, key: str, record: Record, issues: list[Issue], options: NormalizeOptions
+                        ) -> tuple[list[Message], list[str], str, str] | None:
+    """(prompt, its fields, answer, the answer's field) of a whole conversation whose last turn is the
+    answer; a top-level `system` field is its system message unless it has one."""
+    parsed = formats._chat_turns(value, record, issues, key, options)
+    if parsed is None:
+        return None
+    messages, fields = parsed
+    if not messages or messages[-1].role != "assistant":
+        issues.append(record.issue(fields[-1] if fields else key, "the conversation must end with the assistant's answer"))
+        return None
+    return messages[:-1], fields[:-1], messages[-1].content, fields[-1]
+
+
+def _check_prompt(prompt: list[Message], fields: list[str], answer_field: str, record: Record,
+                  issues: list[Issue], options: NormalizeOptions) -> bool:
+    """The prompt ends with a user turn; system first and allowed; turns alternate if the template needs it."""
+    turns = [i for i, m in enumerate(prompt) if m.role != "system"]
+    if not turns or prompt[turns[-1]].role != "user" or not prompt[turns[-1]].content.strip():
+        issues.append(record.issue(fields[-1] if fields else "prompt", "the prompt must end with a non-empty user turn"))
+        return False
+    for i, message in enumerate(prompt):
+        if message.role == "system" and i:
+            issues.append(record.issue(fields[i], f"a system message must come first (it is at position {i})"))
+            return False
+    if prompt[0].role == "system" and not options.allow_system:
+        issues.append(record.issue(fields[0], "this model's chat template does not accept a system message"))
+        return False
+    if options.require_alternation:
+        messages = prompt + [Message("assistant", "")]
+        return formats._alternates(messages, fields + [answer_field], turns + [len(prompt)], record, issues)
+    return True
+
+
+def _nonempty(answer: str | None, field: str, record: Record, issues: list[Issue]) -> bool:
+    if answer is not None and not answer.strip():
+        issues.append(record.issue(field, "empty answer"))
+        return False
+    return answer is not None
+
+
+# ----------------------------------------------------------------------------- pairs
+
+def _shared_prompt(value: dict, conversations: list[str], record: Record, issues: list[Issue],
+                   options: NormalizeOptions) -> tuple[list[Message], list[str], str | None, str | None] | None:
+    """Chosen and/or rejected given as whole conversations: the prompt is every turn but the last,
+    and must be the same in both."""
+    parts = {}
+    for key in conversations:
+        parts[key] = _split_conversation(value, key, record, issues, options)
+        if parts[key] is None:
+            return None
+    prompt, fields = parts[conversations[0]][:2]
+    answers = {key: parts[key][2] if key in parts else _answer(value, key, record, issues, options)
+               for key in ("chosen", "rejected")}
+    if len(parts) == 2:
+        other, other_fields = parts["rejected"][:2]
+        for i in range(max(len(prompt), len(other))):
+            if i >= len(prompt) or i >= len(other) or prompt[i] != other[i]:
+                field = other_fields[i] if i < len(other_fields) else parts["rejected"][3]
+                issues.append(record.issue(field, "prompt differs from chosen's (the two conversations must share "
+                                                  "every turn but the last)"))
+                return None
+    return prompt, fields, answers["chosen"], answers["rejected"]
+
+
+def normalize_pair(value: dict, record: Record, issues: list[Issue],
+                   options: NormalizeOptions = formats.DEFAULT_OPTIONS) -> Sample | None:
+    conversations = [key for key in ("chosen", "rejected") if is_conversation(value.get(key), options)]
+    if conversations:
+        parsed = _shared_prompt(value, conversations, record, issues, options)
+    else:
+        prompt = _prompt(value, record, issues, options)
+        answers = [_answer(value, key, record, issues, options) for key in ("chosen", "rejected")]
+        parsed = None if prompt is None else (*prompt, *answers)
+    if parsed is None or issues:
+        return None
+    prompt, fields, chosen, rejected = parsed
+    if not (_nonempty(chosen, "chosen", record, issues) and _nonempty(rejected, "rejected", record, issues)):
+        return None
+    if chosen.strip() == rejected.strip():
+        issues.append(record.issue("rejected", "identical to chosen: a pair needs two different answers"))
+        return None
+    if not _check_prompt(prompt, fields, "chosen", record, issues, options):
+        return None
+    return Sample("preference", messages=prompt, chosen=chosen, rejected=rejected, where=record.where,
+                  format="preference", fields=fields)
+
+
+# ----------------------------------------------------------------------------- unpaired (KTO)
+
+def _unpaired_parts(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions
+                    ) -> tuple[list[Message], list[str], str | None, str] | None:
+    """(prompt, its fields, completion, the completion's field) of each unpaired shape."""
+    if "completion" in value and is_conversation(value["completion"], options):
+        return _split_conversation(value, "completion", record, issues, options)
+    if "completion" not in value and ("messages" in value or "conversations" in value):
+        return _split_conversation(value, "messages" if "messages" in value else "conversations", record, issues,
+                                   options)
+    key = "completion" if "completion" in value else "output"
+    prompt = _prompt(value, record, issues, options)
+    completion = _answer(value, key, record, issues, options)
+    return None if prompt is None else (*prompt, completion, key)
+
+
+def normalize_unpaired(value: dict, record: Record, issues: list[Issue],
+                       options: NormalizeOptions = formats.DEFAULT_OPTIONS) -> Sample | None:
+    label = boolean_label(value.get("label"))
+    if label is None:
+        issues.append(record.issue("label", "missing" if value.get("label") is None
+                                   else f"must be true or false, got {value['label']!r}"))
+        return None
+    parsed = _unpaired_parts(value, record, issues, options)
+    if parsed is None or issues:
+        return None
+    prompt, fields, completion, field = parsed
+    if not _nonempty(completion, field, record, issues):
+        return None
+    if not _check_prompt(prompt, fields, field, record, issues, options):
+        return None
+    return Sample("unpaired", messages=prompt, completion=completion, label=label, where=record.where,
+                  format="unpaired", fields=fields)
