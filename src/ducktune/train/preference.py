@@ -355,3 +355,29 @@ def choose_preference_batching_and_loss(model, config, memory, choose_loss, log)
     if line:
         log(line)
     return batching, objective
+
+
+def pair_rewards(model, rows: list[dict], pad_token_id: int, beta: float = 0.1, batch_size: int = 8,
+                 reference_adapter: str | None = None) -> dict:
+    """DPO's implied rewards of a LoRA model on preference pairs against its reference (adapter
+    off): {"accuracy": share of pairs whose chosen reward is higher, "margin": mean chosen - rejected
+    reward, "margins": per pair}. For held-out pairs and tests; no gradients."""
+    collate = PairCollator(pad_token_id)
+    margins = []
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(rows), batch_size):
+            batch = collate(rows[start:start + batch_size])
+            args = (batch["input_ids"], batch["attention_mask"], batch["labels"], None)
+            with torch.no_grad():
+                policy = sequence_logps(model, *args)[0]
+                with reference_weights(model, reference_adapter):
+                    reference = sequence_logps(model, *args)[0]
+            ratio = policy - reference
+            half = ratio.shape[0] // 2
+            margins += (beta * (ratio[:half] - ratio[half:])).tolist()
+    finally:
+        model.train(was_training)
+    return {"accuracy": sum(m > 0 for m in margins) / max(len(margins), 1),
+            "margin": sum(margins) / max(len(margins), 1), "margins": margins}
