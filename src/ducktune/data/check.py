@@ -5,6 +5,11 @@ problem as `file:line: field: what is wrong` (also what the chat template cannot
 token lengths with the model's tokenizer (min / median / p95 / max) and how many samples
 the cutoff truncates or empties; the mix training would use (repeats, weights, validation).
 
+Preference data (pairs, unpaired KTO samples) is measured answer by answer: each answer with
+its prompt, as preference training encodes it (data/preference.py). Whether the data is
+checked for supervised or preference training is the `objective`; by default it is
+preference when the data holds only pairs and KTO samples.
+
 Token lengths come from lengths.py (fast, and exact where the cutoff is concerned).
 """
 
@@ -16,8 +21,9 @@ from dataclasses import dataclass, field
 from ducktune.config import DatasetSpec, RunConfig
 from ducktune.data.formats import DEFAULT_OPTIONS
 from ducktune.data.lengths import TokenStats, token_stats
-from ducktune.data.loader import LoadedData, assemble, read_datasets
-from ducktune.data.schema import Issue
+from ducktune.data.loader import LoadedData, assemble, data_objective, objective_kinds, read_datasets
+from ducktune.data.preference import answer_chat, answers
+from ducktune.data.schema import PREFERENCE_KINDS, Issue, Sample
 from ducktune.data.dataset_files import FileData, read_spec
 from ducktune.errors import DataError
 
@@ -37,14 +43,18 @@ class CheckReport:
     loaded: LoadedData | None = None  # the mix training would use (None when unusable)
     verdict: str = ""
     usable: bool = False
+    objective: str = "sft"  # "sft" or "preference": which samples training would use
+    desirable: int = 0  # unpaired KTO samples labelled true
 
     @property
     def samples(self) -> int:
         return sum(self.kinds.values())
 
 
-def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed: int | None = None) -> CheckReport:
-    """Read, validate and measure the data of `config` (never raises for bad data)."""
+def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed: int | None = None,
+               objective: str | None = None) -> CheckReport:
+    """Read, validate and measure the data of `config` (never raises for bad data). `objective`:
+    "sft" or "preference"; None decides from the data (see loader.data_objective)."""
     from ducktune.data.template_rules import template_options
 
     options = template_options(chat_format) if chat_format is not None else DEFAULT_OPTIONS
@@ -56,10 +66,12 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
     samples = [s for f in files for s in f.samples]
     report.records = sum(f.records + f.lost for f in files)
     report.bad_records = sum(f.bad_records for f in files)
+    report.objective = objective or data_objective(samples)
     seen: set = set()
     for sample in samples:
         report.formats[sample.format] += 1
         report.kinds[sample.kind] += 1
+        report.desirable += sample.label is True
         for message in sample.messages:
             report.roles[message.role] += 1
         key = sample.key()
@@ -69,16 +81,26 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
             seen.add(key)
 
     if chat_format is not None:
-        trainable = [s for s in samples if s.kind != "preference"]
         report.tokenizer = config.model.name_or_path
-        report.tokens, template_issues = token_stats(trainable, chat_format, config.data.cutoff_len,
-                                                     config.data.train_on)
+        report.tokens, template_issues = _token_stats(samples, report.objective, chat_format, config)
         report.issues += template_issues
-        report.bad_records += len(template_issues)
+        report.bad_records += len({(i.file, i.line) for i in template_issues})
 
     report.issues.sort(key=Issue.sort_key)
     _decide(report, config, per_dataset, skip_bad, seed if seed is not None else config.train.seed, options)
     return report
+
+
+def _token_stats(samples: list[Sample], objective: str, chat_format, config: RunConfig):
+    """Token lengths of what training would build: samples for SFT, each answer with its prompt
+    (trained as SFT trains a last answer) for preference tuning."""
+    kinds = objective_kinds(objective)
+    trainable = [s for s in samples if s.kind in kinds]
+    if objective == "sft":
+        return token_stats(trainable, chat_format, config.data.cutoff_len, config.data.train_on)
+    chats = [answer_chat(s, answer, name) for s in trainable for name, answer in answers(s)]
+    stats, issues = token_stats(chats, chat_format, config.data.cutoff_len, "last_assistant")
+    return stats, list(dict.fromkeys(issues))  # a pair's two answers report one template problem once
 
 
 def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool, seed: int, options) -> None:
@@ -93,13 +115,14 @@ def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool,
         report.verdict = f"{n}; fix them, or pass --skip-bad to train on the {good:,} good samples"
         return
     try:
-        report.loaded = assemble(config.data, per_dataset, seed, skip_bad, options)
+        report.loaded = assemble(config.data, per_dataset, seed, skip_bad, options, report.objective)
     except DataError as exc:
         report.verdict = str(exc).splitlines()[-1]
         return
     tokens = report.tokens
     if tokens is not None and tokens.samples and tokens.dropped == tokens.samples:
-        report.verdict = (f"every sample loses all its trained tokens at the cutoff ({tokens.cutoff}); "
+        what = "answer" if report.objective == "preference" else "sample"
+        report.verdict = (f"every {what} loses all its trained tokens at the cutoff ({tokens.cutoff}); "
                           "raise data.cutoff_len")
         return
     report.usable = True
@@ -116,6 +139,24 @@ def _counter(counter: Counter, order: tuple = ()) -> str:
     return " · ".join(f"{k} {_count(counter[k])}" for k in keys) or "none"
 
 
+def _objective_lines(report: CheckReport) -> list[str]:
+    """Preference counts, and the samples the objective leaves aside."""
+    kinds = report.kinds
+    pairs, unpaired = kinds.get("preference", 0), kinds.get("unpaired", 0)
+    other = sum(n for kind, n in kinds.items() if kind not in PREFERENCE_KINDS)
+    lines = []
+    if pairs or unpaired:
+        labels = f" ({_count(report.desirable)} desirable, {_count(unpaired - report.desirable)} undesirable)" \
+            if unpaired else ""
+        lines.append(f"Preference data: {_count(pairs)} pairs · {_count(unpaired)} unpaired (KTO){labels}")
+    if report.objective == "sft" and (pairs or unpaired):
+        lines.append(f"  {_count(pairs + unpaired)} preference pairs and KTO samples are checked but not trained "
+                     "by supervised fine-tuning")
+    elif report.objective == "preference" and other:
+        lines.append(f"  {_count(other)} chat/text samples are checked but not trained by preference tuning")
+    return lines
+
+
 def render_report(report: CheckReport, max_problems: int = 50) -> str:
     lines = []
     files = report.files
@@ -129,18 +170,21 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
         lines.append(f"  ... and {len(files) - 20} more files")
     lines.append(f"Samples: {_count(report.samples)} usable, {_count(report.bad_records)} bad")
     lines.append(f"  formats: {_counter(report.formats)}")
-    lines.append(f"  kinds:   {_counter(report.kinds, ('chat', 'text', 'preference'))}")
+    lines.append(f"  kinds:   {_counter(report.kinds, ('chat', 'text', 'preference', 'unpaired'))}")
     lines.append(f"  roles:   {_counter(report.roles, ('system', 'user', 'assistant'))}  (messages)")
-    if report.kinds.get("preference"):
-        lines.append(f"  {_count(report.kinds['preference'])} preference pairs are checked but not trained "
-                     "by supervised fine-tuning")
+    lines += _objective_lines(report)
     if report.duplicates:
         lines.append(f"  {_count(report.duplicates)} exact duplicates (data.dedupe=true drops them)")
     t = report.tokens
     if t is not None:
+        preference = report.objective == "preference"
+        what = "answer" if preference else "sample"
         lines.append(f"Tokens ({report.tokenizer} tokenizer): min {t.min} · median {t.median} · p95 {t.p95} "
-                     f"· max {t.max}  over {_count(t.samples)} samples")
-        cut = f"  cutoff {t.cutoff}: {_count(t.truncated)} sample{'s' if t.truncated != 1 else ''} would be truncated"
+                     f"· max {t.max}  over {_count(t.samples)} {what}s"
+                     + ("  (each answer with its prompt)" if preference else ""))
+        cut = f"  cutoff {t.cutoff}: {_count(t.truncated)} {what}{'s' if t.truncated != 1 else ''} would be truncated"
+        if preference and t.truncated:
+            cut += " (the prompt is kept, the answer cut)"
         if t.dropped:
             cut += f", {_count(t.dropped)} of them lose every trained token and are dropped"
         lines.append(cut)
@@ -160,7 +204,8 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
             lines.append(f"... and {_count(len(problems) - len(shown))} more (--max-problems 0 shows all)")
     if report.usable:
         extra = f"; {_count(loaded.skipped)} bad records will be skipped" if loaded and loaded.skipped else ""
-        lines.append(f"Usable: yes{extra}")
+        purpose = ", for preference tuning" if report.objective == "preference" else ""
+        lines.append(f"Usable: yes{purpose}{extra}")
     else:
         lines.append(f"Usable: no: {report.verdict}")
     return "\n".join(lines)
@@ -173,6 +218,9 @@ def report_json(report: CheckReport) -> dict:
     return {
         "usable": report.usable,
         "verdict": report.verdict,
+        "objective": report.objective,
+        "preference": {"pairs": report.kinds.get("preference", 0), "unpaired": report.kinds.get("unpaired", 0),
+                       "desirable": report.desirable},
         "records": report.records,
         "samples": report.samples,
         "bad_records": report.bad_records,

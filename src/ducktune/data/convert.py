@@ -7,7 +7,9 @@ for the whole file, naming every record that does not fit:
   conversations whose turns do not alternate user/assistant, preference pairs and plain
   text do not fit;
 - messages and sharegpt hold every conversation, and preference pairs (prompt turns plus
-  chosen/rejected answers); plain text has no turns and fits none of the three.
+  chosen/rejected answers); plain text has no turns and fits none of the three;
+- unpaired KTO samples are written as their conversation (the completion last) plus `label`,
+  LLaMA-Factory's KTO shape, in all three.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ducktune.data.schema import Issue, Sample
+from ducktune.data.schema import Issue, Message, Sample
 from ducktune.errors import UserError
 from ducktune.io import atomic_file
 
@@ -31,6 +33,23 @@ class DoesNotFit(Exception):
         super().__init__(message)
         self.field = field
         self.message = message
+
+
+def _unpaired_as_chat(sample: Sample) -> Sample:
+    """A KTO sample as the conversation it labels: its prompt, then the completion."""
+    messages = list(sample.messages) + [Message("assistant", sample.completion or "")]
+    fields = list(sample.fields) + ["completion"] if sample.fields else []
+    return Sample("chat", messages=messages, where=sample.where, format=sample.format, fields=fields)
+
+
+def _labelled(convert):
+    """Converters write an unpaired sample as its conversation plus its label."""
+    def converted(sample: Sample) -> dict:
+        if sample.kind != "unpaired":
+            return convert(sample)
+        return {**convert(_unpaired_as_chat(sample)), "label": bool(sample.label)}
+    converted.__name__ = convert.__name__
+    return converted
 
 
 def to_messages(sample: Sample) -> dict:
@@ -84,7 +103,7 @@ def to_alpaca(sample: Sample) -> dict:
     return record
 
 
-CONVERTERS = {"messages": to_messages, "alpaca": to_alpaca, "sharegpt": to_sharegpt}
+CONVERTERS = {"messages": _labelled(to_messages), "alpaca": _labelled(to_alpaca), "sharegpt": _labelled(to_sharegpt)}
 
 
 def convert_samples(samples: list[Sample], target: str) -> tuple[list[dict], list[Issue]]:

@@ -1,11 +1,16 @@
 """From `data:` in the config to the samples a run trains on.
 
-    read every dataset (dataset_files.py) -> refuse on problems (or skip bad records) -> dedupe
+    read every dataset (dataset_files.py) -> refuse on problems (or skip bad records)
+    -> keep the samples the objective trains on -> dedupe
     -> per-dataset max_samples -> hold out validation samples -> mix by repeat or weight
     -> deterministic shuffle -> global max_samples
 
 Validation samples are taken from each dataset before repeats, so no copy of a validation
 sample is trained on. Every random choice uses one `random.Random(seed)`.
+
+The objective decides which samples are kept: "sft" trains chats and plain text (pairs
+and KTO samples are counted, not used); "preference" trains pairs and unpaired KTO samples
+(chats and text are counted, not used).
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ducktune.config import DataConfig, DatasetSpec
 from ducktune.data.formats import DEFAULT_OPTIONS, NormalizeOptions
-from ducktune.data.schema import Issue, Sample
+from ducktune.data.schema import PREFERENCE_KINDS, Issue, Sample
 from ducktune.data.dataset_files import DatasetRead, FileData, read_dataset, read_spec
 from ducktune.errors import DataError
 
@@ -42,6 +47,8 @@ class LoadedData:
     duplicates_removed: int = 0
     mix: list[DatasetMix] = field(default_factory=list)
     preference_pairs: int = 0  # parsed and valid, but not trained by supervised fine-tuning
+    objective: str = "sft"
+    unused: int = 0  # valid samples of a kind the objective does not train (pairs for sft, chats for preference)
 
 
 def read_datasets(config: DataConfig, options: NormalizeOptions = DEFAULT_OPTIONS) -> list[DatasetRead]:
@@ -55,8 +62,10 @@ def load_file(path, fmt: str = "auto", columns: dict[str, str] | None = None) ->
 
 
 def load_data(config: DataConfig, seed: int = 42, skip_bad: bool | None = None, chat_format=None,
-              options: NormalizeOptions | None = None) -> LoadedData:
+              options: NormalizeOptions | None = None, objective: str = "sft") -> LoadedData:
     """Load, validate and mix every dataset. Raises DataError listing every problem when unusable.
+
+    `objective`: "sft" (chat and text samples) or "preference" (pairs and unpaired KTO samples).
 
     With `chat_format`, records the chat template cannot render (turns that do not alternate
     when the template requires it, a system message it does not accept) are problems too.
@@ -68,30 +77,58 @@ def load_data(config: DataConfig, seed: int = 42, skip_bad: bool | None = None, 
         from ducktune.data.template_rules import template_options
 
         options = template_options(chat_format) if chat_format is not None else DEFAULT_OPTIONS
-    return assemble(config, read_datasets(config, options), seed, skip_bad, options)
+    return assemble(config, read_datasets(config, options), seed, skip_bad, options, objective)
+
+
+PREFERENCE_DATA_SHAPES = ("pairs such as {prompt, chosen, rejected} (TRL), chosen and rejected conversations "
+                          "sharing a prompt (UltraFeedback) or LLaMA-Factory ranking datasets; for KTO, "
+                          "{prompt, completion, label: true/false}")
+
+
+def data_objective(samples: list[Sample]) -> str:
+    """"preference" for data made only of pairs and KTO samples, else "sft"."""
+    kinds = {sample.kind for sample in samples}
+    return "preference" if kinds and kinds <= set(PREFERENCE_KINDS) else "sft"
+
+
+def objective_kinds(objective: str) -> tuple[str, ...]:
+    """The sample kinds an objective trains on."""
+    if objective == "sft":
+        return ("chat", "text")
+    if objective == "preference":
+        return PREFERENCE_KINDS
+    raise ValueError(f"unknown objective {objective!r}")
+
+
+def _nothing_to_train(issues: list[Issue], objective: str, unused: int) -> DataError:
+    if objective == "preference":
+        held = f" (it holds {unused} chat/text samples, which supervised fine-tuning trains on)" if unused else ""
+        return data_error(issues, f"no preference data{held}: preference tuning needs {PREFERENCE_DATA_SHAPES}")
+    if unused:
+        return data_error(issues, f"the data holds only preference pairs or KTO samples ({unused}); supervised "
+                                  "fine-tuning needs chat or text samples (train it with a preference method)")
+    return data_error(issues, "no usable training samples")
 
 
 def assemble(config: DataConfig, datasets: list[DatasetRead], seed: int, skip_bad: bool,
-             options: NormalizeOptions = DEFAULT_OPTIONS) -> LoadedData:
+             options: NormalizeOptions = DEFAULT_OPTIONS, objective: str = "sft") -> LoadedData:
     """Datasets already read -> train and validation samples (raises DataError when unusable)."""
+    kinds = objective_kinds(objective)
     files = [f for d in datasets for f in d.files]
     issues = [i for f in files for i in f.issues]
     refuse_on(issues, skip_bad, "training")
 
     rng = random.Random(seed)
-    pools, mix, duplicates, preference = _pools(config, datasets)
+    pools, mix, duplicates, unused = _pools(config, datasets, kinds)
     if not any(pools):
-        if preference:
-            raise data_error(issues, f"the data holds only preference pairs ({preference}); supervised fine-tuning "
-                                     "needs chat or text samples (preference tuning is not available yet)")
-        raise data_error(issues, "no usable training samples")
+        raise _nothing_to_train(issues, objective, unused)
 
     val: list[Sample] = []
     if config.val_file:
         val_files = read_spec(DatasetSpec(path=config.val_file), config.dataset_dir, options)
         refuse_on([i for f in val_files for i in f.issues], skip_bad, "validation")
         files += val_files
-        val = [s for f in val_files for s in f.samples if s.kind != "preference"]
+        val = [s for f in val_files for s in f.samples if s.kind in kinds]
     elif config.val_ratio > 0:
         val = _hold_out(pools, mix, config.val_ratio, rng)
 
@@ -103,7 +140,7 @@ def assemble(config: DataConfig, datasets: list[DatasetRead], seed: int, skip_ba
         train = train[: config.max_samples]
     skipped = sum(f.bad_records for f in files) if skip_bad else 0
     return LoadedData(train, val, files, issues, skipped=skipped, duplicates_removed=duplicates, mix=mix,
-                      preference_pairs=preference)
+                      preference_pairs=unused if objective == "sft" else 0, objective=objective, unused=unused)
 
 
 def refuse_on(issues: list[Issue], skip_bad: bool, what: str) -> None:
@@ -115,21 +152,23 @@ def refuse_on(issues: list[Issue], skip_bad: bool, what: str) -> None:
         raise data_error(issues, f"the {what} data has problems; fix them or pass --skip-bad to train on the good records")
 
 
-def _pools(config: DataConfig, datasets: list[DatasetRead]) -> tuple[list[list[Sample]], list[DatasetMix], int, int]:
-    """Trainable samples per dataset after dedupe (across datasets) and each one's max_samples."""
+def _pools(config: DataConfig, datasets: list[DatasetRead], kinds: tuple[str, ...] = ("chat", "text")
+           ) -> tuple[list[list[Sample]], list[DatasetMix], int, int]:
+    """Samples of `kinds` per dataset after dedupe (across datasets) and each one's max_samples;
+    duplicates removed; samples of other kinds (not counted in the pools)."""
     seen: set = set()
     pools: list[list[Sample]] = []
     mix: list[DatasetMix] = []
-    duplicates = preference = 0
+    duplicates = unused = 0
     for dataset in datasets:
         spec = dataset.spec
         samples = []
         for f in dataset.files:
             for sample in f.samples:
-                if sample.kind == "preference":
-                    preference += 1
-                else:
+                if sample.kind in kinds:
                     samples.append(sample)
+                else:
+                    unused += 1
         if config.dedupe:
             unique = []
             for sample in samples:
@@ -144,7 +183,7 @@ def _pools(config: DataConfig, datasets: list[DatasetRead]) -> tuple[list[list[S
             samples = samples[: spec.max_samples]
         pools.append(samples)
         mix.append(DatasetMix(spec.path, len(samples)))
-    return pools, mix, duplicates, preference
+    return pools, mix, duplicates, unused
 
 
 def _hold_out(pools: list[list[Sample]], mix: list[DatasetMix], ratio: float, rng: random.Random) -> list[Sample]:

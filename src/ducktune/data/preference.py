@@ -33,9 +33,25 @@ PAIR_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejecte
 UNPAIRED_KEYS = ("completion_input_ids", "completion_labels", "label", "prompt_len")
 
 
+def answers(sample: Sample) -> list[tuple[str, str]]:
+    """(name, answer) of a preference sample: chosen and rejected, or its completion."""
+    if sample.kind == "preference":
+        return [("chosen", sample.chosen), ("rejected", sample.rejected)]
+    if sample.kind == "unpaired":
+        return [("completion", sample.completion)]
+    raise ValueError(f"not a preference sample: {sample.kind}")
+
+
+def answer_chat(sample: Sample, answer: str, field: str = "") -> Sample:
+    """The prompt conversation with one answer as its last turn: what SFT would train for it."""
+    fields = list(sample.fields) + [field] if sample.fields else []
+    return Sample("chat", messages=list(sample.messages) + [Message("assistant", answer)], where=sample.where,
+                  format=sample.format, fields=fields)
+
+
 def _answer_row(chat_format, sample: Sample, answer: str, name: str) -> tuple[list[int], list[int], int]:
     """(ids, labels, where the trained answer starts) of the prompt plus one answer, uncut."""
-    chat = Sample("chat", messages=list(sample.messages) + [Message("assistant", answer)], where=sample.where)
+    chat = answer_chat(sample, answer, name)
     try:
         encoded = chat_format.encode(chat, 1 << 30, "last_assistant")
     except DataError as exc:
@@ -56,14 +72,9 @@ def encode_preference(chat_format, sample: Sample, cutoff_len: int, counts: dict
     prompt leaves no room for an answer within `cutoff_len`. Raises DataError naming the record
     when the chat template cannot render it or renders its prompt differently per answer.
     `counts`, when given, gets "truncated" incremented for a sample whose answers were cut."""
-    if sample.kind == "preference":
-        names = ("chosen", "rejected")
-        answers = (sample.chosen, sample.rejected)
-    elif sample.kind == "unpaired":
-        names, answers = ("completion",), (sample.completion,)
-    else:
-        raise ValueError(f"not a preference sample: {sample.kind}")
-    rows = [_answer_row(chat_format, sample, answer, name) for name, answer in zip(names, answers)]
+    named = answers(sample)
+    names = [name for name, _ in named]
+    rows = [_answer_row(chat_format, sample, answer, name) for name, answer in named]
     # A BPE merge across the prompt/answer boundary (an answer starting with a newline) moves
     # one row's first trained token earlier: the shared prompt is what comes before both.
     prompt_len = min(start for _, _, start in rows)

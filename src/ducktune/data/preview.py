@@ -4,54 +4,81 @@ Each sample is encoded the way training encodes it (chat template, loss mask, EO
 and decoded back run by run: tokens that carry the loss are shown in colour on a terminal,
 or between « and » in plain output, so a user can see the loss lands on the answers and
 the end-of-turn token, and nowhere else.
+
+A preference pair is shown as preference training encodes it (data/preference.py): its
+prompt once, then the chosen and the rejected answer, each with its trained tokens; an
+unpaired KTO sample shows its prompt and its completion, labelled desirable or not.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from ducktune.data.schema import Message, Sample
+from ducktune.data.preference import answers, encode_preference, row_sequences
+from ducktune.data.schema import PREFERENCE_KINDS, Sample
+from ducktune.data.template import Encoded
 
 TRAINED_OPEN, TRAINED_CLOSE = "«", "»"
 _COLOUR_ON, _COLOUR_OFF = "\x1b[1;32m", "\x1b[0m"  # bold green
 
 
 @dataclass
+class AnswerPreview:
+    """One answer of a preference sample, after its prompt."""
+
+    name: str  # chosen, rejected or completion
+    runs: list[tuple[str, bool]]  # (text, trained)
+    tokens: int  # the answer's own tokens (the prompt not counted)
+    trained: int
+    truncated: bool
+
+
+@dataclass
 class PreviewItem:
     sample: Sample
-    runs: list[tuple[str, bool]]  # (text, trained)
+    runs: list[tuple[str, bool]]  # (text, trained); for preference samples, the prompt only
     tokens: int
     trained: int
     truncated: bool
     note: str = ""
+    answers: list[AnswerPreview] = field(default_factory=list)  # preference samples: each answer
 
 
-def as_trainable(sample: Sample) -> tuple[Sample, str]:
-    """Preference pairs are previewed as their prompt with the chosen answer."""
-    if sample.kind != "preference":
-        return sample, ""
-    chat = Sample("chat", messages=list(sample.messages) + [Message("assistant", sample.chosen or "")],
-                  where=sample.where, format=sample.format)
-    return chat, "preference pair: the prompt with the chosen answer"
+def preview_preference(sample: Sample, chat_format, cutoff: int) -> PreviewItem:
+    """The prompt once, then each answer with its trained tokens, cut at `cutoff` as training cuts them."""
+    row = encode_preference(chat_format, sample, 1 << 30)
+    n = row["prompt_len"]
+    dropped = n >= cutoff  # training drops it (encode_preference returns None): shown whole
+    previews = []
+    for (name, _), (ids, labels) in zip(answers(sample), row_sequences(row)):
+        end = len(ids) if dropped else min(len(ids), cutoff)
+        encoded = Encoded(ids[n:end], labels[n:end], False)
+        previews.append(AnswerPreview(name, chat_format.decode_spans(encoded), len(encoded.input_ids),
+                                      encoded.n_trained, not dropped and len(ids) > cutoff))
+    first_ids, first_labels = row_sequences(row)[0]
+    prompt = Encoded(first_ids[:n], first_labels[:n], False)
+    notes = [] if sample.kind == "preference" else ["desirable" if sample.label else "undesirable"]
+    if dropped:
+        notes.append(f"the prompt alone fills the cutoff ({cutoff}): dropped in training")
+    return PreviewItem(sample, chat_format.decode_spans(prompt), n, sum(a.trained for a in previews),
+                       any(a.truncated for a in previews), "; ".join(notes), previews)
 
 
 def preview_samples(samples: list[Sample], chat_format, cutoff: int, train_on: str = "assistant") -> list[PreviewItem]:
     items = []
-    for original in samples:
-        sample, note = as_trainable(original)
+    for sample in samples:
+        if sample.kind in PREFERENCE_KINDS:
+            items.append(preview_preference(sample, chat_format, cutoff))
+            continue
         encoded = chat_format.encode(sample, cutoff, train_on)
-        items.append(PreviewItem(original, chat_format.decode_spans(encoded), len(encoded.input_ids),
-                                 encoded.n_trained, encoded.truncated, note))
+        items.append(PreviewItem(sample, chat_format.decode_spans(encoded), len(encoded.input_ids),
+                                 encoded.n_trained, encoded.truncated))
     return items
 
 
-def render_item(item: PreviewItem, colour: bool) -> str:
-    share = f"{item.trained / item.tokens:.0%}" if item.tokens else "0%"
-    header = (f"── {item.sample.where} · {item.sample.format} · {item.tokens} tokens, {item.trained} trained ({share})"
-              + (" · truncated at the cutoff" if item.truncated else "")
-              + (f" · {item.note}" if item.note else "") + " ──")
+def _render_runs(runs: list[tuple[str, bool]], colour: bool) -> str:
     body = []
-    for text, trained in item.runs:
+    for text, trained in runs:
         if not trained:
             body.append(text)
         elif colour:
@@ -59,7 +86,23 @@ def render_item(item: PreviewItem, colour: bool) -> str:
             body.append("\n".join(f"{_COLOUR_ON}{line}{_COLOUR_OFF}" if line else line for line in text.split("\n")))
         else:
             body.append(f"{TRAINED_OPEN}{text}{TRAINED_CLOSE}")
-    return header + "\n" + "".join(body).rstrip("\n")
+    return "".join(body).rstrip("\n")
+
+
+def render_item(item: PreviewItem, colour: bool) -> str:
+    note = f" · {item.note}" if item.note else ""
+    if item.answers:
+        header = f"── {item.sample.where} · {item.sample.format} · prompt {item.tokens} tokens{note} ──"
+        parts = [header, _render_runs(item.runs, colour)]
+        for answer in item.answers:
+            cut = " · truncated at the cutoff" if answer.truncated else ""
+            parts.append(f"── {answer.name}: {answer.tokens} tokens, {answer.trained} trained{cut} ──")
+            parts.append(_render_runs(answer.runs, colour))
+        return "\n".join(parts)
+    share = f"{item.trained / item.tokens:.0%}" if item.tokens else "0%"
+    header = (f"── {item.sample.where} · {item.sample.format} · {item.tokens} tokens, {item.trained} trained ({share})"
+              + (" · truncated at the cutoff" if item.truncated else "") + note + " ──")
+    return header + "\n" + _render_runs(item.runs, colour)
 
 
 def legend(colour: bool) -> str:
