@@ -216,3 +216,4 @@ def test_adapter_that_is_not_one_is_refused(tmp_path, tiny_qwen, capsys):
                  "--set", f"model.adapter={tmp_path}", "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "model.adapter:" in err[0] and "no LoRA adapter there" in err[0], err
+    assert not (tmp_path / "run").exists()

@@ -41,7 +41,8 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
         if reference_copy:
             peft_model.load_adapter(str(folder), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
             peft_model.set_adapter("default")
-        return peft_model, sorted(peft_model.peft_config["default"].target_modules)
+        # A saved adapter may name its targets by full path: the leaf names, as for a new adapter.
+        return peft_model, sorted({name.rsplit(".", 1)[-1] for name in peft_model.peft_config["default"].target_modules})
 
     peft_config = PeftLoraConfig(
         r=cfg.r,

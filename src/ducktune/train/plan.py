@@ -434,7 +434,7 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
         checkpointing=tc.gradient_checkpointing == "on",
         lora_r=lora.r,
         lora_targets=None if lora.target_modules == "all-linear" else tuple(lora.target_modules),
-        lora_dropout=lora.dropout,
+        lora_dropout=lora.dropout if tc.objective == "sft" else 0.0,  # preference runs switch dropout off
         optimizer=tc.optimizer,
         loss_chunk_size=tc.loss_chunk_size or DEFAULT_LOSS_CHUNK,
         dataset_tokens=dataset_tokens,

@@ -328,6 +328,16 @@ def plan_rows(rows: list[dict]) -> list[dict]:
 
 # ----------------------------------------------------------------------------- for the recipe
 
+def disable_dropout(model) -> bool:
+    """Set every dropout of the model (LoRA's included) to 0; True when one was on."""
+    changed = False
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p = 0.0
+            changed = True
+    return changed
+
+
 def choose_preference_loss(config):
     """choose_loss(model, chunk_size, log) -> PreferenceObjective for this config: the chunked head
     when this model's logits are a plain head over its hidden states (loss.verify_head), else the
@@ -350,6 +360,8 @@ def choose_preference_batching_and_loss(model, config, memory, choose_loss, log)
     choose_preference_loss(config)."""
     attention = unwrap_peft(model).config._attn_implementation
     batching = PreferenceBatching(config.train.objective, attention)
+    if disable_dropout(model):
+        log("Dropout off (as in TRL's preference trainers): the policy and the reference must score answers alike")
     objective = (choose_loss or choose_preference_loss(config))(model, memory.setup.loss_chunk_size, log)
     line = memory.preference_line()
     if line:

@@ -111,6 +111,10 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" else None
     if problem:
         raise ModelError(f"{folder}: QLoRA {problem}")
+    if config.model.adapter:  # a missing adapter is refused before anything is written
+        from ducktune.train.lora import adapter_folder
+
+        adapter_folder(config.model.adapter)
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
