@@ -235,6 +235,8 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     trained = max(1, int(setup.tokens * setup.trained_fraction))
     if setup.chunked_loss:
         rows = min(setup.loss_chunk_size, trained)
+        if setup.objective != "sft":  # preference log-probabilities go through the head one sequence at a time
+            rows = min(rows, setup.row_tokens)
         head = rows * shape.vocab * (4 + (2 * width if width < 4 else 0)) + 2 * trained * shape.hidden * width
     else:
         head = 3 * setup.tokens * shape.vocab * 4
