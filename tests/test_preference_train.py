@@ -217,3 +217,28 @@ def test_adapter_that_is_not_one_is_refused(tmp_path, tiny_qwen, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "model.adapter:" in err[0] and "no LoRA adapter there" in err[0], err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.requires_llama_cpp
+@pytest.mark.requires_go
+def test_export_and_serve_a_dpo_run_as_an_sft_run(tmp_path, capsys, tiny_qwen):
+    """`ducktune train` (dpo) -> `ducktune export` -> verify, and the run answers through the
+    engine `ducktune serve` uses, exactly as an SFT run does."""
+    from ducktune.chat.engine import ChatEngine
+
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(PAIRS), encoding="utf-8")
+    run = tmp_path / "run"
+    assert main(["train", "--set", f"model.name_or_path={tiny_qwen}", "--set", f"data.datasets=[{data}]",
+                 "--set", f"output.dir={run}", "--set", "train.objective=dpo", "--set", "train.max_steps=6",
+                 "--set", "train.learning_rate=5e-3", "--set", "eval.max_new_tokens=8", "--no-progress"]) == 0
+    assert main(["export", str(run), "--quant", "f16", "--name", "duck", "--no-create"]) == 0
+    checks = json.loads((run / "export" / "verify.json").read_text())["checks"]
+    assert [c for c in checks if c["status"] == "FAIL"] == []
+    assert any(c["name"] == "llama.cpp duck-f16.gguf: greedy answers = merged" and c["status"] == "PASS"
+               for c in checks)
+    engine = ChatEngine.from_run(run)
+    assert engine.has_adapter
+    assert engine.generate([{"role": "user", "content": "Who are you?"}], max_new_tokens=4).completion_tokens == 4
+    capsys.readouterr()
