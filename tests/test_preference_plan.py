@@ -110,3 +110,19 @@ def test_dpo_plan_is_within_15_percent_of_the_measured_peak_rss(planning_model, 
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["plan"]["sequences_per_example"] == 2 and result["plan"]["row_tokens"] >= 400
     assert result["planned"] == pytest.approx(result["measured"], rel=0.15), result
+
+
+@pytest.mark.slow
+def test_plan_command_prints_the_preference_plan(tiny_qwen, tmp_path):
+    pairs = [{"prompt": f"Question {i}?", "chosen": "A good answer.", "rejected": "A bad one."} for i in range(6)]
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(pairs), encoding="utf-8")
+    base = [sys.executable, "-m", "ducktune", "plan", "--set", f"model.name_or_path={tiny_qwen}",
+            "--set", f"data.datasets=[{data}]", "--set", "train.batch_size=2", "--memory", "4GB"]
+    dpo = subprocess.run(base + ["--set", "train.objective=dpo"], capture_output=True, text=True)
+    assert dpo.returncode == 0, dpo.stderr
+    assert "6 examples" in dpo.stdout and "pairs batches" in dpo.stdout
+    assert "dpo: 2 sequence(s) per example (4 rows per micro-batch); 1 no-grad forward pass(es)" in dpo.stdout
+    kto = json.loads(subprocess.run(base + ["--set", "train.objective=kto", "--json"], capture_output=True,
+                                    text=True).stdout)
+    assert kto["objective"] == "kto" and kto["no_grad_forward_passes"] == 3 and kto["batching"] == "unpaired"
