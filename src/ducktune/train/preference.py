@@ -393,3 +393,52 @@ def pair_rewards(model, rows: list[dict], pad_token_id: int, beta: float = 0.1, 
         model.train(was_training)
     return {"accuracy": sum(m > 0 for m in margins) / max(len(margins), 1),
             "margin": sum(margins) / max(len(margins), 1), "margins": margins}
+
+
+# ----------------------------------------------------------------------------- for the demo
+
+def base_greedy_answers(config, prompts: list[str], max_new_tokens: int, log=print) -> list[dict]:
+    """The base model's greedy answers ({prompt, text, finish_reason}) to `prompts`, generated once
+    per base model and cached (chat/general.py, as data.replay's are): the rejected side of pairs
+    whose chosen side is the answer to learn."""
+    from ducktune.chat.general import base_model_fingerprint, cached_base_answers
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.device import choose_placement
+    from ducktune.models.loading import estimate_params, load_tokenizer, model_config
+    from ducktune.models.sources import resolve_model
+
+    mc = config.model
+    folder = resolve_model(mc.name_or_path, mc.revision, log=log)
+    tokenizer = load_tokenizer(folder, mc.chat_template, mc.trust_remote_code, mc.enable_thinking)
+    chat_format = ChatFormat(tokenizer, system_prompt=mc.system_prompt)
+    placement = choose_placement(mc.device, mc.dtype, estimate_params(model_config(folder)))
+
+    def engine_factory():
+        from ducktune.chat.engine import ChatEngine
+        from ducktune.models.loading import load_model
+
+        return ChatEngine(load_model(folder, placement, trust_remote_code=mc.trust_remote_code), tokenizer,
+                          chat_format, name="base")
+
+    model_key = f"{base_model_fingerprint(folder)}/{placement.device}/{placement.dtype}"
+    return cached_base_answers(model_key, chat_format, prompts, max_new_tokens, engine_factory, log=log)
+
+
+def run_pair_rewards(run_dir, pairs: list[dict], beta: float, reference_adapter: str | None = None) -> dict:
+    """pair_rewards of a finished run on {prompt, chosen, rejected} records (e.g. held-out pairs).
+    reference_adapter: the adapter the run continued (model.adapter), loaded as the reference;
+    None: the base model is the reference."""
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.data.preference import tokenize_preference
+    from ducktune.data.schema import Message, Sample
+    from ducktune.train.lora import adapter_folder
+
+    engine = ChatEngine.from_run(run_dir, log=lambda *a: None)
+    if reference_adapter:
+        engine.model.load_adapter(str(adapter_folder(reference_adapter)), adapter_name=REFERENCE_ADAPTER)
+        engine.model.set_adapter("default")
+    samples = [Sample("preference", messages=[Message("user", p["prompt"])], chosen=p["chosen"], rejected=p["rejected"],
+                      where=f"pair {i + 1}") for i, p in enumerate(pairs)]
+    rows, _, _ = tokenize_preference(samples, engine.chat_format, 1 << 20, False)
+    return pair_rewards(engine.model, rows, engine.tokenizer.pad_token_id, beta=beta,
+                        reference_adapter=REFERENCE_ADAPTER if reference_adapter else None)
