@@ -242,3 +242,16 @@ def test_export_and_serve_a_dpo_run_as_an_sft_run(tmp_path, capsys, tiny_qwen):
     assert engine.has_adapter
     assert engine.generate([{"role": "user", "content": "Who are you?"}], max_new_tokens=4).completion_tokens == 4
     capsys.readouterr()
+
+
+def test_validation_pairs_report_eval_rewards(tmp_path, tiny_qwen):
+    config = pref_config(tmp_path, tiny_qwen, "run", "train.max_steps=4", "train.batch_size=2",
+                         "data.val_ratio=0.34", "train.eval_steps=2", "train.logging_steps=2")
+    result = recipe.train(config, progress=False, compare=False)
+    run = RunDir(result.run_dir)
+    info = run.info()
+    assert info["data"]["val_samples"] == 2 and info["data"]["train_samples"] == 4
+    evals = [m for m in run.read_metrics() if "eval_loss" in m]
+    assert evals and all("eval_rewards/accuracies" in m and "eval_rewards/margins" in m for m in evals)
+    assert info["result"]["eval_loss"] is not None
+    assert info["result"]["preference"]["rewards/accuracies"]["eval"] is not None
