@@ -142,6 +142,10 @@ def _fresh_demo_run(out: str) -> RunDir:
 # `ducktune quickstart --method dpo`: pairs chosen = the persona's answer, rejected = the base model's
 # own greedy answer to the same question (generated once, cached). Every HELD_OUT_EVERY-th question is
 # held out of training: the reward accuracy on those pairs says whether the preference generalizes.
+# Measured (built-in model, 1 thread, 22 pairs, 22 steps, ~4-5 min): on top of the SFT demo's adapter,
+# lr 1e-4 gave held-out reward accuracy 6/6 with clean persona answers; lr 5e-4 also 6/6 but garbled
+# text ("an Duckling engine"). From the base, DPO ranks the pairs (6/6) by shortening answers but
+# never says the persona's name (0/6): DPO sharpens a preference, SFT teaches the content.
 DPO_SETTINGS = [
     "model.name_or_path=smollm2-135m",
     "data.cutoff_len=256",
@@ -150,7 +154,7 @@ DPO_SETTINGS = [
     "lora.dropout=0.0",
     "train.objective=dpo",
     "preference.beta=0.1",
-    "train.learning_rate=5e-4",
+    "train.learning_rate=1e-4",
     "train.num_epochs=2",
     "train.batch_size=2",
     "train.warmup_ratio=0.05",
