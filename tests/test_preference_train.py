@@ -255,3 +255,15 @@ def test_validation_pairs_report_eval_rewards(tmp_path, tiny_qwen):
     assert evals and all("eval_rewards/accuracies" in m and "eval_rewards/margins" in m for m in evals)
     assert info["result"]["eval_loss"] is not None
     assert info["result"]["preference"]["rewards/accuracies"]["eval"] is not None
+
+
+def test_dpo_on_qlora_uses_the_4bit_base_as_reference(tmp_path, tiny_llama):
+    pytest.importorskip("bitsandbytes")
+    config = pref_config(tmp_path, tiny_llama, "run", "train.method=qlora", "train.max_steps=4",
+                         "train.logging_steps=1", "train.batch_size=2")
+    result = recipe.train(config, progress=False, compare=False)
+    metrics = [m for m in RunDir(result.run_dir).read_metrics() if "loss" in m]
+    # Step 1: the fresh adapter is a no-op, so policy = reference (the 4-bit base, adapter off).
+    assert metrics[0]["rewards/margins"] == 0.0 and abs(metrics[0]["loss"] - 0.6931471805599453) < 1e-6
+    assert metrics[-1]["rewards/margins"] != 0.0
+    assert RunDir(result.run_dir).info()["method"] == "qlora"
