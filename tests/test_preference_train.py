@@ -51,7 +51,6 @@ def training_rows(run_dir: Path, chat_format) -> list[dict]:
     return tokenize_preference(samples, chat_format, 1024, False)[0]
 
 
-@pytest.mark.slow
 def test_dpo_learns_its_training_pairs(tmp_path, tiny_qwen_wide):
     from ducktune.chat.engine import ChatEngine
     from ducktune.train.preference import pair_rewards
@@ -81,7 +80,6 @@ def test_dpo_learns_its_training_pairs(tmp_path, tiny_qwen_wide):
         assert (run.path / name).is_file(), name
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("objective", ["orpo", "simpo", "kto"])
 def test_other_objectives_train_and_log_trl_metrics(tmp_path, tiny_qwen, objective):
     config = pref_config(tmp_path, tiny_qwen, "run", f"train.objective={objective}", "train.max_steps=6",
@@ -123,7 +121,6 @@ recipe.train(config, progress=False, compare=False, choose_loss=lambda m, c, log
 """
 
 
-@pytest.mark.slow
 def test_resume_after_sigkill_gives_the_same_adapter_bit_for_bit(tmp_path, tiny_qwen):
     steps = ("train.max_steps=10", "train.save_steps=2", "train.logging_steps=1", "train.batch_size=2")
     reference = recipe.train(pref_config(tmp_path, tiny_qwen, "reference", *steps), progress=False, compare=False)
@@ -158,7 +155,6 @@ def test_resume_after_sigkill_gives_the_same_adapter_bit_for_bit(tmp_path, tiny_
     assert all("rewards/margins" in m for m in run.read_metrics() if "loss" in m)
 
 
-@pytest.mark.slow
 def test_dpo_continues_an_sft_adapter_against_its_frozen_copy(tmp_path, tiny_qwen):
     """model.adapter: the policy starts as the SFT adapter and the reference is that adapter, frozen
     (so the first step's rewards are exactly 0); the result is one plain LoRA adapter on the base."""
