@@ -148,7 +148,7 @@ from data_support import problem_lines, run_cli, write_json, write_jsonl  # noqa
 from ducktune.config import DataConfig, load_config  # noqa: E402
 from ducktune.data.check import check_data, render_report, report_json  # noqa: E402
 from ducktune.data.loader import load_data, read_datasets  # noqa: E402
-from ducktune.data.preview import preview_samples, render_item  # noqa: E402
+from ducktune.data.preview import item_json, preview_samples, render_item  # noqa: E402
 
 
 def U(text):
@@ -347,3 +347,139 @@ def test_ranking_problems_use_the_files_own_names(lf_dir):
                                              "worse": {"speaker": "BOT", "text": "same"}}])
     _, issues = lf("dpo_tagged", lf_dir)
     assert issues == [f"{lf_dir}/dpo_tagged.json:2: worse: identical to chosen: a pair needs two different answers"]
+
+
+# ----------------------------------------------------------------------------- loader, check, preview, convert
+
+def pairs_file(tmp_path, n=10):
+    return write_jsonl(tmp_path / "pairs.jsonl", [{"prompt": f"q{i}", "chosen": f"good {i}", "rejected": f"bad {i}"}
+                                                  for i in range(n)])
+
+
+def test_loader_objective_switch(tmp_path):
+    pairs = pairs_file(tmp_path)
+    chats = write_jsonl(tmp_path / "chats.jsonl", [{"messages": [U("q"), A("a")]}])
+    loaded = load_data(DataConfig(datasets=[str(pairs), str(chats)], val_ratio=0.2), objective="preference")
+    assert (len(loaded.train), len(loaded.val), loaded.unused) == (8, 2, 1)
+    assert {s.kind for s in loaded.train + loaded.val} == {"preference"}
+    assert not {s.where for s in loaded.train} & {s.where for s in loaded.val}
+    sft = load_data(DataConfig(datasets=[str(pairs), str(chats)]))
+    assert [s.kind for s in sft.train] == ["chat"] and sft.preference_pairs == 10
+    with pytest.raises(Exception, match="only preference pairs or KTO samples"):
+        load_data(DataConfig(datasets=[str(pairs)]))
+
+
+def test_loader_refuses_chat_only_data_for_preference_tuning_in_one_line(tmp_path):
+    chats = write_jsonl(tmp_path / "chats.jsonl", [{"messages": [U("q"), A("a")]}])
+    with pytest.raises(DataError) as caught:
+        load_data(DataConfig(datasets=[str(chats)]), objective="preference")
+    assert str(caught.value) == (
+        "no preference data (it holds 1 chat/text samples, which supervised fine-tuning trains on): preference "
+        "tuning needs pairs such as {prompt, chosen, rejected} (TRL), chosen and rejected conversations sharing a "
+        "prompt (UltraFeedback) or LLaMA-Factory ranking datasets; for KTO, {prompt, completion, label: true/false}")
+
+
+def test_loader_keeps_unpaired_samples_and_validation_file(tmp_path):
+    kto = write_jsonl(tmp_path / "k.jsonl", [{"prompt": f"q{i}", "completion": "a", "label": i % 2 == 0}
+                                             for i in range(4)])
+    val = write_jsonl(tmp_path / "v.jsonl", [{"prompt": "vq", "chosen": "g", "rejected": "b"}])
+    loaded = load_data(DataConfig(datasets=[str(kto)], val_file=str(val), val_ratio=0), objective="preference")
+    assert [s.label for s in loaded.train if s.kind == "unpaired"].count(True) == 2
+    assert [s.kind for s in loaded.val] == ["preference"]
+
+
+def test_check_reports_pairs_and_is_usable_for_preference_tuning(tmp_path, tiny_qwen, capsys):
+    path = pairs_file(tmp_path, 3)
+    code, out, _ = run_cli(capsys, "data", "check", path, "--model", tiny_qwen)
+    lines = out.splitlines()
+    assert code == 0, out
+    assert "  kinds:   preference 3" in lines
+    assert "Preference data: 3 pairs · 0 unpaired (KTO)" in lines
+    assert any(line.startswith("Tokens (") and line.endswith("over 6 answers  (each answer with its prompt)")
+               for line in lines)
+    assert lines[-1] == "Usable: yes, for preference tuning"
+
+
+def test_check_counts_truncated_answers_like_preference_training(tmp_path, tiny_qwen):
+    from ducktune.data.template import ChatFormat
+
+    chat_format = ChatFormat(load_tokenizer(tiny_qwen))
+    path = write_jsonl(tmp_path / "p.jsonl", [
+        {"prompt": "q", "chosen": "long answer " * 40, "rejected": "short"},
+        {"prompt": "word " * 300, "chosen": "a", "rejected": "b"},
+        {"prompt": "q", "completion": "fine", "label": False}])
+    config = load_config(None, [f"data.datasets=[{path}]", "data.cutoff_len=64", f"model.name_or_path={tiny_qwen}"])
+    report = check_data(config, chat_format, skip_bad=True)
+    _, stats, _ = tokenize_preference([s for f in report.files for s in f.samples], chat_format, 64, True)
+    assert report.objective == "preference"
+    # Sequences: the long chosen answer is truncated; both answers of the long-prompt pair lose everything.
+    assert (report.tokens.samples, report.tokens.truncated, report.tokens.dropped) == (4, 3, 2)
+    assert (stats["truncated"], stats["dropped"]) == (1, 1)
+    data = report_json(report)
+    assert data["objective"] == "preference" and data["preference"] == {"pairs": 2, "unpaired": 0, "desirable": 0}
+
+
+def test_check_of_chat_data_is_unchanged_and_names_left_out_pairs(tmp_path, tiny_qwen):
+    chats = write_jsonl(tmp_path / "c.jsonl", [{"messages": [U("q"), A("a")]}])
+    pairs = pairs_file(tmp_path, 2)
+    config = load_config(None, [f"data.datasets=[{chats}, {pairs}]"])
+    report = check_data(config)
+    out = render_report(report)
+    assert report.objective == "sft" and report.usable
+    assert "  2 preference pairs and KTO samples are checked but not trained by supervised fine-tuning" in out
+    report = check_data(config, objective="preference")
+    assert report.usable and len(report.loaded.train) == 2
+    assert "  1 chat/text samples are checked but not trained by preference tuning" in render_report(report)
+
+
+def test_check_problems_of_pairs_make_the_data_unusable(tmp_path, capsys):
+    path = write_jsonl(tmp_path / "p.jsonl", [{"prompt": "q", "chosen": "a", "rejected": "b"},
+                                              {"prompt": "q", "chosen": "a", "rejected": "a"}])
+    code, out, _ = run_cli(capsys, "data", "check", path, "--no-tokens")
+    assert code == 2
+    assert problem_lines(out) == [f"{path}:2: rejected: identical to chosen: a pair needs two different answers"]
+
+
+def test_preview_shows_the_prompt_once_then_both_answers_trained(tmp_path, tiny_qwen, capsys):
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}])
+    code, out, _ = run_cli(capsys, "data", "preview", path, "--model", tiny_qwen)
+    assert code == 0
+    body = out.split("\n", 2)[2]
+    assert body.count("<|im_start|>user\nHi<|im_end|>") == 1
+    lines = body.splitlines()
+    chosen = lines.index(next(line for line in lines if line.startswith("── chosen: ")))
+    assert lines[chosen + 1] == "«Hello!<|im_end|>»"
+    assert lines[chosen + 2].startswith("── rejected: ") and lines[chosen + 3] == "«Go away.<|im_end|>»"
+    assert lines[0].startswith(f"── {path}:1 · preference · prompt ") and "«" not in body.split("── chosen")[0]
+
+
+def test_preview_items_match_the_training_rows(tiny_qwen):
+    from ducktune.data.template import ChatFormat
+
+    chat_format = ChatFormat(load_tokenizer(tiny_qwen))
+    sample = pair(chosen="A long answer " * 20, rejected="No.")
+    row = encode_preference(chat_format, sample, 50)
+    item = preview_samples([sample, unpaired(label=False)], chat_format, 50)
+    chosen, rejected = item[0].answers
+    assert item[0].tokens == row["prompt_len"]
+    assert chosen.tokens == 50 - row["prompt_len"] and chosen.truncated and not rejected.truncated
+    assert chosen.trained + rejected.trained == item[0].trained == sum(
+        1 for key in ("chosen_labels", "rejected_labels") for x in row[key] if x != IGNORE_INDEX)
+    assert [a.name for a in item[1].answers] == ["completion"] and item[1].note == "undesirable"
+    assert "── completion: " in render_item(item[1], colour=False)
+    data = item_json(item[0])
+    assert [a["name"] for a in data["answers"]] == ["chosen", "rejected"] and data["tokens"] == row["prompt_len"]
+    assert "".join(text for text, trained in data["answers"][1]["spans"] if trained).startswith("No.")
+    assert item_json(item[1])["label"] is False
+    dropped = preview_samples([pair(prompt="word " * 100)], chat_format, 40)[0]
+    assert "dropped in training" in dropped.note
+
+
+def test_convert_keeps_pairs_and_kto_labels(tmp_path, capsys):
+    source = write_jsonl(tmp_path / "k.jsonl", [UNPAIRED_SHAPES["trl conversational"],
+                                                {"prompt": "q2", "completion": "meh", "label": False}])
+    for target in ("messages", "sharegpt", "alpaca"):
+        out = tmp_path / f"out-{target}.jsonl"
+        code, _, err = run_cli(capsys, "data", "convert", source, out, "--to", target)
+        assert code == 0, err
+        assert [shape(s) for s in read(out)[0]] == [shape(s) for s in read(source)[0]]

@@ -51,9 +51,8 @@ def test_nothing_to_preview_is_an_error(tmp_path, tiny_qwen, capsys):
                                 "error: no usable samples to preview (after skipping 0)"]
 
 
-def test_preference_pair_previews_the_chosen_answer(tmp_path, tiny_qwen, capsys):
+def test_preference_pair_previews_both_answers(tmp_path, tiny_qwen, capsys):
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}])
     code, out, _ = run_cli(capsys, "data", "preview", path, "--model", tiny_qwen)
     assert code == 0
-    assert "preference pair: the prompt with the chosen answer" in out
-    assert "«Hello!<|im_end|>»" in out and "Go away." not in out
+    assert "«Hello!<|im_end|>»" in out and "«Go away.<|im_end|>»" in out  # more in test_data_preference.py

@@ -148,7 +148,8 @@ def _objective_lines(report: CheckReport) -> list[str]:
     if pairs or unpaired:
         labels = f" ({_count(report.desirable)} desirable, {_count(unpaired - report.desirable)} undesirable)" \
             if unpaired else ""
-        lines.append(f"Preference data: {_count(pairs)} pairs · {_count(unpaired)} unpaired (KTO){labels}")
+        lines.append(f"Preference data: {_count(pairs)} pair{'s' if pairs != 1 else ''} · {_count(unpaired)} "
+                     f"unpaired (KTO){labels}")
     if report.objective == "sft" and (pairs or unpaired):
         lines.append(f"  {_count(pairs + unpaired)} preference pairs and KTO samples are checked but not trained "
                      "by supervised fine-tuning")

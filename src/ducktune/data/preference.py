@@ -82,7 +82,7 @@ def encode_preference(chat_format, sample: Sample, cutoff_len: int, counts: dict
         if ids[:prompt_len] != rows[0][0][:prompt_len]:
             raise DataError(f"{sample.where}: {name}: the chat template renders the prompt differently for the "
                             f"{name} answer than for the {names[0]} one; ducktune needs one shared prompt")
-    if prompt_len >= cutoff_len:
+    if max(start for _, _, start in rows) >= cutoff_len:  # some answer would keep no trained token
         return None
     out: dict = {"prompt_len": prompt_len}
     truncated = False

@@ -76,6 +76,19 @@ def preview_samples(samples: list[Sample], chat_format, cutoff: int, train_on: s
     return items
 
 
+def item_json(item: PreviewItem) -> dict:
+    """A preview as plain data (for the web UI): spans are [text, trained] pairs; a preference
+    sample's `spans` are its prompt and `answers` hold each answer's spans."""
+    out = {"where": item.sample.where, "kind": item.sample.kind, "tokens": item.tokens, "trained": item.trained,
+           "truncated": item.truncated, "note": item.note, "spans": [[text, trained] for text, trained in item.runs]}
+    if item.answers:
+        out["answers"] = [{"name": a.name, "tokens": a.tokens, "trained": a.trained, "truncated": a.truncated,
+                           "spans": [[text, trained] for text, trained in a.runs]} for a in item.answers]
+    if item.sample.kind == "unpaired":
+        out["label"] = bool(item.sample.label)
+    return out
+
+
 def _render_runs(runs: list[tuple[str, bool]], colour: bool) -> str:
     body = []
     for text, trained in runs:
