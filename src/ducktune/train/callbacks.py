@@ -89,6 +89,8 @@ class ProgressBar(TrainerCallback):
             shown["loss"] = f"{logs['loss']:.4f}"
         if "eval_loss" in logs:
             shown["eval"] = f"{logs['eval_loss']:.4f}"
+        if "rewards/accuracies" in logs:  # preference runs: how often chosen beats rejected
+            shown["acc"] = f"{logs['rewards/accuracies']:.2f}"
         if "tokens_per_s" in logs:
             shown["tok/s"] = f"{logs['tokens_per_s']:.0f}"
         if shown:

@@ -9,7 +9,8 @@
 calls into the module that owns the work (tokenize.py, plan.py, packing.py, loss.py, ...).
 The Trainer loop itself is transformers' own. How rows are batched and the micro-batch loss
 are parameters (`choose_batching`, `choose_loss`), as mlx-lm's trainer takes
-`iterate_batches` and `loss`.
+`iterate_batches` and `loss`. Preference objectives (train.objective dpo | orpo | simpo | kto)
+take the same steps with their own data rows, batching and loss (train/preference.py).
 """
 
 from __future__ import annotations
