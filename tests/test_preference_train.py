@@ -263,3 +263,39 @@ def test_dpo_on_qlora_uses_the_4bit_base_as_reference(tmp_path, tiny_llama):
     assert metrics[0]["rewards/margins"] == 0.0 and abs(metrics[0]["loss"] - 0.6931471805599453) < 1e-6
     assert metrics[-1]["rewards/margins"] != 0.0
     assert RunDir(result.run_dir).info()["method"] == "qlora"
+
+
+def test_a_continued_adapter_resumes_bit_for_bit(tmp_path, tiny_qwen):
+    """A crash mid-run of DPO on top of an SFT adapter: the resumed run restores the trained adapter
+    (the frozen reference is reloaded from model.adapter) and ends with the same weights."""
+    from ducktune.train import preference
+
+    sft_data = tmp_path / "sft.json"
+    sft_data.write_text(json.dumps([{"instruction": p["prompt"], "output": p["chosen"]} for p in PAIRS]))
+    recipe.train(load_config(None, [f"model.name_or_path={tiny_qwen}", f"data.datasets=[{sft_data}]",
+                                    f"output.dir={tmp_path / 'sft'}", "train.max_steps=3", "train.num_threads=1"]),
+                 progress=False, compare=False)
+    steps = (f"model.adapter={tmp_path / 'sft'}", "train.max_steps=8", "train.save_steps=2", "train.batch_size=2")
+    reference = recipe.train(pref_config(tmp_path, tiny_qwen, "reference", *steps), progress=False, compare=False)
+    config = pref_config(tmp_path, tiny_qwen, "crashed", *steps)
+    calls = []
+
+    class CrashInStep6:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def __call__(self, *args):
+            calls.append(1)
+            if len(calls) == 6:
+                raise RuntimeError("simulated crash")
+            return self.inner(*args)
+
+    choose = preference.choose_preference_loss(config)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        recipe.train(config, progress=False, compare=False, choose_loss=lambda m, c, log: CrashInStep6(choose(m, c, log)))
+    resumed = recipe.train(config, progress=False, compare=False)
+    ours, theirs = _adapter_tensors(resumed.run_dir), _adapter_tensors(reference.run_dir)
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
