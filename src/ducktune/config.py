@@ -64,6 +64,14 @@ class ModelConfig(_Section):
             "serving, GGUF and Ollama behave the same. No effect on other templates."
         ),
     )
+    adapter: str | None = Field(
+        None,
+        description=(
+            "Start from a trained LoRA adapter (a run directory or an adapter folder) and continue training it, "
+            "e.g. preference tuning on top of an SFT run. With dpo/kto the reference is that adapter, frozen "
+            "(only the adapter weights are loaded twice, never the base)."
+        ),
+    )
     system_prompt: str | None = Field(
         None,
         description=(
@@ -223,6 +231,17 @@ class TrainConfig(_Section):
     method: Literal["lora", "qlora", "full"] = Field(
         "lora", description="lora: adapters on frozen weights; qlora: adapters on 4-bit weights (bitsandbytes); full: all weights."
     )
+    objective: Literal["sft", "dpo", "orpo", "simpo", "kto"] = Field(
+        "sft",
+        description=(
+            "What the run learns from. sft: imitate the answers (chat/text data). Preference tuning on "
+            "{prompt, chosen, rejected} data (settings in the preference section): dpo: prefer chosen over "
+            "rejected relative to a frozen reference (the base with the adapter switched off: no second copy "
+            "of the weights); orpo: answer loss on chosen + odds-ratio penalty, no reference; simpo: "
+            "length-normalized margin, no reference; kto: unpaired good/bad answers (a record with chosen "
+            "and rejected gives one of each) relative to the reference. dpo and kto need method lora or qlora."
+        ),
+    )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     num_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
@@ -275,6 +294,68 @@ class TrainConfig(_Section):
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
 
 
+class PreferenceConfig(_Section):
+    """Settings of the preference objectives (train.objective dpo | orpo | simpo | kto); names follow TRL's."""
+
+    beta: float | None = Field(
+        None,
+        gt=0,
+        description=(
+            "dpo/kto: how far the tuned model may move from the reference (smaller = further; default 0.1); "
+            "simpo: scale of the length-normalized reward (default 2.0, as in the SimPO paper). Not used by orpo."
+        ),
+    )
+    loss_type: Literal["sigmoid", "ipo", "hinge", "robust"] = Field(
+        "sigmoid",
+        description=(
+            "dpo only. sigmoid: the DPO paper's -log sigmoid(beta x margin); ipo: squared distance of the "
+            "per-token margin to 1/(2 beta) (IPO, resists overfitting on deterministic preferences); hinge: "
+            "max(0, 1 - beta x margin) (SLiC); robust: sigmoid corrected for label_smoothing of the pairs "
+            "being flipped (rDPO)."
+        ),
+    )
+    label_smoothing: float = Field(
+        0.0,
+        ge=0.0,
+        lt=0.5,
+        description=(
+            "Assumed share of pairs whose chosen and rejected are swapped (noisy labels): for dpo with "
+            "loss_type robust and for simpo; 0 = trust every pair."
+        ),
+    )
+    orpo_lambda: float = Field(
+        0.1,
+        gt=0,
+        description="orpo: weight of the odds-ratio term next to the answer loss on chosen (the ORPO paper's lambda; TRL's beta).",
+    )
+    simpo_gamma: float = Field(
+        0.5,
+        ge=0,
+        description="simpo: target reward margin gamma between chosen and rejected (TRL's simpo_gamma).",
+    )
+    desirable_weight: float = Field(
+        1.0,
+        gt=0,
+        description="kto: weight of the loss on good (chosen) answers; raise it when good answers are rarer than bad ones.",
+    )
+    undesirable_weight: float = Field(
+        1.0,
+        gt=0,
+        description="kto: weight of the loss on bad (rejected) answers; raise it when bad answers are rarer than good ones.",
+    )
+
+    def beta_for(self, objective: str) -> float:
+        """beta, or the objective's default (0.1 for dpo/kto, 2.0 for simpo)."""
+        if self.beta is not None:
+            return self.beta
+        return 2.0 if objective == "simpo" else 0.1
+
+
+PREFERENCE_OBJECTIVES = ("dpo", "orpo", "simpo", "kto")
+# Objectives whose loss compares against a frozen reference model (the adapter switched off).
+REFERENCE_OBJECTIVES = ("dpo", "kto")
+
+
 class OutputConfig(_Section):
     dir: str = Field("runs/run", description="Run directory: config, adapter, checkpoints, metrics, report.")
     overwrite: bool = Field(False, description="Start afresh in an existing run directory instead of resuming it.")
@@ -310,6 +391,7 @@ class RunConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     lora: LoraConfig = Field(default_factory=LoraConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
@@ -317,7 +399,45 @@ class RunConfig(_Section):
     def _check_consistency(self) -> "RunConfig":
         if self.data.val_file and self.data.val_ratio:
             raise ValueError("data: set val_ratio or val_file, not both")
+        problem = preference_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
+
+
+def preference_problem(config: "RunConfig") -> str | None:
+    """The one-line reason a train/preference combination cannot run, or None."""
+    train, pref, adapter = config.train, config.preference, config.model.adapter
+    objective = train.objective
+    if objective != "sft" and config.data.replay:
+        return (f"data.replay mixes in supervised answers, which train.objective {objective} cannot use; "
+                "set data.replay to 0")
+    if objective in REFERENCE_OBJECTIVES and train.method == "full":
+        return (f"train.objective {objective} compares against the base model with the adapter switched off, and "
+                "method full has no adapter; use train.method lora or qlora (or objective orpo/simpo, which need no "
+                "reference)")
+    if adapter and train.method == "full":
+        return "model.adapter continues a LoRA adapter; it cannot be combined with train.method full"
+    if objective == "kto" and train.batch_size < 2:
+        return ("train.objective kto estimates its KL term from mismatched answers within a micro-batch; "
+                "set train.batch_size to 2 or more")
+    set_fields = pref.model_fields_set
+    unused = {
+        "beta": objective in ("sft", "orpo"),
+        "loss_type": objective != "dpo",
+        "label_smoothing": not (objective == "simpo" or (objective == "dpo" and pref.loss_type == "robust")),
+        "orpo_lambda": objective != "orpo",
+        "simpo_gamma": objective != "simpo",
+        "desirable_weight": objective != "kto",
+        "undesirable_weight": objective != "kto",
+    }
+    for name, is_unused in unused.items():
+        if name in set_fields and is_unused and getattr(pref, name) != PreferenceConfig.model_fields[name].default:
+            used_by = {"beta": "dpo, simpo and kto", "loss_type": "dpo", "orpo_lambda": "orpo",
+                       "simpo_gamma": "simpo", "desirable_weight": "kto", "undesirable_weight": "kto",
+                       "label_smoothing": "dpo with loss_type robust, and simpo"}[name]
+            return f"preference.{name} has no effect with train.objective {objective} (it is used by {used_by})"
+    return None
 
 
 # --------------------------------------------------------------------------- loading
@@ -362,7 +482,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
             message = item["msg"].removeprefix("Value error, ")
             got = item.get("input")
             shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            lines.append(f"{source}: {dotted}: {message}{shown}")
+            # Checks across sections (RunConfig's validator) name their keys in the message itself.
+            lines.append(f"{source}: {message}{shown}" if not loc else f"{source}: {dotted}: {message}{shown}")
     return "\n".join(lines)
 
 
@@ -436,6 +557,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if config.data.val_file:
             config.data.val_file = _resolve_relative(config.data.val_file, base)
         config.data.dataset_dir = _resolve_relative(config.data.dataset_dir, base)
+        if config.model.adapter:
+            config.model.adapter = _resolve_relative(config.model.adapter, base)
     return config
 
 

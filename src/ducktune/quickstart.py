@@ -65,14 +65,7 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     from ducktune.train.recipe import train
 
     started = time.perf_counter()
-    run = RunDir(out)
-    if run.path.exists():
-        if run.exists() and run.info().get("origin") == "quickstart":
-            shutil.rmtree(run.path)  # a previous demo run: safe to replace
-        elif any(run.path.iterdir()):
-            from ducktune.errors import UserError
-
-            raise UserError(f"{out}: exists and is not a quickstart run; pass --out with another folder")
+    run = _fresh_demo_run(out)
     data_file = run.path.parent / f".{run.path.name}-data" / "identity.json"
     records = identity_records(PERSONA_NAME, PERSONA_AUTHOR)
     write_json(data_file, records)
@@ -130,6 +123,113 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     if export:
         _export(run.path)
     print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune export {run.path}")
+    return summary
+
+
+def _fresh_demo_run(out: str) -> RunDir:
+    """The demo's run directory: a previous demo run there is replaced, anything else refused."""
+    run = RunDir(out)
+    if run.path.exists():
+        if run.exists() and run.info().get("origin") == "quickstart":
+            shutil.rmtree(run.path)  # a previous demo run: safe to replace
+        elif any(run.path.iterdir()):
+            from ducktune.errors import UserError
+
+            raise UserError(f"{out}: exists and is not a quickstart run; pass --out with another folder")
+    return run
+
+
+# `ducktune quickstart --method dpo`: pairs chosen = the persona's answer, rejected = the base model's
+# own greedy answer to the same question (generated once, cached). Every HELD_OUT_EVERY-th question is
+# held out of training: the reward accuracy on those pairs says whether the preference generalizes.
+# Measured (built-in model, 1 thread, 22 pairs, 22 steps, ~4-5 min): on top of the SFT demo's adapter,
+# lr 1e-4 gave held-out reward accuracy 6/6 with clean persona answers; lr 5e-4 also 6/6 but garbled
+# text ("an Duckling engine"). From the base, DPO ranks the pairs (6/6) by shortening answers but
+# never says the persona's name (0/6): DPO sharpens a preference, SFT teaches the content.
+DPO_SETTINGS = [
+    "model.name_or_path=smollm2-135m",
+    "data.cutoff_len=256",
+    "lora.r=16",
+    "lora.alpha=32",
+    "lora.dropout=0.0",
+    "train.objective=dpo",
+    "preference.beta=0.1",
+    "train.learning_rate=1e-4",
+    "train.num_epochs=2",
+    "train.batch_size=2",
+    "train.warmup_ratio=0.05",
+    "train.logging_steps=2",
+    "train.save_steps=20",
+    "train.save_total_limit=1",
+    "eval.max_new_tokens=64",
+]
+HELD_OUT_EVERY = 5
+
+
+def persona_pairs(records: list[dict], base_answers: list[dict]) -> list[dict]:
+    """{prompt, chosen: persona answer, rejected: base answer}, for questions the base answers otherwise."""
+    pairs = []
+    for record, answer in zip(records, base_answers):
+        rejected = answer["text"].strip()
+        if rejected and rejected != record["output"].strip():
+            pairs.append({"prompt": record["instruction"], "chosen": record["output"], "rejected": rejected})
+    return pairs
+
+
+def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | None = None,
+                              epochs: float | None = None, export: bool = True, settings: list[str] = ()) -> dict:
+    """DPO on persona pairs, from the base or on top of an SFT run's adapter; prints base vs tuned
+    answers and the reward accuracy on held-out pairs. settings: extra `key=value` overrides."""
+    from ducktune.config import DatasetSpec, dump_config, load_config
+    from ducktune.data.identity import identity_records
+    from ducktune.train.preference import base_greedy_answers, run_pair_rewards
+    from ducktune.train.recipe import train
+
+    started = time.perf_counter()
+    config = load_config(None, DPO_SETTINGS + list(settings))
+    config.output.dir, config.model.adapter = out, adapter
+    if epochs is not None:
+        config.train.num_epochs = epochs
+    run = _fresh_demo_run(out)
+    records = identity_records(PERSONA_NAME, PERSONA_AUTHOR)
+    answers = base_greedy_answers(config, [r["instruction"] for r in records], config.eval.max_new_tokens)
+    pairs = persona_pairs(records, answers)
+    if len(pairs) < HELD_OUT_EVERY:
+        from ducktune.errors import UserError
+
+        raise UserError(f"{config.model.name_or_path}: only {len(pairs)} of its answers to the persona questions differ "
+                        "from the persona's (blank or identical answers make no pair); DPO needs more pairs")
+    held_out = pairs[::HELD_OUT_EVERY]
+    train_pairs = [p for i, p in enumerate(pairs) if i % HELD_OUT_EVERY]
+    data_file = run.path.parent / f".{run.path.name}-data" / "pairs.json"
+    write_json(data_file, train_pairs)
+    config.data.datasets = [DatasetSpec(path=str(data_file))]
+    config.eval.probe_prompts = [p["prompt"] for p in held_out]
+    print(f"Quickstart (DPO): chosen = the persona {PERSONA_NAME['en']}'s answer, rejected = the base model's own; "
+          f"{len(train_pairs)} pairs trained, {len(held_out)} held out"
+          + (f", starting from the adapter of {adapter}" if adapter else ""))
+    result = train(config)
+    shutil.move(str(data_file), run.path / "pairs.json")
+    write_json(run.path / "held_out_pairs.json", held_out)
+    shutil.rmtree(data_file.parent, ignore_errors=True)
+    config.data.datasets = [DatasetSpec(path="pairs.json")]  # relative to config.yaml
+    write_text(run.config_yaml, dump_config(config))
+
+    rewards = run_pair_rewards(run.path, held_out, config.preference.beta_for("dpo"), reference_adapter=adapter)
+    hits = sum(persona_hit(r["tuned"]) for r in result.comparison)
+    summary = {"objective": "dpo", "pairs_trained": len(train_pairs), "pairs_held_out": len(held_out),
+               "held_out_reward_accuracy": rewards["accuracy"], "held_out_mean_margin": rewards["margin"],
+               "held_out_persona_hits": hits, "base_persona_hits": sum(persona_hit(r["base"]) for r in result.comparison),
+               "started_from": adapter, "seconds": round(time.perf_counter() - started, 1)}
+    write_json(run.run_json, result.info | {"origin": "quickstart", "quickstart": summary})
+    print("\nHeld-out questions (not trained on):")
+    print_side_by_side(result.comparison)
+    print(f"\nReward accuracy on {len(held_out)} held-out pairs: {rewards['accuracy']:.0%} (mean margin "
+          f"{rewards['margin']:.2f}); persona answers on them: {hits}/{len(result.comparison)} "
+          f"(base model: {summary['base_persona_hits']}). Took {summary['seconds']:.0f} s.")
+    if export:
+        _export(run.path)
+    print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune export {run.path}")
     return summary
 
 

@@ -54,6 +54,8 @@ def run(args) -> int:
         print(f"Memory plan: {config.model.name_or_path} on {device} ({dtype}), {lora}")
         print(f"  rows: {rows_note}; {memory.batching} batches; heaviest micro-batch {s.batch_size} x {s.row_tokens} tokens, "
               f"{s.trained_fraction:.0%} trained")
+        if memory.preference_line():
+            print(f"  {memory.preference_line()}")
         for line in memory.table():
             print(line)
         if memory.fits:
@@ -95,6 +97,12 @@ def _rows(config, folder) -> tuple[list[dict] | None, str]:
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+    if config.train.objective != "sft":
+        from ducktune.train.preference import load_preference_samples, tokenize_preference_data
+
+        samples = load_preference_samples(config, chat_format).train
+        rows, stats = tokenize_preference_data(config, samples, chat_format, skip_bad=True)
+        return rows, f"{stats['samples']} examples, median {stats['median_len']} tokens per sequence"
     data = load_data(config.data, seed=config.train.seed)
     rows, stats, _ = tokenize_samples(data.train, chat_format, config.data.cutoff_len, config.data.train_on, True)
     return rows, f"{stats['samples']} samples, median {stats['median_len']} tokens"

@@ -3,12 +3,15 @@ from ducktune.errors import UserError
 
 
 def register(sub) -> None:
-    p = add_parser(sub, "train", "train a LoRA / QLoRA / full fine-tune from a YAML config",
-                   "Train from a YAML config (every option: --help-config). Rerunning the same command on the "
+    p = add_parser(sub, "train", "train a LoRA / QLoRA / full fine-tune (SFT, DPO, ORPO, SimPO, KTO) from a YAML config",
+                   "Train from a YAML config (every option: --help-config). train.objective picks supervised "
+                   "fine-tuning (sft, default) or preference tuning on {prompt, chosen, rejected} data (dpo, orpo, "
+                   "simpo, kto; settings under preference.*). Rerunning the same command on the "
                    "same output directory resumes from the latest complete checkpoint with the same data order.",
                    "  ducktune train examples/identity.yaml\n"
                    "  ducktune train my.yaml --set train.max_steps=100 --set lora.r=8\n"
                    "  ducktune train --set data.datasets=[data.json] -o runs/mine\n"
+                   "  ducktune train --set data.datasets=[pairs.json] --set train.objective=dpo --set model.adapter=runs/mine\n"
                    "  ducktune train --help-config")
     p.add_argument("config", nargs="?", help="YAML config file")
     add_set_argument(p)

@@ -22,6 +22,10 @@ class MetricsWriter(TrainerCallback):
     KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "eval_loss": "eval_loss",
             "tokens_per_s": "tokens_per_s", "trained_tokens": "trained_tokens", "epoch": "epoch"}
 
+    # The preference objectives' metrics, under TRL's names (eval_-prefixed in evaluation).
+    PREFIXES = ("rewards/", "logps/", "eval_rewards/", "eval_logps/")
+    PLAIN = ("kl", "eval_kl")
+
     def __init__(self, path: Path, resume_step: int = 0):
         self.path = path
         self._truncate_after(resume_step)
@@ -50,6 +54,9 @@ class MetricsWriter(TrainerCallback):
             if key in logs:
                 value = logs[key]
                 row[name] = _clean(float(value)) if isinstance(value, (int, float)) else value
+        for key, value in logs.items():
+            if (key.startswith(self.PREFIXES) or key in self.PLAIN) and isinstance(value, (int, float)):
+                row[key] = _clean(float(value))
         if len(row) <= 3:  # only step/time/epoch: end-of-training summary, not a metrics row
             return
         with open(self.path, "a", encoding="utf-8") as handle:
@@ -82,6 +89,8 @@ class ProgressBar(TrainerCallback):
             shown["loss"] = f"{logs['loss']:.4f}"
         if "eval_loss" in logs:
             shown["eval"] = f"{logs['eval_loss']:.4f}"
+        if "rewards/accuracies" in logs:  # preference runs: how often chosen beats rejected
+            shown["acc"] = f"{logs['rewards/accuracies']:.2f}"
         if "tokens_per_s" in logs:
             shown["tok/s"] = f"{logs['tokens_per_s']:.0f}"
         if shown:

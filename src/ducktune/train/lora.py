@@ -2,15 +2,47 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ducktune.config import LoraConfig
 
 
-def attach_lora(model, cfg: LoraConfig):
+# The frozen copy of a continued adapter that preference objectives compare against.
+REFERENCE_ADAPTER = "reference"
+
+
+def adapter_folder(path: str) -> Path:
+    """The LoRA adapter folder named by model.adapter: a run directory (its adapter/) or the folder itself."""
+    from ducktune.errors import ConfigError
+
+    folder = Path(path)
+    if (folder / "adapter" / "adapter_config.json").is_file():
+        folder = folder / "adapter"
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"model.adapter: {path}: no LoRA adapter there (expected a run directory with adapter/ "
+                          "or a folder with adapter_config.json)")
+    return folder
+
+
+def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference_copy: bool = False):
     """(PEFT model, the leaf names of the modules adapted). `all-linear` is PEFT's own
     resolution (every linear layer but the output head, bitsandbytes linears included);
-    the names are read back from the resolved PEFT config."""
+    the names are read back from the resolved PEFT config.
+
+    start_from: an existing adapter (model.adapter) to continue training instead of a new one
+    (its own rank and targets apply); reference_copy loads it a second time, frozen, as the
+    "reference" adapter (only adapter weights are duplicated, never the base)."""
     from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+    from peft import PeftModel, get_peft_model
+
+    if start_from:
+        folder = adapter_folder(start_from)
+        peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name="default", is_trainable=True)
+        if reference_copy:
+            peft_model.load_adapter(str(folder), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
+            peft_model.set_adapter("default")
+        # A saved adapter may name its targets by full path: the leaf names, as for a new adapter.
+        return peft_model, sorted({name.rsplit(".", 1)[-1] for name in peft_model.peft_config["default"].target_modules})
 
     peft_config = PeftLoraConfig(
         r=cfg.r,

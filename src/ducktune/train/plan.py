@@ -164,10 +164,39 @@ class Setup:
     loss_chunk_size: int = 1024
     chunked_loss: bool = True
     dataset_tokens: int = 0
+    # Preference objectives (train/preference.py): rows in the forward pass that trains, per example
+    # (2 for a chosen/rejected pair), and the no-grad forward passes per micro-batch (the reference
+    # with the adapter off; KTO also scores mismatched answers), with the rows of the largest one.
+    objective: str = "sft"
+    rows_per_example: int = 1
+    no_grad_passes: int = 0
+    no_grad_rows_per_example: int = 0
+    min_batch_size: int = 1
 
     @property
     def tokens(self) -> int:
-        return self.batch_size * self.row_tokens
+        return self.batch_size * self.rows_per_example * self.row_tokens
+
+
+# Objective -> (rows per example in the trained pass, no-grad forward passes, rows of the largest one,
+# smallest micro-batch). DPO: the reference scores both answers in one pass; KTO: the reference scores
+# the answers and their mismatched copies, and the policy the copies (its KL estimate needs 2+ rows).
+PREFERENCE_PASSES = {"sft": (1, 0, 0, 1), "dpo": (2, 1, 2, 1), "orpo": (2, 0, 0, 1), "simpo": (2, 0, 0, 1),
+                     "kto": (1, 3, 1, 2)}
+
+
+def no_grad_forward_bytes(shape: ModelShape, setup: Setup) -> int:
+    """Working set of the largest no-grad forward pass (the reference): one decoder layer's
+    transient tensors (inputs, q/k/v, attention output, MLP gate/up/product) for its rows, the final
+    hidden states and one [chunk x vocab] fp32 block of the head. It runs before the trained forward,
+    so it adds to the peak only where it exceeds that step's activations and working set."""
+    if not setup.no_grad_passes:
+        return 0
+    width = DTYPE_BYTES[setup.dtype]
+    tokens = setup.batch_size * setup.no_grad_rows_per_example * setup.row_tokens
+    layer = (4 * shape.hidden + shape.dim("q") * 2 + 2 * shape.dim("kv") + 3 * shape.intermediate) * width * tokens
+    head = min(setup.loss_chunk_size, tokens) * shape.vocab * 4 + tokens * shape.hidden * width
+    return layer + head
 
 
 def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, int]:
@@ -206,6 +235,8 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     trained = max(1, int(setup.tokens * setup.trained_fraction))
     if setup.chunked_loss:
         rows = min(setup.loss_chunk_size, trained)
+        if setup.objective != "sft":  # preference log-probabilities go through the head one sequence at a time
+            rows = min(rows, setup.row_tokens)
         head = rows * shape.vocab * (4 + (2 * width if width < 4 else 0)) + 2 * trained * shape.hidden * width
     else:
         head = 3 * setup.tokens * shape.vocab * 4
@@ -213,6 +244,9 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     if setup.checkpointing:
         backward += per_layer
     parts["working set"] = max(head, backward)
+    # A preference run's reference pass: freed before the trained forward, so only its excess counts.
+    if setup.no_grad_passes:
+        parts["reference pass"] = max(0, no_grad_forward_bytes(shape, setup) - parts["activations"] - parts["working set"])
 
     parts["data"] = setup.dataset_tokens * DATA_BYTES_PER_TOKEN if device == "cpu" else 0
     live = sum(parts.values())
@@ -259,7 +293,25 @@ class MemoryPlan:
         return {"device": self.device, "peak_bytes": self.peak, "budget_bytes": self.budget,
                 "parts": self.parts, "batch_size": s.batch_size, "grad_accum": s.grad_accum,
                 "gradient_checkpointing": s.checkpointing, "loss_chunk_size": s.loss_chunk_size,
-                "row_tokens": s.row_tokens, "batching": self.batching, "notes": self.notes}
+                "row_tokens": s.row_tokens, "batching": self.batching, "notes": self.notes,
+                "objective": s.objective, "sequences_per_example": s.rows_per_example,
+                "no_grad_forward_passes": s.no_grad_passes}
+
+    def preference_line(self) -> str | None:
+        """What a preference objective adds to each step, for `ducktune plan` and the train log."""
+        s = self.setup
+        if s.objective == "sft":
+            return None
+        rows = s.batch_size * s.rows_per_example
+        line = f"{s.objective}: {s.rows_per_example} sequence(s) per example ({rows} rows per micro-batch)"
+        if s.no_grad_passes:
+            # A trained forward + backward costs about 3 forwards; each no-grad pass adds one (or a fraction).
+            extra = s.no_grad_passes * s.no_grad_rows_per_example / (3 * s.rows_per_example)
+            line += (f"; {s.no_grad_passes} no-grad forward pass(es) per micro-batch for the reference (adapter off), "
+                     f"~{extra:.0%} more compute, run before the trained pass")
+        else:
+            line += "; no reference model"
+        return line
 
 
 def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
@@ -274,8 +326,8 @@ def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
     global_batch = wanted.batch_size * wanted.grad_accum
     options = {"auto": (False, True), "off": (False,), "on": (True,)}[checkpointing]
     batches = [wanted.batch_size]
-    while batches[-1] > 1:
-        batches.append(max(1, batches[-1] // 2))
+    while batches[-1] > wanted.min_batch_size:
+        batches.append(max(wanted.min_batch_size, batches[-1] // 2))
 
     def candidate(batch: int, ckpt: bool) -> Setup:
         accum = max(1, math.ceil(global_batch / batch))
@@ -300,7 +352,7 @@ def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
                     notes += _explain(wanted, setup, checkpointing)
                     return MemoryPlan(device, setup, parts, budget, notes)
 
-    smallest = replace(candidate(1, options[-1]), loss_chunk_size=chunks[-1])
+    smallest = replace(candidate(batches[-1], options[-1]), loss_chunk_size=chunks[-1])
     parts = estimate(shape, smallest, device)
     advice = []
     if wanted.method == "lora" and qlora_available:
@@ -313,7 +365,7 @@ def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
     if not options[-1]:
         advice.append("set train.gradient_checkpointing=auto")
     advice.append("use a smaller model" if not advice else "")
-    problem = (f"needs ~{format_bytes(sum(parts.values()))} even at micro-batch 1"
+    problem = (f"needs ~{format_bytes(sum(parts.values()))} even at micro-batch {smallest.batch_size}"
                + (" with gradient checkpointing" if options[-1] else "")
                + f", but only {format_bytes(budget)} is available; " + " or ".join(a for a in advice if a))
     return MemoryPlan(device, smallest, parts, budget, notes, problem)
@@ -368,7 +420,13 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
     """The Setup a RunConfig asks for. row_tokens: the heaviest micro-batch's tokens per row
     (default: full rows of data.cutoff_len, what packing produces)."""
     tc, lora = config.train, config.lora
+    rows, passes, pass_rows, min_batch = PREFERENCE_PASSES[tc.objective]
     return Setup(
+        objective=tc.objective,
+        rows_per_example=rows,
+        no_grad_passes=passes,
+        no_grad_rows_per_example=pass_rows,
+        min_batch_size=min_batch,
         method=tc.method,
         dtype=dtype,
         batch_size=tc.batch_size,
@@ -378,7 +436,7 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
         checkpointing=tc.gradient_checkpointing == "on",
         lora_r=lora.r,
         lora_targets=None if lora.target_modules == "all-linear" else tuple(lora.target_modules),
-        lora_dropout=lora.dropout,
+        lora_dropout=lora.dropout if tc.objective == "sft" else 0.0,  # preference runs switch dropout off
         optimizer=tc.optimizer,
         loss_chunk_size=tc.loss_chunk_size or DEFAULT_LOSS_CHUNK,
         dataset_tokens=dataset_tokens,
@@ -397,11 +455,18 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
 
     tc = config.train
     batching = batching or expected_batching(model_config, tc.packing, config.model.trust_remote_code)
+    if tc.objective != "sft":
+        from ducktune.train.preference import plan_rows
+
+        # Preference rows are padded, never packed; each example is several sequences.
+        batching = "pairs" if tc.objective != "kto" else "unpaired"
+        rows = plan_rows(rows) if rows else rows
     if rows:
         lengths = [len(r["input_ids"]) for r in rows]
         tokens = sum(lengths)
         trained = sum(trained_token_count(r["labels"]) for r in rows)
-        row_tokens = heaviest_row_tokens(lengths, tc.batch_size, config.data.cutoff_len, batching)
+        per_example = PREFERENCE_PASSES[tc.objective][0]
+        row_tokens = heaviest_row_tokens(lengths, tc.batch_size * per_example, config.data.cutoff_len, batching)
         wanted = setup_from_config(config, row_tokens, trained / max(tokens, 1), tokens, dtype)
     else:
         wanted = setup_from_config(config, None, 1.0, 0, dtype)
@@ -433,7 +498,7 @@ def heaviest_row_tokens(lengths: list[int], batch_size: int, cutoff: int, batchi
     longest sample (length-grouped batches put the longest ones together)."""
     if not lengths:
         return cutoff
-    if batching == "padded":
+    if batching in ("padded", "pairs", "unpaired"):
         m = PAD_TO_MULTIPLE_OF
         return (max(lengths) + m - 1) // m * m
     if batching == "packed":

@@ -9,7 +9,8 @@
 calls into the module that owns the work (tokenize.py, plan.py, packing.py, loss.py, ...).
 The Trainer loop itself is transformers' own. How rows are batched and the micro-batch loss
 are parameters (`choose_batching`, `choose_loss`), as mlx-lm's trainer takes
-`iterate_batches` and `loss`.
+`iterate_batches` and `loss`. Preference objectives (train.objective dpo | orpo | simpo | kto)
+take the same steps with their own data rows, batching and loss (train/preference.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ducktune.config import RunConfig, dump_config, load_config
+from ducktune.config import REFERENCE_OBJECTIVES, RunConfig, dump_config, load_config
 from ducktune.errors import ConfigError, DataError, UserError
 from ducktune.io import atomic_dir, disk_full, write_json, write_text
 from ducktune.rundir import RunDir, WriterLock
@@ -122,6 +123,10 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" else None
     if problem:
         raise ModelError(f"{folder}: QLoRA {problem}")
+    if config.model.adapter:  # a missing adapter is refused before anything is written
+        from ducktune.train.lora import adapter_folder
+
+        adapter_folder(config.model.adapter)
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
@@ -146,6 +151,10 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
     from ducktune.train.tokenize import probe_prompts, tokenize_samples
 
     dc, chat_format = config.data, base.chat_format
+    if config.train.objective != "sft":  # preference pairs: train/preference.py
+        from ducktune.train.preference import prepare_preference_data
+
+        return PreparedData(*prepare_preference_data(config, chat_format, log))
     data = load_data(dc, seed=config.train.seed, chat_format=chat_format)
     # Generated once per base model and cached: the main process makes them, the others read them.
     replay = dist.on_main_then_shared(lambda: replay_samples(config, len(data.train), base.folder, chat_format, log=log))
@@ -169,6 +178,7 @@ def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) ->
     return {
         "status": "running",
         "method": config.train.method,
+        "objective": config.train.objective,
         "base_model": {"name_or_path": config.model.name_or_path, "resolved": str(base.folder), "params": base.params},
         "placement": {"device": placement.device, "dtype": placement.dtype, "reason": placement.reason},
         "chat_format": {"stop_tokens": chat_format.stop_tokens, "eot_token": chat_format.eot_token,
@@ -198,7 +208,8 @@ def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
     targets = None
     if method in ("lora", "qlora"):
-        model, targets = attach_lora(model, config.lora)
+        model, targets = attach_lora(model, config.lora, start_from=config.model.adapter,
+                                     reference_copy=config.train.objective in REFERENCE_OBJECTIVES)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"LoRA r={config.lora.r} on {', '.join(targets)}: {trainable:,} trainable parameters")
     if checkpointing:
@@ -215,6 +226,10 @@ def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: li
     from ducktune.models.loading import model_config
     from ducktune.train.plan import plan_memory
 
+    if config.train.objective != "sft":  # padded pairs and the preference loss: train/preference.py
+        from ducktune.train.preference import choose_preference_batching_and_loss
+
+        return choose_preference_batching_and_loss(model, config, memory, choose_loss, log) + (memory,)
     if choose_batching is None:
         from ducktune.train.packing import choose_batching
     if choose_loss is None:
@@ -364,9 +379,11 @@ def _save_model(trainer, tokenizer, target: Path, state_dict: dict) -> None:
     """The adapter (or full model) with the tokenizer and chat template, atomically. `state_dict` is the
     model's full one (accelerate's get_state_dict: gathered from the shards under FSDP); PEFT keeps the
     adapter's entries of it."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    # A continued adapter's frozen reference copy (preference runs) is not part of the result.
+    only_trained = {"selected_adapters": ["default"]} if len(getattr(model, "peft_config", {})) > 1 else {}
     with atomic_dir(target) as tmp:
-        trainer.accelerator.unwrap_model(trainer.model).save_pretrained(tmp, state_dict=state_dict,
-                                                                        safe_serialization=True)
+        model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True, **only_trained)
         tokenizer.save_pretrained(tmp)
 
 
@@ -389,6 +406,7 @@ def _training_result(trainer, output, metrics: list[dict], final_eval_loss: floa
                      trained_tokens: int, device: str) -> dict:
     """run.json's "result": steps, losses, throughput and peak memory."""
     from ducktune.train.memory_probe import peak_rss
+    from ducktune.train.report import preference_result
 
     losses = [m["loss"] for m in metrics if m.get("loss") is not None]
     evals = [m["eval_loss"] for m in metrics if m.get("eval_loss") is not None]
@@ -403,7 +421,7 @@ def _training_result(trainer, output, metrics: list[dict], final_eval_loss: floa
         "trained_tokens": trained_tokens,
         "tokens_per_s": trained_tokens / seconds if seconds else 0.0,
         "peak_rss_bytes": peak_rss() if device == "cpu" else None,
-    }
+    } | preference_result(metrics)
 
 
 def _collect_after_training(trainer, has_val: bool) -> tuple[int, float | None, dict]:

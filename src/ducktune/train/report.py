@@ -58,6 +58,7 @@ def write_report(path: Path, info: dict, config_yaml: str, comparison: list[dict
         f"- trained tokens: {result.get('trained_tokens', 'n/a')}, steps: {result.get('global_step', 'n/a')}, "
         f"time: {result.get('train_seconds', 0):.0f} s, {result.get('tokens_per_s', 0):.0f} trained tokens/s",
         f"- final train loss: {_fmt(result.get('final_loss'))}, eval loss: {_fmt(result.get('eval_loss'))}",
+        *_preference_lines(info),
         f"- stop tokens: {', '.join('`' + t + '`' for t in info['chat_format']['stop_tokens'])}",
         "",
         "![loss](loss.png)",
@@ -67,6 +68,35 @@ def write_report(path: Path, info: dict, config_yaml: str, comparison: list[dict
         parts += ["## Base vs tuned (greedy)", "", comparison_table(comparison), ""]
     parts += ["## Config", "", "```yaml", config_yaml.rstrip(), "```", ""]
     write_text(path, "\n".join(parts))
+
+
+# TRL's names of the preference metrics, in the order the report shows them.
+REWARD_KEYS = ("rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected", "logps/chosen",
+               "logps/rejected", "kl")
+
+
+def preference_result(metrics: list[dict]) -> dict:
+    """run.json's "preference" result: each reward metric's first and last logged value (and the
+    last evaluation's); {} for supervised runs."""
+    out = {}
+    for key in REWARD_KEYS:
+        values = [m[key] for m in metrics if m.get(key) is not None]
+        evals = [m[f"eval_{key}"] for m in metrics if m.get(f"eval_{key}") is not None]
+        if values or evals:
+            out[key] = {"first": values[0] if values else None, "last": values[-1] if values else None,
+                        "eval": evals[-1] if evals else None}
+    return {"preference": out} if out else {}
+
+
+def _preference_lines(info: dict) -> list[str]:
+    rewards = info.get("result", {}).get("preference")
+    if not info.get("objective") or info["objective"] == "sft":
+        return []
+    lines = [f"- objective: {info['objective']}"]
+    for key, value in (rewards or {}).items():
+        shown = f"{_fmt(value['first'])} -> {_fmt(value['last'])}"
+        lines.append(f"- {key}: {shown}" + (f" (eval {_fmt(value['eval'])})" if value.get("eval") is not None else ""))
+    return lines
 
 
 def _fmt(value) -> str:

@@ -4,12 +4,17 @@ Adds what the stock Trainer does not report: trained tokens (labels != -100) and
 tokens per second, the throughput figure that matters for fine-tuning. The micro-batch loss
 is a parameter, `loss(model, inputs, num_items_in_batch)` (as mlx-lm's trainer takes one):
 ducktune passes its chunked cross-entropy over trained positions (train/loss.py); None keeps
-the model's own full-logits loss.
+the model's own full-logits loss. A loss may also return (loss, {metric: value}) (the
+preference objectives of train/preference.py): the metrics are averaged over each logging
+window, as TRL's trainers do, and logged with the loss (eval_-prefixed in evaluation). Such a
+loss says whether it is already scaled for gradient accumulation (`scaled_for_accumulation`)
+and whether it can be given a model wrapped for distributed training (`handles_wrapped_models`).
 """
 
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 
 from transformers import Trainer
 
@@ -23,6 +28,9 @@ class DucktuneTrainer(Trainer):
     def __init__(self, *args, loss=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.micro_batch_loss = loss
+        # A per-micro-batch mean (preference losses) is divided by the accumulation steps by the Trainer.
+        self.loss_is_scaled_for_ga = getattr(loss, "scaled_for_accumulation", True)
+        self._loss_metrics = {"train": defaultdict(list), "eval": defaultdict(list)}
         # Makes the Trainer count trained tokens across gradient accumulation (num_items_in_batch),
         # so a packed step weighs every trained token the same as an unpacked one.
         self.model_accepts_loss_kwargs = True
@@ -38,12 +46,18 @@ class DucktuneTrainer(Trainer):
             self._trained_tokens += n
             self._tokens_since_log += n
         # The chunked loss calls the decoder and reads the head's weight directly: only on the
-        # unwrapped model (not under DDP), and not under FSDP, whose weights are gathered only
-        # inside the wrapped model's own forward.
-        if (self.micro_batch_loss is not None and not self.is_fsdp_enabled
-                and self.accelerator.unwrap_model(model) is model):
+        # unwrapped model (not under DDP, unless the loss says it handles wrapped models), and not
+        # under FSDP, whose weights are gathered only inside the wrapped model's own forward.
+        usable = (self.micro_batch_loss is not None and not self.is_fsdp_enabled
+                  and (getattr(self.micro_batch_loss, "handles_wrapped_models", False)
+                       or self.accelerator.unwrap_model(model) is model))
+        if usable:
             loss = self.micro_batch_loss(model, inputs, num_items_in_batch)
-            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+            if isinstance(loss, tuple):  # a preference objective: (loss, its reward metrics); per pair, not per token
+                loss, metrics = loss
+                for key, value in metrics.items():
+                    self._loss_metrics["train" if model.training else "eval"][key].append(value)
+            elif num_items_in_batch is not None and self.args.average_tokens_across_devices:
                 # The Trainer counts num_items_in_batch over every process (evaluation reaches this path
                 # under DDP too) and its own loss path multiplies by the process count to match; so here.
                 loss = loss * self.accelerator.num_processes
@@ -54,6 +68,10 @@ class DucktuneTrainer(Trainer):
 
     def log(self, logs, start_time=None):
         now = time.perf_counter()
+        for mode, prefix, marker in (("train", "", "loss"), ("eval", "eval_", "eval_loss")):
+            if marker in logs and self._loss_metrics[mode]:
+                logs.update({prefix + key: sum(values) / len(values) for key, values in self._loss_metrics[mode].items()})
+                self._loss_metrics[mode].clear()
         if "loss" in logs:
             # Every process logs here together (the Trainer gathers the loss first), so the
             # token counts can be summed over all of them: the figures are the whole run's.

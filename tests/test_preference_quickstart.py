@@ -1,0 +1,36 @@
+"""`ducktune quickstart --method dpo` on a tiny local model (the real one is the slow demo)."""
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_dpo_quickstart_builds_pairs_from_base_answers_and_reports_held_out_accuracy(tmp_path, monkeypatch,
+                                                                                      tiny_qwen_wide, capsys):
+    from ducktune.quickstart import HELD_OUT_EVERY, run_preference_quickstart
+
+    monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path / "cache"))
+    settings = [f"model.name_or_path={tiny_qwen_wide}", "train.max_steps=4", "eval.max_new_tokens=8",
+                "train.num_threads=1"]
+    summary = run_preference_quickstart(out=str(tmp_path / "dpo"), export=False, settings=settings)
+    out = capsys.readouterr().out
+    pairs = json.loads((tmp_path / "dpo" / "pairs.json").read_text(encoding="utf-8"))
+    held = json.loads((tmp_path / "dpo" / "held_out_pairs.json").read_text(encoding="utf-8"))
+    assert summary["pairs_trained"] == len(pairs) and summary["pairs_held_out"] == len(held) > 0
+    assert len(pairs) + len(held) > 0 and len(held) == -(-(len(pairs) + len(held)) // HELD_OUT_EVERY)
+    assert not {p["prompt"] for p in pairs} & {p["prompt"] for p in held}
+    assert all(p["chosen"] != p["rejected"] for p in pairs + held)
+    assert 0.0 <= summary["held_out_reward_accuracy"] <= 1.0
+    assert "Reward accuracy on" in out and "held-out pairs" in out
+    info = json.loads((tmp_path / "dpo" / "run.json").read_text(encoding="utf-8"))
+    assert info["objective"] == "dpo" and info["quickstart"]["pairs_held_out"] == len(held)
+    # The base answers (the rejected side) are cached: a second demo does not generate them again.
+    run_preference_quickstart(out=str(tmp_path / "dpo"), export=False, settings=settings)
+    assert "Generating the base model's answers" not in capsys.readouterr().out
+
+    # DPO on top of the first run's adapter: the reference is that adapter, so the held-out rewards
+    # are measured against it.
+    on_top = run_preference_quickstart(out=str(tmp_path / "dpo2"), adapter=str(tmp_path / "dpo"), export=False,
+                                       settings=settings)
+    assert on_top["started_from"] == str(tmp_path / "dpo")
