@@ -54,8 +54,24 @@ def write_part(part: str, rows: list[dict], title: str, command: str, notes: lis
             raise ValueError(f"{part}: row {row.get('check')!r} lacks {', '.join(missing)}")
     data = {"title": title, "command": command, "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "environment": environment, "rows": rows, "notes": notes or [], **extra}
-    path = parts_dir / f"{part}.json"
-    _atomic_write(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    return save_part(parts_dir / f"{part}.json", data)
+
+
+def save_part(path: Path, data: dict | list, page: Path | None = None) -> Path:
+    """Write one part's JSON and render the page again from every part, so the page never lags a
+    part a test or script has just measured. A measurement equal to the recorded one but for its
+    time keeps the recorded file (rerunning the suite does not touch the repository for nothing)."""
+    def without_time(value):
+        return {k: v for k, v in value.items() if k != "generated"} if isinstance(value, dict) else value
+
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    if old is None or without_time(old) != without_time(data):
+        _atomic_write(path, json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+    page = page or path.parent.parent / "RELIABILITY.md"
+    _atomic_write(page, render(read_parts(path.parent)))
     return path
 
 

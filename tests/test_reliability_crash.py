@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from reliability_support import save_reliability_part
+
 from ducktune.errors import UserError
-from ducktune.io import atomic_dir, atomic_file, disk_full, remove_leftovers, replace_dir, write_text
+from ducktune.io import atomic_dir, atomic_file, disk_full, remove_leftovers, replace_dir
 from ducktune.rundir import WriterLock
 from ducktune.train.checkpoints import checkpoint_problem, latest_complete
 
@@ -35,8 +37,7 @@ def harness(tmp_path_factory, tiny_qwen):
 
     h = Harness(tmp_path_factory.mktemp("crash"), tiny_qwen)
     h.run_all()
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    write_text(REPORT, json.dumps(h.report(), ensure_ascii=False, indent=1) + "\n")
+    save_reliability_part(REPORT, h.report())
     return h
 
 

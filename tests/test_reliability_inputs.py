@@ -10,12 +10,13 @@ figures go to docs/reliability/inputs.json when the whole corpus has run.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from reliability_support import save_reliability_part
 
 from ducktune.cli import main
 
@@ -309,8 +310,6 @@ def report():
     if len(RESULTS) == len(CASES) and len(FUZZ) == FUZZ_TESTS:  # the whole file ran: its figures are the report's
         import time
 
-        from ducktune.io import write_text
-
         kinds = {}
         for label, (kind, ok) in RESULTS.items():
             tried, passed, labels = kinds.get(kind, (0, 0, []))
@@ -325,8 +324,7 @@ def report():
                              if FUZZ_BAD.get(name) else
                              "every generated input refused with a one-line error or accepted; no traceback")}
                  for name, count in FUZZ.items()]
-        REPORT.parent.mkdir(parents=True, exist_ok=True)
-        write_text(REPORT, json.dumps({
+        save_reliability_part(REPORT, {
             "title": "Bad input: malformed files refused cleanly, readers fuzzed",
             "command": "pytest tests/test_reliability_inputs.py",
             "generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -335,7 +333,7 @@ def report():
                       "code 2, a first error line naming the file (and line or field), no traceback and nothing "
                       "written; a BOM and CRLF line ends are read like plain UTF-8 (not counted).",
                       "Fuzz counts are the examples hypothesis generated in this run."],
-        }, ensure_ascii=False, indent=1) + "\n")
+        })
 
 
 def _snapshot(folder: Path) -> dict:
