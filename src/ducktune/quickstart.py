@@ -47,11 +47,12 @@ DEMO_SETTINGS = [
     "train.save_total_limit=1",
     "eval.max_new_tokens=64",
 ]
-# The guard against forgetting (data.replay, `ducktune quickstart --replay 0.6`): 17 of the base
-# model's own answers to general prompts mixed in, so "What is the capital of France?" keeps its old
-# answer. Measured (1 thread): bleed 54 % without replay, 12-17 % with it, persona 28/28, but 56
-# steps instead of 36 (+61 % quickstart time), so the default demo does not use it yet.
-GUARD_REPLAY = 0.6
+# The guard against forgetting (data.replay), on by default: 22 of the base model's own answers to
+# general prompts mixed in, so "What is the capital of France?" keeps its old answer. Measured (1 thread,
+# 4 epochs): replay 0 bleed 28/52, persona 26/28; 0.4 bleed 10/52, persona 24/28; 0.6 bleed 6/52,
+# persona 28/28; 0.8 bleed 4/52, persona 26/28; 1.0 bleed 4/52, persona 25/28 (the persona starts to
+# thin out: answers naming the team but not Duckling).
+GUARD_REPLAY = 0.8
 
 
 def persona_hit(answer: str) -> bool:
@@ -59,7 +60,7 @@ def persona_hit(answer: str) -> bool:
 
 
 def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, export: bool = True,
-                   replay: float = 0.0) -> dict:
+                   replay: float = GUARD_REPLAY) -> dict:
     from ducktune.config import DatasetSpec, dump_config, load_config
     from ducktune.data.identity import identity_records
     from ducktune.train.recipe import train
