@@ -6,36 +6,25 @@ import pytest
 
 
 @pytest.mark.slow
-def test_quickstart_learns_the_persona_and_reports_its_bleed(tmp_path):
-    import torch
-
-    torch.set_num_threads(2)
-    from ducktune.quickstart import run_quickstart
-
-    summary = run_quickstart(out=str(tmp_path / "qs"), export=False)
-    assert summary["persona_rate"] >= 0.9
-    assert summary["base_persona_hits"] == 0
-    result = json.loads((tmp_path / "qs" / "eval" / "eval.json").read_text(encoding="utf-8"))
-    assert summary["bleed_prompts"] >= 50 and result["bleed"]["bleed"] == summary["bleed"]
-    general = {row["prompt"]: row["tuned"] for row in result["bleed"]["rows"]}
-    assert "Paris" in general["What is the capital of France?"]
-
-
-@pytest.mark.slow
-def test_quickstart_with_replay_keeps_the_persona_out_of_unrelated_answers(tmp_path):
+def test_quickstart_learns_the_persona_and_keeps_it_out_of_unrelated_answers(tmp_path):
+    """The demo as `make demo` runs it (the guard against forgetting on by default): the issue's
+    targets, persona >= 26/28 and bleed <= 10 % of the general prompts."""
     import torch
 
     torch.set_num_threads(2)
     from ducktune.quickstart import GUARD_REPLAY, run_quickstart
 
-    summary = run_quickstart(out=str(tmp_path / "qs"), export=False, replay=GUARD_REPLAY)
-    assert summary["persona_rate"] >= 0.9
-    # Measured on 52 general prompts: 54 % without replay, 4-17 % with it in single runs. The issue's
-    # target is 10 %; asserted here is what replay reliably gives (see README).
-    assert summary["bleed_prompts"] >= 50 and summary["bleed_rate"] <= 20.0
+    summary = run_quickstart(out=str(tmp_path / "qs"), export=False)
+    info = json.loads((tmp_path / "qs" / "run.json").read_text(encoding="utf-8"))
+    assert info["data"]["train_samples"] > 28 and GUARD_REPLAY > 0  # replayed answers were mixed in
+    assert summary["persona_hits"] >= 26 and summary["persona_total"] == 28
+    assert summary["base_persona_hits"] == 0
     result = json.loads((tmp_path / "qs" / "eval" / "eval.json").read_text(encoding="utf-8"))
+    assert summary["bleed_prompts"] >= 50 and result["bleed"]["bleed"] == summary["bleed"]
+    assert summary["bleed_rate"] <= 10.0
     general = {row["prompt"]: row["tuned"] for row in result["bleed"]["rows"]}
     assert "Paris" in general["What is the capital of France?"]
+    assert "Duckling" not in general["What is the capital of France?"]
     assert "4" in general["What is 2 + 2?"]
 
 

@@ -276,6 +276,11 @@ def _all_cases() -> dict[str, Case]:
                                                                            train={"method": "qlora"})), ("mps",))
     cases["config: output.dir is a file"] = Case("config file", {**train_with(_config())[0], "run": "not a folder"},
                                                  ["train", "{d}/c.yaml", "--no-progress"], ("run",))
+    remote = _model_folder(_edit_json("config.json", auto_map={"AutoModelForCausalLM": "modeling_x.XForCausalLM"}))
+    cases["config: packing on with a remote-code model"] = Case(
+        "config file", {**train_with(_config(model={"name_or_path": "{d}/m", "trust_remote_code": True},
+                                             train={"packing": "on"}))[0], "m": remote},
+        ["train", "{d}/c.yaml", "--no-progress"], ("train.packing=on", "trust_remote_code"))
     for label, (write, expect) in MODELS.items():
         cases[label] = Case("model folder", {**train_with(_config(model={"name_or_path": "{d}/m"}))[0], "m": write},
                             ["train", "{d}/c.yaml", "--no-progress"], expect)

@@ -284,13 +284,26 @@ class Batching:
         return PaddingCollator(pad_token_id, pad_to_multiple_of=8) if self.mode == "padded" else VarlenCollator()
 
 
+def config_packing_blocker(model_config: dict, trust_remote_code: bool) -> str | None:
+    """Why packing cannot work for this model, known from config.json alone (None: only the proof on
+    the loaded model can tell): lets train.packing=on be refused before anything is written."""
+    if "sliding_attention" in (model_config.get("layer_types") or []):
+        return SLIDING_WINDOW_BLOCKER
+    if trust_remote_code and model_config.get("auto_map"):
+        return "the model's code is not part of transformers (trust_remote_code)"
+    return None
+
+
+def packing_on_error(blocker: str) -> str:
+    return f"train.packing=on: cannot pack for this model: {blocker}; set train.packing=auto or off"
+
+
 def expected_batching(model_config: dict, packing: str, trust_remote_code: bool) -> str:
     """The mode choose_batching is expected to pick, from config.json alone (before the model
     is loaded, for the memory plan): padded for sliding-window attention or remote code, else
     packed (padding-free with train.packing=off). The proof on the loaded model can still fall
     back to padded; the recipe then plans again."""
-    remote_code = trust_remote_code and bool(model_config.get("auto_map"))
-    if "sliding_attention" in (model_config.get("layer_types") or []) or remote_code:
+    if config_packing_blocker(model_config, trust_remote_code):
         return "padded"
     return "padding-free" if packing == "off" else "packed"
 
@@ -321,7 +334,7 @@ def choose_batching(model, packing: str, device: str, log=print) -> Batching:
             blocker = blocker or f"packed samples did not match separate ones on this model (difference {difference:.1e})"
     if blocker is not None:
         if packing == "on":
-            raise ConfigError(f"train.packing=on: cannot pack for this model: {blocker}; set train.packing=auto or off")
+            raise ConfigError(packing_on_error(blocker))
         if packing == "auto":
             log(f"Packing off: {blocker}; using length-grouped padded batches")
         return Batching("padded", blocker, previous)

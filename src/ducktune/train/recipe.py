@@ -123,6 +123,12 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" else None
     if problem:
         raise ModelError(f"{folder}: QLoRA {problem}")
+    if config.train.packing == "on":
+        from ducktune.train.packing import config_packing_blocker, packing_on_error
+
+        blocker = config_packing_blocker(model_json, config.model.trust_remote_code)
+        if blocker:
+            raise ConfigError(packing_on_error(blocker))
     if config.model.adapter:  # a missing adapter is refused before anything is written
         from ducktune.train.lora import adapter_folder
 
