@@ -74,7 +74,7 @@ def measure(baseline: str | None, n: int) -> dict:
             if baseline:
                 subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(sides["baseline"].parent)],
                                capture_output=True)
-    out = {"threads": os.environ.get("OMP_NUM_THREADS", "default"), "cores": os.cpu_count(), "baseline_rev": baseline,
+    out = {"threads": os.environ.get("OMP_NUM_THREADS") or "default", "cores": os.cpu_count(), "baseline_rev": baseline,
            "date": time.strftime("%Y-%m-%d"), **{name: summary(runs) for name, runs in results.items()}}
     if baseline:
         # Ratio of medians, and the spread of the per-alternation ratios.
