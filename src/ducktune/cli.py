@@ -86,6 +86,11 @@ def _quiet_libraries() -> None:
         warnings.filterwarnings("ignore", category=FutureWarning, module=module)
         warnings.filterwarnings("ignore", category=UserWarning, module=module)
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=module)
+    import logging
+
+    # bitsandbytes (imported by PEFT whenever it is installed) warns on import, on CPUs with AVX-512
+    # bf16, that an optional kernel package is missing: nothing a LoRA user needs to act on.
+    logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,8 @@ def _nothing_to_train(issues: list[Issue], objective: str, unused: int) -> DataE
         return data_error(issues, f"no preference data{held}: preference tuning needs {PREFERENCE_DATA_SHAPES}")
     if unused:
         return data_error(issues, f"the data holds only preference pairs or KTO samples ({unused}); supervised "
-                                  "fine-tuning needs chat or text samples (train it with a preference method)")
+                                  "fine-tuning needs chat or text samples; train pairs with train.objective: dpo, orpo or "
+                                  "simpo (kto for unpaired samples)")
     return data_error(issues, "no usable training samples")
 
 
