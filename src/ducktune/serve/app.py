@@ -90,6 +90,53 @@ def stream_job(served, req, control: RequestControl, emit) -> None:
             emit("piece", piece)
 
 
+def batchable(served, req) -> bool:
+    """Greedy requests to an engine that batches share one generation with their concurrent companions
+    (sampled ones run alone: their seeds and temperatures are per request)."""
+    return bool(getattr(served.engine, "batches", False)) and not req.temperature
+
+
+def batch_runner(served):
+    """The worker's batch function for `served`: payloads (req, control, emit or None) -> one outcome each:
+    a Generation (non-streaming), None (streamed: pieces and the finish went to emit), or an APIError."""
+    from ducktune.chat.engine import BatchRequest
+
+    def run(payloads: list) -> list:
+        outcomes: list = [None] * len(payloads)
+        requests, rows = [], []
+        for i, (req, control, emit) in enumerate(payloads):
+            try:
+                messages, max_new, n_prompt = prepare(served, req)
+            except APIError as exc:
+                outcomes[i] = exc
+                continue
+            if emit is not None:
+                emit("ready", n_prompt)
+            on_piece = (lambda piece, emit=emit: emit("piece", piece)) if emit is not None else None
+            requests.append(BatchRequest(messages, max_new, req.stop_list(), control.stop, on_piece))
+            rows.append(i)
+        if requests:
+            with served.engine.adapter_disabled(served.base):
+                results = served.engine.generate_rows(requests)
+            for i, result in zip(rows, results):
+                emit = payloads[i][2]
+                if emit is not None:
+                    emit("finish", result)
+                else:
+                    outcomes[i] = result
+        return outcomes
+    return run
+
+
+def submit(served, req, control: RequestControl, emit=None):
+    """Queue the request on the model's worker: batched when it can be, else as its own job."""
+    if batchable(served, req):
+        return served.worker.submit_batchable(served.base, (req, control, emit), control.gone, batch_runner(served))
+    if emit is None:
+        return served.worker.submit(lambda: generate_job(served, req, control), control.gone)
+    return served.worker.submit(lambda: stream_job(served, req, control, emit), control.gone)
+
+
 # --------------------------------------------------------------------------- HTTP side (event loop)
 
 def job_failure(exc: BaseException, model_id: str) -> APIError:
@@ -167,7 +214,7 @@ def client_gone() -> JSONResponse:
 async def complete(served, req, request: Request):
     """One chat completion, answered when generation ends (499 when the client left first)."""
     control = RequestControl()
-    future = served.worker.submit(lambda: generate_job(served, req, control), control.gone)
+    future = submit(served, req, control)
     try:
         result = await wait_for(asyncio.wrap_future(future), request, control)
     except Cancelled:
@@ -192,7 +239,7 @@ async def stream_completion(served, req, request: Request):
         except RuntimeError:  # the loop closed (server shutting down)
             control.abandon()
 
-    future = served.worker.submit(lambda: stream_job(served, req, control, emit), control.gone)
+    future = submit(served, req, control, emit)
     future.add_done_callback(lambda f: emit("done", f))
     # Wait for the prompt to be accepted, so a bad request still gets a 4xx status, not a 200 stream.
     first = await wait_for(asyncio.ensure_future(events.get()), request, control)
