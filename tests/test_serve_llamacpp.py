@@ -188,3 +188,19 @@ def test_hf_server_batches_concurrent_requests_with_the_same_answers(export_dir,
     for i in range(8):
         expected = hf[i % len(PROMPTS)]
         assert results[i] == (expected.text, expected.completion_tokens), i
+
+
+@pytest.mark.requires_llama_cpp
+def test_chat_on_an_export_dir_answers_through_llama_cpp(export_dir, hf_answers):
+    import os
+    import subprocess
+    import sys
+
+    _, hf = hf_answers
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    for args in ([str(export_dir)], ["--gguf", str(export_dir / "quack-f16.gguf")]):
+        proc = subprocess.run([sys.executable, "-m", "ducktune", "chat", *args, "--max-new-tokens", str(MAX_NEW)],
+                              input=PROMPTS[2] + "\n", capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert proc.stdout == hf[2].text + "\n"
+        assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr

@@ -37,7 +37,7 @@ def chat(args) -> int:
     if args.run_dir is None and args.gguf is None:
         raise UserError("chat: give a run directory, an export folder, or --gguf FILE")
     engine = None
-    if args.gguf is not None or not _is_run(args.run_dir):
+    if args.gguf is not None or _is_export(args.run_dir):
         from ducktune.serve.registry import load_engine
 
         engine = load_engine(args.run_dir, args.gguf, args.engine, log=lambda *a: None)
@@ -55,10 +55,10 @@ def chat(args) -> int:
     return 0
 
 
-def _is_run(path: str | None) -> bool:
+def _is_export(path: str | None) -> bool:
     from pathlib import Path
 
-    return path is not None and (Path(path) / "run.json").is_file()
+    return path is not None and (Path(path) / "export.json").is_file()
 
 
 def compare(args) -> int:
