@@ -167,3 +167,9 @@ class GenerationWorker:
 
     def shutdown(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        with self._guard:  # batchable requests still queued have their own futures: end them too
+            queued, self._queued = self._queued, []
+            self.waiting -= len(queued)
+        for item in queued:
+            if item.future.set_running_or_notify_cancel():
+                item.future.set_exception(Cancelled())
