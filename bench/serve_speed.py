@@ -204,7 +204,9 @@ def render_section(result: dict) -> str:
     lines = [BEGIN, "## Serving speed (`bench/serve_speed.py`)", "",
              f"Date: {result['date']}. Export: `{result['export']}` ({result['model']}); "
              f"GGUF `{result['gguf']}`. {result['machine']}. Server processes with OMP_NUM_THREADS={result['threads']}; "
-             f"llama.cpp threads {r['n_threads_llama_cpp']} on both sides. Runs alternate; medians.", "",
+             f"llama.cpp threads {r['n_threads_llama_cpp']} on both sides. Runs alternate; medians. "
+             f"Load average (1 min) before / after: {result['load_average_1min'][0]} / {result['load_average_1min'][1]} "
+             "(other jobs shared the 2 cores).", "",
              "| measure | ducktune serve | baseline | ratio |", "|---|---|---|---|",
              f"| single stream, llama.cpp path (f16, greedy, ≤{r['max_tokens']} tokens) | "
              f"{r['median_serve_tok_s']:.1f} tok/s | llama-cpp-python `create_completion` {r['median_llama_cpp_tok_s']:.1f} tok/s | "
@@ -239,12 +241,14 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=128)
     parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="OMP_NUM_THREADS of the servers")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OMP_NUM_THREADS of the servers (default 1: on 2 shared cores, 2 threads were 10x slower)")
     parser.add_argument("--skip-llama-cpp-gain", action="store_true")
     parser.add_argument("--write", action="store_true", help="save the JSON and the RESULTS.md section")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
     (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
     export = find_export(args.export)
     manifest = json.loads((export / "export.json").read_text(encoding="utf-8"))
     gguf = export / manifest["files"]["gguf"]["f16"]
@@ -259,6 +263,7 @@ def main() -> None:
     result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "export": str(export),
               "model": manifest.get("base_model"), "gguf": gguf.name, "threads": args.threads,
               "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+              "load_average_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
               "ratio": ratio, "gain_transformers": gain, "gain_llama_cpp": gain_llama}
     print(f"serve_llamacpp_ratio: {ratio['ratio']:.3f}")
     print(f"serve_concurrency_gain: {gain['gain']:.3f}")
