@@ -106,6 +106,16 @@ class AnswerText:
         return result
 
 
+def _advance(row: "AnswerText", request: "BatchRequest", token: int) -> bool:
+    """Give a row its next token (streaming its piece); True once the row is done."""
+    piece = row.add(token)
+    if piece and request.on_piece is not None:
+        request.on_piece(piece)
+    if request.cancel is not None and request.cancel.is_set():
+        row.done = True
+    return row.done
+
+
 class _RowsCriterion:
     """generate's per-row stopping criterion for a batch: feeds each row's new token to its
     AnswerText (streaming its piece) and ends rows that are done or cancelled."""
@@ -119,13 +129,8 @@ class _RowsCriterion:
 
         last = input_ids[:, -1].tolist()
         for row, request, token in zip(self.rows, self.requests, last):
-            if row.done:
-                continue
-            piece = row.add(token)
-            if piece and request.on_piece is not None:
-                request.on_piece(piece)
-            if request.cancel is not None and request.cancel.is_set():
-                row.done = True
+            if not row.done:
+                _advance(row, request, token)
         return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
 
 
@@ -267,29 +272,82 @@ class ChatEngine:
         return finish_generation(self.tokenizer, self.chat_format.stop_token_ids, n_prompt, new, max_new_tokens, stop)
 
     def generate_rows(self, requests: list["BatchRequest"]) -> list[Generation]:
-        """Greedy answers to concurrent requests in one batched `generate` (the server's batching).
+        """Greedy answers to concurrent requests at once (the server's batching).
 
         Each row keeps its own limits: its max_new_tokens, stop strings and cancel event end that
-        row alone (a per-row stopping criterion), and its text pieces go to its own `on_piece` as
-        they are generated. A batch of one is the same computation as `generate`.
+        row alone, and its text pieces go to its own `on_piece` as they are generated. Several rows
+        are decoded in one left-padded batch from which finished rows are dropped (a short answer
+        stops costing compute); a single row goes through `generate`, like an unbatched request.
         """
-        import torch
-        from transformers import StoppingCriteriaList
-
         stop_ids = self.chat_format.stop_token_ids
         prompts = [self.chat_format.prompt_ids(r.messages) for r in requests]
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else stop_ids[0]
+        rows = [AnswerText(self.tokenizer, stop_ids, r.max_new_tokens, r.stop) for r in requests]
+        with self.lock:
+            if len(requests) == 1 or not self._decode_rows(prompts, rows, requests):
+                self._generate_rows(prompts, rows, requests)
+        return [row.generation(len(p)) for row, p in zip(rows, prompts)]
+
+    def _padded(self, prompts: list[list[int]]):
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else self.chat_format.stop_token_ids[0]
         device = next(self.model.parameters()).device
         width = max(len(p) for p in prompts)
         input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        rows = [AnswerText(self.tokenizer, stop_ids, r.max_new_tokens, r.stop) for r in requests]
-        criterion = _RowsCriterion(rows, requests)
+        return input_ids, attention, pad_id
+
+    def _generate_rows(self, prompts, rows: list["AnswerText"], requests: list["BatchRequest"]) -> None:
+        """The rows through transformers' `generate`, a per-row stopping criterion ending each."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        input_ids, attention, pad_id = self._padded(prompts)
         kwargs = self._generate_kwargs(max(r.max_new_tokens for r in requests), 0.0, 1.0, None, None, None)
-        kwargs.update(pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([criterion]))
-        with self.lock, torch.inference_mode():
+        kwargs.update(pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([_RowsCriterion(rows, requests)]))
+        with torch.inference_mode():
             self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
-        return [row.generation(len(p)) for row, p in zip(rows, prompts)]
+
+    def _cache_argument(self) -> str:
+        """The forward's name for the KV cache: `cache` in newer transformers 5 releases, else `past_key_values`."""
+        import inspect
+
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+    def _decode_rows(self, prompts, rows: list["AnswerText"], requests: list["BatchRequest"]) -> bool:
+        """Greedy decoding of a left-padded batch with a KV cache, dropping rows once they are done.
+        False (nothing generated) when the model does not take this plain forward, so `generate` answers."""
+        import torch
+        from transformers import DynamicCache
+
+        input_ids, attention, _ = self._padded(prompts)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = {self._cache_argument(): DynamicCache(config=self.model.config)}
+        live = list(range(len(rows)))
+        with torch.inference_mode():
+            try:
+                logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                                    use_cache=True, logits_to_keep=1, **cache).logits[:, -1]
+            except (TypeError, ValueError, NotImplementedError):  # a family whose forward needs generate's preparation
+                return False
+            positions = positions[:, -1:]
+            while True:
+                tokens = logits.argmax(-1).tolist()
+                keep = [j for j, (i, token) in enumerate(zip(live, tokens)) if not _advance(rows[i], requests[i], token)]
+                if not keep:
+                    return True
+                if len(keep) < len(live):
+                    index = torch.tensor(keep, device=attention.device)
+                    next(iter(cache.values())).batch_select_indices(index)
+                    attention, positions = attention[index], positions[index]
+                    live = [live[j] for j in keep]
+                attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
+                positions = positions + 1
+                step = torch.tensor([[tokens[j]] for j in keep], device=attention.device)
+                logits = self.model(input_ids=step, attention_mask=attention, position_ids=positions,
+                                    use_cache=True, logits_to_keep=1, **cache).logits[:, -1]
 
     def stream(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: list[str] | None = None,
