@@ -217,8 +217,10 @@ def render_section(result: dict) -> str:
         lines.append(f"| llama.cpp path, {gl['clients']} concurrent clients vs 1 | {gl['median_clients_tok_s']:.1f} tok/s | "
                      f"1 client {gl['median_one_client_tok_s']:.1f} tok/s | {gl['gain']:.2f}x |")
     lines += ["", f"serve_llamacpp_ratio: {r['ratio']:.3f}", f"serve_concurrency_gain: {g['gain']:.3f}", "",
-              "The transformers path batches concurrent greedy requests (static batches of up to 8, gathered for "
-              "20 ms); the llama.cpp path answers one request at a time per model.", END]
+              "The transformers path batches concurrent greedy requests (up to 8 gathered for 20 ms, decoded "
+              "together with a KV cache, finished rows dropped; requests arriving meanwhile wait for the next "
+              "batch); the llama.cpp path answers one request at a time per model. Both sides of each ratio ran "
+              "alternately on the same loaded machine: the ratios are the result, absolute tok/s are not.", END]
     return "\n".join(lines)
 
 
