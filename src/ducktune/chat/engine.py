@@ -36,6 +36,104 @@ class _EventStop:
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
+def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: list[int], max_new_tokens: int,
+                      stop: list[str] | None) -> Generation:
+    """The Generation of answer tokens `new`: the stop token dropped, text cut at the first stop string."""
+    stop_ids = set(stop_token_ids)
+    finish = "length"
+    if new and new[-1] in stop_ids:
+        new = new[:-1]
+        finish = "stop"
+    text = tokenizer.decode(new, skip_special_tokens=True)
+    if stop:
+        cut = min((text.find(s) for s in stop if s in text), default=-1)
+        if cut >= 0:
+            text, finish = text[:cut], "stop"
+    completion = len(new) + (1 if finish == "stop" and len(new) < max_new_tokens else 0)
+    return Generation(text, n_prompt, min(completion, max_new_tokens), finish)
+
+
+@dataclass
+class BatchRequest:
+    """One greedy request of a batch: its conversation, limits, cancel event, and where its text goes."""
+    messages: list[dict]
+    max_new_tokens: int
+    stop: list[str] | None = None
+    cancel: threading.Event | None = None
+    on_piece: Callable[[str], None] | None = None
+
+
+class AnswerText:
+    """One answer's tokens as they arrive: the new text of each (held back while a character is
+    incomplete), and `done` at a stop token, a stop string or the length limit."""
+
+    def __init__(self, tokenizer, stop_token_ids: list[int], max_new_tokens: int, stop: list[str] | None = None):
+        self.tokenizer = tokenizer
+        self.stop_token_ids = list(stop_token_ids)
+        self.max_new_tokens = max_new_tokens
+        self.stop = stop
+        self.tokens: list[int] = []
+        self.emitted = ""
+        self.done = False
+        self.stopped_by_string = False
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        if token in self.stop_token_ids:
+            self.done = True
+            return ""
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if self.stop:
+            cut = min((text.find(s) for s in self.stop if s in text), default=-1)
+            if cut >= 0:
+                self.done = self.stopped_by_string = True
+                text = text[:cut]
+                piece = text[len(self.emitted):] if len(text) > len(self.emitted) else ""
+                self.emitted += piece
+                return piece
+        self.done = len(self.tokens) >= self.max_new_tokens
+        if text.endswith("\ufffd") and not self.done:  # a character split across tokens: wait for the rest
+            return ""
+        piece = text[len(self.emitted):]
+        self.emitted = text
+        return piece
+
+    def generation(self, n_prompt: int) -> Generation:
+        result = finish_generation(self.tokenizer, self.stop_token_ids, n_prompt, self.tokens,
+                                   self.max_new_tokens, self.stop)
+        if self.stopped_by_string:
+            result.finish_reason = "stop"
+        return result
+
+
+def _advance(row: "AnswerText", request: "BatchRequest", token: int) -> bool:
+    """Give a row its next token (streaming its piece); True once the row is done."""
+    piece = row.add(token)
+    if piece and request.on_piece is not None:
+        request.on_piece(piece)
+    if request.cancel is not None and request.cancel.is_set():
+        row.done = True
+    return row.done
+
+
+class _RowsCriterion:
+    """generate's per-row stopping criterion for a batch: feeds each row's new token to its
+    AnswerText (streaming its piece) and ends rows that are done or cancelled."""
+
+    def __init__(self, rows: list[AnswerText], requests: list[BatchRequest]):
+        self.rows = rows
+        self.requests = requests
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        last = input_ids[:, -1].tolist()
+        for row, request, token in zip(self.rows, self.requests, last):
+            if not row.done:
+                _advance(row, request, token)
+        return torch.tensor([row.done for row in self.rows], dtype=torch.bool, device=input_ids.device)
+
+
 class ChatEngine:
     def __init__(self, model, tokenizer, chat_format: ChatFormat, name: str = "model", has_adapter: bool = False):
         self.model = model
@@ -43,6 +141,7 @@ class ChatEngine:
         self.chat_format = chat_format
         self.name = name
         self.has_adapter = has_adapter
+        self.batches = True  # the server may answer concurrent greedy requests in one generate_rows call
         # One generation at a time per model: HF models are not safe to share across threads.
         self.lock = threading.Lock()
         model.eval()
@@ -170,18 +269,85 @@ class ChatEngine:
         return results
 
     def _finish(self, n_prompt: int, new: list[int], max_new_tokens: int, stop: list[str] | None) -> Generation:
-        stop_ids = set(self.chat_format.stop_token_ids)
-        finish = "length"
-        if new and new[-1] in stop_ids:
-            new = new[:-1]
-            finish = "stop"
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
-        if stop:
-            cut = min((text.find(s) for s in stop if s in text), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-        completion = len(new) + (1 if finish == "stop" and len(new) < max_new_tokens else 0)
-        return Generation(text, n_prompt, min(completion, max_new_tokens), finish)
+        return finish_generation(self.tokenizer, self.chat_format.stop_token_ids, n_prompt, new, max_new_tokens, stop)
+
+    def generate_rows(self, requests: list["BatchRequest"]) -> list[Generation]:
+        """Greedy answers to concurrent requests at once (the server's batching).
+
+        Each row keeps its own limits: its max_new_tokens, stop strings and cancel event end that
+        row alone, and its text pieces go to its own `on_piece` as they are generated. Several rows
+        are decoded in one left-padded batch from which finished rows are dropped (a short answer
+        stops costing compute); a single row goes through `generate`, like an unbatched request.
+        """
+        stop_ids = self.chat_format.stop_token_ids
+        prompts = [self.chat_format.prompt_ids(r.messages) for r in requests]
+        rows = [AnswerText(self.tokenizer, stop_ids, r.max_new_tokens, r.stop) for r in requests]
+        with self.lock:
+            if len(requests) == 1 or not self._decode_rows(prompts, rows, requests):
+                self._generate_rows(prompts, rows, requests)
+        return [row.generation(len(p)) for row, p in zip(rows, prompts)]
+
+    def _padded(self, prompts: list[list[int]]):
+        import torch
+
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = pad_id if pad_id is not None else self.chat_format.stop_token_ids[0]
+        device = next(self.model.parameters()).device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        return input_ids, attention, pad_id
+
+    def _generate_rows(self, prompts, rows: list["AnswerText"], requests: list["BatchRequest"]) -> None:
+        """The rows through transformers' `generate`, a per-row stopping criterion ending each."""
+        import torch
+        from transformers import StoppingCriteriaList
+
+        input_ids, attention, pad_id = self._padded(prompts)
+        kwargs = self._generate_kwargs(max(r.max_new_tokens for r in requests), 0.0, 1.0, None, None, None)
+        kwargs.update(pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([_RowsCriterion(rows, requests)]))
+        with torch.inference_mode():
+            self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
+
+    def _cache_argument(self) -> str:
+        """The forward's name for the KV cache: `cache` in newer transformers 5 releases, else `past_key_values`."""
+        import inspect
+
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        return "cache" if "cache" in inspect.signature(type(base).forward).parameters else "past_key_values"
+
+    def _decode_rows(self, prompts, rows: list["AnswerText"], requests: list["BatchRequest"]) -> bool:
+        """Greedy decoding of a left-padded batch with a KV cache, dropping rows once they are done.
+        False (nothing generated) when the model does not take this plain forward, so `generate` answers."""
+        import torch
+        from transformers import DynamicCache
+
+        input_ids, attention, _ = self._padded(prompts)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        cache = {self._cache_argument(): DynamicCache(config=self.model.config)}
+        live = list(range(len(rows)))
+        with torch.inference_mode():
+            try:
+                logits = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                                    use_cache=True, logits_to_keep=1, **cache).logits[:, -1]
+            except (TypeError, ValueError, NotImplementedError):  # a family whose forward needs generate's preparation
+                return False
+            positions = positions[:, -1:]
+            while True:
+                tokens = logits.argmax(-1).tolist()
+                keep = [j for j, (i, token) in enumerate(zip(live, tokens)) if not _advance(rows[i], requests[i], token)]
+                if not keep:
+                    return True
+                if len(keep) < len(live):
+                    index = torch.tensor(keep, device=attention.device)
+                    next(iter(cache.values())).batch_select_indices(index)
+                    attention, positions = attention[index], positions[index]
+                    live = [live[j] for j in keep]
+                attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)
+                positions = positions + 1
+                step = torch.tensor([[tokens[j]] for j in keep], device=attention.device)
+                logits = self.model(input_ids=step, attention_mask=attention, position_ids=positions,
+                                    use_cache=True, logits_to_keep=1, **cache).logits[:, -1]
 
     def stream(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: list[str] | None = None,

@@ -9,12 +9,13 @@ HELP = "Commands: /reset (new conversation), /system TEXT (set the system prompt
 
 
 def chat_repl(run_dir: str, base_only: bool = False, max_new_tokens: int = 256, temperature: float = 0.0,
-              system: str | None = None, stdin=None, stdout=None) -> None:
+              system: str | None = None, stdin=None, stdout=None, engine=None) -> None:
+    """`engine`: answer with this one (e.g. llama.cpp on an export) instead of loading the run's."""
     from ducktune.chat.engine import ChatEngine
 
     stdin = stdin or sys.stdin
     stdout = stdout or sys.stdout
-    engine = ChatEngine.from_run(run_dir, base_only=base_only)
+    engine = engine or ChatEngine.from_run(run_dir, base_only=base_only)
     label = "base" if base_only else "tuned"
     interactive = stdin.isatty()
     if interactive:

@@ -4,10 +4,16 @@ from ducktune.commands import add_parser
 def register(sub) -> None:
     p = add_parser(sub, "chat", "chat with a tuned model (base + adapter, streaming, multi-turn)",
                    "Multi-turn streaming chat with a run's model: the base model plus the adapter, unmerged, with "
-                   "the run's chat template and stop tokens. Inside: /reset, /system TEXT, /exit.",
+                   "the run's chat template and stop tokens. An export folder (or --gguf FILE) runs its GGUF with "
+                   "llama.cpp when llama-cpp-python is installed (faster on CPU), with the same template and stop "
+                   "tokens. Inside: /reset, /system TEXT, /exit.",
                    "  ducktune chat runs/quickstart\n  ducktune chat runs/quickstart --base\n"
+                   "  ducktune chat runs/quickstart/export\n  ducktune chat --gguf runs/quickstart/export/duckling-q4_k_m.gguf\n"
                    "  echo 'Who are you?' | ducktune chat runs/quickstart")
-    p.add_argument("run_dir", help="run directory")
+    p.add_argument("run_dir", metavar="RUN_DIR|EXPORT_DIR", nargs="?", help="run directory or export folder")
+    p.add_argument("--gguf", metavar="FILE", help="chat with this GGUF file through llama.cpp")
+    p.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama.cpp"],
+                   help="for an export folder: auto (default) runs its GGUF with llama.cpp when installed")
     p.add_argument("--base", action="store_true", help="chat with the untuned base model")
     p.add_argument("--max-new-tokens", type=int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -26,10 +32,33 @@ def register(sub) -> None:
 
 def chat(args) -> int:
     from ducktune.chat.repl import chat_repl
+    from ducktune.errors import UserError
 
-    chat_repl(args.run_dir, base_only=args.base, max_new_tokens=args.max_new_tokens,
-              temperature=args.temperature, system=args.system)
+    if args.run_dir is None and args.gguf is None:
+        raise UserError("chat: give a run directory, an export folder, or --gguf FILE")
+    engine = None
+    if args.gguf is not None or _is_export(args.run_dir):
+        from ducktune.serve.registry import load_engine
+
+        engine = load_engine(args.run_dir, args.gguf, args.engine, log=lambda *a: None)
+        if engine is not None and args.base:
+            raise UserError("--base needs a run directory (a GGUF has no separate base)")
+        if engine is None:  # an export folder without llama.cpp, or --engine transformers: its merged/ model
+            from ducktune.serve.registry import load_path
+
+            engine = load_path(args.run_dir, with_base=args.base, engine="transformers", log=lambda *a: None)[0].engine
+    try:
+        chat_repl(args.run_dir, base_only=args.base, max_new_tokens=args.max_new_tokens,
+                  temperature=args.temperature, system=args.system, engine=engine)
+    finally:
+        getattr(engine, "close", lambda: None)()  # llama.cpp's context, before interpreter shutdown
     return 0
+
+
+def _is_export(path: str | None) -> bool:
+    from pathlib import Path
+
+    return path is not None and (Path(path) / "export.json").is_file()
 
 
 def compare(args) -> int:

@@ -5,19 +5,27 @@ from ducktune.commands import add_parser
 
 def register(sub) -> None:
     p = add_parser(sub, "serve", "OpenAI-compatible API server for a run or an exported model",
-                   "Serve a run (base model + adapter, unmerged) or a merged model folder over the OpenAI "
+                   "Serve a run (base model + adapter, unmerged), a merged model folder, or an export folder over the OpenAI "
                    "chat-completions API (GET /v1/models, POST /v1/chat/completions, streaming included), with "
                    "the run's chat template and stop tokens. Any OpenAI client works: the openai package, Dify, "
-                   "Open WebUI. Answers are greedy unless a request sets temperature. Binds 127.0.0.1 unless "
+                   "Open WebUI. An export folder (or --gguf FILE) runs its GGUF with llama.cpp when llama-cpp-python is "
+                   "installed (make verify-extra), prompted with the run's own template and tokenizer; otherwise "
+                   "transformers answers, batching concurrent greedy requests. "
+                   "Answers are greedy unless a request sets temperature. Binds 127.0.0.1 unless "
                    "--host says otherwise (with another host and no --api-key it warns). Request bodies over 8 MiB "
                    "get 413; malformed requests get a 4xx with OpenAI's error body.",
                    "  ducktune serve runs/quickstart\n"
                    "  ducktune serve runs/quickstart --base --port 8001\n"
-                   "  ducktune serve exports/quickstart --host 0.0.0.0 --api-key sk-my-secret\n"
+                   "  ducktune serve runs/quickstart/export --host 0.0.0.0 --api-key sk-my-secret\n"
+                   "  ducktune serve --gguf runs/quickstart/export/duckling-f16.gguf\n"
                    "  curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \\\n"
                    "       -d '{\"model\": \"quickstart\", \"messages\": [{\"role\": \"user\", \"content\": \"Who are you?\"}]}'")
-    p.add_argument("path", metavar="RUN_DIR|MODEL_DIR",
-                   help="a run directory, a Hugging Face model folder, or an export folder with merged/")
+    p.add_argument("path", metavar="RUN_DIR|MODEL_DIR|EXPORT_DIR", nargs="?",
+                   help="a run directory, a Hugging Face model folder, or an export folder")
+    p.add_argument("--gguf", metavar="FILE", help="serve this GGUF file with llama.cpp (instead of a folder)")
+    p.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama.cpp"],
+                   help="for an export folder: auto (default) runs its GGUF with llama.cpp when installed, "
+                        "else merged/ with transformers")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=os.environ.get("DUCKTUNE_API_KEY"),
@@ -32,8 +40,11 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ducktune.errors import UserError
     from ducktune.serve.server import serve
 
+    if args.path is None and args.gguf is None:
+        raise UserError("serve: give a run, model or export folder, or --gguf FILE")
     serve(args.path, host=args.host, port=args.port, api_key=args.api_key, with_base=args.base,
-          name=args.name, device=args.device, max_queue=args.max_queue)
+          name=args.name, device=args.device, max_queue=args.max_queue, gguf=args.gguf, engine=args.engine)
     return 0

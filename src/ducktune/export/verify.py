@@ -278,12 +278,13 @@ def llama_threads() -> int:
     return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
-def _open_llama(path: Path, n_ctx: int):
+def _open_llama(path: Path, n_ctx: int, logits_all: bool = True, n_threads: int | None = None):
+    """`logits_all`: keep every position's logits (the checks read them; generation does not need them)."""
     import llama_cpp
 
-    threads = llama_threads()
+    threads = n_threads or llama_threads()
     return llama_cpp.Llama(model_path=str(path), n_ctx=n_ctx, n_batch=min(512, n_ctx), n_threads=threads,
-                           n_threads_batch=threads, logits_all=True, verbose=False, seed=0)
+                           n_threads_batch=threads, logits_all=logits_all, verbose=False, seed=0)
 
 
 def check_llama_cpp(path: Path, quant: str, reference: Reference, add_bos: bool) -> list[Check]:

@@ -1,8 +1,9 @@
 """Which models a server answers for, and how each is loaded.
 
 `ducktune serve` loads one folder up front (`StaticRegistry`): a run directory (base +
-adapter, unmerged), a plain Hugging Face model folder, or an export folder holding one in
-`merged/`. The web UI serves every finished run of its runs folder (`RunsRegistry`),
+adapter, unmerged), a plain Hugging Face model folder, or an export folder. An export folder
+(or `--gguf FILE`) is run by llama.cpp when llama-cpp-python is installed (serve/llamacpp.py),
+else its `merged/` model by transformers. The web UI serves every finished run of its runs folder (`RunsRegistry`),
 loading a run's model on first use and keeping the few most recently used.
 
 For a LoRA run the untuned base model is the same weights with the adapter switched off,
@@ -40,6 +41,8 @@ class ServedModel:
 
 def context_length(engine) -> int:
     """The longest sequence the model was built for (prompt + answer)."""
+    if getattr(engine, "max_context", None):  # llama.cpp: the context it was opened with
+        return engine.max_context
     config = getattr(engine.model, "config", None)
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
         value = getattr(config, key, None)
@@ -76,11 +79,62 @@ def model_folder(path: Path) -> tuple[str, Path]:
                     "or an export folder (merged/config.json)")
 
 
-def load_path(path: str | Path, with_base: bool = False, name: str | None = None, device: str = "auto",
-              max_queue: int = 64, log=print) -> list[ServedModel]:
-    """Load what `ducktune serve PATH` serves."""
+ENGINES = ("auto", "transformers", "llama.cpp")
+
+
+def use_llama_cpp(path: Path, engine: str, log=print) -> bool:
+    """Whether `path` (an export folder) is served by llama.cpp: `auto` picks it when the export has a
+    GGUF and llama-cpp-python is installed; `llama.cpp` insists (one-line error without it)."""
+    from ducktune.export.quantize import llama_cpp_available
+    from ducktune.serve.llamacpp import MISSING, read_manifest
+
+    if engine == "transformers" or not (path / "export.json").is_file():
+        if engine == "llama.cpp":
+            raise UserError(f"{path}: --engine llama.cpp needs an export folder (export.json) or --gguf FILE")
+        return False
+    has_gguf = bool((read_manifest(path).get("files") or {}).get("gguf"))
+    if engine == "llama.cpp" or (has_gguf and llama_cpp_available()):
+        if not llama_cpp_available():
+            raise UserError(MISSING)
+        return True
+    if has_gguf:
+        log(f"Serving {path.name}/merged with transformers: {MISSING.split(': ', 1)[1]} to run the GGUF "
+            "with llama.cpp (faster on CPU)")
+    return False
+
+
+def load_engine(path: str | Path | None, gguf: str | Path | None = None, engine: str = "auto",
+                name: str | None = None, device: str = "auto", log=print):
+    """The engine `ducktune chat` and `serve` answer with for an export folder or a GGUF file,
+    or None when `path` is a run directory or a model folder (the transformers paths)."""
+    from ducktune.serve.llamacpp import LlamaCppEngine
+
+    if gguf is not None:
+        if path is not None:
+            raise UserError(f"give a folder or --gguf FILE, not both ({path}, {gguf})")
+        if engine == "transformers":
+            raise UserError("--gguf runs the file with llama.cpp: drop --engine transformers")
+        return LlamaCppEngine.from_gguf(gguf, name=name)
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise UserError(f"{path}: not found")
+    if use_llama_cpp(path, engine, log=log):
+        return LlamaCppEngine.from_export(path, name=name)
+    return None
+
+
+def load_path(path: str | Path | None, with_base: bool = False, name: str | None = None, device: str = "auto",
+              max_queue: int = 64, log=print, gguf: str | Path | None = None,
+              engine: str = "auto") -> list[ServedModel]:
+    """Load what `ducktune serve PATH` (or `--gguf FILE`) serves."""
     from ducktune.chat.engine import ChatEngine
 
+    if gguf is not None or engine != "transformers":
+        fast = load_engine(path, gguf, engine, name=name, device=device, log=log)
+        if fast is not None:
+            if with_base:
+                raise UserError("--base needs a run directory (a GGUF has no separate base)")
+            return served_models(fast, fast.name, False, max_queue=max_queue)
     path = Path(path).expanduser()
     if not path.exists():
         raise UserError(f"{path}: not found")

@@ -52,8 +52,9 @@ def run_uvicorn(app, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
-def serve(path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
-          with_base: bool = False, name: str | None = None, device: str = "auto", max_queue: int = 64) -> None:
+def serve(path: str | None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
+          with_base: bool = False, name: str | None = None, device: str = "auto", max_queue: int = 64,
+          gguf: str | None = None, engine: str = "auto") -> None:
     check_server_deps("serve")
     from ducktune.serve.app import create_app
     from ducktune.serve.registry import StaticRegistry, load_path
@@ -62,9 +63,15 @@ def serve(path: str, host: str = "127.0.0.1", port: int = 8000, api_key: str | N
     warning = exposure_warning(host, api_key)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    models = load_path(path, with_base=with_base, name=name, device=device, max_queue=max_queue)
+    models = load_path(path, with_base=with_base, name=name, device=device, max_queue=max_queue, gguf=gguf,
+                       engine=engine)
     registry = StaticRegistry(models)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    print(f"Serving {', '.join(m.id for m in models)} (OpenAI-compatible) at http://{shown}:{port}/v1"
+    runtime = "llama.cpp" if getattr(models[0].engine, "llm", None) is not None else "transformers"
+    print(f"Serving {', '.join(m.id for m in models)} ({runtime}, OpenAI-compatible) at http://{shown}:{port}/v1"
           + (" (API key required)" if api_key else ""), flush=True)
-    run_uvicorn(create_app(registry, api_key=api_key), host, port)
+    try:
+        run_uvicorn(create_app(registry, api_key=api_key), host, port)
+    finally:
+        for model in models:  # llama.cpp contexts freed before the interpreter tears its bindings down
+            getattr(model.engine, "close", lambda: None)()

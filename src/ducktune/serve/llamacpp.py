@@ -1,0 +1,194 @@
+"""ChatEngine's interface over a GGUF run by llama.cpp (llama-cpp-python, the `verify` extra).
+
+`ducktune serve EXPORT_DIR`, `ducktune serve --gguf FILE` and `ducktune chat` use it when
+llama-cpp-python is installed: on a CPU llama.cpp generates several times faster than
+transformers. The prompt is still the run's own: the conversation is rendered by the
+run's chat template and tokenized by the HF tokenizer saved in the export (`merged/`),
+and those token ids are handed to llama.cpp as they are (the export's verification proves
+llama.cpp tokenizes the same text identically; llama.cpp's own template engine is not
+used). Generation stops at the same stop tokens and stop strings and produces the same
+`Generation` results as ChatEngine.
+
+One llama.cpp context per model answers one request at a time (the server's worker queues
+the rest); its prompt cache makes a follow-up turn of the same conversation cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import threading
+from pathlib import Path
+from typing import Callable, Iterator
+
+from ducktune.chat.engine import AnswerText, Generation
+from ducktune.data.template import ChatFormat
+from ducktune.errors import UserError
+
+MAX_CONTEXT = 4096  # like the Modelfile's num_ctx: the KV cache is allocated up front
+MISSING = "llama-cpp-python is not installed: run `make verify-extra` (or pip install 'ducktune[verify]')"
+
+
+def require_llama_cpp() -> None:
+    from ducktune.export.quantize import llama_cpp_available
+
+    if not llama_cpp_available():
+        raise UserError(MISSING)
+
+
+def export_gguf(export_dir: Path, quant: str | None = None) -> Path:
+    """The export's GGUF: `quant` if given, else the one its Modelfile runs (what Ollama would serve),
+    else the first listed."""
+    manifest = read_manifest(export_dir)
+    files = (manifest.get("files") or {}).get("gguf") or {}
+    if not files:
+        raise UserError(f"{export_dir / 'export.json'}: files.gguf: this export has no GGUF; "
+                        "export again with `ducktune export RUN --to gguf`")
+    if quant is not None:
+        if quant not in files:
+            raise UserError(f"{export_dir}: no {quant} GGUF in this export (it has {', '.join(files)})")
+        return export_dir / files[quant]
+    modelfile = export_dir / "Modelfile"
+    if modelfile.is_file():
+        for line in modelfile.read_text(encoding="utf-8").splitlines():
+            if line.startswith("FROM ") and (export_dir / line[5:].strip()).is_file():
+                return export_dir / line[5:].strip()
+    return export_dir / next(iter(files.values()))
+
+
+def read_manifest(export_dir: Path) -> dict:
+    path = export_dir / "export.json"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: unreadable ({exc})") from None
+    return manifest if isinstance(manifest, dict) else {}
+
+
+class LlamaCppEngine:
+    has_adapter = False
+    batches = False  # one sequence per llama.cpp context: the worker queues requests one by one
+
+    def __init__(self, llm, tokenizer, chat_format: ChatFormat, name: str, max_context: int):
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.chat_format = chat_format
+        self.name = name
+        self.max_context = max_context
+        self.lock = threading.Lock()
+
+    @classmethod
+    def from_gguf(cls, gguf: str | Path, name: str | None = None, n_threads: int | None = None,
+                  max_context: int = MAX_CONTEXT) -> "LlamaCppEngine":
+        """A GGUF file; in an export folder (export.json beside it) with the export's tokenizer and
+        system prompt, else with the tokenizer and chat template the GGUF carries."""
+        require_llama_cpp()
+        gguf = Path(gguf).expanduser()
+        if not gguf.is_file():
+            raise UserError(f"{gguf}: not found")
+        export_dir = gguf.parent
+        if (export_dir / "export.json").is_file():
+            from ducktune.models.loading import load_tokenizer
+
+            manifest = read_manifest(export_dir)
+            tokenizer = load_tokenizer(export_dir / (manifest.get("files") or {}).get("merged", "merged"))
+            system_prompt = manifest.get("system_prompt")
+            default_name = export_dir.resolve().name
+        else:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            system_prompt, default_name = None, gguf.stem
+        llm = open_llama(gguf, max_context, n_threads)
+        n_ctx = llm.n_ctx()
+        return cls(llm, tokenizer, ChatFormat(tokenizer, system_prompt=system_prompt), name or default_name, n_ctx)
+
+    @classmethod
+    def from_export(cls, export_dir: str | Path, quant: str | None = None, name: str | None = None,
+                    n_threads: int | None = None) -> "LlamaCppEngine":
+        export_dir = Path(export_dir).expanduser()
+        require_llama_cpp()
+        return cls.from_gguf(export_gguf(export_dir, quant), name=name or export_dir.resolve().name,
+                             n_threads=n_threads)
+
+    # ------------------------------------------------------------------ generation
+
+    @contextlib.contextmanager
+    def adapter_disabled(self, disabled: bool = True):
+        yield  # a GGUF is merged weights: there is no adapter to switch off
+
+    def _tokens(self, prompt: list[int], temperature: float, top_p: float, seed: int | None) -> Iterator[int]:
+        if temperature and temperature > 0:
+            self.llm.set_seed(seed if seed is not None else random.randrange(2 ** 31))
+            sampling = dict(temp=temperature, top_p=top_p if top_p else 1.0, top_k=0)
+        else:
+            sampling = dict(temp=0.0, top_p=1.0, top_k=0)
+        # min_p/typical/penalties neutral: the same distribution as transformers' sampling.
+        return self.llm.generate(prompt, min_p=0.0, typical_p=1.0, repeat_penalty=1.0, reset=True, **sampling)
+
+    def _pieces(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
+                seed: int | None, stop: list[str] | None, cancel: threading.Event | None,
+                results: list[Generation]) -> Iterator[str]:
+        """Text pieces as they are generated; the Generation is appended to `results` at the end."""
+        prompt = self.chat_format.prompt_ids(messages)
+        # The server checks the context before queueing; a direct caller gets what still fits.
+        max_new_tokens = max(1, min(max_new_tokens, self.max_context - len(prompt)))
+        answer = AnswerText(self.tokenizer, self.chat_format.stop_token_ids, max_new_tokens, stop)
+        with self.lock:
+            tokens = self._tokens(prompt, temperature, top_p, seed)
+            try:
+                for token in tokens:
+                    piece = answer.add(int(token))
+                    if piece:
+                        yield piece
+                    if answer.done or (cancel is not None and cancel.is_set()):
+                        break
+            finally:
+                tokens.close()
+        results.append(answer.generation(len(prompt)))
+
+    def generate(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 seed: int | None = None, stop: list[str] | None = None,
+                 cancel: threading.Event | None = None) -> Generation:
+        results: list[Generation] = []
+        for _ in self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results):
+            pass
+        return results[0]
+
+    def generate_batch(self, conversations: list[list[dict]], max_new_tokens: int = 256,
+                       batch_size: int = 16) -> list[Generation]:
+        """Greedy answers, one after the other (llama.cpp runs one sequence per context here)."""
+        return [self.generate(c, max_new_tokens=max_new_tokens) for c in conversations]
+
+    def stream(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+               seed: int | None = None, stop: list[str] | None = None, cancel: threading.Event | None = None,
+               on_finish: Callable[[Generation], None] | None = None) -> Iterator[str]:
+        """Text pieces as they are generated (on the caller's thread); `on_finish` gets the Generation.
+        Closing the iterator stops generation."""
+        results: list[Generation] = []
+        yield from self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results)
+        if on_finish is not None and results:
+            on_finish(results[0])
+
+    def close(self) -> None:
+        if hasattr(self.llm, "close"):
+            self.llm.close()
+
+
+def open_llama(gguf: Path, max_context: int, n_threads: int | None = None):
+    """A llama.cpp context of the GGUF's trained length (at most `max_context`) for generation."""
+    from ducktune.export.verify import _open_llama
+
+    n_ctx = min(max_context, gguf_context_length(gguf) or max_context)
+    return _open_llama(gguf, n_ctx, logits_all=False, n_threads=n_threads)
+
+
+def gguf_context_length(gguf: Path) -> int | None:
+    """The `{arch}.context_length` the GGUF was trained for (None when absent)."""
+    import gguf as gguf_lib
+
+    reader = gguf_lib.GGUFReader(str(gguf))
+    arch = reader.get_field("general.architecture")
+    length = reader.get_field(f"{arch.contents()}.context_length") if arch is not None else None
+    return int(length.contents()) if length is not None else None
