@@ -1,6 +1,6 @@
 """What the guard against forgetting (`data.replay`) buys and costs on the demo.
 
-    python bench/replay.py [--ratios 0,0.6,0.8,1.0] [--write]
+    python bench/replay.py [--ratios 0,0.6,0.8,1.0] [--write] [--append]
 
 Runs `ducktune quickstart --no-export --replay R` for each ratio (the built-in SmolLM2, the
 bundled persona data, the demo's settings) and reports per ratio: replayed answers, training
@@ -61,6 +61,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ratios", default="0,0.6,0.8,1.0")
     parser.add_argument("--write", action="store_true")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the rows of bench/results/replay.json for other ratios (measure one ratio again)")
     args = parser.parse_args()
     ratios = [float(r) for r in args.ratios.split(",")]
     with tempfile.TemporaryDirectory(prefix="ducktune-replay-") as tmp:
@@ -68,6 +70,9 @@ def main() -> int:
         for ratio in ratios:
             rows.append(run_ratio(ratio, Path(tmp)))
             print(json.dumps(rows[-1]), file=sys.stderr)
+    if args.append and RESULT.is_file():
+        kept = [r for r in json.loads(RESULT.read_text(encoding="utf-8"))["rows"] if r["replay"] not in ratios]
+        rows = sorted(kept + rows, key=lambda r: r["replay"])
     result = {"date": time.strftime("%Y-%m-%d"), "cores": os.cpu_count(), "rows": rows}
     print(readme_block(result))
     if args.write:
