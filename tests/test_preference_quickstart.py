@@ -23,6 +23,11 @@ def test_dpo_quickstart_builds_pairs_from_base_answers_and_reports_held_out_accu
     assert all(p["chosen"] != p["rejected"] for p in pairs + held)
     assert 0.0 <= summary["held_out_reward_accuracy"] <= 1.0
     assert "Reward accuracy on" in out and "held-out pairs" in out
+    # Persona answers are counted on the trained questions (every one of them) and on the held-out ones.
+    assert summary["persona_total"] == len(pairs) and 0 <= summary["persona_hits"] <= len(pairs)
+    assert f"Persona learned: {summary['persona_hits']}/{len(pairs)} trained questions" in out
+    comparison = json.loads((tmp_path / "dpo" / "comparison.json").read_text(encoding="utf-8"))
+    assert [r["prompt"] for r in comparison] == [p["prompt"] for p in held + pairs]
     info = json.loads((tmp_path / "dpo" / "run.json").read_text(encoding="utf-8"))
     assert info["objective"] == "dpo" and info["quickstart"]["pairs_held_out"] == len(held)
     # The base answers (the rejected side) are cached: a second demo does not generate them again.
