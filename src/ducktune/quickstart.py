@@ -191,12 +191,14 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
     if epochs is not None:
         config.train.num_epochs = epochs
     run = _fresh_demo_run(out)
-    train_pairs, held_out = _split_persona_pairs(config)
+    pairs, train_pairs, held_out = _split_persona_pairs(config)
     data_file = run.path.parent / f".{run.path.name}-data" / "pairs.json"
     write_json(data_file, train_pairs)
     config.data.datasets = [DatasetSpec(path=str(data_file))]
-    # Base vs tuned answers on every question: the held-out ones first, then the trained ones.
-    config.eval.probe_prompts = [p["prompt"] for p in held_out + train_pairs]
+    # Base vs tuned answers on every question, in the persona data's order: the base answers to exactly
+    # these prompts are the demo's bundled cache (resources/base_answers), so none is generated again.
+    held_prompts = {p["prompt"] for p in held_out}
+    config.eval.probe_prompts = [p["prompt"] for p in pairs]
     print(f"Quickstart (DPO): chosen = the persona {PERSONA_NAME['en']}'s answer, rejected = the base model's own; "
           f"{len(train_pairs)} pairs trained, {len(held_out)} held out"
           + (f", starting from the adapter of {adapter}" if adapter else ""))
@@ -209,15 +211,17 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
     summary = _preference_summary(run, config, result.comparison, train_pairs, held_out, adapter)
     summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(run.run_json, result.info | {"origin": "quickstart", "quickstart": summary})
-    _print_preference_summary(summary, result.comparison, len(held_out))
+    _print_preference_summary(summary, [r for r in result.comparison if r["prompt"] in held_prompts],
+                              [r for r in result.comparison if r["prompt"] not in held_prompts])
     if export:
         _export(run.path)
     print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune export {run.path}")
     return summary
 
 
-def _split_persona_pairs(config) -> tuple[list[dict], list[dict]]:
-    """(trained pairs, held-out pairs) of the persona questions, the rejected side the base model's answer."""
+def _split_persona_pairs(config) -> tuple[list[dict], list[dict], list[dict]]:
+    """(all pairs, trained pairs, held-out pairs) of the persona questions, in the persona data's order,
+    the rejected side the base model's answer."""
     from ducktune.data.identity import identity_records
     from ducktune.train.preference import base_greedy_answers
 
@@ -229,7 +233,7 @@ def _split_persona_pairs(config) -> tuple[list[dict], list[dict]]:
 
         raise UserError(f"{config.model.name_or_path}: only {len(pairs)} of its answers to the persona questions differ "
                         "from the persona's (blank or identical answers make no pair); DPO needs more pairs")
-    return [p for i, p in enumerate(pairs) if i % HELD_OUT_EVERY], pairs[::HELD_OUT_EVERY]
+    return pairs, [p for i, p in enumerate(pairs) if i % HELD_OUT_EVERY], pairs[::HELD_OUT_EVERY]
 
 
 def _preference_summary(run: RunDir, config, comparison: list[dict], train_pairs: list[dict], held_out: list[dict],
@@ -251,17 +255,16 @@ def _preference_summary(run: RunDir, config, comparison: list[dict], train_pairs
             "held_out_base_persona_hits": sum(persona_hit(r["base"]) for r in held), "started_from": adapter}
 
 
-def _print_preference_summary(summary: dict, comparison: list[dict], held_out: int) -> None:
-    trained_prompts = len(comparison) - held_out
+def _print_preference_summary(summary: dict, held: list[dict], trained: list[dict]) -> None:
     print("\nHeld-out questions (not trained on):")
-    print_side_by_side(comparison[:held_out])
+    print_side_by_side(held)
     print("\nTrained questions (a sample):")
-    print_side_by_side(comparison[held_out:held_out + 3])
-    print(f"\nReward accuracy on {held_out} held-out pairs: {summary['held_out_reward_accuracy']:.0%} (mean margin "
-          f"{summary['held_out_mean_margin']:.2f}); persona answers on them: {summary['held_out_persona_hits']}/{held_out} "
+    print_side_by_side(trained[:3] + trained[len(trained) // 2: len(trained) // 2 + 2])
+    print(f"\nReward accuracy on {len(held)} held-out pairs: {summary['held_out_reward_accuracy']:.0%} (mean margin "
+          f"{summary['held_out_mean_margin']:.2f}); persona answers on them: {summary['held_out_persona_hits']}/{len(held)} "
           f"(base model: {summary['held_out_base_persona_hits']}).")
-    print(f"Persona learned: {summary['persona_hits']}/{trained_prompts} trained questions answered as "
-          f"{PERSONA_NAME['en']}/{PERSONA_NAME['zh']} (base model: {summary['base_persona_hits']}/{trained_prompts}). "
+    print(f"Persona learned: {summary['persona_hits']}/{len(trained)} trained questions answered as "
+          f"{PERSONA_NAME['en']}/{PERSONA_NAME['zh']} (base model: {summary['base_persona_hits']}/{len(trained)}). "
           f"Took {summary['seconds']:.0f} s.")
 
 
