@@ -147,6 +147,9 @@ def _fresh_demo_run(out: str) -> RunDir:
 # lr 1e-4 gave held-out reward accuracy 6/6 with clean persona answers; lr 5e-4 also 6/6 but garbled
 # text ("an Duckling engine"). From the base, DPO ranks the pairs (6/6) by shortening answers but
 # never says the persona's name (0/6): DPO sharpens a preference, SFT teaches the content.
+# Measured again with the persona counted on the trained questions (2026-12-03, from the base, these
+# settings, 2 threads on a machine loaded by other jobs): held-out reward accuracy 6/6, persona 0/22 trained
+# questions, 573 s. So the documented demo is DPO on top of the SFT demo (--adapter runs/quickstart).
 DPO_SETTINGS = [
     "model.name_or_path=smollm2-135m",
     "data.cutoff_len=256",
