@@ -155,7 +155,7 @@ def results_block(measured: dict) -> str:
     lines += ["", f"Per run (alternating), trained tok/s: TRL {per_run('baseline')}, ducktune {per_run('ducktune')}. "
               f"ducktune's memory plan: {r['plan'] / 2**30:.2f} GiB "
               f"({(r['plan'] / r['ducktune_peak'] - 1) * 100:+.0f} % of its measured peak). Per-step training losses "
-              f"of the two sides' first runs differ by at most {r['loss_max_difference']:.1e} over "
+              f"of the two sides' first runs differ by at most {r['loss_max_difference'] or 0:.1e} over "
               f"{min(r['baseline_steps'], r['ducktune_steps'])} steps (same pairs, same order, same start: the "
               "same computation).", "",
               "```text", *ratio_lines(r), "```", END]
