@@ -1,6 +1,6 @@
 """Benchmark: ducktune vs TRL's SFTTrainer (PEFT LoRA, padded batches) on identical work.
 
-    .venv/bin/python bench/run.py            # what `make bench` runs (~25 min on 2 CPU cores)
+    .venv/bin/python bench/run.py            # what `make bench` runs (~25 min on 2 CPU cores, plus the DPO section)
     .venv/bin/python bench/run.py --quick    # a tiny model, a few samples: checks the script (~1 min)
 
 For each model, the two sides run alternately (baseline, ducktune, baseline, ducktune...),
