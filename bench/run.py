@@ -1,6 +1,6 @@
 """Benchmark: ducktune vs TRL's SFTTrainer (PEFT LoRA, padded batches) on identical work.
 
-    .venv/bin/python bench/run.py            # what `make bench` runs (~25 min on 2 CPU cores)
+    .venv/bin/python bench/run.py            # what `make bench` runs (~25 min on 2 CPU cores, plus the DPO section)
     .venv/bin/python bench/run.py --quick    # a tiny model, a few samples: checks the script (~1 min)
 
 For each model, the two sides run alternately (baseline, ducktune, baseline, ducktune...),
@@ -12,6 +12,11 @@ run. Prints a table; the last two lines are machine-readable ratios for the main
 
     throughput_ratio: X   (ducktune / baseline trained tokens per second)
     memory_ratio: Y       (ducktune / baseline peak memory)
+
+The DPO section (bench/dpo_bench.py: ducktune's train.objective dpo vs TRL's DPOTrainer on the
+same pairs, same layout) runs after the SFT models on the main model and prints its table and
+`dpo_throughput_ratio:` / `dpo_memory_ratio:` just before those two lines. `--sections dpo`
+runs it alone; `--write-dpo` records it in bench/results/dpo.json and bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -119,13 +124,14 @@ def model_flops(config: dict, dataset_tokens: int, trained_tokens: int, lengths:
     return per_token * dataset_tokens + attention + head
 
 
-def run_side(spec: dict, workdir: Path) -> dict:
+def run_side(spec: dict, workdir: Path, script: str = "sides.py") -> dict:
+    """Run one side (`script`: sides.py for SFT, dpo_sides.py for DPO) in its own process."""
     spec_path = workdir / f"spec-{spec['side']}.json"
     result_path = workdir / f"result-{spec['side']}.json"
     spec_path.write_text(json.dumps(spec), encoding="utf-8")
     result_path.unlink(missing_ok=True)
     env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]), "TOKENIZERS_PARALLELISM": "false"}
-    proc = subprocess.run([sys.executable, str(HERE / "sides.py"), str(spec_path), str(result_path)],
+    proc = subprocess.run([sys.executable, str(HERE / script), str(spec_path), str(result_path)],
                           capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{spec['side']} run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
@@ -270,13 +276,28 @@ def parse_args(argv=None):
     parser.add_argument("--packing", choices=["auto", "on", "off"], default="auto",
                         help="ducktune's train.packing (auto: its default)")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--sections", nargs="+", choices=["sft", "dpo"], default=["sft", "dpo"],
+                        help="what to compare: sft (TRL SFTTrainer) and/or dpo (TRL DPOTrainer); default both")
+    parser.add_argument("--dpo-model", choices=["qwen2-scaled", "smollm2-135m", "tiny"],
+                        help="model of the DPO section (default: the first of --models)")
+    parser.add_argument("--dpo-pairs", type=int, help="preference pairs of the DPO section (default 8; --quick 6)")
+    parser.add_argument("--dpo-repeats", type=int, help="alternations of the DPO section (default 2; --quick 1)")
+    parser.add_argument("--dpo-batch-size", type=int, default=2, help="pairs per micro-batch, both DPO sides")
+    parser.add_argument("--dpo-lr", type=float, default=5e-5, help="learning rate, both DPO sides")
+    parser.add_argument("--write-dpo", action="store_true",
+                        help="record the DPO measurement in bench/results/dpo.json and bench/RESULTS.md's DPO block")
     args = parser.parse_args(argv)
     if args.quick:
         args.models = args.models or ["tiny"]
         args.repeats = args.repeats or 1
         args.cutoff = args.cutoff or 256
         args.heldout = min(args.heldout, 4)
+        args.dpo_pairs = args.dpo_pairs or 6
+        args.dpo_repeats = args.dpo_repeats or 1
     args.models = args.models or ["qwen2-scaled", "smollm2-135m"]
+    args.dpo_model = args.dpo_model or args.models[0]
+    args.dpo_pairs = args.dpo_pairs or 8
+    args.dpo_repeats = args.dpo_repeats or 2
     return args
 
 
@@ -290,30 +311,59 @@ def main(argv=None) -> None:
     default_samples = {"qwen2-scaled": 12, "smollm2-135m": 8, "tiny": 16}
     log = lambda text: print(text, flush=True)  # noqa: E731
     started = time.perf_counter()
-    for line in describe_machine(device, args.threads):
+    machine = describe_machine(device, args.threads)
+    for line in machine:
         log(line)
     peak_flops = matmul_peak(args.threads, device, dtype)
     log(f"matmul peak ({dtype}, {args.threads} threads): {peak_flops / 1e9:.1f} GFLOP/s")
-    results = []
+    results, dpo = [], None
     with tempfile.TemporaryDirectory(prefix="ducktune-bench-") as tmp:
-        for index, key in enumerate(args.models):
+        for index, key in enumerate(args.models if "sft" in args.sections else []):
             repeats = args.repeats or (2 if index == 0 else 1)
             case = ModelCase(key, key, args.samples or default_samples[key], repeats)
             log(f"{key}: {case.samples} chats, cutoff {args.cutoff}, batch {args.batch_size} x accum {args.grad_accum}, "
                 f"{repeats} alternation(s)")
             results.append(bench_model(case, args, device, dtype, Path(tmp), log))
+        if "dpo" in args.sections:
+            from dpo_bench import bench_dpo
+
+            log(f"DPO {args.dpo_model}: {args.dpo_pairs} pairs, cutoff {args.cutoff}, {args.dpo_batch_size} pairs "
+                f"x accum {args.grad_accum}, {args.dpo_repeats} alternation(s)")
+            dpo = bench_dpo(args.dpo_model, args.dpo_pairs, args.dpo_repeats, args, device, dtype, Path(tmp), log)
     peak_after = matmul_peak(args.threads, device, dtype)
     log(f"matmul peak after the runs: {peak_after / 1e9:.1f} GFLOP/s")
-    log(f"total {time.perf_counter() - started:.0f} s")
-    log("")
-    for line in table(results, max(peak_flops, peak_after)):
-        log(line)
+    seconds = time.perf_counter() - started
+    log(f"total {seconds:.0f} s")
+    report(args, results, dpo, max(peak_flops, peak_after), log)
+    measured = {"date": time.strftime("%Y-%m-%d"), "seconds": round(seconds), "machine": machine,
+                "matmul_peak": max(peak_flops, peak_after), "results": results, "dpo": dpo}
     if args.json:
-        args.json.write_text(json.dumps({"matmul_peak": [peak_flops, peak_after], "results": results}, indent=1))
-    main_case = results[0]
+        args.json.write_text(json.dumps(measured | {"matmul_peak": [peak_flops, peak_after]}, indent=1))
+    if args.write_dpo and dpo:
+        from dpo_bench import write_results
+
+        write_results(measured)
+
+
+def report(args, results: list[dict], dpo: dict | None, peak_flops: float, log) -> None:
+    """The tables, then the machine-readable ratios: the DPO ones, then the SFT main model's (last)."""
     log("")
-    log(f"throughput_ratio: {main_case['ducktune_tps'] / main_case['baseline_tps']:.3f}")
-    log(f"memory_ratio: {main_case['ducktune_peak'] / main_case['baseline_peak']:.3f}")
+    for line in table(results, peak_flops) if results else []:
+        log(line)
+    if dpo:
+        from dpo_bench import ratio_lines
+        from dpo_bench import table as dpo_table
+
+        log("")
+        for line in dpo_table(dpo):
+            log(line)
+    log("")
+    for line in ratio_lines(dpo) if dpo else []:
+        log(line)
+    if results:
+        main_case = results[0]
+        log(f"throughput_ratio: {main_case['ducktune_tps'] / main_case['baseline_tps']:.3f}")
+        log(f"memory_ratio: {main_case['ducktune_peak'] / main_case['baseline_peak']:.3f}")
 
 
 if __name__ == "__main__":

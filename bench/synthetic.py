@@ -47,3 +47,25 @@ def synthetic_chats(n: int, seed: int = 0, tokens_per_word: float = 1.0, median_
             messages.append({"role": "assistant", "content": text(share - user)})
         chats.append({"messages": messages})
     return chats
+
+
+def synthetic_pairs(n: int, seed: int = 0, tokens_per_word: float = 1.0, median_tokens: int = 160,
+                    sigma: float = 0.6, low: int = 24, high: int = 400) -> list[dict]:
+    """Preference pairs {prompt, chosen, rejected} with mixed lengths: a prompt of 20-50 % of the
+    drawn length, and two different answers whose lengths vary independently around the rest
+    (0.5-1.5x), so the padded batches of a pair hold rows of unequal length, as in real pairs."""
+    rng = random.Random(seed)
+    words = corpus_words()
+
+    def text(count: int) -> str:
+        start = rng.randrange(len(words))
+        return " ".join(words[(start + k) % len(words)] for k in range(max(1, count)))
+
+    pairs = []
+    for _ in range(n):
+        total = int(min(high, max(low, rng.lognormvariate(math.log(median_tokens), sigma))) / tokens_per_word)
+        prompt = max(3, int(total * rng.uniform(0.2, 0.5)))
+        answer = max(2, total - prompt)
+        pairs.append({"prompt": text(prompt), "chosen": text(int(answer * rng.uniform(0.5, 1.5))),
+                      "rejected": text(int(answer * rng.uniform(0.5, 1.5)))})
+    return pairs

@@ -23,6 +23,11 @@ def test_dpo_quickstart_builds_pairs_from_base_answers_and_reports_held_out_accu
     assert all(p["chosen"] != p["rejected"] for p in pairs + held)
     assert 0.0 <= summary["held_out_reward_accuracy"] <= 1.0
     assert "Reward accuracy on" in out and "held-out pairs" in out
+    # Persona answers are counted on the trained questions (every one of them) and on the held-out ones.
+    assert summary["persona_total"] == len(pairs) and 0 <= summary["persona_hits"] <= len(pairs)
+    assert f"Persona learned: {summary['persona_hits']}/{len(pairs)} trained questions" in out
+    comparison = json.loads((tmp_path / "dpo" / "comparison.json").read_text(encoding="utf-8"))
+    assert sorted(r["prompt"] for r in comparison) == sorted(p["prompt"] for p in held + pairs)
     info = json.loads((tmp_path / "dpo" / "run.json").read_text(encoding="utf-8"))
     assert info["objective"] == "dpo" and info["quickstart"]["pairs_held_out"] == len(held)
     # The base answers (the rejected side) are cached: a second demo does not generate them again.
@@ -34,3 +39,27 @@ def test_dpo_quickstart_builds_pairs_from_base_answers_and_reports_held_out_accu
     on_top = run_preference_quickstart(out=str(tmp_path / "dpo2"), adapter=str(tmp_path / "dpo"), export=False,
                                        settings=settings)
     assert on_top["started_from"] == str(tmp_path / "dpo")
+
+
+@pytest.mark.slow
+def test_dpo_demo_on_the_built_in_model_meets_the_issue_targets(tmp_path):
+    """The documented DPO demo on the built-in SmolLM2-135M: the SFT demo, then
+    `ducktune quickstart --method dpo --adapter runs/quickstart`. The issue's targets: held-out reward
+    accuracy >= 0.9, persona answers on >= 80 % of the trained questions, under 8 minutes on 2 cores.
+    (From the base alone DPO ranks the held-out pairs right but never says the persona's name: measured
+    0/22, see quickstart.py.)"""
+    import time
+
+    import torch
+
+    torch.set_num_threads(2)
+    from ducktune.quickstart import run_preference_quickstart, run_quickstart
+
+    started = time.perf_counter()
+    run_quickstart(out=str(tmp_path / "sft"), export=False)
+    summary = run_preference_quickstart(out=str(tmp_path / "dpo"), adapter=str(tmp_path / "sft"), export=False)
+    seconds = time.perf_counter() - started
+    assert summary["started_from"] == str(tmp_path / "sft")
+    assert summary["held_out_reward_accuracy"] >= 0.9
+    assert summary["base_persona_hits"] == 0 and summary["persona_rate"] >= 0.8
+    assert seconds < 8 * 60

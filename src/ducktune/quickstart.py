@@ -147,6 +147,9 @@ def _fresh_demo_run(out: str) -> RunDir:
 # lr 1e-4 gave held-out reward accuracy 6/6 with clean persona answers; lr 5e-4 also 6/6 but garbled
 # text ("an Duckling engine"). From the base, DPO ranks the pairs (6/6) by shortening answers but
 # never says the persona's name (0/6): DPO sharpens a preference, SFT teaches the content.
+# Measured again with the persona counted on the trained questions (2026-12-03, from the base, these
+# settings, 2 threads on a machine loaded by other jobs): held-out reward accuracy 6/6, persona 0/22 trained
+# questions, 573 s. So the documented demo is DPO on top of the SFT demo (--adapter runs/quickstart).
 DPO_SETTINGS = [
     "model.name_or_path=smollm2-135m",
     "data.cutoff_len=256",
@@ -180,10 +183,9 @@ def persona_pairs(records: list[dict], base_answers: list[dict]) -> list[dict]:
 def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | None = None,
                               epochs: float | None = None, export: bool = True, settings: list[str] = ()) -> dict:
     """DPO on persona pairs, from the base or on top of an SFT run's adapter; prints base vs tuned
-    answers and the reward accuracy on held-out pairs. settings: extra `key=value` overrides."""
+    answers, the persona answers on the trained and on the held-out questions, and the reward
+    accuracy on held-out pairs. settings: extra `key=value` overrides."""
     from ducktune.config import DatasetSpec, dump_config, load_config
-    from ducktune.data.identity import identity_records
-    from ducktune.train.preference import base_greedy_answers, run_pair_rewards
     from ducktune.train.recipe import train
 
     started = time.perf_counter()
@@ -192,20 +194,14 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
     if epochs is not None:
         config.train.num_epochs = epochs
     run = _fresh_demo_run(out)
-    records = identity_records(PERSONA_NAME, PERSONA_AUTHOR)
-    answers = base_greedy_answers(config, [r["instruction"] for r in records], config.eval.max_new_tokens)
-    pairs = persona_pairs(records, answers)
-    if len(pairs) < HELD_OUT_EVERY:
-        from ducktune.errors import UserError
-
-        raise UserError(f"{config.model.name_or_path}: only {len(pairs)} of its answers to the persona questions differ "
-                        "from the persona's (blank or identical answers make no pair); DPO needs more pairs")
-    held_out = pairs[::HELD_OUT_EVERY]
-    train_pairs = [p for i, p in enumerate(pairs) if i % HELD_OUT_EVERY]
+    pairs, train_pairs, held_out = _split_persona_pairs(config)
     data_file = run.path.parent / f".{run.path.name}-data" / "pairs.json"
     write_json(data_file, train_pairs)
     config.data.datasets = [DatasetSpec(path=str(data_file))]
-    config.eval.probe_prompts = [p["prompt"] for p in held_out]
+    # Base vs tuned answers on every question, in the persona data's order: the base answers to exactly
+    # these prompts are the demo's bundled cache (resources/base_answers), so none is generated again.
+    held_prompts = {p["prompt"] for p in held_out}
+    config.eval.probe_prompts = [p["prompt"] for p in pairs]
     print(f"Quickstart (DPO): chosen = the persona {PERSONA_NAME['en']}'s answer, rejected = the base model's own; "
           f"{len(train_pairs)} pairs trained, {len(held_out)} held out"
           + (f", starting from the adapter of {adapter}" if adapter else ""))
@@ -215,23 +211,64 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
     shutil.rmtree(data_file.parent, ignore_errors=True)
     config.data.datasets = [DatasetSpec(path="pairs.json")]  # relative to config.yaml
     write_text(run.config_yaml, dump_config(config))
-
-    rewards = run_pair_rewards(run.path, held_out, config.preference.beta_for("dpo"), reference_adapter=adapter)
-    hits = sum(persona_hit(r["tuned"]) for r in result.comparison)
-    summary = {"objective": "dpo", "pairs_trained": len(train_pairs), "pairs_held_out": len(held_out),
-               "held_out_reward_accuracy": rewards["accuracy"], "held_out_mean_margin": rewards["margin"],
-               "held_out_persona_hits": hits, "base_persona_hits": sum(persona_hit(r["base"]) for r in result.comparison),
-               "started_from": adapter, "seconds": round(time.perf_counter() - started, 1)}
+    summary = _preference_summary(run, config, result.comparison, train_pairs, held_out, adapter)
+    summary["seconds"] = round(time.perf_counter() - started, 1)
     write_json(run.run_json, result.info | {"origin": "quickstart", "quickstart": summary})
-    print("\nHeld-out questions (not trained on):")
-    print_side_by_side(result.comparison)
-    print(f"\nReward accuracy on {len(held_out)} held-out pairs: {rewards['accuracy']:.0%} (mean margin "
-          f"{rewards['margin']:.2f}); persona answers on them: {hits}/{len(result.comparison)} "
-          f"(base model: {summary['base_persona_hits']}). Took {summary['seconds']:.0f} s.")
+    _print_preference_summary(summary, [r for r in result.comparison if r["prompt"] in held_prompts],
+                              [r for r in result.comparison if r["prompt"] not in held_prompts])
     if export:
         _export(run.path)
     print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune export {run.path}")
     return summary
+
+
+def _split_persona_pairs(config) -> tuple[list[dict], list[dict], list[dict]]:
+    """(all pairs, trained pairs, held-out pairs) of the persona questions, in the persona data's order,
+    the rejected side the base model's answer."""
+    from ducktune.data.identity import identity_records
+    from ducktune.train.preference import base_greedy_answers
+
+    records = identity_records(PERSONA_NAME, PERSONA_AUTHOR)
+    answers = base_greedy_answers(config, [r["instruction"] for r in records], config.eval.max_new_tokens)
+    pairs = persona_pairs(records, answers)
+    if len(pairs) < HELD_OUT_EVERY:
+        from ducktune.errors import UserError
+
+        raise UserError(f"{config.model.name_or_path}: only {len(pairs)} of its answers to the persona questions differ "
+                        "from the persona's (blank or identical answers make no pair); DPO needs more pairs")
+    return pairs, [p for i, p in enumerate(pairs) if i % HELD_OUT_EVERY], pairs[::HELD_OUT_EVERY]
+
+
+def _preference_summary(run: RunDir, config, comparison: list[dict], train_pairs: list[dict], held_out: list[dict],
+                        adapter: str | None) -> dict:
+    """run.json's "quickstart" of a DPO demo: held-out reward accuracy, persona answers (tuned and base)
+    on the trained and on the held-out questions."""
+    from ducktune.train.preference import run_pair_rewards
+
+    rewards = run_pair_rewards(run.path, held_out, config.preference.beta_for("dpo"), reference_adapter=adapter)
+    trained_prompts = {p["prompt"] for p in train_pairs}
+    trained = [r for r in comparison if r["prompt"] in trained_prompts]
+    held = [r for r in comparison if r["prompt"] not in trained_prompts]
+    hits = sum(persona_hit(r["tuned"]) for r in trained)
+    return {"objective": "dpo", "pairs_trained": len(train_pairs), "pairs_held_out": len(held_out),
+            "held_out_reward_accuracy": rewards["accuracy"], "held_out_mean_margin": rewards["margin"],
+            "persona_hits": hits, "persona_total": len(trained), "persona_rate": hits / len(trained) if trained else 0.0,
+            "base_persona_hits": sum(persona_hit(r["base"]) for r in trained),
+            "held_out_persona_hits": sum(persona_hit(r["tuned"]) for r in held),
+            "held_out_base_persona_hits": sum(persona_hit(r["base"]) for r in held), "started_from": adapter}
+
+
+def _print_preference_summary(summary: dict, held: list[dict], trained: list[dict]) -> None:
+    print("\nHeld-out questions (not trained on):")
+    print_side_by_side(held)
+    print("\nTrained questions (a sample):")
+    print_side_by_side(trained[:3] + trained[len(trained) // 2: len(trained) // 2 + 2])
+    print(f"\nReward accuracy on {len(held)} held-out pairs: {summary['held_out_reward_accuracy']:.0%} (mean margin "
+          f"{summary['held_out_mean_margin']:.2f}); persona answers on them: {summary['held_out_persona_hits']}/{len(held)} "
+          f"(base model: {summary['held_out_base_persona_hits']}).")
+    print(f"Persona learned: {summary['persona_hits']}/{len(trained)} trained questions answered as "
+          f"{PERSONA_NAME['en']}/{PERSONA_NAME['zh']} (base model: {summary['base_persona_hits']}/{len(trained)}). "
+          f"Took {summary['seconds']:.0f} s.")
 
 
 def persona_bleed(run_path: Path, config, trained_answers: list[str]) -> dict:

@@ -17,11 +17,14 @@ import yaml
 from ducktune.config import RunConfig, build_config, describe_options
 from ducktune.errors import ConfigError
 
-# Shown first and open; the rest are folded under "advanced" by the page.
+# Shown first and open; the rest are folded under "advanced" by the page. train.objective picks
+# supervised vs preference tuning (what the data must look like), so it is never folded away;
+# preference.beta is the one preference setting most runs change; model.adapter continues an
+# SFT run's adapter (preference tuning on top of it).
 ESSENTIAL = {
-    "model.name_or_path", "model.system_prompt", "data.datasets", "data.cutoff_len", "train.method",
-    "train.learning_rate", "train.num_epochs", "train.max_steps", "train.batch_size", "lora.r", "lora.alpha",
-    "output.dir",
+    "model.name_or_path", "model.system_prompt", "model.adapter", "data.datasets", "data.cutoff_len",
+    "train.method", "train.objective", "train.learning_rate", "train.num_epochs", "train.max_steps",
+    "train.batch_size", "lora.r", "lora.alpha", "preference.beta", "output.dir",
 }
 
 
