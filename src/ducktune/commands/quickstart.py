@@ -8,8 +8,7 @@ def register(sub) -> None:
                    "directory and export it.",
                    "  ducktune quickstart\n  ducktune quickstart --out runs/demo --no-export\n"
                    "  ducktune quickstart --replay 0        # without the guard against forgetting\n"
-                   "  ducktune quickstart --method dpo      # preference tuning: persona answer over the base's own\n"
-                   "  ducktune quickstart --method dpo --adapter runs/quickstart   # DPO on top of the SFT run")
+                   "  ducktune quickstart --method dpo --adapter runs/quickstart   # then DPO on top of the SFT run")
     p.add_argument("--out", default="runs/quickstart", help="run directory (default: runs/quickstart)")
     p.add_argument("--epochs", type=float, default=None, help="training epochs (default: the demo setting)")
     p.add_argument("--no-export", action="store_true", help="skip the GGUF/Ollama export at the end")
@@ -19,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--method", choices=["sft", "dpo"], default="sft",
                    help="sft: supervised on the persona answers (default); dpo: preference pairs, chosen = the persona "
                         "answer, rejected = the base model's own greedy answer (generated once, cached), with the "
-                        "reward accuracy on held-out pairs")
+                        "reward accuracy on held-out pairs; pass --adapter with the SFT run (from the base alone "
+                        "DPO ranks the pairs right but the persona does not show in the answers)")
     p.add_argument("--adapter", default=None, metavar="RUN",
                    help="--method dpo: continue this SFT run's adapter (e.g. runs/quickstart) instead of the base")
     p.set_defaults(func=run)
