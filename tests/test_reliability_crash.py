@@ -237,3 +237,27 @@ def test_a_full_disk_in_any_command_is_one_line_and_exit_2(tmp_path):
     assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path}/.out.json") and "no space left on device" in lines[0]
     assert sorted(os.listdir(tmp_path)) == ["spec.json"]
     assert time.monotonic() - started < 60
+
+
+def test_sigterm_stops_training_like_ctrl_c_resumable(tmp_path, tiny_qwen):
+    """A scheduler's or the UI's SIGTERM: the run is marked interrupted (not left "running") and the
+    same command finishes it."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"instruction": f"q{i}", "output": f"answer {i}"} for i in range(8)]))
+    argv = [sys.executable, "-m", "ducktune", "train", "--set", f"model.name_or_path={tiny_qwen}",
+            "--set", f"data.datasets=[{data}]", "--set", "train.max_steps=60", "--set", "train.save_steps=5",
+            "--set", "train.num_threads=1", "--set", "eval.max_new_tokens=2", "-o", str(tmp_path / "run"),
+            "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "interrupted; rerun the same command" in out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+    rerun = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0 and "Resuming from" in rerun.stdout + rerun.stderr
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "completed"

@@ -15,6 +15,7 @@ take the same steps with their own data rows, batching and loss (train/preferenc
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -462,9 +463,32 @@ def train(config: RunConfig, *args, **kwargs) -> TrainResult:
     (or an export) on it is refused, and the OS releases the lock if this process dies."""
     lock = WriterLock("train")
     try:
-        return _train(config, *args, lock=lock, **kwargs)
+        with _terminate_as_interrupt():
+            return _train(config, *args, lock=lock, **kwargs)
     finally:
         lock.release()
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt():
+    """SIGTERM (a job scheduler, a container or the web UI stopping the run) stops training as Ctrl-C
+    does: the run is marked interrupted and the same command resumes it. Without this, SIGTERM's
+    default action ends the process at once, leaving run.json saying "running"."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = True, require_resume: bool = False,

@@ -69,7 +69,8 @@ class Job:
         os.killpg(self.process.pid, signal.SIGINT)
 
         def escalate():
-            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+            # SIGTERM is handled like Ctrl-C by `ducktune train` (the run stays resumable): it gets time too.
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, grace)):
                 try:
                     self.process.wait(timeout=wait)
                     return
