@@ -53,6 +53,23 @@ def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: 
     return Generation(text, n_prompt, min(completion, max_new_tokens), finish)
 
 
+def left_padded(prompts: list[list[int]], pad_id: int, device=None):
+    """(input_ids, attention_mask) of token lists padded on the left to the longest, for batched generation."""
+    import torch
+
+    width = max(len(p) for p in prompts)
+    input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return input_ids, attention
+
+
+def through_stop(tokens: list[int], stop_ids) -> list[int]:
+    """A generated row up to and including its first stop token (rows that finished early in a
+    batch are padded after it)."""
+    end = next((i + 1 for i, t in enumerate(tokens) if t in stop_ids), len(tokens))
+    return tokens[:end]
+
+
 @dataclass
 class BatchRequest:
     """One greedy request of a batch: its conversation, limits, cancel event, and where its text goes."""
@@ -251,21 +268,15 @@ class ChatEngine:
         import torch
 
         results: list[Generation] = []
-        pad_id = self.tokenizer.pad_token_id
-        device = next(self.model.parameters()).device
+        stop_ids = set(self.chat_format.stop_token_ids)
         for start in range(0, len(conversations), batch_size):
             prompts = [self.chat_format.prompt_ids(c) for c in conversations[start:start + batch_size]]
-            width = max(len(p) for p in prompts)
-            input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-            attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+            input_ids, attention, _ = self._padded(prompts)
             with self.lock, torch.inference_mode():
                 output = self.model.generate(input_ids=input_ids, attention_mask=attention,
                                              **self._generate_kwargs(max_new_tokens, 0.0, 1.0, None, None, None))
-            stop_ids = set(self.chat_format.stop_token_ids)
-            for prompt, row in zip(prompts, output[:, width:].tolist()):
-                # Rows that finished early are padded after their stop token: cut there.
-                end = next((i + 1 for i, t in enumerate(row) if t in stop_ids), len(row))
-                results.append(self._finish(len(prompt), row[:end], max_new_tokens, None))
+            for prompt, row in zip(prompts, output[:, input_ids.shape[1]:].tolist()):
+                results.append(self._finish(len(prompt), through_stop(row, stop_ids), max_new_tokens, None))
         return results
 
     def _finish(self, n_prompt: int, new: list[int], max_new_tokens: int, stop: list[str] | None) -> Generation:
@@ -288,14 +299,9 @@ class ChatEngine:
         return [row.generation(len(p)) for row, p in zip(rows, prompts)]
 
     def _padded(self, prompts: list[list[int]]):
-        import torch
-
         pad_id = self.tokenizer.pad_token_id
         pad_id = pad_id if pad_id is not None else self.chat_format.stop_token_ids[0]
-        device = next(self.model.parameters()).device
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        input_ids, attention = left_padded(prompts, pad_id, next(self.model.parameters()).device)
         return input_ids, attention, pad_id
 
     def _generate_rows(self, prompts, rows: list["AnswerText"], requests: list["BatchRequest"]) -> None:

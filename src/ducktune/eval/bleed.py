@@ -50,12 +50,11 @@ def _kl_batch(engine, sequences: list[tuple[list[int], int]]) -> list[float]:
     """Mean KL(tuned || base) per sequence over its last `n` positions' predictions (left-padded batch)."""
     import torch
 
+    from ducktune.chat.engine import left_padded
+
     pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else 0
-    width = max(len(ids) for ids, _ in sequences)
     keep = max(n for _, n in sequences)
-    device = next(engine.model.parameters()).device
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in sequences], device=device)
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in sequences], device=device)
+    input_ids, mask = left_padded([ids for ids, _ in sequences], pad, next(engine.model.parameters()).device)
     kwargs = dict(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
                   logits_to_keep=keep + 1)
     with torch.inference_mode():

@@ -78,15 +78,15 @@ def choice_logprobs(engine, items: list[ChoiceItem], batch_size: int = 16) -> li
     """Log-probabilities of the letters A-D as the first answer token, per question (left-padded batches)."""
     import torch
 
+    from ducktune.chat.engine import left_padded
+
     letter_ids = choice_letter_ids(engine.tokenizer)
     pad = engine.tokenizer.pad_token_id if engine.tokenizer.pad_token_id is not None else 0
     out: list[list[float]] = []
     for start in range(0, len(items), batch_size):
         prompts = [engine.chat_format.prompt_ids([{"role": "user", "content": choice_prompt(item)}])
                    for item in items[start:start + batch_size]]
-        width = max(len(p) for p in prompts)
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=_device(engine))
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=ids.device)
+        ids, mask = left_padded(prompts, pad, _device(engine))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift positions
         with torch.inference_mode():
             logits = engine.model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits

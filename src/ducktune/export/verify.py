@@ -136,20 +136,16 @@ class Reference:
     def _generate(self, id_lists: list[list[int]]) -> list[list[int]]:
         import torch
 
+        from ducktune.chat.engine import left_padded, through_stop
+
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.chat_format.stop_token_ids[0]
-        width = max(len(ids) for ids in id_lists)
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in id_lists])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in id_lists])
+        input_ids, attention = left_padded(id_lists, pad)
         with torch.inference_mode():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention,
                                       max_new_tokens=self.max_new_tokens, do_sample=False,
                                       temperature=None, top_p=None, top_k=None,
                                       eos_token_id=self.chat_format.stop_token_ids, pad_token_id=pad)
-        answers = []
-        for row in out[:, width:].tolist():
-            end = next((i + 1 for i, t in enumerate(row) if t in self.stop_ids), len(row))
-            answers.append(row[:end])
-        return answers
+        return [through_stop(row, self.stop_ids) for row in out[:, input_ids.shape[1]:].tolist()]
 
     def _forced_of(self, answers: list[list[int]], prompts: list[list[int]] | None = None) -> list:
         """Logits over prompt + answer at the positions that predict the answer tokens (unpadded)."""

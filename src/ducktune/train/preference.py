@@ -28,6 +28,7 @@ import torch
 from ducktune.config import REFERENCE_OBJECTIVES
 from ducktune.data.template import IGNORE_INDEX
 from ducktune.train import preference_loss as pl
+from ducktune.train.collator import PaddingCollator
 from ducktune.train.lora import REFERENCE_ADAPTER
 from ducktune.train.loss import forward_hidden, linear_cross_entropy, unwrap_peft
 
@@ -37,16 +38,9 @@ PAD_TO_MULTIPLE_OF = 8
 # ----------------------------------------------------------------------------- batching
 
 def _pad(sequences: list[list[int]], labels: list[list[int]], pad_token_id: int) -> dict:
-    longest = max(len(s) for s in sequences)
-    longest = (longest + PAD_TO_MULTIPLE_OF - 1) // PAD_TO_MULTIPLE_OF * PAD_TO_MULTIPLE_OF
-    ids, labs, mask = [], [], []
-    for seq, lab in zip(sequences, labels):
-        pad = longest - len(seq)
-        ids.append(list(seq) + [pad_token_id] * pad)
-        labs.append(list(lab) + [IGNORE_INDEX] * pad)
-        mask.append([1] * len(seq) + [0] * pad)
-    return {"input_ids": torch.tensor(ids, dtype=torch.long), "labels": torch.tensor(labs, dtype=torch.long),
-            "attention_mask": torch.tensor(mask, dtype=torch.long)}
+    """Right-padded rows as the SFT padded batches build them."""
+    return PaddingCollator(pad_token_id, PAD_TO_MULTIPLE_OF)(
+        [{"input_ids": seq, "labels": lab} for seq, lab in zip(sequences, labels)])
 
 
 @dataclass
