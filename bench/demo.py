@@ -104,12 +104,10 @@ def readme_block(result: dict) -> str:
 
 
 def write_readme(result: dict) -> None:
+    from blocks import replace_block
+
     text = README.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{README}: no DEMO markers")
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    README.write_text(head + readme_block(result) + tail, encoding="utf-8")
+    README.write_text(replace_block(text, BEGIN, END, readme_block(result)), encoding="utf-8")
 
 
 def main() -> int:

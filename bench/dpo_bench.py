@@ -167,9 +167,7 @@ def write_results(measured: dict) -> None:
     RESULT_JSON.write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
     text = RESULTS_MD.read_text(encoding="utf-8")
     block = results_block(measured)
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        text = head + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n## DPO: ducktune vs TRL DPOTrainer (LoRA, CPU)\n\n" + block + "\n"
+    from blocks import replace_block
+
+    text = replace_block(text, BEGIN, END, block, missing="## DPO: ducktune vs TRL DPOTrainer (LoRA, CPU)\n\n" + block)
     RESULTS_MD.write_text(text, encoding="utf-8")

@@ -95,11 +95,10 @@ def readme_block(result: dict) -> str:
 
 
 def write_readme(result: dict) -> None:
+    from blocks import replace_block
+
     text = README.read_text(encoding="utf-8")
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{README}: no DPO-DEMO markers")
-    head, rest = text.split(BEGIN, 1)
-    README.write_text(head + readme_block(result) + rest.split(END, 1)[1], encoding="utf-8")
+    README.write_text(replace_block(text, BEGIN, END, readme_block(result)), encoding="utf-8")
 
 
 def main() -> int:

@@ -132,11 +132,10 @@ def render_markdown(rows: list[dict]) -> str:
 
 
 def replace_block(text: str, block: str) -> str:
+    from blocks import replace_block as replace_between
+
     start, end = MARKERS
-    if start not in text or end not in text:
-        raise SystemExit(f"README has no {start} ... {end} block")
-    head, rest = text.split(start, 1)
-    return head + start + "\n" + block + "\n" + end + rest.split(end, 1)[1]
+    return replace_between(text, start, end, start + "\n" + block + "\n" + end)
 
 
 def main(argv: list[str] | None = None) -> int:

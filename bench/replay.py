@@ -78,10 +78,10 @@ def main() -> int:
     if args.write:
         RESULT.parent.mkdir(parents=True, exist_ok=True)
         RESULT.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        from blocks import replace_block
+
         text = README.read_text(encoding="utf-8")
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        README.write_text(head + readme_block(result) + tail, encoding="utf-8")
+        README.write_text(replace_block(text, BEGIN, END, readme_block(result)), encoding="utf-8")
     return 0
 
 

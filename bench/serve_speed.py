@@ -230,10 +230,9 @@ def write_results(result: dict) -> None:
     write_json(RESULTS_JSON, result)
     text = RESULTS_MD.read_text(encoding="utf-8")
     section = render_section(result)
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + section + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    from blocks import replace_block
+
+    text = replace_block(text, BEGIN, END, section, missing=section)
     write_text(RESULTS_MD, text)
 
 

@@ -1,0 +1,14 @@
+"""Generated blocks in README.md and RESULTS.md: the text between two markers, replaced whole."""
+
+from __future__ import annotations
+
+
+def replace_block(text: str, begin: str, end: str, block: str, missing: str | None = None) -> str:
+    """`text` with everything from `begin` through `end` replaced by `block` (which carries the
+    markers again). Without the markers: `text` with `missing` appended when given, else an error."""
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        return head + block + rest.split(end, 1)[1]
+    if missing is None:
+        raise SystemExit(f"no {begin} ... {end} block to replace")
+    return text.rstrip("\n") + "\n\n" + missing + "\n"
