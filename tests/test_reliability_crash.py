@@ -245,15 +245,16 @@ def test_sigterm_stops_training_like_ctrl_c_resumable(tmp_path, tiny_qwen):
     data = tmp_path / "d.json"
     data.write_text(json.dumps([{"instruction": f"q{i}", "output": f"answer {i}"} for i in range(8)]))
     argv = [sys.executable, "-m", "ducktune", "train", "--set", f"model.name_or_path={tiny_qwen}",
-            "--set", f"data.datasets=[{data}]", "--set", "train.max_steps=60", "--set", "train.save_steps=5",
+            "--set", f"data.datasets=[{data}]", "--set", "train.max_steps=400", "--set", "train.save_steps=5",
             "--set", "train.num_threads=1", "--set", "eval.max_new_tokens=2", "-o", str(tmp_path / "run"),
             "--no-progress"]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    metrics = tmp_path / "run" / "metrics.jsonl"
+    # Stop once a checkpoint is complete (its trainer_state.json is written last), so the rerun resumes from it.
+    state = tmp_path / "run" / "checkpoints" / "checkpoint-5" / "trainer_state.json"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (metrics.is_file() and metrics.read_text().count("\n") >= 3):
-        time.sleep(0.2)
+    while time.monotonic() < deadline and not state.is_file() and proc.poll() is None:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "interrupted; rerun the same command" in out
