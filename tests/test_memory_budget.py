@@ -124,3 +124,22 @@ def test_smollm2_trains_under_half_of_trls_peak():
     assert run["budget_bytes"] <= 2.5 * GiB
     assert run["result"]["peak_rss_bytes"] < run["budget_bytes"]
     assert chosen["peak_bytes"] == pytest.approx(run["result"]["peak_rss_bytes"], rel=0.1)
+
+
+def test_a_smaller_micro_batch_is_planned_with_the_longest_rows(tmp_path):
+    """One long sample among short ones: micro-batch 4 averages it with three short rows, but
+    micro-batch 1 can be that sample alone, so the plan for 1 must count all of its tokens."""
+    config = _tiny_run_config(tmp_path, "train.batch_size=4")
+    lengths = [1000] + [100] * 30
+    rows = [{"input_ids": [1] * n, "labels": [1] * n} for n in lengths]
+    roomy = plan.plan_run(config, TINY_CONFIG, "cpu", "float32", rows, 64 * GiB, batching="padding-free")
+    assert roomy.setup.batch_size == 4 and roomy.setup.row_tokens == (1000 + 300) // 4
+    fixed = roomy.parts["framework"] + roomy.parts["weights"] + roomy.parts["tokenizer"] + roomy.parts["trainable"]
+    budget = fixed + (roomy.peak - fixed) // 2
+    for budget in range(budget, 64 * GiB, 32 * MiB):
+        smaller = plan.plan_run(config, TINY_CONFIG, "cpu", "float32", rows, budget, batching="padding-free")
+        if smaller.fits and not smaller.setup.checkpointing:
+            break
+    assert smaller.setup.batch_size < 4
+    assert smaller.setup.batch_size * smaller.setup.row_tokens >= 1000  # the long sample fits in what was planned
+    assert smaller.peak * (1 + PLAN_HEADROOM) <= budget

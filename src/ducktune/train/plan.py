@@ -351,7 +351,8 @@ def within(parts: dict[str, int], budget: int) -> bool:
 
 
 def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
-           checkpointing: str = "auto", qlora_available: bool = False) -> MemoryPlan:
+           checkpointing: str = "auto", qlora_available: bool = False,
+           row_tokens_at: dict[int, int] | None = None) -> MemoryPlan:
     """The fastest setup that fits `budget` with PLAN_HEADROOM to spare (None: the wanted setup,
     with checkpointing off unless asked for).
 
@@ -359,6 +360,8 @@ def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
     the global batch), with and without gradient checkpointing, each with the largest loss chunk
     that fits (a smaller chunk costs next to nothing in speed). Among those that fit, the one with
     the lowest step_cost: on CPU any micro-batch without checkpointing before checkpointing.
+    row_tokens_at: tokens per row of the heaviest micro-batch of each size (a smaller micro-batch
+    can hold only the longest rows: its rows are longer than the wanted one's on average).
     """
     global_batch = wanted.batch_size * wanted.grad_accum
     options = {"auto": (False, True), "off": (False,), "on": (True,)}[checkpointing]
@@ -368,7 +371,8 @@ def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
 
     def candidate(batch: int, ckpt: bool) -> Setup:
         accum = max(1, math.ceil(global_batch / batch))
-        return replace(wanted, batch_size=batch, grad_accum=accum, checkpointing=ckpt)
+        rows = (row_tokens_at or {}).get(batch, wanted.row_tokens)
+        return replace(wanted, batch_size=batch, grad_accum=accum, checkpointing=ckpt, row_tokens=rows)
 
     notes = []
     if shape.max_positions and wanted.row_tokens > shape.max_positions:
@@ -508,9 +512,15 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
         tokens = sum(lengths)
         trained = sum(trained_token_count(r["labels"]) for r in rows)
         per_example = PREFERENCE_PASSES[tc.objective][0]
-        row_tokens = heaviest_row_tokens(lengths, tc.batch_size * per_example, config.data.cutoff_len, batching)
-        wanted = setup_from_config(config, row_tokens, trained / max(tokens, 1), tokens, dtype)
+        # Every micro-batch size the plan may choose (halvings of the configured or kept one).
+        sizes = {b for start in (tc.batch_size, (keep or {}).get("batch_size", tc.batch_size))
+                 for b in _halvings(start)}
+        by_rows = heaviest_row_tokens_by_batch(lengths, sorted(b * per_example for b in sizes),
+                                               config.data.cutoff_len, batching)
+        row_tokens_at = {b: by_rows[b * per_example] for b in sizes}
+        wanted = setup_from_config(config, row_tokens_at[tc.batch_size], trained / max(tokens, 1), tokens, dtype)
     else:
+        row_tokens_at = None
         wanted = setup_from_config(config, None, 1.0, 0, dtype)
     shape = ModelShape.from_config(model_config)
     if tc.loss_chunk_size is None:
@@ -519,13 +529,23 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
     if keep:
         wanted = replace(wanted, batch_size=keep["batch_size"], grad_accum=keep["grad_accum"])
         checkpointing = "on" if keep["gradient_checkpointing"] else "off"
+    if keep and row_tokens_at:
+        wanted = replace(wanted, row_tokens=row_tokens_at[wanted.batch_size])
     memory = choose(shape, wanted, device, budget, checkpointing,
-                    qlora_available=importlib.util.find_spec("bitsandbytes") is not None)
+                    qlora_available=importlib.util.find_spec("bitsandbytes") is not None, row_tokens_at=row_tokens_at)
     memory.batching = batching
     if keep and memory.fits and memory.setup.batch_size != wanted.batch_size:
         memory.problem = (f"the run being resumed uses micro-batch {wanted.batch_size}, which no longer fits in "
                           f"{format_bytes(budget)}; free memory, or set output.overwrite=true to start afresh")
     return memory
+
+
+def _halvings(batch: int) -> list[int]:
+    """batch, batch // 2, ... down to 1: the micro-batches choose() tries."""
+    sizes = [batch]
+    while sizes[-1] > 1:
+        sizes.append(max(1, sizes[-1] // 2))
+    return sizes
 
 
 # Padded batches are padded to a multiple of this (train/packing.py Batching.collator).
@@ -538,19 +558,24 @@ def heaviest_row_tokens(lengths: list[int], batch_size: int, cutoff: int, batchi
     packed: rows are best-fit bins of samples; padding-free: one sample per row, flattened;
     both hold the tokens of the batch_size largest rows. padded: every row is padded to the
     longest sample (length-grouped batches put the longest ones together)."""
+    return heaviest_row_tokens_by_batch(lengths, [batch_size], cutoff, batching)[batch_size]
+
+
+def heaviest_row_tokens_by_batch(lengths: list[int], batch_sizes: list[int], cutoff: int,
+                                 batching: str) -> dict[int, int]:
+    """heaviest_row_tokens for each micro-batch size, the rows packed once."""
     if not lengths:
-        return cutoff
+        return {b: cutoff for b in batch_sizes}
     if batching in ("padded", "pairs", "unpaired"):
         m = PAD_TO_MULTIPLE_OF
-        return (max(lengths) + m - 1) // m * m
+        return {b: (max(lengths) + m - 1) // m * m for b in batch_sizes}
     if batching == "packed":
         from ducktune.train.packing import best_fit_decreasing
 
         rows = sorted((sum(lengths[i] for i in b) for b in best_fit_decreasing(lengths, cutoff)), reverse=True)
     else:
         rows = sorted(lengths, reverse=True)
-    top = rows[:batch_size]
-    return max(1, math.ceil(sum(top) / batch_size))
+    return {b: max(1, math.ceil(sum(rows[:b]) / b)) for b in batch_sizes}
 
 
 # ----------------------------------------------------------------------------- for `ducktune train`
