@@ -86,7 +86,7 @@ def measure(model: Path, budget: str, steps: int, threads: int, chats: int, chec
                    TRANSFORMERS_VERBOSITY="error")
         started = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], capture_output=True,
-                             text=True, env=env)
+                             text=True, env=env, check=False)
         if out.returncode != 0:
             raise SystemExit(f"the training run failed:\n{out.stderr[-4000:]}")
         result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ducktune.train import plan
-from ducktune.train.plan import GiB, MiB, PLAN_HEADROOM, ModelShape, Setup
+from ducktune.train.plan import PLAN_HEADROOM, GiB, MiB, ModelShape, Setup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -135,8 +135,7 @@ def test_a_smaller_micro_batch_is_planned_with_the_longest_rows(tmp_path):
     roomy = plan.plan_run(config, TINY_CONFIG, "cpu", "float32", rows, 64 * GiB, batching="padding-free")
     assert roomy.setup.batch_size == 4 and roomy.setup.row_tokens == (1000 + 300) // 4
     fixed = roomy.parts["framework"] + roomy.parts["weights"] + roomy.parts["tokenizer"] + roomy.parts["trainable"]
-    budget = fixed + (roomy.peak - fixed) // 2
-    for budget in range(budget, 64 * GiB, 32 * MiB):
+    for budget in range(fixed + (roomy.peak - fixed) // 2, 64 * GiB, 32 * MiB):  # the least without checkpointing
         smaller = plan.plan_run(config, TINY_CONFIG, "cpu", "float32", rows, budget, batching="padding-free")
         if smaller.fits and not smaller.setup.checkpointing:
             break
