@@ -8,7 +8,9 @@ cutoff 512, batch 4, LoRA r16 / alpha 32 / dropout 0.05 on all linear projection
 The training runs in its own process so its peak resident memory (VmHWM, the measure
 bench/sides.py reports) is that run's alone. Writes bench/results/memory_budget.json: the
 budget, the plan ducktune chose (micro-batch, accumulation, checkpointing, loss chunk, its
-estimate by part), the measured peak and trained tokens/s. The last lines are machine-readable:
+estimate by part), the measured peak and trained tokens/s, and renders bench/RESULTS.md's block
+between the MEMORY-BUDGET markers from that JSON (`--from-json` re-renders without measuring).
+The last lines are machine-readable:
 
     memory_budget_bytes: B
     memory_budget_peak_bytes: P
@@ -33,6 +35,42 @@ sys.path.insert(0, str(HERE))
 # TRL SFTTrainer's measured peak on SmolLM2-135M at these settings (bench/RESULTS.md, CPU fp32).
 TRL_PEAK_GIB = 4.99
 DEFAULT_BUDGET = f"{int(TRL_PEAK_GIB * 1024 / 2)}MiB"  # 2554MiB, half of TRL's peak
+
+
+RESULT = HERE / "results" / "memory_budget.json"
+RESULTS_MD = HERE / "RESULTS.md"
+BEGIN, END = "<!-- MEMORY-BUDGET:BEGIN (bench/memory_budget.py) -->", "<!-- MEMORY-BUDGET:END -->"
+
+
+def results_block(record: dict) -> str:
+    """RESULTS.md's memory-budget section, every figure read from the recorded JSON."""
+    gib, plan = 1024 ** 3, record["plan"]
+    parts = ", ".join(f"{name} {size / 2**20:.0f} MiB" for name, size in plan["parts"].items())
+    verdict = "honoured" if record["honoured"] else "NOT honoured"
+    lines = [
+        BEGIN, "## Memory budget (train.memory_budget)", "",
+        f"Measured by `bench/memory_budget.py` on {record['date']} ({record['machine']}, {record['threads']} thread(s)): "
+        f"{record['model']} LoRA ({record['lora']}), cutoff {record['cutoff']}, batch {record['batch_size']}, "
+        f"`train.memory_budget: {record['budget']}` (half of TRL SFTTrainer's peak, {record['trl_peak_gib']} GiB, "
+        f"at these settings), {record['steps']} optimizer steps.", "",
+        "| budget | plan chose | plan estimate | measured peak (VmHWM) | trained tok/s |",
+        "|---|---|---|---|---|",
+        f"| {record['budget_bytes'] / gib:.2f} GiB | micro-batch {plan['batch_size']} x accumulation {plan['grad_accum']}, "
+        f"checkpointing {'on' if plan['gradient_checkpointing'] else 'off'}, loss chunk {plan['loss_chunk_size']} | "
+        f"{plan['peak_bytes'] / gib:.2f} GiB | {record['measured_peak_bytes'] / gib:.2f} GiB "
+        f"({record['measured_peak_bytes'] / record['budget_bytes']:.0%} of the budget: {verdict}) | "
+        f"{record['trained_tokens_per_s']:.1f} |", "",
+        f"Plan by part: {parts}.", END,
+    ]
+    return "\n".join(lines)
+
+
+def write_results_block(record: dict) -> None:
+    from blocks import replace_block
+
+    text = RESULTS_MD.read_text(encoding="utf-8")
+    block = results_block(record)
+    RESULTS_MD.write_text(replace_block(text, BEGIN, END, block, missing=block), encoding="utf-8")
 
 
 def write_chats(model: Path, path: Path, n: int, seed: int = 0) -> None:
@@ -103,10 +141,14 @@ def main(argv=None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--checkpointing", choices=["auto", "on", "off"], default=None)
     parser.add_argument("--out", default=str(HERE / "results" / "memory_budget.json"))
+    parser.add_argument("--from-json", action="store_true", help="only re-render RESULTS.md's block from --out")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
+        return
+    if args.from_json:
+        write_results_block(json.loads(Path(args.out).read_text(encoding="utf-8")))
         return
 
     from ducktune.io import write_json
@@ -129,6 +171,8 @@ def main(argv=None) -> None:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
     write_json(Path(args.out), record)
+    if Path(args.out).resolve() == RESULT.resolve():
+        write_results_block(record)
     gib = 1024 ** 3
     print("\n".join(run["log"]))
     print(f"plan: ~{plan['peak_bytes'] / gib:.2f} GiB; measured peak {result['peak_rss_bytes'] / gib:.2f} GiB "
