@@ -12,6 +12,7 @@ from pathlib import Path
 
 SIDES = ("baseline", "tuned", "ducktune")
 SIDE_NAMES = {"baseline": "TRL SFTTrainer, defaults", "tuned": "TRL SFTTrainer, tuned", "ducktune": "ducktune"}
+SHORT = {"baseline": "TRL defaults", "tuned": "TRL tuned", "ducktune": "ducktune"}
 PREFIXES = {"smollm2-135m": "smollm2_"}
 SFT_BEGIN, SFT_END = "<!-- SFT:BEGIN (bench/run.py --write) -->", "<!-- SFT:END -->"
 README_BEGIN, README_END = "<!-- BENCH:BEGIN (bench/run.py --write) -->", "<!-- BENCH:END -->"
@@ -58,8 +59,9 @@ def _packing(r: dict, side: str) -> str:
     s = r["sides"][side]
     if side == "ducktune":
         return r["batching"]
-    if side == "tuned" and not s["packing"] and r.get("trl_packing_check"):
-        return "off (leaks)"
+    check = r.get("trl_packing_check")
+    if side == "tuned" and not s["packing"] and check:
+        return "off (leaks)" if check["samples_in_row"] > 1 else "off (1 sample per row)"
     return "BFD" if s["packing"] else "off"
 
 
@@ -91,9 +93,12 @@ def packing_note(r: dict) -> str:
     check = r.get("trl_packing_check")
     if not check:
         return "TRL tuned: packing not tried (`--packing off` or no check recorded)."
-    verdict = ("used: each sample's logits in a packed row equal its logits alone"
-               if r["sides"]["tuned"]["packing"] else
-               "NOT used: in a packed row samples attend to each other on this backend")
+    if r["sides"]["tuned"]["packing"]:
+        verdict = "used: each sample's logits in a packed row equal its logits alone"
+    elif check["samples_in_row"] < 2:
+        verdict = "NOT used: no packed row holds two samples, so isolation could not be checked"
+    else:
+        verdict = "NOT used: in a packed row samples attend to each other on this backend"
     return (f"TRL tuned, BFD packing {verdict} (check on a row of {check['samples_in_row']} samples: max |diff| "
             f"{check['max_abs_diff']:.1e}; the same row with an all-ones mask, the leak the check must see: "
             f"{check['control_diff']:.1e}).")
@@ -131,12 +136,13 @@ def results_block(measured: dict) -> str:
     lines += table(results, peak)
     lines.append("")
     for r in results:
-        per_run = "; ".join(f"{SIDE_NAMES[side]} " + " / ".join(f"{x['tokens_per_s']:.1f}" for x in r["runs"][side])
-                            for side in SIDES)
-        plan = r["plan"] / r["sides"]["ducktune"]["peak"] - 1
-        lines.append(f"- {r['label']}: per run, in run order, trained tok/s: {per_run}. {packing_note(r)} "
-                     f"ducktune's memory plan {gib(r['plan'])} ({plan * 100:+.0f} % of its median peak; "
-                     f"{r['plan_setup']}).")
+        ordered = sorted(((x.get("order", 0), side, x) for side in SIDES for x in r["runs"][side]), key=lambda t: t[0])
+        per_run = ", ".join(f"{SHORT[side]} {x['tokens_per_s']:.1f}" for _, side, x in ordered)
+        plan, setup = r["plan"] / r["sides"]["ducktune"]["peak"] - 1, r["plan_setup"]
+        lines.append(f"- {r['label']}: trained tok/s per run, in run order: {per_run}. {packing_note(r)} "
+                     f"ducktune's memory plan: {gib(r['plan'])} ({plan * 100:+.0f} % of its median peak), batch "
+                     f"{setup['batch_size']} x accumulation {setup['grad_accum']}, gradient checkpointing "
+                     f"{'on' if setup['gradient_checkpointing'] else 'off'}, loss chunk {setup['loss_chunk_size']}.")
     lines += ["", "```text", *ratio_lines(results, peak), "```", SFT_END]
     return "\n".join(lines)
 
@@ -145,7 +151,8 @@ def readme_block(measured: dict) -> str:
     """The README's benchmark table: trained tokens/s per side and the ratios, per model."""
     peak, results = peak_flops(measured), measured["results"]
     lines = [README_BEGIN,
-             f"Measured {measured['date']} by `make bench` (medians of {results[0]['repeats']} alternations, "
+             f"Measured {measured['date']} by `bench/run.py {measured.get('command', '--write')}` (medians of "
+             f"{results[0]['repeats']} alternation(s), "
              f"{results[0]['settings']['threads']} CPU threads, fp32; details in [bench/RESULTS.md](bench/RESULTS.md)):",
              "",
              "| model | TRL defaults tok/s | TRL tuned tok/s | ducktune tok/s | vs TRL defaults | vs TRL tuned | "
@@ -180,7 +187,7 @@ def report(measured: dict, log) -> None:
     for line in table(results, peak) if results else []:
         log(line)
     for r in results:
-        log(packing_note(r))
+        log(f"{r['label']}: {packing_note(r)}")
     if dpo:
         from dpo_bench import ratio_lines as dpo_lines
         from dpo_bench import table as dpo_table

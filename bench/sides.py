@@ -183,10 +183,10 @@ def trl_config(spec: dict, workdir: Path, tuned: bool, packing: bool):
     ), (torch.bfloat16 if bf16 else torch.float32)
 
 
-def packing_isolation(trainer, rows: int = 8) -> dict:
+def packing_isolation(trainer) -> dict:
     """Does TRL's packed batch give each sample the logits it gets alone, on this attention backend?
 
-    Takes the packed row (of the first `rows`) holding the most samples, collates it with the
+    Takes the packed row holding the most samples, collates it with the
     trainer's own collator (padding-free: position_ids, no attention mask), and compares the
     model's logits on each sample's positions with a forward of that sample alone. The control
     runs the same packed row with an all-ones attention mask (samples see each other): it must
@@ -194,7 +194,8 @@ def packing_isolation(trainer, rows: int = 8) -> dict:
     import torch
 
     dataset = trainer.train_dataset
-    index = max(range(min(rows, len(dataset))), key=lambda i: len(dataset[i]["seq_lengths"]))
+    counts = [len(lengths) for lengths in dataset["seq_lengths"]]
+    index = counts.index(max(counts))
     batch = trainer.data_collator([dataset[index]])
     lengths = dataset[index]["seq_lengths"]
     model = trainer.model

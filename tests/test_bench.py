@@ -95,7 +95,8 @@ def fake_run(tps: float, peak: int, steps: int = 25, tokens: int = 1000) -> dict
     return {"tokens_per_s": tps, "peak_bytes": peak, "steps": steps, "counted_trained_tokens": tokens,
             "dataset_trained_tokens": tokens, "dataset_tokens": 1600, "lengths": [100] * 16, "losses": [2.0, 1.5],
             "heldout_loss": 1.7, "gradient_checkpointing": False, "packing": False, "packing_check": None,
-            "plan_bytes": 2 * 2**30, "plan": {"batch_size": 1}, "batching": "packed"}
+            "plan_bytes": 2 * 2**30, "batching": "packed",
+            "plan": {"batch_size": 1, "grad_accum": 1, "gradient_checkpointing": False, "loss_chunk_size": 4096}}
 
 
 def fake_summary(monkeypatch, runs: dict, min_steps: int = 20) -> dict:
