@@ -1,7 +1,7 @@
 """Benchmark: ducktune vs TRL's SFTTrainer (PEFT LoRA), at TRL's defaults and tuned, on identical work.
 
     .venv/bin/python bench/run.py --write     # what `make bench` runs; records bench/results/bench.json
-    .venv/bin/python bench/run.py --quick     # two tiny models, a few samples: checks the script (~3 min)
+    .venv/bin/python bench/run.py --quick     # two tiny models, 12 chats, >= 3 steps: checks the script (~5 min shared)
     .venv/bin/python bench/run.py --from-json bench/results/bench.json   # only re-renders the tables
 
 Three sides per model, each run in its own subprocess (bench/sides.py) so peak memory is its own:
@@ -264,7 +264,8 @@ def summarize(case: ModelCase, runs: dict, config: dict, spec: dict) -> dict:
         "plan_setup": first["plan"],
         "batching": first["batching"],
         "trl_packing_check": runs["tuned"][0].get("packing_check"),
-        "settings": {k: v for k, v in spec.items() if k in ("cutoff", "threads", "device", "dtype", "packing", "train")},
+        "settings": {k: v for k, v in spec.items()
+                     if k in ("cutoff", "threads", "device", "dtype", "packing", "train")},
         "config": config,
         "flops": model_flops(config, first["dataset_tokens"], first["dataset_trained_tokens"], first["lengths"],
                              spec["train"]["lora_r"]),
@@ -304,7 +305,8 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true",
                         help="two tiny models, few samples, fewer steps: checks the script end to end")
     parser.add_argument("--models", nargs="+", choices=MODELS,
-                        help="models to run, the main one first (default: qwen2-scaled smollm2-135m; --quick: tiny tiny-llama)")
+                        help="models to run, the main one first "
+                             "(default: qwen2-scaled smollm2-135m; --quick: tiny tiny-llama)")
     parser.add_argument("--samples", type=int, help="chats per model (default per model, see the module docstring)")
     parser.add_argument("--repeats", type=int, default=None, help="alternations per model (default 3; --quick 1)")
     parser.add_argument("--min-steps", type=int, default=None,
@@ -324,7 +326,8 @@ def parse_args(argv=None):
                         help="record the measurement in bench/results/bench.json and render bench/RESULTS.md's SFT "
                              "block and README.md's benchmark table from it")
     parser.add_argument("--from-json", type=Path, metavar="FILE",
-                        help="measure nothing: print the report of a recorded measurement and render the blocks from it")
+                        help="measure nothing: print the report of a recorded measurement and render "
+                             "the blocks from it")
     parser.add_argument("--results-md", type=Path, default=RESULTS_MD, help=argparse.SUPPRESS)
     parser.add_argument("--readme", type=Path, default=README_MD, help=argparse.SUPPRESS)
     parser.add_argument("--sections", nargs="+", choices=["sft", "dpo"], default=["sft", "dpo"],
@@ -395,7 +398,8 @@ def main(argv=None) -> None:
         if "dpo" in args.sections:
             from dpo_bench import bench_dpo
 
-            dpo_args = argparse.Namespace(**{**vars(args), "cutoff": args.dpo_cutoff or (2048 if device == "cuda" else 512)})
+            dpo_cutoff = args.dpo_cutoff or (2048 if device == "cuda" else 512)
+            dpo_args = argparse.Namespace(**{**vars(args), "cutoff": dpo_cutoff})
             log(f"DPO {args.dpo_model}: {args.dpo_pairs} pairs, cutoff {dpo_args.cutoff}, {args.dpo_batch_size} pairs "
                 f"x accum {args.grad_accum}, {args.dpo_repeats} alternation(s)")
             dpo = bench_dpo(args.dpo_model, args.dpo_pairs, args.dpo_repeats, dpo_args, device, dtype, Path(tmp), log)

@@ -153,14 +153,16 @@ def readme_block(measured: dict) -> str:
     lines = [README_BEGIN,
              f"Measured {measured['date']} by `bench/run.py {measured.get('command', '--write')}` (medians of "
              f"{results[0]['repeats']} alternation(s), "
-             f"{results[0]['settings']['threads']} CPU threads, fp32; details in [bench/RESULTS.md](bench/RESULTS.md)):",
+             f"{results[0]['settings']['threads']} threads, {results[0]['settings']['device']} "
+             f"{results[0]['settings']['dtype']}; details in [bench/RESULTS.md](bench/RESULTS.md)):",
              "",
              "| model | TRL defaults tok/s | TRL tuned tok/s | ducktune tok/s | vs TRL defaults | vs TRL tuned | "
              "peak memory vs TRL defaults | ducktune useful FLOP/s of matmul peak |",
              "|---|---|---|---|---|---|---|---|"]
     for r in results:
         s, q = r["sides"], ratios(r, peak)
-        lines.append(f"| {r['label']} | {s['baseline']['tps']:.1f} | {s['tuned']['tps']:.1f} | {s['ducktune']['tps']:.1f} | "
+        lines.append(f"| {r['label']} | {s['baseline']['tps']:.1f} | {s['tuned']['tps']:.1f} | "
+                     f"{s['ducktune']['tps']:.1f} | "
                      f"**{q['throughput_ratio']:.2f}x** | **{q['throughput_ratio_tuned']:.2f}x** | "
                      f"{q['memory_ratio']:.2f}x | {q['useful_flops_fraction'] * 100:.0f} % |")
     lines.append(README_END)

@@ -4,11 +4,12 @@
 
 SPEC names the side ("baseline": TRL SFTTrainer at its defaults; "tuned": TRL SFTTrainer with
 gradient checkpointing off and its BFD packing when the isolation check passes; "ducktune"), the
-model folder, the data file, the held-out file and the shared training settings. Both sides tokenize with ducktune's chat
-format (same token ids, same label masks, same sample order), train with transformers'
-Trainer underneath, and are timed around `trainer.train()` only. The result: trained tokens,
-train seconds, peak memory (VmHWM on CPU, max allocated on CUDA), per-step losses, and the
-loss on the held-out samples computed by the same plain code for both sides.
+model folder, the data file, the held-out file and the shared training settings. All sides
+tokenize with ducktune's chat format (same token ids, same label masks, same sample order), train
+with transformers' Trainer underneath, and are timed around `trainer.train()` only. The result:
+trained tokens, train seconds, peak memory (VmHWM on CPU, max allocated on CUDA), per-step losses,
+gradient checkpointing and packing as used (with TRL's packing check for "tuned"), and the loss on
+the held-out samples computed by the same plain code for every side.
 """
 
 from __future__ import annotations

@@ -105,9 +105,9 @@ def fake_summary(monkeypatch, runs: dict, min_steps: int = 20) -> dict:
 
     monkeypatch.setattr(run, "model_flops", lambda *a: 5e12)
     case = run.ModelCase("smollm2-135m", "smollm2-135m", 16, 3, 128, min_steps)
-    spec = {"cutoff": 128, "threads": 2, "train": {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05,
-                                                    "batch_size": 1, "grad_accum": 1, "learning_rate": 2e-4,
-                                                    "warmup_ratio": 0.03, "seed": 42}}
+    train = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "batch_size": 1, "grad_accum": 1,
+             "learning_rate": 2e-4, "warmup_ratio": 0.03, "seed": 42}
+    spec = {"cutoff": 128, "threads": 2, "device": "cpu", "dtype": "float32", "train": train}
     return run.summarize(case, runs, {}, spec)
 
 
@@ -126,7 +126,8 @@ def test_sides_rotate_and_the_report_uses_medians(monkeypatch, tmp_path):
             "tuned": [fake_run(20, 3 * g), fake_run(12, 3 * g), fake_run(14, 6 * g)],
             "ducktune": [fake_run(50, 2 * g), fake_run(44, 2 * g), fake_run(40, 1 * g)]}
     r = fake_summary(monkeypatch, runs)
-    assert (r["sides"]["baseline"]["tps"], r["sides"]["baseline"]["tps_min"], r["sides"]["baseline"]["tps_max"]) == (11, 10, 30)
+    base = r["sides"]["baseline"]
+    assert (base["tps"], base["tps_min"], base["tps_max"]) == (11, 10, 30)
     measured = {"date": "2026-12-03", "seconds": 2400, "machine": ["CPU: test"], "matmul_peak": [1e11, 2e11],
                 "results": [r, {**r, "key": "smollm2-135m", "label": "second"}], "dpo": None}
     measured["results"][0] = {**r, "key": "qwen2-scaled", "label": "first"}
@@ -144,6 +145,7 @@ def test_sides_rotate_and_the_report_uses_medians(monkeypatch, tmp_path):
     sft_report.render(measured, md, readme)
     assert "useful_flops_fraction: 1.100" in md.read_text() and "old" not in md.read_text()
     assert "| first | 11.0 | 14.0 | 44.0 | **4.00x** | **3.14x** | 0.50x | 110 % |" in readme.read_text()
+    assert "2 threads, cpu float32" in readme.read_text()
     assert readme.read_text().startswith("x\n") and readme.read_text().endswith("y\n")
 
 
