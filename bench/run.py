@@ -380,7 +380,7 @@ def main(argv=None) -> None:
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     machine = describe_machine(device, args.threads)
     for line in machine:
         log(line)
@@ -409,7 +409,8 @@ def main(argv=None) -> None:
     log(f"total {seconds:.0f} s")
     command = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
     measured = {"date": time.strftime("%Y-%m-%d"), "seconds": round(seconds), "command": command, "machine": machine,
-                "matmul_peak": [peak_before, peak_after], "results": results, "dpo": dpo}
+                "load_average": [load_before, os.getloadavg()[0]], "matmul_peak": [peak_before, peak_after],
+                "results": results, "dpo": dpo}
     text = json.dumps(measured, indent=1) + "\n"
     if args.json:
         args.json.write_text(text, encoding="utf-8")

@@ -113,7 +113,10 @@ def results_block(measured: dict) -> str:
         SFT_BEGIN,
         f"Measured {measured['date']} by `bench/run.py {measured.get('command', '--write')}` (total "
         f"{measured['seconds']:.0f} s); {'; '.join(measured['machine'])}; matmul ceiling "
-        f"{' / '.join(f'{p / 1e9:.1f}' for p in before_after)} GFLOP/s before / after the runs.",
+        f"{' / '.join(f'{p / 1e9:.1f}' for p in before_after)} GFLOP/s before / after the runs"
+        + (f"; load average (1 min) before / after: {measured['load_average'][0]:.2f} / "
+           f"{measured['load_average'][1]:.2f} (the bench's own runs add about its thread count)."
+           if measured.get("load_average") else "."),
         "",
         "- Work per model: synthetic chats (`bench/synthetic.py`, lengths lognormal around half the cutoff, seed 0), "
         "one pass, the same token ids, label masks and trained tokens on every side (counted in the collated "
