@@ -1,22 +1,44 @@
-"""Benchmark: ducktune vs TRL's SFTTrainer (PEFT LoRA, padded batches) on identical work.
+"""Benchmark: ducktune vs TRL's SFTTrainer (PEFT LoRA), at TRL's defaults and tuned, on identical work.
 
-    .venv/bin/python bench/run.py            # what `make bench` runs (~25 min on 2 CPU cores, plus the DPO section)
-    .venv/bin/python bench/run.py --quick    # a tiny model, a few samples: checks the script (~1 min)
+    .venv/bin/python bench/run.py --write     # what `make bench` runs; records bench/results/bench.json
+    .venv/bin/python bench/run.py --quick     # two tiny models, 12 chats, >= 3 steps: checks the script (~5 min shared)
+    .venv/bin/python bench/run.py --from-json bench/results/bench.json   # only re-renders the tables
 
-For each model, the two sides run alternately (baseline, ducktune, baseline, ducktune...),
-each in its own subprocess (bench/sides.py) so peak memory is measured per run, on the same
-samples (one pass over the same synthetic chats, tokenized identically, the same trained
-tokens), with the same LoRA rank/targets, batch, accumulation, cutoff, optimizer, schedule,
-learning rate and thread count. The matmul ceiling of this machine is measured in the same
-run. Prints a table; the last two lines are machine-readable ratios for the main model:
+Three sides per model, each run in its own subprocess (bench/sides.py) so peak memory is its own:
+"baseline" (TRL SFTTrainer at its defaults: padded batches, gradient checkpointing on), "tuned"
+(TRL SFTTrainer with gradient checkpointing off and TRL's BFD packing when the isolation check in
+bench/sides.py passes on this attention backend, else padded), and "ducktune" (its recipe at its
+defaults). The sides alternate in rotating order (baseline, tuned, ducktune; tuned, ducktune,
+baseline; ...), >= 3 alternations per model, on the same samples (one pass over the same synthetic
+chats, tokenized identically, the same trained tokens, checked), with the same LoRA rank/targets,
+batch, accumulation, cutoff, optimizer, schedule, learning rate and thread count. ducktune packs
+several chats into each row, so it does fewer, fuller optimizer steps: the data is sized so it
+still does >= 20 (checked before the runs from the packed row count, and after them for every
+run). Every measurement goes to the JSON; the tables report medians with min-max. The matmul
+ceiling of this machine is measured in the same run (before and after; the higher is used).
 
-    throughput_ratio: X   (ducktune / baseline trained tokens per second)
-    memory_ratio: Y       (ducktune / baseline peak memory)
+Defaults (CPU): batch 1, accumulation 1; qwen2-scaled 44 chats at cutoff 256 (2,783 trained of
+6,270 tokens; ducktune packs them into 27 rows, so 27 steps; TRL defaults 43), SmolLM2-135M 28 chats
+at cutoff 128 (1,053 trained of 2,652 tokens; 23 ducktune steps); chat lengths lognormal around
+half the cutoff. Estimated time on 2 idle cores, from the speeds measured at cutoff 512 (TRL ~22 /
+~9 trained tok/s, ducktune ~80 / ~24 on qwen2-scaled / SmolLM2): per alternation ~290 s + ~280 s of
+training, x 3 alternations ~28 min, plus ~6 min of process start-up and held-out evaluation over
+18 runs: ~35 min for the SFT part; the DPO section adds ~8 min (~45 min for `make bench`).
 
-The DPO section (bench/dpo_bench.py: ducktune's train.objective dpo vs TRL's DPOTrainer on the
-same pairs, same layout) runs after the SFT models on the main model and prints its table and
-`dpo_throughput_ratio:` / `dpo_memory_ratio:` just before those two lines. `--sections dpo`
-runs it alone; `--write-dpo` records it in bench/results/dpo.json and bench/RESULTS.md.
+The last lines are machine-readable (the DPO section's two first, then the main model's four,
+then each further model's four with its prefix, `smollm2_` for SmolLM2-135M):
+
+    throughput_ratio: X        (ducktune / TRL defaults, trained tokens per second, medians)
+    throughput_ratio_tuned: X  (ducktune / TRL tuned)
+    memory_ratio: Y            (ducktune / TRL defaults, peak memory, medians)
+    useful_flops_fraction: Z   (ducktune's useful FLOP/s / the measured matmul peak)
+
+`--write` records every measurement in bench/results/bench.json and rewrites, from that JSON,
+the SFT block of bench/RESULTS.md and the benchmark table of README.md (between their markers;
+nothing in them is typed by hand); `--from-json FILE` re-renders both from a recorded JSON without
+measuring. The DPO section (bench/dpo_bench.py: ducktune's train.objective dpo vs TRL's
+DPOTrainer on the same pairs, same layout) runs after the SFT models on the main model;
+`--sections dpo` runs it alone; `--write-dpo` records it in bench/results/dpo.json and RESULTS.md.
 """
 
 from __future__ import annotations
@@ -36,6 +58,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from sft_report import SIDES, gib, render, report  # noqa: E402,F401  (gib: dpo_bench imports it from here)
+
 # Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads / 2 KV heads of 64, MLP 4864, tied
 # 151,936-token vocabulary) at half the width and a sixth of the depth, so a run fits a 2-core CPU.
 # The vocabulary (and so the embedding / LM head, the part packing and the chunked loss act on)
@@ -43,6 +67,15 @@ sys.path.insert(0, str(HERE))
 QWEN2_SCALED = dict(arch="qwen2", hidden_size=448, num_layers=4, num_heads=7, num_kv_heads=1,
                     intermediate_size=2432, vocab_size=151_936, tokenizer_vocab=4096, tie_word_embeddings=True)
 TINY = dict(arch="qwen2", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, tokenizer_vocab=1024)
+TINY_LLAMA = dict(arch="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, tokenizer_vocab=1024)
+SHAPES = {"qwen2-scaled": QWEN2_SCALED, "tiny": TINY, "tiny-llama": TINY_LLAMA}
+MODELS = ["qwen2-scaled", "smollm2-135m", "tiny", "tiny-llama"]
+# Per model on CPU: chats and cutoff, sized so ducktune (batch 1) packs >= 20 rows (so >= 20
+# steps) and the full bench stays near 40 min on 2 cores (see the module docstring).
+CPU_DEFAULTS = {"qwen2-scaled": (44, 256), "smollm2-135m": (28, 128), "tiny": (12, 128), "tiny-llama": (12, 128)}
+RESULTS_JSON = HERE / "results" / "bench.json"
+RESULTS_MD = HERE / "RESULTS.md"
+README_MD = HERE.parent / "README.md"
 
 
 @dataclass
@@ -51,6 +84,8 @@ class ModelCase:
     label: str
     samples: int
     repeats: int
+    cutoff: int
+    min_steps: int
 
 
 def cache_dir() -> Path:
@@ -65,21 +100,23 @@ def build_model(key: str) -> Path:
         return resolve_model("smollm2-135m", log=lambda *_: None)
     from ducktune.models.tiny import build_tiny_model
 
-    shape = {"qwen2-scaled": QWEN2_SCALED, "tiny": TINY}[key]
+    shape = SHAPES[key]
     folder = cache_dir() / key
     if not (folder / "config.json").exists():
         build_tiny_model(folder, seed=0, **shape)
     return folder
 
 
-def write_chats(model: Path, path: Path, n: int, seed: int) -> None:
+def write_chats(model: Path, path: Path, n: int, seed: int, cutoff: int) -> None:
+    """`n` synthetic chats, lengths lognormal around half the cutoff (a tail of longer ones is cut)."""
     from synthetic import synthetic_chats, tokens_per_word
 
     from ducktune.models.loading import load_tokenizer
 
     ratio = tokens_per_word(load_tokenizer(model))
     with path.open("w", encoding="utf-8") as handle:
-        for chat in synthetic_chats(n, seed=seed, tokens_per_word=ratio):
+        for chat in synthetic_chats(n, seed=seed, tokens_per_word=ratio, median_tokens=cutoff // 2,
+                                    low=min(20, cutoff // 4), high=2 * cutoff):
             handle.write(json.dumps(chat) + "\n")
 
 
@@ -140,6 +177,25 @@ def run_side(spec: dict, workdir: Path, script: str = "sides.py") -> dict:
 
 # ----------------------------------------------------------------------------- one model
 
+def side_order(repeat: int) -> list[str]:
+    """The sides of alternation `repeat`, rotated so each side runs first, second and third in turn."""
+    shift = repeat % len(SIDES)
+    return list(SIDES[shift:] + SIDES[:shift])
+
+
+def packed_steps(spec: dict) -> int:
+    """Optimizer steps ducktune's packing will take on this data (best-fit-decreasing rows of
+    `cutoff` tokens, batch x accumulation rows per step): checked before spending the runs."""
+    from sides import tokenized
+
+    from ducktune.train.packing import best_fit_decreasing
+
+    rows, _ = tokenized(spec, spec["data"])
+    packed = best_fit_decreasing([len(r["input_ids"]) for r in rows], spec["cutoff"])
+    per_step = spec["train"]["batch_size"] * spec["train"]["grad_accum"]
+    return -(-len(packed) // per_step)
+
+
 def bench_model(case: ModelCase, args, device: str, dtype: str, root: Path, log) -> dict:
     from ducktune.models.loading import model_config
 
@@ -147,91 +203,76 @@ def bench_model(case: ModelCase, args, device: str, dtype: str, root: Path, log)
     workdir = root / case.key
     workdir.mkdir(parents=True, exist_ok=True)
     data, heldout = workdir / "train.jsonl", workdir / "heldout.jsonl"
-    write_chats(folder, data, case.samples, seed=args.seed)
-    write_chats(folder, heldout, args.heldout, seed=args.seed + 1)
+    write_chats(folder, data, case.samples, seed=args.seed, cutoff=case.cutoff)
+    write_chats(folder, heldout, args.heldout, seed=args.seed + 1, cutoff=case.cutoff)
     spec = {
         "model": str(folder), "data": str(data), "heldout": str(heldout), "workdir": str(workdir),
-        "device": device, "dtype": dtype, "cutoff": args.cutoff, "threads": args.threads, "packing": args.packing,
+        "device": device, "dtype": dtype, "cutoff": case.cutoff, "threads": args.threads, "packing": args.packing,
         "train": {"batch_size": args.batch_size, "grad_accum": args.grad_accum, "learning_rate": args.lr,
                   "max_steps": None, "warmup_ratio": 0.03, "seed": 42,
                   "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05},
     }
-    runs: dict[str, list[dict]] = {"baseline": [], "ducktune": []}
+    if args.packing != "off" and (steps := packed_steps(spec)) < case.min_steps:
+        raise SystemExit(f"{case.label}: {case.samples} chats pack into {steps} ducktune steps, fewer than "
+                         f"{case.min_steps}: raise --samples")
+    runs: dict[str, list[dict]] = {side: [] for side in SIDES}
     for repeat in range(case.repeats):
-        for side in ("baseline", "ducktune"):
+        for side in side_order(repeat):
             started = time.perf_counter()
             result = run_side({**spec, "side": side}, workdir)
             result["tokens_per_s"] = result["dataset_trained_tokens"] / result["train_seconds"]
+            result["order"] = repeat * len(SIDES) + side_order(repeat).index(side)
             runs[side].append(result)
-            log(f"  {case.label} {side} #{repeat + 1}: {result['tokens_per_s']:.0f} trained tok/s, "
+            log(f"  {case.label} {side} #{repeat + 1}: {result['tokens_per_s']:.1f} trained tok/s, "
                 f"peak {result['peak_bytes'] / 2**30:.2f} GiB, {result['steps']} steps, "
                 f"held-out loss {result['heldout_loss']:.4f} ({time.perf_counter() - started:.0f} s)")
-    config = model_config(folder)
-    return summarize(case, runs, config, spec)
+    return summarize(case, runs, model_config(folder), spec)
 
 
 def summarize(case: ModelCase, runs: dict, config: dict, spec: dict) -> dict:
-    base, duck = runs["baseline"], runs["ducktune"]
-    for r in base + duck:
-        if r["counted_trained_tokens"] != r["dataset_trained_tokens"]:
-            raise SystemExit(f"{case.label}: a side trained {r['counted_trained_tokens']} tokens, "
-                             f"the data holds {r['dataset_trained_tokens']}: the work differs")
-    median = lambda rs, key: statistics.median(r[key] for r in rs)  # noqa: E731
-    first = duck[0]
+    """Checks that every run did the same work and enough steps, then the per-side medians
+    (with min and max) and the useful FLOPs of one pass."""
+    for side, rs in runs.items():
+        for r in rs:
+            if r["counted_trained_tokens"] != r["dataset_trained_tokens"]:
+                raise SystemExit(f"{case.label}: {side} trained {r['counted_trained_tokens']} tokens, "
+                                 f"the data holds {r['dataset_trained_tokens']}: the work differs")
+            if r["steps"] < case.min_steps:
+                raise SystemExit(f"{case.label}: a {side} run did {r['steps']} optimizer steps, fewer than "
+                                 f"{case.min_steps}: raise --samples")
+    first = runs["ducktune"][0]
+    sides = {}
+    for side, rs in runs.items():
+        tps, peak = [r["tokens_per_s"] for r in rs], [r["peak_bytes"] for r in rs]
+        sides[side] = {
+            "tps": statistics.median(tps), "tps_min": min(tps), "tps_max": max(tps),
+            "peak": statistics.median(peak), "peak_min": min(peak), "peak_max": max(peak),
+            "steps": rs[0]["steps"], "gradient_checkpointing": rs[0]["gradient_checkpointing"],
+            "packing": rs[0]["packing"], "heldout": [r["heldout_loss"] for r in rs],
+            "last_loss": rs[-1]["losses"][-1] if rs[-1]["losses"] else None,
+        }
     return {
+        "key": case.key,
         "label": case.label,
         "samples": case.samples,
+        "cutoff": case.cutoff,
+        "repeats": case.repeats,
         "trained_tokens": first["dataset_trained_tokens"],
         "tokens": first["dataset_tokens"],
-        "baseline_tps": median(base, "tokens_per_s"),
-        "ducktune_tps": median(duck, "tokens_per_s"),
-        "baseline_peak": median(base, "peak_bytes"),
-        "ducktune_peak": median(duck, "peak_bytes"),
-        "plan": median(duck, "plan_bytes"),
+        "sides": sides,
+        "plan": statistics.median(r["plan_bytes"] for r in runs["ducktune"]),
         "plan_setup": first["plan"],
         "batching": first["batching"],
-        "baseline_steps": base[0]["steps"],
-        "ducktune_steps": first["steps"],
-        "baseline_heldout": [r["heldout_loss"] for r in base],
-        "ducktune_heldout": [r["heldout_loss"] for r in duck],
-        "baseline_losses": base[-1]["losses"],
-        "ducktune_losses": duck[-1]["losses"],
-        "baseline_checkpointing": base[0]["gradient_checkpointing"],
+        "trl_packing_check": runs["tuned"][0].get("packing_check"),
+        "settings": {k: v for k, v in spec.items()
+                     if k in ("cutoff", "threads", "device", "dtype", "packing", "train")},
         "config": config,
         "flops": model_flops(config, first["dataset_tokens"], first["dataset_trained_tokens"], first["lengths"],
                              spec["train"]["lora_r"]),
         "runs": runs,
     }
 
-
-# ----------------------------------------------------------------------------- report
-
-def gib(n: float) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
-def table(results: list[dict], peak_flops: float) -> list[str]:
-    lines = ["| model | side | trained tok/s | peak memory | steps | held-out loss | last-step train loss | "
-             "useful FLOP/s (of matmul peak) | memory plan |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        for side in ("baseline", "ducktune"):
-            tps, peak = r[f"{side}_tps"], r[f"{side}_peak"]
-            flops = r["flops"] / (r["trained_tokens"] / tps)
-            heldout = r[f"{side}_heldout"]
-            plan = (f"{gib(r['plan'])} ({(r['plan'] / peak - 1) * 100:+.0f} %)" if side == "ducktune" else "-")
-            lines.append(
-                f"| {r['label']} | {'TRL SFTTrainer' if side == 'baseline' else 'ducktune'} | {tps:.0f} | {gib(peak)} | "
-                f"{r[f'{side}_steps']} | {statistics.mean(heldout):.4f} (±{_spread(heldout):.4f}) | "
-                f"{r[f'{side}_losses'][-1]:.4f} | {flops / 1e9:.1f} G ({flops / peak_flops * 100:.0f} %) | {plan} |")
-        lines.append(f"| {r['label']} | **ratio** | **{r['ducktune_tps'] / r['baseline_tps']:.2f}x** | "
-                     f"**{r['ducktune_peak'] / r['baseline_peak']:.2f}x** | | | | | |")
-    return lines
-
-
-def _spread(values: list[float]) -> float:
-    return (max(values) - min(values)) / 2 if len(values) > 1 else 0.0
-
+# ----------------------------------------------------------------------------- machine
 
 def describe_machine(device: str, threads: int) -> list[str]:
     import torch
@@ -261,109 +302,127 @@ def describe_machine(device: str, threads: int) -> list[str]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny model, few samples: checks the script end to end")
-    parser.add_argument("--models", nargs="+", choices=["qwen2-scaled", "smollm2-135m", "tiny"],
-                        help="models to run (default: qwen2-scaled smollm2-135m; --quick: tiny)")
-    parser.add_argument("--samples", type=int, help="chats per model (default: 12 for qwen2-scaled, 8 for SmolLM2)")
-    parser.add_argument("--repeats", type=int, default=None, help="alternations per model (default: 2 for the main model, 1 for SmolLM2)")
-    parser.add_argument("--cutoff", type=int, default=None, help="tokens per sample (default 512 on CPU, 2048 on CUDA)")
-    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--quick", action="store_true",
+                        help="two tiny models, few samples, fewer steps: checks the script end to end")
+    parser.add_argument("--models", nargs="+", choices=MODELS,
+                        help="models to run, the main one first "
+                             "(default: qwen2-scaled smollm2-135m; --quick: tiny tiny-llama)")
+    parser.add_argument("--samples", type=int, help="chats per model (default per model, see the module docstring)")
+    parser.add_argument("--repeats", type=int, default=None, help="alternations per model (default 3; --quick 1)")
+    parser.add_argument("--min-steps", type=int, default=None,
+                        help="fewest optimizer steps a run may do (default 20; --quick 3)")
+    parser.add_argument("--cutoff", type=int, default=None,
+                        help="tokens per sample (default per model on CPU: 256 / 128; 2048 on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--heldout", type=int, default=16, help="held-out chats for the loss comparison")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads, both sides")
+    parser.add_argument("--heldout", type=int, default=8, help="held-out chats for the loss comparison")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads, all sides")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic chats")
     parser.add_argument("--packing", choices=["auto", "on", "off"], default="auto",
-                        help="ducktune's train.packing (auto: its default)")
+                        help="ducktune's train.packing (auto: its default); off also keeps TRL tuned unpacked")
     parser.add_argument("--json", type=Path, help="also write every measurement here")
+    parser.add_argument("--write", action="store_true",
+                        help="record the measurement in bench/results/bench.json and render bench/RESULTS.md's SFT "
+                             "block and README.md's benchmark table from it")
+    parser.add_argument("--from-json", type=Path, metavar="FILE",
+                        help="measure nothing: print the report of a recorded measurement and render "
+                             "the blocks from it")
+    parser.add_argument("--results-md", type=Path, default=RESULTS_MD, help=argparse.SUPPRESS)
+    parser.add_argument("--readme", type=Path, default=README_MD, help=argparse.SUPPRESS)
     parser.add_argument("--sections", nargs="+", choices=["sft", "dpo"], default=["sft", "dpo"],
                         help="what to compare: sft (TRL SFTTrainer) and/or dpo (TRL DPOTrainer); default both")
-    parser.add_argument("--dpo-model", choices=["qwen2-scaled", "smollm2-135m", "tiny"],
-                        help="model of the DPO section (default: the first of --models)")
+    parser.add_argument("--dpo-model", choices=MODELS, help="model of the DPO section (default: the first of --models)")
     parser.add_argument("--dpo-pairs", type=int, help="preference pairs of the DPO section (default 8; --quick 6)")
     parser.add_argument("--dpo-repeats", type=int, help="alternations of the DPO section (default 2; --quick 1)")
+    parser.add_argument("--dpo-cutoff", type=int, help="cutoff of the DPO section (default 512 on CPU, 2048 on CUDA)")
     parser.add_argument("--dpo-batch-size", type=int, default=2, help="pairs per micro-batch, both DPO sides")
     parser.add_argument("--dpo-lr", type=float, default=5e-5, help="learning rate, both DPO sides")
     parser.add_argument("--write-dpo", action="store_true",
                         help="record the DPO measurement in bench/results/dpo.json and bench/RESULTS.md's DPO block")
     args = parser.parse_args(argv)
     if args.quick:
-        args.models = args.models or ["tiny"]
+        if args.write:
+            parser.error("--write records the committed results: not from a --quick run (use --json)")
+        args.models = args.models or ["tiny", "tiny-llama"]
         args.repeats = args.repeats or 1
-        args.cutoff = args.cutoff or 256
+        args.min_steps = args.min_steps or 3
         args.heldout = min(args.heldout, 4)
         args.dpo_pairs = args.dpo_pairs or 6
         args.dpo_repeats = args.dpo_repeats or 1
+        args.dpo_cutoff = args.dpo_cutoff or 256
     args.models = args.models or ["qwen2-scaled", "smollm2-135m"]
+    args.repeats = args.repeats or 3
+    args.min_steps = args.min_steps or 20
     args.dpo_model = args.dpo_model or args.models[0]
     args.dpo_pairs = args.dpo_pairs or 8
     args.dpo_repeats = args.dpo_repeats or 2
     return args
 
 
+def from_json(args, log) -> None:
+    """Print the report of a recorded measurement and render the README / RESULTS.md blocks from it."""
+    if not args.from_json.is_file():
+        raise SystemExit(f"{args.from_json}: no such measurement (run `bench/run.py --write` first)")
+    measured = json.loads(args.from_json.read_text(encoding="utf-8"))
+    if not measured.get("results"):
+        raise SystemExit(f"{args.from_json}: no SFT results to render")
+    render(measured, args.results_md, args.readme)
+    report(measured, log)
+
+
 def main(argv=None) -> None:
     args = parse_args(argv)
+    log = lambda text: print(text, flush=True)  # noqa: E731
+    if args.from_json:
+        return from_json(args, log)
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = "bfloat16" if device == "cuda" else "float32"
-    args.cutoff = args.cutoff or (2048 if device == "cuda" else 512)
-    default_samples = {"qwen2-scaled": 12, "smollm2-135m": 8, "tiny": 16}
-    log = lambda text: print(text, flush=True)  # noqa: E731
-    started = time.perf_counter()
+    started, load_before = time.perf_counter(), os.getloadavg()[0]
     machine = describe_machine(device, args.threads)
     for line in machine:
         log(line)
-    peak_flops = matmul_peak(args.threads, device, dtype)
-    log(f"matmul peak ({dtype}, {args.threads} threads): {peak_flops / 1e9:.1f} GFLOP/s")
+    peak_before = matmul_peak(args.threads, device, dtype)
+    log(f"matmul peak ({dtype}, {args.threads} threads): {peak_before / 1e9:.1f} GFLOP/s")
     results, dpo = [], None
     with tempfile.TemporaryDirectory(prefix="ducktune-bench-") as tmp:
-        for index, key in enumerate(args.models if "sft" in args.sections else []):
-            repeats = args.repeats or (2 if index == 0 else 1)
-            case = ModelCase(key, key, args.samples or default_samples[key], repeats)
-            log(f"{key}: {case.samples} chats, cutoff {args.cutoff}, batch {args.batch_size} x accum {args.grad_accum}, "
-                f"{repeats} alternation(s)")
+        for key in args.models if "sft" in args.sections else []:
+            samples, cpu_cutoff = CPU_DEFAULTS[key]
+            case = ModelCase(key, key, args.samples or samples, args.repeats,
+                             args.cutoff or (2048 if device == "cuda" else cpu_cutoff), args.min_steps)
+            log(f"{key}: {case.samples} chats, cutoff {case.cutoff}, batch {args.batch_size} x accum "
+                f"{args.grad_accum}, {case.repeats} alternation(s) of {', '.join(SIDES)}")
             results.append(bench_model(case, args, device, dtype, Path(tmp), log))
         if "dpo" in args.sections:
             from dpo_bench import bench_dpo
 
-            log(f"DPO {args.dpo_model}: {args.dpo_pairs} pairs, cutoff {args.cutoff}, {args.dpo_batch_size} pairs "
+            dpo_cutoff = args.dpo_cutoff or (2048 if device == "cuda" else 512)
+            dpo_args = argparse.Namespace(**{**vars(args), "cutoff": dpo_cutoff})
+            log(f"DPO {args.dpo_model}: {args.dpo_pairs} pairs, cutoff {dpo_args.cutoff}, {args.dpo_batch_size} pairs "
                 f"x accum {args.grad_accum}, {args.dpo_repeats} alternation(s)")
-            dpo = bench_dpo(args.dpo_model, args.dpo_pairs, args.dpo_repeats, args, device, dtype, Path(tmp), log)
+            dpo = bench_dpo(args.dpo_model, args.dpo_pairs, args.dpo_repeats, dpo_args, device, dtype, Path(tmp), log)
     peak_after = matmul_peak(args.threads, device, dtype)
     log(f"matmul peak after the runs: {peak_after / 1e9:.1f} GFLOP/s")
     seconds = time.perf_counter() - started
     log(f"total {seconds:.0f} s")
-    report(args, results, dpo, max(peak_flops, peak_after), log)
-    measured = {"date": time.strftime("%Y-%m-%d"), "seconds": round(seconds), "machine": machine,
-                "matmul_peak": max(peak_flops, peak_after), "results": results, "dpo": dpo}
+    command = " ".join(sys.argv[1:]) if argv is None else " ".join(argv)
+    measured = {"date": time.strftime("%Y-%m-%d"), "seconds": round(seconds), "command": command, "machine": machine,
+                "load_average": [load_before, os.getloadavg()[0]], "matmul_peak": [peak_before, peak_after],
+                "results": results, "dpo": dpo}
+    text = json.dumps(measured, indent=1) + "\n"
     if args.json:
-        args.json.write_text(json.dumps(measured | {"matmul_peak": [peak_flops, peak_after]}, indent=1))
+        args.json.write_text(text, encoding="utf-8")
+    if args.write and results:
+        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS_JSON.write_text(text, encoding="utf-8")
+        render(measured, args.results_md, args.readme)
     if args.write_dpo and dpo:
         from dpo_bench import write_results
 
-        write_results(measured)
-
-
-def report(args, results: list[dict], dpo: dict | None, peak_flops: float, log) -> None:
-    """The tables, then the machine-readable ratios: the DPO ones, then the SFT main model's (last)."""
-    log("")
-    for line in table(results, peak_flops) if results else []:
-        log(line)
-    if dpo:
-        from dpo_bench import ratio_lines
-        from dpo_bench import table as dpo_table
-
-        log("")
-        for line in dpo_table(dpo):
-            log(line)
-    log("")
-    for line in ratio_lines(dpo) if dpo else []:
-        log(line)
-    if results:
-        main_case = results[0]
-        log(f"throughput_ratio: {main_case['ducktune_tps'] / main_case['baseline_tps']:.3f}")
-        log(f"memory_ratio: {main_case['ducktune_peak'] / main_case['baseline_peak']:.3f}")
+        write_results(measured | {"matmul_peak": max(peak_before, peak_after)})
+    report(measured, log)
 
 
 if __name__ == "__main__":

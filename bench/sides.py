@@ -2,12 +2,14 @@
 
     python bench/sides.py SPEC.json RESULT.json
 
-SPEC names the side ("baseline" or "ducktune"), the model folder, the data file, the
-held-out file and the shared training settings. Both sides tokenize with ducktune's chat
-format (same token ids, same label masks, same sample order), train with transformers'
-Trainer underneath, and are timed around `trainer.train()` only. The result: trained tokens,
-train seconds, peak memory (VmHWM on CPU, max allocated on CUDA), per-step losses, and the
-loss on the held-out samples computed by the same plain code for both sides.
+SPEC names the side ("baseline": TRL SFTTrainer at its defaults; "tuned": TRL SFTTrainer with
+gradient checkpointing off and its BFD packing when the isolation check passes; "ducktune"), the
+model folder, the data file, the held-out file and the shared training settings. All sides
+tokenize with ducktune's chat format (same token ids, same label masks, same sample order), train
+with transformers' Trainer underneath, and are timed around `trainer.train()` only. The result:
+trained tokens, train seconds, peak memory (VmHWM on CPU, max allocated on CUDA), per-step losses,
+gradient checkpointing and packing as used (with TRL's packing check for "tuned"), and the loss on
+the held-out samples computed by the same plain code for every side.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def heldout_loss(model, rows: list[dict]) -> float:
     return total / max(count, 1)
 
 
-# ----------------------------------------------------------------------------- the two sides
+# ----------------------------------------------------------------------------- the sides
 
 def run_ducktune(spec: dict, workdir: Path) -> dict:
     """ducktune's own recipe, as `ducktune train` runs it."""
@@ -115,6 +117,8 @@ def run_ducktune(spec: dict, workdir: Path) -> dict:
         "plan": {k: info["memory_plan"][k] for k in ("batch_size", "grad_accum", "gradient_checkpointing",
                                                       "loss_chunk_size", "row_tokens")},
         "batching": info["batching"]["mode"],
+        "gradient_checkpointing": bool(info["memory_plan"]["gradient_checkpointing"]),
+        "packing": info["batching"]["mode"] == "packed",
         "model_for_eval": model,
     }
 
@@ -142,29 +146,20 @@ class TrainedTokenCounter:
         return batch
 
 
-def run_baseline(spec: dict, workdir: Path) -> dict:
-    """TRL's SFTTrainer with a PEFT LoRA config, at TRL's defaults (padded batches, no packing,
-    its gradient-checkpointing default, its LM-head loss) except where the shared settings say."""
+def trl_config(spec: dict, workdir: Path, tuned: bool, packing: bool):
+    """SFTConfig at TRL's defaults except the shared settings and what the CPU needs; `tuned`
+    turns gradient checkpointing off, `packing` turns on TRL's BFD packing (padding-free rows)."""
     import torch
-    from datasets import Dataset
-    from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, set_seed
-    from trl import SFTConfig, SFTTrainer
-
+    from trl import SFTConfig
 
     s = spec["train"]
-    torch.set_num_threads(spec["threads"])
-    set_seed(s["seed"])
-    rows, tokenizer = tokenized(spec, spec["data"])
     cuda = spec["device"] == "cuda"
-    dtype = torch.bfloat16 if cuda and spec["dtype"] != "float32" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
-    if cuda:
-        model = model.to("cuda")
-    peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
-                             target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
-    args = SFTConfig(
-        output_dir=str(workdir / "baseline-run"),
+    bf16 = cuda and spec["dtype"] != "float32"
+    extra = {"gradient_checkpointing": False} if tuned else {}
+    if packing:
+        extra |= {"packing": True, "packing_strategy": "bfd"}
+    return SFTConfig(
+        output_dir=str(workdir / ("tuned-run" if tuned else "baseline-run")),
         per_device_train_batch_size=s["batch_size"],
         gradient_accumulation_steps=s["grad_accum"],
         learning_rate=s["learning_rate"],
@@ -182,13 +177,82 @@ def run_baseline(spec: dict, workdir: Path) -> dict:
         save_strategy="no",
         report_to=[],
         disable_tqdm=True,
-        bf16=dtype == torch.bfloat16,  # SFTConfig's default bf16=True is 9x slower on this kind of CPU
+        bf16=bf16,  # SFTConfig's default bf16=True is 9x slower on this kind of CPU
         use_cpu=not cuda,
         dataloader_num_workers=0,
-    )
+        **extra,
+    ), (torch.bfloat16 if bf16 else torch.float32)
+
+
+def packing_isolation(trainer) -> dict:
+    """Does TRL's packed batch give each sample the logits it gets alone, on this attention backend?
+
+    Takes the packed row holding the most samples, collates it with the
+    trainer's own collator (padding-free: position_ids, no attention mask), and compares the
+    model's logits on each sample's positions with a forward of that sample alone. The control
+    runs the same packed row with an all-ones attention mask (samples see each other): it must
+    differ by far more, or the check could not see a leak."""
+    import torch
+
+    dataset = trainer.train_dataset
+    counts = [len(lengths) for lengths in dataset["seq_lengths"]]
+    index = counts.index(max(counts))
+    batch = trainer.data_collator([dataset[index]])
+    lengths = dataset[index]["seq_lengths"]
+    model = trainer.model
+    device = model.get_input_embeddings().weight.device
+    inputs = {k: v.to(device) if hasattr(v, "to") else v for k, v in batch.items() if k != "labels"}
+    model.eval()
+    with torch.no_grad():
+        packed = model(**inputs, use_cache=False).logits[0]
+        leaky = model(input_ids=inputs["input_ids"], attention_mask=torch.ones_like(inputs["input_ids"]),
+                      use_cache=False).logits[0]
+        diff = control = 0.0
+        start = 0
+        for n in lengths:
+            alone = model(input_ids=inputs["input_ids"][:, start:start + n], use_cache=False).logits[0]
+            diff = max(diff, float((packed[start:start + n] - alone).abs().max()))
+            control = max(control, float((leaky[start:start + n] - alone).abs().max()))
+            start += n
+    model.train()
+    isolated = len(lengths) > 1 and diff < 1e-3 and control > 100 * max(diff, 1e-7)
+    return {"samples_in_row": len(lengths), "max_abs_diff": diff, "control_diff": control, "isolated": isolated}
+
+
+def run_trl(spec: dict, workdir: Path, tuned: bool) -> dict:
+    """TRL's SFTTrainer with a PEFT LoRA config. Defaults (`tuned` False): padded batches, no
+    packing, its gradient-checkpointing default, its LM-head loss, except where the shared settings
+    say. Tuned: gradient checkpointing off, and TRL's BFD packing if `packing_isolation` passes on
+    this model and backend (else padded batches, with the reason recorded)."""
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import AutoModelForCausalLM, set_seed
+    from trl import SFTTrainer
+
+    s = spec["train"]
+    torch.set_num_threads(spec["threads"])
+    rows, tokenizer = tokenized(spec, spec["data"])
     train_set = Dataset.from_list([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows])
-    trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
-                         peft_config=peft_config)
+
+    def build(packing: bool):
+        set_seed(s["seed"])
+        args, dtype = trl_config(spec, workdir, tuned, packing)
+        model = AutoModelForCausalLM.from_pretrained(spec["model"], dtype=dtype)
+        if spec["device"] == "cuda":
+            model = model.to("cuda")
+        peft_config = LoraConfig(r=s["lora_r"], lora_alpha=s["lora_alpha"], lora_dropout=s["lora_dropout"],
+                                 target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+        trainer = SFTTrainer(model=model, args=args, train_dataset=train_set, processing_class=tokenizer,
+                             peft_config=peft_config)
+        return trainer, args
+
+    check = None
+    trainer, args = build(packing=tuned and spec.get("trl_packing", True))
+    if args.packing:
+        check = packing_isolation(trainer)
+        if not check["isolated"]:
+            trainer, args = build(packing=False)
     counter = TrainedTokenCounter(trainer.data_collator)
     trainer.data_collator = counter
     started = time.perf_counter()
@@ -203,6 +267,8 @@ def run_baseline(spec: dict, workdir: Path) -> dict:
         "losses": losses,
         "peak_bytes": peak,
         "gradient_checkpointing": bool(args.gradient_checkpointing),
+        "packing": bool(args.packing),
+        "packing_check": check,
         "model_for_eval": trainer.model,
     }
 
@@ -213,8 +279,10 @@ def main(spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     torch.set_num_threads(spec["threads"])
     workdir = Path(spec["workdir"])
-    side = {"baseline": run_baseline, "ducktune": run_ducktune}[spec["side"]]
-    result = side(spec, workdir)
+    if spec["side"] == "ducktune":
+        result = run_ducktune(spec, workdir)
+    else:
+        result = run_trl(spec, workdir, tuned=spec["side"] == "tuned")
     model = result.pop("model_for_eval")
     heldout_rows, _ = tokenized(spec, spec["heldout"])
     result["heldout_loss"] = heldout_loss(model, heldout_rows)

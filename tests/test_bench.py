@@ -1,15 +1,17 @@
-"""bench/run.py end to end in its smallest configuration, so the benchmark script cannot rot.
+"""bench/run.py end to end in its smallest configuration, so the benchmark script cannot rot,
+and the SFT report rendered from a measurement (medians, min-max, ratios, generated blocks).
 
-Runs `bench/run.py --quick` (a tiny Qwen2-shaped model, 16 short chats and 6 preference pairs;
-TRL's SFTTrainer and DPOTrainer and ducktune's recipe, each in its own subprocess) and checks the
-report it prints: both sides trained the same tokens (the script refuses otherwise), the tables
-are there, the DPO ratios come before the last two lines, which are the SFT ratios.
+The slow test runs `bench/run.py --quick` (two tiny models, Qwen2- and Llama-shaped, 12 short
+chats each; TRL's SFTTrainer at its defaults and tuned, ducktune's recipe, then TRL's DPOTrainer
+against ducktune's DPO, each run in its own subprocess), checks the printed lines against the JSON
+it wrote, then re-renders README/RESULTS blocks from that JSON with `--from-json`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -17,41 +19,145 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+NAMES = ["throughput_ratio", "throughput_ratio_tuned", "memory_ratio", "useful_flops_fraction"]
 
 
-def ratio(line: str, name: str) -> float:
-    assert line.startswith(f"{name}: "), line
-    return float(line.split(": ")[1])
+def parse(line: str) -> tuple[str, float]:
+    name, value = line.split(": ")
+    return name, float(value)
+
+
+def expected_lines(measured: dict) -> dict[str, float]:
+    """The machine-readable lines, recomputed here from the raw runs in the JSON."""
+    peak = max(measured["matmul_peak"])
+    out = {}
+    for index, r in enumerate(measured["results"]):
+        prefix = "" if index == 0 else r["key"].replace("-", "_") + "_"
+        tps = {side: statistics.median(x["tokens_per_s"] for x in runs) for side, runs in r["runs"].items()}
+        mem = {side: statistics.median(x["peak_bytes"] for x in runs) for side, runs in r["runs"].items()}
+        out[prefix + "throughput_ratio"] = tps["ducktune"] / tps["baseline"]
+        out[prefix + "throughput_ratio_tuned"] = tps["ducktune"] / tps["tuned"]
+        out[prefix + "memory_ratio"] = mem["ducktune"] / mem["baseline"]
+        out[prefix + "useful_flops_fraction"] = r["flops"] * tps["ducktune"] / r["trained_tokens"] / peak
+    return out
 
 
 @pytest.mark.slow
-def test_bench_quick_prints_parseable_ratios(tmp_path):
+def test_bench_quick_three_sides_json_and_rendering(tmp_path):
     pytest.importorskip("trl")
     env = {**os.environ, "DUCKTUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     out = tmp_path / "bench.json"
     proc = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--quick", "--threads", "1",
-                           "--json", str(out)], capture_output=True, text=True, env=env, timeout=400)
+                           "--json", str(out)], capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     lines = proc.stdout.strip().splitlines()
-    throughput, memory = ratio(lines[-2], "throughput_ratio"), ratio(lines[-1], "memory_ratio")
-    dpo_throughput, dpo_memory = ratio(lines[-4], "dpo_throughput_ratio"), ratio(lines[-3], "dpo_memory_ratio")
-    assert min(throughput, memory, dpo_throughput, dpo_memory) > 0
-    assert any(line.startswith("| tiny | ducktune |") for line in lines)
-    assert any(line.startswith("| tiny | TRL DPOTrainer |") for line in lines)
     measured = json.loads(out.read_text())
-    result = measured["results"][0]
-    # The ratios printed are the ones measured, and both sides trained on the same tokens.
-    assert abs(result["ducktune_tps"] / result["baseline_tps"] - throughput) < 1e-3
-    runs = result["runs"]
-    assert runs["baseline"][0]["counted_trained_tokens"] == runs["ducktune"][0]["counted_trained_tokens"] > 0
-    dpo = measured["dpo"]
-    assert abs(dpo["ducktune_tps"] / dpo["baseline_tps"] - dpo_throughput) < 1e-3
-    assert abs(dpo["ducktune_peak"] / dpo["baseline_peak"] - dpo_memory) < 1e-3
-    base, duck = dpo["runs"]["baseline"][0], dpo["runs"]["ducktune"][0]
-    assert base["counted_trained_tokens"] == duck["counted_trained_tokens"] == dpo["trained_tokens"] > 0
-    # Same token ids, order and start: TRL's DPO and ducktune's compute the same losses, step by step.
-    assert base["steps"] == duck["steps"] >= 2
-    assert dpo["loss_max_difference"] < 1e-3
+    # The last lines: DPO's two, then the main model's four, then the second model's four, prefixed.
+    printed = dict(parse(line) for line in lines[-10:])
+    assert list(printed) == ["dpo_throughput_ratio", "dpo_memory_ratio", *NAMES, *(f"tiny_llama_{n}" for n in NAMES)]
+    for name, value in expected_lines(measured).items():
+        assert abs(printed[name] - value) < 1e-3 * max(1.0, value), name
+    assert min(printed.values()) > 0
+    for r in measured["results"]:
+        runs = r["runs"]
+        assert set(runs) == {"baseline", "tuned", "ducktune"}
+        # Every run trained the data's tokens and did at least --quick's 3 steps.
+        assert {x["counted_trained_tokens"] for rs in runs.values() for x in rs} == {r["trained_tokens"]}
+        assert min(x["steps"] for rs in runs.values() for x in rs) >= 3
+        assert runs["baseline"][0]["gradient_checkpointing"] and not runs["tuned"][0]["gradient_checkpointing"]
+        check = runs["tuned"][0]["packing_check"]
+        assert runs["tuned"][0]["packing"] == check["isolated"]
+        assert check["control_diff"] > check["max_abs_diff"]  # the leaking control is visible to the check
+        for side in ("TRL SFTTrainer, defaults", "TRL SFTTrainer, tuned", "ducktune"):
+            assert sum(line.startswith(f"| {r['label']} | {side} |") for line in lines) == 1
+    # --from-json re-renders the generated blocks from the JSON alone and prints the same lines.
+    md, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    sys.path.insert(0, str(ROOT / "bench"))
+    import sft_report
+
+    md.write_text(f"# r\n\n{sft_report.SFT_BEGIN}\nold\n{sft_report.SFT_END}\n\ntail\n", encoding="utf-8")
+    readme.write_text(f"# p\n\n{sft_report.README_BEGIN}\nold\n{sft_report.README_END}\n", encoding="utf-8")
+    again = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--from-json", str(out),
+                            "--results-md", str(md), "--readme", str(readme)],
+                           capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert again.stdout.strip().splitlines()[-10:] == lines[-10:]
+    text = md.read_text(encoding="utf-8")
+    assert "old" not in text and text.rstrip().endswith("tail")
+    assert all(line in text for line in lines[-8:])
+    assert "| tiny-llama | TRL SFTTrainer, tuned |" in text and "| tiny | **ducktune / TRL tuned** |" in text
+    table = [line for line in readme.read_text(encoding="utf-8").splitlines() if line.startswith("| tiny")]
+    assert [line.split(" | ")[0] for line in table] == ["| tiny", "| tiny-llama"]
+    assert f"**{printed['throughput_ratio_tuned']:.2f}x**" in table[0]
+
+
+def fake_run(tps: float, peak: int, steps: int = 25, tokens: int = 1000) -> dict:
+    return {"tokens_per_s": tps, "peak_bytes": peak, "steps": steps, "counted_trained_tokens": tokens,
+            "dataset_trained_tokens": tokens, "dataset_tokens": 1600, "lengths": [100] * 16, "losses": [2.0, 1.5],
+            "heldout_loss": 1.7, "gradient_checkpointing": False, "packing": False, "packing_check": None,
+            "plan_bytes": 2 * 2**30, "batching": "packed",
+            "plan": {"batch_size": 1, "grad_accum": 1, "gradient_checkpointing": False, "loss_chunk_size": 4096}}
+
+
+def fake_summary(monkeypatch, runs: dict, min_steps: int = 20) -> dict:
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import run
+
+    monkeypatch.setattr(run, "model_flops", lambda *a: 5e12)
+    case = run.ModelCase("smollm2-135m", "smollm2-135m", 16, 3, 128, min_steps)
+    train = {"lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "batch_size": 1, "grad_accum": 1,
+             "learning_rate": 2e-4, "warmup_ratio": 0.03, "seed": 42}
+    spec = {"cutoff": 128, "threads": 2, "device": "cpu", "dtype": "float32", "train": train}
+    return run.summarize(case, runs, {}, spec)
+
+
+def test_sides_rotate_and_the_report_uses_medians(monkeypatch, tmp_path):
+    """Each side runs first, second and third once in 3 alternations; the ratios, the min-max and the
+    rendered blocks come from the medians (not the means, not the last run)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import run
+    import sft_report
+
+    orders = [run.side_order(i) for i in range(3)]
+    assert all(sorted(o) == sorted(run.SIDES) for o in orders)
+    assert [sorted(o[i] for o in orders) for i in range(3)] == [sorted(run.SIDES)] * 3
+    g = 2**30
+    runs = {"baseline": [fake_run(10, 4 * g), fake_run(11, 5 * g), fake_run(30, 4 * g)],
+            "tuned": [fake_run(20, 3 * g), fake_run(12, 3 * g), fake_run(14, 6 * g)],
+            "ducktune": [fake_run(50, 2 * g), fake_run(44, 2 * g), fake_run(40, 1 * g)]}
+    r = fake_summary(monkeypatch, runs)
+    base = r["sides"]["baseline"]
+    assert (base["tps"], base["tps_min"], base["tps_max"]) == (11, 10, 30)
+    measured = {"date": "2026-12-03", "seconds": 2400, "machine": ["CPU: test"], "matmul_peak": [1e11, 2e11],
+                "results": [r, {**r, "key": "smollm2-135m", "label": "second"}], "dpo": None}
+    measured["results"][0] = {**r, "key": "qwen2-scaled", "label": "first"}
+    lines = sft_report.ratio_lines(measured["results"], sft_report.peak_flops(measured))
+    # 44/11, 44/14, 2/4 GiB, 5e12 FLOPs x 44 tok/s / 1000 tokens / the higher matmul peak 2e11.
+    assert lines[:4] == ["throughput_ratio: 4.000", "throughput_ratio_tuned: 3.143", "memory_ratio: 0.500",
+                         "useful_flops_fraction: 1.100"]
+    assert lines[4:] == ["smollm2_" + line for line in lines[:4]]
+    table = sft_report.table(measured["results"], 2e11)
+    assert "| first | TRL SFTTrainer, defaults | 11.0 (10.0-30.0) | 4.00 (4.00-5.00) GiB | 25 |" in "\n".join(table)
+    assert sum(line.startswith("| second |") for line in table) == 5  # three sides, two ratio rows
+    md, readme = tmp_path / "RESULTS.md", tmp_path / "README.md"
+    md.write_text(f"{sft_report.SFT_BEGIN}\nold\n{sft_report.SFT_END}\n", encoding="utf-8")
+    readme.write_text(f"x\n{sft_report.README_BEGIN}\nold\n{sft_report.README_END}\ny\n", encoding="utf-8")
+    sft_report.render(measured, md, readme)
+    assert "useful_flops_fraction: 1.100" in md.read_text() and "old" not in md.read_text()
+    assert "| first | 11.0 | 14.0 | 44.0 | **4.00x** | **3.14x** | 0.50x | 110 % |" in readme.read_text()
+    assert "2 threads, cpu float32" in readme.read_text()
+    assert readme.read_text().startswith("x\n") and readme.read_text().endswith("y\n")
+
+
+def test_summary_refuses_too_few_steps_or_different_work(monkeypatch):
+    g = 2**30
+    runs = {side: [fake_run(10, g)] for side in ("baseline", "tuned", "ducktune")}
+    runs["ducktune"] = [fake_run(10, g, steps=19)]
+    with pytest.raises(SystemExit, match="fewer than 20"):
+        fake_summary(monkeypatch, runs)
+    runs["ducktune"] = [{**fake_run(10, g), "counted_trained_tokens": 999}]
+    with pytest.raises(SystemExit, match="the work differs"):
+        fake_summary(monkeypatch, runs)
 
 
 def test_dpo_results_block_is_generated_from_the_measurement(tmp_path, monkeypatch):
