@@ -307,35 +307,51 @@ def render(record: dict) -> str:
         lines += [""] + [f"- {label}: {run['note']}" for label, run in record.items() if run.get("note")]
     if record.get("micro"):
         lines += [""] + _micro_lines(record["micro"])
-    lines += [""] + READING
+    lines += [""] + READING[:3] + _dropout_lines(record) + READING[3:]
     lines.append(END)
     return "\n".join(lines)
 
 
 READING = [
     "Reading it:",
-    "- The gap to the peak is not in ducktune's own code. By self CPU time a step is ~53 % (SmolLM2) / ~65 % "
+    "- The gap to the peak is mostly outside ducktune's own code. By self CPU time a step is ~53 % (SmolLM2) / ~65 % "
     "(qwen2-scaled) matmul kernels; the rest is elementwise passes over [tokens x width] tensors in PEFT's LoRA "
     "layer and transformers' decoder (dropout mask draw and multiply, `* scaling`, the `+` of the LoRA term, "
     "RMSNorm, RoPE, SiLU, residual adds) and the attention kernels. aten::bernoulli_ alone (LoRA dropout's mask, "
     "one per projection) is 5-9 %. Optimizer, gradient clipping and Trainer ops are each under the top-25 cut "
-    "(< 0.5 %); the chunked CE's own elementwise work (exp/div/amax/sub/sum) is ~6 % on qwen2-scaled, ~1 % on "
-    "SmolLM2.",
+    "(< 0.5 %); ducktune's own share is the chunked CE's elementwise work (exp/div/amax/sub/sum: ~6 % on "
+    "qwen2-scaled, ~1 % on SmolLM2; fusing it row-block by row-block was measured ad hoc at 2 % of the CE).",
     "- Removed: per-sample slicing in the varlen attention (`train/packing.py`), whose backward zero-filled a "
     "whole-row gradient per sample: aten::fill_ 2.6 % -> 1.0 % on SmolLM2, same losses to the last digit; the "
     "step time moves within this machine's noise (attention fwd+bwd alone: 10-15 % less).",
-    "- LoRA dropout 0 (PEFT then uses Identity) is the one large lever, and it is a training-recipe choice "
-    "(ducktune's default and the bench's are 0.05): see its row.",
     "- Measured and not taken: torch.compile of the LoRA layer (slower with dropout, ~2 % faster without, plus "
     "compile time and recompiles on packed rows' varying lengths); a fused LoRA function of our own (6-8 % on a "
     "projection: not worth replacing PEFT's layer, whose save/merge/adapter switching the rest of ducktune relies "
     "on); a faster dropout mask (int32 random bits instead of bernoulli_, measured ad hoc: no gain on this CPU); 1024-row CE chunks "
     "(~10 % faster CE on the 152k-vocabulary head, +0.4 GiB: the memory plan's call, train/plan.py).",
     "- The 60 % goal is not reached on this machine kind (Intel Xeon with AVX-512/AMX, fp32 1-thread peak "
-    "~150-175 GFLOP/s: the matmuls are fast, the memory-bound elementwise passes are not). bench/RESULTS.md's "
+    "~150-220 GFLOP/s: the matmuls are fast, the memory-bound elementwise passes are not). bench/RESULTS.md's "
     "48 % / 43 % were measured against a 2-thread peak of 69 GFLOP/s on an AMD EPYC (AVX2): the fractions are "
     "not comparable across the two machines.",
 ]
+
+
+def _dropout_lines(record: dict) -> list[str]:
+    """What LoRA dropout costs, from the 'after' and 'after, lora dropout 0' rows (run side by side)."""
+    with_, without = record.get("after"), record.get("after, lora dropout 0")
+    if not (with_ and without):
+        return []
+    parts = []
+    for a, b in zip(with_["models"], without["models"]):
+        cpu_a, cpu_b = sum(a["step_cpu_s"]), sum(b["step_cpu_s"])
+        parts.append(f"{a['model']} {cpu_a / a['steps']:.1f} -> {cpu_b / b['steps']:.1f} s per step "
+                     f"(-{(1 - cpu_b / cpu_a) * 100:.0f} %), "
+                     f"{a['useful_flops_per_cpu_s'] / with_['matmul_peak'] * 100:.0f} % -> "
+                     f"{b['useful_flops_per_cpu_s'] / without['matmul_peak'] * 100:.0f} % of the peak")
+    return ["- LoRA dropout is the largest single item of non-useful work and the one lever that is a setting, "
+            "not code: with lora.dropout 0 (PEFT then applies Identity, no mask, no copy) " + "; ".join(parts)
+            + ". It changes the training recipe (ducktune's default and the bench's, on both sides, are 0.05), "
+            "so it is not switched here: the lead's call (PEFT's own default is 0)."]
 
 
 def _micro_lines(m: dict) -> list[str]:
