@@ -158,11 +158,12 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
             spans = list(zip(bounds, bounds[1:]))
         else:
             spans = _segments(position_ids.expand(query.shape[0], -1), row)
-        parts = [
-            sdpa_attention_forward(module, query[row:row + 1, :, a:b], key[row:row + 1, :, a:b],
-                                   value[row:row + 1, :, a:b], None, is_causal=True, **kwargs)[0]
-            for a, b in spans
-        ]
+        # split, not one slice per sample: split's backward concatenates the samples' gradients
+        # once, where each slice's backward fills a zero tensor of the whole row (samples x tokens).
+        sizes = [b - a for a, b in spans]
+        q, k, v = ((t if t.shape[0] == 1 else t[row:row + 1]).split(sizes, dim=2) for t in (query, key, value))
+        parts = [sdpa_attention_forward(module, qs, ks, vs, None, is_causal=True, **kwargs)[0]
+                 for qs, ks, vs in zip(q, k, v)]
         rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
     return (rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)), None
 
