@@ -210,7 +210,7 @@ def bench_model(case: ModelCase, args, device: str, dtype: str, root: Path, log)
         "device": device, "dtype": dtype, "cutoff": case.cutoff, "threads": args.threads, "packing": args.packing,
         "train": {"batch_size": args.batch_size, "grad_accum": args.grad_accum, "learning_rate": args.lr,
                   "max_steps": None, "warmup_ratio": 0.03, "seed": 42,
-                  "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.05},
+                  "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0},
     }
     if args.packing != "off" and (steps := packed_steps(spec)) < case.min_steps:
         raise SystemExit(f"{case.label}: {case.samples} chats pack into {steps} ducktune steps, fewer than "
