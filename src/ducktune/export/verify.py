@@ -134,18 +134,12 @@ class Reference:
         return self._answers
 
     def _generate(self, id_lists: list[list[int]]) -> list[list[int]]:
-        import torch
+        """Greedy answers of the merged model, decoded together with a KV cache (a row leaves the
+        batch at its stop token), as `ducktune chat` and the quickstart's comparison decode."""
+        from ducktune.chat.engine import ChatEngine
 
-        from ducktune.chat.engine import left_padded, through_stop
-
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.chat_format.stop_token_ids[0]
-        input_ids, attention = left_padded(id_lists, pad)
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention,
-                                      max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      temperature=None, top_p=None, top_k=None,
-                                      eos_token_id=self.chat_format.stop_token_ids, pad_token_id=pad)
-        return [through_stop(row, self.stop_ids) for row in out[:, input_ids.shape[1]:].tolist()]
+        engine = ChatEngine(self.model, self.tokenizer, self.chat_format, name="merged")
+        return engine.greedy_ids(id_lists, self.max_new_tokens)
 
     def _forced_of(self, answers: list[list[int]], prompts: list[list[int]] | None = None) -> list:
         """Logits over prompt + answer at the positions that predict the answer tokens (unpadded)."""
