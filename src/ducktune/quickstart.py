@@ -141,7 +141,7 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     if export:
         with clock.phase("export"):
             _export(run.path)
-        summary["seconds"] = round(time.perf_counter() - started, 1)
+        summary["seconds_with_export"] = round(time.perf_counter() - started, 1)
         write_json(run.run_json, info)  # the same dict: phases now include the export
     print(f"\nTime by phase (CPU seconds of this process, share): {clock.summary()}")
     print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune export {run.path}")
