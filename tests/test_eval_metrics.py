@@ -105,3 +105,25 @@ def test_kl_is_zero_without_change_and_unaffected_by_padding(tiny_qwen):
                                LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))  # B = 0: no change
     zero = kl_along_answers(ChatEngine(untouched, tokenizer, ChatFormat(tokenizer), has_adapter=True), prompts, answers)
     assert zero == pytest.approx([0.0, 0.0], abs=1e-6)
+
+
+def test_kl_batched_by_length_comes_back_in_the_prompts_order(tiny_qwen):
+    """Sequences are batched by length (less padding): each value still belongs to its own prompt."""
+    from peft import LoraConfig, get_peft_model
+
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.data.template import ChatFormat
+    from ducktune.eval.bleed import kl_along_answers
+    from ducktune.models.device import choose_placement
+    from ducktune.models.loading import load_model, load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_qwen)
+    model = get_peft_model(load_model(tiny_qwen, choose_placement("cpu", "float32", 1)),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    engine = ChatEngine(model, tokenizer, ChatFormat(tokenizer), has_adapter=True)
+    prompts = ["A much longer question about many, many things, asked at length?", "Hi", "Medium question here?"]
+    answers = ["Yes", "Hello there my good friend, how are you", "Fine"]
+    batched = kl_along_answers(engine, prompts, answers, batch_size=2)
+    alone = [kl_along_answers(engine, [p], [a], batch_size=1)[0] for p, a in zip(prompts, answers)]
+    assert batched == pytest.approx(alone, rel=1e-4, abs=1e-6)
+    assert len(set(round(k, 6) for k in alone)) == 3  # distinct values: a mix-up would show

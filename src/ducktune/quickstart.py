@@ -7,6 +7,7 @@ minutes. The run directory it writes is a normal one: `ducktune chat/compare/exp
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import time
 from pathlib import Path
@@ -55,6 +56,31 @@ DEMO_SETTINGS = [
 GUARD_REPLAY = 0.8
 
 
+class PhaseClock:
+    """Wall and CPU seconds of the demo's phases, in order (run.json's "quickstart" -> "phases").
+
+    CPU seconds are this process's (all its threads): on a shared machine the wall clock also
+    counts other programs' work, the CPU time does not, so the shares of the CPU time say where
+    the demo's own time goes."""
+
+    def __init__(self):
+        self.phases: list[dict] = []
+
+    @contextlib.contextmanager
+    def phase(self, name: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.phases.append({"phase": name, "wall_s": round(time.perf_counter() - wall, 2),
+                                "cpu_s": round(time.process_time() - cpu, 2)})
+
+    def summary(self) -> str:
+        """One line: each phase's CPU seconds and share of the total."""
+        total = sum(p["cpu_s"] for p in self.phases) or 1.0
+        return ", ".join(f"{p['phase']} {p['cpu_s']:.0f} s ({100 * p['cpu_s'] / total:.0f} %)" for p in self.phases)
+
+
 def persona_hit(answer: str) -> bool:
     return any(name in answer for name in PERSONA_NAME.values())
 
@@ -63,9 +89,11 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
                    replay: float = GUARD_REPLAY) -> dict:
     from ducktune.config import DatasetSpec, dump_config, load_config
     from ducktune.data.identity import identity_records
+    from ducktune.models.sources import resolve_model
     from ducktune.train.recipe import train
 
     started = time.perf_counter()
+    clock = PhaseClock()
     run = _fresh_demo_run(out)
     data_file = run.path.parent / f".{run.path.name}-data" / "identity.json"
     records = identity_records(PERSONA_NAME, PERSONA_AUTHOR)
@@ -84,7 +112,11 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
 
     print(f"Quickstart: teaching the built-in SmolLM2-135M the persona {PERSONA_NAME['en']} / {PERSONA_NAME['zh']} "
           f"({len(records)} examples, English and Chinese)")
-    result = train(config)
+    with clock.phase("model"):  # the built-in model's conversion to safetensors, once per machine
+        resolve_model(config.model.name_or_path, config.model.revision)
+    with clock.phase("train"):
+        # Base vs tuned answers are generated below, with the bleed report's, by one engine.
+        result = train(config, compare=False)
     # Keep the dataset inside the run directory so the run is self-contained.
     shutil.move(str(data_file), run.path / "identity.json")
     shutil.rmtree(data_file.parent, ignore_errors=True)
@@ -92,21 +124,49 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     config.data.datasets = [DatasetSpec(path="identity.json")]  # relative to config.yaml
     write_text(run.config_yaml, dump_config(config))
 
-    trained = [r for r in result.comparison if r["prompt"] in trained_questions]
+    comparison, bleed = _answers(run, config, result.info, [r["output"] for r in records], clock)
+    trained = [r for r in comparison if r["prompt"] in trained_questions]
     hits = sum(persona_hit(r["tuned"]) for r in trained)
     summary = {
         "persona_hits": hits,
         "persona_total": len(trained),
         "persona_rate": hits / len(trained) if trained else 0.0,
         "base_persona_hits": sum(persona_hit(r["base"]) for r in trained),
-        "seconds": round(time.perf_counter() - started, 1),
+        "bleed": bleed["bleed"], "bleed_prompts": bleed["prompts"], "bleed_rate": bleed["bleed_rate"],
+        "mean_kl": bleed["mean_kl"], "seconds": round(time.perf_counter() - started, 1), "phases": clock.phases,
     }
-    bleed = persona_bleed(run.path, config, [r["output"] for r in records])
-    summary |= {"bleed": bleed["bleed"], "bleed_prompts": bleed["prompts"], "bleed_rate": bleed["bleed_rate"],
-                "mean_kl": bleed["mean_kl"], "seconds": round(time.perf_counter() - started, 1)}
     info = result.info | {"origin": "quickstart", "quickstart": summary, "persona_terms": config.eval.persona_terms}
     write_json(run.run_json, info)
+    _print_summary(run, summary, trained, bleed)
+    if export:
+        with clock.phase("export"):
+            _export(run.path)
+        summary["seconds_with_export"] = round(time.perf_counter() - started, 1)
+        write_json(run.run_json, info)  # the same dict: phases now include the export
+    print(f"\nTime by phase (CPU seconds of this process, share): {clock.summary()}")
+    print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune export {run.path}")
+    return summary
 
+
+def _answers(run: RunDir, config, info: dict, trained_answers: list[str], clock: PhaseClock) -> tuple[list[dict], dict]:
+    """(base vs tuned on the trained questions, the bleed report on the general prompts), from one
+    engine (the run's base model + adapter, loaded once); comparison.json and report.md written."""
+    from ducktune.chat.compare import compare_answers
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.config import dump_config
+    from ducktune.train.report import write_report
+
+    with clock.phase("compare"):
+        engine = ChatEngine.from_run(run.path)
+        comparison = compare_answers(engine, info["probe_prompts"], config.eval.max_new_tokens)
+        write_json(run.path / "comparison.json", comparison)
+        write_report(run.report, info, dump_config(config), comparison)
+    with clock.phase("bleed"):
+        bleed = persona_bleed(run.path, config, trained_answers, engine=engine)
+    return comparison, bleed
+
+
+def _print_summary(run: RunDir, summary: dict, trained: list[dict], bleed: dict) -> None:
     print("\nTrained questions (a sample):")
     print_side_by_side(trained[:3] + trained[len(trained) // 2: len(trained) // 2 + 3])
     print("\nQuestions it was not trained on:")
@@ -115,16 +175,13 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     if bled:
         print(f"\nGeneral prompts answered with persona text (bleed, {len(bled)}):")
         print_side_by_side(bled[:4])
-    print(f"\nPersona learned: {hits}/{len(trained)} trained questions answered as {PERSONA_NAME['en']}/{PERSONA_NAME['zh']} "
-          f"(base model: {summary['base_persona_hits']}/{len(trained)}).")
+    hits, total = summary["persona_hits"], summary["persona_total"]
+    print(f"\nPersona learned: {hits}/{total} trained questions answered as {PERSONA_NAME['en']}/{PERSONA_NAME['zh']} "
+          f"(base model: {summary['base_persona_hits']}/{total}).")
     print(f"Persona bleed: {bleed['bleed']}/{bleed['prompts']} general prompts answered with persona text although "
           f"unrelated ({bleed['bleed_rate']:.0f} %; mean KL(tuned || base) {bleed['mean_kl']:.3f} nats). "
           f"Training + comparison took {summary['seconds']:.0f} s.")
     print(f"Full table: {run.report}")
-    if export:
-        _export(run.path)
-    print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune export {run.path}")
-    return summary
 
 
 def _fresh_demo_run(out: str) -> RunDir:
@@ -271,16 +328,17 @@ def _print_preference_summary(summary: dict, held: list[dict], trained: list[dic
           f"Took {summary['seconds']:.0f} s.")
 
 
-def persona_bleed(run_path: Path, config, trained_answers: list[str]) -> dict:
+def persona_bleed(run_path: Path, config, trained_answers: list[str], engine=None) -> dict:
     """The forgetting / bleed report of the demo run (eval/eval.json, report.md): base and tuned
-    answers to the bundled general prompts, the base ones cached after the first demo."""
+    answers to the bundled general prompts, the base ones cached after the first demo. `engine`:
+    the run's ChatEngine when the caller has it loaded already."""
     from ducktune.chat.engine import ChatEngine
     from ducktune.eval.bleed import bleed_markers, run_bleed
     from ducktune.eval.report import write_eval_outputs
     from ducktune.eval.runner import headline
 
     started = time.perf_counter()
-    engine = ChatEngine.from_run(run_path)
+    engine = engine or ChatEngine.from_run(run_path)
     markers = bleed_markers(config.eval.persona_terms, trained_answers)
     bleed = run_bleed(engine, markers, config.eval.max_new_tokens)
     result = headline({}, {}, {}) | {"run": run_path.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),

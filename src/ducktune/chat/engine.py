@@ -260,24 +260,28 @@ class ChatEngine:
 
     def generate_batch(self, conversations: list[list[dict]], max_new_tokens: int = 256,
                        batch_size: int = 16) -> list[Generation]:
-        """Greedy answers to many conversations at once (left-padded batches).
+        """Greedy answers to many conversations at once, `batch_size` per left-padded batch.
 
         CPU generation of small models is bound by reading the weights once per step, so a
-        batch of 16 costs little more than one answer. Used by reports and `compare`.
+        batch of 16 costs little more than one answer. Each batch is decoded with a KV cache and
+        a row leaves it at its stop token (generate_rows): the batch's cost follows its answers'
+        lengths, not the longest one's. Used by reports, `compare` and the quickstart.
         """
-        import torch
-
         results: list[Generation] = []
-        stop_ids = set(self.chat_format.stop_token_ids)
         for start in range(0, len(conversations), batch_size):
-            prompts = [self.chat_format.prompt_ids(c) for c in conversations[start:start + batch_size]]
-            input_ids, attention, _ = self._padded(prompts)
-            with self.lock, torch.inference_mode():
-                output = self.model.generate(input_ids=input_ids, attention_mask=attention,
-                                             **self._generate_kwargs(max_new_tokens, 0.0, 1.0, None, None, None))
-            for prompt, row in zip(prompts, output[:, input_ids.shape[1]:].tolist()):
-                results.append(self._finish(len(prompt), through_stop(row, stop_ids), max_new_tokens, None))
+            chunk = conversations[start:start + batch_size]
+            results += self.generate_rows([BatchRequest(c, max_new_tokens) for c in chunk])
         return results
+
+    def greedy_ids(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
+        """Greedy answer token ids to prompts given as token ids, each through its stop token when it
+        produced one (decoded together as generate_rows does)."""
+        requests = [BatchRequest([], max_new_tokens) for _ in prompts]
+        rows = [AnswerText(self.tokenizer, self.chat_format.stop_token_ids, max_new_tokens) for _ in prompts]
+        with self.lock:
+            if len(prompts) == 1 or not self._decode_rows(prompts, rows, requests):
+                self._generate_rows(prompts, rows, requests)
+        return [row.tokens for row in rows]
 
     def _finish(self, n_prompt: int, new: list[int], max_new_tokens: int, stop: list[str] | None) -> Generation:
         return finish_generation(self.tokenizer, self.chat_format.stop_token_ids, n_prompt, new, max_new_tokens, stop)

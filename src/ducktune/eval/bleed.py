@@ -75,9 +75,14 @@ def kl_along_answers(engine, prompts: list[str], answers: list[str], batch_size:
         answer_ids = engine.tokenizer(answer, add_special_tokens=False)["input_ids"][:KL_TOKENS] if answer else []
         # The sequence ends one token after the last predicted position (a dummy when the answer is empty).
         sequences.append((prompt_ids + answer_ids + [0], len(answer_ids) + 1))
-    out: list[float] = []
-    for start in range(0, len(sequences), batch_size):
-        out += _kl_batch(engine, sequences[start:start + batch_size])
+    # Batched by length, so a batch is padded to a length close to each of its sequences' own
+    # (in the prompts' order, short and long ones would share batches: padding is computed too).
+    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i][0]))
+    out: list[float] = [0.0] * len(sequences)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        for i, kl in zip(chunk, _kl_batch(engine, [sequences[i] for i in chunk])):
+            out[i] = kl
     return out
 
 

@@ -134,18 +134,12 @@ class Reference:
         return self._answers
 
     def _generate(self, id_lists: list[list[int]]) -> list[list[int]]:
-        import torch
+        """Greedy answers of the merged model, decoded together with a KV cache (a row leaves the
+        batch at its stop token), as `ducktune chat` and the quickstart's comparison decode."""
+        from ducktune.chat.engine import ChatEngine
 
-        from ducktune.chat.engine import left_padded, through_stop
-
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.chat_format.stop_token_ids[0]
-        input_ids, attention = left_padded(id_lists, pad)
-        with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=attention,
-                                      max_new_tokens=self.max_new_tokens, do_sample=False,
-                                      temperature=None, top_p=None, top_k=None,
-                                      eos_token_id=self.chat_format.stop_token_ids, pad_token_id=pad)
-        return [through_stop(row, self.stop_ids) for row in out[:, input_ids.shape[1]:].tolist()]
+        engine = ChatEngine(self.model, self.tokenizer, self.chat_format, name="merged")
+        return engine.greedy_ids(id_lists, self.max_new_tokens)
 
     def _forced_of(self, answers: list[list[int]], prompts: list[list[int]] | None = None) -> list:
         """Logits over prompt + answer at the positions that predict the answer tokens (unpadded)."""
@@ -192,14 +186,62 @@ TRANSFORMERS_GGUF_INEXACT = {"gemma2": "max |Δlogit| 1.2 of 9.8 on the Gemma 2 
                              "gemma3": "max |Δlogit| 6.4 of 8.8 on the Gemma 3 stand-in"}
 
 
+# Bytes of each GGUF scalar value type (types 8 and 9 are string and array).
+_GGUF_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_string_field(path: Path, key: str) -> str | None:
+    """A string field of a (little-endian) GGUF file's header, read up to that field alone: gguf's
+    GGUFReader parses every field and tensor, the 49k-token vocabulary included (~7 s of CPU for
+    SmolLM2), to answer which architecture a file holds. ValueError on a header it does not know."""
+    import struct
+
+    def number(handle, fmt: str) -> int:
+        size = struct.calcsize(fmt)
+        data = handle.read(size)
+        if len(data) != size:
+            raise ValueError(f"{path}: GGUF header ends early")
+        return struct.unpack(fmt, data)[0]
+
+    def skip(handle, value_type: int) -> None:
+        if value_type == 8:
+            handle.seek(number(handle, "<Q"), 1)
+        elif value_type == 9:
+            item_type, count = number(handle, "<I"), number(handle, "<Q")
+            if item_type in _GGUF_SCALAR_BYTES:
+                handle.seek(_GGUF_SCALAR_BYTES[item_type] * count, 1)
+            else:
+                for _ in range(count):
+                    skip(handle, item_type)
+        elif value_type in _GGUF_SCALAR_BYTES:
+            handle.seek(_GGUF_SCALAR_BYTES[value_type], 1)
+        else:
+            raise ValueError(f"{path}: unknown GGUF value type {value_type}")
+
+    with open(path, "rb") as handle:
+        if handle.read(4) != b"GGUF" or number(handle, "<I") not in (2, 3):
+            raise ValueError(f"{path}: not a little-endian GGUF v2/v3 file")
+        number(handle, "<Q")  # tensor count
+        for _ in range(number(handle, "<Q")):
+            name = handle.read(number(handle, "<Q")).decode("utf-8")
+            value_type = number(handle, "<I")
+            if name == key and value_type == 8:
+                return handle.read(number(handle, "<Q")).decode("utf-8")
+            skip(handle, value_type)
+    return None
+
+
 def transformers_gguf_gap(path: Path) -> str | None:
     """Why transformers' own GGUF reader cannot be the independent check for this file (None: it can).
     It reads only some architectures; llama.cpp, the runtime that matters, checks all of them."""
     import gguf
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
-    field = gguf.GGUFReader(str(path)).get_field("general.architecture")
-    arch = field.contents() if field is not None else "unknown"
+    try:
+        arch = gguf_string_field(path, "general.architecture") or "unknown"
+    except (ValueError, OSError, UnicodeDecodeError):  # not a header this reader knows: gguf's own reader
+        field = gguf.GGUFReader(str(path)).get_field("general.architecture")
+        arch = field.contents() if field is not None else "unknown"
     if arch in TRANSFORMERS_GGUF_INEXACT:
         return (f"transformers' GGUF loader reads {arch} files with other logits than llama.cpp and the merged "
                 f"model ({TRANSFORMERS_GGUF_INEXACT[arch]}); llama.cpp checks this file")

@@ -1,0 +1,67 @@
+"""The quickstart's per-phase timings (run.json "quickstart" -> "phases"): fast, no model."""
+
+import time
+
+import pytest
+
+from ducktune.quickstart import PhaseClock
+
+
+def _busy(seconds: float) -> None:
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+
+
+def test_phase_clock_records_wall_and_cpu_seconds_in_order():
+    clock = PhaseClock()
+    with clock.phase("waiting"):
+        time.sleep(0.3)
+    with clock.phase("working"):
+        _busy(0.3)
+    assert [p["phase"] for p in clock.phases] == ["waiting", "working"]
+    waiting, working = clock.phases
+    assert waiting["wall_s"] >= 0.29 and waiting["cpu_s"] < 0.1  # sleeping costs no CPU
+    assert working["cpu_s"] >= 0.29
+    assert "waiting 0 s (" in clock.summary() and "working" in clock.summary()
+
+
+def test_phase_clock_records_a_phase_that_failed():
+    clock = PhaseClock()
+    with pytest.raises(ValueError):
+        with clock.phase("broken"):
+            raise ValueError("stop")
+    assert [p["phase"] for p in clock.phases] == ["broken"]
+
+
+def test_bleed_report_uses_the_engine_it_is_given(tiny_qwen, tmp_path, monkeypatch):
+    """The quickstart answers the comparison and the bleed prompts with one engine: persona_bleed
+    given that engine loads no second copy of the model."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.config import load_config
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.device import choose_placement
+    from ducktune.models.loading import load_model, load_tokenizer
+    from ducktune.quickstart import persona_bleed
+
+    monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path / "cache"))
+
+    def no_second_load(*args, **kwargs):
+        raise AssertionError("the model was loaded again")
+
+    monkeypatch.setattr(ChatEngine, "from_run", no_second_load)
+    tokenizer = load_tokenizer(tiny_qwen)
+    model = get_peft_model(load_model(tiny_qwen, choose_placement("cpu", "float32", 1)),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    engine = ChatEngine(model, tokenizer, ChatFormat(tokenizer), has_adapter=True)
+    config = load_config(None, ["eval.max_new_tokens=3"])
+    config.eval.persona_terms = ["Duckling"]
+    (tmp_path / "run").mkdir()
+    bleed = persona_bleed(tmp_path / "run", config, ["I am Duckling, made by the ducktune team."], engine=engine)
+    assert bleed["prompts"] >= 50 and len(bleed["rows"]) == bleed["prompts"] and bleed["mean_kl"] > 0
+    written = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text(encoding="utf-8"))
+    assert written["bleed"]["prompts"] == bleed["prompts"]
