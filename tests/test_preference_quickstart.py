@@ -47,7 +47,7 @@ def test_dpo_demo_on_the_built_in_model_meets_the_issue_targets(tmp_path):
     `ducktune quickstart --method dpo --adapter runs/quickstart`. The issue's targets: held-out reward
     accuracy >= 0.9, persona answers on >= 80 % of the trained questions, under 8 minutes on 2 cores.
     (From the base alone DPO ranks the held-out pairs right but never says the persona's name: measured
-    0/22, see quickstart.py.)"""
+    0/22, with and without rpo_alpha, see quickstart.py.)"""
     import time
 
     import torch

@@ -155,7 +155,9 @@ def _fresh_demo_run(out: str) -> RunDir:
 # 6/6. Its loss saturates within ~8 steps (0.002-0.02) while the margin keeps growing by pushing the rejected
 # answers down (rewards/rejected -12); nothing holds the chosen answers up (rewards/chosen fell to -0.5), and
 # all 7 lost answers were Chinese ones collapsed to the shared phrase "我是ducktune 团队开发的人工智能助手。"
-# without the name. With rpo_alpha 1.0: 22/22 trained, 6/6 held out (accuracy and persona), same CPU time.
+# without the name. rpo_alpha 0.5: 19/22; 1.0 (the RPO paper's): 22/22 trained, 6/6 held out (accuracy and
+# persona), the same CPU time (~177 s single-threaded for the whole DPO part); 1.0 with 1 epoch: 18/22. From
+# the base alone, rpo_alpha 1.0 still gives 0/22 (accuracy 6/6): 22 steps at this rate do not teach the name.
 DPO_SETTINGS = [
     "model.name_or_path=smollm2-135m",
     "data.cutoff_len=256",
