@@ -70,14 +70,18 @@ def trl_namespace(**attrs):
 @pytest.mark.parametrize("loss_type,label_smoothing", [("sigmoid", 0.0), ("hinge", 0.0), ("ipo", 0.0),
                                                        ("robust", 0.2)])
 @pytest.mark.parametrize("beta", [0.1, 0.5])
-def test_dpo_equals_trl(loss_type, label_smoothing, beta):
+@pytest.mark.parametrize("rpo_alpha", [0.0, 0.7])
+def test_dpo_equals_trl(loss_type, label_smoothing, beta, rpo_alpha):
+    """rpo_alpha: TRL 1.16 spells RPO as a second loss type, "sft" (mean NLL over the chosen answer
+    tokens of the batch), weighted by loss_weights."""
     from trl.trainer.dpo_trainer import DPOTrainer
 
     pairs, width = 5, 9
     mask, per_token = answer_batch(2 * pairs, width, seed=int(beta * 10) + len(loss_type))
     ref = -torch.rand(2 * pairs, generator=torch.Generator().manual_seed(7)) * 10
     model = stand_in_model({width: per_token})
-    trl = trl_namespace(model=model, beta=beta, loss_types=[loss_type], loss_weights=[1.0], ld_alpha=None,
+    loss_types, weights = ([loss_type, "sft"], [1.0, rpo_alpha]) if rpo_alpha else ([loss_type], [1.0])
+    trl = trl_namespace(model=model, beta=beta, loss_types=loss_types, loss_weights=weights, ld_alpha=None,
                         f_divergence_type="reverse_kl", use_weighting=False, label_smoothing=label_smoothing)
     inputs = {"input_ids": torch.zeros(2 * pairs, width, dtype=torch.long), "attention_mask": torch.ones_like(mask),
               "completion_mask": mask, "ref_chosen_logps": ref[:pairs], "ref_rejected_logps": ref[pairs:]}
@@ -86,8 +90,11 @@ def test_dpo_equals_trl(loss_type, label_smoothing, beta):
     logps, tokens = per_token.sum(1), mask.sum(1)
     ours = pl.dpo_loss(logps[:pairs], logps[pairs:], ref[:pairs], ref[pairs:], beta=beta, loss_type=loss_type,
                        label_smoothing=label_smoothing, chosen_tokens=tokens[:pairs], rejected_tokens=tokens[pairs:])
-    assert abs(ours.loss.item() - theirs.item()) < TOL
+    loss = pl.rpo_loss(ours, logps[:pairs], tokens[:pairs], alpha=rpo_alpha) if rpo_alpha else ours.loss
+    assert abs(loss.item() - theirs.item()) < TOL
     assert ours.loss.item() != 0.0
+    if rpo_alpha:  # the answer term is really there (not a no-op that happens to match)
+        assert abs(loss.item() - ours.loss.item()) > 100 * TOL
     metrics = pl.reward_metrics(ours, logps[:pairs], logps[pairs:])
     for key, value in metrics.items():
         assert abs(value - trl._metrics["train"][key][0]) < TOL, key
@@ -160,3 +167,68 @@ def test_dpo_loss_pushes_chosen_up_and_rejected_down():
     chosen, rejected = torch.tensor([-5.0], requires_grad=True), torch.tensor([-5.0], requires_grad=True)
     pl.dpo_loss(chosen, rejected, torch.tensor([-5.0]), torch.tensor([-5.0]), beta=0.1).loss.backward()
     assert chosen.grad.item() < 0 < rejected.grad.item()
+
+
+class TinyPolicy(torch.nn.Module):
+    """A stand-in LoRA model for PreferenceObjective: logits from an embedding and a head; the
+    "adapter" is a bias on the logits that disable_adapter() switches off (the reference)."""
+
+    def __init__(self, vocab: int = 11, width: int = 6):
+        super().__init__()
+        gen = torch.Generator().manual_seed(0)
+        self.embed = torch.nn.Embedding(vocab, width)
+        self.head = torch.nn.Linear(width, vocab)
+        self.adapter = torch.nn.Parameter(torch.randn(vocab, generator=gen))
+        self.adapter_on = True
+
+    def forward(self, input_ids=None, attention_mask=None, use_cache=False):
+        logits = self.head(self.embed(input_ids)) + (self.adapter if self.adapter_on else 0)
+        return types.SimpleNamespace(logits=logits)
+
+    def disable_adapter(self):
+        import contextlib
+
+        @contextlib.contextmanager
+        def off():
+            self.adapter_on = False
+            try:
+                yield
+            finally:
+                self.adapter_on = True
+
+        return off()
+
+
+def test_dpo_objective_adds_rpo_alpha_times_the_chosen_answer_loss():
+    """preference.rpo_alpha reaches the training loss: DPO + alpha x the mean cross-entropy of the
+    chosen answers' tokens (computed here by torch's cross_entropy, not by our log-probabilities)."""
+    import torch.nn.functional as F
+
+    from ducktune.config import load_config
+    from ducktune.data.template import IGNORE_INDEX
+    from ducktune.train.preference import PairCollator, PreferenceObjective
+
+    features = []
+    for i, (prompt, chosen, rejected) in enumerate([(3, 4, 2), (2, 5, 3), (4, 2, 6)]):
+        ids = [1 + (i + k) % 10 for k in range(prompt + max(chosen, rejected))]
+        features.append({"chosen_input_ids": ids[:prompt + chosen],
+                         "chosen_labels": [IGNORE_INDEX] * prompt + ids[prompt:prompt + chosen],
+                         "rejected_input_ids": ids[:prompt] + [7] * rejected,
+                         "rejected_labels": [IGNORE_INDEX] * prompt + [7] * rejected})
+    batch = PairCollator(pad_token_id=0)(features)
+    model = TinyPolicy()
+    config = load_config(None, ["train.objective=dpo", "preference.rpo_alpha=0.7"])
+    with_rpo = PreferenceObjective.from_config(config, chunk_size=None, reference_adapter=None)
+    assert with_rpo.rpo_alpha == 0.7
+    plain = PreferenceObjective.from_config(load_config(None, ["train.objective=dpo"]), None, None)
+    loss_rpo, metrics_rpo = with_rpo(model, batch)
+    loss_plain, metrics_plain = plain(model, batch)
+    chosen = slice(0, len(features))
+    logits = model(input_ids=batch["input_ids"][chosen]).logits[:, :-1]
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"][chosen, 1:].reshape(-1),
+                          ignore_index=IGNORE_INDEX)
+    assert nll.item() > 0.1
+    assert abs((loss_rpo - loss_plain).item() - 0.7 * nll.item()) < TOL
+    assert metrics_rpo == metrics_plain  # the rewards TRL logs do not include the answer term
+    loss_rpo.backward()  # the answer term trains the adapter
+    assert model.adapter.grad is not None and model.adapter.grad.abs().sum() > 0

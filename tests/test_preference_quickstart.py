@@ -47,7 +47,7 @@ def test_dpo_demo_on_the_built_in_model_meets_the_issue_targets(tmp_path):
     `ducktune quickstart --method dpo --adapter runs/quickstart`. The issue's targets: held-out reward
     accuracy >= 0.9, persona answers on >= 80 % of the trained questions, under 8 minutes on 2 cores.
     (From the base alone DPO ranks the held-out pairs right but never says the persona's name: measured
-    0/22, see quickstart.py.)"""
+    0/22, with and without rpo_alpha, see quickstart.py.)"""
     import time
 
     import torch
@@ -61,8 +61,9 @@ def test_dpo_demo_on_the_built_in_model_meets_the_issue_targets(tmp_path):
     seconds = time.perf_counter() - started
     assert summary["started_from"] == str(tmp_path / "sft")
     assert summary["held_out_reward_accuracy"] >= 0.9
-    # The issue's 80 % persona target is not reached yet: measured 15/22 (68 %) on the trained questions
-    # (6/6 held out; bench/dpo_demo.py, README). Asserted is what the demo reliably gives: well above
-    # the base model's 0, so a DPO step that undoes the SFT persona fails here.
-    assert summary["base_persona_hits"] == 0 and summary["persona_rate"] >= 0.5
+    # The issue's targets: persona on >= 80 % of the trained questions. Measured 22/22 with the demo's
+    # preference.rpo_alpha=1.0 (6/6 held out); plain DPO (rpo_alpha 0) gave 15/22 on the same SFT adapter, so a
+    # DPO step that lets the SFT persona slip fails here, as does one that loses it on unseen questions.
+    assert summary["base_persona_hits"] == 0 and summary["persona_rate"] >= 0.8
+    assert summary["held_out_persona_hits"] >= summary["pairs_held_out"] - 1
     assert seconds < 10 * 60  # SFT + DPO, 2 cores (the issue's 8 minutes: see bench/dpo_demo.py's block)

@@ -193,6 +193,8 @@ def test_dpo_continues_an_sft_adapter_against_its_frozen_copy(tmp_path, tiny_qwe
     (["train.objective=dop"], "train.objective: Input should be"),
     (["train.objective=simpo", "data.replay=0.5"], "set data.replay to 0"),
     (["preference.orpo_lambda=0.5"], "preference.orpo_lambda has no effect with train.objective sft"),
+    (["train.objective=simpo", "preference.rpo_alpha=1"], "preference.rpo_alpha has no effect with train.objective simpo"),
+    (["train.objective=dpo", "preference.rpo_alpha=-1"], "preference.rpo_alpha: Input should be greater than or equal to 0"),
     (["train.objective=dpo", "preference.beta=0"], "preference.beta: Input should be greater than 0"),
 ])
 def test_bad_preference_config_gets_one_line_errors(tmp_path, capsys, settings, message):

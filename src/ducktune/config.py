@@ -328,6 +328,16 @@ class PreferenceConfig(_Section):
             "loss_type robust and for simpo; 0 = trust every pair."
         ),
     )
+    rpo_alpha: float = Field(
+        0.0,
+        ge=0,
+        description=(
+            "dpo: weight of an answer loss (mean negative log-likelihood per token) on the chosen answers, added "
+            "to the DPO loss (RPO, Pang et al. 2024; TRL's rpo_alpha, in TRL 1.16 loss_type [\"sigmoid\", \"sft\"] "
+            "with loss_weights [1, rpo_alpha]). DPO alone can widen the margin by lowering both answers; this "
+            "keeps the chosen ones likely. 0 = off; the RPO paper uses 1.0."
+        ),
+    )
     orpo_lambda: float = Field(
         0.1,
         gt=0,
@@ -431,6 +441,7 @@ def preference_problem(config: "RunConfig") -> str | None:
         "beta": objective in ("sft", "orpo"),
         "loss_type": objective != "dpo",
         "label_smoothing": not (objective == "simpo" or (objective == "dpo" and pref.loss_type == "robust")),
+        "rpo_alpha": objective != "dpo",
         "orpo_lambda": objective != "orpo",
         "simpo_gamma": objective != "simpo",
         "desirable_weight": objective != "kto",
@@ -438,7 +449,7 @@ def preference_problem(config: "RunConfig") -> str | None:
     }
     for name, is_unused in unused.items():
         if name in set_fields and is_unused and getattr(pref, name) != PreferenceConfig.model_fields[name].default:
-            used_by = {"beta": "dpo, simpo and kto", "loss_type": "dpo", "orpo_lambda": "orpo",
+            used_by = {"beta": "dpo, simpo and kto", "loss_type": "dpo", "rpo_alpha": "dpo", "orpo_lambda": "orpo",
                        "simpo_gamma": "simpo", "desirable_weight": "kto", "undesirable_weight": "kto",
                        "label_smoothing": "dpo with loss_type robust, and simpo"}[name]
             return f"preference.{name} has no effect with train.objective {objective} (it is used by {used_by})"

@@ -207,6 +207,14 @@ def _fresh_demo_run(out: str) -> RunDir:
 # Measured again with the persona counted on the trained questions (2026-12-03, from the base, these
 # settings, 2 threads on a machine loaded by other jobs): held-out reward accuracy 6/6, persona 0/22 trained
 # questions, 573 s. So the documented demo is DPO on top of the SFT demo (--adapter runs/quickstart).
+# preference.rpo_alpha=1.0 (RPO: DPO + the answer loss on chosen): measured 2026-12-03, 1 thread, on one SFT
+# demo adapter (persona 26/28 on its own): plain DPO 15/22 trained questions in persona, held-out accuracy
+# 6/6. Its loss saturates within ~8 steps (0.002-0.02) while the margin keeps growing by pushing the rejected
+# answers down (rewards/rejected -12); nothing holds the chosen answers up (rewards/chosen fell to -0.5), and
+# all 7 lost answers were Chinese ones collapsed to the shared phrase "我是ducktune 团队开发的人工智能助手。"
+# without the name. rpo_alpha 0.5: 19/22; 1.0 (the RPO paper's): 22/22 trained, 6/6 held out (accuracy and
+# persona), the same CPU time (~177 s single-threaded for the whole DPO part); 1.0 with 1 epoch: 18/22. From
+# the base alone, rpo_alpha 1.0 still gives 0/22 (accuracy 6/6): 22 steps at this rate do not teach the name.
 DPO_SETTINGS = [
     "model.name_or_path=smollm2-135m",
     "data.cutoff_len=256",
@@ -215,6 +223,7 @@ DPO_SETTINGS = [
     "lora.dropout=0.0",
     "train.objective=dpo",
     "preference.beta=0.1",
+    "preference.rpo_alpha=1.0",
     "train.learning_rate=1e-4",
     "train.num_epochs=2",
     "train.batch_size=2",

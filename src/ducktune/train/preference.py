@@ -165,6 +165,7 @@ class PreferenceObjective:
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
     orpo_lambda: float = 0.1
+    rpo_alpha: float = 0.0
     simpo_gamma: float = 0.5
     desirable_weight: float = 1.0
     undesirable_weight: float = 1.0
@@ -177,8 +178,8 @@ class PreferenceObjective:
     @classmethod
     def from_config(cls, config, chunk_size: int | None, reference_adapter: str | None) -> "PreferenceObjective":
         p, objective = config.preference, config.train.objective
-        return cls(objective, p.beta_for(objective), p.loss_type, p.label_smoothing, p.orpo_lambda, p.simpo_gamma,
-                   p.desirable_weight, p.undesirable_weight, chunk_size, reference_adapter)
+        return cls(objective, p.beta_for(objective), p.loss_type, p.label_smoothing, p.orpo_lambda, p.rpo_alpha,
+                   p.simpo_gamma, p.desirable_weight, p.undesirable_weight, chunk_size, reference_adapter)
 
     def _logps(self, model, batch: dict, prefix: str = ""):
         # A distributed wrapper (DDP, FSDP) must run its own forward for its gradient hooks: full logits then.
@@ -205,13 +206,14 @@ class PreferenceObjective:
             pairs = pl.dpo_loss(chosen, rejected, reference[:half], reference[half:], beta=self.beta,
                                 loss_type=self.loss_type, label_smoothing=self.label_smoothing,
                                 chosen_tokens=chosen_tokens, rejected_tokens=rejected_tokens)
-            loss = pairs.loss
+            # RPO: DPO may widen the margin by lowering both answers; the answer loss keeps chosen likely.
+            loss = pl.rpo_loss(pairs, chosen, chosen_tokens, alpha=self.rpo_alpha) if self.rpo_alpha else pairs.loss
         else:
             chosen_avg = chosen / chosen_tokens.clamp(min=1)
             rejected_avg = rejected / rejected_tokens.clamp(min=1)
             if self.objective == "orpo":
-                nll = -chosen.sum() / chosen_tokens.sum().clamp(min=1)
-                pairs, loss = pl.orpo_loss(chosen_avg, rejected_avg, nll, lam=self.orpo_lambda)
+                pairs, loss = pl.orpo_loss(chosen_avg, rejected_avg, pl.chosen_nll(chosen, chosen_tokens),
+                                           lam=self.orpo_lambda)
             else:
                 pairs = pl.simpo_loss(chosen_avg, rejected_avg, beta=self.beta, gamma=self.simpo_gamma,
                                       label_smoothing=self.label_smoothing)

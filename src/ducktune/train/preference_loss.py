@@ -65,6 +65,18 @@ def dpo_loss(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps,
     return PairLosses(losses, beta * chosen_ratio.detach(), beta * rejected_ratio.detach())
 
 
+def chosen_nll(chosen_logps, chosen_tokens) -> torch.Tensor:
+    """The answer loss on the chosen answers: mean negative log-likelihood per token over all chosen
+    tokens of the batch (ORPO's answer term; RPO's, TRL's DPO loss_type "sft")."""
+    return -chosen_logps.sum() / chosen_tokens.sum().clamp(min=1)
+
+
+def rpo_loss(pairs: PairLosses, chosen_logps, chosen_tokens, *, alpha: float) -> torch.Tensor:
+    """RPO (Pang et al. 2024): the batch's DPO loss + alpha x the answer loss on chosen, as TRL 1.16
+    computes loss_type ["sigmoid", "sft"] with loss_weights [1, alpha] (older TRL: rpo_alpha)."""
+    return pairs.loss + alpha * chosen_nll(chosen_logps, chosen_tokens)
+
+
 def log1mexp(x: torch.Tensor) -> torch.Tensor:
     """log(1 - exp(x)) for x < 0, without cancellation near 0 or underflow far from it."""
     return torch.where(x > -0.6931471805599453, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
