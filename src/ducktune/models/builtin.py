@@ -72,14 +72,19 @@ def ensure_builtin(name: str, log=print) -> Path:
 def convert_gguf_to_hf(gguf_path: Path, out_dir: Path) -> None:
     """Dequantize a GGUF file with transformers' GGUF loader and save it as fp32 safetensors."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig, TokenizersBackend
 
     folder, name = str(gguf_path.parent), gguf_path.name
-    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    # transformers 5 refuses to save a GGUF-loaded model ("not serializable"): rebuild a
-    # plain model from its config and copy the weights over.
+    # Every transformers entry point that is not handed a config parses the whole GGUF for one
+    # (gguf's reader, the 49k-token vocabulary included: ~10 s of CPU each). So the config is read
+    # once and handed to the model loader, and the tokenizer class is named: AutoTokenizer would
+    # parse the file once more to pick it (it picks TokenizersBackend for this file, whose
+    # tokenizer reading skips the arrays it does not need).
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    tokenizer = TokenizersBackend.from_pretrained(folder, gguf_file=name)
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, config=config, dtype=torch.float32)
+    # transformers 5 refuses to save a GGUF-loaded model ("not serializable"): rebuild a
+    # plain model from the config and copy the weights over.
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     config.dtype = "float32"
