@@ -186,49 +186,15 @@ TRANSFORMERS_GGUF_INEXACT = {"gemma2": "max |Δlogit| 1.2 of 9.8 on the Gemma 2 
                              "gemma3": "max |Δlogit| 6.4 of 8.8 on the Gemma 3 stand-in"}
 
 
-# Bytes of each GGUF scalar value type (types 8 and 9 are string and array).
-_GGUF_SCALAR_BYTES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
-
-
 def gguf_string_field(path: Path, key: str) -> str | None:
-    """A string field of a (little-endian) GGUF file's header, read up to that field alone: gguf's
-    GGUFReader parses every field and tensor, the 49k-token vocabulary included (~7 s of CPU for
-    SmolLM2), to answer which architecture a file holds. ValueError on a header it does not know."""
-    import struct
+    """A string field of a GGUF file's header (None: absent or not a string), from
+    gguf_file.read_gguf_header: gguf's GGUFReader decodes every array item, the 49k-token vocabulary
+    included (~7 s of CPU for SmolLM2), to answer which architecture a file holds. ValueError on a
+    header it does not know."""
+    from ducktune.export.gguf_file import read_gguf_header
 
-    def number(handle, fmt: str) -> int:
-        size = struct.calcsize(fmt)
-        data = handle.read(size)
-        if len(data) != size:
-            raise ValueError(f"{path}: GGUF header ends early")
-        return struct.unpack(fmt, data)[0]
-
-    def skip(handle, value_type: int) -> None:
-        if value_type == 8:
-            handle.seek(number(handle, "<Q"), 1)
-        elif value_type == 9:
-            item_type, count = number(handle, "<I"), number(handle, "<Q")
-            if item_type in _GGUF_SCALAR_BYTES:
-                handle.seek(_GGUF_SCALAR_BYTES[item_type] * count, 1)
-            else:
-                for _ in range(count):
-                    skip(handle, item_type)
-        elif value_type in _GGUF_SCALAR_BYTES:
-            handle.seek(_GGUF_SCALAR_BYTES[value_type], 1)
-        else:
-            raise ValueError(f"{path}: unknown GGUF value type {value_type}")
-
-    with open(path, "rb") as handle:
-        if handle.read(4) != b"GGUF" or number(handle, "<I") not in (2, 3):
-            raise ValueError(f"{path}: not a little-endian GGUF v2/v3 file")
-        number(handle, "<Q")  # tensor count
-        for _ in range(number(handle, "<Q")):
-            name = handle.read(number(handle, "<Q")).decode("utf-8")
-            value_type = number(handle, "<I")
-            if name == key and value_type == 8:
-                return handle.read(number(handle, "<Q")).decode("utf-8")
-            skip(handle, value_type)
-    return None
+    value = read_gguf_header(path).metadata.get(key)
+    return value if isinstance(value, str) else None
 
 
 def transformers_gguf_gap(path: Path) -> str | None:
