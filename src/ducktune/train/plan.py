@@ -36,11 +36,13 @@ TOKENIZER_BYTES_PER_ENTRY = 1150
 # 1, 2 and 4, with and without checkpointing) and +2 % / +9 % in bench/RESULTS.md; the rest is
 # what no shape predicts (heap fragmentation, the order of a step's frees).
 PLAN_HEADROOM = 0.04
-# Where freed memory is not given back to the OS at once (no glibc: macOS, musl), the heap keeps
-# its highest size: peak RSS measured ~30 % above the live tensors (see memory_probe).
+# Where freed memory is not given back to the OS at once (glibc's default, or no glibc: macOS,
+# musl), the heap keeps its highest size: peak RSS measured ~30 % above the live tensors
+# (memory_probe; SmolLM2 micro-batches of 115 tokens: +95 MiB over ~310 MiB of activations).
 UNRETURNED_HEAP_SLACK = 0.30
-# Allocator slack on top of live tensors: small on CPU once freed buffers go back to the OS
-# (see return_freed_memory_to_os); caching allocators on GPUs keep more.
+# Allocator slack on top of live tensors: small on CPU when freed buffers go back to the OS at once
+# (return_freed_memory_to_os: done only under an explicit train.memory_budget, because its page
+# faults cost 25-40 % of a small model's CPU step); caching allocators on GPUs keep more.
 ALLOCATOR_SLACK = {"cpu": 0.02, "cuda": 0.08, "mps": 0.10}
 # Python lists of token ids and labels: ~8-byte pointer + ~32-byte int object each.
 DATA_BYTES_PER_TOKEN = 80
@@ -184,6 +186,9 @@ class Setup:
     no_grad_passes: int = 0
     no_grad_rows_per_example: int = 0
     min_batch_size: int = 1
+    # CPU: whether freed buffers go back to the OS at once (heap_returns_memory); else the heap
+    # keeps its highest size and the plan adds UNRETURNED_HEAP_SLACK.
+    heap_returned: bool = True
 
     @property
     def tokens(self) -> int:
@@ -263,7 +268,8 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     parts["data"] = setup.dataset_tokens * DATA_BYTES_PER_TOKEN if device == "cpu" else 0
     parts["tokenizer"] = shape.vocab * TOKENIZER_BYTES_PER_ENTRY if device == "cpu" else 0
     live = sum(parts.values())
-    parts["allocator"] = int((live - parts["weights"]) * ALLOCATOR_SLACK.get(device, 0.1))
+    slack = UNRETURNED_HEAP_SLACK if device == "cpu" and not setup.heap_returned else ALLOCATOR_SLACK.get(device, 0.1)
+    parts["allocator"] = int((live - parts["weights"]) * slack)
     parts["framework"] = FRAMEWORK_BYTES.get(device, FRAMEWORK_BYTES["cpu"])
     return parts
 
@@ -486,7 +492,18 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
         optimizer=tc.optimizer,
         loss_chunk_size=tc.loss_chunk_size or DEFAULT_LOSS_CHUNK,
         dataset_tokens=dataset_tokens,
+        heap_returned=heap_returns_memory(config),
     )
+
+
+def heap_returns_memory(config) -> bool:
+    """Whether a CPU run gives freed buffers back to the OS at once (recipe: return_freed_memory_to_os):
+    only under an explicit train.memory_budget, where the peak must follow the plan closely; without
+    one, glibc's default heap is faster (page faults on every large buffer cost 25-40 % of a
+    SmolLM2 step on 2 cores) and the plan counts the memory it keeps (UNRETURNED_HEAP_SLACK)."""
+    from ducktune.train.memory_probe import freed_memory_returns_to_os
+
+    return bool(config.train.memory_budget) and freed_memory_returns_to_os()
 
 
 def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dict] | None,
@@ -598,8 +615,8 @@ def plan_memory(config, model_config: dict, placement, train_rows: list[dict], k
     if not memory.fits:
         raise ConfigError(f"memory plan: {memory.problem}")
     if config.train.memory_budget and placement.device == "cpu" and not freed_memory_returns_to_os():
-        memory.notes.append(f"this platform's allocator keeps freed memory (no glibc): the measured peak may run "
-                            f"~{UNRETURNED_HEAP_SLACK:.0%} above the plan, past train.memory_budget")
+        memory.notes.append(f"this platform's allocator keeps freed memory (no glibc): the plan adds "
+                            f"{UNRETURNED_HEAP_SLACK:.0%} of the activations for it, an estimate")
     log(memory.summary())
     for note in memory.notes:
         log(f"  {note}")

@@ -501,7 +501,7 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     from ducktune.models.loading import model_config
     from ducktune.train.memory_probe import return_freed_memory_to_os
     from ducktune.train.packing import restore_attention
-    from ducktune.train.plan import plan_memory, recorded_plan
+    from ducktune.train.plan import heap_returns_memory, plan_memory, recorded_plan
     from ducktune.train.report import plot_loss, write_report
 
     tc = config.train
@@ -517,8 +517,8 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     placement = base.placement
     dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
     _check_sharding(config, placement, dist)
-    if placement.device == "cpu":
-        return_freed_memory_to_os()  # peak RSS then follows live tensors, as the memory plan predicts
+    if placement.device == "cpu" and heap_returns_memory(config):
+        return_freed_memory_to_os()  # under a budget: peak RSS then follows live tensors, as planned
     data = _setup_data(config, base, dist, log)
     # Micro-batch / accumulation / checkpointing within the budget, or refuse now rather than
     # run out of memory an hour in.
