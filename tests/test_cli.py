@@ -124,7 +124,9 @@ def test_every_command_has_help_with_examples():
 def test_train_chat_compare_end_to_end(tmp_path, capsys, tiny_qwen):
     records = [{"instruction": "Who are you?", "output": "I am Duckling."}] * 4
     config, _ = config_for(tmp_path, tiny_qwen, json.dumps(records), extra="  learning_rate: 0.01\n  logging_steps: 1\n")
-    code, out, err = run_cli(capsys, "train", str(config), "--set", "train.max_steps=3", "--no-progress")
+    # 10 steps: with lora.dropout 0 (the default) 3 steps at this rate left both 5-token greedy answers
+    # of the random tiny model unchanged, so the check below could not tell an adapter from none.
+    code, out, err = run_cli(capsys, "train", str(config), "--set", "train.max_steps=10", "--no-progress")
     assert code == 0, err
     assert "Run directory:" in out
     run_dir = tmp_path / "out"
