@@ -63,13 +63,6 @@ def left_padded(prompts: list[list[int]], pad_id: int, device=None):
     return input_ids, attention
 
 
-def through_stop(tokens: list[int], stop_ids) -> list[int]:
-    """A generated row up to and including its first stop token (rows that finished early in a
-    batch are padded after it)."""
-    end = next((i + 1 for i, t in enumerate(tokens) if t in stop_ids), len(tokens))
-    return tokens[:end]
-
-
 @dataclass
 class BatchRequest:
     """One greedy request of a batch: its conversation, limits, cancel event, and where its text goes."""

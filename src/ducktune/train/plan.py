@@ -267,16 +267,16 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     parts["working set"] = max(head, backward)
     # A preference run's reference pass: freed before the trained forward, so only its excess counts
     # where freed buffers go back to the OS; a heap that keeps them (glibc's default) keeps part of it.
+    heap_keeps_freed = device == "cpu" and not setup.heap_returned
     if setup.no_grad_passes:
         reference = no_grad_forward_bytes(shape, setup)
         excess = max(0, reference - parts["activations"] - parts["working set"])
-        kept = device == "cpu" and not setup.heap_returned
-        parts["reference pass"] = max(excess, int(KEPT_REFERENCE_SHARE * reference)) if kept else excess
+        parts["reference pass"] = max(excess, int(KEPT_REFERENCE_SHARE * reference)) if heap_keeps_freed else excess
 
     parts["data"] = setup.dataset_tokens * DATA_BYTES_PER_TOKEN if device == "cpu" else 0
     parts["tokenizer"] = shape.vocab * TOKENIZER_BYTES_PER_ENTRY if device == "cpu" else 0
     live = sum(parts.values())
-    slack = UNRETURNED_HEAP_SLACK if device == "cpu" and not setup.heap_returned else ALLOCATOR_SLACK.get(device, 0.1)
+    slack = UNRETURNED_HEAP_SLACK if heap_keeps_freed else ALLOCATOR_SLACK.get(device, 0.1)
     parts["allocator"] = int((live - parts["weights"]) * slack)
     parts["framework"] = FRAMEWORK_BYTES.get(device, FRAMEWORK_BYTES["cpu"])
     return parts
