@@ -211,6 +211,9 @@ def _sliding_window_model(folder, destination):
 def test_plan_for_padded_batches_is_within_15_percent_of_the_measured_peak_rss(planning_model, tmp_path):
     """Padded batches (sliding-window attention) pad every row to the longest: one 500-token
     sample among short ones makes the heaviest micro-batch 4 x 504 tokens, not 4 x their mean."""
+    # Under an explicit budget (freed buffers go back to the OS): with glibc's default heap this run's
+    # peak was seen anywhere from 860 MB to the plan's ~1040 MB, one run in four past 15 %. The packed
+    # test above checks the plan for the default heap.
     import random
 
     rng = random.Random(0)
@@ -229,7 +232,7 @@ def test_plan_for_padded_batches_is_within_15_percent_of_the_measured_peak_rss(p
         torch.set_num_threads(1)
         config = load_config(None, ["model.name_or_path={model}", "data.cutoff_len=512", "train.batch_size=4",
                                     "train.packing=off", "train.max_steps=2", "train.save_steps=1000",
-                                    "output.dir={tmp_path / 'run'}"])
+                                    "train.memory_budget=16GB", "output.dir={tmp_path / 'run'}"])
         config.data.datasets = [DatasetSpec(path="{data}")]
         info = train(config, log=lambda *_: None, progress=False, compare=False).info
         print(json.dumps({{"planned": info["memory_plan"]["peak_bytes"], "measured": info["result"]["peak_rss_bytes"],
