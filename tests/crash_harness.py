@@ -235,6 +235,12 @@ class Harness:
         for point in points:
             expected_resume = self.resumed_step(run) if run.exists() else 0
             outcome = self.train(name, self.local_spec(point, run), trace="after_s" in point)
+            while "after_s" in point and outcome.code == 0 and not outcome.killed and point["after_s"] > 0.1:
+                # The run outpaced the reference (noisy neighbours vary a step 20-40 %): the timer fired
+                # after the exit. Not a durability finding; start afresh and kill earlier.
+                shutil.rmtree(run)
+                point = {**point, "after_s": round(point["after_s"] / 2, 3)}
+                outcome = self.train(name, self.local_spec(point, run), trace=True)
             label = point.get("label") or f"timer {point['after_s']:.2f} s"
             if not outcome.killed:
                 kills.append((label, [f"not killed (exit {outcome.code}): {outcome.err[-300:]}"]))
