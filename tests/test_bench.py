@@ -185,3 +185,16 @@ def test_dpo_results_block_is_generated_from_the_measurement(tmp_path, monkeypat
     assert "dpo_throughput_ratio: 2.500" in text and "dpo_memory_ratio: 0.500" in text
     assert "| m | **ratio** | **2.50x** | **0.50x** |" in text
     assert json.loads((tmp_path / "dpo.json").read_text())["dpo"]["pairs"] == 8
+
+
+def test_cpu_bf16_block_is_rendered_from_its_committed_measurement():
+    """bench/RESULTS.md's CPU-BF16 numbers are bench/cpu_bf16.py's rendering of its JSON, not typed."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import cpu_bf16
+
+    measured = json.loads(cpu_bf16.RESULTS_JSON.read_text(encoding="utf-8"))
+    block = cpu_bf16.render(measured)
+    assert block in (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    ratios = measured["speed"]["ratios"]
+    assert len(ratios) >= 3 and f"median {statistics.median(ratios):.2f}x" in block
+    assert all(r == round(b / f, 3) for r, f, b in zip(ratios, measured["speed"]["float32"], measured["speed"]["bfloat16"]))

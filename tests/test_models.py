@@ -23,12 +23,32 @@ from ducktune.models import builtin, device, sources
     (["mps", "cpu"], False, 1.35e8, ("mps", "float32")),
     (["mps", "cpu"], False, 7e9, ("mps", "float16")),
     (["cpu"], False, 1.35e8, ("cpu", "float32")),
+    (["cpu"], True, 1.35e8, ("cpu", "float32")),  # bf16-capable CPU: opt-in only (it learns less per step)
 ])
 def test_auto_placement(monkeypatch, devices, bf16, n_params, expected):
     monkeypatch.setattr(device, "available_devices", lambda: devices)
     monkeypatch.setattr(device, "cuda_supports_bf16", lambda: bf16)
+    monkeypatch.setattr(device, "cpu_computes_bf16", lambda: bf16)
     placement = device.choose_placement("auto", "auto", int(n_params))
     assert (placement.device, placement.dtype) == expected
+
+
+def test_cpu_bf16_is_suggested_only_with_native_instructions(monkeypatch, tmp_path):
+    zen4 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma avx512f avx512bw avx512_bf16 avx512_vnni\n\nprocessor\t: 1\n"
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n"
+    sapphire = "flags\t\t: avx512f avx512bw amx_bf16 amx_tile amx_int8\n"
+    avx512_only = "flags\t\t: avx512f avx512bw avx512vl avx512dq\n"  # Skylake: oneDNN emulates bf16 there
+    for text, native in ((zen4, True), (zen3, False), (sapphire, True), (avx512_only, False)):
+        (tmp_path / "cpuinfo").write_text(text)
+        assert device.cpu_computes_bf16(str(tmp_path / "cpuinfo")) is native, text
+    assert device.cpu_computes_bf16(str(tmp_path / "missing")) is False
+    monkeypatch.setattr(device, "available_devices", lambda: ["cpu"])
+    monkeypatch.setattr(device, "cpu_computes_bf16", lambda: True)
+    assert device.choose_placement("cpu", "bfloat16").dtype == "bfloat16"
+    assert "model.dtype=bfloat16 trains" in device.choose_placement("auto", "auto").reason
+    monkeypatch.setattr(device, "cpu_computes_bf16", lambda: False)
+    assert "bfloat16" not in device.choose_placement("auto", "auto").reason
+    assert "many times slower" in device.choose_placement("cpu", "bfloat16").reason
 
 
 def test_placement_refuses_impossible(monkeypatch):

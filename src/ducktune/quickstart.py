@@ -86,7 +86,9 @@ def persona_hit(answer: str) -> bool:
 
 
 def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, export: bool = True,
-                   replay: float = GUARD_REPLAY) -> dict:
+                   replay: float = GUARD_REPLAY, overrides: tuple[str, ...] = ()) -> dict:
+    """The demo; `overrides` are `--set`-style settings applied after DEMO_SETTINGS (e.g. a dtype,
+    for bench/cpu_bf16.py)."""
     from ducktune.config import DatasetSpec, dump_config, load_config
     from ducktune.data.identity import identity_records
     from ducktune.models.sources import resolve_model
@@ -100,7 +102,7 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     write_json(data_file, records)
     trained_questions = [r["instruction"] for r in records]
 
-    config = load_config(None, DEMO_SETTINGS)
+    config = load_config(None, [*DEMO_SETTINGS, *overrides])
     config.output.dir = out
     config.data.datasets = [DatasetSpec(path=str(data_file))]
     if epochs is not None:
