@@ -198,3 +198,18 @@ def test_cpu_bf16_block_is_rendered_from_its_committed_measurement():
     ratios = measured["speed"]["ratios"]
     assert len(ratios) >= 3 and f"median {statistics.median(ratios):.2f}x" in block
     assert all(r == round(b / f, 3) for r, f, b in zip(ratios, measured["speed"]["float32"], measured["speed"]["bfloat16"]))
+
+
+def test_compile_block_is_rendered_from_its_committed_measurement():
+    """bench/RESULTS.md's torch.compile numbers are bench/compile_probe.py's rendering of its JSON."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import compile_probe
+
+    measured = json.loads(compile_probe.RESULTS_JSON.read_text(encoding="utf-8"))
+    assert compile_probe.render(measured) in (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    again = compile_probe.summarize(measured["runs"])
+    assert again == measured["summary"] and len(again["speedups"]) >= 3
+    # The summary is medians after the warm-up, pair by pair: a run 2x slower halves its pair's ratio.
+    runs = {"eager": [[9.0, 1.0, 1.0, 2.0, 2.0, 2.0]], "compiled": [[30.0, 1.0, 1.0, 1.0, 1.0, 1.0]]}
+    summary = compile_probe.summarize(runs)
+    assert summary["speedups"] == [2.0] and summary["break_even_steps"] == 29
