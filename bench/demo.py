@@ -92,7 +92,9 @@ def readme_block(result: dict) -> str:
     bleeds = ", ".join(f"{r['bleed'][0]}/{r['bleed'][1]}" for r in cur["runs"])
     text = (f"Measured by `bench/demo.py` on {result['date']} ({result['cores']} cores, "
             f"{len(cur['runs'])} runs): `ducktune quickstart` with its export took {cur['median_s']:.0f} s "
-            f"(median; {cur['min_s']:.0f}-{cur['max_s']:.0f} s); persona {personas}, bleed {bleeds}")
+            f"(median; {cur['min_s']:.0f}-{cur['max_s']:.0f} s); persona {personas}, bleed {bleeds}; "
+            f"export verification (llama.cpp, transformers' GGUF loader, Go) passed in "
+            f"{sum(bool(r['export_passed']) for r in cur['runs'])} of {len(cur['runs'])} runs")
     if result.get("baseline_rev"):
         base = result["baseline"]
         text += (f". The release at `{result['baseline_rev']}`, alternated with it on the same machine: "

@@ -213,3 +213,16 @@ def test_compile_block_is_rendered_from_its_committed_measurement():
     runs = {"eager": [[9.0, 1.0, 1.0, 2.0, 2.0, 2.0]], "compiled": [[30.0, 1.0, 1.0, 1.0, 1.0, 1.0]]}
     summary = compile_probe.summarize(runs)
     assert summary["speedups"] == [2.0] and summary["break_even_steps"] == 29
+
+
+def test_demo_block_says_in_how_many_runs_the_export_verified():
+    sys.path.insert(0, str(ROOT / "bench"))
+    import demo
+
+    run = lambda passed: {"seconds": 200.0, "persona": [26, 28], "bleed": [4, 52], "persona_line": "Persona learned: 26/28",  # noqa: E731
+                          "bleed_line": "Persona bleed: 4/52", "export_passed": passed}
+    result = {"date": "2026-12-03", "cores": 2, "current": {"median_s": 200.0, "min_s": 200.0, "max_s": 200.0,
+                                                           "runs": [run(True), run(False)]}}
+    block = demo.readme_block(result)
+    assert "export verification (llama.cpp, transformers' GGUF loader, Go) passed in 1 of 2 runs" in block
+    assert block.startswith(demo.BEGIN) and block.endswith(demo.END)

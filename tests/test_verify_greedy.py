@@ -1,0 +1,87 @@
+"""The f16 export's greedy-answer check: identical answers pass, a parting at a near-tie of the merged
+model passes and is reported, a parting the merged model was sure about fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ducktune.export.verify import FAIL, GREEDY_TIE_LOGITS, PASS, check_greedy_answers
+
+VOCAB, STOP = 6, 5
+
+
+class ScriptedLlama:
+    """llama-cpp-python's reset/eval/scores/n_tokens, answering tokens from a table of sequences."""
+
+    def __init__(self, continuations: dict[tuple, int]):
+        self.continuations, self.tokens, self.scores = continuations, [], []
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self.tokens)
+
+    def reset(self) -> None:
+        self.tokens, self.scores = [], []
+
+    def eval(self, tokens: list[int]) -> None:
+        for token in tokens:
+            self.tokens.append(token)
+            row = np.zeros(VOCAB, dtype=np.float32)
+            row[self.continuations.get(tuple(self.tokens), STOP)] = 1.0
+            self.scores.append(row)
+
+
+class Reference:
+    """The merged model's side: prompts, greedy answers and their teacher-forced logits."""
+
+    def __init__(self, prompt_ids, answers, margins):
+        self.prompts = [f"prompt {i}" for i in range(len(prompt_ids))]
+        self.prompt_ids, self.stop_ids, self.max_new_tokens = prompt_ids, {STOP}, 8
+        self.logits = []
+        for answer, margin in zip(answers, margins):
+            rows = torch.zeros(len(answer), VOCAB, dtype=torch.float64)
+            for i, token in enumerate(answer):
+                rows[i, token] = 10.0
+                rows[i, (token + 1) % VOCAB] = 10.0 - margin  # the runner-up, `margin` below
+            self.logits.append(rows)
+
+    def forced_logits(self):
+        return self.logits
+
+    def answer_text(self, ids):
+        return " ".join(str(t) for t in ids if t != STOP)
+
+
+def _llama_answering(prompt: list[int], answer: list[int]) -> dict[tuple, int]:
+    return {tuple(prompt + answer[:i]): token for i, token in enumerate(answer)}
+
+
+def test_identical_answers_pass():
+    prompt, answer = [1, 2], [3, 4, STOP]
+    check = check_greedy_answers(ScriptedLlama(_llama_answering(prompt, answer)),
+                                 Reference([prompt], [answer], [2.0]), [answer], "llama.cpp x-f16.gguf")
+    assert check.status == PASS and check.numbers["identical"] == 1 and not check.numbers["near_ties"]
+
+
+def test_parting_at_a_near_tie_passes_and_is_reported_but_a_sure_token_overturned_fails():
+    prompt, answer = [1, 2], [3, 4, 0, STOP]
+    llama = [3, STOP]  # parts at token 1, taking the merged model's runner-up there ((4 + 1) % 6: stop)
+    tie = Reference([prompt], [answer], [GREEDY_TIE_LOGITS / 2])
+    check = check_greedy_answers(ScriptedLlama(_llama_answering(prompt, llama)), tie, [answer], "p")
+    assert check.status == PASS and check.numbers["identical"] == 0
+    (row,) = check.numbers["near_ties"]
+    assert row["at_token"] == 1 and abs(row["hf_margin"] - GREEDY_TIE_LOGITS / 2) < 1e-9
+    assert "near-tie" in check.detail and "'3 4 0' vs llama.cpp '3'" in check.detail
+
+    sure = Reference([prompt], [answer], [5.0])
+    check = check_greedy_answers(ScriptedLlama(_llama_answering(prompt, llama)), sure, [answer], "p")
+    assert check.status == FAIL and not check.numbers["near_ties"]
+    assert check.numbers["diverged"][0]["hf_margin"] == 5.0 and "margin 5.000 logits" in check.detail
+
+
+def test_a_token_the_merged_model_ranks_low_fails_even_when_its_top_two_are_close():
+    prompt, answer = [1], [2, STOP]
+    tie = Reference([prompt], [answer], [0.01])  # runner-up is 3, within the tie bound ...
+    check = check_greedy_answers(ScriptedLlama(_llama_answering(prompt, [0, STOP])), tie, [answer], "p")
+    assert check.status == FAIL  # ... but llama.cpp chose 0, which the merged model put 10 logits below
