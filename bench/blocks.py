@@ -12,3 +12,12 @@ def replace_block(text: str, begin: str, end: str, block: str, missing: str | No
     if missing is None:
         raise SystemExit(f"no {begin} ... {end} block to replace")
     return text.rstrip("\n") + "\n\n" + missing + "\n"
+
+
+def rewrite_block(path, begin: str, end: str, block: str, missing: str | None = None) -> None:
+    """replace_block on a file, written atomically (a crash leaves the old file, never half a new one)."""
+    from pathlib import Path
+
+    from ducktune.io import write_text
+
+    write_text(path, replace_block(Path(path).read_text(encoding="utf-8"), begin, end, block, missing))

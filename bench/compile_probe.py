@@ -112,8 +112,9 @@ def main(argv=None) -> None:
                   f"first {runs[mode][-1][0]:.1f} s", flush=True)
     measured = {"date": time.strftime("%Y-%m-%d"), "threads": args.threads, "steps": args.steps, "runs": runs,
                 "summary": summarize(runs)}
-    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
+    from ducktune.io import write_json
+
+    write_json(RESULTS_JSON, measured, indent=1)
     write_block(measured, args.write)
 
 
@@ -122,11 +123,9 @@ def write_block(measured: dict, write: bool) -> None:
     print(block)
     if write:
         sys.path.insert(0, str(ROOT / "bench"))
-        from blocks import replace_block
+        from blocks import rewrite_block
 
-        text = RESULTS_MD.read_text(encoding="utf-8")
-        RESULTS_MD.write_text(replace_block(text, BEGIN, END, block, missing="## torch.compile on CPU\n\n" + block),
-                              encoding="utf-8")
+        rewrite_block(RESULTS_MD, BEGIN, END, block, missing="## torch.compile on CPU\n\n" + block)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import statistics
 import subprocess
 import sys
@@ -68,7 +70,7 @@ def render(measured: dict) -> str:
              f"{qs['bfloat16']['persona_hits']}/{qs['bfloat16']['persona_total']} |",
              f"| quickstart bleed (general prompts) | {qs['float32']['bleed']}/{qs['float32']['bleed_prompts']} | "
              f"{qs['bfloat16']['bleed']}/{qs['bfloat16']['bleed_prompts']} |",
-             f"| quickstart, training + comparison (s) | {qs['float32']['seconds']:.0f} | {qs['bfloat16']['seconds']:.0f} |",
+             f"| quickstart process, wall time (s) | {qs['float32']['seconds']:.0f} | {qs['bfloat16']['seconds']:.0f} |",
              "", f"bf16 / fp32 trained tokens/s, pair by pair: median {statistics.median(ratios):.2f}x "
              f"(min {min(ratios):.2f}, max {max(ratios):.2f}).", "", END]
     return "\n".join(lines)
@@ -85,8 +87,6 @@ def main(argv=None) -> None:
 
     if not cpu_computes_bf16():
         raise SystemExit("this CPU has no AVX512-BF16 or AMX: bf16 would be emulated; nothing to measure")
-    import os
-    import platform
 
     speed: dict = {dtype: [] for dtype in DTYPES}
     with tempfile.TemporaryDirectory(prefix="ducktune-bf16-") as tmp:
@@ -103,16 +103,16 @@ def main(argv=None) -> None:
                 if line.startswith("model name")), platform.processor())
     measured = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu, "threads": os.cpu_count(), "steps": args.steps,
                 "speed": speed, "quickstart": qs}
-    RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS_JSON.write_text(json.dumps(measured, indent=1) + "\n", encoding="utf-8")
+    from ducktune.io import write_json
+
+    write_json(RESULTS_JSON, measured, indent=1)
     block = render(measured)
     print(block)
     if args.write:
         sys.path.insert(0, str(ROOT / "bench"))
-        from blocks import replace_block
+        from blocks import rewrite_block
 
-        text = RESULTS_MD.read_text(encoding="utf-8")
-        RESULTS_MD.write_text(replace_block(text, BEGIN, END, block, missing="## CPU bf16\n\n" + block), encoding="utf-8")
+        rewrite_block(RESULTS_MD, BEGIN, END, block, missing="## CPU bf16\n\n" + block)
 
 
 if __name__ == "__main__":
