@@ -248,7 +248,7 @@ def summarize(case: ModelCase, runs: dict, config: dict, spec: dict) -> dict:
             "tps": statistics.median(tps), "tps_min": min(tps), "tps_max": max(tps),
             "peak": statistics.median(peak), "peak_min": min(peak), "peak_max": max(peak),
             "steps": rs[0]["steps"], "gradient_checkpointing": rs[0]["gradient_checkpointing"],
-            "packing": rs[0]["packing"], "heldout": [r["heldout_loss"] for r in rs],
+            "packing": rs[0]["packing"], "optimizer": rs[0].get("optimizer"), "heldout": [r["heldout_loss"] for r in rs],
             "last_loss": rs[-1]["losses"][-1] if rs[-1]["losses"] else None,
         }
     return {

@@ -124,7 +124,8 @@ def results_block(measured: dict) -> str:
         + "; ".join(f"{r['label']}: {r['samples']} chats, cutoff {r['cutoff']}, {r['trained_tokens']} trained "
                     f"of {r['tokens']} tokens, {r['repeats']} alternations" for r in results) + ".",
         f"- All sides: LoRA r={t['lora_r']} / alpha {t['lora_alpha']} / dropout {t['lora_dropout']} on all linear "
-        f"projections, batch {t['batch_size']} x accumulation {t['grad_accum']}, AdamW lr {t['learning_rate']:g}, "
+        f"projections, batch {t['batch_size']} x accumulation {t['grad_accum']}, AdamW lr {t['learning_rate']:g}"
+        f"{optimizer_note(results)}, "
         f"cosine, warm-up {t['warmup_ratio']:.0%}, seed {t['seed']}, {results[0]['settings']['threads']} torch "
         "thread(s), each run in its own process, sides in rotating order; tables give medians (min-max).",
         "- TRL defaults: TRL 1.16 `SFTTrainer` + `peft_config` at its defaults (padded batches, gradient "
@@ -148,6 +149,14 @@ def results_block(measured: dict) -> str:
                      f"{'on' if setup['gradient_checkpointing'] else 'off'}, loss chunk {setup['loss_chunk_size']}.")
     lines += ["", "```text", *ratio_lines(results, peak), "```", SFT_END]
     return "\n".join(lines)
+
+
+def optimizer_note(results: list[dict]) -> str:
+    """Which AdamW each side ran (each at its own default), when the results record it."""
+    names = {side: results[0]["sides"][side].get("optimizer") for side in SIDES}
+    if not all(names.values()):
+        return ""  # results measured before the optimizer was recorded: all sides ran adamw_torch
+    return " (each side's default: " + ", ".join(f"{SHORT[side]} {names[side]}" for side in SIDES) + ")"
 
 
 def readme_block(measured: dict) -> str:

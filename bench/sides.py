@@ -37,7 +37,7 @@ def run_config(spec: dict, output_dir: str, packing: str):
         "lora": {"r": s["lora_r"], "alpha": s["lora_alpha"], "dropout": s["lora_dropout"]},
         "train": {"batch_size": s["batch_size"], "grad_accum": s["grad_accum"], "learning_rate": s["learning_rate"],
                   "max_steps": s["max_steps"], "num_epochs": 1, "warmup_ratio": s["warmup_ratio"],
-                  "scheduler": "cosine", "optimizer": "adamw_torch", "seed": s["seed"], "logging_steps": 1,
+                  "scheduler": "cosine", "seed": s["seed"], "logging_steps": 1,
                   "save_steps": 10_000, "packing": packing, "num_threads": spec["threads"]},
         "output": {"dir": output_dir, "overwrite": True},
     })
@@ -117,6 +117,7 @@ def run_ducktune(spec: dict, workdir: Path) -> dict:
         "plan": {k: info["memory_plan"][k] for k in ("batch_size", "grad_accum", "gradient_checkpointing",
                                                       "loss_chunk_size", "row_tokens")},
         "batching": info["batching"]["mode"],
+        "optimizer": info["memory_plan"]["optimizer"],
         "gradient_checkpointing": bool(info["memory_plan"]["gradient_checkpointing"]),
         "packing": info["batching"]["mode"] == "packed",
         "model_for_eval": model,
@@ -169,8 +170,7 @@ def trl_config(spec: dict, workdir: Path, tuned: bool, packing: bool):
         warmup_steps=s["warmup_ratio"],
         weight_decay=0.0,
         max_grad_norm=1.0,
-        optim="adamw_torch",
-        seed=s["seed"],
+        seed=s["seed"],  # optim: TRL's (transformers') default, recorded in the result
         data_seed=s["seed"],
         max_length=spec["cutoff"],
         logging_steps=1,
@@ -269,6 +269,7 @@ def run_trl(spec: dict, workdir: Path, tuned: bool) -> dict:
         "gradient_checkpointing": bool(args.gradient_checkpointing),
         "packing": bool(args.packing),
         "packing_check": check,
+        "optimizer": getattr(args.optim, "value", str(args.optim)),
         "model_for_eval": trainer.model,
     }
 

@@ -302,3 +302,11 @@ def test_plan_for_absent_hardware_uses_the_training_placement_rules(tmp_path):
     assert json.loads(mps.stdout)["dtype"] == "float16"
     cuda = subprocess.run(base + ["--device", "cuda"], capture_output=True, text=True)
     assert json.loads(cuda.stdout)["dtype"] == "bfloat16"
+
+
+@pytest.mark.parametrize("requested,device,expected", [
+    ("auto", "cpu", "adamw_torch_fused"), ("auto", "cuda", "adamw_torch_fused"), ("auto", "mps", "adamw_torch_fused"),
+    ("auto", "xla", "adamw_torch"), ("adamw_torch", "cpu", "adamw_torch"), ("sgd", "cuda", "sgd"),
+])
+def test_optimizer_auto_is_fused_adamw_where_torch_has_it(requested, device, expected):
+    assert plan.optimizer_for(requested, device) == expected

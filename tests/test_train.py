@@ -172,10 +172,11 @@ def test_training_arguments_follow_the_config_and_the_plan(tmp_path, tiny_qwen):
     from ducktune.train.plan import Setup
 
     config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": None, "train.warmup_steps": 3})
-    setup = Setup(batch_size=3, grad_accum=5, checkpointing=True)
+    setup = Setup(batch_size=3, grad_accum=5, checkpointing=True, optimizer="sgd")
     cpu = Placement("cpu", "float32", "test")
     args = recipe.training_arguments(config, tmp_path / "ckpt", setup, cpu, "padded", has_val=False)
     assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (3, 5)
+    assert args.optim == "sgd"  # the plan's resolved optimizer, not the config's "auto"
     assert args.max_steps == -1 and args.warmup_steps == 3 and args.use_cpu and not args.bf16
     assert args.eval_strategy == "no" and args.train_sampling_strategy == "group_by_length"
     assert args.activation_checkpointing
@@ -200,6 +201,7 @@ def test_memory_is_planned_again_when_batching_falls_back_to_padded(tmp_path, ti
     assert info["batching"]["mode"] == info["memory_plan"]["batching"] == "padded"
     assert "Planning memory again for padded batches" in messages
     assert info["memory_plan"]["row_tokens"] % 8 == 0  # rows padded to a multiple of 8
+    assert info["memory_plan"]["optimizer"] == "adamw_torch_fused"  # train.optimizer auto, on CPU
 
 
 def test_fsdp_maps_to_the_trainers_fsdp2_plugin_on_multi_process_runs(tmp_path, tiny_qwen):

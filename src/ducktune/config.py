@@ -259,8 +259,9 @@ class TrainConfig(_Section):
     scheduler: Literal["cosine", "linear", "constant_with_warmup", "constant"] = Field(
         "cosine", description="Learning-rate schedule after warm-up."
     )
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "sgd", "adafactor"] = Field(
-        "adamw_torch", description="Optimizer (transformers' names)."
+    optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "sgd", "adafactor"] = Field(
+        "auto", description="Optimizer (transformers' names). auto: AdamW, fused (one kernel per tensor) on CPU, "
+                            "CUDA and MPS, the plain loop elsewhere; both give the same updates up to rounding."
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")

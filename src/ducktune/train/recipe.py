@@ -292,7 +292,7 @@ def training_arguments(config: RunConfig, output_dir: Path, setup, placement, ba
         warmup_steps=tc.warmup_steps if tc.warmup_steps is not None else tc.warmup_ratio,
         weight_decay=tc.weight_decay,
         max_grad_norm=tc.max_grad_norm,
-        optim=tc.optimizer,
+        optim=setup.optimizer,  # train.optimizer resolved by the plan (auto -> fused where torch has it)
         seed=tc.seed,
         data_seed=tc.seed,
         logging_steps=tc.logging_steps,
