@@ -490,9 +490,9 @@ def optimizer_for(requested: str, device: str) -> str:
 
 
 def setup_from_config(config, row_tokens: int | None = None, trained_fraction: float = 0.5,
-                      dataset_tokens: int = 0, dtype: str = "float32") -> Setup:
+                      dataset_tokens: int = 0, dtype: str = "float32", device: str = "cpu") -> Setup:
     """The Setup a RunConfig asks for. row_tokens: the heaviest micro-batch's tokens per row
-    (default: full rows of data.cutoff_len, what packing produces)."""
+    (default: full rows of data.cutoff_len, what packing produces); device: where it trains (picks the optimizer)."""
     tc, lora = config.train, config.lora
     rows, passes, pass_rows, min_batch = PREFERENCE_PASSES[tc.objective]
     return Setup(
@@ -511,7 +511,7 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
         lora_r=lora.r,
         lora_targets=None if lora.target_modules == "all-linear" else tuple(lora.target_modules),
         lora_dropout=lora.dropout if tc.objective == "sft" else 0.0,  # preference runs switch dropout off
-        optimizer=tc.optimizer,
+        optimizer=optimizer_for(tc.optimizer, device),
         loss_chunk_size=tc.loss_chunk_size or DEFAULT_LOSS_CHUNK,
         dataset_tokens=dataset_tokens,
         heap_returned=heap_returns_memory(config),
@@ -557,11 +557,11 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
         by_rows = heaviest_row_tokens_by_batch(lengths, sorted(b * per_example for b in sizes),
                                                config.data.cutoff_len, batching)
         row_tokens_at = {b: by_rows[b * per_example] for b in sizes}
-        wanted = setup_from_config(config, row_tokens_at[tc.batch_size], trained / max(tokens, 1), tokens, dtype)
+        wanted = setup_from_config(config, row_tokens_at[tc.batch_size], trained / max(tokens, 1), tokens, dtype,
+                                   device)
     else:
         row_tokens_at = None
-        wanted = setup_from_config(config, None, 1.0, 0, dtype)
-    wanted = replace(wanted, optimizer=optimizer_for(tc.optimizer, device))
+        wanted = setup_from_config(config, None, 1.0, 0, dtype, device)
     shape = ModelShape.from_config(model_config)
     if tc.loss_chunk_size is None:
         wanted = replace(wanted, loss_chunk_size=auto_loss_chunk(shape.vocab))
