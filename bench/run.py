@@ -68,12 +68,22 @@ QWEN2_SCALED = dict(arch="qwen2", hidden_size=448, num_layers=4, num_heads=7, nu
                     intermediate_size=2432, vocab_size=151_936, tokenizer_vocab=4096, tie_word_embeddings=True)
 TINY = dict(arch="qwen2", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, tokenizer_vocab=1024)
 TINY_LLAMA = dict(arch="llama", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, tokenizer_vocab=1024)
-SHAPES = {"qwen2-scaled": QWEN2_SCALED, "tiny": TINY, "tiny-llama": TINY_LLAMA}
-MODELS = ["qwen2-scaled", "smollm2-135m", "tiny", "tiny-llama"]
+# SmolLM2-135M's exact shape (Llama: hidden 576, 30 layers, 9 heads / 3 KV heads of 64, MLP 1536,
+# tied 49,152-token vocabulary), random init: where the built-in model's weights cannot travel (the
+# GPU machine receives at most 64 MiB; throughput does not depend on the weights' values).
+SMOLLM2_SHAPE = dict(arch="llama", hidden_size=576, num_layers=30, num_heads=9, num_kv_heads=3,
+                     intermediate_size=1536, vocab_size=49_152, tokenizer_vocab=4096, tie_word_embeddings=True)
+SHAPES = {"qwen2-scaled": QWEN2_SCALED, "smollm2-shape": SMOLLM2_SHAPE, "tiny": TINY, "tiny-llama": TINY_LLAMA}
+MODELS = ["qwen2-scaled", "smollm2-135m", "smollm2-shape", "tiny", "tiny-llama"]
 # Per model on CPU: chats and cutoff, sized so ducktune (batch 1) packs >= 20 rows (so >= 20
 # steps) and the full bench stays near 40 min on 2 cores (see the module docstring).
-CPU_DEFAULTS = {"qwen2-scaled": (44, 256), "smollm2-135m": (28, 128), "tiny": (12, 128), "tiny-llama": (12, 128)}
+CPU_DEFAULTS = {"qwen2-scaled": (44, 256), "smollm2-135m": (28, 128), "smollm2-shape": (28, 128),
+                "tiny": (12, 128), "tiny-llama": (12, 128)}
+# On CUDA every model runs at cutoff 2048 (bf16); chats of ~1,000 tokens pack about two to a row,
+# so 56 chats give >= 20 ducktune steps.
+CUDA_SAMPLES, CUDA_CUTOFF = 56, 2048
 RESULTS_JSON = HERE / "results" / "bench.json"
+RESULTS_JSON_GPU = HERE / "results" / "bench_gpu.json"  # a --write on CUDA: RESULTS.md's GPU block
 RESULTS_MD = HERE / "RESULTS.md"
 README_MD = HERE.parent / "README.md"
 
@@ -122,8 +132,10 @@ def write_chats(model: Path, path: Path, n: int, seed: int, cutoff: int) -> None
 
 # ----------------------------------------------------------------------------- measurements
 
-def matmul_peak(threads: int, device: str, dtype: str, size: int = 2048, seconds: float = 3.0) -> float:
-    """Best FLOP/s of square matmuls in this machine's training dtype (a subprocess, same threads)."""
+def matmul_peak(threads: int, device: str, dtype: str, size: int | None = None, seconds: float = 3.0) -> float:
+    """Best FLOP/s of square matmuls in this machine's training dtype (a subprocess, same threads):
+    2048-square on a CPU, 8192-square on a GPU (smaller ones leave a GPU's units idle)."""
+    size = size or (8192 if device == "cuda" else 2048)
     code = f"""
 import time, torch
 torch.set_num_threads({threads})
@@ -325,9 +337,10 @@ def parse_args(argv=None):
     parser.add_argument("--write", action="store_true",
                         help="record the measurement in bench/results/bench.json and render bench/RESULTS.md's SFT "
                              "block and README.md's benchmark table from it")
-    parser.add_argument("--from-json", type=Path, metavar="FILE",
+    parser.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                         help="measure nothing: print the report of a recorded measurement and render "
-                             "the blocks from it")
+                             "the blocks from it (several files: one model each, measured one after the "
+                             "other on the same machine, as bench/gpu_bench.sh does; merged in order)")
     parser.add_argument("--results-md", type=Path, default=RESULTS_MD, help=argparse.SUPPRESS)
     parser.add_argument("--readme", type=Path, default=README_MD, help=argparse.SUPPRESS)
     parser.add_argument("--sections", nargs="+", choices=["sft", "dpo"], default=["sft", "dpo"],
@@ -360,13 +373,32 @@ def parse_args(argv=None):
     return args
 
 
+def merged(parts: list[dict]) -> dict:
+    """One measurement from several taken one after the other on one machine: the results in order,
+    every matmul-peak reading (the report uses the highest), the load before the first and after the
+    last, the seconds summed, the commands joined."""
+    if len(parts) == 1:
+        return parts[0]
+    peaks = [p for part in parts for p in (part["matmul_peak"] if isinstance(part["matmul_peak"], list)
+                                           else [part["matmul_peak"]])]
+    loads = [part.get("load_average") for part in parts]
+    return {**parts[0], "seconds": sum(part["seconds"] for part in parts),
+            "command": " ; ".join(part.get("command", "") for part in parts),
+            "load_average": [loads[0][0], loads[-1][1]] if all(loads) else None,
+            "matmul_peak": peaks, "results": [r for part in parts for r in part["results"]],
+            "dpo": next((part["dpo"] for part in parts if part.get("dpo")), None)}
+
+
 def from_json(args, log) -> None:
     """Print the report of a recorded measurement and render the README / RESULTS.md blocks from it."""
-    if not args.from_json.is_file():
-        raise SystemExit(f"{args.from_json}: no such measurement (run `bench/run.py --write` first)")
-    measured = json.loads(args.from_json.read_text(encoding="utf-8"))
-    if not measured.get("results"):
-        raise SystemExit(f"{args.from_json}: no SFT results to render")
+    parts = []
+    for path in args.from_json:
+        if not path.is_file():
+            raise SystemExit(f"{path}: no such measurement (run `bench/run.py --write` first)")
+        parts.append(json.loads(path.read_text(encoding="utf-8")))
+        if not parts[-1].get("results"):
+            raise SystemExit(f"{path}: no SFT results to render")
+    measured = merged(parts)
     render(measured, args.results_md, args.readme)
     report(measured, log)
 
@@ -389,9 +421,8 @@ def main(argv=None) -> None:
     results, dpo = [], None
     with tempfile.TemporaryDirectory(prefix="ducktune-bench-") as tmp:
         for key in args.models if "sft" in args.sections else []:
-            samples, cpu_cutoff = CPU_DEFAULTS[key]
-            case = ModelCase(key, key, args.samples or samples, args.repeats,
-                             args.cutoff or (2048 if device == "cuda" else cpu_cutoff), args.min_steps)
+            samples, cutoff = CPU_DEFAULTS[key] if device != "cuda" else (CUDA_SAMPLES, CUDA_CUTOFF)
+            case = ModelCase(key, key, args.samples or samples, args.repeats, args.cutoff or cutoff, args.min_steps)
             log(f"{key}: {case.samples} chats, cutoff {case.cutoff}, batch {args.batch_size} x accum "
                 f"{args.grad_accum}, {case.repeats} alternation(s) of {', '.join(SIDES)}")
             results.append(bench_model(case, args, device, dtype, Path(tmp), log))
@@ -412,11 +443,16 @@ def main(argv=None) -> None:
                 "load_average": [load_before, os.getloadavg()[0]], "matmul_peak": [peak_before, peak_after],
                 "results": results, "dpo": dpo}
     text = json.dumps(measured, indent=1) + "\n"
-    if args.json:
-        args.json.write_text(text, encoding="utf-8")
+    from ducktune.io import atomic_file
+
+    targets = [args.json] if args.json else []
     if args.write and results:
-        RESULTS_JSON.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS_JSON.write_text(text, encoding="utf-8")
+        targets.append(RESULTS_JSON_GPU if device == "cuda" else RESULTS_JSON)
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(target) as handle:
+            handle.write(text)
+    if args.write and results:
         render(measured, args.results_md, args.readme)
     if args.write_dpo and dpo:
         from dpo_bench import write_results

@@ -16,6 +16,13 @@ SHORT = {"baseline": "TRL defaults", "tuned": "TRL tuned", "ducktune": "ducktune
 PREFIXES = {"smollm2-135m": "smollm2_"}
 SFT_BEGIN, SFT_END = "<!-- SFT:BEGIN (bench/run.py --write) -->", "<!-- SFT:END -->"
 README_BEGIN, README_END = "<!-- BENCH:BEGIN (bench/run.py --write) -->", "<!-- BENCH:END -->"
+# A measurement on CUDA goes to its own block of RESULTS.md (the GPU section); the README's table
+# and the SFT block stay the CPU measurement's.
+GPU_BEGIN, GPU_END = "<!-- SFT-GPU:BEGIN (bench/run.py --write on CUDA) -->", "<!-- SFT-GPU:END -->"
+
+
+def on_cuda(measured: dict) -> bool:
+    return measured["results"][0]["settings"]["device"] == "cuda"
 
 
 def gib(n: float) -> str:
@@ -108,12 +115,15 @@ def results_block(measured: dict) -> str:
     """The SFT section of bench/RESULTS.md, from the recorded measurement."""
     peak, results = peak_flops(measured), measured["results"]
     before_after = measured["matmul_peak"] if isinstance(measured["matmul_peak"], list) else [peak]
-    t = results[0]["settings"]["train"]
+    t, cuda = results[0]["settings"]["train"], on_cuda(measured)
+    trl_device = ("`bf16=True` (weights and compute in bf16 on CUDA, as ducktune's `model.dtype: auto` there)"
+                  if cuda else "`bf16=False`, `use_cpu=True`")
     lines = [
-        SFT_BEGIN,
+        GPU_BEGIN if cuda else SFT_BEGIN,
         f"Measured {measured['date']} by `bench/run.py {measured.get('command', '--write')}` (total "
         f"{measured['seconds']:.0f} s); {'; '.join(measured['machine'])}; matmul ceiling "
-        f"{' / '.join(f'{p / 1e9:.1f}' for p in before_after)} GFLOP/s before / after the runs"
+        f"{' / '.join(f'{p / 1e9:.1f}' for p in before_after)} GFLOP/s before / after "
+        + ("the runs" if len(before_after) <= 2 else "each model's runs")
         + (f"; load average (1 min) before / after: {measured['load_average'][0]:.2f} / "
            f"{measured['load_average'][1]:.2f} (the bench's own runs add about its thread count)."
            if measured.get("load_average") else "."),
@@ -129,8 +139,8 @@ def results_block(measured: dict) -> str:
         f"cosine, warm-up {t['warmup_ratio']:.0%}, seed {t['seed']}, {results[0]['settings']['threads']} torch "
         "thread(s), each run in its own process, sides in rotating order; tables give medians (min-max).",
         "- TRL defaults: TRL 1.16 `SFTTrainer` + `peft_config` at its defaults (padded batches, gradient "
-        "checkpointing on, its LM-head loss on every position, entropy and accuracy metrics), `bf16=False`, "
-        "`use_cpu=True`. TRL tuned: the same with `gradient_checkpointing=False` and, when the check below "
+        "checkpointing on, its LM-head loss on every position, entropy and accuracy metrics), " + trl_device
+        + ". TRL tuned: the same with `gradient_checkpointing=False` and, when the check below "
         "passes, `packing=True, packing_strategy='bfd'` (padding-free rows, position ids restart per sample).",
         "- ducktune: `ducktune.train.recipe.train` at its defaults (packing auto, chunked loss on trained "
         "positions, memory plan). Useful FLOP/s: one formula for all sides (frozen linears forward + input "
@@ -147,7 +157,7 @@ def results_block(measured: dict) -> str:
                      f"ducktune's memory plan: {gib(r['plan'])} ({plan * 100:+.0f} % of its median peak), batch "
                      f"{setup['batch_size']} x accumulation {setup['grad_accum']}, gradient checkpointing "
                      f"{'on' if setup['gradient_checkpointing'] else 'off'}, loss chunk {setup['loss_chunk_size']}.")
-    lines += ["", "```text", *ratio_lines(results, peak), "```", SFT_END]
+    lines += ["", "```text", *ratio_lines(results, peak), "```", GPU_END if cuda else SFT_END]
     return "\n".join(lines)
 
 
@@ -182,13 +192,16 @@ def readme_block(measured: dict) -> str:
 
 
 def render(measured: dict, results_md: Path, readme: Path) -> None:
-    """Rewrite the SFT block of `results_md` and the BENCH block of `readme` from `measured`."""
+    """Rewrite the SFT block of `results_md` and the BENCH block of `readme` from `measured`; a
+    measurement on CUDA rewrites only the GPU block of `results_md`."""
     from blocks import replace_block
 
     from ducktune.io import atomic_file
 
-    for path, begin, end, block in ((results_md, SFT_BEGIN, SFT_END, results_block(measured)),
-                                    (readme, README_BEGIN, README_END, readme_block(measured))):
+    blocks = ([(results_md, GPU_BEGIN, GPU_END, results_block(measured))] if on_cuda(measured) else
+              [(results_md, SFT_BEGIN, SFT_END, results_block(measured)),
+               (readme, README_BEGIN, README_END, readme_block(measured))])
+    for path, begin, end, block in blocks:
         text = replace_block(path.read_text(encoding="utf-8"), begin, end, block)
         with atomic_file(path) as handle:
             handle.write(text)

@@ -185,6 +185,27 @@ def test_training_arguments_follow_the_config_and_the_plan(tmp_path, tiny_qwen):
     assert packed.train_sampling_strategy == "random" and not packed.activation_checkpointing
 
 
+def test_checkpointing_argument_follows_the_installed_transformers():
+    """transformers 5.17 (seen on a GPU machine) has only `gradient_checkpointing`; newer 5.x renamed
+    it `activation_checkpointing`: the Trainer gets whichever its TrainingArguments has."""
+    import dataclasses
+
+    @dataclasses.dataclass
+    class Older:
+        gradient_checkpointing: bool = False
+
+    @dataclasses.dataclass
+    class Newer:
+        gradient_checkpointing: bool = False
+        activation_checkpointing: bool = False
+
+    assert recipe.checkpointing_argument(Older) == "gradient_checkpointing"
+    assert recipe.checkpointing_argument(Newer) == "activation_checkpointing"
+    installed = recipe.checkpointing_argument()
+    assert installed in recipe.sharding_arguments("none", True, 1) and f"{installed}_kwargs" in recipe.sharding_arguments(
+        "none", True, 1)
+
+
 def test_memory_is_planned_again_when_batching_falls_back_to_padded(tmp_path, tiny_qwen):
     """A model that fails the packing proof trains on padded batches: the plan recorded (and
     obeyed) is the one for padded rows, not the packed rows expected from config.json."""

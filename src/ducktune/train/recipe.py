@@ -253,6 +253,19 @@ def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: li
     return batching, loss, memory
 
 
+def checkpointing_argument(arguments_class=None) -> str:
+    """TrainingArguments' name for activation checkpointing: `activation_checkpointing` in newer
+    transformers 5 releases, `gradient_checkpointing` in older ones (5.17 has only that; ducktune
+    accepts any transformers 5)."""
+    import dataclasses
+
+    if arguments_class is None:
+        from transformers import TrainingArguments as arguments_class
+
+    names = {f.name for f in dataclasses.fields(arguments_class)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+
+
 def sharding_arguments(distributed: str, checkpointing: bool, processes: int) -> dict:
     """TrainingArguments entries for how a multi-process run shards (train.distributed).
 
@@ -261,8 +274,8 @@ def sharding_arguments(distributed: str, checkpointing: bool, processes: int) ->
     checkpoints and the final adapter are ordinary files. Activation checkpointing is FSDP's
     own there (the Trainer's would all-gather every layer a second time in backward).
     """
-    checkpointing_args = {"activation_checkpointing": checkpointing,
-                          "activation_checkpointing_kwargs": {"use_reentrant": False} if checkpointing else None}
+    name = checkpointing_argument()
+    checkpointing_args = {name: checkpointing, f"{name}_kwargs": {"use_reentrant": False} if checkpointing else None}
     if distributed != "fsdp" or processes <= 1:
         return checkpointing_args
     return {"fsdp": True,
