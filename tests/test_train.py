@@ -179,10 +179,10 @@ def test_training_arguments_follow_the_config_and_the_plan(tmp_path, tiny_qwen):
     assert args.optim == "sgd"  # the plan's resolved optimizer, not the config's "auto"
     assert args.max_steps == -1 and args.warmup_steps == 3 and args.use_cpu and not args.bf16
     assert args.eval_strategy == "no" and args.train_sampling_strategy == "group_by_length"
-    assert args.activation_checkpointing
+    assert getattr(args, recipe.checkpointing_argument())  # the installed transformers' name for it
     packed = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=False), cpu, "packed", has_val=True)
     assert packed.eval_strategy == "steps" and packed.eval_steps == config.train.save_steps
-    assert packed.train_sampling_strategy == "random" and not packed.activation_checkpointing
+    assert packed.train_sampling_strategy == "random" and not getattr(packed, recipe.checkpointing_argument())
 
 
 def test_checkpointing_argument_follows_the_installed_transformers():
@@ -237,7 +237,7 @@ def test_fsdp_maps_to_the_trainers_fsdp2_plugin_on_multi_process_runs(tmp_path, 
     gpu = Placement("cuda", "float32", "test")
     args = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=True), gpu, "packed",
                                      has_val=False, processes=2)
-    assert args.fsdp and not args.activation_checkpointing
+    assert args.fsdp and not getattr(args, recipe.checkpointing_argument())
     plugin_args = args.fsdp_plugin_args
     assert plugin_args["fsdp_version"] == 2 and plugin_args["auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
     assert plugin_args["state_dict_type"] == "FULL_STATE_DICT"  # checkpoints and the adapter: whole weights
@@ -251,7 +251,7 @@ def test_fsdp_maps_to_the_trainers_fsdp2_plugin_on_multi_process_runs(tmp_path, 
     ddp = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=True), gpu, "packed",
                                     has_val=False, processes=2)
     for plain in (alone, ddp):
-        assert not plain.fsdp and plain.fsdp_plugin_args is None and plain.activation_checkpointing
+        assert not plain.fsdp and plain.fsdp_plugin_args is None and getattr(plain, recipe.checkpointing_argument())
 
 
 def test_fsdp_checkpoints_count_as_complete(tmp_path):
@@ -293,3 +293,30 @@ def test_fsdp_is_refused_only_where_accelerate_would_not_shard(tmp_path, tiny_qw
     with pytest.raises(ConfigError, match="the accelerate config's FSDP runs on GPUs"):
         recipe._check_sharding(config, cpu, DistributedRun(rank=0, world_size=2))
     recipe._check_sharding(config, gpu, DistributedRun(rank=0, world_size=2))
+
+
+def test_resume_restores_the_trained_adapter_beside_a_reference_copy(tmp_path, tiny_qwen):
+    """Before a resume, the checkpoint's root adapter goes into "default" (transformers 5.17's Trainer
+    skipped it when the checkpoint also held the frozen reference copy), and only into "default"."""
+    import torch
+    from peft import get_peft_model_state_dict
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.train.lora import REFERENCE_ADAPTER, attach_lora, restore_trained_adapter
+
+    model, _ = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_qwen), LoraConfig(r=4, alpha=8))
+    model.add_adapter(REFERENCE_ADAPTER, model.peft_config["default"])
+    model.save_pretrained(tmp_path / "ckpt")  # root: default; subfolder: reference (what a checkpoint holds)
+    saved = {k: v.clone() for k, v in get_peft_model_state_dict(model, adapter_name="default").items()}
+    reference = {k: v.clone() for k, v in get_peft_model_state_dict(model, adapter_name=REFERENCE_ADAPTER).items()}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.add_(1.0)  # both adapters drift from the checkpoint
+    assert not restore_trained_adapter(model, tmp_path / "nothing-here")
+    assert restore_trained_adapter(model, tmp_path / "ckpt")
+    restored = get_peft_model_state_dict(model, adapter_name="default")
+    assert all(torch.equal(restored[k], saved[k]) for k in saved)
+    drifted = get_peft_model_state_dict(model, adapter_name=REFERENCE_ADAPTER)
+    assert all(torch.equal(drifted[k], reference[k] + 1.0) for k in reference)

@@ -56,3 +56,24 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     )
     peft_model = get_peft_model(model, peft_config)
     return peft_model, sorted(peft_model.peft_config["default"].target_modules)
+
+
+def restore_trained_adapter(model, checkpoint: Path) -> bool:
+    """Load a checkpoint's trained ("default") adapter weights into `model` before a resume.
+
+    transformers' Trainer restores a PEFT checkpoint itself, but 5.17 (5.25 does not) skips the
+    root (trained) adapter whenever the checkpoint also holds other adapters in subfolders (our
+    frozen `reference` copy): a resumed DPO run on a continued adapter then silently trained on
+    from the weights it started with. Loading it here is right on every release (newer ones load
+    the same weights again). Returns whether anything was loaded.
+    """
+    weights = Path(checkpoint) / "adapter_model.safetensors"
+    if not weights.is_file() or "default" not in getattr(model, "peft_config", {}):
+        return False
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    result = set_peft_model_state_dict(model, load_file(str(weights)), adapter_name="default")
+    if getattr(result, "unexpected_keys", None):
+        raise RuntimeError(f"{weights}: adapter weights that the model does not have: {result.unexpected_keys[:3]}")
+    return True

@@ -256,7 +256,7 @@ def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: li
 def checkpointing_argument(arguments_class=None) -> str:
     """TrainingArguments' name for activation checkpointing: `activation_checkpointing` in newer
     transformers 5 releases, `gradient_checkpointing` in older ones (5.17 has only that; ducktune
-    accepts any transformers 5)."""
+    supports 5.17 and later)."""
     import dataclasses
 
     if arguments_class is None:
@@ -374,8 +374,12 @@ def _resume_point(run: RunDir, resuming: bool, dist: DistributedRun, log) -> Pat
 def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, save_json):
     """Train; an interruption leaves the last complete checkpoint to resume from and marks run.json.
     Returns (TrainOutput, seconds)."""
+    from ducktune.train.lora import restore_trained_adapter
+
     started = time.perf_counter()
     try:
+        if resume_from:
+            restore_trained_adapter(trainer.model, resume_from)
         output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         info["status"] = "interrupted"
