@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from sft_report import GPU_BEGIN, GPU_END, SHORT, SIDE_NAMES, SIDES  # noqa: E402
+from sft_report import GPU_BEGIN, GPU_END, SHORT, SIDE_NAMES, SIDES, _range  # noqa: E402
 
 LOGS = HERE / "results" / "gpu"
 RUN = re.compile(r"^\s+(?P<model>\S+) (?P<side>baseline|tuned|ducktune) #(?P<n>\d+): (?P<tps>[\d.]+) trained tok/s, "
@@ -51,8 +51,9 @@ def parse_log(text: str) -> dict:
     return out
 
 
-def _range(values: list[float], fmt: str) -> str:
-    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
+def spread(values: list[float], fmt: str) -> str:
+    """Median (min-max), as the JSON-rendered tables write it."""
+    return _range(statistics.median(values), min(values), max(values), lambda x: format(x, fmt))
 
 
 def model_rows(log: dict) -> list[str]:
@@ -66,7 +67,7 @@ def model_rows(log: dict) -> list[str]:
             rows.append(f"| {model} | {SIDE_NAMES[side]} | 0 of {log['case']['repeats']} | | | | |")
             continue
         rows.append(f"| {model} | {SIDE_NAMES[side]} | {len(rs)} of {log['case']['repeats']} | "
-                    f"{_range([r['tps'] for r in rs], '.1f')} | {_range([r['peak_gib'] for r in rs], '.2f')} GiB | "
+                    f"{spread([r['tps'] for r in rs], '.1f')} | {spread([r['peak_gib'] for r in rs], '.2f')} GiB | "
                     f"{rs[0]['steps']} | {statistics.median(r['loss'] for r in rs):.4f} |")
     mine = by_side["ducktune"]
     for side in ("baseline", "tuned"):

@@ -443,15 +443,13 @@ def main(argv=None) -> None:
                 "load_average": [load_before, os.getloadavg()[0]], "matmul_peak": [peak_before, peak_after],
                 "results": results, "dpo": dpo}
     text = json.dumps(measured, indent=1) + "\n"
-    from ducktune.io import atomic_file
+    from ducktune.io import write_text
 
     targets = [args.json] if args.json else []
     if args.write and results:
         targets.append(RESULTS_JSON_GPU if device == "cuda" else RESULTS_JSON)
     for target in targets:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_file(target) as handle:
-            handle.write(text)
+        write_text(target, text)  # atomic; makes the folder
     if args.write and results:
         render(measured, args.results_md, args.readme)
     if args.write_dpo and dpo:

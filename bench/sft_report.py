@@ -194,17 +194,13 @@ def readme_block(measured: dict) -> str:
 def render(measured: dict, results_md: Path, readme: Path) -> None:
     """Rewrite the SFT block of `results_md` and the BENCH block of `readme` from `measured`; a
     measurement on CUDA rewrites only the GPU block of `results_md`."""
-    from blocks import replace_block
-
-    from ducktune.io import atomic_file
+    from blocks import rewrite_block
 
     blocks = ([(results_md, GPU_BEGIN, GPU_END, results_block(measured))] if on_cuda(measured) else
               [(results_md, SFT_BEGIN, SFT_END, results_block(measured)),
                (readme, README_BEGIN, README_END, readme_block(measured))])
     for path, begin, end, block in blocks:
-        text = replace_block(path.read_text(encoding="utf-8"), begin, end, block)
-        with atomic_file(path) as handle:
-            handle.write(text)
+        rewrite_block(path, begin, end, block)
 
 
 def report(measured: dict, log) -> None:
