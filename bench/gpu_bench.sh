@@ -9,8 +9,9 @@
 # held-out evaluation included), so one model's 9 runs need ~250 s (qwen2-scaled) to ~330 s
 # (smollm2-shape): with 15 min of device time and a ~1 min start, one model per lease call
 # (MODELS=...), or `--repeats 2` for both in one. When the JSON is missing, bench/gpu_log.py renders the logs.
-# Locally: copy the JSONs to bench/results/ and render the GPU block with
-#   bench/run.py --from-json bench/results/bench_gpu_qwen2-scaled.json bench/results/bench_gpu_smollm2-shape.json
+# Locally: copy the JSONs and logs to bench/results/gpu/, then merge them into bench/results/bench_gpu.json
+# and render the GPU block with
+#   bench/run.py --from-json bench/results/gpu/bench_gpu_qwen2-scaled.json bench/results/gpu/bench_gpu_smollm2-shape.json --write
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu-bench}
 mkdir -p "$OUT"

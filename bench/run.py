@@ -36,7 +36,8 @@ then each further model's four with its prefix, `smollm2_` for SmolLM2-135M):
 `--write` records every measurement in bench/results/bench.json and rewrites, from that JSON,
 the SFT block of bench/RESULTS.md and the benchmark table of README.md (between their markers;
 nothing in them is typed by hand); `--from-json FILE` re-renders both from a recorded JSON without
-measuring. The DPO section (bench/dpo_bench.py: ducktune's train.objective dpo vs TRL's
+measuring (several FILEs, one model each as bench/gpu_bench.sh writes them, with `--write`: merged
+into bench/results/bench_gpu.json or bench.json first). The DPO section (bench/dpo_bench.py: ducktune's train.objective dpo vs TRL's
 DPOTrainer on the same pairs, same layout) runs after the SFT models on the main model;
 `--sections dpo` runs it alone; `--write-dpo` records it in bench/results/dpo.json and RESULTS.md.
 """
@@ -58,7 +59,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from sft_report import SIDES, gib, render, report  # noqa: E402,F401  (gib: dpo_bench imports it from here)
+from sft_report import SIDES, gib, on_cuda, render, report  # noqa: E402,F401  (gib: dpo_bench imports it from here)
 
 # Qwen2.5-0.5B's shape (hidden 896, 24 layers, 14 heads / 2 KV heads of 64, MLP 4864, tied
 # 151,936-token vocabulary) at half the width and a sixth of the depth, so a run fits a 2-core CPU.
@@ -340,7 +341,8 @@ def parse_args(argv=None):
     parser.add_argument("--from-json", type=Path, nargs="+", metavar="FILE",
                         help="measure nothing: print the report of a recorded measurement and render "
                              "the blocks from it (several files: one model each, measured one after the "
-                             "other on the same machine, as bench/gpu_bench.sh does; merged in order)")
+                             "other on the same machine, as bench/gpu_bench.sh does; merged in order, and with "
+                             "--write recorded as bench/results/bench_gpu.json, or bench.json for CPU runs)")
     parser.add_argument("--results-md", type=Path, default=RESULTS_MD, help=argparse.SUPPRESS)
     parser.add_argument("--readme", type=Path, default=README_MD, help=argparse.SUPPRESS)
     parser.add_argument("--sections", nargs="+", choices=["sft", "dpo"], default=["sft", "dpo"],
@@ -399,6 +401,10 @@ def from_json(args, log) -> None:
         if not parts[-1].get("results"):
             raise SystemExit(f"{path}: no SFT results to render")
     measured = merged(parts)
+    if args.write and len(parts) > 1:  # the merged measurement becomes the committed JSON the blocks come from
+        from ducktune.io import write_text
+
+        write_text(RESULTS_JSON_GPU if on_cuda(measured) else RESULTS_JSON, json.dumps(measured, indent=1) + "\n")
     render(measured, args.results_md, args.readme)
     report(measured, log)
 

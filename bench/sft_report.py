@@ -152,13 +152,26 @@ def results_block(measured: dict) -> str:
     for r in results:
         ordered = sorted(((x.get("order", 0), side, x) for side in SIDES for x in r["runs"][side]), key=lambda t: t[0])
         per_run = ", ".join(f"{SHORT[side]} {x['tokens_per_s']:.1f}" for _, side, x in ordered)
-        plan, setup = r["plan"] / r["sides"]["ducktune"]["peak"] - 1, r["plan_setup"]
+        setup = r["plan_setup"]
         lines.append(f"- {r['label']}: trained tok/s per run, in run order: {per_run}. {packing_note(r)} "
-                     f"ducktune's memory plan: {gib(r['plan'])} ({plan * 100:+.0f} % of its median peak), batch "
+                     f"ducktune's memory plan: {plan_note(r, cuda)}, batch "
                      f"{setup['batch_size']} x accumulation {setup['grad_accum']}, gradient checkpointing "
                      f"{'on' if setup['gradient_checkpointing'] else 'off'}, loss chunk {setup['loss_chunk_size']}.")
     lines += ["", "```text", *ratio_lines(results, peak), "```", GPU_END if cuda else SFT_END]
     return "\n".join(lines)
+
+
+def plan_note(r: dict, cuda: bool) -> str:
+    """ducktune's planned peak against its measured median peak. On CUDA the measured peak is
+    max_memory_allocated, which leaves out the CUDA context: so does the plan figure compared."""
+    peak = r["sides"]["ducktune"]["peak"]
+    if not cuda:
+        return f"{gib(r['plan'])} ({(r['plan'] / peak - 1) * 100:+.0f} % of its median peak)"
+    from ducktune.train.plan import FRAMEWORK_BYTES
+
+    tensors = r["plan"] - FRAMEWORK_BYTES["cuda"]
+    return (f"{gib(tensors)} of tensors ({(tensors / peak - 1) * 100:+.0f} % of its median peak; its "
+            f"{gib(FRAMEWORK_BYTES['cuda'])} for the CUDA context left out, as max_memory_allocated leaves it out)")
 
 
 def optimizer_note(results: list[dict]) -> str:

@@ -302,7 +302,25 @@ def test_gpu_block_from_a_cut_off_log_counts_only_finished_runs(monkeypatch, tmp
     assert "Cut off" not in whole and "Every alternation finished." in whole and "| 3 of 3 |" in whole
     with pytest.raises(SystemExit, match="no bench/run.py case line"):
         gpu_log.parse_log("CPU: x\n")
-    committed = {p.name: gpu_log.parse_log(p.read_text(encoding="utf-8")) for p in sorted(gpu_log.LOGS.glob("log_*.txt"))}
+
+
+def test_committed_gpu_block_is_the_rendering_of_the_committed_gpu_json_and_its_logs_agree(monkeypatch):
+    """RESULTS.md's GPU block is bench/run.py's rendering of bench/results/bench_gpu.json (merged
+    from the per-model JSONs beside the logs), and each committed log's side runs are that JSON's runs."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import gpu_log
+    import run
+    import sft_report
+
+    measured = json.loads((ROOT / "bench" / "results" / "bench_gpu.json").read_text(encoding="utf-8"))
+    parts = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(gpu_log.LOGS.glob("bench_gpu_*.json"))]
+    assert len(parts) == 2 and sorted(json.dumps(r, sort_keys=True) for r in run.merged(parts)["results"]) == \
+        sorted(json.dumps(r, sort_keys=True) for r in measured["results"])
     results = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
-    assert committed and gpu_log.gpu_block(committed) in results
-    assert results.count(sft_report.GPU_BEGIN) == 1
+    assert results.count(sft_report.GPU_BEGIN) == 1 and sft_report.results_block(measured) in results
+    for r in measured["results"]:
+        log = gpu_log.parse_log((gpu_log.LOGS / f"log_{r['label']}.txt").read_text(encoding="utf-8"))
+        assert len(log["runs"]) == 3 * r["repeats"]  # every alternation finished
+        for side in sft_report.SIDES:
+            logged = sorted(x["tps"] for x in log["runs"] if x["side"] == side)
+            assert logged == sorted(round(x["tokens_per_s"], 1) for x in r["runs"][side])

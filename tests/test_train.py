@@ -1,6 +1,7 @@
 """Training runs on tiny local models: learning, PEFT compatibility, resume after a crash."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -320,3 +321,49 @@ def test_resume_restores_the_trained_adapter_beside_a_reference_copy(tmp_path, t
     assert all(torch.equal(restored[k], saved[k]) for k in saved)
     drifted = get_peft_model_state_dict(model, adapter_name=REFERENCE_ADAPTER)
     assert all(torch.equal(drifted[k], reference[k] + 1.0) for k in reference)
+
+
+@pytest.mark.parametrize("checkpointing", ["off", "on"])
+def test_bf16_run_trains_fp32_adapters_under_autocast_without_input_copies(tmp_path, tiny_qwen, checkpointing):
+    """Mixed precision (bf16 weights, fp32 adapters), as on a GPU: every loss call, in training and in
+    evaluation, runs under bf16 autocast with the adapters' input casts off, so no adapter keeps an
+    fp32 copy of its layer's input (tests/test_plan.py counts the bytes). Gradient checkpointing's
+    recomputation works that way, the generation probe in the middle of training and the base-vs-tuned
+    comparison after it (both without autocast) get casting back, and the adapters stay fp32 and train."""
+    import torch
+    from peft.tuners.tuners_utils import BaseTunerLayer
+    from safetensors.torch import load_file
+
+    from ducktune.train.loss import choose_loss
+
+    calls = []
+
+    class Spy:
+        def __init__(self, loss):
+            self.loss = loss
+
+        def __call__(self, model, batch, num_items=None):
+            casting = {m.cast_input_dtype_enabled for m in model.modules() if isinstance(m, BaseTunerLayer)}
+            device = batch["input_ids"].device.type  # cuda where a GPU is (model.device auto)
+            calls.append((model.training, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device), casting))
+            return self.loss(model, batch, num_items)
+
+    config = make_config(tmp_path, tiny_qwen, **{
+        "model.dtype": "bfloat16", "train.max_steps": 4, "data.val_ratio": 0.25, "train.eval_steps": 2,
+        "train.save_steps": 2, "train.logging_steps": 1, "train.gradient_checkpointing": checkpointing,
+        "eval.probe_during_training": True})
+    result = recipe.train(config, progress=False, compare=True, choose_loss=lambda m, c, log: Spy(choose_loss(m, c, log)))
+    info = RunDir(result.run_dir).info()
+    assert info["memory_plan"]["gradient_checkpointing"] == (checkpointing == "on")
+    assert {training for training, *_ in calls} == {True, False}  # training steps and evaluation both seen
+    assert all(autocast and dtype == torch.bfloat16 for _, autocast, dtype, _ in calls)
+    assert all(casting == {False} for training, *_, casting in calls if training)
+    assert any(casting == {False} for training, *_, casting in calls if not training)  # evaluation mid-training
+    metrics = RunDir(result.run_dir).read_metrics()
+    assert any(m.get("probe") for m in metrics)  # generated mid-training, casting back on
+    assert len(result.comparison) == len(info["probe_prompts"]) > 0  # generated after training, without autocast
+    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+    assert losses and all(math.isfinite(x) for x in losses)
+    weights = load_file(str(result.run_dir / "adapter" / "adapter_model.safetensors"))
+    assert {w.dtype for w in weights.values()} == {torch.float32}
+    assert any(float(w.abs().max()) > 0 for k, w in weights.items() if "lora_B" in k)  # B starts at zero

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 from ducktune.config import LoraConfig
@@ -56,6 +57,30 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     )
     peft_model = get_peft_model(model, peft_config)
     return peft_model, sorted(peft_model.peft_config["default"].target_modules)
+
+
+@contextmanager
+def adapter_input_casting(model, enabled: bool):
+    """Within the block, PEFT's adapter layers cast their input to the adapter's dtype (`enabled`) or
+    take it as it comes, through PEFT's documented `cast_input_dtype_enabled` switch; restored after.
+
+    Why: a half-precision base with fp32 adapters (PEFT's default) makes every adapter copy its input
+    to fp32, and autograd keeps each copy: seven copies per decoder layer, ~0.45 GiB more than the
+    activations themselves on SmolLM2 at 2,048 tokens. Under autocast the adapter computes in half
+    precision anyway (the fp32 copy is cast straight back), so with every forward autocast the casts
+    are pure cost. Without autocast a half-precision input meets fp32 weights and fails: generation
+    in the middle of training (train/probe.py) turns casting back on."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+    before = [getattr(m, "cast_input_dtype_enabled", True) for m in layers]
+    for m in layers:
+        m.cast_input_dtype_enabled = enabled
+    try:
+        yield len(layers)
+    finally:
+        for m, value in zip(layers, before):
+            m.cast_input_dtype_enabled = value
 
 
 def restore_trained_adapter(model, checkpoint: Path) -> bool:

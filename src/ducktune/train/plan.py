@@ -145,6 +145,11 @@ class ModelShape:
         q, kv = self.dim("q"), self.dim("kv")
         return 4 * self.hidden + 3 * q + 2 * kv + 4 * self.intermediate + self.heads + 2 + n_targets * r
 
+    def fp32_floats_per_token(self) -> int:
+        """Of those, the values kept in fp32 whatever the model's dtype: both norms' inputs (HF's
+        RMSNorm upcasts its input; LayerNorm runs in fp32 under autocast)."""
+        return 2 * self.hidden
+
     def dropout_floats_per_token(self, targets: list[str]) -> int:
         """Extra values per token per layer with LoRA dropout: each adapter keeps its dropped-out
         input and the dropout mask (both input-sized), while the shared input of a projection
@@ -243,10 +248,15 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     # Activations kept for backward: every layer's, or with checkpointing only each layer's input.
     n_targets = 0 if setup.method == "full" else len(targets)
     per_layer = shape.activation_floats_per_token(n_targets, setup.lora_r) * width * setup.tokens
+    if width < 4:  # half precision: the norms' inputs are still kept in fp32
+        per_layer += shape.fp32_floats_per_token() * (4 - width) * setup.tokens
     if setup.lora_dropout > 0 and setup.method != "full":
         per_layer += shape.dropout_floats_per_token(targets) * width * setup.tokens
     layer_input = shape.hidden * width * setup.tokens
     parts["activations"] = shape.layers * (layer_input if setup.checkpointing else per_layer)
+    if width < 4 and setup.method != "full" and not setup.checkpointing:  # autocast's half-precision copies
+        # of the fp32 adapters, kept for backward
+        parts["activations"] += shape.lora_params(setup.lora_r, setup.lora_targets) * width
 
     # On top of them, the larger of two working sets that are never alive together:
     # - the loss head at the end of forward: one [chunk x vocab] fp32 block (+ its half-precision

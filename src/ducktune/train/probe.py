@@ -32,12 +32,15 @@ class GenerationProbe(TrainerCallback):
     def probe_row(self, model, step: int) -> dict:
         """Greedy answers of `model` to the probe prompts (the model is left in training mode)."""
         from ducktune.chat.engine import ChatEngine
+        from ducktune.train.lora import adapter_input_casting
 
         was_training = model.training
         engine = ChatEngine(model, self.tokenizer, self.chat_format, name="probe")  # switches to eval mode
         try:
-            generations = engine.generate_batch([[{"role": "user", "content": p}] for p in self.prompts],
-                                                max_new_tokens=self.max_new_tokens)
+            # Generation runs without autocast: adapters cast their input again (training may have turned that off).
+            with adapter_input_casting(model, enabled=True):
+                generations = engine.generate_batch([[{"role": "user", "content": p}] for p in self.prompts],
+                                                    max_new_tokens=self.max_new_tokens)
         finally:
             if was_training:
                 model.train()

@@ -374,13 +374,15 @@ def _resume_point(run: RunDir, resuming: bool, dist: DistributedRun, log) -> Pat
 def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, save_json):
     """Train; an interruption leaves the last complete checkpoint to resume from and marks run.json.
     Returns (TrainOutput, seconds)."""
-    from ducktune.train.lora import restore_trained_adapter
+    from ducktune.train.lora import adapter_input_casting, restore_trained_adapter
 
     started = time.perf_counter()
     try:
         if resume_from:
             restore_trained_adapter(trainer.model, resume_from)
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        # Under autocast, adapters use the half-precision input as it is (no fp32 copy for autograd to keep).
+        with adapter_input_casting(trainer.model, enabled=not trainer.autocasts_every_forward):
+            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         info["status"] = "interrupted"
         save_json(run.run_json, info)

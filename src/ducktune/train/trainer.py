@@ -52,7 +52,10 @@ class DucktuneTrainer(Trainer):
                   and (getattr(self.micro_batch_loss, "handles_wrapped_models", False)
                        or self.accelerator.unwrap_model(model) is model))
         if usable:
-            loss = self.micro_batch_loss(model, inputs, num_items_in_batch)
+            # accelerate autocasts the wrapped model's forward in mixed precision; the chunked loss calls
+            # the decoder itself, so it takes the same autocast here (else its adapters ran in fp32).
+            with self.accelerator.autocast():
+                loss = self.micro_batch_loss(model, inputs, num_items_in_batch)
             if isinstance(loss, tuple):  # a preference objective: (loss, its reward metrics); per pair, not per token
                 loss, metrics = loss
                 for key, value in metrics.items():
@@ -63,8 +66,16 @@ class DucktuneTrainer(Trainer):
                 loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
         # use_cache=False: no KV cache in training (memory), and packed position ids are honoured.
-        return super().compute_loss(model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
-                                    num_items_in_batch=num_items_in_batch)
+        with self.accelerator.autocast():  # as above; a no-op where accelerate already wrapped the forward
+            return super().compute_loss(model, {**inputs, "use_cache": False}, return_outputs=return_outputs,
+                                        num_items_in_batch=num_items_in_batch)
+
+    @property
+    def autocasts_every_forward(self) -> bool:
+        """Whether every training and evaluation forward runs under autocast (mixed precision, and
+        not FSDP, whose own mixed-precision policy casts instead): adapters may then skip their
+        input casts (train/lora.adapter_input_casting)."""
+        return bool(self.accelerator.native_amp) and not self.is_fsdp_enabled
 
     def log(self, logs, start_time=None):
         now = time.perf_counter()
