@@ -254,8 +254,8 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
         per_layer += shape.dropout_floats_per_token(targets) * width * setup.tokens
     layer_input = shape.hidden * width * setup.tokens
     parts["activations"] = shape.layers * (layer_input if setup.checkpointing else per_layer)
-    if width < 4 and setup.method != "full" and not setup.checkpointing:  # autocast's half-precision copies
-        # of the fp32 adapters, kept for backward
+    if width < 4 and setup.method != "full" and not setup.checkpointing:
+        # autocast's half-precision copies of the fp32 adapter weights, kept for backward
         parts["activations"] += shape.lora_params(setup.lora_r, setup.lora_targets) * width
 
     # On top of them, the larger of two working sets that are never alive together:
