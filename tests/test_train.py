@@ -323,42 +323,46 @@ def test_resume_restores_the_trained_adapter_beside_a_reference_copy(tmp_path, t
     assert all(torch.equal(drifted[k], reference[k] + 1.0) for k in reference)
 
 
-@pytest.mark.parametrize("checkpointing", ["off", "on"])
-def test_bf16_run_trains_fp32_adapters_under_autocast_without_input_copies(tmp_path, tiny_qwen, checkpointing):
-    """Mixed precision (bf16 weights, fp32 adapters), as on a GPU: every loss call, in training and in
-    evaluation, runs under bf16 autocast with the adapters' input casts off, so no adapter keeps an
-    fp32 copy of its layer's input (tests/test_plan.py counts the bytes). Gradient checkpointing's
-    recomputation works that way, the generation probe in the middle of training and the base-vs-tuned
-    comparison after it (both without autocast) get casting back, and the adapters stay fp32 and train."""
+@pytest.mark.parametrize("checkpointing,loss", [("off", "chunked"), ("on", "chunked"), ("off", "model's own")])
+def test_bf16_run_trains_fp32_adapters_under_autocast_without_input_copies(tmp_path, tiny_qwen, checkpointing, loss):
+    """Mixed precision (bf16 weights, fp32 adapters), as on a GPU: every forward of a training step, and
+    of evaluation in the middle of training, runs under bf16 autocast with the adapters' input casts
+    off, so no adapter keeps an fp32 copy of its layer's input (tests/test_plan.py counts the bytes);
+    with ducktune's chunked loss and with the model's own (the fallback for soft-capped heads), with
+    gradient checkpointing's recomputation too. The generation probe in the middle of training and the
+    base-vs-tuned comparison after it get casting back, and the adapters stay fp32 and train."""
     import torch
     from peft.tuners.tuners_utils import BaseTunerLayer
     from safetensors.torch import load_file
 
     from ducktune.train.loss import choose_loss
 
-    calls = []
+    calls = []  # per forward of one adapted layer: (training, autocast on, autocast dtype, input casting on)
 
-    class Spy:
-        def __init__(self, loss):
-            self.loss = loss
+    def watch_and_choose(model, chunk_size, log):
+        layer = next(m for m in model.modules() if isinstance(m, BaseTunerLayer))
 
-        def __call__(self, model, batch, num_items=None):
-            casting = {m.cast_input_dtype_enabled for m in model.modules() if isinstance(m, BaseTunerLayer)}
-            device = batch["input_ids"].device.type  # cuda where a GPU is (model.device auto)
-            calls.append((model.training, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device), casting))
-            return self.loss(model, batch, num_items)
+        def record(module, args):
+            device = args[0].device.type  # cuda where a GPU is (model.device auto)
+            calls.append((module.training, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device),
+                          module.cast_input_dtype_enabled))
+
+        layer.register_forward_pre_hook(record)
+        return choose_loss(model, chunk_size, log) if loss == "chunked" else None
 
     config = make_config(tmp_path, tiny_qwen, **{
         "model.dtype": "bfloat16", "train.max_steps": 4, "data.val_ratio": 0.25, "train.eval_steps": 2,
         "train.save_steps": 2, "train.logging_steps": 1, "train.gradient_checkpointing": checkpointing,
         "eval.probe_during_training": True})
-    result = recipe.train(config, progress=False, compare=True, choose_loss=lambda m, c, log: Spy(choose_loss(m, c, log)))
+    result = recipe.train(config, progress=False, compare=True, choose_loss=watch_and_choose)
     info = RunDir(result.run_dir).info()
     assert info["memory_plan"]["gradient_checkpointing"] == (checkpointing == "on")
-    assert {training for training, *_ in calls} == {True, False}  # training steps and evaluation both seen
-    assert all(autocast and dtype == torch.bfloat16 for _, autocast, dtype, _ in calls)
-    assert all(casting == {False} for training, *_, casting in calls if training)
-    assert any(casting == {False} for training, *_, casting in calls if not training)  # evaluation mid-training
+    assert info["batching"]["chunked_loss"] == (loss == "chunked")
+    training = [c for c in calls if c[0]]
+    assert len(training) >= 4 and all(c[1:] == (True, torch.bfloat16, False) for c in training)
+    assert all(autocast for _, autocast, _, casting in calls if not casting)  # never uncast outside autocast
+    assert any(not casting for on, _, _, casting in calls if not on)  # evaluation in the middle of training
+    assert any(casting for on, _, _, casting in calls if not on)  # generation (probe, comparison)
     metrics = RunDir(result.run_dir).read_metrics()
     assert any(m.get("probe") for m in metrics)  # generated mid-training, casting back on
     assert len(result.comparison) == len(info["probe_prompts"]) > 0  # generated after training, without autocast
