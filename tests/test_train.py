@@ -365,7 +365,7 @@ def test_bf16_run_trains_fp32_adapters_under_autocast_without_input_copies(tmp_p
     assert any(casting for on, _, _, casting in calls if not on)  # generation (probe, comparison)
     metrics = RunDir(result.run_dir).read_metrics()
     assert any(m.get("probe") for m in metrics)  # generated mid-training, casting back on
-    assert len(result.comparison) == len(info["probe_prompts"]) > 0  # generated after training, without autocast
+    assert len(result.comparison) == len(info["probe_prompts"]) > 0  # generated after training, casting restored
     losses = [m["loss"] for m in metrics if m.get("loss") is not None]
     assert losses and all(math.isfinite(x) for x in losses)
     weights = load_file(str(result.run_dir / "adapter" / "adapter_model.safetensors"))
