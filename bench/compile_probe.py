@@ -97,11 +97,13 @@ def render(measured: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=14)
+    parser.add_argument("--steps", type=int, default=14, help=f"steps per run, more than the {WARMUP} warm-up steps")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--write", action="store_true", help="render the COMPILE block of bench/RESULTS.md")
     parser.add_argument("--from-json", action="store_true", help="render the committed JSON again, measure nothing")
     args = parser.parse_args(argv)
+    if args.steps <= WARMUP:
+        parser.error(f"--steps must exceed the {WARMUP} warm-up steps the medians leave out")
     if args.from_json:
         return write_block(json.loads(RESULTS_JSON.read_text(encoding="utf-8")), args.write)
     runs: dict = {"eager": [], "compiled": []}

@@ -324,3 +324,20 @@ def test_committed_gpu_block_is_the_rendering_of_the_committed_gpu_json_and_its_
         for side in sft_report.SIDES:
             logged = sorted(x["tps"] for x in log["runs"] if x["side"] == side)
             assert logged == sorted(round(x["tokens_per_s"], 1) for x in r["runs"][side])
+
+
+@pytest.mark.slow
+def test_profile_step_runs_ducktunes_training_path_and_reports_useful_flops(tmp_path):
+    """bench/profile_step.py (RESULTS.md's profile) on the tiny model, printing only: it once broke
+    unnoticed when bench/run.py's helpers changed, as no test ran it."""
+    env = {**os.environ, "DUCKTUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "profile_step.py"), "--models", "tiny", "--steps", "2",
+                           "--batch-size", "1", "--cutoff", "128", "--samples", "12", "--no-write"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("tiny: 2 steps,") for line in lines), proc.stdout
+    useful = next(line for line in lines if line.startswith("tiny: useful "))
+    assert float(useful.split()[2]) > 0  # GFLOP/s of the recorded steps' work
+    ops = [line.split()[0] for line in lines if line.startswith("   ")]
+    assert "aten::mm" in ops and len(ops) == 15

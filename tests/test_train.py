@@ -371,3 +371,24 @@ def test_bf16_run_trains_fp32_adapters_under_autocast_without_input_copies(tmp_p
     weights = load_file(str(result.run_dir / "adapter" / "adapter_model.safetensors"))
     assert {w.dtype for w in weights.values()} == {torch.float32}
     assert any(float(w.abs().max()) > 0 for k, w in weights.items() if "lora_B" in k)  # B starts at zero
+
+
+def test_trainer_flops_estimate_is_the_trainers_own_with_the_parameters_counted_once(tmp_path, tiny_qwen):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Trainer, TrainingArguments
+
+    from ducktune.train.trainer import DucktuneTrainer
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen),
+                           LoraConfig(r=4, target_modules="all-linear"))
+    trainer = DucktuneTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), use_cpu=True,
+                                                                  report_to=[]))
+    counted = []
+    stock_count = model.num_parameters
+    model.num_parameters = lambda **kwargs: counted.append(kwargs) or stock_count(**kwargs)
+    batches = [{"input_ids": torch.ones(shape, dtype=torch.long)} for shape in ((1, 7), (3, 50), (2, 128))]
+    ours = [trainer.floating_point_ops(batch) for batch in batches]
+    assert len(counted) == 1  # counted once, not on every step
+    stock = [Trainer.floating_point_ops(trainer, batch) for batch in batches]
+    assert ours == stock
+    assert stock[1] == 6 * 150 * stock_count(exclude_embeddings=True) > 0
