@@ -83,13 +83,11 @@ def render(measured: dict) -> str:
 
 
 def write_block(measured: dict, write: bool) -> None:
-    block = render(measured)
-    print(block)
-    if write:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from blocks import rewrite_block
+    sys.path.insert(0, str(ROOT / "bench"))
+    from blocks import show_block
 
-        rewrite_block(RESULTS_MD, BEGIN, END, block, missing="## The CPU loss's vocabulary blocks\n\n" + block)
+    block = render(measured)
+    show_block(block, write, RESULTS_MD, BEGIN, END, missing="## The CPU loss's vocabulary blocks\n\n" + block)
 
 
 def main(argv=None) -> None:
