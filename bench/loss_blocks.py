@@ -7,10 +7,9 @@ One process, the two walkers of train/loss.py on the same frozen head, hidden st
 `_linear_ce_chunks` (one [chunk x vocab] logits block per chunk: the head is read twice per chunk)
 and `_linear_ce_vocab_blocks` (cache-sized blocks of head rows, online log-sum-exp: read once).
 Cases: the bench's heads (Qwen2.5's 152k x 448 of qwen2-scaled, SmolLM2's 49k x 576) at the
-trained rows of one bench step, and Qwen2.5-0.5B's real 152k x 896 head at 1,024 rows (in chunks
-of 256 rows, the default for a 152k vocabulary: the head is read 4 times by the vocabulary blocks,
-8 times by one block per chunk). Ratio: median over alternations of blocks / one block in the
-same pair. Writes
+trained rows of one bench step, and Qwen2.5-0.5B's real 152k x 896 head at 1,024 rows; each also
+with the chunk the plan picks for the walker (256 rows for one block of Qwen's head, 4,096 for
+vocabulary blocks). Ratio: median over alternations of blocks / one block in the same pair. Writes
 bench/results/loss_blocks.json; --write also renders the LOSS-BLOCKS block of bench/RESULTS.md.
 """
 
@@ -40,13 +39,13 @@ def measure_case(rows: int, hidden: int, vocab: int, repeats: int) -> dict:
     import torch
 
     from ducktune.train import loss
-    from ducktune.train.plan import auto_loss_chunk
+    from ducktune.train.plan import auto_loss_chunk, vocab_block_rows
 
     generator = torch.Generator().manual_seed(0)
     h = torch.randn(rows, hidden, generator=generator)
     weight = torch.randn(vocab, hidden, generator=generator) * 0.02
     targets = torch.randint(0, vocab, (rows,), generator=generator)
-    chunks = {"one_block": auto_loss_chunk(vocab), "vocab_blocks": auto_loss_chunk(vocab)}  # the default chunk
+    chunks = {"one_block": auto_loss_chunk(vocab), "vocab_blocks": auto_loss_chunk(vocab_block_rows(hidden, 4))}
     walkers = {"one_block": loss._linear_ce_chunks, "vocab_blocks": loss._linear_ce_vocab_blocks}
     results = {name: walk(h, weight, None, targets, chunks[name], True) for name, walk in walkers.items()}  # warm-up
     difference = float((results["one_block"][1] - results["vocab_blocks"][1]).abs().max())
@@ -69,7 +68,7 @@ def render(measured: dict) -> str:
     lines = [BEGIN, "",
              f"Measured {measured['date']} by `bench/loss_blocks.py --write` ({measured['threads']} threads, "
              f"{measured['repeats']} alternations per case; source: bench/results/loss_blocks.json). Loss and "
-             "hidden-state gradient of a frozen fp32 head, both walkers at the default loss chunk for the vocabulary.", "",
+             "hidden-state gradient of a frozen fp32 head, each walker at the chunk the plan picks for it.", "",
              "| case | one [chunk x vocab] block | vocabulary blocks | blocks / one block, pair by pair: median (min-max) |",
              "|---|---:|---:|---:|"]
     for label, case in zip(measured["labels"], measured["cases"]):

@@ -358,4 +358,4 @@ def test_loss_blocks_block_is_rendered_from_its_committed_measurement():
     assert loss_blocks.ratios({"seconds": {"one_block": [2.0, 1.0], "vocab_blocks": [1.0, 1.0]}}) == [0.5, 1.0]
     small = loss_blocks.measure_case(rows=8, hidden=64, vocab=20_000, repeats=2)  # 16,384-row blocks: two
     assert len(small["seconds"]["vocab_blocks"]) == 2 and small["max_gradient_difference"] < 1e-5
-    assert small["chunks"] == {"one_block": 2048, "vocab_blocks": 2048}  # both at the default chunk
+    assert small["chunks"] == {"one_block": 2048, "vocab_blocks": 4096}
