@@ -83,11 +83,13 @@ def render(measured: dict) -> str:
 
 
 def write_block(measured: dict, write: bool) -> None:
-    sys.path.insert(0, str(ROOT / "bench"))
-    from blocks import show_block
-
     block = render(measured)
-    show_block(block, write, RESULTS_MD, BEGIN, END, missing="## The CPU loss's vocabulary blocks\n\n" + block)
+    print(block)
+    if write:
+        sys.path.insert(0, str(ROOT / "bench"))
+        from blocks import rewrite_block
+
+        rewrite_block(RESULTS_MD, BEGIN, END, block, missing="## The CPU loss's vocabulary blocks\n\n" + block)
 
 
 def main(argv=None) -> None:
