@@ -16,8 +16,8 @@ the largest tensor of a small-model run and a large share of its compute. Here:
    as the running maximum grows (the online softmax of flash attention). Each head block is
    used by both of its matmuls while it is in cache, so the head is read from memory once per
    chunk instead of twice, and no [chunk x vocab] block is held: on 2 cores the loss of a
-   152k-token head took about 20 % less time (bench/loss_blocks.py), and its memory is a
-   [chunk x block] tile. On GPUs the one-block path stays: there the head's bandwidth is not the limit,
+   152k-token head took 20-35 % less time (bench/RESULTS.md), and its memory is a [chunk x
+   block] tile. On GPUs the one-block path stays: there the head's bandwidth is not the limit,
    and a block loop would add kernel launches to a launch-bound step.
 
 The result equals the plain computation up to float rounding (tests/test_loss.py).
