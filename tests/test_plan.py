@@ -321,19 +321,3 @@ def test_plan_for_absent_hardware_uses_the_training_placement_rules(tmp_path):
 ])
 def test_optimizer_auto_is_fused_adamw_where_torch_has_it(requested, device, expected):
     assert plan.optimizer_for(requested, device) == expected
-
-
-@pytest.mark.parametrize("method, device, expected", [("lora", "cpu", 4096), ("qlora", "cpu", 4096),
-                                                      ("full", "cpu", 256), ("lora", "cuda", 256)])
-def test_default_loss_chunk_follows_the_logits_block_the_loss_holds(method, device, expected):
-    """On a CPU with the head frozen the loss holds a [chunk x vocabulary block] tile (train/loss.py),
-    so the default chunk is the 4,096 cap; where the whole vocabulary is one block (a head that
-    trains, a GPU) Qwen's 152k-token head keeps 256-row chunks."""
-    from ducktune.train.plan import ModelShape, Setup, auto_loss_chunk, loss_logits_columns
-
-    shape = ModelShape.from_config({"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24,
-                                    "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864,
-                                    "vocab_size": 151936, "tie_word_embeddings": True})
-    columns = loss_logits_columns(shape, Setup(method=method), device, head_trains=method == "full")
-    assert columns == (1024 if expected == 4096 else 151936)  # 4 MiB of 896-wide fp32 head rows
-    assert auto_loss_chunk(columns) == expected

@@ -281,9 +281,7 @@ class TrainConfig(_Section):
         None, gt=0,
         description="Tokens per chunk of the chunked cross-entropy (the full logits are never materialized). "
                     "Default: sized so one chunk's fp32 logits stay within 256 MiB (1024 tokens for a 49k "
-                    "vocabulary, 256 for Qwen's 152k; on a CPU with the head frozen, LoRA and QLoRA, the "
-                    "logits are a [chunk x vocabulary block] tile, so 4096); the memory plan may lower it "
-                    "to fit a budget.",
+                    "vocabulary, 256 for Qwen's 152k); the memory plan may lower it to fit a budget.",
     )
     memory_budget: str | None = Field(
         None, description="Memory to plan for, e.g. '11GB'; default: the device's free memory (RAM on CPU)."

@@ -118,7 +118,7 @@ def _linear_ce_vocab_blocks(hidden, weight, bias, targets, chunk_size: int, grad
             if grads:
                 acc.mul_(rescale).add_(probs.to(w.dtype) @ w)
             peak = new_peak
-        # The target's logit from its head row, in fp32 (in half precision: the blocks' value before rounding).
+        # The target's logit, from its head row (in fp32: the same value the blocks held, unrounded in half precision).
         target_rows = weight[t]
         target_logit = (h.float() * target_rows.float()).sum(dim=1)
         if bias is not None:

@@ -498,8 +498,7 @@ LOSS_CHUNK_BYTES = 256 * 2 ** 20
 
 
 def auto_loss_chunk(vocab: int) -> int:
-    """The largest power of two (128..4096) whose [chunk x vocab] fp32 logits fit LOSS_CHUNK_BYTES
-    (vocab: the columns of the loss's logits block, `loss_logits_columns`).
+    """The largest power of two (128..4096) whose [chunk x vocab] fp32 logits fit LOSS_CHUNK_BYTES.
 
     Larger chunks only save a little Python overhead per chunk; past ~100 MB the block is a
     noticeable share of a small model's peak (a 1024 x 151,936 block is 594 MiB).
@@ -599,11 +598,7 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
         wanted = setup_from_config(config, None, 1.0, 0, dtype, device)
     shape = ModelShape.from_config(model_config)
     if tc.loss_chunk_size is None:
-        # The logits block is [chunk x columns]: the whole vocabulary, or on a CPU with the head frozen a
-        # vocabulary block, where larger chunks also read the head fewer times (1,024 rows of a 152k
-        # head: 10 % less loss time than 256-row chunks, measured on 2 cores).
-        columns = loss_logits_columns(shape, wanted, device, head_trains=wanted.method == "full")
-        wanted = replace(wanted, loss_chunk_size=auto_loss_chunk(columns))
+        wanted = replace(wanted, loss_chunk_size=auto_loss_chunk(shape.vocab))
     checkpointing = tc.gradient_checkpointing
     if keep:
         wanted = replace(wanted, batch_size=keep["batch_size"], grad_accum=keep["grad_accum"])
