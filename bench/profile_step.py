@@ -412,7 +412,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--cutoff", type=int, default=512)
     parser.add_argument("--samples", type=int, default=40, help="synthetic chats (enough for steps + 2 packed steps)")
-    parser.add_argument("--lora-dropout", type=float, default=0.05, help="LoRA dropout (default 0.05: the recorded profile's; the SFT bench now runs 0)")
+    parser.add_argument("--lora-dropout", type=float, default=0.05,
+                        help="LoRA dropout (default 0.05: the recorded profile's; the SFT bench now runs 0)")
     parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md's block from profile.json")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--micro", action="store_true", help="only the micro-benchmarks (LoRA layer, compile, CE chunk)")

@@ -68,8 +68,8 @@ def adapter_input_casting(model, enabled: bool):
     to fp32, and autograd keeps each copy: seven copies per decoder layer (SmolLM2's shape, 2,048
     tokens, bf16: 2.35 GiB kept for backward instead of 1.56, counted by storage). Under autocast the
     adapter computes in half precision anyway (the fp32 copy is cast straight back), so with every
-    forward autocast the casts are pure cost. Without autocast a half-precision input meets fp32 weights and fails: generation
-    in the middle of training (train/probe.py) turns casting back on."""
+    forward autocast the casts are pure cost. Without autocast a half-precision input meets fp32
+    weights and fails: generation in the middle of training (train/probe.py) turns casting back on."""
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
