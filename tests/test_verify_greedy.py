@@ -1,5 +1,7 @@
-"""The f16 export's greedy-answer check: identical answers pass, a parting at a near-tie of the merged
-model passes and is reported, a parting the merged model was sure about fails."""
+"""The export's llama.cpp checks on answers. Greedy answers (f16): identical answers pass, a parting at a
+near-tie of the merged model passes and is reported, a parting the merged model was sure about fails.
+Teacher-forced top-1 agreement (f16, q8_0): near-ties within the quant's margin count as agreeing,
+tokens the merged model was sure of do not."""
 
 from __future__ import annotations
 
@@ -85,3 +87,56 @@ def test_a_token_the_merged_model_ranks_low_fails_even_when_its_top_two_are_clos
     tie = Reference([prompt], [answer], [0.01])  # runner-up is 3, within the tie bound ...
     check = check_greedy_answers(ScriptedLlama(_llama_answering(prompt, [0, STOP])), tie, [answer], "p")
     assert check.status == FAIL  # ... but llama.cpp chose 0, which the merged model put 10 logits below
+
+
+# Teacher-forced top-1 agreement (f16 / q8_0 must reach Q8_AGREEMENT, near-ties counted as agreeing).
+
+def _forced(positions: int, flips: dict[int, float], runner_shift: float = 0.0):
+    """The merged model's logits (top-1 token 0, runner-up 1 at 3 logits below, or at the flip's margin) and
+    an export's: the same, with the runner-up raised above the top-1 at the flipped positions and moved
+    by `runner_shift` logits elsewhere."""
+    hf = np.zeros((positions, VOCAB))
+    hf[:, 0], hf[:, 1] = 10.0, 7.0
+    for i, margin in flips.items():
+        hf[i, 1] = 10.0 - margin
+    cpp = hf.copy()
+    cpp[:, 1] += runner_shift
+    for i in flips:
+        cpp[i, 1] = 10.5
+    return cpp, hf
+
+
+def test_q8_agreement_counts_near_ties_of_the_merged_model_but_fails_on_sure_tokens_overturned():
+    from ducktune.export.verify import INFO, QUANT_TIE_LOGITS, agreement_check
+
+    tie = QUANT_TIE_LOGITS["q8_0"] / 2
+    cpp, hf = _forced(20, {3: tie, 11: tie})
+    check = agreement_check("p", "q8_0", [cpp[:8], cpp[8:]], [hf[:8], hf[8:]])
+    assert check.status == PASS and check.numbers["agreement"] == 1.0
+    assert check.numbers["identical"] == 18 and check.numbers["near_ties"] == 2 and check.numbers["overturned"] == 0
+    assert "2 near-ties" in check.detail
+
+    cpp, hf = _forced(20, {3: 2.0, 11: 2.0})  # the merged model was sure: a real difference
+    check = agreement_check("p", "q8_0", [cpp], [hf])
+    assert check.status == FAIL and check.numbers["agreement"] == 0.9 and check.numbers["overturned"] == 2
+    assert "2 overturn the merged model's choice by 2.000-2.000 logits" in check.detail
+
+    cpp, hf = _forced(40, {5: 2.0})  # one sure flip in 40: 0.975 still passes the bound
+    assert agreement_check("p", "q8_0", [cpp], [hf]).status == PASS
+    # f16's tie margin is f16's (0.1): a flip at q8_0's near-tie margin is a disagreement there
+    cpp, hf = _forced(10, {2: tie, 7: tie})
+    check = agreement_check("p", "f16", [cpp], [hf])
+    assert check.status == FAIL and check.numbers["near_ties"] == 0 and check.numbers["overturned"] == 2
+    # k-quants are reported, never judged
+    cpp, hf = _forced(10, {i: 3.0 for i in range(10)})
+    check = agreement_check("p", "q4_k_m", [cpp], [hf])
+    assert check.status == INFO and check.numbers["agreement"] == 0.0
+
+
+def test_agreement_reports_how_far_the_export_moved_the_merged_models_top_two_gap():
+    from ducktune.export.verify import agreement_check
+
+    cpp, hf = _forced(20, {}, runner_shift=0.25)
+    check = agreement_check("p", "q8_0", [cpp], [hf])
+    assert check.status == PASS and abs(check.numbers["gap_error_p95"] - 0.25) < 1e-9
+    assert "top-two gap moved by <= 0.250 logits" in check.detail
