@@ -21,3 +21,10 @@ def rewrite_block(path, begin: str, end: str, block: str, missing: str | None = 
     from ducktune.io import write_text
 
     write_text(path, replace_block(Path(path).read_text(encoding="utf-8"), begin, end, block, missing))
+
+
+def show_block(block: str, write: bool, path, begin: str, end: str, missing: str | None = None) -> None:
+    """Print a rendered block and, with `write`, put it in its file (rewrite_block)."""
+    print(block)
+    if write:
+        rewrite_block(path, begin, end, block, missing)

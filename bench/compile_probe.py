@@ -121,13 +121,11 @@ def main(argv=None) -> None:
 
 
 def write_block(measured: dict, write: bool) -> None:
-    block = render(measured)
-    print(block)
-    if write:
-        sys.path.insert(0, str(ROOT / "bench"))
-        from blocks import rewrite_block
+    sys.path.insert(0, str(ROOT / "bench"))
+    from blocks import show_block
 
-        rewrite_block(RESULTS_MD, BEGIN, END, block, missing="## torch.compile on CPU\n\n" + block)
+    block = render(measured)
+    show_block(block, write, RESULTS_MD, BEGIN, END, missing="## torch.compile on CPU\n\n" + block)
 
 
 if __name__ == "__main__":

@@ -341,3 +341,21 @@ def test_profile_step_runs_ducktunes_training_path_and_reports_useful_flops(tmp_
     assert float(useful.split()[2]) > 0  # GFLOP/s of the recorded steps' work
     ops = [line.split()[0] for line in lines if line.startswith("   ")]
     assert "aten::mm" in ops and len(ops) == 15
+
+
+def test_loss_blocks_block_is_rendered_from_its_committed_measurement():
+    """bench/RESULTS.md's loss-walker numbers are bench/loss_blocks.py's rendering of its JSON, and
+    the script times both walkers on the same work (their gradients agree)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import loss_blocks
+
+    measured = json.loads(loss_blocks.RESULTS_JSON.read_text(encoding="utf-8"))
+    assert loss_blocks.render(measured) in (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    assert len(measured["cases"]) == len(loss_blocks.CASES)
+    assert all(len(c["seconds"]["one_block"]) == len(c["seconds"]["vocab_blocks"]) >= 5 for c in measured["cases"])
+    assert max(c["max_gradient_difference"] for c in measured["cases"]) < 1e-4
+    # Ratios pair by pair: a slower second alternation of one walker moves only that pair.
+    assert loss_blocks.ratios({"seconds": {"one_block": [2.0, 1.0], "vocab_blocks": [1.0, 1.0]}}) == [0.5, 1.0]
+    small = loss_blocks.measure_case(rows=8, hidden=64, vocab=20_000, repeats=2)  # 16,384-row blocks: two
+    assert len(small["seconds"]["vocab_blocks"]) == 2 and small["max_gradient_difference"] < 1e-5
+    assert small["chunks"] == {"one_block": 2048, "vocab_blocks": 2048}  # both at the default chunk

@@ -11,8 +11,10 @@ import torch
 import torch.nn.functional as F
 
 from ducktune.data.template import IGNORE_INDEX
+from ducktune.train import loss as loss_module
 from ducktune.train.collator import PaddingCollator
 from ducktune.train.loss import causal_lm_loss, choose_loss, linear_cross_entropy
+from ducktune.train.plan import vocab_block_rows
 
 
 @pytest.mark.parametrize("chunk", [1, 7, 64, 1000])
@@ -41,6 +43,52 @@ def test_linear_cross_entropy_without_grad_is_the_same_number():
     with torch.no_grad():
         plain = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
         assert abs(linear_cross_entropy(hidden, weight, None, targets, 3).item() - plain.item()) < 1e-4
+
+
+@pytest.mark.parametrize("chunk", [7, 64, 1000])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_frozen_head_on_cpu_walks_vocabulary_blocks_with_the_same_loss_and_gradient(chunk, with_bias):
+    """A LoRA run's head (frozen) goes through vocabulary blocks: a 1,024-wide fp32 head is cut
+    into blocks of 1,024 rows, so 2,600 rows make two full blocks and a partial one, and most rows'
+    running maximum moves to a later block (a wrong rescale changes their loss)."""
+    g = torch.Generator().manual_seed(4)
+    hidden = torch.randn(50, 1024, generator=g, requires_grad=True)
+    weight = torch.randn(2600, 1024, generator=g) * 0.05
+    bias = torch.randn(2600, generator=g) if with_bias else None
+    targets = torch.randint(0, 2600, (50,), generator=g)
+    assert vocab_block_rows(1024, 4) == 1024
+    assert loss_module._ce_chunks_for(hidden, weight, bias, grads=True) is loss_module._linear_ce_vocab_blocks
+
+    plain = F.cross_entropy(F.linear(hidden, weight, bias), targets, reduction="sum")
+    (expected,) = torch.autograd.grad(plain, [hidden])
+    ours = linear_cross_entropy(hidden, weight, bias, targets, chunk)
+    (got,) = torch.autograd.grad(ours, [hidden])
+    assert abs(ours.item() - plain.item()) < 1e-5 * abs(plain.item())
+    assert (got - expected).abs().max().item() < 1e-5
+    with torch.no_grad():
+        assert abs(linear_cross_entropy(hidden, weight, bias, targets, chunk).item() - plain.item()) < 1e-5 * abs(plain.item())
+
+
+def test_vocabulary_blocks_in_bfloat16_match_the_fp32_loss_of_the_same_values():
+    g = torch.Generator().manual_seed(5)
+    hidden = torch.randn(40, 1024, generator=g).bfloat16().requires_grad_()
+    weight = (torch.randn(3000, 1024, generator=g) * 0.05).bfloat16()  # 2,048-row blocks in bf16: two
+    assert vocab_block_rows(1024, 2) == 2048
+    targets = torch.randint(0, 3000, (40,), generator=g)
+    plain = F.cross_entropy(hidden.float() @ weight.float().t(), targets, reduction="sum")
+    (expected,) = torch.autograd.grad(plain, [hidden])
+    ours = linear_cross_entropy(hidden, weight, None, targets, 16)
+    (got,) = torch.autograd.grad(ours, [hidden])
+    assert got.dtype == torch.bfloat16
+    assert abs(ours.item() - plain.item()) < 1e-2 * abs(plain.item())
+    assert (got.float() - expected.float()).abs().max().item() < 2e-2 * expected.float().abs().max().item()
+
+
+def test_a_head_that_trains_keeps_the_one_block_walk():
+    hidden = torch.randn(4, 8, requires_grad=True)
+    weight = torch.randn(20, 8, requires_grad=True)
+    assert loss_module._ce_chunks_for(hidden, weight, None, grads=True) is loss_module._linear_ce_chunks
+    assert loss_module._ce_chunks_for(hidden, weight, None, grads=False) is loss_module._linear_ce_vocab_blocks
 
 
 def _lora_model(folder):

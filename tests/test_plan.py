@@ -321,3 +321,22 @@ def test_plan_for_absent_hardware_uses_the_training_placement_rules(tmp_path):
 ])
 def test_optimizer_auto_is_fused_adamw_where_torch_has_it(requested, device, expected):
     assert plan.optimizer_for(requested, device) == expected
+
+
+@pytest.mark.parametrize("method, device, heap_returned, expected", [
+    ("lora", "cpu", True, 1024), ("qlora", "cpu", True, 1024), ("lora", "cpu", False, 151936),
+    ("full", "cpu", True, 151936), ("lora", "cuda", True, 151936)])
+def test_estimate_counts_the_logits_block_the_loss_holds(method, device, heap_returned, expected):
+    """A CPU run with the head frozen holds a [chunk x vocabulary block] tile (train/loss.py): the
+    estimate counts it where freed memory goes back to the OS; a head that trains, a GPU, and a heap
+    that keeps freed memory (calibrated on the one-block size) count the whole vocabulary."""
+    from ducktune.train.plan import ModelShape, Setup, estimate, loss_logits_columns
+
+    shape = ModelShape.from_config({"model_type": "qwen2", "hidden_size": 896, "num_hidden_layers": 24,
+                                    "num_attention_heads": 14, "num_key_value_heads": 2, "intermediate_size": 4864,
+                                    "vocab_size": 151936, "tie_word_embeddings": True})
+    setup = Setup(method=method, heap_returned=heap_returned, batch_size=1, row_tokens=512, loss_chunk_size=256)
+    assert loss_logits_columns(shape, setup, device, head_trains=method == "full") == expected  # 4 MiB of 896-wide rows
+    if method != "full":
+        head = estimate(shape, setup, device)["working set"]
+        assert (head > 256 * 151936 * 4) == (expected == 151936)

@@ -211,7 +211,34 @@ PREFERENCE_PASSES = {"sft": (1, 0, 0, 1), "dpo": (2, 1, 2, 1), "orpo": (2, 0, 0,
                      "kto": (1, 3, 1, 2)}
 
 
-def no_grad_forward_bytes(shape: ModelShape, setup: Setup) -> int:
+# Head rows per vocabulary block of the CPU loss (train/loss.py `_linear_ce_vocab_blocks`): about
+# this many bytes of weight, so a block stays in a core's share of the last-level cache between its
+# two matmuls (2,304 rows of a 448-wide fp32 head; ad hoc on 2 cores, Qwen's 152k-row head:
+# 1,024-2,048-row blocks about 20 % faster than one [chunk x vocab] block, 8,192-row ones 5-10 %).
+VOCAB_BLOCK_BYTES = 4 * 2 ** 20
+
+
+def vocab_block_rows(hidden_size: int, element_bytes: int) -> int:
+    """Head rows per vocabulary block: VOCAB_BLOCK_BYTES of weight, a multiple of 256, at least 256."""
+    return max(256, VOCAB_BLOCK_BYTES // (hidden_size * element_bytes) // 256 * 256)
+
+
+def loss_logits_columns(shape: ModelShape, setup: Setup, device: str, head_trains: bool) -> int:
+    """Columns of the loss's logits block the estimate counts: a vocabulary block on a CPU when the
+    head is frozen (or no gradient is taken: train/loss.py `_ce_chunks_for`), else the whole vocabulary.
+
+    Where the heap keeps freed memory (a CPU run without train.memory_budget) the estimate keeps a
+    whole [chunk x vocab] block even so: measured with the vocabulary-block loss, such a run's peak
+    RSS stayed where it was with the one-block loss (tests/test_plan.py's run: 912 vs 909 MiB), as
+    the heap the step's smaller buffers leave behind takes that room, which UNRETURNED_HEAP_SLACK
+    was calibrated with; with freed memory returned at once the peak fell by the block (808 -> 743
+    MiB) and the tile is what counts."""
+    if device == "cpu" and not head_trains and setup.heap_returned:
+        return min(shape.vocab, vocab_block_rows(shape.hidden, DTYPE_BYTES[setup.dtype]))
+    return shape.vocab
+
+
+def no_grad_forward_bytes(shape: ModelShape, setup: Setup, device: str = "cpu") -> int:
     """Working set of the largest no-grad forward pass (the reference): one decoder layer's
     transient tensors (inputs, q/k/v, attention output, MLP gate/up/product) for its rows, the final
     hidden states and one [chunk x vocab] fp32 block of the head. It runs before the trained forward,
@@ -221,7 +248,8 @@ def no_grad_forward_bytes(shape: ModelShape, setup: Setup) -> int:
     width = DTYPE_BYTES[setup.dtype]
     tokens = setup.batch_size * setup.no_grad_rows_per_example * setup.row_tokens
     layer = (4 * shape.hidden + shape.dim("q") * 2 + 2 * shape.dim("kv") + 3 * shape.intermediate) * width * tokens
-    head = min(setup.loss_chunk_size, tokens) * shape.vocab * 4 + tokens * shape.hidden * width
+    columns = loss_logits_columns(shape, setup, device, head_trains=False)
+    head = min(setup.loss_chunk_size, tokens) * columns * 4 + tokens * shape.hidden * width
     return layer + head
 
 
@@ -268,7 +296,10 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
         rows = min(setup.loss_chunk_size, trained)
         if setup.objective != "sft":  # preference log-probabilities go through the head one sequence at a time
             rows = min(rows, setup.row_tokens)
-        head = rows * shape.vocab * (4 + (2 * width if width < 4 else 0)) + 2 * trained * shape.hidden * width
+        columns = loss_logits_columns(shape, setup, device, head_trains=setup.method == "full")
+        head = rows * columns * (4 + (2 * width if width < 4 else 0)) + 2 * trained * shape.hidden * width
+        if columns < shape.vocab:  # the vocabulary-block walk's fp32 accumulator and target head rows
+            head += rows * shape.hidden * (4 + width)
     else:
         head = 3 * setup.tokens * shape.vocab * 4
     backward = (2 * shape.hidden + 2 * shape.intermediate) * width * setup.tokens + trained * shape.hidden * width
@@ -279,7 +310,7 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     # where freed buffers go back to the OS; a heap that keeps them (glibc's default) keeps part of it.
     heap_keeps_freed = device == "cpu" and not setup.heap_returned
     if setup.no_grad_passes:
-        reference = no_grad_forward_bytes(shape, setup)
+        reference = no_grad_forward_bytes(shape, setup, device)
         excess = max(0, reference - parts["activations"] - parts["working set"])
         parts["reference pass"] = max(excess, int(KEPT_REFERENCE_SHARE * reference)) if heap_keeps_freed else excess
 
