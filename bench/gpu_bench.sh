@@ -8,7 +8,8 @@
 # Measured 2026-12-04 on the H200: each side run takes 22-47 s (process start, model load and the
 # held-out evaluation included), so one model's 9 runs need ~250 s (qwen2-scaled) to ~330 s
 # (smollm2-shape): with 15 min of device time and a ~1 min start, one model per lease call
-# (MODELS=...), or `--repeats 2` for both in one. When the JSON is missing, bench/gpu_log.py renders the logs.
+# (MODELS=...), or REPEATS=2 for both in one (3 alternations by default here: the CPU bench's 5
+# would not fit). When the JSON is missing, bench/gpu_log.py renders the logs.
 # Locally: copy the JSONs and logs to bench/results/gpu/, then merge them into bench/results/bench_gpu.json
 # and render the GPU block with
 #   bench/run.py --from-json bench/results/gpu/bench_gpu_qwen2-scaled.json bench/results/gpu/bench_gpu_smollm2-shape.json --write
@@ -21,5 +22,5 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 export PYTHONPATH=$PWD/src PYTHONUNBUFFERED=1 DUCKTUNE_CACHE=/tmp/ducktune-cache TOKENIZERS_PARALLELISM=false
 for model in ${MODELS:-qwen2-scaled smollm2-shape}; do  # MODELS=smollm2-shape: one model per lease call
     timeout "${BENCH_TIMEOUT:-400}" python3 bench/run.py --models "$model" --sections sft --samples 40 --heldout 4 \
-        --json "$OUT/bench_gpu_$model.json" "$@" 2>&1 | tee "$OUT/log_$model.txt"
+        --repeats "${REPEATS:-3}" --json "$OUT/bench_gpu_$model.json" "$@" 2>&1 | tee "$OUT/log_$model.txt"
 done

@@ -9,7 +9,7 @@ Three sides per model, each run in its own subprocess (bench/sides.py) so peak m
 (TRL SFTTrainer with gradient checkpointing off and TRL's BFD packing when the isolation check in
 bench/sides.py passes on this attention backend, else padded), and "ducktune" (its recipe at its
 defaults). The sides alternate in rotating order (baseline, tuned, ducktune; tuned, ducktune,
-baseline; ...), >= 3 alternations per model, on the same samples (one pass over the same synthetic
+baseline; ...), 5 alternations per model by default (>= 3), on the same samples (one pass over the same synthetic
 chats, tokenized identically, the same trained tokens, checked), with the same LoRA rank/targets,
 batch, accumulation, cutoff, optimizer, schedule, learning rate and thread count. ducktune packs
 several chats into each row, so it does fewer, fuller optimizer steps: the data is sized so it
@@ -20,10 +20,10 @@ ceiling of this machine is measured in the same run (before and after; the highe
 Defaults (CPU): batch 1, accumulation 1; qwen2-scaled 44 chats at cutoff 256 (2,783 trained of
 6,270 tokens; ducktune packs them into 27 rows, so 27 steps; TRL defaults 43), SmolLM2-135M 28 chats
 at cutoff 128 (1,053 trained of 2,652 tokens; 23 ducktune steps); chat lengths lognormal around
-half the cutoff. Estimated time on 2 idle cores, from the speeds measured at cutoff 512 (TRL ~22 /
-~9 trained tok/s, ducktune ~80 / ~24 on qwen2-scaled / SmolLM2): per alternation ~290 s + ~280 s of
-training, x 3 alternations ~28 min, plus ~6 min of process start-up and held-out evaluation over
-18 runs: ~35 min for the SFT part; the DPO section adds ~8 min (~45 min for `make bench`).
+half the cutoff. Each run trains for 5-45 s on 2 cores, so one busy moment of another process on
+the shared machine moves a run by 10-30 %: 5 alternations (the median of five, 30 runs) keep such a
+run from deciding a ratio (three alternations took ~11 min for the SFT part on 2 shared cores; five
+~18 min); the DPO section adds ~8 min.
 
 The last lines are machine-readable (the DPO section's two first, then the main model's four,
 then each further model's four with its prefix, `smollm2_` for SmolLM2-135M):
@@ -321,7 +321,7 @@ def parse_args(argv=None):
                         help="models to run, the main one first "
                              "(default: qwen2-scaled smollm2-135m; --quick: tiny tiny-llama)")
     parser.add_argument("--samples", type=int, help="chats per model (default per model, see the module docstring)")
-    parser.add_argument("--repeats", type=int, default=None, help="alternations per model (default 3; --quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="alternations per model (default 5; --quick 1)")
     parser.add_argument("--min-steps", type=int, default=None,
                         help="fewest optimizer steps a run may do (default 20; --quick 3)")
     parser.add_argument("--cutoff", type=int, default=None,
@@ -367,7 +367,7 @@ def parse_args(argv=None):
         args.dpo_repeats = args.dpo_repeats or 1
         args.dpo_cutoff = args.dpo_cutoff or 256
     args.models = args.models or ["qwen2-scaled", "smollm2-135m"]
-    args.repeats = args.repeats or 3
+    args.repeats = args.repeats or 5
     args.min_steps = args.min_steps or 20
     args.dpo_model = args.dpo_model or args.models[0]
     args.dpo_pairs = args.dpo_pairs or 8
