@@ -19,7 +19,7 @@ help:
 	@echo "make test       run the tests (fast tier, ~10 min on 2 cores)"
 	@echo "make test-slow  run the slow tier (built-in model, llama.cpp)"
 	@echo "make verify-extra  install llama-cpp-python (q4_k_m export, llama.cpp checks; built once, cached)"
-	@echo "make bench      ducktune vs TRL benchmark, ~45 min (bench/RESULTS.md, README table)"
+	@echo "make bench      ducktune vs TRL benchmark, ~35 min (bench/RESULTS.md, README table)"
 
 setup: $(VENV)/.installed
 

@@ -22,8 +22,8 @@ Defaults (CPU): batch 1, accumulation 1; qwen2-scaled 44 chats at cutoff 256 (2,
 at cutoff 128 (1,053 trained of 2,652 tokens; 23 ducktune steps); chat lengths lognormal around
 half the cutoff. Each run trains for 5-45 s on 2 cores, so one busy moment of another process on
 the shared machine moves a run by 10-30 %: 5 alternations (the median of five, 30 runs) keep such a
-run from deciding a ratio (three alternations took ~11 min for the SFT part on 2 shared cores; five
-~18 min); the DPO section adds ~8 min.
+run from deciding a ratio (three alternations took 11 min for the SFT part on 2 shared cores; five
+15 min, measured); the DPO section adds ~20 min (1,235 s measured).
 
 The last lines are machine-readable (the DPO section's two first, then the main model's four,
 then each further model's four with its prefix, `smollm2_` for SmolLM2-135M):
