@@ -71,7 +71,7 @@ def test_builtin_smollm2_export_verifies(tmp_path):
     q8 = checks["llama.cpp smol-q8_0.gguf: top-1 agreement with merged"]
     assert q8.status == "PASS" and q8.numbers["positions"] >= 30 and q8.numbers["overturned"] <= 1
     # q8_0 moves the merged model's logits by about its tie margin, far less than a faulty export would
-    assert 0.0 < q8.numbers["gap_error_p95"] < 1.0
+    assert 0.0 < q8.numbers["gap_error_p95"] < 2.0
 
 
 def test_failed_llama_cpp_quantization_leaves_nothing(tmp_path):
