@@ -385,14 +385,16 @@ class Top1Counts:
         """`theirs` / `ours`: [positions x vocab] logits of the export and of the merged model."""
         import numpy as np
 
-        theirs, ours = np.asarray(theirs, dtype=np.float64), np.asarray(ours, dtype=np.float64)
+        theirs, ours = np.asarray(theirs), np.asarray(ours)
         best, picked = ours.argmax(-1), theirs.argmax(-1)
         rows = np.arange(len(ours))
         # How far the export moved the gap between the merged model's two best tokens: the error a
-        # near-tie has to be within to flip.
-        top2 = np.argsort(ours, axis=-1)[:, -2:]
-        self.gap_errors.extend(np.abs((theirs[rows, top2[:, 1]] - theirs[rows, top2[:, 0]])
-                                      - (ours[rows, top2[:, 1]] - ours[rows, top2[:, 0]])).tolist())
+        # near-tie has to be within to flip. The runner-up: the larger of the two best after the best.
+        top2 = np.argpartition(ours, -2, axis=-1)[:, -2:]
+        runner = np.where(top2[:, 0] == best, top2[:, 1], top2[:, 0])
+        gaps = (ours[rows, best] - ours[rows, runner]).astype(np.float64)
+        export_gaps = (theirs[rows, best] - theirs[rows, runner]).astype(np.float64)
+        self.gap_errors.extend(np.abs(export_gaps - gaps).tolist())
         self.positions += len(ours)
         self.identical += int((best == picked).sum())
         for i in np.flatnonzero(best != picked):
