@@ -34,7 +34,8 @@ def run_config(spec: dict, output_dir: str, packing: str):
     return RunConfig.model_validate({
         "model": {"name_or_path": spec["model"], "device": spec["device"], "dtype": spec["dtype"]},
         "data": {"datasets": [spec["data"]], "cutoff_len": spec["cutoff"], "val_ratio": 0.0},
-        "lora": {"r": s["lora_r"], "alpha": s["lora_alpha"], "dropout": s["lora_dropout"]},
+        "lora": {"r": s["lora_r"], "alpha": s["lora_alpha"], "dropout": s["lora_dropout"],
+                 "fused": s.get("lora_fused", True)},  # bench/lora_addmm.py compares both
         "train": {"batch_size": s["batch_size"], "grad_accum": s["grad_accum"], "learning_rate": s["learning_rate"],
                   "max_steps": s["max_steps"], "num_epochs": 1, "warmup_ratio": s["warmup_ratio"],
                   "scheduler": "cosine", "seed": s["seed"], "logging_steps": 1,

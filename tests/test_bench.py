@@ -359,3 +359,23 @@ def test_loss_blocks_block_is_rendered_from_its_committed_measurement():
     small = loss_blocks.measure_case(rows=8, hidden=64, vocab=20_000, repeats=2)  # 16,384-row blocks: two
     assert len(small["seconds"]["vocab_blocks"]) == 2 and small["max_gradient_difference"] < 1e-5
     assert small["chunks"] == {"one_block": 2048, "vocab_blocks": 2048}  # both at the default chunk
+
+
+def test_committed_lora_addmm_block_is_the_rendering_of_its_json(monkeypatch):
+    """RESULTS.md's "LoRA as one addmm" block is bench/lora_addmm.py's rendering of the committed JSON,
+    whose ratios are the pair-by-pair tokens/s of its runs, and both forwards reached the same
+    held-out loss up to float rounding (else the addmm layer computes something else)."""
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    import lora_addmm
+
+    measured = json.loads(lora_addmm.RESULTS_JSON.read_text(encoding="utf-8"))
+    block = lora_addmm.render(measured)
+    assert block.startswith(lora_addmm.BEGIN) and block.endswith(lora_addmm.END)
+    assert (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8").count(block) == 1
+    assert {m["key"] for m in measured["models"]} == {"qwen2-scaled", "smollm2-135m"}
+    for m in measured["models"]:
+        runs = m["runs"]
+        assert len(runs["addmm"]) == len(runs["peft"]) == m["repeats"] >= 3
+        assert m["ratios"] == [round(a["tps"] / p["tps"], 3) for a, p in zip(runs["addmm"], runs["peft"])]
+        for a, p in zip(runs["addmm"], runs["peft"]):
+            assert a["heldout"] == pytest.approx(p["heldout"], rel=1e-5) and a["steps"] == p["steps"]

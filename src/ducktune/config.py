@@ -232,6 +232,14 @@ class LoraConfig(_Section):
     )
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+    fused: bool = Field(
+        True,
+        description="Add each adapter's term to the frozen layer's output inside one matmul (addmm), with the "
+                    "scale applied on the rank-wide activations, instead of PEFT's separate scale and add over the "
+                    "whole output: the same sum up to float rounding, a few % faster per step on CPU "
+                    "(bench/RESULTS.md, LoRA as one addmm). Plain linear layers only: QLoRA, DoRA, autocast and "
+                    "mixed-adapter batches keep PEFT's forward. false: PEFT's forward everywhere.",
+    )
 
 
 class TrainConfig(_Section):

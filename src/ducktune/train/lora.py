@@ -31,14 +31,23 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     the names are read back from the resolved PEFT config.
 
     start_from: an existing adapter (model.adapter) to continue training instead of a new one
-    (its own rank and targets apply); reference_copy loads it a second time, frozen, as the
-    "reference" adapter (only adapter weights are duplicated, never the base)."""
+    (its own rank and targets apply; cfg.fused still chooses the layer class); reference_copy
+    loads it a second time, frozen, as the "reference" adapter (only adapter weights are
+    duplicated, never the base). cfg.fused: plain linear layers get AddmmLoraLinear
+    (train/lora_addmm.py), PEFT's layer with the adapter term as one addmm."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import PeftModel, get_peft_model
 
+    from ducktune.train.lora_addmm import addmm_layers_apply, register_addmm_layers
+
+    fused = cfg.fused and addmm_layers_apply(model)
     if start_from:
         folder = adapter_folder(start_from)
-        peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name="default", is_trainable=True)
+        saved = PeftLoraConfig.from_pretrained(str(folder))
+        if fused:
+            register_addmm_layers(saved)
+        peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name="default", is_trainable=True,
+                                               config=saved)
         if reference_copy:
             peft_model.load_adapter(str(folder), adapter_name=REFERENCE_ADAPTER, is_trainable=False)
             peft_model.set_adapter("default")
@@ -55,6 +64,8 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
         bias="none",
         task_type="CAUSAL_LM",
     )
+    if fused:
+        register_addmm_layers(peft_config)
     peft_model = get_peft_model(model, peft_config)
     return peft_model, sorted(peft_model.peft_config["default"].target_modules)
 

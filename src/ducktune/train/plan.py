@@ -40,6 +40,11 @@ PLAN_HEADROOM = 0.04
 # musl), the heap keeps its highest size: peak RSS measured ~30 % above the live tensors
 # (memory_probe; SmolLM2 micro-batches of 115 tokens: +95 MiB over ~310 MiB of activations).
 UNRETURNED_HEAP_SLACK = 0.30
+# The same with LoRA computed as one addmm (lora.fused, train/lora_addmm.py): no output-sized
+# temporaries per projection for the scale and the add, so the heap fragments less. Measured
+# (bench/lora_addmm.py, SmolLM2 bench side: 1,328-1,347 MiB against 1,293 MiB of planned parts
+# before slack, i.e. +15 %; PEFT's forward there: 1,408-1,423 MiB).
+UNRETURNED_HEAP_SLACK_ADDMM = 0.15
 # Share of a preference run's no-grad reference pass that a heap keeping freed memory still holds
 # during the trained pass: the DPO plan test (tests/test_preference_plan.py) measured 1303-1419 MB
 # over four runs where the plan gave 1149 MB counting none of the pass and 1583 MB counting all of it.
@@ -198,6 +203,8 @@ class Setup:
     # CPU: whether freed buffers go back to the OS at once (heap_returns_memory); else the heap
     # keeps its highest size and the plan adds UNRETURNED_HEAP_SLACK.
     heap_returned: bool = True
+    # LoRA as one addmm (lora.fused on plain fp32 layers): the heap keeps less (UNRETURNED_HEAP_SLACK_ADDMM).
+    lora_addmm: bool = False
 
     @property
     def tokens(self) -> int:
@@ -317,7 +324,8 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
     parts["data"] = setup.dataset_tokens * DATA_BYTES_PER_TOKEN if device == "cpu" else 0
     parts["tokenizer"] = shape.vocab * TOKENIZER_BYTES_PER_ENTRY if device == "cpu" else 0
     live = sum(parts.values())
-    slack = UNRETURNED_HEAP_SLACK if heap_keeps_freed else ALLOCATOR_SLACK.get(device, 0.1)
+    kept = UNRETURNED_HEAP_SLACK_ADDMM if setup.lora_addmm else UNRETURNED_HEAP_SLACK
+    slack = kept if heap_keeps_freed else ALLOCATOR_SLACK.get(device, 0.1)
     parts["allocator"] = int((live - parts["weights"]) * slack)
     parts["framework"] = FRAMEWORK_BYTES.get(device, FRAMEWORK_BYTES["cpu"])
     return parts
@@ -556,6 +564,8 @@ def setup_from_config(config, row_tokens: int | None = None, trained_fraction: f
         loss_chunk_size=tc.loss_chunk_size or DEFAULT_LOSS_CHUNK,
         dataset_tokens=dataset_tokens,
         heap_returned=heap_returns_memory(config),
+        # the addmm path runs where PEFT's plain layer would and nothing autocasts (train/lora_addmm.py)
+        lora_addmm=lora.fused and tc.method == "lora" and not lora.use_dora and dtype == "float32",
     )
 
 
