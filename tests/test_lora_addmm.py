@@ -157,3 +157,32 @@ def test_attach_lora_uses_addmm_on_plain_models_and_bitsandbytes_layers_on_4bit(
     assert lora_layer_types(False) == {AddmmLoraLinear}
     assert lora_layer_types(False, fused=False) == {PeftLoraLinear}
     assert lora_layer_types(True) == {PeftLinear4bit}
+
+
+def test_a_continued_adapter_trains_on_addmm_layers_with_its_saved_weights(tiny_llama, tmp_path):
+    """model.adapter (continue training, and the DPO reference copy): the saved adapter's own config,
+    routed to AddmmLoraLinear; the loaded weights are the saved ones, both adapters answer as saved."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.train.lora import REFERENCE_ADAPTER, attach_lora
+
+    torch.manual_seed(0)
+    first, _ = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=4, alpha=8))
+    with torch.no_grad():
+        for name, param in first.named_parameters():
+            if "lora_B" in name:
+                param.normal_()  # a trained-looking adapter: its term is not 0
+    first.save_pretrained(tmp_path / "adapter")
+    ids = torch.tensor([[1, 5, 9, 12, 7]])
+    expected = first(input_ids=ids).logits
+
+    continued, targets = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(r=8, alpha=16),
+                                     start_from=str(tmp_path / "adapter"), reference_copy=True)
+    layers = [m for m in continued.modules() if hasattr(m, "lora_A") and hasattr(m, "base_layer")]
+    assert layers and {type(m) for m in layers} == {AddmmLoraLinear}
+    assert {m.r["default"] for m in layers} == {4}  # the saved adapter's rank, not the config's 8
+    assert all(REFERENCE_ADAPTER in m.lora_A for m in layers)
+    assert_same_up_to_rounding(continued(input_ids=ids).logits, expected)
+    continued.set_adapter(REFERENCE_ADAPTER)
+    assert_same_up_to_rounding(continued(input_ids=ids).logits, expected)

@@ -36,15 +36,15 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     duplicated, never the base). cfg.fused: plain linear layers get AddmmLoraLinear
     (train/lora_addmm.py), PEFT's layer with the adapter term as one addmm."""
     from peft import LoraConfig as PeftLoraConfig
-    from peft import PeftModel, get_peft_model
+    from peft import PeftConfig, PeftModel, get_peft_model
 
     from ducktune.train.lora_addmm import addmm_layers_apply, register_addmm_layers
 
     fused = cfg.fused and addmm_layers_apply(model)
     if start_from:
         folder = adapter_folder(start_from)
-        saved = PeftLoraConfig.from_pretrained(str(folder))
-        if fused:
+        saved = PeftConfig.from_pretrained(str(folder))  # the saved adapter's own config class
+        if fused and isinstance(saved, PeftLoraConfig):
             register_addmm_layers(saved)
         peft_model = PeftModel.from_pretrained(model, str(folder), adapter_name="default", is_trainable=True,
                                                config=saved)
