@@ -97,8 +97,8 @@ def main(argv=None) -> None:
     if args.from_json:
         from blocks import show_block
 
-        measured = json.loads(RESULTS_JSON.read_text(encoding="utf-8"))
-        return show_block(render(measured), args.write, RESULTS_MD, BEGIN, END, "## LoRA as one addmm\n\n" + render(measured))
+        block = render(json.loads(RESULTS_JSON.read_text(encoding="utf-8")))
+        return show_block(block, args.write, RESULTS_MD, BEGIN, END, missing="## LoRA as one addmm\n\n" + block)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ducktune-addmm-") as tmp:
         models = [bench_one(key, args.repeats, args.threads, Path(tmp), lambda t: print(t, flush=True))

@@ -236,8 +236,8 @@ class LoraConfig(_Section):
         True,
         description="Add each adapter's term to the frozen layer's output inside one matmul (addmm), with the "
                     "scale applied on the rank-wide activations, instead of PEFT's separate scale and add over the "
-                    "whole output: the same sum up to float rounding, a few % faster per step on CPU "
-                    "(bench/RESULTS.md, LoRA as one addmm). Plain linear layers only: QLoRA, DoRA, autocast and "
+                    "whole output: the same sum up to float rounding, as fast or faster and with a lower peak "
+                    "memory on CPU (measured in bench/RESULTS.md, LoRA as one addmm). Plain linear layers only: QLoRA, DoRA, autocast and "
                     "mixed-adapter batches keep PEFT's forward. false: PEFT's forward everywhere.",
     )
 

@@ -5,7 +5,8 @@ PEFT computes `result + lora_B(lora_A(dropout(x))) * scaling`: two passes over t
 backward (the scale of the incoming gradient), and two temporaries of that size. Here the scale is
 applied to the rank-wide activations (r columns instead of out_features) and lora_B's product is
 accumulated straight into the frozen layer's output by the GEMM (beta=1): the same sum up to float
-rounding, measured 4-6 % faster per projection on CPU (bench/RESULTS.md, "LoRA as one addmm").
+rounding, with fewer full-size passes and less heap left behind (whole runs against PEFT's forward:
+bench/lora_addmm.py, bench/RESULTS.md "LoRA as one addmm").
 
 The class is PEFT's own `lora.Linear` with only `forward` changed, registered through PEFT's
 documented custom-module dispatch (`LoraConfig._register_custom_module`), so saving, loading,
