@@ -34,17 +34,8 @@ def bench_one(key: str, repeats: int, threads: int, root: Path, log) -> dict:
     import run
 
     samples, cutoff = run.CPU_DEFAULTS[key]
-    folder = run.build_model(key)
-    workdir = root / key
-    workdir.mkdir(parents=True, exist_ok=True)
-    data, heldout = workdir / "train.jsonl", workdir / "heldout.jsonl"
-    run.write_chats(folder, data, samples, seed=0, cutoff=cutoff)
-    run.write_chats(folder, heldout, 8, seed=1, cutoff=cutoff)
-    spec = {"model": str(folder), "data": str(data), "heldout": str(heldout), "workdir": str(workdir),
-            "device": "cpu", "dtype": "float32", "cutoff": cutoff, "threads": threads, "packing": "auto",
-            "side": "ducktune",
-            "train": {"batch_size": 1, "grad_accum": 1, "learning_rate": 2e-4, "max_steps": None,
-                      "warmup_ratio": 0.03, "seed": 42, "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0}}
+    spec = {**run.work_spec(key, samples, cutoff, root, "cpu", "float32", threads), "side": "ducktune"}
+    workdir = Path(spec["workdir"])
     runs: dict[str, list[dict]] = {side: [] for side in SIDES}
     for i in range(repeats):
         order = list(SIDES) if i % 2 == 0 else list(SIDES)[::-1]

@@ -209,22 +209,32 @@ def packed_steps(spec: dict) -> int:
     return -(-len(packed) // per_step)
 
 
-def bench_model(case: ModelCase, args, device: str, dtype: str, root: Path, log) -> dict:
-    from ducktune.models.loading import model_config
-
-    folder = build_model(case.key)
-    workdir = root / case.key
+def work_spec(key: str, samples: int, cutoff: int, root: Path, device: str, dtype: str, threads: int,
+              packing: str = "auto", batch_size: int = 1, grad_accum: int = 1, lr: float = 2e-4, seed: int = 0,
+              heldout_samples: int = 8) -> dict:
+    """One model's work, shared by every side (bench/sides.py's SPEC without its "side"): the model
+    folder, its synthetic training and held-out chats written under root/key, and the settings."""
+    folder = build_model(key)
+    workdir = root / key
     workdir.mkdir(parents=True, exist_ok=True)
     data, heldout = workdir / "train.jsonl", workdir / "heldout.jsonl"
-    write_chats(folder, data, case.samples, seed=args.seed, cutoff=case.cutoff)
-    write_chats(folder, heldout, args.heldout, seed=args.seed + 1, cutoff=case.cutoff)
-    spec = {
+    write_chats(folder, data, samples, seed=seed, cutoff=cutoff)
+    write_chats(folder, heldout, heldout_samples, seed=seed + 1, cutoff=cutoff)
+    return {
         "model": str(folder), "data": str(data), "heldout": str(heldout), "workdir": str(workdir),
-        "device": device, "dtype": dtype, "cutoff": case.cutoff, "threads": args.threads, "packing": args.packing,
-        "train": {"batch_size": args.batch_size, "grad_accum": args.grad_accum, "learning_rate": args.lr,
+        "device": device, "dtype": dtype, "cutoff": cutoff, "threads": threads, "packing": packing,
+        "train": {"batch_size": batch_size, "grad_accum": grad_accum, "learning_rate": lr,
                   "max_steps": None, "warmup_ratio": 0.03, "seed": 42,
                   "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0},
     }
+
+
+def bench_model(case: ModelCase, args, device: str, dtype: str, root: Path, log) -> dict:
+    from ducktune.models.loading import model_config
+
+    spec = work_spec(case.key, case.samples, case.cutoff, root, device, dtype, args.threads, args.packing,
+                     args.batch_size, args.grad_accum, args.lr, args.seed, args.heldout)
+    workdir = Path(spec["workdir"])
     if args.packing != "off" and (steps := packed_steps(spec)) < case.min_steps:
         raise SystemExit(f"{case.label}: {case.samples} chats pack into {steps} ducktune steps, fewer than "
                          f"{case.min_steps}: raise --samples")
@@ -239,7 +249,7 @@ def bench_model(case: ModelCase, args, device: str, dtype: str, root: Path, log)
             log(f"  {case.label} {side} #{repeat + 1}: {result['tokens_per_s']:.1f} trained tok/s, "
                 f"peak {result['peak_bytes'] / 2**30:.2f} GiB, {result['steps']} steps, "
                 f"held-out loss {result['heldout_loss']:.4f} ({time.perf_counter() - started:.0f} s)")
-    return summarize(case, runs, model_config(folder), spec)
+    return summarize(case, runs, model_config(Path(spec["model"])), spec)
 
 
 def summarize(case: ModelCase, runs: dict, config: dict, spec: dict) -> dict:
