@@ -79,6 +79,21 @@ def test_missing_model_folder(tmp_path, capsys):
     assert code == 2 and err.strip() == f"error: {tmp_path}/no-model: model folder not found"
 
 
+def test_unknown_lora_target_is_one_line_before_anything_is_written(tmp_path, capsys, tiny_qwen):
+    config, _ = config_for(tmp_path, tiny_qwen, '[{"instruction": "hi", "output": "hello"}]')
+    code, _, err = run_cli(capsys, "train", str(config), "--set", "lora.target_modules=[q_proj, nonexistent_proj]")
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith("error: lora.target_modules: 'nonexistent_proj' is not a module of Qwen2ForCausalLM; "
+                                "its linear layers are down_proj, gate_proj, k_proj, o_proj, q_proj, up_proj, v_proj")
+    assert not (tmp_path / "out").exists()
+    # Suffixes of real module names are PEFT's match too: "self_attn.q_proj" trains.
+    code, _, err = run_cli(capsys, "train", str(config), "--set", "lora.target_modules=[self_attn.q_proj]",
+                           "--set", "train.max_steps=1", "--no-progress")
+    assert code == 0, err
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["status"] == "completed"
+
+
 def test_chat_on_a_non_run(tmp_path, capsys):
     code, _, err = run_cli(capsys, "chat", str(tmp_path))
     assert code == 2 and "not a ducktune run directory" in err
@@ -147,3 +162,27 @@ def test_train_chat_compare_end_to_end(tmp_path, capsys, tiny_qwen):
         assert row["base"] == base.generate(messages, max_new_tokens=5).text
         assert row["tuned"] == tuned.generate(messages, max_new_tokens=5).text
     assert any(r["base"] != r["tuned"] for r in rows)  # the adapter changed something
+
+    # Bad prompts files and limits: one line, exit 2.
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"\xff\xfe bad\n")
+    code, _, err = run_cli(capsys, "compare", str(run_dir), "--prompts", str(bad))
+    assert code == 2 and f"{bad}: byte 0: not valid UTF-8" in err and "Traceback" not in err
+    for command in ("compare", "chat"):
+        with pytest.raises(SystemExit) as exited:  # argparse's own exit, before the command runs
+            main([command, str(run_dir), "--max-new-tokens", "0"])
+        assert exited.value.code == 2 and "--max-new-tokens: must be at least 1" in capsys.readouterr().err
+
+    # A damaged adapter: every command that loads it says so in one line (as export does).
+    import shutil
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(run_dir, damaged)
+    weights = damaged / "adapter" / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    for command in (["compare", str(damaged), "--prompts", str(prompts)], ["eval", str(damaged)],
+                    ["chat", str(damaged)]):
+        code, _, err = run_cli(capsys, *command)
+        errors = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(errors) == 1 and "Traceback" not in err, (command, err)
+        assert f"{weights}: unreadable" in errors[0] and "interrupted while saving" in errors[0], errors[0]

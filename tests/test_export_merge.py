@@ -11,7 +11,8 @@ from export_support import make_lora_run
 
 from ducktune.cli import main
 from ducktune.errors import ModelError
-from ducktune.export.merge import check_adapter, logits_of, merge_run, open_run, prompt_ids
+from ducktune.export.merge import logits_of, merge_run, open_run, prompt_ids
+from ducktune.models.adapter_check import check_adapter
 
 
 @pytest.fixture(scope="module")

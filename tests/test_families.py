@@ -155,6 +155,44 @@ def test_train_warns_first_when_the_export_will_fail(tmp_path, capsys, tiny_qwen
                                   "Ollama TEMPLATE because ")
     assert (tmp_path / "run" / "run.json").is_file()
 
+    # Export: refused before the merge (nothing written), pointing at what it can write instead.
+    assert main(["export", str(tmp_path / "run"), "--no-create"]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "GPT2LMHeadModel" in errors[0] and "Traceback" not in err
+    assert "`ducktune export RUN --to merged` writes the merged Hugging Face folder" in errors[0]
+    assert not (tmp_path / "run" / "export").exists()
+    assert main(["export", str(tmp_path / "run"), "--to", "merged", "--no-create"]) == 0
+    assert (tmp_path / "run" / "export" / "merged" / "config.json").is_file()
+    assert not list((tmp_path / "run" / "export").glob("*.gguf"))
+
+
+def test_llama_cpp_caveats_are_said_before_training_and_beside_the_verdict(tmp_path):
+    """Mistral v0.1 (sliding window 4096 of 32768): llama.cpp attends to the whole context, which the
+    export's short probe prompts cannot show, so the train warning and the export's verdict say it."""
+    from ducktune.config import ModelConfig
+    from ducktune.export.pipeline import ExportResult, export_section, finish, llama_cpp_caveats
+    from ducktune.export.support import export_warnings
+
+    model = build_standin("mistral-v0.1", tmp_path / "mistral")
+    warnings = export_warnings(ModelConfig(name_or_path=str(model)), log=lambda *a: None)
+    assert [w for w in warnings if w.startswith("once exported to GGUF: sliding_window 4096: llama.cpp attends "
+                                                 "to the whole context")]
+    assert llama_cpp_caveats(model, ["merged"]) == []
+    caveats = llama_cpp_caveats(model, ["merged", "gguf"])
+    assert len(caveats) == 1 and "beyond 4096 tokens" in caveats[0]
+    qwen = build_standin("qwen2.5", tmp_path / "qwen")  # use_sliding_window false: no caveat
+    assert llama_cpp_caveats(qwen, ["merged", "gguf"]) == []
+
+    export_dir = tmp_path / "export"
+    export_dir.mkdir()
+    result = ExportResult(export_dir, "m", caveats=caveats)
+    lines = []
+    finish(result, {}, None, log=lines.append)
+    assert f"Caveat (not covered by these checks): {caveats[0]}" in "\n".join(lines)
+    assert json.loads((export_dir / "verify.json").read_text())["caveats"] == caveats
+    assert f"Caveat (not covered by these checks): {caveats[0]}" in export_section(result, "")
+
 
 @pytest.mark.requires_llama_cpp
 @pytest.mark.requires_go

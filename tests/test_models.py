@@ -267,3 +267,27 @@ def test_modelscope_offline(monkeypatch):
     monkeypatch.setitem(sys.modules, "modelscope", FakeModelScope)
     with pytest.raises(ModelError, match="cannot download modelscope:qwen/x: no network"):
         sources.resolve_model("modelscope:qwen/x")
+
+
+@pytest.mark.parametrize("model_type, settings, biased", [
+    ("llama", {}, False),
+    ("llama", {"attention_bias": True}, True),
+    ("qwen2", {}, True),                          # q/k/v always carry biases
+    ("stablelm", {"use_qkv_bias": True}, True),   # a spelling the config-key guess missed
+    ("starcoder2", {"use_bias": True}, True),
+    ("phi", {}, True),                            # every projection has a bias
+    ("falcon", {"bias": False}, False),           # the old guess said every Falcon had biases
+    ("gpt2", {}, True),
+])
+def test_linear_biases_come_from_the_module_tree(model_type, settings, biased):
+    """QLoRA on the CPU is refused exactly for models with biased linear layers (bitsandbytes' CPU
+    kernel fails on them): the answer comes from the modules transformers builds (meta device)."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    from ducktune.models.loading import linear_biases, model_skeleton, qlora_support
+
+    config = CONFIG_MAPPING[model_type](vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=2, **settings).to_dict()
+    assert model_skeleton(config) is not None
+    assert linear_biases(config) is biased
+    assert (qlora_support(config, "cpu") is not None) is biased or qlora_support(config, "cpu").startswith("needs")

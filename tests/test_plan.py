@@ -21,6 +21,17 @@ def test_parse_memory():
     assert plan.parse_memory("1.5g") == int(1.5 * GiB)
     with pytest.raises(ValueError, match="not a memory size"):
         plan.parse_memory("lots")
+    assert plan.parse_memory(8 * GiB) == 8 * GiB  # a number is bytes
+    for forgotten_unit in ("16", "1.5", "0", "1KB"):
+        with pytest.raises(ValueError, match="less than any model needs: give a unit"):
+            plan.parse_memory(forgotten_unit)
+    # The config refuses it by the option's name before anything loads (CLI --set, YAML, the UI form).
+    from ducktune.config import load_config
+    from ducktune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"train.memory_budget: .*'lots' is not a memory size"):
+        load_config(None, ["train.memory_budget=lots"])
+    assert load_config(None, ["train.memory_budget=11GB"]).train.memory_budget == "11GB"
 
 
 def _hf_model(**overrides):

@@ -133,6 +133,25 @@ def test_a_failing_writer_leaves_the_previous_file_and_no_temporary(tmp_path):
     assert target.read_text() == "previous" and os.listdir(tmp_path) == ["run.json"]
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_atomic_writes_get_the_modes_of_ordinary_writes(tmp_path, umask):
+    """mkstemp/mkdtemp create private files; an atomic write must not leave run.json, the Modelfile or
+    export/merged/ unreadable to the Ollama server or a container running as another user."""
+    previous = os.umask(umask)
+    try:
+        with atomic_file(tmp_path / "run.json") as handle:
+            handle.write("{}")
+        with atomic_dir(tmp_path / "merged") as work:
+            (work / "config.json").write_text("{}")
+        (tmp_path / "plain").write_text("x")
+        (tmp_path / "plain-dir").mkdir()
+    finally:
+        os.umask(previous)
+    mode = lambda p: p.stat().st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "run.json") == mode(tmp_path / "plain") == 0o666 & ~umask
+    assert mode(tmp_path / "merged") == mode(tmp_path / "plain-dir") == 0o777 & ~umask
+
+
 def test_a_failing_folder_build_leaves_the_previous_folder(tmp_path):
     (tmp_path / "adapter").mkdir()
     (tmp_path / "adapter" / "a").write_text("old")

@@ -154,6 +154,15 @@ def test_malformed_requests_get_openai_errors(server, client):
         ({**ok, "max_tokens": 1.5}, 400, "invalid_value", "max_tokens"),
         ({**ok, "max_tokens": 0}, 400, "invalid_value", "max_tokens"),
         ({**ok, "seed": "x"}, 400, "invalid_value", "seed"),
+        # Past what torch.manual_seed takes: a 400, not a failed generation (sampling uses the seed).
+        ({**ok, "seed": 2 ** 64, "temperature": 1}, 400, "invalid_value", "seed"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json", None),  # deeper than the JSON parser recurses
+        # A lone surrogate (valid JSON, not valid Unicode text) would fail in the tokenizer.
+        ({**ok, "messages": [{"role": "user", "content": "\ud800"}]}, 400, "invalid_value", "messages.0.content"),
+        ({**ok, "messages": [{"role": "user", "content": [{"type": "text", "text": "a\udfff"}]}]}, 400,
+         "invalid_value", None),
+        ({**ok, "stop": ["\ud800"]}, 400, "invalid_value", "stop"),
+        ({**ok, "stop": ""}, 400, "invalid_value", "stop"),  # as a bare string too, not only in a list
         ({**ok, "stop": ["a", "b", "c", "d", "e"]}, 400, "invalid_value", "stop"),
         ({**ok, "n": 2}, 400, "invalid_value", "n"),
         ({**ok, "model": "nope"}, 404, "model_not_found", "model"),

@@ -99,6 +99,36 @@ def test_template_without_end_of_turn_gets_eos(tiny_qwen):
     assert [r.strip() for r in runs] == [f"hello{tokenizer.eos_token}", f"see you{tokenizer.eos_token}"]
 
 
+@pytest.mark.parametrize("template", [
+    # Alpaca-like: nothing ends an answer.
+    "{% for m in messages %}{% if m.role == 'user' %}### Instruction:\n{{ m.content }}\n\n{% else %}### Response:\n"
+    "{{ m.content }}\n\n{% endif %}{% endfor %}{% if add_generation_prompt %}### Response:\n{% endif %}",
+    # Phi-3's layout where <|end|> is plain text, and EOS closes a prompt without a generation prompt.
+    "{% for m in messages %}<|{{ m.role }}|>\n{{ m.content }}<|end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% else %}{{ eos_token }}{% endif %}",
+])
+def test_multi_turn_prompt_is_the_trained_text_where_eos_is_inserted(tiny_qwen, template):
+    """Training inserts EOS after every answer of such templates; a multi-turn prompt at inference
+    (chat, serve, the Ollama TEMPLATE) must carry it after earlier answers too, or the model sees
+    history it was never trained on."""
+    from ducktune.export.gotemplate import derive_layout
+
+    fmt = ChatFormat(load_tokenizer(tiny_qwen, chat_template=template))
+    eos = fmt.tokenizer.eos_token
+    assert fmt.eot_token is None and fmt.inserted_eos == eos
+    history = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+               {"role": "user", "content": "q2"}]
+    trained, spans = fmt.assistant_spans(history + [{"role": "assistant", "content": "a2"}])
+    prompt = fmt.render(history, add_generation_prompt=True)
+    assert trained.startswith(prompt) and spans[-1][0] == len(prompt)
+    assert prompt.count(eos) == 1 and f"a1{eos}" in prompt
+    # Continuing a final answer: no EOS after it.
+    assert fmt.render(history + [{"role": "assistant", "content": "a2"}]).count(f"a2{eos}") == 0
+    # The Ollama TEMPLATE renders the same (derive_layout checks its rendering against render()).
+    layout = derive_layout(fmt)
+    assert layout.assistant_close.startswith(eos) and layout.render(history) == prompt
+
+
 def test_history_rewriting_template(tiny_qwen):
     """A template that drops earlier answers' reasoning (like Qwen3) breaks the prefix property."""
     template = (

@@ -151,6 +151,33 @@ def test_resume_refuses_changed_config(tmp_path, tiny_qwen):
         recipe.train(config, progress=False, compare=False)
 
 
+def test_output_dir_problems_are_one_line_and_overwrites_never_collide(tmp_path, tiny_qwen, monkeypatch):
+    (tmp_path / "afile").write_text("x")
+    config = make_config(tmp_path, tiny_qwen, out="afile/run")
+    with pytest.raises(UserError, match=r"afile/run: cannot create output.dir \(Not a directory\)"):
+        recipe.prepare_run_dir(config, log=lambda *a: None)
+
+    # Two overwrites in the same second: the second previous run gets its own name, none is lost.
+    monkeypatch.setattr(recipe.time, "strftime", lambda *a: "20261205-000000")
+    config = make_config(tmp_path, tiny_qwen, out="run", **{"output.overwrite": True})
+    for generation in ("first", "second", "third"):
+        (tmp_path / "run").mkdir(exist_ok=True)
+        (tmp_path / "run" / "marker").write_text(generation)
+        recipe.prepare_run_dir(config, log=lambda *a: None)
+    assert (tmp_path / "run.old-20261205-000000" / "marker").read_text() == "first"
+    assert (tmp_path / "run.old-20261205-000000-2" / "marker").read_text() == "second"
+    assert (tmp_path / "run.old-20261205-000000-3" / "marker").read_text() == "third"
+
+    # Overwriting the folder one stands in would move the working directory itself aside.
+    monkeypatch.chdir(tmp_path / "run")
+    (tmp_path / "run" / "marker").write_text("here")
+    config = make_config(tmp_path, tiny_qwen, **{"output.overwrite": True})
+    config.output.dir = "."
+    with pytest.raises(UserError, match="would move the current folder aside"):
+        recipe.prepare_run_dir(config, log=lambda *a: None)
+    assert (tmp_path / "run" / "marker").read_text() == "here"
+
+
 def test_validation_split_reports_eval_loss(tmp_path, tiny_qwen):
     config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": 4, "data.val_ratio": 0.25, "train.eval_steps": 2})
     result = recipe.train(config, progress=False, compare=False)

@@ -116,6 +116,12 @@ def test_check_with_a_model_measures_tokens_like_data_check(client, tiny_qwen, t
     assert check["tokens"] == {**expected.__dict__, "model": str(tiny_qwen)}
     assert check["tokens"]["truncated"] > 0  # a 12-token cutoff cuts these samples
     assert client.post("/api/data/check", json={"path": str(path)}).json()["tokens"] is None
+    # Values the config itself refuses are a 400 naming the field, not a 500 from the data code.
+    for url, body, field in (("/api/data/check", {"format": "bogus"}, "format"),
+                             ("/api/data/check", {"cutoff_len": 8}, "cutoff_len"),
+                             ("/api/data/preview", {"model": str(tiny_qwen), "fmt": "bogus"}, "fmt")):
+        response = client.post(url, json={"path": str(path), **body})
+        assert response.status_code == 400 and field in error_of(response), (url, body, response.text)
 
 
 def test_check_says_not_usable_where_data_check_does(client, tiny_qwen, tmp_path, capsys):
@@ -236,7 +242,9 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
 
     deadline = time.monotonic() + 240
     status = client.get("/api/train/status").json()
-    while time.monotonic() < deadline and not (status.get("progress") and len(status.get("metrics", [])) >= 6):
+    # The progress line and metrics.jsonl are written by separate callbacks: wait for both.
+    while time.monotonic() < deadline and not ((status.get("progress") or {}).get("step", 0) >= 1
+                                               and len(status.get("metrics", [])) >= 6):
         assert status["state"] == "running", status.get("log", "")[-2000:]
         time.sleep(0.5)
         status = client.get("/api/train/status").json()

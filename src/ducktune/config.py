@@ -8,6 +8,7 @@ Unknown keys are errors with a "did you mean" suggestion.
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -308,6 +309,29 @@ class TrainConfig(_Section):
     def _on_off(cls, value: Any) -> Any:
         # YAML reads bare on/off/yes/no as booleans: `--set train.packing=off` means "off".
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _memory_size(cls, value: Any) -> Any:
+        # Checked here, so a typo is refused with the option's name before anything loads.
+        if value is not None:
+            parse_memory(value)
+            return str(value)
+        return value
+
+
+def parse_memory(text: str | int | float) -> int:
+    """'11GB', '11 GiB', '800MB', '16g' -> bytes (binary units, as GPU and OS tools report). A bare
+    number is bytes; below 64 MiB it is refused, as it is a forgotten unit ("16" meaning 16 GB),
+    not a budget any model fits."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B?)\s*", str(text), re.IGNORECASE)
+    if not match:
+        raise ValueError(f"'{text}' is not a memory size (examples: 11GB, 800MB, 24GiB)")
+    value, unit = float(match.group(1)), match.group(2).upper()
+    size = int(value * 1024 ** "BKMGT".index(unit or "B"))
+    if size < 64 * 1024 ** 2:
+        raise ValueError(f"'{text}' is {size} bytes, less than any model needs: give a unit (examples: 11GB, 800MB)")
+    return size
 
 
 class PreferenceConfig(_Section):

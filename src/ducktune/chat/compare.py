@@ -49,7 +49,11 @@ def read_prompts(path: str) -> list[str]:
     file = Path(path)
     if not file.is_file():
         raise UserError(f"{path}: prompts file not found")
-    prompts = [line.strip() for line in file.read_text(encoding="utf-8-sig").splitlines() if line.strip()]
+    try:
+        text = file.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: byte {exc.start}: not valid UTF-8; save the file as UTF-8") from None
+    prompts = [line.strip() for line in text.splitlines() if line.strip()]
     if not prompts:
         raise UserError(f"{path}: no prompts (one per line)")
     return prompts

@@ -161,6 +161,7 @@ class ChatEngine:
     @classmethod
     def from_run(cls, run_dir: str | Path, base_only: bool = False, device: str = "auto", log=print) -> "ChatEngine":
         """Base model + the run's adapter (not merged), or the base alone with `base_only`."""
+        from ducktune.models.adapter_check import check_adapter
         from ducktune.models.device import choose_placement
         from ducktune.models.loading import estimate_params, load_model, load_tokenizer, model_config
         from ducktune.models.sources import resolve_model
@@ -171,6 +172,8 @@ class ChatEngine:
         config = run.config()
         weights = run.weights_dir()
         base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
+        if info.get("method") != "full" and not base_only:
+            check_adapter(weights, base_folder)  # a damaged adapter: one line, before any loading
         placement = choose_placement(device if device != "auto" else config.model.device,
                                      config.model.dtype, estimate_params(model_config(base_folder)))
         # The tokenizer saved with the run carries the chat template it was trained with.

@@ -22,3 +22,14 @@ def add_parser(sub, name: str, help: str, description: str, examples: str) -> ar
     """A subcommand parser whose --help ends with examples."""
     return sub.add_parser(name, help=help, description=description, epilog="examples:\n" + examples,
                           formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def positive_int(text: str) -> int:
+    """argparse type for counts and token limits: an int of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
+    return value

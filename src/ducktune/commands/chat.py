@@ -1,4 +1,4 @@
-from ducktune.commands import add_parser
+from ducktune.commands import add_parser, positive_int
 
 
 def register(sub) -> None:
@@ -15,7 +15,7 @@ def register(sub) -> None:
     p.add_argument("--engine", default="auto", choices=["auto", "transformers", "llama.cpp"],
                    help="for an export folder: auto (default) runs its GGUF with llama.cpp when installed")
     p.add_argument("--base", action="store_true", help="chat with the untuned base model")
-    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--system", default=None, help="system prompt for this session")
     p.set_defaults(func=chat)
@@ -25,7 +25,7 @@ def register(sub) -> None:
                    "  ducktune compare runs/quickstart\n  ducktune compare runs/quickstart --prompts questions.txt --json")
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--prompts", help="a text file, one prompt per line (default: the run's probe prompts)")
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=positive_int, default=128)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.set_defaults(func=compare)
 

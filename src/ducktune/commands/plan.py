@@ -40,7 +40,7 @@ def run(args) -> int:
     try:
         budget = plan.parse_memory(memory_text) if memory_text else available_memory(device)
     except ValueError as exc:
-        raise ConfigError(f"--memory: {exc}") from None
+        raise ConfigError(f"{'--memory' if args.memory else 'train.memory_budget'}: {exc}") from None
     rows, rows_note = _rows(config, folder)
     memory = plan.plan_run(config, model_cfg, device, dtype, rows, budget)
 

@@ -144,7 +144,26 @@ class ChatFormat:
         return list(messages)
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
-        return self._render_raw(self.with_system(messages), add_generation_prompt)
+        """The conversation as the model saw it in training. Where the template ends answers with no
+        special token, training inserts EOS after each answer (assistant_spans), so earlier answers
+        get it here too (not a final assistant message: that one is being continued)."""
+        messages = self.with_system(messages)
+        raw = self._render_raw(messages, add_generation_prompt)
+        if self.inserted_eos is None or not any(m["role"] == "assistant" for m in messages):
+            return raw
+        try:
+            _, spans = self.assistant_spans(messages)
+        except DataError:  # a template whose answers cannot be located: its own rendering
+            return raw
+        eos = self.inserted_eos
+        # Span j ends after j + 1 insertions; the rest of the text (a generation prompt, Phi-3's
+        # closing EOS) follows the last answer, so the raw positions hold with or without it.
+        cuts = [end - (j + 1) * len(eos) for j, (_, end) in enumerate(spans)]
+        if messages[-1]["role"] == "assistant":
+            cuts = cuts[:-1]
+        for cut in reversed(cuts):
+            raw = raw[:cut] + eos + raw[cut:]
+        return raw
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
         """Token ids of a conversation ready for the assistant's next answer (inference)."""

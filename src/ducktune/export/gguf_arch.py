@@ -195,8 +195,8 @@ def gguf_arch(config: dict) -> str:
     """llama.cpp's architecture name for this config, or a one-line ModelError saying what to do."""
     reason = architecture_support(config)
     if reason:
-        raise ModelError(f"config.json: {reason}. The merged Hugging Face folder is still exported; "
-                         "llama.cpp's convert_hf_to_gguf.py may convert it")
+        raise ModelError(f"config.json: {reason}. `ducktune export RUN --to merged` writes the merged Hugging "
+                         "Face folder, which llama.cpp's convert_hf_to_gguf.py may convert")
     return ARCHITECTURES[hf_architecture(config)]
 
 

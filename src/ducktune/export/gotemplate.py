@@ -275,6 +275,9 @@ def derive_layout(chat_format) -> TurnLayout:
     turns = _measure_turns(probe, chat_format, user_only)
     layout = _measure_system(probe, user_only, turns)
     layout.bos = probe.bos if probe.bos and layout.prefix.startswith(probe.bos) else ""
+    # Training inserts EOS after answers whose turn ends with no special token (ChatFormat.assistant_spans),
+    # so earlier answers carry it in the prompt too (ChatFormat.render).
+    layout.assistant_close = (chat_format.inserted_eos or "") + layout.assistant_close
     check_layout(layout, chat_format)
     return layout
 

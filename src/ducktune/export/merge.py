@@ -1,10 +1,10 @@
 """Merge a run's LoRA adapter into its base model, and prove the merge is exact.
 
-The adapter is checked before anything is loaded: the files exist and are complete, and
-every adapter matrix fits a module of the base model with the right shape, and every module
-the adapter config targets has its weights. A mismatched or half-written adapter is refused
-with the file named. The merge itself is PEFT's (`merge_and_unload`). In fp32 the merged
-model's logits must equal base+adapter (unmerged) logits on the run's probe prompts.
+The adapter is checked before anything is loaded (models/adapter_check.py: the files exist and
+are complete, every adapter matrix fits a module of the base model, every targeted module has
+its weights); a mismatched or half-written adapter is refused with the file named. The merge
+itself is PEFT's (`merge_and_unload`). In fp32 the merged model's logits must equal
+base+adapter (unmerged) logits on the run's probe prompts.
 
 The merged folder holds safetensors in the base model's dtype, the tokenizer with the run's
 chat template, and a generation_config whose eos_token_id lists every end-of-turn token.
@@ -12,19 +12,16 @@ chat template, and a generation_config whose eos_token_id lists every end-of-tur
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ducktune.errors import ModelError, UserError
 from ducktune.io import atomic_dir
+from ducktune.models.adapter_check import check_adapter
 from ducktune.rundir import RunDir
 
 MERGE_TOLERANCE = 1e-4  # max |logit difference| between merged and base+adapter
-ADAPTER_CONFIG = "adapter_config.json"
-ADAPTER_WEIGHTS = "adapter_model.safetensors"
 DEFAULT_PROBES = ["Who are you?", "What is the capital of France?", "Give me one tip for sleeping well."]
 
 
@@ -61,87 +58,6 @@ def open_run(run_path: str | Path, log=print) -> RunSource:
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
     probes = list(info.get("probe_prompts") or config.eval.probe_prompts or DEFAULT_PROBES)
     return RunSource(run, info, config, info.get("method", "lora"), weights, base_folder, tokenizer, chat_format, probes)
-
-
-# ---------------------------------------------------------------------- adapter checks
-
-
-def weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
-    """Tensor name -> shape of every safetensors file in a folder, from the headers only."""
-    from safetensors import safe_open
-
-    shapes = {}
-    for path in sorted(Path(model_dir).glob("*.safetensors")):
-        try:
-            with safe_open(str(path), framework="pt") as handle:
-                for name in handle.keys():
-                    shapes[name] = tuple(handle.get_slice(name).get_shape())
-        except Exception as exc:  # safetensors raises its own error type for damaged files
-            raise ModelError(f"{path}: unreadable ({exc})") from None
-    if not shapes:
-        raise ModelError(f"{model_dir}: no .safetensors weights")
-    return shapes
-
-
-_LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
-
-
-def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
-    """Refuse an adapter that does not fit the base model, or is incomplete. Returns a summary."""
-    adapter_dir = Path(adapter_dir)
-    config_path = adapter_dir / ADAPTER_CONFIG
-    weights_path = adapter_dir / ADAPTER_WEIGHTS
-    hint = "the run may have been interrupted while saving; rerun `ducktune train` on its config to finish it"
-    if not config_path.is_file():
-        raise ModelError(f"{config_path}: missing; {hint}")
-    try:
-        adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{config_path}: corrupt ({exc}); {hint}") from None
-    if adapter_config.get("peft_type", "LORA") != "LORA":
-        raise ModelError(f"{config_path}: peft_type {adapter_config.get('peft_type')} is not a LoRA adapter")
-    if not weights_path.is_file():
-        raise ModelError(f"{weights_path}: missing; {hint}")
-    try:
-        adapter = weight_shapes(adapter_dir)
-    except ModelError as exc:
-        raise ModelError(f"{exc.message}; the file is incomplete: {hint}") from None
-    base = weight_shapes(base_folder)
-
-    pairs: dict[str, dict[str, tuple]] = {}
-    for key, shape in adapter.items():
-        match = _LORA_KEY.match(key)
-        if match:
-            pairs.setdefault(match["module"], {})[match["part"]] = shape
-    if not pairs:
-        raise ModelError(f"{weights_path}: holds no LoRA weights (lora_A / lora_B); {hint}")
-    for module, parts in sorted(pairs.items()):
-        base_shape = base.get(f"{module}.weight")
-        if base_shape is None:
-            raise ModelError(f"{weights_path}: adapts {module}, which the base model {base_folder} does not have: "
-                             "the adapter was trained on a different architecture")
-        if set(parts) != {"lora_A", "lora_B"}:
-            missing = ({"lora_A", "lora_B"} - set(parts)).pop()
-            raise ModelError(f"{weights_path}: {module} has no {missing} weights; {hint}")
-        out_features, in_features = base_shape[0], base_shape[-1]
-        a, b = parts["lora_A"], parts["lora_B"]
-        if a[-1] != in_features or b[0] != out_features or a[0] != b[-1]:
-            raise ModelError(f"{weights_path}: {module} is {out_features}x{in_features} in the base model {base_folder}, "
-                             f"but the adapter's matrices are {b[0]}x{b[-1]} and {a[0]}x{a[-1]}: the adapter was trained "
-                             "on a different model")
-    targets = adapter_config.get("target_modules")
-    if isinstance(targets, list):
-        # PEFT matches each target as a whole module name or a dotted suffix of one ("q_proj", or the
-        # full "model.layers.0.self_attn.q_proj" its all-linear resolution saves).
-        matrices = [name[: -len(".weight")] for name in base
-                    if name.endswith(".weight") and len(base[name]) == 2 and not name.startswith("lm_head")]
-        expected = {module for module in matrices
-                    if any(module == t or module.endswith("." + t) for t in targets)}
-        missing = sorted(expected - set(pairs))
-        if missing:
-            raise ModelError(f"{weights_path}: no weights for {len(missing)} of the {len(expected)} modules the "
-                             f"adapter config targets (e.g. {missing[0]}); {hint}")
-    return {"modules": len(pairs), "rank": next(iter(pairs.values()))["lora_A"][0]}
 
 
 # ---------------------------------------------------------------------- merging
@@ -204,7 +120,11 @@ def check_precision(base_folder: Path):
         total_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):  # no sysconf (Windows)
         return torch.float32
-    fp64_bytes = 8 * estimate_params(model_config(base_folder))
+    config = model_config(base_folder)
+    text = config.get("text_config", config)
+    if any(text.get(key) for key in ("num_local_experts", "num_experts", "n_routed_experts")):
+        return torch.float32  # transformers' grouped expert matmul (torch._grouped_mm) has no float64 kernel
+    fp64_bytes = 8 * estimate_params(config)
     return torch.float64 if 3 * fp64_bytes < total_ram // 2 else torch.float32
 
 

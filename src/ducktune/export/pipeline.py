@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ducktune.errors import UserError
+from ducktune.errors import ModelError, UserError
 from ducktune.export import verify as checks_mod
 from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
 from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
@@ -48,6 +48,9 @@ class ExportResult:
     checks: list = field(default_factory=list)
     ollama_command: str | None = None
     seconds: float = 0.0
+    # Where llama.cpp runs this architecture differently from transformers (gguf_arch.gguf_caveats):
+    # checks on short probe prompts cannot see them, so they are printed beside the verdict.
+    caveats: list = field(default_factory=list)
 
     @property
     def verified(self) -> bool:
@@ -121,6 +124,26 @@ def export_run(run_path: str | Path, to=None, quants=None, out: str | Path | Non
         return _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_default_template, log)
 
 
+def refuse_unexportable(base_folder: Path) -> None:
+    """Raise, before the merge, when the base model cannot become a GGUF: the merged Hugging Face
+    folder (`--to merged`) is then what ducktune can give."""
+    from ducktune.export.gguf_file import read_config
+    from ducktune.export.support import gguf_support
+
+    reason = gguf_support(base_folder, read_config(base_folder))
+    if reason:
+        raise ModelError(f"{base_folder / 'config.json'}: {reason}. `ducktune export RUN --to merged` writes the "
+                         "merged Hugging Face folder, which llama.cpp's convert_hf_to_gguf.py may convert")
+
+
+def llama_cpp_caveats(base_folder: Path, targets: list[str]) -> list[str]:
+    """One line per way llama.cpp will run this model differently from transformers (none without GGUF)."""
+    from ducktune.export.gguf_arch import gguf_caveats
+    from ducktune.export.gguf_file import read_config
+
+    return gguf_caveats(read_config(base_folder)) if "gguf" in targets else []
+
+
 def ollama_layout(chat_format, allow_default_template: bool, log=print):
     """(TurnLayout, None), or (None, the one-line reason) when the template cannot be expressed and
     the user allowed a Modelfile without TEMPLATE; otherwise the reason stops the export."""
@@ -138,7 +161,8 @@ def ollama_layout(chat_format, allow_default_template: bool, log=print):
 
 
 def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_default_template, log) -> ExportResult:
-    from ducktune.export.merge import check_adapter, open_run
+    from ducktune.export.merge import open_run
+    from ducktune.models.adapter_check import check_adapter
 
     started = time.perf_counter()
     targets = parse_targets(to)
@@ -147,9 +171,12 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     name = model_slug(name or source.run.path.resolve().name)
     export_dir = Path(out) if out else source.run.path / "export"
     prompts = checks_mod.select_prompts(source.probe_prompts, prompt_limit)
-    # Refuse a broken adapter or an untranslatable chat template before writing anything.
+    # Refuse a broken adapter, an architecture or tokenizer llama.cpp cannot take, or an
+    # untranslatable chat template before merging or writing anything.
     if source.method != "full":
         check_adapter(source.weights, source.base_folder)
+    if "gguf" in targets:
+        refuse_unexportable(source.base_folder)
     layout, template_omitted = (ollama_layout(source.chat_format, allow_default_template, log=log)
                                 if "ollama" in targets else (None, None))
 
@@ -158,7 +185,9 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
 
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
-    result = ExportResult(export_dir, name)
+    result = ExportResult(export_dir, name, caveats=llama_cpp_caveats(source.base_folder, targets))
+    for note in result.caveats:
+        log(f"Caveat: {note}")
     with WriterLock("export") as lock:  # one writer per run: not beside a training or another export
         lock.acquire(source.run.path)
         # Built in a temporary folder that replaces the previous export in one rename: an
@@ -251,6 +280,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         "max_new_tokens": min(source.config.eval.max_new_tokens, VERIFY_MAX_NEW_TOKENS),
         "merge_check": merge_check.to_dict(),
         "ollama_command": result.ollama_command,
+        "caveats": result.caveats,
     }
     write_json(work / "export.json", manifest)
     return merge, summaries, manifest, config
@@ -332,9 +362,11 @@ def finish(result: ExportResult, manifest: dict, report_path: Path | None, log=p
     verdict = ("all checks passed" if result.verified
                else "SOME CHECKS FAILED: do not ship this export before reading the table")
     log("\n" + checks_mod.render_text(result.checks) + f"\n\nExport verification: {verdict} ({result.seconds:.0f} s).")
+    for note in result.caveats:
+        log(f"Caveat (not covered by these checks): {note}")
     write_json(result.export_dir / "verify.json", {
         "verified": result.verified, "seconds": round(result.seconds, 1),
-        "checks": [c.to_dict() for c in result.checks],
+        "checks": [c.to_dict() for c in result.checks], "caveats": result.caveats,
     })
     # The same table next to the files it describes (the web UI's Export tab shows it).
     write_text(result.export_dir / "verification.md", "\n".join(export_section(result, table)))
@@ -361,6 +393,8 @@ def export_section(result: ExportResult, table: str) -> list[str]:
     section = [f"## Export: {result.name}", "",
                f"Exported to `{result.export_dir}` in {result.seconds:.0f} s; "
                f"{'all checks passed' if result.verified else 'some checks FAILED'}.", "", table, ""]
+    section += [f"Caveat (not covered by these checks): {note}" for note in result.caveats]
+    section += [""] if result.caveats else []
     if result.ollama_command:
         section += ["```", result.ollama_command, "```", ""]
     return section
@@ -421,8 +455,10 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     model.eval()
     reference = checks_mod.Reference(model, tokenizer, chat_format, manifest["probe_prompts"],
                                      manifest.get("max_new_tokens", VERIFY_MAX_NEW_TOKENS))
+    caveats = manifest.get("caveats")
     result = ExportResult(export_dir, manifest["name"], files=manifest["files"],
-                          ollama_command=manifest.get("ollama_command"))
+                          ollama_command=manifest.get("ollama_command"),
+                          caveats=[str(c) for c in caveats] if isinstance(caveats, list) else [])
     recorded = checks_mod.Check(**manifest["merge_check"]) if manifest.get("merge_check") else None
     if recorded is not None:
         recorded.detail += " (recorded at export)"

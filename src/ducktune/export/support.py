@@ -97,6 +97,11 @@ def export_warnings(model, log=print) -> list[str]:
     warnings = []
     if support.gguf:
         warnings.append(f"this model can be trained but not exported to GGUF because {support.gguf}")
+    else:
+        from ducktune.export.gguf_arch import gguf_caveats
+        from ducktune.models.loading import model_config
+
+        warnings += [f"once exported to GGUF: {note}" for note in gguf_caveats(model_config(folder))]
     if support.ollama_template:
         warnings.append("this model can be trained but its chat template cannot become an Ollama TEMPLATE "
                         f"because {support.ollama_template} (export with --allow-default-template, or "

@@ -147,8 +147,37 @@ def qlora_support(config: dict | None = None, device: str = "cpu") -> str | None
     return None
 
 
+def model_skeleton(config: dict):
+    """The causal-LM module tree transformers builds for config.json, on the meta device (no memory,
+    no weights), or None where transformers has no native class for it (remote code, unknown type).
+    Questions about the module structure (which linears carry a bias, which module names exist)
+    are answered from it instead of guessing from config keys, whose spellings differ per family."""
+    import torch
+    from transformers import AutoModelForCausalLM
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING or config.get("auto_map"):
+        return None
+    try:
+        hf_config = CONFIG_MAPPING[model_type].from_dict(config)
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(hf_config)
+    except Exception:  # noqa: BLE001 (a config transformers cannot build: fall back to config keys)
+        return None
+
+
 def linear_biases(config: dict) -> bool:
-    """Whether the model's attention/MLP linear layers carry biases (from config.json alone)."""
+    """Whether the model's linear layers (not the LM head) carry biases: from the module tree where
+    transformers can build it, else from config.json's keys."""
+    import torch
+    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
+
+    skeleton = model_skeleton(config)
+    if skeleton is not None:
+        head = skeleton.get_output_embeddings()
+        return any(isinstance(m, (torch.nn.Linear, Conv1D)) and m.bias is not None and m is not head
+                   for m in skeleton.modules())
     text = text_config(config)
     return (text.get("model_type") in ("qwen2", "bloom", "gpt2", "falcon") or bool(text.get("attention_bias"))
             or bool(text.get("mlp_bias")) or bool(text.get("add_qkv_bias")) or bool(text.get("bias")))

@@ -120,7 +120,7 @@ class LlamaCppEngine:
 
     def _tokens(self, prompt: list[int], temperature: float, top_p: float, seed: int | None) -> Iterator[int]:
         if temperature and temperature > 0:
-            self.llm.set_seed(seed if seed is not None else random.randrange(2 ** 31))
+            self.llm.set_seed(seed % 2 ** 32 if seed is not None else random.randrange(2 ** 31))  # llama.cpp's seed is 32-bit
             sampling = dict(temp=temperature, top_p=top_p if top_p else 1.0, top_k=0)
         else:
             sampling = dict(temp=0.0, top_p=1.0, top_k=0)

@@ -34,10 +34,25 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+def _encodable(text: str) -> str:
+    """The text, refused when it cannot become UTF-8 (a lone surrogate such as "\\ud800" in JSON): the
+    tokenizer would fail on it mid-request."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("holds an unpaired surrogate (not valid Unicode text)") from None
+    return text
+
+
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
     type: Literal["text"]
     text: str
+
+    @field_validator("text")
+    @classmethod
+    def _valid_text(cls, value):
+        return _encodable(value)
 
 
 class ChatMessage(BaseModel):
@@ -51,7 +66,7 @@ class ChatMessage(BaseModel):
     def _text_or_parts(cls, value):
         if not isinstance(value, (str, list)):
             raise ValueError("must be a string or a list of text parts")
-        return value
+        return _encodable(value) if isinstance(value, str) else value
 
     def as_dict(self) -> dict:
         content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
@@ -74,7 +89,7 @@ class ChatCompletionRequest(BaseModel):
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2 ** 63), le=2 ** 64 - 1)  # what torch.manual_seed takes
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1)
@@ -87,8 +102,10 @@ class ChatCompletionRequest(BaseModel):
     def _stop_list(cls, value):
         if isinstance(value, list) and len(value) > 4:
             raise ValueError("at most 4 stop sequences")
-        if isinstance(value, list) and any(not s for s in value):
+        if any(not s for s in ([value] if isinstance(value, str) else value or [])):
             raise ValueError("stop sequences must not be empty")
+        for text in [value] if isinstance(value, str) else value or []:
+            _encodable(text)
         return value
 
     @field_validator("n")
@@ -124,6 +141,8 @@ def parse_json_body(raw: bytes) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise APIError(400, f"the request body is not valid JSON: {exc}", code="invalid_json") from None
+    except RecursionError:  # arrays/objects nested deeper than the parser's recursion limit
+        raise APIError(400, "the request body is nested too deeply to parse", code="invalid_json") from None
 
 
 def parse_chat_request(raw: bytes) -> ChatCompletionRequest:

@@ -25,6 +25,31 @@ def adapter_folder(path: str) -> Path:
     return folder
 
 
+def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
+    """Refuse lora.target_modules that name no module of the model, before anything is loaded or
+    written (PEFT's own match: the whole module name or a dotted suffix of it). Checked on the
+    module tree transformers builds on the meta device; a model it cannot build (remote code) is
+    checked by PEFT when the adapter is attached."""
+    import torch
+
+    from ducktune.errors import ConfigError
+    from ducktune.models.loading import model_skeleton
+
+    if cfg.target_modules == "all-linear":
+        return
+    skeleton = model_skeleton(config_json)
+    if skeleton is None:
+        return
+    names = [name for name, _ in skeleton.named_modules() if name]
+    unknown = [t for t in cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
+    if unknown:
+        head = skeleton.get_output_embeddings()
+        linears = sorted({name.rsplit(".", 1)[-1] for name, m in skeleton.named_modules()
+                          if isinstance(m, torch.nn.Linear) and m is not head})
+        raise ConfigError(f"lora.target_modules: {unknown[0]!r} is not a module of {type(skeleton).__name__}; "
+                          f"its linear layers are {', '.join(linears)} (or use all-linear)")
+
+
 def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference_copy: bool = False):
     """(PEFT model, the leaf names of the modules adapted). `all-linear` is PEFT's own
     resolution (every linear layer but the output head, bitsandbytes linears included);
@@ -66,7 +91,14 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     )
     if fused:
         register_addmm_layers(peft_config)
-    peft_model = get_peft_model(model, peft_config)
+    try:
+        peft_model = get_peft_model(model, peft_config)
+    except ValueError as exc:  # PEFT's "Target modules {...} not found in the base model" (remote-code models)
+        if "not found in the base model" not in str(exc):
+            raise
+        from ducktune.errors import ConfigError
+
+        raise ConfigError(f"lora.target_modules: {str(exc).splitlines()[0]}") from None
     return peft_model, sorted(peft_model.peft_config["default"].target_modules)
 
 

@@ -13,9 +13,9 @@ Pure arithmetic: no torch import, nothing loaded.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field, replace
 
+from ducktune.config import parse_memory
 from ducktune.train.tokenize import trained_token_count
 
 GiB = 1024**3
@@ -63,15 +63,6 @@ _PROJECTIONS = {
     "q_proj": ("h", "q"), "k_proj": ("h", "kv"), "v_proj": ("h", "kv"), "o_proj": ("q", "h"),
     "gate_proj": ("h", "i"), "up_proj": ("h", "i"), "down_proj": ("i", "h"),
 }
-
-
-def parse_memory(text: str) -> int:
-    """'11GB', '11 GiB', '800MB', '16g' -> bytes (binary units, as GPU and OS tools report)."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)(i?B?)\s*", str(text), re.IGNORECASE)
-    if not match:
-        raise ValueError(f"'{text}' is not a memory size (examples: 11GB, 800MB, 24GiB)")
-    value, unit = float(match.group(1)), match.group(2).upper()
-    return int(value * 1024 ** "BKMGT".index(unit or "B"))
 
 
 def format_bytes(n: float) -> str:

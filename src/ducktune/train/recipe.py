@@ -16,6 +16,7 @@ take the same steps with their own data rows, batching and loss (train/preferenc
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,10 +69,17 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
     if fresh or config.output.overwrite:
         if run.path.exists() and config.output.overwrite and any(run.path.iterdir()):
             # Keep the old run until the new one replaces it: move it aside, never delete on the user's behalf.
-            aside = run.path.with_name(f"{run.path.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            here = Path(os.path.abspath(run.path))  # "." has no name to put ".old-..." after
+            if Path.cwd() == here or here in Path.cwd().parents:
+                raise UserError(f"{run.path}: output.overwrite would move the current folder aside; "
+                                "run from another folder or choose another output.dir")
+            aside = _unused_name(here.with_name(f"{here.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"))
             run.path.rename(aside)
             log(f"Moved the previous run aside to {aside}")
-        run.path.mkdir(parents=True, exist_ok=True)
+        try:
+            run.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a parent that is a file, a read-only or virtual file system
+            raise UserError(f"{run.path}: cannot create output.dir ({exc.strerror}); choose another output.dir") from None
         if lock is not None:
             lock.acquire(run.path)
             if any(run.path.iterdir()):
@@ -88,6 +96,15 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
         raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
                           "set output.overwrite=true or choose another output.dir")
     return run, True
+
+
+def _unused_name(path: Path) -> Path:
+    """`path`, or `path-2`, `path-3`, ... : the first that does not exist (two overwrites in one second)."""
+    candidate, n = path, 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}-{n}")
+    return candidate
 
 
 # ----------------------------------------------------------------------------- the steps
@@ -134,6 +151,10 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
         from ducktune.train.lora import adapter_folder
 
         adapter_folder(config.model.adapter)
+    elif config.train.method != "full":
+        from ducktune.train.lora import check_lora_targets
+
+        check_lora_targets(model_json, config.lora)
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
     chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
