@@ -168,6 +168,18 @@ def test_output_dir_problems_are_one_line_and_overwrites_never_collide(tmp_path,
     assert (tmp_path / "run.old-20261205-000000-2" / "marker").read_text() == "second"
     assert (tmp_path / "run.old-20261205-000000-3" / "marker").read_text() == "third"
 
+    # A start killed between config.yaml and run.json: the same command starts afresh.
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.yaml").write_text("model: {}\n")
+    (killed / ".run.json.123.abc.tmp").write_text("{")
+    config = make_config(tmp_path, tiny_qwen, out="killed")
+    run, resuming = recipe.prepare_run_dir(config, log=lambda *a: None)
+    assert not resuming and list(killed.iterdir()) == []
+    (killed / "stranger.txt").write_text("x")  # anything else is not ducktune's to remove
+    with pytest.raises(UserError, match="folder exists and is not a ducktune run"):
+        recipe.prepare_run_dir(config, log=lambda *a: None)
+
     # Overwriting the folder one stands in would move the working directory itself aside.
     monkeypatch.chdir(tmp_path / "run")
     (tmp_path / "run" / "marker").write_text("here")
@@ -176,6 +188,21 @@ def test_output_dir_problems_are_one_line_and_overwrites_never_collide(tmp_path,
     with pytest.raises(UserError, match="would move the current folder aside"):
         recipe.prepare_run_dir(config, log=lambda *a: None)
     assert (tmp_path / "run" / "marker").read_text() == "here"
+
+
+def test_an_interrupt_outside_the_training_loop_marks_the_run_and_the_rerun_finishes(tmp_path, tiny_qwen):
+    """Ctrl-C (or SIGTERM) after run.json says "running" but outside trainer.train (model setup, the
+    final save, the comparison): the run is marked interrupted, one line says how to resume."""
+    config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": 2})
+
+    def interrupted(*args, **kwargs):  # Ctrl-C while the batching and loss are being set up
+        raise KeyboardInterrupt
+
+    with pytest.raises(UserError, match="interrupted; rerun the same command to resume"):
+        recipe.train(config, progress=False, compare=False, choose_loss=interrupted)
+    assert RunDir(config.output.dir).info()["status"] == "interrupted"
+    recipe.train(config, progress=False, compare=False)
+    assert RunDir(config.output.dir).info()["status"] == "completed"
 
 
 def test_validation_split_reports_eval_loss(tmp_path, tiny_qwen):

@@ -226,6 +226,19 @@ def test_export_started_from_the_ui_runs_to_completion(client, runs_dir):
     assert client.get("/api/export/duckling").json()["files"] == status["files"]
 
 
+def test_train_start_with_unusable_data_is_a_400_that_writes_nothing(client, runs_dir, tiny_qwen, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}\n'
+                   '{"conversations": [{"from": "robot", "value": "hi"}]}\n', encoding="utf-8")
+    values = {"model.name_or_path": str(tiny_qwen), "data.datasets": f"- {bad}", "train.max_steps": 2,
+              "output.dir": str(runs_dir / "bad-run")}
+    response = client.post("/api/train/start", json=values)
+    assert response.status_code == 400, response.text
+    assert error_of(response).startswith(f"form: data.datasets: {bad}:2") and "robot" in error_of(response)
+    assert client.get("/api/train/status").json()["state"] != "running"
+    assert not (runs_dir / "bad-run").exists() and not list(runs_dir.rglob("bad-run.yaml"))
+
+
 def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs_dir, tiny_qwen, tmp_path):
     data = write_dataset(tmp_path / "d.json")
     run_dir = runs_dir / "ui-run"

@@ -91,7 +91,8 @@ def export_warnings(model, log=print) -> list[str]:
     from ducktune.models.tokenizer import model_tokenizer
 
     folder = resolve_model(model.name_or_path, model.revision, log=log)
-    support = model_support(folder, model_tokenizer(model, log), model.trust_remote_code)
+    tokenizer = model_tokenizer(model, log)
+    support = model_support(folder, tokenizer, model.trust_remote_code)
     if support.train:
         raise ModelError(f"{model.name_or_path}: cannot be trained: {support.train}")
     warnings = []
@@ -102,7 +103,8 @@ def export_warnings(model, log=print) -> list[str]:
         from ducktune.models.loading import model_config
 
         warnings += [f"once exported to GGUF: {note}" for note in gguf_caveats(model_config(folder))]
-    if support.ollama_template:
+    # Without any chat template training itself stops, with its own message (set model.chat_template).
+    if support.ollama_template and getattr(tokenizer, "chat_template", None):
         warnings.append("this model can be trained but its chat template cannot become an Ollama TEMPLATE "
                         f"because {support.ollama_template} (export with --allow-default-template, or "
                         "set model.chat_template)")

@@ -63,7 +63,7 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
         raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
     if lock is not None and run.path.is_dir():
         lock.acquire(run.path)  # before looking inside
-    fresh = not run.path.exists() or not any(run.path.iterdir())
+    fresh = not run.path.exists() or not any(p for p in run.path.iterdir() if not _before_run_json(run, p))
     if require_resume and (fresh or config.output.overwrite or not run.exists()):
         raise UserError(f"{run.path}: no unfinished run to resume; drop --resume to start one")
     if fresh or config.output.overwrite:
@@ -82,8 +82,10 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
             raise UserError(f"{run.path}: cannot create output.dir ({exc.strerror}); choose another output.dir") from None
         if lock is not None:
             lock.acquire(run.path)
-            if any(run.path.iterdir()):
-                raise UserError(f"{run.path}: another process started writing to it at the same moment; run this again")
+        for leftover in [p for p in run.path.iterdir() if _before_run_json(run, p)]:
+            leftover.unlink()  # a start killed before run.json; this writer holds the lock now
+        if lock is not None and any(run.path.iterdir()):
+            raise UserError(f"{run.path}: another process started writing to it at the same moment; run this again")
         return run, False
     if not run.exists():
         raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
@@ -96,6 +98,13 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
         raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
                           "set output.overwrite=true or choose another output.dir")
     return run, True
+
+
+def _before_run_json(run: RunDir, path: Path) -> bool:
+    """What a start killed before run.json existed leaves: config.yaml (written first) and a dead
+    writer's temporary. Such a folder starts afresh instead of passing for a stranger's folder."""
+    return not run.run_json.exists() and (path == run.config_yaml or (path.name.startswith(".")
+                                                                       and path.name.endswith(".tmp")))
 
 
 def _unused_name(path: Path) -> Path:
@@ -504,7 +513,14 @@ def train(config: RunConfig, *args, **kwargs) -> TrainResult:
     lock = WriterLock("train")
     try:
         with _terminate_as_interrupt():
-            return _train(config, *args, lock=lock, **kwargs)
+            try:
+                return _train(config, *args, lock=lock, **kwargs)
+            except KeyboardInterrupt:  # outside trainer.train (setup, the final save, the comparison)
+                run = RunDir(config.output.dir)
+                if DistributedRun.rank_from_environment() == 0 and run.exists() and \
+                        run.info().get("status") == "running":
+                    write_json(run.run_json, {**run.info(), "status": "interrupted"})
+                raise UserError(f"interrupted; rerun the same command to resume {run.path}") from None
     finally:
         lock.release()
 

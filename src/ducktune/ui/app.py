@@ -25,6 +25,7 @@ from ducktune.serve.limits import MAX_BODY_BYTES, BodyLimit
 from ducktune.serve.protocol import APIError
 from ducktune.serve.registry import RunsRegistry
 from ducktune.ui import data_view, runs
+from ducktune.ui.data_view import refuse_unusable_data
 from ducktune.ui.jobs import JobSlot
 from ducktune.ui.requests import CheckRequest, PreviewRequest
 
@@ -197,6 +198,7 @@ def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
         config = config_from_form(values)
         if not config.data.datasets:  # `ducktune train` would fail a second later, in a job log
             raise ConfigError("form: data.datasets: no training data given (add a file)")
+        refuse_unusable_data(config)  # the same first problem `ducktune data check` names, as a 400
         out = Path(config.output.dir).expanduser()
         if not out.is_absolute():
             config.output.dir = str((Path.cwd() / out).resolve())

@@ -88,3 +88,14 @@ def preview_samples(path: str | Path, model: str, fmt: str = "auto", chat_templa
             rows.append({"index": index, **item_json(item)})
     return {"total": len(data.samples), "start": start, "rows": rows,
             "stop_tokens": chat_format.stop_tokens}
+
+
+def refuse_unusable_data(config) -> None:
+    """Raise DataError naming the first problem when the form's data cannot train (the records read
+    and validated as `ducktune data check` does, without a model), so starting a run with bad data
+    is a 400 and writes nothing, not a job that fails a second later in its log."""
+    from ducktune.data.check import check_data
+
+    report = check_data(config, skip_bad=config.data.skip_bad)
+    if not report.usable:
+        raise DataError(f"form: data.datasets: {report.issues[0] if report.issues else report.verdict}")
