@@ -103,3 +103,26 @@ def test_cli_refuses_a_broken_adapter_with_one_line_and_writes_nothing(tiny_llam
     err = capsys.readouterr().err
     assert "adapter_model.safetensors" in err and "Traceback" not in err
     assert not (run / "export").exists()
+
+
+def test_moe_expert_parameters_are_named_and_pass_the_adapter_check(tmp_path):
+    """PEFT's all-linear on a transformers-5 Mixtral also adapts the fused expert tensors (target_parameters):
+    training names them, and the adapter check (which knows only `.weight` matrices and the checkpoint's
+    own names, block_sparse_moe.*) lets PEFT judge those instead of calling the adapter foreign."""
+    import torch
+    from transformers import AutoModelForCausalLM, MixtralConfig
+
+    from ducktune.config import LoraConfig
+    from ducktune.train.lora import attach_lora
+
+    torch.manual_seed(0)
+    config = MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=2, num_experts_per_tok=1)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "base")
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "base")
+    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, fused=False))
+    parameters = [t for t in targets if t.endswith(" (parameter)")]
+    assert parameters and "q_proj" in targets
+    peft_model.save_pretrained(tmp_path / "adapter")
+    summary = check_adapter(tmp_path / "adapter", tmp_path / "base")
+    assert summary["modules"] >= 4  # q/k/v/o at least, checked by shape

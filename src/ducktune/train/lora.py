@@ -51,7 +51,7 @@ def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
 
 
 def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference_copy: bool = False):
-    """(PEFT model, the leaf names of the modules adapted). `all-linear` is PEFT's own
+    """(PEFT model, the leaf names of the modules adapted, then any bare parameters). `all-linear` is PEFT's own
     resolution (every linear layer but the output head, bitsandbytes linears included);
     the names are read back from the resolved PEFT config.
 
@@ -99,7 +99,11 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
         from ducktune.errors import ConfigError
 
         raise ConfigError(f"lora.target_modules: {str(exc).splitlines()[0]}") from None
-    return peft_model, sorted(peft_model.peft_config["default"].target_modules)
+    resolved = peft_model.peft_config["default"]
+    # PEFT's all-linear also adapts bare parameters of some models (the fused experts of MoE models
+    # under transformers 5): named too, so the log and run.json say what trains.
+    parameters = [f"{name} (parameter)" for name in getattr(resolved, "target_parameters", None) or []]
+    return peft_model, sorted(resolved.target_modules) + parameters
 
 
 @contextmanager
