@@ -133,3 +133,15 @@ def test_csv_with_column_mapping_converts(tmp_path, capsys):
     assert code == 0
     assert json.loads(out.read_text()) == [
         {"conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]}]
+
+
+def test_a_mapping_to_a_missing_column_is_not_silently_ignored(tmp_path, capsys):
+    """--column output=answr (a typo) on a file that also has an `output` column must not train on
+    `output`: the mapped column is missing, and the problem names it."""
+    original = tmp_path / "in.json"
+    original.write_text(json.dumps([{"instruction": "q", "output": "wrong", "answer": "right"}]))
+    code, out, _ = run_cli(capsys, "data", "check", original, "--column", "output=answr")
+    assert code == 2 and "answr" in out
+    code, _, _ = run_cli(capsys, "data", "convert", original, tmp_path / "o.json", "--to", "sharegpt",
+                         "--column", "output=answer")
+    assert code == 0 and json.loads((tmp_path / "o.json").read_text())[0]["conversations"][1]["value"] == "right"

@@ -365,6 +365,13 @@ def test_loader_objective_switch(tmp_path):
     assert not {s.where for s in loaded.train} & {s.where for s in loaded.val}
     sft = load_data(DataConfig(datasets=[str(pairs), str(chats)]))
     assert [s.kind for s in sft.train] == ["chat"] and sft.preference_pairs == 10
+    # Training says which files it leaves out, per file, instead of dropping them silently.
+    from ducktune.data.loader import unused_note
+
+    assert unused_note(sft) == (f"not used: {pairs}: 10 preference pairs / KTO samples, which supervised "
+                                "fine-tuning does not train")
+    assert unused_note(loaded) == f"not used: {chats}: 1 chat / text samples, which preference tuning does not train"
+    assert unused_note(load_data(DataConfig(datasets=[str(chats)]))) is None
     with pytest.raises(Exception, match="only preference pairs or KTO samples"):
         load_data(DataConfig(datasets=[str(pairs)]))
 
@@ -386,6 +393,20 @@ def test_loader_keeps_unpaired_samples_and_validation_file(tmp_path):
     loaded = load_data(DataConfig(datasets=[str(kto)], val_file=str(val), val_ratio=0), objective="preference")
     assert [s.label for s in loaded.train if s.kind == "unpaired"].count(True) == 2
     assert [s.kind for s in loaded.val] == ["preference"]
+
+
+def test_check_with_a_config_counts_what_its_objective_trains(tmp_path, capsys):
+    """`data check --config` is what `train` would use: a DPO config's mix of pairs and chats keeps the
+    pairs (without a config the data decides)."""
+    pairs = pairs_file(tmp_path, 4)
+    chats = write_jsonl(tmp_path / "chats.jsonl", [{"messages": [U(f"q{i}"), A("a")]} for i in range(6)])
+    config = tmp_path / "dpo.yaml"
+    config.write_text(f"data: {{datasets: [{pairs}, {chats}]}}\ntrain: {{objective: dpo}}\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "data", "check", "--config", config, "--no-tokens")
+    assert code == 0 and out.splitlines()[-1] == "Usable: yes, for preference tuning", out
+    config.write_text(f"data: {{datasets: [{pairs}, {chats}]}}\ntrain: {{objective: sft}}\n", encoding="utf-8")
+    code, out, _ = run_cli(capsys, "data", "check", "--config", config, "--no-tokens")
+    assert code == 0 and out.splitlines()[-1] != "Usable: yes, for preference tuning", out
 
 
 def test_check_reports_pairs_and_is_usable_for_preference_tuning(tmp_path, tiny_qwen, capsys):

@@ -74,6 +74,9 @@ def fake_run(tmp_path) -> Path:
     ("no_answer.csv", "question,A,B,C,D\nQ?,a,b,c,d\n", ":1: answer: missing column"),
     ("five.csv", "question,A,B,C,D,E,answer\nQ?,a,b,c,d,e,B\n", ":1: E: 5 choices"),
     ("empty.csv", "", ": empty file"),
+    # Preference pairs hold no single answer to score: refused, not reported as an empty set.
+    ("pairs.jsonl", '{"prompt": "hi", "chosen": "a", "rejected": "b"}\n', ":1: preference data (preference record); evaluation takes"),
+    ("kto.jsonl", '{"prompt": "hi", "completion": "a", "label": true}\n', ":1: preference data (unpaired record); evaluation takes"),
 ])
 def test_cli_bad_eval_file_exit_2_and_nothing_written(tmp_path, capsys, name, text, field):
     run = fake_run(tmp_path)

@@ -55,7 +55,7 @@ def train_b(tmp_path, model, **extra):
     return recipe.train(config, progress=False, compare=False), quiz
 
 
-def test_trained_to_answer_b_scores_at_least_90_percent(tmp_path, tiny_qwen_wide):
+def test_trained_to_answer_b_scores_at_least_90_percent(tmp_path, tiny_qwen_wide, capsys):
     from ducktune.eval.runner import run_eval
 
     result, quiz = train_b(tmp_path, tiny_qwen_wide)
@@ -81,6 +81,13 @@ def test_trained_to_answer_b_scores_at_least_90_percent(tmp_path, tiny_qwen_wide
     # A second evaluation replaces the section instead of adding another.
     run_eval(str(result.run_dir), data=[str(quiz)], max_new_tokens=4, log=lambda *a: None)
     assert run.report.read_text(encoding="utf-8").count("## Evaluation") == 1
+    # --json: stdout is the JSON alone, although the base answers are generated (and said so) first.
+    from ducktune.cli import main
+
+    capsys.readouterr()
+    assert main(["eval", str(result.run_dir), "--data", str(quiz), "--max-new-tokens", "3", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["choice_accuracy"]["tuned"] >= 90.0 and "base model's answers" in err
 
 
 def test_replay_mixes_in_the_base_models_own_answers_once(tmp_path, tiny_qwen, monkeypatch):

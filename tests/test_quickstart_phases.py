@@ -65,3 +65,20 @@ def test_bleed_report_uses_the_engine_it_is_given(tiny_qwen, tmp_path, monkeypat
     assert bleed["prompts"] >= 50 and len(bleed["rows"]) == bleed["prompts"] and bleed["mean_kl"] > 0
     written = json.loads((tmp_path / "run" / "eval" / "eval.json").read_text(encoding="utf-8"))
     assert written["bleed"]["prompts"] == bleed["prompts"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epochs", "0"], "error: --epochs 0.0: Input should be greater than 0"),
+    (["--replay", "5"], "error: --replay 5.0: Input should be less than or equal to 1"),
+    (["--method", "dpo", "--adapter", "no-such-run"], "error: model.adapter: no-such-run: no LoRA adapter there"),
+    (["--out", "a-file"], "error: a-file: is a file; pass --out with a folder"),
+])
+def test_quickstart_flags_are_checked_before_anything_is_written(tmp_path, monkeypatch, capsys, argv, message):
+    from ducktune.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a-file").write_text("x")
+    assert main(["quickstart", "--no-export", *argv]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(message) and "Traceback" not in err and out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]  # no data file, no run folder

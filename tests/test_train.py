@@ -149,6 +149,10 @@ def test_resume_refuses_changed_config(tmp_path, tiny_qwen):
     config.train.learning_rate = 5e-3
     with pytest.raises(ConfigError, match=r"train.learning_rate: 0.01 -> 0.005"):
         recipe.train(config, progress=False, compare=False)
+    # Another machine's thread count or a longer comparison does not change what trains: it resumes.
+    config.train.learning_rate = 1e-2
+    config.train.num_threads, config.eval.max_new_tokens = 1, 5
+    assert recipe.prepare_run_dir(config, log=lambda *a: None)[1] is True
 
 
 def test_output_dir_problems_are_one_line_and_overwrites_never_collide(tmp_path, tiny_qwen, monkeypatch):

@@ -410,6 +410,13 @@ class OutputConfig(_Section):
     dir: str = Field("runs/run", description="Run directory: config, adapter, checkpoints, metrics, report.")
     overwrite: bool = Field(False, description="Start afresh in an existing run directory instead of resuming it.")
 
+    @field_validator("dir")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():  # an empty path is the working folder, never what was meant
+            raise ValueError("empty; give the run directory")
+        return value
+
 
 class EvalConfig(_Section):
     probe_prompts: list[str] = Field(

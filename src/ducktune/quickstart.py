@@ -96,18 +96,16 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
 
     started = time.perf_counter()
     clock = PhaseClock()
+    config = load_config(None, [*DEMO_SETTINGS, *overrides])
+    config.output.dir = out
+    _set_option(config.train, "num_epochs", epochs, "--epochs")  # checked before anything is written
+    _set_option(config.data, "replay", replay, "--replay")
     run = _fresh_demo_run(out)
     data_file = run.path.parent / f".{run.path.name}-data" / "identity.json"
     records = identity_records(PERSONA_NAME, PERSONA_AUTHOR)
     write_json(data_file, records)
     trained_questions = [r["instruction"] for r in records]
-
-    config = load_config(None, [*DEMO_SETTINGS, *overrides])
-    config.output.dir = out
     config.data.datasets = [DatasetSpec(path=str(data_file))]
-    if epochs is not None:
-        config.train.num_epochs = epochs
-    config.data.replay = replay
     # General questions are answered in the bleed report (52 prompts, English and Chinese).
     config.eval.probe_prompts = trained_questions
     config.eval.persona_terms = list(PERSONA_NAME.values())
@@ -186,15 +184,32 @@ def _print_summary(run: RunDir, summary: dict, trained: list[dict], bleed: dict)
     print(f"Full table: {run.report}")
 
 
+def _set_option(section, name: str, value, flag: str) -> None:
+    """Set a config option from a quickstart flag (None: keep the demo's), refused in one line naming the
+    flag when the config schema refuses the value."""
+    from pydantic import ValidationError
+
+    from ducktune.errors import ConfigError
+
+    if value is None:
+        return
+    try:
+        setattr(section, name, value)
+    except ValidationError as err:
+        raise ConfigError(f"{flag} {value}: {err.errors()[0]['msg']}") from None
+
+
 def _fresh_demo_run(out: str) -> RunDir:
     """The demo's run directory: a previous demo run there is replaced, anything else refused."""
+    from ducktune.errors import UserError
+
     run = RunDir(out)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{out}: is a file; pass --out with a folder")
     if run.path.exists():
         if run.exists() and run.info().get("origin") == "quickstart":
             shutil.rmtree(run.path)  # a previous demo run: safe to replace
         elif any(run.path.iterdir()):
-            from ducktune.errors import UserError
-
             raise UserError(f"{out}: exists and is not a quickstart run; pass --out with another folder")
     return run
 
@@ -259,8 +274,11 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
     started = time.perf_counter()
     config = load_config(None, DPO_SETTINGS + list(settings))
     config.output.dir, config.model.adapter = out, adapter
-    if epochs is not None:
-        config.train.num_epochs = epochs
+    _set_option(config.train, "num_epochs", epochs, "--epochs")
+    if adapter:  # refused before anything is printed or written
+        from ducktune.train.lora import adapter_folder
+
+        adapter_folder(adapter)
     run = _fresh_demo_run(out)
     pairs, train_pairs, held_out = _split_persona_pairs(config)
     data_file = run.path.parent / f".{run.path.name}-data" / "pairs.json"

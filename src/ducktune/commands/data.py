@@ -180,7 +180,14 @@ def check(args) -> int:
 
     config = build_config(args, args.sources)
     chat_format = None if args.no_tokens else _chat_format(config)
-    report = check_data(config, chat_format, skip_bad=args.skip_bad)
+    # With a config, the objective it trains decides which samples count (as `ducktune train` would);
+    # without one, the data decides.
+    objective = None
+    if getattr(args, "config", None):
+        from ducktune.config import PREFERENCE_OBJECTIVES
+
+        objective = "preference" if config.train.objective in PREFERENCE_OBJECTIVES else "sft"
+    report = check_data(config, chat_format, skip_bad=args.skip_bad, objective=objective)
     if args.json:
         print(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:

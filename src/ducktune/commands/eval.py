@@ -30,6 +30,10 @@ def run(args) -> int:
 
     if args.max_new_tokens <= 0:
         raise UserError("--max-new-tokens: must be at least 1")
+    import sys
+
+    # With --json, stdout carries the JSON alone: progress and notes go to stderr.
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     run_eval(args.run_dir, data=args.data, with_base=args.base, max_new_tokens=args.max_new_tokens,
-             as_json=args.json)
+             as_json=args.json, log=log)
     return 0

@@ -45,7 +45,9 @@ def run(args) -> int:
         overrides.append("output.overwrite=true")
     if args.skip_bad:
         overrides.append("data.skip_bad=true")
-    if args.output:
+    if args.output is not None:
+        if not args.output.strip():  # not a silent fall-back to the config's output.dir
+            raise UserError("--output: empty; give the run directory")
         overrides.append(f"output.dir={args.output}")
     if args.config is None and not overrides:
         raise UserError("ducktune train: give a config file (see examples/) or --set options")

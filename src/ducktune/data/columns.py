@@ -42,7 +42,9 @@ def rename_fields(records: list[Record], mapping: dict[str, str]) -> None:
         value = record.value
         if not isinstance(value, dict):
             continue
-        renamed = {k: v for k, v in value.items() if k not in sources}
+        # A field that a mapping fills is taken only from its mapped column: the file's own field of
+        # that name is dropped, so a mapping to a missing column fails instead of being ignored.
+        renamed = {k: v for k, v in value.items() if k not in sources and (k not in mapping or mapping[k] == k)}
         for target, source in mapping.items():
             if source in value:
                 renamed[target] = value[source]

@@ -116,6 +116,18 @@ def normalize_read(name: str, read: ReadResult, spec: DatasetSpec, options: Norm
         return data
     fmt = spec.format
     columns = canonical_columns(spec.columns, fmt)
+    dicts = [r.value for r in read.records if isinstance(r.value, dict)]
+    # A mapped column that no record has, where records do have ducktune's own field of that name: a
+    # misspelt mapping, which must not quietly fall back to that field (an optional column that is
+    # simply absent, as dataset_info.json entries list them, is fine).
+    absent = [(t, s) for t, s in columns.items()
+              if t != s and not any(s in d for d in dicts) and any(t in d for d in dicts)]
+    if absent:
+        target, source = absent[0]
+        first = dicts[0]
+        data.issues.append(Issue(name, None, source, f"the column mapped to {target!r} is in no record "
+                                 f"(the records' fields: {', '.join(sorted(first)) or 'none'})", fatal=True))
+        return data
     rename_fields(read.records, columns)
     if fmt == "auto" and name.lower().endswith(".txt"):
         fmt = "text"

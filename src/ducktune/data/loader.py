@@ -35,6 +35,18 @@ class DatasetMix:
     usable: int  # samples after dedupe and its max_samples (before the validation split)
     train: int = 0  # samples in the training mix (repeats counted)
     val: int = 0
+    unused: int = 0  # valid samples of a kind the objective does not train
+
+
+def unused_note(loaded: "LoadedData") -> str | None:
+    """One line naming the datasets whose samples the objective leaves out (pairs in a supervised run,
+    chats in a preference run), or None: a mix of kinds across files is allowed, never silent."""
+    left = [f"{m.name}: {m.unused}" for m in loaded.mix if m.unused]
+    if not left:
+        return None
+    kinds = "preference pairs / KTO samples" if loaded.objective == "sft" else "chat / text samples"
+    trains = "supervised fine-tuning" if loaded.objective == "sft" else "preference tuning"
+    return f"not used: {', '.join(left)} {kinds}, which {trains} does not train"
 
 
 @dataclass
@@ -164,12 +176,14 @@ def _pools(config: DataConfig, datasets: list[DatasetRead], kinds: tuple[str, ..
     for dataset in datasets:
         spec = dataset.spec
         samples = []
+        left_out = 0
         for f in dataset.files:
             for sample in f.samples:
                 if sample.kind in kinds:
                     samples.append(sample)
                 else:
-                    unused += 1
+                    left_out += 1
+        unused += left_out
         if config.dedupe:
             unique = []
             for sample in samples:
@@ -183,7 +197,7 @@ def _pools(config: DataConfig, datasets: list[DatasetRead], kinds: tuple[str, ..
         if spec.max_samples is not None:
             samples = samples[: spec.max_samples]
         pools.append(samples)
-        mix.append(DatasetMix(spec.path, len(samples)))
+        mix.append(DatasetMix(spec.path, len(samples), unused=left_out))
     return pools, mix, duplicates, unused
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ducktune.data.schema import PREFERENCE_KINDS
 from ducktune.errors import UserError
 from ducktune.eval.choices import ChoiceItem, looks_like_choices, read_choices
 
@@ -40,6 +41,10 @@ def read_chat_file(path: Path) -> ChatSet:
         raise data_error(data.issues, f"{path}: fix the evaluation file")
     if not data.samples:
         raise UserError(f"{path}: no samples")
+    paired = [s for s in data.samples if s.kind in PREFERENCE_KINDS]
+    if paired:  # evaluated as chats they would count as zero samples and silently vanish from the report
+        raise UserError(f"{paired[0].where}: preference data ({paired[0].kind} record); evaluation takes chat data "
+                        "(answers to score) or multiple-choice files")
     return ChatSet(str(path), data.samples)
 
 

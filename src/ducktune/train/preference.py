@@ -294,6 +294,7 @@ def prepare_preference_data(config, chat_format, log) -> tuple:
     """recipe.PreparedData's fields for a preference run: (train rows, validation rows, stats, bad
     records skipped, duplicates removed, probe prompts). Every problem is reported before anything
     is written."""
+    from ducktune.data.loader import unused_note
     from ducktune.errors import DataError
     from ducktune.train.tokenize import probe_prompts
 
@@ -309,6 +310,8 @@ def prepare_preference_data(config, chat_format, log) -> tuple:
     log(f"Data: {len(train_rows)} train / {len(val_rows)} validation {kind}, {stats['trained_tokens']} trained tokens"
         + (f"; {stats['truncated']} truncated at {dc.cutoff_len} tokens" if stats["truncated"] else "")
         + (f"; {skipped} bad records skipped" if skipped else ""))
+    if note := unused_note(data):
+        log(f"Note: {note}")
     return train_rows, val_rows, stats, skipped, data.duplicates_removed, probe_prompts(config, data.train)
 
 

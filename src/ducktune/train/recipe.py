@@ -37,10 +37,16 @@ class TrainResult:
 
 # ----------------------------------------------------------------------------- run directory
 
+# Options a resumed run may change: they do not touch the training trajectory (CPU threads; the
+# length of the answers compared after training).
+RESUME_MAY_CHANGE = (("output", "overwrite"), ("train", "num_threads"), ("eval", "max_new_tokens"))
+
+
 def _config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     a, b = old.model_dump(mode="json"), new.model_dump(mode="json")
     for cfg in (a, b):
-        cfg["output"].pop("overwrite", None)
+        for section, key in RESUME_MAY_CHANGE:
+            cfg[section].pop(key, None)
     diffs = []
 
     def walk(x, y, prefix):
@@ -183,7 +189,7 @@ class PreparedData:
 def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log) -> PreparedData:
     """Load, validate and tokenize the data (plus data.replay's base-model answers): every problem is
     reported before anything is written."""
-    from ducktune.data.loader import load_data
+    from ducktune.data.loader import load_data, unused_note
     from ducktune.train.replay import replay_samples
     from ducktune.train.tokenize import probe_prompts, tokenize_samples
 
@@ -205,6 +211,8 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
     log(f"Data: {len(train_rows)} train / {len(val_rows)} validation samples, {train_stats['trained_tokens']} trained tokens"
         + (f"; {train_stats['truncated']} truncated at {dc.cutoff_len} tokens" if train_stats["truncated"] else "")
         + (f"; {skipped} bad records skipped" if skipped else ""))
+    if note := unused_note(data):
+        log(f"Note: {note}")
     return PreparedData(train_rows, val_rows, train_stats, skipped, data.duplicates_removed,
                         probe_prompts(config, data.train))
 
