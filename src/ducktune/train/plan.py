@@ -374,7 +374,8 @@ class MemoryPlan:
         if s.no_grad_passes:
             # A trained forward + backward costs about 3 forwards; each no-grad pass adds one (or a fraction).
             extra = s.no_grad_passes * s.no_grad_rows_per_example / (3 * s.rows_per_example)
-            line += (f"; {s.no_grad_passes} no-grad forward pass(es) per micro-batch for the reference (adapter off), "
+            line += (f"; {s.no_grad_passes} no-grad forward pass(es) per micro-batch for the reference (the "
+                     "frozen starting point: the base model, or model.adapter when set), "
                      f"~{extra:.0%} more compute, run before the trained pass")
         else:
             line += "; no reference model"
