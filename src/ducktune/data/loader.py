@@ -172,7 +172,7 @@ def _pools(config: DataConfig, datasets: list[DatasetRead], kinds: tuple[str, ..
     seen: set = set()
     pools: list[list[Sample]] = []
     mix: list[DatasetMix] = []
-    duplicates = unused = 0
+    duplicates = 0
     for dataset in datasets:
         spec = dataset.spec
         samples = []
@@ -183,7 +183,6 @@ def _pools(config: DataConfig, datasets: list[DatasetRead], kinds: tuple[str, ..
                     samples.append(sample)
                 else:
                     left_out += 1
-        unused += left_out
         if config.dedupe:
             unique = []
             for sample in samples:
@@ -198,7 +197,7 @@ def _pools(config: DataConfig, datasets: list[DatasetRead], kinds: tuple[str, ..
             samples = samples[: spec.max_samples]
         pools.append(samples)
         mix.append(DatasetMix(spec.path, len(samples), unused=left_out))
-    return pools, mix, duplicates, unused
+    return pools, mix, duplicates, sum(m.unused for m in mix)
 
 
 def _hold_out(pools: list[list[Sample]], mix: list[DatasetMix], ratio: float, rng: random.Random) -> list[Sample]:

@@ -167,17 +167,23 @@ def model_skeleton(config: dict):
         return None
 
 
+def linear_layers(model) -> list[tuple[str, object]]:
+    """(name, module) of every linear layer but the LM head (nn.Linear, and GPT-2's Conv1D): what
+    LoRA's all-linear adapts."""
+    import torch
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    return [(name, m) for name, m in model.named_modules()
+            if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head]
+
+
 def linear_biases(config: dict) -> bool:
     """Whether the model's linear layers (not the LM head) carry biases: from the module tree where
     transformers can build it, else from config.json's keys."""
-    import torch
-    from transformers.pytorch_utils import Conv1D  # GPT-2's linear layers
-
     skeleton = model_skeleton(config)
     if skeleton is not None:
-        head = skeleton.get_output_embeddings()
-        return any(isinstance(m, (torch.nn.Linear, Conv1D)) and m.bias is not None and m is not head
-                   for m in skeleton.modules())
+        return any(m.bias is not None for _, m in linear_layers(skeleton))
     text = text_config(config)
     return (text.get("model_type") in ("qwen2", "bloom", "gpt2", "falcon") or bool(text.get("attention_bias"))
             or bool(text.get("mlp_bias")) or bool(text.get("add_qkv_bias")) or bool(text.get("bias")))

@@ -30,10 +30,8 @@ def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
     written (PEFT's own match: the whole module name or a dotted suffix of it). Checked on the
     module tree transformers builds on the meta device; a model it cannot build (remote code) is
     checked by PEFT when the adapter is attached."""
-    import torch
-
     from ducktune.errors import ConfigError
-    from ducktune.models.loading import model_skeleton
+    from ducktune.models.loading import linear_layers, model_skeleton
 
     if cfg.target_modules == "all-linear":
         return
@@ -43,9 +41,7 @@ def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
     names = [name for name, _ in skeleton.named_modules() if name]
     unknown = [t for t in cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
     if unknown:
-        head = skeleton.get_output_embeddings()
-        linears = sorted({name.rsplit(".", 1)[-1] for name, m in skeleton.named_modules()
-                          if isinstance(m, torch.nn.Linear) and m is not head})
+        linears = sorted({name.rsplit(".", 1)[-1] for name, _ in linear_layers(skeleton)})
         raise ConfigError(f"lora.target_modules: {unknown[0]!r} is not a module of {type(skeleton).__name__}; "
                           f"its linear layers are {', '.join(linears)} (or use all-linear)")
 

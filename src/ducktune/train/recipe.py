@@ -422,9 +422,7 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
         with adapter_input_casting(trainer.model, enabled=not trainer.autocasts_every_forward):
             output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
-        info["status"] = "interrupted"
-        save_json(run.run_json, info)
-        raise UserError(f"interrupted; rerun the same command to resume {run.path} from its last checkpoint") from None
+        raise  # not a failure: train() marks the run interrupted
     except BaseException as exc:
         info["status"] = "failed"
         full = disk_full(exc, run.path)  # torch.save reports a full disk without errno
@@ -523,12 +521,13 @@ def train(config: RunConfig, *args, **kwargs) -> TrainResult:
         with _terminate_as_interrupt():
             try:
                 return _train(config, *args, lock=lock, **kwargs)
-            except KeyboardInterrupt:  # outside trainer.train (setup, the final save, the comparison)
+            except KeyboardInterrupt:  # Ctrl-C or SIGTERM, in training or around it (setup, final save, comparison)
                 run = RunDir(config.output.dir)
                 if DistributedRun.rank_from_environment() == 0 and run.exists() and \
                         run.info().get("status") == "running":
                     write_json(run.run_json, {**run.info(), "status": "interrupted"})
-                raise UserError(f"interrupted; rerun the same command to resume {run.path}") from None
+                raise UserError(f"interrupted; rerun the same command to resume {run.path} from its last "
+                                "checkpoint") from None
     finally:
         lock.release()
 
