@@ -1,6 +1,6 @@
 import pytest
 
-from ducktune.config import RunConfig, apply_overrides, describe_options, load_config
+from ducktune.config import RunConfig, apply_overrides, describe_options, load_config, read_yaml
 from ducktune.errors import ConfigError
 
 
@@ -56,6 +56,19 @@ def test_invalid_yaml_reports_line(tmp_path):
     path = write(tmp_path, "train:\n  seed: [1, 2\nmodel: x\n")
     with pytest.raises(ConfigError, match=rf"{path}:\d+:\d+: invalid YAML"):
         load_config(path)
+
+
+def test_duplicate_yaml_key_refused_naming_both_lines(tmp_path):
+    # Plain YAML keeps the last of two equal keys; the user's first value would be ignored unseen.
+    path = write(tmp_path, "train:\n  learning_rate: 1e-4\n  epochs: 2\n  learning_rate: 2e-4\n")
+    with pytest.raises(ConfigError, match=rf"{path}:4:3: invalid YAML: key 'learning_rate' given twice \(first on line 2\)"):
+        load_config(path)
+
+
+def test_yaml_merge_keys_may_be_overridden(tmp_path):
+    # `<<: *anchor` then an explicit key is YAML's override idiom, not a duplicate.
+    path = write(tmp_path, "base: &b {learning_rate: 0.0001, epochs: 2}\ntrain:\n  <<: *b\n  epochs: 3\n")
+    assert read_yaml(path)["train"] == {"learning_rate": 0.0001, "epochs": 3}
 
 
 def test_missing_config_file(tmp_path):

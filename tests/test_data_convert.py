@@ -99,8 +99,9 @@ def test_text_records_fit_no_chat_format(tmp_path, capsys):
     original = write_jsonl(tmp_path / "in.jsonl", [{"text": "plain"}])
     code, _, err = run_cli(capsys, "data", "convert", original, tmp_path / "out.jsonl", "--to", "messages")
     assert code == 2
-    assert err.splitlines()[0] == (f"error: {original}:1: text: cannot be written as messages: plain text "
-                                   "(continued pre-training) has no conversation turns")
+    assert err.splitlines() == [f"error: {original}:1: text: cannot be written as messages: plain text "
+                                "(continued pre-training) has no conversation turns (1 of 1 records cannot be "
+                                "written as messages; nothing was written)"]
 
 
 def test_bad_input_refused_unless_skip_bad(tmp_path, capsys):
@@ -108,7 +109,9 @@ def test_bad_input_refused_unless_skip_bad(tmp_path, capsys):
     original.write_text('{"instruction": "q", "output": "a"}\nnot json\n')
     out = tmp_path / "out.jsonl"
     code, _, err = run_cli(capsys, "data", "convert", original, out, "--to", "messages")
-    assert code == 2 and err.splitlines()[0] == f"error: {original}:2:1: (json): invalid JSON: Expecting value"
+    assert code == 2 and err.splitlines() == [f"error: {original}:2:1: (json): invalid JSON: Expecting value (the "
+                                              "input data has problems; fix them or pass --skip-bad to convert the "
+                                              "good records)"]
     code, stdout, _ = run_cli(capsys, "data", "convert", original, out, "--to", "messages", "--skip-bad")
     assert code == 0 and "Wrote 1 records as messages" in stdout and "(1 bad records left out)" in stdout
 

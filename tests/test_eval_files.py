@@ -51,6 +51,8 @@ def test_the_bundled_sample_reads():
     ("five.jsonl", json.dumps({"question": "Q?", "choices": list("abcde"), "answer": "B"}) + "\n",
      "{f}:1: choices: 5 choices; MMLU / C-Eval / CMMLU questions have exactly 4 (A-D)"),
     ("bad_answer.csv", "question,A,B,C,D,answer\nQ?,a,b,c,d,B\nR?,a,b,c,d,F\n", "{f}:3: answer: 'F' is not one of A, B, C, D"),
+    # Headerless MMLU rows whose choices are spelled a-d are data, not a header: the short row is named.
+    ("mmlu_short.csv", "What?,a,b,c,d,A\nWho?,a,b\n", "{f}:2: columns: 3 columns; MMLU rows have 6 (question, A, B, C, D, answer)"),
     ("empty.csv", "", "{f}: empty file (no samples or questions)"),
     ("empty.jsonl", "\n\n", "{f}: empty file (no samples or questions)"),
 ])
@@ -74,6 +76,8 @@ def fake_run(tmp_path) -> Path:
     ("no_answer.csv", "question,A,B,C,D\nQ?,a,b,c,d\n", ":1: answer: missing column"),
     ("five.csv", "question,A,B,C,D,E,answer\nQ?,a,b,c,d,e,B\n", ":1: E: 5 choices"),
     ("empty.csv", "", ": empty file"),
+    # A chat file with one bad record: one line (the problem and the advice), not the problem then a summary.
+    ("chat.jsonl", '{"instruction": "hi", "output": "x"}\n{"instruction": 5\n', ":2:18: (json): invalid JSON"),
     # Preference pairs hold no single answer to score: refused, not reported as an empty set.
     ("pairs.jsonl", '{"prompt": "hi", "chosen": "a", "rejected": "b"}\n', ":1: preference data (preference record); evaluation takes"),
     ("kto.jsonl", '{"prompt": "hi", "completion": "a", "label": true}\n', ":1: preference data (unpaired record); evaluation takes"),

@@ -92,6 +92,28 @@ def _config(tmp_path: Path, model: Path, extra: str = "") -> Path:
     return config
 
 
+def test_template_markers_the_tokenizer_lacks_are_warned_before_training(tmp_path, standins, family_rows):
+    """A ChatML template on a Llama 3 tokenizer trains `<|im_end|>` as plain-text pieces that never stop
+    generation; the warning says so. No family's own template triggers it (Zephyr's plain-text
+    `<|user|>` on TinyLlama included: its answers end with the real `</s>`)."""
+    from ducktune.config import ModelConfig
+    from ducktune.data.template import plain_text_markers
+    from ducktune.export.support import export_warnings
+    from ducktune.models.families import standin_dir
+    from ducktune.models.loading import load_tokenizer
+
+    for spec in FAMILIES:
+        tokenizer = load_tokenizer(standin_dir(spec.id, standins, log=lambda *a: None), None,
+                                   spec.id == "internlm2", None)
+        assert plain_text_markers(tokenizer) == [], spec.id
+    llama3 = standin_dir("llama3", standins, log=lambda *a: None)
+    warnings = export_warnings(ModelConfig(name_or_path=str(llama3), chat_template="chatml"), log=lambda *a: None)
+    assert [w for w in warnings if w.startswith("the chat template writes <|im_start|>, <|im_end|> but this "
+                                                 "tokenizer has no such tokens") and "stops only at <|eot_id|>" in w]
+    assert not [w for w in export_warnings(ModelConfig(name_or_path=str(llama3)), log=lambda *a: None)
+                if "chat template writes" in w]
+
+
 def test_unknown_architecture_is_one_line_before_anything_is_written(tmp_path, capsys, tiny_qwen):
     model = tmp_path / "model"
     shutil.copytree(tiny_qwen, model)
@@ -258,3 +280,53 @@ def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenize
     from ducktune.models.loading import load_tokenizer
 
     assert prompt_starts_with_bos(load_tokenizer(build_standin(family_id, tmp_path / family_id))) is expected
+
+
+def _tiny_qwen2_moe(tiny_qwen: Path, target: Path) -> Path:
+    """tiny_qwen's tokenizer and template on a 2-layer Qwen2-MoE (4 routed experts, a shared one)."""
+    import torch
+    from transformers import AutoModelForCausalLM, Qwen2MoeConfig
+
+    shutil.copytree(tiny_qwen, target)
+    for weights in target.glob("*.safetensors"):
+        weights.unlink()
+    base = json.loads((tiny_qwen / "config.json").read_text())
+    config = Qwen2MoeConfig(vocab_size=base["vocab_size"], hidden_size=32, intermediate_size=64, moe_intermediate_size=16,
+                            shared_expert_intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            num_key_value_heads=2, num_experts=4, num_experts_per_tok=2, tie_word_embeddings=True,
+                            bos_token_id=base.get("bos_token_id"), eos_token_id=base.get("eos_token_id"))
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(config).save_pretrained(target)
+    return target
+
+
+def test_moe_routed_experts_left_by_all_linear_are_named_and_can_be_adapted(tmp_path, capsys, tiny_qwen):
+    """Qwen2-MoE keeps its routed experts as fused tensors that PEFT's all-linear does not adapt: training
+    says so (half the layers' weights here) instead of leaving them frozen unseen; lora.target_parameters
+    adapts them (the adapter then holds expert weights), and a name matching no parameter is refused
+    before the run folder exists (PEFT itself only warns)."""
+    from safetensors import safe_open
+
+    model = _tiny_qwen2_moe(tiny_qwen, tmp_path / "moe")
+    config = _config(tmp_path, model)
+    assert main(["train", str(config), "--no-progress", "--set", "output.dir=" + str(tmp_path / "all-linear")]) == 0
+    out = capsys.readouterr().out
+    notes = [line for line in out.splitlines() if line.startswith("Not adapted (stay as in the base): ")]
+    assert len(notes) == 1 and "model.layers.*.mlp.experts.gate_up_proj" in notes[0], out
+    assert "mlp.experts.down_proj" in notes[0] and "self_attn" not in notes[0]
+
+    experts = "lora.target_parameters=[mlp.experts.gate_up_proj, mlp.experts.down_proj]"
+    assert main(["train", str(config), "--no-progress", "--set", experts,
+                 "--set", "output.dir=" + str(tmp_path / "experts")]) == 0
+    out = capsys.readouterr().out
+    assert not [line for line in out.splitlines() if line.startswith("Not adapted")], out
+    with safe_open(str(tmp_path / "experts" / "adapter" / "adapter_model.safetensors"), "pt") as f:
+        assert [k for k in f.keys() if "experts" in k and "lora_" in k]
+    run = json.loads((tmp_path / "experts" / "run.json").read_text())
+    assert "mlp.experts.gate_up_proj (parameter)" in run["lora_targets"]
+
+    assert main(["train", str(config), "--no-progress", "--set", "lora.target_parameters=[mlp.experts.nope]",
+                 "--set", "output.dir=" + str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "error: lora.target_parameters: 'mlp.experts.nope' is not a parameter of Qwen2MoeForCausalLM" in err
+    assert "Traceback" not in err and not (tmp_path / "bad").exists()

@@ -288,3 +288,35 @@ def test_an_exported_model_is_served_with_the_runs_system_prompt(tmp_path, tiny_
     (export_dir / "export.json").unlink()
     [served] = load_path(export_dir / "merged", log=lambda *a: None)
     assert served.engine.chat_format.system_prompt is None
+
+
+@pytest.mark.parametrize("model", ["tiny_qwen", "tiny_llama"])
+def test_a_far_too_long_prompt_is_refused_without_tokenizing(request, model):
+    """Megabytes of prompt held the worker (and every request queued behind it) for seconds of tokenizing
+    before the context check; a bound from the longest token refuses them at once. The bound must never
+    exceed the true count, or a prompt that fits would be refused."""
+    import random
+    from types import SimpleNamespace
+
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.loading import load_tokenizer
+    from ducktune.serve.app import fewest_prompt_tokens, prepare
+    from ducktune.serve.protocol import APIError, ChatCompletionRequest
+
+    tokenizer = load_tokenizer(request.getfixturevalue(model), None, False, None)
+    rng = random.Random(0)
+    alphabet = "ab cd\n\t  xyz-=_!?\u4e2d\u6587\u00e9\U0001f986" + "<|im_start|><|eot_id|>"
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 3000))) for _ in range(30)]
+    texts += [" " * 5000, "-" * 5000, "a" * 5000, "\U0001f986" * 2000, "<|im_end|>" * 300]
+    for text in texts:
+        messages = [{"role": "user", "content": text}]
+        assert fewest_prompt_tokens(tokenizer, messages) <= len(tokenizer.encode(text, add_special_tokens=False))
+    assert fewest_prompt_tokens(tokenizer, [{"role": "user", "content": "quack " * 10000}]) > 0
+
+    served = SimpleNamespace(engine=SimpleNamespace(chat_format=ChatFormat(tokenizer)), max_context=2048)
+    huge = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "quack " * 1_200_000}]})
+    started = time.perf_counter()
+    with pytest.raises(APIError) as info:
+        prepare(served, huge)
+    assert time.perf_counter() - started < 1.0  # tokenizing 7 MB takes seconds here
+    assert info.value.code == "context_length_exceeded" and "at least" in info.value.message

@@ -231,6 +231,13 @@ class LoraConfig(_Section):
         "all-linear",
         description="Modules that get adapters; all-linear finds every linear projection of the architecture (not the LM head).",
     )
+    target_parameters: list[str] = Field(
+        default_factory=list,
+        description="Bare weight tensors that get adapters besides target_modules (PEFT's target_parameters), named "
+                    "by a dotted suffix: e.g. the routed experts of MoE models, which transformers keeps as one fused "
+                    "tensor per layer ([mlp.experts.gate_up_proj, mlp.experts.down_proj] for Qwen2-MoE, whose "
+                    "experts all-linear leaves frozen; training names what no adapter covers).",
+    )
     use_rslora: bool = Field(False, description="Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
     fused: bool = Field(
@@ -574,12 +581,30 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping: plain YAML keeps the last one
+    silently, so a second `learning_rate:` lower in a long config would win unseen."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden by design
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key]})", key_node.start_mark)
+            if isinstance(key, (str, int, float, bool)):
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        data = yaml.load(path.read_text(encoding="utf-8-sig"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not valid UTF-8 (byte {exc.start}); save the config as UTF-8") from None
     except yaml.YAMLError as exc:

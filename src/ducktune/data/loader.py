@@ -162,7 +162,8 @@ def refuse_on(issues: list[Issue], skip_bad: bool, what: str) -> None:
         raise data_error(issues, f"the {what} data cannot be read as a whole; fix these files "
                                  "(--skip-bad skips bad records, not unreadable files)")
     if issues and not skip_bad:
-        raise data_error(issues, f"the {what} data has problems; fix them or pass --skip-bad to train on the good records")
+        use = "convert" if what == "input" else "train on"  # `data convert` reads "input" data
+        raise data_error(issues, f"the {what} data has problems; fix them or pass --skip-bad to {use} the good records")
 
 
 def _pools(config: DataConfig, datasets: list[DatasetRead], kinds: tuple[str, ...] = ("chat", "text")
@@ -261,6 +262,10 @@ def _apportion(total: int, weights: list[float]) -> list[int]:
 
 
 def data_error(issues: list[Issue], headline: str) -> DataError:
+    """One line per problem (up to MAX_ISSUES_SHOWN) and a summary line; a single problem is one line,
+    the headline's advice in brackets after it."""
+    if len(issues) == 1:
+        return DataError(f"{issues[0]} ({headline})", issues)
     shown = [str(i) for i in issues[:MAX_ISSUES_SHOWN]]
     more = len(issues) - len(shown)
     lines = shown + ([f"... and {more} more problems (ducktune data check lists them all)"] if more > 0 else [])

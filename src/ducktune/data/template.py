@@ -21,6 +21,7 @@ model always learns to stop.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from ducktune.data.schema import Sample
@@ -30,6 +31,9 @@ from ducktune.models.loading import read_template  # noqa: F401  (re-exported fo
 IGNORE_INDEX = -100
 _PROBE_ANSWER = "DUCKTUNEPROBEANSWER"
 _PROBE_QUESTION = "DUCKTUNEPROBEQUESTION"
+# Turn markers that templates only ever mean as single special tokens (ChatML, Llama 3, Phi-3,
+# Gemma); `[INST]`-style markers are plain text in several real tokenizers, so they are not listed.
+_TOKEN_MARKER = re.compile(r"<\|[^<>|\s]{1,40}\|>|<(?:start|end)_of_turn>")
 
 
 @dataclass
@@ -287,6 +291,28 @@ def _labels_from_spans(ids: list[int], offsets: list[tuple[int, int]], spans: li
         if end > s and start < e and end > start:
             labels[t] = ids[t]
     return labels
+
+
+def plain_text_markers(tokenizer) -> list[str]:
+    """Turn markers (`<|im_end|>`, `<end_of_turn>`...) the chat template writes that the tokenizer has no
+    single token for, when the one closing an answer is among them: e.g. a ChatML template on a Llama 3
+    tokenizer, whose markers are trained as pieces of plain text and never stop generation. Empty when
+    answers end with a real token (Zephyr's `<|user|>` is plain text by design; `</s>` ends its turns)
+    or the template cannot render the probe."""
+    def single_token(marker: str) -> bool:
+        return len(tokenizer.encode(marker, add_special_tokens=False)) == 1
+
+    probe = [{"role": "user", "content": _PROBE_QUESTION}, {"role": "assistant", "content": _PROBE_ANSWER},
+             {"role": "user", "content": _PROBE_QUESTION}]
+    try:
+        text = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    except Exception:  # no template, or one that refuses the probe: ChatFormat reports it
+        return []
+    text = text if isinstance(text, str) else ""
+    closing = _TOKEN_MARKER.match(text[text.find(_PROBE_ANSWER) + len(_PROBE_ANSWER):].lstrip())
+    if _PROBE_ANSWER not in text or not closing or single_token(closing.group()):
+        return []
+    return [marker for marker in dict.fromkeys(_TOKEN_MARKER.findall(text)) if not single_token(marker)]
 
 
 def model_chat_format(model, log=print) -> "ChatFormat":

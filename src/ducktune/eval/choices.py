@@ -56,7 +56,8 @@ def _error(where: str, field: str, message: str) -> UserError:
 def _header_columns(row: list[str]) -> dict[str, int] | None:
     """Column index of question, A-D, answer when `row` is a header (None when it is data)."""
     names = [c.strip().lower() for c in row]
-    if not {"a", "b", "c", "d"} <= set(names):
+    # A data row may hold choices spelled a-d too; a header also names the question or the answer.
+    if not {"a", "b", "c", "d"} <= set(names) or not {"question", "answer"} & set(names):
         return None
     return {name: names.index(name) for name in ("question", "a", "b", "c", "d", "answer", "e", "subject")
             if name in names}

@@ -38,7 +38,7 @@ def read_chat_file(path: Path) -> ChatSet:
 
     data = load_file(path)
     if data.issues:
-        raise data_error(data.issues, f"{path}: fix the evaluation file")
+        raise data_error(data.issues, "fix the evaluation file")
     if not data.samples:
         raise UserError(f"{path}: no samples")
     paired = [s for s in data.samples if s.kind in PREFERENCE_KINDS]

@@ -103,6 +103,14 @@ def export_warnings(model, log=print) -> list[str]:
         from ducktune.models.loading import model_config
 
         warnings += [f"once exported to GGUF: {note}" for note in gguf_caveats(model_config(folder))]
+    from ducktune.data.template import plain_text_markers
+
+    if markers := plain_text_markers(tokenizer):
+        eos = getattr(tokenizer, "eos_token", None)
+        warnings.append(f"the chat template writes {', '.join(markers)} but this tokenizer has no such token"
+                        f"{'s' if len(markers) > 1 else ''}: the model learns {'them' if len(markers) > 1 else 'it'} "
+                        f"as plain text{f' and stops only at {eos}' if eos else ''}; set model.chat_template to the "
+                        "template made for this tokenizer")
     # Without any chat template training itself stops, with its own message (set model.chat_template).
     if support.ollama_template and getattr(tokenizer, "chat_template", None):
         warnings.append("this model can be trained but its chat template cannot become an Ollama TEMPLATE "

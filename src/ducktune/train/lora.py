@@ -33,10 +33,17 @@ def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
     from ducktune.errors import ConfigError
     from ducktune.models.loading import linear_layers, model_skeleton
 
-    if cfg.target_modules == "all-linear":
+    if cfg.target_modules == "all-linear" and not cfg.target_parameters:
         return
     skeleton = model_skeleton(config_json)
     if skeleton is None:
+        return
+    parameters = [name for name, _ in skeleton.named_parameters()]
+    for target in cfg.target_parameters:  # PEFT only warns when one matches nothing
+        if not any(n == target or n.endswith("." + target) for n in parameters):
+            raise ConfigError(f"lora.target_parameters: {target!r} is not a parameter of {type(skeleton).__name__}; "
+                              "name one by a dotted suffix of its path, e.g. mlp.experts.gate_up_proj")
+    if cfg.target_modules == "all-linear":
         return
     names = [name for name, _ in skeleton.named_modules() if name]
     unknown = [t for t in cfg.target_modules if not any(n == t or n.endswith("." + t) for n in names)]
@@ -82,6 +89,7 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
         target_modules="all-linear" if cfg.target_modules == "all-linear" else list(cfg.target_modules),
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
+        target_parameters=list(cfg.target_parameters) or None,
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -100,6 +108,37 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     # under transformers 5): named too, so the log and run.json say what trains.
     parameters = [f"{name} (parameter)" for name in getattr(resolved, "target_parameters", None) or []]
     return peft_model, sorted(resolved.target_modules) + parameters
+
+
+def unadapted_weights(peft_model) -> tuple[dict[str, int], int]:
+    """({name with layer numbers as *: elements} of the frozen weight matrices no adapter covers, the
+    elements of all frozen weight matrices), embeddings and LM head left out of both: what all-linear
+    (or a target list) leaves as in the base, e.g. Qwen2-MoE's routed experts, which transformers keeps
+    as bare tensors rather than linear layers."""
+    import re
+
+    embeddings = {id(module.weight) for module in (peft_model.get_input_embeddings(), peft_model.get_output_embeddings())
+                  if module is not None and getattr(module, "weight", None) is not None}
+    left: dict[str, int] = {}
+    total = 0
+    for name, param in peft_model.named_parameters():
+        if param.requires_grad or param.ndim < 2 or id(param) in embeddings:
+            continue
+        total += param.numel()
+        if ".base_layer." not in name:  # PEFT moves every adapted weight under a base_layer
+            short = re.sub(r"\.\d+\.", ".*.", name.removeprefix("base_model.model."))
+            left[short] = left.get(short, 0) + param.numel()
+    return left, total
+
+
+def unadapted_note(peft_model) -> str | None:
+    """One log line naming the weights all-linear leaves frozen, with their share of the layers' weights;
+    None when that is under 2 % (an MoE router) or nothing."""
+    left, total = unadapted_weights(peft_model)
+    if sum(left.values()) < 0.02 * total:
+        return None
+    return (f"Not adapted (stay as in the base): {', '.join(left)} ({sum(left.values()) / max(total, 1):.0%} of "
+            "the layers' weights); lora.target_parameters adapts bare weight tensors such as fused experts")
 
 
 @contextmanager

@@ -241,7 +241,7 @@ def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) ->
 def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -> tuple[object, list[str] | None]:
     """The base model on its device with LoRA attached (QLoRA: 4-bit first). Returns (model, LoRA targets)."""
     from ducktune.models.loading import load_model
-    from ducktune.train.lora import attach_lora
+    from ducktune.train.lora import attach_lora, unadapted_note
 
     method, placement = config.train.method, base.placement
     log(f"Loading {config.model.name_or_path} on {placement.device} ({placement.dtype}: {placement.reason})")
@@ -257,6 +257,8 @@ def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -
                                      reference_copy=config.train.objective in REFERENCE_OBJECTIVES)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         log(f"LoRA r={config.lora.r} on {', '.join(targets)}: {trainable:,} trainable parameters")
+        if config.lora.target_modules == "all-linear" and (note := unadapted_note(model)):
+            log(note)  # a target list leaves out what the user chose to
     if checkpointing:
         model.enable_input_require_grads()
     return model, targets
