@@ -117,3 +117,38 @@ def test_batched_decoding_drops_rows_that_finished(run_dir):
     ids = engine.greedy_ids([engine.chat_format.prompt_ids(c) for c in conversations], max_new_tokens=24)
     assert [engine.tokenizer.decode(i, skip_special_tokens=True) for i in ids] == [g.text for g in alone]
     assert all(i[-1] in engine.chat_format.stop_token_ids for i in ids)
+
+
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.01, "seed": 3}])
+def test_a_stop_string_spanning_tokens_is_never_streamed_and_not_counted_twice(run_dir, sampling):
+    """'m Du' begins in the token ' am' and ends in ' Duckling': a stream used to send 'I am' before the
+    stop string completed (the non-streamed answer was 'I a'), and usage added an end-of-turn token
+    that was never generated."""
+    engine = ChatEngine.from_run(run_dir)
+    messages = [{"role": "user", "content": "Who are you?"}]
+    full = engine.generate(messages, max_new_tokens=16, **sampling)
+    assert full.text == "I am Duckling."  # what the module's run learnt
+    tokens = engine.tokenizer.encode(full.text, add_special_tokens=False)
+    prefixes = [engine.tokenizer.decode(tokens[:k]) for k in range(1, len(tokens) + 1)]
+    assert "I am" in prefixes  # the stop string spans a token boundary
+    needed = next(k for k, text in enumerate(prefixes, 1) if "m Du" in text)
+    pieces = list(engine.stream(messages, max_new_tokens=16, stop=["m Du"], **sampling))
+    stopped = engine.generate(messages, max_new_tokens=16, stop=["m Du"], **sampling)
+    assert "".join(pieces) == stopped.text == "I a" and stopped.finish_reason == "stop"
+    assert stopped.completion_tokens == needed
+    # Held back, then sent once it cannot be a stop string: the answer streams whole.
+    assert "".join(engine.stream(messages, max_new_tokens=16, stop=["m Dx"], **sampling)) == full.text
+    assert full.completion_tokens == len(tokens) + 1  # the answer and its end-of-turn token
+
+
+def test_sampled_stop_strings_match_the_answer_only(run_dir):
+    """transformers' stop_strings (once used for sampled requests) also matched text that began in the
+    prompt: '\\n\\nI' = the generation prompt's blank line + the answer's first word ended the answer
+    after one token, reported as 'length'."""
+    engine = ChatEngine.from_run(run_dir)
+    messages = [{"role": "user", "content": "Who are you?"}]
+    assert engine.chat_format.render(messages, add_generation_prompt=True).endswith("\n\n")
+    result = engine.generate(messages, max_new_tokens=16, temperature=0.01, seed=3, stop=["\n\nI"])
+    assert result.text == "I am Duckling." and result.finish_reason == "stop"
+    # A temperature too small to divide by is greedy, not a crash (nan probabilities).
+    assert engine.generate(messages, max_new_tokens=16, temperature=1e-38).text == "I am Duckling."

@@ -132,6 +132,11 @@ def test_max_tokens_stop_seed_and_top_p(client):
     assert sampled[0] == sampled[1]  # the same seed samples the same answer
     assert sampled[0] != sampled[2]  # another seed, another sample: the seed reaches the sampler
     assert greedy not in sampled  # temperature 1.5 really samples (ignoring it would give the greedy answer)
+    # null is the default for stream and n (OpenAI's spec allows it); a vanishing temperature is greedy, not a 500.
+    for extra in ({"stream": None, "n": None, "logprobs": False, "response_format": {"type": "text"}},
+                  {"temperature": 1e-300}):
+        reply = client.chat.completions.create(model="duckling-base", messages=tell_me, max_tokens=12, **extra)
+        assert reply.choices[0].message.content == greedy
 
 
 def test_malformed_requests_get_openai_errors(server, client):
@@ -154,6 +159,14 @@ def test_malformed_requests_get_openai_errors(server, client):
         ({**ok, "max_tokens": 1.5}, 400, "invalid_value", "max_tokens"),
         ({**ok, "max_tokens": 0}, 400, "invalid_value", "max_tokens"),
         ({**ok, "seed": "x"}, 400, "invalid_value", "seed"),
+        # Long stop strings cost transformers' stop-string table gigabytes; none is meant that long.
+        ({**ok, "stop": ["x" * 1001], "temperature": 0.7}, 400, "invalid_value", "stop"),
+        # What ducktune cannot answer with is refused, not silently left out of the reply.
+        ({**ok, "logprobs": True}, 400, "invalid_value", "logprobs"),
+        ({**ok, "response_format": {"type": "json_object"}}, 400, "invalid_value", "response_format"),
+        ({**ok, "functions": [{"name": "f", "parameters": {}}]}, 400, "invalid_value", "functions"),
+        ({**ok, "tool_choice": "required"}, 400, "invalid_value", "tool_choice"),
+        ({**ok, "logit_bias": {"50": 100}}, 400, "invalid_value", "logit_bias"),
         # Past what torch.manual_seed takes: a 400, not a failed generation (sampling uses the seed).
         ({**ok, "seed": 2 ** 64, "temperature": 1}, 400, "invalid_value", "seed"),
         (b"[" * 100_000 + b"]" * 100_000, 400, "invalid_json", None),  # deeper than the JSON parser recurses
@@ -320,3 +333,37 @@ def test_a_far_too_long_prompt_is_refused_without_tokenizing(request, model):
         prepare(served, huge)
     assert time.perf_counter() - started < 1.0  # tokenizing 7 MB takes seconds here
     assert info.value.code == "context_length_exceeded" and "at least" in info.value.message
+
+
+def test_a_full_queue_says_when_to_retry():
+    """429 queue_full carries Retry-After (clients back off by it; the queue drains in seconds)."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import install_error_handlers
+    from ducktune.serve.protocol import APIError
+
+    app = FastAPI()
+    install_error_handlers(app)
+
+    @app.get("/full")
+    def full():
+        raise APIError(429, "m: 64 requests are already waiting; retry shortly", type="rate_limit_error", code="queue_full")
+
+    response = TestClient(app).get("/full")
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["code"] == "queue_full"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["serve", "runs/x", "--port", "99999"], "argument --port: must be 0-65535 (got 99999)"),
+    (["ui", "--port", "-1"], "argument --port: must be 0-65535 (got -1)"),
+    (["chat", "runs/x", "--temperature", "-1"], "argument --temperature: must be 0 (greedy) to 2 (got -1)"),
+])
+def test_out_of_range_cli_values_are_usage_errors(argv, message, capsys):
+    from ducktune.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and message in err and "Traceback" not in err

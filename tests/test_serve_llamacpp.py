@@ -56,7 +56,7 @@ def test_gguf_engine_greedy_equals_llama_cpp_and_the_merged_model(export_dir, gg
     from ducktune.export.verify import _greedy, _open_llama
 
     hf_engine, hf = hf_answers
-    assert gguf_engine.name == "quack-export" and gguf_engine.chat_format.system_prompt == "You are Quack, a duck."
+    assert gguf_engine.name == "quack" and gguf_engine.chat_format.system_prompt == "You are Quack, a duck."
     reference = _open_llama(export_dir / "quack-f16.gguf", 512)  # logits_all: verify's own greedy decoding
     stop_ids = set(gguf_engine.chat_format.stop_token_ids)
     try:
@@ -106,13 +106,13 @@ def test_serve_export_dir_answers_openai_client_with_llama_cpp(export_dir, hf_an
     assert limit == 4096  # the model's trained context (the GGUF's context_length), capped like num_ctx
     with thread_server(create_app(StaticRegistry(models)), free_port()) as url:
         client = openai.OpenAI(base_url=url + "/v1", api_key="none", max_retries=0, timeout=60)
-        assert [m.id for m in client.models.list().data] == ["quack-export"]
+        assert [m.id for m in client.models.list().data] == ["quack"]  # the export's name (ollama run knows it by it), not its folder's
         messages = [{"role": "user", "content": PROMPTS[1]}]
-        reply = client.chat.completions.create(model="quack-export", messages=messages, max_tokens=MAX_NEW)
+        reply = client.chat.completions.create(model="quack", messages=messages, max_tokens=MAX_NEW)
         assert reply.choices[0].message.content == hf[1].text
         assert reply.choices[0].finish_reason == hf[1].finish_reason
         assert (reply.usage.prompt_tokens, reply.usage.completion_tokens) == (hf[1].prompt_tokens, hf[1].completion_tokens)
-        stream = client.chat.completions.create(model="quack-export", messages=messages, max_tokens=MAX_NEW, stream=True,
+        stream = client.chat.completions.create(model="quack", messages=messages, max_tokens=MAX_NEW, stream=True,
                                                 stream_options={"include_usage": True})
         pieces, usage, finish = [], None, None
         for chunk in stream:
@@ -124,7 +124,7 @@ def test_serve_export_dir_answers_openai_client_with_llama_cpp(export_dir, hf_an
         assert "".join(pieces) == hf[1].text and finish == hf[1].finish_reason
         assert usage.completion_tokens == hf[1].completion_tokens and usage.prompt_tokens == hf[1].prompt_tokens
         with pytest.raises(openai.BadRequestError, match=f"maximum context length is {limit}"):
-            client.chat.completions.create(model="quack-export", messages=messages, max_tokens=limit)
+            client.chat.completions.create(model="quack", messages=messages, max_tokens=limit)
     models[0].engine.close()
 
 
@@ -168,13 +168,13 @@ def test_hf_server_batches_concurrent_requests_with_the_same_answers(export_dir,
             messages = [{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}]
             start.wait()
             if i % 2:
-                stream = client.chat.completions.create(model="quack-export", messages=messages, max_tokens=MAX_NEW,
+                stream = client.chat.completions.create(model="quack", messages=messages, max_tokens=MAX_NEW,
                                                         stream=True, stream_options={"include_usage": True})
                 chunks = list(stream)
                 text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
                 results[i] = (text, chunks[-1].usage.completion_tokens)
             else:
-                reply = client.chat.completions.create(model="quack-export", messages=messages, max_tokens=MAX_NEW)
+                reply = client.chat.completions.create(model="quack", messages=messages, max_tokens=MAX_NEW)
                 results[i] = (reply.choices[0].message.content, reply.usage.completion_tokens)
 
         threads = [threading.Thread(target=ask, args=(i,)) for i in range(8)]
@@ -204,3 +204,21 @@ def test_chat_on_an_export_dir_answers_through_llama_cpp(export_dir, hf_answers)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout == hf[2].text + "\n"
         assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+@pytest.mark.requires_llama_cpp
+def test_a_seed_samples_the_same_answer_whatever_came_before(gguf_engine):
+    """llama.cpp's prompt cache re-evaluated only the last token of a prompt it had seen (logits differing
+    in the last bits from a whole-prompt pass), so a seeded answer depended on the request before it; and
+    seeds = 2**32 - 1 (mod 2**32) were llama.cpp's 'random seed'. A seeded request answers alike every time."""
+    asked = [{"role": "user", "content": PROMPTS[0]}]
+
+    def sample(seed):
+        return gguf_engine.generate(asked, max_new_tokens=MAX_NEW, temperature=1.5, seed=seed).text
+
+    first = sample(1)
+    assert sample(1) == first  # the same prompt again: cached by llama.cpp
+    gguf_engine.generate([{"role": "user", "content": PROMPTS[1]}], max_new_tokens=4)
+    assert sample(1) == first
+    assert sample(2 ** 32 - 1) == sample(2 ** 32 - 1)
+    assert sample(-1) == sample(-1)

@@ -16,6 +16,9 @@ from typing import Callable, Iterator
 from ducktune.data.template import ChatFormat
 
 
+MIN_TEMPERATURE = 1e-4  # below it sampling is greedy: logits / t overflow to inf (then nan) in float32 near 1e-37
+
+
 @dataclass
 class Generation:
     text: str
@@ -24,23 +27,13 @@ class Generation:
     finish_reason: str  # "stop" or "length"
 
 
-class _EventStop:
-    """Stops generation when a threading.Event is set (client gone, user pressed stop)."""
-
-    def __init__(self, event: threading.Event):
-        self.event = event
-
-    def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: list[int], max_new_tokens: int,
                       stop: list[str] | None) -> Generation:
-    """The Generation of answer tokens `new`: the stop token dropped, text cut at the first stop string."""
+    """The Generation of answer tokens `new`: the stop token dropped, text cut at the first stop string.
+    completion_tokens counts the tokens generated (a stop token included, none invented after a stop string)."""
     stop_ids = set(stop_token_ids)
     finish = "length"
+    generated = len(new)
     if new and new[-1] in stop_ids:
         new = new[:-1]
         finish = "stop"
@@ -49,8 +42,19 @@ def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: 
         cut = min((text.find(s) for s in stop if s in text), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
-    completion = len(new) + (1 if finish == "stop" and len(new) < max_new_tokens else 0)
-    return Generation(text, n_prompt, min(completion, max_new_tokens), finish)
+    return Generation(text, n_prompt, min(generated, max_new_tokens), finish)
+
+
+def held_back(text: str, stop: list[str] | None) -> int:
+    """How many characters at the end of `text` could be the start of a stop string: a stream holds them
+    back until the next token shows whether the stop string completes (then they are never sent)."""
+    hold = 0
+    for s in stop or []:
+        for k in range(min(len(s) - 1, len(text)), hold, -1):
+            if text.endswith(s[:k]):
+                hold = k
+                break
+    return hold
 
 
 def left_padded(prompts: list[list[int]], pad_id: int, device=None):
@@ -88,24 +92,22 @@ class AnswerText:
         self.stopped_by_string = False
 
     def add(self, token: int) -> str:
+        """The text this token makes safe to show: nothing of a stop string, nor of what may begin one
+        (held back until it cannot), nor half a character; the rest once the answer is done."""
         self.tokens.append(token)
-        if token in self.stop_token_ids:
-            self.done = True
-            return ""
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
-        if self.stop:
-            cut = min((text.find(s) for s in self.stop if s in text), default=-1)
-            if cut >= 0:
-                self.done = self.stopped_by_string = True
-                text = text[:cut]
-                piece = text[len(self.emitted):] if len(text) > len(self.emitted) else ""
-                self.emitted += piece
-                return piece
-        self.done = len(self.tokens) >= self.max_new_tokens
-        if text.endswith("\ufffd") and not self.done:  # a character split across tokens: wait for the rest
-            return ""
-        piece = text[len(self.emitted):]
-        self.emitted = text
+        at_stop_token = token in self.stop_token_ids
+        text = self.tokenizer.decode(self.tokens[:-1] if at_stop_token else self.tokens, skip_special_tokens=True)
+        self.done = at_stop_token or len(self.tokens) >= self.max_new_tokens
+        cut = min((text.find(s) for s in self.stop if s in text), default=-1) if self.stop else -1
+        if cut >= 0:
+            self.done = self.stopped_by_string = True
+            text = text[:cut]
+        elif not self.done:
+            if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
+                return ""
+            text = text[:len(text) - held_back(text, self.stop)]
+        piece = text[len(self.emitted):] if len(text) > len(self.emitted) else ""
+        self.emitted += piece
         return piece
 
     def generation(self, n_prompt: int) -> Generation:
@@ -222,9 +224,7 @@ class ChatEngine:
         input_ids = torch.tensor([ids], dtype=torch.long, device=device)
         return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
 
-    def _generate_kwargs(self, max_new_tokens, temperature, top_p, seed, stop, cancel):
-        from transformers import StoppingCriteriaList
-
+    def _sampling_kwargs(self, max_new_tokens: int, temperature: float, top_p: float, seed: int | None) -> dict:
         import torch
 
         kwargs = dict(
@@ -232,27 +232,29 @@ class ChatEngine:
             eos_token_id=self.chat_format.stop_token_ids,
             pad_token_id=self.tokenizer.pad_token_id,
         )
-        if temperature and temperature > 0:
+        if temperature and temperature >= MIN_TEMPERATURE:
             kwargs.update(do_sample=True, temperature=temperature, top_p=top_p if top_p else 1.0, top_k=0)
             if seed is not None:
                 torch.manual_seed(seed)
         else:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-        if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=self.tokenizer)
-        if cancel is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList([_EventStop(cancel)])
         return kwargs
+
+    def _answer(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float, seed: int | None,
+                stop: list[str] | None, cancel: threading.Event | None, on_piece=None) -> Generation:
+        """One answer through `generate`, stop strings and cancelling checked by ducktune's own per-token
+        criterion (AnswerText), sampled or greedy. (transformers' stop_strings precomputes a table that
+        grows with the stop string's length, and matches stops that begin in the prompt.)"""
+        prompt = self.chat_format.prompt_ids(messages)
+        row = AnswerText(self.tokenizer, self.chat_format.stop_token_ids, max_new_tokens, stop)
+        request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece)
+        self._generate_rows([prompt], [row], [request], (temperature, top_p, seed))
+        return row.generation(len(prompt))
 
     def generate(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int | None = None, stop: list[str] | None = None, cancel: threading.Event | None = None) -> Generation:
-        import torch
-
-        with self.lock, torch.inference_mode():
-            inputs = self._inputs(messages)
-            output = self.model.generate(**inputs, **self._generate_kwargs(max_new_tokens, temperature, top_p, seed, stop, cancel))
-        new = output[0, inputs["input_ids"].shape[1]:].tolist()
-        return self._finish(inputs["input_ids"].shape[1], new, max_new_tokens, stop)
+        with self.lock:
+            return self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel)
 
     def generate_batch(self, conversations: list[list[dict]], max_new_tokens: int = 256,
                        batch_size: int = 16) -> list[Generation]:
@@ -304,13 +306,15 @@ class ChatEngine:
         input_ids, attention = left_padded(prompts, pad_id, next(self.model.parameters()).device)
         return input_ids, attention, pad_id
 
-    def _generate_rows(self, prompts, rows: list["AnswerText"], requests: list["BatchRequest"]) -> None:
-        """The rows through transformers' `generate`, a per-row stopping criterion ending each."""
+    def _generate_rows(self, prompts, rows: list["AnswerText"], requests: list["BatchRequest"],
+                       sampling: tuple = (0.0, 1.0, None)) -> None:
+        """The rows through transformers' `generate`, a per-row stopping criterion ending each;
+        `sampling` is (temperature, top_p, seed), greedy by default."""
         import torch
         from transformers import StoppingCriteriaList
 
         input_ids, attention, pad_id = self._padded(prompts)
-        kwargs = self._generate_kwargs(max(r.max_new_tokens for r in requests), 0.0, 1.0, None, None, None)
+        kwargs = self._sampling_kwargs(max(r.max_new_tokens for r in requests), *sampling)
         kwargs.update(pad_token_id=pad_id, stopping_criteria=StoppingCriteriaList([_RowsCriterion(rows, requests)]))
         with torch.inference_mode():
             self.model.generate(input_ids=input_ids, attention_mask=attention, **kwargs)
@@ -364,52 +368,32 @@ class ChatEngine:
         `on_finish` receives the whole Generation (token counts, finish reason) once the model
         has stopped: servers report usage and finish_reason for streamed answers too.
         """
-        import torch
-        from transformers import TextIteratorStreamer
+        import queue
 
         cancel = cancel or threading.Event()
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
-        errors: list[BaseException] = []
-        outputs: list = []
+        pieces: queue.Queue = queue.Queue()
+        done = object()
+        outcome: list = []
 
         def work():
             try:
-                with torch.inference_mode():
-                    inputs = self._inputs(messages)
-                    output = self.model.generate(**inputs, streamer=streamer,
-                                                 **self._generate_kwargs(max_new_tokens, temperature, top_p, seed, stop, cancel))
-                    n_prompt = inputs["input_ids"].shape[1]
-                    outputs.append((n_prompt, output[0, n_prompt:].tolist()))
+                outcome.append(self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel,
+                                            on_piece=pieces.put))
             except BaseException as exc:  # surfaced in the consumer thread
-                errors.append(exc)
-                streamer.end()
+                outcome.append(exc)
+            finally:
+                pieces.put(done)
 
         with self.lock:
             thread = threading.Thread(target=work, daemon=True)
             thread.start()
-            emitted = ""
             try:
-                for piece in streamer:
-                    if stop:
-                        candidate = emitted + piece
-                        cut = min((candidate.find(s) for s in stop if s in candidate), default=-1)
-                        if cut >= 0:
-                            if cut > len(emitted):
-                                yield candidate[len(emitted):cut]
-                            cancel.set()
-                            break
-                    emitted += piece
-                    if piece:
-                        yield piece
+                while (piece := pieces.get()) is not done:
+                    yield piece
             finally:
-                stopped_by_string = cancel.is_set() and bool(stop)
-                cancel.set()
+                cancel.set()  # the consumer closed the iterator early: stop generating
                 thread.join()
-        if errors:
-            raise errors[0]
-        if on_finish is not None and outputs:
-            n_prompt, new = outputs[0]
-            result = self._finish(n_prompt, new, max_new_tokens, stop)
-            if stopped_by_string:
-                result.finish_reason = "stop"
-            on_finish(result)
+        if outcome and isinstance(outcome[0], BaseException):
+            raise outcome[0]
+        if on_finish is not None and outcome:
+            on_finish(outcome[0])

@@ -1,4 +1,4 @@
-from ducktune.commands import add_parser, positive_int
+from ducktune.commands import add_parser, positive_int, temperature
 
 
 def register(sub) -> None:
@@ -16,7 +16,7 @@ def register(sub) -> None:
                    help="for an export folder: auto (default) runs its GGUF with llama.cpp when installed")
     p.add_argument("--base", action="store_true", help="chat with the untuned base model")
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
     p.add_argument("--system", default=None, help="system prompt for this session")
     p.set_defaults(func=chat)
 

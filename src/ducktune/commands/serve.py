@@ -1,6 +1,6 @@
 import os
 
-from ducktune.commands import add_parser
+from ducktune.commands import add_parser, port_number
 
 
 def register(sub) -> None:
@@ -27,12 +27,12 @@ def register(sub) -> None:
                    help="for an export folder: auto (default) runs its GGUF with llama.cpp when installed, "
                         "else merged/ with transformers")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--port", type=port_number, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", default=os.environ.get("DUCKTUNE_API_KEY"),
                    help="require 'Authorization: Bearer KEY' on every request (default: $DUCKTUNE_API_KEY)")
     p.add_argument("--base", action="store_true",
                    help="also serve the untuned base model as NAME-base (LoRA runs: same weights, adapter off)")
-    p.add_argument("--name", help="model id clients ask for (default: the folder's name)")
+    p.add_argument("--name", help="model id clients ask for (default: the run folder's name; an export folder's export name, e.g. duckling; with --gguf, the file's name without .gguf)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"])
     p.add_argument("--max-queue", type=int, default=64,
                    help="requests that may wait per model before new ones get 429 (default 64)")

@@ -1,6 +1,6 @@
 import sys
 
-from ducktune.commands import add_parser
+from ducktune.commands import add_parser, port_number
 
 
 def register(sub) -> None:
@@ -12,7 +12,7 @@ def register(sub) -> None:
                    "other request bodies up to 8 MiB (else 413); uploads only ever land in RUNS_DIR/.ui/uploads.",
                    "  ducktune ui\n  ducktune ui --port 8080 --runs-dir ~/ducktune-runs")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=port_number, default=7860, help="port (default 7860)")
     p.add_argument("--runs-dir", default="runs", help="folder of run directories (default: runs)")
     p.add_argument("--device", default="auto", choices=["auto", "cuda", "mps", "cpu"],
                    help="where the Chat tab runs models")

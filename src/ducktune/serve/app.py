@@ -94,7 +94,7 @@ def prepare(served, req: protocol.ChatCompletionRequest) -> tuple[list[dict], in
 
 def sampling(req: protocol.ChatCompletionRequest) -> dict:
     # Greedy unless asked otherwise: the same answer as `ducktune chat`.
-    return {"temperature": req.temperature or 0.0, "top_p": req.top_p if req.top_p is not None else 1.0,
+    return {"temperature": req.sampling_temperature(), "top_p": req.top_p if req.top_p is not None else 1.0,
             "seed": req.seed, "stop": req.stop_list()}
 
 
@@ -116,7 +116,7 @@ def stream_job(served, req, control: RequestControl, emit) -> None:
 def batchable(served, req) -> bool:
     """Greedy requests to an engine that batches share one generation with their concurrent companions
     (sampled ones run alone: their seeds and temperatures are per request)."""
-    return bool(getattr(served.engine, "batches", False)) and not req.temperature
+    return bool(getattr(served.engine, "batches", False)) and not req.sampling_temperature()
 
 
 def batch_runner(served):
@@ -312,8 +312,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(APIError)
     async def api_error(request: Request, exc: APIError):
-        return JSONResponse(exc.body(), status_code=exc.status,
-                            headers={"WWW-Authenticate": "Bearer"} if exc.status == 401 else None)
+        # 429: a full queue drains within seconds; clients (openai's included) honour Retry-After.
+        headers = {401: {"WWW-Authenticate": "Bearer"}, 429: {"Retry-After": "1"}}.get(exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):

@@ -66,6 +66,13 @@ def read_manifest(export_dir: Path) -> dict:
     return manifest if isinstance(manifest, dict) else {}
 
 
+def export_model_id(export_dir: Path) -> str:
+    """The id an export folder is served as: the export's name (`ollama run` knows the model by it),
+    else the folder's name."""
+    name = read_manifest(export_dir).get("name")
+    return name if isinstance(name, str) and name.strip() else Path(export_dir).resolve().name
+
+
 class LlamaCppEngine:
     has_adapter = False
     batches = False  # one sequence per llama.cpp context: the worker queues requests one by one
@@ -94,7 +101,7 @@ class LlamaCppEngine:
             manifest = read_manifest(export_dir)
             tokenizer = load_tokenizer(export_dir / (manifest.get("files") or {}).get("merged", "merged"))
             system_prompt = manifest.get("system_prompt")
-            default_name = export_dir.resolve().name
+            default_name = gguf.stem  # one file of the folder (duckling-q4_k_m): the quant stays in its name
         else:
             from transformers import AutoTokenizer
 
@@ -109,7 +116,7 @@ class LlamaCppEngine:
                     n_threads: int | None = None) -> "LlamaCppEngine":
         export_dir = Path(export_dir).expanduser()
         require_llama_cpp()
-        return cls.from_gguf(export_gguf(export_dir, quant), name=name or export_dir.resolve().name,
+        return cls.from_gguf(export_gguf(export_dir, quant), name=name or export_model_id(export_dir),
                              n_threads=n_threads)
 
     # ------------------------------------------------------------------ generation
@@ -120,7 +127,13 @@ class LlamaCppEngine:
 
     def _tokens(self, prompt: list[int], temperature: float, top_p: float, seed: int | None) -> Iterator[int]:
         if temperature and temperature > 0:
-            self.llm.set_seed(seed % 2 ** 32 if seed is not None else random.randrange(2 ** 31))  # llama.cpp's seed is 32-bit
+            # llama.cpp's seed is 32-bit, and 0xFFFFFFFF means "random": seeds map below it.
+            self.llm.set_seed(seed % (2 ** 32 - 1) if seed is not None else random.randrange(2 ** 31))
+            if seed is not None:
+                # A prompt found in llama.cpp's cache gets only its last token evaluated again, and the logits
+                # of that one-token pass differ in the last bits from a whole-prompt pass: a seeded answer
+                # would depend on the request before it. The whole prompt is evaluated for a seeded request.
+                self.llm.reset()
             sampling = dict(temp=temperature, top_p=top_p if top_p else 1.0, top_k=0)
         else:
             sampling = dict(temp=0.0, top_p=1.0, top_k=0)

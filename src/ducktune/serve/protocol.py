@@ -4,8 +4,10 @@ Requests are parsed here (not by FastAPI's own validation) so that every client 
 becomes a 4xx with OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`,
 which the `openai` package, Dify and Open WebUI show to their users as is.
 Parameters that clients send routinely but that a local model does not use
-(presence/frequency penalties, user, logit_bias...) are accepted and ignored, so those
-clients work unchanged; a parameter ducktune cannot honour (n > 1, tools) is rejected.
+(presence/frequency penalties, user, metadata...) are accepted and ignored, so those
+clients work unchanged; a parameter whose answer ducktune cannot give (n > 1, tools or
+functions, logprobs, a JSON response_format, a logit_bias) is rejected, since a client
+that asked for it would read a reply without it.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+MAX_STOP_CHARS = 1000  # OpenAI sets no figure; longer ones are not stop sequences anyone means
 
 
 class APIError(Exception):
@@ -88,14 +93,20 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0.0, le=2.0)
     top_p: float | None = Field(None, gt=0.0, le=1.0)
-    stop: str | list[str] | None = None
+    stop: str | list[str] | None = None  # each at most MAX_STOP_CHARS
     seed: int | None = Field(None, ge=-(2 ** 63), le=2 ** 64 - 1)  # what torch.manual_seed takes
-    stream: bool = False
+    stream: bool | None = False  # null (allowed by OpenAI's spec) means the default
     stream_options: StreamOptions | None = None
-    n: int = Field(1, ge=1)
+    n: int | None = Field(1, ge=1)
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
     tools: list | None = None
+    functions: list | None = None  # the legacy name of tools
+    tool_choice: str | dict | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+    response_format: dict | None = None
+    logit_bias: dict | None = None
 
     @field_validator("stop")
     @classmethod
@@ -106,21 +117,58 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("stop sequences must not be empty")
         for text in [value] if isinstance(value, str) else value or []:
             _encodable(text)
+            if len(text) > MAX_STOP_CHARS:
+                raise ValueError(f"a stop sequence may have at most {MAX_STOP_CHARS} characters")
         return value
 
     @field_validator("n")
     @classmethod
     def _one_choice(cls, value):
-        if value != 1:
+        if value not in (1, None):
             raise ValueError("only n=1 is supported")
         return value
 
-    @field_validator("tools")
+    @field_validator("tools", "functions")
     @classmethod
     def _no_tools(cls, value):
         if value:
             raise ValueError("tool calling is not supported by ducktune serve")
         return value
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _no_tool_choice(cls, value):
+        if value not in (None, "none", "auto"):
+            raise ValueError("tool calling is not supported by ducktune serve")
+        return value
+
+    @field_validator("logprobs")
+    @classmethod
+    def _no_logprobs(cls, value):
+        if value:
+            raise ValueError("log probabilities are not returned by ducktune serve; leave logprobs off")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _text_only(cls, value):
+        if value is not None and value.get("type") != "text":
+            raise ValueError("only {'type': 'text'} is supported: ducktune serve does not constrain answers to JSON")
+        return value
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _no_logit_bias(cls, value):
+        if value:
+            raise ValueError("logit_bias is not supported by ducktune serve")
+        return value
+
+    def sampling_temperature(self) -> float:
+        """The temperature to sample at; 0 (greedy) for none and for values so small that dividing the
+        logits by them overflows (the answer at such a temperature is the greedy one anyway)."""
+        from ducktune.chat.engine import MIN_TEMPERATURE
+
+        return self.temperature if self.temperature and self.temperature >= MIN_TEMPERATURE else 0.0
 
     def stop_list(self) -> list[str] | None:
         if self.stop is None:

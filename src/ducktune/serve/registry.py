@@ -139,6 +139,10 @@ def load_path(path: str | Path | None, with_base: bool = False, name: str | None
     if not path.exists():
         raise UserError(f"{path}: not found")
     kind, folder = model_folder(path)
+    if name is None and kind != "run" and (path / "export.json").is_file():
+        from ducktune.serve.llamacpp import export_model_id
+
+        name = export_model_id(path)
     model_id = name or path.resolve().name
     if kind == "run":
         engine = ChatEngine.from_run(path, device=device, log=log)
