@@ -8,6 +8,7 @@ import torch
 
 from ducktune.config import load_config
 from ducktune.errors import ConfigError, UserError
+from ducktune.io import write_json
 from ducktune.rundir import RunDir
 from ducktune.train import recipe
 
@@ -128,6 +129,54 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_qwen):
         assert torch.allclose(ours[key], theirs[key], atol=1e-6), key
     steps_logged = [m["step"] for m in run.read_metrics() if "loss" in m]
     assert steps_logged == list(range(1, 9))
+    # The whole run's totals, not only the resumed part's; and run.json says it was resumed.
+    assert resumed.info["result"]["trained_tokens"] == reference.info["result"]["trained_tokens"]
+    assert [m["trained_tokens"] for m in run.read_metrics() if "loss" in m] == \
+        [m["trained_tokens"] for m in RunDir(reference.run_dir).read_metrics() if "loss" in m]
+    assert len(resumed.info["resumed"]) == 1 and resumed.info["started"] <= resumed.info["resumed"][0]
+
+
+def test_a_run_stopped_after_its_last_checkpoint_finishes_without_another_step(tmp_path, tiny_qwen):
+    """Stopped while saving the adapter or comparing (after checkpoint-N of max_steps N): transformers'
+    Trainer, resumed from it, trained step N+1 and overwrote the result. The rerun now takes the
+    checkpoint as the result; the final evaluation is also not logged twice."""
+    steps = {"train.max_steps": 4, "train.save_steps": 4, "train.logging_steps": 3, "data.val_ratio": 0.25,
+             "train.eval_steps": 2, "train.scheduler": "constant"}
+    reference = recipe.train(make_config(tmp_path, tiny_qwen, out="reference", **steps), progress=False, compare=False)
+    metrics = RunDir(reference.run_dir).read_metrics()
+    assert [m["step"] for m in metrics if "eval_loss" in m] == [2, 4]  # step 4's evaluation once
+    assert [m["step"] for m in metrics if "loss" in m] == [3, 4]  # the last step is logged: its loss is final
+    assert reference.info["result"]["final_loss"] == [m for m in metrics if "loss" in m][-1]["loss"]
+
+    config = make_config(tmp_path, tiny_qwen, out="stopped", **steps)
+    first = recipe.train(config, progress=False, compare=False)
+    run = RunDir(first.run_dir)
+    write_json(run.run_json, {**run.info(), "status": "interrupted"})  # as if killed in the comparison
+    resumed = recipe.train(config, progress=False, compare=False)
+    assert resumed.info["result"]["global_step"] == 4
+    assert not (run.checkpoints / "checkpoint-5").exists()
+    assert max(m["step"] for m in run.read_metrics()) == 4
+    ours, theirs = _adapter_weights(resumed.run_dir), _adapter_weights(reference.run_dir)
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+    assert resumed.info["result"]["trained_tokens"] == reference.info["result"]["trained_tokens"]
+
+
+def test_resume_refuses_changed_data_and_takes_the_folder_however_named(tmp_path, tiny_qwen, monkeypatch):
+    config = make_config(tmp_path, tiny_qwen, **{"train.max_steps": 2})
+    recipe.train(config, progress=False, compare=False)
+    run = RunDir(config.output.dir)
+    write_json(run.run_json, {**run.info(), "status": "interrupted"})
+    data = tmp_path / "identity.json"
+    records = json.loads(data.read_text(encoding="utf-8"))
+    data.write_text(json.dumps(records[:-1], ensure_ascii=False), encoding="utf-8")  # a record edited out
+    with pytest.raises(ConfigError, match="cannot resume: the training data changed since the run started"):
+        recipe.train(config, progress=False, compare=False)
+    data.write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    # The same folder named relative to the working folder: the same run, not a changed config.
+    monkeypatch.chdir(tmp_path)
+    config.output.dir = "run"
+    assert recipe.prepare_run_dir(config, log=lambda *a: None)[1] is True
 
 
 def test_finished_run_is_not_retrained(tmp_path, tiny_qwen):

@@ -281,7 +281,8 @@ class TrainConfig(_Section):
     )
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, ge=0, description="Gradient clipping norm (0 = off).")
-    seed: int = Field(42, description="Seed for initialisation, shuffling and data order.")
+    seed: int = Field(42, ge=0, le=2 ** 32 - 1,
+                      description="Seed for initialisation, shuffling and data order (0 to 2**32-1, what numpy takes).")
     logging_steps: int = Field(1, gt=0, description="Log loss, lr, grad norm and tokens/s every N steps.")
     save_steps: int = Field(50, gt=0, description="Save a checkpoint every N steps.")
     save_total_limit: int = Field(2, gt=0, description="Keep only the last K checkpoints.")

@@ -59,9 +59,16 @@ def run(args) -> int:
     from ducktune.export.support import export_warnings
     from ducktune.train.recipe import train
 
+    from ducktune.train.distributed import DistributedRun
+
+    # Under torchrun every process runs this command: the main one speaks for the run.
+    main_process = DistributedRun.rank_from_environment() == 0
     for warning in export_warnings(config.model, log=lambda message: print(message, file=sys.stderr)):
-        print(f"warning: {warning}", file=sys.stderr)
+        if main_process:
+            print(f"warning: {warning}", file=sys.stderr)
     result = train(config, progress=not args.no_progress, require_resume=bool(args.resume))
+    if not main_process:
+        return 0
     if result.comparison:
         print_side_by_side(result.comparison)
     print(f"\nRun directory: {result.run_dir}\n  chat:    ducktune chat {result.run_dir}\n"

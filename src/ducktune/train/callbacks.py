@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 
 def _clean(value):
@@ -100,3 +101,50 @@ class ProgressBar(TrainerCallback):
         if self.bar is not None:
             self.bar.close()
             self.bar = None
+
+
+class RunTotals(TrainerCallback, ExportableState):
+    """The whole run's trained tokens and training seconds, carried across resumes: the Trainer saves
+    this callback's state() in every checkpoint's trainer_state.json (its documented way for callbacks),
+    and `restored_totals` reads it back. It also asks for a log line at every checkpoint and at the last
+    step, so the saved token total is a logged (all-process) figure and the final loss is the last
+    step's, whatever train.logging_steps is."""
+
+    def __init__(self, trained_tokens: int = 0, train_seconds: float = 0.0):
+        self.trained_tokens = trained_tokens  # at the last log
+        self.restored_seconds = train_seconds
+        self._began: float | None = None
+
+    def start_clock(self) -> None:
+        """Called right before `trainer.train()`: the session's seconds are that call's wall time,
+        as a benchmark times the Trainer it compares with."""
+        self._began = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save or (state.max_steps > 0 and state.global_step >= state.max_steps):
+            control.should_log = True
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "trained_tokens" in logs:
+            self.trained_tokens = int(logs["trained_tokens"])
+
+    def seconds(self) -> float:
+        """Training seconds of the whole run so far (earlier sessions included)."""
+        return self.restored_seconds + (time.perf_counter() - self._began if self._began is not None else 0.0)
+
+    def state(self) -> dict:
+        return {"args": {"trained_tokens": self.trained_tokens, "train_seconds": round(self.seconds(), 3)},
+                "attributes": {}}
+
+
+def restored_totals(checkpoint: Path | None) -> tuple[int, float]:
+    """(trained tokens, training seconds) saved by RunTotals in a checkpoint; (0, 0.0) for none (a
+    checkpoint written before ducktune saved them)."""
+    if checkpoint is None:
+        return 0, 0.0
+    try:
+        state = json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+        saved = state["stateful_callbacks"]["RunTotals"]["args"]
+        return int(saved["trained_tokens"]), float(saved["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0, 0.0

@@ -47,6 +47,8 @@ def _config_differences(old: RunConfig, new: RunConfig) -> list[str]:
     for cfg in (a, b):
         for section, key in RESUME_MAY_CHANGE:
             cfg[section].pop(key, None)
+        # The same folder, named relative to the working folder or absolutely.
+        cfg["output"]["dir"] = os.path.abspath(os.path.expanduser(cfg["output"]["dir"]))
     diffs = []
 
     def walk(x, y, prefix):
@@ -61,9 +63,10 @@ def _config_differences(old: RunConfig, new: RunConfig) -> list[str]:
 
 
 def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
-                    lock: WriterLock | None = None) -> tuple[RunDir, bool]:
+                    lock: WriterLock | None = None, data_fingerprint: str | None = None) -> tuple[RunDir, bool]:
     """Create the run directory, or decide to resume the run already in it, holding `lock` on it
-    (a second writer is refused). Returns (run, resuming)."""
+    (a second writer is refused). A resume needs the same config and, when `data_fingerprint` is
+    given, the same tokenized data as the run recorded. Returns (run, resuming)."""
     run = RunDir(config.output.dir)
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
@@ -103,6 +106,12 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
     if diffs:
         raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
                           "set output.overwrite=true or choose another output.dir")
+    recorded = (info.get("data") or {}).get("fingerprint")
+    if data_fingerprint and recorded and recorded != data_fingerprint:
+        samples = (info.get("data") or {}).get("train_samples")
+        raise ConfigError(f"{run.path}: cannot resume: the training data changed since the run started "
+                          f"(it had {samples} training samples; the steps already taken were on that data); "
+                          "restore the data, or set output.overwrite=true to start afresh")
     return run, True
 
 
@@ -217,6 +226,20 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
                         probe_prompts(config, data.train))
 
 
+def data_fingerprint(data: PreparedData) -> str:
+    """A hash of the tokenized training and validation rows, in training order: what a resume must
+    find unchanged (the config alone does not show an edited data file)."""
+    import hashlib
+    import json
+
+    digest = hashlib.sha256()
+    for rows in (data.train_rows, data.val_rows):
+        for row in rows:
+            digest.update(json.dumps(row, sort_keys=True, default=str).encode("utf-8"))
+        digest.update(b"|")
+    return digest.hexdigest()[:16]
+
+
 def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) -> dict:
     """run.json at the start of a run (status running)."""
     placement, chat_format, stats = base.placement, base.chat_format, data.train_stats
@@ -231,7 +254,8 @@ def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) ->
         "data": {"train_samples": len(data.train_rows), "val_samples": len(data.val_rows),
                  "cutoff_len": config.data.cutoff_len, "truncated": stats["truncated"], "dropped": stats["dropped"],
                  "skipped_bad": data.skipped, "duplicates_removed": data.duplicates_removed,
-                 "trained_tokens": stats["trained_tokens"], "tokens": stats["tokens"]},
+                 "trained_tokens": stats["trained_tokens"], "tokens": stats["tokens"],
+                 "fingerprint": data_fingerprint(data)},
         "probe_prompts": data.probe_prompts,
         "memory_plan": memory.to_json(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -372,13 +396,14 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
     optional generation probe (eval.probe_during_training)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ducktune.train.callbacks import MetricsWriter, ProgressBar
+    from ducktune.train.callbacks import MetricsWriter, ProgressBar, RunTotals, restored_totals
     from ducktune.train.checkpoints import checkpoint_step
     from ducktune.train.probe import generation_probe
     from ducktune.train.trainer import DucktuneTrainer
 
     probe = generation_probe(config, run.metrics, base.tokenizer, base.chat_format, data.probe_prompts)
     cutoff = config.data.cutoff_len
+    tokens_before, seconds_before = restored_totals(resume_from)
 
     trainer = DucktuneTrainer(
         model=model,
@@ -388,8 +413,10 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
         data_collator=batching.collator(base.tokenizer.pad_token_id),
         loss=loss,
         callbacks=[MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
-                   ProgressBar(enabled=progress)] + ([probe] if probe else []),
+                   ProgressBar(enabled=progress), RunTotals(tokens_before, seconds_before)] + ([probe] if probe else []),
     )
+    if trainer.args.process_index == 0:  # the counts are summed over processes: the earlier total once
+        trainer.count_trained_tokens_from(tokens_before)
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
     if probe is not None and trainer.is_fsdp_enabled:
@@ -414,15 +441,22 @@ def _resume_point(run: RunDir, resuming: bool, dist: DistributedRun, log) -> Pat
 def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, save_json):
     """Train; an interruption leaves the last complete checkpoint to resume from and marks run.json.
     Returns (TrainOutput, seconds)."""
+    from ducktune.train.callbacks import RunTotals
     from ducktune.train.lora import adapter_input_casting, restore_trained_adapter
 
+    totals = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, RunTotals)), None)
     started = time.perf_counter()
+    if totals is not None:
+        totals.start_clock()
     try:
         if resume_from:
             restore_trained_adapter(trainer.model, resume_from)
-        # Under autocast, adapters use the half-precision input as it is (no fp32 copy for autograd to keep).
-        with adapter_input_casting(trainer.model, enabled=not trainer.autocasts_every_forward):
-            output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        if resume_from and _reached_max_steps(trainer, resume_from):
+            output = _finish_from_final_checkpoint(trainer, resume_from)
+        else:
+            # Under autocast, adapters use the half-precision input as it is (no fp32 copy for autograd to keep).
+            with adapter_input_casting(trainer.model, enabled=not trainer.autocasts_every_forward):
+                output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     except KeyboardInterrupt:
         raise  # not a failure: train() marks the run interrupted
     except BaseException as exc:
@@ -436,7 +470,41 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
         if full is not None and full is not exc:
             raise full from exc
         raise
-    return output, time.perf_counter() - started
+    # The whole run's training time: earlier sessions' (from the checkpoint) and this one's.
+    return output, totals.seconds() if totals is not None else time.perf_counter() - started
+
+
+def _reached_max_steps(trainer, checkpoint: Path) -> bool:
+    """Whether `checkpoint` is the run's last step (train.max_steps). transformers' Trainer checks the
+    limit only after a step, so resuming from it would train one step more and overwrite the result."""
+    import json
+
+    if trainer.args.max_steps <= 0:  # epochs: the Trainer's epoch loop is already empty then
+        return False
+    state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
+    return int(state.get("global_step", 0)) >= trainer.args.max_steps
+
+
+def _finish_from_final_checkpoint(trainer, checkpoint: Path):
+    """The result of a run stopped after its last checkpoint (while saving or comparing): that
+    checkpoint's weights (a LoRA adapter is already restored) and trainer state; nothing to train."""
+    from transformers.trainer_callback import TrainerState
+    from transformers.trainer_utils import TrainOutput
+
+    if not getattr(trainer.model, "peft_config", None):  # a full fine-tune: the checkpoint's weights
+        from transformers.modeling_utils import load_sharded_checkpoint
+
+        if (checkpoint / "model.safetensors.index.json").is_file():
+            load_sharded_checkpoint(trainer.model, str(checkpoint), strict=False)
+        else:
+            from safetensors.torch import load_file
+
+            result = trainer.model.load_state_dict(load_file(str(checkpoint / "model.safetensors")), strict=False)
+            if result.unexpected_keys:
+                raise RuntimeError(f"{checkpoint}: weights the model does not have: {result.unexpected_keys[:3]}")
+    trainer.state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return TrainOutput(trainer.state.global_step, losses[-1] if losses else 0.0, {})
 
 
 def _save_model(trainer, tokenizer, target: Path, state_dict: dict) -> None:
@@ -493,7 +561,10 @@ def _collect_after_training(trainer, has_val: bool) -> tuple[int, float | None, 
     over all processes, the final evaluation loss (its losses are gathered) and the model's full state
     dict (gathered from the shards under FSDP). Returns (trained_tokens, eval_loss or None, state_dict)."""
     trained_tokens = trainer.total_trained_tokens()
-    final_eval_loss = trainer.evaluate()["eval_loss"] if has_val else None
+    # The last step's evaluation when train.eval_steps already ran it (else it was logged twice).
+    done = [entry["eval_loss"] for entry in trainer.state.log_history
+            if "eval_loss" in entry and entry.get("step") == trainer.state.global_step]
+    final_eval_loss = (done[-1] if done else trainer.evaluate()["eval_loss"]) if has_val else None
     return trained_tokens, final_eval_loss, trainer.accelerator.get_state_dict(trainer.model)
 
 
@@ -528,8 +599,10 @@ def train(config: RunConfig, *args, **kwargs) -> TrainResult:
                 if DistributedRun.rank_from_environment() == 0 and run.exists() and \
                         run.info().get("status") == "running":
                     write_json(run.run_json, {**run.info(), "status": "interrupted"})
-                raise UserError(f"interrupted; rerun the same command to resume {run.path} from its last "
-                                "checkpoint") from None
+                # The same command with output.overwrite (--overwrite) would start afresh, not resume.
+                how = "rerun it without --overwrite (output.overwrite)" if config.output.overwrite \
+                    else "rerun the same command"
+                raise UserError(f"interrupted; {how} to resume {run.path} from its last checkpoint") from None
     finally:
         lock.release()
 
@@ -591,11 +664,16 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, keep=keep, log=log)
 
     # The run directory only after validation and planning, so refused input leaves nothing behind.
-    run, resuming = dist.on_main_then_shared(lambda: prepare_run_dir(config, log, require_resume, lock))
+    info = _run_info(config, base, data, memory)
+    run, resuming = dist.on_main_then_shared(
+        lambda: prepare_run_dir(config, log, require_resume, lock, info["data"]["fingerprint"]))
     save_json = write_json if dist.is_main else do_nothing
+    if resuming:  # the run began earlier: keep when, and say that it was resumed
+        previous = run.info()
+        info["started"] = previous.get("started", info["started"])
+        info["resumed"] = list(previous.get("resumed") or []) + [time.strftime("%Y-%m-%dT%H:%M:%S")]
     if dist.is_main:
         write_text(run.config_yaml, dump_config(config))
-    info = _run_info(config, base, data, memory)
     save_json(run.run_json, info)
 
     model, targets = _setup_model(config, base, memory.setup.checkpointing, log)

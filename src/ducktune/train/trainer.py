@@ -108,6 +108,10 @@ class DucktuneTrainer(Trainer):
             self._last_log_time = now
         super().log(logs, start_time)
 
+    def count_trained_tokens_from(self, tokens: int) -> None:
+        """Start this process's trained-token count at `tokens` (a resumed run's earlier total)."""
+        self._trained_tokens = tokens
+
     def total_trained_tokens(self) -> int:
         """Trained tokens over all processes (call on every process: it is a collective)."""
         return self._sum_over_processes(self._trained_tokens)
