@@ -69,6 +69,21 @@ def test_report_gets_the_table_once_and_verify_reruns(exported, capsys):
     assert "| GGUF quack-duck-f16.gguf: read back (gguf reader) | PASS |" in report
 
 
+@needs_go
+def test_verify_of_a_copied_run_writes_to_the_copy(exported, tmp_path):
+    """export.json records the run's absolute path; verifying a copy appended to the original's report."""
+    import shutil
+
+    run, export_dir, _ = exported
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    before = (run / "report.md").read_bytes()
+    (copy / "report.md").write_text("# ducktune run (copy)\n", encoding="utf-8")
+    assert main(["verify", str(copy / "export")]) == 0
+    assert (run / "report.md").read_bytes() == before
+    assert "## Export: quack-duck" in (copy / "report.md").read_text(encoding="utf-8")
+
+
 def test_untranslatable_template_is_refused_before_writing(tiny_llama, tmp_path, capsys):
     run = make_lora_run(tmp_path / "run", tiny_llama, chat_template=ALPACA_TEMPLATE.replace(
         "{{ eos_token }}", "<|eot_id|>"))

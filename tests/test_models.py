@@ -134,6 +134,20 @@ def test_hub_unreachable_is_one_clear_line(tmp_path):
                                    "or use the built-in model (smollm2-135m)")
 
 
+def test_plan_with_an_unreachable_hub_is_one_line(tmp_path):
+    """`ducktune plan` fetches only the hub model's config.json: its failures are the same one line as
+    a download's (it was a huggingface_hub traceback)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")} | {
+        "HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2",
+        "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
+    proc = subprocess.run([sys.executable, "-m", "ducktune", "plan", "--set", "model.name_or_path=someorg/some-model"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == ("error: cannot download someorg/some-model: no network; pass a "
+                                                    "local folder or use the built-in model (smollm2-135m)")
+    assert "Traceback" not in proc.stderr
+
+
 def _fill_hf_cache(hf_home: Path, repo: str, model_dir: Path) -> Path:
     commit = "0123456789abcdef0123456789abcdef01234567"
     repo_dir = hf_home / "hub" / f"models--{repo.replace('/', '--')}"

@@ -217,6 +217,26 @@ def test_adapter_that_is_not_one_is_refused(tmp_path, tiny_qwen, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_an_adapter_of_another_model_is_refused_before_the_run_folder(tmp_path, tiny_qwen, tiny_qwen_wide, capsys):
+    """An adapter trained on a wider model: one line naming it (was PEFT's size-mismatch traceback after
+    run.json said "running", which then blocked the corrected rerun as a changed config)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen_wide), LoraConfig(r=4, target_modules="all-linear")) \
+        .save_pretrained(tmp_path / "wide-adapter")
+    capsys.readouterr()  # the loading bar above
+    data = tmp_path / "pairs.json"
+    data.write_text(json.dumps(PAIRS), encoding="utf-8")
+    code = main(["train", "--set", f"model.name_or_path={tiny_qwen}", "--set", f"data.datasets=[{data}]",
+                 "--set", f"output.dir={tmp_path / 'run'}", "--set", "train.objective=dpo",
+                 "--set", f"model.adapter={tmp_path / 'wide-adapter'}", "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: model.adapter: ") and "the adapter was trained on a different model" in err[0]
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.requires_llama_cpp
 @pytest.mark.requires_go

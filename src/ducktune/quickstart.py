@@ -276,9 +276,10 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
     config.output.dir, config.model.adapter = out, adapter
     _set_option(config.train, "num_epochs", epochs, "--epochs")
     if adapter:  # refused before anything is printed or written
-        from ducktune.train.lora import adapter_folder
+        from ducktune.models.sources import resolve_model
+        from ducktune.train.lora import adapter_for_base
 
-        adapter_folder(adapter)
+        adapter_for_base(adapter, resolve_model(config.model.name_or_path, config.model.revision))
     run = _fresh_demo_run(out)
     pairs, train_pairs, held_out = _split_persona_pairs(config)
     data_file = run.path.parent / f".{run.path.name}-data" / "pairs.json"

@@ -464,9 +464,19 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
         recorded.detail += " (recorded at export)"
     result.checks = ([recorded] if recorded else []) + run_checks(export_dir, manifest, reference, log=log)
     result.seconds = time.perf_counter() - started
-    run_report = Path(manifest["run"]) / "report.md" if manifest.get("run") else None
+    run_report = _report_of_exported_run(export_dir, manifest)
     finish(result, manifest, run_report if run_report and run_report.parent.is_dir() else None, log=log)
     return result
+
+
+def _report_of_exported_run(export_dir: Path, manifest: dict) -> Path | None:
+    """The report.md that verify appends to: that of the run folder the export sits in (a copied or
+    moved run keeps its own report; export.json's recorded path would be the original's), else that
+    of the run recorded at export time (an export written elsewhere with --out)."""
+    holder = Path(export_dir).resolve().parent
+    if (holder / "run.json").is_file():
+        return holder / "report.md"
+    return Path(manifest["run"]) / "report.md" if isinstance(manifest.get("run"), str) else None
 
 
 def _refuse_unparsable_modelfile(path: Path) -> None:

@@ -56,7 +56,7 @@ def model_config_without_weights(name_or_path: str, revision: str | None = None)
     if not local and _HUB_ID.match(name_or_path):
         from huggingface_hub import hf_hub_download
 
-        path = hf_hub_download(name_or_path, "config.json", revision=revision)
+        path = _from_hub(name_or_path, revision, lambda: hf_hub_download(name_or_path, "config.json", revision=revision))
         return None, model_config(Path(path).parent)
     folder = resolve_model(name_or_path, revision)
     return folder, model_config(folder)
@@ -67,6 +67,15 @@ def _no_network(model_id: str) -> ModelError:
 
 
 def download_hf(model_id: str, revision: str | None = None) -> Path:
+    import huggingface_hub
+
+    folder = _from_hub(model_id, revision, lambda: huggingface_hub.snapshot_download(
+        model_id, revision=revision, allow_patterns=HUB_PATTERNS))
+    return _check_folder(Path(folder), model_id)
+
+
+def _from_hub(model_id: str, revision: str | None, fetch):
+    """fetch()'s result, the hub's failures (no network, no such model, gated...) as one-line ModelErrors."""
     try:
         import huggingface_hub
         from huggingface_hub import errors as hf_errors
@@ -74,7 +83,7 @@ def download_hf(model_id: str, revision: str | None = None) -> Path:
         raise ModelError("huggingface_hub is not installed: pip install huggingface_hub") from None
 
     try:
-        folder = huggingface_hub.snapshot_download(model_id, revision=revision, allow_patterns=HUB_PATTERNS)
+        return fetch()
     except hf_errors.RepositoryNotFoundError:
         raise ModelError(f"{model_id}: no such model on {huggingface_hub.constants.ENDPOINT} (or it is private)") from None
     except hf_errors.RevisionNotFoundError:
@@ -90,7 +99,6 @@ def download_hf(model_id: str, revision: str | None = None) -> Path:
         if _looks_like_network_error(exc):
             raise _no_network(model_id) from None
         raise
-    return _check_folder(Path(folder), model_id)
 
 
 def _looks_like_network_error(exc: BaseException) -> bool:

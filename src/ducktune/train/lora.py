@@ -25,6 +25,21 @@ def adapter_folder(path: str) -> Path:
     return folder
 
 
+def adapter_for_base(path: str, base_folder: Path) -> Path:
+    """adapter_folder(path), refused in one line unless its weights fit the base model's (an adapter
+    trained on another model failed in PEFT with hundreds of size-mismatch lines, after the run
+    folder was made)."""
+    from ducktune.errors import ConfigError, ModelError
+    from ducktune.models.adapter_check import check_adapter
+
+    folder = adapter_folder(path)
+    try:
+        check_adapter(folder, base_folder)
+    except ModelError as exc:
+        raise ConfigError(f"model.adapter: {exc.message}") from None
+    return folder
+
+
 def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
     """Refuse lora.target_modules that name no module of the model, before anything is loaded or
     written (PEFT's own match: the whole module name or a dotted suffix of it). Checked on the

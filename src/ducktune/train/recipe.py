@@ -171,10 +171,10 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
         blocker = config_packing_blocker(model_json, config.model.trust_remote_code)
         if blocker:
             raise ConfigError(packing_on_error(blocker))
-    if config.model.adapter:  # a missing adapter is refused before anything is written
-        from ducktune.train.lora import adapter_folder
+    if config.model.adapter:  # a missing or foreign adapter is refused before anything is written
+        from ducktune.train.lora import adapter_for_base
 
-        adapter_folder(config.model.adapter)
+        adapter_for_base(config.model.adapter, folder)
     elif config.train.method != "full":
         from ducktune.train.lora import check_lora_targets
 
