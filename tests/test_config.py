@@ -100,3 +100,29 @@ def test_every_option_documented():
 def test_safe_defaults():
     config = RunConfig()
     assert config.model.trust_remote_code is False
+
+
+def test_set_errors_are_blamed_on_set_and_union_fields_are_one_line(tmp_path):
+    path = write(tmp_path, "train:\n  learning_rate: 0.0001\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.lerning_rate=1", "lora.target_modules=5"])
+    lines = str(err.value).splitlines()
+    assert "--set: train.lerning_rate: unknown key (did you mean 'learning_rate'?)" in lines
+    assert "--set: lora.target_modules: Input should be a valid list, or input should be 'all-linear' (got 5)" in lines
+    assert len(lines) == 2  # the union's two alternatives in one line; nothing blamed on the file
+    path = write(tmp_path, "train:\n  lerning_rate: 0.0001\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: train.lerning_rate: unknown key"):
+        load_config(path, ["lora.r=4"])
+    # One name, or several separated by commas, on the command line: the list YAML would give.
+    assert load_config(None, ["lora.target_modules=q_proj, v_proj"]).lora.target_modules == ["q_proj", "v_proj"]
+    assert load_config(None, ["lora.target_modules=all-linear"]).lora.target_modules == "all-linear"
+
+
+def test_set_data_paths_are_stored_absolute(tmp_path, monkeypatch):
+    """Relative paths from --set are the working folder's: stored absolute, so the run's config.yaml
+    (what a resume reads) works from anywhere."""
+    (tmp_path / "d.json").write_text("[]")
+    monkeypatch.chdir(tmp_path)
+    config = load_config(None, ["data.datasets=[d.json]", "data.val_file=d.json", "data.datasets=[d.json, hf:org/x]"])
+    assert [spec.path for spec in config.data.datasets] == [str(tmp_path / "d.json"), "hf:org/x"]
+    assert config.data.val_file == str(tmp_path / "d.json")

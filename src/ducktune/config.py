@@ -249,6 +249,14 @@ class LoraConfig(_Section):
                     "mixed-adapter batches keep PEFT's forward. false: PEFT's forward everywhere.",
     )
 
+    @field_validator("target_modules", "target_parameters", mode="before")
+    @classmethod
+    def _names_as_list(cls, value):
+        # `--set lora.target_modules=q_proj,v_proj` (or one name): a list, as in YAML's [q_proj, v_proj].
+        if isinstance(value, str) and value != "all-linear":
+            return [name.strip() for name in value.split(",") if name.strip()]
+        return value
+
 
 class TrainConfig(_Section):
     method: Literal["lora", "qlora", "full"] = Field(
@@ -534,23 +542,34 @@ def _model_at(loc: tuple, root: type[BaseModel] = RunConfig) -> type[BaseModel] 
     return model
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    """One line per problem: `source: key.path: message`."""
-    lines = []
+def format_validation_error(err: ValidationError, source: str, overridden: tuple[str, ...] = ()) -> str:
+    """One line per problem: `source: key.path: message`; a key given by `--set` (one of `overridden`,
+    dotted) is blamed on --set, not on the file. The alternatives of a union field (target_modules: a
+    list or all-linear) fail together: one line naming both."""
+    lines: dict[tuple, str] = {}
     for item in err.errors():
-        loc = tuple(item["loc"])
+        loc = tuple(p for p in item["loc"] if not _is_union_member(p))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
+        where = "--set" if any(dotted == k or dotted.startswith(k + ".") for k in overridden) else source
         if item["type"] == "extra_forbidden":
             owner = _model_at(loc[:-1])
             choices = list(owner.model_fields) if owner else []
-            lines.append(f"{source}: {dotted}: unknown key{_suggest(str(loc[-1]), choices)}")
-        else:
-            message = item["msg"].removeprefix("Value error, ")
-            got = item.get("input")
-            shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
-            # Checks across sections (RunConfig's validator) name their keys in the message itself.
-            lines.append(f"{source}: {message}{shown}" if not loc else f"{source}: {dotted}: {message}{shown}")
-    return "\n".join(lines)
+            lines[loc] = f"{where}: {dotted}: unknown key{_suggest(str(loc[-1]), choices)}"
+            continue
+        message = item["msg"].removeprefix("Value error, ")
+        got = item.get("input")
+        shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+        if loc in lines and loc:  # another alternative of the same union field
+            lines[loc] = lines[loc].removesuffix(shown) + f", or {message[0].lower()}{message[1:]}{shown}"
+            continue
+        # Checks across sections (RunConfig's validator) name their keys in the message itself.
+        lines[loc] = f"{where}: {message}{shown}" if not loc else f"{where}: {dotted}: {message}{shown}"
+    return "\n".join(lines.values())
+
+
+def _is_union_member(part) -> bool:
+    """pydantic names the member of a union that failed in the location (`list[str]`, `literal['all-linear']`)."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -620,11 +639,11 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def build_config(data: dict, source: str = "config") -> RunConfig:
+def build_config(data: dict, source: str = "config", overridden: tuple[str, ...] = ()) -> RunConfig:
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, overridden)) from None
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
@@ -632,10 +651,13 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     data = read_yaml(path) if path else {}
     apply_overrides(data, overrides or [])
     source = str(path) if path else "--set"
-    config = build_config(data, source)
-    # Relative data paths in a YAML file are relative to that file, so configs can move with their data.
-    if path:
-        base = Path(path).resolve().parent
+    overridden = tuple(".".join(parse_override(text)[0]) for text in overrides or [])
+    config = build_config(data, source, overridden)
+    # Relative data paths in a YAML file are relative to that file, so configs can move with their data;
+    # then (and for --set) to the working folder. Found ones are stored absolute: the run's config.yaml
+    # (which `ducktune train RUN/config.yaml` resumes from) then works from any folder.
+    bases = ([Path(path).resolve().parent] if path else []) + [Path.cwd()]
+    for base in bases:
         for spec in config.data.datasets:
             spec.path = _resolve_relative(spec.path, base)
         if config.data.val_file:
