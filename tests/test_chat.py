@@ -152,3 +152,30 @@ def test_sampled_stop_strings_match_the_answer_only(run_dir):
     assert result.text == "I am Duckling." and result.finish_reason == "stop"
     # A temperature too small to divide by is greedy, not a crash (nan probabilities).
     assert engine.generate(messages, max_new_tokens=16, temperature=1e-38).text == "I am Duckling."
+
+
+def test_an_answer_cut_inside_a_character_ends_without_a_replacement_character(tiny_llama):
+    """The length limit can fall between the bytes of one character (an emoji, a Chinese character in
+    a byte-level vocabulary): the half character was shown as U+FFFD, streamed and in the answer."""
+    from ducktune.chat.engine import AnswerText
+    from ducktune.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_llama)
+    ids = tokenizer.encode("Hi \U0001f986", add_special_tokens=False)
+    cut = next(k for k in range(1, len(ids)) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
+    row = AnswerText(tokenizer, [], max_new_tokens=cut)
+    streamed = "".join(row.add(token) for token in ids[:cut])
+    result = row.generation(n_prompt=5)
+    assert result.finish_reason == "length" and streamed == result.text == "Hi "
+
+
+def test_side_by_side_columns_line_up_in_terminal_cells():
+    """Chinese characters take two terminal columns: the separator drifted right on their lines."""
+    from ducktune.chat.compare import display_width, side_by_side
+
+    table = side_by_side([{"prompt": "一打鸡蛋有几个？", "base": "一打鸡蛋有十二个。这是一个很常见的问题，很多人都知道答案。",
+                           "tuned": "A dozen eggs is twelve eggs, as everyone in the pond knows."}], width=60)
+    rows = [line for line in table.splitlines() if " | " in line]
+    assert len(rows) >= 3 and len({display_width(line.split(" | ")[0]) for line in rows}) == 1
+    assert all(display_width(line.split(" | ")[0]) <= 28 for line in rows)
+    assert "十二个" in table.replace("\n", "").replace(" ", "")

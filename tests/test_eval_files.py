@@ -91,3 +91,17 @@ def test_cli_bad_eval_file_exit_2_and_nothing_written(tmp_path, capsys, name, te
     assert code == 2
     assert len(err) == 1 and err[0].startswith(f"error: {f}{field}")
     assert sorted(p.name for p in run.rglob("*")) == before
+
+
+def test_the_summary_says_why_there_is_no_held_out_loss():
+    """A run without a validation split (the quickstart's) evaluated without --data: no loss row, and
+    the README promises a held-out loss, so the summary says why and what to pass."""
+    from ducktune.eval.report import print_summary
+
+    lines: list[str] = []
+    print_summary({"loss": {"base": None, "tuned": None}}, "runs/x/eval", log=lines.append)
+    assert [line for line in lines if line.startswith("Held-out loss: none (the run has no validation split")]
+    lines.clear()
+    print_summary({"loss": {"base": 2.5, "tuned": 1.25}}, "runs/x/eval", log=lines.append)
+    assert not [line for line in lines if line.startswith("Held-out loss: none")]
+    assert any("1.25" in line for line in lines)

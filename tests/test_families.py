@@ -127,6 +127,20 @@ def test_unknown_architecture_is_one_line_before_anything_is_written(tmp_path, c
     assert not (tmp_path / "run").exists()
 
 
+def test_a_template_needing_a_token_the_tokenizer_lacks_blames_the_template(tmp_path, capsys, standins, family_rows):
+    """Firefly's template writes bos_token; Qwen2.5's tokenizer has none: the message named the data
+    ("refused this conversation") and no file; it is the template/tokenizer pair."""
+    from ducktune.models.families import standin_dir
+
+    data = tmp_path / "sg.jsonl"
+    data.write_text(json.dumps({"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "yo"}]}) + "\n")
+    qwen = standin_dir("qwen2.5", standins, log=lambda *a: None)
+    assert main(["data", "preview", str(data), "--model", str(qwen), "--chat-template", "firefly"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: the chat template uses a value this tokenizer does not define ('bos_token' is undefined); "
+                   "set model.chat_template to a template made for this tokenizer"]
+
+
 def test_tokenizer_without_chat_template_says_what_to_set(tmp_path, capsys, tiny_qwen):
     model = tmp_path / "model"
     shutil.copytree(tiny_qwen, model)

@@ -418,6 +418,11 @@ def test_unsupported_rope_scaling_is_named(change, fragment, standin):
     config = {**model.config.to_dict(), "rope_parameters": None, **change}
     reason = architecture_support(config)
     assert reason and fragment in reason
+    # Beside a default rope_parameters (a hand-edited config), transformers takes rope_scaling: so does
+    # the check (it said exportable, and the export refused the merged config after merging).
+    both = {**model.config.to_dict(), "rope_parameters": {"rope_type": "default", "rope_theta": 1e6}, **change}
+    reason = architecture_support(both)
+    assert reason and fragment in reason
 
 
 def test_gemma_query_scale_llama_cpp_cannot_express_is_refused(standin):

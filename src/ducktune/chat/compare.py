@@ -4,16 +4,48 @@ from __future__ import annotations
 
 import json
 import shutil
-import textwrap
+import unicodedata
 from pathlib import Path
 
 from ducktune.errors import UserError
 
 
+def _cells(ch: str) -> int:
+    """Terminal columns of a character: 2 for wide (CJK) ones, 0 for combining marks."""
+    return 0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+
+
+def display_width(text: str) -> int:
+    return sum(_cells(ch) for ch in text)
+
+
+def _wrap_paragraph(paragraph: str, width: int) -> list[str]:
+    """Words to lines of at most `width` terminal columns; a word wider than a line (Chinese text has
+    no spaces between words) is broken between characters."""
+    lines, line = [], ""
+    for word in paragraph.split():
+        joined = f"{line} {word}" if line else word
+        if display_width(joined) <= width:
+            line = joined
+            continue
+        if display_width(word) <= width:
+            lines.append(line)
+            line = word
+            continue
+        if line and display_width(line) + 1 < width:
+            line += " "
+        for ch in word:
+            if display_width(line) + _cells(ch) > width:
+                lines.append(line.rstrip())
+                line = ""
+            line += ch
+    return lines + [line]
+
+
 def _wrap(text: str, width: int, max_lines: int = 14) -> list[str]:
     lines: list[str] = []
     for paragraph in (text.strip() or "(empty)").splitlines():
-        wrapped = textwrap.wrap(paragraph, width=width, replace_whitespace=False, drop_whitespace=True) or [""]
+        wrapped = _wrap_paragraph(paragraph, width)
         if wrapped == [""] and lines and lines[-1] == "":
             continue  # collapse runs of blank lines
         lines += wrapped
@@ -23,7 +55,8 @@ def _wrap(text: str, width: int, max_lines: int = 14) -> list[str]:
 
 
 def side_by_side(rows: list[dict], width: int | None = None) -> str:
-    """A plain-text table: prompt, then base and tuned answers in two columns."""
+    """A plain-text table: prompt, then base and tuned answers in two columns (aligned in terminal
+    columns: Chinese characters take two)."""
     width = width or min(shutil.get_terminal_size((110, 24)).columns, 160)
     col = max(20, (width - 3) // 2)
     out = []
@@ -36,7 +69,7 @@ def side_by_side(rows: list[dict], width: int | None = None) -> str:
         for i in range(max(len(left), len(right))):
             a = left[i] if i < len(left) else ""
             b = right[i] if i < len(right) else ""
-            out.append(f"{a:<{col}} | {b}")
+            out.append(f"{a}{' ' * (col - display_width(a))} | {b}")
     out.append(rule)
     return "\n".join(out)
 

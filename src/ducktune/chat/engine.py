@@ -42,6 +42,8 @@ def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: 
         cut = min((text.find(s) for s in stop if s in text), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
+    if finish == "length":  # cut inside a character's bytes: its undecodable first half is dropped
+        text = text.rstrip("\ufffd")
     return Generation(text, n_prompt, min(generated, max_new_tokens), finish)
 
 
@@ -106,6 +108,8 @@ class AnswerText:
             if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
                 return ""
             text = text[:len(text) - held_back(text, self.stop)]
+        elif not at_stop_token:  # the length limit cut inside a character: not sent, as in the Generation
+            text = text.rstrip("\ufffd")
         piece = text[len(self.emitted):] if len(text) > len(self.emitted) else ""
         self.emitted += piece
         return piece

@@ -76,6 +76,9 @@ class ChatFormat:
                 messages, tokenize=False, add_generation_prompt=add_generation_prompt
             )
         except Exception as exc:  # jinja2 errors: templates raise on unsupported role orders
+            if type(exc).__name__ == "UndefinedError":  # e.g. 'bos_token' is undefined: not the data's fault
+                raise ModelError(f"the chat template uses a value this tokenizer does not define ({exc}); set "
+                                 "model.chat_template to a template made for this tokenizer") from None
             raise DataError(f"the chat template refused this conversation: {exc}") from None
 
     def special_tokens(self) -> list[str]:

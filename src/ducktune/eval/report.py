@@ -120,6 +120,10 @@ def print_summary(result: dict, folder, log=print) -> None:
         log(f"{'metric':<{width}}  {'base':>10}  {'tuned':>10}")
         for label, base, tuned in rows:
             log(f"{label:<{width}}  {base:>10}  {tuned:>10}")
+    loss = result.get("loss") or {}
+    if loss.get("tuned") is None and loss.get("base") is None:
+        log("Held-out loss: none (the run has no validation split: set data.val_ratio or data.val_file when "
+            "training, or pass held-out chat data with --data FILE)")
     bleed = result.get("bleed")
     if bleed:
         log(f"Bleed: {bleed['bleed']}/{bleed['prompts']} general prompts ({bleed['bleed_rate']:.0f} %), "

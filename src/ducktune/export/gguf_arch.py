@@ -105,11 +105,15 @@ def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
     """Rope settings of one layer kind, from transformers 5's `rope_parameters` (flat or per layer
     kind, as Gemma 3 saves it) or a published config's `rope_theta` + `rope_scaling`."""
     params = dict(config.get("rope_parameters") or {})
-    if "full_attention" in params or "sliding_attention" in params:
+    per_kind = "full_attention" in params or "sliding_attention" in params
+    if per_kind:
         params = dict(params.get(layer_kind) or params.get("full_attention") or {})
     if layer_kind == "full_attention":  # Gemma 3: rope_scaling applies to global layers only
         for key, value in (config.get("rope_scaling") or {}).items():
-            params.setdefault(key, value)
+            if per_kind:
+                params.setdefault(key, value)
+            else:  # a legacy rope_scaling beside rope_parameters wins, as transformers reads the config
+                params[key] = value
     theta_key = "rope_local_base_freq" if layer_kind == "sliding_attention" else "rope_theta"
     if params.get("rope_theta") is None:
         params["rope_theta"] = _first(config, theta_key, "rope_theta", default=10000.0)
