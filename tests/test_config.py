@@ -74,6 +74,8 @@ def test_yaml_merge_keys_may_be_overridden(tmp_path):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="a folder, not a config file"):  # it said "not found"
+        load_config(tmp_path)
 
 
 def test_dataset_paths_relative_to_config(tmp_path):

@@ -294,6 +294,11 @@ def test_plan_command(planning_model, tmp_path):
     assert refused.stderr.startswith("error: memory plan: needs ~") and "Traceback" not in refused.stderr
     as_json = json.loads(subprocess.run(base + ["--memory", "900MB", "--json"], capture_output=True, text=True).stdout)
     assert as_json["fits"] and as_json["batch_size"] * as_json["grad_accum"] == 8
+    # --memory plans what `ducktune train` with that train.memory_budget runs (the budget changes how the
+    # heap returns memory, so the same number planned two ways chose different micro-batches).
+    as_budget = json.loads(subprocess.run(base + ["--set", "train.memory_budget=900MB", "--json"],
+                                          capture_output=True, text=True).stdout)
+    assert as_budget == as_json
 
 
 def test_default_loss_chunk_keeps_one_chunk_of_logits_within_256_mib():

@@ -291,6 +291,10 @@ def test_training_arguments_follow_the_config_and_the_plan(tmp_path, tiny_qwen):
     packed = recipe.training_arguments(config, tmp_path / "ckpt", Setup(checkpointing=False), cpu, "packed", has_val=True)
     assert packed.eval_strategy == "steps" and packed.eval_steps == config.train.save_steps
     assert packed.train_sampling_strategy == "random" and not getattr(packed, recipe.checkpointing_argument())
+    # "constant" is the rate after the warm-up, as the other schedules: transformers' own constant skips it.
+    config.train.scheduler = "constant"
+    args = recipe.training_arguments(config, tmp_path / "ckpt", setup, cpu, "padded", has_val=False)
+    assert getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type) == "constant_with_warmup" and args.warmup_steps == 3
 
 
 def test_checkpointing_argument_follows_the_installed_transformers():

@@ -281,7 +281,8 @@ class TrainConfig(_Section):
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
     warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")
     scheduler: Literal["cosine", "linear", "constant_with_warmup", "constant"] = Field(
-        "cosine", description="Learning-rate schedule after warm-up."
+        "cosine", description="Learning-rate schedule after warm-up (constant and constant_with_warmup are the "
+                              "same: a warm-up, if any, then the rate; warmup_ratio 0 for none)."
     )
     optimizer: Literal["auto", "adamw_torch", "adamw_torch_fused", "sgd", "adafactor"] = Field(
         "auto", description="Optimizer (transformers' names). auto: AdamW, fused (one kernel per tensor) on CPU, "
@@ -621,6 +622,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def read_yaml(path: str | Path) -> dict:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: a folder, not a config file; give a YAML file (see examples/)")
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:

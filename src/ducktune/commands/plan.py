@@ -34,7 +34,9 @@ def run(args) -> int:
     from ducktune.train.memory_probe import available_memory
 
     config = load_config(args.config, args.overrides)
-    memory_text = args.memory or config.train.memory_budget
+    if args.memory:  # planned as `ducktune train` would with this train.memory_budget (it changes the heap's habits)
+        config.train.memory_budget = args.memory
+    memory_text = config.train.memory_budget
     folder, model_cfg = model_config_without_weights(config.model.name_or_path, config.model.revision)
     device, dtype, local = _device_and_dtype(config, args.device, memory_text, estimate_params(model_cfg))
     try:

@@ -100,7 +100,8 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
         raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
     info = run.info()
     if info.get("status") == "completed":
-        raise UserError(f"{run.path}: already holds a finished run; set output.overwrite=true or choose another output.dir")
+        raise UserError(f"{run.path}: already holds a finished run; pass --overwrite (output.overwrite=true) to move "
+                        "it aside and train again, or choose another output.dir")
     previous = load_config(run.config_yaml)
     diffs = _config_differences(previous, config)
     if diffs:
@@ -219,7 +220,8 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
     skipped = data.skipped + len(problems)
     log(f"Data: {len(train_rows)} train / {len(val_rows)} validation samples, {train_stats['trained_tokens']} trained tokens"
         + (f"; {train_stats['truncated']} truncated at {dc.cutoff_len} tokens" if train_stats["truncated"] else "")
-        + (f"; {skipped} bad records skipped" if skipped else ""))
+        + (f"; {skipped} bad records skipped" if skipped else "")
+        + (f"; {data.duplicates_removed} duplicates removed (data.dedupe)" if data.duplicates_removed else ""))
     if note := unused_note(data):
         log(f"Note: {note}")
     return PreparedData(train_rows, val_rows, train_stats, skipped, data.duplicates_removed,
@@ -365,7 +367,8 @@ def training_arguments(config: RunConfig, output_dir: Path, setup, placement, ba
         learning_rate=tc.learning_rate,
         num_train_epochs=tc.num_epochs,
         max_steps=tc.max_steps or -1,
-        lr_scheduler_type=tc.scheduler,
+        # transformers' "constant" ignores the warm-up; ours is the rate after it, as for the other schedules.
+        lr_scheduler_type="constant_with_warmup" if tc.scheduler == "constant" else tc.scheduler,
         warmup_steps=tc.warmup_steps if tc.warmup_steps is not None else tc.warmup_ratio,
         weight_decay=tc.weight_decay,
         max_grad_norm=tc.max_grad_norm,
