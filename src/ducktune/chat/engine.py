@@ -220,14 +220,6 @@ class ChatEngine:
         else:
             yield
 
-    def _inputs(self, messages: list[dict]):
-        import torch
-
-        ids = self.chat_format.prompt_ids(messages)
-        device = next(self.model.parameters()).device
-        input_ids = torch.tensor([ids], dtype=torch.long, device=device)
-        return {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-
     def _sampling_kwargs(self, max_new_tokens: int, temperature: float, top_p: float, seed: int | None) -> dict:
         import torch
 

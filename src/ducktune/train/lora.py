@@ -122,7 +122,8 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     # PEFT's all-linear also adapts bare parameters of some models (the fused experts of MoE models
     # under transformers 5): named too, so the log and run.json say what trains.
     parameters = [f"{name} (parameter)" for name in getattr(resolved, "target_parameters", None) or []]
-    return peft_model, sorted(resolved.target_modules) + parameters
+    # PEFT may keep full module paths where a leaf name is ambiguous (tiny models): leaf names, as logged.
+    return peft_model, sorted({name.rsplit(".", 1)[-1] for name in resolved.target_modules}) + parameters
 
 
 def unadapted_weights(peft_model) -> tuple[dict[str, int], int]:

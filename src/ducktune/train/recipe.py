@@ -393,6 +393,23 @@ def training_arguments(config: RunConfig, output_dir: Path, setup, placement, ba
     )
 
 
+def _setup_run_dir(config: RunConfig, info: dict, dist: DistributedRun, require_resume: bool,
+                   lock: WriterLock | None, log) -> tuple[RunDir, bool, object]:
+    """The run directory made (or found to resume), with config.yaml and run.json written by the main
+    process. Returns (run, resuming, save_json: the main process's JSON writer, a no-op elsewhere)."""
+    run, resuming = dist.on_main_then_shared(
+        lambda: prepare_run_dir(config, log, require_resume, lock, info["data"]["fingerprint"]))
+    save_json = write_json if dist.is_main else do_nothing
+    if resuming:  # the run began earlier: keep when, and say that it was resumed
+        previous = run.info()
+        info["started"] = previous.get("started", info["started"])
+        info["resumed"] = list(previous.get("resumed") or []) + [time.strftime("%Y-%m-%dT%H:%M:%S")]
+    if dist.is_main:
+        write_text(run.config_yaml, dump_config(config))
+    save_json(run.run_json, info)
+    return run, resuming, save_json
+
+
 def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunConfig, base: "BaseModel", run: RunDir,
                    resume_from: Path | None, progress: bool, log=print):
     """The Trainer over this run's datasets, writing metrics.jsonl (continued when resuming), with the
@@ -668,16 +685,7 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
 
     # The run directory only after validation and planning, so refused input leaves nothing behind.
     info = _run_info(config, base, data, memory)
-    run, resuming = dist.on_main_then_shared(
-        lambda: prepare_run_dir(config, log, require_resume, lock, info["data"]["fingerprint"]))
-    save_json = write_json if dist.is_main else do_nothing
-    if resuming:  # the run began earlier: keep when, and say that it was resumed
-        previous = run.info()
-        info["started"] = previous.get("started", info["started"])
-        info["resumed"] = list(previous.get("resumed") or []) + [time.strftime("%Y-%m-%dT%H:%M:%S")]
-    if dist.is_main:
-        write_text(run.config_yaml, dump_config(config))
-    save_json(run.run_json, info)
+    run, resuming, save_json = _setup_run_dir(config, info, dist, require_resume, lock, log)
 
     model, targets = _setup_model(config, base, memory.setup.checkpointing, log)
     if targets is not None:
