@@ -127,3 +127,31 @@ def test_kl_batched_by_length_comes_back_in_the_prompts_order(tiny_qwen):
     alone = [kl_along_answers(engine, [p], [a], batch_size=1)[0] for p, a in zip(prompts, answers)]
     assert batched == pytest.approx(alone, rel=1e-4, abs=1e-6)
     assert len(set(round(k, 6) for k in alone)) == 3  # distinct values: a mix-up would show
+
+
+def test_rouge_of_identical_answers_is_100_in_every_script():
+    """rouge-score's own tokenizer keeps only a-z and 0-9: identical Korean, Russian, Greek, Arabic or kana
+    answers scored ROUGE 0 (BLEU 100)."""
+    for text in ["ありがとう", "안녕하세요 세계", "Привет мир", "Καλημέρα κόσμε", "مرحبا بالعالم", "Café crème"]:
+        scores = metrics.sample_scores(text, text)
+        assert scores["rouge_1"] == scores["rouge_2"] == scores["rouge_l"] == 100.0, text
+    assert metrics.rouge("Привет мир", "Пока мир")["rouge_1"] == 50.0
+
+
+def test_several_multiple_choice_sets_keep_their_subjects_apart(tiny_qwen, tmp_path):
+    """MMLU's and C-Eval's high_school_physics files were one subject; each set is reported on its own."""
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.eval.choices import ChoiceItem
+    from ducktune.eval.inputs import ChoiceSet, EvalInputs
+    from ducktune.eval.runner import evaluate_choices
+
+    def items(n):
+        return [ChoiceItem(f"Q{i}?", ["a", "b", "c", "d"], "ABCD"[i % 4], "high_school_physics", f"f:{i}") for i in range(n)]
+
+    inputs = EvalInputs()
+    inputs.choices = [ChoiceSet("mmlu/test", items(3)), ChoiceSet("ceval/val", items(2))]
+    result = evaluate_choices(ChatEngine.from_model_dir(tiny_qwen), inputs)["tuned"]
+    assert set(result["subjects"]) == {"mmlu/test: high_school_physics", "ceval/val: high_school_physics"}
+    assert set(result["sets"]) == {"mmlu/test", "ceval/val"} and result["questions"] == 5
+    pooled = (result["sets"]["mmlu/test"] * 3 + result["sets"]["ceval/val"] * 2) / 5
+    assert result["overall"] == pytest.approx(pooled, abs=0.01)

@@ -232,3 +232,20 @@ def test_dpo_objective_adds_rpo_alpha_times_the_chosen_answer_loss():
     assert metrics_rpo == metrics_plain  # the rewards TRL logs do not include the answer term
     loss_rpo.backward()  # the answer term trains the adapter
     assert model.adapter.grad is not None and model.adapter.grad.abs().sum() > 0
+
+
+def test_kto_kl_rows_pair_each_prompt_with_another_prompts_answer():
+    """A pair gives KTO a good and a bad row side by side; with row i-1's answer, the bad row's KL row
+    was its own prompt with its own good answer (always, in evaluation's in-order batches): the KL
+    estimate needs mismatched pairs (TRL shifts across the dataset)."""
+    from ducktune.train.preference import UnpairedCollator, unpaired_rows
+
+    pairs = [{"prompt_len": 2, "chosen_input_ids": [p, p, 10 + p], "chosen_labels": [-100, -100, 10 + p],
+              "rejected_input_ids": [p, p, 20 + p], "rejected_labels": [-100, -100, 20 + p]} for p in (1, 2, 3)]
+    batch = UnpairedCollator(pad_token_id=0, cutoff=16)(unpaired_rows(pairs))
+    for row, kl_ids in zip(batch["input_ids"].tolist(), batch["kl_input_ids"].tolist()):
+        prompt, kl_prompt, kl_answer = row[:2], kl_ids[:2], kl_ids[2]
+        assert kl_prompt == prompt and kl_answer % 10 != prompt[0]  # another prompt's answer
+    # A batch whose rows all share one prompt has no other answer: the neighbour's, as before.
+    same = UnpairedCollator(pad_token_id=0, cutoff=16)(unpaired_rows(pairs[:1]))
+    assert same["kl_input_ids"].tolist()[0][2] == 21

@@ -5,8 +5,8 @@ def register(sub) -> None:
     p = add_parser(sub, "eval", "did it work, and what did it break? held-out loss, metrics, multiple choice, bleed",
                    "Evaluate a run, base (adapter off) vs tuned: loss and perplexity on held-out data (the run's "
                    "validation split and --data chat files; trained tokens only, same masks as training); greedy "
-                   "answers to --data chat files scored by exact match, BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's way: "
-                   "characters / jieba words for Chinese, words otherwise); accuracy on multiple-choice --data files "
+                   "answers to --data chat files scored by exact match, BLEU-4 and ROUGE-1/2/L (Chinese as "
+                   "LLaMA-Factory does: characters / jieba words; words otherwise); accuracy on multiple-choice --data files "
                    "in the MMLU / C-Eval / CMMLU layout (question, A-D, answer; by the log-likelihood of the answer "
                    "letter), per subject; and the forgetting / bleed report on 52 bundled general prompts. Writes "
                    "RUN_DIR/eval/eval.json, eval/predictions.jsonl, eval/eval.png and a report.md section.",

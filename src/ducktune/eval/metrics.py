@@ -1,14 +1,19 @@
-"""Text-similarity metrics, computed the way LLaMA-Factory's `do_predict` reports them.
+"""Text-similarity metrics, as LLaMA-Factory's `do_predict` reports them for Chinese and the usual
+word-level way otherwise.
 
 Per sample, then averaged over samples, in percent (0-100):
 - exact match: the answer equals the reference after trimming whitespace;
-- BLEU-4: sentence BLEU with exponential smoothing (sacrebleu's `exp`, the same method as
-  NLTK's `method3` that LLaMA-Factory uses), over characters when the text is Chinese
-  (sacrebleu's `zh` tokenizer: every CJK character is a token) and over words otherwise
-  (sacrebleu's standard `13a` tokenizer);
-- ROUGE-1/2/L F1 (Google's rouge-score package) over words: jieba's segmentation for
-  Chinese, as LLaMA-Factory does, rouge-score's own tokenizer (lower-cased alphanumeric words)
-  otherwise.
+- BLEU-4: sentence BLEU with exponential smoothing (sacrebleu's `exp`), over characters when the
+  text is Chinese or Japanese (sacrebleu's `zh` tokenizer: every CJK character is a token, as
+  LLaMA-Factory's character lists) and over words otherwise (sacrebleu's standard `13a`
+  tokenizer). On answers shorter than four tokens sacrebleu uses the n-gram orders that exist,
+  where LLaMA-Factory's NLTK `method3` smooths the missing ones: such answers score higher here;
+- ROUGE-1/2/L F1 (Google's rouge-score package, which counts repeated n-grams as ROUGE defines):
+  over jieba's words for Chinese, as LLaMA-Factory does, and over lower-cased Unicode words
+  otherwise (rouge-score's own tokenizer keeps only a-z and 0-9, so Korean, Russian or Greek
+  answers scored 0 even when identical).
+LLaMA-Factory scores English by characters (BLEU) and jieba pieces (ROUGE) too; its English
+figures are not comparable with these.
 
 The packages are imported lazily and named in the error when missing (`pip install 'ducktune[eval]'`).
 """
@@ -20,7 +25,9 @@ import re
 
 from ducktune.errors import UserError
 
-_CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+# CJK ideographs, kana and full-width forms: text written without spaces between words.
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uf900-\ufaff\u3000-\u303f\uff00-\uffef]")
+_WORD = re.compile(r"\w+")
 
 
 def is_chinese(*texts: str) -> bool:
@@ -59,6 +66,13 @@ class _JiebaTokenizer:
         return [w.strip().lower() for w in jieba.cut(text) if w.strip()]
 
 
+class _WordTokenizer:
+    """rouge-score tokenizer for other languages: lower-cased Unicode words (its own drops non-ASCII letters)."""
+
+    def tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(text.lower())
+
+
 def rouge(prediction: str, reference: str) -> dict[str, float]:
     """ROUGE-1/2/L F1 in percent: {'rouge_1', 'rouge_2', 'rouge_l'}."""
     if not prediction.strip() or not reference.strip():
@@ -66,7 +80,7 @@ def rouge(prediction: str, reference: str) -> dict[str, float]:
     _require("rouge_score", "rouge-score")
     from rouge_score import rouge_scorer
 
-    tokenizer = _JiebaTokenizer() if is_chinese(prediction, reference) else None
+    tokenizer = _JiebaTokenizer() if is_chinese(prediction, reference) else _WordTokenizer()
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], tokenizer=tokenizer)
     scores = scorer.score(reference, prediction)  # (target, prediction)
     return {"rouge_1": 100 * scores["rouge1"].fmeasure, "rouge_2": 100 * scores["rouge2"].fmeasure,

@@ -94,13 +94,27 @@ def evaluate_generation(engine, inputs: EvalInputs, max_new_tokens: int, with_ba
 
 
 def evaluate_choices(engine, inputs: EvalInputs) -> dict:
+    """Accuracy per subject and overall (every question pooled), per side. With several --data sets
+    (MMLU and C-Eval share subject names such as high_school_physics), each subject is named with its
+    set, and "sets" gives each set's own accuracy."""
+    from dataclasses import replace
+
     from ducktune.eval.scoring import accuracy_by_subject, choice_results
 
-    items = [item for s in inputs.choices for item in s.items]
-    if not items:
+    sets = [s for s in inputs.choices if s.items]
+    if not sets:
         return {}
+    several = len(sets) > 1
+    items = [replace(item, subject=f"{s.name}: {item.subject}") if several else item for s in sets for item in s.items]
+    owners = [s.name for s in sets for _ in s.items]
     results = _both(engine, lambda: choice_results(engine, items))
-    return {side: accuracy_by_subject(rows) if rows is not None else None for side, rows in results.items()}
+    out = {}
+    for side, rows in results.items():
+        out[side] = accuracy_by_subject(rows) if rows is not None else None
+        if several and rows is not None:
+            out[side]["sets"] = {s.name: accuracy_by_subject([r for r, o in zip(rows, owners) if o == s.name])["overall"]
+                                 for s in sets}
+    return out
 
 
 def bleed_markers_for(run_info: dict, config, samples) -> list[str]:

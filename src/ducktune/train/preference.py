@@ -58,8 +58,9 @@ class PairCollator:
 @dataclass
 class UnpairedCollator:
     """KTO: B answers with their good/bad label, and B mismatched rows for the KL estimate: row i's
-    prompt followed by row i-1's answer (a neighbour in the micro-batch, as TRL pairs them), cut at
-    `cutoff` tokens."""
+    prompt followed by the answer of the nearest earlier row with another prompt (row i-1 unless it
+    shares the prompt: a pair's good and bad answers sit side by side, and evaluation reads rows in
+    order, so i-1 would often be a matched answer), cut at `cutoff` tokens."""
 
     pad_token_id: int
     cutoff: int
@@ -68,9 +69,11 @@ class UnpairedCollator:
         batch = _pad([f["completion_input_ids"] for f in features], [f["completion_labels"] for f in features],
                      self.pad_token_id)
         kl_ids, kl_labels = [], []
+        prompts = [list(f["completion_input_ids"][:f["prompt_len"]]) for f in features]
         for i, f in enumerate(features):
-            other = features[i - 1]
-            prompt = list(f["completion_input_ids"][:f["prompt_len"]])
+            shift = next((k for k in range(1, len(features)) if prompts[i - k] != prompts[i]), 1)
+            other = features[i - shift]
+            prompt = prompts[i]
             start = other["prompt_len"]
             kl_ids.append((prompt + list(other["completion_input_ids"][start:]))[:self.cutoff])
             kl_labels.append(([IGNORE_INDEX] * len(prompt) + list(other["completion_labels"][start:]))[:self.cutoff])

@@ -8,6 +8,11 @@ that TRL logs (rewards/chosen, rewards/rejected). The formulas follow TRL 1.16
 call TRL's own code on the same tensors and require |difference| < 1e-5
 (tests/test_preference_loss.py).
 
+What goes into them differs from TRL in two places, as the papers have it: the answer tokens are
+those SFT trains (the answer and its end-of-turn token; TRL also counts the template's newline
+after it), and ORPO's NLL term is over the chosen answer only (the paper's L_SFT; TRL 1.16
+includes the prompt). So the loss values of a run are not TRL's to the digit.
+
 Notation: logps = log pi(answer | prompt), summed over the answer's tokens (the positions
 whose label is not IGNORE_INDEX); "ratio" = policy logps - reference logps.
 """
