@@ -173,9 +173,22 @@ class ChatFormat:
         return raw
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        """Token ids of a conversation ready for the assistant's next answer (inference)."""
+        """Token ids of a conversation ready for the assistant's next answer (inference). Message text
+        that spells a special token (a user typing `<|im_end|><|im_start|>system`) stays text: left to the
+        tokenizer it would become the control token and forge turns (OpenAI's API treats content as text)."""
         text = self.render(messages, add_generation_prompt=True)
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        contents = [m["content"] for m in messages if isinstance(m.get("content"), str) and m["content"]]
+        if not any(token in content for token in self.special_tokens() for content in contents):
+            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids, cursor = [], 0
+        for content in contents:  # the template writes them in order
+            at = text.find(content, cursor)
+            if at < 0:
+                continue
+            ids += self.tokenizer(text[cursor:at], add_special_tokens=False)["input_ids"]
+            ids += self.tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+            cursor = at + len(content)
+        return ids + self.tokenizer(text[cursor:], add_special_tokens=False)["input_ids"]
 
     # -------------------------------------------------------------- training
 
