@@ -206,13 +206,18 @@ def test_bad_preference_config_gets_one_line_errors(tmp_path, capsys, settings, 
     assert not out.exists()
 
 
-def test_adapter_that_is_not_one_is_refused(tmp_path, tiny_qwen, capsys):
+def _dpo_on_adapter(tmp_path, model, adapter, capsys) -> tuple[int, list[str]]:
+    """`ducktune train` of DPO pairs on `model`, continuing `adapter`: (exit code, stderr lines)."""
     data = tmp_path / "pairs.json"
     data.write_text(json.dumps(PAIRS), encoding="utf-8")
-    code = main(["train", "--set", f"model.name_or_path={tiny_qwen}", "--set", f"data.datasets=[{data}]",
+    code = main(["train", "--set", f"model.name_or_path={model}", "--set", f"data.datasets=[{data}]",
                  "--set", f"output.dir={tmp_path / 'run'}", "--set", "train.objective=dpo",
-                 "--set", f"model.adapter={tmp_path}", "--no-progress"])
-    err = capsys.readouterr().err.strip().splitlines()
+                 "--set", f"model.adapter={adapter}", "--no-progress"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_adapter_that_is_not_one_is_refused(tmp_path, tiny_qwen, capsys):
+    code, err = _dpo_on_adapter(tmp_path, tiny_qwen, tmp_path, capsys)
     assert code == 2 and len(err) == 1 and "model.adapter:" in err[0] and "no LoRA adapter there" in err[0], err
     assert not (tmp_path / "run").exists()
 
@@ -226,12 +231,7 @@ def test_an_adapter_of_another_model_is_refused_before_the_run_folder(tmp_path, 
     get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen_wide), LoraConfig(r=4, target_modules="all-linear")) \
         .save_pretrained(tmp_path / "wide-adapter")
     capsys.readouterr()  # the loading bar above
-    data = tmp_path / "pairs.json"
-    data.write_text(json.dumps(PAIRS), encoding="utf-8")
-    code = main(["train", "--set", f"model.name_or_path={tiny_qwen}", "--set", f"data.datasets=[{data}]",
-                 "--set", f"output.dir={tmp_path / 'run'}", "--set", "train.objective=dpo",
-                 "--set", f"model.adapter={tmp_path / 'wide-adapter'}", "--no-progress"])
-    err = capsys.readouterr().err.strip().splitlines()
+    code, err = _dpo_on_adapter(tmp_path, tiny_qwen, tmp_path / "wide-adapter", capsys)
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("error: model.adapter: ") and "the adapter was trained on a different model" in err[0]
     assert not (tmp_path / "run").exists()

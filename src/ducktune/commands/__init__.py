@@ -24,34 +24,22 @@ def add_parser(sub, name: str, help: str, description: str, examples: str) -> ar
                           formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def port_number(text: str) -> int:
-    """argparse type for --port: 0-65535 (0: any free port)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid port: {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535 (got {value})")
-    return value
+def _argument_type(convert, invalid: str, allowed, out_of_range: str):
+    """An argparse type: `convert(text)`, refused with argparse's usage error unless `allowed(value)`."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{invalid}: {text!r}") from None
+        if not allowed(value):
+            raise argparse.ArgumentTypeError(f"{out_of_range} (got {text})")
+        return value
+    return parse
 
 
-def temperature(text: str) -> float:
-    """argparse type for --temperature: a number from 0 (greedy) to 2, as OpenAI's API takes."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid number: {text!r}") from None
-    if not 0.0 <= value <= 2.0:
-        raise argparse.ArgumentTypeError(f"must be 0 (greedy) to 2 (got {text})")
-    return value
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts and token limits: an int of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1 (got {value})")
-    return value
+# --port: 0-65535 (0: any free port).
+port_number = _argument_type(int, "invalid port", lambda v: 0 <= v <= 65535, "must be 0-65535")
+# --temperature: 0 (greedy) to 2, as OpenAI's API takes.
+temperature = _argument_type(float, "invalid number", lambda v: 0.0 <= v <= 2.0, "must be 0 (greedy) to 2")
+# Counts and token limits: an int of at least 1.
+positive_int = _argument_type(int, "invalid int value", lambda v: v >= 1, "must be at least 1")

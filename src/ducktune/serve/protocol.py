@@ -23,6 +23,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 MAX_STOP_CHARS = 1000  # OpenAI sets no figure; longer ones are not stop sequences anyone means
 
 
+# Parameters whose answer ducktune cannot give: (refused when, why), per field.
+_CANNOT_ANSWER = {
+    "tools": (bool, "tool calling is not supported by ducktune serve"),
+    "functions": (bool, "tool calling is not supported by ducktune serve"),
+    "tool_choice": (lambda v: v not in ("none", "auto"), "tool calling is not supported by ducktune serve"),
+    "logprobs": (bool, "log probabilities are not returned by ducktune serve; leave logprobs off"),
+    "response_format": (lambda v: v.get("type") != "text",
+                        "only {'type': 'text'} is supported: ducktune serve does not constrain answers to JSON"),
+    "logit_bias": (bool, "logit_bias is not supported by ducktune serve"),
+}
+
+
 class APIError(Exception):
     """An error answered to the client with an HTTP status and OpenAI's error body."""
 
@@ -128,39 +140,12 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("only n=1 is supported")
         return value
 
-    @field_validator("tools", "functions")
+    @field_validator("tools", "functions", "tool_choice", "logprobs", "response_format", "logit_bias")
     @classmethod
-    def _no_tools(cls, value):
-        if value:
-            raise ValueError("tool calling is not supported by ducktune serve")
-        return value
-
-    @field_validator("tool_choice")
-    @classmethod
-    def _no_tool_choice(cls, value):
-        if value not in (None, "none", "auto"):
-            raise ValueError("tool calling is not supported by ducktune serve")
-        return value
-
-    @field_validator("logprobs")
-    @classmethod
-    def _no_logprobs(cls, value):
-        if value:
-            raise ValueError("log probabilities are not returned by ducktune serve; leave logprobs off")
-        return value
-
-    @field_validator("response_format")
-    @classmethod
-    def _text_only(cls, value):
-        if value is not None and value.get("type") != "text":
-            raise ValueError("only {'type': 'text'} is supported: ducktune serve does not constrain answers to JSON")
-        return value
-
-    @field_validator("logit_bias")
-    @classmethod
-    def _no_logit_bias(cls, value):
-        if value:
-            raise ValueError("logit_bias is not supported by ducktune serve")
+    def _answerable(cls, value, info):
+        refused, message = _CANNOT_ANSWER[info.field_name]
+        if value is not None and refused(value):
+            raise ValueError(message)
         return value
 
     def sampling_temperature(self) -> float:
