@@ -128,3 +128,13 @@ def test_set_data_paths_are_stored_absolute(tmp_path, monkeypatch):
     config = load_config(None, ["data.datasets=[d.json]", "data.val_file=d.json", "data.datasets=[d.json, hf:org/x]"])
     assert [spec.path for spec in config.data.datasets] == [str(tmp_path / "d.json"), "hf:org/x"]
     assert config.data.val_file == str(tmp_path / "d.json")
+
+
+def test_set_indexes_lists(tmp_path):
+    """`--set data.datasets.0.weight=3` changes the first dataset (the list was replaced by a mapping and
+    the error named `data.datasets.0.0`); an index past the end is one clear line."""
+    path = write(tmp_path, "data:\n  datasets: [a.json, {path: b.json, weight: 2}]\n")
+    data = apply_overrides(read_yaml(path), ["data.datasets.0.weight=3", "data.datasets.1.path=c.json"])
+    assert data["data"]["datasets"] == [{"path": "a.json", "weight": 3}, {"path": "c.json", "weight": 2}]
+    with pytest.raises(ConfigError, match=r"^--set data.datasets.5.path=x: data.datasets is a list of 2; index it with 0-1$"):
+        apply_overrides(read_yaml(path), ["data.datasets.5.path=x"])

@@ -589,17 +589,35 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set each `key.path=value`; a number indexes a list (`data.datasets.0.weight=2`)."""
     for text in overrides:
         keys, value = parse_override(text)
         node = data
-        for key in keys[:-1]:
-            child = node.get(key)
-            if not isinstance(child, dict):
-                child = {}
-                node[key] = child
-            node = child
-        node[keys[-1]] = value
+        for depth, key in enumerate(keys[:-1]):
+            node = _override_child(node, key, keys[:depth], text)
+        if isinstance(node, list):
+            node[_list_index(node, keys[-1], keys[:-1], text)] = value
+        else:
+            node[keys[-1]] = value
     return data
+
+
+def _override_child(node, key: str, parents: list[str], text: str):
+    """The mapping or list under `key` that a --set path goes through, made a mapping if absent."""
+    if isinstance(node, list):
+        index = _list_index(node, key, parents, text)
+        if isinstance(node[index], str):  # a bare dataset path: its mapping form
+            node[index] = {"path": node[index]}
+        return node[index]
+    if not isinstance(node.get(key), (dict, list)):
+        node[key] = {}
+    return node[key]
+
+
+def _list_index(node: list, key: str, parents: list[str], text: str) -> int:
+    if not key.isdigit() or int(key) >= len(node):
+        raise ConfigError(f"--set {text}: {'.'.join(parents)} is a list of {len(node)}; index it with 0-{len(node) - 1}")
+    return int(key)
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
