@@ -271,6 +271,11 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
         time.sleep(0.3)
     status = client.get("/api/train/status").json()
     assert status["state"] == "stopped"
+    # Restarting it with changed settings would fail in the job (a resume refuses them) after replacing
+    # the YAML the run started with: a 400 naming the change, the YAML kept.
+    changed = client.post("/api/train/start", json={**values, "train.max_steps": 360})
+    assert changed.status_code == 400 and "train.max_steps: 2000 -> 360" in error_of(changed), changed.text
+    assert load_config(saved).train.max_steps == 2000
     finished = client.post("/api/train/start", json={**values, "output.dir": str(runs_dir / "duckling")})
     assert finished.status_code == 400 and error_of(finished).startswith("form: output.dir:")
     info = json.loads((run_dir / "run.json").read_text())
@@ -288,3 +293,77 @@ def test_other_sites_cannot_drive_the_ui(client):
     rebound = client.get("/api/info", headers={"Host": "evil.example:7860"})
     assert rebound.status_code == 403
     assert client.get("/api/info", headers={"Host": "localhost:7860"}).status_code == 200
+
+
+def test_damaged_runs_are_listed_as_damaged_and_never_break_the_page(client, runs_dir):
+    """One run.json of the wrong shape made /api/info and /api/runs 500 (the page never loaded); one that
+    is not JSON made its detail page 500 while Chat still offered it."""
+    for name, text in (("shape", '{"status": "completed", "base_model": "smollm", "result": []}'),
+                       ("listed", "[1, 2]"), ("cut", '{"status": "compl')):
+        shutil.copytree(runs_dir / "duckling", runs_dir / name)
+        (runs_dir / name / "run.json").write_text(text, encoding="utf-8")
+    assert client.get("/api/info").status_code == 200
+    listed = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert listed["duckling"]["status"] == "completed" and listed["shape"]["base_model"] is None
+    assert listed["listed"]["status"] == listed["cut"]["status"] == "damaged"
+    assert "run.json is damaged" in listed["cut"]["problem"] and not listed["cut"]["chat_ready"]
+    for name in ("shape", "listed", "cut"):
+        assert client.get(f"/api/runs/{name}").status_code == 200
+    models = [m["id"] for m in client.get("/v1/models").json()["data"]]
+    assert "duckling" in models and "shape" in models and "cut" not in models and "listed" not in models
+
+
+def test_train_start_refuses_what_the_job_would_fail_on(client, runs_dir, tiny_qwen, tmp_path):
+    """Each of these answered 200 and the job failed a second later (or wrote a run the UI never shows)."""
+    data = write_dataset(tmp_path / "d.json")
+    values = {"model.name_or_path": str(tiny_qwen), "data.datasets": f"- {data}", "train.max_steps": 2}
+    outside = client.post("/api/train/start", json={**values, "output.dir": str(tmp_path / "elsewhere")})
+    assert outside.status_code == 400 and "the UI keeps its runs in" in error_of(outside)
+    unknown = client.post("/api/train/start", json={**values, "model.name_or_path": "no-such-model",
+                                                    "output.dir": str(runs_dir / "x")})
+    assert unknown.status_code == 400 and "no-such-model" in error_of(unknown)
+    endless = client.post("/api/config/validate", json={**values, "train.max_steps": None, "train.num_epochs": "inf"})
+    assert endless.status_code == 400 and "train.num_epochs" in error_of(endless)
+    assert not (tmp_path / "elsewhere").exists() and not (runs_dir / "x").exists()
+    missing = client.post("/api/data/preview", json={"path": str(tmp_path / "nope.jsonl"), "model": str(tiny_qwen)})
+    assert missing.status_code == 400 and "file not found" in error_of(missing)
+
+
+def test_a_bare_run_name_goes_into_the_runs_folder(runs_dir, tmp_path, monkeypatch):
+    from ducktune.errors import UserError
+    from ducktune.ui.app import run_dir_in
+
+    monkeypatch.chdir(tmp_path)
+    assert run_dir_in(runs_dir, "my-run") == (runs_dir / "my-run").resolve()
+    assert run_dir_in(runs_dir, str(runs_dir / "b")) == (runs_dir / "b").resolve()
+    for value in ("../../etc/evil", str(tmp_path / "elsewhere"), "sub/dir", str(runs_dir / ".hidden")):
+        with pytest.raises(UserError, match="the UI keeps its runs in"):
+            run_dir_in(runs_dir, value)
+
+
+def test_export_links_survive_any_run_name(client, runs_dir):
+    """A run named with '#' or '?' had download links cut at that character (400 on every file)."""
+    from urllib.parse import quote
+
+    name = "运行 #1?x%"
+    shutil.copytree(runs_dir / "duckling", runs_dir / name)
+    (runs_dir / name / "export").mkdir(exist_ok=True)
+    (runs_dir / name / "export" / "Modelfile").write_text("FROM ./m.gguf\n", encoding="utf-8")
+    files = client.get(f"/api/export/{quote(name, safe='')}").json()["files"]
+    link = next(f["url"] for f in files if f["name"] == "Modelfile")
+    assert "#" not in link and "?" not in link
+    assert client.get("/" + link).text == "FROM ./m.gguf\n"
+
+
+def test_the_pages_file_types_and_formats_are_the_servers():
+    """The upload picker and the format menu list what the server reads (.ndjson and unpaired were missing)."""
+    import re
+
+    from ducktune.data.formats import FORMATS
+    from ducktune.data.readers import SUPPORTED_SUFFIXES
+
+    page = (Path(__file__).resolve().parents[1] / "src/ducktune/ui/static/index.html").read_text(encoding="utf-8")
+    accept = re.search(r'id="data-file" accept="([^"]+)"', page).group(1).split(",")
+    assert sorted(accept) == sorted(SUPPORTED_SUFFIXES)
+    menu = re.search(r'<select id="data-format">(.*?)</select>', page, re.S).group(1)
+    assert re.findall(r"<option>(\w+)</option>", menu) == ["auto", *FORMATS]

@@ -21,7 +21,8 @@ BUILTIN_MODEL = "smollm2-135m"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # inf/nan are no option's value (num_epochs: inf crashed inside the Trainer).
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelConfig(_Section):
@@ -275,7 +276,7 @@ class TrainConfig(_Section):
     )
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     num_epochs: float = Field(3.0, gt=0, description="Passes over the data (ignored when max_steps is set).")
-    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps.")
+    max_steps: int | None = Field(None, gt=0, le=10 ** 9, description="Stop after this many optimizer steps.")
     batch_size: int = Field(4, gt=0, description="Samples per device per forward pass.")
     grad_accum: int = Field(1, gt=0, description="Forward passes per optimizer step (global batch = batch_size x grad_accum x devices).")
     warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")

@@ -47,6 +47,16 @@ def resolve_model(name_or_path: str, revision: str | None = None, log=print) -> 
     )
 
 
+def check_model_name(name_or_path: str) -> None:
+    """Refuse, without downloading or converting anything, a model.name_or_path that resolve_model
+    could never resolve (the web UI's Start, before it writes a config and starts a job)."""
+    path = Path(name_or_path).expanduser()
+    if builtin.canonical_name(name_or_path) or name_or_path.startswith(("modelscope:", "ms:")):
+        return
+    if path.is_dir() or not _HUB_ID.match(name_or_path):
+        resolve_model(name_or_path)  # a local folder is checked; anything else raises its one line
+
+
 def model_config_without_weights(name_or_path: str, revision: str | None = None) -> tuple[Path | None, dict]:
     """(local folder or None, config.json) of `model.name_or_path`: a hub id fetches only its
     config.json (for planning before a download); anything else resolves as resolve_model does."""

@@ -187,6 +187,16 @@ class StaticRegistry:
         return {m.worker.name: m.worker.stats() for m in self._models.values()}
 
 
+def _readable_run_json(folder: Path) -> bool:
+    """Whether run.json is a JSON object: a damaged one is not offered as a model (it only fails on use)."""
+    import json
+
+    try:
+        return isinstance(json.loads((folder / "run.json").read_text(encoding="utf-8")), dict)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+
+
 class RunsRegistry:
     """Every finished run under `runs_dir`, as `RUN` (tuned) and `RUN-base`; loaded on first use."""
 
@@ -206,7 +216,7 @@ class RunsRegistry:
         for child in sorted(self.runs_dir.iterdir()):
             if child.name.startswith(".") or not (child / "run.json").is_file():
                 continue
-            if (child / "adapter").is_dir() or (child / "model").is_dir():
+            if ((child / "adapter").is_dir() or (child / "model").is_dir()) and _readable_run_json(child):
                 names.append(child.name)
         return names
 

@@ -102,8 +102,7 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
     if info.get("status") == "completed":
         raise UserError(f"{run.path}: already holds a finished run; pass --overwrite (output.overwrite=true) to move "
                         "it aside and train again, or choose another output.dir")
-    previous = load_config(run.config_yaml)
-    diffs = _config_differences(previous, config)
+    diffs = resume_config_changes(run, config)
     if diffs:
         raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
                           "set output.overwrite=true or choose another output.dir")
@@ -114,6 +113,14 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
                           f"(it had {samples} training samples; the steps already taken were on that data); "
                           "restore the data, or set output.overwrite=true to start afresh")
     return run, True
+
+
+def resume_config_changes(run: RunDir, config: RunConfig) -> list[str]:
+    """What `config` changes from the config the unfinished run in `run` started with: what a resume
+    refuses ('key: old -> new' each); none without a recorded config."""
+    if not run.config_yaml.is_file():
+        return []
+    return _config_differences(load_config(run.config_yaml), config)
 
 
 def _before_run_json(run: RunDir, path: Path) -> bool:

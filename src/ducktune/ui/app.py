@@ -183,6 +183,7 @@ def upload_target(space: Workspace, filename: str) -> Path:
 
 def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
     from ducktune.config import dump_config
+    from ducktune.models.sources import check_model_name
     from ducktune.ui.form import config_from_form
 
     router = APIRouter()
@@ -199,13 +200,9 @@ def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
         if not config.data.datasets:  # `ducktune train` would fail a second later, in a job log
             raise ConfigError("form: data.datasets: no training data given (add a file)")
         refuse_unusable_data(config)  # the same first problem `ducktune data check` names, as a 400
-        out = Path(config.output.dir).expanduser()
-        if not out.is_absolute():
-            config.output.dir = str((Path.cwd() / out).resolve())
-        existing = RunDir(config.output.dir)
-        if existing.exists() and existing.info().get("status") == "completed" and not config.output.overwrite:
-            raise UserError(f"form: output.dir: {config.output.dir} already holds a finished run; choose another "
-                            "folder (or set output.overwrite)")
+        check_model_name(config.model.name_or_path)
+        config.output.dir = str(run_dir_in(space.runs_dir, config.output.dir))
+        refuse_unresumable(RunDir(config.output.dir), config)
         name = safe_name(Path(config.output.dir).name)
         yaml_path = space.configs / f"{name}.yaml"
         write_text(yaml_path, dump_config(config))
@@ -233,6 +230,36 @@ def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
         return FileResponse(path, media_type="application/x-yaml", filename=path.name)
 
     return router
+
+
+def run_dir_in(runs_dir: Path, value: str) -> Path:
+    """output.dir of a run started from the UI: directly in its runs folder, where the Runs, Chat and
+    Export tabs look (a bare name goes there); anywhere else is refused."""
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        path = runs_dir / path if len(path.parts) == 1 else Path.cwd() / path
+    path = path.resolve()
+    if path.parent != runs_dir.resolve() or path.name.startswith("."):
+        raise UserError(f"form: output.dir: {value}: the UI keeps its runs in {runs_dir}; give a folder name there")
+    return path
+
+
+def refuse_unresumable(run: RunDir, config) -> None:
+    """A run folder the job would refuse, refused now (before the form's YAML replaces the one the
+    earlier run started with): a finished run without output.overwrite, or an unfinished one the
+    form changes."""
+    from ducktune.train.recipe import resume_config_changes
+
+    if not run.exists() or config.output.overwrite:
+        return
+    if run.info().get("status") == "completed":
+        raise UserError(f"form: output.dir: {config.output.dir} already holds a finished run; choose another "
+                        "folder (or set output.overwrite)")
+    changes = resume_config_changes(run, config)
+    if changes:
+        raise UserError(f"form: output.dir: {config.output.dir} holds an unfinished run started with other settings "
+                        f"({'; '.join(changes[:3])}); start it with those to resume it, set output.overwrite to "
+                        "start afresh, or choose another folder")
 
 
 def runs_router(space: Workspace) -> APIRouter:
@@ -292,8 +319,12 @@ def export_router(space: Workspace, export_slot: JobSlot) -> APIRouter:
 
 
 def _export_listing(path: Path) -> list[dict]:
+    from urllib.parse import quote
+
+    # Quoted: a run named "a #1?x" would otherwise end its link at the '#'.
     return [{"name": f.name, "relative": str(f.relative_to(path)), "bytes": f.stat().st_size,
-             "url": f"api/runs/{path.name}/files/{f.relative_to(path)}"} for f in runs.export_files(path)]
+             "url": f"api/runs/{quote(path.name, safe='')}/files/{quote(f.relative_to(path).as_posix())}"}
+            for f in runs.export_files(path)]
 
 
 def log_router(slots: dict[str, JobSlot]) -> APIRouter:

@@ -73,7 +73,11 @@ def preview_samples(path: str | Path, model: str, fmt: str = "auto", chat_templa
     from ducktune.data.preview import preview_samples as preview_items
     from ducktune.data.template import ChatFormat
 
+    if not Path(path).is_file():  # as data check: a 400, not an empty preview
+        raise DataError(f"{path}: file not found")
     data = load_file(Path(path), fmt)
+    if not data.samples and data.issues:  # unreadable as a whole (not JSON, not a data file)
+        raise DataError(str(data.issues[0]))
     with _tokenizer_lock:  # one tokenizer object is not safe to use from two threads at once
         chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None)
         rows = []

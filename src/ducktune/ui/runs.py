@@ -17,48 +17,68 @@ SKIP_DIRS = {"checkpoints", "adapter", "model"}
 _CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
 
 
-def _read_info(path: Path) -> dict | None:
+def _read_info(path: Path) -> tuple[dict | None, str | None]:
+    """(run.json's object, None), or (None, what is wrong with it): unreadable, not JSON, not an object."""
     try:
-        return json.loads((path / "run.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
+        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None, None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"run.json is damaged ({type(exc).__name__}: {str(exc)[:120]})"
+    if not isinstance(info, dict):
+        return None, "run.json is damaged (not a JSON object)"
+    return info, None
+
+
+def _field(info: dict, section: str, key: str):
+    """info[section][key] when run.json has that shape; None otherwise (an edited or foreign file)."""
+    part = info.get(section)
+    return part.get(key) if isinstance(part, dict) else None
 
 
 def run_summary(path: Path) -> dict | None:
-    info = _read_info(path)
-    if info is None:
+    """The Runs tab's row of one run; a damaged run.json gives a row with status "damaged" and the
+    problem (one bad run must not take the whole list down); None for a folder without run.json."""
+    info, problem = _read_info(path)
+    if info is None and problem is None:
         return None
-    result = info.get("result") or {}
     run = RunDir(path)
+    if problem:
+        return {"name": path.name, "path": str(path), "status": "damaged", "problem": problem, "method": None,
+                "base_model": None, "started": None, "finished": None, "steps": 0, "final_loss": None,
+                "first_loss": None, "eval_loss": None, "train_seconds": None, "train_samples": None,
+                "chat_ready": False, "has_report": run.report.is_file(), "exports": [], "bleed_rate": None}
     metrics = run.read_metrics()
-    losses = [m["loss"] for m in metrics if m.get("loss") is not None]
+    losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
     weights = run.full_model if info.get("method") == "full" else run.adapter
+    status = info.get("status")
     return {
         "name": path.name,
         "path": str(path),
-        "status": info.get("status", "unknown"),
-        "method": info.get("method"),
-        "base_model": (info.get("base_model") or {}).get("name_or_path"),
-        "started": info.get("started"),
-        "finished": info.get("finished"),
-        "steps": result.get("global_step") or (metrics[-1]["step"] if metrics else 0),
-        "final_loss": result.get("final_loss", losses[-1] if losses else None),
-        "first_loss": result.get("first_loss", losses[0] if losses else None),
-        "eval_loss": result.get("eval_loss"),
-        "train_seconds": result.get("train_seconds"),
-        "train_samples": (info.get("data") or {}).get("train_samples"),
+        "status": status if status in ("running", "completed", "failed", "interrupted") else "unknown",
+        "method": info.get("method") if isinstance(info.get("method"), str) else None,
+        "base_model": _field(info, "base_model", "name_or_path"),
+        "started": info.get("started") if isinstance(info.get("started"), str) else None,
+        "finished": info.get("finished") if isinstance(info.get("finished"), str) else None,
+        "steps": _field(info, "result", "global_step") or (metrics[-1].get("step", 0) if metrics else 0),
+        "final_loss": _field(info, "result", "final_loss") or (losses[-1] if losses else None),
+        "first_loss": _field(info, "result", "first_loss") or (losses[0] if losses else None),
+        "eval_loss": _field(info, "result", "eval_loss"),
+        "train_seconds": _field(info, "result", "train_seconds"),
+        "train_samples": _field(info, "data", "train_samples"),
         "chat_ready": weights.is_dir(),
         "has_report": run.report.is_file(),
         "exports": [str(p.relative_to(path)) for p in export_files(path)],
-        "bleed_rate": ((_read_eval(path) or {}).get("bleed") or {}).get("bleed_rate"),
+        "bleed_rate": _field(_read_eval(path) or {}, "bleed", "bleed_rate"),
     }
 
 
 def _read_eval(path: Path) -> dict | None:
     try:
-        return json.loads((path / "eval" / "eval.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        result = json.loads((path / "eval" / "eval.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    return result if isinstance(result, dict) else None
 
 
 def list_runs(runs_dir: Path) -> list[dict]:

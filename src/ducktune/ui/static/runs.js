@@ -21,7 +21,7 @@ async function refreshRuns() {
   body.replaceChildren(...runs.map((r) => el("tr", { "data-run": r.name, class: r.name === selected ? "selected" : "",
       onclick: () => openRun(r.name) },
     el("td", {}, el("b", { text: r.name })),
-    el("td", {}, el("span", { class: `badge ${r.status}`, text: t(`state.${r.status}`) })),
+    el("td", {}, el("span", { class: `badge ${r.status}`, text: t(`state.${r.status}`), title: r.problem || "" })),
     el("td", { class: "mono", text: r.base_model || "" }),
     el("td", { text: String(r.steps ?? "") }),
     el("td", { text: `${fmt(r.first_loss)} → ${fmt(r.final_loss)}` }),

@@ -47,7 +47,12 @@ function readValue(field) {
   const input = document.getElementById(`opt-${field.key}`);
   if (field.widget === "checkbox") return input.checked;
   const raw = input.value;
-  if (field.widget === "integer" || field.widget === "number") return raw === "" ? null : Number(raw);
+  if (field.widget === "integer" || field.widget === "number") {
+    // A number field holding text ("1e", "abc") reads as "": sent as is, the server names the field,
+    // instead of the option silently falling back to its default.
+    if (input.validity && input.validity.badInput) return "(not a number)";
+    return raw === "" ? null : Number(raw);
+  }
   if (field.widget === "yaml") return raw;
   return raw === "" ? null : raw;
 }
