@@ -262,6 +262,9 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
         time.sleep(0.5)
         status = client.get("/api/train/status").json()
     assert status["progress"]["total"] == 2000 and status["progress"]["step"] >= 1
+    # A page reloaded now gets the running job's settings and YAML, not the form's defaults.
+    assert status["yaml_name"] == started["yaml_name"] and status["form"]["train.max_steps"] == 2000
+    assert status["form"]["output.dir"] == str(run_dir) and status["form"]["train.batch_size"] == 2
     assert status["command"] == f"ducktune train {saved}"
     assert [m["step"] for m in status["metrics"]][:3] == [1, 2, 3]
 

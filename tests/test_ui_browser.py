@@ -146,6 +146,14 @@ def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     run_dir = ui["root"] / "runs" / "duckling"
     assert saved_yaml == (run_dir / "config.yaml").read_text()
     assert yaml.safe_load(saved_yaml)["train"]["max_steps"] == 60
+    # A reloaded page shows the last job's settings (the form fell back to the defaults), a fresh run folder.
+    again, again_problems = open_page(browser, ui["url"])
+    again.click(".tabs button[data-tab=train]")
+    again.wait_for_function("document.querySelector('#opt-train\\\\.max_steps').value === '60'")
+    assert again.input_value("#opt-model\\.name_or_path") == str(tiny_qwen)
+    assert again.input_value("#opt-output\\.dir") not in ("", str(run_dir))
+    assert again.get_attribute("#train-download", "href") == href and not again_problems
+    again.close()
 
     # Chat: tuned and base side by side; the tuned model answers what it learned.
     page.click(".tabs button[data-tab=chat]")

@@ -182,9 +182,9 @@ def upload_target(space: Workspace, filename: str) -> Path:
 
 
 def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
-    from ducktune.config import dump_config
+    from ducktune.config import dump_config, load_config
     from ducktune.models.sources import check_model_name
-    from ducktune.ui.form import config_from_form
+    from ducktune.ui.form import config_from_form, form_values
 
     router = APIRouter()
 
@@ -222,6 +222,10 @@ def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
         if train_slot.job:
             status["metrics"] = _metrics(Path(train_slot.job.target))
             status["run_name"] = Path(train_slot.job.target).name
+            yaml_path = Path(train_slot.job.args[-1])
+            if yaml_path.is_file():  # a reloaded page shows the form the job runs, and its YAML link
+                status["yaml_name"] = yaml_path.name
+                status["form"] = form_values(load_config(yaml_path))
         return status
 
     @router.get("/api/configs/{name}")

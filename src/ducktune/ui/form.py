@@ -114,5 +114,11 @@ def nest(values: dict[str, Any]) -> dict:
     return data
 
 
+def form_values(config: RunConfig) -> dict[str, Any]:
+    """The form's values of a config (nest's inverse): {'train.learning_rate': 0.0001, ...}."""
+    dumped = config.model_dump(mode="json")
+    return {key: dumped[key.split(".", 1)[0]][key.split(".", 1)[1]] for key in _widgets()}
+
+
 def config_from_form(values: dict[str, Any]) -> RunConfig:
     return build_config(nest(values), source="form")

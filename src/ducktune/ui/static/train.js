@@ -6,6 +6,8 @@ const LONG_TEXT = new Set(["model.system_prompt", "model.chat_template"]);
 let fields = [];
 let lastState = null;
 let pollTimer = null;
+let formRestored = false;  // the job's settings are put in the form once per page load
+let defaultRunDir = "";
 
 function yamlOf(value) {
   if (value === null || value === undefined) return "";
@@ -101,6 +103,7 @@ export async function initTrain(shared) {
   $("#show-advanced").addEventListener("change", (e) => form.classList.toggle("show-all", e.target.checked));
   form.addEventListener("submit", (e) => e.preventDefault());
 
+  defaultRunDir = info.default_run_dir;
   shared.formValues = formValues;
   shared.formModel = () => $("#opt-model\\.name_or_path").value || info.builtin_models[0];
   shared.setDataset = (path) => { $("#opt-data\\.datasets").value = `- ${path}`; };
@@ -119,10 +122,7 @@ export async function initTrain(shared) {
     try {
       const started = await api("api/train/start", { json: formValues() });
       showErrors("");
-      const link = $("#train-download");
-      link.href = `api/configs/${encodeURIComponent(started.yaml_name)}`;
-      link.setAttribute("download", started.yaml_name);
-      link.classList.remove("hidden");
+      showYamlLink(started.yaml_name);
       toast(`${t("train.started")}: ${started.run_dir}`);
       poll();
     } catch (err) { showErrors(err.message); toast(err.message.split("\n")[0], true); }
@@ -135,10 +135,35 @@ export async function initTrain(shared) {
   poll();
 }
 
+function showYamlLink(name) {
+  const link = $("#train-download");
+  link.href = `api/configs/${encodeURIComponent(name)}`;
+  link.setAttribute("download", name);
+  link.classList.remove("hidden");
+}
+
+// A page opened (or reloaded) shows the settings of the job running or last run, not the defaults
+// (with a fresh output.dir once that job is over: its folder holds a run already).
+function restoreForm(status) {
+  if (formRestored || !status.form) return;
+  formRestored = true;
+  for (const field of fields) {
+    const input = document.getElementById(`opt-${field.key}`);
+    const value = status.form[field.key];
+    if (!input) continue;
+    if (field.widget === "checkbox") input.checked = !!value;
+    else if (field.widget === "yaml" || input.tagName === "TEXTAREA") input.value = yamlOf(value);
+    else input.value = value ?? "";
+  }
+  if (status.yaml_name) showYamlLink(status.yaml_name);
+  if (status.state !== "running" && status.state !== "stopping") $("#opt-output\\.dir").value = defaultRunDir;
+}
+
 async function poll() {
   clearTimeout(pollTimer);
   let status;
   try { status = await api("api/train/status"); } catch { pollTimer = setTimeout(poll, 3000); return; }
+  restoreForm(status);
   render(status);
   pollTimer = setTimeout(poll, status.state === "running" || status.state === "stopping" ? 1000 : 4000);
 }
