@@ -143,7 +143,7 @@ def test_unknown_format_says_what_was_tried():
 def test_several_problems_in_one_record_are_all_reported():
     _, issues = norm({"instruction": 3, "input": ["x", 1], "output": None}, "alpaca")
     assert issues == ["f.json:1: instruction: must be a string, got int",
-                      "f.json:1: input[1]: only text parts are supported (got 'int')",
+                      "f.json:1: input: must be a string (or a list of {'type': 'text'} parts), got a list holding a str",
                       "f.json:1: output: missing"]
 
 
@@ -153,3 +153,70 @@ def test_later_records_are_checked_after_a_bad_one():
     bad = normalize(Record({"instruction": "q", "output": ""}, "f.json", 1), "alpaca", issues)
     good = normalize(Record({"instruction": "q", "output": "a"}, "f.json", 2), "alpaca", issues)
     assert bad is None and good is not None and len(issues) == 1
+
+
+def test_kto_labels_one_and_zero_are_detected_as_unpaired():
+    """"label": 1/0 read as a chat trained the answers marked bad."""
+    sample, issues = norm({"instruction": "Say hi", "input": "", "output": "Get lost.", "label": 0})
+    assert not issues and sample.kind == "unpaired" and sample.label is False
+    sample, _ = norm({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey"}], "label": 1})
+    assert sample.kind == "unpaired" and sample.label is True
+
+
+@pytest.mark.parametrize("turn, field, what", [
+    ({"role": "assistant", "content": "Let me check.", "tool_calls": [{"id": "c", "type": "function"}]},
+     "messages[1].tool_calls", "an assistant turn with tool_calls"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}, "messages[1].tool_calls",
+     "an assistant turn with tool_calls"),
+    ({"role": "assistant", "content": "", "function_call": {"name": "f"}}, "messages[1].function_call",
+     "an assistant turn with function_call"),
+    ({"role": "tool", "content": "20C"}, "messages[1].role", "'tool'"),
+    ({"role": "function", "content": "20C"}, "messages[1].role", "'function'"),
+])
+def test_tool_turns_are_refused_by_name_never_dropped(turn, field, what):
+    """A call next to text was dropped (the model learnt to announce calls it never makes); a null content
+    beside a call was 'missing'; a tool role was an 'unknown role'."""
+    _, issues = norm({"messages": [{"role": "user", "content": "Weather?"}, turn,
+                                   {"role": "assistant", "content": "It is 20C."}]})
+    assert issues == [f"f.json:1: {field}: {what} is a tool turn; tool calls are not supported yet"]
+
+
+def test_sharegpt_function_call_and_observation_turns_without_tags_are_tool_turns():
+    _, issues = norm({"conversations": [{"from": "human", "value": "Weather?"},
+                                        {"from": "function_call", "value": "{}"}, {"from": "observation", "value": "20C"},
+                                        {"from": "gpt", "value": "It is 20C."}]})
+    assert issues == ["f.json:1: conversations[1].from: 'function_call' is a tool turn; tool calls are not supported yet"]
+
+
+def test_a_list_of_strings_is_not_one_text():
+    """["glad", "joyful"] as an answer trained "gladjoyful"."""
+    _, issues = norm({"instruction": "Two synonyms of happy", "input": "", "output": ["glad", "joyful"]}, "alpaca")
+    assert issues == ["f.json:1: output: must be a string (or a list of {'type': 'text'} parts), got a list holding a str"]
+
+
+def test_weight_zero_turns_stay_context_and_developer_is_system(tiny_qwen):
+    """OpenAI's per-message weight: 0 = in the conversation, no loss on it (it was trained as weight 1)."""
+    from ducktune.data.convert import to_messages, to_sharegpt
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.loading import load_tokenizer
+
+    sample, issues = norm({"messages": [{"role": "developer", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                                        {"role": "assistant", "content": "Hey", "weight": 0},
+                                        {"role": "user", "content": "Again"},
+                                        {"role": "assistant", "content": "Hey again", "weight": 1}]})
+    assert not issues and turns(sample)[0] == ("system", "Be brief.")
+    chat_format = ChatFormat(load_tokenizer(tiny_qwen))
+    encoded = chat_format.encode(sample, 512)
+    trained = "".join(text for text, is_trained in chat_format.decode_spans(encoded) if is_trained)
+    assert trained.startswith("Hey again") and "Hey<|im_end|>" not in trained.replace("Hey again", "")
+    assert to_messages(sample)["messages"][2] == {"role": "assistant", "content": "Hey", "weight": 0}
+    assert to_sharegpt(sample)["conversations"][1] == {"from": "gpt", "value": "Hey", "weight": 0}
+    _, issues = norm({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hey", "weight": 0.5}]})
+    assert issues == ["f.json:1: messages[1].weight: must be 0 (not trained) or 1 (trained), got 0.5"]
+
+
+def test_a_wrapped_or_arrayed_file_gets_a_hint():
+    fmt, why = detect_format([Record({"data": [{"instruction": "q", "output": "a"}], "version": "1.0"}, "f.json", 1)])
+    assert fmt is None and "It looks like an object holding the records under 'data'" in why
+    fmt, why = detect_format([Record([{"instruction": "q", "output": "a"}], "f.jsonl", 1)])
+    assert fmt is None and "Each record must be one JSON object; this one is an array" in why

@@ -69,7 +69,8 @@ def to_sharegpt(sample: Sample) -> dict:
     if messages and messages[0].role == "system":
         record["system"] = messages[0].content
         messages = messages[1:]
-    record["conversations"] = [{"from": _SHAREGPT_ROLE[m.role], "value": m.content} for m in messages]
+    record["conversations"] = [{"from": _SHAREGPT_ROLE[m.role], "value": m.content, **({} if m.trained else {"weight": 0})}
+                               for m in messages]
     if sample.kind == "preference":
         record["chosen"] = {"from": "gpt", "value": sample.chosen}
         record["rejected"] = {"from": "gpt", "value": sample.rejected}
@@ -83,6 +84,9 @@ def to_alpaca(sample: Sample) -> dict:
         raise DoesNotFit("chosen", "a preference pair (chosen/rejected) cannot be an alpaca chat; "
                                    "convert it --to messages or --to sharegpt")
     messages, fields = sample.messages, sample.fields or [""] * len(sample.messages)
+    if not all(m.trained for m in messages):
+        raise DoesNotFit("weight", "a turn marked untrained (weight 0) cannot be an alpaca chat; "
+                                   "convert it --to messages or --to sharegpt")
     system = None
     if messages[0].role == "system":
         system, messages, fields = messages[0].content, messages[1:], fields[1:]

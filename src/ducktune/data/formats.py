@@ -31,7 +31,7 @@ FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "text", "preference", "u
 
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatgpt", "bard", "bing"}
-SYSTEM_ROLES = {"system"}
+SYSTEM_ROLES = {"system", "developer"}  # developer: OpenAI's newer name for it
 
 
 _ROLE_NAMES = {**{r: "user" for r in USER_ROLES}, **{r: "assistant" for r in ASSISTANT_ROLES},
@@ -130,7 +130,10 @@ def detect_record(value: object) -> str | None:
 
 
 def _is_boolean_label(value: object) -> bool:
-    return isinstance(value, bool) or (isinstance(value, str) and value.strip().lower() in ("true", "false"))
+    """true/false, as JSON or text, or the numbers 1/0 (KTO datasets use both)."""
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return True
+    return isinstance(value, str) and value.strip().lower() in ("true", "false")
 
 
 def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | None, str]:
@@ -144,12 +147,19 @@ def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | 
         return max(counts, key=lambda f: (counts[f], -_DETECTION_ORDER.index(f))), ""
     first = records[0].value if records else None
     reasons = "; ".join(f"{fmt}: {mismatch(fmt, first, detecting=True)}" for fmt in _DETECTION_ORDER)
+    hint = ""
     if isinstance(first, dict):
         names = sorted(str(k) for k in first)
         described = f"fields {names[:8]}" if names else "no fields"
+        wrapper = next((k for k, v in first.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
+        if wrapper is not None and not detect_record(first):  # {"data": [records...], "version": ...}
+            hint = (f" It looks like an object holding the records under {wrapper!r}: put the records at the top "
+                    "level (a JSON array, or JSON Lines).")
     else:
         described = f"a {type(first).__name__}"
-    return None, f"no known format fits (the first record has {described}). Tried {reasons}"
+        if isinstance(first, list):
+            hint = " Each record must be one JSON object; this one is an array (in JSON Lines: one object per line)."
+    return None, f"no known format fits (the first record has {described}).{hint} Tried {reasons}"
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -165,13 +175,14 @@ def _text(value: object, record: Record, field: str, issues: list[Issue], requir
     if isinstance(value, list):
         parts = []
         for i, part in enumerate(value):
-            if isinstance(part, str):
-                parts.append(part)
-            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+            if isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
                 parts.append(part["text"])
-            else:
-                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                issues.append(record.issue(f"{field}[{i}]", f"only text parts are supported (got {kind!r})"))
+            elif isinstance(part, dict):
+                issues.append(record.issue(f"{field}[{i}]", f"only text parts are supported (got {part.get('type')!r})"))
+                return None
+            else:  # ["glad", "joyful"] is not one text: joined, it trained "gladjoyful"
+                issues.append(record.issue(field, "must be a string (or a list of {'type': 'text'} parts), "
+                                                  f"got a list holding a {type(part).__name__}"))
                 return None
         return "".join(parts)
     issues.append(record.issue(field, f"must be a string, got {type(value).__name__}"))
@@ -325,21 +336,52 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
             return None
         raw_role = turn[rk]
         role = role_of(raw_role)
+        tool = _tool_turn(turn, raw_role, tags)
+        if tool:  # a dropped call would teach answers that announce a call and never make it
+            issues.append(record.issue(f"{where}.{tool[0] or rk}", f"{tool[1]} is a tool turn; tool calls are not supported yet"))
+            return None
         if role is None:
-            tool = tags.tool_tag(raw_role) if tags is not None else None
-            if tool:
-                issues.append(record.issue(f"{where}.{rk}", f"{raw_role!r} ({tool}) is a tool turn; tool calls are not supported yet"))
-            else:
-                issues.append(record.issue(f"{where}.{rk}", f"unknown role {raw_role!r} (use system, user or assistant)"))
+            issues.append(record.issue(f"{where}.{rk}", f"unknown role {raw_role!r} (use system, user or assistant)"))
+            return None
+        trained = _turn_weight(turn, role, record, where, issues)
+        if trained is None:
             return None
         content = turn.get(ck)
         if type(content) is not str:  # the common case skips the general path (and its field name)
             content = _text(content, record, f"{where}.{ck}", issues)
             if content is None:
                 return None
-        messages.append(Message(role, content))
+        messages.append(Message(role, content, trained))
         fields.append(where)
     return messages, fields
+
+
+# Role names of tool turns in the formats people bring (OpenAI, LLaMA-Factory's sharegpt, Llama 3.1).
+TOOL_ROLES = ("tool", "function", "function_call", "observation", "ipython")
+
+
+def _tool_turn(turn: dict, raw_role: object, tags: TurnTags | None) -> tuple[str | None, str] | None:
+    """(the field to name, how to describe it) when a turn is a tool call or a tool's result."""
+    tag = tags.tool_tag(raw_role) if tags is not None else None
+    if tag or (isinstance(raw_role, str) and raw_role.strip().lower() in TOOL_ROLES and
+               (tags is None or tags.role(raw_role) is None)):
+        return None, f"{raw_role!r}" + (f" ({tag})" if tag else "")
+    for key in ("tool_calls", "function_call"):
+        if turn.get(key):
+            return key, f"an assistant turn with {key}"
+    return None
+
+
+def _turn_weight(turn: dict, role: str, record: Record, where: str, issues: list[Issue]) -> bool | None:
+    """Whether an assistant turn is trained: OpenAI's per-message "weight" 1 (or none) or 0; None after
+    an issue for any other weight."""
+    weight = turn.get("weight")
+    if weight is None or role != "assistant":
+        return True
+    if isinstance(weight, bool) or weight not in (0, 1):
+        issues.append(record.issue(f"{where}.weight", f"must be 0 (not trained) or 1 (trained), got {weight!r}"))
+        return None
+    return weight == 1
 
 
 def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, options: NormalizeOptions

@@ -21,9 +21,13 @@ PREFERENCE_KINDS = ("preference", "unpaired")  # the sample kinds preference tun
 class Message:
     role: str
     content: str
+    # False for an assistant turn the data marks untrained (OpenAI's per-message "weight": 0): it stays
+    # in the conversation as context, with no loss on it.
+    trained: bool = True
 
     def as_dict(self) -> dict:
-        return {"role": self.role, "content": self.content}
+        return {"role": self.role, "content": self.content} if self.trained else \
+            {"role": self.role, "content": self.content, "weight": 0}
 
 
 @dataclass(slots=True)
@@ -46,7 +50,7 @@ class Sample:
 
     def key(self) -> tuple:
         """Identity for exact-duplicate removal."""
-        return (self.kind, tuple((m.role, m.content) for m in self.messages), self.text, self.chosen, self.rejected,
+        return (self.kind, tuple((m.role, m.content, m.trained) for m in self.messages), self.text, self.chosen, self.rejected,
                 self.completion, self.label)
 
 

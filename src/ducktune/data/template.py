@@ -263,6 +263,9 @@ class ChatFormat:
         else:
             messages = self.with_system(sample.message_dicts())
             text, spans = self.assistant_spans(messages)
+            trained = [m.trained for m in sample.messages if m.role == "assistant"]
+            if not all(trained):  # turns the data marks untrained ("weight": 0) stay context only
+                spans = [span for span, keep in zip(spans, trained) if keep]
             if train_on == "last_assistant":
                 spans = spans[-1:]
             encoding = tok(text, add_special_tokens=False, return_offsets_mapping=True)
