@@ -106,13 +106,14 @@ class ProgressBar(TrainerCallback):
 class RunTotals(TrainerCallback, ExportableState):
     """The whole run's trained tokens and training seconds, carried across resumes: the Trainer saves
     this callback's state() in every checkpoint's trainer_state.json (its documented way for callbacks),
-    and `restored_totals` reads it back. It also asks for a log line at every checkpoint and at the last
-    step, so the saved token total is a logged (all-process) figure and the final loss is the last
-    step's, whatever train.logging_steps is."""
+    and `restored_totals` reads it back. It also asks for a log line at the last step, so the final
+    loss is the last step's whatever train.logging_steps is."""
 
     def __init__(self, trained_tokens: int = 0, train_seconds: float = 0.0):
-        self.trained_tokens = trained_tokens  # at the last log
+        self.trained_tokens = trained_tokens  # at the last checkpoint
         self.restored_seconds = train_seconds
+        # The all-process token total (a collective: every process calls it), set once the Trainer exists.
+        self.count_tokens = None
         self._began: float | None = None
 
     def start_clock(self) -> None:
@@ -121,12 +122,11 @@ class RunTotals(TrainerCallback, ExportableState):
         self._began = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if control.should_save or (state.max_steps > 0 and state.global_step >= state.max_steps):
+        # Every process runs this (state() below runs on the main one only, inside the save).
+        if control.should_save and self.count_tokens is not None:
+            self.trained_tokens = self.count_tokens()
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
             control.should_log = True
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "trained_tokens" in logs:
-            self.trained_tokens = int(logs["trained_tokens"])
 
     def seconds(self) -> float:
         """Training seconds of the whole run so far (earlier sessions included)."""

@@ -431,6 +431,7 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
     probe = generation_probe(config, run.metrics, base.tokenizer, base.chat_format, data.probe_prompts)
     cutoff = config.data.cutoff_len
     tokens_before, seconds_before = restored_totals(resume_from)
+    totals = RunTotals(tokens_before, seconds_before)
 
     trainer = DucktuneTrainer(
         model=model,
@@ -440,8 +441,9 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
         data_collator=batching.collator(base.tokenizer.pad_token_id),
         loss=loss,
         callbacks=[MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
-                   ProgressBar(enabled=progress), RunTotals(tokens_before, seconds_before)] + ([probe] if probe else []),
+                   ProgressBar(enabled=progress), totals] + ([probe] if probe else []),
     )
+    totals.count_tokens = trainer.total_trained_tokens
     if trainer.args.process_index == 0:  # the counts are summed over processes: the earlier total once
         trainer.count_trained_tokens_from(tokens_before)
     trainer.remove_callback(PrinterCallback)
