@@ -182,3 +182,64 @@ def test_reference_repairs_an_answer_the_batch_got_wrong(tiny_llama):
 
     reference._generate = wrong_in_batches
     assert reference.answers() == right
+
+
+def test_out_paths_and_names_the_export_cannot_use_are_refused_first(tiny_llama, tmp_path, capsys, monkeypatch):
+    """--out naming a file swapped the user's file away (and the next export deleted it); --out . failed
+    after all the work; a 300-character --name failed after the merge; a system prompt the Modelfile
+    cannot quote failed after merging and writing the GGUF. All are one line before anything is written."""
+    run = make_lora_run(tmp_path / "run", tiny_llama)
+    precious = tmp_path / "afile.txt"
+    precious.write_text("precious data")
+    assert main(["export", str(run), "--to", "merged", "--out", str(precious)]) == 2
+    assert "a file, not a folder" in capsys.readouterr().err and precious.read_text() == "precious data"
+    (tmp_path / "empty").mkdir()
+    monkeypatch.chdir(tmp_path / "empty")
+    assert main(["export", str(run), "--to", "merged", "--out", "."]) == 2
+    assert "the folder you are in" in capsys.readouterr().err and not list((tmp_path / "empty").iterdir())
+    assert main(["export", str(run), "--to", "merged", "--name", "a" * 300]) == 2
+    assert "give a name of at most 80" in capsys.readouterr().err and not (run / "export").exists()
+    quoted = make_lora_run(tmp_path / "quoted", tiny_llama, system_prompt='Say """hi""" please')
+    capsys.readouterr()  # make_lora_run's loading bar
+    assert main(["export", str(quoted), "--quant", "f16", "--no-create"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['error: model.system_prompt contains """, which a Modelfile cannot quote (the Modelfile\'s SYSTEM); '
+                   "export --to merged,gguf, or train with another system prompt"]
+    assert not (quoted / "export").exists()
+
+
+@needs_go
+def test_verify_fails_tampered_exports_instead_of_crashing(exported, tmp_path, capsys):
+    """A truncated f16 GGUF crashed verify (the old 'all passed' stayed in verify.json); an added stop
+    token, a FROM pointing at a file the checks never read, and missing merged weights passed or crashed."""
+    import shutil
+
+    _, export_dir, _ = exported
+    cases = {
+        "truncated": lambda d: (d / "quack-duck-f16.gguf").write_bytes((d / "quack-duck-f16.gguf").read_bytes()[:300_000]),
+        "extra-stop": lambda d: (d / "Modelfile").write_text((d / "Modelfile").read_text() + "PARAMETER stop e\n"),
+        "other-from": lambda d: (shutil.copy(d / "quack-duck-q8_0.gguf", d / "other.gguf"),
+                                 (d / "Modelfile").write_text((d / "Modelfile").read_text().replace(
+                                     "./quack-duck-q8_0.gguf", "./other.gguf"))),
+    }
+    for name, damage in cases.items():
+        copy = tmp_path / name
+        shutil.copytree(export_dir, copy)
+        damage(copy)
+        assert main(["verify", str(copy)]) == 1, name
+        verify = read_json(copy / "verify.json")
+        assert verify["verified"] is False, name
+        assert "Traceback" not in capsys.readouterr().err
+    failed = {c["name"]: c["detail"] for c in read_json(tmp_path / "extra-stop" / "verify.json")["checks"]
+              if c["status"] == "FAIL"}
+    assert "PARAMETER stop 'e' is not an end-of-turn token of the run" in failed["Modelfile: Ollama grammar"]
+    failed = {c["name"]: c["detail"] for c in read_json(tmp_path / "other-from" / "verify.json")["checks"]
+              if c["status"] == "FAIL"}
+    assert "is not one of this export's checked GGUF files" in failed["Modelfile: Ollama grammar"]
+    weightless = tmp_path / "weightless"
+    shutil.copytree(export_dir, weightless)
+    for weights in (weightless / "merged").glob("*.safetensors"):
+        weights.unlink()
+    assert main(["verify", str(weightless)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "the merged model cannot be loaded" in err[0]

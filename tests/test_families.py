@@ -112,6 +112,9 @@ def test_template_markers_the_tokenizer_lacks_are_warned_before_training(tmp_pat
                                                  "tokenizer has no such tokens") and "stops only at <|eot_id|>" in w]
     assert not [w for w in export_warnings(ModelConfig(name_or_path=str(llama3)), log=lambda *a: None)
                 if "chat template writes" in w]
+    # A system prompt the Modelfile cannot quote is said before training, not after the export's merge.
+    quoted = export_warnings(ModelConfig(name_or_path=str(llama3), system_prompt='Say """hi"""'), log=lambda *a: None)
+    assert [w for w in quoted if w.startswith('model.system_prompt contains """, which a Modelfile cannot quote')]
 
 
 def test_unknown_architecture_is_one_line_before_anything_is_written(tmp_path, capsys, tiny_qwen):

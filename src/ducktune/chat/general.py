@@ -71,9 +71,14 @@ def cache_key(model_key: str, chat_format, prompts: list[str], max_new_tokens: i
 def _read_rows(text: str, prompts: list[str]) -> list[dict] | None:
     try:
         rows = json.loads(text)
-        return rows if [r["prompt"] for r in rows] == prompts else None
+        if [r["prompt"] for r in rows] != prompts:
+            return None
     except (json.JSONDecodeError, KeyError, TypeError):
         return None
+    for row in rows:  # caches written before a length-cut answer dropped its half character (U+FFFD)
+        if row.get("finish_reason") == "length" and isinstance(row.get("text"), str):
+            row["text"] = row["text"].rstrip("\ufffd")
+    return rows
 
 
 def _bundled(key: str) -> str | None:

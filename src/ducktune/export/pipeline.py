@@ -15,6 +15,7 @@ printed, saved, and appended to the run's report.md.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shlex
 import shutil
@@ -61,6 +62,32 @@ def model_slug(text: str) -> str:
     """A name Ollama accepts and file names can carry: lowercase letters, digits, - _ ."""
     slug = re.sub(r"[^a-z0-9._-]+", "-", text.lower()).strip("-._")
     return slug or "model"
+
+
+def export_name(name: str | None, run_path: Path, log=print) -> str:
+    """The export's model name (its slug), refused when too long for a file name, with a note when
+    --name has nothing Ollama accepts (小鸭 becomes 'model')."""
+    slug = model_slug(name or Path(run_path).resolve().name)
+    if len(slug) > 80:
+        raise UserError(f"--name: {slug[:40]}...: {len(slug)} characters; give a name of at most 80")
+    if name and slug == "model" and name.strip().lower() != "model":
+        log(f"Note: --name {name!r} has no character Ollama takes in a model name (a-z, 0-9, - _ .): "
+            "exported as 'model'; pass --name with Latin letters")
+    return slug
+
+
+def _export_folder(out: str | Path | None, run_path: Path) -> Path:
+    """--out (default RUN/export), refused in one line where the export cannot go: a file (it was
+    swapped away), the working folder or one above it, a folder holding something else."""
+    export_dir = Path(out).expanduser() if out else Path(run_path) / "export"
+    here = Path(os.path.abspath(export_dir))
+    if export_dir.exists() and not export_dir.is_dir():
+        raise UserError(f"{out}: a file, not a folder; choose another --out")
+    if Path.cwd() == here or here in Path.cwd().parents:
+        raise UserError(f"{out}: the folder you are in (it would be swapped away); give --out a new folder's name")
+    if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / "export.json").is_file():
+        raise UserError(f"{export_dir}: exists and is not a ducktune export folder; choose another --out")
+    return export_dir
 
 
 def parse_targets(value: str | list | tuple | None) -> list[str]:
@@ -168,20 +195,25 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     targets = parse_targets(to)
     source = open_run(run_path, log=log)
     quant_list = parse_quants(quants, log=log) if "gguf" in targets else []
-    name = model_slug(name or source.run.path.resolve().name)
-    export_dir = Path(out) if out else source.run.path / "export"
+    name = export_name(name, source.run.path, log)
+    export_dir = _export_folder(out, source.run.path)
     prompts = checks_mod.select_prompts(source.probe_prompts, prompt_limit)
     # Refuse a broken adapter, an architecture or tokenizer llama.cpp cannot take, or an
-    # untranslatable chat template before merging or writing anything.
+    # untranslatable chat template or system prompt before merging or writing anything.
     if source.method != "full":
         check_adapter(source.weights, source.base_folder)
     if "gguf" in targets:
         refuse_unexportable(source.base_folder)
     layout, template_omitted = (ollama_layout(source.chat_format, allow_default_template, log=log)
                                 if "ollama" in targets else (None, None))
+    if "ollama" in targets and source.chat_format.system_prompt:
+        from ducktune.export.modelfile import ModelfileError, quote_value
 
-    if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / "export.json").is_file():
-        raise UserError(f"{export_dir}: exists and is not a ducktune export folder; choose another --out")
+        try:
+            quote_value(source.chat_format.system_prompt, "model.system_prompt")
+        except ModelfileError as exc:
+            raise UserError(f"{exc} (the Modelfile's SYSTEM); export --to merged,gguf, or train with another "
+                            "system prompt") from None
 
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
@@ -340,20 +372,31 @@ def run_checks(export_dir: Path, manifest: dict, reference, summaries: dict | No
         if not path.is_file():
             results.append(checks_mod.Check(f"GGUF {filename}", checks_mod.FAIL, "file missing"))
             continue
-        results.append(checks_mod.check_read_back(path, summaries.get(quant),
-                                                  export_dir / manifest["files"]["merged"]))
+        read_back = checks_mod.check_read_back(path, summaries.get(quant), export_dir / manifest["files"]["merged"])
+        results.append(read_back)
+        if read_back.status == checks_mod.FAIL:  # a damaged file (truncated...): the readers below would crash
+            continue
         # transformers' loader is the independent reader for f16 (and for q8_0 when llama.cpp,
         # which checks q8_0 more tightly, is not installed).
         if quant == "f16" or (quant in DIRECT_QUANTS and checks_mod.llama_cpp_missing()):
-            results.append(checks_mod.check_transformers_loader(path, quant, reference))
+            results.append(_check_or_fail(f"GGUF {filename}: transformers' GGUF loader vs merged",
+                                          lambda: checks_mod.check_transformers_loader(path, quant, reference)))
         results.extend(checks_mod.check_llama_cpp(path, quant, reference, manifest["add_bos"]))
     if manifest["files"].get("modelfile"):
         log("  checking the Modelfile")
         results.extend(checks_mod.check_modelfile(export_dir / manifest["files"]["modelfile"],
                                                   reference.chat_format, manifest["add_bos"],
                                                   config.get("max_position_embeddings"),
-                                                  manifest.get("template_omitted")))
+                                                  manifest.get("template_omitted"), list(gguf_files.values())))
     return results
+
+
+def _check_or_fail(label: str, check):
+    """check()'s row, or a FAIL row naming the error when the file makes the reader itself fail."""
+    try:
+        return check()
+    except (ValueError, OSError, RuntimeError, KeyError, IndexError) as exc:
+        return checks_mod.Check(label, checks_mod.FAIL, f"could not be read: {type(exc).__name__}: {str(exc)[:160]}")
 
 
 def finish(result: ExportResult, manifest: dict, report_path: Path | None, log=print) -> None:
@@ -451,7 +494,11 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
         raise UserError(f"{merged_dir}: the merged model is missing; export again with `ducktune export`")
     tokenizer = load_tokenizer(merged_dir)
     chat_format = ChatFormat(tokenizer, system_prompt=manifest.get("system_prompt"))
-    model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, use_safetensors=True)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, use_safetensors=True)
+    except (OSError, ValueError) as exc:  # weights missing or damaged
+        raise UserError(f"{merged_dir}: the merged model cannot be loaded ({str(exc).splitlines()[0][:160]}); "
+                        "export again with `ducktune export`") from None
     model.eval()
     reference = checks_mod.Reference(model, tokenizer, chat_format, manifest["probe_prompts"],
                                      manifest.get("max_new_tokens", VERIFY_MAX_NEW_TOKENS))

@@ -103,6 +103,13 @@ def export_warnings(model, log=print) -> list[str]:
         from ducktune.models.loading import model_config
 
         warnings += [f"once exported to GGUF: {note}" for note in gguf_caveats(model_config(folder))]
+    if model.system_prompt:
+        from ducktune.export.modelfile import ModelfileError, quote_value
+
+        try:
+            quote_value(model.system_prompt, "model.system_prompt")
+        except ModelfileError as exc:
+            warnings.append(f"{exc}: the export can write the merged model and GGUF, not the Ollama Modelfile")
     from ducktune.data.template import plain_text_markers
 
     if markers := plain_text_markers(tokenizer):

@@ -510,9 +510,10 @@ def _greedy(llm, prompt_ids: list[int], stop_ids: set[int], max_new_tokens: int)
 
 
 def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int | None = None,
-                    template_omitted: str | None = None) -> list[Check]:
+                    template_omitted: str | None = None, gguf_names: list[str] | None = None) -> list[Check]:
     """`template_omitted`: why the export wrote no TEMPLATE (--allow-default-template), shown as a
-    SKIP row instead of comparing renderings."""
+    SKIP row instead of comparing renderings. `gguf_names`: the export's GGUF files, one of which
+    FROM must name (another file was never checked)."""
     from ducktune.export.gorender import GoUnavailable, render_with_go
     from ducktune.export.gotemplate import renderable_samples
     from ducktune.export.modelfile import ModelfileError, parse_modelfile, resolve_from
@@ -527,12 +528,17 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
     target = resolve_from(path, parsed.from_)
     if not target.is_file():
         problems.append(f"FROM {parsed.from_} does not exist (Ollama would take it as a model name)")
+    elif gguf_names is not None and (target.parent != path.parent or target.name not in gguf_names):
+        problems.append(f"FROM {parsed.from_} is not one of this export's checked GGUF files ({', '.join(gguf_names)})")
     if not parsed.template and not template_omitted:
         problems.append("no TEMPLATE")
     stops = params.get("stop", [])
     missing = [t for t in chat_format.stop_tokens if t not in stops]
     if missing:
         problems.append(f"no PARAMETER stop for {', '.join(missing)}")
+    extra = [t for t in stops if t not in chat_format.stop_tokens]
+    if extra:  # an added stop cuts every answer at that text
+        problems.append(f"PARAMETER stop {', '.join(map(repr, extra))} is not an end-of-turn token of the run")
     num_ctx = params.get("num_ctx")
     if context_length and num_ctx and num_ctx > context_length:
         problems.append(f"num_ctx {num_ctx} exceeds the model's context length {context_length}")
