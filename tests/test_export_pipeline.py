@@ -118,8 +118,13 @@ def test_bad_options_are_one_line_errors(tiny_llama, tmp_path, capsys):
     run = make_lora_run(tmp_path / "run", tiny_llama)
     assert main(["export", str(run), "--to", "gguff"]) == 2
     assert main(["export", str(run), "--quant", "q4_0"]) == 2
+    assert main(["export", str(run), "--to", "merged", "--quant", "q8_0"]) == 2  # was ignored without a word
     err = capsys.readouterr().err
     assert "unknown target 'gguff'" in err and "unknown quantization 'q4_0'" in err
+    assert "--quant q8_0: --to merged writes no GGUF" in err
+    with pytest.raises(SystemExit):
+        main(["export", str(run), "--prompts", "-3"])  # acted as 0 (all)
+    assert "argument --prompts: must be 0 (all) or more (got -3)" in capsys.readouterr().err
     assert main(["verify", str(tmp_path)]) == 2
     assert "not a ducktune export" in capsys.readouterr().err
 

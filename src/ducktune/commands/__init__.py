@@ -41,5 +41,7 @@ def _argument_type(convert, invalid: str, allowed, out_of_range: str):
 port_number = _argument_type(int, "invalid port", lambda v: 0 <= v <= 65535, "must be 0-65535")
 # --temperature: 0 (greedy) to 2, as OpenAI's API takes.
 temperature = _argument_type(float, "invalid number", lambda v: 0.0 <= v <= 2.0, "must be 0 (greedy) to 2")
+# A count where 0 means "all": an int of at least 0.
+count_or_all = _argument_type(int, "invalid int value", lambda v: v >= 0, "must be 0 (all) or more")
 # Counts and token limits: an int of at least 1.
 positive_int = _argument_type(int, "invalid int value", lambda v: v >= 1, "must be at least 1")

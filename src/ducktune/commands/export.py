@@ -1,4 +1,4 @@
-from ducktune.commands import add_parser
+from ducktune.commands import add_parser, count_or_all
 
 
 def register(sub) -> None:
@@ -24,7 +24,7 @@ def register(sub) -> None:
     p.add_argument("--allow-default-template", action="store_true",
                    help="when the chat template has no exact Ollama TEMPLATE, write the Modelfile without one "
                         "(Ollama then uses its default prompt format) instead of stopping")
-    p.add_argument("--prompts", type=int, default=12, metavar="N",
+    p.add_argument("--prompts", type=count_or_all, default=12, metavar="N",
                    help="run the checks on at most N of the run's probe prompts, spread evenly (0 = all; default 12)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--create", dest="create", action="store_true", default=None,

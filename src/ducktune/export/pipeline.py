@@ -194,6 +194,8 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     started = time.perf_counter()
     targets = parse_targets(to)
     source = open_run(run_path, log=log)
+    if quants and "gguf" not in targets:  # it would be ignored without a word
+        raise UserError(f"--quant {quants}: --to {','.join(targets)} writes no GGUF; add gguf to --to or drop --quant")
     quant_list = parse_quants(quants, log=log) if "gguf" in targets else []
     name = export_name(name, source.run.path, log)
     export_dir = _export_folder(out, source.run.path)
