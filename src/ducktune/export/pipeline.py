@@ -3,7 +3,7 @@
     RUN_DIR/export/                (or --out)
       merged/                      safetensors (base dtype) + tokenizer + chat template + generation_config
       NAME-f16.gguf, NAME-q8_0.gguf, NAME-q4_k_m.gguf
-      Modelfile                    FROM the smallest GGUF, TEMPLATE, stop tokens, num_ctx, SYSTEM
+      Modelfile                    FROM q4_k_m (else the next quant in MODELFILE_PREFERENCE), TEMPLATE, stop tokens, num_ctx, SYSTEM
       export.json                  what was written and how (read by `ducktune verify`)
       verify.json                  the verification checks
 
