@@ -317,16 +317,17 @@ def test_a_far_too_long_prompt_is_refused_without_tokenizing(request, model):
     from ducktune.serve.protocol import APIError, ChatCompletionRequest
 
     tokenizer = load_tokenizer(request.getfixturevalue(model), None, False, None)
+    chat_format = ChatFormat(tokenizer)
     rng = random.Random(0)
     alphabet = "ab cd\n\t  xyz-=_!?\u4e2d\u6587\u00e9\U0001f986" + "<|im_start|><|eot_id|>"
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 3000))) for _ in range(30)]
     texts += [" " * 5000, "-" * 5000, "a" * 5000, "\U0001f986" * 2000, "<|im_end|>" * 300]
     for text in texts:
         messages = [{"role": "user", "content": text}]
-        assert fewest_prompt_tokens(tokenizer, messages) <= len(tokenizer.encode(text, add_special_tokens=False))
-    assert fewest_prompt_tokens(tokenizer, [{"role": "user", "content": "quack " * 10000}]) > 0
+        assert fewest_prompt_tokens(chat_format, messages) <= len(tokenizer.encode(text, add_special_tokens=False))
+    assert fewest_prompt_tokens(chat_format, [{"role": "user", "content": "quack " * 10000}]) > 0
 
-    served = SimpleNamespace(engine=SimpleNamespace(chat_format=ChatFormat(tokenizer)), max_context=2048)
+    served = SimpleNamespace(engine=SimpleNamespace(chat_format=chat_format), max_context=2048)
     huge = ChatCompletionRequest.model_validate({"model": "m", "messages": [{"role": "user", "content": "quack " * 1_200_000}]})
     started = time.perf_counter()
     with pytest.raises(APIError) as info:

@@ -81,6 +81,24 @@ def write_json(path: str | os.PathLike, obj, indent: int | None = 2) -> None:
         handle.write("\n")
 
 
+def read_json_file(path: str | os.PathLike, error: type[Exception] | None = None, hint: str = ""):
+    """The JSON value in `path`; a file that is not JSON (or not UTF-8) is `error` (UserError by default)
+    in one line, `PATH: corrupt (why)` and `hint` after it, never a JSONDecodeError traceback."""
+    if error is None:
+        from ducktune.errors import UserError as error
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise error(f"{path}: corrupt ({exc}){hint}") from None
+
+
+def holds_working_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is the working folder or one above it: replacing or moving it aside would take
+    the folder a command runs in away."""
+    here = Path(os.path.abspath(path))
+    return Path.cwd() == here or here in Path.cwd().parents
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder; when the block succeeds it replaces `path` in one rename.

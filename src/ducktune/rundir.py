@@ -25,6 +25,7 @@ import os
 from pathlib import Path
 
 from ducktune.errors import UserError
+from ducktune.io import read_json_file
 
 
 class RunDir:
@@ -46,10 +47,7 @@ class RunDir:
     def info(self) -> dict:
         if not self.run_json.is_file():
             raise UserError(f"{self.path}: not a ducktune run directory (no run.json); train one with `ducktune train`")
-        try:
-            info = json.loads(self.run_json.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{self.run_json}: corrupt ({exc})") from None
+        info = read_json_file(self.run_json)
         if not isinstance(info, dict):
             raise UserError(f"{self.run_json}: corrupt (not a JSON object)")
         return info

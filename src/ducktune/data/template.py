@@ -21,6 +21,7 @@ model always learns to stop.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 
@@ -126,6 +127,12 @@ class ChatFormat:
         return with_prompt[len(without):] if with_prompt.startswith(without) else ""
 
     # -------------------------------------------------------------- public API
+
+    @functools.cached_property
+    def longest_token_bytes(self) -> int:
+        """UTF-8 bytes of the tokenizer's longest token (at least 1): a prompt of N bytes has at least
+        N / that many tokens, a bound found without tokenizing (serve refuses megabyte prompts by it)."""
+        return max((len(t.encode("utf-8", "surrogatepass")) for t in self.tokenizer.get_vocab()), default=1) or 1
 
     @property
     def stop_tokens(self) -> list[str]:

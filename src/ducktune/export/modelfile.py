@@ -227,6 +227,16 @@ def quote_value(value: str, what: str) -> str:
     return value
 
 
+def unquotable(value: str, what: str) -> str | None:
+    """Why `value` cannot be a Modelfile value (quote_value's refusal), or None: asked before training
+    and before an export's merge, not after the GGUF is written."""
+    try:
+        quote_value(value, what)
+    except ModelfileError as exc:
+        return str(exc)
+    return None
+
+
 @dataclass
 class ModelfileSpec:
     gguf_name: str            # relative to the Modelfile's folder

@@ -15,7 +15,6 @@ printed, saved, and appended to the run's report.md.
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shlex
 import shutil
@@ -29,7 +28,7 @@ from ducktune.errors import ModelError, UserError
 from ducktune.export import verify as checks_mod
 from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
 from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
-from ducktune.io import atomic_dir, atomic_file, write_json, write_text
+from ducktune.io import atomic_dir, atomic_file, holds_working_folder, read_json_file, write_json, write_text
 from ducktune.rundir import WriterLock
 
 TARGETS = ("merged", "gguf", "ollama")
@@ -80,10 +79,9 @@ def _export_folder(out: str | Path | None, run_path: Path) -> Path:
     """--out (default RUN/export), refused in one line where the export cannot go: a file (it was
     swapped away), the working folder or one above it, a folder holding something else."""
     export_dir = Path(out).expanduser() if out else Path(run_path) / "export"
-    here = Path(os.path.abspath(export_dir))
     if export_dir.exists() and not export_dir.is_dir():
         raise UserError(f"{out}: a file, not a folder; choose another --out")
-    if Path.cwd() == here or here in Path.cwd().parents:
+    if holds_working_folder(export_dir):
         raise UserError(f"{out}: the folder you are in (it would be swapped away); give --out a new folder's name")
     if export_dir.is_dir() and any(export_dir.iterdir()) and not (export_dir / "export.json").is_file():
         raise UserError(f"{export_dir}: exists and is not a ducktune export folder; choose another --out")
@@ -209,13 +207,11 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     layout, template_omitted = (ollama_layout(source.chat_format, allow_default_template, log=log)
                                 if "ollama" in targets else (None, None))
     if "ollama" in targets and source.chat_format.system_prompt:
-        from ducktune.export.modelfile import ModelfileError, quote_value
+        from ducktune.export.modelfile import unquotable
 
-        try:
-            quote_value(source.chat_format.system_prompt, "model.system_prompt")
-        except ModelfileError as exc:
-            raise UserError(f"{exc} (the Modelfile's SYSTEM); export --to merged,gguf, or train with another "
-                            "system prompt") from None
+        if problem := unquotable(source.chat_format.system_prompt, "model.system_prompt"):
+            raise UserError(f"{problem} (the Modelfile's SYSTEM); export --to merged,gguf, or train with another "
+                            "system prompt")
 
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
@@ -465,8 +461,6 @@ def verify_export(export_dir: str | Path, log=print) -> ExportResult:
 
 
 def _verify_export(export_dir: Path, log) -> ExportResult:
-    import json
-
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -476,10 +470,7 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     manifest_path = export_dir / "export.json"
     if not manifest_path.is_file():
         raise UserError(f"{export_dir}: not a ducktune export (no export.json); create one with `ducktune export RUN_DIR`")
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{manifest_path}: corrupt ({exc})") from None
+    manifest = read_json_file(manifest_path)
     started = time.perf_counter()
     manifest = manifest if isinstance(manifest, dict) else {}
     files = manifest.get("files")

@@ -104,12 +104,10 @@ def export_warnings(model, log=print) -> list[str]:
 
         warnings += [f"once exported to GGUF: {note}" for note in gguf_caveats(model_config(folder))]
     if model.system_prompt:
-        from ducktune.export.modelfile import ModelfileError, quote_value
+        from ducktune.export.modelfile import unquotable
 
-        try:
-            quote_value(model.system_prompt, "model.system_prompt")
-        except ModelfileError as exc:
-            warnings.append(f"{exc}: the export can write the merged model and GGUF, not the Ollama Modelfile")
+        if problem := unquotable(model.system_prompt, "model.system_prompt"):
+            warnings.append(f"{problem}: the export can write the merged model and GGUF, not the Ollama Modelfile")
     from ducktune.data.template import plain_text_markers
 
     if markers := plain_text_markers(tokenizer):

@@ -5,11 +5,11 @@ traceback from PEFT or a model answering without its adapter."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from ducktune.errors import ModelError
+from ducktune.io import read_json_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -44,10 +44,7 @@ def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
             "or its files were changed since")
     if not config_path.is_file():
         raise ModelError(f"{config_path}: missing; {hint}")
-    try:
-        adapter_config = json.loads(config_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelError(f"{config_path}: corrupt ({exc}); {hint}") from None
+    adapter_config = read_json_file(config_path, ModelError, f"; {hint}")
     if adapter_config.get("peft_type", "LORA") != "LORA":
         raise ModelError(f"{config_path}: peft_type {adapter_config.get('peft_type')} is not a LoRA adapter")
     if not weights_path.is_file():

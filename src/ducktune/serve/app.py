@@ -49,25 +49,18 @@ class RequestControl:
 
 # --------------------------------------------------------------------------- generation jobs (worker thread)
 
-_LONGEST_TOKEN: dict[int, int] = {}
-
-
-def fewest_prompt_tokens(tokenizer, messages: list[dict]) -> int:
+def fewest_prompt_tokens(chat_format, messages: list[dict]) -> int:
     """A lower bound on the prompt's tokens without tokenizing it: its bytes over twice the longest
     token's (twice: normalizers may shorten text a little). Lets a far too long request (megabytes)
     be refused at once instead of holding the worker for seconds of tokenizing."""
-    longest = _LONGEST_TOKEN.get(id(tokenizer))
-    if longest is None:
-        longest = max((len(token.encode("utf-8", "surrogatepass")) for token in tokenizer.get_vocab()), default=1)
-        _LONGEST_TOKEN[id(tokenizer)] = longest = max(longest, 1)
     size = sum(len(str(m.get("content") or "").encode("utf-8", "surrogatepass")) for m in messages)
-    return size // (2 * longest)
+    return size // (2 * chat_format.longest_token_bytes)
 
 
 def prepare(served, req: protocol.ChatCompletionRequest) -> tuple[list[dict], int, int]:
     """(messages, max new tokens, prompt tokens); a prompt that does not fit is a 400."""
     messages = req.message_dicts()
-    at_least = fewest_prompt_tokens(served.engine.chat_format.tokenizer, messages)
+    at_least = fewest_prompt_tokens(served.engine.chat_format, messages)
     if at_least >= served.max_context:
         raise APIError(400, f"This model's maximum context length is {served.max_context} tokens. However, your "
                             f"messages resulted in at least {at_least} tokens. Please reduce the length of the "

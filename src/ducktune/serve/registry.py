@@ -189,12 +189,13 @@ class StaticRegistry:
 
 def _readable_run_json(folder: Path) -> bool:
     """Whether run.json is a JSON object: a damaged one is not offered as a model (it only fails on use)."""
-    import json
+    from ducktune.rundir import RunDir
 
     try:
-        return isinstance(json.loads((folder / "run.json").read_text(encoding="utf-8")), dict)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        RunDir(folder).info()
+    except (UserError, OSError):
         return False
+    return True
 
 
 class RunsRegistry:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ducktune.config import REFERENCE_OBJECTIVES, RunConfig, dump_config, load_config
 from ducktune.errors import ConfigError, DataError, UserError
-from ducktune.io import atomic_dir, disk_full, write_json, write_text
+from ducktune.io import atomic_dir, disk_full, holds_working_folder, write_json, write_text
 from ducktune.rundir import RunDir, WriterLock
 from ducktune.train.distributed import DistributedRun, do_nothing
 
@@ -79,7 +79,7 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
         if run.path.exists() and config.output.overwrite and any(run.path.iterdir()):
             # Keep the old run until the new one replaces it: move it aside, never delete on the user's behalf.
             here = Path(os.path.abspath(run.path))  # "." has no name to put ".old-..." after
-            if Path.cwd() == here or here in Path.cwd().parents:
+            if holds_working_folder(here):
                 raise UserError(f"{run.path}: output.overwrite would move the current folder aside; "
                                 "run from another folder or choose another output.dir")
             aside = _unused_name(here.with_name(f"{here.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"))

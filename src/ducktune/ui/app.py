@@ -8,6 +8,7 @@ run as `ducktune train/export` subprocesses (see jobs.py).
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from pathlib import Path
@@ -182,9 +183,9 @@ def upload_target(space: Workspace, filename: str) -> Path:
 
 
 def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
-    from ducktune.config import dump_config, load_config
+    from ducktune.config import dump_config
     from ducktune.models.sources import check_model_name
-    from ducktune.ui.form import config_from_form, form_values
+    from ducktune.ui.form import config_from_form
 
     router = APIRouter()
 
@@ -225,7 +226,7 @@ def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
             yaml_path = Path(train_slot.job.args[-1])
             if yaml_path.is_file():  # a reloaded page shows the form the job runs, and its YAML link
                 status["yaml_name"] = yaml_path.name
-                status["form"] = form_values(load_config(yaml_path))
+                status["form"] = _job_form(str(yaml_path), yaml_path.stat().st_mtime_ns)
         return status
 
     @router.get("/api/configs/{name}")
@@ -234,6 +235,15 @@ def train_router(space: Workspace, train_slot: JobSlot) -> APIRouter:
         return FileResponse(path, media_type="application/x-yaml", filename=path.name)
 
     return router
+
+
+@functools.lru_cache(maxsize=4)
+def _job_form(yaml_path: str, mtime_ns: int) -> dict:
+    """The form values of a job's YAML, read once per version of the file (the status is polled each second)."""
+    from ducktune.config import load_config
+    from ducktune.ui.form import form_values
+
+    return form_values(load_config(yaml_path))
 
 
 def run_dir_in(runs_dir: Path, value: str) -> Path:

@@ -18,16 +18,14 @@ _CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)
 
 
 def _read_info(path: Path) -> tuple[dict | None, str | None]:
-    """(run.json's object, None), or (None, what is wrong with it): unreadable, not JSON, not an object."""
-    try:
-        info = json.loads((path / "run.json").read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    """(run.json's object, None), (None, what is wrong with it), or (None, None) without a run.json."""
+    run = RunDir(path)
+    if not run.exists():
         return None, None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"run.json is damaged ({type(exc).__name__}: {str(exc)[:120]})"
-    if not isinstance(info, dict):
-        return None, "run.json is damaged (not a JSON object)"
-    return info, None
+    try:
+        return run.info(), None
+    except (UserError, OSError) as exc:
+        return None, f"run.json is damaged ({getattr(exc, 'message', None) or exc})"
 
 
 def _field(info: dict, section: str, key: str):
@@ -36,23 +34,23 @@ def _field(info: dict, section: str, key: str):
     return part.get(key) if isinstance(part, dict) else None
 
 
+def _given(value, fallback):
+    return fallback if value is None else value
+
+
 def run_summary(path: Path) -> dict | None:
     """The Runs tab's row of one run; a damaged run.json gives a row with status "damaged" and the
     problem (one bad run must not take the whole list down); None for a folder without run.json."""
     info, problem = _read_info(path)
     if info is None and problem is None:
         return None
+    info = info or {}
     run = RunDir(path)
-    if problem:
-        return {"name": path.name, "path": str(path), "status": "damaged", "problem": problem, "method": None,
-                "base_model": None, "started": None, "finished": None, "steps": 0, "final_loss": None,
-                "first_loss": None, "eval_loss": None, "train_seconds": None, "train_samples": None,
-                "chat_ready": False, "has_report": run.report.is_file(), "exports": [], "bleed_rate": None}
     metrics = run.read_metrics()
     losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
     weights = run.full_model if info.get("method") == "full" else run.adapter
     status = info.get("status")
-    return {
+    row = {
         "name": path.name,
         "path": str(path),
         "status": status if status in ("running", "completed", "failed", "interrupted") else "unknown",
@@ -61,16 +59,19 @@ def run_summary(path: Path) -> dict | None:
         "started": info.get("started") if isinstance(info.get("started"), str) else None,
         "finished": info.get("finished") if isinstance(info.get("finished"), str) else None,
         "steps": _field(info, "result", "global_step") or (metrics[-1].get("step", 0) if metrics else 0),
-        "final_loss": _field(info, "result", "final_loss") or (losses[-1] if losses else None),
-        "first_loss": _field(info, "result", "first_loss") or (losses[0] if losses else None),
+        "final_loss": _given(_field(info, "result", "final_loss"), losses[-1] if losses else None),
+        "first_loss": _given(_field(info, "result", "first_loss"), losses[0] if losses else None),
         "eval_loss": _field(info, "result", "eval_loss"),
         "train_seconds": _field(info, "result", "train_seconds"),
         "train_samples": _field(info, "data", "train_samples"),
-        "chat_ready": weights.is_dir(),
+        "chat_ready": weights.is_dir() and not problem,
         "has_report": run.report.is_file(),
         "exports": [str(p.relative_to(path)) for p in export_files(path)],
         "bleed_rate": _field(_read_eval(path) or {}, "bleed", "bleed_rate"),
     }
+    if problem:
+        row.update(status="damaged", problem=problem)
+    return row
 
 
 def _read_eval(path: Path) -> dict | None:
