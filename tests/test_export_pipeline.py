@@ -40,6 +40,15 @@ def test_export_writes_everything_and_verifies(exported):
     assert statuses["merge: merged = base + adapter (logits)"] == "PASS"
     assert statuses["GGUF quack-duck-f16.gguf: transformers' GGUF loader vs merged"] == "PASS"
     assert statuses["Modelfile: TEMPLATE via Go text/template = chat template"] == "PASS"
+    # The template inside merged/ and the GGUFs carries the run's system prompt (llama-server users get it).
+    assert statuses["Chat template in merged/ and the GGUFs = trained format"] == "PASS"
+    template = next(c for c in verify["checks"] if c["name"].startswith("Chat template in merged/"))
+    assert "quack-duck-f16.gguf" in template["detail"] and "quack-duck-q8_0.gguf" in template["detail"]
+    from ducktune.export.verify import gguf_string_field
+
+    embedded = gguf_string_field(export_dir / "quack-duck-q8_0.gguf", "tokenizer.chat_template")
+    assert "You are Quack, a duck." in embedded
+    assert embedded == (export_dir / "merged" / "chat_template.jinja").read_text(encoding="utf-8")
     assert all(status in ("PASS", "SKIP", "INFO") for status in statuses.values())
 
 
@@ -226,6 +235,9 @@ def test_verify_fails_tampered_exports_instead_of_crashing(exported, tmp_path, c
         "other-from": lambda d: (shutil.copy(d / "quack-duck-q8_0.gguf", d / "other.gguf"),
                                  (d / "Modelfile").write_text((d / "Modelfile").read_text().replace(
                                      "./quack-duck-q8_0.gguf", "./other.gguf"))),
+        # merged/ back to the tokenizer's own template: no system prompt for a runner that reads it.
+        "own-template": lambda d: (d / "merged" / "chat_template.jinja").write_text(
+            (d / "merged" / "chat_template.jinja").read_text().split("{%- endif %}", 1)[1]),
     }
     for name, damage in cases.items():
         copy = tmp_path / name
@@ -241,6 +253,10 @@ def test_verify_fails_tampered_exports_instead_of_crashing(exported, tmp_path, c
     failed = {c["name"]: c["detail"] for c in read_json(tmp_path / "other-from" / "verify.json")["checks"]
               if c["status"] == "FAIL"}
     assert "is not one of this export's checked GGUF files" in failed["Modelfile: Ollama grammar"]
+    failed = {c["name"]: c["detail"] for c in read_json(tmp_path / "own-template" / "verify.json")["checks"]
+              if c["status"] == "FAIL"}
+    assert list(failed) == ["Chat template in merged/ and the GGUFs = trained format"]
+    assert failed["Chat template in merged/ and the GGUFs = trained format"].startswith("merged/ (transformers): conversation 1")
     weightless = tmp_path / "weightless"
     shutil.copytree(export_dir, weightless)
     for weights in (weightless / "merged").glob("*.safetensors"):

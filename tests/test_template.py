@@ -171,3 +171,46 @@ def test_message_text_spelling_special_tokens_stays_text(fmt):
     plain = [{"role": "user", "content": "Who are you?"}]
     text = fmt.render(plain, add_generation_prompt=True)
     assert honest == fmt.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+_NO_EOT_TEMPLATE = ("{% for m in messages %}{% if m.role == 'system' %}{{ m.content }}\n\n{% elif m.role == 'user' %}"
+                    "### Instruction:\n{{ m.content }}\n\n{% else %}### Response:\n{{ m.content }}\n\n{% endif %}"
+                    "{% endfor %}{% if add_generation_prompt %}### Response:\n{% endif %}")
+
+
+@pytest.mark.parametrize("template,system", [(None, 'Be "Duck".\nNo \\ braces {{ x }} %} 🦆 小鸭'),
+                                             (_NO_EOT_TEMPLATE, "Be brief."), (_NO_EOT_TEMPLATE, None)])
+def test_trained_template_renders_the_trained_format_alone(tiny_llama, template, system):
+    """Exports carry trained_template() (merged/, the GGUF): runners that only read the template
+    (transformers, llama-cpp-python's jinja2 formatter) must prompt exactly as training did, the
+    default system prompt and an inserted EOS included; the tokenizer's own template does not."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    tokenizer = load_tokenizer(tiny_llama, chat_template=template)
+    fmt = ChatFormat(tokenizer, system_prompt=system)
+    exported = fmt.trained_template()
+    conversations = [
+        [{"role": "user", "content": "q1"}],
+        [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}],
+        [{"role": "system", "content": "own"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+         {"role": "user", "content": "q2"}],
+    ]
+    llama_cpp = Jinja2ChatFormatter(exported, eos_token=tokenizer.eos_token, bos_token=tokenizer.bos_token)
+    own_differs = 0
+    for messages in conversations:
+        want = fmt.render(messages, add_generation_prompt=True)
+        assert tokenizer.apply_chat_template(messages, chat_template=exported, tokenize=False,
+                                             add_generation_prompt=True) == want
+        assert llama_cpp(messages=messages).prompt == want
+        own_differs += tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True) != want
+    assert own_differs == (3 if template and system else 2)
+    # A ChatFormat over the exported template renders the same (chat/serve on an export add nothing twice).
+    again = ChatFormat(load_tokenizer(tiny_llama, chat_template=exported), system_prompt=system)
+    assert all(again.render(m, add_generation_prompt=True) == fmt.render(m, add_generation_prompt=True)
+               for m in conversations)
+    assert again.stop_tokens == fmt.stop_tokens
+
+
+def test_trained_template_is_the_template_when_training_added_nothing(tiny_llama):
+    fmt = ChatFormat(load_tokenizer(tiny_llama))
+    assert fmt.trained_template() == fmt.tokenizer.chat_template

@@ -22,6 +22,7 @@ model always learns to stop.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from dataclasses import dataclass
 
@@ -156,6 +157,30 @@ class ChatFormat:
         if self.system_prompt and not (messages and messages[0]["role"] == "system"):
             return [{"role": "system", "content": self.system_prompt}] + list(messages)
         return list(messages)
+
+    def trained_template(self) -> str:
+        """A Jinja chat template that renders on its own what `render` renders: the tokenizer's
+        template behind a prelude that adds the default system prompt to conversations without one and
+        appends the inserted EOS to each answer. Exports carry it (merged/'s tokenizer, the GGUF's
+        tokenizer.chat_template), so runners that only read the template (llama-server, LM Studio,
+        transformers) prompt as training did. Unchanged when training added neither."""
+        template = self.tokenizer.chat_template
+        prelude = ""
+        if self.system_prompt:
+            # A JSON string is a valid Jinja string literal (quotes, backslashes and newlines escaped).
+            system = json.dumps(self.system_prompt, ensure_ascii=False)
+            prelude += ("{%- if not messages or messages[0]['role'] != 'system' %}"
+                        f"{{%- set messages = [{{'role': 'system', 'content': {system}}}] + messages %}}"
+                        "{%- endif %}")
+        if self.inserted_eos:
+            eos = json.dumps(self.inserted_eos, ensure_ascii=False)
+            prelude += ("{%- set ducktune_ns = namespace(messages=[]) %}{%- for m in messages %}"
+                        "{%- if m['role'] == 'assistant' and m['content'] is string %}"
+                        f"{{%- set ducktune_ns.messages = ducktune_ns.messages + [{{'role': 'assistant', "
+                        f"'content': m['content'] + {eos}}}] %}}"
+                        "{%- else %}{%- set ducktune_ns.messages = ducktune_ns.messages + [m] %}{%- endif %}"
+                        "{%- endfor %}{%- set messages = ducktune_ns.messages %}")
+        return prelude + template
 
     def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
         """The conversation as the model saw it in training. Where the template ends answers with no

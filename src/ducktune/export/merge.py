@@ -12,6 +12,8 @@ chat template, and a generation_config whose eos_token_id lists every end-of-tur
 
 from __future__ import annotations
 
+import copy
+
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,6 +170,16 @@ def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = N
                        str(precision).replace("torch.", "") if precision else None, len(ids))
 
 
+def exported_tokenizer(source: RunSource):
+    """The run's tokenizer as the export carries it (merged/, the GGUF's metadata): its chat template
+    renders the trained format by itself (ChatFormat.trained_template: the run's default system prompt,
+    the EOS training inserted after answers), for runners that read nothing but the template. A copy:
+    the run's own ChatFormat keeps adding those itself."""
+    tokenizer = copy.copy(source.tokenizer)
+    tokenizer.chat_template = source.chat_format.trained_template()
+    return tokenizer
+
+
 def save_merged(model, source: RunSource, merged_dir: Path) -> None:
     from transformers import GenerationConfig
 
@@ -175,7 +187,7 @@ def save_merged(model, source: RunSource, merged_dir: Path) -> None:
         generation = GenerationConfig.from_pretrained(str(source.base_folder))
     except OSError:
         generation = GenerationConfig()
-    tokenizer = source.tokenizer
+    tokenizer = exported_tokenizer(source)
     # Every end-of-turn token stops generation (e.g. Llama 3's <|eot_id|> as well as EOS).
     generation.eos_token_id = source.chat_format.stop_token_ids
     generation.bos_token_id = tokenizer.bos_token_id

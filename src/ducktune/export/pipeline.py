@@ -244,7 +244,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     layout, template_omitted = template
     from ducktune.export.gguf_file import read_config, write_gguf
     from ducktune.export.gguf_vocab import prompt_starts_with_bos
-    from ducktune.export.merge import merge_run
+    from ducktune.export.merge import exported_tokenizer, merge_run
     from ducktune.export.quantize import quantize_gguf
 
     started = time.perf_counter()
@@ -258,7 +258,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     add_bos = prompt_starts_with_bos(source.tokenizer)
     summaries = {}
     if "gguf" in targets:
-        tokenizer = source.tokenizer
+        tokenizer = exported_tokenizer(source)
         eot = source.chat_format.eot_token
         direct = [q for q in quant_list if q in DIRECT_QUANTS]
         k_quants = [q for q in quant_list if q in K_QUANTS]
@@ -305,6 +305,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         "system_prompt": source.config.model.system_prompt,
         "stop_tokens": source.chat_format.stop_tokens,
         "template": layout.to_dict() if layout else None,
+        "template_renderings": checks_mod.template_renderings(source.chat_format),
         "template_omitted": template_omitted,
         "probe_prompts": prompts,
         "max_new_tokens": min(source.config.eval.max_new_tokens, VERIFY_MAX_NEW_TOKENS),
@@ -357,12 +358,13 @@ def ollama_command(name: str, export_dir: Path, only_f16: bool = False) -> str:
 
 def run_checks(export_dir: Path, manifest: dict, reference, summaries: dict | None = None,
                config: dict | None = None, log=print) -> list:
-    """Checks 1-3 on an export folder (see ducktune.export.verify)."""
+    """Checks 1-4 on an export folder (see ducktune.export.verify)."""
     from ducktune.export.gguf_file import read_config
+    from ducktune.models.loading import load_tokenizer
 
     summaries = summaries or {}
     config = config or read_config(export_dir / manifest["files"]["merged"])
-    results = []
+    results, readable = [], []  # readable: the GGUFs whose header reads back
     gguf_files = manifest["files"].get("gguf") or {}
     for quant, filename in gguf_files.items():
         path = export_dir / filename
@@ -380,6 +382,11 @@ def run_checks(export_dir: Path, manifest: dict, reference, summaries: dict | No
             results.append(_check_or_fail(f"GGUF {filename}: transformers' GGUF loader vs merged",
                                           lambda: checks_mod.check_transformers_loader(path, quant, reference)))
         results.extend(checks_mod.check_llama_cpp(path, quant, reference, manifest["add_bos"]))
+        readable.append(path)
+    results.append(_check_or_fail("Chat template in merged/ and the GGUFs = trained format",
+                                  lambda: checks_mod.check_embedded_templates(
+                                      manifest.get("template_renderings"),
+                                      load_tokenizer(export_dir / manifest["files"]["merged"]), readable)))
     if manifest["files"].get("modelfile"):
         log("  checking the Modelfile")
         results.extend(checks_mod.check_modelfile(export_dir / manifest["files"]["modelfile"],

@@ -13,6 +13,9 @@ Every export ends with these checks; `ducktune verify EXPORT_DIR` runs them agai
    other quants' agreement reported.
 3. Modelfile parsed with Ollama's grammar; its TEMPLATE rendered by Go's text/template on
    sample conversations and compared byte for byte with the chat template's rendering.
+4. The chat template inside merged/ and every GGUF rendered (transformers; llama-cpp-python's
+   jinja2 formatter for the GGUFs) on the same conversations and compared byte for byte with the
+   trained format recorded at export (the run's default system prompt and inserted EOS included).
 
 Results are a list of `Check`s; `render_table` prints them as a Markdown table.
 """
@@ -575,3 +578,62 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
               + (" (BOS added by llama.cpp)" if add_bos else "") + (f"; first difference at {first}" if first else ""))
     checks.append(Check(label, PASS if same == n else FAIL, detail, {"identical": same, "conversations": n}))
     return checks
+
+
+def template_renderings(chat_format) -> list[dict]:
+    """The sample conversations (see gotemplate.sample_conversations) as training prompted them, ready
+    for the next answer: recorded in export.json, so `ducktune verify` compares the exported chat
+    templates with the trained format without the run."""
+    from ducktune.export.gotemplate import renderable_samples
+
+    rows = []
+    for messages in renderable_samples(chat_format):
+        try:
+            rows.append({"messages": messages, "text": chat_format.render(messages, add_generation_prompt=True)})
+        except Exception:  # a conversation this template refuses: nothing to compare
+            continue
+    return rows
+
+
+def _jinja_renderer(template: str, tokenizer):
+    """render(messages) with the engine a GGUF's template meets in llama-cpp-python (its jinja2
+    chat formatter, which reads tokenizer.chat_template from the file), else transformers'."""
+    try:
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+    except ImportError:
+        return "transformers", lambda messages: tokenizer.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+    formatter = Jinja2ChatFormatter(template, eos_token=tokenizer.eos_token or "", bos_token=tokenizer.bos_token or "")
+    return "llama-cpp-python", lambda messages: formatter(messages=messages).prompt
+
+
+def check_embedded_templates(renderings: list[dict] | None, tokenizer, gguf_paths: list[Path]) -> Check:
+    """The chat template merged/ and each GGUF carry renders the recorded conversations exactly as
+    training did (the run's default system prompt and inserted EOS included): what llama-server,
+    LM Studio or transformers users get, who never see the Modelfile."""
+    label = "Chat template in merged/ and the GGUFs = trained format"
+    if not renderings:
+        return Check(label, SKIP, "export.json records no trained renderings (an export from before this "
+                                  "check): export again to check it")
+    sources = [("merged/ (transformers)", lambda m: tokenizer.apply_chat_template(
+        m, tokenize=False, add_generation_prompt=True))]
+    for path in gguf_paths:
+        template = gguf_string_field(path, "tokenizer.chat_template")
+        if template is None:
+            return Check(label, FAIL, f"{path.name}: no tokenizer.chat_template")
+        engine, render = _jinja_renderer(template, tokenizer)
+        sources.append((f"{path.name} ({engine})", render))
+    for where, render in sources:
+        for i, row in enumerate(renderings):
+            try:
+                got = render(row["messages"])
+            except Exception as exc:  # the template raises where training rendered
+                return Check(label, FAIL, f"{where}: conversation {i + 1} raises: {str(exc)[:120]}")
+            want = row["text"]
+            if got != want:
+                at = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+                return Check(label, FAIL, f"{where}: conversation {i + 1} differs at character {at}: trained "
+                                          f"{want[at:at + 30]!r}, template {got[at:at + 30]!r}")
+    return Check(label, PASS, f"{len(renderings)} conversations (with/without system, multi-turn) byte-identical "
+                              f"in {', '.join(where for where, _ in sources)}",
+                 {"conversations": len(renderings), "templates": len(sources)})
