@@ -126,3 +126,32 @@ def test_moe_expert_parameters_are_named_and_pass_the_adapter_check(tmp_path):
     peft_model.save_pretrained(tmp_path / "adapter")
     summary = check_adapter(tmp_path / "adapter", tmp_path / "base")
     assert summary["modules"] >= 4  # q/k/v/o at least, checked by shape
+
+
+def test_adapter_of_a_checkpoint_transformers_renames_on_load_fits(tmp_path):
+    """Gemma 3 4B+ (Gemma3ForConditionalGeneration) ships language_model.model.layers.* on disk,
+    which transformers loads as model.language_model.layers.*; PEFT names the loaded modules. The
+    check compared with the on-disk names and refused every such run after training ("trained on a
+    different architecture") in chat, compare, eval and export."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, Gemma3Config
+
+    config = Gemma3Config(
+        text_config=dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, vocab_size=300,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+        vision_config=dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, image_size=32, patch_size=8,
+                           num_attention_heads=2),
+        mm_tokens_per_image=16, boi_token_index=5, eoi_token_index=6, image_token_index=7)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(tmp_path / "base")
+    from ducktune.models.adapter_check import weight_shapes
+
+    assert any(name.startswith("language_model.model.layers.") for name in weight_shapes(tmp_path / "base"))
+    model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "base"))
+    peft = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj", "down_proj"], task_type="CAUSAL_LM"))
+    peft.save_pretrained(tmp_path / "adapter")
+    summary = check_adapter(tmp_path / "adapter", tmp_path / "base")
+    # q_proj and down_proj of the 2 text layers, and the vision tower's one q_proj.
+    assert summary == {"modules": 5, "rank": 2}

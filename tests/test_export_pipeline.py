@@ -264,3 +264,29 @@ def test_verify_fails_tampered_exports_instead_of_crashing(exported, tmp_path, c
     assert main(["verify", str(weightless)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "the merged model cannot be loaded" in err[0]
+
+
+@needs_go
+def test_stop_tokens_include_the_models_generation_config_list(tiny_llama, tmp_path):
+    """Models publish every turn-ending token in generation_config.json's eos_token_id (GLM-4's
+    <|user|> / <|observation|>, Llama 3.1's <|eom_id|>): ducktune stopped only at the template's marker
+    and EOS, so a GLM-4 run talked on past <|user|> in chat/compare and in Ollama (its merged
+    generation_config dropped them too). Here <|start_header_id|> plays <|user|>."""
+    import json
+    import shutil
+
+    from ducktune.chat.engine import ChatEngine
+
+    base = confident_copy(tiny_llama, tmp_path / "base")
+    config = json.loads((base / "generation_config.json").read_text())
+    config["eos_token_id"] = [1, 4, 2]  # <|end_of_text|>, <|eot_id|>, <|start_header_id|>
+    (base / "generation_config.json").write_text(json.dumps(config))
+    want = ["<|eot_id|>", "<|end_of_text|>", "<|start_header_id|>"]
+    assert ChatEngine.from_model_dir(base).chat_format.stop_tokens == want
+    assert ChatEngine.from_run(make_lora_run(tmp_path / "run", base)).chat_format.stop_token_ids == [4, 1, 2]
+    assert main(["export", str(tmp_path / "run"), "--quant", "f16", "--no-create"]) == 0
+    export_dir = tmp_path / "run" / "export"
+    assert parse_modelfile((export_dir / "Modelfile").read_text()).parameters()["stop"] == want
+    assert json.loads((export_dir / "merged" / "generation_config.json").read_text())["eos_token_id"] == [4, 1, 2]
+    assert read_json(export_dir / "verify.json")["verified"] is True
+    shutil.rmtree(export_dir / "merged")  # keep tmp small

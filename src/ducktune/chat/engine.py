@@ -169,7 +169,8 @@ class ChatEngine:
         """Base model + the run's adapter (not merged), or the base alone with `base_only`."""
         from ducktune.models.adapter_check import check_adapter
         from ducktune.models.device import choose_placement
-        from ducktune.models.loading import estimate_params, load_model, load_tokenizer, model_config
+        from ducktune.models.loading import (estimate_params, generation_stop_tokens, load_model, load_tokenizer,
+                                             model_config)
         from ducktune.models.sources import resolve_model
         from ducktune.rundir import RunDir
 
@@ -184,7 +185,8 @@ class ChatEngine:
                                      config.model.dtype, estimate_params(model_config(base_folder)))
         # The tokenizer saved with the run carries the chat template it was trained with.
         tokenizer = load_tokenizer(weights, trust_remote_code=config.model.trust_remote_code)
-        chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+        chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt,
+                                 extra_stop_tokens=generation_stop_tokens(base_folder, tokenizer))
         name = Path(run_dir).resolve().name
         if info.get("method") == "full":
             source = base_folder if base_only else weights
@@ -202,12 +204,15 @@ class ChatEngine:
     def from_model_dir(cls, folder: str | Path, device: str = "auto", system_prompt: str | None = None) -> "ChatEngine":
         """A plain (e.g. merged) Hugging Face model folder."""
         from ducktune.models.device import choose_placement
-        from ducktune.models.loading import estimate_params, load_model, load_tokenizer, model_config
+        from ducktune.models.loading import (estimate_params, generation_stop_tokens, load_model, load_tokenizer,
+                                             model_config)
 
         placement = choose_placement(device, "auto", estimate_params(model_config(folder)))
         tokenizer = load_tokenizer(folder)
         model = load_model(folder, placement)
-        return cls(model, tokenizer, ChatFormat(tokenizer, system_prompt=system_prompt), name=Path(folder).name)
+        chat_format = ChatFormat(tokenizer, system_prompt=system_prompt,
+                                 extra_stop_tokens=generation_stop_tokens(folder, tokenizer))
+        return cls(model, tokenizer, chat_format, name=Path(folder).name)
 
     # ------------------------------------------------------------------ generation
 

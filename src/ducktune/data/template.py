@@ -53,7 +53,9 @@ class Encoded:
 class ChatFormat:
     """Renders conversations with the tokenizer's chat template and builds loss masks."""
 
-    def __init__(self, tokenizer, system_prompt: str | None = None):
+    def __init__(self, tokenizer, system_prompt: str | None = None, extra_stop_tokens: list[str] | tuple = ()):
+        """`extra_stop_tokens`: more tokens that end a turn at inference, beside the template's marker and
+        EOS: those the model's generation_config.json lists (models.loading.generation_stop_tokens)."""
         if not getattr(tokenizer, "chat_template", None):
             raise ModelError(
                 "the model's tokenizer has no chat template; set model.chat_template (a Jinja template, a .jinja "
@@ -61,6 +63,7 @@ class ChatFormat:
             )
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
+        self.extra_stop_tokens = list(extra_stop_tokens)
         self.turn_suffix, self.eot_token = self._discover_turn_end()
         # If the template ends answers with no special token, EOS is inserted after each answer.
         self.inserted_eos = None if self.eot_token else tokenizer.eos_token
@@ -137,9 +140,9 @@ class ChatFormat:
 
     @property
     def stop_tokens(self) -> list[str]:
-        """Every token that ends an assistant turn: the template's marker and EOS."""
+        """Every token that ends an assistant turn: the template's marker, EOS and the model's own list."""
         tokens = []
-        for token in (self.eot_token, self.tokenizer.eos_token):
+        for token in (self.eot_token, self.tokenizer.eos_token, *self.extra_stop_tokens):
             if token and token not in tokens:
                 tokens.append(token)
         return tokens
@@ -367,7 +370,8 @@ def plain_text_markers(tokenizer) -> list[str]:
 
 
 def model_chat_format(model, log=print) -> "ChatFormat":
-    """The chat format training would use for `model:` (a ModelConfig), without loading weights."""
+    """The chat format training would use for `model:` (a ModelConfig), without loading weights (for
+    masks and previews: its stop tokens are the template's and EOS only)."""
     from ducktune.models.tokenizer import model_tokenizer
 
     return ChatFormat(model_tokenizer(model, log), system_prompt=model.system_prompt)

@@ -472,7 +472,7 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     from transformers import AutoModelForCausalLM
 
     from ducktune.data.template import ChatFormat
-    from ducktune.models.loading import load_tokenizer
+    from ducktune.models.loading import generation_stop_tokens, load_tokenizer
 
     manifest_path = export_dir / "export.json"
     if not manifest_path.is_file():
@@ -493,7 +493,8 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     if not (merged_dir / "config.json").is_file():
         raise UserError(f"{merged_dir}: the merged model is missing; export again with `ducktune export`")
     tokenizer = load_tokenizer(merged_dir)
-    chat_format = ChatFormat(tokenizer, system_prompt=manifest.get("system_prompt"))
+    chat_format = ChatFormat(tokenizer, system_prompt=manifest.get("system_prompt"),
+                             extra_stop_tokens=generation_stop_tokens(merged_dir, tokenizer))
     try:
         model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError) as exc:  # weights missing or damaged

@@ -32,6 +32,23 @@ def weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def loaded_weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]] | None:
+    """Tensor name -> shape as transformers names the weights once loaded (None: it cannot build the
+    model). Checkpoints may use an older layout that transformers renames while loading (Gemma 3's
+    multimodal models ship language_model.model.layers.*, loaded as model.language_model.layers.*),
+    and adapters name the loaded modules. Built on the meta device: no weights are read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(model_dir))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except Exception:  # remote code, an unknown architecture: the checkpoint's names are all there is
+        return None
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
 
 
@@ -66,6 +83,8 @@ def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
     # under transformers 5). Those modules have no `.weight`, and the checkpoint may name them as
     # the original model did (Mixtral's block_sparse_moe.*): PEFT checks them when it loads.
     parameter_targets = bool(adapter_config.get("target_parameters"))
+    if not parameter_targets and any(f"{module}.weight" not in base for module in pairs):
+        base = loaded_weight_shapes(base_folder) or base
     for module, parts in sorted(pairs.items()):
         base_shape = base.get(f"{module}.weight")
         if base_shape is None and parameter_targets:

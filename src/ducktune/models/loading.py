@@ -64,6 +64,25 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
     return tokenizer
 
 
+def generation_stop_tokens(folder: str | Path, tokenizer) -> list[str]:
+    """Tokens the model's generation_config.json lists as eos_token_id (an id or a list): models
+    publish every token that ends their turns there, beyond the tokenizer's EOS (GLM-4's <|user|> and
+    <|observation|>, Llama 3.1's <|eom_id|>, Phi-3's <|end|>). [] without that file."""
+    path = Path(folder) / "generation_config.json"
+    try:
+        ids = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
+    except (OSError, ValueError, AttributeError):
+        return []
+    ids = ids if isinstance(ids, list) else [ids]
+    tokens = []
+    for token_id in ids:
+        if isinstance(token_id, int) and not isinstance(token_id, bool) and 0 <= token_id < len(tokenizer):
+            token = tokenizer.convert_ids_to_tokens(token_id)
+            if isinstance(token, str) and token not in tokens:
+                tokens.append(token)
+    return tokens
+
+
 _THINKING_PIN = "{%- if enable_thinking is not defined %}{%- set enable_thinking = %s %}{%- endif %}"
 
 

@@ -96,20 +96,22 @@ class LlamaCppEngine:
             raise UserError(f"{gguf}: not found")
         export_dir = gguf.parent
         if (export_dir / "export.json").is_file():
-            from ducktune.models.loading import load_tokenizer
+            from ducktune.models.loading import generation_stop_tokens, load_tokenizer
 
             manifest = read_manifest(export_dir)
-            tokenizer = load_tokenizer(export_dir / (manifest.get("files") or {}).get("merged", "merged"))
-            system_prompt = manifest.get("system_prompt")
+            merged = export_dir / (manifest.get("files") or {}).get("merged", "merged")
+            tokenizer = load_tokenizer(merged)
+            system_prompt, extra_stops = manifest.get("system_prompt"), generation_stop_tokens(merged, tokenizer)
             default_name = gguf.stem  # one file of the folder (duckling-q4_k_m): the quant stays in its name
         else:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            system_prompt, default_name = None, gguf.stem
+            system_prompt, default_name, extra_stops = None, gguf.stem, []
         llm = open_llama(gguf, max_context, n_threads)
         n_ctx = llm.n_ctx()
-        return cls(llm, tokenizer, ChatFormat(tokenizer, system_prompt=system_prompt), name or default_name, n_ctx)
+        chat_format = ChatFormat(tokenizer, system_prompt=system_prompt, extra_stop_tokens=extra_stops)
+        return cls(llm, tokenizer, chat_format, name or default_name, n_ctx)
 
     @classmethod
     def from_export(cls, export_dir: str | Path, quant: str | None = None, name: str | None = None,

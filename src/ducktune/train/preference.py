@@ -406,13 +406,14 @@ def base_greedy_answers(config, prompts: list[str], max_new_tokens: int, log=pri
     from ducktune.chat.general import base_model_fingerprint, cached_base_answers
     from ducktune.data.template import ChatFormat
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import estimate_params, load_tokenizer, model_config
+    from ducktune.models.loading import estimate_params, generation_stop_tokens, load_tokenizer, model_config
     from ducktune.models.sources import resolve_model
 
     mc = config.model
     folder = resolve_model(mc.name_or_path, mc.revision, log=log)
     tokenizer = load_tokenizer(folder, mc.chat_template, mc.trust_remote_code, mc.enable_thinking)
-    chat_format = ChatFormat(tokenizer, system_prompt=mc.system_prompt)
+    chat_format = ChatFormat(tokenizer, system_prompt=mc.system_prompt,
+                             extra_stop_tokens=generation_stop_tokens(folder, tokenizer))
     placement = choose_placement(mc.device, mc.dtype, estimate_params(model_config(folder)))
 
     def engine_factory():

@@ -162,7 +162,8 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     from ducktune.data.template import ChatFormat
     from ducktune.errors import ModelError
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import check_weights, estimate_params, load_tokenizer, model_config, qlora_support
+    from ducktune.models.loading import (check_weights, estimate_params, generation_stop_tokens, load_tokenizer,
+                                         model_config, qlora_support)
     from ducktune.models.sources import resolve_model
 
     folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
@@ -189,7 +190,8 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
         check_lora_targets(model_json, config.lora)
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
-    chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+    chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt,
+                             extra_stop_tokens=generation_stop_tokens(folder, tokenizer))
     return BaseModel(folder, params, placement, tokenizer, chat_format)
 
 
