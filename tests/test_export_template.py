@@ -76,7 +76,9 @@ def test_deepseek_r1_template_renders_identically_in_go(tiny_qwen):
                                ["<｜User｜>", "<｜Assistant｜>"], DEEPSEEK_R1_TEMPLATE)
     layout = assert_go_renders_like_hf(ChatFormat(tokenizer))
     assert layout.system_style == BLOCK and layout.system_open == ""
-    assert layout.generation_prompt == "<｜Assistant｜><think>\n"
+    # Answers are rendered right after <｜Assistant｜>, so the prompt ends there, as trained (the
+    # template's own generation prompt adds <think>\n, which training never shows).
+    assert layout.generation_prompt == "<｜Assistant｜>"
 
 
 def test_template_that_drops_the_system_message_is_refused(tiny_qwen):

@@ -347,3 +347,43 @@ def test_moe_routed_experts_left_by_all_linear_are_named_and_can_be_adapted(tmp_
     err = capsys.readouterr().err
     assert "error: lora.target_parameters: 'mlp.experts.nope' is not a parameter of Qwen2MoeForCausalLM" in err
     assert "Traceback" not in err and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("enable_thinking,dropped", [(True, "<think>\n"), (False, "<think>\n</think>")])
+def test_deepseek_r1_is_prompted_as_trained(standins, enable_thinking, dropped):
+    """DeepSeek-R1-Distill's template renders answers after '<｜Assistant｜>' but its generation prompt
+    adds '<think>\\n' (the published one; the bundled one adds '<think>\\n</think>' in non-thinking
+    mode): the model was trained on one prompt and asked with another. ducktune now prompts as trained,
+    in its own paths, the Ollama TEMPLATE and the exported Jinja template; Qwen3's think block, which
+    its answers do follow, is left alone."""
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    from ducktune.config import ModelConfig
+    from ducktune.data.template import ChatFormat
+    from ducktune.export.gotemplate import derive_layout
+    from ducktune.export.support import export_warnings
+    from ducktune.models.families import standin_dir
+    from ducktune.models.loading import load_tokenizer
+
+    folder = standin_dir("deepseek-r1-distill-qwen", standins, log=lambda *a: None)
+    tokenizer = load_tokenizer(folder, None, False, enable_thinking)
+    assert tokenizer.apply_chat_template([{"role": "user", "content": "q"}], tokenize=False,
+                                         add_generation_prompt=True).endswith("<｜Assistant｜>" + dropped)
+    fmt = ChatFormat(tokenizer)
+    assert (fmt.generation_prompt, fmt.dropped_prompt_text) == ("<｜Assistant｜>", dropped)
+    history = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    trained, spans = fmt.assistant_spans(history + [{"role": "assistant", "content": "a2"}])
+    prompt = fmt.render(history, add_generation_prompt=True)
+    assert trained.startswith(prompt) and spans[-1][0] == len(prompt) and prompt.endswith("q2<｜Assistant｜>")
+    assert derive_layout(fmt).render(history) == prompt
+    exported = fmt.trained_template()
+    assert Jinja2ChatFormatter(exported, eos_token=tokenizer.eos_token, bos_token=tokenizer.bos_token)(
+        messages=history).prompt == prompt
+    assert tokenizer.apply_chat_template(history, chat_template=exported, tokenize=False,
+                                         add_generation_prompt=True) == prompt
+    warnings = export_warnings(ModelConfig(name_or_path=str(folder), enable_thinking=enable_thinking),
+                               log=lambda *a: None)
+    assert [w for w in warnings if w.startswith(f"the chat template's generation prompt adds {dropped!r}")]
+    for thinking in (False, True):
+        qwen3 = ChatFormat(load_tokenizer(standin_dir("qwen3", standins, log=lambda *a: None), None, False, thinking))
+        assert qwen3.dropped_prompt_text == "" and qwen3.trained_template() == qwen3.tokenizer.chat_template

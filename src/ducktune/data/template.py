@@ -70,6 +70,12 @@ class ChatFormat:
         if self.eot_token is None and not tokenizer.eos_token:
             raise ModelError("the chat template ends answers with no special token and the tokenizer has no EOS token")
         self.generation_prompt = self._discover_generation_prompt()
+        # Text the template's generation prompt adds beyond what precedes answers it renders (DeepSeek-R1's
+        # `<think>\n`): training never shows it, so ducktune prompts without it ("" when they agree).
+        self.dropped_prompt_text = ""
+        opening = self._discover_answer_opening()
+        if opening is not None and len(self.generation_prompt) > len(opening) and self.generation_prompt.startswith(opening):
+            self.generation_prompt, self.dropped_prompt_text = opening, self.generation_prompt[len(opening):]
         if system_prompt:
             self._check_system_role()
 
@@ -130,6 +136,21 @@ class ChatFormat:
         without = self._render_raw(messages, False)
         return with_prompt[len(without):] if with_prompt.startswith(without) else ""
 
+    def _discover_answer_opening(self) -> str | None:
+        """The text a rendered conversation puts between a user turn and the answer that follows it
+        (None: not measurable, e.g. a template that changes the user turn once answered)."""
+        user = [{"role": "user", "content": _PROBE_QUESTION}]
+        before = self._render_raw(user, False)
+        both = self._render_raw(user + [{"role": "assistant", "content": _PROBE_ANSWER}], False)
+        at = both.find(_PROBE_ANSWER, len(before))
+        return both[len(before):at] if both.startswith(before) and at >= 0 else None
+
+    def _render_prompt(self, messages: list[dict]) -> str:
+        """The template's rendering ready for the next answer, opened as training opened answers."""
+        if self.dropped_prompt_text:
+            return self._render_raw(messages, False) + self.generation_prompt
+        return self._render_raw(messages, True)
+
     # -------------------------------------------------------------- public API
 
     @functools.cached_property
@@ -161,13 +182,25 @@ class ChatFormat:
             return [{"role": "system", "content": self.system_prompt}] + list(messages)
         return list(messages)
 
-    def trained_template(self) -> str:
-        """A Jinja chat template that renders on its own what `render` renders: the tokenizer's
-        template behind a prelude that adds the default system prompt to conversations without one and
-        appends the inserted EOS to each answer. Exports carry it (merged/'s tokenizer, the GGUF's
-        tokenizer.chat_template), so runners that only read the template (llama-server, LM Studio,
-        transformers) prompt as training did. Unchanged when training added neither."""
+    def prompting_template(self) -> str:
+        """The tokenizer's template, ending a prompt as training opened answers: where its generation
+        prompt adds text trained answers never follow (dropped_prompt_text), it renders the conversation
+        without it and appends the trained opening itself. Otherwise the template unchanged."""
         template = self.tokenizer.chat_template
+        if not self.dropped_prompt_text:
+            return template
+        opening = json.dumps(self.generation_prompt, ensure_ascii=False)
+        return ("{%- set ducktune_prompt = add_generation_prompt is defined and add_generation_prompt %}"
+                "{%- set add_generation_prompt = false %}" + template
+                + f"{{% if ducktune_prompt %}}{{{{ {opening} }}}}{{% endif %}}")
+
+    def trained_template(self) -> str:
+        """A Jinja chat template that renders on its own what `render` renders: prompting_template()
+        behind a prelude that adds the default system prompt to conversations without one and appends
+        the inserted EOS to each answer. Exports carry it (merged/'s tokenizer, the GGUF's
+        tokenizer.chat_template), so runners that only read the template (llama-server, LM Studio,
+        transformers) prompt as training did. Unchanged when training added none of these."""
+        template = self.prompting_template()
         prelude = ""
         if self.system_prompt:
             # A JSON string is a valid Jinja string literal (quotes, backslashes and newlines escaped).
@@ -190,7 +223,7 @@ class ChatFormat:
         special token, training inserts EOS after each answer (assistant_spans), so earlier answers
         get it here too (not a final assistant message: that one is being continued)."""
         messages = self.with_system(messages)
-        raw = self._render_raw(messages, add_generation_prompt)
+        raw = self._render_prompt(messages) if add_generation_prompt else self._render_raw(messages, False)
         if self.inserted_eos is None or not any(m["role"] == "assistant" for m in messages):
             return raw
         try:
@@ -260,7 +293,7 @@ class ChatFormat:
         return full, spans
 
     def _answer_start(self, messages: list[dict], i: int, full: str, cursor: int) -> int:
-        prefix = self._render_raw(messages[:i], True) if i else self.generation_prompt
+        prefix = self._render_prompt(messages[:i]) if i else self.generation_prompt
         if i and full.startswith(prefix) and len(prefix) >= cursor:
             return len(prefix)
         # History-rewriting template: search for the generation prompt followed by the answer.

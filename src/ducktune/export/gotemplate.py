@@ -32,6 +32,8 @@ that prints today's date (Llama 3.2's `strftime_now`) is measured on the day of 
 
 from __future__ import annotations
 
+import copy
+
 import unicodedata
 from dataclasses import asdict, dataclass
 
@@ -266,7 +268,11 @@ def derive_layout(chat_format) -> TurnLayout:
 
     Raises TemplateError with a one-line reason naming the construct that does not fit.
     """
-    probe = _Probe(chat_format.tokenizer)
+    tokenizer = chat_format.tokenizer
+    if chat_format.dropped_prompt_text:  # measure the prompt as training opened answers (DeepSeek-R1)
+        tokenizer = copy.copy(tokenizer)
+        tokenizer.chat_template = chat_format.prompting_template()
+    probe = _Probe(tokenizer)
     user = [{"role": "user", "content": _U1}]
     user_only = probe.render(user)
     if _U1 not in user_only:

@@ -108,7 +108,16 @@ def export_warnings(model, log=print) -> list[str]:
 
         if problem := unquotable(model.system_prompt, "model.system_prompt"):
             warnings.append(f"{problem}: the export can write the merged model and GGUF, not the Ollama Modelfile")
-    from ducktune.data.template import plain_text_markers
+    from ducktune.data.template import ChatFormat, plain_text_markers
+
+    try:
+        dropped = ChatFormat(tokenizer).dropped_prompt_text
+    except Exception:  # no template, or one that refuses the probe: training says so itself
+        dropped = ""
+    if dropped:
+        warnings.append(f"the chat template's generation prompt adds {dropped!r}, which its rendering of answers "
+                        "never has: ducktune trains and prompts without it (chat, serving and the export's "
+                        "templates alike), so the model answers as trained")
 
     if markers := plain_text_markers(tokenizer):
         eos = getattr(tokenizer, "eos_token", None)
