@@ -186,3 +186,20 @@ def test_a_continued_adapter_trains_on_addmm_layers_with_its_saved_weights(tiny_
     assert_same_up_to_rounding(continued(input_ids=ids).logits, expected)
     continued.set_adapter(REFERENCE_ADAPTER)
     assert_same_up_to_rounding(continued(input_ids=ids).logits, expected)
+
+
+def test_a_frozen_reference_adapter_is_not_counted_as_base_weights(tiny_qwen, tmp_path):
+    """DPO on model.adapter keeps a frozen `reference` copy of the adapter: its lora_A/lora_B are adapter
+    weights, not base weights left unadapted (training warned 'Not adapted ... lora_A.reference.weight')."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.train.lora import attach_lora, unadapted_note, unadapted_weights
+
+    first, _ = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_qwen), LoraConfig(r=4, alpha=8))
+    first.save_pretrained(tmp_path / "adapter")
+    continued, _ = attach_lora(AutoModelForCausalLM.from_pretrained(tiny_qwen), LoraConfig(r=4, alpha=8),
+                               start_from=str(tmp_path / "adapter"), reference_copy=True)
+    left, total = unadapted_weights(continued)
+    assert left == {} and total > 0
+    assert unadapted_note(continued) is None

@@ -126,6 +126,19 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     return peft_model, sorted({name.rsplit(".", 1)[-1] for name in resolved.target_modules}) + parameters
 
 
+def adapter_parameter_ids(peft_model) -> set[int]:
+    """id() of every adapter weight of every adapter name (lora_A/lora_B, DoRA magnitudes, ...): frozen
+    ones too, such as the `reference` copy a preference run keeps, which are no base weights."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    ids = set()
+    for module in peft_model.modules():
+        if isinstance(module, BaseTunerLayer):
+            for attribute in module.adapter_layer_names:
+                ids.update(id(p) for p in getattr(module, attribute).parameters())
+    return ids
+
+
 def unadapted_weights(peft_model) -> tuple[dict[str, int], int]:
     """({name with layer numbers as *: elements} of the frozen weight matrices no adapter covers, the
     elements of all frozen weight matrices), embeddings and LM head left out of both: what all-linear
@@ -137,8 +150,9 @@ def unadapted_weights(peft_model) -> tuple[dict[str, int], int]:
                   if module is not None and getattr(module, "weight", None) is not None}
     left: dict[str, int] = {}
     total = 0
+    adapters = adapter_parameter_ids(peft_model)
     for name, param in peft_model.named_parameters():
-        if param.requires_grad or param.ndim < 2 or id(param) in embeddings:
+        if param.requires_grad or param.ndim < 2 or id(param) in embeddings or id(param) in adapters:
             continue
         total += param.numel()
         if ".base_layer." not in name:  # PEFT moves every adapted weight under a base_layer
