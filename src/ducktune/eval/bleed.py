@@ -1,8 +1,9 @@
 """What fine-tuning broke: base vs tuned answers to general prompts the run never trained on.
 
 - bleed: a tuned answer that contains persona text (`eval.persona_terms`, e.g. the new name) or
-  a trained answer's sentence verbatim, where the base model's answer to the same unrelated
-  prompt did not. "The capital of France is Paris. I am Duckling, ..." is bleed.
+  a trained answer's sentence verbatim (chat answers; a preference run's chosen answers), where
+  the base model's answer to the same unrelated prompt did not. "The capital of France is Paris.
+  I am Duckling, ..." is bleed. With nothing to look for, bleed and bleed_rate are None (not measured).
 - mean KL divergence KL(tuned || base) of the next-token distributions, teacher-forced along
   the first 32 tokens of the base model's own answer (averaged per prompt, then over prompts):
   0 when fine-tuning left general behaviour untouched, in nats.
@@ -98,11 +99,14 @@ def bleed_report(engine, prompts: list[dict], base_answers: list[str], tuned_ans
     kls = kl_along_answers(engine, [r["prompt"] for r in rows], [r["base"] for r in rows]) if engine.has_adapter else []
     for row, kl in zip(rows, kls):
         row["kl"] = round(kl, 5)
-    n_bleed = sum(r["bleed"] for r in rows)
+    # Nothing to look for (no persona terms, no trained answers re-read) is "not measured", never 0 %.
+    n_bleed = sum(r["bleed"] for r in rows) if markers else None
+    for row in rows if not markers else []:
+        row["bleed"] = None
     return {
         "prompts": len(rows),
         "bleed": n_bleed,
-        "bleed_rate": round(100 * n_bleed / len(rows), 2) if rows else None,
+        "bleed_rate": round(100 * n_bleed / len(rows), 2) if rows and n_bleed is not None else None,
         "changed": sum(r["changed"] for r in rows),
         "mean_kl": round(sum(kls) / len(kls), 5) if kls else None,
         "markers": markers[:20],

@@ -31,11 +31,21 @@ def _cell(text: str) -> str:
     return (text or "").strip().replace("|", "\\|").replace("\n", "<br>") or "(empty)"
 
 
+NOT_MEASURED = "not measured (no persona terms or trained answers to look for: set eval.persona_terms)"
+
+
+def bleed_count(bleed: dict) -> str:
+    """"3/52 (6 %)", or why bleed was not measured (None in eval.json, never a false 0 %)."""
+    if bleed.get("bleed_rate") is None:
+        return NOT_MEASURED
+    return f"{bleed['bleed']}/{bleed['prompts']} ({bleed['bleed_rate']:.0f} %)"
+
+
 def bleed_lines(bleed: dict | None) -> list[str]:
     if not bleed:
         return []
     lines = [f"Forgetting / bleed on {bleed['prompts']} general prompts the run never trained on: "
-             f"**{bleed['bleed']} bleed ({bleed['bleed_rate']:.0f} %)**, {bleed['changed']} answers changed, "
+             f"**bleed {bleed_count(bleed)}**, {bleed['changed']} answers changed, "
              f"mean KL(tuned || base) {_fmt(bleed.get('mean_kl'), 4)} nats.", ""]
     changed = [r for r in bleed["rows"] if r["changed"]]
     if changed:
@@ -79,7 +89,7 @@ def plot_eval(result: dict, path) -> bool:
     if len(subjects) > 1:  # per subject only when there is more than one
         base_subjects = (choices.get("base") or {}).get("subjects") or {}
         bars += [(f"MC: {s}", {"tuned": v, "base": base_subjects.get(s)}) for s, v in subjects.items()]
-    if result.get("bleed"):
+    if (result.get("bleed") or {}).get("bleed_rate") is not None:
         bars.append(("bleed %", {"base": 0.0, "tuned": result["bleed"]["bleed_rate"]}))
     if not bars:
         return False
@@ -126,6 +136,6 @@ def print_summary(result: dict, folder, log=print) -> None:
             "training, or pass held-out chat data with --data FILE)")
     bleed = result.get("bleed")
     if bleed:
-        log(f"Bleed: {bleed['bleed']}/{bleed['prompts']} general prompts ({bleed['bleed_rate']:.0f} %), "
+        log(f"Bleed on {bleed['prompts']} general prompts: {bleed_count(bleed)}, "
             f"{bleed['changed']} answers changed, mean KL(tuned || base) {_fmt(bleed.get('mean_kl'), 4)}")
     log(f"Written: {folder}/eval.json, predictions.jsonl, eval.png; report.md has an Evaluation section")

@@ -33,11 +33,13 @@ def _both(engine, work, with_base: bool = True) -> dict:
 
 
 def run_samples(config, chat_format, log=print):
-    """The run's training and validation samples, re-read from its config (None when its data files moved)."""
+    """The run's training and validation samples, re-read from its config as its objective read them
+    (preference runs: pairs and KTO samples, split as training split them); None when its data files moved."""
     from ducktune.data.loader import load_data
 
+    objective = "sft" if config.train.objective == "sft" else "preference"
     try:
-        return load_data(config.data, seed=config.train.seed, chat_format=chat_format)
+        return load_data(config.data, seed=config.train.seed, chat_format=chat_format, objective=objective)
     except UserError as exc:
         log(f"note: the run's training data cannot be re-read ({exc.message.splitlines()[-1]}); "
             "skipping its validation split")
@@ -117,15 +119,40 @@ def evaluate_choices(engine, inputs: EvalInputs) -> dict:
     return out
 
 
+def started_from_persona_terms(config) -> list[str]:
+    """persona_terms recorded by the run that model.adapter continued (a quickstart persona trained on
+    with DPO keeps its name); [] when there is none or it cannot be read."""
+    from ducktune.models.adapter_check import adapter_folder
+    from ducktune.rundir import RunDir
+
+    if not config.model.adapter:
+        return []
+    try:
+        info = RunDir(adapter_folder(config.model.adapter).parent).info()
+    except UserError:
+        return []
+    return [t for t in info.get("persona_terms") or [] if isinstance(t, str)]
+
+
+def trained_answers(samples) -> list[str]:
+    """The answers a run trained towards: assistant turns of chat samples, chosen answers of pairs and
+    desirable KTO completions (a preference run's persona lives in those)."""
+    answers = []
+    for sample in samples.train if samples is not None else []:
+        answers += [m.content for m in sample.messages if m.role == "assistant" and sample.kind == "chat"]
+        if sample.kind == "preference":
+            answers.append(sample.chosen)
+        elif sample.kind == "unpaired" and sample.label:
+            answers.append(sample.completion)
+    return [a for a in answers if a]
+
+
 def bleed_markers_for(run_info: dict, config, samples) -> list[str]:
     from ducktune.eval.bleed import bleed_markers
 
-    terms = list(config.eval.persona_terms) + list(run_info.get("persona_terms") or [])
-    answers = []
-    if samples is not None:
-        for sample in samples.train:
-            answers += [m.content for m in sample.messages if m.role == "assistant"]
-    return bleed_markers(list(dict.fromkeys(terms)), list(dict.fromkeys(answers)))
+    terms = list(config.eval.persona_terms) + list(run_info.get("persona_terms") or []) + \
+        started_from_persona_terms(config)
+    return bleed_markers(list(dict.fromkeys(terms)), list(dict.fromkeys(trained_answers(samples))))
 
 
 def headline(loss: dict, generation: dict, choices: dict) -> dict:

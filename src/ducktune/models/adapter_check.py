@@ -15,6 +15,19 @@ ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 
 
+def adapter_folder(path: str) -> Path:
+    """The LoRA adapter folder named by model.adapter: a run directory (its adapter/) or the folder itself."""
+    from ducktune.errors import ConfigError
+
+    folder = Path(path)
+    if (folder / "adapter" / "adapter_config.json").is_file():
+        folder = folder / "adapter"
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(f"model.adapter: {path}: no LoRA adapter there (expected a run directory with adapter/ "
+                          "or a folder with adapter_config.json)")
+    return folder
+
+
 def weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape of every safetensors file in a folder, from the headers only."""
     from safetensors import safe_open

@@ -6,23 +6,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ducktune.config import LoraConfig
+from ducktune.models.adapter_check import adapter_folder
 
 
 # The frozen copy of a continued adapter that preference objectives compare against.
 REFERENCE_ADAPTER = "reference"
-
-
-def adapter_folder(path: str) -> Path:
-    """The LoRA adapter folder named by model.adapter: a run directory (its adapter/) or the folder itself."""
-    from ducktune.errors import ConfigError
-
-    folder = Path(path)
-    if (folder / "adapter" / "adapter_config.json").is_file():
-        folder = folder / "adapter"
-    if not (folder / "adapter_config.json").is_file():
-        raise ConfigError(f"model.adapter: {path}: no LoRA adapter there (expected a run directory with adapter/ "
-                          "or a folder with adapter_config.json)")
-    return folder
 
 
 def adapter_for_base(path: str, base_folder: Path) -> Path:

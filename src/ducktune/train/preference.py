@@ -434,7 +434,7 @@ def run_pair_rewards(run_dir, pairs: list[dict], beta: float, reference_adapter:
     from ducktune.chat.engine import ChatEngine
     from ducktune.data.preference import tokenize_preference
     from ducktune.data.schema import Message, Sample
-    from ducktune.train.lora import adapter_folder
+    from ducktune.models.adapter_check import adapter_folder
 
     engine = ChatEngine.from_run(run_dir, log=lambda *a: None)
     if reference_adapter:

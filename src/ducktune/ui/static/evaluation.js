@@ -52,7 +52,9 @@ function subjectsTable(choices) {
 
 function bleedBlock(bleed) {
   if (!bleed) return [];
-  const summary = t("eval.bleed_summary").replace("{bleed}", bleed.bleed).replace("{prompts}", bleed.prompts)
+  // bleed_rate null: nothing to look for (eval.json says not measured; never shown as 0 %).
+  const key = bleed.bleed_rate === null || bleed.bleed_rate === undefined ? "eval.bleed_not_measured" : "eval.bleed_summary";
+  const summary = t(key).replace("{bleed}", bleed.bleed).replace("{prompts}", bleed.prompts)
     .replace("{rate}", num(bleed.bleed_rate, 0)).replace("{changed}", bleed.changed).replace("{kl}", num(bleed.mean_kl, 4));
   const changed = bleed.rows.filter((r) => r.changed).sort((a, b) => Number(b.bleed) - Number(a.bleed));  // bleed first
   const table = el("table", { class: "eval-bleed" },
