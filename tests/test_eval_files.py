@@ -78,9 +78,8 @@ def fake_run(tmp_path) -> Path:
     ("empty.csv", "", ": empty file"),
     # A chat file with one bad record: one line (the problem and the advice), not the problem then a summary.
     ("chat.jsonl", '{"instruction": "hi", "output": "x"}\n{"instruction": 5\n', ":2:18: (json): invalid JSON"),
-    # Preference pairs hold no single answer to score: refused, not reported as an empty set.
-    ("pairs.jsonl", '{"prompt": "hi", "chosen": "a", "rejected": "b"}\n', ":1: preference data (preference record); evaluation takes"),
-    ("kto.jsonl", '{"prompt": "hi", "completion": "a", "label": true}\n', ":1: preference data (unpaired record); evaluation takes"),
+    # KTO samples hold no pair to compare (pairs are scored as preference data): refused, not an empty set.
+    ("kto.jsonl", '{"prompt": "hi", "completion": "a", "label": true}\n', ":1: KTO samples (unpaired record) hold no"),
 ])
 def test_cli_bad_eval_file_exit_2_and_nothing_written(tmp_path, capsys, name, text, field):
     run = fake_run(tmp_path)

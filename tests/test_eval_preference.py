@@ -65,3 +65,42 @@ def test_bleed_with_nothing_to_look_for_is_not_measured_never_zero_percent():
 
     measured = bleed_report(engine, prompts, ["4", "Paris"], ["4, says Duckling", "Paris"], markers=["Duckling"])
     assert measured["bleed"] == 1 and measured["bleed_rate"] == 50.0
+
+
+def test_eval_of_dpo_on_an_sft_adapter_scores_its_validation_pairs(tmp_path, tiny_qwen, capsys, monkeypatch):
+    """The QA reproduction: DPO with model.adapter on an SFT run and data.val_ratio. eval scores the
+    held-out pairs for base, the adapter it started from and tuned, the reward against that adapter,
+    finds bleed markers in the chosen answers, and --data accepts pair files (reference: the base)."""
+    from ducktune.cli import main
+    from ducktune.train import recipe
+
+    monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path / "cache"))
+    sft_data = tmp_path / "sft.json"
+    sft_data.write_text(json.dumps([{"instruction": p["prompt"], "output": p["chosen"]} for p in PAIRS]))
+    common = [f"model.name_or_path={tiny_qwen}", "train.max_steps=2", "lora.r=4", "train.num_threads=1",
+              "train.learning_rate=5e-3", "eval.max_new_tokens=4"]
+    recipe.train(load_config(None, [*common, f"data.datasets=[{sft_data}]", f"output.dir={tmp_path / 'sft'}"]),
+                 progress=False, compare=False)
+    recipe.train(pair_config(tmp_path, *common, f"model.adapter={tmp_path / 'sft'}", f"output.dir={tmp_path / 'dpo'}",
+                             "train.batch_size=2"), progress=False, compare=False)
+    capsys.readouterr()
+
+    assert main(["eval", str(tmp_path / "dpo"), "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "cannot be re-read" not in out and "no validation split" not in out
+    assert "Preference on 2 held-out pairs: reward accuracy" in out
+    result = json.loads((tmp_path / "dpo" / "eval" / "eval.json").read_text())
+    preference = result["preference"]
+    assert preference["pairs"] == 2 and preference["reference"] == f"model.adapter: {tmp_path / 'sft'}"
+    assert all(preference[side] is not None for side in ("base", "tuned", "started_from"))
+    expected = preference["beta"] * (preference["tuned"]["margin"] - preference["started_from"]["margin"])
+    assert abs(preference["reward_margin"] - expected) < 1e-3
+    assert result["preference_accuracy"]["tuned"] == preference["tuned"]["accuracy"]
+    assert result["bleed"]["bleed_rate"] is not None and "I am Duckling, answer 0 is here." in result["bleed"]["markers"]
+
+    pairs = tmp_path / "held.jsonl"
+    pairs.write_text("".join(json.dumps(p) + "\n" for p in PAIRS[:3]), encoding="utf-8")
+    assert main(["eval", str(tmp_path / "sft"), "--data", str(pairs), "--max-new-tokens", "4"]) == 0
+    preference = json.loads((tmp_path / "sft" / "eval" / "eval.json").read_text())["preference"]
+    assert preference["pairs"] == 3 and preference["reference"] == "base" and preference["started_from"] is None
+    assert preference["sets"] == [{"name": str(pairs), "pairs": 3}]

@@ -4,7 +4,9 @@ from ducktune.commands import add_parser
 def register(sub) -> None:
     p = add_parser(sub, "eval", "did it work, and what did it break? held-out loss, metrics, multiple choice, bleed",
                    "Evaluate a run, base (adapter off) vs tuned: loss and perplexity on held-out data (the run's "
-                   "validation split and --data chat files; trained tokens only, same masks as training); greedy "
+                   "validation split and --data chat files; trained tokens only, same masks as training); how often "
+                   "base and tuned prefer the chosen answer of held-out pairs (a preference run's validation split "
+                   "and --data pair files) with DPO's implied reward against the model the run started from; greedy "
                    "answers to --data chat files scored by exact match, BLEU-4 and ROUGE-1/2/L (Chinese as "
                    "LLaMA-Factory does: characters / jieba words; words otherwise); accuracy on multiple-choice --data files "
                    "in the MMLU / C-Eval / CMMLU layout (question, A-D, answer; by the log-likelihood of the answer "
@@ -15,7 +17,8 @@ def register(sub) -> None:
                    "  ducktune eval runs/my-run --data mmlu/data/test --data ceval/val --json")
     p.add_argument("run_dir", help="run directory")
     p.add_argument("--data", action="append", default=[], metavar="FILE",
-                   help="held-out chat data (any training format) or a multiple-choice file/folder; repeatable")
+                   help="held-out chat data or preference pairs (any training format), or a multiple-choice file/folder; "
+                        "repeatable")
     p.add_argument("--base", action="store_true",
                    help="also generate the base model's answers for the generation metrics (loss, multiple choice "
                         "and bleed always compare with the base model)")

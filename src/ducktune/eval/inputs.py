@@ -27,13 +27,15 @@ class ChoiceSet:
 class EvalInputs:
     chat: list[ChatSet] = field(default_factory=list)
     choices: list[ChoiceSet] = field(default_factory=list)
+    pairs: list[ChatSet] = field(default_factory=list)  # preference pairs: scored by eval/preference.py
 
 
 def _is_empty(path: Path) -> bool:
     return path.is_file() and not path.read_text(encoding="utf-8-sig", errors="replace").strip()
 
 
-def read_chat_file(path: Path) -> ChatSet:
+def read_data_file(path: Path) -> tuple[ChatSet | None, ChatSet | None]:
+    """(its chat and text samples, its preference pairs) as sets; None where it holds none."""
     from ducktune.data.loader import data_error, load_file
 
     data = load_file(path)
@@ -41,15 +43,17 @@ def read_chat_file(path: Path) -> ChatSet:
         raise data_error(data.issues, "fix the evaluation file")
     if not data.samples:
         raise UserError(f"{path}: no samples")
-    paired = [s for s in data.samples if s.kind in PREFERENCE_KINDS]
-    if paired:  # evaluated as chats they would count as zero samples and silently vanish from the report
-        raise UserError(f"{paired[0].where}: preference data ({paired[0].kind} record); evaluation takes chat data "
-                        "(answers to score) or multiple-choice files")
-    return ChatSet(str(path), data.samples)
+    chats = [s for s in data.samples if s.kind not in PREFERENCE_KINDS]
+    pairs = [s for s in data.samples if s.kind == "preference"]
+    if not chats and not pairs:  # evaluated as chats they would count as zero samples and silently vanish
+        first = data.samples[0]
+        raise UserError(f"{first.where}: KTO samples (unpaired record) hold no chosen/rejected pair to compare; "
+                        "evaluation takes chat data (answers to score), preference pairs or multiple-choice files")
+    return (ChatSet(str(path), chats) if chats else None), (ChatSet(str(path), pairs) if pairs else None)
 
 
 def read_eval_inputs(paths: list[str]) -> EvalInputs:
-    """Chat data (any format ducktune trains on) and multiple-choice files (MMLU / C-Eval / CMMLU
+    """Chat data (any format ducktune trains on), preference pairs and multiple-choice files (MMLU / C-Eval / CMMLU
     layout, detected by their A-D columns). Raises UserError on the first bad file."""
     inputs = EvalInputs()
     for raw in paths:
@@ -61,5 +65,7 @@ def read_eval_inputs(paths: list[str]) -> EvalInputs:
         if looks_like_choices(path):
             inputs.choices.append(ChoiceSet(str(path), read_choices(path)))
         else:
-            inputs.chat.append(read_chat_file(path))
+            chats, pairs = read_data_file(path)
+            inputs.chat += [chats] if chats else []
+            inputs.pairs += [pairs] if pairs else []
     return inputs

@@ -10,7 +10,10 @@ from ducktune.io import atomic_file, write_json, write_text
 SECTION = "## Evaluation"
 ROWS = (("loss", "held-out loss", 4), ("perplexity", "perplexity", 2), ("exact_match", "exact match %", 1),
         ("bleu_4", "BLEU-4", 2), ("rouge_1", "ROUGE-1", 2), ("rouge_2", "ROUGE-2", 2), ("rouge_l", "ROUGE-L", 2),
-        ("choice_accuracy", "multiple-choice accuracy %", 1))
+        ("choice_accuracy", "multiple-choice accuracy %", 1),
+        ("preference_accuracy", "prefers chosen % (held-out pairs)", 1),
+        ("preference_margin", "log p(chosen) - log p(rejected)", 3))
+PERCENT_KEYS = ("exact_match", "choice_accuracy", "preference_accuracy")  # eval.png's bars (BLEU/ROUGE too)
 
 
 def _fmt(value, digits: int) -> str:
@@ -57,12 +60,32 @@ def bleed_lines(bleed: dict | None) -> list[str]:
     return lines
 
 
+def preference_line(preference: dict | None) -> str | None:
+    """One sentence on held-out pairs: how many, the reward against which reference; None without any."""
+    if not preference:
+        return None
+    if not preference.get("pairs"):
+        return (f"Preference: not measured ({preference.get('unpaired_skipped', 0)} held-out KTO samples are "
+                "unpaired: no chosen/rejected pair to compare)")
+    line = f"Preference on {preference['pairs']} held-out pairs"
+    if preference.get("reward_accuracy") is not None:
+        line += (f": reward accuracy {preference['reward_accuracy']:.0f} %, mean reward margin "
+                 f"{preference['reward_margin']:.4f} (DPO's implied reward, beta {preference['beta']}, against "
+                 f"{preference['reference']})")
+    started = preference.get("started_from")
+    if started:
+        line += f"; the adapter it started from prefers chosen in {started['accuracy']:.0f} %"
+    return line
+
+
 def section(result: dict, has_plot: bool) -> str:
     lines = [SECTION, "", f"`ducktune eval` ({result['finished']}, {result['seconds']:.0f} s); "
              "base = the same weights with the adapter switched off.", ""]
     rows = metric_rows(result)
     if rows:
         lines += ["| metric | base | tuned |", "|---|---|---|"] + [f"| {a} | {b} | {c} |" for a, b, c in rows] + [""]
+    if line := preference_line(result.get("preference")):
+        lines += [line + ".", ""]
     if has_plot:
         lines += ["![eval](eval/eval.png)", ""]
     return "\n".join(lines + bleed_lines(result.get("bleed")))
@@ -83,7 +106,8 @@ def update_report(report_path, text: str) -> None:
 def plot_eval(result: dict, path) -> bool:
     """Base vs tuned bars: per-subject multiple-choice accuracy and the percent metrics (a table of
     many subjects reads worse than bars)."""
-    bars = [(label, result[key]) for key, label, _ in ROWS[2:] if (result.get(key) or {}).get("tuned") is not None]
+    bars = [(label, result[key]) for key, label, _ in ROWS
+            if (key in PERCENT_KEYS or key.startswith(("bleu", "rouge"))) and (result.get(key) or {}).get("tuned") is not None]
     choices = result.get("choices") or {}
     subjects = (choices.get("tuned") or {}).get("subjects") or {}
     if len(subjects) > 1:  # per subject only when there is more than one
@@ -130,8 +154,11 @@ def print_summary(result: dict, folder, log=print) -> None:
         log(f"{'metric':<{width}}  {'base':>10}  {'tuned':>10}")
         for label, base, tuned in rows:
             log(f"{label:<{width}}  {base:>10}  {tuned:>10}")
+    if line := preference_line(result.get("preference")):
+        log(line)
     loss = result.get("loss") or {}
-    if loss.get("tuned") is None and loss.get("base") is None:
+    # A preference run's validation split is pairs: scored above, not missing.
+    if loss.get("tuned") is None and loss.get("base") is None and not result.get("preference"):
         log("Held-out loss: none (the run has no validation split: set data.val_ratio or data.val_file when "
             "training, or pass held-out chat data with --data FILE)")
     bleed = result.get("bleed")

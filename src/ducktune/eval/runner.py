@@ -1,6 +1,8 @@
 """`ducktune eval RUN_DIR`: did it work, and what did it break?
 
     held-out loss / perplexity (validation split + --data chat files; trained tokens, training masks)
+    preference accuracy and margins on held-out pairs (a preference run's validation split + --data
+        pair files; reward accuracy against the model the run started from: eval/preference.py)
     generation metrics on --data chat files (greedy, batched; exact match, BLEU-4, ROUGE-1/2/L)
     multiple-choice accuracy on --data files in the MMLU / C-Eval / CMMLU layout
     forgetting / bleed on the bundled general prompts (always; base answers cached per base model)
@@ -155,7 +157,7 @@ def bleed_markers_for(run_info: dict, config, samples) -> list[str]:
     return bleed_markers(list(dict.fromkeys(terms)), list(dict.fromkeys(trained_answers(samples))))
 
 
-def headline(loss: dict, generation: dict, choices: dict) -> dict:
+def headline(loss: dict, generation: dict, choices: dict, preference: dict | None = None) -> dict:
     """The eval.json keys every reader can rely on: each {'base': x, 'tuned': y} (None when not measured)."""
     out = {"loss": loss.get("loss", {"base": None, "tuned": None}),
            "perplexity": loss.get("perplexity", {"base": None, "tuned": None})}
@@ -163,13 +165,17 @@ def headline(loss: dict, generation: dict, choices: dict) -> dict:
     for key in ("exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l"):
         out[key] = {side: (means.get(side) or {}).get(key) for side in ("base", "tuned")}
     out["choice_accuracy"] = {side: (choices.get(side) or {}).get("overall") for side in ("base", "tuned")}
+    for key, field in (("preference_accuracy", "accuracy"), ("preference_margin", "margin")):
+        out[key] = {side: ((preference or {}).get(side) or {}).get(field) for side in ("base", "tuned")}
     return out
 
 
 def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = False, max_new_tokens: int = 128,
              as_json: bool = False, log=print) -> dict:
     from ducktune.chat.engine import ChatEngine
+    from ducktune.data.schema import PREFERENCE_KINDS
     from ducktune.eval.bleed import run_bleed
+    from ducktune.eval.preference import evaluate_preference
     from ducktune.eval.report import print_summary, write_eval_outputs
     from ducktune.rundir import RunDir
 
@@ -181,18 +187,23 @@ def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = Fals
     started = time.perf_counter()
     engine = ChatEngine.from_run(run_dir, log=log)
     samples = run_samples(config, engine.chat_format, log=log)
-    sets = ([("validation", samples.val)] if samples is not None and samples.val else []) + \
-        [(s.name, s.samples) for s in inputs.chat]
+    val = samples.val if samples is not None else []
+    sets = [(name, chats) for name, chats in [("validation", [s for s in val if s.kind in ("chat", "text")])]
+            + [(s.name, s.samples) for s in inputs.chat] if chats]
     loss = evaluate_loss(engine, sets, config.data.cutoff_len, config.data.train_on) if sets else {}
+    pair_sets = [(name, pairs) for name, pairs in [("validation", [s for s in val if s.kind in PREFERENCE_KINDS])]
+                 + [(s.name, s.samples) for s in inputs.pairs] if pairs]
+    preference = evaluate_preference(engine, pair_sets, config.data.cutoff_len, config.model.adapter,
+                                     config.preference.beta_for("dpo"), log=log)
     generation, predictions = evaluate_generation(engine, inputs, max_new_tokens, with_base)
     choices = evaluate_choices(engine, inputs)
     bleed = run_bleed(engine, bleed_markers_for(info, config, samples), min(max_new_tokens, 64), log=log) \
         if engine.has_adapter else None
-    result = headline(loss, generation, choices) | {
+    result = headline(loss, generation, choices, preference) | {
         "run": run.path.name, "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "seconds": round(time.perf_counter() - started, 1), "max_new_tokens": max_new_tokens,
         "loss_sets": loss.get("sets", []), "generation_samples": generation.get("samples", 0),
-        "choices": choices, "bleed": bleed,
+        "choices": choices, "bleed": bleed, "preference": preference or None,
     }
     write_eval_outputs(run, result, predictions)
     if as_json:
