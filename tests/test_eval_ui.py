@@ -46,3 +46,24 @@ def test_no_evaluation_yet(tmp_path):
     (run / "run.json").write_text("{}", encoding="utf-8")
     assert runs.run_evaluation(run) is None
     assert runs.run_summary(run)["bleed_rate"] is None
+
+
+def test_a_preference_runs_metrics_and_objective_reach_the_runs_tab(tmp_path):
+    """/api/runs/NAME/metrics kept only loss keys (TRL's rewards/*, logps/*, kl were dropped) and the
+    run row had no objective (a DPO run read as "method": "lora")."""
+    from fastapi.testclient import TestClient
+
+    from ducktune.ui.app import create_ui_app
+
+    run = tmp_path / "dpo"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "completed", "method": "lora", "objective": "dpo"}))
+    rows = [{"step": 1, "loss": 0.69, "time": 1.0, "rewards/chosen": 0.1, "rewards/rejected": -0.1,
+             "rewards/margins": 0.2, "rewards/accuracies": 1.0, "logps/chosen": -5.0, "logps/rejected": -9.0, "kl": 0.0},
+            {"step": 1, "eval_loss": 0.6, "eval_rewards/margins": 0.3, "eval_rewards/accuracies": 0.5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with TestClient(create_ui_app(tmp_path), base_url="http://127.0.0.1:7860") as client:
+        assert client.get("/api/runs").json()[0]["objective"] == "dpo"
+        metrics = client.get("/api/runs/dpo/metrics").json()
+    assert metrics[0] == {k: v for k, v in rows[0].items() if k != "time"}
+    assert metrics[1] == rows[1]

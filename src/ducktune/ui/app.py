@@ -354,6 +354,12 @@ def log_router(slots: dict[str, JobSlot]) -> APIRouter:
     return router
 
 
+# What preference runs log beside the loss (TRL's names; eval_ ones on validation pairs).
+PREFERENCE_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies", "logps/chosen",
+                      "logps/rejected", "kl")
+
+
 def _metrics(path: Path) -> list[dict]:
     keep = ("step", "loss", "eval_loss", "lr", "tokens_per_s", "epoch")
-    return [{k: row[k] for k in keep if k in row} for row in RunDir(path).read_metrics()]
+    return [{k: v for k, v in row.items() if k in keep or k.removeprefix("eval_") in PREFERENCE_METRICS}
+            for row in RunDir(path).read_metrics()]

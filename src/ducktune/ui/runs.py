@@ -55,6 +55,7 @@ def run_summary(path: Path) -> dict | None:
         "path": str(path),
         "status": status if status in ("running", "completed", "failed", "interrupted") else "unknown",
         "method": info.get("method") if isinstance(info.get("method"), str) else None,
+        "objective": info.get("objective") if isinstance(info.get("objective"), str) else None,
         "base_model": _field(info, "base_model", "name_or_path"),
         "started": info.get("started") if isinstance(info.get("started"), str) else None,
         "finished": info.get("finished") if isinstance(info.get("finished"), str) else None,

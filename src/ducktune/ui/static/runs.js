@@ -20,7 +20,8 @@ async function refreshRuns() {
   const body = $("#runs-table tbody");
   body.replaceChildren(...runs.map((r) => el("tr", { "data-run": r.name, class: r.name === selected ? "selected" : "",
       onclick: () => openRun(r.name) },
-    el("td", {}, el("b", { text: r.name })),
+    el("td", {}, el("b", { text: r.name }),
+      r.objective && r.objective !== "sft" ? el("span", { class: "muted", text: ` ${r.objective}` }) : ""),
     el("td", {}, el("span", { class: `badge ${r.status}`, text: t(`state.${r.status}`), title: r.problem || "" })),
     el("td", { class: "mono", text: r.base_model || "" }),
     el("td", { text: String(r.steps ?? "") }),
@@ -42,6 +43,16 @@ async function openRun(name) {
   $("#run-detail").classList.remove("hidden");
   $("#run-detail-name").textContent = name;
   drawLossChart($("#run-chart"), detail.metrics, "");
+  // Preference runs: their reward margins (train and eval), with the last reward accuracy in the caption.
+  const accuracies = detail.metrics.filter((m) => typeof m["rewards/accuracies"] === "number");
+  $("#run-reward").classList.toggle("hidden", !accuracies.length);
+  if (accuracies.length) {
+    drawLossChart($("#run-reward-chart"), detail.metrics, "", ["rewards/margins", "eval_rewards/margins"]);
+    const evals = detail.metrics.filter((m) => typeof m["eval_rewards/accuracies"] === "number");
+    $("#run-reward-caption").textContent = t("runs.reward_caption")
+      .replace("{train}", fmt(accuracies[accuracies.length - 1]["rewards/accuracies"]))
+      .replace("{eval}", evals.length ? fmt(evals[evals.length - 1]["eval_rewards/accuracies"]) : "–");
+  }
   $("#run-report").innerHTML = detail.report_html;  // escaped server-side before markdown rendering
   renderEvaluation($("#run-eval"), name, await loadEvaluation(name, detail));
   $("#run-config").href = `api/runs/${encodeURIComponent(name)}/files/config.yaml`;

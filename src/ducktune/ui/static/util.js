@@ -76,13 +76,14 @@ function niceTicks(min, max, count) {
   return ticks;
 }
 
-// Train loss (and eval loss) against step, as SVG: one circle.pt per logged point.
-export function drawLossChart(target, metrics, placeholder) {
+// Train loss (and eval loss) against step, as SVG: one circle.pt per logged point. `keys`: another
+// metric and its eval_ twin (a preference run's rewards/margins).
+export function drawLossChart(target, metrics, placeholder, keys = ["loss", "eval_loss"]) {
   const box = target.viewBox.baseVal;
   const W = box.width, H = box.height, pad = { l: 48, r: 14, t: 12, b: 28 };
   target.replaceChildren();
-  const train = metrics.filter((m) => typeof m.loss === "number").map((m) => [m.step, m.loss]);
-  const evals = metrics.filter((m) => typeof m.eval_loss === "number").map((m) => [m.step, m.eval_loss]);
+  const train = metrics.filter((m) => typeof m[keys[0]] === "number").map((m) => [m.step, m[keys[0]]]);
+  const evals = metrics.filter((m) => typeof m[keys[1]] === "number").map((m) => [m.step, m[keys[1]]]);
   const all = train.concat(evals);
   if (!all.length) {
     target.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "placeholder" }, placeholder || ""));
