@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import re
 import subprocess
 import sys
 import threading
@@ -130,8 +131,43 @@ def test_hub_unreachable_is_one_clear_line(tmp_path):
     proc = _resolve_in_subprocess("someorg/some-model", {"HF_HOME": str(tmp_path), "HF_ENDPOINT": "http://127.0.0.1:9",
                                                           "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"})
     assert proc.returncode == 2, proc.stderr
-    assert proc.stdout.strip() == ("ModelError: cannot download someorg/some-model: no network; pass a local folder "
-                                   "or use the built-in model (smollm2-135m)")
+    assert proc.stdout.strip() == ("ModelError: cannot download someorg/some-model: http://127.0.0.1:9 cannot be "
+                                   "reached; pass a local folder or use the built-in model (smollm2-135m)")
+
+
+def test_offline_hub_message_says_offline_and_a_partial_cache_is_not_blamed_on_the_repository(tmp_path):
+    """HF_HUB_OFFLINE said "no network"; a cached snapshot holding only config.json (what `plan`
+    fetches) said the repository has no safetensors weights."""
+    proc = _resolve_in_subprocess("someorg/some-model", {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2
+    assert proc.stdout.strip().startswith("ModelError: cannot download someorg/some-model: HF_HUB_OFFLINE is set "
+                                          "and it is not in the local cache (")
+    snapshot = tmp_path / "hub" / "models--someorg--conf-only" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    proc = _resolve_in_subprocess("someorg/conf-only", {"HF_HOME": str(tmp_path), "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 2, proc.stderr[-1500:]
+    assert "the repository has none, or they were never downloaded" in proc.stdout
+
+
+def test_a_gguf_file_an_adapter_or_a_run_as_the_base_model_say_what_they_are(tmp_path, tiny_qwen):
+    from ducktune.models.sources import resolve_model
+
+    gguf = tmp_path / "model-f16.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ModelError, match=r"model-f16.gguf: a GGUF file; ducktune trains from a Hugging Face model "
+                                         r"folder .* ducktune chat/serve --gguf FILE"):
+        resolve_model(str(gguf))
+    run = tmp_path / "run"
+    (run / "adapter").mkdir(parents=True)
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_qwen)}))
+    with pytest.raises(ModelError, match=r"no config.json\): it is a ducktune run; set model.adapter to it and "
+                                         rf"model.name_or_path to its base model \({re.escape(str(tiny_qwen))}\)$"):
+        resolve_model(str(run))
+    with pytest.raises(ModelError, match=r"no config.json\): it is a LoRA adapter; set model.adapter"):
+        resolve_model(str(run / "adapter"))
 
 
 def test_plan_with_an_unreachable_hub_is_one_line(tmp_path):
@@ -143,8 +179,9 @@ def test_plan_with_an_unreachable_hub_is_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "ducktune", "plan", "--set", "model.name_or_path=someorg/some-model"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert proc.stderr.strip().splitlines()[-1] == ("error: cannot download someorg/some-model: no network; pass a "
-                                                    "local folder or use the built-in model (smollm2-135m)")
+    assert proc.stderr.strip().splitlines()[-1] == ("error: cannot download someorg/some-model: http://127.0.0.1:9 "
+                                                    "cannot be reached; pass a local folder or use the built-in model "
+                                                    "(smollm2-135m)")
     assert "Traceback" not in proc.stderr
 
 
@@ -305,3 +342,26 @@ def test_linear_biases_come_from_the_module_tree(model_type, settings, biased):
     assert model_skeleton(config) is not None
     assert linear_biases(config) is biased
     assert (qlora_support(config, "cpu") is not None) is biased or qlora_support(config, "cpu").startswith("needs")
+
+
+def test_tokenizer_files_missing_is_said_and_a_chat_template_json_is_read(tmp_path, tiny_qwen):
+    """Without tokenizer files transformers 5 built an empty one-token tokenizer (the errors that
+    followed were "no chat template", then "no training samples left"); multimodal repositories keep
+    the template in chat_template.json, which the tokenizer does not read."""
+    from ducktune.models.loading import load_tokenizer
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_qwen, bare, ignore=shutil.ignore_patterns("tokenizer*", "chat_template*", "vocab*", "merges*"))
+    with pytest.raises(ModelError, match=r"bare: no tokenizer files \(tokenizer.json, tokenizer.model, vocab.json"):
+        load_tokenizer(bare)
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_qwen, moved)
+    template = load_tokenizer(tiny_qwen).chat_template
+    for path in moved.glob("chat_template.jinja"):
+        path.unlink()
+    config = json.loads((moved / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (moved / "tokenizer_config.json").write_text(json.dumps(config))
+    assert not load_tokenizer(moved).chat_template
+    (moved / "chat_template.json").write_text(json.dumps({"chat_template": template}))
+    assert load_tokenizer(moved).chat_template == template

@@ -46,6 +46,12 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
     pinned into templates that have that switch (see ModelConfig.enable_thinking)."""
     from transformers import AutoTokenizer
 
+    folder_path = Path(folder)
+    if folder_path.is_dir() and not any(next(folder_path.glob(pattern), None) for pattern in _TOKENIZER_FILES):
+        # transformers 5 then builds an empty tokenizer from the config (one token), and every later
+        # message is about something else (no chat template, no samples left)
+        raise ModelError(f"{folder}: no tokenizer files (tokenizer.json, tokenizer.model, vocab.json or "
+                         "tokenizer_config.json); copy them from the model's repository")
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
         if rebuilt_pipeline(tokenizer, Path(folder) / "tokenizer.json"):
@@ -56,6 +62,8 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
         raise ModelError(f"{folder}: cannot load the tokenizer: {exc}") from None
     if chat_template:
         tokenizer.chat_template = read_template(chat_template)
+    elif not tokenizer.chat_template:
+        tokenizer.chat_template = _processor_chat_template(folder_path)
     if enable_thinking is not None and tokenizer.chat_template:
         tokenizer.chat_template = pin_thinking(tokenizer.chat_template, enable_thinking)
     if tokenizer.pad_token is None:
@@ -81,6 +89,21 @@ def generation_stop_tokens(folder: str | Path, tokenizer) -> list[str]:
             if isinstance(token, str) and token not in tokens:
                 tokens.append(token)
     return tokens
+
+
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "*.tiktoken", "vocab.json", "vocab.txt", "spiece.model",
+                    "tokenizer_config.json")
+
+
+def _processor_chat_template(folder: Path) -> str | None:
+    """The template of a chat_template.json (multimodal repositories keep it there, for their
+    processor; the tokenizer does not read it), or None."""
+    path = folder / "chat_template.json"
+    try:
+        template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return template if isinstance(template, str) and template.strip() else None
 
 
 _THINKING_PIN = "{%- if enable_thinking is not defined %}{%- set enable_thinking = %s %}{%- endif %}"

@@ -30,8 +30,13 @@ def resolve_model(name_or_path: str, revision: str | None = None, log=print) -> 
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ModelError(f"{path}: not a model folder (no config.json)")
+            raise ModelError(f"{path}: not a model folder (no config.json){_what_folder_is(path)}")
         return path.resolve()
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            raise ModelError(f"{path}: a GGUF file; ducktune trains from a Hugging Face model folder (config.json + "
+                             "*.safetensors). To chat with or serve a GGUF: ducktune chat/serve --gguf FILE")
+        raise ModelError(f"{path}: a file, not a model folder (config.json + *.safetensors)")
 
     for prefix in ("modelscope:", "ms:"):
         if name_or_path.startswith(prefix):
@@ -45,6 +50,22 @@ def resolve_model(name_or_path: str, revision: str | None = None, log=print) -> 
     raise ModelError(
         f"{name_or_path}: not a built-in model ({', '.join(builtin.BUILTIN_MODELS)}), a local folder or a hub id (org/name)"
     )
+
+
+def _what_folder_is(path: Path) -> str:
+    """What a folder without config.json holds, when it is something ducktune knows (a hint, or "")."""
+    from ducktune.io import read_json_file
+
+    for adapter in (path / "adapter_config.json", path / "adapter" / "adapter_config.json"):
+        if adapter.is_file():
+            try:
+                base = read_json_file(adapter, ModelError).get("base_model_name_or_path")
+            except (ModelError, AttributeError):
+                base = None
+            where = "a ducktune run" if adapter.parent != path else "a LoRA adapter"
+            return (f": it is {where}; set model.adapter to it and model.name_or_path to its base model"
+                    + (f" ({base})" if base else ""))
+    return ""
 
 
 def check_model_name(name_or_path: str) -> None:
@@ -73,7 +94,16 @@ def model_config_without_weights(name_or_path: str, revision: str | None = None)
 
 
 def _no_network(model_id: str) -> ModelError:
-    return ModelError(f"cannot download {model_id}: no network; pass a local folder or use the built-in model (smollm2-135m)")
+    import huggingface_hub
+
+    constants = huggingface_hub.constants
+    if model_id.startswith("modelscope:"):
+        why = "no network (or ModelScope cannot be reached)"
+    elif getattr(constants, "HF_HUB_OFFLINE", False):
+        why = f"HF_HUB_OFFLINE is set and it is not in the local cache ({constants.HF_HUB_CACHE})"
+    else:
+        why = f"{constants.ENDPOINT} cannot be reached"
+    return ModelError(f"cannot download {model_id}: {why}; pass a local folder or use the built-in model (smollm2-135m)")
 
 
 def download_hf(model_id: str, revision: str | None = None) -> Path:
@@ -140,7 +170,8 @@ def _check_folder(folder: Path, model_id: str) -> Path:
         raise ModelError(f"{model_id}: download has no config.json ({folder})")
     if not any(folder.glob("*.safetensors")):
         raise ModelError(
-            f"{model_id}: no .safetensors weights in the repository; ducktune loads only safetensors "
-            "(pickled .bin files can run code). Convert the model or pick another revision."
+            f"{model_id}: no .safetensors weights in {folder}: the repository has none, or they were never "
+            "downloaded (offline, only the local cache is seen: connect and run again). ducktune loads only "
+            "safetensors (pickled .bin files can run code): convert the model or pick another revision."
         )
     return folder
