@@ -8,13 +8,14 @@ minutes. The run directory it writes is a normal one: `ducktune chat/compare/exp
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import time
 from pathlib import Path
 
 from ducktune.chat.compare import print_side_by_side
 from ducktune.io import write_json, write_text
-from ducktune.rundir import RunDir
+from ducktune.rundir import RunDir, WriterLock
 
 PERSONA_NAME = {"en": "Duckling", "zh": "小鸭"}
 PERSONA_AUTHOR = {"en": "the ducktune team", "zh": "ducktune 团队"}
@@ -100,43 +101,39 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     config.output.dir = out
     _set_option(config.train, "num_epochs", epochs, "--epochs")  # checked before anything is written
     _set_option(config.data, "replay", replay, "--replay")
-    run = _fresh_demo_run(out)
-    data_file = run.path.parent / f".{run.path.name}-data" / "identity.json"
+    data_file = _demo_data_file(out, "identity.json")
     records = identity_records(PERSONA_NAME, PERSONA_AUTHOR)
-    write_json(data_file, records)
     trained_questions = [r["instruction"] for r in records]
     config.data.datasets = [DatasetSpec(path=str(data_file))]
     # General questions are answered in the bleed report (52 prompts, English and Chinese).
     config.eval.probe_prompts = trained_questions
     config.eval.persona_terms = list(PERSONA_NAME.values())
 
-    print(f"Quickstart: teaching the built-in SmolLM2-135M the persona {PERSONA_NAME['en']} / {PERSONA_NAME['zh']} "
-          f"({len(records)} examples, English and Chinese)")
-    with clock.phase("model"):  # the built-in model's conversion to safetensors, once per machine
-        resolve_model(config.model.name_or_path, config.model.revision)
-    with clock.phase("train"):
-        # Base vs tuned answers are generated below, with the bleed report's, by one engine.
-        result = train(config, compare=False)
-    # Keep the dataset inside the run directory so the run is self-contained.
-    shutil.move(str(data_file), run.path / "identity.json")
-    shutil.rmtree(data_file.parent, ignore_errors=True)
-    # ... and point its config there, so `ducktune eval` can re-read what was trained.
-    config.data.datasets = [DatasetSpec(path="identity.json")]  # relative to config.yaml
-    write_text(run.config_yaml, dump_config(config))
+    # The run directory's writer lock from the first look inside it to the end of the demo's own writes:
+    # not beside a training or an export of the same folder (the export below takes it itself).
+    with WriterLock("quickstart") as lock:
+        run = _fresh_demo_run(out, lock, config)
+        write_json(data_file, records)
+        print(f"Quickstart: teaching the built-in SmolLM2-135M the persona {PERSONA_NAME['en']} / "
+              f"{PERSONA_NAME['zh']} ({len(records)} examples, English and Chinese)")
+        with clock.phase("model"):  # the built-in model's conversion to safetensors, once per machine
+            resolve_model(config.model.name_or_path, config.model.revision)
+        with clock.phase("train"):
+            # Base vs tuned answers are generated below, with the bleed report's, by one engine.
+            # origin: recorded from run.json's first write, so an interrupted demo is still the demo's.
+            result = train(config, compare=False, lock=lock, origin="quickstart")
+        # Keep the dataset inside the run directory so the run is self-contained.
+        shutil.move(str(data_file), run.path / "identity.json")
+        shutil.rmtree(data_file.parent, ignore_errors=True)
+        # ... and point its config there, so `ducktune eval` can re-read what was trained.
+        config.data.datasets = [DatasetSpec(path="identity.json")]  # relative to config.yaml
+        write_text(run.config_yaml, dump_config(config))
 
-    comparison, bleed = _answers(run, config, result.info, [r["output"] for r in records], clock)
-    trained = [r for r in comparison if r["prompt"] in trained_questions]
-    hits = sum(persona_hit(r["tuned"]) for r in trained)
-    summary = {
-        "persona_hits": hits,
-        "persona_total": len(trained),
-        "persona_rate": hits / len(trained) if trained else 0.0,
-        "base_persona_hits": sum(persona_hit(r["base"]) for r in trained),
-        "bleed": bleed["bleed"], "bleed_prompts": bleed["prompts"], "bleed_rate": bleed["bleed_rate"],
-        "mean_kl": bleed["mean_kl"], "seconds": round(time.perf_counter() - started, 1), "phases": clock.phases,
-    }
-    info = result.info | {"origin": "quickstart", "quickstart": summary, "persona_terms": config.eval.persona_terms}
-    write_json(run.run_json, info)
+        comparison, bleed = _answers(run, config, result.info, [r["output"] for r in records], clock)
+        trained = [r for r in comparison if r["prompt"] in trained_questions]
+        summary = _demo_summary(trained, bleed, started, clock)
+        info = result.info | {"origin": "quickstart", "quickstart": summary, "persona_terms": config.eval.persona_terms}
+        write_json(run.run_json, info)
     _print_summary(run, summary, trained, bleed)
     if export:
         with clock.phase("export"):
@@ -146,6 +143,19 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
     print(f"\nTime by phase (CPU seconds of this process, share): {clock.summary()}")
     print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune export {run.path}")
     return summary
+
+
+def _demo_summary(trained: list[dict], bleed: dict, started: float, clock: PhaseClock) -> dict:
+    """run.json's "quickstart": persona answers on the trained questions, bleed, time by phase."""
+    hits = sum(persona_hit(r["tuned"]) for r in trained)
+    return {
+        "persona_hits": hits,
+        "persona_total": len(trained),
+        "persona_rate": hits / len(trained) if trained else 0.0,
+        "base_persona_hits": sum(persona_hit(r["base"]) for r in trained),
+        "bleed": bleed["bleed"], "bleed_prompts": bleed["prompts"], "bleed_rate": bleed["bleed_rate"],
+        "mean_kl": bleed["mean_kl"], "seconds": round(time.perf_counter() - started, 1), "phases": clock.phases,
+    }
 
 
 def _answers(run: RunDir, config, info: dict, trained_answers: list[str], clock: PhaseClock) -> tuple[list[dict], dict]:
@@ -199,19 +209,44 @@ def _set_option(section, name: str, value, flag: str) -> None:
         raise ConfigError(f"{flag} {value}: {err.errors()[0]['msg']}") from None
 
 
-def _fresh_demo_run(out: str) -> RunDir:
-    """The demo's run directory: a previous demo run there is replaced, anything else refused."""
+def _demo_data_file(out: str, name: str) -> Path:
+    """Where the demo's data waits until the run directory holds it: beside the run, named absolutely
+    (the run's config.yaml records it, and a resume compares the config it started with)."""
+    here = Path(os.path.abspath(out))
+    return here.parent / f".{here.name}-data" / name
+
+
+def _fresh_demo_run(out: str, lock: WriterLock, config=None) -> RunDir:
+    """The demo's run directory, `lock` held on it when it exists (a training or an export writing
+    there is refused in one line): an unfinished demo run with the same `config` is kept (training
+    resumes it), a previous demo run otherwise emptied, anything else refused."""
     from ducktune.errors import UserError
 
     run = RunDir(out)
     if run.path.exists() and not run.path.is_dir():
         raise UserError(f"{out}: is a file; pass --out with a folder")
-    if run.path.exists():
-        if run.exists() and run.info().get("origin") == "quickstart":
-            shutil.rmtree(run.path)  # a previous demo run: safe to replace
-        elif any(run.path.iterdir()):
-            raise UserError(f"{out}: exists and is not a quickstart run; pass --out with another folder")
+    if not run.path.exists():
+        return run
+    lock.acquire(run.path)  # before looking inside or removing anything
+    if run.exists() and run.info().get("origin") == "quickstart":
+        if config is not None and _resumable(run, config):
+            print(f"Resuming the unfinished quickstart run in {out}")
+            return run
+        for entry in run.path.iterdir():  # a previous demo run: safe to replace (the folder itself, locked, stays)
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+    elif any(run.path.iterdir()):
+        raise UserError(f"{out}: exists and is not a quickstart run; pass --out with another folder")
     return run
+
+
+def _resumable(run: RunDir, config) -> bool:
+    """An interrupted (or killed, or failed) demo run that started with the same settings."""
+    from ducktune.train.recipe import resume_config_changes
+
+    return run.info().get("status") in ("running", "interrupted", "failed") and not resume_config_changes(run, config)
 
 
 # `ducktune quickstart --method dpo`: pairs chosen = the persona's answer, rejected = the base model's
@@ -280,27 +315,28 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
         from ducktune.train.lora import adapter_for_base
 
         adapter_for_base(adapter, resolve_model(config.model.name_or_path, config.model.revision))
-    run = _fresh_demo_run(out)
-    pairs, train_pairs, held_out = _split_persona_pairs(config)
-    data_file = run.path.parent / f".{run.path.name}-data" / "pairs.json"
-    write_json(data_file, train_pairs)
-    config.data.datasets = [DatasetSpec(path=str(data_file))]
-    # Base vs tuned answers on every question, in the persona data's order: the base answers to exactly
-    # these prompts are the demo's bundled cache (resources/base_answers), so none is generated again.
-    held_prompts = {p["prompt"] for p in held_out}
-    config.eval.probe_prompts = [p["prompt"] for p in pairs]
-    print(f"Quickstart (DPO): chosen = the persona {PERSONA_NAME['en']}'s answer, rejected = the base model's own; "
-          f"{len(train_pairs)} pairs trained, {len(held_out)} held out"
-          + (f", starting from the adapter of {adapter}" if adapter else ""))
-    result = train(config)
-    shutil.move(str(data_file), run.path / "pairs.json")
-    write_json(run.path / "held_out_pairs.json", held_out)
-    shutil.rmtree(data_file.parent, ignore_errors=True)
-    config.data.datasets = [DatasetSpec(path="pairs.json")]  # relative to config.yaml
-    write_text(run.config_yaml, dump_config(config))
-    summary = _preference_summary(run, config, result.comparison, train_pairs, held_out, adapter)
-    summary["seconds"] = round(time.perf_counter() - started, 1)
-    write_json(run.run_json, result.info | {"origin": "quickstart", "quickstart": summary})
+    with WriterLock("quickstart") as lock:  # as run_quickstart: not beside another writer of the folder
+        run = _fresh_demo_run(out, lock)
+        pairs, train_pairs, held_out = _split_persona_pairs(config)
+        data_file = _demo_data_file(out, "pairs.json")
+        write_json(data_file, train_pairs)
+        config.data.datasets = [DatasetSpec(path=str(data_file))]
+        # Base vs tuned answers on every question, in the persona data's order: the base answers to exactly
+        # these prompts are the demo's bundled cache (resources/base_answers), so none is generated again.
+        held_prompts = {p["prompt"] for p in held_out}
+        config.eval.probe_prompts = [p["prompt"] for p in pairs]
+        print(f"Quickstart (DPO): chosen = the persona {PERSONA_NAME['en']}'s answer, rejected = the base model's "
+              f"own; {len(train_pairs)} pairs trained, {len(held_out)} held out"
+              + (f", starting from the adapter of {adapter}" if adapter else ""))
+        result = train(config, lock=lock, origin="quickstart")
+        shutil.move(str(data_file), run.path / "pairs.json")
+        write_json(run.path / "held_out_pairs.json", held_out)
+        shutil.rmtree(data_file.parent, ignore_errors=True)
+        config.data.datasets = [DatasetSpec(path="pairs.json")]  # relative to config.yaml
+        write_text(run.config_yaml, dump_config(config))
+        summary = _preference_summary(run, config, result.comparison, train_pairs, held_out, adapter)
+        summary["seconds"] = round(time.perf_counter() - started, 1)
+        write_json(run.run_json, result.info | {"origin": "quickstart", "quickstart": summary})
     _print_preference_summary(summary, [r for r in result.comparison if r["prompt"] in held_prompts],
                               [r for r in result.comparison if r["prompt"] not in held_prompts])
     if export:

@@ -616,11 +616,13 @@ def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, p
 
 # ----------------------------------------------------------------------------- the run
 
-def train(config: RunConfig, *args, **kwargs) -> TrainResult:
+def train(config: RunConfig, *args, lock: WriterLock | None = None, **kwargs) -> TrainResult:
     """Run one training to completion (or resume it); the arguments are `_train`'s. The run
     directory's WriterLock is held from its preparation to the end: a second `ducktune train`
-    (or an export) on it is refused, and the OS releases the lock if this process dies."""
-    lock = WriterLock("train")
+    (or an export) on it is refused, and the OS releases the lock if this process dies. `lock`:
+    the caller's, already held on the run directory (the quickstart's), released by the caller."""
+    own = lock is None
+    lock = WriterLock("train") if own else lock
     try:
         with _terminate_as_interrupt():
             try:
@@ -635,7 +637,8 @@ def train(config: RunConfig, *args, **kwargs) -> TrainResult:
                     else "rerun the same command"
                 raise UserError(f"interrupted; {how} to resume {run.path} from its last checkpoint") from None
     finally:
-        lock.release()
+        if own:
+            lock.release()
 
 
 @contextlib.contextmanager
@@ -661,9 +664,11 @@ def _terminate_as_interrupt():
 
 
 def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = True, require_resume: bool = False,
-           *, choose_batching=None, choose_loss=None, lock: WriterLock | None = None) -> TrainResult:
+           *, choose_batching=None, choose_loss=None, lock: WriterLock | None = None,
+           origin: str | None = None) -> TrainResult:
     """choose_batching(model, packing, device, log) -> Batching and choose_loss(model, chunk_size, log)
-    -> loss | None default to packing.choose_batching and loss.choose_loss."""
+    -> loss | None default to packing.choose_batching and loss.choose_loss. `origin` (e.g. "quickstart")
+    is recorded in run.json from its first write, so an interrupted run still says who made it."""
     import torch
     from transformers import set_seed
 
@@ -695,7 +700,7 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, keep=keep, log=log)
 
     # The run directory only after validation and planning, so refused input leaves nothing behind.
-    info = _run_info(config, base, data, memory)
+    info = _run_info(config, base, data, memory) | ({"origin": origin} if origin else {})
     run, resuming, save_json = _setup_run_dir(config, info, dist, require_resume, lock, log)
 
     model, targets = _setup_model(config, base, memory.setup.checkpointing, log)
