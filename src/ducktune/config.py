@@ -425,7 +425,9 @@ REFERENCE_OBJECTIVES = ("dpo", "kto")
 
 
 class OutputConfig(_Section):
-    dir: str = Field("runs/run", description="Run directory: config, adapter, checkpoints, metrics, report.")
+    dir: str = Field("runs/run", description="Run directory: config, adapter, checkpoints, metrics, report. "
+                     "A run's own RUN/config.yaml trains (resumes) RUN itself, wherever it was moved, "
+                     "unless output.dir is given with --set or -o.")
     overwrite: bool = Field(False, description="Start afresh in an existing run directory instead of resuming it.")
 
     @field_validator("dir")
@@ -675,6 +677,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     source = str(path) if path else "--set"
     overridden = tuple(".".join(parse_override(text)[0]) for text in overrides or [])
     config = build_config(data, source, overridden)
+    if path and "output.dir" not in overridden and is_run_config(path):
+        # A run's own config.yaml (beside its run.json) trains that run's folder, wherever the run was moved
+        # and whatever the working folder: the output.dir recorded in it named the folder as it was started.
+        config.output.dir = str(Path(path).parent)
     # Relative data paths in a YAML file are relative to that file, so configs can move with their data;
     # then (and for --set) to the working folder. Found ones are stored absolute: the run's config.yaml
     # (which `ducktune train RUN/config.yaml` resumes from) then works from any folder.
@@ -688,6 +694,12 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if config.model.adapter:
             config.model.adapter = _resolve_relative(config.model.adapter, base)
     return config
+
+
+def is_run_config(path: str | Path) -> bool:
+    """Whether `path` is a run directory's config.yaml (the folder holds the run's run.json)."""
+    path = Path(path)
+    return path.name == "config.yaml" and (path.parent / "run.json").is_file()
 
 
 def _resolve_relative(value: str, base: Path) -> str:

@@ -70,8 +70,9 @@ def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
     adapter_dir = Path(adapter_dir)
     config_path = adapter_dir / ADAPTER_CONFIG
     weights_path = adapter_dir / ADAPTER_WEIGHTS
-    hint = ("the run may have been interrupted while saving (rerun `ducktune train` on its config to finish it) "
-            "or its files were changed since")
+    run_config = adapter_dir.parent / "config.yaml"  # a run's adapter/: its own config resumes that folder
+    how = f"`ducktune train {run_config}`" if run_config.is_file() else "`ducktune train` on its config"
+    hint = f"the run may have been interrupted while saving (rerun {how} to finish it) or its files were changed since"
     if not config_path.is_file():
         raise ModelError(f"{config_path}: missing; {hint}")
     adapter_config = read_json_file(config_path, ModelError, f"; {hint}")
