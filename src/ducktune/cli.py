@@ -68,10 +68,20 @@ def main(argv: list[str] | None = None) -> int:
         if full is None:
             raise
         # A full disk is the user's to fix, not a bug: one line, and what to do next.
-        where = f"{full.filename}: " if full.filename else ""
-        print(f"error: {where}no space left on device; free some space and run the same command again "
-              "(an interrupted `ducktune train` resumes from its last complete checkpoint)", file=sys.stderr)
+        print(f"error: {disk_full_message(full)}", file=sys.stderr)
         return 2
+
+
+def disk_full_message(full: OSError) -> str:
+    """One line for a write that failed for lack of space (or over the file size limit): where, what to do."""
+    import errno
+
+    where = f"{full.filename}: " if full.filename else ""
+    again = "run the same command again (an interrupted `ducktune train` resumes from its last complete checkpoint)"
+    if full.errno == errno.EFBIG:
+        return (f"{where}file too large for this file system or for the file size limit (ulimit -f; FAT32 holds "
+                f"at most 4 GB); write to another file system (e.g. export --out) or raise the limit, then {again}")
+    return f"{where}no space left on device; free some space and {again}"
 
 
 def _quiet_libraries() -> None:

@@ -66,7 +66,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        _name_the_target(exc, path)
+        _raise_named(exc, path)
         raise
 
 
@@ -114,15 +114,35 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        _name_the_target(exc, path)
+        _raise_named(exc, path, tmp)
         raise
     replace_dir(tmp, path)
 
 
-def _name_the_target(exc: BaseException, path: Path) -> None:
-    # A write that fails for lack of space says nothing about which file (write() has no name).
-    if isinstance(exc, OSError) and exc.errno in DISK_FULL and not exc.filename:
-        exc.filename = str(path)
+def _raise_named(exc: BaseException, path: Path, tmp: Path | None = None) -> None:
+    """A write that fails for lack of space (or over the file size limit) says nothing about which file
+    (write() has no name): `exc` gets `path` as its filename (a file inside the temporary folder `tmp`:
+    its name inside `path`); a full disk that a library reported in its own exception (safetensors'
+    SafetensorError) is raised as that OSError, named, instead."""
+    full = disk_full(exc) if isinstance(exc, Exception) else None
+    if full is None:
+        return
+    if not full.filename:
+        full.filename = str(path)
+    elif tmp is not None and Path(full.filename).is_relative_to(tmp):
+        full.filename = str(path / Path(full.filename).relative_to(tmp))
+    if not _in_chain(exc, full):  # made from the message: the original carries no OSError to find
+        raise full from exc
+
+
+def _in_chain(exc: BaseException, member: BaseException) -> bool:
+    seen, current = set(), exc
+    while current is not None and id(current) not in seen:
+        if current is member:
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def replace_dir(src: Path, dst: Path) -> None:
@@ -202,7 +222,10 @@ def remove_leftovers(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+# No space, over quota, or over the largest file the file system (FAT32: 4 GiB) or `ulimit -f` allows.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+# Writers in Rust (safetensors) report the OS error in their message only: "... (os error 28)".
+_OS_ERROR_IN_MESSAGE = re.compile(r"\(os error (\d+)\)")
 
 
 def disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> OSError | None:
@@ -216,11 +239,35 @@ def disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> OSE
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in DISK_FULL:
             return current
+        code = _OS_ERROR_IN_MESSAGE.search(str(current)) if not isinstance(current, OSError) else None
+        if code and int(code[1]) in DISK_FULL:
+            return OSError(int(code[1]), os.strerror(int(code[1])))
         current = current.__cause__ or current.__context__
     if where is not None and isinstance(exc, Exception):
         with contextlib.suppress(OSError):
             if shutil.disk_usage(where).free < 1 << 20:
                 return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+    return None
+
+
+def short_write_cause(exc: BaseException, path: str | os.PathLike) -> OSError | None:
+    """numpy's tofile (the GGUF writer's) reports a short write as OSError("N requested and M written")
+    without errno: the error that writing on at the end of `path` gives now (ENOSPC for a full disk,
+    EFBIG over the file size limit), named `path`; None for any other error, or when writing works."""
+    if not isinstance(exc, OSError) or exc.errno is not None or "requested and" not in str(exc):
+        return None
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+    except OSError:
+        return None
+    try:
+        for _ in range(64):  # a partial write first, then the error
+            os.write(fd, bytes(1 << 16))
+    except OSError as err:
+        err.filename = err.filename or str(path)
+        return err
+    finally:
+        os.close(fd)
     return None
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from ducktune.errors import ModelError
 from ducktune.export.gguf_arch import TensorPlan, add_hparams, gguf_arch, plan_from_shapes
 from ducktune.export.gguf_vocab import add_tokenizer_metadata, general_name, read_tokenizer_json
+from ducktune.io import short_write_cause
 
 QUANTS = ("f16", "q8_0")
 # llama.cpp's names for the file types (general.file_type)
@@ -137,10 +138,15 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
             os.fsync(handle.fileno())
         writer.close()
         os.replace(tmp_path, out_path)
-    except BaseException:
-        writer.close()
+    except BaseException as exc:
+        cause = short_write_cause(exc, tmp_path)  # a full disk or the file size limit, said without errno
+        with contextlib.suppress(OSError):
+            writer.close()
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if cause is not None:
+            cause.filename = str(out_path)
+            raise cause from exc
         raise
     return GGUFSummary(out_path, arch, quant, {p.gguf_name: p.shape for p in plans}, metadata)
 
