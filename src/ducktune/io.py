@@ -99,6 +99,21 @@ def holds_working_folder(path: str | os.PathLike) -> bool:
     return Path.cwd() == here or here in Path.cwd().parents
 
 
+def unwritable(folder: str | os.PathLike) -> str | None:
+    """Why nothing can be created in `folder` (or, while it does not exist, in the nearest folder above
+    it that does): "read-only file system" or "permission denied"; None when it can. Asked before a
+    command's work starts, so a read-only run folder is one line, not an OSError after minutes."""
+    folder = Path(os.path.abspath(folder))
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if os.access(folder, os.W_OK | os.X_OK):
+        return None
+    with contextlib.suppress(OSError):
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return "read-only file system"
+    return "permission denied"
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder; when the block succeeds it replaces `path` in one rename.

@@ -20,6 +20,7 @@ from pathlib import Path
 from ducktune.errors import UserError
 from ducktune.eval import metrics
 from ducktune.eval.inputs import EvalInputs, read_eval_inputs
+from ducktune.io import unwritable
 
 HEADLINE_KEYS = ("loss", "perplexity", "exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l", "choice_accuracy")
 
@@ -182,6 +183,10 @@ def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = Fals
     run = RunDir(run_dir)
     info = run.info()
     run.weights_dir()
+    for folder in (run.path, run.path / "eval"):  # eval/ and report.md are written in the run folder
+        if folder.is_dir() and (why := unwritable(folder)):
+            raise UserError(f"{folder}: {why}; eval writes eval/ and report.md there: evaluate a writable copy "
+                            "of the run (cp -r)")
     config = run.config()
     inputs = read_eval_inputs(list(data or []))  # every file checked before any model loads
     started = time.perf_counter()

@@ -28,7 +28,8 @@ from ducktune.errors import ModelError, UserError
 from ducktune.export import verify as checks_mod
 from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
 from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
-from ducktune.io import atomic_dir, atomic_file, holds_working_folder, read_json_file, write_json, write_text
+from ducktune.io import (atomic_dir, atomic_file, holds_working_folder, read_json_file, unwritable, write_json,
+                         write_text)
 from ducktune.rundir import WriterLock
 
 TARGETS = ("merged", "gguf", "ollama")
@@ -138,6 +139,17 @@ def quiet_progress_bars():
             hf_logging.enable_progress_bar()
 
 
+def _refuse_unwritable(export_dir: Path, out, run_path: Path) -> None:
+    """One line, before any work, where the export folder cannot be written (a read-only run folder)."""
+    why = unwritable(export_dir.parent)
+    if why is None:
+        return
+    if out:
+        raise UserError(f"{export_dir.parent}: {why}; pass --out with a folder you can write to")
+    raise UserError(f"{run_path}: {why} (the export goes to {export_dir}); pass --out with a folder you can write "
+                    "to, or export a writable copy of the run")
+
+
 def export_run(run_path: str | Path, to=None, quants=None, out: str | Path | None = None, name: str | None = None,
                create: bool | None = None, prompt_limit: int = checks_mod.DEFAULT_PROMPT_LIMIT,
                allow_default_template: bool = False, log=print) -> ExportResult:
@@ -197,6 +209,7 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     quant_list = parse_quants(quants, log=log) if "gguf" in targets else []
     name = export_name(name, source.run.path, log)
     export_dir = _export_folder(out, source.run.path)
+    _refuse_unwritable(export_dir, out, source.run.path)
     prompts = checks_mod.select_prompts(source.probe_prompts, prompt_limit)
     # Refuse a broken adapter, an architecture or tokenizer llama.cpp cannot take, or an
     # untranslatable chat template or system prompt before merging or writing anything.
@@ -419,7 +432,11 @@ def finish(result: ExportResult, manifest: dict, report_path: Path | None, log=p
     # The same table next to the files it describes (the web UI's Export tab shows it).
     write_text(result.export_dir / "verification.md", "\n".join(export_section(result, table)))
     if report_path is not None and report_path.parent.is_dir():
-        append_report(report_path, result, table)
+        try:
+            append_report(report_path, result, table)
+        except OSError as exc:  # a read-only run beside an export written elsewhere (--out): the export stands
+            log(f"warning: {report_path}: could not be updated with the verification table "
+                f"({exc.strerror or exc}); the export itself is complete")
     for label, key in (("merged model", "merged"), ("Modelfile", "modelfile")):
         if key in result.files:
             log(f"  {label}: {result.export_dir / result.files[key]}")

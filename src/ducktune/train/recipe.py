@@ -16,6 +16,7 @@ take the same steps with their own data rows, batching and loss (train/preferenc
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from dataclasses import dataclass
@@ -83,7 +84,12 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
                 raise UserError(f"{run.path}: output.overwrite would move the current folder aside; "
                                 "run from another folder or choose another output.dir")
             aside = _unused_name(here.with_name(f"{here.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"))
-            run.path.rename(aside)
+            try:
+                run.path.rename(aside)
+            except OSError as exc:  # a mount point (EBUSY), a read-only parent folder
+                where = " (a mount point cannot be moved)" if exc.errno == errno.EBUSY else ""
+                raise UserError(f"{run.path}: output.overwrite cannot move the previous run aside: {exc.strerror}"
+                                f"{where}; choose another output.dir, or empty this folder yourself") from None
             log(f"Moved the previous run aside to {aside}")
         try:
             run.path.mkdir(parents=True, exist_ok=True)
