@@ -15,6 +15,7 @@ printed, saved, and appended to the run's report.md.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shlex
 import shutil
@@ -233,19 +234,21 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
         log(f"Caveat: {note}")
     with WriterLock("export") as lock:  # one writer per run: not beside a training or another export
         lock.acquire(source.run.path)
-        # Built in a temporary folder that replaces the previous export in one rename: an
-        # interrupted export leaves the last complete one, and no stale files survive a new one.
+        # Built and verified in a temporary folder that replaces the previous export in one rename: an
+        # interrupted export (verification included) leaves the last complete one, and the report's table
+        # of it; no stale files survive a new one.
         with atomic_dir(export_dir) as work:
             merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
                                                                (layout, template_omitted), prompts, result, log)
-
-        log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
-        reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
-                                         manifest["max_new_tokens"])
-        merge_check = checks_mod.Check(**manifest["merge_check"])
-        result.checks = [merge_check] + run_checks(export_dir, manifest, reference, summaries, config, log=log)
-        result.seconds = time.perf_counter() - started
-        finish(result, manifest, source.run.report, log=log)
+            log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
+            reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
+                                             manifest["max_new_tokens"])
+            merge_check = checks_mod.Check(**manifest["merge_check"])
+            result.checks = [merge_check] + run_checks(work, manifest, reference, summaries, config, log=log)
+            result.seconds = time.perf_counter() - started
+            table = record_verification(result, work, log=log)
+            drop_report_section(source.run.report)  # its table names the files about to be replaced
+        publish(result, table, source.run.report, log=log)
     if result.ollama_command:
         offer_ollama_create(result.ollama_command, create, log=log)
     return result
@@ -418,19 +421,30 @@ def _check_or_fail(label: str, check):
 
 
 def finish(result: ExportResult, manifest: dict, report_path: Path | None, log=print) -> None:
-    """Print the table, save verify.json, append the table to the run's report.md."""
+    """Print the table, save verify.json and verification.md, append the table to the run's report.md."""
+    publish(result, record_verification(result, result.export_dir, log=log), report_path, log=log)
+
+
+def record_verification(result: ExportResult, folder: Path, log=print) -> str:
+    """Print the table and the verdict; save verify.json and verification.md in `folder` (the export
+    folder, or the one being built that replaces it). Returns the table (markdown)."""
     table = checks_mod.render_table(result.checks)
     verdict = ("all checks passed" if result.verified
                else "SOME CHECKS FAILED: do not ship this export before reading the table")
     log("\n" + checks_mod.render_text(result.checks) + f"\n\nExport verification: {verdict} ({result.seconds:.0f} s).")
     for note in result.caveats:
         log(f"Caveat (not covered by these checks): {note}")
-    write_json(result.export_dir / "verify.json", {
+    write_json(folder / "verify.json", {
         "verified": result.verified, "seconds": round(result.seconds, 1),
         "checks": [c.to_dict() for c in result.checks], "caveats": result.caveats,
     })
     # The same table next to the files it describes (the web UI's Export tab shows it).
-    write_text(result.export_dir / "verification.md", "\n".join(export_section(result, table)))
+    write_text(folder / "verification.md", "\n".join(export_section(result, table)))
+    return table
+
+
+def publish(result: ExportResult, table: str, report_path: Path | None, log=print) -> None:
+    """The table in the run's report.md (a warning where it cannot be written), and where the files are."""
     if report_path is not None and report_path.parent.is_dir():
         try:
             append_report(report_path, result, table)
@@ -442,6 +456,15 @@ def finish(result: ExportResult, manifest: dict, report_path: Path | None, log=p
             log(f"  {label}: {result.export_dir / result.files[key]}")
     for quant, filename in (result.files.get("gguf") or {}).items():
         log(f"  GGUF {quant}: {result.export_dir / filename}")
+
+
+def drop_report_section(report_path: Path) -> None:
+    """Remove the export section from the run's report.md (nothing to do where there is none, or where
+    the report cannot be written: publish() warns about that)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = report_path.read_text(encoding="utf-8")
+        if REPORT_MARKER in text:
+            write_text(report_path, text.split(REPORT_MARKER)[0].rstrip("\n") + "\n")
 
 
 def append_report(report_path: Path, result: ExportResult, table: str) -> None:
@@ -479,9 +502,27 @@ def offer_ollama_create(command: str, create: bool | None, log=print) -> None:
 
 
 def verify_export(export_dir: str | Path, log=print) -> ExportResult:
-    """`ducktune verify`: re-run the checks on an existing export folder."""
-    with quiet_progress_bars():
-        return _verify_export(Path(export_dir), log)
+    """`ducktune verify`: re-run the checks on an existing export folder, holding the writer lock of
+    the run it belongs to (refused in one line while an export or a training writes there)."""
+    export_dir = Path(export_dir)
+    with quiet_progress_bars(), WriterLock("verify") as lock:
+        run_folder = _run_of_export(export_dir)
+        if run_folder is not None:
+            lock.acquire(run_folder)
+        return _verify_export(export_dir, log)
+
+
+def _run_of_export(export_dir: Path) -> Path | None:
+    """The run folder an export belongs to: the one it sits in, else the one export.json names (an
+    export written elsewhere with --out); None when neither is a folder."""
+    if (export_dir.resolve().parent / "run.json").is_file():
+        return export_dir.resolve().parent
+    with contextlib.suppress(OSError, ValueError):  # a damaged export.json: _verify_export says what is wrong
+        manifest = json.loads((export_dir / "export.json").read_text(encoding="utf-8"))
+        run = manifest.get("run") if isinstance(manifest, dict) else None
+        if isinstance(run, str) and Path(run).is_dir():
+            return Path(run)
+    return None
 
 
 def _verify_export(export_dir: Path, log) -> ExportResult:
@@ -493,6 +534,9 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
 
     manifest_path = export_dir / "export.json"
     if not manifest_path.is_file():
+        if (export_dir / "export" / "export.json").is_file():  # the run folder given, not its export
+            raise UserError(f"{export_dir}: a run folder, not an export; verify its export with "
+                            f"`ducktune verify {export_dir / 'export'}`")
         raise UserError(f"{export_dir}: not a ducktune export (no export.json); create one with `ducktune export RUN_DIR`")
     manifest = read_json_file(manifest_path)
     started = time.perf_counter()
