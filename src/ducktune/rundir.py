@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from ducktune.errors import UserError
@@ -52,12 +53,21 @@ class RunDir:
             raise UserError(f"{self.run_json}: corrupt (not a JSON object)")
         return info
 
+    def status(self, info: dict | None = None) -> str:
+        """run.json's status (`info`: run.json already read), except that a run saying "running" whose
+        writer lock no process holds (killed by SIGKILL, a power loss) is "interrupted". A reader never
+        rewrites run.json; the next `ducktune train` of the run resumes it."""
+        info = self.info() if info is None else info
+        status = info.get("status")
+        status = status if isinstance(status, str) else "unknown"
+        return "interrupted" if status == "running" and not writer_alive(self.path) else status
+
     def weights_dir(self) -> Path:
         """The adapter (LoRA) or full model folder of a finished run."""
         info = self.info()
         folder = self.full_model if info.get("method") == "full" else self.adapter
         if not folder.is_dir():
-            status = info.get("status", "unknown")
+            status = self.status(info)
             raise UserError(f"{self.path}: no trained weights in {folder.name}/ (run status: {status}); "
                             f"finish or resume the run with `ducktune train {self.config_yaml}`")
         return folder
@@ -81,6 +91,26 @@ class RunDir:
         return rows
 
 
+def writer_alive(folder: str | Path) -> bool:
+    """Whether a process holds `folder`'s WriterLock: a non-blocking shared-lock probe, released at
+    once. True where that cannot be told (no fcntl, an unreadable folder): never call a live run dead."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # releases the probe's lock
+    return False
+
+
 class WriterLock:
     """An exclusive, non-blocking lock on a run directory for one writing command.
 
@@ -101,9 +131,14 @@ class WriterLock:
         if self._fd is not None and os.path.sameopenfile(fd, self._fd):
             os.close(fd)  # already ours
             return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:  # BlockingIOError: another process holds it
+        for attempt in range(4):  # a reader's writer_alive() probe holds it for an instant
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:  # BlockingIOError: another process holds it
+                if attempt < 3:
+                    time.sleep(0.05)
+        else:
             os.close(fd)
             raise UserError(f"{folder}: another ducktune process (a training or an export) is writing to this run "
                             f"directory; wait for it to finish, or stop it, before running {self.action} on it") from None

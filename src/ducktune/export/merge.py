@@ -50,7 +50,7 @@ def open_run(run_path: str | Path, log=print) -> RunSource:
     run = RunDir(run_path)
     info = run.info()
     if info.get("status") != "completed":
-        raise UserError(f"{run.path}: the run is not finished (status: {info.get('status', 'unknown')}); "
+        raise UserError(f"{run.path}: the run is not finished (status: {run.status(info)}); "
                         f"finish it with `ducktune train {run.config_yaml}` before exporting")
     config = run.config()
     weights = run.weights_dir()

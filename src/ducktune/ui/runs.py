@@ -49,7 +49,7 @@ def run_summary(path: Path) -> dict | None:
     metrics = run.read_metrics()
     losses = [m["loss"] for m in metrics if isinstance(m.get("loss"), (int, float))]
     weights = run.full_model if info.get("method") == "full" else run.adapter
-    status = info.get("status")
+    status = run.status(info) if info else None  # "running" with no live writer: interrupted (killed)
     row = {
         "name": path.name,
         "path": str(path),
