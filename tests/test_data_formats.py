@@ -220,3 +220,10 @@ def test_a_wrapped_or_arrayed_file_gets_a_hint():
     assert fmt is None and "It looks like an object holding the records under 'data'" in why
     fmt, why = detect_format([Record([{"instruction": "q", "output": "a"}], "f.jsonl", 1)])
     assert fmt is None and "Each record must be one JSON object; this one is an array" in why
+    # Raw UltraFeedback: each line is a record whose 'completions' are its scored answers, not records.
+    raw = {"instruction": "q", "completions": [{"response": "a", "overall_score": 8.0}, {"response": "b", "overall_score": 3.0}]}
+    fmt, why = detect_format([Record(raw, "uf.jsonl", i) for i in (1, 2)])
+    assert fmt is None and "It looks like raw UltraFeedback (scored 'completions' per record)" in why
+    assert "holding the records under" not in why
+    fmt, why = detect_format([Record({"id": 1, "items": [{"x": 1}]}, "f.jsonl", i) for i in (1, 2)])
+    assert fmt is None and "holding the records under" not in why  # many records: none of them is a wrapper

@@ -180,6 +180,7 @@ PAIR_SHAPES = {
     "sharegpt ranking": {"conversations": [{"from": "human", "value": "q"}],
                          "chosen": {"from": "gpt", "value": "good"}, "rejected": {"from": "gpt", "value": "bad"}},
     "openai message answers": {"messages": [U("q")], "chosen": A("good"), "rejected": A("bad")},
+    "anthropic hh-rlhf": {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"},
 }
 
 
@@ -196,6 +197,21 @@ def test_multi_turn_conversations_share_every_turn_but_the_last(tmp_path):
         {"chosen": history + [A("good")], "rejected": history + [A("bad")]}]))
     assert issues == []
     assert shape(samples[0])[1] == [("system", "s"), ("user", "q1"), ("assistant", "a1"), ("user", "q2")]
+
+
+def test_hh_rlhf_transcripts_share_every_turn_but_the_last(tmp_path):
+    """Anthropic's HH-RLHF (the most used DPO set) gives two whole transcripts; they were refused
+    ("prompt: missing") on every record."""
+    history = "\n\nHuman: Hi, duck.\n\nAssistant: Hello! \n\nHuman: What is 2+2?\nBe brief."
+    samples, issues = read(write_jsonl(tmp_path / "hh.jsonl", [
+        {"chosen": history + "\n\nAssistant: 4.", "rejected": history + "\n\nAssistant: Five, I think."},
+        {"chosen": history + "\n\nAssistant: 4.", "rejected": history.replace("Hi,", "Hey,") + "\n\nAssistant: 5."},
+        {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant:"}]))
+    assert [shape(s) for s in samples] == [("preference", [("user", "Hi, duck."), ("assistant", "Hello!"),
+                                                           ("user", "What is 2+2?\nBe brief.")], "4.", "Five, I think.",
+                                            None, None)]
+    assert issues == [f"{tmp_path / 'hh.jsonl'}:2: rejected[0]: prompt differs from chosen's (the two conversations "
+                      "must share every turn but the last)", f"{tmp_path / 'hh.jsonl'}:3: rejected: empty answer"]
 
 
 UNPAIRED_SHAPES = {

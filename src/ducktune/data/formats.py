@@ -152,7 +152,13 @@ def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | 
         names = sorted(str(k) for k in first)
         described = f"fields {names[:8]}" if names else "no fields"
         wrapper = next((k for k, v in first.items() if isinstance(v, list) and v and isinstance(v[0], dict)), None)
-        if wrapper is not None and not detect_record(first):  # {"data": [records...], "version": ...}
+        completions = first.get("completions")
+        if isinstance(completions, list) and completions and isinstance(completions[0], dict) and any(
+                key in completions[0] for key in ("overall_score", "fine-grained_score", "annotations")):
+            hint = (" It looks like raw UltraFeedback (scored 'completions' per record): binarize it into "
+                    "prompt/chosen/rejected pairs first (e.g. the best and a worse completion by overall_score, as "
+                    "HuggingFaceH4/ultrafeedback_binarized does).")
+        elif wrapper is not None and len(records) == 1 and not detect_record(first):  # {"data": [records...]}
             hint = (f" It looks like an object holding the records under {wrapper!r}: put the records at the top "
                     "level (a JSON array, or JSON Lines).")
     else:

@@ -8,6 +8,8 @@ Pair shapes (format "preference"):
                          part, every turn but the last (a `prompt` string beside them is ignored)
 - LLaMA-Factory ranking: alpaca {instruction, input?, system?, history?, chosen, rejected};
                          sharegpt {conversations, chosen: {from, value}, rejected: {...}}
+- Anthropic HH-RLHF:     {chosen, rejected} as "\n\nHuman: ...\n\nAssistant: ..." transcripts
+                         sharing every turn but the last
 Unpaired shapes (format "unpaired", KTO):
 - TRL:                   {prompt, completion, label}; strings or message lists
 - LLaMA-Factory kto_tag: {messages|conversations: [..., assistant], label} (the last
@@ -18,6 +20,8 @@ and rejected, prompts that differ between the two conversations, wrong types.
 """
 
 from __future__ import annotations
+
+import re
 
 from ducktune.data import formats
 from ducktune.data.formats import NormalizeOptions
@@ -195,8 +199,34 @@ def _shared_prompt(value: dict, conversations: list[str], record: Record, issues
     return prompt, fields, answers["chosen"], answers["rejected"]
 
 
+# Anthropic HH-RLHF: chosen and rejected are whole transcripts, "\n\nHuman: ...\n\nAssistant: ...".
+_HH_TURN = re.compile(r"\n\n(Human|Assistant): ?")
+_HH_ROLES = {"Human": "user", "Assistant": "assistant"}
+
+
+def hh_transcript(text: object) -> list[dict] | None:
+    """An HH-RLHF transcript as [{role, content}] turns (None: not one). Its text starts with the
+    first "Human:" marker; every turn's text is kept as written, trailing whitespace aside."""
+    if not isinstance(text, str) or not text.lstrip("\n").startswith("Human:"):
+        return None
+    parts = _HH_TURN.split("\n\n" + text.lstrip("\n"))
+    if parts[0].strip() or len(parts) < 5:
+        return None
+    return [{"role": _HH_ROLES[role], "content": content.rstrip()} for role, content in zip(parts[1::2], parts[2::2])]
+
+
+def _hh_as_conversations(value: dict) -> dict:
+    """A record of two HH-RLHF transcripts (and nothing saying where the prompt is) with both as
+    conversations, read then like TRL's implicit-prompt pairs; any other record unchanged."""
+    if any(key in value for key in ("prompt", "instruction", "input", "messages", "conversations")):
+        return value
+    turns = {key: hh_transcript(value.get(key)) for key in ("chosen", "rejected")}
+    return value | turns if all(turns.values()) else value
+
+
 def normalize_pair(value: dict, record: Record, issues: list[Issue],
                    options: NormalizeOptions = formats.DEFAULT_OPTIONS) -> Sample | None:
+    value = _hh_as_conversations(value)
     conversations = [key for key in ("chosen", "rejected") if is_conversation(value.get(key), options)]
     if conversations:
         parsed = _shared_prompt(value, conversations, record, issues, options)

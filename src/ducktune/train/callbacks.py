@@ -95,7 +95,7 @@ class ProgressBar(TrainerCallback):
         if "tokens_per_s" in logs:
             shown["tok/s"] = f"{logs['tokens_per_s']:.0f}"
         if shown:
-            self.bar.set_postfix(shown, refresh=False)
+            self.bar.set_postfix(shown)  # redrawn now: the step's own bar update came before its log
 
     def on_train_end(self, args, state, control, **kwargs):
         if self.bar is not None:
