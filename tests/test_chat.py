@@ -179,3 +179,23 @@ def test_side_by_side_columns_line_up_in_terminal_cells():
     assert len(rows) >= 3 and len({display_width(line.split(" | ")[0]) for line in rows}) == 1
     assert all(display_width(line.split(" | ")[0]) <= 28 for line in rows)
     assert "十二个" in table.replace("\n", "").replace(" ", "")
+
+
+def test_control_characters_in_answers_do_not_reach_the_terminal():
+    """A tiny or broken model's answer held NUL, backspace and ESC sequences: compare printed them raw
+    (an ESC[2J clears the user's screen; a tab shifts the column)."""
+    from ducktune.chat.compare import display_width, side_by_side
+
+    table = side_by_side([{"prompt": "q", "base": "a\x00b\x08c\td", "tuned": "\x1b[2Jcleared\r\nnext"}], width=60)
+    assert not any(ch in table for ch in "\x00\x08\x1b\t\r")
+    assert "a\\x00b\\x08" in table and "c d" in table and "\\x1b[2Jcleared" in table
+    rows = [line for line in table.splitlines() if " | " in line]
+    assert len({display_width(line.split(" | ")[0]) for line in rows}) == 1 and rows[-1].endswith("| next")
+
+
+def test_chat_prints_control_characters_escaped(run_dir, monkeypatch):
+    engine = ChatEngine.from_run(run_dir)
+    monkeypatch.setattr(engine, "stream", lambda messages, **kwargs: iter(["Hi\x1b[31m", " there\x00"]))
+    stdout = io.StringIO()
+    chat_repl(str(run_dir), stdin=io.StringIO("hello\n/exit\n"), stdout=stdout, engine=engine)
+    assert "Hi\\x1b[31m there\\x00" in stdout.getvalue() and "\x1b" not in stdout.getvalue()

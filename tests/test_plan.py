@@ -277,7 +277,7 @@ def test_train_refuses_a_run_that_cannot_fit_and_writes_nothing(planning_model, 
     with pytest.raises(ConfigError) as err:
         train(config, log=lambda *_: None, progress=False, compare=False)
     message = str(err.value)
-    assert "\n" not in message and message.startswith("memory plan: needs ~") and "0.29 GB is available" in message
+    assert "\n" not in message and message.startswith("memory plan: needs ~") and "0.29 GiB is available" in message
     assert not (tmp_path / "run").exists()
 
 

@@ -10,6 +10,15 @@ from pathlib import Path
 from ducktune.errors import UserError
 
 
+def terminal_text(text: str) -> str:
+    """Model output made safe to print: control characters (NUL, backspace, ESC sequences that move
+    the cursor or recolour the terminal...) shown as \\xNN escapes; newlines kept, tabs as 4 spaces
+    (a tab's width depends on where it falls, which breaks the columns), carriage returns as newlines."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return "".join("    " if ch == "\t" else ch if ch == "\n" or unicodedata.category(ch) != "Cc"
+                   else f"\\x{ord(ch):02x}" for ch in text)
+
+
 def _cells(ch: str) -> int:
     """Terminal columns of a character: 2 for wide (CJK) ones, 0 for combining marks."""
     return 0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in "WF" else 1
@@ -44,7 +53,7 @@ def _wrap_paragraph(paragraph: str, width: int) -> list[str]:
 
 def _wrap(text: str, width: int, max_lines: int = 14) -> list[str]:
     lines: list[str] = []
-    for paragraph in (text.strip() or "(empty)").splitlines():
+    for paragraph in (terminal_text(text).strip() or "(empty)").splitlines():
         wrapped = _wrap_paragraph(paragraph, width)
         if wrapped == [""] and lines and lines[-1] == "":
             continue  # collapse runs of blank lines

@@ -11,6 +11,7 @@ HELP = "Commands: /reset (new conversation), /system TEXT (set the system prompt
 def chat_repl(run_dir: str, base_only: bool = False, max_new_tokens: int = 256, temperature: float = 0.0,
               system: str | None = None, stdin=None, stdout=None, engine=None) -> None:
     """`engine`: answer with this one (e.g. llama.cpp on an export) instead of loading the run's."""
+    from ducktune.chat.compare import terminal_text
     from ducktune.chat.engine import ChatEngine
 
     stdin = stdin or sys.stdin
@@ -46,6 +47,6 @@ def chat_repl(run_dir: str, base_only: bool = False, max_new_tokens: int = 256, 
         pieces = []
         for piece in engine.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature):
             pieces.append(piece)
-            print(piece, end="", file=stdout, flush=True)
+            print(terminal_text(piece), end="", file=stdout, flush=True)
         print(file=stdout, flush=True)
         history += [{"role": "user", "content": text}, {"role": "assistant", "content": "".join(pieces)}]

@@ -66,7 +66,7 @@ _PROJECTIONS = {
 
 
 def format_bytes(n: float) -> str:
-    return f"{n / GiB:.2f} GB" if n >= GiB / 10 else f"{n / MiB:.0f} MB"
+    return f"{n / GiB:.2f} GiB" if n >= GiB / 10 else f"{n / MiB:.0f} MiB"  # binary units, as --memory reads them
 
 
 # ----------------------------------------------------------------------------- the model's shape
