@@ -25,3 +25,19 @@ def test_a_running_run_without_a_live_writer_shows_as_interrupted(tmp_path):
     # The probe does not get in a writer's way.
     with WriterLock("train") as lock:
         lock.acquire(run)
+
+
+def test_export_of_a_run_still_training_says_wait_not_resume(tmp_path):
+    """Export beside a live training said "finish it with `ducktune train ...`", which the lock then refuses."""
+    from ducktune.export.merge import open_run
+
+    run = tmp_path / "k1"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"status": "running", "method": "lora"}))
+    with pytest.raises(UserError, match=r"not finished \(status: interrupted\); finish it with `ducktune train "):
+        open_run(run)
+    with WriterLock("train") as lock:
+        lock.acquire(run)
+        with pytest.raises(UserError, match=r"not finished \(status: running\): another process is still training "
+                                            r"it; wait for it to finish before exporting$"):
+            open_run(run)

@@ -69,6 +69,7 @@ def test_modelfile_points_at_the_gguf_with_template_stops_and_system(exported):
 @needs_go
 def test_report_gets_the_table_once_and_verify_reruns(exported, capsys):
     run, export_dir, _ = exported
+    assert f"Exported to `{export_dir}` in " in (run / "report.md").read_text()
     assert main(["verify", str(export_dir)]) == 0
     out = capsys.readouterr().out
     assert "PASS  Modelfile: TEMPLATE via Go text/template = chat template" in out
@@ -76,6 +77,8 @@ def test_report_gets_the_table_once_and_verify_reruns(exported, capsys):
     assert report.startswith("# ducktune run")  # the training report is kept
     assert report.count("## Export: quack-duck") == 1  # export, then verify: replaced, not duplicated
     assert "| GGUF quack-duck-f16.gguf: read back (gguf reader) | PASS |" in report
+    # verify's own seconds are not the export's time
+    assert f"Verified again `{export_dir}` in " in report and "Exported to" not in report
 
 
 @needs_go
@@ -290,3 +293,24 @@ def test_stop_tokens_include_the_models_generation_config_list(tiny_llama, tmp_p
     assert json.loads((export_dir / "merged" / "generation_config.json").read_text())["eos_token_id"] == [4, 1, 2]
     assert read_json(export_dir / "verify.json")["verified"] is True
     shutil.rmtree(export_dir / "merged")  # keep tmp small
+
+
+@needs_go
+def test_a_template_without_its_own_end_of_turn_gets_the_models_next_stop_token_as_the_ggufs(tiny_llama, tmp_path):
+    """GLM-4's template ends answers with no special token; its generation_config lists <|user|> and
+    <|observation|> beside EOS. The GGUF held EOS alone, so llama-server / LM Studio ran on past
+    <|user|>; llama.cpp's own converter writes <|user|> as the end-of-turn token."""
+    import json
+
+    from ducktune.export.gguf_file import read_gguf_header
+
+    base = confident_copy(tiny_llama, tmp_path / "base")
+    config = json.loads((base / "generation_config.json").read_text())
+    config["eos_token_id"] = [1, 2]  # <|end_of_text|>, <|start_header_id|> (plays <|user|>)
+    (base / "generation_config.json").write_text(json.dumps(config))
+    no_eot = ("{% for m in messages %}{% if m['role'] == 'user' %}<|start_header_id|>{{ m['content'] }}\n"
+              "{% else %}{{ m['content'] }}\n{% endif %}{% endfor %}{% if add_generation_prompt %}>> {% endif %}")
+    run = make_lora_run(tmp_path / "run", base, chat_template=no_eot)
+    assert main(["export", str(run), "--quant", "f16", "--no-create"]) == 0
+    metadata = read_gguf_header(run / "export" / "run-f16.gguf").metadata
+    assert metadata["tokenizer.ggml.eos_token_id"] == 1 and metadata["tokenizer.ggml.eot_token_id"] == 2

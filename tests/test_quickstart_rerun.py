@@ -60,7 +60,10 @@ def test_an_interrupted_quickstart_is_the_demos_and_its_rerun_resumes_or_replace
     # Other settings: the unfinished demo run is replaced.
     with pytest.raises(UserError, match="interrupted"):
         run_quickstart(out=str(out), export=False, replay=0, overrides=tiny_demo(tiny_qwen, "train.max_steps=3"))
-    assert "Resuming" not in capsys.readouterr().out
+    out_text = capsys.readouterr().out
+    assert "Resuming" not in out_text
+    # ... and the user is told why the progress is gone
+    assert f"Starting over in {out}: the unfinished quickstart run there used other settings (train.max_steps" in out_text
     assert RunDir(out).info()["origin"] == "quickstart"
     # Not interrupted: the rerun finishes the demo run, in the same folder.
     monkeypatch.undo()

@@ -140,3 +140,38 @@ def test_agreement_reports_how_far_the_export_moved_the_merged_models_top_two_ga
     check = agreement_check("p", "q8_0", [cpp], [hf])
     assert check.status == PASS and abs(check.numbers["gap_error_p95"] - 0.25) < 1e-9
     assert "top-two gap moved by <= 0.250 logits" in check.detail
+
+
+def test_a_gguf_loaded_with_other_rope_scaling_is_not_failed_on_its_logits():
+    """transformers' GGUF loader drops Llama 3.1/3.2's rope scaling (llama.cpp reads it from the
+    rope_freqs tensor): on a 550-token probe its logits moved 0.36 of 9.8 and a good Llama 3 export
+    was failed. It is INFO (llama.cpp checks the file) when the loaded config's rope differs."""
+    from transformers import LlamaConfig
+
+    from ducktune.export.verify import _rope_read_differently
+
+    scaled = LlamaConfig(rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                          "original_max_position_embeddings": 8192})
+    plain = LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": 500000.0})
+    assert _rope_read_differently(scaled, plain) == (
+        "transformers' GGUF loader reads this file with default rope where the model has llama3 rope scaling "
+        "(its logits drift with the position); llama.cpp checks this file")
+    assert _rope_read_differently(plain, LlamaConfig(rope_parameters={"rope_type": "default", "rope_theta": 1e4})) is None
+
+
+def test_the_template_row_says_where_llama_cpp_python_swaps_in_its_own_format(tiny_llama):
+    """create_chat_completion replaces a few exact templates (Mistral v0.1's, ChatML, Llama 3) with its
+    built-in formatters, which the row's jinja2 rendering does not check: it says so."""
+    from llama_cpp.llama_chat_format import MISTRAL_INSTRUCT_CHAT_TEMPLATE
+
+    from ducktune.export.verify import _jinja_renderer
+    from ducktune.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_llama)
+    engine, _ = _jinja_renderer(MISTRAL_INSTRUCT_CHAT_TEMPLATE, tokenizer)
+    assert engine.endswith("its create_chat_completion uses its built-in 'mistral-instruct' format instead, not checked")
+    engine, render = _jinja_renderer(tokenizer.chat_template, tokenizer)
+    assert engine == "llama-cpp-python's jinja2"
+    assert render([{"role": "user", "content": "hi"}]) == tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)

@@ -62,6 +62,13 @@ class RunDir:
         status = status if isinstance(status, str) else "unknown"
         return "interrupted" if status == "running" and not writer_alive(self.path) else status
 
+    def unfinished_hint(self, info: dict | None = None) -> str:
+        """What to do about a run that is not finished: wait while a process still trains it, else resume it."""
+        status = self.status(info)
+        if status == "running":
+            return "(status: running): another process is still training it; wait for it to finish"
+        return f"(status: {status}); finish it with `ducktune train {self.config_yaml}`"
+
     def weights_dir(self) -> Path:
         """The adapter (LoRA) or full model folder of a finished run."""
         info = self.info()

@@ -50,8 +50,7 @@ def open_run(run_path: str | Path, log=print) -> RunSource:
     run = RunDir(run_path)
     info = run.info()
     if info.get("status") != "completed":
-        raise UserError(f"{run.path}: the run is not finished (status: {run.status(info)}); "
-                        f"finish it with `ducktune train {run.config_yaml}` before exporting")
+        raise UserError(f"{run.path}: the run is not finished {run.unfinished_hint(info)} before exporting")
     config = run.config()
     weights = run.weights_dir()
     base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)

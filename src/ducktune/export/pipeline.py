@@ -53,6 +53,8 @@ class ExportResult:
     # Where llama.cpp runs this architecture differently from transformers (gguf_arch.gguf_caveats):
     # checks on short probe prompts cannot see them, so they are printed beside the verdict.
     caveats: list = field(default_factory=list)
+    # `ducktune verify` of an existing export (seconds are the checks', not the export's)
+    reverified: bool = False
 
     @property
     def verified(self) -> bool:
@@ -275,7 +277,10 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     summaries = {}
     if "gguf" in targets:
         tokenizer = exported_tokenizer(source)
-        eot = source.chat_format.eot_token
+        # A template with no end-of-turn token of its own (GLM-4): the first other stop token of the model's
+        # generation_config (<|user|>) is the GGUF's end of turn, as llama.cpp's converter writes it.
+        eot = source.chat_format.eot_token or next(
+            (t for t in source.chat_format.stop_tokens if t != tokenizer.eos_token), None)
         direct = [q for q in quant_list if q in DIRECT_QUANTS]
         k_quants = [q for q in quant_list if q in K_QUANTS]
         f16_path = work / f"{name}-f16.gguf"
@@ -479,7 +484,7 @@ def append_report(report_path: Path, result: ExportResult, table: str) -> None:
 def export_section(result: ExportResult, table: str) -> list[str]:
     """Markdown lines: the export's verdict, its verification table and the ollama command."""
     section = [f"## Export: {result.name}", "",
-               f"Exported to `{result.export_dir}` in {result.seconds:.0f} s; "
+               f"{'Verified again' if result.reverified else 'Exported to'} `{result.export_dir}` in {result.seconds:.0f} s; "
                f"{'all checks passed' if result.verified else 'some checks FAILED'}.", "", table, ""]
     section += [f"Caveat (not covered by these checks): {note}" for note in result.caveats]
     section += [""] if result.caveats else []
@@ -567,7 +572,7 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     caveats = manifest.get("caveats")
     result = ExportResult(export_dir, manifest["name"], files=manifest["files"],
                           ollama_command=manifest.get("ollama_command"),
-                          caveats=[str(c) for c in caveats] if isinstance(caveats, list) else [])
+                          caveats=[str(c) for c in caveats] if isinstance(caveats, list) else [], reverified=True)
     recorded = checks_mod.Check(**manifest["merge_check"]) if manifest.get("merge_check") else None
     if recorded is not None:
         recorded.detail += " (recorded at export)"

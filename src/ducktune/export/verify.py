@@ -233,6 +233,19 @@ def transformers_gguf_gap(path: Path) -> str | None:
     return f"transformers' GGUF loader does not read architecture {arch!r}; llama.cpp checks this file"
 
 
+def _rope_read_differently(ours, theirs) -> str | None:
+    """Why the loaded GGUF's logits cannot match: its config's rope scaling is not the model's (the
+    loader drops Llama 3's, which the GGUF holds as a rope_freqs tensor it does not read; the
+    difference grows with the position, past the tolerance on long prompts). None: the same."""
+    from ducktune.export.gguf_arch import rope_params
+
+    kinds = [rope_params(config.to_dict())["rope_type"] for config in (ours, theirs)]
+    if kinds[0] == kinds[1]:
+        return None
+    return (f"transformers' GGUF loader reads this file with {kinds[1]} rope where the model has {kinds[0]} "
+            "rope scaling (its logits drift with the position); llama.cpp checks this file")
+
+
 def check_transformers_loader(path: Path, quant: str, reference: Reference) -> Check:
     import torch
     from transformers import AutoModelForCausalLM
@@ -253,6 +266,8 @@ def check_transformers_loader(path: Path, quant: str, reference: Reference) -> C
             loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
     except Exception as exc:  # transformers raises many kinds for files it cannot read
         return Check(label, FAIL, f"transformers cannot load it: {exc}")
+    if gap := _rope_read_differently(config, loaded.config):
+        return Check(label, INFO, gap)
     loaded.eval()
     theirs = logits_of(loaded, reference.prompt_ids)
     del loaded
@@ -599,12 +614,16 @@ def _jinja_renderer(template: str, tokenizer):
     """render(messages) with the engine a GGUF's template meets in llama-cpp-python (its jinja2
     chat formatter, which reads tokenizer.chat_template from the file), else transformers'."""
     try:
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter, guess_chat_format_from_gguf_metadata
     except ImportError:
         return "transformers", lambda messages: tokenizer.apply_chat_template(
             messages, chat_template=template, tokenize=False, add_generation_prompt=True)
     formatter = Jinja2ChatFormatter(template, eos_token=tokenizer.eos_token or "", bos_token=tokenizer.bos_token or "")
-    return "llama-cpp-python", lambda messages: formatter(messages=messages).prompt
+    engine = "llama-cpp-python's jinja2"
+    # create_chat_completion swaps a few exact templates for its own formatter, which this does not check
+    if builtin := guess_chat_format_from_gguf_metadata({"tokenizer.chat_template": template}):
+        engine += f"; its create_chat_completion uses its built-in {builtin!r} format instead, not checked"
+    return engine, lambda messages: formatter(messages=messages).prompt
 
 
 def check_embedded_templates(renderings: list[dict] | None, tokenizer, gguf_paths: list[Path]) -> Check:
