@@ -155,3 +155,32 @@ def test_adapter_of_a_checkpoint_transformers_renames_on_load_fits(tmp_path):
     summary = check_adapter(tmp_path / "adapter", tmp_path / "base")
     # q_proj and down_proj of the 2 text layers, and the vision tower's one q_proj.
     assert summary == {"modules": 5, "rank": 2}
+
+
+def test_all_linear_leaves_a_multimodal_models_vision_parts_alone(tmp_path):
+    """Gemma 3 4B+: all-linear put adapters on the SigLIP vision tower and the projector, which a
+    text fine-tune never runs (their adapters stay zero and only grow the files)."""
+    from transformers import AutoModelForCausalLM, Gemma3Config
+
+    from ducktune.config import LoraConfig
+    from ducktune.train.lora import attach_lora
+
+    config = Gemma3Config(
+        text_config=dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, vocab_size=300,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+        vision_config=dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, image_size=32, patch_size=8,
+                           num_attention_heads=2),
+        mm_tokens_per_image=16, boi_token_index=5, eoi_token_index=6, image_token_index=7)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config)
+    model.save_pretrained(tmp_path / "base")
+    peft_model, targets = attach_lora(model, LoraConfig(r=2))
+    adapted = [name for name, module in peft_model.named_modules() if hasattr(module, "lora_A")]
+    assert len(adapted) == 2 * 7 and all(".language_model.layers." in name for name in adapted)
+    assert targets == ["down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    from ducktune.train.lora import unadapted_note
+
+    assert unadapted_note(peft_model) is None  # the vision parts are left alone on purpose, not "Not adapted"
+    # The saved adapter fits its base: the modules its config excludes are not missing weights.
+    peft_model.save_pretrained(tmp_path / "adapter")
+    assert check_adapter(tmp_path / "adapter", tmp_path / "base") == {"modules": 14, "rank": 2}

@@ -62,6 +62,15 @@ def loaded_weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]] | None:
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
 
 
+def _excluded(module: str, exclude: object) -> bool:
+    """Whether PEFT's exclude_modules (a regex, or names matched as targets are) leaves `module` out."""
+    if isinstance(exclude, str):
+        return re.fullmatch(exclude, module) is not None
+    if isinstance(exclude, list):
+        return any(module == e or module.endswith("." + e) for e in exclude)
+    return False
+
+
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
 
 
@@ -124,7 +133,8 @@ def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
         matrices = [name[: -len(".weight")] for name in base
                     if name.endswith(".weight") and len(base[name]) == 2 and not name.startswith("lm_head")]
         expected = {module for module in matrices
-                    if any(module == t or module.endswith("." + t) for t in targets)}
+                    if any(module == t or module.endswith("." + t) for t in targets)
+                    and not _excluded(module, adapter_config.get("exclude_modules"))}
         missing = sorted(expected - set(pairs))
         if missing:
             raise ModelError(f"{weights_path}: no weights for {len(missing)} of the {len(expected)} modules the "

@@ -56,6 +56,17 @@ def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
                           f"its linear layers are {', '.join(linears)} (or use all-linear)")
 
 
+# A multimodal model (Gemma 3 4B+: Gemma3ForConditionalGeneration) fine-tuned on text: all-linear leaves its
+# vision encoder and projector alone. Text batches never reach them, so their adapters would stay zero and
+# only grow the adapter (and PEFT's QLoRA refused the vision tower's biased linears on CPU).
+_VISION_PARTS = ("vision_tower", "vision_model", "multi_modal_projector", "visual", "vision_embed_tokens")
+VISION_MODULES = rf"(.*\.)?({'|'.join(_VISION_PARTS)})(\..*)?"
+
+
+def _has_vision_parts(model) -> bool:
+    return any(name.rsplit(".", 1)[-1] in _VISION_PARTS for name, _ in model.named_modules())
+
+
 def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference_copy: bool = False):
     """(PEFT model, the leaf names of the modules adapted, then any bare parameters). `all-linear` is PEFT's own
     resolution (every linear layer but the output head, bitsandbytes linears included);
@@ -85,11 +96,13 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
         # A saved adapter may name its targets by full path: the leaf names, as for a new adapter.
         return peft_model, sorted({name.rsplit(".", 1)[-1] for name in peft_model.peft_config["default"].target_modules})
 
+    all_linear = cfg.target_modules == "all-linear"
     peft_config = PeftLoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules="all-linear" if cfg.target_modules == "all-linear" else list(cfg.target_modules),
+        target_modules="all-linear" if all_linear else list(cfg.target_modules),
+        exclude_modules=VISION_MODULES if all_linear and _has_vision_parts(model) else None,
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
         target_parameters=list(cfg.target_parameters) or None,
@@ -110,8 +123,11 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
     # PEFT's all-linear also adapts bare parameters of some models (the fused experts of MoE models
     # under transformers 5): named too, so the log and run.json say what trains.
     parameters = [f"{name} (parameter)" for name in getattr(resolved, "target_parameters", None) or []]
-    # PEFT may keep full module paths where a leaf name is ambiguous (tiny models): leaf names, as logged.
-    return peft_model, sorted({name.rsplit(".", 1)[-1] for name in resolved.target_modules}) + parameters
+    # PEFT may keep full module paths where a leaf name is ambiguous (tiny models): leaf names, as logged;
+    # its resolved names include excluded modules' (the vision tower's fc1/fc2): those adapted, then.
+    names = ({name for name, module in peft_model.named_modules() if hasattr(module, "lora_A")}
+             if peft_config.exclude_modules else resolved.target_modules)
+    return peft_model, sorted({name.rsplit(".", 1)[-1] for name in names}) + parameters
 
 
 def adapter_parameter_ids(peft_model) -> set[int]:
@@ -129,7 +145,8 @@ def adapter_parameter_ids(peft_model) -> set[int]:
 
 def unadapted_weights(peft_model) -> tuple[dict[str, int], int]:
     """({name with layer numbers as *: elements} of the frozen weight matrices no adapter covers, the
-    elements of all frozen weight matrices), embeddings and LM head left out of both: what all-linear
+    elements of all frozen weight matrices), embeddings, LM head and a multimodal model's vision parts
+    left out of both: what all-linear
     (or a target list) leaves as in the base, e.g. Qwen2-MoE's routed experts, which transformers keeps
     as bare tensors rather than linear layers."""
     import re
@@ -139,8 +156,11 @@ def unadapted_weights(peft_model) -> tuple[dict[str, int], int]:
     left: dict[str, int] = {}
     total = 0
     adapters = adapter_parameter_ids(peft_model)
+    vision = re.compile(VISION_MODULES)
     for name, param in peft_model.named_parameters():
         if param.requires_grad or param.ndim < 2 or id(param) in embeddings or id(param) in adapters:
+            continue
+        if vision.fullmatch(name):  # left alone on purpose (VISION_MODULES): text batches never reach it
             continue
         total += param.numel()
         if ".base_layer." not in name:  # PEFT moves every adapted weight under a base_layer
