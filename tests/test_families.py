@@ -387,3 +387,27 @@ def test_deepseek_r1_is_prompted_as_trained(standins, enable_thinking, dropped):
     for thinking in (False, True):
         qwen3 = ChatFormat(load_tokenizer(standin_dir("qwen3", standins, log=lambda *a: None), None, False, thinking))
         assert qwen3.dropped_prompt_text == "" and qwen3.trained_template() == qwen3.tokenizer.chat_template
+
+
+def test_deepseek_r1_keeps_the_reasoning_of_the_answer_it_trains(standins):
+    """R1's template renders only what follows '</think>' in every answer: reasoning data (the usual
+    data for R1-distill models) lost its reasoning from the trained answers silently. The final answer
+    keeps it verbatim; earlier answers are rendered as the template renders history at inference."""
+    from ducktune.data.schema import Message, Sample
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.families import standin_dir
+    from ducktune.models.loading import load_tokenizer
+
+    fmt = ChatFormat(load_tokenizer(standin_dir("deepseek-r1-distill-qwen", standins, log=lambda *a: None)))
+    answer = "<think>\nTwo and two.\n</think>\n\nIt is 4."
+    sample = Sample("chat", messages=[Message("user", "Hi"), Message("assistant", "<think>\nGreet.\n</think>\n\nHello!"),
+                                      Message("user", "2+2?"), Message("assistant", answer)])
+    encoded = fmt.encode(sample, 4096)
+    trained = [text for text, is_trained in fmt.decode_spans(encoded) if is_trained]
+    assert trained == ["\n\nHello!<｜end▁of▁sentence｜>", answer + "<｜end▁of▁sentence｜>"]
+    # The prompt for that answer is the inference prompt of the same history.
+    prompt = fmt.render([{"role": m.role, "content": m.content} for m in sample.messages[:3]], add_generation_prompt=True)
+    text = fmt.tokenizer.decode(encoded.input_ids)
+    assert text.startswith(prompt) and text[len(prompt):].startswith("<think>\nTwo and two.")
+    plain = fmt.encode(Sample("chat", messages=[Message("user", "2+2?"), Message("assistant", "It is 4.")]), 4096)
+    assert [t for t, is_trained in fmt.decode_spans(plain) if is_trained] == ["It is 4.<｜end▁of▁sentence｜>"]

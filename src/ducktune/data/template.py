@@ -31,6 +31,7 @@ from ducktune.errors import DataError, ModelError
 from ducktune.models.loading import read_template  # noqa: F401  (re-exported for callers of the data layer)
 
 IGNORE_INDEX = -100
+_THINK_END = "</think>"  # where reasoning models' answers end their reasoning
 _PROBE_ANSWER = "DUCKTUNEPROBEANSWER"
 _PROBE_QUESTION = "DUCKTUNEPROBEQUESTION"
 # Turn markers that templates only ever mean as single special tokens (ChatML, Llama 3, Phi-3,
@@ -290,7 +291,23 @@ class ChatFormat:
                 shift += len(self.inserted_eos)
             spans.append((start, end))
             cursor = end
-        return full, spans
+        return self._keep_final_reasoning(messages, full, spans)
+
+    @staticmethod
+    def _keep_final_reasoning(messages: list[dict], full: str, spans: list[tuple[int, int]]
+                              ) -> tuple[str, list[tuple[int, int]]]:
+        """A template that renders only what follows '</think>' in every answer (DeepSeek-R1's: earlier
+        answers lose their reasoning in a prompt) would drop the reasoning of the answer being trained
+        too, silently. The final answer keeps it, verbatim: the model must generate it after the prompt."""
+        if not spans or messages[-1]["role"] != "assistant" or not isinstance(messages[-1]["content"], str):
+            return full, spans
+        content = messages[-1]["content"]
+        cut = content.rfind(_THINK_END) + len(_THINK_END)
+        dropped, tail = content[:cut], content[cut:]
+        start, end = spans[-1]
+        if cut < len(_THINK_END) or not tail.strip() or not full.startswith(tail, start) or full.startswith(content, start):
+            return full, spans
+        return full[:start] + dropped + full[start:], spans[:-1] + [(start, end + len(dropped))]
 
     def _answer_start(self, messages: list[dict], i: int, full: str, cursor: int) -> int:
         prefix = self._render_prompt(messages[:i]) if i else self.generation_prompt
