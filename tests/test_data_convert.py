@@ -65,8 +65,19 @@ def test_multi_turn_with_system_to_alpaca_uses_history_and_system(tmp_path, caps
 
 
 def test_preference_pairs_keep_chosen_and_rejected(tmp_path, capsys):
-    original = write_jsonl(tmp_path / "in.jsonl", [{"prompt": "q", "chosen": "good", "rejected": "bad"}])
-    for target in ("messages", "sharegpt"):
+    original = write_jsonl(tmp_path / "in.jsonl", [
+        {"prompt": "q", "chosen": "good", "rejected": "bad"},
+        {"chosen": [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"},
+                    {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"},
+                    {"role": "assistant", "content": "good"}],
+         "rejected": [{"role": "system", "content": "s"}, {"role": "user", "content": "q1"},
+                      {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"},
+                      {"role": "assistant", "content": "bad"}]}])
+    # alpaca: LLaMA-Factory's ranking shape, which ducktune reads (it was refused)
+    assert run_cli(capsys, "data", "convert", original, tmp_path / "alpaca.json", "--to", "alpaca")[0] == 0
+    assert json.loads((tmp_path / "alpaca.json").read_text())[1] == {
+        "instruction": "q2", "input": "", "system": "s", "history": [["q1", "a1"]], "chosen": "good", "rejected": "bad"}
+    for target in ("messages", "sharegpt", "alpaca"):
         out = tmp_path / f"{target}.jsonl"
         assert run_cli(capsys, "data", "convert", original, out, "--to", target)[0] == 0
         assert samples_in(out) == samples_in(original)
@@ -80,7 +91,8 @@ def test_refusals_name_every_record_and_write_nothing(tmp_path, capsys):
         '{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q2"}, '
         '{"role": "assistant", "content": "a"}]}\n')
     (folder / "pairs.jsonl").write_text(
-        '{"messages": [{"role": "user", "content": "q"}], "chosen": "good", "rejected": "bad"}\n')
+        '{"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q2"}], "chosen": "good", '
+        '"rejected": "bad"}\n')
     out = tmp_path / "out.json"
     code, _, err = run_cli(capsys, "data", "convert", folder, out, "--to", "alpaca")
     assert code == 2
@@ -88,8 +100,9 @@ def test_refusals_name_every_record_and_write_nothing(tmp_path, capsys):
         f"error: {folder}/chats.jsonl:2: messages[1]: cannot be written as alpaca: turns do not alternate "
         "user/assistant here (user turn where an assistant turn belongs); alpaca holds only question/answer pairs, "
         "convert --to messages or --to sharegpt",
-        f"error: {folder}/pairs.jsonl:1: chosen: cannot be written as alpaca: a preference pair (chosen/rejected) "
-        "cannot be an alpaca chat; convert it --to messages or --to sharegpt",
+        f"error: {folder}/pairs.jsonl:1: messages[1]: cannot be written as alpaca: turns do not alternate "
+        "user/assistant here (user turn where an assistant turn belongs); alpaca holds only question/answer pairs, "
+        "convert --to messages or --to sharegpt",
         "error: 2 problems: 2 of 3 records cannot be written as alpaca; nothing was written",
     ]
     assert not out.exists()

@@ -3,9 +3,9 @@
 Lossless means: reading the output back gives the same samples (the same conversations
 the model trains on). Where the target cannot hold a record, the conversion is refused
 for the whole file, naming every record that does not fit:
-- alpaca holds a system prompt, [question, answer] history and one last question/answer;
-  conversations whose turns do not alternate user/assistant, preference pairs and plain
-  text do not fit;
+- alpaca holds a system prompt, [question, answer] history and one last question/answer
+  (a preference pair: the last question, then chosen/rejected, LLaMA-Factory's ranking shape);
+  conversations whose turns do not alternate user/assistant and plain text do not fit;
 - messages and sharegpt hold every conversation, and preference pairs (prompt turns plus
   chosen/rejected answers); plain text has no turns and fits none of the three;
 - unpaired KTO samples are written as their conversation (the completion last) plus `label`,
@@ -80,10 +80,16 @@ def to_sharegpt(sample: Sample) -> dict:
 def to_alpaca(sample: Sample) -> dict:
     if sample.kind == "text":
         raise DoesNotFit("text", "plain text (continued pre-training) cannot be an alpaca instruction/output pair")
-    if sample.kind == "preference":
-        raise DoesNotFit("chosen", "a preference pair (chosen/rejected) cannot be an alpaca chat; "
-                                   "convert it --to messages or --to sharegpt")
-    messages, fields = sample.messages, sample.fields or [""] * len(sample.messages)
+    if sample.kind == "preference":  # LLaMA-Factory's alpaca ranking shape: the answers instead of output
+        fields = (sample.fields or [""] * len(sample.messages)) + ["chosen"]
+        record = _alpaca_record(list(sample.messages) + [Message("assistant", "")], fields)
+        del record["output"]
+        return {**record, "chosen": sample.chosen, "rejected": sample.rejected}
+    return _alpaca_record(sample.messages, sample.fields or [""] * len(sample.messages))
+
+
+def _alpaca_record(messages: list[Message], fields: list[str]) -> dict:
+    """{instruction, input, output, system?, history?} of a conversation ending with an answer."""
     if not all(m.trained for m in messages):
         raise DoesNotFit("weight", "a turn marked untrained (weight 0) cannot be an alpaca chat; "
                                    "convert it --to messages or --to sharegpt")
