@@ -196,9 +196,6 @@ class Setup:
     heap_returned: bool = True
     # LoRA as one addmm (lora.fused on plain fp32 layers): the heap keeps less (UNRETURNED_HEAP_SLACK_ADDMM).
     lora_addmm: bool = False
-    # Entries of the loaded tokenizer (0: as many as the model's vocab_size; a tokenizer may have fewer
-    # than the embedding has rows, e.g. ducktune's stand-ins).
-    tokenizer_entries: int = 0
 
     @property
     def tokens(self) -> int:
@@ -316,7 +313,7 @@ def estimate(shape: ModelShape, setup: Setup, device: str = "cpu") -> dict[str, 
         parts["reference pass"] = max(excess, int(KEPT_REFERENCE_SHARE * reference)) if heap_keeps_freed else excess
 
     parts["data"] = setup.dataset_tokens * DATA_BYTES_PER_TOKEN if device == "cpu" else 0
-    parts["tokenizer"] = (setup.tokenizer_entries or shape.vocab) * TOKENIZER_BYTES_PER_ENTRY if device == "cpu" else 0
+    parts["tokenizer"] = shape.vocab * TOKENIZER_BYTES_PER_ENTRY if device == "cpu" else 0
     live = sum(parts.values())
     kept = UNRETURNED_HEAP_SLACK_ADDMM if setup.lora_addmm else UNRETURNED_HEAP_SLACK
     slack = kept if heap_keeps_freed else ALLOCATOR_SLACK.get(device, 0.1)
@@ -575,13 +572,11 @@ def heap_returns_memory(config) -> bool:
 
 
 def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dict] | None,
-             budget: int | None, keep: dict | None = None, batching: str | None = None,
-             tokenizer_entries: int = 0) -> MemoryPlan:
+             budget: int | None, keep: dict | None = None, batching: str | None = None) -> MemoryPlan:
     """The plan for a RunConfig. rows: its tokenized samples (None: assume full rows of
     data.cutoff_len, every token trained). keep: a resumed run's recorded plan, whose
     micro-batch, accumulation and checkpointing must not change. batching: the mode rows are
-    batched in (packed | padding-free | padded; None: what config.json lets us expect).
-    tokenizer_entries: the loaded tokenizer's vocabulary (0: the model's vocab_size)."""
+    batched in (packed | padding-free | padded; None: what config.json lets us expect)."""
     import importlib.util
 
     from ducktune.train.packing import expected_batching
@@ -611,7 +606,6 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
         row_tokens_at = None
         wanted = setup_from_config(config, None, 1.0, 0, dtype, device)
     shape = ModelShape.from_config(model_config)
-    wanted = replace(wanted, tokenizer_entries=tokenizer_entries)
     if tc.loss_chunk_size is None:
         wanted = replace(wanted, loss_chunk_size=auto_loss_chunk(shape.vocab))
     checkpointing = tc.gradient_checkpointing
@@ -670,10 +664,9 @@ def heaviest_row_tokens_by_batch(lengths: list[int], batch_sizes: list[int], cut
 # ----------------------------------------------------------------------------- for `ducktune train`
 
 def plan_memory(config, model_config: dict, placement, train_rows: list[dict], keep: dict | None = None,
-                batching: str | None = None, log=print, tokenizer_entries: int = 0) -> MemoryPlan:
+                batching: str | None = None, log=print) -> MemoryPlan:
     """Plan this run's memory within train.memory_budget or the free memory (plan_run's
-    keep, batching and tokenizer_entries). Raises ConfigError, in one line saying what to change,
-    when nothing fits.
+    keep and batching). Raises ConfigError, in one line saying what to change, when nothing fits.
     """
     from ducktune.errors import ConfigError
     from ducktune.train.memory_probe import available_memory, freed_memory_returns_to_os
@@ -684,7 +677,7 @@ def plan_memory(config, model_config: dict, placement, train_rows: list[dict], k
     except ValueError as exc:
         raise ConfigError(f"train.memory_budget: {exc}") from None
     memory = plan_run(config, model_config, placement.device, placement.dtype, train_rows, budget,
-                      keep=keep, batching=batching, tokenizer_entries=tokenizer_entries)
+                      keep=keep, batching=batching)
     if not memory.fits:
         raise ConfigError(f"memory plan: {memory.problem}")
     if config.train.memory_budget and placement.device == "cpu" and not freed_memory_returns_to_os():

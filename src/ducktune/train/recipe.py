@@ -327,7 +327,7 @@ def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: li
         log(f"Planning memory again for {batching.mode} batches")
         checkpointing_was_planned = memory.setup.checkpointing
         memory = plan_memory(config, model_config(base.folder), base.placement, rows, keep=keep,
-                             batching=batching.mode, log=log, tokenizer_entries=len(base.tokenizer))
+                             batching=batching.mode, log=log)
         if memory.setup.checkpointing and not checkpointing_was_planned:
             model.enable_input_require_grads()  # as _setup_model does for checkpointed runs
     loss = choose_loss(model, memory.setup.loss_chunk_size, log=log)
@@ -703,8 +703,7 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     # Micro-batch / accumulation / checkpointing within the budget, or refuse now rather than
     # run out of memory an hour in.
     keep = recorded_plan(config)  # a resumed run keeps its micro-batch, accumulation and checkpointing
-    memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, keep=keep, log=log,
-                         tokenizer_entries=len(base.tokenizer))
+    memory = plan_memory(config, model_config(base.folder), placement, data.train_rows, keep=keep, log=log)
 
     # The run directory only after validation and planning, so refused input leaves nothing behind.
     info = _run_info(config, base, data, memory) | ({"origin": origin} if origin else {})
