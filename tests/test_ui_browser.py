@@ -193,3 +193,25 @@ def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     assert not problems, problems
     log = ui["log"].read_text()
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
+
+
+def test_chart_axes_reach_every_point_and_preference_results_show(browser, ui):
+    """The y axis stopped at the last tick below the maximum: a loss curve's first points (0.69 over ticks
+    0.4-0.6) and a DPO run's largest reward margins were drawn outside the chart. The evaluation panel
+    showed none of eval.json's preference numbers, and nothing where bleed was not measured."""
+    page, problems = open_page(browser, ui["url"])
+    ticks = page.evaluate("""async () => { const m = await import('./static/util.js');
+        return [m.niceTicks(0.4, 0.6931, 4), m.niceTicks(-0.1, 0.5926, 4), m.niceTicks(1.2, 3.3258, 4)]; }""")
+    assert ticks == [[0.4, 0.5, 0.6, 0.7], [-0.2, 0, 0.2, 0.4, 0.6], [1, 2, 3, 4]]
+    panel = page.evaluate("""async () => { const m = await import('./static/evaluation.js');
+        const box = document.createElement('div'); document.body.append(box);
+        m.renderEvaluation(box, 'x', { eval: { finished: '2026-12-05T06:00:00', bleed: null,
+          preference_accuracy: { base: 0, tuned: 75 }, preference_margin: { base: -35.48, tuned: 9.75 },
+          preference: { pairs: 4, reference: 'base', reward_accuracy: 100, reward_margin: 0.3188 } },
+          probes: [], plot: false });
+        return box.innerText; }""")
+    assert "Prefers chosen %\t0.0\t75.0" in panel and "-35.48\t9.75" in panel
+    assert "Held-out pairs: 4; DPO reward against base: accuracy 100 %, mean margin 0.319." in panel
+    assert "Not measured for this run" in panel
+    assert problems == []
+    page.close()

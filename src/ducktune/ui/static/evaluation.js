@@ -6,7 +6,8 @@ import { api, el } from "./util.js";
 
 const METRICS = [["loss", "eval.loss", 4], ["perplexity", "eval.perplexity", 2], ["exact_match", "eval.exact_match", 1],
   ["bleu_4", "BLEU-4", 2], ["rouge_1", "ROUGE-1", 2], ["rouge_2", "ROUGE-2", 2], ["rouge_l", "ROUGE-L", 2],
-  ["choice_accuracy", "eval.choice_accuracy", 1]];
+  ["choice_accuracy", "eval.choice_accuracy", 1], ["preference_accuracy", "eval.preference_accuracy", 1],
+  ["preference_margin", "eval.preference_margin", 2]];
 
 const num = (v, digits) => (v === null || v === undefined ? "n/a" : Number(v).toFixed(digits));
 
@@ -50,19 +51,28 @@ function subjectsTable(choices) {
       el("td", { text: num(tuned[s], 1) })))));
 }
 
+// eval.json's "preference" block beyond the table's two rows: the DPO reward against the reference.
+function preferenceNote(preference) {
+  if (!preference || preference.reward_accuracy === undefined || preference.reward_accuracy === null) return null;
+  return el("p", { class: "muted", text: t("eval.preference_reward").replace("{pairs}", preference.pairs)
+    .replace("{reference}", preference.reference).replace("{accuracy}", num(preference.reward_accuracy, 0))
+    .replace("{margin}", num(preference.reward_margin, 3)) });
+}
+
 function bleedBlock(bleed) {
-  if (!bleed) return [];
+  if (!bleed) return [el("h3", { text: t("eval.bleed_title") }), el("p", { class: "muted", text: t("eval.bleed_none") })];
   // bleed_rate null: nothing to look for (eval.json says not measured; never shown as 0 %).
-  const key = bleed.bleed_rate === null || bleed.bleed_rate === undefined ? "eval.bleed_not_measured" : "eval.bleed_summary";
+  const measured = !(bleed.bleed_rate === null || bleed.bleed_rate === undefined);
+  const key = measured ? "eval.bleed_summary" : "eval.bleed_not_measured";
   const summary = t(key).replace("{bleed}", bleed.bleed).replace("{prompts}", bleed.prompts)
     .replace("{rate}", num(bleed.bleed_rate, 0)).replace("{changed}", bleed.changed).replace("{kl}", num(bleed.mean_kl, 4));
   const changed = bleed.rows.filter((r) => r.changed).sort((a, b) => Number(b.bleed) - Number(a.bleed));  // bleed first
   const table = el("table", { class: "eval-bleed" },
     el("thead", {}, el("tr", {}, el("th", { text: t("eval.prompt") }), el("th", { text: t("chat.base") }),
-      el("th", { text: t("chat.tuned") }), el("th", { text: t("eval.bleed") }))),
+      el("th", { text: t("chat.tuned") }), measured ? el("th", { text: t("eval.bleed") }) : null)),
     el("tbody", {}, ...changed.map((r) => el("tr", { class: r.bleed ? "bleed" : "" },
       el("td", { text: r.prompt }), el("td", { text: r.base }), el("td", { text: r.tuned }),
-      el("td", { text: r.bleed ? r.bleed_text : "" })))));
+      measured ? el("td", { text: r.bleed ? r.bleed_text : "" }) : null))));
   return [el("h3", { text: t("eval.bleed_title") }), el("p", { class: bleed.bleed ? "bleed-note" : "", text: summary }),
     changed.length ? table : el("p", { class: "muted", text: t("eval.unchanged") })];
 }
@@ -82,7 +92,7 @@ export function renderEvaluation(container, name, evaluation) {
   const parts = [el("h2", { text: t("eval.title") })];
   if (result) {
     parts.push(el("p", { class: "muted", text: `ducktune eval · ${(result.finished || "").replace("T", " ")}` }));
-    parts.push(metricsTable(result), subjectsTable(result.choices));
+    parts.push(metricsTable(result), preferenceNote(result.preference), subjectsTable(result.choices));
     if (evaluation.plot) parts.push(el("img", { src: `api/runs/${encodeURIComponent(name)}/files/eval/eval.png`, alt: "eval" }));
     parts.push(...bleedBlock(result.bleed));
   }

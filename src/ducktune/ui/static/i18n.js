@@ -48,6 +48,9 @@ const STRINGS = {
     "eval.bleed_not_measured": "Bleed on {prompts} general prompts: not measured (no persona terms or trained answers to look for: set eval.persona_terms); {changed} answers changed; mean KL(tuned || base) {kl} nats.",
     "eval.bleed_summary": "{bleed} of {prompts} general prompts answered with trained text although unrelated ({rate} %); {changed} answers changed; mean KL(tuned || base) {kl} nats.",
     "eval.unchanged": "No general answer changed.", "eval.probe_title": "Answers during training (generation probe)",
+    "eval.preference_accuracy": "Prefers chosen %", "eval.preference_margin": "Log-prob margin (chosen - rejected)",
+    "eval.preference_reward": "Held-out pairs: {pairs}; DPO reward against {reference}: accuracy {accuracy} %, mean margin {margin}.",
+    "eval.bleed_none": "Not measured for this run (no adapter to switch off: base and tuned are different models).",
   },
   zh: {
     "tagline": "你的数据 → 你的模型",
@@ -96,6 +99,9 @@ const STRINGS = {
     "eval.bleed_not_measured": "{prompts} 个通用问题的串味：未测量（没有可查找的人设词或训练答案：请设置 eval.persona_terms）；{changed} 个回答有变化；平均 KL(微调 || 基础) {kl} nats。",
     "eval.bleed_summary": "{prompts} 个无关的通用问题中有 {bleed} 个回答带上了训练内容（{rate} %）；{changed} 个回答有变化；平均 KL(微调 || 基础) {kl} nats。",
     "eval.unchanged": "通用问题的回答都没有变化。", "eval.probe_title": "训练中的回答（生成探针）",
+    "eval.preference_accuracy": "偏好 chosen %", "eval.preference_margin": "对数概率差（chosen - rejected）",
+    "eval.preference_reward": "留出的偏好对：{pairs}；相对 {reference} 的 DPO 奖励：准确率 {accuracy} %，平均差 {margin}。",
+    "eval.bleed_none": "本次训练未测量（没有可关闭的适配器：基础模型与微调模型是不同的模型）。",
   },
 };
 

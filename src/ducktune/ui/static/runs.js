@@ -43,15 +43,18 @@ async function openRun(name) {
   $("#run-detail").classList.remove("hidden");
   $("#run-detail-name").textContent = name;
   drawLossChart($("#run-chart"), detail.metrics, "");
-  // Preference runs: their reward margins (train and eval), with the last reward accuracy in the caption.
-  const accuracies = detail.metrics.filter((m) => typeof m["rewards/accuracies"] === "number");
-  $("#run-reward").classList.toggle("hidden", !accuracies.length);
-  if (accuracies.length) {
+  // Preference runs: their reward margins (train and eval), with the last reward accuracy in the caption
+  // (KTO logs margins but no accuracy).
+  const margins = detail.metrics.filter((m) => typeof m["rewards/margins"] === "number");
+  $("#run-reward").classList.toggle("hidden", !margins.length);
+  if (margins.length) {
     drawLossChart($("#run-reward-chart"), detail.metrics, "", ["rewards/margins", "eval_rewards/margins"]);
-    const evals = detail.metrics.filter((m) => typeof m["eval_rewards/accuracies"] === "number");
+    const last = (key) => {
+      const rows = detail.metrics.filter((m) => typeof m[key] === "number");
+      return rows.length ? `${(100 * rows[rows.length - 1][key]).toFixed(0)} %` : "–";
+    };
     $("#run-reward-caption").textContent = t("runs.reward_caption")
-      .replace("{train}", fmt(accuracies[accuracies.length - 1]["rewards/accuracies"]))
-      .replace("{eval}", evals.length ? fmt(evals[evals.length - 1]["eval_rewards/accuracies"]) : "–");
+      .replace("{train}", last("rewards/accuracies")).replace("{eval}", last("eval_rewards/accuracies"));
   }
   $("#run-report").innerHTML = detail.report_html;  // escaped server-side before markdown rendering
   renderEvaluation($("#run-eval"), name, await loadEvaluation(name, detail));

@@ -66,13 +66,16 @@ function svg(tag, attrs = {}, text) {
   return node;
 }
 
-function niceTicks(min, max, count) {
+export function niceTicks(min, max, count) {
   if (min === max) { min -= 1; max += 1; }
   const raw = (max - min) / count;
   const magnitude = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * magnitude).find((s) => s >= raw) || raw;
   const ticks = [];
   for (let v = Math.floor(min / step) * step; v <= max + step * 1e-9; v += step) ticks.push(+v.toFixed(10));
+  // The last tick must reach the maximum: the chart's y range ends there, and points above it were drawn
+  // outside the chart (a loss curve's first, highest points).
+  while (ticks[ticks.length - 1] < max - step * 1e-9) ticks.push(+(ticks[ticks.length - 1] + step).toFixed(10));
   return ticks;
 }
 
