@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -169,7 +170,14 @@ def test_dpo_continues_an_sft_adapter_against_its_frozen_copy(tmp_path, tiny_qwe
     recipe.train(sft, progress=False, compare=False)
     config = pref_config(tmp_path, tiny_qwen, "dpo", f"model.adapter={tmp_path / 'sft'}", "train.max_steps=4",
                          "train.logging_steps=1")
-    result = recipe.train(config, progress=False, compare=False)
+    lines = []
+    result = recipe.train(config, progress=False, compare=False, log=lines.append)
+    # The report and the last line say what the run started from and how the rewards ended.
+    assert f"- base model: `{tiny_qwen}`, continued from the adapter `{tmp_path / 'sft'}`" in \
+        (result.run_dir / "report.md").read_text()
+    accuracy = RunDir(result.run_dir).info()["result"]["preference"]["rewards/accuracies"]["last"]
+    assert lines[-1].startswith(f"Done: {result.run_dir} (final loss ")
+    assert re.search(rf", reward accuracy {accuracy:.0%}, \d+ s\)$", lines[-1]), lines[-1]
     first = next(m for m in RunDir(result.run_dir).read_metrics() if "loss" in m)
     assert first["rewards/chosen"] == 0.0 and first["rewards/rejected"] == 0.0
     assert abs(first["loss"] - 0.6931471805599453) < 1e-6  # -log sigmoid(0)

@@ -265,6 +265,7 @@ def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) ->
         "method": config.train.method,
         "objective": config.train.objective,
         "base_model": {"name_or_path": config.model.name_or_path, "resolved": str(base.folder), "params": base.params},
+        "started_from": config.model.adapter,  # the adapter this run continued (model.adapter), if any
         "placement": {"device": placement.device, "dtype": placement.dtype, "reason": placement.reason},
         "chat_format": {"stop_tokens": chat_format.stop_tokens, "eot_token": chat_format.eot_token,
                         "inserted_eos": chat_format.inserted_eos, "system_prompt": config.model.system_prompt},
@@ -744,6 +745,11 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     # finishes, never a finished run without its report.
     write_report(run.report, info, dump_config(config), comparison)
     save_json(run.run_json, info)
-    log(f"Done: {run.path} (final loss {info['result']['final_loss']:.4f}, {train_seconds:.0f} s)")
+    # Preference runs: the reward accuracy says what the loss alone does not (held-out when evaluated).
+    accuracy = info["result"].get("preference", {}).get("rewards/accuracies") or {}
+    shown = [f"reward accuracy {accuracy[k]:.0%}{' (eval)' if k == 'eval' else ''}" for k in ("eval", "last")
+             if isinstance(accuracy.get(k), (int, float))][:1]
+    log(f"Done: {run.path} (final loss {info['result']['final_loss']:.4f}, {', '.join(shown + [''])}"
+        f"{train_seconds:.0f} s)")
     dist.wait()
     return TrainResult(run.path, info, comparison)

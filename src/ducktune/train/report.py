@@ -50,7 +50,8 @@ def write_report(path: Path, info: dict, config_yaml: str, comparison: list[dict
     parts = [
         f"# ducktune run: {path.parent.name}",
         "",
-        f"- base model: `{info['base_model']['name_or_path']}`",
+        f"- base model: `{info['base_model']['name_or_path']}`"
+        + (f", continued from the adapter `{info['started_from']}`" if info.get("started_from") else ""),
         f"- method: {info['method']}, device: {info['placement']['device']} ({info['placement']['dtype']})",
         f"- samples: {data.get('train_samples', 0)} train, {data.get('val_samples', 0)} validation; "
         f"{data.get('truncated', 0)} truncated at {data.get('cutoff_len')} tokens, {data.get('dropped', 0)} dropped, "
