@@ -128,6 +128,18 @@ def test_moe_expert_parameters_are_named_and_pass_the_adapter_check(tmp_path):
     assert summary["modules"] >= 4  # q/k/v/o at least, checked by shape
 
 
+def _tiny_gemma3_multimodal_config():
+    """Gemma3ForConditionalGeneration's shape (Gemma 3 4B+: a SigLIP vision tower beside the text model), tiny."""
+    from transformers import Gemma3Config
+
+    return Gemma3Config(
+        text_config=dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, vocab_size=300,
+                         num_attention_heads=4, num_key_value_heads=2, head_dim=16),
+        vision_config=dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, image_size=32, patch_size=8,
+                           num_attention_heads=2),
+        mm_tokens_per_image=16, boi_token_index=5, eoi_token_index=6, image_token_index=7)
+
+
 def test_adapter_of_a_checkpoint_transformers_renames_on_load_fits(tmp_path):
     """Gemma 3 4B+ (Gemma3ForConditionalGeneration) ships language_model.model.layers.* on disk,
     which transformers loads as model.language_model.layers.*; PEFT names the loaded modules. The
@@ -135,14 +147,9 @@ def test_adapter_of_a_checkpoint_transformers_renames_on_load_fits(tmp_path):
     different architecture") in chat, compare, eval and export."""
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, Gemma3Config
+    from transformers import AutoModelForCausalLM
 
-    config = Gemma3Config(
-        text_config=dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, vocab_size=300,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16),
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, image_size=32, patch_size=8,
-                           num_attention_heads=2),
-        mm_tokens_per_image=16, boi_token_index=5, eoi_token_index=6, image_token_index=7)
+    config = _tiny_gemma3_multimodal_config()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(tmp_path / "base")
@@ -160,17 +167,12 @@ def test_adapter_of_a_checkpoint_transformers_renames_on_load_fits(tmp_path):
 def test_all_linear_leaves_a_multimodal_models_vision_parts_alone(tmp_path):
     """Gemma 3 4B+: all-linear put adapters on the SigLIP vision tower and the projector, which a
     text fine-tune never runs (their adapters stay zero and only grow the files)."""
-    from transformers import AutoModelForCausalLM, Gemma3Config
+    from transformers import AutoModelForCausalLM
 
     from ducktune.config import LoraConfig
     from ducktune.train.lora import attach_lora
 
-    config = Gemma3Config(
-        text_config=dict(hidden_size=64, num_hidden_layers=2, intermediate_size=128, vocab_size=300,
-                         num_attention_heads=4, num_key_value_heads=2, head_dim=16),
-        vision_config=dict(hidden_size=32, num_hidden_layers=1, intermediate_size=64, image_size=32, patch_size=8,
-                           num_attention_heads=2),
-        mm_tokens_per_image=16, boi_token_index=5, eoi_token_index=6, image_token_index=7)
+    config = _tiny_gemma3_multimodal_config()
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config)
     model.save_pretrained(tmp_path / "base")

@@ -572,6 +572,15 @@ def _check_sharding(config: RunConfig, placement, dist: DistributedRun) -> None:
                           "silently fall back to DDP); use train.distributed: ddp on CPU")
 
 
+def _done_line(path: Path, result: dict, seconds: float) -> str:
+    """The run's last line; for preference runs with the reward accuracy, which the loss alone does not
+    say (the held-out one when evaluated)."""
+    accuracy = result.get("preference", {}).get("rewards/accuracies") or {}
+    shown = [f"reward accuracy {accuracy[k]:.0%}{' (eval)' if k == 'eval' else ''}" for k in ("eval", "last")
+             if isinstance(accuracy.get(k), (int, float))][:1]
+    return f"Done: {path} (final loss {result['final_loss']:.4f}, {', '.join(shown + [''])}{seconds:.0f} s)"
+
+
 def _training_result(trainer, output, metrics: list[dict], final_eval_loss: float | None, seconds: float,
                      trained_tokens: int, device: str) -> dict:
     """run.json's "result": steps, losses, throughput and peak memory."""
@@ -745,11 +754,6 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     # finishes, never a finished run without its report.
     write_report(run.report, info, dump_config(config), comparison)
     save_json(run.run_json, info)
-    # Preference runs: the reward accuracy says what the loss alone does not (held-out when evaluated).
-    accuracy = info["result"].get("preference", {}).get("rewards/accuracies") or {}
-    shown = [f"reward accuracy {accuracy[k]:.0%}{' (eval)' if k == 'eval' else ''}" for k in ("eval", "last")
-             if isinstance(accuracy.get(k), (int, float))][:1]
-    log(f"Done: {run.path} (final loss {info['result']['final_loss']:.4f}, {', '.join(shown + [''])}"
-        f"{train_seconds:.0f} s)")
+    log(_done_line(run.path, info["result"], train_seconds))
     dist.wait()
     return TrainResult(run.path, info, comparison)
