@@ -301,6 +301,23 @@ def test_plan_command(planning_model, tmp_path):
     assert as_budget == as_json
 
 
+def test_plan_of_a_model_folder_without_tokenizer_files_assumes_full_rows(planning_model, tmp_path):
+    """`plan --help` says rows are assumed full without a local tokenizer; a folder without tokenizer
+    files ended the plan with transformers' five-line error instead."""
+    import shutil
+
+    bare = tmp_path / "config-and-weights"
+    shutil.copytree(planning_model, bare, ignore=shutil.ignore_patterns("tokenizer*", "chat_template*"))
+    data = _chat_file(tmp_path / "chat.json")
+    out = subprocess.run([sys.executable, "-m", "ducktune", "plan", "--set", f"model.name_or_path={bare}",
+                          "--set", f"data.datasets=[{data}]", "--set", "data.cutoff_len=512", "--memory", "8GB",
+                          "--json"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    plan = json.loads(out.stdout)
+    assert plan["rows"].startswith("assumed full rows of 512 tokens (") and "no tokenizer files" in plan["rows"]
+    assert plan["row_tokens"] == 512
+
+
 def test_default_loss_chunk_keeps_one_chunk_of_logits_within_256_mib():
     from ducktune.train.plan import LOSS_CHUNK_BYTES, auto_loss_chunk
 

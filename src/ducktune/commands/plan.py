@@ -96,9 +96,14 @@ def _rows(config, folder) -> tuple[list[dict] | None, str]:
     from ducktune.models.loading import load_tokenizer
     from ducktune.train.tokenize import tokenize_samples
 
-    tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
-                               config.model.enable_thinking)
-    chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+    from ducktune.errors import ModelError
+
+    try:
+        tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
+                                   config.model.enable_thinking)
+        chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt)
+    except ModelError as exc:  # a plan needs no tokenizer: full rows are the bound (`ducktune train` will say why)
+        return None, f"assumed full rows of {config.data.cutoff_len} tokens ({exc.message})"
     if config.train.objective != "sft":
         from ducktune.train.preference import load_preference_samples, tokenize_preference_data
 
