@@ -450,7 +450,9 @@ class Harness:
                                                                      "armed_by": {"event": "ducktune.replace_dir",
                                                                                   "match": "*/export"}}),
         ]), ("f16", "q8_0", [
-            ("verification: verify.json being written", {"event": "open", "match": "*/export/.verify.json.*.tmp"}),
+            # verify.json is written in the temporary folder, before the swap (an interrupted verification
+            # leaves the previous export and its report)
+            ("verification: verify.json being written", {"event": "open", "match": "*/.export.*.tmp/.verify.json.*.tmp"}),
         ])]
         for previous, new, points in chains:
             kills = []
