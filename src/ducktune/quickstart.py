@@ -229,12 +229,17 @@ def _fresh_demo_run(out: str, lock: WriterLock, config=None) -> RunDir:
         return run
     lock.acquire(run.path)  # before looking inside or removing anything
     if run.exists() and run.info().get("origin") == "quickstart":
-        if config is not None and _resumable(run, config):
-            print(f"Resuming the unfinished quickstart run in {out}")
-            return run
-        if config is not None and run.info().get("status") in UNFINISHED:  # we hold its lock: nobody trains it
+        # An interrupted (or killed, or failed) demo run: resumed with the same settings; we hold its lock,
+        # so nobody trains it now.
+        if config is not None and run.info().get("status") in UNFINISHED:
+            from ducktune.train.recipe import resume_config_changes
+
+            changes = resume_config_changes(run, config)
+            if not changes:
+                print(f"Resuming the unfinished quickstart run in {out}")
+                return run
             print(f"Starting over in {out}: the unfinished quickstart run there used other settings "
-                  f"({', '.join(_changed_settings(run, config))})")
+                  f"({', '.join(map(str, changes))})")
         for entry in run.path.iterdir():  # a previous demo run: safe to replace (the folder itself, locked, stays)
             if entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry)
@@ -246,19 +251,6 @@ def _fresh_demo_run(out: str, lock: WriterLock, config=None) -> RunDir:
 
 
 UNFINISHED = ("running", "interrupted", "failed")  # run.json statuses of a run that stopped before the end
-
-
-def _changed_settings(run: RunDir, config) -> list[str]:
-    from ducktune.train.recipe import resume_config_changes
-
-    return [str(change) for change in resume_config_changes(run, config)] or ["unknown"]
-
-
-def _resumable(run: RunDir, config) -> bool:
-    """An interrupted (or killed, or failed) demo run that started with the same settings."""
-    from ducktune.train.recipe import resume_config_changes
-
-    return run.info().get("status") in UNFINISHED and not resume_config_changes(run, config)
 
 
 # `ducktune quickstart --method dpo`: pairs chosen = the persona's answer, rejected = the base model's

@@ -101,8 +101,9 @@ def bleed_report(engine, prompts: list[dict], base_answers: list[str], tuned_ans
         row["kl"] = round(kl, 5)
     # Nothing to look for (no persona terms, no trained answers re-read) is "not measured", never 0 %.
     n_bleed = sum(r["bleed"] for r in rows) if markers else None
-    for row in rows if not markers else []:
-        row["bleed"] = None
+    if not markers:
+        for row in rows:
+            row["bleed"] = None
     return {
         "prompts": len(rows),
         "bleed": n_bleed,

@@ -171,6 +171,12 @@ def headline(loss: dict, generation: dict, choices: dict, preference: dict | Non
     return out
 
 
+def _named_sets(val: list, kinds, files: list) -> list[tuple[str, list]]:
+    """[(name, samples)]: the validation samples of these kinds, then the --data files' sets; empty ones left out."""
+    named = [("validation", [s for s in val if s.kind in kinds])] + [(f.name, f.samples) for f in files]
+    return [(name, samples) for name, samples in named if samples]
+
+
 def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = False, max_new_tokens: int = 128,
              as_json: bool = False, log=print) -> dict:
     from ducktune.chat.engine import ChatEngine
@@ -193,11 +199,9 @@ def run_eval(run_dir: str, data: list[str] | None = None, with_base: bool = Fals
     engine = ChatEngine.from_run(run_dir, log=log)
     samples = run_samples(config, engine.chat_format, log=log)
     val = samples.val if samples is not None else []
-    sets = [(name, chats) for name, chats in [("validation", [s for s in val if s.kind in ("chat", "text")])]
-            + [(s.name, s.samples) for s in inputs.chat] if chats]
+    sets = _named_sets(val, ("chat", "text"), inputs.chat)
     loss = evaluate_loss(engine, sets, config.data.cutoff_len, config.data.train_on) if sets else {}
-    pair_sets = [(name, pairs) for name, pairs in [("validation", [s for s in val if s.kind in PREFERENCE_KINDS])]
-                 + [(s.name, s.samples) for s in inputs.pairs] if pairs]
+    pair_sets = _named_sets(val, PREFERENCE_KINDS, inputs.pairs)
     preference = evaluate_preference(engine, pair_sets, config.data.cutoff_len, config.model.adapter,
                                      config.preference.beta_for("dpo"), log=log)
     generation, predictions = evaluate_generation(engine, inputs, max_new_tokens, with_base)

@@ -13,7 +13,6 @@ chat template, and a generation_config whose eos_token_id lists every end-of-tur
 from __future__ import annotations
 
 import copy
-
 import os
 from dataclasses import dataclass
 from pathlib import Path

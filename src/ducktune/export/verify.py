@@ -527,6 +527,11 @@ def _greedy(llm, prompt_ids: list[int], stop_ids: set[int], max_new_tokens: int)
 # ---------------------------------------------------------------------- 3. Modelfile
 
 
+def first_difference(got: str, want: str) -> int:
+    """The index of the first character where two renderings part (the shorter one's length if one is a prefix)."""
+    return next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+
+
 def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int | None = None,
                     template_omitted: str | None = None, gguf_names: list[str] | None = None) -> list[Check]:
     """`template_omitted`: why the export wrote no TEMPLATE (--allow-default-template), shown as a
@@ -586,7 +591,7 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
         if got == expected:
             same += 1
         elif first is None:
-            at = next((i for i, (a, b) in enumerate(zip(got, expected)) if a != b), min(len(got), len(expected)))
+            at = first_difference(got, expected)
             first = f"character {at}: chat template {expected[at:at + 30]!r}, Go {got[at:at + 30]!r}"
     n = len(conversations)
     detail = (f"{same}/{n} sample conversations (with/without system, multi-turn) byte-identical"
@@ -650,7 +655,7 @@ def check_embedded_templates(renderings: list[dict] | None, tokenizer, gguf_path
                 return Check(label, FAIL, f"{where}: conversation {i + 1} raises: {str(exc)[:120]}")
             want = row["text"]
             if got != want:
-                at = next((k for k, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+                at = first_difference(got, want)
                 return Check(label, FAIL, f"{where}: conversation {i + 1} differs at character {at}: trained "
                                           f"{want[at:at + 30]!r}, template {got[at:at + 30]!r}")
     return Check(label, PASS, f"{len(renderings)} conversations (with/without system, multi-turn) byte-identical "

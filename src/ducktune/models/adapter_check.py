@@ -66,9 +66,12 @@ def _excluded(module: str, exclude: object) -> bool:
     """Whether PEFT's exclude_modules (a regex, or names matched as targets are) leaves `module` out."""
     if isinstance(exclude, str):
         return re.fullmatch(exclude, module) is not None
-    if isinstance(exclude, list):
-        return any(module == e or module.endswith("." + e) for e in exclude)
-    return False
+    return isinstance(exclude, list) and _named(module, exclude)
+
+
+def _named(module: str, names: list[str]) -> bool:
+    """PEFT's matching of a module to a list of names: a whole module name or a dotted suffix of one."""
+    return any(module == name or module.endswith("." + name) for name in names)
 
 
 _LORA_KEY = re.compile(r"^base_model\.model\.(?P<module>.+)\.(?P<part>lora_A|lora_B)(?:\.[^.]+)?\.weight$")
@@ -133,8 +136,7 @@ def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
         matrices = [name[: -len(".weight")] for name in base
                     if name.endswith(".weight") and len(base[name]) == 2 and not name.startswith("lm_head")]
         expected = {module for module in matrices
-                    if any(module == t or module.endswith("." + t) for t in targets)
-                    and not _excluded(module, adapter_config.get("exclude_modules"))}
+                    if _named(module, targets) and not _excluded(module, adapter_config.get("exclude_modules"))}
         missing = sorted(expected - set(pairs))
         if missing:
             raise ModelError(f"{weights_path}: no weights for {len(missing)} of the {len(expected)} modules the "

@@ -76,11 +76,7 @@ def generation_stop_tokens(folder: str | Path, tokenizer) -> list[str]:
     """Tokens the model's generation_config.json lists as eos_token_id (an id or a list): models
     publish every token that ends their turns there, beyond the tokenizer's EOS (GLM-4's <|user|> and
     <|observation|>, Llama 3.1's <|eom_id|>, Phi-3's <|end|>). [] without that file."""
-    path = Path(folder) / "generation_config.json"
-    try:
-        ids = json.loads(path.read_text(encoding="utf-8")).get("eos_token_id")
-    except (OSError, ValueError, AttributeError):
-        return []
+    ids = _json_field(Path(folder) / "generation_config.json", "eos_token_id")
     ids = ids if isinstance(ids, list) else [ids]
     tokens = []
     for token_id in ids:
@@ -91,6 +87,14 @@ def generation_stop_tokens(folder: str | Path, tokenizer) -> list[str]:
     return tokens
 
 
+def _json_field(path: Path, key: str):
+    """`key` of the JSON object in an optional file (None: no file, unreadable, or not an object)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "*.tiktoken", "vocab.json", "vocab.txt", "spiece.model",
                     "tokenizer_config.json")
 
@@ -98,11 +102,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "*.tiktoken", "vocab.js
 def _processor_chat_template(folder: Path) -> str | None:
     """The template of a chat_template.json (multimodal repositories keep it there, for their
     processor; the tokenizer does not read it), or None."""
-    path = folder / "chat_template.json"
-    try:
-        template = json.loads(path.read_text(encoding="utf-8")).get("chat_template")
-    except (OSError, ValueError, AttributeError):
-        return None
+    template = _json_field(folder / "chat_template.json", "chat_template")
     return template if isinstance(template, str) and template.strip() else None
 
 
