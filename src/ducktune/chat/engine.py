@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from ducktune.data.template import ChatFormat
+from ducktune.data.template import ChatFormat, prompting_chat_format
 
 
 MIN_TEMPERATURE = 1e-4  # below it sampling is greedy: logits / t overflow to inf (then nan) in float32 near 1e-37
@@ -169,8 +169,7 @@ class ChatEngine:
         """Base model + the run's adapter (not merged), or the base alone with `base_only`."""
         from ducktune.models.adapter_check import check_adapter
         from ducktune.models.device import choose_placement
-        from ducktune.models.loading import (estimate_params, generation_stop_tokens, load_model, load_tokenizer,
-                                             model_config)
+        from ducktune.models.loading import estimate_params, load_model, load_tokenizer, model_config
         from ducktune.models.sources import resolve_model
         from ducktune.rundir import RunDir
 
@@ -185,8 +184,7 @@ class ChatEngine:
                                      config.model.dtype, estimate_params(model_config(base_folder)))
         # The tokenizer saved with the run carries the chat template it was trained with.
         tokenizer = load_tokenizer(weights, trust_remote_code=config.model.trust_remote_code)
-        chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt,
-                                 extra_stop_tokens=generation_stop_tokens(base_folder, tokenizer))
+        chat_format = prompting_chat_format(tokenizer, base_folder, config.model.system_prompt)
         name = Path(run_dir).resolve().name
         if info.get("method") == "full":
             source = base_folder if base_only else weights
@@ -204,14 +202,12 @@ class ChatEngine:
     def from_model_dir(cls, folder: str | Path, device: str = "auto", system_prompt: str | None = None) -> "ChatEngine":
         """A plain (e.g. merged) Hugging Face model folder."""
         from ducktune.models.device import choose_placement
-        from ducktune.models.loading import (estimate_params, generation_stop_tokens, load_model, load_tokenizer,
-                                             model_config)
+        from ducktune.models.loading import estimate_params, load_model, load_tokenizer, model_config
 
         placement = choose_placement(device, "auto", estimate_params(model_config(folder)))
         tokenizer = load_tokenizer(folder)
         model = load_model(folder, placement)
-        chat_format = ChatFormat(tokenizer, system_prompt=system_prompt,
-                                 extra_stop_tokens=generation_stop_tokens(folder, tokenizer))
+        chat_format = prompting_chat_format(tokenizer, folder, system_prompt)
         return cls(model, tokenizer, chat_format, name=Path(folder).name)
 
     # ------------------------------------------------------------------ generation

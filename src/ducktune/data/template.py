@@ -419,6 +419,17 @@ def plain_text_markers(tokenizer) -> list[str]:
     return [marker for marker in dict.fromkeys(_TOKEN_MARKER.findall(text)) if not single_token(marker)]
 
 
+def prompting_chat_format(tokenizer, model_folder, system_prompt: str | None = None) -> "ChatFormat":
+    """The chat format to prompt a model with and to stop its answers: the tokenizer's template, the
+    run's system prompt, and, beside the template's end-of-turn marker and EOS, every stop token the
+    model folder's generation_config.json lists (a GLM-4 answer talks on past <|user|> without them).
+    Every inference path (chat, compare, serve, export, the quickstart's comparison) builds it here."""
+    from ducktune.models.loading import generation_stop_tokens
+
+    return ChatFormat(tokenizer, system_prompt=system_prompt,
+                      extra_stop_tokens=generation_stop_tokens(model_folder, tokenizer))
+
+
 def model_chat_format(model, log=print) -> "ChatFormat":
     """The chat format training would use for `model:` (a ModelConfig), without loading weights (for
     masks and previews: its stop tokens are the template's and EOS only)."""

@@ -42,8 +42,8 @@ class RunSource:
 
 
 def open_run(run_path: str | Path, log=print) -> RunSource:
-    from ducktune.data.template import ChatFormat
-    from ducktune.models.loading import generation_stop_tokens, load_tokenizer
+    from ducktune.data.template import prompting_chat_format
+    from ducktune.models.loading import load_tokenizer
     from ducktune.models.sources import resolve_model
 
     run = RunDir(run_path)
@@ -55,8 +55,7 @@ def open_run(run_path: str | Path, log=print) -> RunSource:
     base_folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
     # The tokenizer saved with the run carries the chat template it was trained with.
     tokenizer = load_tokenizer(weights, trust_remote_code=config.model.trust_remote_code)
-    chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt,
-                             extra_stop_tokens=generation_stop_tokens(base_folder, tokenizer))
+    chat_format = prompting_chat_format(tokenizer, base_folder, config.model.system_prompt)
     probes = list(info.get("probe_prompts") or config.eval.probe_prompts or DEFAULT_PROBES)
     return RunSource(run, info, config, info.get("method", "lora"), weights, base_folder, tokenizer, chat_format, probes)
 

@@ -534,8 +534,8 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ducktune.data.template import ChatFormat
-    from ducktune.models.loading import generation_stop_tokens, load_tokenizer
+    from ducktune.data.template import prompting_chat_format
+    from ducktune.models.loading import load_tokenizer
 
     manifest_path = export_dir / "export.json"
     if not manifest_path.is_file():
@@ -559,8 +559,7 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     if not (merged_dir / "config.json").is_file():
         raise UserError(f"{merged_dir}: the merged model is missing; export again with `ducktune export`")
     tokenizer = load_tokenizer(merged_dir)
-    chat_format = ChatFormat(tokenizer, system_prompt=manifest.get("system_prompt"),
-                             extra_stop_tokens=generation_stop_tokens(merged_dir, tokenizer))
+    chat_format = prompting_chat_format(tokenizer, merged_dir, manifest.get("system_prompt"))
     try:
         model = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError) as exc:  # weights missing or damaged

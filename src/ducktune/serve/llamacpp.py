@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 from ducktune.chat.engine import AnswerText, Generation
-from ducktune.data.template import ChatFormat
+from ducktune.data.template import ChatFormat, prompting_chat_format
 from ducktune.errors import UserError
 
 MAX_CONTEXT = 4096  # like the Modelfile's num_ctx: the KV cache is allocated up front
@@ -96,21 +96,21 @@ class LlamaCppEngine:
             raise UserError(f"{gguf}: not found")
         export_dir = gguf.parent
         if (export_dir / "export.json").is_file():
-            from ducktune.models.loading import generation_stop_tokens, load_tokenizer
+            from ducktune.models.loading import load_tokenizer
 
             manifest = read_manifest(export_dir)
             merged = export_dir / (manifest.get("files") or {}).get("merged", "merged")
             tokenizer = load_tokenizer(merged)
-            system_prompt, extra_stops = manifest.get("system_prompt"), generation_stop_tokens(merged, tokenizer)
+            chat_format = prompting_chat_format(tokenizer, merged, manifest.get("system_prompt"))
             default_name = gguf.stem  # one file of the folder (duckling-q4_k_m): the quant stays in its name
         else:
             from transformers import AutoTokenizer
 
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-            system_prompt, default_name, extra_stops = None, gguf.stem, []
+            chat_format = ChatFormat(tokenizer)  # a bare GGUF: its template's stops and EOS
+            default_name = gguf.stem
         llm = open_llama(gguf, max_context, n_threads)
         n_ctx = llm.n_ctx()
-        chat_format = ChatFormat(tokenizer, system_prompt=system_prompt, extra_stop_tokens=extra_stops)
         return cls(llm, tokenizer, chat_format, name or default_name, n_ctx)
 
     @classmethod

@@ -404,16 +404,15 @@ def base_greedy_answers(config, prompts: list[str], max_new_tokens: int, log=pri
     per base model and cached (chat/general.py, as data.replay's are): the rejected side of pairs
     whose chosen side is the answer to learn."""
     from ducktune.chat.general import base_model_fingerprint, cached_base_answers
-    from ducktune.data.template import ChatFormat
+    from ducktune.data.template import prompting_chat_format
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import estimate_params, generation_stop_tokens, load_tokenizer, model_config
+    from ducktune.models.loading import estimate_params, load_tokenizer, model_config
     from ducktune.models.sources import resolve_model
 
     mc = config.model
     folder = resolve_model(mc.name_or_path, mc.revision, log=log)
     tokenizer = load_tokenizer(folder, mc.chat_template, mc.trust_remote_code, mc.enable_thinking)
-    chat_format = ChatFormat(tokenizer, system_prompt=mc.system_prompt,
-                             extra_stop_tokens=generation_stop_tokens(folder, tokenizer))
+    chat_format = prompting_chat_format(tokenizer, folder, mc.system_prompt)
     placement = choose_placement(mc.device, mc.dtype, estimate_params(model_config(folder)))
 
     def engine_factory():

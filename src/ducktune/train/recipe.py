@@ -165,10 +165,10 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     anything is written (whether the model exports to GGUF is asked by `ducktune train` before this:
     the export layer sits beside this one).
     """
-    from ducktune.data.template import ChatFormat
+    from ducktune.data.template import prompting_chat_format
     from ducktune.errors import ModelError
     from ducktune.models.device import choose_placement
-    from ducktune.models.loading import (check_weights, estimate_params, generation_stop_tokens, load_tokenizer,
+    from ducktune.models.loading import (check_weights, estimate_params, load_tokenizer,
                                          model_config, qlora_support)
     from ducktune.models.sources import resolve_model
 
@@ -196,8 +196,7 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
         check_lora_targets(model_json, config.lora)
     tokenizer = load_tokenizer(folder, config.model.chat_template, config.model.trust_remote_code,
                                config.model.enable_thinking)
-    chat_format = ChatFormat(tokenizer, system_prompt=config.model.system_prompt,
-                             extra_stop_tokens=generation_stop_tokens(folder, tokenizer))
+    chat_format = prompting_chat_format(tokenizer, folder, config.model.system_prompt)
     return BaseModel(folder, params, placement, tokenizer, chat_format)
 
 
