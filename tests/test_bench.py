@@ -221,6 +221,32 @@ def test_compile_block_is_rendered_from_its_committed_measurement():
     assert summary["speedups"] == [2.0] and summary["break_even_steps"] == 29
 
 
+def test_memory_floor_block_is_rendered_from_its_measurement_and_the_bench_peaks():
+    """bench/RESULTS.md's memory floor is bench/memory_floor.py's rendering of its JSON against the
+    committed SFT measurement (a new bench.json without `memory_floor.py --render` fails here), and its
+    ratios are the floor's and ducktune's peaks over TRL's."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import memory_floor
+
+    measured = json.loads(memory_floor.RESULTS_JSON.read_text(encoding="utf-8"))
+    bench = json.loads(memory_floor.BENCH_JSON.read_text(encoding="utf-8"))
+    rendered = (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8")
+    assert memory_floor.render(measured, bench) in rendered, "after a new bench.json: bench/memory_floor.py --render"
+    rows = {row["model"]: row for row in memory_floor.summarize(measured, bench)}
+    assert set(rows) == {"qwen2-scaled", "smollm2-135m"}
+    for result in bench["results"]:
+        row, floor = rows[result["label"]], measured["models"][result["key"]]
+        assert len(floor["weights"]) >= 3 and row["floor"] == statistics.median(floor["weights"])
+        assert row["imports"] < row["floor"] <= result["sides"]["ducktune"]["peak"]  # a floor: nothing peaks below it
+        assert row["floor_ratio"] == row["floor"] / result["sides"]["baseline"]["peak"]
+    # Three processes, one an outlier: the median, not the mean or the last, is the floor.
+    fake = {"models": {"qwen2-scaled": {"imports": [1, 2, 3], "weights": [10, 40, 20], "parameters": 1}}}
+    peaks = {"results": [{"key": "qwen2-scaled", "label": "q", "sides": {"baseline": {"peak": 80},
+                                                                          "ducktune": {"peak": 40}}}]}
+    assert memory_floor.summarize(fake, peaks) == [{"model": "q", "imports": 2, "floor": 20, "trl_defaults": 80,
+                                                    "ducktune": 40, "floor_ratio": 0.25, "ducktune_ratio": 0.5}]
+
+
 def test_demo_block_says_in_how_many_runs_the_export_verified():
     sys.path.insert(0, str(ROOT / "bench"))
     import demo
