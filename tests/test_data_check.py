@@ -72,6 +72,28 @@ def test_cutoff_counts_match_what_training_drops(chat_format, mixed_data):
     assert report.tokens.dropped == stats["dropped"]
 
 
+def test_mix_says_how_many_training_samples_the_cutoff_drops(chat_format, tmp_path):
+    """The Mix line counted samples training then dropped for the cutoff as training samples. A JSON
+    array on one line puts every record on line 1, so samples are matched by content, and a repeated
+    dataset (repeat: 2) loses each copy."""
+    from ducktune.data.check import render_report, report_json
+    from ducktune.train.tokenize import tokenize_samples
+
+    records = [{"instruction": f"question {i}", "output": f"answer {i}"} for i in range(9)]
+    records += [{"instruction": "word " * 120, "output": f"long {i}"} for i in range(2)]
+    path = tmp_path / "one-line.json"
+    path.write_text(json.dumps(records), encoding="utf-8")
+    config = load_config(None, [f"data.datasets=[{{path: {path}, repeat: 2}}]", "data.cutoff_len=48",
+                                "data.val_ratio=0"])
+    report = check_data(config, chat_format)
+    trained, _, _ = tokenize_samples(report.loaded.train, chat_format, 48, "assistant", skip_bad=False)
+    assert len(report.loaded.train) == 22 and len(trained) == 18
+    assert "Mix: 22 training samples, 0 validation (4 of the training samples dropped by the cutoff: 18 trained)" \
+        in render_report(report)
+    assert report_json(report)["mix"]["dropped_by_cutoff"] == 4
+    assert "dropped_keys" not in report_json(report)["tokens"]
+
+
 def test_every_sample_emptied_by_the_cutoff_is_unusable(tmp_path, tiny_qwen, capsys):
     path = write_jsonl(tmp_path / "d.jsonl", [chat("A question long enough to pass the cutoff " * 3, "answer")])
     code, out, _ = run_cli(capsys, "data", "check", path, "--model", tiny_qwen, "--cutoff", "12")

@@ -191,7 +191,10 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
         lines.append(cut)
     loaded = report.loaded
     if loaded is not None:
-        lines.append(f"Mix: {_count(len(loaded.train))} training samples, {_count(len(loaded.val))} validation")
+        cut = _dropped_from_training(report)
+        lines.append(f"Mix: {_count(len(loaded.train))} training samples, {_count(len(loaded.val))} validation"
+                     + (f" ({_count(cut)} of the training samples dropped by the cutoff: "
+                        f"{_count(len(loaded.train) - cut)} trained)" if cut else ""))
         if len(loaded.mix) > 1 or any(m.train != m.usable - m.val for m in loaded.mix):
             for m in loaded.mix:
                 lines.append(f"  {m.name}: {_count(m.usable)} samples -> {_count(m.train)} in training"
@@ -210,6 +213,14 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
     else:
         lines.append(f"Usable: no: {report.verdict}")
     return "\n".join(lines)
+
+
+def _dropped_from_training(report: CheckReport) -> int:
+    """How many samples of the training mix the cutoff leaves without a trained token (training drops
+    them; a sample repeated by the mix counts each time)."""
+    if report.tokens is None or report.loaded is None or report.objective != "sft" or not report.tokens.dropped_keys:
+        return 0
+    return sum(1 for sample in report.loaded.train if sample.key() in report.tokens.dropped_keys)
 
 
 def report_json(report: CheckReport) -> dict:
@@ -231,9 +242,10 @@ def report_json(report: CheckReport) -> dict:
         "kinds": dict(report.kinds),
         "roles": dict(report.roles),
         "duplicates": report.duplicates,
-        "tokens": None if t is None else {**t.__dict__, "tokenizer": report.tokenizer},
+        "tokens": None if t is None else {**t.as_json(), "tokenizer": report.tokenizer},
         "mix": None if loaded is None else {
             "train": len(loaded.train), "val": len(loaded.val), "skipped": loaded.skipped,
+            "dropped_by_cutoff": _dropped_from_training(report),
             "datasets": [m.__dict__ for m in loaded.mix]},
         "problems": [str(i) for i in report.issues],
     }

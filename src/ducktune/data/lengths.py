@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ducktune.data.schema import Issue, Sample
 from ducktune.data.template import IGNORE_INDEX
@@ -35,6 +35,12 @@ class TokenStats:
     cutoff: int
     truncated: int  # longer than the cutoff: cut to it in training
     dropped: int  # truncated so far that no trained token is left: dropped in training
+    # Those samples' Sample.key() (content, so a repeated or duplicated copy counts too): what the
+    # training mix loses, for data check's Mix line. Not part of the JSON report.
+    dropped_keys: set = field(default_factory=set, repr=False, compare=False)
+
+    def as_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "dropped_keys"}
 
 
 def percentile(sorted_values: list[int], q: float) -> int:
@@ -174,6 +180,7 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
         return None, issues
 
     truncated = dropped = 0
+    dropped_keys: set = set()
     for i, (sample, n) in enumerate(zip(measured, lengths)):
         if n <= cutoff - EXACT_MARGIN:
             continue
@@ -187,7 +194,8 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
             truncated += 1
             if all(label == IGNORE_INDEX for label in encoded.labels[:cutoff]):
                 dropped += 1
+                dropped_keys.add(sample.key())
     ordered = sorted(lengths)
     stats = TokenStats(len(ordered), ordered[0], percentile(ordered, 0.5), percentile(ordered, 0.95), ordered[-1],
-                       cutoff, truncated, dropped)
+                       cutoff, truncated, dropped, dropped_keys)
     return stats, issues

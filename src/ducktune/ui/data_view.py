@@ -50,7 +50,7 @@ def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None,
         "issue_count": len(issues),
         "ok": report.usable,
         "verdict": report.verdict,
-        "tokens": None if report.tokens is None else {**report.tokens.__dict__, "model": model},
+        "tokens": None if report.tokens is None else {**report.tokens.as_json(), "model": model},
     }
 
 
