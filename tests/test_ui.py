@@ -113,7 +113,7 @@ def test_check_with_a_model_measures_tokens_like_data_check(client, tiny_qwen, t
     path = write_dataset(tmp_path / "d.json")
     check = client.post("/api/data/check", json={"path": str(path), "model": str(tiny_qwen), "cutoff_len": 12}).json()
     expected, _ = token_stats(load_file(path).samples, ChatFormat(load_tokenizer(tiny_qwen)), 12, "assistant")
-    assert check["tokens"] == {**expected.__dict__, "model": str(tiny_qwen)}
+    assert check["tokens"] == {**expected.as_json(), "model": str(tiny_qwen)}
     assert check["tokens"]["truncated"] > 0  # a 12-token cutoff cuts these samples
     assert client.post("/api/data/check", json={"path": str(path)}).json()["tokens"] is None
     # Values the config itself refuses are a 400 naming the field, not a 500 from the data code.
@@ -136,6 +136,19 @@ def test_check_says_not_usable_where_data_check_does(client, tiny_qwen, tmp_path
     check = client.post("/api/data/check", json={"path": str(path), "model": str(tiny_qwen), "cutoff_len": 12}).json()
     assert check["issue_count"] == 0 and not check["ok"]
     assert out.splitlines()[-1] == f"Usable: no: {check['verdict']}"
+
+
+def test_data_tab_verdict_names_the_forms_option_not_the_cli_flag(client, tmp_path, capsys):
+    """The Data tab showed data check's verdict as is: "pass --skip-bad", a flag the web UI has no
+    field for; it names the form's data.skip_bad, and the CLI keeps its flag."""
+    from data_support import run_cli
+
+    path = tmp_path / "one-bad.json"
+    path.write_text(json.dumps([{"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi", "output": 3}]))
+    check = client.post("/api/data/check", json={"path": str(path)}).json()
+    assert check["verdict"] == "1 problem; fix them, or turn on data.skip_bad to train on the 1 good sample"
+    code, out, _ = run_cli(capsys, "data", "check", str(path))
+    assert code == 2 and out.splitlines()[-1] == "Usable: no: 1 problem; fix them, or pass --skip-bad to train on the 1 good sample"
 
 
 def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):

@@ -52,9 +52,10 @@ class CheckReport:
 
 
 def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed: int | None = None,
-               objective: str | None = None) -> CheckReport:
+               objective: str | None = None, skip_bad_option: str = "--skip-bad") -> CheckReport:
     """Read, validate and measure the data of `config` (never raises for bad data). `objective`:
-    "sft" or "preference"; None decides from the data (see loader.data_objective)."""
+    "sft" or "preference"; None decides from the data (see loader.data_objective). `skip_bad_option`:
+    how the verdict names skipping bad records where it is read (the CLI's flag; the web UI's option)."""
     from ducktune.data.template_rules import template_options
 
     options = template_options(chat_format) if chat_format is not None else DEFAULT_OPTIONS
@@ -87,7 +88,8 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
         report.bad_records += len({(i.file, i.line) for i in template_issues})
 
     report.issues.sort(key=Issue.sort_key)
-    _decide(report, config, per_dataset, skip_bad, seed if seed is not None else config.train.seed, options)
+    _decide(report, config, per_dataset, skip_bad, seed if seed is not None else config.train.seed, options,
+            skip_bad_option)
     return report
 
 
@@ -103,16 +105,18 @@ def _token_stats(samples: list[Sample], objective: str, chat_format, config: Run
     return stats, list(dict.fromkeys(issues))  # a pair's two answers report one template problem once
 
 
-def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool, seed: int, options) -> None:
+def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool, seed: int, options,
+            skip_bad_option: str) -> None:
     issues = report.issues
     n = f"{len(issues):,} problem{'s' if len(issues) != 1 else ''}"
     if any(i.fatal for i in issues):
         report.verdict = (f"{n}; some make a whole file or dataset unreadable: fix those "
-                          "(--skip-bad skips bad records, not files)")
+                          f"({skip_bad_option} skips bad records, not files)")
         return
     if issues and not skip_bad:
         good = report.samples - sum(1 for i in issues if i.field == "(template)")
-        report.verdict = f"{n}; fix them, or pass --skip-bad to train on the {good:,} good samples"
+        turn_on = "pass" if skip_bad_option.startswith("--") else "turn on"
+        report.verdict = f"{n}; fix them, or {turn_on} {skip_bad_option} to train on the {good:,} good sample{'s' if good != 1 else ''}"
         return
     try:
         report.loaded = assemble(config.data, per_dataset, seed, skip_bad, options, report.objective)

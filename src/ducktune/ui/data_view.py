@@ -34,7 +34,7 @@ def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None,
     with _tokenizer_lock:  # one tokenizer object is not safe to use from two threads at once
         chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None) \
             if model else None
-        report = check_data(config, chat_format)
+        report = check_data(config, chat_format, skip_bad_option="data.skip_bad")  # the form's option
     samples = [s for f in report.files for s in f.samples]
     turns = [len(s.messages) for s in samples if s.kind == "chat"]
     issues = [str(i) for i in report.issues]
@@ -100,6 +100,6 @@ def refuse_unusable_data(config) -> None:
     is a 400 and writes nothing, not a job that fails a second later in its log."""
     from ducktune.data.check import check_data
 
-    report = check_data(config, skip_bad=config.data.skip_bad)
+    report = check_data(config, skip_bad=config.data.skip_bad, skip_bad_option="data.skip_bad")
     if not report.usable:
         raise DataError(f"form: data.datasets: {report.issues[0] if report.issues else report.verdict}")
