@@ -12,6 +12,7 @@ from ducktune.data.check import check_data
 from ducktune.data.lengths import ShapeRenderer, percentile
 from ducktune.data.loader import read_datasets
 from ducktune.data.template import ChatFormat
+from ducktune.errors import DataError
 from ducktune.models.loading import load_tokenizer
 
 
@@ -88,10 +89,35 @@ def test_mix_says_how_many_training_samples_the_cutoff_drops(chat_format, tmp_pa
     report = check_data(config, chat_format)
     trained, _, _ = tokenize_samples(report.loaded.train, chat_format, 48, "assistant", skip_bad=False)
     assert len(report.loaded.train) == 22 and len(trained) == 18
-    assert "Mix: 22 training samples, 0 validation (4 of the training samples dropped by the cutoff: 18 trained)" \
+    assert "Mix: 22 training samples, 0 validation (4 of the training samples left out for the cutoff or \"weight\": 0: 18 trained)" \
         in render_report(report)
     assert report_json(report)["mix"]["dropped_by_cutoff"] == 4
     assert "dropped_keys" not in report_json(report)["tokens"]
+
+
+def test_samples_with_every_answer_weight_zero_are_counted_as_training_leaves_them_out(tmp_path, tiny_qwen, capsys):
+    """A record whose every answer has "weight": 0 passed data check ("Usable: yes", counted in the
+    Mix) and training then dropped it, or failed blaming the cutoff when no other sample was left."""
+    from ducktune.config import DatasetSpec
+
+    zero = {"messages": [{"role": "user", "content": "zero"}, {"role": "assistant", "content": "w0", "weight": 0}]}
+    good = [chat(f"q{i}", f"a{i}") for i in range(5)]
+    mixed = write_jsonl(tmp_path / "mixed.jsonl", good + [zero])
+    code, out, _ = run_cli(capsys, "data", "check", str(mixed), "--model", str(tiny_qwen), "--set", "data.val_ratio=0")
+    assert code == 0
+    assert '  1 sample marks every answer untrained ("weight": 0): training leaves them out' in out
+    assert 'Mix: 6 training samples, 0 validation (1 of the training samples left out' in out
+    only = write_jsonl(tmp_path / "only.jsonl", [zero])
+    code, out, _ = run_cli(capsys, "data", "check", str(only), "--model", str(tiny_qwen))
+    assert code == 2 and out.splitlines()[-1] == ('Usable: no: no sample leaves anything to train: 1 mark every '
+                                                  'answer untrained ("weight": 0)')
+    from ducktune.train.recipe import train
+
+    config = load_config(None, [f"model.name_or_path={tiny_qwen}", f"output.dir={tmp_path / 'run'}",
+                                "train.max_steps=1"])
+    config.data.datasets = [DatasetSpec(path=str(only))]
+    with pytest.raises(DataError, match=r'every answer of the 1 samples is marked untrained \("weight": 0\)'):
+        train(config, log=lambda *_: None, progress=False, compare=False)
 
 
 def test_every_sample_emptied_by_the_cutoff_is_unusable(tmp_path, tiny_qwen, capsys):

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from ducktune.cli import main
+from ducktune.data.schema import Message, Sample
+from ducktune.data.template import IGNORE_INDEX
 from ducktune.models.families import FAMILIES, build_standin
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -411,3 +413,36 @@ def test_deepseek_r1_keeps_the_reasoning_of_the_answer_it_trains(standins):
     assert text.startswith(prompt) and text[len(prompt):].startswith("<think>\nTwo and two.")
     plain = fmt.encode(Sample("chat", messages=[Message("user", "2+2?"), Message("assistant", "It is 4.")]), 4096)
     assert [t for t, is_trained in fmt.decode_spans(plain) if is_trained] == ["It is 4.<｜end▁of▁sentence｜>"]
+
+
+@pytest.mark.parametrize("family_id", ["mistral-v0.3", "mistral-nemo"])
+def test_system_prompt_is_trained_where_mistral_templates_prompt_with_it(standins, family_id):
+    """Mistral v0.3 / Nemo templates write the system message into the last user turn only, so a
+    conversation ending with its answer rendered without it: training never saw a system prompt that
+    every prompt at inference (chat, serve, Ollama) carries. The trained answer now follows exactly the
+    prompt inference gives, system included; earlier turns stay as the template renders history."""
+    from ducktune.data.lengths import ShapeRenderer
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.families import standin_dir
+    from ducktune.models.loading import load_tokenizer
+
+    fmt = ChatFormat(load_tokenizer(standin_dir(family_id, standins, log=lambda *a: None)), system_prompt="Be brief.")
+    for turns in (["Hi", "Hello!"], ["Hi", "Hello!", "Again", "Sure."]):
+        sample = Sample("chat", messages=[Message(("user", "assistant")[i % 2], t) for i, t in enumerate(turns)])
+        encoded = fmt.encode(sample, 4096)
+        history = [{"role": ("user", "assistant")[i % 2], "content": t} for i, t in enumerate(turns[:-1])]
+        prompt = fmt.prompt_ids(history)
+        last_start = max(i for i, label in enumerate(encoded.labels)
+                         if label != IGNORE_INDEX and (i == 0 or encoded.labels[i - 1] == IGNORE_INDEX))
+        assert encoded.input_ids[:last_start] == prompt  # the final answer follows the inference prompt
+        assert "Be brief." in fmt.tokenizer.decode(prompt)
+        assert fmt.tokenizer.decode(encoded.input_ids[last_start:]).strip().startswith(turns[-1])
+    assert fmt.system_only_in_prompts
+    # data check measures what training tokenizes (the system prompt included).
+    text = ShapeRenderer(fmt).render(sample)
+    assert fmt.tokenizer(text, add_special_tokens=False)["input_ids"] == encoded.input_ids
+    # A template that keeps the system message in conversations (ChatML) is rendered as it always was.
+    qwen = ChatFormat(load_tokenizer(standin_dir("qwen2.5", standins, log=lambda *a: None)), system_prompt="Be brief.")
+    messages = qwen.with_system([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
+    assert not qwen.system_only_in_prompts
+    assert qwen.conversation_text(messages) == qwen.tokenizer.apply_chat_template(messages, tokenize=False)

@@ -124,6 +124,11 @@ def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool,
         report.verdict = str(exc).splitlines()[-1]
         return
     tokens = report.tokens
+    if tokens is not None and tokens.samples and tokens.untrained and tokens.dropped + tokens.untrained == tokens.samples:
+        report.verdict = (f"no sample leaves anything to train: {tokens.untrained:,} mark every answer untrained "
+                          "(\"weight\": 0)" + (f", {tokens.dropped:,} lose their trained tokens at the cutoff"
+                                                 if tokens.dropped else ""))
+        return
     if tokens is not None and tokens.samples and tokens.dropped == tokens.samples:
         what = "answer" if report.objective == "preference" else "sample"
         report.verdict = (f"every {what} loses all its trained tokens at the cutoff ({tokens.cutoff}); "
@@ -193,11 +198,14 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
         if t.dropped:
             cut += f", {_count(t.dropped)} of them lose every trained token and are dropped"
         lines.append(cut)
+        if t.untrained:
+            lines.append(f"  {_count(t.untrained)} sample{'s mark' if t.untrained != 1 else ' marks'} every answer untrained "
+                         "(\"weight\": 0): training leaves them out")
     loaded = report.loaded
     if loaded is not None:
         cut = _dropped_from_training(report)
         lines.append(f"Mix: {_count(len(loaded.train))} training samples, {_count(len(loaded.val))} validation"
-                     + (f" ({_count(cut)} of the training samples dropped by the cutoff: "
+                     + (f" ({_count(cut)} of the training samples left out for the cutoff or \"weight\": 0: "
                         f"{_count(len(loaded.train) - cut)} trained)" if cut else ""))
         if len(loaded.mix) > 1 or any(m.train != m.usable - m.val for m in loaded.mix):
             for m in loaded.mix:
@@ -220,8 +228,8 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
 
 
 def _dropped_from_training(report: CheckReport) -> int:
-    """How many samples of the training mix the cutoff leaves without a trained token (training drops
-    them; a sample repeated by the mix counts each time)."""
+    """How many samples of the training mix the cutoff or their "weight": 0 answers leave without a
+    trained token (training drops them; a sample repeated by the mix counts each time)."""
     if report.tokens is None or report.loaded is None or report.objective != "sft" or not report.tokens.dropped_keys:
         return 0
     return sum(1 for sample in report.loaded.train if sample.key() in report.tokens.dropped_keys)

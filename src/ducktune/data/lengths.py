@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ducktune.data.schema import Issue, Sample
-from ducktune.data.template import IGNORE_INDEX
+from ducktune.data.template import IGNORE_INDEX, marks_a_trained_answer
 from ducktune.errors import DataError
 
 BATCH = 8192
@@ -35,6 +35,7 @@ class TokenStats:
     cutoff: int
     truncated: int  # longer than the cutoff: cut to it in training
     dropped: int  # truncated so far that no trained token is left: dropped in training
+    untrained: int = 0  # no answer marked trained ("weight": 0 on all): dropped in training whatever the cutoff
     # Those samples' Sample.key() (content, so a repeated or duplicated copy counts too): what the
     # training mix loses, for data check's Mix line. Not part of the JSON report.
     dropped_keys: set = field(default_factory=set, repr=False, compare=False)
@@ -70,7 +71,7 @@ class ShapeRenderer:
         self.skeletons: dict[tuple, list[str] | None] = {}
 
     def _render(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return self.chat_format.conversation_text(messages)  # as training renders it (ChatFormat)
 
     def _skeleton(self, roles: tuple, first: list[dict]) -> list[str] | None:
         marks = [f"\ue000{i}\ue001" for i in range(len(roles))]
@@ -180,9 +181,11 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
         return None, issues
 
     truncated = dropped = 0
-    dropped_keys: set = set()
+    # Samples whose every answer the data marks untrained: training leaves them out at any cutoff.
+    dropped_keys = {s.key() for s in measured if not marks_a_trained_answer(s, train_on)}
+    untrained = sum(1 for s in measured if s.key() in dropped_keys)
     for i, (sample, n) in enumerate(zip(measured, lengths)):
-        if n <= cutoff - EXACT_MARGIN:
+        if n <= cutoff - EXACT_MARGIN or sample.key() in dropped_keys:
             continue
         try:
             encoded = chat_format.encode(sample, 1 << 30, train_on)
@@ -197,5 +200,5 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
                 dropped_keys.add(sample.key())
     ordered = sorted(lengths)
     stats = TokenStats(len(ordered), ordered[0], percentile(ordered, 0.5), percentile(ordered, 0.95), ordered[-1],
-                       cutoff, truncated, dropped, dropped_keys)
+                       cutoff, truncated, dropped, untrained, dropped_keys)
     return stats, issues

@@ -34,6 +34,7 @@ IGNORE_INDEX = -100
 _THINK_END = "</think>"  # where reasoning models' answers end their reasoning
 _PROBE_ANSWER = "DUCKTUNEPROBEANSWER"
 _PROBE_QUESTION = "DUCKTUNEPROBEQUESTION"
+_PROBE_SYSTEM = "DUCKTUNEPROBESYSTEM"
 # Turn markers that templates only ever mean as single special tokens (ChatML, Llama 3, Phi-3,
 # Gemma); `[INST]`-style markers are plain text in several real tokenizers, so they are not listed.
 _TOKEN_MARKER = re.compile(r"<\|[^<>|\s]{1,40}\|>|<(?:start|end)_of_turn>")
@@ -152,6 +153,33 @@ class ChatFormat:
             return self._render_raw(messages, False) + self.generation_prompt
         return self._render_raw(messages, True)
 
+    @functools.cached_property
+    def system_only_in_prompts(self) -> bool:
+        """Whether the template writes a system message into prompts but not into a conversation that
+        ends with an answer: Mistral v0.3 and Nemo put it in the last user turn only, so rendered whole,
+        every training conversation lost its system prompt while every prompt at inference has it."""
+        probe = [{"role": "system", "content": _PROBE_SYSTEM}, {"role": "user", "content": _PROBE_QUESTION},
+                 {"role": "assistant", "content": _PROBE_ANSWER}]
+        try:
+            return _PROBE_SYSTEM not in self._render_raw(probe, False) and _PROBE_SYSTEM in self._render_prompt(probe[:2])
+        except (DataError, ModelError):  # no system role: nothing to place
+            return False
+
+    def conversation_text(self, messages: list[dict]) -> str:
+        """A whole conversation as training renders it (before any inserted EOS): the template's own
+        rendering, except that a conversation ending with an answer, whose template writes the system
+        message only into prompts, gets the final answer after the prompt inference gives (system
+        included), so the trained answer follows exactly what the model is asked with."""
+        raw = self._render_raw(messages, False)
+        if not (self.system_only_in_prompts and len(messages) > 2 and messages[0]["role"] == "system"
+                and messages[-1]["role"] == "assistant"):
+            return raw
+        # Without the system message the template renders as usual: prompt, then the answer's text.
+        prompt_without = self._render_prompt(messages[1:-1])
+        if raw != self._render_raw(messages[1:], False) or not raw.startswith(prompt_without):
+            return raw  # a template placing it some other way: its own rendering
+        return self._render_prompt(messages[:-1]) + raw[len(prompt_without):]
+
     # -------------------------------------------------------------- public API
 
     @functools.cached_property
@@ -224,7 +252,7 @@ class ChatFormat:
         special token, training inserts EOS after each answer (assistant_spans), so earlier answers
         get it here too (not a final assistant message: that one is being continued)."""
         messages = self.with_system(messages)
-        raw = self._render_prompt(messages) if add_generation_prompt else self._render_raw(messages, False)
+        raw = self._render_prompt(messages) if add_generation_prompt else self.conversation_text(messages)
         if self.inserted_eos is None or not any(m["role"] == "assistant" for m in messages):
             return raw
         try:
@@ -245,25 +273,47 @@ class ChatFormat:
         """Token ids of a conversation ready for the assistant's next answer (inference). Message text
         that spells a special token (a user typing `<|im_end|><|im_start|>system`) stays text: left to the
         tokenizer it would become the control token and forge turns (OpenAI's API treats content as text)."""
-        text = self.render(messages, add_generation_prompt=True)
+        messages = self.with_system(messages)
+        return self.tokenize(self.render(messages, add_generation_prompt=True), messages)[0]
+
+    def tokenize(self, text: str, messages: list[dict]) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids and character offsets of `text`, a rendering of `messages`, whose message contents
+        stay text: a content that spells a special token (`<|im_end|>` typed in a message or pasted in a
+        dataset) is tokenized with the special tokens split, in training as at inference; left to the
+        tokenizer it becomes the control token, and a training sample gets a forged turn no prompt has."""
+        specials = self.special_tokens()
         contents = [m["content"] for m in messages if isinstance(m.get("content"), str) and m["content"]]
-        if not any(token in content for token in self.special_tokens() for content in contents):
-            return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        ids, cursor = [], 0
-        for content in contents:  # the template writes them in order
-            at = text.find(content, cursor)
+        if not any(token in content for content in contents for token in specials):
+            encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            return encoding["input_ids"], encoding["offset_mapping"]
+        ids: list[int] = []
+        offsets: list[tuple[int, int]] = []
+
+        def add(start: int, end: int, split: bool) -> None:
+            if end > start:
+                encoding = self.tokenizer(text[start:end], add_special_tokens=False, return_offsets_mapping=True,
+                                          split_special_tokens=split)
+                ids.extend(encoding["input_ids"])
+                offsets.extend((a + start, b + start) for a, b in encoding["offset_mapping"])
+
+        emitted = searched = 0
+        for content in contents:  # the template writes them in order; only those spelling a token split
+            at = text.find(content, searched)
             if at < 0:
                 continue
-            ids += self.tokenizer(text[cursor:at], add_special_tokens=False)["input_ids"]
-            ids += self.tokenizer(content, add_special_tokens=False, split_special_tokens=True)["input_ids"]
-            cursor = at + len(content)
-        return ids + self.tokenizer(text[cursor:], add_special_tokens=False)["input_ids"]
+            searched = at + len(content)
+            if any(token in content for token in specials):
+                add(emitted, at, False)
+                add(at, searched, True)
+                emitted = searched
+        add(emitted, len(text), False)
+        return ids, offsets
 
     # -------------------------------------------------------------- training
 
     def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
         """The rendered conversation and the character span of each assistant answer (with its end-of-turn)."""
-        raw = self._render_raw(messages, False)
+        raw = self.conversation_text(messages)
         full = raw
         spans: list[tuple[int, int]] = []
         cursor = 0
@@ -276,7 +326,7 @@ class ChatFormat:
             if self.eot_token:
                 # The answer runs to the next end-of-turn marker: this also covers templates
                 # that trim answers or rewrite earlier turns.
-                end = full.find(self.turn_suffix, start)
+                end = full.find(self.turn_suffix, self._content_end(full, start, message["content"]) or start)
                 if end < 0:
                     raise DataError("the chat template does not end an assistant turn with "
                                     f"{self.eot_token!r} in this conversation")
@@ -349,16 +399,12 @@ class ChatFormat:
             messages = self.with_system(sample.message_dicts())
             text, spans = self.assistant_spans(messages)
             trained = [m.trained for m in sample.messages if m.role == "assistant"]
+            if train_on == "last_assistant":  # the last answer, trained unless the data says "weight": 0
+                spans, trained = spans[-1:], trained[-1:]
             if not all(trained):  # turns the data marks untrained ("weight": 0) stay context only
                 spans = [span for span, keep in zip(spans, trained) if keep]
-            if train_on == "last_assistant":
-                spans = spans[-1:]
-            encoding = tok(text, add_special_tokens=False, return_offsets_mapping=True)
-            ids = encoding["input_ids"]
-            if train_on == "all":
-                labels = list(ids)
-            else:
-                labels = _labels_from_spans(ids, encoding["offset_mapping"], spans)
+            ids, offsets = self.tokenize(text, messages)
+            labels = list(ids) if train_on == "all" else _labels_from_spans(ids, offsets, spans)
         truncated = len(ids) > cutoff
         return Encoded(ids[:cutoff], labels[:cutoff], truncated, sample.where)
 
@@ -377,6 +423,16 @@ class ChatFormat:
         if current:
             runs.append((self.tokenizer.decode(current), bool(state)))
         return runs
+
+
+def marks_a_trained_answer(sample: Sample, train_on: str = "assistant") -> bool:
+    """Whether `sample` leaves anything to train under `train_on` before any cutoff: text and
+    train_on "all" always do; otherwise an answer the data does not mark untrained ("weight": 0), the
+    last one for "last_assistant". Training drops a sample without one."""
+    if sample.kind != "chat" or train_on == "all":
+        return True
+    answers = [m for m in sample.messages if m.role == "assistant"]
+    return any(m.trained for m in (answers[-1:] if train_on == "last_assistant" else answers))
 
 
 def _labels_from_spans(ids: list[int], offsets: list[tuple[int, int]], spans: list[tuple[int, int]]) -> list[int]:

@@ -229,11 +229,16 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
                                                          dc.skip_bad)
     val_rows, _, _ = tokenize_samples(data.val, chat_format, dc.cutoff_len, dc.train_on, dc.skip_bad)
     if not train_rows:
+        if train_stats["untrained"] and not train_stats["dropped"]:
+            raise DataError(f"no training samples: every answer of the {train_stats['untrained']} samples is marked "
+                            "untrained (\"weight\": 0); mark the answers to learn with weight 1")
         raise DataError("no training samples left after templating and the cutoff "
                         f"(data.cutoff_len={dc.cutoff_len}); raise the cutoff or check the data")
     skipped = data.skipped + len(problems)
     log(f"Data: {len(train_rows)} train / {len(val_rows)} validation samples, {train_stats['trained_tokens']} trained tokens"
         + (f"; {train_stats['truncated']} truncated at {dc.cutoff_len} tokens" if train_stats["truncated"] else "")
+        + (f"; {train_stats['untrained']} with no trained answer (\"weight\": 0) left out" if train_stats["untrained"]
+           else "")
         + (f"; {skipped} bad records skipped" if skipped else "")
         + (f"; {data.duplicates_removed} duplicates removed (data.dedupe)" if data.duplicates_removed else ""))
     if note := unused_note(data):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ducktune.data.template import IGNORE_INDEX
+from ducktune.data.template import IGNORE_INDEX, marks_a_trained_answer
 from ducktune.errors import DataError
 
 
@@ -10,8 +10,11 @@ def tokenize_samples(samples, chat_format, cutoff: int, train_on: str, skip_bad:
     """(rows of input_ids/labels, stats, template problems). Raises DataError listing the
     samples the chat template cannot render unless skip_bad."""
     rows, problems = [], []
-    truncated = dropped = 0
+    truncated = dropped = untrained = 0
     for sample in samples:
+        if not marks_a_trained_answer(sample, train_on):
+            untrained += 1  # every answer "weight": 0: nothing to learn from it
+            continue
         try:
             encoded = chat_format.encode(sample, cutoff, train_on)
         except DataError as exc:
@@ -32,6 +35,7 @@ def tokenize_samples(samples, chat_format, cutoff: int, train_on: str, skip_bad:
         "samples": len(rows),
         "truncated": truncated,
         "dropped": dropped,
+        "untrained": untrained,
         "template_errors": len(problems),
         "tokens": sum(lengths),
         "trained_tokens": sum(trained_token_count(r["labels"]) for r in rows),
