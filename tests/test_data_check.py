@@ -120,6 +120,22 @@ def test_samples_with_every_answer_weight_zero_are_counted_as_training_leaves_th
         train(config, log=lambda *_: None, progress=False, compare=False)
 
 
+def test_mix_counts_the_preference_pairs_the_cutoff_drops(chat_format, tmp_path):
+    """For preference data the Mix line counted pairs whose prompt alone passes the cutoff (training
+    drops them: an answer would keep no trained token) as training samples."""
+    from ducktune.data.check import render_report
+    from ducktune.data.preference import tokenize_preference
+
+    pairs = [{"prompt": f"question {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(5)]
+    pairs.append({"prompt": "word " * 120, "chosen": "good", "rejected": "bad"})
+    path = write_jsonl(tmp_path / "pairs.jsonl", pairs)
+    report = check_data(config_for([path], "data.cutoff_len=48", "data.val_ratio=0"), chat_format)
+    rows, stats, _ = tokenize_preference(report.loaded.train, chat_format, 48, skip_bad=False)
+    assert len(report.loaded.train) == 6 and len(rows) == 5 and stats["dropped"] == 1
+    assert "Mix: 6 training samples, 0 validation (1 of the training samples left out for the cutoff or " \
+        '"weight": 0: 5 trained)' in render_report(report)
+
+
 def test_every_sample_emptied_by_the_cutoff_is_unusable(tmp_path, tiny_qwen, capsys):
     path = write_jsonl(tmp_path / "d.jsonl", [chat("A question long enough to pass the cutoff " * 3, "answer")])
     code, out, _ = run_cli(capsys, "data", "check", path, "--model", tiny_qwen, "--cutoff", "12")

@@ -230,9 +230,14 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
 def _dropped_from_training(report: CheckReport) -> int:
     """How many samples of the training mix the cutoff or their "weight": 0 answers leave without a
     trained token (training drops them; a sample repeated by the mix counts each time)."""
-    if report.tokens is None or report.loaded is None or report.objective != "sft" or not report.tokens.dropped_keys:
+    if report.tokens is None or report.loaded is None or not report.tokens.dropped_keys:
         return 0
-    return sum(1 for sample in report.loaded.train if sample.key() in report.tokens.dropped_keys)
+    dropped = report.tokens.dropped_keys
+    if report.objective == "preference":  # measured per answer: a pair goes when one answer keeps nothing
+        return sum(1 for sample in report.loaded.train
+                   if sample.kind in PREFERENCE_KINDS
+                   and any(answer_chat(sample, answer).key() in dropped for _, answer in answers(sample)))
+    return sum(1 for sample in report.loaded.train if sample.key() in dropped)
 
 
 def report_json(report: CheckReport) -> dict:
