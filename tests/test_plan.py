@@ -281,6 +281,39 @@ def test_train_refuses_a_run_that_cannot_fit_and_writes_nothing(planning_model, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("packing", ["on", "off"])
+def test_train_refuses_rows_longer_than_the_models_positions(planning_model, tmp_path, packing):
+    """data.cutoff_len past max_position_embeddings trained anyway (the plan only noted it): packed
+    rows of ~500 tokens on a 64-position model. Refused in one line before anything is written; data
+    whose samples all fit trains unpacked even with a large cutoff."""
+    import json as json_module
+    import shutil
+
+    from ducktune.config import DatasetSpec, load_config
+    from ducktune.train.recipe import train
+
+    model = tmp_path / "short-context"
+    shutil.copytree(planning_model, model)
+    config_json = json_module.loads((model / "config.json").read_text())
+    (model / "config.json").write_text(json_module.dumps({**config_json, "max_position_embeddings": 64}))
+    config = load_config(None, [f"model.name_or_path={model}", "data.cutoff_len=512", f"train.packing={packing}",
+                                f"output.dir={tmp_path / 'run'}", "train.max_steps=1"])
+    config.data.datasets = [DatasetSpec(path=str(_chat_file(tmp_path / "chat.json")))]
+    with pytest.raises(ConfigError) as err:
+        train(config, log=lambda *_: None, progress=False, compare=False)
+    message = str(err.value)
+    what = "packed rows" if packing == "on" else "samples"
+    assert "\n" not in message and message.startswith(f"data.cutoff_len=512: {what} of up to ")
+    assert message.endswith("exceed the model's 64 positions (max_position_embeddings in its config.json); "
+                            "set data.cutoff_len to 64 or less")
+    assert not (tmp_path / "run").exists()
+    short = tmp_path / "short.json"
+    short.write_text(json_module.dumps([{"instruction": "hi", "output": "yes"}] * 4))
+    config.data.datasets = [DatasetSpec(path=str(short))]
+    config.train.packing = "off"
+    assert train(config, log=lambda *_: None, progress=False, compare=False).info["status"] == "completed"
+
+
 def test_plan_command(planning_model, tmp_path):
     data = _chat_file(tmp_path / "chat.json")
     base = [sys.executable, "-m", "ducktune", "plan", "--set", f"model.name_or_path={planning_model}",

@@ -678,6 +678,9 @@ def plan_memory(config, model_config: dict, placement, train_rows: list[dict], k
         raise ConfigError(f"train.memory_budget: {exc}") from None
     memory = plan_run(config, model_config, placement.device, placement.dtype, train_rows, budget,
                       keep=keep, batching=batching)
+    if config.train.objective == "sft" and (problem := rows_past_context(model_config, train_rows, memory.batching,
+                                                                          config.data.cutoff_len)):
+        raise ConfigError(problem)
     if not memory.fits:
         raise ConfigError(f"memory plan: {memory.problem}")
     if config.train.memory_budget and placement.device == "cpu" and not freed_memory_returns_to_os():
@@ -687,6 +690,24 @@ def plan_memory(config, model_config: dict, placement, train_rows: list[dict], k
     for note in memory.notes:
         log(f"  {note}")
     return memory
+
+
+def rows_past_context(model_config: dict, rows: list[dict], batching: str, cutoff: int) -> str | None:
+    """Why these rows cannot train on this model, when one is longer than its positions
+    (max_position_embeddings): rotary models train on positions they were never made for (a silent
+    mess), learned position tables fail. Packed rows fill up to the cutoff. None when they fit."""
+    limit = ModelShape.from_config(model_config).max_positions
+    if not limit or not rows:
+        return None
+    lengths = [len(r["input_ids"]) for r in rows]
+    longest = max(lengths)
+    if batching == "packed":
+        longest = max(longest, min(cutoff, sum(lengths)))
+    if longest <= limit:
+        return None
+    what = "packed rows" if batching == "packed" else "samples"
+    return (f"data.cutoff_len={cutoff}: {what} of up to {longest} tokens exceed the model's {limit} positions "
+            f"(max_position_embeddings in its config.json); set data.cutoff_len to {limit} or less")
 
 
 def recorded_plan(config) -> dict | None:
