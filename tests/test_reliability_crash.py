@@ -205,6 +205,12 @@ def test_disk_full_is_found_behind_other_errors_and_only_there(tmp_path):
     except RuntimeError as outer:
         assert disk_full(outer).filename == "x.bin"
     assert disk_full(RuntimeError("unrelated"), tmp_path) is None  # plenty of space here
+    # safetensors (Rust) and torch.save name no file: the folder being written is named instead.
+    bare = disk_full(OSError(errno.ENOSPC, "No space left on device"), tmp_path / "run")
+    assert bare.filename == str(tmp_path / "run") and bare.errno == errno.ENOSPC
+    rust = disk_full(RuntimeError("Error while serializing: No space left on device (os error 28)"), tmp_path / "run")
+    assert rust.filename == str(tmp_path / "run") and rust.errno == errno.ENOSPC
+    assert disk_full(OSError(errno.ENOSPC, "No space left on device")).filename is None  # no folder given
     assert disk_full(OSError(errno.EACCES, "denied")) is None
 
 

@@ -113,6 +113,8 @@ def test_resume_after_crash_matches_uninterrupted_run(tmp_path, tiny_qwen):
 
     run = RunDir(config.output.dir)
     assert run.info()["status"] == "failed"
+    assert run.info()["error"] == "RuntimeError: simulated crash"  # the reason, not only the status
+    assert run.unfinished_hint().startswith("(status: failed, RuntimeError: simulated crash); finish it with")
     assert not run.adapter.exists()
     # A crash in the middle of saving checkpoint-6 left a partial folder behind.
     partial = run.checkpoints / "checkpoint-6"

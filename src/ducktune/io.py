@@ -253,10 +253,12 @@ def disk_full(exc: BaseException, where: str | os.PathLike | None = None) -> OSE
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, OSError) and current.errno in DISK_FULL:
-            return current
+            # Writers in Rust or C (safetensors, torch.save) name no file: then name the folder written to.
+            return current if current.filename or where is None else \
+                OSError(current.errno, current.strerror or os.strerror(current.errno), str(where))
         code = _OS_ERROR_IN_MESSAGE.search(str(current)) if not isinstance(current, OSError) else None
         if code and int(code[1]) in DISK_FULL:
-            return OSError(int(code[1]), os.strerror(int(code[1])))
+            return OSError(int(code[1]), os.strerror(int(code[1])), *([str(where)] if where is not None else []))
         current = current.__cause__ or current.__context__
     if where is not None and isinstance(exc, Exception):
         with contextlib.suppress(OSError):

@@ -67,7 +67,9 @@ class RunDir:
         status = self.status(info)
         if status == "running":
             return "(status: running): another process is still training it; wait for it to finish"
-        return f"(status: {status}); finish it with `ducktune train {self.config_yaml}`"
+        error = (info if info is not None else self.info()).get("error") if status == "failed" else None
+        failure = f", {error}" if error else ""  # why it failed, as run.json recorded it
+        return f"(status: {status}{failure}); finish it with `ducktune train {self.config_yaml}`"
 
     def weights_dir(self) -> Path:
         """The adapter (LoRA) or full model folder of a finished run."""

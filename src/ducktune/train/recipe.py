@@ -504,6 +504,8 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
     except BaseException as exc:
         info["status"] = "failed"
         full = disk_full(exc, run.path)  # torch.save reports a full disk without errno
+        reason = str(full if full is not None else exc).strip().splitlines()
+        info["error"] = f"{type(exc).__name__}: {reason[0] if reason else ''}"[:300]  # what `ducktune runs` can say
         try:
             save_json(run.run_json, info)
         except OSError:
