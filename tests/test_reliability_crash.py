@@ -264,6 +264,39 @@ def test_a_full_disk_in_any_command_is_one_line_and_exit_2(tmp_path):
     assert time.monotonic() - started < 60
 
 
+def test_ctrl_c_saves_the_step_it_stops_at_and_the_rerun_ends_bit_identical(tmp_path, tiny_qwen):
+    """Ctrl-C lost every step since the last save_steps checkpoint (a probe lost 288 steps). The first
+    SIGINT now finishes the step, saves a checkpoint of it and stops (run.json: interrupted); the same
+    command resumes from that step, and the adapter equals an uninterrupted run's, byte for byte."""
+    data = tmp_path / "d.json"
+    data.write_text(json.dumps([{"instruction": f"q{i}", "output": f"answer {i}"} for i in range(8)]))
+
+    def argv(out):
+        return [sys.executable, "-m", "ducktune", "train", "--set", f"model.name_or_path={tiny_qwen}",
+                "--set", f"data.datasets=[{data}]", "--set", "train.max_steps=150", "--set", "train.save_steps=1000",
+                "--set", "train.num_threads=1", "--set", "train.logging_steps=1", "-o", str(tmp_path / out),
+                "--set", "eval.max_new_tokens=2", "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv("run"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    metrics = tmp_path / "run" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and \
+            (not metrics.is_file() or len(metrics.read_text().splitlines()) < 5):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and "Stopping after this step" in out and "interrupted; rerun the same command" in out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["status"] == "interrupted"
+    saved = sorted((tmp_path / "run" / "checkpoints").glob("checkpoint-*"))
+    assert len(saved) == 1 and 5 <= int(saved[0].name.split("-")[1]) < 150  # the step it stopped at, not a save_steps one
+    rerun = subprocess.run(argv("run"), capture_output=True, text=True, env=env, timeout=600)
+    assert rerun.returncode == 0 and f"Resuming from {saved[0]}" in rerun.stdout + rerun.stderr
+    reference = subprocess.run(argv("reference"), capture_output=True, text=True, env=env, timeout=600)
+    assert reference.returncode == 0, reference.stderr
+    adapter = "adapter/adapter_model.safetensors"
+    assert (tmp_path / "run" / adapter).read_bytes() == (tmp_path / "reference" / adapter).read_bytes()
+
+
 def test_sigterm_stops_training_like_ctrl_c_resumable(tmp_path, tiny_qwen):
     """A scheduler's or the UI's SIGTERM: the run is marked interrupted (not left "running") and the
     same command finishes it."""

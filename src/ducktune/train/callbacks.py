@@ -17,6 +17,21 @@ def _clean(value):
     return value
 
 
+class StopRequest(TrainerCallback):
+    """A stop asked for while training runs (Ctrl-C, SIGTERM): the step in progress finishes, a
+    checkpoint of it is saved and training stops, so the same command resumes from that very step
+    instead of the last save_steps checkpoint (up to save_steps - 1 steps of work lost). Listed
+    before RunTotals, which records its totals in the checkpoints it sees asked for."""
+
+    def __init__(self):
+        self.requested = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+
+
 class MetricsWriter(TrainerCallback):
     """Append one JSON line per log event to metrics.jsonl (flushed, so a crash keeps what was logged)."""
 

@@ -436,7 +436,7 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
     optional generation probe (eval.probe_during_training)."""
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-    from ducktune.train.callbacks import MetricsWriter, ProgressBar, RunTotals, restored_totals
+    from ducktune.train.callbacks import MetricsWriter, ProgressBar, RunTotals, StopRequest, restored_totals
     from ducktune.train.checkpoints import checkpoint_step
     from ducktune.train.probe import generation_probe
     from ducktune.train.trainer import DucktuneTrainer
@@ -453,7 +453,7 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
         eval_dataset=batching.dataset(data.val_rows, cutoff) if data.val_rows else None,
         data_collator=batching.collator(base.tokenizer.pad_token_id),
         loss=loss,
-        callbacks=[MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
+        callbacks=[StopRequest(), MetricsWriter(run.metrics, checkpoint_step(resume_from) or 0 if resume_from else 0),
                    ProgressBar(enabled=progress), totals] + ([probe] if probe else []),
     )
     totals.count_tokens = trainer.total_trained_tokens
@@ -480,13 +480,14 @@ def _resume_point(run: RunDir, resuming: bool, dist: DistributedRun, log) -> Pat
     return resume_from
 
 
-def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, save_json):
+def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, save_json, log=print):
     """Train; an interruption leaves the last complete checkpoint to resume from and marks run.json.
     Returns (TrainOutput, seconds)."""
-    from ducktune.train.callbacks import RunTotals
+    from ducktune.train.callbacks import RunTotals, StopRequest
     from ducktune.train.lora import adapter_input_casting, restore_trained_adapter
 
     totals = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, RunTotals)), None)
+    stop = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, StopRequest)), None)
     started = time.perf_counter()
     if totals is not None:
         totals.start_clock()
@@ -497,8 +498,11 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
             output = _finish_from_final_checkpoint(trainer, resume_from)
         else:
             # Under autocast, adapters use the half-precision input as it is (no fp32 copy for autograd to keep).
-            with adapter_input_casting(trainer.model, enabled=not trainer.autocasts_every_forward):
+            with adapter_input_casting(trainer.model, enabled=not trainer.autocasts_every_forward), \
+                    _stop_after_the_step(stop, trainer.args.world_size, log):
                 output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+            if stop is not None and stop.requested and trainer.state.global_step < trainer.state.max_steps:
+                raise KeyboardInterrupt  # stopped early, its checkpoint saved: marked interrupted, resumable
     except KeyboardInterrupt:
         raise  # not a failure: train() marks the run interrupted
     except BaseException as exc:
@@ -516,6 +520,32 @@ def _run_training(trainer, resume_from: Path | None, run: RunDir, info: dict, sa
         raise
     # The whole run's training time: earlier sessions' (from the checkpoint) and this one's.
     return output, totals.seconds() if totals is not None else time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def _stop_after_the_step(stop, world_size: int, log):
+    """The first Ctrl-C or SIGTERM during training asks `stop` (a StopRequest) to end it after the step
+    in progress, with a checkpoint of that step; a second one interrupts at once. One process only:
+    under torchrun every rank must stop at the same step, which a signal per process cannot promise."""
+    import signal
+    import threading
+
+    if stop is None or world_size > 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum, frame):
+        if stop.requested:
+            raise KeyboardInterrupt
+        stop.requested = True
+        log("\nStopping after this step and saving a checkpoint to resume from (Ctrl-C again stops at once)")
+
+    previous = {sig: signal.signal(sig, request) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def _reached_max_steps(trainer, checkpoint: Path) -> bool:
@@ -651,6 +681,8 @@ def train(config: RunConfig, *args, lock: WriterLock | None = None, **kwargs) ->
                 return _train(config, *args, lock=lock, **kwargs)
             except KeyboardInterrupt:  # Ctrl-C or SIGTERM, in training or around it (setup, final save, comparison)
                 run = RunDir(config.output.dir)
+                if not run.exists():
+                    raise UserError("interrupted before training started; nothing was written") from None
                 if DistributedRun.rank_from_environment() == 0 and run.exists() and \
                         run.info().get("status") == "running":
                     write_json(run.run_json, {**run.info(), "status": "interrupted"})
@@ -738,7 +770,7 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     args = training_arguments(config, run.checkpoints, memory.setup, placement, batching.mode, has_val, dist.world_size)
     resume_from = _resume_point(run, resuming, dist, log)
     trainer = _setup_trainer(model, args, batching, loss, data, config, base, run, resume_from, progress, log)
-    output, train_seconds = _run_training(trainer, resume_from, run, info, save_json)
+    output, train_seconds = _run_training(trainer, resume_from, run, info, save_json, log)
     trained_tokens, final_eval_loss, state_dict = _collect_after_training(trainer, has_val)
     restore_attention(trainer.model, batching.previous_attention)
 
