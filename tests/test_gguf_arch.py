@@ -190,6 +190,10 @@ EXPECTED = {
                       {"rope_factors_long.weight": (8,), "rope_factors_short.weight": (8,)}, set()),
     "glm": ("chatglm", {"rope.dimension_count": 8, "attention.layer_norm_rms_epsilon": 1.5625e-07},
             {"blk.0.ffn_up.weight": (384, 64), "blk.0.attn_k.bias": (32,)}, {"blk.0.ffn_gate.weight"}),
+    # GLM-4-0414: GLM's layout plus a norm after attention and one after the MLP
+    "glm4-0414": ("glm4", {"rope.dimension_count": 8, "attention.layer_norm_rms_epsilon": 1e-5},
+                  {"blk.0.ffn_up.weight": (384, 64), "blk.0.attn_q.bias": (64,), "blk.0.post_attention_norm.weight": (64,),
+                   "blk.0.post_ffw_norm.weight": (64,)}, {"blk.0.ffn_gate.weight", "rope_freqs.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
 }

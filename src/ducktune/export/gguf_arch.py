@@ -19,6 +19,8 @@ Per architecture, what differs from "read config, rename tensors":
   long/short factor tables become tensors, its attention factor a key.
 - chatglm (GlmForCausalLM): partial rotary (interleaved pairs, as HF already stores), fused
   gate_up_proj stays fused.
+- glm4 (Glm4ForCausalLM, GLM-4-0414 / GLM-Z1): chatglm's layout plus a norm after attention and
+  one after the MLP (post_self_attn_layernorm / post_mlp_layernorm), which gguf's name map knows.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ ARCHITECTURES = {
     "Gemma3ForCausalLM": "gemma3",
     "Phi3ForCausalLM": "phi3",
     "GlmForCausalLM": "chatglm",
+    "Glm4ForCausalLM": "glm4",
     "BloomForCausalLM": "bloom",
     "InternLM2ForCausalLM": "internlm2",
 }

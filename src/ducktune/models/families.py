@@ -35,6 +35,9 @@ class Family:
     # tokenizer_config.json's class as published: transformers 5 picks its loading code by it (and
     # some classes rebuild the tokenizer pipeline), so the stand-in must name the same one.
     tokenizer_class: str = "PreTrainedTokenizerFast"
+    # generation_config.json's eos_token_id beyond EOS, as published: the tokens that end the family's
+    # turns at inference (GLM-4's <|user|> and <|observation|>, which its template writes after an answer).
+    stops: tuple = ()
 
 
 def _specials(bos=None, eos=None, pad=None, unk=None, additional=()) -> dict:
@@ -91,7 +94,13 @@ FAMILIES: list[Family] = [
     Family("glm4", "GLM-4 (transformers-native)", "GlmForCausalLM", "glm", "glm4-bpe", "glm4",
            _specials(eos="<|endoftext|>", pad="<|endoftext|>",
                      additional=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
-                                 "<|user|>", "<|assistant|>", "<|observation|>"])),
+                                 "<|user|>", "<|assistant|>", "<|observation|>"]),
+           stops=("<|user|>", "<|observation|>")),
+    Family("glm4-0414", "GLM-4-0414 / GLM-Z1", "Glm4ForCausalLM", "glm4-0414", "glm4-bpe", "glm4-0414",
+           _specials(eos="<|endoftext|>", pad="<|endoftext|>",
+                     additional=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
+                                 "<|user|>", "<|assistant|>", "<|observation|>"]),
+           stops=("<|user|>", "<|observation|>")),
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
            note="its modelling code ships with the model (model.trust_remote_code: true)"),
@@ -149,8 +158,9 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
     with torch.no_grad():
         # Through the LM head (tied or not): input-side scaling would be undone by the first norm.
         model.get_output_embeddings().weight.mul_(embedding_scale)
-    model.generation_config = GenerationConfig(bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-                                               pad_token_id=ids["pad"])
+    stop_ids = [tokenizer.convert_tokens_to_ids(token) for token in spec.stops]
+    model.generation_config = GenerationConfig(bos_token_id=ids["bos"], pad_token_id=ids["pad"],
+                                               eos_token_id=[ids["eos"], *stop_ids] if stop_ids else ids["eos"])
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

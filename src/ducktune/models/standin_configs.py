@@ -23,6 +23,7 @@ MIRRORS = {
     "phi3": "microsoft/Phi-3-mini-4k-instruct",
     "phi3-longrope": "microsoft/Phi-3.5-mini-instruct",
     "glm": "THUDM/glm-4-9b-chat-hf",
+    "glm4-0414": "zai-org/GLM-4-9B-0414",
     "bloom": "bigscience/bloom-560m (Firefly's base)",
 }
 ARCH_IDS = tuple(MIRRORS)
@@ -92,6 +93,10 @@ def _specs() -> dict[str, tuple[str, dict]]:
         "glm": ("GlmForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
             max_position_embeddings=131072, rms_norm_eps=1.5625e-07, rope_theta=10000.0, attention_bias=True,
+            hidden_act="silu", tie_word_embeddings=False)),
+        "glm4-0414": ("Glm4ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
+            max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=True,
             hidden_act="silu", tie_word_embeddings=False)),
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
