@@ -257,3 +257,19 @@ def test_a_lone_surrogate_in_any_text_is_a_problem_naming_the_field(value, field
     whole = json.loads(json.dumps(value).replace("\\ud83d", "\\ud83d\\ude00"))
     sample, issues = norm(whole)
     assert issues == [] and sample is not None
+
+
+@pytest.mark.parametrize("key, what", [("images", "images"), ("videos", "videos"), ("audios", "audio")])
+def test_media_in_a_record_is_refused_never_dropped(key, what):
+    """A record's images were dropped and its '<image>' trained as text ('usable'); the same data mapped by
+    dataset_info.json's columns was refused."""
+    chat = [{"role": "user", "content": f"<{key[:-1]}>Who?"}, {"role": "assistant", "content": "Kane."}]
+    expected = [f"f.json:1: {key}: {what} data is not supported (ducktune fine-tunes on text only); "
+                f"remove it and the <{key[:-1]}> tags from the text, or the record"]
+    for value in ({"messages": chat, key: ["1.jpg"]},
+                  {"conversations": [{"from": "human", "value": "Who?"}, {"from": "gpt", "value": "Kane."}], key: ["1.jpg"]},
+                  {"instruction": "Who?", "output": "Kane.", key: '["1.jpg"]'}):  # a CSV cell
+        sample, issues = norm(value)
+        assert sample is None and issues == expected
+    sample, issues = norm({"messages": chat, key: []})  # an empty list holds no media
+    assert issues == [] and sample is not None

@@ -14,7 +14,8 @@ from ducktune.data.schema import Issue, Record
 
 # LLaMA-Factory column name -> ducktune field name.
 LLAMA_FACTORY_ALIASES = {"prompt": "instruction", "query": "input", "response": "output", "kto_tag": "label"}
-# Columns LLaMA-Factory knows that ducktune cannot use (yet): reported, not silently dropped.
+# Columns LLaMA-Factory knows that ducktune cannot use (yet): reported, not silently dropped, whether a
+# dataset_info.json entry maps them or a record holds them (formats.normalize).
 UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio"}
 
 _HEAD = re.compile(r"^[^\[.]+")

@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+from ducktune.data.columns import UNSUPPORTED_COLUMNS
 from ducktune.data.schema import Issue, Message, Record, Sample
 
 FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "text", "preference", "unpaired")
@@ -525,6 +526,12 @@ def normalize(record: Record, fmt: str, issues: list[Issue], options: NormalizeO
         hint = f"; it looks like {other}" if other else ""
         issues.append(record.issue("(record)", f"does not fit the {fmt} format: {reason}{hint}"))
         return None
+    for key, what in UNSUPPORTED_COLUMNS.items():
+        # Dropping the media would train the text around them: "<image>Who is this?" answered blind.
+        if key in value and _json_list(value[key]):
+            issues.append(record.issue(key, f"{what} data is not supported (ducktune fine-tunes on text only); "
+                                            f"remove it and the <{key[:-1]}> tags from the text, or the record"))
+            return None
     own: list[Issue] = []
     sample = NORMALIZERS[fmt](value, record, own, options)
     issues += own
