@@ -47,6 +47,16 @@ CASES = {
         "d.jsonl", '{"messages": [{"role": "user", "content": "Hi \\ud83d"}, {"role": "assistant", "content": "Yo"}]}\n',
         ["d.jsonl:1: messages[0].content: invalid Unicode (a lone surrogate \\ud83d, e.g. half of an emoji); "
          "fix or remove it"]),
+    "a key twice in one record (JSON Lines)": (
+        "d.jsonl", f'{GOOD}\n{{"instruction": "q", "output": "A", "output": "B"}}\n',
+        ["d.jsonl:2: output: the key appears twice in one object (only the last would be read); keep one"]),
+    "a key twice in one record (JSON array)": (
+        "d.json", f'[\n{GOOD},\n{{"messages": [{{"role": "user", "content": "q", "content": "r"}}, '
+                  '{"role": "assistant", "content": "a"}]}\n]\n',
+        ["d.json:3: content: the key appears twice in one object (only the last would be read); keep one"]),
+    "a key twice in the one record of a JSON file": (
+        "d.json", '{"instruction": "q", "instruction": "r", "output": "a"}',
+        ["d.json:1: instruction: the key appears twice in one object (only the last would be read); keep one"]),
     "empty file": ("d.json", "  \n", ["d.json: (file): the file is empty"]),
     "file in no known format": (
         "d.json", '[{"question": "q", "answer": "a"}]',
@@ -153,3 +163,10 @@ def test_a_lone_surrogate_is_skipped_by_skip_bad_and_never_written(in_tmp, capsy
     assert code == 2 and problem_lines(out) == [
         "d.csv:2: conversations[0].value: invalid Unicode (a lone surrogate \\ud83d, e.g. half of an emoji); "
         "fix or remove it"]
+
+
+def test_a_record_with_a_key_twice_is_skipped_by_skip_bad(in_tmp, capsys):
+    """{"messages": A, "messages": B} trained B, silently."""
+    (in_tmp / "d.jsonl").write_text(f'{{"instruction": "q", "output": "A", "output": "B"}}\n{GOOD}\n')
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--no-tokens", "--skip-bad")
+    assert code == 0 and "Samples: 1 usable, 1 bad" in out

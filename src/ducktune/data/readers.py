@@ -22,7 +22,6 @@ from ducktune.data.schema import Issue, Record
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".txt")
 TEXT_UNITS = ("paragraph", "line", "file")
 
-_decoder = json.JSONDecoder()
 TOO_DEEP = "nested too deeply to read"  # Python's JSON decoder recurses: thousands of '[' exhaust the stack
 
 
@@ -79,6 +78,38 @@ def _broken(name: str, text: str, pos: int, message: str) -> Issue:
 
 # ----------------------------------------------------------------------------- JSON
 
+class _Duplicates:
+    """Keys given twice in one JSON object: json keeps the last silently ({"messages": A, "messages": B}
+    trained B). `hook` builds each object as json does; one without a repeated key costs one length
+    comparison (a plain function: an instance's __call__ costs more, once per object of the file)."""
+
+    def __init__(self) -> None:
+        self.repeated: list[list[tuple[str, object]]] = []  # the pairs of each object with a repeated key
+        found = self.repeated.append
+
+        def hook(pairs: list[tuple[str, object]]) -> dict:
+            value = dict(pairs)
+            if len(value) != len(pairs):
+                found(pairs)
+            return value
+
+        self.hook = hook
+
+    def issue(self, name: str, line: int) -> Issue | None:
+        """The problem of the record just decoded (at `line`), if a key was repeated in it; resets."""
+        if not self.repeated:
+            return None
+        seen: set[str] = set()
+        key = next(k for k, _ in self.repeated[0] if k in seen or seen.add(k))  # add() is None: the first repeat
+        self.repeated.clear()
+        return Issue(name, line, key, "the key appears twice in one object (only the last would be read); keep one")
+
+
+def _decoder() -> tuple[json.JSONDecoder, _Duplicates]:
+    duplicates = _Duplicates()  # one per file read: the web UI reads files from several threads
+    return json.JSONDecoder(object_pairs_hook=duplicates.hook), duplicates
+
+
 def read_json(path: Path) -> ReadResult:
     """A JSON array of records (or one object). Records keep the line they start on."""
     return read_json_text(str(path), read_text(path))
@@ -88,9 +119,10 @@ def read_json_text(name: str, text: str) -> ReadResult:
     pos = _skip_ws(text, 0)
     if pos == len(text):
         return ReadResult(issues=[_empty(name)])
+    decoder, duplicates = _decoder()
     if text[pos] != "[":
         try:
-            value, end = _decoder.raw_decode(text, pos)
+            value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             return ReadResult(issues=[_broken(name, text, exc.pos, exc.msg)])
         except RecursionError:
@@ -98,6 +130,9 @@ def read_json_text(name: str, text: str) -> ReadResult:
         if _skip_ws(text, end) != len(text):
             # Several objects one per line: that is JSON Lines saved with a .json name.
             return read_jsonl_text(name, text)
+        repeated = duplicates.issue(name, _line_col(text, pos)[0])
+        if repeated:
+            return ReadResult(issues=[repeated], lost=1)
         return ReadResult([Record(value, name, _line_col(text, pos)[0])])
 
     result = ReadResult()
@@ -109,7 +144,7 @@ def read_json_text(name: str, text: str) -> ReadResult:
     line, line_pos = 1, 0
     while True:
         try:
-            value, end = _decoder.raw_decode(text, pos)
+            value, end = decoder.raw_decode(text, pos)
         except RecursionError:
             result.issues.append(_broken(name, text, pos, TOO_DEEP))
             return result
@@ -121,7 +156,12 @@ def read_json_text(name: str, text: str) -> ReadResult:
             return result
         line += text.count("\n", line_pos, pos)
         line_pos = pos
-        records.append(Record(value, name, line))
+        repeated = duplicates.issue(name, line)
+        if repeated:
+            result.issues.append(repeated)
+            result.lost += 1
+        else:
+            records.append(Record(value, name, line))
         pos = _skip_ws(text, end)
         if pos >= len(text):
             result.issues.append(_broken(name, text, pos, "the array is not closed with ']'"))
@@ -153,18 +193,24 @@ def read_jsonl(path: Path) -> ReadResult:
 def read_jsonl_text(name: str, text: str) -> ReadResult:
     result = ReadResult()
     records, issues = result.records, result.issues
-    loads = json.loads
+    decoder, duplicates = _decoder()
+    decode = decoder.decode
     for number, line in enumerate(text.split("\n"), start=1):
         if not line or line.isspace():
             continue
         try:
-            value = loads(line)
+            value = decode(line)
         except json.JSONDecodeError as exc:
             issues.append(Issue(name, f"{number}:{exc.colno}", "(json)", f"invalid JSON: {exc.msg}"))
             result.lost += 1
             continue
         except RecursionError:
             issues.append(Issue(name, f"{number}:1", "(json)", f"invalid JSON: {TOO_DEEP}"))
+            result.lost += 1
+            continue
+        repeated = duplicates.issue(name, number)
+        if repeated:
+            issues.append(repeated)
             result.lost += 1
             continue
         records.append(Record(value, name, number))
