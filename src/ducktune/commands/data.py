@@ -187,7 +187,8 @@ def check(args) -> int:
         from ducktune.config import PREFERENCE_OBJECTIVES
 
         objective = "preference" if config.train.objective in PREFERENCE_OBJECTIVES else "sft"
-    report = check_data(config, chat_format, skip_bad=args.skip_bad, objective=objective)
+    # A config's data.skip_bad counts as the flag: `ducktune train` with that config skips the bad records.
+    report = check_data(config, chat_format, skip_bad=args.skip_bad or config.data.skip_bad, objective=objective)
     if args.json:
         print(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:
