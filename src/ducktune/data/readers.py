@@ -11,6 +11,7 @@ Text files may be UTF-8 with or without a BOM, with LF, CRLF or CR line ends.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -38,9 +39,18 @@ class _FileIssue(Exception):
         self.issue = issue
 
 
+# Byte order marks of the wide encodings Windows tools save as "Unicode" (UTF-32's first: it starts like UTF-16's).
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
 def read_text(path: Path) -> str:
     """UTF-8 with or without BOM; CRLF and CR line ends become LF."""
     raw = path.read_bytes()
+    wide = next((encoding for bom, encoding in _WIDE_BOMS if raw.startswith(bom)), None)
+    if wide:  # as UTF-8 it fails on its first byte, and "not valid UTF-8 at 1:1" does not say why
+        raise _FileIssue(Issue(str(path), 1, "(file)", f"the file is {wide} (it starts with a {wide} byte order "
+                               "mark), not UTF-8; save it as UTF-8", fatal=True))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -216,7 +226,23 @@ def read_jsonl_text(name: str, text: str) -> ReadResult:
         records.append(Record(value, name, number))
     if not records and not issues:
         issues.append(_empty(name))
+    elif result.lost and _one_json_value(text):
+        return ReadResult(issues=[Issue(name, None, "(file)", "looks like pretty-printed JSON (one JSON value over "
+                                        "many lines), not JSON Lines (one record per line); rename the file to .json",
+                                        fatal=True)])
     return result
+
+
+def _one_json_value(text: str) -> bool:
+    """Whether the whole text is one JSON array or object (only tried once a line of a JSON Lines file
+    failed: a pretty-printed file fails on nearly every line, and an error for each helps nobody)."""
+    if text.lstrip()[:1] not in ("[", "{"):
+        return False
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- CSV / TSV
@@ -245,6 +271,16 @@ def read_csv_text(name: str, text: str, delimiter: str = ",") -> ReadResult:
         return result
     header_line = reader.line_num
     columns = [cell.strip() for cell in header]
+    separator = _other_separator(columns, delimiter)
+    if separator:
+        if separator in (",", "\t"):  # the other file type's separator: the name is what is wrong
+            fix = f"rename the file to {'.csv' if separator == ',' else '.tsv'}"
+        else:
+            fix = f"save the file with {_SEPARATORS[delimiter]} between columns"
+        result.issues.append(Issue(name, header_line, "(header)", f"the header is one column, {columns[0]!r}: the "
+                                   f"columns look separated by {_SEPARATORS[separator]}, not "
+                                   f"{_SEPARATORS[delimiter]}; {fix}", fatal=True))
+        return result
     seen: set[str] = set()
     for column in columns:
         if column and column in seen:
@@ -277,6 +313,19 @@ def read_csv_text(name: str, text: str, delimiter: str = ",") -> ReadResult:
     if not result.records and not result.issues:
         result.issues.append(Issue(name, None, "(file)", "the file has a header row but no records"))
     return result
+
+
+_SEPARATORS = {",": "','", ";": "';' (Excel's CSV in many locales)", "\t": "tabs", "|": "'|'"}
+
+
+def _other_separator(columns: list[str], delimiter: str) -> str | None:
+    """The separator the columns look separated by when a one-column header splits on it into names."""
+    if len(columns) != 1:
+        return None
+    for other in _SEPARATORS:
+        if other != delimiter and sum(1 for part in columns[0].split(other) if part.strip()) >= 2:
+            return other
+    return None
 
 
 def _ends_inside_quotes(text: str, delimiter: str) -> bool:
