@@ -130,7 +130,7 @@ def build_config(args, sources: list[str]):
     """A RunConfig from --config/--set, with the command line's sources and options applied."""
     from pydantic import ValidationError
 
-    from ducktune.config import TAG_NAMES, DatasetSpec, format_validation_error, load_config
+    from ducktune.config import TAG_NAMES, DatasetSpec, format_validation_error, load_config, unknown_column_field
     from ducktune.errors import ConfigError
 
     overrides = list(getattr(args, "overrides", []))
@@ -149,6 +149,11 @@ def build_config(args, sources: list[str]):
     shaping = {k: v for k, v in shaping.items() if v is not None}
     if args.column:
         shaping["columns"] = _pairs(args.column, "--column")
+        for field, column in shaping["columns"].items():
+            unknown = unknown_column_field(field)
+            if unknown:  # FIELD=COLUMN is easily given the wrong way round: say which side is which
+                raise UserError(f"--column {field}={column}: {unknown} "
+                                "(FIELD=COLUMN: ducktune's field, then the file's column)")
     if args.tag:
         shaping["tags"] = _pairs(args.tag, "--tag")
         unknown = sorted(set(shaping["tags"]) - set(TAG_NAMES))
