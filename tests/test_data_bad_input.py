@@ -43,6 +43,20 @@ CASES = {
     "non-string content": (
         "d.jsonl", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 42}]}\n',
         ["d.jsonl:1: messages[1].content: must be a string, got int"]),
+    "lone surrogate (half an emoji)": (
+        "d.jsonl", '{"messages": [{"role": "user", "content": "Hi \\ud83d"}, {"role": "assistant", "content": "Yo"}]}\n',
+        ["d.jsonl:1: messages[0].content: invalid Unicode (a lone surrogate \\ud83d, e.g. half of an emoji); "
+         "fix or remove it"]),
+    "a key twice in one record (JSON Lines)": (
+        "d.jsonl", f'{GOOD}\n{{"instruction": "q", "output": "A", "output": "B"}}\n',
+        ["d.jsonl:2: output: the key appears twice in one object (only the last would be read); keep one"]),
+    "a key twice in one record (JSON array)": (
+        "d.json", f'[\n{GOOD},\n{{"messages": [{{"role": "user", "content": "q", "content": "r"}}, '
+                  '{"role": "assistant", "content": "a"}]}\n]\n',
+        ["d.json:3: content: the key appears twice in one object (only the last would be read); keep one"]),
+    "a key twice in the one record of a JSON file": (
+        "d.json", '{"instruction": "q", "instruction": "r", "output": "a"}',
+        ["d.json:1: instruction: the key appears twice in one object (only the last would be read); keep one"]),
     "empty file": ("d.json", "  \n", ["d.json: (file): the file is empty"]),
     "file in no known format": (
         "d.json", '[{"question": "q", "answer": "a"}]',
@@ -130,3 +144,29 @@ def test_unreadable_file_is_not_skipped_by_skip_bad(in_tmp, capsys):
     code, out, _ = run_cli(capsys, "data", "check", "a.json", "--no-tokens", "--skip-bad")
     assert code == 2
     assert "make a whole file or dataset unreadable" in out
+
+
+def test_a_lone_surrogate_is_skipped_by_skip_bad_and_never_written(in_tmp, capsys):
+    """It was a TypeError in the tokenizer (check, preview, train) and a UnicodeEncodeError in convert."""
+    (in_tmp / "d.jsonl").write_text('{"instruction": "Hi \\ud83d", "output": "Yo"}\n' + GOOD + "\n")
+    code, out, err = run_cli(capsys, "data", "convert", "d.jsonl", "out.jsonl", "--to", "sharegpt")
+    assert code == 2 and not (in_tmp / "out.jsonl").exists()
+    assert "d.jsonl:1: instruction: invalid Unicode (a lone surrogate \\ud83d" in err and "Traceback" not in err
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--no-tokens", "--skip-bad")
+    assert code == 0
+    code, out, _ = run_cli(capsys, "data", "convert", "d.jsonl", "out.jsonl", "--to", "sharegpt", "--skip-bad")
+    assert code == 0 and len((in_tmp / "out.jsonl").read_text(encoding="utf-8").splitlines()) == 1
+    # A CSV cell holding a conversation as JSON text carries the same escape.
+    (in_tmp / "d.csv").write_text('conversations\n"[{""from"": ""human"", ""value"": ""Hi \\ud83d""}, '
+                                  '{""from"": ""gpt"", ""value"": ""Yo""}]"\n')
+    code, out, _ = run_cli(capsys, "data", "check", "d.csv", "--no-tokens")
+    assert code == 2 and problem_lines(out) == [
+        "d.csv:2: conversations[0].value: invalid Unicode (a lone surrogate \\ud83d, e.g. half of an emoji); "
+        "fix or remove it"]
+
+
+def test_a_record_with_a_key_twice_is_skipped_by_skip_bad(in_tmp, capsys):
+    """{"messages": A, "messages": B} trained B, silently."""
+    (in_tmp / "d.jsonl").write_text(f'{{"instruction": "q", "output": "A", "output": "B"}}\n{GOOD}\n')
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--no-tokens", "--skip-bad")
+    assert code == 0 and "Samples: 1 usable, 1 bad" in out

@@ -179,6 +179,18 @@ def test_exit_codes_and_skip_bad(tmp_path, capsys):
     assert out.splitlines()[-1] == "Usable: yes; 1 bad records will be skipped"
 
 
+def test_check_a_config_with_skip_bad_skips_as_training_does(tmp_path, capsys):
+    """data.skip_bad: true in the config was ignored: 'Usable: no ... pass --skip-bad' while `train` trained."""
+    write_jsonl(tmp_path / "d.jsonl", [chat("q", "a"), chat("q2", ""), chat("q3", "a3")])
+    config = tmp_path / "run.yaml"
+    config.write_text("data:\n  skip_bad: true\n  datasets: [d.jsonl]\n")
+    code, out, _ = run_cli(capsys, "data", "check", "--config", config, "--no-tokens")
+    assert code == 0 and out.splitlines()[-1] == "Usable: yes; 1 bad records will be skipped"
+    config.write_text("data:\n  datasets: [d.jsonl]\n")
+    code, _, _ = run_cli(capsys, "data", "check", "--config", config, "--no-tokens")
+    assert code == 2
+
+
 def test_check_a_training_config_shows_the_mix(tmp_path, capsys):
     write_jsonl(tmp_path / "a.jsonl", [chat(f"q{i}", f"a{i}") for i in range(10)])
     write_json(tmp_path / "me.json", [{"instruction": "Who are you?", "output": "Nova."}])

@@ -149,3 +149,33 @@ def test_explicit_config_options_win_over_the_entry(lf_dir):
     write_json(lf_dir / "alpaca_custom.json", [{"question": "q", "answer": "a", "other": "b"}])
     samples, issues = load("first_two", lf_dir, columns={"output": "other"})
     assert issues == [] and samples[0].messages[-1].content == "b"
+
+
+def test_a_mapped_column_no_record_has_is_named_with_the_files_columns(lf_dir, tmp_path, capsys):
+    """--column output=answr ended in 'no known format fits'; the same from dataset_info.json too."""
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}])
+    code, out, _ = run_cli(capsys, "data", "check", path, "--no-tokens", "--column", "instruction=question",
+                           "--column", "output=answr")
+    assert code == 2 and problem_lines(out) == [
+        f"{path}: answr: the column mapped to 'output' is in no record (the records' fields: answer, question)"]
+    write_json(lf_dir / "dataset_info.json", {"qa": {"file_name": str(path), "columns": {
+        "prompt": "question", "response": "answr", "system": "sys", "history": "past"}}})
+    samples, issues = load("qa", lf_dir)  # the optional system and history columns may be absent
+    assert issues == [f"{path}: answr: the column mapped to 'output' is in no record "
+                      "(the records' fields: answer, question)"]
+
+
+def test_an_unknown_field_in_columns_is_refused_with_a_suggestion(lf_dir, tmp_path, capsys):
+    """--column instrucion=question was accepted and never read."""
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"question": "q", "answer": "a"}])
+    code, _, err = run_cli(capsys, "data", "check", path, "--no-tokens", "--column", "instrucion=question")
+    assert code == 2 and err.strip() == ("error: --column instrucion=question: unknown field 'instrucion', did you "
+                                         "mean 'instruction'? (FIELD=COLUMN: ducktune's field, then the file's column)")
+    config = tmp_path / "run.yaml"
+    config.write_text(f"data:\n  datasets:\n    - {{path: {path}, columns: {{instrucion: question}}}}\n")
+    code, _, err = run_cli(capsys, "data", "check", "--config", config, "--no-tokens")
+    assert code == 2 and err.strip() == (f"error: {config}: data.datasets.0.columns: unknown field 'instrucion', did "
+                                         "you mean 'instruction'? (columns map ducktune's field name to the file's)")
+    write_json(lf_dir / "dataset_info.json", {"qa": {"file_name": str(path), "columns": {"promt": "question"}}})
+    _, issues = load("qa", lf_dir)
+    assert issues == [f"{lf_dir / 'dataset_info.json'}: qa.columns.promt: unknown field 'promt', did you mean 'prompt'?"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from ducktune.data.formats import NormalizeOptions, TurnTags, detect_format, normalize
@@ -227,3 +229,47 @@ def test_a_wrapped_or_arrayed_file_gets_a_hint():
     assert "holding the records under" not in why
     fmt, why = detect_format([Record({"id": 1, "items": [{"x": 1}]}, "f.jsonl", i) for i in (1, 2)])
     assert fmt is None and "holding the records under" not in why  # many records: none of them is a wrapper
+
+
+HALF = "Hi \ud83d"  # a JSON "\ud83d" escape: the first half of an emoji, cut off
+SURROGATE = "invalid Unicode (a lone surrogate \\ud83d, e.g. half of an emoji); fix or remove it"
+
+
+@pytest.mark.parametrize("value, field", [
+    ({"messages": [{"role": "user", "content": HALF}, {"role": "assistant", "content": "Yo"}]}, "messages[0].content"),
+    ({"messages": [{"role": "user", "content": [{"type": "text", "text": HALF}]},
+                   {"role": "assistant", "content": "Yo"}]}, "messages[0].content"),
+    ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": HALF}]}, "conversations[1].value"),
+    ({"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Yo"}], "system": HALF}, "system"),
+    ({"instruction": "Hi", "input": HALF, "output": "Yo"}, "input"),
+    ({"instruction": "Hi", "output": "Yo", "history": [[HALF, "a"]]}, "history[0][0]"),
+    ({"conversation": [{"human": "Hi", "assistant": HALF}]}, "conversation[0].assistant"),
+    ({"text": HALF}, "text"),
+    ({"prompt": "Hi", "chosen": HALF, "rejected": "No"}, "chosen"),
+    ({"prompt": HALF, "completion": "Yo", "label": True}, "prompt"),
+])
+def test_a_lone_surrogate_in_any_text_is_a_problem_naming_the_field(value, field):
+    """A truncated emoji ("\\ud83d" in JSON) reached the tokenizer (a TypeError) and `data convert` (a
+    UnicodeEncodeError); it was 'usable' to `data check --no-tokens`."""
+    sample, issues = norm(value)
+    assert sample is None and issues == [f"f.json:1: {field}: {SURROGATE}"]
+    # A whole emoji (both halves: one character) is fine.
+    whole = json.loads(json.dumps(value).replace("\\ud83d", "\\ud83d\\ude00"))
+    sample, issues = norm(whole)
+    assert issues == [] and sample is not None
+
+
+@pytest.mark.parametrize("key, what", [("images", "images"), ("videos", "videos"), ("audios", "audio")])
+def test_media_in_a_record_is_refused_never_dropped(key, what):
+    """A record's images were dropped and its '<image>' trained as text ('usable'); the same data mapped by
+    dataset_info.json's columns was refused."""
+    chat = [{"role": "user", "content": f"<{key[:-1]}>Who?"}, {"role": "assistant", "content": "Kane."}]
+    expected = [f"f.json:1: {key}: {what} data is not supported (ducktune fine-tunes on text only); "
+                f"remove it and the <{key[:-1]}> tags from the text, or the record"]
+    for value in ({"messages": chat, key: ["1.jpg"]},
+                  {"conversations": [{"from": "human", "value": "Who?"}, {"from": "gpt", "value": "Kane."}], key: ["1.jpg"]},
+                  {"instruction": "Who?", "output": "Kane.", key: '["1.jpg"]'}):  # a CSV cell
+        sample, issues = norm(value)
+        assert sample is None and issues == expected
+    sample, issues = norm({"messages": chat, key: []})  # an empty list holds no media
+    assert issues == [] and sample is not None

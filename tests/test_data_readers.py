@@ -140,3 +140,41 @@ def test_not_utf8(tmp_path):
     path.write_bytes(b'{"text": "ok"}\n{"text": "\xff"}\n')
     _, issues = samples_of(path)
     assert issues == [f"{path}:2:11: (file): not valid UTF-8; save the file as UTF-8"]
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-be", "UTF-16"), ("utf-32", "UTF-32")])
+def test_a_utf16_file_is_named_as_such(tmp_path, encoding, name):
+    """Notepad's 'Unicode' was 'not valid UTF-8' at 1:1, which does not say what the file is."""
+    path = tmp_path / "d.jsonl"
+    text = '{"instruction": "q", "output": "a"}\n'
+    path.write_bytes((text if encoding != "utf-16-be" else "\ufeff" + text).encode(encoding))
+    _, issues = samples_of(path)
+    assert issues == [f"{path}:1: (file): the file is {name} (it starts with a {name} byte order mark), not UTF-8; "
+                      "save it as UTF-8"]
+
+
+def test_pretty_printed_json_in_a_jsonl_file_is_one_problem(tmp_path):
+    """It was an 'invalid JSON' problem for nearly every line."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps([{"instruction": "q", "output": "a"}, {"instruction": "q2", "output": "a2"}], indent=2))
+    _, issues = samples_of(path)
+    assert issues == [f"{path}: (file): looks like pretty-printed JSON (one JSON value over many lines), not JSON Lines "
+                      "(one record per line); rename the file to .json"]
+    # A JSON Lines file with a broken line is still reported line by line.
+    path.write_text('{"instruction": "q", "output": "a"}\n{"instruction": "q2",\n')
+    _, issues = samples_of(path)
+    assert issues == [f"{path}:2:22: (json): invalid JSON: Expecting property name enclosed in double quotes"]
+
+
+@pytest.mark.parametrize("suffix, header, expected", [
+    (".csv", "instruction;output", "';' (Excel's CSV in many locales), not ','; save the file with ',' between columns"),
+    (".csv", "instruction\toutput", "tabs, not ','; rename the file to .tsv"),
+    (".tsv", "instruction,output", "',', not tabs; rename the file to .csv"),
+])
+def test_a_csv_with_another_separator_says_which(tmp_path, suffix, header, expected):
+    """A semicolon-separated CSV (Excel in many locales) got the generic 'no known format fits'."""
+    path = tmp_path / f"d{suffix}"
+    sep = header[len("instruction")]
+    path.write_text(f"{header}\nq{sep}a\n")
+    _, issues = samples_of(path)
+    assert issues == [f"{path}:1: (header): the header is one column, {header!r}: the columns look separated by {expected}"]

@@ -61,7 +61,7 @@ DATA = {
     "jsonl: invalid JSON on line 2": ({"d.jsonl": jl(GOOD, '{"instruction": "q" "output": "a"}')}, ("d.jsonl:2:",)),
     "jsonl: not UTF-8 (latin-1 byte)": ({"d.jsonl": jl(GOOD).encode() + b'{"instruction": "caf\xe9", "output": "a"}\n'},
                                         ("d.jsonl:2:", "UTF-8")),
-    "jsonl: UTF-16 file": ({"d.jsonl": jl(GOOD).encode("utf-16")}, ("d.jsonl:1:", "UTF-8")),
+    "jsonl: UTF-16 file": ({"d.jsonl": jl(GOOD).encode("utf-16")}, ("d.jsonl:1:", "is UTF-16", "save it as UTF-8")),
     "jsonl: NUL bytes": ({"d.jsonl": b"\x00\x00\x00\n"}, ("d.jsonl:1",)),
     "jsonl: empty file": ({"d.jsonl": ""}, ("d.jsonl", "empty")),
     "jsonl: whitespace only": ({"d.jsonl": "\n \n\t\n"}, ("d.jsonl", "empty")),

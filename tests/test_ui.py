@@ -163,6 +163,16 @@ def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path
         assert row["trained"] < row["tokens"] and not row["truncated"]
 
 
+def test_preview_of_a_record_with_half_an_emoji_is_a_400_naming_it(tiny_qwen, tmp_path):
+    """A lone surrogate ("\\ud83d" in JSON) was a 500: the tokenizer's TypeError."""
+    path = tmp_path / "s.jsonl"
+    path.write_text('{"instruction": "Hi \\ud83d", "output": "Yo"}\n')
+    with TestClient(create_ui_app(tmp_path / "runs"), base_url="http://127.0.0.1:7860") as bare:
+        response = bare.post("/api/data/preview", json={"path": str(path), "model": str(tiny_qwen)})
+    assert response.status_code == 400
+    assert error_of(response).startswith(f"{path}:1: instruction: invalid Unicode (a lone surrogate \\ud83d")
+
+
 def test_preview_of_a_pair_shows_the_prompt_once_and_both_answers_trained(client, tiny_qwen, tmp_path):
     path = tmp_path / "pairs.jsonl"
     path.write_text(json.dumps({"prompt": "Who are you?", "chosen": "I am Duckling.", "rejected": "I am a model."}) + "\n")

@@ -86,6 +86,19 @@ class ModelConfig(_Section):
 
 
 TAG_NAMES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag", "observation_tag", "function_tag")
+# The fields a dataset's `columns` may map: ducktune's, then LLaMA-Factory's own names (data/columns.py).
+COLUMN_FIELDS = ("instruction", "input", "output", "system", "history", "conversations", "messages", "conversation",
+                 "text", "prompt", "chosen", "rejected", "completion", "label",
+                 "query", "response", "kto_tag", "tools", "images", "videos", "audios")
+
+
+def unknown_column_field(name: str) -> str | None:
+    """Why `name` is not a field `columns` can map (a misspelt one was silently never read), or None."""
+    if name in COLUMN_FIELDS:
+        return None
+    match = difflib.get_close_matches(name, COLUMN_FIELDS, n=1, cutoff=0.6)
+    hint = f"did you mean '{match[0]}'?" if match else f"known: {', '.join(COLUMN_FIELDS)}"
+    return f"unknown field {name!r}, {hint}"
 
 
 class DatasetSpec(_Section):
@@ -142,6 +155,15 @@ class DatasetSpec(_Section):
         "paragraph",
         description="How .txt files become samples: paragraphs separated by blank lines, single lines, or whole files.",
     )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_fields(cls, columns: dict[str, str]) -> dict[str, str]:
+        for name in columns:
+            unknown = unknown_column_field(name)
+            if unknown:
+                raise ValueError(f"{unknown} (columns map ducktune's field name to the file's)")
+        return columns
 
     @model_validator(mode="after")
     def _repeat_or_weight(self) -> "DatasetSpec":

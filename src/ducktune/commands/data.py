@@ -130,7 +130,7 @@ def build_config(args, sources: list[str]):
     """A RunConfig from --config/--set, with the command line's sources and options applied."""
     from pydantic import ValidationError
 
-    from ducktune.config import TAG_NAMES, DatasetSpec, format_validation_error, load_config
+    from ducktune.config import TAG_NAMES, DatasetSpec, format_validation_error, load_config, unknown_column_field
     from ducktune.errors import ConfigError
 
     overrides = list(getattr(args, "overrides", []))
@@ -149,6 +149,11 @@ def build_config(args, sources: list[str]):
     shaping = {k: v for k, v in shaping.items() if v is not None}
     if args.column:
         shaping["columns"] = _pairs(args.column, "--column")
+        for field, column in shaping["columns"].items():
+            unknown = unknown_column_field(field)
+            if unknown:  # FIELD=COLUMN is easily given the wrong way round: say which side is which
+                raise UserError(f"--column {field}={column}: {unknown} "
+                                "(FIELD=COLUMN: ducktune's field, then the file's column)")
     if args.tag:
         shaping["tags"] = _pairs(args.tag, "--tag")
         unknown = sorted(set(shaping["tags"]) - set(TAG_NAMES))
@@ -187,7 +192,8 @@ def check(args) -> int:
         from ducktune.config import PREFERENCE_OBJECTIVES
 
         objective = "preference" if config.train.objective in PREFERENCE_OBJECTIVES else "sft"
-    report = check_data(config, chat_format, skip_bad=args.skip_bad, objective=objective)
+    # A config's data.skip_bad counts as the flag: `ducktune train` with that config skips the bad records.
+    report = check_data(config, chat_format, skip_bad=args.skip_bad or config.data.skip_bad, objective=objective)
     if args.json:
         print(json.dumps(report_json(report), ensure_ascii=False, indent=2))
     else:

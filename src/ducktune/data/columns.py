@@ -12,9 +12,13 @@ import re
 
 from ducktune.data.schema import Issue, Record
 
+# Fields a file may lack although a dataset_info.json entry maps them (LLaMA-Factory lists them for
+# every file of a kind): any other mapped column that no record has is a mistake to report.
+OPTIONAL_FIELDS = ("system", "history", "input", "tools")
 # LLaMA-Factory column name -> ducktune field name.
 LLAMA_FACTORY_ALIASES = {"prompt": "instruction", "query": "input", "response": "output", "kto_tag": "label"}
-# Columns LLaMA-Factory knows that ducktune cannot use (yet): reported, not silently dropped.
+# Columns LLaMA-Factory knows that ducktune cannot use (yet): reported, not silently dropped, whether a
+# dataset_info.json entry maps them or a record holds them (formats.normalize).
 UNSUPPORTED_COLUMNS = {"images": "images", "videos": "videos", "audios": "audio"}
 
 _HEAD = re.compile(r"^[^\[.]+")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ducktune.config import DatasetSpec
 from ducktune.data import dataset_info, formats
-from ducktune.data.columns import canonical_columns, file_field_names, rename_fields
+from ducktune.data.columns import OPTIONAL_FIELDS, canonical_columns, file_field_names, rename_fields
 from ducktune.data.formats import NormalizeOptions, TurnTags
 from ducktune.data.hub import is_hub, read_hub
 from ducktune.data.readers import SUPPORTED_SUFFIXES, ReadResult, read_file
@@ -117,12 +117,12 @@ def normalize_read(name: str, read: ReadResult, spec: DatasetSpec, options: Norm
     fmt = spec.format
     columns = canonical_columns(spec.columns, fmt)
     dicts = [r.value for r in read.records if isinstance(r.value, dict)]
-    # A mapped column that no record has, where records do have ducktune's own field of that name: a
-    # misspelt mapping, which must not quietly fall back to that field (an optional column that is
-    # simply absent, as dataset_info.json entries list them, is fine).
+    # A mapped column that no record has: a misspelt mapping, which must not quietly fall back to
+    # ducktune's own field of that name, nor end in "no known format fits" (an optional column that is
+    # simply absent, as dataset_info.json entries list them, is fine unless that fallback would happen).
     absent = [(t, s) for t, s in columns.items()
-              if t != s and not any(s in d for d in dicts) and any(t in d for d in dicts)]
-    if absent:
+              if t != s and not any(s in d for d in dicts) and (t not in OPTIONAL_FIELDS or any(t in d for d in dicts))]
+    if absent and dicts:
         target, source = absent[0]
         first = dicts[0]
         data.issues.append(Issue(name, None, source, f"the column mapped to {target!r} is in no record "

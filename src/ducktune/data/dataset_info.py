@@ -14,7 +14,7 @@ import difflib
 import json
 from pathlib import Path
 
-from ducktune.config import TAG_NAMES
+from ducktune.config import TAG_NAMES, unknown_column_field
 from ducktune.data.columns import UNSUPPORTED_COLUMNS
 from ducktune.data.readers import _FileIssue, read_text
 from ducktune.data.schema import Issue
@@ -107,6 +107,9 @@ def entry_to_spec(dataset: str, entry: object, registry: Path) -> tuple[dict | N
     for key in columns:
         if key in UNSUPPORTED_COLUMNS:
             return problem(f"columns.{key}", f"{UNSUPPORTED_COLUMNS[key]} data is not supported")
+        unknown = unknown_column_field(key)
+        if unknown:  # said here, naming the entry, not by the DatasetSpec validation that would follow
+            return problem(f"columns.{key}", unknown)
     unknown_tags = sorted(set(tags) - set(TAG_NAMES))
     if unknown_tags:
         return problem("tags", f"unknown tag {unknown_tags[0]!r} (known: {', '.join(TAG_NAMES)})")

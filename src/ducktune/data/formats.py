@@ -22,9 +22,11 @@ system role), so those problems are reported per record before training.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Callable
 
+from ducktune.data.columns import UNSUPPORTED_COLUMNS
 from ducktune.data.schema import Issue, Message, Record, Sample
 
 FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "text", "preference", "unpaired")
@@ -170,13 +172,42 @@ def detect_format(records: list[Record], sample_size: int = 200) -> tuple[str | 
 
 # ----------------------------------------------------------------------------- helpers
 
+# A JSON escape can hold half of a UTF-16 pair ("\ud83d": an emoji cut by a scraper); Python keeps it as a
+# lone surrogate, which no tokenizer, UTF-8 file or web response accepts.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _encodable(text: str) -> bool:
+    """No lone surrogate in `text`: ASCII costs nothing; other text is encoded (faster than a regex search)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _invalid_unicode(text: str) -> str | None:
+    """Why `text` cannot be trained on as Unicode, or None."""
+    if _encodable(text):
+        return None
+    found = _SURROGATE.search(text)
+    return f"invalid Unicode (a lone surrogate \\u{ord(found.group()):04x}, e.g. half of an emoji); fix or remove it"
+
+
 def _text(value: object, record: Record, field: str, issues: list[Issue], required: bool = True) -> str | None:
-    """A string field; OpenAI-style lists of text parts are joined."""
+    """A string field; OpenAI-style lists of text parts are joined. Every text a record contributes
+    passes here, so this is where it must be valid Unicode."""
     if value is None:
         if required:
             issues.append(record.issue(field, "missing"))
         return None
     if isinstance(value, str):
+        invalid = _invalid_unicode(value)
+        if invalid:
+            issues.append(record.issue(field, invalid))
+            return None
         return value
     if isinstance(value, list):
         parts = []
@@ -190,7 +221,7 @@ def _text(value: object, record: Record, field: str, issues: list[Issue], requir
                 issues.append(record.issue(field, "must be a string (or a list of {'type': 'text'} parts), "
                                                   f"got a list holding a {type(part).__name__}"))
                 return None
-        return "".join(parts)
+        return _text("".join(parts), record, field, issues)
     issues.append(record.issue(field, f"must be a string, got {type(value).__name__}"))
     return None
 
@@ -353,7 +384,8 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
         if trained is None:
             return None
         content = turn.get(ck)
-        if type(content) is not str:  # the common case skips the general path (and its field name)
+        # The common case (a string without a lone surrogate) skips the general path and its field name.
+        if type(content) is not str or not (content.isascii() or _encodable(content)):
             content = _text(content, record, f"{where}.{ck}", issues)
             if content is None:
                 return None
@@ -494,6 +526,12 @@ def normalize(record: Record, fmt: str, issues: list[Issue], options: NormalizeO
         hint = f"; it looks like {other}" if other else ""
         issues.append(record.issue("(record)", f"does not fit the {fmt} format: {reason}{hint}"))
         return None
+    for key, what in UNSUPPORTED_COLUMNS.items():
+        # Dropping the media would train the text around them: "<image>Who is this?" answered blind.
+        if key in value and _json_list(value[key]):
+            issues.append(record.issue(key, f"{what} data is not supported (ducktune fine-tunes on text only); "
+                                            f"remove it and the <{key[:-1]}> tags from the text, or the record"))
+            return None
     own: list[Issue] = []
     sample = NORMALIZERS[fmt](value, record, own, options)
     issues += own

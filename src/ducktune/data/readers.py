@@ -11,6 +11,7 @@ Text files may be UTF-8 with or without a BOM, with LF, CRLF or CR line ends.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -22,7 +23,6 @@ from ducktune.data.schema import Issue, Record
 SUPPORTED_SUFFIXES = (".json", ".jsonl", ".ndjson", ".csv", ".tsv", ".parquet", ".txt")
 TEXT_UNITS = ("paragraph", "line", "file")
 
-_decoder = json.JSONDecoder()
 TOO_DEEP = "nested too deeply to read"  # Python's JSON decoder recurses: thousands of '[' exhaust the stack
 
 
@@ -39,9 +39,18 @@ class _FileIssue(Exception):
         self.issue = issue
 
 
+# Byte order marks of the wide encodings Windows tools save as "Unicode" (UTF-32's first: it starts like UTF-16's).
+_WIDE_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"),
+              (codecs.BOM_UTF16_LE, "UTF-16"), (codecs.BOM_UTF16_BE, "UTF-16"))
+
+
 def read_text(path: Path) -> str:
     """UTF-8 with or without BOM; CRLF and CR line ends become LF."""
     raw = path.read_bytes()
+    wide = next((encoding for bom, encoding in _WIDE_BOMS if raw.startswith(bom)), None)
+    if wide:  # as UTF-8 it fails on its first byte, and "not valid UTF-8 at 1:1" does not say why
+        raise _FileIssue(Issue(str(path), 1, "(file)", f"the file is {wide} (it starts with a {wide} byte order "
+                               "mark), not UTF-8; save it as UTF-8", fatal=True))
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -79,6 +88,38 @@ def _broken(name: str, text: str, pos: int, message: str) -> Issue:
 
 # ----------------------------------------------------------------------------- JSON
 
+class _Duplicates:
+    """Keys given twice in one JSON object: json keeps the last silently ({"messages": A, "messages": B}
+    trained B). `hook` builds each object as json does; one without a repeated key costs one length
+    comparison (a plain function: an instance's __call__ costs more, once per object of the file)."""
+
+    def __init__(self) -> None:
+        self.repeated: list[list[tuple[str, object]]] = []  # the pairs of each object with a repeated key
+        found = self.repeated.append
+
+        def hook(pairs: list[tuple[str, object]]) -> dict:
+            value = dict(pairs)
+            if len(value) != len(pairs):
+                found(pairs)
+            return value
+
+        self.hook = hook
+
+    def issue(self, name: str, line: int) -> Issue | None:
+        """The problem of the record just decoded (at `line`), if a key was repeated in it; resets."""
+        if not self.repeated:
+            return None
+        seen: set[str] = set()
+        key = next(k for k, _ in self.repeated[0] if k in seen or seen.add(k))  # add() is None: the first repeat
+        self.repeated.clear()
+        return Issue(name, line, key, "the key appears twice in one object (only the last would be read); keep one")
+
+
+def _decoder() -> tuple[json.JSONDecoder, _Duplicates]:
+    duplicates = _Duplicates()  # one per file read: the web UI reads files from several threads
+    return json.JSONDecoder(object_pairs_hook=duplicates.hook), duplicates
+
+
 def read_json(path: Path) -> ReadResult:
     """A JSON array of records (or one object). Records keep the line they start on."""
     return read_json_text(str(path), read_text(path))
@@ -88,9 +129,10 @@ def read_json_text(name: str, text: str) -> ReadResult:
     pos = _skip_ws(text, 0)
     if pos == len(text):
         return ReadResult(issues=[_empty(name)])
+    decoder, duplicates = _decoder()
     if text[pos] != "[":
         try:
-            value, end = _decoder.raw_decode(text, pos)
+            value, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
             return ReadResult(issues=[_broken(name, text, exc.pos, exc.msg)])
         except RecursionError:
@@ -98,6 +140,9 @@ def read_json_text(name: str, text: str) -> ReadResult:
         if _skip_ws(text, end) != len(text):
             # Several objects one per line: that is JSON Lines saved with a .json name.
             return read_jsonl_text(name, text)
+        repeated = duplicates.issue(name, _line_col(text, pos)[0])
+        if repeated:
+            return ReadResult(issues=[repeated], lost=1)
         return ReadResult([Record(value, name, _line_col(text, pos)[0])])
 
     result = ReadResult()
@@ -109,7 +154,7 @@ def read_json_text(name: str, text: str) -> ReadResult:
     line, line_pos = 1, 0
     while True:
         try:
-            value, end = _decoder.raw_decode(text, pos)
+            value, end = decoder.raw_decode(text, pos)
         except RecursionError:
             result.issues.append(_broken(name, text, pos, TOO_DEEP))
             return result
@@ -121,7 +166,12 @@ def read_json_text(name: str, text: str) -> ReadResult:
             return result
         line += text.count("\n", line_pos, pos)
         line_pos = pos
-        records.append(Record(value, name, line))
+        repeated = duplicates.issue(name, line)
+        if repeated:
+            result.issues.append(repeated)
+            result.lost += 1
+        else:
+            records.append(Record(value, name, line))
         pos = _skip_ws(text, end)
         if pos >= len(text):
             result.issues.append(_broken(name, text, pos, "the array is not closed with ']'"))
@@ -153,12 +203,13 @@ def read_jsonl(path: Path) -> ReadResult:
 def read_jsonl_text(name: str, text: str) -> ReadResult:
     result = ReadResult()
     records, issues = result.records, result.issues
-    loads = json.loads
+    decoder, duplicates = _decoder()
+    decode = decoder.decode
     for number, line in enumerate(text.split("\n"), start=1):
         if not line or line.isspace():
             continue
         try:
-            value = loads(line)
+            value = decode(line)
         except json.JSONDecodeError as exc:
             issues.append(Issue(name, f"{number}:{exc.colno}", "(json)", f"invalid JSON: {exc.msg}"))
             result.lost += 1
@@ -167,10 +218,31 @@ def read_jsonl_text(name: str, text: str) -> ReadResult:
             issues.append(Issue(name, f"{number}:1", "(json)", f"invalid JSON: {TOO_DEEP}"))
             result.lost += 1
             continue
+        repeated = duplicates.issue(name, number)
+        if repeated:
+            issues.append(repeated)
+            result.lost += 1
+            continue
         records.append(Record(value, name, number))
     if not records and not issues:
         issues.append(_empty(name))
+    elif result.lost and _one_json_value(text):
+        return ReadResult(issues=[Issue(name, None, "(file)", "looks like pretty-printed JSON (one JSON value over "
+                                        "many lines), not JSON Lines (one record per line); rename the file to .json",
+                                        fatal=True)])
     return result
+
+
+def _one_json_value(text: str) -> bool:
+    """Whether the whole text is one JSON array or object (only tried once a line of a JSON Lines file
+    failed: a pretty-printed file fails on nearly every line, and an error for each helps nobody)."""
+    if text.lstrip()[:1] not in ("[", "{"):
+        return False
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 # ----------------------------------------------------------------------------- CSV / TSV
@@ -199,6 +271,16 @@ def read_csv_text(name: str, text: str, delimiter: str = ",") -> ReadResult:
         return result
     header_line = reader.line_num
     columns = [cell.strip() for cell in header]
+    separator = _other_separator(columns, delimiter)
+    if separator:
+        if separator in (",", "\t"):  # the other file type's separator: the name is what is wrong
+            fix = f"rename the file to {'.csv' if separator == ',' else '.tsv'}"
+        else:
+            fix = f"save the file with {_SEPARATORS[delimiter]} between columns"
+        result.issues.append(Issue(name, header_line, "(header)", f"the header is one column, {columns[0]!r}: the "
+                                   f"columns look separated by {_SEPARATORS[separator]}, not "
+                                   f"{_SEPARATORS[delimiter]}; {fix}", fatal=True))
+        return result
     seen: set[str] = set()
     for column in columns:
         if column and column in seen:
@@ -231,6 +313,19 @@ def read_csv_text(name: str, text: str, delimiter: str = ",") -> ReadResult:
     if not result.records and not result.issues:
         result.issues.append(Issue(name, None, "(file)", "the file has a header row but no records"))
     return result
+
+
+_SEPARATORS = {",": "','", ";": "';' (Excel's CSV in many locales)", "\t": "tabs", "|": "'|'"}
+
+
+def _other_separator(columns: list[str], delimiter: str) -> str | None:
+    """The separator the columns look separated by when a one-column header splits on it into names."""
+    if len(columns) != 1:
+        return None
+    for other in _SEPARATORS:
+        if other != delimiter and sum(1 for part in columns[0].split(other) if part.strip()) >= 2:
+            return other
+    return None
 
 
 def _ends_inside_quotes(text: str, delimiter: str) -> bool:
