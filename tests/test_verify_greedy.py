@@ -66,6 +66,20 @@ def test_identical_answers_pass():
     assert check.status == PASS and check.numbers["identical"] == 1 and not check.numbers["near_ties"]
 
 
+def test_answers_that_stop_at_once_pass_but_say_that_they_show_little():
+    """A tuned model that emits its stop token first on every prompt made "5/5 greedy answers identical"
+    look like proof of a good export: the detail now says the answers end at once."""
+    prompts, answers = [[1], [2], [3]], [[STOP], [STOP], [4, 2, STOP]]
+    table = {k: v for prompt, answer in zip(prompts, answers) for k, v in _llama_answering(prompt, answer).items()}
+    check = check_greedy_answers(ScriptedLlama(table), Reference(prompts, answers, [2.0] * 3), answers, "p")
+    assert check.status == PASS and check.numbers["identical"] == 3
+    assert "2/3 of the merged model's answers end within one token" in check.detail
+    longer = [[3, 4, STOP]] * 3
+    table = {k: v for prompt in prompts for k, v in _llama_answering(prompt, longer[0]).items()}
+    check = check_greedy_answers(ScriptedLlama(table), Reference(prompts, longer, [2.0] * 3), longer, "p")
+    assert "end within one token" not in check.detail
+
+
 def test_parting_at_a_near_tie_passes_and_is_reported_but_a_sure_token_overturned_fails():
     prompt, answer = [1, 2], [3, 4, 0, STOP]
     llama = [3, STOP]  # parts at token 1, taking the merged model's runner-up there ((4 + 1) % 6: stop)

@@ -499,6 +499,10 @@ def check_greedy_answers(llm, reference: Reference, answers: list[list[int]], pr
         (ties if near_tie else diverged).append(row)
     n = len(reference.prompts)
     detail = f"{identical}/{n} greedy answers identical (up to {reference.max_new_tokens} tokens)"
+    stopping = sum(1 for answer in answers if len(answer) <= 1)
+    if stopping * 2 >= n:  # agreeing on "stop at once" says little about the exported weights
+        detail += (f"; {stopping}/{n} of the merged model's answers end within one token, so identical answers "
+                   f"show little: see what the run answers with `ducktune compare`")
     if ties:
         detail += (f"; {len(ties)} part at a near-tie of the merged model (its top two within "
                    f"{max(t['hf_margin'] for t in ties):.3f} <= {GREEDY_TIE_LOGITS} logits), e.g. {ties[0]['prompt']!r} "
