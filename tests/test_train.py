@@ -505,3 +505,20 @@ def test_trainer_flops_estimate_is_the_trainers_own_with_the_parameters_counted_
     stock = [Trainer.floating_point_ops(trainer, batch) for batch in batches]
     assert ours == stock
     assert stock[1] == 6 * 150 * stock_count(exclude_embeddings=True) > 0
+
+
+def test_resume_allows_changing_how_often_checkpoints_are_saved_but_not_the_trajectory(tmp_path):
+    """Resuming refused a changed save_steps, save_total_limit or logging_steps (nothing the training
+    trajectory depends on); a changed learning rate is still refused."""
+    from ducktune.config import dump_config, load_config
+    from ducktune.rundir import RunDir
+
+    run = RunDir(tmp_path / "run")
+    run.path.mkdir()
+    started = load_config(None, ["train.save_steps=50", "train.logging_steps=10", "train.learning_rate=2e-4"])
+    run.config_yaml.write_text(dump_config(started), encoding="utf-8")
+    harmless = load_config(None, ["train.save_steps=5", "train.logging_steps=1", "train.save_total_limit=1",
+                                  "train.learning_rate=2e-4"])
+    assert recipe.resume_config_changes(run, harmless) == []
+    changed = load_config(None, ["train.save_steps=50", "train.logging_steps=10", "train.learning_rate=1e-4"])
+    assert recipe.resume_config_changes(run, changed) == ["train.learning_rate: 0.0002 -> 0.0001"]

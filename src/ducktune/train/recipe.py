@@ -39,8 +39,10 @@ class TrainResult:
 # ----------------------------------------------------------------------------- run directory
 
 # Options a resumed run may change: they do not touch the training trajectory (CPU threads; the
-# length of the answers compared after training).
-RESUME_MAY_CHANGE = (("output", "overwrite"), ("train", "num_threads"), ("eval", "max_new_tokens"))
+# length of the answers compared after training; how often checkpoints are saved, how many are kept
+# and how often the loss is logged).
+RESUME_MAY_CHANGE = (("output", "overwrite"), ("train", "num_threads"), ("eval", "max_new_tokens"),
+                     ("train", "save_steps"), ("train", "save_total_limit"), ("train", "logging_steps"))
 
 
 def _config_differences(old: RunConfig, new: RunConfig) -> list[str]:
