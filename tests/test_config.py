@@ -138,3 +138,19 @@ def test_set_indexes_lists(tmp_path):
     assert data["data"]["datasets"] == [{"path": "a.json", "weight": 3}, {"path": "c.json", "weight": 2}]
     with pytest.raises(ConfigError, match=r"^--set data.datasets.5.path=x: data.datasets is a list of 2; index it with 0-1$"):
         apply_overrides(read_yaml(path), ["data.datasets.5.path=x"])
+
+
+@pytest.mark.parametrize("raw", ["#1 assistant", "Rules: be nice", "yes", "[draft]", " spaced ", "1e-4"])
+def test_set_text_options_take_the_value_verbatim(raw):
+    """Read as YAML, `#1 assistant` became null (a comment) with exit 0, `Rules: be nice` a mapping
+    (refused) and `yes` True (refused)."""
+    config = load_config(None, [f"model.system_prompt={raw}", f"output.dir={raw}"])
+    assert config.model.system_prompt == raw and config.output.dir == raw
+
+
+def test_set_null_clears_an_optional_text_option_only():
+    config = load_config(None, ["model.system_prompt=null", "model.revision=NULL", "output.dir=null"])
+    assert config.model.system_prompt is None and config.model.revision is None
+    assert config.output.dir == "null"  # a required text option has no null: the word is the value
+    data = apply_overrides({"data": {"datasets": ["a.json"]}}, ["data.datasets.0.path=yes", "train.max_steps=5"])
+    assert data == {"data": {"datasets": [{"path": "yes"}]}, "train": {"max_steps": 5}}

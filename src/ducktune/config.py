@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -576,19 +577,51 @@ def _is_union_member(part) -> bool:
     return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
 
 
+# The spellings that clear an optional text option from the command line (`--set model.adapter=null`):
+# YAML's words for null. `~`, also YAML's null, is not one: in a path it is the home folder.
+NULL_WORDS = ("null", "Null", "NULL")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.learning_rate=1e-4` -> (['train', 'learning_rate'], 0.0001). Values are YAML scalars."""
+    """`train.learning_rate=1e-4` -> (['train', 'learning_rate'], 0.0001).
+
+    A text option (a str field, such as model.system_prompt or output.dir) takes the value verbatim:
+    read as YAML, `#1 assistant` was a comment (null), `Rules: be nice` a mapping and `yes` True. An
+    optional text option is cleared by `null` (NULL_WORDS). Every other option's value is read as
+    YAML (numbers, true/false, [lists], {mappings})."""
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected key=value, e.g. --set train.learning_rate=1e-4")
     key, raw = text.split("=", 1)
     keys = [k for k in key.strip().split(".") if k]
     if not keys:
         raise ConfigError(f"--set {text}: empty key")
+    text_field = _text_field(keys)
+    if text_field is not None:
+        return keys, None if text_field == "optional" and raw in NULL_WORDS else raw
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return keys, value
+
+
+def _text_field(keys: list[str]) -> str | None:
+    """'required' or 'optional' when the option at `keys` is a plain text field (str or str | None),
+    else None (other types, and keys that name no option, which validation reports)."""
+    model: Any = RunConfig
+    for depth, key in enumerate(keys):
+        if key.isdigit():  # a list index: data.datasets.0.path
+            continue
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        if depth == len(keys) - 1:
+            if annotation is str:
+                return "required"
+            return "optional" if annotation == (str | None) else None
+        model = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+    return None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:

@@ -30,7 +30,9 @@ def register(sub) -> None:
 
 def add_set_argument(p) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
+                   help="override a config value, e.g. --set train.learning_rate=1e-4 (repeatable); text options "
+                        "(model.system_prompt, paths) take the value as written, null clears an optional one; "
+                        "other values are read as YAML ([a, b], true, 1e-4)")
 
 
 def run(args) -> int:
