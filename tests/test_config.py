@@ -154,3 +154,20 @@ def test_set_null_clears_an_optional_text_option_only():
     assert config.output.dir == "null"  # a required text option has no null: the word is the value
     data = apply_overrides({"data": {"datasets": ["a.json"]}}, ["data.datasets.0.path=yes", "train.max_steps=5"])
     assert data == {"data": {"datasets": [{"path": "yes"}]}, "train": {"max_steps": 5}}
+
+
+@pytest.mark.parametrize("source", ["yaml", "set"])
+def test_booleans_are_no_numbers(tmp_path, source):
+    """pydantic read true as 1: `--set train.batch_size=true` trained with batch 1 and `cutoff_len: yes`
+    said "greater than 8 (got True)". Quoted numbers ("128") still convert."""
+    if source == "yaml":
+        args = (write(tmp_path, "train:\n  batch_size: true\ndata:\n  cutoff_len: yes\n"), [])
+    else:
+        args = (None, ["train.batch_size=true", "data.cutoff_len=yes"])
+    with pytest.raises(ConfigError) as err:
+        load_config(*args)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 2 and all("should be a number, not a boolean" in line for line in lines)
+    assert any("train.batch_size" in line for line in lines) and any("data.cutoff_len" in line for line in lines)
+    config = load_config(write(tmp_path, "train:\n  batch_size: '8'\n  learning_rate: '1e-4'\n"), ['data.cutoff_len="128"'])
+    assert (config.train.batch_size, config.train.learning_rate, config.data.cutoff_len) == (8, 1e-4, 128)

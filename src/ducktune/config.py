@@ -25,6 +25,21 @@ class _Section(BaseModel):
     # inf/nan are no option's value (num_epochs: inf crashed inside the Trainer).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info) -> Any:
+        # pydantic's lax mode reads true as 1: `--set train.batch_size=true` trained with batch 1 and
+        # `cutoff_len: yes` said "greater than 8 (got True)". Numbers in quotes ("128") still convert.
+        if isinstance(value, bool) and _is_number_field(cls.model_fields[info.field_name].annotation):
+            raise ValueError("Input should be a number, not a boolean (YAML reads yes/no/on/off as one)")
+        return value
+
+
+def _is_number_field(annotation: Any) -> bool:
+    """int, float, or either of them | None."""
+    kinds = [a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
+    return bool(kinds) and all(a in (int, float) for a in kinds)
+
 
 class ModelConfig(_Section):
     name_or_path: str = Field(
