@@ -49,7 +49,7 @@ def test_impossible_values(override, field):
     with pytest.raises(ConfigError) as err:
         load_config(None, [override])
     line = str(err.value)
-    assert line.startswith(f"--set: {field}: ") and "\n" not in line
+    assert line.startswith(f"--set {field}: ") and "\n" not in line
 
 
 def test_invalid_yaml_reports_line(tmp_path):
@@ -109,8 +109,8 @@ def test_set_errors_are_blamed_on_set_and_union_fields_are_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         load_config(path, ["train.lerning_rate=1", "lora.target_modules=5"])
     lines = str(err.value).splitlines()
-    assert "--set: train.lerning_rate: unknown key (did you mean 'learning_rate'?)" in lines
-    assert "--set: lora.target_modules: Input should be a valid list, or input should be 'all-linear' (got 5)" in lines
+    assert "--set train.lerning_rate: unknown key (did you mean 'learning_rate'?)" in lines
+    assert "--set lora.target_modules: Input should be a valid list, or input should be 'all-linear' (got 5)" in lines
     assert len(lines) == 2  # the union's two alternatives in one line; nothing blamed on the file
     path = write(tmp_path, "train:\n  lerning_rate: 0.0001\n")
     with pytest.raises(ConfigError, match=rf"^{path}: train.lerning_rate: unknown key"):
@@ -171,3 +171,23 @@ def test_booleans_are_no_numbers(tmp_path, source):
     assert any("train.batch_size" in line for line in lines) and any("data.cutoff_len" in line for line in lines)
     config = load_config(write(tmp_path, "train:\n  batch_size: '8'\n  learning_rate: '1e-4'\n"), ['data.cutoff_len="128"'])
     assert (config.train.batch_size, config.train.learning_rate, config.data.cutoff_len) == (8, 1e-4, 128)
+
+
+def test_errors_name_the_set_flag_a_value_came_from(tmp_path):
+    """A key misspelt in --set, and checks across options set by --set, were blamed on the YAML file."""
+    path = write(tmp_path, "train:\n  max_steps: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["trian.max_steps=1"])
+    assert str(err.value) == "--set trian.max_steps: trian: unknown key (did you mean 'train'?)"
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["train.objective=kto", "train.batch_size=1"])
+    assert str(err.value).startswith("--set train.objective, --set train.batch_size: train.objective kto estimates")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["data.val_file=x", "data.val_ratio=0.1"])
+    assert str(err.value) == "--set data.val_file, --set data.val_ratio: set data.val_ratio or data.val_file, not both"
+    # One from the file, one from a flag: both named.
+    path = write(tmp_path, "data:\n  val_file: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path, ["data.val_ratio=0.1"])
+    assert str(err.value) == f"{path}, --set data.val_ratio: set data.val_ratio or data.val_file, not both"
+

@@ -231,7 +231,7 @@ class DataConfig(_Section):
         weighted = [spec.weight is not None for spec in self.datasets]
         if any(weighted) and not all(weighted):
             missing = ", ".join(spec.path for spec in self.datasets if spec.weight is None)
-            raise ValueError(f"datasets: set weight on every dataset or on none (no weight: {missing})")
+            raise ValueError(f"data.datasets: set weight on every dataset or on none (no weight: {missing})")
         return self
 
 
@@ -491,7 +491,7 @@ class RunConfig(_Section):
     @model_validator(mode="after")
     def _check_consistency(self) -> "RunConfig":
         if self.data.val_file and self.data.val_ratio:
-            raise ValueError("data: set val_ratio or val_file, not both")
+            raise ValueError("set data.val_ratio or data.val_file, not both")
         problem = preference_problem(self)
         if problem:
             raise ValueError(problem)
@@ -563,28 +563,61 @@ def _model_at(loc: tuple, root: type[BaseModel] = RunConfig) -> type[BaseModel] 
 
 
 def format_validation_error(err: ValidationError, source: str, overridden: tuple[str, ...] = ()) -> str:
-    """One line per problem: `source: key.path: message`; a key given by `--set` (one of `overridden`,
-    dotted) is blamed on --set, not on the file. The alternatives of a union field (target_modules: a
-    list or all-linear) fail together: one line naming both."""
+    """One line per problem: `source: key.path: message`. A problem with a key given by `--set` (one
+    of `overridden`, dotted) is blamed on that flag (`--set train.lerning_rate: unknown key`), not on
+    the file. The alternatives of a union field (target_modules: a list or all-linear) fail together:
+    one line naming both."""
     lines: dict[tuple, str] = {}
     for item in err.errors():
         loc = tuple(p for p in item["loc"] if not _is_union_member(p))
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        where = "--set" if any(dotted == k or dotted.startswith(k + ".") for k in overridden) else source
+        dotted = ".".join(str(p) for p in loc)
+        message = item["msg"].removeprefix("Value error, ")
+        flags = _blamed_flags(dotted, item["type"], message, overridden)
+        where = ", ".join(f"--set {key}" for key in flags) or source
+        if flags and source != "--set" and set(_named_options(message)) - set(overridden):
+            where = f"{source}, {where}"  # a check across options, some of them from the file
+        # The key is left out where the one flag blamed, or the message, names it already.
+        key = "" if not dotted or flags == [dotted] or message.startswith(dotted + ".") else f"{dotted}: "
         if item["type"] == "extra_forbidden":
             owner = _model_at(loc[:-1])
             choices = list(owner.model_fields) if owner else []
-            lines[loc] = f"{where}: {dotted}: unknown key{_suggest(str(loc[-1]), choices)}"
+            lines[loc] = f"{where}: {key}unknown key{_suggest(str(loc[-1]), choices)}"
             continue
-        message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
         if loc in lines and loc:  # another alternative of the same union field
             lines[loc] = lines[loc].removesuffix(shown) + f", or {message[0].lower()}{message[1:]}{shown}"
             continue
-        # Checks across sections (RunConfig's validator) name their keys in the message itself.
-        lines[loc] = f"{where}: {message}{shown}" if not loc else f"{where}: {dotted}: {message}{shown}"
+        # Checks across options (a section's or RunConfig's validator) name their keys in the message.
+        lines[loc] = f"{where}: {key}{message}{shown}"
     return "\n".join(lines.values())
+
+
+def _blamed_flags(dotted: str, kind: str, message: str, overridden: tuple[str, ...]) -> list[str]:
+    """The `--set` keys a problem at `dotted` came from: the key itself or one around it; for an unknown
+    key, also a flag that made it (`--set trian.max_steps` made `trian`); for a check across options
+    (at a section or the top), the flags whose keys its message names."""
+    inside = [k for k in overridden if dotted and (dotted == k or dotted.startswith(k + "."))]
+    if inside:
+        return inside[-1:]
+    made = [k for k in overridden if kind == "extra_forbidden" and k.startswith(dotted + ".")]
+    if made:
+        return made[-1:]
+    if kind == "extra_forbidden":
+        return []
+    named = []
+    for k in overridden:
+        relative = k.removeprefix(dotted + ".") if dotted else k
+        if k not in named and any(re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message)
+                                  for name in {k, relative}):
+            named.append(k)
+    return named
+
+
+def _named_options(message: str) -> list[str]:
+    """The `section.option` keys a message names (`train.batch_size`)."""
+    sections = "|".join(RunConfig.model_fields)
+    return re.findall(rf"(?<![\w.])(?:{sections})\.\w+", message)
 
 
 def _is_union_member(part) -> bool:
