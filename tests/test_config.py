@@ -191,3 +191,18 @@ def test_errors_name_the_set_flag_a_value_came_from(tmp_path):
         load_config(path, ["data.val_ratio=0.1"])
     assert str(err.value) == f"{path}, --set data.val_ratio: set data.val_ratio or data.val_file, not both"
 
+
+def test_unknown_keys_are_named_as_written(tmp_path):
+    """Keys that look like pydantic's union tags (`int`, `datasets[0]`) were dropped from the location:
+    `train: {int: 3}` said `train: unknown key (did you mean 'train'?)`."""
+    path = write(tmp_path, "train:\n  int: 3\ndata:\n  datasets[0]: {repeat: 2}\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    lines = str(err.value).splitlines()
+    assert f"{path}: data.datasets[0]: unknown key (did you mean 'datasets'?)" in lines
+    assert any(line.startswith(f"{path}: train.int: unknown key (known keys: batch_size,") for line in lines)
+    # On the command line the index spelling works, and a list not given yet is one clear line.
+    path = write(tmp_path, "data:\n  datasets: [a.json]\n")
+    assert load_config(path, ["data.datasets[0].repeat=2"]).data.datasets[0].repeat == 2
+    with pytest.raises(ConfigError, match=r"^--set data.datasets\[0\].repeat=2: data.datasets is empty; give the list"):
+        load_config(None, ["data.datasets[0].repeat=2"])

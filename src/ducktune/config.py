@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import types
 import typing
 from pathlib import Path
 from typing import Any, Literal
@@ -569,7 +570,7 @@ def format_validation_error(err: ValidationError, source: str, overridden: tuple
     one line naming both."""
     lines: dict[tuple, str] = {}
     for item in err.errors():
-        loc = tuple(p for p in item["loc"] if not _is_union_member(p))
+        loc = _option_loc(item["loc"])
         dotted = ".".join(str(p) for p in loc)
         message = item["msg"].removeprefix("Value error, ")
         flags = _blamed_flags(dotted, item["type"], message, overridden)
@@ -620,9 +621,30 @@ def _named_options(message: str) -> list[str]:
     return re.findall(rf"(?<![\w.])(?:{sections})\.\w+", message)
 
 
-def _is_union_member(part) -> bool:
-    """pydantic names the member of a union that failed in the location (`list[str]`, `literal['all-linear']`)."""
-    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
+def _option_loc(loc: tuple) -> tuple:
+    """pydantic's error location as the user's keys: without the tags it inserts for the member of a
+    union that failed (`lora.target_modules.list[str]`) and for a dict's key (`[key]`). Tags are told
+    by the schema, not by their spelling: a user's own key `int` or `datasets[0]` is kept and named."""
+    kept: list = []
+    node: Any = RunConfig
+    after_union = False
+    for part in loc:
+        if part == "[key]" or (after_union and isinstance(part, str)):
+            after_union = False
+            continue
+        after_union = False
+        kept.append(part)
+        if isinstance(part, int) and typing.get_origin(node) is list:
+            node = typing.get_args(node)[0]
+            continue
+        field = node.model_fields.get(part) if isinstance(node, type) and issubclass(node, BaseModel) else None
+        node = field.annotation if field else None
+        members = [a for a in typing.get_args(node) if a is not type(None)] \
+            if typing.get_origin(node) in (typing.Union, types.UnionType) else None
+        if members is not None:
+            after_union = len(members) > 1  # `X | None` has no member tag
+            node = members[0] if len(members) == 1 else None
+    return tuple(kept)
 
 
 # The spellings that clear an optional text option from the command line (`--set model.adapter=null`):
@@ -640,7 +662,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected key=value, e.g. --set train.learning_rate=1e-4")
     key, raw = text.split("=", 1)
-    keys = [k for k in key.strip().split(".") if k]
+    # `data.datasets[0].repeat` is `data.datasets.0.repeat`: the index spelling users know from Python.
+    keys = [k for k in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".") if k]
     if not keys:
         raise ConfigError(f"--set {text}: empty key")
     text_field = _text_field(keys)
@@ -678,7 +701,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         keys, value = parse_override(text)
         node = data
         for depth, key in enumerate(keys[:-1]):
-            node = _override_child(node, key, keys[:depth], text)
+            node = _override_child(node, key, keys[:depth], text, keys[depth + 1].isdigit())
         if isinstance(node, list):
             node[_list_index(node, keys[-1], keys[:-1], text)] = value
         else:
@@ -686,19 +709,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _override_child(node, key: str, parents: list[str], text: str):
-    """The mapping or list under `key` that a --set path goes through, made a mapping if absent."""
+def _override_child(node, key: str, parents: list[str], text: str, indexed: bool = False):
+    """The mapping or list under `key` that a --set path goes through, made a mapping (a list when the
+    path indexes it: `data.datasets.0.repeat` with no datasets yet) if absent."""
     if isinstance(node, list):
         index = _list_index(node, key, parents, text)
         if isinstance(node[index], str):  # a bare dataset path: its mapping form
             node[index] = {"path": node[index]}
         return node[index]
     if not isinstance(node.get(key), (dict, list)):
-        node[key] = {}
+        node[key] = [] if indexed else {}
     return node[key]
 
 
 def _list_index(node: list, key: str, parents: list[str], text: str) -> int:
+    if not node:
+        raise ConfigError(f"--set {text}: {'.'.join(parents)} is empty; give the list first, "
+                          f"e.g. --set {'.'.join(parents)}=[...]")
     if not key.isdigit() or int(key) >= len(node):
         raise ConfigError(f"--set {text}: {'.'.join(parents)} is a list of {len(node)}; index it with 0-{len(node) - 1}")
     return int(key)
