@@ -206,3 +206,22 @@ def test_unknown_keys_are_named_as_written(tmp_path):
     assert load_config(path, ["data.datasets[0].repeat=2"]).data.datasets[0].repeat == 2
     with pytest.raises(ConfigError, match=r"^--set data.datasets\[0\].repeat=2: data.datasets is empty; give the list"):
         load_config(None, ["data.datasets[0].repeat=2"])
+
+
+def test_home_folder_is_expanded_in_every_path_option(tmp_path, monkeypatch):
+    """`output.dir=~/x` wrote run.json into a literal `./~/x` folder while the Trainer's checkpoints went
+    to the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "m").mkdir()
+    (tmp_path / "d.json").write_text("[]")
+    (tmp_path / "t.jinja").write_text("x")
+    monkeypatch.chdir(tmp_path / "m")
+    config = load_config(None, ["output.dir=~/x", "model.name_or_path=~/m", "model.adapter=~/a",
+                                "model.chat_template=~/t.jinja", "data.datasets=[~/d.json]", "data.val_file=~/v.json",
+                                "data.dataset_dir=~/data"])
+    home = str(tmp_path)
+    assert config.output.dir == f"{home}/x" and config.model.name_or_path == f"{home}/m"
+    assert config.model.adapter == f"{home}/a" and config.model.chat_template == f"{home}/t.jinja"
+    assert config.data.datasets[0].path == f"{home}/d.json" and config.data.val_file == f"{home}/v.json"
+    assert config.data.dataset_dir == f"{home}/data"
+

@@ -8,6 +8,7 @@ Unknown keys are errors with a "did you mean" suggestion.
 from __future__ import annotations
 
 import difflib
+import os
 import re
 import types
 import typing
@@ -789,19 +790,50 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         # A run's own config.yaml (beside its run.json) trains that run's folder, wherever the run was moved
         # and whatever the working folder: the output.dir recorded in it named the folder as it was started.
         config.output.dir = str(Path(path).parent)
-    # Relative data paths in a YAML file are relative to that file, so configs can move with their data;
-    # then (and for --set) to the working folder. Found ones are stored absolute: the run's config.yaml
-    # (which `ducktune train RUN/config.yaml` resumes from) then works from any folder.
+    _resolve_paths(config, path)
+    return config
+
+
+def _resolve_paths(config: RunConfig, path: str | Path | None) -> None:
+    """Every path option made what the user meant, wherever a later stage runs.
+
+    `~` is the home folder in every path option (output.dir `~/x` wrote run.json into a literal `./~/x`
+    while the Trainer's checkpoints went to the home folder). Relative paths in a YAML file are relative
+    to that file, so configs can move with their data; then (and for --set) to the working
+    folder. Found ones are stored absolute: the run's config.yaml (which a resume reads) then works
+    from any folder.
+    """
+    model, data = config.model, config.data
+    config.output.dir = _expand_home(config.output.dir)
+    model.name_or_path = _expand_home(model.name_or_path)
+    if model.adapter:
+        model.adapter = _expand_home(model.adapter)
+    template_file = model.chat_template and not _is_template_text(model.chat_template)
+    if template_file:
+        model.chat_template = _expand_home(model.chat_template)
+    for spec in data.datasets:
+        spec.path = _expand_home(spec.path)
+    if data.val_file:
+        data.val_file = _expand_home(data.val_file)
+    data.dataset_dir = _expand_home(data.dataset_dir)
     bases = ([Path(path).resolve().parent] if path else []) + [Path.cwd()]
     for base in bases:
-        for spec in config.data.datasets:
+        for spec in data.datasets:
             spec.path = _resolve_relative(spec.path, base)
-        if config.data.val_file:
-            config.data.val_file = _resolve_relative(config.data.val_file, base)
-        config.data.dataset_dir = _resolve_relative(config.data.dataset_dir, base)
-        if config.model.adapter:
-            config.model.adapter = _resolve_relative(config.model.adapter, base)
-    return config
+        if data.val_file:
+            data.val_file = _resolve_relative(data.val_file, base)
+        data.dataset_dir = _resolve_relative(data.dataset_dir, base)
+        if model.adapter:
+            model.adapter = _resolve_relative(model.adapter, base)
+
+
+def _expand_home(value: str) -> str:
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def _is_template_text(value: str) -> bool:
+    """A chat_template given as the Jinja text itself (as models.loading.read_template tells it)."""
+    return "{%" in value or "{{" in value
 
 
 def is_run_config(path: str | Path) -> bool:
