@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from ducktune.config import RunConfig, apply_overrides, describe_options, load_config, read_yaml
@@ -225,3 +227,49 @@ def test_home_folder_is_expanded_in_every_path_option(tmp_path, monkeypatch):
     assert config.data.datasets[0].path == f"{home}/d.json" and config.data.val_file == f"{home}/v.json"
     assert config.data.dataset_dir == f"{home}/data"
 
+
+def test_model_and_template_paths_relative_to_config_are_stored_absolute(tmp_path, monkeypatch):
+    """A relative `model.name_or_path: ./tiny` was resolved against the working folder: the run's
+    config.yaml kept `./tiny`, so `cd /tmp && ducktune chat RUN` said './tiny: model folder not found'."""
+    from ducktune.config import dump_config
+
+    project = tmp_path / "project"
+    (project / "tiny").mkdir(parents=True)
+    (project / "org" / "local").mkdir(parents=True)
+    (project / "chat.jinja").write_text("{{ messages }}")
+    path = project / "c.yaml"
+    path.write_text("model:\n  name_or_path: ./tiny\n  chat_template: chat.jinja\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config = load_config(path)
+    assert config.model.name_or_path == str(project / "tiny")
+    assert config.model.chat_template == str(project / "chat.jinja")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text(dump_config(config))
+    (run / "run.json").write_text("{}")
+    monkeypatch.chdir(run)  # the run's own config, read from another folder, still names the model
+    assert load_config(run / "config.yaml").model.name_or_path == str(project / "tiny")
+    # A hub id stays a hub id unless such a folder exists beside the config; bare names likewise.
+    for name, expected in [("org/local", str(project / "org" / "local")), ("Qwen/Qwen2.5-0.5B", "Qwen/Qwen2.5-0.5B"),
+                           ("tiny", str(project / "tiny")), ("smollm2-135m", "smollm2-135m"),
+                           ("modelscope:qwen/x", "modelscope:qwen/x"), ("./missing", "./missing")]:
+        assert load_config(path, [f"model.name_or_path={name}"]).model.name_or_path == expected, name
+    # A template text or a bundled template's name is no path.
+    assert load_config(path, ["model.chat_template=chatml"]).model.chat_template == "chatml"
+    assert load_config(path, ["model.chat_template={{ x }}"]).model.chat_template == "{{ x }}"
+
+
+def test_runs_that_recorded_a_relative_model_use_the_folder_they_loaded(tmp_path, monkeypatch):
+    """Runs trained before model paths were stored absolute: their config.yaml says `./tiny`, run.json
+    the folder it was; chat, eval and export read the run through RunDir.config()."""
+    from ducktune.rundir import RunDir
+
+    (tmp_path / "tiny").mkdir()
+    run = tmp_path / "runs" / "old"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text("model:\n  name_or_path: ./tiny\n")
+    (run / "run.json").write_text(json.dumps({"base_model": {"name_or_path": "./tiny", "resolved": str(tmp_path / "tiny")}}))
+    monkeypatch.chdir(run)
+    assert RunDir(run).config().model.name_or_path == str(tmp_path / "tiny")

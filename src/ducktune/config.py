@@ -799,9 +799,9 @@ def _resolve_paths(config: RunConfig, path: str | Path | None) -> None:
 
     `~` is the home folder in every path option (output.dir `~/x` wrote run.json into a literal `./~/x`
     while the Trainer's checkpoints went to the home folder). Relative paths in a YAML file are relative
-    to that file, so configs can move with their data; then (and for --set) to the working
-    folder. Found ones are stored absolute: the run's config.yaml (which a resume reads) then works
-    from any folder.
+    to that file, so configs can move with their data and models; then (and for --set) to the working
+    folder. Found ones are stored absolute: the run's config.yaml (which chat, export and a resume read)
+    then works from any folder.
     """
     model, data = config.model, config.data
     config.output.dir = _expand_home(config.output.dir)
@@ -825,6 +825,9 @@ def _resolve_paths(config: RunConfig, path: str | Path | None) -> None:
         data.dataset_dir = _resolve_relative(data.dataset_dir, base)
         if model.adapter:
             model.adapter = _resolve_relative(model.adapter, base)
+        if template_file:
+            model.chat_template = _resolve_relative(model.chat_template, base, want_file=True)
+        model.name_or_path = _resolve_model_folder(model.name_or_path, base)
 
 
 def _expand_home(value: str) -> str:
@@ -836,17 +839,27 @@ def _is_template_text(value: str) -> bool:
     return "{%" in value or "{{" in value
 
 
+def _resolve_model_folder(value: str, base: Path) -> str:
+    """model.name_or_path, absolute when it is a folder under `base`; hub ids (`org/name`) without such
+    a folder, `modelscope:` ids and the built-in model's name are left to the model loader."""
+    if value == BUILTIN_MODEL or ":" in value.split("/")[0] or Path(value).is_absolute():
+        return value
+    candidate = base / value
+    return os.path.normpath(candidate) if candidate.is_dir() else value
+
+
 def is_run_config(path: str | Path) -> bool:
     """Whether `path` is a run directory's config.yaml (the folder holds the run's run.json)."""
     path = Path(path)
     return path.name == "config.yaml" and (path.parent / "run.json").is_file()
 
 
-def _resolve_relative(value: str, base: Path) -> str:
+def _resolve_relative(value: str, base: Path, want_file: bool = False) -> str:
     if ":" in value.split("/")[0] or Path(value).is_absolute():
         return value
     candidate = base / value
-    return str(candidate) if candidate.exists() else value
+    found = candidate.is_file() if want_file else candidate.exists()
+    return str(candidate) if found else value
 
 
 def dump_config(config: RunConfig) -> str:
