@@ -273,3 +273,20 @@ def test_runs_that_recorded_a_relative_model_use_the_folder_they_loaded(tmp_path
     (run / "run.json").write_text(json.dumps({"base_model": {"name_or_path": "./tiny", "resolved": str(tmp_path / "tiny")}}))
     monkeypatch.chdir(run)
     assert RunDir(run).config().model.name_or_path == str(tmp_path / "tiny")
+
+
+def test_help_config_shows_allowed_values_and_dataset_entry_keys(capsys):
+    """Choices showed as "Literal" (method, train_on, optimizer, ...), target_modules as "Union", and the
+    keys of a data.datasets entry (path, format, columns, repeat, ...) were not documented at all."""
+    from ducktune.cli import main
+
+    assert main(["train", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "Literal" not in out and "Union" not in out
+    assert "train.method (lora | qlora | full; default 'lora')" in out
+    assert "data.train_on (assistant | last_assistant | all; default 'assistant')" in out
+    assert "lora.target_modules (list of str | all-linear; default 'all-linear')" in out
+    assert "train.max_steps (int | null; default None)" in out
+    assert "data.datasets[].path (str; required)\n    A .json/.jsonl" in out
+    for key in ("format", "columns", "tags", "repeat", "weight", "max_samples", "split", "subset", "data_dir", "text_unit"):
+        assert f"\ndata.datasets[].{key} (" in out

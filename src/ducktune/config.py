@@ -866,16 +866,48 @@ def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def describe_options(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, description) for every option, for `--help-config` and the web UI."""
+def describe_options(model: type[BaseModel] = RunConfig, prefix: str = "",
+                     entries: bool = False) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, description) for every option, for `--help-config` and the web UI. The type
+    names a choice's allowed values (`one of: lora, qlora, full`). `entries`: also the keys of each entry
+    of a list of sections (`data.datasets[].path`), after the list (the web UI edits the list as YAML)."""
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(describe_options(annotation, key + "."))
+            rows.extend(describe_options(annotation, key + ".", entries))
             continue
-        default = field.get_default(call_default_factory=True)
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        rows.append((key, type_name, default, field.description or ""))
+        default = REQUIRED if field.is_required() else field.get_default(call_default_factory=True)
+        rows.append((key, _type_name(annotation), default, field.description or ""))
+        entry = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
+        if entries and isinstance(entry, type) and issubclass(entry, BaseModel):
+            rows.extend(describe_options(entry, key + "[].", entries))
     return rows
+
+
+class _Required:
+    """The default of an option that has none (a dataset entry's path)."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = _Required()
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as `--help-config` shows it: `int`, `int | null`, `lora | qlora | full` (the allowed
+    values), `list of str`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        entry = args[0]
+        kind = "entries (keys below)" if isinstance(entry, type) and issubclass(entry, BaseModel) else _type_name(entry)
+        return f"list of {kind}"
+    if origin is dict:
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

@@ -36,11 +36,12 @@ def add_set_argument(p) -> None:
 
 
 def run(args) -> int:
-    from ducktune.config import describe_options, load_config
+    from ducktune.config import REQUIRED, describe_options, load_config
 
     if args.help_config:
-        for key, type_name, default, description in describe_options():
-            print(f"{key} ({type_name}, default {default!r})\n    {description}")
+        for key, type_name, default, description in describe_options(entries=True):
+            default_text = "required" if default is REQUIRED else f"default {default!r}"
+            print(f"{key} ({type_name}; {default_text})\n    {description}")
         return 0
     overrides = list(args.overrides)
     if args.resume is False:
