@@ -290,3 +290,24 @@ def test_help_config_shows_allowed_values_and_dataset_entry_keys(capsys):
     assert "data.datasets[].path (str; required)\n    A .json/.jsonl" in out
     for key in ("format", "columns", "tags", "repeat", "weight", "max_samples", "split", "subset", "data_dir", "text_unit"):
         assert f"\ndata.datasets[].{key} (" in out
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["train.method=full", "lora.r=8"], "lora.r has no effect with train.method full"),
+    (["train.method=full", "lora.use_dora=true"], "lora.use_dora has no effect with train.method full"),
+    (["model.adapter=runs/sft", "lora.r=4"], "lora.r has no effect with model.adapter"),
+    (["train.objective=orpo", "train.packing=on"], "train.packing on has no effect with train.objective orpo"),
+])
+def test_options_that_would_be_silently_ignored_are_refused(tmp_path, settings, message):
+    """lora.* with method full, a new adapter's shape with model.adapter (the run's config.yaml recorded
+    r: 4 while the adapter kept r=16) and packing with preference pairs were ignored without a word."""
+    with pytest.raises(ConfigError) as err:
+        load_config(None, settings)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    # What still applies is accepted; a run's own config.yaml, accepted when it started, is still read.
+    load_config(None, ["train.method=full", "lora.r=16"])
+    load_config(None, ["model.adapter=runs/sft", "lora.fused=false"])
+    load_config(None, ["train.objective=orpo", "train.packing=off"])
+    (tmp_path / "config.yaml").write_text("train:\n  method: full\nlora:\n  r: 8\n")
+    (tmp_path / "run.json").write_text("{}")
+    assert load_config(tmp_path / "config.yaml").lora.r == 8

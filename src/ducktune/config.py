@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ducktune.errors import ConfigError
 
@@ -491,13 +492,40 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "RunConfig":
+    def _check_consistency(self, info: ValidationInfo) -> "RunConfig":
         if self.data.val_file and self.data.val_ratio:
             raise ValueError("set data.val_ratio or data.val_file, not both")
         problem = preference_problem(self)
+        # A run's own config.yaml was accepted when it started: stages read runs made before this check.
+        if not problem and not (info.context or {}).get("recorded"):
+            problem = unused_option_problem(self)
         if problem:
             raise ValueError(problem)
         return self
+
+
+# LoRA options that shape a new adapter; a continued one (model.adapter) keeps its own. lora.fused
+# is not one: it chooses how any adapter's layers compute.
+ADAPTER_SHAPE = ("r", "alpha", "dropout", "target_modules", "target_parameters", "use_rslora", "use_dora")
+
+
+def unused_option_problem(config: "RunConfig") -> str | None:
+    """The one-line reason an option set away from its default would be silently ignored, or None
+    (as preference_problem refuses preference options the objective does not use)."""
+    lora, train = config.lora, config.train
+    changed = [name for name in LoraConfig.model_fields
+               if getattr(lora, name) != LoraConfig.model_fields[name].get_default(call_default_factory=True)]
+    if train.method == "full" and changed:
+        return (f"lora.{changed[0]} has no effect with train.method full (no adapter is trained); "
+                "remove the lora options or use train.method lora or qlora")
+    shaping = [name for name in changed if name in ADAPTER_SHAPE]
+    if config.model.adapter and shaping:
+        return (f"lora.{shaping[0]} has no effect with model.adapter: a continued adapter keeps its own "
+                f"{', '.join(ADAPTER_SHAPE[:4])}, ...; remove the lora option")
+    if train.objective != "sft" and train.packing == "on":
+        return (f"train.packing on has no effect with train.objective {train.objective} (preference pairs "
+                "train as padded batches); set train.packing to auto or off")
+    return None
 
 
 def preference_problem(config: "RunConfig") -> str | None:
@@ -772,9 +800,12 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def build_config(data: dict, source: str = "config", overridden: tuple[str, ...] = ()) -> RunConfig:
+def build_config(data: dict, source: str = "config", overridden: tuple[str, ...] = (),
+                 recorded: bool = False) -> RunConfig:
+    """`recorded`: `data` is a run's own config.yaml, accepted when the run started (unused_option_problem
+    is not asked again, so runs made before a check was added stay readable)."""
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context={"recorded": recorded})
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, overridden)) from None
 
@@ -785,7 +816,8 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     apply_overrides(data, overrides or [])
     source = str(path) if path else "--set"
     overridden = tuple(".".join(parse_override(text)[0]) for text in overrides or [])
-    config = build_config(data, source, overridden)
+    recorded = bool(path) and is_run_config(path) and not overrides
+    config = build_config(data, source, overridden, recorded)
     if path and "output.dir" not in overridden and is_run_config(path):
         # A run's own config.yaml (beside its run.json) trains that run's folder, wherever the run was moved
         # and whatever the working folder: the output.dir recorded in it named the folder as it was started.
