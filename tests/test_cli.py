@@ -67,15 +67,15 @@ def test_config_typo_and_impossible_values(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--set", "train.learning_rate=0", "--set", "train.batch_size=0")
     assert code == 2
     lines = err.strip().splitlines()
-    assert lines[0].startswith("error: --set: train.learning_rate: Input should be greater than 0")
-    assert lines[1].startswith("error: --set: train.batch_size: Input should be greater than 0")
+    assert lines[0].startswith("error: --set train.learning_rate: Input should be greater than 0")
+    assert lines[1].startswith("error: --set train.batch_size: Input should be greater than 0")
 
 
 def test_empty_output_dir_is_refused_not_replaced(tmp_path, capsys):
     code, _, err = run_cli(capsys, "train", "--set", "train.max_steps=1", "-o", "")
     assert code == 2 and err.strip() == "error: --output: empty; give the run directory"
     code, _, err = run_cli(capsys, "train", "--set", "output.dir=")
-    assert code == 2 and err.strip() == "error: --set: output.dir: empty; give the run directory (got '')"
+    assert code == 2 and err.strip() == "error: --set output.dir: empty; give the run directory (got '')"
 
 
 def test_missing_model_folder(tmp_path, capsys):

@@ -77,9 +77,10 @@ def test_eval_of_dpo_on_an_sft_adapter_scores_its_validation_pairs(tmp_path, tin
     monkeypatch.setenv("DUCKTUNE_HOME", str(tmp_path / "cache"))
     sft_data = tmp_path / "sft.json"
     sft_data.write_text(json.dumps([{"instruction": p["prompt"], "output": p["chosen"]} for p in PAIRS]))
-    common = [f"model.name_or_path={tiny_qwen}", "train.max_steps=2", "lora.r=4", "train.num_threads=1",
+    common = [f"model.name_or_path={tiny_qwen}", "train.max_steps=2", "train.num_threads=1",
               "train.learning_rate=5e-3", "eval.max_new_tokens=4"]
-    recipe.train(load_config(None, [*common, f"data.datasets=[{sft_data}]", f"output.dir={tmp_path / 'sft'}"]),
+    # lora.r for the new adapter only: the DPO run continues it (a lora.r there is refused as unused).
+    recipe.train(load_config(None, [*common, "lora.r=4", f"data.datasets=[{sft_data}]", f"output.dir={tmp_path / 'sft'}"]),
                  progress=False, compare=False)
     recipe.train(pair_config(tmp_path, *common, f"model.adapter={tmp_path / 'sft'}", f"output.dir={tmp_path / 'dpo'}",
                              "train.batch_size=2"), progress=False, compare=False)

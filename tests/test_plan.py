@@ -406,3 +406,15 @@ def test_estimate_counts_the_logits_block_the_loss_holds(method, device, heap_re
     if method != "full":
         head = estimate(shape, setup, device)["working set"]
         assert (head > 256 * 151936 * 4) == (expected == 151936)
+
+
+@pytest.mark.parametrize("memory, why", [("10", "less than any model needs"), ("abc", "not a memory size"),
+                                          ("0", "less than any model needs")])
+def test_plan_memory_flag_refuses_a_bad_size_in_one_line(capsys, memory, why):
+    """`--memory 10` ended in pydantic's ValidationError traceback (exit 1): the flag's value was
+    assigned to train.memory_budget unchecked; the same value by --set was one line."""
+    from ducktune.cli import main
+
+    assert main(["plan", "--set", "model.name_or_path=unused", "--memory", memory]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --memory: '{memory}'") and why in err and err.count("\n") == 1

@@ -36,11 +36,13 @@ TRL_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards
 def pref_config(tmp_path: Path, model: Path, out: str = "run", *extra: str):
     data = tmp_path / "pairs.json"
     data.write_text(json.dumps(PAIRS), encoding="utf-8")
+    # A continued adapter (model.adapter) keeps its own shape: lora.r/alpha with it are refused as unused.
+    continued = any(setting.startswith("model.adapter=") for setting in extra)
+    shape = [] if continued else ["lora.r=8", "lora.alpha=16", "lora.dropout=0"]
     return load_config(None, [f"model.name_or_path={model}", f"data.datasets=[{data}]", f"output.dir={tmp_path / out}",
                               "train.objective=dpo", "train.max_steps=30", "train.batch_size=3",
                               "train.learning_rate=5e-3", "train.logging_steps=5", "train.save_steps=10",
-                              "train.warmup_ratio=0", "lora.r=8", "lora.alpha=16", "lora.dropout=0",
-                              "eval.max_new_tokens=8", "train.num_threads=1", *extra])
+                              "train.warmup_ratio=0", *shape, "eval.max_new_tokens=8", "train.num_threads=1", *extra])
 
 
 def training_rows(run_dir: Path, chat_format) -> list[dict]:

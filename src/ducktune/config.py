@@ -8,12 +8,16 @@ Unknown keys are errors with a "did you mean" suggestion.
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
 
 from ducktune.errors import ConfigError
 
@@ -23,6 +27,21 @@ BUILTIN_MODEL = "smollm2-135m"
 class _Section(BaseModel):
     # inf/nan are no option's value (num_epochs: inf crashed inside the Trainer).
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_as_numbers(cls, value: Any, info) -> Any:
+        # pydantic's lax mode reads true as 1: `--set train.batch_size=true` trained with batch 1 and
+        # `cutoff_len: yes` said "greater than 8 (got True)". Numbers in quotes ("128") still convert.
+        if isinstance(value, bool) and _is_number_field(cls.model_fields[info.field_name].annotation):
+            raise ValueError("Input should be a number, not a boolean (YAML reads yes/no/on/off as one)")
+        return value
+
+
+def _is_number_field(annotation: Any) -> bool:
+    """int, float, or either of them | None."""
+    kinds = [a for a in (typing.get_args(annotation) or (annotation,)) if a is not type(None)]
+    return bool(kinds) and all(a in (int, float) for a in kinds)
 
 
 class ModelConfig(_Section):
@@ -237,7 +256,7 @@ class DataConfig(_Section):
         weighted = [spec.weight is not None for spec in self.datasets]
         if any(weighted) and not all(weighted):
             missing = ", ".join(spec.path for spec in self.datasets if spec.weight is None)
-            raise ValueError(f"datasets: set weight on every dataset or on none (no weight: {missing})")
+            raise ValueError(f"data.datasets: set weight on every dataset or on none (no weight: {missing})")
         return self
 
 
@@ -495,13 +514,40 @@ class RunConfig(_Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "RunConfig":
+    def _check_consistency(self, info: ValidationInfo) -> "RunConfig":
         if self.data.val_file and self.data.val_ratio:
-            raise ValueError("data: set val_ratio or val_file, not both")
+            raise ValueError("set data.val_ratio or data.val_file, not both")
         problem = preference_problem(self)
+        # A run's own config.yaml was accepted when it started: stages read runs made before this check.
+        if not problem and not (info.context or {}).get("recorded"):
+            problem = unused_option_problem(self)
         if problem:
             raise ValueError(problem)
         return self
+
+
+# LoRA options that shape a new adapter; a continued one (model.adapter) keeps its own. lora.fused
+# is not one: it chooses how any adapter's layers compute.
+ADAPTER_SHAPE = ("r", "alpha", "dropout", "target_modules", "target_parameters", "use_rslora", "use_dora")
+
+
+def unused_option_problem(config: "RunConfig") -> str | None:
+    """The one-line reason an option set away from its default would be silently ignored, or None
+    (as preference_problem refuses preference options the objective does not use)."""
+    lora, train = config.lora, config.train
+    changed = [name for name in LoraConfig.model_fields
+               if getattr(lora, name) != LoraConfig.model_fields[name].get_default(call_default_factory=True)]
+    if train.method == "full" and changed:
+        return (f"lora.{changed[0]} has no effect with train.method full (no adapter is trained); "
+                "remove the lora options or use train.method lora or qlora")
+    shaping = [name for name in changed if name in ADAPTER_SHAPE]
+    if config.model.adapter and shaping:
+        return (f"lora.{shaping[0]} has no effect with model.adapter: a continued adapter keeps its own "
+                f"{', '.join(ADAPTER_SHAPE[:4])}, ...; remove the lora option")
+    if train.objective != "sft" and train.packing == "on":
+        return (f"train.packing on has no effect with train.objective {train.objective} (preference pairs "
+                "train as padded batches); set train.packing to auto or off")
+    return None
 
 
 def preference_problem(config: "RunConfig") -> str | None:
@@ -569,48 +615,135 @@ def _model_at(loc: tuple, root: type[BaseModel] = RunConfig) -> type[BaseModel] 
 
 
 def format_validation_error(err: ValidationError, source: str, overridden: tuple[str, ...] = ()) -> str:
-    """One line per problem: `source: key.path: message`; a key given by `--set` (one of `overridden`,
-    dotted) is blamed on --set, not on the file. The alternatives of a union field (target_modules: a
-    list or all-linear) fail together: one line naming both."""
+    """One line per problem: `source: key.path: message`. A problem with a key given by `--set` (one
+    of `overridden`, dotted) is blamed on that flag (`--set train.lerning_rate: unknown key`), not on
+    the file. The alternatives of a union field (target_modules: a list or all-linear) fail together:
+    one line naming both."""
     lines: dict[tuple, str] = {}
     for item in err.errors():
-        loc = tuple(p for p in item["loc"] if not _is_union_member(p))
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        where = "--set" if any(dotted == k or dotted.startswith(k + ".") for k in overridden) else source
+        loc = _option_loc(item["loc"])
+        dotted = ".".join(str(p) for p in loc)
+        message = item["msg"].removeprefix("Value error, ")
+        flags = _blamed_flags(dotted, item["type"], message, overridden)
+        where = ", ".join(f"--set {key}" for key in flags) or source
+        if flags and source != "--set" and set(_named_options(message)) - set(overridden):
+            where = f"{source}, {where}"  # a check across options, some of them from the file
+        # The key is left out where the one flag blamed, or the message, names it already.
+        key = "" if not dotted or flags == [dotted] or message.startswith(dotted + ".") else f"{dotted}: "
         if item["type"] == "extra_forbidden":
             owner = _model_at(loc[:-1])
             choices = list(owner.model_fields) if owner else []
-            lines[loc] = f"{where}: {dotted}: unknown key{_suggest(str(loc[-1]), choices)}"
+            lines[loc] = f"{where}: {key}unknown key{_suggest(str(loc[-1]), choices)}"
             continue
-        message = item["msg"].removeprefix("Value error, ")
         got = item.get("input")
         shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
         if loc in lines and loc:  # another alternative of the same union field
             lines[loc] = lines[loc].removesuffix(shown) + f", or {message[0].lower()}{message[1:]}{shown}"
             continue
-        # Checks across sections (RunConfig's validator) name their keys in the message itself.
-        lines[loc] = f"{where}: {message}{shown}" if not loc else f"{where}: {dotted}: {message}{shown}"
+        # Checks across options (a section's or RunConfig's validator) name their keys in the message.
+        lines[loc] = f"{where}: {key}{message}{shown}"
     return "\n".join(lines.values())
 
 
-def _is_union_member(part) -> bool:
-    """pydantic names the member of a union that failed in the location (`list[str]`, `literal['all-linear']`)."""
-    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool"))
+def _blamed_flags(dotted: str, kind: str, message: str, overridden: tuple[str, ...]) -> list[str]:
+    """The `--set` keys a problem at `dotted` came from: the key itself or one around it; for an unknown
+    key, also a flag that made it (`--set trian.max_steps` made `trian`); for a check across options
+    (at a section or the top), the flags whose keys its message names."""
+    inside = [k for k in overridden if dotted and (dotted == k or dotted.startswith(k + "."))]
+    if inside:
+        return inside[-1:]
+    made = [k for k in overridden if kind == "extra_forbidden" and k.startswith(dotted + ".")]
+    if made:
+        return made[-1:]
+    if kind == "extra_forbidden":
+        return []
+    named = []
+    for k in overridden:
+        relative = k.removeprefix(dotted + ".") if dotted else k
+        if k not in named and any(re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", message)
+                                  for name in {k, relative}):
+            named.append(k)
+    return named
+
+
+def _named_options(message: str) -> list[str]:
+    """The `section.option` keys a message names (`train.batch_size`)."""
+    sections = "|".join(RunConfig.model_fields)
+    return re.findall(rf"(?<![\w.])(?:{sections})\.\w+", message)
+
+
+def _option_loc(loc: tuple) -> tuple:
+    """pydantic's error location as the user's keys: without the tags it inserts for the member of a
+    union that failed (`lora.target_modules.list[str]`) and for a dict's key (`[key]`). Tags are told
+    by the schema, not by their spelling: a user's own key `int` or `datasets[0]` is kept and named."""
+    kept: list = []
+    node: Any = RunConfig
+    after_union = False
+    for part in loc:
+        if part == "[key]" or (after_union and isinstance(part, str)):
+            after_union = False
+            continue
+        after_union = False
+        kept.append(part)
+        if isinstance(part, int) and typing.get_origin(node) is list:
+            node = typing.get_args(node)[0]
+            continue
+        field = node.model_fields.get(part) if isinstance(node, type) and issubclass(node, BaseModel) else None
+        node = field.annotation if field else None
+        members = [a for a in typing.get_args(node) if a is not type(None)] \
+            if typing.get_origin(node) in (typing.Union, types.UnionType) else None
+        if members is not None:
+            after_union = len(members) > 1  # `X | None` has no member tag
+            node = members[0] if len(members) == 1 else None
+    return tuple(kept)
+
+
+# The spellings that clear an optional text option from the command line (`--set model.adapter=null`):
+# YAML's words for null. `~`, also YAML's null, is not one: in a path it is the home folder.
+NULL_WORDS = ("null", "Null", "NULL")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.learning_rate=1e-4` -> (['train', 'learning_rate'], 0.0001). Values are YAML scalars."""
+    """`train.learning_rate=1e-4` -> (['train', 'learning_rate'], 0.0001).
+
+    A text option (a str field, such as model.system_prompt or output.dir) takes the value verbatim:
+    read as YAML, `#1 assistant` was a comment (null), `Rules: be nice` a mapping and `yes` True. An
+    optional text option is cleared by `null` (NULL_WORDS). Every other option's value is read as
+    YAML (numbers, true/false, [lists], {mappings})."""
     if "=" not in text:
         raise ConfigError(f"--set {text}: expected key=value, e.g. --set train.learning_rate=1e-4")
     key, raw = text.split("=", 1)
-    keys = [k for k in key.strip().split(".") if k]
+    # `data.datasets[0].repeat` is `data.datasets.0.repeat`: the index spelling users know from Python.
+    keys = [k for k in re.sub(r"\[(\d+)\]", r".\1", key.strip()).split(".") if k]
     if not keys:
         raise ConfigError(f"--set {text}: empty key")
+    text_field = _text_field(keys)
+    if text_field is not None:
+        return keys, None if text_field == "optional" and raw in NULL_WORDS else raw
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return keys, value
+
+
+def _text_field(keys: list[str]) -> str | None:
+    """'required' or 'optional' when the option at `keys` is a plain text field (str or str | None),
+    else None (other types, and keys that name no option, which validation reports)."""
+    model: Any = RunConfig
+    for depth, key in enumerate(keys):
+        if key.isdigit():  # a list index: data.datasets.0.path
+            continue
+        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return None
+        annotation = field.annotation
+        if depth == len(keys) - 1:
+            if annotation is str:
+                return "required"
+            return "optional" if annotation == (str | None) else None
+        model = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+    return None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -619,7 +752,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         keys, value = parse_override(text)
         node = data
         for depth, key in enumerate(keys[:-1]):
-            node = _override_child(node, key, keys[:depth], text)
+            node = _override_child(node, key, keys[:depth], text, keys[depth + 1].isdigit())
         if isinstance(node, list):
             node[_list_index(node, keys[-1], keys[:-1], text)] = value
         else:
@@ -627,19 +760,23 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def _override_child(node, key: str, parents: list[str], text: str):
-    """The mapping or list under `key` that a --set path goes through, made a mapping if absent."""
+def _override_child(node, key: str, parents: list[str], text: str, indexed: bool = False):
+    """The mapping or list under `key` that a --set path goes through, made a mapping (a list when the
+    path indexes it: `data.datasets.0.repeat` with no datasets yet) if absent."""
     if isinstance(node, list):
         index = _list_index(node, key, parents, text)
         if isinstance(node[index], str):  # a bare dataset path: its mapping form
             node[index] = {"path": node[index]}
         return node[index]
     if not isinstance(node.get(key), (dict, list)):
-        node[key] = {}
+        node[key] = [] if indexed else {}
     return node[key]
 
 
 def _list_index(node: list, key: str, parents: list[str], text: str) -> int:
+    if not node:
+        raise ConfigError(f"--set {text}: {'.'.join(parents)} is empty; give the list first, "
+                          f"e.g. --set {'.'.join(parents)}=[...]")
     if not key.isdigit() or int(key) >= len(node):
         raise ConfigError(f"--set {text}: {'.'.join(parents)} is a list of {len(node)}; index it with 0-{len(node) - 1}")
     return int(key)
@@ -685,9 +822,12 @@ def read_yaml(path: str | Path) -> dict:
     return data
 
 
-def build_config(data: dict, source: str = "config", overridden: tuple[str, ...] = ()) -> RunConfig:
+def build_config(data: dict, source: str = "config", overridden: tuple[str, ...] = (),
+                 recorded: bool = False) -> RunConfig:
+    """`recorded`: `data` is a run's own config.yaml, accepted when the run started (unused_option_problem
+    is not asked again, so runs made before a check was added stay readable)."""
     try:
-        return RunConfig.model_validate(data)
+        return RunConfig.model_validate(data, context={"recorded": recorded})
     except ValidationError as err:
         raise ConfigError(format_validation_error(err, source, overridden)) from None
 
@@ -698,24 +838,68 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     apply_overrides(data, overrides or [])
     source = str(path) if path else "--set"
     overridden = tuple(".".join(parse_override(text)[0]) for text in overrides or [])
-    config = build_config(data, source, overridden)
+    recorded = bool(path) and is_run_config(path) and not overrides
+    config = build_config(data, source, overridden, recorded)
     if path and "output.dir" not in overridden and is_run_config(path):
         # A run's own config.yaml (beside its run.json) trains that run's folder, wherever the run was moved
         # and whatever the working folder: the output.dir recorded in it named the folder as it was started.
         config.output.dir = str(Path(path).parent)
-    # Relative data paths in a YAML file are relative to that file, so configs can move with their data;
-    # then (and for --set) to the working folder. Found ones are stored absolute: the run's config.yaml
-    # (which `ducktune train RUN/config.yaml` resumes from) then works from any folder.
+    _resolve_paths(config, path)
+    return config
+
+
+def _resolve_paths(config: RunConfig, path: str | Path | None) -> None:
+    """Every path option made what the user meant, wherever a later stage runs.
+
+    `~` is the home folder in every path option (output.dir `~/x` wrote run.json into a literal `./~/x`
+    while the Trainer's checkpoints went to the home folder). Relative paths in a YAML file are relative
+    to that file, so configs can move with their data and models; then (and for --set) to the working
+    folder. Found ones are stored absolute: the run's config.yaml (which chat, export and a resume read)
+    then works from any folder.
+    """
+    model, data = config.model, config.data
+    config.output.dir = _expand_home(config.output.dir)
+    model.name_or_path = _expand_home(model.name_or_path)
+    if model.adapter:
+        model.adapter = _expand_home(model.adapter)
+    template_file = model.chat_template and not _is_template_text(model.chat_template)
+    if template_file:
+        model.chat_template = _expand_home(model.chat_template)
+    for spec in data.datasets:
+        spec.path = _expand_home(spec.path)
+    if data.val_file:
+        data.val_file = _expand_home(data.val_file)
+    data.dataset_dir = _expand_home(data.dataset_dir)
     bases = ([Path(path).resolve().parent] if path else []) + [Path.cwd()]
     for base in bases:
-        for spec in config.data.datasets:
+        for spec in data.datasets:
             spec.path = _resolve_relative(spec.path, base)
-        if config.data.val_file:
-            config.data.val_file = _resolve_relative(config.data.val_file, base)
-        config.data.dataset_dir = _resolve_relative(config.data.dataset_dir, base)
-        if config.model.adapter:
-            config.model.adapter = _resolve_relative(config.model.adapter, base)
-    return config
+        if data.val_file:
+            data.val_file = _resolve_relative(data.val_file, base)
+        data.dataset_dir = _resolve_relative(data.dataset_dir, base)
+        if model.adapter:
+            model.adapter = _resolve_relative(model.adapter, base)
+        if template_file:
+            model.chat_template = _resolve_relative(model.chat_template, base, want_file=True)
+        model.name_or_path = _resolve_model_folder(model.name_or_path, base)
+
+
+def _expand_home(value: str) -> str:
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+def _is_template_text(value: str) -> bool:
+    """A chat_template given as the Jinja text itself (as models.loading.read_template tells it)."""
+    return "{%" in value or "{{" in value
+
+
+def _resolve_model_folder(value: str, base: Path) -> str:
+    """model.name_or_path, absolute when it is a folder under `base`; hub ids (`org/name`) without such
+    a folder, `modelscope:` ids and the built-in model's name are left to the model loader."""
+    if value == BUILTIN_MODEL or ":" in value.split("/")[0] or Path(value).is_absolute():
+        return value
+    candidate = base / value
+    return os.path.normpath(candidate) if candidate.is_dir() else value
 
 
 def is_run_config(path: str | Path) -> bool:
@@ -724,27 +908,60 @@ def is_run_config(path: str | Path) -> bool:
     return path.name == "config.yaml" and (path.parent / "run.json").is_file()
 
 
-def _resolve_relative(value: str, base: Path) -> str:
+def _resolve_relative(value: str, base: Path, want_file: bool = False) -> str:
     if ":" in value.split("/")[0] or Path(value).is_absolute():
         return value
     candidate = base / value
-    return str(candidate) if candidate.exists() else value
+    found = candidate.is_file() if want_file else candidate.exists()
+    return str(candidate) if found else value
 
 
 def dump_config(config: RunConfig) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
 
 
-def describe_options(model: type[BaseModel] = RunConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:
-    """(key, type, default, description) for every option, for `--help-config` and the web UI."""
+def describe_options(model: type[BaseModel] = RunConfig, prefix: str = "",
+                     entries: bool = False) -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, description) for every option, for `--help-config` and the web UI. The type
+    names a choice's allowed values (`one of: lora, qlora, full`). `entries`: also the keys of each entry
+    of a list of sections (`data.datasets[].path`), after the list (the web UI edits the list as YAML)."""
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{name}"
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            rows.extend(describe_options(annotation, key + "."))
+            rows.extend(describe_options(annotation, key + ".", entries))
             continue
-        default = field.get_default(call_default_factory=True)
-        type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
-        rows.append((key, type_name, default, field.description or ""))
+        default = REQUIRED if field.is_required() else field.get_default(call_default_factory=True)
+        rows.append((key, _type_name(annotation), default, field.description or ""))
+        entry = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else None
+        if entries and isinstance(entry, type) and issubclass(entry, BaseModel):
+            rows.extend(describe_options(entry, key + "[].", entries))
     return rows
+
+
+class _Required:
+    """The default of an option that has none (a dataset entry's path)."""
+
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED = _Required()
+
+
+def _type_name(annotation: Any) -> str:
+    """A type as `--help-config` shows it: `int`, `int | null`, `lora | qlora | full` (the allowed
+    values), `list of str`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Literal:
+        return " | ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is list:
+        entry = args[0]
+        kind = "entries (keys below)" if isinstance(entry, type) and issubclass(entry, BaseModel) else _type_name(entry)
+        return f"list of {kind}"
+    if origin is dict:
+        return f"mapping of {_type_name(args[0])} to {_type_name(args[1])}"
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")

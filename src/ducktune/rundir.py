@@ -84,7 +84,15 @@ class RunDir:
     def config(self):
         from ducktune.config import load_config
 
-        return load_config(self.config_yaml)
+        config = load_config(self.config_yaml)
+        name = config.model.name_or_path
+        if name.startswith(("./", "../")) and not Path(name).is_dir():
+            # Runs trained before model paths were stored absolute recorded `./tiny` as written, which
+            # only worked from the folder they were started in; run.json holds the folder that was loaded.
+            resolved = (self.info().get("base_model") or {}).get("resolved")
+            if isinstance(resolved, str) and Path(resolved).is_dir():
+                config.model.name_or_path = resolved
+        return config
 
     def read_metrics(self) -> list[dict]:
         if not self.metrics.is_file():

@@ -104,7 +104,9 @@ def _source_args(p) -> None:
     p.add_argument("sources", nargs="*", metavar="SOURCE", help=SOURCE_HELP)
     p.add_argument("--config", default=None, help="a training config: check its data, model and cutoff")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set data.val_ratio=0.1 (repeatable)")
+                   help="override a config value, e.g. --set data.val_ratio=0.1 (repeatable); text options "
+                        "(model.system_prompt, paths) take the value as written, null clears an optional one; "
+                        "other values are read as YAML ([a, b], true, 1e-4)")
     _shaping_args(p)
 
 

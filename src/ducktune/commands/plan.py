@@ -35,6 +35,10 @@ def run(args) -> int:
 
     config = load_config(args.config, args.overrides)
     if args.memory:  # planned as `ducktune train` would with this train.memory_budget (it changes the heap's habits)
+        try:  # checked first: assigning a bad size raised pydantic's multi-line ValidationError, uncaught
+            plan.parse_memory(args.memory)
+        except ValueError as exc:
+            raise ConfigError(f"--memory: {exc}") from None
         config.train.memory_budget = args.memory
     memory_text = config.train.memory_budget
     folder, model_cfg = model_config_without_weights(config.model.name_or_path, config.model.revision)

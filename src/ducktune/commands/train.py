@@ -30,15 +30,18 @@ def register(sub) -> None:
 
 def add_set_argument(p) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config value, e.g. --set train.learning_rate=1e-4 (repeatable)")
+                   help="override a config value, e.g. --set train.learning_rate=1e-4 (repeatable); text options "
+                        "(model.system_prompt, paths) take the value as written, null clears an optional one; "
+                        "other values are read as YAML ([a, b], true, 1e-4)")
 
 
 def run(args) -> int:
-    from ducktune.config import describe_options, load_config
+    from ducktune.config import REQUIRED, describe_options, load_config
 
     if args.help_config:
-        for key, type_name, default, description in describe_options():
-            print(f"{key} ({type_name}, default {default!r})\n    {description}")
+        for key, type_name, default, description in describe_options(entries=True):
+            default_text = "required" if default is REQUIRED else f"default {default!r}"
+            print(f"{key} ({type_name}; {default_text})\n    {description}")
         return 0
     overrides = list(args.overrides)
     if args.resume is False:
