@@ -222,3 +222,36 @@ def test_a_seed_samples_the_same_answer_whatever_came_before(gguf_engine):
     assert sample(1) == first
     assert sample(2 ** 32 - 1) == sample(2 ** 32 - 1)
     assert sample(-1) == sample(-1)
+
+
+@pytest.mark.requires_llama_cpp
+def test_a_file_that_is_no_gguf_or_is_cut_short_is_one_line(export_dir, tmp_path, capsys):
+    """A YAML given as --gguf, a GGUF cut short (a copy that stopped, `head -c`), and an export folder whose
+    GGUF is cut short were tracebacks from the tokenizer loader, gguf's reader or llama.cpp (exit 1)."""
+    import shutil
+
+    from web_helpers import free_port
+
+    yaml = tmp_path / "config.yaml"
+    yaml.write_text("model:\n  name_or_path: x\n", encoding="utf-8")
+    damaged = shutil.copytree(export_dir, tmp_path / "damaged-export")
+    whole = (damaged / "quack-f16.gguf").read_bytes()
+    (damaged / "quack-f16.gguf").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "cut.gguf").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "header-only.gguf").write_bytes(whole[:100])
+    port = str(free_port())
+    in_export = f"; `ducktune verify {damaged}` checks the export; export again to rewrite it"
+    cases = [
+        (["--gguf", str(yaml)], f"{yaml}: not a GGUF file"),
+        (["--gguf", str(tmp_path / "cut.gguf")], "cut.gguf: damaged or truncated GGUF: tensor "),
+        (["--gguf", str(tmp_path / "cut.gguf")], "; export or download it again"),
+        (["--gguf", str(tmp_path / "header-only.gguf")], "header-only.gguf: damaged or truncated GGUF: "),
+        ([str(damaged)], "quack-f16.gguf: damaged or truncated GGUF: tensor "),
+        ([str(damaged)], in_export),
+        (["--gguf", str(damaged / "quack-f16.gguf")], in_export),
+    ]
+    for args, message in cases:
+        for command in (["serve", *args, "--port", port], ["chat", *args]):
+            assert main(command) == 2, command
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, (command, err)

@@ -95,7 +95,13 @@ class LlamaCppEngine:
         if not gguf.is_file():
             raise UserError(f"{gguf}: not found")
         export_dir = gguf.parent
-        if (export_dir / "export.json").is_file():
+        in_export = (export_dir / "export.json").is_file()
+        # Checked before anything reads it: the tokenizer loader, gguf's reader and llama.cpp each fail on a
+        # damaged file with their own traceback (magic bytes, struct.error, "cannot reshape array").
+        redo = (f"`ducktune verify {export_dir}` checks the export; export again to rewrite it" if in_export
+                else "export or download it again")
+        header = checked_gguf_header(gguf, redo)
+        if in_export:
             from ducktune.models.loading import load_tokenizer
 
             manifest = read_manifest(export_dir)
@@ -106,10 +112,14 @@ class LlamaCppEngine:
         else:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            except Exception as exc:  # a sound file whose tokenizer transformers' GGUF reader does not know
+                raise UserError(f"{gguf}: transformers cannot read the tokenizer in this GGUF "
+                                f"({type(exc).__name__}: {one_line(exc)})") from None
             chat_format = ChatFormat(tokenizer)  # a bare GGUF: its template's stops and EOS
             default_name = gguf.stem
-        llm = open_llama(gguf, max_context, n_threads)
+        llm = open_llama(gguf, max_context, n_threads, context_length(header))
         n_ctx = llm.n_ctx()
         return cls(llm, tokenizer, chat_format, name or default_name, n_ctx)
 
@@ -191,19 +201,45 @@ class LlamaCppEngine:
             self.llm.close()
 
 
-def open_llama(gguf: Path, max_context: int, n_threads: int | None = None):
+def open_llama(gguf: Path, max_context: int, n_threads: int | None = None, trained_context: int | None = None):
     """A llama.cpp context of the GGUF's trained length (at most `max_context`) for generation."""
     from ducktune.export.verify import _open_llama
 
-    n_ctx = min(max_context, gguf_context_length(gguf) or max_context)
-    return _open_llama(gguf, n_ctx, logits_all=False, n_threads=n_threads)
+    n_ctx = min(max_context, trained_context or max_context)
+    try:
+        return _open_llama(gguf, n_ctx, logits_all=False, n_threads=n_threads)
+    except ValueError as exc:  # llama-cpp-python's "Failed to load model from file" (e.g. an unknown architecture)
+        raise UserError(f"{gguf}: llama.cpp cannot load this GGUF ({one_line(exc)})") from None
+
+
+def checked_gguf_header(gguf: Path, redo: str):
+    """The GGUF's header (export.gguf_file.read_gguf_header: magic, metadata, every tensor inside the
+    file); a file that is not one, or is cut short, is a one-line UserError ending with `redo`."""
+    from ducktune.export.gguf_file import read_gguf_header
+
+    with open(gguf, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise UserError(f"{gguf}: not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        return read_gguf_header(gguf)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        reason = str(exc).removeprefix(f"{gguf}: ")
+        raise UserError(f"{gguf}: damaged or truncated GGUF: {one_line(reason)}; {redo}") from None
 
 
 def gguf_context_length(gguf: Path) -> int | None:
-    """The `{arch}.context_length` the GGUF was trained for (None when absent)."""
-    import gguf as gguf_lib
+    """The `{arch}.context_length` the GGUF file was trained for (None when absent)."""
+    from ducktune.export.gguf_file import read_gguf_header
 
-    reader = gguf_lib.GGUFReader(str(gguf))
-    arch = reader.get_field("general.architecture")
-    length = reader.get_field(f"{arch.contents()}.context_length") if arch is not None else None
-    return int(length.contents()) if length is not None else None
+    return context_length(read_gguf_header(gguf))
+
+
+def context_length(header) -> int | None:
+    """The `{arch}.context_length` the GGUF was trained for (None when absent)."""
+    arch = header.metadata.get("general.architecture")
+    length = header.metadata.get(f"{arch}.context_length") if isinstance(arch, str) else None
+    return int(length) if isinstance(length, int) and length > 0 else None
+
+
+def one_line(exc) -> str:
+    return " ".join(str(exc).split())
