@@ -57,6 +57,12 @@ def export_gguf(export_dir: Path, quant: str | None = None) -> Path:
     return export_dir / next(iter(files.values()))
 
 
+def export_ggufs(export_dir: Path) -> dict[str, Path]:
+    """The export's GGUF files by quant, as its manifest lists them ({} when it lists none)."""
+    files = (read_manifest(export_dir).get("files") or {}).get("gguf") or {}
+    return {quant: export_dir / name for quant, name in files.items()} if isinstance(files, dict) else {}
+
+
 def read_manifest(export_dir: Path) -> dict:
     path = export_dir / "export.json"
     try:
@@ -77,12 +83,15 @@ class LlamaCppEngine:
     has_adapter = False
     batches = False  # one sequence per llama.cpp context: the worker queues requests one by one
 
-    def __init__(self, llm, tokenizer, chat_format: ChatFormat, name: str, max_context: int):
+    def __init__(self, llm, tokenizer, chat_format: ChatFormat, name: str, max_context: int,
+                 gguf: Path | None = None, quant: str | None = None):
         self.llm = llm
         self.tokenizer = tokenizer
         self.chat_format = chat_format
         self.name = name
         self.max_context = max_context
+        self.gguf = gguf  # the file answering, and its quant in the export: shown at startup (quants answer differently)
+        self.quant = quant
         self.lock = threading.Lock()
 
     @classmethod
@@ -109,6 +118,7 @@ class LlamaCppEngine:
             tokenizer = load_tokenizer(merged)
             chat_format = prompting_chat_format(tokenizer, merged, manifest.get("system_prompt"))
             default_name = gguf.stem  # one file of the folder (duckling-q4_k_m): the quant stays in its name
+            quant = next((q for q, f in export_ggufs(export_dir).items() if f.name == gguf.name), None)
         else:
             from transformers import AutoTokenizer
 
@@ -118,10 +128,10 @@ class LlamaCppEngine:
                 raise UserError(f"{gguf}: transformers cannot read the tokenizer in this GGUF "
                                 f"({type(exc).__name__}: {one_line(exc)})") from None
             chat_format = ChatFormat(tokenizer)  # a bare GGUF: its template's stops and EOS
-            default_name = gguf.stem
+            default_name, quant = gguf.stem, None
         llm = open_llama(gguf, max_context, n_threads, context_length(header))
         n_ctx = llm.n_ctx()
-        return cls(llm, tokenizer, chat_format, name or default_name, n_ctx)
+        return cls(llm, tokenizer, chat_format, name or default_name, n_ctx, gguf=gguf, quant=quant)
 
     @classmethod
     def from_export(cls, export_dir: str | Path, quant: str | None = None, name: str | None = None,

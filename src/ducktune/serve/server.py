@@ -52,6 +52,32 @@ def run_uvicorn(app, host: str, port: int) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=5)
 
 
+def runtime_label(engine) -> str:
+    """'transformers', or llama.cpp and the GGUF file it runs: an export holds several quants, each answering
+    a little differently from the run, so the user sees which one answers."""
+    gguf = getattr(engine, "gguf", None)
+    if gguf is None:
+        return "transformers"
+    return f"llama.cpp: {gguf.name}" + (f", the {engine.quant} quant" if getattr(engine, "quant", None) else "")
+
+
+def other_quants_hint(path: str | None, model) -> str | None:
+    """How to serve another of an export folder's GGUFs than the one picked (its Modelfile's), or None."""
+    from pathlib import Path
+
+    from ducktune.serve.llamacpp import export_ggufs
+
+    served = getattr(model.engine, "gguf", None)
+    if path is None or served is None:
+        return None
+    others = {quant: file for quant, file in export_ggufs(Path(path).expanduser()).items() if file.name != served.name}
+    if not others:
+        return None
+    quant, file = next(iter(others.items()))
+    return (f"This export also has {', '.join(others)}; to serve {quant} instead: "
+            f"ducktune serve --gguf {file} --name {model.id}")
+
+
 def serve(path: str | None, host: str = "127.0.0.1", port: int = 8000, api_key: str | None = None,
           with_base: bool = False, name: str | None = None, device: str = "auto", max_queue: int = 64,
           gguf: str | None = None, engine: str = "auto") -> None:
@@ -67,9 +93,11 @@ def serve(path: str | None, host: str = "127.0.0.1", port: int = 8000, api_key: 
                        engine=engine)
     registry = StaticRegistry(models)
     shown = "localhost" if host in ("127.0.0.1", "::1") else host
-    runtime = "llama.cpp" if getattr(models[0].engine, "llm", None) is not None else "transformers"
-    print(f"Serving {', '.join(m.id for m in models)} ({runtime}, OpenAI-compatible) at http://{shown}:{port}/v1"
-          + (" (API key required)" if api_key else ""), flush=True)
+    print(f"Serving {', '.join(m.id for m in models)} ({runtime_label(models[0].engine)}; OpenAI-compatible) at "
+          f"http://{shown}:{port}/v1" + (" (API key required)" if api_key else ""), flush=True)
+    hint = other_quants_hint(path, models[0]) if gguf is None else None
+    if hint:
+        print(hint, flush=True)
     try:
         run_uvicorn(create_app(registry, api_key=api_key), host, port)
     finally:
