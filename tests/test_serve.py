@@ -368,3 +368,23 @@ def test_out_of_range_cli_values_are_usage_errors(argv, message, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_openai_endpoints_not_served_say_which_are():
+    """POST /v1/completions, /v1/embeddings, /v1/responses... answered a bare 'Not Found': the client's user
+    could not tell that chat completions is the endpoint to use."""
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import StaticRegistry
+
+    client = TestClient(create_app(StaticRegistry([]), api_key="sk-x"), raise_server_exceptions=False)
+    for method, path in (("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/responses"),
+                         ("GET", "/v1/nothing/at/all"), ("DELETE", "/v1/files/x"), ("GET", "/v1")):
+        response = client.request(method, path, json={"model": "m", "input": "hi"})
+        assert response.status_code == 404, path
+        error = response.json()["error"]
+        assert error["message"] == (f"Invalid URL ({method} {path}): this server serves POST /v1/chat/completions, "
+                                    "GET /v1/models and GET /v1/models/{model}")
+        assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
+    assert client.get("/nothing").json()["error"]["message"] == "Not Found"  # not an OpenAI path: nothing to suggest

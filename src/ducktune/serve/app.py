@@ -31,6 +31,7 @@ from ducktune.serve.worker import Cancelled
 
 log = logging.getLogger("ducktune.serve")
 
+SERVED_ENDPOINTS = "this server serves POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}"
 DEFAULT_MAX_TOKENS = 1024  # when a request names no max_tokens (bounded by the context left)
 POLL_SECONDS = 0.25
 
@@ -311,7 +312,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        error = APIError(exc.status_code, str(exc.detail), code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
+        message = str(exc.detail)
+        if exc.status_code == 404 and (request.url.path + "/").startswith("/v1/"):
+            # An OpenAI endpoint this server does not have (/v1/completions, /v1/embeddings...): the client's
+            # user learns which ones it has, not just "Not Found".
+            message = f"Invalid URL ({request.method} {request.url.path}): {SERVED_ENDPOINTS}"
+        error = APIError(exc.status_code, message, code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
         return JSONResponse(error.body(), status_code=exc.status_code)
 
     @app.exception_handler(UserError)
