@@ -216,10 +216,34 @@ def test_api_key_required(server):
         bad.models.list()
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="duckling", messages=[{"role": "user", "content": "hi"}])
-    for path, method in (("/v1/models", "GET"), ("/v1/chat/completions", "POST"), ("/health", "GET")):
+    for path, method in (("/v1/models", "GET"), ("/v1/chat/completions", "POST"), ("/v1/models/duckling", "GET")):
         response = httpx.request(method, server["url"] + path, json={"model": "duckling", "messages": []})
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "invalid_api_key"
+    # A health probe needs no key, and learns no more than the status without it.
+    assert httpx.get(server["url"] + "/health").json() == {"status": "ok"}
+    assert httpx.head(server["url"] + "/health").status_code == 200
+    with_key = httpx.get(server["url"] + "/health", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert list(with_key["models"]) == ["duckling"]  # the tuned and base models share one worker
+
+
+def test_health_answers_probes_without_the_key_and_to_head():
+    """With --api-key, /health answered 401 (Docker and Kubernetes probes send no key, so the container
+    was marked unhealthy), and HEAD /health was a 405."""
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import StaticRegistry
+
+    for api_key in ("sk-x", None):
+        client = TestClient(create_app(StaticRegistry([]), api_key=api_key), raise_server_exceptions=False)
+        bare = client.get("/health")
+        assert bare.status_code == 200
+        assert bare.json() == ({"status": "ok"} if api_key else {"status": "ok", "models": {}})
+        head = client.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        assert client.get("/health", headers={"Authorization": "Bearer sk-x"}).json() == {"status": "ok", "models": {}}
+        assert client.get("/v1/models").status_code == (401 if api_key else 200)
 
 
 def test_load_200_requests_16_concurrent(server, capsys):

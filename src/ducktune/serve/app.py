@@ -181,20 +181,26 @@ def model_not_found(model_id: str) -> APIError:
 
 
 def bearer_auth(api_key: str | None):
-    """A dependency refusing requests without `Authorization: Bearer <api_key>` (none: all pass)."""
-    async def authorize(request: Request) -> None:
+    """A dependency refusing requests without `Authorization: Bearer <api_key>` (none: all pass);
+    its `.allows(request)` says whether a request carries the key, without refusing it."""
+    def allows(request: Request) -> bool:
         if not api_key:
-            return
+            return True
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+    async def authorize(request: Request) -> None:
+        if not allows(request):
             raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
                            code="invalid_api_key")
+    authorize.allows = allows
     return authorize
 
 
 def build_router(registry, api_key: str | None = None) -> APIRouter:
-    """The OpenAI-compatible routes over `registry`'s models."""
-    router = APIRouter(dependencies=[Depends(bearer_auth(api_key))])
+    """The OpenAI-compatible routes over `registry`'s models, behind the API key, and /health."""
+    auth = bearer_auth(api_key)
+    router = APIRouter(dependencies=[Depends(auth)])
 
     @router.get("/v1/models")
     async def list_models() -> dict:
@@ -207,10 +213,6 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
             raise model_not_found(model_id)
         return found
 
-    @router.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "models": registry.stats()}
-
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request):
         req = protocol.parse_chat_request(await request.body())  # size: BodyLimit
@@ -221,7 +223,20 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
             return await stream_completion(served, req, request)
         return await complete(served, req, request)
 
-    return router
+    # Outside the key: Docker/Kubernetes probes send no Authorization header (and HEAD, some of them).
+    # Without the key the answer is the status alone: the per-model figures name the models (which
+    # /v1/models keeps behind the key) and show how busy the server is.
+    outer = APIRouter()
+
+    @outer.get("/health")
+    @outer.head("/health")  # a route of its own: one route for two methods gets a duplicate OpenAPI operation id
+    async def health(request: Request) -> dict:
+        if not auth.allows(request):
+            return {"status": "ok"}
+        return {"status": "ok", "models": registry.stats()}
+
+    outer.include_router(router)
+    return outer
 
 
 def client_gone() -> JSONResponse:
