@@ -412,3 +412,42 @@ def test_openai_endpoints_not_served_say_which_are():
                                     "GET /v1/models and GET /v1/models/{model}")
         assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
     assert client.get("/nothing").json()["error"]["message"] == "Not Found"  # not an OpenAI path: nothing to suggest
+
+
+@pytest.mark.parametrize("extra, param, message", [
+    ({"presence_penalty": 2.5}, "presence_penalty", "less than or equal to 2"),
+    ({"frequency_penalty": -3}, "frequency_penalty", "greater than or equal to -2"),
+    # Not applied by either engine: a client asking for one would read an answer without it.
+    ({"presence_penalty": 0.5}, "presence_penalty", "presence_penalty is not applied by ducktune serve; send 0"),
+    ({"frequency_penalty": -1}, "frequency_penalty", "frequency_penalty is not applied by ducktune serve; send 0"),
+    ({"top_logprobs": 2}, "top_logprobs", "only allowed with logprobs: true"),
+    ({"top_logprobs": 2, "logprobs": False}, "top_logprobs", "only allowed with logprobs: true"),
+    ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed when 'stream' is true"),
+    ({"stream_options": {"include_usage": True}, "stream": False}, "stream_options", "only allowed when 'stream'"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:,x"}}]}]},
+     "messages.0.content.1", "image_url content parts are not supported: this is a text-only model"),
+    ({"messages": [{"role": "system", "content": "hi"}, {"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
+     "messages.1.content.0", "input_audio content parts are not supported: this is a text-only model"),
+])
+def test_requests_openai_refuses_are_refused(extra, param, message):
+    """Penalties outside [-2, 2], top_logprobs without logprobs and stream_options without stream were
+    accepted (OpenAI answers 400); non-zero penalties were silently not applied; an image part got
+    "'messages.0.content': Input should be a valid string (and 2 more problems)"."""
+    from ducktune.serve.protocol import APIError, parse_chat_request
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(APIError) as info:
+        parse_chat_request(json.dumps(body).encode())
+    assert (info.value.status, info.value.param, info.value.code) == (400, param, "invalid_value")
+    assert message in info.value.message and "more problem" not in info.value.message
+
+
+def test_what_clients_send_by_default_is_still_accepted():
+    from ducktune.serve.protocol import parse_chat_request
+
+    for extra in ({"presence_penalty": 0, "frequency_penalty": 0.0}, {"top_logprobs": None, "stream_options": None},
+                  {"stream": True, "stream_options": {"include_usage": True}},
+                  {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}):
+        parse_chat_request(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}).encode())
