@@ -451,3 +451,34 @@ def test_what_clients_send_by_default_is_still_accepted():
                   {"stream": True, "stream_options": {"include_usage": True}},
                   {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}):
         parse_chat_request(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}).encode())
+
+
+def test_a_generation_failing_mid_stream_ends_the_stream_at_its_error():
+    """A stream whose generation failed sent its error event, then a final chunk with finish_reason
+    'stop' and [DONE], as if the answer had ended normally."""
+    import concurrent.futures
+
+    from ducktune.serve.app import RequestControl, sse_events
+
+    async def collect() -> bytes:
+        events = asyncio.Queue()
+        failed = concurrent.futures.Future()
+        failed.set_exception(RuntimeError("CUDA out of memory"))
+        for event in (("piece", "Hel"), ("piece", "lo"), ("done", failed)):
+            events.put_nowait(event)
+        chunks = sse_events("m", events, RequestControl(), n_prompt=3, include_usage=True)
+        return b"".join([chunk async for chunk in chunks])
+
+    body = asyncio.run(collect())
+    events = [line.removeprefix(b"data: ") for line in body.split(b"\n\n") if line]
+    assert json.loads(events[-1])["error"]["message"] == "generation failed: RuntimeError: CUDA out of memory"
+    assert b"[DONE]" not in body and b'"finish_reason": "stop"' not in body
+    # The official client shows the error (and the text before it), not a normal end.
+    http = httpx.Client(transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=body, headers={"Content-Type": "text/event-stream"})))
+    client = openai.OpenAI(base_url="http://test/v1", api_key="none", http_client=http, max_retries=0)
+    pieces = []
+    with pytest.raises(openai.APIError, match="CUDA out of memory"):
+        for chunk in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True):
+            pieces.append(chunk.choices[0].delta.content)
+    assert "".join(pieces) == "Hello"

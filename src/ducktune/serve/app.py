@@ -288,7 +288,9 @@ async def stream_completion(served, req, request: Request):
 
 async def sse_events(model_id: str, events: asyncio.Queue, control: RequestControl, n_prompt: int,
                      include_usage: bool):
-    """The stream's chunks from the worker's events (piece, finish, done), then [DONE]."""
+    """The stream's chunks from the worker's events (piece, finish, done), then [DONE]; a generation that
+    failed ends the stream at its error event (no finish_reason, no [DONE]: the answer did not finish;
+    the openai client raises the error event as an APIError)."""
     cid, created = protocol.completion_id(), int(time.time())
     finish = None
     try:
@@ -303,6 +305,7 @@ async def sse_events(model_id: str, events: asyncio.Queue, control: RequestContr
                 exc = value.exception() if not value.cancelled() else None
                 if exc is not None and not isinstance(exc, Cancelled):
                     yield protocol.sse(job_failure(exc, model_id).body())
+                    return
                 break
         reason = finish.finish_reason if finish else "stop"
         yield protocol.sse(protocol.chunk_body(cid, model_id, created, {}, reason))
