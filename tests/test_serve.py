@@ -482,3 +482,27 @@ def test_a_generation_failing_mid_stream_ends_the_stream_at_its_error():
         for chunk in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True):
             pieces.append(chunk.choices[0].delta.content)
     assert "".join(pieces) == "Hello"
+
+
+def test_listening_problems_name_the_option_to_change_and_port_0_prints_the_real_port(tiny_qwen, monkeypatch, capsys):
+    """--host with an address this machine lacks said 'pick another --port'; --port 0 printed
+    http://localhost:0/v1 while the server listened on the port the system picked."""
+    import socket
+
+    import ducktune.serve.server as server
+    from ducktune.cli import main
+
+    for host in ("192.0.2.1", "no-such-host.invalid"):  # TEST-NET-1 (never assigned), a name that never resolves
+        assert main(["serve", str(tiny_qwen), "--host", host, "--port", "8000"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot listen on {host}:8000: ") and "pick another --host" in err, err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tiny_qwen), "--port", str(port)]) == 2
+        assert capsys.readouterr().err.rstrip().endswith("; pick another --port")
+    listened = []
+    monkeypatch.setattr(server, "run_uvicorn", lambda app, host, port, sock: listened.append(sock.getsockname()[1]))
+    assert main(["serve", str(tiny_qwen), "--port", "0"]) == 0
+    assert listened[0] > 0 and f"at http://localhost:{listened[0]}/v1" in capsys.readouterr().out
