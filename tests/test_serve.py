@@ -506,3 +506,17 @@ def test_listening_problems_name_the_option_to_change_and_port_0_prints_the_real
     monkeypatch.setattr(server, "run_uvicorn", lambda app, host, port, sock: listened.append(sock.getsockname()[1]))
     assert main(["serve", str(tiny_qwen), "--port", "0"]) == 0
     assert listened[0] > 0 and f"at http://localhost:{listened[0]}/v1" in capsys.readouterr().out
+
+
+def test_a_model_path_without_an_id_says_so():
+    """GET /v1/models/ answered "The model '' does not exist"."""
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import StaticRegistry
+
+    response = TestClient(create_app(StaticRegistry([])), raise_server_exceptions=False).get("/v1/models/")
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "message": "GET /v1/models/ names no model: GET /v1/models/{model} describes one, GET /v1/models lists them",
+        "type": "invalid_request_error", "param": "model", "code": "not_found"}

@@ -208,6 +208,9 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
 
     @router.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict:
+        if not model_id:  # GET /v1/models/ (a client joining the path with an empty id)
+            raise APIError(404, "GET /v1/models/ names no model: GET /v1/models/{model} describes one, GET /v1/models "
+                                "lists them", param="model", code="not_found")
         found = next((m for m in registry.list() if m["id"] == model_id), None)
         if found is None:
             raise model_not_found(model_id)
