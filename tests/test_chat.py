@@ -199,3 +199,23 @@ def test_chat_prints_control_characters_escaped(run_dir, monkeypatch):
     stdout = io.StringIO()
     chat_repl(str(run_dir), stdin=io.StringIO("hello\n/exit\n"), stdout=stdout, engine=engine)
     assert "Hi\\x1b[31m there\\x00" in stdout.getvalue() and "\x1b" not in stdout.getvalue()
+
+
+def test_unknown_commands_are_not_sent_to_the_model():
+    """A mistyped command (/rest, /help) went to the model as a message; "/systemd ..." set a system prompt."""
+    from types import SimpleNamespace
+
+    seen = []
+
+    def stream(messages, **kwargs):
+        seen.append([m["content"] for m in messages])
+        return iter(["ok"])
+
+    engine = SimpleNamespace(name="m", stream=stream)
+    stdin = io.StringIO("/rest\n/systemd runs services\n/usr/bin is a folder\n/system Be brief.\nhi\n")
+    stdout = io.StringIO()
+    chat_repl("run", stdin=stdin, stdout=stdout, engine=engine)
+    lines = stdout.getvalue().splitlines()
+    assert lines[:2] == ["unknown command /rest; commands: /reset (new conversation), /system TEXT (set the system "
+                         "prompt), /exit. Ctrl-D also exits.", lines[0].replace("/rest", "/systemd")]
+    assert seen == [["/usr/bin is a folder"], ["Be brief.", "hi"]]  # a path is a message; /system still works

@@ -374,9 +374,11 @@ def test_api_key_is_compared_in_constant_time():
     for header in (None, "Bearer sk-wrong", "Bearer sk-righ", "Bearer sk-right-and-more", "Basic sk-right",
                    "Bearer ", "sk-right", "Bearer sk-rïght"):
         headers = {"Authorization": header.encode("utf-8")} if header else {}  # bytes: non-ASCII as sent
-        for method, path in (("GET", "/v1/models"), ("GET", "/health"), ("POST", "/v1/chat/completions")):
+        for method, path in (("GET", "/v1/models"), ("GET", "/v1/models/m"), ("POST", "/v1/chat/completions")):
             response = client.request(method, path, headers=headers)
             assert response.status_code == 401 and response.json()["error"]["code"] == "invalid_api_key", header
+        assert client.get("/health", headers=headers).json() == {"status": "ok"}  # the stats need the key
+    assert client.get("/health", headers={"Authorization": "Bearer sk-right"}).json() == {"status": "ok", "models": {}}
     assert client.get("/v1/models", headers={"Authorization": "Bearer sk-right"}).status_code == 200
     assert client.get("/v1/models", headers={"Authorization": "bearer  sk-right "}).status_code == 200
 

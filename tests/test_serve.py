@@ -216,10 +216,34 @@ def test_api_key_required(server):
         bad.models.list()
     with pytest.raises(openai.AuthenticationError):
         bad.chat.completions.create(model="duckling", messages=[{"role": "user", "content": "hi"}])
-    for path, method in (("/v1/models", "GET"), ("/v1/chat/completions", "POST"), ("/health", "GET")):
+    for path, method in (("/v1/models", "GET"), ("/v1/chat/completions", "POST"), ("/v1/models/duckling", "GET")):
         response = httpx.request(method, server["url"] + path, json={"model": "duckling", "messages": []})
         assert response.status_code == 401
         assert response.json()["error"]["code"] == "invalid_api_key"
+    # A health probe needs no key, and learns no more than the status without it.
+    assert httpx.get(server["url"] + "/health").json() == {"status": "ok"}
+    assert httpx.head(server["url"] + "/health").status_code == 200
+    with_key = httpx.get(server["url"] + "/health", headers={"Authorization": f"Bearer {KEY}"}).json()
+    assert list(with_key["models"]) == ["duckling"]  # the tuned and base models share one worker
+
+
+def test_health_answers_probes_without_the_key_and_to_head():
+    """With --api-key, /health answered 401 (Docker and Kubernetes probes send no key, so the container
+    was marked unhealthy), and HEAD /health was a 405."""
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import StaticRegistry
+
+    for api_key in ("sk-x", None):
+        client = TestClient(create_app(StaticRegistry([]), api_key=api_key), raise_server_exceptions=False)
+        bare = client.get("/health")
+        assert bare.status_code == 200
+        assert bare.json() == ({"status": "ok"} if api_key else {"status": "ok", "models": {}})
+        head = client.head("/health")
+        assert head.status_code == 200 and head.content == b""
+        assert client.get("/health", headers={"Authorization": "Bearer sk-x"}).json() == {"status": "ok", "models": {}}
+        assert client.get("/v1/models").status_code == (401 if api_key else 200)
 
 
 def test_load_200_requests_16_concurrent(server, capsys):
@@ -368,3 +392,131 @@ def test_out_of_range_cli_values_are_usage_errors(argv, message, capsys):
         main(argv)
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and message in err and "Traceback" not in err
+
+
+def test_openai_endpoints_not_served_say_which_are():
+    """POST /v1/completions, /v1/embeddings, /v1/responses... answered a bare 'Not Found': the client's user
+    could not tell that chat completions is the endpoint to use."""
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import StaticRegistry
+
+    client = TestClient(create_app(StaticRegistry([]), api_key="sk-x"), raise_server_exceptions=False)
+    for method, path in (("POST", "/v1/completions"), ("POST", "/v1/embeddings"), ("POST", "/v1/responses"),
+                         ("GET", "/v1/nothing/at/all"), ("DELETE", "/v1/files/x"), ("GET", "/v1")):
+        response = client.request(method, path, json={"model": "m", "input": "hi"})
+        assert response.status_code == 404, path
+        error = response.json()["error"]
+        assert error["message"] == (f"Invalid URL ({method} {path}): this server serves POST /v1/chat/completions, "
+                                    "GET /v1/models and GET /v1/models/{model}")
+        assert (error["type"], error["code"]) == ("invalid_request_error", "not_found")
+    assert client.get("/nothing").json()["error"]["message"] == "Not Found"  # not an OpenAI path: nothing to suggest
+
+
+@pytest.mark.parametrize("extra, param, message", [
+    ({"presence_penalty": 2.5}, "presence_penalty", "less than or equal to 2"),
+    ({"frequency_penalty": -3}, "frequency_penalty", "greater than or equal to -2"),
+    # Not applied by either engine: a client asking for one would read an answer without it.
+    ({"presence_penalty": 0.5}, "presence_penalty", "presence_penalty is not applied by ducktune serve; send 0"),
+    ({"frequency_penalty": -1}, "frequency_penalty", "frequency_penalty is not applied by ducktune serve; send 0"),
+    ({"top_logprobs": 2}, "top_logprobs", "only allowed with logprobs: true"),
+    ({"top_logprobs": 2, "logprobs": False}, "top_logprobs", "only allowed with logprobs: true"),
+    ({"stream_options": {"include_usage": True}}, "stream_options", "only allowed when 'stream' is true"),
+    ({"stream_options": {"include_usage": True}, "stream": False}, "stream_options", "only allowed when 'stream'"),
+    ({"messages": [{"role": "user", "content": [
+        {"type": "text", "text": "What is this?"}, {"type": "image_url", "image_url": {"url": "data:,x"}}]}]},
+     "messages.0.content.1", "image_url content parts are not supported: this is a text-only model"),
+    ({"messages": [{"role": "system", "content": "hi"}, {"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}}]}]},
+     "messages.1.content.0", "input_audio content parts are not supported: this is a text-only model"),
+])
+def test_requests_openai_refuses_are_refused(extra, param, message):
+    """Penalties outside [-2, 2], top_logprobs without logprobs and stream_options without stream were
+    accepted (OpenAI answers 400); non-zero penalties were silently not applied; an image part got
+    "'messages.0.content': Input should be a valid string (and 2 more problems)"."""
+    from ducktune.serve.protocol import APIError, parse_chat_request
+
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(APIError) as info:
+        parse_chat_request(json.dumps(body).encode())
+    assert (info.value.status, info.value.param, info.value.code) == (400, param, "invalid_value")
+    assert message in info.value.message and "more problem" not in info.value.message
+
+
+def test_what_clients_send_by_default_is_still_accepted():
+    from ducktune.serve.protocol import parse_chat_request
+
+    for extra in ({"presence_penalty": 0, "frequency_penalty": 0.0}, {"top_logprobs": None, "stream_options": None},
+                  {"stream": True, "stream_options": {"include_usage": True}},
+                  {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]}):
+        parse_chat_request(json.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}).encode())
+
+
+def test_a_generation_failing_mid_stream_ends_the_stream_at_its_error():
+    """A stream whose generation failed sent its error event, then a final chunk with finish_reason
+    'stop' and [DONE], as if the answer had ended normally."""
+    import concurrent.futures
+
+    from ducktune.serve.app import RequestControl, sse_events
+
+    async def collect() -> bytes:
+        events = asyncio.Queue()
+        failed = concurrent.futures.Future()
+        failed.set_exception(RuntimeError("CUDA out of memory"))
+        for event in (("piece", "Hel"), ("piece", "lo"), ("done", failed)):
+            events.put_nowait(event)
+        chunks = sse_events("m", events, RequestControl(), n_prompt=3, include_usage=True)
+        return b"".join([chunk async for chunk in chunks])
+
+    body = asyncio.run(collect())
+    events = [line.removeprefix(b"data: ") for line in body.split(b"\n\n") if line]
+    assert json.loads(events[-1])["error"]["message"] == "generation failed: RuntimeError: CUDA out of memory"
+    assert b"[DONE]" not in body and b'"finish_reason": "stop"' not in body
+    # The official client shows the error (and the text before it), not a normal end.
+    http = httpx.Client(transport=httpx.MockTransport(
+        lambda request: httpx.Response(200, content=body, headers={"Content-Type": "text/event-stream"})))
+    client = openai.OpenAI(base_url="http://test/v1", api_key="none", http_client=http, max_retries=0)
+    pieces = []
+    with pytest.raises(openai.APIError, match="CUDA out of memory"):
+        for chunk in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True):
+            pieces.append(chunk.choices[0].delta.content)
+    assert "".join(pieces) == "Hello"
+
+
+def test_listening_problems_name_the_option_to_change_and_port_0_prints_the_real_port(tiny_qwen, monkeypatch, capsys):
+    """--host with an address this machine lacks said 'pick another --port'; --port 0 printed
+    http://localhost:0/v1 while the server listened on the port the system picked."""
+    import socket
+
+    import ducktune.serve.server as server
+    from ducktune.cli import main
+
+    for host in ("192.0.2.1", "no-such-host.invalid"):  # TEST-NET-1 (never assigned), a name that never resolves
+        assert main(["serve", str(tiny_qwen), "--host", host, "--port", "8000"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: cannot listen on {host}:8000: ") and "pick another --host" in err, err
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(tiny_qwen), "--port", str(port)]) == 2
+        assert capsys.readouterr().err.rstrip().endswith("; pick another --port")
+    listened = []
+    monkeypatch.setattr(server, "run_uvicorn", lambda app, host, port, sock: listened.append(sock.getsockname()[1]))
+    assert main(["serve", str(tiny_qwen), "--port", "0"]) == 0
+    assert listened[0] > 0 and f"at http://localhost:{listened[0]}/v1" in capsys.readouterr().out
+
+
+def test_a_model_path_without_an_id_says_so():
+    """GET /v1/models/ answered "The model '' does not exist"."""
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import StaticRegistry
+
+    response = TestClient(create_app(StaticRegistry([])), raise_server_exceptions=False).get("/v1/models/")
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "message": "GET /v1/models/ names no model: GET /v1/models/{model} describes one, GET /v1/models lists them",
+        "type": "invalid_request_error", "param": "model", "code": "not_found"}

@@ -222,3 +222,64 @@ def test_a_seed_samples_the_same_answer_whatever_came_before(gguf_engine):
     assert sample(1) == first
     assert sample(2 ** 32 - 1) == sample(2 ** 32 - 1)
     assert sample(-1) == sample(-1)
+
+
+@pytest.mark.requires_llama_cpp
+def test_a_file_that_is_no_gguf_or_is_cut_short_is_one_line(export_dir, tmp_path, capsys):
+    """A YAML given as --gguf, a GGUF cut short (a copy that stopped, `head -c`), and an export folder whose
+    GGUF is cut short were tracebacks from the tokenizer loader, gguf's reader or llama.cpp (exit 1)."""
+    import shutil
+
+    from web_helpers import free_port
+
+    yaml = tmp_path / "config.yaml"
+    yaml.write_text("model:\n  name_or_path: x\n", encoding="utf-8")
+    damaged = shutil.copytree(export_dir, tmp_path / "damaged-export")
+    whole = (damaged / "quack-f16.gguf").read_bytes()
+    (damaged / "quack-f16.gguf").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "cut.gguf").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "header-only.gguf").write_bytes(whole[:100])
+    port = str(free_port())
+    in_export = f"; `ducktune verify {damaged}` checks the export; export again to rewrite it"
+    cases = [
+        (["--gguf", str(yaml)], f"{yaml}: not a GGUF file"),
+        (["--gguf", str(tmp_path / "cut.gguf")], "cut.gguf: damaged or truncated GGUF: tensor "),
+        (["--gguf", str(tmp_path / "cut.gguf")], "; export or download it again"),
+        (["--gguf", str(tmp_path / "header-only.gguf")], "header-only.gguf: damaged or truncated GGUF: "),
+        ([str(damaged)], "quack-f16.gguf: damaged or truncated GGUF: tensor "),
+        ([str(damaged)], in_export),
+        (["--gguf", str(damaged / "quack-f16.gguf")], in_export),
+    ]
+    for args, message in cases:
+        for command in (["serve", *args, "--port", port], ["chat", *args]):
+            assert main(command) == 2, command
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, (command, err)
+
+
+@pytest.mark.requires_llama_cpp
+def test_the_startup_line_names_the_gguf_that_answers(export_dir, tmp_path, monkeypatch, capsys):
+    """An export folder is served from its Modelfile's GGUF (often q4_k_m), whose answers differ a little
+    from the run's; the startup line only said 'llama.cpp', so users could not tell which file answered."""
+    import json
+    import shutil
+
+    import ducktune.serve.server as server
+    from web_helpers import free_port
+
+    monkeypatch.setattr(server, "run_uvicorn", lambda *a: None)  # loaded and announced; not listening
+    export = shutil.copytree(export_dir, tmp_path / "two-quants")
+    shutil.copy(export / "quack-f16.gguf", export / "quack-q8_0.gguf")  # the name is what is shown
+    manifest = json.loads((export / "export.json").read_text(encoding="utf-8"))
+    manifest["files"]["gguf"]["q8_0"] = "quack-q8_0.gguf"
+    (export / "export.json").write_text(json.dumps(manifest), encoding="utf-8")
+    (export / "Modelfile").write_text("FROM ./quack-q8_0.gguf\n", encoding="utf-8")
+    port = str(free_port())
+    assert main(["serve", str(export), "--port", port]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("Serving quack (llama.cpp: quack-q8_0.gguf, the q8_0 quant; OpenAI-compatible)")
+    assert lines[1] == (f"This export also has f16; to serve f16 instead: ducktune serve --gguf "
+                        f"{export / 'quack-f16.gguf'} --name quack")
+    assert main(["serve", "--gguf", str(export / "quack-f16.gguf"), "--port", port]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        f"Serving quack-f16 (llama.cpp: quack-f16.gguf, the f16 quant; OpenAI-compatible) at http://localhost:{port}/v1"]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import sys
 
 
+COMMAND = re.compile(r"/[A-Za-z]+")  # "/usr/bin is..." or "/ 2" are messages, not commands
 HELP = "Commands: /reset (new conversation), /system TEXT (set the system prompt), /exit. Ctrl-D also exits."
 
 
@@ -31,16 +33,20 @@ def chat_repl(run_dir: str, base_only: bool = False, max_new_tokens: int = 256, 
         text = line.strip()
         if not text:
             continue
-        if text in ("/exit", "/quit"):
+        command, _, argument = text.partition(" ")
+        if command in ("/exit", "/quit"):
             break
-        if text == "/reset":
+        if command == "/reset":
             history = []
             print("(new conversation)", file=stdout)
             continue
-        if text.startswith("/system"):
-            system = text[len("/system"):].strip() or None
+        if command == "/system":
+            system = argument.strip() or None
             history = []
             print(f"(system prompt: {system or 'template default'}; new conversation)", file=stdout)
+            continue
+        if COMMAND.fullmatch(command):  # a mistyped command, not a message: the model would answer it
+            print(f"unknown command {command}; {HELP[0].lower()}{HELP[1:]}", file=stdout)
             continue
         messages = ([{"role": "system", "content": system}] if system else []) + history + [{"role": "user", "content": text}]
         print(f"{label}> " if interactive else "", end="", file=stdout, flush=True)

@@ -31,6 +31,7 @@ from ducktune.serve.worker import Cancelled
 
 log = logging.getLogger("ducktune.serve")
 
+SERVED_ENDPOINTS = "this server serves POST /v1/chat/completions, GET /v1/models and GET /v1/models/{model}"
 DEFAULT_MAX_TOKENS = 1024  # when a request names no max_tokens (bounded by the context left)
 POLL_SECONDS = 0.25
 
@@ -180,20 +181,26 @@ def model_not_found(model_id: str) -> APIError:
 
 
 def bearer_auth(api_key: str | None):
-    """A dependency refusing requests without `Authorization: Bearer <api_key>` (none: all pass)."""
-    async def authorize(request: Request) -> None:
+    """A dependency refusing requests without `Authorization: Bearer <api_key>` (none: all pass);
+    its `.allows(request)` says whether a request carries the key, without refusing it."""
+    def allows(request: Request) -> bool:
         if not api_key:
-            return
+            return True
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), api_key.encode()):
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode())
+
+    async def authorize(request: Request) -> None:
+        if not allows(request):
             raise APIError(401, "Incorrect or missing API key: send 'Authorization: Bearer KEY'",
                            code="invalid_api_key")
+    authorize.allows = allows
     return authorize
 
 
 def build_router(registry, api_key: str | None = None) -> APIRouter:
-    """The OpenAI-compatible routes over `registry`'s models."""
-    router = APIRouter(dependencies=[Depends(bearer_auth(api_key))])
+    """The OpenAI-compatible routes over `registry`'s models, behind the API key, and /health."""
+    auth = bearer_auth(api_key)
+    router = APIRouter(dependencies=[Depends(auth)])
 
     @router.get("/v1/models")
     async def list_models() -> dict:
@@ -201,14 +208,13 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
 
     @router.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str) -> dict:
+        if not model_id:  # GET /v1/models/ (a client joining the path with an empty id)
+            raise APIError(404, "GET /v1/models/ names no model: GET /v1/models/{model} describes one, GET /v1/models "
+                                "lists them", param="model", code="not_found")
         found = next((m for m in registry.list() if m["id"] == model_id), None)
         if found is None:
             raise model_not_found(model_id)
         return found
-
-    @router.get("/health")
-    async def health() -> dict:
-        return {"status": "ok", "models": registry.stats()}
 
     @router.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -220,7 +226,20 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
             return await stream_completion(served, req, request)
         return await complete(served, req, request)
 
-    return router
+    # Outside the key: Docker/Kubernetes probes send no Authorization header (and HEAD, some of them).
+    # Without the key the answer is the status alone: the per-model figures name the models (which
+    # /v1/models keeps behind the key) and show how busy the server is.
+    outer = APIRouter()
+
+    @outer.get("/health")
+    @outer.head("/health")  # a route of its own: one route for two methods gets a duplicate OpenAPI operation id
+    async def health(request: Request) -> dict:
+        if not auth.allows(request):
+            return {"status": "ok"}
+        return {"status": "ok", "models": registry.stats()}
+
+    outer.include_router(router)
+    return outer
 
 
 def client_gone() -> JSONResponse:
@@ -272,7 +291,9 @@ async def stream_completion(served, req, request: Request):
 
 async def sse_events(model_id: str, events: asyncio.Queue, control: RequestControl, n_prompt: int,
                      include_usage: bool):
-    """The stream's chunks from the worker's events (piece, finish, done), then [DONE]."""
+    """The stream's chunks from the worker's events (piece, finish, done), then [DONE]; a generation that
+    failed ends the stream at its error event (no finish_reason, no [DONE]: the answer did not finish;
+    the openai client raises the error event as an APIError)."""
     cid, created = protocol.completion_id(), int(time.time())
     finish = None
     try:
@@ -287,6 +308,7 @@ async def sse_events(model_id: str, events: asyncio.Queue, control: RequestContr
                 exc = value.exception() if not value.cancelled() else None
                 if exc is not None and not isinstance(exc, Cancelled):
                     yield protocol.sse(job_failure(exc, model_id).body())
+                    return
                 break
         reason = finish.finish_reason if finish else "stop"
         yield protocol.sse(protocol.chunk_body(cid, model_id, created, {}, reason))
@@ -311,7 +333,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException):
-        error = APIError(exc.status_code, str(exc.detail), code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
+        message = str(exc.detail)
+        if exc.status_code == 404 and (request.url.path + "/").startswith("/v1/"):
+            # An OpenAI endpoint this server does not have (/v1/completions, /v1/embeddings...): the client's
+            # user learns which ones it has, not just "Not Found".
+            message = f"Invalid URL ({request.method} {request.url.path}): {SERVED_ENDPOINTS}"
+        error = APIError(exc.status_code, message, code={404: "not_found", 405: "method_not_allowed"}.get(exc.status_code))
         return JSONResponse(error.body(), status_code=exc.status_code)
 
     @app.exception_handler(UserError)

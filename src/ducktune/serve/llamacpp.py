@@ -57,6 +57,12 @@ def export_gguf(export_dir: Path, quant: str | None = None) -> Path:
     return export_dir / next(iter(files.values()))
 
 
+def export_ggufs(export_dir: Path) -> dict[str, Path]:
+    """The export's GGUF files by quant, as its manifest lists them ({} when it lists none)."""
+    files = (read_manifest(export_dir).get("files") or {}).get("gguf") or {}
+    return {quant: export_dir / name for quant, name in files.items()} if isinstance(files, dict) else {}
+
+
 def read_manifest(export_dir: Path) -> dict:
     path = export_dir / "export.json"
     try:
@@ -77,12 +83,15 @@ class LlamaCppEngine:
     has_adapter = False
     batches = False  # one sequence per llama.cpp context: the worker queues requests one by one
 
-    def __init__(self, llm, tokenizer, chat_format: ChatFormat, name: str, max_context: int):
+    def __init__(self, llm, tokenizer, chat_format: ChatFormat, name: str, max_context: int,
+                 gguf: Path | None = None, quant: str | None = None):
         self.llm = llm
         self.tokenizer = tokenizer
         self.chat_format = chat_format
         self.name = name
         self.max_context = max_context
+        self.gguf = gguf  # the file answering, and its quant in the export: shown at startup (quants answer differently)
+        self.quant = quant
         self.lock = threading.Lock()
 
     @classmethod
@@ -95,7 +104,13 @@ class LlamaCppEngine:
         if not gguf.is_file():
             raise UserError(f"{gguf}: not found")
         export_dir = gguf.parent
-        if (export_dir / "export.json").is_file():
+        in_export = (export_dir / "export.json").is_file()
+        # Checked before anything reads it: the tokenizer loader, gguf's reader and llama.cpp each fail on a
+        # damaged file with their own traceback (magic bytes, struct.error, "cannot reshape array").
+        redo = (f"`ducktune verify {export_dir}` checks the export; export again to rewrite it" if in_export
+                else "export or download it again")
+        header = checked_gguf_header(gguf, redo)
+        if in_export:
             from ducktune.models.loading import load_tokenizer
 
             manifest = read_manifest(export_dir)
@@ -103,15 +118,20 @@ class LlamaCppEngine:
             tokenizer = load_tokenizer(merged)
             chat_format = prompting_chat_format(tokenizer, merged, manifest.get("system_prompt"))
             default_name = gguf.stem  # one file of the folder (duckling-q4_k_m): the quant stays in its name
+            quant = next((q for q, f in export_ggufs(export_dir).items() if f.name == gguf.name), None)
         else:
             from transformers import AutoTokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+            except Exception as exc:  # a sound file whose tokenizer transformers' GGUF reader does not know
+                raise UserError(f"{gguf}: transformers cannot read the tokenizer in this GGUF "
+                                f"({type(exc).__name__}: {one_line(exc)})") from None
             chat_format = ChatFormat(tokenizer)  # a bare GGUF: its template's stops and EOS
-            default_name = gguf.stem
-        llm = open_llama(gguf, max_context, n_threads)
+            default_name, quant = gguf.stem, None
+        llm = open_llama(gguf, max_context, n_threads, context_length(header))
         n_ctx = llm.n_ctx()
-        return cls(llm, tokenizer, chat_format, name or default_name, n_ctx)
+        return cls(llm, tokenizer, chat_format, name or default_name, n_ctx, gguf=gguf, quant=quant)
 
     @classmethod
     def from_export(cls, export_dir: str | Path, quant: str | None = None, name: str | None = None,
@@ -191,19 +211,45 @@ class LlamaCppEngine:
             self.llm.close()
 
 
-def open_llama(gguf: Path, max_context: int, n_threads: int | None = None):
+def open_llama(gguf: Path, max_context: int, n_threads: int | None = None, trained_context: int | None = None):
     """A llama.cpp context of the GGUF's trained length (at most `max_context`) for generation."""
     from ducktune.export.verify import _open_llama
 
-    n_ctx = min(max_context, gguf_context_length(gguf) or max_context)
-    return _open_llama(gguf, n_ctx, logits_all=False, n_threads=n_threads)
+    n_ctx = min(max_context, trained_context or max_context)
+    try:
+        return _open_llama(gguf, n_ctx, logits_all=False, n_threads=n_threads)
+    except ValueError as exc:  # llama-cpp-python's "Failed to load model from file" (e.g. an unknown architecture)
+        raise UserError(f"{gguf}: llama.cpp cannot load this GGUF ({one_line(exc)})") from None
+
+
+def checked_gguf_header(gguf: Path, redo: str):
+    """The GGUF's header (export.gguf_file.read_gguf_header: magic, metadata, every tensor inside the
+    file); a file that is not one, or is cut short, is a one-line UserError ending with `redo`."""
+    from ducktune.export.gguf_file import read_gguf_header
+
+    with open(gguf, "rb") as handle:
+        if handle.read(4) != b"GGUF":
+            raise UserError(f"{gguf}: not a GGUF file (it does not start with the GGUF magic bytes)")
+    try:
+        return read_gguf_header(gguf)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        reason = str(exc).removeprefix(f"{gguf}: ")
+        raise UserError(f"{gguf}: damaged or truncated GGUF: {one_line(reason)}; {redo}") from None
 
 
 def gguf_context_length(gguf: Path) -> int | None:
-    """The `{arch}.context_length` the GGUF was trained for (None when absent)."""
-    import gguf as gguf_lib
+    """The `{arch}.context_length` the GGUF file was trained for (None when absent)."""
+    from ducktune.export.gguf_file import read_gguf_header
 
-    reader = gguf_lib.GGUFReader(str(gguf))
-    arch = reader.get_field("general.architecture")
-    length = reader.get_field(f"{arch.contents()}.context_length") if arch is not None else None
-    return int(length.contents()) if length is not None else None
+    return context_length(read_gguf_header(gguf))
+
+
+def context_length(header) -> int | None:
+    """The `{arch}.context_length` the GGUF was trained for (None when absent)."""
+    arch = header.metadata.get("general.architecture")
+    length = header.metadata.get(f"{arch}.context_length") if isinstance(arch, str) else None
+    return int(length) if isinstance(length, int) and length > 0 else None
+
+
+def one_line(exc) -> str:
+    return " ".join(str(exc).split())

@@ -3,11 +3,11 @@
 Requests are parsed here (not by FastAPI's own validation) so that every client mistake
 becomes a 4xx with OpenAI's error shape, `{"error": {"message", "type", "param", "code"}}`,
 which the `openai` package, Dify and Open WebUI show to their users as is.
-Parameters that clients send routinely but that a local model does not use
-(presence/frequency penalties, user, metadata...) are accepted and ignored, so those
-clients work unchanged; a parameter whose answer ducktune cannot give (n > 1, tools or
-functions, logprobs, a JSON response_format, a logit_bias) is rejected, since a client
-that asked for it would read a reply without it.
+Parameters that clients send routinely but that do not change the answer (user, metadata,
+penalties of 0...) are accepted and ignored, so those clients work unchanged; a parameter
+whose answer ducktune cannot give (n > 1, tools or functions, logprobs, a JSON
+response_format, a logit_bias, a non-zero presence or frequency penalty, image or audio
+content) is rejected, since a client that asked for it would read a reply without it.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ _CANNOT_ANSWER = {
     "response_format": (lambda v: v.get("type") != "text",
                         "only {'type': 'text'} is supported: ducktune serve does not constrain answers to JSON"),
     "logit_bias": (bool, "logit_bias is not supported by ducktune serve"),
+    "presence_penalty": (bool, "presence_penalty is not applied by ducktune serve; send 0 or leave it out"),
+    "frequency_penalty": (bool, "frequency_penalty is not applied by ducktune serve; send 0 or leave it out"),
 }
 
 
@@ -110,13 +112,13 @@ class ChatCompletionRequest(BaseModel):
     stream: bool | None = False  # null (allowed by OpenAI's spec) means the default
     stream_options: StreamOptions | None = None
     n: int | None = Field(1, ge=1)
-    presence_penalty: float | None = None
-    frequency_penalty: float | None = None
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     tools: list | None = None
     functions: list | None = None  # the legacy name of tools
     tool_choice: str | dict | None = None
     logprobs: bool | None = None
-    top_logprobs: int | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: dict | None = None
     logit_bias: dict | None = None
 
@@ -140,7 +142,8 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("only n=1 is supported")
         return value
 
-    @field_validator("tools", "functions", "tool_choice", "logprobs", "response_format", "logit_bias")
+    @field_validator("tools", "functions", "tool_choice", "logprobs", "response_format", "logit_bias",
+                     "presence_penalty", "frequency_penalty")
     @classmethod
     def _answerable(cls, value, info):
         refused, message = _CANNOT_ANSWER[info.field_name]
@@ -166,6 +169,32 @@ class ChatCompletionRequest(BaseModel):
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
 
+    def check_combinations(self) -> None:
+        """Parameters that only mean something beside another one (OpenAI refuses them alone too)."""
+        if self.top_logprobs is not None and not self.logprobs:
+            raise APIError(400, "'top_logprobs': only allowed with logprobs: true (and log probabilities are not "
+                                "returned by ducktune serve)", param="top_logprobs", code="invalid_value")
+        if self.stream_options is not None and not self.stream:
+            raise APIError(400, "'stream_options': only allowed when 'stream' is true", param="stream_options",
+                           code="invalid_value")
+
+
+# Content part types OpenAI's chat API takes besides text: a text-only model cannot read them.
+NON_TEXT_PARTS = ("image_url", "input_audio", "file", "image", "audio", "video")
+
+
+def refuse_non_text_parts(data: dict) -> None:
+    """A 400 naming the first image/audio/file content part: pydantic's own error for one is
+    "Input should be a valid string (and 2 more problems)", about the other member of the union."""
+    messages = data.get("messages")
+    for i, message in enumerate(messages if isinstance(messages, list) else []):
+        parts = message.get("content") if isinstance(message, dict) else None
+        for j, part in enumerate(parts if isinstance(parts, list) else []):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in NON_TEXT_PARTS:
+                raise APIError(400, f"'messages.{i}.content.{j}': {kind} content parts are not supported: this is a "
+                                    "text-only model", param=f"messages.{i}.content.{j}", code="invalid_value")
+
 
 def parse_json_body(raw: bytes) -> Any:
     if not raw.strip():
@@ -182,8 +211,9 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
     data = parse_json_body(raw)
     if not isinstance(data, dict):
         raise APIError(400, "the request body must be a JSON object")
+    refuse_non_text_parts(data)
     try:
-        return ChatCompletionRequest.model_validate(data)
+        req = ChatCompletionRequest.model_validate(data)
     except ValidationError as err:
         first = err.errors()[0]
         param = ".".join(str(p) for p in first["loc"] if not _is_union_tag(p)) or None
@@ -196,6 +226,8 @@ def parse_chat_request(raw: bytes) -> ChatCompletionRequest:
         if extra:
             message += f" (and {extra} more problem{'s' if extra > 1 else ''})"
         raise APIError(400, message, param=param, code="invalid_value" if first["type"] != "missing" else "missing_required_parameter") from None
+    req.check_combinations()
+    return req
 
 
 def _is_union_tag(part) -> bool:
