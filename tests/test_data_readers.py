@@ -26,6 +26,18 @@ def test_json_array_records_keep_their_first_line(tmp_path):
     assert read.issues == []
 
 
+def test_records_of_a_one_line_json_array_are_told_apart_by_their_place(tmp_path):
+    """json.dump without indent writes the whole array on line 1: every problem said "file:1". Records
+    sharing a line are numbered by their place in the array, and the problems name them."""
+    path = tmp_path / "one-line.json"
+    path.write_text(json.dumps([{"instruction": "a", "output": "b"}, {"instruction": "c", "output": 3},
+                                {"instruction": "e", "output": "f"}]))
+    read = read_file(path)
+    assert [r.line for r in read.records] == ["1, record 1", "1, record 2", "1, record 3"]
+    (data,) = read_spec(DatasetSpec(path=str(path)))
+    assert [str(issue) for issue in data.issues] == [f"{path}:1, record 2: output: must be a string, got int"]
+
+
 def test_single_object_and_json_lines_saved_as_json(tmp_path):
     one = tmp_path / "one.json"
     one.write_text('\n{"text": "hello"}\n')

@@ -152,6 +152,7 @@ def read_json_text(name: str, text: str) -> ReadResult:
         result.issues.append(Issue(name, None, "(file)", "the JSON array is empty: no records"))
         return result
     line, line_pos = 1, 0
+    indexes: list[int] = []  # each kept record's place in the array (1-based)
     while True:
         try:
             value, end = decoder.raw_decode(text, pos)
@@ -172,10 +173,11 @@ def read_json_text(name: str, text: str) -> ReadResult:
             result.lost += 1
         else:
             records.append(Record(value, name, line))
+            indexes.append(result.lost + len(records))
         pos = _skip_ws(text, end)
         if pos >= len(text):
             result.issues.append(_broken(name, text, pos, "the array is not closed with ']'"))
-            return result
+            return _numbered(result, indexes)
         if text[pos] == ",":
             pos = _skip_ws(text, pos + 1)
             if pos < len(text) and text[pos] == "]":
@@ -193,6 +195,16 @@ def read_json_text(name: str, text: str) -> ReadResult:
     rest = _skip_ws(text, pos)
     if rest != len(text):
         result.issues.append(_broken(name, text, rest, "extra data after the closing ']'"))
+    return _numbered(result, indexes)
+
+
+def _numbered(result: ReadResult, indexes: list[int]) -> ReadResult:
+    """Records of an array written with several on one line (a one-line json.dump) are told apart by
+    their place in it: "file:1, record 5: output: missing", where every problem said "file:1"."""
+    records = result.records
+    if len({r.line for r in records}) < len(records):
+        for record, index in zip(records, indexes):
+            record.line = f"{record.line}, record {index}"
     return result
 
 

@@ -9,6 +9,8 @@ so later problems (too long, no trainable tokens) can still be reported precisel
 
 from __future__ import annotations
 
+import re
+
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
@@ -80,7 +82,7 @@ class Issue:
             return (self.file, -1, 0)
         if isinstance(line, int):
             return (self.file, line, 0)
-        numbers = [int(part) for part in line.replace("row", "").strip().split(":") if part.isdigit()]
+        numbers = [int(number) for number in re.findall(r"\d+", line)]  # "12:5", "row 12", "1, record 5"
         return (self.file, numbers[0] if numbers else 0, numbers[1] if len(numbers) > 1 else 0)
 
 
