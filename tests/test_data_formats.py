@@ -34,6 +34,22 @@ def test_alpaca_with_system_and_history():
     assert sample.fields == ["system", "history[0][0]", "history[0][1]", "instruction", "output"]
 
 
+def test_an_empty_user_message_is_a_problem_as_an_empty_instruction_is(tmp_path, capsys):
+    """A chat record whose user turn is empty or blank was trained (an answer to nothing), while the same
+    record as alpaca (empty instruction and input) or as a preference pair was refused."""
+    from data_support import run_cli, write_jsonl
+
+    path = write_jsonl(tmp_path / "e.jsonl", [
+        {"messages": [{"role": "user", "content": "   "}, {"role": "assistant", "content": "Hi"}]},
+        {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"},
+                      {"role": "user", "content": ""}, {"role": "assistant", "content": "b"}]}])
+    code, out, _ = run_cli(capsys, "data", "check", str(path), "--no-tokens")
+    assert code == 2
+    assert f"{path}:1: messages[0]: empty user message: the answer after it answers nothing" in out
+    assert f"{path}:2: messages[2]: empty user message: the answer after it answers nothing" in out
+    assert out.splitlines()[-1] == "Usable: no: 2 problems; no record can be trained as it is: fix them"
+
+
 def test_alpaca_empty_instruction_with_question_in_input():
     sample, issues = norm({"instruction": "", "input": "What is 2+2?", "output": "4"})
     assert issues == []

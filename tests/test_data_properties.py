@@ -101,12 +101,13 @@ def test_check_with_a_tokenizer_never_raises(qwen_format, value):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(value=st.lists(chats, min_size=1, max_size=4))
 def test_any_text_in_valid_chats_is_measured(qwen_format, value):
-    """Arbitrary Unicode in well-formed chats: usable exactly when every answer has text."""
+    """Arbitrary Unicode in well-formed chats: usable exactly when every question and answer has text."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "d.json"
         path.write_text(json.dumps(value), encoding="utf-8")
         report = check_data(load_config(None, [f"data.datasets=[{path}]"]), qwen_format)
-    answered = all(record["messages"][-1]["content"].strip() for record in value)
+    answered = all(record["messages"][-1]["content"].strip() and record["messages"][-2]["content"].strip()
+                   for record in value)
     assert report.usable == answered
     if answered:
         assert report.tokens.samples == len(value)

@@ -116,7 +116,8 @@ def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool,
     if issues and not skip_bad:
         good = report.samples - sum(1 for i in issues if i.field == "(template)")
         turn_on = "pass" if skip_bad_option.startswith("--") else "turn on"
-        report.verdict = f"{n}; fix them, or {turn_on} {skip_bad_option} to train on the {good:,} good sample{'s' if good != 1 else ''}"
+        report.verdict = f"{n}; fix them, or {turn_on} {skip_bad_option} to train on the {good:,} good sample{'s' if good != 1 else ''}" \
+            if good else f"{n}; no record can be trained as it is: fix them"
         return
     try:
         report.loaded = assemble(config.data, per_dataset, seed, skip_bad, options, report.objective)

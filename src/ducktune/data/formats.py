@@ -255,6 +255,9 @@ def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt
             continue
         last = i
         if role == "user":
+            if not message.content.strip():  # as alpaca's empty instruction and a pair's empty prompt are
+                issues.append(record.issue(fields[i], "empty user message: the answer after it answers nothing"))
+                return None
             has_user = True
         elif not message.content.strip():
             issues.append(record.issue(fields[i], "empty assistant answer"))
