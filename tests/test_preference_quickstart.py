@@ -36,9 +36,21 @@ def test_dpo_quickstart_builds_pairs_from_base_answers_and_reports_held_out_accu
 
     # DPO on top of the first run's adapter: the reference is that adapter, so the held-out rewards
     # are measured against it.
-    on_top = run_preference_quickstart(out=str(tmp_path / "dpo2"), adapter=str(tmp_path / "dpo"), export=False,
-                                       settings=settings)
-    assert on_top["started_from"] == str(tmp_path / "dpo")
+    # Named relative to the working folder, as `ducktune quickstart --adapter runs/quickstart` does.
+    monkeypatch.chdir(tmp_path)
+    on_top = run_preference_quickstart(out=str(tmp_path / "dpo2"), adapter="dpo", export=False, settings=settings)
+    assert on_top["started_from"] == "dpo"
+    # The run's config.yaml names that adapter absolutely (eval from another folder used the base model as
+    # the reference) and its held-out pairs as the validation split `ducktune eval` scores.
+    from ducktune.config import load_config
+    from ducktune.data.loader import load_data
+
+    monkeypatch.chdir(tmp_path / "cache")
+    recorded = load_config(tmp_path / "dpo2" / "config.yaml")
+    assert recorded.model.adapter == str(tmp_path / "dpo")
+    assert recorded.data.val_file == str(tmp_path / "dpo2" / "held_out_pairs.json")
+    held_on_top = json.loads((tmp_path / "dpo2" / "held_out_pairs.json").read_text(encoding="utf-8"))
+    assert len(load_data(recorded.data, seed=0, objective="preference").val) == len(held_on_top)
 
 
 @pytest.mark.slow

@@ -312,7 +312,8 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
 
     started = time.perf_counter()
     config = load_config(None, DPO_SETTINGS + list(settings))
-    config.output.dir, config.model.adapter = out, adapter
+    # Absolute: the run's config.yaml names the adapter eval and chat load as the reference, from any folder.
+    config.output.dir, config.model.adapter = out, os.path.abspath(adapter) if adapter else None
     _set_option(config.train, "num_epochs", epochs, "--epochs")
     if adapter:  # refused before anything is printed or written
         from ducktune.models.sources import resolve_model
@@ -337,6 +338,8 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
         write_json(run.path / "held_out_pairs.json", held_out)
         shutil.rmtree(data_file.parent, ignore_errors=True)
         config.data.datasets = [DatasetSpec(path="pairs.json")]  # relative to config.yaml
+        # The held-out pairs as the run's validation split: `ducktune eval RUN` scores them as the demo did.
+        config.data.val_ratio, config.data.val_file = 0.0, "held_out_pairs.json"
         write_text(run.config_yaml, dump_config(config))
         summary = _preference_summary(run, config, result.comparison, train_pairs, held_out, adapter)
         summary["seconds"] = round(time.perf_counter() - started, 1)
