@@ -215,3 +215,37 @@ def test_chart_axes_reach_every_point_and_preference_results_show(browser, ui):
     assert "Not measured for this run" in panel
     assert problems == []
     page.close()
+
+
+@pytest.fixture
+def blank_ui(tmp_path):
+    """An in-process UI over an empty runs folder (no model loaded, no training)."""
+    from ducktune.ui.app import create_ui_app
+
+    with thread_server(create_ui_app(tmp_path / "runs"), free_port()) as url:
+        yield url
+
+
+def test_form_errors_mark_their_field_and_bring_it_into_view(browser, blank_ui):
+    """The server's `form: train.learning_rate: ...` marked no field (the key was read as `train`): the
+    message landed in #form-errors below the fold. Now the field is marked, scrolled to and focused;
+    a nested value's problem (data.datasets.0.repeat) marks its option, naming the entry."""
+    page, problems = open_page(browser, blank_ui)
+    page.click(".tabs button[data-tab=train]")
+    page.fill("#opt-train\\.learning_rate", "-0.001")
+    page.click("#train-start")
+    row = page.wait_for_selector(".opt.invalid[data-key='train.learning_rate'] .err")
+    assert row.inner_text().startswith("Input should be greater than 0")
+    assert page.evaluate("document.activeElement.id") == "opt-train.learning_rate"
+    assert page.evaluate("""() => { const r = document.querySelector("#opt-train\\\\.learning_rate").getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= innerHeight; }""")
+    assert page.inner_text("#form-errors") == ""
+    page.fill("#opt-train\\.learning_rate", "0.0001")
+    page.fill("#opt-data\\.datasets", "- path: a.json\n  repeat: -1")
+    page.click("#train-yaml")
+    page.wait_for_selector(".opt.invalid[data-key='data.datasets'] .err")
+    assert page.locator(".opt.invalid").count() == 1  # the fixed field is no longer marked
+    assert page.inner_text(".opt.invalid .err").startswith("0.repeat: Input should be greater than 0")
+    assert page.evaluate("document.activeElement.id") == "opt-data.datasets"
+    assert [p for p in problems if "status of 400" not in p] == []  # the 400s are the point
+    page.close()

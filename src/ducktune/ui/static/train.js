@@ -65,20 +65,29 @@ export function formValues() {
   return values;
 }
 
+// Each "form: key: problem" line goes next to its field (the server names nested values too:
+// data.datasets.0.repeat belongs to data.datasets); the first marked field is scrolled to and
+// focused, since #form-errors sits below the fold. Lines naming no field stay in #form-errors.
 function showErrors(message) {
   document.querySelectorAll(".opt.invalid").forEach((o) => { o.classList.remove("invalid"); o.querySelector(".err")?.remove(); });
   const general = [];
+  let first = null;
   for (const line of (message || "").split("\n").filter(Boolean)) {
-    const match = line.match(/^form: ([\w.]+?)(?:\.\d+)?(?:\.[\w]+)?: (.*)$/) || line.match(/^form: ([\w.]+): (.*)$/);
+    const match = line.match(/^form: ([\w.]+): (.*)$/);
     const key = match && fields.find((f) => match[1] === f.key || match[1].startsWith(f.key + "."))?.key;
     const row = key && document.querySelector(`.opt[data-key="${key}"]`);
-    if (row) {
-      row.classList.add("invalid");
-      row.append(el("div", { class: "err", text: match[2] }));
-      if (row.classList.contains("advanced")) $("#show-advanced").checked = true, $("#train-form").classList.add("show-all");
-    } else general.push(line);
+    if (!row) { general.push(line); continue; }
+    const where = match[1].slice(key.length + 1);  // "0.repeat" of data.datasets.0.repeat
+    row.classList.add("invalid");
+    row.append(el("div", { class: "err", text: where ? `${where}: ${match[2]}` : match[2] }));
+    if (row.classList.contains("advanced")) $("#show-advanced").checked = true, $("#train-form").classList.add("show-all");
+    first = first || row;
   }
   $("#form-errors").textContent = general.join("\n");
+  if (first) {
+    first.scrollIntoView({ block: "center" });
+    document.getElementById(`opt-${first.dataset.key}`)?.focus({ preventScroll: true });
+  }
 }
 
 export async function initTrain(shared) {
