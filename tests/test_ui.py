@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -149,6 +151,34 @@ def test_data_tab_verdict_names_the_forms_option_not_the_cli_flag(client, tmp_pa
     assert check["verdict"] == "1 problem; fix them, or turn on data.skip_bad to train on the 1 good sample"
     code, out, _ = run_cli(capsys, "data", "check", str(path))
     assert code == 2 and out.splitlines()[-1] == "Usable: no: 1 problem; fix them, or pass --skip-bad to train on the 1 good sample"
+
+
+def test_a_long_check_does_not_hold_up_a_preview(client, tiny_qwen, tmp_path, monkeypatch):
+    """A check held the tokenizer's lock from start to end: while a 300 MB file was checked (4 min), a
+    preview of a 5-record file waited for it. The check now uses its own copy of the tokenizer."""
+    import ducktune.data.check as check_module
+
+    real, entered, release = check_module.check_data, threading.Event(), threading.Event()
+
+    def slow_check(*args, **kwargs):  # a check that takes as long as the test wants
+        entered.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check_module, "check_data", slow_check)
+    path = write_dataset(tmp_path / "d.json")
+    body = {"path": str(path), "model": str(tiny_qwen), "cutoff_len": 12}
+    with ThreadPoolExecutor(2) as pool:
+        checking = pool.submit(client.post, "/api/data/check", json=body)
+        try:
+            assert entered.wait(60)
+            previewing = pool.submit(client.post, "/api/data/preview", json={**body, "count": 1})
+            preview = previewing.result(timeout=30)  # before: blocked until the check ended
+        finally:
+            release.set()
+        check = checking.result(timeout=60)
+    assert preview.status_code == 200 and preview.json()["rows"][0]["tokens"] > 0
+    assert check.status_code == 200 and check.json()["tokens"]["truncated"] > 0 and check.json()["samples"] == len(QA)
 
 
 def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):

@@ -249,3 +249,27 @@ def test_form_errors_mark_their_field_and_bring_it_into_view(browser, blank_ui):
     assert page.evaluate("document.activeElement.id") == "opt-data.datasets"
     assert [p for p in problems if "status of 400" not in p] == []  # the 400s are the point
     page.close()
+
+
+def test_check_button_is_busy_while_a_check_runs(browser, blank_ui, tiny_qwen, tmp_path):
+    """A check of a big file takes minutes: the page kept saying "No dataset checked yet" and the Check
+    button stayed enabled (a second click started a second full check). The check is held here."""
+    page, problems = open_page(browser, blank_ui)
+    page.click(".tabs button[data-tab=train]")
+    page.fill("#opt-model\\.name_or_path", str(tiny_qwen))
+    page.click(".tabs button[data-tab=data]")
+    held = []
+    page.route("**/api/data/check", lambda route: held.append(route))
+    page.set_input_files("#data-file", str(write_dataset(tmp_path / "duckling.json")))
+    page.wait_for_function("document.querySelector('#data-check').disabled")
+    assert page.inner_text("#data-check") == "Checking…"
+    assert page.inner_text("#data-summary") == "Checking… duckling.json"
+    page.click("#data-check", force=True)  # a disabled button starts nothing
+    page.wait_for_timeout(200)
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_selector("#data-verdict.ok")
+    assert page.is_enabled("#data-check") and page.inner_text("#data-check") == "Check"
+    page.wait_for_selector("#preview-samples .sample")
+    assert not problems, problems
+    page.close()
