@@ -273,3 +273,36 @@ def test_check_button_is_busy_while_a_check_runs(browser, blank_ui, tiny_qwen, t
     page.wait_for_selector("#preview-samples .sample")
     assert not problems, problems
     page.close()
+
+
+def test_a_stopped_run_is_announced_and_keeps_its_folder(browser, blank_ui):
+    """The page reacted to a job's end only straight from "running": a stop goes running -> stopping ->
+    stopped, so no toast came and the Runs and Chat lists stayed stale. The statuses are played here."""
+    job = {"state": "running"}
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    page.route("**/api/train/status", lambda route: route.fulfill(json={
+        "kind": "train", "state": job["state"], "target": "/runs/long", "command": "ducktune train long.yaml",
+        "progress": {"step": 5, "total": 100}, "log": "training", "metrics": []}))
+    page.goto(blank_ui + "/#train")
+    page.wait_for_selector("body[data-ready='1']")
+    page.evaluate("window.changed = 0; document.addEventListener('runschanged', () => window.changed++)")
+    page.wait_for_selector("#train-state.running")
+    page.fill("#opt-output\\.dir", "long")
+    job["state"] = "stopping"
+    page.wait_for_selector("#train-state.stopping")
+    job["state"] = "stopped"
+    page.wait_for_selector("#train-state.stopped")
+    page.wait_for_selector("#toast:not(.hidden)")
+    assert page.inner_text("#toast").startswith("Training stopped.")
+    assert page.evaluate("window.changed") == 1
+    assert page.input_value("#opt-output\\.dir") == "long"  # Start resumes it there
+    page.close()
+    # A reloaded page shows the stopped job's folder too; a finished job's settings get a fresh one.
+    for job["state"], kept in (("stopped", True), ("completed", False)):
+        page = browser.new_page()
+        page.route("**/api/train/status", lambda route: route.fulfill(json={
+            "kind": "train", "state": job["state"], "target": "/runs/long", "log": "", "form": {"output.dir": "long"}}))
+        page.goto(blank_ui + "/#train")
+        page.wait_for_selector(f"#train-state.{job['state']}")
+        assert (page.input_value("#opt-output\\.dir") == "long") == kept, job
+        page.close()

@@ -152,7 +152,8 @@ function showYamlLink(name) {
 }
 
 // A page opened (or reloaded) shows the settings of the job running or last run, not the defaults
-// (with a fresh output.dir once that job is over: its folder holds a run already).
+// (with a fresh output.dir once that job is over: its folder holds a run already; a stopped run keeps
+// its folder, where Start resumes it).
 function restoreForm(status) {
   if (formRestored || !status.form) return;
   formRestored = true;
@@ -165,7 +166,7 @@ function restoreForm(status) {
     else input.value = value ?? "";
   }
   if (status.yaml_name) showYamlLink(status.yaml_name);
-  if (status.state !== "running" && status.state !== "stopping") $("#opt-output\\.dir").value = defaultRunDir;
+  if (!jobActive(status.state) && status.state !== "stopped") $("#opt-output\\.dir").value = defaultRunDir;
 }
 
 async function poll() {
@@ -176,6 +177,8 @@ async function poll() {
   render(status);
   pollTimer = setTimeout(poll, status.state === "running" || status.state === "stopping" ? 1000 : 4000);
 }
+
+function jobActive(state) { return state === "running" || state === "stopping"; }
 
 function render(status) {
   const state = status.state;
@@ -201,11 +204,17 @@ function render(status) {
     log.textContent = status.log || "";
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
-  if (lastState === "running" && state !== "running" && state !== "stopping") {
-    if (state === "completed") toast(t("train.done"));
-    else toast(`${t(`state.${state}`)}: ${(status.log || "").trim().split("\n").slice(-1)[0] || ""}`, state === "failed");
-    api("api/info").then((info) => { $("#opt-output\\.dir").value = info.default_run_dir; });
-    document.dispatchEvent(new CustomEvent("runschanged"));
-  }
+  if (jobActive(lastState) && !jobActive(state)) jobEnded(status);
   lastState = state;
+}
+
+// A run just ended (seen by this page): say how, refresh the run lists, and offer a fresh output folder,
+// except after a stop: that run is resumable, and Start with the same settings, folder included, resumes it.
+function jobEnded(status) {
+  const state = status.state;
+  if (state === "completed") toast(t("train.done"));
+  else if (state === "stopped") toast(t("train.stopped"));
+  else toast(`${t(`state.${state}`)}: ${(status.log || "").trim().split("\n").slice(-1)[0] || ""}`, state === "failed");
+  if (state !== "stopped") api("api/info").then((info) => { $("#opt-output\\.dir").value = info.default_run_dir; });
+  document.dispatchEvent(new CustomEvent("runschanged"));
 }
