@@ -181,6 +181,23 @@ def test_a_long_check_does_not_hold_up_a_preview(client, tiny_qwen, tmp_path, mo
     assert check.status_code == 200 and check.json()["tokens"]["truncated"] > 0 and check.json()["samples"] == len(QA)
 
 
+def test_check_says_whether_skipping_bad_records_would_help(client, tmp_path):
+    """The Data tab offered "turn on data.skip_bad to train on the good ones" under every problem list,
+    also where skipping cannot help: a UTF-16 or invalid JSON file (skipping drops records, not files),
+    an empty file, no good record. The check says when it helps, as the verdict does."""
+    good, bad = {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi", "output": 3}
+    files = {"one-bad.json": json.dumps([good, bad]).encode(), "bad-line.jsonl": json.dumps(good).encode() + b"\n{oops\n",
+             "utf16.json": json.dumps([good]).encode("utf-16"), "broken.json": b'[{"instruction": ',
+             "empty.json": b"", "all-bad.json": json.dumps([bad]).encode(), "fine.json": json.dumps([good]).encode()}
+    helps = {}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        check = client.post("/api/data/check", json={"path": str(tmp_path / name)}).json()
+        helps[name] = check["skip_bad_helps"]
+        assert helps[name] == ("turn on data.skip_bad" in check["verdict"]), (name, check["verdict"])
+    assert [name for name, yes in helps.items() if yes] == ["one-bad.json", "bad-line.jsonl"]
+
+
 def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):
     path = write_dataset(tmp_path / "d.json")
     result = client.post("/api/data/preview", json={"path": str(path), "model": str(tiny_qwen), "start": 1, "count": 2}).json()

@@ -7,6 +7,7 @@ Set DUCKTUNE_SCREENSHOTS=docs to also write the screenshots used by the README.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -306,3 +307,22 @@ def test_a_stopped_run_is_announced_and_keeps_its_folder(browser, blank_ui):
         page.wait_for_selector(f"#train-state.{job['state']}")
         assert (page.input_value("#opt-output\\.dir") == "long") == kept, job
         page.close()
+
+
+def test_skip_bad_is_offered_only_where_it_helps(browser, blank_ui, tiny_qwen, tmp_path):
+    """Under a UTF-16 file's one problem the page said "turn on data.skip_bad to train on the good ones",
+    which the verdict beside it said does not help (skipping drops records, not files)."""
+    page, problems = open_page(browser, blank_ui)
+    page.click(".tabs button[data-tab=train]")
+    page.fill("#opt-model\\.name_or_path", str(tiny_qwen))
+    page.click(".tabs button[data-tab=data]")
+    good, bad = {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi", "output": 3}
+    (tmp_path / "utf16.json").write_text(json.dumps([good]), encoding="utf-16")
+    (tmp_path / "one-bad.json").write_text(json.dumps([good, bad]))
+    for name, hint in (("utf16.json", "Fix these problems:"), ("one-bad.json", "turn on data.skip_bad")):
+        page.set_input_files("#data-file", str(tmp_path / name))
+        page.wait_for_selector(f"#data-issues li:has-text('{name}')")  # this file's result is shown
+        assert hint in page.inner_text("#data-issues-hint"), name
+        page.wait_for_selector("#data-check:enabled")
+    assert [p for p in problems if "status of 400" not in p] == []
+    page.close()

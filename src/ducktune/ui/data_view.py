@@ -51,6 +51,7 @@ def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None,
         "issue_count": len(issues),
         "ok": report.usable,
         "verdict": report.verdict,
+        "skip_bad_helps": report.skipping_helps,  # the page offers data.skip_bad only where it would train
         "tokens": None if report.tokens is None else {**report.tokens.as_json(), "model": model},
     }
 

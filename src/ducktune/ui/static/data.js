@@ -92,7 +92,8 @@ export function initData(shared) {
         ` · ${c.tokens.truncated} ${t("data.cut_at")} ${c.tokens.cutoff}` }) : null,
       el("div", { class: `badge ${c.ok ? "ok" : "bad"}`, id: "data-verdict",
         text: c.ok ? `✓ ${t("data.ok")}` : (c.verdict || `${c.issue_count} ${t("data.problems")}`) }),
-      c.issue_count ? el("p", { class: "hint", text: t("data.has_problems") }) : null].filter(Boolean));
+      c.issue_count ? el("p", { class: "hint", id: "data-issues-hint",
+        text: t(c.skip_bad_helps ? "data.has_problems" : "data.fix_problems") }) : null].filter(Boolean));
     $("#data-issues").replaceChildren(...c.issues.map((line) => el("li", { text: line })));
   }
 
