@@ -75,6 +75,19 @@ def test_form_values_become_the_yaml_that_train_reads(client, tmp_path):
     assert config.train.batch_size == 4  # untouched options keep the schema's default
 
 
+def test_form_values_show_datasets_as_they_are_typed():
+    """A reloaded form showed `- {"path": ..., "format": "auto", "columns": {}, "tags": {}, "repeat": 1, ...}`
+    for a dataset given as `- path`: only the options a dataset sets are given back, a bare path as itself."""
+    from ducktune.ui.form import config_from_form, form_values
+
+    typed = "- a.json\n- path: b.jsonl\n  repeat: 2\n  columns: {instruction: q}"
+    config = config_from_form({"data.datasets": typed})
+    values = form_values(config)
+    assert values["data.datasets"] == ["a.json", {"path": "b.jsonl", "columns": {"instruction": "q"}, "repeat": 2.0}]
+    again = config_from_form({"data.datasets": yaml.safe_dump(values["data.datasets"])})
+    assert again.data.datasets == config.data.datasets
+
+
 def test_form_errors_name_the_option(client):
     response = client.post("/api/config/validate", json={"train.learning_rate": -1, "train.method": "magic",
                                                           "lora.target_modules": "[unclosed"})
@@ -335,6 +348,7 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
     # A page reloaded now gets the running job's settings and YAML, not the form's defaults.
     assert status["yaml_name"] == started["yaml_name"] and status["form"]["train.max_steps"] == 2000
     assert status["form"]["output.dir"] == str(run_dir) and status["form"]["train.batch_size"] == 2
+    assert status["form"]["data.datasets"] == [str(data)]  # as typed, not every option's default spelled out
     assert status["command"] == f"ducktune train {saved}"
     assert [m["step"] for m in status["metrics"]][:3] == [1, 2, 3]
 
