@@ -326,3 +326,19 @@ def test_skip_bad_is_offered_only_where_it_helps(browser, blank_ui, tiny_qwen, t
         page.wait_for_selector("#data-check:enabled")
     assert [p for p in problems if "status of 400" not in p] == []
     page.close()
+
+
+def test_loss_chart_labels_differ_for_a_small_loss_range(browser, blank_ui):
+    """Three significant digits labelled ticks 0.005 apart 9.9, 9.91, 9.91, 9.92, 9.92: the labels now
+    carry the decimals of the tick step."""
+    page, problems = open_page(browser, blank_ui)
+    labels = page.evaluate("""async () => { const m = await import('./static/util.js');
+        const chart = document.querySelector('#train-chart');
+        m.drawLossChart(chart, [9.919, 9.915, 9.911, 9.908, 9.902].map((loss, i) => ({ step: i + 1, loss })), '');
+        return [[...chart.querySelectorAll('text.y-label')].map((t) => t.textContent),
+                m.tickLabels([0, 0.5, 1]), m.tickLabels([1, 2, 3]), m.tickLabels([0.1, 0.125, 0.15]),
+                m.tickLabels([2e-7, 4e-7]), m.tickLabels([-0.2, 0, 0.2])]; }""")
+    assert labels == [["9.900", "9.905", "9.910", "9.915", "9.920"], ["0.0", "0.5", "1.0"], ["1", "2", "3"],
+                      ["0.100", "0.125", "0.150"], ["0.0000002", "0.0000004"], ["-0.2", "0.0", "0.2"]]
+    assert not problems, problems
+    page.close()
