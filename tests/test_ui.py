@@ -371,6 +371,20 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
     assert yaml.safe_load(saved.read_text())["output"]["dir"] == str(run_dir)
 
 
+def test_runs_list_shows_the_step_a_stopped_run_reached(client, runs_dir):
+    """A run stopped at step 2024 (the Train tab's count, and its last checkpoint) was listed with 2020,
+    its last logged step."""
+    run = runs_dir / "stopped"
+    for step in (2000, 2024):
+        (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    (run / "checkpoints" / "incomplete-checkpoint-2030").mkdir()  # set aside: no step it names counts
+    (run / "run.json").write_text(json.dumps({"status": "interrupted", "method": "lora"}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (2010, 2020)))
+    rows = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert rows["stopped"]["steps"] == 2024 and rows["stopped"]["status"] == "interrupted"
+    assert rows["duckling"]["steps"] == json.loads((runs_dir / "duckling" / "run.json").read_text())["result"]["global_step"]
+
+
 def test_other_sites_cannot_drive_the_ui(client):
     """CSRF and DNS rebinding: a page from another origin must not start training."""
     values = {"train.max_steps": 1}
