@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,19 @@ def test_form_values_become_the_yaml_that_train_reads(client, tmp_path):
     assert [d.path for d in config.data.datasets] == ["a.json", "b.jsonl"] and config.data.datasets[1].repeat == 2
     assert config.lora.target_modules == ["q_proj", "v_proj"]
     assert config.train.batch_size == 4  # untouched options keep the schema's default
+
+
+def test_form_values_show_datasets_as_they_are_typed():
+    """A reloaded form showed `- {"path": ..., "format": "auto", "columns": {}, "tags": {}, "repeat": 1, ...}`
+    for a dataset given as `- path`: only the options a dataset sets are given back, a bare path as itself."""
+    from ducktune.ui.form import config_from_form, form_values
+
+    typed = "- a.json\n- path: b.jsonl\n  repeat: 2\n  columns: {instruction: q}"
+    config = config_from_form({"data.datasets": typed})
+    values = form_values(config)
+    assert values["data.datasets"] == ["a.json", {"path": "b.jsonl", "columns": {"instruction": "q"}, "repeat": 2.0}]
+    again = config_from_form({"data.datasets": yaml.safe_dump(values["data.datasets"])})
+    assert again.data.datasets == config.data.datasets
 
 
 def test_form_errors_name_the_option(client):
@@ -149,6 +164,51 @@ def test_data_tab_verdict_names_the_forms_option_not_the_cli_flag(client, tmp_pa
     assert check["verdict"] == "1 problem; fix them, or turn on data.skip_bad to train on the 1 good sample"
     code, out, _ = run_cli(capsys, "data", "check", str(path))
     assert code == 2 and out.splitlines()[-1] == "Usable: no: 1 problem; fix them, or pass --skip-bad to train on the 1 good sample"
+
+
+def test_a_long_check_does_not_hold_up_a_preview(client, tiny_qwen, tmp_path, monkeypatch):
+    """A check held the tokenizer's lock from start to end: while a 300 MB file was checked (4 min), a
+    preview of a 5-record file waited for it. The check now uses its own copy of the tokenizer."""
+    import ducktune.data.check as check_module
+
+    real, entered, release = check_module.check_data, threading.Event(), threading.Event()
+
+    def slow_check(*args, **kwargs):  # a check that takes as long as the test wants
+        entered.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(check_module, "check_data", slow_check)
+    path = write_dataset(tmp_path / "d.json")
+    body = {"path": str(path), "model": str(tiny_qwen), "cutoff_len": 12}
+    with ThreadPoolExecutor(2) as pool:
+        checking = pool.submit(client.post, "/api/data/check", json=body)
+        try:
+            assert entered.wait(60)
+            previewing = pool.submit(client.post, "/api/data/preview", json={**body, "count": 1})
+            preview = previewing.result(timeout=30)  # before: blocked until the check ended
+        finally:
+            release.set()
+        check = checking.result(timeout=60)
+    assert preview.status_code == 200 and preview.json()["rows"][0]["tokens"] > 0
+    assert check.status_code == 200 and check.json()["tokens"]["truncated"] > 0 and check.json()["samples"] == len(QA)
+
+
+def test_check_says_whether_skipping_bad_records_would_help(client, tmp_path):
+    """The Data tab offered "turn on data.skip_bad to train on the good ones" under every problem list,
+    also where skipping cannot help: a UTF-16 or invalid JSON file (skipping drops records, not files),
+    an empty file, no good record. The check says when it helps, as the verdict does."""
+    good, bad = {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi", "output": 3}
+    files = {"one-bad.json": json.dumps([good, bad]).encode(), "bad-line.jsonl": json.dumps(good).encode() + b"\n{oops\n",
+             "utf16.json": json.dumps([good]).encode("utf-16"), "broken.json": b'[{"instruction": ',
+             "empty.json": b"", "all-bad.json": json.dumps([bad]).encode(), "fine.json": json.dumps([good]).encode()}
+    helps = {}
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+        check = client.post("/api/data/check", json={"path": str(tmp_path / name)}).json()
+        helps[name] = check["skip_bad_helps"]
+        assert helps[name] == ("turn on data.skip_bad" in check["verdict"]), (name, check["verdict"])
+    assert [name for name, yes in helps.items() if yes] == ["one-bad.json", "bad-line.jsonl"]
 
 
 def test_preview_marks_exactly_the_assistant_answers(client, tiny_qwen, tmp_path):
@@ -288,6 +348,7 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
     # A page reloaded now gets the running job's settings and YAML, not the form's defaults.
     assert status["yaml_name"] == started["yaml_name"] and status["form"]["train.max_steps"] == 2000
     assert status["form"]["output.dir"] == str(run_dir) and status["form"]["train.batch_size"] == 2
+    assert status["form"]["data.datasets"] == [str(data)]  # as typed, not every option's default spelled out
     assert status["command"] == f"ducktune train {saved}"
     assert [m["step"] for m in status["metrics"]][:3] == [1, 2, 3]
 
@@ -308,6 +369,20 @@ def test_train_starts_the_cli_on_the_saved_yaml_and_stops_resumably(client, runs
     assert info["status"] == "interrupted"  # Ctrl-C semantics: resumable with the same command
     assert (run_dir / "config.yaml").read_text() == saved.read_text()
     assert yaml.safe_load(saved.read_text())["output"]["dir"] == str(run_dir)
+
+
+def test_runs_list_shows_the_step_a_stopped_run_reached(client, runs_dir):
+    """A run stopped at step 2024 (the Train tab's count, and its last checkpoint) was listed with 2020,
+    its last logged step."""
+    run = runs_dir / "stopped"
+    for step in (2000, 2024):
+        (run / "checkpoints" / f"checkpoint-{step}").mkdir(parents=True)
+    (run / "checkpoints" / "incomplete-checkpoint-2030").mkdir()  # set aside: no step it names counts
+    (run / "run.json").write_text(json.dumps({"status": "interrupted", "method": "lora"}))
+    (run / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (2010, 2020)))
+    rows = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert rows["stopped"]["steps"] == 2024 and rows["stopped"]["status"] == "interrupted"
+    assert rows["duckling"]["steps"] == json.loads((runs_dir / "duckling" / "run.json").read_text())["result"]["global_step"]
 
 
 def test_other_sites_cannot_drive_the_ui(client):

@@ -7,6 +7,7 @@ Set DUCKTUNE_SCREENSHOTS=docs to also write the screenshots used by the README.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -214,4 +215,130 @@ def test_chart_axes_reach_every_point_and_preference_results_show(browser, ui):
     assert "Held-out pairs: 4; DPO reward against base: accuracy 100 %, mean margin 0.319." in panel
     assert "Not measured for this run" in panel
     assert problems == []
+    page.close()
+
+
+@pytest.fixture
+def blank_ui(tmp_path):
+    """An in-process UI over an empty runs folder (no model loaded, no training)."""
+    from ducktune.ui.app import create_ui_app
+
+    with thread_server(create_ui_app(tmp_path / "runs"), free_port()) as url:
+        yield url
+
+
+def test_form_errors_mark_their_field_and_bring_it_into_view(browser, blank_ui):
+    """The server's `form: train.learning_rate: ...` marked no field (the key was read as `train`): the
+    message landed in #form-errors below the fold. Now the field is marked, scrolled to and focused;
+    a nested value's problem (data.datasets.0.repeat) marks its option, naming the entry."""
+    page, problems = open_page(browser, blank_ui)
+    page.click(".tabs button[data-tab=train]")
+    page.fill("#opt-train\\.learning_rate", "-0.001")
+    page.click("#train-start")
+    row = page.wait_for_selector(".opt.invalid[data-key='train.learning_rate'] .err")
+    assert row.inner_text().startswith("Input should be greater than 0")
+    assert page.evaluate("document.activeElement.id") == "opt-train.learning_rate"
+    assert page.evaluate("""() => { const r = document.querySelector("#opt-train\\\\.learning_rate").getBoundingClientRect();
+        return r.top >= 0 && r.bottom <= innerHeight; }""")
+    assert page.inner_text("#form-errors") == ""
+    page.fill("#opt-train\\.learning_rate", "0.0001")
+    page.fill("#opt-data\\.datasets", "- path: a.json\n  repeat: -1")
+    page.click("#train-yaml")
+    page.wait_for_selector(".opt.invalid[data-key='data.datasets'] .err")
+    assert page.locator(".opt.invalid").count() == 1  # the fixed field is no longer marked
+    assert page.inner_text(".opt.invalid .err").startswith("0.repeat: Input should be greater than 0")
+    assert page.evaluate("document.activeElement.id") == "opt-data.datasets"
+    assert [p for p in problems if "status of 400" not in p] == []  # the 400s are the point
+    page.close()
+
+
+def test_check_button_is_busy_while_a_check_runs(browser, blank_ui, tiny_qwen, tmp_path):
+    """A check of a big file takes minutes: the page kept saying "No dataset checked yet" and the Check
+    button stayed enabled (a second click started a second full check). The check is held here."""
+    page, problems = open_page(browser, blank_ui)
+    page.click(".tabs button[data-tab=train]")
+    page.fill("#opt-model\\.name_or_path", str(tiny_qwen))
+    page.click(".tabs button[data-tab=data]")
+    held = []
+    page.route("**/api/data/check", lambda route: held.append(route))
+    page.set_input_files("#data-file", str(write_dataset(tmp_path / "duckling.json")))
+    page.wait_for_function("document.querySelector('#data-check').disabled")
+    assert page.inner_text("#data-check") == "Checking…"
+    assert page.inner_text("#data-summary") == "Checking… duckling.json"
+    page.click("#data-check", force=True)  # a disabled button starts nothing
+    page.wait_for_timeout(200)
+    assert len(held) == 1
+    held[0].continue_()
+    page.wait_for_selector("#data-verdict.ok")
+    assert page.is_enabled("#data-check") and page.inner_text("#data-check") == "Check"
+    page.wait_for_selector("#preview-samples .sample")
+    assert not problems, problems
+    page.close()
+
+
+def test_a_stopped_run_is_announced_and_keeps_its_folder(browser, blank_ui):
+    """The page reacted to a job's end only straight from "running": a stop goes running -> stopping ->
+    stopped, so no toast came and the Runs and Chat lists stayed stale. The statuses are played here."""
+    job = {"state": "running"}
+    page = browser.new_page(viewport={"width": 1360, "height": 900})
+    page.route("**/api/train/status", lambda route: route.fulfill(json={
+        "kind": "train", "state": job["state"], "target": "/runs/long", "command": "ducktune train long.yaml",
+        "progress": {"step": 5, "total": 100}, "log": "training", "metrics": []}))
+    page.goto(blank_ui + "/#train")
+    page.wait_for_selector("body[data-ready='1']")
+    page.evaluate("window.changed = 0; document.addEventListener('runschanged', () => window.changed++)")
+    page.wait_for_selector("#train-state.running")
+    page.fill("#opt-output\\.dir", "long")
+    job["state"] = "stopping"
+    page.wait_for_selector("#train-state.stopping")
+    job["state"] = "stopped"
+    page.wait_for_selector("#train-state.stopped")
+    page.wait_for_selector("#toast:not(.hidden)")
+    assert page.inner_text("#toast").startswith("Training stopped.")
+    assert page.evaluate("window.changed") == 1
+    assert page.input_value("#opt-output\\.dir") == "long"  # Start resumes it there
+    page.close()
+    # A reloaded page shows the stopped job's folder too; a finished job's settings get a fresh one.
+    for job["state"], kept in (("stopped", True), ("completed", False)):
+        page = browser.new_page()
+        page.route("**/api/train/status", lambda route: route.fulfill(json={
+            "kind": "train", "state": job["state"], "target": "/runs/long", "log": "", "form": {"output.dir": "long"}}))
+        page.goto(blank_ui + "/#train")
+        page.wait_for_selector(f"#train-state.{job['state']}")
+        assert (page.input_value("#opt-output\\.dir") == "long") == kept, job
+        page.close()
+
+
+def test_skip_bad_is_offered_only_where_it_helps(browser, blank_ui, tiny_qwen, tmp_path):
+    """Under a UTF-16 file's one problem the page said "turn on data.skip_bad to train on the good ones",
+    which the verdict beside it said does not help (skipping drops records, not files)."""
+    page, problems = open_page(browser, blank_ui)
+    page.click(".tabs button[data-tab=train]")
+    page.fill("#opt-model\\.name_or_path", str(tiny_qwen))
+    page.click(".tabs button[data-tab=data]")
+    good, bad = {"instruction": "Hi", "output": "Hello"}, {"instruction": "Hi", "output": 3}
+    (tmp_path / "utf16.json").write_text(json.dumps([good]), encoding="utf-16")
+    (tmp_path / "one-bad.json").write_text(json.dumps([good, bad]))
+    for name, hint in (("utf16.json", "Fix these problems:"), ("one-bad.json", "turn on data.skip_bad")):
+        page.set_input_files("#data-file", str(tmp_path / name))
+        page.wait_for_selector(f"#data-issues li:has-text('{name}')")  # this file's result is shown
+        assert hint in page.inner_text("#data-issues-hint"), name
+        page.wait_for_selector("#data-check:enabled")
+    assert [p for p in problems if "status of 400" not in p] == []
+    page.close()
+
+
+def test_loss_chart_labels_differ_for_a_small_loss_range(browser, blank_ui):
+    """Three significant digits labelled ticks 0.005 apart 9.9, 9.91, 9.91, 9.92, 9.92: the labels now
+    carry the decimals of the tick step."""
+    page, problems = open_page(browser, blank_ui)
+    labels = page.evaluate("""async () => { const m = await import('./static/util.js');
+        const chart = document.querySelector('#train-chart');
+        m.drawLossChart(chart, [9.919, 9.915, 9.911, 9.908, 9.902].map((loss, i) => ({ step: i + 1, loss })), '');
+        return [[...chart.querySelectorAll('text.y-label')].map((t) => t.textContent),
+                m.tickLabels([0, 0.5, 1]), m.tickLabels([1, 2, 3]), m.tickLabels([0.1, 0.125, 0.15]),
+                m.tickLabels([2e-7, 4e-7]), m.tickLabels([-0.2, 0, 0.2])]; }""")
+    assert labels == [["9.900", "9.905", "9.910", "9.915", "9.920"], ["0.0", "0.5", "1.0"], ["1", "2", "3"],
+                      ["0.100", "0.125", "0.150"], ["0.0000002", "0.0000004"], ["-0.2", "0.0", "0.2"]]
+    assert not problems, problems
     page.close()

@@ -50,6 +50,17 @@ class CheckReport:
     def samples(self) -> int:
         return sum(self.kinds.values())
 
+    @property
+    def good_samples(self) -> int:
+        """Samples skipping bad records keeps (those the chat template renders)."""
+        return self.samples - sum(1 for i in self.issues if i.field == "(template)")
+
+    @property
+    def skipping_helps(self) -> bool:
+        """Whether skipping bad records (--skip-bad, data.skip_bad) leaves data to train on: not past a
+        problem with a whole file (UTF-16, invalid JSON: it skips records, not files), nor with no good sample."""
+        return bool(self.issues) and not any(i.fatal for i in self.issues) and self.good_samples > 0
+
 
 def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed: int | None = None,
                objective: str | None = None, skip_bad_option: str = "--skip-bad") -> CheckReport:
@@ -114,7 +125,7 @@ def _decide(report: CheckReport, config: RunConfig, per_dataset, skip_bad: bool,
                           f"({skip_bad_option} skips bad records, not files)")
         return
     if issues and not skip_bad:
-        good = report.samples - sum(1 for i in issues if i.field == "(template)")
+        good = report.good_samples
         turn_on = "pass" if skip_bad_option.startswith("--") else "turn on"
         report.verdict = f"{n}; fix them, or {turn_on} {skip_bad_option} to train on the {good:,} good sample{'s' if good != 1 else ''}" \
             if good else f"{n}; no record can be trained as it is: fix them"

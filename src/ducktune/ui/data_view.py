@@ -3,6 +3,8 @@ with the tokenizer and chat format `ducktune data check/preview` use."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -31,9 +33,8 @@ def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None,
     config.data.cutoff_len, config.data.train_on = int(cutoff_len), train_on
     if model:
         config.model.name_or_path = model
-    with _tokenizer_lock:  # one tokenizer object is not safe to use from two threads at once
-        chat_format = ChatFormat(_tokenizer(model, chat_template or None), system_prompt=system_prompt or None) \
-            if model else None
+    with _own_tokenizer(model, chat_template or None) as tokenizer:
+        chat_format = ChatFormat(tokenizer, system_prompt=system_prompt or None) if model else None
         report = check_data(config, chat_format, skip_bad_option="data.skip_bad")  # the form's option
     samples = [s for f in report.files for s in f.samples]
     turns = [len(s.messages) for s in samples if s.kind == "chat"]
@@ -50,6 +51,7 @@ def check_dataset(path: str | Path, fmt: str = "auto", model: str | None = None,
         "issue_count": len(issues),
         "ok": report.usable,
         "verdict": report.verdict,
+        "skip_bad_helps": report.skipping_helps,  # the page offers data.skip_bad only where it would train
         "tokens": None if report.tokens is None else {**report.tokens.as_json(), "model": model},
     }
 
@@ -62,6 +64,28 @@ def _tokenizer(model: str, chat_template: str | None):
     from ducktune.models.tokenizer import model_tokenizer
 
     return model_tokenizer(ModelConfig(name_or_path=model, chat_template=chat_template), log=lambda *a, **k: None)
+
+
+@contextlib.contextmanager
+def _own_tokenizer(model: str | None, chat_template: str | None):
+    """A copy of the model's tokenizer for one check alone (None without a model). A check of a big
+    file reads and tokenizes for minutes; holding the shared tokenizer's lock all that time kept every
+    preview waiting. The shared object itself cannot be used unlocked: a fast tokenizer sets each call's
+    truncation and padding on its one Rust object. The copy is taken under the lock (never halfway
+    through another request's call); a tokenizer that cannot be copied (remote code) is used under it."""
+    if not model:
+        yield None
+        return
+    with _tokenizer_lock:
+        shared = _tokenizer(model, chat_template)
+        try:
+            own = copy.deepcopy(shared)
+        except Exception:  # any remote-code tokenizer: the check is slow then, never wrong
+            own = None
+        if own is None:
+            yield shared
+            return
+    yield own
 
 
 def preview_samples(path: str | Path, model: str, fmt: str = "auto", chat_template: str | None = None,

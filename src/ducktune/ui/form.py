@@ -117,7 +117,17 @@ def nest(values: dict[str, Any]) -> dict:
 def form_values(config: RunConfig) -> dict[str, Any]:
     """The form's values of a config (nest's inverse): {'train.learning_rate': 0.0001, ...}."""
     dumped = config.model_dump(mode="json")
-    return {key: dumped[key.split(".", 1)[0]][key.split(".", 1)[1]] for key in _widgets()}
+    values = {key: dumped[key.split(".", 1)[0]][key.split(".", 1)[1]] for key in _widgets()}
+    values["data.datasets"] = [_dataset_entry(spec) for spec in config.data.datasets]
+    return values
+
+
+def _dataset_entry(spec) -> str | dict:
+    """One dataset as a person writes it in the form: its path alone (`- data.json`), or only the options
+    it sets ({path, repeat: 2}); every default spelled out ({"format": "auto", "columns": {}, ...}) buried
+    the path in a reloaded form."""
+    entry = spec.model_dump(mode="json", exclude_defaults=True)
+    return entry["path"] if list(entry) == ["path"] else entry
 
 
 def config_from_form(values: dict[str, Any]) -> RunConfig:

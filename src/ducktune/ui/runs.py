@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ducktune.errors import UserError
 from ducktune.rundir import RunDir
+from ducktune.train.checkpoints import checkpoint_step
 
 # Files an export leaves that a person downloads (GGUF weights, the Ollama Modelfile).
 EXPORT_PATTERNS = ("*.gguf", "Modelfile")
@@ -59,7 +60,7 @@ def run_summary(path: Path) -> dict | None:
         "base_model": _field(info, "base_model", "name_or_path"),
         "started": info.get("started") if isinstance(info.get("started"), str) else None,
         "finished": info.get("finished") if isinstance(info.get("finished"), str) else None,
-        "steps": _field(info, "result", "global_step") or (metrics[-1].get("step", 0) if metrics else 0),
+        "steps": _steps_reached(run, info, metrics),
         "final_loss": _given(_field(info, "result", "final_loss"), losses[-1] if losses else None),
         "first_loss": _given(_field(info, "result", "first_loss"), losses[0] if losses else None),
         "eval_loss": _field(info, "result", "eval_loss"),
@@ -73,6 +74,21 @@ def run_summary(path: Path) -> dict | None:
     if problem:
         row.update(status="damaged", problem=problem)
     return row
+
+
+def _steps_reached(run: RunDir, info: dict, metrics: list[dict]) -> int:
+    """A finished run's step count; an unfinished run's newest checkpoint or last logged step, whichever
+    is later. A stopped run checkpoints the step it stopped at, which the Train tab showed: its last
+    logged step alone read a few steps less (2020 against 2024)."""
+    done = _field(info, "result", "global_step")
+    if isinstance(done, int) and done:
+        return done
+    logged = [m["step"] for m in metrics[-1:] if isinstance(m.get("step"), int)]
+    try:
+        saved = [checkpoint_step(p) for p in run.checkpoints.iterdir()] if run.checkpoints.is_dir() else []
+    except OSError:  # an unreadable folder: the logged step is still worth showing
+        saved = []
+    return max([0, *logged, *(s for s in saved if s is not None)])
 
 
 def _read_eval(path: Path) -> dict | None:

@@ -6,6 +6,21 @@ import { showTab, onTab } from "./app.js";
 const PAGE = 3;
 let previewStart = 0;
 let lastCheck = null;
+let checking = 0;   // checks under way: a big file takes minutes
+let checkSeq = 0;   // the latest check's number: only its answer is shown
+
+// While a check runs the button says so and cannot start the same check twice; the summary says
+// which file is being checked instead of the result of an earlier one (or "No dataset checked yet").
+function showChecking() {
+  const button = $("#data-check");
+  button.disabled = checking > 0;
+  button.textContent = t(checking ? "data.checking" : "data.check");
+  if (!checking) return;
+  const summary = $("#data-summary");
+  summary.className = "empty";
+  summary.textContent = `${t("data.checking")} ${$("#data-pick").value.split("/").pop()}`;
+  $("#data-issues").replaceChildren();
+}
 
 export function initData(shared) {
   const pick = $("#data-pick");
@@ -31,13 +46,24 @@ export function initData(shared) {
   async function check() {
     const path = pick.value;
     if (!path) { toast(t("data.choose_first"), true); return; }
+    const seq = ++checkSeq;  // another file picked (or uploaded) meanwhile: its check decides what shows
+    checking += 1;
+    showChecking();
+    let result = null;
     try {
       const form = shared.formValues ? shared.formValues() : {};
-      lastCheck = await api("api/data/check", { json: {
+      result = await api("api/data/check", { json: {
         path, format: $("#data-format").value, model: shared.formModel(),
         chat_template: form["model.chat_template"] || null, system_prompt: form["model.system_prompt"] || null,
         cutoff_len: Number(form["data.cutoff_len"]) || 1024, train_on: form["data.train_on"] || "assistant" } });
-    } catch (err) { toast(err.message, true); return; }
+    } catch (err) {
+      if (seq === checkSeq) toast(err.message, true);
+    }
+    checking -= 1;
+    showChecking();
+    if (seq !== checkSeq) return;
+    if (!result) { renderCheck(); return; }  // failed: the earlier result (or none) is shown again
+    lastCheck = result;
     shared.dataset = lastCheck.path;
     $("#data-use").disabled = !lastCheck.samples;
     renderCheck();
@@ -49,7 +75,11 @@ export function initData(shared) {
 
   function renderCheck() {
     const c = lastCheck;
-    if (!c) return;
+    if (!c) {
+      $("#data-summary").className = "empty";
+      $("#data-summary").textContent = t("data.none");
+      return;
+    }
     const stat = (value, label, cls = "") => el("div", { class: `stat ${cls}` }, el("b", { text: String(value) }), el("span", { text: label }));
     const summary = $("#data-summary");
     summary.className = "";
@@ -62,7 +92,8 @@ export function initData(shared) {
         ` · ${c.tokens.truncated} ${t("data.cut_at")} ${c.tokens.cutoff}` }) : null,
       el("div", { class: `badge ${c.ok ? "ok" : "bad"}`, id: "data-verdict",
         text: c.ok ? `✓ ${t("data.ok")}` : (c.verdict || `${c.issue_count} ${t("data.problems")}`) }),
-      c.issue_count ? el("p", { class: "hint", text: t("data.has_problems") }) : null].filter(Boolean));
+      c.issue_count ? el("p", { class: "hint", id: "data-issues-hint",
+        text: t(c.skip_bad_helps ? "data.has_problems" : "data.fix_problems") }) : null].filter(Boolean));
     $("#data-issues").replaceChildren(...c.issues.map((line) => el("li", { text: line })));
   }
 
@@ -124,7 +155,7 @@ export function initData(shared) {
     shared.setDataset(shared.dataset);
     showTab("train");
   });
-  document.addEventListener("languagechange", () => { renderCheck(); updatePreviewPosition(); });
+  document.addEventListener("languagechange", () => { renderCheck(); showChecking(); updatePreviewPosition(); });
   onTab("data", updatePreviewPosition);
   refreshFiles().catch((err) => toast(err.message, true));
 }

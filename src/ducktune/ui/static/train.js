@@ -65,20 +65,29 @@ export function formValues() {
   return values;
 }
 
+// Each "form: key: problem" line goes next to its field (the server names nested values too:
+// data.datasets.0.repeat belongs to data.datasets); the first marked field is scrolled to and
+// focused, since #form-errors sits below the fold. Lines naming no field stay in #form-errors.
 function showErrors(message) {
   document.querySelectorAll(".opt.invalid").forEach((o) => { o.classList.remove("invalid"); o.querySelector(".err")?.remove(); });
   const general = [];
+  let first = null;
   for (const line of (message || "").split("\n").filter(Boolean)) {
-    const match = line.match(/^form: ([\w.]+?)(?:\.\d+)?(?:\.[\w]+)?: (.*)$/) || line.match(/^form: ([\w.]+): (.*)$/);
+    const match = line.match(/^form: ([\w.]+): (.*)$/);
     const key = match && fields.find((f) => match[1] === f.key || match[1].startsWith(f.key + "."))?.key;
     const row = key && document.querySelector(`.opt[data-key="${key}"]`);
-    if (row) {
-      row.classList.add("invalid");
-      row.append(el("div", { class: "err", text: match[2] }));
-      if (row.classList.contains("advanced")) $("#show-advanced").checked = true, $("#train-form").classList.add("show-all");
-    } else general.push(line);
+    if (!row) { general.push(line); continue; }
+    const where = match[1].slice(key.length + 1);  // "0.repeat" of data.datasets.0.repeat
+    row.classList.add("invalid");
+    row.append(el("div", { class: "err", text: where ? `${where}: ${match[2]}` : match[2] }));
+    if (row.classList.contains("advanced")) $("#show-advanced").checked = true, $("#train-form").classList.add("show-all");
+    first = first || row;
   }
   $("#form-errors").textContent = general.join("\n");
+  if (first) {
+    first.scrollIntoView({ block: "center" });
+    document.getElementById(`opt-${first.dataset.key}`)?.focus({ preventScroll: true });
+  }
 }
 
 export async function initTrain(shared) {
@@ -143,7 +152,8 @@ function showYamlLink(name) {
 }
 
 // A page opened (or reloaded) shows the settings of the job running or last run, not the defaults
-// (with a fresh output.dir once that job is over: its folder holds a run already).
+// (with a fresh output.dir once that job is over: its folder holds a run already; a stopped run keeps
+// its folder, where Start resumes it).
 function restoreForm(status) {
   if (formRestored || !status.form) return;
   formRestored = true;
@@ -156,7 +166,7 @@ function restoreForm(status) {
     else input.value = value ?? "";
   }
   if (status.yaml_name) showYamlLink(status.yaml_name);
-  if (status.state !== "running" && status.state !== "stopping") $("#opt-output\\.dir").value = defaultRunDir;
+  if (!jobActive(status.state) && status.state !== "stopped") $("#opt-output\\.dir").value = defaultRunDir;
 }
 
 async function poll() {
@@ -167,6 +177,8 @@ async function poll() {
   render(status);
   pollTimer = setTimeout(poll, status.state === "running" || status.state === "stopping" ? 1000 : 4000);
 }
+
+function jobActive(state) { return state === "running" || state === "stopping"; }
 
 function render(status) {
   const state = status.state;
@@ -192,11 +204,17 @@ function render(status) {
     log.textContent = status.log || "";
     if (atBottom) log.scrollTop = log.scrollHeight;
   }
-  if (lastState === "running" && state !== "running" && state !== "stopping") {
-    if (state === "completed") toast(t("train.done"));
-    else toast(`${t(`state.${state}`)}: ${(status.log || "").trim().split("\n").slice(-1)[0] || ""}`, state === "failed");
-    api("api/info").then((info) => { $("#opt-output\\.dir").value = info.default_run_dir; });
-    document.dispatchEvent(new CustomEvent("runschanged"));
-  }
+  if (jobActive(lastState) && !jobActive(state)) jobEnded(status);
   lastState = state;
+}
+
+// A run just ended (seen by this page): say how, refresh the run lists, and offer a fresh output folder,
+// except after a stop: that run is resumable, and Start with the same settings, folder included, resumes it.
+function jobEnded(status) {
+  const state = status.state;
+  if (state === "completed") toast(t("train.done"));
+  else if (state === "stopped") toast(t("train.stopped"));
+  else toast(`${t(`state.${state}`)}: ${(status.log || "").trim().split("\n").slice(-1)[0] || ""}`, state === "failed");
+  if (state !== "stopped") api("api/info").then((info) => { $("#opt-output\\.dir").value = info.default_run_dir; });
+  document.dispatchEvent(new CustomEvent("runschanged"));
 }

@@ -79,6 +79,18 @@ export function niceTicks(min, max, count) {
   return ticks;
 }
 
+// Axis labels with as many decimals as the tick step has (0.005 -> 3), the same for every tick: a
+// fixed 3 significant digits gave 9.91, 9.91, 9.91 for ticks 0.005 apart.
+export function tickLabels(ticks) {
+  const step = ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : 1;
+  let decimals = 0;
+  for (; decimals < 10; decimals++) {  // niceTicks rounds ticks to 10 decimals
+    const scaled = step * 10 ** decimals;
+    if (Math.round(scaled) >= 1 && Math.abs(scaled - Math.round(scaled)) < 1e-6 * scaled) break;
+  }
+  return ticks.map((v) => v.toFixed(decimals));
+}
+
 // Train loss (and eval loss) against step, as SVG: one circle.pt per logged point. `keys`: another
 // metric and its eval_ twin (a preference run's rewards/margins).
 export function drawLossChart(target, metrics, placeholder, keys = ["loss", "eval_loss"]) {
@@ -98,10 +110,11 @@ export function drawLossChart(target, metrics, placeholder, keys = ["loss", "eva
   const yMin = yTicks[0], yMax = yTicks[yTicks.length - 1];
   const X = (v) => pad.l + ((v - xMin) / (xMax - xMin || 1)) * (W - pad.l - pad.r);
   const Y = (v) => H - pad.b - ((v - yMin) / (yMax - yMin || 1)) * (H - pad.t - pad.b);
-  for (const v of yTicks) {
+  const yLabels = tickLabels(yTicks);
+  yTicks.forEach((v, i) => {
     target.append(svg("line", { x1: pad.l, x2: W - pad.r, y1: Y(v), y2: Y(v), class: "grid-line" }));
-    target.append(svg("text", { x: pad.l - 6, y: Y(v) + 4, "text-anchor": "end" }, +v.toPrecision(3)));
-  }
+    target.append(svg("text", { x: pad.l - 6, y: Y(v) + 4, "text-anchor": "end", class: "y-label" }, yLabels[i]));
+  });
   for (const v of niceTicks(xMin, xMax, 6).filter((v) => v >= xMin && v <= xMax && Number.isInteger(v))) {
     target.append(svg("text", { x: X(v), y: H - 8, "text-anchor": "middle" }, v));
   }
