@@ -106,6 +106,18 @@ def test_chat_on_a_non_run(tmp_path, capsys):
     assert code == 2 and "not a ducktune run directory" in err
 
 
+def test_run_commands_on_an_export_folder_point_at_its_run(tmp_path, capsys):
+    """compare, eval and export given RUN/export said "not a ducktune run directory ...; train one": the
+    folder is an export, and the message names the run to pass instead."""
+    export = tmp_path / "run" / "export"
+    export.mkdir(parents=True)
+    (export / "export.json").write_text("{}")
+    for command in ("compare", "eval", "export"):
+        code, _, err = run_cli(capsys, command, str(export))
+        assert code == 2 and err.strip() == (f"error: {export}: an export folder, not a run directory; pass the run "
+                                             f"it was exported from (by default the folder above: {tmp_path / 'run'})")
+
+
 def test_real_process_exit_code_and_no_traceback(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text("trian: {}\n")

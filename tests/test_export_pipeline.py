@@ -126,6 +126,21 @@ def test_export_to_merged_only(tiny_llama, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["export.json", "merged", "verification.md", "verify.json"]
 
 
+def test_exporting_again_keeps_the_name_of_the_export_it_replaces(tiny_llama, tmp_path, capsys):
+    """The quickstart exports as 'duckling'; `ducktune export runs/quickstart` then wrote quickstart-*.gguf
+    in its place (the duckling files gone, commands naming them broken). A re-export keeps the name,
+    says so, and --name still renames."""
+    run = make_lora_run(tmp_path / "run", tiny_llama)
+    assert main(["export", str(run), "--quant", "f16", "--name", "duckling", "--no-create"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(run), "--quant", "f16", "--no-create"]) == 0
+    assert "Exporting as 'duckling', the name of the export it replaces" in capsys.readouterr().out
+    assert read_json(run / "export" / "export.json")["name"] == "duckling"
+    assert (run / "export" / "duckling-f16.gguf").is_file() and not (run / "export" / "run-f16.gguf").exists()
+    assert main(["export", str(run), "--quant", "f16", "--name", "quack", "--no-create"]) == 0
+    assert sorted(p.name for p in (run / "export").glob("*.gguf")) == ["quack-f16.gguf"]
+
+
 def test_bad_options_are_one_line_errors(tiny_llama, tmp_path, capsys):
     run = make_lora_run(tmp_path / "run", tiny_llama)
     assert main(["export", str(run), "--to", "gguff"]) == 2

@@ -47,6 +47,9 @@ class RunDir:
 
     def info(self) -> dict:
         if not self.run_json.is_file():
+            if (self.path / "export.json").is_file():  # an export folder given where its run is wanted
+                raise UserError(f"{self.path}: an export folder, not a run directory; pass the run it was exported "
+                                f"from (by default the folder above: {self.path.parent})")
             raise UserError(f"{self.path}: not a ducktune run directory (no run.json); train one with `ducktune train`")
         info = read_json_file(self.run_json)
         if not isinstance(info, dict):

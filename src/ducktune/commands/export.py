@@ -20,7 +20,8 @@ def register(sub) -> None:
                    help="comma-separated GGUF types: f16, q8_0 (written directly), q4_k_m, q5_k_m, q6_k, ... "
                         "(llama.cpp's quantizer); default f16,q4_k_m, or f16,q8_0 without llama-cpp-python")
     p.add_argument("--out", default=None, help="export folder (default: RUN_DIR/export)")
-    p.add_argument("--name", default=None, help="model name for files and Ollama (default: the run folder's name)")
+    p.add_argument("--name", default=None, help="model name for files and Ollama (default: the name of the export it replaces, else "
+                        "the run folder's name)")
     p.add_argument("--allow-default-template", action="store_true",
                    help="when the chat template has no exact Ollama TEMPLATE, write the Modelfile without one "
                         "(Ollama then uses its default prompt format) instead of stopping")

@@ -79,6 +79,15 @@ def export_name(name: str | None, run_path: Path, log=print) -> str:
     return slug
 
 
+def _previous_name(export_dir: Path) -> str | None:
+    """The model name of the export already in `export_dir` (None: none, or not readable)."""
+    try:
+        name = json.loads((export_dir / "export.json").read_text(encoding="utf-8")).get("name")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name.strip() else None
+
+
 def _export_folder(out: str | Path | None, run_path: Path) -> Path:
     """--out (default RUN/export), refused in one line where the export cannot go: a file (it was
     swapped away), the working folder or one above it, a folder holding something else."""
@@ -210,8 +219,13 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     if quants and "gguf" not in targets:  # it would be ignored without a word
         raise UserError(f"--quant {quants}: --to {','.join(targets)} writes no GGUF; add gguf to --to or drop --quant")
     quant_list = parse_quants(quants, log=log) if "gguf" in targets else []
-    name = export_name(name, source.run.path, log)
     export_dir = _export_folder(out, source.run.path)
+    if name is None and (previous := _previous_name(export_dir)):
+        # Exported again: the files keep their name (the quickstart's duckling-*.gguf were replaced by
+        # quickstart-*.gguf, breaking the Modelfile and commands that named them).
+        log(f"Exporting as {previous!r}, the name of the export it replaces (--name gives another)")
+        name = previous
+    name = export_name(name, source.run.path, log)
     _refuse_unwritable(export_dir, out, source.run.path)
     prompts = checks_mod.select_prompts(source.probe_prompts, prompt_limit)
     # Refuse a broken adapter, an architecture or tokenizer llama.cpp cannot take, or an
