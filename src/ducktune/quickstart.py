@@ -141,7 +141,8 @@ def run_quickstart(out: str = "runs/quickstart", epochs: float | None = None, ex
         summary["seconds_with_export"] = round(time.perf_counter() - started, 1)
         write_json(run.run_json, info)  # the same dict: phases now include the export
     print(f"\nTime by phase (CPU seconds of this process, share): {clock.summary()}")
-    print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune export {run.path}")
+    print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune compare {run.path}\n  ducktune eval {run.path}\n"
+          f"  ducktune export {run.path}")
     return summary
 
 
@@ -348,7 +349,7 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
                               [r for r in result.comparison if r["prompt"] not in held_prompts])
     if export:
         _export(run.path)
-    print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune export {run.path}")
+    print(f"\nNext:\n  ducktune chat {run.path}\n  ducktune eval {run.path}\n  ducktune export {run.path}")
     return summary
 
 

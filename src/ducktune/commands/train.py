@@ -75,5 +75,6 @@ def run(args) -> int:
     if result.comparison:
         print_side_by_side(result.comparison)
     print(f"\nRun directory: {result.run_dir}\n  chat:    ducktune chat {result.run_dir}\n"
+          f"  eval:    ducktune eval {result.run_dir}  (what improved, what it forgot)\n"
           f"  export:  ducktune export {result.run_dir}")
     return 0
