@@ -22,7 +22,8 @@ def register(sub) -> None:
     p.add_argument("--base", action="store_true",
                    help="also generate the base model's answers for the generation metrics (loss, multiple choice "
                         "and bleed always compare with the base model)")
-    p.add_argument("--max-new-tokens", type=int, default=128, help="token limit for generated answers (default 128)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="token limit for generated answers, the forgetting check's too (default 128; "
+                        "another limit generates the base model's answers again)")
     p.add_argument("--json", action="store_true", help="print eval.json instead of a table")
     p.set_defaults(func=run)
 
