@@ -130,7 +130,7 @@ def test_unknown_name_suggests_a_registered_one(lf_dir):
 def test_cli_check_by_name_with_dataset_dir(lf_dir, capsys):
     code, out, _ = run_cli(capsys, "data", "check", "sharegpt_plain", "--dataset-dir", lf_dir, "--no-tokens")
     assert code == 0, out
-    assert "sharegpt_plain.jsonl  (sharegpt, 1 records)" in out
+    assert "sharegpt_plain.jsonl  (sharegpt, 1 record)" in out and "Checked 1 file: 1 record\n" in out
     code, out, _ = run_cli(capsys, "data", "check", "nope", "--dataset-dir", lf_dir, "--no-tokens")
     assert code == 2
     assert problem_lines(out)[0].startswith("nope: (file): not found")

@@ -182,9 +182,11 @@ def _objective_lines(report: CheckReport) -> list[str]:
 def render_report(report: CheckReport, max_problems: int = 50) -> str:
     lines = []
     files = report.files
-    lines.append(f"Checked {len(files)} file{'s' if len(files) != 1 else ''}: {_count(report.records)} records")
+    lines.append(f"Checked {len(files)} file{'s' if len(files) != 1 else ''}: {_count(report.records)} "
+                 f"record{'s' if report.records != 1 else ''}")
     for f in files[:20]:
-        detail = f"{f.format or 'unreadable'}, {_count(f.records + f.lost)} records"
+        records = f.records + f.lost
+        detail = f"{f.format or 'unreadable'}, {_count(records)} record{'s' if records != 1 else ''}"
         if f.bad_records:
             detail += f", {_count(f.bad_records)} bad"
         lines.append(f"  {f.path}  ({detail})")
@@ -216,7 +218,8 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
     loaded = report.loaded
     if loaded is not None:
         cut = _dropped_from_training(report)
-        lines.append(f"Mix: {_count(len(loaded.train))} training samples, {_count(len(loaded.val))} validation"
+        train = len(loaded.train)
+        lines.append(f"Mix: {_count(train)} training sample{'s' if train != 1 else ''}, {_count(len(loaded.val))} validation"
                      + (f" ({_count(cut)} of the training samples left out for the cutoff or \"weight\": 0: "
                         f"{_count(len(loaded.train) - cut)} trained)" if cut else ""))
         if len(loaded.mix) > 1 or any(m.train != m.usable - m.val for m in loaded.mix):
