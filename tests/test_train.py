@@ -522,3 +522,20 @@ def test_resume_allows_changing_how_often_checkpoints_are_saved_but_not_the_traj
     assert recipe.resume_config_changes(run, harmless) == []
     changed = load_config(None, ["train.save_steps=50", "train.logging_steps=10", "train.learning_rate=1e-4"])
     assert recipe.resume_config_changes(run, changed) == ["train.learning_rate: 0.0002 -> 0.0001"]
+
+
+def test_a_finished_run_in_output_dir_is_refused_before_the_model_and_data_load(tmp_path):
+    """Training into a finished run loaded the model and data and printed the memory plan before it said
+    the folder holds a finished run; the refusal comes first now (the model named here does not exist:
+    loading it would fail otherwise)."""
+    from ducktune.config import load_config
+    from ducktune.errors import UserError
+    from ducktune.io import write_json
+
+    out = tmp_path / "done"
+    out.mkdir()
+    write_json(out / "run.json", {"status": "completed"})
+    config = load_config(None, [f"model.name_or_path={tmp_path / 'no-such-model'}", f"output.dir={out}",
+                                f"data.datasets=[{tmp_path / 'no-such-data.json'}]"])
+    with pytest.raises(UserError, match="already holds a finished run"):
+        recipe.train(config, log=lambda *_: None, progress=False, compare=False)

@@ -75,9 +75,7 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
         raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
     if lock is not None and run.path.is_dir():
         lock.acquire(run.path)  # before looking inside
-    fresh = not run.path.exists() or not any(p for p in run.path.iterdir() if not _before_run_json(run, p))
-    if require_resume and (fresh or config.output.overwrite or not run.exists()):
-        raise UserError(f"{run.path}: no unfinished run to resume; drop --resume to start one")
+    fresh = refuse_output_dir(config, require_resume)
     if fresh or config.output.overwrite:
         if run.path.exists() and config.output.overwrite and any(run.path.iterdir()):
             # Keep the old run until the new one replaces it: move it aside, never delete on the user's behalf.
@@ -104,16 +102,7 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
         if lock is not None and any(run.path.iterdir()):
             raise UserError(f"{run.path}: another process started writing to it at the same moment; run this again")
         return run, False
-    if not run.exists():
-        raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
     info = run.info()
-    if info.get("status") == "completed":
-        raise UserError(f"{run.path}: already holds a finished run; pass --overwrite (output.overwrite=true) to move "
-                        "it aside and train again, or choose another output.dir")
-    diffs = resume_config_changes(run, config)
-    if diffs:
-        raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
-                          "set output.overwrite=true or choose another output.dir")
     recorded = (info.get("data") or {}).get("fingerprint")
     if data_fingerprint and recorded and recorded != data_fingerprint:
         samples = (info.get("data") or {}).get("train_samples")
@@ -121,6 +110,31 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
                           f"(it had {samples} training samples; the steps already taken were on that data); "
                           "restore the data, or set output.overwrite=true to start afresh")
     return run, True
+
+
+def refuse_output_dir(config: RunConfig, require_resume: bool = False) -> bool:
+    """Raise what output.dir refuses before anything is written: a file, a foreign folder, a finished
+    run (without output.overwrite), an unfinished one whose config differs, --resume with nothing to
+    resume. Reads only, so `train` asks it first, before loading the model and data (a refusal after
+    minutes of data loading), and again under the run's lock. Returns whether the folder is fresh."""
+    run = RunDir(config.output.dir)
+    if run.path.exists() and not run.path.is_dir():
+        raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
+    fresh = not run.path.exists() or not any(p for p in run.path.iterdir() if not _before_run_json(run, p))
+    if require_resume and (fresh or config.output.overwrite or not run.exists()):
+        raise UserError(f"{run.path}: no unfinished run to resume; drop --resume to start one")
+    if fresh or config.output.overwrite:
+        return fresh
+    if not run.exists():
+        raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
+    if run.info().get("status") == "completed":
+        raise UserError(f"{run.path}: already holds a finished run; pass --overwrite (output.overwrite=true) to move "
+                        "it aside and train again, or choose another output.dir")
+    diffs = resume_config_changes(run, config)
+    if diffs:
+        raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
+                          "set output.overwrite=true or choose another output.dir")
+    return False
 
 
 def resume_config_changes(run: RunDir, config: RunConfig) -> list[str]:
@@ -743,6 +757,8 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
         torch.set_num_threads(tc.num_threads)
     set_seed(tc.seed)
 
+    if DistributedRun.rank_from_environment() == 0:
+        refuse_output_dir(config, require_resume)  # seconds, not after the model and data have loaded
     base = _setup_base_model(config, log)
     placement = base.placement
     dist = DistributedRun.from_environment(cpu=placement.device == "cpu")
