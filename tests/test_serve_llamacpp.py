@@ -6,6 +6,8 @@ concurrent requests and answers them as it answers them one by one."""
 
 from __future__ import annotations
 
+import re
+
 import threading
 from pathlib import Path
 
@@ -204,6 +206,8 @@ def test_chat_on_an_export_dir_answers_through_llama_cpp(export_dir, hf_answers)
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert proc.stdout == hf[2].text + "\n"
         assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+        # The file answering is named (an export's quants answer differently), on stderr.
+        assert re.search(r"Chatting with llama\.cpp: quack-[a-z0-9_]+\.gguf", proc.stderr), proc.stderr
 
 
 @pytest.mark.requires_llama_cpp

@@ -1,3 +1,5 @@
+import sys
+
 from ducktune.commands import add_parser, positive_int, temperature
 
 
@@ -47,6 +49,11 @@ def chat(args) -> int:
             from ducktune.serve.registry import load_path
 
             engine = load_path(args.run_dir, with_base=args.base, engine="transformers", log=lambda *a: None)[0].engine
+        from ducktune.serve.server import runtime_label
+
+        # An export holds several quants, each answering a little differently: say which file answers
+        # (on stderr: piped chat's stdout is the answers alone).
+        print(f"Chatting with {runtime_label(engine)}", file=sys.stderr)
     try:
         chat_repl(args.run_dir, base_only=args.base, max_new_tokens=args.max_new_tokens,
                   temperature=args.temperature, system=args.system, engine=engine)
