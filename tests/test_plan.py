@@ -148,6 +148,8 @@ def test_checkpointing_off_is_respected_and_refusal_says_what_to_change():
 def test_rows_longer_than_the_model_are_flagged():
     assert any("exceed the model's 8192 positions" in n
                for n in plan.choose(SMOLLM_LIKE, Setup(row_tokens=10000), "cpu", None).notes)
+    # Packed rows restart their positions with each sample: a long packed row is no problem.
+    assert not plan.choose(SMOLLM_LIKE, Setup(row_tokens=10000), "cpu", None, packed=True).notes
 
 
 @pytest.mark.parametrize("mode", ["packed", "padding-free", "padded"])
@@ -282,10 +284,10 @@ def test_train_refuses_a_run_that_cannot_fit_and_writes_nothing(planning_model, 
 
 
 @pytest.mark.parametrize("packing", ["on", "off"])
-def test_train_refuses_rows_longer_than_the_models_positions(planning_model, tmp_path, packing):
-    """data.cutoff_len past max_position_embeddings trained anyway (the plan only noted it): packed
-    rows of ~500 tokens on a 64-position model. Refused in one line before anything is written; data
-    whose samples all fit trains unpacked even with a large cutoff."""
+def test_train_refuses_samples_longer_than_the_models_positions(planning_model, tmp_path, packing):
+    """data.cutoff_len past max_position_embeddings trained samples of ~500 tokens on a 64-position model
+    (the plan only noted it). Refused in one line before anything is written. Packed rows longer than
+    the positions are fine (positions restart with each sample): short samples train, packed or not."""
     import json as json_module
     import shutil
 
@@ -302,16 +304,17 @@ def test_train_refuses_rows_longer_than_the_models_positions(planning_model, tmp
     with pytest.raises(ConfigError) as err:
         train(config, log=lambda *_: None, progress=False, compare=False)
     message = str(err.value)
-    what = "packed rows" if packing == "on" else "samples"
-    assert "\n" not in message and message.startswith(f"data.cutoff_len=512: {what} of up to ")
+    assert "\n" not in message and message.startswith("data.cutoff_len=512: samples of up to ")
     assert message.endswith("exceed the model's 64 positions (max_position_embeddings in its config.json); "
                             "set data.cutoff_len to 64 or less")
     assert not (tmp_path / "run").exists()
     short = tmp_path / "short.json"
-    short.write_text(json_module.dumps([{"instruction": "hi", "output": "yes"}] * 4))
+    short.write_text(json_module.dumps([{"instruction": f"hi {i}", "output": "yes"} for i in range(24)]))
     config.data.datasets = [DatasetSpec(path=str(short))]
-    config.train.packing = "off"
-    assert train(config, log=lambda *_: None, progress=False, compare=False).info["status"] == "completed"
+    result = train(config, log=lambda *_: None, progress=False, compare=False)
+    assert result.info["status"] == "completed"
+    if packing == "on":  # rows of many short samples, longer than the 64 positions
+        assert result.info["batching"]["mode"] == "packed" and result.info["memory_plan"]["row_tokens"] > 64
 
 
 def test_plan_command(planning_model, tmp_path):

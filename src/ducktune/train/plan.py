@@ -407,7 +407,7 @@ def within(parts: dict[str, int], budget: int) -> bool:
 
 def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
            checkpointing: str = "auto", qlora_available: bool = False,
-           row_tokens_at: dict[int, int] | None = None) -> MemoryPlan:
+           row_tokens_at: dict[int, int] | None = None, packed: bool = False) -> MemoryPlan:
     """The fastest setup that fits `budget` with PLAN_HEADROOM to spare (None: the wanted setup,
     with checkpointing off unless asked for).
 
@@ -430,7 +430,9 @@ def choose(shape: ModelShape, wanted: Setup, device: str, budget: int | None,
         return replace(wanted, batch_size=batch, grad_accum=accum, checkpointing=ckpt, row_tokens=rows)
 
     notes = []
-    if shape.max_positions and wanted.row_tokens > shape.max_positions:
+    # Packed rows restart their positions with each sample (packing.VarlenCollator): only unpacked rows
+    # are bounded by the model's positions.
+    if shape.max_positions and not packed and wanted.row_tokens > shape.max_positions:
         notes.append(f"rows of {wanted.row_tokens} tokens exceed the model's {shape.max_positions} positions; "
                      f"lower data.cutoff_len to {shape.max_positions}")
     if budget is None:
@@ -615,7 +617,8 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
     if keep and row_tokens_at:
         wanted = replace(wanted, row_tokens=row_tokens_at[wanted.batch_size])
     memory = choose(shape, wanted, device, budget, checkpointing,
-                    qlora_available=importlib.util.find_spec("bitsandbytes") is not None, row_tokens_at=row_tokens_at)
+                    qlora_available=importlib.util.find_spec("bitsandbytes") is not None, row_tokens_at=row_tokens_at,
+                    packed=batching == "packed")
     memory.batching = batching
     if keep and memory.fits and memory.setup.batch_size != wanted.batch_size:
         memory.problem = (f"the run being resumed uses micro-batch {wanted.batch_size}, which no longer fits in "
@@ -678,7 +681,7 @@ def plan_memory(config, model_config: dict, placement, train_rows: list[dict], k
         raise ConfigError(f"train.memory_budget: {exc}") from None
     memory = plan_run(config, model_config, placement.device, placement.dtype, train_rows, budget,
                       keep=keep, batching=batching)
-    if config.train.objective == "sft" and (problem := rows_past_context(model_config, train_rows, memory.batching,
+    if config.train.objective == "sft" and (problem := rows_past_context(model_config, train_rows,
                                                                           config.data.cutoff_len)):
         raise ConfigError(problem)
     if not memory.fits:
@@ -692,21 +695,18 @@ def plan_memory(config, model_config: dict, placement, train_rows: list[dict], k
     return memory
 
 
-def rows_past_context(model_config: dict, rows: list[dict], batching: str, cutoff: int) -> str | None:
-    """Why these rows cannot train on this model, when one is longer than its positions
+def rows_past_context(model_config: dict, rows: list[dict], cutoff: int) -> str | None:
+    """Why these samples cannot train on this model, when one is longer than its positions
     (max_position_embeddings): rotary models train on positions they were never made for (a silent
-    mess), learned position tables fail. Packed rows fill up to the cutoff. None when they fit."""
+    mess), learned position tables fail. Packed rows may be longer: their positions restart with each
+    sample (packing.VarlenCollator). None when every sample fits."""
     limit = ModelShape.from_config(model_config).max_positions
     if not limit or not rows:
         return None
-    lengths = [len(r["input_ids"]) for r in rows]
-    longest = max(lengths)
-    if batching == "packed":
-        longest = max(longest, min(cutoff, sum(lengths)))
+    longest = max(len(r["input_ids"]) for r in rows)
     if longest <= limit:
         return None
-    what = "packed rows" if batching == "packed" else "samples"
-    return (f"data.cutoff_len={cutoff}: {what} of up to {longest} tokens exceed the model's {limit} positions "
+    return (f"data.cutoff_len={cutoff}: samples of up to {longest} tokens exceed the model's {limit} positions "
             f"(max_position_embeddings in its config.json); set data.cutoff_len to {limit} or less")
 
 
