@@ -127,14 +127,22 @@ def refuse_output_dir(config: RunConfig, require_resume: bool = False) -> bool:
         return fresh
     if not run.exists():
         raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
-    if run.info().get("status") == "completed":
+    finished, diffs = continuation_problem(run, config)
+    if finished:
         raise UserError(f"{run.path}: already holds a finished run; pass --overwrite (output.overwrite=true) to move "
                         "it aside and train again, or choose another output.dir")
-    diffs = resume_config_changes(run, config)
     if diffs:
         raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
                           "set output.overwrite=true or choose another output.dir")
     return False
+
+
+def continuation_problem(run: RunDir, config: RunConfig) -> tuple[bool, list[str]]:
+    """Why `config` cannot continue the run in `run`: (it is finished, what `config` changes of the
+    config it started with). Training and the web UI's form refuse on it, each in its own words."""
+    if run.info().get("status") == "completed":
+        return True, []
+    return False, resume_config_changes(run, config)
 
 
 def resume_config_changes(run: RunDir, config: RunConfig) -> list[str]:

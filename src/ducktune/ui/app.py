@@ -262,14 +262,14 @@ def refuse_unresumable(run: RunDir, config) -> None:
     """A run folder the job would refuse, refused now (before the form's YAML replaces the one the
     earlier run started with): a finished run without output.overwrite, or an unfinished one the
     form changes."""
-    from ducktune.train.recipe import resume_config_changes
+    from ducktune.train.recipe import continuation_problem
 
     if not run.exists() or config.output.overwrite:
         return
-    if run.info().get("status") == "completed":
+    finished, changes = continuation_problem(run, config)
+    if finished:
         raise UserError(f"form: output.dir: {config.output.dir} already holds a finished run; choose another "
                         "folder (or set output.overwrite)")
-    changes = resume_config_changes(run, config)
     if changes:
         raise UserError(f"form: output.dir: {config.output.dir} holds an unfinished run started with other settings "
                         f"({'; '.join(changes[:3])}); start it with those to resume it, set output.overwrite to "
