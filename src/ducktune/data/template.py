@@ -276,14 +276,21 @@ class ChatFormat:
         messages = self.with_system(messages)
         return self.tokenize(self.render(messages, add_generation_prompt=True), messages)[0]
 
+    @functools.cached_property
+    def _special_token_text(self) -> re.Pattern:
+        """One pattern for the text of every special token: tokenize() runs for every training sample, and
+        building the list and scanning each content once per token cost 40 % of encode with Llama 3's 256."""
+        tokens = self.special_tokens()
+        return re.compile("|".join(map(re.escape, tokens)) if tokens else r"(?!)")
+
     def tokenize(self, text: str, messages: list[dict]) -> tuple[list[int], list[tuple[int, int]]]:
         """Token ids and character offsets of `text`, a rendering of `messages`, whose message contents
         stay text: a content that spells a special token (`<|im_end|>` typed in a message or pasted in a
         dataset) is tokenized with the special tokens split, in training as at inference; left to the
         tokenizer it becomes the control token, and a training sample gets a forged turn no prompt has."""
-        specials = self.special_tokens()
+        spells = self._special_token_text.search
         contents = [m["content"] for m in messages if isinstance(m.get("content"), str) and m["content"]]
-        if not any(token in content for content in contents for token in specials):
+        if not any(spells(content) for content in contents):
             encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
             return encoding["input_ids"], encoding["offset_mapping"]
         ids: list[int] = []
@@ -302,7 +309,7 @@ class ChatFormat:
             if at < 0:
                 continue
             searched = at + len(content)
-            if any(token in content for token in specials):
+            if spells(content):
                 add(emitted, at, False)
                 add(at, searched, True)
                 emitted = searched
