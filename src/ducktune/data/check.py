@@ -221,7 +221,7 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
         train = len(loaded.train)
         lines.append(f"Mix: {_count(train)} training sample{'s' if train != 1 else ''}, {_count(len(loaded.val))} validation"
                      + (f" ({_count(cut)} of the training samples left out for the cutoff or \"weight\": 0: "
-                        f"{_count(len(loaded.train) - cut)} trained)" if cut else ""))
+                        f"{_count(train - cut)} trained)" if cut else ""))
         if len(loaded.mix) > 1 or any(m.train != m.usable - m.val for m in loaded.mix):
             for m in loaded.mix:
                 lines.append(f"  {m.name}: {_count(m.usable)} samples -> {_count(m.train)} in training"

@@ -182,8 +182,9 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
 
     truncated = dropped = 0
     # Samples whose every answer the data marks untrained: training leaves them out at any cutoff.
-    dropped_keys = {s.key() for s in measured if not marks_a_trained_answer(s, train_on)}
-    untrained = sum(1 for s in measured if s.key() in dropped_keys)
+    untrained_samples = [s for s in measured if not marks_a_trained_answer(s, train_on)]
+    dropped_keys = {s.key() for s in untrained_samples}
+    untrained = len(untrained_samples)
     for i, (sample, n) in enumerate(zip(measured, lengths)):
         if n <= cutoff - EXACT_MARGIN or sample.key() in dropped_keys:
             continue
