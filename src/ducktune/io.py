@@ -92,6 +92,14 @@ def read_json_file(path: str | os.PathLike, error: type[Exception] | None = None
         raise error(f"{path}: corrupt ({exc}){hint}") from None
 
 
+def optional_json_field(path: str | os.PathLike, key: str):
+    """`key` of the JSON object in an optional file (None: no file, unreadable, or not an object)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8")).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def holds_working_folder(path: str | os.PathLike) -> bool:
     """Whether `path` is the working folder or one above it: replacing or moving it aside would take
     the folder a command runs in away."""

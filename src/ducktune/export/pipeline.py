@@ -15,7 +15,6 @@ printed, saved, and appended to the run's report.md.
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import shlex
 import shutil
@@ -29,8 +28,8 @@ from ducktune.errors import ModelError, UserError
 from ducktune.export import verify as checks_mod
 from ducktune.export.gguf_file import QUANTS as DIRECT_QUANTS
 from ducktune.export.quantize import INSTALL_HINT, K_QUANTS, llama_cpp_available
-from ducktune.io import (atomic_dir, atomic_file, holds_working_folder, read_json_file, unwritable, write_json,
-                         write_text)
+from ducktune.io import (atomic_dir, atomic_file, holds_working_folder, optional_json_field, read_json_file,
+                         unwritable, write_json, write_text)
 from ducktune.rundir import WriterLock
 
 TARGETS = ("merged", "gguf", "ollama")
@@ -81,10 +80,7 @@ def export_name(name: str | None, run_path: Path, log=print) -> str:
 
 def _previous_name(export_dir: Path) -> str | None:
     """The model name of the export already in `export_dir` (None: none, or not readable)."""
-    try:
-        name = json.loads((export_dir / "export.json").read_text(encoding="utf-8")).get("name")
-    except (OSError, ValueError, AttributeError):
-        return None
+    name = optional_json_field(export_dir / "export.json", "name")
     return name if isinstance(name, str) and name.strip() else None
 
 
@@ -536,12 +532,8 @@ def _run_of_export(export_dir: Path) -> Path | None:
     export written elsewhere with --out); None when neither is a folder."""
     if (export_dir.resolve().parent / "run.json").is_file():
         return export_dir.resolve().parent
-    with contextlib.suppress(OSError, ValueError):  # a damaged export.json: _verify_export says what is wrong
-        manifest = json.loads((export_dir / "export.json").read_text(encoding="utf-8"))
-        run = manifest.get("run") if isinstance(manifest, dict) else None
-        if isinstance(run, str) and Path(run).is_dir():
-            return Path(run)
-    return None
+    run = optional_json_field(export_dir / "export.json", "run")  # damaged: _verify_export says what is wrong
+    return Path(run) if isinstance(run, str) and Path(run).is_dir() else None
 
 
 def _verify_export(export_dir: Path, log) -> ExportResult:

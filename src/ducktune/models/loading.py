@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ducktune.errors import ModelError
+from ducktune.io import optional_json_field
 from ducktune.models.device import Placement
 
 
@@ -76,7 +77,7 @@ def generation_stop_tokens(folder: str | Path, tokenizer) -> list[str]:
     """Tokens the model's generation_config.json lists as eos_token_id (an id or a list): models
     publish every token that ends their turns there, beyond the tokenizer's EOS (GLM-4's <|user|> and
     <|observation|>, Llama 3.1's <|eom_id|>, Phi-3's <|end|>). [] without that file."""
-    ids = _json_field(Path(folder) / "generation_config.json", "eos_token_id")
+    ids = optional_json_field(Path(folder) / "generation_config.json", "eos_token_id")
     ids = ids if isinstance(ids, list) else [ids]
     tokens = []
     for token_id in ids:
@@ -87,14 +88,6 @@ def generation_stop_tokens(folder: str | Path, tokenizer) -> list[str]:
     return tokens
 
 
-def _json_field(path: Path, key: str):
-    """`key` of the JSON object in an optional file (None: no file, unreadable, or not an object)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8")).get(key)
-    except (OSError, ValueError, AttributeError):
-        return None
-
-
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "*.tiktoken", "vocab.json", "vocab.txt", "spiece.model",
                     "tokenizer_config.json")
 
@@ -102,7 +95,7 @@ _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "*.tiktoken", "vocab.js
 def _processor_chat_template(folder: Path) -> str | None:
     """The template of a chat_template.json (multimodal repositories keep it there, for their
     processor; the tokenizer does not read it), or None."""
-    template = _json_field(folder / "chat_template.json", "chat_template")
+    template = optional_json_field(folder / "chat_template.json", "chat_template")
     return template if isinstance(template, str) and template.strip() else None
 
 
