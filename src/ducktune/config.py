@@ -730,20 +730,13 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def _text_field(keys: list[str]) -> str | None:
     """'required' or 'optional' when the option at `keys` is a plain text field (str or str | None),
     else None (other types, and keys that name no option, which validation reports)."""
-    model: Any = RunConfig
-    for depth, key in enumerate(keys):
-        if key.isdigit():  # a list index: data.datasets.0.path
-            continue
-        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, BaseModel) else None
-        if field is None:
-            return None
-        annotation = field.annotation
-        if depth == len(keys) - 1:
-            if annotation is str:
-                return "required"
-            return "optional" if annotation == (str | None) else None
-        model = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
-    return None
+    owner = _model_at(tuple(int(k) if k.isdigit() else k for k in keys[:-1]))  # data.datasets.0.path
+    field = owner.model_fields.get(keys[-1]) if owner is not None else None
+    if field is None:
+        return None
+    if field.annotation is str:
+        return "required"
+    return "optional" if field.annotation == (str | None) else None
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
