@@ -66,6 +66,19 @@ def test_remote_code_family_says_what_to_do(family_rows):
     assert "model.trust_remote_code: true" in reason
 
 
+def test_published_internlm3_trains_without_its_remote_code():
+    """internlm/internlm3-8b-instruct's config.json names InternLM3ForCausalLM (no transformers class)
+    with an auto_map; transformers 5 builds its model_type as LlamaForCausalLM, so no remote code."""
+    from ducktune.models.loading import training_support
+
+    published = {"architectures": ["InternLM3ForCausalLM"], "model_type": "internlm3",
+                 "auto_map": {"AutoConfig": "configuration_internlm3.InternLM3Config",
+                              "AutoModelForCausalLM": "modeling_internlm3.InternLM3ForCausalLM"}}
+    assert training_support(published) is None
+    assert "trust_remote_code" in training_support({**published, "model_type": "internlm3-custom"})
+    assert "has no InternLM3ForCausalLM" in training_support({**published, "auto_map": None})
+
+
 def test_models_command_prints_the_table_and_reasons(capsys, monkeypatch, standins, family_rows):
     from ducktune.models import builtin
 

@@ -194,6 +194,10 @@ EXPECTED = {
     "glm4-0414": ("glm4", {"rope.dimension_count": 8, "attention.layer_norm_rms_epsilon": 1e-5},
                   {"blk.0.ffn_up.weight": (384, 64), "blk.0.attn_q.bias": (64,), "blk.0.post_attention_norm.weight": (64,),
                    "blk.0.post_ffw_norm.weight": (64,)}, {"blk.0.ffn_gate.weight", "rope_freqs.weight"}),
+    # InternLM3: written as Llama (its dynamic NTK rope changes nothing within the context)
+    "internlm3": ("llama", {"rope.freq_base": 50000000.0, "rope.dimension_count": 16, "attention.head_count_kv": 2,
+                            "context_length": 32768}, {"output.weight": (None, 64)},
+                  {"rope_freqs.weight", "blk.0.attn_q.bias", "blk.0.attn_output.bias"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
 }
@@ -470,6 +474,43 @@ GLM_4_9B = {  # THUDM/glm-4-9b-chat-hf config.json
     "head_dim": 128, "num_hidden_layers": 40, "intermediate_size": 13696, "max_position_embeddings": 131072,
     "partial_rotary_factor": 0.5, "rms_norm_eps": 1.5625e-07, "rope_theta": 10000.0, "attention_bias": True,
     "vocab_size": 151552}
+
+INTERNLM3_8B = {  # internlm/internlm3-8b-instruct config.json (auto_map and dtype left out)
+    "architectures": ["InternLM3ForCausalLM"], "model_type": "internlm3", "bias": False, "qkv_bias": False,
+    "head_dim": 128, "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 10240,
+    "max_position_embeddings": 32768, "num_attention_heads": 32, "num_hidden_layers": 48, "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-05, "rope_scaling": {"factor": 6.0, "rope_type": "dynamic"}, "rope_theta": 50000000,
+    "tie_word_embeddings": False, "vocab_size": 128512, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 2}
+
+
+def test_published_internlm3_config_is_written_as_llama():
+    writer = RecordingWriter()
+    assert architecture_support(INTERNLM3_8B) is None and gguf_arch.gguf_arch(INTERNLM3_8B) == "llama"
+    gguf_arch.add_hparams(writer, INTERNLM3_8B, "llama")
+    calls = writer.calls
+    assert calls["rope_freq_base"] == 50000000.0 and calls["rope_dimension_count"] == 128
+    assert calls["head_count_kv"] == 2 and calls["vocab_size"] == 128512 and "key_length" not in calls
+    assert "dynamic rope" in " ".join(gguf_arch.gguf_caveats(INTERNLM3_8B))
+
+
+def test_biased_internlm3_keeps_every_bias_and_rotates_q_k_biases():
+    """qkv_bias / bias true: llama.cpp's llama graph adds q/k/v, output and MLP biases when present."""
+    config = {**INTERNLM3_8B, "qkv_bias": True, "bias": True, "num_hidden_layers": 1}
+    shapes = {f"model.layers.0.{name}.bias": (rows,) for name, rows in (
+        ("self_attn.q_proj", 4096), ("self_attn.k_proj", 256), ("self_attn.v_proj", 256), ("self_attn.o_proj", 4096),
+        ("mlp.gate_proj", 10240), ("mlp.up_proj", 10240), ("mlp.down_proj", 4096))}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, config, "f16")}
+    assert set(plans) == {f"blk.0.{name}.bias" for name in
+                          ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")}
+    rows = np.arange(256, dtype=np.float32)
+    assert np.array_equal(plans["blk.0.attn_k.bias"].transform(rows), gguf_arch.rotary_interleave(rows, 2))
+    assert plans["blk.0.attn_v.bias"].transform is None and plans["blk.0.attn_output.bias"].transform is None
+
+
+def test_internlm3_rope_scaling_llama_cpp_lacks_is_refused():
+    config = {**INTERNLM3_8B, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
+    reason = architecture_support(config)
+    assert reason and "InternLM3ForCausalLM" in reason and "'yarn'" in reason
 
 
 def test_published_llama_3_2_config_gets_its_rope_table():

@@ -21,6 +21,9 @@ Per architecture, what differs from "read config, rename tensors":
   gate_up_proj stays fused.
 - glm4 (Glm4ForCausalLM, GLM-4-0414 / GLM-Z1): chatglm's layout plus a norm after attention and
   one after the MLP (post_self_attn_layernorm / post_mlp_layernorm), which gguf's name map knows.
+- llama for InternLM3 (InternLM3ForCausalLM; transformers runs it as LlamaForCausalLM): Llama's
+  layout and rotary re-ordering. Its qkv_bias (q/k/v) and bias (o_proj, MLP) are optional tensors
+  llama.cpp's llama graph adds, so biased InternLM3 configs export as they are.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ ARCHITECTURES = {
     "Glm4ForCausalLM": "glm4",
     "BloomForCausalLM": "bloom",
     "InternLM2ForCausalLM": "internlm2",
+    "InternLM3ForCausalLM": "llama",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)

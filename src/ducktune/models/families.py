@@ -104,6 +104,11 @@ FAMILIES: list[Family] = [
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
            note="its modelling code ships with the model (model.trust_remote_code: true)"),
+    # transformers 5 runs InternLM3 as Llama and reads its tokenizer.model with TokenizersBackend
+    # (InternLM2's SentencePiece pipeline); the published template is InternLM2's ChatML with BOS.
+    Family("internlm3", "InternLM3-Instruct", "InternLM3ForCausalLM", "internlm3", "internlm2-spm", "internlm2",
+           {**_SPM, "pad": "</s>", "additional": ["<|im_start|>", "<|im_end|>"]},
+           tokenizer_class="InternLM3Tokenizer", stops=("<|im_end|>",)),
     Family("bloom", "BLOOM (Firefly)", "BloomForCausalLM", "bloom", "bloom", "firefly",
            _specials(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
            note="no chat template of its own: ducktune ships the Firefly format",
@@ -164,8 +169,29 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
     out = Path(out_dir)
     with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
+        _name_published_class(tmp, spec)
         _save_tokenizer(tokenizer, tmp, spec.tokenizer_class)
     return out
+
+
+def _name_published_class(folder: Path, spec: Family) -> None:
+    """config.json names the published class: transformers runs InternLM3 as LlamaForCausalLM and saves
+    that name, while the published config names InternLM3ForCausalLM and the auto_map of the
+    remote code it shipped before transformers adopted it."""
+    import json
+
+    path = folder / "config.json"
+    values = json.loads(path.read_text(encoding="utf-8"))
+    if values.get("architectures") != [spec.model_class]:
+        values["architectures"] = [spec.model_class]
+        values["auto_map"] = _auto_map(spec)
+        path.write_text(json.dumps(values, indent=2), encoding="utf-8")
+
+
+def _auto_map(spec: Family) -> dict:
+    config_class = spec.model_class.replace("ForCausalLM", "Config")
+    return {"AutoConfig": f"configuration_{spec.arch}.{config_class}",
+            "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
 
 
 def _save_tokenizer(tokenizer, folder: Path, tokenizer_class: str) -> None:
@@ -185,9 +211,7 @@ def _write_remote_code_standin(out: Path, spec: Family, config, tokenizer) -> Pa
 
     values = config.to_dict() if hasattr(config, "to_dict") else dict(config)
     values["architectures"] = [spec.model_class]
-    config_class = spec.model_class.replace("ForCausalLM", "Config")
-    values["auto_map"] = {"AutoConfig": f"configuration_{spec.arch}.{config_class}",
-                          "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
+    values["auto_map"] = _auto_map(spec)
     with atomic_dir(out) as tmp:
         _save_tokenizer(tokenizer, tmp, spec.tokenizer_class)
         (tmp / "config.json").write_text(json.dumps(values, indent=2), encoding="utf-8")

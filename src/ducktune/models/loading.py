@@ -151,6 +151,14 @@ def model_config(folder: str | Path) -> dict:
         raise ModelError(f"{path}: cannot read the model config: {exc}") from None
 
 
+def _native_model_type(config: dict) -> bool:
+    """A remote-code model whose model_type transformers has since adopted: it builds it without the
+    repository's code (InternLM3's published InternLM3ForCausalLM runs as LlamaForCausalLM)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    return config.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+
 def training_support(config: dict, trust_remote_code: bool = False) -> str | None:
     """Why transformers cannot build this model for training (None: it can)."""
     import transformers
@@ -161,7 +169,7 @@ def training_support(config: dict, trust_remote_code: bool = False) -> str | Non
     if any(hasattr(transformers, name) for name in names):
         return None
     if config.get("auto_map"):
-        if trust_remote_code:
+        if trust_remote_code or _native_model_type(config):
             return None
         return (f"{names[0]} ships its own modelling code: set model.trust_remote_code: true "
                 "(it runs code from the model's repository)")

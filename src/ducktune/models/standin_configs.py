@@ -24,6 +24,7 @@ MIRRORS = {
     "phi3-longrope": "microsoft/Phi-3.5-mini-instruct",
     "glm": "THUDM/glm-4-9b-chat-hf",
     "glm4-0414": "zai-org/GLM-4-9B-0414",
+    "internlm3": "internlm/internlm3-8b-instruct",
     "bloom": "bigscience/bloom-560m (Firefly's base)",
 }
 ARCH_IDS = tuple(MIRRORS)
@@ -98,6 +99,12 @@ def _specs() -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
             max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=True,
             hidden_act="silu", tie_word_embeddings=False)),
+        # InternLM3: head_dim 128 = 4096/32 as here; qkv_bias / bias (transformers' attention_bias /
+        # mlp_bias) false as published; dynamic NTK rope.
+        "internlm3": ("InternLM3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=16, max_position_embeddings=32768,
+            rms_norm_eps=1e-5, rope_theta=50000000.0, rope_scaling={"rope_type": "dynamic", "factor": 6.0},
+            attention_bias=False, mlp_bias=False, hidden_act="silu", tie_word_embeddings=False)),
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),

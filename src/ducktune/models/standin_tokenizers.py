@@ -135,7 +135,8 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": "<s>", "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": "<unk>",
                   "additional": ["</s>", "<|assistant|>", "<|system|>", "<|end|>", "<|user|>"]}),
     "internlm2-spm": KindSpec(
-        "internlm/internlm2-chat-1_8b (InternLM2TokenizerFast, converted from its SentencePiece model): "
+        "internlm/internlm2-chat-1_8b (InternLM2TokenizerFast, converted from its SentencePiece model; also "
+        "internlm/internlm3-8b-instruct, whose tokenizer.model transformers 5 converts the same way): "
         "Llama-2 pipeline, BOS <s> added, chat tokens appended at the end",
         spm=True, adds_bos=True, normalizer="prepend+replace",
         defaults={"bos": "<s>", "eos": "</s>", "pad": "</s>", "unk": "<unk>",
