@@ -305,6 +305,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("gemma3", True),
     ("tinyllama-chat", False),  # the tokenizer adds <s> to plain text, but the trained prompts lack it
     ("smollm2", False),         # the template starts with <|im_start|>, which is also its BOS: printed, not added
+    ("smollm3", False),         # Llama 3's tokenizer adds <|begin_of_text|>, but SmolLM3's template prints no BOS
     ("qwen2.5", False),
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
@@ -402,6 +403,26 @@ def test_deepseek_r1_is_prompted_as_trained(standins, enable_thinking, dropped):
     for thinking in (False, True):
         qwen3 = ChatFormat(load_tokenizer(standin_dir("qwen3", standins, log=lambda *a: None), None, False, thinking))
         assert qwen3.dropped_prompt_text == "" and qwen3.trained_template() == qwen3.tokenizer.chat_template
+
+
+def test_smollm3_thinking_switch_trains_the_answers_only(standins):
+    """SmolLM3's template: model.enable_thinking false (ducktune's default, the template's is true) writes
+    '/no_think' in its system block and opens each answer with an empty <think></think>, part of the
+    prompt; true writes '/think' and a bare header. Either way only answer + <|im_end|> is trained."""
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.families import standin_dir
+    from ducktune.models.loading import load_tokenizer
+
+    folder = standin_dir("smollm3", standins, log=lambda *a: None)
+    history = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    for thinking, mode, opening in ((False, "/no_think", "<|im_start|>assistant\n<think>\n\n</think>\n"),
+                                    (True, "/think", "<|im_start|>assistant\n")):
+        fmt = ChatFormat(load_tokenizer(folder, None, False, thinking))
+        trained, spans = fmt.assistant_spans(history + [{"role": "assistant", "content": "a2"}])
+        assert [trained[a:b] for a, b in spans] == ["a1<|im_end|>", "a2<|im_end|>"]
+        prompt = fmt.render(history, add_generation_prompt=True)
+        assert f"Reasoning Mode: {mode}" in prompt and prompt.endswith("q2<|im_end|>\n" + opening)
+        assert trained.startswith(prompt) and spans[-1][0] == len(prompt)
 
 
 def test_deepseek_r1_keeps_the_reasoning_of_the_answer_it_trains(standins):

@@ -198,6 +198,10 @@ EXPECTED = {
     "internlm3": ("llama", {"rope.freq_base": 50000000.0, "rope.dimension_count": 16, "attention.head_count_kv": 2,
                             "context_length": 32768}, {"output.weight": (None, 64)},
                   {"rope_freqs.weight", "blk.0.attn_q.bias", "blk.0.attn_output.bias"}),
+    # SmolLM3: llama's layout under its own name (llama.cpp's NoPE every 4th layer), embeddings tied
+    "smollm3": ("smollm3", {"rope.freq_base": 5000000.0, "block_count": 4, "attention.head_count_kv": 1,
+                            "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 65536},
+                {"blk.3.attn_q.weight": (64, 64), "blk.3.attn_k.weight": (16, 64)}, {"output.weight", "rope_freqs.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
 }
@@ -264,6 +268,7 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, re
     "no longrope attention factor": ("phi3-longrope", "longrope_attention_factor", lambda: lambda config: 1.0),
     "glm rotary over the whole head": ("glm", "rotary_dims", lambda: gguf_arch.head_dim),
     "bloom qkv left interleaved per head": ("bloom", "_tensor_transform", lambda: _tensor_transform_except("bloom")),
+    "smollm3 q/k rows not re-ordered": ("smollm3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
 }
 
 
@@ -511,6 +516,14 @@ def test_internlm3_rope_scaling_llama_cpp_lacks_is_refused():
     config = {**INTERNLM3_8B, "rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}
     reason = architecture_support(config)
     assert reason and "InternLM3ForCausalLM" in reason and "'yarn'" in reason
+SMOLLM3_3B = {  # HuggingFaceTB/SmolLM3-3B config.json
+    "architectures": ["SmolLM3ForCausalLM"], "model_type": "smollm3", "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": None, "eos_token_id": 128012, "pad_token_id": 128004, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 11008, "max_position_embeddings": 65536, "max_window_layers": 28,
+    "mlp_bias": False, "no_rope_layer_interval": 4, "no_rope_layers": [1, 1, 1, 0] * 9, "num_attention_heads": 16,
+    "num_hidden_layers": 36, "num_key_value_heads": 4, "pretraining_tp": 2, "rms_norm_eps": 1e-06,
+    "rope_scaling": None, "rope_theta": 5000000.0, "sliding_window": None, "use_sliding_window": False,
+    "tie_word_embeddings": True, "vocab_size": 128256}
 
 
 def test_published_llama_3_2_config_gets_its_rope_table():
@@ -578,3 +591,35 @@ def test_caveats_name_where_llama_cpp_differs(standin):
     assert "longrope" in caveats("phi3-longrope")
     assert caveats("qwen2") == "" and caveats("mistral-nemo") == "" and caveats("gemma2") == ""  # Gemma's windows are written
     assert "dynamic rope" in " ".join(gguf_caveats(internlm2_config(100)))
+
+
+def test_published_smollm3_config_is_llama_with_nope_and_tied_embeddings():
+    assert gguf_arch.gguf_arch(SMOLLM3_3B) == "smollm3"
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, SMOLLM3_3B, "smollm3")
+    calls = writer.calls
+    assert calls["rope_freq_base"] == 5000000.0 and calls["rope_dimension_count"] == 128
+    assert (calls["block_count"], calls["head_count_kv"], calls["context_length"]) == (36, 4, 65536)
+    shapes = {"model.embed_tokens.weight": (128256, 2048), "model.layers.0.self_attn.q_proj.weight": (2048, 2048),
+              "model.layers.0.self_attn.k_proj.weight": (512, 2048), "model.layers.0.self_attn.v_proj.weight": (512, 2048),
+              "lm_head.weight": (128256, 2048)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, {k: v for k, v in SMOLLM3_3B.items() if k != "tie_word_embeddings"}, "f16")}
+    assert "output.weight" not in plans  # tied by default, as transformers' SmolLM3Config
+    # llama.cpp rotates interleaved pairs (rope type NORM): q/k rows re-ordered, v not
+    assert plans["blk.0.attn_q.weight"].transform and plans["blk.0.attn_k.weight"].transform
+    assert plans["blk.0.attn_v.weight"].transform is None
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"no_rope_layers": [1, 1, 0, 1] * 9}, "no_rope_layers 1101"),      # NoPE on other layers
+    ({"no_rope_layers": [1] * 36}, "no_rope_layers 1111"),              # rope everywhere
+    ({"no_rope_layers": None, "no_rope_layer_interval": 3}, "no_rope_layer_interval"),
+    ({"no_rope_layers": [1, 1, 1, 0] * 8}, "no_rope_layers"),            # fewer entries than layers
+    ({"attention_bias": True}, "attention_bias"),
+    ({"mlp_bias": True}, "mlp_bias"),
+])
+def test_smollm3_shapes_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**SMOLLM3_3B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+    # the interval alone (no list) gives llama.cpp's own pattern: exportable
+    assert architecture_support({**SMOLLM3_3B, "no_rope_layers": None}) is None

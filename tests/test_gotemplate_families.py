@@ -13,7 +13,7 @@ from export_support import ALPACA_TEMPLATE, tokenizer_with
 from ducktune.data.template import ChatFormat
 from ducktune.errors import ModelError
 from ducktune.export.gotemplate import (BLOCK, FIRST_USER, LAST_USER, NO_SYSTEM_ROLE, TemplateError, derive_layout,
-                                        ollama_messages, renderable_samples, template_support)
+                                        frozen_date, ollama_messages, renderable_samples, template_support)
 from ducktune.models.families import template_text
 from ducktune.models.loading import bundled_template_names as shipped_template_ids
 from ducktune.models.loading import load_tokenizer
@@ -49,6 +49,7 @@ FAMILIES = {
     "phi4": ({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<|im_sep|>"]),
     "glm4": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
     "glm4-0414": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
+    "smollm3": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
     "firefly": (LLAMA_SPM, []),
 }
@@ -214,3 +215,21 @@ def test_qwen3_limits_are_the_documented_ones(family_formats):
     assert "hm" not in jinja and "hm" in layout.render(history)
     plain = [history[0], {"role": "assistant", "content": "Hello"}, history[2]]
     assert layout.render(plain) == jinja
+
+
+def test_smollm3_date_is_the_export_days_and_named(family_formats):
+    """SmolLM3's system block prints strftime_now's date: the TEMPLATE, measured today, keeps today's
+    text; frozen_date names it (the export's caveat), and is None for templates without a date."""
+    import datetime
+
+    from ducktune.export.pipeline import template_caveats
+
+    chat_format = family_formats["smollm3"]
+    layout = derive_layout(chat_format)
+    today = datetime.date.today().strftime("%d %B %Y")
+    assert frozen_date(chat_format.tokenizer) == today
+    assert f"Today Date: {today}" in layout.system_open and "Reasoning Mode: /think" in layout.system_open
+    assert today in template_caveats(chat_format, ["gguf", "ollama"])[0]
+    assert template_caveats(chat_format, ["gguf"]) == []
+    assert frozen_date(family_formats["qwen3"].tokenizer) is None
+    assert frozen_date(family_formats["llama3.1"].tokenizer) is None  # its date_string is fixed, not today's

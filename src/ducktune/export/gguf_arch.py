@@ -24,6 +24,9 @@ Per architecture, what differs from "read config, rename tensors":
 - llama for InternLM3 (InternLM3ForCausalLM; transformers runs it as LlamaForCausalLM): Llama's
   layout and rotary re-ordering. Its qkv_bias (q/k/v) and bias (o_proj, MLP) are optional tensors
   llama.cpp's llama graph adds, so biased InternLM3 configs export as they are.
+- smollm3 (SmolLM3ForCausalLM): llama's layout and rotary re-ordering, embeddings tied, and every
+  4th layer without rope (NoPE). llama.cpp hard-codes that period (`n_no_rope_layer_step = 4`) and
+  reads no key for it, so a config whose `no_rope_layers` (1 = rope) is any other pattern is refused.
 """
 
 from __future__ import annotations
@@ -45,13 +48,16 @@ ARCHITECTURES = {
     "Phi3ForCausalLM": "phi3",
     "GlmForCausalLM": "chatglm",
     "Glm4ForCausalLM": "glm4",
+    "SmolLM3ForCausalLM": "smollm3",
     "BloomForCausalLM": "bloom",
     "InternLM2ForCausalLM": "internlm2",
     "InternLM3ForCausalLM": "llama",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3"}
+# llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
+SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma2", "gemma3"}
 NO_ROPE = {"bloom"}
 # rope scaling kinds written (dynamic NTK only changes rope beyond the trained context, which
@@ -152,6 +158,17 @@ def layer_kinds(config: dict) -> list[str]:
     return ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(count)]
 
 
+def rope_layers(config: dict) -> list[bool]:
+    """Per layer, whether transformers applies rope: SmolLM3's `no_rope_layers` (1 = rope, 0 = NoPE;
+    it may list more entries than layers), else every `no_rope_layer_interval`-th layer without."""
+    count = n_layers(config)
+    listed = config.get("no_rope_layers")
+    if listed:
+        return [bool(flag) for flag in list(listed)[:count]]
+    interval = int(config.get("no_rope_layer_interval") or SMOLLM3_NO_ROPE_STEP)
+    return [(i + 1) % interval != 0 for i in range(count)]
+
+
 # ---------------------------------------------------------------------- support
 
 
@@ -179,6 +196,27 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
+    if arch == "smollm3":
+        return _smollm3_problem(config, name)
+    return None
+
+
+def _smollm3_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's smollm3 graph cannot run as transformers does: another NoPE pattern, biases
+    (it loads none on o_proj or the MLP), rope over part of each head (it asserts full rotary)."""
+    ours = rope_layers(config)
+    theirs = [(i + 1) % SMOLLM3_NO_ROPE_STEP != 0 for i in range(len(ours))]
+    if len(ours) < n_layers(config) or ours != theirs:
+        pattern = "".join("1" if flag else "0" for flag in ours)
+        given = (f"no_rope_layers {pattern}" if config.get("no_rope_layers")
+                 else f"no_rope_layer_interval {config.get('no_rope_layer_interval')} (rope layers {pattern})")
+        return (f"GGUF export of {name}: {given} for {n_layers(config)} layers differs from llama.cpp's fixed "
+                f"pattern (no rope on every {SMOLLM3_NO_ROPE_STEP}th layer)")
+    biased = [key for key in ("attention_bias", "mlp_bias") if config.get(key)]
+    if biased:
+        return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's smollm3 loads no such biases"
+    if rotary_dims(config) != head_dim(config):
+        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's smollm3 rotates whole heads"
     return None
 
 
@@ -188,7 +226,7 @@ def gguf_caveats(config: dict) -> list[str]:
     window, context = config.get("sliding_window"), context_length(config)
     notes = []
     uses_window = config.get("use_sliding_window", True) and window and int(window) < context
-    if arch in ("llama", "qwen2", "phi3") and uses_window:
+    if arch in ("llama", "qwen2", "phi3", "smollm3") and uses_window:
         notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
                      f"so answers may differ from transformers beyond {window} tokens")
     kind = rope_params(config)["rope_type"]
@@ -332,7 +370,7 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
 
     arch = gguf_arch(config)
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers(config))
-    tied = config.get("tie_word_embeddings", arch in GEMMA or arch == "bloom")
+    tied = config.get("tie_word_embeddings", arch in GEMMA or arch in ("bloom", "smollm3"))  # transformers' defaults
     plans = []
     for hf_name, shape in sorted(shapes.items()):
         if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and (tied or arch in GEMMA)):

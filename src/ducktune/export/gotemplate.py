@@ -27,7 +27,9 @@ emitted from the layout mechanically, and verification renders it with Go's real
 Known limits, shared with Ollama's own templates: Jinja filters such as `| trim` on the content
 and the removal of `<think>` reasoning from earlier answers (Qwen3, DeepSeek-R1) have no Go
 equivalent; contents without surrounding whitespace or reasoning render identically. A template
-that prints today's date (Llama 3.2's `strftime_now`) is measured on the day of the export.
+that prints today's date (`strftime_now`: Llama 3.2, SmolLM3's system block) is measured on the day
+of the export: Go's templates cannot format a date, so the TEMPLATE keeps that day's text, and the
+export names it as a caveat (frozen_date).
 """
 
 from __future__ import annotations
@@ -437,6 +439,30 @@ def ollama_messages(messages: list[dict], system: str | None) -> list[dict]:
     if system and not (messages and messages[0]["role"] == "system"):
         return [{"role": "system", "content": system}] + list(messages)
     return list(messages)
+
+
+_DATE_MARK = "DUCKDATEPROBE"
+# A macro defined in the template hides the strftime_now that transformers provides as a global.
+_FIXED_DATE = "{%- macro strftime_now(format) %}" + _DATE_MARK + "{%- endmacro %}"
+
+
+def frozen_date(tokenizer) -> str | None:
+    """The date text the chat template prints today through strftime_now, which a TEMPLATE measured
+    today keeps for good; None when the rendering does not depend on the day."""
+    template = getattr(tokenizer, "chat_template", None) or ""
+    if "strftime_now" not in template:
+        return None
+    messages = [{"role": "user", "content": _U1}]
+    try:
+        today = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        fixed = tokenizer.apply_chat_template(messages, chat_template=_FIXED_DATE + template, tokenize=False,
+                                              add_generation_prompt=True)
+    except Exception:  # a template that refuses the probe: derive_layout reports it
+        return None
+    at = fixed.find(_DATE_MARK)
+    if at < 0 or fixed == today:
+        return None
+    return today[at: at + len(today) - len(fixed) + len(_DATE_MARK)]
 
 
 def template_support(tokenizer) -> str | None:

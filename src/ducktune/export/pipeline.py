@@ -49,8 +49,9 @@ class ExportResult:
     checks: list = field(default_factory=list)
     ollama_command: str | None = None
     seconds: float = 0.0
-    # Where llama.cpp runs this architecture differently from transformers (gguf_arch.gguf_caveats):
-    # checks on short probe prompts cannot see them, so they are printed beside the verdict.
+    # Where llama.cpp runs this architecture differently from transformers (gguf_arch.gguf_caveats), or
+    # the Ollama TEMPLATE keeps the export day's date (template_caveats): checks on short probe prompts,
+    # run the same day, cannot see them, so they are printed beside the verdict.
     caveats: list = field(default_factory=list)
     # `ducktune verify` of an existing export (seconds are the checks', not the export's)
     reverified: bool = False
@@ -189,6 +190,17 @@ def llama_cpp_caveats(base_folder: Path, targets: list[str]) -> list[str]:
     return gguf_caveats(read_config(base_folder)) if "gguf" in targets else []
 
 
+def template_caveats(chat_format, targets: list[str]) -> list[str]:
+    """Where the Ollama TEMPLATE prompts differently from the chat template on another day."""
+    from ducktune.export.gotemplate import frozen_date
+
+    date = frozen_date(chat_format.tokenizer) if "ollama" in targets else None
+    if not date:
+        return []
+    return [f"the chat template prints today's date ({date!r} now); Go templates cannot, so the Ollama TEMPLATE "
+            f"keeps {date!r}: export again to refresh it (llama.cpp's own Jinja renders the date of each day)"]
+
+
 def ollama_layout(chat_format, allow_default_template: bool, log=print):
     """(TurnLayout, None), or (None, the one-line reason) when the template cannot be expressed and
     the user allowed a Modelfile without TEMPLATE; otherwise the reason stops the export."""
@@ -241,7 +253,8 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
 
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
-    result = ExportResult(export_dir, name, caveats=llama_cpp_caveats(source.base_folder, targets))
+    result = ExportResult(export_dir, name, caveats=llama_cpp_caveats(source.base_folder, targets)
+                          + (template_caveats(source.chat_format, targets) if layout else []))
     for note in result.caveats:
         log(f"Caveat: {note}")
     with WriterLock("export") as lock:  # one writer per run: not beside a training or another export

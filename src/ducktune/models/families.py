@@ -101,6 +101,12 @@ FAMILIES: list[Family] = [
                      additional=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
                                  "<|user|>", "<|assistant|>", "<|observation|>"]),
            stops=("<|user|>", "<|observation|>")),
+    # The Llama 3.2 tokenizer (its pipeline and <|begin_of_text|>) with ChatML turns; its template prints no BOS.
+    Family("smollm3", "SmolLM3", "SmolLM3ForCausalLM", "smollm3", "llama-bpe", "smollm3",
+           _specials(bos="<|begin_of_text|>", eos="<|im_end|>", pad="<|finetune_right_pad_id|>",
+                     additional=["<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
+                                 "<|finetune_right_pad_id|>"]),
+           note="its template thinks by default; ducktune trains non-thinking unless model.enable_thinking: true"),
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
            note="its modelling code ships with the model (model.trust_remote_code: true)"),

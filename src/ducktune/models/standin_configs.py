@@ -25,6 +25,7 @@ MIRRORS = {
     "glm": "THUDM/glm-4-9b-chat-hf",
     "glm4-0414": "zai-org/GLM-4-9B-0414",
     "internlm3": "internlm/internlm3-8b-instruct",
+    "smollm3": "HuggingFaceTB/SmolLM3-3B",
     "bloom": "bigscience/bloom-560m (Firefly's base)",
 }
 ARCH_IDS = tuple(MIRRORS)
@@ -105,6 +106,13 @@ def _specs() -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=16, max_position_embeddings=32768,
             rms_norm_eps=1e-5, rope_theta=50000000.0, rope_scaling={"rope_type": "dynamic", "factor": 6.0},
             attention_bias=False, mlp_bias=False, hidden_act="silu", tie_word_embeddings=False)),
+        # 4 layers, not 2: the 4th is SmolLM3's NoPE layer (no rope every 4th layer), the part of the
+        # family llama.cpp must reproduce
+        "smollm3": ("SmolLM3ForCausalLM", dict(
+            common, num_hidden_layers=4, intermediate_size=384, num_key_value_heads=1, max_position_embeddings=65536,
+            rms_norm_eps=1e-6, rope_theta=5000000.0, no_rope_layer_interval=4, no_rope_layers=[1, 1, 1, 0],
+            use_sliding_window=False, sliding_window=None, attention_bias=False, mlp_bias=False,
+            hidden_act="silu", tie_word_embeddings=True)),
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),
