@@ -204,6 +204,11 @@ EXPECTED = {
                 {"blk.3.attn_q.weight": (64, 64), "blk.3.attn_k.weight": (16, 64)}, {"output.weight", "rope_freqs.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
+    # Phi-2: LayerNorms with biases, biased q/k/v/dense/fc1/fc2 and output head, 6 of 16 dims rotated
+    "phi2": ("phi2", {"rope.dimension_count": 6, "attention.layer_norm_epsilon": 1e-5, "feed_forward_length": 256},
+             {"output.bias": (None,), "output_norm.bias": (64,), "blk.0.attn_norm.bias": (64,), "blk.0.attn_q.bias": (64,),
+              "blk.0.attn_output.bias": (64,), "blk.0.ffn_up.bias": (256,), "blk.0.ffn_down.bias": (64,)},
+             {"blk.0.ffn_gate.weight", "blk.0.ffn_norm.weight", "blk.0.attn_qkv.weight", "rope_freqs.weight"}),
 }
 
 
@@ -269,6 +274,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, re
     "glm rotary over the whole head": ("glm", "rotary_dims", lambda: gguf_arch.head_dim),
     "bloom qkv left interleaved per head": ("bloom", "_tensor_transform", lambda: _tensor_transform_except("bloom")),
     "smollm3 q/k rows not re-ordered": ("smollm3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
+    "phi2 rotary over the whole head": ("phi2", "rotary_dims", lambda: gguf_arch.head_dim),
+    "phi2 q/k rows re-ordered as for llama": ("phi2", "ROTARY_PERMUTED", lambda: {"phi2"}),
 }
 
 
@@ -524,6 +531,38 @@ SMOLLM3_3B = {  # HuggingFaceTB/SmolLM3-3B config.json
     "num_hidden_layers": 36, "num_key_value_heads": 4, "pretraining_tp": 2, "rms_norm_eps": 1e-06,
     "rope_scaling": None, "rope_theta": 5000000.0, "sliding_window": None, "use_sliding_window": False,
     "tie_word_embeddings": True, "vocab_size": 128256}
+
+
+PHI_2 = {  # microsoft/phi-2 config.json
+    "architectures": ["PhiForCausalLM"], "model_type": "phi", "attention_dropout": 0.0, "bos_token_id": 50256,
+    "embd_pdrop": 0.0, "eos_token_id": 50256, "hidden_act": "gelu_new", "hidden_size": 2560, "initializer_range": 0.02,
+    "intermediate_size": 10240, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048, "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 32, "partial_rotary_factor": 0.4, "qk_layernorm": False,
+    "resid_pdrop": 0.1, "rope_scaling": None, "rope_theta": 10000.0, "tie_word_embeddings": False, "vocab_size": 51200}
+PHI_1_5 = {**PHI_2, "bos_token_id": None, "eos_token_id": None, "hidden_size": 2048, "intermediate_size": 8192,  # microsoft/phi-1_5
+           "num_hidden_layers": 24, "partial_rotary_factor": 0.5, "resid_pdrop": 0.0}
+
+
+@pytest.mark.parametrize("config", [PHI_2, PHI_1_5], ids=["phi-2", "phi-1_5"])
+def test_published_phi_2_and_1_5_configs_rotate_32_dims_with_layer_norm(config):
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(config) == "phi2"
+    gguf_arch.add_hparams(writer, config, "phi2")
+    calls = writer.calls
+    assert calls["rope_dimension_count"] == 32 and calls["layer_norm_eps"] == 1e-5 and "layer_norm_rms_eps" not in calls
+    assert calls["feed_forward_length"] == config["intermediate_size"] and calls["head_count_kv"] == 32
+    assert calls["context_length"] == 2048 and "key_length" not in calls
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"qk_layernorm": True}, "qk_layernorm"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"model_type": "phi-msft"}, "phi-msft"),
+    ({"tie_word_embeddings": True}, "tied embeddings"),
+])
+def test_phi_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**PHI_2, **change})
+    assert reason and fragment in reason and "PhiForCausalLM" in reason and "\n" not in reason
 
 
 def test_published_llama_3_2_config_gets_its_rope_table():

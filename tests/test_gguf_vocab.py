@@ -37,6 +37,7 @@ EXPECTED = {
     "phi4-bpe": ("gpt2", "dbrx", None),
     "glm4-bpe": ("gpt2", "glm4", None),
     "bloom": ("gpt2", "bloom", None),
+    "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
     "llama-spm": ("llama", "default", True),
     "mistral-v3-spm": ("llama", "default", True),
     "gemma-spm": ("llama", "default", False),
@@ -297,7 +298,7 @@ def test_llama_cpp_tokenizes_like_transformers(standins, llama_cpp, kind):
 
 
 @pytest.mark.requires_llama_cpp
-@pytest.mark.parametrize("kind", ["llama-spm", "gemma-spm", "qwen2", "tekken", "bloom"])
+@pytest.mark.parametrize("kind", ["llama-spm", "gemma-spm", "qwen2", "tekken", "bloom", "codegen-bpe"])
 def test_llama_cpp_round_trip_of_plain_text(standins, llama_cpp, kind):
     _, _, path, _ = standins(kind)
     llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)

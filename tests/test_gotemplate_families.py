@@ -52,6 +52,7 @@ FAMILIES = {
     "smollm3": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
     "firefly": (LLAMA_SPM, []),
+    "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
 }
 # How each published template places the system prompt (measured, not looked up).
 EXPECTED_STYLE = {"gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
@@ -106,6 +107,9 @@ def test_measured_pieces_of_typical_templates(family_formats):
     assert "Cutting Knowledge Date" in llama31.system_open
     gemma3 = derive_layout(family_formats["gemma3"])
     assert gemma3.system_prefix == "" and gemma3.system_separator == "\n\n"
+    # ducktune's Phi-2 QA format: the answer follows "Output:" and ends with EOS, which opens the next turn
+    phi2 = derive_layout(family_formats["phi2-qa"])
+    assert (phi2.user_open, phi2.generation_prompt, phi2.assistant_close) == ("Instruct: ", "Output:", "<|endoftext|>")
 
 
 @requires_go

@@ -74,7 +74,7 @@ class ModelConfig(_Section):
         description=(
             "Jinja chat template to use instead of the model's own (a template string, a path "
             "to a .jinja file, or a template ducktune ships: see `ducktune models`, e.g. firefly "
-            "for BLOOM). Training, chat, serving and export all use the same one."
+            "for BLOOM, phi2-qa for Phi-2). Training, chat, serving and export all use the same one."
         ),
     )
     enable_thinking: bool = Field(

@@ -61,7 +61,7 @@ class ChatFormat:
         if not getattr(tokenizer, "chat_template", None):
             raise ModelError(
                 "the model's tokenizer has no chat template; set model.chat_template (a Jinja template, a .jinja "
-                "file, or a bundled one such as chatml or firefly: see `ducktune models`)"
+                "file, or a bundled one such as chatml, firefly or phi2-qa: see `ducktune models`)"
             )
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt

@@ -27,6 +27,10 @@ Per architecture, what differs from "read config, rename tensors":
 - smollm3 (SmolLM3ForCausalLM): llama's layout and rotary re-ordering, embeddings tied, and every
   4th layer without rope (NoPE). llama.cpp hard-codes that period (`n_no_rope_layer_step = 4`) and
   reads no key for it, so a config whose `no_rope_layers` (1 = rope) is any other pattern is refused.
+- phi2 (PhiForCausalLM, Phi-2 / Phi-1.5): attention and MLP in parallel off one LayerNorm (with
+  biases), partial rotary in NEOX halves as HF stores them (no re-ordering), separate q/k/v and an
+  output head, all with biases, under gguf's own names. llama.cpp has no q/k norms for it and
+  runs gelu_new (tanh GELU) only.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ ARCHITECTURES = {
     "BloomForCausalLM": "bloom",
     "InternLM2ForCausalLM": "internlm2",
     "InternLM3ForCausalLM": "llama",
+    "PhiForCausalLM": "phi2",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -60,6 +65,10 @@ ROTARY_PERMUTED = {"llama", "internlm2", "smollm3"}
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma2", "gemma3"}
 NO_ROPE = {"bloom"}
+# LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
+LAYER_NORM = {"bloom", "phi2"}
+# HF activations computed as llama.cpp's GELU (the tanh approximation)
+TANH_GELU = {"gelu_new", "gelu_pytorch_tanh"}
 # rope scaling kinds written (dynamic NTK only changes rope beyond the trained context, which
 # llama.cpp does not do; within it HF and llama.cpp agree)
 ROPE_KINDS = {
@@ -192,7 +201,11 @@ def architecture_support(config: dict) -> str | None:
         allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
         if scalar is not None and int(scalar) not in allowed:
             return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
-    if arch in ("phi3", "chatglm") and n_heads(config) * head_dim(config) != hidden_size(config):
+    if arch == "phi2":
+        reason = _phi2_problem(config)
+        if reason:
+            return f"GGUF export of {name}: {reason}"
+    if arch in ("phi3", "chatglm", "phi2") and n_heads(config) * head_dim(config) != hidden_size(config):
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
@@ -217,6 +230,20 @@ def _smollm3_problem(config: dict, name: str) -> str | None:
         return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's smollm3 loads no such biases"
     if rotary_dims(config) != head_dim(config):
         return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's smollm3 rotates whole heads"
+    return None
+
+
+def _phi2_problem(config: dict) -> str | None:
+    """What in a Phi config llama.cpp's phi2 graph would run differently, or None."""
+    if config.get("model_type", "phi") != "phi":  # phi-msft: the pre-transformers remote-code layout
+        return f"model_type {config['model_type']!r} is not the transformers-native Phi layout (model_type 'phi')"
+    if config.get("qk_layernorm"):
+        return "qk_layernorm (LayerNorm on queries and keys) has no place in llama.cpp's phi2 graph"
+    act = config.get("hidden_act", "gelu_new")
+    if act not in TANH_GELU:
+        return f"hidden_act {act!r}: llama.cpp's phi2 graph computes the tanh GELU (gelu_new) only"
+    if config.get("tie_word_embeddings"):
+        return "tied embeddings: llama.cpp's phi2 loads an output head of its own"
     return None
 
 
@@ -267,11 +294,13 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     put("add_feed_forward_length", int(_first(config, "intermediate_size", "ffn_hidden_size", default=4 * hidden)))
     put("add_head_count", heads)
     put("add_head_count_kv", n_kv_heads(config))
+    if arch in LAYER_NORM:
+        put("add_layer_norm_eps", float(_first(config, "layer_norm_epsilon", "layer_norm_eps")))
+    else:
+        put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "layernorm_epsilon", "layer_norm_eps")))
     if arch == "bloom":
-        put("add_layer_norm_eps", float(config["layer_norm_epsilon"]))
         put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
         return written
-    put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "layernorm_epsilon", "layer_norm_eps")))
     if dim != hidden // heads or arch in GEMMA or arch == "qwen3":
         put("add_key_length", dim)
         put("add_value_length", dim)

@@ -27,6 +27,7 @@ MIRRORS = {
     "internlm3": "internlm/internlm3-8b-instruct",
     "smollm3": "HuggingFaceTB/SmolLM3-3B",
     "bloom": "bigscience/bloom-560m (Firefly's base)",
+    "phi2": "microsoft/phi-2",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -116,6 +117,12 @@ def _specs() -> dict[str, tuple[str, dict]]:
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),
+        # head_dim 16 x 0.4 rotates 6 of 16 dims (Phi-2: 32 of 80; Phi-1.5's 0.5 gives 32 of 64)
+        "phi2": ("PhiForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=HEADS, partial_rotary_factor=0.4,
+            max_position_embeddings=2048, layer_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
+            hidden_act="gelu_new", qk_layernorm=False, resid_pdrop=0.1, embd_pdrop=0.0, attention_dropout=0.0,
+            tie_word_embeddings=False)),
     }
 
 

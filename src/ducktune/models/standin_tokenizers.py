@@ -49,6 +49,8 @@ TEKKEN_REGEX = (
     r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 BLOOM_REGEX = r" ?[^(\s|[.,!?…。，、।۔،])]+"
+# CodeGen's (and Phi-1.5/Phi-2's) added tokens 50257-50294: runs of 31..2 spaces, then 9..2 tabs.
+CODEGEN_WHITESPACE = tuple(" " * n for n in range(31, 1, -1)) + tuple("\t" * n for n in range(9, 1, -1))
 
 
 @dataclass(frozen=True)
@@ -57,7 +59,7 @@ class KindSpec:
     spm: bool                    # SentencePiece-style (True) or byte-level BPE (False)
     adds_bos: bool               # HF tokenizer prepends BOS when encoding
     normalizer: str | None = None      # byte-level: "nfc" or None; spm: "prepend+replace" or "replace"
-    pre: str = "split"                 # byte-level: "split", "split-inverted", "digits+bytelevel"
+    pre: str = "split"                 # byte-level: "split", "split-inverted", "digits+bytelevel", "bytelevel"
     regex: str | None = None
     ignore_merges: bool = False
     front_specials: tuple[str, ...] = ("unk", "bos", "eos")   # spm: specials laid out before the bytes
@@ -65,6 +67,8 @@ class KindSpec:
     # Special tokens that swallow the whitespace after them (Phi-3: every added special but
     # <unk> <s> <|endoftext|>, which llama.cpp reproduces for models named "phi3"/"phi-3").
     rstrip_except: tuple[str, ...] | None = None
+    # Plain (non-special) added tokens: matched before the pre-tokenizer, in HF and in llama.cpp alike.
+    plain_added: tuple[str, ...] = ()
     defaults: dict = field(default_factory=dict)  # a typical `specials` for tests and demos
 
 
@@ -109,6 +113,12 @@ KINDS: dict[str, KindSpec] = {
         "bigscience/bloom (Firefly fine-tunes): Split(Bloom regex) + ByteLevel(use_regex=false), no BOS",
         spm=False, adds_bos=False, regex=BLOOM_REGEX,
         defaults={"bos": "<s>", "eos": "</s>", "pad": "<pad>", "unk": "<unk>", "additional": []}),
+    "codegen-bpe": KindSpec(
+        "microsoft/phi-2 (also phi-1_5; CodeGenTokenizer): ByteLevel(use_regex=true) alone (GPT-2's split), "
+        "no normalizer, no BOS, CodeGen's whitespace-run tokens added as plain tokens",
+        spm=False, adds_bos=False, pre="bytelevel", plain_added=CODEGEN_WHITESPACE,
+        defaults={"bos": "<|endoftext|>", "eos": "<|endoftext|>", "pad": None, "unk": "<|endoftext|>",
+                  "additional": []}),
     "llama-spm": KindSpec(
         "meta-llama/Llama-2-7b-chat-hf (also TinyLlama, Yi, Mistral v0.1/v0.2): Prepend(▁)+Replace(' ', ▁) "
         "normalizer, BPE byte_fallback, BOS <s> added",
@@ -189,6 +199,8 @@ def _byte_level_pre_tokenizer(spec: KindSpec):
             pre_tokenizers.Digits(individual_digits=True),
             pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
         ])
+    if spec.pre == "bytelevel":
+        return pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     if spec.pre == "split-inverted":
         split = pre_tokenizers.Split(Regex(spec.regex), behavior="removed", invert=True)
     else:
@@ -199,6 +211,7 @@ def _byte_level_pre_tokenizer(spec: KindSpec):
 
 def _build_byte_level(spec: KindSpec, specials: dict):
     from tokenizers import (
+        AddedToken,
         Tokenizer,
         decoders,
         models,
@@ -222,6 +235,8 @@ def _build_byte_level(spec: KindSpec, specials: dict):
         data = json.loads(tokenizer.to_str())
         data["model"]["ignore_merges"] = True
         tokenizer = Tokenizer.from_str(json.dumps(data))
+    if spec.plain_added:
+        tokenizer.add_tokens([AddedToken(text, special=False, normalized=True) for text in spec.plain_added])
     return tokenizer
 
 
