@@ -12,9 +12,10 @@ Per architecture, what differs from "read config, rename tensors":
   three tensors.
 - bloom: fused query_key_value is interleaved per head ([q, k, v] per head); llama.cpp wants
   [all q; all k; all v]. Layer norms with biases, ALiBi (no rope).
-- gemma2 / gemma3: RMSNorm multiplies by (1 + w); llama.cpp multiplies by w -> every norm
-  weight is written +1. Sliding-window layers are named per layer; Gemma 3's local layers use
-  their own rope base.
+- gemma / gemma2 / gemma3: RMSNorm multiplies by (1 + w); llama.cpp multiplies by w -> every norm
+  weight is written +1. The output layer is the embedding (llama.cpp scales the input by
+  sqrt(hidden), as HF does). Gemma 2/3: sliding-window layers are named per layer; Gemma 3's local
+  layers use their own rope base. Gemma 1 (and CodeGemma) has neither windows nor softcapping.
 - phi3: fused qkv_proj / gate_up_proj stay fused (llama.cpp splits them itself); longrope's
   long/short factor tables become tensors, its attention factor a key.
 - chatglm (GlmForCausalLM): partial rotary (interleaved pairs, as HF already stores), fused
@@ -37,6 +38,7 @@ ARCHITECTURES = {
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
     "Phi3ForCausalLM": "phi3",
@@ -48,7 +50,9 @@ ARCHITECTURES = {
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
 ROTARY_PERMUTED = {"llama", "internlm2"}
-GEMMA = {"gemma2", "gemma3"}
+GEMMA = {"gemma", "gemma2", "gemma3"}
+# llama.cpp's Gemma graphs run the MLP with ggml's GELU, the tanh approximation
+TANH_GELU = {"gelu_pytorch_tanh", "gelu_new"}
 NO_ROPE = {"bloom"}
 # rope scaling kinds written (dynamic NTK only changes rope beyond the trained context, which
 # llama.cpp does not do; within it HF and llama.cpp agree)
@@ -166,15 +170,41 @@ def architecture_support(config: dict) -> str | None:
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
         return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3)"
     if arch in GEMMA:
-        scalar = config.get("query_pre_attn_scalar")
-        # llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B shape
-        allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
-        if scalar is not None and int(scalar) not in allowed:
-            return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
+        return _gemma_problem(config, name, arch)
     if arch in ("phi3", "chatglm") and n_heads(config) * head_dim(config) != hidden_size(config):
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
+    return None
+
+
+def gemma_activation(config: dict) -> str:
+    """The MLP activation transformers 5 runs for a Gemma config: Gemma 1 reads `hidden_act` (its
+    published "gelu" is taken as the tanh approximation) and ignores `hidden_activation`, which
+    Gemma 2/3 read."""
+    if hf_architecture(config) == "GemmaForCausalLM":
+        act = config.get("hidden_act") or "gelu_pytorch_tanh"
+        return "gelu_pytorch_tanh" if act == "gelu" else act
+    return config.get("hidden_activation") or "gelu_pytorch_tanh"
+
+
+def _gemma_problem(config: dict, name: str, arch: str) -> str | None:
+    """Why llama.cpp's gemma/gemma2/gemma3 graph would run this config differently (None: it would not)."""
+    activation = gemma_activation(config)
+    if activation not in TANH_GELU:
+        return f"GGUF export of {name}: activation {activation} is not the tanh GELU llama.cpp runs for Gemma"
+    if config.get("use_bidirectional_attention"):
+        return f"GGUF export of {name}: use_bidirectional_attention is not causal attention, which llama.cpp runs"
+    if config.get("attention_bias"):
+        return f"GGUF export of {name}: attention_bias is set; llama.cpp's Gemma has no output-projection bias"
+    if arch in ("gemma", "gemma2") and config.get("tie_word_embeddings") is False:
+        return f"GGUF export of {name}: tie_word_embeddings is false; llama.cpp's {arch} reuses the embedding as output layer"
+    scalar = config.get("query_pre_attn_scalar")
+    # Gemma 2/3: llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B
+    # shape (Gemma 1 always scales by 1/sqrt(head_dim) and has no such key)
+    allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
+    if arch != "gemma" and scalar is not None and int(scalar) not in allowed:
+        return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
     return None
 
 
@@ -260,6 +290,8 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
 
 
 def _add_gemma_hparams(put, config: dict, arch: str) -> None:
+    if arch == "gemma":  # Gemma 1: no softcapping, no sliding windows
+        return
     kinds = layer_kinds(config)
     if arch == "gemma2":
         put("add_attn_logit_softcapping", float(config.get("attn_logit_softcapping") or 0.0))
