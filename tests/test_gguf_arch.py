@@ -176,6 +176,12 @@ EXPECTED = {
     "qwen2": ("qwen2", {"rope.freq_base": 1000000.0}, {"blk.0.attn_q.bias": (64,)}, {"output.weight"}),
     "qwen3": ("qwen3", {"attention.key_length": 32}, {"blk.1.attn_q_norm.weight": (32,), "blk.1.attn_k_norm.weight": (32,)},
               {"blk.0.attn_q.bias"}),
+    # Gemma 1: head_dim 32 with 4 heads on hidden 64 (the 7B's 16 x 256 on 3072), MQA as the 2B; the
+    # embedding is the output layer; no window or softcapping keys
+    "gemma": ("gemma", {"attention.key_length": 32, "attention.value_length": 32, "attention.head_count_kv": 1,
+                        "rope.dimension_count": 32, "feed_forward_length": 512},
+              {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_output.weight": (64, 128), "blk.0.attn_k.weight": (32, 64)},
+              {"output.weight", "rope_freqs.weight", "blk.0.post_attention_norm.weight"}),
     "gemma2": ("gemma2", {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "attention.sliding_window": 8,
                           "attention.sliding_window_pattern": [True, False], "attention.key_length": 32},
                {"blk.0.post_attention_norm.weight": (64,), "blk.0.post_ffw_norm.weight": (64,)}, {"output.weight"}),
@@ -268,6 +274,7 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, re
     "q/k rows not re-ordered": ("llama", "ROTARY_PERMUTED", lambda: set()),
     "no llama3 rope_freqs": ("llama3", "_computed_tensors", lambda: lambda config, arch: []),
     "gemma norms without +1, no softcapping": ("gemma2", "GEMMA", lambda: set()),
+    "gemma 1 norms without +1": ("gemma", "GEMMA", lambda: {"gemma2", "gemma3"}),
     "gemma3 local/global layers not written": ("gemma3", "_add_gemma_hparams", lambda: _without_hparam("add_sliding_window_pattern")),
     "no longrope factor tables": ("phi3-longrope", "_computed_tensors", lambda: lambda config, arch: []),
     "no longrope attention factor": ("phi3-longrope", "longrope_attention_factor", lambda: lambda config: 1.0),
@@ -481,6 +488,12 @@ PHI_3_5_MINI = {  # microsoft/Phi-3.5-mini-instruct config.json (factor lists sh
     "num_hidden_layers": 32, "intermediate_size": 8192, "max_position_embeddings": 131072,
     "original_max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "sliding_window": 262144,
     "rope_scaling": {"type": "longrope", "long_factor": [1.0] * 48, "short_factor": [1.0] * 48}, "vocab_size": 32064}
+GEMMA_7B_IT = {  # google/gemma-7b-it config.json (gemma-1.1-7b-it adds "hidden_activation": "gelu_pytorch_tanh")
+    "architectures": ["GemmaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 2,
+    "eos_token_id": 1, "head_dim": 256, "hidden_act": "gelu", "hidden_size": 3072, "initializer_range": 0.02,
+    "intermediate_size": 24576, "max_position_embeddings": 8192, "model_type": "gemma", "num_attention_heads": 16,
+    "num_hidden_layers": 28, "num_key_value_heads": 16, "pad_token_id": 0, "rms_norm_eps": 1e-06, "rope_scaling": None,
+    "rope_theta": 10000.0, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 256000}
 GLM_4_9B = {  # THUDM/glm-4-9b-chat-hf config.json
     "architectures": ["GlmForCausalLM"], "hidden_size": 4096, "num_attention_heads": 32, "num_key_value_heads": 2,
     "head_dim": 128, "num_hidden_layers": 40, "intermediate_size": 13696, "max_position_embeddings": 131072,
@@ -598,6 +611,50 @@ def test_published_glm_4_config_rotates_half_of_each_head():
     assert gguf_arch.gguf_arch(GLM_4_9B) == "chatglm"
     gguf_arch.add_hparams(writer, GLM_4_9B, "chatglm")
     assert writer.calls["rope_dimension_count"] == 64 and writer.calls["head_count_kv"] == 2
+
+
+def test_published_gemma_7b_config_is_llama_cpps_gemma_with_its_head_size():
+    """16 heads x 256 = 4096 != 3072: the key/value lengths must be written (llama.cpp would take 192)."""
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(GEMMA_7B_IT) == "gemma"
+    gguf_arch.add_hparams(writer, GEMMA_7B_IT, "gemma")
+    calls = writer.calls
+    assert calls["key_length"] == calls["value_length"] == 256 and calls["rope_dimension_count"] == 256
+    assert calls["embedding_length"] == 3072 and calls["head_count_kv"] == 16 and calls["feed_forward_length"] == 24576
+    assert not {"sliding_window", "final_logit_softcapping", "attn_logit_softcapping"} & set(calls)
+
+
+def test_published_gemma_weights_get_norms_plus_one_and_no_output_layer():
+    shapes = {"model.embed_tokens.weight": (256000, 3072), "model.norm.weight": (3072,), "lm_head.weight": (256000, 3072),
+              "model.layers.0.input_layernorm.weight": (3072,), "model.layers.0.post_attention_layernorm.weight": (3072,),
+              "model.layers.0.self_attn.q_proj.weight": (4096, 3072)}
+    plans = {plan.gguf_name: plan for plan in plan_from_shapes(shapes, GEMMA_7B_IT, "f16")}
+    assert set(plans) == {"token_embd.weight", "output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight",
+                          "blk.0.attn_q.weight"}
+    for name in ("output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"):
+        np.testing.assert_array_equal(plans[name].transform(np.zeros(3, np.float32)), np.ones(3, np.float32))
+    assert plans["blk.0.attn_q.weight"].transform is None  # llama.cpp's gemma rotates halves, as HF stores them
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hidden_act": "gelu_pytorch_tanh"}, None),
+    ({"hidden_activation": "gelu"}, None),  # transformers 5 ignores it for Gemma 1 and runs hidden_act
+    ({"hidden_act": "silu"}, "activation silu"),
+    ({"hidden_act": "gelu_python"}, "activation gelu_python"),
+    ({"use_bidirectional_attention": True}, "use_bidirectional_attention"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"tie_word_embeddings": False}, "tie_word_embeddings"),
+])
+def test_gemma_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
+    reason = architecture_support({**GEMMA_7B_IT, **change})
+    assert reason is None if fragment is None else (fragment in reason and "\n" not in reason), reason
+
+
+def test_gemma_2_activation_is_read_from_hidden_activation():
+    gemma_2 = {"architectures": ["Gemma2ForCausalLM"], "hidden_size": 2304, "num_attention_heads": 8, "head_dim": 256,
+               "num_hidden_layers": 26, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh"}
+    assert architecture_support(gemma_2) is None
+    assert "activation gelu" in architecture_support({**gemma_2, "hidden_activation": "gelu"})
 
 
 def test_gemma_2_27b_query_scale_is_the_one_llama_cpp_uses_for_it():

@@ -42,6 +42,7 @@ FAMILIES = {
     "mistral-v1": (LLAMA_SPM, []),
     "mistral-v3": (LLAMA_SPM, ["[INST]", "[/INST]"]),
     "mistral-nemo": (LLAMA_SPM, ["[INST]", "[/INST]"]),
+    "gemma": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma2": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma3": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "phi3": ({"bos_token": "<s>", "eos_token": "<|endoftext|>"},
@@ -55,7 +56,7 @@ FAMILIES = {
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
 }
 # How each published template places the system prompt (measured, not looked up).
-EXPECTED_STYLE = {"gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
+EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
                   "mistral-v3": LAST_USER, "mistral-nemo": LAST_USER}
 
 requires_go = pytest.mark.requires_go

@@ -12,9 +12,10 @@ Per architecture, what differs from "read config, rename tensors":
   three tensors.
 - bloom: fused query_key_value is interleaved per head ([q, k, v] per head); llama.cpp wants
   [all q; all k; all v]. Layer norms with biases, ALiBi (no rope).
-- gemma2 / gemma3: RMSNorm multiplies by (1 + w); llama.cpp multiplies by w -> every norm
-  weight is written +1. Sliding-window layers are named per layer; Gemma 3's local layers use
-  their own rope base.
+- gemma / gemma2 / gemma3: RMSNorm multiplies by (1 + w); llama.cpp multiplies by w -> every norm
+  weight is written +1. The output layer is the embedding (llama.cpp scales the input by
+  sqrt(hidden), as HF does). Gemma 2/3: sliding-window layers are named per layer; Gemma 3's local
+  layers use their own rope base. Gemma 1 (and CodeGemma) has neither windows nor softcapping.
 - phi3: fused qkv_proj / gate_up_proj stay fused (llama.cpp splits them itself); longrope's
   long/short factor tables become tensors, its attention factor a key.
 - chatglm (GlmForCausalLM): partial rotary (interleaved pairs, as HF already stores), fused
@@ -47,6 +48,7 @@ ARCHITECTURES = {
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
     "Phi3ForCausalLM": "phi3",
@@ -63,7 +65,7 @@ ARCHITECTURES = {
 ROTARY_PERMUTED = {"llama", "internlm2", "smollm3"}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
-GEMMA = {"gemma2", "gemma3"}
+GEMMA = {"gemma", "gemma2", "gemma3"}
 NO_ROPE = {"bloom"}
 # LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
 LAYER_NORM = {"bloom", "phi2"}
@@ -196,11 +198,8 @@ def architecture_support(config: dict) -> str | None:
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
         return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3)"
     if arch in GEMMA:
-        scalar = config.get("query_pre_attn_scalar")
-        # llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B shape
-        allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
-        if scalar is not None and int(scalar) not in allowed:
-            return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
+        if reason := _gemma_problem(config, name, arch):
+            return reason
     if arch == "phi2":
         reason = _phi2_problem(config)
         if reason:
@@ -244,6 +243,36 @@ def _phi2_problem(config: dict) -> str | None:
         return f"hidden_act {act!r}: llama.cpp's phi2 graph computes the tanh GELU (gelu_new) only"
     if config.get("tie_word_embeddings"):
         return "tied embeddings: llama.cpp's phi2 loads an output head of its own"
+    return None
+
+
+def gemma_activation(config: dict) -> str:
+    """The MLP activation transformers 5 runs for a Gemma config: Gemma 1 reads `hidden_act` (its
+    published "gelu" is taken as the tanh approximation) and ignores `hidden_activation`, which
+    Gemma 2/3 read."""
+    if hf_architecture(config) == "GemmaForCausalLM":
+        act = config.get("hidden_act") or "gelu_pytorch_tanh"
+        return "gelu_pytorch_tanh" if act == "gelu" else act
+    return config.get("hidden_activation") or "gelu_pytorch_tanh"
+
+
+def _gemma_problem(config: dict, name: str, arch: str) -> str | None:
+    """Why llama.cpp's gemma/gemma2/gemma3 graph would run this config differently (None: it would not)."""
+    activation = gemma_activation(config)
+    if activation not in TANH_GELU:
+        return f"GGUF export of {name}: activation {activation} is not the tanh GELU llama.cpp runs for Gemma"
+    if config.get("use_bidirectional_attention"):
+        return f"GGUF export of {name}: use_bidirectional_attention is not causal attention, which llama.cpp runs"
+    if config.get("attention_bias"):
+        return f"GGUF export of {name}: attention_bias is set; llama.cpp's Gemma has no output-projection bias"
+    if arch in ("gemma", "gemma2") and config.get("tie_word_embeddings") is False:
+        return f"GGUF export of {name}: tie_word_embeddings is false; llama.cpp's {arch} reuses the embedding as output layer"
+    scalar = config.get("query_pre_attn_scalar")
+    # Gemma 2/3: llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B
+    # shape (Gemma 1 always scales by 1/sqrt(head_dim) and has no such key)
+    allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
+    if arch != "gemma" and scalar is not None and int(scalar) not in allowed:
+        return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
     return None
 
 
@@ -331,6 +360,8 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
 
 
 def _add_gemma_hparams(put, config: dict, arch: str) -> None:
+    if arch == "gemma":  # Gemma 1: no softcapping, no sliding windows
+        return
     kinds = layer_kinds(config)
     if arch == "gemma2":
         put("add_attn_logit_softcapping", float(config.get("attn_logit_softcapping") or 0.0))

@@ -78,6 +78,8 @@ FAMILIES: list[Family] = [
            "mistral-v3", {**_SPM, "additional": ["[INST]", "[/INST]"]}, tokenizer_class="LlamaTokenizer"),
     Family("mistral-nemo", "Mistral-Nemo-Instruct", "MistralForCausalLM", "mistral-nemo", "tekken", "mistral-nemo",
            {**_SPM, "additional": ["[INST]", "[/INST]"]}),
+    Family("gemma", "Gemma / Gemma 1.1 / CodeGemma", "GemmaForCausalLM", "gemma", "gemma-spm", "gemma", _GEMMA,
+           note="no system role in the template", tokenizer_class="GemmaTokenizer"),
     Family("gemma2", "Gemma 2", "Gemma2ForCausalLM", "gemma2", "gemma-spm", "gemma2",
            _GEMMA,
            note="no system role in the template", tokenizer_class="GemmaTokenizer"),

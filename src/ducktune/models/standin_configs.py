@@ -18,6 +18,7 @@ MIRRORS = {
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
+    "gemma": "google/gemma-1.1-2b-it",
     "gemma2": "google/gemma-2-2b-it",
     "gemma3": "google/gemma-3-1b-it",
     "phi3": "microsoft/Phi-3-mini-4k-instruct",
@@ -72,6 +73,12 @@ def _specs() -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        "gemma": ("GemmaForCausalLM", dict(
+            common, intermediate_size=512, num_key_value_heads=1,
+            head_dim=32,  # 4 x 32 != 64, like the 7B's 16 x 256 != 3072 (the 2B's 8 x 256 = 2048)
+            max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=10000.0, rope_scaling=None,
+            # both as published: transformers 5 reads hidden_act ("gelu" taken as the tanh approximation)
+            hidden_act="gelu", hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True)),
         "gemma2": ("Gemma2ForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=32,
             max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=10000.0, attn_logit_softcapping=50.0,
