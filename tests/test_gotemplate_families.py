@@ -51,6 +51,8 @@ FAMILIES = {
     "glm4-0414": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
     "firefly": (LLAMA_SPM, []),
+    "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
+                   ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
 }
 # How each published template places the system prompt (measured, not looked up).
 EXPECTED_STYLE = {"gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
@@ -105,6 +107,12 @@ def test_measured_pieces_of_typical_templates(family_formats):
     assert "Cutting Knowledge Date" in llama31.system_open
     gemma3 = derive_layout(family_formats["gemma3"])
     assert gemma3.system_prefix == "" and gemma3.system_separator == "\n\n"
+    # Granite 3.3's default system prompt prints today's date (strftime_now): measured as rendered today
+    granite = derive_layout(family_formats["granite3.3"])
+    assert granite.default_system.startswith("Knowledge Cutoff Date: April 2024. Today's Date: ")
+    assert granite.default_system.endswith(". You are Granite, developed by IBM. You are a helpful AI assistant.")
+    assert (granite.user_open, granite.generation_prompt) == ("<|start_of_role|>user<|end_of_role|>",
+                                                              "<|start_of_role|>assistant<|end_of_role|>")
 
 
 @requires_go

@@ -21,6 +21,10 @@ Per architecture, what differs from "read config, rename tensors":
   gate_up_proj stays fused.
 - glm4 (Glm4ForCausalLM, GLM-4-0414 / GLM-Z1): chatglm's layout plus a norm after attention and
   one after the MLP (post_self_attn_layernorm / post_mlp_layernorm), which gguf's name map knows.
+- granite (GraniteForCausalLM, Granite 3.x dense): llama's layout and rotary permutation plus four
+  muP scalars: embedding_multiplier (embedding scale), residual_multiplier (residual scale),
+  attention_multiplier (the softmax scale itself, in place of 1/sqrt(head_dim)) and
+  logits_scaling (logit scale: both HF and llama.cpp divide the logits by it).
 """
 
 from __future__ import annotations
@@ -44,14 +48,22 @@ ARCHITECTURES = {
     "Glm4ForCausalLM": "glm4",
     "BloomForCausalLM": "bloom",
     "InternLM2ForCausalLM": "internlm2",
+    "GraniteForCausalLM": "granite",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2"}
+ROTARY_PERMUTED = {"llama", "internlm2", "granite"}
 GEMMA = {"gemma2", "gemma3"}
 NO_ROPE = {"bloom"}
 # rope scaling kinds written (dynamic NTK only changes rope beyond the trained context, which
 # llama.cpp does not do; within it HF and llama.cpp agree)
+# Granite's muP scalars -> the GGUF writer method of the key llama.cpp's granite loader reads
+GRANITE_SCALES = {
+    "embedding_multiplier": "add_embedding_scale",
+    "residual_multiplier": "add_residual_scale",
+    "attention_multiplier": "add_attention_scale",
+    "logits_scaling": "add_logit_scale",
+}
 ROPE_KINDS = {
     "default": None,
     "linear": None,
@@ -175,6 +187,19 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
+    if arch == "granite":
+        return _granite_support(config, name)
+    return None
+
+
+def _granite_support(config: dict, name: str) -> str | None:
+    """llama.cpp's granite graph takes head_dim as hidden_size / heads (its converter drops a head_dim
+    key) and reads a multiplier of 0 as "absent" (default scale): such configs would run differently."""
+    if head_dim(config) * n_heads(config) != hidden_size(config):
+        return f"GGUF export of {name}: head_dim {head_dim(config)} x {n_heads(config)} heads must equal hidden_size for llama.cpp"
+    for key in GRANITE_SCALES:
+        if config.get(key) is not None and float(config[key]) == 0.0:
+            return f"GGUF export of {name}: {key} 0 is read by llama.cpp as unset"
     return None
 
 
@@ -240,6 +265,10 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         _add_gemma_hparams(put, config, arch)
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
+    if arch == "granite":
+        for key, method in GRANITE_SCALES.items():
+            # transformers' defaults (1.0) when absent; llama.cpp requires the logit scale
+            put(method, float(config.get(key) if config.get(key) is not None else 1.0))
     return written
 
 

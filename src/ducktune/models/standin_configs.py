@@ -25,6 +25,7 @@ MIRRORS = {
     "glm": "THUDM/glm-4-9b-chat-hf",
     "glm4-0414": "zai-org/GLM-4-9B-0414",
     "bloom": "bigscience/bloom-560m (Firefly's base)",
+    "granite": "ibm-granite/granite-3.3-2b-instruct",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -98,6 +99,12 @@ def _specs() -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
             max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=True,
             hidden_act="silu", tie_word_embeddings=False)),
+        "granite": ("GraniteForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=131072, rms_norm_eps=1e-5,
+            rope_theta=10000000.0, rope_scaling=None, attention_bias=False, mlp_bias=False, attention_dropout=0.1,
+            hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
+            logits_scaling=8.0,
+            attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),
