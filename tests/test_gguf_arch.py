@@ -101,12 +101,25 @@ def standin(tmp_path_factory, tokenizer):
             config.initializer_range = INIT_RANGE
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+            _undo_granite_damping(model, config)
             folder = root / arch
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             built[arch] = (folder, model)
         return built[arch]
     return build
+
+
+def _undo_granite_damping(model, config) -> None:
+    """Granite multiplies its (tied) embeddings by 12 and divides its logits by 8: with random weights the
+    layers' share of the result and the logit spread are then too small for a left-out step to show.
+    Shrink the embeddings by the multiplier and grow the final norm by both, so the layers matter as in
+    the other stand-ins while every multiplier is still applied (and must be, for the logits to match)."""
+    if not getattr(config, "logits_scaling", None):
+        return
+    with torch.no_grad():
+        model.get_input_embeddings().weight.div_(config.embedding_multiplier)
+        model.model.norm.weight.mul_(config.embedding_multiplier * config.logits_scaling)
 
 
 @pytest.fixture(scope="session")
