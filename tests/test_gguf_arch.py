@@ -101,12 +101,25 @@ def standin(tmp_path_factory, tokenizer):
             config.initializer_range = INIT_RANGE
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+            _undo_granite_damping(model, config)
             folder = root / arch
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             built[arch] = (folder, model)
         return built[arch]
     return build
+
+
+def _undo_granite_damping(model, config) -> None:
+    """Granite multiplies its (tied) embeddings by 12 and divides its logits by 8: with random weights the
+    layers' share of the result and the logit spread are then too small for a left-out step to show.
+    Shrink the embeddings by the multiplier and grow the final norm by both, so the layers matter as in
+    the other stand-ins while every multiplier is still applied (and must be, for the logits to match)."""
+    if not getattr(config, "logits_scaling", None):
+        return
+    with torch.no_grad():
+        model.get_input_embeddings().weight.div_(config.embedding_multiplier)
+        model.model.norm.weight.mul_(config.embedding_multiplier * config.logits_scaling)
 
 
 @pytest.fixture(scope="session")
@@ -208,6 +221,10 @@ EXPECTED = {
     "smollm3": ("smollm3", {"rope.freq_base": 5000000.0, "block_count": 4, "attention.head_count_kv": 1,
                             "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 65536},
                 {"blk.3.attn_q.weight": (64, 64), "blk.3.attn_k.weight": (16, 64)}, {"output.weight", "rope_freqs.weight"}),
+    # Granite 3.x: llama's layout (tied embeddings) plus its four muP scalars
+    "granite": ("granite", {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 1 / 16,
+                            "logit_scale": 8.0, "rope.freq_base": 1e7, "rope.dimension_count": 16},
+                {"blk.0.attn_k.weight": (32, 64), "blk.0.ffn_gate.weight": (256, 64)}, {"output.weight", "rope_freqs.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
     # Phi-2: LayerNorms with biases, biased q/k/v/dense/fc1/fc2 and output head, 6 of 16 dims rotated
@@ -283,6 +300,9 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, re
     "smollm3 q/k rows not re-ordered": ("smollm3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
     "phi2 rotary over the whole head": ("phi2", "rotary_dims", lambda: gguf_arch.head_dim),
     "phi2 q/k rows re-ordered as for llama": ("phi2", "ROTARY_PERMUTED", lambda: {"phi2"}),
+    "granite attention_multiplier not written": (
+        "granite", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
+    "granite q/k rows not re-ordered": ("granite", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
 }
 
 
@@ -499,6 +519,13 @@ GLM_4_9B = {  # THUDM/glm-4-9b-chat-hf config.json
     "head_dim": 128, "num_hidden_layers": 40, "intermediate_size": 13696, "max_position_embeddings": 131072,
     "partial_rotary_factor": 0.5, "rms_norm_eps": 1.5625e-07, "rope_theta": 10000.0, "attention_bias": True,
     "vocab_size": 151552}
+GRANITE_3_3_2B = {  # ibm-granite/granite-3.3-2b-instruct config.json
+    "architectures": ["GraniteForCausalLM"], "model_type": "granite", "hidden_size": 2048, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "num_hidden_layers": 40, "intermediate_size": 8192, "max_position_embeddings": 131072,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000000.0, "rope_scaling": None, "attention_bias": False, "mlp_bias": False,
+    "attention_dropout": 0.1, "embedding_multiplier": 12.0, "residual_multiplier": 0.22,
+    "attention_multiplier": 0.015625, "logits_scaling": 8.0, "tie_word_embeddings": True, "vocab_size": 49159,
+    "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
 
 INTERNLM3_8B = {  # internlm/internlm3-8b-instruct config.json (auto_map and dtype left out)
     "architectures": ["InternLM3ForCausalLM"], "model_type": "internlm3", "bias": False, "qkv_bias": False,
@@ -655,6 +682,29 @@ def test_gemma_2_activation_is_read_from_hidden_activation():
                "num_hidden_layers": 26, "hidden_act": "gelu_pytorch_tanh", "hidden_activation": "gelu_pytorch_tanh"}
     assert architecture_support(gemma_2) is None
     assert "activation gelu" in architecture_support({**gemma_2, "hidden_activation": "gelu"})
+def test_published_granite_3_3_config_gets_its_scales_and_llama_rotary():
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(GRANITE_3_3_2B) == "granite"
+    gguf_arch.add_hparams(writer, GRANITE_3_3_2B, "granite")
+    calls = writer.calls
+    assert (calls["embedding_scale"], calls["residual_scale"], calls["attention_scale"], calls["logit_scale"]) == (
+        12.0, 0.22, 0.015625, 8.0)
+    assert calls["rope_freq_base"] == 1e7 and calls["rope_dimension_count"] == 64 and "key_length" not in calls
+    plans = {p.gguf_name: p for p in plan_from_shapes(
+        {"model.embed_tokens.weight": (49159, 2048), "model.layers.0.self_attn.q_proj.weight": (2048, 2048),
+         "lm_head.weight": (49159, 2048)}, GRANITE_3_3_2B, "f16")}
+    assert set(plans) == {"token_embd.weight", "blk.0.attn_q.weight"}  # tied: no output.weight
+    assert plans["blk.0.attn_q.weight"].transform is not None  # HF rotate-half rows -> llama.cpp pairs
+
+
+def test_granite_configs_llama_cpp_would_run_differently_are_refused():
+    head_dim = architecture_support({**GRANITE_3_3_2B, "head_dim": 128})
+    assert "head_dim 128" in head_dim and "\n" not in head_dim
+    assert "attention_multiplier 0" in architecture_support({**GRANITE_3_3_2B, "attention_multiplier": 0.0})
+    # absent multipliers are transformers' 1.0, written as such (llama.cpp would take 1/sqrt(head_dim))
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, {k: v for k, v in GRANITE_3_3_2B.items() if k != "attention_multiplier"}, "granite")
+    assert writer.calls["attention_scale"] == 1.0
 
 
 def test_gemma_2_27b_query_scale_is_the_one_llama_cpp_uses_for_it():

@@ -54,6 +54,8 @@ FAMILIES = {
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
     "firefly": (LLAMA_SPM, []),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
+    "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
+                   ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
 }
 # How each published template places the system prompt (measured, not looked up).
 EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
@@ -111,6 +113,12 @@ def test_measured_pieces_of_typical_templates(family_formats):
     # ducktune's Phi-2 QA format: the answer follows "Output:" and ends with EOS, which opens the next turn
     phi2 = derive_layout(family_formats["phi2-qa"])
     assert (phi2.user_open, phi2.generation_prompt, phi2.assistant_close) == ("Instruct: ", "Output:", "<|endoftext|>")
+    # Granite 3.3's default system prompt prints today's date (strftime_now): measured as rendered today
+    granite = derive_layout(family_formats["granite3.3"])
+    assert granite.default_system.startswith("Knowledge Cutoff Date: April 2024. Today's Date: ")
+    assert granite.default_system.endswith(". You are Granite, developed by IBM. You are a helpful AI assistant.")
+    assert (granite.user_open, granite.generation_prompt) == ("<|start_of_role|>user<|end_of_role|>",
+                                                              "<|start_of_role|>assistant<|end_of_role|>")
 
 
 @requires_go

@@ -32,6 +32,10 @@ Per architecture, what differs from "read config, rename tensors":
   biases), partial rotary in NEOX halves as HF stores them (no re-ordering), separate q/k/v and an
   output head, all with biases, under gguf's own names. llama.cpp has no q/k norms for it and
   runs gelu_new (tanh GELU) only.
+- granite (GraniteForCausalLM, Granite 3.x dense): llama's layout and rotary permutation plus four
+  muP scalars: embedding_multiplier (embedding scale), residual_multiplier (residual scale),
+  attention_multiplier (the softmax scale itself, in place of 1/sqrt(head_dim)) and
+  logits_scaling (logit scale: both HF and llama.cpp divide the logits by it).
 """
 
 from __future__ import annotations
@@ -59,10 +63,11 @@ ARCHITECTURES = {
     "InternLM2ForCausalLM": "internlm2",
     "InternLM3ForCausalLM": "llama",
     "PhiForCausalLM": "phi2",
+    "GraniteForCausalLM": "granite",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite"}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
@@ -71,6 +76,13 @@ NO_ROPE = {"bloom"}
 LAYER_NORM = {"bloom", "phi2"}
 # HF activations computed as llama.cpp's GELU (the tanh approximation)
 TANH_GELU = {"gelu_new", "gelu_pytorch_tanh"}
+# Granite's muP scalars -> the GGUF writer method of the key llama.cpp's granite loader reads
+GRANITE_SCALES = {
+    "embedding_multiplier": "add_embedding_scale",
+    "residual_multiplier": "add_residual_scale",
+    "attention_multiplier": "add_attention_scale",
+    "logits_scaling": "add_logit_scale",
+}
 # rope scaling kinds written (dynamic NTK only changes rope beyond the trained context, which
 # llama.cpp does not do; within it HF and llama.cpp agree)
 ROPE_KINDS = {
@@ -197,20 +209,14 @@ def architecture_support(config: dict) -> str | None:
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
         return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3)"
-    if arch in GEMMA:
-        if reason := _gemma_problem(config, name, arch):
-            return reason
-    if arch == "phi2":
-        reason = _phi2_problem(config)
-        if reason:
-            return f"GGUF export of {name}: {reason}"
     if arch in ("phi3", "chatglm", "phi2") and n_heads(config) * head_dim(config) != hidden_size(config):
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
-    if arch == "smollm3":
-        return _smollm3_problem(config, name)
-    return None
+    if arch in GEMMA:
+        return _gemma_problem(config, name, arch)
+    problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem}.get(arch)
+    return problem(config, name) if problem else None
 
 
 def _smollm3_problem(config: dict, name: str) -> str | None:
@@ -232,18 +238,20 @@ def _smollm3_problem(config: dict, name: str) -> str | None:
     return None
 
 
-def _phi2_problem(config: dict) -> str | None:
+def _phi2_problem(config: dict, name: str) -> str | None:
     """What in a Phi config llama.cpp's phi2 graph would run differently, or None."""
-    if config.get("model_type", "phi") != "phi":  # phi-msft: the pre-transformers remote-code layout
-        return f"model_type {config['model_type']!r} is not the transformers-native Phi layout (model_type 'phi')"
-    if config.get("qk_layernorm"):
-        return "qk_layernorm (LayerNorm on queries and keys) has no place in llama.cpp's phi2 graph"
     act = config.get("hidden_act", "gelu_new")
-    if act not in TANH_GELU:
-        return f"hidden_act {act!r}: llama.cpp's phi2 graph computes the tanh GELU (gelu_new) only"
-    if config.get("tie_word_embeddings"):
-        return "tied embeddings: llama.cpp's phi2 loads an output head of its own"
-    return None
+    if config.get("model_type", "phi") != "phi":  # phi-msft: the pre-transformers remote-code layout
+        reason = f"model_type {config['model_type']!r} is not the transformers-native Phi layout (model_type 'phi')"
+    elif config.get("qk_layernorm"):
+        reason = "qk_layernorm (LayerNorm on queries and keys) has no place in llama.cpp's phi2 graph"
+    elif act not in TANH_GELU:
+        reason = f"hidden_act {act!r}: llama.cpp's phi2 graph computes the tanh GELU (gelu_new) only"
+    elif config.get("tie_word_embeddings"):
+        reason = "tied embeddings: llama.cpp's phi2 loads an output head of its own"
+    else:
+        return None
+    return f"GGUF export of {name}: {reason}"
 
 
 def gemma_activation(config: dict) -> str:
@@ -273,6 +281,17 @@ def _gemma_problem(config: dict, name: str, arch: str) -> str | None:
     allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
     if arch != "gemma" and scalar is not None and int(scalar) not in allowed:
         return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
+    return None
+
+
+def _granite_problem(config: dict, name: str) -> str | None:
+    """llama.cpp's granite graph takes head_dim as hidden_size / heads (its converter drops a head_dim
+    key) and reads a multiplier of 0 as "absent" (default scale): such configs would run differently."""
+    if head_dim(config) * n_heads(config) != hidden_size(config):
+        return f"GGUF export of {name}: head_dim {head_dim(config)} x {n_heads(config)} heads must equal hidden_size for llama.cpp"
+    for key in GRANITE_SCALES:
+        if config.get(key) is not None and float(config[key]) == 0.0:
+            return f"GGUF export of {name}: {key} 0 is read by llama.cpp as unset"
     return None
 
 
@@ -340,6 +359,10 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         _add_gemma_hparams(put, config, arch)
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
+    if arch == "granite":
+        for key, method in GRANITE_SCALES.items():
+            # transformers' defaults (1.0) when absent; llama.cpp requires the logit scale
+            put(method, float(config.get(key) if config.get(key) is not None else 1.0))
     return written
 
 

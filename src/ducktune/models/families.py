@@ -109,6 +109,15 @@ FAMILIES: list[Family] = [
                      additional=["<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
                                  "<|finetune_right_pad_id|>"]),
            note="its template thinks by default; ducktune trains non-thinking unless model.enable_thinking: true"),
+    Family("granite", "Granite 3.0 / 3.1 / 3.3 (dense)", "GraniteForCausalLM", "granite", "smollm", "granite3.3",
+           _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|end_of_text|>", unk="<|end_of_text|>",
+                     additional=["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
+                                 "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>",
+                                 "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
+                                 "<empty_output>", "<commit_before>", "<commit_msg>", "<commit_after>", "<reponame>",
+                                 "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>", "<|start_of_cite|>",
+                                 "<|end_of_cite|>", "<|start_of_plugin|>", "<|end_of_plugin|>"]),
+           tokenizer_class="GPT2Tokenizer"),
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
            note="its modelling code ships with the model (model.trust_remote_code: true)"),
@@ -172,9 +181,7 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
     config = tiny_config(spec.arch, len(tokenizer), ids["bos"], ids["eos"], ids["pad"])
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    with torch.no_grad():
-        # Through the LM head (tied or not): input-side scaling would be undone by the first norm.
-        model.get_output_embeddings().weight.mul_(embedding_scale)
+    _widen_logit_margins(model, config, embedding_scale)
     stop_ids = [tokenizer.convert_tokens_to_ids(token) for token in spec.stops]
     model.generation_config = GenerationConfig(bos_token_id=ids["bos"], pad_token_id=ids["pad"],
                                                eos_token_id=[ids["eos"], *stop_ids] if stop_ids else ids["eos"])
@@ -204,6 +211,20 @@ def _auto_map(spec: Family) -> dict:
     config_class = spec.model_class.replace("ForCausalLM", "Config")
     return {"AutoConfig": f"configuration_{spec.arch}.{config_class}",
             "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
+def _widen_logit_margins(model, config, scale: float) -> None:
+    """Multiply the logits by `scale` (undoing a logit divisor such as Granite's logits_scaling)."""
+    import torch
+
+    divisor = float(getattr(config, "logits_scaling", None) or 1.0)
+    with torch.no_grad():
+        if divisor != 1.0:
+            # Through the final norm, not the tied embeddings: Granite's inputs are already multiplied
+            # (embedding_multiplier) and its layer outputs damped (residual_multiplier); larger
+            # embeddings would drown what the layers add, and LoRA training could not move the loss.
+            model.model.norm.weight.mul_(scale * divisor)
+            return
+        # Through the LM head (tied or not): input-side scaling would be undone by the first norm.
+        model.get_output_embeddings().weight.mul_(scale)
 
 
 def _save_tokenizer(tokenizer, folder: Path, tokenizer_class: str) -> None:

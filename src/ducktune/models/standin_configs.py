@@ -29,6 +29,7 @@ MIRRORS = {
     "smollm3": "HuggingFaceTB/SmolLM3-3B",
     "bloom": "bigscience/bloom-560m (Firefly's base)",
     "phi2": "microsoft/phi-2",
+    "granite": "ibm-granite/granite-3.3-2b-instruct",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -121,6 +122,12 @@ def _specs() -> dict[str, tuple[str, dict]]:
             rms_norm_eps=1e-6, rope_theta=5000000.0, no_rope_layer_interval=4, no_rope_layers=[1, 1, 1, 0],
             use_sliding_window=False, sliding_window=None, attention_bias=False, mlp_bias=False,
             hidden_act="silu", tie_word_embeddings=True)),
+        "granite": ("GraniteForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=131072, rms_norm_eps=1e-5,
+            rope_theta=10000000.0, rope_scaling=None, attention_bias=False, mlp_bias=False, attention_dropout=0.1,
+            hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
+            logits_scaling=8.0,
+            attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),
