@@ -98,7 +98,7 @@ def standin(tmp_path_factory, tokenizer):
             config = tiny_config(arch, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
             # Random init at 5x the usual spread: logits spread over a few units instead of ~0.2, so most
             # positions have a top-2 margin far above f16/q8_0 error (no near-ties to excuse).
-            config.initializer_range = INIT_RANGE
+            config.initializer_range = config.get_text_config().initializer_range = INIT_RANGE
             torch.manual_seed(0)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
             _undo_granite_damping(model, config)
@@ -201,6 +201,12 @@ EXPECTED = {
     "gemma3": ("gemma3", {"rope.freq_base": 1000000.0, "rope.freq_base_swa": 10000.0, "attention.sliding_window": 8,
                           "attention.sliding_window_pattern": [True, False], "attention.head_count_kv": 1},
                {"blk.0.attn_k_norm.weight": (32,), "blk.0.attn_q.weight": (128, 64)}, {"output.weight"}),
+    # Gemma 3 4B+: the language model of Gemma3ForConditionalGeneration (its text_config, linear rope scaling
+    # on the global layers); its vision tower has no gemma3 tensor names, so writing it would fail
+    "gemma3-mm": ("gemma3", {"rope.scaling.factor": 8.0, "rope.freq_base_swa": 10000.0, "attention.head_count_kv": 2,
+                             "attention.sliding_window_pattern": [True, False], "context_length": 131072},
+                  {"blk.1.attn_q_norm.weight": (32,), "blk.1.ffn_up.weight": (256, 64), "token_embd.weight": (None, 64)},
+                  {"output.weight"}),
     "phi3": ("phi3", {"rope.scaling.original_context_length": 4096, "attention.sliding_window": 2047},
              {"blk.0.attn_qkv.weight": (192, 64), "blk.0.ffn_up.weight": (384, 64)},
              {"blk.0.attn_q.weight", "rope_factors_long.weight"}),
@@ -603,6 +609,60 @@ def test_published_phi_2_and_1_5_configs_rotate_32_dims_with_layer_norm(config):
 def test_phi_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**PHI_2, **change})
     assert reason and fragment in reason and "PhiForCausalLM" in reason and "\n" not in reason
+
+
+GEMMA_3_4B = {  # google/gemma-3-4b-it config.json: its text_config names 6 keys, transformers' defaults the rest
+    "architectures": ["Gemma3ForConditionalGeneration"], "boi_token_index": 255999, "eoi_token_index": 256000,
+    "eos_token_id": [1, 106], "image_token_index": 262144, "initializer_range": 0.02, "mm_tokens_per_image": 256,
+    "model_type": "gemma3",
+    "text_config": {"hidden_size": 2560, "intermediate_size": 10240, "model_type": "gemma3_text", "num_hidden_layers": 34,
+                    "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024},
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0",
+    "vision_config": {"hidden_size": 1152, "image_size": 896, "intermediate_size": 4304, "model_type": "siglip_vision_model",
+                      "num_attention_heads": 16, "num_hidden_layers": 27, "patch_size": 14, "vision_use_head": False}}
+GEMMA_3_27B_TEXT = {  # google/gemma-3-27b-it config.json's text_config (its other keys are 4B's)
+    "head_dim": 128, "hidden_size": 5376, "intermediate_size": 21504, "model_type": "gemma3_text",
+    "num_attention_heads": 32, "num_hidden_layers": 62, "num_key_value_heads": 16, "query_pre_attn_scalar": 168,
+    "rope_scaling": {"factor": 8.0, "rope_type": "linear"}, "sliding_window": 1024}
+
+
+def test_published_gemma_3_4b_config_is_written_as_its_language_model():
+    """The multimodal checkpoint's GGUF is its text model: text_config's keys, transformers' defaults for the
+    ones it leaves out (8 heads, 4 KV heads, head_dim 256, 131072 context, rope bases), linear rope scaling."""
+    import gguf
+
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(GEMMA_3_4B) == "gemma3"
+    gguf_arch.add_hparams(writer, GEMMA_3_4B, "gemma3")
+    calls = writer.calls
+    assert (calls["block_count"], calls["embedding_length"], calls["feed_forward_length"]) == (34, 2560, 10240)
+    assert (calls["head_count"], calls["head_count_kv"], calls["key_length"], calls["context_length"]) == (8, 4, 256, 131072)
+    assert calls["rope_freq_base"] == 1000000.0 and calls["rope_freq_base_swa"] == 10000.0
+    assert calls["rope_scaling_type"] == gguf.RopeScalingType.LINEAR and calls["rope_scaling_factor"] == 8.0
+    assert calls["sliding_window"] == 1024 and calls["layer_norm_rms_eps"] == 1e-6
+    assert calls["sliding_window_pattern"] == ([True] * 5 + [False]) * 5 + [True] * 4
+
+
+@pytest.mark.parametrize("prefix", ["language_model.model.", "model.language_model."])  # as published; transformers 5
+def test_multimodal_checkpoint_gguf_holds_the_language_model_only(prefix):
+    shapes = {f"{prefix}embed_tokens.weight": (262208, 2560), f"{prefix}norm.weight": (2560,),
+              f"{prefix}layers.0.self_attn.q_proj.weight": (2048, 2560), f"{prefix}layers.0.input_layernorm.weight": (2560,),
+              "vision_tower.vision_model.encoder.layers.0.mlp.fc1.weight": (4304, 1152),
+              "vision_tower.vision_model.embeddings.patch_embedding.weight": (1152, 3, 14, 14),
+              "multi_modal_projector.mm_input_projection_weight": (1152, 2560),
+              "multi_modal_projector.mm_soft_emb_norm.weight": (1152,)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, GEMMA_3_4B, "f16")}
+    assert set(plans) == {"token_embd.weight", "output_norm.weight", "blk.0.attn_q.weight", "blk.0.attn_norm.weight"}
+    assert plans["blk.0.attn_q.weight"].hf_name == f"{prefix}layers.0.self_attn.q_proj.weight"
+    assert plans["output_norm.weight"].transform(np.zeros(2)).tolist() == [1.0, 1.0]  # Gemma's (1 + w) norms
+
+
+def test_gemma_3_multimodal_query_scale_is_checked_on_its_text_config():
+    gemma_27b = {**GEMMA_3_4B, "text_config": GEMMA_3_27B_TEXT}
+    assert architecture_support(gemma_27b) is None  # 168 = 5376 / 32: llama.cpp's 27B scale
+    off = {**GEMMA_3_4B, "text_config": {**GEMMA_3_4B["text_config"], "query_pre_attn_scalar": 128}}
+    reason = architecture_support(off)
+    assert "Gemma3ForConditionalGeneration" in reason and "query_pre_attn_scalar 128" in reason and "\n" not in reason
 
 
 def test_published_llama_3_2_config_gets_its_rope_table():

@@ -36,6 +36,11 @@ Per architecture, what differs from "read config, rename tensors":
   muP scalars: embedding_multiplier (embedding scale), residual_multiplier (residual scale),
   attention_multiplier (the softmax scale itself, in place of 1/sqrt(head_dim)) and
   logits_scaling (logit scale: both HF and llama.cpp divide the logits by it).
+
+A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B) is written as its
+language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
+text_config (`language_model_config`), weights from under `language_model.` (`language_model_names`);
+the vision tower and projector are not part of the GGUF.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ ARCHITECTURES = {
     "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
+    "Gemma3ForConditionalGeneration": "gemma3",  # its language model (text only)
     "Phi3ForCausalLM": "phi3",
     "GlmForCausalLM": "chatglm",
     "Glm4ForCausalLM": "glm4",
@@ -104,6 +110,35 @@ class TensorPlan:
 
 
 # ---------------------------------------------------------------------- config reading
+
+
+def language_model_config(config: dict) -> dict:
+    """The config the GGUF is written from: for a multimodal config.json, its text_config over its top-level
+    keys, under the checkpoint's architecture, with transformers' defaults for the keys the file leaves out
+    (gemma-3-4b-it's text_config names 6; llama.cpp's converter reads it through AutoConfig too). Other
+    configs are returned as they are."""
+    text = config.get("text_config")
+    if not isinstance(text, dict):
+        return config
+    try:
+        from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+        text = CONFIG_MAPPING[config["model_type"]].from_dict(config).to_dict()["text_config"]
+    except Exception:  # noqa: BLE001 (transformers cannot build it: the keys the file has are all there is)
+        pass
+    outer = {key: value for key, value in config.items() if not key.endswith("_config")}
+    return {**outer, **text, "architectures": config.get("architectures")}
+
+
+def language_model_names(shapes: dict) -> dict[str, str]:
+    """{name as a causal LM has it: checkpoint name} of the weights the GGUF is made of. A multimodal
+    checkpoint's language model lies under `language_model.` (published: language_model.model.layers.N,
+    transformers 5: model.language_model.layers.N), which is dropped as llama.cpp's converter drops it;
+    its other weights (vision tower, projector) are left out. Other checkpoints: every weight, as named."""
+    if not any("language_model." in name for name in shapes):
+        return {name: name for name in shapes}
+    return {name.replace("language_model.", "", 1): name for name in shapes
+            if "language_model." in name or name == "lm_head.weight"}
 
 
 def _first(config: dict, *keys, default=None):
@@ -202,6 +237,7 @@ def hf_architecture(config: dict) -> str:
 
 def architecture_support(config: dict) -> str | None:
     """None when ducktune can write this model as a GGUF llama.cpp runs, else a one-line reason."""
+    config = language_model_config(config)
     name = hf_architecture(config)
     arch = ARCHITECTURES.get(name)
     if arch is None:
@@ -297,6 +333,7 @@ def _granite_problem(config: dict, name: str) -> str | None:
 
 def gguf_caveats(config: dict) -> list[str]:
     """Where llama.cpp runs an exportable model differently from transformers (one line each)."""
+    config = language_model_config(config)
     arch = ARCHITECTURES.get(hf_architecture(config))
     window, context = config.get("sliding_window"), context_length(config)
     notes = []
@@ -329,6 +366,7 @@ def gguf_arch(config: dict) -> str:
 
 def add_hparams(writer, config: dict, arch: str) -> dict:
     """Write the `<arch>.*` keys llama.cpp reads for this architecture; returns them for reporting."""
+    config = language_model_config(config)
     written = {}
 
     def put(method: str, value):
@@ -451,18 +489,20 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     """Every GGUF tensor to write: name, shape, type and how to get it from the HF weights."""
     import gguf
 
+    config = language_model_config(config)
     arch = gguf_arch(config)
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers(config))
     tied = config.get("tie_word_embeddings", arch in GEMMA or arch in ("bloom", "smollm3"))  # transformers' defaults
     plans = []
-    for hf_name, shape in sorted(shapes.items()):
-        if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and (tied or arch in GEMMA)):
+    for lookup, hf_name in sorted(language_model_names(shapes).items()):
+        shape = shapes[hf_name]
+        if lookup.endswith("rotary_emb.inv_freq") or (lookup == "lm_head.weight" and (tied or arch in GEMMA)):
             continue
         if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
             plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
             continue
         # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
-        lookup = hf_name.removeprefix("transformer.") if arch == "bloom" else hf_name
+        lookup = lookup.removeprefix("transformer.") if arch == "bloom" else lookup
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")

@@ -10,8 +10,9 @@ near one tensor; the file is written under a temporary name and renamed into pla
 failure never leaves a partial GGUF behind.
 
 Architectures (hyper-parameters, tensor names and layouts per llama.cpp architecture) live in
-export/gguf_arch.py: Llama (2, 3.x with llama3 rope), Mistral, Qwen2/2.5, Qwen3, Gemma 2/3, Phi-3,
-GLM-4, Bloom, InternLM2. Anything else is refused with a one-line reason (`architecture_support`).
+export/gguf_arch.py: Llama (2, 3.x with llama3 rope), Mistral, Qwen2/2.5, Qwen3, Gemma 2/3 (of Gemma 3
+4B+ the language model only), Phi-3, GLM-4, Bloom, InternLM2. Anything else is refused with a one-line
+reason (`architecture_support`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ducktune.errors import ModelError
-from ducktune.export.gguf_arch import TensorPlan, add_hparams, gguf_arch, plan_from_shapes
+from ducktune.export.gguf_arch import TensorPlan, add_hparams, gguf_arch, language_model_config, plan_from_shapes
 from ducktune.export.gguf_vocab import add_tokenizer_metadata, general_name, read_tokenizer_json
 from ducktune.io import short_write_cause
 
@@ -45,9 +46,10 @@ class GGUFSummary:
 
 
 def read_config(model_dir: Path) -> dict:
+    """config.json as the GGUF is written from it: a multimodal model's language model (its text_config)."""
     path = model_dir / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return language_model_config(json.loads(path.read_text(encoding="utf-8")))
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: cannot read the model config ({exc})") from None
 

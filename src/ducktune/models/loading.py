@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from ducktune.errors import ModelError
@@ -221,12 +222,17 @@ def linear_layers(model) -> list[tuple[str, object]]:
             if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head]
 
 
+# A multimodal model's image side (Gemma 3 4B+'s SigLIP tower and projector): text batches never run it.
+VISION_PARTS = ("vision_tower", "vision_model", "multi_modal_projector", "visual", "vision_embed_tokens")
+VISION_MODULES = rf"(.*\.)?({'|'.join(VISION_PARTS)})(\..*)?"
+
+
 def linear_biases(config: dict) -> bool:
-    """Whether the model's linear layers (not the LM head) carry biases: from the module tree where
-    transformers can build it, else from config.json's keys."""
+    """Whether the linear layers text runs through (not the LM head, not a vision tower) carry biases: from
+    the module tree where transformers can build it, else from config.json's keys."""
     skeleton = model_skeleton(config)
     if skeleton is not None:
-        return any(m.bias is not None for _, m in linear_layers(skeleton))
+        return any(m.bias is not None for name, m in linear_layers(skeleton) if not re.fullmatch(VISION_MODULES, name))
     text = text_config(config)
     return (text.get("model_type") in ("qwen2", "bloom", "gpt2", "falcon") or bool(text.get("attention_bias"))
             or bool(text.get("mlp_bias")) or bool(text.get("add_qkv_bias")) or bool(text.get("bias")))

@@ -21,6 +21,7 @@ MIRRORS = {
     "gemma": "google/gemma-1.1-2b-it",
     "gemma2": "google/gemma-2-2b-it",
     "gemma3": "google/gemma-3-1b-it",
+    "gemma3-mm": "google/gemma-3-4b-it",
     "phi3": "microsoft/Phi-3-mini-4k-instruct",
     "phi3-longrope": "microsoft/Phi-3.5-mini-instruct",
     "glm": "THUDM/glm-4-9b-chat-hf",
@@ -92,6 +93,22 @@ def _specs() -> dict[str, tuple[str, dict]]:
             # the published 26 layers run 5 local : 1 global; 2 layers keep one of each
             layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=None,
             attn_logit_softcapping=None, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True)),
+        # Gemma 3 4B+: the language model nested in text_config (4B's keys: linear rope scaling on the global
+        # layers, 2 query heads per KV head), beside a SigLIP vision tower of one layer and 2 x 2 patches
+        "gemma3-mm": ("Gemma3ForConditionalGeneration", dict(
+            text_config=dict(
+                common, model_type="gemma3_text", intermediate_size=256, num_key_value_heads=2, head_dim=32,
+                query_pre_attn_scalar=32, max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=1000000.0,
+                rope_local_base_freq=10000.0, rope_scaling={"factor": 8.0, "rope_type": "linear"},
+                sliding_window=8,  # 1024 published; 8 so test prompts cross it
+                layer_types=["sliding_attention", "full_attention"], final_logit_softcapping=None,
+                attn_logit_softcapping=None, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True),
+            vision_config=dict(
+                model_type="siglip_vision_model", hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=1,
+                num_attention_heads=HEADS, image_size=28, patch_size=14, vision_use_head=False),
+            # the published image token ids lie beyond the stand-in's vocabulary: text never reaches them
+            mm_tokens_per_image=4, boi_token_index=255999, eoi_token_index=256000, image_token_index=262144,
+            tie_word_embeddings=True)),
         "phi3": ("Phi3ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096,
             original_max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
@@ -148,11 +165,14 @@ def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None
     if arch not in specs:
         raise ModelError(f"stand-in architecture {arch!r}: known are {', '.join(specs)}")
     class_name, values = specs[arch]
-    config_class = getattr(transformers, class_name.replace("ForCausalLM", "Config"))
+    config_class = getattr(transformers, class_name.split("For", 1)[0] + "Config")  # Gemma3ForX -> Gemma3Config
     if class_name == "Gemma3ForCausalLM":
         config_class = transformers.Gemma3TextConfig
-    config = config_class(**values, vocab_size=vocab_size, bos_token_id=bos_token_id,
-                          eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    tokens = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    if "text_config" in values:  # a multimodal config: the vocabulary is its language model's
+        config = config_class(**dict(values, text_config=dict(values["text_config"], **tokens)))
+    else:
+        config = config_class(**values, **tokens)
     config.architectures = [class_name]
     return config
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ducktune.config import LoraConfig
 from ducktune.models.adapter_check import adapter_folder
+from ducktune.models.loading import VISION_MODULES, VISION_PARTS
 
 
 # The frozen copy of a continued adapter that preference objectives compare against.
@@ -57,14 +58,11 @@ def check_lora_targets(config_json: dict, cfg: LoraConfig) -> None:
 
 
 # A multimodal model (Gemma 3 4B+: Gemma3ForConditionalGeneration) fine-tuned on text: all-linear leaves its
-# vision encoder and projector alone. Text batches never reach them, so their adapters would stay zero and
-# only grow the adapter (and PEFT's QLoRA refused the vision tower's biased linears on CPU).
-_VISION_PARTS = ("vision_tower", "vision_model", "multi_modal_projector", "visual", "vision_embed_tokens")
-VISION_MODULES = rf"(.*\.)?({'|'.join(_VISION_PARTS)})(\..*)?"
-
-
+# vision encoder and projector (models.loading.VISION_MODULES) alone. Text batches never reach them, so their
+# adapters would stay zero and only grow the adapter (and PEFT's QLoRA refused the vision tower's biased
+# linears on CPU).
 def _has_vision_parts(model) -> bool:
-    return any(name.rsplit(".", 1)[-1] in _VISION_PARTS for name, _ in model.named_modules())
+    return any(name.rsplit(".", 1)[-1] in VISION_PARTS for name, _ in model.named_modules())
 
 
 def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference_copy: bool = False):
