@@ -49,6 +49,7 @@ FAMILIES = {
     "phi4": ({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<|im_sep|>"]),
     "glm4": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
     "glm4-0414": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
+    "olmo2": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),  # its chat markers are plain text
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
     "firefly": (LLAMA_SPM, []),
 }

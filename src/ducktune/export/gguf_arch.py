@@ -21,6 +21,10 @@ Per architecture, what differs from "read config, rename tensors":
   gate_up_proj stays fused.
 - glm4 (Glm4ForCausalLM, GLM-4-0414 / GLM-Z1): chatglm's layout plus a norm after attention and
   one after the MLP (post_self_attn_layernorm / post_mlp_layernorm), which gguf's name map knows.
+- olmo2 (Olmo2ForCausalLM, and Olmo3ForCausalLM, which llama.cpp runs with the same graph): norms
+  after attention and after the MLP instead of before, q_norm/k_norm over the whole projection,
+  rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
+  (every 4th layer full unless `layer_types` says otherwise).
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ ARCHITECTURES = {
     "Glm4ForCausalLM": "glm4",
     "BloomForCausalLM": "bloom",
     "InternLM2ForCausalLM": "internlm2",
+    "Olmo2ForCausalLM": "olmo2",
+    "Olmo3ForCausalLM": "olmo2",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -143,6 +149,8 @@ def layer_kinds(config: dict) -> list[str]:
     pattern = _first(config, "sliding_window_pattern", "_sliding_window_pattern")
     if config.get("model_type") == "gemma2":
         pattern = 2
+    if hf_architecture(config) == "Olmo3ForCausalLM":  # Olmo3Config's default: every 4th layer is global
+        pattern = 4
     if not pattern or not config.get("sliding_window"):
         return ["full_attention"] * count
     return ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(count)]
@@ -171,8 +179,14 @@ def architecture_support(config: dict) -> str | None:
         allowed = {head_dim(config)} | ({hidden_size(config) // n_heads(config)} if n_layers(config) in (46, 62) else set())
         if scalar is not None and int(scalar) not in allowed:
             return f"GGUF export of {name}: query_pre_attn_scalar {scalar} differs from head_dim {head_dim(config)}, which llama.cpp assumes"
-    if arch in ("phi3", "chatglm") and n_heads(config) * head_dim(config) != hidden_size(config):
+    if arch in ("phi3", "chatglm", "olmo2") and n_heads(config) * head_dim(config) != hidden_size(config):
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
+    if arch == "olmo2" and config.get("attention_bias"):  # llama.cpp's olmo2 has no attention output bias
+        return f"GGUF export of {name}: attention_bias is not an OLMo shape llama.cpp loads"
+    sliding_rope = rope_params(config, "sliding_attention")["rope_type"]
+    if arch == "olmo2" and "sliding_attention" in layer_kinds(config) and sliding_rope != "default":
+        # llama.cpp rotates OLMo 3's sliding-window layers without any scaling
+        return f"GGUF export of {name}: rope scaling '{sliding_rope}' on sliding-window layers is not what llama.cpp runs"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
     return None
@@ -238,6 +252,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_vocab_size", int(config["vocab_size"]))
     if arch in GEMMA:
         _add_gemma_hparams(put, config, arch)
+    if arch == "olmo2":
+        _add_sliding_window_hparams(put, config)
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
     return written
@@ -260,14 +276,19 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
 
 
 def _add_gemma_hparams(put, config: dict, arch: str) -> None:
-    kinds = layer_kinds(config)
     if arch == "gemma2":
         put("add_attn_logit_softcapping", float(config.get("attn_logit_softcapping") or 0.0))
     if config.get("final_logit_softcapping"):
         put("add_final_logit_softcapping", float(config["final_logit_softcapping"]))
+    _add_sliding_window_hparams(put, config)
+
+
+def _add_sliding_window_hparams(put, config: dict) -> None:
+    """Window size, which layers slide and their rope base, when any layer slides."""
+    kinds = layer_kinds(config)
     if config.get("sliding_window") and "sliding_attention" in kinds:
         put("add_sliding_window", int(config["sliding_window"]))
-        # the exact per-layer pattern, not llama.cpp's default period (2 for Gemma 2, 6 for Gemma 3)
+        # the exact per-layer pattern, not llama.cpp's default period (2 for Gemma 2, 6 for Gemma 3, 4 for OLMo 3)
         put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in kinds])
         put("add_rope_freq_base_swa", float(rope_params(config, "sliding_attention")["rope_theta"]))
 

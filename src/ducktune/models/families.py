@@ -101,6 +101,13 @@ FAMILIES: list[Family] = [
                      additional=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",
                                  "<|user|>", "<|assistant|>", "<|observation|>"]),
            stops=("<|user|>", "<|observation|>")),
+    # OLMo 2's dolma2 tokenizer is cl100k_base converted from tiktoken (Phi-4's pipeline) with its own specials;
+    # its chat markers <|user|> <|assistant|> <|system|> are plain text, and the template writes BOS itself.
+    Family("olmo2", "OLMo 2 Instruct", "Olmo2ForCausalLM", "olmo2", "phi4-bpe", "olmo2",
+           _specials(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|pad|>", unk="<|endoftext|>",
+                     additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|im_start|>", "<|im_end|>",
+                                 "<|endofprompt|>"]),
+           tokenizer_class="GPT2Tokenizer"),
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
            note="its modelling code ships with the model (model.trust_remote_code: true)"),
