@@ -199,9 +199,11 @@ EXPECTED = {
               {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
                "blk.0.post_ffw_norm.weight": (64,), "output.weight": (None, 64)},
               {"blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "rope_freqs.weight"}),
-    # OLMo 3: OLMo 2's graph with sliding-window layers named one by one
+    # OLMo 3: OLMo 2's graph with sliding-window layers named one by one, YaRN on the full-attention ones
     "olmo3": ("olmo2", {"attention.sliding_window": 8, "attention.sliding_window_pattern": [True, False],
-                        "rope.freq_base_swa": 500000.0, "context_length": 65536},
+                        "rope.freq_base_swa": 500000.0, "context_length": 65536,
+                        "rope.scaling.factor": 8.0, "rope.scaling.original_context_length": 8192,
+                        "rope.scaling.attn_factor": 1.0},
               {"blk.1.post_ffw_norm.weight": (64,), "output.weight": (None, 64)}, {"blk.0.attn_norm.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
@@ -271,6 +273,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, re
     "bloom qkv left interleaved per head": ("bloom", "_tensor_transform", lambda: _tensor_transform_except("bloom")),
     "olmo2 q/k rows re-ordered as for llama": ("olmo2", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "olmo2"}),
     "olmo3 sliding-window layers not written": ("olmo3", "_add_sliding_window_hparams", lambda: lambda put, config: None),
+    "olmo3 yarn not written": ("olmo3", "_add_yarn_hparams", lambda: lambda put, config: None),
+    "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
 }
 
 
@@ -549,18 +553,38 @@ def test_published_olmo_2_config_is_olmo2_without_windows():
         "output.weight": None}
 
 
-def test_olmo_3_is_refused_for_its_yarn_and_written_with_its_window_layers_without_it():
-    assert "yarn" in architecture_support(OLMO_3_7B)
-    without_yarn = {**OLMO_3_7B, "rope_scaling": None}
-    assert architecture_support(without_yarn) is None
+def test_published_olmo_3_config_gets_its_window_layers_and_yarn():
+    assert architecture_support(OLMO_3_7B) is None
     writer = RecordingWriter()
-    gguf_arch.add_hparams(writer, without_yarn, gguf_arch.gguf_arch(without_yarn))
-    assert writer.calls["sliding_window"] == 4096 and writer.calls["rope_freq_base_swa"] == 500000.0
-    assert writer.calls["sliding_window_pattern"] == [True, True, True, False] * 8
+    gguf_arch.add_hparams(writer, OLMO_3_7B, gguf_arch.gguf_arch(OLMO_3_7B))
+    calls = writer.calls
+    assert calls["sliding_window"] == 4096 and calls["rope_freq_base_swa"] == 500000.0
+    assert calls["sliding_window_pattern"] == [True, True, True, False] * 8
+    assert calls["rope_scaling_factor"] == 8.0 and calls["rope_scaling_orig_ctx_len"] == 8192
+    assert calls["rope_scaling_attn_factors"] == pytest.approx(1.0)  # 1.2079 is llama.cpp's own 0.1 ln 8 + 1
     # Olmo3Config's default when a config lists no layer_types: every 4th layer full
     writer = RecordingWriter()
-    gguf_arch.add_hparams(writer, {k: v for k, v in without_yarn.items() if k != "layer_types"}, "olmo2")
+    gguf_arch.add_hparams(writer, {k: v for k, v in OLMO_3_7B.items() if k != "layer_types"}, "olmo2")
     assert writer.calls["sliding_window_pattern"] == [True, True, True, False] * 8
+
+
+def test_yarn_attention_factor_equals_transformers(standin):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    _, model = standin("olmo3")
+    config = {**model.config.to_dict(), "rope_parameters": {**model.config.rope_parameters, "full_attention": {
+        **model.config.rope_parameters["full_attention"], "attention_factor": None, "mscale": 2.0, "mscale_all_dim": 1.0}}}
+    _, expected = ROPE_INIT_FUNCTIONS["yarn"](type(model.config)(**config), "cpu", layer_type="full_attention")
+    assert gguf_arch.yarn_attention_factor(config) == pytest.approx(expected) and expected != pytest.approx(1.2079, abs=1e-3)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"beta_fast": 16.0}, "beta_fast"),
+    ({"truncate": False}, "truncate"),
+])
+def test_yarn_llama_cpp_would_rotate_differently_is_refused(change, fragment):
+    reason = architecture_support({**OLMO_3_7B, "rope_scaling": {**OLMO_3_7B["rope_scaling"], **change}})
+    assert reason and fragment in reason
 
 
 @pytest.mark.parametrize("change, fragment", [

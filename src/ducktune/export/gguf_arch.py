@@ -24,7 +24,8 @@ Per architecture, what differs from "read config, rename tensors":
 - olmo2 (Olmo2ForCausalLM, and Olmo3ForCausalLM, which llama.cpp runs with the same graph): norms
   after attention and after the MLP instead of before, q_norm/k_norm over the whole projection,
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
-  (every 4th layer full unless `layer_types` says otherwise).
+  (every 4th layer full unless `layer_types` says otherwise); its full-attention layers' YaRN is
+  written as llama.cpp's yarn keys (llama.cpp rotates the sliding layers unscaled, as transformers).
 """
 
 from __future__ import annotations
@@ -64,6 +65,7 @@ ROPE_KINDS = {
     "dynamic": None,
     "llama3": {"llama"},
     "longrope": {"phi3"},
+    "yarn": {"olmo2"},  # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does)
 }
 
 
@@ -172,7 +174,9 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3)"
+    if kind == "yarn" and yarn_refusal(rope_params(config)):
+        return f"GGUF export of {name}: {yarn_refusal(rope_params(config))}"
     if arch in GEMMA:
         scalar = config.get("query_pre_attn_scalar")
         # llama.cpp scales queries by 1/sqrt(head_dim), or 1/sqrt(hidden/heads) for the 27B shape
@@ -273,6 +277,50 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
         put("add_rope_scaling_orig_ctx_len", original)
         if params["rope_type"] == "longrope":
             put("add_rope_scaling_attn_factors", longrope_attention_factor(config))
+    if params["rope_type"] == "yarn":
+        _add_yarn_hparams(put, config)
+
+
+def yarn_refusal(params: dict) -> str | None:
+    """Why llama.cpp's YaRN would rotate differently from transformers' for these rope settings, or None."""
+    if not params.get("original_max_position_embeddings"):
+        return "yarn rope scaling without original_max_position_embeddings"
+    # llama.cpp reads no beta keys for these architectures (it uses 32 / 1) and always truncates the ramp
+    if float(params.get("beta_fast") or 32) != 32 or float(params.get("beta_slow") or 1) != 1:
+        return "yarn beta_fast/beta_slow other than 32/1, which llama.cpp assumes"
+    if params.get("truncate", True) is False:
+        return "yarn with truncate false (llama.cpp rounds the correction range)"
+    return None
+
+
+def yarn_factor(config: dict) -> float:
+    params = rope_params(config)
+    return float(params.get("factor") or context_length(config) / int(params["original_max_position_embeddings"]))
+
+
+def _yarn_mscale(factor: float, weight: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * weight * math.log(factor) + 1.0
+
+
+def yarn_attention_factor(config: dict) -> float:
+    """transformers' YaRN cos/sin scale: attention_factor, else from mscale / mscale_all_dim, else 0.1 ln(factor) + 1."""
+    params, factor = rope_params(config), yarn_factor(config)
+    if params.get("attention_factor") is not None:
+        return float(params["attention_factor"])
+    if params.get("mscale") and params.get("mscale_all_dim"):
+        return _yarn_mscale(factor, float(params["mscale"])) / _yarn_mscale(factor, float(params["mscale_all_dim"]))
+    return _yarn_mscale(factor)
+
+
+def _add_yarn_hparams(put, config: dict) -> None:
+    import gguf
+
+    factor = yarn_factor(config)
+    put("add_rope_scaling_type", gguf.RopeScalingType.YARN)
+    put("add_rope_scaling_factor", factor)
+    put("add_rope_scaling_orig_ctx_len", int(rope_params(config)["original_max_position_embeddings"]))
+    # llama.cpp scales cos/sin by (0.1 ln(factor) + 1) times this key: write what is left of transformers' factor
+    put("add_rope_scaling_attn_factors", yarn_attention_factor(config) / _yarn_mscale(factor))
 
 
 def _add_gemma_hparams(put, config: dict, arch: str) -> None:

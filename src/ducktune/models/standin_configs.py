@@ -108,8 +108,9 @@ def _specs() -> dict[str, tuple[str, dict]]:
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False,
             sliding_window=8,  # 4096 published; 8 so test prompts cross it
             # the published 32 layers run 3 sliding : 1 full; 2 layers keep one of each
-            # not copied: the published yarn rope_scaling of the full-attention layers (GGUF export refuses yarn)
-            layer_types=["sliding_attention", "full_attention"])),
+            layer_types=["sliding_attention", "full_attention"],
+            rope_scaling={"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192,
+                          "attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0})),
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),
