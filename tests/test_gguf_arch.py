@@ -231,6 +231,17 @@ EXPECTED = {
     "granite": ("granite", {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 1 / 16,
                             "logit_scale": 8.0, "rope.freq_base": 1e7, "rope.dimension_count": 16},
                 {"blk.0.attn_k.weight": (32, 64), "blk.0.ffn_gate.weight": (256, 64)}, {"output.weight", "rope_freqs.weight"}),
+    # OLMo 2: norms after attention and MLP (none before), q/k norms over the whole projection, no tied output
+    "olmo2": ("olmo2", {"rope.freq_base": 500000.0, "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 4096},
+              {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
+               "blk.0.post_ffw_norm.weight": (64,), "output.weight": (None, 64)},
+              {"blk.0.attn_norm.weight", "blk.0.ffn_norm.weight", "rope_freqs.weight"}),
+    # OLMo 3: OLMo 2's graph with sliding-window layers named one by one, YaRN on the full-attention ones
+    "olmo3": ("olmo2", {"attention.sliding_window": 8, "attention.sliding_window_pattern": [True, False],
+                        "rope.freq_base_swa": 500000.0, "context_length": 65536,
+                        "rope.scaling.factor": 8.0, "rope.scaling.original_context_length": 8192,
+                        "rope.scaling.attn_factor": 1.0},
+              {"blk.1.post_ffw_norm.weight": (64,), "output.weight": (None, 64)}, {"blk.0.attn_norm.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
     # Phi-2: LayerNorms with biases, biased q/k/v/dense/fc1/fc2 and output head, 6 of 16 dims rotated
@@ -309,6 +320,10 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, re
     "granite attention_multiplier not written": (
         "granite", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
     "granite q/k rows not re-ordered": ("granite", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
+    "olmo2 q/k rows re-ordered as for llama": ("olmo2", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "olmo2"}),
+    "olmo3 sliding-window layers not written": ("olmo3", "_add_sliding_window_hparams", lambda: lambda put, config: None),
+    "olmo3 yarn not written": ("olmo3", "_add_yarn_hparams", lambda: lambda put, config: None),
+    "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
 }
 
 
@@ -698,6 +713,87 @@ def test_published_glm_4_config_rotates_half_of_each_head():
     assert gguf_arch.gguf_arch(GLM_4_9B) == "chatglm"
     gguf_arch.add_hparams(writer, GLM_4_9B, "chatglm")
     assert writer.calls["rope_dimension_count"] == 64 and writer.calls["head_count_kv"] == 2
+
+OLMO_2_7B = {  # allenai/OLMo-2-1124-7B-Instruct config.json
+    "architectures": ["Olmo2ForCausalLM"], "model_type": "olmo2", "attention_bias": False, "attention_dropout": 0.0,
+    "eos_token_id": 100257, "pad_token_id": 100277, "hidden_act": "silu", "hidden_size": 4096, "intermediate_size": 11008,
+    "max_position_embeddings": 4096, "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 32,
+    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 500000, "tie_word_embeddings": False, "vocab_size": 100352}
+OLMO_3_7B = {  # allenai/Olmo-3-7B-Instruct config.json, the keys read here (layer_types: 3 sliding, 1 full, 8 times)
+    "architectures": ["Olmo3ForCausalLM"], "model_type": "olmo3", "attention_bias": False, "hidden_act": "silu",
+    "hidden_size": 4096, "intermediate_size": 11008, "max_position_embeddings": 65536, "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 32, "rms_norm_eps": 1e-06, "rope_theta": 500000,
+    "sliding_window": 4096, "layer_types": (["sliding_attention"] * 3 + ["full_attention"]) * 8,
+    "rope_scaling": {"attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0, "factor": 8.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "yarn"},
+    "tie_word_embeddings": False}
+
+
+def test_published_olmo_2_config_is_olmo2_without_windows():
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(OLMO_2_7B) == "olmo2"
+    gguf_arch.add_hparams(writer, OLMO_2_7B, "olmo2")
+    calls = writer.calls
+    assert calls["rope_freq_base"] == 500000.0 and calls["rope_dimension_count"] == 128
+    assert calls["layer_norm_rms_eps"] == 1e-6 and calls["context_length"] == 4096
+    assert "sliding_window" not in calls and "key_length" not in calls
+    plans = plan_from_shapes({"model.layers.0.self_attn.q_proj.weight": (4096, 4096),
+                              "model.layers.0.self_attn.q_norm.weight": (4096,),
+                              "model.layers.0.post_feedforward_layernorm.weight": (4096,),
+                              "lm_head.weight": (100352, 4096)}, OLMO_2_7B, "f16")
+    assert {p.gguf_name: p.transform for p in plans} == {  # rotate-half as HF stores it: nothing re-ordered
+        "blk.0.attn_q.weight": None, "blk.0.attn_q_norm.weight": None, "blk.0.post_ffw_norm.weight": None,
+        "output.weight": None}
+
+
+def test_published_olmo_3_config_gets_its_window_layers_and_yarn():
+    assert architecture_support(OLMO_3_7B) is None
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, OLMO_3_7B, gguf_arch.gguf_arch(OLMO_3_7B))
+    calls = writer.calls
+    assert calls["sliding_window"] == 4096 and calls["rope_freq_base_swa"] == 500000.0
+    assert calls["sliding_window_pattern"] == [True, True, True, False] * 8
+    assert calls["rope_scaling_factor"] == 8.0 and calls["rope_scaling_orig_ctx_len"] == 8192
+    assert calls["rope_scaling_attn_factors"] == pytest.approx(1.0)  # 1.2079 is llama.cpp's own 0.1 ln 8 + 1
+    # Olmo3Config's default when a config lists no layer_types: every 4th layer full
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, {k: v for k, v in OLMO_3_7B.items() if k != "layer_types"}, "olmo2")
+    assert writer.calls["sliding_window_pattern"] == [True, True, True, False] * 8
+
+
+def test_yarn_attention_factor_equals_transformers(standin):
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    _, model = standin("olmo3")
+    config = {**model.config.to_dict(), "rope_parameters": {**model.config.rope_parameters, "full_attention": {
+        **model.config.rope_parameters["full_attention"], "attention_factor": None, "mscale": 2.0, "mscale_all_dim": 1.0}}}
+    _, expected = ROPE_INIT_FUNCTIONS["yarn"](type(model.config)(**config), "cpu", layer_type="full_attention")
+    assert gguf_arch.yarn_attention_factor(config) == pytest.approx(expected) and expected != pytest.approx(1.2079, abs=1e-3)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"beta_fast": 16.0}, "beta_fast"),
+    ({"truncate": False}, "truncate"),
+])
+def test_yarn_llama_cpp_would_rotate_differently_is_refused(change, fragment):
+    reason = architecture_support({**OLMO_3_7B, "rope_scaling": {**OLMO_3_7B["rope_scaling"], **change}})
+    assert reason and fragment in reason
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"attention_bias": True}, "attention_bias"),
+    ({"head_dim": 64}, "head_dim"),
+])
+def test_olmo_shapes_llama_cpp_does_not_load_are_refused(change, fragment):
+    reason = architecture_support({**OLMO_2_7B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+def test_olmo_3_sliding_layers_with_scaled_rope_are_refused():
+    scaled = {**OLMO_3_7B, "rope_scaling": None, "rope_parameters": {
+        "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0},
+        "full_attention": {"rope_type": "default", "rope_theta": 500000.0}}}
+    assert "sliding-window layers" in architecture_support(scaled)
 
 
 def test_published_gemma_7b_config_is_llama_cpps_gemma_with_its_head_size():

@@ -36,6 +36,11 @@ Per architecture, what differs from "read config, rename tensors":
   muP scalars: embedding_multiplier (embedding scale), residual_multiplier (residual scale),
   attention_multiplier (the softmax scale itself, in place of 1/sqrt(head_dim)) and
   logits_scaling (logit scale: both HF and llama.cpp divide the logits by it).
+- olmo2 (Olmo2ForCausalLM, and Olmo3ForCausalLM, which llama.cpp runs with the same graph): norms
+  after attention and after the MLP instead of before, q_norm/k_norm over the whole projection,
+  rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
+  (every 4th layer full unless `layer_types` says otherwise); its full-attention layers' YaRN is
+  written as llama.cpp's yarn keys (llama.cpp rotates the sliding layers unscaled, as transformers).
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
@@ -70,6 +75,8 @@ ARCHITECTURES = {
     "InternLM3ForCausalLM": "llama",
     "PhiForCausalLM": "phi2",
     "GraniteForCausalLM": "granite",
+    "Olmo2ForCausalLM": "olmo2",
+    "Olmo3ForCausalLM": "olmo2",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -97,6 +104,7 @@ ROPE_KINDS = {
     "dynamic": None,
     "llama3": {"llama"},
     "longrope": {"phi3"},
+    "yarn": {"olmo2"},  # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does)
 }
 
 
@@ -211,6 +219,8 @@ def layer_kinds(config: dict) -> list[str]:
     pattern = _first(config, "sliding_window_pattern", "_sliding_window_pattern")
     if config.get("model_type") == "gemma2":
         pattern = 2
+    if hf_architecture(config) == "Olmo3ForCausalLM":  # Olmo3Config's default: every 4th layer is global
+        pattern = 4
     if not pattern or not config.get("sliding_window"):
         return ["full_attention"] * count
     return ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(count)]
@@ -244,15 +254,29 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3)"
-    if arch in ("phi3", "chatglm", "phi2") and n_heads(config) * head_dim(config) != hidden_size(config):
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3)"
+    if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
+        return f"GGUF export of {name}: {reason}"
+    if arch in ("phi3", "chatglm", "phi2", "olmo2") and n_heads(config) * head_dim(config) != hidden_size(config):
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
     if arch in GEMMA:
         return _gemma_problem(config, name, arch)
-    problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem}.get(arch)
+    problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
+               "olmo2": _olmo2_problem}.get(arch)
     return problem(config, name) if problem else None
+
+
+def _olmo2_problem(config: dict, name: str) -> str | None:
+    """llama.cpp's olmo2 graph (OLMo 2 and 3) has no attention output bias and rotates OLMo 3's
+    sliding-window layers without any scaling."""
+    if config.get("attention_bias"):
+        return f"GGUF export of {name}: attention_bias is not an OLMo shape llama.cpp loads"
+    sliding_rope = rope_params(config, "sliding_attention")["rope_type"]
+    if "sliding_attention" in layer_kinds(config) and sliding_rope != "default":
+        return f"GGUF export of {name}: rope scaling '{sliding_rope}' on sliding-window layers is not what llama.cpp runs"
+    return None
 
 
 def _smollm3_problem(config: dict, name: str) -> str | None:
@@ -395,6 +419,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_vocab_size", int(config["vocab_size"]))
     if arch in GEMMA:
         _add_gemma_hparams(put, config, arch)
+    if arch == "olmo2":
+        _add_sliding_window_hparams(put, config)
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
     if arch == "granite":
@@ -418,19 +444,68 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
         put("add_rope_scaling_orig_ctx_len", original)
         if params["rope_type"] == "longrope":
             put("add_rope_scaling_attn_factors", longrope_attention_factor(config))
+    if params["rope_type"] == "yarn":
+        _add_yarn_hparams(put, config)
+
+
+def yarn_refusal(params: dict) -> str | None:
+    """Why llama.cpp's YaRN would rotate differently from transformers' for these rope settings, or None."""
+    if not params.get("original_max_position_embeddings"):
+        return "yarn rope scaling without original_max_position_embeddings"
+    # llama.cpp reads no beta keys for these architectures (it uses 32 / 1) and always truncates the ramp
+    if float(params.get("beta_fast") or 32) != 32 or float(params.get("beta_slow") or 1) != 1:
+        return "yarn beta_fast/beta_slow other than 32/1, which llama.cpp assumes"
+    if params.get("truncate", True) is False:
+        return "yarn with truncate false (llama.cpp rounds the correction range)"
+    return None
+
+
+def yarn_factor(config: dict) -> float:
+    params = rope_params(config)
+    return float(params.get("factor") or context_length(config) / int(params["original_max_position_embeddings"]))
+
+
+def _yarn_mscale(factor: float, weight: float = 1.0) -> float:
+    return 1.0 if factor <= 1 else 0.1 * weight * math.log(factor) + 1.0
+
+
+def yarn_attention_factor(config: dict) -> float:
+    """transformers' YaRN cos/sin scale: attention_factor, else from mscale / mscale_all_dim, else 0.1 ln(factor) + 1."""
+    params, factor = rope_params(config), yarn_factor(config)
+    if params.get("attention_factor") is not None:
+        return float(params["attention_factor"])
+    if params.get("mscale") and params.get("mscale_all_dim"):
+        return _yarn_mscale(factor, float(params["mscale"])) / _yarn_mscale(factor, float(params["mscale_all_dim"]))
+    return _yarn_mscale(factor)
+
+
+def _add_yarn_hparams(put, config: dict) -> None:
+    import gguf
+
+    factor = yarn_factor(config)
+    put("add_rope_scaling_type", gguf.RopeScalingType.YARN)
+    put("add_rope_scaling_factor", factor)
+    put("add_rope_scaling_orig_ctx_len", int(rope_params(config)["original_max_position_embeddings"]))
+    # llama.cpp scales cos/sin by (0.1 ln(factor) + 1) times this key: write what is left of transformers' factor
+    put("add_rope_scaling_attn_factors", yarn_attention_factor(config) / _yarn_mscale(factor))
 
 
 def _add_gemma_hparams(put, config: dict, arch: str) -> None:
     if arch == "gemma":  # Gemma 1: no softcapping, no sliding windows
         return
-    kinds = layer_kinds(config)
     if arch == "gemma2":
         put("add_attn_logit_softcapping", float(config.get("attn_logit_softcapping") or 0.0))
     if config.get("final_logit_softcapping"):
         put("add_final_logit_softcapping", float(config["final_logit_softcapping"]))
+    _add_sliding_window_hparams(put, config)
+
+
+def _add_sliding_window_hparams(put, config: dict) -> None:
+    """Window size, which layers slide and their rope base, when any layer slides."""
+    kinds = layer_kinds(config)
     if config.get("sliding_window") and "sliding_attention" in kinds:
         put("add_sliding_window", int(config["sliding_window"]))
-        # the exact per-layer pattern, not llama.cpp's default period (2 for Gemma 2, 6 for Gemma 3)
+        # the exact per-layer pattern, not llama.cpp's default period (2 for Gemma 2, 6 for Gemma 3, 4 for OLMo 3)
         put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in kinds])
         put("add_rope_freq_base_swa", float(rope_params(config, "sliding_attention")["rope_theta"]))
 

@@ -120,6 +120,12 @@ FAMILIES: list[Family] = [
                                  "<empty_output>", "<commit_before>", "<commit_msg>", "<commit_after>", "<reponame>",
                                  "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>", "<|start_of_cite|>",
                                  "<|end_of_cite|>", "<|start_of_plugin|>", "<|end_of_plugin|>"]),
+    # OLMo 2's dolma2 tokenizer is cl100k_base converted from tiktoken (Phi-4's pipeline) with its own specials;
+    # its chat markers <|user|> <|assistant|> <|system|> are plain text, and the template writes BOS itself.
+    Family("olmo2", "OLMo 2 Instruct", "Olmo2ForCausalLM", "olmo2", "phi4-bpe", "olmo2",
+           _specials(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|pad|>", unk="<|endoftext|>",
+                     additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|im_start|>", "<|im_end|>",
+                                 "<|endofprompt|>"]),
            tokenizer_class="GPT2Tokenizer"),
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,

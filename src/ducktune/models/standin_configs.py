@@ -28,6 +28,8 @@ MIRRORS = {
     "glm4-0414": "zai-org/GLM-4-9B-0414",
     "internlm3": "internlm/internlm3-8b-instruct",
     "smollm3": "HuggingFaceTB/SmolLM3-3B",
+    "olmo2": "allenai/OLMo-2-1124-7B-Instruct",
+    "olmo3": "allenai/Olmo-3-7B-Instruct",
     "bloom": "bigscience/bloom-560m (Firefly's base)",
     "phi2": "microsoft/phi-2",
     "granite": "ibm-granite/granite-3.3-2b-instruct",
@@ -145,6 +147,17 @@ def _specs() -> dict[str, tuple[str, dict]]:
             hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
             logits_scaling=8.0,
             attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
+        "olmo2": ("Olmo2ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
+            rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),
+        "olmo3": ("Olmo3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=65536, rms_norm_eps=1e-6,
+            rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False,
+            sliding_window=8,  # 4096 published; 8 so test prompts cross it
+            # the published 32 layers run 3 sliding : 1 full; 2 layers keep one of each
+            layer_types=["sliding_attention", "full_attention"],
+            rope_scaling={"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192,
+                          "attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0})),
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),

@@ -99,7 +99,8 @@ KINDS: dict[str, KindSpec] = {
         spm=False, adds_bos=True, regex=TEKKEN_REGEX, ignore_merges=True,
         defaults={"bos": "<s>", "eos": "</s>", "pad": None, "unk": "<unk>", "additional": ["[INST]", "[/INST]"]}),
     "phi4-bpe": KindSpec(
-        "microsoft/phi-4: tiktoken cl100k converted: Split(cl100k regex, removed, invert) + ByteLevel, no BOS",
+        "microsoft/phi-4 (also allenai/OLMo-2's dolma2 tokenizer): tiktoken cl100k converted: Split(cl100k regex, "
+        "removed, invert) + ByteLevel, no BOS",
         spm=False, adds_bos=False, pre="split-inverted", regex=CL100K_REGEX,
         defaults={"bos": "<|endoftext|>", "eos": "<|im_end|>", "pad": "<|dummy_85|>", "unk": "<|endoftext|>",
                   "additional": ["<|im_start|>", "<|im_sep|>", "<|im_end|>"]}),
