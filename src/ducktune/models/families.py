@@ -120,6 +120,7 @@ FAMILIES: list[Family] = [
                                  "<empty_output>", "<commit_before>", "<commit_msg>", "<commit_after>", "<reponame>",
                                  "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>", "<|start_of_cite|>",
                                  "<|end_of_cite|>", "<|start_of_plugin|>", "<|end_of_plugin|>"]),
+           tokenizer_class="GPT2Tokenizer"),
     # OLMo 2's dolma2 tokenizer is cl100k_base converted from tiktoken (Phi-4's pipeline) with its own specials;
     # its chat markers <|user|> <|assistant|> <|system|> are plain text, and the template writes BOS itself.
     Family("olmo2", "OLMo 2 Instruct", "Olmo2ForCausalLM", "olmo2", "phi4-bpe", "olmo2",
