@@ -78,6 +78,9 @@ def test_quickstart_flags_are_checked_before_anything_is_written(tmp_path, monke
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "a-file").write_text("x")
+    # On a fresh machine resolving the built-in model builds it (minutes, a progress bar): never for a bad flag
+    monkeypatch.setattr("ducktune.models.sources.resolve_model",
+                        lambda *args, **kwargs: pytest.fail("the base model was resolved before the flags were checked"))
     assert main(["quickstart", "--no-export", *argv]) == 2
     out, err = capsys.readouterr()
     assert err.startswith(message) and "Traceback" not in err and out == ""

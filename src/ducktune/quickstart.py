@@ -320,6 +320,9 @@ def run_preference_quickstart(out: str = "runs/quickstart-dpo", adapter: str | N
         from ducktune.models.sources import resolve_model
         from ducktune.train.lora import adapter_for_base
 
+        from ducktune.models.adapter_check import adapter_folder
+
+        adapter_folder(adapter)  # a missing adapter first: the built-in model's first build takes minutes
         adapter_for_base(adapter, resolve_model(config.model.name_or_path, config.model.revision))
     with WriterLock("quickstart") as lock:  # as run_quickstart: not beside another writer of the folder
         run = _fresh_demo_run(out, lock)
