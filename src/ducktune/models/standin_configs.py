@@ -18,6 +18,7 @@ MIRRORS = {
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
+    "qwen3.5": "Qwen/Qwen3.5-0.8B",
     "gemma2": "google/gemma-2-2b-it",
     "gemma3": "google/gemma-3-1b-it",
     "phi3": "microsoft/Phi-3-mini-4k-instruct",
@@ -69,6 +70,22 @@ def _specs() -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        # Published as the multimodal class (text_config + a vision tower ducktune leaves alone); the
+        # 24 layers run 3 Gated DeltaNet : 1 gated full attention, 2 layers keep one of each. Linear
+        # value heads (4) > key heads (2) as in the 4B/9B, so V heads are grouped per key head.
+        "qwen3.5": ("Qwen3_5ForConditionalGeneration", dict(
+            tie_word_embeddings=True, text_config=dict(
+                common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=262144,
+                rms_norm_eps=1e-6, hidden_act="silu", attention_bias=False, attn_output_gate=True,
+                tie_word_embeddings=True, layer_types=["linear_attention", "full_attention"],
+                full_attention_interval=4, linear_conv_kernel_dim=4, linear_key_head_dim=16,
+                linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                mamba_ssm_dtype="float32",
+                rope_parameters={"rope_type": "default", "rope_theta": 10000000, "partial_rotary_factor": 0.25,
+                                 "mrope_interleaved": True, "mrope_section": [2, 1, 1]}),
+            vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=HIDDEN,
+                               patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
+                               num_position_embeddings=16))),
         "gemma2": ("Gemma2ForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, head_dim=32, query_pre_attn_scalar=32,
             max_position_embeddings=8192, rms_norm_eps=1e-6, rope_theta=10000.0, attn_logit_softcapping=50.0,
@@ -112,11 +129,15 @@ def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None
     if arch not in specs:
         raise ModelError(f"stand-in architecture {arch!r}: known are {', '.join(specs)}")
     class_name, values = specs[arch]
-    config_class = getattr(transformers, class_name.replace("ForCausalLM", "Config"))
+    config_class = getattr(transformers, class_name.replace("ForCausalLM", "Config").replace(
+        "ForConditionalGeneration", "Config"))
     if class_name == "Gemma3ForCausalLM":
         config_class = transformers.Gemma3TextConfig
-    config = config_class(**values, vocab_size=vocab_size, bos_token_id=bos_token_id,
-                          eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    ids = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
+    if "text_config" in values:  # multimodal: the language model's ids live in its text_config
+        values = dict(values, text_config=dict(values["text_config"], **ids))
+        ids = {}
+    config = config_class(**values, **ids)
     config.architectures = [class_name]
     return config
 
