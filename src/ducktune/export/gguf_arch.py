@@ -21,6 +21,8 @@ Per architecture, what differs from "read config, rename tensors":
   gate_up_proj stays fused.
 - glm4 (Glm4ForCausalLM, GLM-4-0414 / GLM-Z1): chatglm's layout plus a norm after attention and
   one after the MLP (post_self_attn_layernorm / post_mlp_layernorm), which gguf's name map knows.
+- qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
+  full attention, in its own module (gguf_qwen35).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
+from ducktune.export import gguf_qwen35
+from ducktune.export.gguf_qwen35 import language_model_config
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -44,6 +48,8 @@ ARCHITECTURES = {
     "Glm4ForCausalLM": "glm4",
     "BloomForCausalLM": "bloom",
     "InternLM2ForCausalLM": "internlm2",
+    "Qwen3_5ForCausalLM": "qwen35",
+    "Qwen3_5ForConditionalGeneration": "qwen35",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -158,6 +164,7 @@ def hf_architecture(config: dict) -> str:
 
 def architecture_support(config: dict) -> str | None:
     """None when ducktune can write this model as a GGUF llama.cpp runs, else a one-line reason."""
+    config = language_model_config(config)
     name = hf_architecture(config)
     arch = ARCHITECTURES.get(name)
     if arch is None:
@@ -175,11 +182,14 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
+    if arch == gguf_qwen35.ARCH:
+        return gguf_qwen35.qwen35_support(config, n_layers(config))
     return None
 
 
 def gguf_caveats(config: dict) -> list[str]:
     """Where llama.cpp runs an exportable model differently from transformers (one line each)."""
+    config = language_model_config(config)
     arch = ARCHITECTURES.get(hf_architecture(config))
     window, context = config.get("sliding_window"), context_length(config)
     notes = []
@@ -212,11 +222,15 @@ def gguf_arch(config: dict) -> str:
 
 def add_hparams(writer, config: dict, arch: str) -> dict:
     """Write the `<arch>.*` keys llama.cpp reads for this architecture; returns them for reporting."""
+    config = language_model_config(config)
     written = {}
 
-    def put(method: str, value):
-        getattr(writer, method)(value)
-        written[method.removeprefix("add_")] = value
+    def put(method: str, value, key: str | None = None):  # key: a key gguf's writer has no method for
+        if key:
+            getattr(writer, method)(key, value)
+        else:
+            getattr(writer, method)(value)
+        written[key.split(".", 1)[1] if key else method.removeprefix("add_")] = value
 
     hidden, heads, dim = hidden_size(config), n_heads(config), head_dim(config)
     put("add_context_length", context_length(config))
@@ -230,7 +244,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
         return written
     put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "layernorm_epsilon", "layer_norm_eps")))
-    if dim != hidden // heads or arch in GEMMA or arch == "qwen3":
+    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH):
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
@@ -240,6 +254,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         _add_gemma_hparams(put, config, arch)
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
+    if arch == gguf_qwen35.ARCH:
+        gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
     return written
 
 
@@ -326,6 +342,7 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     """Every GGUF tensor to write: name, shape, type and how to get it from the HF weights."""
     import gguf
 
+    config = language_model_config(config)
     arch = gguf_arch(config)
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers(config))
     tied = config.get("tie_word_embeddings", arch in GEMMA or arch == "bloom")
@@ -333,16 +350,22 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     for hf_name, shape in sorted(shapes.items()):
         if hf_name.endswith("rotary_emb.inv_freq") or (hf_name == "lm_head.weight" and (tied or arch in GEMMA)):
             continue
+        if arch == gguf_qwen35.ARCH and gguf_qwen35.not_exported(hf_name):
+            continue
         if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
             plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
             continue
         # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
         lookup = hf_name.removeprefix("transformer.") if arch == "bloom" else hf_name
+        transform = _tensor_transform(hf_name, shape, config, arch)
+        if arch == gguf_qwen35.ARCH:
+            lookup, shape, transform = gguf_qwen35.qwen35_tensor(hf_name, shape, config)
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
-        transform = _tensor_transform(hf_name, shape, config, arch)
-        plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), _quant_type(shape, quant), transform))
+        # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
+        qtype = gguf.GGMLQuantizationType.F32 if ".ssm_conv1d." in gguf_name else _quant_type(shape, quant)
+        plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)
 
 
