@@ -11,7 +11,7 @@ failure never leaves a partial GGUF behind.
 
 Architectures (hyper-parameters, tensor names and layouts per llama.cpp architecture) live in
 export/gguf_arch.py: Llama (2, 3.x with llama3 rope), Mistral, Qwen2/2.5, Qwen3, Gemma 2/3, Phi-3,
-GLM-4, Bloom, InternLM2. Anything else is refused with a one-line reason (`architecture_support`).
+GLM-4, Bloom, InternLM2, Qwen3.5 (text). Anything else is refused with a one-line reason (`architecture_support`).
 """
 
 from __future__ import annotations

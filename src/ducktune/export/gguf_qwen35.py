@@ -45,9 +45,11 @@ def qwen35_support(config: dict, n_layers: int) -> str | None:
         return f"GGUF export of Qwen3.5: layer_types must list {n_layers} of {sorted(LAYER_KINDS)}"
     k_heads, v_heads, k_dim, v_dim = _linear(config)
     if k_dim != v_dim:  # llama.cpp sizes both from ssm.state_size
-        return f"GGUF export of Qwen3.5: linear_key_head_dim {k_dim} != linear_value_head_dim {v_dim}, which llama.cpp assumes equal"
+        return (f"GGUF export of Qwen3.5: linear_key_head_dim {k_dim} != linear_value_head_dim {v_dim}, "
+                "which llama.cpp assumes equal")
     if v_heads % k_heads:
-        return f"GGUF export of Qwen3.5: linear_num_value_heads {v_heads} is not a multiple of linear_num_key_heads {k_heads}"
+        return (f"GGUF export of Qwen3.5: linear_num_value_heads {v_heads} is not a multiple of "
+                f"linear_num_key_heads {k_heads}")
     if config.get("attention_bias"):
         return "GGUF export of Qwen3.5: attention_bias is not a Qwen3.5 shape llama.cpp loads"
     return None
@@ -92,9 +94,9 @@ def _value_head_reorder(hf_name: str, config: dict) -> Callable | None:
         return tile_value_heads(array, axis, k_heads, per_key, width)
 
     if ".in_proj_qkv." in hf_name or ".conv1d." in hf_name:  # only the value rows / channels after q and k
-        qk = 2 * k_heads * k_dim
         import numpy as np
 
+        qk = 2 * k_heads * k_dim
         return lambda array: np.concatenate([array[:qk], tiled(array[qk:])])
     if ".in_proj_z." in hf_name:
         return tiled
