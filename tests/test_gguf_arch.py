@@ -195,6 +195,15 @@ EXPECTED = {
                         "rope.dimension_count": 32, "feed_forward_length": 512},
               {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_output.weight": (64, 128), "blk.0.attn_k.weight": (32, 64)},
               {"output.weight", "rope_freqs.weight", "blk.0.post_attention_norm.weight"}),
+    # Qwen3.5: Gated DeltaNet (ssm.*) beside gated attention (q_proj rows x2), layer kinds explicit
+    "qwen3.5": ("qwen35", {"attention.key_length": 32, "rope.dimension_count": 8, "rope.dimension_sections": [2, 1, 1, 0],
+                           "ssm.conv_kernel": 4, "ssm.state_size": 16, "ssm.group_count": 2, "ssm.time_step_rank": 4,
+                           "ssm.inner_size": 64, "attention.recurrent_layers": [True, False]},
+                {"blk.0.attn_qkv.weight": (128, 64), "blk.0.attn_gate.weight": (64, 64), "blk.0.ssm_conv1d.weight": (128, 4),
+                 "blk.0.ssm_a": (4,), "blk.0.ssm_dt.bias": (4,), "blk.0.ssm_beta.weight": (4, 64),
+                 "blk.0.ssm_alpha.weight": (4, 64), "blk.0.ssm_norm.weight": (16,), "blk.0.ssm_out.weight": (64, 64),
+                 "blk.1.attn_q.weight": (256, 64), "blk.1.attn_q_norm.weight": (32,), "blk.0.post_attention_norm.weight": (64,)},
+                {"output.weight", "blk.1.ssm_a", "blk.0.attn_q.weight"}),
     "gemma2": ("gemma2", {"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0, "attention.sliding_window": 8,
                           "attention.sliding_window_pattern": [True, False], "attention.key_length": 32},
                {"blk.0.post_attention_norm.weight": (64,), "blk.0.post_ffw_norm.weight": (64,)}, {"output.weight"}),
@@ -304,7 +313,17 @@ def _tensor_transform_except(skipped_arch):
     return lambda hf_name, shape, config, arch: None if arch == skipped_arch else original(hf_name, shape, config, arch)
 
 
-BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, replacement)
+def _qwen35_transform_except(suffix):
+    """gguf_qwen35.qwen35_tensor that leaves tensors ending in `suffix` as HF stores them."""
+    original = gguf_arch.gguf_qwen35.qwen35_tensor
+
+    def tensor(hf_name, shape, config):
+        lookup, shape, transform = original(hf_name, shape, config)
+        return lookup, shape, None if hf_name.endswith(suffix) else transform
+    return tensor
+
+
+BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of gguf_arch or its modules, replacement)
     "q/k rows not re-ordered": ("llama", "ROTARY_PERMUTED", lambda: set()),
     "no llama3 rope_freqs": ("llama3", "_computed_tensors", lambda: lambda config, arch: []),
     "gemma norms without +1, no softcapping": ("gemma2", "GEMMA", lambda: set()),
@@ -324,6 +343,9 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute, re
     "olmo3 sliding-window layers not written": ("olmo3", "_add_sliding_window_hparams", lambda: lambda put, config: None),
     "olmo3 yarn not written": ("olmo3", "_add_yarn_hparams", lambda: lambda put, config: None),
     "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
+    "qwen3.5 value heads left grouped by key head": ("qwen3.5", "gguf_qwen35._value_head_reorder", lambda: lambda *a: None),
+    "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
+    "qwen3.5 norms without +1": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except("layernorm.weight")),
 }
 
 
@@ -333,7 +355,8 @@ def test_the_comparison_catches_a_missing_step(breakage, standin, tokenizer, pro
     """The f16 logits check fails when any one architecture-specific step is left out."""
     arch, attribute, replacement = BREAKAGES[breakage]
     folder, model = standin(arch)
-    monkeypatch.setattr(gguf_arch, attribute, replacement())
+    *modules, name = attribute.split(".")
+    monkeypatch.setattr(getattr(gguf_arch, modules[0]) if modules else gguf_arch, name, replacement())
     path = tmp_path / "broken.gguf"
     write_gguf(folder, path, "f16", NAME, tokenizer, EOT, log=lambda *a: None)
     agree, _, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
@@ -509,7 +532,9 @@ class RecordingWriter:
         self.calls = {}
 
     def __getattr__(self, method):
-        return lambda value: self.calls.__setitem__(method.removeprefix("add_"), value)
+        def record(*args):  # (value) or, for a key the writer has no method for, (key, value)
+            self.calls[args[0].split(".", 1)[1] if len(args) == 2 else method.removeprefix("add_")] = args[-1]
+        return record
 
 
 LLAMA_3_2_1B = {  # meta-llama/Llama-3.2-1B-Instruct config.json (rope_scaling as published, transformers 4 form)
@@ -678,6 +703,49 @@ def test_gemma_3_multimodal_query_scale_is_checked_on_its_text_config():
     off = {**GEMMA_3_4B, "text_config": {**GEMMA_3_4B["text_config"], "query_pre_attn_scalar": 128}}
     reason = architecture_support(off)
     assert "Gemma3ForConditionalGeneration" in reason and "query_pre_attn_scalar 128" in reason and "\n" not in reason
+
+QWEN3_5_0_8B = {  # Qwen/Qwen3.5-0.8B config.json: the language model in text_config (vision_config shortened)
+    "architectures": ["Qwen3_5ForConditionalGeneration"], "model_type": "qwen3_5", "tie_word_embeddings": True,
+    "image_token_id": 248056, "video_token_id": 248057, "vision_config": {"depth": 12, "hidden_size": 768},
+    "text_config": {
+        "model_type": "qwen3_5_text", "vocab_size": 248320, "hidden_size": 1024, "intermediate_size": 3584,
+        "num_hidden_layers": 24, "num_attention_heads": 8, "num_key_value_heads": 2, "head_dim": 256,
+        "attention_bias": False, "attn_output_gate": True, "linear_num_key_heads": 16, "linear_num_value_heads": 16,
+        "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4, "rms_norm_eps": 1e-6,
+        "full_attention_interval": 4, "max_position_embeddings": 262144, "tie_word_embeddings": True,
+        "mtp_num_hidden_layers": 1, "layer_types": ["linear_attention"] * 3 + ["full_attention"],
+        "rope_parameters": {"mrope_interleaved": True, "mrope_section": [11, 11, 10], "rope_type": "default",
+                            "rope_theta": 10000000, "partial_rotary_factor": 0.25}, "eos_token_id": 248044}}
+QWEN3_5_0_8B["text_config"]["layer_types"] *= 6
+
+
+def test_published_qwen3_5_config_writes_its_text_model():
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(QWEN3_5_0_8B) == "qwen35"
+    gguf_arch.add_hparams(writer, QWEN3_5_0_8B, "qwen35")
+    calls = writer.calls
+    assert calls["block_count"] == 24 and calls["embedding_length"] == 1024 and calls["context_length"] == 262144
+    assert calls["key_length"] == 256 and calls["rope_dimension_count"] == 64 and calls["rope_freq_base"] == 1e7
+    assert calls["rope_dimension_sections"] == [11, 11, 10, 0]
+    assert (calls["ssm_conv_kernel"], calls["ssm_state_size"], calls["ssm_group_count"], calls["ssm_time_step_rank"],
+            calls["ssm_inner_size"]) == (4, 128, 16, 16, 2048)
+    assert calls["attention.recurrent_layers"] == [True, True, True, False] * 6
+    text = QWEN3_5_0_8B["text_config"]
+    assert "linear_value_head_dim" in architecture_support({**QWEN3_5_0_8B, "text_config": {**text, "linear_value_head_dim": 64}})
+
+
+def test_qwen3_5_value_heads_are_tiled_across_key_heads():
+    """HF [k0: v0 v1][k1: v0 v1] -> llama.cpp [v0 of k0, v0 of k1, v1 of k0, v1 of k1] (rows or columns)."""
+    from ducktune.export.gguf_qwen35 import tile_value_heads
+
+    rows = np.arange(8).reshape(8, 1)  # 2 key heads x 2 value heads x width 2
+    assert tile_value_heads(rows, 0, 2, 2, 2)[:, 0].tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
+    assert tile_value_heads(rows.T, 1, 2, 2, 2)[0].tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
+    names = {p.hf_name: p.gguf_name for p in plan_from_shapes(
+        {"model.language_model.layers.0.linear_attn.A_log": (16,), "model.visual.blocks.0.attn.qkv.weight": (8, 8),
+         "model.language_model.layers.0.linear_attn.dt_bias": (16,)}, QWEN3_5_0_8B, "f16")}
+    assert names == {"model.language_model.layers.0.linear_attn.A_log": "blk.0.ssm_a",
+                     "model.language_model.layers.0.linear_attn.dt_bias": "blk.0.ssm_dt.bias"}
 
 
 def test_published_llama_3_2_config_gets_its_rope_table():

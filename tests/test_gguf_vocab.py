@@ -30,6 +30,7 @@ from ducktune.models.standin_tokenizers import (
 # kind -> (tokenizer.ggml.model, tokenizer.ggml.pre, add_space_prefix) as llama.cpp's converter writes them
 EXPECTED = {
     "qwen2": ("gpt2", "qwen2", None),
+    "qwen35": ("gpt2", "qwen35", None),
     "deepseek-r1-qwen": ("gpt2", "deepseek-r1-qwen", None),
     "llama-bpe": ("gpt2", "llama-bpe", None),
     "smollm": ("gpt2", "smollm", None),

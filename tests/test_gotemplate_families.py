@@ -24,6 +24,7 @@ FAMILIES = {
     "qwen2": ({"eos_token": "<|im_end|>"}, ["<|im_start|>"]),
     "qwen2.5": ({"eos_token": "<|im_end|>"}, ["<|im_start|>"]),
     "qwen3": ({"eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),
+    "qwen3.5": ({"eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),
     "chatml": ({"eos_token": "<|im_end|>"}, ["<|im_start|>"]),
     "chatml-smollm2": ({"bos_token": "<|im_start|>", "eos_token": "<|im_end|>"}, []),
     "yi": ({"bos_token": "<|startoftext|>", "eos_token": "<|im_end|>"}, ["<|im_start|>"]),

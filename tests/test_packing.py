@@ -169,6 +169,44 @@ def test_sliding_window_models_fall_back_to_padded_batches(tmp_path):
         packing.choose_batching(model, "on", "cpu")
 
 
+def _tiny_gated_deltanet():
+    """A tiny Qwen3.5 text model: one Gated DeltaNet (linear-attention) layer, one full-attention layer."""
+    from transformers import AutoModelForCausalLM, Qwen3_5TextConfig
+
+    config = Qwen3_5TextConfig(vocab_size=1000, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                               num_attention_heads=4, num_key_value_heads=2, head_dim=16, linear_num_key_heads=2,
+                               linear_num_value_heads=4, linear_key_head_dim=8, linear_value_head_dim=8,
+                               layer_types=["linear_attention", "full_attention"])
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_gated_deltanet_models_fall_back_to_padded_batches():
+    """Qwen3.5's linear-attention layers carry a recurrent state and a causal conv along the row: in a
+    packed row without per-sample resets (transformers' torch path) the next sample would start from
+    the previous one's state. Packing is refused on the proof, and padded batches stay exact."""
+    from ducktune.errors import ConfigError
+    from ducktune.train.collator import PaddingCollator
+
+    model = _tiny_gated_deltanet()
+
+    def boundaries_dropped(m, batch):  # what a kernel that ignored cu_seqlens would compute
+        return m.get_decoder()(input_ids=batch["input_ids"], use_cache=False).last_hidden_state
+
+    assert packing.verify_isolation(model, boundaries_dropped) > 1e-2
+    messages = []
+    batching = packing.choose_batching(model, "auto", "cpu", log=messages.append)
+    assert batching.mode == "padded" and "packed" in messages[0], messages
+    with pytest.raises(ConfigError, match="train.packing=on"):
+        packing.choose_batching(model, "on", "cpu")
+    samples = _samples([9, 4, 13])
+    with torch.no_grad():  # right padding: every real position equals the sample run alone
+        padded = forward_hidden(model, PaddingCollator(0)(samples))
+        for row, sample in enumerate(samples):
+            alone = forward_hidden(model, PaddingCollator(0)([sample]))[0]
+            assert (padded[row, :len(sample["input_ids"])] - alone).abs().max().item() < 1e-5
+
+
 # ----------------------------------------------------------------------------- training
 
 def _chat_records(n, seed):

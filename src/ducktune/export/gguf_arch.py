@@ -41,6 +41,8 @@ Per architecture, what differs from "read config, rename tensors":
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
   (every 4th layer full unless `layer_types` says otherwise); its full-attention layers' YaRN is
   written as llama.cpp's yarn keys (llama.cpp rotates the sliding layers unscaled, as transformers).
+- qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
+  full attention, in its own module (gguf_qwen35).
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
@@ -55,6 +57,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
+from ducktune.export import gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -77,6 +80,8 @@ ARCHITECTURES = {
     "GraniteForCausalLM": "granite",
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
+    "Qwen3_5ForCausalLM": "qwen35",
+    "Qwen3_5ForConditionalGeneration": "qwen35",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -263,6 +268,8 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
     if arch in GEMMA:
         return _gemma_problem(config, name, arch)
+    if arch == gguf_qwen35.ARCH:
+        return gguf_qwen35.qwen35_support(config, n_layers(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem}.get(arch)
     return problem(config, name) if problem else None
@@ -393,9 +400,12 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     config = language_model_config(config)
     written = {}
 
-    def put(method: str, value):
-        getattr(writer, method)(value)
-        written[method.removeprefix("add_")] = value
+    def put(method: str, value, key: str | None = None):  # key: a key gguf's writer has no method for
+        if key:
+            getattr(writer, method)(key, value)
+        else:
+            getattr(writer, method)(value)
+        written[key.split(".", 1)[1] if key else method.removeprefix("add_")] = value
 
     hidden, heads, dim = hidden_size(config), n_heads(config), head_dim(config)
     put("add_context_length", context_length(config))
@@ -411,7 +421,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     if arch == "bloom":
         put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
         return written
-    if dim != hidden // heads or arch in GEMMA or arch == "qwen3":
+    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH):
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
@@ -427,6 +437,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         for key, method in GRANITE_SCALES.items():
             # transformers' defaults (1.0) when absent; llama.cpp requires the logit scale
             put(method, float(config.get(key) if config.get(key) is not None else 1.0))
+    if arch == gguf_qwen35.ARCH:
+        gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
     return written
 
 
@@ -573,16 +585,22 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         shape = shapes[hf_name]
         if lookup.endswith("rotary_emb.inv_freq") or (lookup == "lm_head.weight" and (tied or arch in GEMMA)):
             continue
+        if arch == gguf_qwen35.ARCH and gguf_qwen35.not_exported(hf_name):
+            continue
         if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
             plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
             continue
         # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
         lookup = lookup.removeprefix("transformer.") if arch == "bloom" else lookup
+        transform = _tensor_transform(hf_name, shape, config, arch)
+        if arch == gguf_qwen35.ARCH:
+            lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
-        transform = _tensor_transform(hf_name, shape, config, arch)
-        plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), _quant_type(shape, quant), transform))
+        # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
+        qtype = gguf.GGMLQuantizationType.F32 if ".ssm_conv1d." in gguf_name else _quant_type(shape, quant)
+        plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)
 
 

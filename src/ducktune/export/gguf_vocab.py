@@ -26,6 +26,7 @@ from ducktune.models.standin_tokenizers import (
     BLOOM_REGEX,
     CL100K_REGEX,
     QWEN2_REGEX,
+    QWEN35_REGEX,
     TEKKEN_REGEX,
 )
 
@@ -96,6 +97,8 @@ def _name_for_regex(regex: str, tokenizer_json: dict) -> str | None:
     added = _added_texts(tokenizer_json)
     if regex == QWEN2_REGEX:
         return "deepseek-r1-qwen" if "<｜begin▁of▁sentence｜>" in added else "qwen2"
+    if regex == QWEN35_REGEX:
+        return "qwen35"
     if regex == CL100K_REGEX:
         if "[gMASK]" in added:
             return "glm4" if ignore_merges else "chatglm-bpe"
@@ -132,7 +135,7 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Llama 3/DBRX/Phi-4, GLM-4, Tekken, Bloom)")
+                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4, GLM-4, Tekken, Bloom)")
 
 
 # ---------------------------------------------------------------- SentencePiece: the space prefix

@@ -55,6 +55,11 @@ FAMILIES: list[Family] = [
            tokenizer_class="Qwen2Tokenizer"),
     Family("qwen3", "Qwen3", "Qwen3ForCausalLM", "qwen3", "qwen2", "qwen3",
            {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
+    Family("qwen3.5", "Qwen3.5 (0.8B-9B, text)", "Qwen3_5ForConditionalGeneration", "qwen3.5", "qwen35", "qwen3.5",
+           {**_QWEN, "additional": _QWEN["additional"] + ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+                                                          "<|video_pad|>"]},
+           tokenizer_class="Qwen3_5Tokenizer", stops=("<|endoftext|>",),
+           note="text fine-tuning of the multimodal checkpoint: the vision tower is left out"),
     Family("deepseek-r1-distill-qwen", "DeepSeek-R1-Distill-Qwen", "Qwen2ForCausalLM", "qwen2", "deepseek-r1-qwen",
            "deepseek-r1", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>",
                                     pad="<｜end▁of▁sentence｜>", additional=["<｜User｜>", "<｜Assistant｜>",
@@ -176,6 +181,7 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
     not a near-tie (see shared/README.md).
     """
     import torch
+    import transformers
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     from ducktune.models.standin_configs import internlm2_config, tiny_config
@@ -190,7 +196,10 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
         return _write_remote_code_standin(Path(out_dir), spec, config, tokenizer)
     config = tiny_config(spec.arch, len(tokenizer), ids["bos"], ids["eos"], ids["pad"])
     torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if spec.model_class.endswith("ForCausalLM"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    else:  # a multimodal class as published (Qwen3.5): its vision tower is saved too
+        model = getattr(transformers, spec.model_class)(config).float()
     _widen_logit_margins(model, config, embedding_scale)
     stop_ids = [tokenizer.convert_tokens_to_ids(token) for token in spec.stops]
     model.generation_config = GenerationConfig(bos_token_id=ids["bos"], pad_token_id=ids["pad"],

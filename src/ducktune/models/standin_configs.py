@@ -18,6 +18,7 @@ MIRRORS = {
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
+    "qwen3.5": "Qwen/Qwen3.5-0.8B",
     "gemma": "google/gemma-1.1-2b-it",
     "gemma2": "google/gemma-2-2b-it",
     "gemma3": "google/gemma-3-1b-it",
@@ -55,6 +56,11 @@ def _llama(**extra) -> tuple[str, dict]:
 
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
+    return {**_llama_qwen_mistral_specs(common), **_gemma_specs(common), **_other_specs(common)}
+
+
+def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Llama, Mistral, Qwen (3.5 as its published multimodal checkpoint)."""
     return {
         "llama": _llama(),
         "llama3": ("LlamaForCausalLM", dict(
@@ -77,6 +83,28 @@ def _specs() -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        # Published as the multimodal class (text_config + a vision tower ducktune leaves alone); the
+        # 24 layers run 3 Gated DeltaNet : 1 gated full attention, 2 layers keep one of each. Linear
+        # value heads (4) > key heads (2) as in the 4B/9B, so V heads are grouped per key head.
+        "qwen3.5": ("Qwen3_5ForConditionalGeneration", dict(
+            tie_word_embeddings=True, text_config=dict(
+                common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=262144,
+                rms_norm_eps=1e-6, hidden_act="silu", attention_bias=False, attn_output_gate=True,
+                tie_word_embeddings=True, layer_types=["linear_attention", "full_attention"],
+                full_attention_interval=4, linear_conv_kernel_dim=4, linear_key_head_dim=16,
+                linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                mamba_ssm_dtype="float32",
+                rope_parameters={"rope_type": "default", "rope_theta": 10000000, "partial_rotary_factor": 0.25,
+                                 "mrope_interleaved": True, "mrope_section": [2, 1, 1]}),
+            vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=HIDDEN,
+                               patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
+                               num_position_embeddings=16))),
+    }
+
+
+def _gemma_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Gemma 1/2/3 (3 also as the multimodal checkpoint's language model)."""
+    return {
         "gemma": ("GemmaForCausalLM", dict(
             common, intermediate_size=512, num_key_value_heads=1,
             head_dim=32,  # 4 x 32 != 64, like the 7B's 16 x 256 != 3072 (the 2B's 8 x 256 = 2048)
@@ -111,6 +139,12 @@ def _specs() -> dict[str, tuple[str, dict]]:
             # the published image token ids lie beyond the stand-in's vocabulary: text never reaches them
             mm_tokens_per_image=4, boi_token_index=255999, eoi_token_index=256000, image_token_index=262144,
             tie_word_embeddings=True)),
+    }
+
+
+def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Phi, GLM, InternLM3, SmolLM3, Granite, OLMo, BLOOM."""
+    return {
         "phi3": ("Phi3ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096,
             original_max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,

@@ -39,6 +39,11 @@ from ducktune.errors import ModelError
 QWEN2_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Qwen3.5's: Qwen2's with combining marks (\p{M}) kept inside words (llama.cpp pre "qwen35")
+QWEN35_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+"
+)
 # Llama 3's regex is OpenAI's cl100k_base one, shared by Phi-4 and GLM-4 (and DBRX).
 CL100K_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
@@ -76,6 +81,11 @@ KINDS: dict[str, KindSpec] = {
     "qwen2": KindSpec(
         "Qwen/Qwen2.5-0.5B-Instruct (also Qwen3): NFC + Split(Qwen2 regex, isolated) + ByteLevel(use_regex=false)",
         spm=False, adds_bos=False, normalizer="nfc", regex=QWEN2_REGEX,
+        defaults={"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None,
+                  "additional": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}),
+    "qwen35": KindSpec(
+        "Qwen/Qwen3.5-9B (Qwen3_5Tokenizer): NFC + Split(Qwen3.5 regex, isolated) + ByteLevel(use_regex=false)",
+        spm=False, adds_bos=False, normalizer="nfc", regex=QWEN35_REGEX,
         defaults={"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None,
                   "additional": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}),
     "deepseek-r1-qwen": KindSpec(
