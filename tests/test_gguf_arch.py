@@ -256,6 +256,11 @@ EXPECTED = {
               {"blk.1.post_ffw_norm.weight": (64,), "output.weight": (None, 64)}, {"blk.0.attn_norm.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
+    # ERNIE 4.5: llama's layout with head_dim twice hidden/heads (key/value lengths written), tied embeddings
+    "ernie4.5": ("ernie4_5", {"attention.key_length": 32, "attention.value_length": 32, "rope.dimension_count": 32,
+                              "rope.freq_base": 500000.0, "attention.head_count_kv": 2, "context_length": 131072},
+                 {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_k.weight": (64, 64), "blk.0.attn_output.weight": (64, 128)},
+                 {"output.weight", "rope_freqs.weight", "blk.0.attn_q.bias"}),
     # Phi-2: LayerNorms with biases, biased q/k/v/dense/fc1/fc2 and output head, 6 of 16 dims rotated
     "phi2": ("phi2", {"rope.dimension_count": 6, "attention.layer_norm_epsilon": 1e-5, "feed_forward_length": 256},
              {"output.bias": (None,), "output_norm.bias": (64,), "blk.0.attn_norm.bias": (64,), "blk.0.attn_q.bias": (64,),
@@ -997,3 +1002,41 @@ def test_smollm3_shapes_llama_cpp_runs_differently_are_refused(change, fragment)
     assert reason and fragment in reason and "\n" not in reason
     # the interval alone (no list) gives llama.cpp's own pattern: exportable
     assert architecture_support({**SMOLLM3_3B, "no_rope_layers": None}) is None
+
+
+ERNIE_4_5_0_3B = {  # baidu/ERNIE-4.5-0.3B-PT config.json (dtype left out)
+    "architectures": ["Ernie4_5ForCausalLM"], "model_type": "ernie4_5", "bos_token_id": 1, "eos_token_id": 2,
+    "pad_token_id": 0, "head_dim": 128, "hidden_act": "silu", "hidden_size": 1024, "intermediate_size": 3072,
+    "max_position_embeddings": 131072, "num_attention_heads": 16, "num_hidden_layers": 18, "num_key_value_heads": 2,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000, "tie_word_embeddings": True, "use_bias": False, "use_cache": False,
+    "vocab_size": 103424}
+
+
+def test_published_ernie_4_5_config_keeps_its_interleaved_rotary_and_head_size():
+    """transformers rotates ERNIE's q/k in interleaved pairs, as llama.cpp's ernie4_5 does: rows are written
+    as they are (a Llama-style re-ordering would scramble every head); head_dim 128 is not 1024/16."""
+    writer = RecordingWriter()
+    assert architecture_support(ERNIE_4_5_0_3B) is None and gguf_arch.gguf_arch(ERNIE_4_5_0_3B) == "ernie4_5"
+    gguf_arch.add_hparams(writer, ERNIE_4_5_0_3B, "ernie4_5")
+    calls = writer.calls
+    assert calls["key_length"] == calls["value_length"] == calls["rope_dimension_count"] == 128
+    assert calls["rope_freq_base"] == 500000.0 and calls["head_count_kv"] == 2 and calls["context_length"] == 131072
+    shapes = {"model.embed_tokens.weight": (103424, 1024), "model.layers.0.self_attn.q_proj.weight": (2048, 1024),
+              "model.layers.0.self_attn.k_proj.weight": (256, 1024), "lm_head.weight": (103424, 1024)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, ERNIE_4_5_0_3B, "f16")}
+    assert set(plans) == {"token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight"}  # tied: no output
+    assert plans["blk.0.attn_q.weight"].transform is None and plans["blk.0.attn_k.weight"].transform is None
+    # tie_word_embeddings absent: Ernie4_5Config's default (tied) holds
+    untied = {k: v for k, v in ERNIE_4_5_0_3B.items() if k != "tie_word_embeddings"}
+    assert "output.weight" not in {p.gguf_name for p in plan_from_shapes(shapes, untied, "f16")}
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"use_bias": True}, "use_bias true"),
+    ({"rope_parameters": {"rope_type": "default", "rope_theta": 500000.0, "partial_rotary_factor": 0.5}},
+     "rope over 64 of 128"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+])
+def test_ernie_4_5_shapes_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**ERNIE_4_5_0_3B, **change})
+    assert reason and fragment in reason and "Ernie4_5ForCausalLM" in reason and "\n" not in reason

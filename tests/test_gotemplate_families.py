@@ -53,6 +53,7 @@ FAMILIES = {
     "glm4-0414": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
     "smollm3": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),
     "olmo2": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),  # its chat markers are plain text
+    "ernie4.5": ({"bos_token": "<s>", "eos_token": "</s>"}, ["<|begin_of_sentence|>", "<|end_of_sentence|>"]),
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
     "firefly": (LLAMA_SPM, []),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),

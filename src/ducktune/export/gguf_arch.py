@@ -41,6 +41,11 @@ Per architecture, what differs from "read config, rename tensors":
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
   (every 4th layer full unless `layer_types` says otherwise); its full-attention layers' YaRN is
   written as llama.cpp's yarn keys (llama.cpp rotates the sliding layers unscaled, as transformers).
+- ernie4_5 (Ernie4_5ForCausalLM, ERNIE 4.5 dense): llama's layout, but transformers already rotates
+  interleaved pairs (GLM's rotate_half on repeat-interleaved cos/sin), as llama.cpp's NORM rope does:
+  no q/k re-ordering. Embeddings tied by default; head_dim (128) is not hidden/heads (64), so the key
+  and value lengths are written. llama.cpp's graph adds no o_proj or MLP bias and rotates whole
+  heads, so `use_bias` and partial rotary are refused.
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 
@@ -80,6 +85,7 @@ ARCHITECTURES = {
     "GraniteForCausalLM": "granite",
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
+    "Ernie4_5ForCausalLM": "ernie4_5",
     "Qwen3_5ForCausalLM": "qwen35",
     "Qwen3_5ForConditionalGeneration": "qwen35",
 }
@@ -90,6 +96,8 @@ ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite"}
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 NO_ROPE = {"bloom"}
+# configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5"}
 # LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
 LAYER_NORM = {"bloom", "phi2"}
 # HF activations computed as llama.cpp's GELU (the tanh approximation)
@@ -271,7 +279,7 @@ def architecture_support(config: dict) -> str | None:
     if arch == gguf_qwen35.ARCH:
         return gguf_qwen35.qwen35_support(config, n_layers(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
-               "olmo2": _olmo2_problem}.get(arch)
+               "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem}.get(arch)
     return problem(config, name) if problem else None
 
 
@@ -283,6 +291,19 @@ def _olmo2_problem(config: dict, name: str) -> str | None:
     sliding_rope = rope_params(config, "sliding_attention")["rope_type"]
     if "sliding_attention" in layer_kinds(config) and sliding_rope != "default":
         return f"GGUF export of {name}: rope scaling '{sliding_rope}' on sliding-window layers is not what llama.cpp runs"
+    return None
+
+
+def _ernie4_5_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's ernie4_5 graph would run differently: it loads q/k/v biases but adds no o_proj or
+    MLP bias (transformers' `use_bias` sets all of them), asserts rope over whole heads, and runs SiLU."""
+    if config.get("use_bias"):
+        return f"GGUF export of {name}: use_bias true, but llama.cpp's ernie4_5 adds no output-projection or MLP bias"
+    if rotary_dims(config) != head_dim(config):
+        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's ernie4_5 rotates whole heads"
+    act = config.get("hidden_act", "silu")
+    if act != "silu":
+        return f"GGUF export of {name}: hidden_act {act!r}; llama.cpp's ernie4_5 runs SiLU"
     return None
 
 
@@ -579,7 +600,7 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     config = language_model_config(config)
     arch = gguf_arch(config)
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers(config))
-    tied = config.get("tie_word_embeddings", arch in GEMMA or arch in ("bloom", "smollm3"))  # transformers' defaults
+    tied = config.get("tie_word_embeddings", arch in GEMMA or arch in TIED_BY_DEFAULT)  # transformers' defaults
     plans = []
     for lookup, hf_name in sorted(language_model_names(shapes).items()):
         shape = shapes[hf_name]

@@ -141,6 +141,13 @@ FAMILIES: list[Family] = [
     Family("internlm3", "InternLM3-Instruct", "InternLM3ForCausalLM", "internlm3", "internlm2-spm", "internlm2",
            {**_SPM, "pad": "</s>", "additional": ["<|im_start|>", "<|im_end|>"]},
            tokenizer_class="InternLM3Tokenizer", stops=("<|im_end|>",)),
+    # ERNIE 4.5's turns end with <|end_of_sentence|> (the template's sep_token), which llama.cpp does not
+    # know as end-of-generation by itself; </s> stays EOS as published (generation_config: eos 2).
+    Family("ernie4.5", "ERNIE 4.5 (0.3B dense)", "Ernie4_5ForCausalLM", "ernie4.5", "ernie45-spm", "ernie4.5",
+           _specials(bos="<s>", eos="</s>", pad="<unk>", unk="<unk>",
+                     additional=["<|begin_of_sentence|>", "<|end_of_sentence|>", "<mask:1>", "<mask:4>", "<mask:5>",
+                                 "<mask:6>", "<mask:7>"]),
+           tokenizer_class="Ernie4_5_Tokenizer"),
     Family("bloom", "BLOOM (Firefly)", "BloomForCausalLM", "bloom", "bloom", "firefly",
            _specials(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
            note="no chat template of its own: ducktune ships the Firefly format",

@@ -34,6 +34,7 @@ MIRRORS = {
     "bloom": "bigscience/bloom-560m (Firefly's base)",
     "phi2": "microsoft/phi-2",
     "granite": "ibm-granite/granite-3.3-2b-instruct",
+    "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -181,6 +182,11 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
             hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
             logits_scaling=8.0,
             attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
+        # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
+        # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
+        "ernie4.5": ("Ernie4_5ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=131072,
+            rms_norm_eps=1e-5, rope_theta=500000.0, use_bias=False, hidden_act="silu", tie_word_embeddings=True)),
         "olmo2": ("Olmo2ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),

@@ -164,6 +164,13 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": "<s>", "eos": "</s>", "pad": "</s>", "unk": "<unk>",
                   "additional": ["<|im_start|>", "<|im_end|>", "<|action_start|>", "<|action_end|>",
                                  "<|interpreter|>", "<|plugin|>"]}),
+    "ernie45-spm": KindSpec(
+        "baidu/ERNIE-4.5-0.3B-PT (its tokenizer.model, which transformers 5 reads with TokenizersBackend): the "
+        "Llama-2 pipeline (dummy prefix), no BOS added (the template writes <|begin_of_sentence|>), chat "
+        "tokens appended",
+        spm=True, adds_bos=False, normalizer="prepend+replace",
+        defaults={"bos": "<s>", "eos": "</s>", "pad": "<unk>", "unk": "<unk>",
+                  "additional": ["<|begin_of_sentence|>", "<|end_of_sentence|>", "<mask:1>"]}),
 }
 
 BYTE_LEVEL_VOCAB = 2000
