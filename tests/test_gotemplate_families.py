@@ -54,6 +54,9 @@ FAMILIES = {
     "smollm3": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),
     "olmo2": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),  # its chat markers are plain text
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
+    "lfm2": ({"bos_token": "<|startoftext|>", "eos_token": "<|im_end|>"},
+             ["<|im_start|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_response_start|>",
+              "<|tool_response_end|>"]),
     "firefly": (LLAMA_SPM, []),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
     "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
