@@ -254,6 +254,13 @@ EXPECTED = {
                         "rope.scaling.factor": 8.0, "rope.scaling.original_context_length": 8192,
                         "rope.scaling.attn_factor": 1.0},
               {"blk.1.post_ffw_norm.weight": (64,), "output.weight": (None, 64)}, {"blk.0.attn_norm.weight"}),
+    # LFM2: a short-conv layer (head_count_kv 0) then an attention layer; MLP width 2/3 of 384 rounded up to 256
+    "lfm2": ("lfm2", {"feed_forward_length": 256, "attention.head_count_kv": [0, 2], "shortconv.l_cache": 3,
+                      "attention.layer_norm_rms_epsilon": 1e-5, "rope.freq_base": 1e6, "context_length": 128000},
+             {"blk.0.shortconv.conv.weight": (64, 3), "blk.0.shortconv.in_proj.weight": (192, 64),
+              "blk.0.shortconv.out_proj.weight": (64, 64), "blk.1.attn_q_norm.weight": (16,),
+              "blk.1.attn_output.weight": (64, 64), "blk.0.ffn_gate.weight": (256, 64), "token_embd_norm.weight": (64,)},
+             {"output.weight", "output_norm.weight", "blk.0.attn_q.weight", "blk.1.shortconv.conv.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
     # ERNIE 4.5: llama's layout with head_dim twice hidden/heads (key/value lengths written), tied embeddings
@@ -1040,3 +1047,52 @@ def test_published_ernie_4_5_config_keeps_its_interleaved_rotary_and_head_size()
 def test_ernie_4_5_shapes_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**ERNIE_4_5_0_3B, **change})
     assert reason and fragment in reason and "Ernie4_5ForCausalLM" in reason and "\n" not in reason
+LFM2_1_2B = {  # LiquidAI/LFM2-1.2B config.json (init-scale keys left out): attention layers by index, MLP as block_ff_dim
+    "architectures": ["Lfm2ForCausalLM"], "block_auto_adjust_ff_dim": True, "block_dim": 2048, "block_ff_dim": 12288,
+    "block_ffn_dim_multiplier": 1.0, "block_multiple_of": 256, "block_norm_eps": 1e-05, "block_use_swiglu": True,
+    "bos_token_id": 1, "conv_L_cache": 3, "conv_bias": False, "conv_dim": 2048, "conv_dim_out": 2048, "eos_token_id": 7,
+    "full_attn_idxs": [2, 5, 8, 10, 12, 14], "hidden_size": 2048, "initializer_range": 0.02,
+    "max_position_embeddings": 128000, "model_type": "lfm2", "norm_eps": 1e-05, "num_attention_heads": 32,
+    "num_heads": 32, "num_hidden_layers": 16, "num_key_value_heads": 8, "pad_token_id": 0, "rope_theta": 1000000.0,
+    "torch_dtype": "bfloat16", "use_cache": True, "use_pos_enc": True, "vocab_size": 65536}
+
+
+def test_published_lfm2_config_marks_its_conv_layers_and_mlp_width():
+    """llama.cpp tells LFM2's short-conv layers by head_count_kv 0 and sizes the MLP from feed_forward_length:
+    8192 for the 1.2B (2/3 of block_ff_dim 12288), the width llama.cpp's loader names LLM_TYPE_1_2B."""
+    assert gguf_arch.gguf_arch(LFM2_1_2B) == "lfm2"
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, LFM2_1_2B, "lfm2")
+    calls = writer.calls
+    attention = {2, 5, 8, 10, 12, 14}
+    assert calls["head_count_kv"] == [8 if i in attention else 0 for i in range(16)]
+    assert calls["feed_forward_length"] == 8192 and calls["shortconv_l_cache"] == 3 and calls["vocab_size"] == 65536
+    assert calls["layer_norm_rms_eps"] == 1e-5 and calls["rope_freq_base"] == 1e6 and calls["rope_dimension_count"] == 64
+    assert "key_length" not in calls  # head_dim is hidden / heads
+    from ducktune.export.gguf_lfm2 import feed_forward_length
+    assert feed_forward_length({**LFM2_1_2B, "block_ff_dim": 6656}) == 4608  # LFM2-350M's (LLM_TYPE_350M)
+    assert feed_forward_length({**LFM2_1_2B, "block_auto_adjust_ff_dim": False}) == 12288
+
+
+def test_published_lfm2_weights_squeeze_the_conv_kernel_and_tie_the_output():
+    shapes = {"model.embed_tokens.weight": (65536, 2048), "model.layers.0.conv.conv.weight": (2048, 1, 3),
+              "model.layers.0.conv.in_proj.weight": (6144, 2048), "model.layers.2.self_attn.out_proj.weight": (2048, 2048),
+              "model.embedding_norm.weight": (2048,)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, LFM2_1_2B, "q8_0")}
+    assert set(plans) == {"token_embd.weight", "blk.0.shortconv.conv.weight", "blk.0.shortconv.in_proj.weight",
+                          "blk.2.attn_output.weight", "token_embd_norm.weight"}  # tied: no output.weight
+    conv = plans["blk.0.shortconv.conv.weight"]
+    assert conv.shape == (2048, 3) and conv.qtype.name == "F32"
+    assert conv.transform(np.zeros((2048, 1, 3), dtype=np.float32)).shape == (2048, 3)
+    assert plans["blk.0.shortconv.in_proj.weight"].qtype.name == "Q8_0"
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"conv_bias": True}, "conv_bias"),
+    ({"head_dim": 128}, "heads x head_dim (32 x 128)"),
+    ({"layer_types": ["conv", "sliding_attention"] * 8}, "layer_types"),
+    ({"conv_L_cache": 1}, "conv_L_cache 1"),
+])
+def test_lfm2_shapes_llama_cpp_does_not_load_are_refused(change, fragment):
+    reason = architecture_support({**LFM2_1_2B, **change})
+    assert reason and fragment in reason and "\n" not in reason

@@ -157,6 +157,19 @@ def test_names_with_the_same_regex_follow_ignore_merges_and_specials(standins):
     assert pre_tokenizer_kind(llama3) == "dbrx" and pre_tokenizer_kind(glm) == "chatglm-bpe"
 
 
+def test_lfm2_tokenizer_gets_llama_cpps_lfm2_name():
+    """LFM2's tokenizer is Llama 3's pipeline with its own specials: llama.cpp's converter names it "lfm2"
+    (run as Llama 3's, BOS added); without ignore_merges it would be DBRX's."""
+    from ducktune.models.families import family
+
+    spec = family("lfm2")
+    data = json.loads(build_tokenizer(spec.tokenizer, spec.specials, chat_template="{{ messages }}")
+                      .backend_tokenizer.to_str())
+    assert pre_tokenizer_kind(data) == "lfm2"
+    data["model"]["ignore_merges"] = False
+    assert pre_tokenizer_kind(data) == "dbrx"
+
+
 def test_spm_scores_follow_merge_ranks():
     tokenizer_json = {"model": {"type": "BPE", "merges": [["▁", "a"], "a b", ["ab", "c"], ["a", "bc"], ["b", "c"]]}}
     scores = spm_scores(tokenizer_json, ["<unk>", "a", "▁a", "ab", "abc", "bc"])

@@ -55,6 +55,9 @@ FAMILIES = {
     "olmo2": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),  # its chat markers are plain text
     "ernie4.5": ({"bos_token": "<s>", "eos_token": "</s>"}, ["<|begin_of_sentence|>", "<|end_of_sentence|>"]),
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
+    "lfm2": ({"bos_token": "<|startoftext|>", "eos_token": "<|im_end|>"},
+             ["<|im_start|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_response_start|>",
+              "<|tool_response_end|>"]),
     "firefly": (LLAMA_SPM, []),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
     "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},

@@ -207,6 +207,56 @@ def test_gated_deltanet_models_fall_back_to_padded_batches():
             assert (padded[row, :len(sample["input_ids"])] - alone).abs().max().item() < 1e-5
 
 
+LFM2_1_2B = {  # LiquidAI/LFM2-1.2B config.json (keys that decide batching): attention layers by index
+    "architectures": ["Lfm2ForCausalLM"], "model_type": "lfm2", "num_hidden_layers": 16, "conv_L_cache": 3,
+    "full_attn_idxs": [2, 5, 8, 10, 12, 14], "hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 8}
+
+
+def _tiny_lfm2(init: float):
+    """The LFM2 stand-in's config (one short-conv, one attention layer) with weights drawn at `init`."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.models.standin_configs import tiny_config
+
+    config = tiny_config("lfm2", 1000, 1, 7, 0)
+    config.initializer_range = init
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_short_conv_models_fall_back_to_padded_batches():
+    """LFM2's short convolution reads the previous 2 tokens of the row; transformers resets it nowhere
+    inside a packed row, so a sample's first tokens would see its neighbour's. The leak is O(1) with
+    large weights but below the proof's tolerance with small random ones (the family stand-in's were):
+    packing is refused
+    from the layer kinds alone, before and after loading, and padded rows stay exact."""
+    from ducktune.errors import ConfigError
+    from ducktune.train.collator import PaddingCollator
+
+    leaky = _tiny_lfm2(0.1)
+    packing.use_varlen_attention(leaky, "cpu")
+    assert packing.verify_isolation(leaky, forward_hidden) > 1e-2  # what packing would cost
+    quiet = _tiny_lfm2(0.01)
+    packing.use_varlen_attention(quiet, "cpu")
+    assert packing.verify_isolation(quiet, forward_hidden) < packing.ISOLATION_TOLERANCE["float32"]
+    for model in (quiet, leaky):
+        messages = []
+        batching = packing.choose_batching(model, "auto", "cpu", log=messages.append)
+        assert batching.mode == "padded" and "short-convolution" in messages[0], messages
+        with pytest.raises(ConfigError, match="train.packing=on.*short-convolution"):
+            packing.choose_batching(model, "on", "cpu")
+    for config in (LFM2_1_2B, leaky.config.to_dict()):  # as published (full_attn_idxs) and as transformers saves it
+        assert "short-convolution" in packing.config_packing_blocker(config, False)
+        assert packing.expected_batching(config, "auto", False) == packing.expected_batching(config, "off", False) == "padded"
+    assert packing.config_packing_blocker({**LFM2_1_2B, "full_attn_idxs": list(range(16))}, False) is None
+    samples = _samples([9, 4, 13])
+    with torch.no_grad():  # right padding: every real position equals the sample run alone
+        padded = forward_hidden(leaky, PaddingCollator(0)(samples))
+        for row, sample in enumerate(samples):
+            alone = forward_hidden(leaky, PaddingCollator(0)([sample]))[0]
+            assert (padded[row, :len(sample["input_ids"])] - alone).abs().max().item() < 1e-5
+
+
 # ----------------------------------------------------------------------------- training
 
 def _chat_records(n, seed):

@@ -48,6 +48,9 @@ Per architecture, what differs from "read config, rename tensors":
   heads, so `use_bias` and partial rotary are refused.
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
+- lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
+  in its own module (gguf_lfm2): per-layer head_count_kv (0 = conv layer), the conv kernel squeezed,
+  the MLP width the weights have.
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
@@ -62,7 +65,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_qwen35
+from ducktune.export import gguf_lfm2, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -88,6 +91,7 @@ ARCHITECTURES = {
     "Ernie4_5ForCausalLM": "ernie4_5",
     "Qwen3_5ForCausalLM": "qwen35",
     "Qwen3_5ForConditionalGeneration": "qwen35",
+    "Lfm2ForCausalLM": "lfm2",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -97,7 +101,7 @@ SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
-TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5"}
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2"}
 # LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
 LAYER_NORM = {"bloom", "phi2"}
 # HF activations computed as llama.cpp's GELU (the tanh approximation)
@@ -278,6 +282,8 @@ def architecture_support(config: dict) -> str | None:
         return _gemma_problem(config, name, arch)
     if arch == gguf_qwen35.ARCH:
         return gguf_qwen35.qwen35_support(config, n_layers(config))
+    if arch == gguf_lfm2.ARCH:
+        return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem}.get(arch)
     return problem(config, name) if problem else None
@@ -432,13 +438,19 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     put("add_context_length", context_length(config))
     put("add_embedding_length", hidden)
     put("add_block_count", n_layers(config))
-    put("add_feed_forward_length", int(_first(config, "intermediate_size", "ffn_hidden_size", default=4 * hidden)))
-    put("add_head_count", heads)
-    put("add_head_count_kv", n_kv_heads(config))
+    if arch == gguf_lfm2.ARCH:  # the MLP width of the weights; no KV heads on the short-conv layers
+        put("add_feed_forward_length", gguf_lfm2.feed_forward_length(config))
+        put("add_head_count", heads)
+        put("add_head_count_kv", gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config)))
+    else:
+        put("add_feed_forward_length", int(_first(config, "intermediate_size", "ffn_hidden_size", default=4 * hidden)))
+        put("add_head_count", heads)
+        put("add_head_count_kv", n_kv_heads(config))
     if arch in LAYER_NORM:
         put("add_layer_norm_eps", float(_first(config, "layer_norm_epsilon", "layer_norm_eps")))
     else:
-        put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "layernorm_epsilon", "layer_norm_eps")))
+        put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "norm_eps", "layernorm_epsilon",
+                                                  "layer_norm_eps")))
     if arch == "bloom":
         put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
         return written
@@ -460,6 +472,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
             put(method, float(config.get(key) if config.get(key) is not None else 1.0))
     if arch == gguf_qwen35.ARCH:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
+    if arch == gguf_lfm2.ARCH:
+        gguf_lfm2.add_lfm2_hparams(put, config)
     return written
 
 
@@ -600,7 +614,9 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     config = language_model_config(config)
     arch = gguf_arch(config)
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers(config))
-    tied = config.get("tie_word_embeddings", arch in GEMMA or arch in TIED_BY_DEFAULT)  # transformers' defaults
+    # transformers' defaults (LFM2's published configs name it tie_embedding, or nothing)
+    tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
+    tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))
     plans = []
     for lookup, hf_name in sorted(language_model_names(shapes).items()):
         shape = shapes[hf_name]
@@ -616,11 +632,14 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         transform = _tensor_transform(hf_name, shape, config, arch)
         if arch == gguf_qwen35.ARCH:
             lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
+        if arch == gguf_lfm2.ARCH and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
+            shape, transform = kernel
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
         # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
-        qtype = gguf.GGMLQuantizationType.F32 if ".ssm_conv1d." in gguf_name else _quant_type(shape, quant)
+        conv = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name
+        qtype = gguf.GGMLQuantizationType.F32 if conv else _quant_type(shape, quant)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)
 

@@ -103,7 +103,10 @@ def _name_for_regex(regex: str, tokenizer_json: dict) -> str | None:
         if "[gMASK]" in added:
             return "glm4" if ignore_merges else "chatglm-bpe"
         # Llama 3 ignores merges for whole words in the vocabulary; DBRX (and Phi-4's tiktoken
-        # conversion) with the same regex does not.
+        # conversion) with the same regex does not. LFM2's tokenizer is Llama 3's pipeline under
+        # the name llama.cpp's converter gives it (told apart by its tool-list token).
+        if ignore_merges and "<|tool_list_start|>" in added:
+            return "lfm2"
         return "llama-bpe" if ignore_merges else "dbrx"
     if regex == TEKKEN_REGEX:
         return "tekken"
@@ -135,7 +138,7 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4, GLM-4, Tekken, Bloom)")
+                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2, GLM-4, Tekken, Bloom)")
 
 
 # ---------------------------------------------------------------- SentencePiece: the space prefix

@@ -133,6 +133,14 @@ FAMILIES: list[Family] = [
                      additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|im_start|>", "<|im_end|>",
                                  "<|endofprompt|>"]),
            tokenizer_class="GPT2Tokenizer"),
+    # LFM2's byte-level BPE is Llama 3's pipeline (cl100k regex, whole words kept, BOS added) with its own
+    # specials at ids 0-13; llama.cpp names it "lfm2" and runs it as Llama 3's.
+    Family("lfm2", "Liquid LFM2 (350M-2.6B)", "Lfm2ForCausalLM", "lfm2", "llama-bpe", "lfm2",
+           _specials(bos="<|startoftext|>", eos="<|im_end|>", pad="<|pad|>",
+                     additional=["<|endoftext|>", "<|fim_pre|>", "<|fim_mid|>", "<|fim_suf|>", "<|im_start|>",
+                                 "<|im_end|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>",
+                                 "<|tool_call_end|>", "<|tool_response_start|>", "<|tool_response_end|>"]),
+           note="short-convolution layers: trains on padded batches (packing is refused by the isolation proof)"),
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
            note="its modelling code ships with the model (model.trust_remote_code: true)"),

@@ -35,6 +35,7 @@ MIRRORS = {
     "phi2": "microsoft/phi-2",
     "granite": "ibm-granite/granite-3.3-2b-instruct",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
+    "lfm2": "LiquidAI/LFM2-1.2B",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -144,7 +145,7 @@ def _gemma_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """Phi, GLM, InternLM3, SmolLM3, Granite, OLMo, BLOOM."""
+    """Phi, GLM, InternLM3, SmolLM3, Granite, OLMo, LFM2, BLOOM."""
     return {
         "phi3": ("Phi3ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096,
@@ -198,6 +199,14 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
             layer_types=["sliding_attention", "full_attention"],
             rope_scaling={"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192,
                           "attention_factor": 1.2079441541679836, "beta_fast": 32.0, "beta_slow": 1.0})),
+        # The published 16 layers are 10 short-conv and 6 attention (full_attn_idxs [2, 5, 8, 10, 12, 14]);
+        # 2 layers keep one of each. block_ff_dim is shrunk (12288 published): the MLP width is
+        # 2/3 of it rounded up to block_multiple_of (256 here, 8192 for the 1.2B).
+        "lfm2": ("Lfm2ForCausalLM", dict(
+            common, num_key_value_heads=2, block_ff_dim=384, block_auto_adjust_ff_dim=True,
+            block_ffn_dim_multiplier=1.0, block_multiple_of=256, conv_L_cache=3, conv_bias=False,
+            layer_types=["conv", "full_attention"], max_position_embeddings=128000, norm_eps=1e-5,
+            rope_theta=1000000.0, tie_embedding=True)),
         "bloom": ("BloomForCausalLM", dict(
             hidden_size=HIDDEN, n_layer=LAYERS, n_head=HEADS, layer_norm_epsilon=1e-5,
             apply_residual_connection_post_layernorm=False, tie_word_embeddings=True)),

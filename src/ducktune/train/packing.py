@@ -196,13 +196,32 @@ def flash_attention_available() -> bool:
 
 
 SLIDING_WINDOW_BLOCKER = "the model uses sliding-window attention"
+# LFM2's short convolutions read the previous conv_L_cache - 1 tokens of the row, and transformers'
+# conv path has no per-sample reset: in a packed row each sample would start from its neighbour's
+# tokens. Random stand-in weights make that leak too small for the numeric proof, so it is structural.
+SHORT_CONV_BLOCKER = "the model's short-convolution layers (LFM2) would read across sample boundaries"
+
+
+def layer_blocker(config: dict) -> str | None:
+    """Why the layer kinds of this config (transformers' or as published) rule out packed rows, or None."""
+    kinds = set(config.get("layer_types") or [])
+    attention_layers = config.get("full_attn_idxs")  # LFM2's published form: the others are conv layers
+    if not kinds and attention_layers is not None and len(attention_layers) < int(config.get("num_hidden_layers") or 0):
+        kinds.add("conv")
+    if "sliding_attention" in kinds:
+        return SLIDING_WINDOW_BLOCKER
+    if "conv" in kinds:
+        return SHORT_CONV_BLOCKER
+    return None
 
 
 def varlen_blockers(model) -> str | None:
     """Why this model cannot train on flattened varlen rows (None when it can)."""
     inner = unwrap_peft(model)
-    if "sliding_attention" in (getattr(inner.config, "layer_types", None) or []):
-        return SLIDING_WINDOW_BLOCKER
+    keys = ("layer_types", "full_attn_idxs", "num_hidden_layers")
+    blocker = layer_blocker({key: getattr(inner.config, key, None) for key in keys})
+    if blocker:
+        return blocker
     if not type(inner).__module__.startswith("transformers."):
         return "the model's code is not part of transformers (trust_remote_code)"
     if not inner._can_set_attn_implementation():
@@ -288,8 +307,9 @@ class Batching:
 def config_packing_blocker(model_config: dict, trust_remote_code: bool) -> str | None:
     """Why packing cannot work for this model, known from config.json alone (None: only the proof on
     the loaded model can tell): lets train.packing=on be refused before anything is written."""
-    if "sliding_attention" in (model_config.get("layer_types") or []):
-        return SLIDING_WINDOW_BLOCKER
+    blocker = layer_blocker(model_config)
+    if blocker:
+        return blocker
     if trust_remote_code and model_config.get("auto_map"):
         return "the model's code is not part of transformers (trust_remote_code)"
     return None
@@ -301,7 +321,7 @@ def packing_on_error(blocker: str) -> str:
 
 def expected_batching(model_config: dict, packing: str, trust_remote_code: bool) -> str:
     """The mode choose_batching is expected to pick, from config.json alone (before the model
-    is loaded, for the memory plan): padded for sliding-window attention or remote code, else
+    is loaded, for the memory plan): padded for sliding-window attention, short convolutions or remote code, else
     packed (padding-free with train.packing=off). The proof on the loaded model can still fall
     back to padded; the recipe then plans again."""
     if config_packing_blocker(model_config, trust_remote_code):
