@@ -34,6 +34,7 @@ MIRRORS = {
     "bloom": "bigscience/bloom-560m (Firefly's base)",
     "phi2": "microsoft/phi-2",
     "granite": "ibm-granite/granite-3.3-2b-instruct",
+    "hunyuan": "tencent/Hunyuan-0.5B-Instruct",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -181,6 +182,14 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
             hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
             logits_scaling=8.0,
             attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
+        # Hunyuan dense: head_dim apart from hidden/heads (128 vs 64 published), q/k norms after rope, tied
+        # embeddings and the "dynamic" rope with a fixed NTK alpha (a static larger base, not length-dependent)
+        "hunyuan": ("HunYuanDenseV1ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=32768,
+            rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=False, mlp_bias=False, hidden_act="silu",
+            tie_word_embeddings=True, use_qk_norm=True, use_cla=False,
+            rope_scaling={"alpha": 1000.0, "beta_fast": 32, "beta_slow": 1, "factor": 1.0, "mscale": 1.0,
+                          "mscale_all_dim": 1.0, "type": "dynamic"})),
         "olmo2": ("Olmo2ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),
