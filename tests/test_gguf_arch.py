@@ -261,6 +261,12 @@ EXPECTED = {
               "blk.0.shortconv.out_proj.weight": (64, 64), "blk.1.attn_q_norm.weight": (16,),
               "blk.1.attn_output.weight": (64, 64), "blk.0.ffn_gate.weight": (256, 64), "token_embd_norm.weight": (64,)},
              {"output.weight", "output_norm.weight", "blk.0.attn_q.weight", "blk.1.shortconv.conv.weight"}),
+    # Hunyuan dense: head_dim 32 on hidden 64 / 4 heads, q/k norms per head, tied output, NTK-alpha base written as
+    # the base itself (10000 * 1000^(32/30)), no alpha key (llama.cpp would scale the base again)
+    "hunyuan": ("hunyuan-dense", {"rope.freq_base": 10000.0 * 1000.0 ** (32 / 30), "attention.key_length": 32,
+                                  "rope.dimension_count": 32, "attention.head_count_kv": 2, "context_length": 32768},
+                {"blk.0.attn_q_norm.weight": (32,), "blk.0.attn_k_norm.weight": (32,), "blk.0.attn_q.weight": (128, 64),
+                 "blk.0.attn_output.weight": (64, 128)}, {"output.weight", "rope_freqs.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
     # ERNIE 4.5: llama's layout with head_dim twice hidden/heads (key/value lengths written), tied embeddings
@@ -359,6 +365,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "olmo3 sliding-window layers not written": ("olmo3", "_add_sliding_window_hparams", lambda: lambda put, config: None),
     "olmo3 yarn not written": ("olmo3", "_add_yarn_hparams", lambda: lambda put, config: None),
     "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
+    "hunyuan ntk alpha base not written": ("hunyuan", "ntk_alpha_base", lambda: lambda config: None),
+    "hunyuan q/k rows re-ordered as for llama": ("hunyuan", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "hunyuan-dense"}),
     "qwen3.5 value heads left grouped by key head": ("qwen3.5", "gguf_qwen35._value_head_reorder", lambda: lambda *a: None),
     "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
     "qwen3.5 norms without +1": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except("layernorm.weight")),
@@ -633,6 +641,16 @@ SMOLLM3_3B = {  # HuggingFaceTB/SmolLM3-3B config.json
     "num_hidden_layers": 36, "num_key_value_heads": 4, "pretraining_tp": 2, "rms_norm_eps": 1e-06,
     "rope_scaling": None, "rope_theta": 5000000.0, "sliding_window": None, "use_sliding_window": False,
     "tie_word_embeddings": True, "vocab_size": 128256}
+
+
+# tencent/Hunyuan-7B-Instruct config.json: its architecture keys (the published file also carries keys of
+# Tencent's own modelling code that neither transformers nor llama.cpp read, left out here)
+HUNYUAN_7B = {
+    "architectures": ["HunYuanDenseV1ForCausalLM"], "model_type": "hunyuan_v1_dense", "num_hidden_layers": 32,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32, "num_key_value_heads": 8,
+    "vocab_size": 128167, "max_position_embeddings": 262144, "rms_norm_eps": 1e-5, "use_qk_norm": True,
+    "use_cla": False, "rope_theta": 10000, "rope_scaling": {"type": "dynamic", "alpha": 1000, "factor": 1},
+    "bos_token_id": 127958, "eos_token_id": 127960, "pad_token_id": 127961}
 
 
 PHI_2 = {  # microsoft/phi-2 config.json
@@ -1095,4 +1113,40 @@ def test_published_lfm2_weights_squeeze_the_conv_kernel_and_tie_the_output():
 ])
 def test_lfm2_shapes_llama_cpp_does_not_load_are_refused(change, fragment):
     reason = architecture_support({**LFM2_1_2B, **change})
+def test_published_hunyuan_7b_config_gets_its_ntk_alpha_base_and_neox_rope():
+    assert gguf_arch.gguf_arch(HUNYUAN_7B) == "hunyuan-dense"
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, HUNYUAN_7B, "hunyuan-dense")
+    calls = writer.calls
+    # transformers' ntk_alpha: a fixed base 10000 * 1000^(128/126), llama.cpp's converter writes the same
+    assert calls["rope_freq_base"] == pytest.approx(11158839.9251, rel=1e-9)
+    assert (calls["rope_dimension_count"], calls["head_count_kv"], calls["context_length"]) == (128, 8, 262144)
+    assert "rope_scaling_type" not in calls and "key_length" not in calls  # head_dim = hidden / heads
+    assert gguf_arch.gguf_caveats(HUNYUAN_7B) == []  # alpha makes the "dynamic" rope static: nothing differs past the context
+    shapes = {"model.embed_tokens.weight": (128167, 4096), "model.layers.0.self_attn.q_proj.weight": (4096, 4096),
+              "model.layers.0.self_attn.k_proj.weight": (1024, 4096),
+              "model.layers.0.self_attn.query_layernorm.weight": (128,),
+              "model.layers.0.self_attn.key_layernorm.weight": (128,), "lm_head.weight": (128167, 4096)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, {**HUNYUAN_7B, "tie_word_embeddings": True}, "f16")}
+    assert "output.weight" not in plans and plans["blk.0.attn_q_norm.weight"].shape == (128,)
+    # llama.cpp's hunyuan-dense rotates halves (NEOX) as transformers does: no q/k re-ordering
+    assert plans["blk.0.attn_q.weight"].transform is None and plans["blk.0.attn_k.weight"].transform is None
+    # without an alpha, "dynamic" is transformers' length-dependent NTK: base kept, the usual caveat
+    plain = {**HUNYUAN_7B, "rope_scaling": {"type": "dynamic", "factor": 2.0}}
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, plain, "hunyuan-dense")
+    assert writer.calls["rope_freq_base"] == 10000.0 and "dynamic rope" in " ".join(gguf_arch.gguf_caveats(plain))
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"use_qk_norm": False}, "use_qk_norm"),
+    ({"use_cla": True, "cla_share_factor": 2}, "use_cla"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"mlp_bias": True}, "mlp_bias"),
+    ({"hidden_act": "gelu"}, "hidden_act"),
+    ({"partial_rotary_factor": 0.5}, "rope over 64 of 128"),
+    ({"rope_scaling": {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 32768}}, "rope scaling 'yarn'"),
+])
+def test_hunyuan_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**HUNYUAN_7B, **change})
     assert reason and fragment in reason and "\n" not in reason

@@ -38,6 +38,7 @@ EXPECTED = {
     "phi4-bpe": ("gpt2", "dbrx", None),
     "glm4-bpe": ("gpt2", "glm4", None),
     "bloom": ("gpt2", "bloom", None),
+    "hunyuan-bpe": ("gpt2", "hunyuan-dense", None),
     "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
     "llama-spm": ("llama", "default", True),
     "mistral-v3-spm": ("llama", "default", True),

@@ -59,6 +59,8 @@ FAMILIES = {
              ["<|im_start|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_response_start|>",
               "<|tool_response_end|>"]),
     "firefly": (LLAMA_SPM, []),
+    "hunyuan": ({"bos_token": "<｜hy_begin▁of▁sentence｜>", "eos_token": "<｜hy_place▁holder▁no▁2｜>"},
+                ["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"]),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
     "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                    ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),

@@ -46,6 +46,11 @@ Per architecture, what differs from "read config, rename tensors":
   no q/k re-ordering. Embeddings tied by default; head_dim (128) is not hidden/heads (64), so the key
   and value lengths are written. llama.cpp's graph adds no o_proj or MLP bias and rotates whole
   heads, so `use_bias` and partial rotary are refused.
+- hunyuan-dense (HunYuanDenseV1ForCausalLM, Hunyuan 0.5B/1.8B/4B/7B): llama's layout, rotate-half rope
+  (NEOX, no re-ordering) with per-head q/k norms (query_layernorm / key_layernorm) after it, as
+  transformers runs them; head_dim may differ from hidden/heads. Its "dynamic" rope with an `alpha` is
+  a fixed NTK-aware base, rope_theta * alpha^(d/(d-2)) (transformers' ntk_alpha), written as the base
+  itself (llama.cpp would scale again if the alpha key were written too).
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
@@ -89,6 +94,7 @@ ARCHITECTURES = {
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
     "Ernie4_5ForCausalLM": "ernie4_5",
+    "HunYuanDenseV1ForCausalLM": "hunyuan-dense",
     "Qwen3_5ForCausalLM": "qwen35",
     "Qwen3_5ForConditionalGeneration": "qwen35",
     "Lfm2ForCausalLM": "lfm2",
@@ -285,8 +291,28 @@ def architecture_support(config: dict) -> str | None:
     if arch == gguf_lfm2.ARCH:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
-               "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem}.get(arch)
+               "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem}.get(arch)
     return problem(config, name) if problem else None
+
+
+def _hunyuan_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's hunyuan-dense graph cannot run as transformers' HunYuanDenseV1 does: it loads no
+    attention or MLP biases, always has q/k norms, shares no KV across layers (CLA), runs SiLU only."""
+    # use_qk_norm / use_cla are the published configs' keys (Tencent's own modelling code); transformers'
+    # native class ignores them (always q/k norms, no CLA), so a checkpoint built otherwise is refused
+    if config.get("use_qk_norm") is False:
+        reason = "use_qk_norm false, but llama.cpp's hunyuan-dense (and transformers') always norms q/k"
+    elif config.get("use_cla"):
+        reason = "use_cla (KV shared across layers) is not what llama.cpp's hunyuan-dense or transformers runs"
+    elif biased := [key for key in ("attention_bias", "mlp_bias") if config.get(key)]:
+        reason = f"{' and '.join(biased)} true, but llama.cpp's hunyuan-dense loads no such biases"
+    elif config.get("hidden_act", "silu") != "silu":
+        reason = f"hidden_act {config['hidden_act']!r}: llama.cpp's hunyuan-dense runs SiLU only"
+    elif rotary_dims(config) != head_dim(config):
+        reason = f"rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's hunyuan-dense rotates whole heads"
+    else:
+        return None
+    return f"GGUF export of {name}: {reason}"
 
 
 def _olmo2_problem(config: dict, name: str) -> str | None:
@@ -400,7 +426,7 @@ def gguf_caveats(config: dict) -> list[str]:
         notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
                      f"so answers may differ from transformers beyond {window} tokens")
     kind = rope_params(config)["rope_type"]
-    if kind == "dynamic":
+    if kind == "dynamic" and ntk_alpha_base(config) is None:
         notes.append("dynamic rope scaling: llama.cpp does not stretch rope past max_position_embeddings "
                      f"({context}); keep contexts within it")
     if arch == "phi3" and kind == "longrope":
@@ -481,7 +507,7 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
     import gguf
 
     params = rope_params(config)
-    put("add_rope_freq_base", float(params["rope_theta"]))
+    put("add_rope_freq_base", float(ntk_alpha_base(config) or params["rope_theta"]))
     put("add_rope_dimension_count", rotary_dims(config))
     if params["rope_type"] == "linear":
         put("add_rope_scaling_type", gguf.RopeScalingType.LINEAR)
@@ -493,6 +519,16 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
             put("add_rope_scaling_attn_factors", longrope_attention_factor(config))
     if params["rope_type"] == "yarn":
         _add_yarn_hparams(put, config)
+
+
+def ntk_alpha_base(config: dict) -> float | None:
+    """Hunyuan's "dynamic" rope with an NTK `alpha`: the fixed base transformers rotates with (rope_theta *
+    alpha^(d/(d-2)), d = head_dim, whatever the sequence length), else None."""
+    params = rope_params(config)
+    if hf_architecture(config) != "HunYuanDenseV1ForCausalLM" or params["rope_type"] != "dynamic" or not params.get("alpha"):
+        return None
+    dim = head_dim(config)
+    return float(params["rope_theta"]) * float(params["alpha"]) ** (dim / (dim - 2))
 
 
 def yarn_refusal(params: dict) -> str | None:
@@ -613,7 +649,7 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
 
     config = language_model_config(config)
     arch = gguf_arch(config)
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper()], n_layers(config))
+    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper().replace("-", "_")], n_layers(config))
     # transformers' defaults (LFM2's published configs name it tie_embedding, or nothing)
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))

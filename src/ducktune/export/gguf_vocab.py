@@ -25,12 +25,15 @@ from ducktune.errors import ModelError
 from ducktune.models.standin_tokenizers import (
     BLOOM_REGEX,
     CL100K_REGEX,
+    HUNYUAN_DENSE_REGEXES,
     QWEN2_REGEX,
     QWEN35_REGEX,
     TEKKEN_REGEX,
 )
 
 SPIECE_SPACE = "▁"
+# llama.cpp pre-tokenizers that split with several regexes in turn (one Split step each, then ByteLevel)
+MULTI_SPLIT_NAMES = {HUNYUAN_DENSE_REGEXES: "hunyuan-dense"}
 
 
 def read_tokenizer_json(model_dir: Path, path: Path | None = None) -> dict:
@@ -132,13 +135,18 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
         return "smollm"
-    if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
-        regex = _split_regex(steps[0])
-        name = _name_for_regex(regex, tokenizer_json) if regex else None
+    if len(kinds) >= 2 and set(kinds[:-1]) == {"Split"} and kinds[-1] == "ByteLevel" \
+            and not steps[-1].get("use_regex", True):
+        regexes = tuple(_split_regex(step) for step in steps[:-1])
+        if len(regexes) == 1 and regexes[0]:
+            name = _name_for_regex(regexes[0], tokenizer_json)
+        else:
+            name = MULTI_SPLIT_NAMES.get(regexes)
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2, GLM-4, Tekken, Bloom)")
+                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2, GLM-4, Tekken, Bloom, "
+                     "Hunyuan dense)")
 
 
 # ---------------------------------------------------------------- SentencePiece: the space prefix

@@ -117,6 +117,11 @@ FAMILIES: list[Family] = [
                      additional=["<|end_of_text|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>",
                                  "<|finetune_right_pad_id|>"]),
            note="its template thinks by default; ducktune trains non-thinking unless model.enable_thinking: true"),
+    # Hunyuan 0.5B/1.8B/4B: <｜hy_...｜> turns; the user turn ends with the assistant header, an answer with EOS.
+    Family("hunyuan", "Hunyuan dense (0.5B / 1.8B / 4B / 7B)", "HunYuanDenseV1ForCausalLM", "hunyuan", "hunyuan-bpe",
+           "hunyuan", _specials(bos="<｜hy_begin▁of▁sentence｜>", eos="<｜hy_place▁holder▁no▁2｜>",
+                                pad="<｜hy_place▁holder▁no▁2｜>",
+                                additional=["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"])),
     Family("granite", "Granite 3.0 / 3.1 / 3.3 (dense)", "GraniteForCausalLM", "granite", "smollm", "granite3.3",
            _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|end_of_text|>", unk="<|end_of_text|>",
                      additional=["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",

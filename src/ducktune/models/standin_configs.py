@@ -36,6 +36,7 @@ MIRRORS = {
     "granite": "ibm-granite/granite-3.3-2b-instruct",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
+    "hunyuan": "tencent/Hunyuan-0.5B-Instruct",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -188,6 +189,14 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
         "ernie4.5": ("Ernie4_5ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=131072,
             rms_norm_eps=1e-5, rope_theta=500000.0, use_bias=False, hidden_act="silu", tie_word_embeddings=True)),
+        # Hunyuan dense: head_dim apart from hidden/heads (128 vs 64 published), q/k norms after rope, tied
+        # embeddings and the "dynamic" rope with a fixed NTK alpha (a static larger base, not length-dependent)
+        "hunyuan": ("HunYuanDenseV1ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=32768,
+            rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=False, mlp_bias=False, hidden_act="silu",
+            tie_word_embeddings=True, use_qk_norm=True, use_cla=False,
+            rope_scaling={"alpha": 1000.0, "beta_fast": 32, "beta_slow": 1, "factor": 1.0, "mscale": 1.0,
+                          "mscale_all_dim": 1.0, "type": "dynamic"})),
         "olmo2": ("Olmo2ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),

@@ -53,6 +53,14 @@ TEKKEN_REGEX = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
     r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# Hunyuan dense's three Split steps, in order (llama.cpp pre "hunyuan-dense"): digits in threes, runs of CJK
+# ideographs and kana, then words / punctuation / whitespace (ASCII punctuation glued to the letters after it).
+HUNYUAN_DENSE_REGEXES = (
+    r"\p{N}{1,3}",
+    r"[一-龥぀-ゟ゠-ヿ]+",
+    r'[!"#$%&' r"'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|"
+    r"\s+(?!\S)|\s+",
+)
 BLOOM_REGEX = r" ?[^(\s|[.,!?…。，、।۔،])]+"
 # CodeGen's (and Phi-1.5/Phi-2's) added tokens 50257-50294: runs of 31..2 spaces, then 9..2 tabs.
 CODEGEN_WHITESPACE = tuple(" " * n for n in range(31, 1, -1)) + tuple("\t" * n for n in range(9, 1, -1))
@@ -64,8 +72,9 @@ class KindSpec:
     spm: bool                    # SentencePiece-style (True) or byte-level BPE (False)
     adds_bos: bool               # HF tokenizer prepends BOS when encoding
     normalizer: str | None = None      # byte-level: "nfc" or None; spm: "prepend+replace" or "replace"
-    pre: str = "split"                 # byte-level: "split", "split-inverted", "digits+bytelevel", "bytelevel"
+    pre: str = "split"                 # byte-level: "split", "splits", "split-inverted", "digits+bytelevel", "bytelevel"
     regex: str | None = None
+    regexes: tuple[str, ...] = ()      # byte-level "splits": several Split steps, applied in order
     ignore_merges: bool = False
     front_specials: tuple[str, ...] = ("unk", "bos", "eos")   # spm: specials laid out before the bytes
     additional_in_front: bool = False  # spm: family's extra control tokens sit before the bytes
@@ -121,6 +130,13 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": None, "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": None,
                   "additional": ["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
                                  "<|assistant|>", "<|observation|>"]}),
+    "hunyuan-bpe": KindSpec(
+        "tencent/Hunyuan-0.5B/1.8B/4B-Instruct: Split(digits) + Split(CJK) + Split(word regex), each isolated, "
+        "then ByteLevel(use_regex=false); no normalizer, BOS <｜hy_begin▁of▁sentence｜> written by the template",
+        spm=False, adds_bos=False, pre="splits", regexes=HUNYUAN_DENSE_REGEXES,
+        defaults={"bos": "<｜hy_begin▁of▁sentence｜>", "eos": "<｜hy_place▁holder▁no▁2｜>",
+                  "pad": "<｜hy_place▁holder▁no▁2｜>", "unk": None,
+                  "additional": ["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"]}),
     "bloom": KindSpec(
         "bigscience/bloom (Firefly fine-tunes): Split(Bloom regex) + ByteLevel(use_regex=false), no BOS",
         spm=False, adds_bos=False, regex=BLOOM_REGEX,
@@ -221,11 +237,12 @@ def _byte_level_pre_tokenizer(spec: KindSpec):
     if spec.pre == "bytelevel":
         return pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
     if spec.pre == "split-inverted":
-        split = pre_tokenizers.Split(Regex(spec.regex), behavior="removed", invert=True)
+        splits = [pre_tokenizers.Split(Regex(spec.regex), behavior="removed", invert=True)]
     else:
-        split = pre_tokenizers.Split(Regex(spec.regex), behavior="isolated", invert=False)
-    return pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False,
-                                                                    use_regex=False)])
+        splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False)
+                  for regex in (spec.regexes if spec.pre == "splits" else (spec.regex,))]
+    return pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False,
+                                                                      use_regex=False)])
 
 
 def _build_byte_level(spec: KindSpec, specials: dict):
