@@ -36,6 +36,7 @@ EXPECTED = {
     "smollm": ("gpt2", "smollm", None),
     "tekken": ("gpt2", "tekken", None),
     "phi4-bpe": ("gpt2", "dbrx", None),
+    "o200k-bpe": ("gpt2", "gpt-4o", None),
     "glm4-bpe": ("gpt2", "glm4", None),
     "bloom": ("gpt2", "bloom", None),
     "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
@@ -155,6 +156,17 @@ def test_names_with_the_same_regex_follow_ignore_merges_and_specials(standins):
     for data in (llama3, glm):
         data["model"]["ignore_merges"] = False  # llama.cpp's "llama-bpe" and "glm4" ignore merges
     assert pre_tokenizer_kind(llama3) == "dbrx" and pre_tokenizer_kind(glm) == "chatglm-bpe"
+
+
+def test_o200k_is_gpt_4o_only_when_merges_apply(standins):
+    """Phi-4-mini's o200k split is llama.cpp's "gpt-4o", which applies merges: no llama.cpp name splits
+    with that regex and ignores merges, so such a tokenizer is refused rather than named wrongly."""
+    data = json.loads((standins("o200k-bpe")[1] / "tokenizer.json").read_text())
+    assert pre_tokenizer_kind(data) == "gpt-4o"
+    data["model"]["ignore_merges"] = True
+    with pytest.raises(ModelError, match="GPT-4o/Phi-4-mini") as caught:
+        pre_tokenizer_kind(data)
+    assert "\n" not in str(caught.value)
 
 
 def test_spm_scores_follow_merge_ranks():

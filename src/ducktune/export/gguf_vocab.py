@@ -25,6 +25,7 @@ from ducktune.errors import ModelError
 from ducktune.models.standin_tokenizers import (
     BLOOM_REGEX,
     CL100K_REGEX,
+    O200K_REGEX,
     QWEN2_REGEX,
     QWEN35_REGEX,
     TEKKEN_REGEX,
@@ -105,6 +106,9 @@ def _name_for_regex(regex: str, tokenizer_json: dict) -> str | None:
         # Llama 3 ignores merges for whole words in the vocabulary; DBRX (and Phi-4's tiktoken
         # conversion) with the same regex does not.
         return "llama-bpe" if ignore_merges else "dbrx"
+    if regex == O200K_REGEX:
+        # llama.cpp's "gpt-4o" (Phi-4-mini) applies merges; no name with this regex ignores them
+        return None if ignore_merges else "gpt-4o"
     if regex == TEKKEN_REGEX:
         return "tekken"
     if regex == BLOOM_REGEX:
@@ -135,7 +139,8 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4, GLM-4, Tekken, Bloom)")
+                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4, GPT-4o/Phi-4-mini, GLM-4, "
+                     "Tekken, Bloom)")
 
 
 # ---------------------------------------------------------------- SentencePiece: the space prefix
