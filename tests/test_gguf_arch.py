@@ -225,6 +225,14 @@ EXPECTED = {
     "phi3-longrope": ("phi3", {"context_length": 131072, "rope.scaling.original_context_length": 4096,
                                "rope.scaling.attn_factor": math.sqrt(1 + math.log(32) / math.log(4096))},
                       {"rope_factors_long.weight": (8,), "rope_factors_short.weight": (8,)}, set()),
+    # Phi-4-mini: 12 of 16 head dims rotated (one longrope factor per rotated pair), 2 KV heads in the fused
+    # qkv (64 + 2 x 2 x 16 rows), output tied to the embedding
+    "phi4-mini": ("phi3", {"rope.dimension_count": 12, "attention.head_count_kv": 2, "context_length": 131072,
+                           "rope.scaling.original_context_length": 4096,
+                           "rope.scaling.attn_factor": math.sqrt(1 + math.log(32) / math.log(4096))},
+                  {"blk.0.attn_qkv.weight": (128, 64), "blk.0.ffn_up.weight": (384, 64), "token_embd.weight": (None, 64),
+                   "rope_factors_long.weight": (6,), "rope_factors_short.weight": (6,)},
+                  {"output.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight"}),
     "glm": ("chatglm", {"rope.dimension_count": 8, "attention.layer_norm_rms_epsilon": 1.5625e-07},
             {"blk.0.ffn_up.weight": (384, 64), "blk.0.attn_k.bias": (32,)}, {"blk.0.ffn_gate.weight"}),
     # GLM-4-0414: GLM's layout plus a norm after attention and one after the MLP
@@ -353,6 +361,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "gemma3 local/global layers not written": ("gemma3", "_add_gemma_hparams", lambda: _without_hparam("add_sliding_window_pattern")),
     "no longrope factor tables": ("phi3-longrope", "_computed_tensors", lambda: lambda config, arch: []),
     "no longrope attention factor": ("phi3-longrope", "longrope_attention_factor", lambda: lambda config: 1.0),
+    "phi4-mini longrope factor tables left out": ("phi4-mini", "_computed_tensors", lambda: lambda config, arch: []),
+    "phi4-mini longrope attention factor left out": ("phi4-mini", "longrope_attention_factor", lambda: lambda config: 1.0),
     "glm rotary over the whole head": ("glm", "rotary_dims", lambda: gguf_arch.head_dim),
     "bloom qkv left interleaved per head": ("bloom", "_tensor_transform", lambda: _tensor_transform_except("bloom")),
     "smollm3 q/k rows not re-ordered": ("smollm3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
@@ -808,6 +818,49 @@ def test_published_phi_3_5_config_gets_longrope_keys_and_tables():
     assert writer.calls["rope_scaling_attn_factors"] == pytest.approx(math.sqrt(1 + math.log(32) / math.log(4096)))
     names = [(p.gguf_name, p.shape) for p in gguf_arch._computed_tensors(PHI_3_5_MINI, "phi3")]
     assert names == [("rope_factors_long.weight", (48,)), ("rope_factors_short.weight", (48,))]
+
+
+PHI_4_MINI = {  # microsoft/Phi-4-mini-instruct config.json (remote-code keys and auto_map left out)
+    "architectures": ["Phi3ForCausalLM"], "model_type": "phi3", "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 199999, "eos_token_id": 200020, "pad_token_id": 199999, "embd_pdrop": 0.0, "hidden_act": "silu",
+    "hidden_size": 3072, "initializer_range": 0.02, "intermediate_size": 8192, "max_position_embeddings": 131072,
+    "num_attention_heads": 24, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "original_max_position_embeddings": 4096, "partial_rotary_factor": 0.75, "resid_pdrop": 0.0, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"type": "longrope", "short_factor": [1.0] * 48, "long_factor": [
+        1, 1.118320672, 1.250641126, 1.398617824, 1.564103225, 1.74916897, 1.956131817, 2.187582649, 2.446418898,
+        2.735880826, 3.059592084, 3.421605075, 3.826451687, 4.279200023, 4.785517845, 5.351743533, 5.984965424,
+        6.693110555, 7.485043894, 8.370679318, 9.36110372, 10.4687158, 11.70738129, 13.09260651, 14.64173252,
+        16.37415215, 18.31155283, 20.47818807, 22.90118105, 25.61086418, 28.64115884, 32.03, 32.1, 32.13, 32.23,
+        32.6, 32.61, 32.64, 32.66, 32.7, 32.71, 32.93, 32.97, 33.28, 33.49, 33.5, 44.16, 47.77]},
+    "rope_theta": 10000.0, "sliding_window": 262144, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+    "use_cache": True, "vocab_size": 200064}
+
+
+def test_published_phi_4_mini_config_rotates_96_of_128_dims_with_a_tied_output():
+    writer = RecordingWriter()
+    assert architecture_support(PHI_4_MINI) is None and gguf_arch.gguf_arch(PHI_4_MINI) == "phi3"
+    gguf_arch.add_hparams(writer, PHI_4_MINI, "phi3")
+    calls = writer.calls
+    assert calls["rope_dimension_count"] == 96 and calls["head_count_kv"] == 8 and "key_length" not in calls
+    assert calls["context_length"] == 131072 and calls["rope_scaling_orig_ctx_len"] == 4096
+    assert calls["rope_scaling_attn_factors"] == pytest.approx(math.sqrt(1 + math.log(32) / math.log(4096)))
+    tables = {p.gguf_name: p.transform(None).tolist() for p in gguf_arch._computed_tensors(PHI_4_MINI, "phi3")}
+    assert tables["rope_factors_long.weight"] == pytest.approx(PHI_4_MINI["rope_scaling"]["long_factor"])
+    assert tables["rope_factors_short.weight"] == [1.0] * 48
+    # fused grouped-query qkv as published (24 x 128 + 2 x 8 x 128 rows); no output tensor: llama.cpp reuses token_embd
+    plans = {p.gguf_name: p for p in plan_from_shapes({
+        "model.embed_tokens.weight": (200064, 3072), "model.layers.0.self_attn.qkv_proj.weight": (5120, 3072),
+        "lm_head.weight": (200064, 3072)}, PHI_4_MINI, "f16")}
+    assert set(plans) == {"token_embd.weight", "blk.0.attn_qkv.weight", "rope_factors_long.weight",
+                          "rope_factors_short.weight"}
+    assert plans["blk.0.attn_qkv.weight"].shape == (5120, 3072) and plans["blk.0.attn_qkv.weight"].transform is None
+
+
+def test_phi_4_mini_factor_tables_must_cover_the_rotated_pairs_only():
+    """48 factors for 96 rotated dims: a table sized for the whole head (64) is refused, not written."""
+    scaling = {**PHI_4_MINI["rope_scaling"], "short_factor": [1.0] * 64, "long_factor": [1.0] * 64}
+    with pytest.raises(ModelError, match="long_factor must list 48 factors"):
+        gguf_arch._computed_tensors({**PHI_4_MINI, "rope_scaling": scaling}, "phi3")
 
 
 def test_published_glm_4_config_rotates_half_of_each_head():

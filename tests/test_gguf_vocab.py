@@ -36,6 +36,7 @@ EXPECTED = {
     "smollm": ("gpt2", "smollm", None),
     "tekken": ("gpt2", "tekken", None),
     "phi4-bpe": ("gpt2", "dbrx", None),
+    "o200k-bpe": ("gpt2", "gpt-4o", None),
     "glm4-bpe": ("gpt2", "glm4", None),
     "bloom": ("gpt2", "bloom", None),
     "hunyuan-bpe": ("gpt2", "hunyuan-dense", None),
@@ -169,6 +170,15 @@ def test_lfm2_tokenizer_gets_llama_cpps_lfm2_name():
     assert pre_tokenizer_kind(data) == "lfm2"
     data["model"]["ignore_merges"] = False
     assert pre_tokenizer_kind(data) == "dbrx"
+def test_o200k_is_gpt_4o_only_when_merges_apply(standins):
+    """Phi-4-mini's o200k split is llama.cpp's "gpt-4o", which applies merges: no llama.cpp name splits
+    with that regex and ignores merges, so such a tokenizer is refused rather than named wrongly."""
+    data = json.loads((standins("o200k-bpe")[1] / "tokenizer.json").read_text())
+    assert pre_tokenizer_kind(data) == "gpt-4o"
+    data["model"]["ignore_merges"] = True
+    with pytest.raises(ModelError, match="GPT-4o/Phi-4-mini") as caught:
+        pre_tokenizer_kind(data)
+    assert "\n" not in str(caught.value)
 
 
 def test_spm_scores_follow_merge_ranks():

@@ -16,8 +16,11 @@ Per architecture, what differs from "read config, rename tensors":
   weight is written +1. The output layer is the embedding (llama.cpp scales the input by
   sqrt(hidden), as HF does). Gemma 2/3: sliding-window layers are named per layer; Gemma 3's local
   layers use their own rope base. Gemma 1 (and CodeGemma) has neither windows nor softcapping.
-- phi3: fused qkv_proj / gate_up_proj stay fused (llama.cpp splits them itself); longrope's
-  long/short factor tables become tensors, its attention factor a key.
+- phi3: fused qkv_proj / gate_up_proj stay fused (llama.cpp splits them itself, grouped-query
+  shapes too); longrope's long/short factor tables become tensors, its attention factor a key.
+  Phi-4-mini rotates 3/4 of each head (NEOX halves of the first 96 dims, as HF stores them; the
+  factor tables have one entry per rotated pair) and ties its output to the embedding (no output
+  tensor: llama.cpp's phi3 then reuses token_embd).
 - chatglm (GlmForCausalLM): partial rotary (interleaved pairs, as HF already stores), fused
   gate_up_proj stays fused.
 - glm4 (Glm4ForCausalLM, GLM-4-0414 / GLM-Z1): chatglm's layout plus a norm after attention and

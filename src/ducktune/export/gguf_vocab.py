@@ -26,6 +26,7 @@ from ducktune.models.standin_tokenizers import (
     BLOOM_REGEX,
     CL100K_REGEX,
     HUNYUAN_DENSE_REGEXES,
+    O200K_REGEX,
     QWEN2_REGEX,
     QWEN35_REGEX,
     TEKKEN_REGEX,
@@ -111,6 +112,9 @@ def _name_for_regex(regex: str, tokenizer_json: dict) -> str | None:
         if ignore_merges and "<|tool_list_start|>" in added:
             return "lfm2"
         return "llama-bpe" if ignore_merges else "dbrx"
+    if regex == O200K_REGEX:
+        # llama.cpp's "gpt-4o" (Phi-4-mini) applies merges; no name with this regex ignores them
+        return None if ignore_merges else "gpt-4o"
     if regex == TEKKEN_REGEX:
         return "tekken"
     if regex == BLOOM_REGEX:
@@ -145,8 +149,8 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2, GLM-4, Tekken, Bloom, "
-                     "Hunyuan dense)")
+                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2, GPT-4o/Phi-4-mini, "
+                     "GLM-4, Tekken, Bloom, Hunyuan dense)")
 
 
 # ---------------------------------------------------------------- SentencePiece: the space prefix

@@ -101,6 +101,13 @@ FAMILIES: list[Family] = [
            _specials(bos="<|endoftext|>", eos="<|im_end|>", pad="<|endoftext|>",
                      additional=["<|endoftext|>", "<|im_start|>", "<|im_sep|>", "<|im_end|>"]),
            tokenizer_class="GPT2Tokenizer"),
+    # Phi-4-mini: Phi-3's class and turn markers on tiktoken's o200k vocabulary; generation_config ends turns
+    # on <|end|> as well as EOS.
+    Family("phi4-mini", "Phi-4-mini-instruct", "Phi3ForCausalLM", "phi4-mini", "o200k-bpe", "phi4-mini",
+           _specials(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<|endoftext|>",
+                     additional=["<|endofprompt|>", "<|assistant|>", "<|end|>", "<|user|>", "<|system|>", "<|tool|>",
+                                 "<|/tool|>", "<|tool_call|>", "<|/tool_call|>", "<|tool_response|>", "<|tag|>"]),
+           tokenizer_class="GPT2Tokenizer", stops=("<|end|>",)),
     Family("glm4", "GLM-4 (transformers-native)", "GlmForCausalLM", "glm", "glm4-bpe", "glm4",
            _specials(eos="<|endoftext|>", pad="<|endoftext|>",
                      additional=["<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>",

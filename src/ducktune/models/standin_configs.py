@@ -25,6 +25,7 @@ MIRRORS = {
     "gemma3-mm": "google/gemma-3-4b-it",
     "phi3": "microsoft/Phi-3-mini-4k-instruct",
     "phi3-longrope": "microsoft/Phi-3.5-mini-instruct",
+    "phi4-mini": "microsoft/Phi-4-mini-instruct",
     "glm": "THUDM/glm-4-9b-chat-hf",
     "glm4-0414": "zai-org/GLM-4-9B-0414",
     "internlm3": "internlm/internlm3-8b-instruct",
@@ -48,6 +49,11 @@ HIDDEN, LAYERS, HEADS = 64, 2, 4
 # few) so the tiny model's rotary frequencies really depend on them.
 _SHORT = [1.0, 1.0, 1.05, 1.1, 1.3, 1.6, 2.0, 2.4]
 _LONG = [1.0, 1.2, 1.6, 2.5, 4.0, 8.0, 16.0, 32.0]
+# Phi-4-mini rotates 96 of 128 head dims: 48 factors each, here 6 for 12 of 16. Its long table rises to 47.77
+# (shape kept); its short one is all 1.0 as published, which would leave the factors untested within 4096
+# tokens, so the stand-in's short table rises too (llama.cpp must apply each factor to the same rotated pair).
+_SHORT_PARTIAL = [1.0, 1.05, 1.2, 1.6, 2.4, 4.0]
+_LONG_PARTIAL = [1.0, 1.4, 3.1, 8.4, 28.6, 47.77]
 
 
 def _llama(**extra) -> tuple[str, dict]:
@@ -157,6 +163,14 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
             original_max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
             rope_scaling={"type": "longrope", "short_factor": _SHORT, "long_factor": _LONG},
             sliding_window=262143, hidden_act="silu", tie_word_embeddings=False)),
+        # Phi-4-mini: Phi-3.5's layout with 3 query heads per KV head (fused qkv_proj), 3/4 of each head
+        # rotated, embeddings tied
+        "phi4-mini": ("Phi3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, partial_rotary_factor=0.75,
+            max_position_embeddings=131072, original_max_position_embeddings=4096, rms_norm_eps=1e-5,
+            rope_theta=10000.0, rope_scaling={"type": "longrope", "short_factor": _SHORT_PARTIAL,
+                                              "long_factor": _LONG_PARTIAL},
+            sliding_window=262144, hidden_act="silu", tie_word_embeddings=True)),
         "glm": ("GlmForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
             max_position_embeddings=131072, rms_norm_eps=1.5625e-07, rope_theta=10000.0, attention_bias=True,

@@ -48,6 +48,13 @@ QWEN35_REGEX = (
 CL100K_REGEX = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
+# OpenAI's o200k_base (GPT-4o) regex: words split at case changes, contractions kept on the word, digits in
+# threes (Phi-4-mini's tokenizer, converted from tiktoken; llama.cpp pre "gpt-4o").
+O200K_REGEX = (
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
+    r"\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 TEKKEN_REGEX = (
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
     r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
@@ -123,6 +130,12 @@ KINDS: dict[str, KindSpec] = {
         spm=False, adds_bos=False, pre="split-inverted", regex=CL100K_REGEX,
         defaults={"bos": "<|endoftext|>", "eos": "<|im_end|>", "pad": "<|dummy_85|>", "unk": "<|endoftext|>",
                   "additional": ["<|im_start|>", "<|im_sep|>", "<|im_end|>"]}),
+    "o200k-bpe": KindSpec(
+        "microsoft/Phi-4-mini-instruct (tiktoken o200k_base converted as Xenova/gpt-4o, its AutoTokenizer): "
+        "Split(o200k regex, removed, invert) + ByteLevel, no BOS",
+        spm=False, adds_bos=False, pre="split-inverted", regex=O200K_REGEX,
+        defaults={"bos": "<|endoftext|>", "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": "<|endoftext|>",
+                  "additional": ["<|endofprompt|>", "<|assistant|>", "<|end|>", "<|user|>", "<|system|>"]}),
     "glm4-bpe": KindSpec(
         "THUDM/glm-4-9b-chat-hf: Split(cl100k regex) + ByteLevel, ignore_merges, [gMASK] specials; the chat "
         "template writes [gMASK]<sop>, plain encoding adds nothing here",
