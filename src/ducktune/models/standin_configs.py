@@ -65,7 +65,8 @@ def _llama(**extra) -> tuple[str, dict]:
 
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
-    return {**_llama_qwen_mistral_specs(common), **_gemma_specs(common), **_other_specs(common)}
+    return {**_llama_qwen_mistral_specs(common), **_gemma_specs(common), **_other_specs(common),
+            **_newer_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -179,6 +180,12 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=16, partial_rotary_factor=0.5,
             max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=10000.0, attention_bias=True,
             hidden_act="silu", tie_word_embeddings=False)),
+    }
+
+
+def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """InternLM3, SmolLM3, Granite, ERNIE 4.5, Hunyuan, OLMo 2/3, LFM2, BLOOM, Phi-2."""
+    return {
         # InternLM3: head_dim 128 = 4096/32 as here; qkv_bias / bias (transformers' attention_bias /
         # mlp_bias) false as published; dynamic NTK rope.
         "internlm3": ("InternLM3ForCausalLM", dict(
