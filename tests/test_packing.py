@@ -186,7 +186,6 @@ def test_gated_deltanet_models_fall_back_to_padded_batches():
     packed row without per-sample resets (transformers' torch path) the next sample would start from
     the previous one's state. Packing is refused on the proof, and padded batches stay exact."""
     from ducktune.errors import ConfigError
-    from ducktune.train.collator import PaddingCollator
 
     model = _tiny_gated_deltanet()
 
@@ -199,8 +198,16 @@ def test_gated_deltanet_models_fall_back_to_padded_batches():
     assert batching.mode == "padded" and "packed" in messages[0], messages
     with pytest.raises(ConfigError, match="train.packing=on"):
         packing.choose_batching(model, "on", "cpu")
+    _assert_padded_rows_exact(model)
+
+
+
+def _assert_padded_rows_exact(model) -> None:
+    """Right padding: every real position of a padded batch equals the sample run alone."""
+    from ducktune.train.collator import PaddingCollator
+
     samples = _samples([9, 4, 13])
-    with torch.no_grad():  # right padding: every real position equals the sample run alone
+    with torch.no_grad():
         padded = forward_hidden(model, PaddingCollator(0)(samples))
         for row, sample in enumerate(samples):
             alone = forward_hidden(model, PaddingCollator(0)([sample]))[0]
@@ -228,10 +235,8 @@ def test_short_conv_models_fall_back_to_padded_batches():
     """LFM2's short convolution reads the previous 2 tokens of the row; transformers resets it nowhere
     inside a packed row, so a sample's first tokens would see its neighbour's. The leak is O(1) with
     large weights but below the proof's tolerance with small random ones (the family stand-in's were):
-    packing is refused
-    from the layer kinds alone, before and after loading, and padded rows stay exact."""
+    packing is refused from the layer kinds alone, before and after loading, and padded rows stay exact."""
     from ducktune.errors import ConfigError
-    from ducktune.train.collator import PaddingCollator
 
     leaky = _tiny_lfm2(0.1)
     packing.use_varlen_attention(leaky, "cpu")
@@ -249,12 +254,7 @@ def test_short_conv_models_fall_back_to_padded_batches():
         assert "short-convolution" in packing.config_packing_blocker(config, False)
         assert packing.expected_batching(config, "auto", False) == packing.expected_batching(config, "off", False) == "padded"
     assert packing.config_packing_blocker({**LFM2_1_2B, "full_attn_idxs": list(range(16))}, False) is None
-    samples = _samples([9, 4, 13])
-    with torch.no_grad():  # right padding: every real position equals the sample run alone
-        padded = forward_hidden(leaky, PaddingCollator(0)(samples))
-        for row, sample in enumerate(samples):
-            alone = forward_hidden(leaky, PaddingCollator(0)([sample]))[0]
-            assert (padded[row, :len(sample["input_ids"])] - alone).abs().max().item() < 1e-5
+    _assert_padded_rows_exact(leaky)
 
 
 # ----------------------------------------------------------------------------- training
