@@ -46,6 +46,7 @@ EXPECTED = {
     "gemma-spm": ("llama", "default", False),
     "phi3-spm": ("llama", "default", True),
     "internlm2-spm": ("llama", "default", True),
+    "ernie45-spm": ("llama", "default", True),
 }
 
 PLAIN_PROBES = [
