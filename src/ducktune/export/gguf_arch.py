@@ -41,10 +41,16 @@ Per architecture, what differs from "read config, rename tensors":
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
   (every 4th layer full unless `layer_types` says otherwise); its full-attention layers' YaRN is
   written as llama.cpp's yarn keys (llama.cpp rotates the sliding layers unscaled, as transformers).
+- mistral3 (Ministral 3: Mistral3ForConditionalGeneration's ministral3 text_config, or Ministral3ForCausalLM):
+  llama's layout and rotary re-ordering, YaRN rope (written as llama.cpp's yarn keys), and Llama 4's
+  query temperature (q x (1 + beta ln(1 + floor(pos / original_max_position_embeddings)))), whose beta
+  (rope_parameters.llama_4_scaling_beta) becomes attention.temperature_scale. llama.cpp's mistral3 has no
+  sliding window and rotates whole heads.
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 
-A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B) is written as its
+A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
+Ministral 3) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
 text_config (`language_model_config`), weights from under `language_model.` (`language_model_names`);
 the vision tower and projector are not part of the GGUF.
@@ -80,12 +86,14 @@ ARCHITECTURES = {
     "GraniteForCausalLM": "granite",
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
+    "Ministral3ForCausalLM": "mistral3",
+    "Mistral3ForConditionalGeneration": "mistral3",  # its language model (text only)
     "Qwen3_5ForCausalLM": "qwen35",
     "Qwen3_5ForConditionalGeneration": "qwen35",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3"}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
@@ -109,7 +117,8 @@ ROPE_KINDS = {
     "dynamic": None,
     "llama3": {"llama"},
     "longrope": {"phi3"},
-    "yarn": {"olmo2"},  # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does)
+    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3
+    "yarn": {"olmo2", "mistral3"},
 }
 
 
@@ -259,7 +268,7 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3 and Ministral 3)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     if arch in ("phi3", "chatglm", "phi2", "olmo2") and n_heads(config) * head_dim(config) != hidden_size(config):
@@ -271,7 +280,7 @@ def architecture_support(config: dict) -> str | None:
     if arch == gguf_qwen35.ARCH:
         return gguf_qwen35.qwen35_support(config, n_layers(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
-               "olmo2": _olmo2_problem}.get(arch)
+               "olmo2": _olmo2_problem, "mistral3": _mistral3_problem}.get(arch)
     return problem(config, name) if problem else None
 
 
@@ -283,6 +292,21 @@ def _olmo2_problem(config: dict, name: str) -> str | None:
     sliding_rope = rope_params(config, "sliding_attention")["rope_type"]
     if "sliding_attention" in layer_kinds(config) and sliding_rope != "default":
         return f"GGUF export of {name}: rope scaling '{sliding_rope}' on sliding-window layers is not what llama.cpp runs"
+    return None
+
+
+def _mistral3_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's mistral3 graph would run differently: a sliding window (it attends to the whole
+    context), rope over part of each head (it asserts full rotary), Llama 4's query temperature without
+    YaRN (llama.cpp floors positions by the YaRN original context, the only place it reads it from)."""
+    window = config.get("sliding_window")
+    if window and int(window) < context_length(config):
+        return f"GGUF export of {name}: sliding_window {window}; llama.cpp's mistral3 attends to the whole context"
+    if rotary_dims(config) != head_dim(config):
+        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's mistral3 rotates whole heads"
+    params = rope_params(config)
+    if params.get("llama_4_scaling_beta") and params["rope_type"] != "yarn":
+        return f"GGUF export of {name}: llama_4_scaling_beta with rope '{params['rope_type']}'; llama.cpp's mistral3 reads its period from YaRN's original_max_position_embeddings"
     return None
 
 
@@ -439,6 +463,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
             put(method, float(config.get(key) if config.get(key) is not None else 1.0))
     if arch == gguf_qwen35.ARCH:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
+    if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
+        # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
+        put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
     return written
 
 
