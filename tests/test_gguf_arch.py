@@ -93,6 +93,9 @@ def standin(tmp_path_factory, tokenizer):
     """arch id -> (model folder, fp32 HF model), each built once per session on first use."""
     from transformers import AutoModelForCausalLM
 
+    from ducktune.models.loading import register_multimodal_lms
+
+    register_multimodal_lms()  # Ministral 3's Mistral3ForConditionalGeneration, as ducktune loads it
     root = tmp_path_factory.mktemp("standins")
     built = {}
 
@@ -189,6 +192,14 @@ EXPECTED = {
     "mistral": ("llama", {"attention.head_count_kv": 2, "context_length": 32768}, {}, {"rope_freqs.weight"}),
     "mistral-nemo": ("llama", {"attention.key_length": 32, "attention.value_length": 32, "rope.dimension_count": 32},
                      {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_output.weight": (64, 128)}, set()),
+    # Ministral 3: Mistral3ForConditionalGeneration's text model: YaRN keys (cos/sin left unscaled, as transformers
+    # with mscale = mscale_all_dim), Llama 4's query temperature, head_dim 32 on hidden 64, tied output
+    "ministral3": ("mistral3", {"attention.key_length": 32, "rope.dimension_count": 32, "attention.head_count_kv": 1,
+                                "attention.temperature_scale": 0.1, "rope.scaling.factor": 16.0,
+                                "rope.scaling.original_context_length": 256, "context_length": 4096,
+                                "rope.scaling.attn_factor": 1 / (1 + 0.1 * math.log(16))},
+                   {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_k.weight": (32, 64), "blk.1.ffn_gate.weight": (192, 64)},
+                   {"output.weight", "rope_freqs.weight"}),
     "qwen2": ("qwen2", {"rope.freq_base": 1000000.0}, {"blk.0.attn_q.bias": (64,)}, {"output.weight"}),
     "qwen3": ("qwen3", {"attention.key_length": 32}, {"blk.1.attn_q_norm.weight": (32,), "blk.1.attn_k_norm.weight": (32,)},
               {"blk.0.attn_q.bias"}),
@@ -353,6 +364,12 @@ def _qwen35_transform_except(suffix):
     return tensor
 
 
+def _rope_params_without(key):
+    """gguf_arch.rope_params that drops one key (as if the config had none)."""
+    original = gguf_arch.rope_params
+    return lambda config, layer_kind="full_attention": {k: v for k, v in original(config, layer_kind).items() if k != key}
+
+
 BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of gguf_arch or its modules, replacement)
     "q/k rows not re-ordered": ("llama", "ROTARY_PERMUTED", lambda: set()),
     "no llama3 rope_freqs": ("llama3", "_computed_tensors", lambda: lambda config, arch: []),
@@ -377,6 +394,7 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
     "hunyuan ntk alpha base not written": ("hunyuan", "ntk_alpha_base", lambda: lambda config: None),
     "hunyuan q/k rows re-ordered as for llama": ("hunyuan", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "hunyuan-dense"}),
+    "ministral3 q/k rows not re-ordered": ("ministral3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
     "qwen3.5 value heads left grouped by key head": ("qwen3.5", "gguf_qwen35._value_head_reorder", lambda: lambda *a: None),
     "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
     "qwen3.5 norms without +1": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except("layernorm.weight")),
@@ -395,6 +413,34 @@ def test_the_comparison_catches_a_missing_step(breakage, standin, tokenizer, pro
     write_gguf(folder, path, "f16", NAME, tokenizer, EOT, log=lambda *a: None)
     agree, _, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
     assert agree < 1.0 or diff >= F16_MAX_DIFF, f"{breakage}: still agree {agree}, max |Δ| {diff:.4f}"
+
+
+@_mark(*requires_llama_cpp)
+def test_ministral_3_query_temperature_is_what_llama_cpp_needs(tokenizer, prompt_ids, tmp_path, monkeypatch):
+    """Llama 4's query temperature steps every original_max_position_embeddings positions (16384 published,
+    256 in the stand-in): at 4 the test prompts cross several steps, and llama.cpp matches transformers
+    with the temperature key written, and not without it."""
+    from transformers import Mistral3ForConditionalGeneration
+
+    config = tiny_config("ministral3", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                         tokenizer.pad_token_id)
+    config.text_config.rope_parameters["original_max_position_embeddings"] = 4
+    config.text_config.max_position_embeddings = 64  # factor 16, as published
+    config.text_config.initializer_range = INIT_RANGE
+    torch.manual_seed(0)
+    model = Mistral3ForConditionalGeneration(config).float().eval()
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    results = []
+    for broken in (False, True):
+        if broken:
+            monkeypatch.setattr(gguf_arch, "rope_params", _rope_params_without("llama_4_scaling_beta"))
+        path = tmp_path / f"{broken}.gguf"
+        write_gguf(tmp_path / "model", path, "f16", NAME, tokenizer, EOT, log=lambda *a: None)
+        results.append(agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN))
+    (agree, positions, diff), (broken_agree, _, broken_diff) = results
+    assert positions >= 20 and agree == 1.0 and diff < F16_MAX_DIFF, results
+    assert broken_agree < 1.0 or broken_diff >= F16_MAX_DIFF, results
 
 
 # ---------------------------------------------------------------------- rope tables against transformers
@@ -1203,3 +1249,72 @@ def test_published_hunyuan_7b_config_gets_its_ntk_alpha_base_and_neox_rope():
 def test_hunyuan_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**HUNYUAN_7B, **change})
     assert reason and fragment in reason and "\n" not in reason
+MINISTRAL_3_3B = {  # mistralai/Ministral-3-3B-Instruct-2512-BF16 config.json (vision_config shortened)
+    "architectures": ["Mistral3ForConditionalGeneration"], "dtype": "bfloat16", "image_token_index": 10,
+    "model_type": "mistral3", "multimodal_projector_bias": False, "projector_hidden_act": "gelu",
+    "spatial_merge_size": 2, "tie_word_embeddings": True, "vision_feature_layer": -1,
+    "text_config": {
+        "attention_dropout": 0.0, "head_dim": 128, "hidden_act": "silu", "hidden_size": 3072, "initializer_range": 0.02,
+        "intermediate_size": 9216, "max_position_embeddings": 262144, "model_type": "ministral3",
+        "num_attention_heads": 32, "num_hidden_layers": 26, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+        "rope_parameters": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 16.0, "llama_4_scaling_beta": 0.1,
+                            "mscale": 1.0, "mscale_all_dim": 1.0, "original_max_position_embeddings": 16384,
+                            "rope_theta": 1000000.0, "rope_type": "yarn", "type": "yarn"},
+        "sliding_window": None, "tie_word_embeddings": True, "use_cache": True, "vocab_size": 131072},
+    "vision_config": {"head_dim": 64, "hidden_size": 1024, "model_type": "pixtral", "num_hidden_layers": 24,
+                      "patch_size": 14, "image_size": 1540}}
+
+
+def _ministral_3(**rope_or_text):
+    text = MINISTRAL_3_3B["text_config"]
+    rope = {**text["rope_parameters"], **{k: v for k, v in rope_or_text.items() if k in text["rope_parameters"]
+                                          or k == "partial_rotary_factor"}}
+    changed = {k: v for k, v in rope_or_text.items() if k not in rope}
+    return {**MINISTRAL_3_3B, "text_config": {**text, **changed, "rope_parameters": rope}}
+
+
+def test_published_ministral_3_config_writes_its_text_model_with_yarn_and_query_temperature():
+    """YaRN factor 16 over 16384 positions with cos/sin unscaled (mscale = mscale_all_dim: llama.cpp's own
+    0.1 ln 16 + 1 is cancelled), Llama 4's beta as the temperature key, head_dim 128 != 3072 / 32."""
+    import gguf
+
+    assert architecture_support(MINISTRAL_3_3B) is None and gguf_arch.gguf_arch(MINISTRAL_3_3B) == "mistral3"
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, MINISTRAL_3_3B, "mistral3")
+    calls = writer.calls
+    assert (calls["block_count"], calls["embedding_length"], calls["feed_forward_length"]) == (26, 3072, 9216)
+    assert (calls["head_count"], calls["head_count_kv"], calls["key_length"], calls["rope_dimension_count"]) == (32, 8, 128, 128)
+    assert calls["context_length"] == 262144 and calls["rope_freq_base"] == 1e6 and calls["layer_norm_rms_eps"] == 1e-5
+    assert calls["rope_scaling_type"] == gguf.RopeScalingType.YARN and calls["rope_scaling_factor"] == 16.0
+    assert calls["rope_scaling_orig_ctx_len"] == 16384
+    assert calls["rope_scaling_attn_factors"] * (1 + 0.1 * math.log(16)) == pytest.approx(1.0)
+    assert calls["attn_temperature_scale"] == 0.1 and "sliding_window" not in calls
+
+
+def test_ministral_3_checkpoint_gguf_is_its_language_model_with_llama_rotary_order():
+    shapes = {"language_model.model.embed_tokens.weight": (131072, 3072),
+              "language_model.model.layers.0.self_attn.q_proj.weight": (4096, 3072),
+              "language_model.model.layers.0.self_attn.k_proj.weight": (1024, 3072),
+              "language_model.model.layers.0.self_attn.o_proj.weight": (3072, 4096),
+              "language_model.lm_head.weight": (131072, 3072),  # tied: llama.cpp reuses token_embd
+              "vision_tower.transformer.layers.0.attention.q_proj.weight": (1024, 1024),
+              "multi_modal_projector.linear_1.weight": (3072, 1024)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, MINISTRAL_3_3B, "f16")}
+    assert set(plans) == {"token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_output.weight"}
+    rows = np.arange(4 * 8).reshape(4, 8)  # one head of 4 rows: halves [0 1 | 2 3] -> pairs [0 2 1 3]
+    config = {**MINISTRAL_3_3B, "text_config": {**MINISTRAL_3_3B["text_config"], "num_attention_heads": 1}}
+    q = plan_from_shapes({"language_model.model.layers.0.self_attn.q_proj.weight": (4, 8)}, config, "f16")[0]
+    assert q.transform(rows)[:, 0].tolist() == [0, 16, 8, 24]
+    assert plans["blk.0.attn_output.weight"].transform is None
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"sliding_window": 4096}, "sliding_window 4096"),
+    ({"rope_type": "default", "type": "default"}, "llama_4_scaling_beta with rope 'default'"),
+    ({"partial_rotary_factor": 0.5}, "rope over 64 of 128"),
+    ({"beta_fast": 16.0}, "beta_fast"),
+])
+def test_ministral_3_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support(_ministral_3(**change))
+    assert reason and fragment in reason and "Mistral3ForConditionalGeneration" in reason and "\n" not in reason
+

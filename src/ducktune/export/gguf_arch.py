@@ -54,13 +54,19 @@ Per architecture, what differs from "read config, rename tensors":
   transformers runs them; head_dim may differ from hidden/heads. Its "dynamic" rope with an `alpha` is
   a fixed NTK-aware base, rope_theta * alpha^(d/(d-2)) (transformers' ntk_alpha), written as the base
   itself (llama.cpp would scale again if the alpha key were written too).
+- mistral3 (Ministral 3: Mistral3ForConditionalGeneration's ministral3 text_config, or Ministral3ForCausalLM):
+  llama's layout and rotary re-ordering, YaRN rope (written as llama.cpp's yarn keys), and Llama 4's
+  query temperature (q x (1 + beta ln(1 + floor(pos / original_max_position_embeddings)))), whose beta
+  (rope_parameters.llama_4_scaling_beta) becomes attention.temperature_scale. llama.cpp's mistral3 has no
+  sliding window and rotates whole heads.
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
   in its own module (gguf_lfm2): per-layer head_count_kv (0 = conv layer), the conv kernel squeezed,
   the MLP width the weights have.
 
-A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B) is written as its
+A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
+Ministral 3) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
 text_config (`language_model_config`), weights from under `language_model.` (`language_model_names`);
 the vision tower and projector are not part of the GGUF.
@@ -98,13 +104,15 @@ ARCHITECTURES = {
     "Olmo3ForCausalLM": "olmo2",
     "Ernie4_5ForCausalLM": "ernie4_5",
     "HunYuanDenseV1ForCausalLM": "hunyuan-dense",
+    "Ministral3ForCausalLM": "mistral3",
+    "Mistral3ForConditionalGeneration": "mistral3",  # its language model (text only)
     "Qwen3_5ForCausalLM": "qwen35",
     "Qwen3_5ForConditionalGeneration": "qwen35",
     "Lfm2ForCausalLM": "lfm2",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3"}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
@@ -130,7 +138,8 @@ ROPE_KINDS = {
     "dynamic": None,
     "llama3": {"llama"},
     "longrope": {"phi3"},
-    "yarn": {"olmo2"},  # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does)
+    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3
+    "yarn": {"olmo2", "mistral3"},
 }
 
 
@@ -280,7 +289,7 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3 and Ministral 3)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     if arch in ("phi3", "chatglm", "phi2", "olmo2") and n_heads(config) * head_dim(config) != hidden_size(config):
@@ -294,7 +303,8 @@ def architecture_support(config: dict) -> str | None:
     if arch == gguf_lfm2.ARCH:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
-               "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem}.get(arch)
+               "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
+               "mistral3": _mistral3_problem}.get(arch)
     return problem(config, name) if problem else None
 
 
@@ -339,6 +349,21 @@ def _ernie4_5_problem(config: dict, name: str) -> str | None:
     act = config.get("hidden_act", "silu")
     if act != "silu":
         return f"GGUF export of {name}: hidden_act {act!r}; llama.cpp's ernie4_5 runs SiLU"
+    return None
+
+
+def _mistral3_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's mistral3 graph would run differently: a sliding window (it attends to the whole
+    context), rope over part of each head (it asserts full rotary), Llama 4's query temperature without
+    YaRN (llama.cpp floors positions by the YaRN original context, the only place it reads it from)."""
+    window = config.get("sliding_window")
+    if window and int(window) < context_length(config):
+        return f"GGUF export of {name}: sliding_window {window}; llama.cpp's mistral3 attends to the whole context"
+    if rotary_dims(config) != head_dim(config):
+        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's mistral3 rotates whole heads"
+    params = rope_params(config)
+    if params.get("llama_4_scaling_beta") and params["rope_type"] != "yarn":
+        return f"GGUF export of {name}: llama_4_scaling_beta with rope '{params['rope_type']}'; llama.cpp's mistral3 reads its period from YaRN's original_max_position_embeddings"
     return None
 
 
@@ -503,6 +528,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
     if arch == gguf_lfm2.ARCH:
         gguf_lfm2.add_lfm2_hparams(put, config)
+    if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
+        # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
+        put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
     return written
 
 

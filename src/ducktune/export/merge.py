@@ -134,6 +134,9 @@ def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = N
     import torch
     from transformers import AutoModelForCausalLM
 
+    from ducktune.models.loading import register_multimodal_lms
+
+    register_multimodal_lms()
     dtype = base_dtype(source.base_folder)
     trust = source.config.model.trust_remote_code
     ids = prompt_ids(source.chat_format, prompts or source.probe_prompts)

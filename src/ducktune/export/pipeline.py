@@ -554,7 +554,9 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
     from transformers import AutoModelForCausalLM
 
     from ducktune.data.template import prompting_chat_format
-    from ducktune.models.loading import load_tokenizer
+    from ducktune.models.loading import load_tokenizer, register_multimodal_lms
+
+    register_multimodal_lms()
 
     manifest_path = export_dir / "export.json"
     if not manifest_path.is_file():

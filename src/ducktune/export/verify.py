@@ -251,6 +251,9 @@ def check_transformers_loader(path: Path, quant: str, reference: Reference) -> C
     from transformers import AutoModelForCausalLM
 
     from ducktune.export.merge import logits_of
+    from ducktune.models.loading import register_multimodal_lms
+
+    register_multimodal_lms()
 
     label = f"GGUF {path.name}: transformers' GGUF loader vs merged"
     config = reference.model.config

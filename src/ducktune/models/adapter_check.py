@@ -53,6 +53,9 @@ def loaded_weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]] | None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from ducktune.models.loading import register_multimodal_lms
+
+    register_multimodal_lms()
     try:
         config = AutoConfig.from_pretrained(str(model_dir))
         with torch.device("meta"):

@@ -83,6 +83,15 @@ FAMILIES: list[Family] = [
            "mistral-v3", {**_SPM, "additional": ["[INST]", "[/INST]"]}, tokenizer_class="LlamaTokenizer"),
     Family("mistral-nemo", "Mistral-Nemo-Instruct", "MistralForCausalLM", "mistral-nemo", "tekken", "mistral-nemo",
            {**_SPM, "additional": ["[INST]", "[/INST]"]}),
+    # Ministral 3: the multimodal checkpoint's language model, Tekken with the control tokens its template writes
+    # (pad <pad>: config.json's pad_token_id 11). With no system prompt the template writes Mistral's default one.
+    Family("ministral3", "Ministral 3 3B/8B/14B Instruct 2512 (text)", "Mistral3ForConditionalGeneration",
+           "ministral3", "tekken", "ministral3",
+           {**_SPM, "pad": "<pad>", "additional": ["[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                                                   "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]",
+                                                   "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[ARGS]"]},
+           note="text fine-tuning of the multimodal checkpoint (the -BF16 repositories: the Instruct ones are FP8); "
+                "the vision tower is left out of the GGUF"),
     Family("gemma", "Gemma / Gemma 1.1 / CodeGemma", "GemmaForCausalLM", "gemma", "gemma-spm", "gemma", _GEMMA,
            note="no system role in the template", tokenizer_class="GemmaTokenizer"),
     Family("gemma2", "Gemma 2", "Gemma2ForCausalLM", "gemma2", "gemma-spm", "gemma2",

@@ -152,6 +152,20 @@ def model_config(folder: str | Path) -> dict:
         raise ModelError(f"{path}: cannot read the model config: {exc}") from None
 
 
+# Multimodal checkpoints whose conditional-generation class runs text as a causal LM does, but which
+# transformers' AutoModelForCausalLM does not build (it does Gemma 3's and Qwen 3.5's): model_type -> class.
+MULTIMODAL_CAUSAL_LMS = {"mistral3": "Mistral3ForConditionalGeneration"}
+
+
+def register_multimodal_lms() -> None:
+    """Let AutoModelForCausalLM build the MULTIMODAL_CAUSAL_LMS (Ministral 3's Mistral3ForConditionalGeneration),
+    so training, merging and checks load them as they load Gemma 3 4B+. Idempotent; imports transformers."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    for model_type, class_name in MULTIMODAL_CAUSAL_LMS.items():
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault(model_type, class_name)
+
+
 def _native_model_type(config: dict) -> bool:
     """A remote-code model whose model_type transformers has since adopted: it builds it without the
     repository's code (InternLM3's published InternLM3ForCausalLM runs as LlamaForCausalLM)."""
@@ -200,6 +214,7 @@ def model_skeleton(config: dict):
     from transformers import AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
+    register_multimodal_lms()
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING or config.get("auto_map"):
         return None
@@ -281,6 +296,7 @@ def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = F
     import torch
     from transformers import AutoModelForCausalLM
 
+    register_multimodal_lms()
     kwargs = dict(dtype=placement.torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
     if quantize_4bit:
         problem = qlora_support(model_config(folder), placement.device)
@@ -346,6 +362,7 @@ def _expected_tensor_names(folder: Path) -> set[str]:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    register_multimodal_lms()
     try:
         config = AutoConfig.from_pretrained(str(folder))
         with torch.device("meta"):

@@ -16,6 +16,7 @@ MIRRORS = {
     "llama3": "meta-llama/Llama-3.2-1B-Instruct",
     "mistral": "mistralai/Mistral-7B-Instruct-v0.1",
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
+    "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
     "qwen3.5": "Qwen/Qwen3.5-0.8B",
@@ -70,7 +71,7 @@ def _specs() -> dict[str, tuple[str, dict]]:
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """Llama, Mistral, Qwen (3.5 as its published multimodal checkpoint)."""
+    """Llama, Mistral (Ministral 3 and Qwen 3.5 as their published multimodal checkpoints), Qwen."""
     return {
         "llama": _llama(),
         "llama3": ("LlamaForCausalLM", dict(
@@ -85,6 +86,25 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=256, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
             max_position_embeddings=1024000, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
             tie_word_embeddings=False, hidden_act="silu")),
+        # Published as the multimodal class: a ministral3 text_config (the 3B's: tied embeddings, head_dim
+        # 128 != 3072/32, YaRN with Llama 4's query temperature) beside a Pixtral tower of one layer
+        "ministral3": ("Mistral3ForConditionalGeneration", dict(
+            # image_token_index 10 as published ([IMG] there, another control token in the stand-in: text never runs it)
+            tie_word_embeddings=True, image_token_index=10, projector_hidden_act="gelu", spatial_merge_size=2,
+            multimodal_projector_bias=False, vision_feature_layer=-1,
+            text_config=dict(
+                common, model_type="ministral3", intermediate_size=192, num_key_value_heads=1, head_dim=32,
+                max_position_embeddings=4096,  # 262144 published; 16 x the original context below, as published
+                rms_norm_eps=1e-5, hidden_act="silu", sliding_window=None,
+                attention_dropout=0.0, tie_word_embeddings=True,
+                rope_parameters={"rope_type": "yarn", "type": "yarn", "rope_theta": 1000000.0, "factor": 16.0,
+                                 # 16384 published; 256 so test prompts (the default system prompt alone is
+                                 # 1.2k stand-in tokens) cross the query temperature's steps
+                                 "original_max_position_embeddings": 256, "beta_fast": 32.0, "beta_slow": 1.0,
+                                 "mscale": 1.0, "mscale_all_dim": 1.0, "llama_4_scaling_beta": 0.1}),
+            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                               num_attention_heads=2, head_dim=16, image_size=56, patch_size=14,
+                               hidden_act="silu"))),
         "qwen2": ("Qwen2ForCausalLM", dict(
             common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
             rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
