@@ -102,6 +102,17 @@ FAMILIES: list[Family] = [
     Family("gemma3-mm", "Gemma 3 4B/12B/27B (text of the multimodal checkpoint)", "Gemma3ForConditionalGeneration",
            "gemma3-mm", "gemma-spm", "gemma3", _GEMMA, tokenizer_class="GemmaTokenizer",
            note="text only: the GGUF holds the language model, not the vision tower"),
+    # Gemma 4's vocabulary keeps Gemma's first five tokens (<pad> <eos> <bos> <unk> <mask>); its turns are <|turn>
+    # ... <turn|>, the tokenizer's EOS. generation_config also stops at <eos> and <|tool_response>, which the
+    # template writes after a tool call the model made.
+    Family("gemma4", "Gemma 4 E2B/E4B (text of the multimodal checkpoint)", "Gemma4ForConditionalGeneration",
+           "gemma4", "gemma-spm", "gemma4",
+           _specials(bos="<bos>", eos="<turn|>", pad="<pad>", unk="<unk>",
+                     additional=["<eos>", "<mask>", "<|turn>", "<turn|>", "<|channel>", "<channel|>", "<|think|>",
+                                 "<|tool>", "<tool|>", "<|tool_call>", "<tool_call|>", "<|tool_response>",
+                                 "<tool_response|>", '<|"|>', "<|image|>", "<|audio|>"]),
+           tokenizer_class="GemmaTokenizer", stops=("<eos>", "<|tool_response>"),
+           note="text only: the GGUF holds the language model, not the vision and audio towers"),
     Family("phi3", "Phi-3 / Phi-3.5", "Phi3ForCausalLM", "phi3", "phi3-spm", "phi3",
            _specials(bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",
                      additional=["</s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),

@@ -237,8 +237,10 @@ def linear_layers(model) -> list[tuple[str, object]]:
             if isinstance(m, (torch.nn.Linear, Conv1D)) and m is not head]
 
 
-# A multimodal model's image side (Gemma 3 4B+'s SigLIP tower and projector): text batches never run it.
-VISION_PARTS = ("vision_tower", "vision_model", "multi_modal_projector", "visual", "vision_embed_tokens")
+# A multimodal model's image and audio side (Gemma 3 4B+'s SigLIP tower and projector, Gemma 4's towers and
+# embedders): text batches never run it.
+VISION_PARTS = ("vision_tower", "vision_model", "multi_modal_projector", "visual", "vision_embed_tokens",
+                "audio_tower", "embed_vision", "embed_audio")  # Gemma 4 E2B/E4B: an audio tower too
 VISION_MODULES = rf"(.*\.)?({'|'.join(VISION_PARTS)})(\..*)?"
 
 

@@ -24,6 +24,7 @@ MIRRORS = {
     "gemma2": "google/gemma-2-2b-it",
     "gemma3": "google/gemma-3-1b-it",
     "gemma3-mm": "google/gemma-3-4b-it",
+    "gemma4": "google/gemma-4-E2B-it",
     "phi3": "microsoft/Phi-3-mini-4k-instruct",
     "phi3-longrope": "microsoft/Phi-3.5-mini-instruct",
     "phi4-mini": "microsoft/Phi-4-mini-instruct",
@@ -169,7 +170,34 @@ def _gemma_specs(common: dict) -> dict[str, tuple[str, dict]]:
             # the published image token ids lie beyond the stand-in's vocabulary: text never reaches them
             mm_tokens_per_image=4, boi_token_index=255999, eoi_token_index=256000, image_token_index=262144,
             tie_word_embeddings=True)),
+        "gemma4": ("Gemma4ForConditionalGeneration", _gemma4_values(common)),
     }
+
+
+def _gemma4_values(common: dict) -> dict:
+    """Gemma 4 E2B/E4B: per-layer embeddings (PLE), the last layers reusing the KV of the last unshared layer of
+    their kind (num_kv_shared_layers: 20 of E2B's 35), those layers' MLP twice as wide (use_double_wide_mlp), full
+    layers with their own head_dim (global_head_dim) and proportional rope over a quarter of it, beside a vision
+    and an audio tower of one layer each."""
+    text = dict(
+        common, model_type="gemma4_text", num_hidden_layers=4, intermediate_size=256, num_key_value_heads=1,
+        head_dim=16, global_head_dim=32, hidden_size_per_layer_input=64, num_kv_shared_layers=2,
+        use_double_wide_mlp=True, max_position_embeddings=131072, rms_norm_eps=1e-6,
+        # the published 35 layers run 4 sliding : 1 full; 4 layers keep both kinds unshared and shared
+        layer_types=["sliding_attention", "full_attention", "sliding_attention", "full_attention"],
+        rope_parameters={"full_attention": {"partial_rotary_factor": 0.25, "rope_theta": 1000000.0,
+                                            "rope_type": "proportional"},
+                         "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+        sliding_window=8,  # 512 published; 8 so test prompts cross it
+        final_logit_softcapping=30.0, hidden_activation="gelu_pytorch_tanh", attention_bias=False,
+        attention_k_eq_v=False, enable_moe_block=False, use_bidirectional_attention=None, tie_word_embeddings=True)
+    vision = dict(model_type="gemma4_vision", hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=1,
+                  num_attention_heads=HEADS, num_key_value_heads=HEADS, head_dim=16, patch_size=4,
+                  pooling_kernel_size=2, position_embedding_size=64)
+    audio = dict(model_type="gemma4_audio", hidden_size=HIDDEN, num_hidden_layers=1, num_attention_heads=HEADS,
+                 subsampling_conv_channels=[8, 4], output_proj_dims=HIDDEN)
+    # the published image/audio token ids lie beyond the stand-in's vocabulary: text never reaches them
+    return dict(text_config=text, vision_config=vision, audio_config=audio, tie_word_embeddings=True)
 
 
 def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -282,6 +310,8 @@ def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None
         config_class = transformers.Gemma3TextConfig
     tokens = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     if "text_config" in values:  # a multimodal config: the vocabulary is its language model's
+        if "hidden_size_per_layer_input" in values["text_config"]:  # Gemma 4's per-layer embeddings: one per token
+            tokens["vocab_size_per_layer_input"] = vocab_size
         config = config_class(**dict(values, text_config=dict(values["text_config"], **tokens)))
     else:
         config = config_class(**values, **tokens)

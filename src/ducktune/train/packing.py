@@ -219,7 +219,9 @@ def varlen_blockers(model) -> str | None:
     """Why this model cannot train on flattened varlen rows (None when it can)."""
     inner = unwrap_peft(model)
     keys = ("layer_types", "full_attn_idxs", "num_hidden_layers")
-    blocker = layer_blocker({key: getattr(inner.config, key, None) for key in keys})
+    # a multimodal model's layer kinds are its language model's (Gemma 4: text_config.layer_types)
+    text = inner.config.get_text_config()
+    blocker = layer_blocker({key: getattr(text, key, None) for key in keys})
     if blocker:
         return blocker
     if not type(inner).__module__.startswith("transformers."):
