@@ -64,12 +64,14 @@ Per architecture, what differs from "read config, rename tensors":
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
   in its own module (gguf_lfm2): per-layer head_count_kv (0 = conv layer), the conv kernel squeezed,
   the MLP width the weights have.
+- gemma4 (Gemma 4, text; the multimodal checkpoints' text_config): per-layer embeddings, KV-shared layers,
+  two head sizes and proportional rope, in its own module (gguf_gemma4).
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
-Ministral 3) is written as its
+Ministral 3; Gemma 4; Qwen3.5) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
 text_config (`language_model_config`), weights from under `language_model.` (`language_model_names`);
-the vision tower and projector are not part of the GGUF.
+the vision (and audio) towers and projectors are not part of the GGUF.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_lfm2, gguf_qwen35
+from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -109,6 +111,8 @@ ARCHITECTURES = {
     "Qwen3_5ForCausalLM": "qwen35",
     "Qwen3_5ForConditionalGeneration": "qwen35",
     "Lfm2ForCausalLM": "lfm2",
+    "Gemma4ForCausalLM": "gemma4",
+    "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -287,6 +291,8 @@ def architecture_support(config: dict) -> str | None:
     arch = ARCHITECTURES.get(name)
     if arch is None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
+    if arch == gguf_gemma4.ARCH:  # its own rope kinds per layer kind (proportional on full layers)
+        return gguf_gemma4.gemma4_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
         return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3 and Ministral 3)"
@@ -496,6 +502,10 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_feed_forward_length", gguf_lfm2.feed_forward_length(config))
         put("add_head_count", heads)
         put("add_head_count_kv", gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config)))
+    elif arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
+        put("add_feed_forward_length", gguf_gemma4.feed_forward_lengths(config))
+        put("add_head_count", heads)
+        put("add_head_count_kv", gguf_gemma4.head_count_kv(config))
     else:
         put("add_feed_forward_length", int(_first(config, "intermediate_size", "ffn_hidden_size", default=4 * hidden)))
         put("add_head_count", heads)
@@ -507,6 +517,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
                                                   "layer_norm_eps")))
     if arch == "bloom":
         put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
+        return written
+    if arch == gguf_gemma4.ARCH:
+        gguf_gemma4.add_gemma4_hparams(put, config)
         return written
     if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH):
         put("add_key_length", dim)
@@ -701,6 +714,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
         if arch == gguf_lfm2.ARCH and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
             shape, transform = kernel
+        if arch == gguf_gemma4.ARCH:
+            lookup = gguf_gemma4.gemma4_lookup(lookup)
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
@@ -770,6 +785,9 @@ def _computed_tensors(config: dict, arch: str) -> list[TensorPlan]:
         array = np.asarray(values, dtype=np.float32)
         return lambda _unused: array
 
+    if arch == gguf_gemma4.ARCH:  # the full layers' proportional rope
+        factors = gguf_gemma4.rope_freqs(config)
+        return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
     if arch == "llama" and params["rope_type"] == "llama3":
         factors = llama3_rope_factors(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
