@@ -47,6 +47,7 @@ FAMILIES = {
     "gemma": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma2": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma3": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
+    "gemma4": ({"bos_token": "<bos>", "eos_token": "<turn|>"}, ["<|turn>", "<|channel>", "<channel|>", "<|think|>"]),
     "phi3": ({"bos_token": "<s>", "eos_token": "<|endoftext|>"},
              ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
     "phi4": ({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<|im_sep|>"]),
