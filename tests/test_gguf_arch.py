@@ -469,6 +469,33 @@ def test_ministral_3_query_temperature_is_what_llama_cpp_needs(tokenizer, prompt
     assert broken_agree < 1.0 or broken_diff >= F16_MAX_DIFF, results
 
 
+@_mark(*requires_llama_cpp)
+def test_gemma_4_dense_31b_shape_runs_in_llama_cpp(tokenizer, prompt_ids, tmp_path):
+    """Gemma 4 31B's shape: full layers take V from the K projection (attention_k_eq_v) with KV heads of their own
+    (num_global_key_value_heads), no per-layer embeddings or shared KV: llama.cpp uses K as V when no attn_v is
+    written and reads the KV heads per layer."""
+    from transformers import Gemma4ForConditionalGeneration, Gemma4TextConfig
+
+    config = tiny_config("gemma4", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                         tokenizer.pad_token_id)
+    text = {k: v for k, v in config.text_config.to_dict().items() if k not in ("per_layer_config", "transformers_version")}
+    config.text_config = Gemma4TextConfig(**{**text, "attention_k_eq_v": True, "num_global_key_value_heads": 2,
+                                             "global_head_dim": 32, "hidden_size_per_layer_input": 0,
+                                             "num_kv_shared_layers": 0, "use_double_wide_mlp": False,
+                                             "initializer_range": INIT_RANGE})
+    torch.manual_seed(0)
+    model = Gemma4ForConditionalGeneration(config).float().eval()
+    assert model.model.language_model.layers[1].self_attn.v_proj is None
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    path = tmp_path / "k_eq_v.gguf"
+    summary = write_gguf(tmp_path / "model", path, "f16", NAME, tokenizer, EOT, log=lambda *a: None)
+    fields, tensors = gguf_fields(path)
+    assert fields["gemma4.attention.head_count_kv"] == [1, 2, 1, 2] and "blk.1.attn_v.weight" not in tensors
+    agree, positions, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
+    assert positions >= 20 and agree == 1.0 and diff < MAX_DIFF_FOR[("gemma4", "f16")], (agree, positions, diff, summary)
+
+
 # ---------------------------------------------------------------------- rope tables against transformers
 
 
