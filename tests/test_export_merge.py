@@ -186,3 +186,22 @@ def test_all_linear_leaves_a_multimodal_models_vision_parts_alone(tmp_path):
     # The saved adapter fits its base: the modules its config excludes are not missing weights.
     peft_model.save_pretrained(tmp_path / "adapter")
     assert check_adapter(tmp_path / "adapter", tmp_path / "base") == {"modules": 14, "rank": 2}
+
+
+def test_all_linear_leaves_gemma_4s_vision_and_audio_parts_alone(tmp_path):
+    """Gemma 4 E2B/E4B: beside the vision tower, an audio tower and the two embedders that project their outputs
+    into the text model; all-linear adapts the language model only (its per-layer embedding linears included)."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.models.standin_configs import tiny_config
+    from ducktune.train.lora import attach_lora, unadapted_note
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("gemma4", 256, 2, 1, 0))
+    assert model.model.audio_tower is not None and model.model.embed_audio is not None
+    peft_model, targets = attach_lora(model, LoraConfig(r=2))
+    adapted = [name for name, module in peft_model.named_modules() if hasattr(module, "lora_A")]
+    assert adapted and all(".language_model." in name for name in adapted)
+    assert {"per_layer_input_gate", "per_layer_projection", "per_layer_model_projection", "q_proj"} <= set(targets)
+    assert unadapted_note(peft_model) is None

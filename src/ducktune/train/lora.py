@@ -143,13 +143,17 @@ def adapter_parameter_ids(peft_model) -> set[int]:
 
 def unadapted_weights(peft_model) -> tuple[dict[str, int], int]:
     """({name with layer numbers as *: elements} of the frozen weight matrices no adapter covers, the
-    elements of all frozen weight matrices), embeddings, LM head and a multimodal model's vision parts
+    elements of all frozen weight matrices), embedding tables, LM head and a multimodal model's vision parts
     left out of both: what all-linear
     (or a target list) leaves as in the base, e.g. Qwen2-MoE's routed experts, which transformers keeps
     as bare tensors rather than linear layers."""
     import re
 
-    embeddings = {id(module.weight) for module in (peft_model.get_input_embeddings(), peft_model.get_output_embeddings())
+    import torch
+
+    # every token table (Gemma 4's per-layer embedding too: looked up, not multiplied, so not a LoRA target)
+    tables = [m for m in peft_model.modules() if isinstance(m, torch.nn.Embedding)]
+    embeddings = {id(module.weight) for module in (*tables, peft_model.get_input_embeddings(), peft_model.get_output_embeddings())
                   if module is not None and getattr(module, "weight", None) is not None}
     left: dict[str, int] = {}
     total = 0
