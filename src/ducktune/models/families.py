@@ -103,7 +103,7 @@ FAMILIES: list[Family] = [
            "gemma3-mm", "gemma-spm", "gemma3", _GEMMA, tokenizer_class="GemmaTokenizer",
            note="text only: the GGUF holds the language model, not the vision tower"),
     # Gemma 4's vocabulary keeps Gemma's first five tokens (<pad> <eos> <bos> <unk> <mask>); its turns are <|turn>
-    # ... <turn|>, the tokenizer's EOS. generation_config also stops at <eos> and <|tool_response>, which the
+    # ... <turn|>, the tokenizer's EOS. generation_config also stops at <eos> (1) and <|tool_response> (50), which the
     # template writes after a tool call the model made.
     Family("gemma4", "Gemma 4 E2B/E4B (text of the multimodal checkpoint)", "Gemma4ForConditionalGeneration",
            "gemma4", "gemma-spm", "gemma4",

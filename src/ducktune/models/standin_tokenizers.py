@@ -173,7 +173,7 @@ KINDS: dict[str, KindSpec] = {
                   "additional": ["[INST]", "[/INST]", "[TOOL_CALLS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
                                  "[TOOL_RESULTS]", "[/TOOL_RESULTS]"]}),
     "gemma-spm": KindSpec(
-        "google/gemma-2-2b-it (also Gemma 3): Replace(' ', ▁) normalizer without the dummy prefix, BPE "
+        "google/gemma-2-2b-it (also Gemma 3 and 4): Replace(' ', ▁) normalizer without the dummy prefix, BPE "
         "byte_fallback, BOS <bos> added",
         spm=True, adds_bos=True, normalizer="replace", front_specials=("pad", "eos", "bos", "unk"),
         additional_in_front=True,
