@@ -201,6 +201,8 @@ def check_read_back(path: Path, expected=None, model_dir: Path | None = None) ->
 # (bench/families.py), where llama.cpp's greedy answers were identical to the merged model's.
 TRANSFORMERS_GGUF_INEXACT = {"gemma2": "max |Δlogit| 1.2 of 9.8 on the Gemma 2 stand-in",
                              "gemma3": "max |Δlogit| 6.4 of 8.8 on the Gemma 3 stand-in"}
+# Architectures it lists but fails to load, whatever the file (transformers 5.23)
+TRANSFORMERS_GGUF_UNREADABLE = {"gemma4": "it expects one intermediate_size, Gemma 4 has one per layer"}
 
 
 def gguf_string_field(path: Path, key: str) -> str | None:
@@ -225,6 +227,9 @@ def transformers_gguf_gap(path: Path) -> str | None:
     except (ValueError, OSError, UnicodeDecodeError):  # not a header this reader knows: gguf's own reader
         field = gguf.GGUFReader(str(path)).get_field("general.architecture")
         arch = field.contents() if field is not None else "unknown"
+    if arch in TRANSFORMERS_GGUF_UNREADABLE:
+        return (f"transformers' GGUF loader cannot read {arch} files ({TRANSFORMERS_GGUF_UNREADABLE[arch]}); "
+                "llama.cpp checks this file")
     if arch in TRANSFORMERS_GGUF_INEXACT:
         return (f"transformers' GGUF loader reads {arch} files with other logits than llama.cpp and the merged "
                 f"model ({TRANSFORMERS_GGUF_INEXACT[arch]}); llama.cpp checks this file")
