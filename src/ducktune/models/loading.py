@@ -159,11 +159,14 @@ MULTIMODAL_CAUSAL_LMS = {"mistral3": "Mistral3ForConditionalGeneration"}
 
 def register_multimodal_lms() -> None:
     """Let AutoModelForCausalLM build the MULTIMODAL_CAUSAL_LMS (Ministral 3's Mistral3ForConditionalGeneration),
-    so training, merging and checks load them as they load Gemma 3 4B+. Idempotent; imports transformers."""
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    so training, merging and checks load them as they load Gemma 3 4B+, through transformers' public
+    `AutoModelForCausalLM.register`. Idempotent; imports transformers."""
+    import transformers
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     for model_type, class_name in MULTIMODAL_CAUSAL_LMS.items():
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.setdefault(model_type, class_name)
+        transformers.AutoModelForCausalLM.register(CONFIG_MAPPING[model_type], getattr(transformers, class_name),
+                                                   exist_ok=True)
 
 
 def _native_model_type(config: dict) -> bool:
