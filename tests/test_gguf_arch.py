@@ -670,6 +670,14 @@ class RecordingWriter:
         return record
 
 
+def written_hparams(config: dict, arch: str) -> dict:
+    """The keys add_hparams writes for `config`, once it is known to map to llama.cpp's `arch`."""
+    assert gguf_arch.gguf_arch(config) == arch
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, config, arch)
+    return writer.calls
+
+
 LLAMA_3_2_1B = {  # meta-llama/Llama-3.2-1B-Instruct config.json (rope_scaling as published, transformers 4 form)
     "architectures": ["LlamaForCausalLM"], "hidden_size": 2048, "num_attention_heads": 32, "num_key_value_heads": 8,
     "head_dim": 64, "num_hidden_layers": 16, "intermediate_size": 8192, "max_position_embeddings": 131072,
@@ -863,10 +871,7 @@ QWEN3_5_0_8B["text_config"]["layer_types"] *= 6
 
 
 def test_published_qwen3_5_config_writes_its_text_model():
-    writer = RecordingWriter()
-    assert gguf_arch.gguf_arch(QWEN3_5_0_8B) == "qwen35"
-    gguf_arch.add_hparams(writer, QWEN3_5_0_8B, "qwen35")
-    calls = writer.calls
+    calls = written_hparams(QWEN3_5_0_8B, "qwen35")
     assert calls["block_count"] == 24 and calls["embedding_length"] == 1024 and calls["context_length"] == 262144
     assert calls["key_length"] == 256 and calls["rope_dimension_count"] == 64 and calls["rope_freq_base"] == 1e7
     assert calls["rope_dimension_sections"] == [11, 11, 10, 0]
@@ -1326,10 +1331,7 @@ def _gemma_4_text(**changes) -> dict:
 
 def test_published_gemma_4_e2b_config_writes_its_language_model():
     """Layers 15-34 share KV (double-wide MLPs), full layers have head_dim 512 with a quarter of it rotating."""
-    writer = RecordingWriter()
-    assert gguf_arch.gguf_arch(GEMMA_4_E2B) == "gemma4"
-    gguf_arch.add_hparams(writer, GEMMA_4_E2B, "gemma4")
-    calls = writer.calls
+    calls = written_hparams(GEMMA_4_E2B, "gemma4")
     assert calls["block_count"] == 35 and calls["embedding_length"] == 1536 and calls["head_count_kv"] == 1
     assert calls["feed_forward_length"] == [6144] * 15 + [12288] * 20
     assert (calls["key_length"], calls["key_length_swa"], calls["rope_dimension_count"], calls["rope_dimension_count_swa"]) \
