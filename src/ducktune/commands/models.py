@@ -24,7 +24,8 @@ def run(args) -> int:
     if args.check:
         from ducktune.models.sources import resolve_model
 
-        support = model_support(resolve_model(args.check), trust_remote_code=args.trust_remote_code).to_dict()
+        support = model_support(resolve_model(args.check), trust_remote_code=args.trust_remote_code,
+                                name=args.check).to_dict()
         if args.json:
             print(json.dumps(support, indent=2))
             return 0

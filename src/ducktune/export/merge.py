@@ -93,6 +93,26 @@ def base_dtype(base_folder: Path):
     return getattr(torch, str(name).replace("torch.", ""), torch.float32)
 
 
+def load_merge_base(base_folder: Path, precision, trust_remote_code: bool, log=print):
+    """The base model in `precision`, to merge into. A bitsandbytes 4/8-bit checkpoint is loaded as
+    such and dequantized (transformers' `dequantize`): the merge lands on the very weights training saw."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.models.loading import model_config
+    from ducktune.models.prequant import bnb_bits, is_bitsandbytes
+
+    config = model_config(base_folder)
+    if not is_bitsandbytes(config):
+        return AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=precision, use_safetensors=True,
+                                                    trust_remote_code=trust_remote_code)
+    log(f"The base model is bitsandbytes {bnb_bits(config)}-bit: merging onto its dequantized weights "
+        "(the full-precision repository's own weights would be closer to the original model)")
+    model = AutoModelForCausalLM.from_pretrained(str(base_folder), use_safetensors=True, device_map={"": "cpu"},
+                                                 trust_remote_code=trust_remote_code)
+    model = model.dequantize() or model  # transformers 5 returns the model; some versions return None
+    return model.to(precision)
+
+
 @dataclass
 class MergeResult:
     model: object             # the merged model, fp32, weights exactly as saved
@@ -152,8 +172,7 @@ def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = N
         precision = check_precision(source.base_folder)
         log(f"Merging the LoRA adapter ({adapter['modules']} modules, r={adapter['rank']}) into "
             f"{source.config.model.name_or_path} (PEFT merge_and_unload, checked in {str(precision)[6:]})")
-        base = AutoModelForCausalLM.from_pretrained(str(source.base_folder), dtype=precision, use_safetensors=True,
-                                                    trust_remote_code=trust)
+        base = load_merge_base(source.base_folder, precision, trust, log)
         peft_model = PeftModel.from_pretrained(base, str(source.weights))
         peft_model.to(precision)
         peft_model.eval()

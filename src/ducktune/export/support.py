@@ -53,16 +53,20 @@ def _training_device() -> str:
     return choose_placement("auto", "auto").device
 
 
-def model_support(model_dir: str | Path, tokenizer=None, trust_remote_code: bool = False) -> Support:
+def model_support(model_dir: str | Path, tokenizer=None, trust_remote_code: bool = False, name: str = "") -> Support:
     """Every stage's answer for a local model folder. `tokenizer` (with the chat template training
-    will use) is loaded from the folder when not given."""
+    will use) is loaded from the folder when not given; `name` (the hub id or folder the user gave)
+    names the full-precision repository of a pre-quantized checkpoint."""
     from ducktune.export.gotemplate import template_support
     from ducktune.models.loading import load_tokenizer, model_config, qlora_support, training_support
 
     model_dir = Path(model_dir)
     config = model_config(model_dir)
-    train = training_support(config, trust_remote_code)
-    gguf = gguf_support(model_dir, config)
+    from ducktune.models.prequant import prequant_problem
+
+    train = training_support(config, trust_remote_code, name or model_dir.name)
+    unquantizable = prequant_problem(config, name or model_dir.name)
+    gguf = f"config.json: {unquantizable}" if unquantizable else gguf_support(model_dir, config)
     if tokenizer is None:
         tokenizer = load_tokenizer(model_dir, trust_remote_code=trust_remote_code)
     return Support(train=train, qlora=train or qlora_support(config, _training_device()), gguf=gguf,
@@ -92,7 +96,7 @@ def export_warnings(model, log=print) -> list[str]:
 
     folder = resolve_model(model.name_or_path, model.revision, log=log)
     tokenizer = model_tokenizer(model, log)
-    support = model_support(folder, tokenizer, model.trust_remote_code)
+    support = model_support(folder, tokenizer, model.trust_remote_code, model.name_or_path)
     if support.train:
         raise ModelError(f"{model.name_or_path}: cannot be trained: {support.train}")
     warnings = []

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from ducktune.errors import ModelError
-from ducktune.io import read_json_file
+from ducktune.io import optional_json_field, read_json_file
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -112,7 +112,9 @@ def check_adapter(adapter_dir: Path, base_folder: Path) -> dict:
     # under transformers 5). Those modules have no `.weight`, and the checkpoint may name them as
     # the original model did (Mixtral's block_sparse_moe.*): PEFT checks them when it loads.
     parameter_targets = bool(adapter_config.get("target_parameters"))
-    if not parameter_targets and any(f"{module}.weight" not in base for module in pairs):
+    # A quantized checkpoint stores packed weights (bitsandbytes 4-bit: [n/2, 1]): the model's own shapes count
+    quantized = bool(optional_json_field(Path(base_folder) / "config.json", "quantization_config"))
+    if quantized or (not parameter_targets and any(f"{module}.weight" not in base for module in pairs)):
         base = loaded_weight_shapes(base_folder) or base
     for module, parts in sorted(pairs.items()):
         base_shape = base.get(f"{module}.weight")

@@ -177,10 +177,16 @@ def _native_model_type(config: dict) -> bool:
     return config.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
-def training_support(config: dict, trust_remote_code: bool = False) -> str | None:
-    """Why transformers cannot build this model for training (None: it can)."""
+def training_support(config: dict, trust_remote_code: bool = False, name: str = "") -> str | None:
+    """Why this model cannot be trained (None: it can): weights quantized by a method ducktune does not
+    train on (`name`, the folder or hub id, names the full-precision repository), or an architecture
+    transformers cannot build."""
     import transformers
 
+    from ducktune.models.prequant import prequant_problem
+
+    if problem := prequant_problem(config, name):
+        return f"config.json: {problem}"
     names = config.get("architectures") or []
     if not names:
         return "config.json names no architecture (\"architectures\" is missing)"
@@ -301,9 +307,14 @@ def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = F
     import torch
     from transformers import AutoModelForCausalLM
 
+    from ducktune.models.prequant import is_bitsandbytes
+
     register_multimodal_lms()
     kwargs = dict(dtype=placement.torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
-    if quantize_4bit:
+    prequantized = is_bitsandbytes(model_config(folder))
+    if prequantized:  # already 4/8-bit: its own quantization_config loads it
+        kwargs["device_map"] = {"": 0} if placement.device == "cuda" else {"": "cpu"}
+    elif quantize_4bit:
         problem = qlora_support(model_config(folder), placement.device)
         if problem:
             raise ModelError(f"{folder}: QLoRA {problem}")
@@ -320,13 +331,14 @@ def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = F
         model = AutoModelForCausalLM.from_pretrained(str(folder), **kwargs)
     except OSError as exc:
         raise ModelError(f"{folder}: cannot load the model weights: {exc}") from None
-    if not quantize_4bit and placement.device != "cpu":
+    if not (quantize_4bit or prequantized) and placement.device != "cpu":
         model = model.to(torch.device(placement.device))
     return model
 
 
-def check_weights(folder: str | Path, trust_remote_code: bool = False) -> None:
-    """Refuse, before anything is written, weights that cannot be what config.json describes: none in
+def check_weights(folder: str | Path, trust_remote_code: bool = False, name: str = "") -> None:
+    """Refuse, before anything is written, weights that cannot be what config.json describes or that
+    ducktune cannot train (quantized by FP8, GPTQ, AWQ...; `name` names the full-precision repository): none in
     safetensors (pickled .bin files only: loading a pickle can run code), a safetensors file cut short,
     or tensors that belong to another architecture (an encoder's weights under a decoder's config would
     otherwise load as a randomly initialised model and train without complaint)."""
@@ -347,6 +359,10 @@ def check_weights(folder: str | Path, trust_remote_code: bool = False) -> None:
             raise ModelError(f"{file}: {problem}; download or copy the model again")
         names.update(key for key in header if key != "__metadata__")
     config = model_config(folder)
+    from ducktune.models.prequant import prequant_problem
+
+    if problem := prequant_problem(config, name or folder.name):
+        raise ModelError(f"{folder / 'config.json'}: {problem}")
     if trust_remote_code or config.get("quantization_config"):
         return  # their tensor names are the remote code's or the quantizer's business
     expected = _expected_tensor_names(folder)

@@ -194,14 +194,19 @@ def _setup_base_model(config: RunConfig, log) -> BaseModel:
     from ducktune.models.device import choose_placement
     from ducktune.models.loading import (check_weights, estimate_params, load_tokenizer,
                                          model_config, qlora_support)
+    from ducktune.models.prequant import bnb_bits, is_bitsandbytes
     from ducktune.models.sources import resolve_model
 
     folder = resolve_model(config.model.name_or_path, config.model.revision, log=log)
     model_json = model_config(folder)
-    check_weights(folder, config.model.trust_remote_code)
+    check_weights(folder, config.model.trust_remote_code, config.model.name_or_path)
     params = estimate_params(model_json)
     placement = choose_placement(config.model.device, config.model.dtype, params)
-    problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" else None
+    prequantized = is_bitsandbytes(model_json)
+    if prequantized and config.train.method == "full":
+        raise ModelError(f"{folder / 'config.json'}: the weights are bitsandbytes {bnb_bits(model_json)}-bit, which a full "
+                         "fine-tune cannot update: use train.method=lora (it trains as QLoRA) or the full-precision repository")
+    problem = qlora_support(model_json, placement.device) if config.train.method == "qlora" or prequantized else None
     if problem:
         raise ModelError(f"{folder}: QLoRA {problem}")
     if config.train.packing == "on":
@@ -310,14 +315,18 @@ def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) ->
 
 def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -> tuple[object, list[str] | None]:
     """The base model on its device with LoRA attached (QLoRA: 4-bit first). Returns (model, LoRA targets)."""
-    from ducktune.models.loading import load_model
+    from ducktune.models.loading import load_model, model_config
+    from ducktune.models.prequant import bnb_bits, is_bitsandbytes
     from ducktune.train.lora import attach_lora, unadapted_note
 
     method, placement = config.train.method, base.placement
     log(f"Loading {config.model.name_or_path} on {placement.device} ({placement.dtype}: {placement.reason})")
     model = load_model(base.folder, placement, quantize_4bit=method == "qlora",
                        trust_remote_code=config.model.trust_remote_code)
-    if method == "qlora":
+    if prequantized := is_bitsandbytes(model_config(base.folder)):
+        log(f"The checkpoint is already bitsandbytes {bnb_bits(model_config(base.folder))}-bit: "
+            f"train.method={method} trains on it as QLoRA")
+    if method == "qlora" or prequantized:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=checkpointing)
