@@ -428,7 +428,8 @@ def test_smollm3_thinking_switch_trains_the_answers_only(standins):
         assert trained.startswith(prompt) and spans[-1][0] == len(prompt)
 
 
-def test_deepseek_r1_keeps_the_reasoning_of_the_answer_it_trains(standins):
+@pytest.mark.parametrize("family_id", ["deepseek-r1-distill-qwen", "deepseek-r1-distill-llama"])
+def test_deepseek_r1_keeps_the_reasoning_of_the_answer_it_trains(standins, family_id):
     """R1's template renders only what follows '</think>' in every answer: reasoning data (the usual
     data for R1-distill models) lost its reasoning from the trained answers silently. The final answer
     keeps it verbatim; earlier answers are rendered as the template renders history at inference."""
@@ -437,7 +438,7 @@ def test_deepseek_r1_keeps_the_reasoning_of_the_answer_it_trains(standins):
     from ducktune.models.families import standin_dir
     from ducktune.models.loading import load_tokenizer
 
-    fmt = ChatFormat(load_tokenizer(standin_dir("deepseek-r1-distill-qwen", standins, log=lambda *a: None)))
+    fmt = ChatFormat(load_tokenizer(standin_dir(family_id, standins, log=lambda *a: None)))
     answer = "<think>\nTwo and two.\n</think>\n\nIt is 4."
     sample = Sample("chat", messages=[Message("user", "Hi"), Message("assistant", "<think>\nGreet.\n</think>\n\nHello!"),
                                       Message("user", "2+2?"), Message("assistant", answer)])
@@ -450,6 +451,34 @@ def test_deepseek_r1_keeps_the_reasoning_of_the_answer_it_trains(standins):
     assert text.startswith(prompt) and text[len(prompt):].startswith("<think>\nTwo and two.")
     plain = fmt.encode(Sample("chat", messages=[Message("user", "2+2?"), Message("assistant", "It is 4.")]), 4096)
     assert [t for t, is_trained in fmt.decode_spans(plain) if is_trained] == ["It is 4.<｜end▁of▁sentence｜>"]
+
+
+@pytest.mark.parametrize("enable_thinking", [False, True])
+def test_deepseek_r1_distill_llama_is_prompted_as_trained_with_one_bos(standins, enable_thinking):
+    """R1-Distill-Llama-8B's published template has no enable_thinking branch: its generation prompt always
+    adds '<think>\\n' after '<｜Assistant｜>', where its answers start, so ducktune prompts without it. The
+    template writes <｜begin▁of▁sentence｜> itself and the Llama 3 tokenizer adds it to plain text: the
+    export leaves BOS to llama.cpp, and the Ollama TEMPLATE renders the prompt without it."""
+    from ducktune.data.template import ChatFormat
+    from ducktune.export.gguf_vocab import prompt_starts_with_bos
+    from ducktune.export.gotemplate import derive_layout
+    from ducktune.models.families import standin_dir
+    from ducktune.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(standin_dir("deepseek-r1-distill-llama", standins, log=lambda *a: None), None, False,
+                               enable_thinking)
+    bos = "<｜begin▁of▁sentence｜>"
+    assert tokenizer.bos_token == bos and tokenizer("hi")["input_ids"][0] == tokenizer.bos_token_id
+    fmt = ChatFormat(tokenizer)
+    assert (fmt.generation_prompt, fmt.dropped_prompt_text) == ("<｜Assistant｜>", "<think>\n")
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q1"},
+               {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    prompt = fmt.render(history, add_generation_prompt=True)
+    assert prompt == f"{bos}Be brief.<｜User｜>q1<｜Assistant｜>a1<｜end▁of▁sentence｜><｜User｜>q2<｜Assistant｜>"
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+    assert prompt_starts_with_bos(tokenizer)
+    assert derive_layout(fmt).render(history) == prompt
 
 
 @pytest.mark.parametrize("family_id", ["mistral-v0.3", "mistral-nemo"])

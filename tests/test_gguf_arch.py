@@ -201,6 +201,9 @@ EXPECTED = {
               {"output.weight": (None, 64)}, {"rope_freqs.weight"}),
     "llama3": ("llama", {"rope.freq_base": 500000.0, "attention.head_count_kv": 2, "context_length": 131072},
                {"rope_freqs.weight": (8,)}, {"output.weight"}),
+    # Llama 3.1 8B's shape (DeepSeek-R1-Distill-Llama-8B): llama3 scaling by 8, untied output
+    "llama3.1": ("llama", {"rope.freq_base": 500000.0, "rope.dimension_count": 16, "context_length": 131072},
+                 {"rope_freqs.weight": (8,), "output.weight": (None, 64)}, set()),
     "mistral": ("llama", {"attention.head_count_kv": 2, "context_length": 32768}, {}, {"rope_freqs.weight"}),
     "mistral-nemo": ("llama", {"attention.key_length": 32, "attention.value_length": 32, "rope.dimension_count": 32},
                      {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_output.weight": (64, 128)}, set()),
@@ -684,6 +687,15 @@ LLAMA_3_2_1B = {  # meta-llama/Llama-3.2-1B-Instruct config.json (rope_scaling a
     "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": True, "vocab_size": 128256,
     "rope_scaling": {"factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                      "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+R1_DISTILL_LLAMA_8B = {  # deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json (Llama-3.1-8B's)
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 128000, "eos_token_id": 128001, "hidden_act": "silu", "hidden_size": 4096,
+    "initializer_range": 0.02, "intermediate_size": 14336, "max_position_embeddings": 131072, "mlp_bias": False,
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-05, "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "use_cache": True, "vocab_size": 128256,
+    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
 GEMMA_3_1B = {  # google/gemma-3-1b-it config.json
     "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 1152, "num_attention_heads": 4,
     "num_key_value_heads": 1, "head_dim": 256, "num_hidden_layers": 26, "intermediate_size": 6912,
@@ -904,6 +916,19 @@ def test_published_llama_3_2_config_gets_its_rope_table():
     assert [(p.gguf_name, p.shape) for p in plans] == [("rope_freqs.weight", (32,))]
     factors = plans[0].transform(None)
     assert factors[0] == 1.0 and factors[-1] == 32.0 and any(1.0 < f < 32.0 for f in factors)  # kept, ramped, divided
+
+
+def test_published_r1_distill_llama_8b_config_gets_llama_3_1s_rope_table_and_output():
+    """DeepSeek-R1-Distill-Llama-8B is Llama 3.1 8B: llama3 scaling by 8 (not Llama 3.2's 32), untied output."""
+    assert gguf_arch.architecture_support(R1_DISTILL_LLAMA_8B) is None
+    hparams = written_hparams(R1_DISTILL_LLAMA_8B, "llama")
+    assert hparams["rope_freq_base"] == 500000.0 and hparams["rope_dimension_count"] == 128
+    assert hparams["head_count_kv"] == 8 and hparams["context_length"] == 131072
+    plans = gguf_arch._computed_tensors(R1_DISTILL_LLAMA_8B, "llama")
+    assert [(p.gguf_name, p.shape) for p in plans] == [("rope_freqs.weight", (64,))]
+    factors = plans[0].transform(None)
+    assert factors[0] == 1.0 and factors[-1] == 8.0 and any(1.0 < f < 8.0 for f in factors)
+    assert MIRRORS["llama3.1"].startswith("deepseek-ai/DeepSeek-R1-Distill-Llama-8B")
 
 
 def test_published_gemma_3_config_names_each_layers_window_and_rope_base():

@@ -17,6 +17,7 @@ from ducktune.export.gguf_vocab import (
     spm_add_space_prefix,
     spm_scores,
     token_table,
+    tokenizer_algorithm,
     tokenizer_support,
     whitespace_stripping,
 )
@@ -171,6 +172,18 @@ def test_lfm2_tokenizer_gets_llama_cpps_lfm2_name():
     assert pre_tokenizer_kind(data) == "lfm2"
     data["model"]["ignore_merges"] = False
     assert pre_tokenizer_kind(data) == "dbrx"
+def test_deepseek_r1_distill_llama_tokenizer_is_llama_bpe_adding_its_bos():
+    """R1-Distill-Llama-8B keeps Llama 3's pipeline with DeepSeek's specials: llama.cpp's converter hashes its
+    splits to "llama-bpe" (not "deepseek-r1-qwen", whose regex is Qwen2's), and BOS is <｜begin▁of▁sentence｜>."""
+    from ducktune.models.families import family
+
+    spec = family("deepseek-r1-distill-llama")
+    tokenizer = build_tokenizer(spec.tokenizer, spec.specials, chat_template="{{ messages }}")
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    assert tokenizer_algorithm(data) == ("gpt2", "llama-bpe", None)
+    assert tokenizer("hi")["input_ids"][0] == tokenizer.convert_tokens_to_ids("<｜begin▁of▁sentence｜>")
+
+
 def test_o200k_is_gpt_4o_only_when_merges_apply(standins):
     """Phi-4-mini's o200k split is llama.cpp's "gpt-4o", which applies merges: no llama.cpp name splits
     with that regex and ignores merges, so such a tokenizer is refused rather than named wrongly."""

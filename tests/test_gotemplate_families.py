@@ -31,6 +31,8 @@ FAMILIES = {
     "internlm2": (LLAMA_SPM, ["<|im_start|>", "<|im_end|>"]),
     "deepseek-r1": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"},
                     ["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]),
+    "deepseek-r1-llama": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"},
+                          ["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]),
     "deepseek-v2": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}, []),
     "deepseek-v2.5": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"},
                       ["<｜User｜>", "<｜Assistant｜>"]),

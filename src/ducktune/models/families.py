@@ -46,6 +46,9 @@ def _specials(bos=None, eos=None, pad=None, unk=None, additional=()) -> dict:
 
 _QWEN = _specials(eos="<|im_end|>", pad="<|endoftext|>", additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
 _SPM = _specials(bos="<s>", eos="</s>", unk="<unk>")
+# DeepSeek-R1's distills (Qwen and Llama) share these tokens, wherever each base vocabulary puts them.
+_DEEPSEEK_R1 = _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>", pad="<｜end▁of▁sentence｜>",
+                         additional=["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"])
 # Gemma's vocabulary starts <pad> <eos> <bos> <unk> <mask>; GemmaTokenizer adds <mask> when it is missing.
 _GEMMA = _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
                    additional=["<mask>", "<start_of_turn>", "<end_of_turn>"])
@@ -61,10 +64,11 @@ FAMILIES: list[Family] = [
            tokenizer_class="Qwen3_5Tokenizer", stops=("<|endoftext|>",),
            note="text fine-tuning of the multimodal checkpoint: the vision tower is left out"),
     Family("deepseek-r1-distill-qwen", "DeepSeek-R1-Distill-Qwen", "Qwen2ForCausalLM", "qwen2", "deepseek-r1-qwen",
-           "deepseek-r1", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>",
-                                    pad="<｜end▁of▁sentence｜>", additional=["<｜User｜>", "<｜Assistant｜>",
-                                                                            "<think>", "</think>"]),
-           tokenizer_class="LlamaTokenizerFast"),
+           "deepseek-r1", _DEEPSEEK_R1, tokenizer_class="LlamaTokenizerFast"),
+    # Llama 3.1 8B with DeepSeek's specials in Llama 3's reserved slots (BOS added, as Llama 3's) and R1's template,
+    # which writes BOS itself; prompted after <｜Assistant｜> like the Qwen distills (data/template.py).
+    Family("deepseek-r1-distill-llama", "DeepSeek-R1-Distill-Llama", "LlamaForCausalLM", "llama3.1", "llama-bpe",
+           "deepseek-r1-llama", _DEEPSEEK_R1, tokenizer_class="LlamaTokenizerFast"),
     Family("llama3", "Llama-3 / 3.1 / 3.2", "LlamaForCausalLM", "llama3", "llama-bpe", "llama3.1",
            _specials(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
                      additional=["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",

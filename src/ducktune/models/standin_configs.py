@@ -14,6 +14,7 @@ from ducktune.errors import ModelError
 MIRRORS = {
     "llama": "meta-llama/Llama-2-7b-chat-hf",
     "llama3": "meta-llama/Llama-3.2-1B-Instruct",
+    "llama3.1": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B (Llama-3.1-8B's config)",
     "mistral": "mistralai/Mistral-7B-Instruct-v0.1",
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
     "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
@@ -80,6 +81,12 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rms_norm_eps=1e-5, rope_theta=500000.0, tie_word_embeddings=True, hidden_act="silu", attention_bias=False,
             rope_scaling={"rope_type": "llama3", "factor": 32.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                           "original_max_position_embeddings": 8192})),
+        # Llama 3.1 8B's shape: untied output, head_dim implied (hidden / heads), llama3 scaling by 8
+        "llama3.1": ("LlamaForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=131072, rms_norm_eps=1e-5,
+            rope_theta=500000.0, tie_word_embeddings=False, hidden_act="silu", attention_bias=False, mlp_bias=False,
+            pretraining_tp=1, rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0,
+                                            "low_freq_factor": 1.0, "original_max_position_embeddings": 8192})),
         "mistral": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
             rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
