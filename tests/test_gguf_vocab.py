@@ -40,6 +40,7 @@ EXPECTED = {
     "glm4-bpe": ("gpt2", "glm4", None),
     "bloom": ("gpt2", "bloom", None),
     "hunyuan-bpe": ("gpt2", "hunyuan-dense", None),
+    "falcon3-bpe": ("gpt2", "falcon3", None),
     "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
     "llama-spm": ("llama", "default", True),
     "mistral-v3-spm": ("llama", "default", True),
@@ -171,6 +172,20 @@ def test_lfm2_tokenizer_gets_llama_cpps_lfm2_name():
     assert pre_tokenizer_kind(data) == "lfm2"
     data["model"]["ignore_merges"] = False
     assert pre_tokenizer_kind(data) == "dbrx"
+def test_falcon3_tokenizer_gets_llama_cpps_falcon3_name():
+    """Falcon3's tokenizer splits like Llama 3's (cl100k regex, whole words kept) with Falcon's >>TITLE<<-style
+    specials: llama.cpp's converter names it "falcon3" (run as Llama 3's); it adds no BOS, which the GGUF says."""
+    from ducktune.models.families import family
+
+    spec = family("falcon3")
+    tokenizer = build_tokenizer(spec.tokenizer, spec.specials, chat_template="{{ messages }}")
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    assert pre_tokenizer_kind(data) == "falcon3"
+    assert tokenizer("hi")["input_ids"] == tokenizer("hi", add_special_tokens=False)["input_ids"]
+    data["model"]["ignore_merges"] = False
+    assert pre_tokenizer_kind(data) == "dbrx"
+
+
 def test_o200k_is_gpt_4o_only_when_merges_apply(standins):
     """Phi-4-mini's o200k split is llama.cpp's "gpt-4o", which applies merges: no llama.cpp name splits
     with that regex and ignores merges, so such a tokenizer is refused rather than named wrongly."""
