@@ -310,6 +310,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("qwen2.5", False),
     ("granite", False),         # BOS is <|end_of_text|>, never added; the template opens with the system block
     ("ernie4.5", False),        # <s> is never added: the template opens with <|begin_of_sentence|>
+    ("falcon3", False),         # no BOS, though llama.cpp adds one for "falcon3" unless the GGUF says not to
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
     from ducktune.export.gguf_vocab import prompt_starts_with_bos

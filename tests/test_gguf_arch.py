@@ -301,6 +301,11 @@ EXPECTED = {
                         "rope.scaling.attn_factor": 1.0},
               {"blk.1.post_ffw_norm.weight": (64,), "output.weight": (None, 64)}, {"blk.0.attn_norm.weight"}),
     # LFM2: a short-conv layer (head_count_kv 0) then an attention layer; MLP width 2/3 of 384 rounded up to 256
+    # Falcon3: Llama with rope_theta 1000042 and 4-times-wide MLP, no rope table (no rope_scaling)
+    "falcon3": ("llama", {"rope.freq_base": 1000042.0, "attention.layer_norm_rms_epsilon": 1e-6,
+                          "attention.head_count_kv": 2, "context_length": 8192, "feed_forward_length": 256},
+                {"blk.0.ffn_gate.weight": (256, 64), "blk.0.attn_k.weight": (32, 64), "output.weight": (None, 64)},
+                {"rope_freqs.weight", "blk.0.attn_q.bias"}),
     "lfm2": ("lfm2", {"feed_forward_length": 256, "attention.head_count_kv": [0, 2], "shortconv.l_cache": 3,
                       "attention.layer_norm_rms_epsilon": 1e-5, "rope.freq_base": 1e6, "context_length": 128000},
              {"blk.0.shortconv.conv.weight": (64, 3), "blk.0.shortconv.in_proj.weight": (192, 64),
@@ -1461,3 +1466,35 @@ def test_ministral_3_configs_llama_cpp_runs_differently_are_refused(change, frag
     reason = architecture_support(_ministral_3(**change))
     assert reason and fragment in reason and "Mistral3ForConditionalGeneration" in reason and "\n" not in reason
 
+
+
+FALCON3_1B = {  # tiiuae/Falcon3-1B-Instruct config.json
+    "architectures": ["LlamaForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 11,
+    "eos_token_id": 11, "head_dim": 256, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 8192, "max_position_embeddings": 8192, "mlp_bias": False, "model_type": "llama",
+    "num_attention_heads": 8, "num_hidden_layers": 18, "num_key_value_heads": 4, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-06, "rope_scaling": None, "rope_theta": 1000042, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 131072}
+
+
+def test_published_falcon3_config_is_llama_with_its_wide_heads_and_the_standin_copies_it():
+    """Falcon3's 256-wide heads (8 x 256 = 2048) rotate whole, at base 1000042; the stand-in keeps every
+    published key that is not a size."""
+    calls = written_hparams(FALCON3_1B, "llama")
+    assert calls["rope_freq_base"] == 1000042.0 and calls["rope_dimension_count"] == 256
+    assert calls["head_count"] == 8 and calls["head_count_kv"] == 4 and calls["layer_norm_rms_eps"] == 1e-6
+    assert calls["context_length"] == 8192 and calls["vocab_size"] == 131072 and "key_length" not in calls
+    assert gguf_arch._computed_tensors(FALCON3_1B, "llama") == []  # no rope_scaling: no rope table
+    tiny = tiny_config("falcon3", 100, None, 11, 12).to_dict()
+    same = ("architectures", "rms_norm_eps", "attention_bias", "mlp_bias", "hidden_act", "tie_word_embeddings",
+            "max_position_embeddings")
+    assert {k: tiny.get(k) for k in same} == {k: FALCON3_1B[k] for k in same}
+    assert gguf_arch.rope_params(tiny) == gguf_arch.rope_params(FALCON3_1B)  # transformers 5 keeps rope_parameters
+    assert tiny["head_dim"] * tiny["num_attention_heads"] == tiny["hidden_size"]  # as in every Falcon3 size
+
+
+def test_falcon3_with_rope_scaling_llama_cpp_runs_differently_is_refused():
+    """A Falcon3 fine-tune stretched with YaRN: llama.cpp's llama graph would rotate it differently."""
+    reason = architecture_support({**FALCON3_1B, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
+                                                                  "original_max_position_embeddings": 8192}})
+    assert reason and "'yarn'" in reason and "\n" not in reason

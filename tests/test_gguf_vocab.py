@@ -41,6 +41,7 @@ EXPECTED = {
     "glm4-bpe": ("gpt2", "glm4", None),
     "bloom": ("gpt2", "bloom", None),
     "hunyuan-bpe": ("gpt2", "hunyuan-dense", None),
+    "falcon3-bpe": ("gpt2", "falcon3", None),
     "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
     "llama-spm": ("llama", "default", True),
     "mistral-v3-spm": ("llama", "default", True),
@@ -182,6 +183,20 @@ def test_deepseek_r1_distill_llama_tokenizer_is_llama_bpe_adding_its_bos():
     data = json.loads(tokenizer.backend_tokenizer.to_str())
     assert tokenizer_algorithm(data) == ("gpt2", "llama-bpe", None)
     assert tokenizer("hi")["input_ids"][0] == tokenizer.convert_tokens_to_ids("<｜begin▁of▁sentence｜>")
+
+
+def test_falcon3_tokenizer_gets_llama_cpps_falcon3_name():
+    """Falcon3's tokenizer splits like Llama 3's (cl100k regex, whole words kept) with Falcon's >>TITLE<<-style
+    specials: llama.cpp's converter names it "falcon3" (run as Llama 3's); it adds no BOS, which the GGUF says."""
+    from ducktune.models.families import family
+
+    spec = family("falcon3")
+    tokenizer = build_tokenizer(spec.tokenizer, spec.specials, chat_template="{{ messages }}")
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    assert pre_tokenizer_kind(data) == "falcon3"
+    assert tokenizer("hi")["input_ids"] == tokenizer("hi", add_special_tokens=False)["input_ids"]
+    data["model"]["ignore_merges"] = False
+    assert pre_tokenizer_kind(data) == "dbrx"
 
 
 def test_o200k_is_gpt_4o_only_when_merges_apply(standins):

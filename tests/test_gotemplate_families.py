@@ -65,6 +65,7 @@ FAMILIES = {
              ["<|im_start|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_response_start|>",
               "<|tool_response_end|>"]),
     "firefly": (LLAMA_SPM, []),
+    "falcon3": ({"eos_token": "<|endoftext|>"}, []),  # its <|user|> lines are plain text
     "hunyuan": ({"bos_token": "<｜hy_begin▁of▁sentence｜>", "eos_token": "<｜hy_place▁holder▁no▁2｜>"},
                 ["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"]),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),

@@ -111,6 +111,10 @@ def _name_for_regex(regex: str, tokenizer_json: dict) -> str | None:
         # the name llama.cpp's converter gives it (told apart by its tool-list token).
         if ignore_merges and "<|tool_list_start|>" in added:
             return "lfm2"
+        # Falcon3's (the same pipeline, Falcon's >>TITLE<<-style specials): llama.cpp's converter names it
+        # "falcon3" and runs it as Llama 3's.
+        if ignore_merges and ">>TITLE<<" in added:
+            return "falcon3"
         return "llama-bpe" if ignore_merges else "dbrx"
     if regex == O200K_REGEX:
         # llama.cpp's "gpt-4o" (Phi-4-mini) applies merges; no name with this regex ignores them
@@ -149,7 +153,7 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2, GPT-4o/Phi-4-mini, "
+                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2/Falcon3, GPT-4o/Phi-4-mini, "
                      "GLM-4, Tekken, Bloom, Hunyuan dense)")
 
 

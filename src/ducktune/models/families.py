@@ -177,6 +177,13 @@ FAMILIES: list[Family] = [
                                  "<|im_end|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>",
                                  "<|tool_call_end|>", "<|tool_response_start|>", "<|tool_response_end|>"]),
            note="short-convolution layers: trains on padded batches (packing is refused by the isolation proof)"),
+    # Falcon3: Llama's class with Falcon's own byte-level BPE (specials >>TITLE<< ... at the front, <|pad|>);
+    # its template ends an answer with <|endoftext|> (EOS, bos_token_id = eos_token_id = 11 in config.json).
+    Family("falcon3", "Falcon3 1B / 3B / 7B / 10B Instruct", "LlamaForCausalLM", "falcon3", "falcon3-bpe", "falcon3",
+           _specials(eos="<|endoftext|>", pad="<|pad|>",
+                     additional=[">>TITLE<<", ">>ABSTRACT<<", ">>INTRODUCTION<<", ">>SUMMARY<<", ">>COMMENT<<",
+                                 ">>ANSWER<<", ">>QUESTION<<", ">>DOMAIN<<", ">>EMAIL_ADDRESS<<", ">>IP_ADDRESS<<",
+                                 "<|startoftext|>", "<|endoftext|>", "<|pad|>"])),
     Family("internlm2", "InternLM2 / 2.5-chat", "InternLM2ForCausalLM", "internlm2", "internlm2-spm", "internlm2",
            {**_SPM, "additional": ["<|im_start|>", "<|im_end|>"]}, remote_code=True,
            note="its modelling code ships with the model (model.trust_remote_code: true)"),

@@ -40,6 +40,7 @@ MIRRORS = {
     "granite": "ibm-granite/granite-3.3-2b-instruct",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
+    "falcon3": "tiiuae/Falcon3-1B-Instruct",
     "hunyuan": "tencent/Hunyuan-0.5B-Instruct",
 }
 ARCH_IDS = tuple(MIRRORS)
@@ -287,6 +288,12 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
         # The published 16 layers are 10 short-conv and 6 attention (full_attn_idxs [2, 5, 8, 10, 12, 14]);
         # 2 layers keep one of each. block_ff_dim is shrunk (12288 published): the MLP width is
         # 2/3 of it rounded up to block_multiple_of (256 here, 8192 for the 1.2B).
+        # Falcon3 1B-10B: Llama with a wide head (256 = hidden / heads in every size, 16 here), 4 KV heads,
+        # rope_theta 1000042, rms_norm_eps 1e-6, untied output, no biases; MLP 4x hidden as the 1B's 8192/2048.
+        "falcon3": ("LlamaForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, head_dim=16, max_position_embeddings=8192,
+            rms_norm_eps=1e-6, rope_theta=1000042.0, attention_bias=False, mlp_bias=False, hidden_act="silu",
+            tie_word_embeddings=False)),
         "lfm2": ("Lfm2ForCausalLM", dict(
             common, num_key_value_heads=2, block_ff_dim=384, block_auto_adjust_ff_dim=True,
             block_ffn_dim_multiplier=1.0, block_multiple_of=256, conv_L_cache=3, conv_bias=False,

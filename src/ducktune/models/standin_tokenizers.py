@@ -143,6 +143,13 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": None, "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": None,
                   "additional": ["[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>", "<|system|>", "<|user|>",
                                  "<|assistant|>", "<|observation|>"]}),
+    "falcon3-bpe": KindSpec(
+        "tiiuae/Falcon3-1B/3B/7B/10B-Instruct: Split(cl100k regex) + ByteLevel, ignore_merges (the split and merge "
+        "rule llama.cpp runs for its converter's \"falcon3\"), no BOS added (the template writes none); Falcon's "
+        ">>TITLE<<-style specials in front, <|endoftext|> ends a turn",
+        spm=False, adds_bos=False, regex=CL100K_REGEX, ignore_merges=True,
+        defaults={"bos": None, "eos": "<|endoftext|>", "pad": "<|pad|>", "unk": None,
+                  "additional": [">>TITLE<<", ">>ABSTRACT<<", ">>INTRODUCTION<<", ">>SUMMARY<<", "<|pad|>"]}),
     "hunyuan-bpe": KindSpec(
         "tencent/Hunyuan-0.5B/1.8B/4B-Instruct: Split(digits) + Split(CJK) + Split(word regex), each isolated, "
         "then ByteLevel(use_regex=false); no normalizer, BOS <｜hy_begin▁of▁sentence｜> written by the template",
