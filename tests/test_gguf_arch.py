@@ -318,6 +318,13 @@ EXPECTED = {
                                   "rope.dimension_count": 32, "attention.head_count_kv": 2, "context_length": 32768},
                 {"blk.0.attn_q_norm.weight": (32,), "blk.0.attn_k_norm.weight": (32,), "blk.0.attn_q.weight": (128, 64),
                  "blk.0.attn_output.weight": (64, 128)}, {"output.weight", "rope_freqs.weight"}),
+    # EXAONE 4.0 1.2B: norms after attention and the MLP only, per-head q/k norms, rotate-half rope on every layer
+    # (sliding_window null) with the llama3 table, tied output; no window keys
+    "exaone4": ("exaone4", {"rope.freq_base": 1000000.0, "rope.dimension_count": 16,
+                            "attention.head_count_kv": 2, "context_length": 65536, "feed_forward_length": 128},
+                {"blk.0.post_attention_norm.weight": (64,), "blk.0.post_ffw_norm.weight": (64,),
+                 "blk.0.attn_q_norm.weight": (16,), "blk.0.attn_k_norm.weight": (16,), "rope_freqs.weight": (8,)},
+                {"output.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
     # ERNIE 4.5: llama's layout with head_dim twice hidden/heads (key/value lengths written), tied embeddings
@@ -426,6 +433,7 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
     "hunyuan ntk alpha base not written": ("hunyuan", "ntk_alpha_base", lambda: lambda config: None),
     "hunyuan q/k rows re-ordered as for llama": ("hunyuan", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "hunyuan-dense"}),
+    "exaone4 q/k rows re-ordered as for llama": ("exaone4", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "exaone4"}),
     "ministral3 q/k rows not re-ordered": ("ministral3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
     "qwen3.5 value heads left grouped by key head": ("qwen3.5", "gguf_qwen35._value_head_reorder", lambda: lambda *a: None),
     "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
@@ -1083,6 +1091,61 @@ def test_olmo_3_sliding_layers_with_scaled_rope_are_refused():
         "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0},
         "full_attention": {"rope_type": "default", "rope_theta": 500000.0}}}
     assert "sliding-window layers" in architecture_support(scaled)
+
+
+EXAONE_4_1_2B = {  # LGAI-EXAONE/EXAONE-4.0-1.2B config.json, the keys read here (30 global layers, no window)
+    "architectures": ["Exaone4ForCausalLM"], "model_type": "exaone4", "hidden_size": 2048, "intermediate_size": 4096,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "num_hidden_layers": 30,
+    "max_position_embeddings": 65536, "rms_norm_eps": 1e-05, "rope_theta": 1000000, "sliding_window": None,
+    "sliding_window_pattern": "LLLG", "layer_types": ["full_attention"] * 30, "tie_word_embeddings": True,
+    "rope_scaling": {"factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "vocab_size": 102400, "bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0}
+EXAONE_4_32B = {  # LGAI-EXAONE/EXAONE-4.0-32B config.json, the keys read here (3 sliding : 1 global, 16 times)
+    **EXAONE_4_1_2B, "hidden_size": 5120, "intermediate_size": 27392, "num_attention_heads": 40, "head_dim": 128,
+    "num_hidden_layers": 64, "max_position_embeddings": 131072, "sliding_window": 4096,
+    "layer_types": (["sliding_attention"] * 3 + ["full_attention"]) * 16, "tie_word_embeddings": False}
+
+
+def test_published_exaone_4_1_2b_config_rotates_every_layer_with_its_llama3_table():
+    assert architecture_support(EXAONE_4_1_2B) is None
+    calls = written_hparams(EXAONE_4_1_2B, "exaone4")
+    assert calls["rope_freq_base"] == 1000000.0 and calls["rope_dimension_count"] == 64
+    assert calls["context_length"] == 65536 and calls["head_count_kv"] == 8
+    assert "sliding_window" not in calls and "sliding_window_pattern" not in calls  # llama.cpp rotates all 30 layers
+    plans = {p.gguf_name: p for p in plan_from_shapes({
+        "model.layers.0.self_attn.q_proj.weight": (2048, 2048), "model.layers.0.self_attn.k_norm.weight": (64,),
+        "model.layers.0.post_attention_layernorm.weight": (2048,), "model.layers.0.post_feedforward_layernorm.weight": (2048,),
+        "model.embed_tokens.weight": (102400, 2048), "lm_head.weight": (102400, 2048)}, EXAONE_4_1_2B, "f16")}
+    assert set(plans) == {"blk.0.attn_q.weight", "blk.0.attn_k_norm.weight", "blk.0.post_attention_norm.weight",
+                          "blk.0.post_ffw_norm.weight", "token_embd.weight", "rope_freqs.weight"}  # tied: no output
+    assert plans["blk.0.attn_q.weight"].transform is None  # rotate-half, as llama.cpp's NEOX rope reads it
+    table = plans["rope_freqs.weight"].transform(None)
+    assert table.shape == (32,) and table[0] == 1.0 and table[-1] == 16.0
+
+
+def test_published_exaone_4_32b_config_names_its_sliding_layers():
+    assert architecture_support(EXAONE_4_32B) is None
+    calls = written_hparams(EXAONE_4_32B, "exaone4")
+    assert calls["sliding_window"] == 4096 and calls["sliding_window_pattern"] == [True, True, True, False] * 16
+    # without layer_types, the "LLLG" string spells the same layers (Exaone4Config's documented pattern)
+    spelled = {key: value for key, value in EXAONE_4_32B.items() if key != "layer_types"}
+    assert written_hparams(spelled, "exaone4")["sliding_window_pattern"] == [True, True, True, False] * 16
+    # a 64-layer model whose layers are all global still has the pattern written: llama.cpp's default slides 3 of 4
+    global_only = {**EXAONE_4_32B, "layer_types": ["full_attention"] * 64}
+    assert written_hparams(global_only, "exaone4")["sliding_window_pattern"] == [False] * 64
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({**EXAONE_4_1_2B, "sliding_window": 4096}, "only for 64-layer models"),
+    ({**EXAONE_4_1_2B, "sliding_window": 4096, "layer_types": (["sliding_attention"] * 3 + ["full_attention"]) * 7
+      + ["sliding_attention", "full_attention"]}, "sliding_window 4096 with 30 layers"),
+    ({k: v for k, v in EXAONE_4_1_2B.items() if k != "sliding_window"}, "sliding_window 4096"),  # transformers' default
+    ({**EXAONE_4_32B, "sliding_window": None}, "sliding_window null with 64 layers"),
+])
+def test_exaone_4_configs_llama_cpp_would_rotate_or_slide_differently_are_refused(config, fragment):
+    reason = architecture_support(config)
+    assert reason and fragment in reason and "\n" not in reason
 
 
 def test_published_gemma_7b_config_is_llama_cpps_gemma_with_its_head_size():

@@ -64,6 +64,8 @@ FAMILIES = {
     "lfm2": ({"bos_token": "<|startoftext|>", "eos_token": "<|im_end|>"},
              ["<|im_start|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_response_start|>",
               "<|tool_response_end|>"]),
+    "exaone4": ({"bos_token": "[BOS]", "eos_token": "[|endofturn|]", "pad_token": "[PAD]", "unk_token": "[UNK]"},
+                ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]),
     "firefly": (LLAMA_SPM, []),
     "falcon3": ({"eos_token": "<|endoftext|>"}, []),  # its <|user|> lines are plain text
     "hunyuan": ({"bos_token": "<｜hy_begin▁of▁sentence｜>", "eos_token": "<｜hy_place▁holder▁no▁2｜>"},

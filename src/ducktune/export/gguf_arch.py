@@ -66,6 +66,12 @@ Per architecture, what differs from "read config, rename tensors":
   the MLP width the weights have.
 - gemma4 (Gemma 4, text; the multimodal checkpoints' text_config): per-layer embeddings, KV-shared layers,
   two head sizes and proportional rope, in its own module (gguf_gemma4).
+- exaone4 (Exaone4ForCausalLM, EXAONE 4.0 1.2B / 32B): no norm before attention or the MLP, one after each
+  (post_attention_layernorm / post_feedforward_layernorm), per-head q/k norms before rope, rotate-half rope
+  (NEOX, no re-ordering), Llama 3.1 "llama3" rope scaling as the `rope_freqs` table, tied embeddings (1.2B).
+  transformers rotates every layer when `sliding_window` is null (1.2B), else only the sliding layers
+  (global NoPE: 32B's 3 sliding : 1 full). llama.cpp turns sliding windows on for 64-layer models only
+  (its 32B) and then rotates only the sliding layers: other configs that slide or skip rope are refused.
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
 Ministral 3; Gemma 4; Qwen3.5) is written as its
@@ -113,6 +119,7 @@ ARCHITECTURES = {
     "Lfm2ForCausalLM": "lfm2",
     "Gemma4ForCausalLM": "gemma4",
     "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
+    "Exaone4ForCausalLM": "exaone4",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -123,6 +130,10 @@ GEMMA = {"gemma", "gemma2", "gemma3"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2"}
+# llama.cpp's exaone4 enables sliding windows (and skips rope on the global layers) for this layer count only
+EXAONE4_SWA_LAYERS = 64
+# Exaone4Config's sliding_window when the key is absent
+EXAONE4_DEFAULT_WINDOW = 4096
 # LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
 LAYER_NORM = {"bloom", "phi2"}
 # HF activations computed as llama.cpp's GELU (the tanh approximation)
@@ -140,7 +151,7 @@ ROPE_KINDS = {
     "default": None,
     "linear": None,
     "dynamic": None,
-    "llama3": {"llama"},
+    "llama3": {"llama", "exaone4"},
     "longrope": {"phi3"},
     # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3
     "yarn": {"olmo2", "mistral3"},
@@ -265,6 +276,15 @@ def layer_kinds(config: dict) -> list[str]:
     return ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(count)]
 
 
+def exaone4_layer_kinds(config: dict) -> list[str]:
+    """Exaone4's layer kinds as transformers runs them: `layer_types`, else none slide without a window, else
+    every `sliding_window_pattern`-th layer (default 4) is global; a string such as "LLLG" spells the pattern."""
+    window, pattern = exaone4_window(config), config.get("sliding_window_pattern", 4)
+    if config.get("layer_types") or not window or not isinstance(pattern, str):
+        return layer_kinds({**config, "sliding_window": window, "sliding_window_pattern": pattern})
+    return ["sliding_attention" if pattern[i % len(pattern)] == "L" else "full_attention" for i in range(n_layers(config))]
+
+
 def rope_layers(config: dict) -> list[bool]:
     """Per layer, whether transformers applies rope: SmolLM3's `no_rope_layers` (1 = rope, 0 = NoPE;
     it may list more entries than layers), else every `no_rope_layer_interval`-th layer without."""
@@ -310,7 +330,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
-               "mistral3": _mistral3_problem}.get(arch)
+               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem}.get(arch)
     return problem(config, name) if problem else None
 
 
@@ -332,6 +352,28 @@ def _hunyuan_problem(config: dict, name: str) -> str | None:
     else:
         return None
     return f"GGUF export of {name}: {reason}"
+
+
+def exaone4_window(config: dict) -> int | None:
+    """The sliding window transformers' Exaone4 runs with (its default when the key is absent; null: none)."""
+    window = config.get("sliding_window", EXAONE4_DEFAULT_WINDOW)
+    return int(window) if window else None
+
+
+def _exaone4_problem(config: dict, name: str) -> str | None:
+    """Configs llama.cpp's exaone4 graph would run differently: it slides (and rotates the sliding layers only)
+    for 64 layers alone, and otherwise rotates every layer with full attention, while transformers skips rope
+    on every full-attention layer as soon as `sliding_window` is set."""
+    window, layers = exaone4_window(config), n_layers(config)
+    if layers == EXAONE4_SWA_LAYERS and window is None:
+        return (f"GGUF export of {name}: sliding_window null with {layers} layers; llama.cpp's exaone4 then "
+                "skips rope on every layer, transformers rotates them all")
+    if layers != EXAONE4_SWA_LAYERS and window is not None:
+        return (f"GGUF export of {name}: sliding_window {window} with {layers} layers; llama.cpp's exaone4 "
+                f"slides (and skips rope on global layers) only for {EXAONE4_SWA_LAYERS}-layer models")
+    if rotary_dims(config) != head_dim(config):
+        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's exaone4 rotates whole heads"
+    return None
 
 
 def _olmo2_problem(config: dict, name: str) -> str | None:
@@ -531,6 +573,10 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         _add_gemma_hparams(put, config, arch)
     if arch == "olmo2":
         _add_sliding_window_hparams(put, config)
+    if arch == "exaone4" and exaone4_window(config):
+        # written even when no layer slides: llama.cpp's 64-layer default is 3 sliding : 1 full
+        put("add_sliding_window", exaone4_window(config))
+        put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in exaone4_layer_kinds(config)])
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
     if arch == "granite":
@@ -788,7 +834,7 @@ def _computed_tensors(config: dict, arch: str) -> list[TensorPlan]:
     if arch == gguf_gemma4.ARCH:  # the full layers' proportional rope
         factors = gguf_gemma4.rope_freqs(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
-    if arch == "llama" and params["rope_type"] == "llama3":
+    if arch in ("llama", "exaone4") and params["rope_type"] == "llama3":
         factors = llama3_rope_factors(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
     if arch == "phi3" and params["rope_type"] == "longrope":

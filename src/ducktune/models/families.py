@@ -207,6 +207,11 @@ FAMILIES: list[Family] = [
            _specials(bos="<|endoftext|>", eos="<|endoftext|>", unk="<|endoftext|>"),
            note="no chat template of its own: set model.chat_template: phi2-qa (ducktune's Instruct:/Output: format)",
            tokenizer_class="CodeGenTokenizer"),
+    # generation_config: eos 361 = [|endofturn|], the end of every turn
+    Family("exaone4", "EXAONE 4.0 (1.2B / 32B)", "Exaone4ForCausalLM", "exaone4", "exaone4-bpe", "exaone4",
+           _specials(bos="[BOS]", eos="[|endofturn|]", pad="[PAD]", unk="[UNK]",
+                     additional=["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]),
+           tokenizer_class="GPT2Tokenizer"),
     Family("smollm2", "SmolLM2 (built in)", "LlamaForCausalLM", "llama", "smollm", "chatml-smollm2",
            _specials(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>",
                      additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]), tokenizer_class="GPT2Tokenizer"),

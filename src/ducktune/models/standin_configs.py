@@ -42,6 +42,7 @@ MIRRORS = {
     "lfm2": "LiquidAI/LFM2-1.2B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
     "hunyuan": "tencent/Hunyuan-0.5B-Instruct",
+    "exaone4": "LGAI-EXAONE/EXAONE-4.0-1.2B",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -274,6 +275,14 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
             tie_word_embeddings=True, use_qk_norm=True, use_cla=False,
             rope_scaling={"alpha": 1000.0, "beta_fast": 32, "beta_slow": 1, "factor": 1.0, "mscale": 1.0,
                           "mscale_all_dim": 1.0, "type": "dynamic"})),
+        # EXAONE 4.0 1.2B: every layer global with rope (sliding_window null), llama3 rope scaling, tied
+        "exaone4": ("Exaone4ForCausalLM", dict(
+            common, intermediate_size=128, num_key_value_heads=2, head_dim=16, max_position_embeddings=65536,
+            rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=True, sliding_window=None,
+            sliding_window_pattern="LLLG", layer_types=["full_attention"] * LAYERS, attention_dropout=0.0,
+            rope_theta=1000000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                          "original_max_position_embeddings": 8192})),
         "olmo2": ("Olmo2ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),

@@ -167,6 +167,12 @@ KINDS: dict[str, KindSpec] = {
         spm=False, adds_bos=False, pre="bytelevel", plain_added=CODEGEN_WHITESPACE,
         defaults={"bos": "<|endoftext|>", "eos": "<|endoftext|>", "pad": None, "unk": "<|endoftext|>",
                   "additional": []}),
+    "exaone4-bpe": KindSpec(
+        "LGAI-EXAONE/EXAONE-4.0-1.2B (also 32B; GPT2Tokenizer): ByteLevel(use_regex=true) alone (GPT-2's split, "
+        "llama.cpp pre \"exaone4\" = its gpt-2 pre-tokenizer), no normalizer, no BOS added",
+        spm=False, adds_bos=False, pre="bytelevel",
+        defaults={"bos": "[BOS]", "eos": "[|endofturn|]", "pad": "[PAD]", "unk": "[UNK]",
+                  "additional": ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]}),
     "llama-spm": KindSpec(
         "meta-llama/Llama-2-7b-chat-hf (also TinyLlama, Yi, Mistral v0.1/v0.2): Prepend(▁)+Replace(' ', ▁) "
         "normalizer, BPE byte_fallback, BOS <s> added",
