@@ -218,6 +218,13 @@ EXPECTED = {
     "qwen2": ("qwen2", {"rope.freq_base": 1000000.0}, {"blk.0.attn_q.bias": (64,)}, {"output.weight"}),
     "qwen3": ("qwen3", {"attention.key_length": 32}, {"blk.1.attn_q_norm.weight": (32,), "blk.1.attn_k_norm.weight": (32,)},
               {"blk.0.attn_q.bias"}),
+    # Qwen3-MoE: per-expert weights stacked [experts, width, hidden] / [experts, hidden, width]; no dense MLP
+    "qwen3-moe": ("qwen3moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
+                               "feed_forward_length": 192, "attention.key_length": 32},
+                  {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_up_exps.weight": (4, 64, 64),
+                   "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64),
+                   "output.weight": (None, 64)},
+                  {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight"}),
     # Gemma 1: head_dim 32 with 4 heads on hidden 64 (the 7B's 16 x 256 on 3072), MQA as the 2B; the
     # embedding is the output layer; no window or softcapping keys
     "gemma": ("gemma", {"attention.key_length": 32, "attention.value_length": 32, "attention.head_count_kv": 1,
@@ -438,6 +445,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "qwen3.5 value heads left grouped by key head": ("qwen3.5", "gguf_qwen35._value_head_reorder", lambda: lambda *a: None),
     "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
     "qwen3.5 norms without +1": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except("layernorm.weight")),
+    "qwen3-moe expert gate and up swapped": ("qwen3-moe", "gguf_moe.GGUF_KIND", lambda: {
+        "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -1561,3 +1570,78 @@ def test_falcon3_with_rope_scaling_llama_cpp_runs_differently_is_refused():
     reason = architecture_support({**FALCON3_1B, "rope_scaling": {"rope_type": "yarn", "factor": 4.0,
                                                                   "original_max_position_embeddings": 8192}})
     assert reason and "'yarn'" in reason and "\n" not in reason
+
+
+# Qwen/Qwen3-30B-A3B config.json as published (Qwen3-235B-A22B differs in sizes only)
+QWEN3_30B_A3B = {
+    "architectures": ["Qwen3MoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": 151643,
+    "decoder_sparse_step": 1, "eos_token_id": 151645, "head_dim": 128, "hidden_act": "silu", "hidden_size": 2048,
+    "initializer_range": 0.02, "intermediate_size": 6144, "max_position_embeddings": 40960, "max_window_layers": 48,
+    "mlp_only_layers": [], "model_type": "qwen3_moe", "moe_intermediate_size": 768, "norm_topk_prob": True,
+    "num_attention_heads": 32, "num_experts": 128, "num_experts_per_tok": 8, "num_hidden_layers": 48,
+    "num_key_value_heads": 4, "output_router_logits": False, "rms_norm_eps": 1e-06, "rope_scaling": None,
+    "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001, "sliding_window": None, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "transformers_version": "4.51.0", "use_cache": True, "use_sliding_window": False,
+    "vocab_size": 151936,
+}
+
+
+def test_published_qwen3_30b_a3b_config_writes_llama_cpps_expert_keys():
+    assert gguf_arch.gguf_arch(QWEN3_30B_A3B) == "qwen3moe"
+    writer = RecordingWriter()
+    gguf_arch.add_hparams(writer, QWEN3_30B_A3B, "qwen3moe")
+    calls = writer.calls
+    assert calls["expert_count"] == 128 and calls["expert_used_count"] == 8
+    assert calls["expert_feed_forward_length"] == 768 and calls["feed_forward_length"] == 6144
+    assert calls["key_length"] == 128 and calls["head_count_kv"] == 4 and calls["rope_freq_base"] == 1e6
+    # transformers 5 saves the expert count as num_local_experts
+    saved = {k: v for k, v in QWEN3_30B_A3B.items() if k != "num_experts"} | {"num_local_experts": 128}
+    assert gguf_arch.gguf_moe.expert_count(saved) == 128
+
+
+def _qwen3_moe_layer0(per_expert: bool) -> dict:
+    shapes = {"model.embed_tokens.weight": (151936, 2048), "lm_head.weight": (151936, 2048),
+              "model.layers.0.mlp.gate.weight": (128, 2048)}
+    if per_expert:
+        for e in range(128):
+            shapes |= {f"model.layers.0.mlp.experts.{e}.gate_proj.weight": (768, 2048),
+                       f"model.layers.0.mlp.experts.{e}.up_proj.weight": (768, 2048),
+                       f"model.layers.0.mlp.experts.{e}.down_proj.weight": (2048, 768)}
+    else:
+        shapes |= {"model.layers.0.mlp.experts.gate_up_proj": (128, 1536, 2048),
+                   "model.layers.0.mlp.experts.down_proj": (128, 2048, 768)}
+    return shapes
+
+
+@pytest.mark.parametrize("per_expert", [True, False])
+def test_qwen3_moe_experts_become_stacked_gate_up_down(per_expert):
+    plans = {p.gguf_name: p for p in plan_from_shapes(_qwen3_moe_layer0(per_expert), QWEN3_30B_A3B, "q8_0")}
+    assert plans["blk.0.ffn_gate_inp.weight"].shape == (128, 2048)
+    assert plans["blk.0.ffn_gate_exps.weight"].shape == plans["blk.0.ffn_up_exps.weight"].shape == (128, 768, 2048)
+    assert plans["blk.0.ffn_down_exps.weight"].shape == (128, 2048, 768)
+    assert not any("experts" in name for name in plans)
+    gate, up = plans["blk.0.ffn_gate_exps.weight"], plans["blk.0.ffn_up_exps.weight"]
+    if per_expert:  # expert e's weight is row e of the stack
+        assert gate.stacked[5] == "model.layers.0.mlp.experts.5.gate_proj.weight"
+        assert up.stacked[0] == "model.layers.0.mlp.experts.0.up_proj.weight" and len(up.stacked) == 128
+    else:  # the fused weight's first half of each expert's rows is the gate
+        fused = np.arange(2 * 1536 * 3, dtype=np.float32).reshape(2, 1536, 3)
+        assert (gate.transform(fused) == fused[:, :768]).all() and (up.transform(fused) == fused[:, 768:]).all()
+
+
+def test_qwen3_moe_with_an_expert_missing_is_one_line():
+    shapes = _qwen3_moe_layer0(True)
+    del shapes["model.layers.0.mlp.experts.7.up_proj.weight"]
+    with pytest.raises(ModelError, match="layer 0 up_proj: weights for 127 experts, config.json says 128"):
+        plan_from_shapes(shapes, QWEN3_30B_A3B, "f16")
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"norm_topk_prob": False}, "norm_topk_prob false"),
+    ({"mlp_only_layers": [0]}, "mlp_only_layers"),
+    ({"decoder_sparse_step": 2}, "decoder_sparse_step"),
+    ({"attention_bias": True}, "attention_bias"),
+])
+def test_qwen3_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**QWEN3_30B_A3B, **change})
+    assert reason and fragment in reason and "\n" not in reason

@@ -59,6 +59,8 @@ Per architecture, what differs from "read config, rename tensors":
   query temperature (q x (1 + beta ln(1 + floor(pos / original_max_position_embeddings)))), whose beta
   (rope_parameters.llama_4_scaling_beta) becomes attention.temperature_scale. llama.cpp's mistral3 has no
   sliding window and rotates whole heads.
+- qwen3moe (Qwen3MoeForCausalLM, Qwen3-30B-A3B / 235B-A22B): Qwen3's attention, every MLP a routed mixture of
+  experts, whose per-expert weights are stacked into one tensor per kind, in its own module (gguf_moe).
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
@@ -87,7 +89,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_qwen35
+from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_moe, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -95,6 +97,7 @@ ARCHITECTURES = {
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "Qwen3MoeForCausalLM": "qwen3moe",
     "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
@@ -165,6 +168,8 @@ class TensorPlan:
     shape: tuple[int, ...]        # written (HF row-major) shape, after `transform`
     qtype: object                 # gguf.GGMLQuantizationType
     transform: Callable | None = None   # numpy source array (or None) -> written array
+    # several source weights stacked along a new first axis (one per expert), read in place of hf_name
+    stacked: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------------- config reading
@@ -330,7 +335,8 @@ def architecture_support(config: dict) -> str | None:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
-               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem}.get(arch)
+               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
+               gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
     return problem(config, name) if problem else None
 
 
@@ -498,7 +504,7 @@ def gguf_caveats(config: dict) -> list[str]:
     window, context = config.get("sliding_window"), context_length(config)
     notes = []
     uses_window = config.get("use_sliding_window", True) and window and int(window) < context
-    if arch in ("llama", "qwen2", "phi3", "smollm3") and uses_window:
+    if arch in ("llama", "qwen2", "phi3", "smollm3", gguf_moe.ARCH) and uses_window:
         notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
                      f"so answers may differ from transformers beyond {window} tokens")
     kind = rope_params(config)["rope_type"]
@@ -563,7 +569,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     if arch == gguf_gemma4.ARCH:
         gguf_gemma4.add_gemma4_hparams(put, config)
         return written
-    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH):
+    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, gguf_moe.ARCH):
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
@@ -587,6 +593,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
     if arch == gguf_lfm2.ARCH:
         gguf_lfm2.add_lfm2_hparams(put, config)
+    if arch == gguf_moe.ARCH:
+        gguf_moe.add_qwen3moe_hparams(put, config)
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
         # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
         put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
@@ -743,8 +751,13 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     # transformers' defaults (LFM2's published configs name it tie_embedding, or nothing)
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))
-    plans = []
-    for lookup, hf_name in sorted(language_model_names(shapes).items()):
+    plans, names = [], language_model_names(shapes)
+    if arch == gguf_moe.ARCH:  # one stacked tensor per layer and kind from the experts' weights
+        experts, consumed = gguf_moe.expert_tensors(names, shapes, config, where)
+        plans += [TensorPlan(sources[0], gguf_name, shape, _quant_type(shape, quant), transform, stacked=sources)
+                  for gguf_name, shape, sources, transform in experts]
+        names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
+    for lookup, hf_name in sorted(names.items()):
         shape = shapes[hf_name]
         if lookup.endswith("rotary_emb.inv_freq") or (lookup == "lm_head.weight" and (tied or arch in GEMMA)):
             continue
@@ -766,7 +779,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
         # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
-        conv = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name
+        # and MoE routers (ffn_gate_inp): a rounded router flips near-tie expert choices
+        conv = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
         qtype = gguf.GGMLQuantizationType.F32 if conv else _quant_type(shape, quant)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)

@@ -82,6 +82,18 @@ def _tensor_bytes(plan: TensorPlan) -> int:
     return count // block * size
 
 
+def _source_array(plan: TensorPlan, handles: dict):
+    """The plan's source weight as float32 numpy (experts' weights stacked), or None for a computed tensor."""
+    import numpy as np
+
+    def read(name):
+        return handles[name].get_tensor(name).float().numpy()
+
+    if plan.stacked and len(plan.stacked) > 1:
+        return np.stack([read(name) for name in plan.stacked])
+    return None if plan.hf_name is None else read(plan.hf_name)
+
+
 def _encode(array, plan: TensorPlan):
     import gguf
     import numpy as np
@@ -133,8 +145,7 @@ def write_gguf(model_dir: str | Path, out_path: str | Path, quant: str, name: st
                 for key in handle.keys():
                     handles[key] = handle
             for plan in plans:
-                array = None if plan.hf_name is None else handles[plan.hf_name].get_tensor(plan.hf_name).float().numpy()
-                writer.write_tensor_data(_encode(array, plan))
+                writer.write_tensor_data(_encode(_source_array(plan, handles), plan))
         writer.flush()
         for handle in writer.fout or []:
             os.fsync(handle.fileno())

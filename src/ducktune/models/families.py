@@ -58,6 +58,9 @@ FAMILIES: list[Family] = [
            tokenizer_class="Qwen2Tokenizer"),
     Family("qwen3", "Qwen3", "Qwen3ForCausalLM", "qwen3", "qwen2", "qwen3",
            {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
+    # Qwen3-30B-A3B / 235B-A22B: Qwen3's tokenizer, specials and chat template (as published with them)
+    Family("qwen3-moe", "Qwen3-MoE (30B-A3B, 235B-A22B)", "Qwen3MoeForCausalLM", "qwen3-moe", "qwen2", "qwen3",
+           {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
     Family("qwen3.5", "Qwen3.5 (0.8B-9B, text)", "Qwen3_5ForConditionalGeneration", "qwen3.5", "qwen35", "qwen3.5",
            {**_QWEN, "additional": _QWEN["additional"] + ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                                                           "<|video_pad|>"]},

@@ -20,6 +20,7 @@ MIRRORS = {
     "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
+    "qwen3-moe": "Qwen/Qwen3-30B-A3B",
     "qwen3.5": "Qwen/Qwen3.5-0.8B",
     "gemma": "google/gemma-1.1-2b-it",
     "gemma2": "google/gemma-2-2b-it",
@@ -123,6 +124,14 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        # Qwen3-30B-A3B: every layer routed (decoder_sparse_step 1, no mlp_only_layers), top-k renormalized;
+        # 128 experts top-8 -> 4 top-2 here; expert width 768/2048 of hidden rounded up to 64, dense width 3x hidden
+        "qwen3-moe": ("Qwen3MoeForCausalLM", dict(
+            common, intermediate_size=192, moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2,
+            norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], num_key_value_heads=2, head_dim=32,
+            max_position_embeddings=40960, max_window_layers=LAYERS, rms_norm_eps=1e-6, rope_theta=1000000.0,
+            tie_word_embeddings=False, attention_bias=False, use_sliding_window=False, sliding_window=None,
+            router_aux_loss_coef=0.001, output_router_logits=False, hidden_act="silu")),
         # Published as the multimodal class (text_config + a vision tower ducktune leaves alone); the
         # 24 layers run 3 Gated DeltaNet : 1 gated full attention, 2 layers keep one of each. Linear
         # value heads (4) > key heads (2) as in the 4B/9B, so V heads are grouped per key head.
