@@ -72,9 +72,10 @@ def mask_cell(run: Path) -> str:
     # Exactly the answer and the end marker; only whitespace the template itself puts around the
     # answer (GLM's "\n" after <|assistant|>, Llama 2's " </s>") is trained with it, since the model
     # has to generate that too.
-    got = [run.removesuffix(end).strip() if run.endswith(end) else None for run in runs]
+    ends = [marker for marker in (end, chat_format.earlier_eot_token) if marker]  # OLMo 3: <|im_end|> before the last
+    got = [next((run.removesuffix(e).strip() for e in ends if run.endswith(e)), None) for run in runs]
     if got == answers:
-        return f"PASS (answers + {end})"
+        return f"PASS (answers + {' / '.join(ends)})"
     return f"FAIL: trained {runs!r}"
 
 

@@ -59,6 +59,7 @@ FAMILIES = {
     "glm4-0414": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
     "smollm3": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),
     "olmo2": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),  # its chat markers are plain text
+    "olmo3": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, ["<|im_start|>", "<|im_end|>"]),
     "ernie4.5": ({"bos_token": "<s>", "eos_token": "</s>"}, ["<|begin_of_sentence|>", "<|end_of_sentence|>"]),
     "chatglm3": ({"eos_token": "</s>"}, ["[gMASK]", "sop", "<|system|>", "<|user|>", "<|assistant|>"]),
     "lfm2": ({"bos_token": "<|startoftext|>", "eos_token": "<|im_end|>"},

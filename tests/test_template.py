@@ -141,6 +141,20 @@ def test_history_rewriting_template(tiny_qwen):
     assert runs == ["a1<|im_end|>", "<think>y</think>a2<|im_end|>"]
 
 
+def test_template_ending_the_last_answer_with_another_marker(tiny_qwen):
+    """OLMo 3 closes earlier answers with <|im_end|> and the last one with EOS (<|endoftext|>): each
+    answer trains to its own marker, and both markers stop generation."""
+    template = (
+        "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}"
+        "{% if m.role == 'assistant' and loop.last %}<|endoftext|>{% else %}<|im_end|>\n{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    fmt = ChatFormat(load_tokenizer(tiny_qwen, chat_template=template))
+    assert (fmt.eot_token, fmt.earlier_eot_token) == ("<|endoftext|>", "<|im_end|>")
+    assert fmt.stop_tokens == ["<|endoftext|>", "<|im_end|>"]
+    runs, _ = trained_runs(fmt, chat("q1", "a1", "q2", "a2", "q3", "a3"))
+    assert runs == ["a1<|im_end|>", "a2<|im_end|>", "a3<|endoftext|>"]
+
+
 def test_no_template_is_a_clear_error(tiny_qwen):
     from ducktune.errors import ModelError
 

@@ -67,6 +67,8 @@ class ChatFormat:
         self.system_prompt = system_prompt
         self.extra_stop_tokens = list(extra_stop_tokens)
         self.turn_suffix, self.eot_token = self._discover_turn_end()
+        # OLMo 3 ends the last answer with EOS but earlier ones with <|im_end|>: both close a turn.
+        self.earlier_turn_suffix, self.earlier_eot_token = self._discover_earlier_turn_end()
         # If the template ends answers with no special token, EOS is inserted after each answer.
         self.inserted_eos = None if self.eot_token else tokenizer.eos_token
         if self.eot_token is None and not tokenizer.eos_token:
@@ -105,10 +107,27 @@ class ChatFormat:
         """Text between an answer and the end of its turn marker, and that marker (or None)."""
         probe = [{"role": "user", "content": _PROBE_QUESTION}, {"role": "assistant", "content": _PROBE_ANSWER}]
         text = self._render_raw(probe, False)
-        at = text.find(_PROBE_ANSWER)
-        if at < 0:
+        if _PROBE_ANSWER not in text:
             raise ModelError("the chat template does not include the assistant's answer in its output")
-        after = text[at + len(_PROBE_ANSWER):]
+        return self._marker_after(text, _PROBE_ANSWER)
+
+    def _discover_earlier_turn_end(self) -> tuple[str, str | None]:
+        """The turn end after an answer that is not the last, where the template writes another marker
+        than after the last one (else "", None)."""
+        first = "DUCKTUNEPROBEEARLIER"
+        probe = [{"role": "user", "content": _PROBE_QUESTION}, {"role": "assistant", "content": first},
+                 {"role": "user", "content": _PROBE_QUESTION}, {"role": "assistant", "content": _PROBE_ANSWER}]
+        try:
+            text = self._render_raw(probe, False)
+        except (DataError, ModelError):  # a template that refuses this conversation keeps the one marker
+            return "", None
+        if first not in text:
+            return "", None
+        suffix, token = self._marker_after(text, first)
+        return (suffix, token) if token and self.eot_token and token != self.eot_token else ("", None)
+
+    def _marker_after(self, text: str, answer: str) -> tuple[str, str | None]:
+        after = text[text.find(answer) + len(answer):]
         best = None
         for token in self.special_tokens():
             pos = after.find(token)
@@ -192,7 +211,7 @@ class ChatFormat:
     def stop_tokens(self) -> list[str]:
         """Every token that ends an assistant turn: the template's marker, EOS and the model's own list."""
         tokens = []
-        for token in (self.eot_token, self.tokenizer.eos_token, *self.extra_stop_tokens):
+        for token in (self.eot_token, self.earlier_eot_token, self.tokenizer.eos_token, *self.extra_stop_tokens):
             if token and token not in tokens:
                 tokens.append(token)
         return tokens
@@ -333,11 +352,7 @@ class ChatFormat:
             if self.eot_token:
                 # The answer runs to the next end-of-turn marker: this also covers templates
                 # that trim answers or rewrite earlier turns.
-                end = full.find(self.turn_suffix, self._content_end(full, start, message["content"]) or start)
-                if end < 0:
-                    raise DataError("the chat template does not end an assistant turn with "
-                                    f"{self.eot_token!r} in this conversation")
-                end += len(self.turn_suffix)
+                end = self._turn_end(full, self._content_end(full, start, message["content"]) or start)
             else:
                 end = self._content_end(full, start, message["content"])
                 if end is None:
@@ -349,6 +364,15 @@ class ChatFormat:
             spans.append((start, end))
             cursor = end
         return self._keep_final_reasoning(messages, full, spans)
+
+    def _turn_end(self, full: str, at: int) -> int:
+        """Where the assistant turn containing `at` ends: after the nearest end-of-turn marker."""
+        ends = [(full.find(suffix, at), suffix) for suffix in (self.turn_suffix, self.earlier_turn_suffix) if suffix]
+        found = [(pos, suffix) for pos, suffix in ends if pos >= 0]
+        if not found:
+            raise DataError(f"the chat template does not end an assistant turn with {self.eot_token!r} in this conversation")
+        pos, suffix = min(found)
+        return pos + len(suffix)
 
     @staticmethod
     def _keep_final_reasoning(messages: list[dict], full: str, spans: list[tuple[int, int]]

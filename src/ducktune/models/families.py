@@ -172,6 +172,14 @@ FAMILIES: list[Family] = [
                      additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|im_start|>", "<|im_end|>",
                                  "<|endofprompt|>"]),
            tokenizer_class="GPT2Tokenizer"),
+    # OLMo 3 keeps dolma2 (<|endoftext|> is BOS and EOS) but chats in ChatML: <|im_start|>/<|im_end|> are
+    # special, a default system prompt is written when none is given, and the last answer ends with EOS.
+    Family("olmo3", "OLMo 3 / 3.1 Instruct", "Olmo3ForCausalLM", "olmo3", "phi4-bpe", "olmo3",
+           _specials(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|pad|>", unk="<|endoftext|>",
+                     additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|im_start|>", "<|im_end|>",
+                                 "<|endofprompt|>"]),
+           tokenizer_class="GPT2Tokenizer",
+           note="sliding-window layers: trains on padded batches (packing is refused by the isolation proof)"),
     # LFM2's byte-level BPE is Llama 3's pipeline (cl100k regex, whole words kept, BOS added) with its own
     # specials at ids 0-13; llama.cpp names it "lfm2" and runs it as Llama 3's.
     Family("lfm2", "Liquid LFM2 (350M-2.6B)", "Lfm2ForCausalLM", "lfm2", "llama-bpe", "lfm2",
