@@ -296,6 +296,11 @@ EXPECTED = {
     "granite": ("granite", {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 1 / 16,
                             "logit_scale": 8.0, "rope.freq_base": 1e7, "rope.dimension_count": 16},
                 {"blk.0.attn_k.weight": (32, 64), "blk.0.ffn_gate.weight": (256, 64)}, {"output.weight", "rope_freqs.weight"}),
+    # Granite 4.0 dense (GraniteMoeHybrid, all attention): Granite 3's graph and scalars, shared_mlp split in two
+    "granite4": ("granite", {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 1 / 16,
+                             "logit_scale": 10.0, "rope.freq_base": 1e7, "feed_forward_length": 256},
+                 {"blk.0.ffn_gate.weight": (256, 64), "blk.0.ffn_up.weight": (256, 64), "blk.1.ffn_down.weight": (64, 256)},
+                 {"output.weight", "rope_freqs.weight"}),
     # OLMo 2: norms after attention and MLP (none before), q/k norms over the whole projection, no tied output
     "olmo2": ("olmo2", {"rope.freq_base": 500000.0, "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 4096},
               {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
@@ -410,6 +415,19 @@ def _qwen35_transform_except(suffix):
     return tensor
 
 
+def _gate_up_swapped(original):
+    """_granite4_mlp_plans writing input_linear's first half (SiLU's input) as ffn_up and the second as ffn_gate."""
+    swap = {"ffn_gate": "ffn_up", "ffn_up": "ffn_gate"}
+
+    def plans(hf_name, shape, quant):
+        written = original(hf_name, shape, quant)
+        for plan in written:
+            block, part, suffix = plan.gguf_name.rsplit(".", 2)
+            plan.gguf_name = f"{block}.{swap.get(part, part)}.{suffix}"
+        return written
+    return plans
+
+
 def _rope_params_without(key):
     """gguf_arch.rope_params that drops one key (as if the config had none)."""
     original = gguf_arch.rope_params
@@ -434,6 +452,7 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "granite attention_multiplier not written": (
         "granite", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
     "granite q/k rows not re-ordered": ("granite", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
+    "granite4 shared_mlp gate and up halves swapped": ("granite4", "_granite4_mlp_plans", lambda: _gate_up_swapped(gguf_arch._granite4_mlp_plans)),
     "olmo2 q/k rows re-ordered as for llama": ("olmo2", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "olmo2"}),
     "olmo3 sliding-window layers not written": ("olmo3", "_add_sliding_window_hparams", lambda: lambda put, config: None),
     "olmo3 yarn not written": ("olmo3", "_add_yarn_hparams", lambda: lambda put, config: None),
@@ -747,6 +766,22 @@ GRANITE_3_3_2B = {  # ibm-granite/granite-3.3-2b-instruct config.json
     "attention_dropout": 0.1, "embedding_multiplier": 12.0, "residual_multiplier": 0.22,
     "attention_multiplier": 0.015625, "logits_scaling": 8.0, "tie_word_embeddings": True, "vocab_size": 49159,
     "bos_token_id": 0, "eos_token_id": 0, "pad_token_id": 0}
+
+GRANITE_4_MICRO = {  # ibm-granite/granite-4.0-micro config.json (dtype / version and the unused mamba_* keys left out)
+    "architectures": ["GraniteMoeHybridForCausalLM"], "model_type": "granitemoehybrid", "attention_bias": False,
+    "attention_dropout": 0.0, "attention_multiplier": 0.015625, "bos_token_id": 100257, "embedding_multiplier": 12,
+    "eos_token_id": 100257, "hidden_act": "silu", "hidden_size": 2560, "initializer_range": 0.1,
+    "intermediate_size": 8192, "layer_types": ["attention"] * 40, "logits_scaling": 10,
+    "max_position_embeddings": 131072, "num_attention_heads": 40, "num_experts_per_tok": 0, "num_hidden_layers": 40,
+    "num_key_value_heads": 8, "num_local_experts": 0, "output_router_logits": False, "pad_token_id": 100256,
+    "position_embedding_type": "rope", "residual_multiplier": 0.22, "rms_norm_eps": 1e-05, "rope_scaling": None,
+    "rope_theta": 10000000, "router_aux_loss_coef": 0.01, "shared_intermediate_size": 8192,
+    "tie_word_embeddings": True, "use_cache": True, "vocab_size": 100352}
+# ibm-granite/granite-4.0-h-micro: 4 attention layers (5, 15, 25, 35) among 36 Mamba-2 layers, no rope
+GRANITE_4_H_MICRO = {**GRANITE_4_MICRO, "hidden_size": 2048, "num_attention_heads": 32, "mamba_n_heads": 64,
+                     "mamba_d_head": 64, "mamba_d_state": 128, "mamba_n_groups": 1, "mamba_d_conv": 4,
+                     "mamba_expand": 2, "position_embedding_type": "nope",
+                     "layer_types": [("attention" if i % 10 == 5 else "mamba") for i in range(40)]}
 
 INTERNLM3_8B = {  # internlm/internlm3-8b-instruct config.json (auto_map and dtype left out)
     "architectures": ["InternLM3ForCausalLM"], "model_type": "internlm3", "bias": False, "qkv_bias": False,
@@ -1222,6 +1257,36 @@ def test_granite_configs_llama_cpp_would_run_differently_are_refused():
     writer = RecordingWriter()
     gguf_arch.add_hparams(writer, {k: v for k, v in GRANITE_3_3_2B.items() if k != "attention_multiplier"}, "granite")
     assert writer.calls["attention_scale"] == 1.0
+
+
+def test_published_granite_4_micro_is_written_as_granite_with_its_mlp_split():
+    writer = RecordingWriter()
+    assert gguf_arch.gguf_arch(GRANITE_4_MICRO) == "granite"  # as llama.cpp's converter writes an all-attention one
+    gguf_arch.add_hparams(writer, GRANITE_4_MICRO, "granite")
+    calls = writer.calls
+    assert (calls["embedding_scale"], calls["residual_scale"], calls["attention_scale"], calls["logit_scale"]) == (
+        12.0, 0.22, 0.015625, 10.0)
+    assert (calls["feed_forward_length"], calls["head_count_kv"], calls["rope_dimension_count"]) == (8192, 8, 64)
+    plans = {p.gguf_name: p for p in plan_from_shapes(
+        {"model.layers.3.shared_mlp.input_linear.weight": (16384, 2560),
+         "model.layers.3.shared_mlp.output_linear.weight": (2560, 8192)}, GRANITE_4_MICRO, "f16")}
+    assert {name: plan.shape for name, plan in plans.items()} == {
+        "blk.3.ffn_gate.weight": (8192, 2560), "blk.3.ffn_up.weight": (8192, 2560), "blk.3.ffn_down.weight": (2560, 8192)}
+    fused = np.arange(6 * 2, dtype=np.float32).reshape(6, 2)  # rows [gate; up], as transformers chunks them
+    small = {p.gguf_name: p for p in gguf_arch._granite4_mlp_plans("model.layers.0.shared_mlp.input_linear.weight", (6, 2), "f16")}
+    assert (small["blk.0.ffn_gate.weight"].transform(fused) == fused[:3]).all()
+    assert (small["blk.0.ffn_up.weight"].transform(fused) == fused[3:]).all()
+
+
+def test_granite_4_hybrid_moe_and_nope_configs_are_refused_with_a_reason():
+    hybrid = architecture_support(GRANITE_4_H_MICRO)
+    assert "36 Mamba-2 layers" in hybrid and "granitehybrid" in hybrid and "\n" not in hybrid
+    # transformers 5 saves the layer kinds under its own names
+    saved = {**GRANITE_4_MICRO, "layer_types": ["linear_attention"] + ["full_attention"] * 39}
+    assert "1 Mamba-2 layers" in architecture_support(saved)
+    assert architecture_support({**saved, "layer_types": ["full_attention"] * 40}) is None
+    assert "num_local_experts 64" in architecture_support({**GRANITE_4_MICRO, "num_local_experts": 64})
+    assert "'nope'" in architecture_support({**GRANITE_4_MICRO, "position_embedding_type": "nope"})
 
 
 def test_gemma_2_27b_query_scale_is_the_one_llama_cpp_uses_for_it():

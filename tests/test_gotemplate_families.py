@@ -74,6 +74,8 @@ FAMILIES = {
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
     "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                    ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
+    "granite4": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
+                 ["<|start_of_role|>", "<|end_of_role|>", "<tool_call>", "</tool_call>"]),
 }
 # How each published template places the system prompt (measured, not looked up).
 EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
@@ -137,6 +139,11 @@ def test_measured_pieces_of_typical_templates(family_formats):
     assert granite.default_system.endswith(". You are Granite, developed by IBM. You are a helpful AI assistant.")
     assert (granite.user_open, granite.generation_prompt) == ("<|start_of_role|>user<|end_of_role|>",
                                                               "<|start_of_role|>assistant<|end_of_role|>")
+    # Granite 4.0: a fixed default system prompt (no date), Granite 3.3's role markers, a newline after each turn
+    granite4 = derive_layout(family_formats["granite4"])
+    assert granite4.default_system == "You are a helpful assistant. Please ensure responses are professional, accurate, and safe."
+    assert (granite4.user_open, granite4.generation_prompt, granite4.assistant_close) == (
+        "<|start_of_role|>user<|end_of_role|>", "<|start_of_role|>assistant<|end_of_role|>", "<|end_of_text|>\n")
 
 
 @requires_go

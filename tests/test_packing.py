@@ -257,6 +257,44 @@ def test_short_conv_models_fall_back_to_padded_batches():
     _assert_padded_rows_exact(leaky)
 
 
+def _tiny_granite_4_h(layer_types=("mamba", "attention")):
+    """A tiny Granite 4.0-H (GraniteMoeHybrid): one Mamba-2 layer, one attention layer without rope."""
+    from transformers import AutoModelForCausalLM, GraniteMoeHybridConfig
+
+    config = GraniteMoeHybridConfig(
+        vocab_size=1000, hidden_size=64, intermediate_size=64, shared_intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, layer_types=list(layer_types), position_embedding_type="nope",
+        num_local_experts=0, num_experts_per_tok=0, mamba_n_heads=2, mamba_d_head=64, mamba_d_state=16,
+        mamba_n_groups=1, mamba_d_conv=4, mamba_expand=2, embedding_multiplier=12.0, residual_multiplier=0.22,
+        logits_scaling=8.0, attention_multiplier=1 / 16)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_mamba_layers_never_train_packed():
+    """Granite 4.0-H's Mamba-2 layers run a causal conv and an SSM state along the row, reset nowhere in a packed
+    row: the leak on a random model (~4e-2) is under the bfloat16 proof tolerance, so packing is refused from
+    the layer kinds (published "mamba", transformers' "linear_attention"), and padded rows stay exact."""
+    from ducktune.errors import ConfigError
+
+    model = _tiny_granite_4_h()
+    packing.use_varlen_attention(model, "cpu")
+    assert packing.verify_isolation(model, forward_hidden) > 1e-2  # what packing would cost
+    messages = []
+    batching = packing.choose_batching(model, "auto", "cpu", log=messages.append)
+    assert batching.mode == "padded" and "Mamba-2" in messages[0], messages
+    with pytest.raises(ConfigError, match="train.packing=on.*Mamba-2"):
+        packing.choose_batching(model, "on", "cpu")
+    published = {"model_type": "granitemoehybrid", "layer_types": ["mamba"] * 5 + ["attention"]}
+    for config in (published, model.config.to_dict()):
+        assert "Mamba-2" in packing.config_packing_blocker(config, False)
+        assert packing.expected_batching(config, "auto", False) == "padded"
+    # Granite 4.0 micro: every layer attention, packing stays available
+    assert packing.config_packing_blocker({**published, "layer_types": ["attention"] * 6}, False) is None
+    assert packing.varlen_blockers(_tiny_granite_4_h(("attention", "attention"))) is None
+    _assert_padded_rows_exact(model)
+
+
 # ----------------------------------------------------------------------------- training
 
 def _chat_records(n, seed):

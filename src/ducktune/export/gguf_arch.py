@@ -39,6 +39,11 @@ Per architecture, what differs from "read config, rename tensors":
   muP scalars: embedding_multiplier (embedding scale), residual_multiplier (residual scale),
   attention_multiplier (the softmax scale itself, in place of 1/sqrt(head_dim)) and
   logits_scaling (logit scale: both HF and llama.cpp divide the logits by it).
+- granite for Granite 4.0 dense (GraniteMoeHybridForCausalLM with every layer attention and no experts:
+  granite-4.0-micro / -1b / -350m), as llama.cpp's converter writes it: Granite 3's graph and scalars, the
+  MLP (shared_mlp, shared_intermediate_size wide) with its fused input_linear split into ffn_gate (first
+  half) and ffn_up. The hybrid Mamba-2 models (granite-4.0-h-*) and MoE ones are refused (llama.cpp's
+  granitehybrid / granitemoe are not written here).
 - olmo2 (Olmo2ForCausalLM, and Olmo3ForCausalLM, which llama.cpp runs with the same graph): norms
   after attention and after the MLP instead of before, q_norm/k_norm over the whole projection,
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
@@ -111,6 +116,7 @@ ARCHITECTURES = {
     "InternLM3ForCausalLM": "llama",
     "PhiForCausalLM": "phi2",
     "GraniteForCausalLM": "granite",
+    "GraniteMoeHybridForCausalLM": "granite",  # Granite 4.0 dense (all attention, no experts) only
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
     "Ernie4_5ForCausalLM": "ernie4_5",
@@ -489,11 +495,31 @@ def _gemma_problem(config: dict, name: str, arch: str) -> str | None:
 def _granite_problem(config: dict, name: str) -> str | None:
     """llama.cpp's granite graph takes head_dim as hidden_size / heads (its converter drops a head_dim
     key) and reads a multiplier of 0 as "absent" (default scale): such configs would run differently."""
+    if name == "GraniteMoeHybridForCausalLM" and (reason := _granite4_problem(config)):
+        return f"GGUF export of {name}: {reason}"
     if head_dim(config) * n_heads(config) != hidden_size(config):
         return f"GGUF export of {name}: head_dim {head_dim(config)} x {n_heads(config)} heads must equal hidden_size for llama.cpp"
     for key in GRANITE_SCALES:
         if config.get(key) is not None and float(config[key]) == 0.0:
             return f"GGUF export of {name}: {key} 0 is read by llama.cpp as unset"
+    return None
+
+
+# Granite 4's published layer kinds, and transformers 5's names for them
+GRANITE4_ATTENTION = {"attention", "full_attention"}
+
+
+def _granite4_problem(config: dict) -> str | None:
+    """What makes a GraniteMoeHybrid config other than Granite 4.0 dense (all attention layers with rope, no
+    experts), the one form llama.cpp's granite graph runs."""
+    mamba = [kind for kind in config.get("layer_types") or ["mamba"] if kind not in GRANITE4_ATTENTION]
+    if mamba:
+        return (f"{len(mamba)} Mamba-2 layers (hybrid Granite 4.0-H; llama.cpp's granitehybrid is not written by "
+                "ducktune yet; only all-attention Granite 4.0 such as granite-4.0-micro exports)")
+    if int(config.get("num_local_experts") or 0) > 0:
+        return f"num_local_experts {config['num_local_experts']} (MoE; llama.cpp's granitemoe is not written by ducktune)"
+    if config.get("position_embedding_type") != "rope":
+        return f"position_embedding_type {config.get('position_embedding_type')!r}: llama.cpp's granite always rotates"
     return None
 
 
@@ -555,7 +581,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_head_count", heads)
         put("add_head_count_kv", gguf_gemma4.head_count_kv(config))
     else:
-        put("add_feed_forward_length", int(_first(config, "intermediate_size", "ffn_hidden_size", default=4 * hidden)))
+        # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
+        width = _first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", default=4 * hidden)
+        put("add_feed_forward_length", int(width))
         put("add_head_count", heads)
         put("add_head_count_kv", n_kv_heads(config))
     if arch in LAYER_NORM:
@@ -766,6 +794,9 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
             plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
             continue
+        if ".shared_mlp." in hf_name:  # Granite 4 dense
+            plans += _granite4_mlp_plans(hf_name, shape, quant)
+            continue
         # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
         lookup = lookup.removeprefix("transformer.") if arch == "bloom" else lookup
         transform = _tensor_transform(hf_name, shape, config, arch)
@@ -819,6 +850,19 @@ def _internlm2_qkv_plans(hf_name: str, shape, config: dict, quant: str) -> list[
             return piece if rotary_heads is None else rotary_interleave(piece, rotary_heads)  # q, k: llama rotary
         plans.append(TensorPlan(hf_name, f"{base}.{part}.{suffix}", out_shape, _quant_type(out_shape, quant), take))
     return plans
+
+
+def _granite4_mlp_plans(hf_name: str, shape, quant: str) -> list[TensorPlan]:
+    """Granite 4's shared_mlp: input_linear rows are [gate; up] (transformers chunks them in two, SiLU on the
+    first) -> ffn_gate and ffn_up; output_linear -> ffn_down."""
+    base = "blk." + hf_name.split(".layers.", 1)[1].split(".", 1)[0]
+    if ".output_linear." in hf_name:
+        return [TensorPlan(hf_name, f"{base}.ffn_down.weight", tuple(shape), _quant_type(shape, quant))]
+    half = shape[0] // 2
+    out_shape = (half, *shape[1:])
+    return [TensorPlan(hf_name, f"{base}.{part}.weight", out_shape, _quant_type(out_shape, quant),
+                       lambda array, start=start: array[start:start + half])
+            for part, start in (("ffn_gate", 0), ("ffn_up", half))]
 
 
 def internlm2_split_qkv(array, heads: int, kv: int, dim: int) -> dict:

@@ -165,6 +165,16 @@ FAMILIES: list[Family] = [
                                  "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>", "<|start_of_cite|>",
                                  "<|end_of_cite|>", "<|start_of_plugin|>", "<|end_of_plugin|>"]),
            tokenizer_class="GPT2Tokenizer"),
+    # Granite 4.0 (dense: granite-4.0-micro): GraniteMoeHybrid with attention layers only; its tokenizer is
+    # cl100k converted (as OLMo 2's dolma2) with Granite's role markers; the template adds a default system turn.
+    Family("granite4", "Granite 4.0 micro (dense)", "GraniteMoeHybridForCausalLM", "granite4", "phi4-bpe", "granite4",
+           _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|pad|>", unk="<|unk|>",
+                     additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+                                 "<|filename|>", "<|reponame|>", "<|start_of_role|>", "<|end_of_role|>",
+                                 "<|start_of_plugin|>", "<|end_of_plugin|>", "<tool_call>", "</tool_call>",
+                                 "<tool_response>", "</tool_response>"]),
+           tokenizer_class="GPT2Tokenizer",
+           note="granite-4.0-h-* (hybrid Mamba-2) train on padded batches; their GGUF export is refused"),
     # OLMo 2's dolma2 tokenizer is cl100k_base converted from tiktoken (Phi-4's pipeline) with its own specials;
     # its chat markers <|user|> <|assistant|> <|system|> are plain text, and the template writes BOS itself.
     Family("olmo2", "OLMo 2 Instruct", "Olmo2ForCausalLM", "olmo2", "phi4-bpe", "olmo2",

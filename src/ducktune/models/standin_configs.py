@@ -39,6 +39,7 @@ MIRRORS = {
     "bloom": "bigscience/bloom-560m (Firefly's base)",
     "phi2": "microsoft/phi-2",
     "granite": "ibm-granite/granite-3.3-2b-instruct",
+    "granite4": "ibm-granite/granite-4.0-micro",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
@@ -271,6 +272,18 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
             hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
             logits_scaling=8.0,
             attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
+        # Granite 4.0 micro: GraniteMoeHybrid with every layer attention (rope), no experts, the MLP in shared_mlp;
+        # the unused mamba_* keys are shrunk so transformers' check (heads x head dim = 2 x hidden) holds
+        "granite4": ("GraniteMoeHybridForCausalLM", dict(
+            common, intermediate_size=256, shared_intermediate_size=256, num_key_value_heads=2,
+            max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=10000000.0, rope_scaling=None,
+            attention_bias=False, attention_dropout=0.0, hidden_act="silu", tie_word_embeddings=True,
+            embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=10.0,
+            attention_multiplier=1 / 16,  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
+            num_local_experts=0, num_experts_per_tok=0, router_aux_loss_coef=0.01, output_router_logits=False,
+            position_embedding_type="rope", layer_types=["attention"] * LAYERS, mamba_n_heads=2, mamba_d_head=64,
+            mamba_d_state=16, mamba_n_groups=1, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=256,
+            mamba_conv_bias=True, mamba_proj_bias=False)),
         # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
         # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
         "ernie4.5": ("Ernie4_5ForCausalLM", dict(

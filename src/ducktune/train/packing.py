@@ -200,6 +200,11 @@ SLIDING_WINDOW_BLOCKER = "the model uses sliding-window attention"
 # conv path has no per-sample reset: in a packed row each sample would start from its neighbour's
 # tokens. Random stand-in weights make that leak too small for the numeric proof, so it is structural.
 SHORT_CONV_BLOCKER = "the model's short-convolution layers (LFM2) would read across sample boundaries"
+# Granite 4.0-H's Mamba-2 layers carry an SSM state and a causal conv along the row; transformers' torch path
+# has no per-sample reset (and the proof's leak, ~4e-2 relative on the stand-in, is under the bfloat16
+# tolerance): structural, like LFM2's. transformers 5 calls them linear_attention, as Qwen3.5's DeltaNet.
+MAMBA_BLOCKER = "the model's Mamba-2 layers (Granite 4.0-H) would carry their state across sample boundaries"
+MAMBA_HYBRIDS = {"granitemoehybrid"}
 
 
 def layer_blocker(config: dict) -> str | None:
@@ -212,13 +217,15 @@ def layer_blocker(config: dict) -> str | None:
         return SLIDING_WINDOW_BLOCKER
     if "conv" in kinds:
         return SHORT_CONV_BLOCKER
+    if "mamba" in kinds or (config.get("model_type") in MAMBA_HYBRIDS and "linear_attention" in kinds):
+        return MAMBA_BLOCKER
     return None
 
 
 def varlen_blockers(model) -> str | None:
     """Why this model cannot train on flattened varlen rows (None when it can)."""
     inner = unwrap_peft(model)
-    keys = ("layer_types", "full_attn_idxs", "num_hidden_layers")
+    keys = ("layer_types", "full_attn_idxs", "num_hidden_layers", "model_type")
     # a multimodal model's layer kinds are its language model's (Gemma 4: text_config.layer_types)
     text = inner.config.get_text_config()
     blocker = layer_blocker({key: getattr(text, key, None) for key in keys})
