@@ -73,7 +73,7 @@ def _llama(**extra) -> tuple[str, dict]:
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
     return {**_llama_qwen_mistral_specs(common), **_gemma_specs(common), **_other_specs(common),
-            **_newer_specs(common)}
+            **_newer_specs(common), **_newest_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -251,7 +251,7 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """InternLM3, SmolLM3, Granite, ERNIE 4.5, Hunyuan, OLMo 2/3, LFM2, BLOOM, Phi-2."""
+    """InternLM3, SmolLM3, Granite 3 and 4."""
     return {
         # InternLM3: head_dim 128 = 4096/32 as here; qkv_bias / bias (transformers' attention_bias /
         # mlp_bias) false as published; dynamic NTK rope.
@@ -284,6 +284,12 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
             position_embedding_type="rope", layer_types=["attention"] * LAYERS, mamba_n_heads=2, mamba_d_head=64,
             mamba_d_state=16, mamba_n_groups=1, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=256,
             mamba_conv_bias=True, mamba_proj_bias=False)),
+    }
+
+
+def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """ERNIE 4.5, Hunyuan, EXAONE 4, OLMo 2/3, Falcon3, LFM2, BLOOM, Phi-2."""
+    return {
         # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
         # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
         "ernie4.5": ("Ernie4_5ForCausalLM", dict(
