@@ -851,10 +851,7 @@ PHI_1_5 = {**PHI_2, "bos_token_id": None, "eos_token_id": None, "hidden_size": 2
 
 @pytest.mark.parametrize("config", [PHI_2, PHI_1_5], ids=["phi-2", "phi-1_5"])
 def test_published_phi_2_and_1_5_configs_rotate_32_dims_with_layer_norm(config):
-    writer = RecordingWriter()
-    assert gguf_arch.gguf_arch(config) == "phi2"
-    gguf_arch.add_hparams(writer, config, "phi2")
-    calls = writer.calls
+    calls = written_hparams(config, "phi2")
     assert calls["rope_dimension_count"] == 32 and calls["layer_norm_eps"] == 1e-5 and "layer_norm_rms_eps" not in calls
     assert calls["feed_forward_length"] == config["intermediate_size"] and calls["head_count_kv"] == 32
     assert calls["context_length"] == 2048 and "key_length" not in calls
@@ -891,10 +888,7 @@ def test_published_gemma_3_4b_config_is_written_as_its_language_model():
     ones it leaves out (8 heads, 4 KV heads, head_dim 256, 131072 context, rope bases), linear rope scaling."""
     import gguf
 
-    writer = RecordingWriter()
-    assert gguf_arch.gguf_arch(GEMMA_3_4B) == "gemma3"
-    gguf_arch.add_hparams(writer, GEMMA_3_4B, "gemma3")
-    calls = writer.calls
+    calls = written_hparams(GEMMA_3_4B, "gemma3")
     assert (calls["block_count"], calls["embedding_length"], calls["feed_forward_length"]) == (34, 2560, 10240)
     assert (calls["head_count"], calls["head_count_kv"], calls["key_length"], calls["context_length"]) == (8, 4, 256, 131072)
     assert calls["rope_freq_base"] == 1000000.0 and calls["rope_freq_base_swa"] == 10000.0
@@ -1071,10 +1065,7 @@ OLMO_3_7B = {  # allenai/Olmo-3-7B-Instruct config.json, the keys read here (lay
 
 
 def test_published_olmo_2_config_is_olmo2_without_windows():
-    writer = RecordingWriter()
-    assert gguf_arch.gguf_arch(OLMO_2_7B) == "olmo2"
-    gguf_arch.add_hparams(writer, OLMO_2_7B, "olmo2")
-    calls = writer.calls
+    calls = written_hparams(OLMO_2_7B, "olmo2")
     assert calls["rope_freq_base"] == 500000.0 and calls["rope_dimension_count"] == 128
     assert calls["layer_norm_rms_eps"] == 1e-6 and calls["context_length"] == 4096
     assert "sliding_window" not in calls and "key_length" not in calls
@@ -1194,10 +1185,7 @@ def test_exaone_4_configs_llama_cpp_would_rotate_or_slide_differently_are_refuse
 
 def test_published_gemma_7b_config_is_llama_cpps_gemma_with_its_head_size():
     """16 heads x 256 = 4096 != 3072: the key/value lengths must be written (llama.cpp would take 192)."""
-    writer = RecordingWriter()
-    assert gguf_arch.gguf_arch(GEMMA_7B_IT) == "gemma"
-    gguf_arch.add_hparams(writer, GEMMA_7B_IT, "gemma")
-    calls = writer.calls
+    calls = written_hparams(GEMMA_7B_IT, "gemma")
     assert calls["key_length"] == calls["value_length"] == 256 and calls["rope_dimension_count"] == 256
     assert calls["embedding_length"] == 3072 and calls["head_count_kv"] == 16 and calls["feed_forward_length"] == 24576
     assert not {"sliding_window", "final_logit_softcapping", "attn_logit_softcapping"} & set(calls)
@@ -1235,10 +1223,7 @@ def test_gemma_2_activation_is_read_from_hidden_activation():
     assert architecture_support(gemma_2) is None
     assert "activation gelu" in architecture_support({**gemma_2, "hidden_activation": "gelu"})
 def test_published_granite_3_3_config_gets_its_scales_and_llama_rotary():
-    writer = RecordingWriter()
-    assert gguf_arch.gguf_arch(GRANITE_3_3_2B) == "granite"
-    gguf_arch.add_hparams(writer, GRANITE_3_3_2B, "granite")
-    calls = writer.calls
+    calls = written_hparams(GRANITE_3_3_2B, "granite")
     assert (calls["embedding_scale"], calls["residual_scale"], calls["attention_scale"], calls["logit_scale"]) == (
         12.0, 0.22, 0.015625, 8.0)
     assert calls["rope_freq_base"] == 1e7 and calls["rope_dimension_count"] == 64 and "key_length" not in calls
@@ -1322,10 +1307,7 @@ def test_caveats_name_where_llama_cpp_differs(standin):
 
 
 def test_published_smollm3_config_is_llama_with_nope_and_tied_embeddings():
-    assert gguf_arch.gguf_arch(SMOLLM3_3B) == "smollm3"
-    writer = RecordingWriter()
-    gguf_arch.add_hparams(writer, SMOLLM3_3B, "smollm3")
-    calls = writer.calls
+    calls = written_hparams(SMOLLM3_3B, "smollm3")
     assert calls["rope_freq_base"] == 5000000.0 and calls["rope_dimension_count"] == 128
     assert (calls["block_count"], calls["head_count_kv"], calls["context_length"]) == (36, 4, 65536)
     shapes = {"model.embed_tokens.weight": (128256, 2048), "model.layers.0.self_attn.q_proj.weight": (2048, 2048),
@@ -1402,10 +1384,7 @@ LFM2_1_2B = {  # LiquidAI/LFM2-1.2B config.json (init-scale keys left out): atte
 def test_published_lfm2_config_marks_its_conv_layers_and_mlp_width():
     """llama.cpp tells LFM2's short-conv layers by head_count_kv 0 and sizes the MLP from feed_forward_length:
     8192 for the 1.2B (2/3 of block_ff_dim 12288), the width llama.cpp's loader names LLM_TYPE_1_2B."""
-    assert gguf_arch.gguf_arch(LFM2_1_2B) == "lfm2"
-    writer = RecordingWriter()
-    gguf_arch.add_hparams(writer, LFM2_1_2B, "lfm2")
-    calls = writer.calls
+    calls = written_hparams(LFM2_1_2B, "lfm2")
     attention = {2, 5, 8, 10, 12, 14}
     assert calls["head_count_kv"] == [8 if i in attention else 0 for i in range(16)]
     assert calls["feed_forward_length"] == 8192 and calls["shortconv_l_cache"] == 3 and calls["vocab_size"] == 65536
@@ -1438,10 +1417,7 @@ def test_published_lfm2_weights_squeeze_the_conv_kernel_and_tie_the_output():
 def test_lfm2_shapes_llama_cpp_does_not_load_are_refused(change, fragment):
     reason = architecture_support({**LFM2_1_2B, **change})
 def test_published_hunyuan_7b_config_gets_its_ntk_alpha_base_and_neox_rope():
-    assert gguf_arch.gguf_arch(HUNYUAN_7B) == "hunyuan-dense"
-    writer = RecordingWriter()
-    gguf_arch.add_hparams(writer, HUNYUAN_7B, "hunyuan-dense")
-    calls = writer.calls
+    calls = written_hparams(HUNYUAN_7B, "hunyuan-dense")
     # transformers' ntk_alpha: a fixed base 10000 * 1000^(128/126), llama.cpp's converter writes the same
     assert calls["rope_freq_base"] == pytest.approx(11158839.9251, rel=1e-9)
     assert (calls["rope_dimension_count"], calls["head_count_kv"], calls["context_length"]) == (128, 8, 262144)
@@ -1652,10 +1628,7 @@ QWEN3_30B_A3B = {
 
 
 def test_published_qwen3_30b_a3b_config_writes_llama_cpps_expert_keys():
-    assert gguf_arch.gguf_arch(QWEN3_30B_A3B) == "qwen3moe"
-    writer = RecordingWriter()
-    gguf_arch.add_hparams(writer, QWEN3_30B_A3B, "qwen3moe")
-    calls = writer.calls
+    calls = written_hparams(QWEN3_30B_A3B, "qwen3moe")
     assert calls["expert_count"] == 128 and calls["expert_used_count"] == 8
     assert calls["expert_feed_forward_length"] == 768 and calls["feed_forward_length"] == 6144
     assert calls["key_length"] == 128 and calls["head_count_kv"] == 4 and calls["rope_freq_base"] == 1e6
