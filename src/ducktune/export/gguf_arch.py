@@ -136,6 +136,8 @@ ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3"}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
+# llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2"}
@@ -343,7 +345,16 @@ def architecture_support(config: dict) -> str | None:
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
                gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
-    return problem(config, name) if problem else None
+    reason = problem(config, name) if problem else None
+    if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
+        reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
+                  f"llama.cpp's {arch} rotates whole heads")
+    return reason
+
+
+def _true_keys(config: dict, *keys: str) -> list[str]:
+    """The keys set (truthy) in the config, in order: e.g. the bias flags an architecture cannot load."""
+    return [key for key in keys if config.get(key)]
 
 
 def _hunyuan_problem(config: dict, name: str) -> str | None:
@@ -355,12 +366,10 @@ def _hunyuan_problem(config: dict, name: str) -> str | None:
         reason = "use_qk_norm false, but llama.cpp's hunyuan-dense (and transformers') always norms q/k"
     elif config.get("use_cla"):
         reason = "use_cla (KV shared across layers) is not what llama.cpp's hunyuan-dense or transformers runs"
-    elif biased := [key for key in ("attention_bias", "mlp_bias") if config.get(key)]:
+    elif biased := _true_keys(config, "attention_bias", "mlp_bias"):
         reason = f"{' and '.join(biased)} true, but llama.cpp's hunyuan-dense loads no such biases"
     elif config.get("hidden_act", "silu") != "silu":
         reason = f"hidden_act {config['hidden_act']!r}: llama.cpp's hunyuan-dense runs SiLU only"
-    elif rotary_dims(config) != head_dim(config):
-        reason = f"rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's hunyuan-dense rotates whole heads"
     else:
         return None
     return f"GGUF export of {name}: {reason}"
@@ -383,8 +392,6 @@ def _exaone4_problem(config: dict, name: str) -> str | None:
     if layers != EXAONE4_SWA_LAYERS and window is not None:
         return (f"GGUF export of {name}: sliding_window {window} with {layers} layers; llama.cpp's exaone4 "
                 f"slides (and skips rope on global layers) only for {EXAONE4_SWA_LAYERS}-layer models")
-    if rotary_dims(config) != head_dim(config):
-        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's exaone4 rotates whole heads"
     return None
 
 
@@ -401,11 +408,9 @@ def _olmo2_problem(config: dict, name: str) -> str | None:
 
 def _ernie4_5_problem(config: dict, name: str) -> str | None:
     """What llama.cpp's ernie4_5 graph would run differently: it loads q/k/v biases but adds no o_proj or
-    MLP bias (transformers' `use_bias` sets all of them), asserts rope over whole heads, and runs SiLU."""
+    MLP bias (transformers' `use_bias` sets all of them) and runs SiLU (whole-head rope: WHOLE_HEAD_ROPE)."""
     if config.get("use_bias"):
         return f"GGUF export of {name}: use_bias true, but llama.cpp's ernie4_5 adds no output-projection or MLP bias"
-    if rotary_dims(config) != head_dim(config):
-        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's ernie4_5 rotates whole heads"
     act = config.get("hidden_act", "silu")
     if act != "silu":
         return f"GGUF export of {name}: hidden_act {act!r}; llama.cpp's ernie4_5 runs SiLU"
@@ -414,13 +419,11 @@ def _ernie4_5_problem(config: dict, name: str) -> str | None:
 
 def _mistral3_problem(config: dict, name: str) -> str | None:
     """What llama.cpp's mistral3 graph would run differently: a sliding window (it attends to the whole
-    context), rope over part of each head (it asserts full rotary), Llama 4's query temperature without
+    context), Llama 4's query temperature without
     YaRN (llama.cpp floors positions by the YaRN original context, the only place it reads it from)."""
     window = config.get("sliding_window")
     if window and int(window) < context_length(config):
         return f"GGUF export of {name}: sliding_window {window}; llama.cpp's mistral3 attends to the whole context"
-    if rotary_dims(config) != head_dim(config):
-        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's mistral3 rotates whole heads"
     params = rope_params(config)
     if params.get("llama_4_scaling_beta") and params["rope_type"] != "yarn":
         return f"GGUF export of {name}: llama_4_scaling_beta with rope '{params['rope_type']}'; llama.cpp's mistral3 reads its period from YaRN's original_max_position_embeddings"
@@ -429,7 +432,7 @@ def _mistral3_problem(config: dict, name: str) -> str | None:
 
 def _smollm3_problem(config: dict, name: str) -> str | None:
     """What llama.cpp's smollm3 graph cannot run as transformers does: another NoPE pattern, biases
-    (it loads none on o_proj or the MLP), rope over part of each head (it asserts full rotary)."""
+    (it loads none on o_proj or the MLP); whole-head rope is WHOLE_HEAD_ROPE's check."""
     ours = rope_layers(config)
     theirs = [(i + 1) % SMOLLM3_NO_ROPE_STEP != 0 for i in range(len(ours))]
     if len(ours) < n_layers(config) or ours != theirs:
@@ -438,11 +441,8 @@ def _smollm3_problem(config: dict, name: str) -> str | None:
                  else f"no_rope_layer_interval {config.get('no_rope_layer_interval')} (rope layers {pattern})")
         return (f"GGUF export of {name}: {given} for {n_layers(config)} layers differs from llama.cpp's fixed "
                 f"pattern (no rope on every {SMOLLM3_NO_ROPE_STEP}th layer)")
-    biased = [key for key in ("attention_bias", "mlp_bias") if config.get(key)]
-    if biased:
+    if biased := _true_keys(config, "attention_bias", "mlp_bias"):
         return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's smollm3 loads no such biases"
-    if rotary_dims(config) != head_dim(config):
-        return f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; llama.cpp's smollm3 rotates whole heads"
     return None
 
 
@@ -573,19 +573,16 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     put("add_embedding_length", hidden)
     put("add_block_count", n_layers(config))
     if arch == gguf_lfm2.ARCH:  # the MLP width of the weights; no KV heads on the short-conv layers
-        put("add_feed_forward_length", gguf_lfm2.feed_forward_length(config))
-        put("add_head_count", heads)
-        put("add_head_count_kv", gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config)))
+        width, kv = gguf_lfm2.feed_forward_length(config), gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config))
     elif arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
-        put("add_feed_forward_length", gguf_gemma4.feed_forward_lengths(config))
-        put("add_head_count", heads)
-        put("add_head_count_kv", gguf_gemma4.head_count_kv(config))
+        width, kv = gguf_gemma4.feed_forward_lengths(config), gguf_gemma4.head_count_kv(config)
     else:
         # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
-        width = _first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", default=4 * hidden)
-        put("add_feed_forward_length", int(width))
-        put("add_head_count", heads)
-        put("add_head_count_kv", n_kv_heads(config))
+        width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", default=4 * hidden))
+        kv = n_kv_heads(config)
+    put("add_feed_forward_length", width)
+    put("add_head_count", heads)
+    put("add_head_count_kv", kv)
     if arch in LAYER_NORM:
         put("add_layer_norm_eps", float(_first(config, "layer_norm_epsilon", "layer_norm_eps")))
     else:
@@ -811,8 +808,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
         # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
         # and MoE routers (ffn_gate_inp): a rounded router flips near-tie expert choices
-        conv = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
-        qtype = gguf.GGMLQuantizationType.F32 if conv else _quant_type(shape, quant)
+        keep_f32 = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
+        qtype = gguf.GGMLQuantizationType.F32 if keep_f32 else _quant_type(shape, quant)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)
 
@@ -836,10 +833,15 @@ def bloom_qkv_to_blocks(array, heads: int):
     return per_head.swapaxes(0, 1).reshape(array.shape)
 
 
+def _block(hf_name: str) -> str:
+    """llama.cpp's block prefix (blk.N) of a layer weight, for tensors written under names of their own."""
+    return "blk." + hf_name.split(".layers.", 1)[1].split(".", 1)[0]
+
+
 def _internlm2_qkv_plans(hf_name: str, shape, config: dict, quant: str) -> list[TensorPlan]:
     """InternLM2's wqkv rows are grouped per KV head: [q * (heads/kv), k, v] x kv groups."""
     heads, kv, dim = n_heads(config), n_kv_heads(config), head_dim(config)
-    base = "blk." + hf_name.split(".layers.", 1)[1].split(".", 1)[0]
+    base = _block(hf_name)
     suffix = hf_name.rsplit(".", 1)[1]
     plans = []
     for part, rows, rotary_heads in (("attn_q", heads * dim, heads), ("attn_k", kv * dim, kv), ("attn_v", kv * dim, None)):
@@ -855,7 +857,7 @@ def _internlm2_qkv_plans(hf_name: str, shape, config: dict, quant: str) -> list[
 def _granite4_mlp_plans(hf_name: str, shape, quant: str) -> list[TensorPlan]:
     """Granite 4's shared_mlp: input_linear rows are [gate; up] (transformers chunks them in two, SiLU on the
     first) -> ffn_gate and ffn_up; output_linear -> ffn_down."""
-    base = "blk." + hf_name.split(".layers.", 1)[1].split(".", 1)[0]
+    base = _block(hf_name)
     if ".output_linear." in hf_name:
         return [TensorPlan(hf_name, f"{base}.ffn_down.weight", tuple(shape), _quant_type(shape, quant))]
     half = shape[0] // 2
