@@ -10,9 +10,8 @@ near one tensor; the file is written under a temporary name and renamed into pla
 failure never leaves a partial GGUF behind.
 
 Architectures (hyper-parameters, tensor names and layouts per llama.cpp architecture) live in
-export/gguf_arch.py: Llama (2, 3.x with llama3 rope; InternLM3), Mistral, Qwen2/2.5, Qwen3, Qwen3.5 (text),
-Gemma 1/2/3 (of Gemma 3 4B+ the language model only), Phi-2, Phi-3, GLM-4, Granite 3, OLMo 2/3, SmolLM3, LFM2,
-Bloom, InternLM2. Anything else is refused with a one-line reason (`architecture_support`).
+export/gguf_arch.py, whose ARCHITECTURES lists the Hugging Face classes written (and gguf_qwen35, gguf_gemma4,
+gguf_lfm2, gguf_moe for the larger ones). Anything else is refused with a one-line reason (`architecture_support`).
 """
 
 from __future__ import annotations

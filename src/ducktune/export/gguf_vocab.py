@@ -33,6 +33,9 @@ from ducktune.models.standin_tokenizers import (
 )
 
 SPIECE_SPACE = "▁"
+# Tokenizers on Llama 3's pipeline (cl100k regex, whole words kept) that llama.cpp's converter names for
+# their model, told apart by a special token of theirs; llama.cpp runs each as Llama 3's.
+LLAMA3_PIPELINE_NAMES = {"<|tool_list_start|>": "lfm2", ">>TITLE<<": "falcon3"}
 # llama.cpp pre-tokenizers that split with several regexes in turn (one Split step each, then ByteLevel)
 MULTI_SPLIT_NAMES = {HUNYUAN_DENSE_REGEXES: "hunyuan-dense"}
 
@@ -107,15 +110,10 @@ def _name_for_regex(regex: str, tokenizer_json: dict) -> str | None:
         if "[gMASK]" in added:
             return "glm4" if ignore_merges else "chatglm-bpe"
         # Llama 3 ignores merges for whole words in the vocabulary; DBRX (and Phi-4's tiktoken
-        # conversion) with the same regex does not. LFM2's tokenizer is Llama 3's pipeline under
-        # the name llama.cpp's converter gives it (told apart by its tool-list token).
-        if ignore_merges and "<|tool_list_start|>" in added:
-            return "lfm2"
-        # Falcon3's (the same pipeline, Falcon's >>TITLE<<-style specials): llama.cpp's converter names it
-        # "falcon3" and runs it as Llama 3's.
-        if ignore_merges and ">>TITLE<<" in added:
-            return "falcon3"
-        return "llama-bpe" if ignore_merges else "dbrx"
+        # conversion) with the same regex does not.
+        if not ignore_merges:
+            return "dbrx"
+        return next((name for token, name in LLAMA3_PIPELINE_NAMES.items() if token in added), "llama-bpe")
     if regex == O200K_REGEX:
         # llama.cpp's "gpt-4o" (Phi-4-mini) applies merges; no name with this regex ignores them
         return None if ignore_merges else "gpt-4o"

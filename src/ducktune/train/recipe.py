@@ -323,8 +323,9 @@ def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -
     log(f"Loading {config.model.name_or_path} on {placement.device} ({placement.dtype}: {placement.reason})")
     model = load_model(base.folder, placement, quantize_4bit=method == "qlora",
                        trust_remote_code=config.model.trust_remote_code)
-    if prequantized := is_bitsandbytes(model_config(base.folder)):
-        log(f"The checkpoint is already bitsandbytes {bnb_bits(model_config(base.folder))}-bit: "
+    model_json = model_config(base.folder)
+    if prequantized := is_bitsandbytes(model_json):
+        log(f"The checkpoint is already bitsandbytes {bnb_bits(model_json)}-bit: "
             f"train.method={method} trains on it as QLoRA")
     if method == "qlora" or prequantized:
         from peft import prepare_model_for_kbit_training
