@@ -539,3 +539,34 @@ def test_a_finished_run_in_output_dir_is_refused_before_the_model_and_data_load(
                                 f"data.datasets=[{tmp_path / 'no-such-data.json'}]"])
     with pytest.raises(UserError, match="already holds a finished run"):
         recipe.train(config, log=lambda *_: None, progress=False, compare=False)
+
+
+def test_a_warmup_ratio_leaves_a_one_step_run_a_learning_rate(tmp_path, tiny_qwen):
+    """transformers rounds a warm-up ratio up to whole steps starting at lr 0: a one-step run
+    (train.max_steps 1) trained at lr 0 and saved an untrained adapter. Longer runs keep the
+    Trainer's warm-up, and explicit warm-up steps are the user's."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, TrainingArguments
+
+    from ducktune.train.trainer import DucktuneTrainer
+
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_qwen), LoraConfig(r=4, target_modules="all-linear"))
+
+    def first_rates(warmup, steps: int) -> list[float]:
+        args = TrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to=[], learning_rate=1e-3,
+                                 warmup_steps=warmup)
+        trainer = DucktuneTrainer(model=model, args=args)
+        trainer.create_optimizer_and_scheduler(num_training_steps=steps)
+        assert trainer.args.warmup_steps == warmup  # the arguments are left as given
+        rates = []
+        for _ in range(min(steps, 3)):
+            rates.append(trainer.lr_scheduler.get_last_lr()[0])
+            trainer.optimizer.step()
+            trainer.lr_scheduler.step()
+        return rates
+
+    assert first_rates(0.03, 1) == [1e-3]  # the only step has the rate (was [0.0])
+    assert first_rates(0.5, 2)[0] == 0.0 and first_rates(0.5, 2)[1] > 0  # ceil(1.0) = 1 < 2 steps: unchanged
+    assert first_rates(0.03, 100)[0] == 0.0  # ceil(3): the Trainer's warm-up as before
+    assert first_rates(0.9, 3) == [0.0, 0.5e-3, 1e-3]  # ceil(2.7) = 3 would span the run: capped at 2
+    assert first_rates(5, 1) == [0.0]  # explicit warm-up steps are the user's

@@ -320,7 +320,8 @@ class TrainConfig(_Section):
     max_steps: int | None = Field(None, gt=0, le=10 ** 9, description="Stop after this many optimizer steps.")
     batch_size: int = Field(4, gt=0, description="Samples per device per forward pass.")
     grad_accum: int = Field(1, gt=0, description="Forward passes per optimizer step (global batch = batch_size x grad_accum x devices).")
-    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate.")
+    warmup_ratio: float = Field(0.03, ge=0, lt=1, description="Fraction of steps spent warming up the learning rate "
+                                "(rounded up to whole steps, never all of them: a one-step run trains at the full rate).")
     warmup_steps: int | None = Field(None, ge=0, description="Warm-up steps (overrides warmup_ratio).")
     scheduler: Literal["cosine", "linear", "constant_with_warmup", "constant"] = Field(
         "cosine", description="Learning-rate schedule after warm-up (constant and constant_with_warmup are the "

@@ -83,6 +83,20 @@ class DucktuneTrainer(Trainer):
             self._flops_per_token = super().floating_point_ops({key: inputs[key].new_zeros(1)})
         return self._flops_per_token * inputs[key].numel()
 
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        """The Trainer's scheduler, except that a warm-up given as a ratio (train.warmup_ratio) never
+        spans the whole run. transformers rounds ratio x steps up, and its warm-up starts at a rate of
+        0: a one-step run (a smoke test, `train.max_steps: 1`) took its only step at lr 0 and saved an
+        untrained adapter. The ratio's warm-up is capped at steps - 1; explicit warmup_steps are kept."""
+        ratio = self.args.warmup_steps
+        if not 0 < ratio < 1 or self.args.get_warmup_steps(num_training_steps) < num_training_steps:
+            return super().create_scheduler(num_training_steps, optimizer)
+        self.args.warmup_steps = max(num_training_steps - 1, 0)  # read by the Trainer's create_scheduler only
+        try:
+            return super().create_scheduler(num_training_steps, optimizer)
+        finally:
+            self.args.warmup_steps = ratio
+
     @property
     def autocasts_every_forward(self) -> bool:
         """Whether every training and evaluation forward runs under autocast (mixed precision, and
