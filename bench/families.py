@@ -3,6 +3,9 @@
     .venv/bin/python bench/families.py                        # all families (~15 min on 2 cores)
     .venv/bin/python bench/families.py --families qwen3,gemma2
     .venv/bin/python bench/families.py --readme README.md      # also refresh the README's table
+    .venv/bin/python bench/families.py --shard 1/2 --json a.json &  # the same work on two cores ...
+    .venv/bin/python bench/families.py --shard 2/2 --json b.json; wait
+    .venv/bin/python bench/families.py --from-json a.json b.json --readme README.md   # ... one table
 
 For each family of ducktune.models.families, a tiny stand-in (the family's transformers class,
 config keys, tokenizer kind and published chat template, random weights) is LoRA-trained on a few
@@ -142,6 +145,25 @@ def replace_block(text: str, block: str) -> str:
     return replace_between(text, start, end, start + "\n" + block + "\n" + end)
 
 
+def shard_of(wanted: list[str], shard: str) -> list[str]:
+    """Shard "K/N" of the family ids: every N-th from the K-th (N shards cover each id once)."""
+    k, n = (int(part) for part in shard.split("/"))
+    if not 1 <= k <= n:
+        raise SystemExit(f"--shard {shard}: K/N with 1 <= K <= N")
+    return wanted[k - 1::n]
+
+
+def run_rows(wanted: list[str], workdir: str | None, steps: int) -> list[dict]:
+    """One matrix row per family id, run in turn."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ducktune-families-") as tmp:
+        for family_id in wanted:
+            print(f"{family_id} ...", flush=True)
+            rows.append(family_row(family_id, Path(workdir or tmp), steps))
+            print(f"  {json.dumps(rows[-1]['cells'], ensure_ascii=False)} ({rows[-1]['seconds']:.0f} s)", flush=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     from ducktune.models.families import FAMILIES
 
@@ -152,17 +174,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", help="also replace the README's family-matrix block")
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--workdir", help="keep stand-ins, runs and exports here (default: a temporary folder)")
+    parser.add_argument("--shard", help="K/N: only every N-th family from the K-th (run N processes, then --from-json)")
+    parser.add_argument("--from-json", nargs="+", metavar="FILE",
+                        help="render the table from rows written by --json runs (in the families' order) instead of running")
     args = parser.parse_args(argv)
-    wanted = args.families.split(",") if args.families else [f.id for f in FAMILIES]
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="ducktune-families-") as tmp:
-        for family_id in wanted:
-            print(f"{family_id} ...", flush=True)
-            rows.append(family_row(family_id, Path(args.workdir or tmp), args.steps))
-            print(f"  {json.dumps(rows[-1]['cells'], ensure_ascii=False)} ({rows[-1]['seconds']:.0f} s)", flush=True)
+    order = [f.id for f in FAMILIES]
+    if args.from_json:
+        rows = [row for path in args.from_json for row in json.loads(Path(path).read_text(encoding="utf-8"))]
+        rows.sort(key=lambda row: order.index(row["family"]) if row["family"] in order else len(order))
+    else:
+        wanted = args.families.split(",") if args.families else order
+        if args.shard:
+            wanted = shard_of(wanted, args.shard)
+        rows = run_rows(wanted, args.workdir, args.steps)
     table = render_markdown(rows)
     note = (f"Produced by `bench/families.py` on {time.strftime('%Y-%m-%d')} ({len(rows)} families, "
-            f"{sum(r['seconds'] for r in rows) / 60:.1f} min).")
+            f"{sum(r['seconds'] for r in rows) / 60:.1f} min summed over the families).")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(f"# Model families\n\n{note}\n\n{table}\n", encoding="utf-8")
     if args.readme:

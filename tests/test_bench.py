@@ -405,3 +405,35 @@ def test_committed_lora_addmm_block_is_the_rendering_of_its_json(monkeypatch):
         assert m["ratios"] == [round(a["tps"] / p["tps"], 3) for a, p in zip(runs["addmm"], runs["peft"])]
         for a, p in zip(runs["addmm"], runs["peft"]):
             assert a["heldout"] == pytest.approx(p["heldout"], rel=1e-5) and a["steps"] == p["steps"]
+
+
+def test_family_matrix_shards_cover_every_family_once_and_render_as_one_table_in_the_families_order(tmp_path):
+    """bench/families.py runs on two cores as two shards (--shard K/N --json) and renders one table from
+    their rows (--from-json): every family once, in ducktune.models.families' order, the README block
+    replaced."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import families as matrix
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    from ducktune.models.families import FAMILIES
+
+    order = [f.id for f in FAMILIES]
+    shards = [matrix.shard_of(order, f"{k}/3") for k in (1, 2, 3)]
+    assert sorted(sum(shards, [])) == sorted(order) and all(shards)
+    cells = {column: "PASS" for column in matrix.COLUMNS}
+    for index, shard in enumerate(shards[:2]):  # written out of order: the last family first
+        rows = [{"family": fid, "title": fid.upper(), "cells": cells, "seconds": 1.0} for fid in reversed(shard)]
+        (tmp_path / f"{index}.json").write_text(json.dumps(rows), encoding="utf-8")
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n" + "\n".join(matrix.MARKERS) + "\nafter\n", encoding="utf-8")
+    out = tmp_path / "families.md"
+    code = subprocess.run([sys.executable, str(ROOT / "bench" / "families.py"), "--from-json", str(tmp_path / "1.json"),
+                           str(tmp_path / "0.json"), "--out", str(out), "--readme", str(readme)],
+                          capture_output=True, text=True, cwd=ROOT).returncode
+    assert code == 0
+    listed = [line.split(" (")[0].strip("| ") for line in out.read_text(encoding="utf-8").splitlines()
+              if line.startswith("| ") and "(" in line.split("|")[1]]
+    assert listed == [fid for fid in order if fid in shards[0] + shards[1]]
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("intro\n") and text.endswith("after\n") and f"| {listed[0]} (" in text
