@@ -72,7 +72,7 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
     given, the same tokenized data as the run recorded. Returns (run, resuming)."""
     run = RunDir(config.output.dir)
     if run.path.exists() and not run.path.is_dir():
-        raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
+        raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir (-o)")
     if lock is not None and run.path.is_dir():
         lock.acquire(run.path)  # before looking inside
     fresh = refuse_output_dir(config, require_resume)
@@ -82,19 +82,19 @@ def prepare_run_dir(config: RunConfig, log=print, require_resume: bool = False,
             here = Path(os.path.abspath(run.path))  # "." has no name to put ".old-..." after
             if holds_working_folder(here):
                 raise UserError(f"{run.path}: output.overwrite would move the current folder aside; "
-                                "run from another folder or choose another output.dir")
+                                "run from another folder or choose another output.dir (-o)")
             aside = _unused_name(here.with_name(f"{here.name}.old-{time.strftime('%Y%m%d-%H%M%S')}"))
             try:
                 run.path.rename(aside)
             except OSError as exc:  # a mount point (EBUSY), a read-only parent folder
                 where = " (a mount point cannot be moved)" if exc.errno == errno.EBUSY else ""
                 raise UserError(f"{run.path}: output.overwrite cannot move the previous run aside: {exc.strerror}"
-                                f"{where}; choose another output.dir, or empty this folder yourself") from None
+                                f"{where}; choose another output.dir (-o), or empty this folder yourself") from None
             log(f"Moved the previous run aside to {aside}")
         try:
             run.path.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a parent that is a file, a read-only or virtual file system
-            raise UserError(f"{run.path}: cannot create output.dir ({exc.strerror}); choose another output.dir") from None
+            raise UserError(f"{run.path}: cannot create output.dir ({exc.strerror}); choose another output.dir (-o)") from None
         if lock is not None:
             lock.acquire(run.path)
         for leftover in [p for p in run.path.iterdir() if _before_run_json(run, p)]:
@@ -119,21 +119,21 @@ def refuse_output_dir(config: RunConfig, require_resume: bool = False) -> bool:
     minutes of data loading), and again under the run's lock. Returns whether the folder is fresh."""
     run = RunDir(config.output.dir)
     if run.path.exists() and not run.path.is_dir():
-        raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir")
+        raise UserError(f"{run.path}: output.dir is a file, not a folder; choose another output.dir (-o)")
     fresh = not run.path.exists() or not any(p for p in run.path.iterdir() if not _before_run_json(run, p))
     if require_resume and (fresh or config.output.overwrite or not run.exists()):
         raise UserError(f"{run.path}: no unfinished run to resume; drop --resume to start one")
     if fresh or config.output.overwrite:
         return fresh
     if not run.exists():
-        raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir")
+        raise UserError(f"{run.path}: folder exists and is not a ducktune run; choose another output.dir (-o)")
     finished, diffs = continuation_problem(run, config)
     if finished:
         raise UserError(f"{run.path}: already holds a finished run; pass --overwrite (output.overwrite=true) to move "
-                        "it aside and train again, or choose another output.dir")
+                        "it aside and train again, or choose another output.dir (-o)")
     if diffs:
         raise ConfigError(f"{run.path}: cannot resume with a different config ({'; '.join(diffs[:3])}); "
-                          "set output.overwrite=true or choose another output.dir")
+                          "set output.overwrite=true or choose another output.dir (-o)")
     return False
 
 
