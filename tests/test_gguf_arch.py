@@ -218,6 +218,14 @@ EXPECTED = {
     "qwen2": ("qwen2", {"rope.freq_base": 1000000.0}, {"blk.0.attn_q.bias": (64,)}, {"output.weight"}),
     "qwen3": ("qwen3", {"attention.key_length": 32}, {"blk.1.attn_q_norm.weight": (32,), "blk.1.attn_k_norm.weight": (32,)},
               {"blk.0.attn_q.bias"}),
+    # Qwen2.5 / Qwen3 with their model cards' YaRN (factor 4 over the original context): llama.cpp's yarn keys,
+    # cos/sin scaled by its own 0.1 ln(factor) + 1 as transformers' default attention factor (so 1.0 is left)
+    "qwen2-yarn": ("qwen2", {"rope.scaling.factor": 4.0,
+                             "rope.scaling.original_context_length": 64, "rope.scaling.attn_factor": 1.0},
+                   {"blk.0.attn_q.bias": (64,), "output.weight": (None, 64)}, set()),
+    "qwen3-yarn": ("qwen3", {"rope.scaling.factor": 4.0,
+                             "rope.scaling.original_context_length": 64, "attention.key_length": 32},
+                   {"blk.1.attn_q_norm.weight": (32,), "output.weight": (None, 64)}, {"blk.0.attn_q.bias"}),
     # Qwen3-MoE: per-expert weights stacked [experts, width, hidden] / [experts, hidden, width]; no dense MLP
     "qwen3-moe": ("qwen3moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
                                "feed_forward_length": 192, "attention.key_length": 32},
@@ -456,6 +464,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "olmo2 q/k rows re-ordered as for llama": ("olmo2", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "olmo2"}),
     "olmo3 sliding-window layers not written": ("olmo3", "_add_sliding_window_hparams", lambda: lambda put, config: None),
     "olmo3 yarn not written": ("olmo3", "_add_yarn_hparams", lambda: lambda put, config: None),
+    "qwen2 yarn not written": ("qwen2-yarn", "_add_yarn_hparams", lambda: lambda put, config: None),
+    "qwen3 yarn not written": ("qwen3-yarn", "_add_yarn_hparams", lambda: lambda put, config: None),
     "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
     "hunyuan ntk alpha base not written": ("hunyuan", "ntk_alpha_base", lambda: lambda config: None),
     "hunyuan q/k rows re-ordered as for llama": ("hunyuan", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "hunyuan-dense"}),

@@ -164,8 +164,9 @@ ROPE_KINDS = {
     "dynamic": None,
     "llama3": {"llama", "exaone4"},
     "longrope": {"phi3"},
-    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3
-    "yarn": {"olmo2", "mistral3"},
+    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3;
+    # Qwen2.5 / Qwen3 with the rope_scaling their model cards give for long contexts
+    "yarn": {"olmo2", "mistral3", "qwen2", "qwen3"},
 }
 
 
@@ -328,7 +329,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma4.gemma4_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3 and Ministral 3)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3 and Ministral 3)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     if arch in ("phi3", "chatglm", "phi2", "olmo2") and n_heads(config) * head_dim(config) != hidden_size(config):

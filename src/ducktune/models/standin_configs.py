@@ -20,6 +20,9 @@ MIRRORS = {
     "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
+    # the rope_scaling their model cards tell users to add to config.json for contexts past 32k
+    "qwen2-yarn": "Qwen/Qwen2.5-7B-Instruct + its model card's YaRN rope_scaling",
+    "qwen3-yarn": "Qwen/Qwen3-8B + its model card's YaRN rope_scaling",
     "qwen3-moe": "Qwen/Qwen3-30B-A3B",
     "qwen3.5": "Qwen/Qwen3.5-0.8B",
     "gemma": "google/gemma-1.1-2b-it",
@@ -125,6 +128,18 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        # {"factor": 4.0, "original_max_position_embeddings": 32768, "type"/"rope_type": "yarn"} as the cards
+        # give it; 32768 -> 64 so the test prompts' positions reach the stretched frequencies too
+        "qwen2-yarn": ("Qwen2ForCausalLM", dict(
+            common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False, sliding_window=131072,
+            max_window_layers=28, hidden_act="silu",
+            rope_scaling={"factor": 4.0, "original_max_position_embeddings": 64, "type": "yarn"})),
+        "qwen3-yarn": ("Qwen3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=40960,
+            rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False, attention_bias=False,
+            use_sliding_window=False, sliding_window=None, hidden_act="silu",
+            rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})),
         # Qwen3-30B-A3B: every layer routed (decoder_sparse_step 1, no mlp_only_layers), top-k renormalized;
         # 128 experts top-8 -> 4 top-2 here; expert width 768/2048 of hidden rounded up to 64, dense width 3x hidden
         "qwen3-moe": ("Qwen3MoeForCausalLM", dict(
