@@ -64,6 +64,8 @@ Per architecture, what differs from "read config, rename tensors":
   query temperature (q x (1 + beta ln(1 + floor(pos / original_max_position_embeddings)))), whose beta
   (rope_parameters.llama_4_scaling_beta) becomes attention.temperature_scale. llama.cpp's mistral3 has no
   sliding window and rotates whole heads.
+- qwen2 / qwen3 with YaRN (the rope_scaling Qwen2.5's and Qwen3's model cards give for contexts past 32k):
+  llama.cpp's yarn keys, which its qwen2/qwen3 graphs read as every graph does.
 - qwen3moe (Qwen3MoeForCausalLM, Qwen3-30B-A3B / 235B-A22B): Qwen3's attention, every MLP a routed mixture of
   experts, whose per-expert weights are stacked into one tensor per kind, in its own module (gguf_moe).
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
