@@ -132,12 +132,14 @@ def _undo_granite_damping(model, config) -> None:
     """Granite multiplies its (tied) embeddings by 12 and divides its logits by 8: with random weights the
     layers' share of the result and the logit spread are then too small for a left-out step to show.
     Shrink the embeddings by the multiplier and grow the final norm by both, so the layers matter as in
-    the other stand-ins while every multiplier is still applied (and must be, for the logits to match)."""
-    if not getattr(config, "logits_scaling", None):
-        return
+    the other stand-ins while every multiplier is still applied (and must be, for the logits to match).
+    Cohere multiplies its logits by logit_scale (1/8, 1/4): its final norm grows by the inverse."""
     with torch.no_grad():
-        model.get_input_embeddings().weight.div_(config.embedding_multiplier)
-        model.model.norm.weight.mul_(config.embedding_multiplier * config.logits_scaling)
+        if getattr(config, "logits_scaling", None):
+            model.get_input_embeddings().weight.div_(config.embedding_multiplier)
+            model.model.norm.weight.mul_(config.embedding_multiplier * config.logits_scaling)
+        elif getattr(config, "logit_scale", None):
+            model.model.norm.weight.div_(config.logit_scale)
 
 
 @pytest.fixture(scope="session")
@@ -345,6 +347,17 @@ EXPECTED = {
                 {"blk.0.post_attention_norm.weight": (64,), "blk.0.post_ffw_norm.weight": (64,),
                  "blk.0.attn_q_norm.weight": (16,), "blk.0.attn_k_norm.weight": (16,), "rope_freqs.weight": (8,)},
                 {"output.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"}),
+    # Aya Expanse: LayerNorm without bias (no bias tensors), logit scale, interleaved rope as stored, tied output
+    "cohere": ("command-r", {"logit_scale": 0.125, "attention.layer_norm_epsilon": 1e-5, "rope.dimension_count": 16,
+                             "rope.freq_base": 10000.0, "attention.head_count_kv": 2, "feed_forward_length": 256},
+               {"blk.0.attn_norm.weight": (64,), "blk.0.ffn_gate.weight": (256, 64), "output_norm.weight": (64,)},
+               {"output.weight", "blk.0.attn_norm.bias", "blk.0.ffn_norm.weight", "blk.0.attn_q_norm.weight",
+                "rope_freqs.weight"}),
+    # Command R7B: the same block; which layers slide (and rotate), the window and the logit scale written
+    "cohere2": ("cohere2", {"logit_scale": 0.25, "attention.layer_norm_epsilon": 1e-5, "rope.freq_base": 50000.0,
+                            "attention.sliding_window": 8, "attention.sliding_window_pattern": [True, False]},
+                {"blk.1.attn_q.weight": (64, 64), "blk.0.attn_k.weight": (32, 64)},
+                {"output.weight", "blk.0.ffn_norm.weight", "rope_freqs.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
     # ERNIE 4.5: llama's layout with head_dim twice hidden/heads (key/value lengths written), tied embeddings
@@ -436,6 +449,12 @@ def _gate_up_swapped(original):
     return plans
 
 
+def _cohere_hparams_without(key):
+    """_add_cohere_hparams that skips writing one key."""
+    original = gguf_arch._add_cohere_hparams
+    return lambda put, config, arch: original(lambda k, v: None if k == key else put(k, v), config, arch)
+
+
 def _rope_params_without(key):
     """gguf_arch.rope_params that drops one key (as if the config had none)."""
     original = gguf_arch.rope_params
@@ -470,6 +489,11 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "hunyuan ntk alpha base not written": ("hunyuan", "ntk_alpha_base", lambda: lambda config: None),
     "hunyuan q/k rows re-ordered as for llama": ("hunyuan", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "hunyuan-dense"}),
     "exaone4 q/k rows re-ordered as for llama": ("exaone4", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "exaone4"}),
+    "cohere q/k rows re-ordered as for llama": ("cohere", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "command-r"}),
+    "cohere logit scale not written": ("cohere", "_add_cohere_hparams", lambda: _cohere_hparams_without("add_logit_scale")),
+    # (an all-global pattern aborts llama.cpp's cohere2, whose cache needs sliding layers)
+    "cohere2 global layer written as sliding (rotated)": (
+        "cohere2", "cohere2_layer_kinds", lambda: lambda config: ["sliding_attention"] * gguf_arch.n_layers(config)),
     "ministral3 q/k rows not re-ordered": ("ministral3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
     "qwen3.5 value heads left grouped by key head": ("qwen3.5", "gguf_qwen35._value_head_reorder", lambda: lambda *a: None),
     "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
@@ -1191,6 +1215,75 @@ def test_published_exaone_4_32b_config_names_its_sliding_layers():
 def test_exaone_4_configs_llama_cpp_would_rotate_or_slide_differently_are_refused(config, fragment):
     reason = architecture_support(config)
     assert reason and fragment in reason and "\n" not in reason
+
+
+AYA_EXPANSE_8B = {  # CohereForAI/aya-expanse-8b config.json, the keys read here (dtype / version left out)
+    "architectures": ["CohereForCausalLM"], "model_type": "cohere", "hidden_size": 4096, "intermediate_size": 14336,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "num_hidden_layers": 32, "max_position_embeddings": 8192,
+    "layer_norm_eps": 1e-05, "logit_scale": 0.125, "rope_theta": 10000, "attention_bias": False, "hidden_act": "silu",
+    "use_qk_norm": False, "vocab_size": 256000, "bos_token_id": 5, "eos_token_id": 255001, "pad_token_id": 0}
+COMMAND_R7B = {  # CohereForAI/c4ai-command-r7b-12-2024 config.json, the keys read here: no layer_types, the pattern
+    "architectures": ["Cohere2ForCausalLM"], "model_type": "cohere2", "hidden_size": 4096, "intermediate_size": 14336,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "num_hidden_layers": 32,
+    "max_position_embeddings": 132096, "layer_norm_eps": 1e-05, "logit_scale": 0.25, "rope_theta": 50000,
+    "rope_scaling": None, "sliding_window": 4096, "sliding_window_pattern": 4, "attention_bias": False,
+    "hidden_act": "silu", "position_embedding_type": "rope_gptj", "rotary_pct": 1.0, "use_embedding_sharing": True,
+    "order_of_interleaved_layers": "local_attn_first", "vocab_size": 256000, "bos_token_id": 5, "eos_token_id": 255001,
+    "pad_token_id": 0}
+
+
+def test_published_aya_expanse_config_is_command_r_with_its_logit_scale_and_tied_output():
+    assert architecture_support(AYA_EXPANSE_8B) is None
+    calls = written_hparams(AYA_EXPANSE_8B, "command-r")
+    assert calls["logit_scale"] == 0.125 and calls["layer_norm_eps"] == 1e-05 and "layer_norm_rms_eps" not in calls
+    assert calls["rope_dimension_count"] == 128 and calls["rope_freq_base"] == 10000.0 and calls["head_count_kv"] == 8
+    plans = {p.gguf_name: p for p in plan_from_shapes({
+        "model.layers.0.self_attn.q_proj.weight": (4096, 4096), "model.layers.0.self_attn.k_proj.weight": (1024, 4096),
+        "model.layers.0.input_layernorm.weight": (4096,), "model.norm.weight": (4096,),
+        "model.embed_tokens.weight": (256000, 4096)}, AYA_EXPANSE_8B, "f16")}
+    assert set(plans) == {"blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.attn_norm.weight", "output_norm.weight",
+                          "token_embd.weight"}  # tied: llama.cpp reuses the embedding
+    # Cohere's rotate_half already pairs neighbouring dims, as llama.cpp's NORM rope: rows kept as stored
+    assert plans["blk.0.attn_q.weight"].transform is None and plans["blk.0.attn_k.weight"].transform is None
+
+
+def test_command_r_plus_shape_keeps_its_per_head_q_k_norms():
+    """llama.cpp's command-r creates q/k LayerNorms (one weight per head) for 64 layers or more: Command R+."""
+    plus = {**AYA_EXPANSE_8B, "num_hidden_layers": 64, "use_qk_norm": True}
+    assert architecture_support(plus) is None
+    plans = {p.gguf_name: p.shape for p in plan_from_shapes({
+        "model.layers.0.self_attn.q_norm.weight": (32, 128), "model.layers.0.self_attn.k_norm.weight": (8, 128)},
+        plus, "f16")}
+    assert plans == {"blk.0.attn_q_norm.weight": (32, 128), "blk.0.attn_k_norm.weight": (8, 128)}
+
+
+def test_published_command_r7b_config_slides_three_layers_of_four():
+    assert architecture_support(COMMAND_R7B) is None
+    calls = written_hparams(COMMAND_R7B, "cohere2")
+    assert calls["sliding_window"] == 4096 and calls["sliding_window_pattern"] == [True, True, True, False] * 8
+    assert calls["logit_scale"] == 0.25 and calls["rope_freq_base"] == 50000.0 and calls["layer_norm_eps"] == 1e-05
+    # transformers' defaults for the keys left out: a 4096 window, every 4th layer global
+    bare = {k: v for k, v in COMMAND_R7B.items() if k not in ("sliding_window", "sliding_window_pattern")}
+    assert written_hparams(bare, "cohere2")["sliding_window_pattern"] == [True, True, True, False] * 8
+    assert written_hparams(bare, "cohere2")["sliding_window"] == 4096
+    listed = {**COMMAND_R7B, "layer_types": ["sliding_attention", "full_attention"] * 16}
+    assert written_hparams(listed, "cohere2")["sliding_window_pattern"] == [True, False] * 16
+
+
+@pytest.mark.parametrize("config, fragment", [
+    ({**AYA_EXPANSE_8B, "tie_word_embeddings": False}, "always uses the embedding as output layer"),
+    ({**AYA_EXPANSE_8B, "attention_bias": True}, "attention_bias true"),
+    ({**AYA_EXPANSE_8B, "hidden_act": "gelu"}, "runs SiLU only"),
+    ({**AYA_EXPANSE_8B, "use_qk_norm": True}, "use_qk_norm True with 32 layers"),
+    ({**AYA_EXPANSE_8B, "num_hidden_layers": 64}, "use_qk_norm False with 64 layers"),
+    ({**COMMAND_R7B, "use_qk_norm": True}, "no q/k norms"),
+    ({**COMMAND_R7B, "sliding_window": None}, "sliding_window null"),
+    ({**COMMAND_R7B, "layer_types": ["full_attention"] * 32}, "no sliding-window layer"),
+    ({**COMMAND_R7B, "rope_scaling": {"rope_type": "yarn", "factor": 4.0}}, "rope scaling 'yarn'"),
+])
+def test_cohere_configs_llama_cpp_would_run_differently_are_refused(config, fragment):
+    reason = architecture_support(config)
+    assert reason and fragment in reason and "\n" not in reason, reason
 
 
 def test_published_gemma_7b_config_is_llama_cpps_gemma_with_its_head_size():

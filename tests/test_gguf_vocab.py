@@ -35,6 +35,7 @@ EXPECTED = {
     "deepseek-r1-qwen": ("gpt2", "deepseek-r1-qwen", None),
     "llama-bpe": ("gpt2", "llama-bpe", None),
     "smollm": ("gpt2", "smollm", None),
+    "command-r-bpe": ("gpt2", "command-r", None),  # SmolLM's split, named by Cohere's turn token
     "tekken": ("gpt2", "tekken", None),
     "phi4-bpe": ("gpt2", "dbrx", None),
     "o200k-bpe": ("gpt2", "gpt-4o", None),

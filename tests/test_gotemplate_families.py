@@ -19,6 +19,8 @@ from ducktune.models.loading import bundled_template_names as shipped_template_i
 from ducktune.models.loading import load_tokenizer
 
 LLAMA_SPM = {"bos_token": "<s>", "eos_token": "</s>"}
+COHERE = {"bos_token": "<BOS_TOKEN>", "eos_token": "<|END_OF_TURN_TOKEN|>", "pad_token": "<PAD>", "unk_token": "<UNK>"}
+COHERE_TURNS = ["<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>"]
 # template id -> (special tokens as the model's tokenizer has them, extra special tokens)
 FAMILIES = {
     "qwen2": ({"eos_token": "<|im_end|>"}, ["<|im_start|>"]),
@@ -68,6 +70,10 @@ FAMILIES = {
     "exaone4": ({"bos_token": "[BOS]", "eos_token": "[|endofturn|]", "pad_token": "[PAD]", "unk_token": "[UNK]"},
                 ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]),
     "firefly": (LLAMA_SPM, []),
+    "aya-expanse": (COHERE, COHERE_TURNS),
+    "command-r7b": (COHERE, COHERE_TURNS + ["<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_THINKING|>",
+                                            "<|END_THINKING|>", "<|START_ACTION|>", "<|END_ACTION|>",
+                                            "<|START_TOOL_RESULT|>", "<|END_TOOL_RESULT|>"]),
     "falcon3": ({"eos_token": "<|endoftext|>"}, []),  # its <|user|> lines are plain text
     "hunyuan": ({"bos_token": "<｜hy_begin▁of▁sentence｜>", "eos_token": "<｜hy_place▁holder▁no▁2｜>"},
                 ["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"]),
@@ -144,6 +150,14 @@ def test_measured_pieces_of_typical_templates(family_formats):
     assert granite4.default_system == "You are a helpful assistant. Please ensure responses are professional, accurate, and safe."
     assert (granite4.user_open, granite4.generation_prompt, granite4.assistant_close) == (
         "<|start_of_role|>user<|end_of_role|>", "<|start_of_role|>assistant<|end_of_role|>", "<|end_of_text|>\n")
+    # Cohere: Aya prints BOS, no default system; Command R7B prints an empty system turn when none is given and
+    # wraps each answer in <|START_RESPONSE|>...<|END_RESPONSE|> (then <|END_OF_TURN_TOKEN|>, before the next turn)
+    aya = derive_layout(family_formats["aya-expanse"])
+    assert (aya.prefix, aya.default_system, aya.generation_prompt, aya.assistant_close) == (
+        "<BOS_TOKEN>", None, "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|>", "<|END_OF_TURN_TOKEN|>")
+    r7b = derive_layout(family_formats["command-r7b"])
+    assert (r7b.prefix, r7b.default_system, r7b.generation_prompt, r7b.assistant_close) == (
+        "", "", "<|START_OF_TURN_TOKEN|><|CHATBOT_TOKEN|><|START_RESPONSE|>", "<|END_RESPONSE|>")
 
 
 @requires_go

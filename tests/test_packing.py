@@ -169,6 +169,25 @@ def test_sliding_window_models_fall_back_to_padded_batches(tmp_path):
         packing.choose_batching(model, "on", "cpu")
 
 
+def test_published_sliding_window_pattern_rules_out_packing_before_loading():
+    """Command R7B's config.json names a window and a period of global layers but no layer_types (transformers
+    builds them): packing is refused from config.json alone, as it is once the model is loaded."""
+    from transformers import AutoModelForCausalLM, Cohere2Config
+
+    command_r7b = {"model_type": "cohere2", "num_hidden_layers": 32, "sliding_window": 4096, "sliding_window_pattern": 4}
+    without_pattern = {k: v for k, v in command_r7b.items() if k != "sliding_window_pattern"}  # Cohere2's default 4
+    for config in (command_r7b, without_pattern):
+        assert packing.config_packing_blocker(config, False) == packing.SLIDING_WINDOW_BLOCKER
+        assert packing.expected_batching(config, "auto", False) == "padded"
+    # a window without a period of global layers (Mistral's) and a period of 1 (every layer global) do not
+    assert packing.config_packing_blocker({"model_type": "mistral", "sliding_window": 4096}, False) is None
+    assert packing.config_packing_blocker({**command_r7b, "sliding_window_pattern": 1}, False) is None
+    model = AutoModelForCausalLM.from_config(Cohere2Config(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, sliding_window=8, sliding_window_pattern=2))
+    assert packing.varlen_blockers(model) == packing.SLIDING_WINDOW_BLOCKER
+
+
 def _tiny_gated_deltanet():
     """A tiny Qwen3.5 text model: one Gated DeltaNet (linear-attention) layer, one full-attention layer."""
     from transformers import AutoModelForCausalLM, Qwen3_5TextConfig

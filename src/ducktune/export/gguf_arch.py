@@ -81,6 +81,15 @@ Per architecture, what differs from "read config, rename tensors":
   transformers rotates every layer when `sliding_window` is null (1.2B), else only the sliding layers
   (global NoPE: 32B's 3 sliding : 1 full). llama.cpp turns sliding windows on for 64-layer models only
   (its 32B) and then rotates only the sliding layers: other configs that slide or skip rope are refused.
+- command-r (CohereForCausalLM: Aya 23, Aya Expanse, Command R / R+): attention and MLP in parallel off one
+  LayerNorm without bias, outputs summed onto the residual; the logits multiplied by `logit_scale`; the output
+  layer is always the embedding (llama.cpp loads no output tensor: untied configs are refused). transformers'
+  Cohere rotates interleaved pairs (its rotate_half takes x[::2] / x[1::2]), as llama.cpp's NORM rope does: no
+  q/k re-ordering. llama.cpp loads the per-head q/k LayerNorms (`use_qk_norm`) exactly when there are 64
+  layers or more (Command R+): configs that differ are refused.
+- cohere2 (Cohere2ForCausalLM: Command R7B): command-r's block without q/k norms; sliding-window layers
+  (3 of every 4 by `sliding_window_pattern`, or `layer_types`) rotate, the global ones have no rope at all, as
+  llama.cpp's cohere2 runs them once the per-layer pattern is written.
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
 Ministral 3; Gemma 4; Qwen3.5) is written as its
@@ -131,6 +140,8 @@ ARCHITECTURES = {
     "Gemma4ForCausalLM": "gemma4",
     "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
     "Exaone4ForCausalLM": "exaone4",
+    "CohereForCausalLM": "command-r",
+    "Cohere2ForCausalLM": "cohere2",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -142,13 +153,21 @@ GEMMA = {"gemma", "gemma2", "gemma3"}
 WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
-TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2"}
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2"}
+# Cohere's parallel blocks: llama.cpp reads their logit scale and always reuses the embedding as output layer
+COHERE = {"command-r", "cohere2"}
+# transformers' CohereConfig / Cohere2Config defaults when the key is absent
+COHERE_DEFAULT_LOGIT_SCALE = 0.0625
+COHERE2_DEFAULT_WINDOW = 4096
+COHERE2_DEFAULT_PATTERN = 4
+# llama.cpp's command-r creates per-head q/k norms for models of this many layers or more, and never otherwise
+COMMAND_R_QK_NORM_LAYERS = 64
 # llama.cpp's exaone4 enables sliding windows (and skips rope on the global layers) for this layer count only
 EXAONE4_SWA_LAYERS = 64
 # Exaone4Config's sliding_window when the key is absent
 EXAONE4_DEFAULT_WINDOW = 4096
 # LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
-LAYER_NORM = {"bloom", "phi2"}
+LAYER_NORM = {"bloom", "phi2", "command-r", "cohere2"}
 # HF activations computed as llama.cpp's GELU (the tanh approximation)
 TANH_GELU = {"gelu_new", "gelu_pytorch_tanh"}
 # Granite's muP scalars -> the GGUF writer method of the key llama.cpp's granite loader reads
@@ -347,6 +366,7 @@ def architecture_support(config: dict) -> str | None:
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
+               "command-r": _cohere_problem, "cohere2": _cohere_problem,
                gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
     reason = problem(config, name) if problem else None
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
@@ -396,6 +416,47 @@ def _exaone4_problem(config: dict, name: str) -> str | None:
         return (f"GGUF export of {name}: sliding_window {window} with {layers} layers; llama.cpp's exaone4 "
                 f"slides (and skips rope on global layers) only for {EXAONE4_SWA_LAYERS}-layer models")
     return None
+
+
+def cohere2_window(config: dict) -> int | None:
+    """The sliding window transformers' Cohere2 runs with (its default when the key is absent; null: none)."""
+    window = config.get("sliding_window", COHERE2_DEFAULT_WINDOW)
+    return int(window) if window else None
+
+
+def cohere2_layer_kinds(config: dict) -> list[str]:
+    """Cohere2's layer kinds as transformers builds them: `layer_types`, else every `sliding_window_pattern`-th
+    layer (default 4) global, the others sliding, whether or not a window is set."""
+    if config.get("layer_types"):
+        return list(config["layer_types"])
+    pattern = int(config.get("sliding_window_pattern") or COHERE2_DEFAULT_PATTERN)
+    return ["full_attention" if (i + 1) % pattern == 0 else "sliding_attention" for i in range(n_layers(config))]
+
+
+def _cohere_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's command-r / cohere2 graphs would run differently from transformers' Cohere / Cohere2:
+    an output layer of its own, biases, another activation, q/k norms where llama.cpp loads none (or none where
+    it expects them), Cohere2 without a window (transformers then rotates no layer at all) or without a sliding
+    layer (llama.cpp's sliding-window cache aborts)."""
+    arch, layers = ARCHITECTURES[name], n_layers(config)
+    qk_norm_expected = arch == "command-r" and layers >= COMMAND_R_QK_NORM_LAYERS
+    if config.get("tie_word_embeddings", True) is False:
+        reason = f"tie_word_embeddings false, but llama.cpp's {arch} always uses the embedding as output layer"
+    elif biased := _true_keys(config, "attention_bias", "mlp_bias"):
+        reason = f"{' and '.join(biased)} true, but llama.cpp's {arch} loads no such biases"
+    elif config.get("hidden_act", "silu") != "silu":
+        reason = f"hidden_act {config['hidden_act']!r}: llama.cpp's {arch} runs SiLU only"
+    elif bool(config.get("use_qk_norm")) != qk_norm_expected:
+        reason = (f"use_qk_norm {bool(config.get('use_qk_norm'))} with {layers} layers; llama.cpp's {arch} loads "
+                  f"q/k norms for models of {COMMAND_R_QK_NORM_LAYERS} layers or more only" if arch == "command-r"
+                  else "use_qk_norm true; llama.cpp's cohere2 has no q/k norms")
+    elif arch == "cohere2" and cohere2_window(config) is None:
+        reason = "sliding_window null: transformers then rotates no layer, llama.cpp's cohere2 requires a window"
+    elif arch == "cohere2" and "sliding_attention" not in cohere2_layer_kinds(config):
+        reason = "no sliding-window layer (layer_types): llama.cpp's cohere2 aborts without one"
+    else:
+        return None
+    return f"GGUF export of {name}: {reason}"
 
 
 def _olmo2_problem(config: dict, name: str) -> str | None:
@@ -613,6 +674,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in exaone4_layer_kinds(config)])
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
+    if arch in COHERE:
+        _add_cohere_hparams(put, config, arch)
     if arch == "granite":
         for key, method in GRANITE_SCALES.items():
             # transformers' defaults (1.0) when absent; llama.cpp requires the logit scale
@@ -707,6 +770,16 @@ def _add_gemma_hparams(put, config: dict, arch: str) -> None:
     if config.get("final_logit_softcapping"):
         put("add_final_logit_softcapping", float(config["final_logit_softcapping"]))
     _add_sliding_window_hparams(put, config)
+
+
+def _add_cohere_hparams(put, config: dict, arch: str) -> None:
+    """Cohere's logit scale (llama.cpp's cohere2 requires it); Cohere2's window and per-layer pattern, which
+    also decides the layers llama.cpp rotates (the sliding ones; the global ones have no rope, as in HF)."""
+    scale = config.get("logit_scale")
+    put("add_logit_scale", float(scale if scale is not None else COHERE_DEFAULT_LOGIT_SCALE))
+    if arch == "cohere2":  # the pattern always: absent, llama.cpp would assume 3 sliding : 1 global
+        put("add_sliding_window", cohere2_window(config))
+        put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in cohere2_layer_kinds(config)])
 
 
 def _add_sliding_window_hparams(put, config: dict) -> None:

@@ -36,6 +36,9 @@ SPIECE_SPACE = "▁"
 # Tokenizers on Llama 3's pipeline (cl100k regex, whole words kept) that llama.cpp's converter names for
 # their model, told apart by a special token of theirs; llama.cpp runs each as Llama 3's.
 LLAMA3_PIPELINE_NAMES = {"<|tool_list_start|>": "lfm2", ">>TITLE<<": "falcon3"}
+# Tokenizers on SmolLM's pipeline (digits one by one, then GPT-2's split) that llama.cpp's converter names for their
+# model, told apart by a special token of theirs: Cohere's (Aya, Command R, R7B); llama.cpp runs it as SmolLM's.
+DIGITS_PIPELINE_NAMES = {"<|START_OF_TURN_TOKEN|>": "command-r"}
 # llama.cpp pre-tokenizers that split with several regexes in turn (one Split step each, then ByteLevel)
 MULTI_SPLIT_NAMES = {HUNYUAN_DENSE_REGEXES: "hunyuan-dense"}
 
@@ -140,7 +143,8 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
         return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
-        return "smollm"
+        added = _added_texts(tokenizer_json)
+        return next((name for token, name in DIGITS_PIPELINE_NAMES.items() if token in added), "smollm")
     if len(kinds) >= 2 and set(kinds[:-1]) == {"Split"} and kinds[-1] == "ByteLevel" \
             and not steps[-1].get("use_regex", True):
         regexes = tuple(_split_regex(step) for step in steps[:-1])
@@ -151,7 +155,7 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2/Falcon3, GPT-4o/Phi-4-mini, "
+                     "equivalent (supported: GPT-2, SmolLM, Command R, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2/Falcon3, GPT-4o/Phi-4-mini, "
                      "GLM-4, Tekken, Bloom, Hunyuan dense)")
 
 

@@ -52,6 +52,11 @@ _DEEPSEEK_R1 = _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of�
 # Gemma's vocabulary starts <pad> <eos> <bos> <unk> <mask>; GemmaTokenizer adds <mask> when it is missing.
 _GEMMA = _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
                    additional=["<mask>", "<start_of_turn>", "<end_of_turn>"])
+# Cohere's vocabulary starts <PAD> <UNK> <CLS> <SEP> <MASK_TOKEN> <BOS_TOKEN> <EOS_TOKEN> <EOP_TOKEN>; turns are
+# <|START_OF_TURN_TOKEN|><|USER_TOKEN|>... and end with <|END_OF_TURN_TOKEN|>, the tokenizer's EOS.
+_COHERE = _specials(bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", pad="<PAD>", unk="<UNK>",
+                    additional=["<CLS>", "<SEP>", "<MASK_TOKEN>", "<EOS_TOKEN>", "<EOP_TOKEN>",
+                                "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>"])
 
 FAMILIES: list[Family] = [
     Family("qwen2.5", "Qwen1.5 / Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "qwen2", "qwen2", "qwen2.5", _QWEN,
@@ -233,6 +238,17 @@ FAMILIES: list[Family] = [
            _specials(bos="[BOS]", eos="[|endofturn|]", pad="[PAD]", unk="[UNK]",
                      additional=["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]),
            tokenizer_class="GPT2Tokenizer"),
+    # Cohere's tokenizer (CohereTokenizer rebuilds its NFC + digits + byte-level pipeline, BOS added) and turn
+    # tokens; Aya's template prints BOS, Command R7B's none (its chat prompts have none). R7B's answers
+    # end <|END_RESPONSE|><|END_OF_TURN_TOKEN|>; generation_config's only EOS is <|END_OF_TURN_TOKEN|> in both.
+    Family("aya", "Aya Expanse / Aya 23 (8B)", "CohereForCausalLM", "cohere", "command-r-bpe", "aya-expanse",
+           _COHERE, tokenizer_class="CohereTokenizer"),
+    Family("command-r7b", "Command R7B 12-2024", "Cohere2ForCausalLM", "cohere2", "command-r-bpe", "command-r7b",
+           {**_COHERE, "additional": _COHERE["additional"] + [
+               "<|START_RESPONSE|>", "<|END_RESPONSE|>", "<|START_THINKING|>", "<|END_THINKING|>", "<|START_ACTION|>",
+               "<|END_ACTION|>", "<|START_TOOL_RESULT|>", "<|END_TOOL_RESULT|>"]},
+           tokenizer_class="CohereTokenizer",
+           note="sliding-window layers: trains on padded batches (packing is refused from its layer kinds)"),
     Family("smollm2", "SmolLM2 (built in)", "LlamaForCausalLM", "llama", "smollm", "chatml-smollm2",
            _specials(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>",
                      additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]), tokenizer_class="GPT2Tokenizer"),
@@ -315,15 +331,17 @@ def _auto_map(spec: Family) -> dict:
     return {"AutoConfig": f"configuration_{spec.arch}.{config_class}",
             "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
 def _widen_logit_margins(model, config, scale: float) -> None:
-    """Multiply the logits by `scale` (undoing a logit divisor such as Granite's logits_scaling)."""
+    """Multiply the logits by `scale` (undoing a logit divisor such as Granite's logits_scaling, or a
+    multiplier below 1 such as Cohere's logit_scale)."""
     import torch
 
-    divisor = float(getattr(config, "logits_scaling", None) or 1.0)
+    divisor = float(getattr(config, "logits_scaling", None) or 1.0) / float(getattr(config, "logit_scale", None) or 1.0)
     with torch.no_grad():
         if divisor != 1.0:
             # Through the final norm, not the tied embeddings: Granite's inputs are already multiplied
-            # (embedding_multiplier) and its layer outputs damped (residual_multiplier); larger
-            # embeddings would drown what the layers add, and LoRA training could not move the loss.
+            # (embedding_multiplier) and its layer outputs damped (residual_multiplier), Cohere's parallel
+            # blocks add onto the embedding unnormalised; larger embeddings would drown what the layers add,
+            # and LoRA training could not move the loss.
             model.model.norm.weight.mul_(scale * divisor)
             return
         # Through the LM head (tied or not): input-side scaling would be undone by the first norm.

@@ -48,6 +48,8 @@ MIRRORS = {
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
     "hunyuan": "tencent/Hunyuan-0.5B-Instruct",
     "exaone4": "LGAI-EXAONE/EXAONE-4.0-1.2B",
+    "cohere": "CohereForAI/aya-expanse-8b",
+    "cohere2": "CohereForAI/c4ai-command-r7b-12-2024",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -303,7 +305,7 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """ERNIE 4.5, Hunyuan, EXAONE 4, OLMo 2/3, Falcon3, LFM2, BLOOM, Phi-2."""
+    """ERNIE 4.5, Hunyuan, EXAONE 4, Cohere (Aya, Command R7B), OLMo 2/3, Falcon3, LFM2, BLOOM, Phi-2."""
     return {
         # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
         # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
@@ -326,6 +328,19 @@ def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rope_theta=1000000.0,
             rope_scaling={"rope_type": "llama3", "factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                           "original_max_position_embeddings": 8192})),
+        # Aya Expanse 8B: LayerNorm without bias (eps 1e-5), grouped-query attention (32:8 heads; 4:2 here),
+        # logit_scale 0.125, tied embeddings, no q/k norm (Command R+'s 64 layers have them), rope theta 10000
+        "cohere": ("CohereForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=8192, layer_norm_eps=1e-5,
+            logit_scale=0.125, rope_theta=10000.0, attention_bias=False, hidden_act="silu", use_qk_norm=False,
+            tie_word_embeddings=True)),
+        # Command R7B: Aya's block, logit_scale 0.25, rope theta 50000 on the sliding layers only; the published
+        # 32 layers run 3 sliding (window 4096) : 1 global; 2 layers keep one of each
+        "cohere2": ("Cohere2ForCausalLM", dict(
+            common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=132096, layer_norm_eps=1e-5,
+            logit_scale=0.25, rope_theta=50000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=True,
+            sliding_window=8,  # 4096 published; 8 so test prompts cross it
+            layer_types=["sliding_attention", "full_attention"])),
         "olmo2": ("Olmo2ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),

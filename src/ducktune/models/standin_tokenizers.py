@@ -120,6 +120,13 @@ KINDS: dict[str, KindSpec] = {
         spm=False, adds_bos=False, pre="digits+bytelevel",
         defaults={"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|im_end|>", "unk": "<|endoftext|>",
                   "additional": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}),
+    "command-r-bpe": KindSpec(
+        "CohereForAI/aya-expanse-8b (also c4ai-command-r7b-12-2024, aya-23; CohereTokenizer): NFC + Digits(individual) "
+        "+ ByteLevel(use_regex=true), BOS <BOS_TOKEN> added (llama.cpp pre \"command-r\")",
+        spm=False, adds_bos=True, normalizer="nfc", pre="digits+bytelevel",
+        defaults={"bos": "<BOS_TOKEN>", "eos": "<|END_OF_TURN_TOKEN|>", "pad": "<PAD>", "unk": "<UNK>",
+                  "additional": ["<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>",
+                                 "<|SYSTEM_TOKEN|>"]}),
     "tekken": KindSpec(
         "mistralai/Mistral-Nemo-Instruct-2407: Split(Tekken regex) + ByteLevel, ignore_merges, BOS <s> added",
         spm=False, adds_bos=True, regex=TEKKEN_REGEX, ignore_merges=True,

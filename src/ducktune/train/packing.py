@@ -205,6 +205,16 @@ SHORT_CONV_BLOCKER = "the model's short-convolution layers (LFM2) would read acr
 # tolerance): structural, like LFM2's. transformers 5 calls them linear_attention, as Qwen3.5's DeltaNet.
 MAMBA_BLOCKER = "the model's Mamba-2 layers (Granite 4.0-H) would carry their state across sample boundaries"
 MAMBA_HYBRIDS = {"granitemoehybrid"}
+# transformers' default sliding_window_pattern where a published config.json may leave layer_types out (Cohere2:
+# Command R7B's config names only the window and the pattern, every 4th layer global)
+DEFAULT_SLIDING_PATTERN = {"cohere2": 4}
+
+
+def _published_sliding_layers(config: dict) -> bool:
+    """Whether a config.json without layer_types has sliding-window layers: a window and a period of global
+    layers (`sliding_window_pattern`, as Gemma 3 and Command R7B publish it) from which transformers builds them."""
+    pattern = config.get("sliding_window_pattern") or DEFAULT_SLIDING_PATTERN.get(config.get("model_type"))
+    return bool(config.get("sliding_window")) and pattern not in (None, 1)
 
 
 def layer_blocker(config: dict) -> str | None:
@@ -213,7 +223,7 @@ def layer_blocker(config: dict) -> str | None:
     attention_layers = config.get("full_attn_idxs")  # LFM2's published form: the others are conv layers
     if not kinds and attention_layers is not None and len(attention_layers) < int(config.get("num_hidden_layers") or 0):
         kinds.add("conv")
-    if "sliding_attention" in kinds:
+    if "sliding_attention" in kinds or (not kinds and _published_sliding_layers(config)):
         return SLIDING_WINDOW_BLOCKER
     if "conv" in kinds:
         return SHORT_CONV_BLOCKER
