@@ -205,3 +205,34 @@ def test_all_linear_leaves_gemma_4s_vision_and_audio_parts_alone(tmp_path):
     assert adapted and all(".language_model." in name for name in adapted)
     assert {"per_layer_input_gate", "per_layer_projection", "per_layer_model_projection", "q_proj"} <= set(targets)
     assert unadapted_note(peft_model) is None
+
+
+def test_granite_4_h_mamba_projections_are_adapted_and_merge_as_trained():
+    """all-linear on Granite 4.0-H adapts its Mamba-2 mixers' in_proj and out_proj (not the depthwise conv1d,
+    nor A_log / D / dt_bias), and the merged weights give the logits the adapted model computes on the path
+    training takes (train mode: transformers' fused Mamba-2 kernel would read out_proj's weight past its adapter;
+    without mamba_ssm it falls back to calling out_proj, as here)."""
+    from ducktune.config import LoraConfig
+    from ducktune.models.standin_configs import tiny_config
+    from ducktune.train.lora import attach_lora
+
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("granite4h", 300))
+    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False))
+    assert {"in_proj", "out_proj", "input_linear", "output_linear", "q_proj"} <= set(targets)
+    assert not {"conv1d", "A_log", "D", "dt_bias"} & set(targets)
+    with torch.no_grad():  # adapters that act (lora_B starts at zero)
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 1.0)
+    ids = torch.randint(0, 300, (1, 12))
+    peft_model.train()
+    with torch.no_grad():
+        trained = peft_model(ids).logits
+        with peft_model.disable_adapter():
+            base = peft_model(ids).logits
+        merged = peft_model.merge_and_unload().eval()(ids).logits
+    assert (trained - base).abs().max() > 1e-2
+    assert torch.allclose(merged, trained, atol=1e-4), (merged - trained).abs().max()

@@ -310,6 +310,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("qwen2.5", False),
     ("granite", False),         # BOS is <|end_of_text|>, never added; the template opens with the system block
     ("granite4", False),        # as Granite 3: <|end_of_text|> is BOS and EOS, the template opens with a system turn
+    ("granite4h", False),       # Granite 4.0-H: the same tokenizer and template
     ("ernie4.5", False),        # <s> is never added: the template opens with <|begin_of_sentence|>
     ("falcon3", False),         # no BOS, though llama.cpp adds one for "falcon3" unless the GGUF says not to
     ("aya", True),              # Aya's template prints <BOS_TOKEN>, which CohereTokenizer also adds

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import json
 import math
+import re
 
 import numpy as np
 import pytest
@@ -311,6 +312,16 @@ EXPECTED = {
                              "logit_scale": 10.0, "rope.freq_base": 1e7, "feed_forward_length": 256},
                  {"blk.0.ffn_gate.weight": (256, 64), "blk.0.ffn_up.weight": (256, 64), "blk.1.ffn_down.weight": (64, 256)},
                  {"output.weight", "rope_freqs.weight"}),
+    # Granite 4.0-H (GraniteMoeHybrid, Mamba-2 around NoPE attention): head_count_kv 0 marks the Mamba-2 layers,
+    # the ssm keys, A as -exp(A_log) and D as [heads, 1], the conv kernel squeezed, the gated norm per group
+    "granite4h": ("granitehybrid", {"attention.head_count_kv": [0, 2, 0], "ssm.conv_kernel": 4, "ssm.inner_size": 128,
+                                    "ssm.state_size": 16, "ssm.time_step_rank": 8, "ssm.group_count": 1,
+                                    "rope.scaling.finetuned": False, "embedding_scale": 12.0, "logit_scale": 8.0,
+                                    "residual_scale": 0.22, "attention.scale": 1 / 16, "feed_forward_length": 256},
+                  {"blk.0.ssm_in.weight": (296, 64), "blk.0.ssm_conv1d.weight": (160, 4), "blk.0.ssm_a": (8, 1),
+                   "blk.0.ssm_d": (8, 1), "blk.0.ssm_dt.bias": (8,), "blk.0.ssm_norm.weight": (1, 128),
+                   "blk.0.ssm_out.weight": (64, 128), "blk.1.attn_q.weight": (64, 64), "blk.2.ffn_gate.weight": (256, 64)},
+                  {"output.weight", "rope_freqs.weight", "blk.0.attn_q.weight", "blk.1.ssm_in.weight"}),
     # OLMo 2: norms after attention and MLP (none before), q/k norms over the whole projection, no tied output
     "olmo2": ("olmo2", {"rope.freq_base": 500000.0, "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 4096},
               {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
@@ -438,13 +449,12 @@ def _qwen35_transform_except(suffix):
 
 def _gate_up_swapped(original):
     """_granite4_mlp_plans writing input_linear's first half (SiLU's input) as ffn_up and the second as ffn_gate."""
-    swap = {"ffn_gate": "ffn_up", "ffn_up": "ffn_gate"}
+    swap = {"gate": "up", "up": "gate"}
 
-    def plans(hf_name, shape, quant):
-        written = original(hf_name, shape, quant)
+    def plans(hf_name, shape, quant, *experts):
+        written = original(hf_name, shape, quant, *experts)
         for plan in written:
-            block, part, suffix = plan.gguf_name.rsplit(".", 2)
-            plan.gguf_name = f"{block}.{swap.get(part, part)}.{suffix}"
+            plan.gguf_name = re.sub(r"\.ffn_(gate|up)", lambda match: f".ffn_{swap[match[1]]}", plan.gguf_name)
         return written
     return plans
 
@@ -453,6 +463,24 @@ def _cohere_hparams_without(key):
     """_add_cohere_hparams that skips writing one key."""
     original = gguf_arch._add_cohere_hparams
     return lambda put, config, arch: original(lambda k, v: None if k == key else put(k, v), config, arch)
+
+
+def _mamba_tensor_except(suffix):
+    """gguf_mamba2.mamba_tensor that writes tensors ending in `suffix` as HF stores them (shape kept)."""
+    original = gguf_arch.gguf_mamba2.mamba_tensor
+
+    def tensor(lookup, shape, config):
+        name, written, transform = original(lookup, shape, config)
+        if not lookup.endswith(suffix):
+            return name, written, transform
+        return name, written, lambda array: array.reshape(written)
+    return tensor
+
+
+def _granitehybrid_rotating(original):
+    """gguf_mamba2.add_granitehybrid_hparams telling llama.cpp to rotate Granite 4.0-H's NoPE attention."""
+    return lambda put, config: original(
+        lambda method, value: put(method, True if method == "add_rope_scaling_finetuned" else value), config)
 
 
 def _rope_params_without(key):
@@ -480,6 +508,9 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
         "granite", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
     "granite q/k rows not re-ordered": ("granite", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
     "granite4 shared_mlp gate and up halves swapped": ("granite4", "_granite4_mlp_plans", lambda: _gate_up_swapped(gguf_arch._granite4_mlp_plans)),
+    "granite4h A_log written as is (not -exp)": ("granite4h", "gguf_mamba2.mamba_tensor", lambda: _mamba_tensor_except(".A_log")),
+    "granite4h NoPE attention rotated": ("granite4h", "gguf_mamba2.add_granitehybrid_hparams", lambda: _granitehybrid_rotating(
+        gguf_arch.gguf_mamba2.add_granitehybrid_hparams)),
     "olmo2 q/k rows re-ordered as for llama": ("olmo2", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "olmo2"}),
     "olmo3 sliding-window layers not written": ("olmo3", "_add_sliding_window_hparams", lambda: lambda put, config: None),
     "olmo3 yarn not written": ("olmo3", "_add_yarn_hparams", lambda: lambda put, config: None),
@@ -572,6 +603,37 @@ def test_gemma_4_dense_31b_shape_runs_in_llama_cpp(tokenizer, prompt_ids, tmp_pa
     assert fields["gemma4.attention.head_count_kv"] == [1, 2, 1, 2] and "blk.1.attn_v.weight" not in tensors
     agree, positions, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
     assert positions >= 20 and agree == 1.0 and diff < MAX_DIFF_FOR[("gemma4", "f16")], (agree, positions, diff, summary)
+
+
+@_mark(*requires_llama_cpp)
+def test_granite_4_h_moe_runs_in_llama_cpp_as_in_transformers(tokenizer, prompt_ids, tmp_path):
+    """Granite 4.0-H tiny / small's shape (top-k routed experts beside the shared_mlp as a shared expert, Mamba-2
+    around NoPE attention) is written with granitehybrid's expert tensors, and llama.cpp's logits match."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config("granite4h", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                         tokenizer.pad_token_id)
+    config.num_local_experts, config.num_experts_per_tok, config.intermediate_size = 4, 2, 32
+    config.initializer_range = INIT_RANGE
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    _undo_granite_damping(model, config)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    path = tmp_path / "moe.gguf"
+    summary = write_gguf(tmp_path / "model", path, "f16", NAME, tokenizer, EOT, log=lambda *a: None)
+    fields, tensors = gguf_fields(path)
+    assert [fields[f"granitehybrid.{key}"] for key in (
+        "expert_count", "expert_used_count", "feed_forward_length", "expert_shared_feed_forward_length")] == [4, 2, 32, 256]
+    assert {name: tensors[name] for name in ("blk.1.ffn_gate_inp.weight", "blk.1.ffn_gate_exps.weight",
+                                             "blk.1.ffn_up_exps.weight", "blk.1.ffn_down_exps.weight",
+                                             "blk.1.ffn_gate_shexp.weight", "blk.1.ffn_down_shexp.weight")} == {
+        "blk.1.ffn_gate_inp.weight": (4, 64), "blk.1.ffn_gate_exps.weight": (4, 32, 64),
+        "blk.1.ffn_up_exps.weight": (4, 32, 64), "blk.1.ffn_down_exps.weight": (4, 64, 32),
+        "blk.1.ffn_gate_shexp.weight": (256, 64), "blk.1.ffn_down_shexp.weight": (64, 256)}
+    assert "blk.1.ffn_gate.weight" not in tensors
+    agree, positions, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
+    assert positions >= 20 and agree == 1.0 and diff < F16_MAX_DIFF, (agree, positions, diff, summary)
 
 
 # ---------------------------------------------------------------------- rope tables against transformers
@@ -814,7 +876,8 @@ GRANITE_4_MICRO = {  # ibm-granite/granite-4.0-micro config.json (dtype / versio
 # ibm-granite/granite-4.0-h-micro: 4 attention layers (5, 15, 25, 35) among 36 Mamba-2 layers, no rope
 GRANITE_4_H_MICRO = {**GRANITE_4_MICRO, "hidden_size": 2048, "num_attention_heads": 32, "mamba_n_heads": 64,
                      "mamba_d_head": 64, "mamba_d_state": 128, "mamba_n_groups": 1, "mamba_d_conv": 4,
-                     "mamba_expand": 2, "position_embedding_type": "nope",
+                     "mamba_expand": 2, "mamba_chunk_size": 256, "mamba_conv_bias": True, "mamba_proj_bias": False,
+                     "position_embedding_type": "nope", "logits_scaling": 8, "rope_theta": 10000,
                      "layer_types": [("attention" if i % 10 == 5 else "mamba") for i in range(40)]}
 
 INTERNLM3_8B = {  # internlm/internlm3-8b-instruct config.json (auto_map and dtype left out)
@@ -1366,13 +1429,10 @@ def test_published_granite_4_micro_is_written_as_granite_with_its_mlp_split():
     assert (small["blk.0.ffn_up.weight"].transform(fused) == fused[3:]).all()
 
 
-def test_granite_4_hybrid_moe_and_nope_configs_are_refused_with_a_reason():
-    hybrid = architecture_support(GRANITE_4_H_MICRO)
-    assert "36 Mamba-2 layers" in hybrid and "granitehybrid" in hybrid and "\n" not in hybrid
-    # transformers 5 saves the layer kinds under its own names
-    saved = {**GRANITE_4_MICRO, "layer_types": ["linear_attention"] + ["full_attention"] * 39}
-    assert "1 Mamba-2 layers" in architecture_support(saved)
-    assert architecture_support({**saved, "layer_types": ["full_attention"] * 40}) is None
+def test_granite_4_moe_and_nope_configs_are_refused_with_a_reason():
+    # transformers 5 saves the layer kinds under its own names: all attention stays llama.cpp's granite
+    saved = {**GRANITE_4_MICRO, "layer_types": ["full_attention"] * 40}
+    assert architecture_support(saved) is None and gguf_arch.gguf_arch(saved) == "granite"
     assert "num_local_experts 64" in architecture_support({**GRANITE_4_MICRO, "num_local_experts": 64})
     assert "'nope'" in architecture_support({**GRANITE_4_MICRO, "position_embedding_type": "nope"})
 
@@ -1786,3 +1846,84 @@ def test_qwen3_moe_with_an_expert_missing_is_one_line():
 def test_qwen3_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**QWEN3_30B_A3B, **change})
     assert reason and fragment in reason and "\n" not in reason
+
+
+def test_published_granite_4_h_micro_is_granitehybrid_with_its_mamba_keys():
+    assert architecture_support(GRANITE_4_H_MICRO) is None
+    assert gguf_arch.gguf_arch(GRANITE_4_H_MICRO) == "granitehybrid"
+    # transformers 5's names for the layer kinds (a merged model's config.json), its infinity as saved
+    saved = {**GRANITE_4_H_MICRO, "time_step_limit": [0.0, {"__float__": "Infinity"}], "layer_types": [
+        "full_attention" if kind == "attention" else "linear_attention" for kind in GRANITE_4_H_MICRO["layer_types"]]}
+    assert gguf_arch.gguf_arch(saved) == "granitehybrid"
+    calls = written_hparams(saved, "granitehybrid")
+    assert calls["head_count_kv"] == [8 if i in (5, 15, 25, 35) else 0 for i in range(40)]
+    assert (calls["ssm_conv_kernel"], calls["ssm_inner_size"], calls["ssm_state_size"], calls["ssm_time_step_rank"],
+            calls["ssm_group_count"]) == (4, 4096, 128, 64, 1)
+    assert calls["rope_scaling_finetuned"] is False  # NoPE: llama.cpp's granitehybrid reads it as "rotate"
+    assert (calls["embedding_scale"], calls["residual_scale"], calls["attention_scale"], calls["logit_scale"],
+            calls["feed_forward_length"]) == (12.0, 0.22, 0.015625, 8.0, 8192)
+    # a Granite-4.0-H with rope on its attention layers rotates in llama.cpp too
+    assert written_hparams({**saved, "position_embedding_type": "rope"}, "granitehybrid")["rope_scaling_finetuned"] is True
+
+
+
+# ibm-granite/granite-4.0-h-tiny: 64 routed experts (6 per token, 512 wide) beside a 1024-wide shared_mlp
+GRANITE_4_H_TINY = {**GRANITE_4_H_MICRO, "hidden_size": 1536, "num_attention_heads": 12, "num_key_value_heads": 4,
+                    "intermediate_size": 512, "shared_intermediate_size": 1024, "num_local_experts": 64,
+                    "num_experts_per_tok": 6, "mamba_n_heads": 48}
+
+
+def test_published_granite_4_h_tiny_writes_its_experts_and_shared_expert():
+    calls = written_hparams(GRANITE_4_H_TINY, "granitehybrid")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["feed_forward_length"],
+            calls["expert_shared_feed_forward_length"], calls["ssm_inner_size"], calls["ssm_time_step_rank"]) == (
+        64, 6, 512, 1024, 3072, 48)
+    plans = {p.gguf_name: p.shape for p in plan_from_shapes(
+        {"model.layers.0.block_sparse_moe.input_linear.weight": (64, 1024, 1536),
+         "model.layers.0.block_sparse_moe.output_linear.weight": (64, 1536, 512),
+         "model.layers.0.block_sparse_moe.router.layer.weight": (64, 1536),
+         "model.layers.0.shared_mlp.input_linear.weight": (2048, 1536),
+         "model.layers.0.shared_mlp.output_linear.weight": (1536, 1024)}, GRANITE_4_H_TINY, "f16")}
+    assert plans == {"blk.0.ffn_gate_exps.weight": (64, 512, 1536), "blk.0.ffn_up_exps.weight": (64, 512, 1536),
+                     "blk.0.ffn_down_exps.weight": (64, 1536, 512), "blk.0.ffn_gate_inp.weight": (64, 1536),
+                     "blk.0.ffn_gate_shexp.weight": (1024, 1536), "blk.0.ffn_up_shexp.weight": (1024, 1536),
+                     "blk.0.ffn_down_shexp.weight": (1536, 1024)}
+    stacked = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)  # per expert, rows [gate; up]
+    split = {p.gguf_name: p for p in gguf_arch._granite4_mlp_plans(
+        "model.layers.0.block_sparse_moe.input_linear.weight", (2, 4, 3), "f16", True)}
+    assert (split["blk.0.ffn_gate_exps.weight"].transform(stacked) == stacked[:, :2]).all()
+    assert (split["blk.0.ffn_up_exps.weight"].transform(stacked) == stacked[:, 2:]).all()
+
+
+def test_granite_4_h_mamba_weights_become_llama_cpps_ssm_tensors():
+    config = {**GRANITE_4_H_MICRO, "hidden_size": 8, "mamba_n_heads": 4, "mamba_d_head": 4, "mamba_n_groups": 2,
+              "mamba_d_state": 2, "num_attention_heads": 2, "num_key_value_heads": 1}
+    shapes = {"model.layers.0.mamba.A_log": (4,), "model.layers.0.mamba.D": (4,), "model.layers.0.mamba.dt_bias": (4,),
+              "model.layers.0.mamba.conv1d.weight": (24, 1, 4), "model.layers.0.mamba.norm.weight": (16,),
+              "model.layers.0.mamba.in_proj.weight": (44, 8), "model.layers.0.mamba.out_proj.weight": (8, 16)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, config, "q8_0")}
+    assert {name: (plan.shape, plan.qtype.name) for name, plan in plans.items()} == {
+        "blk.0.ssm_a": ((4, 1), "F32"), "blk.0.ssm_d": ((4, 1), "F32"), "blk.0.ssm_dt.bias": ((4,), "F32"),
+        "blk.0.ssm_conv1d.weight": ((24, 4), "F32"), "blk.0.ssm_norm.weight": ((2, 8), "F32"),
+        "blk.0.ssm_in.weight": ((44, 8), "F16"), "blk.0.ssm_out.weight": ((8, 16), "F16")}
+    a_log = np.log(np.arange(1, 5, dtype=np.float32))
+    assert np.allclose(plans["blk.0.ssm_a"].transform(a_log), -np.arange(1, 5).reshape(4, 1))
+    norm = np.arange(16, dtype=np.float32)  # group g normalises channels g*8 .. g*8+7
+    assert (plans["blk.0.ssm_norm.weight"].transform(norm) == norm.reshape(2, 8)).all()
+    kernel = np.arange(24 * 4, dtype=np.float32).reshape(24, 1, 4)
+    assert (plans["blk.0.ssm_conv1d.weight"].transform(kernel) == kernel[:, 0]).all()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"num_local_experts": 1, "num_experts_per_tok": 1}, "num_local_experts 1 with num_experts_per_tok 1"),
+    ({"num_local_experts": 64, "num_experts_per_tok": 0}, "needs 2+ experts and a top-k"),
+    ({"mamba_proj_bias": True}, "mamba_proj_bias"),
+    ({"mamba_expand": 1, "mamba_d_head": 32}, "mamba_expand 1"),
+    ({"mamba_d_head": 32}, "mamba_n_heads 64 x mamba_d_head 32"),
+    ({"time_step_limit": [0.001, 0.1]}, "time_step_limit [0.001, 0.1]"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"layer_types": ["mamba"] * 39}, "layer_types must list 40"),
+])
+def test_granite_4_h_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**GRANITE_4_H_MICRO, **change})
+    assert reason and fragment in reason and "\n" not in reason and reason.startswith("GGUF export of Granite"), reason

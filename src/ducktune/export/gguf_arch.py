@@ -42,8 +42,11 @@ Per architecture, what differs from "read config, rename tensors":
 - granite for Granite 4.0 dense (GraniteMoeHybridForCausalLM with every layer attention and no experts:
   granite-4.0-micro / -1b / -350m), as llama.cpp's converter writes it: Granite 3's graph and scalars, the
   MLP (shared_mlp, shared_intermediate_size wide) with its fused input_linear split into ffn_gate (first
-  half) and ffn_up. The hybrid Mamba-2 models (granite-4.0-h-*) and MoE ones are refused (llama.cpp's
-  granitehybrid / granitemoe are not written here).
+  half) and ffn_up. MoE ones are refused (llama.cpp's granitemoe is not written here).
+- granitehybrid for Granite 4.0-H (GraniteMoeHybridForCausalLM with Mamba-2 layers: granite-4.0-h-micro / -h-1b
+  / -h-350m): the same attention layers, scalars and MLP beside Mamba-2 layers, in its own module
+  (gguf_mamba2); the hybrid MoE ones (h-tiny / h-small) with their experts as stacked, the shared_mlp as the
+  shared expert.
 - olmo2 (Olmo2ForCausalLM, and Olmo3ForCausalLM, which llama.cpp runs with the same graph): norms
   after attention and after the MLP instead of before, q_norm/k_norm over the whole projection,
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
@@ -105,7 +108,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_moe, gguf_qwen35
+from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_moe, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -127,7 +130,7 @@ ARCHITECTURES = {
     "InternLM3ForCausalLM": "llama",
     "PhiForCausalLM": "phi2",
     "GraniteForCausalLM": "granite",
-    "GraniteMoeHybridForCausalLM": "granite",  # Granite 4.0 dense (all attention, no experts) only
+    "GraniteMoeHybridForCausalLM": "granite",  # all attention, no experts; with Mamba-2 layers: granitehybrid
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
     "Ernie4_5ForCausalLM": "ernie4_5",
@@ -145,7 +148,8 @@ ARCHITECTURES = {
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", gguf_mamba2.ARCH, "mistral3"}
+GRANITE_ARCHS = {"granite", gguf_mamba2.ARCH}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
@@ -339,11 +343,21 @@ def hf_architecture(config: dict) -> str:
     return next((name for name in names if name in ARCHITECTURES), names[0] if names else "unknown")
 
 
+def llama_cpp_arch(config: dict) -> str | None:
+    """llama.cpp's architecture for this (language model) config, None for an unknown one: ARCHITECTURES', except
+    that a GraniteMoeHybrid with Mamba-2 layers is granitehybrid (all attention: granite, as llama.cpp's
+    converter decides)."""
+    name = hf_architecture(config)
+    if name == "GraniteMoeHybridForCausalLM" and gguf_mamba2.is_hybrid(config):
+        return gguf_mamba2.ARCH
+    return ARCHITECTURES.get(name)
+
+
 def architecture_support(config: dict) -> str | None:
     """None when ducktune can write this model as a GGUF llama.cpp runs, else a one-line reason."""
     config = language_model_config(config)
     name = hf_architecture(config)
-    arch = ARCHITECTURES.get(name)
+    arch = llama_cpp_arch(config)
     if arch is None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
     if arch == gguf_gemma4.ARCH:  # its own rope kinds per layer kind (proportional on full layers)
@@ -364,6 +378,7 @@ def architecture_support(config: dict) -> str | None:
     if arch == gguf_lfm2.ARCH:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
+               gguf_mamba2.ARCH: _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
@@ -569,17 +584,12 @@ def _granite_problem(config: dict, name: str) -> str | None:
     return None
 
 
-# Granite 4's published layer kinds, and transformers 5's names for them
-GRANITE4_ATTENTION = {"attention", "full_attention"}
-
-
 def _granite4_problem(config: dict) -> str | None:
-    """What makes a GraniteMoeHybrid config other than Granite 4.0 dense (all attention layers with rope, no
-    experts), the one form llama.cpp's granite graph runs."""
-    mamba = [kind for kind in config.get("layer_types") or ["mamba"] if kind not in GRANITE4_ATTENTION]
-    if mamba:
-        return (f"{len(mamba)} Mamba-2 layers (hybrid Granite 4.0-H; llama.cpp's granitehybrid is not written by "
-                "ducktune yet; only all-attention Granite 4.0 such as granite-4.0-micro exports)")
+    """What llama.cpp would run differently in a GraniteMoeHybrid config: with Mamba-2 layers, granitehybrid's
+    limits (gguf_mamba2); all attention, anything but Granite 4.0 dense (rope, no experts), the one form
+    llama.cpp's granite graph runs."""
+    if gguf_mamba2.is_hybrid(config):
+        return gguf_mamba2.granitehybrid_support(config)
     if int(config.get("num_local_experts") or 0) > 0:
         return f"num_local_experts {config['num_local_experts']} (MoE; llama.cpp's granitemoe is not written by ducktune)"
     if config.get("position_embedding_type") != "rope":
@@ -614,7 +624,7 @@ def gguf_arch(config: dict) -> str:
     if reason:
         raise ModelError(f"config.json: {reason}. `ducktune export RUN --to merged` writes the merged Hugging "
                          "Face folder, which llama.cpp's convert_hf_to_gguf.py may convert")
-    return ARCHITECTURES[hf_architecture(config)]
+    return llama_cpp_arch(config)
 
 
 # ---------------------------------------------------------------------- hyper-parameters
@@ -644,6 +654,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
         width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", default=4 * hidden))
         kv = n_kv_heads(config)
+        if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
+            width, kv = gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, kv)
     put("add_feed_forward_length", width)
     put("add_head_count", heads)
     put("add_head_count_kv", kv)
@@ -676,7 +688,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
     if arch in COHERE:
         _add_cohere_hparams(put, config, arch)
-    if arch == "granite":
+    if arch in GRANITE_ARCHS:
         for key, method in GRANITE_SCALES.items():
             # transformers' defaults (1.0) when absent; llama.cpp requires the logit scale
             put(method, float(config.get(key) if config.get(key) is not None else 1.0))
@@ -684,6 +696,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
     if arch == gguf_lfm2.ARCH:
         gguf_lfm2.add_lfm2_hparams(put, config)
+    if arch == gguf_mamba2.ARCH:
+        gguf_mamba2.add_granitehybrid_hparams(put, config)
     if arch == gguf_moe.ARCH:
         gguf_moe.add_qwen3moe_hparams(put, config)
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
@@ -848,7 +862,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
 
     config = language_model_config(config)
     arch = gguf_arch(config)
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper().replace("-", "_")], n_layers(config))
+    model_arch = next(key for key, value in gguf.MODEL_ARCH_NAMES.items() if value == arch)
+    name_map = gguf.get_tensor_name_map(model_arch, n_layers(config))
     # transformers' defaults (LFM2's published configs name it tie_embedding, or nothing)
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))
@@ -867,8 +882,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
             plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
             continue
-        if ".shared_mlp." in hf_name:  # Granite 4 dense
-            plans += _granite4_mlp_plans(hf_name, shape, quant)
+        if ".shared_mlp." in hf_name or (".block_sparse_moe." in hf_name and "_linear." in hf_name):  # Granite 4
+            plans += _granite4_mlp_plans(hf_name, shape, quant, gguf_mamba2.expert_count(config) > 0)
             continue
         # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
         lookup = lookup.removeprefix("transformer.") if arch == "bloom" else lookup
@@ -877,6 +892,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
         if arch == gguf_lfm2.ARCH and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
             shape, transform = kernel
+        if arch == gguf_mamba2.ARCH and ".mamba." in hf_name:
+            lookup, shape, transform = gguf_mamba2.mamba_tensor(lookup, shape, config)
         if arch == gguf_gemma4.ARCH:
             lookup = gguf_gemma4.gemma4_lookup(lookup)
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
@@ -884,7 +901,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
         # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
         # and MoE routers (ffn_gate_inp): a rounded router flips near-tie expert choices
-        keep_f32 = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
+        keep_f32 = (".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
+                    or gguf_mamba2.keep_f32(gguf_name))
         qtype = gguf.GGMLQuantizationType.F32 if keep_f32 else _quant_type(shape, quant)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)
@@ -930,16 +948,19 @@ def _internlm2_qkv_plans(hf_name: str, shape, config: dict, quant: str) -> list[
     return plans
 
 
-def _granite4_mlp_plans(hf_name: str, shape, quant: str) -> list[TensorPlan]:
-    """Granite 4's shared_mlp: input_linear rows are [gate; up] (transformers chunks them in two, SiLU on the
-    first) -> ffn_gate and ffn_up; output_linear -> ffn_down."""
+def _granite4_mlp_plans(hf_name: str, shape, quant: str, experts: bool = False) -> list[TensorPlan]:
+    """Granite 4's MLPs: input_linear rows are [gate; up] (transformers chunks them in two, SiLU on the first;
+    per expert in block_sparse_moe's stacked [E, 2I, H]) -> gate and up; output_linear -> down. The shared_mlp
+    is the layer's MLP (ffn_*), or with routed experts (ffn_*_exps) their shared expert (ffn_*_shexp)."""
     base = _block(hf_name)
+    kind = "_exps" if ".block_sparse_moe." in hf_name else "_shexp" if experts else ""
     if ".output_linear." in hf_name:
-        return [TensorPlan(hf_name, f"{base}.ffn_down.weight", tuple(shape), _quant_type(shape, quant))]
-    half = shape[0] // 2
-    out_shape = (half, *shape[1:])
-    return [TensorPlan(hf_name, f"{base}.{part}.weight", out_shape, _quant_type(out_shape, quant),
-                       lambda array, start=start: array[start:start + half])
+        return [TensorPlan(hf_name, f"{base}.ffn_down{kind}.weight", tuple(shape), _quant_type(shape, quant))]
+    rows = len(shape) - 2  # the output rows' axis (after the expert axis of a stacked weight)
+    half = shape[rows] // 2
+    out_shape = (*shape[:rows], half, shape[-1])
+    return [TensorPlan(hf_name, f"{base}.{part}{kind}.weight", out_shape, _quant_type(out_shape, quant),
+                       lambda array, start=start: array[..., start:start + half, :])
             for part, start in (("ffn_gate", 0), ("ffn_up", half))]
 
 

@@ -44,6 +44,14 @@ def _specials(bos=None, eos=None, pad=None, unk=None, additional=()) -> dict:
     return {"bos": bos, "eos": eos, "pad": pad, "unk": unk, "additional": list(additional)}
 
 
+# Granite 4.0's (dense and -H): <|end_of_text|> is BOS and EOS, role markers and tool tags as specials
+_GRANITE4 = _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|pad|>", unk="<|unk|>",
+                      additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
+                                  "<|filename|>", "<|reponame|>", "<|start_of_role|>", "<|end_of_role|>",
+                                  "<|start_of_plugin|>", "<|end_of_plugin|>", "<tool_call>", "</tool_call>",
+                                  "<tool_response>", "</tool_response>"])
+
+
 _QWEN = _specials(eos="<|im_end|>", pad="<|endoftext|>", additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
 _SPM = _specials(bos="<s>", eos="</s>", unk="<unk>")
 # DeepSeek-R1's distills (Qwen and Llama) share these tokens, wherever each base vocabulary puts them.
@@ -173,13 +181,12 @@ FAMILIES: list[Family] = [
     # Granite 4.0 (dense: granite-4.0-micro): GraniteMoeHybrid with attention layers only; its tokenizer is
     # cl100k converted (as OLMo 2's dolma2) with Granite's role markers; the template adds a default system turn.
     Family("granite4", "Granite 4.0 micro (dense)", "GraniteMoeHybridForCausalLM", "granite4", "phi4-bpe", "granite4",
-           _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|pad|>", unk="<|unk|>",
-                     additional=["<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-                                 "<|filename|>", "<|reponame|>", "<|start_of_role|>", "<|end_of_role|>",
-                                 "<|start_of_plugin|>", "<|end_of_plugin|>", "<tool_call>", "</tool_call>",
-                                 "<tool_response>", "</tool_response>"]),
-           tokenizer_class="GPT2Tokenizer",
-           note="granite-4.0-h-* (hybrid Mamba-2) train on padded batches; their GGUF export is refused"),
+           _GRANITE4, tokenizer_class="GPT2Tokenizer"),
+    # Granite 4.0-H (granite-4.0-h-micro / -h-1b / -h-350m; h-tiny / h-small add experts): the same tokenizer and
+    # template as Granite 4.0, with Mamba-2 layers around NoPE attention (llama.cpp's granitehybrid)
+    Family("granite4h", "Granite 4.0-H micro / 1B / 350M (hybrid Mamba-2)", "GraniteMoeHybridForCausalLM", "granite4h",
+           "phi4-bpe", "granite4", _GRANITE4, tokenizer_class="GPT2Tokenizer",
+           note="Mamba-2 layers train on padded batches"),
     # OLMo 2's dolma2 tokenizer is cl100k_base converted from tiktoken (Phi-4's pipeline) with its own specials;
     # its chat markers <|user|> <|assistant|> <|system|> are plain text, and the template writes BOS itself.
     Family("olmo2", "OLMo 2 Instruct", "Olmo2ForCausalLM", "olmo2", "phi4-bpe", "olmo2",

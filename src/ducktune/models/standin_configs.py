@@ -43,6 +43,7 @@ MIRRORS = {
     "phi2": "microsoft/phi-2",
     "granite": "ibm-granite/granite-3.3-2b-instruct",
     "granite4": "ibm-granite/granite-4.0-micro",
+    "granite4h": "ibm-granite/granite-4.0-h-micro",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
@@ -268,7 +269,7 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """InternLM3, SmolLM3, Granite 3 and 4."""
+    """InternLM3, SmolLM3, Granite 3, 4 and 4.0-H."""
     return {
         # InternLM3: head_dim 128 = 4096/32 as here; qkv_bias / bias (transformers' attention_bias /
         # mlp_bias) false as published; dynamic NTK rope.
@@ -301,6 +302,17 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
             position_embedding_type="rope", layer_types=["attention"] * LAYERS, mamba_n_heads=2, mamba_d_head=64,
             mamba_d_state=16, mamba_n_groups=1, mamba_d_conv=4, mamba_expand=2, mamba_chunk_size=256,
             mamba_conv_bias=True, mamba_proj_bias=False)),
+        # Granite 4.0-H micro: Mamba-2 layers around NoPE attention (5, 15, 25, 35 of 40 published; the middle of 3
+        # here), no experts, the MLP in shared_mlp; 8 Mamba heads of 16 (64 of 64 published) fill 2 x hidden
+        "granite4h": ("GraniteMoeHybridForCausalLM", dict(
+            common, num_hidden_layers=3, intermediate_size=256, shared_intermediate_size=256, num_key_value_heads=2,
+            max_position_embeddings=131072, rms_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
+            attention_bias=False, attention_dropout=0.0, hidden_act="silu", tie_word_embeddings=True,
+            embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=8.0, attention_multiplier=1 / 16,
+            num_local_experts=0, num_experts_per_tok=0, router_aux_loss_coef=0.01, output_router_logits=False,
+            position_embedding_type="nope", layer_types=["mamba", "attention", "mamba"], mamba_n_heads=8,
+            mamba_d_head=16, mamba_d_state=16, mamba_n_groups=1, mamba_d_conv=4, mamba_expand=2,
+            mamba_chunk_size=256, mamba_conv_bias=True, mamba_proj_bias=False)),
     }
 
 
