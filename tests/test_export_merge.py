@@ -188,6 +188,21 @@ def test_all_linear_leaves_a_multimodal_models_vision_parts_alone(tmp_path):
     assert check_adapter(tmp_path / "adapter", tmp_path / "base") == {"modules": 14, "rank": 2}
 
 
+def test_all_linear_reaches_nemotrons_ungated_mlp():
+    """Nemotron's MLP is up_proj -> squared ReLU -> down_proj, with no gate: the default targets adapt both."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.models.standin_configs import tiny_config
+    from ducktune.train.lora import attach_lora, unadapted_note
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("nemotron-mini", 256, 2, 3, 0))
+    peft_model, targets = attach_lora(model, LoraConfig(r=2))
+    assert targets == ["down_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"]
+    assert unadapted_note(peft_model) is None
+
+
 def test_all_linear_leaves_gemma_4s_vision_and_audio_parts_alone(tmp_path):
     """Gemma 4 E2B/E4B: beside the vision tower, an audio tower and the two embedders that project their outputs
     into the text model; all-linear adapts the language model only (its per-layer embedding linears included)."""

@@ -50,7 +50,7 @@ def test_every_family_exports_to_gguf_and_ollama(family_rows):
 def test_qlora_column_on_this_cpu(family_rows):
     """bitsandbytes (a dev dependency) is installed and this machine trains on the CPU: QLoRA works
     except where its CPU kernel meets linear biases (Qwen2's q/k/v, GLM, BLOOM, Phi-2)."""
-    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "glm4", "glm4-0414", "bloom", "phi2"}
+    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "glm4", "glm4-0414", "bloom", "phi2", "stablelm2"}
     for family_id, row in family_rows.items():
         reason = row["support"]["qlora"]
         if family_id == "internlm2":
@@ -315,6 +315,8 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("falcon3", False),         # no BOS, though llama.cpp adds one for "falcon3" unless the GGUF says not to
     ("aya", True),              # Aya's template prints <BOS_TOKEN>, which CohereTokenizer also adds
     ("command-r7b", False),     # CohereTokenizer adds <BOS_TOKEN> to plain text, Command R7B's template prints none
+    ("stablelm2", False),       # <|endoftext|> is BOS, never added; the template opens with <|im_start|>
+    ("nemotron-mini", False),   # the tokenizer adds <s> to plain text; the template prints none, so prompts lack it
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
     from ducktune.export.gguf_vocab import prompt_starts_with_bos

@@ -46,7 +46,9 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # the logits larger (0.077 f16, 0.05 with f32 weights, 0.014 with an f32 cache as well; Gemma 3: 0.002); its random
 # stand-in is also sensitive to the q8_0 rounding of its embeddings themselves: transformers run on the q8_0-rounded
 # embedding and llama.cpp agree within 0.05, transformers on the exact one moves by ~1.2 (top-1 holds)
-MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5}
+# Nemotron's squared ReLU squares q8_0's rounding of the MLP input (its LayerNorm1P scales by 2 at init): seen 0.47
+MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
+                ("nemotron-mini", "q8_0"): 0.6}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
 
@@ -376,6 +378,19 @@ EXPECTED = {
                               "rope.freq_base": 500000.0, "attention.head_count_kv": 2, "context_length": 131072},
                  {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_k.weight": (64, 64), "blk.0.attn_output.weight": (64, 128)},
                  {"output.weight", "rope_freqs.weight", "blk.0.attn_q.bias"}),
+    # StableLM 2: LayerNorms with biases, q/k/v biases (no output or MLP bias), SwiGLU, 4 of 16 dims rotated in halves
+    "stablelm2": ("stablelm", {"rope.dimension_count": 4, "attention.layer_norm_epsilon": 1e-5, "feed_forward_length": 192,
+                               "context_length": 4096},
+                  {"blk.0.attn_norm.bias": (64,), "blk.0.ffn_norm.bias": (64,), "output_norm.bias": (64,),
+                   "blk.0.attn_q.bias": (64,), "blk.0.attn_v.bias": (64,), "blk.0.ffn_gate.weight": (192, 64),
+                   "output.weight": (None, 64)},
+                  {"blk.0.attn_output.bias", "blk.0.ffn_up.bias", "blk.0.attn_q_norm.weight", "rope_freqs.weight"}),
+    # Nemotron-Mini: LayerNorm1P (written +1) with biases, squared-ReLU MLP without gate, 8 of 16 dims rotated, GQA
+    "nemotron-mini": ("nemotron", {"rope.dimension_count": 8, "attention.layer_norm_epsilon": 1e-5,
+                                   "feed_forward_length": 192, "attention.head_count_kv": 2},
+                      {"blk.0.attn_norm.bias": (64,), "blk.0.ffn_norm.weight": (64,), "blk.0.ffn_up.weight": (192, 64),
+                       "blk.0.ffn_down.weight": (64, 192), "blk.0.attn_k.weight": (32, 64), "output.weight": (None, 64)},
+                      {"blk.0.ffn_gate.weight", "blk.0.attn_q.bias", "rope_freqs.weight"}),
     # Phi-2: LayerNorms with biases, biased q/k/v/dense/fc1/fc2 and output head, 6 of 16 dims rotated
     "phi2": ("phi2", {"rope.dimension_count": 6, "attention.layer_norm_epsilon": 1e-5, "feed_forward_length": 256},
              {"output.bias": (None,), "output_norm.bias": (64,), "blk.0.attn_norm.bias": (64,), "blk.0.attn_q.bias": (64,),
@@ -525,6 +540,10 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     # (an all-global pattern aborts llama.cpp's cohere2, whose cache needs sliding layers)
     "cohere2 global layer written as sliding (rotated)": (
         "cohere2", "cohere2_layer_kinds", lambda: lambda config: ["sliding_attention"] * gguf_arch.n_layers(config)),
+    "stablelm2 rotary over the whole head": ("stablelm2", "rotary_dims", lambda: gguf_arch.head_dim),
+    "stablelm2 q/k rows re-ordered as for llama": ("stablelm2", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "stablelm"}),
+    "nemotron norms without +1": ("nemotron-mini", "LAYER_NORM_1P", lambda: set()),
+    "nemotron rotary over the whole head": ("nemotron-mini", "rotary_dims", lambda: gguf_arch.head_dim),
     "ministral3 q/k rows not re-ordered": ("ministral3", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
     "qwen3.5 value heads left grouped by key head": ("qwen3.5", "gguf_qwen35._value_head_reorder", lambda: lambda *a: None),
     "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
@@ -1927,3 +1946,135 @@ def test_granite_4_h_mamba_weights_become_llama_cpps_ssm_tensors():
 def test_granite_4_h_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**GRANITE_4_H_MICRO, **change})
     assert reason and fragment in reason and "\n" not in reason and reason.startswith("GGUF export of Granite"), reason
+# stabilityai/stablelm-2-1_6b-chat config.json: its keys and values (no copy of the file was reachable offline; the
+# transformers-native StableLmForCausalLM form, as the repository has published it since transformers 4.38)
+STABLELM_2_1_6B_CHAT = {
+    "architectures": ["StableLmForCausalLM"], "model_type": "stablelm", "bos_token_id": 100257, "eos_token_id": 100257,
+    "hidden_act": "silu", "hidden_dropout": 0.0, "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 5632, "layer_norm_eps": 1e-05, "max_position_embeddings": 4096, "num_attention_heads": 32,
+    "num_hidden_layers": 24, "num_key_value_heads": 32, "partial_rotary_factor": 0.25, "qk_layernorm": False,
+    "rope_scaling": None, "rope_theta": 10000, "tie_word_embeddings": False, "torch_dtype": "float16",
+    "use_cache": True, "use_parallel_residual": False, "use_qkv_bias": True, "vocab_size": 100352}
+# stabilityai/stablelm-zephyr-3b (StableLM 3B 4E1T): GPT-NeoX's vocabulary, no q/k/v biases
+STABLELM_ZEPHYR_3B = {**STABLELM_2_1_6B_CHAT, "bos_token_id": 0, "eos_token_id": 0, "hidden_size": 2560,
+                      "intermediate_size": 6912, "num_hidden_layers": 32, "use_qkv_bias": False, "vocab_size": 50304}
+# stabilityai/stablelm-2-12b: grouped-query attention, per-head q/k LayerNorms and the parallel residual
+STABLELM_2_12B = {**STABLELM_2_1_6B_CHAT, "hidden_size": 5120, "intermediate_size": 13824, "num_hidden_layers": 40,
+                  "num_key_value_heads": 8, "qk_layernorm": True, "use_parallel_residual": True, "use_qkv_bias": False}
+# nvidia/Nemotron-Mini-4B-Instruct config.json: its keys and values (no copy of the file was reachable offline)
+NEMOTRON_MINI_4B = {
+    "architectures": ["NemotronForCausalLM"], "model_type": "nemotron", "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 2, "eos_token_id": 3, "head_dim": 128, "hidden_act": "relu2", "hidden_size": 3072,
+    "initializer_range": 0.0134, "intermediate_size": 9216, "max_position_embeddings": 4096, "mlp_bias": False,
+    "norm_eps": 1e-05, "num_attention_heads": 24, "num_hidden_layers": 32, "num_key_value_heads": 8,
+    "partial_rotary_factor": 0.5, "rope_scaling": None, "rope_theta": 10000, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 256000}
+
+
+@pytest.mark.parametrize("config, rotated", [(STABLELM_2_1_6B_CHAT, 16), (STABLELM_ZEPHYR_3B, 20), (STABLELM_2_12B, 40)],
+                         ids=["stablelm-2-1_6b-chat", "stablelm-zephyr-3b", "stablelm-2-12b"])
+def test_published_stablelm_configs_rotate_a_quarter_of_each_head_with_layer_norm(config, rotated):
+    calls = written_hparams(config, "stablelm")
+    assert calls["rope_dimension_count"] == rotated and calls["layer_norm_eps"] == 1e-5
+    assert "layer_norm_rms_eps" not in calls and "key_length" not in calls
+    assert calls["feed_forward_length"] == config["intermediate_size"]
+    assert calls["head_count_kv"] == config["num_key_value_heads"] and calls["context_length"] == 4096
+
+
+def test_stablelm_standin_copies_the_published_keys():
+    tiny = tiny_config("stablelm2", 100, 1, 1, 1).to_dict()
+    same = ("architectures", "layer_norm_eps", "use_qkv_bias", "qk_layernorm", "use_parallel_residual", "hidden_act",
+            "tie_word_embeddings", "max_position_embeddings")
+    assert {k: tiny.get(k) for k in same} == {k: STABLELM_2_1_6B_CHAT[k] for k in same}
+    assert gguf_arch.rope_params(tiny) == gguf_arch.rope_params(STABLELM_2_1_6B_CHAT)
+
+
+def test_stablelm_2_12b_head_norms_are_stacked_per_layer_in_head_order():
+    shapes = {f"model.layers.0.self_attn.{kind}_layernorm.norms.{h}.weight": (160,)  # head_dim 5120 / 32
+              for kind, heads in (("q", 32), ("k", 8)) for h in range(heads)}
+    shapes |= {"model.layers.0.self_attn.q_proj.weight": (5120, 5120), "model.layers.0.input_layernorm.weight": (5120,),
+               "model.layers.0.input_layernorm.bias": (5120,)}
+    plans = {plan.gguf_name: plan for plan in plan_from_shapes(shapes, {**STABLELM_2_12B, "num_hidden_layers": 1}, "q8_0")}
+    assert set(plans) == {"blk.0.attn_q_norm.weight", "blk.0.attn_k_norm.weight", "blk.0.attn_q.weight",
+                          "blk.0.attn_norm.weight", "blk.0.attn_norm.bias"}
+    q_norm, k_norm = plans["blk.0.attn_q_norm.weight"], plans["blk.0.attn_k_norm.weight"]
+    assert q_norm.shape == (32, 160) and k_norm.shape == (8, 160) and q_norm.qtype.name == "F32"
+    assert q_norm.stacked == tuple(f"model.layers.0.self_attn.q_layernorm.norms.{h}.weight" for h in range(32))
+    with pytest.raises(ModelError, match="model: layer 0 has no k_layernorm weight for head 3"):
+        plan_from_shapes({k: v for k, v in shapes.items() if not k.endswith("k_layernorm.norms.3.weight")},
+                         {**STABLELM_2_12B, "num_hidden_layers": 1}, "f16")
+
+
+@_mark(*requires_llama_cpp)
+def test_stablelm_2_12b_shape_runs_in_llama_cpp(tokenizer, prompt_ids, tmp_path):
+    """StableLM 2 12B's shape: per-head q/k LayerNorms (each head its own weights) and the parallel residual (no
+    post_attention_layernorm: llama.cpp then feeds the MLP the attention's input norm), with grouped-query heads."""
+    from transformers import StableLmConfig, StableLmForCausalLM
+
+    config = tiny_config("stablelm2", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                         tokenizer.pad_token_id).to_dict()
+    config = StableLmConfig(**{**config, "qk_layernorm": True, "use_parallel_residual": True, "use_qkv_bias": False,
+                               "num_key_value_heads": 2, "initializer_range": INIT_RANGE})
+    torch.manual_seed(0)
+    model = StableLmForCausalLM(config).float().eval()
+    with torch.no_grad():  # per-head weights initialised to 1: make each head's differ, so their order shows
+        for name, weight in model.named_parameters():
+            if "_layernorm.norms." in name:
+                weight.uniform_(0.5, 1.5)
+    assert model.model.layers[0].post_attention_layernorm is None
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    path = tmp_path / "stablelm-12b-shape.gguf"
+    summary = write_gguf(tmp_path / "model", path, "f16", NAME, tokenizer, EOT, log=lambda *a: None)
+    _, tensors = gguf_fields(path)
+    assert "blk.0.ffn_norm.weight" not in tensors and tensors["blk.1.attn_k_norm.weight"] == (2, 16)
+    agree, positions, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
+    assert positions >= 20 and agree == 1.0 and diff < F16_MAX_DIFF, (agree, positions, diff, summary)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"tie_word_embeddings": True}, "tied embeddings"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 4096}}, "'yarn'"),
+])
+def test_stablelm_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**STABLELM_2_1_6B_CHAT, **change})
+    assert reason and fragment in reason and "StableLmForCausalLM" in reason and "\n" not in reason
+
+
+def test_published_nemotron_mini_config_rotates_half_of_each_head_with_layer_norm():
+    calls = written_hparams(NEMOTRON_MINI_4B, "nemotron")
+    assert calls["rope_dimension_count"] == 64 and calls["layer_norm_eps"] == 1e-5 and "layer_norm_rms_eps" not in calls
+    assert calls["head_count"] == 24 and calls["head_count_kv"] == 8 and calls["feed_forward_length"] == 9216
+    assert calls["context_length"] == 4096 and "key_length" not in calls
+    tiny = tiny_config("nemotron-mini", 100, 2, 3, 0).to_dict()
+    same = ("architectures", "norm_eps", "hidden_act", "attention_bias", "mlp_bias", "tie_word_embeddings",
+            "max_position_embeddings")
+    assert {k: tiny.get(k) for k in same} == {k: NEMOTRON_MINI_4B[k] for k in same}
+    assert gguf_arch.rope_params(tiny) == gguf_arch.rope_params(NEMOTRON_MINI_4B)
+
+
+def test_published_nemotron_weights_get_layer_norm_weights_plus_one_and_no_gate():
+    shapes = {"model.embed_tokens.weight": (256000, 3072), "model.norm.weight": (3072,), "model.norm.bias": (3072,),
+              "lm_head.weight": (256000, 3072), "model.layers.0.input_layernorm.weight": (3072,),
+              "model.layers.0.input_layernorm.bias": (3072,), "model.layers.0.post_attention_layernorm.weight": (3072,),
+              "model.layers.0.mlp.up_proj.weight": (9216, 3072), "model.layers.0.mlp.down_proj.weight": (3072, 9216),
+              "model.layers.0.self_attn.q_proj.weight": (3072, 3072)}
+    plans = {plan.gguf_name: plan for plan in plan_from_shapes(shapes, {**NEMOTRON_MINI_4B, "num_hidden_layers": 1}, "f16")}
+    assert set(plans) == {"token_embd.weight", "output_norm.weight", "output_norm.bias", "output.weight",
+                          "blk.0.attn_norm.weight", "blk.0.attn_norm.bias", "blk.0.ffn_norm.weight", "blk.0.ffn_up.weight",
+                          "blk.0.ffn_down.weight", "blk.0.attn_q.weight"}
+    for name in ("output_norm.weight", "blk.0.attn_norm.weight", "blk.0.ffn_norm.weight"):
+        np.testing.assert_array_equal(plans[name].transform(np.zeros(3, np.float32)), np.ones(3, np.float32))
+    for name in ("output_norm.bias", "blk.0.attn_norm.bias", "blk.0.attn_q.weight", "blk.0.ffn_up.weight"):
+        assert plans[name].transform is None  # biases as stored; q/k rotate in halves, as HF stores them
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hidden_act": "silu"}, "hidden_act 'silu'"),
+    ({"tie_word_embeddings": True}, "tied embeddings"),
+    ({"head_dim": 64}, "heads x head_dim (24 x 64)"),
+])
+def test_nemotron_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**NEMOTRON_MINI_4B, **change})
+    assert reason and fragment in reason and "NemotronForCausalLM" in reason and "\n" not in reason

@@ -33,6 +33,7 @@ EXPECTED = {
     "qwen2": ("gpt2", "qwen2", None),
     "qwen35": ("gpt2", "qwen35", None),
     "deepseek-r1-qwen": ("gpt2", "deepseek-r1-qwen", None),
+    "stablelm2-bpe": ("gpt2", "stablelm2", None),  # Qwen2's split; llama.cpp's own name for Arcade100k
     "llama-bpe": ("gpt2", "llama-bpe", None),
     "smollm": ("gpt2", "smollm", None),
     "command-r-bpe": ("gpt2", "command-r", None),  # SmolLM's split, named by Cohere's turn token

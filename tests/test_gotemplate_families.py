@@ -75,6 +75,9 @@ FAMILIES = {
                                             "<|END_THINKING|>", "<|START_ACTION|>", "<|END_ACTION|>",
                                             "<|START_TOOL_RESULT|>", "<|END_TOOL_RESULT|>"]),
     "falcon3": ({"eos_token": "<|endoftext|>"}, []),  # its <|user|> lines are plain text
+    "stablelm2": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, ["<|im_start|>", "<|im_end|>"]),
+    # Nemotron-Mini: the generation prompt is written after every conversation (published without add_generation_prompt)
+    "nemotron-mini": (LLAMA_SPM, ["<extra_id_0>", "<extra_id_1>"]),
     "hunyuan": ({"bos_token": "<｜hy_begin▁of▁sentence｜>", "eos_token": "<｜hy_place▁holder▁no▁2｜>"},
                 ["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"]),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),

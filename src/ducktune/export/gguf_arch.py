@@ -93,6 +93,14 @@ Per architecture, what differs from "read config, rename tensors":
 - cohere2 (Cohere2ForCausalLM: Command R7B): command-r's block without q/k norms; sliding-window layers
   (3 of every 4 by `sliding_window_pattern`, or `layer_types`) rotate, the global ones have no rope at all, as
   llama.cpp's cohere2 runs them once the per-layer pattern is written.
+- stablelm (StableLmForCausalLM: StableLM 2 1.6B, StableLM Zephyr 3B): LayerNorms with biases, partial
+  rotary in NEOX halves as HF stores them (no re-ordering), optional q/k/v biases (use_qkv_bias), SwiGLU.
+  use_parallel_residual runs as llama.cpp's graph does when a layer has no ffn_norm (HF then creates no
+  post_attention_layernorm). StableLM 2 12B's per-head q/k LayerNorms (qk_layernorm: one weight per head,
+  no bias) are stacked into attn_q_norm / attn_k_norm [heads, head_dim], as llama.cpp's converter does.
+- nemotron (NemotronForCausalLM, Nemotron-Mini-4B / Minitron): LayerNorm1P, which normalizes with
+  (1 + w), so every norm weight is written +1 as llama.cpp's converter does; a squared-ReLU MLP with no
+  gate (up_proj, down_proj), partial rotary in NEOX halves, optional attention and MLP biases.
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
 Ministral 3; Gemma 4; Qwen3.5) is written as its
@@ -104,6 +112,7 @@ the vision (and audio) towers and projectors are not part of the GGUF.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -145,6 +154,8 @@ ARCHITECTURES = {
     "Exaone4ForCausalLM": "exaone4",
     "CohereForCausalLM": "command-r",
     "Cohere2ForCausalLM": "cohere2",
+    "StableLmForCausalLM": "stablelm",
+    "NemotronForCausalLM": "nemotron",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -171,7 +182,11 @@ EXAONE4_SWA_LAYERS = 64
 # Exaone4Config's sliding_window when the key is absent
 EXAONE4_DEFAULT_WINDOW = 4096
 # LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
-LAYER_NORM = {"bloom", "phi2", "command-r", "cohere2"}
+LAYER_NORM = {"bloom", "phi2", "command-r", "cohere2", "stablelm", "nemotron"}
+# LayerNorm1P (Nemotron): scales by (1 + w) where llama.cpp's LayerNorm scales by w -> written +1, as Gemma's norms
+LAYER_NORM_1P = {"nemotron"}
+# the one MLP activation llama.cpp's graph runs per architecture (StableLM: SwiGLU; Nemotron: squared ReLU)
+MLP_ACTIVATION = {"stablelm": "silu", "nemotron": "relu2"}
 # HF activations computed as llama.cpp's GELU (the tanh approximation)
 TANH_GELU = {"gelu_new", "gelu_pytorch_tanh"}
 # Granite's muP scalars -> the GGUF writer method of the key llama.cpp's granite loader reads
@@ -367,7 +382,9 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3 and Ministral 3)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
-    if arch in ("phi3", "chatglm", "phi2", "olmo2") and n_heads(config) * head_dim(config) != hidden_size(config):
+    # these graphs size the attention output (and Phi-3's / GLM's fused qkv) by hidden_size
+    full_width = ("phi3", "chatglm", "phi2", "olmo2", "stablelm", "nemotron")
+    if arch in full_width and n_heads(config) * head_dim(config) != hidden_size(config):
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
         return f"GGUF export of {name}: grouped-query attention is not a Bloom shape llama.cpp loads"
@@ -382,6 +399,7 @@ def architecture_support(config: dict) -> str | None:
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
+               "stablelm": _layer_norm_lm_problem, "nemotron": _layer_norm_lm_problem,
                gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
     reason = problem(config, name) if problem else None
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
@@ -525,6 +543,19 @@ def _smollm3_problem(config: dict, name: str) -> str | None:
     return None
 
 
+def _layer_norm_lm_problem(config: dict, name: str) -> str | None:
+    """What in a StableLM or Nemotron config llama.cpp's graph would run differently, or None."""
+    arch = ARCHITECTURES[name]
+    act, expected = config.get("hidden_act", MLP_ACTIVATION[arch]), MLP_ACTIVATION[arch]
+    if act != expected:
+        reason = f"hidden_act {act!r}: llama.cpp's {arch} graph computes {expected} only"
+    elif config.get("tie_word_embeddings"):
+        reason = f"tied embeddings: llama.cpp's {arch} loads an output head of its own"
+    else:
+        return None
+    return f"GGUF export of {name}: {reason}"
+
+
 def _phi2_problem(config: dict, name: str) -> str | None:
     """What in a Phi config llama.cpp's phi2 graph would run differently, or None."""
     act = config.get("hidden_act", "gelu_new")
@@ -660,7 +691,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     put("add_head_count", heads)
     put("add_head_count_kv", kv)
     if arch in LAYER_NORM:
-        put("add_layer_norm_eps", float(_first(config, "layer_norm_epsilon", "layer_norm_eps")))
+        put("add_layer_norm_eps", float(_first(config, "layer_norm_epsilon", "layer_norm_eps", "norm_eps")))
     else:
         put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "norm_eps", "layernorm_epsilon",
                                                   "layer_norm_eps")))
@@ -873,6 +904,10 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         plans += [TensorPlan(sources[0], gguf_name, shape, _quant_type(shape, quant), transform, stacked=sources)
                   for gguf_name, shape, sources, transform in experts]
         names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
+    if arch == "stablelm":  # StableLM 2 12B: one q/k LayerNorm per head, stacked per layer
+        norms, consumed = _stablelm_head_norm_plans(names, config, where)
+        plans += norms
+        names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
     for lookup, hf_name in sorted(names.items()):
         shape = shapes[hf_name]
         if lookup.endswith("rotary_emb.inv_freq") or (lookup == "lm_head.weight" and (tied or arch in GEMMA)):
@@ -912,7 +947,7 @@ def _tensor_transform(hf_name: str, shape, config: dict, arch: str) -> Callable 
     if arch in ROTARY_PERMUTED and (".q_proj." in hf_name or ".k_proj." in hf_name):
         heads = n_heads(config) if ".q_proj." in hf_name else n_kv_heads(config)
         return lambda array: rotary_interleave(array, heads)
-    if arch in GEMMA and hf_name.endswith("norm.weight"):
+    if (arch in GEMMA or arch in LAYER_NORM_1P) and hf_name.endswith("norm.weight"):
         return lambda array: array + 1.0
     if arch == "bloom" and ".query_key_value." in hf_name:
         heads = n_heads(config)
@@ -962,6 +997,32 @@ def _granite4_mlp_plans(hf_name: str, shape, quant: str, experts: bool = False) 
     return [TensorPlan(hf_name, f"{base}.{part}{kind}.weight", out_shape, _quant_type(out_shape, quant),
                        lambda array, start=start: array[..., start:start + half, :])
             for part, start in (("ffn_gate", 0), ("ffn_up", half))]
+
+
+# StableLM 2 12B's per-head norms: model.layers.N.self_attn.q_layernorm.norms.H.weight
+STABLELM_HEAD_NORM = re.compile(r"\.layers\.(\d+)\.self_attn\.([qk])_layernorm\.norms\.(\d+)\.weight$")
+
+
+def _stablelm_head_norm_plans(names: dict[str, str], config: dict, where: str) -> tuple[list[TensorPlan], set[str]]:
+    """One F32 attn_q_norm / attn_k_norm [heads, head_dim] per layer from the per-head LayerNorm weights (in head
+    order: llama.cpp normalizes each head of Qcur [head_dim, heads] and scales it by its row), and the names used."""
+    import gguf
+
+    found: dict[tuple[int, str], dict[int, str]] = {}
+    for hf_name in names.values():
+        if match := STABLELM_HEAD_NORM.search(hf_name):
+            found.setdefault((int(match[1]), match[2]), {})[int(match[3])] = hf_name
+    plans, dim = [], head_dim(config)
+    for (layer, kind), by_head in sorted(found.items()):
+        heads = n_heads(config) if kind == "q" else n_kv_heads(config)
+        if missing := sorted(set(range(heads)) - set(by_head)):
+            raise ModelError(f"{where}: layer {layer} has no {kind}_layernorm weight for head {missing[0]} "
+                             f"(one per head, 0..{heads - 1}, expected)")
+        sources = tuple(by_head[h] for h in range(heads))
+        plans.append(TensorPlan(sources[0], f"blk.{layer}.attn_{kind}_norm.weight", (heads, dim),
+                                gguf.GGMLQuantizationType.F32, lambda array, heads=heads: array.reshape(heads, dim),
+                                stacked=sources))
+    return plans, {name for by_head in found.values() for name in by_head.values()}
 
 
 def internlm2_split_qkv(array, heads: int, kv: int, dim: int) -> dict:

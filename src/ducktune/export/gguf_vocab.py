@@ -106,6 +106,8 @@ def _name_for_regex(regex: str, tokenizer_json: dict) -> str | None:
     ignore_merges = bool((tokenizer_json.get("model") or {}).get("ignore_merges"))
     added = _added_texts(tokenizer_json)
     if regex == QWEN2_REGEX:
+        if "<|pause|>" in added:  # Arcade100k (StableLM 2): Qwen2's split, llama.cpp's own name for it
+            return "stablelm2"
         return "deepseek-r1-qwen" if "<｜begin▁of▁sentence｜>" in added else "qwen2"
     if regex == QWEN35_REGEX:
         return "qwen35"
@@ -155,8 +157,8 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
         if name:
             return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
-                     "equivalent (supported: GPT-2, SmolLM, Command R, Qwen2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2/Falcon3, GPT-4o/Phi-4-mini, "
-                     "GLM-4, Tekken, Bloom, Hunyuan dense)")
+                     "equivalent (supported: GPT-2, SmolLM, Command R, Qwen2, StableLM 2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2/Falcon3, "
+                     "GPT-4o/Phi-4-mini, GLM-4, Tekken, Bloom, Hunyuan dense)")
 
 
 # ---------------------------------------------------------------- SentencePiece: the space prefix

@@ -256,6 +256,17 @@ FAMILIES: list[Family] = [
                "<|END_ACTION|>", "<|START_TOOL_RESULT|>", "<|END_TOOL_RESULT|>"]},
            tokenizer_class="CohereTokenizer",
            note="sliding-window layers: trains on padded batches (packing is refused from its layer kinds)"),
+    # StableLM 2 (Arcade100k tokenizer, ChatML; stablelm-2-zephyr-1_6b shares class and tokenizer with Zephyr's
+    # template, stablelm-zephyr-3b GPT-NeoX's tokenizer): <|endoftext|> is BOS, EOS and pad as published.
+    Family("stablelm2", "StableLM 2 1.6B chat / Zephyr", "StableLmForCausalLM", "stablelm2", "stablelm2-bpe",
+           "stablelm2", _specials(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|endoftext|>",
+                                  additional=["<|im_start|>", "<|im_end|>", "<|pause|>", "<|reg0|>"]),
+           tokenizer_class="GPT2TokenizerFast"),
+    # Nemotron-Mini's SentencePiece 256k vocabulary (Llama-2 pipeline: dummy prefix, BOS <s> added) with NeMo's
+    # <extra_id_N> turn markers; its template closes an answer with a newline only, so EOS is trained after it.
+    Family("nemotron-mini", "Nemotron-Mini-4B-Instruct", "NemotronForCausalLM", "nemotron-mini", "llama-spm",
+           "nemotron-mini", _specials(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>",
+                                      additional=["<extra_id_0>", "<extra_id_1>"])),
     Family("smollm2", "SmolLM2 (built in)", "LlamaForCausalLM", "llama", "smollm", "chatml-smollm2",
            _specials(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>",
                      additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]), tokenizer_class="GPT2Tokenizer"),

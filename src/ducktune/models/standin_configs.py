@@ -51,6 +51,8 @@ MIRRORS = {
     "exaone4": "LGAI-EXAONE/EXAONE-4.0-1.2B",
     "cohere": "CohereForAI/aya-expanse-8b",
     "cohere2": "CohereForAI/c4ai-command-r7b-12-2024",
+    "stablelm2": "stabilityai/stablelm-2-1_6b-chat",
+    "nemotron-mini": "nvidia/Nemotron-Mini-4B-Instruct",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -79,7 +81,7 @@ def _llama(**extra) -> tuple[str, dict]:
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
     return {**_llama_qwen_mistral_specs(common), **_gemma_specs(common), **_other_specs(common),
-            **_newer_specs(common), **_newest_specs(common)}
+            **_newer_specs(common), **_newest_specs(common), **_layer_norm_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -387,6 +389,25 @@ def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
             max_position_embeddings=2048, layer_norm_eps=1e-5, rope_theta=10000.0, rope_scaling=None,
             hidden_act="gelu_new", qk_layernorm=False, resid_pdrop=0.1, embd_pdrop=0.0, attention_dropout=0.0,
             tie_word_embeddings=False)),
+    }
+
+
+def _layer_norm_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """StableLM 2 and Nemotron: LayerNorms with biases and partial rotary (NEOX halves)."""
+    return {
+        # StableLM 2 1.6B chat: rope on a quarter of each head (4 of 16 dims here, 16 of 64 published), q/k/v
+        # biases, sequential residual, untied; MLP 2.75x hidden as 5632/2048, rounded up to a multiple of 64
+        "stablelm2": ("StableLmForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096,
+            layer_norm_eps=1e-5, partial_rotary_factor=0.25, rope_theta=10000.0, rope_scaling=None,
+            use_qkv_bias=True, qk_layernorm=False, use_parallel_residual=False, hidden_act="silu",
+            hidden_dropout=0.0, tie_word_embeddings=False)),
+        # Nemotron-Mini-4B: LayerNorm1P (1 + w), squared ReLU without gate (MLP 3x hidden as 9216/3072), half of
+        # each head rotated, 3 query heads per KV head (24:8; 4:2 here), no biases, untied
+        "nemotron-mini": ("NemotronForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+            norm_eps=1e-5, partial_rotary_factor=0.5, rope_theta=10000.0, rope_scaling=None, hidden_act="relu2",
+            attention_bias=False, mlp_bias=False, tie_word_embeddings=False)),
     }
 
 

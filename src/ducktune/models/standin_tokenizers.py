@@ -104,6 +104,13 @@ KINDS: dict[str, KindSpec] = {
         spm=False, adds_bos=False, normalizer="nfc", regex=QWEN35_REGEX,
         defaults={"bos": None, "eos": "<|im_end|>", "pad": "<|endoftext|>", "unk": None,
                   "additional": ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]}),
+    "stablelm2-bpe": KindSpec(
+        "stabilityai/stablelm-2-1_6b-chat (Arcade100k: tiktoken cl100k extended, digits split one by one; also "
+        "stablelm-2-zephyr-1_6b): NFC + Split(Qwen2's regex, isolated) + ByteLevel(use_regex=false), no BOS added; "
+        "llama.cpp pre \"stablelm2\", told from Qwen2 by Arcade100k's <|pause|> / <|reg0|> specials",
+        spm=False, adds_bos=False, normalizer="nfc", regex=QWEN2_REGEX,
+        defaults={"bos": "<|endoftext|>", "eos": "<|endoftext|>", "pad": "<|endoftext|>", "unk": None,
+                  "additional": ["<|im_start|>", "<|im_end|>", "<|pause|>", "<|reg0|>"]}),
     "deepseek-r1-qwen": KindSpec(
         "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B: Qwen2's pipeline, BOS <｜begin▁of▁sentence｜> added",
         spm=False, adds_bos=True, normalizer="nfc", regex=QWEN2_REGEX,
