@@ -80,8 +80,8 @@ def _llama(**extra) -> tuple[str, dict]:
 
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
-    return {**_llama_qwen_mistral_specs(common), **_gemma_specs(common), **_other_specs(common),
-            **_newer_specs(common), **_newest_specs(common), **_layer_norm_specs(common)}
+    return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_gemma_specs(common),
+            **_other_specs(common), **_newer_specs(common), **_newest_specs(common), **_layer_norm_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -133,18 +133,6 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
-        # {"factor": 4.0, "original_max_position_embeddings": 32768, "type"/"rope_type": "yarn"} as the cards
-        # give it; 32768 -> 64 so the test prompts' positions reach the stretched frequencies too
-        "qwen2-yarn": ("Qwen2ForCausalLM", dict(
-            common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
-            rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False, sliding_window=131072,
-            max_window_layers=28, hidden_act="silu",
-            rope_scaling={"factor": 4.0, "original_max_position_embeddings": 64, "type": "yarn"})),
-        "qwen3-yarn": ("Qwen3ForCausalLM", dict(
-            common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=40960,
-            rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False, attention_bias=False,
-            use_sliding_window=False, sliding_window=None, hidden_act="silu",
-            rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})),
         # Qwen3-30B-A3B: every layer routed (decoder_sparse_step 1, no mlp_only_layers), top-k renormalized;
         # 128 experts top-8 -> 4 top-2 here; expert width 768/2048 of hidden rounded up to 64, dense width 3x hidden
         "qwen3-moe": ("Qwen3MoeForCausalLM", dict(
@@ -169,6 +157,24 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=HIDDEN,
                                patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
                                num_position_embeddings=16))),
+    }
+
+
+def _long_context_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Qwen2.5 and Qwen3 with the YaRN rope_scaling their model cards give for contexts past 32k."""
+    return {
+        # {"factor": 4.0, "original_max_position_embeddings": 32768, "type"/"rope_type": "yarn"} as the cards
+        # give it; 32768 -> 64 so the test prompts' positions reach the stretched frequencies too
+        "qwen2-yarn": ("Qwen2ForCausalLM", dict(
+            common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, use_sliding_window=False, sliding_window=131072,
+            max_window_layers=28, hidden_act="silu",
+            rope_scaling={"factor": 4.0, "original_max_position_embeddings": 64, "type": "yarn"})),
+        "qwen3-yarn": ("Qwen3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=40960,
+            rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False, attention_bias=False,
+            use_sliding_window=False, sliding_window=None, hidden_act="silu",
+            rope_scaling={"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64})),
     }
 
 
