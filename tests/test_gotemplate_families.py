@@ -67,6 +67,10 @@ FAMILIES = {
               "<|tool_response_end|>"]),
     "exaone4": ({"bos_token": "[BOS]", "eos_token": "[|endofturn|]", "pad_token": "[PAD]", "unk_token": "[UNK]"},
                 ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]),
+    "apertus": ({"bos_token": "<s>", "eos_token": "<|assistant_end|>"},
+                ["<|system_start|>", "<|system_end|>", "<|developer_start|>", "<|developer_end|>", "<|user_start|>",
+                 "<|user_end|>", "<|assistant_start|>", "<|inner_prefix|>", "<|inner_suffix|>", "<|tools_prefix|>",
+                 "<|tools_suffix|>"]),
     "firefly": (LLAMA_SPM, []),
     "falcon3": ({"eos_token": "<|endoftext|>"}, []),  # its <|user|> lines are plain text
     "hunyuan": ({"bos_token": "<｜hy_begin▁of▁sentence｜>", "eos_token": "<｜hy_place▁holder▁no▁2｜>"},

@@ -79,6 +79,11 @@ Per architecture, what differs from "read config, rename tensors":
   transformers rotates every layer when `sliding_window` is null (1.2B), else only the sliding layers
   (global NoPE: 32B's 3 sliding : 1 full). llama.cpp turns sliding windows on for 64-layer models only
   (its 32B) and then rotates only the sliding layers: other configs that slide or skip rope are refused.
+- apertus (ApertusForCausalLM, Apertus-8B / 70B): per-head q/k norms before rotate-half rope (NEOX, no
+  re-ordering), llama3 rope_freqs table, no gate in the MLP (up, xIELU, down); xIELU's learned per-layer
+  scalars are hyper-parameter arrays, not tensors, in its own module (gguf_apertus).
+- arcee (ArceeForCausalLM, Arcee AFM-4.5B): llama's layout and rotary re-ordering, an MLP without a gate
+  (up, ReLU^2, down), YaRN written as llama.cpp's yarn keys (as its converter writes AFM-4.5B's).
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
 Ministral 3; Gemma 4; Qwen3.5) is written as its
@@ -94,7 +99,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_moe, gguf_qwen35
+from ducktune.export import gguf_apertus, gguf_gemma4, gguf_lfm2, gguf_moe, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -129,15 +134,17 @@ ARCHITECTURES = {
     "Gemma4ForCausalLM": "gemma4",
     "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
     "Exaone4ForCausalLM": "exaone4",
+    "ApertusForCausalLM": "apertus",
+    "ArceeForCausalLM": "arcee",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3", "arcee"}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
-WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4"}
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2"}
@@ -162,10 +169,10 @@ ROPE_KINDS = {
     "default": None,
     "linear": None,
     "dynamic": None,
-    "llama3": {"llama", "exaone4"},
+    "llama3": {"llama", "exaone4", "apertus"},
     "longrope": {"phi3"},
-    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3
-    "yarn": {"olmo2", "mistral3"},
+    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3; AFM-4.5B
+    "yarn": {"olmo2", "mistral3", "arcee"},
 }
 
 
@@ -328,7 +335,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma4.gemma4_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3 and Ministral 3)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3, yarn for OLMo 2/3, Ministral 3 and Arcee)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     if arch in ("phi3", "chatglm", "phi2", "olmo2") and n_heads(config) * head_dim(config) != hidden_size(config):
@@ -343,8 +350,8 @@ def architecture_support(config: dict) -> str | None:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
-               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
-               gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
+               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
+               gguf_apertus.ARCH: gguf_apertus.apertus_support, gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
     reason = problem(config, name) if problem else None
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
@@ -392,6 +399,16 @@ def _exaone4_problem(config: dict, name: str) -> str | None:
     if layers != EXAONE4_SWA_LAYERS and window is not None:
         return (f"GGUF export of {name}: sliding_window {window} with {layers} layers; llama.cpp's exaone4 "
                 f"slides (and skips rope on global layers) only for {EXAONE4_SWA_LAYERS}-layer models")
+    return None
+
+
+def _arcee_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's arcee graph would run differently: it runs ReLU^2 and adds no attention or MLP biases."""
+    act = config.get("hidden_act", "relu2")
+    if act != "relu2":
+        return f"GGUF export of {name}: hidden_act {act!r}; llama.cpp's arcee runs ReLU^2 (relu2)"
+    if biased := _true_keys(config, "attention_bias", "mlp_bias"):
+        return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's arcee loads no such biases"
     return None
 
 
@@ -788,6 +805,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             continue
         if arch == gguf_qwen35.ARCH and gguf_qwen35.not_exported(hf_name):
             continue
+        if arch == gguf_apertus.ARCH and gguf_apertus.xielu_scalar(hf_name):  # hyper-parameters in llama.cpp
+            continue
         if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
             plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
             continue
@@ -894,7 +913,7 @@ def _computed_tensors(config: dict, arch: str) -> list[TensorPlan]:
     if arch == gguf_gemma4.ARCH:  # the full layers' proportional rope
         factors = gguf_gemma4.rope_freqs(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
-    if arch in ("llama", "exaone4") and params["rope_type"] == "llama3":
+    if arch in ROPE_KINDS["llama3"] and params["rope_type"] == "llama3":
         factors = llama3_rope_factors(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
     if arch == "phi3" and params["rope_type"] == "longrope":
