@@ -356,7 +356,7 @@ EXPECTED = {
                  "output.weight": (None, 64)},
                 {"blk.0.ffn_gate.weight", "blk.0.attn_post_norm.weight"}),
     # Arcee AFM: no gate, YaRN keys (no rope table), untied output
-    "afm": ("arcee", {"rope.dimension_count": 16, "rope.scaling.factor": 16.0,
+    "afm": ("arcee", {"rope.dimension_count": 16, "rope.scaling.factor": 20.0,
                       "rope.scaling.original_context_length": 4096, "attention.head_count_kv": 1},
             {"blk.0.ffn_up.weight": (512, 64), "blk.0.ffn_down.weight": (64, 512), "blk.0.attn_q.weight": (64, 64),
              "output.weight": (None, 64)}, {"blk.0.ffn_gate.weight", "rope_freqs.weight", "blk.0.attn_q_norm.weight"}),
@@ -1782,13 +1782,14 @@ def test_xielu_scalars_missing_for_a_layer_are_named():
         xielu_values([n for n in names if n != "model.layers.1.mlp.act_fn.beta"], lambda name: 0.5, 2, "model")
 
 
-AFM_4_5B = {  # arcee-ai/AFM-4.5B config.json: the keys of its architecture as public loaders read them; the published
-    # file was not reachable from here, so its YaRN values are those of the stand-in's comment (context ratio)
+AFM_4_5B = {  # arcee-ai/AFM-4.5B config.json, its values as a public audit of the published snapshots lists them (the
+    # file itself was not reachable from here)
     "architectures": ["ArceeForCausalLM"], "model_type": "arcee", "attention_bias": False, "hidden_act": "relu2",
     "hidden_size": 2560, "head_dim": 128, "intermediate_size": 18432, "max_position_embeddings": 65536,
     "mlp_bias": False, "num_attention_heads": 20, "num_hidden_layers": 36, "num_key_value_heads": 4,
-    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": False, "vocab_size": 128004,
-    "rope_scaling": {"rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 4096,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": False, "vocab_size": 128005,
+    "bos_token_id": 128000, "eos_token_id": 128003, "use_cache": False,
+    "rope_scaling": {"rope_type": "yarn", "factor": 20.0, "original_max_position_embeddings": 4096,
                      "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0}}
 
 
@@ -1796,11 +1797,11 @@ def test_afm_config_is_arcee_with_yarn_keys_and_rotary_reordering():
     assert architecture_support(AFM_4_5B) is None
     calls = written_hparams(AFM_4_5B, "arcee")
     assert calls["rope_dimension_count"] == 128 and calls["feed_forward_length"] == 18432 and calls["head_count_kv"] == 4
-    assert calls["rope_scaling_factor"] == 16.0 and calls["rope_scaling_orig_ctx_len"] == 4096
-    assert calls["rope_scaling_attn_factors"] == pytest.approx(1.0)  # transformers' 0.1 ln 16 + 1 is llama.cpp's own
+    assert calls["rope_scaling_factor"] == 20.0 and calls["rope_scaling_orig_ctx_len"] == 4096  # the explicit factor
+    assert calls["rope_scaling_attn_factors"] == pytest.approx(1.0)  # transformers' 0.1 ln 20 + 1 is llama.cpp's own
     plans = {p.gguf_name: p for p in plan_from_shapes({
         "model.layers.0.self_attn.q_proj.weight": (2560, 2560), "model.layers.0.mlp.up_proj.weight": (18432, 2560),
-        "model.embed_tokens.weight": (128004, 2560), "lm_head.weight": (128004, 2560)}, AFM_4_5B, "f16")}
+        "model.embed_tokens.weight": (128005, 2560), "lm_head.weight": (128005, 2560)}, AFM_4_5B, "f16")}
     assert set(plans) == {"blk.0.attn_q.weight", "blk.0.ffn_up.weight", "token_embd.weight", "output.weight"}
     assert plans["blk.0.attn_q.weight"].transform is not None  # halves -> pairs: llama.cpp's arcee rotates pairs
 

@@ -362,13 +362,14 @@ def _ungated_mlp_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                           "original_max_position_embeddings": 8192})),
         # AFM-4.5B: ReLU^2 MLP 7.2x hidden (18432 / 2560; 461 here rounded up to 512), head_dim given (128 = 2560 / 20),
-        # 20 heads to 4 KV heads (4:1 here), YaRN from 4096 to the 65536 context, untied output.
-        # Not checked against the published config.json (not reachable from here): the YaRN factor is the context ratio.
+        # 20 heads to 4 KV heads (4:1 here), YaRN by 20 from 4096 (published so, though 65536 / 4096 is 16: transformers
+        # warns and uses the explicit factor, as llama.cpp's converter writes it), untied output, as a public audit
+        # quoting the published config.json lists them (the file itself was not reachable from here).
         "afm": ("ArceeForCausalLM", dict(
             common, intermediate_size=512, num_key_value_heads=1, head_dim=16, max_position_embeddings=65536,
             rms_norm_eps=1e-5, hidden_act="relu2", attention_bias=False, mlp_bias=False, attention_dropout=0.0,
             tie_word_embeddings=False, rope_theta=10000.0,
-            rope_scaling={"rope_type": "yarn", "factor": 16.0, "original_max_position_embeddings": 4096,
+            rope_scaling={"rope_type": "yarn", "factor": 20.0, "original_max_position_embeddings": 4096,
                           "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0})),
     }
 
