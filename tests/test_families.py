@@ -317,6 +317,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("command-r7b", False),     # CohereTokenizer adds <BOS_TOKEN> to plain text, Command R7B's template prints none
     ("stablelm2", False),       # <|endoftext|> is BOS, never added; the template opens with <|im_start|>
     ("nemotron-mini", False),   # the tokenizer adds <s> to plain text; the template prints none, so prompts lack it
+    ("apertus", True),          # the template prints <s> and Tekken adds it: llama.cpp adds it
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
     from ducktune.export.gguf_vocab import prompt_starts_with_bos
@@ -519,3 +520,21 @@ def test_system_prompt_is_trained_where_mistral_templates_prompt_with_it(standin
     messages = qwen.with_system([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}])
     assert not qwen.system_only_in_prompts
     assert qwen.conversation_text(messages) == qwen.tokenizer.apply_chat_template(messages, tokenize=False)
+
+
+def test_default_lora_targets_reach_the_ungated_mlp_of_apertus(standins):
+    """Apertus' MLP has no gate (up, xIELU, down): the default all-linear adapts up_proj and down_proj, and no
+    adapter lands on xIELU's learned scalars (bare parameters, not linears)."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.models.families import standin_dir
+    from ducktune.train.lora import attach_lora
+
+    model = AutoModelForCausalLM.from_pretrained(standin_dir("apertus", standins, log=lambda *a: None))
+    peft_model, targets = attach_lora(model, LoraConfig())
+    assert {"up_proj", "down_proj", "q_proj", "k_proj", "v_proj", "o_proj"} <= set(targets)
+    assert "gate_proj" not in targets and not [t for t in targets if "act_fn" in t or "alpha" in t]
+    adapted = {name.split(".lora_")[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
+    assert any(name.endswith("layers.1.mlp.up_proj") for name in adapted), adapted
+    assert any(name.endswith("layers.1.mlp.down_proj") for name in adapted), adapted

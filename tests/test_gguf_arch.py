@@ -17,6 +17,7 @@ import torch
 
 from ducktune.errors import ModelError
 from ducktune.export import gguf_arch
+from ducktune.export.gguf_apertus import xielu_values
 from ducktune.export.gguf_arch import (
     architecture_support,
     llama3_rope_factors,
@@ -124,11 +125,19 @@ def standin(tmp_path_factory, tokenizer):
     return build
 
 
+# per-layer scalar -> the first layer's value in the stand-ins (each next layer's 0.25 more)
+LAYER_SCALARS = {"layer_scalar": 0.5, "act_fn.alpha_p": 0.5, "act_fn.alpha_n": 0.25, "act_fn.beta": 0.25}
+
+
 def _vary_layer_scalars(model) -> None:
-    """Gemma 4 initialises its per-layer output scalars to 1 (the published ones are not): give each its own
-    value so the logits comparison sees whether llama.cpp scales by them."""
-    for index, (name, buffer) in enumerate(sorted((n, b) for n, b in model.named_buffers() if n.endswith("layer_scalar"))):
-        buffer.fill_(0.5 + 0.25 * index)
+    """Gemma 4 initialises its per-layer output scalars to 1, Apertus its xIELU scalars alike in every layer (the
+    published ones are not): give each layer its own values so the logits comparison sees whether llama.cpp
+    applies each layer's own."""
+    tensors = dict(model.named_buffers()) | dict(model.named_parameters())
+    with torch.no_grad():
+        for suffix, first in LAYER_SCALARS.items():
+            for index, name in enumerate(sorted(name for name in tensors if name.endswith(suffix))):
+                tensors[name].fill_(first + 0.25 * index)
 
 
 def _undo_granite_damping(model, config) -> None:
@@ -373,6 +382,18 @@ EXPECTED = {
                 {"output.weight", "blk.0.ffn_norm.weight", "rope_freqs.weight"}),
     "bloom": ("bloom", {"attention.layer_norm_epsilon": 1e-5, "attention.max_alibi_bias": 8.0, "feed_forward_length": 256},
               {"token_embd_norm.bias": (64,), "blk.0.attn_qkv.bias": (192,)}, {"output.weight", "rope_freqs.weight"}),
+    # Apertus: no gate, per-head q/k norms, llama3 table, untied output; xIELU's scalars as per-layer keys, not tensors
+    "apertus": ("apertus", {"rope.freq_base": 12000000.0, "rope.dimension_count": 16, "attention.head_count_kv": 1,
+                            "feed_forward_length": 384},
+                {"blk.0.ffn_up.weight": (384, 64), "blk.0.ffn_down.weight": (64, 384), "blk.0.attn_q_norm.weight": (16,),
+                 "blk.0.attn_norm.weight": (64,), "blk.0.ffn_norm.weight": (64,), "rope_freqs.weight": (8,),
+                 "output.weight": (None, 64)},
+                {"blk.0.ffn_gate.weight", "blk.0.attn_post_norm.weight"}),
+    # Arcee AFM: no gate, YaRN keys (no rope table), untied output
+    "afm": ("arcee", {"rope.dimension_count": 16, "rope.scaling.factor": 20.0,
+                      "rope.scaling.original_context_length": 4096, "attention.head_count_kv": 1},
+            {"blk.0.ffn_up.weight": (512, 64), "blk.0.ffn_down.weight": (64, 512), "blk.0.attn_q.weight": (64, 64),
+             "output.weight": (None, 64)}, {"blk.0.ffn_gate.weight", "rope_freqs.weight", "blk.0.attn_q_norm.weight"}),
     # ERNIE 4.5: llama's layout with head_dim twice hidden/heads (key/value lengths written), tied embeddings
     "ernie4.5": ("ernie4_5", {"attention.key_length": 32, "attention.value_length": 32, "rope.dimension_count": 32,
                               "rope.freq_base": 500000.0, "attention.head_count_kv": 2, "context_length": 131072},
@@ -417,6 +438,19 @@ def test_standin_is_supported_and_written_with_its_keys(arch, written):
         assert tensor in tensors, f"{tensor} not written"
         assert all(want is None or want == got for want, got in zip(shape, tensors[tensor])), (tensor, tensors[tensor])
     assert not absent & set(tensors)
+
+
+def test_apertus_xielu_scalars_are_llama_cpps_per_layer_keys(written, standin):
+    """xIELU's learned scalars are weights in the checkpoint and per-layer arrays of unprefixed keys (xielu.*) in
+    llama.cpp, written as stored (llama.cpp applies the softplus itself); no tensor is written for them."""
+    path, _ = written("apertus", "f16")
+    fields, tensors = gguf_fields(path)
+    _, model = standin("apertus")
+    for scalar in ("alpha_p", "alpha_n", "beta", "eps"):
+        stored = [float(getattr(layer.mlp.act_fn, scalar).detach().reshape(-1)[0]) for layer in model.model.layers]
+        assert fields[f"xielu.{scalar}"] == pytest.approx(stored, rel=1e-6), scalar
+    assert fields["xielu.alpha_p"] == pytest.approx([0.5, 0.75])  # each layer its own (the stand-in's)
+    assert not [name for name in tensors if "act_fn" in name or "xielu" in name]
 
 
 @pytest.mark.parametrize("arch", ARCH_IDS)
@@ -504,6 +538,12 @@ def _rope_params_without(key):
     return lambda config, layer_kind="full_attention": {k: v for k, v in original(config, layer_kind).items() if k != key}
 
 
+def _first_layer_xielu(names, read, n_layers, where):
+    """gguf_apertus.xielu_values giving every layer the first layer's xIELU scalars."""
+    values = xielu_values(names, read, n_layers, where)
+    return {method: [per_layer[0]] * n_layers for method, per_layer in values.items()}
+
+
 BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of gguf_arch or its modules, replacement)
     "q/k rows not re-ordered": ("llama", "ROTARY_PERMUTED", lambda: set()),
     "no llama3 rope_freqs": ("llama3", "_computed_tensors", lambda: lambda config, arch: []),
@@ -550,6 +590,11 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "qwen3.5 norms without +1": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except("layernorm.weight")),
     "qwen3-moe expert gate and up swapped": ("qwen3-moe", "gguf_moe.GGUF_KIND", lambda: {
         "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
+    "apertus xielu scalars of layer 0 in every layer": ("apertus", "gguf_apertus.xielu_values", lambda: _first_layer_xielu),
+    "apertus q/k rows re-ordered as for llama": ("apertus", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "apertus"}),
+    "apertus no llama3 rope_freqs": ("apertus", "_computed_tensors", lambda: lambda config, arch: []),
+    "afm q/k rows not re-ordered": ("afm", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
+    "afm yarn not written": ("afm", "_add_yarn_hparams", lambda: lambda put, config: None),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -2078,3 +2123,90 @@ def test_published_nemotron_weights_get_layer_norm_weights_plus_one_and_no_gate(
 def test_nemotron_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**NEMOTRON_MINI_4B, **change})
     assert reason and fragment in reason and "NemotronForCausalLM" in reason and "\n" not in reason
+APERTUS_8B = {  # swiss-ai/Apertus-8B-Instruct-2509 config.json, its keys as public loaders quote it (ollama's mlxrunner
+    # apertus tests; the published file was not reachable from here)
+    "architectures": ["ApertusForCausalLM"], "model_type": "apertus", "attention_bias": False, "attention_dropout": 0.0,
+    "hidden_act": "xielu", "hidden_dropout": 0.0, "hidden_size": 4096, "initializer_range": 0.02,
+    "intermediate_size": 21504, "max_position_embeddings": 65536, "mlp_bias": False, "num_attention_heads": 32,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "post_norm": False, "qk_norm": True, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3", "type": "llama3"},
+    "rope_theta": 12000000, "tie_word_embeddings": False, "vocab_size": 131072, "dtype": "bfloat16"}
+
+
+def test_published_apertus_8b_config_is_apertus_with_its_llama3_table_and_no_gate():
+    assert architecture_support(APERTUS_8B) is None
+    calls = written_hparams(APERTUS_8B, "apertus")
+    assert calls["rope_freq_base"] == 12000000.0 and calls["rope_dimension_count"] == 128
+    assert calls["feed_forward_length"] == 21504 and calls["head_count_kv"] == 8 and calls["context_length"] == 65536
+    assert "key_length" not in calls and "rope_scaling_type" not in calls  # llama3 scaling is the table alone
+    layer = "model.layers.0."
+    plans = {p.gguf_name: p for p in plan_from_shapes({
+        layer + "self_attn.q_proj.weight": (4096, 4096), layer + "self_attn.q_norm.weight": (128,),
+        layer + "attention_layernorm.weight": (4096,), layer + "feedforward_layernorm.weight": (4096,),
+        layer + "mlp.up_proj.weight": (21504, 4096), layer + "mlp.down_proj.weight": (4096, 21504),
+        layer + "mlp.act_fn.alpha_p": (1,), layer + "mlp.act_fn.alpha_n": (1,), layer + "mlp.act_fn.beta": (),
+        layer + "mlp.act_fn.eps": (), "model.embed_tokens.weight": (131072, 4096), "lm_head.weight": (131072, 4096)},
+        APERTUS_8B, "f16")}
+    assert set(plans) == {"blk.0.attn_q.weight", "blk.0.attn_q_norm.weight", "blk.0.attn_norm.weight",
+                          "blk.0.ffn_norm.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight", "token_embd.weight",
+                          "output.weight", "rope_freqs.weight"}  # xIELU's scalars are keys, not tensors
+    assert plans["blk.0.attn_q.weight"].transform is None  # rotate-half, as llama.cpp's NEOX rope reads it
+    assert plans["rope_freqs.weight"].shape == (64,)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hidden_act": "silu"}, "hidden_act 'silu': llama.cpp's apertus runs xIELU only"),
+    ({"qk_norm": False}, "qk_norm false"),
+    ({"post_norm": True}, "post_norm true"),
+    ({"attention_bias": True}, "attention_bias true"),
+    ({"tie_word_embeddings": True}, "loads an output head of its own"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 8.0, "original_max_position_embeddings": 8192}},
+     "does not support rope scaling 'yarn'"),
+])
+def test_apertus_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
+    reason = architecture_support({**APERTUS_8B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+def test_xielu_scalars_missing_for_a_layer_are_named():
+    names = [f"model.layers.{i}.mlp.act_fn.{s}" for i in range(2) for s in ("alpha_p", "alpha_n", "beta", "eps")]
+    with pytest.raises(ModelError, match=r"xIELU beta found for 1 of 2 layers"):
+        xielu_values([n for n in names if n != "model.layers.1.mlp.act_fn.beta"], lambda name: 0.5, 2, "model")
+
+
+AFM_4_5B = {  # arcee-ai/AFM-4.5B config.json, its values as a public audit of the published snapshots lists them (the
+    # file itself was not reachable from here)
+    "architectures": ["ArceeForCausalLM"], "model_type": "arcee", "attention_bias": False, "hidden_act": "relu2",
+    "hidden_size": 2560, "head_dim": 128, "intermediate_size": 18432, "max_position_embeddings": 65536,
+    "mlp_bias": False, "num_attention_heads": 20, "num_hidden_layers": 36, "num_key_value_heads": 4,
+    "rms_norm_eps": 1e-05, "rope_theta": 10000.0, "tie_word_embeddings": False, "vocab_size": 128005,
+    "bos_token_id": 128000, "eos_token_id": 128003, "use_cache": False,
+    "rope_scaling": {"rope_type": "yarn", "factor": 20.0, "original_max_position_embeddings": 4096,
+                     "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0}}
+
+
+def test_afm_config_is_arcee_with_yarn_keys_and_rotary_reordering():
+    assert architecture_support(AFM_4_5B) is None
+    calls = written_hparams(AFM_4_5B, "arcee")
+    assert calls["rope_dimension_count"] == 128 and calls["feed_forward_length"] == 18432 and calls["head_count_kv"] == 4
+    assert calls["rope_scaling_factor"] == 20.0 and calls["rope_scaling_orig_ctx_len"] == 4096  # the explicit factor
+    assert calls["rope_scaling_attn_factors"] == pytest.approx(1.0)  # transformers' 0.1 ln 20 + 1 is llama.cpp's own
+    plans = {p.gguf_name: p for p in plan_from_shapes({
+        "model.layers.0.self_attn.q_proj.weight": (2560, 2560), "model.layers.0.mlp.up_proj.weight": (18432, 2560),
+        "model.embed_tokens.weight": (128005, 2560), "lm_head.weight": (128005, 2560)}, AFM_4_5B, "f16")}
+    assert set(plans) == {"blk.0.attn_q.weight", "blk.0.ffn_up.weight", "token_embd.weight", "output.weight"}
+    assert plans["blk.0.attn_q.weight"].transform is not None  # halves -> pairs: llama.cpp's arcee rotates pairs
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hidden_act": "silu"}, "hidden_act 'silu'; llama.cpp's arcee runs ReLU^2"),
+    ({"mlp_bias": True}, "mlp_bias true"),
+    ({"rope_scaling": {**AFM_4_5B["rope_scaling"], "beta_fast": 64.0}}, "beta_fast/beta_slow"),
+    ({"rope_scaling": {"rope_type": "llama3", "factor": 8.0, "original_max_position_embeddings": 8192}},
+     "does not support rope scaling 'llama3'"),
+    ({"partial_rotary_factor": 0.5}, "llama.cpp's arcee rotates whole heads"),
+])
+def test_afm_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
+    reason = architecture_support({**AFM_4_5B, **change})
+    assert reason and fragment in reason and "\n" not in reason

@@ -129,6 +129,30 @@ def test_multi_turn_prompt_is_the_trained_text_where_eos_is_inserted(tiny_qwen, 
     assert layout.assistant_close.startswith(eos) and layout.render(history) == prompt
 
 
+def test_eos_the_template_writes_after_earlier_answers_is_inserted_after_the_last_only(tiny_qwen):
+    """Apertus' template closes an answer with its EOS only when another turn follows: training inserts EOS after
+    the last answer alone, so every answer ends with exactly one (as the published format and prompts have it)."""
+    from ducktune.export.gotemplate import derive_layout
+
+    eos = load_tokenizer(tiny_qwen).eos_token
+    fmt = ChatFormat(load_tokenizer(tiny_qwen, chat_template=(
+        "{% set ns = namespace(open=false) %}{% for m in messages %}{% if m.role == 'user' %}"
+        "{% if ns.open %}{{ eos_token }}{% set ns.open = false %}{% endif %}<|user|>{{ m.content }}"
+        "{% else %}<|assistant|>{{ m.content }}{% set ns.open = true %}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>{% endif %}")))
+    assert fmt.eot_token is None and fmt.inserted_eos == eos and fmt.eos_closes_earlier
+    runs, _ = trained_runs(fmt, chat("hi", "hello", "bye", "see you"))
+    assert runs == [f"hello{eos}", f"see you{eos}"]
+    history = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"},
+               {"role": "user", "content": "q2"}]
+    trained, spans = fmt.assistant_spans(history + [{"role": "assistant", "content": "a2"}])
+    prompt = fmt.render(history, add_generation_prompt=True)
+    assert trained.startswith(prompt) and spans[-1][0] == len(prompt) and trained.endswith(f"a2{eos}")
+    assert prompt.count(eos) == 1 and f"a1{eos}<|user|>" in prompt
+    layout = derive_layout(fmt)
+    assert layout.render(history) == prompt
+
+
 def test_history_rewriting_template(tiny_qwen):
     """A template that drops earlier answers' reasoning (like Qwen3) breaks the prefix property."""
     template = (

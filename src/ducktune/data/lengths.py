@@ -168,8 +168,8 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
                                     f"the chat template refused this conversation: {first[0] if first else type(exc).__name__}"))
         counts = _count_tokens(tokenizer, [r for _, r in good], add_special_tokens=False)
         for (sample, _), n in zip(good, counts):
-            if chat_format.inserted_eos:
-                n += sum(1 for m in sample.messages if m.role == "assistant")
+            if chat_format.inserted_eos:  # after each answer, or the last alone where the template closes the others
+                n += 1 if chat_format.eos_closes_earlier else sum(1 for m in sample.messages if m.role == "assistant")
             lengths.append(n)
             measured.append(sample)
     for start in range(0, len(texts), BATCH):

@@ -67,10 +67,15 @@ class ChatFormat:
         self.system_prompt = system_prompt
         self.extra_stop_tokens = list(extra_stop_tokens)
         self.turn_suffix, self.eot_token = self._discover_turn_end()
+        earlier_suffix, earlier_token = self._earlier_turn_marker()
         # OLMo 3 ends the last answer with EOS but earlier ones with <|im_end|>: both close a turn.
-        self.earlier_turn_suffix, self.earlier_eot_token = self._discover_earlier_turn_end()
+        other = earlier_token and self.eot_token and earlier_token != self.eot_token
+        self.earlier_turn_suffix, self.earlier_eot_token = (earlier_suffix, earlier_token) if other else ("", None)
         # If the template ends answers with no special token, EOS is inserted after each answer.
         self.inserted_eos = None if self.eot_token else tokenizer.eos_token
+        # Apertus' template writes EOS after an answer only when another turn follows: then it is inserted after
+        # the last answer alone (earlier ones have it already, once, as the model was trained to see them).
+        self.eos_closes_earlier = bool(self.inserted_eos) and earlier_suffix == self.inserted_eos
         if self.eot_token is None and not tokenizer.eos_token:
             raise ModelError("the chat template ends answers with no special token and the tokenizer has no EOS token")
         self.generation_prompt = self._discover_generation_prompt()
@@ -111,9 +116,9 @@ class ChatFormat:
             raise ModelError("the chat template does not include the assistant's answer in its output")
         return self._marker_after(text, _PROBE_ANSWER)
 
-    def _discover_earlier_turn_end(self) -> tuple[str, str | None]:
-        """The turn end after an answer that is not the last, where the template writes another marker
-        than after the last one (else "", None)."""
+    def _earlier_turn_marker(self) -> tuple[str, str | None]:
+        """The text and special token that end an answer which is not the last (("", None): none, or a
+        template that refuses two turns)."""
         first = "DUCKTUNEPROBEEARLIER"
         probe = [{"role": "user", "content": _PROBE_QUESTION}, {"role": "assistant", "content": first},
                  {"role": "user", "content": _PROBE_QUESTION}, {"role": "assistant", "content": _PROBE_ANSWER}]
@@ -123,8 +128,7 @@ class ChatFormat:
             return "", None
         if first not in text:
             return "", None
-        suffix, token = self._marker_after(text, first)
-        return (suffix, token) if token and self.eot_token and token != self.eot_token else ("", None)
+        return self._marker_after(text, first)
 
     def _marker_after(self, text: str, answer: str) -> tuple[str, str | None]:
         after = text[text.find(answer) + len(answer):]
@@ -256,7 +260,7 @@ class ChatFormat:
             prelude += ("{%- if not messages or messages[0]['role'] != 'system' %}"
                         f"{{%- set messages = [{{'role': 'system', 'content': {system}}}] + messages %}}"
                         "{%- endif %}")
-        if self.inserted_eos:
+        if self.inserted_eos and not self.eos_closes_earlier:  # prompts hold earlier answers only
             eos = json.dumps(self.inserted_eos, ensure_ascii=False)
             prelude += ("{%- set ducktune_ns = namespace(messages=[]) %}{%- for m in messages %}"
                         "{%- if m['role'] == 'assistant' and m['content'] is string %}"
@@ -272,7 +276,7 @@ class ChatFormat:
         get it here too (not a final assistant message: that one is being continued)."""
         messages = self.with_system(messages)
         raw = self._render_prompt(messages) if add_generation_prompt else self.conversation_text(messages)
-        if self.inserted_eos is None or not any(m["role"] == "assistant" for m in messages):
+        if self.inserted_eos is None or self.eos_closes_earlier or not any(m["role"] == "assistant" for m in messages):
             return raw
         try:
             _, spans = self.assistant_spans(messages)
@@ -358,9 +362,10 @@ class ChatFormat:
                 if end is None:
                     raise DataError("the chat template changes the assistant's text in a way ducktune cannot "
                                     "follow; set model.chat_template to a template that keeps answers verbatim")
-                full = full[:end] + self.inserted_eos + full[end:]
+                if not (self.eos_closes_earlier and full.startswith(self.inserted_eos, end)):
+                    full = full[:end] + self.inserted_eos + full[end:]
+                    shift += len(self.inserted_eos)
                 end += len(self.inserted_eos)
-                shift += len(self.inserted_eos)
             spans.append((start, end))
             cursor = end
         return self._keep_final_reasoning(messages, full, spans)

@@ -101,6 +101,11 @@ Per architecture, what differs from "read config, rename tensors":
 - nemotron (NemotronForCausalLM, Nemotron-Mini-4B / Minitron): LayerNorm1P, which normalizes with
   (1 + w), so every norm weight is written +1 as llama.cpp's converter does; a squared-ReLU MLP with no
   gate (up_proj, down_proj), partial rotary in NEOX halves, optional attention and MLP biases.
+- apertus (ApertusForCausalLM, Apertus-8B / 70B): per-head q/k norms before rotate-half rope (NEOX, no
+  re-ordering), llama3 rope_freqs table, no gate in the MLP (up, xIELU, down); xIELU's learned per-layer
+  scalars are hyper-parameter arrays, not tensors, in its own module (gguf_apertus).
+- arcee (ArceeForCausalLM, Arcee AFM-4.5B): llama's layout and rotary re-ordering, an MLP without a gate
+  (up, ReLU^2, down), YaRN written as llama.cpp's yarn keys (as its converter writes AFM-4.5B's).
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
 Ministral 3; Gemma 4; Qwen3.5) is written as its
@@ -117,7 +122,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_moe, gguf_qwen35
+from ducktune.export import gguf_apertus, gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_moe, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -156,16 +161,18 @@ ARCHITECTURES = {
     "Cohere2ForCausalLM": "cohere2",
     "StableLmForCausalLM": "stablelm",
     "NemotronForCausalLM": "nemotron",
+    "ApertusForCausalLM": "apertus",
+    "ArceeForCausalLM": "arcee",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", gguf_mamba2.ARCH, "mistral3"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", gguf_mamba2.ARCH, "mistral3", "arcee"}
 GRANITE_ARCHS = {"granite", gguf_mamba2.ARCH}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
-WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4"}
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2"}
@@ -202,11 +209,11 @@ ROPE_KINDS = {
     "default": None,
     "linear": None,
     "dynamic": None,
-    "llama3": {"llama", "exaone4"},
+    "llama3": {"llama", "exaone4", "apertus"},
     "longrope": {"phi3"},
-    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3;
+    # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3; AFM-4.5B;
     # Qwen2.5 / Qwen3 with the rope_scaling their model cards give for long contexts
-    "yarn": {"olmo2", "mistral3", "qwen2", "qwen3"},
+    "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3"},
 }
 
 
@@ -379,7 +386,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma4.gemma4_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3 and Ministral 3)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3 and Arcee)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     # these graphs size the attention output (and Phi-3's / GLM's fused qkv) by hidden_size
@@ -397,10 +404,10 @@ def architecture_support(config: dict) -> str | None:
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                gguf_mamba2.ARCH: _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
-               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
+               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
                "stablelm": _layer_norm_lm_problem, "nemotron": _layer_norm_lm_problem,
-               gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
+               gguf_apertus.ARCH: gguf_apertus.apertus_support, gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
     reason = problem(config, name) if problem else None
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
@@ -490,6 +497,16 @@ def _cohere_problem(config: dict, name: str) -> str | None:
     else:
         return None
     return f"GGUF export of {name}: {reason}"
+
+
+def _arcee_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's arcee graph would run differently: it runs ReLU^2 and adds no attention or MLP biases."""
+    act = config.get("hidden_act", "relu2")
+    if act != "relu2":
+        return f"GGUF export of {name}: hidden_act {act!r}; llama.cpp's arcee runs ReLU^2 (relu2)"
+    if biased := _true_keys(config, "attention_bias", "mlp_bias"):
+        return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's arcee loads no such biases"
+    return None
 
 
 def _olmo2_problem(config: dict, name: str) -> str | None:
@@ -914,6 +931,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             continue
         if arch == gguf_qwen35.ARCH and gguf_qwen35.not_exported(hf_name):
             continue
+        if arch == gguf_apertus.ARCH and gguf_apertus.xielu_scalar(hf_name):  # hyper-parameters in llama.cpp
+            continue
         if arch == "internlm2" and ".attention.wqkv." in hf_name:  # llama.cpp has no fused name for it
             plans += _internlm2_qkv_plans(hf_name, shape, config, quant)
             continue
@@ -1052,7 +1071,7 @@ def _computed_tensors(config: dict, arch: str) -> list[TensorPlan]:
     if arch == gguf_gemma4.ARCH:  # the full layers' proportional rope
         factors = gguf_gemma4.rope_freqs(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
-    if arch in ("llama", "exaone4") and params["rope_type"] == "llama3":
+    if arch in ROPE_KINDS["llama3"] and params["rope_type"] == "llama3":
         factors = llama3_rope_factors(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
     if arch == "phi3" and params["rope_type"] == "longrope":

@@ -11,7 +11,7 @@ failure never leaves a partial GGUF behind.
 
 Architectures (hyper-parameters, tensor names and layouts per llama.cpp architecture) live in
 export/gguf_arch.py, whose ARCHITECTURES lists the Hugging Face classes written (and gguf_qwen35, gguf_gemma4,
-gguf_lfm2, gguf_moe for the larger ones). Anything else is refused with a one-line reason (`architecture_support`).
+gguf_lfm2, gguf_moe, gguf_apertus for the larger ones). Anything else is refused with a one-line reason (`architecture_support`).
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ducktune.errors import ModelError
-from ducktune.export.gguf_arch import TensorPlan, add_hparams, gguf_arch, language_model_config, plan_from_shapes
+from ducktune.export import gguf_apertus
+from ducktune.export.gguf_arch import (TensorPlan, add_hparams, gguf_arch, language_model_config, n_layers,
+                                       plan_from_shapes)
 from ducktune.export.gguf_vocab import add_tokenizer_metadata, general_name, read_tokenizer_json
 from ducktune.io import short_write_cause
 
@@ -171,8 +173,25 @@ def _add_metadata(writer, config, arch, name, quant, model_dir, tokenizer, eot_t
     writer.add_file_type(FILE_TYPES[quant])
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     add_hparams(writer, config, arch)
+    if arch == gguf_apertus.ARCH:
+        _add_xielu_hparams(writer, model_dir, config)
 
     return add_tokenizer_metadata(writer, model_dir, tokenizer, eot_token, config["vocab_size"], add_bos)
+
+
+def _add_xielu_hparams(writer, model_dir: Path, config: dict) -> None:
+    """Apertus: xIELU's learned scalars are weights in the checkpoint and per-layer keys in llama.cpp."""
+    from safetensors import safe_open
+
+    values = {}
+    for path in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            for name in handle.keys():
+                if gguf_apertus.xielu_scalar(name):
+                    values[name] = float(handle.get_tensor(name).float().reshape(-1)[0])
+    per_layer = gguf_apertus.xielu_values(values, values.__getitem__, n_layers(config), str(model_dir))
+    for method, layer_values in per_layer.items():
+        getattr(writer, method)(layer_values)
 
 
 # ---------------------------------------------------------------------- reading back

@@ -284,8 +284,9 @@ def derive_layout(chat_format) -> TurnLayout:
     layout = _measure_system(probe, user_only, turns)
     layout.bos = probe.bos if probe.bos and layout.prefix.startswith(probe.bos) else ""
     # Training inserts EOS after answers whose turn ends with no special token (ChatFormat.assistant_spans),
-    # so earlier answers carry it in the prompt too (ChatFormat.render).
-    layout.assistant_close = (chat_format.inserted_eos or "") + layout.assistant_close
+    # so earlier answers carry it in the prompt too (ChatFormat.render), unless the template writes it there.
+    if not chat_format.eos_closes_earlier:
+        layout.assistant_close = (chat_format.inserted_eos or "") + layout.assistant_close
     check_layout(layout, chat_format)
     return layout
 

@@ -267,6 +267,15 @@ FAMILIES: list[Family] = [
     Family("nemotron-mini", "Nemotron-Mini-4B-Instruct", "NemotronForCausalLM", "nemotron-mini", "llama-spm",
            "nemotron-mini", _specials(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>",
                                       additional=["<extra_id_0>", "<extra_id_1>"])),
+    # Apertus: Mistral Nemo's Tekken tokenizer (BOS <s> added) with Apertus' turn markers in its control-token slots;
+    # the template closes an answer with <|assistant_end|> (EOS) only before the next user turn.
+    Family("apertus", "Apertus (8B / 70B Instruct)", "ApertusForCausalLM", "apertus", "tekken", "apertus",
+           _specials(bos="<s>", eos="<|assistant_end|>", pad="<pad>", unk="<unk>",
+                     additional=["</s>", "<|system_start|>", "<|system_end|>", "<|developer_start|>",
+                                 "<|developer_end|>", "<|user_start|>", "<|user_end|>", "<|assistant_start|>",
+                                 "<|assistant_end|>", "<|inner_prefix|>", "<|inner_suffix|>", "<|tools_prefix|>",
+                                 "<|tools_suffix|>"]),
+           note="its template prints today's date in the default system prompt"),
     Family("smollm2", "SmolLM2 (built in)", "LlamaForCausalLM", "llama", "smollm", "chatml-smollm2",
            _specials(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>",
                      additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]), tokenizer_class="GPT2Tokenizer"),

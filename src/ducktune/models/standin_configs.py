@@ -53,6 +53,8 @@ MIRRORS = {
     "cohere2": "CohereForAI/c4ai-command-r7b-12-2024",
     "stablelm2": "stabilityai/stablelm-2-1_6b-chat",
     "nemotron-mini": "nvidia/Nemotron-Mini-4B-Instruct",
+    "apertus": "swiss-ai/Apertus-8B-Instruct-2509",
+    "afm": "arcee-ai/AFM-4.5B",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -81,7 +83,8 @@ def _llama(**extra) -> tuple[str, dict]:
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
     return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_gemma_specs(common),
-            **_other_specs(common), **_newer_specs(common), **_newest_specs(common), **_layer_norm_specs(common)}
+            **_other_specs(common), **_newer_specs(common), **_newest_specs(common), **_layer_norm_specs(common),
+            **_ungated_mlp_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -414,6 +417,30 @@ def _layer_norm_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
             norm_eps=1e-5, partial_rotary_factor=0.5, rope_theta=10000.0, rope_scaling=None, hidden_act="relu2",
             attention_bias=False, mlp_bias=False, tie_word_embeddings=False)),
+    }
+
+
+def _ungated_mlp_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Apertus and Arcee AFM: MLPs without a gate (up, activation, down)."""
+    return {
+        # Apertus-8B: 32 heads to 8 KV heads (4:1), MLP 5.25x hidden (21504, 336 here rounded up to 384), xIELU,
+        # q/k norms, llama3 rope scaling by 8 from 8192 over rope_theta 12M, untied output
+        "apertus": ("ApertusForCausalLM", dict(
+            common, intermediate_size=384, num_key_value_heads=1, max_position_embeddings=65536, rms_norm_eps=1e-5,
+            hidden_act="xielu", qk_norm=True, post_norm=False, attention_bias=False, mlp_bias=False,
+            attention_dropout=0.0, hidden_dropout=0.0, tie_word_embeddings=False, rope_theta=12000000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                          "original_max_position_embeddings": 8192})),
+        # AFM-4.5B: ReLU^2 MLP 7.2x hidden (18432 / 2560; 461 here rounded up to 512), head_dim given (128 = 2560 / 20),
+        # 20 heads to 4 KV heads (4:1 here), YaRN by 20 from 4096 (published so, though 65536 / 4096 is 16: transformers
+        # warns and uses the explicit factor, as llama.cpp's converter writes it), untied output, as a public audit
+        # quoting the published config.json lists them (the file itself was not reachable from here).
+        "afm": ("ArceeForCausalLM", dict(
+            common, intermediate_size=512, num_key_value_heads=1, head_dim=16, max_position_embeddings=65536,
+            rms_norm_eps=1e-5, hidden_act="relu2", attention_bias=False, mlp_bias=False, attention_dropout=0.0,
+            tie_word_embeddings=False, rope_theta=10000.0,
+            rope_scaling={"rope_type": "yarn", "factor": 20.0, "original_max_position_embeddings": 4096,
+                          "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0})),
     }
 
 
