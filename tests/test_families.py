@@ -312,6 +312,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("granite4", False),        # as Granite 3: <|end_of_text|> is BOS and EOS, the template opens with a system turn
     ("ernie4.5", False),        # <s> is never added: the template opens with <|begin_of_sentence|>
     ("falcon3", False),         # no BOS, though llama.cpp adds one for "falcon3" unless the GGUF says not to
+    ("olmoe", False),           # its BOS |||IP_ADDRESS||| (also EOS) is printed by the template, never added
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
     from ducktune.export.gguf_vocab import prompt_starts_with_bos

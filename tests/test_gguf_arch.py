@@ -45,7 +45,10 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # the logits larger (0.077 f16, 0.05 with f32 weights, 0.014 with an f32 cache as well; Gemma 3: 0.002); its random
 # stand-in is also sensitive to the q8_0 rounding of its embeddings themselves: transformers run on the q8_0-rounded
 # embedding and llama.cpp agree within 0.05, transformers on the exact one moves by ~1.2 (top-1 holds)
-MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5}
+# OLMoE's stand-in routes each token to 2 of 4 experts with unrenormalized weights: q8_0's rounding alone, run in
+# transformers, flips 2 of its 206 token-layer expert choices (near-ties) and moves its logits by 0.52 (f16: 0.004)
+MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
+                ("olmoe", "q8_0"): 0.6}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
 
@@ -225,6 +228,14 @@ EXPECTED = {
                    "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64),
                    "output.weight": (None, 64)},
                   {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight"}),
+    # OLMoE: Qwen3-MoE's stacking with the experts intermediate_size wide (no expert width key), q/k norms over
+    # the whole projection (hidden wide for q, kv heads x head_dim for k), no key_length (head_dim = hidden/heads)
+    "olmoe": ("olmoe", {"expert_count": 4, "expert_used_count": 2, "feed_forward_length": 64,
+                        "attention.head_count_kv": 4, "rope.freq_base": 10000.0},
+              {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_up_exps.weight": (4, 64, 64),
+               "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64),
+               "blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "output.weight": (None, 64)},
+              {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight", "blk.0.attn_q.bias"}),
     # Gemma 1: head_dim 32 with 4 heads on hidden 64 (the 7B's 16 x 256 on 3072), MQA as the 2B; the
     # embedding is the output layer; no window or softcapping keys
     "gemma": ("gemma", {"attention.key_length": 32, "attention.value_length": 32, "attention.head_count_kv": 1,
@@ -465,6 +476,9 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "qwen3.5 A_log written as is": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except(".A_log")),
     "qwen3.5 norms without +1": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except("layernorm.weight")),
     "qwen3-moe expert gate and up swapped": ("qwen3-moe", "gguf_moe.GGUF_KIND", lambda: {
+        "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
+    "olmoe q/k rows re-ordered as for llama": ("olmoe", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED | {"olmoe"}),
+    "olmoe expert gate and up swapped": ("olmoe", "gguf_moe.GGUF_KIND", lambda: {
         "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
@@ -1682,4 +1696,55 @@ def test_qwen3_moe_with_an_expert_missing_is_one_line():
 ])
 def test_qwen3_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**QWEN3_30B_A3B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# allenai/OLMoE-1B-7B-0125-Instruct config.json: its keys and values as the model card and public copies of it
+# give them (no verbatim file was reachable here, so it is not in tests/data/published_configs)
+OLMOE_1B_7B_0125 = {
+    "architectures": ["OlmoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "clip_qkv": None,
+    "eos_token_id": 50279, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 1024, "max_position_embeddings": 4096, "model_type": "olmoe", "norm_topk_prob": False,
+    "num_attention_heads": 16, "num_experts": 64, "num_experts_per_tok": 8, "num_hidden_layers": 16,
+    "num_key_value_heads": 16, "output_router_logits": False, "pad_token_id": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": None, "rope_theta": 10000.0, "router_aux_loss_coef": 0.01, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 50304,
+}
+
+
+def test_published_olmoe_config_writes_llama_cpps_olmoe_keys():
+    calls = written_hparams(OLMOE_1B_7B_0125, "olmoe")
+    assert calls["expert_count"] == 64 and calls["expert_used_count"] == 8
+    # llama.cpp's olmoe sizes its experts by feed_forward_length: the experts' intermediate_size
+    assert calls["feed_forward_length"] == 1024 and "expert_feed_forward_length" not in calls
+    assert calls["head_count"] == calls["head_count_kv"] == 16 and calls["rope_freq_base"] == 10000.0
+    assert calls["layer_norm_rms_eps"] == 1e-5 and "key_length" not in calls
+
+
+def test_olmoe_experts_and_router_become_llama_cpps_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (50304, 2048), "lm_head.weight": (50304, 2048),
+              "model.layers.0.mlp.gate.weight": (64, 2048), "model.layers.0.self_attn.q_norm.weight": (2048,),
+              "model.layers.0.self_attn.k_norm.weight": (2048,)}
+    for e in range(64):
+        shapes |= {f"model.layers.0.mlp.experts.{e}.{kind}.weight": (1024, 2048) for kind in ("gate_proj", "up_proj")}
+        shapes[f"model.layers.0.mlp.experts.{e}.down_proj.weight"] = (2048, 1024)
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, OLMOE_1B_7B_0125, "q8_0")}
+    assert plans["blk.0.ffn_gate_exps.weight"].shape == (64, 1024, 2048)
+    assert plans["blk.0.ffn_down_exps.weight"].stacked[3] == "model.layers.0.mlp.experts.3.down_proj.weight"
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32  # near-tie routing kept
+    assert plans["blk.0.attn_q_norm.weight"].shape == (2048,) and plans["output.weight"].shape == (50304, 2048)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"norm_topk_prob": True}, "norm_topk_prob true; llama.cpp's olmoe never renormalizes"),
+    ({"clip_qkv": 8.0}, "clip_qkv 8.0"),
+    ({"tie_word_embeddings": True}, "tie_word_embeddings"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"head_dim": 256}, "heads x head_dim (16 x 256)"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+])
+def test_olmoe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**OLMOE_1B_7B_0125, **change})
     assert reason and fragment in reason and "\n" not in reason

@@ -66,6 +66,8 @@ Per architecture, what differs from "read config, rename tensors":
   sliding window and rotates whole heads.
 - qwen3moe (Qwen3MoeForCausalLM, Qwen3-30B-A3B / 235B-A22B): Qwen3's attention, every MLP a routed mixture of
   experts, whose per-expert weights are stacked into one tensor per kind, in its own module (gguf_moe).
+- olmoe (OlmoeForCausalLM, OLMoE-1B-7B): OLMo's attention with q/k RMSNorm over the whole projection (NEOX
+  rope as HF stores it), experts as Qwen3-MoE's but never renormalized (norm_topk_prob false), in gguf_moe.
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
@@ -89,6 +91,7 @@ the vision (and audio) towers and projectors are not part of the GGUF.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -103,6 +106,7 @@ ARCHITECTURES = {
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "Qwen3MoeForCausalLM": "qwen3moe",
+    "OlmoeForCausalLM": "olmoe",
     "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
@@ -137,7 +141,7 @@ ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3"}
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
-WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4"}
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "olmoe"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2"}
@@ -343,8 +347,9 @@ def architecture_support(config: dict) -> str | None:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
-               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem,
-               gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
+               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem}.get(arch)
+    if arch in gguf_moe.ARCHES:
+        problem = functools.partial(gguf_moe.moe_support, arch=arch)
     reason = problem(config, name) if problem else None
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
@@ -530,7 +535,7 @@ def gguf_caveats(config: dict) -> list[str]:
     window, context = config.get("sliding_window"), context_length(config)
     notes = []
     uses_window = config.get("use_sliding_window", True) and window and int(window) < context
-    if arch in ("llama", "qwen2", "phi3", "smollm3", gguf_moe.ARCH) and uses_window:
+    if arch in ("llama", "qwen2", "phi3", "smollm3", "qwen3moe") and uses_window:
         notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
                      f"so answers may differ from transformers beyond {window} tokens")
     kind = rope_params(config)["rope_type"]
@@ -594,7 +599,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     if arch == gguf_gemma4.ARCH:
         gguf_gemma4.add_gemma4_hparams(put, config)
         return written
-    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, gguf_moe.ARCH):
+    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe"):
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
@@ -618,8 +623,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
     if arch == gguf_lfm2.ARCH:
         gguf_lfm2.add_lfm2_hparams(put, config)
-    if arch == gguf_moe.ARCH:
-        gguf_moe.add_qwen3moe_hparams(put, config)
+    if arch in gguf_moe.ARCHES:
+        gguf_moe.add_moe_hparams(put, config, arch)
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
         # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
         put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
@@ -777,7 +782,7 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))
     plans, names = [], language_model_names(shapes)
-    if arch == gguf_moe.ARCH:  # one stacked tensor per layer and kind from the experts' weights
+    if arch in gguf_moe.ARCHES:  # one stacked tensor per layer and kind from the experts' weights
         experts, consumed = gguf_moe.expert_tensors(names, shapes, config, where)
         plans += [TensorPlan(sources[0], gguf_name, shape, _quant_type(shape, quant), transform, stacked=sources)
                   for gguf_name, shape, sources, transform in experts]

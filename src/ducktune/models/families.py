@@ -190,6 +190,11 @@ FAMILIES: list[Family] = [
                                  "<|endofprompt|>"]),
            tokenizer_class="GPT2Tokenizer",
            note="sliding-window layers: trains on padded batches (packing is refused by the isolation proof)"),
+    # OLMoE-1B-7B-0125-Instruct: GPT-NeoX-20B's tokenizer (AI2's PII variant, vocab 50280 padded to 50304) whose
+    # tokenizer_config names id 50279 |||IP_ADDRESS||| as BOS and EOS; OLMo 2's Tulu 3 template (plain-text markers)
+    Family("olmoe", "OLMoE-1B-7B-0125-Instruct", "OlmoeForCausalLM", "olmoe", "gpt-neox-bpe", "olmo2",
+           _specials(bos="|||IP_ADDRESS|||", eos="|||IP_ADDRESS|||", pad="<|padding|>", additional=["<|endoftext|>"]),
+           tokenizer_class="GPTNeoXTokenizer"),
     # LFM2's byte-level BPE is Llama 3's pipeline (cl100k regex, whole words kept, BOS added) with its own
     # specials at ids 0-13; llama.cpp names it "lfm2" and runs it as Llama 3's.
     Family("lfm2", "Liquid LFM2 (350M-2.6B)", "Lfm2ForCausalLM", "lfm2", "llama-bpe", "lfm2",

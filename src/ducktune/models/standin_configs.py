@@ -21,6 +21,7 @@ MIRRORS = {
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
     "qwen3-moe": "Qwen/Qwen3-30B-A3B",
+    "olmoe": "allenai/OLMoE-1B-7B-0125-Instruct",
     "qwen3.5": "Qwen/Qwen3.5-0.8B",
     "gemma": "google/gemma-1.1-2b-it",
     "gemma2": "google/gemma-2-2b-it",
@@ -288,7 +289,7 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """ERNIE 4.5, Hunyuan, EXAONE 4, OLMo 2/3, Falcon3, LFM2, BLOOM, Phi-2."""
+    """ERNIE 4.5, Hunyuan, EXAONE 4, OLMo 2/3, OLMoE, Falcon3, LFM2, BLOOM, Phi-2."""
     return {
         # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
         # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
@@ -311,6 +312,13 @@ def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rope_theta=1000000.0,
             rope_scaling={"rope_type": "llama3", "factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                           "original_max_position_embeddings": 8192})),
+        # OLMoE-1B-7B-0125: every layer routed, 64 experts top-8 (4 top-2 here) never renormalized
+        # (norm_topk_prob false); expert width intermediate_size (1024 = hidden/2 published, 64 here), MHA
+        "olmoe": ("OlmoeForCausalLM", dict(
+            common, intermediate_size=64, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+            num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
+            rope_scaling=None, attention_bias=False, attention_dropout=0.0, clip_qkv=None, hidden_act="silu",
+            tie_word_embeddings=False, router_aux_loss_coef=0.01, output_router_logits=False)),
         "olmo2": ("Olmo2ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),
