@@ -309,6 +309,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("smollm3", False),         # Llama 3's tokenizer adds <|begin_of_text|>, but SmolLM3's template prints no BOS
     ("qwen2.5", False),
     ("granite", False),         # BOS is <|end_of_text|>, never added; the template opens with the system block
+    ("granite-moe", False),     # as Granite 3 dense: <|end_of_text|> never added, the template opens with a system turn
     ("granite4", False),        # as Granite 3: <|end_of_text|> is BOS and EOS, the template opens with a system turn
     ("ernie4.5", False),        # <s> is never added: the template opens with <|begin_of_sentence|>
     ("falcon3", False),         # no BOS, though llama.cpp adds one for "falcon3" unless the GGUF says not to

@@ -45,10 +45,11 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # the logits larger (0.077 f16, 0.05 with f32 weights, 0.014 with an f32 cache as well; Gemma 3: 0.002); its random
 # stand-in is also sensitive to the q8_0 rounding of its embeddings themselves: transformers run on the q8_0-rounded
 # embedding and llama.cpp agree within 0.05, transformers on the exact one moves by ~1.2 (top-1 holds)
-# OLMoE's stand-in routes each token to 2 of 4 experts with unrenormalized weights: q8_0's rounding alone, run in
-# transformers, flips 2 of its 206 token-layer expert choices (near-ties) and moves its logits by 0.52 (f16: 0.004)
+# MoE stand-ins route each token to 2 of 4 random experts: q8_0's weight rounding alone, run in transformers, flips
+# near-tie expert choices and moves their logits (OLMoE: 2 of 206 token-layer choices, 0.52; Granite MoE: 4 of 206,
+# 1.09), where transformers on the rounded weights and llama.cpp's q8_0 agree within 0.53 / 0.14 (f16: 0.004 / 0.003)
 MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
-                ("olmoe", "q8_0"): 0.6}
+                ("olmoe", "q8_0"): 0.6, ("granite-moe", "q8_0"): 1.2}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
 
@@ -312,6 +313,14 @@ EXPECTED = {
                              "logit_scale": 10.0, "rope.freq_base": 1e7, "feed_forward_length": 256},
                  {"blk.0.ffn_gate.weight": (256, 64), "blk.0.ffn_up.weight": (256, 64), "blk.1.ffn_down.weight": (64, 256)},
                  {"output.weight", "rope_freqs.weight"}),
+    # Granite 3.1 MoE: the dense granite's scalars and rotary; the fused input_linear split into stacked gate and up,
+    # the experts intermediate_size wide; tied output
+    "granite-moe": ("granitemoe", {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 1 / 16,
+                                   "logit_scale": 6.0, "rope.freq_base": 1e7, "expert_count": 4, "expert_used_count": 2,
+                                   "feed_forward_length": 64, "attention.head_count_kv": 2},
+                    {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_up_exps.weight": (4, 64, 64),
+                     "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64)},
+                    {"output.weight", "rope_freqs.weight", "blk.0.ffn_gate.weight"}),
     # OLMo 2: norms after attention and MLP (none before), q/k norms over the whole projection, no tied output
     "olmo2": ("olmo2", {"rope.freq_base": 500000.0, "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 4096},
               {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
@@ -439,6 +448,16 @@ def _gate_up_swapped(original):
     return plans
 
 
+def _fused_halves_swapped(original):
+    """gguf_moe._fused_tensors writing each expert's first half of input_linear (SiLU's input) as ffn_up_exps."""
+    swap = {"ffn_gate_exps.weight": "ffn_up_exps.weight", "ffn_up_exps.weight": "ffn_gate_exps.weight"}
+
+    def tensors(layer, kind, hf_name, shape):
+        written = original(layer, kind, hf_name, shape)
+        return [(f"blk.{layer}.{swap.get(name.split('.', 2)[2], name.split('.', 2)[2])}", *rest) for name, *rest in written]
+    return tensors
+
+
 def _rope_params_without(key):
     """gguf_arch.rope_params that drops one key (as if the config had none)."""
     original = gguf_arch.rope_params
@@ -480,6 +499,11 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "olmoe q/k rows re-ordered as for llama": ("olmoe", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED | {"olmoe"}),
     "olmoe expert gate and up swapped": ("olmoe", "gguf_moe.GGUF_KIND", lambda: {
         "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
+    "granite-moe input_linear halves swapped": ("granite-moe", "gguf_moe._fused_tensors",
+                                                lambda: _fused_halves_swapped(gguf_arch.gguf_moe._fused_tensors)),
+    "granite-moe q/k rows not re-ordered": ("granite-moe", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"granitemoe"}),
+    "granite-moe attention_multiplier not written": (
+        "granite-moe", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -1747,4 +1771,58 @@ def test_olmoe_experts_and_router_become_llama_cpps_tensors():
 ])
 def test_olmoe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**OLMOE_1B_7B_0125, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# ibm-granite/granite-3.1-3b-a800m-instruct config.json: sizes as public copies quote them (hidden 1536, 32 layers,
+# 24 heads / 8 KV, 40 experts top-8 of width 512, rope_theta 1e7, tied, vocab 49155); the muP scalars and other keys
+# are Granite 3.1's (no verbatim file was reachable here, so it is not in tests/data/published_configs)
+GRANITE_31_3B_A800M = {
+    "architectures": ["GraniteMoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.1,
+    "attention_multiplier": 0.015625, "bos_token_id": 0, "embedding_multiplier": 12.0, "eos_token_id": 0,
+    "hidden_act": "silu", "hidden_size": 1536, "initializer_range": 0.02, "intermediate_size": 512,
+    "logits_scaling": 6.0, "max_position_embeddings": 131072, "model_type": "granitemoe", "num_attention_heads": 24,
+    "num_experts_per_tok": 8, "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 40,
+    "output_router_logits": False, "pad_token_id": 0, "residual_multiplier": 0.22, "rms_norm_eps": 1e-06,
+    "rope_scaling": None, "rope_theta": 10000000.0, "router_aux_loss_coef": 0.0, "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 49155,
+}
+
+
+def test_granite_31_moe_config_writes_granites_scalars_and_expert_keys():
+    calls = written_hparams(GRANITE_31_3B_A800M, "granitemoe")
+    assert (calls["embedding_scale"], calls["residual_scale"], calls["attention_scale"], calls["logit_scale"]) == (
+        12.0, 0.22, 0.015625, 6.0)
+    assert (calls["expert_count"], calls["expert_used_count"], calls["feed_forward_length"]) == (40, 8, 512)
+    assert calls["head_count_kv"] == 8 and calls["rope_freq_base"] == 1e7 and "expert_feed_forward_length" not in calls
+
+
+def test_granite_moe_fused_experts_split_into_llama_cpps_stacked_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (49155, 1536), "lm_head.weight": (49155, 1536),
+              "model.layers.0.self_attn.q_proj.weight": (1536, 1536),
+              "model.layers.0.block_sparse_moe.router.layer.weight": (40, 1536),
+              "model.layers.0.block_sparse_moe.input_linear.weight": (40, 1024, 1536),
+              "model.layers.0.block_sparse_moe.output_linear.weight": (40, 1536, 512)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, GRANITE_31_3B_A800M, "q8_0")}
+    assert {name: plan.shape for name, plan in plans.items() if "_exps" in name} == {
+        "blk.0.ffn_gate_exps.weight": (40, 512, 1536), "blk.0.ffn_up_exps.weight": (40, 512, 1536),
+        "blk.0.ffn_down_exps.weight": (40, 1536, 512)}
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert "output.weight" not in plans and plans["blk.0.attn_q.weight"].transform is not None  # tied; llama rotary
+    fused = np.arange(2 * 1024 * 3, dtype=np.float32).reshape(2, 1024, 3)  # each expert's rows [gate; up] (transformers' chunk)
+    gate, up = plans["blk.0.ffn_gate_exps.weight"], plans["blk.0.ffn_up_exps.weight"]
+    assert (gate.transform(fused) == fused[:, :512]).all() and (up.transform(fused) == fused[:, 512:]).all()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"shared_intermediate_size": 1024}, "shared_intermediate_size"),
+    ({"attention_multiplier": 0.0}, "attention_multiplier 0"),
+    ({"head_dim": 128}, "head_dim 128"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"num_experts_per_tok": 0}, "num_experts_per_tok must be set"),
+])
+def test_granite_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**GRANITE_31_3B_A800M, **change})
     assert reason and fragment in reason and "\n" not in reason

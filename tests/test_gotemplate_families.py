@@ -74,6 +74,8 @@ FAMILIES = {
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
     "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                    ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
+    "granite3.1-moe": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
+                       ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
     "granite4": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                  ["<|start_of_role|>", "<|end_of_role|>", "<tool_call>", "</tool_call>"]),
 }

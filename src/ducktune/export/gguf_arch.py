@@ -68,6 +68,8 @@ Per architecture, what differs from "read config, rename tensors":
   experts, whose per-expert weights are stacked into one tensor per kind, in its own module (gguf_moe).
 - olmoe (OlmoeForCausalLM, OLMoE-1B-7B): OLMo's attention with q/k RMSNorm over the whole projection (NEOX
   rope as HF stores it), experts as Qwen3-MoE's but never renormalized (norm_topk_prob false), in gguf_moe.
+- granitemoe (GraniteMoeForCausalLM, Granite 3.0/3.1 1B-A400M / 3B-A800M): the granite graph (muP scalars,
+  q/k re-ordered) with routed experts, their fused input_linear split into gate and up (gguf_moe).
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
@@ -107,6 +109,7 @@ ARCHITECTURES = {
     "Qwen3ForCausalLM": "qwen3",
     "Qwen3MoeForCausalLM": "qwen3moe",
     "OlmoeForCausalLM": "olmoe",
+    "GraniteMoeForCausalLM": "granitemoe",
     "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
@@ -136,7 +139,7 @@ ARCHITECTURES = {
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "mistral3"}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "granitemoe", "mistral3"}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
@@ -351,6 +354,8 @@ def architecture_support(config: dict) -> str | None:
     if arch in gguf_moe.ARCHES:
         problem = functools.partial(gguf_moe.moe_support, arch=arch)
     reason = problem(config, name) if problem else None
+    if reason is None and arch == "granitemoe":  # the dense granite's graph, experts aside
+        reason = _granite_problem(config, name)
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
                   f"llama.cpp's {arch} rotates whole heads")
@@ -615,7 +620,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in exaone4_layer_kinds(config)])
     if arch == "phi3":
         put("add_sliding_window", int(config.get("sliding_window") or 0))  # llama.cpp runs Phi-3 without SWA
-    if arch == "granite":
+    if arch in ("granite", "granitemoe"):
         for key, method in GRANITE_SCALES.items():
             # transformers' defaults (1.0) when absent; llama.cpp requires the logit scale
             put(method, float(config.get(key) if config.get(key) is not None else 1.0))
@@ -777,7 +782,9 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
 
     config = language_model_config(config)
     arch = gguf_arch(config)
-    name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH[arch.upper().replace("-", "_")], n_layers(config))
+    # gguf-py's enum member by llama.cpp's name (granitemoe is GRANITE_MOE, hunyuan-dense HUNYUAN_DENSE)
+    model_arch = next(member for member, text in gguf.MODEL_ARCH_NAMES.items() if text == arch)
+    name_map = gguf.get_tensor_name_map(model_arch, n_layers(config))
     # transformers' defaults (LFM2's published configs name it tie_embedding, or nothing)
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))

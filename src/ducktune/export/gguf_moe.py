@@ -1,5 +1,5 @@
 """llama.cpp's routed mixture-of-experts architectures: Qwen3-MoE (`qwen3moe`), OLMoE (`olmoe`) and
-Granite 3.x MoE (`granitemoe`).
+Granite 3.0/3.1 MoE (`granitemoe`, whose attention, muP scalars and rope are the dense granite's: gguf_arch).
 
 Learned from llama.cpp's loaders and graphs (src/models/qwen3moe.cpp, olmoe.cpp, granite.cpp) and its
 converters (conversion/qwen.py, olmo.py, granite.py). Every layer's MLP is a routed mixture: softmax over
@@ -60,11 +60,18 @@ def moe_support(config: dict, name: str, arch: str) -> str | None:
                   f"{'always' if ARCHES[arch].renormalizes else 'never'} renormalizes the top-k expert weights")
     elif config.get("hidden_act", "silu") != "silu":
         reason = f"hidden_act {config['hidden_act']!r}; llama.cpp's {arch} runs SiLU experts"
-    elif config.get("attention_bias"):
+    elif config.get("attention_bias") and arch != "granitemoe":  # granitemoe loads q/k/v/o biases
         reason = f"attention_bias true; llama.cpp's {arch} adds no output-projection bias"
     else:
-        reason = _qwen3moe_problem(config) if arch == "qwen3moe" else _olmoe_problem(config) if arch == "olmoe" else None
+        reason = {"qwen3moe": _qwen3moe_problem, "olmoe": _olmoe_problem, "granitemoe": _granitemoe_problem}[arch](config)
     return f"GGUF export of {name}: {reason}" if reason else None
+
+
+def _granitemoe_problem(config: dict) -> str | None:
+    # GraniteMoeShared's shared expert has no place in GraniteMoeForCausalLM's checkpoints
+    if int(config.get("shared_intermediate_size") or 0) > 0:
+        return "shared_intermediate_size set (GraniteMoeShared's shared expert; not written by ducktune)"
+    return None
 
 
 def _qwen3moe_problem(config: dict) -> str | None:

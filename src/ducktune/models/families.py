@@ -53,6 +53,17 @@ _DEEPSEEK_R1 = _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of�
 _GEMMA = _specials(bos="<bos>", eos="<eos>", pad="<pad>", unk="<unk>",
                    additional=["<mask>", "<start_of_turn>", "<end_of_turn>"])
 
+# Granite 3.x's StarCoder-style vocabulary: <|end_of_text|> is BOS, EOS, pad and unk; role markers special
+# (3.0/3.1: 49155 tokens, the last three the role markers; 3.3 adds the cite/plugin markers: 49159).
+_GRANITE31 = _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|end_of_text|>", unk="<|end_of_text|>",
+                       additional=["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
+                                   "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>",
+                                   "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
+                                   "<empty_output>", "<commit_before>", "<commit_msg>", "<commit_after>", "<reponame>",
+                                   "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"])
+_GRANITE33 = {**_GRANITE31, "additional": _GRANITE31["additional"] + ["<|start_of_cite|>", "<|end_of_cite|>",
+                                                                      "<|start_of_plugin|>", "<|end_of_plugin|>"]}
+
 FAMILIES: list[Family] = [
     Family("qwen2.5", "Qwen1.5 / Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "qwen2", "qwen2", "qwen2.5", _QWEN,
            tokenizer_class="Qwen2Tokenizer"),
@@ -157,14 +168,10 @@ FAMILIES: list[Family] = [
                                 pad="<｜hy_place▁holder▁no▁2｜>",
                                 additional=["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"])),
     Family("granite", "Granite 3.0 / 3.1 / 3.3 (dense)", "GraniteForCausalLM", "granite", "smollm", "granite3.3",
-           _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|end_of_text|>", unk="<|end_of_text|>",
-                     additional=["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
-                                 "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>",
-                                 "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
-                                 "<empty_output>", "<commit_before>", "<commit_msg>", "<commit_after>", "<reponame>",
-                                 "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>", "<|start_of_cite|>",
-                                 "<|end_of_cite|>", "<|start_of_plugin|>", "<|end_of_plugin|>"]),
-           tokenizer_class="GPT2Tokenizer"),
+           _GRANITE33, tokenizer_class="GPT2Tokenizer"),
+    # Granite 3.0/3.1 MoE: the dense Granite 3's tokenizer and specials; its own (3.1) template as published
+    Family("granite-moe", "Granite 3.0 / 3.1 MoE (1B-A400M, 3B-A800M)", "GraniteMoeForCausalLM", "granite-moe", "smollm",
+           "granite3.1-moe", _GRANITE31, tokenizer_class="GPT2Tokenizer"),
     # Granite 4.0 (dense: granite-4.0-micro): GraniteMoeHybrid with attention layers only; its tokenizer is
     # cl100k converted (as OLMo 2's dolma2) with Granite's role markers; the template adds a default system turn.
     Family("granite4", "Granite 4.0 micro (dense)", "GraniteMoeHybridForCausalLM", "granite4", "phi4-bpe", "granite4",

@@ -41,6 +41,7 @@ MIRRORS = {
     "phi2": "microsoft/phi-2",
     "granite": "ibm-granite/granite-3.3-2b-instruct",
     "granite4": "ibm-granite/granite-4.0-micro",
+    "granite-moe": "ibm-granite/granite-3.1-1b-a400m-instruct",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
@@ -252,7 +253,7 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """InternLM3, SmolLM3, Granite 3 and 4."""
+    """InternLM3, SmolLM3, Granite 3 (dense and MoE) and 4."""
     return {
         # InternLM3: head_dim 128 = 4096/32 as here; qkv_bias / bias (transformers' attention_bias /
         # mlp_bias) false as published; dynamic NTK rope.
@@ -272,6 +273,15 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rope_theta=10000000.0, rope_scaling=None, attention_bias=False, mlp_bias=False, attention_dropout=0.1,
             hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
             logits_scaling=8.0,
+            attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
+        # Granite 3.1 1B-A400M: 32 experts top-8 (4 top-2 here) of width intermediate_size (512 = hidden/2, 64 here)
+        # stored fused (input_linear [E, 2 x width, hidden]); 8 of 16 heads KV (2 of 4); the dense granite's scalars
+        "granite-moe": ("GraniteMoeForCausalLM", dict(
+            common, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=2,
+            max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=10000000.0, rope_scaling=None,
+            attention_bias=False, attention_dropout=0.1, hidden_act="silu", tie_word_embeddings=True,
+            embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=6.0, router_aux_loss_coef=0.0,
+            output_router_logits=False,
             attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
         # Granite 4.0 micro: GraniteMoeHybrid with every layer attention (rope), no experts, the MLP in shared_mlp;
         # the unused mamba_* keys are shrunk so transformers' check (heads x head dim = 2 x hidden) holds
