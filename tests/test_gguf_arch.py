@@ -222,6 +222,13 @@ EXPECTED = {
     "qwen2": ("qwen2", {"rope.freq_base": 1000000.0}, {"blk.0.attn_q.bias": (64,)}, {"output.weight"}),
     "qwen3": ("qwen3", {"attention.key_length": 32}, {"blk.1.attn_q_norm.weight": (32,), "blk.1.attn_k_norm.weight": (32,)},
               {"blk.0.attn_q.bias"}),
+    # Qwen2-MoE: routed experts stacked as Qwen3-MoE's, the shared expert's own tensors and its [1, hidden] gate
+    "qwen2-moe": ("qwen2moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
+                               "expert_shared_feed_forward_length": 192, "rope.freq_base": 1e6},
+                  {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_down_exps.weight": (4, 64, 64),
+                   "blk.0.ffn_gate_shexp.weight": (192, 64), "blk.1.ffn_down_shexp.weight": (64, 192),
+                   "blk.0.ffn_gate_inp_shexp.weight": (1, 64), "blk.0.attn_q.bias": (64,), "output.weight": (None, 64)},
+                  {"blk.0.ffn_gate.weight", "blk.0.attn_output.bias", "rope_freqs.weight"}),
     # Qwen3-MoE: per-expert weights stacked [experts, width, hidden] / [experts, hidden, width]; no dense MLP
     "qwen3-moe": ("qwen3moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
                                "feed_forward_length": 192, "attention.key_length": 32},
@@ -504,6 +511,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "granite-moe q/k rows not re-ordered": ("granite-moe", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"granitemoe"}),
     "granite-moe attention_multiplier not written": (
         "granite-moe", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
+    "qwen2-moe expert gate and up swapped": ("qwen2-moe", "gguf_moe.GGUF_KIND", lambda: {
+        "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -1825,4 +1834,58 @@ def test_granite_moe_fused_experts_split_into_llama_cpps_stacked_tensors():
 ])
 def test_granite_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**GRANITE_31_3B_A800M, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# Qwen/Qwen1.5-MoE-A2.7B-Chat config.json: the keys a public copy quotes (sizes, experts, windows, tying) with the
+# rest as Qwen2MoeConfig publishes them for it (no verbatim file was reachable here)
+QWEN1_5_MOE_A2_7B = {
+    "architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643, "decoder_sparse_step": 1,
+    "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 5632, "max_position_embeddings": 32768, "max_window_layers": 21, "model_type": "qwen2_moe",
+    "moe_intermediate_size": 1408, "norm_topk_prob": False, "num_attention_heads": 16, "num_experts": 60,
+    "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 16, "output_router_logits": False,
+    "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
+    "shared_expert_intermediate_size": 5632, "sliding_window": 32768, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}
+
+
+def test_qwen1_5_moe_config_writes_llama_cpps_expert_and_shared_expert_keys():
+    calls = written_hparams(QWEN1_5_MOE_A2_7B, "qwen2moe")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["expert_feed_forward_length"]) == (60, 4, 1408)
+    assert calls["expert_shared_feed_forward_length"] == 5632 and calls["feed_forward_length"] == 5632
+    assert calls["head_count_kv"] == 16 and calls["rope_freq_base"] == 1e6 and "key_length" not in calls
+    assert gguf_arch.gguf_caveats(QWEN1_5_MOE_A2_7B) == []  # use_sliding_window false
+
+
+def test_qwen2_moe_shared_expert_and_its_gate_become_llama_cpps_shexp_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (151936, 2048), "lm_head.weight": (151936, 2048),
+              "model.layers.0.self_attn.q_proj.bias": (2048,), "model.layers.0.mlp.gate.weight": (60, 2048),
+              "model.layers.0.mlp.shared_expert_gate.weight": (1, 2048),
+              "model.layers.0.mlp.shared_expert.gate_proj.weight": (5632, 2048),
+              "model.layers.0.mlp.shared_expert.down_proj.weight": (2048, 5632),
+              "model.layers.0.mlp.experts.gate_up_proj": (60, 2816, 2048),
+              "model.layers.0.mlp.experts.down_proj": (60, 2048, 1408)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, QWEN1_5_MOE_A2_7B, "q8_0")}
+    assert plans["blk.0.ffn_gate_exps.weight"].shape == (60, 1408, 2048) and "blk.0.ffn_up_exps.weight" in plans
+    assert plans["blk.0.ffn_gate_shexp.weight"].shape == (5632, 2048) and plans["blk.0.ffn_down_shexp.weight"].shape == (2048, 5632)
+    shared_gate = plans["blk.0.ffn_gate_inp_shexp.weight"]
+    assert shared_gate.shape == (1, 2048) and shared_gate.qtype == gguf.GGMLQuantizationType.F32  # as the converter
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.0.attn_q.bias"].shape == (2048,) and plans["output.weight"].shape == (151936, 2048)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"norm_topk_prob": True}, "norm_topk_prob true; llama.cpp's qwen2moe never renormalizes"),
+    ({"mlp_only_layers": [3]}, "llama.cpp's qwen2moe is all-MoE"),
+    ({"decoder_sparse_step": 2}, "decoder_sparse_step"),
+    ({"shared_expert_intermediate_size": 0}, "shared_expert_intermediate_size must be set"),
+    ({"tie_word_embeddings": True}, "tie_word_embeddings true; llama.cpp's qwen2moe"),
+    ({"head_dim": 256}, "heads x head_dim (16 x 256)"),
+])
+def test_qwen2_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**QWEN1_5_MOE_A2_7B, **change})
     assert reason and fragment in reason and "\n" not in reason

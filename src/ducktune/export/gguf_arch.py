@@ -66,6 +66,8 @@ Per architecture, what differs from "read config, rename tensors":
   sliding window and rotates whole heads.
 - qwen3moe (Qwen3MoeForCausalLM, Qwen3-30B-A3B / 235B-A22B): Qwen3's attention, every MLP a routed mixture of
   experts, whose per-expert weights are stacked into one tensor per kind, in its own module (gguf_moe).
+- qwen2moe (Qwen2MoeForCausalLM, Qwen1.5-MoE-A2.7B / Qwen2-57B-A14B): Qwen2's attention (q/k/v biases), routed
+  experts never renormalized plus a sigmoid-gated shared expert (gguf_moe).
 - olmoe (OlmoeForCausalLM, OLMoE-1B-7B): OLMo's attention with q/k RMSNorm over the whole projection (NEOX
   rope as HF stores it), experts as Qwen3-MoE's but never renormalized (norm_topk_prob false), in gguf_moe.
 - granitemoe (GraniteMoeForCausalLM, Granite 3.0/3.1 1B-A400M / 3B-A800M): the granite graph (muP scalars,
@@ -107,6 +109,7 @@ ARCHITECTURES = {
     "MistralForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "Qwen2MoeForCausalLM": "qwen2moe",
     "Qwen3MoeForCausalLM": "qwen3moe",
     "OlmoeForCausalLM": "olmoe",
     "GraniteMoeForCausalLM": "granitemoe",
@@ -540,7 +543,7 @@ def gguf_caveats(config: dict) -> list[str]:
     window, context = config.get("sliding_window"), context_length(config)
     notes = []
     uses_window = config.get("use_sliding_window", True) and window and int(window) < context
-    if arch in ("llama", "qwen2", "phi3", "smollm3", "qwen3moe") and uses_window:
+    if arch in ("llama", "qwen2", "phi3", "smollm3", "qwen3moe", "qwen2moe") and uses_window:
         notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
                      f"so answers may differ from transformers beyond {window} tokens")
     kind = rope_params(config)["rope_type"]
@@ -818,9 +821,10 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
-        # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
-        # and MoE routers (ffn_gate_inp): a rounded router flips near-tie expert choices
-        keep_f32 = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
+        # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so), MoE routers
+        # (ffn_gate_inp: a rounded router flips near-tie expert choices) and Qwen2-MoE's shared-expert gate
+        keep_f32 = any(part in gguf_name for part in (".ssm_conv1d.", ".shortconv.conv.", ".ffn_gate_inp.",
+                                                      ".ffn_gate_inp_shexp."))
         qtype = gguf.GGMLQuantizationType.F32 if keep_f32 else _quant_type(shape, quant)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)

@@ -1,5 +1,8 @@
-"""llama.cpp's routed mixture-of-experts architectures: Qwen3-MoE (`qwen3moe`), OLMoE (`olmoe`) and
-Granite 3.0/3.1 MoE (`granitemoe`, whose attention, muP scalars and rope are the dense granite's: gguf_arch).
+"""llama.cpp's routed mixture-of-experts architectures: Qwen3-MoE (`qwen3moe`), OLMoE (`olmoe`), Granite 3.0/3.1
+MoE (`granitemoe`, whose attention, muP scalars and rope are the dense granite's: gguf_arch) and Qwen2-MoE
+(`qwen2moe`: Qwen2's attention with q/k/v biases, plus a shared expert whose output a sigmoid gate scales:
+mlp.shared_expert.* -> ffn_*_shexp, mlp.shared_expert_gate [1, H] -> ffn_gate_inp_shexp, written as stored and
+kept F32, as llama.cpp's converter does).
 
 Learned from llama.cpp's loaders and graphs (src/models/qwen3moe.cpp, olmoe.cpp, granite.cpp) and its
 converters (conversion/qwen.py, olmo.py, granite.py). Every layer's MLP is a routed mixture: softmax over
@@ -35,6 +38,8 @@ ARCHES = {
     # OLMoE's and Granite's experts are intermediate_size wide: llama.cpp sizes them by feed_forward_length
     "olmoe": MoeArch(renormalizes=False, expert_width_key="intermediate_size"),
     "granitemoe": MoeArch(renormalizes=True, expert_width_key="intermediate_size"),
+    # Qwen2-MoE adds a shared expert (ffn_*_shexp) scaled by a sigmoid gate (ffn_gate_inp_shexp) to every layer
+    "qwen2moe": MoeArch(renormalizes=False, expert_width_key="moe_intermediate_size"),
 }
 EXPERT_WEIGHT = re.compile(
     r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.(?:experts\.(?:(\d+)\.)?"
@@ -63,7 +68,8 @@ def moe_support(config: dict, name: str, arch: str) -> str | None:
     elif config.get("attention_bias") and arch != "granitemoe":  # granitemoe loads q/k/v/o biases
         reason = f"attention_bias true; llama.cpp's {arch} adds no output-projection bias"
     else:
-        reason = {"qwen3moe": _qwen3moe_problem, "olmoe": _olmoe_problem, "granitemoe": _granitemoe_problem}[arch](config)
+        reason = {"qwen3moe": _dense_layers_problem, "olmoe": _olmoe_problem, "granitemoe": _granitemoe_problem,
+                  "qwen2moe": _qwen2moe_problem}[arch](config)
     return f"GGUF export of {name}: {reason}" if reason else None
 
 
@@ -74,25 +80,36 @@ def _granitemoe_problem(config: dict) -> str | None:
     return None
 
 
-def _qwen3moe_problem(config: dict) -> str | None:
+def _dense_layers_problem(config: dict, arch: str = "qwen3moe") -> str | None:
     if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1)) != 1:
-        # transformers then runs dense MLPs on some layers; llama.cpp's qwen3moe has experts on every layer
-        return "mlp_only_layers / decoder_sparse_step give dense layers; llama.cpp's qwen3moe is all-MoE"
+        # transformers then runs dense MLPs on some layers; llama.cpp's Qwen MoE graphs have experts on every layer
+        return f"mlp_only_layers / decoder_sparse_step give dense layers; llama.cpp's {arch} is all-MoE"
+    return None
+
+
+def _square_attention_problem(config: dict, arch: str) -> str | None:
+    """llama.cpp's olmoe and qwen2moe size q and the output projection hidden x hidden, and load an output
+    layer of their own (no tied embeddings)."""
+    heads = int(config["num_attention_heads"])
+    dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+    if heads * dim != int(config["hidden_size"]):
+        return f"heads x head_dim ({heads} x {dim}) must equal hidden_size for llama.cpp's {arch}"
+    if config.get("tie_word_embeddings"):
+        return f"tie_word_embeddings true; llama.cpp's {arch} loads an output layer of its own"
     return None
 
 
 def _olmoe_problem(config: dict) -> str | None:
-    """llama.cpp's olmoe normalizes q and k over the whole projection (as transformers), which it sizes by
-    hidden_size: heads x head_dim must be hidden_size; it clamps nothing and always has an output layer."""
-    heads = int(config["num_attention_heads"])
-    dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
-    if heads * dim != int(config["hidden_size"]):
-        return f"heads x head_dim ({heads} x {dim}) must equal hidden_size for llama.cpp's olmoe"
+    # llama.cpp's olmoe normalizes q and k over the whole projection, as transformers does, but clamps nothing
     if config.get("clip_qkv") is not None:
         return f"clip_qkv {config['clip_qkv']}; llama.cpp's olmoe does not clamp q/k/v"
-    if config.get("tie_word_embeddings"):
-        return "tie_word_embeddings true; llama.cpp's olmoe loads an output layer of its own"
-    return None
+    return _square_attention_problem(config, "olmoe")
+
+
+def _qwen2moe_problem(config: dict) -> str | None:
+    if int(config.get("shared_expert_intermediate_size") or 0) < 1:
+        return "shared_expert_intermediate_size must be set (llama.cpp's qwen2moe always runs the shared expert)"
+    return _dense_layers_problem(config, "qwen2moe") or _square_attention_problem(config, "qwen2moe")
 
 
 def add_moe_hparams(put, config: dict, arch: str) -> None:
@@ -100,6 +117,8 @@ def add_moe_hparams(put, config: dict, arch: str) -> None:
     put("add_expert_used_count", int(config["num_experts_per_tok"]))
     if ARCHES[arch].expert_width_key != "intermediate_size":  # else feed_forward_length is the experts' width
         put("add_expert_feed_forward_length", int(config[ARCHES[arch].expert_width_key]))
+    if arch == "qwen2moe":
+        put("add_expert_shared_feed_forward_length", int(config["shared_expert_intermediate_size"]))
 
 
 def expert_tensors(names: dict[str, str], shapes: dict, config: dict, where: str) -> tuple[list[tuple], set[str]]:

@@ -69,6 +69,9 @@ FAMILIES: list[Family] = [
            tokenizer_class="Qwen2Tokenizer"),
     Family("qwen3", "Qwen3", "Qwen3ForCausalLM", "qwen3", "qwen2", "qwen3",
            {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
+    # Qwen1.5-MoE-A2.7B-Chat / Qwen2-57B-A14B-Instruct: Qwen2's tokenizer and specials, Qwen1.5/Qwen2's ChatML template
+    Family("qwen2-moe", "Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B)", "Qwen2MoeForCausalLM", "qwen2-moe", "qwen2",
+           "qwen2", _QWEN, tokenizer_class="Qwen2Tokenizer"),
     # Qwen3-30B-A3B / 235B-A22B: Qwen3's tokenizer, specials and chat template (as published with them)
     Family("qwen3-moe", "Qwen3-MoE (30B-A3B, 235B-A22B)", "Qwen3MoeForCausalLM", "qwen3-moe", "qwen2", "qwen3",
            {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),

@@ -20,6 +20,7 @@ MIRRORS = {
     "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
+    "qwen2-moe": "Qwen/Qwen1.5-MoE-A2.7B-Chat",
     "qwen3-moe": "Qwen/Qwen3-30B-A3B",
     "olmoe": "allenai/OLMoE-1B-7B-0125-Instruct",
     "qwen3.5": "Qwen/Qwen3.5-0.8B",
@@ -127,6 +128,14 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        # Qwen1.5-MoE-A2.7B-Chat: every layer routed (60 experts top-4 -> 4 top-2), weights not renormalized, plus a
+        # sigmoid-gated shared expert; widths from the published ratios (1408 and 5632 of 2048) rounded up to 64
+        "qwen2-moe": ("Qwen2MoeForCausalLM", dict(
+            common, intermediate_size=192, moe_intermediate_size=64, shared_expert_intermediate_size=192,
+            num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[],
+            num_key_value_heads=HEADS, max_position_embeddings=8192, max_window_layers=LAYERS, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, qkv_bias=True, use_sliding_window=False,
+            sliding_window=32768, router_aux_loss_coef=0.001, output_router_logits=False, hidden_act="silu")),
         # Qwen3-30B-A3B: every layer routed (decoder_sparse_step 1, no mlp_only_layers), top-k renormalized;
         # 128 experts top-8 -> 4 top-2 here; expert width 768/2048 of hidden rounded up to 64, dense width 3x hidden
         "qwen3-moe": ("Qwen3MoeForCausalLM", dict(
