@@ -45,11 +45,13 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # the logits larger (0.077 f16, 0.05 with f32 weights, 0.014 with an f32 cache as well; Gemma 3: 0.002); its random
 # stand-in is also sensitive to the q8_0 rounding of its embeddings themselves: transformers run on the q8_0-rounded
 # embedding and llama.cpp agree within 0.05, transformers on the exact one moves by ~1.2 (top-1 holds)
-# MoE stand-ins route each token to 2 of 4 random experts: q8_0's weight rounding alone, run in transformers, flips
+# MoE stand-ins route each token to 2 of 4 random experts: q8_0's rounding alone, run in transformers, flips
 # near-tie expert choices and moves their logits (OLMoE: 2 of 206 token-layer choices, 0.52; Granite MoE: 4 of 206,
-# 1.09), where transformers on the rounded weights and llama.cpp's q8_0 agree within 0.53 / 0.14 (f16: 0.004 / 0.003)
+# 1.09), where transformers on the rounded weights and llama.cpp's q8_0 agree within 0.53 / 0.14 (f16: 0.004 / 0.003).
+# Mixtral's flips come from llama.cpp's q8_0 rounding of the activations too: transformers with q8_0-rounded weights
+# and linear inputs is 0.50 from exact and 0.08 from llama.cpp (f16: 0.006)
 MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
-                ("olmoe", "q8_0"): 0.6, ("granite-moe", "q8_0"): 1.2}
+                ("olmoe", "q8_0"): 0.6, ("granite-moe", "q8_0"): 1.2, ("mixtral", "q8_0"): 0.6}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
 
@@ -222,6 +224,13 @@ EXPECTED = {
     "qwen2": ("qwen2", {"rope.freq_base": 1000000.0}, {"blk.0.attn_q.bias": (64,)}, {"output.weight"}),
     "qwen3": ("qwen3", {"attention.key_length": 32}, {"blk.1.attn_q_norm.weight": (32,), "blk.1.attn_k_norm.weight": (32,)},
               {"blk.0.attn_q.bias"}),
+    # Mixtral: llama with experts; per-expert w1/w3/w2 stacked into gate/up/down, experts intermediate_size wide
+    "mixtral": ("llama", {"expert_count": 4, "expert_used_count": 2, "feed_forward_length": 256,
+                          "attention.head_count_kv": 1, "rope.freq_base": 1e6},
+                {"blk.0.ffn_gate_exps.weight": (4, 256, 64), "blk.1.ffn_up_exps.weight": (4, 256, 64),
+                 "blk.1.ffn_down_exps.weight": (4, 64, 256), "blk.0.ffn_gate_inp.weight": (4, 64),
+                 "output.weight": (None, 64)},
+                {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight"}),
     # Qwen2-MoE: routed experts stacked as Qwen3-MoE's, the shared expert's own tensors and its [1, hidden] gate
     "qwen2-moe": ("qwen2moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
                                "expert_shared_feed_forward_length": 192, "rope.freq_base": 1e6},
@@ -513,6 +522,9 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
         "granite-moe", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
     "qwen2-moe expert gate and up swapped": ("qwen2-moe", "gguf_moe.GGUF_KIND", lambda: {
         "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
+    "mixtral w1 and w3 swapped": ("mixtral", "gguf_moe.PUBLISHED_NAMES", lambda: {
+        **gguf_arch.gguf_moe.PUBLISHED_NAMES, "w1": "up_proj", "w3": "gate_proj"}),
+    "mixtral q/k rows not re-ordered": ("mixtral", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"llama"}),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -1888,4 +1900,47 @@ def test_qwen2_moe_shared_expert_and_its_gate_become_llama_cpps_shexp_tensors():
 ])
 def test_qwen2_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**QWEN1_5_MOE_A2_7B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# mistralai/Mixtral-8x7B-Instruct-v0.1 config.json (Mixtral-8x22B differs in sizes and rope_theta)
+MIXTRAL_8X7B_INSTRUCT = {
+    "architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mixtral", "num_attention_heads": 32, "num_experts_per_tok": 2,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 8, "output_router_logits": False,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02, "sliding_window": None,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 32000,
+}
+
+
+def test_mixtral_config_writes_llamas_keys_with_experts():
+    calls = written_hparams(MIXTRAL_8X7B_INSTRUCT, "llama")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["feed_forward_length"]) == (8, 2, 14336)
+    assert calls["head_count_kv"] == 8 and calls["vocab_size"] == 32000 and "expert_feed_forward_length" not in calls
+    assert "expert_count" not in written_hparams(LLAMA_3_2_1B, "llama")  # dense llama: no expert keys
+
+
+def test_mixtral_per_expert_w1_w3_w2_become_stacked_gate_up_down():
+    import gguf
+
+    shapes = {"model.layers.0.self_attn.q_proj.weight": (4096, 4096),
+              "model.layers.0.block_sparse_moe.gate.weight": (8, 4096)}
+    for e in range(8):
+        shapes |= {f"model.layers.0.block_sparse_moe.experts.{e}.{w}.weight": (14336, 4096) for w in ("w1", "w3")}
+        shapes[f"model.layers.0.block_sparse_moe.experts.{e}.w2.weight"] = (4096, 14336)
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, MIXTRAL_8X7B_INSTRUCT, "q8_0")}
+    assert plans["blk.0.ffn_gate_exps.weight"].stacked[2] == "model.layers.0.block_sparse_moe.experts.2.w1.weight"
+    assert plans["blk.0.ffn_up_exps.weight"].stacked[0] == "model.layers.0.block_sparse_moe.experts.0.w3.weight"
+    assert plans["blk.0.ffn_down_exps.weight"].shape == (8, 4096, 14336)
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.0.attn_q.weight"].transform is not None  # llama's rotary re-ordering
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"num_experts_per_tok": 0}, "num_experts_per_tok must be set"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'; llama.cpp's llama runs SiLU experts"),
+])
+def test_mixtral_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**MIXTRAL_8X7B_INSTRUCT, **change})
     assert reason and fragment in reason and "\n" not in reason

@@ -43,6 +43,7 @@ FAMILIES = {
     "llama2": (LLAMA_SPM, []),
     "zephyr": (LLAMA_SPM, []),
     "mistral-v1": (LLAMA_SPM, []),
+    "mixtral": (LLAMA_SPM, []),
     "mistral-v3": (LLAMA_SPM, ["[INST]", "[/INST]"]),
     "mistral-nemo": (LLAMA_SPM, ["[INST]", "[/INST]"]),
     "ministral3": (LLAMA_SPM, ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]),
@@ -81,7 +82,7 @@ FAMILIES = {
 }
 # How each published template places the system prompt (measured, not looked up).
 EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
-                  "mistral-v3": LAST_USER, "mistral-nemo": LAST_USER}
+                  "mistral-v3": LAST_USER, "mistral-nemo": LAST_USER, "mixtral": FIRST_USER}
 
 requires_go = pytest.mark.requires_go
 needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (apt-get install golang-go)")

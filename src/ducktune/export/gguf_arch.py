@@ -66,6 +66,8 @@ Per architecture, what differs from "read config, rename tensors":
   sliding window and rotates whole heads.
 - qwen3moe (Qwen3MoeForCausalLM, Qwen3-30B-A3B / 235B-A22B): Qwen3's attention, every MLP a routed mixture of
   experts, whose per-expert weights are stacked into one tensor per kind, in its own module (gguf_moe).
+- llama with experts (MixtralForCausalLM, Mixtral 8x7B / 8x22B): Llama's layout and rotary re-ordering, each
+  layer's experts stacked as Qwen3-MoE's (gguf_moe).
 - qwen2moe (Qwen2MoeForCausalLM, Qwen1.5-MoE-A2.7B / Qwen2-57B-A14B): Qwen2's attention (q/k/v biases), routed
   experts never renormalized plus a sigmoid-gated shared expert (gguf_moe).
 - olmoe (OlmoeForCausalLM, OLMoE-1B-7B): OLMo's attention with q/k RMSNorm over the whole projection (NEOX
@@ -107,6 +109,7 @@ from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_moe, gguf_qwen35
 ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
+    "MixtralForCausalLM": "llama",  # with experts (gguf_moe)
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
     "Qwen2MoeForCausalLM": "qwen2moe",
@@ -354,7 +357,7 @@ def architecture_support(config: dict) -> str | None:
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem}.get(arch)
-    if arch in gguf_moe.ARCHES:
+    if gguf_moe.routed(config, arch):
         problem = functools.partial(gguf_moe.moe_support, arch=arch)
     reason = problem(config, name) if problem else None
     if reason is None and arch == "granitemoe":  # the dense granite's graph, experts aside
@@ -631,7 +634,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
     if arch == gguf_lfm2.ARCH:
         gguf_lfm2.add_lfm2_hparams(put, config)
-    if arch in gguf_moe.ARCHES:
+    if gguf_moe.routed(config, arch):
         gguf_moe.add_moe_hparams(put, config, arch)
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
         # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
@@ -792,7 +795,7 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))
     plans, names = [], language_model_names(shapes)
-    if arch in gguf_moe.ARCHES:  # one stacked tensor per layer and kind from the experts' weights
+    if gguf_moe.routed(config, arch):  # one stacked tensor per layer and kind from the experts' weights
         experts, consumed = gguf_moe.expert_tensors(names, shapes, config, where)
         plans += [TensorPlan(sources[0], gguf_name, shape, _quant_type(shape, quant), transform, stacked=sources)
                   for gguf_name, shape, sources, transform in experts]

@@ -1,5 +1,6 @@
 """llama.cpp's routed mixture-of-experts architectures: Qwen3-MoE (`qwen3moe`), OLMoE (`olmoe`), Granite 3.0/3.1
-MoE (`granitemoe`, whose attention, muP scalars and rope are the dense granite's: gguf_arch) and Qwen2-MoE
+MoE (`granitemoe`, whose attention, muP scalars and rope are the dense granite's: gguf_arch), Mixtral (`llama`
+with experts: Llama's graph, per-expert w1/w3/w2 as gate/up/down, always renormalized) and Qwen2-MoE
 (`qwen2moe`: Qwen2's attention with q/k/v biases, plus a shared expert whose output a sigmoid gate scales:
 mlp.shared_expert.* -> ffn_*_shexp, mlp.shared_expert_gate [1, H] -> ffn_gate_inp_shexp, written as stored and
 kept F32, as llama.cpp's converter does).
@@ -12,7 +13,7 @@ differs per architecture (`MoeArch`): whether llama.cpp renormalizes the kept we
 logits, which is the same renormalization), and which config key holds each expert's width.
 
 Checkpoints keep one weight per expert (model.layers.N.mlp.experts.E.gate_proj.weight, as Qwen3-MoE and
-OLMoE publish them and as transformers 5 saves them) or fused 3-D ones: transformers 5 in memory
+OLMoE publish them and as transformers 5 saves them; Mixtral's block_sparse_moe.experts.E.w1/w3/w2) or fused 3-D ones: transformers 5 in memory
 (experts.gate_up_proj [E, 2I, H], gate rows first; experts.down_proj [E, H, I]) and Granite as published
 (block_sparse_moe.input_linear [E, 2I, H], gate rows first, as transformers chunks it; output_linear
 [E, H, I]). llama.cpp wants one stacked tensor per kind: ffn_gate_exps / ffn_up_exps [E, I, H] and
@@ -31,22 +32,27 @@ from ducktune.errors import ModelError
 class MoeArch:
     renormalizes: bool          # llama.cpp's build_moe_ffn norm_w in this graph
     expert_width_key: str       # config key of each expert's MLP width
+    # transformers renormalizes the kept weights whatever the config says (Granite's top-k softmax, Mixtral)
+    always_renormalized: bool = False
 
 
 ARCHES = {
     "qwen3moe": MoeArch(renormalizes=True, expert_width_key="moe_intermediate_size"),
     # OLMoE's and Granite's experts are intermediate_size wide: llama.cpp sizes them by feed_forward_length
     "olmoe": MoeArch(renormalizes=False, expert_width_key="intermediate_size"),
-    "granitemoe": MoeArch(renormalizes=True, expert_width_key="intermediate_size"),
+    "granitemoe": MoeArch(renormalizes=True, expert_width_key="intermediate_size", always_renormalized=True),
+    # Mixtral: llama's graph with experts (only configs with experts are routed: `routed`)
+    "llama": MoeArch(renormalizes=True, expert_width_key="intermediate_size", always_renormalized=True),
     # Qwen2-MoE adds a shared expert (ffn_*_shexp) scaled by a sigmoid gate (ffn_gate_inp_shexp) to every layer
     "qwen2moe": MoeArch(renormalizes=False, expert_width_key="moe_intermediate_size"),
 }
 EXPERT_WEIGHT = re.compile(
     r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.(?:experts\.(?:(\d+)\.)?"
-    r"(gate_proj|up_proj|down_proj|gate_up_proj)|(input_linear|output_linear))(?:\.weight)?$")
+    r"(gate_proj|up_proj|down_proj|gate_up_proj|w1|w2|w3)|(input_linear|output_linear))(?:\.weight)?$")
 GGUF_KIND = {"gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps"}
-# Granite's published fused names -> transformers 5's
-GRANITE_FUSED = {"input_linear": "gate_up_proj", "output_linear": "down_proj"}
+# published names -> transformers 5's: Mixtral's per-expert w1 (SiLU's input) / w3 / w2, Granite's fused pair
+PUBLISHED_NAMES = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj",
+                   "input_linear": "gate_up_proj", "output_linear": "down_proj"}
 
 
 def expert_count(config: dict) -> int:
@@ -54,10 +60,15 @@ def expert_count(config: dict) -> int:
     return int(config.get("num_experts") or config.get("num_local_experts") or 0)
 
 
+def routed(config: dict, arch: str) -> bool:
+    """Whether llama.cpp's `arch` runs this config's MLPs as routed experts (llama only when it has experts)."""
+    return arch in ARCHES and (arch != "llama" or expert_count(config) > 0)
+
+
 def moe_support(config: dict, name: str, arch: str) -> str | None:
     """None when llama.cpp's `arch` runs this config as transformers does, else a one-line reason."""
-    # Qwen3MoeConfig's and OlmoeConfig's default is false; Granite's router always renormalizes
-    renormalized = arch == "granitemoe" or bool(config.get("norm_topk_prob", False))
+    # Qwen2/3-MoE's and OLMoE's configs default to false
+    renormalized = ARCHES[arch].always_renormalized or bool(config.get("norm_topk_prob", False))
     if expert_count(config) < 1 or int(config.get("num_experts_per_tok") or 0) < 1:
         reason = f"the expert count and num_experts_per_tok must be set (llama.cpp's {arch} needs both)"
     elif renormalized != ARCHES[arch].renormalizes:
@@ -67,9 +78,10 @@ def moe_support(config: dict, name: str, arch: str) -> str | None:
         reason = f"hidden_act {config['hidden_act']!r}; llama.cpp's {arch} runs SiLU experts"
     elif config.get("attention_bias") and arch != "granitemoe":  # granitemoe loads q/k/v/o biases
         reason = f"attention_bias true; llama.cpp's {arch} adds no output-projection bias"
-    else:
-        reason = {"qwen3moe": _dense_layers_problem, "olmoe": _olmoe_problem, "granitemoe": _granitemoe_problem,
-                  "qwen2moe": _qwen2moe_problem}[arch](config)
+    else:  # Mixtral (llama) has nothing of its own to refuse
+        problem = {"qwen3moe": _dense_layers_problem, "olmoe": _olmoe_problem, "granitemoe": _granitemoe_problem,
+                   "qwen2moe": _qwen2moe_problem}.get(arch)
+        reason = problem(config) if problem else None
     return f"GGUF export of {name}: {reason}" if reason else None
 
 
@@ -131,7 +143,7 @@ def expert_tensors(names: dict[str, str], shapes: dict, config: dict, where: str
         match = EXPERT_WEIGHT.match(lookup)
         if match:
             layer, expert, kind, granite = match.groups()
-            kind = GRANITE_FUSED.get(granite, kind)
+            kind = PUBLISHED_NAMES.get(granite or kind, kind)
             found.setdefault((int(layer), kind), {})[None if expert is None else int(expert)] = hf_name
             used.add(hf_name)
     out = []

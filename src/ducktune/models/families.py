@@ -97,6 +97,10 @@ FAMILIES: list[Family] = [
     Family("yi-1.5", "Yi-1.5-chat", "LlamaForCausalLM", "llama", "llama-spm", "yi",
            _specials(bos="<|startoftext|>", eos="<|im_end|>", pad="<unk>", unk="<unk>",
                      additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"]), tokenizer_class="LlamaTokenizer"),
+    # Mixtral-8x7B-Instruct-v0.1 (and 8x22B v0.1): Mistral v0.1's SentencePiece tokenizer; its template takes a
+    # system message into the first [INST]
+    Family("mixtral", "Mixtral 8x7B / 8x22B Instruct", "MixtralForCausalLM", "mixtral", "llama-spm", "mixtral", _SPM,
+           tokenizer_class="LlamaTokenizer"),
     Family("mistral-v0.1", "Mistral-7B-Instruct v0.1 / v0.2", "MistralForCausalLM", "mistral", "llama-spm",
            "mistral-v1", _SPM, note="no system role: a system prompt is refused by the template",
            tokenizer_class="LlamaTokenizer"),

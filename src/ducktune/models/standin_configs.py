@@ -17,6 +17,7 @@ MIRRORS = {
     "llama3.1": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B (Llama-3.1-8B's config)",
     "mistral": "mistralai/Mistral-7B-Instruct-v0.1",
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
+    "mixtral": "mistralai/Mixtral-8x7B-Instruct-v0.1",
     "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
@@ -97,6 +98,13 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
         "mistral": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
             rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
+        # Mixtral-8x7B-Instruct-v0.1: 8 experts top-2 (4 top-2 here), always renormalized, experts 3.5x hidden wide
+        # (14336/4096; 256 here), 8 of 32 heads KV (1 of 4), no sliding window, untied
+        "mixtral": ("MixtralForCausalLM", dict(
+            common, intermediate_size=256, num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=1,
+            max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
+            tie_word_embeddings=False, hidden_act="silu", router_aux_loss_coef=0.02, router_jitter_noise=0.0,
+            output_router_logits=False, attention_dropout=0.0)),
         "mistral-nemo": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
             max_position_embeddings=1024000, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
