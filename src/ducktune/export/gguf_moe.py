@@ -5,16 +5,17 @@ with experts: Llama's graph, per-expert w1/w3/w2 as gate/up/down, always renorma
 mlp.shared_expert.* -> ffn_*_shexp, mlp.shared_expert_gate [1, H] -> ffn_gate_inp_shexp, written as stored and
 kept F32, as llama.cpp's converter does).
 
-Learned from llama.cpp's loaders and graphs (src/models/qwen3moe.cpp, olmoe.cpp, granite.cpp) and its
-converters (conversion/qwen.py, olmo.py, granite.py). Every layer's MLP is a routed mixture: softmax over
-the router's logits (-> ffn_gate_inp), the top `num_experts_per_tok` kept, each a SiLU-gated MLP. What
-differs per architecture (`MoeArch`): whether llama.cpp renormalizes the kept weights (its build_moe_ffn
+Learned from llama.cpp's loaders and graphs (src/models/qwen3moe.cpp, olmoe.cpp, granite.cpp, llama.cpp,
+qwen2moe.cpp) and its converters (conversion/qwen.py, olmo.py, granite.py, llama.py). Every layer's MLP is a
+routed mixture: softmax over the router's logits (-> ffn_gate_inp), the top `num_experts_per_tok` kept, each a
+SiLU-gated MLP. What differs per architecture (`MoeArch`): whether llama.cpp renormalizes the kept weights (its build_moe_ffn
 `norm_w`, fixed per graph: the config's `norm_topk_prob` must agree, Granite's router softmaxes the top-k
 logits, which is the same renormalization), and which config key holds each expert's width.
 
-Checkpoints keep one weight per expert (model.layers.N.mlp.experts.E.gate_proj.weight, as Qwen3-MoE and
-OLMoE publish them and as transformers 5 saves them; Mixtral's block_sparse_moe.experts.E.w1/w3/w2) or fused 3-D ones: transformers 5 in memory
-(experts.gate_up_proj [E, 2I, H], gate rows first; experts.down_proj [E, H, I]) and Granite as published
+Checkpoints keep one weight per expert (model.layers.N.mlp.experts.E.gate_proj.weight, as Qwen2/3-MoE and
+OLMoE publish them and as transformers 5 saves them; Mixtral's block_sparse_moe.experts.E.w1/w3/w2) or fused
+3-D ones: transformers 5 in memory (experts.gate_up_proj [E, 2I, H], gate rows first; experts.down_proj
+[E, H, I]) and Granite as published
 (block_sparse_moe.input_linear [E, 2I, H], gate rows first, as transformers chunks it; output_linear
 [E, H, I]). llama.cpp wants one stacked tensor per kind: ffn_gate_exps / ffn_up_exps [E, I, H] and
 ffn_down_exps [E, H, I] (numpy order).
