@@ -50,7 +50,7 @@ def test_every_family_exports_to_gguf_and_ollama(family_rows):
 def test_qlora_column_on_this_cpu(family_rows):
     """bitsandbytes (a dev dependency) is installed and this machine trains on the CPU: QLoRA works
     except where its CPU kernel meets linear biases (Qwen2's q/k/v, GLM, BLOOM, Phi-2)."""
-    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "glm4", "glm4-0414", "bloom", "phi2", "stablelm2"}
+    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "qwen2-moe", "glm4", "glm4-0414", "bloom", "phi2", "stablelm2"}
     for family_id, row in family_rows.items():
         reason = row["support"]["qlora"]
         if family_id == "internlm2":
@@ -309,6 +309,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("smollm3", False),         # Llama 3's tokenizer adds <|begin_of_text|>, but SmolLM3's template prints no BOS
     ("qwen2.5", False),
     ("granite", False),         # BOS is <|end_of_text|>, never added; the template opens with the system block
+    ("granite-moe", False),     # as Granite 3 dense: <|end_of_text|> never added, the template opens with a system turn
     ("granite4", False),        # as Granite 3: <|end_of_text|> is BOS and EOS, the template opens with a system turn
     ("granite4h", False),       # Granite 4.0-H: the same tokenizer and template
     ("ernie4.5", False),        # <s> is never added: the template opens with <|begin_of_sentence|>
@@ -318,6 +319,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("stablelm2", False),       # <|endoftext|> is BOS, never added; the template opens with <|im_start|>
     ("nemotron-mini", False),   # the tokenizer adds <s> to plain text; the template prints none, so prompts lack it
     ("apertus", True),          # the template prints <s> and Tekken adds it: llama.cpp adds it
+    ("olmoe", False),           # its BOS |||IP_ADDRESS||| (also EOS) is printed by the template, never added
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
     from ducktune.export.gguf_vocab import prompt_starts_with_bos

@@ -48,7 +48,14 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # stand-in is also sensitive to the q8_0 rounding of its embeddings themselves: transformers run on the q8_0-rounded
 # embedding and llama.cpp agree within 0.05, transformers on the exact one moves by ~1.2 (top-1 holds)
 # Nemotron's squared ReLU squares q8_0's rounding of the MLP input (its LayerNorm1P scales by 2 at init): seen 0.47
+# MoE stand-ins route each token to 2 of 4 random experts: q8_0's rounding alone, run in transformers, flips
+# near-tie expert choices and moves their logits (OLMoE: 2 of 206 token-layer choices, 0.52; Granite MoE: 4 of 206,
+# 1.09), where transformers on the rounded weights and llama.cpp's q8_0 agree within 0.53 / 0.14 (f16: 0.004 / 0.003).
+# Mixtral's flips come from llama.cpp's q8_0 rounding of the activations too: transformers with q8_0-rounded weights
+# and linear inputs is 0.50 from exact and 0.08 from llama.cpp (f16: 0.006)
 MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
+                ("olmoe", "q8_0"): 0.6, ("granite-moe", "q8_0"): 1.2, ("mixtral", "q8_0"): 0.6,
+                # squared ReLU (Nemotron) magnifies q8_0's rounding (0.47 measured; f16 within the usual bound)
                 ("nemotron-mini", "q8_0"): 0.6}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
@@ -240,6 +247,20 @@ EXPECTED = {
     "qwen3-yarn": ("qwen3", {"rope.scaling.factor": 4.0,
                              "rope.scaling.original_context_length": 64, "attention.key_length": 32},
                    {"blk.1.attn_q_norm.weight": (32,), "output.weight": (None, 64)}, {"blk.0.attn_q.bias"}),
+    # Mixtral: llama with experts; per-expert w1/w3/w2 stacked into gate/up/down, experts intermediate_size wide
+    "mixtral": ("llama", {"expert_count": 4, "expert_used_count": 2, "feed_forward_length": 256,
+                          "attention.head_count_kv": 1, "rope.freq_base": 1e6},
+                {"blk.0.ffn_gate_exps.weight": (4, 256, 64), "blk.1.ffn_up_exps.weight": (4, 256, 64),
+                 "blk.1.ffn_down_exps.weight": (4, 64, 256), "blk.0.ffn_gate_inp.weight": (4, 64),
+                 "output.weight": (None, 64)},
+                {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight"}),
+    # Qwen2-MoE: routed experts stacked as Qwen3-MoE's, the shared expert's own tensors and its [1, hidden] gate
+    "qwen2-moe": ("qwen2moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
+                               "expert_shared_feed_forward_length": 192, "rope.freq_base": 1e6},
+                  {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_down_exps.weight": (4, 64, 64),
+                   "blk.0.ffn_gate_shexp.weight": (192, 64), "blk.1.ffn_down_shexp.weight": (64, 192),
+                   "blk.0.ffn_gate_inp_shexp.weight": (1, 64), "blk.0.attn_q.bias": (64,), "output.weight": (None, 64)},
+                  {"blk.0.ffn_gate.weight", "blk.0.attn_output.bias", "rope_freqs.weight"}),
     # Qwen3-MoE: per-expert weights stacked [experts, width, hidden] / [experts, hidden, width]; no dense MLP
     "qwen3-moe": ("qwen3moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
                                "feed_forward_length": 192, "attention.key_length": 32},
@@ -247,6 +268,14 @@ EXPECTED = {
                    "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64),
                    "output.weight": (None, 64)},
                   {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight"}),
+    # OLMoE: Qwen3-MoE's stacking with the experts intermediate_size wide (no expert width key), q/k norms over
+    # the whole projection (hidden wide for q, kv heads x head_dim for k), no key_length (head_dim = hidden/heads)
+    "olmoe": ("olmoe", {"expert_count": 4, "expert_used_count": 2, "feed_forward_length": 64,
+                        "attention.head_count_kv": 4, "rope.freq_base": 10000.0},
+              {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_up_exps.weight": (4, 64, 64),
+               "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64),
+               "blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "output.weight": (None, 64)},
+              {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight", "blk.0.attn_q.bias"}),
     # Gemma 1: head_dim 32 with 4 heads on hidden 64 (the 7B's 16 x 256 on 3072), MQA as the 2B; the
     # embedding is the output layer; no window or softcapping keys
     "gemma": ("gemma", {"attention.key_length": 32, "attention.value_length": 32, "attention.head_count_kv": 1,
@@ -333,6 +362,14 @@ EXPECTED = {
                    "blk.0.ssm_d": (8, 1), "blk.0.ssm_dt.bias": (8,), "blk.0.ssm_norm.weight": (1, 128),
                    "blk.0.ssm_out.weight": (64, 128), "blk.1.attn_q.weight": (64, 64), "blk.2.ffn_gate.weight": (256, 64)},
                   {"output.weight", "rope_freqs.weight", "blk.0.attn_q.weight", "blk.1.ssm_in.weight"}),
+    # Granite 3.1 MoE: the dense granite's scalars and rotary; the fused input_linear split into stacked gate and up,
+    # the experts intermediate_size wide; tied output
+    "granite-moe": ("granitemoe", {"embedding_scale": 12.0, "residual_scale": 0.22, "attention.scale": 1 / 16,
+                                   "logit_scale": 6.0, "rope.freq_base": 1e7, "expert_count": 4, "expert_used_count": 2,
+                                   "feed_forward_length": 64, "attention.head_count_kv": 2},
+                    {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_up_exps.weight": (4, 64, 64),
+                     "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64)},
+                    {"output.weight", "rope_freqs.weight", "blk.0.ffn_gate.weight"}),
     # OLMo 2: norms after attention and MLP (none before), q/k norms over the whole projection, no tied output
     "olmo2": ("olmo2", {"rope.freq_base": 500000.0, "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 4096},
               {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
@@ -532,6 +569,16 @@ def _granitehybrid_rotating(original):
         lambda method, value: put(method, True if method == "add_rope_scaling_finetuned" else value), config)
 
 
+def _fused_halves_swapped(original):
+    """gguf_moe._fused_tensors writing each expert's first half of input_linear (SiLU's input) as ffn_up_exps."""
+    swap = {"ffn_gate_exps.weight": "ffn_up_exps.weight", "ffn_up_exps.weight": "ffn_gate_exps.weight"}
+
+    def tensors(layer, kind, hf_name, shape):
+        written = original(layer, kind, hf_name, shape)
+        return [(f"blk.{layer}.{swap.get(name.split('.', 2)[2], name.split('.', 2)[2])}", *rest) for name, *rest in written]
+    return tensors
+
+
 def _rope_params_without(key):
     """gguf_arch.rope_params that drops one key (as if the config had none)."""
     original = gguf_arch.rope_params
@@ -595,6 +642,19 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "apertus no llama3 rope_freqs": ("apertus", "_computed_tensors", lambda: lambda config, arch: []),
     "afm q/k rows not re-ordered": ("afm", "ROTARY_PERMUTED", lambda: {"llama", "internlm2"}),
     "afm yarn not written": ("afm", "_add_yarn_hparams", lambda: lambda put, config: None),
+    "olmoe q/k rows re-ordered as for llama": ("olmoe", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED | {"olmoe"}),
+    "olmoe expert gate and up swapped": ("olmoe", "gguf_moe.GGUF_KIND", lambda: {
+        "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
+    "granite-moe input_linear halves swapped": ("granite-moe", "gguf_moe._fused_tensors",
+                                                lambda: _fused_halves_swapped(gguf_arch.gguf_moe._fused_tensors)),
+    "granite-moe q/k rows not re-ordered": ("granite-moe", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"granitemoe"}),
+    "granite-moe attention_multiplier not written": (
+        "granite-moe", "GRANITE_SCALES", lambda: {k: v for k, v in gguf_arch.GRANITE_SCALES.items() if k != "attention_multiplier"}),
+    "qwen2-moe expert gate and up swapped": ("qwen2-moe", "gguf_moe.GGUF_KIND", lambda: {
+        "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
+    "mixtral w1 and w3 swapped": ("mixtral", "gguf_moe.PUBLISHED_NAMES", lambda: {
+        **gguf_arch.gguf_moe.PUBLISHED_NAMES, "w1": "up_proj", "w3": "gate_proj"}),
+    "mixtral q/k rows not re-ordered": ("mixtral", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"llama"}),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -2209,4 +2269,206 @@ def test_afm_config_is_arcee_with_yarn_keys_and_rotary_reordering():
 ])
 def test_afm_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
     reason = architecture_support({**AFM_4_5B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# allenai/OLMoE-1B-7B-0125-Instruct config.json: its keys and values as the model card and public copies of it
+# give them (no verbatim file was reachable here, so it is not in tests/data/published_configs)
+OLMOE_1B_7B_0125 = {
+    "architectures": ["OlmoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.0, "clip_qkv": None,
+    "eos_token_id": 50279, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 1024, "max_position_embeddings": 4096, "model_type": "olmoe", "norm_topk_prob": False,
+    "num_attention_heads": 16, "num_experts": 64, "num_experts_per_tok": 8, "num_hidden_layers": 16,
+    "num_key_value_heads": 16, "output_router_logits": False, "pad_token_id": 1, "rms_norm_eps": 1e-05,
+    "rope_scaling": None, "rope_theta": 10000.0, "router_aux_loss_coef": 0.01, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 50304,
+}
+
+
+def test_published_olmoe_config_writes_llama_cpps_olmoe_keys():
+    calls = written_hparams(OLMOE_1B_7B_0125, "olmoe")
+    assert calls["expert_count"] == 64 and calls["expert_used_count"] == 8
+    # llama.cpp's olmoe sizes its experts by feed_forward_length: the experts' intermediate_size
+    assert calls["feed_forward_length"] == 1024 and "expert_feed_forward_length" not in calls
+    assert calls["head_count"] == calls["head_count_kv"] == 16 and calls["rope_freq_base"] == 10000.0
+    assert calls["layer_norm_rms_eps"] == 1e-5 and "key_length" not in calls
+
+
+def test_olmoe_experts_and_router_become_llama_cpps_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (50304, 2048), "lm_head.weight": (50304, 2048),
+              "model.layers.0.mlp.gate.weight": (64, 2048), "model.layers.0.self_attn.q_norm.weight": (2048,),
+              "model.layers.0.self_attn.k_norm.weight": (2048,)}
+    for e in range(64):
+        shapes |= {f"model.layers.0.mlp.experts.{e}.{kind}.weight": (1024, 2048) for kind in ("gate_proj", "up_proj")}
+        shapes[f"model.layers.0.mlp.experts.{e}.down_proj.weight"] = (2048, 1024)
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, OLMOE_1B_7B_0125, "q8_0")}
+    assert plans["blk.0.ffn_gate_exps.weight"].shape == (64, 1024, 2048)
+    assert plans["blk.0.ffn_down_exps.weight"].stacked[3] == "model.layers.0.mlp.experts.3.down_proj.weight"
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32  # near-tie routing kept
+    assert plans["blk.0.attn_q_norm.weight"].shape == (2048,) and plans["output.weight"].shape == (50304, 2048)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"norm_topk_prob": True}, "norm_topk_prob true; llama.cpp's olmoe never renormalizes"),
+    ({"clip_qkv": 8.0}, "clip_qkv 8.0"),
+    ({"tie_word_embeddings": True}, "tie_word_embeddings"),
+    ({"attention_bias": True}, "attention_bias"),
+    ({"head_dim": 256}, "heads x head_dim (16 x 256)"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+])
+def test_olmoe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**OLMOE_1B_7B_0125, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# ibm-granite/granite-3.1-3b-a800m-instruct config.json: sizes as public copies quote them (hidden 1536, 32 layers,
+# 24 heads / 8 KV, 40 experts top-8 of width 512, rope_theta 1e7, tied, vocab 49155); the muP scalars and other keys
+# are Granite 3.1's (no verbatim file was reachable here, so it is not in tests/data/published_configs)
+GRANITE_31_3B_A800M = {
+    "architectures": ["GraniteMoeForCausalLM"], "attention_bias": False, "attention_dropout": 0.1,
+    "attention_multiplier": 0.015625, "bos_token_id": 0, "embedding_multiplier": 12.0, "eos_token_id": 0,
+    "hidden_act": "silu", "hidden_size": 1536, "initializer_range": 0.02, "intermediate_size": 512,
+    "logits_scaling": 6.0, "max_position_embeddings": 131072, "model_type": "granitemoe", "num_attention_heads": 24,
+    "num_experts_per_tok": 8, "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 40,
+    "output_router_logits": False, "pad_token_id": 0, "residual_multiplier": 0.22, "rms_norm_eps": 1e-06,
+    "rope_scaling": None, "rope_theta": 10000000.0, "router_aux_loss_coef": 0.0, "tie_word_embeddings": True,
+    "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 49155,
+}
+
+
+def test_granite_31_moe_config_writes_granites_scalars_and_expert_keys():
+    calls = written_hparams(GRANITE_31_3B_A800M, "granitemoe")
+    assert (calls["embedding_scale"], calls["residual_scale"], calls["attention_scale"], calls["logit_scale"]) == (
+        12.0, 0.22, 0.015625, 6.0)
+    assert (calls["expert_count"], calls["expert_used_count"], calls["feed_forward_length"]) == (40, 8, 512)
+    assert calls["head_count_kv"] == 8 and calls["rope_freq_base"] == 1e7 and "expert_feed_forward_length" not in calls
+
+
+def test_granite_moe_fused_experts_split_into_llama_cpps_stacked_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (49155, 1536), "lm_head.weight": (49155, 1536),
+              "model.layers.0.self_attn.q_proj.weight": (1536, 1536),
+              "model.layers.0.block_sparse_moe.router.layer.weight": (40, 1536),
+              "model.layers.0.block_sparse_moe.input_linear.weight": (40, 1024, 1536),
+              "model.layers.0.block_sparse_moe.output_linear.weight": (40, 1536, 512)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, GRANITE_31_3B_A800M, "q8_0")}
+    assert {name: plan.shape for name, plan in plans.items() if "_exps" in name} == {
+        "blk.0.ffn_gate_exps.weight": (40, 512, 1536), "blk.0.ffn_up_exps.weight": (40, 512, 1536),
+        "blk.0.ffn_down_exps.weight": (40, 1536, 512)}
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert "output.weight" not in plans and plans["blk.0.attn_q.weight"].transform is not None  # tied; llama rotary
+    fused = np.arange(2 * 1024 * 3, dtype=np.float32).reshape(2, 1024, 3)  # each expert's rows [gate; up] (transformers' chunk)
+    gate, up = plans["blk.0.ffn_gate_exps.weight"], plans["blk.0.ffn_up_exps.weight"]
+    assert (gate.transform(fused) == fused[:, :512]).all() and (up.transform(fused) == fused[:, 512:]).all()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"shared_intermediate_size": 1024}, "shared_intermediate_size"),
+    ({"attention_multiplier": 0.0}, "attention_multiplier 0"),
+    ({"head_dim": 128}, "head_dim 128"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"num_experts_per_tok": 0}, "num_experts_per_tok must be set"),
+])
+def test_granite_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**GRANITE_31_3B_A800M, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# Qwen/Qwen1.5-MoE-A2.7B-Chat config.json: the keys a public copy quotes (sizes, experts, windows, tying) with the
+# rest as Qwen2MoeConfig publishes them for it (no verbatim file was reachable here)
+QWEN1_5_MOE_A2_7B = {
+    "architectures": ["Qwen2MoeForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643, "decoder_sparse_step": 1,
+    "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 5632, "max_position_embeddings": 32768, "max_window_layers": 21, "model_type": "qwen2_moe",
+    "moe_intermediate_size": 1408, "norm_topk_prob": False, "num_attention_heads": 16, "num_experts": 60,
+    "num_experts_per_tok": 4, "num_hidden_layers": 24, "num_key_value_heads": 16, "output_router_logits": False,
+    "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.001,
+    "shared_expert_intermediate_size": 5632, "sliding_window": 32768, "tie_word_embeddings": False,
+    "torch_dtype": "bfloat16", "use_cache": True, "use_sliding_window": False, "vocab_size": 151936,
+}
+
+
+def test_qwen1_5_moe_config_writes_llama_cpps_expert_and_shared_expert_keys():
+    calls = written_hparams(QWEN1_5_MOE_A2_7B, "qwen2moe")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["expert_feed_forward_length"]) == (60, 4, 1408)
+    assert calls["expert_shared_feed_forward_length"] == 5632 and calls["feed_forward_length"] == 5632
+    assert calls["head_count_kv"] == 16 and calls["rope_freq_base"] == 1e6 and "key_length" not in calls
+    assert gguf_arch.gguf_caveats(QWEN1_5_MOE_A2_7B) == []  # use_sliding_window false
+
+
+def test_qwen2_moe_shared_expert_and_its_gate_become_llama_cpps_shexp_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (151936, 2048), "lm_head.weight": (151936, 2048),
+              "model.layers.0.self_attn.q_proj.bias": (2048,), "model.layers.0.mlp.gate.weight": (60, 2048),
+              "model.layers.0.mlp.shared_expert_gate.weight": (1, 2048),
+              "model.layers.0.mlp.shared_expert.gate_proj.weight": (5632, 2048),
+              "model.layers.0.mlp.shared_expert.down_proj.weight": (2048, 5632),
+              "model.layers.0.mlp.experts.gate_up_proj": (60, 2816, 2048),
+              "model.layers.0.mlp.experts.down_proj": (60, 2048, 1408)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, QWEN1_5_MOE_A2_7B, "q8_0")}
+    assert plans["blk.0.ffn_gate_exps.weight"].shape == (60, 1408, 2048) and "blk.0.ffn_up_exps.weight" in plans
+    assert plans["blk.0.ffn_gate_shexp.weight"].shape == (5632, 2048) and plans["blk.0.ffn_down_shexp.weight"].shape == (2048, 5632)
+    shared_gate = plans["blk.0.ffn_gate_inp_shexp.weight"]
+    assert shared_gate.shape == (1, 2048) and shared_gate.qtype == gguf.GGMLQuantizationType.F32  # as the converter
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.0.attn_q.bias"].shape == (2048,) and plans["output.weight"].shape == (151936, 2048)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"norm_topk_prob": True}, "norm_topk_prob true; llama.cpp's qwen2moe never renormalizes"),
+    ({"mlp_only_layers": [3]}, "llama.cpp's qwen2moe is all-MoE"),
+    ({"decoder_sparse_step": 2}, "decoder_sparse_step"),
+    ({"shared_expert_intermediate_size": 0}, "shared_expert_intermediate_size must be set"),
+    ({"tie_word_embeddings": True}, "tie_word_embeddings true; llama.cpp's qwen2moe"),
+    ({"head_dim": 256}, "heads x head_dim (16 x 256)"),
+])
+def test_qwen2_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**QWEN1_5_MOE_A2_7B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# mistralai/Mixtral-8x7B-Instruct-v0.1 config.json (Mixtral-8x22B differs in sizes and rope_theta)
+MIXTRAL_8X7B_INSTRUCT = {
+    "architectures": ["MixtralForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 1, "eos_token_id": 2,
+    "hidden_act": "silu", "hidden_size": 4096, "initializer_range": 0.02, "intermediate_size": 14336,
+    "max_position_embeddings": 32768, "model_type": "mixtral", "num_attention_heads": 32, "num_experts_per_tok": 2,
+    "num_hidden_layers": 32, "num_key_value_heads": 8, "num_local_experts": 8, "output_router_logits": False,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "router_aux_loss_coef": 0.02, "sliding_window": None,
+    "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True, "vocab_size": 32000,
+}
+
+
+def test_mixtral_config_writes_llamas_keys_with_experts():
+    calls = written_hparams(MIXTRAL_8X7B_INSTRUCT, "llama")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["feed_forward_length"]) == (8, 2, 14336)
+    assert calls["head_count_kv"] == 8 and calls["vocab_size"] == 32000 and "expert_feed_forward_length" not in calls
+    assert "expert_count" not in written_hparams(LLAMA_3_2_1B, "llama")  # dense llama: no expert keys
+
+
+def test_mixtral_per_expert_w1_w3_w2_become_stacked_gate_up_down():
+    import gguf
+
+    shapes = {"model.layers.0.self_attn.q_proj.weight": (4096, 4096),
+              "model.layers.0.block_sparse_moe.gate.weight": (8, 4096)}
+    for e in range(8):
+        shapes |= {f"model.layers.0.block_sparse_moe.experts.{e}.{w}.weight": (14336, 4096) for w in ("w1", "w3")}
+        shapes[f"model.layers.0.block_sparse_moe.experts.{e}.w2.weight"] = (4096, 14336)
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, MIXTRAL_8X7B_INSTRUCT, "q8_0")}
+    assert plans["blk.0.ffn_gate_exps.weight"].stacked[2] == "model.layers.0.block_sparse_moe.experts.2.w1.weight"
+    assert plans["blk.0.ffn_up_exps.weight"].stacked[0] == "model.layers.0.block_sparse_moe.experts.0.w3.weight"
+    assert plans["blk.0.ffn_down_exps.weight"].shape == (8, 4096, 14336)
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.0.attn_q.weight"].transform is not None  # llama's rotary re-ordering
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"num_experts_per_tok": 0}, "num_experts_per_tok must be set"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'; llama.cpp's llama runs SiLU experts"),
+])
+def test_mixtral_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**MIXTRAL_8X7B_INSTRUCT, **change})
     assert reason and fragment in reason and "\n" not in reason

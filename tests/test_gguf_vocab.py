@@ -46,6 +46,7 @@ EXPECTED = {
     "falcon3-bpe": ("gpt2", "falcon3", None),
     "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
     "exaone4-bpe": ("gpt2", "gpt-2", None),  # llama.cpp runs its "exaone4" name with this same GPT-2 split
+    "gpt-neox-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's converter says "olmo": the same GPT-2 split
     "llama-spm": ("llama", "default", True),
     "mistral-v3-spm": ("llama", "default", True),
     "gemma-spm": ("llama", "default", False),

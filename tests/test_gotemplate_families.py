@@ -45,6 +45,7 @@ FAMILIES = {
     "llama2": (LLAMA_SPM, []),
     "zephyr": (LLAMA_SPM, []),
     "mistral-v1": (LLAMA_SPM, []),
+    "mixtral": (LLAMA_SPM, []),
     "mistral-v3": (LLAMA_SPM, ["[INST]", "[/INST]"]),
     "mistral-nemo": (LLAMA_SPM, ["[INST]", "[/INST]"]),
     "ministral3": (LLAMA_SPM, ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]),
@@ -87,12 +88,14 @@ FAMILIES = {
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
     "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                    ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
+    "granite3.1-moe": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
+                       ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
     "granite4": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                  ["<|start_of_role|>", "<|end_of_role|>", "<tool_call>", "</tool_call>"]),
 }
 # How each published template places the system prompt (measured, not looked up).
 EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
-                  "mistral-v3": LAST_USER, "mistral-nemo": LAST_USER}
+                  "mistral-v3": LAST_USER, "mistral-nemo": LAST_USER, "mixtral": FIRST_USER}
 
 requires_go = pytest.mark.requires_go
 needs_go = pytest.mark.skipif(shutil.which("go") is None, reason="Go is not installed (apt-get install golang-go)")

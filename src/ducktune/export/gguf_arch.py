@@ -71,6 +71,14 @@ Per architecture, what differs from "read config, rename tensors":
   llama.cpp's yarn keys, which its qwen2/qwen3 graphs read as every graph does.
 - qwen3moe (Qwen3MoeForCausalLM, Qwen3-30B-A3B / 235B-A22B): Qwen3's attention, every MLP a routed mixture of
   experts, whose per-expert weights are stacked into one tensor per kind, in its own module (gguf_moe).
+- llama with experts (MixtralForCausalLM, Mixtral 8x7B / 8x22B): Llama's layout and rotary re-ordering, each
+  layer's experts stacked as Qwen3-MoE's (gguf_moe).
+- qwen2moe (Qwen2MoeForCausalLM, Qwen1.5-MoE-A2.7B / Qwen2-57B-A14B): Qwen2's attention (q/k/v biases), routed
+  experts never renormalized plus a sigmoid-gated shared expert (gguf_moe).
+- olmoe (OlmoeForCausalLM, OLMoE-1B-7B): OLMo's attention with q/k RMSNorm over the whole projection (NEOX
+  rope as HF stores it), experts as Qwen3-MoE's but never renormalized (norm_topk_prob false), in gguf_moe.
+- granitemoe (GraniteMoeForCausalLM, Granite 3.0/3.1 1B-A400M / 3B-A800M): the granite graph (muP scalars,
+  q/k re-ordered) with routed experts, their fused input_linear split into gate and up (gguf_moe).
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
@@ -116,6 +124,7 @@ the vision (and audio) towers and projectors are not part of the GGUF.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -128,9 +137,13 @@ from ducktune.export import gguf_apertus, gguf_gemma4, gguf_lfm2, gguf_mamba2, g
 ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "MistralForCausalLM": "llama",
+    "MixtralForCausalLM": "llama",  # with experts (gguf_moe)
     "Qwen2ForCausalLM": "qwen2",
     "Qwen3ForCausalLM": "qwen3",
+    "Qwen2MoeForCausalLM": "qwen2moe",
     "Qwen3MoeForCausalLM": "qwen3moe",
+    "OlmoeForCausalLM": "olmoe",
+    "GraniteMoeForCausalLM": "granitemoe",
     "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
@@ -166,13 +179,13 @@ ARCHITECTURES = {
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
-ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", gguf_mamba2.ARCH, "mistral3", "arcee"}
-GRANITE_ARCHS = {"granite", gguf_mamba2.ARCH}
+ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "granitemoe", gguf_mamba2.ARCH, "mistral3", "arcee"}
+GRANITE_ARCHS = {"granite", "granitemoe", gguf_mamba2.ARCH}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
-WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee"}
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee", "olmoe"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2"}
@@ -407,8 +420,12 @@ def architecture_support(config: dict) -> str | None:
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
                "stablelm": _layer_norm_lm_problem, "nemotron": _layer_norm_lm_problem,
-               gguf_apertus.ARCH: gguf_apertus.apertus_support, gguf_moe.ARCH: gguf_moe.qwen3moe_support}.get(arch)
+               gguf_apertus.ARCH: gguf_apertus.apertus_support}.get(arch)
+    if gguf_moe.routed(config, arch):
+        problem = functools.partial(gguf_moe.moe_support, arch=arch)
     reason = problem(config, name) if problem else None
+    if reason is None and arch == "granitemoe":  # the dense granite's graph, experts aside
+        reason = _granite_problem(config, name)
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
                   f"llama.cpp's {arch} rotates whole heads")
@@ -652,7 +669,7 @@ def gguf_caveats(config: dict) -> list[str]:
     window, context = config.get("sliding_window"), context_length(config)
     notes = []
     uses_window = config.get("use_sliding_window", True) and window and int(window) < context
-    if arch in ("llama", "qwen2", "phi3", "smollm3", gguf_moe.ARCH) and uses_window:
+    if arch in ("llama", "qwen2", "phi3", "smollm3", "qwen3moe", "qwen2moe") and uses_window:
         notes.append(f"sliding_window {window}: llama.cpp attends to the whole context for this architecture, "
                      f"so answers may differ from transformers beyond {window} tokens")
     kind = rope_params(config)["rope_type"]
@@ -718,7 +735,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     if arch == gguf_gemma4.ARCH:
         gguf_gemma4.add_gemma4_hparams(put, config)
         return written
-    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, gguf_moe.ARCH):
+    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe"):
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
@@ -746,8 +763,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_lfm2.add_lfm2_hparams(put, config)
     if arch == gguf_mamba2.ARCH:
         gguf_mamba2.add_granitehybrid_hparams(put, config)
-    if arch == gguf_moe.ARCH:
-        gguf_moe.add_qwen3moe_hparams(put, config)
+    if gguf_moe.routed(config, arch):
+        gguf_moe.add_moe_hparams(put, config, arch)
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
         # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
         put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
@@ -910,13 +927,14 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
 
     config = language_model_config(config)
     arch = gguf_arch(config)
-    model_arch = next(key for key, value in gguf.MODEL_ARCH_NAMES.items() if value == arch)
+    # gguf-py's enum member by llama.cpp's name (granitemoe is GRANITE_MOE, hunyuan-dense HUNYUAN_DENSE)
+    model_arch = next(member for member, text in gguf.MODEL_ARCH_NAMES.items() if text == arch)
     name_map = gguf.get_tensor_name_map(model_arch, n_layers(config))
     # transformers' defaults (LFM2's published configs name it tie_embedding, or nothing)
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))
     plans, names = [], language_model_names(shapes)
-    if arch == gguf_moe.ARCH:  # one stacked tensor per layer and kind from the experts' weights
+    if gguf_moe.routed(config, arch):  # one stacked tensor per layer and kind from the experts' weights
         experts, consumed = gguf_moe.expert_tensors(names, shapes, config, where)
         plans += [TensorPlan(sources[0], gguf_name, shape, _quant_type(shape, quant), transform, stacked=sources)
                   for gguf_name, shape, sources, transform in experts]
@@ -953,9 +971,10 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
-        # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so)
-        # and MoE routers (ffn_gate_inp): a rounded router flips near-tie expert choices
-        keep_f32 = (".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
+        # llama.cpp's converter keeps convolution kernels in F32 (its ssm_conv reads them so), MoE routers
+        # (ffn_gate_inp: a rounded router flips near-tie expert choices) and Qwen2-MoE's shared-expert gate
+        keep_f32 = (any(part in gguf_name for part in (".ssm_conv1d.", ".shortconv.conv.", ".ffn_gate_inp.",
+                                                       ".ffn_gate_inp_shexp."))
                     or gguf_mamba2.keep_f32(gguf_name))
         qtype = gguf.GGMLQuantizationType.F32 if keep_f32 else _quant_type(shape, quant)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))

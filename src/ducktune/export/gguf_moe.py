@@ -1,56 +1,137 @@
-"""llama.cpp's `qwen3moe` architecture: Qwen3-MoE (Qwen3MoeForCausalLM: Qwen3-30B-A3B, Qwen3-235B-A22B).
+"""llama.cpp's routed mixture-of-experts architectures: Qwen3-MoE (`qwen3moe`), OLMoE (`olmoe`), Granite 3.0/3.1
+MoE (`granitemoe`, whose attention, muP scalars and rope are the dense granite's: gguf_arch), Mixtral (`llama`
+with experts: Llama's graph, per-expert w1/w3/w2 as gate/up/down, always renormalized) and Qwen2-MoE
+(`qwen2moe`: Qwen2's attention with q/k/v biases, plus a shared expert whose output a sigmoid gate scales:
+mlp.shared_expert.* -> ffn_*_shexp, mlp.shared_expert_gate [1, H] -> ffn_gate_inp_shexp, written as stored and
+kept F32, as llama.cpp's converter does).
 
-Learned from llama.cpp's loader and graph (src/models/qwen3moe.cpp) and its converter (conversion/qwen.py).
-Attention is Qwen3's (per-head q/k RMSNorm, rotate-half rope as HF stores it); every layer's MLP is a
-routed mixture: softmax over `num_experts` router logits (mlp.gate -> ffn_gate_inp), the top
-`num_experts_per_tok` kept and renormalized (llama.cpp always renormalizes: `norm_topk_prob` false is
-refused), each a SiLU-gated MLP of width `moe_intermediate_size`.
+Learned from llama.cpp's loaders and graphs (src/models/qwen3moe.cpp, olmoe.cpp, granite.cpp, llama.cpp,
+qwen2moe.cpp) and its converters (conversion/qwen.py, olmo.py, granite.py, llama.py). Every layer's MLP is a
+routed mixture: softmax over the router's logits (-> ffn_gate_inp), the top `num_experts_per_tok` kept, each a
+SiLU-gated MLP. What differs per architecture (`MoeArch`): whether llama.cpp renormalizes the kept weights (its build_moe_ffn
+`norm_w`, fixed per graph: the config's `norm_topk_prob` must agree, Granite's router softmaxes the top-k
+logits, which is the same renormalization), and which config key holds each expert's width.
 
-Checkpoints keep one weight per expert (model.layers.N.mlp.experts.E.gate_proj.weight, as published and
-as transformers 5 saves them) or, loaded in transformers 5, fused 3-D ones (experts.gate_up_proj
-[E, 2I, H], gate rows first; experts.down_proj [E, H, I]). llama.cpp wants one stacked tensor per kind:
-ffn_gate_exps / ffn_up_exps [E, I, H] and ffn_down_exps [E, H, I] (numpy order).
+Checkpoints keep one weight per expert (model.layers.N.mlp.experts.E.gate_proj.weight, as Qwen2/3-MoE and
+OLMoE publish them and as transformers 5 saves them; Mixtral's block_sparse_moe.experts.E.w1/w3/w2) or fused
+3-D ones: transformers 5 in memory (experts.gate_up_proj [E, 2I, H], gate rows first; experts.down_proj
+[E, H, I]) and Granite as published
+(block_sparse_moe.input_linear [E, 2I, H], gate rows first, as transformers chunks it; output_linear
+[E, H, I]). llama.cpp wants one stacked tensor per kind: ffn_gate_exps / ffn_up_exps [E, I, H] and
+ffn_down_exps [E, H, I] (numpy order).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from ducktune.errors import ModelError
 
-ARCH = "qwen3moe"
+
+@dataclass(frozen=True)
+class MoeArch:
+    renormalizes: bool          # llama.cpp's build_moe_ffn norm_w in this graph
+    expert_width_key: str       # config key of each expert's MLP width
+    # transformers renormalizes the kept weights whatever the config says (Granite's top-k softmax, Mixtral)
+    always_renormalized: bool = False
+
+
+ARCHES = {
+    "qwen3moe": MoeArch(renormalizes=True, expert_width_key="moe_intermediate_size"),
+    # OLMoE's and Granite's experts are intermediate_size wide: llama.cpp sizes them by feed_forward_length
+    "olmoe": MoeArch(renormalizes=False, expert_width_key="intermediate_size"),
+    "granitemoe": MoeArch(renormalizes=True, expert_width_key="intermediate_size", always_renormalized=True),
+    # Mixtral: llama's graph with experts (only configs with experts are routed: `routed`)
+    "llama": MoeArch(renormalizes=True, expert_width_key="intermediate_size", always_renormalized=True),
+    # Qwen2-MoE adds a shared expert (ffn_*_shexp) scaled by a sigmoid gate (ffn_gate_inp_shexp) to every layer
+    "qwen2moe": MoeArch(renormalizes=False, expert_width_key="moe_intermediate_size"),
+}
 EXPERT_WEIGHT = re.compile(
-    r"^model\.layers\.(\d+)\.mlp\.experts\.(?:(\d+)\.)?(gate_proj|up_proj|down_proj|gate_up_proj)(?:\.weight)?$")
+    r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.(?:experts\.(?:(\d+)\.)?"
+    r"(gate_proj|up_proj|down_proj|gate_up_proj|w1|w2|w3)|(input_linear|output_linear))(?:\.weight)?$")
 GGUF_KIND = {"gate_proj": "ffn_gate_exps", "up_proj": "ffn_up_exps", "down_proj": "ffn_down_exps"}
+# published names -> transformers 5's: Mixtral's per-expert w1 (SiLU's input) / w3 / w2, Granite's fused pair
+PUBLISHED_NAMES = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj",
+                   "input_linear": "gate_up_proj", "output_linear": "down_proj"}
 
 
 def expert_count(config: dict) -> int:
-    # published configs say num_experts; transformers 5 saves num_local_experts
+    # published configs say num_experts (Qwen3-MoE, OLMoE) or num_local_experts (Granite, transformers 5 saves)
     return int(config.get("num_experts") or config.get("num_local_experts") or 0)
 
 
-def qwen3moe_support(config: dict, name: str) -> str | None:
-    """None when llama.cpp's qwen3moe runs this config as transformers does, else a one-line reason."""
+def routed(config: dict, arch: str) -> bool:
+    """Whether llama.cpp's `arch` runs this config's MLPs as routed experts (llama only when it has experts)."""
+    return arch in ARCHES and (arch != "llama" or expert_count(config) > 0)
+
+
+def moe_support(config: dict, name: str, arch: str) -> str | None:
+    """None when llama.cpp's `arch` runs this config as transformers does, else a one-line reason."""
+    # Qwen2/3-MoE's and OLMoE's configs default to false
+    renormalized = ARCHES[arch].always_renormalized or bool(config.get("norm_topk_prob", False))
     if expert_count(config) < 1 or int(config.get("num_experts_per_tok") or 0) < 1:
-        reason = "num_experts and num_experts_per_tok must be set (llama.cpp's qwen3moe needs both)"
-    elif config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1)) != 1:
-        # transformers then runs dense MLPs on some layers; llama.cpp's qwen3moe has experts on every layer
-        reason = "mlp_only_layers / decoder_sparse_step give dense layers; llama.cpp's qwen3moe is all-MoE"
-    elif not config.get("norm_topk_prob", False):  # Qwen3MoeConfig's default is false
-        reason = "norm_topk_prob false; llama.cpp's qwen3moe always renormalizes the top-k expert weights"
-    elif config.get("attention_bias"):
-        reason = "attention_bias true; llama.cpp's qwen3moe adds no output-projection bias"
+        reason = f"the expert count and num_experts_per_tok must be set (llama.cpp's {arch} needs both)"
+    elif renormalized != ARCHES[arch].renormalizes:
+        reason = (f"norm_topk_prob {str(renormalized).lower()}; llama.cpp's {arch} "
+                  f"{'always' if ARCHES[arch].renormalizes else 'never'} renormalizes the top-k expert weights")
     elif config.get("hidden_act", "silu") != "silu":
-        reason = f"hidden_act {config['hidden_act']!r}; llama.cpp's qwen3moe runs SiLU experts"
-    else:
-        return None
-    return f"GGUF export of {name}: {reason}"
+        reason = f"hidden_act {config['hidden_act']!r}; llama.cpp's {arch} runs SiLU experts"
+    elif config.get("attention_bias") and arch != "granitemoe":  # granitemoe loads q/k/v/o biases
+        reason = f"attention_bias true; llama.cpp's {arch} adds no output-projection bias"
+    else:  # Mixtral (llama) has nothing of its own to refuse
+        problem = {"qwen3moe": _dense_layers_problem, "olmoe": _olmoe_problem, "granitemoe": _granitemoe_problem,
+                   "qwen2moe": _qwen2moe_problem}.get(arch)
+        reason = problem(config) if problem else None
+    return f"GGUF export of {name}: {reason}" if reason else None
 
 
-def add_qwen3moe_hparams(put, config: dict) -> None:
+def _granitemoe_problem(config: dict) -> str | None:
+    # GraniteMoeShared's shared expert has no place in GraniteMoeForCausalLM's checkpoints
+    if int(config.get("shared_intermediate_size") or 0) > 0:
+        return "shared_intermediate_size set (GraniteMoeShared's shared expert; not written by ducktune)"
+    return None
+
+
+def _dense_layers_problem(config: dict, arch: str = "qwen3moe") -> str | None:
+    if config.get("mlp_only_layers") or int(config.get("decoder_sparse_step", 1)) != 1:
+        # transformers then runs dense MLPs on some layers; llama.cpp's Qwen MoE graphs have experts on every layer
+        return f"mlp_only_layers / decoder_sparse_step give dense layers; llama.cpp's {arch} is all-MoE"
+    return None
+
+
+def _square_attention_problem(config: dict, arch: str) -> str | None:
+    """llama.cpp's olmoe and qwen2moe size q and the output projection hidden x hidden, and load an output
+    layer of their own (no tied embeddings)."""
+    heads = int(config["num_attention_heads"])
+    dim = int(config.get("head_dim") or int(config["hidden_size"]) // heads)
+    if heads * dim != int(config["hidden_size"]):
+        return f"heads x head_dim ({heads} x {dim}) must equal hidden_size for llama.cpp's {arch}"
+    if config.get("tie_word_embeddings"):
+        return f"tie_word_embeddings true; llama.cpp's {arch} loads an output layer of its own"
+    return None
+
+
+def _olmoe_problem(config: dict) -> str | None:
+    # llama.cpp's olmoe normalizes q and k over the whole projection, as transformers does, but clamps nothing
+    if config.get("clip_qkv") is not None:
+        return f"clip_qkv {config['clip_qkv']}; llama.cpp's olmoe does not clamp q/k/v"
+    return _square_attention_problem(config, "olmoe")
+
+
+def _qwen2moe_problem(config: dict) -> str | None:
+    if int(config.get("shared_expert_intermediate_size") or 0) < 1:
+        return "shared_expert_intermediate_size must be set (llama.cpp's qwen2moe always runs the shared expert)"
+    return _dense_layers_problem(config, "qwen2moe") or _square_attention_problem(config, "qwen2moe")
+
+
+def add_moe_hparams(put, config: dict, arch: str) -> None:
     put("add_expert_count", expert_count(config))
     put("add_expert_used_count", int(config["num_experts_per_tok"]))
-    put("add_expert_feed_forward_length", int(config["moe_intermediate_size"]))
+    if ARCHES[arch].expert_width_key != "intermediate_size":  # else feed_forward_length is the experts' width
+        put("add_expert_feed_forward_length", int(config[ARCHES[arch].expert_width_key]))
+    if arch == "qwen2moe":
+        put("add_expert_shared_feed_forward_length", int(config["shared_expert_intermediate_size"]))
 
 
 def expert_tensors(names: dict[str, str], shapes: dict, config: dict, where: str) -> tuple[list[tuple], set[str]]:
@@ -62,12 +143,13 @@ def expert_tensors(names: dict[str, str], shapes: dict, config: dict, where: str
     for lookup, hf_name in names.items():
         match = EXPERT_WEIGHT.match(lookup)
         if match:
-            layer, expert, kind = match.groups()
+            layer, expert, kind, granite = match.groups()
+            kind = PUBLISHED_NAMES.get(granite or kind, kind)
             found.setdefault((int(layer), kind), {})[None if expert is None else int(expert)] = hf_name
             used.add(hf_name)
     out = []
     for (layer, kind), by_expert in sorted(found.items()):
-        if None in by_expert:  # transformers 5's fused 3-D weight
+        if None in by_expert:  # one fused 3-D weight for all experts
             out += _fused_tensors(layer, kind, by_expert[None], shapes[by_expert[None]])
             continue
         sources = tuple(by_expert.get(e) for e in range(experts))

@@ -66,11 +66,25 @@ _COHERE = _specials(bos="<BOS_TOKEN>", eos="<|END_OF_TURN_TOKEN|>", pad="<PAD>",
                     additional=["<CLS>", "<SEP>", "<MASK_TOKEN>", "<EOS_TOKEN>", "<EOP_TOKEN>",
                                 "<|START_OF_TURN_TOKEN|>", "<|USER_TOKEN|>", "<|CHATBOT_TOKEN|>", "<|SYSTEM_TOKEN|>"])
 
+# Granite 3.x's StarCoder-style vocabulary: <|end_of_text|> is BOS, EOS, pad and unk; role markers special
+# (3.0/3.1: 49155 tokens, the last three the role markers; 3.3 adds the cite/plugin markers: 49159).
+_GRANITE31 = _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|end_of_text|>", unk="<|end_of_text|>",
+                       additional=["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
+                                   "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>",
+                                   "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
+                                   "<empty_output>", "<commit_before>", "<commit_msg>", "<commit_after>", "<reponame>",
+                                   "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"])
+_GRANITE33 = {**_GRANITE31, "additional": _GRANITE31["additional"] + ["<|start_of_cite|>", "<|end_of_cite|>",
+                                                                      "<|start_of_plugin|>", "<|end_of_plugin|>"]}
+
 FAMILIES: list[Family] = [
     Family("qwen2.5", "Qwen1.5 / Qwen2 / Qwen2.5", "Qwen2ForCausalLM", "qwen2", "qwen2", "qwen2.5", _QWEN,
            tokenizer_class="Qwen2Tokenizer"),
     Family("qwen3", "Qwen3", "Qwen3ForCausalLM", "qwen3", "qwen2", "qwen3",
            {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
+    # Qwen1.5-MoE-A2.7B-Chat / Qwen2-57B-A14B-Instruct: Qwen2's tokenizer and specials, Qwen1.5/Qwen2's ChatML template
+    Family("qwen2-moe", "Qwen2-MoE (Qwen1.5-MoE-A2.7B, Qwen2-57B-A14B)", "Qwen2MoeForCausalLM", "qwen2-moe", "qwen2",
+           "qwen2", _QWEN, tokenizer_class="Qwen2Tokenizer"),
     # Qwen3-30B-A3B / 235B-A22B: Qwen3's tokenizer, specials and chat template (as published with them)
     Family("qwen3-moe", "Qwen3-MoE (30B-A3B, 235B-A22B)", "Qwen3MoeForCausalLM", "qwen3-moe", "qwen2", "qwen3",
            {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
@@ -96,6 +110,10 @@ FAMILIES: list[Family] = [
     Family("yi-1.5", "Yi-1.5-chat", "LlamaForCausalLM", "llama", "llama-spm", "yi",
            _specials(bos="<|startoftext|>", eos="<|im_end|>", pad="<unk>", unk="<unk>",
                      additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"]), tokenizer_class="LlamaTokenizer"),
+    # Mixtral-8x7B-Instruct-v0.1 (and 8x22B v0.1): Mistral v0.1's SentencePiece tokenizer; its template takes a
+    # system message into the first [INST]
+    Family("mixtral", "Mixtral 8x7B / 8x22B Instruct", "MixtralForCausalLM", "mixtral", "llama-spm", "mixtral", _SPM,
+           tokenizer_class="LlamaTokenizer"),
     Family("mistral-v0.1", "Mistral-7B-Instruct v0.1 / v0.2", "MistralForCausalLM", "mistral", "llama-spm",
            "mistral-v1", _SPM, note="no system role: a system prompt is refused by the template",
            tokenizer_class="LlamaTokenizer"),
@@ -170,14 +188,10 @@ FAMILIES: list[Family] = [
                                 pad="<｜hy_place▁holder▁no▁2｜>",
                                 additional=["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"])),
     Family("granite", "Granite 3.0 / 3.1 / 3.3 (dense)", "GraniteForCausalLM", "granite", "smollm", "granite3.3",
-           _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|end_of_text|>", unk="<|end_of_text|>",
-                     additional=["<fim_prefix>", "<fim_middle>", "<fim_suffix>", "<fim_pad>", "<filename>",
-                                 "<gh_stars>", "<issue_start>", "<issue_comment>", "<issue_closed>",
-                                 "<jupyter_start>", "<jupyter_text>", "<jupyter_code>", "<jupyter_output>",
-                                 "<empty_output>", "<commit_before>", "<commit_msg>", "<commit_after>", "<reponame>",
-                                 "<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>", "<|start_of_cite|>",
-                                 "<|end_of_cite|>", "<|start_of_plugin|>", "<|end_of_plugin|>"]),
-           tokenizer_class="GPT2Tokenizer"),
+           _GRANITE33, tokenizer_class="GPT2Tokenizer"),
+    # Granite 3.0/3.1 MoE: the dense Granite 3's tokenizer and specials; its own (3.1) template as published
+    Family("granite-moe", "Granite 3.0 / 3.1 MoE (1B-A400M, 3B-A800M)", "GraniteMoeForCausalLM", "granite-moe", "smollm",
+           "granite3.1-moe", _GRANITE31, tokenizer_class="GPT2Tokenizer"),
     # Granite 4.0 (dense: granite-4.0-micro): GraniteMoeHybrid with attention layers only; its tokenizer is
     # cl100k converted (as OLMo 2's dolma2) with Granite's role markers; the template adds a default system turn.
     Family("granite4", "Granite 4.0 micro (dense)", "GraniteMoeHybridForCausalLM", "granite4", "phi4-bpe", "granite4",
@@ -202,6 +216,11 @@ FAMILIES: list[Family] = [
                                  "<|endofprompt|>"]),
            tokenizer_class="GPT2Tokenizer",
            note="sliding-window layers: trains on padded batches (packing is refused by the isolation proof)"),
+    # OLMoE-1B-7B-0125-Instruct: GPT-NeoX-20B's tokenizer (AI2's PII variant, vocab 50280 padded to 50304) whose
+    # tokenizer_config names id 50279 |||IP_ADDRESS||| as BOS and EOS; OLMo 2's Tulu 3 template (plain-text markers)
+    Family("olmoe", "OLMoE-1B-7B-0125-Instruct", "OlmoeForCausalLM", "olmoe", "gpt-neox-bpe", "olmo2",
+           _specials(bos="|||IP_ADDRESS|||", eos="|||IP_ADDRESS|||", pad="<|padding|>", additional=["<|endoftext|>"]),
+           tokenizer_class="GPTNeoXTokenizer"),
     # LFM2's byte-level BPE is Llama 3's pipeline (cl100k regex, whole words kept, BOS added) with its own
     # specials at ids 0-13; llama.cpp names it "lfm2" and runs it as Llama 3's.
     Family("lfm2", "Liquid LFM2 (350M-2.6B)", "Lfm2ForCausalLM", "lfm2", "llama-bpe", "lfm2",

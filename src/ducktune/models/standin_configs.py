@@ -17,13 +17,16 @@ MIRRORS = {
     "llama3.1": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B (Llama-3.1-8B's config)",
     "mistral": "mistralai/Mistral-7B-Instruct-v0.1",
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
+    "mixtral": "mistralai/Mixtral-8x7B-Instruct-v0.1",
     "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
     # the rope_scaling their model cards tell users to add to config.json for contexts past 32k
     "qwen2-yarn": "Qwen/Qwen2.5-7B-Instruct + its model card's YaRN rope_scaling",
     "qwen3-yarn": "Qwen/Qwen3-8B + its model card's YaRN rope_scaling",
+    "qwen2-moe": "Qwen/Qwen1.5-MoE-A2.7B-Chat",
     "qwen3-moe": "Qwen/Qwen3-30B-A3B",
+    "olmoe": "allenai/OLMoE-1B-7B-0125-Instruct",
     "qwen3.5": "Qwen/Qwen3.5-0.8B",
     "gemma": "google/gemma-1.1-2b-it",
     "gemma2": "google/gemma-2-2b-it",
@@ -44,6 +47,7 @@ MIRRORS = {
     "granite": "ibm-granite/granite-3.3-2b-instruct",
     "granite4": "ibm-granite/granite-4.0-micro",
     "granite4h": "ibm-granite/granite-4.0-h-micro",
+    "granite-moe": "ibm-granite/granite-3.1-1b-a400m-instruct",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
@@ -105,6 +109,13 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
         "mistral": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
             rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
+        # Mixtral-8x7B-Instruct-v0.1: 8 experts top-2 (4 top-2 here), always renormalized, experts 3.5x hidden wide
+        # (14336/4096; 256 here), 8 of 32 heads KV (1 of 4), no sliding window, untied
+        "mixtral": ("MixtralForCausalLM", dict(
+            common, intermediate_size=256, num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=1,
+            max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
+            tie_word_embeddings=False, hidden_act="silu", router_aux_loss_coef=0.02, router_jitter_noise=0.0,
+            output_router_logits=False, attention_dropout=0.0)),
         "mistral-nemo": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
             max_position_embeddings=1024000, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
@@ -136,6 +147,14 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        # Qwen1.5-MoE-A2.7B-Chat: every layer routed (60 experts top-4 -> 4 top-2), weights not renormalized, plus a
+        # sigmoid-gated shared expert; widths from the published ratios (1408 and 5632 of 2048) rounded up to 64
+        "qwen2-moe": ("Qwen2MoeForCausalLM", dict(
+            common, intermediate_size=192, moe_intermediate_size=64, shared_expert_intermediate_size=192,
+            num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[],
+            num_key_value_heads=HEADS, max_position_embeddings=8192, max_window_layers=LAYERS, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, qkv_bias=True, use_sliding_window=False,
+            sliding_window=32768, router_aux_loss_coef=0.001, output_router_logits=False, hidden_act="silu")),
         # Qwen3-30B-A3B: every layer routed (decoder_sparse_step 1, no mlp_only_layers), top-k renormalized;
         # 128 experts top-8 -> 4 top-2 here; expert width 768/2048 of hidden rounded up to 64, dense width 3x hidden
         "qwen3-moe": ("Qwen3MoeForCausalLM", dict(
@@ -280,7 +299,7 @@ def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """InternLM3, SmolLM3, Granite 3, 4 and 4.0-H."""
+    """InternLM3, SmolLM3, Granite 3 (dense and MoE), 4 and 4.0-H."""
     return {
         # InternLM3: head_dim 128 = 4096/32 as here; qkv_bias / bias (transformers' attention_bias /
         # mlp_bias) false as published; dynamic NTK rope.
@@ -300,6 +319,15 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rope_theta=10000000.0, rope_scaling=None, attention_bias=False, mlp_bias=False, attention_dropout=0.1,
             hidden_act="silu", tie_word_embeddings=True, embedding_multiplier=12.0, residual_multiplier=0.22,
             logits_scaling=8.0,
+            attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
+        # Granite 3.1 1B-A400M: 32 experts top-8 (4 top-2 here) of width intermediate_size (512 = hidden/2, 64 here)
+        # stored fused (input_linear [E, 2 x width, hidden]); 8 of 16 heads KV (2 of 4); the dense granite's scalars
+        "granite-moe": ("GraniteMoeForCausalLM", dict(
+            common, intermediate_size=64, num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=2,
+            max_position_embeddings=131072, rms_norm_eps=1e-6, rope_theta=10000000.0, rope_scaling=None,
+            attention_bias=False, attention_dropout=0.1, hidden_act="silu", tie_word_embeddings=True,
+            embedding_multiplier=12.0, residual_multiplier=0.22, logits_scaling=6.0, router_aux_loss_coef=0.0,
+            output_router_logits=False,
             attention_multiplier=1 / 16)),  # 0.015625 published = 1/head_dim (64); the stand-in's head_dim is 16
         # Granite 4.0 micro: GraniteMoeHybrid with every layer attention (rope), no experts, the MLP in shared_mlp;
         # the unused mamba_* keys are shrunk so transformers' check (heads x head dim = 2 x hidden) holds
@@ -328,7 +356,7 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """ERNIE 4.5, Hunyuan, EXAONE 4, Cohere (Aya, Command R7B), OLMo 2/3, Falcon3, LFM2, BLOOM, Phi-2."""
+    """ERNIE 4.5, Hunyuan, EXAONE 4, Cohere (Aya, Command R7B), OLMo 2/3, OLMoE, Falcon3, LFM2, BLOOM, Phi-2."""
     return {
         # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
         # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
@@ -364,6 +392,13 @@ def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
             logit_scale=0.25, rope_theta=50000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=True,
             sliding_window=8,  # 4096 published; 8 so test prompts cross it
             layer_types=["sliding_attention", "full_attention"])),
+        # OLMoE-1B-7B-0125: every layer routed, 64 experts top-8 (4 top-2 here) never renormalized
+        # (norm_topk_prob false); expert width intermediate_size (1024 = hidden/2 published, 64 here), MHA
+        "olmoe": ("OlmoeForCausalLM", dict(
+            common, intermediate_size=64, num_experts=4, num_experts_per_tok=2, norm_topk_prob=False,
+            num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
+            rope_scaling=None, attention_bias=False, attention_dropout=0.0, clip_qkv=None, hidden_act="silu",
+            tie_word_embeddings=False, router_aux_loss_coef=0.01, output_router_logits=False)),
         "olmo2": ("Olmo2ForCausalLM", dict(
             common, intermediate_size=192, num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-6,
             rope_theta=500000.0, attention_bias=False, hidden_act="silu", tie_word_embeddings=False)),

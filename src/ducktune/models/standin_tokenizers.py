@@ -187,6 +187,13 @@ KINDS: dict[str, KindSpec] = {
         spm=False, adds_bos=False, pre="bytelevel",
         defaults={"bos": "[BOS]", "eos": "[|endofturn|]", "pad": "[PAD]", "unk": "[UNK]",
                   "additional": ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]}),
+    "gpt-neox-bpe": KindSpec(
+        "allenai/OLMoE-1B-7B-0125-Instruct (GPTNeoXTokenizer: GPT-NeoX-20B's pipeline with AI2's PII specials): "
+        "NFC + ByteLevel(use_regex=true) alone (GPT-2's split, llama.cpp pre \"olmo\" = its gpt-2 pre-tokenizer), "
+        "no BOS added (the template writes it)",
+        spm=False, adds_bos=False, normalizer="nfc", pre="bytelevel",
+        defaults={"bos": "|||IP_ADDRESS|||", "eos": "|||IP_ADDRESS|||", "pad": "<|padding|>", "unk": None,
+                  "additional": ["<|endoftext|>"]}),
     "llama-spm": KindSpec(
         "meta-llama/Llama-2-7b-chat-hf (also TinyLlama, Yi, Mistral v0.1/v0.2): Prepend(▁)+Replace(' ', ▁) "
         "normalizer, BPE byte_fallback, BOS <s> added",
