@@ -73,6 +73,9 @@ Per architecture, what differs from "read config, rename tensors":
   the MLP width the weights have.
 - gemma4 (Gemma 4, text; the multimodal checkpoints' text_config): per-layer embeddings, KV-shared layers,
   two head sizes and proportional rope, in its own module (gguf_gemma4).
+- gemma3n (Gemma 3n E2B/E4B, text; the multimodal checkpoints' text_config): AltUp streams, Laurel, per-layer
+  embeddings, activation sparsity and KV-shared layers, in its own module (gguf_gemma3n), which refuses the
+  configs whose values llama.cpp hard-codes otherwise.
 - exaone4 (Exaone4ForCausalLM, EXAONE 4.0 1.2B / 32B): no norm before attention or the MLP, one after each
   (post_attention_layernorm / post_feedforward_layernorm), per-head q/k norms before rope, rotate-half rope
   (NEOX, no re-ordering), Llama 3.1 "llama3" rope scaling as the `rope_freqs` table, tied embeddings (1.2B).
@@ -81,7 +84,7 @@ Per architecture, what differs from "read config, rename tensors":
   (its 32B) and then rotates only the sliding layers: other configs that slide or skip rope are refused.
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
-Ministral 3; Gemma 4; Qwen3.5) is written as its
+Ministral 3; Gemma 3n; Gemma 4; Qwen3.5) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
 text_config (`language_model_config`), weights from under `language_model.` (`language_model_names`);
 the vision (and audio) towers and projectors are not part of the GGUF.
@@ -94,7 +97,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_gemma4, gguf_lfm2, gguf_moe, gguf_qwen35
+from ducktune.export import gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_moe, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -128,6 +131,8 @@ ARCHITECTURES = {
     "Lfm2ForCausalLM": "lfm2",
     "Gemma4ForCausalLM": "gemma4",
     "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
+    "Gemma3nForCausalLM": "gemma3n",
+    "Gemma3nForConditionalGeneration": "gemma3n",  # its language model (text only)
     "Exaone4ForCausalLM": "exaone4",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
@@ -140,7 +145,7 @@ GEMMA = {"gemma", "gemma2", "gemma3"}
 WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
-TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2"}
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", gguf_gemma3n.ARCH}
 # llama.cpp's exaone4 enables sliding windows (and skips rope on the global layers) for this layer count only
 EXAONE4_SWA_LAYERS = 64
 # Exaone4Config's sliding_window when the key is absent
@@ -326,6 +331,8 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
     if arch == gguf_gemma4.ARCH:  # its own rope kinds per layer kind (proportional on full layers)
         return gguf_gemma4.gemma4_support(config)
+    if arch == gguf_gemma3n.ARCH:  # rope per layer kind, and the many values llama.cpp hard-codes
+        return gguf_gemma3n.gemma3n_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
         return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama, longrope for Phi-3, yarn for OLMo 2/3 and Ministral 3)"
@@ -537,6 +544,10 @@ def gguf_caveats(config: dict) -> list[str]:
     if kind == "dynamic" and ntk_alpha_base(config) is None:
         notes.append("dynamic rope scaling: llama.cpp does not stretch rope past max_position_embeddings "
                      f"({context}); keep contexts within it")
+    if arch == gguf_gemma3n.ARCH:
+        notes.append("Gemma 3n's activation sparsity: llama.cpp's cutoff uses the sample standard deviation "
+                     "(n - 1), transformers' the population one (n), so logits differ slightly (E2B's 8192-wide "
+                     "MLP: a std 6e-5 larger)")
     if arch == "phi3" and kind == "longrope":
         original = rope_params(config).get("original_max_position_embeddings")
         notes.append(f"longrope: llama.cpp picks the long factors for the whole run when its context exceeds {original} "
@@ -576,6 +587,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         width, kv = gguf_lfm2.feed_forward_length(config), gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config))
     elif arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
         width, kv = gguf_gemma4.feed_forward_lengths(config), gguf_gemma4.head_count_kv(config)
+    elif arch == gguf_gemma3n.ARCH:  # MLP widths per layer (transformers 5 saves a list)
+        width, kv = gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
     else:
         # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
         width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", default=4 * hidden))
@@ -593,6 +606,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         return written
     if arch == gguf_gemma4.ARCH:
         gguf_gemma4.add_gemma4_hparams(put, config)
+        return written
+    if arch == gguf_gemma3n.ARCH:
+        gguf_gemma3n.add_gemma3n_hparams(put, config)
         return written
     if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, gguf_moe.ARCH):
         put("add_key_length", dim)
@@ -782,6 +798,12 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         plans += [TensorPlan(sources[0], gguf_name, shape, _quant_type(shape, quant), transform, stacked=sources)
                   for gguf_name, shape, sources, transform in experts]
         names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
+    if arch == gguf_gemma3n.ARCH:  # AltUp projections stacked; zero K/V for the KV-shared layers that have none
+        extra, consumed = gguf_gemma3n.extra_tensors(names, shapes, config)
+        plans += [TensorPlan(sources[0] if sources else None, gguf_name, shape,
+                             gguf_gemma3n.tensor_qtype(gguf_name, _quant_type(shape, quant)), transform,
+                             stacked=sources) for gguf_name, shape, sources, transform in extra]
+        names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
     for lookup, hf_name in sorted(names.items()):
         shape = shapes[hf_name]
         if lookup.endswith("rotary_emb.inv_freq") or (lookup == "lm_head.weight" and (tied or arch in GEMMA)):
@@ -803,6 +825,10 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             shape, transform = kernel
         if arch == gguf_gemma4.ARCH:
             lookup = gguf_gemma4.gemma4_lookup(lookup)
+        if arch == gguf_gemma3n.ARCH:
+            lookup = gguf_gemma3n.gemma3n_lookup(lookup)
+            if ".embed_tokens_per_layer." in hf_name:
+                shape, transform = gguf_gemma3n.per_layer_table(shape, config)
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
@@ -810,6 +836,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         # and MoE routers (ffn_gate_inp): a rounded router flips near-tie expert choices
         keep_f32 = ".ssm_conv1d." in gguf_name or ".shortconv.conv." in gguf_name or ".ffn_gate_inp." in gguf_name
         qtype = gguf.GGMLQuantizationType.F32 if keep_f32 else _quant_type(shape, quant)
+        if arch == gguf_gemma3n.ARCH:
+            qtype = gguf_gemma3n.tensor_qtype(gguf_name, qtype)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)
 
