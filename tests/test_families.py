@@ -304,6 +304,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("llama2-chat", True),      # the template prints <s> and the tokenizer adds it: llama.cpp adds it
     ("gemma3", True),
     ("gemma4", True),           # Gemma 4's template prints <bos> too
+    ("gemma3n", True),          # Gemma 3's format
     ("tinyllama-chat", False),  # the tokenizer adds <s> to plain text, but the trained prompts lack it
     ("smollm2", False),         # the template starts with <|im_start|>, which is also its BOS: printed, not added
     ("smollm3", False),         # Llama 3's tokenizer adds <|begin_of_text|>, but SmolLM3's template prints no BOS

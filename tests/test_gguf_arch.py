@@ -24,6 +24,7 @@ from ducktune.export.gguf_arch import (
     plan_from_shapes,
 )
 from ducktune.export.gguf_file import read_back, write_gguf
+from ducktune.models.families import wake_zero_scales
 from ducktune.models.standin_configs import (
     ARCH_IDS,
     MIRRORS,
@@ -53,10 +54,12 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # 1.09), where transformers on the rounded weights and llama.cpp's q8_0 agree within 0.53 / 0.14 (f16: 0.004 / 0.003).
 # Mixtral's flips come from llama.cpp's q8_0 rounding of the activations too: transformers with q8_0-rounded weights
 # and linear inputs is 0.50 from exact and 0.08 from llama.cpp (f16: 0.006)
+# Gemma 3n (22 layers of 4 AltUp streams, scale-1 attention) stays that sensitive with tempered attention: seen 0.038
+# (f16) and 0.71 (q8_0: every matrix rounded; 0.3% noise on its attention weights alone moves transformers' own
+# logits by 0.18)
 MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
                 ("olmoe", "q8_0"): 0.6, ("granite-moe", "q8_0"): 1.2, ("mixtral", "q8_0"): 0.6,
-                # squared ReLU (Nemotron) magnifies q8_0's rounding (0.47 measured; f16 within the usual bound)
-                ("nemotron-mini", "q8_0"): 0.6}
+                ("nemotron-mini", "q8_0"): 0.6, ("gemma3n", "f16"): 0.06, ("gemma3n", "q8_0"): 1.0}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
 
@@ -124,6 +127,8 @@ def standin(tmp_path_factory, tokenizer):
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
             _undo_granite_damping(model, config)
             _vary_layer_scalars(model)
+            wake_zero_scales(model)  # Gemma 3n's AltUp output scale, else its per-layer embedding path is off
+            _temper_gemma_3n_attention(model)
             folder = root / arch
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
@@ -145,6 +150,19 @@ def _vary_layer_scalars(model) -> None:
         for suffix, first in LAYER_SCALARS.items():
             for index, name in enumerate(sorted(name for name in tensors if name.endswith(suffix))):
                 tensors[name].fill_(first + 0.25 * index)
+
+
+def _temper_gemma_3n_attention(model) -> None:
+    """Gemma 3n attends with scale 1 on RMS-normed q and k: with q_norm at its initial 1 the random stand-in's softmax
+    is so peaked that 0.3% noise on its attention weights moves transformers' own logits by ~5% of their spread
+    (f16 rounding alone flips top-1 choices). q_norm at 1/sqrt(head_dim), the scale other attention applies, keeps
+    the comparison about the export."""
+    if model.config.model_type != "gemma3n_text":
+        return
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("self_attn.q_norm.weight"):
+                param.fill_(param.shape[0] ** -0.5)
 
 
 def _undo_granite_damping(model, config) -> None:
@@ -315,6 +333,19 @@ EXPECTED = {
                 "blk.1.attn_q.weight": (128, 64), "blk.1.attn_k.weight": (32, 64), "blk.0.attn_k.weight": (16, 64),
                 "blk.2.ffn_up.weight": (512, 64), "blk.0.inp_gate.weight": (64, 64), "blk.0.layer_output_scale.weight": (1,)},
                {"output.weight", "blk.2.attn_k.weight", "blk.2.attn_v.weight", "blk.3.attn_k_norm.weight"}),
+    # Gemma 3n E2B's language model: AltUp projections stacked (3 x 64 x 64), per-layer embeddings 22 x 256 wide,
+    # layers 20-21 reuse layer 18's KV (their k/v written as zeros, which llama.cpp loads but never reads)
+    "gemma3n": ("gemma3n", {"attention.key_length": 16, "rope.dimension_count": 16, "rope.freq_base": 1e6,
+                            "rope.freq_base_swa": 1e4, "feed_forward_length": 2048, "attention.head_count_kv": 2,
+                            "attention.shared_kv_layers": 2, "embedding_length_per_layer_input": 256,
+                            "attention.sliding_window": 8, "final_logit_softcapping": 30.0,
+                            "attention.sliding_window_pattern": [(i + 1) % 5 != 0 for i in range(22)]},
+                {"altup_proj.weight": (3, 64, 64), "altup_unembd_proj.weight": (3, 64, 64),
+                 "per_layer_token_embd.weight": (None, 22 * 256), "per_layer_model_proj.weight": (22 * 256, 64),
+                 "blk.21.attn_k.weight": (32, 64), "blk.21.attn_v.weight": (32, 64), "blk.21.attn_k_norm.weight": (16,),
+                 "blk.0.altup_correct_scale.weight": (64,), "blk.0.altup_predict_coef.weight": (16, 4),
+                 "blk.0.laurel_l.weight": (64, 64), "blk.0.inp_gate.weight": (256, 64)},
+                {"output.weight", "rope_freqs.weight"}),
     "phi3": ("phi3", {"rope.scaling.original_context_length": 4096, "attention.sliding_window": 2047},
              {"blk.0.attn_qkv.weight": (192, 64), "blk.0.ffn_up.weight": (384, 64)},
              {"blk.0.attn_q.weight", "rope_factors_long.weight"}),
@@ -579,6 +610,15 @@ def _fused_halves_swapped(original):
     return tensors
 
 
+def _altup_stacked_in_reverse(original):
+    """gguf_gemma3n.extra_tensors stacking the AltUp projections last to first."""
+    def extra(names, shapes, config):
+        tensors, consumed = original(names, shapes, config)
+        return [(name, shape, sources[::-1] if name.startswith("altup") else sources, transform)
+                for name, shape, sources, transform in tensors], consumed
+    return extra
+
+
 def _rope_params_without(key):
     """gguf_arch.rope_params that drops one key (as if the config had none)."""
     original = gguf_arch.rope_params
@@ -655,6 +695,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "mixtral w1 and w3 swapped": ("mixtral", "gguf_moe.PUBLISHED_NAMES", lambda: {
         **gguf_arch.gguf_moe.PUBLISHED_NAMES, "w1": "up_proj", "w3": "gate_proj"}),
     "mixtral q/k rows not re-ordered": ("mixtral", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"llama"}),
+    "gemma3n AltUp projections stacked in reverse": ("gemma3n", "gguf_gemma3n.extra_tensors",
+                                                     lambda: _altup_stacked_in_reverse(gguf_arch.gguf_gemma3n.extra_tensors)),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -2472,3 +2514,113 @@ def test_mixtral_per_expert_w1_w3_w2_become_stacked_gate_up_down():
 def test_mixtral_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**MIXTRAL_8X7B_INSTRUCT, **change})
     assert reason and fragment in reason and "\n" not in reason
+# google/gemma-3n-E2B-it's language model: Gemma3nTextConfig's defaults (the E4B shape) with the E2B variant of
+# transformers' convert_gemma3n_weights.py (30 layers, MLP 8192, sparsity on 10 layers, the last 10 sharing KV)
+# and the keys of the published config.json (vision/audio configs shortened)
+GEMMA_3N_E2B = {
+    "architectures": ["Gemma3nForConditionalGeneration"], "model_type": "gemma3n",
+    "audio_config": {"model_type": "gemma3n_audio"}, "vision_config": {"model_type": "gemma3n_vision"},
+    "text_config": {
+        "model_type": "gemma3n_text", "hidden_size": 2048, "num_hidden_layers": 30, "num_attention_heads": 8,
+        "num_key_value_heads": 2, "head_dim": 256, "intermediate_size": [8192] * 30, "vocab_size": 262400,
+        "vocab_size_per_layer_input": 262144, "hidden_size_per_layer_input": 256, "altup_num_inputs": 4,
+        "altup_active_idx": 0, "altup_coef_clip": 120.0, "altup_correct_scale": True, "laurel_rank": 64,
+        "num_kv_shared_layers": 10, "activation_sparsity_pattern": [0.95] * 10 + [0.0] * 20,
+        "layer_types": (["sliding_attention"] * 4 + ["full_attention"]) * 6, "sliding_window": 512,
+        "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "rope_scaling": None,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-6, "hidden_activation": "gelu_pytorch_tanh",
+        "final_logit_softcapping": 30.0, "attention_bias": False, "pad_token_id": 0, "bos_token_id": 2,
+        "eos_token_id": 1}}
+
+
+def _gemma_3n_text(**changes) -> dict:
+    return {**GEMMA_3N_E2B, "text_config": {**GEMMA_3N_E2B["text_config"], **changes}}
+
+
+def test_published_gemma_3n_e2b_config_writes_its_language_model():
+    """Layers 20-29 reuse the KV of layers 18/19; per-layer inputs 256 wide; the first 10 layers' MLP gates
+    sparsified at 0.95 (std multiplier 1.645, as llama.cpp's converter writes it)."""
+    calls = written_hparams(GEMMA_3N_E2B, "gemma3n")
+    assert calls["block_count"] == 30 and calls["embedding_length"] == 2048 and calls["head_count_kv"] == 2
+    assert calls["feed_forward_length"] == 8192 and calls["key_length"] == 256 and calls["rope_dimension_count"] == 256
+    assert (calls["rope_freq_base"], calls["rope_freq_base_swa"]) == (1e6, 1e4)
+    assert calls["shared_kv_layers"] == 10 and calls["embedding_length_per_layer_input"] == 256
+    assert calls["sliding_window"] == 512 and calls["sliding_window_pattern"] == ([True] * 4 + [False]) * 6
+    assert calls["altup_num_inputs"] == 4 and calls["altup_active_idx"] == 0
+    scales = calls["activation_sparsity_scale"]
+    assert scales[:10] == pytest.approx([1.6448536] * 10) and scales[10:] == [-math.inf] * 20
+
+
+def test_published_gemma_3n_e2b_tensors():
+    """AltUp projections stacked into one tensor each, the per-layer table padded to the model's 262400 tokens
+    with row 0 (transformers' lookup for ids past 262144), norms as stored, the published (unused) k/v of shared
+    layers written as they are, the towers left out."""
+    import numpy as np
+
+    prefix = "model.language_model."
+    shapes = {f"{prefix}altup_projections.{i}.weight": (2048, 2048) for i in range(3)}
+    shapes |= {f"{prefix}altup_unembed_projections.{i}.weight": (2048, 2048) for i in range(3)}
+    shapes |= {f"{prefix}embed_tokens_per_layer.weight": (262144, 30 * 256),
+               f"{prefix}layers.0.altup.correct_output_scale": (2048,), f"{prefix}layers.0.input_layernorm.weight": (2048,),
+               "model.vision_tower.timm_model.conv_stem.conv.weight": (64, 3, 3, 3), "model.embed_audio.embedding.weight": (128, 2048)}
+    shapes |= {f"{prefix}layers.{i}.self_attn.{part}.weight": shape for i in range(30)
+               for part, shape in (("k_proj", (512, 2048)), ("v_proj", (512, 2048)), ("k_norm", (256,)))}
+    plans = {plan.gguf_name: plan for plan in gguf_arch.plan_from_shapes(shapes, GEMMA_3N_E2B, "f16")}
+    assert plans["altup_proj.weight"].shape == (3, 2048, 2048)
+    assert plans["altup_proj.weight"].stacked == tuple(f"{prefix}altup_projections.{i}.weight" for i in range(3))
+    assert plans["blk.0.attn_norm.weight"].transform is None and "blk.0.altup_correct_scale.weight" in plans
+    assert plans["blk.25.attn_k.weight"].hf_name == f"{prefix}layers.25.self_attn.k_proj.weight"
+    table = plans["per_layer_token_embd.weight"]
+    assert table.shape == (262400, 30 * 256)
+    padded = table.transform(np.arange(6, dtype=np.float32).reshape(3, 2))
+    assert padded.shape == (262400, 2) and (padded[3:] == padded[0]).all()
+    assert len(plans) == 2 + 1 + 2 + 90  # the towers and the audio/vision embedders are not written
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    ({"laurel_rank": 32}, "laurel_rank"),
+    ({"hidden_size_per_layer_input": 128}, "hidden_size_per_layer_input"),
+    ({"altup_num_inputs": 2}, "altup_num_inputs"),
+    ({"altup_correct_scale": False}, "altup_correct_scale"),
+    ({"activation_sparsity_pattern": [0.95] * 12 + [0.0] * 18}, "activation_sparsity_pattern"),
+    ({"num_kv_shared_layers": 5}, "num_kv_shared_layers"),
+    # the last unshared layers full then sliding: llama.cpp would reuse the wrong layers' KV
+    ({"layer_types": ["sliding_attention"] * 18 + ["full_attention", "sliding_attention"] + ["sliding_attention"] * 9
+      + ["full_attention"]}, "num_kv_shared_layers"),
+    ({"final_logit_softcapping": None}, "final_logit_softcapping"),
+    ({"rope_scaling": {"rope_type": "linear", "factor": 2.0}}, "rope"),
+    ({"hidden_activation": "gelu"}, "activation"),
+])
+def test_gemma_3n_configs_llama_cpp_would_run_differently_are_refused(changes, fragment):
+    reason = architecture_support(_gemma_3n_text(**changes))
+    assert reason and fragment in reason and "\n" not in reason
+
+
+def test_gemma_3n_default_sparsity_on_a_short_model_is_refused():
+    """transformers sparsifies no layer of a model of 10 layers or fewer by default; llama.cpp always the first 10."""
+    text = {k: v for k, v in _gemma_3n_text(num_hidden_layers=8, num_kv_shared_layers=0, intermediate_size=8192,
+                                             layer_types=["sliding_attention"] * 8)["text_config"].items()
+            if k != "activation_sparsity_pattern"}
+    reason = architecture_support({**GEMMA_3N_E2B, "text_config": text})
+    assert reason and "activation_sparsity_pattern" in reason
+
+
+def test_gemma_3n_without_timm_is_refused_for_training_in_one_line(monkeypatch):
+    """transformers builds Gemma 3n's MobileNetV5 vision tower with timm: without it, one line says what to install."""
+    import importlib.util
+
+    from ducktune.models.loading import training_support
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "timm" else find_spec(name, *a))
+    reason = training_support(GEMMA_3N_E2B)
+    assert reason and "pip install timm" in reason and "\n" not in reason
+
+
+def test_gemma_3n_causal_lm_config_of_transformers_4_keeps_its_rope_bases():
+    """A text-only Gemma3nForCausalLM config.json saved by transformers 4 names its rope bases at the top level."""
+    text = {k: v for k, v in GEMMA_3N_E2B["text_config"].items() if k != "model_type"}
+    config = {**text, "architectures": ["Gemma3nForCausalLM"], "model_type": "gemma3n_text",
+              "rope_theta": 500000.0, "rope_local_base_freq": 20000.0}
+    calls = written_hparams(config, "gemma3n")
+    assert (calls["rope_freq_base"], calls["rope_freq_base_swa"]) == (500000.0, 20000.0)

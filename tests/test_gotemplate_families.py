@@ -52,6 +52,7 @@ FAMILIES = {
     "gemma": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma2": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma3": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
+    "gemma3n": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma4": ({"bos_token": "<bos>", "eos_token": "<turn|>"}, ["<|turn>", "<|channel>", "<channel|>", "<|think|>"]),
     "phi3": ({"bos_token": "<s>", "eos_token": "<|endoftext|>"},
              ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
@@ -94,7 +95,8 @@ FAMILIES = {
                  ["<|start_of_role|>", "<|end_of_role|>", "<tool_call>", "</tool_call>"]),
 }
 # How each published template places the system prompt (measured, not looked up).
-EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER, "llama2": FIRST_USER,
+EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER,
+                  "gemma3n": FIRST_USER, "llama2": FIRST_USER,
                   "mistral-v3": LAST_USER, "mistral-nemo": LAST_USER, "mixtral": FIRST_USER}
 
 requires_go = pytest.mark.requires_go

@@ -86,6 +86,9 @@ Per architecture, what differs from "read config, rename tensors":
   the MLP width the weights have.
 - gemma4 (Gemma 4, text; the multimodal checkpoints' text_config): per-layer embeddings, KV-shared layers,
   two head sizes and proportional rope, in its own module (gguf_gemma4).
+- gemma3n (Gemma 3n E2B/E4B, text; the multimodal checkpoints' text_config): AltUp streams, Laurel, per-layer
+  embeddings, activation sparsity and KV-shared layers, in its own module (gguf_gemma3n), which refuses the
+  configs whose values llama.cpp hard-codes otherwise.
 - exaone4 (Exaone4ForCausalLM, EXAONE 4.0 1.2B / 32B): no norm before attention or the MLP, one after each
   (post_attention_layernorm / post_feedforward_layernorm), per-head q/k norms before rope, rotate-half rope
   (NEOX, no re-ordering), Llama 3.1 "llama3" rope scaling as the `rope_freqs` table, tied embeddings (1.2B).
@@ -116,7 +119,7 @@ Per architecture, what differs from "read config, rename tensors":
   (up, ReLU^2, down), YaRN written as llama.cpp's yarn keys (as its converter writes AFM-4.5B's).
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
-Ministral 3; Gemma 4; Qwen3.5) is written as its
+Ministral 3; Gemma 3n; Gemma 4; Qwen3.5) is written as its
 language model alone, as llama.cpp's converter writes the text model: hyper-parameters from its
 text_config (`language_model_config`), weights from under `language_model.` (`language_model_names`);
 the vision (and audio) towers and projectors are not part of the GGUF.
@@ -131,7 +134,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_apertus, gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_moe, gguf_qwen35
+from ducktune.export import gguf_apertus, gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_moe, gguf_qwen35
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -169,6 +172,8 @@ ARCHITECTURES = {
     "Lfm2ForCausalLM": "lfm2",
     "Gemma4ForCausalLM": "gemma4",
     "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
+    "Gemma3nForCausalLM": "gemma3n",
+    "Gemma3nForConditionalGeneration": "gemma3n",  # its language model (text only)
     "Exaone4ForCausalLM": "exaone4",
     "CohereForCausalLM": "command-r",
     "Cohere2ForCausalLM": "cohere2",
@@ -188,9 +193,9 @@ GEMMA = {"gemma", "gemma2", "gemma3"}
 WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee", "olmoe"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
-TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2"}
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2", gguf_gemma3n.ARCH}
 # Cohere's parallel blocks: llama.cpp reads their logit scale and always reuses the embedding as output layer
-COHERE = {"command-r", "cohere2"}
+COHERE = {"command-r", "cohere2", gguf_gemma3n.ARCH}
 # transformers' CohereConfig / Cohere2Config defaults when the key is absent
 COHERE_DEFAULT_LOGIT_SCALE = 0.0625
 COHERE2_DEFAULT_WINDOW = 4096
@@ -397,6 +402,8 @@ def architecture_support(config: dict) -> str | None:
         return f"GGUF export supports {', '.join(ARCHITECTURES)}; this model is {name}"
     if arch == gguf_gemma4.ARCH:  # its own rope kinds per layer kind (proportional on full layers)
         return gguf_gemma4.gemma4_support(config)
+    if arch == gguf_gemma3n.ARCH:  # rope per layer kind, and the many values llama.cpp hard-codes
+        return gguf_gemma3n.gemma3n_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
         return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3 and Arcee)"
@@ -676,6 +683,10 @@ def gguf_caveats(config: dict) -> list[str]:
     if kind == "dynamic" and ntk_alpha_base(config) is None:
         notes.append("dynamic rope scaling: llama.cpp does not stretch rope past max_position_embeddings "
                      f"({context}); keep contexts within it")
+    if arch == gguf_gemma3n.ARCH:
+        notes.append("Gemma 3n's activation sparsity: llama.cpp's cutoff uses the sample standard deviation "
+                     "(n - 1), transformers' the population one (n), so logits differ slightly (E2B's 8192-wide "
+                     "MLP: a std 6e-5 larger)")
     if arch == "phi3" and kind == "longrope":
         original = rope_params(config).get("original_max_position_embeddings")
         notes.append(f"longrope: llama.cpp picks the long factors for the whole run when its context exceeds {original} "
@@ -715,6 +726,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         width, kv = gguf_lfm2.feed_forward_length(config), gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config))
     elif arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
         width, kv = gguf_gemma4.feed_forward_lengths(config), gguf_gemma4.head_count_kv(config)
+    elif arch == gguf_gemma3n.ARCH:  # MLP widths per layer (transformers 5 saves a list)
+        width, kv = gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
     else:
         # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
         width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", default=4 * hidden))
@@ -734,6 +747,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         return written
     if arch == gguf_gemma4.ARCH:
         gguf_gemma4.add_gemma4_hparams(put, config)
+        return written
+    if arch == gguf_gemma3n.ARCH:
+        gguf_gemma3n.add_gemma3n_hparams(put, config)
         return written
     if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe"):
         put("add_key_length", dim)
@@ -943,6 +959,12 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
         norms, consumed = _stablelm_head_norm_plans(names, config, where)
         plans += norms
         names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
+    if arch == gguf_gemma3n.ARCH:  # AltUp projections stacked; zero K/V for the KV-shared layers that have none
+        extra, consumed = gguf_gemma3n.extra_tensors(names, shapes, config)
+        plans += [TensorPlan(sources[0] if sources else None, gguf_name, shape,
+                             gguf_gemma3n.tensor_qtype(gguf_name, _quant_type(shape, quant)), transform,
+                             stacked=sources) for gguf_name, shape, sources, transform in extra]
+        names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
     for lookup, hf_name in sorted(names.items()):
         shape = shapes[hf_name]
         if lookup.endswith("rotary_emb.inv_freq") or (lookup == "lm_head.weight" and (tied or arch in GEMMA)):
@@ -968,6 +990,10 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             lookup, shape, transform = gguf_mamba2.mamba_tensor(lookup, shape, config)
         if arch == gguf_gemma4.ARCH:
             lookup = gguf_gemma4.gemma4_lookup(lookup)
+        if arch == gguf_gemma3n.ARCH:
+            lookup = gguf_gemma3n.gemma3n_lookup(lookup)
+            if ".embed_tokens_per_layer." in hf_name:
+                shape, transform = gguf_gemma3n.per_layer_table(shape, config)
         gguf_name = name_map.get_name(lookup, try_suffixes=(".weight", ".bias"))
         if gguf_name is None:
             raise ModelError(f"{where}: weight {hf_name} has no GGUF name for architecture {arch}")
@@ -977,6 +1003,8 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
                                                        ".ffn_gate_inp_shexp."))
                     or gguf_mamba2.keep_f32(gguf_name))
         qtype = gguf.GGMLQuantizationType.F32 if keep_f32 else _quant_type(shape, quant)
+        if arch == gguf_gemma3n.ARCH:
+            qtype = gguf_gemma3n.tensor_qtype(gguf_name, qtype)
         plans.append(TensorPlan(hf_name, gguf_name, tuple(shape), qtype, transform))
     return plans + _computed_tensors(config, arch)
 

@@ -83,10 +83,15 @@ def gemma4_support(config: dict) -> str | None:
         return "GGUF export of Gemma 4: full layers' rope must be unscaled proportional rope, as llama.cpp writes it"
     if sliding.get("rope_type", "default") != "default" or float(sliding.get("partial_rotary_factor") or 1.0) != 1.0:
         return "GGUF export of Gemma 4: sliding layers' rope must be plain rope over the whole head"
-    shared = int(config.get("num_kv_shared_layers") or 0)
+    reason = shared_tail_problem(kinds, layers, int(config.get("num_kv_shared_layers") or 0))
+    return reason and f"GGUF export of Gemma 4: {reason}"
+
+
+def shared_tail_problem(kinds: list[str], layers: int, shared: int) -> str | None:
+    """Why llama.cpp's KV-shared layers (Gemma 3n and 4) would reuse other layers than transformers does, or None."""
     if shared and kinds[layers - shared - 2:layers - shared] != _SHARED_TAIL:
-        return ("GGUF export of Gemma 4: with num_kv_shared_layers the last unshared layers must be sliding then "
-                "full (llama.cpp reuses those two)")
+        return ("with num_kv_shared_layers the last unshared layers must be sliding then full (llama.cpp reuses "
+                "those two)")
     return None
 
 
@@ -114,10 +119,15 @@ def add_gemma4_hparams(put, config: dict) -> None:
     put("add_rope_dimension_count_swa", sliding_dim)
     put("add_sliding_window", int(config["sliding_window"]))
     put("add_sliding_window_pattern", [kind == "sliding_attention" for kind in kinds])
-    put("add_shared_kv_layers", int(config.get("num_kv_shared_layers") or 0))
-    put("add_embedding_length_per_layer_input", int(config.get("hidden_size_per_layer_input") or 0))
+    add_per_layer_input_hparams(put, config)
     if config.get("final_logit_softcapping"):
         put("add_final_logit_softcapping", float(config["final_logit_softcapping"]))
+
+
+def add_per_layer_input_hparams(put, config: dict) -> None:
+    """The per-layer embedding width and the KV-shared layer count (Gemma 3n and Gemma 4 E2B/E4B)."""
+    put("add_shared_kv_layers", int(config.get("num_kv_shared_layers") or 0))
+    put("add_embedding_length_per_layer_input", int(config.get("hidden_size_per_layer_input") or 0))
 
 
 def rope_freqs(config: dict) -> list[float]:

@@ -151,6 +151,11 @@ FAMILIES: list[Family] = [
                                  "<tool_response|>", '<|"|>', "<|image|>", "<|audio|>"]),
            tokenizer_class="GemmaTokenizer", stops=("<eos>", "<|tool_response>"),
            note="text only: the GGUF holds the language model, not the vision and audio towers"),
+    # Gemma 3n: Gemma 3's tokenizer pipeline, specials and turn format (its template adds audio/image soft tokens).
+    # The stand-in is the language model alone (Gemma3nForCausalLM): the published class's vision tower needs timm.
+    Family("gemma3n", "Gemma 3n E2B/E4B (text of the multimodal checkpoint)", "Gemma3nForCausalLM", "gemma3n",
+           "gemma-spm", "gemma3n", _GEMMA, tokenizer_class="GemmaTokenizer",
+           note="text only: the GGUF holds the language model, not the vision and audio towers"),
     Family("phi3", "Phi-3 / Phi-3.5", "Phi3ForCausalLM", "phi3", "phi3-spm", "phi3",
            _specials(bos="<s>", eos="<|endoftext|>", pad="<|endoftext|>", unk="<unk>",
                      additional=["</s>", "<|endoftext|>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
@@ -346,6 +351,7 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     else:  # a multimodal class as published (Qwen3.5): its vision tower is saved too
         model = getattr(transformers, spec.model_class)(config).float()
+    wake_zero_scales(model)
     _widen_logit_margins(model, config, embedding_scale)
     stop_ids = [tokenizer.convert_tokens_to_ids(token) for token in spec.stops]
     model.generation_config = GenerationConfig(bos_token_id=ids["bos"], pad_token_id=ids["pad"],
@@ -376,6 +382,19 @@ def _auto_map(spec: Family) -> dict:
     config_class = spec.model_class.replace("ForCausalLM", "Config")
     return {"AutoConfig": f"configuration_{spec.arch}.{config_class}",
             "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
+
+
+def wake_zero_scales(model) -> None:
+    """Gemma 3n's AltUp output scale starts at zero, which would switch its per-layer embedding path off in a
+    random model: give it values around 1 so llama.cpp's reading of that path is tested too."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("altup.correct_output_scale"):
+                param.uniform_(0.5, 1.5)
+
+
 def _widen_logit_margins(model, config, scale: float) -> None:
     """Multiply the logits by `scale` (undoing a logit divisor such as Granite's logits_scaling, or a
     multiplier below 1 such as Cohere's logit_scale)."""

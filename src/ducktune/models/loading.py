@@ -177,6 +177,21 @@ def _native_model_type(config: dict) -> bool:
     return config.get("model_type") in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
 
+# vision towers transformers builds with a package of their own: vision_config model_type -> (package, model)
+TOWER_PACKAGES = {"gemma3n_vision": ("timm", "Gemma 3n's MobileNetV5 vision tower")}
+
+
+def _missing_tower_package(config: dict) -> str | None:
+    """Why transformers cannot build this multimodal checkpoint here: its vision tower's package is missing."""
+    import importlib.util
+
+    kind = (config.get("vision_config") or {}).get("model_type")
+    package, tower = TOWER_PACKAGES.get(kind, (None, None))
+    if package and importlib.util.find_spec(package) is None:
+        return f"{tower} is built with {package}, which is not installed: pip install {package}"
+    return None
+
+
 def training_support(config: dict, trust_remote_code: bool = False, name: str = "") -> str | None:
     """Why this model cannot be trained (None: it can): weights quantized by a method ducktune does not
     train on (`name`, the folder or hub id, names the full-precision repository), or an architecture
@@ -186,6 +201,8 @@ def training_support(config: dict, trust_remote_code: bool = False, name: str = 
     from ducktune.models.prequant import prequant_problem
 
     if problem := prequant_problem(config, name):
+        return f"config.json: {problem}"
+    if problem := _missing_tower_package(config):
         return f"config.json: {problem}"
     names = config.get("architectures") or []
     if not names:
@@ -279,6 +296,9 @@ def text_config(config: dict) -> dict:
             found = next((text[a] for a in aliases if a in text), None)
             if found is not None:
                 text[key] = found
+    if isinstance(text.get("intermediate_size"), list):  # one width per layer (Gemma 3n): their mean, for sizing
+        widths = text["intermediate_size"]
+        text["intermediate_size"] = sum(widths) // max(1, len(widths))
     return text
 
 

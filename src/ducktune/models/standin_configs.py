@@ -33,6 +33,7 @@ MIRRORS = {
     "gemma3": "google/gemma-3-1b-it",
     "gemma3-mm": "google/gemma-3-4b-it",
     "gemma4": "google/gemma-4-E2B-it",
+    "gemma3n": "google/gemma-3n-E2B-it (its text_config)",
     "phi3": "microsoft/Phi-3-mini-4k-instruct",
     "phi3-longrope": "microsoft/Phi-3.5-mini-instruct",
     "phi4-mini": "microsoft/Phi-4-mini-instruct",
@@ -238,7 +239,30 @@ def _gemma_specs(common: dict) -> dict[str, tuple[str, dict]]:
             mm_tokens_per_image=4, boi_token_index=255999, eoi_token_index=256000, image_token_index=262144,
             tie_word_embeddings=True)),
         "gemma4": ("Gemma4ForConditionalGeneration", _gemma4_values(common)),
+        "gemma3n": ("Gemma3nForCausalLM", _gemma3n_values(common)),
     }
+
+
+def _gemma3n_values(common: dict) -> dict:
+    """Gemma 3n E2B's language model (the published Gemma3nForConditionalGeneration's text_config; its MobileNetV5
+    vision tower needs timm, which ducktune does not install, so the stand-in is the causal LM alone). Sizes that
+    llama.cpp hard-codes stay as published: 4 AltUp streams, Laurel rank 64, 256-wide per-layer inputs, sparsity
+    on the first 10 layers and K/V kept by the first 20 (E2B: 30 layers, the last 10 shared; here 22, 2 shared)."""
+    layers = 22
+    return dict(
+        # MLP 2048 wide (E2B: 8192): llama.cpp's sparsity cutoff divides the variance by n - 1, transformers' by n;
+        # a wide MLP keeps that gap near the real model's (4 x hidden, 256, would make it 8x larger)
+        common, model_type="gemma3n_text", num_hidden_layers=layers, intermediate_size=2048, num_key_value_heads=2,
+        head_dim=16, hidden_size_per_layer_input=256, laurel_rank=64, altup_num_inputs=4, altup_active_idx=0,
+        altup_coef_clip=120.0, altup_correct_scale=True, num_kv_shared_layers=2,
+        activation_sparsity_pattern=[0.95] * 10 + [0.0] * (layers - 10),
+        # as published: 4 sliding : 1 full, so layers 18 and 19 (the ones shared from) are sliding then full
+        layer_types=["full_attention" if (i + 1) % 5 == 0 else "sliding_attention" for i in range(layers)],
+        rope_parameters={"full_attention": {"rope_theta": 1000000.0, "rope_type": "default"},
+                         "sliding_attention": {"rope_theta": 10000.0, "rope_type": "default"}},
+        sliding_window=8,  # 512 published; 8 so test prompts cross it
+        max_position_embeddings=32768, rms_norm_eps=1e-6, final_logit_softcapping=30.0,
+        hidden_activation="gelu_pytorch_tanh", attention_bias=False, tie_word_embeddings=True)
 
 
 def _gemma4_values(common: dict) -> dict:
@@ -488,14 +512,16 @@ def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None
         raise ModelError(f"stand-in architecture {arch!r}: known are {', '.join(specs)}")
     class_name, values = specs[arch]
     config_class = getattr(transformers, class_name.split("For", 1)[0] + "Config")  # Gemma3ForX -> Gemma3Config
-    if class_name == "Gemma3ForCausalLM":
-        config_class = transformers.Gemma3TextConfig
+    if class_name in ("Gemma3ForCausalLM", "Gemma3nForCausalLM"):  # text-only classes of multimodal families
+        config_class = getattr(transformers, class_name.replace("ForCausalLM", "TextConfig"))
     tokens = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)
     if "text_config" in values:  # a multimodal config: the vocabulary is its language model's
         if "hidden_size_per_layer_input" in values["text_config"]:  # Gemma 4's per-layer embeddings: one per token
             tokens["vocab_size_per_layer_input"] = vocab_size
         config = config_class(**dict(values, text_config=dict(values["text_config"], **tokens)))
     else:
+        if "hidden_size_per_layer_input" in values:  # Gemma 3n's per-layer embeddings: one per token
+            tokens["vocab_size_per_layer_input"] = vocab_size
         config = config_class(**values, **tokens)
     config.architectures = [class_name]
     return config
