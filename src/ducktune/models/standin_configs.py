@@ -87,9 +87,9 @@ def _llama(**extra) -> tuple[str, dict]:
 
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
-    return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_gemma_specs(common),
-            **_other_specs(common), **_newer_specs(common), **_newest_specs(common), **_layer_norm_specs(common),
-            **_ungated_mlp_specs(common)}
+    return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_moe_specs(common),
+            **_gemma_specs(common), **_other_specs(common), **_newer_specs(common), **_newest_specs(common),
+            **_layer_norm_specs(common), **_ungated_mlp_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -110,13 +110,6 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
         "mistral": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
             rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
-        # Mixtral-8x7B-Instruct-v0.1: 8 experts top-2 (4 top-2 here), always renormalized, experts 3.5x hidden wide
-        # (14336/4096; 256 here), 8 of 32 heads KV (1 of 4), no sliding window, untied
-        "mixtral": ("MixtralForCausalLM", dict(
-            common, intermediate_size=256, num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=1,
-            max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
-            tie_word_embeddings=False, hidden_act="silu", router_aux_loss_coef=0.02, router_jitter_noise=0.0,
-            output_router_logits=False, attention_dropout=0.0)),
         "mistral-nemo": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
             max_position_embeddings=1024000, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
@@ -148,22 +141,6 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
             max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
             attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
-        # Qwen1.5-MoE-A2.7B-Chat: every layer routed (60 experts top-4 -> 4 top-2), weights not renormalized, plus a
-        # sigmoid-gated shared expert; widths from the published ratios (1408 and 5632 of 2048) rounded up to 64
-        "qwen2-moe": ("Qwen2MoeForCausalLM", dict(
-            common, intermediate_size=192, moe_intermediate_size=64, shared_expert_intermediate_size=192,
-            num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[],
-            num_key_value_heads=HEADS, max_position_embeddings=8192, max_window_layers=LAYERS, rms_norm_eps=1e-6,
-            rope_theta=1000000.0, tie_word_embeddings=False, qkv_bias=True, use_sliding_window=False,
-            sliding_window=32768, router_aux_loss_coef=0.001, output_router_logits=False, hidden_act="silu")),
-        # Qwen3-30B-A3B: every layer routed (decoder_sparse_step 1, no mlp_only_layers), top-k renormalized;
-        # 128 experts top-8 -> 4 top-2 here; expert width 768/2048 of hidden rounded up to 64, dense width 3x hidden
-        "qwen3-moe": ("Qwen3MoeForCausalLM", dict(
-            common, intermediate_size=192, moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2,
-            norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], num_key_value_heads=2, head_dim=32,
-            max_position_embeddings=40960, max_window_layers=LAYERS, rms_norm_eps=1e-6, rope_theta=1000000.0,
-            tie_word_embeddings=False, attention_bias=False, use_sliding_window=False, sliding_window=None,
-            router_aux_loss_coef=0.001, output_router_logits=False, hidden_act="silu")),
         # Published as the multimodal class (text_config + a vision tower ducktune leaves alone); the
         # 24 layers run 3 Gated DeltaNet : 1 gated full attention, 2 layers keep one of each. Linear
         # value heads (4) > key heads (2) as in the 4B/9B, so V heads are grouped per key head.
@@ -180,6 +157,35 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=HIDDEN,
                                patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
                                num_position_embeddings=16))),
+    }
+
+
+def _moe_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Mixture-of-experts Mistral / Qwen: Mixtral, Qwen2-MoE, Qwen3-MoE (OLMoE and Granite MoE beside their dense kin)."""
+    return {
+        # Mixtral-8x7B-Instruct-v0.1: 8 experts top-2 (4 top-2 here), always renormalized, experts 3.5x hidden wide
+        # (14336/4096; 256 here), 8 of 32 heads KV (1 of 4), no sliding window, untied
+        "mixtral": ("MixtralForCausalLM", dict(
+            common, intermediate_size=256, num_local_experts=4, num_experts_per_tok=2, num_key_value_heads=1,
+            max_position_embeddings=32768, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
+            tie_word_embeddings=False, hidden_act="silu", router_aux_loss_coef=0.02, router_jitter_noise=0.0,
+            output_router_logits=False, attention_dropout=0.0)),
+        # Qwen1.5-MoE-A2.7B-Chat: every layer routed (60 experts top-4 -> 4 top-2), weights not renormalized, plus a
+        # sigmoid-gated shared expert; widths from the published ratios (1408 and 5632 of 2048) rounded up to 64
+        "qwen2-moe": ("Qwen2MoeForCausalLM", dict(
+            common, intermediate_size=192, moe_intermediate_size=64, shared_expert_intermediate_size=192,
+            num_experts=4, num_experts_per_tok=2, norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[],
+            num_key_value_heads=HEADS, max_position_embeddings=8192, max_window_layers=LAYERS, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=False, qkv_bias=True, use_sliding_window=False,
+            sliding_window=32768, router_aux_loss_coef=0.001, output_router_logits=False, hidden_act="silu")),
+        # Qwen3-30B-A3B: every layer routed (decoder_sparse_step 1, no mlp_only_layers), top-k renormalized;
+        # 128 experts top-8 -> 4 top-2 here; expert width 768/2048 of hidden rounded up to 64, dense width 3x hidden
+        "qwen3-moe": ("Qwen3MoeForCausalLM", dict(
+            common, intermediate_size=192, moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2,
+            norm_topk_prob=True, decoder_sparse_step=1, mlp_only_layers=[], num_key_value_heads=2, head_dim=32,
+            max_position_embeddings=40960, max_window_layers=LAYERS, rms_norm_eps=1e-6, rope_theta=1000000.0,
+            tie_word_embeddings=False, attention_bias=False, use_sliding_window=False, sliding_window=None,
+            router_aux_loss_coef=0.001, output_router_logits=False, hidden_act="silu")),
     }
 
 
