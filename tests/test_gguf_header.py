@@ -4,12 +4,14 @@ and tensor index without decoding its arrays (fast, no model), checked against g
 import pytest
 
 
-def _write(path, arch="llama"):
+def _write(path, arch="llama", experts=0):
     import gguf
     import numpy as np
 
     writer = gguf.GGUFWriter(str(path), arch)
     writer.add_uint32("some.count", 7)
+    if experts:
+        writer.add_expert_count(experts)
     writer.add_array("tokenizer.ggml.tokens", [f"tok{i}" for i in range(300)] + ["小鸭", ""])
     writer.add_array("tokenizer.ggml.scores", [float(i) for i in range(302)])
     writer.add_bool("some.flag", True)
@@ -103,16 +105,18 @@ def test_header_refuses_a_truncated_file(tmp_path):
         read_gguf_header(tmp_path / "head.gguf")
 
 
-@pytest.mark.parametrize("arch, expected", [
-    ("qwen2", None),                                     # read and compared with the merged model
-    ("gemma3", "other logits than llama.cpp"),           # read, but not faithfully
-    ("gemma4", "cannot read gemma4"),                    # listed by transformers, but its loader fails on it
-    ("olmo2", "does not read architecture 'olmo2'"),
+@pytest.mark.parametrize("arch, experts, expected", [
+    ("qwen2", 0, None),                                  # read and compared with the merged model
+    ("llama", 0, None),
+    ("llama", 8, "dense Llama, without this file's experts"),  # Mixtral: the loader drops the experts
+    ("gemma3", 0, "other logits than llama.cpp"),        # read, but not faithfully
+    ("gemma4", 0, "cannot read gemma4"),                 # listed by transformers, but its loader fails on it
+    ("olmo2", 0, "does not read architecture 'olmo2'"),
 ])
-def test_which_files_transformers_gguf_loader_can_judge(tmp_path, arch, expected):
+def test_which_files_transformers_gguf_loader_can_judge(tmp_path, arch, experts, expected):
     """The export's independent transformers check runs only where that loader is faithful; elsewhere it
     is INFO (llama.cpp checks the file), never a FAIL blamed on the export (Gemma 4 was)."""
     from ducktune.export.verify import transformers_gguf_gap
 
-    gap = transformers_gguf_gap(_write(tmp_path / "m.gguf", arch=arch))
+    gap = transformers_gguf_gap(_write(tmp_path / "m.gguf", arch=arch, experts=experts))
     assert gap is None if expected is None else expected in gap

@@ -216,6 +216,16 @@ def gguf_string_field(path: Path, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _has_experts(path: Path) -> bool:
+    """Whether a llama GGUF holds routed experts (Mixtral is written as llama with llama.expert_count)."""
+    from ducktune.export.gguf_file import read_gguf_header
+
+    try:
+        return int(read_gguf_header(path).metadata.get("llama.expert_count") or 0) > 0
+    except (ValueError, OSError, UnicodeDecodeError, TypeError):
+        return False
+
+
 def transformers_gguf_gap(path: Path) -> str | None:
     """Why transformers' own GGUF reader cannot be the independent check for this file (None: it can).
     It reads only some architectures; llama.cpp, the runtime that matters, checks all of them."""
@@ -230,6 +240,9 @@ def transformers_gguf_gap(path: Path) -> str | None:
     if arch in TRANSFORMERS_GGUF_UNREADABLE:
         return (f"transformers' GGUF loader cannot read {arch} files ({TRANSFORMERS_GGUF_UNREADABLE[arch]}); "
                 "llama.cpp checks this file")
+    if arch == "llama" and _has_experts(path):
+        return ("transformers' GGUF loader reads llama files as a dense Llama, without this file's experts "
+                "(Mixtral); llama.cpp checks this file")
     if arch in TRANSFORMERS_GGUF_INEXACT:
         return (f"transformers' GGUF loader reads {arch} files with other logits than llama.cpp and the merged "
                 f"model ({TRANSFORMERS_GGUF_INEXACT[arch]}); llama.cpp checks this file")
