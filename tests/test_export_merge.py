@@ -222,32 +222,49 @@ def test_all_linear_leaves_gemma_4s_vision_and_audio_parts_alone(tmp_path):
     assert unadapted_note(peft_model) is None
 
 
-def test_granite_4_h_mamba_projections_are_adapted_and_merge_as_trained():
-    """all-linear on Granite 4.0-H adapts its Mamba-2 mixers' in_proj and out_proj (not the depthwise conv1d,
-    nor A_log / D / dt_bias), and the merged weights give the logits the adapted model computes on the path
-    training takes (train mode: transformers' fused Mamba-2 kernel would read out_proj's weight past its adapter;
-    without mamba_ssm it falls back to calling out_proj, as here)."""
+def _adapted_and_merged(arch: str, train_mode: bool = False):
+    """A tiny stand-in of `arch` with all-linear LoRA adapters that act: (the targets, logits with the adapters,
+    without them, and after merge_and_unload)."""
+    from transformers import AutoModelForCausalLM
+
     from ducktune.config import LoraConfig
     from ducktune.models.standin_configs import tiny_config
     from ducktune.train.lora import attach_lora
 
-    from transformers import AutoModelForCausalLM
-
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_config("granite4h", 300))
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, 300))
     peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False))
-    assert {"in_proj", "out_proj", "input_linear", "output_linear", "q_proj"} <= set(targets)
-    assert not {"conv1d", "A_log", "D", "dt_bias"} & set(targets)
     with torch.no_grad():  # adapters that act (lora_B starts at zero)
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
                 parameter.normal_(0, 1.0)
     ids = torch.randint(0, 300, (1, 12))
-    peft_model.train()
+    peft_model.train(train_mode)
     with torch.no_grad():
-        trained = peft_model(ids).logits
+        adapted = peft_model(ids).logits
         with peft_model.disable_adapter():
             base = peft_model(ids).logits
         merged = peft_model.merge_and_unload().eval()(ids).logits
+    return set(targets), adapted, base, merged
+
+
+def test_granite_4_h_mamba_projections_are_adapted_and_merge_as_trained():
+    """all-linear on Granite 4.0-H adapts its Mamba-2 mixers' in_proj and out_proj (not the depthwise conv1d,
+    nor A_log / D / dt_bias), and the merged weights give the logits the adapted model computes on the path
+    training takes (train mode: transformers' fused Mamba-2 kernel would read out_proj's weight past its adapter;
+    without mamba_ssm it falls back to calling out_proj, as here)."""
+    targets, trained, base, merged = _adapted_and_merged("granite4h", train_mode=True)
+    assert {"in_proj", "out_proj", "input_linear", "output_linear", "q_proj"} <= targets
+    assert not {"conv1d", "A_log", "D", "dt_bias"} & targets
     assert (trained - base).abs().max() > 1e-2
     assert torch.allclose(merged, trained, atol=1e-4), (merged - trained).abs().max()
+
+
+def test_minicpm3_latent_attention_projections_are_adapted_and_merge_in_place():
+    """all-linear on MiniCPM3 adapts every MLA projection (q_a/q_b, kv_a_proj_with_mqa, kv_b, o_proj), never its
+    latent norms; each is a plain linear weight llama.cpp reads whole, so merging is PEFT's own, in place."""
+    targets, adapted, base, merged = _adapted_and_merged("minicpm3")
+    assert {"q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj"} <= targets
+    assert not {"q_a_layernorm", "kv_a_layernorm"} & targets
+    assert (adapted - base).abs().max() > 1e-2
+    assert torch.allclose(merged, adapted, atol=1e-4), (merged - adapted).abs().max()

@@ -79,6 +79,29 @@ def test_published_internlm3_trains_without_its_remote_code():
     assert "has no InternLM3ForCausalLM" in training_support({**published, "auto_map": None})
 
 
+def test_published_minicpm3_loads_natively_past_its_remote_code_auto_maps(tmp_path):
+    """openbmb/MiniCPM3-4B's config.json and tokenizer_config.json carry auto_maps to its own modelling and
+    tokenizer code (MiniCPMTokenizer); transformers 5 has MiniCPM3 natively and reads tokenizer.json, so ducktune
+    trains it without trust_remote_code and tokenizes as the stand-in does."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.models.loading import load_tokenizer, training_support
+
+    folder = build_standin("minicpm3", tmp_path / "minicpm3")
+    expected = load_tokenizer(folder)("Hello duck")["input_ids"]
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_minicpm.MiniCPM3Config",
+                          "AutoModelForCausalLM": "modeling_minicpm.MiniCPM3ForCausalLM"}
+    (folder / "config.json").write_text(json.dumps(config))
+    tokenizer_config = json.loads((folder / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "MiniCPMTokenizer"
+    tokenizer_config["auto_map"] = {"AutoTokenizer": ["tokenization_minicpm.MiniCPMTokenizer", None]}
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    assert training_support(config) is None
+    assert load_tokenizer(folder)("Hello duck")["input_ids"] == expected
+    assert type(AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False)).__name__ == "MiniCPM3ForCausalLM"
+
+
 def test_models_command_prints_the_table_and_reasons(capsys, monkeypatch, standins, family_rows):
     from ducktune.models import builtin
 
@@ -321,6 +344,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("nemotron-mini", False),   # the tokenizer adds <s> to plain text; the template prints none, so prompts lack it
     ("apertus", True),          # the template prints <s> and Tekken adds it: llama.cpp adds it
     ("olmoe", False),           # its BOS |||IP_ADDRESS||| (also EOS) is printed by the template, never added
+    ("minicpm3", False),        # the tokenizer adds <s> to plain text (add_bos_token); its ChatML template prints none
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
     from ducktune.export.gguf_vocab import prompt_starts_with_bos

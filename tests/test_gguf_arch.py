@@ -172,7 +172,7 @@ def _undo_granite_damping(model, config) -> None:
     the other stand-ins while every multiplier is still applied (and must be, for the logits to match).
     Cohere multiplies its logits by logit_scale (1/8, 1/4): its final norm grows by the inverse."""
     with torch.no_grad():
-        if getattr(config, "logits_scaling", None):
+        if getattr(config, "embedding_multiplier", None) and getattr(config, "logits_scaling", None):
             model.get_input_embeddings().weight.div_(config.embedding_multiplier)
             model.model.norm.weight.mul_(config.embedding_multiplier * config.logits_scaling)
         elif getattr(config, "logit_scale", None):
@@ -462,6 +462,17 @@ EXPECTED = {
                       "rope.scaling.original_context_length": 4096, "attention.head_count_kv": 1},
             {"blk.0.ffn_up.weight": (512, 64), "blk.0.ffn_down.weight": (64, 512), "blk.0.attn_q.weight": (64, 64),
              "output.weight": (None, 64)}, {"blk.0.ffn_gate.weight", "rope_freqs.weight", "blk.0.attn_q_norm.weight"}),
+    # MiniCPM3: MLA (q_a 64 -> q_b 4 x 32, kv_a 64 latent + 16 shared rope dims, kv_b 4 x (16 key + 16 value)), the
+    # ranks and key / value head sizes as keys, rope on 16 of each 32-dim key head, LongRoPE tables, tied output
+    "minicpm3": ("minicpm3", {"attention.q_lora_rank": 64, "attention.kv_lora_rank": 64, "attention.key_length": 32,
+                              "attention.value_length": 16, "rope.dimension_count": 16, "attention.head_count_kv": 4,
+                              "rope.scaling.original_context_length": 32768, "rope.scaling.attn_factor": 1.0,
+                              "context_length": 32768},
+                 {"blk.0.attn_q_a.weight": (64, 64), "blk.0.attn_q_a_norm.weight": (64,), "blk.0.attn_q_b.weight": (128, 64),
+                  "blk.0.attn_kv_a_mqa.weight": (80, 64), "blk.0.attn_kv_a_norm.weight": (64,),
+                  "blk.0.attn_kv_b.weight": (128, 64), "blk.0.attn_output.weight": (64, 64),
+                  "rope_factors_long.weight": (8,), "rope_factors_short.weight": (8,)},
+                 {"output.weight", "blk.0.attn_q.weight", "rope_freqs.weight"}),
     # ERNIE 4.5: llama's layout with head_dim twice hidden/heads (key/value lengths written), tied embeddings
     "ernie4.5": ("ernie4_5", {"attention.key_length": 32, "attention.value_length": 32, "rope.dimension_count": 32,
                               "rope.freq_base": 500000.0, "attention.head_count_kv": 2, "context_length": 131072},
@@ -697,6 +708,7 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "mixtral q/k rows not re-ordered": ("mixtral", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"llama"}),
     "gemma3n AltUp projections stacked in reverse": ("gemma3n", "gguf_gemma3n.extra_tensors",
                                                      lambda: _altup_stacked_in_reverse(gguf_arch.gguf_gemma3n.extra_tensors)),
+    "minicpm3 longrope factor tables left out": ("minicpm3", "_computed_tensors", lambda: lambda config, arch: []),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -2514,6 +2526,8 @@ def test_mixtral_per_expert_w1_w3_w2_become_stacked_gate_up_down():
 def test_mixtral_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**MIXTRAL_8X7B_INSTRUCT, **change})
     assert reason and fragment in reason and "\n" not in reason
+
+
 # google/gemma-3n-E2B-it's language model: Gemma3nTextConfig's defaults (the E4B shape) with the E2B variant of
 # transformers' convert_gemma3n_weights.py (30 layers, MLP 8192, sparsity on 10 layers, the last 10 sharing KV)
 # and the keys of the published config.json (vision/audio configs shortened)
@@ -2624,3 +2638,61 @@ def test_gemma_3n_causal_lm_config_of_transformers_4_keeps_its_rope_bases():
               "rope_theta": 500000.0, "rope_local_base_freq": 20000.0}
     calls = written_hparams(config, "gemma3n")
     assert (calls["rope_freq_base"], calls["rope_freq_base_swa"]) == (500000.0, 20000.0)
+MINICPM3_4B = {  # openbmb/MiniCPM3-4B config.json's model keys (auto_map to its remote code, dtype and version left out)
+    "architectures": ["MiniCPM3ForCausalLM"], "model_type": "minicpm3", "bos_token_id": 1, "eos_token_id": [2, 73440], "hidden_act": "silu",
+    "initializer_range": 0.1, "hidden_size": 2560, "num_hidden_layers": 62, "intermediate_size": 6400,
+    "max_position_embeddings": 32768, "num_attention_heads": 40, "num_key_value_heads": 40, "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 32, "q_lora_rank": 768, "kv_lora_rank": 256, "rms_norm_eps": 1e-05,
+    "rope_scaling": {"type": "longrope", "long_factor": [1.0591234137867171, 1.1241891283591912, 1.2596935748670968,
+                                                         1.5380380402321725, 2.093982484148734, 3.1446935121267696,
+                                                         4.937952647693647, 7.524541999994549, 10.475458000005451,
+                                                         13.062047352306353, 14.85530648787323, 15.906017515851266,
+                                                         16.461961959767827, 16.740306425132907, 16.87581087164081,
+                                                         16.940876586213285],
+                     "original_max_position_embeddings": 32768},
+    "use_cache": True, "vocab_size": 73448, "scale_emb": 12, "dim_model_base": 256, "scale_depth": 1.4}
+MINICPM3_4B["rope_scaling"]["short_factor"] = MINICPM3_4B["rope_scaling"]["long_factor"]  # the same table, as published
+
+
+def test_published_minicpm3_config_writes_its_mla_sizes_and_longrope_tables():
+    """MiniCPM3-4B: query/key heads of 64 + 32 dims (rope on the 32), value heads of hidden / heads = 64, the two
+    latent ranks, every head its own KV head, LongRoPE over the trained context (attention factor 1)."""
+    assert architecture_support(MINICPM3_4B) is None
+    calls = written_hparams(MINICPM3_4B, "minicpm3")
+    assert (calls["q_lora_rank"], calls["kv_lora_rank"], calls["key_length"], calls["value_length"]) == (768, 256, 96, 64)
+    assert calls["rope_dimension_count"] == 32 and calls["head_count_kv"] == 40 and calls["feed_forward_length"] == 6400
+    assert calls["rope_scaling_orig_ctx_len"] == 32768 and calls["rope_scaling_attn_factors"] == 1.0
+    tables = [(p.gguf_name, p.shape) for p in gguf_arch._computed_tensors(MINICPM3_4B, "minicpm3")]
+    assert tables == [("rope_factors_long.weight", (16,)), ("rope_factors_short.weight", (16,))]
+
+
+def test_published_minicpm3_weights_are_written_as_they_are_with_a_tied_output():
+    """The MLA projections keep their shapes and row order (rope in NEOX halves, as llama.cpp's minicpm3 reads
+    them); no output layer (tied embeddings, transformers' default for MiniCPM3)."""
+    layer = "model.layers.0.self_attn."
+    shapes = {f"{layer}q_a_proj.weight": (768, 2560), f"{layer}q_b_proj.weight": (3840, 768),
+              f"{layer}kv_a_proj_with_mqa.weight": (288, 2560), f"{layer}kv_b_proj.weight": (5120, 256),
+              f"{layer}o_proj.weight": (2560, 2560), f"{layer}q_a_layernorm.weight": (768,),
+              f"{layer}kv_a_layernorm.weight": (256,), "model.embed_tokens.weight": (73448, 2560),
+              "lm_head.weight": (73448, 2560)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, MINICPM3_4B, "f16") if p.hf_name}
+    assert {name: (p.shape, p.transform) for name, p in plans.items()} == {
+        "blk.0.attn_q_a.weight": ((768, 2560), None), "blk.0.attn_q_b.weight": ((3840, 768), None),
+        "blk.0.attn_kv_a_mqa.weight": ((288, 2560), None), "blk.0.attn_kv_b.weight": ((5120, 256), None),
+        "blk.0.attn_output.weight": ((2560, 2560), None), "blk.0.attn_q_a_norm.weight": ((768,), None),
+        "blk.0.attn_kv_a_norm.weight": ((256,), None), "token_embd.weight": ((73448, 2560), None)}
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"scale_emb": 10}, "scale_emb 10"),
+    ({"scale_depth": None}, "scale_depth None"),
+    ({"dim_model_base": 128}, "dim_model_base 128"),
+    ({"q_lora_rank": None}, "q_lora_rank null"),
+    ({"attention_bias": True}, "attention_bias true"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}},
+     "does not support rope scaling 'yarn'"),
+])
+def test_minicpm3_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
+    reason = architecture_support({**MINICPM3_4B, **change})
+    assert reason and fragment in reason and "MiniCPM3ForCausalLM" in reason and "\n" not in reason

@@ -93,6 +93,7 @@ FAMILIES = {
                        ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
     "granite4": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                  ["<|start_of_role|>", "<|end_of_role|>", "<tool_call>", "</tool_call>"]),
+    "minicpm3": ({"bos_token": "<s>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<|tool_call|>"]),
 }
 # How each published template places the system prompt (measured, not looked up).
 EXPECTED_STYLE = {"gemma": NO_SYSTEM_ROLE, "gemma2": NO_SYSTEM_ROLE, "mistral-v1": NO_SYSTEM_ROLE, "gemma3": FIRST_USER,

@@ -117,6 +117,9 @@ Per architecture, what differs from "read config, rename tensors":
   scalars are hyper-parameter arrays, not tensors, in its own module (gguf_apertus).
 - arcee (ArceeForCausalLM, Arcee AFM-4.5B): llama's layout and rotary re-ordering, an MLP without a gate
   (up, ReLU^2, down), YaRN written as llama.cpp's yarn keys (as its converter writes AFM-4.5B's).
+- minicpm3 (MiniCPM3ForCausalLM, MiniCPM3-4B): multi-head latent attention (low-rank q and kv projections,
+  rope on a trailing slice of each head in NEOX order, no re-ordering), the MLA ranks and head sizes as keys,
+  LongRoPE tables as Phi-3's; llama.cpp hard-codes its muP scalars (gguf_minicpm3).
 
 A multimodal checkpoint (Gemma3ForConditionalGeneration: Gemma 3 4B/12B/27B; Mistral3ForConditionalGeneration:
 Ministral 3; Gemma 3n; Gemma 4; Qwen3.5) is written as its
@@ -134,7 +137,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import gguf_apertus, gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_moe, gguf_qwen35
+from ducktune.export import (gguf_apertus, gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_minicpm3,
+                             gguf_moe, gguf_qwen35)
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -181,6 +185,7 @@ ARCHITECTURES = {
     "NemotronForCausalLM": "nemotron",
     "ApertusForCausalLM": "apertus",
     "ArceeForCausalLM": "arcee",
+    "MiniCPM3ForCausalLM": gguf_minicpm3.ARCH,
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -193,7 +198,7 @@ GEMMA = {"gemma", "gemma2", "gemma3"}
 WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee", "olmoe"}
 NO_ROPE = {"bloom"}
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
-TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2", gguf_gemma3n.ARCH}
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2", gguf_gemma3n.ARCH, gguf_minicpm3.ARCH}
 # Cohere's parallel blocks: llama.cpp reads their logit scale and always reuses the embedding as output layer
 COHERE = {"command-r", "cohere2", gguf_gemma3n.ARCH}
 # transformers' CohereConfig / Cohere2Config defaults when the key is absent
@@ -228,7 +233,7 @@ ROPE_KINDS = {
     "linear": None,
     "dynamic": None,
     "llama3": {"llama", "exaone4", "apertus"},
-    "longrope": {"phi3"},
+    "longrope": {"phi3", gguf_minicpm3.ARCH},
     # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3; AFM-4.5B;
     # Qwen2.5 / Qwen3 with the rope_scaling their model cards give for long contexts
     "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3"},
@@ -336,6 +341,8 @@ def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
 
 
 def rotary_dims(config: dict) -> int:
+    if llama_cpp_arch(config) == gguf_minicpm3.ARCH:  # MLA: rope on its own slice of each head
+        return gguf_minicpm3.rope_dims(config)
     return int(head_dim(config) * float(rope_params(config)["partial_rotary_factor"]))
 
 
@@ -406,7 +413,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma3n.gemma3n_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3 and Arcee)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3 and Arcee)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     # these graphs size the attention output (and Phi-3's / GLM's fused qkv) by hidden_size
@@ -427,7 +434,8 @@ def architecture_support(config: dict) -> str | None:
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
                "stablelm": _layer_norm_lm_problem, "nemotron": _layer_norm_lm_problem,
-               gguf_apertus.ARCH: gguf_apertus.apertus_support}.get(arch)
+               gguf_apertus.ARCH: gguf_apertus.apertus_support,
+               gguf_minicpm3.ARCH: gguf_minicpm3.minicpm3_support}.get(arch)
     if gguf_moe.routed(config, arch):
         problem = functools.partial(gguf_moe.moe_support, arch=arch)
     reason = problem(config, name) if problem else None
@@ -687,7 +695,7 @@ def gguf_caveats(config: dict) -> list[str]:
         notes.append("Gemma 3n's activation sparsity: llama.cpp's cutoff uses the sample standard deviation "
                      "(n - 1), transformers' the population one (n), so logits differ slightly (E2B's 8192-wide "
                      "MLP: a std 6e-5 larger)")
-    if arch == "phi3" and kind == "longrope":
+    if arch in ROPE_KINDS["longrope"] and kind == "longrope":
         original = rope_params(config).get("original_max_position_embeddings")
         notes.append(f"longrope: llama.cpp picks the long factors for the whole run when its context exceeds {original} "
                      "tokens, transformers per sequence length")
@@ -734,6 +742,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         kv = n_kv_heads(config)
         if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
             width, kv = gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, kv)
+        if arch == gguf_minicpm3.ARCH:  # MLA expands keys and values to every head (num_key_value_heads unused)
+            kv = heads
     put("add_feed_forward_length", width)
     put("add_head_count", heads)
     put("add_head_count_kv", kv)
@@ -751,7 +761,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     if arch == gguf_gemma3n.ARCH:
         gguf_gemma3n.add_gemma3n_hparams(put, config)
         return written
-    if dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe"):
+    if arch == gguf_minicpm3.ARCH:
+        gguf_minicpm3.add_minicpm3_hparams(put, config, hidden, heads)
+    elif dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe"):
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
@@ -796,7 +808,8 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
     if params["rope_type"] == "linear":
         put("add_rope_scaling_type", gguf.RopeScalingType.LINEAR)
         put("add_rope_scaling_factor", float(params["factor"]))
-    if arch == "phi3":
+    if arch == "phi3" or (arch == gguf_minicpm3.ARCH and params["rope_type"] == "longrope"):
+        # llama.cpp switches to the long factors past this context (default: the trained one)
         original = int(params.get("original_max_position_embeddings") or context_length(config))
         put("add_rope_scaling_orig_ctx_len", original)
         if params["rope_type"] == "longrope":
@@ -1121,7 +1134,7 @@ def _computed_tensors(config: dict, arch: str) -> list[TensorPlan]:
     if arch in ROPE_KINDS["llama3"] and params["rope_type"] == "llama3":
         factors = llama3_rope_factors(config)
         return [TensorPlan(None, "rope_freqs.weight", (len(factors),), f32, table(factors))]
-    if arch == "phi3" and params["rope_type"] == "longrope":
+    if arch in ROPE_KINDS["longrope"] and params["rope_type"] == "longrope":
         plans = []
         for key, name in (("long_factor", "rope_factors_long.weight"), ("short_factor", "rope_factors_short.weight")):
             values = params.get(key)

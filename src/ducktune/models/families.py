@@ -300,6 +300,14 @@ FAMILIES: list[Family] = [
                                  "<|assistant_end|>", "<|inner_prefix|>", "<|inner_suffix|>", "<|tools_prefix|>",
                                  "<|tools_suffix|>"]),
            note="its template prints today's date in the default system prompt"),
+    # MiniCPM3: a SentencePiece vocabulary read through tokenizer.json (Llama-2 pipeline, BOS <s> added, as the
+    # published add_bos_token true), ChatML turns ending <|im_end|> (EOS); generation_config also stops on </s>.
+    # The published tokenizer_config names remote code (MiniCPMTokenizer); transformers 5 reads tokenizer.json.
+    Family("minicpm3", "MiniCPM3-4B", "MiniCPM3ForCausalLM", "minicpm3", "llama-spm", "minicpm3",
+           _specials(bos="<s>", eos="<|im_end|>", unk="<unk>",
+                     additional=["</s>", "<|im_end|>", "<|im_start|>", "<|tool_call|>", "<|execute_start|>",
+                                 "<|execute_end|>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>"]),
+           tokenizer_class="MiniCPMTokenizer", stops=("</s>",)),
     Family("smollm2", "SmolLM2 (built in)", "LlamaForCausalLM", "llama", "smollm", "chatml-smollm2",
            _specials(bos="<|im_start|>", eos="<|im_end|>", pad="<|im_end|>", unk="<|endoftext|>",
                      additional=["<|endoftext|>", "<|im_start|>", "<|im_end|>"]), tokenizer_class="GPT2Tokenizer"),

@@ -60,6 +60,7 @@ MIRRORS = {
     "nemotron-mini": "nvidia/Nemotron-Mini-4B-Instruct",
     "apertus": "swiss-ai/Apertus-8B-Instruct-2509",
     "afm": "arcee-ai/AFM-4.5B",
+    "minicpm3": "openbmb/MiniCPM3-4B",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -89,7 +90,8 @@ def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
     return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_moe_specs(common),
             **_gemma_specs(common), **_other_specs(common), **_newer_specs(common), **_newest_specs(common),
-            **_layer_norm_specs(common), **_ungated_mlp_specs(common)}
+            **_layer_norm_specs(common), **_ungated_mlp_specs(common),
+            **_latent_attention_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -506,6 +508,29 @@ def _ungated_mlp_specs(common: dict) -> dict[str, tuple[str, dict]]:
             tie_word_embeddings=False, rope_theta=10000.0,
             rope_scaling={"rope_type": "yarn", "factor": 20.0, "original_max_position_embeddings": 4096,
                           "beta_fast": 32.0, "beta_slow": 1.0, "mscale": 1.0})),
+    }
+
+
+# MiniCPM3-4B's LongRoPE table (16 factors for its 32 rotated dims, long = short as published), every other
+# entry for the stand-in's 16 rotated dims: its rise from 1.06 to 16.9 kept, so the frequencies depend on it
+_MINICPM3_FACTORS = [1.0591234137867171, 1.2596935748670968, 2.093982484148734, 4.937952647693647,
+                     10.475458000005451, 14.85530648787323, 16.461961959767827, 16.87581087164081]
+
+
+def _latent_attention_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """MiniCPM3: multi-head latent attention (low-rank q and kv projections, a shared rope key)."""
+    return {
+        # MiniCPM3-4B: q_lora_rank 768 (0.3 x hidden; 64 here), kv_lora_rank 256 (0.1 x hidden; 64 here), query/key
+        # heads of 64 dims without rope + 32 with (16 + 16 here), v_head_dim hidden / heads, MLP 2.5x hidden
+        # (6400 / 2560; 160 rounded up to 192), muP scalars as published (llama.cpp hard-codes them), LongRoPE
+        # over a 32768 context with original_max_position_embeddings 32768, tied embeddings, SiLU, no biases
+        "minicpm3": ("MiniCPM3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=HEADS, q_lora_rank=64, kv_lora_rank=64,
+            qk_nope_head_dim=16, qk_rope_head_dim=16, max_position_embeddings=32768, rms_norm_eps=1e-5,
+            hidden_act="silu", initializer_range=0.1, scale_emb=12, scale_depth=1.4, dim_model_base=256,
+            tie_word_embeddings=True,
+            rope_scaling={"type": "longrope", "long_factor": _MINICPM3_FACTORS, "short_factor": _MINICPM3_FACTORS,
+                          "original_max_position_embeddings": 32768})),
     }
 
 

@@ -195,7 +195,7 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": "|||IP_ADDRESS|||", "eos": "|||IP_ADDRESS|||", "pad": "<|padding|>", "unk": None,
                   "additional": ["<|endoftext|>"]}),
     "llama-spm": KindSpec(
-        "meta-llama/Llama-2-7b-chat-hf (also TinyLlama, Yi, Mistral v0.1/v0.2): Prepend(▁)+Replace(' ', ▁) "
+        "meta-llama/Llama-2-7b-chat-hf (also TinyLlama, Yi, Mistral v0.1/v0.2, MiniCPM3): Prepend(▁)+Replace(' ', ▁) "
         "normalizer, BPE byte_fallback, BOS <s> added",
         spm=True, adds_bos=True, normalizer="prepend+replace",
         defaults={"bos": "<s>", "eos": "</s>", "pad": None, "unk": "<unk>", "additional": []}),
