@@ -106,9 +106,9 @@ def test_unsupported_architecture_is_refused_and_nothing_written(tiny_qwen, tmp_
     model_dir = tmp_path / "other"
     shutil.copytree(tiny_qwen, model_dir)
     config = json.loads((model_dir / "config.json").read_text())
-    config["architectures"] = ["GPT2LMHeadModel"]
+    config["architectures"] = ["BioGptForCausalLM"]  # a transformers class llama.cpp has no graph for
     (model_dir / "config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelError, match="GPT2LMHeadModel"):
+    with pytest.raises(ModelError, match="BioGptForCausalLM"):
         write_gguf(model_dir, tmp_path / "out" / "x.gguf", "f16", "x", load_tokenizer(tiny_qwen))
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 

@@ -66,6 +66,18 @@ def test_modelfile_points_at_the_gguf_with_template_stops_and_system(exported):
     assert manifest["ollama_command"] == f"ollama create quack-duck -f {export_dir / 'Modelfile'}"
 
 
+@pytest.mark.parametrize("config, num_ctx", [
+    ({"max_position_embeddings": 131072}, 4096),
+    ({"max_position_embeddings": 2048}, 2048),
+    ({"n_positions": 1024, "n_ctx": 1024}, 1024),  # GPT-2: no position past its learned table's 1024 rows
+    ({}, 4096),                                    # BLOOM (ALiBi) names no trained context
+])
+def test_modelfile_num_ctx_is_the_trained_context_capped(config, num_ctx):
+    from ducktune.export.pipeline import modelfile_num_ctx
+
+    assert modelfile_num_ctx(config) == num_ctx
+
+
 @needs_go
 def test_report_gets_the_table_once_and_verify_reruns(exported, capsys):
     run, export_dir, _ = exported

@@ -49,8 +49,8 @@ def test_every_family_exports_to_gguf_and_ollama(family_rows):
 
 def test_qlora_column_on_this_cpu(family_rows):
     """bitsandbytes (a dev dependency) is installed and this machine trains on the CPU: QLoRA works
-    except where its CPU kernel meets linear biases (Qwen2's q/k/v, GLM, BLOOM, Phi-2)."""
-    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "qwen2-moe", "glm4", "glm4-0414", "bloom", "phi2", "stablelm2"}
+    except where its CPU kernel meets linear biases (Qwen2's q/k/v, GLM, BLOOM, Phi-2, GPT-2, Pythia)."""
+    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "qwen2-moe", "glm4", "glm4-0414", "bloom", "phi2", "stablelm2", "gpt2", "pythia"}
     for family_id, row in family_rows.items():
         reason = row["support"]["qlora"]
         if family_id == "internlm2":
@@ -207,8 +207,9 @@ def test_system_prompt_on_a_template_without_system_role_is_one_line(tmp_path, c
 
 
 def test_train_warns_first_when_the_export_will_fail(tmp_path, capsys, tiny_qwen):
-    """A template whose text the Ollama TEMPLATE cannot express, and an architecture the GGUF writer
-    does not know (GPT-2): both warned about before training, and training still runs."""
+    """A template whose text the Ollama TEMPLATE cannot express, and a model the GGUF writer cannot express
+    (GPT-2 with its attention scaled by 1/layer, which llama.cpp's gpt2 graph does not do): both warned about
+    before training, and training still runs."""
     import torch
     from transformers import AutoModelForCausalLM, GPT2Config
 
@@ -222,13 +223,14 @@ def test_train_warns_first_when_the_export_will_fail(tmp_path, capsys, tiny_qwen
                                "{% endfor %}{% if add_generation_prompt %}assistant: {% endif %}")
     torch.manual_seed(0)
     AutoModelForCausalLM.from_config(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2,
-                                                eos_token_id=tokenizer.eos_token_id)).save_pretrained(model)
+                                                eos_token_id=tokenizer.eos_token_id,
+                                                scale_attn_by_inverse_layer_idx=True)).save_pretrained(model)
     tokenizer.save_pretrained(model)
     assert main(["train", str(_config(tmp_path, model)), "--no-progress"]) == 0
     err = capsys.readouterr().err
     warnings = [line for line in err.splitlines() if line.startswith("warning: ")]
     assert warnings[0].startswith("warning: this model can be trained but not exported to GGUF because ")
-    assert "GPT2LMHeadModel" in warnings[0]
+    assert "GPT2LMHeadModel" in warnings[0] and "scale_attn_by_inverse_layer_idx" in warnings[0]
     assert warnings[1].startswith("warning: this model can be trained but its chat template cannot become an "
                                   "Ollama TEMPLATE because ")
     assert (tmp_path / "run" / "run.json").is_file()

@@ -496,6 +496,20 @@ EXPECTED = {
              {"output.bias": (None,), "output_norm.bias": (64,), "blk.0.attn_norm.bias": (64,), "blk.0.attn_q.bias": (64,),
               "blk.0.attn_output.bias": (64,), "blk.0.ffn_up.bias": (256,), "blk.0.ffn_down.bias": (64,)},
              {"blk.0.ffn_gate.weight", "blk.0.ffn_norm.weight", "blk.0.attn_qkv.weight", "rope_freqs.weight"}),
+    # GPT-2: learned positions (n_positions rows), fused qkv and Conv1D weights written [out, in], MLP 4x hidden
+    # (n_inner null), LayerNorms with biases, output tied to the embedding, no rope at all
+    "gpt2": ("gpt2", {"context_length": 1024, "attention.layer_norm_epsilon": 1e-5, "feed_forward_length": 256,
+                      "attention.head_count": 4},
+             {"position_embd.weight": (1024, 64), "blk.0.attn_qkv.weight": (192, 64), "blk.0.attn_qkv.bias": (192,),
+              "blk.0.attn_output.weight": (64, 64), "blk.0.ffn_up.weight": (256, 64), "blk.0.ffn_down.weight": (64, 256),
+              "blk.0.ffn_norm.bias": (64,), "output_norm.bias": (64,)},
+             {"output.weight", "rope_freqs.weight", "blk.0.attn_q.weight"}),
+    # Pythia: fused qkv (re-ordered to q, k, v blocks), 4 of 16 dims rotated, parallel residual, untied embed_out
+    "pythia": ("gptneox", {"rope.dimension_count": 4, "use_parallel_residual": True, "attention.layer_norm_epsilon": 1e-5,
+                           "feed_forward_length": 256, "rope.freq_base": 10000.0},
+               {"blk.0.attn_qkv.weight": (192, 64), "blk.0.attn_qkv.bias": (192,), "blk.0.attn_output.bias": (64,),
+                "blk.0.ffn_norm.bias": (64,), "blk.0.ffn_up.bias": (256,), "output.weight": (None, 64)},
+               {"blk.0.ffn_gate.weight", "rope_freqs.weight", "position_embd.weight"}),
 }
 
 
@@ -709,6 +723,11 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "gemma3n AltUp projections stacked in reverse": ("gemma3n", "gguf_gemma3n.extra_tensors",
                                                      lambda: _altup_stacked_in_reverse(gguf_arch.gguf_gemma3n.extra_tensors)),
     "minicpm3 longrope factor tables left out": ("minicpm3", "_computed_tensors", lambda: lambda config, arch: []),
+    # attn.c_proj is square: left [in, out] it still loads, and runs transposed
+    "gpt2 attention c_proj written untransposed": ("gpt2", "GPT2_CONV1D", lambda: tuple(
+        suffix for suffix in gguf_arch.GPT2_CONV1D if suffix != ".attn.c_proj.weight")),
+    "pythia qkv left interleaved per head": ("pythia", "_tensor_transform", lambda: _tensor_transform_except("gptneox")),
+    "pythia rotary over the whole head": ("pythia", "rotary_dims", lambda: gguf_arch.head_dim),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -1232,6 +1251,100 @@ def test_qwen3_5_value_heads_are_tiled_across_key_heads():
          "model.language_model.layers.0.linear_attn.dt_bias": (16,)}, QWEN3_5_0_8B, "f16")}
     assert names == {"model.language_model.layers.0.linear_attn.A_log": "blk.0.ssm_a",
                      "model.language_model.layers.0.linear_attn.dt_bias": "blk.0.ssm_dt.bias"}
+
+
+GPT2 = {  # openai-community/gpt2 config.json
+    "activation_function": "gelu_new", "architectures": ["GPT2LMHeadModel"], "attn_pdrop": 0.1, "bos_token_id": 50256,
+    "embd_pdrop": 0.1, "eos_token_id": 50256, "initializer_range": 0.02, "layer_norm_epsilon": 1e-05, "model_type": "gpt2",
+    "n_ctx": 1024, "n_embd": 768, "n_head": 12, "n_layer": 12, "n_positions": 1024, "resid_pdrop": 0.1,
+    "summary_activation": None, "summary_first_dropout": 0.1, "summary_proj_to_labels": True, "summary_type": "cls_index",
+    "summary_use_proj": True, "task_specific_params": {"text-generation": {"do_sample": True, "max_length": 50}},
+    "vocab_size": 50257}
+GPT2_MEDIUM = {**GPT2, "n_embd": 1024, "n_head": 16, "n_layer": 24, "n_special": 0,  # openai-community/gpt2-medium
+               "predict_special_tokens": True}
+DISTILGPT2 = {**GPT2, "_num_labels": 1, "n_layer": 6}  # distilbert/distilgpt2
+PYTHIA_160M = {  # EleutherAI/pythia-160m config.json
+    "architectures": ["GPTNeoXForCausalLM"], "bos_token_id": 0, "eos_token_id": 0, "hidden_act": "gelu", "hidden_size": 768,
+    "initializer_range": 0.02, "intermediate_size": 3072, "layer_norm_eps": 1e-05, "max_position_embeddings": 2048,
+    "model_type": "gpt_neox", "num_attention_heads": 12, "num_hidden_layers": 12, "rotary_emb_base": 10000,
+    "rotary_pct": 0.25, "tie_word_embeddings": False, "torch_dtype": "float16", "transformers_version": "4.24.0",
+    "use_cache": True, "use_parallel_residual": True, "vocab_size": 50304}
+PYTHIA_2_8B = {**PYTHIA_160M, "hidden_size": 2560, "intermediate_size": 10240, "num_attention_heads": 32,  # pythia-2.8b
+               "num_hidden_layers": 32}
+
+
+@pytest.mark.parametrize("config", [GPT2, GPT2_MEDIUM, DISTILGPT2], ids=["gpt2", "gpt2-medium", "distilgpt2"])
+def test_published_gpt2_configs_write_learned_positions_without_rope(config):
+    calls = written_hparams(config, "gpt2")
+    hidden = config["n_embd"]
+    assert (calls["context_length"], calls["embedding_length"], calls["block_count"]) == (1024, hidden, config["n_layer"])
+    assert calls["feed_forward_length"] == 4 * hidden and calls["head_count"] == calls["head_count_kv"] == config["n_head"]
+    assert calls["layer_norm_eps"] == 1e-5 and not [key for key in calls if "rope" in key or "rms" in key]
+
+
+def test_gpt2_conv1d_weights_are_written_transposed_and_the_output_tied():
+    """HF's Conv1D stores [in, out]; llama.cpp wants [out, in] (c_attn: [3 x hidden, hidden]). The tied lm_head and
+    the causal-mask buffers older checkpoints carry (h.N.attn.bias) are not written."""
+    shapes = {"transformer.wte.weight": (50257, 768), "transformer.wpe.weight": (1024, 768),
+              "transformer.h.0.attn.c_attn.weight": (768, 2304), "transformer.h.0.attn.c_attn.bias": (2304,),
+              "transformer.h.0.attn.c_proj.weight": (768, 768), "transformer.h.0.mlp.c_fc.weight": (768, 3072),
+              "transformer.h.0.mlp.c_proj.weight": (3072, 768), "transformer.h.0.attn.bias": (1, 1, 1024, 1024),
+              "lm_head.weight": (50257, 768)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, {**GPT2, "n_layer": 1}, "q8_0")}
+    assert set(plans) == {"token_embd.weight", "position_embd.weight", "blk.0.attn_qkv.weight", "blk.0.attn_qkv.bias",
+                          "blk.0.attn_output.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight"}
+    assert plans["blk.0.attn_qkv.weight"].shape == (2304, 768) and plans["blk.0.ffn_down.weight"].shape == (768, 3072)
+    weight = np.arange(6, dtype=np.float32).reshape(2, 3)
+    assert np.array_equal(plans["blk.0.ffn_up.weight"].transform(weight), weight.T)
+    assert plans["blk.0.attn_qkv.bias"].transform is None and plans["token_embd.weight"].transform is None
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"activation_function": "relu"}, "activation_function 'relu'"),
+    ({"scale_attn_weights": False}, "scale_attn_weights"),
+    ({"scale_attn_by_inverse_layer_idx": True}, "scale_attn_by_inverse_layer_idx"),
+    ({"add_cross_attention": True}, "add_cross_attention"),
+])
+def test_gpt2_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**GPT2, **change})
+    assert reason and fragment in reason and "GPT2LMHeadModel" in reason and "\n" not in reason
+
+
+@pytest.mark.parametrize("config, rotated", [(PYTHIA_160M, 16), (PYTHIA_2_8B, 20)], ids=["pythia-160m", "pythia-2.8b"])
+def test_published_pythia_configs_rotate_a_quarter_of_each_head_with_parallel_residual(config, rotated):
+    calls = written_hparams(config, "gptneox")
+    assert calls["rope_dimension_count"] == rotated and calls["rope_freq_base"] == 10000.0
+    assert calls["parallel_residual"] is True and calls["layer_norm_eps"] == 1e-5 and "layer_norm_rms_eps" not in calls
+    assert calls["feed_forward_length"] == config["intermediate_size"] and calls["context_length"] == 2048
+    sequential = written_hparams({**config, "use_parallel_residual": False}, "gptneox")
+    assert sequential["parallel_residual"] is False
+
+
+def test_pythia_fused_qkv_becomes_q_then_k_then_v_blocks():
+    shapes = {"gpt_neox.layers.0.attention.query_key_value.weight": (2304, 768),
+              "gpt_neox.layers.0.attention.query_key_value.bias": (2304,), "embed_out.weight": (50304, 768)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, {**PYTHIA_160M, "num_hidden_layers": 1}, "f16")}
+    assert set(plans) == {"blk.0.attn_qkv.weight", "blk.0.attn_qkv.bias", "output.weight"}
+    heads, dim = 2, 3
+    per_head = np.arange(heads * 3 * dim, dtype=np.float32)  # rows [q_h, k_h, v_h] for each head
+    blocks = gguf_arch._tensor_transform("gpt_neox.layers.0.attention.query_key_value.bias", (18,),
+                                         {**PYTHIA_160M, "num_attention_heads": heads}, "gptneox")(per_head)
+    assert blocks.tolist() == [0, 1, 2, 9, 10, 11, 3, 4, 5, 12, 13, 14, 6, 7, 8, 15, 16, 17]
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hidden_act": "relu"}, "hidden_act 'relu'"),
+    ({"attention_bias": False}, "attention_bias false"),
+    ({"tie_word_embeddings": True}, "tied embeddings"),
+])
+def test_pythia_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**PYTHIA_160M, **change})
+    assert reason and fragment in reason and "GPTNeoXForCausalLM" in reason and "\n" not in reason
+
+
+def test_pythia_exact_gelu_is_a_caveat_not_a_refusal():
+    assert any("tanh approximation" in note for note in gguf_arch.gguf_caveats(PYTHIA_160M))
+    assert not gguf_arch.gguf_caveats({**PYTHIA_160M, "hidden_act": "gelu_new"})
 
 
 def test_published_llama_3_2_config_gets_its_rope_table():

@@ -46,7 +46,7 @@ EXPECTED = {
     "falcon3-bpe": ("gpt2", "falcon3", None),
     "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
     "exaone4-bpe": ("gpt2", "gpt-2", None),  # llama.cpp runs its "exaone4" name with this same GPT-2 split
-    "gpt-neox-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's converter says "olmo": the same GPT-2 split
+    "gptneox-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's converter names it "mpt" / "olmo": the same GPT-2 split
     "llama-spm": ("llama", "default", True),
     "mistral-v3-spm": ("llama", "default", True),
     "gemma-spm": ("llama", "default", False),
@@ -356,7 +356,7 @@ def test_llama_cpp_tokenizes_like_transformers(standins, llama_cpp, kind):
 
 
 @pytest.mark.requires_llama_cpp
-@pytest.mark.parametrize("kind", ["llama-spm", "gemma-spm", "qwen2", "tekken", "bloom", "codegen-bpe"])
+@pytest.mark.parametrize("kind", ["llama-spm", "gemma-spm", "qwen2", "tekken", "bloom", "codegen-bpe", "gptneox-bpe"])
 def test_llama_cpp_round_trip_of_plain_text(standins, llama_cpp, kind):
     _, _, path, _ = standins(kind)
     llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)

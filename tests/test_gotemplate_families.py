@@ -87,6 +87,7 @@ FAMILIES = {
     "hunyuan": ({"bos_token": "<｜hy_begin▁of▁sentence｜>", "eos_token": "<｜hy_place▁holder▁no▁2｜>"},
                 ["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"]),
     "phi2-qa": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
+    "alpaca": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, []),
     "granite3.3": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
                    ["<|start_of_role|>", "<|end_of_role|>", "<|tool_call|>"]),
     "granite3.1-moe": ({"bos_token": "<|end_of_text|>", "eos_token": "<|end_of_text|>"},
@@ -152,6 +153,10 @@ def test_measured_pieces_of_typical_templates(family_formats):
     # ducktune's Phi-2 QA format: the answer follows "Output:" and ends with EOS, which opens the next turn
     phi2 = derive_layout(family_formats["phi2-qa"])
     assert (phi2.user_open, phi2.generation_prompt, phi2.assistant_close) == ("Instruct: ", "Output:", "<|endoftext|>")
+    # ducktune's GPT-2 / Pythia format: Alpaca's markers, the answer ended by EOS, which opens the next turn
+    alpaca = derive_layout(family_formats["alpaca"])
+    assert (alpaca.user_open, alpaca.generation_prompt, alpaca.assistant_close) == (
+        "### Instruction:\n", "### Response:\n", "<|endoftext|>")
     # Granite 3.3's default system prompt prints today's date (strftime_now): measured as rendered today
     granite = derive_layout(family_formats["granite3.3"])
     assert granite.default_system.startswith("Knowledge Cutoff Date: April 2024. Today's Date: ")

@@ -104,6 +104,40 @@ def test_logits_of_a_packed_sample_equal_its_logits_alone(arch, request):
     assert packing.verify_isolation(model, forward_hidden) < 1e-5
 
 
+@pytest.mark.parametrize("family_id, adapted", [("gpt2", ["c_attn", "c_fc", "c_proj"]),
+                                                ("pythia", ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"])])
+def test_absolute_and_partial_rotary_positions_restart_per_packed_sample(family_id, adapted, tmp_path):
+    """GPT-2 adds learned position embeddings (wpe) by position id and Pythia rotates a quarter of each head by
+    it: both read the packed position ids, so each sample starts at position 0 and sees only itself. LoRA's
+    default (all-linear) reaches GPT-2's Conv1D c_attn / c_proj / c_fc, and merging them ([in, out] weights,
+    fan_in_fan_out) gives the adapted model's logits."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.models.families import build_standin
+    from ducktune.train.lora import attach_lora
+
+    base = AutoModelForCausalLM.from_pretrained(build_standin(family_id, tmp_path / family_id), dtype=torch.float32)
+    model, names = attach_lora(base, LoraConfig(r=4, dropout=0.0))
+    assert names == adapted
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # non-zero adapters, so they take part in what is compared
+            torch.nn.init.normal_(param, std=0.05)
+    packing.use_varlen_attention(model, "cpu")
+    model.eval()
+    samples = _samples([9, 23, 4, 17], vocab=500)
+    collate = packing.VarlenCollator()
+    assert packing.verify_isolation(model, forward_hidden) < 1e-5
+    with torch.no_grad():
+        packed = model(**collate([{"samples": samples}]), use_cache=False).logits[0]
+        alone = torch.cat([model(**collate([s]), use_cache=False).logits[0] for s in samples])
+        merged_model = model.merge_and_unload()
+        merged = torch.cat([merged_model(**collate([s]), use_cache=False).logits[0] for s in samples])
+    assert (packed - alone).abs().max().item() < 1e-4
+    assert (merged - alone).abs().max().item() < 1e-4
+
+
 def test_isolation_check_catches_leakage(tiny_qwen):
     """transformers' default in training (use_cache=True) silently disables its packed-sequence
     masks: samples then attend to each other. The check must see it."""

@@ -115,6 +115,15 @@ Per architecture, what differs from "read config, rename tensors":
 - apertus (ApertusForCausalLM, Apertus-8B / 70B): per-head q/k norms before rotate-half rope (NEOX, no
   re-ordering), llama3 rope_freqs table, no gate in the MLP (up, xIELU, down); xIELU's learned per-layer
   scalars are hyper-parameter arrays, not tensors, in its own module (gguf_apertus).
+- gpt2 (GPT2LMHeadModel: GPT-2, gpt2-medium, DistilGPT2): learned absolute position embeddings (position_embd,
+  n_positions rows, which llama.cpp reads as the trained context), LayerNorms with biases, no rope, the fused
+  c_attn ([q; k; v] blocks), gelu_new, the output layer tied to the embedding. Its Conv1D layers store weights
+  as [in, out]: c_attn / c_proj / c_fc are written transposed ([out, in]), as llama.cpp's converter does.
+- gptneox (GPTNeoXForCausalLM: Pythia, GPT-NeoX-20B and their chat tunes): LayerNorms with biases, parallel
+  residual (use_parallel_residual, written as llama.cpp's key), partial rotary (rotary_pct, 0.25 for Pythia)
+  in NEOX halves as HF stores them, and the fused query_key_value interleaved per head ([q, k, v] per head, as
+  Bloom's) re-ordered to [all q; all k; all v]. Pythia's exact GELU ("gelu") runs as llama.cpp's tanh GELU
+  (a gguf_caveats line); an untied embed_out is required.
 - arcee (ArceeForCausalLM, Arcee AFM-4.5B): llama's layout and rotary re-ordering, an MLP without a gate
   (up, ReLU^2, down), YaRN written as llama.cpp's yarn keys (as its converter writes AFM-4.5B's).
 - minicpm3 (MiniCPM3ForCausalLM, MiniCPM3-4B): multi-head latent attention (low-rank q and kv projections,
@@ -186,6 +195,8 @@ ARCHITECTURES = {
     "ApertusForCausalLM": "apertus",
     "ArceeForCausalLM": "arcee",
     "MiniCPM3ForCausalLM": gguf_minicpm3.ARCH,
+    "GPT2LMHeadModel": "gpt2",
+    "GPTNeoXForCausalLM": "gptneox",
 }
 # llama.cpp's rope for these is LLAMA_ROPE_TYPE_NORM (interleaved pairs) while the HF weights
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
@@ -196,9 +207,9 @@ SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
 WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee", "olmoe"}
-NO_ROPE = {"bloom"}
+NO_ROPE = {"bloom", "gpt2"}  # ALiBi; learned absolute position embeddings
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
-TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2", gguf_gemma3n.ARCH, gguf_minicpm3.ARCH}
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2", gguf_gemma3n.ARCH, gguf_minicpm3.ARCH, "gpt2"}
 # Cohere's parallel blocks: llama.cpp reads their logit scale and always reuses the embedding as output layer
 COHERE = {"command-r", "cohere2", gguf_gemma3n.ARCH}
 # transformers' CohereConfig / Cohere2Config defaults when the key is absent
@@ -212,13 +223,15 @@ EXAONE4_SWA_LAYERS = 64
 # Exaone4Config's sliding_window when the key is absent
 EXAONE4_DEFAULT_WINDOW = 4096
 # LayerNorm (with bias) rather than RMSNorm: llama.cpp reads attention.layer_norm_epsilon
-LAYER_NORM = {"bloom", "phi2", "command-r", "cohere2", "stablelm", "nemotron"}
+LAYER_NORM = {"bloom", "phi2", "command-r", "cohere2", "stablelm", "nemotron", "gpt2", "gptneox"}
 # LayerNorm1P (Nemotron): scales by (1 + w) where llama.cpp's LayerNorm scales by w -> written +1, as Gemma's norms
 LAYER_NORM_1P = {"nemotron"}
 # the one MLP activation llama.cpp's graph runs per architecture (StableLM: SwiGLU; Nemotron: squared ReLU)
 MLP_ACTIVATION = {"stablelm": "silu", "nemotron": "relu2"}
 # HF activations computed as llama.cpp's GELU (the tanh approximation)
 TANH_GELU = {"gelu_new", "gelu_pytorch_tanh"}
+# GPT-2's Conv1D layers keep their weight as [in, out]; llama.cpp (like nn.Linear) wants [out, in]
+GPT2_CONV1D = (".attn.c_attn.weight", ".attn.c_proj.weight", ".mlp.c_fc.weight", ".mlp.c_proj.weight")
 # Granite's muP scalars -> the GGUF writer method of the key llama.cpp's granite loader reads
 GRANITE_SCALES = {
     "embedding_multiplier": "add_embedding_scale",
@@ -329,12 +342,13 @@ def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
                 params[key] = value
     theta_key = "rope_local_base_freq" if layer_kind == "sliding_attention" else "rope_theta"
     if params.get("rope_theta") is None:
-        params["rope_theta"] = _first(config, theta_key, "rope_theta", default=10000.0)
+        # GPT-NeoX's published configs name them rotary_emb_base and rotary_pct
+        params["rope_theta"] = _first(config, theta_key, "rope_theta", "rotary_emb_base", default=10000.0)
     params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
     if params["rope_type"] == "su":  # early Phi-3 128k configs' name for longrope
         params["rope_type"] = "longrope"
     if params.get("partial_rotary_factor") is None:
-        params["partial_rotary_factor"] = config.get("partial_rotary_factor", 1.0)
+        params["partial_rotary_factor"] = _first(config, "partial_rotary_factor", "rotary_pct", default=1.0)
     if params.get("original_max_position_embeddings") is None and config.get("original_max_position_embeddings"):
         params["original_max_position_embeddings"] = config["original_max_position_embeddings"]
     return params
@@ -417,7 +431,7 @@ def architecture_support(config: dict) -> str | None:
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     # these graphs size the attention output (and Phi-3's / GLM's fused qkv) by hidden_size
-    full_width = ("phi3", "chatglm", "phi2", "olmo2", "stablelm", "nemotron")
+    full_width = ("phi3", "chatglm", "phi2", "olmo2", "stablelm", "nemotron", "gptneox")
     if arch in full_width and n_heads(config) * head_dim(config) != hidden_size(config):
         return f"GGUF export of {name}: heads x head_dim ({n_heads(config)} x {head_dim(config)}) must equal hidden_size for llama.cpp"
     if arch == "bloom" and n_kv_heads(config) != n_heads(config):
@@ -434,6 +448,7 @@ def architecture_support(config: dict) -> str | None:
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
                "stablelm": _layer_norm_lm_problem, "nemotron": _layer_norm_lm_problem,
+               "gpt2": _gpt2_problem, "gptneox": _gptneox_problem,
                gguf_apertus.ARCH: gguf_apertus.apertus_support,
                gguf_minicpm3.ARCH: gguf_minicpm3.minicpm3_support}.get(arch)
     if gguf_moe.routed(config, arch):
@@ -621,6 +636,38 @@ def _phi2_problem(config: dict, name: str) -> str | None:
     return f"GGUF export of {name}: {reason}"
 
 
+def _gpt2_problem(config: dict, name: str) -> str | None:
+    """What in a GPT-2 config llama.cpp's gpt2 graph would run differently: it computes the tanh GELU, scales
+    attention by 1/sqrt(head_dim) in every layer and has no cross-attention."""
+    act = config.get("activation_function", "gelu_new")
+    if act not in TANH_GELU:
+        reason = f"activation_function {act!r}: llama.cpp's gpt2 graph computes the tanh GELU (gelu_new) only"
+    elif config.get("scale_attn_weights", True) is False:
+        reason = "scale_attn_weights false, but llama.cpp's gpt2 scales attention by 1/sqrt(head_dim)"
+    elif config.get("scale_attn_by_inverse_layer_idx"):
+        reason = "scale_attn_by_inverse_layer_idx (attention scaled by 1/layer) has no place in llama.cpp's gpt2 graph"
+    elif config.get("add_cross_attention"):
+        reason = "add_cross_attention: llama.cpp's gpt2 graph has no cross-attention layers"
+    else:
+        return None
+    return f"GGUF export of {name}: {reason}"
+
+
+def _gptneox_problem(config: dict, name: str) -> str | None:
+    """What in a GPT-NeoX config llama.cpp's gptneox graph would run differently: it loads q/k/v and output
+    biases and an output layer of its own, and computes (tanh) GELU; exact GELU is a caveat (gguf_caveats)."""
+    act = config.get("hidden_act", "gelu")
+    if act not in TANH_GELU | {"gelu"}:
+        reason = f"hidden_act {act!r}: llama.cpp's gptneox graph computes GELU only"
+    elif config.get("attention_bias", True) is False:
+        reason = "attention_bias false, but llama.cpp's gptneox loads query_key_value and dense biases"
+    elif config.get("tie_word_embeddings"):
+        reason = "tied embeddings: llama.cpp's gptneox loads an output layer (embed_out) of its own"
+    else:
+        return None
+    return f"GGUF export of {name}: {reason}"
+
+
 def gemma_activation(config: dict) -> str:
     """The MLP activation transformers 5 runs for a Gemma config: Gemma 1 reads `hidden_act` (its
     published "gelu" is taken as the tanh approximation) and ignores `hidden_activation`, which
@@ -695,6 +742,9 @@ def gguf_caveats(config: dict) -> list[str]:
         notes.append("Gemma 3n's activation sparsity: llama.cpp's cutoff uses the sample standard deviation "
                      "(n - 1), transformers' the population one (n), so logits differ slightly (E2B's 8192-wide "
                      "MLP: a std 6e-5 larger)")
+    if arch == "gptneox" and config.get("hidden_act", "gelu") == "gelu":
+        notes.append("hidden_act gelu (exact): llama.cpp's gptneox computes the tanh approximation (within about "
+                     "3e-4 of it), so logits differ from transformers' slightly")
     if arch in ROPE_KINDS["longrope"] and kind == "longrope":
         original = rope_params(config).get("original_max_position_embeddings")
         notes.append(f"longrope: llama.cpp picks the long factors for the whole run when its context exceeds {original} "
@@ -738,7 +788,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         width, kv = gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
     else:
         # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
-        width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", default=4 * hidden))
+        width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
+                           default=4 * hidden))
         kv = n_kv_heads(config)
         if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
             width, kv = gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, kv)
@@ -754,7 +805,10 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
                                                   "layer_norm_eps")))
     if arch == "bloom":
         put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
+    if arch in NO_ROPE:
         return written
+    if arch == "gptneox":  # llama.cpp requires the key (GPTNeoXConfig's default: parallel)
+        put("add_parallel_residual", bool(config.get("use_parallel_residual", True)))
     if arch == gguf_gemma4.ARCH:
         gguf_gemma4.add_gemma4_hparams(put, config)
         return written
@@ -994,7 +1048,11 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             continue
         # Bloom's names are mapped without their "transformer." prefix (as in BloomModel's own)
         lookup = lookup.removeprefix("transformer.") if arch == "bloom" else lookup
+        if arch == "gpt2" and lookup.endswith((".attn.bias", ".attn.masked_bias")):  # old checkpoints' mask buffers
+            continue
         transform = _tensor_transform(hf_name, shape, config, arch)
+        if arch == "gpt2" and hf_name.endswith(GPT2_CONV1D):  # Conv1D [in, out] -> [out, in]
+            shape, transform = (shape[1], shape[0]), _transposed
         if arch == gguf_qwen35.ARCH:
             lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
         if arch == gguf_lfm2.ARCH and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
@@ -1028,14 +1086,20 @@ def _tensor_transform(hf_name: str, shape, config: dict, arch: str) -> Callable 
         return lambda array: rotary_interleave(array, heads)
     if (arch in GEMMA or arch in LAYER_NORM_1P) and hf_name.endswith("norm.weight"):
         return lambda array: array + 1.0
-    if arch == "bloom" and ".query_key_value." in hf_name:
+    if arch in ("bloom", "gptneox") and ".query_key_value." in hf_name:
         heads = n_heads(config)
         return lambda array: bloom_qkv_to_blocks(array, heads)
     return None
 
 
+def _transposed(array):
+    import numpy as np
+
+    return np.ascontiguousarray(array.T)
+
+
 def bloom_qkv_to_blocks(array, heads: int):
-    """Bloom's fused qkv rows [q_h, k_h, v_h] per head -> [all q; all k; all v] (weight or bias)."""
+    """Bloom's (and GPT-NeoX's) fused qkv rows [q_h, k_h, v_h] per head -> [all q; all k; all v] (weight or bias)."""
     rest = array.shape[1:]
     per_head = array.reshape(heads, 3, array.shape[0] // heads // 3, *rest)
     return per_head.swapaxes(0, 1).reshape(array.shape)

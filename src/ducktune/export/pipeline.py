@@ -373,18 +373,23 @@ def _merge_check(merge) -> checks_mod.Check:
                             {"max_abs_diff": merge.max_diff, "precision": merge.precision, "prompts": merge.prompts})
 
 
+def modelfile_num_ctx(config: dict) -> int:
+    """The Modelfile's num_ctx: the trained context, capped at MAX_NUM_CTX. GPT-2 names it n_positions, the rows
+    of its learned position table: llama.cpp cannot look up positions past them (ALiBi's BLOOM names none)."""
+    return min(int(config.get("max_position_embeddings") or config.get("n_positions") or MAX_NUM_CTX), MAX_NUM_CTX)
+
+
 def _write_modelfile(work: Path, export_dir: Path, name: str, quant: str, layout, source, config: dict,
                      add_bos: bool, template_omitted: str | None = None) -> None:
     from ducktune.export.modelfile import ModelfileSpec, render_modelfile
 
     # llama.cpp adds BOS itself when the GGUF says so; the TEMPLATE must not print it twice.
     include_bos = not (add_bos and layout is not None and layout.bos)
-    context = int(config.get("max_position_embeddings") or MAX_NUM_CTX)
     spec = ModelfileSpec(
         gguf_name=f"{name}-{quant}.gguf",
         template=layout.go_template(include_bos=include_bos) if layout else None,
         stop=source.chat_format.stop_tokens,
-        num_ctx=min(context, MAX_NUM_CTX),
+        num_ctx=modelfile_num_ctx(config),
         system=source.config.model.system_prompt,
     )
     header = (f"{name}: fine-tuned from {source.config.model.name_or_path} with ducktune\n"

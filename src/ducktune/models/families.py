@@ -223,7 +223,7 @@ FAMILIES: list[Family] = [
            note="sliding-window layers: trains on padded batches (packing is refused by the isolation proof)"),
     # OLMoE-1B-7B-0125-Instruct: GPT-NeoX-20B's tokenizer (AI2's PII variant, vocab 50280 padded to 50304) whose
     # tokenizer_config names id 50279 |||IP_ADDRESS||| as BOS and EOS; OLMo 2's Tulu 3 template (plain-text markers)
-    Family("olmoe", "OLMoE-1B-7B-0125-Instruct", "OlmoeForCausalLM", "olmoe", "gpt-neox-bpe", "olmo2",
+    Family("olmoe", "OLMoE-1B-7B-0125-Instruct", "OlmoeForCausalLM", "olmoe", "gptneox-bpe", "olmo2",
            _specials(bos="|||IP_ADDRESS|||", eos="|||IP_ADDRESS|||", pad="<|padding|>", additional=["<|endoftext|>"]),
            tokenizer_class="GPTNeoXTokenizer"),
     # LFM2's byte-level BPE is Llama 3's pipeline (cl100k regex, whole words kept, BOS added) with its own
@@ -264,6 +264,18 @@ FAMILIES: list[Family] = [
            _specials(bos="<|endoftext|>", eos="<|endoftext|>", unk="<|endoftext|>"),
            note="no chat template of its own: set model.chat_template: phi2-qa (ducktune's Instruct:/Output: format)",
            tokenizer_class="CodeGenTokenizer"),
+    # GPT-2 and Pythia: base models without a chat format; <|endoftext|> is BOS, EOS and UNK as published (GPT-2 has no
+    # pad token; GPTNeoXTokenizer pads with <|padding|>), and ducktune's alpaca format ends each answer with it.
+    Family("gpt2", "GPT-2 / DistilGPT2", "GPT2LMHeadModel", "gpt2", "exaone4-bpe", "alpaca",
+           _specials(bos="<|endoftext|>", eos="<|endoftext|>", unk="<|endoftext|>"),
+           note="no chat template of its own: set model.chat_template: alpaca (ducktune's ### Instruction: / "
+                "### Response: format)",
+           tokenizer_class="GPT2Tokenizer"),
+    Family("pythia", "Pythia / GPT-NeoX", "GPTNeoXForCausalLM", "pythia", "gptneox-bpe", "alpaca",
+           _specials(bos="<|endoftext|>", eos="<|endoftext|>", pad="<|padding|>", unk="<|endoftext|>"),
+           note="no chat template of its own: set model.chat_template: alpaca (ducktune's ### Instruction: / "
+                "### Response: format)",
+           tokenizer_class="GPTNeoXTokenizer"),
     # generation_config: eos 361 = [|endofturn|], the end of every turn
     Family("exaone4", "EXAONE 4.0 (1.2B / 32B)", "Exaone4ForCausalLM", "exaone4", "exaone4-bpe", "exaone4",
            _specials(bos="[BOS]", eos="[|endofturn|]", pad="[PAD]", unk="[UNK]",

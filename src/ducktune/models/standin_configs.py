@@ -61,6 +61,8 @@ MIRRORS = {
     "apertus": "swiss-ai/Apertus-8B-Instruct-2509",
     "afm": "arcee-ai/AFM-4.5B",
     "minicpm3": "openbmb/MiniCPM3-4B",
+    "gpt2": "openai-community/gpt2",
+    "pythia": "EleutherAI/pythia-160m",
 }
 ARCH_IDS = tuple(MIRRORS)
 
@@ -91,7 +93,7 @@ def _specs() -> dict[str, tuple[str, dict]]:
     return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_moe_specs(common),
             **_gemma_specs(common), **_other_specs(common), **_newer_specs(common), **_newest_specs(common),
             **_layer_norm_specs(common), **_ungated_mlp_specs(common),
-            **_latent_attention_specs(common)}
+            **_latent_attention_specs(common), **_classic_base_specs()}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -534,6 +536,26 @@ def _latent_attention_specs(common: dict) -> dict[str, tuple[str, dict]]:
     }
 
 
+def _classic_base_specs() -> dict[str, tuple[str, dict]]:
+    """GPT-2 and Pythia (GPT-NeoX), under their own config key names."""
+    return {
+        # GPT-2 124M: learned absolute positions (n_positions 1024 rows), gelu_new, LayerNorm eps 1e-5, tied
+        # output, MLP 4x hidden (n_inner null), dropouts 0.1 as published
+        "gpt2": ("GPT2LMHeadModel", dict(
+            n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=1024, n_ctx=1024, n_inner=None,
+            activation_function="gelu_new", layer_norm_epsilon=1e-5, attn_pdrop=0.1, embd_pdrop=0.1, resid_pdrop=0.1,
+            initializer_range=0.02, summary_activation=None, summary_first_dropout=0.1, summary_proj_to_labels=True,
+            summary_type="cls_index", summary_use_proj=True,
+            task_specific_params={"text-generation": {"do_sample": True, "max_length": 50}})),
+        # Pythia-160m: a quarter of each head rotated (rotary_pct 0.25: 4 of 16 dims here, 16 of 64 published),
+        # parallel residual, exact GELU, MLP 4x hidden, untied embed_out, q/k/v and dense biases
+        "pythia": ("GPTNeoXForCausalLM", dict(
+            hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=4 * HIDDEN,
+            hidden_act="gelu", layer_norm_eps=1e-5, max_position_embeddings=2048, rotary_emb_base=10000,
+            rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False, initializer_range=0.02)),
+    }
+
+
 def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None, pad_token_id=None):
     """A tiny `transformers.PretrainedConfig` of GGUF architecture id `arch` (see `ARCH_IDS`)."""
     import transformers
@@ -542,7 +564,8 @@ def tiny_config(arch: str, vocab_size: int, bos_token_id=None, eos_token_id=None
     if arch not in specs:
         raise ModelError(f"stand-in architecture {arch!r}: known are {', '.join(specs)}")
     class_name, values = specs[arch]
-    config_class = getattr(transformers, class_name.split("For", 1)[0] + "Config")  # Gemma3ForX -> Gemma3Config
+    # Gemma3ForX -> Gemma3Config, GPT2LMHeadModel -> GPT2Config
+    config_class = getattr(transformers, class_name.split("For", 1)[0].removesuffix("LMHeadModel") + "Config")
     if class_name in ("Gemma3ForCausalLM", "Gemma3nForCausalLM"):  # text-only classes of multimodal families
         config_class = getattr(transformers, class_name.replace("ForCausalLM", "TextConfig"))
     tokens = dict(vocab_size=vocab_size, bos_token_id=bos_token_id, eos_token_id=eos_token_id, pad_token_id=pad_token_id)

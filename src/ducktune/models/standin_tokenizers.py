@@ -71,6 +71,8 @@ HUNYUAN_DENSE_REGEXES = (
 BLOOM_REGEX = r" ?[^(\s|[.,!?…。，、।۔،])]+"
 # CodeGen's (and Phi-1.5/Phi-2's) added tokens 50257-50294: runs of 31..2 spaces, then 9..2 tabs.
 CODEGEN_WHITESPACE = tuple(" " * n for n in range(31, 1, -1)) + tuple("\t" * n for n in range(9, 1, -1))
+# GPT-NeoX-20B's (Pythia's) added tokens 50254-50276: runs of 24..2 spaces.
+GPTNEOX_WHITESPACE = tuple(" " * n for n in range(24, 1, -1))
 
 
 @dataclass(frozen=True)
@@ -183,17 +185,17 @@ KINDS: dict[str, KindSpec] = {
                   "additional": []}),
     "exaone4-bpe": KindSpec(
         "LGAI-EXAONE/EXAONE-4.0-1.2B (also 32B; GPT2Tokenizer): ByteLevel(use_regex=true) alone (GPT-2's split, "
-        "llama.cpp pre \"exaone4\" = its gpt-2 pre-tokenizer), no normalizer, no BOS added",
+        "llama.cpp pre \"exaone4\" = its gpt-2 pre-tokenizer), no normalizer, no BOS added; GPT-2's own pipeline "
+        "(openai-community/gpt2, gpt2-medium, distilgpt2), which the gpt2 family uses with <|endoftext|>",
         spm=False, adds_bos=False, pre="bytelevel",
         defaults={"bos": "[BOS]", "eos": "[|endofturn|]", "pad": "[PAD]", "unk": "[UNK]",
                   "additional": ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]}),
-    "gpt-neox-bpe": KindSpec(
-        "allenai/OLMoE-1B-7B-0125-Instruct (GPTNeoXTokenizer: GPT-NeoX-20B's pipeline with AI2's PII specials): "
-        "NFC + ByteLevel(use_regex=true) alone (GPT-2's split, llama.cpp pre \"olmo\" = its gpt-2 pre-tokenizer), "
-        "no BOS added (the template writes it)",
-        spm=False, adds_bos=False, normalizer="nfc", pre="bytelevel",
-        defaults={"bos": "|||IP_ADDRESS|||", "eos": "|||IP_ADDRESS|||", "pad": "<|padding|>", "unk": None,
-                  "additional": ["<|endoftext|>"]}),
+    "gptneox-bpe": KindSpec(
+        "EleutherAI/gpt-neox-20b (Pythia's, and OLMoE's with AI2's PII specials; GPTNeoXTokenizer): NFC + ByteLevel(use_regex=true) (GPT-2's split, "
+        "llama.cpp's gpt-2 / mpt / olmo regex), no BOS added, its space-run tokens added as plain tokens",
+        spm=False, adds_bos=False, normalizer="nfc", pre="bytelevel", plain_added=GPTNEOX_WHITESPACE,
+        defaults={"bos": "<|endoftext|>", "eos": "<|endoftext|>", "pad": "<|padding|>", "unk": "<|endoftext|>",
+                  "additional": []}),
     "llama-spm": KindSpec(
         "meta-llama/Llama-2-7b-chat-hf (also TinyLlama, Yi, Mistral v0.1/v0.2, MiniCPM3): Prepend(▁)+Replace(' ', ▁) "
         "normalizer, BPE byte_fallback, BOS <s> added",
