@@ -401,6 +401,16 @@ EXPECTED = {
                     {"blk.0.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_up_exps.weight": (4, 64, 64),
                      "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64)},
                     {"output.weight", "rope_freqs.weight", "blk.0.ffn_gate.weight"}),
+    # Falcon-H1: Mamba-2 beside attention in every layer (ssm keys, one KV head count), head_dim apart from
+    # hidden/heads, the ffn norm named without .weight (as llama.cpp loads it), no gated norm, untied output
+    "falcon-h1": ("falcon-h1", {"attention.head_count_kv": 2, "attention.key_length": 8, "ssm.conv_kernel": 4,
+                                "ssm.inner_size": 96, "ssm.state_size": 16, "ssm.time_step_rank": 6,
+                                "ssm.group_count": 1, "rope.freq_base": 1e11, "context_length": 16384,
+                                "feed_forward_length": 128},
+                  {"blk.1.ssm_in.weight": (230, 64), "blk.1.ssm_conv1d.weight": (128, 4), "blk.1.ssm_a": (6, 1),
+                   "blk.1.ssm_d": (6, 1), "blk.1.ssm_dt.bias": (6,), "blk.1.ssm_out.weight": (64, 96),
+                   "blk.1.attn_q.weight": (32, 64), "blk.1.ffn_norm": (64,), "output.weight": (None, 64)},
+                  {"blk.0.ssm_norm.weight", "blk.0.ffn_norm.weight", "rope_freqs.weight"}),
     # OLMo 2: norms after attention and MLP (none before), q/k norms over the whole projection, no tied output
     "olmo2": ("olmo2", {"rope.freq_base": 500000.0, "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 4096},
               {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
@@ -728,6 +738,9 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
         suffix for suffix in gguf_arch.GPT2_CONV1D if suffix != ".attn.c_proj.weight")),
     "pythia qkv left interleaved per head": ("pythia", "_tensor_transform", lambda: _tensor_transform_except("gptneox")),
     "pythia rotary over the whole head": ("pythia", "rotary_dims", lambda: gguf_arch.head_dim),
+    "falcon-h1 multipliers not folded": ("falcon-h1", "gguf_falconh1.weight_scale", lambda: lambda hf_name, config: None),
+    "falcon-h1 in_proj muP vector left out": ("falcon-h1", "gguf_falconh1.mup_vector", lambda: lambda config: 1.0),
+    "falcon-h1 q/k rows re-ordered as for llama": ("falcon-h1", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "falcon-h1"}),
     "gemma4 proportional rope turning every pair": ("gemma4", "gguf_gemma4.rope_freqs",
                                                     lambda: lambda config: [1.0] * (gguf_arch.gguf_gemma4.head_dims(config)[0] // 2)),
 }
@@ -829,6 +842,32 @@ def test_granite_4_h_moe_runs_in_llama_cpp_as_in_transformers(tokenizer, prompt_
         "blk.1.ffn_up_exps.weight": (4, 32, 64), "blk.1.ffn_down_exps.weight": (4, 64, 32),
         "blk.1.ffn_gate_shexp.weight": (256, 64), "blk.1.ffn_down_shexp.weight": (64, 256)}
     assert "blk.1.ffn_gate.weight" not in tensors
+    agree, positions, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
+    assert positions >= 20 and agree == 1.0 and diff < F16_MAX_DIFF, (agree, positions, diff, summary)
+
+
+@_mark(*requires_llama_cpp)
+def test_falcon_h1_multipliers_fold_into_the_weights_llama_cpp_runs(tokenizer, prompt_ids, tmp_path):
+    """Every Falcon-H1 muP multiplier away from 1 (the stand-in keeps the published attention_in 1.0 and a trainable
+    lm_head 1.0), with the gated norm per group on (as llama.cpp applies it: after the gate) and two groups: llama.cpp's
+    logits match transformers'."""
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_config("falcon-h1", len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id,
+                         tokenizer.pad_token_id)
+    config.attention_in_multiplier, config.lm_head_multiplier, config.mamba_n_groups = 0.75, 4.0, 2
+    config.mamba_rms_norm, config.mamba_norm_before_gate, config.initializer_range = True, False, INIT_RANGE
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    with torch.no_grad():  # the gated norm's weights away from 1, so reshaping it per group matters
+        for layer in model.model.layers:
+            layer.mamba.norm.weight.uniform_(0.5, 1.5)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    path = tmp_path / "falcon-h1.gguf"
+    summary = write_gguf(tmp_path / "model", path, "f16", NAME, tokenizer, EOT, log=lambda *a: None)
+    fields, tensors = gguf_fields(path)
+    assert fields["falcon-h1.ssm.group_count"] == 2 and tensors["blk.0.ssm_norm.weight"] == (2, 48)
     agree, positions, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), F16_MARGIN)
     assert positions >= 20 and agree == 1.0 and diff < F16_MAX_DIFF, (agree, positions, diff, summary)
 
@@ -2203,6 +2242,72 @@ def test_granite_4_h_mamba_weights_become_llama_cpps_ssm_tensors():
     assert (plans["blk.0.ssm_norm.weight"].transform(norm) == norm.reshape(2, 8)).all()
     kernel = np.arange(24 * 4, dtype=np.float32).reshape(24, 1, 4)
     assert (plans["blk.0.ssm_conv1d.weight"].transform(kernel) == kernel[:, 0]).all()
+
+
+# tiiuae/Falcon-H1-0.5B-Instruct's config values as NVIDIA Megatron-Bridge's Falcon-H1 bridge test lists them
+# (tests/unit_tests/models/falcon_h1/, FALCON_H1_500M_CONFIG); mamba_d_ssm (1536 = 24 heads x 64), which that list
+# leaves out and the published config.json sets, added (transformers' default 1024 fails its own heads check)
+FALCON_H1_0_5B = {
+    "architectures": ["FalconH1ForCausalLM"], "model_type": "falcon_h1", "attention_bias": False,
+    "attention_in_multiplier": 1.0, "attention_out_multiplier": 0.9375, "embedding_multiplier": 5.656854249492381,
+    "head_dim": 64, "hidden_act": "silu", "hidden_size": 1024, "intermediate_size": 2048,
+    "key_multiplier": 0.39062499999999994, "lm_head_multiplier": 0.0390625, "mamba_chunk_size": 128,
+    "mamba_conv_bias": True, "mamba_d_conv": 4, "mamba_d_head": 64, "mamba_d_ssm": 1536, "mamba_d_state": 128,
+    "mamba_expand": 2, "mamba_n_groups": 1, "mamba_n_heads": 24, "mamba_norm_before_gate": False,
+    "mamba_proj_bias": False, "mamba_rms_norm": False, "max_position_embeddings": 16384, "mlp_bias": False,
+    "mlp_multipliers": [0.8838834764831844, 0.5859375], "num_attention_heads": 8, "num_hidden_layers": 36,
+    "num_key_value_heads": 2, "projectors_bias": False, "rms_norm_eps": 1e-5, "rope_scaling": None,
+    "rope_theta": 100000000000.0, "ssm_in_multiplier": 1.25,
+    "ssm_multipliers": [0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738],
+    "ssm_out_multiplier": 0.23570226039551587, "tie_word_embeddings": False, "vocab_size": 32784,
+}
+
+
+def test_falcon_h1_0_5b_is_falcon_h1_with_its_mamba_keys_and_folded_multipliers():
+    calls = written_hparams(FALCON_H1_0_5B, "falcon-h1")
+    assert (calls["ssm_conv_kernel"], calls["ssm_inner_size"], calls["ssm_state_size"], calls["ssm_time_step_rank"],
+            calls["ssm_group_count"]) == (4, 1536, 128, 24, 1)  # inner size mamba_d_ssm, not expand x hidden
+    assert (calls["head_count"], calls["head_count_kv"], calls["key_length"], calls["rope_dimension_count"],
+            calls["feed_forward_length"], calls["rope_freq_base"]) == (8, 2, 64, 64, 2048, 1e11)
+    shapes = {"model.embed_tokens.weight": (32784, 1024), "lm_head.weight": (32784, 1024),
+              "model.layers.0.self_attn.k_proj.weight": (128, 1024), "model.layers.0.self_attn.q_proj.weight": (512, 1024),
+              "model.layers.0.self_attn.o_proj.weight": (1024, 512),
+              "model.layers.0.feed_forward.gate_proj.weight": (2048, 1024),
+              "model.layers.0.feed_forward.up_proj.weight": (2048, 1024),
+              "model.layers.0.feed_forward.down_proj.weight": (1024, 2048),
+              "model.layers.0.mamba.in_proj.weight": (3352, 1024), "model.layers.0.mamba.out_proj.weight": (1024, 1536)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, FALCON_H1_0_5B, "f16")}
+    factors = {name: float(plan.transform(np.ones((2, 2), dtype=np.float32))[0, 0]) if plan.transform else 1.0
+               for name, plan in plans.items() if name != "blk.0.ssm_in.weight"}
+    assert factors == pytest.approx({
+        "token_embd.weight": 5.656854249492381, "output.weight": 0.0390625, "blk.0.attn_k.weight": 0.39062499999999994,
+        "blk.0.attn_q.weight": 1.0, "blk.0.attn_output.weight": 0.9375, "blk.0.ffn_gate.weight": 0.8838834764831844,
+        "blk.0.ffn_up.weight": 1.0, "blk.0.ffn_down.weight": 0.5859375, "blk.0.ssm_out.weight": 0.23570226039551587})
+    # in_proj rows [z 1536; x 1536; B 128; C 128; dt 24], each block x ssm_in_multiplier x its ssm_multiplier
+    rows = plans["blk.0.ssm_in.weight"].transform(np.ones((3352, 1), dtype=np.float32))[:, 0]
+    starts = (0, 1536, 3072, 3200, 3328)
+    assert [float(rows[start]) for start in starts] == pytest.approx(
+        [1.25 * m for m in FALCON_H1_0_5B["ssm_multipliers"]])
+    assert all((rows[a:b] == rows[a]).all() for a, b in zip(starts, (*starts[1:], 3352)))
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"mamba_rms_norm": True, "mamba_norm_before_gate": True}, "normalizes before the gate"),
+    ({"attention_bias": True, "projectors_bias": True}, "attention_bias, projectors_bias true"),
+    ({"tie_word_embeddings": True}, "tie_word_embeddings true"),
+    ({"mamba_d_ssm": 1024}, "mamba_n_heads 24 x mamba_d_head 64 must equal the Mamba-2 inner size (1024)"),
+    ({"time_step_limit": [0.0, 10.0]}, "time_step_limit [0.0, 10.0]"),
+    ({"hidden_act": "gelu"}, "llama.cpp's falcon-h1 runs SiLU only"),
+    ({"ssm_multipliers": [1.0, 1.0]}, "ssm_multipliers must list 5 values"),
+    ({"head_dim": 64, "partial_rotary_factor": 0.5}, "rope over 32 of 64 head dims"),
+])
+def test_falcon_h1_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
+    reason = architecture_support({**FALCON_H1_0_5B, **change})
+    assert reason and fragment in reason and "\n" not in reason, reason
+
+
+def test_falcon_h1_with_the_gated_norm_after_the_gate_is_supported():
+    assert architecture_support({**FALCON_H1_0_5B, "mamba_rms_norm": True, "mamba_norm_before_gate": False}) is None
 
 
 @pytest.mark.parametrize("change, fragment", [

@@ -177,6 +177,23 @@ def test_lfm2_tokenizer_gets_llama_cpps_lfm2_name():
     assert pre_tokenizer_kind(data) == "lfm2"
     data["model"]["ignore_merges"] = False
     assert pre_tokenizer_kind(data) == "dbrx"
+def test_falcon_h1_gguf_names_its_llama_3_pipeline_tokenizer_falcon_h1(tmp_path):
+    """llama.cpp's converter names every Falcon-H1 tokenizer (Llama 3's pipeline; its four differ by hash only)
+    "falcon-h1", which llama.cpp runs as Llama 3's: a falcon-h1 GGUF says so, a llama one keeps "llama-bpe"."""
+    import gguf
+
+    from ducktune.models.families import family
+
+    spec = family("falcon-h1")
+    tokenizer = build_tokenizer(spec.tokenizer, spec.specials, chat_template="{{ messages }}")
+    tokenizer.save_pretrained(tmp_path)
+    assert pre_tokenizer_kind(json.loads((tmp_path / "tokenizer.json").read_text())) == "llama-bpe"
+    for arch, name in (("falcon-h1", "falcon-h1"), ("llama", "llama-bpe")):
+        writer = gguf.GGUFWriter(str(tmp_path / f"{arch}.gguf"), arch)
+        add_tokenizer_metadata(writer, tmp_path, tokenizer, None, len(tokenizer))
+        assert writer.kv_data[0]["tokenizer.ggml.pre"].value == name, arch
+
+
 def test_deepseek_r1_distill_llama_tokenizer_is_llama_bpe_adding_its_bos():
     """R1-Distill-Llama-8B keeps Llama 3's pipeline with DeepSeek's specials: llama.cpp's converter hashes its
     splits to "llama-bpe" (not "deepseek-r1-qwen", whose regex is Qwen2's), and BOS is <｜begin▁of▁sentence｜>."""

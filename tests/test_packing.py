@@ -348,6 +348,26 @@ def test_mamba_layers_never_train_packed():
     _assert_padded_rows_exact(model)
 
 
+def test_falcon_h1_never_trains_packed():
+    """Falcon-H1 runs a Mamba-2 mixer in every layer, and neither its published config.json nor transformers'
+    layer kinds ("hybrid", a read-only property) say "mamba": packing is refused by the model type."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.errors import ConfigError
+    from ducktune.models.standin_configs import tiny_config
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("falcon-h1", 1000, 1, 2, 0)).eval()
+    assert "Mamba-2" in packing.varlen_blockers(model)
+    with pytest.raises(ConfigError, match="train.packing=on.*Mamba-2"):
+        packing.choose_batching(model, "on", "cpu")
+    published = {"architectures": ["FalconH1ForCausalLM"], "model_type": "falcon_h1", "num_hidden_layers": 36}
+    for config in (published, model.config.to_dict()):
+        assert "Falcon-H1" in packing.config_packing_blocker(config, False)
+        assert packing.expected_batching(config, "auto", False) == "padded"
+    _assert_padded_rows_exact(model)
+
+
 # ----------------------------------------------------------------------------- training
 
 def _chat_records(n, seed):

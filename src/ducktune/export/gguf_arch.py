@@ -47,6 +47,9 @@ Per architecture, what differs from "read config, rename tensors":
   / -h-350m): the same attention layers, scalars and MLP beside Mamba-2 layers, in its own module
   (gguf_mamba2); the hybrid MoE ones (h-tiny / h-small) with their experts as stacked, the shared_mlp as the
   shared expert.
+- falcon-h1 (FalconH1ForCausalLM): a Mamba-2 mixer beside attention in every layer, in its own module
+  (gguf_falconh1): the Mamba-2 tensors as for granitehybrid, Falcon-H1's muP multipliers folded into the
+  merged weights (llama.cpp's graph has none), rotate-half rope.
 - olmo2 (Olmo2ForCausalLM, and Olmo3ForCausalLM, which llama.cpp runs with the same graph): norms
   after attention and after the MLP instead of before, q_norm/k_norm over the whole projection,
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
@@ -146,8 +149,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import (gguf_apertus, gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_mamba2, gguf_minicpm3,
-                             gguf_moe, gguf_qwen35)
+from ducktune.export import (gguf_apertus, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_mamba2,
+                             gguf_minicpm3, gguf_moe, gguf_qwen35)
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -174,6 +177,7 @@ ARCHITECTURES = {
     "PhiForCausalLM": "phi2",
     "GraniteForCausalLM": "granite",
     "GraniteMoeHybridForCausalLM": "granite",  # all attention, no experts; with Mamba-2 layers: granitehybrid
+    "FalconH1ForCausalLM": gguf_falconh1.ARCH,
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
     "Ernie4_5ForCausalLM": "ernie4_5",
@@ -202,11 +206,14 @@ ARCHITECTURES = {
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
 ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "granitemoe", gguf_mamba2.ARCH, "mistral3", "arcee"}
 GRANITE_ARCHS = {"granite", "granitemoe", gguf_mamba2.ARCH}
+# architectures whose `.mamba.` weights are Mamba-2 mixers written by gguf_mamba2
+MAMBA2_ARCHS = {gguf_mamba2.ARCH, gguf_falconh1.ARCH}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
-WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee", "olmoe"}
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee", "olmoe",
+                   gguf_falconh1.ARCH}
 NO_ROPE = {"bloom", "gpt2"}  # ALiBi; learned absolute position embeddings
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2", gguf_gemma3n.ARCH, gguf_minicpm3.ARCH, "gpt2"}
@@ -443,7 +450,7 @@ def architecture_support(config: dict) -> str | None:
     if arch == gguf_lfm2.ARCH:
         return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
-               gguf_mamba2.ARCH: _granite_problem,
+               gguf_mamba2.ARCH: _granite_problem, gguf_falconh1.ARCH: gguf_falconh1.falconh1_support,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
@@ -845,6 +852,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_lfm2.add_lfm2_hparams(put, config)
     if arch == gguf_mamba2.ARCH:
         gguf_mamba2.add_granitehybrid_hparams(put, config)
+    if arch == gguf_falconh1.ARCH:
+        gguf_falconh1.add_falconh1_hparams(put, config)
     if gguf_moe.routed(config, arch):
         gguf_moe.add_moe_hparams(put, config, arch)
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
@@ -1057,8 +1066,10 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
         if arch == gguf_lfm2.ARCH and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
             shape, transform = kernel
-        if arch == gguf_mamba2.ARCH and ".mamba." in hf_name:
+        if arch in MAMBA2_ARCHS and ".mamba." in hf_name:
             lookup, shape, transform = gguf_mamba2.mamba_tensor(lookup, shape, config)
+        if arch == gguf_falconh1.ARCH:  # its muP multipliers, folded into the (merged) weights
+            transform = gguf_falconh1.folded(transform, gguf_falconh1.weight_scale(hf_name, config))
         if arch == gguf_gemma4.ARCH:
             lookup = gguf_gemma4.gemma4_lookup(lookup)
         if arch == gguf_gemma3n.ARCH:

@@ -2,7 +2,9 @@
 granite-4.0-h-micro, -h-1b, -h-350m, and the MoE h-tiny / h-small).
 
 Learned from llama.cpp's loader and graph (src/models/granite-hybrid.cpp, mamba-base.cpp's Mamba-2 layer) and
-how its converter writes GraniteMoeHybrid (conversion/granite.py on top of conversion/mamba.py's Mamba-2):
+how its converter writes GraniteMoeHybrid (conversion/granite.py on top of conversion/mamba.py's Mamba-2). Its
+Mamba-2 mixer helpers (mamba_dims, mixer_problem, add_ssm_hparams, mamba_tensor, keep_f32) also write Falcon-H1's
+mixers (gguf_falconh1):
 
 - Layers are Mamba-2 (`mamba`; transformers 5 saves `linear_attention`) or attention (`attention` /
   `full_attention`). llama.cpp knows a layer is recurrent by its head_count_kv being 0, so that key is an
@@ -55,9 +57,10 @@ def is_hybrid(config: dict) -> bool:
     return any(mamba_layers(config))
 
 
-def _mamba(config: dict) -> tuple[int, int, int, int]:
-    """(inner size, heads, head dim, groups) of the Mamba-2 mixers, with GraniteMoeHybridConfig's defaults."""
-    inner = int(config.get("mamba_expand", 2)) * int(config["hidden_size"])
+def mamba_dims(config: dict) -> tuple[int, int, int, int]:
+    """(inner size, heads, head dim, groups) of the Mamba-2 mixers, with GraniteMoeHybridConfig's defaults
+    (FalconH1Config's are the same); Falcon-H1 may set the inner size apart from expand x hidden (mamba_d_ssm)."""
+    inner = int(config.get("mamba_d_ssm") or int(config.get("mamba_expand", 2)) * int(config["hidden_size"]))
     heads = int(config.get("mamba_n_heads", 128))
     head_dim = config.get("mamba_d_head", "auto")
     head_dim = inner // heads if head_dim in (None, "auto") else int(head_dim)
@@ -79,23 +82,41 @@ def granitehybrid_support(config: dict) -> str | None:
         # llama.cpp reads one expert as none, and needs a top-k
         return (f"num_local_experts {config['num_local_experts']} with num_experts_per_tok "
                 f"{config.get('num_experts_per_tok')}: llama.cpp's granitehybrid needs 2+ experts and a top-k")
-    inner, heads, head_dim, groups = _mamba(config)
     if int(config.get("mamba_expand", 2)) != LLAMA_CPP_EXPAND:
         return f"mamba_expand {config['mamba_expand']}; llama.cpp's granitehybrid runs an expansion of 2 only"
+    if reason := mixer_problem(config, ARCH):
+        return reason
+    if config.get("position_embedding_type") not in (None, "nope", "rope"):
+        return f"position_embedding_type {config['position_embedding_type']!r} is not rope or none"
+    return None
+
+
+def mixer_problem(config: dict, arch: str) -> str | None:
+    """What llama.cpp's Mamba-2 layer (build_mamba2_layer) would run differently from transformers' mixer, as a
+    one-line reason naming the config key; None when nothing."""
+    inner, heads, head_dim, groups = mamba_dims(config)
     if heads * head_dim != inner:
-        return f"mamba_n_heads {heads} x mamba_d_head {head_dim} must equal mamba_expand x hidden_size ({inner})"
+        return f"mamba_n_heads {heads} x mamba_d_head {head_dim} must equal the Mamba-2 inner size ({inner})"
     if inner % groups:
         return f"mamba_n_groups {groups} does not divide the Mamba-2 inner size {inner}"
     if config.get("mamba_proj_bias"):
         return "mamba_proj_bias true, but llama.cpp's Mamba-2 in/out projections have no bias"
     if config.get("hidden_act", "silu") != "silu":
-        return f"hidden_act {config['hidden_act']!r}: llama.cpp's granitehybrid runs SiLU only"
+        return f"hidden_act {config['hidden_act']!r}: llama.cpp's {arch} runs SiLU only"
     limit = config.get("time_step_limit", NO_DT_LIMIT)
     if limit is not None and tuple(_json_float(x) for x in limit) != NO_DT_LIMIT:
         return f"time_step_limit {list(limit)}: llama.cpp's Mamba-2 does not clamp the time step"
-    if config.get("position_embedding_type") not in (None, "nope", "rope"):
-        return f"position_embedding_type {config['position_embedding_type']!r} is not rope or none"
     return None
+
+
+def add_ssm_hparams(put, config: dict) -> None:
+    """The Mamba-2 mixer's `ssm.*` keys (time_step_rank is llama.cpp's name for the head count)."""
+    inner, heads, _, groups = mamba_dims(config)
+    put("add_ssm_conv_kernel", int(config.get("mamba_d_conv", 4)))
+    put("add_ssm_inner_size", inner)
+    put("add_ssm_state_size", int(config.get("mamba_d_state", 256)))
+    put("add_ssm_time_step_rank", heads)
+    put("add_ssm_group_count", groups)
 
 
 def expert_count(config: dict) -> int:
@@ -114,12 +135,7 @@ def head_count_kv(config: dict, kv_heads: int) -> list[int]:
 
 def add_granitehybrid_hparams(put, config: dict) -> None:
     """The Mamba-2 (`ssm.*`) keys, and whether the attention layers rotate."""
-    inner, heads, _, groups = _mamba(config)
-    put("add_ssm_conv_kernel", int(config.get("mamba_d_conv", 4)))
-    put("add_ssm_inner_size", inner)
-    put("add_ssm_state_size", int(config.get("mamba_d_state", 256)))
-    put("add_ssm_time_step_rank", heads)
-    put("add_ssm_group_count", groups)
+    add_ssm_hparams(put, config)
     put("add_rope_scaling_finetuned", config.get("position_embedding_type") == "rope")
     if expert_count(config):
         put("add_expert_count", expert_count(config))
@@ -146,6 +162,6 @@ def mamba_tensor(lookup: str, shape: tuple[int, ...], config: dict) -> tuple[str
     if ".conv1d." in lookup and len(shape) == 3:  # [channels, 1, d_conv] -> [channels, d_conv]
         return lookup, (shape[0], shape[-1]), lambda array: array.reshape(array.shape[0], array.shape[-1])
     if lookup.endswith(".norm.weight"):  # one RMS norm per group: [groups, d_inner / groups]
-        groups = _mamba(config)[3]
+        groups = mamba_dims(config)[3]
         return lookup, (groups, shape[0] // groups), lambda array: array.reshape(groups, -1)
     return lookup, tuple(shape), None

@@ -36,6 +36,9 @@ SPIECE_SPACE = "▁"
 # Tokenizers on Llama 3's pipeline (cl100k regex, whole words kept) that llama.cpp's converter names for
 # their model, told apart by a special token of theirs; llama.cpp runs each as Llama 3's.
 LLAMA3_PIPELINE_NAMES = {"<|tool_list_start|>": "lfm2", ">>TITLE<<": "falcon3"}
+# Architectures whose tokenizers on Llama 3's pipeline llama.cpp's converter names for the architecture (Falcon-H1's
+# four tokenizers, told apart there by hash only); llama.cpp runs the name as Llama 3's.
+LLAMA3_PIPELINE_ARCH_NAMES = {"falcon-h1": "falcon-h1"}
 # Tokenizers on SmolLM's pipeline (digits one by one, then GPT-2's split) that llama.cpp's converter names for their
 # model, told apart by a special token of theirs: Cohere's (Aya, Command R, R7B); llama.cpp runs it as SmolLM's.
 DIGITS_PIPELINE_NAMES = {"<|START_OF_TURN_TOKEN|>": "command-r"}
@@ -412,6 +415,8 @@ def add_tokenizer_metadata(writer, model_dir: Path, tokenizer, eot_token: str | 
 
     tokenizer_json = read_tokenizer_json(model_dir)
     model_kind, pre, space_prefix = tokenizer_algorithm(tokenizer_json)
+    if pre in {"llama-bpe", *LLAMA3_PIPELINE_NAMES.values()}:
+        pre = LLAMA3_PIPELINE_ARCH_NAMES.get(writer.arch, pre)
     stripping = whitespace_stripping(tokenizer_json)
     _check_name_for_stripping(writer, stripping)
     tokens, token_types = token_table(tokenizer_json, n_vocab)

@@ -206,6 +206,14 @@ FAMILIES: list[Family] = [
     Family("granite4h", "Granite 4.0-H micro / 1B / 350M (hybrid Mamba-2)", "GraniteMoeHybridForCausalLM", "granite4h",
            "phi4-bpe", "granite4", _GRANITE4, tokenizer_class="GPT2Tokenizer",
            note="Mamba-2 layers train on padded batches"),
+    # Falcon-H1 (0.5B / 1.5B / 1.5B-Deep / 3B / 7B / 34B Instruct): a Mamba-2 mixer beside attention in every layer;
+    # its byte-level BPE is on Llama 3's pipeline (llama.cpp's converter names it "falcon-h1" and runs it as Llama
+    # 3's), ChatML turns after BOS <|begin_of_text|>
+    Family("falcon-h1", "Falcon-H1 0.5B / 1.5B / 3B / 7B Instruct (hybrid Mamba-2)", "FalconH1ForCausalLM",
+           "falcon-h1", "llama-bpe", "falcon-h1",
+           _specials(bos="<|begin_of_text|>", eos="<|end_of_text|>", pad="<|pad|>",
+                     additional=["<|im_start|>", "<|im_end|>"]),
+           note="Mamba-2 mixers in every layer: trains on padded batches"),
     # OLMo 2's dolma2 tokenizer is cl100k_base converted from tiktoken (Phi-4's pipeline) with its own specials;
     # its chat markers <|user|> <|assistant|> <|system|> are plain text, and the template writes BOS itself.
     Family("olmo2", "OLMo 2 Instruct", "Olmo2ForCausalLM", "olmo2", "phi4-bpe", "olmo2",

@@ -49,6 +49,7 @@ MIRRORS = {
     "granite4": "ibm-granite/granite-4.0-micro",
     "granite4h": "ibm-granite/granite-4.0-h-micro",
     "granite-moe": "ibm-granite/granite-3.1-1b-a400m-instruct",
+    "falcon-h1": "tiiuae/Falcon-H1-0.5B-Instruct",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
@@ -93,7 +94,8 @@ def _specs() -> dict[str, tuple[str, dict]]:
     return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_moe_specs(common),
             **_gemma_specs(common), **_other_specs(common), **_newer_specs(common), **_newest_specs(common),
             **_layer_norm_specs(common), **_ungated_mlp_specs(common),
-            **_latent_attention_specs(common), **_classic_base_specs()}
+            **_latent_attention_specs(common), **_classic_base_specs(),
+            **_parallel_hybrid_specs(common)}
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
@@ -553,6 +555,29 @@ def _classic_base_specs() -> dict[str, tuple[str, dict]]:
             hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=4 * HIDDEN,
             hidden_act="gelu", layer_norm_eps=1e-5, max_position_embeddings=2048, rotary_emb_base=10000,
             rotary_pct=0.25, use_parallel_residual=True, tie_word_embeddings=False, initializer_range=0.02)),
+    }
+
+
+def _parallel_hybrid_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Falcon-H1 (a Mamba-2 mixer beside attention in every layer)."""
+    return {
+        # Falcon-H1-0.5B: head_dim 64 is half hidden/heads (1024/8), 4 query heads per KV head (8:2; 4:2 here), the
+        # Mamba-2 inner size (mamba_d_ssm 1536 = 24 heads x 64) 1.5 x hidden with mamba_expand 2 left beside it, no
+        # gated norm, untied embeddings, rope theta 1e11; its muP multipliers as published (attention_in 1.0 too),
+        # but lm_head_multiplier 1.0: the published 0.0390625 (muP's 1 / width at 1024) keeps the random stand-in's
+        # logits too small for the family matrix's 30-step LoRA run to move (7.26 -> 7.16); the tests fold the
+        # published value
+        "falcon-h1": ("FalconH1ForCausalLM", dict(
+            common, intermediate_size=128, num_key_value_heads=2, head_dim=8, max_position_embeddings=16384,
+            rms_norm_eps=1e-5, rope_theta=100000000000.0, attention_bias=False, mlp_bias=False, hidden_act="silu",
+            tie_word_embeddings=False, attention_dropout=0.0, projectors_bias=False, mamba_d_ssm=96, mamba_n_heads=6,
+            mamba_d_head=16, mamba_n_groups=1, mamba_d_state=16, mamba_d_conv=4, mamba_expand=2,
+            mamba_chunk_size=128, mamba_conv_bias=True, mamba_proj_bias=False, mamba_norm_before_gate=False,
+            mamba_rms_norm=False, embedding_multiplier=5.656854249492381, lm_head_multiplier=1.0,
+            key_multiplier=0.39062499999999994, attention_in_multiplier=1.0, attention_out_multiplier=0.9375,
+            ssm_in_multiplier=1.25, ssm_out_multiplier=0.23570226039551587,
+            mlp_multipliers=[0.8838834764831844, 0.5859375],
+            ssm_multipliers=[0.3535533905932738, 0.25, 0.3535533905932738, 0.5, 0.3535533905932738])),
     }
 
 

@@ -65,6 +65,25 @@ def _has_vision_parts(model) -> bool:
     return any(name.rsplit(".", 1)[-1] in VISION_PARTS for name, _ in model.named_modules())
 
 
+# PEFT refuses LoRA on the Mamba mixer's out_proj of these model types (the fused mamba_ssm path reads
+# out_proj.weight itself, skipping an adapter there): all-linear leaves it out for them (Falcon-H1's attention
+# output is o_proj, so only the mixer's is left out).
+PEFT_MAMBA_TYPES = {"falcon_h1"}
+MAMBA_OUT_PROJ = ["out_proj"]
+
+
+def _excluded_modules(model, all_linear: bool) -> str | list[str] | None:
+    """What all-linear must leave alone in this model, as PEFT's exclude_modules (the vision parts' regex, the
+    PEFT-refused Mamba out_proj by name), or None."""
+    if not all_linear:
+        return None
+    if _has_vision_parts(model):
+        return VISION_MODULES
+    if getattr(getattr(model, "config", None), "model_type", None) in PEFT_MAMBA_TYPES:
+        return MAMBA_OUT_PROJ
+    return None
+
+
 def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference_copy: bool = False):
     """(PEFT model, the leaf names of the modules adapted, then any bare parameters). `all-linear` is PEFT's own
     resolution (every linear layer but the output head, bitsandbytes linears included);
@@ -100,7 +119,7 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
         target_modules="all-linear" if all_linear else list(cfg.target_modules),
-        exclude_modules=VISION_MODULES if all_linear and _has_vision_parts(model) else None,
+        exclude_modules=_excluded_modules(model, all_linear),
         use_rslora=cfg.use_rslora,
         use_dora=cfg.use_dora,
         target_parameters=list(cfg.target_parameters) or None,
@@ -111,8 +130,9 @@ def attach_lora(model, cfg: LoraConfig, start_from: str | None = None, reference
         register_addmm_layers(peft_config)
     try:
         peft_model = get_peft_model(model, peft_config)
-    except ValueError as exc:  # PEFT's "Target modules {...} not found in the base model" (remote-code models)
-        if "not found in the base model" not in str(exc):
+    except ValueError as exc:  # PEFT's "Target modules {...} not found in the base model" (remote-code models),
+        # or its refusal of a Mamba out_proj named in lora.target_modules
+        if "not found in the base model" not in str(exc) and "incompatible with Mamba" not in str(exc):
             raise
         from ducktune.errors import ConfigError
 

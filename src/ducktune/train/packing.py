@@ -203,8 +203,11 @@ SHORT_CONV_BLOCKER = "the model's short-convolution layers (LFM2) would read acr
 # Granite 4.0-H's Mamba-2 layers carry an SSM state and a causal conv along the row; transformers' torch path
 # has no per-sample reset (and the proof's leak, ~4e-2 relative on the stand-in, is under the bfloat16
 # tolerance): structural, like LFM2's. transformers 5 calls them linear_attention, as Qwen3.5's DeltaNet.
-MAMBA_BLOCKER = "the model's Mamba-2 layers (Granite 4.0-H) would carry their state across sample boundaries"
+MAMBA_BLOCKER = "the model's Mamba-2 layers (Granite 4.0-H, Falcon-H1) would carry their state across sample boundaries"
 MAMBA_HYBRIDS = {"granitemoehybrid"}
+# models with a Mamba-2 mixer in every layer, whatever their layer kinds say (Falcon-H1's are all "hybrid", a
+# read-only property its published config.json leaves out)
+MAMBA_EVERY_LAYER = {"falcon_h1"}
 # transformers' default sliding_window_pattern where a published config.json may leave layer_types out (Cohere2:
 # Command R7B's config names only the window and the pattern, every 4th layer global)
 DEFAULT_SLIDING_PATTERN = {"cohere2": 4}
@@ -227,7 +230,8 @@ def layer_blocker(config: dict) -> str | None:
         return SLIDING_WINDOW_BLOCKER
     if "conv" in kinds:
         return SHORT_CONV_BLOCKER
-    if "mamba" in kinds or (config.get("model_type") in MAMBA_HYBRIDS and "linear_attention" in kinds):
+    if ("mamba" in kinds or (config.get("model_type") in MAMBA_HYBRIDS and "linear_attention" in kinds)
+            or config.get("model_type") in MAMBA_EVERY_LAYER):
         return MAMBA_BLOCKER
     return None
 
