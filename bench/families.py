@@ -55,7 +55,8 @@ def train_standin(base: Path, out: Path, steps: int) -> tuple[float, float]:
 
 
 def mask_cell(run: Path) -> str:
-    """Trained text must be each answer plus the template's end-of-turn marker, nothing else (with
+    """Trained text must be each answer plus the template's end-of-turn marker, nothing else but the
+    template's own text between its generation prompt and the answer (with
     the run's own tokenizer and chat template, as training used them)."""
     from ducktune.data.schema import Message, Sample
     from ducktune.data.template import ChatFormat
@@ -76,6 +77,8 @@ def mask_cell(run: Path) -> str:
     # answer (GLM's "\n" after <|assistant|>, Llama 2's " </s>") is trained with it, since the model
     # has to generate that too.
     ends = [marker for marker in (end, chat_format.earlier_eot_token) if marker]  # OLMo 3: <|im_end|> before the last
+    # the template's text between the generation prompt and the answer is generated, so trained (gpt-oss's channel)
+    runs = [run.removeprefix(chat_format.answer_lead) for run in runs]
     got = [next((run.removesuffix(e).strip() for e in ends if run.endswith(e)), None) for run in runs]
     if got == answers:
         return f"PASS (answers + {' / '.join(ends)})"

@@ -301,3 +301,37 @@ def test_falcon_h1_all_linear_leaves_the_mamba_out_proj_alone_and_merges_as_trai
     fresh = AutoModelForCausalLM.from_config(tiny_config("falcon-h1", 300))
     with pytest.raises(ConfigError, match="lora.target_modules: .*out_proj.*incompatible with Mamba"):
         attach_lora(fresh, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False, target_modules=["in_proj", "out_proj"]))
+
+
+def test_gpt_oss_adapts_attention_and_its_experts_only_as_target_parameters():
+    """gpt-oss's experts are bare 3-D tensors (gate_up_proj with gate and up interleaved, down_proj) which all-linear
+    does not reach: it adapts q/k/v/o and the training log names the experts left frozen. lora.target_parameters
+    adapts them, and the merged weights give the adapted model's logits (the GGUF is written from them)."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.config import LoraConfig
+    from ducktune.models.standin_configs import tiny_config
+    from ducktune.train.lora import attach_lora, unadapted_note
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("gpt-oss", 300))
+    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False))
+    assert set(targets) == {"q_proj", "k_proj", "v_proj", "o_proj"}
+    assert "mlp.experts.gate_up_proj" in unadapted_note(peft_model)
+    model = AutoModelForCausalLM.from_config(tiny_config("gpt-oss", 300))
+    experts = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
+    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False,
+                                                        target_parameters=experts))
+    assert {f"{name} (parameter)" for name in experts} <= set(targets)
+    with torch.no_grad():  # adapters that act (lora_B starts at zero)
+        for name, parameter in peft_model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0, 1.0)
+    ids = torch.randint(0, 300, (1, 12))
+    with torch.no_grad():
+        adapted = peft_model(ids).logits
+        with peft_model.disable_adapter():
+            base = peft_model(ids).logits
+        merged = peft_model.merge_and_unload()(ids).logits
+    assert (adapted - base).abs().max() > 1e-2
+    assert torch.allclose(merged, adapted, atol=1e-4), (merged - adapted).abs().max()

@@ -50,7 +50,7 @@ def test_every_family_exports_to_gguf_and_ollama(family_rows):
 def test_qlora_column_on_this_cpu(family_rows):
     """bitsandbytes (a dev dependency) is installed and this machine trains on the CPU: QLoRA works
     except where its CPU kernel meets linear biases (Qwen2's q/k/v, GLM, BLOOM, Phi-2, GPT-2, Pythia)."""
-    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "qwen2-moe", "glm4", "glm4-0414", "bloom", "phi2", "stablelm2", "gpt2", "pythia"}
+    biased = {"qwen2.5", "deepseek-r1-distill-qwen", "qwen2-moe", "glm4", "glm4-0414", "bloom", "phi2", "stablelm2", "gpt2", "pythia", "gpt-oss"}
     for family_id, row in family_rows.items():
         reason = row["support"]["qlora"]
         if family_id == "internlm2":
@@ -568,3 +568,27 @@ def test_default_lora_targets_reach_the_ungated_mlp_of_apertus(standins):
     adapted = {name.split(".lora_")[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
     assert any(name.endswith("layers.1.mlp.up_proj") for name in adapted), adapted
     assert any(name.endswith("layers.1.mlp.down_proj") for name in adapted), adapted
+
+
+def test_gpt_oss_trains_the_final_channel_ending_in_return(standins):
+    """gpt-oss's harmony template: prompts end at <|start|>assistant; the model generates the channel header
+    (<|channel|>final<|message|>, trained with the answer), the answer and <|return|>, which the template writes
+    after the last answer only (earlier answers end <|end|>, also trained and a stop token). The prompt is the
+    trained text up to the channel header, and llama.cpp's stops include both ends and generation_config's."""
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.families import standin_dir
+    from ducktune.models.loading import load_tokenizer
+
+    fmt = ChatFormat(load_tokenizer(standin_dir("gpt-oss", standins, log=lambda *a: None)))
+    assert (fmt.generation_prompt, fmt.answer_lead) == ("<|start|>assistant", "<|channel|>final<|message|>")
+    assert (fmt.eot_token, fmt.earlier_eot_token) == ("<|return|>", "<|end|>")
+    history = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "q1"},
+               {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"}]
+    text, spans = fmt.assistant_spans(history + [{"role": "assistant", "content": "a2"}])
+    assert [text[start:end] for start, end in spans] == ["<|channel|>final<|message|>a1<|end|>",
+                                                         "<|channel|>final<|message|>a2<|return|>"]
+    prompt = fmt.render(history, add_generation_prompt=True)
+    assert text.startswith(prompt) and spans[-1][0] == len(prompt) and prompt.endswith("q2<|end|><|start|>assistant")
+    assert "# Instructions\n\nBe brief." in prompt
+    family = next(f for f in FAMILIES if f.id == "gpt-oss")
+    assert {"<|return|>", "<|end|>"} <= set(fmt.stop_tokens) and family.stops == ("<|endoftext|>", "<|call|>")

@@ -59,7 +59,9 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # logits by 0.18)
 MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
                 ("olmoe", "q8_0"): 0.6, ("granite-moe", "q8_0"): 1.2, ("mixtral", "q8_0"): 0.6,
-                ("nemotron-mini", "q8_0"): 0.6, ("gemma3n", "f16"): 0.06, ("gemma3n", "q8_0"): 1.0}
+                ("nemotron-mini", "q8_0"): 0.6, ("gemma3n", "f16"): 0.06, ("gemma3n", "q8_0"): 1.0,
+                # one position of 120 whose top-2 experts nearly tie flips its expert in q8_0 (~1.5); the rest ~0.1
+                ("gpt-oss", "q8_0"): 2.0}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
 
@@ -294,6 +296,18 @@ EXPECTED = {
                "blk.1.ffn_down_exps.weight": (4, 64, 64), "blk.0.ffn_gate_inp.weight": (4, 64),
                "blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "output.weight": (None, 64)},
               {"blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "rope_freqs.weight", "blk.0.attn_q.bias"}),
+    # gpt-oss: sinks per head, biased attention, experts split from the interleaved gate_up_proj with their
+    # biases, the MLP norm as post_attention_norm, every other layer sliding (window 8), YaRN 32x from 4096
+    "gpt-oss": ("gpt-oss", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 128,
+                            "attention.key_length": 32, "attention.sliding_window": 8, "rope.scaling.factor": 32.0,
+                            "rope.scaling.original_context_length": 4096, "rope.freq_base": 150000.0},
+                {"blk.0.attn_sinks.weight": (4,), "blk.0.attn_q.bias": (128,), "blk.1.attn_output.bias": (64,),
+                 "blk.0.ffn_gate_exps.weight": (4, 128, 64), "blk.1.ffn_up_exps.weight": (4, 128, 64),
+                 "blk.1.ffn_down_exps.weight": (4, 64, 128), "blk.0.ffn_gate_exps.bias": (4, 128),
+                 "blk.0.ffn_up_exps.bias": (4, 128), "blk.0.ffn_down_exps.bias": (4, 64),
+                 "blk.0.ffn_gate_inp.weight": (4, 64), "blk.0.ffn_gate_inp.bias": (4,),
+                 "blk.1.post_attention_norm.weight": (64,), "output.weight": (None, 64)},
+                {"blk.0.ffn_norm.weight", "blk.0.ffn_gate.weight", "rope_freqs.weight"}),
     # Gemma 1: head_dim 32 with 4 heads on hidden 64 (the 7B's 16 x 256 on 3072), MQA as the 2B; the
     # embedding is the output layer; no window or softcapping keys
     "gemma": ("gemma", {"attention.key_length": 32, "attention.value_length": 32, "attention.head_count_kv": 1,
@@ -611,6 +625,15 @@ def _gate_up_swapped(original):
     return plans
 
 
+def _halves(which: int):
+    """gguf_gptoss._interleaved as for Qwen3-MoE's fused gate_up (gate the first half of the columns, up the rest)."""
+    def take(array):
+        width = array.shape[-1] // 2
+        part = array[..., which * width:(which + 1) * width]
+        return part.transpose(0, 2, 1) if part.ndim == 3 else part
+    return take
+
+
 def _cohere_hparams_without(key):
     """_add_cohere_hparams that skips writing one key."""
     original = gguf_arch._add_cohere_hparams
@@ -712,6 +735,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "qwen3.5 norms without +1": ("qwen3.5", "gguf_qwen35.qwen35_tensor", lambda: _qwen35_transform_except("layernorm.weight")),
     "qwen3-moe expert gate and up swapped": ("qwen3-moe", "gguf_moe.GGUF_KIND", lambda: {
         "gate_proj": "ffn_up_exps", "up_proj": "ffn_gate_exps", "down_proj": "ffn_down_exps"}),
+    "gpt-oss gate_up_proj split in halves, not interleaved": ("gpt-oss", "gguf_gptoss._interleaved", lambda: _halves),
+    "gpt-oss yarn not written": ("gpt-oss", "_add_yarn_hparams", lambda: lambda put, config: None),
     "apertus xielu scalars of layer 0 in every layer": ("apertus", "gguf_apertus.xielu_values", lambda: _first_layer_xielu),
     "apertus q/k rows re-ordered as for llama": ("apertus", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "apertus"}),
     "apertus no llama3 rope_freqs": ("apertus", "_computed_tensors", lambda: lambda config, arch: []),
@@ -2175,6 +2200,84 @@ def test_qwen3_moe_with_an_expert_missing_is_one_line():
 ])
 def test_qwen3_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**QWEN3_30B_A3B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# openai/gpt-oss-20b config.json as published (as public test code quotes it, e.g. circuit-tracer's gpt-oss test;
+# gpt-oss-120b's differs in num_hidden_layers 36 and num_local_experts 128): MXFP4 experts, YaRN with truncate false
+GPT_OSS_20B = {
+    "architectures": ["GptOssForCausalLM"], "attention_bias": True, "attention_dropout": 0.0, "eos_token_id": 200002,
+    "experts_per_token": 4, "head_dim": 64, "hidden_act": "silu", "hidden_size": 2880, "initial_context_length": 4096,
+    "initializer_range": 0.02, "intermediate_size": 2880, "layer_types": ["sliding_attention", "full_attention"] * 12,
+    "max_position_embeddings": 131072, "model_type": "gpt_oss", "num_attention_heads": 64, "num_experts_per_tok": 4,
+    "num_hidden_layers": 24, "num_key_value_heads": 8, "num_local_experts": 32, "output_router_logits": False,
+    "pad_token_id": 199999,
+    "quantization_config": {"modules_to_not_convert": ["model.layers.*.self_attn", "model.layers.*.mlp.router",
+                                                       "model.embed_tokens", "lm_head"], "quant_method": "mxfp4"},
+    "rms_norm_eps": 1e-05, "rope_scaling": {"beta_fast": 32.0, "beta_slow": 1.0, "factor": 32.0,
+                                            "original_max_position_embeddings": 4096, "rope_type": "yarn",
+                                            "truncate": False},
+    "rope_theta": 150000, "router_aux_loss_coef": 0.9, "sliding_window": 128, "swiglu_limit": 7.0,
+    "tie_word_embeddings": False, "transformers_version": "4.55.0.dev0", "use_cache": True, "vocab_size": 201088,
+}
+
+
+def test_published_gpt_oss_20b_writes_llama_cpps_gpt_oss_keys():
+    """llama.cpp's gpt-oss: the expert keys (expert width = intermediate_size), the window of its sliding
+    layers (even ones, llama.cpp's default pattern), head_dim 64 apart from hidden/heads (45), YaRN 32x from 4096
+    with llama.cpp's own 0.1 ln(32) + 1 cos/sin scale (transformers' default, so 1.0 is left); truncate false is
+    written as it is (llama.cpp's converter does the same) and named as a caveat."""
+    assert architecture_support(GPT_OSS_20B) is None
+    calls = written_hparams(GPT_OSS_20B, "gpt-oss")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["expert_feed_forward_length"]) == (32, 4, 2880)
+    assert (calls["sliding_window"], calls["key_length"], calls["value_length"], calls["head_count_kv"]) == (128, 64, 64, 8)
+    assert (calls["rope_freq_base"], calls["rope_scaling_factor"], calls["rope_scaling_orig_ctx_len"]) == (150000.0, 32.0, 4096)
+    assert calls["rope_scaling_attn_factors"] == pytest.approx(1.0) and calls["context_length"] == 131072
+    assert [note for note in gguf_arch.gguf_caveats(GPT_OSS_20B) if "truncate false" in note]
+    # other architectures' YaRN with truncate false is still refused (their converters do not write it)
+    qwen3 = {**QWEN3_30B_A3B, "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+             "rope_scaling": {**GPT_OSS_20B["rope_scaling"], "factor": 4.0}}
+    assert "truncate false" in architecture_support(qwen3)
+
+
+def test_gpt_oss_fused_experts_are_split_at_the_interleave_and_transposed():
+    """transformers' gate_up_proj [E, H, 2I] holds gate in the even columns and up in the odd ones (so does its
+    bias [E, 2I]); llama.cpp wants ffn_gate_exps / ffn_up_exps [E, I, H] and ffn_down_exps [E, H, I] from
+    down_proj [E, I, H]. Sinks become attn_sinks.weight; biases and sinks stay F32 in q8_0."""
+    import gguf
+
+    layer = "model.layers.0."
+    shapes = {"model.embed_tokens.weight": (201088, 2880), "lm_head.weight": (201088, 2880),
+              layer + "self_attn.sinks": (64,), layer + "mlp.router.weight": (32, 2880), layer + "mlp.router.bias": (32,),
+              layer + "mlp.experts.gate_up_proj": (32, 2880, 5760), layer + "mlp.experts.gate_up_proj_bias": (32, 5760),
+              layer + "mlp.experts.down_proj": (32, 2880, 2880), layer + "mlp.experts.down_proj_bias": (32, 2880),
+              layer + "post_attention_layernorm.weight": (2880,)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, GPT_OSS_20B, "q8_0")}
+    assert plans["blk.0.ffn_gate_exps.weight"].shape == plans["blk.0.ffn_up_exps.weight"].shape == (32, 2880, 2880)
+    assert plans["blk.0.ffn_gate_exps.bias"].shape == (32, 2880) and plans["blk.0.ffn_down_exps.bias"].shape == (32, 2880)
+    assert plans["blk.0.attn_sinks.weight"].shape == (64,) and "blk.0.post_attention_norm.weight" in plans
+    assert plans["blk.0.ffn_gate_inp.weight"].qtype == plans["blk.0.ffn_up_exps.bias"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.0.ffn_down_exps.weight"].qtype == gguf.GGMLQuantizationType.Q8_0
+    assert not any("experts" in name or "sinks" == name[-5:] for name in plans)
+    fused = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)  # 2 experts, H 3, 2I 4: columns g u g u
+    gate, up = plans["blk.0.ffn_gate_exps.weight"].transform(fused), plans["blk.0.ffn_up_exps.weight"].transform(fused)
+    assert (gate == fused[:, :, 0::2].transpose(0, 2, 1)).all() and (up == fused[:, :, 1::2].transpose(0, 2, 1)).all()
+    bias = np.arange(8, dtype=np.float32).reshape(2, 4)
+    assert (plans["blk.0.ffn_up_exps.bias"].transform(bias) == bias[:, 1::2]).all()
+    down = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    assert (plans["blk.0.ffn_down_exps.weight"].transform(down) == down.transpose(0, 2, 1)).all()
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"swiglu_limit": 10.0}, "swiglu_limit 10.0"),
+    ({"swiglu_alpha": 1.5}, "swiglu_alpha"),
+    ({"attention_bias": False}, "attention_bias false"),
+    ({"sliding_window": None}, "no sliding_window"),
+    ({"layer_types": ["full_attention", "sliding_attention"] * 12}, "layer_types"),
+    ({"rope_scaling": {**GPT_OSS_20B["rope_scaling"], "beta_fast": 16.0}}, "beta_fast"),
+])
+def test_gpt_oss_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**GPT_OSS_20B, **change})
     assert reason and fragment in reason and "\n" not in reason
 
 

@@ -59,6 +59,8 @@ FAMILIES = {
     "phi4": ({"bos_token": "<|endoftext|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<|im_sep|>"]),
     "phi4-mini": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"},
                   ["<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]),
+    "gpt-oss": ({"bos_token": "<|startoftext|>", "eos_token": "<|return|>", "pad_token": "<|endoftext|>"},
+                ["<|start|>", "<|end|>", "<|message|>", "<|channel|>", "<|constrain|>", "<|call|>"]),
     "glm4": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
     "glm4-0414": ({"eos_token": "<|endoftext|>"}, ["[gMASK]", "<sop>", "<|system|>", "<|user|>", "<|assistant|>"]),
     "smollm3": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|im_end|>"}, ["<|im_start|>", "<think>", "</think>"]),

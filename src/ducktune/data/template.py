@@ -83,6 +83,10 @@ class ChatFormat:
         # `<think>\n`): training never shows it, so ducktune prompts without it ("" when they agree).
         self.dropped_prompt_text = ""
         opening = self._discover_answer_opening()
+        # Text rendered answers have after the generation prompt, which the model generates and is trained on
+        # (gpt-oss's <|channel|>final<|message|> after <|start|>assistant); "" for most templates.
+        self.answer_lead = (opening[len(self.generation_prompt):] if opening and opening.startswith(self.generation_prompt)
+                            else "")
         if opening is not None and len(self.generation_prompt) > len(opening) and self.generation_prompt.startswith(opening):
             self.generation_prompt, self.dropped_prompt_text = opening, self.generation_prompt[len(opening):]
         if system_prompt:

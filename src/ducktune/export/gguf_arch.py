@@ -82,6 +82,10 @@ Per architecture, what differs from "read config, rename tensors":
   rope as HF stores it), experts as Qwen3-MoE's but never renormalized (norm_topk_prob false), in gguf_moe.
 - granitemoe (GraniteMoeForCausalLM, Granite 3.0/3.1 1B-A400M / 3B-A800M): the granite graph (muP scalars,
   q/k re-ordered) with routed experts, their fused input_linear split into gate and up (gguf_moe).
+- gpt-oss (GptOssForCausalLM, gpt-oss-20b / 120b): attention sinks, biased attention, sliding/full layers,
+  YaRN, routed experts with the clamped SwiGLU whose fused interleaved gate_up_proj is split, in its own
+  module (gguf_gptoss). YaRN with truncate false (as published) is written as it is: llama.cpp rounds the
+  correction range (a caveat, as llama.cpp's own converter writes it).
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
@@ -149,8 +153,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import (gguf_apertus, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_mamba2,
-                             gguf_minicpm3, gguf_moe, gguf_qwen35)
+from ducktune.export import (gguf_apertus, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss, gguf_lfm2,
+                             gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_qwen35)
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -163,6 +167,7 @@ ARCHITECTURES = {
     "Qwen3MoeForCausalLM": "qwen3moe",
     "OlmoeForCausalLM": "olmoe",
     "GraniteMoeForCausalLM": "granitemoe",
+    "GptOssForCausalLM": "gpt-oss",
     "GemmaForCausalLM": "gemma",
     "Gemma2ForCausalLM": "gemma2",
     "Gemma3ForCausalLM": "gemma3",
@@ -256,7 +261,7 @@ ROPE_KINDS = {
     "longrope": {"phi3", gguf_minicpm3.ARCH},
     # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3; AFM-4.5B;
     # Qwen2.5 / Qwen3 with the rope_scaling their model cards give for long contexts
-    "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3"},
+    "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3", "gpt-oss"},
 }
 
 
@@ -378,6 +383,8 @@ def layer_kinds(config: dict) -> list[str]:
         pattern = 2
     if hf_architecture(config) == "Olmo3ForCausalLM":  # Olmo3Config's default: every 4th layer is global
         pattern = 4
+    if hf_architecture(config) == "GptOssForCausalLM":  # GptOssConfig's default: odd layers are full
+        pattern = 2
     if not pattern or not config.get("sliding_window"):
         return ["full_attention"] * count
     return ["full_attention" if (i + 1) % int(pattern) == 0 else "sliding_attention" for i in range(count)]
@@ -434,8 +441,9 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma3n.gemma3n_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3 and Arcee)"
-    if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3, Arcee and gpt-oss)"
+    # gpt-oss is published with truncate false, which llama.cpp cannot do: its converter writes it as it is (a caveat)
+    if kind == "yarn" and (reason := yarn_refusal(rope_params(config), arch != gguf_gptoss.ARCH)):
         return f"GGUF export of {name}: {reason}"
     # these graphs size the attention output (and Phi-3's / GLM's fused qkv) by hidden_size
     full_width = ("phi3", "chatglm", "phi2", "olmo2", "stablelm", "nemotron", "gptneox")
@@ -457,7 +465,8 @@ def architecture_support(config: dict) -> str | None:
                "stablelm": _layer_norm_lm_problem, "nemotron": _layer_norm_lm_problem,
                "gpt2": _gpt2_problem, "gptneox": _gptneox_problem,
                gguf_apertus.ARCH: gguf_apertus.apertus_support,
-               gguf_minicpm3.ARCH: gguf_minicpm3.minicpm3_support}.get(arch)
+               gguf_minicpm3.ARCH: gguf_minicpm3.minicpm3_support,
+               gguf_gptoss.ARCH: lambda config, name: gguf_gptoss.gptoss_support(config, name, layer_kinds(config))}.get(arch)
     if gguf_moe.routed(config, arch):
         problem = functools.partial(gguf_moe.moe_support, arch=arch)
     reason = problem(config, name) if problem else None
@@ -756,6 +765,9 @@ def gguf_caveats(config: dict) -> list[str]:
         original = rope_params(config).get("original_max_position_embeddings")
         notes.append(f"longrope: llama.cpp picks the long factors for the whole run when its context exceeds {original} "
                      "tokens, transformers per sequence length")
+    if kind == "yarn" and rope_params(config).get("truncate", True) is False:
+        notes.append("yarn truncate false: llama.cpp rounds the YaRN correction range to whole dimensions, so its "
+                     "rotation drifts slightly from transformers' as positions grow")
     return notes
 
 
@@ -824,7 +836,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         return written
     if arch == gguf_minicpm3.ARCH:
         gguf_minicpm3.add_minicpm3_hparams(put, config, hidden, heads)
-    elif dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe"):
+    elif dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe", gguf_gptoss.ARCH):
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
@@ -856,6 +868,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         gguf_falconh1.add_falconh1_hparams(put, config)
     if gguf_moe.routed(config, arch):
         gguf_moe.add_moe_hparams(put, config, arch)
+    if arch == gguf_gptoss.ARCH:
+        gguf_gptoss.add_gptoss_hparams(put, config)
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
         # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
         put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
@@ -891,14 +905,14 @@ def ntk_alpha_base(config: dict) -> float | None:
     return float(params["rope_theta"]) * float(params["alpha"]) ** (dim / (dim - 2))
 
 
-def yarn_refusal(params: dict) -> str | None:
+def yarn_refusal(params: dict, exact_ramp: bool = True) -> str | None:
     """Why llama.cpp's YaRN would rotate differently from transformers' for these rope settings, or None."""
     if not params.get("original_max_position_embeddings"):
         return "yarn rope scaling without original_max_position_embeddings"
     # llama.cpp reads no beta keys for these architectures (it uses 32 / 1) and always truncates the ramp
     if float(params.get("beta_fast") or 32) != 32 or float(params.get("beta_slow") or 1) != 1:
         return "yarn beta_fast/beta_slow other than 32/1, which llama.cpp assumes"
-    if params.get("truncate", True) is False:
+    if exact_ramp and params.get("truncate", True) is False:
         return "yarn with truncate false (llama.cpp rounds the correction range)"
     return None
 
@@ -1026,9 +1040,12 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
     tied_default = arch in GEMMA or arch in TIED_BY_DEFAULT
     tied = config.get("tie_word_embeddings", config.get("tie_embedding", tied_default))
     plans, names = [], language_model_names(shapes)
-    if gguf_moe.routed(config, arch):  # one stacked tensor per layer and kind from the experts' weights
-        experts, consumed = gguf_moe.expert_tensors(names, shapes, config, where)
-        plans += [TensorPlan(sources[0], gguf_name, shape, _quant_type(shape, quant), transform, stacked=sources)
+    if gguf_moe.routed(config, arch) or arch == gguf_gptoss.ARCH:  # one stacked tensor per layer and kind
+        experts, consumed = (gguf_gptoss.expert_tensors(names, shapes) if arch == gguf_gptoss.ARCH
+                             else gguf_moe.expert_tensors(names, shapes, config, where))
+        # biases and attention sinks stay F32, as llama.cpp adds them to F32 activations
+        plans += [TensorPlan(sources[0], gguf_name, shape, gguf.GGMLQuantizationType.F32 if gguf_name.endswith(
+                      (".bias", "_sinks.weight")) else _quant_type(shape, quant), transform, stacked=sources)
                   for gguf_name, shape, sources, transform in experts]
         names = {lookup: hf_name for lookup, hf_name in names.items() if hf_name not in consumed}
     if arch == "stablelm":  # StableLM 2 12B: one q/k LayerNorm per head, stacked per layer

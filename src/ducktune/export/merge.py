@@ -99,12 +99,13 @@ def load_merge_base(base_folder: Path, precision, trust_remote_code: bool, log=p
     from transformers import AutoModelForCausalLM
 
     from ducktune.models.loading import model_config
-    from ducktune.models.prequant import bnb_bits, is_bitsandbytes
+    from ducktune.models.prequant import bnb_bits, dequantizing_load_kwargs, is_bitsandbytes
 
     config = model_config(base_folder)
-    if not is_bitsandbytes(config):
+    if not is_bitsandbytes(config):  # MXFP4 (gpt-oss) dequantizes on load, as training loaded it
         return AutoModelForCausalLM.from_pretrained(str(base_folder), dtype=precision, use_safetensors=True,
-                                                    trust_remote_code=trust_remote_code)
+                                                    trust_remote_code=trust_remote_code,
+                                                    **dequantizing_load_kwargs(config))
     log(f"The base model is bitsandbytes {bnb_bits(config)}-bit: merging onto its dequantized weights "
         "(the full-precision repository's own weights would be closer to the original model)")
     model = AutoModelForCausalLM.from_pretrained(str(base_folder), use_safetensors=True, device_map={"": "cpu"},

@@ -88,6 +88,15 @@ FAMILIES: list[Family] = [
     # Qwen3-30B-A3B / 235B-A22B: Qwen3's tokenizer, specials and chat template (as published with them)
     Family("qwen3-moe", "Qwen3-MoE (30B-A3B, 235B-A22B)", "Qwen3MoeForCausalLM", "qwen3-moe", "qwen2", "qwen3",
            {**_QWEN, "additional": _QWEN["additional"] + ["<think>", "</think>"]}, tokenizer_class="Qwen2Tokenizer"),
+    # gpt-oss-20b / 120b: harmony format on o200k (o200k_harmony: o200k_base plus the harmony specials);
+    # <|return|> ends a final answer (EOS), <|end|> every other message; generation_config also stops on
+    # <|endoftext|> and <|call|>. Published as MXFP4: ducktune dequantizes the experts on load.
+    Family("gpt-oss", "gpt-oss (20b, 120b)", "GptOssForCausalLM", "gpt-oss", "o200k-bpe", "gpt-oss",
+           _specials(bos="<|startoftext|>", eos="<|return|>", pad="<|endoftext|>",
+                     additional=["<|startoftext|>", "<|endoftext|>", "<|return|>", "<|constrain|>", "<|channel|>",
+                                 "<|start|>", "<|end|>", "<|message|>", "<|call|>", "<|endofprompt|>"]),
+           stops=("<|endoftext|>", "<|call|>"),
+           note="trains LoRA on the attention projections; the experts (3-D weights) stay frozen"),
     Family("qwen3.5", "Qwen3.5 (0.8B-9B, text)", "Qwen3_5ForConditionalGeneration", "qwen3.5", "qwen35", "qwen3.5",
            {**_QWEN, "additional": _QWEN["additional"] + ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
                                                           "<|video_pad|>"]},

@@ -223,6 +223,12 @@ def qlora_support(config: dict | None = None, device: str = "cpu") -> str | None
     models need LoRA on the CPU, or QLoRA on CUDA."""
     import importlib.util
 
+    from ducktune.models.prequant import dequantized_on_load
+
+    if config is not None and dequantized_on_load(config):
+        # transformers takes one quantization_config: the MXFP4 one that dequantizes rules out bitsandbytes'
+        return ("on an MXFP4 checkpoint: its experts load dequantized to bf16, which bitsandbytes cannot "
+                "quantize again in the same load: use train.method=lora")
     if importlib.util.find_spec("bitsandbytes") is None:
         return "needs bitsandbytes: pip install 'ducktune[qlora]'"
     if config is not None and device == "cpu" and linear_biases(config):
@@ -327,12 +333,17 @@ def load_model(folder: str | Path, placement: Placement, quantize_4bit: bool = F
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ducktune.models.prequant import is_bitsandbytes
+    from ducktune.models.prequant import dequantized_on_load, dequantizing_load_kwargs, is_bitsandbytes
 
     register_multimodal_lms()
     kwargs = dict(dtype=placement.torch_dtype, trust_remote_code=trust_remote_code, use_safetensors=True)
-    prequantized = is_bitsandbytes(model_config(folder))
-    if prequantized:  # already 4/8-bit: its own quantization_config loads it
+    config = model_config(folder)
+    prequantized = is_bitsandbytes(config)
+    if dequantized_on_load(config):  # gpt-oss's MXFP4 experts: full precision, then as any other model
+        if quantize_4bit:
+            raise ModelError(f"{folder}: QLoRA {qlora_support(config, placement.device)}")
+        kwargs.update(dequantizing_load_kwargs(config))
+    elif prequantized:  # already 4/8-bit: its own quantization_config loads it
         kwargs["device_map"] = {"": 0} if placement.device == "cuda" else {"": "cpu"}
     elif quantize_4bit:
         problem = qlora_support(model_config(folder), placement.device)

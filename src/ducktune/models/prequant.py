@@ -2,8 +2,12 @@
 
 bitsandbytes 4-bit and 8-bit uploads (unsloth/*-bnb-4bit) load with the bitsandbytes ducktune
 uses for QLoRA, on CUDA and on the CPU: LoRA trains on them as QLoRA and the export merges the
-adapter onto a dequantized copy. Every other method (FP8, GPTQ, AWQ, MXFP4, compressed-tensors...)
-is refused before anything is written: ducktune merges and writes GGUF from full-precision weights.
+adapter onto a dequantized copy. gpt-oss (GptOssForCausalLM), published with its experts in MXFP4, is
+dequantized on load (transformers' Mxfp4Config(dequantize=True): what transformers itself falls back to
+without the Triton kernels, which train nothing anyway): LoRA trains on the bf16 weights and the export
+merges onto the same dequantized weights. Every other method (FP8, GPTQ, AWQ, MXFP4 on other models,
+compressed-tensors...) is refused before anything is written: ducktune merges and writes GGUF from
+full-precision weights.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import re
 from pathlib import Path
 
 BITSANDBYTES = "bitsandbytes"
+MXFP4 = "mxfp4"
+# the models transformers dequantizes MXFP4 for (its Mxfp4 integration replaces GptOssExperts only)
+MXFP4_MODEL_TYPES = {"gpt_oss"}
 
 # Suffixes publishers add to a quantized upload's name (Qwen/Qwen3-8B-FP8, Qwen2.5-7B-Instruct-GPTQ-Int4,
 # unsloth/Llama-3.2-1B-Instruct-unsloth-bnb-4bit, *-AWQ): what is left names the full-precision repository.
@@ -35,6 +42,20 @@ def is_bitsandbytes(config: dict) -> bool:
     return quant_method(config) == BITSANDBYTES
 
 
+def dequantized_on_load(config: dict) -> bool:
+    """Whether the checkpoint is MXFP4 that ducktune loads dequantized (gpt-oss's experts)."""
+    return quant_method(config) == MXFP4 and config.get("model_type") in MXFP4_MODEL_TYPES
+
+
+def dequantizing_load_kwargs(config: dict) -> dict:
+    """from_pretrained keywords that load this checkpoint in full precision ({} when it is not MXFP4)."""
+    if not dequantized_on_load(config):
+        return {}
+    from transformers import Mxfp4Config
+
+    return {"quantization_config": Mxfp4Config(dequantize=True)}
+
+
 def bnb_bits(config: dict) -> int:
     block = config.get("quantization_config") or {}
     return 8 if block.get("load_in_8bit") or block.get("_load_in_8bit") else 4
@@ -52,7 +73,7 @@ def prequant_problem(config: dict, name: str) -> str | None:
     """Why (after "config.json: ") ducktune cannot fine-tune and export this pre-quantized checkpoint (None: it can, or the
     weights are not quantized). `name` (a folder or hub id) names the full-precision repository."""
     method = quant_method(config)
-    if method is None or method == BITSANDBYTES:
+    if method is None or method == BITSANDBYTES or dequantized_on_load(config):
         return None
     full = full_precision_name(Path(name).name if Path(name).expanduser().exists() else name)
     repository = f", e.g. {full}" if full else " of this model"

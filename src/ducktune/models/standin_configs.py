@@ -27,6 +27,7 @@ MIRRORS = {
     "qwen2-moe": "Qwen/Qwen1.5-MoE-A2.7B-Chat",
     "qwen3-moe": "Qwen/Qwen3-30B-A3B",
     "olmoe": "allenai/OLMoE-1B-7B-0125-Instruct",
+    "gpt-oss": "openai/gpt-oss-20b",
     "qwen3.5": "Qwen/Qwen3.5-0.8B",
     "gemma": "google/gemma-1.1-2b-it",
     "gemma2": "google/gemma-2-2b-it",
@@ -95,7 +96,26 @@ def _specs() -> dict[str, tuple[str, dict]]:
             **_gemma_specs(common), **_other_specs(common), **_newer_specs(common), **_newest_specs(common),
             **_layer_norm_specs(common), **_ungated_mlp_specs(common),
             **_latent_attention_specs(common), **_classic_base_specs(),
-            **_parallel_hybrid_specs(common)}
+            **_parallel_hybrid_specs(common), **_gpt_oss_specs(common)}
+
+
+def _gpt_oss_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """gpt-oss-20b: attention sinks, biased q/k/v/o, layers alternating sliding (128) / full, YaRN (32x from
+    4096, truncate false as published), 32 experts top-4 with fused interleaved gate/up weights and biases,
+    the clamped SwiGLU (limit 7). Published as MXFP4; the stand-in is saved in full precision."""
+    return {
+        # q heads x head_dim (64 x 64) wider than hidden (2880) as published: 4 x 32 over 64 here;
+        # 32 experts top-4 -> 4 top-2; expert width 2x hidden (= hidden published) so a transposed expert shows
+        "gpt-oss": ("GptOssForCausalLM", dict(
+            common, intermediate_size=2 * HIDDEN, num_key_value_heads=2, head_dim=32, num_local_experts=4,
+            num_experts_per_tok=2, experts_per_token=2, max_position_embeddings=131072, initial_context_length=4096,
+            rms_norm_eps=1e-5, rope_theta=150000.0, attention_bias=True, attention_dropout=0.0, hidden_act="silu",
+            swiglu_limit=7.0, router_aux_loss_coef=0.9, output_router_logits=False, tie_word_embeddings=False,
+            sliding_window=8,  # 128 published; 8 so test prompts cross it
+            layer_types=["sliding_attention", "full_attention"],
+            rope_scaling={"rope_type": "yarn", "factor": 32.0, "original_max_position_embeddings": 4096,
+                          "beta_fast": 32.0, "beta_slow": 1.0, "truncate": False})),
+    }
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
