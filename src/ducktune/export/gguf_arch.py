@@ -799,21 +799,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     put("add_context_length", context_length(config))
     put("add_embedding_length", hidden)
     put("add_block_count", n_layers(config))
-    if arch == gguf_lfm2.ARCH:  # the MLP width of the weights; no KV heads on the short-conv layers
-        width, kv = gguf_lfm2.feed_forward_length(config), gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config))
-    elif arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
-        width, kv = gguf_gemma4.feed_forward_lengths(config), gguf_gemma4.head_count_kv(config)
-    elif arch == gguf_gemma3n.ARCH:  # MLP widths per layer (transformers 5 saves a list)
-        width, kv = gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
-    else:
-        # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
-        width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
-                           default=4 * hidden))
-        kv = n_kv_heads(config)
-        if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
-            width, kv = gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, kv)
-        if arch == gguf_minicpm3.ARCH:  # MLA expands keys and values to every head (num_key_value_heads unused)
-            kv = heads
+    width, kv = _mlp_width_and_kv_heads(config, arch)
     put("add_feed_forward_length", width)
     put("add_head_count", heads)
     put("add_head_count_kv", kv)
@@ -840,6 +826,34 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         put("add_key_length", dim)
         put("add_value_length", dim)
     _add_rope_hparams(put, config, arch)
+    _add_family_hparams(put, config, arch)
+    return written
+
+
+def _mlp_width_and_kv_heads(config: dict, arch: str) -> tuple:
+    """The feed_forward_length and head_count_kv keys: one value each, or one per layer where llama.cpp reads a
+    list (LFM2's short-conv and Granite 4.0-H's Mamba layers have no KV heads; Gemma 3n/4 widths per layer)."""
+    hidden, heads = hidden_size(config), n_heads(config)
+    if arch == gguf_lfm2.ARCH:  # the MLP width of the weights; no KV heads on the short-conv layers
+        width, kv = gguf_lfm2.feed_forward_length(config), gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config))
+    elif arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
+        width, kv = gguf_gemma4.feed_forward_lengths(config), gguf_gemma4.head_count_kv(config)
+    elif arch == gguf_gemma3n.ARCH:  # MLP widths per layer (transformers 5 saves a list)
+        width, kv = gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
+    else:
+        # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
+        width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
+                           default=4 * hidden))
+        kv = n_kv_heads(config)
+        if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
+            width, kv = gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, kv)
+        if arch == gguf_minicpm3.ARCH:  # MLA expands keys and values to every head (num_key_value_heads unused)
+            kv = heads
+    return width, kv
+
+
+def _add_family_hparams(put, config: dict, arch: str) -> None:
+    """The keys of one architecture or family beside the common ones (windows, muP scalars, experts, SSM...)."""
     if arch == "llama":
         put("add_vocab_size", int(config["vocab_size"]))
     if arch in GEMMA:
@@ -873,7 +887,6 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
         # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
         put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
-    return written
 
 
 def _add_rope_hparams(put, config: dict, arch: str) -> None:
