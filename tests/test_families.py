@@ -339,6 +339,8 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("granite4", False),        # as Granite 3: <|end_of_text|> is BOS and EOS, the template opens with a system turn
     ("granite4h", False),       # Granite 4.0-H: the same tokenizer and template
     ("ernie4.5", False),        # <s> is never added: the template opens with <|begin_of_sentence|>
+    ("ernie4.5-moe", False),    # ERNIE 4.5's tokenizer and template: the same
+    ("lfm2-moe", True),         # LFM2's template prints <|startoftext|> and Llama 3's pipeline adds it
     ("falcon3", False),         # no BOS, though llama.cpp adds one for "falcon3" unless the GGUF says not to
     ("falcon-h1", True),        # the template prints <|begin_of_text|> and Llama 3's pipeline adds it
     ("aya", True),              # Aya's template prints <BOS_TOKEN>, which CohereTokenizer also adds

@@ -6,6 +6,7 @@ fake state dict built from a Llama's weights, so llama.cpp must reproduce the Ll
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import math
@@ -57,11 +58,16 @@ F16_MARGIN, F16_MAX_DIFF = 0.02, 0.02
 # Gemma 3n (22 layers of 4 AltUp streams, scale-1 attention) stays that sensitive with tempered attention: seen 0.038
 # (f16) and 0.71 (q8_0: every matrix rounded; 0.3% noise on its attention weights alone moves transformers' own
 # logits by 0.18)
+# ERNIE 4.5 MoE and LFM2-MoE (experts chosen by probability + selection bias): transformers on q8_0-rounded weights
+# and linear inputs is 0.77 / 1.01 from exact and flips one of LFM2-MoE's 40 clear top-1 positions itself (exact vs
+# llama.cpp q8_0: 0.66 / 1.25, one flip; f16: <= 0.02), so one flip is allowed there
 MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "f16"): 0.1, ("gemma4", "q8_0"): 1.5,
                 ("olmoe", "q8_0"): 0.6, ("granite-moe", "q8_0"): 1.2, ("mixtral", "q8_0"): 0.6,
                 ("nemotron-mini", "q8_0"): 0.6, ("gemma3n", "f16"): 0.06, ("gemma3n", "q8_0"): 1.0,
                 # one position of 120 whose top-2 experts nearly tie flips its expert in q8_0 (~1.5); the rest ~0.1
-                ("gpt-oss", "q8_0"): 2.0}
+                ("gpt-oss", "q8_0"): 2.0,
+                ("ernie4.5-moe", "q8_0"): 0.8, ("lfm2-moe", "q8_0"): 1.4}
+MIN_AGREEMENT_FOR = {("lfm2-moe", "q8_0"): 0.97}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
 
@@ -308,6 +314,25 @@ EXPECTED = {
                  "blk.0.ffn_gate_inp.weight": (4, 64), "blk.0.ffn_gate_inp.bias": (4,),
                  "blk.1.post_attention_norm.weight": (64,), "output.weight": (None, 64)},
                 {"blk.0.ffn_norm.weight", "blk.0.ffn_gate.weight", "rope_freqs.weight"}),
+    # ERNIE 4.5 MoE: layer 0 dense, layer 1 routed (4 experts of 64) with 2 shared experts fused (128 wide), the
+    # selection bias [1, 4] written [4]; whole-head rope as the dense ERNIE's, tied output
+    "ernie4.5-moe": ("ernie4_5-moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
+                                      "expert_shared_feed_forward_length": 128, "leading_dense_block_count": 1,
+                                      "interleave_moe_layer_step": 1, "feed_forward_length": 320,
+                                      "rope.freq_base": 500000.0, "attention.head_count_kv": 2},
+                     {"blk.0.ffn_gate.weight": (320, 64), "blk.1.ffn_gate_exps.weight": (4, 64, 64),
+                      "blk.1.ffn_gate_shexp.weight": (128, 64), "blk.1.exp_probs_b.bias": (4,),
+                      "blk.1.ffn_gate_inp.weight": (4, 64)},
+                     {"output.weight", "blk.0.ffn_gate_inp.weight", "blk.1.ffn_gate.weight", "rope_freqs.weight"}),
+    # LFM2-MoE: conv / attention / conv layers, layer 0's MLP dense (intermediate_size as given), then experts
+    # under a sigmoid router (gating function 2) with the expert bias as exp_probs_b
+    "lfm2-moe": ("lfm2moe", {"expert_count": 4, "expert_used_count": 2, "expert_feed_forward_length": 64,
+                             "leading_dense_block_count": 1, "expert_gating_func": 2, "feed_forward_length": 256,
+                             "attention.head_count_kv": [0, 2, 0], "shortconv.l_cache": 3},
+                 {"blk.0.ffn_gate.weight": (256, 64), "blk.1.ffn_up_exps.weight": (4, 64, 64),
+                  "blk.2.ffn_down_exps.weight": (4, 64, 64), "blk.2.exp_probs_b.bias": (4,),
+                  "blk.2.shortconv.conv.weight": (64, 3), "blk.1.attn_q_norm.weight": (16,)},
+                 {"output.weight", "blk.0.ffn_gate_inp.weight", "blk.1.ffn_gate.weight"}),
     # Gemma 1: head_dim 32 with 4 heads on hidden 64 (the 7B's 16 x 256 on 3072), MQA as the 2B; the
     # embedding is the output layer; no window or softcapping keys
     "gemma": ("gemma", {"attention.key_length": 32, "attention.value_length": 32, "attention.head_count_kv": 1,
@@ -587,7 +612,8 @@ def test_llama_cpp_logits_match_hf(arch, quant, margin, max_diff, standin, writt
     path, _ = written(arch, quant)
     agree, positions, diff = agreement(hf_logits(model, prompt_ids), llama_cpp_logits(path, prompt_ids), margin)
     assert positions >= 20, f"only {positions} positions with a clear top-2 margin"
-    assert agree == 1.0, f"{arch} {quant}: top-1 agreement {agree:.3f} over {positions} positions (max |Δ| {diff:.4f})"
+    assert agree >= MIN_AGREEMENT_FOR.get((arch, quant), 1.0), (
+        f"{arch} {quant}: top-1 agreement {agree:.3f} over {positions} positions (max |Δ| {diff:.4f})")
     max_diff = MAX_DIFF_FOR.get((arch, quant), max_diff)
     assert diff < max_diff, f"{arch} {quant}: max |Δlogit| {diff:.4f}"
 
@@ -656,6 +682,14 @@ def _granitehybrid_rotating(original):
     """gguf_mamba2.add_granitehybrid_hparams telling llama.cpp to rotate Granite 4.0-H's NoPE attention."""
     return lambda put, config: original(
         lambda method, value: put(method, True if method == "add_rope_scaling_finetuned" else value), config)
+
+
+def _zeroed(selection_bias):
+    """gguf_moe.selection_bias writing zeros: experts chosen by the router's probabilities alone."""
+    def plan(lookup, shape):
+        found = selection_bias(lookup, shape)
+        return found and (*found[:2], lambda array: np.zeros(found[1], dtype=array.dtype))
+    return plan
 
 
 def _fused_halves_swapped(original):
@@ -755,6 +789,13 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "mixtral w1 and w3 swapped": ("mixtral", "gguf_moe.PUBLISHED_NAMES", lambda: {
         **gguf_arch.gguf_moe.PUBLISHED_NAMES, "w1": "up_proj", "w3": "gate_proj"}),
     "mixtral q/k rows not re-ordered": ("mixtral", "ROTARY_PERMUTED", lambda: gguf_arch.ROTARY_PERMUTED - {"llama"}),
+    "ernie4.5-moe selection bias written as zeros": ("ernie4.5-moe", "gguf_moe.selection_bias",
+                                                     lambda: _zeroed(gguf_arch.gguf_moe.selection_bias)),
+    "lfm2-moe expert bias written as zeros": ("lfm2-moe", "gguf_moe.selection_bias",
+                                              lambda: _zeroed(gguf_arch.gguf_moe.selection_bias)),
+    "lfm2-moe router written as a softmax": ("lfm2-moe", "gguf_moe.ARCHES", lambda: {
+        **gguf_arch.gguf_moe.ARCHES,
+        "lfm2moe": dataclasses.replace(gguf_arch.gguf_moe.ARCHES["lfm2moe"], gating="SOFTMAX")}),
     "gemma3n AltUp projections stacked in reverse": ("gemma3n", "gguf_gemma3n.extra_tensors",
                                                      lambda: _altup_stacked_in_reverse(gguf_arch.gguf_gemma3n.extra_tensors)),
     "minicpm3 longrope factor tables left out": ("minicpm3", "_computed_tensors", lambda: lambda config, arch: []),
@@ -2803,6 +2844,127 @@ def test_qwen2_moe_shared_expert_and_its_gate_become_llama_cpps_shexp_tensors():
 ])
 def test_qwen2_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
     reason = architecture_support({**QWEN1_5_MOE_A2_7B, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+# baidu/ERNIE-4.5-21B-A3B-PT config.json: its keys and values as public copies quote them (no verbatim file was
+# reachable here, so it is not in tests/data/published_configs); no moe_layer_end_index (-1: the last layer)
+ERNIE_45_21B_A3B_PT = {
+    "architectures": ["Ernie4_5_MoeForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+    "hidden_size": 2560, "intermediate_size": 12288, "max_position_embeddings": 131072, "model_type": "ernie4_5_moe",
+    "num_attention_heads": 20, "num_key_value_heads": 4, "num_hidden_layers": 28, "pad_token_id": 0,
+    "rms_norm_eps": 1e-05, "use_cache": False, "vocab_size": 103424, "rope_theta": 500000, "use_bias": False,
+    "moe_num_experts": 64, "moe_num_shared_experts": 2, "moe_layer_start_index": 1, "moe_intermediate_size": 1536,
+    "moe_capacity": [64, 64, 64], "moe_gate": "topk", "moe_k": 6, "moe_layer_interval": 1, "moe_use_aux_free": True,
+    "num_nextn_predict_layers": 1, "tie_word_embeddings": True, "torch_dtype": "bfloat16",
+}
+
+
+def test_published_ernie_4_5_moe_config_writes_llama_cpps_expert_keys():
+    calls = written_hparams(ERNIE_45_21B_A3B_PT, "ernie4_5-moe")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["expert_feed_forward_length"]) == (64, 6, 1536)
+    # the two shared experts run as one MLP twice as wide (transformers' Ernie4_5_MoeMLP of 2 x 1536)
+    assert calls["expert_shared_feed_forward_length"] == 3072 and calls["feed_forward_length"] == 12288
+    assert calls["leading_dense_block_count"] == 1 and calls["interleave_moe_layer_step"] == 1
+    assert calls["head_count_kv"] == 4 and calls["rope_freq_base"] == 500000 and "key_length" not in calls
+    assert "expert_gating_func" not in calls  # llama.cpp's ernie4_5-moe graph softmaxes by itself
+
+
+def test_ernie_4_5_moe_selection_bias_shared_experts_and_dense_layer_become_llama_cpps_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (103424, 2560), "model.layers.0.mlp.gate_proj.weight": (12288, 2560),
+              "model.layers.1.mlp.gate.weight": (64, 2560),
+              "model.layers.1.mlp.moe_statics.e_score_correction_bias": (1, 64),
+              "model.layers.1.mlp.shared_experts.up_proj.weight": (3072, 2560),
+              "model.layers.1.mlp.experts.gate_up_proj": (64, 3072, 2560),
+              "model.layers.1.mlp.experts.down_proj": (64, 2560, 1536)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, ERNIE_45_21B_A3B_PT, "q8_0")}
+    bias = plans["blk.1.exp_probs_b.bias"]
+    assert bias.shape == (64,) and bias.qtype == gguf.GGMLQuantizationType.F32
+    assert bias.transform(np.arange(64, dtype=np.float32).reshape(1, 64)).shape == (64,)
+    assert plans["blk.1.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.1.ffn_up_shexp.weight"].shape == (3072, 2560)
+    assert plans["blk.0.ffn_gate.weight"].shape == (12288, 2560)
+    assert plans["blk.1.ffn_gate_exps.weight"].shape == (64, 1536, 2560) and "output.weight" not in plans  # tied
+    assert plans["blk.1.ffn_down_exps.weight"].shape == (64, 2560, 1536)
+    # transformers 5 keeps the bias under the router in memory
+    moved = {name.replace("mlp.moe_statics", "mlp.gate.moe_statics"): shape for name, shape in shapes.items()}
+    assert "blk.1.exp_probs_b.bias" in {p.gguf_name for p in plan_from_shapes(moved, ERNIE_45_21B_A3B_PT, "f16")}
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"moe_layer_interval": 2}, "moe_layer_interval 2 puts dense layers between"),
+    ({"moe_layer_end_index": 20}, "moe_layer_end_index 20 leaves dense layers at the end"),
+    ({"moe_norm_min": 0.5}, "moe_norm_min 0.5"),
+    ({"use_bias": True}, "use_bias true"),
+    ({"hidden_act": "gelu"}, "hidden_act 'gelu'"),
+    ({"moe_k": 0}, "num_experts_per_tok must be set"),
+])
+def test_ernie_4_5_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**ERNIE_45_21B_A3B_PT, **change})
+    assert reason and fragment in reason and "\n" not in reason
+
+
+def test_ernie_4_5_moe_end_index_as_transformers_saves_it_is_the_last_layer():
+    assert architecture_support({**ERNIE_45_21B_A3B_PT, "moe_layer_end_index": 27}) is None
+
+
+# LiquidAI/LFM2-8B-A1B config.json: its keys and values as public copies quote them (no verbatim file was reachable
+# here); 24 layers, 6 of them attention, the first 2 dense
+LFM2_8B_A1B = {
+    "architectures": ["Lfm2MoeForCausalLM"], "model_type": "lfm2_moe", "vocab_size": 65536, "hidden_size": 2048,
+    "intermediate_size": 7168, "moe_intermediate_size": 1792, "num_hidden_layers": 24, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "max_position_embeddings": 128000, "norm_eps": 1e-05, "conv_bias": False,
+    "conv_L_cache": 3, "rope_theta": 1000000.0, "num_dense_layers": 2, "num_experts": 32, "num_experts_per_tok": 4,
+    "norm_topk_prob": True, "use_expert_bias": True, "routed_scaling_factor": 1.0, "bos_token_id": 1,
+    "eos_token_id": 7, "pad_token_id": 0, "tie_embedding": True, "torch_dtype": "bfloat16",
+    "layer_types": ["conv", "conv", "full_attention", "conv", "conv", "conv", "full_attention", "conv", "conv", "conv",
+                    "full_attention", "conv", "conv", "conv", "full_attention", "conv", "conv", "conv",
+                    "full_attention", "conv", "conv", "full_attention", "conv", "conv"],
+}
+
+
+def test_published_lfm2_moe_config_writes_sigmoid_routing_and_its_dense_layers():
+    import gguf
+
+    calls = written_hparams(LFM2_8B_A1B, "lfm2moe")
+    assert (calls["expert_count"], calls["expert_used_count"], calls["expert_feed_forward_length"]) == (32, 4, 1792)
+    assert calls["expert_gating_func"] == gguf.ExpertGatingFuncType.SIGMOID and calls["leading_dense_block_count"] == 2
+    # the dense layers' MLP is intermediate_size wide as given (LFM2's block_ff_dim arithmetic is not applied)
+    assert calls["feed_forward_length"] == 7168 and calls["shortconv_l_cache"] == 3
+    assert calls["head_count_kv"][:3] == [0, 0, 8] and calls["head_count_kv"].count(8) == 6
+    assert "expert_shared_feed_forward_length" not in calls and "interleave_moe_layer_step" not in calls
+
+
+def test_lfm2_moe_experts_bias_and_conv_become_llama_cpps_tensors():
+    import gguf
+
+    shapes = {"model.embed_tokens.weight": (65536, 2048), "model.embedding_norm.weight": (2048,),
+              "model.layers.0.feed_forward.w1.weight": (7168, 2048), "model.layers.0.conv.conv.weight": (2048, 1, 3),
+              "model.layers.2.feed_forward.gate.weight": (32, 2048), "model.layers.2.feed_forward.expert_bias": (32,)}
+    for e in range(32):
+        shapes |= {f"model.layers.2.feed_forward.experts.{e}.{w}.weight": (1792, 2048) for w in ("w1", "w3")}
+        shapes[f"model.layers.2.feed_forward.experts.{e}.w2.weight"] = (2048, 1792)
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, LFM2_8B_A1B, "q8_0")}
+    assert plans["blk.2.ffn_gate_exps.weight"].stacked[5] == "model.layers.2.feed_forward.experts.5.w1.weight"
+    assert plans["blk.2.ffn_up_exps.weight"].stacked[5] == "model.layers.2.feed_forward.experts.5.w3.weight"
+    assert plans["blk.2.ffn_down_exps.weight"].shape == (32, 2048, 1792)
+    assert plans["blk.2.exp_probs_b.bias"].shape == (32,) and plans["blk.2.exp_probs_b.bias"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.2.ffn_gate_inp.weight"].qtype == gguf.GGMLQuantizationType.F32
+    assert plans["blk.0.ffn_gate.weight"].shape == (7168, 2048) and plans["blk.0.shortconv.conv.weight"].shape == (2048, 3)
+    assert "token_embd_norm.weight" in plans and "output.weight" not in plans
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"norm_topk_prob": False}, "norm_topk_prob false; llama.cpp's lfm2moe always renormalizes"),
+    ({"routed_scaling_factor": 2.5}, "routed_scaling_factor 2.5"),
+    ({"use_expert_bias": False}, "use_expert_bias false"),
+    ({"conv_bias": True}, "conv_bias"),
+    ({"num_experts_per_tok": 0}, "num_experts_per_tok must be set"),
+])
+def test_lfm2_moe_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**LFM2_8B_A1B, **change})
     assert reason and fragment in reason and "\n" not in reason
 
 

@@ -88,6 +88,10 @@ Per architecture, what differs from "read config, rename tensors":
   correction range (a caveat, as llama.cpp's own converter writes it).
 - qwen35 (Qwen3.5, text; the multimodal checkpoints' text_config): Gated DeltaNet layers beside gated
   full attention, in its own module (gguf_qwen35).
+- ernie4_5-moe (Ernie4_5_MoeForCausalLM, ERNIE-4.5-21B-A3B): the dense ERNIE 4.5's attention and rope, leading
+  dense layers, routed experts plus shared ones, their selection bias (gguf_moe).
+- lfm2moe (Lfm2MoeForCausalLM, LFM2-8B-A1B): LFM2's layers (gguf_lfm2) with leading dense MLPs, then routed
+  experts under a sigmoid router with a selection bias (gguf_moe).
 - lfm2 (Lfm2ForCausalLM, Liquid LFM2): short-convolution layers beside GQA attention with q/k norms,
   in its own module (gguf_lfm2): per-layer head_count_kv (0 = conv layer), the conv kernel squeezed,
   the MLP width the weights have.
@@ -186,12 +190,14 @@ ARCHITECTURES = {
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
     "Ernie4_5ForCausalLM": "ernie4_5",
+    "Ernie4_5_MoeForCausalLM": "ernie4_5-moe",
     "HunYuanDenseV1ForCausalLM": "hunyuan-dense",
     "Ministral3ForCausalLM": "mistral3",
     "Mistral3ForConditionalGeneration": "mistral3",  # its language model (text only)
     "Qwen3_5ForCausalLM": "qwen35",
     "Qwen3_5ForConditionalGeneration": "qwen35",
     "Lfm2ForCausalLM": "lfm2",
+    "Lfm2MoeForCausalLM": "lfm2moe",
     "Gemma4ForCausalLM": "gemma4",
     "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
     "Gemma3nForCausalLM": "gemma3n",
@@ -217,11 +223,12 @@ MAMBA2_ARCHS = {gguf_mamba2.ARCH, gguf_falconh1.ARCH}
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
-WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee", "olmoe",
-                   gguf_falconh1.ARCH}
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "ernie4_5-moe", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee",
+                   "olmoe", gguf_falconh1.ARCH}
 NO_ROPE = {"bloom", "gpt2"}  # ALiBi; learned absolute position embeddings
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
-TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "lfm2", "command-r", "cohere2", gguf_gemma3n.ARCH, gguf_minicpm3.ARCH, "gpt2"}
+TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "ernie4_5-moe", "lfm2", "lfm2moe", "command-r", "cohere2",
+                   gguf_gemma3n.ARCH, gguf_minicpm3.ARCH, "gpt2"}
 # Cohere's parallel blocks: llama.cpp reads their logit scale and always reuses the embedding as output layer
 COHERE = {"command-r", "cohere2", gguf_gemma3n.ARCH}
 # transformers' CohereConfig / Cohere2Config defaults when the key is absent
@@ -455,8 +462,9 @@ def architecture_support(config: dict) -> str | None:
         return _gemma_problem(config, name, arch)
     if arch == gguf_qwen35.ARCH:
         return gguf_qwen35.qwen35_support(config, n_layers(config))
-    if arch == gguf_lfm2.ARCH:
-        return gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config), head_dim(config), hidden_size(config))
+    if arch in gguf_lfm2.ARCHS and (reason := gguf_lfm2.lfm2_support(config, n_layers(config), n_heads(config),
+                                                                      head_dim(config), hidden_size(config))):
+        return reason  # LFM2-MoE's experts are checked below
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                gguf_mamba2.ARCH: _granite_problem, gguf_falconh1.ARCH: gguf_falconh1.falconh1_support,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
@@ -470,8 +478,8 @@ def architecture_support(config: dict) -> str | None:
     if gguf_moe.routed(config, arch):
         problem = functools.partial(gguf_moe.moe_support, arch=arch)
     reason = problem(config, name) if problem else None
-    if reason is None and arch == "granitemoe":  # the dense granite's graph, experts aside
-        reason = _granite_problem(config, name)
+    if reason is None and arch in DENSE_PROBLEMS:  # the dense model's graph, experts aside
+        reason = DENSE_PROBLEMS[arch](config, name)
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
                   f"llama.cpp's {arch} rotates whole heads")
@@ -740,6 +748,10 @@ def _granite4_problem(config: dict) -> str | None:
     return None
 
 
+# MoE graphs that are a dense one's with experts: that one's refusals apply too
+DENSE_PROBLEMS = {"granitemoe": _granite_problem, "ernie4_5-moe": _ernie4_5_problem}
+
+
 def gguf_caveats(config: dict) -> list[str]:
     """Where llama.cpp runs an exportable model differently from transformers (one line each)."""
     config = language_model_config(config)
@@ -830,28 +842,6 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     return written
 
 
-def _mlp_width_and_kv_heads(config: dict, arch: str) -> tuple:
-    """The feed_forward_length and head_count_kv keys: one value each, or one per layer where llama.cpp reads a
-    list (LFM2's short-conv and Granite 4.0-H's Mamba layers have no KV heads; Gemma 3n/4 widths per layer)."""
-    hidden, heads = hidden_size(config), n_heads(config)
-    if arch == gguf_lfm2.ARCH:  # the MLP width of the weights; no KV heads on the short-conv layers
-        width, kv = gguf_lfm2.feed_forward_length(config), gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config))
-    elif arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
-        width, kv = gguf_gemma4.feed_forward_lengths(config), gguf_gemma4.head_count_kv(config)
-    elif arch == gguf_gemma3n.ARCH:  # MLP widths per layer (transformers 5 saves a list)
-        width, kv = gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
-    else:
-        # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
-        width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
-                           default=4 * hidden))
-        kv = n_kv_heads(config)
-        if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
-            width, kv = gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, kv)
-        if arch == gguf_minicpm3.ARCH:  # MLA expands keys and values to every head (num_key_value_heads unused)
-            kv = heads
-    return width, kv
-
-
 def _add_family_hparams(put, config: dict, arch: str) -> None:
     """The keys of one architecture or family beside the common ones (windows, muP scalars, experts, SSM...)."""
     if arch == "llama":
@@ -874,7 +864,7 @@ def _add_family_hparams(put, config: dict, arch: str) -> None:
             put(method, float(config.get(key) if config.get(key) is not None else 1.0))
     if arch == gguf_qwen35.ARCH:
         gguf_qwen35.add_qwen35_hparams(put, config, rope_params(config))
-    if arch == gguf_lfm2.ARCH:
+    if arch in gguf_lfm2.ARCHS:
         gguf_lfm2.add_lfm2_hparams(put, config)
     if arch == gguf_mamba2.ARCH:
         gguf_mamba2.add_granitehybrid_hparams(put, config)
@@ -887,6 +877,24 @@ def _add_family_hparams(put, config: dict, arch: str) -> None:
     if arch == "mistral3" and rope_params(config).get("llama_4_scaling_beta"):
         # Llama 4's query temperature; llama.cpp's period is the yarn original context written above
         put("add_attn_temperature_scale", float(rope_params(config)["llama_4_scaling_beta"]))
+
+
+def _mlp_width_and_kv_heads(config: dict, arch: str) -> tuple:
+    """feed_forward_length and head_count_kv as llama.cpp reads them for `arch` (a number, or one per layer)."""
+    if arch in gguf_lfm2.ARCHS:  # the MLP width of the weights; no KV heads on the short-conv layers
+        return (gguf_lfm2.feed_forward_length(config, arch),
+                gguf_lfm2.head_count_kv(config, n_layers(config), n_kv_heads(config)))
+    if arch == gguf_gemma4.ARCH:  # MLP widths and KV heads per layer
+        return gguf_gemma4.feed_forward_lengths(config), gguf_gemma4.head_count_kv(config)
+    if arch == gguf_gemma3n.ARCH:  # MLP widths per layer (transformers 5 saves a list)
+        return gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
+    if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
+        return gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, n_kv_heads(config))
+    # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
+    width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
+                       default=4 * hidden_size(config)))
+    # MLA expands keys and values to every head (num_key_value_heads unused)
+    return width, n_heads(config) if arch == gguf_minicpm3.ARCH else n_kv_heads(config)
 
 
 def _add_rope_hparams(put, config: dict, arch: str) -> None:
@@ -1094,7 +1102,7 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             shape, transform = (shape[1], shape[0]), _transposed
         if arch == gguf_qwen35.ARCH:
             lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
-        if arch == gguf_lfm2.ARCH and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
+        if arch in gguf_lfm2.ARCHS and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
             shape, transform = kernel
         if arch in MAMBA2_ARCHS and ".mamba." in hf_name:
             lookup, shape, transform = gguf_mamba2.mamba_tensor(lookup, shape, config)

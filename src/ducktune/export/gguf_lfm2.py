@@ -11,13 +11,17 @@ Layers are of two kinds (`layer_types`, or `full_attn_idxs` in the published con
 
 The MLP width llama.cpp reads is the one the weights have: `intermediate_size` (published as
 `block_ff_dim`) is shrunk to 2/3, times `block_ffn_dim_multiplier`, rounded up to `block_multiple_of`
-when `block_auto_adjust_ff_dim` is on. Norms multiply by w (no +1); the final norm
-(`model.embedding_norm`) is gguf's token_embd_norm, which llama.cpp's lfm2 applies to the output.
+when `block_auto_adjust_ff_dim` is on (LFM2-MoE's dense layers are `intermediate_size` wide as given).
+Norms multiply by w (no +1); the final norm (`model.embedding_norm`) is gguf's token_embd_norm, which llama.cpp's lfm2 applies to the output.
 """
 
 from __future__ import annotations
 
 ARCH = "lfm2"
+# LFM2-MoE (Lfm2MoeForCausalLM, LFM2-8B-A1B): the same layers with routed experts after the leading dense ones
+# (gguf_moe)
+MOE_ARCH = "lfm2moe"
+ARCHS = {ARCH, MOE_ARCH}
 LAYER_KINDS = {"conv", "full_attention"}
 
 
@@ -32,8 +36,10 @@ def layer_types(config: dict, n_layers: int) -> list[str]:
     return ["full_attention" if i in attention else "conv" for i in range(n_layers)]
 
 
-def feed_forward_length(config: dict) -> int:
-    """The MLP width of the weights (Lfm2MLP's own arithmetic on the config keys)."""
+def feed_forward_length(config: dict, arch: str = ARCH) -> int:
+    """The MLP width of the weights (Lfm2MLP's own arithmetic on the config keys; Lfm2MoeMLP's as given)."""
+    if arch == MOE_ARCH:
+        return int(config["intermediate_size"])
     width = int(config.get("intermediate_size") or config.get("block_ff_dim") or 12288)
     if config.get("block_auto_adjust_ff_dim", True):
         width = int(2 * width / 3)

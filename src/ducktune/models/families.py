@@ -51,6 +51,15 @@ _GRANITE4 = _specials(bos="<|end_of_text|>", eos="<|end_of_text|>", pad="<|pad|>
                                   "<|start_of_plugin|>", "<|end_of_plugin|>", "<tool_call>", "</tool_call>",
                                   "<tool_response>", "</tool_response>"])
 
+# LFM2 and LFM2-MoE: byte-level BPE with its specials at ids 0-13
+_LFM2 = _specials(bos="<|startoftext|>", eos="<|im_end|>", pad="<|pad|>",
+                  additional=["<|endoftext|>", "<|fim_pre|>", "<|fim_mid|>", "<|fim_suf|>", "<|im_start|>",
+                              "<|im_end|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>", "<|tool_call_end|>",
+                              "<|tool_response_start|>", "<|tool_response_end|>"])
+# ERNIE 4.5 dense and MoE: SentencePiece with <s>/</s>, the template's sentence markers and mask tokens
+_ERNIE45 = _specials(bos="<s>", eos="</s>", pad="<unk>", unk="<unk>",
+                     additional=["<|begin_of_sentence|>", "<|end_of_sentence|>", "<mask:1>", "<mask:4>", "<mask:5>",
+                                 "<mask:6>", "<mask:7>"])
 
 _QWEN = _specials(eos="<|im_end|>", pad="<|endoftext|>", additional=["<|im_start|>", "<|im_end|>", "<|endoftext|>"])
 _SPM = _specials(bos="<s>", eos="</s>", unk="<unk>")
@@ -246,10 +255,11 @@ FAMILIES: list[Family] = [
     # LFM2's byte-level BPE is Llama 3's pipeline (cl100k regex, whole words kept, BOS added) with its own
     # specials at ids 0-13; llama.cpp names it "lfm2" and runs it as Llama 3's.
     Family("lfm2", "Liquid LFM2 (350M-2.6B)", "Lfm2ForCausalLM", "lfm2", "llama-bpe", "lfm2",
-           _specials(bos="<|startoftext|>", eos="<|im_end|>", pad="<|pad|>",
-                     additional=["<|endoftext|>", "<|fim_pre|>", "<|fim_mid|>", "<|fim_suf|>", "<|im_start|>",
-                                 "<|im_end|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_call_start|>",
-                                 "<|tool_call_end|>", "<|tool_response_start|>", "<|tool_response_end|>"]),
+           _LFM2,
+           note="short-convolution layers: trains on padded batches (packing is refused by the isolation proof)"),
+    # LFM2-8B-A1B: LFM2's tokenizer, specials and template (llama.cpp ships its template as LFM2's)
+    Family("lfm2-moe", "LFM2-MoE (LFM2-8B-A1B)", "Lfm2MoeForCausalLM", "lfm2-moe", "llama-bpe", "lfm2",
+           _LFM2,
            note="short-convolution layers: trains on padded batches (packing is refused by the isolation proof)"),
     # Falcon3: Llama's class with Falcon's own byte-level BPE (specials >>TITLE<< ... at the front, <|pad|>);
     # its template ends an answer with <|endoftext|> (EOS, bos_token_id = eos_token_id = 11 in config.json).
@@ -269,9 +279,11 @@ FAMILIES: list[Family] = [
     # ERNIE 4.5's turns end with <|end_of_sentence|> (the template's sep_token), which llama.cpp does not
     # know as end-of-generation by itself; </s> stays EOS as published (generation_config: eos 2).
     Family("ernie4.5", "ERNIE 4.5 (0.3B dense)", "Ernie4_5ForCausalLM", "ernie4.5", "ernie45-spm", "ernie4.5",
-           _specials(bos="<s>", eos="</s>", pad="<unk>", unk="<unk>",
-                     additional=["<|begin_of_sentence|>", "<|end_of_sentence|>", "<mask:1>", "<mask:4>", "<mask:5>",
-                                 "<mask:6>", "<mask:7>"]),
+           _ERNIE45,
+           tokenizer_class="Ernie4_5_Tokenizer"),
+    # ERNIE-4.5-21B-A3B-PT: the dense ERNIE 4.5's tokenizer, specials and template
+    Family("ernie4.5-moe", "ERNIE 4.5 MoE (21B-A3B)", "Ernie4_5_MoeForCausalLM", "ernie4.5-moe", "ernie45-spm",
+           "ernie4.5", _ERNIE45,
            tokenizer_class="Ernie4_5_Tokenizer"),
     Family("bloom", "BLOOM (Firefly)", "BloomForCausalLM", "bloom", "bloom", "firefly",
            _specials(bos="<s>", eos="</s>", pad="<pad>", unk="<unk>"),
@@ -421,15 +433,22 @@ def _auto_map(spec: Family) -> dict:
             "AutoModelForCausalLM": f"modeling_{spec.arch}.{spec.model_class}"}
 
 
+# the expert-selection biases (ERNIE 4.5 MoE's moe_statics, LFM2-MoE's buffer), zero at init
+SELECTION_BIASES = ("moe_statics.e_score_correction_bias", "feed_forward.expert_bias")
+
+
 def wake_zero_scales(model) -> None:
     """Gemma 3n's AltUp output scale starts at zero, which would switch its per-layer embedding path off in a
-    random model: give it values around 1 so llama.cpp's reading of that path is tested too."""
+    random model: give it values around 1 so llama.cpp's reading of that path is tested too. Likewise the
+    expert-selection biases: values of the router probabilities' spread, so they change which experts run."""
     import torch
 
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
             if name.endswith("altup.correct_output_scale"):
-                param.uniform_(0.5, 1.5)
+                tensor.uniform_(0.5, 1.5)
+            if name.endswith(SELECTION_BIASES):
+                tensor.uniform_(-0.2, 0.2)
 
 
 def _widen_logit_margins(model, config, scale: float) -> None:

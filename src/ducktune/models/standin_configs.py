@@ -53,6 +53,8 @@ MIRRORS = {
     "falcon-h1": "tiiuae/Falcon-H1-0.5B-Instruct",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
+    "ernie4.5-moe": "baidu/ERNIE-4.5-21B-A3B-PT",
+    "lfm2-moe": "LiquidAI/LFM2-8B-A1B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
     "hunyuan": "tencent/Hunyuan-0.5B-Instruct",
     "exaone4": "LGAI-EXAONE/EXAONE-4.0-1.2B",
@@ -95,7 +97,7 @@ def _specs() -> dict[str, tuple[str, dict]]:
     return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_moe_specs(common),
             **_gemma_specs(common), **_other_specs(common), **_newer_specs(common), **_newest_specs(common),
             **_layer_norm_specs(common), **_ungated_mlp_specs(common),
-            **_latent_attention_specs(common), **_classic_base_specs(),
+            **_latent_attention_specs(common), **_classic_base_specs(), **_small_active_moe_specs(common),
             **_parallel_hybrid_specs(common), **_gpt_oss_specs(common)}
 
 
@@ -321,6 +323,28 @@ def _gemma4_values(common: dict) -> dict:
                  subsampling_conv_channels=[8, 4], output_proj_dims=HIDDEN)
     # the published image/audio token ids lie beyond the stand-in's vocabulary: text never reaches them
     return dict(text_config=text, vision_config=vision, audio_config=audio, tie_word_embeddings=True)
+
+
+def _small_active_moe_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """ERNIE 4.5 MoE and LFM2-MoE: leading dense layers, then routed experts chosen with a per-expert bias."""
+    return {
+        # ERNIE-4.5-21B-A3B-PT: layer 0 dense (moe_layer_start_index 1), 64 experts top-6 (4 top-2 here) always
+        # renormalized, 2 shared experts; widths from 12288 and 1536 of 2560 rounded up to 64; 20:4 heads (4:2),
+        # rope theta 500000, tied; moe_capacity / moe_gate / moe_use_aux_free as published (transformers ignores them)
+        "ernie4.5-moe": ("Ernie4_5_MoeForCausalLM", dict(
+            common, intermediate_size=320, moe_intermediate_size=64, moe_num_experts=4, moe_k=2,
+            moe_num_shared_experts=2, moe_layer_start_index=1, moe_layer_interval=1, moe_capacity=[64, 64, 64],
+            moe_gate="topk", moe_use_aux_free=True, num_key_value_heads=2, max_position_embeddings=131072,
+            rms_norm_eps=1e-5, rope_theta=500000.0, use_bias=False, hidden_act="silu", tie_word_embeddings=True)),
+        # LFM2-8B-A1B: 24 layers (conv and attention as LFM2's), the first 2 dense (1 of 3 here, so both layer
+        # kinds meet experts), 32 experts top-4 (4 top-2) under a sigmoid router with expert bias, renormalized,
+        # routed_scaling_factor 1; widths 7168 and 1792 of 2048 rounded up to 64; 32:8 heads (4:2), tied
+        "lfm2-moe": ("Lfm2MoeForCausalLM", dict(
+            common, num_hidden_layers=3, layer_types=["conv", "full_attention", "conv"], intermediate_size=256,
+            moe_intermediate_size=64, num_experts=4, num_experts_per_tok=2, num_dense_layers=1, norm_topk_prob=True,
+            use_expert_bias=True, routed_scaling_factor=1.0, num_key_value_heads=2, conv_L_cache=3, conv_bias=False,
+            max_position_embeddings=128000, norm_eps=1e-5, rope_theta=1000000.0, tie_embedding=True)),
+    }
 
 
 def _other_specs(common: dict) -> dict[str, tuple[str, dict]]:
