@@ -2395,6 +2395,7 @@ def test_nemotron_h_block_norm_stays_whole_and_the_mixer_tensors_become_ssm_tens
     ({"use_bias": True}, "use_bias true"),
     ({"mamba_hidden_act": "gelu"}, "mamba_hidden_act 'gelu'"),
     ({"time_step_limit": [0.0, 10.0]}, "time_step_limit [0.0, 10.0]"),
+    ({"n_groups": 3}, "n_groups 3 does not divide mamba_num_heads x mamba_head_dim (10240)"),
 ])
 def test_nemotron_h_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
     reason = architecture_support({**NEMOTRON_NANO_9B_V2, **change})

@@ -74,7 +74,11 @@ def nemotronh_support(config: dict, name: str) -> str | None:
         return f"GGUF export of {name}: use_bias true, but llama.cpp's Mamba-2 in/out projections have no bias"
     if (act := config.get("mamba_hidden_act", "silu")) != "silu":
         return f"GGUF export of {name}: mamba_hidden_act {act!r}: llama.cpp's {ARCH} runs SiLU only"
-    if reason := gguf_mamba2.mixer_problem(mamba2_keys(config), ARCH):
+    mixer = mamba2_keys(config)
+    if mixer["mamba_d_ssm"] % mixer["mamba_n_groups"]:
+        return (f"GGUF export of {name}: n_groups {mixer['mamba_n_groups']} does not divide mamba_num_heads x "
+                f"mamba_head_dim ({mixer['mamba_d_ssm']})")
+    if reason := gguf_mamba2.mixer_problem(mixer, ARCH):
         return f"GGUF export of {name}: {reason}"
     return None
 
