@@ -219,3 +219,21 @@ def test_unknown_commands_are_not_sent_to_the_model():
     assert lines[:2] == ["unknown command /rest; commands: /reset (new conversation), /system TEXT (set the system "
                          "prompt), /exit. Ctrl-D also exits.", lines[0].replace("/rest", "/systemd")]
     assert seen == [["/usr/bin is a folder"], ["Be brief.", "hi"]]  # a path is a message; /system still works
+
+
+def test_batched_greedy_on_mamba_layers_goes_through_generate(tmp_path):
+    """Nemotron-H's Mamba-2 cache layers cannot drop finished rows (no batch_select_indices): a batch is answered
+    by transformers' generate instead, with the answers of one-by-one generation."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.data.template import ChatFormat
+    from ducktune.models.families import build_standin
+    from ducktune.models.loading import load_tokenizer
+
+    folder = build_standin("nemotron-h", tmp_path / "nemotron-h")
+    tokenizer = load_tokenizer(folder)
+    engine = ChatEngine(AutoModelForCausalLM.from_pretrained(folder).eval(), tokenizer, ChatFormat(tokenizer))
+    prompts = [engine.chat_format.prompt_ids([{"role": "user", "content": text}]) for text in ("Hi", "Who are you?")]
+    assert not engine._decode_rows(prompts, [], [])  # refused before any forward
+    batch = engine.greedy_ids(prompts, max_new_tokens=6)
+    assert batch == [engine.greedy_ids([prompt], max_new_tokens=6)[0] for prompt in prompts]

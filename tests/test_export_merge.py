@@ -270,10 +270,13 @@ def test_minicpm3_latent_attention_projections_are_adapted_and_merge_in_place():
     assert torch.allclose(merged, adapted, atol=1e-4), (merged - adapted).abs().max()
 
 
-def test_falcon_h1_all_linear_leaves_the_mamba_out_proj_alone_and_merges_as_trained():
-    """PEFT refuses LoRA on Falcon-H1's Mamba-2 out_proj (the fused mamba_ssm path reads its weight past an
-    adapter): all-linear adapts in_proj, the attention (o_proj included) and the MLP, not the mixer's out_proj, and
-    the merged weights give the adapted logits. Naming out_proj in lora.target_modules is a one-line ConfigError."""
+@pytest.mark.parametrize("arch, mlp", [("falcon-h1", {"gate_proj", "up_proj", "down_proj"}),
+                                       ("nemotron-h", {"up_proj", "down_proj"})])
+def test_mamba_hybrid_all_linear_leaves_the_mamba_out_proj_alone_and_merges_as_trained(arch, mlp):
+    """PEFT refuses LoRA on Falcon-H1's and Nemotron-H's Mamba-2 out_proj (the fused mamba_ssm path reads its weight
+    past an adapter): all-linear adapts in_proj, the attention (o_proj included) and the MLP, not the mixer's
+    out_proj, and the merged weights give the adapted logits. Naming out_proj in lora.target_modules is a one-line
+    ConfigError."""
     from ducktune.config import LoraConfig
     from ducktune.errors import ConfigError
     from ducktune.models.standin_configs import tiny_config
@@ -282,9 +285,9 @@ def test_falcon_h1_all_linear_leaves_the_mamba_out_proj_alone_and_merges_as_trai
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_config("falcon-h1", 300))
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, 300))
     peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False))
-    assert {"in_proj", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"} <= set(targets)
+    assert {"in_proj", "q_proj", "k_proj", "v_proj", "o_proj", *mlp} <= set(targets)
     assert not {"out_proj", "conv1d", "lm_head"} & set(targets)
     with torch.no_grad():  # adapters that act (lora_B starts at zero)
         for name, parameter in peft_model.named_parameters():
@@ -298,7 +301,7 @@ def test_falcon_h1_all_linear_leaves_the_mamba_out_proj_alone_and_merges_as_trai
         merged = peft_model.merge_and_unload().eval()(ids).logits
     assert (trained - base).abs().max() > 1e-2
     assert torch.allclose(merged, trained, atol=1e-4), (merged - trained).abs().max()
-    fresh = AutoModelForCausalLM.from_config(tiny_config("falcon-h1", 300))
+    fresh = AutoModelForCausalLM.from_config(tiny_config(arch, 300))
     with pytest.raises(ConfigError, match="lora.target_modules: .*out_proj.*incompatible with Mamba"):
         attach_lora(fresh, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False, target_modules=["in_proj", "out_proj"]))
 

@@ -343,6 +343,7 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("lfm2-moe", True),         # LFM2's template prints <|startoftext|> and Llama 3's pipeline adds it
     ("falcon3", False),         # no BOS, though llama.cpp adds one for "falcon3" unless the GGUF says not to
     ("falcon-h1", True),        # the template prints <|begin_of_text|> and Llama 3's pipeline adds it
+    ("nemotron-h", False),      # Tekken adds <s> to plain text; Nemotron Nano v2's template prints none
     ("aya", True),              # Aya's template prints <BOS_TOKEN>, which CohereTokenizer also adds
     ("command-r7b", False),     # CohereTokenizer adds <BOS_TOKEN> to plain text, Command R7B's template prints none
     ("stablelm2", False),       # <|endoftext|> is BOS, never added; the template opens with <|im_start|>

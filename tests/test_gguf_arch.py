@@ -450,6 +450,21 @@ EXPECTED = {
                    "blk.1.ssm_d": (6, 1), "blk.1.ssm_dt.bias": (6,), "blk.1.ssm_out.weight": (64, 96),
                    "blk.1.attn_q.weight": (32, 64), "blk.1.ffn_norm": (64,), "output.weight": (None, 64)},
                   {"blk.0.ssm_norm.weight", "blk.0.ffn_norm.weight", "rope_freqs.weight"}),
+    # Nemotron-H: one kind per layer (M-MM*-), told apart by head_count_kv / feed_forward_length zeros; the ssm keys
+    # with the inner size heads x head dim, the gated norm over 2 groups, attention without rope (no rope keys) and a
+    # head_dim apart from hidden/heads, both LayerNorm epsilons (llama.cpp requires the plain one), untied output
+    "nemotron-h": ("nemotron_h", {"attention.head_count_kv": [0, 0, 0, 0, 1, 0], "attention.head_count": 4,
+                                  "feed_forward_length": [0, 256, 0, 0, 0, 256], "attention.key_length": 32,
+                                  "attention.value_length": 32, "ssm.conv_kernel": 4, "ssm.inner_size": 128,
+                                  "ssm.state_size": 16, "ssm.time_step_rank": 8, "ssm.group_count": 2,
+                                  "attention.layer_norm_epsilon": 1e-5, "attention.layer_norm_rms_epsilon": 1e-5,
+                                  "block_count": 6, "context_length": 131072},
+                   {"blk.0.ssm_in.weight": (328, 64), "blk.0.ssm_conv1d.weight": (192, 4), "blk.0.ssm_a": (8, 1),
+                    "blk.0.ssm_d": (8, 1), "blk.0.ssm_dt.bias": (8,), "blk.0.ssm_norm.weight": (2, 64),
+                    "blk.0.ssm_out.weight": (64, 128), "blk.0.attn_norm.weight": (64,), "blk.1.ffn_up.weight": (256, 64),
+                    "blk.1.ffn_down.weight": (64, 256), "blk.4.attn_q.weight": (128, 64),
+                    "blk.4.attn_k.weight": (32, 64), "blk.4.attn_output.weight": (64, 128), "output.weight": (None, 64)},
+                   {"rope_freqs.weight", "blk.1.ffn_gate.weight", "blk.1.ssm_in.weight", "blk.0.attn_q.weight"}),
     # OLMo 2: norms after attention and MLP (none before), q/k norms over the whole projection, no tied output
     "olmo2": ("olmo2", {"rope.freq_base": 500000.0, "attention.layer_norm_rms_epsilon": 1e-6, "context_length": 4096},
               {"blk.0.attn_q_norm.weight": (64,), "blk.0.attn_k_norm.weight": (64,), "blk.0.post_attention_norm.weight": (64,),
@@ -804,6 +819,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
         suffix for suffix in gguf_arch.GPT2_CONV1D if suffix != ".attn.c_proj.weight")),
     "pythia qkv left interleaved per head": ("pythia", "_tensor_transform", lambda: _tensor_transform_except("gptneox")),
     "pythia rotary over the whole head": ("pythia", "rotary_dims", lambda: gguf_arch.head_dim),
+    "nemotron-h A_log written as is (not -exp)": ("nemotron-h", "gguf_mamba2.mamba_tensor",
+                                                  lambda: _mamba_tensor_except(".A_log")),
     "falcon-h1 multipliers not folded": ("falcon-h1", "gguf_falconh1.weight_scale", lambda: lambda hf_name, config: None),
     "falcon-h1 in_proj muP vector left out": ("falcon-h1", "gguf_falconh1.mup_vector", lambda: lambda config: 1.0),
     "falcon-h1 q/k rows re-ordered as for llama": ("falcon-h1", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "falcon-h1"}),
@@ -2452,6 +2469,81 @@ def test_falcon_h1_configs_llama_cpp_would_run_differently_are_refused(change, f
 
 def test_falcon_h1_with_the_gated_norm_after_the_gate_is_supported():
     assert architecture_support({**FALCON_H1_0_5B, "mamba_rms_norm": True, "mamba_norm_before_gate": False}) is None
+
+
+# nvidia/NVIDIA-Nemotron-Nano-9B-v2's config values as public code quoting its config.json lists them (sizes, the
+# 56-layer hybrid_override_pattern, the Mamba-2 keys); the others as published or NemotronHConfig's defaults
+NEMOTRON_NANO_9B_V2 = {
+    "architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "hidden_size": 4480,
+    "intermediate_size": 15680, "num_hidden_layers": 56, "num_attention_heads": 40, "num_key_value_heads": 8,
+    "head_dim": 128, "vocab_size": 131072, "max_position_embeddings": 131072,
+    "hybrid_override_pattern": "M-M-M-MM-M-M-M*-M-M-M*-M-M-M-M*-M-M-M-M*-M-MM-M-M-M-M-M-",
+    "ssm_state_size": 128, "conv_kernel": 4, "n_groups": 8, "mamba_num_heads": 128, "mamba_head_dim": 80,
+    "mamba_hidden_act": "silu", "mlp_hidden_act": "relu2", "layer_norm_epsilon": 1e-5, "use_bias": False,
+    "use_conv_bias": True, "mlp_bias": False, "attention_bias": False, "time_step_limit": [0.0, float("inf")],
+    "tie_word_embeddings": False, "bos_token_id": 1, "pad_token_id": 0,
+}
+
+
+def test_nemotron_nano_9b_v2_is_nemotron_h_with_its_layer_kinds_and_mamba_keys():
+    pattern = NEMOTRON_NANO_9B_V2["hybrid_override_pattern"]
+    # transformers 5's saved form: the kinds as layers_block_type, no num_hidden_layers, infinity as saved
+    saved = {key: value for key, value in NEMOTRON_NANO_9B_V2.items()
+             if key not in ("hybrid_override_pattern", "num_hidden_layers")}
+    saved.update(time_step_limit=[0.0, {"__float__": "Infinity"}], layers_block_type=[
+        {"M": "linear_attention", "*": "full_attention", "-": "mlp"}[letter] for letter in pattern])
+    for config in (NEMOTRON_NANO_9B_V2, saved):
+        calls = written_hparams(config, "nemotron_h")
+        assert calls["block_count"] == 56
+        assert calls["head_count_kv"] == [8 if letter == "*" else 0 for letter in pattern]
+        assert calls["feed_forward_length"] == [15680 if letter == "-" else 0 for letter in pattern]
+        assert (calls["ssm_conv_kernel"], calls["ssm_inner_size"], calls["ssm_state_size"], calls["ssm_time_step_rank"],
+                calls["ssm_group_count"]) == (4, 10240, 128, 128, 8)  # inner 128 heads x 80, not expand x hidden
+        assert (calls["head_count"], calls["key_length"], calls["value_length"]) == (40, 128, 128)
+        assert calls["layer_norm_eps"] == calls["layer_norm_rms_eps"] == 1e-5
+        assert not [key for key in calls if key.startswith("rope")]  # its attention is not rotated
+    assert sum(kv > 0 for kv in calls["head_count_kv"]) == 4
+
+
+def test_nemotron_h_config_saved_without_a_layer_count_gets_it_from_its_layer_kinds(tmp_path):
+    """NemotronHConfig derives num_hidden_layers from layers_block_type and saves none; ducktune's config reader
+    (the training plan, export) counts the kinds."""
+    from ducktune.models.loading import model_config
+
+    tiny_config("nemotron-h", 300, 1, 2, 0).save_pretrained(tmp_path)
+    assert "num_hidden_layers" not in json.loads((tmp_path / "config.json").read_text())
+    assert model_config(tmp_path)["num_hidden_layers"] == 6
+
+
+def test_nemotron_h_block_norm_stays_whole_and_the_mixer_tensors_become_ssm_tensors():
+    """The block's RMS norm (`.norm.`) is one vector; only the Mamba-2 mixer's gated norm is grouped."""
+    shapes = {"backbone.layers.0.norm.weight": (4480,), "backbone.layers.0.mixer.norm.weight": (10240,),
+              "backbone.layers.0.mixer.A_log": (128,), "backbone.layers.0.mixer.dt_bias": (128,),
+              "backbone.layers.0.mixer.conv1d.weight": (12288, 1, 4), "backbone.layers.0.mixer.in_proj.weight": (22656, 4480),
+              "backbone.layers.1.mixer.up_proj.weight": (15680, 4480), "backbone.layers.14.mixer.q_proj.weight": (5120, 4480)}
+    plans = {p.gguf_name: p for p in plan_from_shapes(shapes, NEMOTRON_NANO_9B_V2, "q8_0")}
+    assert {name: (plan.shape, plan.qtype.name) for name, plan in plans.items()} == {
+        "blk.0.attn_norm.weight": ((4480,), "F32"), "blk.0.ssm_norm.weight": ((8, 1280), "F32"),
+        "blk.0.ssm_a": ((128, 1), "F32"), "blk.0.ssm_dt.bias": ((128,), "F32"),
+        "blk.0.ssm_conv1d.weight": ((12288, 4), "F32"), "blk.0.ssm_in.weight": ((22656, 4480), "Q8_0"),
+        "blk.1.ffn_up.weight": ((15680, 4480), "Q8_0"), "blk.14.attn_q.weight": ((5120, 4480), "Q8_0")}
+    assert plans["blk.0.attn_norm.weight"].transform is None
+    assert plans["blk.14.attn_q.weight"].transform is None  # no rope: rows as stored
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"hybrid_override_pattern": "M*E" * 18 + "M-", "num_hidden_layers": 56}, "nemotron_h_moe"),
+    ({"hybrid_override_pattern": "M*-X"}, "must list M, *, - or E layers"),
+    ({"num_hidden_layers": 52}, "num_hidden_layers 52 but 56 layer kinds"),
+    ({"mlp_hidden_act": "silu"}, "mlp_hidden_act 'silu'"),
+    ({"use_bias": True}, "use_bias true"),
+    ({"mamba_hidden_act": "gelu"}, "mamba_hidden_act 'gelu'"),
+    ({"time_step_limit": [0.0, 10.0]}, "time_step_limit [0.0, 10.0]"),
+    ({"n_groups": 3}, "n_groups 3 does not divide mamba_num_heads x mamba_head_dim (10240)"),
+])
+def test_nemotron_h_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
+    reason = architecture_support({**NEMOTRON_NANO_9B_V2, **change})
+    assert reason and fragment in reason and "\n" not in reason, reason
 
 
 @pytest.mark.parametrize("change, fragment", [

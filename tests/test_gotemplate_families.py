@@ -84,6 +84,7 @@ FAMILIES = {
                                             "<|START_TOOL_RESULT|>", "<|END_TOOL_RESULT|>"]),
     "falcon3": ({"eos_token": "<|endoftext|>"}, []),  # its <|user|> lines are plain text
     "falcon-h1": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"}, ["<|im_start|>", "<|im_end|>"]),
+    "nemotron-h": ({"bos_token": "<s>", "eos_token": "<SPECIAL_12>"}, ["<SPECIAL_10>", "<SPECIAL_11>"]),
     "stablelm2": ({"bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>"}, ["<|im_start|>", "<|im_end|>"]),
     # Nemotron-Mini: the generation prompt is written after every conversation (published without add_generation_prompt)
     "nemotron-mini": (LLAMA_SPM, ["<extra_id_0>", "<extra_id_1>"]),

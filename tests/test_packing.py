@@ -368,6 +368,28 @@ def test_falcon_h1_never_trains_packed():
     _assert_padded_rows_exact(model)
 
 
+def test_nemotron_h_never_trains_packed():
+    """Nemotron-H's Mamba-2 layers are "M" in its published hybrid_override_pattern, linear_attention in the
+    layers_block_type transformers 5 saves (and reads as layer_types): packing is refused in all three forms."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.errors import ConfigError
+    from ducktune.models.standin_configs import tiny_config
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config("nemotron-h", 1000, 1, 2, 0)).eval()
+    assert "Mamba-2" in packing.varlen_blockers(model)
+    with pytest.raises(ConfigError, match="train.packing=on.*Mamba-2"):
+        packing.choose_batching(model, "on", "cpu")
+    published = {"architectures": ["NemotronHForCausalLM"], "model_type": "nemotron_h", "num_hidden_layers": 4,
+                 "hybrid_override_pattern": "M-*-"}
+    for config in (published, model.config.to_dict()):
+        assert "Nemotron-H" in packing.config_packing_blocker(config, False)
+        assert packing.expected_batching(config, "auto", False) == "padded"
+    assert packing.config_packing_blocker({**published, "hybrid_override_pattern": "*-*-"}, False) is None
+    _assert_padded_rows_exact(model)
+
+
 # ----------------------------------------------------------------------------- training
 
 def _chat_records(n, seed):

@@ -331,7 +331,10 @@ class ChatEngine:
 
         input_ids, attention, _ = self._padded(prompts)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        cache = {self._cache_argument(): DynamicCache(config=self.model.config)}
+        kv_cache = DynamicCache(config=self.model.config)
+        cache = {self._cache_argument(): kv_cache}
+        if not all(hasattr(layer, "batch_select_indices") for layer in getattr(kv_cache, "layers", ())):
+            return False  # recurrent layers whose cache cannot drop finished rows (Nemotron-H's Mamba-2 states)
         live = list(range(len(rows)))
         with torch.inference_mode():
             try:
@@ -347,7 +350,7 @@ class ChatEngine:
                     return True
                 if len(keep) < len(live):
                     index = torch.tensor(keep, device=attention.device)
-                    next(iter(cache.values())).batch_select_indices(index)
+                    kv_cache.batch_select_indices(index)
                     attention, positions = attention[index], positions[index]
                     live = [live[j] for j in keep]
                 attention = torch.cat([attention, attention.new_ones((len(live), 1))], dim=1)

@@ -50,6 +50,9 @@ Per architecture, what differs from "read config, rename tensors":
 - falcon-h1 (FalconH1ForCausalLM): a Mamba-2 mixer beside attention in every layer, in its own module
   (gguf_falconh1): the Mamba-2 tensors as for granitehybrid, Falcon-H1's muP multipliers folded into the
   merged weights (llama.cpp's graph has none), rotate-half rope.
+- nemotron_h (NemotronHForCausalLM: Nemotron Nano 9B / 12B v2, Nemotron-H): each layer one of a Mamba-2 mixer,
+  attention without rope or a squared-ReLU MLP, in its own module (gguf_nemotronh): the layer kinds as per-layer
+  head_count_kv / feed_forward_length zeros, the Mamba-2 tensors as for granitehybrid; MoE variants refused.
 - olmo2 (Olmo2ForCausalLM, and Olmo3ForCausalLM, which llama.cpp runs with the same graph): norms
   after attention and after the MLP instead of before, q_norm/k_norm over the whole projection,
   rotate-half rope (NEOX, no re-ordering). OLMo 3's sliding-window layers are written per layer
@@ -158,7 +161,7 @@ from dataclasses import dataclass
 
 from ducktune.errors import ModelError
 from ducktune.export import (gguf_apertus, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss, gguf_lfm2,
-                             gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_qwen35)
+                             gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_nemotronh, gguf_qwen35)
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -187,6 +190,7 @@ ARCHITECTURES = {
     "GraniteForCausalLM": "granite",
     "GraniteMoeHybridForCausalLM": "granite",  # all attention, no experts; with Mamba-2 layers: granitehybrid
     "FalconH1ForCausalLM": gguf_falconh1.ARCH,
+    "NemotronHForCausalLM": gguf_nemotronh.ARCH,
     "Olmo2ForCausalLM": "olmo2",
     "Olmo3ForCausalLM": "olmo2",
     "Ernie4_5ForCausalLM": "ernie4_5",
@@ -217,15 +221,16 @@ ARCHITECTURES = {
 # are laid out for rotate-half: q/k rows are re-ordered. (GLM's HF code already rotates pairs.)
 ROTARY_PERMUTED = {"llama", "internlm2", "smollm3", "granite", "granitemoe", gguf_mamba2.ARCH, "mistral3", "arcee"}
 GRANITE_ARCHS = {"granite", "granitemoe", gguf_mamba2.ARCH}
-# architectures whose `.mamba.` weights are Mamba-2 mixers written by gguf_mamba2
-MAMBA2_ARCHS = {gguf_mamba2.ARCH, gguf_falconh1.ARCH}
+# architectures whose Mamba-2 mixers gguf_mamba2 writes -> the name part of their mixer weights (Nemotron-H's
+# attention and MLP weights are `.mixer.` too: mamba_tensor passes them through)
+MAMBA2_ARCHS = {gguf_mamba2.ARCH: ".mamba.", gguf_falconh1.ARCH: ".mamba.", gguf_nemotronh.ARCH: ".mixer."}
 # llama.cpp's smollm3 skips rope on layer il when (il + 1) % 4 == 0, with no key to change it
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
 WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "ernie4_5-moe", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee",
                    "olmoe", gguf_falconh1.ARCH}
-NO_ROPE = {"bloom", "gpt2"}  # ALiBi; learned absolute position embeddings
+NO_ROPE = {"bloom", "gpt2", gguf_nemotronh.ARCH}  # ALiBi; learned absolute position embeddings; none
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "ernie4_5-moe", "lfm2", "lfm2moe", "command-r", "cohere2",
                    gguf_gemma3n.ARCH, gguf_minicpm3.ARCH, "gpt2"}
@@ -327,7 +332,10 @@ def hidden_size(config: dict) -> int:
 
 
 def n_layers(config: dict) -> int:
-    return int(_first(config, "num_hidden_layers", "n_layer"))
+    count = _first(config, "num_hidden_layers", "n_layer")
+    if count is None and config.get("layers_block_type"):  # NemotronHConfig saves only its layer kinds
+        return len(config["layers_block_type"])
+    return int(count)
 
 
 def n_heads(config: dict) -> int:
@@ -467,6 +475,7 @@ def architecture_support(config: dict) -> str | None:
         return reason  # LFM2-MoE's experts are checked below
     problem = {"phi2": _phi2_problem, "smollm3": _smollm3_problem, "granite": _granite_problem,
                gguf_mamba2.ARCH: _granite_problem, gguf_falconh1.ARCH: gguf_falconh1.falconh1_support,
+               gguf_nemotronh.ARCH: gguf_nemotronh.nemotronh_support,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
                "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
@@ -817,9 +826,11 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     put("add_head_count_kv", kv)
     if arch in LAYER_NORM:
         put("add_layer_norm_eps", float(_first(config, "layer_norm_epsilon", "layer_norm_eps", "norm_eps")))
-    else:
+    else:  # Nemotron-H's RMS norms read layer_norm_epsilon
         put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "norm_eps", "layernorm_epsilon",
-                                                  "layer_norm_eps")))
+                                                  "layer_norm_eps", "layer_norm_epsilon")))
+    if arch == gguf_nemotronh.ARCH:
+        gguf_nemotronh.add_nemotronh_hparams(put, config, dim)
     if arch == "bloom":
         put("add_max_alibi_bias", 8.0)  # Bloom's ALiBi slopes; llama.cpp hard-codes the same
     if arch in NO_ROPE:
@@ -890,6 +901,8 @@ def _mlp_width_and_kv_heads(config: dict, arch: str) -> tuple:
         return gguf_gemma3n.feed_forward_lengths(config), n_kv_heads(config)
     if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
         return gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, n_kv_heads(config))
+    if arch == gguf_nemotronh.ARCH:  # zeros tell the Mamba-2 and MLP layers from attention
+        return gguf_nemotronh.feed_forward_lengths(config), gguf_nemotronh.head_count_kv(config, n_kv_heads(config))
     # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
     width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
                        default=4 * hidden_size(config)))
@@ -1104,8 +1117,9 @@ def plan_from_shapes(shapes: dict[str, tuple[int, ...]], config: dict, quant: st
             lookup, shape, transform = gguf_qwen35.qwen35_tensor(lookup, shape, config)
         if arch in gguf_lfm2.ARCHS and (kernel := gguf_lfm2.conv_kernel(hf_name, shape)):
             shape, transform = kernel
-        if arch in MAMBA2_ARCHS and ".mamba." in hf_name:
-            lookup, shape, transform = gguf_mamba2.mamba_tensor(lookup, shape, config)
+        if arch in MAMBA2_ARCHS and MAMBA2_ARCHS[arch] in hf_name:  # Nemotron-H's keys translated to Granite's
+            mixer = gguf_nemotronh.mamba2_keys(config) if arch == gguf_nemotronh.ARCH else config
+            lookup, shape, transform = gguf_mamba2.mamba_tensor(lookup, shape, mixer)
         if arch == gguf_falconh1.ARCH:  # its muP multipliers, folded into the (merged) weights
             transform = gguf_falconh1.folded(transform, gguf_falconh1.weight_scale(hf_name, config))
         if arch == gguf_gemma4.ARCH:

@@ -4,7 +4,7 @@ granite-4.0-h-micro, -h-1b, -h-350m, and the MoE h-tiny / h-small).
 Learned from llama.cpp's loader and graph (src/models/granite-hybrid.cpp, mamba-base.cpp's Mamba-2 layer) and
 how its converter writes GraniteMoeHybrid (conversion/granite.py on top of conversion/mamba.py's Mamba-2). Its
 Mamba-2 mixer helpers (mamba_dims, mixer_problem, add_ssm_hparams, mamba_tensor, keep_f32) also write Falcon-H1's
-mixers (gguf_falconh1):
+mixers (gguf_falconh1) and Nemotron-H's (gguf_nemotronh, its keys translated to the spelling read here):
 
 - Layers are Mamba-2 (`mamba`; transformers 5 saves `linear_attention`) or attention (`attention` /
   `full_attention`). llama.cpp knows a layer is recurrent by its head_count_kv being 0, so that key is an

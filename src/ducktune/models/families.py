@@ -232,6 +232,13 @@ FAMILIES: list[Family] = [
            _specials(bos="<|begin_of_text|>", eos="<|end_of_text|>", pad="<|pad|>",
                      additional=["<|im_start|>", "<|im_end|>"]),
            note="Mamba-2 mixers in every layer: trains on padded batches"),
+    # NVIDIA Nemotron-Nano-9B-v2 / 12B-v2: Mamba-2, attention and MLP layers; Mistral Nemo's Tekken tokenizer (BOS <s>
+    # added) with NVIDIA's turn markers in its control-token slots (<SPECIAL_10> system, <SPECIAL_11> user and
+    # assistant, <SPECIAL_12> ends a turn, its EOS); /think and /no_think in a system or user turn switch reasoning
+    Family("nemotron-h", "NVIDIA-Nemotron-Nano-9B-v2 / 12B-v2 (hybrid Mamba-2)", "NemotronHForCausalLM", "nemotron-h",
+           "tekken", "nemotron-h",
+           _specials(bos="<s>", eos="<SPECIAL_12>", unk="<unk>", additional=["</s>", "<SPECIAL_10>", "<SPECIAL_11>"]),
+           note="Mamba-2 layers train on padded batches; /no_think in the system prompt turns reasoning off"),
     # OLMo 2's dolma2 tokenizer is cl100k_base converted from tiktoken (Phi-4's pipeline) with its own specials;
     # its chat markers <|user|> <|assistant|> <|system|> are plain text, and the template writes BOS itself.
     Family("olmo2", "OLMo 2 Instruct", "Olmo2ForCausalLM", "olmo2", "phi4-bpe", "olmo2",

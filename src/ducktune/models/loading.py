@@ -145,11 +145,16 @@ def _published_tokenizer(folder: str | Path):
 
 
 def model_config(folder: str | Path) -> dict:
+    """config.json as a dict, with num_hidden_layers where transformers saves only the layer kinds (NemotronHConfig
+    derives the count from layers_block_type and writes none)."""
     path = Path(folder) / "config.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ModelError(f"{path}: cannot read the model config: {exc}") from None
+    if config.get("num_hidden_layers") is None and config.get("layers_block_type"):
+        config["num_hidden_layers"] = len(config["layers_block_type"])
+    return config
 
 
 # Multimodal checkpoints whose conditional-generation class runs text as a causal LM does, but which

@@ -51,6 +51,7 @@ MIRRORS = {
     "granite4h": "ibm-granite/granite-4.0-h-micro",
     "granite-moe": "ibm-granite/granite-3.1-1b-a400m-instruct",
     "falcon-h1": "tiiuae/Falcon-H1-0.5B-Instruct",
+    "nemotron-h": "nvidia/NVIDIA-Nemotron-Nano-9B-v2",
     "ernie4.5": "baidu/ERNIE-4.5-0.3B-PT",
     "lfm2": "LiquidAI/LFM2-1.2B",
     "ernie4.5-moe": "baidu/ERNIE-4.5-21B-A3B-PT",
@@ -603,8 +604,22 @@ def _classic_base_specs() -> dict[str, tuple[str, dict]]:
 
 
 def _parallel_hybrid_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """Falcon-H1 (a Mamba-2 mixer beside attention in every layer)."""
+    """Falcon-H1 (a Mamba-2 mixer beside attention in every layer) and Nemotron-H (each layer one of Mamba-2,
+    attention or MLP)."""
     return {
+        # NVIDIA-Nemotron-Nano-9B-v2: the published pattern's start (M-M-M-MM-M-M-M*-...: Mamba-2 layers, two in a
+        # row, MLPs after them, attention without rope), head_dim given apart from hidden / heads (128 x 40 heads vs
+        # 4480; 32 x 4 vs 64 here), 5 query heads per KV head (40:8; 4:1 here), Mamba-2 heads x head dim 128 x 80
+        # (8 x 16 here) in n_groups 8 (2 here) of ssm_state_size 128 (16 here), squared-ReLU MLP 3.5x hidden (15680;
+        # 224 rounded up to 256), layer_norm_epsilon 1e-5, no biases, untied, the time step unclamped
+        "nemotron-h": ("NemotronHForCausalLM", dict(
+            common, num_hidden_layers=6, hybrid_override_pattern="M-MM*-", num_key_value_heads=1, head_dim=32,
+            intermediate_size=256, max_position_embeddings=131072, layer_norm_epsilon=1e-5, mlp_hidden_act="relu2",
+            attention_bias=False, mlp_bias=False, use_bias=False, tie_word_embeddings=False, attention_dropout=0.0,
+            hidden_dropout=0.0, mamba_num_heads=8, mamba_head_dim=16, n_groups=2, ssm_state_size=16, conv_kernel=4,
+            expand=2, chunk_size=128, use_conv_bias=True, mamba_hidden_act="silu", mamba_proj_bias=False,
+            time_step_limit=(0.0, float("inf")), time_step_min=0.001, time_step_max=0.1, time_step_floor=1e-4,
+            residual_in_fp32=False, rescale_prenorm_residual=True, num_logits_to_keep=1)),
         # Falcon-H1-0.5B: head_dim 64 is half hidden/heads (1024/8), 4 query heads per KV head (8:2; 4:2 here), the
         # Mamba-2 inner size (mamba_d_ssm 1536 = 24 heads x 64) 1.5 x hidden with mamba_expand 2 left beside it, no
         # gated norm, untied embeddings, rope theta 1e11; its muP multipliers as published (attention_in 1.0 too),

@@ -66,9 +66,9 @@ def _has_vision_parts(model) -> bool:
 
 
 # PEFT refuses LoRA on the Mamba mixer's out_proj of these model types (the fused mamba_ssm path reads
-# out_proj.weight itself, skipping an adapter there): all-linear leaves it out for them (Falcon-H1's attention
-# output is o_proj, so only the mixer's is left out).
-PEFT_MAMBA_TYPES = {"falcon_h1"}
+# out_proj.weight itself, skipping an adapter there): all-linear leaves it out for them (Falcon-H1's and
+# Nemotron-H's attention output is o_proj, so only the mixer's is left out).
+PEFT_MAMBA_TYPES = {"falcon_h1", "nemotron_h"}
 MAMBA_OUT_PROJ = ["out_proj"]
 
 

@@ -203,8 +203,12 @@ SHORT_CONV_BLOCKER = "the model's short-convolution layers (LFM2) would read acr
 # Granite 4.0-H's Mamba-2 layers carry an SSM state and a causal conv along the row; transformers' torch path
 # has no per-sample reset (and the proof's leak, ~4e-2 relative on the stand-in, is under the bfloat16
 # tolerance): structural, like LFM2's. transformers 5 calls them linear_attention, as Qwen3.5's DeltaNet.
-MAMBA_BLOCKER = "the model's Mamba-2 layers (Granite 4.0-H, Falcon-H1) would carry their state across sample boundaries"
-MAMBA_HYBRIDS = {"granitemoehybrid"}
+MAMBA_BLOCKER = ("the model's Mamba-2 layers (Granite 4.0-H, Falcon-H1, Nemotron-H) would carry their state across "
+                 "sample boundaries")
+MAMBA_HYBRIDS = {"granitemoehybrid", "nemotron_h"}
+# Nemotron-H's published layer kinds: one letter per layer (M Mamba-2, * attention, - MLP, E MoE); transformers 5
+# saves them as layers_block_type
+NEMOTRON_H_LETTERS = {"M": "mamba", "*": "full_attention", "-": "mlp", "E": "moe"}
 # models with a Mamba-2 mixer in every layer, whatever their layer kinds say (Falcon-H1's are all "hybrid", a
 # read-only property its published config.json leaves out)
 MAMBA_EVERY_LAYER = {"falcon_h1"}
@@ -222,7 +226,8 @@ def _published_sliding_layers(config: dict) -> bool:
 
 def layer_blocker(config: dict) -> str | None:
     """Why the layer kinds of this config (transformers' or as published) rule out packed rows, or None."""
-    kinds = set(config.get("layer_types") or [])
+    kinds = set(config.get("layer_types") or config.get("layers_block_type")
+                or [NEMOTRON_H_LETTERS.get(letter, letter) for letter in config.get("hybrid_override_pattern") or ""])
     attention_layers = config.get("full_attn_idxs")  # LFM2's published form: the others are conv layers
     if not kinds and attention_layers is not None and len(attention_layers) < int(config.get("num_hidden_layers") or 0):
         kinds.add("conv")
