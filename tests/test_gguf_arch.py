@@ -243,6 +243,13 @@ EXPECTED = {
     # Llama 3.1 8B's shape (DeepSeek-R1-Distill-Llama-8B): llama3 scaling by 8, untied output
     "llama3.1": ("llama", {"rope.freq_base": 500000.0, "rope.dimension_count": 16, "context_length": 131072},
                  {"rope_freqs.weight": (8,), "output.weight": (None, 64)}, set()),
+    # DeepSeek Coder: rope base 1e5, positions scaled linearly by 4 (16k context); DeepSeek LLM: Llama-2's rope
+    "deepseek-coder": ("llama", {"rope.freq_base": 100000.0, "rope.scaling.factor": 4.0,
+                                 "context_length": 16384, "attention.layer_norm_rms_epsilon": 1e-6},
+                       {"output.weight": (None, 64)}, {"rope_freqs.weight"}),
+    "deepseek-llm": ("llama", {"rope.freq_base": 10000.0, "context_length": 4096,
+                               "attention.layer_norm_rms_epsilon": 1e-6}, {"output.weight": (None, 64)},
+                     {"rope_freqs.weight"}),
     "mistral": ("llama", {"attention.head_count_kv": 2, "context_length": 32768}, {}, {"rope_freqs.weight"}),
     "mistral-nemo": ("llama", {"attention.key_length": 32, "attention.value_length": 32, "rope.dimension_count": 32},
                      {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_output.weight": (64, 128)}, set()),
@@ -1069,6 +1076,31 @@ R1_DISTILL_LLAMA_8B = {  # deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json 
     "use_cache": True, "vocab_size": 128256,
     "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                      "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+DEEPSEEK_CODER_1_3B = {  # deepseek-ai/deepseek-coder-1.3b-instruct config.json (as transformers 4.48 prints it: its
+    # rope_scaling {"factor": 4.0, "type": "linear"} gains "rope_type"; 6.7b: hidden 4096, 32 layers and heads)
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 32013, "eos_token_id": 32021, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 5504, "max_position_embeddings": 16384, "mlp_bias": False, "num_attention_heads": 16,
+    "num_hidden_layers": 24, "num_key_value_heads": 16, "pad_token_id": 32014, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-06, "rope_scaling": {"factor": 4.0, "rope_type": "linear", "type": "linear"},
+    "rope_theta": 100000, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True,
+    "vocab_size": 32256}
+
+
+def test_published_deepseek_coder_config_keeps_its_linear_rope_scaling():
+    import gguf
+
+    calls = written_hparams(DEEPSEEK_CODER_1_3B, "llama")
+    assert (calls["block_count"], calls["embedding_length"], calls["head_count"], calls["context_length"]) == \
+        (24, 2048, 16, 16384)
+    assert calls["rope_freq_base"] == 100000.0 and calls["layer_norm_rms_eps"] == 1e-6
+    assert calls["rope_scaling_type"] == gguf.RopeScalingType.LINEAR and calls["rope_scaling_factor"] == 4.0
+    # the published transformers-4 form ({"type": "linear"} alone) reads the same
+    legacy = {**DEEPSEEK_CODER_1_3B, "rope_scaling": {"factor": 4.0, "type": "linear"}}
+    assert written_hparams(legacy, "llama")["rope_scaling_factor"] == 4.0
+    assert architecture_support(DEEPSEEK_CODER_1_3B) is None
+
+
 GEMMA_3_1B = {  # google/gemma-3-1b-it config.json
     "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 1152, "num_attention_heads": 4,
     "num_key_value_heads": 1, "head_dim": 256, "num_hidden_layers": 26, "intermediate_size": 6912,

@@ -15,6 +15,8 @@ MIRRORS = {
     "llama": "meta-llama/Llama-2-7b-chat-hf",
     "llama3": "meta-llama/Llama-3.2-1B-Instruct",
     "llama3.1": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B (Llama-3.1-8B's config)",
+    "deepseek-coder": "deepseek-ai/deepseek-coder-6.7b-instruct",
+    "deepseek-llm": "deepseek-ai/deepseek-llm-7b-chat",
     "mistral": "mistralai/Mistral-7B-Instruct-v0.1",
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
     "mixtral": "mistralai/Mixtral-8x7B-Instruct-v0.1",
@@ -83,10 +85,11 @@ _LONG_PARTIAL = [1.0, 1.4, 3.1, 8.4, 28.6, 47.77]
 
 
 def _llama(**extra) -> tuple[str, dict]:
-    return "LlamaForCausalLM", dict(
+    """Llama-2 7B's keys (shrunk), with `extra` added or overriding them."""
+    return "LlamaForCausalLM", {**dict(
         hidden_size=HIDDEN, intermediate_size=192, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
         num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
-        hidden_act="silu", attention_bias=False, tie_word_embeddings=False, **extra)
+        hidden_act="silu", attention_bias=False, tie_word_embeddings=False), **extra}
 
 
 def _specs() -> dict[str, tuple[str, dict]]:
@@ -113,6 +116,10 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rope_theta=500000.0, tie_word_embeddings=False, hidden_act="silu", attention_bias=False, mlp_bias=False,
             pretraining_tp=1, rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0,
                                             "low_freq_factor": 1.0, "original_max_position_embeddings": 8192})),
+        # DeepSeek Coder (1.3B/6.7B/33B): Llama's graph, rope base 1e5 scaled linearly by 4 (16k context)
+        "deepseek-coder": _llama(max_position_embeddings=16384, rms_norm_eps=1e-6, rope_theta=100000.0,
+                                 pretraining_tp=1, rope_scaling={"factor": 4.0, "type": "linear"}),
+        "deepseek-llm": _llama(rms_norm_eps=1e-6, pretraining_tp=1, rope_scaling=None),
         "mistral": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
             rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
