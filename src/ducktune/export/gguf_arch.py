@@ -149,8 +149,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import (gguf_apertus, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_lfm2, gguf_mamba2,
-                             gguf_minicpm3, gguf_moe, gguf_qwen35)
+from ducktune.export import (gguf_apertus, gguf_deepseek2, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_lfm2,
+                             gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_qwen35)
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -199,6 +199,7 @@ ARCHITECTURES = {
     "ApertusForCausalLM": "apertus",
     "ArceeForCausalLM": "arcee",
     "MiniCPM3ForCausalLM": gguf_minicpm3.ARCH,
+    "DeepseekV2ForCausalLM": gguf_deepseek2.ARCH,  # MLA and experts (gguf_deepseek2, gguf_moe)
     "GPT2LMHeadModel": "gpt2",
     "GPTNeoXForCausalLM": "gptneox",
 }
@@ -256,7 +257,7 @@ ROPE_KINDS = {
     "longrope": {"phi3", gguf_minicpm3.ARCH},
     # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3; AFM-4.5B;
     # Qwen2.5 / Qwen3 with the rope_scaling their model cards give for long contexts
-    "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3"},
+    "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3", gguf_deepseek2.ARCH},
 }
 
 
@@ -364,6 +365,8 @@ def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
 def rotary_dims(config: dict) -> int:
     if llama_cpp_arch(config) == gguf_minicpm3.ARCH:  # MLA: rope on its own slice of each head
         return gguf_minicpm3.rope_dims(config)
+    if llama_cpp_arch(config) == gguf_deepseek2.ARCH:
+        return gguf_deepseek2.rope_dims(config)
     return int(head_dim(config) * float(rope_params(config)["partial_rotary_factor"]))
 
 
@@ -434,7 +437,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma3n.gemma3n_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3 and Arcee)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3, Arcee and DeepSeek-V2)"
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config))):
         return f"GGUF export of {name}: {reason}"
     # these graphs size the attention output (and Phi-3's / GLM's fused qkv) by hidden_size
@@ -463,6 +466,9 @@ def architecture_support(config: dict) -> str | None:
     reason = problem(config, name) if problem else None
     if reason is None and arch == "granitemoe":  # the dense granite's graph, experts aside
         reason = _granite_problem(config, name)
+    if reason is None and arch == gguf_deepseek2.ARCH:  # MLA, routing and YaRN, experts aside
+        problem = gguf_deepseek2.deepseek2_problem(config, rope_params(config))
+        reason = f"GGUF export of {name}: {problem}" if problem else None
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
                   f"llama.cpp's {arch} rotates whole heads")
@@ -800,7 +806,7 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         kv = n_kv_heads(config)
         if arch == gguf_mamba2.ARCH:  # no KV heads on the Mamba-2 layers; the experts' width with experts
             width, kv = gguf_mamba2.feed_forward_length(config), gguf_mamba2.head_count_kv(config, kv)
-        if arch == gguf_minicpm3.ARCH:  # MLA expands keys and values to every head (num_key_value_heads unused)
+        if arch in (gguf_minicpm3.ARCH, gguf_deepseek2.ARCH):  # MLA expands keys and values to every head
             kv = heads
     put("add_feed_forward_length", width)
     put("add_head_count", heads)
@@ -824,6 +830,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         return written
     if arch == gguf_minicpm3.ARCH:
         gguf_minicpm3.add_minicpm3_hparams(put, config, hidden, heads)
+    elif arch == gguf_deepseek2.ARCH:
+        gguf_deepseek2.add_deepseek2_hparams(put, config, rope_params(config))
     elif dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe"):
         put("add_key_length", dim)
         put("add_value_length", dim)
@@ -877,7 +885,9 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
         put("add_rope_scaling_orig_ctx_len", original)
         if params["rope_type"] == "longrope":
             put("add_rope_scaling_attn_factors", longrope_attention_factor(config))
-    if params["rope_type"] == "yarn":
+    if params["rope_type"] == "yarn" and arch == gguf_deepseek2.ARCH:
+        _add_yarn_hparams(put, config, attn_factor=False)  # its cos/sin scale follows mscale_all_dim (gguf_deepseek2)
+    elif params["rope_type"] == "yarn":
         _add_yarn_hparams(put, config)
 
 
@@ -922,13 +932,15 @@ def yarn_attention_factor(config: dict) -> float:
     return _yarn_mscale(factor)
 
 
-def _add_yarn_hparams(put, config: dict) -> None:
+def _add_yarn_hparams(put, config: dict, attn_factor: bool = True) -> None:
     import gguf
 
     factor = yarn_factor(config)
     put("add_rope_scaling_type", gguf.RopeScalingType.YARN)
     put("add_rope_scaling_factor", factor)
     put("add_rope_scaling_orig_ctx_len", int(rope_params(config)["original_max_position_embeddings"]))
+    if not attn_factor:
+        return
     # llama.cpp scales cos/sin by (0.1 ln(factor) + 1) times this key: write what is left of transformers' factor
     put("add_rope_scaling_attn_factors", yarn_attention_factor(config) / _yarn_mscale(factor))
 

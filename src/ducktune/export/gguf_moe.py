@@ -46,6 +46,8 @@ ARCHES = {
     "llama": MoeArch(renormalizes=True, expert_width_key="intermediate_size", always_renormalized=True),
     # Qwen2-MoE adds a shared expert (ffn_*_shexp) scaled by a sigmoid gate (ffn_gate_inp_shexp) to every layer
     "qwen2moe": MoeArch(renormalizes=False, expert_width_key="moe_intermediate_size"),
+    # DeepSeek-V2: dense leading layers, then routed experts beside always-on shared ones (gguf_deepseek2)
+    "deepseek2": MoeArch(renormalizes=False, expert_width_key="moe_intermediate_size"),
 }
 EXPERT_WEIGHT = re.compile(
     r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe)\.(?:experts\.(?:(\d+)\.)?"
@@ -57,8 +59,9 @@ PUBLISHED_NAMES = {"w1": "gate_proj", "w3": "up_proj", "w2": "down_proj",
 
 
 def expert_count(config: dict) -> int:
-    # published configs say num_experts (Qwen3-MoE, OLMoE) or num_local_experts (Granite, transformers 5 saves)
-    return int(config.get("num_experts") or config.get("num_local_experts") or 0)
+    # published configs say num_experts (Qwen3-MoE, OLMoE), num_local_experts (Granite, transformers 5 saves) or
+    # n_routed_experts (DeepSeek-V2)
+    return int(config.get("num_experts") or config.get("num_local_experts") or config.get("n_routed_experts") or 0)
 
 
 def routed(config: dict, arch: str) -> bool:

@@ -110,6 +110,10 @@ FAMILIES: list[Family] = [
     Family("deepseek-llm", "DeepSeek-LLM 7B / 67B Chat", "LlamaForCausalLM", "deepseek-llm", "deepseek-llm-bpe",
            "deepseek-v2", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
            tokenizer_class="LlamaTokenizerFast"),
+    # DeepSeek-V2-Lite-Chat: DeepSeek LLM's tokenizer and User:/Assistant: template on the MLA + MoE model
+    Family("deepseek-v2-lite", "DeepSeek-V2-Lite-Chat (16B MoE)", "DeepseekV2ForCausalLM", "deepseek-v2-lite",
+           "deepseek-llm-bpe", "deepseek-v2", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
+           tokenizer_class="LlamaTokenizerFast"),
     Family("llama3", "Llama-3 / 3.1 / 3.2", "LlamaForCausalLM", "llama3", "llama-bpe", "llama3.1",
            _specials(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
                      additional=["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",
