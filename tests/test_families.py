@@ -351,6 +351,9 @@ def test_family_matrix_every_cell_passes(tmp_path):
     ("apertus", True),          # the template prints <s> and Tekken adds it: llama.cpp adds it
     ("olmoe", False),           # its BOS |||IP_ADDRESS||| (also EOS) is printed by the template, never added
     ("minicpm3", False),        # the tokenizer adds <s> to plain text (add_bos_token); its ChatML template prints none
+    ("deepseek-coder", True),   # the template prints <｜begin▁of▁sentence｜>, which the tokenizer also adds
+    ("deepseek-llm", True),     # the same, with the User:/Assistant: template (DeepSeek-V2-Lite-Chat's too)
+    ("deepseek-v2-lite", True),
 ])
 def test_gguf_adds_bos_exactly_when_the_trained_prompts_get_it_from_the_tokenizer(tmp_path, family_id, expected):
     from ducktune.export.gguf_vocab import prompt_starts_with_bos

@@ -66,7 +66,8 @@ MAX_DIFF_FOR = {("qwen3.5", "f16"): 0.03, ("qwen3.5", "q8_0"): 0.5, ("gemma4", "
                 ("nemotron-mini", "q8_0"): 0.6, ("gemma3n", "f16"): 0.06, ("gemma3n", "q8_0"): 1.0,
                 # one position of 120 whose top-2 experts nearly tie flips its expert in q8_0 (~1.5); the rest ~0.1
                 ("gpt-oss", "q8_0"): 2.0,
-                ("ernie4.5-moe", "q8_0"): 0.8, ("lfm2-moe", "q8_0"): 1.4}
+                ("ernie4.5-moe", "q8_0"): 0.8, ("lfm2-moe", "q8_0"): 1.4,
+                ("deepseek-v2-lite", "q8_0"): 0.6}  # MoE: q8_0 noise moves router scores, as OLMoE's and Mixtral's
 MIN_AGREEMENT_FOR = {("lfm2-moe", "q8_0"): 0.97}
 NAME = "tiny stand-in"  # not the arch id: llama.cpp applies Phi-3 token rules to any name containing "phi3"
 
@@ -251,6 +252,29 @@ EXPECTED = {
     # Llama 3.1 8B's shape (DeepSeek-R1-Distill-Llama-8B): llama3 scaling by 8, untied output
     "llama3.1": ("llama", {"rope.freq_base": 500000.0, "rope.dimension_count": 16, "context_length": 131072},
                  {"rope_freqs.weight": (8,), "output.weight": (None, 64)}, set()),
+    # DeepSeek Coder: rope base 1e5, positions scaled linearly by 4 (16k context); DeepSeek LLM: Llama-2's rope
+    "deepseek-coder": ("llama", {"rope.freq_base": 100000.0, "rope.scaling.factor": 4.0,
+                                 "context_length": 16384, "attention.layer_norm_rms_epsilon": 1e-6},
+                       {"output.weight": (None, 64)}, {"rope_freqs.weight"}),
+    "deepseek-llm": ("llama", {"rope.freq_base": 10000.0, "context_length": 4096,
+                               "attention.layer_norm_rms_epsilon": 1e-6}, {"output.weight": (None, 64)},
+                     {"rope_freqs.weight"}),
+    # DeepSeek-V2-Lite: MLA with one q_proj (q_lora_rank 0) and kv_b_proj whole; layer 0 dense, layer 1 routed
+    # experts stacked beside the shared ones; YaRN with llama.cpp's softmax-scale key (no attn_factor key)
+    "deepseek-v2-lite": ("deepseek2", {"attention.q_lora_rank": 0, "attention.kv_lora_rank": 64,
+                                       "attention.key_length": 32, "attention.value_length": 16,
+                                       "rope.dimension_count": 16, "attention.head_count_kv": 4,
+                                       "leading_dense_block_count": 1, "expert_count": 4, "expert_used_count": 2,
+                                       "expert_feed_forward_length": 64, "expert_shared_count": 2,
+                                       "expert_weights_scale": 1.0, "rope.scaling.factor": 40.0,
+                                       "rope.scaling.yarn_log_multiplier": 0.0707,
+                                       "rope.scaling.original_context_length": 4096},
+                         {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_kv_a_mqa.weight": (80, 64),
+                          "blk.0.attn_kv_b.weight": (128, 64), "blk.0.ffn_gate.weight": (192, 64),
+                          "blk.1.ffn_gate_exps.weight": (4, 64, 64), "blk.1.ffn_gate_inp.weight": (4, 64),
+                          "blk.1.ffn_up_shexp.weight": (128, 64), "output.weight": (None, 64)},
+                         {"blk.0.ffn_gate_exps.weight", "blk.1.ffn_gate.weight", "blk.0.attn_k_b.weight",
+                          "rope_freqs.weight"}),
     "mistral": ("llama", {"attention.head_count_kv": 2, "context_length": 32768}, {}, {"rope_freqs.weight"}),
     "mistral-nemo": ("llama", {"attention.key_length": 32, "attention.value_length": 32, "rope.dimension_count": 32},
                      {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_output.weight": (64, 128)}, set()),
@@ -675,6 +699,18 @@ def _halves(which: int):
     return take
 
 
+_YARN = gguf_arch._add_yarn_hparams
+
+
+def _deepseek2_hparams_with(method, value):
+    """gguf_deepseek2.add_deepseek2_hparams writing `value` for `method` (None: not writing it)."""
+    original = gguf_arch.gguf_deepseek2.add_deepseek2_hparams
+
+    def put_changed(put):
+        return lambda m, v, *key: None if m == method and value is None else put(m, value if m == method else v, *key)
+    return lambda put, config, rope: original(put_changed(put), config, rope)
+
+
 def _cohere_hparams_without(key):
     """_add_cohere_hparams that skips writing one key."""
     original = gguf_arch._add_cohere_hparams
@@ -813,6 +849,16 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
         "lfm2moe": dataclasses.replace(gguf_arch.gguf_moe.ARCHES["lfm2moe"], gating="SOFTMAX")}),
     "gemma3n AltUp projections stacked in reverse": ("gemma3n", "gguf_gemma3n.extra_tensors",
                                                      lambda: _altup_stacked_in_reverse(gguf_arch.gguf_gemma3n.extra_tensors)),
+    "deepseek-v2-lite yarn softmax scale left out": (
+        "deepseek-v2-lite", "gguf_deepseek2.add_deepseek2_hparams",
+        lambda: _deepseek2_hparams_with("add_rope_scaling_yarn_log_mul", None)),
+    "deepseek-v2-lite top-k expert weights renormalized": (
+        "deepseek-v2-lite", "gguf_deepseek2.add_deepseek2_hparams",
+        lambda: _deepseek2_hparams_with("add_expert_weights_norm", True)),
+    "deepseek-v2-lite q rows re-ordered as for llama": ("deepseek-v2-lite", "ROTARY_PERMUTED",
+                                                        lambda: gguf_arch.ROTARY_PERMUTED | {"deepseek2"}),
+    "deepseek-v2-lite yarn cos/sin factor written as for qwen": (
+        "deepseek-v2-lite", "_add_yarn_hparams", lambda: lambda put, config, attn_factor=True: _YARN(put, config)),
     "minicpm3 longrope factor tables left out": ("minicpm3", "_computed_tensors", lambda: lambda config, arch: []),
     # attn.c_proj is square: left [in, out] it still loads, and runs transposed
     "gpt2 attention c_proj written untransposed": ("gpt2", "GPT2_CONV1D", lambda: tuple(
@@ -1152,6 +1198,77 @@ R1_DISTILL_LLAMA_8B = {  # deepseek-ai/DeepSeek-R1-Distill-Llama-8B config.json 
     "use_cache": True, "vocab_size": 128256,
     "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
                      "original_max_position_embeddings": 8192, "rope_type": "llama3"}}
+DEEPSEEK_CODER_1_3B = {  # deepseek-ai/deepseek-coder-1.3b-instruct config.json (as transformers 4.48 prints it: its
+    # rope_scaling {"factor": 4.0, "type": "linear"} gains "rope_type"; 6.7b: hidden 4096, 32 layers and heads)
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "attention_bias": False, "attention_dropout": 0.0,
+    "bos_token_id": 32013, "eos_token_id": 32021, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 5504, "max_position_embeddings": 16384, "mlp_bias": False, "num_attention_heads": 16,
+    "num_hidden_layers": 24, "num_key_value_heads": 16, "pad_token_id": 32014, "pretraining_tp": 1,
+    "rms_norm_eps": 1e-06, "rope_scaling": {"factor": 4.0, "rope_type": "linear", "type": "linear"},
+    "rope_theta": 100000, "tie_word_embeddings": False, "torch_dtype": "bfloat16", "use_cache": True,
+    "vocab_size": 32256}
+
+
+def test_published_deepseek_coder_config_keeps_its_linear_rope_scaling():
+    import gguf
+
+    calls = written_hparams(DEEPSEEK_CODER_1_3B, "llama")
+    assert (calls["block_count"], calls["embedding_length"], calls["head_count"], calls["context_length"]) == \
+        (24, 2048, 16, 16384)
+    assert calls["rope_freq_base"] == 100000.0 and calls["layer_norm_rms_eps"] == 1e-6
+    assert calls["rope_scaling_type"] == gguf.RopeScalingType.LINEAR and calls["rope_scaling_factor"] == 4.0
+    # the published transformers-4 form ({"type": "linear"} alone) reads the same
+    legacy = {**DEEPSEEK_CODER_1_3B, "rope_scaling": {"factor": 4.0, "type": "linear"}}
+    assert written_hparams(legacy, "llama")["rope_scaling_factor"] == 4.0
+    assert architecture_support(DEEPSEEK_CODER_1_3B) is None
+
+
+DEEPSEEK_V2_LITE_CHAT = {  # deepseek-ai/DeepSeek-V2-Lite-Chat config.json's keys (its auto_map and dtype left out)
+    "architectures": ["DeepseekV2ForCausalLM"], "model_type": "deepseek_v2", "attention_bias": False,
+    "attention_dropout": 0.0, "aux_loss_alpha": 0.001, "bos_token_id": 100000, "eos_token_id": 100001,
+    "first_k_dense_replace": 1, "hidden_act": "silu", "hidden_size": 2048, "initializer_range": 0.02,
+    "intermediate_size": 10944, "kv_lora_rank": 512, "max_position_embeddings": 163840, "moe_intermediate_size": 1408,
+    "moe_layer_freq": 1, "n_group": 1, "n_routed_experts": 64, "n_shared_experts": 2, "norm_topk_prob": False,
+    "num_attention_heads": 16, "num_experts_per_tok": 6, "num_hidden_layers": 27, "num_key_value_heads": 16,
+    "pretraining_tp": 1, "q_lora_rank": None, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "rms_norm_eps": 1e-06,
+    "rope_scaling": {"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 0.707, "mscale_all_dim": 0.707,
+                     "original_max_position_embeddings": 4096, "type": "yarn"},
+    "rope_theta": 10000, "routed_scaling_factor": 1.0, "scoring_func": "softmax", "seq_aux": True,
+    "tie_word_embeddings": False, "topk_group": 1, "topk_method": "greedy", "use_cache": True, "v_head_dim": 128,
+    "vocab_size": 102400}
+
+
+def test_published_deepseek_v2_lite_config_is_written_as_deepseek2():
+    import gguf
+
+    calls = written_hparams(DEEPSEEK_V2_LITE_CHAT, "deepseek2")
+    assert (calls["block_count"], calls["head_count"], calls["head_count_kv"], calls["feed_forward_length"]) == \
+        (27, 16, 16, 10944)
+    assert (calls["q_lora_rank"], calls["kv_lora_rank"], calls["key_length"], calls["value_length"]) == \
+        (0, 512, 192, 128)
+    assert (calls["rope_dimension_count"], calls["leading_dense_block_count"]) == (64, 1)
+    assert (calls["expert_count"], calls["expert_used_count"], calls["expert_feed_forward_length"],
+            calls["expert_shared_count"]) == (64, 6, 1408, 2)
+    assert calls["expert_weights_norm"] is False and calls["expert_gating_func"] == gguf.ExpertGatingFuncType.SOFTMAX
+    assert calls["rope_scaling_type"] == gguf.RopeScalingType.YARN and calls["rope_scaling_factor"] == 40.0
+    assert calls["rope_scaling_yarn_log_mul"] == pytest.approx(0.0707) and "rope_scaling_attn_factors" not in calls
+    from ducktune.models.loading import training_support
+
+    assert architecture_support(DEEPSEEK_V2_LITE_CHAT) is None and training_support(DEEPSEEK_V2_LITE_CHAT) is None
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"topk_method": "group_limited_greedy", "n_group": 8, "topk_group": 3}, "topk_method 'group_limited_greedy'"),
+    ({"q_lora_rank": 1536}, "q_lora_rank 1536 with 27 layers"),
+    ({"rope_scaling": {**DEEPSEEK_V2_LITE_CHAT["rope_scaling"], "mscale": 1.0}}, "mscale != mscale_all_dim"),
+    ({"n_shared_experts": 0}, "n_shared_experts must be set"),
+    ({"norm_topk_prob": True}, "norm_topk_prob true"),
+])
+def test_deepseek_v2_configs_llama_cpp_runs_differently_are_refused(change, fragment):
+    reason = architecture_support({**DEEPSEEK_V2_LITE_CHAT, **change})
+    assert reason and fragment in reason and "DeepseekV2ForCausalLM" in reason and "\n" not in reason
+
+
 GEMMA_3_1B = {  # google/gemma-3-1b-it config.json
     "architectures": ["Gemma3ForCausalLM"], "model_type": "gemma3_text", "hidden_size": 1152, "num_attention_heads": 4,
     "num_key_value_heads": 1, "head_dim": 256, "num_hidden_layers": 26, "intermediate_size": 6912,

@@ -24,6 +24,7 @@ from ducktune.export.gguf_vocab import (
 from ducktune.models.standin_tokenizers import (
     KINDS,
     build_tokenizer,
+    byte_level_pre_tokenizer,
     default_specials,
     spm_complete_merges,
 )
@@ -43,6 +44,8 @@ EXPECTED = {
     "glm4-bpe": ("gpt2", "glm4", None),
     "bloom": ("gpt2", "bloom", None),
     "hunyuan-bpe": ("gpt2", "hunyuan-dense", None),
+    "deepseek-coder-bpe": ("gpt2", "deepseek-coder", None),
+    "deepseek-llm-bpe": ("gpt2", "deepseek-llm", None),
     "falcon3-bpe": ("gpt2", "falcon3", None),
     "codegen-bpe": ("gpt2", "gpt-2", None),  # llama.cpp's "phi-2" is the same GPT-2 split
     "exaone4-bpe": ("gpt2", "gpt-2", None),  # llama.cpp runs its "exaone4" name with this same GPT-2 split
@@ -439,6 +442,80 @@ def test_real_vocabularies_round_trip_through_our_gguf(llama_cpp, tmp_path, name
     # transformers' GGUF loader drops Llama 3's ignore_merges, so that tokenizer (named "dbrx" by
     # us, correctly) differs from the original on the one probe llama.cpp marks "llama-bpe fails".
     assert differ_from_original == ([] if name != "llama-bpe" else ["Cửa Việt"]), metadata["tokenizer.ggml.pre"]
+
+
+# llama.cpp's DeepSeek vocabularies (deepseek-coder-6.7b-base, deepseek-llm-7b-base) -> the stand-in kind whose
+# pipeline is theirs. transformers' GGUF loader knows no DeepSeek pre-tokenizer, so the HF tokenizer is rebuilt from
+# the GGUF's tokens and merges with the kind's pipeline: its ids equal the .out file (written by the published HF
+# tokenizer) only if that pipeline is the published one.
+REAL_DEEPSEEK_VOCABS = {"deepseek-coder": "deepseek-coder-bpe", "deepseek-llm": "deepseek-llm-bpe"}
+
+
+def _hf_tokenizer_with_kind_pipeline(models_dir, name, kind, folder):
+    """The HF tokenizer of llama.cpp's vocabulary GGUF `name` (tokens, merges, control and user-defined tokens)
+    with tokenizer kind `kind`'s normalizer, pre-tokenizer and decoder, saved to `folder`."""
+    import gguf
+    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from transformers import PreTrainedTokenizerFast
+
+    reader = gguf.GGUFReader(str(models_dir / f"ggml-vocab-{name}.gguf"))
+    tokens = reader.fields["tokenizer.ggml.tokens"].contents()
+    types = reader.fields["tokenizer.ggml.token_type"].contents()
+    merges = [tuple(m.split(" ", 1)) for m in reader.fields["tokenizer.ggml.merges"].contents()]
+    added = {i: t for i, t in enumerate(tokens) if types[i] in (3, 4)}  # control, user-defined
+    vocab = {t: i for i, t in enumerate(tokens) if i not in added}
+    raw = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    raw.normalizer = normalizers.Sequence([])
+    raw.pre_tokenizer = byte_level_pre_tokenizer(KINDS[kind])
+    raw.decoder = decoders.ByteLevel()
+    for i in sorted(added):  # ids in order, so each lands on its GGUF id
+        raw.add_tokens([AddedToken(added[i], special=types[i] == 3, normalized=types[i] != 3)])
+    assert all(raw.token_to_id(t) == i for i, t in added.items())
+    bos = tokens[reader.fields["tokenizer.ggml.bos_token_id"].contents()]
+    hf = PreTrainedTokenizerFast(tokenizer_object=raw, bos_token=bos, clean_up_tokenization_spaces=False)
+    hf.save_pretrained(folder)
+    return PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+@pytest.mark.requires_llama_cpp
+@pytest.mark.requires_llama_cpp_vocabs
+@pytest.mark.parametrize("name", sorted(REAL_DEEPSEEK_VOCABS))
+def test_deepseek_vocabularies_tokenize_as_published(llama_cpp, tmp_path, name):
+    """The published DeepSeek tokenizers' ids (llama.cpp's .out probes: digits, CJK, code, whitespace runs) from
+    our pipeline in transformers, and from our GGUF in llama.cpp."""
+    models_dir = _real_vocab_dir()
+    tokenizer = _hf_tokenizer_with_kind_pipeline(models_dir, name, REAL_DEEPSEEK_VOCABS[name], tmp_path)
+    metadata = _write_vocab_gguf(tmp_path, tokenizer, tmp_path / "ours.gguf", name="vocab-check")
+    assert metadata["tokenizer.ggml.pre"] == name
+    llm = llama_cpp.Llama(str(tmp_path / "ours.gguf"), vocab_only=True, verbose=False)
+    texts = (models_dir / f"ggml-vocab-{name}.gguf.inp").read_text(encoding="utf-8").split("\n__ggml_vocab_test__\n")
+    # one line per probe, the empty probe's empty; the file ends with the separator and a newline
+    originals = (models_dir / f"ggml-vocab-{name}.gguf.out").read_text(encoding="utf-8").split("\n")
+    differ_in_hf, differ_in_llama_cpp = [], []
+    for text, original in zip(texts, originals, strict=True):
+        expected = [int(i) for i in original.split()]
+        if tokenizer(text, add_special_tokens=False)["input_ids"] != expected:
+            differ_in_hf.append(text)
+        if llm.tokenize(text.encode("utf-8"), add_bos=False, special=False) != expected:
+            differ_in_llama_cpp.append(text)
+    assert (differ_in_hf, differ_in_llama_cpp) == ([], [])
+
+
+def test_deepseek_llm_refused_when_a_merge_joins_digits():
+    """llama.cpp's deepseek-llm keeps digit runs together ("\\p{N}+") where HF splits them one by one: equal only
+    while no merge joins two digits."""
+    data = _tokenizer_json_of("deepseek-llm-bpe")
+    assert pre_tokenizer_kind(data) == "deepseek-llm"
+    data["model"]["merges"].append(["4", "2"])
+    with pytest.raises(ModelError, match="merge '4 2' joins digits"):
+        pre_tokenizer_kind(data)
+    coder = _tokenizer_json_of("deepseek-coder-bpe")  # llama.cpp splits Coder's digits one by one, as HF
+    coder["model"]["merges"].append(["4", "2"])
+    assert pre_tokenizer_kind(coder) == "deepseek-coder"
+
+
+def _tokenizer_json_of(kind: str) -> dict:
+    return json.loads(build_tokenizer(kind, default_specials(kind)).backend_tokenizer.to_str())
 
 
 @pytest.mark.slow

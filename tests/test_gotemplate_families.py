@@ -36,6 +36,7 @@ FAMILIES = {
     "deepseek-r1-llama": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"},
                           ["<｜User｜>", "<｜Assistant｜>", "<think>", "</think>"]),
     "deepseek-v2": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"}, []),
+    "deepseek-coder": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<|EOT|>"}, ["<|EOT|>"]),
     "deepseek-v2.5": ({"bos_token": "<｜begin▁of▁sentence｜>", "eos_token": "<｜end▁of▁sentence｜>"},
                       ["<｜User｜>", "<｜Assistant｜>"]),
     "llama3": ({"bos_token": "<|begin_of_text|>", "eos_token": "<|end_of_text|>"},

@@ -160,8 +160,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ducktune.errors import ModelError
-from ducktune.export import (gguf_apertus, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss, gguf_lfm2,
-                             gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_nemotronh, gguf_qwen35)
+from ducktune.export import (gguf_apertus, gguf_deepseek2, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss,
+                             gguf_lfm2, gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_nemotronh, gguf_qwen35)
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -214,6 +214,7 @@ ARCHITECTURES = {
     "ApertusForCausalLM": "apertus",
     "ArceeForCausalLM": "arcee",
     "MiniCPM3ForCausalLM": gguf_minicpm3.ARCH,
+    "DeepseekV2ForCausalLM": gguf_deepseek2.ARCH,  # MLA and experts (gguf_deepseek2, gguf_moe)
     "GPT2LMHeadModel": "gpt2",
     "GPTNeoXForCausalLM": "gptneox",
 }
@@ -273,7 +274,7 @@ ROPE_KINDS = {
     "longrope": {"phi3", gguf_minicpm3.ARCH},
     # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3; AFM-4.5B;
     # Qwen2.5 / Qwen3 with the rope_scaling their model cards give for long contexts
-    "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3", "gpt-oss"},
+    "yarn": {"olmo2", "mistral3", "arcee", "qwen2", "qwen3", "gpt-oss", gguf_deepseek2.ARCH},
 }
 
 
@@ -384,6 +385,8 @@ def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
 def rotary_dims(config: dict) -> int:
     if llama_cpp_arch(config) == gguf_minicpm3.ARCH:  # MLA: rope on its own slice of each head
         return gguf_minicpm3.rope_dims(config)
+    if llama_cpp_arch(config) == gguf_deepseek2.ARCH:
+        return gguf_deepseek2.rope_dims(config)
     return int(head_dim(config) * float(rope_params(config)["partial_rotary_factor"]))
 
 
@@ -456,7 +459,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma3n.gemma3n_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3, Arcee and gpt-oss)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3, Arcee, gpt-oss and DeepSeek-V2)"
     # gpt-oss is published with truncate false, which llama.cpp cannot do: its converter writes it as it is (a caveat)
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config), arch != gguf_gptoss.ARCH)):
         return f"GGUF export of {name}: {reason}"
@@ -489,6 +492,9 @@ def architecture_support(config: dict) -> str | None:
     reason = problem(config, name) if problem else None
     if reason is None and arch in DENSE_PROBLEMS:  # the dense model's graph, experts aside
         reason = DENSE_PROBLEMS[arch](config, name)
+    if reason is None and arch == gguf_deepseek2.ARCH:  # MLA, routing and YaRN, experts aside
+        problem = gguf_deepseek2.deepseek2_problem(config, rope_params(config))
+        reason = f"GGUF export of {name}: {problem}" if problem else None
     if reason is None and arch in WHOLE_HEAD_ROPE and rotary_dims(config) != head_dim(config):
         reason = (f"GGUF export of {name}: rope over {rotary_dims(config)} of {head_dim(config)} head dims; "
                   f"llama.cpp's {arch} rotates whole heads")
@@ -845,6 +851,8 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
         return written
     if arch == gguf_minicpm3.ARCH:
         gguf_minicpm3.add_minicpm3_hparams(put, config, hidden, heads)
+    elif arch == gguf_deepseek2.ARCH:
+        gguf_deepseek2.add_deepseek2_hparams(put, config, rope_params(config))
     elif dim != hidden // heads or arch in GEMMA or arch in ("qwen3", gguf_qwen35.ARCH, "qwen3moe", gguf_gptoss.ARCH):
         put("add_key_length", dim)
         put("add_value_length", dim)
@@ -906,8 +914,8 @@ def _mlp_width_and_kv_heads(config: dict, arch: str) -> tuple:
     # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
     width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
                        default=4 * hidden_size(config)))
-    # MLA expands keys and values to every head (num_key_value_heads unused)
-    return width, n_heads(config) if arch == gguf_minicpm3.ARCH else n_kv_heads(config)
+    # MLA (MiniCPM3, DeepSeek-V2) expands keys and values to every head (num_key_value_heads unused)
+    return width, n_heads(config) if arch in (gguf_minicpm3.ARCH, gguf_deepseek2.ARCH) else n_kv_heads(config)
 
 
 def _add_rope_hparams(put, config: dict, arch: str) -> None:
@@ -925,7 +933,9 @@ def _add_rope_hparams(put, config: dict, arch: str) -> None:
         put("add_rope_scaling_orig_ctx_len", original)
         if params["rope_type"] == "longrope":
             put("add_rope_scaling_attn_factors", longrope_attention_factor(config))
-    if params["rope_type"] == "yarn":
+    if params["rope_type"] == "yarn" and arch == gguf_deepseek2.ARCH:
+        _add_yarn_hparams(put, config, attn_factor=False)  # its cos/sin scale follows mscale_all_dim (gguf_deepseek2)
+    elif params["rope_type"] == "yarn":
         _add_yarn_hparams(put, config)
 
 
@@ -970,13 +980,15 @@ def yarn_attention_factor(config: dict) -> float:
     return _yarn_mscale(factor)
 
 
-def _add_yarn_hparams(put, config: dict) -> None:
+def _add_yarn_hparams(put, config: dict, attn_factor: bool = True) -> None:
     import gguf
 
     factor = yarn_factor(config)
     put("add_rope_scaling_type", gguf.RopeScalingType.YARN)
     put("add_rope_scaling_factor", factor)
     put("add_rope_scaling_orig_ctx_len", int(rope_params(config)["original_max_position_embeddings"]))
+    if not attn_factor:
+        return
     # llama.cpp scales cos/sin by (0.1 ln(factor) + 1) times this key: write what is left of transformers' factor
     put("add_rope_scaling_attn_factors", yarn_attention_factor(config) / _yarn_mscale(factor))
 

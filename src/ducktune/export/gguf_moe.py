@@ -65,6 +65,8 @@ ARCHES = {
     # LFM2-MoE's router is a sigmoid (written as the gating function), its kept weights renormalized
     "lfm2moe": MoeArch(renormalizes=True, expert_width_key="moe_intermediate_size", norm_topk_default=True,
                        dense_lead=("num_dense_layers", 2), gating="SIGMOID"),
+    # DeepSeek-V2: dense leading layers, then routed experts beside always-on shared ones (gguf_deepseek2)
+    "deepseek2": MoeArch(renormalizes=False, expert_width_key="moe_intermediate_size"),
 }
 EXPERT_WEIGHT = re.compile(
     r"^model\.layers\.(\d+)\.(?:mlp|block_sparse_moe|feed_forward)\.(?:experts\.(?:(\d+)\.)?"
@@ -82,9 +84,10 @@ SELECTION_BIAS = re.compile(r"^model\.layers\.(\d+)\.(?:mlp\.(?:gate\.)?moe_stat
 
 
 def expert_count(config: dict) -> int:
-    # published configs say num_experts (Qwen3-MoE, OLMoE), num_local_experts (Granite, transformers 5 saves)
-    # or moe_num_experts (ERNIE 4.5)
-    return int(config.get("num_experts") or config.get("num_local_experts") or config.get("moe_num_experts") or 0)
+    # published configs say num_experts (Qwen3-MoE, OLMoE), num_local_experts (Granite, transformers 5 saves),
+    # moe_num_experts (ERNIE 4.5) or n_routed_experts (DeepSeek-V2)
+    return int(config.get("num_experts") or config.get("num_local_experts") or config.get("moe_num_experts")
+               or config.get("n_routed_experts") or 0)
 
 
 def experts_used(config: dict) -> int:

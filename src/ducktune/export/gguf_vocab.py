@@ -19,12 +19,15 @@ cover the families ducktune exports:
 from __future__ import annotations
 
 import json
+import unicodedata
 from pathlib import Path
 
 from ducktune.errors import ModelError
 from ducktune.models.standin_tokenizers import (
     BLOOM_REGEX,
     CL100K_REGEX,
+    DEEPSEEK_CODER_REGEXES,
+    DEEPSEEK_LLM_REGEXES,
     HUNYUAN_DENSE_REGEXES,
     O200K_REGEX,
     QWEN2_REGEX,
@@ -44,6 +47,11 @@ LLAMA3_PIPELINE_ARCH_NAMES = {"falcon-h1": "falcon-h1"}
 DIGITS_PIPELINE_NAMES = {"<|START_OF_TURN_TOKEN|>": "command-r"}
 # llama.cpp pre-tokenizers that split with several regexes in turn (one Split step each, then ByteLevel)
 MULTI_SPLIT_NAMES = {HUNYUAN_DENSE_REGEXES: "hunyuan-dense"}
+# ... and those whose Split steps are followed by Digits(individual) (DeepSeek's): llama.cpp ends them with a digit
+# regex of its own, "\p{N}" (DeepSeek Coder: one digit per piece, as HF) or "\p{N}+" (DeepSeek LLM: digit runs,
+# equal to HF only while no merge joins digits, which _digit_merge checks).
+DIGIT_SPLIT_NAMES = {DEEPSEEK_CODER_REGEXES: "deepseek-coder", DEEPSEEK_LLM_REGEXES: "deepseek-llm"}
+DIGIT_RUN_NAMES = {"deepseek-llm"}
 
 
 def read_tokenizer_json(model_dir: Path, path: Path | None = None) -> dict:
@@ -137,8 +145,9 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
     byte-level tokenizer.json, or ModelError."""
     normalizer = tokenizer_json.get("normalizer")
     # llama.cpp does not normalize; Qwen's NFC is accepted as llama.cpp's converter does (the
-    # two differ only on text that is not already NFC, e.g. decomposed accents).
-    if normalizer and normalizer.get("type") != "NFC":
+    # two differ only on text that is not already NFC, e.g. decomposed accents). DeepSeek's empty
+    # Sequence normalizes nothing.
+    if normalizer and normalizer.get("type") != "NFC" and _steps(normalizer, "normalizers"):
         raise ModelError(f"tokenizer.json: normalizer {normalizer.get('type')} has no llama.cpp equivalent")
     pre = tokenizer_json.get("pre_tokenizer") or {}
     steps = _steps(pre, "pretokenizers")
@@ -159,9 +168,61 @@ def pre_tokenizer_kind(tokenizer_json: dict) -> str:
             name = MULTI_SPLIT_NAMES.get(regexes)
         if name:
             return name
+    name = _digit_split_name(steps, tokenizer_json)
+    if name:
+        return name
     raise ModelError(f"tokenizer.json: pre-tokenizer {json.dumps(pre, ensure_ascii=False)[:160]} has no llama.cpp "
                      "equivalent (supported: GPT-2, SmolLM, Command R, Qwen2, StableLM 2, Qwen3.5, Llama 3/DBRX/Phi-4/LFM2/Falcon3, "
-                     "GPT-4o/Phi-4-mini, GLM-4, Tekken, Bloom, Hunyuan dense)")
+                     "GPT-4o/Phi-4-mini, GLM-4, Tekken, Bloom, Hunyuan dense, DeepSeek LLM / Coder)")
+
+
+def _digit_split_name(steps: list[dict], tokenizer_json: dict) -> str | None:
+    """llama.cpp's name for Split steps, then Digits(individual), then ByteLevel(use_regex=false) (DeepSeek LLM and
+    Coder), or None; ModelError when llama.cpp would keep together digits that HF splits and a merge joins."""
+    kinds = [step.get("type") for step in steps]
+    if len(kinds) < 3 or set(kinds[:-2]) != {"Split"} or kinds[-2:] != ["Digits", "ByteLevel"] \
+            or not steps[-2].get("individual_digits") or steps[-1].get("use_regex", True):
+        return None
+    name = DIGIT_SPLIT_NAMES.get(tuple(_split_regex(step) for step in steps[:-2]))
+    if name in DIGIT_RUN_NAMES:
+        joined = _digit_merge(tokenizer_json)
+        if joined:
+            raise ModelError(f"tokenizer.json: merge {joined!r} joins digits, which HF splits one by one but "
+                             f"llama.cpp's {name} pre-tokenizer keeps together: it would tokenize numbers differently")
+    return name
+
+
+def _byte_of_char() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, character -> byte: printable Latin-1 bytes stand for themselves, the others
+    for 256, 257, ... in byte order."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + i): b for i, b in enumerate(b for b in range(256) if chr(b) not in table)})
+    return table
+
+
+_BYTE_OF_CHAR = _byte_of_char()
+
+
+def _byte_level_text(piece: str) -> str | None:
+    """The text a byte-level BPE piece stands for (GPT-2's byte-to-character map undone), or None when its bytes
+    are not whole UTF-8 characters."""
+    try:
+        return bytes(_BYTE_OF_CHAR[c] for c in piece).decode("utf-8")
+    except (KeyError, UnicodeDecodeError):
+        return None
+
+
+def _is_number(text: str | None) -> bool:
+    return bool(text) and all(unicodedata.category(c).startswith("N") for c in text)  # \p{N}, as both split
+
+
+def _digit_merge(tokenizer_json: dict) -> str | None:
+    """The first merge whose two sides are both numbers (\p{N}), or None."""
+    for left, right in _merge_pairs(tokenizer_json.get("model") or {}):
+        if _is_number(_byte_level_text(left)) and _is_number(_byte_level_text(right)):
+            return f"{left} {right}"
+    return None
 
 
 # ---------------------------------------------------------------- SentencePiece: the space prefix

@@ -117,6 +117,21 @@ FAMILIES: list[Family] = [
     # which writes BOS itself; prompted after <｜Assistant｜> like the Qwen distills (data/template.py).
     Family("deepseek-r1-distill-llama", "DeepSeek-R1-Distill-Llama", "LlamaForCausalLM", "llama3.1", "llama-bpe",
            "deepseek-r1-llama", _DEEPSEEK_R1, tokenizer_class="LlamaTokenizerFast"),
+    # DeepSeek's own Llama-graph models, each with its byte-level tokenizer (llama.cpp pre "deepseek-coder" /
+    # "deepseek-llm"): Coder Instruct ends turns with <|EOT|> (its EOS), LLM Chat with <｜end▁of▁sentence｜>
+    Family("deepseek-coder", "DeepSeek-Coder 1.3B / 6.7B / 33B Instruct", "LlamaForCausalLM", "deepseek-coder",
+           "deepseek-coder-bpe", "deepseek-coder",
+           _specials(bos="<｜begin▁of▁sentence｜>", eos="<|EOT|>", pad="<｜end▁of▁sentence｜>",
+                     additional=["<｜end▁of▁sentence｜>", "<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>", "<pad>",
+                                 "<|User|>", "<|Assistant|>", "<|EOT|>"]),
+           tokenizer_class="LlamaTokenizerFast"),
+    Family("deepseek-llm", "DeepSeek-LLM 7B / 67B Chat", "LlamaForCausalLM", "deepseek-llm", "deepseek-llm-bpe",
+           "deepseek-v2", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
+           tokenizer_class="LlamaTokenizerFast"),
+    # DeepSeek-V2-Lite-Chat: DeepSeek LLM's tokenizer and User:/Assistant: template on the MLA + MoE model
+    Family("deepseek-v2-lite", "DeepSeek-V2-Lite-Chat (16B MoE)", "DeepseekV2ForCausalLM", "deepseek-v2-lite",
+           "deepseek-llm-bpe", "deepseek-v2", _specials(bos="<｜begin▁of▁sentence｜>", eos="<｜end▁of▁sentence｜>"),
+           tokenizer_class="LlamaTokenizerFast"),
     Family("llama3", "Llama-3 / 3.1 / 3.2", "LlamaForCausalLM", "llama3", "llama-bpe", "llama3.1",
            _specials(bos="<|begin_of_text|>", eos="<|eot_id|>", pad="<|finetune_right_pad_id|>",
                      additional=["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>",

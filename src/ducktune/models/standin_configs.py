@@ -15,6 +15,8 @@ MIRRORS = {
     "llama": "meta-llama/Llama-2-7b-chat-hf",
     "llama3": "meta-llama/Llama-3.2-1B-Instruct",
     "llama3.1": "deepseek-ai/DeepSeek-R1-Distill-Llama-8B (Llama-3.1-8B's config)",
+    "deepseek-coder": "deepseek-ai/deepseek-coder-6.7b-instruct",
+    "deepseek-llm": "deepseek-ai/deepseek-llm-7b-chat",
     "mistral": "mistralai/Mistral-7B-Instruct-v0.1",
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
     "mixtral": "mistralai/Mixtral-8x7B-Instruct-v0.1",
@@ -66,6 +68,7 @@ MIRRORS = {
     "apertus": "swiss-ai/Apertus-8B-Instruct-2509",
     "afm": "arcee-ai/AFM-4.5B",
     "minicpm3": "openbmb/MiniCPM3-4B",
+    "deepseek-v2-lite": "deepseek-ai/DeepSeek-V2-Lite-Chat",
     "gpt2": "openai-community/gpt2",
     "pythia": "EleutherAI/pythia-160m",
 }
@@ -87,10 +90,11 @@ _LONG_PARTIAL = [1.0, 1.4, 3.1, 8.4, 28.6, 47.77]
 
 
 def _llama(**extra) -> tuple[str, dict]:
-    return "LlamaForCausalLM", dict(
+    """Llama-2 7B's keys (shrunk), with `extra` added or overriding them."""
+    return "LlamaForCausalLM", {**dict(
         hidden_size=HIDDEN, intermediate_size=192, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
         num_key_value_heads=HEADS, max_position_embeddings=4096, rms_norm_eps=1e-5, rope_theta=10000.0,
-        hidden_act="silu", attention_bias=False, tie_word_embeddings=False, **extra)
+        hidden_act="silu", attention_bias=False, tie_word_embeddings=False), **extra}
 
 
 def _specs() -> dict[str, tuple[str, dict]]:
@@ -136,6 +140,10 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             rope_theta=500000.0, tie_word_embeddings=False, hidden_act="silu", attention_bias=False, mlp_bias=False,
             pretraining_tp=1, rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0,
                                             "low_freq_factor": 1.0, "original_max_position_embeddings": 8192})),
+        # DeepSeek Coder (1.3B/6.7B/33B): Llama's graph, rope base 1e5 scaled linearly by 4 (16k context)
+        "deepseek-coder": _llama(max_position_embeddings=16384, rms_norm_eps=1e-6, rope_theta=100000.0,
+                                 pretraining_tp=1, rope_scaling={"factor": 4.0, "type": "linear"}),
+        "deepseek-llm": _llama(rms_norm_eps=1e-6, pretraining_tp=1, rope_scaling=None),
         "mistral": ("MistralForCausalLM", dict(
             common, intermediate_size=256, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-5,
             rope_theta=10000.0, sliding_window=4096, tie_word_embeddings=False, hidden_act="silu")),
@@ -580,6 +588,20 @@ def _latent_attention_specs(common: dict) -> dict[str, tuple[str, dict]]:
             tie_word_embeddings=True,
             rope_scaling={"type": "longrope", "long_factor": _MINICPM3_FACTORS, "short_factor": _MINICPM3_FACTORS,
                           "original_max_position_embeddings": 32768})),
+        # DeepSeek-V2-Lite: MLA without the low-rank query (q_lora_rank null), latent 512 -> 64 here, heads of
+        # 128 dims without rope + 64 with (16 + 16 here), v_head_dim 128 -> 16; the first layer dense
+        # (first_k_dense_replace 1), then 64 routed experts top-6 -> 4 top-2 (width 1408 -> 64) beside 2 shared
+        # ones, softmax scores never renormalized; YaRN x40 from 4096 with mscale = mscale_all_dim 0.707
+        "deepseek-v2-lite": ("DeepseekV2ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=HEADS, q_lora_rank=None, kv_lora_rank=64,
+            qk_nope_head_dim=16, qk_rope_head_dim=16, v_head_dim=16, first_k_dense_replace=1, moe_layer_freq=1,
+            n_routed_experts=4, num_experts_per_tok=2, moe_intermediate_size=64, n_shared_experts=2, n_group=1,
+            topk_group=1, topk_method="greedy", norm_topk_prob=False, scoring_func="softmax",
+            routed_scaling_factor=1.0, aux_loss_alpha=0.001, seq_aux=True, max_position_embeddings=163840,
+            rms_norm_eps=1e-6, rope_theta=10000.0, hidden_act="silu", attention_bias=False,
+            tie_word_embeddings=False,
+            rope_scaling={"beta_fast": 32, "beta_slow": 1, "factor": 40, "mscale": 0.707, "mscale_all_dim": 0.707,
+                          "original_max_position_embeddings": 4096, "type": "yarn"})),
     }
 
 

@@ -68,6 +68,18 @@ HUNYUAN_DENSE_REGEXES = (
     r'[!"#$%&' r"'()*+,\-./:;<=>?@\[\\\]^_`{|}~][A-Za-z]+|[^\r\n\p{L}\p{P}\p{S}]?[\p{L}\p{M}]+| ?[\p{P}\p{S}]+[\r\n]*|\s*[\r\n]+|"
     r"\s+(?!\S)|\s+",
 )
+# DeepSeek LLM's and DeepSeek Coder's Split steps, in order (their tokenizer.json; llama.cpp pre "deepseek-llm" /
+# "deepseek-coder"), each followed there by Digits(individual). DeepSeek LLM's letter class lists the cased scripts
+# (Latin, Greek, Cyrillic, Armenian, Georgian, Cherokee, ...) by hand, so CJK letters fall to the CJK split.
+DEEPSEEK_CJK_REGEX = "[一-龥ࠀ-一가-\ud7ff]+"
+DEEPSEEK_LLM_LETTERS_REGEX = (
+    r"\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ"
+    r"-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ"
+    r"-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+"
+)
+DEEPSEEK_LLM_REGEXES = ("[\r\n]", DEEPSEEK_LLM_LETTERS_REGEX, "\\s?[!-/:-~！-／：-～‘-‟\u3000-。]+", r"\s+$",
+                        DEEPSEEK_CJK_REGEX)
+DEEPSEEK_CODER_REGEXES = ("[\r\n]", r"\s?\p{L}+", r"\s?\p{P}+", DEEPSEEK_CJK_REGEX)
 BLOOM_REGEX = r" ?[^(\s|[.,!?…。，、।۔،])]+"
 # CodeGen's (and Phi-1.5/Phi-2's) added tokens 50257-50294: runs of 31..2 spaces, then 9..2 tabs.
 CODEGEN_WHITESPACE = tuple(" " * n for n in range(31, 1, -1)) + tuple("\t" * n for n in range(9, 1, -1))
@@ -80,8 +92,12 @@ class KindSpec:
     mirrors: str                 # the published tokenizer.json whose pipeline this kind copies
     spm: bool                    # SentencePiece-style (True) or byte-level BPE (False)
     adds_bos: bool               # HF tokenizer prepends BOS when encoding
-    normalizer: str | None = None      # byte-level: "nfc" or None; spm: "prepend+replace" or "replace"
-    pre: str = "split"                 # byte-level: "split", "splits", "split-inverted", "digits+bytelevel", "bytelevel"
+    # byte-level: "nfc", "empty" (an empty normalizer Sequence, as DeepSeek's publish) or None;
+    # spm: "prepend+replace" or "replace"
+    normalizer: str | None = None
+    # byte-level: "split", "splits", "splits+digits" (then Digits(individual)), "split-inverted", "digits+bytelevel",
+    # "bytelevel"
+    pre: str = "split"
     regex: str | None = None
     regexes: tuple[str, ...] = ()      # byte-level "splits": several Split steps, applied in order
     ignore_merges: bool = False
@@ -173,6 +189,21 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": "<｜hy_begin▁of▁sentence｜>", "eos": "<｜hy_place▁holder▁no▁2｜>",
                   "pad": "<｜hy_place▁holder▁no▁2｜>", "unk": None,
                   "additional": ["<｜hy_User｜>", "<｜hy_Assistant｜>", "<｜hy_place▁holder▁no▁3｜>"]}),
+    "deepseek-coder-bpe": KindSpec(
+        "deepseek-ai/deepseek-coder-6.7b-instruct (also 1.3b/33b, base and instruct): empty normalizer Sequence, "
+        "Split x4 (newlines, letters, punctuation, CJK), Digits(individual), ByteLevel(use_regex=false), BOS "
+        "<｜begin▁of▁sentence｜> added (llama.cpp pre \"deepseek-coder\")",
+        spm=False, adds_bos=True, normalizer="empty", pre="splits+digits", regexes=DEEPSEEK_CODER_REGEXES,
+        defaults={"bos": "<｜begin▁of▁sentence｜>", "eos": "<|EOT|>", "pad": "<｜end▁of▁sentence｜>", "unk": None,
+                  "additional": ["<｜end▁of▁sentence｜>", "<｜fim▁hole｜>", "<｜fim▁begin｜>", "<｜fim▁end｜>",
+                                 "<pad>", "<|User|>", "<|Assistant|>", "<|EOT|>"]}),
+    "deepseek-llm-bpe": KindSpec(
+        "deepseek-ai/deepseek-llm-7b-chat (also 7b-base, 67b): empty normalizer Sequence, Split x5 (newlines, "
+        "cased-script letters, ASCII/fullwidth punctuation, trailing whitespace, CJK), Digits(individual), "
+        "ByteLevel(use_regex=false), BOS <｜begin▁of▁sentence｜> added (llama.cpp pre \"deepseek-llm\")",
+        spm=False, adds_bos=True, normalizer="empty", pre="splits+digits", regexes=DEEPSEEK_LLM_REGEXES,
+        defaults={"bos": "<｜begin▁of▁sentence｜>", "eos": "<｜end▁of▁sentence｜>", "pad": None, "unk": None,
+                  "additional": []}),
     "bloom": KindSpec(
         "bigscience/bloom (Firefly fine-tunes): Split(Bloom regex) + ByteLevel(use_regex=false), no BOS",
         spm=False, adds_bos=False, regex=BLOOM_REGEX,
@@ -275,7 +306,8 @@ def _training_text() -> list[str]:
     return corpus_lines() * 4
 
 
-def _byte_level_pre_tokenizer(spec: KindSpec):
+def byte_level_pre_tokenizer(spec: KindSpec):
+    """The pre-tokenizer of a byte-level kind, as its published tokenizer.json has it."""
     from tokenizers import Regex, pre_tokenizers
 
     if spec.pre == "digits+bytelevel":
@@ -289,7 +321,11 @@ def _byte_level_pre_tokenizer(spec: KindSpec):
         splits = [pre_tokenizers.Split(Regex(spec.regex), behavior="removed", invert=True)]
     else:
         splits = [pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False)
-                  for regex in (spec.regexes if spec.pre == "splits" else (spec.regex,))]
+                  for regex in (spec.regexes if spec.pre.startswith("splits") else (spec.regex,))]
+    if spec.pre == "splits+digits":  # DeepSeek's: digits one by one after the splits, ByteLevel as published
+        return pre_tokenizers.Sequence([*splits, pre_tokenizers.Digits(individual_digits=True),
+                                        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True,
+                                                                 use_regex=False)])
     return pre_tokenizers.Sequence([*splits, pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False,
                                                                       use_regex=False)])
 
@@ -309,7 +345,9 @@ def _build_byte_level(spec: KindSpec, specials: dict):
     tokenizer = Tokenizer(models.BPE())
     if spec.normalizer == "nfc":
         tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = _byte_level_pre_tokenizer(spec)
+    elif spec.normalizer == "empty":
+        tokenizer.normalizer = normalizers.Sequence([])
+    tokenizer.pre_tokenizer = byte_level_pre_tokenizer(spec)
     tokenizer.decoder = decoders.ByteLevel()
     tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(vocab_size=BYTE_LEVEL_VOCAB, special_tokens=_special_texts(specials),
