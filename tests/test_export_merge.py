@@ -222,9 +222,9 @@ def test_all_linear_leaves_gemma_4s_vision_and_audio_parts_alone(tmp_path):
     assert unadapted_note(peft_model) is None
 
 
-def _adapted_and_merged(arch: str, train_mode: bool = False):
-    """A tiny stand-in of `arch` with all-linear LoRA adapters that act: (the targets, logits with the adapters,
-    without them, and after merge_and_unload)."""
+def _adapted_and_merged(arch: str, train_mode: bool = False, **lora):
+    """A tiny stand-in of `arch` with LoRA adapters that act (all-linear unless `lora` says otherwise): (the targets,
+    logits with the adapters, without them, and after merge_and_unload)."""
     from transformers import AutoModelForCausalLM
 
     from ducktune.config import LoraConfig
@@ -233,7 +233,7 @@ def _adapted_and_merged(arch: str, train_mode: bool = False):
 
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(tiny_config(arch, 300))
-    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False))
+    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False, **lora))
     with torch.no_grad():  # adapters that act (lora_B starts at zero)
         for name, parameter in peft_model.named_parameters():
             if "lora_B" in name:
@@ -284,21 +284,9 @@ def test_mamba_hybrid_all_linear_leaves_the_mamba_out_proj_alone_and_merges_as_t
 
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(tiny_config(arch, 300))
-    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False))
-    assert {"in_proj", "q_proj", "k_proj", "v_proj", "o_proj", *mlp} <= set(targets)
-    assert not {"out_proj", "conv1d", "lm_head"} & set(targets)
-    with torch.no_grad():  # adapters that act (lora_B starts at zero)
-        for name, parameter in peft_model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 1.0)
-    ids = torch.randint(0, 300, (1, 12))
-    with torch.no_grad():
-        trained = peft_model(ids).logits
-        with peft_model.disable_adapter():
-            base = peft_model(ids).logits
-        merged = peft_model.merge_and_unload().eval()(ids).logits
+    targets, trained, base, merged = _adapted_and_merged(arch)
+    assert {"in_proj", "q_proj", "k_proj", "v_proj", "o_proj", *mlp} <= targets
+    assert not {"out_proj", "conv1d", "lm_head"} & targets
     assert (trained - base).abs().max() > 1e-2
     assert torch.allclose(merged, trained, atol=1e-4), (merged - trained).abs().max()
     fresh = AutoModelForCausalLM.from_config(tiny_config(arch, 300))
@@ -321,20 +309,8 @@ def test_gpt_oss_adapts_attention_and_its_experts_only_as_target_parameters():
     peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False))
     assert set(targets) == {"q_proj", "k_proj", "v_proj", "o_proj"}
     assert "mlp.experts.gate_up_proj" in unadapted_note(peft_model)
-    model = AutoModelForCausalLM.from_config(tiny_config("gpt-oss", 300))
     experts = ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]
-    peft_model, targets = attach_lora(model, LoraConfig(r=4, alpha=8, dropout=0.0, fused=False,
-                                                        target_parameters=experts))
-    assert {f"{name} (parameter)" for name in experts} <= set(targets)
-    with torch.no_grad():  # adapters that act (lora_B starts at zero)
-        for name, parameter in peft_model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 1.0)
-    ids = torch.randint(0, 300, (1, 12))
-    with torch.no_grad():
-        adapted = peft_model(ids).logits
-        with peft_model.disable_adapter():
-            base = peft_model(ids).logits
-        merged = peft_model.merge_and_unload()(ids).logits
+    targets, adapted, base, merged = _adapted_and_merged("gpt-oss", target_parameters=experts)
+    assert {f"{name} (parameter)" for name in experts} <= targets
     assert (adapted - base).abs().max() > 1e-2
     assert torch.allclose(merged, adapted, atol=1e-4), (merged - adapted).abs().max()

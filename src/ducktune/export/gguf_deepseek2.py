@@ -18,24 +18,14 @@ mscale_all_dim, which it assumes: other configs are refused.
 
 from __future__ import annotations
 
+from ducktune.export.gguf_mla import MlaSizes
+
 ARCH = "deepseek2"
 # llama.cpp tells DeepSeek-V2-Lite-shaped models (no q_lora_rank key read) by their layer count alone
 LITE_LAYER_COUNTS = (26, 27)
 # DeepseekV2Config's defaults for the MLA sizes a config.json may leave out
-MLA_DEFAULTS = {"kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128}
-
-
-def _mla(config: dict, key: str) -> int:
-    return int(config.get(key) or MLA_DEFAULTS[key])
-
-
-def rope_dims(config: dict) -> int:
-    return _mla(config, "qk_rope_head_dim")
-
-
-def key_length(config: dict) -> int:
-    """A query/key head: qk_nope_head_dim dims without rope, then qk_rope_head_dim rotated ones."""
-    return _mla(config, "qk_nope_head_dim") + rope_dims(config)
+MLA = MlaSizes({"kv_lora_rank": 512, "qk_nope_head_dim": 128, "qk_rope_head_dim": 64, "v_head_dim": 128})
+_mla, rope_dims, key_length = MLA.size, MLA.rope_dims, MLA.key_length
 
 
 def deepseek2_problem(config: dict, rope: dict) -> str | None:

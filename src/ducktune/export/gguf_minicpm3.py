@@ -16,24 +16,14 @@ are refused. LongRoPE's factor tables are written as Phi-3's (rope_factors_long 
 
 from __future__ import annotations
 
+from ducktune.export.gguf_mla import MlaSizes
+
 ARCH = "minicpm3"
 # the scalars llama.cpp's minicpm3 graph hard-codes (n_embd_base, scale_embd, scale_depth) = transformers' defaults
 MUP_SCALARS = {"scale_emb": 12.0, "scale_depth": 1.4, "dim_model_base": 256.0}
 # MiniCPM3Config's defaults for the MLA sizes a config.json may leave out
-MLA_DEFAULTS = {"q_lora_rank": 768, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32}
-
-
-def _mla(config: dict, key: str) -> int:
-    return int(config.get(key) or MLA_DEFAULTS[key])
-
-
-def rope_dims(config: dict) -> int:
-    return _mla(config, "qk_rope_head_dim")
-
-
-def key_length(config: dict) -> int:
-    """A query/key head: its qk_nope_head_dim dims without rope, then the qk_rope_head_dim rotated ones."""
-    return _mla(config, "qk_nope_head_dim") + rope_dims(config)
+MLA = MlaSizes({"q_lora_rank": 768, "kv_lora_rank": 256, "qk_nope_head_dim": 64, "qk_rope_head_dim": 32})
+_mla, rope_dims, key_length = MLA.size, MLA.rope_dims, MLA.key_length
 
 
 def value_length(config: dict, hidden: int, heads: int) -> int:
