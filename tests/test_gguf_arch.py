@@ -286,6 +286,13 @@ EXPECTED = {
                                 "rope.scaling.attn_factor": 1 / (1 + 0.1 * math.log(16))},
                    {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_k.weight": (32, 64), "blk.1.ffn_gate.weight": (192, 64)},
                    {"output.weight", "rope_freqs.weight"}),
+    # Mistral Small 3.1/3.2: the same class with a plain mistral text model: rope base 1e9 unscaled, no temperature,
+    # head_dim 32 on hidden 64, untied output
+    "mistral-small3": ("mistral3", {"attention.key_length": 32, "attention.value_length": 32,
+                                    "rope.dimension_count": 32, "rope.freq_base": 1e9, "attention.head_count_kv": 1},
+                       {"blk.0.attn_q.weight": (128, 64), "blk.0.attn_output.weight": (64, 128),
+                        "output.weight": (None, 64)},
+                       {"rope_freqs.weight"}),
     "qwen2": ("qwen2", {"rope.freq_base": 1000000.0}, {"blk.0.attn_q.bias": (64,)}, {"output.weight"}),
     "qwen3": ("qwen3", {"attention.key_length": 32}, {"blk.1.attn_q_norm.weight": (32,), "blk.1.attn_k_norm.weight": (32,)},
               {"blk.0.attn_q.bias"}),
@@ -2272,6 +2279,52 @@ def test_ministral_3_configs_llama_cpp_runs_differently_are_refused(change, frag
     reason = architecture_support(_ministral_3(**change))
     assert reason and fragment in reason and "Mistral3ForConditionalGeneration" in reason and "\n" not in reason
 
+
+
+# mistralai/Mistral-Small-3.1-24B-Instruct-2503 config.json, its keys as public code quotes them (a transformers
+# 4.57 re-save has the same text_config and vision_config; 3.2-2506's text_config has the same values)
+MISTRAL_SMALL_3_1 = {
+    "architectures": ["Mistral3ForConditionalGeneration"], "image_token_index": 10, "model_type": "mistral3",
+    "multimodal_projector_bias": False, "projector_hidden_act": "gelu", "spatial_merge_size": 2,
+    "torch_dtype": "bfloat16", "transformers_version": "4.50.0.dev0", "vision_feature_layer": -1,
+    "text_config": {
+        "attention_dropout": 0.0, "head_dim": 128, "hidden_act": "silu", "hidden_size": 5120, "initializer_range": 0.02,
+        "intermediate_size": 32768, "max_position_embeddings": 131072, "model_type": "mistral",
+        "num_attention_heads": 32, "num_hidden_layers": 40, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+        "rope_theta": 1000000000.0, "sliding_window": None, "use_cache": True, "vocab_size": 131072},
+    "vision_config": {"attention_dropout": 0.0, "head_dim": 64, "hidden_act": "silu", "hidden_size": 1024,
+                      "image_size": 1540, "initializer_range": 0.02, "intermediate_size": 4096, "model_type": "pixtral",
+                      "num_attention_heads": 16, "num_channels": 3, "num_hidden_layers": 24, "patch_size": 14,
+                      "rope_theta": 10000.0}}
+
+
+def test_published_mistral_small_3_1_config_is_mistral3_without_yarn_and_the_standin_copies_it():
+    """A plain mistral text_config: llama.cpp's converter writes it as mistral3 with Llama's keys only (no
+    YaRN, no query temperature: those it writes for ministral3 text models). head_dim 128 != 5120 / 32 is
+    the key/value length; rope base 1e9 unscaled; untied output; no window. The stand-in keeps every
+    published text key that is not a size, and a sliding window (which llama.cpp's mistral3 lacks) is refused."""
+    calls = written_hparams(MISTRAL_SMALL_3_1, "mistral3")
+    assert (calls["block_count"], calls["embedding_length"], calls["feed_forward_length"]) == (40, 5120, 32768)
+    assert (calls["head_count"], calls["head_count_kv"], calls["key_length"], calls["value_length"]) == (32, 8, 128, 128)
+    assert calls["rope_dimension_count"] == 128 and calls["rope_freq_base"] == 1e9 and calls["context_length"] == 131072
+    assert not {"rope_scaling_type", "attn_temperature_scale", "sliding_window"} & set(calls)
+    tiny = tiny_config("mistral-small3", 100, 1, 2, 11).to_dict()
+    text, published = tiny["text_config"], MISTRAL_SMALL_3_1["text_config"]
+    same = ("model_type", "rms_norm_eps", "hidden_act", "sliding_window", "max_position_embeddings", "attention_dropout")
+    assert {k: text.get(k) for k in same} == {k: published[k] for k in same}
+    assert gguf_arch.rope_params(text) == gguf_arch.rope_params(published) and not text["tie_word_embeddings"]
+    assert text["head_dim"] * text["num_attention_heads"] != text["hidden_size"]  # as 128 x 32 != 5120
+    assert tiny["architectures"] == MISTRAL_SMALL_3_1["architectures"] and tiny["vision_config"]["num_hidden_layers"] == 1
+    windowed = architecture_support({**MISTRAL_SMALL_3_1, "text_config": {**published, "sliding_window": 4096}})
+    assert windowed and "sliding_window 4096; llama.cpp's mistral3 attends to the whole context" in windowed
+
+
+def test_mistral_small_3_with_another_activation_is_refused():
+    """llama.cpp's mistral3 graph computes SiLU whatever the config says; transformers' Mistral follows hidden_act."""
+    reason = architecture_support({**MISTRAL_SMALL_3_1, "text_config": {**MISTRAL_SMALL_3_1["text_config"],
+                                                                        "hidden_act": "gelu"}})
+    assert reason and "Mistral3ForConditionalGeneration: hidden_act 'gelu'; llama.cpp's mistral3 runs SiLU only" in reason
+    assert "\n" not in reason
 
 
 FALCON3_1B = {  # tiiuae/Falcon3-1B-Instruct config.json

@@ -50,6 +50,7 @@ FAMILIES = {
     "mistral-v3": (LLAMA_SPM, ["[INST]", "[/INST]"]),
     "mistral-nemo": (LLAMA_SPM, ["[INST]", "[/INST]"]),
     "ministral3": (LLAMA_SPM, ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]),
+    "mistral-small3.2": (LLAMA_SPM, ["[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]"]),
     "gemma": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma2": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),
     "gemma3": ({"bos_token": "<bos>", "eos_token": "<eos>"}, ["<start_of_turn>", "<end_of_turn>"]),

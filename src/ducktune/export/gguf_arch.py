@@ -72,7 +72,10 @@ Per architecture, what differs from "read config, rename tensors":
   llama's layout and rotary re-ordering, YaRN rope (written as llama.cpp's yarn keys), and Llama 4's
   query temperature (q x (1 + beta ln(1 + floor(pos / original_max_position_embeddings)))), whose beta
   (rope_parameters.llama_4_scaling_beta) becomes attention.temperature_scale. llama.cpp's mistral3 has no
-  sliding window and rotates whole heads.
+  sliding window, computes SiLU and rotates whole heads. Mistral Small 3.1 / 3.2 (and Magistral / Devstral
+  Small as Mistral3ForConditionalGeneration) publish the same class with a plain mistral text_config, which
+  llama.cpp's converter also writes as mistral3, with Llama's keys only: rope base 1e9 unscaled, no
+  temperature, head_dim 128 != 5120 / 32 as the key/value length, an untied output layer.
 - qwen2 / qwen3 with YaRN (the rope_scaling Qwen2.5's and Qwen3's model cards give for contexts past 32k):
   llama.cpp's yarn keys, which its qwen2/qwen3 graphs read as every graph does.
 - qwen3moe (Qwen3MoeForCausalLM, Qwen3-30B-A3B / 235B-A22B): Qwen3's attention, every MLP a routed mixture of
@@ -618,12 +621,15 @@ def _ernie4_5_problem(config: dict, name: str) -> str | None:
 
 
 def _mistral3_problem(config: dict, name: str) -> str | None:
-    """What llama.cpp's mistral3 graph would run differently: a sliding window (it attends to the whole
-    context), Llama 4's query temperature without
+    """What llama.cpp's mistral3 graph would run differently (Ministral 3's ministral3 text model and Mistral Small
+    3.x's plain mistral one alike): a sliding window (it attends to the whole context), another MLP activation
+    (it computes SiLU), Llama 4's query temperature without
     YaRN (llama.cpp floors positions by the YaRN original context, the only place it reads it from)."""
     window = config.get("sliding_window")
     if window and int(window) < context_length(config):
         return f"GGUF export of {name}: sliding_window {window}; llama.cpp's mistral3 attends to the whole context"
+    if config.get("hidden_act", "silu") != "silu":
+        return f"GGUF export of {name}: hidden_act {config['hidden_act']!r}; llama.cpp's mistral3 runs SiLU only"
     params = rope_params(config)
     if params.get("llama_4_scaling_beta") and params["rope_type"] != "yarn":
         return f"GGUF export of {name}: llama_4_scaling_beta with rope '{params['rope_type']}'; llama.cpp's mistral3 reads its period from YaRN's original_max_position_embeddings"

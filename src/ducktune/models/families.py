@@ -163,6 +163,15 @@ FAMILIES: list[Family] = [
                                                    "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[ARGS]"]},
            note="text fine-tuning of the multimodal checkpoint (the -BF16 repositories: the Instruct ones are FP8); "
                 "the vision tower is left out of the GGUF"),
+    # Mistral Small 3.1 / 3.2 (Magistral / Devstral Small share the layout): Ministral 3's multimodal class with a
+    # plain mistral text_config (llama.cpp's mistral3, no YaRN), Tekken with the control tokens 3.2's template writes
+    Family("mistral-small3", "Mistral Small 3.1 / 3.2 24B Instruct (text)", "Mistral3ForConditionalGeneration",
+           "mistral-small3", "tekken", "mistral-small3.2",
+           {**_SPM, "pad": "<pad>", "additional": ["[INST]", "[/INST]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]",
+                                                   "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[TOOL_CALLS]", "[IMG]",
+                                                   "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[TOOL_CONTENT]",
+                                                   "[ARGS]", "[CALL_ID]"]},
+           note="text fine-tuning of the multimodal checkpoint; the vision tower is left out of the GGUF"),
     Family("gemma", "Gemma / Gemma 1.1 / CodeGemma", "GemmaForCausalLM", "gemma", "gemma-spm", "gemma", _GEMMA,
            note="no system role in the template", tokenizer_class="GemmaTokenizer"),
     Family("gemma2", "Gemma 2", "Gemma2ForCausalLM", "gemma2", "gemma-spm", "gemma2",

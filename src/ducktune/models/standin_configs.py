@@ -21,6 +21,7 @@ MIRRORS = {
     "mistral-nemo": "mistralai/Mistral-Nemo-Instruct-2407",
     "mixtral": "mistralai/Mixtral-8x7B-Instruct-v0.1",
     "ministral3": "mistralai/Ministral-3-3B-Instruct-2512-BF16",
+    "mistral-small3": "mistralai/Mistral-Small-3.1-24B-Instruct-2503",
     "qwen2": "Qwen/Qwen2.5-0.5B-Instruct",
     "qwen3": "Qwen/Qwen3-0.6B",
     # the rope_scaling their model cards tell users to add to config.json for contexts past 32k
@@ -170,6 +171,21 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                num_attention_heads=2, head_dim=16, image_size=56, patch_size=14,
                                hidden_act="silu"))),
+        # Mistral Small 3.1 / 3.2 (and Magistral / Devstral Small): the same multimodal class with a plain
+        # mistral text_config: untied output, head_dim 128 != 5120/32, rope base 1e9 unscaled, no window
+        "mistral-small3": ("Mistral3ForConditionalGeneration", dict(
+            # untied as the published head is: its config.json leaves the outer key out, whose transformers 5
+            # default (True) ties only where the checkpoint's lm_head equals the embeddings (never here)
+            tie_word_embeddings=False, image_token_index=10, projector_hidden_act="gelu", spatial_merge_size=2,
+            multimodal_projector_bias=False, vision_feature_layer=-1,
+            text_config=dict(
+                common, model_type="mistral", intermediate_size=256, num_key_value_heads=1,
+                head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
+                max_position_embeddings=131072, rms_norm_eps=1e-5, hidden_act="silu", sliding_window=None,
+                attention_dropout=0.0, rope_theta=1000000000.0),
+            vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                               num_attention_heads=2, head_dim=16, image_size=56, patch_size=14,
+                               hidden_act="silu", rope_theta=10000.0))),
         "qwen2": ("Qwen2ForCausalLM", dict(
             common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
             rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
