@@ -102,6 +102,29 @@ def test_published_minicpm3_loads_natively_past_its_remote_code_auto_maps(tmp_pa
     assert type(AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False)).__name__ == "MiniCPM3ForCausalLM"
 
 
+def test_published_exaone_3_loads_natively_past_its_remote_code_auto_map(tmp_path):
+    """LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct's config.json names ExaoneForCausalLM (no transformers class) with an
+    auto_map and EXAONE's own keys (num_layers...), its weights transformer.h.N.attn.attention.*: transformers 5 runs
+    model_type exaone as LlamaForCausalLM, renaming the weights on load, so ducktune checks and trains it without
+    remote code. The stand-in is written so."""
+    from transformers import AutoModelForCausalLM
+
+    from ducktune.models.loading import check_weights, model_config, training_support
+
+    folder = build_standin("exaone3.5", tmp_path / "exaone3.5")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["ExaoneForCausalLM"] and config["auto_map"]
+    assert config["num_layers"] == 2 and "num_hidden_layers" not in config
+    assert training_support(config) is None
+    assert model_config(folder)["num_hidden_layers"] == 2  # read as transformers names it
+    check_weights(folder)  # the saved names are EXAONE's own
+    from safetensors import safe_open
+
+    with safe_open(str(folder / "model.safetensors"), "pt") as weights:
+        assert "transformer.h.0.attn.attention.q_proj.weight" in weights.keys()
+    assert type(AutoModelForCausalLM.from_pretrained(folder, trust_remote_code=False)).__name__ == "LlamaForCausalLM"
+
+
 def test_models_command_prints_the_table_and_reasons(capsys, monkeypatch, standins, family_rows):
     from ducktune.models import builtin
 

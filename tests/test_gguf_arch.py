@@ -525,6 +525,12 @@ EXPECTED = {
                                   "rope.dimension_count": 32, "attention.head_count_kv": 2, "context_length": 32768},
                 {"blk.0.attn_q_norm.weight": (32,), "blk.0.attn_k_norm.weight": (32,), "blk.0.attn_q.weight": (128, 64),
                  "blk.0.attn_output.weight": (64, 128)}, {"output.weight", "rope_freqs.weight"}),
+    # EXAONE 3.5 2.4B: saved by transformers as LlamaForCausalLM under EXAONE's weight names, written as exaone:
+    # rotate-half rope as stored, the llama3 table, tied output
+    "exaone": ("exaone", {"rope.freq_base": 1000000.0, "rope.dimension_count": 16, "attention.head_count_kv": 2,
+                          "context_length": 32768, "block_count": 2, "attention.layer_norm_rms_epsilon": 1e-5},
+               {"blk.0.attn_q.weight": (64, 64), "blk.0.ffn_gate.weight": (192, 64), "blk.0.ffn_down.weight": (64, 192),
+                "rope_freqs.weight": (8,)}, {"output.weight", "blk.0.attn_q.bias"}),
     # EXAONE 4.0 1.2B: norms after attention and the MLP only, per-head q/k norms, rotate-half rope on every layer
     # (sliding_window null) with the llama3 table, tied output; no window keys
     "exaone4": ("exaone4", {"rope.freq_base": 1000000.0, "rope.dimension_count": 16,
@@ -811,6 +817,8 @@ BREAKAGES = {  # the architecture-specific step left out -> (arch, attribute of 
     "olmo3 yarn attention factor left out": ("olmo3", "yarn_attention_factor", lambda: lambda config: 1.0),
     "hunyuan ntk alpha base not written": ("hunyuan", "ntk_alpha_base", lambda: lambda config: None),
     "hunyuan q/k rows re-ordered as for llama": ("hunyuan", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "hunyuan-dense"}),
+    "exaone q/k rows re-ordered as for llama": ("exaone", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "exaone"}),
+    "exaone no llama3 rope_freqs": ("exaone", "_computed_tensors", lambda: lambda config, arch: []),
     "exaone4 q/k rows re-ordered as for llama": ("exaone4", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "exaone4"}),
     "cohere q/k rows re-ordered as for llama": ("cohere", "ROTARY_PERMUTED", lambda: {"llama", "internlm2", "command-r"}),
     "cohere logit scale not written": ("cohere", "_add_cohere_hparams", lambda: _cohere_hparams_without("add_logit_scale")),
@@ -1760,6 +1768,64 @@ def test_olmo_3_sliding_layers_with_scaled_rope_are_refused():
         "sliding_attention": {"rope_type": "linear", "factor": 2.0, "rope_theta": 500000.0},
         "full_attention": {"rope_type": "default", "rope_theta": 500000.0}}}
     assert "sliding-window layers" in architecture_support(scaled)
+
+
+EXAONE_3_5_2_4B = {  # LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct config.json, the keys read here, spelled as published
+    "architectures": ["ExaoneForCausalLM"], "model_type": "exaone", "activation_function": "silu", "hidden_size": 2560,
+    "intermediate_size": 7168, "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 80, "num_layers": 30,
+    "layer_norm_epsilon": 1e-05, "max_position_embeddings": 32768, "rope_theta": 1000000.0, "tie_word_embeddings": True,
+    "rope_scaling": {"factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                     "original_max_position_embeddings": 8192, "rope_type": "llama3"},
+    "vocab_size": 102400, "bos_token_id": 1, "eos_token_id": 361, "pad_token_id": 0,
+    "auto_map": {"AutoConfig": "configuration_exaone.ExaoneConfig",
+                 "AutoModelForCausalLM": "modeling_exaone.ExaoneForCausalLM"}}
+
+
+def test_published_exaone_3_5_config_is_exaone_with_its_own_key_names_and_weight_names():
+    assert architecture_support(EXAONE_3_5_2_4B) is None
+    calls = written_hparams(EXAONE_3_5_2_4B, "exaone")
+    assert calls["block_count"] == 30 and calls["layer_norm_rms_eps"] == 1e-05  # num_layers, layer_norm_epsilon
+    assert calls["rope_freq_base"] == 1000000.0 and calls["rope_dimension_count"] == 80
+    assert calls["context_length"] == 32768 and calls["head_count_kv"] == 8
+    plans = {p.gguf_name: p for p in plan_from_shapes({  # the checkpoint's own names, as published and as saved
+        "transformer.h.0.attn.attention.q_proj.weight": (2560, 2560), "transformer.h.0.attn.attention.out_proj.weight":
+        (2560, 2560), "transformer.h.0.ln_1.weight": (2560,), "transformer.h.0.ln_2.weight": (2560,),
+        "transformer.h.0.mlp.c_fc_0.weight": (7168, 2560), "transformer.h.0.mlp.c_fc_1.weight": (7168, 2560),
+        "transformer.h.0.mlp.c_proj.weight": (2560, 7168), "transformer.wte.weight": (102400, 2560),
+        "transformer.ln_f.weight": (2560,)}, EXAONE_3_5_2_4B, "f16")}
+    assert set(plans) == {"blk.0.attn_q.weight", "blk.0.attn_output.weight", "blk.0.attn_norm.weight",
+                          "blk.0.ffn_norm.weight", "blk.0.ffn_gate.weight", "blk.0.ffn_up.weight", "blk.0.ffn_down.weight",
+                          "token_embd.weight", "output_norm.weight", "rope_freqs.weight"}  # tied: no output
+    assert plans["blk.0.attn_q.weight"].transform is None  # rotate-half, as llama.cpp's NEOX rope reads it
+    assert plans["blk.0.ffn_down.weight"].shape == (2560, 7168)  # c_proj is a Linear here, not GPT-2's Conv1D
+    table = plans["rope_freqs.weight"].transform(None)
+    assert table.shape == (40,) and table[0] == 1.0 and table[-1] == 8.0
+
+
+def test_merged_exaone_saved_as_llama_is_still_written_as_exaone():
+    """transformers 5 saves a loaded EXAONE as LlamaForCausalLM (model_type exaone, its own key names): the GGUF is
+    still llama.cpp's exaone, the architecture of EXAONE's published GGUFs, not the llama one the class names."""
+    renamed = {"num_layers": "num_hidden_layers", "layer_norm_epsilon": "rms_norm_eps", "activation_function": "hidden_act"}
+    merged = {renamed.get(key, key): value for key, value in EXAONE_3_5_2_4B.items()}
+    merged["architectures"] = ["LlamaForCausalLM"]
+    assert architecture_support(merged) is None
+    assert written_hparams(merged, "exaone")["block_count"] == 30
+    assert gguf_arch.gguf_arch({**merged, "model_type": "llama"}) == "llama"
+
+
+def test_exaone_without_a_rope_theta_gets_exaone_configs_default_not_llamas():
+    unnamed = {key: value for key, value in EXAONE_3_5_2_4B.items() if key not in ("rope_theta", "rope_scaling")}
+    assert written_hparams(unnamed, "exaone")["rope_freq_base"] == 500000.0  # ExaoneConfig.default_theta
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"attention_bias": True}, "attention_bias true"),
+    ({"mlp_bias": True}, "mlp_bias true"),
+    ({"activation_function": "gelu"}, "activation_function 'gelu'"),
+])
+def test_exaone_configs_llama_cpp_would_run_differently_are_refused(change, fragment):
+    reason = architecture_support({**EXAONE_3_5_2_4B, **change})
+    assert reason and fragment in reason and "\n" not in reason
 
 
 EXAONE_4_1_2B = {  # LGAI-EXAONE/EXAONE-4.0-1.2B config.json, the keys read here (30 global layers, no window)

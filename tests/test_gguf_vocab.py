@@ -180,6 +180,18 @@ def test_lfm2_tokenizer_gets_llama_cpps_lfm2_name():
     assert pre_tokenizer_kind(data) == "lfm2"
     data["model"]["ignore_merges"] = False
     assert pre_tokenizer_kind(data) == "dbrx"
+def test_exaone_3_tokenizer_gets_llama_cpps_exaone_name():
+    """EXAONE 3.x's tokenizer is SmolLM's pipeline (digits one by one, then GPT-2's split) with EXAONE's turn
+    tokens: llama.cpp's converter names it "exaone" (run with SmolLM's regexes), as ducktune now does; no BOS added."""
+    from ducktune.models.families import family
+
+    spec = family("exaone3.5")
+    tokenizer = build_tokenizer(spec.tokenizer, spec.specials, chat_template="{{ messages }}")
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    assert tokenizer_algorithm(data) == ("gpt2", "exaone", None)
+    assert tokenizer("hi")["input_ids"] == tokenizer("hi", add_special_tokens=False)["input_ids"]
+
+
 def test_falcon_h1_gguf_names_its_llama_3_pipeline_tokenizer_falcon_h1(tmp_path):
     """llama.cpp's converter names every Falcon-H1 tokenizer (Llama 3's pipeline; its four differ by hash only)
     "falcon-h1", which llama.cpp runs as Llama 3's: a falcon-h1 GGUF says so, a llama one keeps "llama-bpe"."""

@@ -73,6 +73,8 @@ FAMILIES = {
     "lfm2": ({"bos_token": "<|startoftext|>", "eos_token": "<|im_end|>"},
              ["<|im_start|>", "<|tool_list_start|>", "<|tool_list_end|>", "<|tool_response_start|>",
               "<|tool_response_end|>"]),
+    "exaone3.5": ({"bos_token": "[BOS]", "eos_token": "[|endofturn|]", "pad_token": "[PAD]", "unk_token": "[UNK]"},
+                  ["[|system|]", "[|user|]", "[|assistant|]"]),
     "exaone4": ({"bos_token": "[BOS]", "eos_token": "[|endofturn|]", "pad_token": "[PAD]", "unk_token": "[UNK]"},
                 ["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]),
     "apertus": ({"bos_token": "<s>", "eos_token": "<|assistant_end|>"},

@@ -112,6 +112,11 @@ Per architecture, what differs from "read config, rename tensors":
   transformers rotates every layer when `sliding_window` is null (1.2B), else only the sliding layers
   (global NoPE: 32B's 3 sliding : 1 full). llama.cpp turns sliding windows on for 64-layer models only
   (its 32B) and then rotates only the sliding layers: other configs that slide or skip rope are refused.
+- exaone (ExaoneForCausalLM: EXAONE 3.0 / 3.5 / EXAONE Deep; transformers 5 runs model_type exaone as
+  LlamaForCausalLM and saves that name, and EXAONE's own weight names transformer.h.N.attn.attention.*): Llama's
+  block with rotate-half rope (NEOX, no re-ordering), 3.5's "llama3" rope scaling as the `rope_freqs` table. The
+  published config.json spells num_layers / layer_norm_epsilon / activation_function (ExaoneConfig's
+  attribute_map); both spellings and both class names are read as EXAONE. llama.cpp loads no o_proj or MLP biases.
 - command-r (CohereForCausalLM: Aya 23, Aya Expanse, Command R / R+): attention and MLP in parallel off one
   LayerNorm without bias, outputs summed onto the residual; the logits multiplied by `logit_scale`; the output
   layer is always the embedding (llama.cpp loads no output tensor: untied configs are refused). transformers'
@@ -209,6 +214,7 @@ ARCHITECTURES = {
     "Gemma4ForConditionalGeneration": "gemma4",  # its language model (text only)
     "Gemma3nForCausalLM": "gemma3n",
     "Gemma3nForConditionalGeneration": "gemma3n",  # its language model (text only)
+    "ExaoneForCausalLM": "exaone",
     "Exaone4ForCausalLM": "exaone4",
     "CohereForCausalLM": "command-r",
     "Cohere2ForCausalLM": "cohere2",
@@ -232,8 +238,8 @@ MAMBA2_ARCHS = {gguf_mamba2.ARCH: ".mamba.", gguf_falconh1.ARCH: ".mamba.", gguf
 SMOLLM3_NO_ROPE_STEP = 4
 GEMMA = {"gemma", "gemma2", "gemma3"}
 # llama.cpp's graphs for these assert rope over the whole head: partial rotary is refused
-WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "ernie4_5-moe", "hunyuan-dense", "mistral3", "exaone4", "apertus", "arcee",
-                   "olmoe", gguf_falconh1.ARCH}
+WHOLE_HEAD_ROPE = {"smollm3", "ernie4_5", "ernie4_5-moe", "hunyuan-dense", "mistral3", "exaone", "exaone4", "apertus",
+                   "arcee", "olmoe", gguf_falconh1.ARCH}
 NO_ROPE = {"bloom", "gpt2", gguf_nemotronh.ARCH}  # ALiBi; learned absolute position embeddings; none
 # configs whose transformers class ties the output layer to the embeddings when tie_word_embeddings is absent
 TIED_BY_DEFAULT = {"bloom", "smollm3", "ernie4_5", "ernie4_5-moe", "lfm2", "lfm2moe", "command-r", "cohere2",
@@ -246,6 +252,9 @@ COHERE2_DEFAULT_WINDOW = 4096
 COHERE2_DEFAULT_PATTERN = 4
 # llama.cpp's command-r creates per-head q/k norms for models of this many layers or more, and never otherwise
 COMMAND_R_QK_NORM_LAYERS = 64
+# EXAONE 3.x's published key names -> transformers' (ExaoneConfig.attribute_map)
+EXAONE_KEYS = {"num_layers": "num_hidden_layers", "layer_norm_epsilon": "rms_norm_eps", "activation_function": "hidden_act"}
+EXAONE_DEFAULT_THETA = 500000.0  # ExaoneConfig's rope theta when the config names none (not Llama's 10000)
 # llama.cpp's exaone4 enables sliding windows (and skips rope on the global layers) for this layer count only
 EXAONE4_SWA_LAYERS = 64
 # Exaone4Config's sliding_window when the key is absent
@@ -273,7 +282,7 @@ ROPE_KINDS = {
     "default": None,
     "linear": None,
     "dynamic": None,
-    "llama3": {"llama", "exaone4", "apertus"},
+    "llama3": {"llama", "exaone", "exaone4", "apertus"},
     "longrope": {"phi3", gguf_minicpm3.ARCH},
     # OLMo 3's full-attention layers (its sliding ones rotate unscaled, as llama.cpp does); Ministral 3; AFM-4.5B;
     # Qwen2.5 / Qwen3 with the rope_scaling their model cards give for long contexts
@@ -300,6 +309,8 @@ def language_model_config(config: dict) -> dict:
     keys, under the checkpoint's architecture, with transformers' defaults for the keys the file leaves out
     (gemma-3-4b-it's text_config names 6; llama.cpp's converter reads it through AutoConfig too). Other
     configs are returned as they are."""
+    if config.get("model_type") == "exaone":
+        return exaone_config(config)
     text = config.get("text_config")
     if not isinstance(text, dict):
         return config
@@ -311,6 +322,16 @@ def language_model_config(config: dict) -> dict:
         pass
     outer = {key: value for key, value in config.items() if not key.endswith("_config")}
     return {**outer, **text, "architectures": config.get("architectures")}
+
+
+def exaone_config(config: dict) -> dict:
+    """An EXAONE 3.x config under transformers' key names and EXAONE's class: the published file spells
+    num_layers etc., and a merged model is saved as the LlamaForCausalLM transformers runs it as, which llama.cpp's
+    converter would write as llama rather than exaone (the architecture of EXAONE's own GGUFs)."""
+    renamed = {EXAONE_KEYS.get(key, key): value for key, value in config.items()}
+    if not (config.get("rope_parameters") or {}).get("rope_theta"):
+        renamed.setdefault("rope_theta", EXAONE_DEFAULT_THETA)
+    return {**renamed, "architectures": ["ExaoneForCausalLM"]}
 
 
 def language_model_names(shapes: dict) -> dict[str, str]:
@@ -462,7 +483,7 @@ def architecture_support(config: dict) -> str | None:
         return gguf_gemma3n.gemma3n_support(config)
     kind = rope_params(config)["rope_type"]
     if arch not in NO_ROPE and (kind not in ROPE_KINDS or (ROPE_KINDS[kind] and arch not in ROPE_KINDS[kind])):
-        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3, Arcee, gpt-oss and DeepSeek-V2)"
+        return f"GGUF export of {name} does not support rope scaling '{kind}' (supported: default, linear, dynamic, llama3 for Llama / EXAONE 3.5 / EXAONE 4 / Apertus, longrope for Phi-3 / MiniCPM3, yarn for Qwen2/2.5, Qwen3, OLMo 2/3, Ministral 3, Arcee, gpt-oss and DeepSeek-V2)"
     # gpt-oss is published with truncate false, which llama.cpp cannot do: its converter writes it as it is (a caveat)
     if kind == "yarn" and (reason := yarn_refusal(rope_params(config), arch != gguf_gptoss.ARCH)):
         return f"GGUF export of {name}: {reason}"
@@ -483,7 +504,7 @@ def architecture_support(config: dict) -> str | None:
                gguf_mamba2.ARCH: _granite_problem, gguf_falconh1.ARCH: gguf_falconh1.falconh1_support,
                gguf_nemotronh.ARCH: gguf_nemotronh.nemotronh_support,
                "olmo2": _olmo2_problem, "ernie4_5": _ernie4_5_problem, "hunyuan-dense": _hunyuan_problem,
-               "mistral3": _mistral3_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
+               "mistral3": _mistral3_problem, "exaone": _exaone_problem, "exaone4": _exaone4_problem, "arcee": _arcee_problem,
                "command-r": _cohere_problem, "cohere2": _cohere_problem,
                "stablelm": _layer_norm_lm_problem, "nemotron": _layer_norm_lm_problem,
                "gpt2": _gpt2_problem, "gptneox": _gptneox_problem,
@@ -525,6 +546,16 @@ def _hunyuan_problem(config: dict, name: str) -> str | None:
     else:
         return None
     return f"GGUF export of {name}: {reason}"
+
+
+def _exaone_problem(config: dict, name: str) -> str | None:
+    """What llama.cpp's exaone graph would run differently: it loads no o_proj or MLP biases and runs SiLU only
+    (its converter asserts activation_function silu)."""
+    if biased := _true_keys(config, "attention_bias", "mlp_bias"):
+        return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's exaone loads no o_proj / MLP biases"
+    if config.get("hidden_act", "silu") != "silu":
+        return f"GGUF export of {name}: activation_function {config['hidden_act']!r}; llama.cpp's exaone runs SiLU only"
+    return None
 
 
 def exaone4_window(config: dict) -> int | None:
@@ -810,7 +841,7 @@ def gguf_arch(config: dict) -> str:
     if reason:
         raise ModelError(f"config.json: {reason}. `ducktune export RUN --to merged` writes the merged Hugging "
                          "Face folder, which llama.cpp's convert_hf_to_gguf.py may convert")
-    return llama_cpp_arch(config)
+    return llama_cpp_arch(language_model_config(config))
 
 
 # ---------------------------------------------------------------------- hyper-parameters

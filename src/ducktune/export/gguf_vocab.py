@@ -43,8 +43,9 @@ LLAMA3_PIPELINE_NAMES = {"<|tool_list_start|>": "lfm2", ">>TITLE<<": "falcon3"}
 # four tokenizers, told apart there by hash only); llama.cpp runs the name as Llama 3's.
 LLAMA3_PIPELINE_ARCH_NAMES = {"falcon-h1": "falcon-h1"}
 # Tokenizers on SmolLM's pipeline (digits one by one, then GPT-2's split) that llama.cpp's converter names for their
-# model, told apart by a special token of theirs: Cohere's (Aya, Command R, R7B); llama.cpp runs it as SmolLM's.
-DIGITS_PIPELINE_NAMES = {"<|START_OF_TURN_TOKEN|>": "command-r"}
+# model, told apart by a special token of theirs: Cohere's (Aya, Command R, R7B), EXAONE 3.x's; llama.cpp runs
+# them as SmolLM's.
+DIGITS_PIPELINE_NAMES = {"<|START_OF_TURN_TOKEN|>": "command-r", "[|endofturn|]": "exaone"}
 # llama.cpp pre-tokenizers that split with several regexes in turn (one Split step each, then ByteLevel)
 MULTI_SPLIT_NAMES = {HUNYUAN_DENSE_REGEXES: "hunyuan-dense"}
 # ... and those whose Split steps are followed by Digits(individual) (DeepSeek's): llama.cpp ends them with a digit

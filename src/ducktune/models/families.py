@@ -38,6 +38,9 @@ class Family:
     # generation_config.json's eos_token_id beyond EOS, as published: the tokens that end the family's
     # turns at inference (GLM-4's <|user|> and <|observation|>, which its template writes after an answer).
     stops: tuple = ()
+    # config.json keys the family publishes under names of its own, {transformers' name: published name}: the
+    # stand-in is saved with the published spelling (EXAONE 3.x's num_layers, read back by ExaoneConfig's attribute_map)
+    published_keys: dict = field(default_factory=dict)
 
 
 def _specials(bos=None, eos=None, pad=None, unk=None, additional=()) -> dict:
@@ -341,6 +344,15 @@ FAMILIES: list[Family] = [
            _specials(bos="[BOS]", eos="[|endofturn|]", pad="[PAD]", unk="[UNK]",
                      additional=["[|system|]", "[|user|]", "[|assistant|]", "[|tool|]", "<think>", "</think>"]),
            tokenizer_class="GPT2Tokenizer"),
+    # EXAONE 3.0 / 3.5 / Deep: transformers 5 runs model_type exaone as LlamaForCausalLM without the remote code its
+    # auto_map names; GPT2Tokenizer over a digits-then-byte-level tokenizer.json, no BOS added; generation_config eos
+    # 361 = [|endofturn|]
+    Family("exaone3.5", "EXAONE 3.0 / 3.5 (2.4B / 7.8B / 32B)", "ExaoneForCausalLM", "exaone", "smollm", "exaone3.5",
+           _specials(bos="[BOS]", eos="[|endofturn|]", pad="[PAD]", unk="[UNK]",
+                     additional=["[|system|]", "[|user|]", "[|assistant|]", "[|endofturn|]"]),
+           tokenizer_class="GPT2Tokenizer",
+           published_keys={"num_hidden_layers": "num_layers", "rms_norm_eps": "layer_norm_epsilon",
+                           "hidden_act": "activation_function"}),
     # Cohere's tokenizer (CohereTokenizer rebuilds its NFC + digits + byte-level pipeline, BOS added) and turn
     # tokens; Aya's template prints BOS, Command R7B's none (its chat prompts have none). R7B's answers
     # end <|END_RESPONSE|><|END_OF_TURN_TOKEN|>; generation_config's only EOS is <|END_OF_TURN_TOKEN|> in both.
@@ -447,7 +459,7 @@ def build_standin(family_id: str, out_dir: str | Path, seed: int = 0, embedding_
 def _name_published_class(folder: Path, spec: Family) -> None:
     """config.json names the published class: transformers runs InternLM3 as LlamaForCausalLM and saves
     that name, while the published config names InternLM3ForCausalLM and the auto_map of the
-    remote code it shipped before transformers adopted it."""
+    remote code it shipped before transformers adopted it (and, for EXAONE 3.x, its own key names)."""
     import json
 
     path = folder / "config.json"
@@ -455,6 +467,7 @@ def _name_published_class(folder: Path, spec: Family) -> None:
     if values.get("architectures") != [spec.model_class]:
         values["architectures"] = [spec.model_class]
         values["auto_map"] = _auto_map(spec)
+        values = {spec.published_keys.get(key, key): value for key, value in values.items()}
         path.write_text(json.dumps(values, indent=2), encoding="utf-8")
 
 

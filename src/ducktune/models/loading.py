@@ -146,7 +146,7 @@ def _published_tokenizer(folder: str | Path):
 
 def model_config(folder: str | Path) -> dict:
     """config.json as a dict, with num_hidden_layers where transformers saves only the layer kinds (NemotronHConfig
-    derives the count from layers_block_type and writes none)."""
+    derives the count from layers_block_type and writes none), and transformers' names for EXAONE 3.x's keys."""
     path = Path(folder) / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
@@ -154,6 +154,10 @@ def model_config(folder: str | Path) -> dict:
         raise ModelError(f"{path}: cannot read the model config: {exc}") from None
     if config.get("num_hidden_layers") is None and config.get("layers_block_type"):
         config["num_hidden_layers"] = len(config["layers_block_type"])
+    if config.get("model_type") == "exaone":  # EXAONE 3.x publishes num_layers etc. (ExaoneConfig's attribute_map)
+        from ducktune.export.gguf_arch import EXAONE_KEYS
+
+        config = {EXAONE_KEYS.get(key, key): value for key, value in config.items()}
     return config
 
 
@@ -395,6 +399,7 @@ def check_weights(folder: str | Path, trust_remote_code: bool = False, name: str
             raise ModelError(f"{file}: {problem}; download or copy the model again")
         names.update(key for key in header if key != "__metadata__")
     config = model_config(folder)
+    names = _names_as_loaded(names, config.get("model_type"))
     from ducktune.models.prequant import prequant_problem
 
     if problem := prequant_problem(config, name or folder.name):
@@ -412,6 +417,18 @@ def check_weights(folder: str | Path, trust_remote_code: bool = False, name: str
         example = sorted(names)[0] if names else "none"
         raise ModelError(f"{folder / 'config.json'}: model_type {config.get('model_type')!r}: the weights do not fit this "
                          f"architecture ({len(found)} of {len(expected)} tensors found; the files hold e.g. {example})")
+
+
+def _names_as_loaded(names: set[str], model_type: str | None) -> set[str]:
+    """Checkpoint tensor names as transformers loads them: it renames some model types' published names on load
+    (EXAONE 3.x's transformer.h.N.attn.attention.*, its conversion_mapping); converters (fusing, splitting) aside."""
+    try:
+        from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming, rename_source_key
+    except ImportError:  # a transformers without load-time renames: the names are the model's
+        return names
+    renamings = [t for t in get_checkpoint_conversion_mapping(model_type) or [] if type(t) is WeightRenaming]
+    return {rename_source_key(name, renamings, [])[0] for name in names} if renamings else names
 
 
 def _expected_tensor_names(folder: Path) -> set[str]:

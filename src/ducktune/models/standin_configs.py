@@ -61,6 +61,7 @@ MIRRORS = {
     "lfm2-moe": "LiquidAI/LFM2-8B-A1B",
     "falcon3": "tiiuae/Falcon3-1B-Instruct",
     "hunyuan": "tencent/Hunyuan-0.5B-Instruct",
+    "exaone": "LGAI-EXAONE/EXAONE-3.5-2.4B-Instruct",
     "exaone4": "LGAI-EXAONE/EXAONE-4.0-1.2B",
     "cohere": "CohereForAI/aya-expanse-8b",
     "cohere2": "CohereForAI/c4ai-command-r7b-12-2024",
@@ -461,7 +462,7 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """ERNIE 4.5, Hunyuan, EXAONE 4, Cohere (Aya, Command R7B), OLMo 2/3, OLMoE, Falcon3, LFM2, BLOOM, Phi-2."""
+    """ERNIE 4.5, Hunyuan, EXAONE 3.5 and 4, Cohere (Aya, Command R7B), OLMo 2/3, OLMoE, Falcon3, LFM2, BLOOM, Phi-2."""
     return {
         # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
         # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
@@ -476,6 +477,14 @@ def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
             tie_word_embeddings=True, use_qk_norm=True, use_cla=False,
             rope_scaling={"alpha": 1000.0, "beta_fast": 32, "beta_slow": 1, "factor": 1.0, "mscale": 1.0,
                           "mscale_all_dim": 1.0, "type": "dynamic"})),
+        # EXAONE 3.5 2.4B: Llama's block under EXAONE's key names, 32:8 query:KV heads (4:2 here), llama3 rope
+        # scaling x8 over 8192 positions, theta 1e6, no biases, tied embeddings (2.4B only; 7.8B and 32B untied)
+        "exaone": ("ExaoneForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, max_position_embeddings=32768,
+            rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=True, attention_dropout=0.0,
+            rope_theta=1000000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                          "original_max_position_embeddings": 8192})),
         # EXAONE 4.0 1.2B: every layer global with rope (sliding_window null), llama3 rope scaling, tied
         "exaone4": ("Exaone4ForCausalLM", dict(
             common, intermediate_size=128, num_key_value_heads=2, head_dim=16, max_position_embeddings=65536,

@@ -140,7 +140,8 @@ KINDS: dict[str, KindSpec] = {
         defaults={"bos": "<|begin_of_text|>", "eos": "<|eot_id|>", "pad": "<|finetune_right_pad_id|>", "unk": None,
                   "additional": ["<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]}),
     "smollm": KindSpec(
-        "HuggingFaceTB/SmolLM2-135M-Instruct (also ibm-granite/granite-3.x, StarCoder's pipeline): "
+        "HuggingFaceTB/SmolLM2-135M-Instruct (also ibm-granite/granite-3.x, StarCoder's pipeline; LGAI-EXAONE's 3.0 / "
+        "3.5 / Deep GPT2Tokenizer, which llama.cpp names \"exaone\"): "
         "Digits(individual) + ByteLevel(use_regex=true), no BOS",
         spm=False, adds_bos=False, pre="digits+bytelevel",
         defaults={"bos": "<|im_start|>", "eos": "<|im_end|>", "pad": "<|im_end|>", "unk": "<|endoftext|>",
