@@ -170,6 +170,7 @@ from dataclasses import dataclass
 from ducktune.errors import ModelError
 from ducktune.export import (gguf_apertus, gguf_deepseek2, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss,
                              gguf_lfm2, gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_nemotronh, gguf_qwen35)
+from ducktune.models.loading import EXAONE_KEYS
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -252,8 +253,6 @@ COHERE2_DEFAULT_WINDOW = 4096
 COHERE2_DEFAULT_PATTERN = 4
 # llama.cpp's command-r creates per-head q/k norms for models of this many layers or more, and never otherwise
 COMMAND_R_QK_NORM_LAYERS = 64
-# EXAONE 3.x's published key names -> transformers' (ExaoneConfig.attribute_map)
-EXAONE_KEYS = {"num_layers": "num_hidden_layers", "layer_norm_epsilon": "rms_norm_eps", "activation_function": "hidden_act"}
 EXAONE_DEFAULT_THETA = 500000.0  # ExaoneConfig's rope theta when the config names none (not Llama's 10000)
 # llama.cpp's exaone4 enables sliding windows (and skips rope on the global layers) for this layer count only
 EXAONE4_SWA_LAYERS = 64

@@ -101,7 +101,8 @@ def _llama(**extra) -> tuple[str, dict]:
 
 def _specs() -> dict[str, tuple[str, dict]]:
     common = dict(hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS)
-    return {**_llama_qwen_mistral_specs(common), **_long_context_specs(common), **_moe_specs(common),
+    return {**_llama_qwen_mistral_specs(common), **_mistral3_specs(common), **_exaone_specs(common),
+            **_long_context_specs(common), **_moe_specs(common),
             **_gemma_specs(common), **_other_specs(common), **_newer_specs(common), **_newest_specs(common),
             **_layer_norm_specs(common), **_ungated_mlp_specs(common),
             **_latent_attention_specs(common), **_classic_base_specs(), **_small_active_moe_specs(common),
@@ -128,7 +129,7 @@ def _gpt_oss_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """Llama, Mistral (Ministral 3 and Qwen 3.5 as their published multimodal checkpoints), Qwen."""
+    """Llama, Mistral, Qwen (Qwen 3.5 as its published multimodal checkpoint)."""
     return {
         "llama": _llama(),
         "llama3": ("LlamaForCausalLM", dict(
@@ -153,6 +154,36 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             common, intermediate_size=256, num_key_value_heads=2, head_dim=32,  # 4 x 32 != 64, like 32 x 128 != 5120
             max_position_embeddings=1024000, rms_norm_eps=1e-5, rope_theta=1000000.0, sliding_window=None,
             tie_word_embeddings=False, hidden_act="silu")),
+        "qwen2": ("Qwen2ForCausalLM", dict(
+            common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
+            rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
+            max_window_layers=21, hidden_act="silu")),
+        "qwen3": ("Qwen3ForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
+            max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
+            attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
+        # Published as the multimodal class (text_config + a vision tower ducktune leaves alone); the
+        # 24 layers run 3 Gated DeltaNet : 1 gated full attention, 2 layers keep one of each. Linear
+        # value heads (4) > key heads (2) as in the 4B/9B, so V heads are grouped per key head.
+        "qwen3.5": ("Qwen3_5ForConditionalGeneration", dict(
+            tie_word_embeddings=True, text_config=dict(
+                common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=262144,
+                rms_norm_eps=1e-6, hidden_act="silu", attention_bias=False, attn_output_gate=True,
+                tie_word_embeddings=True, layer_types=["linear_attention", "full_attention"],
+                full_attention_interval=4, linear_conv_kernel_dim=4, linear_key_head_dim=16,
+                linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
+                mamba_ssm_dtype="float32",
+                rope_parameters={"rope_type": "default", "rope_theta": 10000000, "partial_rotary_factor": 0.25,
+                                 "mrope_interleaved": True, "mrope_section": [2, 1, 1]}),
+            vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=HIDDEN,
+                               patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
+                               num_position_embeddings=16))),
+    }
+
+
+def _mistral3_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """Mistral3ForConditionalGeneration's text models: Ministral 3 and Mistral Small 3.x."""
+    return {
         # Published as the multimodal class: a ministral3 text_config (the 3B's: tied embeddings, head_dim
         # 128 != 3072/32, YaRN with Llama 4's query temperature) beside a Pixtral tower of one layer
         "ministral3": ("Mistral3ForConditionalGeneration", dict(
@@ -187,32 +218,29 @@ def _llama_qwen_mistral_specs(common: dict) -> dict[str, tuple[str, dict]]:
             vision_config=dict(model_type="pixtral", hidden_size=32, intermediate_size=64, num_hidden_layers=1,
                                num_attention_heads=2, head_dim=16, image_size=56, patch_size=14,
                                hidden_act="silu", rope_theta=10000.0))),
-        "qwen2": ("Qwen2ForCausalLM", dict(
-            common, intermediate_size=128, num_key_value_heads=2, max_position_embeddings=32768, rms_norm_eps=1e-6,
-            rope_theta=1000000.0, tie_word_embeddings=True, use_sliding_window=False, sliding_window=32768,
-            max_window_layers=21, hidden_act="silu")),
-        "qwen3": ("Qwen3ForCausalLM", dict(
-            common, intermediate_size=192, num_key_value_heads=2, head_dim=32,  # Qwen3: head_dim 128 != 1024/16
-            max_position_embeddings=40960, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=True,
-            attention_bias=False, use_sliding_window=False, sliding_window=None, hidden_act="silu")),
-        # Published as the multimodal class (text_config + a vision tower ducktune leaves alone); the
-        # 24 layers run 3 Gated DeltaNet : 1 gated full attention, 2 layers keep one of each. Linear
-        # value heads (4) > key heads (2) as in the 4B/9B, so V heads are grouped per key head.
-        "qwen3.5": ("Qwen3_5ForConditionalGeneration", dict(
-            tie_word_embeddings=True, text_config=dict(
-                common, intermediate_size=192, num_key_value_heads=2, head_dim=32, max_position_embeddings=262144,
-                rms_norm_eps=1e-6, hidden_act="silu", attention_bias=False, attn_output_gate=True,
-                tie_word_embeddings=True, layer_types=["linear_attention", "full_attention"],
-                full_attention_interval=4, linear_conv_kernel_dim=4, linear_key_head_dim=16,
-                linear_value_head_dim=16, linear_num_key_heads=2, linear_num_value_heads=4,
-                mamba_ssm_dtype="float32",
-                rope_parameters={"rope_type": "default", "rope_theta": 10000000, "partial_rotary_factor": 0.25,
-                                 "mrope_interleaved": True, "mrope_section": [2, 1, 1]}),
-            vision_config=dict(depth=1, hidden_size=32, num_heads=2, intermediate_size=64, out_hidden_size=HIDDEN,
-                               patch_size=16, temporal_patch_size=2, spatial_merge_size=2,
-                               num_position_embeddings=16))),
     }
 
+
+def _exaone_specs(common: dict) -> dict[str, tuple[str, dict]]:
+    """EXAONE 3.x (run as Llama by transformers) and EXAONE 4.0."""
+    return {
+        # EXAONE 3.5 2.4B: Llama's block under EXAONE's key names, 32:8 query:KV heads (4:2 here), llama3 rope
+        # scaling x8 over 8192 positions, theta 1e6, no biases, tied embeddings (2.4B only; 7.8B and 32B untied)
+        "exaone": ("ExaoneForCausalLM", dict(
+            common, intermediate_size=192, num_key_value_heads=2, max_position_embeddings=32768,
+            rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=True, attention_dropout=0.0,
+            rope_theta=1000000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                          "original_max_position_embeddings": 8192})),
+        # EXAONE 4.0 1.2B: every layer global with rope (sliding_window null), llama3 rope scaling, tied
+        "exaone4": ("Exaone4ForCausalLM", dict(
+            common, intermediate_size=128, num_key_value_heads=2, head_dim=16, max_position_embeddings=65536,
+            rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=True, sliding_window=None,
+            sliding_window_pattern="LLLG", layer_types=["full_attention"] * LAYERS, attention_dropout=0.0,
+            rope_theta=1000000.0,
+            rope_scaling={"rope_type": "llama3", "factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
+                          "original_max_position_embeddings": 8192})),
+    }
 
 def _moe_specs(common: dict) -> dict[str, tuple[str, dict]]:
     """Mixture-of-experts Mistral / Qwen: Mixtral, Qwen2-MoE, Qwen3-MoE (OLMoE and Granite MoE beside their dense kin)."""
@@ -462,7 +490,7 @@ def _newer_specs(common: dict) -> dict[str, tuple[str, dict]]:
 
 
 def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
-    """ERNIE 4.5, Hunyuan, EXAONE 3.5 and 4, Cohere (Aya, Command R7B), OLMo 2/3, OLMoE, Falcon3, LFM2, BLOOM, Phi-2."""
+    """ERNIE 4.5, Hunyuan, Cohere (Aya, Command R7B), OLMo 2/3, OLMoE, Falcon3, LFM2, BLOOM, Phi-2."""
     return {
         # ERNIE 4.5 0.3B: head_dim 128 is twice hidden/heads (1024/16), 8 query heads per KV head (16:2; 4:2
         # here), use_bias false, embeddings tied, rope theta 500000 over whole heads as published.
@@ -477,22 +505,6 @@ def _newest_specs(common: dict) -> dict[str, tuple[str, dict]]:
             tie_word_embeddings=True, use_qk_norm=True, use_cla=False,
             rope_scaling={"alpha": 1000.0, "beta_fast": 32, "beta_slow": 1, "factor": 1.0, "mscale": 1.0,
                           "mscale_all_dim": 1.0, "type": "dynamic"})),
-        # EXAONE 3.5 2.4B: Llama's block under EXAONE's key names, 32:8 query:KV heads (4:2 here), llama3 rope
-        # scaling x8 over 8192 positions, theta 1e6, no biases, tied embeddings (2.4B only; 7.8B and 32B untied)
-        "exaone": ("ExaoneForCausalLM", dict(
-            common, intermediate_size=192, num_key_value_heads=2, max_position_embeddings=32768,
-            rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=True, attention_dropout=0.0,
-            rope_theta=1000000.0,
-            rope_scaling={"rope_type": "llama3", "factor": 8.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                          "original_max_position_embeddings": 8192})),
-        # EXAONE 4.0 1.2B: every layer global with rope (sliding_window null), llama3 rope scaling, tied
-        "exaone4": ("Exaone4ForCausalLM", dict(
-            common, intermediate_size=128, num_key_value_heads=2, head_dim=16, max_position_embeddings=65536,
-            rms_norm_eps=1e-5, hidden_act="silu", tie_word_embeddings=True, sliding_window=None,
-            sliding_window_pattern="LLLG", layer_types=["full_attention"] * LAYERS, attention_dropout=0.0,
-            rope_theta=1000000.0,
-            rope_scaling={"rope_type": "llama3", "factor": 16.0, "high_freq_factor": 4.0, "low_freq_factor": 1.0,
-                          "original_max_position_embeddings": 8192})),
         # Aya Expanse 8B: LayerNorm without bias (eps 1e-5), grouped-query attention (32:8 heads; 4:2 here),
         # logit_scale 0.125, tied embeddings, no q/k norm (Command R+'s 64 layers have them), rope theta 10000
         "cohere": ("CohereForCausalLM", dict(
