@@ -42,7 +42,7 @@ Per architecture, what differs from "read config, rename tensors":
 - granite for Granite 4.0 dense (GraniteMoeHybridForCausalLM with every layer attention and no experts:
   granite-4.0-micro / -1b / -350m), as llama.cpp's converter writes it: Granite 3's graph and scalars, the
   MLP (shared_mlp, shared_intermediate_size wide) with its fused input_linear split into ffn_gate (first
-  half) and ffn_up. MoE ones are refused (llama.cpp's granitemoe is not written here).
+  half) and ffn_up. All-attention ones with experts are refused (no published Granite 4.0 has that shape).
 - granitehybrid for Granite 4.0-H (GraniteMoeHybridForCausalLM with Mamba-2 layers: granite-4.0-h-micro / -h-1b
   / -h-350m): the same attention layers, scalars and MLP beside Mamba-2 layers, in its own module
   (gguf_mamba2); the hybrid MoE ones (h-tiny / h-small) with their experts as stacked, the shared_mlp as the
@@ -793,7 +793,8 @@ def _granite4_problem(config: dict) -> str | None:
     if gguf_mamba2.is_hybrid(config):
         return gguf_mamba2.granitehybrid_support(config)
     if int(config.get("num_local_experts") or 0) > 0:
-        return f"num_local_experts {config['num_local_experts']} (MoE; llama.cpp's granitemoe is not written by ducktune)"
+        return (f"num_local_experts {config['num_local_experts']} with every layer attention (Granite 4.0's MoE "
+                "models are hybrids; ducktune writes no granite GGUF with experts for this class)")
     if config.get("position_embedding_type") != "rope":
         return f"position_embedding_type {config.get('position_embedding_type')!r}: llama.cpp's granite always rotates"
     return None
