@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from ducktune.export.gguf_refusals import unloaded_biases
+
 ARCH = "apertus"
 # xIELU's learned scalar (transformers' act_fn attribute) -> the gguf writer method of llama.cpp's per-layer key
 XIELU_WRITERS = {"alpha_p": "add_xielu_alpha_p", "alpha_n": "add_xielu_alpha_n", "beta": "add_xielu_beta",
@@ -55,8 +57,8 @@ def apertus_support(config: dict, name: str) -> str | None:
         reason = "qk_norm false, but llama.cpp's apertus (and transformers') always norms q/k"
     elif config.get("post_norm"):
         reason = "post_norm true, but llama.cpp's apertus (and transformers') norms before attention and the MLP"
-    elif biased := [key for key in ("attention_bias", "mlp_bias") if config.get(key)]:
-        reason = f"{' and '.join(biased)} true, but llama.cpp's apertus loads no such biases"
+    elif bias := unloaded_biases(config, "apertus"):
+        reason = bias
     elif config.get("tie_word_embeddings"):
         reason = "tie_word_embeddings true: llama.cpp's apertus loads an output head of its own"
     else:

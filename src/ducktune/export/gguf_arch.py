@@ -170,6 +170,7 @@ from dataclasses import dataclass
 from ducktune.errors import ModelError
 from ducktune.export import (gguf_apertus, gguf_deepseek2, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss,
                              gguf_lfm2, gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_nemotronh, gguf_qwen35)
+from ducktune.export.gguf_refusals import unloaded_biases
 from ducktune.models.loading import EXAONE_KEYS
 
 # HF architecture -> llama.cpp architecture
@@ -524,11 +525,6 @@ def architecture_support(config: dict) -> str | None:
     return reason
 
 
-def _true_keys(config: dict, *keys: str) -> list[str]:
-    """The keys set (truthy) in the config, in order: e.g. the bias flags an architecture cannot load."""
-    return [key for key in keys if config.get(key)]
-
-
 def _hunyuan_problem(config: dict, name: str) -> str | None:
     """What llama.cpp's hunyuan-dense graph cannot run as transformers' HunYuanDenseV1 does: it loads no
     attention or MLP biases, always has q/k norms, shares no KV across layers (CLA), runs SiLU only."""
@@ -538,8 +534,8 @@ def _hunyuan_problem(config: dict, name: str) -> str | None:
         reason = "use_qk_norm false, but llama.cpp's hunyuan-dense (and transformers') always norms q/k"
     elif config.get("use_cla"):
         reason = "use_cla (KV shared across layers) is not what llama.cpp's hunyuan-dense or transformers runs"
-    elif biased := _true_keys(config, "attention_bias", "mlp_bias"):
-        reason = f"{' and '.join(biased)} true, but llama.cpp's hunyuan-dense loads no such biases"
+    elif bias := unloaded_biases(config, "hunyuan-dense"):
+        reason = bias
     elif config.get("hidden_act", "silu") != "silu":
         reason = f"hidden_act {config['hidden_act']!r}: llama.cpp's hunyuan-dense runs SiLU only"
     else:
@@ -550,8 +546,8 @@ def _hunyuan_problem(config: dict, name: str) -> str | None:
 def _exaone_problem(config: dict, name: str) -> str | None:
     """What llama.cpp's exaone graph would run differently: it loads no o_proj or MLP biases and runs SiLU only
     (its converter asserts activation_function silu)."""
-    if biased := _true_keys(config, "attention_bias", "mlp_bias"):
-        return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's exaone loads no o_proj / MLP biases"
+    if bias := unloaded_biases(config, "exaone", "o_proj / MLP biases"):
+        return f"GGUF export of {name}: {bias}"
     if config.get("hidden_act", "silu") != "silu":
         return f"GGUF export of {name}: activation_function {config['hidden_act']!r}; llama.cpp's exaone runs SiLU only"
     return None
@@ -601,8 +597,8 @@ def _cohere_problem(config: dict, name: str) -> str | None:
     qk_norm_expected = arch == "command-r" and layers >= COMMAND_R_QK_NORM_LAYERS
     if config.get("tie_word_embeddings", True) is False:
         reason = f"tie_word_embeddings false, but llama.cpp's {arch} always uses the embedding as output layer"
-    elif biased := _true_keys(config, "attention_bias", "mlp_bias"):
-        reason = f"{' and '.join(biased)} true, but llama.cpp's {arch} loads no such biases"
+    elif bias := unloaded_biases(config, arch):
+        reason = bias
     elif config.get("hidden_act", "silu") != "silu":
         reason = f"hidden_act {config['hidden_act']!r}: llama.cpp's {arch} runs SiLU only"
     elif bool(config.get("use_qk_norm")) != qk_norm_expected:
@@ -623,8 +619,8 @@ def _arcee_problem(config: dict, name: str) -> str | None:
     act = config.get("hidden_act", "relu2")
     if act != "relu2":
         return f"GGUF export of {name}: hidden_act {act!r}; llama.cpp's arcee runs ReLU^2 (relu2)"
-    if biased := _true_keys(config, "attention_bias", "mlp_bias"):
-        return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's arcee loads no such biases"
+    if bias := unloaded_biases(config, "arcee"):
+        return f"GGUF export of {name}: {bias}"
     return None
 
 
@@ -677,8 +673,8 @@ def _smollm3_problem(config: dict, name: str) -> str | None:
                  else f"no_rope_layer_interval {config.get('no_rope_layer_interval')} (rope layers {pattern})")
         return (f"GGUF export of {name}: {given} for {n_layers(config)} layers differs from llama.cpp's fixed "
                 f"pattern (no rope on every {SMOLLM3_NO_ROPE_STEP}th layer)")
-    if biased := _true_keys(config, "attention_bias", "mlp_bias"):
-        return f"GGUF export of {name}: {' and '.join(biased)} true, but llama.cpp's smollm3 loads no such biases"
+    if bias := unloaded_biases(config, "smollm3"):
+        return f"GGUF export of {name}: {bias}"
     return None
 
 

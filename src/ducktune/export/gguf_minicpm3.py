@@ -17,6 +17,7 @@ are refused. LongRoPE's factor tables are written as Phi-3's (rope_factors_long 
 from __future__ import annotations
 
 from ducktune.export.gguf_mla import MlaSizes
+from ducktune.export.gguf_refusals import unloaded_biases
 
 ARCH = "minicpm3"
 # the scalars llama.cpp's minicpm3 graph hard-codes (n_embd_base, scale_embd, scale_depth) = transformers' defaults
@@ -42,8 +43,8 @@ def minicpm3_support(config: dict, name: str) -> str | None:
                   "dim_model_base 256")
     elif "q_lora_rank" in config and not config["q_lora_rank"]:
         reason = "q_lora_rank null (a dense q_proj); llama.cpp's minicpm3 loads the low-rank q_a_proj/q_b_proj only"
-    elif biased := [key for key in ("attention_bias", "mlp_bias") if config.get(key)]:
-        reason = f"{' and '.join(biased)} true, but llama.cpp's minicpm3 loads no such biases"
+    elif bias := unloaded_biases(config, "minicpm3"):
+        reason = bias
     elif config.get("hidden_act", "silu") != "silu":
         reason = f"hidden_act {config['hidden_act']!r}: llama.cpp's minicpm3 runs SiLU only"
     elif (config.get("rope_scaling") or config.get("rope_parameters") or {}).get("mscale_all_dim"):
