@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from ducktune.export.gguf_refusals import unloaded_biases
+from ducktune.export.gguf_common import unloaded_biases
 
 ARCH = "apertus"
 # xIELU's learned scalar (transformers' act_fn attribute) -> the gguf writer method of llama.cpp's per-layer key

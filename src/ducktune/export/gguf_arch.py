@@ -170,7 +170,7 @@ from dataclasses import dataclass
 from ducktune.errors import ModelError
 from ducktune.export import (gguf_apertus, gguf_deepseek2, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss,
                              gguf_lfm2, gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_nemotronh, gguf_qwen35)
-from ducktune.export.gguf_refusals import unloaded_biases
+from ducktune.export.gguf_common import first_value, unloaded_biases
 from ducktune.models.loading import EXAONE_KEYS
 
 # HF architecture -> llama.cpp architecture
@@ -345,30 +345,23 @@ def language_model_names(shapes: dict) -> dict[str, str]:
             if "language_model." in name or name == "lm_head.weight"}
 
 
-def _first(config: dict, *keys, default=None):
-    for key in keys:
-        if config.get(key) is not None:
-            return config[key]
-    return default
-
-
 def hidden_size(config: dict) -> int:
-    return int(_first(config, "hidden_size", "n_embed", "n_embd"))
+    return int(first_value(config, "hidden_size", "n_embed", "n_embd"))
 
 
 def n_layers(config: dict) -> int:
-    count = _first(config, "num_hidden_layers", "n_layer")
+    count = first_value(config, "num_hidden_layers", "n_layer")
     if count is None and config.get("layers_block_type"):  # NemotronHConfig saves only its layer kinds
         return len(config["layers_block_type"])
     return int(count)
 
 
 def n_heads(config: dict) -> int:
-    return int(_first(config, "num_attention_heads", "n_head"))
+    return int(first_value(config, "num_attention_heads", "n_head"))
 
 
 def n_kv_heads(config: dict) -> int:
-    return int(_first(config, "num_key_value_heads", "multi_query_group_num", default=n_heads(config)))
+    return int(first_value(config, "num_key_value_heads", "multi_query_group_num", default=n_heads(config)))
 
 
 def head_dim(config: dict) -> int:
@@ -376,7 +369,7 @@ def head_dim(config: dict) -> int:
 
 
 def context_length(config: dict) -> int:
-    return int(_first(config, "max_position_embeddings", "seq_length", "n_positions", default=2048))
+    return int(first_value(config, "max_position_embeddings", "seq_length", "n_positions", default=2048))
 
 
 def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
@@ -395,12 +388,12 @@ def rope_params(config: dict, layer_kind: str = "full_attention") -> dict:
     theta_key = "rope_local_base_freq" if layer_kind == "sliding_attention" else "rope_theta"
     if params.get("rope_theta") is None:
         # GPT-NeoX's published configs name them rotary_emb_base and rotary_pct
-        params["rope_theta"] = _first(config, theta_key, "rope_theta", "rotary_emb_base", default=10000.0)
+        params["rope_theta"] = first_value(config, theta_key, "rope_theta", "rotary_emb_base", default=10000.0)
     params["rope_type"] = params.get("rope_type") or params.get("type") or "default"
     if params["rope_type"] == "su":  # early Phi-3 128k configs' name for longrope
         params["rope_type"] = "longrope"
     if params.get("partial_rotary_factor") is None:
-        params["partial_rotary_factor"] = _first(config, "partial_rotary_factor", "rotary_pct", default=1.0)
+        params["partial_rotary_factor"] = first_value(config, "partial_rotary_factor", "rotary_pct", default=1.0)
     if params.get("original_max_position_embeddings") is None and config.get("original_max_position_embeddings"):
         params["original_max_position_embeddings"] = config["original_max_position_embeddings"]
     return params
@@ -420,7 +413,7 @@ def layer_kinds(config: dict) -> list[str]:
     if kinds:
         return list(kinds)
     count = n_layers(config)
-    pattern = _first(config, "sliding_window_pattern", "_sliding_window_pattern")
+    pattern = first_value(config, "sliding_window_pattern", "_sliding_window_pattern")
     if config.get("model_type") == "gemma2":
         pattern = 2
     if hf_architecture(config) == "Olmo3ForCausalLM":  # Olmo3Config's default: every 4th layer is global
@@ -864,9 +857,9 @@ def add_hparams(writer, config: dict, arch: str) -> dict:
     put("add_head_count", heads)
     put("add_head_count_kv", kv)
     if arch in LAYER_NORM:
-        put("add_layer_norm_eps", float(_first(config, "layer_norm_epsilon", "layer_norm_eps", "norm_eps")))
+        put("add_layer_norm_eps", float(first_value(config, "layer_norm_epsilon", "layer_norm_eps", "norm_eps")))
     else:  # Nemotron-H's RMS norms read layer_norm_epsilon
-        put("add_layer_norm_rms_eps", float(_first(config, "rms_norm_eps", "norm_eps", "layernorm_epsilon",
+        put("add_layer_norm_rms_eps", float(first_value(config, "rms_norm_eps", "norm_eps", "layernorm_epsilon",
                                                   "layer_norm_eps", "layer_norm_epsilon")))
     if arch == gguf_nemotronh.ARCH:
         gguf_nemotronh.add_nemotronh_hparams(put, config, dim)
@@ -945,7 +938,7 @@ def _mlp_width_and_kv_heads(config: dict, arch: str) -> tuple:
     if arch == gguf_nemotronh.ARCH:  # zeros tell the Mamba-2 and MLP layers from attention
         return gguf_nemotronh.feed_forward_lengths(config), gguf_nemotronh.head_count_kv(config, n_kv_heads(config))
     # Granite 4's MLP is its shared_mlp (intermediate_size is the experts' width)
-    width = int(_first(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
+    width = int(first_value(config, "shared_intermediate_size", "intermediate_size", "ffn_hidden_size", "n_inner",
                        default=4 * hidden_size(config)))
     # MLA (MiniCPM3, DeepSeek-V2) expands keys and values to every head (num_key_value_heads unused)
     return width, n_heads(config) if arch in (gguf_minicpm3.ARCH, gguf_deepseek2.ARCH) else n_kv_heads(config)

@@ -17,7 +17,7 @@ are refused. LongRoPE's factor tables are written as Phi-3's (rope_factors_long 
 from __future__ import annotations
 
 from ducktune.export.gguf_mla import MlaSizes
-from ducktune.export.gguf_refusals import unloaded_biases
+from ducktune.export.gguf_common import unloaded_biases
 
 ARCH = "minicpm3"
 # the scalars llama.cpp's minicpm3 graph hard-codes (n_embd_base, scale_embd, scale_depth) = transformers' defaults

@@ -21,6 +21,7 @@ its converter writes NemotronHForCausalLM (conversion/nemotron.py's NemotronHMod
 from __future__ import annotations
 
 from ducktune.export import gguf_mamba2
+from ducktune.export.gguf_common import first_value
 
 ARCH = "nemotron_h"
 # hybrid_override_pattern's letters -> transformers 5's layer kinds
@@ -38,22 +39,18 @@ def layer_kinds(config: dict) -> list[str]:
     return [PATTERN_KINDS.get(letter, letter) for letter in config.get("hybrid_override_pattern") or ""]
 
 
-def _first(config: dict, *keys, default=None):
-    return next((config[key] for key in keys if config.get(key) is not None), default)
-
-
 def mamba2_keys(config: dict) -> dict:
     """The Mamba-2 mixer's settings in Granite 4.0-H's key spelling, which gguf_mamba2 reads (NemotronHConfig's
     defaults where absent; it also accepts the mamba_-prefixed names)."""
     heads, head_dim = int(config.get("mamba_num_heads", 128)), int(config.get("mamba_head_dim", 64))
     return {
         "hidden_size": config["hidden_size"], "mamba_d_ssm": heads * head_dim, "mamba_n_heads": heads,
-        "mamba_d_head": head_dim, "mamba_n_groups": int(_first(config, "n_groups", "mamba_n_groups", default=8)),
-        "mamba_d_state": int(_first(config, "ssm_state_size", "mamba_d_state", default=128)),
-        "mamba_d_conv": int(_first(config, "conv_kernel", "mamba_d_conv", default=4)),
+        "mamba_d_head": head_dim, "mamba_n_groups": int(first_value(config, "n_groups", "mamba_n_groups", default=8)),
+        "mamba_d_state": int(first_value(config, "ssm_state_size", "mamba_d_state", default=128)),
+        "mamba_d_conv": int(first_value(config, "conv_kernel", "mamba_d_conv", default=4)),
         # NemotronH's in_proj / out_proj biases follow use_bias
         "mamba_proj_bias": bool(config.get("use_bias")), "hidden_act": config.get("mamba_hidden_act", "silu"),
-        "time_step_limit": _first(config, "time_step_limit", "mamba_dt_limit", default=gguf_mamba2.NO_DT_LIMIT),
+        "time_step_limit": first_value(config, "time_step_limit", "mamba_dt_limit", default=gguf_mamba2.NO_DT_LIMIT),
     }
 
 
