@@ -135,6 +135,7 @@ def check_precision(base_folder: Path):
     """
     import torch
 
+    from ducktune.export.gguf_moe import expert_count
     from ducktune.models.loading import estimate_params, model_config
 
     try:
@@ -143,8 +144,7 @@ def check_precision(base_folder: Path):
         return torch.float32
     config = model_config(base_folder)
     text = config.get("text_config", config)
-    if any(text.get(key) for key in ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")):
-        # transformers' grouped expert matmul (torch._grouped_mm) has no float64 kernel (ERNIE 4.5: moe_num_experts)
+    if expert_count(text):  # transformers' grouped expert matmul (torch._grouped_mm) has no float64 kernel
         return torch.float32
     fp64_bytes = 8 * estimate_params(config)
     return torch.float64 if 3 * fp64_bytes < total_ram // 2 else torch.float32
