@@ -3,7 +3,8 @@
     python bench/sides.py SPEC.json RESULT.json
 
 SPEC names the side ("baseline": TRL SFTTrainer at its defaults; "tuned": TRL SFTTrainer with
-gradient checkpointing off and its BFD packing when the isolation check passes; "ducktune"), the
+gradient checkpointing off and its BFD packing when the isolation check passes; "ducktune"; "bound":
+ducktune's recipe with a loss that costs nothing, `FreeLoss`, for bench/ceiling.py), the
 model folder, the data file, the held-out file and the shared training settings. All sides
 tokenize with ducktune's chat format (same token ids, same label masks, same sample order), train
 with transformers' Trainer underneath, and are timed around `trainer.train()` only. The result:
@@ -97,13 +98,30 @@ def heldout_loss(model, rows: list[dict]) -> float:
 
 # ----------------------------------------------------------------------------- the sides
 
-def run_ducktune(spec: dict, workdir: Path) -> dict:
-    """ducktune's own recipe, as `ducktune train` runs it."""
+class FreeLoss:
+    """A micro-batch loss with no LM head and no cross-entropy: the final hidden states of the trained
+    positions (those whose next token is trained, as the real loss keeps) times a fixed vector, over their
+    count. Its gradient reaches every adapter through the whole decoder as the real loss's does, so a step
+    with it is a real step's decoder forward and backward, optimizer and Trainer work, minus the loss."""
+
+    def __call__(self, model, batch: dict, num_items=None):
+        from ducktune.train.loss import forward_hidden
+
+        hidden = forward_hidden(model, batch)
+        keep = batch["labels"][:, 1:] != IGNORE_INDEX
+        kept = hidden[:, :-1][keep]
+        direction = kept.new_full((kept.shape[-1],), 1.0 / kept.shape[-1])
+        return (kept @ direction).sum() / keep.sum().clamp_min(1)
+
+
+def run_ducktune(spec: dict, workdir: Path, free_loss: bool = False) -> dict:
+    """ducktune's own recipe, as `ducktune train` runs it (free_loss: with `FreeLoss` as its loss)."""
     from ducktune.rundir import RunDir
     from ducktune.train.recipe import train
 
-    config = run_config(spec, str(workdir / "ducktune-run"), spec.get("packing", "auto"))
-    result = train(config, log=lambda *_: None, progress=False, compare=False)
+    config = run_config(spec, str(workdir / f"{spec['side']}-run"), spec.get("packing", "auto"))
+    choose = (lambda model, chunk_size, log=print: FreeLoss()) if free_loss else None
+    result = train(config, log=lambda *_: None, progress=False, compare=False, choose_loss=choose)
     info = result.info
     peak = peak_memory(spec["device"])  # before anything else is loaded
     metrics = RunDir(result.run_dir).read_metrics()
@@ -281,8 +299,8 @@ def main(spec_path: str, result_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     torch.set_num_threads(spec["threads"])
     workdir = Path(spec["workdir"])
-    if spec["side"] == "ducktune":
-        result = run_ducktune(spec, workdir)
+    if spec["side"] in ("ducktune", "bound"):
+        result = run_ducktune(spec, workdir, free_loss=spec["side"] == "bound")
     else:
         result = run_trl(spec, workdir, tuned=spec["side"] == "tuned")
     model = result.pop("model_for_eval")

@@ -437,3 +437,70 @@ def test_family_matrix_shards_cover_every_family_once_and_render_as_one_table_in
     assert listed == [fid for fid in order if fid in shards[0] + shards[1]]
     text = readme.read_text(encoding="utf-8")
     assert text.startswith("intro\n") and text.endswith("after\n") and f"| {listed[0]} (" in text
+
+
+def test_committed_ceiling_block_is_the_rendering_of_its_json_and_its_ratios_are_the_medians():
+    """bench/RESULTS.md's CEILING block is bench/ceiling.py's rendering of its committed JSON, and the
+    ratios it reports are ratios of per-side medians (an outlier run, here the mean's pull, moves none)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ceiling
+
+    measured = json.loads(ceiling.RESULTS_JSON.read_text(encoding="utf-8"))
+    assert ceiling.render(measured) in (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8"), \
+        "after a new bench/results/ceiling.json: bench/ceiling.py --render"
+    assert measured["repeats"] >= 3 and all(len(m["runs"][side]) == measured["repeats"]
+                                            for m in measured["models"] for side in ceiling.SIDES)
+    fake = {"key": "m", "trained_tokens": 100, "decoder_flops": 1e12,
+            "runs": {"tuned": [{"tokens_per_s": v} for v in (40, 50, 500)],
+                     "ducktune": [{"tokens_per_s": v} for v in (60, 70, 80)],
+                     "bound": [{"tokens_per_s": v} for v in (1, 100, 110)]}}
+    row = ceiling.summarize(fake, peak=2e12)
+    assert row["median"] == {"tuned": 50, "ducktune": 70, "bound": 100}
+    assert row["bound_over_tuned"] == 2.0 and row["ducktune_over_bound"] == 0.7
+    # 1e12 decoder FLOPs in 100 / 100 = 1 s: 1e12 FLOP/s, half the peak.
+    assert row["bound_decoder_flops_per_s"] == 1e12 and row["bound_decoder_fraction"] == 0.5
+
+
+def test_the_bound_sides_free_loss_backpropagates_into_every_adapter_without_the_lm_head(tiny_qwen):
+    """bench/sides.py's FreeLoss (bench/ceiling.py's bound) must cost a real step's decoder work and
+    nothing of the loss: a gradient in every LoRA weight through the whole decoder, and no LM-head call."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    sys.path.insert(0, str(ROOT / "bench"))
+    from sides import FreeLoss
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen, dtype=torch.float32)
+    model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    head_calls = []
+    model.get_output_embeddings().register_forward_hook(lambda *args: head_calls.append(1))
+    ids = torch.randint(0, 100, (1, 12))
+    labels = ids.clone()
+    labels[:, :5] = -100
+    loss = FreeLoss()(model, {"input_ids": ids, "labels": labels})
+    loss.backward()
+    adapters = [(name, p) for name, p in model.named_parameters() if "lora_" in name]
+    assert adapters and not head_calls
+    assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for _, p in adapters), \
+        [name for name, p in adapters if p.grad is None or not float(p.grad.abs().sum())]
+
+
+@pytest.mark.slow
+def test_ceiling_script_runs_its_three_sides_and_renders_what_it_measured(tmp_path):
+    """bench/ceiling.py end to end on the tiny model, one alternation, its JSON outside the repo."""
+    env = {**os.environ, "DUCKTUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    out = tmp_path / "ceiling.json"
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "ceiling.py"), "--models", "tiny", "--repeats", "1",
+                           "--threads", "1", "--json", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    measured = json.loads(out.read_text(encoding="utf-8"))
+    (model,) = measured["models"]
+    assert {side: len(runs) for side, runs in model["runs"].items()} == {"tuned": 1, "ducktune": 1, "bound": 1}
+    assert model["decoder_flops"] > 0 and all(r["tokens_per_s"] > 0 for runs in model["runs"].values() for r in runs)
+    sys.path.insert(0, str(ROOT / "bench"))
+    import ceiling
+
+    assert ceiling.render(measured) in proc.stdout
+    row = ceiling.summarize(model, max(measured["matmul_peak"]))
+    assert f"tiny_ceiling_ratio_tuned: {row['bound_over_tuned']:.3f}" in proc.stdout
