@@ -127,6 +127,8 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="render the CEILING block of bench/RESULTS.md")
     parser.add_argument("--render", action="store_true", help="measure nothing: render from the committed JSON")
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats: at least 1")
     if args.render:
         measured = json.loads(args.json.read_text(encoding="utf-8"))
     else:
