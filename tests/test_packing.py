@@ -187,39 +187,73 @@ def test_generation_with_padding_is_unchanged_by_varlen_attention(tiny_qwen):
     assert torch.equal(out_before, out_after)
 
 
-def test_sliding_window_models_fall_back_to_padded_batches(tmp_path):
+def _sliding_qwen2(window: int):
     from transformers import AutoModelForCausalLM, Qwen2Config
 
-    from ducktune.errors import ConfigError
-
     config = Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=8,
+                         num_attention_heads=4, num_key_value_heads=2, use_sliding_window=True, sliding_window=window,
                          max_window_layers=0)
-    model = AutoModelForCausalLM.from_config(config)
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+def test_sliding_window_models_pack_with_the_window_applied_within_each_sample():
+    """Sliding-window layers (Gemma 3, Phi-3, Mistral v0.1, Command R7B) pack: each sample attends within its
+    own window. The proof compares the packed row with each sample run alone through the model's own SDPA
+    and its sliding mask; samples of 7 and 9 tokens pass a window of 4, so the banded path is what is proven.
+    The control drops the window from the packed attention only (transformers builds the reference's mask from
+    the config): the proof must see it."""
+    from ducktune.train.loss import forward_hidden
+
+    model = _sliding_qwen2(window=4)
     messages = []
     batching = packing.choose_batching(model, "auto", "cpu", log=messages.append)
-    assert batching.mode == "padded" and "sliding-window" in messages[0]
-    with pytest.raises(ConfigError, match="train.packing=on"):
-        packing.choose_batching(model, "on", "cpu")
+    assert batching.mode == "packed" and not messages
+    assert packing.verify_isolation(model, forward_hidden, reference="sdpa") < 1e-5
+    for layer in model.model.layers:
+        layer.self_attn.sliding_window = None  # read by the packed attention only
+    assert packing.verify_isolation(model, forward_hidden, reference="sdpa") > 1e-2
 
 
-def test_published_sliding_window_pattern_rules_out_packing_before_loading():
-    """Command R7B's config.json names a window and a period of global layers but no layer_types (transformers
-    builds them): packing is refused from config.json alone, as it is once the model is loaded."""
-    from transformers import AutoModelForCausalLM, Cohere2Config
+def test_sample_attention_keeps_each_query_to_the_window_ending_at_it():
+    """The per-sample attention against the softmax written out: a query sees the `window` keys up to itself
+    (transformers' sliding_window_overlay: kv > q - window), plain causal when the sample fits the window."""
+    from types import SimpleNamespace
 
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(1, 2, 9, 8) for _ in range(3))
+    module = SimpleNamespace(num_key_value_groups=1, is_causal=True, training=False)
+    offset = torch.arange(9)[:, None] - torch.arange(9)[None, :]
+
+    def written_out(window):
+        allowed = (offset >= 0) & (offset < window)
+        scores = (q @ k.transpose(-1, -2) / 8 ** 0.5).masked_fill(~allowed, float("-inf"))
+        return (scores.softmax(-1) @ v).transpose(1, 2)
+
+    for window in (1, 3, 4, 8, 9, 64, None):
+        out = packing._sample_attention(module, q, k, v, window, {})
+        assert torch.allclose(out, written_out(window or 9), atol=1e-6), window
+    assert not torch.allclose(packing._sample_attention(module, q, k, v, 4, {}), written_out(5), atol=1e-3)
+
+
+def test_attention_the_packed_path_lacks_rules_out_packing_before_loading():
+    """Gemma 2's soft-capped scores and gpt-oss's sinks are not in the packed attention: refused from config.json
+    alone (train.packing=on fails before anything is written), as once loaded. Sliding windows alone are not."""
+    from transformers import AutoModelForCausalLM, Gemma2Config
+
+    gemma2 = {"model_type": "gemma2", "num_hidden_layers": 26, "sliding_window": 4096, "attn_logit_softcapping": 50.0,
+              "layer_types": ["sliding_attention", "full_attention"] * 13}
+    assert packing.config_packing_blocker(gemma2, False) == packing.SOFTCAP_BLOCKER
+    assert packing.expected_batching(gemma2, "auto", False) == "padded"
+    gpt_oss = {"model_type": "gpt_oss", "num_hidden_layers": 24, "sliding_window": 128}
+    assert packing.config_packing_blocker(gpt_oss, False) == packing.SINKS_BLOCKER
     command_r7b = {"model_type": "cohere2", "num_hidden_layers": 32, "sliding_window": 4096, "sliding_window_pattern": 4}
-    without_pattern = {k: v for k, v in command_r7b.items() if k != "sliding_window_pattern"}  # Cohere2's default 4
-    for config in (command_r7b, without_pattern):
-        assert packing.config_packing_blocker(config, False) == packing.SLIDING_WINDOW_BLOCKER
-        assert packing.expected_batching(config, "auto", False) == "padded"
-    # a window without a period of global layers (Mistral's) and a period of 1 (every layer global) do not
-    assert packing.config_packing_blocker({"model_type": "mistral", "sliding_window": 4096}, False) is None
-    assert packing.config_packing_blocker({**command_r7b, "sliding_window_pattern": 1}, False) is None
-    model = AutoModelForCausalLM.from_config(Cohere2Config(
+    assert packing.config_packing_blocker(command_r7b, False) is None
+    assert packing.expected_batching(command_r7b, "auto", False) == "packed"
+    model = AutoModelForCausalLM.from_config(Gemma2Config(
         vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, sliding_window=8, sliding_window_pattern=2))
-    assert packing.varlen_blockers(model) == packing.SLIDING_WINDOW_BLOCKER
+        num_key_value_heads=2, head_dim=8, sliding_window=8))
+    assert packing.varlen_blockers(model) == packing.SOFTCAP_BLOCKER
 
 
 def _tiny_gated_deltanet():

@@ -220,21 +220,11 @@ def test_plan_is_within_15_percent_of_the_measured_peak_rss(planning_model, tmp_
     assert result["planned"] == pytest.approx(result["measured"], rel=0.15)
 
 
-def _sliding_window_model(folder, destination):
-    """The planning model with sliding-window attention everywhere: it trains on padded batches."""
-    import shutil
-
-    shutil.copytree(folder, destination)
-    config = json.loads((destination / "config.json").read_text())
-    config.update(use_sliding_window=True, sliding_window=64, max_window_layers=0,
-                  layer_types=["sliding_attention"] * config["num_hidden_layers"])
-    (destination / "config.json").write_text(json.dumps(config))
-    return destination
-
-
 def test_plan_for_padded_batches_is_within_15_percent_of_the_measured_peak_rss(planning_model, tmp_path):
-    """Padded batches (sliding-window attention) pad every row to the longest: one 500-token
-    sample among short ones makes the heaviest micro-batch 4 x 504 tokens, not 4 x their mean."""
+    """Padded batches (what models packing cannot serve get: remote code, Gemma 2's soft-capping, short
+    convolutions) pad every row to the longest: one 500-token sample among short ones makes the heaviest
+    micro-batch 4 x 504 tokens, not 4 x their mean. The recipe's batching parameter gives padded batches here;
+    the plan made for padding-free rows from config.json is then made again for them, as for such a model."""
     # Under an explicit budget (freed buffers go back to the OS): with glibc's default heap this run's
     # peak was seen anywhere from 860 MB to the plan's ~1040 MB, one run in four past 15 %. The packed
     # test above checks the plan for the default heap.
@@ -248,17 +238,21 @@ def test_plan_for_padded_batches_is_within_15_percent_of_the_measured_peak_rss(p
     records.append({"instruction": "tell me", "output": " ".join(rng.choice(words) for _ in range(480))})
     data = tmp_path / "chat.json"
     data.write_text(json.dumps(records), encoding="utf-8")
-    model = _sliding_window_model(planning_model, tmp_path / "sliding")
     script = textwrap.dedent(f"""
         import json, torch
         from ducktune.config import DatasetSpec, load_config
+        from ducktune.train.packing import Batching
         from ducktune.train.recipe import train
         torch.set_num_threads(1)
-        config = load_config(None, ["model.name_or_path={model}", "data.cutoff_len=512", "train.batch_size=4",
+
+        def padded(model, packing, device, log=print):
+            return Batching("padded", "padded batches (the test's choice)", model.config._attn_implementation)
+
+        config = load_config(None, ["model.name_or_path={planning_model}", "data.cutoff_len=512", "train.batch_size=4",
                                     "train.packing=off", "train.max_steps=2", "train.save_steps=1000",
                                     "train.memory_budget=16GB", "output.dir={tmp_path / 'run'}"])
         config.data.datasets = [DatasetSpec(path="{data}")]
-        info = train(config, log=lambda *_: None, progress=False, compare=False).info
+        info = train(config, log=lambda *_: None, progress=False, compare=False, choose_batching=padded).info
         print(json.dumps({{"planned": info["memory_plan"]["peak_bytes"], "measured": info["result"]["peak_rss_bytes"],
                           "plan": info["memory_plan"], "batching": info["batching"]["mode"]}}))
     """)

@@ -10,15 +10,19 @@ from the previous sample), and attention is confined to each sample:
 - everywhere else (CPU, MPS) the model uses the `ducktune_varlen` attention registered here
   through transformers' AttentionInterface: per-sample causal SDPA on each sample's slice, so
   no [tokens x tokens] mask is built or stored and no work is spent on cross-sample scores.
+  Sliding-window layers (Gemma 3, Phi-3, Mistral v0.1, Command R7B) get the window within each
+  sample: a sample no longer than the window is plain causal, a longer one gets a banded mask.
 
 `verify_isolation` proves it on the model being trained before training starts: the hidden
-states of samples packed together must equal those of each sample run alone. When it fails
-(or the architecture cannot use it), training falls back to length-grouped padded batches.
+states of samples packed together must equal those of each sample run alone through the model's
+own attention. When it fails (or the architecture cannot use it), training falls back to
+length-grouped padded batches.
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass
 
 from ducktune.data.template import IGNORE_INDEX
@@ -149,8 +153,9 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
     full_forward = attention_mask is None and query.shape[2] == key.shape[2] and query.shape[2] > 1
     if not full_forward or (cu_q is None and position_ids is None):
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    if kwargs.get("sliding_window"):
-        raise ValueError("ducktune_varlen attention does not implement sliding windows")
+    if kwargs.get("s_aux") is not None:  # gpt-oss's sinks: SDPA would drop them without a word
+        raise ValueError("ducktune_varlen attention does not implement attention sinks")
+    window = kwargs.pop("sliding_window", None)
     rows = []
     for row in range(query.shape[0]):
         if cu_q is not None and query.shape[0] == 1:
@@ -162,17 +167,47 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
         # once, where each slice's backward fills a zero tensor of the whole row (samples x tokens).
         sizes = [b - a for a, b in spans]
         q, k, v = ((t if t.shape[0] == 1 else t[row:row + 1]).split(sizes, dim=2) for t in (query, key, value))
-        parts = [sdpa_attention_forward(module, qs, ks, vs, None, is_causal=True, **kwargs)[0]
-                 for qs, ks, vs in zip(q, k, v)]
+        parts = [_sample_attention(module, qs, ks, vs, window, kwargs) for qs, ks, vs in zip(q, k, v)]
         rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
     return (rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)), None
 
 
+def _sample_attention(module, query, key, value, window: int | None, kwargs: dict):
+    """Causal SDPA over one sample, within a sliding window when the layer has one: as transformers'
+    sliding_window_overlay, a query sees the `window` keys up to itself. A sample no longer than the
+    window is plainly causal (no mask built); a longer one gets a [tokens x tokens] banded mask."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    n = query.shape[2]
+    if not window or n <= window:
+        return sdpa_attention_forward(module, query, key, value, None, is_causal=True, **kwargs)[0]
+    return sdpa_attention_forward(module, query, key, value, _band_mask(n, window, query.dtype, query.device),
+                                  **kwargs)[0]
+
+
+@functools.lru_cache(maxsize=4)
+def _band_mask(n: int, window: int, dtype, device):
+    """[1, 1, n, n] additive mask (0 inside the band, -inf outside) of a sliding window over a sample of n tokens.
+    Additive in the query's dtype and cached, so every layer's SDPA gets (and keeps for its backward) the same
+    tensor: a boolean mask is converted to a new float one inside each call and kept per layer (16 MB a layer
+    for a 2,048-token sample)."""
+    import torch
+
+    index = torch.arange(n, device=device)
+    offset = index[:, None] - index[None, :]  # query - key
+    band = (offset >= 0) & (offset < window)
+    return torch.zeros((n, n), dtype=dtype, device=device).masked_fill_(~band, float("-inf"))[None, None]
+
+
 def varlen_mask(*, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0, attention_mask=None, **kwargs):
-    """No mask for full forwards without padding (the attention splits samples itself); sdpa's otherwise."""
+    """No mask for full forwards without padding (the attention splits samples itself and applies a sliding
+    window in each); sdpa's otherwise, and for chunked attention (Llama 4's `local_size` is its chunk)."""
     from transformers.masking_utils import sdpa_mask
 
-    if attention_mask is None and q_offset == 0 and kv_offset == 0 and q_length == kv_length and not kwargs.get("local_size"):
+    local = kwargs.get("local_size")
+    sliding = local is not None and local == getattr(kwargs.get("config"), "sliding_window", None)
+    if attention_mask is None and q_offset == 0 and kv_offset == 0 and q_length == kv_length and (not local or sliding):
         return None
     return sdpa_mask(q_length=q_length, kv_length=kv_length, q_offset=q_offset, kv_offset=kv_offset,
                      attention_mask=attention_mask, **kwargs)
@@ -195,7 +230,12 @@ def flash_attention_available() -> bool:
     return True
 
 
-SLIDING_WINDOW_BLOCKER = "the model uses sliding-window attention"
+# What the packed path's per-sample SDPA cannot compute, known from the config: Gemma 2 soft-caps its attention
+# scores (SDPA has no soft-capping), gpt-oss adds learned sinks to each softmax. Both also have sliding layers, which
+# packing handles (the window is applied within each sample).
+SOFTCAP_BLOCKER = "the model soft-caps its attention scores (Gemma 2), which the packed attention does not"
+SINKS_BLOCKER = "the model's attention sinks (gpt-oss) are not part of the packed attention"
+SINK_MODELS = {"gpt_oss"}
 # LFM2's short convolutions read the previous conv_L_cache - 1 tokens of the row, and transformers'
 # conv path has no per-sample reset: in a packed row each sample would start from its neighbour's
 # tokens. Random stand-in weights make that leak too small for the numeric proof, so it is structural.
@@ -212,27 +252,20 @@ NEMOTRON_H_LETTERS = {"M": "mamba", "*": "full_attention", "-": "mlp", "E": "moe
 # models with a Mamba-2 mixer in every layer, whatever their layer kinds say (Falcon-H1's are all "hybrid", a
 # read-only property its published config.json leaves out)
 MAMBA_EVERY_LAYER = {"falcon_h1"}
-# transformers' default sliding_window_pattern where a published config.json may leave layer_types out (Cohere2:
-# Command R7B's config names only the window and the pattern, every 4th layer global)
-DEFAULT_SLIDING_PATTERN = {"cohere2": 4}
-
-
-def _published_sliding_layers(config: dict) -> bool:
-    """Whether a config.json without layer_types has sliding-window layers: a window and a period of global
-    layers (`sliding_window_pattern`, as Gemma 3 and Command R7B publish it) from which transformers builds them."""
-    pattern = config.get("sliding_window_pattern") or DEFAULT_SLIDING_PATTERN.get(config.get("model_type"))
-    return bool(config.get("sliding_window")) and pattern not in (None, 1)
 
 
 def layer_blocker(config: dict) -> str | None:
-    """Why the layer kinds of this config (transformers' or as published) rule out packed rows, or None."""
+    """Why the layer kinds or the attention of this config (transformers' or as published) rule out packed rows,
+    or None. Sliding-window layers do not: the packed attention applies the window within each sample."""
     kinds = set(config.get("layer_types") or config.get("layers_block_type")
                 or [NEMOTRON_H_LETTERS.get(letter, letter) for letter in config.get("hybrid_override_pattern") or ""])
     attention_layers = config.get("full_attn_idxs")  # LFM2's published form: the others are conv layers
     if not kinds and attention_layers is not None and len(attention_layers) < int(config.get("num_hidden_layers") or 0):
         kinds.add("conv")
-    if "sliding_attention" in kinds or (not kinds and _published_sliding_layers(config)):
-        return SLIDING_WINDOW_BLOCKER
+    if config.get("attn_logit_softcapping"):
+        return SOFTCAP_BLOCKER
+    if config.get("model_type") in SINK_MODELS:
+        return SINKS_BLOCKER
     if "conv" in kinds:
         return SHORT_CONV_BLOCKER
     if ("mamba" in kinds or (config.get("model_type") in MAMBA_HYBRIDS and "linear_attention" in kinds)
@@ -244,7 +277,7 @@ def layer_blocker(config: dict) -> str | None:
 def varlen_blockers(model) -> str | None:
     """Why this model cannot train on flattened varlen rows (None when it can)."""
     inner = unwrap_peft(model)
-    keys = ("layer_types", "full_attn_idxs", "num_hidden_layers", "model_type")
+    keys = ("layer_types", "full_attn_idxs", "num_hidden_layers", "model_type", "attn_logit_softcapping")
     # a multimodal model's layer kinds are its language model's (Gemma 4: text_config.layer_types)
     text = inner.config.get_text_config()
     blocker = layer_blocker({key: getattr(text, key, None) for key in keys})
@@ -277,12 +310,14 @@ def restore_attention(model, implementation: str) -> None:
 
 # ----------------------------------------------------------------------------- proof on the real model
 
-def verify_isolation(model, forward_hidden, lengths=(7, 5, 9), seed: int = 0) -> float:
+def verify_isolation(model, forward_hidden, lengths=(7, 5, 9), seed: int = 0, reference: str | None = None) -> float:
     """Largest relative difference between samples run packed in one row and each run alone.
 
     `forward_hidden(model, batch) -> [1, tokens, hidden]` is the exact call training makes.
     Leakage across samples (attention, positions) shows up as an O(1) difference; a correct
-    implementation differs only by rounding.
+    implementation differs only by rounding. `reference`: the attention implementation the samples
+    run alone with (the model's own, which the packed one is switched from), so the packed path is
+    also checked against what the model computes without it (a sliding window, a score transform).
     """
     import torch
 
@@ -297,7 +332,13 @@ def verify_isolation(model, forward_hidden, lengths=(7, 5, 9), seed: int = 0) ->
     try:
         with torch.no_grad():
             packed = forward_hidden(model, _to(collate([{"samples": samples}]), device))[0].float()
-            alone = torch.cat([forward_hidden(model, _to(collate([s]), device))[0].float() for s in samples])
+            packed_with = unwrap_peft(model).config._attn_implementation
+            if reference is not None:
+                restore_attention(model, reference)
+            try:
+                alone = torch.cat([forward_hidden(model, _to(collate([s]), device))[0].float() for s in samples])
+            finally:
+                restore_attention(model, packed_with)
     finally:
         model.train(was_training)
     scale = alone.abs().max().clamp_min(1e-6)
@@ -349,9 +390,9 @@ def packing_on_error(blocker: str) -> str:
 
 def expected_batching(model_config: dict, packing: str, trust_remote_code: bool) -> str:
     """The mode choose_batching is expected to pick, from config.json alone (before the model
-    is loaded, for the memory plan): padded for sliding-window attention, short convolutions or remote code, else
-    packed (padding-free with train.packing=off). The proof on the loaded model can still fall
-    back to padded; the recipe then plans again."""
+    is loaded, for the memory plan): padded for attention the packed path lacks, short convolutions, Mamba
+    layers or remote code, else packed (padding-free with train.packing=off). The proof on the loaded model
+    can still fall back to padded; the recipe then plans again."""
     if config_packing_blocker(model_config, trust_remote_code):
         return "padded"
     return "padding-free" if packing == "off" else "packed"
@@ -375,7 +416,7 @@ def choose_batching(model, packing: str, device: str, log=print) -> Batching:
         use_varlen_attention(model, device)
         dtype = str(inner.dtype).removeprefix("torch.")
         try:
-            difference = verify_isolation(model, forward_hidden)
+            difference = verify_isolation(model, forward_hidden, reference=previous)
         except Exception as exc:  # an architecture whose decoder rejects varlen inputs
             difference, blocker = float("inf"), f"the model rejected packed inputs ({type(exc).__name__}: {exc})"
         if difference > ISOLATION_TOLERANCE.get(dtype, 1e-4):
