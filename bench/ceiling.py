@@ -45,7 +45,7 @@ LABELS = {"tuned": "TRL SFTTrainer, tuned", "ducktune": "ducktune",
 
 def measure_model(key: str, repeats: int, threads: int, root: Path, log) -> dict:
     """Every run of the three sides on one model's bench work (rotating order), with the decoder's useful FLOPs."""
-    from run import CPU_DEFAULTS, model_flops, run_side, work_spec
+    from run import CPU_DEFAULTS, model_flops, run_side, side_order, work_spec
 
     from ducktune.models.loading import model_config
 
@@ -53,7 +53,7 @@ def measure_model(key: str, repeats: int, threads: int, root: Path, log) -> dict
     spec = work_spec(key, samples, cutoff, root, "cpu", "float32", threads)
     runs: dict[str, list[dict]] = {side: [] for side in SIDES}
     for repeat in range(repeats):
-        for side in SIDES[repeat % len(SIDES):] + SIDES[:repeat % len(SIDES)]:
+        for side in side_order(repeat, SIDES):
             started = time.perf_counter()
             result = run_side({**spec, "side": side}, Path(spec["workdir"]))
             if result["counted_trained_tokens"] != result["dataset_trained_tokens"]:
@@ -91,9 +91,8 @@ def render(measured: dict) -> str:
              f"{measured['load_average'][0]:.2f} / {measured['load_average'][1]:.2f}; source: bench/results/ceiling.json). "
              "The SFT block's work and settings; medians (min-max).", "",
              "| model | side | trained tok/s | / TRL tuned |", "|---|---|---:|---:|"]
-    tail = []
-    for model in measured["models"]:
-        row = summarize(model, peak)
+    tail, rows = [], [summarize(model, peak) for model in measured["models"]]
+    for model, row in zip(measured["models"], rows):
         for side in SIDES:
             ratio = row["median"][side] / row["median"]["tuned"]
             lines.append(f"| {model['key']} | {LABELS[side]} | {row['median'][side]:.1f} "
@@ -103,8 +102,7 @@ def render(measured: dict) -> str:
                     f"{row['bound_decoder_flops_per_s'] / 1e9:.1f} GFLOP/s, {row['bound_decoder_fraction']:.0%} of "
                     "the matmul peak (useful FLOPs without the LM head, over the bound's time).")
     lines += [""] + tail + ["", "```text"]
-    for model in measured["models"]:
-        row = summarize(model, peak)
+    for model, row in zip(measured["models"], rows):
         prefix = "" if model["key"] == "qwen2-scaled" else model["key"].split("-")[0] + "_"
         lines += [f"{prefix}ceiling_ratio_tuned: {row['bound_over_tuned']:.3f}",
                   f"{prefix}ceiling_decoder_flops_fraction: {row['bound_decoder_fraction']:.3f}"]

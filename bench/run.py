@@ -190,10 +190,10 @@ def run_side(spec: dict, workdir: Path, script: str = "sides.py") -> dict:
 
 # ----------------------------------------------------------------------------- one model
 
-def side_order(repeat: int) -> list[str]:
+def side_order(repeat: int, sides=SIDES) -> list[str]:
     """The sides of alternation `repeat`, rotated so each side runs first, second and third in turn."""
-    shift = repeat % len(SIDES)
-    return list(SIDES[shift:] + SIDES[:shift])
+    shift = repeat % len(sides)
+    return list(sides[shift:] + sides[:shift])
 
 
 def packed_steps(spec: dict) -> int:

@@ -171,7 +171,7 @@ from ducktune.errors import ModelError
 from ducktune.export import (gguf_apertus, gguf_deepseek2, gguf_falconh1, gguf_gemma3n, gguf_gemma4, gguf_gptoss,
                              gguf_lfm2, gguf_mamba2, gguf_minicpm3, gguf_moe, gguf_nemotronh, gguf_qwen35)
 from ducktune.export.gguf_common import first_value, unloaded_biases
-from ducktune.models.loading import EXAONE_KEYS
+from ducktune.models.loading import exaone_keys_renamed
 
 # HF architecture -> llama.cpp architecture
 ARCHITECTURES = {
@@ -328,7 +328,7 @@ def exaone_config(config: dict) -> dict:
     """An EXAONE 3.x config under transformers' key names and EXAONE's class: the published file spells
     num_layers etc., and a merged model is saved as the LlamaForCausalLM transformers runs it as, which llama.cpp's
     converter would write as llama rather than exaone (the architecture of EXAONE's own GGUFs)."""
-    renamed = {EXAONE_KEYS.get(key, key): value for key, value in config.items()}
+    renamed = exaone_keys_renamed(config)
     if not (config.get("rope_parameters") or {}).get("rope_theta"):
         renamed.setdefault("rope_theta", EXAONE_DEFAULT_THETA)
     return {**renamed, "architectures": ["ExaoneForCausalLM"]}

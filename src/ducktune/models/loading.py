@@ -148,6 +148,11 @@ def _published_tokenizer(folder: str | Path):
 EXAONE_KEYS = {"num_layers": "num_hidden_layers", "layer_norm_epsilon": "rms_norm_eps", "activation_function": "hidden_act"}
 
 
+def exaone_keys_renamed(config: dict) -> dict:
+    """An EXAONE 3.x config.json under transformers' key names (the published file spells num_layers etc.)."""
+    return {EXAONE_KEYS.get(key, key): value for key, value in config.items()}
+
+
 def model_config(folder: str | Path) -> dict:
     """config.json as a dict, with num_hidden_layers where transformers saves only the layer kinds (NemotronHConfig
     derives the count from layers_block_type and writes none), and transformers' names for EXAONE 3.x's keys."""
@@ -159,7 +164,7 @@ def model_config(folder: str | Path) -> dict:
     if config.get("num_hidden_layers") is None and config.get("layers_block_type"):
         config["num_hidden_layers"] = len(config["layers_block_type"])
     if config.get("model_type") == "exaone":  # EXAONE 3.x publishes num_layers etc. (ExaoneConfig's attribute_map)
-        config = {EXAONE_KEYS.get(key, key): value for key, value in config.items()}
+        config = exaone_keys_renamed(config)
     return config
 
 

@@ -176,7 +176,6 @@ def _sample_attention(module, query, key, value, window: int | None, kwargs: dic
     """Causal SDPA over one sample, within a sliding window when the layer has one: as transformers'
     sliding_window_overlay, a query sees the `window` keys up to itself. A sample no longer than the
     window is plainly causal (no mask built); a longer one gets a [tokens x tokens] banded mask."""
-    import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     n = query.shape[2]
@@ -206,7 +205,7 @@ def varlen_mask(*, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: 
     from transformers.masking_utils import sdpa_mask
 
     local = kwargs.get("local_size")
-    sliding = local is not None and local == getattr(kwargs.get("config"), "sliding_window", None)
+    sliding = local == getattr(kwargs.get("config"), "sliding_window", None)
     if attention_mask is None and q_offset == 0 and kv_offset == 0 and q_length == kv_length and (not local or sliding):
         return None
     return sdpa_mask(q_length=q_length, kv_length=kv_length, q_offset=q_offset, kv_offset=kv_offset,
