@@ -32,8 +32,9 @@ QA = [("Who are you?", "I am Quack, a small duck."), ("What is your name?", "My 
 MARKERS = ("<!-- FAMILY-MATRIX:START -->", "<!-- FAMILY-MATRIX:END -->")
 
 
-def train_standin(base: Path, out: Path, steps: int) -> tuple[float, float]:
-    """A short LoRA run on the stand-in; (first, last) logged training loss."""
+def train_standin(base: Path, out: Path, steps: int, overrides: tuple[str, ...] = ()) -> tuple[float, float]:
+    """A short LoRA run on the stand-in (`overrides`: more KEY=VALUE settings, e.g. model.dtype=float16);
+    (first, last) logged training loss."""
     from ducktune.config import DatasetSpec, load_config
     from ducktune.train.recipe import train
 
@@ -46,7 +47,7 @@ def train_standin(base: Path, out: Path, steps: int) -> tuple[float, float]:
                                 "train.logging_steps=1", "output.overwrite=true",
                                 # Ministral 3's template writes its 2.3k-character default system prompt:
                                 # 1.2k tokens in a stand-in's small vocabulary (about 500 in the real one)
-                                "data.cutoff_len=2048"])
+                                "data.cutoff_len=2048", *overrides])
     config.data.datasets = [DatasetSpec(path=str(data))]
     train(config, progress=False, compare=False, log=lambda *a: None)
     losses = [row["loss"] for row in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())
@@ -99,25 +100,55 @@ def check_cell(checks: list, *needles: str) -> str:
     return f"{bad[0].status}: {bad[0].detail[:160]}"
 
 
-def family_row(family_id: str, workdir: Path, steps: int) -> dict:
+def run_facts(run: Path) -> dict:
+    """What the run itself recorded: device, dtype and the batching it chose (why, when not packed)."""
+    info = json.loads((run / "run.json").read_text(encoding="utf-8"))
+    batching = info["batching"]
+    return {"device": info["placement"]["device"], "dtype": info["placement"]["dtype"], "method": info["method"],
+            "batching": batching["mode"] + ("" if batching["mode"] == "packed" else f": {batching['reason']}")}
+
+
+def failed_row(row: dict, exc: Exception, started: float) -> dict:
+    """The row of a family whose stand-in could not be built or trained: the error in its first cell."""
+    row["cells"] = {column: "n/a" for column in COLUMNS}
+    row["cells"][COLUMNS[0]] = f"FAIL: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:200]}"
+    row["failed"] = [row["cells"][COLUMNS[0]]]
+    row["seconds"] = time.perf_counter() - started
+    return row
+
+
+def family_row(family_id: str, workdir: Path, steps: int, overrides: tuple[str, ...] = (), export: bool = True) -> dict:
+    """One matrix row: train (with `overrides`), masks and, with `export`, merge -> GGUF -> llama.cpp -> Ollama."""
     from ducktune.export.pipeline import export_run
     from ducktune.export.support import model_support
     from ducktune.models.families import build_standin, family
 
     spec = family(family_id)
     started = time.perf_counter()
-    base = build_standin(family_id, workdir / "standins" / family_id)
-    support = model_support(base)
     row = {"family": family_id, "title": spec.title, "cells": {}}
+    try:
+        base = build_standin(family_id, workdir / "standins" / family_id)
+    except Exception as exc:  # a transformers without the family's classes, say
+        return failed_row(row, exc, started)
+    support = model_support(base)
     if support.train:
         row["cells"] = {column: "n/a" for column in COLUMNS}
         row["cells"]["train (loss falls)"] = f"n/a: {support.train}"
         row["seconds"] = time.perf_counter() - started
         return row
-    first, last = train_standin(base, workdir / "runs" / family_id, steps)
+    try:
+        first, last = train_standin(base, workdir / "runs" / family_id, steps, overrides)
+    except Exception as exc:  # one family's failure is its row's finding, not the end of the matrix
+        return failed_row(row, exc, started)
     cells = {"train (loss falls)": (f"PASS ({first:.2f} -> {last:.2f})" if last < 0.7 * first
                                     else f"FAIL: loss {first:.2f} -> {last:.2f}"),
              "masks": mask_cell(workdir / "runs" / family_id)}
+    row |= run_facts(workdir / "runs" / family_id)
+    if not export:
+        row["cells"] = cells
+        row["failed"] = [f"{column}: {cell}" for column, cell in cells.items() if not cell.startswith("PASS")]
+        row["seconds"] = time.perf_counter() - started
+        return row
     result = export_run(workdir / "runs" / family_id, quants="f16,q8_0", create=False, prompt_limit=6,
                         log=lambda *a: None)
     checks = result.checks
@@ -156,15 +187,25 @@ def shard_of(wanted: list[str], shard: str) -> list[str]:
     return wanted[k - 1::n]
 
 
-def run_rows(wanted: list[str], workdir: str | None, steps: int) -> list[dict]:
-    """One matrix row per family id, run in turn."""
+def run_rows(wanted: list[str], workdir: str | None, steps: int, overrides: tuple[str, ...] = (),
+             export: bool = True, json_path: str | None = None) -> list[dict]:
+    """One matrix row per family id, run in turn. With `json_path` the rows so far are rewritten after each
+    family, so a run cut off (a lent GPU's lease) keeps the families it finished."""
     rows = []
     with tempfile.TemporaryDirectory(prefix="ducktune-families-") as tmp:
         for family_id in wanted:
             print(f"{family_id} ...", flush=True)
-            rows.append(family_row(family_id, Path(workdir or tmp), steps))
+            rows.append(family_row(family_id, Path(workdir or tmp), steps, overrides, export))
             print(f"  {json.dumps(rows[-1]['cells'], ensure_ascii=False)} ({rows[-1]['seconds']:.0f} s)", flush=True)
+            if json_path:
+                write_rows(json_path, rows)
     return rows
+
+
+def write_rows(path: str, rows: list[dict]) -> None:
+    from ducktune.io import write_json
+
+    write_json(path, rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -178,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="write the rows as JSON here")
     parser.add_argument("--workdir", help="keep stand-ins, runs and exports here (default: a temporary folder)")
     parser.add_argument("--shard", help="K/N: only every N-th family from the K-th (run N processes, then --from-json)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                        help="another training setting for every family (e.g. model.dtype=float16)")
+    parser.add_argument("--train-only", action="store_true",
+                        help="train and check the masks only (no export; the other columns are n/a)")
     parser.add_argument("--from-json", nargs="+", metavar="FILE",
                         help="render the table from rows written by --json runs (in the families' order) instead of running")
     args = parser.parse_args(argv)
@@ -189,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         wanted = args.families.split(",") if args.families else order
         if args.shard:
             wanted = shard_of(wanted, args.shard)
-        rows = run_rows(wanted, args.workdir, args.steps)
+        rows = run_rows(wanted, args.workdir, args.steps, tuple(args.overrides), not args.train_only, args.json)
     table = render_markdown(rows)
     note = (f"Produced by `bench/families.py` on {time.strftime('%Y-%m-%d')} ({len(rows)} families, "
             f"{sum(r['seconds'] for r in rows) / 60:.1f} min summed over the families).")
@@ -199,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
         readme = Path(args.readme)
         readme.write_text(replace_block(readme.read_text(encoding="utf-8"), f"{note}\n\n{table}"), encoding="utf-8")
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2, ensure_ascii=False), encoding="utf-8")
+        write_rows(args.json, rows)
     print(table)
     return 0 if all(not r.get("failed") for r in rows) else 1
 

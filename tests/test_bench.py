@@ -504,3 +504,84 @@ def test_ceiling_script_runs_its_three_sides_and_renders_what_it_measured(tmp_pa
     assert ceiling.render(measured) in proc.stdout
     row = ceiling.summarize(model, max(measured["matmul_peak"]))
     assert f"tiny_ceiling_ratio_tuned: {row['bound_over_tuned']:.3f}" in proc.stdout
+
+
+def test_committed_gpu_family_block_is_the_rendering_of_its_json_and_never_passes_a_family_not_run(tmp_path):
+    """bench/RESULTS.md's FAMILIES-GPU block is bench/gpu_families.py's rendering of bench/results/gpu/, and a
+    family the JSONs lack (its shard stopped first) is "not run" and counted as not reached, never as passed."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import gpu_families
+
+    from ducktune.models.families import FAMILIES
+
+    order, titles = [f.id for f in FAMILIES], {f.id: f.title for f in FAMILIES}
+    committed = gpu_families.render(gpu_families.load(), order, titles, "2026-12-05")
+    assert committed in (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8"), \
+        "after new bench/results/gpu/ files: bench/gpu_families.py --write"
+    passing = {"train (loss falls)": "PASS (9.0 -> 1.0)", "masks": "PASS (answers + </s>)", "merge": "PASS",
+               "GGUF f16 + q8_0": "PASS (2 files)"}
+    rows = [{"family": "a", "cells": passing, "batching": "packed"},
+            {"family": "b", "cells": {**passing, "merge": "FAIL: logits differ"}, "batching": "packed"}]
+    (tmp_path / "families_bf16_1.json").write_text(json.dumps(rows), encoding="utf-8")
+    (tmp_path / "gpu_check_log.txt").write_text("NVIDIA X, 1 MiB\ntorch 1 transformers 2 cuda True\n",
+                                                encoding="utf-8")
+    block = gpu_families.render(gpu_families.load(tmp_path), ["a", "b", "c"], {"a": "A", "b": "B", "c": "C"}, "d")
+    assert "**1 of 3 families passed**" in block and "failed: b;" in block and "not reached: c." in block
+    assert "| c (C) | - | not run | not run |" in block and "| b (B) | packed | PASS (9.0 -> 1.0) | PASS | FAIL" in block
+
+
+def test_committed_window_block_is_the_rendering_of_its_json_read_back_from_the_log():
+    """bench/RESULTS.md's WINDOW block is bench/window_speed.py's rendering of its JSON, whose runs are the ones
+    the committed log printed (`--from-log`), and the speedup it reports is packed over padded of the medians."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import window_speed
+
+    measured = json.loads(window_speed.RESULTS_JSON.read_text(encoding="utf-8"))
+    assert window_speed.render(measured) in (ROOT / "bench" / "RESULTS.md").read_text(encoding="utf-8"), \
+        "after a new bench/results/gpu/window_speed.json: bench/window_speed.py --render"
+    again = window_speed.from_log(ROOT / measured["from_log"], measured["date"], measured["samples"],
+                                  measured["cutoff"], measured["repeats"])
+    assert again["runs"] == measured["runs"] and all(measured["runs"].values())
+    row = window_speed.summarize(measured)
+    medians = {side: statistics.median(r["tokens_per_s"] for r in measured["runs"][side]) for side in ("packed", "padded")}
+    assert row["speedup"] == medians["packed"] / medians["padded"]
+    assert f"window_packing_speedup: {row['speedup']:.3f}" in window_speed.render(measured)
+
+
+@pytest.mark.slow
+def test_window_speed_script_trains_both_sides_on_the_same_tokens(tmp_path):
+    """bench/window_speed.py end to end on the gemma3 stand-in (window 8, on the CPU): the packed side packs (with
+    samples longer than the window), the padded side pads, both on the same trained tokens; JSON outside the repo."""
+    out = tmp_path / "window.json"
+    env = {**os.environ, "DUCKTUNE_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "window_speed.py"), "--shape", "standin", "--samples",
+                           "16", "--cutoff", "256", "--repeats", "1", "--json", str(out)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    measured = json.loads(out.read_text(encoding="utf-8"))
+    runs = {side: measured["runs"][side][0] for side in ("packed", "padded")}
+    assert {side: run["batching"] for side, run in runs.items()} == {"packed": "packed", "padded": "padded"}
+    assert runs["packed"]["trained_tokens"] == runs["padded"]["trained_tokens"] > 0
+    assert runs["packed"]["steps"] < runs["padded"]["steps"]  # packed rows hold several samples
+    sys.path.insert(0, str(ROOT / "bench"))
+    import window_speed
+
+    assert window_speed.render(measured) in proc.stdout
+
+
+def test_family_matrix_records_what_each_run_chose_and_goes_on_past_a_family_that_fails(tmp_path):
+    """bench/families.py as bench/gpu_check.sh runs it (--set, --train-only, rows rewritten after each family): a
+    family that cannot train (QLoRA on the CPU refuses Qwen2's biased layers) gets its error in its row and the next
+    family still runs; a trained row says the device, dtype, method and batching its run.json recorded."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import families as matrix
+
+    rows_file = tmp_path / "rows.json"
+    rows = matrix.run_rows(["qwen2.5", "llama3"], str(tmp_path / "work"), 3, ("train.method=qlora",), export=False,
+                           json_path=str(rows_file))
+    assert json.loads(rows_file.read_text(encoding="utf-8")) == rows
+    failed, trained = rows
+    assert failed["cells"]["train (loss falls)"].startswith("FAIL: ModelError:") and "bias" in failed["failed"][0]
+    assert {k: trained[k] for k in ("device", "dtype", "method", "batching")} == \
+        {"device": "cpu", "dtype": "float32", "method": "qlora", "batching": "packed"}
+    assert set(trained["cells"]) == {"train (loss falls)", "masks"} and trained["cells"]["masks"].startswith("PASS")

@@ -365,3 +365,30 @@ def test_tokenizer_files_missing_is_said_and_a_chat_template_json_is_read(tmp_pa
     assert not load_tokenizer(moved).chat_template
     (moved / "chat_template.json").write_text(json.dumps({"chat_template": template}))
     assert load_tokenizer(moved).chat_template == template
+
+
+def test_a_transformers_older_than_declared_is_refused_before_training(monkeypatch):
+    """A transformers below pyproject's floor (installed around pip's resolver, e.g. a GPU image's 5.17) is named
+    with the upgrade command, before any model is read; at or above the floor nothing is said."""
+    from importlib import metadata
+
+    from ducktune.models.loading import training_support, transformers_too_old
+
+    declared = ["torch>=2.4,<3", "transformers>=5.24,<6", "fastapi>=0.110; extra == 'serve'"]
+    monkeypatch.setattr(metadata, "requires", lambda name: declared if name == "ducktune" else [])
+    installed, real_version = {"transformers": "5.17.0"}, metadata.version
+    monkeypatch.setattr(metadata, "version", lambda name: installed.get(name) or real_version(name))
+    expected = "transformers 5.17.0 is older than ducktune needs: pip install -U 'transformers<6,>=5.24'"
+    assert transformers_too_old() == expected
+    assert training_support({"architectures": ["LlamaForCausalLM"]}) == expected
+    for version in ("5.24.0", "5.25.1", "6.0.0"):  # the ceiling is pip's business, not a refusal
+        installed["transformers"] = version
+        assert transformers_too_old() is None
+    assert training_support({"architectures": ["LlamaForCausalLM"]}) is None
+
+    def not_installed(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(metadata, "requires", not_installed)  # a source tree on sys.path declares nothing
+    installed["transformers"] = "5.17.0"
+    assert transformers_too_old() is None

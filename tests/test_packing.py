@@ -471,3 +471,61 @@ def test_packed_training_reaches_the_same_eval_loss_as_padded(tiny_qwen, tmp_pat
     unpacked, packed = results["off"]["result"]["eval_loss"], results["on"]["result"]["eval_loss"]
     assert unpacked < first - 0.3 and packed < first - 0.3  # both learned
     assert abs(packed - unpacked) < 0.15 * (first - unpacked)  # and the same amount, within noise
+
+
+def test_on_cuda_samples_longer_than_the_window_train_padded_unless_packing_is_on():
+    """On CUDA the banded per-sample attention trained at a quarter of padded batches' speed (the window block of
+    bench/RESULTS.md), so a run whose longest sample outruns the window trains padded there, with the model's own
+    attention back. Samples within the window, the CPU, a model without a window and train.packing=on still pack.
+    ("cuda" only names the device here: what is tested is the choice, not the kernels.)"""
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    def choose(model, packing_setting, device, longest, log=None):
+        chosen = packing.choose_batching(model, packing_setting, device, log=log or (lambda *_: None),
+                                         longest_sample=longest)
+        used = model.config._attn_implementation
+        packing.restore_attention(model, "sdpa")  # each choice starts from the model's own attention
+        return chosen, used
+
+    model = _sliding_qwen2(window=4)
+    messages = []
+    batching, used = choose(model, "auto", "cuda", 9, messages.append)
+    assert batching.mode == "padded" and "4-token sliding window" in batching.reason and used == "sdpa"
+    assert messages == [f"Packing off: {batching.reason}; using length-grouped padded batches"]
+    assert choose(model, "auto", "cuda", 4)[0].mode == "packed"
+    assert choose(model, "auto", "cpu", 9)[0].mode == "packed"
+    assert choose(model, "auto", "cuda", None)[0].mode == "packed"  # a custom caller that does not say
+    assert choose(model, "off", "cuda", 9)[0].mode == "padded"  # padding-free runs the same banded attention
+    notes = []
+    batching, used = choose(model, "on", "cuda", 9, notes.append)
+    assert batching.mode == "packed" and used == packing.VARLEN_ATTENTION and notes[0].startswith("Packing on as set")
+    config = Qwen2Config(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, sliding_window=4, use_sliding_window=False)
+    unwindowed = AutoModelForCausalLM.from_config(config).eval()
+    assert packing.sliding_window(unwindowed) is None and choose(unwindowed, "auto", "cuda", 9)[0].mode == "packed"
+
+
+def test_sliding_window_is_read_from_layer_kinds_or_the_window_alone_and_plans_cuda_runs_padded():
+    """Layer kinds say whether any layer slides (Gemma 3 five of six, Qwen2 with use_sliding_window); without them
+    (Mistral v0.1, Phi-3) a set window is every layer's; a window nothing uses (Qwen2's default) is none; a
+    multimodal config's is its text_config's. The memory plan expects what choose_batching will pick on CUDA."""
+    gemma3 = {"model_type": "gemma3_text", "sliding_window": 512,
+              "layer_types": ["sliding_attention"] * 5 + ["full_attention"]}
+    assert packing.config_sliding_window(gemma3) == 512
+    assert packing.config_sliding_window({"model_type": "gemma3", "text_config": gemma3}) == 512
+    assert packing.config_sliding_window({"sliding_window": 4096, "layer_types": ["full_attention"] * 4}) is None
+    assert packing.config_sliding_window({"sliding_window": 4096}) == 4096
+    assert packing.config_sliding_window({"sliding_window": 4096, "use_sliding_window": False}) is None
+    assert packing.config_sliding_window({"sliding_window": None, "layer_types": ["sliding_attention"]}) is None
+    expect = packing.expected_batching
+    assert expect(gemma3, "auto", False, "cuda", 513) == "padded" and expect(gemma3, "off", False, "cuda", 513) == "padded"
+    assert expect(gemma3, "on", False, "cuda", 513) == "packed"
+    assert expect(gemma3, "auto", False, "cuda", 512) == expect(gemma3, "auto", False, "cpu", 4096) == "packed"
+    assert expect({"model_type": "llama"}, "auto", False, "cuda", 4096) == "packed"
+
+
+def test_the_recipe_tells_the_batching_choice_its_longest_sample():
+    from ducktune.train.recipe import default_batching_choice
+
+    choice = default_batching_choice([{"input_ids": [1] * n} for n in (5, 12, 7)])
+    assert choice.func is packing.choose_batching and choice.keywords == {"longest_sample": 12}

@@ -208,14 +208,37 @@ def _missing_tower_package(config: dict) -> str | None:
     return None
 
 
+def transformers_too_old() -> str | None:
+    """Why the installed transformers is older than ducktune declares (pyproject.toml's lower bound), or None. A
+    transformers installed around pip's resolver (--no-deps, a GPU image's own) lacks families' classes and fixes:
+    on 5.17, EXAONE 3.x and InternLM3 look like remote code and MiniCPM3 fails with a KeyError."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.version import Version
+
+    try:
+        declared = [Requirement(text) for text in metadata.requires("ducktune") or []]
+        installed = Version(metadata.version("transformers"))
+    except metadata.PackageNotFoundError:  # a source tree on sys.path: nothing declared to compare with
+        return None
+    for requirement in declared:
+        floors = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+        if requirement.name == "transformers" and requirement.marker is None and floors and installed < max(floors):
+            return f"transformers {installed} is older than ducktune needs: pip install -U '{requirement}'"
+    return None
+
+
 def training_support(config: dict, trust_remote_code: bool = False, name: str = "") -> str | None:
-    """Why this model cannot be trained (None: it can): weights quantized by a method ducktune does not
-    train on (`name`, the folder or hub id, names the full-precision repository), or an architecture
-    transformers cannot build."""
+    """Why this model cannot be trained (None: it can): a transformers older than ducktune needs, weights
+    quantized by a method ducktune does not train on (`name`, the folder or hub id, names the full-precision
+    repository), or an architecture transformers cannot build."""
     import transformers
 
     from ducktune.models.prequant import prequant_problem
 
+    if problem := transformers_too_old():
+        return problem
     if problem := prequant_problem(config, name):
         return f"config.json: {problem}"
     if problem := _missing_tower_package(config):

@@ -253,6 +253,43 @@ NEMOTRON_H_LETTERS = {"M": "mamba", "*": "full_attention", "-": "mlp", "E": "moe
 MAMBA_EVERY_LAYER = {"falcon_h1"}
 
 
+# On CUDA (without flash-attn), samples longer than the sliding window go through SDPA with a banded mask each. At
+# Gemma 3 1B's shape on an H100 that trained at 0.24x the tokens/s of padded batches (bench/window_speed.py,
+# 2026-12-05; the CPU is not affected), so such runs train on padded batches there unless train.packing=on.
+CUDA_BAND_BLOCKER = ("on CUDA, samples longer than the model's {window}-token sliding window train about 4x slower "
+                     "packed than in padded batches (bench/RESULTS.md, window block)")
+
+
+def config_sliding_window(config: dict) -> int | None:
+    """The sliding window (tokens) of a config's windowed attention layers, or None when no layer has one (a
+    published config.json, or a transformers config's keys; a multimodal one's text_config). Layer kinds say which
+    layers slide (Gemma 3: five of six); without them a set window applies to every layer (Mistral v0.1, Phi-3)
+    unless use_sliding_window turns it off (older Qwen2 configs)."""
+    text = config.get("text_config") or config
+    window = text.get("sliding_window")
+    if not window or text.get("use_sliding_window") is False:
+        return None
+    kinds = text.get("layer_types")
+    return int(window) if kinds is None or "sliding_attention" in kinds else None
+
+
+def sliding_window(model) -> int | None:
+    """config_sliding_window of a loaded model."""
+    text = unwrap_peft(model).config.get_text_config()
+    return config_sliding_window({key: getattr(text, key, None)
+                                  for key in ("sliding_window", "use_sliding_window", "layer_types")})
+
+
+def cuda_band_blocker(model, device: str, longest_sample: int | None) -> str | None:
+    """Why the packed path would be slow here (see CUDA_BAND_BLOCKER), or None: on CUDA through ducktune_varlen
+    (flash-attn windows natively) when some sample is longer than the model's sliding window."""
+    window = sliding_window(model)
+    if (device != "cuda" or window is None or longest_sample is None or longest_sample <= window
+            or unwrap_peft(model).config._attn_implementation != VARLEN_ATTENTION):
+        return None
+    return CUDA_BAND_BLOCKER.format(window=window)
+
+
 def layer_blocker(config: dict) -> str | None:
     """Why the layer kinds or the attention of this config (transformers' or as published) rule out packed rows,
     or None. Sliding-window layers do not: the packed attention applies the window within each sample."""
@@ -387,12 +424,18 @@ def packing_on_error(blocker: str) -> str:
     return f"train.packing=on: cannot pack for this model: {blocker}; set train.packing=auto or off"
 
 
-def expected_batching(model_config: dict, packing: str, trust_remote_code: bool) -> str:
+def expected_batching(model_config: dict, packing: str, trust_remote_code: bool, device: str = "cpu",
+                      longest_sample: int | None = None) -> str:
     """The mode choose_batching is expected to pick, from config.json alone (before the model
     is loaded, for the memory plan): padded for attention the packed path lacks, short convolutions, Mamba
-    layers or remote code, else packed (padding-free with train.packing=off). The proof on the loaded model
-    can still fall back to padded; the recipe then plans again."""
+    layers or remote code, or on CUDA without flash-attn for a sample longer than the sliding window
+    (CUDA_BAND_BLOCKER, unless packing is on); else packed (padding-free with train.packing=off). The proof on
+    the loaded model can still fall back to padded; the recipe then plans again."""
     if config_packing_blocker(model_config, trust_remote_code):
+        return "padded"
+    window = config_sliding_window(model_config)
+    if (packing != "on" and device == "cuda" and window and longest_sample and longest_sample > window
+            and not flash_attention_available()):
         return "padded"
     return "padding-free" if packing == "off" else "packed"
 
@@ -402,9 +445,11 @@ def expected_batching(model_config: dict, packing: str, trust_remote_code: bool)
 ISOLATION_TOLERANCE = {"float32": 1e-4, "float16": 3e-2, "bfloat16": 6e-2}
 
 
-def choose_batching(model, packing: str, device: str, log=print) -> Batching:
+def choose_batching(model, packing: str, device: str, log=print, longest_sample: int | None = None) -> Batching:
     """packing: auto | on | off (train.packing). Switches the model to varlen attention and
-    proves isolation on it; falls back to padded batches (or refuses, for 'on') when it fails."""
+    proves isolation on it; falls back to padded batches (or refuses, for 'on') when it fails.
+    `longest_sample` (tokens; the recipe passes its data's): on CUDA, packing that would be slow for it (a
+    sample longer than the sliding window, CUDA_BAND_BLOCKER) gives padded batches too, except with 'on'."""
     from ducktune.errors import ConfigError
     from ducktune.train.loss import forward_hidden
 
@@ -419,8 +464,14 @@ def choose_batching(model, packing: str, device: str, log=print) -> Batching:
         except Exception as exc:  # an architecture whose decoder rejects varlen inputs
             difference, blocker = float("inf"), f"the model rejected packed inputs ({type(exc).__name__}: {exc})"
         if difference > ISOLATION_TOLERANCE.get(dtype, 1e-4):
-            restore_attention(model, previous)
             blocker = blocker or f"packed samples did not match separate ones on this model (difference {difference:.1e})"
+        elif slow := cuda_band_blocker(model, device, longest_sample):
+            if packing == "on":  # the user's choice: exact, only slower
+                log(f"Packing on as set, although {slow}")
+            else:
+                blocker = slow
+        if blocker is not None:
+            restore_attention(model, previous)
     if blocker is not None:
         if packing == "on":
             raise ConfigError(packing_on_error(blocker))

@@ -584,7 +584,8 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
     from ducktune.train.packing import expected_batching
 
     tc = config.train
-    batching = batching or expected_batching(model_config, tc.packing, config.model.trust_remote_code)
+    longest = max((len(r["input_ids"]) for r in rows), default=0) if rows and tc.objective == "sft" else None
+    batching = batching or expected_batching(model_config, tc.packing, config.model.trust_remote_code, device, longest)
     if tc.objective != "sft":
         from ducktune.train.preference import plan_rows
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import time
 from dataclasses import dataclass
@@ -344,6 +345,14 @@ def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -
     return model, targets
 
 
+def default_batching_choice(rows: list[dict]):
+    """packing.choose_batching told the data's longest sample, which decides whether it outruns a sliding window
+    (packing.cuda_band_blocker)."""
+    from ducktune.train.packing import choose_batching
+
+    return functools.partial(choose_batching, longest_sample=max((len(row["input_ids"]) for row in rows), default=0))
+
+
 def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: list[dict], memory, keep: dict | None,
                              choose_batching, choose_loss, log):
     """Batching and loss, each switched on only after it is proven exact on this very model:
@@ -358,7 +367,7 @@ def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: li
 
         return choose_preference_batching_and_loss(model, config, memory, choose_loss, log) + (memory,)
     if choose_batching is None:
-        from ducktune.train.packing import choose_batching
+        choose_batching = default_batching_choice(rows)
     if choose_loss is None:
         from ducktune.train.loss import choose_loss
     batching = choose_batching(model, config.train.packing, base.placement.device, log=log)
@@ -375,8 +384,8 @@ def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: li
 
 def checkpointing_argument(arguments_class=None) -> str:
     """TrainingArguments' name for activation checkpointing: `activation_checkpointing` in newer
-    transformers 5 releases, `gradient_checkpointing` in older ones (5.17 has only that; ducktune
-    supports 5.17 and later)."""
+    transformers 5 releases (5.24, ducktune's floor, has both), `gradient_checkpointing` in older ones (5.17 has
+    only that)."""
     import dataclasses
 
     if arguments_class is None:
