@@ -7,8 +7,8 @@
 # 2. fp16 training (GPUs without bf16, e.g. T4, RTX 20xx) on a subset of families: train and masks.
 # 3. QLoRA (bitsandbytes 4-bit) on a subset of families: train, masks, merge and GGUF.
 # 4. bench/window_speed.py: packed vs padded training at Gemma 3 1B's shape (the sliding-window packed attention).
-# 5. bench/window_probe.py: where the packed sliding-window step spends its time on CUDA (attention variants alone,
-#    a profiled step), for the 4x gap step 4 measured on an H100 (2026-12-05).
+# 5. bench/window_probe.py: for the 4x gap step 4 measured on an H100 (2026-12-05), packed steps and attention
+#    calls on new shapes with ducktune's SDPA backend choice (no cuDNN) and PyTorch's own, and a profiled step.
 # Everything runs on the image's torch / transformers / peft / accelerate (its transformers is the oldest that
 # pyproject.toml allows); .whl holds cp312 wheels of what the image lacks: pydantic (+ pydantic_core,
 # annotated_types, typing_inspection), gguf and bitsandbytes (together under the 64 MiB a call carries).

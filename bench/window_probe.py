@@ -1,13 +1,16 @@
-"""Where the packed sliding-window step spends its time (a probe for a lent GPU; prints tables, writes nothing).
+"""Where a packed step spends its time on CUDA (a probe for a lent GPU; prints tables, writes nothing).
 
-    python3 bench/window_probe.py [--folder DIR]
+    python3 bench/window_probe.py [--folder DIR]          # --cpu-smoke --folder DIR: checks it runs, on a CPU
 
-1. Attention alone at Gemma 3 1B's head shape (4 query heads, 1 KV head of 256, bf16), forward + backward,
-   per variant: causal SDPA, the packed path's additive band mask (window 512), a boolean band mask, the band
-   mask at an aligned length, and transformers' own SDPA attention with its sliding mask.
-2. One training step (decoder forward + backward, LoRA r=16 on every linear) of Gemma 3 1B's shape on a
-   packed micro-batch through `ducktune_varlen`, against the same tokens as padded samples through
-   transformers' SDPA; the packed step once more under torch.profiler, top kernels and CPU ops.
+An H100 trained packed Gemma 3 1B-shaped rows at a quarter of the padded speed (bench/window_speed.py). The
+suspect: PyTorch prefers cuDNN attention on Hopper, and cuDNN builds an execution graph per new shape, which
+packed rows meet in nearly every call (each sample has a length of its own); padded batches repeat shapes.
+packing.per_sample_backends now keeps the per-sample calls to flash / mem-efficient / math. Every timing here
+uses inputs of new shapes (`fresh_timed`), and compares that choice with PyTorch's own order:
+1. one sample's attention alone at Gemma 3 1B's head shape (4 heads of 256, bf16), causal and banded (512);
+2. one decoder step (forward + backward, LoRA r=16 on every linear) of Gemma 3 1B's shape on 4 packed rows of
+   new sample lengths, both backend choices, and the same samples padded through transformers' SDPA; then the
+   packed step under torch.profiler, top kernels and CPU ops.
 """
 
 from __future__ import annotations
@@ -20,134 +23,147 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 DEVICE = "cuda"
-SIZES = (1000, 1008, 2000)
+SIZES = (256, 1000, 2000)
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "src"))
 
 
-def timed(fn, repeats: int = 7, warmup: int = 2) -> float:
-    """Median milliseconds of fn() (synchronized on CUDA)."""
+def fresh_timed(make, run, count: int) -> float:
+    """Median milliseconds of run(make(i)) over `count` inputs of new shapes (each shape seen once: what a packed
+    run meets, where nearly every sample has a length of its own), synchronized on CUDA."""
     import time
 
     import torch
 
     sync = torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
-    for _ in range(warmup):
-        fn()
+    run(make(count))  # warm-up on a shape of its own
     times = []
-    for _ in range(repeats):
+    for index in range(count):
+        inputs = make(index)
         sync()
         started = time.perf_counter()
-        fn()
+        run(inputs)
         sync()
         times.append((time.perf_counter() - started) * 1e3)
     return statistics.median(times)
 
 
+def backends_named(names):
+    """packing.per_sample_backends' choice set to `names` (() = PyTorch's own order, cuDNN first on Hopper)."""
+    from ducktune.train import packing
+
+    packing.CUDA_BACKENDS = tuple(names)
+
+
 def attention_table() -> None:
+    """fwd + bwd of one sample's attention, at a new length each call, per mask kind and backend choice."""
     import torch
-    import torch.nn.functional as F
 
-    from ducktune.train.packing import _band_mask
+    from ducktune.train import packing
 
-    device, dtype, heads, dim, window = DEVICE, torch.bfloat16, 4, 256, 512
-    for n in SIZES:
-        q = torch.randn(1, heads, n, dim, device=device, dtype=dtype, requires_grad=True)
-        k = torch.randn(1, heads, n, dim, device=device, dtype=dtype, requires_grad=True)
-        v = torch.randn(1, heads, n, dim, device=device, dtype=dtype, requires_grad=True)
-        grad = torch.randn(1, heads, n, dim, device=device, dtype=dtype)
-        index = torch.arange(n, device=device)
-        band = ((index[:, None] - index[None, :]) >= 0) & ((index[:, None] - index[None, :]) < window)
-        additive = _band_mask(n, window, dtype, torch.device(device))
-        variants = {"causal (flash)": dict(is_causal=True), "additive band": dict(attn_mask=additive),
-                    "bool band": dict(attn_mask=band[None, None]),
-                    "additive band, fresh each call": None}
-        for name, kwargs in variants.items():
-            def step(kwargs=kwargs):
-                if kwargs is None:
-                    kwargs = dict(attn_mask=_band_mask.__wrapped__(n, window, dtype, torch.device(device)))
-                F.scaled_dot_product_attention(q, k, v, **kwargs).backward(grad)
-            try:
-                print(f"  n={n:5d} {name:32s} {timed(step):8.3f} ms fwd+bwd", flush=True)
-            except Exception as exc:
-                print(f"  n={n:5d} {name:32s} failed: {type(exc).__name__}: {exc}"[:200], flush=True)
-        for backend in ("EFFICIENT_ATTENTION", "MATH"):
-            from torch.nn.attention import SDPBackend, sdpa_kernel
+    dtype, heads, dim, window = torch.bfloat16, 4, 256, 512
+    module = __import__("types").SimpleNamespace(num_key_value_groups=1, is_causal=True, training=True)
+    default = packing.CUDA_BACKENDS
+    for base in SIZES:
+        for choice, (label, names) in enumerate((("ducktune's backends", default),
+                                                 ("PyTorch's order (cuDNN first on Hopper)", ()))):
+            def make(i, base=base, choice=choice):
+                n = base + 16 * i + 2 * choice + 1  # a length no call has had before (unaligned)
+                q, k, v = (torch.randn(1, heads, n, dim, device=DEVICE, dtype=dtype, requires_grad=True)
+                           for _ in range(3))
+                return q, k, v, torch.randn(1, n, heads, dim, device=DEVICE, dtype=dtype)
 
-            def forced(backend=backend):
-                with sdpa_kernel(getattr(SDPBackend, backend)):
-                    F.scaled_dot_product_attention(q, k, v, attn_mask=additive).backward(grad)
-            try:
-                print(f"  n={n:5d} additive band, {backend:17s}  {timed(forced):8.3f} ms fwd+bwd", flush=True)
-            except Exception as exc:
-                print(f"  n={n:5d} additive band, {backend} failed: {type(exc).__name__}: {exc}"[:200], flush=True)
+            for kind, layer_window in (("causal", None), ("band 512", window)):
+                def run(inputs, layer_window=layer_window):
+                    q, k, v, grad = inputs
+                    with packing.per_sample_backends(q):
+                        packing._sample_attention(module, q, k, v, layer_window, {}).backward(grad)
+                backends_named(names)
+                try:
+                    print(f"  n~{base:5d} {kind:9s} {label:42s} {fresh_timed(make, run, 6):9.2f} ms fwd+bwd", flush=True)
+                except Exception as exc:
+                    print(f"  n~{base:5d} {kind:9s} {label:42s} failed: {type(exc).__name__}: {exc}"[:220], flush=True)
+                finally:
+                    backends_named(default)
 
 
-def packed_rows() -> list[list[int]]:
-    """Four packed rows of 2,048 tokens at most, sample lengths as the window bench's chats give."""
-    if DEVICE == "cpu":
-        return [[11, 9], [15, 5]]
-    return [[1100, 900], [1500, 500], [700, 700, 600], [2000]]
+def random_rows(generator, count: int) -> list[list[int]]:
+    """`count` rows of up to 2,048 tokens (64 on a CPU smoke run), one to three samples of random lengths each."""
+    import torch
+
+    cap = 2048 if DEVICE == "cuda" else 64
+    rows = []
+    for _ in range(count):
+        parts = int(torch.randint(1, 4, (1,), generator=generator))
+        cuts = sorted(torch.randint(8, cap - 8, (parts - 1,), generator=generator).tolist())
+        rows.append([b - a for a, b in zip([0] + cuts, cuts + [cap]) if b > a])
+    return rows
 
 
 def step_table(folder: Path) -> None:
+    """One decoder step (forward + backward, LoRA r=16) on micro-batches of new sample lengths each step: packed
+    through ducktune_varlen with ducktune's backend choice and with PyTorch's own, and the same samples padded
+    through transformers' SDPA; then the packed step under torch.profiler."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from ducktune.data.template import IGNORE_INDEX
+    from ducktune.train import packing
     from ducktune.train.loss import forward_hidden
-    from ducktune.train.packing import VARLEN_ATTENTION, VarlenCollator, register_varlen_attention
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16, attn_implementation="sdpa").to(DEVICE)
     model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules="all-linear", lora_dropout=0.0))
     model.train()
     generator = torch.Generator().manual_seed(0)
-    rows = packed_rows()
-    samples = [[{"input_ids": torch.randint(10, 1500, (n,), generator=generator).tolist(), "labels": [1] * n}
-                for n in row] for row in rows]
-    packed = VarlenCollator()([{"samples": row} for row in samples])
-    packed = {k: v.to(DEVICE) if hasattr(v, "to") else v for k, v in packed.items()}
-    flat = [s for row in samples for s in row]
-    longest = (max(len(s["input_ids"]) for s in flat) + 7) // 8 * 8
 
-    def padded_batch(group):
-        ids = torch.zeros(len(group), longest, dtype=torch.long)
-        mask = torch.zeros(len(group), longest, dtype=torch.long)
-        for i, s in enumerate(group):
-            ids[i, :len(s["input_ids"])] = torch.tensor(s["input_ids"])
-            mask[i, :len(s["input_ids"])] = 1
-        return {"input_ids": ids.to(DEVICE), "attention_mask": mask.to(DEVICE), "labels": torch.full_like(ids, IGNORE_INDEX)}
+    def samples_of(index):  # index: a seed; each timed pass below uses seeds of its own, so shapes of its own
+        rows = random_rows(torch.Generator().manual_seed(index), 4)
+        return [[{"input_ids": torch.randint(10, 1500, (n,), generator=generator).tolist(), "labels": [1] * n}
+                 for n in row] for row in rows]
+
+    def packed(index):
+        batch = packing.VarlenCollator()([{"samples": row} for row in samples_of(index)])
+        return {k: v.to(DEVICE) if hasattr(v, "to") else v for k, v in batch.items()}
+
+    def padded(index):
+        flat = sorted((s for row in samples_of(index) for s in row), key=lambda s: len(s["input_ids"]))
+        batches = []
+        for group in (flat[i:i + 4] for i in range(0, len(flat), 4)):
+            longest = (max(len(s["input_ids"]) for s in group) + 7) // 8 * 8
+            ids, mask = torch.zeros(len(group), longest, dtype=torch.long), torch.zeros(len(group), longest, dtype=torch.long)
+            for i, s in enumerate(group):
+                ids[i, :len(s["input_ids"])], mask[i, :len(s["input_ids"])] = torch.tensor(s["input_ids"]), 1
+            batches.append({"input_ids": ids.to(DEVICE), "attention_mask": mask.to(DEVICE),
+                            "labels": torch.full_like(ids, IGNORE_INDEX)})
+        return batches
 
     def step(batch):
-        hidden = forward_hidden(model, batch)
-        hidden.float().pow(2).mean().backward()
+        forward_hidden(model, batch).float().pow(2).mean().backward()
 
-    tokens = sum(len(s["input_ids"]) for s in flat)
-    register_varlen_attention()
-    model.base_model.model.set_attn_implementation(VARLEN_ATTENTION)
-    packed_ms = timed(lambda: step(packed), repeats=5)
-    print(f"  packed through {VARLEN_ATTENTION}: {packed_ms:8.1f} ms a step ({tokens} tokens, {len(flat)} samples)",
-          flush=True)
-    from ducktune.train import packing
-
-    cache = packing._band_mask
-    packing._band_mask = __import__("functools").lru_cache(maxsize=64)(cache.__wrapped__)
-    print(f"  packed, band-mask cache of 64:  {timed(lambda: step(packed), repeats=5):8.1f} ms a step", flush=True)
-    packing._band_mask = cache
-    model.base_model.model.set_attn_implementation("sdpa")
-    groups = [flat[i:i + 4] for i in range(0, len(flat), 4)]
-    padded_ms = timed(lambda: [step(padded_batch(g)) for g in groups], repeats=5)
-    print(f"  padded through sdpa ({len(groups)} batches of <= 4, padded to {longest}): {padded_ms:8.1f} ms", flush=True)
-    model.base_model.model.set_attn_implementation(VARLEN_ATTENTION)
+    packing.register_varlen_attention()
+    inner = model.base_model.model
+    default = packing.CUDA_BACKENDS
+    inner.set_attn_implementation(packing.VARLEN_ATTENTION)
+    for offset, (label, names) in ((100, ("ducktune's backends", default)), (200, ("PyTorch's order", ()))):
+        backends_named(names)
+        ms = fresh_timed(lambda i, offset=offset: packed(offset + i), step, 5)
+        print(f"  packed, {label:20s} {ms:9.1f} ms a step (4 rows of <= 2,048 tokens)", flush=True)
+    backends_named(default)
+    inner.set_attn_implementation("sdpa")
+    ms = fresh_timed(lambda i: padded(300 + i), lambda batches: [step(b) for b in batches], 5)
+    print(f"  padded through sdpa             {ms:9.1f} ms for such samples (batches of 4)", flush=True)
+    inner.set_attn_implementation(packing.VARLEN_ATTENTION)
     from torch.profiler import ProfilerActivity, profile
 
+    batch = packed(99)
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        step(packed)
+        step(batch)
         if DEVICE == "cuda":
             torch.cuda.synchronize()
     averages = prof.key_averages()
-    print(averages.table(sort_by="self_cuda_time_total", row_limit=15, max_name_column_width=60), flush=True)
+    if DEVICE == "cuda":
+        print(averages.table(sort_by="self_cuda_time_total", row_limit=15, max_name_column_width=60), flush=True)
     print(averages.table(sort_by="self_cpu_time_total", row_limit=12, max_name_column_width=60), flush=True)
 
 
@@ -158,7 +174,7 @@ def main() -> None:
     args = parser.parse_args()
     global DEVICE, SIZES
     if args.cpu_smoke:
-        DEVICE, SIZES = "cpu", (40,)
+        DEVICE, SIZES = "cpu", (520,)
     print("attention alone, Gemma 3 1B heads, bf16, window 512:", flush=True)
     attention_table()
     with tempfile.TemporaryDirectory() as tmp:

@@ -585,3 +585,19 @@ def test_family_matrix_records_what_each_run_chose_and_goes_on_past_a_family_tha
     assert {k: trained[k] for k in ("device", "dtype", "method", "batching")} == \
         {"device": "cpu", "dtype": "float32", "method": "qlora", "batching": "packed"}
     assert set(trained["cells"]) == {"train (loss falls)", "masks"} and trained["cells"]["masks"].startswith("PASS")
+
+
+@pytest.mark.slow
+def test_window_probe_runs_both_backend_choices_on_the_cpu(tmp_path):
+    """bench/window_probe.py (a GPU probe) cannot rot unnoticed: its CPU smoke run prints a timing for both SDPA
+    backend choices, causal and banded, a packed and a padded step, and the profile table."""
+    from ducktune.models.families import build_standin
+
+    folder = build_standin("gemma3", tmp_path / "gemma3")
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "window_probe.py"), "--cpu-smoke", "--folder",
+                           str(folder)], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for needle in ("causal    ducktune's backends", "band 512  ducktune's backends", "band 512  PyTorch's order",
+                   "packed, ducktune's backends", "packed, PyTorch's order", "padded through sdpa", "Self CPU time total"):
+        assert needle in proc.stdout, needle

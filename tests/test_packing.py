@@ -529,3 +529,40 @@ def test_the_recipe_tells_the_batching_choice_its_longest_sample():
 
     choice = default_batching_choice([{"input_ids": [1] * n} for n in (5, 12, 7)])
     assert choice.func is packing.choose_batching and choice.keywords == {"longest_sample": 12}
+
+
+def test_per_sample_attention_on_cuda_keeps_to_kernels_without_a_per_shape_build():
+    """Packed rows give nearly every sample a length of its own; PyTorch's cuDNN attention (preferred on Hopper)
+    builds a graph per new shape, so on a CUDA tensor the per-sample calls allow flash, mem-efficient and math only,
+    and put PyTorch's flags back afterwards. A CPU tensor changes nothing. (The flags are global, so a stand-in
+    with is_cuda set is enough to see the switch on a CPU-only build.)"""
+    from types import SimpleNamespace
+
+    flags = (torch.backends.cuda.cudnn_sdp_enabled, torch.backends.cuda.flash_sdp_enabled,
+             torch.backends.cuda.mem_efficient_sdp_enabled, torch.backends.cuda.math_sdp_enabled)
+    before = [flag() for flag in flags]
+    assert before[0]  # PyTorch's default: cuDNN allowed
+    with packing.per_sample_backends(SimpleNamespace(is_cuda=True)):
+        assert [flag() for flag in flags] == [False, True, True, True]
+    assert [flag() for flag in flags] == before
+    with packing.per_sample_backends(torch.zeros(1)):
+        assert [flag() for flag in flags] == before
+
+
+def test_band_masks_of_every_length_are_views_of_one_tensor_per_window():
+    """Every sample longer than the window gets its [n x n] band as a view of one shared tensor (the band depends
+    only on query - key), so layers and samples keep one mask for backward instead of one each; a longer sample
+    grows it, and the masks handed out stay right."""
+    packing._BAND_MASKS.clear()
+    short, long = packing._band_mask(9, 4, torch.float32, torch.device("cpu")), None
+    offset = torch.arange(300)[:, None] - torch.arange(300)[None, :]
+    band = torch.zeros(300, 300).masked_fill_(~((offset >= 0) & (offset < 4)), float("-inf"))
+    assert torch.equal(short[0, 0], band[:9, :9])
+    same = packing._band_mask(200, 4, torch.float32, torch.device("cpu"))
+    assert same.untyped_storage().data_ptr() == short.untyped_storage().data_ptr()  # one tensor for both
+    long = packing._band_mask(300, 4, torch.float32, torch.device("cpu"))  # past 256: grown to 512
+    assert torch.equal(long[0, 0], band) and torch.equal(short[0, 0], band[:9, :9])
+    assert long.untyped_storage().data_ptr() != short.untyped_storage().data_ptr()
+    assert packing._band_mask(9, 4, torch.float32, torch.device("cpu")).untyped_storage().data_ptr() == \
+        long.untyped_storage().data_ptr()
+    assert not torch.equal(packing._band_mask(9, 3, torch.float32, torch.device("cpu"))[0, 0], band[:9, :9])

@@ -22,7 +22,7 @@ length-grouped padded batches.
 from __future__ import annotations
 
 import bisect
-import functools
+import contextlib
 from dataclasses import dataclass
 
 from ducktune.data.template import IGNORE_INDEX
@@ -157,19 +157,44 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
         raise ValueError("ducktune_varlen attention does not implement attention sinks")
     window = kwargs.pop("sliding_window", None)
     rows = []
-    for row in range(query.shape[0]):
-        if cu_q is not None and query.shape[0] == 1:
-            bounds = cu_q.tolist()
-            spans = list(zip(bounds, bounds[1:]))
-        else:
-            spans = _segments(position_ids.expand(query.shape[0], -1), row)
-        # split, not one slice per sample: split's backward concatenates the samples' gradients
-        # once, where each slice's backward fills a zero tensor of the whole row (samples x tokens).
-        sizes = [b - a for a, b in spans]
-        q, k, v = ((t if t.shape[0] == 1 else t[row:row + 1]).split(sizes, dim=2) for t in (query, key, value))
-        parts = [_sample_attention(module, qs, ks, vs, window, kwargs) for qs, ks, vs in zip(q, k, v)]
-        rows.append(parts[0] if len(parts) == 1 else torch.cat(parts, dim=1))
+    with per_sample_backends(query):
+        for row in range(query.shape[0]):
+            rows.append(_row_attention(module, query, key, value, row, cu_q, position_ids, window, kwargs))
     return (rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)), None
+
+
+# PyTorch prefers its cuDNN attention on Hopper and Blackwell GPUs (sm90 / sm100, cuDNN 9.15 and later), and cuDNN
+# builds an execution graph for each new problem shape (tens to hundreds of ms on the host). Packed rows give
+# nearly every sample a length of its own, so the per-sample calls ask for the kernels that need no per-shape build.
+# An H100 (2026-12-05) trained packed Gemma 3 rows at a quarter of the padded speed, which this would explain;
+# not yet measured with it (bench/window_probe.py compares both). Empty: PyTorch's own choice.
+CUDA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
+
+
+def per_sample_backends(query):
+    """The SDPA backends the per-sample calls may use: CUDA_BACKENDS on a CUDA tensor, anything elsewhere."""
+    if not query.is_cuda or not CUDA_BACKENDS:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, name) for name in CUDA_BACKENDS])
+
+
+def _row_attention(module, query, key, value, row: int, cu_q, position_ids, window, kwargs):
+    """One row's attention, sample by sample: [1, tokens, heads, head_dim]."""
+    import torch
+
+    if cu_q is not None and query.shape[0] == 1:
+        bounds = cu_q.tolist()
+        spans = list(zip(bounds, bounds[1:]))
+    else:
+        spans = _segments(position_ids.expand(query.shape[0], -1), row)
+    # split, not one slice per sample: split's backward concatenates the samples' gradients
+    # once, where each slice's backward fills a zero tensor of the whole row (samples x tokens).
+    sizes = [b - a for a, b in spans]
+    q, k, v = ((t if t.shape[0] == 1 else t[row:row + 1]).split(sizes, dim=2) for t in (query, key, value))
+    parts = [_sample_attention(module, qs, ks, vs, window, kwargs) for qs, ks, vs in zip(q, k, v)]
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
 def _sample_attention(module, query, key, value, window: int | None, kwargs: dict):
@@ -185,18 +210,27 @@ def _sample_attention(module, query, key, value, window: int | None, kwargs: dic
                                   **kwargs)[0]
 
 
-@functools.lru_cache(maxsize=4)
+_BAND_MASKS: dict = {}  # (window, dtype, device) -> the largest band mask built so far
+
+
 def _band_mask(n: int, window: int, dtype, device):
     """[1, 1, n, n] additive mask (0 inside the band, -inf outside) of a sliding window over a sample of n tokens.
-    Additive in the query's dtype and cached, so every layer's SDPA gets (and keeps for its backward) the same
-    tensor: a boolean mask is converted to a new float one inside each call and kept per layer (16 MB a layer
-    for a 2,048-token sample)."""
+    The band depends only on query - key, so every length's mask is the top-left corner of the longest one: one
+    tensor per window (grown in steps of 256 tokens, which keeps its rows aligned for CUDA's kernels), and each call
+    a view of it. So all layers and samples share one tensor, kept once for backward, where a mask per sample and
+    layer would be rebuilt and kept per call (16 MB each for a 2,048-token sample); additive in the query's dtype,
+    since a boolean mask is converted to a new float one inside each call."""
     import torch
 
-    index = torch.arange(n, device=device)
-    offset = index[:, None] - index[None, :]  # query - key
-    band = (offset >= 0) & (offset < window)
-    return torch.zeros((n, n), dtype=dtype, device=device).masked_fill_(~band, float("-inf"))[None, None]
+    key = (window, dtype, device)
+    full = _BAND_MASKS.get(key)
+    if full is None or full.shape[-1] < n:
+        size = -(-n // 256) * 256
+        index = torch.arange(size, device=device)
+        offset = index[:, None] - index[None, :]  # query - key
+        band = (offset >= 0) & (offset < window)
+        full = _BAND_MASKS[key] = torch.zeros((size, size), dtype=dtype, device=device).masked_fill_(~band, float("-inf"))
+    return full[:n, :n][None, None]
 
 
 def varlen_mask(*, q_length: int, kv_length: int, q_offset: int = 0, kv_offset: int = 0, attention_mask=None, **kwargs):
@@ -255,7 +289,8 @@ MAMBA_EVERY_LAYER = {"falcon_h1"}
 
 # On CUDA (without flash-attn), samples longer than the sliding window go through SDPA with a banded mask each. At
 # Gemma 3 1B's shape on an H100 that trained at 0.24x the tokens/s of padded batches (bench/window_speed.py,
-# 2026-12-05; the CPU is not affected), so such runs train on padded batches there unless train.packing=on.
+# 2026-12-05; the CPU is not affected), so such runs train on padded batches there unless train.packing=on. The
+# likely cause (cuDNN's per-shape graphs) is avoided since by per_sample_backends, not yet measured on a GPU.
 CUDA_BAND_BLOCKER = ("on CUDA, samples longer than the model's {window}-token sliding window train about 4x slower "
                      "packed than in padded batches (bench/RESULTS.md, window block)")
 
