@@ -9,9 +9,13 @@
 # 4. bench/window_speed.py: packed vs padded training at Gemma 3 1B's shape (the sliding-window packed attention).
 # 5. bench/window_probe.py: for the 4x gap step 4 measured on an H100 (2026-12-05), packed steps and attention
 #    calls on new shapes with ducktune's SDPA backend choice (no cuDNN) and PyTorch's own, and a profiled step.
-# Everything runs on the image's torch / transformers / peft / accelerate (its transformers is the oldest that
-# pyproject.toml allows); .whl holds cp312 wheels of what the image lacks: pydantic (+ pydantic_core,
-# annotated_types, typing_inspection), gguf and bitsandbytes (together under the 64 MiB a call carries).
+# .whl holds cp312 wheels of what the image lacks, installed into /tmp/site ahead of the image's packages. The run of
+# 2026-12-05 carried pydantic (+ pydantic_core, annotated_types, typing_inspection), gguf and bitsandbytes and ran on
+# the image's transformers 5.17, which is below ducktune's floor since (5.24; the floor is not checked here, where
+# ducktune runs from src/ without its metadata). Next time carry transformers>=5.24 with huggingface_hub 2.x and
+# what they need that the image lacks (hf_xet, httpx2, httpcore2, truststore, kernels, tomlkit, click, regex,
+# tokenizers: ~25 MB, wheels as `python3 -m pip download --no-deps --python-version 3.12 ...` gives them);
+# bitsandbytes (43 MB) then no longer fits the 64 MiB a call carries: QLORA= skips it, or run it in a second call.
 # Locally (a smoke run on the CPU): PY=.venv/bin/python FAMILIES=gemma3,qwen2.5 FP16= QLORA= WINDOW_ARGS="--shape
 # standin --samples 8 --cutoff 64 --repeats 1" PROBE="--cpu-smoke --folder DIR" bash bench/gpu_check.sh
 # Back here: copy $OUT's files to bench/results/gpu/ and render with bench/gpu_families.py --write and

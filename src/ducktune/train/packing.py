@@ -163,8 +163,9 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
     return (rows[0] if len(rows) == 1 else torch.cat(rows, dim=0)), None
 
 
-# PyTorch prefers its cuDNN attention on Hopper and Blackwell GPUs (sm90 / sm100, cuDNN 9.15 and later), and cuDNN
-# builds an execution graph for each new problem shape (tens to hundreds of ms on the host). Packed rows give
+# PyTorch prefers its cuDNN attention on Hopper and Blackwell GPUs (sm90 / sm100 with cuDNN above 9.15, which the
+# wheels bundle since torch 2.11: check_prefer_cudnn_attention), and cuDNN builds an execution graph for each new
+# problem shape (tens to hundreds of ms on the host). Packed rows give
 # nearly every sample a length of its own, so the per-sample calls ask for the kernels that need no per-shape build.
 # An H100 (2026-12-05) trained packed Gemma 3 rows at a quarter of the padded speed, which this would explain;
 # not yet measured with it (bench/window_probe.py compares both). Empty: PyTorch's own choice.
