@@ -7,9 +7,10 @@ from the previous sample), and attention is confined to each sample:
 
 - on CUDA with flash-attn installed, transformers' `flash_attention_2` reads the varlen
   boundaries (`cu_seq_lens_q/k`, `max_length_q/k`) the collator supplies;
-- everywhere else (CPU, MPS) the model uses the `ducktune_varlen` attention registered here
-  through transformers' AttentionInterface: per-sample causal SDPA on each sample's slice, so
-  no [tokens x tokens] mask is built or stored and no work is spent on cross-sample scores.
+- everywhere else (CPU, MPS, CUDA without flash-attn) the model uses the `ducktune_varlen`
+  attention registered here through transformers' AttentionInterface: per-sample causal SDPA on
+  each sample's slice, so no [tokens x tokens] mask is built or stored and no work is spent on
+  cross-sample scores.
   Sliding-window layers (Gemma 3, Phi-3, Mistral v0.1, Command R7B) get the window within each
   sample: a sample no longer than the window is plain causal, a longer one gets a banded mask.
 
@@ -165,10 +166,10 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, **kwargs):
 
 # PyTorch prefers its cuDNN attention on Hopper and Blackwell GPUs (sm90 / sm100 with cuDNN above 9.15, which the
 # wheels bundle since torch 2.11: check_prefer_cudnn_attention), and cuDNN builds an execution graph for each new
-# problem shape (tens to hundreds of ms on the host). Packed rows give
-# nearly every sample a length of its own, so the per-sample calls ask for the kernels that need no per-shape build.
-# An H100 (2026-12-05) trained packed Gemma 3 rows at a quarter of the padded speed, which this would explain;
-# not yet measured with it (bench/window_probe.py compares both). Empty: PyTorch's own choice.
+# problem shape (tens to hundreds of ms on the host). Packed rows give nearly every sample a length of its own, so
+# the per-sample calls ask for the kernels that need no per-shape build. An H100 (2026-12-05) trained packed Gemma 3
+# rows at a quarter of the padded speed, which this would explain; not yet measured with it (bench/window_probe.py
+# compares both). Empty: PyTorch's own choice.
 CUDA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
 
@@ -316,14 +317,19 @@ def sliding_window(model) -> int | None:
                                   for key in ("sliding_window", "use_sliding_window", "layer_types")})
 
 
-def cuda_band_blocker(model, device: str, longest_sample: int | None) -> str | None:
+def cuda_band_blocker(window: int | None, device: str, longest_sample: int | None) -> str | None:
     """Why the packed path would be slow here (see CUDA_BAND_BLOCKER), or None: on CUDA through ducktune_varlen
-    (flash-attn windows natively) when some sample is longer than the model's sliding window."""
-    window = sliding_window(model)
-    if (device != "cuda" or window is None or longest_sample is None or longest_sample <= window
-            or unwrap_peft(model).config._attn_implementation != VARLEN_ATTENTION):
+    (flash-attn applies windows itself) when some sample is longer than the sliding window. The one test for both
+    the loaded model (choose_batching) and its config.json (expected_batching, for the memory plan)."""
+    if (device != "cuda" or not window or not longest_sample or longest_sample <= window
+            or flash_attention_available()):
         return None
     return CUDA_BAND_BLOCKER.format(window=window)
+
+
+def longest_sample_tokens(rows: list[dict]) -> int:
+    """Tokens in the longest of the tokenized samples (0 for none): what cuda_band_blocker compares the window with."""
+    return max((len(row["input_ids"]) for row in rows), default=0)
 
 
 def layer_blocker(config: dict) -> str | None:
@@ -469,9 +475,7 @@ def expected_batching(model_config: dict, packing: str, trust_remote_code: bool,
     the loaded model can still fall back to padded; the recipe then plans again."""
     if config_packing_blocker(model_config, trust_remote_code):
         return "padded"
-    window = config_sliding_window(model_config)
-    if (packing != "on" and device == "cuda" and window and longest_sample and longest_sample > window
-            and not flash_attention_available()):
+    if packing != "on" and cuda_band_blocker(config_sliding_window(model_config), device, longest_sample):
         return "padded"
     return "padding-free" if packing == "off" else "packed"
 
@@ -501,7 +505,7 @@ def choose_batching(model, packing: str, device: str, log=print, longest_sample:
             difference, blocker = float("inf"), f"the model rejected packed inputs ({type(exc).__name__}: {exc})"
         if difference > ISOLATION_TOLERANCE.get(dtype, 1e-4):
             blocker = blocker or f"packed samples did not match separate ones on this model (difference {difference:.1e})"
-        elif slow := cuda_band_blocker(model, device, longest_sample):
+        elif slow := cuda_band_blocker(sliding_window(model), device, longest_sample):
             if packing == "on":  # the user's choice: exact, only slower
                 log(f"Packing on as set, although {slow}")
             else:

@@ -581,10 +581,10 @@ def plan_run(config, model_config: dict, device: str, dtype: str, rows: list[dic
     batched in (packed | padding-free | padded; None: what config.json lets us expect)."""
     import importlib.util
 
-    from ducktune.train.packing import expected_batching
+    from ducktune.train.packing import expected_batching, longest_sample_tokens
 
     tc = config.train
-    longest = max((len(r["input_ids"]) for r in rows), default=0) if rows and tc.objective == "sft" else None
+    longest = longest_sample_tokens(rows) if rows and tc.objective == "sft" else None
     batching = batching or expected_batching(model_config, tc.packing, config.model.trust_remote_code, device, longest)
     if tc.objective != "sft":
         from ducktune.train.preference import plan_rows

@@ -348,9 +348,9 @@ def _setup_model(config: RunConfig, base: BaseModel, checkpointing: bool, log) -
 def default_batching_choice(rows: list[dict]):
     """packing.choose_batching told the data's longest sample, which decides whether it outruns a sliding window
     (packing.cuda_band_blocker)."""
-    from ducktune.train.packing import choose_batching
+    from ducktune.train.packing import choose_batching, longest_sample_tokens
 
-    return functools.partial(choose_batching, longest_sample=max((len(row["input_ids"]) for row in rows), default=0))
+    return functools.partial(choose_batching, longest_sample=longest_sample_tokens(rows))
 
 
 def _setup_batching_and_loss(model, config: RunConfig, base: BaseModel, rows: list[dict], memory, keep: dict | None,
