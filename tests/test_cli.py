@@ -35,7 +35,7 @@ def config_for(tmp_path, model, data_text, name="data.json", extra=""):
     ('{"instruction": "hi", "output": ""}\n', "data.jsonl",
      "{data}:1: output: empty assistant answer"),
     ('{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}\n', "data.jsonl",
-     "{data}:1: messages[1].role: unknown role 'robot' (use system, user or assistant)"),
+     "{data}:1: messages[1].role: unknown role 'robot' (use system, user, assistant or tool)"),
     ('{"messages": [{"role": "user", "content": "hi"}]}\n', "data.jsonl",
      "{data}:1: messages: no assistant answer: the last turn is from the user"),
     ('[{"instrution": "hi", "output": "hello"}]', "data.json",

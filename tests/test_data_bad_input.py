@@ -39,7 +39,7 @@ CASES = {
         ["d.jsonl:1: messages[1]: empty assistant answer"]),
     "unknown role": (
         "d.jsonl", '{"messages": [{"role": "narrator", "content": "q"}, {"role": "assistant", "content": "a"}]}\n',
-        ["d.jsonl:1: messages[0].role: unknown role 'narrator' (use system, user or assistant)"]),
+        ["d.jsonl:1: messages[0].role: unknown role 'narrator' (use system, user, assistant or tool)"]),
     "non-string content": (
         "d.jsonl", '{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": 42}]}\n',
         ["d.jsonl:1: messages[1].content: must be a string, got int"]),

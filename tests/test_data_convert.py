@@ -161,3 +161,45 @@ def test_a_mapping_to_a_missing_column_is_not_silently_ignored(tmp_path, capsys)
     code, _, _ = run_cli(capsys, "data", "convert", original, tmp_path / "o.json", "--to", "sharegpt",
                          "--column", "output=answer")
     assert code == 0 and json.loads((tmp_path / "o.json").read_text())[0]["conversations"][1]["value"] == "right"
+
+
+TOOL_CHATS = [
+    {"messages": [{"role": "user", "content": "Weather and time in Oslo?"},
+                  {"role": "assistant", "content": None, "tool_calls": [
+                      {"id": "a1", "type": "function", "function": {"name": "weather", "arguments": '{"city": "Oslo"}'}},
+                      {"id": "a2", "type": "function", "function": {"name": "clock", "arguments": "{}"}}]},
+                  {"role": "tool", "tool_call_id": "a1", "content": "3C"},
+                  {"role": "tool", "tool_call_id": "a2", "content": "noon"},
+                  {"role": "assistant", "content": "3C at noon."}],
+     "tools": [{"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}},
+               {"type": "function", "function": {"name": "clock", "parameters": {}}}]},
+]
+
+
+def full_keys(path):
+    files = read_datasets(DataConfig(datasets=[str(path)]))[0].files
+    assert all(not f.issues for f in files), [str(i) for f in files for i in f.issues]
+    return [s.key() for f in files for s in f.samples]
+
+
+@pytest.mark.parametrize("target", ["messages", "sharegpt"])
+def test_tool_calls_round_trip_and_alpaca_refuses_them(tmp_path, capsys, target):
+    """Calls, ids, results and tool definitions survive messages and LLaMA-Factory's sharegpt; alpaca has no field."""
+    original = write_json(tmp_path / "in.json", TOOL_CHATS)
+    out = tmp_path / "out.jsonl"
+    assert run_cli(capsys, "data", "convert", original, out, "--to", target)[0] == 0
+    assert full_keys(out) == full_keys(original)
+    record = json.loads(out.read_text().splitlines()[0])
+    if target == "sharegpt":
+        assert [t["from"] for t in record["conversations"]] == ["human", "function_call", "observation", "observation", "gpt"]
+        assert isinstance(record["tools"], str)  # LLaMA-Factory's tools column: JSON text
+    code, _, err = run_cli(capsys, "data", "convert", original, tmp_path / "a.json", "--to", "alpaca")
+    assert code == 2 and "tools: cannot be written as alpaca: tool definitions, calls and results have no alpaca field" in err
+
+
+def test_an_answer_with_text_and_calls_has_no_sharegpt_turn(tmp_path, capsys):
+    chat = json.loads(json.dumps(TOOL_CHATS[0]))
+    chat["messages"][1]["content"] = "Let me look."
+    original = write_json(tmp_path / "in.json", [chat])
+    code, _, err = run_cli(capsys, "data", "convert", original, tmp_path / "out.json", "--to", "sharegpt")
+    assert code == 2 and "messages[1]: cannot be written as sharegpt: an answer with both text and tool calls" in err

@@ -104,7 +104,7 @@ def test_problems_name_the_files_own_columns_and_tags(lf_dir):
     (lf_dir / "alpaca_custom.json").write_text('[{"question": "q", "answer": 7}]')
     _, issues = load("tagged", lf_dir)
     assert issues == [f"{lf_dir}/tagged.json:2: dialog[1]: empty assistant answer",
-                      f"{lf_dir}/tagged.json:3: dialog[0].speaker: unknown role 'ALIEN' (use system, user or assistant)"]
+                      f"{lf_dir}/tagged.json:3: dialog[0].speaker: unknown role 'ALIEN' (use system, user, assistant or tool)"]
     _, issues = load("alpaca_custom", lf_dir)
     assert issues == [f"{lf_dir}/alpaca_custom.json:1: answer: must be a string, got int"]
 
@@ -179,3 +179,36 @@ def test_an_unknown_field_in_columns_is_refused_with_a_suggestion(lf_dir, tmp_pa
     write_json(lf_dir / "dataset_info.json", {"qa": {"file_name": str(path), "columns": {"promt": "question"}}})
     _, issues = load("qa", lf_dir)
     assert issues == [f"{lf_dir / 'dataset_info.json'}: qa.columns.promt: unknown field 'promt', did you mean 'prompt'?"]
+
+
+def test_glaive_style_tool_call_entry_reads_tools_and_tool_turns(tmp_path):
+    """LLaMA-Factory's glaive_toolcall entries: a renamed tools column holds JSON text of bare function
+    descriptions; function_call / observation turns (renamed by tags) are the call and its result."""
+    import json
+
+    d = tmp_path / "data"
+    d.mkdir()
+    tools = json.dumps([{"name": "convert", "description": "Convert money", "parameters": {"type": "object"}}])
+    write_json(d / "glaive.json", [{"chat": [
+        {"who": "human", "says": "100 USD in EUR?"},
+        {"who": "call", "says": '{"name": "convert", "arguments": {"amount": 100}}'},
+        {"who": "result", "says": '{"eur": 92}'},
+        {"who": "gpt", "says": "92 EUR."}], "fns": tools}])
+    write_json(d / "dataset_info.json", {"glaive": {
+        "file_name": "glaive.json", "formatting": "sharegpt", "columns": {"messages": "chat", "tools": "fns"},
+        "tags": {"role_tag": "who", "content_tag": "says", "user_tag": "human", "assistant_tag": "gpt",
+                 "function_tag": "call", "observation_tag": "result"}}})
+    samples, issues = load("glaive", d)
+    assert issues == []
+    (sample,) = samples
+    assert turns(sample) == [("user", "100 USD in EUR?"), ("assistant", ""), ("tool", '{"eur": 92}'),
+                             ("assistant", "92 EUR.")]
+    assert sample.messages[1].tool_calls[0].arguments == {"amount": 100}
+    assert sample.tools == [{"type": "function", "function": json.loads(tools)[0]}]
+    # A call to a function the renamed column does not define is named by the file's own field names.
+    write_json(d / "glaive.json", [{"chat": [
+        {"who": "human", "says": "q"}, {"who": "call", "says": '{"name": "other", "arguments": {}}'},
+        {"who": "result", "says": "r"}, {"who": "gpt", "says": "a"}], "fns": tools}])
+    _, issues = load("glaive", d)
+    assert issues == [f"{d}/glaive.json:2: chat[1]: calls 'other', which the record's tools do not define "
+                      "(defined: convert)"]

@@ -128,11 +128,15 @@ def test_tags_map_keys_and_role_values():
                                              {"speaker": "BOT", "text": "a"}]}, "sharegpt", NormalizeOptions(tags))
     assert issues == []
     assert turns(sample) == [("system", "s"), ("user", "q"), ("assistant", "a")]
-    _, issues = norm({"conversations": [{"speaker": "USER", "text": "q"}, {"speaker": "TOOL", "text": "x"}]},
-                     "sharegpt", NormalizeOptions(TurnTags(role_tag="speaker", content_tag="text", user_tag="USER",
-                                                           observation_tag="TOOL")))
-    assert issues == ["f.json:1: conversations[1].speaker: 'TOOL' (observation_tag) is a tool turn; "
-                      "tool calls are not supported yet"]
+    tool_tags = TurnTags(role_tag="speaker", content_tag="text", user_tag="USER", assistant_tag="BOT",
+                         function_tag="CALL", observation_tag="TOOL")
+    sample, issues = norm({"conversations": [{"speaker": "USER", "text": "q"},
+                                             {"speaker": "CALL", "text": '{"name": "f", "arguments": {}}'},
+                                             {"speaker": "TOOL", "text": "x"}, {"speaker": "BOT", "text": "a"}]},
+                          "sharegpt", NormalizeOptions(tool_tags))
+    assert issues == []
+    assert turns(sample) == [("user", "q"), ("assistant", ""), ("tool", "x"), ("assistant", "a")]
+    assert sample.messages[1].tool_calls[0].name == "f"
 
 
 def test_detection_prefers_the_majority_and_names_the_odd_record():
@@ -181,29 +185,148 @@ def test_kto_labels_one_and_zero_are_detected_as_unpaired():
     assert sample.kind == "unpaired" and sample.label is True
 
 
-@pytest.mark.parametrize("turn, field, what", [
-    ({"role": "assistant", "content": "Let me check.", "tool_calls": [{"id": "c", "type": "function"}]},
-     "messages[1].tool_calls", "an assistant turn with tool_calls"),
-    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c"}]}, "messages[1].tool_calls",
-     "an assistant turn with tool_calls"),
-    ({"role": "assistant", "content": "", "function_call": {"name": "f"}}, "messages[1].function_call",
-     "an assistant turn with function_call"),
-    ({"role": "tool", "content": "20C"}, "messages[1].role", "'tool'"),
-    ({"role": "function", "content": "20C"}, "messages[1].role", "'function'"),
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                                  "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}
+OPENAI_CALL = {"id": "abc", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+
+
+def tool_chat(call_turn, result_turn, tools=(WEATHER_TOOL,)):
+    record = {"messages": [{"role": "user", "content": "Weather in Paris?"}, call_turn, result_turn,
+                           {"role": "assistant", "content": "It is 20C."}]}
+    return {**record, "tools": list(tools)} if tools is not None else record
+
+
+@pytest.mark.parametrize("call_turn, result_turn, call_id", [
+    # OpenAI: arguments as JSON text, content null; the result names the call it answers.
+    ({"role": "assistant", "content": None, "tool_calls": [OPENAI_CALL]},
+     {"role": "tool", "tool_call_id": "abc", "content": "20C"}, "abc"),
+    # arguments as an object, text beside the call, no ids anywhere: ids are given in order.
+    ({"role": "assistant", "content": "Let me check.", "tool_calls": [{"type": "function", "function": {
+        "name": "get_weather", "arguments": {"city": "Paris"}}}]}, {"role": "tool", "content": "20C"}, "call00001"),
+    # OpenAI's older function_call / function role.
+    ({"role": "assistant", "content": "", "function_call": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+     {"role": "function", "name": "get_weather", "content": "20C"}, "call00001"),
+    # Llama 3.1: bare call with "parameters", the result from the ipython role.
+    ({"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather", "parameters": {"city": "Paris"}}]},
+     {"role": "ipython", "content": "20C"}, "call00001"),
 ])
-def test_tool_turns_are_refused_by_name_never_dropped(turn, field, what):
-    """A call next to text was dropped (the model learnt to announce calls it never makes); a null content
-    beside a call was 'missing'; a tool role was an 'unknown role'."""
-    _, issues = norm({"messages": [{"role": "user", "content": "Weather?"}, turn,
-                                   {"role": "assistant", "content": "It is 20C."}]})
-    assert issues == [f"f.json:1: {field}: {what} is a tool turn; tool calls are not supported yet"]
+def test_openai_and_llama_tool_turns_become_calls_and_results(call_turn, result_turn, call_id):
+    sample, issues = norm(tool_chat(call_turn, result_turn))
+    assert issues == []
+    assert [m["role"] for m in sample.message_dicts()] == ["user", "assistant", "tool", "assistant"]
+    call = sample.message_dicts()[1]["tool_calls"][0]
+    # Chat templates print arguments with `| tojson`: an object, never the JSON text quoted again.
+    assert call == {"id": call_id, "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    result = sample.messages[2]
+    assert (result.content, result.tool_call_id, result.name) == ("20C", call_id, "get_weather")
+    assert sample.tools == [WEATHER_TOOL] and sample.uses_tools
 
 
-def test_sharegpt_function_call_and_observation_turns_without_tags_are_tool_turns():
-    _, issues = norm({"conversations": [{"from": "human", "value": "Weather?"},
-                                        {"from": "function_call", "value": "{}"}, {"from": "observation", "value": "20C"},
-                                        {"from": "gpt", "value": "It is 20C."}]})
-    assert issues == ["f.json:1: conversations[1].from: 'function_call' is a tool turn; tool calls are not supported yet"]
+def test_llama_factory_function_call_and_observation_turns_with_json_text_tools():
+    tools = json.dumps([{"name": "get_weather", "description": "w", "parameters": {"type": "object"}},
+                        {"name": "get_time", "description": "t", "parameters": {}}])
+    sample, issues = norm({"conversations": [
+        {"from": "human", "value": "Weather and time?"},
+        {"from": "function_call", "value": '[{"name": "get_weather", "arguments": {"city": "Oslo"}}, '
+                                           '{"name": "get_time", "arguments": {}}]'},
+        {"from": "observation", "value": '{"time": "noon"}'}, {"from": "observation", "value": "3C"},
+        {"from": "gpt", "value": "3C at noon."}], "tools": tools})
+    assert issues == []
+    assert turns(sample) == [("user", "Weather and time?"), ("assistant", ""), ("tool", '{"time": "noon"}'),
+                             ("tool", "3C"), ("assistant", "3C at noon.")]
+    calls = sample.messages[1].tool_calls
+    assert [(c.name, c.arguments, c.id) for c in calls] == [("get_weather", {"city": "Oslo"}, "call00001"),
+                                                            ("get_time", {}, "call00002")]
+    # Bare function descriptions are wrapped as OpenAI's tools list (what chat templates print).
+    assert [t["type"] for t in sample.tools] == ["function", "function"]
+    assert sample.tools[1]["function"]["name"] == "get_time"
+    # Results without ids answer the pending calls in order.
+    assert [(m.tool_call_id, m.name) for m in sample.messages[2:4]] == [("call00001", "get_weather"),
+                                                                       ("call00002", "get_time")]
+
+
+def test_a_tool_result_given_as_an_object_is_its_json_text():
+    sample, issues = norm(tool_chat({"role": "assistant", "content": None, "tool_calls": [OPENAI_CALL]},
+                                    {"role": "tool", "content": {"temp": "20C", "sky": "clear"}}))
+    assert issues == [] and sample.messages[2].content == '{"temp": "20C", "sky": "clear"}'
+
+
+CALL = {"role": "assistant", "content": None, "tool_calls": [OPENAI_CALL]}
+RESULT = {"role": "tool", "content": "20C"}
+
+
+@pytest.mark.parametrize("record, expected", [
+    ({"messages": [{"role": "user", "content": "q"}, RESULT, {"role": "assistant", "content": "a"}]},
+     "messages[1]: a tool result must follow the assistant turn that called the tool"),
+    ({"messages": [{"role": "user", "content": "q"}, CALL, RESULT]},
+     "messages: no assistant answer: the last turn is a tool result"),
+    (tool_chat({"role": "assistant", "content": None, "tool_calls": [
+        {"function": {"name": "get_weather", "arguments": "{city: Paris}"}}]}, RESULT),
+     "messages[1].tool_calls[0].arguments: is not valid JSON (Expecting property name enclosed in double quotes: "
+     "line 1 column 2 (char 1))"),
+    (tool_chat({"role": "assistant", "content": None, "tool_calls": [
+        {"function": {"name": "get_weather", "arguments": '["Paris"]'}}]}, RESULT),
+     "messages[1].tool_calls[0].arguments: must be a JSON object, got list"),
+    (tool_chat({"role": "assistant", "content": None, "tool_calls": [{"function": {"arguments": "{}"}}]}, RESULT),
+     'messages[1].tool_calls[0]: must be a function call {"name": ..., "arguments": {...}} with a function name'),
+    (tool_chat({"role": "assistant", "content": None, "tool_calls": [
+        {"function": {"name": "get_time", "arguments": "{}"}}]}, RESULT),
+     "messages[1]: calls 'get_time', which the record's tools do not define (defined: get_weather)"),
+    (tool_chat({"role": "user", "content": "x", "tool_calls": [OPENAI_CALL]}, RESULT),
+     "messages[1]: only an assistant turn can call tools (this one is 'user')"),
+    ({**tool_chat(CALL, RESULT, None), "tools": "[{not json"},
+     "tools: is not valid JSON (Expecting property name enclosed in double quotes: line 1 column 3 (char 2))"),
+    ({**tool_chat(CALL, RESULT, None), "tools": [{"description": "no name"}]},
+     'tools[0]: must describe a function: {"name": ..., "description": ..., "parameters": {...}}'),
+    ({"conversations": [{"from": "human", "value": "q"}, {"from": "function_call", "value": "get_weather(Paris)"},
+                        {"from": "observation", "value": "20C"}, {"from": "gpt", "value": "a"}]},
+     'conversations[1].value: must be a JSON function call {"name": ..., "arguments": {...}} (or a list of them)'),
+])
+def test_tool_mistakes_are_named_by_field(record, expected):
+    _, issues = norm(record)
+    assert issues == [f"f.json:1: {expected}"]
+
+
+def test_tool_turns_in_preference_data_are_refused_by_name():
+    _, issues = norm({"messages": [{"role": "user", "content": "Weather?"}, CALL, RESULT,
+                                   {"role": "user", "content": "And?"}], "chosen": "20C", "rejected": "cold"})
+    assert issues == ["f.json:1: messages[1].tool_calls: an assistant turn with tool_calls is a tool turn; "
+                      "tool calls in preference data are not supported yet"]
+
+
+def test_a_template_without_tools_refuses_tool_records_and_alternation_skips_calls():
+    """A template that drops tools would train calls the model never saw defined (or no calls at all)."""
+    none = NormalizeOptions(tool_parts=frozenset())
+    _, issues = norm(tool_chat(CALL, RESULT), options=none)
+    assert len(issues) == 1 and issues[0].startswith("f.json:1: tools: this model's chat template does not write tool "
+                                                     "definitions; use a model whose template does")
+    _, issues = norm(tool_chat(CALL, RESULT, None), options=none)
+    assert len(issues) == 1 and issues[0].startswith("f.json:1: messages[1]: this model's chat template does not "
+                                                     "write tool calls; use")
+    # Granite 3 / LFM2: definitions and results, calls only as the answer's text.
+    no_calls = NormalizeOptions(tool_parts=frozenset({"definitions", "results"}))
+    _, issues = norm(tool_chat(CALL, RESULT), options=no_calls)
+    assert len(issues) == 1 and issues[0].startswith(
+        "f.json:1: messages[1]: this model's chat template does not write tool calls (write each call as the "
+        "answer's text, in the model's own syntax)")
+    text_call = {"role": "assistant", "content": '<tool_call>[{"name": "get_weather"}]'}
+    sample, issues = norm(tool_chat(text_call, RESULT), options=no_calls)
+    assert issues == [] and sample.messages[2].role == "tool"
+    # Mistral's templates alternate user and answer turns with calls and results outside the count.
+    sample, issues = norm(tool_chat(CALL, RESULT), options=NormalizeOptions(require_alternation=True))
+    assert issues == [] and sample is not None
+    _, issues = norm({"messages": [{"role": "user", "content": "q"}, {"role": "user", "content": "q"}, CALL, RESULT,
+                                   {"role": "assistant", "content": "a"}]}, options=NormalizeOptions(require_alternation=True))
+    assert len(issues) == 1 and "two user turns in a row" in issues[0]
+
+
+def test_tool_samples_differ_by_their_calls_and_tools_for_duplicate_removal():
+    first, _ = norm(tool_chat(CALL, RESULT))
+    other_call = {**CALL, "tool_calls": [{**OPENAI_CALL, "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}
+    second, _ = norm(tool_chat(other_call, RESULT))
+    third, _ = norm(tool_chat(CALL, RESULT, [WEATHER_TOOL, {"name": "get_time"}]))
+    again, _ = norm(tool_chat(CALL, RESULT))
+    assert len({first.key(), second.key(), third.key()}) == 3 and again.key() == first.key()
 
 
 def test_a_list_of_strings_is_not_one_text():

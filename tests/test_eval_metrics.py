@@ -41,7 +41,25 @@ def test_exact_match_and_empty_answers():
                                                   "rouge_2": 0.0, "rouge_l": 0.0}
     assert metrics.mean_scores([{"exact_match": 100.0, "bleu_4": 50.0, "rouge_1": 10.0, "rouge_2": 0.0, "rouge_l": 20.0},
                                 {"exact_match": 0.0, "bleu_4": 0.0, "rouge_1": 30.0, "rouge_2": 0.0, "rouge_l": 0.0}]) \
-        == {"exact_match": 50.0, "bleu_4": 25.0, "rouge_1": 20.0, "rouge_2": 0.0, "rouge_l": 10.0}
+        == {"exact_match": 50.0, "bleu_4": 25.0, "rouge_1": 20.0, "rouge_2": 0.0, "rouge_l": 10.0,
+            "tool_call_name": None, "tool_call_exact": None}
+
+
+def test_tool_calls_are_scored_by_function_and_arguments_apart_from_text():
+    from ducktune.data.schema import ToolCall
+
+    want = (ToolCall("weather", {"city": "Oslo"}), ToolCall("clock", {}))
+    assert metrics.call_scores([ToolCall("weather", {"city": "Oslo"}), ToolCall("clock", {})], want) == \
+        {"tool_call_name": 100.0, "tool_call_exact": 100.0}
+    assert metrics.call_scores([ToolCall("weather", {"city": "Bergen"}), ToolCall("clock", {})], want) == \
+        {"tool_call_name": 100.0, "tool_call_exact": 0.0}
+    assert metrics.call_scores([ToolCall("clock", {}), ToolCall("weather", {"city": "Oslo"})], want)["tool_call_name"] == 0.0
+    assert metrics.call_scores(None, want) == {"tool_call_name": 0.0, "tool_call_exact": 0.0}  # answered in text
+    # Means over the rows that have each metric: a text answer does not count as a missed call, nor a call as text.
+    means = metrics.mean_scores([{"tool_call_name": 100.0, "tool_call_exact": 0.0},
+                                 {"exact_match": 100.0, "bleu_4": 10.0, "rouge_1": 1.0, "rouge_2": 2.0, "rouge_l": 3.0},
+                                 {"tool_call_name": 0.0, "tool_call_exact": 0.0}])
+    assert means["tool_call_name"] == 50.0 and means["tool_call_exact"] == 0.0 and means["exact_match"] == 100.0
 
 
 class _FixedDistribution(torch.nn.Module):

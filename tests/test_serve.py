@@ -164,7 +164,16 @@ def test_malformed_requests_get_openai_errors(server, client):
         # What ducktune cannot answer with is refused, not silently left out of the reply.
         ({**ok, "logprobs": True}, 400, "invalid_value", "logprobs"),
         ({**ok, "response_format": {"type": "json_object"}}, 400, "invalid_value", "response_format"),
+        # Tools the model's template does not write (ChatML: no definitions, no calls) are refused by name.
         ({**ok, "functions": [{"name": "f", "parameters": {}}]}, 400, "invalid_value", "functions"),
+        ({**ok, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "invalid_value", "tools"),
+        ({**ok, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, 400, "invalid_value",
+         "messages.1.tool_calls"),
+        ({**ok, "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "a", "type": "function", "function": {"name": "f", "arguments": "{oops"}}]}]}, 400, "invalid_value",
+         "messages.1.tool_calls.0.arguments"),
+        ({**ok, "messages": [{"role": "assistant", "content": None}]}, 400, "invalid_value", "messages.0"),
         ({**ok, "tool_choice": "required"}, 400, "invalid_value", "tool_choice"),
         ({**ok, "logit_bias": {"50": 100}}, 400, "invalid_value", "logit_bias"),
         # Past what torch.manual_seed takes: a 400, not a failed generation (sampling uses the seed).

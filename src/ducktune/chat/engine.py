@@ -25,6 +25,9 @@ class Generation:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str  # "stop" or "length"
+    # The answer with its special tokens kept (the stop token and what follows a stop string left out): tool
+    # calls are read from it, since templates mark them with control tokens (Mistral's [TOOL_CALLS]).
+    raw_text: str = ""
 
 
 def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: list[int], max_new_tokens: int,
@@ -38,13 +41,16 @@ def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: 
         new = new[:-1]
         finish = "stop"
     text = tokenizer.decode(new, skip_special_tokens=True)
+    raw = tokenizer.decode(new, skip_special_tokens=False)
     if stop:
         cut = min((text.find(s) for s in stop if s in text), default=-1)
         if cut >= 0:
             text, finish = text[:cut], "stop"
+            raw_cut = min((raw.find(s) for s in stop if s in raw), default=-1)
+            raw = raw[:raw_cut] if raw_cut >= 0 else raw
     if finish == "length":  # cut inside a character's bytes: its undecodable first half is dropped
-        text = text.rstrip("\ufffd")
-    return Generation(text, n_prompt, min(generated, max_new_tokens), finish)
+        text, raw = text.rstrip("\ufffd"), raw.rstrip("\ufffd")
+    return Generation(text, n_prompt, min(generated, max_new_tokens), finish, raw)
 
 
 def held_back(text: str, stop: list[str] | None) -> int:
@@ -77,6 +83,7 @@ class BatchRequest:
     stop: list[str] | None = None
     cancel: threading.Event | None = None
     on_piece: Callable[[str], None] | None = None
+    tools: list[dict] | None = None  # the functions the model may call (OpenAI's tools list), in its prompt
 
 
 class AnswerText:
@@ -238,23 +245,25 @@ class ChatEngine:
         return kwargs
 
     def _answer(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float, seed: int | None,
-                stop: list[str] | None, cancel: threading.Event | None, on_piece=None) -> Generation:
+                stop: list[str] | None, cancel: threading.Event | None, on_piece=None,
+                tools: list[dict] | None = None) -> Generation:
         """One answer through `generate`, stop strings and cancelling checked by ducktune's own per-token
         criterion (AnswerText), sampled or greedy. (transformers' stop_strings precomputes a table that
         grows with the stop string's length, and matches stops that begin in the prompt.)"""
-        prompt = self.chat_format.prompt_ids(messages)
+        prompt = self.chat_format.prompt_ids(messages, tools)
         row = AnswerText(self.tokenizer, self.chat_format.stop_token_ids, max_new_tokens, stop)
-        request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece)
+        request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece, tools)
         self._generate_rows([prompt], [row], [request], (temperature, top_p, seed))
         return row.generation(len(prompt))
 
     def generate(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
-                 seed: int | None = None, stop: list[str] | None = None, cancel: threading.Event | None = None) -> Generation:
+                 seed: int | None = None, stop: list[str] | None = None, cancel: threading.Event | None = None,
+                 tools: list[dict] | None = None) -> Generation:
         with self.lock:
-            return self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel)
+            return self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, tools=tools)
 
     def generate_batch(self, conversations: list[list[dict]], max_new_tokens: int = 256,
-                       batch_size: int = 16) -> list[Generation]:
+                       batch_size: int = 16, tools: list | None = None) -> list[Generation]:
         """Greedy answers to many conversations at once, `batch_size` per left-padded batch.
 
         CPU generation of small models is bound by reading the weights once per step, so a
@@ -263,9 +272,10 @@ class ChatEngine:
         lengths, not the longest one's. Used by reports, `compare` and the quickstart.
         """
         results: list[Generation] = []
+        tools = tools or [None] * len(conversations)  # `tools`: each conversation's tools list (or None)
         for start in range(0, len(conversations), batch_size):
-            chunk = conversations[start:start + batch_size]
-            results += self.generate_rows([BatchRequest(c, max_new_tokens) for c in chunk])
+            chunk = zip(conversations[start:start + batch_size], tools[start:start + batch_size])
+            results += self.generate_rows([BatchRequest(c, max_new_tokens, tools=t) for c, t in chunk])
         return results
 
     def greedy_ids(self, prompts: list[list[int]], max_new_tokens: int) -> list[list[int]]:
@@ -290,7 +300,7 @@ class ChatEngine:
         stops costing compute); a single row goes through `generate`, like an unbatched request.
         """
         stop_ids = self.chat_format.stop_token_ids
-        prompts = [self.chat_format.prompt_ids(r.messages) for r in requests]
+        prompts = [self.chat_format.prompt_ids(r.messages, r.tools) for r in requests]
         rows = [AnswerText(self.tokenizer, stop_ids, r.max_new_tokens, r.stop) for r in requests]
         with self.lock:
             if len(requests) == 1 or not self._decode_rows(prompts, rows, requests):
@@ -362,7 +372,8 @@ class ChatEngine:
     def stream(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: list[str] | None = None,
                cancel: threading.Event | None = None,
-               on_finish: Callable[[Generation], None] | None = None) -> Iterator[str]:
+               on_finish: Callable[[Generation], None] | None = None,
+               tools: list[dict] | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated. Setting `cancel` (or closing the iterator) stops generation.
 
         `on_finish` receives the whole Generation (token counts, finish reason) once the model
@@ -378,7 +389,7 @@ class ChatEngine:
         def work():
             try:
                 outcome.append(self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel,
-                                            on_piece=pieces.put))
+                                            on_piece=pieces.put, tools=tools))
             except BaseException as exc:  # surfaced in the consumer thread
                 outcome.append(exc)
             finally:

@@ -9,7 +9,10 @@ for the whole file, naming every record that does not fit:
 - messages and sharegpt hold every conversation, and preference pairs (prompt turns plus
   chosen/rejected answers); plain text has no turns and fits none of the three;
 - unpaired KTO samples are written as their conversation (the completion last) plus `label`,
-  LLaMA-Factory's KTO shape, in all three.
+  LLaMA-Factory's KTO shape, in all three;
+- tool calling: messages holds it in OpenAI's shape (`tools`, `tool_calls`, `tool` turns), sharegpt in
+  LLaMA-Factory's (`tools` as JSON text, `function_call` and `observation` turns; an answer with both
+  text and calls does not fit), alpaca not at all.
 """
 
 from __future__ import annotations
@@ -56,6 +59,8 @@ def to_messages(sample: Sample) -> dict:
     if sample.kind == "text":
         raise DoesNotFit("text", "plain text (continued pre-training) has no conversation turns")
     record = {"messages": sample.message_dicts()}
+    if sample.tools:
+        record["tools"] = sample.tools
     if sample.kind == "preference":
         record.update(chosen=sample.chosen, rejected=sample.rejected)
     return record
@@ -69,17 +74,37 @@ def to_sharegpt(sample: Sample) -> dict:
     if messages and messages[0].role == "system":
         record["system"] = messages[0].content
         messages = messages[1:]
-    record["conversations"] = [{"from": _SHAREGPT_ROLE[m.role], "value": m.content, **({} if m.trained else {"weight": 0})}
-                               for m in messages]
+    record["conversations"] = [_sharegpt_turn(m, sample.fields[i + len(sample.messages) - len(messages)]
+                                              if sample.fields else f"turn {i}") for i, m in enumerate(messages)]
+    if sample.tools:  # LLaMA-Factory's tools column: JSON text of the function descriptions
+        record["tools"] = json.dumps([tool["function"] for tool in sample.tools], ensure_ascii=False)
     if sample.kind == "preference":
         record["chosen"] = {"from": "gpt", "value": sample.chosen}
         record["rejected"] = {"from": "gpt", "value": sample.rejected}
     return dict(sorted(record.items(), key=lambda kv: kv[0] != "conversations"))
 
 
+def _sharegpt_turn(message: Message, field: str) -> dict:
+    """One turn as LLaMA-Factory writes it: a call is a function_call turn whose text is the JSON call."""
+    weight = {} if message.trained else {"weight": 0}
+    if message.role == "tool":
+        return {"from": "observation", "value": message.content}
+    if not message.tool_calls:
+        return {"from": _SHAREGPT_ROLE[message.role], "value": message.content, **weight}
+    if message.content.strip():
+        raise DoesNotFit(field, "an answer with both text and tool calls has no sharegpt turn (a function_call turn "
+                                "holds the calls alone); convert --to messages")
+    calls = [{"name": c.name, "arguments": c.arguments, **({"id": c.id} if c.id else {})} for c in message.tool_calls]
+    return {"from": "function_call", "value": json.dumps(calls[0] if len(calls) == 1 else calls, ensure_ascii=False),
+            **weight}
+
+
 def to_alpaca(sample: Sample) -> dict:
     if sample.kind == "text":
         raise DoesNotFit("text", "plain text (continued pre-training) cannot be an alpaca instruction/output pair")
+    if sample.uses_tools:
+        raise DoesNotFit("tools", "tool definitions, calls and results have no alpaca field; "
+                                  "convert --to messages or --to sharegpt")
     if sample.kind == "preference":  # LLaMA-Factory's alpaca ranking shape: the answers instead of output
         fields = (sample.fields or [""] * len(sample.messages)) + ["chosen"]
         record = _alpaca_record(list(sample.messages) + [Message("assistant", "")], fields)

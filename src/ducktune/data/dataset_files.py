@@ -8,6 +8,7 @@ every problem is kept, none stops the reading.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def read_dataset(spec: DatasetSpec, dataset_dir: str = "data", options: Normaliz
 
 def _read_files(spec: DatasetSpec, options: NormalizeOptions) -> list[FileData]:
     if spec.tags:
-        options = NormalizeOptions(TurnTags.from_dict(spec.tags), options.require_alternation, options.allow_system)
+        options = dataclasses.replace(options, tags=TurnTags.from_dict(spec.tags))
     if is_hub(spec.path):
         return [normalize_read(spec.path, read_hub(spec.path, spec.split, spec.subset, spec.data_dir), spec, options)]
     path = Path(spec.path).expanduser()

@@ -113,7 +113,6 @@ def entry_to_spec(dataset: str, entry: object, registry: Path) -> tuple[dict | N
     unknown_tags = sorted(set(tags) - set(TAG_NAMES))
     if unknown_tags:
         return problem("tags", f"unknown tag {unknown_tags[0]!r} (known: {', '.join(TAG_NAMES)})")
-    columns = {k: v for k, v in columns.items() if k != "tools"}  # tool descriptions: not used yet
 
     if entry.get("ranking"):
         spec["format"] = "preference"

@@ -13,6 +13,12 @@ Formats (what people's tutorials produce):
                                                               KTO samples
 Pair and unpaired records are normalized in pair_formats.py.
 
+Tool calling (sharegpt and messages records): a record's `tools` (OpenAI's list, or LLaMA-Factory's
+JSON text of bare function descriptions) lists the functions; an assistant turn calls them with
+OpenAI's `tool_calls` (or the older `function_call`), or is a LLaMA-Factory `function_call` turn whose
+text is the JSON call; a `tool` turn (`function`, `observation`, Llama 3.1's `ipython`) holds a result.
+Calls are trained like answers; definitions and results are context.
+
 Normalizers never raise on odd input: every problem becomes an `Issue` naming the field.
 `NormalizeOptions` carries what depends on the dataset or the model: LLaMA-Factory style
 role/content tags, and the chat template's limits (strict user/assistant alternation, no
@@ -21,13 +27,14 @@ system role), so those problems are reported per record before training.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass
 from typing import Callable
 
 from ducktune.data.columns import UNSUPPORTED_COLUMNS
-from ducktune.data.schema import Issue, Message, Record, Sample
+from ducktune.data.schema import Issue, Message, Record, Sample, ToolCall
 
 FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "text", "preference", "unpaired")
 
@@ -77,12 +84,19 @@ class TurnTags:
         return None
 
 
+TOOL_PARTS = ("definitions", "calls", "results")
+
+
 @dataclass(frozen=True)
 class NormalizeOptions:
     tags: TurnTags | None = None
     # Set from the chat template (see data/template_rules.py), never from a model list.
     require_alternation: bool = False
     allow_system: bool = True
+    # The parts of tool calling the chat template writes (template_rules.tool_parts): "definitions",
+    # "calls", "results". A record using a part the template drops would train on a conversation with it
+    # missing (most templates of models not trained for tools write none).
+    tool_parts: frozenset[str] = frozenset(TOOL_PARTS)
 
 
 DEFAULT_OPTIONS = NormalizeOptions()
@@ -237,12 +251,12 @@ def _json_list(value: object) -> object:
 
 
 def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt: str, issues: list[Issue],
-                 field: str, options: NormalizeOptions) -> Sample | None:
+                 field: str, options: NormalizeOptions, tools: list[dict] | None = None) -> Sample | None:
     """Common checks: turn order, a user turn, a non-empty assistant answer last, template limits."""
     if issues:
         return None
     has_user = False
-    last = -1  # index of the last user/assistant turn
+    last = -1  # index of the last user/assistant/tool turn
     for i, message in enumerate(messages):  # one pass: this runs for every record
         role = message.role
         if role == "system":
@@ -253,13 +267,16 @@ def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt
                 issues.append(record.issue(fields[0], "this model's chat template does not accept a system message"))
                 return None
             continue
+        if role == "tool" and (last < 0 or messages[last].role == "user"):
+            issues.append(record.issue(fields[i], "a tool result must follow the assistant turn that called the tool"))
+            return None
         last = i
         if role == "user":
             if not message.content.strip():  # as alpaca's empty instruction and a pair's empty prompt are
                 issues.append(record.issue(fields[i], "empty user message: the answer after it answers nothing"))
                 return None
             has_user = True
-        elif not message.content.strip():
+        elif role == "assistant" and not message.content.strip() and not message.tool_calls:
             issues.append(record.issue(fields[i], "empty assistant answer"))
             return None
     if last < 0:
@@ -269,13 +286,69 @@ def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt
         issues.append(record.issue(field, "no user turn"))
         return None
     if messages[last].role != "assistant":
-        issues.append(record.issue(field, "no assistant answer: the last turn is from the user"))
+        issues.append(record.issue(field, "no assistant answer: the last turn is " +
+                                   ("a tool result" if messages[last].role == "tool" else "from the user")))
+        return None
+    uses_tools = tools or any(m.role == "tool" or m.tool_calls for m in messages)
+    if uses_tools and not _tools_fit(messages, fields, tools, record, issues, options):
         return None
     if options.require_alternation:
-        turns = [i for i, m in enumerate(messages) if m.role != "system"]
+        # Tool results and the turns that call tools sit outside the alternation (Mistral's templates count so).
+        turns = [i for i, m in enumerate(messages) if m.role in ("user", "assistant") and not m.tool_calls]
         if not _alternates(messages, fields, turns, record, issues):
             return None
-    return Sample("chat", messages=messages, where=record.where, format=fmt, fields=fields)
+    if uses_tools:
+        _link_tool_turns(messages)
+    return Sample("chat", messages=messages, where=record.where, format=fmt, fields=fields, tools=tools)
+
+
+def _link_tool_turns(messages: list[Message]) -> None:
+    """Give calls without an id one (`call00001`: nine letters and digits, as Mistral's templates demand),
+    and each result without one the id and function name of the call it answers: the pending call of its
+    name, else the first pending one. Templates that print ids or names then render data that has none."""
+    pending: list = []
+    count = 0
+    for message in messages:
+        if message.tool_calls:
+            calls = []
+            for call in message.tool_calls:
+                count += 1
+                calls.append(call if call.id else dataclasses.replace(call, id=f"call{count:05d}"))
+            message.tool_calls = tuple(calls)
+            pending = list(calls)
+        elif message.role == "tool" and pending:
+            call = next((c for c in pending if c.name == message.name), pending[0])
+            if message.name is None or message.name == call.name:
+                pending.remove(call)
+                message.tool_call_id = message.tool_call_id or call.id
+                message.name = message.name or call.name
+
+
+def _tools_fit(messages: list[Message], fields: list[str], tools: list[dict] | None, record: Record,
+               issues: list[Issue], options: NormalizeOptions) -> bool:
+    """A record with tools: the template writes each part it uses, and every call names a function the
+    record defines."""
+    used = {"definitions": "tools" if tools else None,
+            "calls": next((fields[i] for i, m in enumerate(messages) if m.tool_calls), None),
+            "results": next((fields[i] for i, m in enumerate(messages) if m.role == "tool"), None)}
+    for part, field in used.items():
+        if field is not None and part not in options.tool_parts:
+            advice = (" (write each call as the answer's text, in the model's own syntax)" if part == "calls"
+                      and options.tool_parts else "")
+            issues.append(record.issue(field, f"this model's chat template does not write tool {part}{advice}; use a "
+                                              "model whose template does (Qwen2.5/3, Llama 3.1+, Mistral v0.3+, ...) "
+                                              "or set model.chat_template to one"))
+            return False
+    if not tools:
+        return True
+    defined = [tool["function"]["name"] for tool in tools]
+    for i, message in enumerate(messages):
+        for call in message.tool_calls:
+            if call.name not in defined:
+                issues.append(record.issue(fields[i], (
+                    f"calls {call.name!r}, which the record's tools do not define (defined: {', '.join(defined)})")))
+                return False
+    return True
 
 
 def _alternates(messages: list[Message], fields: list[str], turns: list[int], record: Record,
@@ -301,6 +374,21 @@ def _system(value: dict, record: Record, issues: list[Issue], field: str = "syst
     if system and system.strip():
         return [Message("system", system)], [field]
     return [], []
+
+
+def request_conversation(messages: list[dict], tools: object) -> tuple[list[dict], list[dict] | None, list[Issue]]:
+    """A chat request's messages (OpenAI's shape: calls, tool results) and tools as the chat template
+    takes them, read as training reads records (calls' JSON arguments parsed, ids linked); the problems
+    name the request's fields ("messages[1].tool_calls[0].arguments"). The conversation may end anywhere."""
+    record = Record({"messages": messages, "tools": tools}, "request", 0)
+    issues: list[Issue] = []
+    parsed = _turn_list(record.value, record, issues, "messages", "role", "content", None, None, with_tools=True)
+    found_tools = _tools(record.value, record, issues)
+    if parsed is None or issues:
+        return [], None, issues
+    turns, _ = parsed
+    _link_tool_turns(turns)
+    return [m.as_dict() for m in turns], found_tools, issues
 
 
 # ----------------------------------------------------------------------------- normalizers
@@ -353,7 +441,8 @@ def _history(value: dict, record: Record, issues: list[Issue]) -> list[tuple[Mes
 
 
 def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, role_key: str, content_key: str,
-               alt_keys: tuple[str, str] | None, tags: TurnTags | None) -> tuple[list[Message], list[str]] | None:
+               alt_keys: tuple[str, str] | None, tags: TurnTags | None, with_tools: bool = False
+               ) -> tuple[list[Message], list[str]] | None:
     turns = _json_list(value.get(field))
     if not isinstance(turns, list):
         issues.append(record.issue(field, f"must be a list of turns, got {type(turns).__name__}"))
@@ -377,15 +466,23 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
         raw_role = turn[rk]
         role = role_of(raw_role)
         tool = _tool_turn(turn, raw_role, tags)
-        if tool:  # a dropped call would teach answers that announce a call and never make it
-            issues.append(record.issue(f"{where}.{tool[0] or rk}", f"{tool[1]} is a tool turn; tool calls are not supported yet"))
+        if tool and not with_tools:  # a dropped call would teach answers that announce a call and never make it
+            issues.append(record.issue(f"{where}.{tool[1] or rk}",
+                                       f"{tool[2]} is a tool turn; tool calls in preference data are not supported yet"))
             return None
-        if role is None:
-            issues.append(record.issue(f"{where}.{rk}", f"unknown role {raw_role!r} (use system, user or assistant)"))
+        if role is None and not tool:
+            issues.append(record.issue(f"{where}.{rk}", f"unknown role {raw_role!r} (use system, user, assistant or tool)"))
             return None
-        trained = _turn_weight(turn, role, record, where, issues)
+        trained = _turn_weight(turn, "assistant" if tool and tool[0] != "result" else role, record, where, issues)
         if trained is None:
             return None
+        if tool:
+            message = _tool_message(turn, tool[0], role, ck, trained, record, where, issues)
+            if message is None:
+                return None
+            messages.append(message)
+            fields.append(where)
+            continue
         content = turn.get(ck)
         # The common case (a string without a lone surrogate) skips the general path and its field name.
         if type(content) is not str or not (content.isascii() or _encodable(content)):
@@ -397,20 +494,113 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
     return messages, fields
 
 
-# Role names of tool turns in the formats people bring (OpenAI, LLaMA-Factory's sharegpt, Llama 3.1).
-TOOL_ROLES = ("tool", "function", "function_call", "observation", "ipython")
+# Role names of tool turns in the formats people bring: a function's result (OpenAI's tool and older function,
+# LLaMA-Factory's observation, Llama 3.1's ipython), or LLaMA-Factory's function_call, a turn that is the call.
+RESULT_ROLES = ("tool", "function", "observation", "ipython")
+CALL_ROLES = ("function_call",)
 
 
-def _tool_turn(turn: dict, raw_role: object, tags: TurnTags | None) -> tuple[str | None, str] | None:
-    """(the field to name, how to describe it) when a turn is a tool call or a tool's result."""
+def _tool_turn(turn: dict, raw_role: object, tags: TurnTags | None) -> tuple[str, str | None, str] | None:
+    """(kind, the field to name, how to describe it) when a turn is a tool's result ("result"), a turn whose
+    text is a call ("call_turn"), or a turn carrying calls beside its text ("calls"); None otherwise."""
     tag = tags.tool_tag(raw_role) if tags is not None else None
-    if tag or (isinstance(raw_role, str) and raw_role.strip().lower() in TOOL_ROLES and
-               (tags is None or tags.role(raw_role) is None)):
-        return None, f"{raw_role!r}" + (f" ({tag})" if tag else "")
+    name = raw_role.strip().lower() if isinstance(raw_role, str) else None
+    if tag or (name in RESULT_ROLES + CALL_ROLES and (tags is None or tags.role(raw_role) is None)):
+        kind = "call_turn" if tag == "function_tag" or (tag is None and name in CALL_ROLES) else "result"
+        return kind, None, f"{raw_role!r}" + (f" ({tag})" if tag else "")
     for key in ("tool_calls", "function_call"):
         if turn.get(key):
-            return key, f"an assistant turn with {key}"
+            return "calls", key, f"an assistant turn with {key}"
     return None
+
+
+def _tool_message(turn: dict, kind: str, role: str | None, content_key: str, trained: bool, record: Record,
+                  where: str, issues: list[Issue]) -> Message | None:
+    """The Message of a tool turn (see _tool_turn): a tool's result, or an assistant turn with its calls."""
+    raw = turn.get(content_key)
+    if kind == "result":
+        name, call_id = turn.get("name"), turn.get("tool_call_id")
+        content = _text(raw, record, f"{where}.{content_key}", issues) if raw is None or isinstance(raw, (str, list)) \
+            else json.dumps(raw, ensure_ascii=False)  # a result given as a JSON object is shown as JSON text
+        if content is None:
+            return None
+        return Message("tool", content, name=name if isinstance(name, str) else None,
+                       tool_call_id=call_id if isinstance(call_id, str) else None)
+    if kind == "call_turn":  # LLaMA-Factory: the turn's text is the call, as JSON (a list for parallel calls)
+        calls = _tool_calls(_json_list(raw), record, f"{where}.{content_key}", issues)
+        return None if calls is None else Message("assistant", "", trained, tool_calls=calls)
+    if role != "assistant":
+        issues.append(record.issue(where, f"only an assistant turn can call tools (this one is {role!r})"))
+        return None
+    key = "tool_calls" if turn.get("tool_calls") else "function_call"
+    calls = _tool_calls(turn[key] if key == "tool_calls" else [turn[key]], record, f"{where}.{key}", issues)
+    content = "" if raw is None else _text(raw, record, f"{where}.{content_key}", issues)
+    return None if calls is None or content is None else Message("assistant", content, trained, tool_calls=calls)
+
+
+_CALL_SHAPE = '{"name": ..., "arguments": {...}}'
+
+
+def _tool_calls(value: object, record: Record, field: str, issues: list[Issue]) -> tuple[ToolCall, ...] | None:
+    """Calls in OpenAI's form ({id?, type, function: {name, arguments}}) or bare ({name, arguments}, Llama
+    3.1's "parameters" too); arguments may be a JSON object or JSON text of one (OpenAI sends text)."""
+    if isinstance(value, str):
+        issues.append(record.issue(field, f"must be a JSON function call {_CALL_SHAPE} (or a list of them)"))
+        return None
+    calls = []
+    for j, item in enumerate(value if isinstance(value, list) else [value]):
+        at = f"{field}[{j}]" if isinstance(value, list) else field
+        inner = item.get("function") if isinstance(item, dict) and isinstance(item.get("function"), dict) else item
+        if not isinstance(inner, dict) or not isinstance(inner.get("name"), str) or not inner["name"].strip():
+            issues.append(record.issue(at, f"must be a function call {_CALL_SHAPE} with a function name"))
+            return None
+        arguments = inner.get("arguments", inner.get("parameters"))
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments) if arguments.strip() else {}
+            except ValueError as exc:
+                issues.append(record.issue(f"{at}.arguments", f"is not valid JSON ({exc})"))
+                return None
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, dict):
+            issues.append(record.issue(f"{at}.arguments", f"must be a JSON object, got {type(arguments).__name__}"))
+            return None
+        call_id = item.get("id") if isinstance(item, dict) else None
+        calls.append(ToolCall(inner["name"], arguments, call_id if isinstance(call_id, str) else None))
+    if not calls:
+        issues.append(record.issue(field, "an empty list of calls"))
+        return None
+    return tuple(calls)
+
+
+def _tools(value: dict, record: Record, issues: list[Issue]) -> list[dict] | None:
+    """A record's tool definitions as OpenAI's list ({"type": "function", "function": {...}}); bare function
+    descriptions (LLaMA-Factory's, OpenAI's older `functions`) are wrapped. None: no tools."""
+    key = "tools" if value.get("tools") not in (None, "", []) else "functions"
+    raw = value.get(key)
+    if raw in (None, "", []):
+        return None
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            issues.append(record.issue(key, f"is not valid JSON ({exc})"))
+            return None
+    if not isinstance(raw, list):
+        raw = [raw] if isinstance(raw, dict) else raw
+    if not isinstance(raw, list):
+        issues.append(record.issue(key, f"must be a list of function descriptions, got {type(raw).__name__}"))
+        return None
+    tools = []
+    for i, entry in enumerate(raw):
+        function = entry.get("function") if isinstance(entry, dict) and isinstance(entry.get("function"), dict) else entry
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str) or not function["name"].strip():
+            issues.append(record.issue(f"{key}[{i}]", 'must describe a function: {"name": ..., "description": ..., '
+                                                     '"parameters": {...}}'))
+            return None
+        tools.append({"type": "function", "function": function})
+    return tools
 
 
 def _turn_weight(turn: dict, role: str, record: Record, where: str, issues: list[Issue]) -> bool | None:
@@ -425,12 +615,14 @@ def _turn_weight(turn: dict, role: str, record: Record, where: str, issues: list
     return weight == 1
 
 
-def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, options: NormalizeOptions
-                ) -> tuple[list[Message], list[str]] | None:
+def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, options: NormalizeOptions,
+                with_tools: bool = False) -> tuple[list[Message], list[str]] | None:
+    """A record's turn list, after its `system` field if its first turn is no system message. Tool turns
+    are read `with_tools` only (chat records; preference records refuse them)."""
     if field == "conversations":
-        parsed = _turn_list(value, record, issues, field, "from", "value", ("role", "content"), options.tags)
+        parsed = _turn_list(value, record, issues, field, "from", "value", ("role", "content"), options.tags, with_tools)
     else:
-        parsed = _turn_list(value, record, issues, field, "role", "content", ("from", "value"), options.tags)
+        parsed = _turn_list(value, record, issues, field, "role", "content", ("from", "value"), options.tags, with_tools)
     if parsed is None:
         return None
     turns, fields = parsed
@@ -442,18 +634,20 @@ def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, op
 
 def normalize_sharegpt(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                        ) -> Sample | None:
-    parsed = _chat_turns(value, record, issues, "conversations", options)
+    parsed = _chat_turns(value, record, issues, "conversations", options, with_tools=True)
+    tools = _tools(value, record, issues)
     if parsed is None:
         return None
-    return _finish_chat(*parsed, record, "sharegpt", issues, "conversations", options)
+    return _finish_chat(*parsed, record, "sharegpt", issues, "conversations", options, tools)
 
 
 def normalize_messages(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                        ) -> Sample | None:
-    parsed = _chat_turns(value, record, issues, "messages", options)
+    parsed = _chat_turns(value, record, issues, "messages", options, with_tools=True)
+    tools = _tools(value, record, issues)
     if parsed is None:
         return None
-    return _finish_chat(*parsed, record, "messages", issues, "messages", options)
+    return _finish_chat(*parsed, record, "messages", issues, "messages", options, tools)
 
 
 def normalize_firefly(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS

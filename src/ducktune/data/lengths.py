@@ -107,6 +107,8 @@ class ShapeRenderer:
 
     def render(self, sample: Sample) -> str:
         messages = self.chat_format.with_system(sample.message_dicts())
+        if sample.uses_tools:  # the template writes definitions and calls in its own syntax: no skeleton of contents
+            return self.chat_format.conversation_text(messages, sample.tools)
         roles = tuple(m["role"] for m in messages)
         if roles not in self.skeletons:
             self.skeletons[roles] = self._skeleton(roles, messages)

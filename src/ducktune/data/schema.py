@@ -1,6 +1,7 @@
 """The normalized form every input format is turned into.
 
-A `Sample` is either a chat (a list of system/user/assistant messages), plain text (for
+A `Sample` is either a chat (a list of system/user/assistant/tool messages, and the tools it may
+call), plain text (for
 continued pre-training, every token trained), a preference pair (a prompt conversation
 with a chosen and a rejected answer) or an unpaired preference sample for KTO (a prompt
 conversation with one completion labelled desirable or not). `where` points back to the record ("file:line")
@@ -9,13 +10,32 @@ so later problems (too long, no trainable tokens) can still be reported precisel
 
 from __future__ import annotations
 
+import json
 import re
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """One function call an assistant turn makes: the function's name and its arguments (a JSON object,
+    parsed: chat templates print it with `| tojson`, so a JSON string would be printed quoted)."""
+
+    name: str
+    arguments: dict
+    id: str | None = None
+
+    def as_dict(self) -> dict:
+        """OpenAI's form, which transformers' chat templates read (`tool_call.function.name`)."""
+        call = {"type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+        return {**({"id": self.id} if self.id else {}), **call}
+
+    def key(self) -> tuple:
+        return (self.name, json.dumps(self.arguments, sort_keys=True, ensure_ascii=False), self.id)
 PREFERENCE_KINDS = ("preference", "unpaired")  # the sample kinds preference tuning trains on
 
 
@@ -26,10 +46,27 @@ class Message:
     # False for an assistant turn the data marks untrained (OpenAI's per-message "weight": 0): it stays
     # in the conversation as context, with no loss on it.
     trained: bool = True
+    # An assistant turn's function calls (its content may then be empty); trained like its text.
+    tool_calls: tuple[ToolCall, ...] = ()
+    # A tool turn (a function's result): the function's name and the call it answers, where the data says.
+    name: str | None = None
+    tool_call_id: str | None = None
 
     def as_dict(self) -> dict:
-        return {"role": self.role, "content": self.content} if self.trained else \
-            {"role": self.role, "content": self.content, "weight": 0}
+        message = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
+        if self.name is not None:
+            message["name"] = self.name
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
+        if not self.trained:
+            message["weight"] = 0
+        return message
+
+    def key(self) -> tuple:
+        return (self.role, self.content, self.trained, tuple(call.key() for call in self.tool_calls), self.name,
+                self.tool_call_id)
 
 
 @dataclass(slots=True)
@@ -46,14 +83,24 @@ class Sample:
     # The record field each message came from ("conversations[2]", "instruction", "system"),
     # so checks made after normalizing (turn order, template limits) can name the field.
     fields: list[str] = field(default_factory=list)
+    # The functions a chat may call, as OpenAI's tools list ({"type": "function", "function": {name,
+    # description, parameters}}): the chat template writes them where the model reads them (Qwen2.5's
+    # system block, Llama 3.1's first user turn). None: a chat without tools.
+    tools: list[dict] | None = None
 
     def message_dicts(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
 
+    @property
+    def uses_tools(self) -> bool:
+        """Whether the sample has tool definitions, tool calls or tool results."""
+        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
+
     def key(self) -> tuple:
         """Identity for exact-duplicate removal."""
-        return (self.kind, tuple((m.role, m.content, m.trained) for m in self.messages), self.text, self.chosen, self.rejected,
-                self.completion, self.label)
+        tools = json.dumps(self.tools, sort_keys=True, ensure_ascii=False) if self.tools else None
+        return (self.kind, tuple(m.key() for m in self.messages), self.text, self.chosen, self.rejected,
+                self.completion, self.label, tools)
 
 
 @dataclass(frozen=True)

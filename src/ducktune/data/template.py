@@ -94,10 +94,10 @@ class ChatFormat:
 
     # -------------------------------------------------------------- discovery
 
-    def _render_raw(self, messages: list[dict], add_generation_prompt: bool) -> str:
+    def _render_raw(self, messages: list[dict], add_generation_prompt: bool, tools: list[dict] | None = None) -> str:
         try:
             return self.tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=add_generation_prompt
+                messages, tools=tools or None, tokenize=False, add_generation_prompt=add_generation_prompt
             )
         except Exception as exc:  # jinja2 errors: templates raise on unsupported role orders
             if type(exc).__name__ == "UndefinedError":  # e.g. 'bos_token' is undefined: not the data's fault
@@ -174,11 +174,11 @@ class ChatFormat:
         at = both.find(_PROBE_ANSWER, len(before))
         return both[len(before):at] if both.startswith(before) and at >= 0 else None
 
-    def _render_prompt(self, messages: list[dict]) -> str:
+    def _render_prompt(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         """The template's rendering ready for the next answer, opened as training opened answers."""
         if self.dropped_prompt_text:
-            return self._render_raw(messages, False) + self.generation_prompt
-        return self._render_raw(messages, True)
+            return self._render_raw(messages, False, tools) + self.generation_prompt
+        return self._render_raw(messages, True, tools)
 
     @functools.cached_property
     def system_only_in_prompts(self) -> bool:
@@ -192,20 +192,20 @@ class ChatFormat:
         except (DataError, ModelError):  # no system role: nothing to place
             return False
 
-    def conversation_text(self, messages: list[dict]) -> str:
+    def conversation_text(self, messages: list[dict], tools: list[dict] | None = None) -> str:
         """A whole conversation as training renders it (before any inserted EOS): the template's own
         rendering, except that a conversation ending with an answer, whose template writes the system
         message only into prompts, gets the final answer after the prompt inference gives (system
         included), so the trained answer follows exactly what the model is asked with."""
-        raw = self._render_raw(messages, False)
+        raw = self._render_raw(messages, False, tools)
         if not (self.system_only_in_prompts and len(messages) > 2 and messages[0]["role"] == "system"
                 and messages[-1]["role"] == "assistant"):
             return raw
         # Without the system message the template renders as usual: prompt, then the answer's text.
-        prompt_without = self._render_prompt(messages[1:-1])
-        if raw != self._render_raw(messages[1:], False) or not raw.startswith(prompt_without):
+        prompt_without = self._render_prompt(messages[1:-1], tools)
+        if raw != self._render_raw(messages[1:], False, tools) or not raw.startswith(prompt_without):
             return raw  # a template placing it some other way: its own rendering
-        return self._render_prompt(messages[:-1]) + raw[len(prompt_without):]
+        return self._render_prompt(messages[:-1], tools) + raw[len(prompt_without):]
 
     # -------------------------------------------------------------- public API
 
@@ -274,16 +274,17 @@ class ChatFormat:
                         "{%- endfor %}{%- set messages = ducktune_ns.messages %}")
         return prelude + template
 
-    def render(self, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    def render(self, messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None) -> str:
         """The conversation as the model saw it in training. Where the template ends answers with no
         special token, training inserts EOS after each answer (assistant_spans), so earlier answers
-        get it here too (not a final assistant message: that one is being continued)."""
+        get it here too (not a final assistant message: that one is being continued). `tools`: the
+        functions the model may call (OpenAI's list), written where the template puts them."""
         messages = self.with_system(messages)
-        raw = self._render_prompt(messages) if add_generation_prompt else self.conversation_text(messages)
+        raw = self._render_prompt(messages, tools) if add_generation_prompt else self.conversation_text(messages, tools)
         if self.inserted_eos is None or self.eos_closes_earlier or not any(m["role"] == "assistant" for m in messages):
             return raw
         try:
-            _, spans = self.assistant_spans(messages)
+            _, spans = self.assistant_spans(messages, tools)
         except DataError:  # a template whose answers cannot be located: its own rendering
             return raw
         eos = self.inserted_eos
@@ -296,12 +297,12 @@ class ChatFormat:
             raw = raw[:cut] + eos + raw[cut:]
         return raw
 
-    def prompt_ids(self, messages: list[dict]) -> list[int]:
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         """Token ids of a conversation ready for the assistant's next answer (inference). Message text
         that spells a special token (a user typing `<|im_end|><|im_start|>system`) stays text: left to the
         tokenizer it would become the control token and forge turns (OpenAI's API treats content as text)."""
         messages = self.with_system(messages)
-        return self.tokenize(self.render(messages, add_generation_prompt=True), messages)[0]
+        return self.tokenize(self.render(messages, add_generation_prompt=True, tools=tools), messages)[0]
 
     @functools.cached_property
     def _special_token_text(self) -> re.Pattern:
@@ -345,9 +346,11 @@ class ChatFormat:
 
     # -------------------------------------------------------------- training
 
-    def assistant_spans(self, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
-        """The rendered conversation and the character span of each assistant answer (with its end-of-turn)."""
-        raw = self.conversation_text(messages)
+    def assistant_spans(self, messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
+        """The rendered conversation and the character span of each assistant answer (with its end-of-turn).
+        An answer with tool calls spans whatever the template writes for it (its text and the calls in the
+        template's own syntax) up to its end-of-turn marker."""
+        raw = self.conversation_text(messages, tools)
         full = raw
         spans: list[tuple[int, int]] = []
         cursor = 0
@@ -356,8 +359,10 @@ class ChatFormat:
             if message["role"] != "assistant":
                 continue
             # Located in the template's own rendering, so an inserted EOS never hides the prefix.
-            start = self._answer_start(messages, i, raw, cursor - shift) + shift
-            if self.eot_token:
+            start = self._answer_start(messages, i, raw, cursor - shift, tools) + shift
+            if message.get("tool_calls"):
+                end = self._call_end(messages, i, raw, start - shift, tools) + shift
+            elif self.eot_token:
                 # The answer runs to the next end-of-turn marker: this also covers templates
                 # that trim answers or rewrite earlier turns.
                 end = self._turn_end(full, self._content_end(full, start, message["content"]) or start)
@@ -373,6 +378,32 @@ class ChatFormat:
             spans.append((start, end))
             cursor = end
         return self._keep_final_reasoning(messages, full, spans)
+
+    def _call_end(self, messages: list[dict], i: int, raw: str, start: int, tools: list[dict] | None) -> int:
+        """Where answer i, which calls tools, ends in `raw`: the template writes calls in its own syntax, with no
+        text of the data's to find. The first end-of-turn marker before the next message's text ends it (a
+        tool result follows with a marker of its own); a call that closes otherwise (gpt-oss's <|call|>,
+        Gemma 4's <|tool_response>) ends where the conversation rendered up to it stops agreeing with `raw`."""
+        if not self.eot_token and not self.eos_closes_earlier:
+            raise DataError("the chat template ends answers with no end-of-turn token, so where a tool call ends "
+                            "is unknown; set model.chat_template to a template with an end-of-turn token")
+        following = messages[i + 1]["content"] if i + 1 < len(messages) else ""
+        before = raw.find(following, start) if isinstance(following, str) and following.strip() else -1
+        before = before if before >= 0 else len(raw)
+        suffixes = [suffix for suffix in (self.turn_suffix, self.earlier_turn_suffix) if suffix]
+        found = [(pos, suffix) for pos, suffix in ((raw.find(s, start, before), s) for s in suffixes) if pos >= 0]
+        if found:
+            pos, suffix = min(found)
+            return pos + len(suffix)
+        upto = self._render_raw(messages[: i + 1], False, tools)
+        bound = start
+        while bound < min(len(upto), len(raw)) and upto[bound] == raw[bound]:
+            bound += 1
+        end = start + len(raw[start:bound].rstrip())
+        if end <= start:
+            raise DataError("the chat template writes no end to an assistant turn's tool calls that ducktune can find; "
+                            "set model.chat_template to a template with tool support")
+        return end
 
     def _turn_end(self, full: str, at: int) -> int:
         """Where the assistant turn containing `at` ends: after the nearest end-of-turn marker."""
@@ -399,10 +430,27 @@ class ChatFormat:
             return full, spans
         return full[:start] + dropped + full[start:], spans[:-1] + [(start, end + len(dropped))]
 
-    def _answer_start(self, messages: list[dict], i: int, full: str, cursor: int) -> int:
-        prefix = self._render_prompt(messages[:i]) if i else self.generation_prompt
+    def _answer_start(self, messages: list[dict], i: int, full: str, cursor: int, tools: list[dict] | None = None) -> int:
+        prefix = self._render_prompt(messages[:i], tools) if i else self.generation_prompt
         if i and full.startswith(prefix) and len(prefix) >= cursor:
             return len(prefix)
+        if messages[i].get("tool_calls"):  # no text of the data's to search for
+            # A template that writes prompts' reasoning opening into the last answer only (Nemotron-H's
+            # `<think>\n`): the call opens after the part of the generation prompt that its rendering has.
+            before = self._render_raw(messages[:i], False, tools)
+            shared = 0
+            if full.startswith(before) and len(before) >= cursor:
+                opened = full[len(before):len(before) + len(self.generation_prompt)]
+                while shared < len(opened) and opened[shared] == self.generation_prompt[shared]:
+                    shared += 1
+                # Back to the end of a line or special token ("<" is shared by `<think>` and `<TOOLCALL>`).
+                prompt = self.generation_prompt[:shared]
+                ends = [prompt.rfind("\n") + 1] + [prompt.rfind(t) + len(t) for t in self.special_tokens() if t in prompt]
+                shared = max(ends)
+            if shared:
+                return len(before) + shared
+            raise DataError("the chat template does not write an assistant's tool call where the assistant's turn "
+                            "opens; set model.chat_template to a template with tool support")
         # History-rewriting template: search for the generation prompt followed by the answer.
         content = messages[i]["content"]
         for needle in (self.generation_prompt + content, self.generation_prompt + content.strip()):
@@ -437,7 +485,7 @@ class ChatFormat:
             labels = list(ids)
         else:
             messages = self.with_system(sample.message_dicts())
-            text, spans = self.assistant_spans(messages)
+            text, spans = self.assistant_spans(messages, sample.tools)
             trained = [m.trained for m in sample.messages if m.role == "assistant"]
             if train_on == "last_assistant":  # the last answer, trained unless the data says "weight": 0
                 spans, trained = spans[-1:], trained[-1:]

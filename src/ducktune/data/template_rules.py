@@ -37,8 +37,40 @@ def accepts_system(tokenizer) -> bool:
     return _renders(tokenizer, [_SYSTEM, _USER, _ASSISTANT])
 
 
+# A call id of nine letters and digits: Mistral's templates refuse any other.
+_TOOLS = [{"type": "function", "function": {"name": "duck_lookup", "description": "DUCKTOOLDEFINITION", "parameters": {
+    "type": "object", "properties": {"query": {"type": "string"}}, "required": ["query"]}}}]
+_TOOL_TURNS = [
+    {"role": "assistant", "content": "", "tool_calls": [{"id": "call00001", "type": "function", "function": {
+        "name": "duck_lookup", "arguments": {"query": "DUCKTOOLARGUMENT"}}}]},
+    {"role": "tool", "content": "DUCKTOOLRESULT", "name": "duck_lookup", "tool_call_id": "call00001"},
+]
+
+
+def tool_parts(chat_format) -> frozenset[str]:
+    """Which parts of tool calling the template writes: "definitions" (a record's tools), "calls" (an
+    assistant turn's tool_calls, found where the assistant's turn opens, so the loss mask trains them) and
+    "results" (tool turns). Most templates of models not trained for tools write none and raise on the tool
+    role; Granite 3 and LFM2 write definitions and results but expect calls as the answer's text; Falcon 3
+    writes calls into the user's turn."""
+    parts = set()
+    try:
+        text, spans = chat_format.assistant_spans([_USER, *_TOOL_TURNS, _ASSISTANT], _TOOLS)
+        if len(spans) == 2 and "DUCKTOOLARGUMENT" in text[slice(*spans[0])]:
+            parts.add("calls")
+    except Exception:  # DataError, ModelError or the template's own: calls as text, then
+        try:
+            text = chat_format.conversation_text([_USER, {"role": "assistant", "content": "Checking."}, _TOOL_TURNS[1],
+                                                  _ASSISTANT], _TOOLS)
+        except Exception:
+            return frozenset()
+    parts.update(part for part, mark in (("definitions", "DUCKTOOLDEFINITION"), ("results", "DUCKTOOLRESULT"))
+                 if mark in text)
+    return frozenset(parts)
+
+
 def template_options(chat_format, tags=None) -> NormalizeOptions:
     """Normalize options that match `chat_format`'s template."""
     tokenizer = chat_format.tokenizer
     return NormalizeOptions(tags=tags, require_alternation=needs_alternation(tokenizer),
-                            allow_system=accepts_system(tokenizer))
+                            allow_system=accepts_system(tokenizer), tool_parts=tool_parts(chat_format))

@@ -93,11 +93,19 @@ def sample_scores(prediction: str, reference: str) -> dict[str, float]:
             **rouge(prediction, reference)}
 
 
+def call_scores(predicted: list | None, reference) -> dict[str, float]:
+    """A tool-calling answer against the calls it should make (ToolCall objects, in order): the right
+    functions (names), and the right functions with the right arguments (equal as JSON objects), in percent."""
+    names = [c.name for c in predicted or []] == [c.name for c in reference]
+    exact = names and [c.arguments for c in predicted or []] == [c.arguments for c in reference]
+    return {"tool_call_name": 100.0 if names else 0.0, "tool_call_exact": 100.0 if exact else 0.0}
+
+
 def mean_scores(rows: list[dict[str, float]]) -> dict[str, float | None]:
-    keys = ("exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l")
-    if not rows:
-        return {k: None for k in keys}
-    return {k: round(sum(r[k] for r in rows) / len(rows), 4) for k in keys}
+    """Each metric's mean over the rows that have it (text answers and tool calls are scored apart)."""
+    keys = ("exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l", "tool_call_name", "tool_call_exact")
+    scored = {k: [r[k] for r in rows if k in r] for k in keys}
+    return {k: round(sum(v) / len(v), 4) if v else None for k, v in scored.items()}
 
 
 def perplexity(mean_nll: float | None) -> float | None:

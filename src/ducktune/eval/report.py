@@ -10,10 +10,12 @@ from ducktune.io import atomic_file, write_json, write_text
 SECTION = "## Evaluation"
 ROWS = (("loss", "held-out loss", 4), ("perplexity", "perplexity", 2), ("exact_match", "exact match %", 1),
         ("bleu_4", "BLEU-4", 2), ("rouge_1", "ROUGE-1", 2), ("rouge_2", "ROUGE-2", 2), ("rouge_l", "ROUGE-L", 2),
+        ("tool_call_name", "tool calls: right functions %", 1),
+        ("tool_call_exact", "tool calls: right functions and arguments %", 1),
         ("choice_accuracy", "multiple-choice accuracy %", 1),
         ("preference_accuracy", "prefers chosen % (held-out pairs)", 1),
         ("preference_margin", "log p(chosen) - log p(rejected)", 3))
-PERCENT_KEYS = ("exact_match", "choice_accuracy", "preference_accuracy")  # eval.png's bars (BLEU/ROUGE too)
+PERCENT_KEYS = ("exact_match", "tool_call_name", "tool_call_exact", "choice_accuracy", "preference_accuracy")  # eval.png's bars (BLEU/ROUGE too)
 
 
 def _fmt(value, digits: int) -> str:

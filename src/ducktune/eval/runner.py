@@ -70,7 +70,10 @@ def evaluate_loss(engine, sets: list[tuple[str, list]], cutoff: int, train_on: s
 
 
 def evaluate_generation(engine, inputs: EvalInputs, max_new_tokens: int, with_base: bool) -> tuple[dict, list[dict]]:
-    """Greedy answers to every chat sample's last question, scored against its answer."""
+    """Greedy answers to every chat sample's last question, scored against its answer: text by exact match,
+    BLEU and ROUGE; an answer that should call tools (prompted with the sample's tools) by whether it calls
+    the same functions, and with the same arguments (read in the template's call syntax)."""
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
     from ducktune.eval.scoring import prompt_and_reference
 
     cases = []
@@ -78,20 +81,29 @@ def evaluate_generation(engine, inputs: EvalInputs, max_new_tokens: int, with_ba
         for sample in chat_set.samples:
             split = prompt_and_reference(sample)
             if split is not None:
-                cases.append({"file": chat_set.name, "where": sample.where, "messages": split[0], "reference": split[1]})
+                cases.append({"file": chat_set.name, "where": sample.where, "messages": split[0], "reference": split[1],
+                              "calls": split[2], "tools": sample.tools})
     if not cases:
         return {}, []
-    conversations = [c["messages"] for c in cases]
-    answers = _both(engine, lambda: [g.text for g in engine.generate_batch(conversations, max_new_tokens)], with_base)
+    conversations, tools = [c["messages"] for c in cases], [c["tools"] for c in cases]
+    answers = _both(engine, lambda: engine.generate_batch(conversations, max_new_tokens, tools=tools), with_base)
+    syntax = call_syntax(engine.chat_format) if any(c["calls"] for c in cases) else None
     predictions, scores = [], {"base": [], "tuned": []}
     for i, case in enumerate(cases):
         row = {"file": case["file"], "where": case["where"], "prompt": case["messages"][-1]["content"],
                "reference": case["reference"]}
+        if case["calls"]:
+            row["reference_calls"] = [call.as_dict()["function"] for call in case["calls"]]
         for side in ("tuned", "base"):
             if answers[side] is not None:
-                score = metrics.sample_scores(answers[side][i], case["reference"])
+                answer = answers[side][i]
+                if case["calls"]:
+                    parsed = parse_tool_calls(answer.raw_text, syntax)
+                    score = metrics.call_scores(parsed[1] if parsed else None, case["calls"])
+                else:
+                    score = metrics.sample_scores(answer.text, case["reference"])
                 scores[side].append(score)
-                row[side] = answers[side][i]
+                row[side] = answer.raw_text if case["calls"] else answer.text
                 row[f"{side}_scores"] = {k: round(v, 4) for k, v in score.items()}
         predictions.append(row)
     means = {side: metrics.mean_scores(rows) if rows else None for side, rows in scores.items()}
@@ -163,7 +175,7 @@ def headline(loss: dict, generation: dict, choices: dict, preference: dict | Non
     out = {"loss": loss.get("loss", {"base": None, "tuned": None}),
            "perplexity": loss.get("perplexity", {"base": None, "tuned": None})}
     means = generation.get("means") or {}
-    for key in ("exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l"):
+    for key in ("exact_match", "bleu_4", "rouge_1", "rouge_2", "rouge_l", "tool_call_name", "tool_call_exact"):
         out[key] = {side: (means.get(side) or {}).get(key) for side in ("base", "tuned")}
     out["choice_accuracy"] = {side: (choices.get(side) or {}).get("overall") for side in ("base", "tuned")}
     for key, field in (("preference_accuracy", "accuracy"), ("preference_margin", "margin")):

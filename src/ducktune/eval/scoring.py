@@ -56,13 +56,14 @@ def heldout_loss(engine, samples, cutoff: int, train_on: str) -> dict:
     return {"loss": total / count if count else None, "tokens": count, "samples": used, "nll_sum": total}
 
 
-def prompt_and_reference(sample) -> tuple[list[dict], str] | None:
-    """A chat sample split for generation: the conversation before its last assistant answer, and that answer."""
+def prompt_and_reference(sample) -> tuple[list[dict], str, tuple] | None:
+    """A chat sample split for generation: the conversation before its last assistant answer, that answer's
+    text, and its tool calls (ToolCall objects; empty for an answer without)."""
     messages = sample.message_dicts()
     last = max((i for i, m in enumerate(messages) if m["role"] == "assistant"), default=None)
     if sample.kind != "chat" or last is None or last == 0:
         return None
-    return messages[:last], messages[last]["content"]
+    return messages[:last], messages[last]["content"], sample.messages[last].tool_calls
 
 
 def choice_letter_ids(tokenizer) -> list[int]:

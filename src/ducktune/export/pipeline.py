@@ -190,15 +190,24 @@ def llama_cpp_caveats(base_folder: Path, targets: list[str]) -> list[str]:
     return gguf_caveats(read_config(base_folder)) if "gguf" in targets else []
 
 
-def template_caveats(chat_format, targets: list[str]) -> list[str]:
-    """Where the Ollama TEMPLATE prompts differently from the chat template on another day."""
+def template_caveats(chat_format, targets: list[str], tool_samples: int = 0) -> list[str]:
+    """Where the Ollama TEMPLATE prompts differently from the chat template: on another day, and with tools
+    (`tool_samples`: the run's training samples that used them)."""
     from ducktune.export.gotemplate import frozen_date
 
-    date = frozen_date(chat_format.tokenizer) if "ollama" in targets else None
-    if not date:
+    if "ollama" not in targets:
         return []
-    return [f"the chat template prints today's date ({date!r} now); Go templates cannot, so the Ollama TEMPLATE "
-            f"keeps {date!r}: export again to refresh it (llama.cpp's own Jinja renders the date of each day)"]
+    caveats = []
+    if date := frozen_date(chat_format.tokenizer):
+        caveats.append(f"the chat template prints today's date ({date!r} now); Go templates cannot, so the Ollama "
+                       f"TEMPLATE keeps {date!r}: export again to refresh it (llama.cpp's own Jinja renders the date "
+                       "of each day)")
+    if tool_samples:
+        caveats.append(f"the run trained on tool calls ({tool_samples} samples), and the Ollama TEMPLATE has no tool "
+                       "section (Ollama answers requests with tools 'does not support tools'): for tool calls serve "
+                       "the export with `ducktune serve` (OpenAI tools API) or llama-server --jinja, which render the "
+                       "GGUF's own chat template")
+    return caveats
 
 
 def ollama_layout(chat_format, allow_default_template: bool, log=print):
@@ -254,7 +263,8 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     log(f"\nExporting {source.run.path} as '{name}' to {export_dir} ({', '.join(targets)}"
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
     result = ExportResult(export_dir, name, caveats=llama_cpp_caveats(source.base_folder, targets)
-                          + (template_caveats(source.chat_format, targets) if layout else []))
+                          + (template_caveats(source.chat_format, targets, (source.info.get("data") or {}).get(
+                              "tool_samples", 0)) if layout else []))
     for note in result.caveats:
         log(f"Caveat: {note}")
     with WriterLock("export") as lock:  # one writer per run: not beside a training or another export

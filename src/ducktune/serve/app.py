@@ -58,16 +58,18 @@ def fewest_prompt_tokens(chat_format, messages: list[dict]) -> int:
     return size // (2 * chat_format.longest_token_bytes)
 
 
-def prepare(served, req: protocol.ChatCompletionRequest) -> tuple[list[dict], int, int]:
-    """(messages, max new tokens, prompt tokens); a prompt that does not fit is a 400."""
-    messages = req.message_dicts()
+def prepare(served, req: protocol.ChatCompletionRequest) -> tuple[list[dict], list[dict] | None, int, int]:
+    """(messages, tools, max new tokens, prompt tokens); a prompt that does not fit is a 400, and so are
+    tools the model's chat template does not write."""
+    messages, tools = req.conversation()
+    refuse_unwritten_tools(served.engine.chat_format, messages, tools, "tools" if req.tools else "functions")
     at_least = fewest_prompt_tokens(served.engine.chat_format, messages)
     if at_least >= served.max_context:
         raise APIError(400, f"This model's maximum context length is {served.max_context} tokens. However, your "
                             f"messages resulted in at least {at_least} tokens. Please reduce the length of the "
                             "messages.", param="messages", code="context_length_exceeded")
     try:
-        n_prompt = len(served.engine.chat_format.prompt_ids(messages))
+        n_prompt = len(served.engine.chat_format.prompt_ids(messages, tools))
     except UserError as exc:  # the chat template refused the conversation (e.g. role order)
         raise APIError(400, f"messages: {exc.message}", param="messages") from None
     left = served.max_context - n_prompt
@@ -77,13 +79,30 @@ def prepare(served, req: protocol.ChatCompletionRequest) -> tuple[list[dict], in
                        param="messages", code="context_length_exceeded")
     requested = req.requested_max_tokens()
     if requested is None:
-        return messages, min(left, DEFAULT_MAX_TOKENS), n_prompt
+        return messages, tools, min(left, DEFAULT_MAX_TOKENS), n_prompt
     if requested > left:
         raise APIError(400, f"This model's maximum context length is {served.max_context} tokens. However, you "
                             f"requested {n_prompt + requested} tokens ({n_prompt} in the messages, {requested} in "
                             "the completion). Please reduce the length of the messages or completion.",
                        param="max_tokens", code="context_length_exceeded")
-    return messages, requested, n_prompt
+    return messages, tools, requested, n_prompt
+
+
+def refuse_unwritten_tools(chat_format, messages: list[dict], tools: list[dict] | None, tools_param: str) -> None:
+    """A 400 for tool definitions, calls or results that the chat template would drop: the model would
+    answer a conversation other than the one sent."""
+    from ducktune.chat.tool_calls import template_tool_parts
+
+    used = {"definitions": tools_param if tools else None,
+            "calls": next((f"messages.{i}.tool_calls" for i, m in enumerate(messages) if m.get("tool_calls")), None),
+            "results": next((f"messages.{i}" for i, m in enumerate(messages) if m["role"] == "tool"), None)}
+    if not any(used.values()):
+        return
+    parts = template_tool_parts(chat_format)
+    for part, param in used.items():
+        if param is not None and part not in parts:
+            raise APIError(400, f"'{param}': this model's chat template does not write tool {part}", param=param,
+                           code="invalid_value")
 
 
 def sampling(req: protocol.ChatCompletionRequest) -> dict:
@@ -93,17 +112,19 @@ def sampling(req: protocol.ChatCompletionRequest) -> dict:
 
 
 def generate_job(served, req, control: RequestControl):
-    messages, max_new, _ = prepare(served, req)
+    messages, tools, max_new, _ = prepare(served, req)
     with served.engine.adapter_disabled(served.base):
-        return served.engine.generate(messages, max_new_tokens=max_new, cancel=control.stop, **sampling(req))
+        return served.engine.generate(messages, max_new_tokens=max_new, cancel=control.stop, tools=tools,
+                                      **sampling(req))
 
 
 def stream_job(served, req, control: RequestControl, emit) -> None:
-    messages, max_new, n_prompt = prepare(served, req)
+    messages, tools, max_new, n_prompt = prepare(served, req)
     emit("ready", n_prompt)
     with served.engine.adapter_disabled(served.base):
         for piece in served.engine.stream(messages, max_new_tokens=max_new, cancel=control.stop,
-                                          on_finish=lambda result: emit("finish", result), **sampling(req)):
+                                          on_finish=lambda result: emit("finish", result), tools=tools,
+                                          **sampling(req)):
             emit("piece", piece)
 
 
@@ -123,14 +144,14 @@ def batch_runner(served):
         requests, rows = [], []
         for i, (req, control, emit) in enumerate(payloads):
             try:
-                messages, max_new, n_prompt = prepare(served, req)
+                messages, tools, max_new, n_prompt = prepare(served, req)
             except APIError as exc:
                 outcomes[i] = exc
                 continue
             if emit is not None:
                 emit("ready", n_prompt)
             on_piece = (lambda piece, emit=emit: emit("piece", piece)) if emit is not None else None
-            requests.append(BatchRequest(messages, max_new, req.stop_list(), control.stop, on_piece))
+            requests.append(BatchRequest(messages, max_new, req.stop_list(), control.stop, on_piece, tools))
             rows.append(i)
         if requests:
             with served.engine.adapter_disabled(served.base):
@@ -222,9 +243,9 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
         served = await run_in_threadpool(registry.get, req.model)  # may load a run: off the event loop
         if served is None:
             raise model_not_found(req.model)
-        if req.stream:
+        if req.stream and not offers_tools(req):
             return await stream_completion(served, req, request)
-        return await complete(served, req, request)
+        return await complete(served, req, request, stream=bool(req.stream))
 
     # Outside the key: Docker/Kubernetes probes send no Authorization header (and HEAD, some of them).
     # Without the key the answer is the status alone: the per-model figures name the models (which
@@ -246,8 +267,15 @@ def client_gone() -> JSONResponse:
     return JSONResponse({"error": {"message": "client disconnected", "type": "cancelled"}}, status_code=499)
 
 
-async def complete(served, req, request: Request):
-    """One chat completion, answered when generation ends (499 when the client left first)."""
+def offers_tools(req) -> bool:
+    """Whether the model is offered tools: its answer may be calls, read once it is whole (a stream of it is
+    sent at the end, as one piece or as the calls)."""
+    return bool(req.tools or req.functions) and req.tool_choice != "none"
+
+
+async def complete(served, req, request: Request, stream: bool = False):
+    """One chat completion, answered when generation ends (499 when the client left first); `stream`: sent
+    as server-sent events (a request offering tools)."""
     control = RequestControl()
     future = submit(served, req, control)
     try:
@@ -258,8 +286,39 @@ async def complete(served, req, request: Request):
         raise job_failure(exc, served.id) from None
     if result is None:  # nobody is listening any more
         return client_gone()
-    return protocol.completion_body(protocol.completion_id(), served.id, result.text, result.finish_reason,
-                                    result.prompt_tokens, result.completion_tokens)
+    text, calls = result.text, None
+    if offers_tools(req):
+        from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+
+        parsed = parse_tool_calls(result.raw_text, call_syntax(served.engine.chat_format))
+        if parsed is not None:
+            text, calls = parsed
+    body = protocol.completion_body(protocol.completion_id(), served.id, text, result.finish_reason,
+                                    result.prompt_tokens, result.completion_tokens, calls)
+    if not stream:
+        return body
+    include_usage = bool(req.stream_options and req.stream_options.include_usage)
+    return StreamingResponse(whole_answer_events(body, include_usage), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def whole_answer_events(body: dict, include_usage: bool):
+    """A finished completion as a stream's chunks: the role, the text, the calls (OpenAI's indexed deltas),
+    the finish reason, the usage if asked, [DONE]."""
+    cid, created, model = body["id"], body["created"], body["model"]
+    choice = body["choices"][0]
+    message = choice["message"]
+    yield protocol.sse(protocol.chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
+    if message.get("content"):
+        yield protocol.sse(protocol.chunk_body(cid, model, created, {"content": message["content"]}))
+    if message.get("tool_calls"):
+        calls = [{"index": i, **call} for i, call in enumerate(message["tool_calls"])]
+        yield protocol.sse(protocol.chunk_body(cid, model, created, {"tool_calls": calls}))
+    yield protocol.sse(protocol.chunk_body(cid, model, created, {}, choice["finish_reason"]))
+    if include_usage:
+        yield protocol.sse({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                            "choices": [], "usage": body["usage"]})
+    yield protocol.sse("[DONE]")
 
 
 async def stream_completion(served, req, request: Request):

@@ -164,9 +164,9 @@ class LlamaCppEngine:
 
     def _pieces(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
                 seed: int | None, stop: list[str] | None, cancel: threading.Event | None,
-                results: list[Generation]) -> Iterator[str]:
+                results: list[Generation], tools: list[dict] | None = None) -> Iterator[str]:
         """Text pieces as they are generated; the Generation is appended to `results` at the end."""
-        prompt = self.chat_format.prompt_ids(messages)
+        prompt = self.chat_format.prompt_ids(messages, tools)
         # The server checks the context before queueing; a direct caller gets what still fits.
         max_new_tokens = max(1, min(max_new_tokens, self.max_context - len(prompt)))
         answer = AnswerText(self.tokenizer, self.chat_format.stop_token_ids, max_new_tokens, stop)
@@ -185,24 +185,26 @@ class LlamaCppEngine:
 
     def generate(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int | None = None, stop: list[str] | None = None,
-                 cancel: threading.Event | None = None) -> Generation:
+                 cancel: threading.Event | None = None, tools: list[dict] | None = None) -> Generation:
         results: list[Generation] = []
-        for _ in self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results):
+        for _ in self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results, tools):
             pass
         return results[0]
 
     def generate_batch(self, conversations: list[list[dict]], max_new_tokens: int = 256,
-                       batch_size: int = 16) -> list[Generation]:
+                       batch_size: int = 16, tools: list | None = None) -> list[Generation]:
         """Greedy answers, one after the other (llama.cpp runs one sequence per context here)."""
-        return [self.generate(c, max_new_tokens=max_new_tokens) for c in conversations]
+        tools = tools or [None] * len(conversations)
+        return [self.generate(c, max_new_tokens=max_new_tokens, tools=t) for c, t in zip(conversations, tools)]
 
     def stream(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: list[str] | None = None, cancel: threading.Event | None = None,
-               on_finish: Callable[[Generation], None] | None = None) -> Iterator[str]:
+               on_finish: Callable[[Generation], None] | None = None,
+               tools: list[dict] | None = None) -> Iterator[str]:
         """Text pieces as they are generated (on the caller's thread); `on_finish` gets the Generation.
         Closing the iterator stops generation."""
         results: list[Generation] = []
-        yield from self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results)
+        yield from self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results, tools)
         if on_finish is not None and results:
             on_finish(results[0])
 

@@ -5,19 +5,24 @@ becomes a 4xx with OpenAI's error shape, `{"error": {"message", "type", "param",
 which the `openai` package, Dify and Open WebUI show to their users as is.
 Parameters that clients send routinely but that do not change the answer (user, metadata,
 penalties of 0...) are accepted and ignored, so those clients work unchanged; a parameter
-whose answer ducktune cannot give (n > 1, tools or functions, logprobs, a JSON
+whose answer ducktune cannot give (n > 1, a forced tool_choice, logprobs, a JSON
 response_format, a logit_bias, a non-zero presence or frequency penalty, image or audio
 content) is rejected, since a client that asked for it would read a reply without it.
+
+Tools: a request's `tools` (and the conversation's calls and tool results) are written into the
+prompt by the chat template; an answer that calls tools in the syntax the template writes
+(chat/tool_calls.py) is returned as OpenAI's `tool_calls` with finish_reason "tool_calls".
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 MAX_STOP_CHARS = 1000  # OpenAI sets no figure; longer ones are not stop sequences anyone means
@@ -25,9 +30,8 @@ MAX_STOP_CHARS = 1000  # OpenAI sets no figure; longer ones are not stop sequenc
 
 # Parameters whose answer ducktune cannot give: (refused when, why), per field.
 _CANNOT_ANSWER = {
-    "tools": (bool, "tool calling is not supported by ducktune serve"),
-    "functions": (bool, "tool calling is not supported by ducktune serve"),
-    "tool_choice": (lambda v: v not in ("none", "auto"), "tool calling is not supported by ducktune serve"),
+    "tool_choice": (lambda v: v not in ("none", "auto"),
+                    "only 'auto' and 'none' are supported: ducktune serve cannot force the model to call a tool"),
     "logprobs": (bool, "log probabilities are not returned by ducktune serve; leave logprobs off"),
     "response_format": (lambda v: v.get("type") != "text",
                         "only {'type': 'text'} is supported: ducktune serve does not constrain answers to JSON"),
@@ -76,20 +80,41 @@ class TextPart(BaseModel):
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", strict=True)
-    # "developer" is OpenAI's newer name for the system role.
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+    # "developer" is OpenAI's newer name for the system role; "function" the older one of "tool".
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart] | None  # None (or left out): an assistant turn that only calls tools
+    tool_calls: list | None = None  # an assistant turn's calls (read by data.formats.request_conversation)
+    function_call: dict | None = None  # the older single call
+    tool_call_id: str | None = None  # a tool turn: the call it answers
+    name: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _calls_need_no_content(cls, value):
+        if isinstance(value, dict) and "content" not in value and (value.get("tool_calls") or value.get("function_call")):
+            return {**value, "content": None}
+        return value
 
     @field_validator("content", mode="before")
     @classmethod
     def _text_or_parts(cls, value):
-        if not isinstance(value, (str, list)):
+        if value is not None and not isinstance(value, (str, list)):
             raise ValueError("must be a string or a list of text parts")
         return _encodable(value) if isinstance(value, str) else value
 
+    @model_validator(mode="after")
+    def _content_or_calls(self):
+        if self.content is None and not (self.role == "assistant" and (self.tool_calls or self.function_call)):
+            raise ValueError("content must be a string or a list of text parts (null only beside tool_calls)")
+        return self
+
     def as_dict(self) -> dict:
-        content = self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
-        return {"role": "system" if self.role == "developer" else self.role, "content": content}
+        content = self.content if isinstance(self.content, str) or self.content is None else \
+            "".join(p.text for p in self.content)
+        message = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        fields = {"tool_calls": self.tool_calls, "function_call": self.function_call,
+                  "tool_call_id": self.tool_call_id, "name": self.name}
+        return {**message, **{key: value for key, value in fields.items() if value is not None}}
 
 
 class StreamOptions(BaseModel):
@@ -142,7 +167,7 @@ class ChatCompletionRequest(BaseModel):
             raise ValueError("only n=1 is supported")
         return value
 
-    @field_validator("tools", "functions", "tool_choice", "logprobs", "response_format", "logit_bias",
+    @field_validator("tool_choice", "logprobs", "response_format", "logit_bias",
                      "presence_penalty", "frequency_penalty")
     @classmethod
     def _answerable(cls, value, info):
@@ -165,6 +190,19 @@ class ChatCompletionRequest(BaseModel):
 
     def message_dicts(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
+
+    def conversation(self) -> tuple[list[dict], list[dict] | None]:
+        """(messages, tools) as the chat template takes them: calls' JSON arguments parsed, results linked
+        to their calls; tools None under tool_choice "none" (the model is not offered them). A 400 names
+        the first problem's field."""
+        from ducktune.data.formats import request_conversation
+
+        tools = (self.tools or self.functions) if self.tool_choice != "none" else None
+        messages, tools, issues = request_conversation(self.message_dicts(), tools)
+        if issues:  # named as the API names fields: messages.1.tool_calls.0.arguments
+            field = re.sub(r"\[(\d+)\]", r".\1", issues[0].field)
+            raise APIError(400, f"'{field}': {issues[0].message}", param=field, code="invalid_value")
+        return messages, tools
 
     def requested_max_tokens(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens
@@ -244,16 +282,28 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
             "total_tokens": prompt_tokens + completion_tokens}
 
 
-def completion_body(cid: str, model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict:
+def completion_body(cid: str, model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
+                    tool_calls: list | None = None) -> dict:
+    """A chat.completion; with `tool_calls` (ToolCall objects) the message carries them in OpenAI's shape
+    (arguments as JSON text), `text` is what the answer said before them (null when nothing)."""
+    message = {"role": "assistant", "content": text}
+    if tool_calls:
+        message = {"role": "assistant", "content": text or None, "tool_calls": tool_call_bodies(tool_calls)}
+        finish_reason = "tool_calls"
     return {
         "id": cid,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                     "finish_reason": finish_reason, "logprobs": None}],
+        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason, "logprobs": None}],
         "usage": usage(prompt_tokens, completion_tokens),
     }
+
+
+def tool_call_bodies(calls: list) -> list[dict]:
+    return [{"id": "call_" + uuid.uuid4().hex[:24], "type": "function",
+             "function": {"name": call.name, "arguments": json.dumps(call.arguments, ensure_ascii=False)}}
+            for call in calls]
 
 
 def chunk_body(cid: str, model: str, created: int, delta: dict, finish_reason: str | None = None) -> dict:

@@ -238,6 +238,7 @@ class PreparedData:
     skipped: int  # bad records skipped while loading or templating
     duplicates_removed: int
     probe_prompts: list[str]
+    tool_samples: int = 0  # training samples with tool definitions, calls or results (export names what Ollama lacks)
 
 
 def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log) -> PreparedData:
@@ -274,7 +275,7 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
     if note := unused_note(data):
         log(f"Note: {note}")
     return PreparedData(train_rows, val_rows, train_stats, skipped, data.duplicates_removed,
-                        probe_prompts(config, data.train))
+                        probe_prompts(config, data.train), sum(1 for s in data.train if s.uses_tools))
 
 
 def data_fingerprint(data: PreparedData) -> str:
@@ -307,7 +308,7 @@ def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) ->
                  "cutoff_len": config.data.cutoff_len, "truncated": stats["truncated"], "dropped": stats["dropped"],
                  "skipped_bad": data.skipped, "duplicates_removed": data.duplicates_removed,
                  "trained_tokens": stats["trained_tokens"], "tokens": stats["tokens"],
-                 "fingerprint": data_fingerprint(data)},
+                 "tool_samples": data.tool_samples, "fingerprint": data_fingerprint(data)},
         "probe_prompts": data.probe_prompts,
         "memory_plan": memory.to_json(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),

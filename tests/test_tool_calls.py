@@ -1,0 +1,299 @@
+"""Tool-calling data: which parts of it each family's chat template writes, and the loss masks on the
+real templates: calls trained like answers, definitions and results context, prompts as trained."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+
+from ducktune.data.formats import normalize
+from ducktune.data.schema import Record
+from ducktune.data.template import IGNORE_INDEX, ChatFormat
+from ducktune.data.template_rules import tool_parts
+from ducktune.models.families import FAMILIES, family, template_text
+from ducktune.models.standin_tokenizers import build_tokenizer
+
+ALL_PARTS = {"definitions", "calls", "results"}
+# The families whose published templates write tool definitions, structured calls and results.
+TOOL_FAMILIES = ["qwen2.5", "qwen3", "qwen3-moe", "gpt-oss", "qwen3.5", "llama3", "mistral-v0.3", "mistral-nemo",
+                 "ministral3", "mistral-small3", "gemma4", "granite4", "granite4h", "nemotron-h", "olmo3", "exaone4",
+                 "apertus", "minicpm3"]
+RECORD = {
+    "messages": [
+        {"role": "user", "content": "USERASKS weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}]},
+        {"role": "tool", "content": "TWENTYDEGREES"},
+        {"role": "assistant", "content": "It is warm."}],
+    "tools": [{"type": "function", "function": {"name": "get_weather", "description": "DEFINITIONTEXT",
+                                                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}],
+}
+
+
+@functools.lru_cache(maxsize=None)
+def chat_format(family_id: str) -> ChatFormat:
+    spec = family(family_id)
+    return ChatFormat(build_tokenizer(spec.tokenizer, spec.specials, template_text(spec.template)))
+
+
+def sample():
+    issues = []
+    found = normalize(Record(json.loads(json.dumps(RECORD)), "tools.json", 1), "messages", issues)
+    assert issues == []
+    return found
+
+
+def test_which_families_write_which_parts_of_tool_calling():
+    parts = {spec.id: tool_parts(chat_format(spec.id)) for spec in FAMILIES}
+    assert sorted(f for f, p in parts.items() if p == ALL_PARTS) == sorted(TOOL_FAMILIES)
+    # Granite 3 / LFM2 take calls as the answer's text; Falcon 3 writes calls into the user's turn.
+    for family_id in ("granite", "lfm2", "falcon3"):
+        assert parts[family_id] == {"definitions", "results"}, family_id
+    assert parts["deepseek-r1-distill-qwen"] == {"calls", "results"}  # no definitions in R1's template
+    assert parts["smollm2"] == {"results"}  # ChatML prints any role: a tool turn, nothing else
+    assert parts["gemma3"] == parts["llama2-chat"] == frozenset()  # alternation: the tool role raises
+
+
+@pytest.mark.parametrize("family_id", TOOL_FAMILIES)
+def test_calls_are_trained_and_definitions_and_results_are_context(family_id):
+    fmt = chat_format(family_id)
+    encoded = fmt.encode(sample(), 4096)
+    runs = fmt.decode_spans(encoded)
+    trained = [text for text, is_trained in runs if is_trained]
+    context = "".join(text for text, is_trained in runs if not is_trained)
+    assert len(trained) == 2, trained
+    call, answer = trained
+    assert "get_weather" in call and "Paris" in call  # the call in the template's own syntax
+    assert answer.rstrip().endswith(tuple(fmt.stop_tokens)) and "It is warm." in answer
+    assert any(call.rstrip().endswith(stop) for stop in fmt.stop_tokens) or family_id in ("gpt-oss", "gemma4", "apertus")
+    for text in ("DEFINITIONTEXT", "TWENTYDEGREES", "USERASKS"):
+        assert text in context and not any(text in run for run in trained), text
+    messages = sample().message_dicts()  # the training text is the template's rendering, nothing added or lost
+    rendered = fmt.tokenize(fmt.render(messages, tools=sample().tools), messages)[0]
+    # Apertus: training closes the last answer with EOS, which render() leaves to the continuing prompt.
+    assert rendered + ([fmt.tokenizer.eos_token_id] if fmt.eos_closes_earlier else []) == encoded.input_ids
+
+
+# The templates' own inconsistencies, kept as the templates write them (strict: a fix shows up here).
+PROMPT_MISMATCH = {
+    # Prompts open answers with `<think>\n`, which the template writes into the last answer only: an earlier
+    # answer (a call followed by its result) is trained without it.
+    "nemotron-h": "the generation prompt's <think> is not written before a call that has a result after it",
+    # A result is written inside the assistant's turn and the answer goes on there; a prompt after a result
+    # opens a new assistant turn instead.
+    "apertus": "a prompt after a tool result opens a new assistant turn that training never shows",
+}
+
+
+@pytest.mark.parametrize("family_id", [
+    pytest.param(f, marks=pytest.mark.xfail(strict=True, reason=PROMPT_MISMATCH[f])) if f in PROMPT_MISMATCH else f
+    for f in TOOL_FAMILIES])
+def test_prompts_with_tools_are_the_trained_prefixes(family_id):
+    """At inference the model is prompted with the tools (and, after a result, with the call and result)
+    exactly as training showed them before each trained turn."""
+    fmt = chat_format(family_id)
+    chat = sample()
+    encoded = fmt.encode(chat, 4096)
+    starts = [i for i, label in enumerate(encoded.labels)
+              if label != IGNORE_INDEX and (i == 0 or encoded.labels[i - 1] == IGNORE_INDEX)]
+    messages = chat.message_dicts()
+    assert fmt.prompt_ids(messages[:1], tools=chat.tools) == encoded.input_ids[:starts[0]]
+    assert fmt.prompt_ids(messages[:3], tools=chat.tools) == encoded.input_ids[:starts[1]]
+
+
+def test_a_call_in_a_template_without_end_of_turn_is_refused_in_one_line(tiny_qwen):
+    from ducktune.errors import DataError
+    from ducktune.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_qwen)
+    tokenizer.chat_template = ("{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}{% if m.tool_calls %}"
+                               "CALL {{ m.tool_calls[0].function.name }}{% endif %}\n{% endfor %}"
+                               "{% if add_generation_prompt %}assistant: {% endif %}")
+    fmt = ChatFormat(tokenizer)
+    assert fmt.eot_token is None
+    with pytest.raises(DataError, match="no end-of-turn token, so where a tool call ends is unknown"):
+        fmt.encode(sample(), 4096)
+
+
+def _tool_data(path):
+    record = json.loads(json.dumps(RECORD))
+    call_only = {"messages": record["messages"][:2], "tools": record["tools"]}  # a sample may end with the call
+    path.write_text("".join(json.dumps(r) + "\n" for r in (record, call_only)), encoding="utf-8")
+    return path
+
+
+def test_tool_data_trains_end_to_end_and_templates_without_tools_refuse_it(tmp_path, capsys, tiny_qwen):
+    from ducktune.cli import main
+    from ducktune.models.families import standin_dir
+
+    data = _tool_data(tmp_path / "tools.jsonl")
+    # ChatML (tiny_qwen) writes a tool turn but no definitions or calls: each record named, nothing written.
+    assert main(["data", "check", str(data), "--model", str(tiny_qwen)]) == 2
+    out = capsys.readouterr().out
+    assert f"{data}:1: tools: this model's chat template does not write tool definitions" in out
+    assert f"{data}:2: tools: this model's chat template does not write tool definitions" in out
+    model = standin_dir("qwen2.5", tmp_path / "standins", log=lambda *a: None)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name_or_path: {model}\ndata:\n  datasets: [{data}]\noutput:\n  dir: {tmp_path / 'run'}\n"
+                      "train:\n  max_steps: 1\n  save_steps: 100\neval:\n  max_new_tokens: 2\n", encoding="utf-8")
+    assert main(["train", str(config)]) == 0
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    # Both samples train: the call of each (and the final answer of the first).
+    assert info["data"]["train_samples"] == 2 and info["data"]["skipped_bad"] == 0
+    assert info["data"]["tool_samples"] == 2 and (tmp_path / "run" / "adapter").is_dir()
+
+
+def test_export_says_the_ollama_template_has_no_tools_when_the_run_trained_on_them():
+    from ducktune.export.pipeline import template_caveats
+
+    fmt = chat_format("qwen2.5")
+    (caveat,) = template_caveats(fmt, ["gguf", "ollama"], tool_samples=3)
+    assert "trained on tool calls (3 samples)" in caveat and "ducktune serve" in caveat
+    assert template_caveats(fmt, ["gguf", "ollama"], tool_samples=0) == []
+    assert template_caveats(fmt, ["gguf"], tool_samples=3) == []  # no Modelfile written: nothing to say
+
+
+class ScriptedEngine:
+    """An engine whose answer is fixed text (a real template's chat format: prompts and call syntax are
+    measured from it), recording the conversation and tools each request was prompted with."""
+
+    batches = False
+
+    def __init__(self, family_id: str, raw_answer: str):
+        self.chat_format = chat_format(family_id)
+        self.raw_answer = raw_answer
+        self.prompts: list[tuple[list, list | None]] = []
+
+    def adapter_disabled(self, base):
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def generate(self, messages, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=None, stop=None, cancel=None,
+                 tools=None):
+        from ducktune.chat.engine import Generation
+
+        self.prompts.append((messages, tools))
+        n_prompt = len(self.chat_format.prompt_ids(messages, tools))
+        visible = self.raw_answer.replace("<tool_call>", "").replace("</tool_call>", "")
+        return Generation(visible, n_prompt, 7, "stop", self.raw_answer)
+
+
+@pytest.fixture
+def tool_server():
+    from fastapi.testclient import TestClient
+
+    from ducktune.serve.app import create_app
+    from ducktune.serve.registry import ServedModel
+    from ducktune.serve.worker import GenerationWorker
+
+    engines = {}
+
+    class Registry:
+        def get(self, model_id):
+            engine = engines.get(model_id)
+            return None if engine is None else ServedModel(model_id, engine, worker, False, 0, 4096)
+
+        def list(self):
+            return [{"id": name} for name in engines]
+
+        def stats(self):
+            return {}
+
+    worker = GenerationWorker("m", gather_s=0.0)
+    with TestClient(create_app(Registry())) as client:
+        yield client, engines
+    worker.shutdown()
+
+
+WEATHER = RECORD["tools"]
+ASK = {"messages": [{"role": "user", "content": "Weather in Paris?"}], "tools": WEATHER}
+
+
+def test_serve_answers_a_call_as_openai_tool_calls(tool_server):
+    client, engines = tool_server
+    engines["qwen"] = engine = ScriptedEngine(
+        "qwen2.5", 'Checking.\n<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>')
+    body = client.post("/v1/chat/completions", json={"model": "qwen", **ASK}).json()
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Checking."
+    (call,) = choice["message"]["tool_calls"]
+    assert call["type"] == "function" and call["id"].startswith("call_")
+    assert call["function"] == {"name": "get_weather", "arguments": '{"city": "Paris"}'}  # JSON text, as OpenAI sends
+    # The prompt had the tools, written by the template where it writes them.
+    messages, tools = engine.prompts[-1]
+    assert tools == WEATHER and "DEFINITIONTEXT" in engine.chat_format.render(messages, True, tools)
+
+    # The client sends the call back with its result (arguments as JSON text, content null): read as training does.
+    follow = {"model": "qwen", "tools": WEATHER, "messages": ASK["messages"] + [
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": call["id"], "content": "TWENTYDEGREES"}]}
+    engine.raw_answer = "It is 20C."
+    body = client.post("/v1/chat/completions", json=follow).json()
+    assert body["choices"][0]["message"] == {"role": "assistant", "content": "It is 20C."}
+    assert body["choices"][0]["finish_reason"] == "stop"
+    messages, _ = engine.prompts[-1]
+    assert messages[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
+    assert messages[2] == {"role": "tool", "content": "TWENTYDEGREES", "name": "get_weather", "tool_call_id": call["id"]}
+
+
+def test_serve_streams_calls_as_indexed_deltas_and_tool_choice_none_offers_no_tools(tool_server):
+    client, engines = tool_server
+    engines["mistral"] = engine = ScriptedEngine(
+        "mistral-v0.3", '[TOOL_CALLS] [{"name": "get_weather", "arguments": {"city": "Paris"}}, '
+                        '{"name": "get_weather", "arguments": {"city": "Oslo"}}]')
+    response = client.post("/v1/chat/completions", json={"model": "mistral", "stream": True, **ASK})
+    chunks = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: {")]
+    deltas = [c["choices"][0]["delta"] for c in chunks]
+    calls = next(d["tool_calls"] for d in deltas if "tool_calls" in d)
+    assert [(c["index"], json.loads(c["function"]["arguments"])["city"]) for c in calls] == [(0, "Paris"), (1, "Oslo")]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls" and response.text.rstrip().endswith("[DONE]")
+    # tool_choice "none": the model is not offered the tools, and its text is text.
+    body = client.post("/v1/chat/completions", json={"model": "mistral", "tool_choice": "none", **ASK}).json()
+    assert engine.prompts[-1][1] is None and body["choices"][0]["finish_reason"] == "stop"
+    assert "tool_calls" not in body["choices"][0]["message"]
+
+
+def test_eval_scores_calls_by_function_and_arguments_prompted_with_the_tools():
+    """`ducktune eval --data tools.jsonl`: an answer that should call is prompted with the sample's tools and
+    scored by the calls it makes (read in the template's syntax); a text answer by the text metrics."""
+    import contextlib
+
+    from ducktune.chat.engine import Generation
+    from ducktune.eval.inputs import ChatSet, EvalInputs
+    from ducktune.eval.runner import evaluate_generation, headline
+
+    first = sample()
+    call_only = normalize(Record({"messages": RECORD["messages"][:2], "tools": RECORD["tools"]}, "t.json", 2),
+                          "messages", [])
+    wrong_city = normalize(Record({"messages": [RECORD["messages"][0], {**RECORD["messages"][1], "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}}]}],
+        "tools": RECORD["tools"]}, "t.json", 3), "messages", [])
+
+    class Engine:
+        chat_format = chat_format("qwen2.5")
+        has_adapter = False
+        prompted: list = []
+
+        def adapter_disabled(self):
+            return contextlib.nullcontext()
+
+        def generate_batch(self, conversations, max_new_tokens, tools=None):
+            self.prompted = list(zip(conversations, tools))
+            call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+            return [Generation("It is warm.", 1, 1, "stop", "It is warm."), Generation("", 1, 1, "stop", call),
+                    Generation("", 1, 1, "stop", call)]
+
+    engine = Engine()
+    summary, predictions = evaluate_generation(engine, EvalInputs(chat=[ChatSet("t", [first, call_only, wrong_city])]),
+                                               16, with_base=False)
+    assert all(tools == RECORD["tools"] for _, tools in engine.prompted)
+    assert engine.prompted[0][0][-1]["role"] == "tool"  # the final answer is asked after the call's result
+    result = headline({}, summary, {})
+    assert result["tool_call_name"]["tuned"] == 100.0 and result["tool_call_exact"]["tuned"] == 50.0
+    assert result["exact_match"]["tuned"] == 100.0  # the text answer, scored apart
+    assert predictions[2]["reference_calls"] == [{"name": "get_weather", "arguments": {"city": "Rome"}}]
+    assert predictions[2]["tuned_scores"] == {"tool_call_name": 100.0, "tool_call_exact": 0.0}
