@@ -297,3 +297,42 @@ def test_eval_scores_calls_by_function_and_arguments_prompted_with_the_tools():
     assert result["exact_match"]["tuned"] == 100.0  # the text answer, scored apart
     assert predictions[2]["reference_calls"] == [{"name": "get_weather", "arguments": {"city": "Rome"}}]
     assert predictions[2]["tuned_scores"] == {"tool_call_name": 100.0, "tool_call_exact": 0.0}
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_calls_makes_them_through_eval_and_the_api(tmp_path, tiny_qwen_wide, tool_server):
+    """End to end on a model that learns: Qwen2.5's tool template on the wide tiny model, three prompts each
+    answered by a call with its own argument. After training, eval prompts with the tools and reads the calls
+    (all right; the base model makes none), and the OpenAI API answers the same prompt with tool_calls."""
+    from ducktune.chat.engine import ChatEngine
+    from ducktune.config import DatasetSpec, load_config
+    from ducktune.eval.runner import run_eval
+    from ducktune.train import recipe
+
+    tools = RECORD["tools"]
+    records = [{"messages": [{"role": "user", "content": f"Weather in {city}?"}, {
+        "role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {
+            "name": "get_weather", "arguments": json.dumps({"city": city})}}]}], "tools": tools}
+        for city in ("Paris", "Oslo", "Rome")]
+    data = tmp_path / "tools.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    config = load_config(None, [])
+    config.model.name_or_path, config.model.chat_template = str(tiny_qwen_wide), "qwen2.5"
+    config.data.datasets = [DatasetSpec(path=str(data))]
+    config.output.dir = str(tmp_path / "run")
+    for section, name, value in [("train", "max_steps", 300), ("train", "learning_rate", 5e-3), ("train", "batch_size", 3),
+                                 ("train", "save_steps", 1000), ("train", "warmup_ratio", 0.0), ("lora", "r", 16),
+                                 ("lora", "alpha", 32), ("lora", "dropout", 0.0), ("eval", "max_new_tokens", 8)]:
+        setattr(getattr(config, section), name, value)
+    run_dir = recipe.train(config, progress=False, compare=False).run_dir
+    out = run_eval(str(run_dir), data=[str(data)], with_base=True, max_new_tokens=90, log=lambda *a: None)
+    assert out["tool_call_exact"] == {"base": 0.0, "tuned": 100.0}, out["tool_call_exact"]
+
+    client, engines = tool_server
+    engines["tuned"] = ChatEngine.from_run(str(run_dir), log=lambda *a: None)
+    body = client.post("/v1/chat/completions", json={
+        "model": "tuned", "max_tokens": 90, "tools": tools,
+        "messages": [{"role": "user", "content": "Weather in Oslo?"}]}).json()
+    assert body["choices"][0]["finish_reason"] == "tool_calls", body
+    (call,) = body["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
