@@ -158,7 +158,7 @@ def test_unknown_format_says_what_was_tried():
         "no known format fits (the first record has fields ['answer', 'question']). Tried "
         "preference: no 'chosen' and 'rejected' fields; unpaired: no 'label' field with a 'completion' "
         "(or 'messages'); sharegpt: no 'conversations' field; "
-        "messages: no 'messages' field; firefly: no 'conversation' field; "
+        "messages: no 'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; "
         "alpaca: no 'instruction'/'input' and 'output' fields; text: no 'text' field")
 
 
@@ -412,3 +412,22 @@ def test_media_in_a_record_is_refused_never_dropped(key, what):
         assert sample is None and issues == expected
     sample, issues = norm({"messages": chat, key: []})  # an empty list holds no media
     assert issues == [] and sample is not None
+
+
+def test_xlam_function_calling_records_are_a_question_answered_by_calls():
+    """Salesforce/xlam-function-calling-60k: answers and tools are JSON text; parameters are not JSON Schema."""
+    tools = json.dumps([{"name": "live_giveaways_by_type", "description": "Giveaways by type.",
+                         "parameters": {"type": {"description": "beta or game", "type": "str", "default": "game"}}}])
+    answers = json.dumps([{"name": "live_giveaways_by_type", "arguments": {"type": "beta"}},
+                          {"name": "live_giveaways_by_type", "arguments": {"type": "game"}}])
+    sample, issues = norm({"id": 0, "query": "Beta and game giveaways?", "answers": answers, "tools": tools})
+    assert issues == [] and sample.format == "xlam"
+    assert turns(sample) == [("user", "Beta and game giveaways?"), ("assistant", "")]
+    assert [(c.name, c.arguments) for c in sample.messages[1].tool_calls] == [
+        ("live_giveaways_by_type", {"type": "beta"}), ("live_giveaways_by_type", {"type": "game"})]
+    assert sample.tools[0]["function"]["name"] == "live_giveaways_by_type"
+    _, issues = norm({"query": "q", "answers": "[]", "tools": tools})
+    assert issues == ["f.json:1: answers: an empty list of calls"]
+    _, issues = norm({"query": "q", "answers": json.dumps([{"name": "nope", "arguments": {}}]), "tools": tools})
+    assert issues == ["f.json:1: answers: calls 'nope', which the record's tools do not define "
+                      "(defined: live_giveaways_by_type)"]

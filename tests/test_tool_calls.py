@@ -135,6 +135,13 @@ def test_tool_data_trains_end_to_end_and_templates_without_tools_refuse_it(tmp_p
     assert f"{data}:1: tools: this model's chat template does not write tool definitions" in out
     assert f"{data}:2: tools: this model's chat template does not write tool definitions" in out
     model = standin_dir("qwen2.5", tmp_path / "standins", log=lambda *a: None)
+    assert main(["data", "check", str(data), "--model", str(model)]) == 0
+    assert ("tools:   2 samples use tools (2 calls: trained like answers; definitions and results are context); "
+            "the model's chat template writes definitions, calls, results") in capsys.readouterr().out
+    assert main(["data", "check", str(data), "--model", str(tiny_qwen), "--json"]) == 2
+    report = json.loads(capsys.readouterr().out)
+    # Both records refused (counted as bad, not as samples); ChatML writes a tool turn and nothing else.
+    assert report["tools"] == {"samples": 0, "calls": 0, "template_writes": ["results"]} and report["bad_records"] == 2
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  name_or_path: {model}\ndata:\n  datasets: [{data}]\noutput:\n  dir: {tmp_path / 'run'}\n"
                       "train:\n  max_steps: 1\n  save_steps: 100\neval:\n  max_new_tokens: 2\n", encoding="utf-8")

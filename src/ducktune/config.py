@@ -129,9 +129,10 @@ class DatasetSpec(_Section):
             "for a Hugging Face dataset ('hf:/local/folder' for one on disk)."
         ),
     )
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "text", "preference", "unpaired"] = Field(
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "text", "preference", "unpaired"] = Field(
         "auto", description="Record format; auto detects it from the fields of the records. preference: "
-                            "chosen/rejected pairs; unpaired: KTO samples with a true/false label."
+                            "chosen/rejected pairs; unpaired: KTO samples with a true/false label; xlam: "
+                            "Salesforce xLAM function-calling records (query, answers as calls, tools)."
     )
     columns: dict[str, str] = Field(
         default_factory=dict,

@@ -19,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from ducktune.config import DatasetSpec, RunConfig
-from ducktune.data.formats import DEFAULT_OPTIONS
+from ducktune.data.formats import DEFAULT_OPTIONS, TOOL_PARTS
 from ducktune.data.lengths import TokenStats, token_stats
 from ducktune.data.loader import LoadedData, assemble, data_objective, objective_kinds, read_datasets
 from ducktune.data.preference import answer_chat, answers
@@ -45,6 +45,9 @@ class CheckReport:
     usable: bool = False
     objective: str = "sft"  # "sft" or "preference": which samples training would use
     desirable: int = 0  # unpaired KTO samples labelled true
+    tool_samples: int = 0  # samples with tool definitions, calls or results
+    tool_calls: int = 0
+    tool_parts: frozenset | None = None  # what the model's template writes of tool calling (None: no model)
 
     @property
     def samples(self) -> int:
@@ -70,11 +73,12 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
     from ducktune.data.template_rules import template_options
 
     options = template_options(chat_format) if chat_format is not None else DEFAULT_OPTIONS
+    report_parts = options.tool_parts if chat_format is not None else None
     per_dataset = read_datasets(config.data, options)
     files = [f for d in per_dataset for f in d.files]
     if config.data.val_file:
         files += read_spec(DatasetSpec(path=config.data.val_file), config.data.dataset_dir, options)
-    report = CheckReport(files, [i for f in files for i in f.issues])
+    report = CheckReport(files, [i for f in files for i in f.issues], tool_parts=report_parts)
     samples = [s for f in files for s in f.samples]
     report.records = sum(f.records + f.lost for f in files)
     report.bad_records = sum(f.bad_records for f in files)
@@ -86,6 +90,8 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
         report.desirable += sample.label is True
         for message in sample.messages:
             report.roles[message.role] += 1
+            report.tool_calls += len(message.tool_calls)
+        report.tool_samples += sample.uses_tools
         key = sample.key()
         if key in seen:
             report.duplicates += 1
@@ -195,7 +201,12 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
     lines.append(f"Samples: {_count(report.samples)} usable, {_count(report.bad_records)} bad")
     lines.append(f"  formats: {_counter(report.formats)}")
     lines.append(f"  kinds:   {_counter(report.kinds, ('chat', 'text', 'preference', 'unpaired'))}")
-    lines.append(f"  roles:   {_counter(report.roles, ('system', 'user', 'assistant'))}  (messages)")
+    lines.append(f"  roles:   {_counter(report.roles, ('system', 'user', 'assistant', 'tool'))}  (messages)")
+    if report.tool_samples:
+        writes = "" if report.tool_parts is None else "; the model's chat template writes " + (
+            ", ".join(p for p in TOOL_PARTS if p in report.tool_parts) or "none of them")
+        lines.append(f"  tools:   {_count(report.tool_samples)} samples use tools ({_count(report.tool_calls)} calls: "
+                     f"trained like answers; definitions and results are context){writes}")
     lines += _objective_lines(report)
     if report.duplicates:
         lines.append(f"  {_count(report.duplicates)} exact duplicates (data.dedupe=true drops them)")
@@ -273,6 +284,9 @@ def report_json(report: CheckReport) -> dict:
         "formats": dict(report.formats),
         "kinds": dict(report.kinds),
         "roles": dict(report.roles),
+        "tools": {"samples": report.tool_samples, "calls": report.tool_calls,
+                  "template_writes": None if report.tool_parts is None else
+                  [p for p in TOOL_PARTS if p in report.tool_parts]},
         "duplicates": report.duplicates,
         "tokens": None if t is None else {**t.as_json(), "tokenizer": report.tokenizer},
         "mix": None if loaded is None else {

@@ -6,6 +6,8 @@ Formats (what people's tutorials produce):
 - messages:   {messages: [{role, content}]}                   OpenAI; content may be a list of text parts;
                                                               from/value items are accepted too
 - firefly:    {conversation: [{human, assistant}], system?}
+- xlam:       {query, answers, tools}                         Salesforce xLAM function calling: the answer is
+                                                              the calls (JSON text of [{name, arguments}])
 - text:       {text}                                          continued pre-training, every token trained
 - preference: {prompt|instruction+input|messages|conversations, chosen, rejected}, or chosen and
               rejected as whole conversations (UltraFeedback)  pairs for DPO/ORPO/SimPO
@@ -36,7 +38,7 @@ from typing import Callable
 from ducktune.data.columns import UNSUPPORTED_COLUMNS
 from ducktune.data.schema import Issue, Message, Record, Sample, ToolCall
 
-FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "text", "preference", "unpaired")
+FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "xlam", "text", "preference", "unpaired")
 
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatgpt", "bard", "bing"}
@@ -124,6 +126,8 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         return None if "messages" in keys else "no 'messages' field"
     if fmt == "firefly":
         return None if "conversation" in keys else "no 'conversation' field"
+    if fmt == "xlam":
+        return None if "query" in keys and "answers" in keys else "no 'query' and 'answers' fields"
     if fmt == "alpaca":
         if "output" in keys and ("instruction" in keys or "input" in keys):
             return None
@@ -135,7 +139,7 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
 
 # Order matters: preference records may also carry 'messages' or 'prompt'; KTO records are
 # chats or prompt/completion records with a true/false label.
-_DETECTION_ORDER = ("preference", "unpaired", "sharegpt", "messages", "firefly", "alpaca", "text")
+_DETECTION_ORDER = ("preference", "unpaired", "sharegpt", "messages", "firefly", "xlam", "alpaca", "text")
 
 
 def detect_record(value: object) -> str | None:
@@ -671,6 +675,18 @@ def normalize_firefly(value: dict, record: Record, issues: list[Issue], options:
     return _finish_chat(messages, fields, record, "firefly", issues, "conversation", options)
 
 
+def normalize_xlam(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+                   ) -> Sample | None:
+    """Salesforce's xLAM function-calling records: a question answered by calls alone."""
+    query = _text(value.get("query"), record, "query", issues)
+    calls = _tool_calls(_json_list(value.get("answers")), record, "answers", issues)
+    tools = _tools(value, record, issues)
+    if issues:
+        return None
+    messages = [Message("user", query), Message("assistant", "", tool_calls=calls)]
+    return _finish_chat(messages, ["query", "answers"], record, "xlam", issues, "answers", options, tools)
+
+
 def normalize_text(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                    ) -> Sample | None:
     text = _text(value.get("text"), record, "text", issues)
@@ -704,6 +720,7 @@ NORMALIZERS: dict[str, Normalizer] = {
     "sharegpt": normalize_sharegpt,
     "messages": normalize_messages,
     "firefly": normalize_firefly,
+    "xlam": normalize_xlam,
     "text": normalize_text,
     "preference": normalize_preference,
     "unpaired": normalize_unpaired,
