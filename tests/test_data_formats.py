@@ -245,6 +245,16 @@ def test_llama_factory_function_call_and_observation_turns_with_json_text_tools(
                                                                        ("call00002", "get_time")]
 
 
+def test_arguments_encoded_twice_are_decoded_twice():
+    twice = json.dumps(json.dumps({"city": "Paris"}))
+    sample, issues = norm(tool_chat({"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": twice}}]}, {"role": "tool", "content": "20C"}))
+    assert issues == [] and sample.messages[1].tool_calls[0].arguments == {"city": "Paris"}
+    _, issues = norm(tool_chat({"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": json.dumps("Paris")}}]}, {"role": "tool", "content": "x"}))
+    assert issues == ["f.json:1: messages[1].tool_calls[0].arguments: must be a JSON object, got str"]
+
+
 def test_a_tool_result_given_as_an_object_is_its_json_text():
     sample, issues = norm(tool_chat({"role": "assistant", "content": None, "tool_calls": [OPENAI_CALL]},
                                     {"role": "tool", "content": {"temp": "20C", "sky": "clear"}}))

@@ -559,10 +559,14 @@ def _tool_calls(value: object, record: Record, field: str, issues: list[Issue]) 
             issues.append(record.issue(at, f"must be a function call {_CALL_SHAPE} with a function name"))
             return None
         arguments = inner.get("arguments", inner.get("parameters"))
-        if isinstance(arguments, str):
+        for attempt in range(2):  # JSON text, or JSON text of JSON text (datasets that encoded the arguments twice)
+            if not isinstance(arguments, str):
+                break
             try:
                 arguments = json.loads(arguments) if arguments.strip() else {}
             except ValueError as exc:
+                if attempt:  # JSON text of a plain string: not an object, said below
+                    break
                 issues.append(record.issue(f"{at}.arguments", f"is not valid JSON ({exc})"))
                 return None
         if arguments is None:
