@@ -343,3 +343,38 @@ def test_a_model_trained_on_calls_makes_them_through_eval_and_the_api(tmp_path, 
     assert body["choices"][0]["finish_reason"] == "tool_calls", body
     (call,) = body["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+
+
+# Templates that write calls in a syntax ducktune does not read back (Python-like calls, XML parameters,
+# Gemma 4's own notation): their answers are returned as text.
+NO_CALL_SYNTAX = {"qwen3.5", "gemma4", "olmo3", "minicpm3"}
+ONE_CALL_PER_TURN = {"llama3", "gpt-oss", "apertus"}  # templates that write (or raise past) the first call only
+
+
+@pytest.mark.parametrize("family_id", TOOL_FAMILIES)
+def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
+    """What a model trained on a template generates for a turn with calls (the template's own rendering of
+    that turn, stop token left out) is read back as the same calls, in order."""
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+
+    fmt = chat_format(family_id)
+    syntax = call_syntax(fmt)
+    if family_id in NO_CALL_SYNTAX:
+        assert syntax is None
+        return
+    wanted = [("get_weather", {"city": "Paris", "days": 2}), ("get_time", {})]
+    if family_id in ONE_CALL_PER_TURN:
+        wanted = wanted[:1]
+    tools = [{"type": "function", "function": {"name": name, "description": "d", "parameters": {}}} for name, _ in wanted]
+    calls = [{"id": f"abcdefgh{i}", "type": "function", "function": {"name": n, "arguments": a}}
+             for i, (n, a) in enumerate(wanted)]
+    text, spans = fmt.assistant_spans([{"role": "user", "content": "q"},
+                                       {"role": "assistant", "content": "", "tool_calls": calls}], tools)
+    generated = text[slice(*spans[-1])]
+    for stop in fmt.stop_tokens:
+        generated = generated.removesuffix(stop)
+    parsed = parse_tool_calls(generated, syntax)
+    assert parsed is not None, (syntax, generated)
+    assert [(c.name, c.arguments) for c in parsed[1]] == wanted
+    assert parsed[0] == ""  # nothing said before the calls
+    assert parse_tool_calls("It is sunny in Paris.", syntax) is None  # a text answer is text

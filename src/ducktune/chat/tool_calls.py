@@ -34,6 +34,7 @@ _PROBE = [{"role": "user", "content": "Call the probe."},
               "name": PROBE_NAME, "arguments": PROBE_ARGUMENTS}}]}]
 _EMPTY_THINK = re.compile(r"<think>\s*</think>")
 _NAME = r"[A-Za-z0-9_.\-]+"
+_JSON_START = re.compile(r"[\[{]")
 
 
 @dataclass(frozen=True)
@@ -109,7 +110,7 @@ def _json_calls(body: str) -> list[ToolCall]:
     decoder = json.JSONDecoder()
     calls: list[ToolCall] = []
     at = 0
-    while (match := re.compile(r"[\[{]").search(body, at)) is not None:
+    while (match := _JSON_START.search(body, at)) is not None:
         try:
             value, at = decoder.raw_decode(body, match.start())
         except ValueError:
