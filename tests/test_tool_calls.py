@@ -378,3 +378,55 @@ def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
     assert [(c.name, c.arguments) for c in parsed[1]] == wanted
     assert parsed[0] == ""  # nothing said before the calls
     assert parse_tool_calls("It is sunny in Paris.", syntax) is None  # a text answer is text
+
+
+def test_chat_offers_tools_shows_the_calls_and_result_answers_them(tmp_path, capsys, tiny_qwen):
+    """`ducktune chat --tools tools.json`: the model's calls are shown, /result gives the tool's result,
+    and the model answers after it with the call and result in its prompt."""
+    import io
+
+    from ducktune.chat.engine import Generation
+    from ducktune.chat.repl import chat_repl
+    from ducktune.cli import main
+
+    class Engine:
+        name = "scripted"
+
+        def __init__(self):
+            self.chat_format = chat_format("qwen2.5")
+            self.asked = []
+            self.answers = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
+                            "It is 20C."]
+
+        def stream(self, messages, max_new_tokens, temperature, on_finish=None, tools=None):
+            self.asked.append((messages, tools))
+            raw = self.answers.pop(0)
+            yield raw
+            on_finish(Generation(raw, 1, 1, "stop", raw))
+
+    engine, out = Engine(), io.StringIO()
+    chat_repl("unused", stdin=io.StringIO("Weather in Paris?\n/result 20C\n/result again\n"), stdout=out,
+              engine=engine, tools=WEATHER)
+    text = out.getvalue()
+    assert '(calls get_weather({"city": "Paris"}): answer with /result TEXT)' in text
+    assert "It is 20C." in text and "(no tool call to answer)" in text
+    messages, tools = engine.asked[1]
+    assert tools == WEATHER and [m["role"] for m in messages] == ["user", "assistant", "tool"]
+    assert messages[1]["tool_calls"][0]["function"] == {"name": "get_weather", "arguments": {"city": "Paris"}}
+    assert messages[2]["tool_call_id"] == messages[1]["tool_calls"][0]["id"] and messages[2]["content"] == "20C"
+    # The result is in the prompt where Qwen2.5 writes results; the call's id is one Mistral's templates accept.
+    assert "<tool_response>\n20C\n</tool_response>" in engine.chat_format.render(messages, True, tools)
+    assert len(messages[2]["tool_call_id"]) == 9 and messages[2]["tool_call_id"].isalnum()
+
+    # A bad tools file, or a template without tools: one line each, before any answer.
+    bad = tmp_path / "tools.json"
+    bad.write_text('[{"description": "no name"}]', encoding="utf-8")
+    assert main(["chat", str(tiny_qwen), "--tools", str(bad)]) == 2
+    assert 'tools[0]: must describe a function' in capsys.readouterr().err
+    from ducktune.commands.chat import _refuse_unwritten_tools
+    from ducktune.errors import UserError
+    from ducktune.models.loading import load_tokenizer
+
+    with pytest.raises(UserError, match="does not write tool definitions, calls$"):  # ChatML writes a tool turn only
+        _refuse_unwritten_tools(ChatFormat(load_tokenizer(tiny_qwen)), str(bad))
+    _refuse_unwritten_tools(engine.chat_format, str(bad))  # Qwen2.5's writes all three

@@ -20,6 +20,9 @@ def register(sub) -> None:
     p.add_argument("--max-new-tokens", type=positive_int, default=256)
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy (default)")
     p.add_argument("--system", default=None, help="system prompt for this session")
+    p.add_argument("--tools", metavar="FILE", default=None,
+                   help="a JSON file of tools the model may call (OpenAI's tools list, or function descriptions); "
+                        "its calls are shown and /result TEXT answers them")
     p.set_defaults(func=chat)
 
     p = add_parser(sub, "compare", "base vs tuned answers side by side",
@@ -54,12 +57,50 @@ def chat(args) -> int:
         # An export holds several quants, each answering a little differently: say which file answers
         # (on stderr: piped chat's stdout is the answers alone).
         print(f"Chatting with {runtime_label(engine)}", file=sys.stderr)
+    tools = _read_tools(args.tools) if args.tools else None
     try:
+        if engine is None and tools:
+            from ducktune.chat.engine import ChatEngine
+
+            engine = ChatEngine.from_run(args.run_dir, base_only=args.base)
+        if tools:
+            _refuse_unwritten_tools(engine.chat_format, args.tools)
         chat_repl(args.run_dir, base_only=args.base, max_new_tokens=args.max_new_tokens,
-                  temperature=args.temperature, system=args.system, engine=engine)
+                  temperature=args.temperature, system=args.system, engine=engine, tools=tools)
     finally:
         getattr(engine, "close", lambda: None)()  # llama.cpp's context, before interpreter shutdown
     return 0
+
+
+def _read_tools(path: str) -> list[dict]:
+    """--tools FILE: read before any model loads; a bad file is one line naming it."""
+    import json
+    from pathlib import Path
+
+    from ducktune.data.formats import read_tools
+    from ducktune.errors import UserError
+
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"--tools {path}: cannot read it ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise UserError(f"--tools {path}: not valid JSON ({exc})") from None
+    tools, issues = read_tools(value, path)
+    if issues:
+        raise UserError(f"--tools {issues[0].file}: {issues[0].field}: {issues[0].message}")
+    if not tools:
+        raise UserError(f"--tools {path}: no tools in it (a JSON list of function descriptions)")
+    return tools
+
+
+def _refuse_unwritten_tools(chat_format, path: str) -> None:
+    from ducktune.chat.tool_calls import template_tool_parts
+    from ducktune.errors import UserError
+
+    missing = [part for part in ("definitions", "calls", "results") if part not in template_tool_parts(chat_format)]
+    if missing:
+        raise UserError(f"--tools {path}: this model's chat template does not write tool {', '.join(missing)}")
 
 
 def _is_export(path: str | None) -> bool:

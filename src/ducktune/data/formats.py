@@ -380,6 +380,14 @@ def _system(value: dict, record: Record, issues: list[Issue], field: str = "syst
     return [], []
 
 
+def read_tools(value: object, source: str) -> tuple[list[dict] | None, list[Issue]]:
+    """A tools list given on its own (a `--tools` file's JSON: OpenAI's list, or bare function descriptions)
+    as OpenAI's list, and its problems named under `source`."""
+    issues: list[Issue] = []
+    tools = _tools({"tools": value}, Record({"tools": value}, source, None), issues)
+    return tools, issues
+
+
 def request_conversation(messages: list[dict], tools: object) -> tuple[list[dict], list[dict] | None, list[Issue]]:
     """A chat request's messages (OpenAI's shape: calls, tool results) and tools as the chat template
     takes them, read as training reads records (calls' JSON arguments parsed, ids linked); the problems
