@@ -48,6 +48,8 @@ class CheckReport:
     tool_samples: int = 0  # samples with tool definitions, calls or results
     tool_calls: int = 0
     tool_parts: frozenset | None = None  # what the model's template writes of tool calling (None: no model)
+    reasoning: int = 0  # answers with reasoning: a separate field the template writes, or <think> in the text
+    reasoning_field: bool = True  # whether the model's template writes separate reasoning (else it is inlined)
 
     @property
     def samples(self) -> int:
@@ -78,7 +80,8 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
     files = [f for d in per_dataset for f in d.files]
     if config.data.val_file:
         files += read_spec(DatasetSpec(path=config.data.val_file), config.data.dataset_dir, options)
-    report = CheckReport(files, [i for f in files for i in f.issues], tool_parts=report_parts)
+    report = CheckReport(files, [i for f in files for i in f.issues], tool_parts=report_parts,
+                         reasoning_field=options.writes_reasoning)
     samples = [s for f in files for s in f.samples]
     report.records = sum(f.records + f.lost for f in files)
     report.bad_records = sum(f.bad_records for f in files)
@@ -91,6 +94,8 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
         for message in sample.messages:
             report.roles[message.role] += 1
             report.tool_calls += len(message.tool_calls)
+            report.reasoning += message.reasoning is not None or (
+                message.role == "assistant" and message.content.startswith("<think>"))
         report.tool_samples += sample.uses_tools
         key = sample.key()
         if key in seen:
@@ -207,6 +212,10 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
             ", ".join(p for p in TOOL_PARTS if p in report.tool_parts) or "none of them")
         lines.append(f"  tools:   {_count(report.tool_samples)} samples use tools ({_count(report.tool_calls)} calls: "
                      f"trained like answers; definitions and results are context){writes}")
+    if report.reasoning:
+        where = ("its own field, which the chat template writes before the answer" if report.reasoning_field else
+                 "<think>...</think> before the answer text (the chat template has no reasoning field)")
+        lines.append(f"  reasoning: {_count(report.reasoning)} answers carry reasoning, trained as {where}")
     lines += _objective_lines(report)
     if report.duplicates:
         lines.append(f"  {_count(report.duplicates)} exact duplicates (data.dedupe=true drops them)")
@@ -284,6 +293,7 @@ def report_json(report: CheckReport) -> dict:
         "formats": dict(report.formats),
         "kinds": dict(report.kinds),
         "roles": dict(report.roles),
+        "reasoning_answers": report.reasoning,
         "tools": {"samples": report.tool_samples, "calls": report.tool_calls,
                   "template_writes": None if report.tool_parts is None else
                   [p for p in TOOL_PARTS if p in report.tool_parts]},

@@ -66,9 +66,18 @@ def to_messages(sample: Sample) -> dict:
     return record
 
 
+def _refuse_reasoning(sample: Sample, target: str) -> None:
+    for i, message in enumerate(sample.messages):
+        if message.reasoning is not None:
+            field = sample.fields[i] if sample.fields else f"turn {i}"
+            raise DoesNotFit(field, f"an answer's separate reasoning (reasoning_content) has no {target} field; "
+                                    "convert --to messages")
+
+
 def to_sharegpt(sample: Sample) -> dict:
     if sample.kind == "text":
         raise DoesNotFit("text", "plain text (continued pre-training) has no conversation turns")
+    _refuse_reasoning(sample, "sharegpt")
     messages = sample.messages
     record: dict = {}
     if messages and messages[0].role == "system":
@@ -105,6 +114,7 @@ def to_alpaca(sample: Sample) -> dict:
     if sample.uses_tools:
         raise DoesNotFit("tools", "tool definitions, calls and results have no alpaca field; "
                                   "convert --to messages or --to sharegpt")
+    _refuse_reasoning(sample, "alpaca")
     if sample.kind == "preference":  # LLaMA-Factory's alpaca ranking shape: the answers instead of output
         fields = (sample.fields or [""] * len(sample.messages)) + ["chosen"]
         record = _alpaca_record(list(sample.messages) + [Message("assistant", "")], fields)

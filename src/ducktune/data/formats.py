@@ -99,6 +99,12 @@ class NormalizeOptions:
     # "calls", "results". A record using a part the template drops would train on a conversation with it
     # missing (most templates of models not trained for tools write none).
     tool_parts: frozenset[str] = frozenset(TOOL_PARTS)
+    # False when the template drops an answer's separate reasoning ("reasoning_content"): it is then
+    # written into the answer's text as <think>...</think>, instead of being lost.
+    writes_reasoning: bool = True
+    # True when the template's prompts open every answer with a closed, empty reasoning block (Qwen3 and
+    # SmolLM3 with model.enable_thinking false): reasoning in the data would be context, never trained.
+    reasoning_closed: bool = False
 
 
 DEFAULT_OPTIONS = NormalizeOptions()
@@ -303,7 +309,30 @@ def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt
             return None
     if uses_tools:
         _link_tool_turns(messages)
+    if options.reasoning_closed and not _reasoning_trainable(messages, fields, record, issues):
+        return None
+    if not options.writes_reasoning:
+        _fold_reasoning(messages)
     return Sample("chat", messages=messages, where=record.where, format=fmt, fields=fields, tools=tools)
+
+
+def _reasoning_trainable(messages: list[Message], fields: list[str], record: Record, issues: list[Issue]) -> bool:
+    for i, message in enumerate(messages):
+        if message.role == "assistant" and (message.reasoning is not None or message.content.lstrip().startswith("<think>")):
+            issues.append(record.issue(fields[i], (
+                "this answer carries reasoning, but the chat template's prompts open every answer with an empty "
+                "<think></think> (model.enable_thinking: false), so it would be context, never trained; set "
+                "model.enable_thinking: true")))
+            return False
+    return True
+
+
+def _fold_reasoning(messages: list[Message]) -> None:
+    """A template that drops separate reasoning gets it in the answer's text, as reasoning models write it."""
+    for message in messages:
+        if message.reasoning is not None:
+            message.content = f"<think>\n{message.reasoning.strip()}\n</think>\n\n{message.content.lstrip()}"
+            message.reasoning = None
 
 
 def _link_tool_turns(messages: list[Message]) -> None:
@@ -501,9 +530,27 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
             content = _text(content, record, f"{where}.{ck}", issues)
             if content is None:
                 return None
-        messages.append(Message(role, content, trained))
+        message = Message(role, content, trained)
+        if role == "assistant" and not _read_reasoning(turn, message, record, where, issues):
+            return None
+        messages.append(message)
         fields.append(where)
     return messages, fields
+
+
+REASONING_KEYS = ("reasoning_content", "reasoning", "thinking")  # DeepSeek's API / OpenAI-style names
+
+
+def _read_reasoning(turn: dict, message: Message, record: Record, where: str, issues: list[Issue]) -> bool:
+    """Set an answer's separate reasoning; False after an issue (not text)."""
+    key = next((k for k in REASONING_KEYS if turn.get(k) not in (None, "")), None)
+    if key is None:
+        return True
+    reasoning = _text(turn[key], record, f"{where}.{key}", issues)
+    if reasoning is None:
+        return False
+    message.reasoning = reasoning if reasoning.strip() else None
+    return True
 
 
 # Role names of tool turns in the formats people bring: a function's result (OpenAI's tool and older function,
@@ -547,7 +594,10 @@ def _tool_message(turn: dict, kind: str, role: str | None, content_key: str, tra
     key = "tool_calls" if turn.get("tool_calls") else "function_call"
     calls = _tool_calls(turn[key] if key == "tool_calls" else [turn[key]], record, f"{where}.{key}", issues)
     content = "" if raw is None else _text(raw, record, f"{where}.{content_key}", issues)
-    return None if calls is None or content is None else Message("assistant", content, trained, tool_calls=calls)
+    if calls is None or content is None:
+        return None
+    message = Message("assistant", content, trained, tool_calls=calls)
+    return message if _read_reasoning(turn, message, record, where, issues) else None
 
 
 _CALL_SHAPE = '{"name": ..., "arguments": {...}}'

@@ -107,7 +107,8 @@ class ShapeRenderer:
 
     def render(self, sample: Sample) -> str:
         messages = self.chat_format.with_system(sample.message_dicts())
-        if sample.uses_tools:  # the template writes definitions and calls in its own syntax: no skeleton of contents
+        # The template writes definitions, calls and reasoning in its own syntax: no skeleton of contents.
+        if sample.uses_tools or any(m.reasoning is not None for m in sample.messages):
             return self.chat_format.conversation_text(messages, sample.tools)
         roles = tuple(m["role"] for m in messages)
         if roles not in self.skeletons:

@@ -51,9 +51,14 @@ class Message:
     # A tool turn (a function's result): the function's name and the call it answers, where the data says.
     name: str | None = None
     tool_call_id: str | None = None
+    # An answer's reasoning given apart from its text ("reasoning_content"): templates that write it (Qwen3,
+    # gpt-oss, Gemma 4) put it before the answer; for others the data layer folds it into the text.
+    reasoning: str | None = None
 
     def as_dict(self) -> dict:
         message = {"role": self.role, "content": self.content}
+        if self.reasoning is not None:
+            message["reasoning_content"] = self.reasoning
         if self.tool_calls:
             message["tool_calls"] = [call.as_dict() for call in self.tool_calls]
         if self.name is not None:
@@ -66,7 +71,7 @@ class Message:
 
     def key(self) -> tuple:
         return (self.role, self.content, self.trained, tuple(call.key() for call in self.tool_calls), self.name,
-                self.tool_call_id)
+                self.tool_call_id, self.reasoning)
 
 
 @dataclass(slots=True)

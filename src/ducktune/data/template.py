@@ -365,7 +365,8 @@ class ChatFormat:
             elif self.eot_token:
                 # The answer runs to the next end-of-turn marker: this also covers templates
                 # that trim answers or rewrite earlier turns.
-                end = self._turn_end(full, self._content_end(full, start, message["content"]) or start)
+                at = self._after_reasoning(full, start, message)
+                end = self._turn_end(full, self._content_end(full, at, message["content"]) or at)
             else:
                 end = self._content_end(full, start, message["content"])
                 if end is None:
@@ -378,6 +379,19 @@ class ChatFormat:
             spans.append((start, end))
             cursor = end
         return self._keep_final_reasoning(messages, full, spans)
+
+    @staticmethod
+    def _after_reasoning(full: str, start: int, message: dict) -> int:
+        """Where the text of an answer with separate reasoning starts: after its reasoning, which gpt-oss writes
+        as a message of its own (closed by <|end|>, the answer follows in a final-channel message)."""
+        reasoning = (message.get("reasoning_content") or "").strip()
+        at = full.find(reasoning, start) if reasoning else -1
+        if at < 0:
+            return start
+        after = at + len(reasoning)
+        content = message["content"].strip()
+        found = full.find(content, after) if content else -1
+        return found if found >= 0 else after
 
     def _call_end(self, messages: list[dict], i: int, raw: str, start: int, tools: list[dict] | None) -> int:
         """Where answer i, which calls tools, ends in `raw`: the template writes calls in its own syntax, with no

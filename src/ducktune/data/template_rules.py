@@ -69,8 +69,20 @@ def tool_parts(chat_format) -> frozenset[str]:
     return frozenset(parts)
 
 
+def writes_reasoning(tokenizer) -> bool:
+    """True when the template writes an answer's separate reasoning (`reasoning_content`: Qwen3, gpt-oss,
+    Gemma 4); most write the answer's text alone."""
+    answer = {**_ASSISTANT, "reasoning_content": "DUCKREASONING"}
+    try:
+        return "DUCKREASONING" in tokenizer.apply_chat_template([_USER, answer], tokenize=False)
+    except Exception:
+        return False
+
+
 def template_options(chat_format, tags=None) -> NormalizeOptions:
     """Normalize options that match `chat_format`'s template."""
     tokenizer = chat_format.tokenizer
     return NormalizeOptions(tags=tags, require_alternation=needs_alternation(tokenizer),
-                            allow_system=accepts_system(tokenizer), tool_parts=tool_parts(chat_format))
+                            allow_system=accepts_system(tokenizer), tool_parts=tool_parts(chat_format),
+                            writes_reasoning=writes_reasoning(tokenizer),
+                            reasoning_closed="</think>" in chat_format.generation_prompt)
