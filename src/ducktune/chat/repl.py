@@ -40,12 +40,12 @@ def chat_repl(run_dir: str, base_only: bool = False, max_new_tokens: int = 256, 
         if command in ("/exit", "/quit"):
             break
         if command == "/reset":
-            history = []
+            history, pending = [], []
             print("(new conversation)", file=stdout)
             continue
         if command == "/system":
             system = argument.strip() or None
-            history = []
+            history, pending = [], []
             print(f"(system prompt: {system or 'template default'}; new conversation)", file=stdout)
             continue
         if command == "/result" and tools:
