@@ -42,15 +42,19 @@ def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: 
         finish = "stop"
     text = tokenizer.decode(new, skip_special_tokens=True)
     raw = tokenizer.decode(new, skip_special_tokens=False)
-    if stop:
-        cut = min((text.find(s) for s in stop if s in text), default=-1)
-        if cut >= 0:
-            text, finish = text[:cut], "stop"
-            raw_cut = min((raw.find(s) for s in stop if s in raw), default=-1)
-            raw = raw[:raw_cut] if raw_cut >= 0 else raw
+    cut = first_stop(text, stop)
+    if cut >= 0:
+        text, finish = text[:cut], "stop"
+        raw_cut = first_stop(raw, stop)
+        raw = raw[:raw_cut] if raw_cut >= 0 else raw
     if finish == "length":  # cut inside a character's bytes: its undecodable first half is dropped
         text, raw = text.rstrip("\ufffd"), raw.rstrip("\ufffd")
     return Generation(text, n_prompt, min(generated, max_new_tokens), finish, raw)
+
+
+def first_stop(text: str, stop: list[str] | None) -> int:
+    """Where the first stop string in `text` begins, or -1."""
+    return min((text.find(s) for s in stop if s in text), default=-1) if stop else -1
 
 
 def held_back(text: str, stop: list[str] | None) -> int:
@@ -107,7 +111,7 @@ class AnswerText:
         at_stop_token = token in self.stop_token_ids
         text = self.tokenizer.decode(self.tokens[:-1] if at_stop_token else self.tokens, skip_special_tokens=True)
         self.done = at_stop_token or len(self.tokens) >= self.max_new_tokens
-        cut = min((text.find(s) for s in self.stop if s in text), default=-1) if self.stop else -1
+        cut = first_stop(text, self.stop)
         if cut >= 0:
             self.done = self.stopped_by_string = True
             text = text[:cut]

@@ -96,9 +96,10 @@ def _read_tools(path: str) -> list[dict]:
 
 def _refuse_unwritten_tools(chat_format, path: str) -> None:
     from ducktune.chat.tool_calls import template_tool_parts
+    from ducktune.data.formats import TOOL_PARTS
     from ducktune.errors import UserError
 
-    missing = [part for part in ("definitions", "calls", "results") if part not in template_tool_parts(chat_format)]
+    missing = [part for part in TOOL_PARTS if part not in template_tool_parts(chat_format)]
     if missing:
         raise UserError(f"--tools {path}: this model's chat template does not write tool {', '.join(missing)}")
 

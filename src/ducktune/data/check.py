@@ -94,8 +94,7 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
         for message in sample.messages:
             report.roles[message.role] += 1
             report.tool_calls += len(message.tool_calls)
-            report.reasoning += message.reasoning is not None or (
-                message.role == "assistant" and message.content.startswith("<think>"))
+            report.reasoning += message.carries_reasoning
         report.tool_samples += sample.uses_tools
         key = sample.key()
         if key in seen:

@@ -318,7 +318,7 @@ def _finish_chat(messages: list[Message], fields: list[str], record: Record, fmt
 
 def _reasoning_trainable(messages: list[Message], fields: list[str], record: Record, issues: list[Issue]) -> bool:
     for i, message in enumerate(messages):
-        if message.role == "assistant" and (message.reasoning is not None or message.content.lstrip().startswith("<think>")):
+        if message.carries_reasoning:
             issues.append(record.issue(fields[i], (
                 "this answer carries reasoning, but the chat template's prompts open every answer with an empty "
                 "<think></think> (model.enable_thinking: false), so it would be context, never trained; set "
@@ -357,15 +357,24 @@ def _link_tool_turns(messages: list[Message]) -> None:
                 message.name = message.name or call.name
 
 
+def tool_uses(tools: list[dict] | None, messages: list[dict]) -> list[tuple[str, int | None]]:
+    """The parts of tool calling a conversation uses (TOOL_PARTS order), each with the index of the first
+    message using it (None for the definitions, which are the conversation's `tools`)."""
+    uses = [("definitions", None)] if tools else []
+    for part, uses_it in (("calls", lambda m: m.get("tool_calls")), ("results", lambda m: m["role"] == "tool")):
+        at = next((i for i, m in enumerate(messages) if uses_it(m)), None)
+        if at is not None:
+            uses.append((part, at))
+    return uses
+
+
 def _tools_fit(messages: list[Message], fields: list[str], tools: list[dict] | None, record: Record,
                issues: list[Issue], options: NormalizeOptions) -> bool:
     """A record with tools: the template writes each part it uses, and every call names a function the
     record defines."""
-    used = {"definitions": "tools" if tools else None,
-            "calls": next((fields[i] for i, m in enumerate(messages) if m.tool_calls), None),
-            "results": next((fields[i] for i, m in enumerate(messages) if m.role == "tool"), None)}
-    for part, field in used.items():
-        if field is not None and part not in options.tool_parts:
+    for part, at in tool_uses(tools, [m.as_dict() for m in messages]):
+        if part not in options.tool_parts:
+            field = "tools" if at is None else fields[at]
             advice = (" (write each call as the answer's text, in the model's own syntax)" if part == "calls"
                       and options.tool_parts else "")
             issues.append(record.issue(field, f"this model's chat template does not write tool {part}{advice}; use a "

@@ -69,6 +69,11 @@ class Message:
             message["weight"] = 0
         return message
 
+    @property
+    def carries_reasoning(self) -> bool:
+        """An answer with reasoning: apart from its text, or in it as a leading <think> block."""
+        return self.role == "assistant" and (self.reasoning is not None or self.content.lstrip().startswith("<think>"))
+
     def key(self) -> tuple:
         return (self.role, self.content, self.trained, tuple(call.key() for call in self.tool_calls), self.name,
                 self.tool_call_id, self.reasoning)

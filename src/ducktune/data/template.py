@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass
 
@@ -410,9 +411,7 @@ class ChatFormat:
             pos, suffix = min(found)
             return pos + len(suffix)
         upto = self._render_raw(messages[: i + 1], False, tools)
-        bound = start
-        while bound < min(len(upto), len(raw)) and upto[bound] == raw[bound]:
-            bound += 1
+        bound = start + len(os.path.commonprefix([upto[start:], raw[start:]]))
         end = start + len(raw[start:bound].rstrip())
         if end <= start:
             raise DataError("the chat template writes no end to an assistant turn's tool calls that ducktune can find; "
@@ -454,9 +453,7 @@ class ChatFormat:
             before = self._render_raw(messages[:i], False, tools)
             shared = 0
             if full.startswith(before) and len(before) >= cursor:
-                opened = full[len(before):len(before) + len(self.generation_prompt)]
-                while shared < len(opened) and opened[shared] == self.generation_prompt[shared]:
-                    shared += 1
+                shared = len(os.path.commonprefix([full[len(before):], self.generation_prompt]))
                 # Back to the end of a line or special token ("<" is shared by `<think>` and `<TOOLCALL>`).
                 prompt = self.generation_prompt[:shared]
                 ends = [prompt.rfind("\n") + 1] + [prompt.rfind(t) + len(t) for t in self.special_tokens() if t in prompt]

@@ -92,15 +92,13 @@ def refuse_unwritten_tools(chat_format, messages: list[dict], tools: list[dict] 
     """A 400 for tool definitions, calls or results that the chat template would drop: the model would
     answer a conversation other than the one sent."""
     from ducktune.chat.tool_calls import template_tool_parts
+    from ducktune.data.formats import tool_uses
 
-    used = {"definitions": tools_param if tools else None,
-            "calls": next((f"messages.{i}.tool_calls" for i, m in enumerate(messages) if m.get("tool_calls")), None),
-            "results": next((f"messages.{i}" for i, m in enumerate(messages) if m["role"] == "tool"), None)}
-    if not any(used.values()):
-        return
-    parts = template_tool_parts(chat_format)
-    for part, param in used.items():
-        if param is not None and part not in parts:
+    uses = tool_uses(tools, messages)
+    parts = template_tool_parts(chat_format) if uses else frozenset()
+    for part, at in uses:
+        if part not in parts:
+            param = tools_param if at is None else f"messages.{at}" + (".tool_calls" if part == "calls" else "")
             raise APIError(400, f"'{param}': this model's chat template does not write tool {part}", param=param,
                            code="invalid_value")
 
@@ -270,7 +268,7 @@ def client_gone() -> JSONResponse:
 def offers_tools(req) -> bool:
     """Whether the model is offered tools: its answer may be calls, read once it is whole (a stream of it is
     sent at the end, as one piece or as the calls)."""
-    return bool(req.tools or req.functions) and req.tool_choice != "none"
+    return bool(req.offered_tools())
 
 
 async def complete(served, req, request: Request, stream: bool = False):

@@ -191,14 +191,18 @@ class ChatCompletionRequest(BaseModel):
     def message_dicts(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
 
+    def offered_tools(self) -> list | None:
+        """The tools the model is offered as sent (`tools`, or the older `functions`); None under
+        tool_choice "none"."""
+        return (self.tools or self.functions or None) if self.tool_choice != "none" else None
+
     def conversation(self) -> tuple[list[dict], list[dict] | None]:
         """(messages, tools) as the chat template takes them: calls' JSON arguments parsed, results linked
         to their calls; tools None under tool_choice "none" (the model is not offered them). A 400 names
         the first problem's field."""
         from ducktune.data.formats import request_conversation
 
-        tools = (self.tools or self.functions) if self.tool_choice != "none" else None
-        messages, tools, issues = request_conversation(self.message_dicts(), tools)
+        messages, tools, issues = request_conversation(self.message_dicts(), self.offered_tools())
         if issues:  # named as the API names fields: messages.1.tool_calls.0.arguments
             field = re.sub(r"\[(\d+)\]", r".\1", issues[0].field)
             raise APIError(400, f"'{field}': {issues[0].message}", param=field, code="invalid_value")
