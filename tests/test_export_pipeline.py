@@ -40,6 +40,9 @@ def test_export_writes_everything_and_verifies(exported):
     assert statuses["merge: merged = base + adapter (logits)"] == "PASS"
     assert statuses["GGUF quack-duck-f16.gguf: transformers' GGUF loader vs merged"] == "PASS"
     assert statuses["Modelfile: TEMPLATE via Go text/template = chat template"] == "PASS"
+    # Llama 3's template declares neither tools nor thinking: Ollama 0.30+ keeps the checked TEMPLATE too.
+    choice = next(c for c in verify["checks"] if c["name"] == "Modelfile: template Ollama prompts with")
+    assert choice["status"] == "INFO" and choice["detail"].startswith("every Ollama prompts with the TEMPLATE")
     # The template inside merged/ and the GGUFs carries the run's system prompt (llama-server users get it).
     assert statuses["Chat template in merged/ and the GGUFs = trained format"] == "PASS"
     template = next(c for c in verify["checks"] if c["name"].startswith("Chat template in merged/"))

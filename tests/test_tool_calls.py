@@ -152,12 +152,15 @@ def test_tool_data_trains_end_to_end_and_templates_without_tools_refuse_it(tmp_p
     assert info["data"]["tool_samples"] == 2 and (tmp_path / "run" / "adapter").is_dir()
 
 
-def test_export_says_the_ollama_template_has_no_tools_when_the_run_trained_on_them():
+def test_export_says_which_ollama_serves_tools_when_the_run_trained_on_them():
     from ducktune.export.pipeline import template_caveats
 
     fmt = chat_format("qwen2.5")
     (caveat,) = template_caveats(fmt, ["gguf", "ollama"], tool_samples=3)
     assert "trained on tool calls (3 samples)" in caveat and "ducktune serve" in caveat
+    # Qwen2.5's template declares tools, so Ollama 0.30+ prompts with it (ollama_select): tools work there.
+    assert "Ollama 0.30 and later prompt this model with the GGUF's chat template" in caveat
+    assert "Ollama before 0.30 uses the TEMPLATE, which has no tool section" in caveat
     assert template_caveats(fmt, ["gguf", "ollama"], tool_samples=0) == []
     assert template_caveats(fmt, ["gguf"], tool_samples=3) == []  # no Modelfile written: nothing to say
 
@@ -307,10 +310,14 @@ def test_eval_scores_calls_by_function_and_arguments_prompted_with_the_tools():
 
 
 @pytest.mark.slow
-def test_a_model_trained_on_calls_makes_them_through_eval_and_the_api(tmp_path, tiny_qwen_wide, tool_server):
+@pytest.mark.requires_llama_cpp
+@pytest.mark.requires_go
+def test_a_model_trained_on_calls_makes_them_through_eval_the_api_and_its_export(tmp_path, tiny_qwen_wide, tool_server):
     """End to end on a model that learns: Qwen2.5's tool template on the wide tiny model, three prompts each
     answered by a call with its own argument. After training, eval prompts with the tools and reads the calls
-    (all right; the base model makes none), and the OpenAI API answers the same prompt with tool_calls."""
+    (all right; the base model makes none), the OpenAI API answers the same prompt with tool_calls, and so
+    does the exported f16 GGUF in llama.cpp, prompted by its own chat template with the tools (what Ollama
+    0.30+ and llama-server do)."""
     from ducktune.chat.engine import ChatEngine
     from ducktune.config import DatasetSpec, load_config
     from ducktune.eval.runner import run_eval
@@ -343,6 +350,31 @@ def test_a_model_trained_on_calls_makes_them_through_eval_and_the_api(tmp_path, 
     assert body["choices"][0]["finish_reason"] == "tool_calls", body
     (call,) = body["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+    _export_calls_in_llama_cpp(run_dir, tools, engines["tuned"].chat_format)
+
+
+def _export_calls_in_llama_cpp(run_dir, tools, fmt):
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+    from ducktune.export.pipeline import export_run
+    from ducktune.export.verify import _greedy, _jinja_renderer, _open_llama, gguf_string_field
+
+    result = export_run(run_dir, quants="f16", name="toolduck", create=False, log=lambda *a: None)
+    checks = {c.name: c for c in result.checks}
+    assert not [f"{c.name}: {c.detail}" for c in result.checks if c.status == "FAIL"]
+    embedded = checks["Chat template in merged/ and the GGUFs = trained format"]
+    assert embedded.status == "PASS" and "tool calls" in embedded.detail, embedded.detail
+    assert checks["Modelfile: template Ollama prompts with"].detail.startswith("Ollama 0.30 and later prompt with "
+                                                                               "the GGUF's chat template")
+    assert any("trained on tool calls (3 samples)" in note for note in result.caveats)
+    gguf = run_dir / "export" / "toolduck-f16.gguf"
+    _, render = _jinja_renderer(gguf_string_field(gguf, "tokenizer.chat_template"), fmt.tokenizer)
+    prompt = render([{"role": "user", "content": "Weather in Oslo?"}], tools)
+    llm = _open_llama(gguf, 512, logits_all=True, n_threads=1)
+    ids = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    stops = {llm.token_eos(), *(llm.tokenize(t.encode(), add_bos=False, special=True)[0] for t in fmt.stop_tokens)}
+    answer = llm.detokenize(_greedy(llm, ids, stops, 90), special=True).decode()
+    _, calls = parse_tool_calls(answer, call_syntax(fmt))
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Oslo"})], answer
 
 
 # Templates that write calls in a syntax ducktune does not read back (Python-like calls, XML parameters,

@@ -47,6 +47,24 @@ _TOOL_TURNS = [
 ]
 
 
+def tool_conversation() -> tuple[list[dict], list[dict]]:
+    """(messages, tools): a conversation using every part of tool calling -- definitions, a call, its
+    result, the answer -- that ends with a user turn, as the data layer writes them (for export checks)."""
+    tools = [{"type": "function", "function": {
+        "name": "get_weather", "description": "The current weather in a city.", "parameters": {
+            "type": "object", "properties": {"city": {"type": "string", "description": "City name"}},
+            "required": ["city"]}}}]
+    messages = [
+        {"role": "user", "content": "What is the weather in Oslo?"},
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "call00001", "type": "function", "function": {
+            "name": "get_weather", "arguments": {"city": "Oslo"}}}]},
+        {"role": "tool", "content": "4 degrees, light rain", "name": "get_weather", "tool_call_id": "call00001"},
+        {"role": "assistant", "content": "It is 4 degrees with light rain in Oslo."},
+        {"role": "user", "content": "Thanks! And tomorrow?"},
+    ]
+    return messages, tools
+
+
 def tool_parts(chat_format) -> frozenset[str]:
     """Which parts of tool calling the template writes: "definitions" (a record's tools), "calls" (an
     assistant turn's tool_calls, found where the assistant's turn opens, so the loss mask trains them) and

@@ -191,9 +191,10 @@ def llama_cpp_caveats(base_folder: Path, targets: list[str]) -> list[str]:
 
 
 def template_caveats(chat_format, targets: list[str], tool_samples: int = 0) -> list[str]:
-    """Where the Ollama TEMPLATE prompts differently from the chat template: on another day, and with tools
+    """Where Ollama prompts differently from the chat template: on another day, and with tools
     (`tool_samples`: the run's training samples that used them)."""
     from ducktune.export.gotemplate import frozen_date
+    from ducktune.export.ollama_select import OLLAMA_NATIVE_SINCE, prefers_gguf_template
 
     if "ollama" not in targets:
         return []
@@ -203,10 +204,15 @@ def template_caveats(chat_format, targets: list[str], tool_samples: int = 0) -> 
                        f"TEMPLATE keeps {date!r}: export again to refresh it (llama.cpp's own Jinja renders the date "
                        "of each day)")
     if tool_samples:
-        caveats.append(f"the run trained on tool calls ({tool_samples} samples), and the Ollama TEMPLATE has no tool "
-                       "section (Ollama answers requests with tools 'does not support tools'): for tool calls serve "
-                       "the export with `ducktune serve` (OpenAI tools API) or llama-server --jinja, which render the "
-                       "GGUF's own chat template")
+        # ducktune's TEMPLATE has no tool section (its capabilities are none), so only the GGUF's template matters.
+        since = OLLAMA_NATIVE_SINCE
+        native = (f"Ollama {since} and later prompt this model with the GGUF's chat template, the trained one "
+                  "(checked below), so requests with tools work there: llama-server renders the tools and reads the "
+                  f"calls; Ollama before {since} uses the TEMPLATE, which" if prefers_gguf_template(
+                      chat_format.trained_template(), "") else "the Ollama TEMPLATE")
+        caveats.append(f"the run trained on tool calls ({tool_samples} samples): {native} has no tool section "
+                       "(requests with tools are answered 'does not support tools'): there, serve the export with "
+                       "`ducktune serve` (OpenAI tools API) or llama-server --jinja")
     return caveats
 
 

@@ -595,6 +595,8 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
     detail = (f"FROM {parsed.from_} (exists), {'TEMPLATE' if parsed.template else 'no TEMPLATE'}, {len(stops)} stop token(s) {', '.join(stops)}, "
               f"num_ctx {num_ctx}" + (", SYSTEM" if parsed.system else ""))
     checks = [Check(label, FAIL if problems else PASS, "; ".join(problems) if problems else detail)]
+    if target.is_file():
+        checks.append(template_choice_check(target, parsed.template))
 
     label = "Modelfile: TEMPLATE via Go text/template = chat template"
     if template_omitted:
@@ -625,18 +627,33 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
     return checks
 
 
+def template_choice_check(gguf_path: Path, go_template: str | None) -> Check:
+    """Which of the two checked templates Ollama prompts with (ollama_select), as an INFO row."""
+    from ducktune.export.ollama_select import gguf_template_capabilities, template_choice
+
+    jinja = gguf_string_field(gguf_path, "tokenizer.chat_template")
+    return Check("Modelfile: template Ollama prompts with", INFO, template_choice(jinja, go_template),
+                 {"gguf_template_capabilities": gguf_template_capabilities(jinja)})
+
+
 def template_renderings(chat_format) -> list[dict]:
     """The sample conversations (see gotemplate.sample_conversations) as training prompted them, ready
-    for the next answer: recorded in export.json, so `ducktune verify` compares the exported chat
-    templates with the trained format without the run."""
+    for the next answer, and one with tool calls where the template writes them all (what Ollama 0.30+,
+    llama-server --jinja and `ducktune serve` prompt with): recorded in export.json, so `ducktune verify`
+    compares the exported chat templates with the trained format without the run."""
+    from ducktune.data.template_rules import tool_conversation, tool_parts
     from ducktune.export.gotemplate import renderable_samples
 
+    samples = [(messages, None) for messages in renderable_samples(chat_format)]
+    if tool_parts(chat_format) == {"definitions", "calls", "results"}:
+        samples.append(tool_conversation())
     rows = []
-    for messages in renderable_samples(chat_format):
+    for messages, tools in samples:
         try:
-            rows.append({"messages": messages, "text": chat_format.render(messages, add_generation_prompt=True)})
+            text = chat_format.render(messages, add_generation_prompt=True, tools=tools)
         except Exception:  # a conversation this template refuses: nothing to compare
             continue
+        rows.append({"messages": messages, "text": text, **({"tools": tools} if tools else {})})
     return rows
 
 
@@ -646,14 +663,14 @@ def _jinja_renderer(template: str, tokenizer):
     try:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter, guess_chat_format_from_gguf_metadata
     except ImportError:
-        return "transformers", lambda messages: tokenizer.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True)
+        return "transformers", lambda messages, tools=None: tokenizer.apply_chat_template(
+            messages, chat_template=template, tools=tools, tokenize=False, add_generation_prompt=True)
     formatter = Jinja2ChatFormatter(template, eos_token=tokenizer.eos_token or "", bos_token=tokenizer.bos_token or "")
     engine = "llama-cpp-python's jinja2"
     # create_chat_completion swaps a few exact templates for its own formatter, which this does not check
     if builtin := guess_chat_format_from_gguf_metadata({"tokenizer.chat_template": template}):
         engine += f"; its create_chat_completion uses its built-in {builtin!r} format instead, not checked"
-    return engine, lambda messages: formatter(messages=messages).prompt
+    return engine, lambda messages, tools=None: formatter(messages=messages, tools=tools).prompt
 
 
 def check_embedded_templates(renderings: list[dict] | None, tokenizer, gguf_paths: list[Path]) -> Check:
@@ -664,8 +681,8 @@ def check_embedded_templates(renderings: list[dict] | None, tokenizer, gguf_path
     if not renderings:
         return Check(label, SKIP, "export.json records no trained renderings (an export from before this "
                                   "check): export again to check it")
-    sources = [("merged/ (transformers)", lambda m: tokenizer.apply_chat_template(
-        m, tokenize=False, add_generation_prompt=True))]
+    sources = [("merged/ (transformers)", lambda m, tools=None: tokenizer.apply_chat_template(
+        m, tools=tools, tokenize=False, add_generation_prompt=True))]
     for path in gguf_paths:
         template = gguf_string_field(path, "tokenizer.chat_template")
         if template is None:
@@ -675,7 +692,7 @@ def check_embedded_templates(renderings: list[dict] | None, tokenizer, gguf_path
     for where, render in sources:
         for i, row in enumerate(renderings):
             try:
-                got = render(row["messages"])
+                got = render(row["messages"], row.get("tools"))
             except Exception as exc:  # the template raises where training rendered
                 return Check(label, FAIL, f"{where}: conversation {i + 1} raises: {str(exc)[:120]}")
             want = row["text"]
@@ -683,6 +700,7 @@ def check_embedded_templates(renderings: list[dict] | None, tokenizer, gguf_path
                 at = first_difference(got, want)
                 return Check(label, FAIL, f"{where}: conversation {i + 1} differs at character {at}: trained "
                                           f"{want[at:at + 30]!r}, template {got[at:at + 30]!r}")
-    return Check(label, PASS, f"{len(renderings)} conversations (with/without system, multi-turn) byte-identical "
+    kinds = "with/without system, multi-turn" + (", tool calls" if any(r.get("tools") for r in renderings) else "")
+    return Check(label, PASS, f"{len(renderings)} conversations ({kinds}) byte-identical "
                               f"in {', '.join(where for where, _ in sources)}",
                  {"conversations": len(renderings), "templates": len(sources)})
