@@ -91,3 +91,19 @@ def test_the_export_checks_a_tool_conversation_in_the_embedded_template():
     assert tokenizer.chat_template != fmt.trained_template()
     check = check_embedded_templates(rows, tokenizer, [])
     assert check.status == FAIL and f"conversation {len(rows)} differs" in check.detail, check.detail
+
+
+def test_ollama_renders_gpt_oss_through_the_template_with_its_harmony_parser():
+    from ducktune.export.pipeline import template_caveats
+
+    fmt = chat_format("gpt-oss")
+    go = derive_layout(fmt).go_template()
+    jinja = fmt.trained_template()
+    assert gguf_template_capabilities(jinja) == ["tools"]
+    # The GGUF's template declares tools, yet gpt-oss goes through the TEMPLATE (it writes harmony's tags).
+    assert prefers_gguf_template(jinja, go, "gpt-oss") is False and prefers_gguf_template(jinja, go) is True
+    assert template_choice(jinja, go, "gpt-oss").startswith("every Ollama prompts with the TEMPLATE (gpt-oss")
+    *_, caveat = template_caveats(fmt, ["gguf", "ollama"], tool_samples=2, architecture="gpt-oss", go_template=go)
+    assert "never shows the model the tools" in caveat  # (the first caveat: harmony's date line is frozen)
+    *_, caveat = template_caveats(fmt, ["gguf", "ollama"], tool_samples=2, architecture="llama", go_template=go)
+    assert "Ollama 0.30 and later prompt this model with the GGUF's chat template" in caveat

@@ -430,7 +430,7 @@ def test_chat_offers_tools_shows_the_calls_and_result_answers_them(tmp_path, cap
             self.answers = ['<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>',
                             "It is 20C."]
 
-        def stream(self, messages, max_new_tokens, temperature, on_finish=None, tools=None):
+        def stream(self, messages, max_new_tokens, temperature, on_finish=None, tools=None, on_reasoning=None):
             self.asked.append((messages, tools))
             raw = self.answers.pop(0)
             yield raw

@@ -28,19 +28,52 @@ class Generation:
     # The answer with its special tokens kept (the stop token and what follows a stop string left out): tool
     # calls are read from it, since templates mark them with control tokens (Mistral's [TOOL_CALLS]).
     raw_text: str = ""
+    # The reasoning the model wrote before its answer (<think> ... </think>, gpt-oss's analysis message),
+    # kept out of `text` (see data.template_rules.AnswerFrame); None when it wrote none.
+    reasoning: str | None = None
+
+
+def answer_start(tokenizer, tokens: list[int], frame, done: bool) -> tuple[str | None, int | None, str]:
+    """(the reasoning or None, the index of the token the answer's text starts at, the start of that
+    token's text that still belongs to the frame) of generated `tokens` under `frame` (an AnswerFrame, or
+    None: the answer is all of them). The index is None while the frame is undecided (`done`: never)."""
+    if frame is None:
+        return None, 0, ""
+    raw = tokenizer.decode(tokens, skip_special_tokens=False)
+    reasoning, at = frame.split(raw)
+    if at is None:
+        if not done:
+            return reasoning, None, ""
+        return reasoning, (len(tokens) if reasoning is not None else 0), ""
+    low, high = 0, len(tokens)  # the longest run of whole tokens whose text ends at or before `at`
+    while low < high:
+        mid = (low + high + 1) // 2
+        if len(tokenizer.decode(tokens[:mid], skip_special_tokens=False)) <= at:
+            low = mid
+        else:
+            high = mid - 1
+    return reasoning, low, raw[len(tokenizer.decode(tokens[:low], skip_special_tokens=False)):at]
+
+
+def answer_text(tokenizer, tokens: list[int], start: int, leftover: str) -> str:
+    """The text of tokens[start:], special tokens left out, without the frame's `leftover`."""
+    text = tokenizer.decode(tokens[start:], skip_special_tokens=True)
+    return text[len(leftover):] if leftover and text.startswith(leftover) else text
 
 
 def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: list[int], max_new_tokens: int,
-                      stop: list[str] | None) -> Generation:
-    """The Generation of answer tokens `new`: the stop token dropped, text cut at the first stop string.
-    completion_tokens counts the tokens generated (a stop token included, none invented after a stop string)."""
+                      stop: list[str] | None, frame=None) -> Generation:
+    """The Generation of answer tokens `new`: the stop token dropped, the answer's frame (`frame`: reasoning,
+    gpt-oss's channel header) kept out of its text, text cut at the first stop string. completion_tokens
+    counts the tokens generated (a stop token included, none invented after a stop string)."""
     stop_ids = set(stop_token_ids)
     finish = "length"
     generated = len(new)
     if new and new[-1] in stop_ids:
         new = new[:-1]
         finish = "stop"
-    text = tokenizer.decode(new, skip_special_tokens=True)
+    reasoning, start, leftover = answer_start(tokenizer, new, frame, done=True)
+    text = answer_text(tokenizer, new, start, leftover)
     raw = tokenizer.decode(new, skip_special_tokens=False)
     cut = first_stop(text, stop)
     if cut >= 0:
@@ -49,7 +82,7 @@ def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: 
         raw = raw[:raw_cut] if raw_cut >= 0 else raw
     if finish == "length":  # cut inside a character's bytes: its undecodable first half is dropped
         text, raw = text.rstrip("\ufffd"), raw.rstrip("\ufffd")
-    return Generation(text, n_prompt, min(generated, max_new_tokens), finish, raw)
+    return Generation(text, n_prompt, min(generated, max_new_tokens), finish, raw, reasoning)
 
 
 def first_stop(text: str, stop: list[str] | None) -> int:
@@ -88,29 +121,56 @@ class BatchRequest:
     cancel: threading.Event | None = None
     on_piece: Callable[[str], None] | None = None
     tools: list[dict] | None = None  # the functions the model may call (OpenAI's tools list), in its prompt
+    on_reasoning: Callable[[str], None] | None = None  # where the reasoning's text goes as it is generated
 
 
 class AnswerText:
     """One answer's tokens as they arrive: the new text of each (held back while a character is
     incomplete), and `done` at a stop token, a stop string or the length limit."""
 
-    def __init__(self, tokenizer, stop_token_ids: list[int], max_new_tokens: int, stop: list[str] | None = None):
+    def __init__(self, tokenizer, stop_token_ids: list[int], max_new_tokens: int, stop: list[str] | None = None,
+                 frame=None, reasoning_stop_ids: list[int] | tuple = ()):
         self.tokenizer = tokenizer
         self.stop_token_ids = list(stop_token_ids)
+        # Stop tokens that end the answer only after its reasoning (ChatFormat.reasoning_stop_token_ids).
+        self.reasoning_stop_ids = set(reasoning_stop_ids)
         self.max_new_tokens = max_new_tokens
         self.stop = stop
+        self.frame = frame  # the template's AnswerFrame: reasoning and channel headers are not the answer's text
         self.tokens: list[int] = []
         self.emitted = ""
         self.done = False
         self.stopped_by_string = False
+        self.start: tuple[int, str] | None = None  # (token index, leftover) once the answer's text has begun
+        self.reasoning: str | None = None
+        self.reasoning_piece = ""  # the reasoning text the last token added (shown apart by `ducktune chat`)
+
+    def _answer_tokens(self, body: list[int]) -> tuple[int, str] | None:
+        """Where the answer's text starts in `body`, once the frame decides it (fixed from then on)."""
+        if self.start is None:
+            reasoning, index, leftover = answer_start(self.tokenizer, body, self.frame, self.done)
+            shown = self.reasoning or ""
+            self.reasoning_piece = reasoning[len(shown):] if reasoning and reasoning.startswith(shown) else ""
+            self.reasoning = reasoning
+            if index is not None:
+                self.start = (index, leftover)
+        else:
+            self.reasoning_piece = ""
+        return self.start
 
     def add(self, token: int) -> str:
         """The text this token makes safe to show: nothing of a stop string, nor of what may begin one
-        (held back until it cannot), nor half a character; the rest once the answer is done."""
+        (held back until it cannot), nor half a character, nor the answer's frame; the rest once the answer
+        is done."""
         self.tokens.append(token)
-        at_stop_token = token in self.stop_token_ids
-        text = self.tokenizer.decode(self.tokens[:-1] if at_stop_token else self.tokens, skip_special_tokens=True)
+        reasoning = self.start is None and self.reasoning is not None  # before this token
+        at_stop_token = token in self.stop_token_ids and not (reasoning and token in self.reasoning_stop_ids)
+        body = self.tokens[:-1] if at_stop_token else self.tokens
         self.done = at_stop_token or len(self.tokens) >= self.max_new_tokens
+        start = self._answer_tokens(body)
+        if start is None:
+            return ""
+        text = answer_text(self.tokenizer, body, *start)
         cut = first_stop(text, self.stop)
         if cut >= 0:
             self.done = self.stopped_by_string = True
@@ -127,7 +187,7 @@ class AnswerText:
 
     def generation(self, n_prompt: int) -> Generation:
         result = finish_generation(self.tokenizer, self.stop_token_ids, n_prompt, self.tokens,
-                                   self.max_new_tokens, self.stop)
+                                   self.max_new_tokens, self.stop, self.frame)
         if self.stopped_by_string:
             result.finish_reason = "stop"
         return result
@@ -136,6 +196,8 @@ class AnswerText:
 def _advance(row: "AnswerText", request: "BatchRequest", token: int) -> bool:
     """Give a row its next token (streaming its piece); True once the row is done."""
     piece = row.add(token)
+    if row.reasoning_piece and request.on_reasoning is not None:
+        request.on_reasoning(row.reasoning_piece)
     if piece and request.on_piece is not None:
         request.on_piece(piece)
     if request.cancel is not None and request.cancel.is_set():
@@ -237,7 +299,9 @@ class ChatEngine:
 
         kwargs = dict(
             max_new_tokens=max_new_tokens,
-            eos_token_id=self.chat_format.stop_token_ids,
+            # generate stops a row at these itself; the others end it through AnswerText (_RowsCriterion)
+            eos_token_id=[i for i in self.chat_format.stop_token_ids
+                          if i not in self.chat_format.reasoning_stop_token_ids],
             pad_token_id=self.tokenizer.pad_token_id,
         )
         if temperature and temperature >= MIN_TEMPERATURE:
@@ -248,15 +312,20 @@ class ChatEngine:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
+    def _row(self, max_new_tokens: int, stop: list[str] | None) -> AnswerText:
+        fmt = self.chat_format
+        return AnswerText(self.tokenizer, fmt.stop_token_ids, max_new_tokens, stop, fmt.answer_frame,
+                          fmt.reasoning_stop_token_ids)
+
     def _answer(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float, seed: int | None,
                 stop: list[str] | None, cancel: threading.Event | None, on_piece=None,
-                tools: list[dict] | None = None) -> Generation:
+                tools: list[dict] | None = None, on_reasoning=None) -> Generation:
         """One answer through `generate`, stop strings and cancelling checked by ducktune's own per-token
         criterion (AnswerText), sampled or greedy. (transformers' stop_strings precomputes a table that
         grows with the stop string's length, and matches stops that begin in the prompt.)"""
         prompt = self.chat_format.prompt_ids(messages, tools)
-        row = AnswerText(self.tokenizer, self.chat_format.stop_token_ids, max_new_tokens, stop)
-        request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece, tools)
+        row = self._row(max_new_tokens, stop)
+        request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece, tools, on_reasoning)
         self._generate_rows([prompt], [row], [request], (temperature, top_p, seed))
         return row.generation(len(prompt))
 
@@ -293,7 +362,8 @@ class ChatEngine:
         return [row.tokens for row in rows]
 
     def _finish(self, n_prompt: int, new: list[int], max_new_tokens: int, stop: list[str] | None) -> Generation:
-        return finish_generation(self.tokenizer, self.chat_format.stop_token_ids, n_prompt, new, max_new_tokens, stop)
+        return finish_generation(self.tokenizer, self.chat_format.stop_token_ids, n_prompt, new, max_new_tokens, stop,
+                                 self.chat_format.answer_frame)
 
     def generate_rows(self, requests: list["BatchRequest"]) -> list[Generation]:
         """Greedy answers to concurrent requests at once (the server's batching).
@@ -303,9 +373,8 @@ class ChatEngine:
         are decoded in one left-padded batch from which finished rows are dropped (a short answer
         stops costing compute); a single row goes through `generate`, like an unbatched request.
         """
-        stop_ids = self.chat_format.stop_token_ids
         prompts = [self.chat_format.prompt_ids(r.messages, r.tools) for r in requests]
-        rows = [AnswerText(self.tokenizer, stop_ids, r.max_new_tokens, r.stop) for r in requests]
+        rows = [self._row(r.max_new_tokens, r.stop) for r in requests]
         with self.lock:
             if len(requests) == 1 or not self._decode_rows(prompts, rows, requests):
                 self._generate_rows(prompts, rows, requests)
@@ -377,11 +446,13 @@ class ChatEngine:
                seed: int | None = None, stop: list[str] | None = None,
                cancel: threading.Event | None = None,
                on_finish: Callable[[Generation], None] | None = None,
-               tools: list[dict] | None = None) -> Iterator[str]:
+               tools: list[dict] | None = None,
+               on_reasoning: Callable[[str], None] | None = None) -> Iterator[str]:
         """Yield text pieces as they are generated. Setting `cancel` (or closing the iterator) stops generation.
 
         `on_finish` receives the whole Generation (token counts, finish reason) once the model
-        has stopped: servers report usage and finish_reason for streamed answers too.
+        has stopped: servers report usage and finish_reason for streamed answers too. `on_reasoning`
+        receives the reasoning's text as it is generated (called on the generating thread).
         """
         import queue
 
@@ -393,7 +464,7 @@ class ChatEngine:
         def work():
             try:
                 outcome.append(self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel,
-                                            on_piece=pieces.put, tools=tools))
+                                            on_piece=pieces.put, tools=tools, on_reasoning=on_reasoning))
             except BaseException as exc:  # surfaced in the consumer thread
                 outcome.append(exc)
             finally:

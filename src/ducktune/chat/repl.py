@@ -76,16 +76,23 @@ def _answer(engine, messages: list[dict], max_new_tokens: int, temperature: floa
     are shown, when it made any)."""
     from ducktune.chat.compare import terminal_text
 
-    pieces, finished = [], []
+    pieces, finished, thought = [], [], []
+
+    def show_reasoning(text: str) -> None:  # the generating thread, before the answer's first piece
+        print(("(thinking) " if not thought else "") + terminal_text(text), end="", file=stdout, flush=True)
+        thought.append(text)
+
     for piece in engine.stream(messages, max_new_tokens=max_new_tokens, temperature=temperature,
-                               on_finish=finished.append, tools=tools):
+                               on_finish=finished.append, tools=tools, on_reasoning=show_reasoning):
+        if thought and not pieces:
+            print("\n", file=stdout, flush=True)  # the answer starts below its reasoning
         pieces.append(piece)
         print(terminal_text(piece), end="", file=stdout, flush=True)
     print(file=stdout, flush=True)
     if tools and finished:
         from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
 
-        parsed = parse_tool_calls(finished[0].raw_text, call_syntax(engine.chat_format))
+        parsed = parse_tool_calls(finished[0].raw_text, call_syntax(engine.chat_format), engine.chat_format.answer_frame)
         if parsed is not None:
             calls = [{"id": f"call{i:05d}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                      for i, c in enumerate(parsed[1], start=len(messages))]

@@ -87,9 +87,21 @@ def _json_call_at(text: str) -> int | None:
     return None
 
 
-def parse_tool_calls(text: str, syntax: CallSyntax | None) -> tuple[str, list[ToolCall]] | None:
+def parse_tool_calls(text: str, syntax: CallSyntax | None, frame=None) -> tuple[str, list[ToolCall]] | None:
     """(the answer's text before its calls, the calls) when `text` (an answer with special tokens kept)
-    calls tools in `syntax`; None when it calls none."""
+    calls tools in `syntax`; None when it calls none. `frame` (the template's AnswerFrame): calls are read
+    after the model's reasoning when it closed it, and the reasoning is not part of the text."""
+    if frame is not None:
+        reasoning, answer = frame.answer(text)
+        if reasoning is not None and answer.strip():
+            text = answer
+    parsed = _parsed_calls(text, syntax)
+    if parsed is not None and frame is not None:
+        parsed = (frame.answer(parsed[0])[1].strip(), parsed[1])
+    return parsed
+
+
+def _parsed_calls(text: str, syntax: CallSyntax | None) -> tuple[str, list[ToolCall]] | None:
     if syntax is None:
         return None
     if syntax.style == "named":

@@ -226,11 +226,29 @@ class ChatFormat:
         return tokens
 
     @property
+    def reasoning_stop_token_ids(self) -> list[int]:
+        """The stop tokens the template also writes inside one answer, between its reasoning and its text:
+        gpt-oss's <|end|> closes an earlier answer, and the analysis message the final answer follows. They
+        end an answer only once its reasoning is over (chat.engine.AnswerText)."""
+        inside = self.answer_frame.reasoning_close
+        return [i for t, i in zip(self.stop_tokens, self._ids(self.stop_tokens)) if i is not None and t in inside]
+
+    def _ids(self, tokens: list[str]) -> list[int | None]:
+        ids = [self.tokenizer.convert_tokens_to_ids(t) for t in tokens]
+        return [i if isinstance(i, int) and i >= 0 else None for i in ids]
+
+    @functools.cached_property
+    def answer_frame(self):
+        """What the template writes around an answer's own words (template_rules.AnswerFrame)."""
+        from ducktune.data.template_rules import answer_frame
+
+        return answer_frame(self)
+
+    @property
     def stop_token_ids(self) -> list[int]:
         ids = []
-        for token in self.stop_tokens:
-            token_id = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(token_id, int) and token_id >= 0 and token_id not in ids:
+        for token_id in self._ids(self.stop_tokens):
+            if token_id is not None and token_id not in ids:
                 ids.append(token_id)
         return ids
 

@@ -8,6 +8,8 @@ instead of failing inside the template.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from ducktune.data.formats import NormalizeOptions
 
 _USER = {"role": "user", "content": "Hello"}
@@ -95,6 +97,74 @@ def writes_reasoning(tokenizer) -> bool:
         return "DUCKREASONING" in tokenizer.apply_chat_template([_USER, answer], tokenize=False)
     except Exception:
         return False
+
+
+# How reasoning models write their thinking in the answer's text (and ducktune folds separate reasoning for
+# templates without the field: formats._fold_reasoning).
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+@dataclass(frozen=True)
+class AnswerFrame:
+    """What a template writes around an answer's own words, which the model generates before them: gpt-oss's
+    `<|channel|>final<|message|>` (`lead`), and the reasoning's opening and closing (`<think>` ... `</think>`;
+    gpt-oss's analysis message, closed by `<|end|><|start|>assistant<|channel|>final<|message|>`). Readers
+    (chat, serve, eval) show the answer; the reasoning is returned apart."""
+
+    lead: str = ""
+    reasoning_open: str = THINK_OPEN  # "": the prompt opens the reasoning (Qwen3.5's generation prompt ends <think>)
+    reasoning_close: str = THINK_CLOSE
+
+    def split(self, raw: str) -> tuple[str | None, int | None]:
+        """(the reasoning or None, where the answer's own text starts in `raw`: generated text with its special
+        tokens); the start is None while `raw` may still become a frame (a partial opening, open reasoning)."""
+        # The frame opens the answer, as the model generates it: no text (nor whitespace) before it.
+        opening, closing = self.reasoning_open.strip(), self.reasoning_close.strip()
+        if (not opening or raw.startswith(opening)) and closing:
+            begin = len(opening)
+            end = raw.find(closing, begin)
+            if end < 0:  # still reasoning: what may be the closing's beginning is held back
+                thought = raw[begin:]
+                partial = next((k for k in range(min(len(closing) - 1, len(thought)), 0, -1)
+                                if thought.endswith(closing[:k])), 0)
+                return thought[:len(thought) - partial].strip(), None
+            after = end + len(closing)
+            answer = after + len(raw[after:]) - len(raw[after:].lstrip())
+            # The whitespace after the closing is the frame's, but more of it may follow: wait for a word.
+            return raw[begin: end].strip(), answer if answer < len(raw) else None
+        lead = self.lead if self.lead.strip() else ""  # Llama 2's " " before an answer stays the answer's
+        if lead and raw.startswith(lead):
+            return None, len(lead)
+        if any(marker and marker.startswith(raw) for marker in (opening, lead)):
+            return None, None  # nothing yet, or a partial opening: wait for the next token
+        return None, 0
+
+    def answer(self, raw: str) -> tuple[str | None, str]:
+        """(reasoning or None, the answer's text with special tokens) of a finished generation: all of `raw`
+        when it ended inside a partial opening, none of it when it ended inside the reasoning."""
+        reasoning, start = self.split(raw)
+        if start is None:
+            return reasoning, "" if reasoning is not None else raw
+        return reasoning, raw[start:]
+
+
+def answer_frame(chat_format) -> AnswerFrame:
+    """The template's AnswerFrame, measured: a probe answer with reasoning, trained as the template writes
+    it, shows what opens the reasoning and what lies between it and the answer's text (the `<think>` form
+    where the template has no reasoning field, or its prompts close the reasoning block)."""
+    lead = chat_format.answer_lead
+    if writes_reasoning(chat_format.tokenizer) and "</think>" not in chat_format.generation_prompt:
+        answer = {"role": "assistant", "content": "DUCKANSWERTEXT", "reasoning_content": "DUCKREASONING"}
+        try:
+            text, spans = chat_format.assistant_spans([_USER, answer])
+            span = text[slice(*spans[-1])]
+        except Exception:  # a template that refuses the probe: the text form
+            return AnswerFrame(lead)
+        reason, words = span.find("DUCKREASONING"), span.find("DUCKANSWERTEXT")
+        closing = span[reason + len("DUCKREASONING"): words]
+        if 0 <= reason < words and closing.strip():
+            return AnswerFrame(lead, span[:reason], closing)
+    return AnswerFrame(lead)
 
 
 def template_options(chat_format, tags=None) -> NormalizeOptions:

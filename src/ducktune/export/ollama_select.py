@@ -71,9 +71,18 @@ def _go_round_trip(go_template: str) -> bool:
     return {"tools", "toolcalls"} <= names and any(mark in go_template for mark in _GO_RESULT_MARKS)
 
 
-def prefers_gguf_template(jinja: str | None, go_template: str | None) -> bool:
+def uses_harmony(architecture: str | None, go_template: str | None) -> bool:
+    """Ollama renders gpt-oss through the TEMPLATE and reads its answers with its own harmony parser (channels,
+    tool calls) when the TEMPLATE writes harmony's tags (server/routes.go: shouldUseHarmony)."""
+    return (architecture in ("gptoss", "gpt-oss") and go_template is not None
+            and "<|start|>" in go_template and "<|end|>" in go_template)
+
+
+def prefers_gguf_template(jinja: str | None, go_template: str | None, architecture: str | None = None) -> bool:
     """True when Ollama 0.30 and later prompt with the GGUF's chat template instead of the TEMPLATE
-    (OLLAMA_GO_TEMPLATE unset)."""
+    (OLLAMA_GO_TEMPLATE unset). `architecture`: the GGUF's general.architecture."""
+    if uses_harmony(architecture, go_template):
+        return False
     if not jinja or go_template is None:
         return bool(jinja)  # no TEMPLATE: the GGUF's template in any case
     gguf_caps, go_caps = gguf_template_capabilities(jinja), go_template_capabilities(go_template)
@@ -84,10 +93,12 @@ def prefers_gguf_template(jinja: str | None, go_template: str | None) -> bool:
     return _jinja_round_trip(jinja) and not _go_round_trip(go_template)
 
 
-def template_choice(jinja: str | None, go_template: str | None) -> str:
+def template_choice(jinja: str | None, go_template: str | None, architecture: str | None = None) -> str:
     """One line: which template Ollama prompts the model with, by version."""
     if go_template is None:
         return "no TEMPLATE: every Ollama prompts with the GGUF's chat template"
+    if uses_harmony(architecture, go_template):
+        return "every Ollama prompts with the TEMPLATE (gpt-oss: Ollama reads its answers with its harmony parser)"
     if not prefers_gguf_template(jinja, go_template):
         return "every Ollama prompts with the TEMPLATE (the GGUF's chat template declares no tools or thinking)"
     caps = " and ".join(gguf_template_capabilities(jinja))

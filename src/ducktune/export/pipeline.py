@@ -190,11 +190,13 @@ def llama_cpp_caveats(base_folder: Path, targets: list[str]) -> list[str]:
     return gguf_caveats(read_config(base_folder)) if "gguf" in targets else []
 
 
-def template_caveats(chat_format, targets: list[str], tool_samples: int = 0) -> list[str]:
+def template_caveats(chat_format, targets: list[str], tool_samples: int = 0, architecture: str | None = None,
+                     go_template: str = "") -> list[str]:
     """Where Ollama prompts differently from the chat template: on another day, and with tools
-    (`tool_samples`: the run's training samples that used them)."""
+    (`tool_samples`: the run's training samples that used them; `architecture`: the GGUF's, `go_template`:
+    the TEMPLATE written, which names no tools)."""
     from ducktune.export.gotemplate import frozen_date
-    from ducktune.export.ollama_select import OLLAMA_NATIVE_SINCE, prefers_gguf_template
+    from ducktune.export.ollama_select import OLLAMA_NATIVE_SINCE, prefers_gguf_template, uses_harmony
 
     if "ollama" not in targets:
         return []
@@ -203,17 +205,28 @@ def template_caveats(chat_format, targets: list[str], tool_samples: int = 0) -> 
         caveats.append(f"the chat template prints today's date ({date!r} now); Go templates cannot, so the Ollama "
                        f"TEMPLATE keeps {date!r}: export again to refresh it (llama.cpp's own Jinja renders the date "
                        "of each day)")
-    if tool_samples:
-        # ducktune's TEMPLATE has no tool section (its capabilities are none), so only the GGUF's template matters.
+    if tool_samples and uses_harmony(architecture, go_template):
+        caveats.append(f"the run trained on tool calls ({tool_samples} samples): Ollama prompts gpt-oss with the "
+                       "TEMPLATE, which has no tool section, so it never shows the model the tools of a request: "
+                       "serve the export with `ducktune serve` (OpenAI tools API) or llama-server --jinja")
+    elif tool_samples:
         since = OLLAMA_NATIVE_SINCE
         native = (f"Ollama {since} and later prompt this model with the GGUF's chat template, the trained one "
                   "(checked below), so requests with tools work there: llama-server renders the tools and reads the "
                   f"calls; Ollama before {since} uses the TEMPLATE, which" if prefers_gguf_template(
-                      chat_format.trained_template(), "") else "the Ollama TEMPLATE")
+                      chat_format.trained_template(), go_template, architecture) else "the Ollama TEMPLATE")
         caveats.append(f"the run trained on tool calls ({tool_samples} samples): {native} has no tool section "
                        "(requests with tools are answered 'does not support tools'): there, serve the export with "
                        "`ducktune serve` (OpenAI tools API) or llama-server --jinja")
     return caveats
+
+
+def _gguf_architecture(base_folder: Path) -> str | None:
+    """The GGUF's general.architecture for this base model (llama.cpp's name), None when it has none."""
+    from ducktune.export.gguf_arch import llama_cpp_arch
+    from ducktune.export.gguf_file import read_config
+
+    return llama_cpp_arch(read_config(base_folder))
 
 
 def ollama_layout(chat_format, allow_default_template: bool, log=print):
@@ -270,7 +283,8 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
         + (f"; {', '.join(quant_list)}" if quant_list else "") + ")")
     result = ExportResult(export_dir, name, caveats=llama_cpp_caveats(source.base_folder, targets)
                           + (template_caveats(source.chat_format, targets, (source.info.get("data") or {}).get(
-                              "tool_samples", 0)) if layout else []))
+                              "tool_samples", 0), _gguf_architecture(source.base_folder), layout.go_template())
+                             if layout else []))
     for note in result.caveats:
         log(f"Caveat: {note}")
     with WriterLock("export") as lock:  # one writer per run: not beside a training or another export

@@ -632,7 +632,8 @@ def template_choice_check(gguf_path: Path, go_template: str | None) -> Check:
     from ducktune.export.ollama_select import gguf_template_capabilities, template_choice
 
     jinja = gguf_string_field(gguf_path, "tokenizer.chat_template")
-    return Check("Modelfile: template Ollama prompts with", INFO, template_choice(jinja, go_template),
+    architecture = gguf_string_field(gguf_path, "general.architecture")
+    return Check("Modelfile: template Ollama prompts with", INFO, template_choice(jinja, go_template, architecture),
                  {"gguf_template_capabilities": gguf_template_capabilities(jinja)})
 
 

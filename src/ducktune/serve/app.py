@@ -122,7 +122,7 @@ def stream_job(served, req, control: RequestControl, emit) -> None:
     with served.engine.adapter_disabled(served.base):
         for piece in served.engine.stream(messages, max_new_tokens=max_new, cancel=control.stop,
                                           on_finish=lambda result: emit("finish", result), tools=tools,
-                                          **sampling(req)):
+                                          on_reasoning=lambda text: emit("reasoning", text), **sampling(req)):
             emit("piece", piece)
 
 
@@ -149,7 +149,9 @@ def batch_runner(served):
             if emit is not None:
                 emit("ready", n_prompt)
             on_piece = (lambda piece, emit=emit: emit("piece", piece)) if emit is not None else None
-            requests.append(BatchRequest(messages, max_new, req.stop_list(), control.stop, on_piece, tools))
+            on_reasoning = (lambda text, emit=emit: emit("reasoning", text)) if emit is not None else None
+            requests.append(BatchRequest(messages, max_new, req.stop_list(), control.stop, on_piece, tools,
+                                         on_reasoning))
             rows.append(i)
         if requests:
             with served.engine.adapter_disabled(served.base):
@@ -288,11 +290,12 @@ async def complete(served, req, request: Request, stream: bool = False):
     if offers_tools(req):
         from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
 
-        parsed = parse_tool_calls(result.raw_text, call_syntax(served.engine.chat_format))
+        parsed = parse_tool_calls(result.raw_text, call_syntax(served.engine.chat_format),
+                                  served.engine.chat_format.answer_frame)
         if parsed is not None:
             text, calls = parsed
     body = protocol.completion_body(protocol.completion_id(), served.id, text, result.finish_reason,
-                                    result.prompt_tokens, result.completion_tokens, calls)
+                                    result.prompt_tokens, result.completion_tokens, calls, result.reasoning)
     if not stream:
         return body
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -307,6 +310,8 @@ async def whole_answer_events(body: dict, include_usage: bool):
     choice = body["choices"][0]
     message = choice["message"]
     yield protocol.sse(protocol.chunk_body(cid, model, created, {"role": "assistant", "content": ""}))
+    if message.get("reasoning_content"):
+        yield protocol.sse(protocol.chunk_body(cid, model, created, {"reasoning_content": message["reasoning_content"]}))
     if message.get("content"):
         yield protocol.sse(protocol.chunk_body(cid, model, created, {"content": message["content"]}))
     if message.get("tool_calls"):
@@ -359,6 +364,8 @@ async def sse_events(model_id: str, events: asyncio.Queue, control: RequestContr
             kind, value = await events.get()
             if kind == "piece":
                 yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"content": value}))
+            elif kind == "reasoning":  # as vLLM and llama-server send it
+                yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"reasoning_content": value}))
             elif kind == "finish":
                 finish = value
             elif kind == "done":

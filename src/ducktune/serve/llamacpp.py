@@ -164,17 +164,21 @@ class LlamaCppEngine:
 
     def _pieces(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
                 seed: int | None, stop: list[str] | None, cancel: threading.Event | None,
-                results: list[Generation], tools: list[dict] | None = None) -> Iterator[str]:
+                results: list[Generation], tools: list[dict] | None = None, on_reasoning=None) -> Iterator[str]:
         """Text pieces as they are generated; the Generation is appended to `results` at the end."""
         prompt = self.chat_format.prompt_ids(messages, tools)
         # The server checks the context before queueing; a direct caller gets what still fits.
         max_new_tokens = max(1, min(max_new_tokens, self.max_context - len(prompt)))
-        answer = AnswerText(self.tokenizer, self.chat_format.stop_token_ids, max_new_tokens, stop)
+        fmt = self.chat_format
+        answer = AnswerText(self.tokenizer, fmt.stop_token_ids, max_new_tokens, stop, fmt.answer_frame,
+                            fmt.reasoning_stop_token_ids)
         with self.lock:
             tokens = self._tokens(prompt, temperature, top_p, seed)
             try:
                 for token in tokens:
                     piece = answer.add(int(token))
+                    if answer.reasoning_piece and on_reasoning is not None:
+                        on_reasoning(answer.reasoning_piece)
                     if piece:
                         yield piece
                     if answer.done or (cancel is not None and cancel.is_set()):
@@ -200,11 +204,13 @@ class LlamaCppEngine:
     def stream(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                seed: int | None = None, stop: list[str] | None = None, cancel: threading.Event | None = None,
                on_finish: Callable[[Generation], None] | None = None,
-               tools: list[dict] | None = None) -> Iterator[str]:
-        """Text pieces as they are generated (on the caller's thread); `on_finish` gets the Generation.
-        Closing the iterator stops generation."""
+               tools: list[dict] | None = None,
+               on_reasoning: Callable[[str], None] | None = None) -> Iterator[str]:
+        """Text pieces as they are generated (on the caller's thread); `on_finish` gets the Generation,
+        `on_reasoning` the reasoning's text as it comes. Closing the iterator stops generation."""
         results: list[Generation] = []
-        yield from self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results, tools)
+        yield from self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results, tools,
+                                on_reasoning)
         if on_finish is not None and results:
             on_finish(results[0])
 

@@ -287,13 +287,16 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict:
 
 
 def completion_body(cid: str, model: str, text: str, finish_reason: str, prompt_tokens: int, completion_tokens: int,
-                    tool_calls: list | None = None) -> dict:
+                    tool_calls: list | None = None, reasoning: str | None = None) -> dict:
     """A chat.completion; with `tool_calls` (ToolCall objects) the message carries them in OpenAI's shape
-    (arguments as JSON text), `text` is what the answer said before them (null when nothing)."""
+    (arguments as JSON text), `text` is what the answer said before them (null when nothing). `reasoning`:
+    what the model thought before answering, as `reasoning_content` (vLLM's and llama-server's field)."""
     message = {"role": "assistant", "content": text}
     if tool_calls:
         message = {"role": "assistant", "content": text or None, "tool_calls": tool_call_bodies(tool_calls)}
         finish_reason = "tool_calls"
+    if reasoning:
+        message["reasoning_content"] = reasoning
     return {
         "id": cid,
         "object": "chat.completion",
