@@ -96,6 +96,37 @@ def test_page_checks_previews_and_chats_in_both_languages(browser, tiny_qwen, tm
         assert not problems, problems
 
 
+def test_chat_shows_a_reasoning_models_thinking_apart_from_its_answer(browser, tmp_path):
+    """The chat tab reads reasoning_content deltas (what `ducktune serve` streams for <think> blocks and
+    gpt-oss's analysis) into a block of its own; the answer, and the history sent back, hold the answer alone."""
+    from ducktune.ui.app import create_ui_app
+
+    chunks = [{"role": "assistant", "content": ""}, {"reasoning_content": "The user says hi."},
+              {"reasoning_content": " Greet back."}, {"content": "Hello!"}]
+    body = "".join(f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n" for d in chunks)
+    sent: list = []
+
+    def completions(route):
+        sent.append(json.loads(route.request.post_data))
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body + "data: [DONE]\n\n")
+
+    with thread_server(create_ui_app(tmp_path / "runs"), free_port()) as url:
+        page, problems = open_page(browser, url)
+        page.route("**/v1/models", lambda route: route.fulfill(json={"object": "list", "data": [{"id": "thinker"}]}))
+        page.route("**/v1/chat/completions", completions)
+        page.click(".tabs button[data-tab=chat]")
+        page.wait_for_selector("#chat-run option[value=thinker]", state="attached")
+        for i, question in enumerate(("Hi", "Again")):
+            page.fill("#chat-input", question)
+            page.click("#chat-send")
+            page.wait_for_selector(f"#messages-tuned .msg.assistant[data-done] >> nth={i}")
+        answer = page.locator("#messages-tuned .msg.assistant").first
+        assert answer.locator(".thinking").inner_text() == "The user says hi. Greet back."
+        assert answer.locator(".said").inner_text() == "Hello!"
+        assert sent[1]["messages"][1] == {"role": "assistant", "content": "Hello!"}  # no reasoning in the history
+        assert not problems, problems
+
+
 @pytest.mark.slow
 def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     shots = {"dir": tmp_path}

@@ -35,9 +35,13 @@ function bubble(column, role, text, cls = "") {
 async function answer(column, model, settings) {
   const node = bubble(column, "assistant", "", "pending");
   node.dataset.model = model;
-  const placeholder = setTimeout(() => { if (!node.textContent) node.textContent = t("chat.loading"); }, 700);
+  // What a reasoning model thinks (reasoning_content) is shown apart, above its answer.
+  const thinking = el("div", { class: "thinking hidden" });
+  const said = el("span", { class: "said" });
+  node.append(thinking, said);
+  const placeholder = setTimeout(() => { if (!node.textContent) said.textContent = t("chat.loading"); }, 700);
   const started = performance.now();
-  let text = "", usage = null;
+  let text = "", thought = "", usage = null;
   try {
     const response = await fetch("v1/chat/completions", {
       method: "POST", headers: { "Content-Type": "application/json" },
@@ -54,14 +58,20 @@ async function answer(column, model, settings) {
       if (chunk.error) throw new Error(chunk.error.message);
       if (chunk.usage) usage = chunk.usage;
       const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+      if (delta && delta.reasoning_content) {
+        thought += delta.reasoning_content;
+        thinking.textContent = thought;
+        thinking.classList.remove("hidden");
+        if (said.textContent === t("chat.loading")) said.textContent = "";
+      }
       if (delta && delta.content) {
         text += delta.content;
-        node.textContent = text.trim() ? text : "";  // leading blank lines: just the cursor until there is text
-        node.parentElement.scrollTop = node.parentElement.scrollHeight;
+        said.textContent = text.trim() ? text : "";  // leading blank lines: just the cursor until there is text
       }
+      if (delta && (delta.content || delta.reasoning_content)) node.parentElement.scrollTop = node.parentElement.scrollHeight;
     }
     clearTimeout(placeholder);
-    node.textContent = text.trim() ? text : t("chat.empty_answer");
+    said.textContent = text.trim() ? text : t("chat.empty_answer");
     node.classList.toggle("empty-answer", !text.trim());
     node.classList.remove("pending");
     node.dataset.done = "1";
