@@ -150,6 +150,24 @@ def test_tool_data_trains_end_to_end_and_templates_without_tools_refuse_it(tmp_p
     # Both samples train: the call of each (and the final answer of the first).
     assert info["data"]["train_samples"] == 2 and info["data"]["skipped_bad"] == 0
     assert info["data"]["tool_samples"] == 2 and (tmp_path / "run" / "adapter").is_dir()
+    # The probe prompt (both records ask the same) is asked with its sample's tools, as it was trained.
+    assert info["probe_prompts"] == ["USERASKS weather in Paris?"] and info["probe_tools"] == [RECORD["tools"]]
+
+
+def test_probe_prompts_keep_their_samples_tools():
+    from types import SimpleNamespace
+
+    from ducktune.train.tokenize import probe_prompts, probe_tools
+
+    plain = normalize(Record({"instruction": "Hi", "output": "Hello"}, "a.json", 1), "alpaca", [])
+    samples = [sample(), plain]
+    config = SimpleNamespace(eval=SimpleNamespace(probe_prompts=[]))
+    prompts = probe_prompts(config, samples)
+    assert prompts == ["USERASKS weather in Paris?", "Hi"]
+    assert probe_tools(config, samples, prompts) == [RECORD["tools"], None]
+    assert probe_tools(config, [plain], ["Hi"]) is None  # no tools anywhere: run.json stays as it was
+    config.eval.probe_prompts = ["Hi"]
+    assert probe_tools(config, samples, ["Hi"]) is None  # the user's own prompts come without tools
 
 
 def test_export_says_which_ollama_serves_tools_when_the_run_trained_on_them():

@@ -484,7 +484,8 @@ class OutputConfig(_Section):
 class EvalConfig(_Section):
     probe_prompts: list[str] = Field(
         default_factory=list,
-        description="Prompts answered by the base and the tuned model in the report (default: the first training questions).",
+        description="Prompts answered by the base and the tuned model in the report (default: the first training "
+                    "questions, each offered the tools its sample defines, as it was trained).",
     )
     max_new_tokens: int = Field(128, gt=0, description="Token limit for answers in the report and compare.")
     probe_during_training: bool = Field(

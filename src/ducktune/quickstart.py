@@ -169,7 +169,7 @@ def _answers(run: RunDir, config, info: dict, trained_answers: list[str], clock:
 
     with clock.phase("compare"):
         engine = ChatEngine.from_run(run.path)
-        comparison = compare_answers(engine, info["probe_prompts"], config.eval.max_new_tokens)
+        comparison = compare_answers(engine, info["probe_prompts"], config.eval.max_new_tokens, info.get("probe_tools"))
         write_json(run.path / "comparison.json", comparison)
         write_report(run.report, info, dump_config(config), comparison)
     with clock.phase("bleed"):

@@ -101,20 +101,23 @@ def read_prompts(path: str) -> list[str]:
     return prompts
 
 
-def compare_answers(engine, prompts: list[str], max_new_tokens: int) -> list[dict]:
-    """Greedy answers of the base model (adapter disabled) and the tuned model to each prompt.
+def compare_answers(engine, prompts: list[str], max_new_tokens: int, tools: list | None = None) -> list[dict]:
+    """Greedy answers of the base model (adapter disabled) and the tuned model to each prompt, offered
+    `tools[i]` (the run's probe_tools: a run trained on calls is asked as it was trained).
 
     The base model's answers are deterministic: they come from the per-base-model cache
-    (chat/general.py) when the engine knows its base folder, and are generated once otherwise.
+    (chat/general.py) when the engine knows its base folder and no prompt has tools, and are
+    generated once otherwise.
     """
     from ducktune.chat.general import engine_base_answers
 
     conversations = [[{"role": "user", "content": prompt}] for prompt in prompts]
-    base = engine_base_answers(engine, prompts, max_new_tokens, log=lambda *_: None)
+    base = None if tools else engine_base_answers(engine, prompts, max_new_tokens, log=lambda *_: None)
     if base is None:
         with engine.adapter_disabled():
-            base = [g.text for g in engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=32)]
-    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=32)
+            base = [g.text for g in engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=32,
+                                                          tools=tools)]
+    tuned = engine.generate_batch(conversations, max_new_tokens=max_new_tokens, batch_size=32, tools=tools)
     return [{"prompt": p, "base": b, "tuned": t.text} for p, b, t in zip(prompts, base, tuned)]
 
 
@@ -130,7 +133,8 @@ def run_compare(run_dir: str, prompts_file: str | None = None, max_new_tokens: i
     engine = ChatEngine.from_run(run_dir)
     if not engine.has_adapter:
         raise UserError(f"{run_dir}: a full fine-tune has no adapter to switch off; compare needs a LoRA run")
-    rows = compare_answers(engine, prompts, max_new_tokens)
+    tools = None if prompts_file else info.get("probe_tools")  # the run's own prompts come with their tools
+    rows = compare_answers(engine, prompts, max_new_tokens, tools if isinstance(tools, list) else None)
     if as_json:
         print(json.dumps(rows, ensure_ascii=False, indent=2))
     else:

@@ -21,13 +21,14 @@ from transformers import TrainerCallback
 
 class GenerationProbe(TrainerCallback):
     def __init__(self, path: Path, tokenizer, chat_format, prompts: list[str], every: int,
-                 max_new_tokens: int = 64):
+                 max_new_tokens: int = 64, tools: list | None = None):
         self.path = Path(path)
         self.tokenizer = tokenizer
         self.chat_format = chat_format
         self.prompts = list(prompts)
         self.every = every
         self.max_new_tokens = max_new_tokens
+        self.tools = tools  # each prompt's tools list (or None): a run trained on calls is probed with them
 
     def probe_row(self, model, step: int) -> dict:
         """Greedy answers of `model` to the probe prompts (the model is left in training mode)."""
@@ -40,7 +41,7 @@ class GenerationProbe(TrainerCallback):
             # Generation runs without autocast: adapters cast their input again (training may have turned that off).
             with adapter_input_casting(model, enabled=True):
                 generations = engine.generate_batch([[{"role": "user", "content": p}] for p in self.prompts],
-                                                    max_new_tokens=self.max_new_tokens)
+                                                    max_new_tokens=self.max_new_tokens, tools=self.tools)
         finally:
             if was_training:
                 model.train()
@@ -57,10 +58,12 @@ class GenerationProbe(TrainerCallback):
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def generation_probe(config, run_metrics: Path, tokenizer, chat_format, prompts: list[str]) -> GenerationProbe | None:
+def generation_probe(config, run_metrics: Path, tokenizer, chat_format, prompts: list[str],
+                     tools: list | None = None) -> GenerationProbe | None:
     """The probe callback for a run, or None when eval.probe_during_training is off."""
     if not config.eval.probe_during_training or not prompts:
         return None
     every = config.train.eval_steps or config.train.save_steps
-    return GenerationProbe(run_metrics, tokenizer, chat_format, prompts[: config.eval.probe_count], every,
-                           max_new_tokens=min(config.eval.max_new_tokens, 64))
+    count = config.eval.probe_count
+    return GenerationProbe(run_metrics, tokenizer, chat_format, prompts[:count], every,
+                           max_new_tokens=min(config.eval.max_new_tokens, 64), tools=tools[:count] if tools else None)

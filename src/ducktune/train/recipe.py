@@ -239,6 +239,7 @@ class PreparedData:
     duplicates_removed: int
     probe_prompts: list[str]
     tool_samples: int = 0  # training samples with tool definitions, calls or results (export names what Ollama lacks)
+    probe_tools: list | None = None  # each probe prompt's tools (train.tokenize.probe_tools), None without any
 
 
 def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log) -> PreparedData:
@@ -246,7 +247,7 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
     reported before anything is written."""
     from ducktune.data.loader import load_data, unused_note
     from ducktune.train.replay import replay_samples
-    from ducktune.train.tokenize import probe_prompts, tokenize_samples
+    from ducktune.train.tokenize import probe_prompts, probe_tools, tokenize_samples
 
     dc, chat_format = config.data, base.chat_format
     if config.train.objective != "sft":  # preference pairs: train/preference.py
@@ -274,8 +275,9 @@ def _setup_data(config: RunConfig, base: "BaseModel", dist: DistributedRun, log)
         + (f"; {data.duplicates_removed} duplicates removed (data.dedupe)" if data.duplicates_removed else ""))
     if note := unused_note(data):
         log(f"Note: {note}")
-    return PreparedData(train_rows, val_rows, train_stats, skipped, data.duplicates_removed,
-                        probe_prompts(config, data.train), sum(1 for s in data.train if s.uses_tools))
+    prompts = probe_prompts(config, data.train)
+    return PreparedData(train_rows, val_rows, train_stats, skipped, data.duplicates_removed, prompts,
+                        sum(1 for s in data.train if s.uses_tools), probe_tools(config, data.train, prompts))
 
 
 def data_fingerprint(data: PreparedData) -> str:
@@ -310,6 +312,7 @@ def _run_info(config: RunConfig, base: BaseModel, data: PreparedData, memory) ->
                  "trained_tokens": stats["trained_tokens"], "tokens": stats["tokens"],
                  "tool_samples": data.tool_samples, "fingerprint": data_fingerprint(data)},
         "probe_prompts": data.probe_prompts,
+        **({"probe_tools": data.probe_tools} if data.probe_tools else {}),
         "memory_plan": memory.to_json(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -485,7 +488,8 @@ def _setup_trainer(model, args, batching, loss, data: PreparedData, config: RunC
     from ducktune.train.probe import generation_probe
     from ducktune.train.trainer import DucktuneTrainer
 
-    probe = generation_probe(config, run.metrics, base.tokenizer, base.chat_format, data.probe_prompts)
+    probe = generation_probe(config, run.metrics, base.tokenizer, base.chat_format, data.probe_prompts,
+                             data.probe_tools)
     cutoff = config.data.cutoff_len
     tokens_before, seconds_before = restored_totals(resume_from)
     totals = RunTotals(tokens_before, seconds_before)
@@ -695,8 +699,9 @@ def _collect_after_training(trainer, has_val: bool) -> tuple[int, float | None, 
     return trained_tokens, final_eval_loss, trainer.accelerator.get_state_dict(trainer.model)
 
 
-def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, prompts: list[str], log) -> list[dict]:
-    """Base vs tuned answers on the probe prompts (written to comparison.json)."""
+def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, prompts: list[str], log,
+                     tools: list | None = None) -> list[dict]:
+    """Base vs tuned answers on the probe prompts, each with its sample's `tools` (written to comparison.json)."""
     from ducktune.chat.compare import compare_answers
     from ducktune.chat.engine import ChatEngine
 
@@ -705,7 +710,7 @@ def _compare_answers(config: RunConfig, trainer, base: BaseModel, run: RunDir, p
         return []
 
     engine = ChatEngine(trainer.model, base.tokenizer, base.chat_format, name=run.path.name, has_adapter=True)
-    comparison = compare_answers(engine, prompts, config.eval.max_new_tokens)
+    comparison = compare_answers(engine, prompts, config.eval.max_new_tokens, tools)
     write_json(run.path / "comparison.json", comparison)
     return comparison
 
@@ -831,7 +836,7 @@ def _train(config: RunConfig, log=print, progress: bool = True, compare: bool = 
     plot_loss(metrics, run.loss_png)
     comparison = []
     if compare and info["probe_prompts"] and tc.method != "full":
-        comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"], log)
+        comparison = _compare_answers(config, trainer, base, run, info["probe_prompts"], log, info.get("probe_tools"))
     info["status"] = "completed"
     info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     # The report before run.json says "completed": a crash between the two leaves a run that a rerun

@@ -49,6 +49,21 @@ def trained_token_count(labels) -> int:
     return sum(1 for x in labels if x != IGNORE_INDEX)
 
 
+def probe_tools(config, samples, prompts: list[str]) -> list | None:
+    """The tools of the sample each probe prompt comes from (None for one without): a run trained on tool
+    calls is probed with them, as it was trained. None when no probe prompt has tools (eval.probe_prompts
+    given: none)."""
+    if config.eval.probe_prompts:
+        return None
+    last_user = {}
+    for sample in samples:
+        users = [m.content for m in sample.messages if m.role == "user"]
+        if users:
+            last_user.setdefault(users[-1], sample.tools)
+    tools = [last_user.get(prompt) or None for prompt in prompts]
+    return tools if any(tools) else None
+
+
 def probe_prompts(config, samples, limit: int = 5) -> list[str]:
     """eval.probe_prompts, else the last user message of the first `limit` distinct samples."""
     if config.eval.probe_prompts:
