@@ -63,8 +63,12 @@ def engine_variant(engine) -> str:
 
 
 def cache_key(model_key: str, chat_format, prompts: list[str], max_new_tokens: int) -> str:
-    key = json.dumps([CACHE_VERSION, model_key, getattr(chat_format.tokenizer, "chat_template", ""),
-                      chat_format.system_prompt, prompts, max_new_tokens], ensure_ascii=False)
+    from ducktune.data.template_rules import AnswerFrame
+
+    parts = [CACHE_VERSION, model_key, getattr(chat_format.tokenizer, "chat_template", ""),
+             chat_format.system_prompt, prompts, max_new_tokens]
+    frame = chat_format.answer_frame  # a measured frame: answers are written without it since it was measured
+    key = json.dumps(parts + ([repr(frame)] if frame != AnswerFrame() else []), ensure_ascii=False)
     return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
@@ -98,6 +102,9 @@ def cached_base_answers(model_key: str, chat_format, prompts: list[str], max_new
     for text in (path.read_text(encoding="utf-8") if path.is_file() else None, _bundled(key)):
         rows = _read_rows(text, prompts) if text else None
         if rows is not None:
+            for row in rows:  # written before answers were shown without a leading <think> block
+                if isinstance(row.get("text"), str):
+                    row["text"] = chat_format.answer_frame.answer(row["text"])[1]
             return rows
     log(f"Generating the base model's answers to {len(prompts)} prompts (once; cached in {path.parent})")
     engine = engine_factory()
