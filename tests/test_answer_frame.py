@@ -182,3 +182,23 @@ def test_calls_after_the_reasoning_are_read_and_the_reasoning_is_not_their_text(
                                    llama.answer_frame)
     assert text == "" and calls[0].arguments == {"x": 2}
     assert parse_tool_calls('<think>plan</think>\n{"name": "f", "parameters": {"x": 2}}', call_syntax(llama)) is None
+
+
+def test_gpt_oss_trains_the_call_after_its_reasoning():
+    """gpt-oss writes a call's reasoning as an analysis message closed by <|end|>, then the call: both are the
+    answer (before, the span ended at that <|end|> and the call went untrained). Once a final answer follows,
+    the template drops that reasoning from the conversation; the call is still found (it was refused)."""
+    fmt = chat_format("gpt-oss")
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    call = {"role": "assistant", "content": "", "reasoning_content": "Need the weather.", "tool_calls": [
+        {"id": "call00001", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]}
+    result = {"role": "tool", "content": "4 degrees", "name": "get_weather", "tool_call_id": "call00001"}
+    text, spans = fmt.assistant_spans([USER[0], call], tools)
+    (trained,) = [text[a:b] for a, b in spans]
+    assert trained.startswith("<|channel|>analysis<|message|>Need the weather.<|end|>")
+    assert trained.endswith('to=functions.get_weather<|channel|>commentary json<|message|>{"city": "Oslo"}<|call|>')
+    text, spans = fmt.assistant_spans([USER[0], call, result, {"role": "assistant", "content": "It is 4."}], tools)
+    first, last = [text[a:b] for a, b in spans]
+    assert first.endswith('{"city": "Oslo"}<|call|>') and "Need the weather." not in text
+    assert last.startswith("It is 4.")

@@ -424,11 +424,19 @@ class ChatFormat:
         before = raw.find(following, start) if isinstance(following, str) and following.strip() else -1
         before = before if before >= 0 else len(raw)
         suffixes = [suffix for suffix in (self.turn_suffix, self.earlier_turn_suffix) if suffix]
+        reasoning = (messages[i].get("reasoning_content") or "").strip()
+        at = raw.find(reasoning, start, before) if reasoning else -1
+        if at >= 0:  # gpt-oss closes the reasoning's own message with <|end|>: the call comes after it
+            start = at + len(reasoning)
+            start += next((len(s) for s in suffixes if raw.startswith(s, start)), 0)
         found = [(pos, suffix) for pos, suffix in ((raw.find(s, start, before), s) for s in suffixes) if pos >= 0]
         if found:
             pos, suffix = min(found)
             return pos + len(suffix)
-        upto = self._render_raw(messages[: i + 1], False, tools)
+        upto = messages[: i + 1]
+        if reasoning and at < 0:  # the template drops this reasoning once a final answer follows (gpt-oss)
+            upto = messages[:i] + [{k: v for k, v in messages[i].items() if k != "reasoning_content"}]
+        upto = self._render_raw(upto, False, tools)
         bound = start + len(os.path.commonprefix([upto[start:], raw[start:]]))
         end = start + len(raw[start:bound].rstrip())
         if end <= start:
