@@ -33,13 +33,15 @@ class Generation:
     reasoning: str | None = None
 
 
-def answer_start(tokenizer, tokens: list[int], frame, done: bool) -> tuple[str | None, int | None, str]:
+def answer_start(tokenizer, tokens: list[int], frame, done: bool, raw: str | None = None
+                 ) -> tuple[str | None, int | None, str]:
     """(the reasoning or None, the index of the token the answer's text starts at, the start of that
     token's text that still belongs to the frame) of generated `tokens` under `frame` (an AnswerFrame, or
-    None: the answer is all of them). The index is None while the frame is undecided (`done`: never)."""
+    None: the answer is all of them). The index is None while the frame is undecided (`done`: never).
+    `raw`: the tokens' text with special tokens, when the caller has it."""
     if frame is None:
         return None, 0, ""
-    raw = tokenizer.decode(tokens, skip_special_tokens=False)
+    raw = tokenizer.decode(tokens, skip_special_tokens=False) if raw is None else raw
     reasoning, at = frame.split(raw)
     if at is None:
         if not done:
@@ -72,9 +74,9 @@ def finish_generation(tokenizer, stop_token_ids: list[int], n_prompt: int, new: 
     if new and new[-1] in stop_ids:
         new = new[:-1]
         finish = "stop"
-    reasoning, start, leftover = answer_start(tokenizer, new, frame, done=True)
-    text = answer_text(tokenizer, new, start, leftover)
     raw = tokenizer.decode(new, skip_special_tokens=False)
+    reasoning, start, leftover = answer_start(tokenizer, new, frame, done=True, raw=raw)
+    text = answer_text(tokenizer, new, start, leftover)
     cut = first_stop(text, stop)
     if cut >= 0:
         text, finish = text[:cut], "stop"
@@ -144,6 +146,12 @@ class AnswerText:
         self.start: tuple[int, str] | None = None  # (token index, leftover) once the answer's text has begun
         self.reasoning: str | None = None
         self.reasoning_piece = ""  # the reasoning text the last token added (shown apart by `ducktune chat`)
+
+    @classmethod
+    def for_format(cls, tokenizer, chat_format, max_new_tokens: int, stop: list[str] | None = None) -> "AnswerText":
+        """An answer generated in `chat_format`: its stop tokens, its frame, its stops that wait for the reasoning."""
+        return cls(tokenizer, chat_format.stop_token_ids, max_new_tokens, stop, chat_format.answer_frame,
+                   chat_format.reasoning_stop_token_ids)
 
     def _answer_tokens(self, body: list[int]) -> tuple[int, str] | None:
         """Where the answer's text starts in `body`, once the frame decides it (fixed from then on)."""
@@ -312,11 +320,6 @@ class ChatEngine:
             kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         return kwargs
 
-    def _row(self, max_new_tokens: int, stop: list[str] | None) -> AnswerText:
-        fmt = self.chat_format
-        return AnswerText(self.tokenizer, fmt.stop_token_ids, max_new_tokens, stop, fmt.answer_frame,
-                          fmt.reasoning_stop_token_ids)
-
     def _answer(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float, seed: int | None,
                 stop: list[str] | None, cancel: threading.Event | None, on_piece=None,
                 tools: list[dict] | None = None, on_reasoning=None) -> Generation:
@@ -324,7 +327,7 @@ class ChatEngine:
         criterion (AnswerText), sampled or greedy. (transformers' stop_strings precomputes a table that
         grows with the stop string's length, and matches stops that begin in the prompt.)"""
         prompt = self.chat_format.prompt_ids(messages, tools)
-        row = self._row(max_new_tokens, stop)
+        row = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop)
         request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece, tools, on_reasoning)
         self._generate_rows([prompt], [row], [request], (temperature, top_p, seed))
         return row.generation(len(prompt))
@@ -374,7 +377,7 @@ class ChatEngine:
         stops costing compute); a single row goes through `generate`, like an unbatched request.
         """
         prompts = [self.chat_format.prompt_ids(r.messages, r.tools) for r in requests]
-        rows = [self._row(r.max_new_tokens, r.stop) for r in requests]
+        rows = [AnswerText.for_format(self.tokenizer, self.chat_format, r.max_new_tokens, r.stop) for r in requests]
         with self.lock:
             if len(requests) == 1 or not self._decode_rows(prompts, rows, requests):
                 self._generate_rows(prompts, rows, requests)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ducktune.data.columns import UNSUPPORTED_COLUMNS
-from ducktune.data.schema import Issue, Message, Record, Sample, ToolCall
+from ducktune.data.schema import THINK_CLOSE, THINK_OPEN, Issue, Message, Record, Sample, ToolCall
 
 FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "xlam", "text", "preference", "unpaired")
 
@@ -331,7 +331,7 @@ def _fold_reasoning(messages: list[Message]) -> None:
     """A template that drops separate reasoning gets it in the answer's text, as reasoning models write it."""
     for message in messages:
         if message.reasoning is not None:
-            message.content = f"<think>\n{message.reasoning.strip()}\n</think>\n\n{message.content.lstrip()}"
+            message.content = f"{THINK_OPEN}\n{message.reasoning.strip()}\n{THINK_CLOSE}\n\n{message.content.lstrip()}"
             message.reasoning = None
 
 

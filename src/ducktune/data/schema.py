@@ -19,6 +19,10 @@ from typing import Literal
 
 ROLES = ("system", "user", "assistant", "tool")
 
+# How reasoning models write their thinking in an answer's text: the form ducktune folds separate reasoning
+# into for templates without the field (formats._fold_reasoning), and reads back out of answers (AnswerFrame).
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCall:
@@ -72,7 +76,7 @@ class Message:
     @property
     def carries_reasoning(self) -> bool:
         """An answer with reasoning: apart from its text, or in it as a leading <think> block."""
-        return self.role == "assistant" and (self.reasoning is not None or self.content.lstrip().startswith("<think>"))
+        return self.role == "assistant" and (self.reasoning is not None or self.content.lstrip().startswith(THINK_OPEN))
 
     def key(self) -> tuple:
         return (self.role, self.content, self.trained, tuple(call.key() for call in self.tool_calls), self.name,

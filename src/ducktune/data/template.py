@@ -400,14 +400,20 @@ class ChatFormat:
         return self._keep_final_reasoning(messages, full, spans)
 
     @staticmethod
-    def _after_reasoning(full: str, start: int, message: dict) -> int:
+    def _reasoning_end(full: str, start: int, message: dict, before: int | None = None) -> int | None:
+        """Where the answer's separate reasoning ends in `full` (searched from `start`, up to `before`); None
+        when it has none, or the template did not write it there."""
+        reasoning = (message.get("reasoning_content") or "").strip()
+        at = full.find(reasoning, start, len(full) if before is None else before) if reasoning else -1
+        return at + len(reasoning) if at >= 0 else None
+
+    @classmethod
+    def _after_reasoning(cls, full: str, start: int, message: dict) -> int:
         """Where the text of an answer with separate reasoning starts: after its reasoning, which gpt-oss writes
         as a message of its own (closed by <|end|>, the answer follows in a final-channel message)."""
-        reasoning = (message.get("reasoning_content") or "").strip()
-        at = full.find(reasoning, start) if reasoning else -1
-        if at < 0:
+        after = cls._reasoning_end(full, start, message)
+        if after is None:
             return start
-        after = at + len(reasoning)
         content = message["content"].strip()
         found = full.find(content, after) if content else -1
         return found if found >= 0 else after
@@ -424,17 +430,15 @@ class ChatFormat:
         before = raw.find(following, start) if isinstance(following, str) and following.strip() else -1
         before = before if before >= 0 else len(raw)
         suffixes = [suffix for suffix in (self.turn_suffix, self.earlier_turn_suffix) if suffix]
-        reasoning = (messages[i].get("reasoning_content") or "").strip()
-        at = raw.find(reasoning, start, before) if reasoning else -1
-        if at >= 0:  # gpt-oss closes the reasoning's own message with <|end|>: the call comes after it
-            start = at + len(reasoning)
-            start += next((len(s) for s in suffixes if raw.startswith(s, start)), 0)
+        after = self._reasoning_end(raw, start, messages[i], before)
+        if after is not None:  # gpt-oss closes the reasoning's own message with <|end|>: the call comes after it
+            start = after + next((len(s) for s in suffixes if raw.startswith(s, after)), 0)
         found = [(pos, suffix) for pos, suffix in ((raw.find(s, start, before), s) for s in suffixes) if pos >= 0]
         if found:
             pos, suffix = min(found)
             return pos + len(suffix)
         upto = messages[: i + 1]
-        if reasoning and at < 0:  # the template drops this reasoning once a final answer follows (gpt-oss)
+        if after is None and (messages[i].get("reasoning_content") or "").strip():  # dropped once a final answer follows
             upto = messages[:i] + [{k: v for k, v in messages[i].items() if k != "reasoning_content"}]
         upto = self._render_raw(upto, False, tools)
         bound = start + len(os.path.commonprefix([upto[start:], raw[start:]]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ducktune.data.formats import NormalizeOptions
+from ducktune.data.schema import THINK_CLOSE, THINK_OPEN
 
 _USER = {"role": "user", "content": "Hello"}
 _ASSISTANT = {"role": "assistant", "content": "Hi"}
@@ -99,11 +100,6 @@ def writes_reasoning(tokenizer) -> bool:
         return False
 
 
-# How reasoning models write their thinking in the answer's text (and ducktune folds separate reasoning for
-# templates without the field: formats._fold_reasoning).
-THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
-
-
 @dataclass(frozen=True)
 class AnswerFrame:
     """What a template writes around an answer's own words, which the model generates before them: gpt-oss's
@@ -148,12 +144,18 @@ class AnswerFrame:
         return reasoning, raw[start:]
 
 
+def reasoning_closed(chat_format) -> bool:
+    """Whether the template's prompts close the reasoning block before every answer (Qwen3 and SmolLM3 with
+    model.enable_thinking false): the model generates no reasoning, and reasoning in data is never trained."""
+    return THINK_CLOSE in chat_format.generation_prompt
+
+
 def answer_frame(chat_format) -> AnswerFrame:
     """The template's AnswerFrame, measured: a probe answer with reasoning, trained as the template writes
     it, shows what opens the reasoning and what lies between it and the answer's text (the `<think>` form
     where the template has no reasoning field, or its prompts close the reasoning block)."""
     lead = chat_format.answer_lead
-    if writes_reasoning(chat_format.tokenizer) and "</think>" not in chat_format.generation_prompt:
+    if writes_reasoning(chat_format.tokenizer) and not reasoning_closed(chat_format):
         answer = {"role": "assistant", "content": "DUCKANSWERTEXT", "reasoning_content": "DUCKREASONING"}
         try:
             text, spans = chat_format.assistant_spans([_USER, answer])
@@ -173,4 +175,4 @@ def template_options(chat_format, tags=None) -> NormalizeOptions:
     return NormalizeOptions(tags=tags, require_alternation=needs_alternation(tokenizer),
                             allow_system=accepts_system(tokenizer), tool_parts=tool_parts(chat_format),
                             writes_reasoning=writes_reasoning(tokenizer),
-                            reasoning_closed="</think>" in chat_format.generation_prompt)
+                            reasoning_closed=reasoning_closed(chat_format))

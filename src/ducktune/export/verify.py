@@ -212,7 +212,11 @@ def gguf_string_field(path: Path, key: str) -> str | None:
     header it does not know."""
     from ducktune.export.gguf_file import read_gguf_header
 
-    value = read_gguf_header(path).metadata.get(key)
+    return string_field(read_gguf_header(path).metadata, key)
+
+
+def string_field(metadata: dict, key: str) -> str | None:
+    value = metadata.get(key)
     return value if isinstance(value, str) else None
 
 
@@ -629,10 +633,12 @@ def check_modelfile(path: Path, chat_format, add_bos: bool, context_length: int 
 
 def template_choice_check(gguf_path: Path, go_template: str | None) -> Check:
     """Which of the two checked templates Ollama prompts with (ollama_select), as an INFO row."""
+    from ducktune.export.gguf_file import read_gguf_header
     from ducktune.export.ollama_select import gguf_template_capabilities, template_choice
 
-    jinja = gguf_string_field(gguf_path, "tokenizer.chat_template")
-    architecture = gguf_string_field(gguf_path, "general.architecture")
+    metadata = read_gguf_header(gguf_path).metadata  # read once for both fields
+    jinja = string_field(metadata, "tokenizer.chat_template")
+    architecture = string_field(metadata, "general.architecture")
     return Check("Modelfile: template Ollama prompts with", INFO, template_choice(jinja, go_template, architecture),
                  {"gguf_template_capabilities": gguf_template_capabilities(jinja)})
 

@@ -169,9 +169,7 @@ class LlamaCppEngine:
         prompt = self.chat_format.prompt_ids(messages, tools)
         # The server checks the context before queueing; a direct caller gets what still fits.
         max_new_tokens = max(1, min(max_new_tokens, self.max_context - len(prompt)))
-        fmt = self.chat_format
-        answer = AnswerText(self.tokenizer, fmt.stop_token_ids, max_new_tokens, stop, fmt.answer_frame,
-                            fmt.reasoning_stop_token_ids)
+        answer = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop)
         with self.lock:
             tokens = self._tokens(prompt, temperature, top_p, seed)
             try:
