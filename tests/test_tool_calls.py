@@ -268,6 +268,24 @@ def test_serve_answers_a_call_as_openai_tool_calls(tool_server):
     assert messages[2] == {"role": "tool", "content": "TWENTYDEGREES", "name": "get_weather", "tool_call_id": call["id"]}
 
 
+def test_serve_reads_keyed_calls_typed_by_the_requests_tools(tool_server):
+    """Qwen3.5 writes argument values as they are: the API types them by the tools the request declares (a
+    declared string "75" stays a string; two calls, both returned)."""
+    client, engines = tool_server
+    engines["qwen35"] = ScriptedEngine("qwen3.5", "\n</think>\n\n" + "\n".join(
+        f"<tool_call>\n<function={name}>\n<parameter=city>\nParis\n</parameter>\n<parameter=code>\n75\n"
+        "</parameter>\n</function>\n</tool_call>" for name in ("get_weather", "get_alerts")))
+    tools = [{"type": "function", "function": {"name": name, "parameters": {"type": "object", "properties": {
+        "city": {"type": "string"}, "code": {"type": t}}}}} for name, t in (("get_weather", "string"),
+                                                                             ("get_alerts", "integer"))]
+    body = client.post("/v1/chat/completions", json={"model": "qwen35", "tools": tools,
+                                                     "messages": ASK["messages"]}).json()
+    assert body["choices"][0]["finish_reason"] == "tool_calls", body
+    calls = [(c["function"]["name"], json.loads(c["function"]["arguments"]))
+             for c in body["choices"][0]["message"]["tool_calls"]]
+    assert calls == [("get_weather", {"city": "Paris", "code": "75"}), ("get_alerts", {"city": "Paris", "code": 75})]
+
+
 def test_serve_streams_calls_as_indexed_deltas_and_tool_choice_none_offers_no_tools(tool_server):
     client, engines = tool_server
     engines["mistral"] = engine = ScriptedEngine(
@@ -395,27 +413,24 @@ def _export_calls_in_llama_cpp(run_dir, tools, fmt):
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Oslo"})], answer
 
 
-# Templates that write calls in a syntax ducktune does not read back (Python-like calls, XML parameters,
-# Gemma 4's own notation): their answers are returned as text.
-NO_CALL_SYNTAX = {"qwen3.5", "gemma4", "olmo3", "minicpm3"}
-ONE_CALL_PER_TURN = {"llama3", "gpt-oss", "apertus"}  # templates that write (or raise past) the first call only
+# Templates that write calls in a syntax ducktune does not read back (Gemma 4's own notation, whose strings
+# are quoted and numbers bare): their answers are returned as text.
+NO_CALL_SYNTAX = {"gemma4"}
+ONE_CALL_PER_TURN = {"llama3", "gpt-oss"}  # templates that write (or raise past) the first call only
+# Every family whose template writes calls (DeepSeek-R1-Distill-Qwen's writes no definitions).
+CALL_FAMILIES = TOOL_FAMILIES + ["deepseek-r1-distill-qwen"]
 
 
-@pytest.mark.parametrize("family_id", TOOL_FAMILIES)
-def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
-    """What a model trained on a template generates for a turn with calls (the template's own rendering of
-    that turn, stop token left out) is read back as the same calls, in order."""
-    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+def test_the_call_families_are_the_templates_that_write_calls():
+    assert sorted(CALL_FAMILIES) == sorted(spec.id for spec in FAMILIES if "calls" in tool_parts(chat_format(spec.id)))
 
-    fmt = chat_format(family_id)
-    syntax = call_syntax(fmt)
-    if family_id in NO_CALL_SYNTAX:
-        assert syntax is None
-        return
-    wanted = [("get_weather", {"city": "Paris", "days": 2}), ("get_time", {})]
-    if family_id in ONE_CALL_PER_TURN:
-        wanted = wanted[:1]
-    tools = [{"type": "function", "function": {"name": name, "description": "d", "parameters": {}}} for name, _ in wanted]
+
+def rendered_turn(fmt, wanted, declared=None) -> str:
+    """What a model trained on `fmt` generates for a turn making the `wanted` calls: the template's own
+    rendering of that turn, stop token left out. `declared`: the tools' parameter types."""
+    tools = [{"type": "function", "function": {"name": name, "description": "d", "parameters": {
+        "type": "object", "properties": {k: {"type": t} for k, t in (declared or {}).get(name, {}).items()}}}}
+        for name in dict(wanted)]
     calls = [{"id": f"abcdefgh{i}", "type": "function", "function": {"name": n, "arguments": a}}
              for i, (n, a) in enumerate(wanted)]
     text, spans = fmt.assistant_spans([{"role": "user", "content": "q"},
@@ -423,11 +438,59 @@ def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
     generated = text[slice(*spans[-1])]
     for stop in fmt.stop_tokens:
         generated = generated.removesuffix(stop)
-    parsed = parse_tool_calls(generated, syntax)
-    assert parsed is not None, (syntax, generated)
+    return generated
+
+
+@pytest.mark.parametrize("family_id", CALL_FAMILIES)
+def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
+    """What a model trained on a template generates for a turn with calls is read back as the same calls, in
+    order, with their arguments' types: several calls in one turn, a call without arguments, and a string
+    argument that reads as a number (the tool declares it a string)."""
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+
+    fmt = chat_format(family_id)
+    syntax = call_syntax(fmt)
+    if family_id in NO_CALL_SYNTAX:
+        assert syntax is None
+        return
+    wanted = [("get_weather", {"city": "Paris", "days": 2, "code": "42", "tags": ["a", "b"], "metric": True}),
+              ("get_time", {}), ("get_news", {"topic": 'the "duck"\nfeed'})]
+    declared = {"get_weather": {"city": "string", "days": "integer", "code": "string", "tags": "array",
+                                "metric": "boolean"}, "get_news": {"topic": "string"}}
+    if family_id in ONE_CALL_PER_TURN:
+        wanted = wanted[:1]
+    tools = [{"type": "function", "function": {"name": n, "parameters": {
+        "type": "object", "properties": {k: {"type": t} for k, t in declared.get(n, {}).items()}}}} for n, _ in wanted]
+    parsed = parse_tool_calls(rendered_turn(fmt, wanted, declared), syntax, fmt.answer_frame, tools)
+    assert parsed is not None, (syntax, rendered_turn(fmt, wanted, declared))
     assert [(c.name, c.arguments) for c in parsed[1]] == wanted
     assert parsed[0] == ""  # nothing said before the calls
     assert parse_tool_calls("It is sunny in Paris.", syntax) is None  # a text answer is text
+
+
+def test_keyed_calls_read_text_before_them_and_types_by_the_declared_tools():
+    """Qwen3.5's `<parameter=…>` values are written as they are: a declared string stays a string, an
+    undeclared value reads as JSON where it is JSON; text before the calls is the answer's content; a call
+    cut off mid-way is text, not a half-read call."""
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+
+    fmt = chat_format("qwen3.5")
+    syntax = call_syntax(fmt)
+    assert syntax.style == "keyed"
+    turn = rendered_turn(fmt, [("lookup", {"zip": "0150", "n": "7", "flag": "True"})])
+    declared = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object", "properties": {
+        "zip": {"type": "string"}, "n": {"type": "string"}, "flag": {"type": "string"}}}}}]
+    assert parse_tool_calls(turn, syntax, fmt.answer_frame, declared)[1][0].arguments == {
+        "zip": "0150", "n": "7", "flag": "True"}
+    # Undeclared: "7" is the number 7, "True" the template's str() of a bool, "0150" no JSON: a string.
+    assert parse_tool_calls(turn, syntax, fmt.answer_frame)[1][0].arguments == {"zip": "0150", "n": 7, "flag": True}
+    text, calls = parse_tool_calls(turn.replace("<tool_call>", "Let me look.\n\n<tool_call>"), syntax,
+                                   fmt.answer_frame)
+    assert text == "Let me look." and [c.name for c in calls] == ["lookup"]
+    assert parse_tool_calls(turn[:turn.index("</parameter>")], syntax, fmt.answer_frame) is None
+    olmo = chat_format("olmo3")
+    turn = rendered_turn(olmo, [("lookup", {"q": "a(b)=c, d", "n": 2})])
+    assert "lookup(" in turn and parse_tool_calls(turn, call_syntax(olmo))[1][0].arguments == {"q": "a(b)=c, d", "n": 2}
 
 
 def test_chat_offers_tools_shows_the_calls_and_result_answers_them(tmp_path, capsys, tiny_qwen):

@@ -92,7 +92,8 @@ def _answer(engine, messages: list[dict], max_new_tokens: int, temperature: floa
     if tools and finished:
         from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
 
-        parsed = parse_tool_calls(finished[0].raw_text, call_syntax(engine.chat_format), engine.chat_format.answer_frame)
+        parsed = parse_tool_calls(finished[0].raw_text, call_syntax(engine.chat_format), engine.chat_format.answer_frame,
+                                  tools)
         if parsed is not None:
             calls = [{"id": f"call{i:05d}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
                      for i, c in enumerate(parsed[1], start=len(messages))]

@@ -9,10 +9,16 @@ is the syntax a tuned model generates:
   after an opening marker: Qwen2.5/3's and Granite 4's `<tool_call>`, Mistral's `[TOOL_CALLS]`,
   EXAONE 4's; Llama 3.1's has no marker (the whole answer is the JSON object);
 - "named": the name, then fixed text, then the arguments as JSON: gpt-oss's
-  ` to=functions.NAME<|channel|>commentary json<|message|>{...}`.
+  ` to=functions.NAME<|channel|>commentary json<|message|>{...}`. A second probe with two calls measures
+  what opens each later call, where the template writes one opening for all of them (Apertus'
+  `<|tools_prefix|>[{"NAME": {...}}, {"NAME": {...}}]`, DeepSeek's `<｜tool▁calls▁begin｜>` before the
+  `<｜tool▁call▁begin｜>` of every call).
 
-Templates that write calls in other syntaxes (Python-like calls: OLMo 3, MiniCPM3; Gemma 4's own
-notation) have no syntax here: their answers are returned as text, calls included.
+- "keyed": the name, then each argument as a key and its value in fixed text (chat.keyed_calls): Qwen3.5's
+  `<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>`, OLMo 3's and MiniCPM3's `NAME(KEY="VALUE")`.
+
+Templates that write calls in other syntaxes (Gemma 4's own notation) have no syntax here: their answers
+are returned as text, calls included.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import json
 import re
 from dataclasses import dataclass
 
+from ducktune.chat.keyed_calls import KeyedSyntax, keyed_syntax, parameter_types
 from ducktune.data.schema import ToolCall
 
 PROBE_NAME = "duckprobefunction"
@@ -32,6 +39,11 @@ _PROBE_TOOLS = [{"type": "function", "function": {"name": PROBE_NAME, "descripti
 _PROBE = [{"role": "user", "content": "Call the probe."},
           {"role": "assistant", "content": "", "tool_calls": [{"id": _PROBE_ID, "type": "function", "function": {
               "name": PROBE_NAME, "arguments": PROBE_ARGUMENTS}}]}]
+_SECOND_NAME = "duckprobesecond"
+_PAIR_TOOLS = _PROBE_TOOLS + [{"type": "function", "function": {
+    "name": _SECOND_NAME, "description": "A second probe.", "parameters": _PROBE_TOOLS[0]["function"]["parameters"]}}]
+_PAIR = [_PROBE[0], {"role": "assistant", "content": "", "tool_calls": _PROBE[1]["tool_calls"] + [
+    {"id": "call00002", "type": "function", "function": {"name": _SECOND_NAME, "arguments": PROBE_ARGUMENTS}}]}]
 _EMPTY_THINK = re.compile(r"<think>\s*</think>")
 _NAME = r"[A-Za-z0-9_.\-]+"
 _JSON_START = re.compile(r"[\[{]")
@@ -39,9 +51,11 @@ _JSON_START = re.compile(r"[\[{]")
 
 @dataclass(frozen=True)
 class CallSyntax:
-    style: str  # "json" or "named"
+    style: str  # "json", "named" or "keyed"
     opening: str  # "json": the marker before the calls ("" for none); "named": the text before the name
     between: str = ""  # "named": the text between the name and its arguments
+    each: str = ""  # "named": the text before each later call's name ("" = the opening, repeated)
+    keyed: KeyedSyntax | None = None  # "keyed": the measured syntax
 
 
 @functools.lru_cache(maxsize=16)
@@ -69,8 +83,53 @@ def call_syntax(chat_format) -> CallSyntax | None:
         return CallSyntax("json", _EMPTY_THINK.sub("", call[:at]).rstrip(" \n[").strip())
     name_at, args_at = call.find(PROBE_NAME), call.find('{"duckkey"')
     if 0 <= name_at < args_at:
-        return CallSyntax("named", call[:name_at].lstrip(), call[name_at + len(PROBE_NAME):args_at])
-    return None
+        opening = call[:name_at].lstrip()
+        return CallSyntax("named", opening, call[name_at + len(PROBE_NAME):args_at], _each_opening(chat_format, opening))
+    keyed = keyed_syntax(chat_format, functools.partial(_rendered_call, chat_format))
+    return None if keyed is None else CallSyntax("keyed", keyed.opening, keyed=keyed)
+
+
+def _rendered_call(chat_format, calls: list[tuple[str, dict]]) -> str | None:
+    """What `chat_format`'s template writes for an assistant turn making `calls` (name, arguments), as a
+    model trained on it generates it: without the stop token and the reasoning block the template adds;
+    None when the template refuses the turn."""
+    tools = [{"type": "function", "function": {"name": name, "description": "A probe.", "parameters": {
+        "type": "object", "properties": {key: {"type": "string"} for key in arguments}}}} for name, arguments in calls]
+    turn = {"role": "assistant", "content": "", "tool_calls": [
+        {"id": f"call{i:05d}", "type": "function", "function": {"name": name, "arguments": arguments}}
+        for i, (name, arguments) in enumerate(calls, start=1)]}
+    try:
+        text, spans = chat_format.assistant_spans([_PROBE[0], turn], tools)
+    except Exception:  # DataError, ModelError or the template's own
+        return None
+    if not spans:
+        return None
+    call = text[slice(*spans[-1])]
+    for token in chat_format.stop_tokens:
+        call = call.removesuffix(token)
+    reasoning, answer = chat_format.answer_frame.answer(call)
+    return answer if reasoning is not None else _EMPTY_THINK.sub("", call).lstrip()
+
+
+def _each_opening(chat_format, opening: str) -> str:
+    """What a named-syntax template writes before the name of a call after the first: the end of the first
+    call's opening that the template writes again between two calls ("" where it writes none of it
+    again, or writes one call per turn)."""
+    try:
+        text, spans = chat_format.assistant_spans(_PAIR, _PAIR_TOOLS)
+    except Exception:  # the template refuses two calls in one turn (Llama 3.1)
+        return ""
+    answer = text[slice(*spans[-1])] if spans else ""
+    first = answer.find('{"duckkey"')
+    second = answer.find(_SECOND_NAME, first)
+    if first < 0 or second < 0:  # one call per turn (gpt-oss writes the first)
+        return ""
+    _, end = json.JSONDecoder().raw_decode(answer, first)
+    gap, shared = answer[end:second], 0
+    while shared < min(len(gap), len(opening)) and gap[-1 - shared] == opening[-1 - shared]:
+        shared += 1
+    each = gap[len(gap) - shared:].strip()
+    return "" if each == opening.strip() else each
 
 
 def _json_call_at(text: str) -> int | None:
@@ -87,23 +146,31 @@ def _json_call_at(text: str) -> int | None:
     return None
 
 
-def parse_tool_calls(text: str, syntax: CallSyntax | None, frame=None) -> tuple[str, list[ToolCall]] | None:
+def parse_tool_calls(text: str, syntax: CallSyntax | None, frame=None,
+                     tools: list[dict] | None = None) -> tuple[str, list[ToolCall]] | None:
     """(the answer's text before its calls, the calls) when `text` (an answer with special tokens kept)
     calls tools in `syntax`; None when it calls none. `frame` (the template's AnswerFrame): calls are read
-    after the model's reasoning when it closed it, and the reasoning is not part of the text."""
+    after the model's reasoning when it closed it, and the reasoning is not part of the text. `tools` (the
+    offered tools): the parameter types of values a "keyed" syntax writes as they are (Qwen3.5's `2` is
+    the string "2" for a string parameter)."""
+    after_reasoning = None
     if frame is not None:
         reasoning, answer = frame.answer(text)
-        if reasoning is not None and answer.strip():
-            text = answer
-    parsed = _parsed_calls(text, syntax)
-    if parsed is not None and frame is not None:
+        after_reasoning = answer if reasoning is not None and answer.strip() else None
+    parsed = _parsed_calls(text if after_reasoning is None else after_reasoning, syntax, tools)
+    if parsed is not None and frame is not None and after_reasoning is None:
+        # calls inside what the frame reads as reasoning (gpt-oss's commentary): the text before them is
+        # read by the frame
         parsed = (frame.answer(parsed[0])[1].strip(), parsed[1])
     return parsed
 
 
-def _parsed_calls(text: str, syntax: CallSyntax | None) -> tuple[str, list[ToolCall]] | None:
+def _parsed_calls(text: str, syntax: CallSyntax | None, tools) -> tuple[str, list[ToolCall]] | None:
     if syntax is None:
         return None
+    if syntax.keyed is not None:
+        read = syntax.keyed.read(text, parameter_types(tools))
+        return None if read is None else (_content(text[:read[0]]), read[1])
     if syntax.style == "named":
         return _named_calls(text, syntax)
     if syntax.opening:
@@ -152,12 +219,17 @@ def _named_calls(text: str, syntax: CallSyntax) -> tuple[str, list[ToolCall]] | 
     # The probe's call id is the model's own in a generated answer (Mistral Small 3.2's [CALL_ID]...).
     between = re.escape(syntax.between).replace(_PROBE_ID, "[A-Za-z0-9_\\-]+")
     pattern = re.compile(re.escape(syntax.opening.strip()) + f"({_NAME})" + between)
-    calls, first = [], None
-    for match in pattern.finditer(text):
+    later = re.compile(re.escape(syntax.each) + f"({_NAME})" + between) if syntax.each else pattern
+    calls, first, at = [], None, 0
+    # Read on from each call's end: a later call's opening may be as short as `{"`, which its arguments
+    # could hold too.
+    while (match := (later if calls else pattern).search(text, at)) is not None:
         try:
-            arguments, _ = decoder.raw_decode(text, match.end())
+            arguments, end = decoder.raw_decode(text, match.end())
         except ValueError:
+            at = match.start() + 1
             continue
+        at = end
         if isinstance(arguments, dict):
             calls.append(ToolCall(match.group(1), arguments))
             first = match.start() if first is None else first

@@ -98,7 +98,7 @@ def evaluate_generation(engine, inputs: EvalInputs, max_new_tokens: int, with_ba
             if answers[side] is not None:
                 answer = answers[side][i]
                 if case["calls"]:
-                    parsed = parse_tool_calls(answer.raw_text, syntax, engine.chat_format.answer_frame)
+                    parsed = parse_tool_calls(answer.raw_text, syntax, engine.chat_format.answer_frame, case["tools"])
                     score = metrics.call_scores(parsed[1] if parsed else None, case["calls"])
                 else:
                     score = metrics.sample_scores(answer.text, case["reference"])

@@ -291,7 +291,7 @@ async def complete(served, req, request: Request, stream: bool = False):
         from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
 
         parsed = parse_tool_calls(result.raw_text, call_syntax(served.engine.chat_format),
-                                  served.engine.chat_format.answer_frame)
+                                  served.engine.chat_format.answer_frame, req.offered_tools())
         if parsed is not None:
             text, calls = parsed
     body = protocol.completion_body(protocol.completion_id(), served.id, text, result.finish_reason,
