@@ -345,6 +345,30 @@ def test_eval_scores_calls_by_function_and_arguments_prompted_with_the_tools():
     assert predictions[2]["tuned_scores"] == {"tool_call_name": 100.0, "tool_call_exact": 0.0}
 
 
+def test_export_verifies_a_tool_run_on_prompts_offering_its_tools():
+    """The export's checks (merged vs adapter, llama.cpp vs merged) ask the run's probe prompts with the tools
+    each was probed with in training, in the same spread of at most 12 prompts."""
+    from types import SimpleNamespace
+
+    from ducktune.export.pipeline import _verification_probes
+    from ducktune.export.verify import Reference, ollama_prompt_text, select_prompts
+
+    fmt = chat_format("qwen2.5")
+    source = SimpleNamespace(probe_prompts=[f"q{i}" for i in range(20)],
+                             probe_tools=[WEATHER if i % 2 else None for i in range(20)])
+    prompts, tools = _verification_probes(source, 12)
+    assert prompts == select_prompts(source.probe_prompts, 12)
+    assert [t is WEATHER for t in tools] == [int(p[1:]) % 2 == 1 for p in prompts] and any(tools)
+    reference = Reference(None, fmt.tokenizer, fmt, prompts, 8, tools)
+    for prompt, offered, ids in zip(prompts, tools, reference.prompt_ids):
+        assert ("DEFINITIONTEXT" in fmt.tokenizer.decode(ids)) == (offered is not None)
+        text = ollama_prompt_text(fmt, [{"role": "user", "content": prompt}], False, offered)
+        assert fmt.tokenizer(text, add_special_tokens=False)["input_ids"] == ids
+    # No probe offered tools (or the run had none): none are kept.
+    assert _verification_probes(SimpleNamespace(probe_prompts=["a", "b"], probe_tools=[None, None]), 12) == (["a", "b"], None)
+    assert _verification_probes(SimpleNamespace(probe_prompts=["a"], probe_tools=None), 12) == (["a"], None)
+
+
 @pytest.mark.slow
 @pytest.mark.requires_llama_cpp
 @pytest.mark.requires_go
@@ -397,6 +421,10 @@ def _export_calls_in_llama_cpp(run_dir, tools, fmt):
     result = export_run(run_dir, quants="f16", name="toolduck", create=False, log=lambda *a: None)
     checks = {c.name: c for c in result.checks}
     assert not [f"{c.name}: {c.detail}" for c in result.checks if c.status == "FAIL"]
+    # Verified on the run's probe prompts offering their tools: llama.cpp tokenized those prompts as HF did.
+    manifest = json.loads((run_dir / "export" / "export.json").read_text())
+    assert manifest["probe_tools"] and all(t == tools for t in manifest["probe_tools"] if t)
+    assert checks["llama.cpp toolduck-f16.gguf: prompt token ids = HF"].status == "PASS"
     embedded = checks["Chat template in merged/ and the GGUFs = trained format"]
     assert embedded.status == "PASS" and "tool calls" in embedded.detail, embedded.detail
     assert checks["Modelfile: template Ollama prompts with"].detail.startswith("Ollama 0.30 and later prompt with "
@@ -413,9 +441,6 @@ def _export_calls_in_llama_cpp(run_dir, tools, fmt):
     assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Oslo"})], answer
 
 
-# Templates that write calls in a syntax ducktune does not read back (Gemma 4's own notation, whose strings
-# are quoted and numbers bare): their answers are returned as text.
-NO_CALL_SYNTAX = {"gemma4"}
 ONE_CALL_PER_TURN = {"llama3", "gpt-oss"}  # templates that write (or raise past) the first call only
 # Every family whose template writes calls (DeepSeek-R1-Distill-Qwen's writes no definitions).
 CALL_FAMILIES = TOOL_FAMILIES + ["deepseek-r1-distill-qwen"]
@@ -450,13 +475,11 @@ def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
 
     fmt = chat_format(family_id)
     syntax = call_syntax(fmt)
-    if family_id in NO_CALL_SYNTAX:
-        assert syntax is None
-        return
-    wanted = [("get_weather", {"city": "Paris", "days": 2, "code": "42", "tags": ["a", "b"], "metric": True}),
+    wanted = [("get_weather", {"city": "Paris", "days": 2, "code": "42", "tags": ["a", "b"], "metric": True,
+                               "where": {"lat": 48.85, "near": None}}),
               ("get_time", {}), ("get_news", {"topic": 'the "duck"\nfeed'})]
     declared = {"get_weather": {"city": "string", "days": "integer", "code": "string", "tags": "array",
-                                "metric": "boolean"}, "get_news": {"topic": "string"}}
+                                "metric": "boolean", "where": "object"}, "get_news": {"topic": "string"}}
     if family_id in ONE_CALL_PER_TURN:
         wanted = wanted[:1]
     tools = [{"type": "function", "function": {"name": n, "parameters": {
@@ -488,6 +511,12 @@ def test_keyed_calls_read_text_before_them_and_types_by_the_declared_tools():
                                    fmt.answer_frame)
     assert text == "Let me look." and [c.name for c in calls] == ["lookup"]
     assert parse_tool_calls(turn[:turn.index("</parameter>")], syntax, fmt.answer_frame) is None
+    gemma = chat_format("gemma4")  # its own notation: strings in <|"|>, bare keys, numbers as written
+    assert call_syntax(gemma).keyed.quote == '<|"|>'
+    turn = rendered_turn(gemma, [("lookup", {"q": "a,b:{c}", "at": {"x": [1, -2.5e3, True]}})])
+    assert "call:lookup{" in turn and parse_tool_calls(turn, call_syntax(gemma), gemma.answer_frame)[1][0].arguments == {
+        "q": "a,b:{c}", "at": {"x": [1, -2500.0, True]}}
+    assert parse_tool_calls('<|tool_call>call:lookup{q:<|"|>open', call_syntax(gemma)) is None
     olmo = chat_format("olmo3")
     turn = rendered_turn(olmo, [("lookup", {"q": "a(b)=c, d", "n": 2})])
     assert "lookup(" in turn and parse_tool_calls(turn, call_syntax(olmo))[1][0].arguments == {"q": "a(b)=c, d", "n": 2}

@@ -4,12 +4,14 @@ the others:
 
 - Qwen3.5 (and Qwen3-Coder's template): `<tool_call>\\n<function=NAME>\\n<parameter=KEY>\\nVALUE\\n</parameter>\\n
   ...</function>\\n</tool_call>`, a string value as it is, any other as JSON or Python's `str`;
-- OLMo 3, MiniCPM3: Python-like `NAME(KEY="VALUE", KEY=2)`, every value JSON.
+- OLMo 3, MiniCPM3: Python-like `NAME(KEY="VALUE", KEY=2)`, every value JSON;
+- Gemma 4: `<|tool_call>call:NAME{KEY:<|"|>VALUE<|"|>,KEY:2}`, its own notation: strings between its quote
+  token, numbers, booleans, lists and objects (bare keys) as written.
 
 Probe calls are rendered (two arguments; none; two calls) and the text around the probe's name, keys and
 values is the syntax. A last probe with a string holding quotes and a newline, a number, a list, a bool
 and an object must read back exactly, or the template has no keyed syntax here (Gemma 4's notation, whose
-strings are quoted and whose numbers are not, fails it and stays text).
+strings are quoted and whose numbers are not, is read by its own notation).
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ class KeyedSyntax:
     call_end: str  # after a call's last value (value_end included)
     empty: str | None  # after the name of a call without arguments (None: not measured)
     each: str | None  # before a later call's name ("" right after the call before; None: the opening again)
-    json_values: bool  # every value is JSON (a string quoted), else written as it is
+    quote: str  # what wraps a string value: '"' (every value JSON), another marker (the template's own
+    # notation: Gemma 4's <|"|>), or "" (values written as they are)
 
     def read(self, text: str, types: dict[str, dict[str, str]] | None = None) -> tuple[int, list[ToolCall]] | None:
         """(where the calls start, the calls) in `text`, or None when it holds none or breaks the syntax.
@@ -86,11 +89,13 @@ class KeyedSyntax:
                 return None
 
     def _value(self, text: str, at: int, declared: str | None) -> tuple[object, int] | None:
-        if self.json_values:
+        if self.quote == '"':
             try:
                 return json.JSONDecoder().raw_decode(text, at)
             except ValueError:
                 return None
+        if self.quote:
+            return notation_value(text, at, self.quote)
         end = text.find(self.value_end, at)
         return None if end < 0 else (typed_value(text[at:end], declared), end)
 
@@ -109,6 +114,53 @@ class KeyedSyntax:
         after = name.end()
         opens = text.startswith(self.head, after) or (self.empty is not None and text.startswith(self.empty, after))
         return at if opens else None
+
+
+_NUMBER = re.compile(r"-?\d+(\.\d+)?([eE][+-]?\d+)?")
+_WORDS = {"true": True, "false": False, "null": None}
+
+
+def notation_value(text: str, at: int, quote: str) -> tuple[object, int] | None:
+    """(value, where it ends) of a template's own value notation at `at` (Gemma 4's): a string between
+    `quote` markers, a number, true/false/null, a [list] or an {object} whose keys are bare or quoted;
+    None where none starts."""
+    if text.startswith(quote, at):
+        end = text.find(quote, at + len(quote))
+        return None if end < 0 else (text[at + len(quote):end], end + len(quote))
+    if number := _NUMBER.match(text, at):
+        return json.loads(number.group()), number.end()
+    word = _NAME.match(text, at)
+    if word and word.group() in _WORDS:
+        return _WORDS[word.group()], word.end()
+    if text.startswith("[", at):
+        return _notation_items(text, at + 1, "]", lambda at: notation_value(text, at, quote), list)
+    if text.startswith("{", at):
+        return _notation_items(text, at + 1, "}", lambda at: _notation_pair(text, at, quote), dict)
+    return None
+
+
+def _notation_pair(text: str, at: int, quote: str) -> tuple[tuple[str, object], int] | None:
+    key = notation_value(text, at, quote) if text.startswith(quote, at) else None
+    key = key or ((name.group(), name.end()) if (name := _NAME.match(text, at)) else None)
+    if key is None or not isinstance(key[0], str) or not text.startswith(":", key[1]):
+        return None
+    value = notation_value(text, key[1] + 1, quote)
+    return None if value is None else ((key[0], value[0]), value[1])
+
+
+def _notation_items(text: str, at: int, close: str, item, kind) -> tuple[object, int] | None:
+    items = []
+    if text.startswith(close, at):
+        return kind(items), at + 1
+    while (read := item(at)) is not None:
+        items.append(read[0])
+        at = read[1]
+        if text.startswith(close, at):
+            return kind(items), at + 1
+        if not text.startswith(",", at):
+            return None
+        at += 1
+    return None
 
 
 def typed_value(value: str, declared: str | None):
@@ -151,31 +203,58 @@ def keyed_syntax(chat_format, rendered_call) -> KeyedSyntax | None:
         return None
     name, key1, value1, key2, value2 = spots
     key_end, between, tail = one[key1 + 7:value1], one[value1 + 9:key2], one[value2 + 8:]
-    json_values = key_end.endswith('"') and between.startswith('"') and tail.startswith('"')
-    if json_values:
-        key_end, between, tail = key_end[:-1], between[1:], tail[1:]
-    value_end = "" if json_values else _common_prefix(between, tail)
-    if not json_values and not value_end.strip():
+    quote = _string_quote(key_end, between, tail)
+    key_end, between, tail = key_end[:len(key_end) - len(quote)], between[len(quote):], tail[len(quote):]
+    value_end = "" if quote else _common_prefix(between, tail)
+    if not quote and not value_end.strip():
         return None  # nothing ends a value written as it is
-    call_end, each = _call_end_and_each(rendered_call, tail, json_values)
+    markers = list(chat_format.tokenizer.get_added_vocab())
+    call_end, each = _call_end_and_each(rendered_call, tail, len(quote), markers)
     empty = rendered_call([(_FIRST, {})])
     empty_at = -1 if empty is None else empty.find(_FIRST)
     syntax = KeyedSyntax(one[:name].lstrip(), one[name + len(_FIRST):key1], key_end, value_end, between, call_end,
                          None if empty_at < 0 else empty[empty_at + len(_FIRST):].removesuffix(tail[len(call_end):]),
-                         each, json_values)
+                         each, quote)
     return syntax if _reads_back(syntax, rendered_call) else None
 
 
-def _call_end_and_each(rendered_call, tail: str, json_values: bool) -> tuple[str, str | None]:
+def _string_quote(key_end: str, between: str, tail: str) -> str:
+    """The marker around the probe's string values: the longest end of `key_end` that `between` and `tail`
+    start with; "" when it is only whitespace (Qwen3.5's values on lines of their own)."""
+    for size in range(len(key_end), 0, -1):
+        quote = key_end[-size:]
+        if between.startswith(quote) and tail.startswith(quote):
+            return quote if quote.strip() else ""
+    return ""
+
+
+def _call_end_and_each(rendered_call, tail: str, quote_size: int, markers: list[str]) -> tuple[str, str | None]:
     """(what ends a call, what opens a later one) from a turn with two calls; (tail, None) where the
-    template writes one call per turn."""
+    template writes one call per turn. The end is the text the gap between two calls shares with the end
+    of a last call, never part of a token `markers` holds (Gemma 4's <|tool_call> after a call, its
+    <|tool_response> after the last one)."""
     two = rendered_call([(_FIRST, {"duckkey": "duckvalue"}), (_SECOND, {"duckkey": "duckvalue"})])
     spots = None if two is None else _in_order(two, [_FIRST, "duckvalue", _SECOND])
     if spots is None:
         return tail, None
-    gap = two[spots[1] + 9 + json_values:spots[2]]
-    call_end = _common_prefix(gap, tail)
+    gap = two[spots[1] + 9 + quote_size:spots[2]]
+    call_end = tail[:_marker_boundary(tail, len(_common_prefix(gap, tail)), markers)]
     return call_end, gap[len(call_end):].strip()
+
+
+def _marker_boundary(text: str, cut: int, markers: list[str]) -> int:
+    """`cut`, moved back to the start of any of `markers` it falls inside in `text`."""
+    moved = True
+    while moved:
+        moved = False
+        for marker in markers:
+            start = text.find(marker)
+            while 0 <= start < cut:
+                if start + len(marker) > cut:
+                    cut, moved = start, True
+                    break
+                start = text.find(marker, start + 1)
+    return cut
 
 
 def _reads_back(syntax: KeyedSyntax, rendered_call) -> bool:

@@ -15,10 +15,11 @@ is the syntax a tuned model generates:
   `<｜tool▁call▁begin｜>` of every call).
 
 - "keyed": the name, then each argument as a key and its value in fixed text (chat.keyed_calls): Qwen3.5's
-  `<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>`, OLMo 3's and MiniCPM3's `NAME(KEY="VALUE")`.
+  `<function=NAME>\n<parameter=KEY>\nVALUE\n</parameter>`, OLMo 3's and MiniCPM3's `NAME(KEY="VALUE")`,
+  Gemma 4's `call:NAME{KEY:<|"|>VALUE<|"|>}`.
 
-Templates that write calls in other syntaxes (Gemma 4's own notation) have no syntax here: their answers
-are returned as text, calls included.
+A template whose calls fit none of these has no syntax here: its answers are returned as text, calls
+included.
 """
 
 from __future__ import annotations

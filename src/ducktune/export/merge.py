@@ -39,6 +39,7 @@ class RunSource:
     tokenizer: object
     chat_format: object
     probe_prompts: list[str]
+    probe_tools: list | None = None  # each probe prompt's tools (run.json probe_tools), None without any
 
 
 def open_run(run_path: str | Path, log=print) -> RunSource:
@@ -57,14 +58,20 @@ def open_run(run_path: str | Path, log=print) -> RunSource:
     tokenizer = load_tokenizer(weights, trust_remote_code=config.model.trust_remote_code)
     chat_format = prompting_chat_format(tokenizer, base_folder, config.model.system_prompt)
     probes = list(info.get("probe_prompts") or config.eval.probe_prompts or DEFAULT_PROBES)
-    return RunSource(run, info, config, info.get("method", "lora"), weights, base_folder, tokenizer, chat_format, probes)
+    tools = info.get("probe_tools") if info.get("probe_prompts") else None
+    tools = tools if isinstance(tools, list) and len(tools) == len(probes) else None
+    return RunSource(run, info, config, info.get("method", "lora"), weights, base_folder, tokenizer, chat_format, probes,
+                     tools)
 
 
 # ---------------------------------------------------------------------- merging
 
 
-def prompt_ids(chat_format, prompts: list[str]) -> list[list[int]]:
-    return [chat_format.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
+def prompt_ids(chat_format, prompts: list[str], tools: list | None = None) -> list[list[int]]:
+    """Each prompt as a user turn ready for the answer; `tools[i]`: the tools prompt i is offered (a run
+    trained on calls is checked as it was trained)."""
+    tools = tools or [None] * len(prompts)
+    return [chat_format.prompt_ids([{"role": "user", "content": p}], t) for p, t in zip(prompts, tools)]
 
 
 def logits_of(model, id_lists: list[list[int]]) -> list:
@@ -150,9 +157,10 @@ def check_precision(base_folder: Path):
     return torch.float64 if 3 * fp64_bytes < total_ram // 2 else torch.float32
 
 
-def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = None, log=print) -> MergeResult:
+def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = None, tools: list | None = None,
+              log=print) -> MergeResult:
     """Merge (or, for a full fine-tune, copy) the run's weights into `merged_dir`, checking equality
-    on `prompts` (default: the run's probe prompts)."""
+    on `prompts` offered `tools` (default: the run's probe prompts and their tools)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -161,7 +169,7 @@ def merge_run(source: RunSource, merged_dir: Path, prompts: list[str] | None = N
     register_multimodal_lms()
     dtype = base_dtype(source.base_folder)
     trust = source.config.model.trust_remote_code
-    ids = prompt_ids(source.chat_format, prompts or source.probe_prompts)
+    ids = prompt_ids(source.chat_format, prompts or source.probe_prompts, tools if prompts else source.probe_tools)
     precision = None
     if source.method == "full":
         model = AutoModelForCausalLM.from_pretrained(str(source.weights), dtype=torch.float32, use_safetensors=True,

@@ -263,7 +263,7 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
         name = previous
     name = export_name(name, source.run.path, log)
     _refuse_unwritable(export_dir, out, source.run.path)
-    prompts = checks_mod.select_prompts(source.probe_prompts, prompt_limit)
+    prompts, tools = _verification_probes(source, prompt_limit)
     # Refuse a broken adapter, an architecture or tokenizer llama.cpp cannot take, or an
     # untranslatable chat template or system prompt before merging or writing anything.
     if source.method != "full":
@@ -294,10 +294,10 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
         # of it; no stale files survive a new one.
         with atomic_dir(export_dir) as work:
             merge, summaries, manifest, config = _write_export(work, export_dir, source, targets, quant_list, name,
-                                                               (layout, template_omitted), prompts, result, log)
+                                                               (layout, template_omitted), (prompts, tools), result, log)
             log("\nVerifying the export (merged model vs GGUF in transformers and llama.cpp, Modelfile via Go)")
             reference = checks_mod.Reference(merge.model, source.tokenizer, source.chat_format, prompts,
-                                             manifest["max_new_tokens"])
+                                             manifest["max_new_tokens"], tools)
             merge_check = checks_mod.Check(**manifest["merge_check"])
             result.checks = [merge_check] + run_checks(work, manifest, reference, summaries, config, log=log)
             result.seconds = time.perf_counter() - started
@@ -309,17 +309,25 @@ def _export_run(run_path, to, quants, out, name, create, prompt_limit, allow_def
     return result
 
 
-def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, template, prompts, result, log):
+def _verification_probes(source, limit: int) -> tuple[list[str], list | None]:
+    """(at most `limit` of the run's probe prompts, spread over its list; their tools, None without any):
+    a run trained on calls is verified on prompts offering its tools, as it was probed in training."""
+    picked = checks_mod.spread_indices(len(source.probe_prompts), limit)
+    tools = [source.probe_tools[i] for i in picked] if source.probe_tools else None
+    return [source.probe_prompts[i] for i in picked], (tools if tools and any(tools) else None)
+
+
+def _write_export(work: Path, export_dir: Path, source, targets, quant_list, name, template, probes, result, log):
     """Merged model, GGUFs, Modelfile and manifest, written into `work` (renamed to `export_dir` after).
-    `template` is (layout, None) or (None, why the Modelfile has no TEMPLATE)."""
+    `template` is (layout, None) or (None, why the Modelfile has no TEMPLATE); `probes` (prompts, their tools)."""
     layout, template_omitted = template
-    from ducktune.export.gguf_file import read_config, write_gguf
+    prompts, tools = probes
+    from ducktune.export.gguf_file import read_config
     from ducktune.export.gguf_vocab import prompt_starts_with_bos
-    from ducktune.export.merge import exported_tokenizer, merge_run
-    from ducktune.export.quantize import quantize_gguf
+    from ducktune.export.merge import merge_run
 
     started = time.perf_counter()
-    merge = merge_run(source, work / "merged", prompts, log=log)
+    merge = merge_run(source, work / "merged", prompts, tools, log=log)
     log(f"Merged and saved merged/ ({time.perf_counter() - started:.0f} s)")
     result.files["merged"] = "merged"
     merge_check = _merge_check(merge)
@@ -329,33 +337,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     add_bos = prompt_starts_with_bos(source.tokenizer)
     summaries = {}
     if "gguf" in targets:
-        tokenizer = exported_tokenizer(source)
-        # A template with no end-of-turn token of its own (GLM-4): the first other stop token of the model's
-        # generation_config (<|user|>) is the GGUF's end of turn, as llama.cpp's converter writes it.
-        eot = source.chat_format.eot_token or next(
-            (t for t in source.chat_format.stop_tokens if t != tokenizer.eos_token), None)
-        direct = [q for q in quant_list if q in DIRECT_QUANTS]
-        k_quants = [q for q in quant_list if q in K_QUANTS]
-        f16_path = work / f"{name}-f16.gguf"
-        temporary_f16 = bool(k_quants) and "f16" not in direct
-        for quant in direct + (["f16"] if temporary_f16 else []):
-            path = work / f"{name}-{quant}.gguf"
-            started = time.perf_counter()
-            summaries[quant] = write_gguf(merge.merged_dir, path, quant, name, tokenizer, eot, log=log,
-                                          add_bos=add_bos)
-            log(f"Wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - started:.0f} s)")
-        try:
-            for quant in k_quants:
-                path = work / f"{name}-{quant}.gguf"
-                started = time.perf_counter()
-                quantize_gguf(f16_path, path, quant)
-                summaries[quant] = None
-                log(f"Quantized {path.name} with llama.cpp ({path.stat().st_size / 1e6:.0f} MB, "
-                    f"{time.perf_counter() - started:.0f} s)")
-        finally:
-            if temporary_f16:
-                f16_path.unlink(missing_ok=True)
-                summaries.pop("f16", None)
+        summaries = _write_ggufs(work, merge.merged_dir, source, quant_list, name, add_bos, log)
         result.files["gguf"] = {q: f"{name}-{q}.gguf" for q in quant_list}
 
     config = read_config(merge.merged_dir)
@@ -382,6 +364,7 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
         "template_renderings": checks_mod.template_renderings(source.chat_format),
         "template_omitted": template_omitted,
         "probe_prompts": prompts,
+        **({"probe_tools": tools} if tools else {}),
         "max_new_tokens": min(source.config.eval.max_new_tokens, VERIFY_MAX_NEW_TOKENS),
         "merge_check": merge_check.to_dict(),
         "ollama_command": result.ollama_command,
@@ -389,6 +372,43 @@ def _write_export(work: Path, export_dir: Path, source, targets, quant_list, nam
     }
     write_json(work / "export.json", manifest)
     return merge, summaries, manifest, config
+
+
+def _write_ggufs(work: Path, merged_dir: Path, source, quant_list: list[str], name: str, add_bos: bool, log) -> dict:
+    """Each quant's GGUF written into `work` ({quant: write_gguf's summary, None for a llama.cpp k-quant})."""
+    from ducktune.export.gguf_file import write_gguf
+    from ducktune.export.merge import exported_tokenizer
+    from ducktune.export.quantize import quantize_gguf
+
+    summaries = {}
+    tokenizer = exported_tokenizer(source)
+    # A template with no end-of-turn token of its own (GLM-4): the first other stop token of the model's
+    # generation_config (<|user|>) is the GGUF's end of turn, as llama.cpp's converter writes it.
+    eot = source.chat_format.eot_token or next(
+        (t for t in source.chat_format.stop_tokens if t != tokenizer.eos_token), None)
+    direct = [q for q in quant_list if q in DIRECT_QUANTS]
+    k_quants = [q for q in quant_list if q in K_QUANTS]
+    f16_path = work / f"{name}-f16.gguf"
+    temporary_f16 = bool(k_quants) and "f16" not in direct
+    for quant in direct + (["f16"] if temporary_f16 else []):
+        path = work / f"{name}-{quant}.gguf"
+        started = time.perf_counter()
+        summaries[quant] = write_gguf(merged_dir, path, quant, name, tokenizer, eot, log=log,
+                                      add_bos=add_bos)
+        log(f"Wrote {path.name} ({path.stat().st_size / 1e6:.0f} MB, {time.perf_counter() - started:.0f} s)")
+    try:
+        for quant in k_quants:
+            path = work / f"{name}-{quant}.gguf"
+            started = time.perf_counter()
+            quantize_gguf(f16_path, path, quant)
+            summaries[quant] = None
+            log(f"Quantized {path.name} with llama.cpp ({path.stat().st_size / 1e6:.0f} MB, "
+                f"{time.perf_counter() - started:.0f} s)")
+    finally:
+        if temporary_f16:
+            f16_path.unlink(missing_ok=True)
+            summaries.pop("f16", None)
+    return summaries
 
 
 def _merge_check(merge) -> checks_mod.Check:
@@ -622,8 +642,12 @@ def _verify_export(export_dir: Path, log) -> ExportResult:
         raise UserError(f"{merged_dir}: the merged model cannot be loaded ({str(exc).splitlines()[0][:160]}); "
                         "export again with `ducktune export`") from None
     model.eval()
+    tools = manifest.get("probe_tools")
+    if tools is not None and not (isinstance(tools, list) and len(tools) == len(manifest["probe_prompts"])):
+        raise UserError(f"{manifest_path}: probe_tools: not one entry per probe prompt; export again with "
+                        "`ducktune export`")
     reference = checks_mod.Reference(model, tokenizer, chat_format, manifest["probe_prompts"],
-                                     manifest.get("max_new_tokens", VERIFY_MAX_NEW_TOKENS))
+                                     manifest.get("max_new_tokens", VERIFY_MAX_NEW_TOKENS), tools)
     caveats = manifest.get("caveats")
     result = ExportResult(export_dir, manifest["name"], files=manifest["files"],
                           ollama_command=manifest.get("ollama_command"),

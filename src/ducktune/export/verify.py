@@ -77,11 +77,16 @@ class Check:
 def select_prompts(prompts: list[str], limit: int = DEFAULT_PROMPT_LIMIT) -> list[str]:
     """At most `limit` prompts, evenly spread (first and last included), so long probe lists
     (e.g. trained questions followed by general ones) are covered from end to end."""
-    if limit <= 0 or len(prompts) <= limit:
-        return list(prompts)
+    return [prompts[i] for i in spread_indices(len(prompts), limit)]
+
+
+def spread_indices(count: int, limit: int = DEFAULT_PROMPT_LIMIT) -> list[int]:
+    """The positions select_prompts picks among `count` prompts."""
+    if limit <= 0 or count <= limit:
+        return list(range(count))
     if limit == 1:
-        return [prompts[0]]
-    return [prompts[round(i * (len(prompts) - 1) / (limit - 1))] for i in range(limit)]
+        return [0]
+    return [round(i * (count - 1) / (limit - 1)) for i in range(limit)]
 
 
 def render_table(checks: list[Check]) -> str:
@@ -108,15 +113,18 @@ def passed(checks: list[Check]) -> bool:
 class Reference:
     """The merged HF model (fp32) and what it does on the probe prompts, computed once."""
 
-    def __init__(self, model, tokenizer, chat_format, prompts: list[str], max_new_tokens: int = 64):
+    def __init__(self, model, tokenizer, chat_format, prompts: list[str], max_new_tokens: int = 64,
+                 tools: list | None = None):
+        """`tools[i]`: the tools prompt i is offered (None: none), as the run's probes were asked."""
         from ducktune.export.merge import prompt_ids
 
         self.model = model
         self.tokenizer = tokenizer
         self.chat_format = chat_format
         self.prompts = prompts
+        self.tools = tools or [None] * len(prompts)
         self.max_new_tokens = max_new_tokens
-        self.prompt_ids = prompt_ids(chat_format, prompts)
+        self.prompt_ids = prompt_ids(chat_format, prompts, self.tools)
         self._prompt_logits = None
         self._answers = None
         self._forced = None
@@ -330,10 +338,10 @@ def llama_cpp_missing() -> str | None:
     return None if llama_cpp_available() else f"llama-cpp-python is not installed: {INSTALL_HINT.split(';')[0]}"
 
 
-def ollama_prompt_text(chat_format, messages: list[dict], add_bos: bool) -> str:
-    """The text Ollama hands llama.cpp for a conversation: the chat template's rendering, minus
-    the BOS text when llama.cpp adds BOS itself (add_bos_token)."""
-    text = chat_format.render(messages, add_generation_prompt=True)
+def ollama_prompt_text(chat_format, messages: list[dict], add_bos: bool, tools: list | None = None) -> str:
+    """The text Ollama hands llama.cpp for a conversation (offered `tools`): the chat template's rendering,
+    minus the BOS text when llama.cpp adds BOS itself (add_bos_token)."""
+    text = chat_format.render(messages, add_generation_prompt=True, tools=tools)
     bos = chat_format.tokenizer.bos_token
     if add_bos and bos and text.startswith(bos):
         text = text[len(bos):]
@@ -375,8 +383,8 @@ def check_llama_cpp(path: Path, quant: str, reference: Reference, add_bos: bool)
         # Prompt token ids, tokenized as Ollama does.
         same_ids = 0
         first_diff = None
-        for prompt, hf_ids in zip(reference.prompts, reference.prompt_ids):
-            text = ollama_prompt_text(reference.chat_format, [{"role": "user", "content": prompt}], add_bos)
+        for prompt, tools, hf_ids in zip(reference.prompts, reference.tools, reference.prompt_ids):
+            text = ollama_prompt_text(reference.chat_format, [{"role": "user", "content": prompt}], add_bos, tools)
             cpp_ids = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
             if list(cpp_ids) == list(hf_ids):
                 same_ids += 1
