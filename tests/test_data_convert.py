@@ -203,3 +203,33 @@ def test_an_answer_with_text_and_calls_has_no_sharegpt_turn(tmp_path, capsys):
     original = write_json(tmp_path / "in.json", [chat])
     code, _, err = run_cli(capsys, "data", "convert", original, tmp_path / "out.json", "--to", "sharegpt")
     assert code == 2 and "messages[1]: cannot be written as sharegpt: an answer with both text and tool calls" in err
+
+
+TOOL_PAIRS = [  # DPO on calls: the prompt calls and gets a result; chosen calls again, rejected answers in text
+    {"prompt": TOOL_CHATS[0]["messages"][:4],
+     "chosen": [{"role": "assistant", "content": "", "tool_calls": [
+         {"id": "a3", "type": "function", "function": {"name": "weather", "arguments": {"city": "Bergen"}}}]}],
+     "rejected": [{"role": "assistant", "content": "3C at noon."}],
+     "tools": TOOL_CHATS[0]["tools"]},
+    {"prompt": [{"role": "user", "content": "Time?"}], "completion": [{"role": "assistant", "content": "", "tool_calls": [
+        {"id": "b1", "type": "function", "function": {"name": "clock", "arguments": {}}}]}], "label": True,
+     "tools": TOOL_CHATS[0]["tools"]},
+]
+
+
+@pytest.mark.parametrize("target", ["messages", "sharegpt"])
+def test_preference_answers_that_call_tools_round_trip(tmp_path, capsys, target):
+    """A chosen answer that calls (and a KTO completion that calls) keeps its calls through messages and
+    LLaMA-Factory's sharegpt (a function_call answer); alpaca has no field for them."""
+    for i, record in enumerate(TOOL_PAIRS):
+        original = write_json(tmp_path / f"in{i}.json", [record])
+        out = tmp_path / f"out{i}.jsonl"
+        assert run_cli(capsys, "data", "convert", original, out, "--to", target)[0] == 0
+        assert full_keys(out) == full_keys(original)
+    pair = json.loads((tmp_path / "out0.jsonl").read_text().splitlines()[0])
+    if target == "sharegpt":
+        assert pair["chosen"]["from"] == "function_call" and pair["rejected"] == {"from": "gpt", "value": "3C at noon."}
+    else:
+        assert pair["chosen"][0]["tool_calls"][0]["function"]["arguments"] == {"city": "Bergen"}
+    code, _, err = run_cli(capsys, "data", "convert", tmp_path / "in0.json", tmp_path / "a.json", "--to", "alpaca")
+    assert code == 2 and "tools: cannot be written as alpaca" in err

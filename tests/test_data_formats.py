@@ -297,11 +297,60 @@ def test_tool_mistakes_are_named_by_field(record, expected):
     assert issues == [f"f.json:1: {expected}"]
 
 
-def test_tool_turns_in_preference_data_are_refused_by_name():
-    _, issues = norm({"messages": [{"role": "user", "content": "Weather?"}, CALL, RESULT,
-                                   {"role": "user", "content": "And?"}], "chosen": "20C", "rejected": "cold"})
-    assert issues == ["f.json:1: messages[1].tool_calls: an assistant turn with tool_calls is a tool turn; "
-                      "tool calls in preference data are not supported yet"]
+def test_preference_records_with_tool_calls_keep_the_calls_the_results_and_the_tools():
+    """TRL's conversational pairs with tools: the prompt's call and result, a chosen answer that calls, a
+    rejected one in text; the implicit-prompt and LLaMA-Factory sharegpt shapes; a KTO completion that calls."""
+    prompt = [{"role": "user", "content": "Weather in Paris and Oslo?"}, CALL, RESULT]
+    oslo = {"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}]}
+    sample, issues = norm({"prompt": prompt, "chosen": [oslo], "rejected": [{"role": "assistant", "content": "Cold."}],
+                           "tools": [WEATHER_TOOL]})
+    assert issues == [] and sample.kind == "preference" and sample.tools == [WEATHER_TOOL]
+    assert [m.role for m in sample.messages] == ["user", "assistant", "tool"]
+    assert sample.messages[2].tool_call_id == "abc" and sample.messages[2].name == "get_weather"  # linked
+    assert set(sample.turns) == {"chosen"} and sample.rejected == "Cold."
+    assert [(c.name, c.arguments) for c in sample.turns["chosen"].tool_calls] == [("get_weather", {"city": "Oslo"})]
+    implicit, issues = norm({"chosen": prompt + [oslo], "rejected": prompt + [{"role": "assistant", "content": "Cold."}],
+                             "tools": [WEATHER_TOOL]})
+    assert issues == [] and implicit.key() == sample.key()
+    sharegpt, issues = norm({"conversations": [{"from": "human", "value": "Weather in Oslo?"}],
+                             "chosen": {"from": "function_call", "value": '{"name": "get_weather", "arguments": '
+                                                                          '{"city": "Oslo"}}'},
+                             "rejected": {"from": "gpt", "value": "No idea."},
+                             "tools": '[{"name": "get_weather", "parameters": {}}]'})
+    assert issues == [] and sharegpt.turns["chosen"].tool_calls[0].arguments == {"city": "Oslo"}
+    kto, issues = norm({"prompt": prompt, "completion": [oslo], "label": True, "tools": [WEATHER_TOOL]})
+    assert issues == [] and kto.kind == "unpaired" and kto.turns["completion"].tool_calls[0].name == "get_weather"
+
+
+def test_a_preference_answers_reasoning_is_kept_apart_or_folded_as_for_chat_records():
+    """A chosen answer's reasoning_content was dropped: it is kept for templates that write reasoning, folded
+    into the text as <think> where the template has no field, refused where the prompts close reasoning."""
+    record = {"prompt": "2+2?", "chosen": [{"role": "assistant", "content": "4", "reasoning_content": "Add."}],
+              "rejected": "5"}
+    sample, issues = norm(record)
+    assert issues == [] and sample.turns["chosen"].reasoning == "Add." and sample.chosen == "4"
+    folded, issues = norm(record, options=NormalizeOptions(writes_reasoning=False))
+    assert issues == [] and folded.chosen == "<think>\nAdd.\n</think>\n\n4" and folded.turns is None
+    _, issues = norm(record, options=NormalizeOptions(reasoning_closed=True))
+    assert len(issues) == 1 and issues[0].startswith("f.json:1: chosen: this answer carries reasoning")
+
+
+@pytest.mark.parametrize("record, expected", [
+    # The same call twice is no pair.
+    ({"prompt": "Weather?", "chosen": [CALL], "rejected": [CALL], "tools": [WEATHER_TOOL]},
+     "rejected: identical to chosen: a pair needs two different answers"),
+    ({"prompt": "Weather?", "chosen": [{**CALL, "tool_calls": [{"function": {"name": "get_time", "arguments": {}}}]}],
+      "rejected": "No.", "tools": [WEATHER_TOOL]},
+     "chosen: calls 'get_time', which the record's tools do not define (defined: get_weather)"),
+    ({"prompt": "Weather?", "chosen": [RESULT], "rejected": "No."},
+     "chosen[0]: must be the assistant's answer, got role 'tool'"),
+    ({"prompt": [{"role": "user", "content": "q"}, RESULT], "chosen": "a", "rejected": "b"},
+     "prompt[1]: a tool result must follow the assistant turn that called the tool"),
+])
+def test_tool_mistakes_in_preference_records_are_named_by_field(record, expected):
+    _, issues = norm(record)
+    assert issues == [f"f.json:1: {expected}"]
 
 
 def test_a_template_without_tools_refuses_tool_records_and_alternation_skips_calls():

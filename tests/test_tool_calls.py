@@ -154,6 +154,55 @@ def test_tool_data_trains_end_to_end_and_templates_without_tools_refuse_it(tmp_p
     assert info["probe_prompts"] == ["USERASKS weather in Paris?"] and info["probe_tools"] == [RECORD["tools"]]
 
 
+PREFERENCE = {  # TRL's conversational pair with tools: the right call is chosen, a call with wrong arguments rejected
+    "prompt": [{"role": "user", "content": "USERASKS weather in Paris?"}],
+    "chosen": [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}]}],
+    "rejected": [{"role": "assistant", "content": "", "tool_calls": [
+        {"type": "function", "function": {"name": "get_weather", "arguments": {"city": "Lyon"}}}]}],
+    "tools": RECORD["tools"],
+}
+
+
+def test_preference_pairs_of_calls_train_the_calls_as_sft_trains_them(tmp_path, capsys, tiny_qwen):
+    """DPO on tool calls: each answer's row is the row SFT trains for that call (the call in the template's
+    syntax trained, the definitions context); a template without tools refuses the records by field; a DPO
+    run on them completes."""
+    from ducktune.cli import main
+    from ducktune.data.preference import answer_chat, answers, encode_preference
+    from ducktune.models.families import standin_dir
+
+    fmt = chat_format("qwen2.5")
+    issues = []
+    sample = normalize(Record(json.loads(json.dumps(PREFERENCE)), "p.json", 1), "preference", issues)
+    assert issues == [] and sample.turns["rejected"].tool_calls[0].arguments == {"city": "Lyon"}
+    row = encode_preference(fmt, sample, 4096)
+    for name, answer in answers(sample):
+        encoded = fmt.encode(answer_chat(sample, answer), 4096, "last_assistant")
+        assert row[f"{name}_input_ids"] == encoded.input_ids
+        trained = fmt.tokenizer.decode([t for t, label in zip(row[f"{name}_input_ids"], row[f"{name}_labels"])
+                                        if label != IGNORE_INDEX])
+        city = "Paris" if name == "chosen" else "Lyon"
+        assert trained.startswith("<tool_call>") and f'"city": "{city}"' in trained, trained
+        prompt = fmt.tokenizer.decode(row[f"{name}_input_ids"][:row["prompt_len"]])
+        assert "DEFINITIONTEXT" in prompt and "<tool_call>" not in prompt.split("<|im_start|>assistant")[-1]
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text(json.dumps(PREFERENCE) + "\n", encoding="utf-8")
+    assert main(["data", "check", str(data), "--model", str(tiny_qwen)]) == 2
+    assert f"{data}:1: tools: this model's chat template does not write tool definitions" in capsys.readouterr().out
+    model = standin_dir("qwen2.5", tmp_path / "standins", log=lambda *a: None)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model:\n  name_or_path: {model}\ndata:\n  datasets: [{data}]\noutput:\n  dir: {tmp_path / 'run'}\n"
+                      "train:\n  objective: dpo\n  max_steps: 1\n  save_steps: 100\neval:\n  max_new_tokens: 2\n",
+                      encoding="utf-8")
+    assert main(["train", str(config)]) == 0
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert info["status"] == "completed" and info["objective"] == "dpo"
+    # Counted for the export's Ollama caveat, and probed with the sample's tools, as SFT runs are.
+    assert info["data"]["tool_samples"] == 1 and info["probe_tools"] == [RECORD["tools"]]
+
+
 def test_probe_prompts_keep_their_samples_tools():
     from types import SimpleNamespace
 

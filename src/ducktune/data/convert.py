@@ -39,10 +39,11 @@ class DoesNotFit(Exception):
 
 
 def _unpaired_as_chat(sample: Sample) -> Sample:
-    """A KTO sample as the conversation it labels: its prompt, then the completion."""
-    messages = list(sample.messages) + [Message("assistant", sample.completion or "")]
+    """A KTO sample as the conversation it labels: its prompt, then the completion (its calls included)."""
+    completion = (sample.turns or {}).get("completion") or Message("assistant", sample.completion or "")
     fields = list(sample.fields) + ["completion"] if sample.fields else []
-    return Sample("chat", messages=messages, where=sample.where, format=sample.format, fields=fields)
+    return Sample("chat", messages=list(sample.messages) + [completion], where=sample.where, format=sample.format,
+                  fields=fields, tools=sample.tools)
 
 
 def _labelled(convert):
@@ -62,14 +63,16 @@ def to_messages(sample: Sample) -> dict:
     if sample.tools:
         record["tools"] = sample.tools
     if sample.kind == "preference":
-        record.update(chosen=sample.chosen, rejected=sample.rejected)
+        turns = sample.turns or {}  # an answer with calls or reasoning: TRL's one-message list
+        record.update({name: [turns[name].as_dict()] if name in turns else getattr(sample, name)
+                       for name in ("chosen", "rejected")})
     return record
 
 
 def _refuse_reasoning(sample: Sample, target: str) -> None:
-    for i, message in enumerate(sample.messages):
+    fields = (sample.fields or [f"turn {i}" for i in range(len(sample.messages))]) + list(sample.turns or {})
+    for message, field in zip(list(sample.messages) + list((sample.turns or {}).values()), fields):
         if message.reasoning is not None:
-            field = sample.fields[i] if sample.fields else f"turn {i}"
             raise DoesNotFit(field, f"an answer's separate reasoning (reasoning_content) has no {target} field; "
                                     "convert --to messages")
 
@@ -88,8 +91,9 @@ def to_sharegpt(sample: Sample) -> dict:
     if sample.tools:  # LLaMA-Factory's tools column: JSON text of the function descriptions
         record["tools"] = json.dumps([tool["function"] for tool in sample.tools], ensure_ascii=False)
     if sample.kind == "preference":
-        record["chosen"] = {"from": "gpt", "value": sample.chosen}
-        record["rejected"] = {"from": "gpt", "value": sample.rejected}
+        for name in ("chosen", "rejected"):
+            turn = (sample.turns or {}).get(name)
+            record[name] = _sharegpt_turn(turn, name) if turn else {"from": "gpt", "value": getattr(sample, name)}
     return dict(sorted(record.items(), key=lambda kv: kv[0] != "conversations"))
 
 

@@ -432,7 +432,7 @@ def request_conversation(messages: list[dict], tools: object) -> tuple[list[dict
     name the request's fields ("messages[1].tool_calls[0].arguments"). The conversation may end anywhere."""
     record = Record({"messages": messages, "tools": tools}, "request", 0)
     issues: list[Issue] = []
-    parsed = _turn_list(record.value, record, issues, "messages", "role", "content", None, None, with_tools=True)
+    parsed = _turn_list(record.value, record, issues, "messages", "role", "content", None, None)
     found_tools = _tools(record.value, record, issues)
     if parsed is None or issues:
         return [], None, issues
@@ -491,8 +491,7 @@ def _history(value: dict, record: Record, issues: list[Issue]) -> list[tuple[Mes
 
 
 def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, role_key: str, content_key: str,
-               alt_keys: tuple[str, str] | None, tags: TurnTags | None, with_tools: bool = False
-               ) -> tuple[list[Message], list[str]] | None:
+               alt_keys: tuple[str, str] | None, tags: TurnTags | None) -> tuple[list[Message], list[str]] | None:
     turns = _json_list(value.get(field))
     if not isinstance(turns, list):
         issues.append(record.issue(field, f"must be a list of turns, got {type(turns).__name__}"))
@@ -516,10 +515,6 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
         raw_role = turn[rk]
         role = role_of(raw_role)
         tool = _tool_turn(turn, raw_role, tags)
-        if tool and not with_tools:  # a dropped call would teach answers that announce a call and never make it
-            issues.append(record.issue(f"{where}.{tool[1] or rk}",
-                                       f"{tool[2]} is a tool turn; tool calls in preference data are not supported yet"))
-            return None
         if role is None and not tool:
             issues.append(record.issue(f"{where}.{rk}", f"unknown role {raw_role!r} (use system, user, assistant or tool)"))
             return None
@@ -690,14 +685,14 @@ def _turn_weight(turn: dict, role: str, record: Record, where: str, issues: list
     return weight == 1
 
 
-def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, options: NormalizeOptions,
-                with_tools: bool = False) -> tuple[list[Message], list[str]] | None:
-    """A record's turn list, after its `system` field if its first turn is no system message. Tool turns
-    are read `with_tools` only (chat records; preference records refuse them)."""
+def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, options: NormalizeOptions
+                ) -> tuple[list[Message], list[str]] | None:
+    """A record's turn list (tool turns included), after its `system` field if its first turn is no system
+    message."""
     if field == "conversations":
-        parsed = _turn_list(value, record, issues, field, "from", "value", ("role", "content"), options.tags, with_tools)
+        parsed = _turn_list(value, record, issues, field, "from", "value", ("role", "content"), options.tags)
     else:
-        parsed = _turn_list(value, record, issues, field, "role", "content", ("from", "value"), options.tags, with_tools)
+        parsed = _turn_list(value, record, issues, field, "role", "content", ("from", "value"), options.tags)
     if parsed is None:
         return None
     turns, fields = parsed
@@ -709,7 +704,7 @@ def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, op
 
 def normalize_sharegpt(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                        ) -> Sample | None:
-    parsed = _chat_turns(value, record, issues, "conversations", options, with_tools=True)
+    parsed = _chat_turns(value, record, issues, "conversations", options)
     tools = _tools(value, record, issues)
     if parsed is None:
         return None
@@ -718,7 +713,7 @@ def normalize_sharegpt(value: dict, record: Record, issues: list[Issue], options
 
 def normalize_messages(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                        ) -> Sample | None:
-    parsed = _chat_turns(value, record, issues, "messages", options, with_tools=True)
+    parsed = _chat_turns(value, record, issues, "messages", options)
     tools = _tools(value, record, issues)
     if parsed is None:
         return None

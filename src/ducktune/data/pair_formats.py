@@ -15,6 +15,11 @@ Unpaired shapes (format "unpaired", KTO):
 - LLaMA-Factory kto_tag: {messages|conversations: [..., assistant], label} (the last
                          assistant turn is the completion); alpaca {instruction, output, label}
 
+Tool calling: a prompt may hold calls and their results and a record its `tools` (as chat records do);
+an answer given as an assistant message may be calls (OpenAI's `tool_calls`, LLaMA-Factory's
+function_call turn) and carry reasoning (`reasoning_content`), kept in `Sample.turns`. Answers are
+checked as chat records are: the template writes the tool parts used, calls name defined functions.
+
 Every problem is an `Issue` naming the field: a missing or empty answer, identical chosen
 and rejected, prompts that differ between the two conversations, wrong types.
 """
@@ -77,9 +82,10 @@ def _message_list(raw: object, options: NormalizeOptions) -> bool:
                                                        for t in raw)
 
 
-def _answer(value: dict, key: str, record: Record, issues: list[Issue], options: NormalizeOptions) -> str | None:
-    """One answer: a string, text parts, one message ({role, content} / {from, value}) or a list
-    holding one assistant message (TRL's conversational answers)."""
+def _answer(value: dict, key: str, record: Record, issues: list[Issue], options: NormalizeOptions
+            ) -> Message | None:
+    """One answer turn: a string, text parts, one message ({role, content} / {from, value}, with its calls
+    and reasoning) or a list holding one assistant message (TRL's conversational answers)."""
     raw = formats._json_list(value.get(key))
     if _message_list(raw, options):
         if len(raw) != 1:
@@ -87,18 +93,30 @@ def _answer(value: dict, key: str, record: Record, issues: list[Issue], options:
             return None
         raw, key = raw[0], f"{key}[0]"
     if isinstance(raw, dict):
-        role = _role(raw, options)
-        if role != "assistant":
-            issues.append(record.issue(key, f"must be the assistant's answer, got role {_role_key(raw, options)!r}"))
-            return None
-        content_keys = ((options.tags.content_tag,) if options.tags and options.tags.content_tag else ()) \
-            + ("content", "value")
-        content_key = next((k for k in content_keys if k in raw), content_keys[0])
-        return formats._text(raw.get(content_key), record, f"{key}.{content_key}", issues)
+        return _answer_message(raw, key, record, issues, options)
     if raw is not None and not isinstance(raw, (str, list)):
         issues.append(record.issue(key, f"must be a string or an assistant message, got {type(raw).__name__}"))
         return None
-    return formats._text(raw, record, key, issues)
+    text = formats._text(raw, record, key, issues)
+    return None if text is None else Message("assistant", text)
+
+
+def _answer_message(raw: dict, key: str, record: Record, issues: list[Issue], options: NormalizeOptions
+                    ) -> Message | None:
+    """An answer given as one message: its text, or its calls (OpenAI's tool_calls, a function_call turn)."""
+    content_keys = ((options.tags.content_tag,) if options.tags and options.tags.content_tag else ()) \
+        + ("content", "value")
+    content_key = next((k for k in content_keys if k in raw), content_keys[0])
+    role = _role(raw, options)
+    tool = formats._tool_turn(raw, _role_key(raw, options), options.tags)
+    if tool is not None and tool[0] != "result":
+        return formats._tool_message(raw, tool[0], role, content_key, True, record, key, issues)
+    if role != "assistant":
+        issues.append(record.issue(key, f"must be the assistant's answer, got role {_role_key(raw, options)!r}"))
+        return None
+    text = formats._text(raw.get(content_key), record, f"{key}.{content_key}", issues)
+    message = None if text is None else Message("assistant", text)
+    return message if message is not None and formats._read_reasoning(raw, message, record, key, issues) else None
 
 
 def _text_prompt(value: dict, key: str, record: Record, issues: list[Issue]) -> tuple[list[Message], list[str]] | None:
@@ -134,8 +152,8 @@ def _prompt(value: dict, record: Record, issues: list[Issue], options: Normalize
 
 
 def _split_conversation(value: dict, key: str, record: Record, issues: list[Issue], options: NormalizeOptions
-                        ) -> tuple[list[Message], list[str], str, str] | None:
-    """(prompt, its fields, answer, the answer's field) of a whole conversation whose last turn is the
+                        ) -> tuple[list[Message], list[str], Message, str] | None:
+    """(prompt, its fields, answer turn, the answer's field) of a whole conversation whose last turn is the
     answer; a top-level `system` field is its system message unless it has one."""
     parsed = formats._chat_turns(value, record, issues, key, options)
     if parsed is None:
@@ -144,40 +162,72 @@ def _split_conversation(value: dict, key: str, record: Record, issues: list[Issu
     if not messages or messages[-1].role != "assistant":
         issues.append(record.issue(fields[-1] if fields else key, "the conversation must end with the assistant's answer"))
         return None
-    return messages[:-1], fields[:-1], messages[-1].content, fields[-1]
+    return messages[:-1], fields[:-1], messages[-1], fields[-1]
 
 
 def _check_prompt(prompt: list[Message], fields: list[str], answer_field: str, record: Record,
                   issues: list[Issue], options: NormalizeOptions) -> bool:
-    """The prompt ends with a user turn; system first and allowed; turns alternate if the template needs it."""
+    """The prompt ends with a user turn (or a tool's result); system first and allowed; turns alternate if
+    the template needs it (calls and results aside)."""
     turns = [i for i, m in enumerate(prompt) if m.role != "system"]
-    if not turns or prompt[turns[-1]].role != "user" or not prompt[turns[-1]].content.strip():
+    ends_with_result = bool(turns) and prompt[turns[-1]].role == "tool"
+    if not turns or not ends_with_result and (prompt[turns[-1]].role != "user" or not prompt[turns[-1]].content.strip()):
         issues.append(record.issue(fields[-1] if fields else "prompt", "the prompt must end with a non-empty user turn"))
         return False
     for i, message in enumerate(prompt):
         if message.role == "system" and i:
             issues.append(record.issue(fields[i], f"a system message must come first (it is at position {i})"))
             return False
+        before = max((j for j in turns if j < i), default=None)  # results of parallel calls follow each other
+        if message.role == "tool" and (before is None or prompt[before].role == "user"):
+            issues.append(record.issue(fields[i], "a tool result must follow the assistant turn that called the tool"))
+            return False
     if prompt[0].role == "system" and not options.allow_system:
         issues.append(record.issue(fields[0], "this model's chat template does not accept a system message"))
         return False
     if options.require_alternation:
         messages = prompt + [Message("assistant", "")]
+        turns = [i for i in turns if prompt[i].role in ("user", "assistant") and not prompt[i].tool_calls]
         return formats._alternates(messages, fields + [answer_field], turns + [len(prompt)], record, issues)
     return True
 
 
-def _nonempty(answer: str | None, field: str, record: Record, issues: list[Issue]) -> bool:
-    if answer is not None and not answer.strip():
+def _nonempty(answer: Message | None, field: str, record: Record, issues: list[Issue]) -> bool:
+    if answer is not None and not answer.content.strip() and not answer.tool_calls:
         issues.append(record.issue(field, "empty answer"))
         return False
     return answer is not None
 
 
+def _answers_fit(prompt: list[Message], fields: list[str], answers: dict[str, Message], record: Record,
+                 issues: list[Issue], options: NormalizeOptions, tools: list[dict] | None) -> bool:
+    """Each answer after the prompt, checked as a chat record's last answer: the template writes the tool
+    parts used and every call names a defined function; reasoning trainable; calls and results linked, and
+    reasoning folded into the text where the template has no field for it."""
+    for name, answer in answers.items():
+        messages, where = prompt + [answer], fields + [name]
+        if (tools or any(m.role == "tool" or m.tool_calls for m in messages)) and \
+                not formats._tools_fit(messages, where, tools, record, issues, options):
+            return False
+        if options.reasoning_closed and not formats._reasoning_trainable(messages, where, record, issues):
+            return False
+    for answer in answers.values():
+        formats._link_tool_turns(prompt + [answer])
+    if not options.writes_reasoning:
+        formats._fold_reasoning(prompt + list(answers.values()))
+    return True
+
+
+def _answer_fields(answers: dict[str, Message]) -> dict:
+    """Sample fields of the answers: their text, and the turns of those that are more than text."""
+    turns = {name: m for name, m in answers.items() if m.tool_calls or m.reasoning is not None}
+    return {**{name: m.content for name, m in answers.items()}, "turns": turns or None}
+
+
 # ----------------------------------------------------------------------------- pairs
 
 def _shared_prompt(value: dict, conversations: list[str], record: Record, issues: list[Issue],
-                   options: NormalizeOptions) -> tuple[list[Message], list[str], str | None, str | None] | None:
+                   options: NormalizeOptions) -> tuple[list[Message], list[str], Message | None, Message | None] | None:
     """Chosen and/or rejected given as whole conversations: the prompt is every turn but the last,
     and must be the same in both."""
     parts = {}
@@ -239,19 +289,27 @@ def normalize_pair(value: dict, record: Record, issues: list[Issue],
     prompt, fields, chosen, rejected = parsed
     if not (_nonempty(chosen, "chosen", record, issues) and _nonempty(rejected, "rejected", record, issues)):
         return None
-    if chosen.strip() == rejected.strip():
+    if _same_answer(chosen, rejected):
         issues.append(record.issue("rejected", "identical to chosen: a pair needs two different answers"))
         return None
-    if not _check_prompt(prompt, fields, "chosen", record, issues, options):
+    tools = formats._tools(value, record, issues)
+    answers = {"chosen": chosen, "rejected": rejected}
+    if issues or not _check_prompt(prompt, fields, "chosen", record, issues, options) or \
+            not _answers_fit(prompt, fields, answers, record, issues, options, tools):
         return None
-    return Sample("preference", messages=prompt, chosen=chosen, rejected=rejected, where=record.where,
-                  format="preference", fields=fields)
+    return Sample("preference", messages=prompt, where=record.where, format="preference", fields=fields, tools=tools,
+                  **_answer_fields(answers))
+
+
+def _same_answer(a: Message, b: Message) -> bool:
+    return (a.content.strip(), a.tool_calls and [c.key()[:2] for c in a.tool_calls], a.reasoning) == \
+        (b.content.strip(), b.tool_calls and [c.key()[:2] for c in b.tool_calls], b.reasoning)
 
 
 # ----------------------------------------------------------------------------- unpaired (KTO)
 
 def _unpaired_parts(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions
-                    ) -> tuple[list[Message], list[str], str | None, str] | None:
+                    ) -> tuple[list[Message], list[str], Message | None, str] | None:
     """(prompt, its fields, completion, the completion's field) of each unpaired shape."""
     if "completion" in value and is_conversation(value["completion"], options):
         return _split_conversation(value, "completion", record, issues, options)
@@ -277,7 +335,10 @@ def normalize_unpaired(value: dict, record: Record, issues: list[Issue],
     prompt, fields, completion, field = parsed
     if not _nonempty(completion, field, record, issues):
         return None
-    if not _check_prompt(prompt, fields, field, record, issues, options):
+    tools = formats._tools(value, record, issues)
+    answers = {"completion": completion}
+    if issues or not _check_prompt(prompt, fields, field, record, issues, options) or \
+            not _answers_fit(prompt, fields, answers, record, issues, options, tools):
         return None
-    return Sample("unpaired", messages=prompt, completion=completion, label=label, where=record.where,
-                  format="unpaired", fields=fields)
+    return Sample("unpaired", messages=prompt, label=label, where=record.where, format="unpaired", fields=fields,
+                  tools=tools, **_answer_fields(answers))

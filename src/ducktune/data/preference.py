@@ -33,23 +33,27 @@ PAIR_KEYS = ("chosen_input_ids", "chosen_labels", "rejected_input_ids", "rejecte
 UNPAIRED_KEYS = ("completion_input_ids", "completion_labels", "label", "prompt_len")
 
 
-def answers(sample: Sample) -> list[tuple[str, str]]:
-    """(name, answer) of a preference sample: chosen and rejected, or its completion."""
+def answers(sample: Sample) -> list[tuple[str, Message]]:
+    """(name, answer turn) of a preference sample: chosen and rejected, or its completion; an answer's turn
+    carries its tool calls and separate reasoning where it has them (Sample.turns)."""
     if sample.kind == "preference":
-        return [("chosen", sample.chosen), ("rejected", sample.rejected)]
-    if sample.kind == "unpaired":
-        return [("completion", sample.completion)]
-    raise ValueError(f"not a preference sample: {sample.kind}")
+        named = [("chosen", sample.chosen), ("rejected", sample.rejected)]
+    elif sample.kind == "unpaired":
+        named = [("completion", sample.completion)]
+    else:
+        raise ValueError(f"not a preference sample: {sample.kind}")
+    turns = sample.turns or {}
+    return [(name, turns.get(name) or Message("assistant", text)) for name, text in named]
 
 
-def answer_chat(sample: Sample, answer: str, field: str = "") -> Sample:
-    """The prompt conversation with one answer as its last turn: what SFT would train for it."""
+def answer_chat(sample: Sample, answer: Message, field: str = "") -> Sample:
+    """The prompt conversation (and its tools) with one answer as its last turn: what SFT would train for it."""
     fields = list(sample.fields) + [field] if sample.fields else []
-    return Sample("chat", messages=list(sample.messages) + [Message("assistant", answer)], where=sample.where,
-                  format=sample.format, fields=fields)
+    return Sample("chat", messages=list(sample.messages) + [answer], where=sample.where, format=sample.format,
+                  fields=fields, tools=sample.tools)
 
 
-def _answer_row(chat_format, sample: Sample, answer: str, name: str) -> tuple[list[int], list[int], int]:
+def _answer_row(chat_format, sample: Sample, answer: Message, name: str) -> tuple[list[int], list[int], int]:
     """(ids, labels, where the trained answer starts) of the prompt plus one answer, uncut."""
     chat = answer_chat(sample, answer, name)
     try:

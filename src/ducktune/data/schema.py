@@ -101,6 +101,9 @@ class Sample:
     # description, parameters}}): the chat template writes them where the model reads them (Qwen2.5's
     # system block, Llama 3.1's first user turn). None: a chat without tools.
     tools: list[dict] | None = None
+    # Kinds "preference" / "unpaired": an answer that is more than its text (`chosen`, `rejected`,
+    # `completion`), as its assistant turn by name: its tool calls, its reasoning apart from the text.
+    turns: dict[str, Message] | None = None
 
     def message_dicts(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
@@ -108,13 +111,15 @@ class Sample:
     @property
     def uses_tools(self) -> bool:
         """Whether the sample has tool definitions, tool calls or tool results."""
-        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages)
+        return bool(self.tools) or any(m.tool_calls or m.role == "tool" for m in self.messages) or \
+            any(m.tool_calls for m in (self.turns or {}).values())
 
     def key(self) -> tuple:
         """Identity for exact-duplicate removal."""
         tools = json.dumps(self.tools, sort_keys=True, ensure_ascii=False) if self.tools else None
+        turns = tuple((name, m.key()) for name, m in sorted(self.turns.items())) if self.turns else None
         return (self.kind, tuple(m.key() for m in self.messages), self.text, self.chosen, self.rejected,
-                self.completion, self.label, tools)
+                self.completion, self.label, tools, turns)
 
 
 @dataclass(frozen=True)

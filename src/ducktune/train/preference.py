@@ -295,11 +295,11 @@ def tokenize_preference_data(config, samples, chat_format, skip_bad: bool) -> tu
 
 def prepare_preference_data(config, chat_format, log) -> tuple:
     """recipe.PreparedData's fields for a preference run: (train rows, validation rows, stats, bad
-    records skipped, duplicates removed, probe prompts). Every problem is reported before anything
-    is written."""
+    records skipped, duplicates removed, probe prompts, samples with tools, the probe prompts' tools).
+    Every problem is reported before anything is written."""
     from ducktune.data.loader import unused_note
     from ducktune.errors import DataError
-    from ducktune.train.tokenize import probe_prompts
+    from ducktune.train.tokenize import probe_prompts, probe_tools
 
     dc = config.data
     data = load_preference_samples(config, chat_format)
@@ -315,7 +315,9 @@ def prepare_preference_data(config, chat_format, log) -> tuple:
         + (f"; {skipped} bad records skipped" if skipped else ""))
     if note := unused_note(data):
         log(f"Note: {note}")
-    return train_rows, val_rows, stats, skipped, data.duplicates_removed, probe_prompts(config, data.train)
+    prompts = probe_prompts(config, data.train)
+    return (train_rows, val_rows, stats, skipped, data.duplicates_removed, prompts,
+            sum(1 for s in data.train if s.uses_tools), probe_tools(config, data.train, prompts))
 
 
 def plan_rows(rows: list[dict]) -> list[dict]:
