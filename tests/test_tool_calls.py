@@ -192,6 +192,9 @@ def test_preference_pairs_of_calls_train_the_calls_as_sft_trains_them(tmp_path, 
     assert main(["data", "check", str(data), "--model", str(tiny_qwen)]) == 2
     assert f"{data}:1: tools: this model's chat template does not write tool definitions" in capsys.readouterr().out
     model = standin_dir("qwen2.5", tmp_path / "standins", log=lambda *a: None)
+    assert main(["data", "check", str(data), "--model", str(model), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["tools"]["samples"], report["tools"]["calls"]) == (1, 2)  # the chosen call and the rejected one
     config = tmp_path / "c.yaml"
     config.write_text(f"model:\n  name_or_path: {model}\ndata:\n  datasets: [{data}]\noutput:\n  dir: {tmp_path / 'run'}\n"
                       "train:\n  objective: dpo\n  max_steps: 1\n  save_steps: 100\neval:\n  max_new_tokens: 2\n",

@@ -95,6 +95,9 @@ def check_data(config: RunConfig, chat_format=None, skip_bad: bool = False, seed
             report.roles[message.role] += 1
             report.tool_calls += len(message.tool_calls)
             report.reasoning += message.carries_reasoning
+        for answer in (sample.turns or {}).values():  # a preference answer's calls and reasoning
+            report.tool_calls += len(answer.tool_calls)
+            report.reasoning += answer.carries_reasoning
         report.tool_samples += sample.uses_tools
         key = sample.key()
         if key in seen:
