@@ -347,6 +347,10 @@ def test_a_preference_answers_reasoning_is_kept_apart_or_folded_as_for_chat_reco
      "chosen[0]: must be the assistant's answer, got role 'tool'"),
     ({"prompt": [{"role": "user", "content": "q"}, RESULT], "chosen": "a", "rejected": "b"},
      "prompt[1]: a tool result must follow the assistant turn that called the tool"),
+    # A KTO completion (the last turn of a kto_tag conversation) is named by its own field.
+    ({"messages": [{"role": "user", "content": "Weather?"}, {**CALL, "tool_calls": [
+        {"function": {"name": "get_time", "arguments": {}}}]}], "label": True, "tools": [WEATHER_TOOL]},
+     "messages[1]: calls 'get_time', which the record's tools do not define (defined: get_weather)"),
 ])
 def test_tool_mistakes_in_preference_records_are_named_by_field(record, expected):
     _, issues = norm(record)

@@ -569,6 +569,7 @@ def test_keyed_calls_read_text_before_them_and_types_by_the_declared_tools():
     assert "call:lookup{" in turn and parse_tool_calls(turn, call_syntax(gemma), gemma.answer_frame)[1][0].arguments == {
         "q": "a,b:{c}", "at": {"x": [1, -2500.0, True]}}
     assert parse_tool_calls('<|tool_call>call:lookup{q:<|"|>open', call_syntax(gemma)) is None
+    assert parse_tool_calls('<|tool_call>call:lookup{n:007}<tool_call|>', call_syntax(gemma))[1][0].arguments == {"n": 7}
     olmo = chat_format("olmo3")
     turn = rendered_turn(olmo, [("lookup", {"q": "a(b)=c, d", "n": 2})])
     assert "lookup(" in turn and parse_tool_calls(turn, call_syntax(olmo))[1][0].arguments == {"q": "a(b)=c, d", "n": 2}

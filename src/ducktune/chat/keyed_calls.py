@@ -128,7 +128,10 @@ def notation_value(text: str, at: int, quote: str) -> tuple[object, int] | None:
         end = text.find(quote, at + len(quote))
         return None if end < 0 else (text[at + len(quote):end], end + len(quote))
     if number := _NUMBER.match(text, at):
-        return json.loads(number.group()), number.end()
+        try:
+            return json.loads(number.group()), number.end()
+        except ValueError:  # a leading zero (a model's "007"): no JSON number
+            return float(number.group()), number.end()
     word = _NAME.match(text, at)
     if word and word.group() in _WORDS:
         return _WORDS[word.group()], word.end()

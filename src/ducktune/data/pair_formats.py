@@ -200,12 +200,14 @@ def _nonempty(answer: Message | None, field: str, record: Record, issues: list[I
 
 
 def _answers_fit(prompt: list[Message], fields: list[str], answers: dict[str, Message], record: Record,
-                 issues: list[Issue], options: NormalizeOptions, tools: list[dict] | None) -> bool:
+                 issues: list[Issue], options: NormalizeOptions, tools: list[dict] | None,
+                 answer_fields: dict[str, str] | None = None) -> bool:
     """Each answer after the prompt, checked as a chat record's last answer: the template writes the tool
     parts used and every call names a defined function; reasoning trainable; calls and results linked, and
-    reasoning folded into the text where the template has no field for it."""
+    reasoning folded into the text where the template has no field for it. `answer_fields`: the record
+    field of an answer not named by its key."""
     for name, answer in answers.items():
-        messages, where = prompt + [answer], fields + [name]
+        messages, where = prompt + [answer], fields + [(answer_fields or {}).get(name, name)]
         if (tools or any(m.role == "tool" or m.tool_calls for m in messages)) and \
                 not formats._tools_fit(messages, where, tools, record, issues, options):
             return False
@@ -289,7 +291,7 @@ def normalize_pair(value: dict, record: Record, issues: list[Issue],
     prompt, fields, chosen, rejected = parsed
     if not (_nonempty(chosen, "chosen", record, issues) and _nonempty(rejected, "rejected", record, issues)):
         return None
-    if _same_answer(chosen, rejected):
+    if _answer_key(chosen) == _answer_key(rejected):
         issues.append(record.issue("rejected", "identical to chosen: a pair needs two different answers"))
         return None
     tools = formats._tools(value, record, issues)
@@ -301,9 +303,9 @@ def normalize_pair(value: dict, record: Record, issues: list[Issue],
                   **_answer_fields(answers))
 
 
-def _same_answer(a: Message, b: Message) -> bool:
-    return (a.content.strip(), a.tool_calls and [c.key()[:2] for c in a.tool_calls], a.reasoning) == \
-        (b.content.strip(), b.tool_calls and [c.key()[:2] for c in b.tool_calls], b.reasoning)
+def _answer_key(answer: Message) -> tuple:
+    """What makes two answers the same: their text (outer whitespace aside), calls (ids aside) and reasoning."""
+    return answer.content.strip(), [call.key()[:2] for call in answer.tool_calls], answer.reasoning
 
 
 # ----------------------------------------------------------------------------- unpaired (KTO)
@@ -338,7 +340,7 @@ def normalize_unpaired(value: dict, record: Record, issues: list[Issue],
     tools = formats._tools(value, record, issues)
     answers = {"completion": completion}
     if issues or not _check_prompt(prompt, fields, field, record, issues, options) or \
-            not _answers_fit(prompt, fields, answers, record, issues, options, tools):
+            not _answers_fit(prompt, fields, answers, record, issues, options, tools, {"completion": field}):
         return None
     return Sample("unpaired", messages=prompt, label=label, where=record.where, format="unpaired", fields=fields,
                   tools=tools, **_answer_fields(answers))
