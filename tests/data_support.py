@@ -51,3 +51,14 @@ ALTERNATING_TEMPLATE = (
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+
+# A record of glaiveai/glaive-function-calling-v2: two functions listed in the system text, a call (its
+# arguments JSON text in single quotes), the function's response, the answer, and a turn more.
+GLAIVE_SYSTEM = ("SYSTEM: You are a helpful assistant with access to the following functions. Use them if required -\n"
+                 + json.dumps({"name": "get_exchange_rate", "description": "Exchange rate of two currencies",
+                               "parameters": {"type": "object", "properties": {"base": {"type": "string"}}}}, indent=4)
+                 + "\n" + json.dumps({"name": "get_news", "parameters": {"type": "object", "properties": {}}}, indent=4))
+GLAIVE_CHAT = ("USER: Rate from USD to EUR?\n\n\nASSISTANT: <functioncall> {\"name\": \"get_exchange_rate\", "
+               "\"arguments\": '{\"base\": \"USD\"}'} <|endoftext|>\n\n\nFUNCTION RESPONSE: {\"rate\": 0.85}\n\n\n"
+               "ASSISTANT: It is 0.85. <|endoftext|>\n\n\nUSER: Thanks!\n\n\nASSISTANT: You're welcome! <|endoftext|>\n")

@@ -63,7 +63,8 @@ CASES = {
         ["d.json: (format): no known format fits (the first record has fields ['answer', 'question']). Tried "
          "preference: no 'chosen' and 'rejected' fields; unpaired: no 'label' field with a 'completion' "
          "(or 'messages'); sharegpt: no 'conversations' field; messages: no "
-         "'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; alpaca: no 'instruction'/'input' and 'output' "
+         "'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; glaive: no 'chat' "
+         "text of 'USER:' / 'ASSISTANT:' turns; alpaca: no 'instruction'/'input' and 'output' "
          "fields; text: no 'text' field"]),
 }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from data_support import GLAIVE_CHAT, GLAIVE_SYSTEM
 
 from ducktune.data.formats import NormalizeOptions, TurnTags, detect_format, normalize
 from ducktune.data.schema import Record
@@ -159,6 +160,7 @@ def test_unknown_format_says_what_was_tried():
         "preference: no 'chosen' and 'rejected' fields; unpaired: no 'label' field with a 'completion' "
         "(or 'messages'); sharegpt: no 'conversations' field; "
         "messages: no 'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; "
+        "glaive: no 'chat' text of 'USER:' / 'ASSISTANT:' turns; "
         "alpaca: no 'instruction'/'input' and 'output' fields; text: no 'text' field")
 
 
@@ -475,6 +477,42 @@ def test_media_in_a_record_is_refused_never_dropped(key, what):
         assert sample is None and issues == expected
     sample, issues = norm({"messages": chat, key: []})  # an empty list holds no media
     assert issues == [] and sample is not None
+
+
+def test_glaive_function_calling_records_become_tool_calling_chats():
+    """glaiveai/glaive-function-calling-v2: the functions listed in the system text are the tools, a
+    <functioncall> (arguments as JSON text in single quotes) a call, FUNCTION RESPONSE its result; Glaive's
+    own markers are gone, so the model's template writes them its way."""
+    sample, issues = norm({"system": GLAIVE_SYSTEM, "chat": GLAIVE_CHAT})
+    assert issues == [] and sample.format == "glaive"
+    assert turns(sample) == [
+        ("system", "You are a helpful assistant with access to the following functions. Use them if required"),
+        ("user", "Rate from USD to EUR?"), ("assistant", ""), ("tool", '{"rate": 0.85}'), ("assistant", "It is 0.85."),
+        ("user", "Thanks!"), ("assistant", "You're welcome!")]
+    assert [(c.name, c.arguments) for c in sample.messages[2].tool_calls] == [("get_exchange_rate", {"base": "USD"})]
+    assert sample.messages[3].name == "get_exchange_rate"  # the result answers the call
+    assert [t["function"]["name"] for t in sample.tools] == ["get_exchange_rate", "get_news"]
+    plain, issues = norm({"system": "SYSTEM: You are a helpful assistant, with no access to external functions.",
+                          "chat": "USER: Hi\n\n\nASSISTANT: Hello! <|endoftext|>"})
+    assert issues == [] and plain.tools is None and turns(plain)[1:] == [("user", "Hi"), ("assistant", "Hello!")]
+
+
+@pytest.mark.parametrize("chat, expected", [
+    ("USER: q\n\n\nASSISTANT: <functioncall> get_exchange_rate(USD) <|endoftext|>",
+     'chat turn 2 (ASSISTANT): the <functioncall> is not a call {"name": ..., "arguments": ...}'),
+    ("USER: q\n\n\nASSISTANT: <functioncall> {\"name\": \"get_exchange_rate\", \"arguments\": '{base: USD}'}",
+     "chat turn 2 (ASSISTANT).arguments: is not valid JSON (Expecting property name enclosed in double quotes: "
+     "line 1 column 2 (char 1))"),
+    ("USER: q\n\n\nASSISTANT: <functioncall> {\"name\": \"convert\", \"arguments\": '{}'}",
+     "chat turn 2 (ASSISTANT): calls 'convert', which the record's tools do not define "
+     "(defined: get_exchange_rate, get_news)"),
+    ("Hello\nUSER: q\n\n\nASSISTANT: a", "chat: must start with a 'USER:', 'ASSISTANT:' or 'FUNCTION RESPONSE:' turn"),
+    ("USER: q\n\n\nFUNCTION RESPONSE: {}\n\n\nASSISTANT: a",
+     "chat turn 2 (FUNCTION RESPONSE): a tool result must follow the assistant turn that called the tool"),
+])
+def test_glaive_mistakes_name_the_turn(chat, expected):
+    _, issues = norm({"system": GLAIVE_SYSTEM, "chat": chat}, "glaive")
+    assert issues == [f"f.json:1: {expected}"]
 
 
 def test_xlam_function_calling_records_are_a_question_answered_by_calls():

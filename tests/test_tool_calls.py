@@ -206,6 +206,24 @@ def test_preference_pairs_of_calls_train_the_calls_as_sft_trains_them(tmp_path, 
     assert info["data"]["tool_samples"] == 1 and info["probe_tools"] == [RECORD["tools"]]
 
 
+def test_glaive_records_train_in_the_models_own_call_syntax():
+    """A Glaive function-calling record trains the template's own call (Qwen's <tool_call> JSON), not Glaive's
+    <functioncall> markers; its function list and the function's response are context."""
+    from data_support import GLAIVE_CHAT, GLAIVE_SYSTEM
+
+    issues = []
+    glaive = normalize(Record({"system": GLAIVE_SYSTEM, "chat": GLAIVE_CHAT}, "g.json", 1), "glaive", issues)
+    assert issues == []
+    fmt = chat_format("qwen2.5")
+    runs = fmt.decode_spans(fmt.encode(glaive, 4096))
+    trained = [text for text, is_trained in runs if is_trained]
+    context = "".join(text for text, is_trained in runs if not is_trained)
+    assert len(trained) == 3 and trained[0].startswith('<tool_call>\n{"name": "get_exchange_rate", "arguments": '
+                                                        '{"base": "USD"}}'), trained
+    assert '"description": "Exchange rate of two currencies"' in context and '{"rate": 0.85}' in context
+    assert not any(marker in "".join(trained) + context for marker in ("<functioncall>", "FUNCTION RESPONSE", "USER:"))
+
+
 def test_probe_prompts_keep_their_samples_tools():
     from types import SimpleNamespace
 

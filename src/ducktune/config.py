@@ -129,10 +129,12 @@ class DatasetSpec(_Section):
             "for a Hugging Face dataset ('hf:/local/folder' for one on disk)."
         ),
     )
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "text", "preference", "unpaired"] = Field(
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "text", "preference",
+                    "unpaired"] = Field(
         "auto", description="Record format; auto detects it from the fields of the records. preference: "
                             "chosen/rejected pairs; unpaired: KTO samples with a true/false label; xlam: "
-                            "Salesforce xLAM function-calling records (query, answers as calls, tools)."
+                            "Salesforce xLAM function-calling records (query, answers as calls, tools); glaive: "
+                            "Glaive function-calling v2 records (system listing the functions, chat text)."
     )
     columns: dict[str, str] = Field(
         default_factory=dict,

@@ -8,6 +8,9 @@ Formats (what people's tutorials produce):
 - firefly:    {conversation: [{human, assistant}], system?}
 - xlam:       {query, answers, tools}                         Salesforce xLAM function calling: the answer is
                                                               the calls (JSON text of [{name, arguments}])
+- glaive:     {system, chat}                                  Glaive function calling v2: "USER:" /
+                                                              "ASSISTANT: <functioncall> ..." / "FUNCTION
+                                                              RESPONSE:" turns in one text (data/glaive.py)
 - text:       {text}                                          continued pre-training, every token trained
 - preference: {prompt|instruction+input|messages|conversations, chosen, rejected}, or chosen and
               rejected as whole conversations (UltraFeedback)  pairs for DPO/ORPO/SimPO
@@ -38,7 +41,7 @@ from typing import Callable
 from ducktune.data.columns import UNSUPPORTED_COLUMNS
 from ducktune.data.schema import THINK_CLOSE, THINK_OPEN, Issue, Message, Record, Sample, ToolCall
 
-FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "xlam", "text", "preference", "unpaired")
+FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "text", "preference", "unpaired")
 
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatgpt", "bard", "bing"}
@@ -134,6 +137,11 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         return None if "conversation" in keys else "no 'conversation' field"
     if fmt == "xlam":
         return None if "query" in keys and "answers" in keys else "no 'query' and 'answers' fields"
+    if fmt == "glaive":  # detected by its turns; given, a chat of other text is told what it lacks
+        from ducktune.data.glaive import looks_like_glaive
+
+        fits = looks_like_glaive(value) if detecting else "chat" in keys
+        return None if fits else "no 'chat' text of 'USER:' / 'ASSISTANT:' turns"
     if fmt == "alpaca":
         if "output" in keys and ("instruction" in keys or "input" in keys):
             return None
@@ -145,7 +153,7 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
 
 # Order matters: preference records may also carry 'messages' or 'prompt'; KTO records are
 # chats or prompt/completion records with a true/false label.
-_DETECTION_ORDER = ("preference", "unpaired", "sharegpt", "messages", "firefly", "xlam", "alpaca", "text")
+_DETECTION_ORDER = ("preference", "unpaired", "sharegpt", "messages", "firefly", "xlam", "glaive", "alpaca", "text")
 
 
 def detect_record(value: object) -> str | None:
@@ -779,6 +787,13 @@ def normalize_unpaired(value: dict, record: Record, issues: list[Issue],
     return normalize(value, record, issues, options)
 
 
+def normalize_glaive(value: dict, record: Record, issues: list[Issue],
+                     options: NormalizeOptions = DEFAULT_OPTIONS) -> Sample | None:
+    from ducktune.data.glaive import normalize_glaive as normalize
+
+    return normalize(value, record, issues, options)
+
+
 Normalizer = Callable[[dict, Record, list[Issue], NormalizeOptions], "Sample | None"]
 
 NORMALIZERS: dict[str, Normalizer] = {
@@ -787,6 +802,7 @@ NORMALIZERS: dict[str, Normalizer] = {
     "messages": normalize_messages,
     "firefly": normalize_firefly,
     "xlam": normalize_xlam,
+    "glaive": normalize_glaive,
     "text": normalize_text,
     "preference": normalize_preference,
     "unpaired": normalize_unpaired,
