@@ -275,8 +275,21 @@ class ScriptedEngine:
 
         self.prompts.append((messages, tools))
         n_prompt = len(self.chat_format.prompt_ids(messages, tools))
-        visible = self.raw_answer.replace("<tool_call>", "").replace("</tool_call>", "")
-        return Generation(visible, n_prompt, 7, "stop", self.raw_answer)
+        return Generation(self.visible(), n_prompt, 7, "stop", self.raw_answer)
+
+    def visible(self) -> str:
+        """The answer as a stream shows it: its special tokens left out."""
+        tokenizer = self.chat_format.tokenizer
+        return tokenizer.decode(tokenizer(self.raw_answer, add_special_tokens=False)["input_ids"],
+                                skip_special_tokens=True)
+
+    def stream(self, messages, max_new_tokens=256, cancel=None, on_finish=None, tools=None, on_reasoning=None,
+               **sampling):
+        """The visible answer in pieces of three characters (a marker arrives split), then the finish."""
+        result = self.generate(messages, max_new_tokens, tools=tools)
+        text = result.text
+        yield from (text[i:i + 3] for i in range(0, len(text), 3))
+        on_finish(result)
 
 
 @pytest.fixture
@@ -371,6 +384,55 @@ def test_serve_streams_calls_as_indexed_deltas_and_tool_choice_none_offers_no_to
     body = client.post("/v1/chat/completions", json={"model": "mistral", "tool_choice": "none", **ASK}).json()
     assert engine.prompts[-1][1] is None and body["choices"][0]["finish_reason"] == "stop"
     assert "tool_calls" not in body["choices"][0]["message"]
+
+
+def test_the_call_gate_sends_text_up_to_the_calls():
+    """What a stream offering tools may send: text before the opening (held while it may begin one, and
+    whitespace until text follows), nothing from the opening on; all of it when no call comes."""
+    from ducktune.serve.tool_stream import CallGate
+
+    gate = CallGate("<tool_call>")
+    assert [gate.feed(p) for p in ("Check", "ing.\n<to", "ol_call>\n{", '"name": 1}')] == ["Check", "ing.", "", ""]
+    assert gate.calling
+    gate = CallGate("<tool_call>")
+    assert [gate.feed(p) for p in ("a <to", "o much", "\n\n")] == ["a", " <too much", ""]
+    assert gate.rest() == "\n\n" and not gate.calling
+    bare = CallGate("")  # Llama 3.1: an answer that is a JSON object is a call
+    assert [bare.feed(p) for p in ("\n", '{"na', 'me"')] == ["", "", ""] and bare.calling
+    text = CallGate("")
+    assert [text.feed(p) for p in ("Hi", ' {"x"}')] == ["Hi", ' {"x"}'] and not text.calling
+    assert CallGate(None).feed("<tool_call>") == "<tool_call>"  # a template whose calls are not read
+
+
+def stream_chunks(client, body):
+    response = client.post("/v1/chat/completions", json={**body, "stream": True})
+    assert response.status_code == 200 and response.text.rstrip().endswith("[DONE]")
+    return [json.loads(line[6:])["choices"][0] for line in response.text.splitlines() if line.startswith("data: {")]
+
+
+def test_a_stream_offering_tools_sends_the_text_as_it_comes_and_then_the_calls(tool_server):
+    """Qwen's <tool_call> is visible text: the answer's words stream in pieces, the call's markup never, the
+    calls come as one indexed delta with finish_reason tool_calls. Where the opening is a special token
+    the stream does not show (Ministral 3's [TOOL_CALLS]), the answer is sent when whole."""
+    client, engines = tool_server
+    engines["qwen"] = ScriptedEngine("qwen2.5", 'Let me check that for you.\n<tool_call>\n{"name": "get_weather", '
+                                                '"arguments": {"city": "Paris"}}\n</tool_call>')
+    choices = stream_chunks(client, {"model": "qwen", **ASK})
+    contents = [c["delta"]["content"] for c in choices if c["delta"].get("content")]
+    assert len(contents) > 3 and "".join(contents) == "Let me check that for you."
+    (calls,) = [c["delta"]["tool_calls"] for c in choices if "tool_calls" in c["delta"]]
+    assert [(c["index"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in calls] == [
+        (0, "get_weather", {"city": "Paris"})]
+    assert choices[-1]["finish_reason"] == "tool_calls"
+    # An answer that only looks like it may call: everything is sent, a stop.
+    engines["qwen"].raw_answer = "Use <tool_ names with care."
+    choices = stream_chunks(client, {"model": "qwen", **ASK})
+    assert "".join(c["delta"].get("content") or "" for c in choices) == "Use <tool_ names with care."
+    assert choices[-1]["finish_reason"] == "stop"
+    engines["ministral"] = ScriptedEngine("ministral3", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}')
+    choices = stream_chunks(client, {"model": "ministral", **ASK})
+    assert [c["delta"]["tool_calls"][0]["function"]["name"] for c in choices if "tool_calls" in c["delta"]] == [
+        "get_weather"] and choices[-1]["finish_reason"] == "tool_calls"
 
 
 def test_eval_scores_calls_by_function_and_arguments_prompted_with_the_tools():
@@ -480,6 +542,12 @@ def test_a_model_trained_on_calls_makes_them_through_eval_the_api_and_its_export
     assert body["choices"][0]["finish_reason"] == "tool_calls", body
     (call,) = body["choices"][0]["message"]["tool_calls"]
     assert call["function"]["name"] == "get_weather" and json.loads(call["function"]["arguments"]) == {"city": "Oslo"}
+    # Streamed: the same call as one indexed delta, none of its markup as text.
+    choices = stream_chunks(client, {"model": "tuned", "max_tokens": 90, "tools": tools,
+                                     "messages": [{"role": "user", "content": "Weather in Oslo?"}]})
+    assert choices[-1]["finish_reason"] == "tool_calls" and not any(c["delta"].get("content") for c in choices)
+    (calls,) = [c["delta"]["tool_calls"] for c in choices if "tool_calls" in c["delta"]]
+    assert [json.loads(c["function"]["arguments"]) for c in calls] == [{"city": "Oslo"}]
     _export_calls_in_llama_cpp(run_dir, tools, engines["tuned"].chat_format)
 
 

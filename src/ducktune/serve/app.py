@@ -243,9 +243,16 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
         served = await run_in_threadpool(registry.get, req.model)  # may load a run: off the event loop
         if served is None:
             raise model_not_found(req.model)
-        if req.stream and not offers_tools(req):
-            return await stream_completion(served, req, request)
-        return await complete(served, req, request, stream=bool(req.stream))
+        if req.stream:
+            gate = None
+            if offers_tools(req):  # text streams up to the calls, which are read when the answer is whole
+                from ducktune.serve.tool_stream import CallGate
+
+                gate = CallGate.for_format(served.engine.chat_format)
+                if gate is None:  # an opening of special tokens, which the stream does not show
+                    return await complete(served, req, request, stream=True)
+            return await stream_completion(served, req, request, gate)
+        return await complete(served, req, request)
 
     # Outside the key: Docker/Kubernetes probes send no Authorization header (and HEAD, some of them).
     # Without the key the answer is the status alone: the per-model figures name the models (which
@@ -268,9 +275,18 @@ def client_gone() -> JSONResponse:
 
 
 def offers_tools(req) -> bool:
-    """Whether the model is offered tools: its answer may be calls, read once it is whole (a stream of it is
-    sent at the end, as one piece or as the calls)."""
+    """Whether the model is offered tools: its answer may be calls, read once it is whole (a stream sends its
+    text up to them, serve/tool_stream.py)."""
     return bool(req.offered_tools())
+
+
+def read_calls(served, req, raw_text: str):
+    """(the answer's text before its calls, the calls) of a finished answer to a request offering tools,
+    or None when it calls none."""
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+
+    chat_format = served.engine.chat_format
+    return parse_tool_calls(raw_text, call_syntax(chat_format), chat_format.answer_frame, req.offered_tools())
 
 
 async def complete(served, req, request: Request, stream: bool = False):
@@ -287,13 +303,8 @@ async def complete(served, req, request: Request, stream: bool = False):
     if result is None:  # nobody is listening any more
         return client_gone()
     text, calls = result.text, None
-    if offers_tools(req):
-        from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
-
-        parsed = parse_tool_calls(result.raw_text, call_syntax(served.engine.chat_format),
-                                  served.engine.chat_format.answer_frame, req.offered_tools())
-        if parsed is not None:
-            text, calls = parsed
+    if offers_tools(req) and (parsed := read_calls(served, req, result.raw_text)) is not None:
+        text, calls = parsed
     body = protocol.completion_body(protocol.completion_id(), served.id, text, result.finish_reason,
                                     result.prompt_tokens, result.completion_tokens, calls, result.reasoning)
     if not stream:
@@ -324,8 +335,9 @@ async def whole_answer_events(body: dict, include_usage: bool):
     yield protocol.sse("[DONE]")
 
 
-async def stream_completion(served, req, request: Request):
-    """A chat completion as server-sent events, once the worker has accepted the prompt."""
+async def stream_completion(served, req, request: Request, gate=None):
+    """A chat completion as server-sent events, once the worker has accepted the prompt. `gate` (a
+    tool_stream.CallGate): the request offers tools, and the answer's text stops where its calls begin."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     control = RequestControl()
@@ -346,23 +358,29 @@ async def stream_completion(served, req, request: Request):
         exc = first[1].exception() if not first[1].cancelled() else Cancelled()
         raise job_failure(exc or RuntimeError("generation ended before it started"), served.id)
     include_usage = bool(req.stream_options and req.stream_options.include_usage)
-    return StreamingResponse(sse_events(served.id, events, control, n_prompt=first[1], include_usage=include_usage),
+    calls = None if gate is None else (gate, lambda raw: read_calls(served, req, raw))
+    return StreamingResponse(sse_events(served.id, events, control, n_prompt=first[1], include_usage=include_usage,
+                                        calls=calls),
                              media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
 async def sse_events(model_id: str, events: asyncio.Queue, control: RequestControl, n_prompt: int,
-                     include_usage: bool):
+                     include_usage: bool, calls=None):
     """The stream's chunks from the worker's events (piece, finish, done), then [DONE]; a generation that
     failed ends the stream at its error event (no finish_reason, no [DONE]: the answer did not finish;
-    the openai client raises the error event as an APIError)."""
+    the openai client raises the error event as an APIError). `calls` (a CallGate, and what reads the
+    calls of a raw answer): text is sent up to the calls, and the calls when the answer is whole."""
     cid, created = protocol.completion_id(), int(time.time())
     finish = None
+    gate = calls[0] if calls else None
     try:
         yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"role": "assistant", "content": ""}))
         while True:
             kind, value = await events.get()
             if kind == "piece":
+                if gate is not None and not (value := gate.feed(value)):
+                    continue
                 yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"content": value}))
             elif kind == "reasoning":  # as vLLM and llama-server send it
                 yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"reasoning_content": value}))
@@ -375,6 +393,14 @@ async def sse_events(model_id: str, events: asyncio.Queue, control: RequestContr
                     return
                 break
         reason = finish.finish_reason if finish else "stop"
+        if gate is not None:
+            parsed = calls[1](finish.raw_text) if finish else None
+            if parsed is not None:
+                reason = "tool_calls"
+                bodies = [{"index": i, **call} for i, call in enumerate(protocol.tool_call_bodies(parsed[1]))]
+                yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"tool_calls": bodies}))
+            elif rest := gate.rest():  # no call after all: the text held back
+                yield protocol.sse(protocol.chunk_body(cid, model_id, created, {"content": rest}))
         yield protocol.sse(protocol.chunk_body(cid, model_id, created, {}, reason))
         if include_usage:
             completion = finish.completion_tokens if finish else 0
