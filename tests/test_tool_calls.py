@@ -507,9 +507,9 @@ def test_export_verifies_a_tool_run_on_prompts_offering_its_tools():
 def test_a_model_trained_on_calls_makes_them_through_eval_the_api_and_its_export(tmp_path, tiny_qwen_wide, tool_server):
     """End to end on a model that learns: Qwen2.5's tool template on the wide tiny model, three prompts each
     answered by a call with its own argument. After training, eval prompts with the tools and reads the calls
-    (all right; the base model makes none), the OpenAI API answers the same prompt with tool_calls, and so
-    does the exported f16 GGUF in llama.cpp, prompted by its own chat template with the tools (what Ollama
-    0.30+ and llama-server do)."""
+    (all right; the base model makes none), the OpenAI API answers the same prompt with tool_calls, streamed
+    too, and so does the exported f16 GGUF in llama.cpp, prompted by its own chat template with the tools
+    (what Ollama 0.30+ and llama-server do)."""
     from ducktune.chat.engine import ChatEngine
     from ducktune.config import DatasetSpec, load_config
     from ducktune.eval.runner import run_eval
