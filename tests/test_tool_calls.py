@@ -389,7 +389,7 @@ def test_serve_streams_calls_as_indexed_deltas_and_tool_choice_none_offers_no_to
 def test_the_call_gate_sends_text_up_to_the_calls():
     """What a stream offering tools may send: text before the opening (held while it may begin one, and
     whitespace until text follows), nothing from the opening on; all of it when no call comes."""
-    from ducktune.serve.tool_stream import CallGate
+    from ducktune.chat.call_gate import CallGate
 
     gate = CallGate("<tool_call>")
     assert [gate.feed(p) for p in ("Check", "ing.\n<to", "ol_call>\n{", '"name": 1}')] == ["Check", "ing.", "", ""]
@@ -690,6 +690,7 @@ def test_chat_offers_tools_shows_the_calls_and_result_answers_them(tmp_path, cap
               engine=engine, tools=WEATHER)
     text = out.getvalue()
     assert '(calls get_weather({"city": "Paris"}): answer with /result TEXT)' in text
+    assert "<tool_call>" not in text and '"arguments"' not in text  # the call is shown once, not its markup
     assert "It is 20C." in text and "(no tool call to answer)" in text
     messages, tools = engine.asked[1]
     assert tools == WEATHER and [m["role"] for m in messages] == ["user", "assistant", "tool"]

@@ -74,9 +74,13 @@ def _answer(engine, messages: list[dict], max_new_tokens: int, temperature: floa
             stdout) -> dict:
     """Stream one answer to the terminal; the assistant message for the history (with its calls, which
     are shown, when it made any)."""
+    from ducktune.chat.call_gate import CallGate
     from ducktune.chat.compare import terminal_text
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
 
     pieces, finished, thought = [], [], []
+    # Offered tools: the answer's text is shown up to its calls (never their markup), the calls once read.
+    gate = (CallGate.for_format(engine.chat_format) or CallGate(None)) if tools else CallGate(None)
 
     def show_reasoning(text: str) -> None:  # the generating thread, before the answer's first piece
         print(("(thinking) " if not thought else "") + terminal_text(text), end="", file=stdout, flush=True)
@@ -87,18 +91,15 @@ def _answer(engine, messages: list[dict], max_new_tokens: int, temperature: floa
         if thought and not pieces:
             print("\n", file=stdout, flush=True)  # the answer starts below its reasoning
         pieces.append(piece)
-        print(terminal_text(piece), end="", file=stdout, flush=True)
-    print(file=stdout, flush=True)
-    if tools and finished:
-        from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
-
-        parsed = parse_tool_calls(finished[0].raw_text, call_syntax(engine.chat_format), engine.chat_format.answer_frame,
-                                  tools)
-        if parsed is not None:
-            calls = [{"id": f"call{i:05d}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
-                     for i, c in enumerate(parsed[1], start=len(messages))]
-            for call in calls:
-                print(f"(calls {call['function']['name']}({json.dumps(call['function']['arguments'], ensure_ascii=False)}): "
-                      "answer with /result TEXT)", file=stdout)
-            return {"role": "assistant", "content": parsed[0], "tool_calls": calls}
-    return {"role": "assistant", "content": "".join(pieces)}
+        print(terminal_text(gate.feed(piece)), end="", file=stdout, flush=True)
+    parsed = parse_tool_calls(finished[0].raw_text, call_syntax(engine.chat_format), engine.chat_format.answer_frame,
+                              tools) if tools and finished else None
+    print(terminal_text(gate.rest()) if parsed is None else "", file=stdout, flush=True)
+    if parsed is None:
+        return {"role": "assistant", "content": "".join(pieces)}
+    calls = [{"id": f"call{i:05d}", "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+             for i, c in enumerate(parsed[1], start=len(messages))]
+    for call in calls:
+        print(f"(calls {call['function']['name']}({json.dumps(call['function']['arguments'], ensure_ascii=False)}): "
+              "answer with /result TEXT)", file=stdout)
+    return {"role": "assistant", "content": parsed[0], "tool_calls": calls}

@@ -246,7 +246,7 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
         if req.stream:
             gate = None
             if offers_tools(req):  # text streams up to the calls, which are read when the answer is whole
-                from ducktune.serve.tool_stream import CallGate
+                from ducktune.chat.call_gate import CallGate
 
                 gate = CallGate.for_format(served.engine.chat_format)
                 if gate is None:  # an opening of special tokens, which the stream does not show
@@ -276,7 +276,7 @@ def client_gone() -> JSONResponse:
 
 def offers_tools(req) -> bool:
     """Whether the model is offered tools: its answer may be calls, read once it is whole (a stream sends its
-    text up to them, serve/tool_stream.py)."""
+    text up to them, chat/call_gate.py)."""
     return bool(req.offered_tools())
 
 
@@ -337,7 +337,7 @@ async def whole_answer_events(body: dict, include_usage: bool):
 
 async def stream_completion(served, req, request: Request, gate=None):
     """A chat completion as server-sent events, once the worker has accepted the prompt. `gate` (a
-    tool_stream.CallGate): the request offers tools, and the answer's text stops where its calls begin."""
+    chat.call_gate.CallGate): the request offers tools, and the answer's text stops where its calls begin."""
     loop = asyncio.get_running_loop()
     events: asyncio.Queue = asyncio.Queue()
     control = RequestControl()

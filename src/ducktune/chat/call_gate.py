@@ -1,6 +1,7 @@
 """Streaming an answer that may call tools: its text goes out as it is generated, up to where its calls
-begin; the calls go out once the answer is whole (OpenAI's indexed tool_calls deltas), read from its
-raw text in the template's call syntax, as a non-streamed answer's are.
+begin; the calls are read once the answer is whole, from its raw text in the template's call syntax, as
+a non-streamed answer's are (`ducktune serve` sends them as OpenAI's indexed tool_calls deltas,
+`ducktune chat --tools` shows them).
 
 Where the calls begin is seen in the streamed (visible) text only where the syntax's opening is text
 the stream shows: Qwen's `<tool_call>`, Qwen3.5's `<tool_call>\\n<function=`, Llama 3.1's answer that
