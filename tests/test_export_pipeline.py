@@ -181,13 +181,13 @@ def test_out_folder_that_is_not_an_export_is_left_alone(tiny_llama, tmp_path, ca
     assert [p.name for p in precious.iterdir()] == ["notes.txt"]
 
 
-def test_select_prompts_spreads_over_the_list():
-    from ducktune.export.verify import select_prompts
+def test_spread_indices_spread_over_the_list():
+    from ducktune.export.verify import spread_indices
 
     prompts = [f"q{i}" for i in range(32)]
-    picked = select_prompts(prompts, 12)
+    picked = [prompts[i] for i in spread_indices(len(prompts), 12)]
     assert len(picked) == 12 and picked[0] == "q0" and picked[-1] == "q31" and len(set(picked)) == 12
-    assert select_prompts(prompts, 0) == prompts and select_prompts(prompts[:5], 12) == prompts[:5]
+    assert spread_indices(32, 0) == list(range(32)) and spread_indices(5, 12) == list(range(5))
 
 
 def _reference(folder, prompts):

@@ -483,13 +483,13 @@ def test_export_verifies_a_tool_run_on_prompts_offering_its_tools():
     from types import SimpleNamespace
 
     from ducktune.export.pipeline import _verification_probes
-    from ducktune.export.verify import Reference, ollama_prompt_text, select_prompts
+    from ducktune.export.verify import Reference, ollama_prompt_text, spread_indices
 
     fmt = chat_format("qwen2.5")
     source = SimpleNamespace(probe_prompts=[f"q{i}" for i in range(20)],
                              probe_tools=[WEATHER if i % 2 else None for i in range(20)])
     prompts, tools = _verification_probes(source, 12)
-    assert prompts == select_prompts(source.probe_prompts, 12)
+    assert prompts == [source.probe_prompts[i] for i in spread_indices(20, 12)]
     assert [t is WEATHER for t in tools] == [int(p[1:]) % 2 == 1 for p in prompts] and any(tools)
     reference = Reference(None, fmt.tokenizer, fmt, prompts, 8, tools)
     for prompt, offered, ids in zip(prompts, tools, reference.prompt_ids):

@@ -17,6 +17,7 @@ strings are quoted and whose numbers are not, is read by its own notation).
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 
@@ -205,10 +206,11 @@ def keyed_syntax(chat_format, rendered_call) -> KeyedSyntax | None:
     if spots is None:
         return None
     name, key1, value1, key2, value2 = spots
-    key_end, between, tail = one[key1 + 7:value1], one[value1 + 9:key2], one[value2 + 8:]
+    key_end, between, tail = (one[key1 + len("duckkey"):value1], one[value1 + len("duckvalue"):key2],
+                              one[value2 + len("duckmore"):])
     quote = _string_quote(key_end, between, tail)
     key_end, between, tail = key_end[:len(key_end) - len(quote)], between[len(quote):], tail[len(quote):]
-    value_end = "" if quote else _common_prefix(between, tail)
+    value_end = "" if quote else os.path.commonprefix([between, tail])
     if not quote and not value_end.strip():
         return None  # nothing ends a value written as it is
     markers = list(chat_format.tokenizer.get_added_vocab())
@@ -240,8 +242,8 @@ def _call_end_and_each(rendered_call, tail: str, quote_size: int, markers: list[
     spots = None if two is None else _in_order(two, [_FIRST, "duckvalue", _SECOND])
     if spots is None:
         return tail, None
-    gap = two[spots[1] + 9 + quote_size:spots[2]]
-    call_end = tail[:_marker_boundary(tail, len(_common_prefix(gap, tail)), markers)]
+    gap = two[spots[1] + len("duckvalue") + quote_size:spots[2]]
+    call_end = tail[:_marker_boundary(tail, len(os.path.commonprefix([gap, tail])), markers)]
     return call_end, gap[len(call_end):].strip()
 
 
@@ -279,10 +281,3 @@ def _in_order(text: str, parts: list[str]) -> list[int] | None:
         spots.append(found)
         at = found + len(part)
     return spots
-
-
-def _common_prefix(a: str, b: str) -> str:
-    size = 0
-    while size < min(len(a), len(b)) and a[size] == b[size]:
-        size += 1
-    return a[:size]

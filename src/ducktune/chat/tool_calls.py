@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import re
 from dataclasses import dataclass
 
@@ -41,10 +42,6 @@ _PROBE = [{"role": "user", "content": "Call the probe."},
           {"role": "assistant", "content": "", "tool_calls": [{"id": _PROBE_ID, "type": "function", "function": {
               "name": PROBE_NAME, "arguments": PROBE_ARGUMENTS}}]}]
 _SECOND_NAME = "duckprobesecond"
-_PAIR_TOOLS = _PROBE_TOOLS + [{"type": "function", "function": {
-    "name": _SECOND_NAME, "description": "A second probe.", "parameters": _PROBE_TOOLS[0]["function"]["parameters"]}}]
-_PAIR = [_PROBE[0], {"role": "assistant", "content": "", "tool_calls": _PROBE[1]["tool_calls"] + [
-    {"id": "call00002", "type": "function", "function": {"name": _SECOND_NAME, "arguments": PROBE_ARGUMENTS}}]}]
 _EMPTY_THINK = re.compile(r"<think>\s*</think>")
 _NAME = r"[A-Za-z0-9_.\-]+"
 _JSON_START = re.compile(r"[\[{]")
@@ -116,19 +113,15 @@ def _each_opening(chat_format, opening: str) -> str:
     """What a named-syntax template writes before the name of a call after the first: the end of the first
     call's opening that the template writes again between two calls ("" where it writes none of it
     again, or writes one call per turn)."""
-    try:
-        text, spans = chat_format.assistant_spans(_PAIR, _PAIR_TOOLS)
-    except Exception:  # the template refuses two calls in one turn (Llama 3.1)
-        return ""
-    answer = text[slice(*spans[-1])] if spans else ""
+    # None: the template refuses two calls in one turn (Llama 3.1)
+    answer = _rendered_call(chat_format, [(PROBE_NAME, PROBE_ARGUMENTS), (_SECOND_NAME, PROBE_ARGUMENTS)]) or ""
     first = answer.find('{"duckkey"')
     second = answer.find(_SECOND_NAME, first)
     if first < 0 or second < 0:  # one call per turn (gpt-oss writes the first)
         return ""
     _, end = json.JSONDecoder().raw_decode(answer, first)
-    gap, shared = answer[end:second], 0
-    while shared < min(len(gap), len(opening)) and gap[-1 - shared] == opening[-1 - shared]:
-        shared += 1
+    gap = answer[end:second]
+    shared = len(os.path.commonprefix([gap[::-1], opening[::-1]]))  # the end both share
     each = gap[len(gap) - shared:].strip()
     return "" if each == opening.strip() else each
 

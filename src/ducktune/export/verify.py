@@ -74,14 +74,9 @@ class Check:
         return asdict(self)
 
 
-def select_prompts(prompts: list[str], limit: int = DEFAULT_PROMPT_LIMIT) -> list[str]:
-    """At most `limit` prompts, evenly spread (first and last included), so long probe lists
-    (e.g. trained questions followed by general ones) are covered from end to end."""
-    return [prompts[i] for i in spread_indices(len(prompts), limit)]
-
-
 def spread_indices(count: int, limit: int = DEFAULT_PROMPT_LIMIT) -> list[int]:
-    """The positions select_prompts picks among `count` prompts."""
+    """The positions of at most `limit` of `count` prompts, evenly spread (first and last included), so long
+    probe lists (e.g. trained questions followed by general ones) are covered from end to end."""
     if limit <= 0 or count <= limit:
         return list(range(count))
     if limit == 1:
