@@ -62,3 +62,29 @@ GLAIVE_SYSTEM = ("SYSTEM: You are a helpful assistant with access to the followi
 GLAIVE_CHAT = ("USER: Rate from USD to EUR?\n\n\nASSISTANT: <functioncall> {\"name\": \"get_exchange_rate\", "
                "\"arguments\": '{\"base\": \"USD\"}'} <|endoftext|>\n\n\nFUNCTION RESPONSE: {\"rate\": 0.85}\n\n\n"
                "ASSISTANT: It is 0.85. <|endoftext|>\n\n\nUSER: Thanks!\n\n\nASSISTANT: You're welcome! <|endoftext|>\n")
+
+
+# A record of NousResearch/hermes-function-calling-v1 (sharegpt): the functions between <tools> tags in the
+# system text as a Python literal, two calls in one answer (Python literals: single quotes, True), both
+# results in one tool turn, the answer.
+HERMES_SYSTEM = (
+    "You are a function calling AI model. You are provided with function signatures within <tools> </tools> XML "
+    "tags. You may call one or more functions to assist with the user query. Don't make assumptions about what "
+    "values to plug into functions.\n<tools>\n[{'type': 'function', 'function': {'name': 'search_flights', "
+    "'description': 'Searches for flights.', 'parameters': {'type': 'object', 'properties': {'city': {'type': "
+    "'string'}, 'flexible': {'type': 'boolean'}}, 'required': ['city']}}}, {'type': 'function', 'function': "
+    "{'name': 'book_flight', 'description': 'Books a flight.', 'parameters': {'type': 'object', 'properties': "
+    "{'number': {'type': 'string'}}}}}]\n</tools>\nFor each function call return a json object with function name "
+    "and arguments within <tool_call> </tool_call> tags with the following schema:\n<tool_call>\n"
+    "{'arguments': <args-dict>, 'name': <function-name>}\n</tool_call>\n")
+HERMES_RECORD = {"id": "753d8365", "conversations": [
+    {"from": "system", "value": HERMES_SYSTEM},
+    {"from": "human", "value": "Flights to Auckland or Sydney, flexible?"},
+    {"from": "gpt", "value": "<tool_call>\n{'arguments': {'city': 'Auckland', 'flexible': True}, 'name': "
+                             "'search_flights'}\n</tool_call>\n<tool_call>\n{'arguments': {'city': 'Sydney'}, "
+                             "'name': 'search_flights'}\n</tool_call>\n"},
+    {"from": "tool", "value": "<tool_response>\n{\"name\": \"search_flights\", \"content\": {'flights': ['NZ6'], "
+                              "'price': None}}\n</tool_response>\n<tool_response>\n{\"name\": \"search_flights\", "
+                              "\"content\": \"no flights\"}\n</tool_response>\n"},
+    {"from": "gpt", "value": "NZ6 flies to Auckland; nothing to Sydney."}],
+    "category": "E-commerce Platforms", "task": "Flight Search"}

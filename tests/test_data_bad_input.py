@@ -140,6 +140,18 @@ def test_two_user_turns_when_the_template_needs_alternation(in_tmp, capsys, tiny
     assert code == 0 and problem_lines(out) == []
 
 
+def test_a_conversation_the_template_refuses_is_one_bad_sample_said_once(in_tmp, capsys, tiny_qwen):
+    (in_tmp / "strict.jinja").write_text(
+        "{%- if messages | length > 3 %}{{ raise_exception('Only one answer at once!') }}{% endif %}"
+        + ALTERNATING_TEMPLATE)
+    (in_tmp / "d.jsonl").write_text(GOOD + "\n" + '{"instruction": "q", "output": "a", "history": [["q0", "a0"]]}\n')
+    code, out, _ = run_cli(capsys, "data", "check", "d.jsonl", "--model", tiny_qwen, "--chat-template", "strict.jinja")
+    assert code == 2
+    assert problem_lines(out) == ["d.jsonl:2: (template): the chat template refused this conversation: "
+                                  "Only one answer at once!"]
+    assert "Samples: 1 usable, 1 bad" in out.splitlines()
+
+
 def test_unreadable_file_is_not_skipped_by_skip_bad(in_tmp, capsys):
     (in_tmp / "a.json").write_text(f'[\n{GOOD},\n{{"instruction": "q", "output": }}\n]\n')
     code, out, _ = run_cli(capsys, "data", "check", "a.json", "--no-tokens", "--skip-bad")

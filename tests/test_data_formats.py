@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from data_support import GLAIVE_CHAT, GLAIVE_SYSTEM
+from data_support import GLAIVE_CHAT, GLAIVE_SYSTEM, HERMES_RECORD, HERMES_SYSTEM
 
 from ducktune.data.formats import NormalizeOptions, TurnTags, detect_format, normalize
 from ducktune.data.schema import Record
@@ -513,6 +513,95 @@ def test_glaive_function_calling_records_become_tool_calling_chats():
 def test_glaive_mistakes_name_the_turn(chat, expected):
     _, issues = norm({"system": GLAIVE_SYSTEM, "chat": chat}, "glaive")
     assert issues == [f"f.json:1: {expected}"]
+
+
+def test_hermes_tool_markup_becomes_tool_calls():
+    """NousResearch/hermes-function-calling-v1: sharegpt whose system text lists the functions between <tools>
+    tags and whose turns write calls and results as <tool_call>/<tool_response> text (Python literals). Read as
+    tools, calls and results, so the model's template writes them; the system keeps its non-markup sentences."""
+    sample, issues = norm(HERMES_RECORD)
+    assert issues == [] and sample.format == "sharegpt+hermes"
+    assert turns(sample) == [
+        ("system", "You are a function calling AI model. You may call one or more functions to assist with the "
+                   "user query. Don't make assumptions about what values to plug into functions."),
+        ("user", "Flights to Auckland or Sydney, flexible?"), ("assistant", ""),
+        ("tool", '{"flights": ["NZ6"], "price": null}'), ("tool", "no flights"),
+        ("assistant", "NZ6 flies to Auckland; nothing to Sydney.")]
+    assert [(c.name, c.arguments) for c in sample.messages[2].tool_calls] == [
+        ("search_flights", {"city": "Auckland", "flexible": True}), ("search_flights", {"city": "Sydney"})]
+    # Each result answers its own call, in order (the ids the data layer gives the calls).
+    assert [(m.name, m.tool_call_id) for m in sample.messages[3:5]] == [
+        ("search_flights", sample.messages[2].tool_calls[0].id), ("search_flights", sample.messages[2].tool_calls[1].id)]
+    assert [t["function"]["name"] for t in sample.tools] == ["search_flights", "book_flight"]
+    assert sample.tools[0]["function"]["parameters"]["required"] == ["city"]
+    assert sample.fields == ["conversations[0]", "conversations[1]", "conversations[2]", "conversations[3]",
+                             "conversations[3]", "conversations[4]"]
+
+
+def test_hermes_markup_in_messages_json_text_and_text_before_a_call():
+    tools = [{"name": "get_price", "parameters": {"type": "object", "properties": {"symbol": {"type": "string"}}}}]
+    system = f"You are a trading bot.\n<tools>\n{json.dumps(tools[0])}\n</tools>"  # one function, not in a list
+    sample, issues = norm({"messages": [
+        {"role": "system", "content": system}, {"role": "user", "content": "TSLA?"},
+        {"role": "assistant", "content": 'Checking.\n<tool_call>\n{"name": "get_price", "arguments": {"symbol": "TSLA"}}'
+                                         "\n</tool_call>"},
+        {"role": "tool", "content": "191.97"},  # a result without the tags stays as it is
+        {"role": "assistant", "content": "191.97 dollars."}]})
+    assert issues == [] and sample.format == "messages+hermes"
+    assert turns(sample) == [("system", "You are a trading bot."), ("user", "TSLA?"), ("assistant", "Checking."),
+                             ("tool", "191.97"), ("assistant", "191.97 dollars.")]
+    assert sample.messages[2].tool_calls[0].arguments == {"symbol": "TSLA"} and sample.tools[0]["function"] == tools[0]
+    # Only the markup in the system text: the prose left empty, no system message.
+    bare, issues = norm({"conversations": [{"from": "system", "value": f"<tools>{json.dumps(tools)}</tools>"},
+                                           {"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]})
+    assert issues == [] and turns(bare) == [("user", "Hi"), ("assistant", "Hello")] and bare.tools is not None
+
+
+def test_chats_without_a_tools_list_keep_their_markup():
+    """Hermes' json-mode records (a <schema> in the system text) and a record with its own `tools` field are
+    not read as Hermes markup: their text is what the data says."""
+    schema_chat = {"conversations": [{"from": "system", "value": "Answer in JSON.\n<schema>\n{}\n</schema>"},
+                                     {"from": "human", "value": "q"}, {"from": "gpt", "value": '{"a": 1}'}]}
+    sample, issues = norm(schema_chat)
+    assert issues == [] and sample.format == "sharegpt" and sample.messages[0].content.endswith("</schema>")
+    own_tools = json.loads(json.dumps(HERMES_RECORD))
+    own_tools["tools"] = [{"name": "search_flights", "parameters": {}}]
+    sample, issues = norm(own_tools)
+    assert issues == [] and sample.format == "sharegpt" and "<tool_call>" in sample.messages[2].content
+
+
+@pytest.mark.parametrize("turn, expected", [
+    ("<tool_call>\n{'arguments': {'city': 'Oslo'}, 'name': 'search_flights'}\n",
+     "conversations[2] <tool_call> 1: has no </tool_call>"),
+    ("<tool_call>\nsearch_flights(city='Oslo')\n</tool_call>",
+     "conversations[2] <tool_call> 1: is not a call {'name': ..., 'arguments': {...}} (neither JSON nor a Python "
+     "literal)"),
+    ("<tool_call>{'arguments': {}, 'name': 'search_flights'}</tool_call><tool_call>{'arguments': 3, "
+     "'name': 'book_flight'}</tool_call>",
+     "conversations[2] <tool_call> 2.arguments: must be a JSON object, got int"),
+    ("<tool_call>{'arguments': {}, 'name': 'search_flights'}</tool_call> Done.",
+     "conversations[2]: has text between or after its <tool_call>s ('Done.'); a chat template writes an answer's "
+     "text before its calls only"),
+    ("<tool_call>{'arguments': {}, 'name': 'cancel'}</tool_call>",
+     "conversations[2]: calls 'cancel', which the record's tools do not define (defined: search_flights, book_flight)"),
+])
+def test_hermes_mistakes_name_the_turn_and_the_call(turn, expected):
+    record = json.loads(json.dumps(HERMES_RECORD))
+    record["conversations"][2]["value"] = turn
+    sample, issues = norm(record)
+    assert sample is None and issues == [f"f.json:1: {expected}"]
+
+
+def test_a_hermes_tools_list_that_cannot_be_read_is_named():
+    record = json.loads(json.dumps(HERMES_RECORD))
+    record["conversations"][0]["value"] = HERMES_SYSTEM.replace("'required': ['city']", "'required': ['city'", 1)
+    sample, issues = norm(record)
+    assert sample is None and len(issues) == 1 and issues[0].startswith(
+        "f.json:1: conversations[0]: the functions between <tools> and </tools> are neither JSON nor a Python literal")
+    record["conversations"][0]["value"] = "Tools: <tools>[{'description': 'no name'}]</tools>"
+    sample, issues = norm(record)
+    assert sample is None and issues == ['f.json:1: conversations[0]: function 1 between <tools> and </tools> must '
+                                         'describe a function: {"name": ..., "description": ..., "parameters": {...}}']
 
 
 def test_xlam_function_calling_records_are_a_question_answered_by_calls():

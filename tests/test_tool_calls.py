@@ -224,6 +224,28 @@ def test_glaive_records_train_in_the_models_own_call_syntax():
     assert not any(marker in "".join(trained) + context for marker in ("<functioncall>", "FUNCTION RESPONSE", "USER:"))
 
 
+def test_hermes_records_train_in_the_models_own_call_syntax():
+    """A Hermes function-calling record (<tool_call> markup as text) trains Llama 3.1's own call, its JSON with
+    "parameters", not Hermes' markup; the function list and the results are context written Llama's way."""
+    from data_support import HERMES_RECORD
+
+    record = json.loads(json.dumps(HERMES_RECORD))
+    conversations = record["conversations"]  # one call and its result: Llama 3.1's template calls one at a time
+    conversations[2]["value"] = conversations[2]["value"].split("</tool_call>")[0] + "</tool_call>"
+    conversations[3]["value"] = conversations[3]["value"].split("</tool_response>")[0] + "</tool_response>"
+    issues = []
+    hermes = normalize(Record(record, "h.json", 1), "sharegpt", issues)
+    assert issues == []
+    fmt = chat_format("llama3")
+    runs = fmt.decode_spans(fmt.encode(hermes, 4096))
+    trained = "".join(text for text, is_trained in runs if is_trained)
+    context = "".join(text for text, is_trained in runs if not is_trained)
+    assert '{"name": "search_flights", "parameters": {"city": "Auckland", "flexible": true}}' in trained, trained
+    # The result is JSON (Python's None read as null), which Llama's template quotes once more.
+    assert '"description": "Searches for flights."' in context and 'price\\": null' in context and "None" not in context
+    assert not any(mark in trained + context for mark in ("<tool_call>", "<tool_response>", "<tools>", "XML tags"))
+
+
 def test_probe_prompts_keep_their_samples_tools():
     from types import SimpleNamespace
 

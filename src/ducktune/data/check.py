@@ -205,7 +205,8 @@ def render_report(report: CheckReport, max_problems: int = 50) -> str:
         lines.append(f"  {f.path}  ({detail})")
     if len(files) > 20:
         lines.append(f"  ... and {len(files) - 20} more files")
-    lines.append(f"Samples: {_count(report.samples)} usable, {_count(report.bad_records)} bad")
+    # Usable: read, and rendered by the chat template (a record it refuses is one of the bad ones).
+    lines.append(f"Samples: {_count(report.good_samples)} usable, {_count(report.bad_records)} bad")
     lines.append(f"  formats: {_counter(report.formats)}")
     lines.append(f"  kinds:   {_counter(report.kinds, ('chat', 'text', 'preference', 'unpaired'))}")
     lines.append(f"  roles:   {_counter(report.roles, ('system', 'user', 'assistant', 'tool'))}  (messages)")

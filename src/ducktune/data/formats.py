@@ -22,6 +22,8 @@ Tool calling (sharegpt and messages records): a record's `tools` (OpenAI's list,
 JSON text of bare function descriptions) lists the functions; an assistant turn calls them with
 OpenAI's `tool_calls` (or the older `function_call`), or is a LLaMA-Factory `function_call` turn whose
 text is the JSON call; a `tool` turn (`function`, `observation`, Llama 3.1's `ipython`) holds a result.
+A record without `tools` whose system message lists functions in Hermes' `<tools>` markup has its
+`<tool_call>`/`<tool_response>` text read as calls and results (data/hermes.py; format "sharegpt+hermes").
 Calls are trained like answers; definitions and results are context.
 
 Normalizers never raise on odd input: every problem becomes an `Issue` naming the field.
@@ -712,20 +714,32 @@ def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, op
 
 def normalize_sharegpt(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                        ) -> Sample | None:
-    parsed = _chat_turns(value, record, issues, "conversations", options)
-    tools = _tools(value, record, issues)
-    if parsed is None:
-        return None
-    return _finish_chat(*parsed, record, "sharegpt", issues, "conversations", options, tools)
+    return _finish_turns(value, record, issues, "conversations", "sharegpt", options)
 
 
 def normalize_messages(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                        ) -> Sample | None:
-    parsed = _chat_turns(value, record, issues, "messages", options)
+    return _finish_turns(value, record, issues, "messages", "messages", options)
+
+
+def _finish_turns(value: dict, record: Record, issues: list[Issue], field: str, fmt: str, options: NormalizeOptions
+                  ) -> Sample | None:
+    """A turn-list record as a Sample; one without `tools` whose system message lists functions in Hermes'
+    <tools> markup has that markup read as tools, calls and results (data/hermes.py)."""
+    parsed = _chat_turns(value, record, issues, field, options)
     tools = _tools(value, record, issues)
-    if parsed is None:
+    if parsed is None or issues:
         return None
-    return _finish_chat(*parsed, record, "messages", issues, "messages", options, tools)
+    messages, fields = parsed
+    if tools is None:
+        from ducktune.data import hermes
+        if hermes.uses_hermes_markup(messages):
+            read = hermes.read_hermes(messages, fields, record, issues)
+            if read is None:
+                return None
+            messages, fields, tools = read
+            fmt += hermes.FORMAT_SUFFIX
+    return _finish_chat(messages, fields, record, fmt, issues, field, options, tools)
 
 
 def normalize_firefly(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS

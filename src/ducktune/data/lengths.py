@@ -149,6 +149,9 @@ def _tokenizer_threads(enabled: bool):
             os.environ["TOKENIZERS_PARALLELISM"] = previous
 
 
+REFUSED = "the chat template refused this conversation:"
+
+
 def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) -> tuple[TokenStats | None, list[Issue]]:
     """Token length of every sample as training would build it, and what the template refuses."""
     tokenizer = chat_format.tokenizer
@@ -166,9 +169,9 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
             try:
                 good.append((sample, renderer.render(sample)))
             except Exception as exc:  # the template refuses this conversation (jinja raise_exception)
-                first = str(exc).strip().splitlines()
+                first = str(exc).strip().removeprefix(REFUSED).strip().splitlines()  # ChatFormat's DataError says it
                 issues.append(Issue(sample.where, None, "(template)",
-                                    f"the chat template refused this conversation: {first[0] if first else type(exc).__name__}"))
+                                    f"{REFUSED} {first[0] if first else type(exc).__name__}"))
         counts = _count_tokens(tokenizer, [r for _, r in good], add_special_tokens=False)
         for (sample, _), n in zip(good, counts):
             if chat_format.inserted_eos:  # after each answer, or the last alone where the template closes the others
