@@ -271,6 +271,15 @@ def test_chat_api_serves_each_run_tuned_and_base(client):
     assert reply["choices"][0]["message"]["content"] == QA[0][1]
     assert client.post("/v1/chat/completions", json={"model": "other", "messages": [{"role": "user", "content": "x"}]}
                        ).status_code == 404
+    # The Chat tab's tools, offered to a model whose template writes none (this ChatML one): a 400 naming
+    # them, which the tab shows in the answer's place; tools that are no function descriptions, the same.
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    ask = [{"role": "user", "content": "Weather?"}]
+    refused = client.post("/v1/chat/completions", json={"model": "duckling", "messages": ask, "tools": [tool]})
+    assert refused.status_code == 400 and error_of(refused) == ("'tools': this model's chat template does not write "
+                                                                "tool definitions")
+    broken = client.post("/v1/chat/completions", json={"model": "duckling", "messages": ask, "tools": [{"oops": 1}]})
+    assert broken.status_code == 400 and error_of(broken).startswith("'tools.0': must describe a function")
 
 
 def test_export_files_are_listed_and_downloadable(client, runs_dir):
@@ -383,6 +392,20 @@ def test_runs_list_shows_the_step_a_stopped_run_reached(client, runs_dir):
     rows = {r["name"]: r for r in client.get("/api/runs").json()}
     assert rows["stopped"]["steps"] == 2024 and rows["stopped"]["status"] == "interrupted"
     assert rows["duckling"]["steps"] == json.loads((runs_dir / "duckling" / "run.json").read_text())["result"]["global_step"]
+
+
+def test_runs_list_the_functions_a_run_trained_on_for_the_chat_tab(client, runs_dir):
+    """run.json probe_tools (one entry per probe prompt, None where the prompt had none): each function
+    once, by name, in the order first seen; a run without tools, or with a damaged entry, offers none."""
+    weather = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    news = {"type": "function", "function": {"name": "get_news"}}
+    for name, probe_tools in (("caller", [[weather], None, [news, dict(weather, note="again")]]),
+                              ("odd", [["not a tool"], {"function": 3}, None])):
+        (runs_dir / name).mkdir()
+        (runs_dir / name / "run.json").write_text(json.dumps({"status": "completed", "probe_tools": probe_tools}))
+    rows = {r["name"]: r for r in client.get("/api/runs").json()}
+    assert rows["caller"]["tools"] == [weather, news]
+    assert rows["odd"]["tools"] is None and rows["duckling"]["tools"] is None
 
 
 def test_other_sites_cannot_drive_the_ui(client):

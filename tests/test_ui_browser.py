@@ -127,6 +127,69 @@ def test_chat_shows_a_reasoning_models_thinking_apart_from_its_answer(browser, t
         assert not problems, problems
 
 
+def test_chat_offers_the_runs_tools_shows_calls_and_sends_their_results(browser, tmp_path):
+    """A run trained on calls fills the tools box with its functions; a streamed call shows as a call (no
+    markup), the next thing typed is its result (a tool message answering the call's id), and the model is
+    asked again with the whole exchange and the tools."""
+    from ducktune.ui.app import create_ui_app
+
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}
+    run = tmp_path / "runs" / "caller"
+    run.mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"status": "completed", "probe_prompts": ["a", "b"],
+                                              "probe_tools": [[tool], None]}))
+    call = {"index": 0, "id": "call00001", "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
+    answers = [[{"role": "assistant", "content": ""}, {"content": "Let me check."}, {"tool_calls": [call]}],
+               [{"content": "Sunny in Paris."}]]
+    sent: list = []
+
+    def completions(route):
+        sent.append(json.loads(route.request.post_data))
+        chunks = answers[len(sent) - 1]
+        body = "".join(f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n" for d in chunks)
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body + "data: [DONE]\n\n")
+
+    with thread_server(create_ui_app(tmp_path / "runs"), free_port()) as url:
+        page, problems = open_page(browser, url)
+        page.route("**/v1/models", lambda route: route.fulfill(json={"object": "list", "data": [{"id": "caller"}]}))
+        page.route("**/v1/chat/completions", completions)
+        page.click(".tabs button[data-tab=chat]")
+        page.wait_for_selector("#chat-run option[value=caller]", state="attached")
+        page.wait_for_function("document.querySelector('#chat-tools').value.includes('get_weather')")
+        assert json.loads(page.input_value("#chat-tools")) == [tool]
+        page.fill("#chat-input", "Weather in Paris?")
+        page.click("#chat-send")
+        page.wait_for_selector("#messages-tuned .msg.assistant[data-done]")
+        first = page.locator("#messages-tuned .msg.assistant").first
+        assert first.locator(".said").inner_text() == "Let me check."
+        assert first.locator(".call").inner_text() == 'get_weather({"city": "Paris"})'
+        assert "get_weather" in page.get_attribute("#chat-input", "placeholder")  # the next input is its result
+        page.fill("#chat-input", '{"sky": "sunny"}')
+        page.click("#chat-send")
+        page.wait_for_selector("#messages-tuned .msg.assistant[data-done] >> nth=1")
+        assert page.locator("#messages-tuned .msg.assistant").nth(1).inner_text().startswith("Sunny in Paris.")
+        assert sent[0]["tools"] == [tool] and sent[1]["tools"] == [tool]
+        assert sent[1]["messages"] == [
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": "Let me check.", "tool_calls": [
+                {"id": "call00001", "type": "function", "function": {"name": "get_weather",
+                                                                     "arguments": '{"city": "Paris"}'}}]},
+            {"role": "tool", "tool_call_id": "call00001", "name": "get_weather", "content": '{"sky": "sunny"}'}]
+        assert "get_weather" not in page.get_attribute("#chat-input", "placeholder")  # answered: a question again
+        # A tools box that is no JSON is said, and nothing is sent.
+        assert page.inner_text("#chat-tools-count") == "1"  # the folded box says how many functions it offers
+        page.click("#chat-tools-box summary")
+        page.fill("#chat-tools", "[{oops")
+        page.fill("#chat-input", "Again?")
+        page.click("#chat-send")
+        page.wait_for_selector("#toast.bad:not(.hidden)")
+        assert "not a JSON list of functions" in page.inner_text("#toast") and len(sent) == 2
+        assert page.input_value("#chat-input") == "Again?"  # kept, to send once the tools are mended
+        assert not problems, problems
+
+
 @pytest.mark.slow
 def test_upload_train_watch_loss_and_chat(browser, ui, tiny_qwen, tmp_path):
     shots = {"dir": tmp_path}

@@ -70,10 +70,24 @@ def run_summary(path: Path) -> dict | None:
         "has_report": run.report.is_file(),
         "exports": [str(p.relative_to(path)) for p in export_files(path)],
         "bleed_rate": _field(_read_eval(path) or {}, "bleed", "bleed_rate"),
+        "tools": trained_tools(info),
     }
     if problem:
         row.update(status="damaged", problem=problem)
     return row
+
+
+def trained_tools(info: dict) -> list[dict] | None:
+    """The functions a run's probe prompts offered (run.json probe_tools: the data's tools), each once by
+    name, for the Chat tab to offer; None for a run trained without tools."""
+    seen: dict[str, dict] = {}
+    entries = info.get("probe_tools")
+    for tools in entries if isinstance(entries, list) else []:
+        for tool in tools if isinstance(tools, list) else []:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("name"), str):
+                seen.setdefault(function["name"], tool)
+    return list(seen.values()) or None
 
 
 def _steps_reached(run: RunDir, info: dict, metrics: list[dict]) -> int:
