@@ -31,7 +31,8 @@ def config_for(tmp_path, model, data_text, name="data.json", extra=""):
     ('[{"instruction": "hi", "output": "hello"},\n]', "data.json",
      "{data}:2:1: (json): invalid JSON: trailing comma before ']'"),
     ('{"instruction": "hi", "output": "hello"}\n{"instruction": "no answer"}\n', "data.jsonl",
-     "{data}:2: (record): does not fit the alpaca format: no 'instruction'/'input' and 'output' fields"),
+     "{data}:2: (record): does not fit the alpaca format: no 'output' field (the answer; response, completion, "
+     "answer or solution also work)"),
     ('{"instruction": "hi", "output": ""}\n', "data.jsonl",
      "{data}:1: output: empty assistant answer"),
     ('{"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "beep"}]}\n', "data.jsonl",

@@ -27,7 +27,8 @@ CASES = {
         ["d.jsonl:2: (record): must be a JSON object, got list"]),
     "missing assistant answer (alpaca)": (
         "d.jsonl", f'{GOOD}\n{{"instruction": "q", "input": ""}}\n',
-        ["d.jsonl:2: (record): does not fit the alpaca format: no 'instruction'/'input' and 'output' fields"]),
+        ["d.jsonl:2: (record): does not fit the alpaca format: no 'output' field (the answer; response, completion, "
+         "answer or solution also work)"]),
     "missing assistant answer (messages)": (
         "d.jsonl", '{"messages": [{"role": "user", "content": "q"}]}\n',
         ["d.jsonl:1: messages: no assistant answer: the last turn is from the user"]),
@@ -59,8 +60,8 @@ CASES = {
         ["d.json:1: instruction: the key appears twice in one object (only the last would be read); keep one"]),
     "empty file": ("d.json", "  \n", ["d.json: (file): the file is empty"]),
     "file in no known format": (
-        "d.json", '[{"question": "q", "answer": "a"}]',
-        ["d.json: (format): no known format fits (the first record has fields ['answer', 'question']). Tried "
+        "d.json", '[{"q": "q", "a": "a"}]',
+        ["d.json: (format): no known format fits (the first record has fields ['a', 'q']). Tried "
          "preference: no 'chosen' and 'rejected' fields; unpaired: no 'label' field with a 'completion' "
          "(or 'messages'); sharegpt: no 'conversations' field; messages: no "
          "'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; glaive: no 'chat' "

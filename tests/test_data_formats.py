@@ -152,11 +152,61 @@ def test_detection_prefers_the_majority_and_names_the_odd_record():
         "it looks like text"]
 
 
+@pytest.mark.parametrize("record, question, answer", [
+    ({"instruction": "Summarize.", "context": "Dolly is a sheep.", "response": "A sheep.", "category": "summarization"},
+     "Summarize.\nDolly is a sheep.", "A sheep."),  # databricks-dolly-15k
+    ({"prompt": "Hi ->", "completion": " Hello!\n"}, "Hi ->", " Hello!\n"),  # TRL / OpenAI's older fine-tuning
+    ({"question": "2+2?", "answer": "Two and two.\n#### 4"}, "2+2?", "Two and two.\n#### 4"),  # GSM8K
+    ({"query": "Hi", "response": "Hello", "system": "Be nice.", "history": [["a", "b"]]}, "Hi", "Hello"),  # Swift
+    ({"problem": "1+1", "solution": "2"}, "1+1", "2"),
+    ({"prompt": "Hi", "response": "Hello"}, "Hi", "Hello"),
+])
+def test_question_answer_records_under_other_field_names(record, question, answer):
+    """The datasets people bring name alpaca's fields otherwise; each is detected and read as a question and
+    its answer (Swift's history and system too), and the fields named are the file's own."""
+    sample, issues = norm(record)
+    assert issues == [] and sample.format == "alpaca"
+    assert turns(sample)[-2:] == [("user", question), ("assistant", answer)]
+    if "history" in record:
+        assert turns(sample)[:3] == [("system", "Be nice."), ("user", "a"), ("assistant", "b")]
+    q, a = (next(k for k in keys if k in record) for keys in (("instruction", "prompt", "question", "query", "problem"),
+                                                                ("response", "completion", "answer", "solution")))
+    assert sample.fields[-2:] == [q, a]
+    blank = dict(record, **{a: " "})
+    assert norm(blank, "alpaca")[1] == [f"f.json:1: {a}: empty assistant answer"]
+    wrong = {k: v for k, v in record.items() if k != a}
+    assert norm(wrong, "alpaca")[1] == ["f.json:1: (record): does not fit the alpaca format: no 'output' field (the "
+                                        "answer; response, completion, answer or solution also work)"]
+
+
+def test_conversational_prompt_completion_is_a_chat_to_train():
+    """TRL's conversational prompt-completion records: the prompt a conversation, the completion its answer."""
+    sample, issues = norm({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                           "completion": [{"role": "assistant", "content": "Hello."}]})
+    assert issues == [] and sample.kind == "chat" and sample.format == "prompt-completion"
+    assert turns(sample) == [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello.")]
+    sample, issues = norm({"prompt": [{"role": "user", "content": "Hi"}], "completion": "Hello."})
+    assert issues == [] and turns(sample) == [("user", "Hi"), ("assistant", "Hello.")]
+    _, issues = norm({"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}],
+                      "completion": "Hello."})
+    assert issues == ["f.json:1: prompt[1]: the prompt must end with a non-empty user turn"]
+    _, issues = norm({"prompt": [{"role": "user", "content": "Hi"}], "completion": [
+        {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]})
+    assert issues == ["f.json:1: completion: must hold one assistant message, got 2 messages"]
+
+
+def test_a_turn_list_under_firefly_key_is_read_as_messages():
+    sample, issues = norm({"conversation": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Yo"}]})
+    assert issues == [] and turns(sample) == [("user", "Hi"), ("assistant", "Yo")]
+    _, issues = norm({"conversation": [{"role": "user", "content": "Hi"}, {"role": "robot", "content": "Yo"}]})
+    assert issues == ["f.json:1: conversation[1].role: unknown role 'robot' (use system, user, assistant or tool)"]
+
+
 def test_unknown_format_says_what_was_tried():
-    fmt, why = detect_format([Record({"question": "q", "answer": "a"}, "f.json", 1)])
+    fmt, why = detect_format([Record({"q": "q", "a": "a"}, "f.json", 1)])
     assert fmt is None
     assert why == (
-        "no known format fits (the first record has fields ['answer', 'question']). Tried "
+        "no known format fits (the first record has fields ['a', 'q']). Tried "
         "preference: no 'chosen' and 'rejected' fields; unpaired: no 'label' field with a 'completion' "
         "(or 'messages'); sharegpt: no 'conversations' field; "
         "messages: no 'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; "

@@ -181,6 +181,7 @@ PAIR_SHAPES = {
                          "chosen": {"from": "gpt", "value": "good"}, "rejected": {"from": "gpt", "value": "bad"}},
     "openai message answers": {"messages": [U("q")], "chosen": A("good"), "rejected": A("bad")},
     "anthropic hh-rlhf": {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"},
+    "orca dpo pairs (question)": {"system": "", "question": "q", "chosen": "good", "rejected": "bad"},
 }
 
 
@@ -254,7 +255,7 @@ PAIR_ERRORS = [
      "rejected: identical to chosen: a pair needs two different answers"),
     ({"prompt": "q", "chosen": "good"}, "rejected: missing"),
     ({"chosen": "good", "rejected": "bad"},
-     "prompt: missing: add the question as 'prompt' (TRL), 'instruction' (alpaca) or 'conversations', "
+     "prompt: missing: add the question as 'prompt' (TRL), 'instruction' (alpaca), 'question' or 'conversations', "
      "or give the answers as whole conversations"),
     ({"prompt": "q", "chosen": 3, "rejected": "bad"}, "chosen: must be a string or an assistant message, got int"),
     ({"prompt": "q", "chosen": U("good"), "rejected": "bad"}, "chosen: must be the assistant's answer, got role 'user'"),

@@ -131,7 +131,9 @@ class DatasetSpec(_Section):
     )
     format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "text", "preference",
                     "unpaired"] = Field(
-        "auto", description="Record format; auto detects it from the fields of the records. preference: "
+        "auto", description="Record format; auto detects it from the fields of the records. alpaca: a question "
+                            "and its answer (instruction/input/output, or Dolly's instruction/context/response, "
+                            "prompt/completion, question/answer, query/response, problem/solution). preference: "
                             "chosen/rejected pairs; unpaired: KTO samples with a true/false label; xlam: "
                             "Salesforce xLAM function-calling records (query, answers as calls, tools); glaive: "
                             "Glaive function-calling v2 records (system listing the functions, chat text)."

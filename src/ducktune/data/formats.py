@@ -1,7 +1,9 @@
 """Detect a record's format and normalize it to a `Sample`.
 
 Formats (what people's tutorials produce):
-- alpaca:     {instruction, input?, output, system?, history?: [[q, a], ...]}
+- alpaca:     {instruction, input?, output, system?, history?: [[q, a], ...]}; or the same under other
+              names (Dolly's instruction/context/response, prompt/completion, question/answer,
+              query/response, problem/solution: QUESTION_FIELDS...)
 - sharegpt:   {conversations: [{from, value}], system?}      from: human/gpt/system (or user/assistant)
 - messages:   {messages: [{role, content}]}                   OpenAI; content may be a list of text parts;
                                                               from/value items are accepted too
@@ -145,8 +147,13 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         fits = looks_like_glaive(value) if detecting else "chat" in keys
         return None if fits else "no 'chat' text of 'USER:' / 'ASSISTANT:' turns"
     if fmt == "alpaca":
-        if "output" in keys and ("instruction" in keys or "input" in keys):
+        question, context, answer = alpaca_fields(value)
+        if answer is not None and (question is not None or context is not None):
             return None
+        if answer is not None:
+            return "no 'instruction' or 'input' field (the question; prompt, question, query or problem also work)"
+        if question is not None or context is not None:
+            return "no 'output' field (the answer; response, completion, answer or solution also work)"
         return "no 'instruction'/'input' and 'output' fields"
     if fmt == "text":
         return None if "text" in keys else "no 'text' field"
@@ -453,20 +460,44 @@ def request_conversation(messages: list[dict], tools: object) -> tuple[list[dict
 
 # ----------------------------------------------------------------------------- normalizers
 
+# Alpaca's three fields under the other names that question-answer datasets give them: Dolly's
+# instruction/context/response, TRL's and OpenAI's older prompt/completion, GSM8K's question/answer,
+# ModelScope Swift's query/response (with alpaca's history and system), problem/solution. A record's
+# first name of each list present is the one read.
+QUESTION_FIELDS = ("instruction", "prompt", "question", "query", "problem")
+CONTEXT_FIELDS = ("input", "context")
+ANSWER_FIELDS = ("output", "response", "completion", "answer", "solution")
+
+
+def alpaca_fields(value: dict) -> tuple[str | None, str | None, str | None]:
+    """The names a question-answer record uses for its (question, context, answer); None where it has none."""
+    return tuple(next((k for k in names if k in value), None) for names in (QUESTION_FIELDS, CONTEXT_FIELDS,
+                                                                           ANSWER_FIELDS))
+
+
 def normalize_alpaca(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                      ) -> Sample | None:
-    instruction = _text(value.get("instruction"), record, "instruction", issues, required=False) or ""
-    extra = _text(value.get("input"), record, "input", issues, required=False) or ""
-    output = _text(value.get("output"), record, "output", issues)
+    question_key, context_key, answer_key = alpaca_fields(value)
+    question_key, answer_key = question_key or "instruction", answer_key or "output"
+    question = _json_list(value.get(question_key))
+    if isinstance(question, list) and question and all(isinstance(turn, dict) for turn in question):
+        from ducktune.data.pair_formats import normalize_prompt_completion  # a conversation as the prompt (TRL)
+        return normalize_prompt_completion(value, question_key, answer_key, record, issues, options)
+    instruction = _text(value.get(question_key), record, question_key, issues, required=False) or ""
+    extra = (_text(value.get(context_key), record, context_key, issues, required=False) or "") if context_key else ""
+    output = _text(value.get(answer_key), record, answer_key, issues)
     if issues:
         return None
-    # Colab notebooks often leave instruction empty and put the question in input.
+    # Colab notebooks often leave instruction empty and put the question in input. Dolly's context (a
+    # passage the answer draws on) follows the question, as alpaca's input does.
     prompt = "\n".join(part for part in (instruction, extra) if part.strip())
     if not prompt.strip():
-        issues.append(record.issue("instruction", "empty: neither instruction nor input has text"))
+        other = context_key or ("input" if question_key == "instruction" else None)
+        issues.append(record.issue(question_key, f"empty: neither {question_key} nor {other} has text" if other
+                                   else "empty: the question has no text"))
         return None
     if not output.strip():
-        issues.append(record.issue("output", "empty assistant answer"))
+        issues.append(record.issue(answer_key, "empty assistant answer"))
         return None
     messages, fields = _system(value, record, issues)
     history = _history(value, record, issues)
@@ -476,8 +507,8 @@ def normalize_alpaca(value: dict, record: Record, issues: list[Issue], options: 
         messages.append(m)
         fields.append(f)
     messages += [Message("user", prompt), Message("assistant", output)]
-    fields += ["instruction" if instruction.strip() else "input", "output"]
-    return _finish_chat(messages, fields, record, "alpaca", issues, "output", options)
+    fields += [question_key if instruction.strip() else context_key, answer_key]
+    return _finish_chat(messages, fields, record, "alpaca", issues, answer_key, options)
 
 
 def _history(value: dict, record: Record, issues: list[Issue]) -> list[tuple[Message, str]] | None:
@@ -748,6 +779,12 @@ def normalize_firefly(value: dict, record: Record, issues: list[Issue], options:
     if not isinstance(turns, list) or not turns:
         issues.append(record.issue("conversation", "must be a non-empty list of {human, assistant} turns"))
         return None
+    if all(isinstance(t, dict) and ("role" in t or "from" in t) and "human" not in t for t in turns):
+        # A turn list under firefly's key ({role, content} or {from, value}): read as a messages record.
+        parsed = _chat_turns(value, record, issues, "conversation", options)
+        tools = _tools(value, record, issues)
+        return None if parsed is None else _finish_chat(*parsed, record, "messages", issues, "conversation", options,
+                                                        tools)
     messages, fields = _system(value, record, issues)
     for i, turn in enumerate(turns):
         where = f"conversation[{i}]"

@@ -34,7 +34,7 @@ from ducktune.data.schema import Issue, Message, Record, Sample
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}
-_PROMPT_HINT = ("missing: add the question as 'prompt' (TRL), 'instruction' (alpaca) or 'conversations', "
+_PROMPT_HINT = ("missing: add the question as 'prompt' (TRL), 'instruction' (alpaca), 'question' or 'conversations', "
                 "or give the answers as whole conversations")
 
 
@@ -140,7 +140,8 @@ def _prompt(value: dict, record: Record, issues: list[Issue], options: Normalize
     for key in ("messages", "conversations"):
         if key in value:
             return formats._chat_turns(value, record, issues, key, options)
-    for key in ("prompt", "instruction"):
+    # Intel/orca_dpo_pairs and others name it 'question' (with 'system'); Swift 'query'.
+    for key in ("prompt", "instruction", "question", "query"):
         if key in value:
             if _message_list(value[key], options):
                 return formats._chat_turns(value, record, issues, key, options)
@@ -306,6 +307,25 @@ def normalize_pair(value: dict, record: Record, issues: list[Issue],
 def _answer_key(answer: Message) -> tuple:
     """What makes two answers the same: their text (outer whitespace aside), calls (ids aside) and reasoning."""
     return answer.content.strip(), [call.key()[:2] for call in answer.tool_calls], answer.reasoning
+
+
+# ----------------------------------------------------------------------------- prompt-completion (SFT)
+
+def normalize_prompt_completion(value: dict, prompt_key: str, answer_key: str, record: Record, issues: list[Issue],
+                                options: NormalizeOptions = formats.DEFAULT_OPTIONS) -> Sample | None:
+    """TRL's conversational prompt-completion record, trained as SFT: the prompt a conversation (its
+    `system` field first unless it has one), the completion the assistant's answer (one message, a list
+    holding one, or text), the record's `tools` offered."""
+    parsed = formats._chat_turns(value, record, issues, prompt_key, options)
+    answer = _answer(value, answer_key, record, issues, options) if parsed is not None else None
+    tools = formats._tools(value, record, issues)
+    if parsed is None or answer is None or issues:
+        return None
+    prompt, fields = parsed
+    if not _check_prompt(prompt, fields, answer_key, record, issues, options):
+        return None
+    return formats._finish_chat(prompt + [answer], fields + [answer_key], record, "prompt-completion", issues,
+                                answer_key, options, tools)
 
 
 # ----------------------------------------------------------------------------- unpaired (KTO)
