@@ -66,7 +66,8 @@ CASES = {
          "(or 'messages'); sharegpt: no 'conversations' field; messages: no "
          "'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; glaive: no 'chat' "
          "text of 'USER:' / 'ASSISTANT:' turns; alpaca: no 'instruction'/'input' and 'output' "
-         "fields; text: no 'text' field"]),
+         "fields; transcript: no 'text' that is a chat transcript (Llama 2 [INST], ChatML, ### Human:, ...); "
+         "text: no 'text' field"]),
 }
 
 

@@ -202,6 +202,47 @@ def test_a_turn_list_under_firefly_key_is_read_as_messages():
     assert issues == ["f.json:1: conversation[1].role: unknown role 'robot' (use system, user, assistant or tool)"]
 
 
+@pytest.mark.parametrize("text, expected", [
+    ("<s>[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWhat is 2+2? [/INST] 4 </s>",  # mlabonne/guanaco-llama2-1k
+     [("system", "Be brief."), ("user", "What is 2+2?"), ("assistant", "4")]),
+    ("<s>[INST] Hi [/INST] Hello! </s><s>[INST] Again [/INST] Hello again. </s>",
+     [("user", "Hi"), ("assistant", "Hello!"), ("user", "Again"), ("assistant", "Hello again.")]),
+    ("### Human: A haiku?### Assistant: Leaves fall.### Human: Another?### Assistant: Snow melts.",  # Guanaco
+     [("user", "A haiku?"), ("assistant", "Leaves fall."), ("user", "Another?"), ("assistant", "Snow melts.")]),
+    ("<|im_start|>system\nBe nice<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>\n",
+     [("system", "Be nice"), ("user", "hi"), ("assistant", "yo")]),
+    ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant"
+     "<|end_header_id|>\n\nyo<|eot_id|>", [("user", "hi"), ("assistant", "yo")]),
+    ("\n\nHuman: hi\n\nAssistant: yo", [("user", "hi"), ("assistant", "yo")]),
+    ("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+     "### Instruction:\nSay hi\n\n### Input:\nto Bob\n\n### Response:\nHi Bob!",
+     [("user", "Say hi\nto Bob"), ("assistant", "Hi Bob!")]),
+])
+def test_chats_rendered_as_one_text_are_read_as_conversations(text, expected):
+    """Pre-rendered chats (the text of a prompt format) are their turns, so the model's own template writes
+    them and only the answers are trained; `format: text` keeps them plain text."""
+    sample, issues = norm({"text": text})
+    assert issues == [] and sample.format == "transcript" and sample.kind == "chat"
+    assert turns(sample) == expected
+    plain, issues = norm({"text": text}, "text")
+    assert issues == [] and plain.kind == "text" and plain.text == text
+
+
+@pytest.mark.parametrize("text", [
+    "Once upon a time [INST] was a word.",
+    "### Human: only a question",  # no answer
+    "### Human: q### Assistant: a### Assistant: a again",  # no alternation
+    "<s>[INST] q [/INST] a </s> and then some prose",  # more than the transcript
+    "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<|im_end|>",  # an empty answer
+    "The Human: said hi.\n\nAssistant: replied.",
+])
+def test_text_that_is_not_wholly_a_transcript_stays_text(text):
+    sample, issues = norm({"text": text})
+    assert issues == [] and sample.kind == "text" and sample.text == text
+    _, issues = norm({"text": text}, "transcript")
+    assert len(issues) == 1 and issues[0].startswith("f.json:1: text: not a chat transcript in a known format (ChatML, ")
+
+
 def test_unknown_format_says_what_was_tried():
     fmt, why = detect_format([Record({"q": "q", "a": "a"}, "f.json", 1)])
     assert fmt is None
@@ -211,7 +252,8 @@ def test_unknown_format_says_what_was_tried():
         "(or 'messages'); sharegpt: no 'conversations' field; "
         "messages: no 'messages' field; firefly: no 'conversation' field; xlam: no 'query' and 'answers' fields; "
         "glaive: no 'chat' text of 'USER:' / 'ASSISTANT:' turns; "
-        "alpaca: no 'instruction'/'input' and 'output' fields; text: no 'text' field")
+        "alpaca: no 'instruction'/'input' and 'output' fields; transcript: no 'text' that is a chat transcript "
+        "(Llama 2 [INST], ChatML, ### Human:, ...); text: no 'text' field")
 
 
 def test_several_problems_in_one_record_are_all_reported():

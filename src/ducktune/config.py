@@ -129,14 +129,18 @@ class DatasetSpec(_Section):
             "for a Hugging Face dataset ('hf:/local/folder' for one on disk)."
         ),
     )
-    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "text", "preference",
-                    "unpaired"] = Field(
+    format: Literal["auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "transcript", "text",
+                    "preference", "unpaired"] = Field(
         "auto", description="Record format; auto detects it from the fields of the records. alpaca: a question "
                             "and its answer (instruction/input/output, or Dolly's instruction/context/response, "
                             "prompt/completion, question/answer, query/response, problem/solution). preference: "
                             "chosen/rejected pairs; unpaired: KTO samples with a true/false label; xlam: "
                             "Salesforce xLAM function-calling records (query, answers as calls, tools); glaive: "
-                            "Glaive function-calling v2 records (system listing the functions, chat text)."
+                            "Glaive function-calling v2 records (system listing the functions, chat text); "
+                            "transcript: {text} records that are chats rendered in a prompt format (Llama 2 [INST], "
+                            "ChatML, Llama 3, ### Human/### Assistant, HH, Alpaca prompt), read as conversations "
+                            "for the model's own template (auto detects them); text: plain text, every token "
+                            "trained (transcripts too)."
     )
     columns: dict[str, str] = Field(
         default_factory=dict,

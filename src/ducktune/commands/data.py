@@ -88,8 +88,8 @@ def _missing_action(parser: argparse.ArgumentParser) -> int:
 
 
 def _shaping_args(p) -> None:
-    p.add_argument("--format", choices=("auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "text",
-                                        "preference", "unpaired"),
+    p.add_argument("--format", choices=("auto", "alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive",
+                                        "transcript", "text", "preference", "unpaired"),
                    default=None, help="record format (default: detected)")
     p.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
                    help="read ducktune's FIELD from the file's COLUMN, e.g. output=answer (repeatable)")

@@ -13,6 +13,10 @@ Formats (what people's tutorials produce):
 - glaive:     {system, chat}                                  Glaive function calling v2: "USER:" /
                                                               "ASSISTANT: <functioncall> ..." / "FUNCTION
                                                               RESPONSE:" turns in one text (data/glaive.py)
+- transcript: {text}                                          a chat rendered as one text in a known prompt
+                                                              format (Llama 2 [INST], ChatML, Llama 3, ###
+                                                              Human/### Assistant, HH, Alpaca prompt): its
+                                                              conversation (data/transcripts.py)
 - text:       {text}                                          continued pre-training, every token trained
 - preference: {prompt|instruction+input|messages|conversations, chosen, rejected}, or chosen and
               rejected as whole conversations (UltraFeedback)  pairs for DPO/ORPO/SimPO
@@ -45,7 +49,8 @@ from typing import Callable
 from ducktune.data.columns import UNSUPPORTED_COLUMNS
 from ducktune.data.schema import THINK_CLOSE, THINK_OPEN, Issue, Message, Record, Sample, ToolCall
 
-FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "text", "preference", "unpaired")
+FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "transcript", "text", "preference",
+           "unpaired")
 
 USER_ROLES = {"user", "human"}
 ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatgpt", "bard", "bing"}
@@ -155,6 +160,11 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         if question is not None or context is not None:
             return "no 'output' field (the answer; response, completion, answer or solution also work)"
         return "no 'instruction'/'input' and 'output' fields"
+    if fmt == "transcript":  # detected by its markers; given, any text is read (and told what it lacks)
+        from ducktune.data.transcripts import read_transcript
+
+        fits = "text" in keys and (read_transcript(value["text"]) is not None if detecting else True)
+        return None if fits else "no 'text' that is a chat transcript (Llama 2 [INST], ChatML, ### Human:, ...)"
     if fmt == "text":
         return None if "text" in keys else "no 'text' field"
     raise ValueError(fmt)
@@ -162,7 +172,8 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
 
 # Order matters: preference records may also carry 'messages' or 'prompt'; KTO records are
 # chats or prompt/completion records with a true/false label.
-_DETECTION_ORDER = ("preference", "unpaired", "sharegpt", "messages", "firefly", "xlam", "glaive", "alpaca", "text")
+_DETECTION_ORDER = ("preference", "unpaired", "sharegpt", "messages", "firefly", "xlam", "glaive", "alpaca",
+                    "transcript", "text")
 
 
 def detect_record(value: object) -> str | None:
@@ -823,6 +834,26 @@ def normalize_text(value: dict, record: Record, issues: list[Issue], options: No
     return Sample("text", text=text, where=record.where, format="text")
 
 
+def normalize_transcript(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
+                         ) -> Sample | None:
+    """A chat written out as one text in a known prompt format, as its conversation (data/transcripts.py)."""
+    from ducktune.data.transcripts import SCHEMES, read_transcript
+
+    text = _text(value.get("text"), record, "text", issues)
+    if text is None:
+        return None
+    found = read_transcript(text)
+    if found is None:
+        issues.append(record.issue("text", f"not a chat transcript in a known format ({', '.join(SCHEMES)}): its turns "
+                                           "must alternate user/assistant and end with an answer; use format text to "
+                                           "train it as plain text"))
+        return None
+    _, turns = found
+    messages = [Message(role, content) for role, content in turns]
+    return _finish_chat(messages, [f"text turn {n}" for n in range(1, len(messages) + 1)], record, "transcript",
+                        issues, "text", options)
+
+
 def normalize_preference(value: dict, record: Record, issues: list[Issue],
                          options: NormalizeOptions = DEFAULT_OPTIONS) -> Sample | None:
     # Imported here: pair_formats builds on this module's helpers.
@@ -854,6 +885,7 @@ NORMALIZERS: dict[str, Normalizer] = {
     "firefly": normalize_firefly,
     "xlam": normalize_xlam,
     "glaive": normalize_glaive,
+    "transcript": normalize_transcript,
     "text": normalize_text,
     "preference": normalize_preference,
     "unpaired": normalize_unpaired,
