@@ -367,6 +367,34 @@ def test_tokenizer_files_missing_is_said_and_a_chat_template_json_is_read(tmp_pa
     assert load_tokenizer(moved).chat_template == template
 
 
+def test_named_chat_templates_use_default_or_the_one_named(tmp_path, tiny_qwen):
+    """tokenizer_config.json's list of named templates (Command R7B's default/tool_use/rag, Hermes 3's
+    default/tool_use) made tokenizer.chat_template a dict, and export failed concatenating it. One template
+    is used: "default", or the one model.chat_template names; a template without tools says which other one
+    the tokenizer has."""
+    from ducktune.data.template import ChatFormat
+    from ducktune.data.template_rules import template_options
+    from ducktune.models.loading import load_tokenizer
+
+    plain = load_tokenizer(tiny_qwen).chat_template
+    tools = "{%- if tools %}{{ 'TOOLS: ' + tools | tojson + '\\n' }}{%- endif %}" + plain
+    folder = tmp_path / "named"
+    shutil.copytree(tiny_qwen, folder, ignore=shutil.ignore_patterns("chat_template*"))
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config["chat_template"] = [{"name": "default", "template": plain}, {"name": "tool_use", "template": tools}]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    default = load_tokenizer(folder)
+    assert default.chat_template == plain and isinstance(ChatFormat(default).trained_template(), str)
+    assert template_options(ChatFormat(default)).other_templates == ("tool_use",)
+    assert load_tokenizer(folder, "tool_use").chat_template == tools
+    assert "<s>" in load_tokenizer(folder, "firefly").chat_template  # a bundled template's name still works
+    config["chat_template"] = [{"name": "tool_use", "template": tools}, {"name": "rag", "template": plain}]
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"named: the tokenizer has named chat templates \(tool_use, rag\) and none "
+                                         r"is 'default': set model.chat_template to the name of the one to train with"):
+        load_tokenizer(folder)
+
+
 def test_a_transformers_older_than_declared_is_refused_before_training(monkeypatch):
     """A transformers below pyproject's floor (installed around pip's resolver, e.g. a GPU image's 5.17) is named
     with the upgrade command, before any model is read; at or above the floor nothing is said."""

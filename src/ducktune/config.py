@@ -74,7 +74,9 @@ class ModelConfig(_Section):
         description=(
             "Jinja chat template to use instead of the model's own (a template string, a path "
             "to a .jinja file, or a template ducktune ships: see `ducktune models`, e.g. firefly "
-            "for BLOOM, phi2-qa for Phi-2). Training, chat, serving and export all use the same one."
+            "for BLOOM, phi2-qa for Phi-2), or the name of one of the tokenizer's own named templates "
+            "(Hermes 3's or Command R7B's tool_use; without this, their 'default'). Training, chat, serving "
+            "and export all use the same one."
         ),
     )
     enable_thinking: bool = Field(

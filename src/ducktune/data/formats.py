@@ -111,6 +111,9 @@ class NormalizeOptions:
     # "calls", "results". A record using a part the template drops would train on a conversation with it
     # missing (most templates of models not trained for tools write none).
     tool_parts: frozenset[str] = frozenset(TOOL_PARTS)
+    # The names of the tokenizer's other chat templates (models/loading._named_template: Hermes 3's
+    # "tool_use" beside the "default" in use), which model.chat_template can pick: named in advice.
+    other_templates: tuple[str, ...] = ()
     # False when the template drops an answer's separate reasoning ("reasoning_content"): it is then
     # written into the answer's text as <think>...</think>, instead of being lost.
     writes_reasoning: bool = True
@@ -405,9 +408,11 @@ def _tools_fit(messages: list[Message], fields: list[str], tools: list[dict] | N
             field = "tools" if at is None else fields[at]
             advice = (" (write each call as the answer's text, in the model's own syntax)" if part == "calls"
                       and options.tool_parts else "")
-            issues.append(record.issue(field, f"this model's chat template does not write tool {part}{advice}; use a "
-                                              "model whose template does (Qwen2.5/3, Llama 3.1+, Mistral v0.3+, ...) "
-                                              "or set model.chat_template to one"))
+            other = (f"set model.chat_template to one of its other templates ({', '.join(options.other_templates)}), "
+                     if options.other_templates else "")
+            issues.append(record.issue(field, f"this model's chat template does not write tool {part}{advice}; {other}"
+                                              "use a model whose template does (Qwen2.5/3, Llama 3.1+, Mistral v0.3+, "
+                                              "...) or set model.chat_template to one"))
             return False
     if not tools:
         return True

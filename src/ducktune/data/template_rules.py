@@ -175,4 +175,5 @@ def template_options(chat_format, tags=None) -> NormalizeOptions:
     return NormalizeOptions(tags=tags, require_alternation=needs_alternation(tokenizer),
                             allow_system=accepts_system(tokenizer), tool_parts=tool_parts(chat_format),
                             writes_reasoning=writes_reasoning(tokenizer),
-                            reasoning_closed=reasoning_closed(chat_format))
+                            reasoning_closed=reasoning_closed(chat_format),
+                            other_templates=getattr(tokenizer, "ducktune_other_templates", ()))

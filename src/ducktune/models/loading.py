@@ -62,7 +62,12 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
         raise
     except Exception as exc:
         raise ModelError(f"{folder}: cannot load the tokenizer: {exc}") from None
-    if chat_template:
+    named = tokenizer.chat_template if isinstance(tokenizer.chat_template, dict) else None
+    if named is not None:
+        tokenizer.chat_template = _named_template(named, chat_template, folder)
+        # The others, for advice (a template without tools beside a "tool_use" one): see template_options.
+        tokenizer.ducktune_other_templates = tuple(n for n, t in named.items() if t != tokenizer.chat_template)
+    elif chat_template:
         tokenizer.chat_template = read_template(chat_template)
     elif not tokenizer.chat_template:
         tokenizer.chat_template = _processor_chat_template(folder_path)
@@ -72,6 +77,22 @@ def load_tokenizer(folder: str | Path, chat_template: str | None = None, trust_r
         # Padding positions are always masked out, so reusing EOS as pad is safe.
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+def _named_template(named: dict, chosen: str | None, folder: str | Path) -> str:
+    """One template of a tokenizer that has several by name (tokenizer_config.json's list of {name,
+    template}: Command R7B's default/tool_use/rag, Hermes 2 Pro's and Hermes 3's default/tool_use):
+    `model.chat_template` naming one picks it, otherwise any other value is read as usual and "default"
+    is the rest's choice (transformers' too without tools). Training, chat, serve and export use that one
+    template, so a run's prompts and masks never depend on whether a conversation has tools."""
+    if chosen and chosen in named:
+        return named[chosen]
+    if chosen:
+        return read_template(chosen)
+    if isinstance(named.get("default"), str):
+        return named["default"]
+    raise ModelError(f"{folder}: the tokenizer has named chat templates ({', '.join(named)}) and none is 'default': "
+                     "set model.chat_template to the name of the one to train with")
 
 
 def generation_stop_tokens(folder: str | Path, tokenizer) -> list[str]:
