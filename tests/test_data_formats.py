@@ -179,6 +179,16 @@ def test_question_answer_records_under_other_field_names(record, question, answe
                                         "answer; response, completion, answer or solution also work)"]
 
 
+def test_openorca_system_prompt_and_cohere_chatbot_role():
+    sample, issues = norm({"id": "niv.242684", "system_prompt": "You are an AI assistant.", "question": "Q?",
+                           "response": "A."})  # Open-Orca/OpenOrca
+    assert issues == [] and turns(sample) == [("system", "You are an AI assistant."), ("user", "Q?"), ("assistant", "A.")]
+    assert sample.fields[0] == "system_prompt"
+    sample, issues = norm({"messages": [{"role": "System", "content": "Be brief."}, {"role": "User", "content": "Hi"},
+                                        {"role": "Chatbot", "content": "Hello."}]})  # Cohere's fine-tuning data
+    assert issues == [] and turns(sample) == [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello.")]
+
+
 def test_conversational_prompt_completion_is_a_chat_to_train():
     """TRL's conversational prompt-completion records: the prompt a conversation, the completion its answer."""
     sample, issues = norm({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],

@@ -53,7 +53,7 @@ FORMATS = ("alpaca", "sharegpt", "messages", "firefly", "xlam", "glaive", "trans
            "unpaired")
 
 USER_ROLES = {"user", "human"}
-ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatgpt", "bard", "bing"}
+ASSISTANT_ROLES = {"assistant", "gpt", "model", "bot", "chatbot", "chatgpt", "bard", "bing"}  # chatbot: Cohere's
 SYSTEM_ROLES = {"system", "developer"}  # developer: OpenAI's newer name for it
 
 
@@ -445,6 +445,8 @@ def _alternates(messages: list[Message], fields: list[str], turns: list[int], re
 
 
 def _system(value: dict, record: Record, issues: list[Issue], field: str = "system") -> tuple[list[Message], list[str]]:
+    if field == "system" and "system" not in value and "system_prompt" in value:
+        field = "system_prompt"  # OpenOrca's name (system_prompt, question, response)
     system = _text(value.get(field), record, field, issues, required=False)
     if system and system.strip():
         return [Message("system", system)], [field]
