@@ -47,6 +47,28 @@ def test_single_object_and_json_lines_saved_as_json(tmp_path):
     assert [r.value["text"] for r in read_file(lines).records] == ["a", "b"]
 
 
+def test_a_table_saved_by_columns_is_read_by_rows(tmp_path):
+    """json.dump(dataset.to_dict()) and pandas' default to_json write one object of columns: each field said
+    "must be a string, got a list". Its rows are the records, named "row N"; a single record whose one list
+    is its turns stays one record."""
+    columns = write_json(tmp_path / "columns.json", {"instruction": ["a", ""], "output": ["x", "y"]})
+    samples, issues = samples_of(columns)
+    assert [(m.role, m.content) for m in samples[0].messages] == [("user", "a"), ("assistant", "x")]
+    assert issues == [f"{columns}:row 1: instruction: empty: neither instruction nor input has text"]
+    pandas = write_json(tmp_path / "pandas.json", {"question": {"0": "q0", "1": "q1"}, "answer": {"0": "a0", "1": "a1"}})
+    assert [r.value for r in read_file(pandas).records] == [{"question": "q0", "answer": "a0"},
+                                                            {"question": "q1", "answer": "a1"}]
+    chats = write_json(tmp_path / "chats.json", {"messages": [
+        [{"role": "user", "content": "q0"}, {"role": "assistant", "content": "a0"}],
+        [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}]]})
+    assert [r.line for r in read_file(chats).records] == ["row 0", "row 1"]
+    one = write_json(tmp_path / "one.json", {"messages": [{"role": "user", "content": "q"},
+                                                          {"role": "assistant", "content": "a"}]})
+    assert [r.line for r in read_file(one).records] == [1]
+    single = write_json(tmp_path / "single.json", {"instruction": "q", "output": "a", "history": [["h", "i"]]})
+    assert len(read_file(single).records) == 1
+
+
 def test_jsonl_lines_and_blank_lines(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a"}\n\n   \n{"text": "b"}\n')

@@ -101,7 +101,7 @@ DATA = {
     "json: preference rejected a number": ({"d.json": json.dumps([{"instruction": "q", "chosen": "a", "rejected": 3}])},
                                            ("d.json:1", "rejected")),
     # CSV / TSV
-    "csv: no output column": ({"d.csv": "instruction,answer\nq,a\n"}, ("d.csv",)),
+    "csv: no output column": ({"d.csv": "instruction,reply\nq,a\n"}, ("d.csv",)),
     "csv: a row longer than the header": ({"d.csv": "instruction,output\nq,a\nq,a,extra\n"}, ("d.csv:3",)),
     "csv: not UTF-8": ({"d.csv": b"instruction,output\nq,caf\xe9\n"}, ("d.csv:2:", "UTF-8")),
     "csv: header only": ({"d.csv": "instruction,output\n"}, ("d.csv",)),

@@ -143,6 +143,9 @@ def read_json_text(name: str, text: str) -> ReadResult:
         repeated = duplicates.issue(name, _line_col(text, pos)[0])
         if repeated:
             return ReadResult(issues=[repeated], lost=1)
+        rows = columns_as_rows(value)
+        if rows is not None:  # a table saved by columns: its rows are the records ("row N", 0-based)
+            return ReadResult([Record(row, name, f"row {i}") for i, row in enumerate(rows)])
         return ReadResult([Record(value, name, _line_col(text, pos)[0])])
 
     result = ReadResult()
@@ -206,6 +209,26 @@ def _numbered(result: ReadResult, indexes: list[int]) -> ReadResult:
         for record, index in zip(records, indexes):
             record.line = f"{record.line}, record {index}"
     return result
+
+
+def columns_as_rows(value: object) -> list[dict] | None:
+    """The rows of a table saved by columns, None for anything else: {field: [v0, v1, ...]} (a Hugging Face
+    Dataset.to_dict() dumped with json.dump) or {field: {"0": v0, "1": v1, ...}} (pandas' default to_json),
+    every column as long, at least two rows. A single record whose one list is its turns ({"messages":
+    [{role, content}, ...]}) is no table: a column of turn objects is."""
+    if not isinstance(value, dict) or not value:
+        return None
+    columns = list(value.values())
+    if all(isinstance(c, dict) for c in columns):
+        keys = list(columns[0])
+        if len(keys) < 2 or not all(k.isdigit() for k in keys) or any(list(c) != keys for c in columns):
+            return None
+        columns = [[c[k] for k in keys] for c in columns]
+    if not all(isinstance(c, list) for c in columns) or len({len(c) for c in columns}) != 1 or len(columns[0]) < 2:
+        return None
+    if any(all(isinstance(v, dict) and ("role" in v or "from" in v) for v in c) for c in columns):
+        return None  # a record's turn list (its items are turns, where a table's would be lists of turns)
+    return [dict(zip(value, row)) for row in zip(*columns)]
 
 
 def read_jsonl(path: Path) -> ReadResult:
