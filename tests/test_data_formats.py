@@ -189,6 +189,19 @@ def test_openorca_system_prompt_and_cohere_chatbot_role():
     assert issues == [] and turns(sample) == [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello.")]
 
 
+def test_gemini_tuning_records_are_messages():
+    """Vertex AI's Gemini tuning data: contents of {role: user/model, parts: [{text}]}, a systemInstruction."""
+    sample, issues = norm({"systemInstruction": {"role": "system", "parts": [{"text": "Be brief."}]},
+                           "contents": [{"role": "user", "parts": [{"text": "Hi"}]},
+                                        {"role": "model", "parts": [{"text": "Hel"}, {"text": "lo."}]}]})
+    assert issues == [] and sample.format == "messages"
+    assert turns(sample) == [("system", "Be brief."), ("user", "Hi"), ("assistant", "Hello.")]
+    assert sample.fields == ["systemInstruction.parts", "contents[0]", "contents[1]"]
+    _, issues = norm({"contents": [{"role": "user", "parts": [{"text": "Who?"}, {"inlineData": {"data": "..."}}]},
+                                   {"role": "model", "parts": [{"text": "Kane."}]}]})
+    assert issues == ["f.json:1: contents[0].parts[1]: only text parts are supported (got 'inlineData')"]
+
+
 def test_conversational_prompt_completion_is_a_chat_to_train():
     """TRL's conversational prompt-completion records: the prompt a conversation, the completion its answer."""
     sample, issues = norm({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],

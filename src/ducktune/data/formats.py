@@ -6,7 +6,8 @@ Formats (what people's tutorials produce):
               query/response, problem/solution: QUESTION_FIELDS...)
 - sharegpt:   {conversations: [{from, value}], system?}      from: human/gpt/system (or user/assistant)
 - messages:   {messages: [{role, content}]}                   OpenAI; content may be a list of text parts;
-                                                              from/value items are accepted too
+                                                              from/value items are accepted too; Gemini's
+                                                              {contents: [{role, parts}], systemInstruction}
 - firefly:    {conversation: [{human, assistant}], system?}
 - xlam:       {query, answers, tools}                         Salesforce xLAM function calling: the answer is
                                                               the calls (JSON text of [{name, arguments}])
@@ -143,8 +144,8 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         return "'label' is not true or false" if detecting and not _is_boolean_label(value["label"]) else None
     if fmt == "sharegpt":
         return None if "conversations" in keys else "no 'conversations' field"
-    if fmt == "messages":
-        return None if "messages" in keys else "no 'messages' field"
+    if fmt == "messages":  # or Gemini's (Vertex AI tuning data) contents: [{role, parts: [{text}]}]
+        return None if "messages" in keys or "contents" in keys else "no 'messages' field"
     if fmt == "firefly":
         return None if "conversation" in keys else "no 'conversation' field"
     if fmt == "xlam":
@@ -270,7 +271,8 @@ def _text(value: object, record: Record, field: str, issues: list[Issue], requir
             if isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
                 parts.append(part["text"])
             elif isinstance(part, dict):
-                issues.append(record.issue(f"{field}[{i}]", f"only text parts are supported (got {part.get('type')!r})"))
+                kind = part.get("type", next((k for k in part if k != "text"), None))  # Gemini's parts are keyed
+                issues.append(record.issue(f"{field}[{i}]", f"only text parts are supported (got {kind!r})"))
                 return None
             else:  # ["glad", "joyful"] is not one text: joined, it trained "gladjoyful"
                 issues.append(record.issue(field, "must be a string (or a list of {'type': 'text'} parts), "
@@ -445,8 +447,13 @@ def _alternates(messages: list[Message], fields: list[str], turns: list[int], re
 
 
 def _system(value: dict, record: Record, issues: list[Issue], field: str = "system") -> tuple[list[Message], list[str]]:
-    if field == "system" and "system" not in value and "system_prompt" in value:
-        field = "system_prompt"  # OpenOrca's name (system_prompt, question, response)
+    if field == "system" and "system" not in value:
+        if "system_prompt" in value:
+            field = "system_prompt"  # OpenOrca's name (system_prompt, question, response)
+        elif isinstance(value.get("systemInstruction"), dict):  # Gemini's: {role?, parts: [{text}]}
+            field = "systemInstruction.parts"
+            system = _text(value["systemInstruction"].get("parts"), record, field, issues, required=False)
+            return ([Message("system", system)], [field]) if system and system.strip() else ([], [])
     system = _text(value.get(field), record, field, issues, required=False)
     if system and system.strip():
         return [Message("system", system)], [field]
@@ -750,6 +757,8 @@ def _chat_turns(value: dict, record: Record, issues: list[Issue], field: str, op
     message."""
     if field == "conversations":
         parsed = _turn_list(value, record, issues, field, "from", "value", ("role", "content"), options.tags)
+    elif field == "contents":  # Gemini's
+        parsed = _turn_list(value, record, issues, field, "role", "parts", ("role", "content"), options.tags)
     else:
         parsed = _turn_list(value, record, issues, field, "role", "content", ("from", "value"), options.tags)
     if parsed is None:
@@ -768,7 +777,7 @@ def normalize_sharegpt(value: dict, record: Record, issues: list[Issue], options
 
 def normalize_messages(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
                        ) -> Sample | None:
-    return _finish_turns(value, record, issues, "messages", "messages", options)
+    return _finish_turns(value, record, issues, "messages" if "messages" in value else "contents", "messages", options)
 
 
 def _finish_turns(value: dict, record: Record, issues: list[Issue], field: str, fmt: str, options: NormalizeOptions
