@@ -237,6 +237,16 @@ def test_a_turn_list_under_firefly_key_is_read_as_messages():
     ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant"
      "<|end_header_id|>\n\nyo<|eot_id|>", [("user", "hi"), ("assistant", "yo")]),
     ("\n\nHuman: hi\n\nAssistant: yo", [("user", "hi"), ("assistant", "yo")]),
+    ("<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\nyo<end_of_turn>\n",
+     [("user", "hi"), ("assistant", "yo")]),
+    ("<|system|>\nBe nice</s>\n<|user|>\nhi</s>\n<|assistant|>\nyo</s>",  # Zephyr, TinyLlama-chat
+     [("system", "Be nice"), ("user", "hi"), ("assistant", "yo")]),
+    ("<|user|>\nhi<|end|>\n<|assistant|>\nyo<|end|>\n<|user|>\nagain<|end|>\n<|assistant|>\nyo again<|end|>",  # Phi-3
+     [("user", "hi"), ("assistant", "yo"), ("user", "again"), ("assistant", "yo again")]),
+    ("A chat between a curious user and an artificial intelligence assistant. USER: hi ASSISTANT: yo</s>"
+     "USER: again ASSISTANT: yo again</s>",  # Vicuna v1.1
+     [("system", "A chat between a curious user and an artificial intelligence assistant."), ("user", "hi"),
+      ("assistant", "yo"), ("user", "again"), ("assistant", "yo again")]),
     ("Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
      "### Instruction:\nSay hi\n\n### Input:\nto Bob\n\n### Response:\nHi Bob!",
      [("user", "Say hi\nto Bob"), ("assistant", "Hi Bob!")]),

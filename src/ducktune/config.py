@@ -140,7 +140,8 @@ class DatasetSpec(_Section):
                             "Salesforce xLAM function-calling records (query, answers as calls, tools); glaive: "
                             "Glaive function-calling v2 records (system listing the functions, chat text); "
                             "transcript: {text} records that are chats rendered in a prompt format (Llama 2 [INST], "
-                            "ChatML, Llama 3, ### Human/### Assistant, HH, Alpaca prompt), read as conversations "
+                            "ChatML, Llama 3, Gemma, Zephyr/Phi-3, Vicuna, ### Human/### Assistant, HH, Alpaca "
+                            "prompt), read as conversations "
                             "for the model's own template (auto detects them); text: plain text, every token "
                             "trained (transcripts too)."
     )

@@ -15,8 +15,9 @@ Formats (what people's tutorials produce):
                                                               "ASSISTANT: <functioncall> ..." / "FUNCTION
                                                               RESPONSE:" turns in one text (data/glaive.py)
 - transcript: {text}                                          a chat rendered as one text in a known prompt
-                                                              format (Llama 2 [INST], ChatML, Llama 3, ###
-                                                              Human/### Assistant, HH, Alpaca prompt): its
+                                                              format (Llama 2 [INST], ChatML, Llama 3, Gemma,
+                                                              Zephyr/Phi-3, Vicuna, ### Human/### Assistant,
+                                                              HH, Alpaca prompt): its
                                                               conversation (data/transcripts.py)
 - text:       {text}                                          continued pre-training, every token trained
 - preference: {prompt|instruction+input|messages|conversations, chosen, rejected}, or chosen and

@@ -3,6 +3,8 @@
 Many tutorials' datasets hold each chat already rendered in one model's or one project's format:
 - Llama 2's `<s>[INST] <<SYS>>\\nsystem\\n<</SYS>>\\n\\nquestion [/INST] answer </s>` (mlabonne/guanaco-llama2-1k);
 - ChatML's `<|im_start|>user\\n...<|im_end|>` and Llama 3's `<|start_header_id|>user<|end_header_id|>\\n\\n...<|eot_id|>`;
+- Gemma's `<start_of_turn>user\\n...<end_of_turn>`, Zephyr's `<|user|>\\n...</s>` and Phi-3's `<|user|>\\n...<|end|>`;
+- Vicuna's `SYSTEM TEXT USER: ... ASSISTANT: ...</s>`;
 - Guanaco's `### Human: ... ### Assistant: ...` (timdettmers/openassistant-guanaco, QLoRA's data);
 - Anthropic HH's `\\n\\nHuman: ...\\n\\nAssistant: ...`;
 - the Alpaca prompt, `### Instruction:\\n...\\n\\n### Input:\\n...\\n\\n### Response:\\n...` after its preamble.
@@ -29,6 +31,11 @@ _LLAMA3 = re.compile(r"<\|start_header_id\|>(system|user|assistant)<\|end_header
 _LLAMA2 = re.compile(r"(?:<s>)?\s*\[INST\](.*?)\[/INST\](.*?)(?:</s>|(?=<s>|\s*\[INST\])|$)", re.DOTALL)
 _LLAMA2_SYSTEM = re.compile(r"^\s*<<SYS>>\n?(.*?)\n?<</SYS>>\s*", re.DOTALL)
 _GUANACO = re.compile(r"### (Human|Assistant):")
+_GEMMA = re.compile(r"<start_of_turn>(user|model)\n(.*?)(?:<end_of_turn>|$)", re.DOTALL)
+# Zephyr's and TinyLlama-chat's (each turn closed by </s>) and Phi-3's (closed by <|end|>).
+_ZEPHYR = re.compile(r"<\|(system|user|assistant)\|>\n(.*?)(?:</s>|<\|end\|>|(?=<\|(?:system|user|assistant)\|>)|$)",
+                     re.DOTALL)
+_VICUNA = re.compile(r"(?:^|\s|</s>)(USER|ASSISTANT):")
 _ALPACA = re.compile(r"^(?P<preamble>.*?)### Instruction:\s*\n(?P<instruction>.*?)\n\s*"
                      r"(?:### Input:\s*\n(?P<input>.*?)\n\s*)?### Response:\s*\n(?P<response>.*)$", re.DOTALL)
 _ROLES = {"Human": "user", "Assistant": "assistant"}
@@ -65,6 +72,17 @@ def _llama2(text: str) -> Turns | None:
     return turns
 
 
+def _vicuna(text: str) -> Turns | None:
+    """Vicuna v1.1's `SYSTEM TEXT USER: question ASSISTANT: answer</s>USER: ...`: what precedes the first
+    USER: is the system prompt."""
+    parts = _VICUNA.split(text.strip())
+    if len(parts) < 5:
+        return None
+    turns = [("system", parts[0].strip())] if parts[0].strip() else []
+    return turns + [({"USER": "user", "ASSISTANT": "assistant"}[role], content.strip().removesuffix("</s>").strip())
+                    for role, content in zip(parts[1::2], parts[2::2])]
+
+
 def _marked(pattern: re.Pattern, text: str) -> Turns | None:
     """Turns after role markers ("### Human:"): the text must begin with the first."""
     parts = pattern.split(text.strip())
@@ -85,12 +103,17 @@ SCHEMES: dict[str, Callable[[str], Turns | None]] = {
     "ChatML": lambda text: _tagged(_CHATML, text),
     "Llama 3": lambda text: _tagged(_LLAMA3, text),
     "Llama 2 [INST]": _llama2,
+    "Gemma": lambda text: [("assistant" if role == "model" else role, content)
+                           for role, content in _tagged(_GEMMA, text.strip().removeprefix("<bos>")) or ()] or None,
+    "Zephyr/Phi-3": lambda text: _tagged(_ZEPHYR, text.strip().removeprefix("<s>")),
     "### Human/### Assistant": lambda text: _marked(_GUANACO, text),
     "Human:/Assistant:": lambda text: [(t["role"], t["content"].strip()) for t in hh_transcript(text) or ()] or None,
     "Alpaca prompt": _alpaca_prompt,
+    "Vicuna USER:/ASSISTANT:": _vicuna,
 }
 # A cheap look before the parsers: a text holding none of these is no transcript (most text records).
-_HINTS = ("<|im_start|>", "<|start_header_id|>", "[INST]", "### Human:", "Human:", "### Instruction:")
+_HINTS = ("<|im_start|>", "<|start_header_id|>", "[INST]", "<start_of_turn>", "<|user|>", "### Human:", "Human:",
+          "### Instruction:", "USER:")
 
 
 def read_transcript(text: object) -> tuple[str, Turns] | None:
