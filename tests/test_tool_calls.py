@@ -307,10 +307,16 @@ class ScriptedEngine:
 
     def stream(self, messages, max_new_tokens=256, cancel=None, on_finish=None, tools=None, on_reasoning=None,
                **sampling):
-        """The visible answer in pieces of three characters (a marker arrives split), then the finish."""
+        """The answer's tokens through the real engine's AnswerText (the pieces a generation streams: the
+        stand-in's small tokens split every marker), then the finish."""
+        from ducktune.chat.engine import AnswerText
+
         result = self.generate(messages, max_new_tokens, tools=tools)
-        text = result.text
-        yield from (text[i:i + 3] for i in range(0, len(text), 3))
+        tokenizer = self.chat_format.tokenizer
+        row = AnswerText.for_format(tokenizer, self.chat_format, max_new_tokens, None, tools)
+        for token in tokenizer(self.raw_answer, add_special_tokens=False)["input_ids"]:
+            if piece := row.add(token):
+                yield piece
         on_finish(result)
 
 
@@ -435,7 +441,7 @@ def stream_chunks(client, body):
 def test_a_stream_offering_tools_sends_the_text_as_it_comes_and_then_the_calls(tool_server):
     """Qwen's <tool_call> is visible text: the answer's words stream in pieces, the call's markup never, the
     calls come as one indexed delta with finish_reason tool_calls. Where the opening is a special token
-    the stream does not show (Ministral 3's [TOOL_CALLS]), the answer is sent when whole."""
+    the text leaves out (Ministral 3's [TOOL_CALLS]), the text before it streams all the same."""
     client, engines = tool_server
     engines["qwen"] = ScriptedEngine("qwen2.5", 'Let me check that for you.\n<tool_call>\n{"name": "get_weather", '
                                                 '"arguments": {"city": "Paris"}}\n</tool_call>')
@@ -451,10 +457,16 @@ def test_a_stream_offering_tools_sends_the_text_as_it_comes_and_then_the_calls(t
     choices = stream_chunks(client, {"model": "qwen", **ASK})
     assert "".join(c["delta"].get("content") or "" for c in choices) == "Use <tool_ names with care."
     assert choices[-1]["finish_reason"] == "stop"
-    engines["ministral"] = ScriptedEngine("ministral3", '[TOOL_CALLS]get_weather[ARGS]{"city": "Paris"}')
+    engines["ministral"] = ScriptedEngine("ministral3", 'Let me check that for you.[TOOL_CALLS]get_weather[ARGS]'
+                                                       '{"city": "Paris"}')
     choices = stream_chunks(client, {"model": "ministral", **ASK})
+    contents = [c["delta"]["content"] for c in choices if c["delta"].get("content")]
+    assert len(contents) > 3 and "".join(contents) == "Let me check that for you."
     assert [c["delta"]["tool_calls"][0]["function"]["name"] for c in choices if "tool_calls" in c["delta"]] == [
         "get_weather"] and choices[-1]["finish_reason"] == "tool_calls"
+    # No tools offered: the same answer is text, and the special token is not shown.
+    choices = stream_chunks(client, {"model": "ministral", "messages": ASK["messages"]})
+    assert "".join(c["delta"].get("content") or "" for c in choices) == engines["ministral"].visible()
 
 
 def test_eval_scores_calls_by_function_and_arguments_prompted_with_the_tools():
@@ -649,6 +661,35 @@ def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
     assert [(c.name, c.arguments) for c in parsed[1]] == wanted
     assert parsed[0] == ""  # nothing said before the calls
     assert parse_tool_calls("It is sunny in Paris.", syntax) is None  # a text answer is text
+
+
+# Nemotron-H's template writes an answer's text and its calls as two assistant turns (no text before a call).
+@pytest.mark.parametrize("family_id", [f for f in CALL_FAMILIES if f not in ("llama3", "gpt-oss", "nemotron-h")])
+def test_a_stream_shows_the_text_before_the_calls_and_never_their_markup(family_id):
+    """Every family's answer with text and a call, token by token through the engine's AnswerText and the
+    stream's CallGate: the text before the call streams (also where the call opens with a special token the
+    text leaves out: Ministral 3, Granite 4, Gemma 4, Apertus), the call's markup never; the whole answer
+    reads back as that text and the call. (Llama 3.1's answer is a call only when it is nothing else;
+    gpt-oss calls in a channel header, sent when whole.)"""
+    from ducktune.chat.call_gate import CallGate
+    from ducktune.chat.engine import AnswerText
+    from ducktune.chat.tool_calls import call_syntax, parse_tool_calls
+
+    fmt = chat_format(family_id)
+    tools = [{"type": "function", "function": {"name": "get_weather", "description": "d", "parameters": {
+        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    call = {"id": "abcdefgh0", "type": "function", "function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+    text, spans = fmt.assistant_spans([{"role": "user", "content": "q"}, {"role": "assistant",
+                                       "content": "Let me check that.", "tool_calls": [call]}], tools)
+    tokenizer = fmt.tokenizer
+    row = AnswerText.for_format(tokenizer, fmt, 10_000, None, tools)
+    gate = CallGate.for_format(fmt)
+    shown = "".join(gate.feed(piece) for token in tokenizer(text[slice(*spans[-1])], add_special_tokens=False)[
+        "input_ids"] if (piece := row.add(token)))
+    before, calls = parse_tool_calls(row.generation(0).raw_text, call_syntax(fmt), fmt.answer_frame, tools)
+    assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+    assert shown.strip() == before.strip() and "get_weather" not in shown and "Paris" not in shown
+    assert before.strip() in ("Let me check that.", "")  # "": a template that writes no text beside calls
 
 
 def test_keyed_calls_read_text_before_them_and_types_by_the_declared_tools():

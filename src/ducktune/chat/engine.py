@@ -131,7 +131,7 @@ class AnswerText:
     incomplete), and `done` at a stop token, a stop string or the length limit."""
 
     def __init__(self, tokenizer, stop_token_ids: list[int], max_new_tokens: int, stop: list[str] | None = None,
-                 frame=None, reasoning_stop_ids: list[int] | tuple = ()):
+                 frame=None, reasoning_stop_ids: list[int] | tuple = (), shown_tokens: dict[int, str] | None = None):
         self.tokenizer = tokenizer
         self.stop_token_ids = list(stop_token_ids)
         # Stop tokens that end the answer only after its reasoning (ChatFormat.reasoning_stop_token_ids).
@@ -146,12 +146,23 @@ class AnswerText:
         self.start: tuple[int, str] | None = None  # (token index, leftover) once the answer's text has begun
         self.reasoning: str | None = None
         self.reasoning_piece = ""  # the reasoning text the last token added (shown apart by `ducktune chat`)
+        # Special tokens whose text the pieces show where they come (the text itself leaves them out): the
+        # one a tool call opens with (Mistral's [TOOL_CALLS]), so a stream's CallGate sees where calls begin.
+        self.shown_tokens = shown_tokens or {}
 
     @classmethod
-    def for_format(cls, tokenizer, chat_format, max_new_tokens: int, stop: list[str] | None = None) -> "AnswerText":
-        """An answer generated in `chat_format`: its stop tokens, its frame, its stops that wait for the reasoning."""
+    def for_format(cls, tokenizer, chat_format, max_new_tokens: int, stop: list[str] | None = None,
+                   tools: list[dict] | None = None) -> "AnswerText":
+        """An answer generated in `chat_format`: its stop tokens, its frame, its stops that wait for the reasoning;
+        with `tools` offered, the special token its calls open with shown in the pieces (chat/call_gate.py)."""
+        shown = None
+        if tools:
+            from ducktune.chat.call_gate import hidden_opening
+
+            hidden = hidden_opening(chat_format)
+            shown = dict([hidden]) if hidden else None
         return cls(tokenizer, chat_format.stop_token_ids, max_new_tokens, stop, chat_format.answer_frame,
-                   chat_format.reasoning_stop_token_ids)
+                   chat_format.reasoning_stop_token_ids, shown)
 
     def _answer_tokens(self, body: list[int]) -> tuple[int, str] | None:
         """Where the answer's text starts in `body`, once the frame decides it (fixed from then on)."""
@@ -179,10 +190,13 @@ class AnswerText:
         if start is None:
             return ""
         text = answer_text(self.tokenizer, body, *start)
+        marker = self.shown_tokens.get(token, "")
         cut = first_stop(text, self.stop)
         if cut >= 0:
             self.done = self.stopped_by_string = True
-            text = text[:cut]
+            text, marker = text[:cut], ""
+        elif marker:  # the text before it is whole: no stop string or character continues across it
+            text = text.rstrip("\ufffd")
         elif not self.done:
             if text.endswith("\ufffd"):  # a character split across tokens: wait for the rest
                 return ""
@@ -190,8 +204,8 @@ class AnswerText:
         elif not at_stop_token:  # the length limit cut inside a character: not sent, as in the Generation
             text = text.rstrip("\ufffd")
         piece = text[len(self.emitted):] if len(text) > len(self.emitted) else ""
-        self.emitted += piece
-        return piece
+        self.emitted += piece  # the marker is no part of the answer's text
+        return piece + marker
 
     def generation(self, n_prompt: int) -> Generation:
         result = finish_generation(self.tokenizer, self.stop_token_ids, n_prompt, self.tokens,
@@ -327,7 +341,7 @@ class ChatEngine:
         criterion (AnswerText), sampled or greedy. (transformers' stop_strings precomputes a table that
         grows with the stop string's length, and matches stops that begin in the prompt.)"""
         prompt = self.chat_format.prompt_ids(messages, tools)
-        row = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop)
+        row = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop, tools)
         request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece, tools, on_reasoning)
         self._generate_rows([prompt], [row], [request], (temperature, top_p, seed))
         return row.generation(len(prompt))
@@ -377,7 +391,8 @@ class ChatEngine:
         stops costing compute); a single row goes through `generate`, like an unbatched request.
         """
         prompts = [self.chat_format.prompt_ids(r.messages, r.tools) for r in requests]
-        rows = [AnswerText.for_format(self.tokenizer, self.chat_format, r.max_new_tokens, r.stop) for r in requests]
+        rows = [AnswerText.for_format(self.tokenizer, self.chat_format, r.max_new_tokens, r.stop, r.tools)
+                for r in requests]
         with self.lock:
             if len(requests) == 1 or not self._decode_rows(prompts, rows, requests):
                 self._generate_rows(prompts, rows, requests)

@@ -249,7 +249,7 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
                 from ducktune.chat.call_gate import CallGate
 
                 gate = CallGate.for_format(served.engine.chat_format)
-                if gate is None:  # an opening of special tokens, which the stream does not show
+                if gate is None:  # gpt-oss: calls open in a channel header, outside the streamed text
                     return await complete(served, req, request, stream=True)
             return await stream_completion(served, req, request, gate)
         return await complete(served, req, request)

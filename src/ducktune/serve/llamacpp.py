@@ -169,7 +169,7 @@ class LlamaCppEngine:
         prompt = self.chat_format.prompt_ids(messages, tools)
         # The server checks the context before queueing; a direct caller gets what still fits.
         max_new_tokens = max(1, min(max_new_tokens, self.max_context - len(prompt)))
-        answer = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop)
+        answer = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop, tools)
         with self.lock:
             tokens = self._tokens(prompt, temperature, top_p, seed)
             try:
