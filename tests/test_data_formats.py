@@ -202,6 +202,15 @@ def test_gemini_tuning_records_are_messages():
     assert issues == ["f.json:1: contents[0].parts[1]: only text parts are supported (got 'inlineData')"]
 
 
+def test_prompt_completion_with_a_label_that_is_no_boolean_is_not_trained_as_sft():
+    """KTO records whose label is not true/false are said to be so, never read as SFT pairs (which would train
+    the undesirable completions as answers)."""
+    fmt, why = detect_format([Record({"prompt": "q", "completion": "a", "label": "positive"}, "f.json", 1)])
+    assert fmt is None and "unpaired: 'label' is not true or false" in why
+    assert "alpaca: a 'label' beside prompt/completion (KTO data: the label must be true or false)" in why
+    assert detect_format([Record({"prompt": "q", "completion": "a", "label": True}, "f.json", 1)])[0] == "unpaired"
+
+
 def test_conversational_prompt_completion_is_a_chat_to_train():
     """TRL's conversational prompt-completion records: the prompt a conversation, the completion its answer."""
     sample, issues = norm({"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],

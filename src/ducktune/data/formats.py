@@ -158,6 +158,8 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         return None if fits else "no 'chat' text of 'USER:' / 'ASSISTANT:' turns"
     if fmt == "alpaca":
         question, context, answer = alpaca_fields(value)
+        if detecting and answer == "completion" and "label" in keys:  # KTO data whose label is no true/false
+            return "a 'label' beside prompt/completion (KTO data: the label must be true or false)"
         if answer is not None and (question is not None or context is not None):
             return None
         if answer is not None:
