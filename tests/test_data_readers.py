@@ -69,6 +69,14 @@ def test_a_table_saved_by_columns_is_read_by_rows(tmp_path):
     assert len(read_file(single).records) == 1
 
 
+def test_a_spreadsheet_is_told_to_be_saved_as_csv(tmp_path):
+    path = tmp_path / "qa.xlsx"
+    path.write_bytes(b"PK\x03\x04")
+    (issue,) = read_file(path).issues
+    assert issue.fatal and str(issue).endswith("; from Excel or a spreadsheet, save it as 'CSV UTF-8' (one column per "
+                                               "field, a header row)")
+
+
 def test_jsonl_lines_and_blank_lines(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text('{"text": "a"}\n\n   \n{"text": "b"}\n')

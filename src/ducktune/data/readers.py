@@ -432,8 +432,10 @@ def read_file(path: Path, text_unit: str = "paragraph") -> ReadResult:
     suffix = path.suffix.lower()
     name = str(path)
     if suffix not in SUPPORTED_SUFFIXES:
-        return ReadResult(issues=[Issue(name, None, "(file)",
-                                        f"unsupported file type '{suffix}' (use {', '.join(SUPPORTED_SUFFIXES)})", fatal=True)])
+        hint = ("; from Excel or a spreadsheet, save it as 'CSV UTF-8' (one column per field, a header row)"
+                if suffix in (".xlsx", ".xls", ".ods", ".numbers") else "")
+        return ReadResult(issues=[Issue(name, None, "(file)", f"unsupported file type '{suffix}' "
+                                        f"(use {', '.join(SUPPORTED_SUFFIXES)}){hint}", fatal=True)])
     try:
         if suffix == ".json":
             return read_json(path)
