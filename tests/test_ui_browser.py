@@ -61,6 +61,24 @@ def open_page(browser, url: str):
     return page, problems
 
 
+def scripted_chat(page, model: str, answers: list[list[dict]]) -> list:
+    """The page's API answers as a model would: /v1/models lists `model`; the n-th chat completion streams
+    the deltas answers[n]. Returns the list the requests' bodies are appended to."""
+    sent: list = []
+
+    def completions(route):
+        sent.append(json.loads(route.request.post_data))
+        chunks = answers[min(len(sent), len(answers)) - 1]
+        body = "".join(f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n" for d in chunks)
+        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body + "data: [DONE]\n\n")
+
+    page.route("**/v1/models", lambda route: route.fulfill(json={"object": "list", "data": [{"id": model}]}))
+    page.route("**/v1/chat/completions", completions)
+    page.click(".tabs button[data-tab=chat]")
+    page.wait_for_selector(f"#chat-run option[value={model}]", state="attached")
+    return sent
+
+
 def test_page_checks_previews_and_chats_in_both_languages(browser, tiny_qwen, tmp_path_factory, tmp_path):
     """Fast tier: an in-process UI over an already trained run (no training here)."""
     from ducktune.ui.app import create_ui_app
@@ -103,19 +121,9 @@ def test_chat_shows_a_reasoning_models_thinking_apart_from_its_answer(browser, t
 
     chunks = [{"role": "assistant", "content": ""}, {"reasoning_content": "The user says hi."},
               {"reasoning_content": " Greet back."}, {"content": "Hello!"}]
-    body = "".join(f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n" for d in chunks)
-    sent: list = []
-
-    def completions(route):
-        sent.append(json.loads(route.request.post_data))
-        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body + "data: [DONE]\n\n")
-
     with thread_server(create_ui_app(tmp_path / "runs"), free_port()) as url:
         page, problems = open_page(browser, url)
-        page.route("**/v1/models", lambda route: route.fulfill(json={"object": "list", "data": [{"id": "thinker"}]}))
-        page.route("**/v1/chat/completions", completions)
-        page.click(".tabs button[data-tab=chat]")
-        page.wait_for_selector("#chat-run option[value=thinker]", state="attached")
+        sent = scripted_chat(page, "thinker", [chunks])
         for i, question in enumerate(("Hi", "Again")):
             page.fill("#chat-input", question)
             page.click("#chat-send")
@@ -143,20 +151,9 @@ def test_chat_offers_the_runs_tools_shows_calls_and_sends_their_results(browser,
             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}
     answers = [[{"role": "assistant", "content": ""}, {"content": "Let me check."}, {"tool_calls": [call]}],
                [{"content": "Sunny in Paris."}]]
-    sent: list = []
-
-    def completions(route):
-        sent.append(json.loads(route.request.post_data))
-        chunks = answers[len(sent) - 1]
-        body = "".join(f"data: {json.dumps({'choices': [{'index': 0, 'delta': d}]})}\n\n" for d in chunks)
-        route.fulfill(status=200, headers={"Content-Type": "text/event-stream"}, body=body + "data: [DONE]\n\n")
-
     with thread_server(create_ui_app(tmp_path / "runs"), free_port()) as url:
         page, problems = open_page(browser, url)
-        page.route("**/v1/models", lambda route: route.fulfill(json={"object": "list", "data": [{"id": "caller"}]}))
-        page.route("**/v1/chat/completions", completions)
-        page.click(".tabs button[data-tab=chat]")
-        page.wait_for_selector("#chat-run option[value=caller]", state="attached")
+        sent = scripted_chat(page, "caller", answers)
         page.wait_for_function("document.querySelector('#chat-tools').value.includes('get_weather')")
         assert json.loads(page.input_value("#chat-tools")) == [tool]
         page.fill("#chat-input", "Weather in Paris?")
