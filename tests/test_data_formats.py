@@ -692,16 +692,39 @@ def test_hermes_markup_in_messages_json_text_and_text_before_a_call():
 
 
 def test_chats_without_a_tools_list_keep_their_markup():
-    """Hermes' json-mode records (a <schema> in the system text) and a record with its own `tools` field are
-    not read as Hermes markup: their text is what the data says."""
+    """Hermes' json-mode records (a <schema> in the system text, no calls) are not read as tool markup: their
+    text is what the data says."""
     schema_chat = {"conversations": [{"from": "system", "value": "Answer in JSON.\n<schema>\n{}\n</schema>"},
                                      {"from": "human", "value": "q"}, {"from": "gpt", "value": '{"a": 1}'}]}
     sample, issues = norm(schema_chat)
     assert issues == [] and sample.format == "sharegpt" and sample.messages[0].content.endswith("</schema>")
-    own_tools = json.loads(json.dumps(HERMES_RECORD))
-    own_tools["tools"] = [{"name": "search_flights", "parameters": {}}]
-    sample, issues = norm(own_tools)
-    assert issues == [] and sample.format == "sharegpt" and "<tool_call>" in sample.messages[2].content
+
+
+def test_tool_call_text_beside_the_records_own_tools_is_read_as_calls():
+    """A record with its own `tools` whose answers write Qwen's <tool_call> markup as text (and results in
+    <tool_response>): the calls are read, the record's tools kept, a <tools> list in its system text dropped."""
+    own = json.loads(json.dumps(HERMES_RECORD))
+    own["tools"] = [{"name": "search_flights", "parameters": {"type": "object", "properties": {}}}]
+    sample, issues = norm(own)
+    assert issues == [] and sample.format == "sharegpt+hermes"
+    assert sample.tools == [{"type": "function", "function": own["tools"][0]}]
+    assert [c.name for c in sample.messages[2].tool_calls] == ["search_flights", "search_flights"]
+    assert "<tools>" not in sample.messages[0].content
+    plain = {"conversations": [{"from": "human", "value": "TSLA?"}, {"from": "gpt", "value": (
+        '<tool_call>\n{"name": "get_price", "arguments": {"symbol": "TSLA"}}\n</tool_call>')},
+        {"from": "tool", "value": "191.97"}, {"from": "gpt", "value": "191.97 dollars."}],
+        "tools": json.dumps([{"name": "get_price", "parameters": {}}])}  # LLaMA-Factory's tools: JSON text
+    sample, issues = norm(plain)
+    assert issues == [] and turns(sample) == [("user", "TSLA?"), ("assistant", ""), ("tool", "191.97"),
+                                              ("assistant", "191.97 dollars.")]
+    assert sample.messages[2].name == "get_price"  # the result answers the call read from the text
+    # A template that writes no calls (Granite 3's: calls are the answer's text), or no tools at all (ChatML's
+    # SmolLM2): the markup is the text to train, as Hermes models were trained on ChatML.
+    sample, issues = norm(plain, "sharegpt", NormalizeOptions(tool_parts=frozenset({"definitions", "results"})))
+    assert issues == [] and "<tool_call>" in sample.messages[1].content and sample.format == "sharegpt"
+    hermes, issues = norm(HERMES_RECORD, "sharegpt", NormalizeOptions(tool_parts=frozenset({"results"})))
+    assert issues == [] and hermes.tools is None and "<tools>" in hermes.messages[0].content
+    assert hermes.messages[2].content.startswith("<tool_call>")
 
 
 @pytest.mark.parametrize("turn, expected", [

@@ -785,21 +785,21 @@ def normalize_messages(value: dict, record: Record, issues: list[Issue], options
 
 def _finish_turns(value: dict, record: Record, issues: list[Issue], field: str, fmt: str, options: NormalizeOptions
                   ) -> Sample | None:
-    """A turn-list record as a Sample; one without `tools` whose system message lists functions in Hermes'
-    <tools> markup has that markup read as tools, calls and results (data/hermes.py)."""
+    """A turn-list record as a Sample; one whose system message lists functions in Hermes' <tools> markup
+    (or with `tools` and answers holding <tool_call> text) has that markup read as tools, calls and results
+    (data/hermes.py)."""
     parsed = _chat_turns(value, record, issues, field, options)
     tools = _tools(value, record, issues)
     if parsed is None or issues:
         return None
     messages, fields = parsed
-    if tools is None:
-        from ducktune.data import hermes
-        if hermes.uses_hermes_markup(messages):
-            read = hermes.read_hermes(messages, fields, record, issues)
-            if read is None:
-                return None
-            messages, fields, tools = read
-            fmt += hermes.FORMAT_SUFFIX
+    from ducktune.data import hermes
+    if hermes.uses_hermes_markup(messages, tools, options.tool_parts):
+        read = hermes.read_hermes(messages, fields, tools, record, issues)
+        if read is None:
+            return None
+        messages, fields, tools = read
+        fmt += hermes.FORMAT_SUFFIX
     return _finish_chat(messages, fields, record, fmt, issues, field, options, tools)
 
 

@@ -11,8 +11,11 @@ Read as text, these would teach every model Hermes' markup instead of its own (L
 [TOOL_CALLS], ...), and ducktune's serve and Ollama would not read the calls back. So a chat whose system
 message lists functions this way becomes a tool-calling chat: the functions its `tools`, each `<tool_call>`
 a call, each `<tool_response>` a result, and the system prose keeps only the sentences that do not
-describe the markup. The model's own chat template then writes them. What cannot be read is an Issue
-naming the turn. A chat without such a list (Hermes' json-mode records) is left as it is.
+describe the markup. The model's own chat template then writes them. A record that has its own `tools`
+has its <tool_call> and <tool_response> text read the same way (Qwen's markup written out as text). What
+cannot be read is an Issue naming the turn. A chat with neither (Hermes' json-mode records) is left as it is,
+and so is every chat for a template that writes no tool calls: the markup is then the text to train, as
+Hermes models were trained on ChatML.
 """
 
 from __future__ import annotations
@@ -53,22 +56,34 @@ def _tools_block(text: str) -> re.Match | None:
     return next((m for m in _TOOLS.finditer(text) if m.group(1).strip()), None)
 
 
-def uses_hermes_markup(messages: list[Message]) -> bool:
-    """A system message that lists functions between <tools> tags."""
-    return bool(messages) and messages[0].role == "system" and _tools_block(messages[0].content) is not None
-
-
-def read_hermes(messages: list[Message], fields: list[str], record: Record, issues: list[Issue]
-                ) -> tuple[list[Message], list[str], list[dict]] | None:
-    """(the messages with calls and results read, their fields, the tools); None after an issue."""
-    system = messages[0]
-    block = _tools_block(system.content)
-    tools = _tools(block.group(1), record, fields[0], issues)
+def uses_hermes_markup(messages: list[Message], tools: list[dict] | None, writes: frozenset[str]) -> bool:
+    """A system message that lists functions between <tools> tags (without the record's own `tools`); or,
+    beside the record's `tools`, an answer holding a <tool_call> block (Qwen's markup written as text).
+    Read only where the chat template writes what it becomes (`writes`: its tool parts): for a template
+    without tools (ChatML's SmolLM2) the markup stays the text, as Hermes models were trained on ChatML."""
     if tools is None:
-        return None
-    prose = _prose(system.content[:block.start()] + "\n" + system.content[block.end():])
-    out, out_fields = ([dataclasses.replace(system, content=prose)], [fields[0]]) if prose else ([], [])
-    for message, field in zip(messages[1:], fields[1:]):
+        return {"definitions", "calls"} <= writes and bool(messages) and messages[0].role == "system" \
+            and _tools_block(messages[0].content) is not None
+    return "calls" in writes and any(m.role == "assistant" and "<tool_call>" in m.content and not m.tool_calls
+                                     for m in messages)
+
+
+def read_hermes(messages: list[Message], fields: list[str], tools: list[dict] | None, record: Record,
+                issues: list[Issue]) -> tuple[list[Message], list[str], list[dict]] | None:
+    """(the messages with calls and results read, their fields, the tools: the record's, else those its
+    system message lists, which leave the system text); None after an issue."""
+    out: list[Message] = []
+    out_fields: list[str] = []
+    block = _tools_block(messages[0].content) if messages and messages[0].role == "system" else None
+    if block is not None:  # the template writes the tools: the list and the sentences about it leave the text
+        system = messages[0]
+        tools = tools if tools is not None else _tools(block.group(1), record, fields[0], issues)
+        if tools is None:
+            return None
+        prose = _prose(system.content[:block.start()] + "\n" + system.content[block.end():])
+        out, out_fields = ([dataclasses.replace(system, content=prose)], [fields[0]]) if prose else ([], [])
+        messages, fields = messages[1:], fields[1:]
+    for message, field in zip(messages, fields):
         read = _answer(message, record, field, issues) if message.role == "assistant" else \
             _results(message) if message.role == "tool" else [message]
         if read is None:
@@ -114,7 +129,7 @@ def _answer(message: Message, record: Record, field: str, issues: list[Issue]) -
     first = content.find("<tool_call>")
     if first < 0:
         return [message]
-    calls = []
+    calls = list(message.tool_calls)
     for n, match in enumerate(_CALL.finditer(content, first), start=1):
         where = f"{field} <tool_call> {n}"
         if not match.group(0).endswith("</tool_call>"):
