@@ -30,8 +30,9 @@ Tool calling (sharegpt and messages records): a record's `tools` (OpenAI's list,
 JSON text of bare function descriptions) lists the functions; an assistant turn calls them with
 OpenAI's `tool_calls` (or the older `function_call`), or is a LLaMA-Factory `function_call` turn whose
 text is the JSON call; a `tool` turn (`function`, `observation`, Llama 3.1's `ipython`) holds a result.
-A record without `tools` whose system message lists functions in Hermes' `<tools>` markup has its
-`<tool_call>`/`<tool_response>` text read as calls and results (data/hermes.py; format "sharegpt+hermes").
+Tool use written as text in Hermes' markup (functions between `<tools>` tags in the system message,
+`<tool_call>`/`<tool_response>` blocks; or `<tool_call>` text beside the record's `tools`) is read as
+tools, calls and results where the template writes them (data/hermes.py; format "sharegpt+hermes").
 Calls are trained like answers; definitions and results are context.
 
 Normalizers never raise on odd input: every problem becomes an `Issue` naming the field.
