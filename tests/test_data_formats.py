@@ -160,6 +160,8 @@ def test_detection_prefers_the_majority_and_names_the_odd_record():
     ({"query": "Hi", "response": "Hello", "system": "Be nice.", "history": [["a", "b"]]}, "Hi", "Hello"),  # Swift
     ({"problem": "1+1", "solution": "2"}, "1+1", "2"),
     ({"prompt": "Hi", "response": "Hello"}, "Hi", "Hello"),
+    ({"inputs": "Translate: hi", "targets": "salut", "task": "flan"}, "Translate: hi", "salut"),  # FLAN, xP3
+    ({"human": "Hi", "assistant": "Hello"}, "Hi", "Hello"),
 ])
 def test_question_answer_records_under_other_field_names(record, question, answer):
     """The datasets people bring name alpaca's fields otherwise; each is detected and read as a question and
@@ -169,8 +171,10 @@ def test_question_answer_records_under_other_field_names(record, question, answe
     assert turns(sample)[-2:] == [("user", question), ("assistant", answer)]
     if "history" in record:
         assert turns(sample)[:3] == [("system", "Be nice."), ("user", "a"), ("assistant", "b")]
-    q, a = (next(k for k in keys if k in record) for keys in (("instruction", "prompt", "question", "query", "problem"),
-                                                                ("response", "completion", "answer", "solution")))
+    q, a = (next(k for k in keys if k in record) for keys in (("instruction", "prompt", "question", "query", "problem",
+                                                                 "inputs", "human"),
+                                                                ("response", "completion", "answer", "solution",
+                                                                 "targets", "assistant")))
     assert sample.fields[-2:] == [q, a]
     blank = dict(record, **{a: " "})
     assert norm(blank, "alpaca")[1] == [f"f.json:1: {a}: empty assistant answer"]
@@ -225,6 +229,15 @@ def test_conversational_prompt_completion_is_a_chat_to_train():
     _, issues = norm({"prompt": [{"role": "user", "content": "Hi"}], "completion": [
         {"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]})
     assert issues == ["f.json:1: completion: must hold one assistant message, got 2 messages"]
+
+
+def test_a_turn_list_of_exchanges_under_a_chat_key_is_read_turn_by_turn():
+    sample, issues = norm({"conversations": [{"human": "Hi", "assistant": "Yo"}, {"user": "Again", "assistant": "Yo!"}]})
+    assert issues == [] and turns(sample) == [("user", "Hi"), ("assistant", "Yo"), ("user", "Again"), ("assistant", "Yo!")]
+    assert sample.fields == ["conversations[0].human", "conversations[0].assistant", "conversations[1].user",
+                             "conversations[1].assistant"]
+    _, issues = norm({"messages": [{"human": "Hi", "assistant": 3}]})
+    assert issues == ["f.json:1: messages[0].assistant: must be a string, got int"]
 
 
 def test_a_turn_list_under_firefly_key_is_read_as_messages():

@@ -491,11 +491,12 @@ def request_conversation(messages: list[dict], tools: object) -> tuple[list[dict
 
 # Alpaca's three fields under the other names that question-answer datasets give them: Dolly's
 # instruction/context/response, TRL's and OpenAI's older prompt/completion, GSM8K's question/answer,
-# ModelScope Swift's query/response (with alpaca's history and system), problem/solution. A record's
-# first name of each list present is the one read.
-QUESTION_FIELDS = ("instruction", "prompt", "question", "query", "problem")
+# ModelScope Swift's query/response (with alpaca's history and system), problem/solution, FLAN's and
+# xP3's inputs/targets, a chat's one exchange as human (or user)/assistant. A record's first name of each
+# list present is the one read.
+QUESTION_FIELDS = ("instruction", "prompt", "question", "query", "problem", "inputs", "human", "user")
 CONTEXT_FIELDS = ("input", "context")
-ANSWER_FIELDS = ("output", "response", "completion", "answer", "solution")
+ANSWER_FIELDS = ("output", "response", "completion", "answer", "solution", "targets", "assistant")
 
 
 def alpaca_fields(value: dict) -> tuple[str | None, str | None, str | None]:
@@ -579,6 +580,16 @@ def _turn_list(value: dict, record: Record, issues: list[Issue], field: str, rol
         rk, ck = role_key, content_key
         if rk not in turn and alt_keys and alt_keys[0] in turn:
             rk, ck = alt_keys
+        if rk not in turn and "assistant" in turn and ("human" in turn or "user" in turn):
+            # One exchange per item, firefly's way ({human, assistant}): its two turns.
+            asked = "human" if "human" in turn else "user"
+            pair = [(asked, "user"), ("assistant", "assistant")]
+            texts = [_text(turn.get(key), record, f"{where}.{key}", issues) for key, _ in pair]
+            if issues:
+                return None
+            messages += [Message(role, text) for (_, role), text in zip(pair, texts)]
+            fields += [f"{where}.{key}" for key, _ in pair]
+            continue
         if rk not in turn:
             issues.append(record.issue(f"{where}.{role_key}", "missing"))
             return None
