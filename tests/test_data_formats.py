@@ -162,6 +162,7 @@ def test_detection_prefers_the_majority_and_names_the_odd_record():
     ({"prompt": "Hi", "response": "Hello"}, "Hi", "Hello"),
     ({"inputs": "Translate: hi", "targets": "salut", "task": "flan"}, "Translate: hi", "salut"),  # FLAN, xP3
     ({"human": "Hi", "assistant": "Hello"}, "Hi", "Hello"),
+    ({"kind": "Translation", "input": "Translate: hi", "target": "你好"}, "Translate: hi", "你好"),  # firefly-1.1M
 ])
 def test_question_answer_records_under_other_field_names(record, question, answer):
     """The datasets people bring name alpaca's fields otherwise; each is detected and read as a question and
@@ -172,9 +173,9 @@ def test_question_answer_records_under_other_field_names(record, question, answe
     if "history" in record:
         assert turns(sample)[:3] == [("system", "Be nice."), ("user", "a"), ("assistant", "b")]
     q, a = (next(k for k in keys if k in record) for keys in (("instruction", "prompt", "question", "query", "problem",
-                                                                 "inputs", "human"),
+                                                                 "inputs", "human", "input"),
                                                                 ("response", "completion", "answer", "solution",
-                                                                 "targets", "assistant")))
+                                                                 "targets", "target", "assistant")))
     assert sample.fields[-2:] == [q, a]
     blank = dict(record, **{a: " "})
     assert norm(blank, "alpaca")[1] == [f"f.json:1: {a}: empty assistant answer"]

@@ -492,11 +492,11 @@ def request_conversation(messages: list[dict], tools: object) -> tuple[list[dict
 # Alpaca's three fields under the other names that question-answer datasets give them: Dolly's
 # instruction/context/response, TRL's and OpenAI's older prompt/completion, GSM8K's question/answer,
 # ModelScope Swift's query/response (with alpaca's history and system), problem/solution, FLAN's and
-# xP3's inputs/targets, a chat's one exchange as human (or user)/assistant. A record's first name of each
+# xP3's inputs/targets, firefly-train-1.1M's input/target, a chat's one exchange as human (or user)/assistant. A record's first name of each
 # list present is the one read.
 QUESTION_FIELDS = ("instruction", "prompt", "question", "query", "problem", "inputs", "human", "user")
 CONTEXT_FIELDS = ("input", "context")
-ANSWER_FIELDS = ("output", "response", "completion", "answer", "solution", "targets", "assistant")
+ANSWER_FIELDS = ("output", "response", "completion", "answer", "solution", "targets", "target", "assistant")
 
 
 def alpaca_fields(value: dict) -> tuple[str | None, str | None, str | None]:
