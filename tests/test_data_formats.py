@@ -184,6 +184,18 @@ def test_question_answer_records_under_other_field_names(record, question, answe
                                         "answer; response, completion, answer or solution also work)"]
 
 
+def test_spreadsheet_headers_in_any_case_name_the_question_and_answer():
+    """A hand-made CSV's "Question,Answer" header (or Amod/mental_health_counseling_conversations' Context and
+    Response): the fields are found whatever their case, and named as the file writes them."""
+    sample, issues = norm({"Question": "2+2?", "Answer ": "4"})
+    assert issues == [] and turns(sample) == [("user", "2+2?"), ("assistant", "4")]
+    assert sample.fields == ["Question", "Answer "]
+    sample, issues = norm({"Context": "I feel sad.", "Response": "I hear you."})
+    assert issues == [] and turns(sample) == [("user", "I feel sad."), ("assistant", "I hear you.")]
+    _, issues = norm({"Question": "q", "Response": ""})
+    assert issues == ["f.json:1: Response: empty assistant answer"]
+
+
 def test_openorca_system_prompt_and_cohere_chatbot_role():
     sample, issues = norm({"id": "niv.242684", "system_prompt": "You are an AI assistant.", "question": "Q?",
                            "response": "A."})  # Open-Orca/OpenOrca

@@ -500,9 +500,16 @@ ANSWER_FIELDS = ("output", "response", "completion", "answer", "solution", "targ
 
 
 def alpaca_fields(value: dict) -> tuple[str | None, str | None, str | None]:
-    """The names a question-answer record uses for its (question, context, answer); None where it has none."""
-    return tuple(next((k for k in names if k in value), None) for names in (QUESTION_FIELDS, CONTEXT_FIELDS,
-                                                                           ANSWER_FIELDS))
+    """The names a question-answer record uses for its (question, context, answer); None where it has none.
+    Spreadsheet headers match whatever their case ("Question", "Answer", "Context", "Response")."""
+    if all(type(k) is str and k.islower() for k in value):  # the common case: no key to fold
+        return tuple(next((k for k in names if k in value), None) for names in (QUESTION_FIELDS, CONTEXT_FIELDS,
+                                                                               ANSWER_FIELDS))
+    folded = {}
+    for key in value:
+        folded.setdefault(str(key).strip().lower(), key)
+    return tuple(next((folded[k] for k in names if k in folded), None) for names in (QUESTION_FIELDS, CONTEXT_FIELDS,
+                                                                                    ANSWER_FIELDS))
 
 
 def normalize_alpaca(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions = DEFAULT_OPTIONS
