@@ -698,6 +698,27 @@ def test_hermes_tool_markup_becomes_tool_calls():
                              "conversations[3]", "conversations[4]"]
 
 
+def test_hermes_2_pro_system_prompt_keeps_only_its_prose():
+    """Hermes 2 Pro's published prompt: the list after "Here are the available tools:", then a pydantic schema
+    and the <tool_call> format on one line with it: none of it is left in the system text."""
+    system = ("You are a function calling AI model. You are provided with function signatures within <tools></tools> "
+              "XML tags. You may call one or more functions to assist with the user query. Don't make assumptions "
+              "about what values to plug into functions. Here are the available tools: <tools> [{'type': 'function', "
+              "'function': {'name': 'get_stock', 'description': 'Data.', 'parameters': {'type': 'object', "
+              "'properties': {'symbol': {'type': 'string'}}}}}] </tools> Use the following pydantic model json schema "
+              "for each tool call you will make: {'title': 'FunctionCall', 'type': 'object', 'properties': "
+              "{'arguments': {'title': 'Arguments', 'type': 'object'}}} For each function call return a json object "
+              "with function name and arguments within <tool_call></tool_call> XML tags as follows:\n<tool_call>\n"
+              "{'arguments': <args-dict>, 'name': <function-name>}\n</tool_call>")
+    sample, issues = norm({"conversations": [{"from": "system", "value": system}, {"from": "human", "value": "TSLA?"},
+                                             {"from": "gpt", "value": "<tool_call>\n{'arguments': {'symbol': 'TSLA'}, "
+                                                                      "'name': 'get_stock'}\n</tool_call>"}]})
+    assert issues == [] and sample.messages[0].content == (
+        "You are a function calling AI model. You may call one or more functions to assist with the user query. "
+        "Don't make assumptions about what values to plug into functions.")
+    assert sample.tools[0]["function"]["name"] == "get_stock"
+
+
 def test_hermes_markup_in_messages_json_text_and_text_before_a_call():
     tools = [{"name": "get_price", "parameters": {"type": "object", "properties": {"symbol": {"type": "string"}}}}]
     system = f"You are a trading bot.\n<tools>\n{json.dumps(tools[0])}\n</tools>"  # one function, not in a list
