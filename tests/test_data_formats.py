@@ -272,6 +272,8 @@ def test_a_turn_list_under_firefly_key_is_read_as_messages():
     ("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nhi<|eot_id|><|start_header_id|>assistant"
      "<|end_header_id|>\n\nyo<|eot_id|>", [("user", "hi"), ("assistant", "yo")]),
     ("\n\nHuman: hi\n\nAssistant: yo", [("user", "hi"), ("assistant", "yo")]),
+    ("<|im_start|>system\n<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nyo<|im_end|>",
+     [("user", "hi"), ("assistant", "yo")]),  # an empty system turn is none
     ("<bos><start_of_turn>user\nhi<end_of_turn>\n<start_of_turn>model\nyo<end_of_turn>\n",
      [("user", "hi"), ("assistant", "yo")]),
     ("<|system|>\nBe nice</s>\n<|user|>\nhi</s>\n<|assistant|>\nyo</s>",  # Zephyr, TinyLlama-chat

@@ -887,7 +887,7 @@ def normalize_transcript(value: dict, record: Record, issues: list[Issue], optio
                                            "train it as plain text"))
         return None
     _, turns = found
-    messages = [Message(role, content) for role, content in turns]
+    messages = [Message(role, content) for role, content in turns if content]  # an empty system turn: none
     return _finish_chat(messages, [f"text turn {n}" for n in range(1, len(messages) + 1)], record, "transcript",
                         issues, "text", options)
 
