@@ -246,6 +246,20 @@ def test_hermes_records_train_in_the_models_own_call_syntax():
     assert not any(mark in trained + context for mark in ("<tool_call>", "<tool_response>", "<tools>", "XML tags"))
 
 
+def test_parallel_calls_a_template_refuses_are_said_with_what_to_do():
+    """Llama 3.1/3.2's template raises on two calls in one answer (Hermes and xLAM data have many): the data
+    check names the answer and says to give each call its own turn."""
+    from data_support import HERMES_RECORD
+    from ducktune.data.lengths import token_stats
+
+    hermes = normalize(Record(json.loads(json.dumps(HERMES_RECORD)), "h.json", 1), "sharegpt", [])
+    _, issues = token_stats([hermes, sample()], chat_format("llama3"), 4096, "last")
+    assert [str(i) for i in issues] == [
+        "h.json:1: (template): the chat template refused this conversation: This model only supports single tool-calls "
+        "at once! (conversations[2] makes 2 calls at once: where the template writes one call per answer, give each "
+        "call its own assistant turn, followed by its result)"]
+
+
 def test_probe_prompts_keep_their_samples_tools():
     from types import SimpleNamespace
 

@@ -170,8 +170,14 @@ def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) 
                 good.append((sample, renderer.render(sample)))
             except Exception as exc:  # the template refuses this conversation (jinja raise_exception)
                 first = str(exc).strip().removeprefix(REFUSED).strip().splitlines()  # ChatFormat's DataError says it
+                # Llama 3.1/3.2's template raises on parallel calls ("only supports single tool-calls at once").
+                parallel = next((i for i, m in enumerate(sample.messages) if len(m.tool_calls) > 1), None)
+                advice = "" if parallel is None or "call" not in (first[0] if first else "").lower() else (
+                    f" ({sample.fields[parallel] if parallel < len(sample.fields) else 'an answer'} makes "
+                    f"{len(sample.messages[parallel].tool_calls)} calls at once: where the template writes one call "
+                    "per answer, give each call its own assistant turn, followed by its result)")
                 issues.append(Issue(sample.where, None, "(template)",
-                                    f"{REFUSED} {first[0] if first else type(exc).__name__}"))
+                                    f"{REFUSED} {first[0] if first else type(exc).__name__}{advice}"))
         counts = _count_tokens(tokenizer, [r for _, r in good], add_special_tokens=False)
         for (sample, _), n in zip(good, counts):
             if chat_format.inserted_eos:  # after each answer, or the last alone where the template closes the others
