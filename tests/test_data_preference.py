@@ -182,7 +182,21 @@ PAIR_SHAPES = {
     "openai message answers": {"messages": [U("q")], "chosen": A("good"), "rejected": A("bad")},
     "anthropic hh-rlhf": {"chosen": "\n\nHuman: q\n\nAssistant: good", "rejected": "\n\nHuman: q\n\nAssistant: bad"},
     "orca dpo pairs (question)": {"system": "", "question": "q", "chosen": "good", "rejected": "bad"},
+    "pku saferlhf (better response)": {"prompt": "q", "response_0": "bad", "response_1": "good",
+                                       "better_response_id": 1, "safer_response_id": 0, "is_response_0_safe": True},
 }
+
+
+def test_pku_saferlhf_prefers_what_columns_say_and_names_the_response(tmp_path):
+    record = {"prompt": "q", "response_0": "safe", "response_1": "helpful", "better_response_id": 1,
+              "safer_response_id": 0}
+    path = write_jsonl(tmp_path / "pku.jsonl", [record])
+    samples, issues = read(path, columns={"better_response_id": "safer_response_id"})
+    assert issues == [] and (samples[0].chosen, samples[0].rejected) == ("safe", "helpful")
+    samples, issues = read(write_jsonl(tmp_path / "same.jsonl", [dict(record, response_0="helpful")]))
+    assert issues == [f"{tmp_path / 'same.jsonl'}:1: response_0: identical to chosen: a pair needs two different answers"]
+    samples, issues = read(write_jsonl(tmp_path / "id.jsonl", [dict(record, better_response_id=2)]))
+    assert issues == [f"{tmp_path / 'id.jsonl'}:1: better_response_id: must be 0 or 1 (which response is chosen), got 2"]
 
 
 @pytest.mark.parametrize("name", list(PAIR_SHAPES))

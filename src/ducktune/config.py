@@ -110,7 +110,8 @@ TAG_NAMES = ("role_tag", "content_tag", "user_tag", "assistant_tag", "system_tag
 # The fields a dataset's `columns` may map: ducktune's, then LLaMA-Factory's own names (data/columns.py).
 COLUMN_FIELDS = ("instruction", "input", "output", "system", "history", "conversations", "messages", "conversation",
                  "text", "prompt", "chosen", "rejected", "completion", "label",
-                 "query", "response", "kto_tag", "tools", "images", "videos", "audios")
+                 "query", "response", "kto_tag", "tools", "images", "videos", "audios",
+                 "better_response_id")  # PKU-SafeRLHF's: map it to safer_response_id to prefer the safer
 
 
 def unknown_column_field(name: str) -> str | None:

@@ -137,8 +137,10 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         return f"a record is a {type(value).__name__}, not an object"
     keys = value.keys()
     if fmt == "preference":
-        # Either answer makes a pair record: the other one is then reported missing by name.
-        return None if "chosen" in keys or "rejected" in keys else "no 'chosen' and 'rejected' fields"
+        # Either answer makes a pair record: the other one is then reported missing by name. PKU-SafeRLHF's
+        # two responses and which one is better are a pair too (pair_formats.ranked_pair).
+        ranked = "response_0" in keys and "response_1" in keys and keys & {"better_response_id", "safer_response_id"}
+        return None if "chosen" in keys or "rejected" in keys or ranked else "no 'chosen' and 'rejected' fields"
     if fmt == "unpaired":
         if not ("label" in keys and keys & {"completion", "messages", "conversations", "output"}):
             return "no 'label' field with a 'completion' (or 'messages')"

@@ -29,6 +29,7 @@ from __future__ import annotations
 import re
 
 from ducktune.data import formats
+from ducktune.data.columns import file_field_names
 from ducktune.data.formats import NormalizeOptions
 from ducktune.data.schema import Issue, Message, Record, Sample
 
@@ -277,8 +278,32 @@ def _hh_as_conversations(value: dict) -> dict:
     return value | turns if all(turns.values()) else value
 
 
+def ranked_pair(value: dict, record: Record, issues: list[Issue]) -> tuple[dict, dict[str, str]] | None:
+    """PKU-Alignment/PKU-SafeRLHF's record (prompt, response_0, response_1, better_response_id and
+    safer_response_id) as chosen/rejected: the better response is chosen (map better_response_id to
+    safer_response_id with `columns` to prefer the safer); and which response each answer is, to name it."""
+    key = "better_response_id" if "better_response_id" in value else "safer_response_id"
+    at = value[key]
+    at = int(at) if isinstance(at, str) and at.strip() in ("0", "1") else at
+    if isinstance(at, bool) or at not in (0, 1):
+        issues.append(record.issue(key, f"must be 0 or 1 (which response is chosen), got {value[key]!r}"))
+        return None
+    names = {"chosen": f"response_{at}", "rejected": f"response_{1 - at}"}
+    return {**value, "chosen": value[names["chosen"]], "rejected": value[names["rejected"]]}, names
+
+
 def normalize_pair(value: dict, record: Record, issues: list[Issue],
                    options: NormalizeOptions = formats.DEFAULT_OPTIONS) -> Sample | None:
+    if "chosen" not in value and "rejected" not in value and "response_0" in value:
+        own: list[Issue] = []
+        ranked = ranked_pair(value, record, own)
+        sample = None if ranked is None else _normalize_pair(ranked[0], record, own, options)
+        issues += file_field_names(own, ranked[1]) if ranked else own
+        return sample
+    return _normalize_pair(value, record, issues, options)
+
+
+def _normalize_pair(value: dict, record: Record, issues: list[Issue], options: NormalizeOptions) -> Sample | None:
     value = _hh_as_conversations(value)
     conversations = [key for key in ("chosen", "rejected") if is_conversation(value.get(key), options)]
     if conversations:
