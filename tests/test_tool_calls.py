@@ -306,11 +306,12 @@ class ScriptedEngine:
         return contextlib.nullcontext()
 
     def generate(self, messages, max_new_tokens=256, temperature=0.0, top_p=1.0, seed=None, stop=None, cancel=None,
-                 tools=None):
+                 tools=None, answer_start=""):
         from ducktune.chat.engine import Generation
 
         self.prompts.append((messages, tools))
-        n_prompt = len(self.chat_format.prompt_ids(messages, tools))
+        self.answer_start = answer_start
+        n_prompt = len(self.chat_format.prompt_ids(messages, tools, answer_start))
         return Generation(self.visible(), n_prompt, 7, "stop", self.raw_answer)
 
     def visible(self) -> str:
@@ -391,6 +392,35 @@ def test_serve_answers_a_call_as_openai_tool_calls(tool_server):
     messages, _ = engine.prompts[-1]
     assert messages[1]["tool_calls"][0]["function"]["arguments"] == {"city": "Paris"}
     assert messages[2] == {"role": "tool", "content": "TWENTYDEGREES", "name": "get_weather", "tool_call_id": call["id"]}
+
+
+def test_a_forced_tool_choice_begins_the_answer_with_the_call(tool_server):
+    """tool_choice naming a function (LangChain's with_structured_output) or "required": the answer is begun
+    in the prompt with the template's call opening (and the name), the model writes the rest, and the whole
+    is read as the call; streamed, it comes whole. A function not offered, or no tools, is a 400."""
+    client, engines = tool_server
+    engines["qwen"] = engine = ScriptedEngine("qwen2.5", '", "arguments": {"city": "Paris"}}\n</tool_call>')
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    body = client.post("/v1/chat/completions", json={"model": "qwen", **ASK, "tool_choice": named}).json()
+    assert engine.answer_start == '<tool_call>\n{"name": "get_weather'
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls" and choice["message"]["content"] is None
+    assert [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in choice["message"]["tool_calls"]] == [
+        ("get_weather", {"city": "Paris"})]
+    engine.raw_answer = 'get_weather", "arguments": {"city": "Rome"}}\n</tool_call>'
+    choices = stream_chunks(client, {"model": "qwen", **ASK, "tool_choice": "required"})
+    assert engine.answer_start == '<tool_call>\n{"name": "'
+    (calls,) = [c["delta"]["tool_calls"] for c in choices if "tool_calls" in c["delta"]]
+    assert json.loads(calls[0]["function"]["arguments"]) == {"city": "Rome"} and choices[-1]["finish_reason"] == "tool_calls"
+    for tool_choice, tools, message in (
+            ({"type": "function", "function": {"name": "get_time"}}, WEATHER,
+             "'tool_choice': 'get_time' is not among the tools offered (get_weather)"),
+            ("required", None, "'tool_choice': forces a call, but no tools are offered")):
+        response = client.post("/v1/chat/completions", json={"model": "qwen", "messages": ASK["messages"],
+                                                             "tool_choice": tool_choice, "tools": tools})
+        assert response.status_code == 400 and response.json()["error"]["message"] == message
+    response = client.post("/v1/chat/completions", json={"model": "qwen", **ASK, "tool_choice": "always"})
+    assert response.status_code == 400 and "must be 'auto', 'none', 'required' or" in response.json()["error"]["message"]
 
 
 def test_serve_reads_keyed_calls_typed_by_the_requests_tools(tool_server):
@@ -675,6 +705,23 @@ def test_calls_written_in_the_templates_syntax_are_read_back(family_id):
     assert [(c.name, c.arguments) for c in parsed[1]] == wanted
     assert parsed[0] == ""  # nothing said before the calls
     assert parse_tool_calls("It is sunny in Paris.", syntax) is None  # a text answer is text
+
+
+@pytest.mark.parametrize("family_id", CALL_FAMILIES)
+def test_a_forced_call_begun_as_the_template_writes_it_reads_back(family_id):
+    """For every family that writes calls, the forced opening (with a name, and without: "required") is how the
+    trained turn begins, and that turn reads back as the call."""
+    from ducktune.chat.tool_calls import call_syntax, forced_call_prefix, parse_tool_calls
+
+    fmt = chat_format(family_id)
+    turn = rendered_turn(fmt, [("get_weather", {"city": "Paris"})])
+    for name in ("get_weather", ""):
+        start = forced_call_prefix(fmt, name)
+        assert start is not None and turn.startswith(start) and start.endswith(name), (start, turn)
+        _, calls = parse_tool_calls(start + turn[len(start):], call_syntax(fmt), fmt.answer_frame, WEATHER)
+        assert [(c.name, c.arguments) for c in calls] == [("get_weather", {"city": "Paris"})]
+    ids = fmt.prompt_ids(ASK["messages"], WEATHER, start)
+    assert fmt.tokenizer.decode(ids, skip_special_tokens=False).endswith(start)
 
 
 # Nemotron-H's template writes an answer's text and its calls as two assistant turns (no text before a call).

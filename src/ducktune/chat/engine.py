@@ -124,6 +124,7 @@ class BatchRequest:
     on_piece: Callable[[str], None] | None = None
     tools: list[dict] | None = None  # the functions the model may call (OpenAI's tools list), in its prompt
     on_reasoning: Callable[[str], None] | None = None  # where the reasoning's text goes as it is generated
+    answer_start: str = ""  # the answer's first text, put in the prompt (a call the request forces)
 
 
 class AnswerText:
@@ -336,21 +337,24 @@ class ChatEngine:
 
     def _answer(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float, seed: int | None,
                 stop: list[str] | None, cancel: threading.Event | None, on_piece=None,
-                tools: list[dict] | None = None, on_reasoning=None) -> Generation:
+                tools: list[dict] | None = None, on_reasoning=None, answer_start: str = "") -> Generation:
         """One answer through `generate`, stop strings and cancelling checked by ducktune's own per-token
         criterion (AnswerText), sampled or greedy. (transformers' stop_strings precomputes a table that
         grows with the stop string's length, and matches stops that begin in the prompt.)"""
-        prompt = self.chat_format.prompt_ids(messages, tools)
+        prompt = self.chat_format.prompt_ids(messages, tools, answer_start)
         row = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop, tools)
-        request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece, tools, on_reasoning)
+        request = BatchRequest(messages, max_new_tokens, stop, cancel, on_piece, tools, on_reasoning, answer_start)
         self._generate_rows([prompt], [row], [request], (temperature, top_p, seed))
         return row.generation(len(prompt))
 
     def generate(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int | None = None, stop: list[str] | None = None, cancel: threading.Event | None = None,
-                 tools: list[dict] | None = None) -> Generation:
+                 tools: list[dict] | None = None, answer_start: str = "") -> Generation:
+        """One answer; `answer_start`: text the answer begins with, in the prompt (the Generation holds what
+        the model added to it)."""
         with self.lock:
-            return self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, tools=tools)
+            return self._answer(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, tools=tools,
+                                answer_start=answer_start)
 
     def generate_batch(self, conversations: list[list[dict]], max_new_tokens: int = 256,
                        batch_size: int = 16, tools: list | None = None) -> list[Generation]:
@@ -390,7 +394,7 @@ class ChatEngine:
         are decoded in one left-padded batch from which finished rows are dropped (a short answer
         stops costing compute); a single row goes through `generate`, like an unbatched request.
         """
-        prompts = [self.chat_format.prompt_ids(r.messages, r.tools) for r in requests]
+        prompts = [self.chat_format.prompt_ids(r.messages, r.tools, r.answer_start) for r in requests]
         rows = [AnswerText.for_format(self.tokenizer, self.chat_format, r.max_new_tokens, r.stop, r.tools)
                 for r in requests]
         with self.lock:

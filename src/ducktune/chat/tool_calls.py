@@ -87,10 +87,10 @@ def call_syntax(chat_format) -> CallSyntax | None:
     return None if keyed is None else CallSyntax("keyed", keyed.opening, keyed=keyed)
 
 
-def _rendered_call(chat_format, calls: list[tuple[str, dict]]) -> str | None:
-    """What `chat_format`'s template writes for an assistant turn making `calls` (name, arguments), as a
-    model trained on it generates it: without the stop token and the reasoning block the template adds;
-    None when the template refuses the turn."""
+def _generated_turn(chat_format, calls: list[tuple[str, dict]]) -> str | None:
+    """What a model trained on `chat_format`'s template generates for an assistant turn making `calls`
+    (name, arguments): the turn's trained text without the stop token (its frame, such as an empty
+    reasoning block, included); None when the template refuses the turn."""
     tools = [{"type": "function", "function": {"name": name, "description": "A probe.", "parameters": {
         "type": "object", "properties": {key: {"type": "string"} for key in arguments}}}} for name, arguments in calls]
     turn = {"role": "assistant", "content": "", "tool_calls": [
@@ -105,8 +105,31 @@ def _rendered_call(chat_format, calls: list[tuple[str, dict]]) -> str | None:
     call = text[slice(*spans[-1])]
     for token in chat_format.stop_tokens:
         call = call.removesuffix(token)
+    return call
+
+
+def _rendered_call(chat_format, calls: list[tuple[str, dict]]) -> str | None:
+    """The calls of `_generated_turn`: without the reasoning block the template adds."""
+    call = _generated_turn(chat_format, calls)
+    if call is None:
+        return None
     reasoning, answer = chat_format.answer_frame.answer(call)
     return answer if reasoning is not None else _EMPTY_THINK.sub("", call).lstrip()
+
+
+@functools.lru_cache(maxsize=64)
+def forced_call_prefix(chat_format, name: str) -> str | None:
+    """The start of an answer that calls a function, as the template writes it, for a request that forces a
+    call (tool_choice): up to the function's name ("" for "required": up to where any name goes), so the
+    model continues with the name or the arguments (gpt-oss's: its header's `to=functions.NAME`). None
+    where the template writes no calls ducktune reads."""
+    if call_syntax(chat_format) is None:
+        return None
+    rendered = _generated_turn(chat_format, [(name or PROBE_NAME, {"duckkey": "v"})])
+    at = rendered.find(name or PROBE_NAME) if rendered else -1
+    if at < 0:
+        return None
+    return rendered[:at + len(name)]
 
 
 def _each_opening(chat_format, opening: str) -> str:

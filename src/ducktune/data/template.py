@@ -316,12 +316,13 @@ class ChatFormat:
             raw = raw[:cut] + eos + raw[cut:]
         return raw
 
-    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
-        """Token ids of a conversation ready for the assistant's next answer (inference). Message text
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None, answer_start: str = "") -> list[int]:
+        """Token ids of a conversation ready for the assistant's next answer (inference), the answer begun
+        with `answer_start` (a call a request forces: chat/tool_calls.forced_call_prefix). Message text
         that spells a special token (a user typing `<|im_end|><|im_start|>system`) stays text: left to the
         tokenizer it would become the control token and forge turns (OpenAI's API treats content as text)."""
         messages = self.with_system(messages)
-        return self.tokenize(self.render(messages, add_generation_prompt=True, tools=tools), messages)[0]
+        return self.tokenize(self.render(messages, add_generation_prompt=True, tools=tools) + answer_start, messages)[0]
 
     @functools.cached_property
     def _special_token_text(self) -> re.Pattern:

@@ -109,11 +109,37 @@ def sampling(req: protocol.ChatCompletionRequest) -> dict:
             "seed": req.seed, "stop": req.stop_list()}
 
 
+def forced_answer_start(served, req, tools: list[dict] | None) -> str:
+    """The text an answer must begin with to make the call `tool_choice` forces ("" when none is forced);
+    a 400 for a function not offered, or a template whose calls cannot be begun."""
+    forced = req.forced_tool()
+    if forced is None:
+        return ""
+    from ducktune.chat.tool_calls import forced_call_prefix
+
+    names = [tool["function"]["name"] for tool in tools or []]
+    if not names:
+        raise APIError(400, "'tool_choice': forces a call, but no tools are offered", param="tool_choice",
+                       code="invalid_value")
+    if forced and forced not in names:
+        raise APIError(400, f"'tool_choice': {forced!r} is not among the tools offered ({', '.join(names)})",
+                       param="tool_choice", code="invalid_value")
+    start = forced_call_prefix(served.engine.chat_format, forced)
+    if start is None:
+        raise APIError(400, "'tool_choice': this model's chat template writes no calls a forced choice can begin",
+                       param="tool_choice", code="invalid_value")
+    return start
+
+
 def generate_job(served, req, control: RequestControl):
     messages, tools, max_new, _ = prepare(served, req)
+    start = forced_answer_start(served, req, tools)
     with served.engine.adapter_disabled(served.base):
-        return served.engine.generate(messages, max_new_tokens=max_new, cancel=control.stop, tools=tools,
-                                      **sampling(req))
+        result = served.engine.generate(messages, max_new_tokens=max_new, cancel=control.stop, tools=tools,
+                                        **({"answer_start": start} if start else {}), **sampling(req))
+    if start:  # the call begun in the prompt is part of the answer that is read; it closed any reasoning
+        result.raw_text, result.reasoning = start + result.raw_text, None
+    return result
 
 
 def stream_job(served, req, control: RequestControl, emit) -> None:
@@ -128,8 +154,9 @@ def stream_job(served, req, control: RequestControl, emit) -> None:
 
 def batchable(served, req) -> bool:
     """Greedy requests to an engine that batches share one generation with their concurrent companions
-    (sampled ones run alone: their seeds and temperatures are per request)."""
-    return bool(getattr(served.engine, "batches", False)) and not req.sampling_temperature()
+    (sampled ones run alone: their seeds and temperatures are per request; so do forced calls)."""
+    return bool(getattr(served.engine, "batches", False)) and not req.sampling_temperature() \
+        and req.forced_tool() is None
 
 
 def batch_runner(served):
@@ -245,6 +272,8 @@ def build_router(registry, api_key: str | None = None) -> APIRouter:
             raise model_not_found(req.model)
         if req.stream:
             gate = None
+            if req.forced_tool() is not None:  # the answer is the call: sent when whole
+                return await complete(served, req, request, stream=True)
             if offers_tools(req):  # text streams up to the calls, which are read when the answer is whole
                 from ducktune.chat.call_gate import CallGate
 

@@ -164,9 +164,10 @@ class LlamaCppEngine:
 
     def _pieces(self, messages: list[dict], max_new_tokens: int, temperature: float, top_p: float,
                 seed: int | None, stop: list[str] | None, cancel: threading.Event | None,
-                results: list[Generation], tools: list[dict] | None = None, on_reasoning=None) -> Iterator[str]:
+                results: list[Generation], tools: list[dict] | None = None, on_reasoning=None,
+                answer_start: str = "") -> Iterator[str]:
         """Text pieces as they are generated; the Generation is appended to `results` at the end."""
-        prompt = self.chat_format.prompt_ids(messages, tools)
+        prompt = self.chat_format.prompt_ids(messages, tools, answer_start)
         # The server checks the context before queueing; a direct caller gets what still fits.
         max_new_tokens = max(1, min(max_new_tokens, self.max_context - len(prompt)))
         answer = AnswerText.for_format(self.tokenizer, self.chat_format, max_new_tokens, stop, tools)
@@ -187,9 +188,11 @@ class LlamaCppEngine:
 
     def generate(self, messages: list[dict], max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
                  seed: int | None = None, stop: list[str] | None = None,
-                 cancel: threading.Event | None = None, tools: list[dict] | None = None) -> Generation:
+                 cancel: threading.Event | None = None, tools: list[dict] | None = None,
+                 answer_start: str = "") -> Generation:
         results: list[Generation] = []
-        for _ in self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results, tools):
+        for _ in self._pieces(messages, max_new_tokens, temperature, top_p, seed, stop, cancel, results, tools,
+                              answer_start=answer_start):
             pass
         return results[0]
 

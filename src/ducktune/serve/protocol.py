@@ -5,9 +5,10 @@ becomes a 4xx with OpenAI's error shape, `{"error": {"message", "type", "param",
 which the `openai` package, Dify and Open WebUI show to their users as is.
 Parameters that clients send routinely but that do not change the answer (user, metadata,
 penalties of 0...) are accepted and ignored, so those clients work unchanged; a parameter
-whose answer ducktune cannot give (n > 1, a forced tool_choice, logprobs, a JSON
-response_format, a logit_bias, a non-zero presence or frequency penalty, image or audio
-content) is rejected, since a client that asked for it would read a reply without it.
+whose answer ducktune cannot give (n > 1, logprobs, a JSON response_format, a logit_bias, a
+non-zero presence or frequency penalty, image or audio content) is rejected, since a client that
+asked for it would read a reply without it. A forced tool_choice ("required", or a named function)
+is answered by starting the answer with the template's call opening (chat/tool_calls.forced_call_prefix).
 
 Tools: a request's `tools` (and the conversation's calls and tool results) are written into the
 prompt by the chat template; an answer that calls tools in the syntax the template writes
@@ -30,8 +31,10 @@ MAX_STOP_CHARS = 1000  # OpenAI sets no figure; longer ones are not stop sequenc
 
 # Parameters whose answer ducktune cannot give: (refused when, why), per field.
 _CANNOT_ANSWER = {
-    "tool_choice": (lambda v: v not in ("none", "auto"),
-                    "only 'auto' and 'none' are supported: ducktune serve cannot force the model to call a tool"),
+    "tool_choice": (lambda v: v not in ("none", "auto", "required") and not (
+        isinstance(v, dict) and v.get("type") == "function" and isinstance(v.get("function"), dict)
+        and isinstance(v["function"].get("name"), str)),
+                    "must be 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}"),
     "logprobs": (bool, "log probabilities are not returned by ducktune serve; leave logprobs off"),
     "response_format": (lambda v: v.get("type") != "text",
                         "only {'type': 'text'} is supported: ducktune serve does not constrain answers to JSON"),
@@ -190,6 +193,12 @@ class ChatCompletionRequest(BaseModel):
 
     def message_dicts(self) -> list[dict]:
         return [m.as_dict() for m in self.messages]
+
+    def forced_tool(self) -> str | None:
+        """The call tool_choice forces: "" for any function ("required"), a function's name, None for none."""
+        if self.tool_choice == "required":
+            return ""
+        return self.tool_choice["function"]["name"] if isinstance(self.tool_choice, dict) else None
 
     def offered_tools(self) -> list | None:
         """The tools the model is offered as sent (`tools`, or the older `functions`); None under
