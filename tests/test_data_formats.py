@@ -224,8 +224,15 @@ def test_prompt_completion_with_a_label_that_is_no_boolean_is_not_trained_as_sft
     the undesirable completions as answers)."""
     fmt, why = detect_format([Record({"prompt": "q", "completion": "a", "label": "positive"}, "f.json", 1)])
     assert fmt is None and "unpaired: 'label' is not true or false" in why
-    assert "alpaca: a 'label' beside prompt/completion (KTO data: the label must be true or false)" in why
+    assert ("alpaca: a 'label' beside 'completion' (KTO data names its answer 'completion' and labels it true or "
+            "false; set format alpaca to train it as a question and its answer)") in why
     assert detect_format([Record({"prompt": "q", "completion": "a", "label": True}, "f.json", 1)])[0] == "unpaired"
+    fmt, why = detect_format([Record({"prompt": "q", "response": "a", "label": False}, "f.json", 1)])
+    assert fmt is None and "alpaca: a 'label' beside 'response'" in why  # not SFT on an undesirable answer
+    sample, issues = norm({"question": "q", "answer": "a", "label": "easy"}, "alpaca")  # given: read as asked
+    assert issues == [] and turns(sample) == [("user", "q"), ("assistant", "a")]
+    # alpaca's own output with a label that is no true/false (a category) stays a question and its answer
+    assert detect_format([Record({"instruction": "q", "output": "a", "label": "math"}, "f.json", 1)])[0] == "alpaca"
 
 
 def test_conversational_prompt_completion_is_a_chat_to_train():

@@ -161,8 +161,9 @@ def mismatch(fmt: str, value: object, detecting: bool = False) -> str | None:
         return None if fits else "no 'chat' text of 'USER:' / 'ASSISTANT:' turns"
     if fmt == "alpaca":
         question, context, answer = alpaca_fields(value)
-        if detecting and answer == "completion" and "label" in keys:  # KTO data whose label is no true/false
-            return "a 'label' beside prompt/completion (KTO data: the label must be true or false)"
+        if detecting and "label" in keys and answer not in (None, "output"):  # KTO data under other names
+            return (f"a 'label' beside {answer!r} (KTO data names its answer 'completion' and labels it true or "
+                    "false; set format alpaca to train it as a question and its answer)")
         if answer is not None and (question is not None or context is not None):
             return None
         if answer is not None:
