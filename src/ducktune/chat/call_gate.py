@@ -14,6 +14,8 @@ returns None).
 
 from __future__ import annotations
 
+import functools
+
 from ducktune.chat.engine import held_back
 
 
@@ -79,6 +81,7 @@ class CallGate:
         return rest.replace(self.marker, "") if self.marker else rest
 
 
+@functools.lru_cache(maxsize=16)
 def hidden_opening(chat_format) -> tuple[int, str] | None:
     """(id, text) of the special token a call's opening begins with where decoded text leaves it out
     (Mistral Small 3's [TOOL_CALLS]); None where the opening is shown text, or there are no calls."""

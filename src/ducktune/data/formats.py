@@ -454,14 +454,13 @@ def _alternates(messages: list[Message], fields: list[str], turns: list[int], re
 
 
 def _system(value: dict, record: Record, issues: list[Issue], field: str = "system") -> tuple[list[Message], list[str]]:
+    raw = value.get(field)
     if field == "system" and "system" not in value:
         if "system_prompt" in value:
-            field = "system_prompt"  # OpenOrca's name (system_prompt, question, response)
+            field, raw = "system_prompt", value["system_prompt"]  # OpenOrca's name (system_prompt, question, response)
         elif isinstance(value.get("systemInstruction"), dict):  # Gemini's: {role?, parts: [{text}]}
-            field = "systemInstruction.parts"
-            system = _text(value["systemInstruction"].get("parts"), record, field, issues, required=False)
-            return ([Message("system", system)], [field]) if system and system.strip() else ([], [])
-    system = _text(value.get(field), record, field, issues, required=False)
+            field, raw = "systemInstruction.parts", value["systemInstruction"].get("parts")
+    system = _text(raw, record, field, issues, required=False)
     if system and system.strip():
         return [Message("system", system)], [field]
     return [], []

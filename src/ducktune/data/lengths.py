@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass, field
 
 from ducktune.data.schema import Issue, Sample
-from ducktune.data.template import IGNORE_INDEX, marks_a_trained_answer
+from ducktune.data.template import IGNORE_INDEX, REFUSED, marks_a_trained_answer
 from ducktune.errors import DataError
 
 BATCH = 8192
@@ -147,9 +147,6 @@ def _tokenizer_threads(enabled: bool):
             os.environ.pop("TOKENIZERS_PARALLELISM", None)
         else:
             os.environ["TOKENIZERS_PARALLELISM"] = previous
-
-
-REFUSED = "the chat template refused this conversation:"
 
 
 def token_stats(samples: list[Sample], chat_format, cutoff: int, train_on: str) -> tuple[TokenStats | None, list[Issue]]:

@@ -32,6 +32,7 @@ from ducktune.errors import DataError, ModelError
 from ducktune.models.loading import read_template  # noqa: F401  (re-exported for callers of the data layer)
 
 IGNORE_INDEX = -100
+REFUSED = "the chat template refused this conversation:"  # how a conversation it raises on is said
 _THINK_END = "</think>"  # where reasoning models' answers end their reasoning
 _PROBE_ANSWER = "DUCKTUNEPROBEANSWER"
 _PROBE_QUESTION = "DUCKTUNEPROBEQUESTION"
@@ -104,7 +105,7 @@ class ChatFormat:
             if type(exc).__name__ == "UndefinedError":  # e.g. 'bos_token' is undefined: not the data's fault
                 raise ModelError(f"the chat template uses a value this tokenizer does not define ({exc}); set "
                                  "model.chat_template to a template made for this tokenizer") from None
-            raise DataError(f"the chat template refused this conversation: {exc}") from None
+            raise DataError(f"{REFUSED} {exc}") from None
 
     def special_tokens(self) -> list[str]:
         tokens = set(self.tokenizer.all_special_tokens)

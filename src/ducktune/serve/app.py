@@ -136,7 +136,7 @@ def generate_job(served, req, control: RequestControl):
     start = forced_answer_start(served, req, tools)
     with served.engine.adapter_disabled(served.base):
         result = served.engine.generate(messages, max_new_tokens=max_new, cancel=control.stop, tools=tools,
-                                        **({"answer_start": start} if start else {}), **sampling(req))
+                                        answer_start=start, **sampling(req))
     if start:  # the call begun in the prompt is part of the answer that is read; it closed any reasoning
         result.raw_text, result.reasoning = start + result.raw_text, None
     return result
